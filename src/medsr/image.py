@@ -1,0 +1,188 @@
+"""MedImage: pixels plus the geometry and units that make them a medical image.
+
+Conventions (see DESIGN.md):
+
+* ``array`` is float32. Grayscale images have shape ``(Z, Y, X)``; a 2-D image is ``(1, Y, X)``.
+  Images with a leading channel axis have shape ``(C, Z, Y, X)`` and say what the channels
+  are in ``channels``: ``"RGB"`` for colour (DICOM RGB/YBR/palette, colour PNG) or ``"time"``
+  for the fourth NIfTI dimension.
+* ``spacing`` is in millimetres, ordered ``(z, y, x)`` like the array axes.
+* ``affine`` is the 4×4 NIfTI-style voxel → world (RAS+, mm) matrix. It maps the column vector
+  ``(x, y, z, 1)`` of *indices* — x the last array axis, z the first — to world coordinates, so
+  ``world = affine @ [x, y, z, 1]``. DICOM (LPS) geometry is converted on read and back on write.
+* Intensities are in the source's units: Hounsfield units for CT (RescaleSlope/Intercept
+  applied), stored values for MR, grey levels for radiographs and rasters.
+  ``meta`` keeps what a writer needs to go back to the same format.
+
+Operations that change the sampling grid (:meth:`MedImage.resampled`) return a new MedImage
+whose spacing and affine describe the new grid over the *same physical field of view*
+(cell-centred convention): ``spacing' = spacing / f`` and
+``origin' = origin + A · ((1/f − 1) / 2)`` in voxel units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Spacing = tuple[float, float, float]
+
+
+def affine_from_spacing(spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Axis-aligned affine for an image with ``spacing`` (z, y, x) and world ``origin`` (x, y, z)."""
+    sz, sy, sx = (float(s) for s in spacing)
+    aff = np.diag([sx, sy, sz, 1.0])
+    aff[:3, 3] = origin
+    return aff
+
+
+def spacing_from_affine(affine: np.ndarray) -> Spacing:
+    """Voxel sizes (z, y, x) implied by the affine's column norms."""
+    norms = np.linalg.norm(np.asarray(affine, dtype=float)[:3, :3], axis=0)
+    return (float(norms[2]), float(norms[1]), float(norms[0]))
+
+
+@dataclass(frozen=True, eq=False)
+class MedImage:
+    """A medical image: float32 pixels, spacing (mm), affine (RAS), modality and source metadata.
+
+    Attributes:
+        array: float32 pixels, ``(Z, Y, X)`` or ``(C, Z, Y, X)`` (see ``channels``).
+        spacing: voxel size in mm, ``(z, y, x)``.
+        affine: 4×4 voxel-index ``(x, y, z)`` → RAS world (mm).
+        modality: DICOM modality code (``CT``, ``MR``, ``CR``, ``DX``, ``US``, ``NM``, ``OT``...).
+        channels: ``None`` for grayscale, ``"RGB"`` for colour, ``"time"`` for 4-D series.
+        units: intensity units (``"HU"`` for CT, otherwise ``"a.u."`` or the raster's grey levels).
+        meta: what the reader knew about the source (format, headers, stored dtype...).
+            Writers use it to write the same format back; it is never logged.
+        history: provenance: one human-readable entry per operation applied since reading.
+    """
+
+    array: np.ndarray
+    spacing: Spacing = (1.0, 1.0, 1.0)
+    affine: np.ndarray | None = None
+    modality: str = "OT"
+    channels: str | None = None
+    units: str = "a.u."
+    meta: dict[str, Any] = field(default_factory=dict)
+    history: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.array)
+        if arr.ndim == 2:
+            arr = arr[None]
+        expected = 4 if self.channels else 3
+        if arr.ndim != expected:
+            raise ValueError(
+                f"MedImage array must have {expected} dimensions "
+                f"({'(C, Z, Y, X)' if self.channels else '(Z, Y, X)'}), got shape {arr.shape}"
+            )
+        if arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
+        object.__setattr__(self, "array", arr)
+        spacing = tuple(float(s) for s in self.spacing)
+        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+            raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {self.spacing}")
+        object.__setattr__(self, "spacing", spacing)
+        if self.affine is None:
+            affine = affine_from_spacing(spacing)
+        else:
+            affine = np.asarray(self.affine, dtype=np.float64)
+            if affine.shape != (4, 4):
+                raise ValueError(f"affine must be 4x4, got {affine.shape}")
+        object.__setattr__(self, "affine", affine)
+
+    # ------------------------------------------------------------------ shape helpers
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        """``(Z, Y, X)`` whatever the channel layout."""
+        return tuple(self.array.shape[-3:])  # type: ignore[return-value]
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.array.shape[0]) if self.channels else 1
+
+    @property
+    def is_volume(self) -> bool:
+        return self.spatial_shape[0] > 1
+
+    @property
+    def is_color(self) -> bool:
+        return self.channels == "RGB"
+
+    @property
+    def orientation(self) -> str:
+        """Axis codes of the (x, y, z) index axes in world space, e.g. ``"LPS"`` or ``"RAS"``."""
+        import nibabel as nib
+
+        return "".join(nib.orientations.aff2axcodes(self.affine))
+
+    def world_coordinate(self, index_xyz: Sequence[float]) -> np.ndarray:
+        """World (RAS, mm) position of a (possibly fractional) voxel index ``(x, y, z)``."""
+        v = np.ones(4)
+        v[:3] = index_xyz
+        return (self.affine @ v)[:3]
+
+    def world_center(self) -> np.ndarray:
+        """World position of the centre of the field of view."""
+        z, y, x = self.spatial_shape
+        return self.world_coordinate(((x - 1) / 2, (y - 1) / 2, (z - 1) / 2))
+
+    def channel_first(self) -> np.ndarray:
+        """Pixels as ``(C, Z, Y, X)`` (C = 1 for grayscale)."""
+        return self.array if self.channels else self.array[None]
+
+    # ------------------------------------------------------------------ derivation
+    def replace(self, **changes: Any) -> MedImage:
+        """A copy with some fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_step(self, step: str) -> MedImage:
+        """A copy with ``step`` appended to the provenance history."""
+        return self.replace(history=(*self.history, step))
+
+    def resampled(self, array: np.ndarray, step: str | None = None) -> MedImage:
+        """A new MedImage for ``array`` covering the same field of view on a new grid.
+
+        The zoom factor per axis is inferred from the shapes (new / old), so spacing, affine and
+        origin follow exactly (cell-centred): nothing else in medsr computes geometry by hand.
+        """
+        arr = np.asarray(array, dtype=np.float32)
+        if arr.ndim == 2:
+            arr = arr[None]
+        old = np.array(self.spatial_shape, dtype=float)
+        new = np.array(arr.shape[-3:], dtype=float)
+        if self.channels and (arr.ndim != 4 or arr.shape[0] != self.array.shape[0]):
+            raise ValueError(f"expected {self.array.shape[0]} channels, got array of shape {arr.shape}")
+        zoom_zyx = new / old
+        zoom_xyz = zoom_zyx[::-1]
+        affine = self.affine.copy()
+        lin = affine[:3, :3]
+        affine[:3, 3] = affine[:3, 3] + lin @ ((1.0 / zoom_xyz - 1.0) / 2.0)
+        affine[:3, :3] = lin / zoom_xyz[None, :]
+        spacing = tuple(float(s) for s in np.array(self.spacing) / zoom_zyx)
+        history = self.history if step is None else (*self.history, step)
+        return dataclasses.replace(self, array=arr, spacing=spacing, affine=affine, history=history)
+
+    def summary(self) -> dict[str, Any]:
+        """Non-identifying description (for ``medsr info``, logs and reports)."""
+        arr = self.array
+        finite = arr[np.isfinite(arr)]
+        return {
+            "format": self.meta.get("format", "unknown"),
+            "modality": self.modality,
+            "shape_zyx": list(self.spatial_shape),
+            "channels": self.channels or "gray",
+            "num_channels": self.num_channels,
+            "spacing_mm_zyx": [round(s, 6) for s in self.spacing],
+            "orientation": self.orientation,
+            "stored_dtype": self.meta.get("stored_dtype", "float32"),
+            "units": self.units,
+            "min": float(finite.min()) if finite.size else float("nan"),
+            "max": float(finite.max()) if finite.size else float("nan"),
+            "world_center_mm": [round(float(c), 3) for c in self.world_center()],
+        }
