@@ -96,6 +96,13 @@ class MedImage:
                 raise ValueError(f"affine must be 4x4, got {affine.shape}")
         object.__setattr__(self, "affine", affine)
 
+    def __repr__(self) -> str:  # never prints meta: it may hold patient headers
+        return (
+            f"MedImage(shape={tuple(self.array.shape)}, channels={self.channels!r}, "
+            f"spacing={tuple(round(s, 4) for s in self.spacing)}, modality={self.modality!r}, "
+            f"units={self.units!r}, format={self.meta.get('format', 'unknown')!r})"
+        )
+
     # ------------------------------------------------------------------ shape helpers
     @property
     def spatial_shape(self) -> tuple[int, int, int]:

@@ -1,0 +1,68 @@
+"""File-level operations shared by the CLI, the web service and batch jobs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import InvalidParameterError, UnsupportedFormatError
+from medsr.io import format_for_output, load_image, save_image, sniff_format
+from medsr.io._atomic import check_output
+
+_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
+
+
+def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
+    """Where to write: ``output`` itself when its suffix names a format; otherwise a folder.
+
+    For a DICOM input the folder *is* the derived series; for other inputs the result is written
+    inside the folder under the input's name, in the input's format.
+    """
+    out = Path(output)
+    try:
+        fmt = format_for_output(out)
+    except UnsupportedFormatError:
+        fmt = None
+    if fmt is not None and fmt != "dicom":
+        return out
+    if out.suffix.lower() in (".dcm", ".dicom"):
+        return out
+    in_fmt = sniff_format(input_path)
+    if in_fmt == "dicom":
+        return out
+    name = Path(input_path).name
+    return out / name if format_for_output(name) == in_fmt else out / (Path(name).stem + _SUFFIX[in_fmt])
+
+
+def upscale_file(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    scale: int = 2,
+    model: str = "bicubic",
+    device: str = "auto",
+    series_uid: str | None = None,
+    luminance: bool = False,
+    overwrite: bool = False,
+    **upscale_options: Any,
+) -> Path:
+    """Read ``input_path``, upscale in-plane, write ``output``; return the path written.
+
+    Everything is checked before any work: the scale, the model name, that ``output`` does not
+    exist (unless ``overwrite``). Nothing is written unless the whole result is valid.
+    """
+    from medsr.inference.predictor import SCALES, upscale
+
+    if scale not in SCALES:
+        raise InvalidParameterError(f"scale must be one of {', '.join(map(str, SCALES))}; got {scale}")
+    target = output_path_for(input_path, output)
+    check_output(target, overwrite)
+    if Path(input_path).resolve() == target.resolve():
+        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
+    options: dict[str, Any] = {"luminance": luminance}
+    if series_uid:
+        options["series_uid"] = series_uid
+    image = load_image(input_path, **options)
+    result = upscale(image, scale=scale, model=model, device=device, **upscale_options)
+    return save_image(result, target, overwrite=overwrite)

@@ -1,0 +1,138 @@
+"""``medsr`` command line: a thin Typer layer over the Python API.
+
+Heavy libraries (torch, nibabel, pydicom) are imported inside the commands, so ``medsr --help``
+answers at once. Bad input prints ``error: <message>`` and exits with status 2 (``--debug``
+shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="medsr",
+    help=(
+        "Faithful super-resolution for medical images (DICOM, NIfTI, PNG/TIFF).\n\n"
+        "Examples:\n\n"
+        "  medsr info scan.dcm\n\n"
+        "  medsr upscale ct_series/ ct_series_x2/ --scale 2 --model bicubic\n\n"
+        "  medsr models\n\n"
+        "  medsr demo --out demo_out"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    _STATE["debug"] = debug
+
+
+@app.command(epilog="Example: medsr info CT_small.dcm --json")
+def info(
+    path: Annotated[Path, typer.Argument(help="DICOM file or series folder, NIfTI, PNG/TIFF or .npy.")],
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Describe an image: modality, shape, spacing, dtype, intensity range (never patient identifiers)."""
+    from medsr.io import load_image
+
+    image = load_image(path, **({"series_uid": series} if series else {}))
+    summary = image.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=path.name, show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@app.command(
+    epilog=(
+        "Examples: medsr upscale CT_small.dcm ct_x2/ --scale 2 --model bicubic ;  "
+        "medsr upscale brain.nii.gz brain_x2.nii.gz --model kspace"
+    )
+)
+def upscale(
+    input: Annotated[Path, typer.Argument(help="Input image (any supported format or a DICOM series folder).")],
+    output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
+    scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
+    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name or a .safetensors file.")] = "bicubic",
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
+    luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Super-resolve an image in-plane and write it in the same format (a derived series for DICOM)."""
+    from medsr.api import upscale_file
+
+    written = upscale_file(
+        input, output, scale=scale, model=model, device=device, series_uid=series,
+        luminance=luminance, overwrite=overwrite,
+    )
+    typer.echo(f"wrote {written}")
+
+
+@app.command(epilog="Example: medsr models --json")
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List every registered model (classical interpolators and networks)."""
+    from medsr.models.registry import get_model_class, list_models
+
+    rows = []
+    for name in list_models():
+        cls = get_model_class(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append({"name": name, "learned": bool(getattr(cls, "learned", True)), "description": doc})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo(f"{row['name']:<12} {'network' if row['learned'] else 'classical':<10} {row['description']}")
+
+
+@app.command(epilog="Example: medsr demo --out demo_out")
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and index.html.")] = Path("demo_out"),
+    scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
+) -> None:
+    """Upscale bundled corpus CT and MR slices and write a before/after HTML page."""
+    from medsr.demo import run_demo
+
+    page = run_demo(out, scale=scale)
+    typer.echo(f"demo page: {page}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning medsr errors into ``error: …`` and exit status 2."""
+    from medsr.errors import MedSRError
+
+    try:
+        app()
+    except MedSRError as exc:
+        if _STATE["debug"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,73 @@
+"""Weights as safetensors with the model card inside (never pickles).
+
+A weights file is self-describing: its safetensors metadata holds the model card as JSON under
+``"medsr_card"`` — architecture name and constructor kwargs, scale, intensity normalisation,
+training data, metrics, version — so ``load_model(path)`` rebuilds the network without any other
+file, and inference uses the normalisation the model was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import CorruptInputError, InputNotFoundError, InvalidParameterError
+from medsr.io._atomic import atomic_file
+
+CARD_KEY = "medsr_card"
+
+
+def save_model(model: Any, path: str | os.PathLike[str], card: dict[str, Any], *, overwrite: bool = True) -> Path:
+    """Write ``model``'s state dict and ``card`` to ``path`` (``.safetensors``), atomically.
+
+    ``card`` must contain ``architecture`` (registry name) and ``kwargs`` (constructor
+    arguments) so the file can be loaded on its own.
+    """
+    from safetensors.torch import save_file
+
+    for key in ("architecture", "kwargs"):
+        if key not in card:
+            raise InvalidParameterError(f"model card needs {key!r}")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    p = Path(path)
+    with atomic_file(p, overwrite=overwrite) as tmp:
+        save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card, sort_keys=True)})
+    return p
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The model card stored in a safetensors file, without loading tensors."""
+    from safetensors import safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError(f"weights file '{p}' does not exist")
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception as exc:
+        raise CorruptInputError(f"'{p.name}' is not a valid safetensors weights file: {str(exc)[:200]}") from None
+    if CARD_KEY not in meta:
+        raise CorruptInputError(f"'{p.name}' has no medsr model card; cannot tell its architecture")
+    return json.loads(meta[CARD_KEY])
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the network described by the card in ``path`` and load its weights."""
+    from safetensors.torch import load_file
+
+    from medsr.models.registry import create_model
+
+    card = read_card(path)
+    model = create_model(card["architecture"], **card["kwargs"])
+    state = load_file(str(path), device=device)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CorruptInputError(
+            f"weights '{Path(path).name}' do not match architecture {card['architecture']!r} "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)"
+        )
+    card.setdefault("name", Path(path).name.removesuffix(".safetensors"))
+    return model.eval(), card

@@ -1,0 +1,138 @@
+"""NIfTI reader/writer: layout, geometry (cell-centred FOV), sform/qform, bad headers."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import medsr
+from medsr.errors import CorruptInputError, EmptyInputError, OutputExistsError
+from medsr.image import MedImage
+from tests.conftest import file_digest
+
+
+@pytest.mark.parametrize(
+    "name,shape,channels",
+    [
+        ("anatomical.nii", None, None),
+        ("example4d.nii.gz", None, "time"),
+        ("standard.nii.gz", None, None),
+        ("S0_10slices.nii.gz", None, "time"),
+        ("aniso_vox.nii.gz", None, None),
+    ],
+)
+def test_read_corpus_nifti(corpus, name, shape, channels):
+    path = corpus(name)
+    ref = nib.load(str(path))
+    img = medsr.load_image(path)
+    assert img.meta["format"] == "nifti"
+    assert img.channels == channels
+    data = np.asarray(ref.dataobj)
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    assert img.array.shape == tuple(reversed(data.shape))
+    np.testing.assert_allclose(img.affine, ref.affine)
+    # same voxel → same world coordinate
+    x, y, z = 1, 2, 0
+    np.testing.assert_allclose(img.world_coordinate((x, y, z)), nib.affines.apply_affine(ref.affine, (x, y, z)))
+
+
+def test_round_trip_and_headers(tmp_path, corpus):
+    src = corpus("anatomical.nii")
+    before = file_digest(src)
+    img = medsr.load_image(src)
+    out = medsr.save_image(img, tmp_path / "a.nii.gz")
+    back = nib.load(str(out))
+    assert back.get_data_dtype() == np.float32
+    np.testing.assert_allclose(back.get_sform(), back.get_qform(), atol=1e-5)
+    assert int(back.header["sform_code"]) == int(back.header["qform_code"]) > 0
+    slope, inter = back.header.get_slope_inter()
+    assert slope in (None, 1.0) and inter in (None, 0.0)
+    np.testing.assert_array_equal(medsr.load_image(out).array, img.array)
+    assert file_digest(src) == before
+
+
+def test_upscaled_nifti_keeps_field_of_view(tmp_path, corpus):
+    img = medsr.load_image(corpus("aniso_vox.nii.gz"))
+    sr = medsr.upscale(img, scale=2, model="bicubic")
+    assert sr.spatial_shape == (img.spatial_shape[0], img.spatial_shape[1] * 2, img.spatial_shape[2] * 2)
+    assert sr.spacing[1:] == pytest.approx((img.spacing[1] / 2, img.spacing[2] / 2))
+    assert sr.spacing[0] == pytest.approx(img.spacing[0])
+    out = medsr.save_image(sr, tmp_path / "sr.nii")
+    back = medsr.load_image(out)
+    np.testing.assert_allclose(back.world_center(), img.world_center(), atol=1e-4)
+    # the outer corners of the field of view (cell edges) stay where they were
+    z, y, x = img.spatial_shape
+    corner = img.world_coordinate((-0.5, -0.5, 0))
+    np.testing.assert_allclose(back.world_coordinate((-0.5, -0.5, 0)), corner, atol=1e-4)
+    np.testing.assert_allclose(
+        back.world_coordinate((2 * x - 0.5, 2 * y - 0.5, z - 1)), img.world_coordinate((x - 0.5, y - 0.5, z - 1)), atol=1e-4
+    )
+
+
+def test_single_slice_nifti_upscaled_in_plane(tmp_path):
+    data = np.random.default_rng(0).random((20, 30, 1)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.9, 3.0, 1.0])), str(tmp_path / "s.nii.gz"))
+    img = medsr.load_image(tmp_path / "s.nii.gz")
+    assert img.spatial_shape == (1, 30, 20)
+    sr = medsr.upscale(img, scale=3, model="lanczos")
+    out = medsr.save_image(sr, tmp_path / "o.nii.gz")
+    assert nib.load(str(out)).shape == (60, 90, 1)
+
+
+def test_corrupt_header(tmp_path):
+    bad = tmp_path / "bad.nii"
+    header = bytearray(nib.Nifti1Header().binaryblock)
+    header[40:56] = b"\xff" * 16  # nonsense dims
+    bad.write_bytes(bytes(header) + b"\x00" * 4)
+    with pytest.raises(CorruptInputError):
+        medsr.load_image(bad)
+
+
+def test_truncated_nifti(tmp_path, corpus):
+    src = corpus("anatomical.nii")
+    bad = tmp_path / "trunc.nii"
+    bad.write_bytes(src.read_bytes()[:1000])
+    with pytest.raises(CorruptInputError):
+        medsr.load_image(bad)
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.nii").write_bytes(b"")
+    with pytest.raises(EmptyInputError):
+        medsr.load_image(tmp_path / "e.nii")
+
+
+def test_no_overwrite(tmp_path):
+    img = MedImage(np.zeros((2, 4, 4)))
+    medsr.save_image(img, tmp_path / "x.nii")
+    with pytest.raises(OutputExistsError):
+        medsr.save_image(img, tmp_path / "x.nii")
+    medsr.save_image(img, tmp_path / "x.nii", overwrite=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    spacing=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+    angles=st.tuples(*[st.floats(-np.pi, np.pi)] * 3),
+    origin=st.tuples(*[st.floats(-200, 200)] * 3),
+    scale=st.sampled_from([2, 3, 4]),
+)
+def test_geometry_round_trip_any_affine(tmp_path_factory, spacing, angles, origin, scale):
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", angles).as_matrix()
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag(spacing)
+    affine[:3, 3] = origin
+    data = np.random.default_rng(1).random((6, 5, 3)).astype(np.float32)
+    d = tmp_path_factory.mktemp("h")
+    nib.save(nib.Nifti1Image(data, affine), str(d / "in.nii"))
+    img = medsr.load_image(d / "in.nii")
+    sr = medsr.upscale(img, scale=scale, model="linear")
+    back = medsr.load_image(medsr.save_image(sr, d / "out.nii"))
+    np.testing.assert_allclose(back.world_center(), img.world_center(), atol=1e-3)
+    np.testing.assert_allclose(back.spacing[1:], np.array(img.spacing[1:]) / scale, rtol=1e-5)

@@ -1,0 +1,124 @@
+"""PNG/TIFF/.npy: bit depth kept, units restored through the sidecar, bad files rejected."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import medsr
+from medsr.errors import CorruptInputError, InvalidParameterError, UnsupportedFormatError
+from medsr.image import MedImage
+
+
+def test_png_8bit_round_trip(tmp_path, corpus):
+    img = medsr.load_image(corpus("camera.png"))
+    assert img.spatial_shape == (1, 512, 512) and img.meta["stored_dtype"] == "uint8"
+    out = medsr.save_image(img, tmp_path / "c.png")
+    assert Image.open(out).mode == "L"
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(corpus("camera.png"))))
+
+
+def test_png_16bit_kept(tmp_path, rng):
+    data = rng.integers(0, 65535, (33, 47), dtype=np.uint16)
+    Image.fromarray(data).save(tmp_path / "s.png")
+    img = medsr.load_image(tmp_path / "s.png")
+    assert img.meta["stored_dtype"] == "uint16"
+    np.testing.assert_array_equal(img.array[0], data)
+    sr = medsr.upscale(img, scale=2, model="bicubic")
+    out = medsr.save_image(sr, tmp_path / "sr.png")
+    back = np.asarray(Image.open(out))
+    assert back.dtype == np.uint16 and back.shape == (66, 94)
+    side = json.loads((tmp_path / "sr.json").read_text())
+    assert side["spacing_mm_zyx"] == [1.0, 0.5, 0.5] and side["derived"] is True
+
+
+def test_rgb_png(tmp_path, rng):
+    data = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(data).save(tmp_path / "rgb.png")
+    img = medsr.load_image(tmp_path / "rgb.png")
+    assert img.channels == "RGB" and img.array.shape == (3, 1, 20, 24)
+    np.testing.assert_array_equal(img.array[:, 0].transpose(1, 2, 0), data)
+    gray = medsr.load_image(tmp_path / "rgb.png", luminance=True)
+    assert gray.channels is None
+    np.testing.assert_allclose(gray.array[0], data @ np.array([0.299, 0.587, 0.114]), atol=1e-3)
+    sr = medsr.upscale(img, scale=2, model="nearest")
+    out = medsr.save_image(sr, tmp_path / "rgb_x2.png")
+    assert np.asarray(Image.open(out)).shape == (40, 48, 3)
+
+
+def test_hu_to_png_and_back_keeps_units(tmp_path, rng):
+    hu = rng.uniform(-1024, 3071, (1, 16, 16)).astype(np.float32)
+    img = MedImage(hu, spacing=(3.0, 0.7, 0.7), modality="CT", units="HU")
+    back = medsr.load_image(medsr.save_image(img, tmp_path / "ct.png"))
+    assert back.modality == "CT" and back.units == "HU" and back.spacing == (3.0, 0.7, 0.7)
+    step = (hu.max() - hu.min()) / 65535
+    np.testing.assert_allclose(back.array, hu, atol=step)
+
+
+def test_tiff_stack_16bit(tmp_path, rng):
+    stack = rng.integers(0, 4096, (3, 10, 12), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "v.tif", stack, photometric="minisblack")
+    img = medsr.load_image(tmp_path / "v.tif")
+    assert img.spatial_shape == (3, 10, 12)
+    out = medsr.save_image(medsr.upscale(img, scale=2, model="linear"), tmp_path / "o.tiff")
+    back = tifffile.imread(out)
+    assert back.dtype == np.uint16 and back.shape == (3, 20, 24)
+    assert back.max() <= stack.max()  # clipped to the input range: 12-bit stays 12-bit
+
+
+def test_npy(tmp_path, corpus):
+    img = medsr.load_image(corpus("t1_coronal_slice.npy"))
+    assert img.spatial_shape[0] == 1
+    out = medsr.save_image(img, tmp_path / "a.npy")
+    np.testing.assert_array_equal(np.load(out), np.load(corpus("t1_coronal_slice.npy")).astype(np.float32))
+
+
+def test_volume_to_png_refused(tmp_path):
+    with pytest.raises(InvalidParameterError, match="slices"):
+        medsr.save_image(MedImage(np.zeros((2, 4, 4))), tmp_path / "v.png")
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_truncated_png(tmp_path, corpus):
+    (tmp_path / "t.png").write_bytes(corpus("camera.png").read_bytes()[:500])
+    with pytest.raises(CorruptInputError):
+        medsr.load_image(tmp_path / "t.png")
+
+
+def test_unknown_bytes(tmp_path):
+    (tmp_path / "x.png").write_bytes(b"hello, this is not an image at all" * 20)
+    with pytest.raises(UnsupportedFormatError):
+        medsr.load_image(tmp_path / "x.png")
+
+
+def test_pickled_npy_refused(tmp_path):
+    np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises((CorruptInputError, UnsupportedFormatError)):
+        medsr.load_image(tmp_path / "o.npy")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    h=st.integers(2, 24),
+    w=st.integers(2, 24),
+    depth=st.sampled_from([np.uint8, np.uint16]),
+    fmt=st.sampled_from(["png", "tif"]),
+)
+def test_integer_round_trip_exact(tmp_path_factory, h, w, depth, fmt):
+    d = tmp_path_factory.mktemp("r")
+    data = np.random.default_rng(h * w).integers(0, np.iinfo(depth).max, (h, w), dtype=depth)
+    if fmt == "png":
+        Image.fromarray(data).save(d / "in.png")
+    else:
+        tifffile.imwrite(d / "in.tif", data)
+    img = medsr.load_image(d / f"in.{fmt}")
+    out = medsr.save_image(img, d / f"out.{fmt}")
+    back = np.asarray(Image.open(out)) if fmt == "png" else tifffile.imread(out)
+    assert back.dtype == depth
+    np.testing.assert_array_equal(back, data)
