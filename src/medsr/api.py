@@ -66,3 +66,24 @@ def upscale_file(
     image = load_image(input_path, **options)
     result = upscale(image, scale=scale, model=model, device=device, **upscale_options)
     return save_image(result, target, overwrite=overwrite)
+
+
+def degrade_file(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    kind: str = "auto",
+    scale: int = 2,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> Path:
+    """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``."""
+    from medsr.degradations import default_kind, degrade_image
+
+    target = output_path_for(input_path, output)
+    check_output(target, overwrite)
+    image = load_image(input_path)
+    name = default_kind(image.modality) if kind == "auto" else kind
+    low = degrade_image(image, name, scale, generator=seed, **(params or {}))
+    return save_image(low, target, overwrite=overwrite)

@@ -1,0 +1,253 @@
+"""Physics-based degradation models: how a lower-resolution image of each modality comes about.
+
+One physics model per module, each a deterministic function of explicit parameters on batched
+torch tensors — ``(N, C, H, W)`` float32, or ``(N, C, D, H, W)`` where z matters — plus a
+``Random…`` wrapper that samples those parameters (``wrapper(x, generator=None)``):
+
+===================  ===========================================  ============================
+registry name        deterministic function                       wrapper
+===================  ===========================================  ============================
+``bicubic``          :func:`bicubic_downscale`                    :class:`RandomBicubic`
+``kspace``           :func:`kspace_truncate`                      :class:`RandomKSpace`
+``ct-sparse-view``   :func:`ct_sparse_view`                       :class:`RandomCTSparseView`
+``ct-detector``      :func:`ct_detector_blur`                     :class:`RandomCTDetector`
+``ultrasound``       :func:`ultrasound_lateral`                   :class:`RandomUltrasound`
+``thick-slice``      :func:`thick_slice`                          :class:`RandomThickSlice`
+``radiograph``       :func:`radiograph`                           :class:`RandomRadiograph`
+``gaussian-noise``   :func:`gaussian_noise`                       :class:`RandomGaussianNoise`
+``rician-noise``     :func:`rician_noise`                         :class:`RandomRicianNoise`
+``poisson-noise``    :func:`poisson_noise`                        :class:`RandomPoissonNoise`
+``compose``          —                                            :class:`Compose`
+``default``          —                                            :func:`default_degradation`
+===================  ===========================================  ============================
+
+Every reducing model maps an HR axis of length ``n`` to ``⌊n/f⌋`` samples (trailing samples
+dropped first) centred on HR index ``f·j + (f − 1)/2`` — the cell-centred grid of
+:meth:`medsr.image.MedImage.resampled` — so :func:`degrade_image` reports exact geometry.
+Parameters are python values; parsing strings is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+
+from medsr.degradations._common import RandomDegradation, as_generator, check_scale
+from medsr.degradations._registry import (
+    get_degradation,
+    get_factory,
+    list_degradations,
+    register_degradation,
+)
+from medsr.degradations.bicubic import (
+    RandomBicubic,
+    bicubic_downscale,
+    downscale_pyramid,
+    pyramid_blur_sigma,
+)
+from medsr.degradations.compose import Compose, default_degradation, modality_group
+from medsr.degradations.ct_sparse_view import (
+    RandomCTDetector,
+    RandomCTSparseView,
+    ct_detector_blur,
+    ct_sparse_view,
+    fbp,
+    hu_to_mu,
+    mu_to_hu,
+    radon,
+)
+from medsr.degradations.kspace import (
+    RandomKSpace,
+    centered_fft2,
+    centered_ifft2,
+    kspace_truncate,
+    kspace_upsample,
+)
+from medsr.degradations.noise import (
+    RandomGaussianNoise,
+    RandomPoissonNoise,
+    RandomRicianNoise,
+    gaussian_noise,
+    poisson_noise,
+    rician_noise,
+)
+from medsr.degradations.radiograph import RandomRadiograph, radiograph
+from medsr.degradations.thick_slice import RandomThickSlice, thick_slice
+from medsr.degradations.ultrasound import RandomUltrasound, ultrasound_lateral
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+
+__all__ = [
+    "Compose",
+    "RandomBicubic",
+    "RandomCTDetector",
+    "RandomCTSparseView",
+    "RandomDegradation",
+    "RandomGaussianNoise",
+    "RandomKSpace",
+    "RandomPoissonNoise",
+    "RandomRadiograph",
+    "RandomRicianNoise",
+    "RandomThickSlice",
+    "RandomUltrasound",
+    "bicubic_downscale",
+    "centered_fft2",
+    "centered_ifft2",
+    "ct_detector_blur",
+    "ct_sparse_view",
+    "default_degradation",
+    "default_kind",
+    "degrade_image",
+    "downscale_pyramid",
+    "fbp",
+    "gaussian_noise",
+    "get_degradation",
+    "hu_to_mu",
+    "kspace_truncate",
+    "kspace_upsample",
+    "list_degradations",
+    "modality_group",
+    "mu_to_hu",
+    "poisson_noise",
+    "pyramid_blur_sigma",
+    "radiograph",
+    "radon",
+    "register_degradation",
+    "rician_noise",
+    "thick_slice",
+    "ultrasound_lateral",
+]
+
+
+#: deterministic in-plane degradation per modality group, used by ``--degradation auto``
+#: (evaluation and ``medsr degrade``): the modality's physics with fixed default parameters.
+DEFAULT_KIND = {"CT": "ct-detector", "MR": "kspace", "radiograph": "radiograph", "US": "bicubic", "NM": "bicubic"}
+
+
+def default_kind(modality: str | None) -> str:
+    """Registry name of the deterministic degradation that fits ``modality`` (``bicubic`` if none).
+
+    Ultrasound maps to ``bicubic`` because the ``ultrasound`` model reduces only the lateral axis,
+    which an in-plane (both-axes) upscaler cannot invert; use it explicitly for lateral studies.
+    """
+    return DEFAULT_KIND.get(modality_group(modality), "bicubic")
+
+
+def _describe(params: dict[str, Any]) -> str:
+    items = []
+    for k, v in sorted(params.items()):
+        if k == "transforms":
+            v = f"[{len(v)} steps]"
+        items.append(f"{k}={v}")
+    return f" ({', '.join(items)})" if items else ""
+
+
+def degrade_image(
+    image: MedImage,
+    kind: str,
+    scale: int,
+    *,
+    generator: torch.Generator | int | None = None,
+    **params: Any,
+) -> MedImage:
+    """Degrade a :class:`~medsr.image.MedImage` with a registered model; geometry follows.
+
+    In-plane models run slice by slice (the Z slices form the batch, colour channels the
+    channel axis, so colour is processed per channel); ``thick-slice`` runs on the whole
+    volume along z (or slice-wise on an in-plane axis when ``axis=-1``/``-2`` is given).
+    ``default`` uses :func:`default_degradation` for ``image.modality``; ``compose`` takes
+    ``transforms=[...]``. Fixed parameters are passed as python values; noise is drawn from
+    ``generator`` (a torch.Generator or an integer seed; ``None`` uses torch's global RNG).
+
+    Models with a physical pixel size (``ct-sparse-view``'s ``pixel_size_mm``) take it from
+    the image's in-plane spacing unless given.
+
+    Axes that shrink are first cropped (trailing samples) to a multiple of ``scale`` and the
+    result is returned with :meth:`MedImage.resampled`, so the spacing of a reduced axis is
+    multiplied by ``scale`` and the field of view of the kept samples is unchanged.
+
+    Args:
+        image: the HR image (intensities in its own units: HU for ``ct-sparse-view``).
+        kind: a name from :func:`list_degradations`.
+        scale: integer factor.
+        generator: noise source.
+        **params: the model's parameters (see its function).
+    """
+    if not isinstance(image, MedImage):
+        raise InvalidParameterError(f"degrade_image needs a MedImage, got {type(image).__name__}")
+    f = check_scale(scale)
+    name = str(kind).strip().lower()
+    factory = get_factory(name)
+    g = as_generator(generator)
+    volumetric = False
+    if name == "default":
+        if params:
+            raise InvalidParameterError(
+                f"the default degradation takes no parameters, got {sorted(params)}"
+            )
+        pipeline = default_degradation(image.modality, f)
+
+        def op(t: torch.Tensor) -> torch.Tensor:
+            return pipeline(t, generator=g)
+
+    elif name == "compose":
+        pipeline = get_degradation("compose", **params)
+
+        def op(t: torch.Tensor) -> torch.Tensor:
+            return pipeline(t, generator=g)
+
+    elif isinstance(factory, type) and issubclass(factory, RandomDegradation):
+        fn = factory.function
+        extra = {"generator": g} if factory.uses_generator else {}
+        if factory.pixel_size_param and factory.pixel_size_param not in params:
+            # physical pixel size from the image (geometric mean of the in-plane spacing)
+            params[factory.pixel_size_param] = float(np.sqrt(image.spacing[1] * image.spacing[2]))
+        try:
+            inspect.signature(fn).bind(None, f, **params, **extra)
+        except TypeError as exc:
+            raise InvalidParameterError(f"bad parameters for degradation {kind!r}: {exc}") from None
+        volumetric = factory.volumetric and params.get("axis") in (None, -3, 2)
+
+        def op(t: torch.Tensor) -> torch.Tensor:
+            return fn(t, f, **params, **extra)
+
+    else:  # a third-party registration: build it and call it
+        built = get_degradation(name, **params)
+
+        def op(t: torch.Tensor) -> torch.Tensor:
+            return built(t, generator=g)
+
+    arr = image.channel_first()  # (C, Z, Y, X)
+    with torch.no_grad():
+        if volumetric:
+            out = op(torch.from_numpy(np.ascontiguousarray(arr))[None])[0]
+        else:
+            t = torch.from_numpy(np.ascontiguousarray(arr)).permute(1, 0, 2, 3)
+            out = op(t).permute(1, 0, 2, 3)
+    out_arr = out.detach().cpu().numpy().astype(np.float32, copy=False)
+    if out_arr.ndim != 4 or out_arr.shape[0] != arr.shape[0]:
+        raise InvalidParameterError(
+            f"degradation {kind!r} returned shape {tuple(out.shape)} for input {arr.shape}"
+        )
+
+    crop = []
+    for n_in, n_out in zip(arr.shape[1:], out_arr.shape[1:], strict=True):
+        if n_out == n_in:
+            crop.append(n_in)
+        elif n_out * f <= n_in < (n_out + 1) * f:
+            crop.append(n_out * f)
+        else:
+            raise InvalidParameterError(
+                f"degradation {kind!r} changed an axis from {n_in} to {n_out} samples, "
+                f"which is not a reduction by the factor {f}"
+            )
+    cz, cy, cx = crop
+    base = image
+    if (cz, cy, cx) != tuple(arr.shape[1:]):
+        base = image.replace(array=image.array[..., :cz, :cy, :cx])
+    if not image.channels:
+        out_arr = out_arr[0]
+    return base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params)}")

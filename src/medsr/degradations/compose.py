@@ -1,0 +1,138 @@
+"""Chaining degradations, and the modality-aware default training degradation.
+
+:func:`default_degradation` picks the physics that best matches how a lower-resolution image
+of each modality is actually acquired (each model's module documents and cites its physics).
+Noise levels are in the units the pipeline works in — medsr's normalised model space, where
+intensities are roughly in [0, 1] — so they are "mild" relative to that range:
+
+==================  ========================================================================
+modality            pipeline
+==================  ========================================================================
+CT                  detector PSF blur (σ 0.3–1.2 HR px) → antialiased bicubic ↓f → Gaussian
+                    noise σ ≤ 0.01 (:class:`~.ct_sparse_view.RandomCTDetector`)
+MR                  k-space truncation to 1/f, window none/Hamming/Tukey, complex noise
+                    σ ≤ 0.02 ⇒ Rician magnitude (:class:`~.kspace.RandomKSpace`)
+CR DX MG XA RF …    detector PSF (σ 0.3–1.0) → f × f aperture → Poisson quanta, dose 10³–10⁵
+                    per pixel at intensity 1 (:class:`~.radiograph.RandomRadiograph`)
+US                  extra lateral beam blur (σ 0.5–2 HR px, x only) → bicubic ↓f in-plane
+NM PT               Gaussian blur (σ 0.5–1.5) → bicubic ↓f → Poisson, 10²–10⁴ counts/unit
+anything else, OT   bicubic ↓f
+==================  ========================================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from medsr.degradations._common import GeneratorLike, as_generator, check_scale
+from medsr.degradations._registry import register_degradation
+from medsr.degradations.bicubic import RandomBicubic
+from medsr.degradations.ct_sparse_view import RandomCTDetector
+from medsr.degradations.kspace import RandomKSpace
+from medsr.degradations.noise import RandomPoissonNoise
+from medsr.degradations.radiograph import RandomRadiograph
+from medsr.degradations.ultrasound import RandomUltrasound
+from medsr.errors import InvalidParameterError
+
+__all__ = ["MODALITY_GROUPS", "Compose", "default_degradation"]
+
+#: modality codes handled by each default pipeline (DICOM (0008,0060) values).
+MODALITY_GROUPS: dict[str, tuple[str, ...]] = {
+    "CT": ("CT",),
+    "MR": ("MR",),
+    "radiograph": ("CR", "DX", "MG", "XA", "RF", "RG", "PX", "IO", "DF"),
+    "US": ("US", "IVUS"),
+    "NM": ("NM", "PT"),
+}
+
+
+def _takes_generator(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "generator" in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()
+    )
+
+
+@register_degradation("compose")
+class Compose:
+    """Apply degradations in order: ``Compose([a, b])(x, g) == b(a(x, g), g)``.
+
+    Each item is a callable ``(x) -> Tensor`` or ``(x, generator=...) -> Tensor``; the same
+    generator (or seed, turned into one generator) is passed along, so the chain is
+    deterministic given it.
+    """
+
+    def __init__(self, transforms: Iterable[Callable[..., torch.Tensor]]) -> None:
+        self.transforms = list(transforms)
+        for t in self.transforms:
+            if not callable(t):
+                raise InvalidParameterError(f"Compose items must be callable, got {t!r}")
+        self._with_generator = [_takes_generator(t) for t in self.transforms]
+
+    def __call__(self, x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+        g = as_generator(generator)
+        for t, with_g in zip(self.transforms, self._with_generator, strict=True):
+            x = t(x, generator=g) if with_g else t(x)
+        return x
+
+    def __len__(self) -> int:
+        return len(self.transforms)
+
+    def __getitem__(self, i: int) -> Callable[..., torch.Tensor]:
+        return self.transforms[i]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(t) for t in self.transforms)
+        return f"Compose([{inner}])"
+
+
+def modality_group(modality: str | None) -> str:
+    """The default-pipeline group of a DICOM modality code (``"default"`` when none fits)."""
+    code = (modality or "OT").strip().upper()
+    for group, codes in MODALITY_GROUPS.items():
+        if code in codes:
+            return group
+    return "default"
+
+
+@register_degradation("default")
+def default_degradation(modality: str = "OT", scale: int = 2) -> Compose:
+    """The modality-aware random degradation pipeline (see the module table).
+
+    Args:
+        modality: DICOM modality code (case-insensitive); unknown codes get plain bicubic.
+        scale: integer in-plane factor; every pipeline maps ``(N, C, H, W)`` to
+            ``(N, C, ⌊H/f⌋, ⌊W/f⌋)``.
+    """
+    f = check_scale(scale)
+    group = modality_group(modality)
+    if group == "CT":
+        steps: list[Any] = [RandomCTDetector(f, sigma=(0.3, 1.2), noise_sigma=(0.0, 0.01))]
+    elif group == "MR":
+        steps = [
+            RandomKSpace(
+                f,
+                window=[None, "hamming", "tukey"],
+                tukey_alpha=(0.2, 0.8),
+                noise_sigma=(0.0, 0.02),
+            )
+        ]
+    elif group == "radiograph":
+        steps = [RandomRadiograph(f, sigma=(0.3, 1.0), dose=(1e3, 1e5))]
+    elif group == "US":
+        steps = [RandomUltrasound(1, lateral_sigma=(0.5, 2.0)), RandomBicubic(f)]
+    elif group == "NM":
+        steps = [
+            RandomBicubic(f, blur_sigma=(0.5, 1.5)),
+            RandomPoissonNoise(counts_per_unit=(1e2, 1e4)),
+        ]
+    else:
+        steps = [RandomBicubic(f)]
+    return Compose(steps)

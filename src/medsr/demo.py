@@ -1,0 +1,184 @@
+"""``medsr demo``: upscale bundled corpus CT and MR slices and write a before/after page.
+
+Two things are shown for each case:
+
+1. **Real use**: the corpus DICOM file itself is upscaled ×s with each model and written back
+   as a *derived DICOM series* (what a user would do with their own data).
+2. **Honest check**: the same slice is degraded ×s (the modality's physics: antialiased bicubic
+   for CT, k-space truncation for MR), upscaled back and compared with the original, so the
+   page shows measured PSNR/SSIM against the truth — not just nicer-looking pixels.
+
+The data ship in ``pydicom`` / ``pydicom-data`` (see shared/data/CORPUS.md); nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsr.image import MedImage
+from medsr.io import load_image, save_image
+from medsr.reports.render import default_window, plane, save_png, window_to_uint8
+
+# (label, corpus files in order of preference, degradation for the honest check)
+DEMO_CASES = (
+    ("CT", ("bad_sequence.dcm", "CT_small.dcm"), "bicubic"),
+    ("MR", ("MR-SIEMENS-DICOM-WithOverlays.dcm", "MR_small.dcm"), "kspace"),
+)
+DEMO_MODELS = ("bicubic", "lanczos")
+CHECK_MODELS = ("nearest", "bicubic", "lanczos", "kspace")
+
+
+def corpus_file(*names: str) -> Path:
+    """First of ``names`` found in the installed corpus packages."""
+    from pydicom.data import get_testdata_file
+
+    for name in names:
+        found = get_testdata_file(name)
+        if found:
+            return Path(found)
+    raise FileNotFoundError(f"none of {names} is installed (pip install pydicom-data)")
+
+
+@dataclass
+class CaseResult:
+    label: str
+    source: str
+    info: dict
+    outputs: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)
+    metrics: list[dict] = field(default_factory=list)
+    degradation: str = ""
+
+
+def _centre_crop_box(shape: tuple[int, int], frac: float = 0.35) -> tuple[slice, slice]:
+    h, w = shape
+    ch, cw = max(8, int(h * frac)), max(8, int(w * frac))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return slice(y0, y0 + ch), slice(x0, x0 + cw)
+
+
+def _figure(out: Path, name: str, image: MedImage, window: tuple[float, float], size: tuple[int, int], crop: bool) -> str:
+    arr = plane(image)
+    if crop:
+        sy, sx = _centre_crop_box(arr.shape[-2:])
+        arr = arr[..., sy, sx]
+    save_png(out / "figures" / f"{name}.png", window_to_uint8(arr, window), size=size)
+    return f"figures/{name}.png"
+
+
+def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
+    """Run the demo into ``out_dir``; return the path of ``index.html``."""
+    from medsr.degradations import degrade_image
+    from medsr.inference.predictor import upscale
+    from medsr.metrics import compute_metrics, data_range_for
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[CaseResult] = []
+    for label, names, degradation in DEMO_CASES:
+        src = corpus_file(*names)
+        hr = load_image(src)
+        case = CaseResult(label=label, source=src.name, info=hr.summary(), degradation=degradation)
+        window = default_window(hr)
+        h, w = hr.spatial_shape[1:]
+        disp_w = min(w * scale, 768)
+        disp = (disp_w, round(disp_w * h / w))
+        crop_disp = (384, round(384 * h / w))
+
+        # 1. real use: upscale the file itself, write a derived DICOM series
+        case.figures["input"] = _figure(out, f"{label}_input", hr, window, disp, crop=False)
+        case.figures["input_crop"] = _figure(out, f"{label}_input_crop", hr, window, crop_disp, crop=True)
+        for model in DEMO_MODELS:
+            sr = upscale(hr, scale=scale, model=model)
+            target = out / f"{label.lower()}_{model}_x{scale}"
+            save_image(sr, target, overwrite=True)
+            case.outputs[model] = target.name
+            case.figures[model] = _figure(out, f"{label}_{model}", sr, window, disp, crop=False)
+            case.figures[f"{model}_crop"] = _figure(out, f"{label}_{model}_crop", sr, window, crop_disp, crop=True)
+
+        # 2. honest check: degrade, upscale back, compare with the original
+        lr = degrade_image(hr, degradation, scale)
+        ref = hr.replace(array=hr.array[..., : lr.spatial_shape[1] * scale, : lr.spatial_shape[2] * scale])
+        data_range = data_range_for(ref)
+        case.figures["check_lr"] = _figure(out, f"{label}_check_lr", lr, window, crop_disp, crop=True)
+        case.figures["check_hr"] = _figure(out, f"{label}_check_hr", ref, window, crop_disp, crop=True)
+        for model in CHECK_MODELS:
+            t0 = time.perf_counter()
+            sr = upscale(lr, scale=scale, model=model, clip=False)
+            seconds = time.perf_counter() - t0
+            m = compute_metrics(sr.array, ref.array, data_range=data_range, crop=scale)
+            case.metrics.append({"model": model, **{k: float(v) for k, v in m.items()}, "seconds": seconds})
+            case.figures[f"check_{model}"] = _figure(out, f"{label}_check_{model}", sr, window, crop_disp, crop=True)
+        results.append(case)
+
+    (out / "summary.json").write_text(
+        json.dumps([{"case": r.label, "source": r.source, "degradation": r.degradation, "metrics": r.metrics} for r in results], indent=2)
+    )
+    page = out / "index.html"
+    page.write_text(_page(results, scale), encoding="utf-8")
+    return page
+
+
+def _img(src: str, caption: str) -> str:
+    return f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
+
+
+def _page(results: list[CaseResult], scale: int) -> str:
+    from medsr import __version__
+
+    sections = []
+    for r in results:
+        info = r.info
+        rows = "".join(
+            f"<tr><td>{html.escape(m['model'])}</td><td>{m['psnr']:.2f}</td><td>{m['ssim']:.4f}</td>"
+            f"<td>{m['mae']:.2f}</td><td>{m['seconds'] * 1000:.0f}</td></tr>"
+            for m in r.metrics
+        )
+        best = max(r.metrics, key=lambda m: m["psnr"])["model"]
+        outputs = ", ".join(f"<code>{html.escape(v)}/</code>" for v in r.outputs.values())
+        sections.append(
+            f"""
+<section>
+  <h2>{html.escape(r.label)} — <code>{html.escape(r.source)}</code></h2>
+  <p class="meta">{html.escape(str(info['modality']))} · {info['shape_zyx'][1]}×{info['shape_zyx'][2]} px ·
+  spacing {info['spacing_mm_zyx'][1]:.3g}×{info['spacing_mm_zyx'][2]:.3g} mm · {html.escape(info['units'])}
+  · written as derived DICOM series: {outputs}</p>
+  <h3>Before / after (×{scale}, centre crop, same window)</h3>
+  <div class="row">{_img(r.figures['input_crop'], 'input (pixels enlarged)')}
+  {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in DEMO_MODELS)}</div>
+  <h3>Honest check: original degraded ×{scale} ({html.escape(r.degradation)}), upscaled back, compared with the original</h3>
+  <div class="row">{_img(r.figures['check_lr'], 'degraded input')}
+  {"".join(_img(r.figures[f'check_{m["model"]}'], m['model']) for m in r.metrics)}
+  {_img(r.figures['check_hr'], 'original (truth)')}</div>
+  <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info['units'])})</th><th>time (ms)</th></tr></thead>
+  <tbody>{rows}</tbody></table>
+  <p class="note">Best PSNR here: <b>{html.escape(best)}</b>. Metrics in the image's own units, data range of the original,
+  {scale}-pixel border excluded.</p>
+</section>"""
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>medsr demo</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0 auto; max-width: 1500px; padding: 24px; color: #1d2433; background: #f6f7f9; }}
+h1 {{ margin: 0 0 4px; }} h2 {{ margin-top: 0; }} h3 {{ font-size: 15px; color: #44506a; margin: 18px 0 8px; }}
+section {{ background: #fff; border-radius: 10px; padding: 18px 22px; margin: 18px 0; box-shadow: 0 1px 3px rgba(0,0,0,.08); }}
+.row {{ display: flex; gap: 10px; flex-wrap: wrap; }}
+figure {{ margin: 0; }} figure img {{ width: 220px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
+figcaption {{ font-size: 12px; color: #44506a; text-align: center; margin-top: 4px; }}
+table {{ border-collapse: collapse; margin-top: 12px; font-size: 14px; }}
+th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
+.meta, .note {{ color: #44506a; font-size: 13px; }} code {{ font-size: 12px; }}
+</style></head><body>
+<h1>medsr demo</h1>
+<p class="meta">medsr {__version__} · classical upscalers until trained models ship · every output is labelled as derived
+(DICOM ImageType DERIVED\\SECONDARY, DerivationDescription) · no patient identifiers on this page.</p>
+{''.join(sections)}
+</body></html>
+"""
+

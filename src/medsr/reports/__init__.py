@@ -1,0 +1,1 @@
+"""Evaluation reports and image rendering (figures, previews)."""

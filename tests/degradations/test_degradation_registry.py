@@ -1,0 +1,180 @@
+"""Registry and degrade_image: geometry of the degraded MedImage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medsr.degradations import (
+    Compose,
+    RandomBicubic,
+    _registry,
+    bicubic_downscale,
+    degrade_image,
+    get_degradation,
+    list_degradations,
+    register_degradation,
+)
+from medsr.errors import InvalidParameterError, MedSRError
+from medsr.image import MedImage, affine_from_spacing
+
+NAMES = [
+    "bicubic",
+    "kspace",
+    "ct-sparse-view",
+    "ct-detector",
+    "ultrasound",
+    "thick-slice",
+    "radiograph",
+    "compose",
+    "default",
+    "gaussian-noise",
+    "rician-noise",
+    "poisson-noise",
+]
+
+
+def _image(shape, spacing=(2.0, 0.5, 0.7), modality="OT", seed=0, **kw) -> MedImage:
+    arr = np.random.default_rng(seed).random(shape).astype(np.float32)
+    affine = affine_from_spacing(spacing, origin=(-10.0, 20.0, 5.0))
+    return MedImage(arr, spacing=spacing, affine=affine, modality=modality, **kw)
+
+
+def test_every_name_is_registered():
+    assert set(NAMES) <= set(list_degradations())
+    assert list_degradations() == sorted(list_degradations())
+
+
+def test_get_degradation():
+    deg = get_degradation("Bicubic", scale=3, blur_sigma=(0.0, 1.0))
+    assert isinstance(deg, RandomBicubic) and deg.scale == 3
+    assert isinstance(get_degradation("default", modality="MR", scale=2), Compose)
+    with pytest.raises(InvalidParameterError, match="unknown degradation"):
+        get_degradation("jpeg")
+    with pytest.raises(InvalidParameterError, match="bad parameters"):
+        get_degradation("bicubic", sigma=2)
+
+
+def test_register_a_new_degradation():
+    @register_degradation("test-identity")
+    class Identity:
+        def __init__(self, scale: int = 1):
+            self.scale = scale
+
+        def __call__(self, x, generator=None):
+            return x
+
+    try:
+        assert "test-identity" in list_degradations()
+        x = torch.rand(1, 1, 4, 4)
+        assert get_degradation("test-identity")(x) is x
+        img = _image((1, 8, 8))
+        out = degrade_image(img, "test-identity", 1)
+        np.testing.assert_array_equal(out.array, img.array)
+        with pytest.raises(ValueError):
+            register_degradation("test-identity")(type("Other", (), {}))
+    finally:
+        _registry._REGISTRY.pop("test-identity", None)
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 66), (3, 65, 63)])
+def test_bicubic_geometry(shape):
+    img = _image(shape)
+    out = degrade_image(img, "bicubic", 2)
+    _z, y, x = shape
+    assert out.array.shape == (3, y // 2, x // 2)
+    assert out.spacing == pytest.approx((2.0, 1.0, 1.4))
+    # the field of view of the kept HR pixels: same outer corner at voxel −½
+    np.testing.assert_allclose(
+        out.world_coordinate((-0.5, -0.5, -0.5)), img.world_coordinate((-0.5, -0.5, -0.5))
+    )
+    kept_hr_centre = img.world_coordinate(((x // 2 * 2 - 1) / 2, (y // 2 * 2 - 1) / 2, 1.0))
+    np.testing.assert_allclose(out.world_center(), kept_hr_centre, atol=1e-9)
+    # slice-wise application of the deterministic function
+    ref = bicubic_downscale(torch.from_numpy(img.array)[:, None], 2)[:, 0].numpy()
+    np.testing.assert_allclose(out.array, ref, atol=1e-6)
+    assert out.history[-1].startswith("degraded: bicubic x2")
+    assert out.modality == img.modality
+
+
+def test_thick_slice_geometry():
+    img = _image((10, 16, 16), spacing=(1.0, 0.5, 0.5))
+    out = degrade_image(img, "thick-slice", 3, profile="box")
+    assert out.array.shape == (3, 16, 16)
+    assert out.spacing == pytest.approx((3.0, 0.5, 0.5))
+    np.testing.assert_allclose(out.array[1], img.array[3:6].mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(out.world_center(), img.world_coordinate((7.5, 7.5, 4.0)))
+    # through-plane simulation on an in-plane axis, slice-wise
+    flat = degrade_image(img, "thick-slice", 2, axis=-1)
+    assert flat.array.shape == (10, 16, 8)
+    assert flat.spacing == pytest.approx((1.0, 0.5, 1.0))
+
+
+def test_ultrasound_geometry():
+    img = _image((1, 40, 64), spacing=(1.0, 0.2, 0.3), modality="US")
+    out = degrade_image(img, "ultrasound", 4)
+    assert out.array.shape == (1, 40, 16)
+    assert out.spacing == pytest.approx((1.0, 0.2, 1.2))
+
+
+def test_kspace_and_ct_kinds():
+    mr = _image((2, 32, 32), modality="MR")
+    out = degrade_image(mr, "kspace", 2, window="hamming", noise_sigma=0.01, generator=3)
+    assert out.array.shape == (2, 16, 16)
+    np.testing.assert_array_equal(
+        out.array,
+        degrade_image(mr, "kspace", 2, window="hamming", noise_sigma=0.01, generator=3).array,
+    )
+    ct = MedImage(
+        np.full((1, 32, 32), -1000.0, np.float32), spacing=(1, 0.8, 0.8), modality="CT", units="HU"
+    )
+    same = degrade_image(ct, "ct-sparse-view", 1, view_step=4)
+    assert same.spacing == ct.spacing and same.units == "HU"
+    assert "pixel_size_mm=0.8" in same.history[-1]  # physical pixel size from the spacing
+    assert np.abs(same.array + 1000).max() < 1.0
+    assert degrade_image(ct, "ct-detector", 2, sigma=0.7).spacing == pytest.approx((1, 1.6, 1.6))
+
+
+def test_colour_is_processed_per_channel():
+    img = _image((3, 1, 32, 32), channels="RGB")
+    out = degrade_image(img, "radiograph", 2, sigma=0.8)
+    assert out.array.shape == (3, 1, 16, 16) and out.channels == "RGB"
+    for c in range(3):
+        grey = degrade_image(
+            MedImage(img.array[c], spacing=img.spacing), "radiograph", 2, sigma=0.8
+        )
+        np.testing.assert_allclose(out.array[c], grey.array, atol=1e-6)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MR", "DX", "US", "NM", "OT"])
+def test_default_kind_is_deterministic_given_a_seed(modality):
+    img = _image((2, 32, 32), modality=modality)
+    a = degrade_image(img, "default", 2, generator=11)
+    b = degrade_image(img, "default", 2, generator=11)
+    assert a.array.shape == (2, 16, 16)
+    assert a.spacing == pytest.approx((2.0, 1.0, 1.4))
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_compose_kind():
+    img = _image((1, 32, 32))
+    out = degrade_image(img, "compose", 2, transforms=[RandomBicubic(2), lambda t: t * 0 + 1.0])
+    assert out.array.shape == (1, 16, 16)
+    assert np.all(out.array == 1.0)
+
+
+def test_bad_requests_raise_medsr_errors():
+    img = _image((1, 16, 16))
+    with pytest.raises(MedSRError):
+        degrade_image(img, "nope", 2)
+    with pytest.raises(MedSRError):
+        degrade_image(img, "bicubic", 0)
+    with pytest.raises(MedSRError):
+        degrade_image(img, "bicubic", 2, not_a_param=1)
+    with pytest.raises(MedSRError):
+        degrade_image(img, "thick-slice", 2)  # a single slice cannot be thickened along z
+    with pytest.raises(MedSRError):
+        degrade_image(img, "default", 2, sigma=1)
+    with pytest.raises(MedSRError):
+        degrade_image(img.array, "bicubic", 2)
