@@ -1,0 +1,846 @@
+"""DICOM reader and derived-series writer: corpus files, bad inputs, series folders, round trips,
+validity (dciodvfy) and geometry (hypothesis)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydicom.uid import generate_uid
+
+import medsr
+from medsr.errors import (
+    CorruptInputError,
+    EmptyInputError,
+    InputNotFoundError,
+    InvalidParameterError,
+    NotAnImageError,
+    OutputExistsError,
+    SeriesMismatchError,
+    UnsupportedTransferSyntaxError,
+)
+from medsr.image import MedImage
+from medsr.io.dicom import read_dicom, series_key, write_dicom
+from tests.conftest import file_digest
+from tests.io.conftest import dciodvfy_errors, dicom_corpus_path, make_ct_slice, write_series
+
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dciodvfy not installed"
+)
+
+
+def upscale2(image: MedImage) -> MedImage:
+    """2× in-plane nearest-neighbour upscale with derivation metadata, as the predictor sets it."""
+    arr = np.repeat(np.repeat(image.array, 2, axis=-1), 2, axis=-2)
+    sr = image.resampled(arr, step="in-plane upscale x2 (nearest)")
+    meta = dict(sr.meta)
+    meta["derivation"] = {"method": "super-resolution", "model": "nearest", "scale": 2}
+    return sr.replace(meta=meta)
+
+
+def stored(path: Path) -> np.ndarray:
+    return pydicom.dcmread(path).pixel_array
+
+
+def only_file(folder: Path) -> Path:
+    files = sorted(folder.iterdir())
+    assert len(files) == 1
+    return files[0]
+
+
+# ================================================================================== corpus
+CORPUS_IMAGES = [
+    # name, spatial shape (Z, Y, X), channels, modality
+    ("CT_small.dcm", (1, 128, 128), None, "CT"),
+    ("MR_small.dcm", (1, 64, 64), None, "MR"),
+    ("bad_sequence.dcm", (1, 512, 512), None, "CT"),
+    ("explicit_VR-UN.dcm", (1, 512, 512), None, "CT"),
+    ("MR-SIEMENS-DICOM-WithOverlays.dcm", (1, 484, 484), None, "MR"),
+    ("emri_small.dcm", (10, 64, 64), None, "MR"),
+    ("emri_small_RLE.dcm", (10, 64, 64), None, "MR"),
+    ("emri_small_big_endian.dcm", (10, 64, 64), None, "MR"),
+    ("emri_small_jpeg_ls_lossless.dcm", (10, 64, 64), None, "MR"),
+    ("emri_small_jpeg_2k_lossless.dcm", (10, 64, 64), None, "MR"),
+    ("RG3_UNCR.dcm", (1, 1760, 1760), None, "CR"),
+    ("RG3_J2KR.dcm", (1, 1760, 1760), None, "CR"),
+    ("RG3_UNCI.dcm", (1, 1760, 1760), None, "CR"),
+    ("gdcm-US-ALOKA-16.dcm", (1, 480, 640), "RGB", "US"),
+    ("OBXXXX1A.dcm", (1, 600, 800), "RGB", "US"),
+    ("OBXXXX1A_rle.dcm", (1, 600, 800), "RGB", "US"),
+    ("OBXXXX1A_2frame.dcm", (2, 600, 800), "RGB", "US"),
+    ("JPGLosslessP14SV1_1s_1f_8b.dcm", (1, 768, 1024), None, "US"),
+    ("JPEG2000_UNC.dcm", (1, 1024, 256), None, "NM"),
+    ("JPEG-LL.dcm", (1, 1024, 256), None, "NM"),
+    ("mlut_18.dcm", (1, 512, 512), None, "OT"),
+    ("vlut_04.dcm", (1, 512, 512), None, "OT"),
+]
+
+
+@pytest.mark.parametrize("name,shape,channels,modality", CORPUS_IMAGES)
+def test_read_corpus_image(dicom_corpus, name, shape, channels, modality):
+    img = read_dicom(dicom_corpus(name))
+    assert img.spatial_shape == shape
+    assert img.channels == channels
+    assert img.modality == modality
+    assert img.array.dtype == np.float32
+    assert np.isfinite(img.array).all()
+    assert img.units == ("HU" if modality == "CT" else "a.u.")
+    assert img.meta["format"] == "dicom"
+    assert len(img.meta["datasets"]) == (1 if shape[0] == 1 or img.meta["multiframe"] else shape[0])
+    assert all("PixelData" not in ds for ds in img.meta["datasets"])
+    assert all(s > 0 for s in img.spacing)
+    if channels == "RGB":
+        assert img.array.shape == (3, *shape)
+        assert 0 <= img.array.min() and img.array.max() <= 255
+
+
+def test_ct_is_in_hounsfield_units(dicom_corpus):
+    ct = read_dicom(dicom_corpus("CT_small.dcm"))
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    np.testing.assert_array_equal(
+        ct.array[0], ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    )
+    assert ct.meta["rescale"] == (1.0, -1024.0)
+    assert ct.meta["stored_dtype"] == "int16"
+    assert ct.spacing == pytest.approx((5.0, 0.661468, 0.661468))
+    neck = read_dicom(dicom_corpus("bad_sequence.dcm"))  # JPEG lossless, includes air
+    assert -1100 < neck.array.min() < -900
+    assert 500 < neck.array.max() < 3100
+    pancreas = read_dicom(dicom_corpus("explicit_VR-UN.dcm"))  # JPEG 2000
+    assert pancreas.array.min() == pytest.approx(-1024)
+    # IOP rows (1,0,0), columns (0,-1,0): y index runs anterior in LPS → "A" in RAS axis codes
+    assert pancreas.orientation == "LAI"
+
+
+def test_ct_affine_maps_pixels_to_patient_position(dicom_corpus):
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    ct = read_dicom(dicom_corpus("CT_small.dcm"))
+    ipp = np.array([float(v) for v in ds.ImagePositionPatient])
+    ps = [float(v) for v in ds.PixelSpacing]
+    # pixel (column 10, row 20) in LPS = IPP + 10·row_cos·Δcol + 20·col_cos·Δrow
+    lps = ipp + 10 * np.array([1, 0, 0]) * ps[1] + 20 * np.array([0, 1, 0]) * ps[0]
+    np.testing.assert_allclose(ct.world_coordinate((10, 20, 0)), lps * [-1, -1, 1], atol=1e-6)
+    assert ct.orientation == "LPS"
+
+
+def test_emri_variants_decode_to_the_same_pixels(dicom_corpus):
+    ref = read_dicom(dicom_corpus("emri_small.dcm"))
+    assert ref.spacing == pytest.approx((1.2, 1.0, 1.0))  # SpacingBetweenSlices, no pixel spacing
+    for name in (
+        "emri_small_RLE.dcm",
+        "emri_small_big_endian.dcm",
+        "emri_small_jpeg_ls_lossless.dcm",
+        "emri_small_jpeg_2k_lossless.dcm",
+    ):
+        img = read_dicom(dicom_corpus(name))
+        np.testing.assert_array_equal(img.array, ref.array, err_msg=name)
+
+
+def test_monochrome1_is_inverted_and_recorded(dicom_corpus):
+    path = dicom_corpus("RG3_UNCR.dcm")
+    img = read_dicom(path)
+    raw = stored(path)
+    assert img.meta["photometric"] == "MONOCHROME1"
+    assert img.meta["monochrome1_reflect"] == 1023.0  # 10-bit unsigned
+    np.testing.assert_array_equal(img.array[0], 1023.0 - raw)
+    # window centre is moved into the inverted value space for viewers
+    assert img.meta["window"] == (1023.0 - 550.0, 1024.0)
+    j2k = read_dicom(dicom_corpus("RG3_J2KR.dcm"))
+    np.testing.assert_array_equal(j2k.array, img.array)
+
+
+def test_palette_colour_becomes_8bit_rgb(dicom_corpus):
+    for name in ("gdcm-US-ALOKA-16.dcm", "OBXXXX1A.dcm"):
+        img = read_dicom(dicom_corpus(name))
+        assert img.is_color and img.meta["color_from"] == "PALETTE COLOR"
+        assert img.meta["stored_dtype"] == "uint8"
+        assert img.array.max() > 200
+        # ultrasound regions give the physical pixel size (cm → mm)
+        assert img.meta["spacing_source"] == "SequenceOfUltrasoundRegions"
+        assert 0.1 < img.spacing[1] < 1.0
+    plain = read_dicom(dicom_corpus("OBXXXX1A.dcm"))
+    rle = read_dicom(dicom_corpus("OBXXXX1A_rle.dcm"))
+    np.testing.assert_array_equal(plain.array, rle.array)
+    two = read_dicom(dicom_corpus("OBXXXX1A_2frame.dcm"))
+    assert two.spatial_shape == (2, 600, 800)
+
+
+def test_ybr_jpeg_multiframe_reads_frames_as_rgb(dicom_corpus):
+    path = dicom_corpus("color3d_jpeg_baseline.dcm")  # 120 frames YBR_FULL_422, JPEG baseline
+    first = read_dicom(path, frame=0)
+    last = read_dicom(path, frame=119)
+    assert first.array.shape == (3, 1, 480, 640) and first.is_color
+    assert first.meta["photometric"] == "YBR_FULL_422"
+    assert first.meta["lossy"] is not None
+    assert not np.array_equal(first.array, last.array)
+    # a grey area decodes to R ≈ G ≈ B (YBR → RGB was applied exactly once)
+    rgb = first.array[:, 0]
+    grey = (np.abs(rgb[0] - rgb[1]) < 3) & (np.abs(rgb[1] - rgb[2]) < 3)
+    assert grey.mean() > 0.5
+    with pytest.raises(InvalidParameterError, match="frame 120"):
+        read_dicom(path, frame=120)
+    luma = read_dicom(path, frame=0, luminance=True)
+    assert luma.channels is None and luma.array.shape == (1, 480, 640)
+    np.testing.assert_allclose(
+        luma.array[0], 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2], rtol=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_ybr_jpeg_all_frames(dicom_corpus):
+    img = read_dicom(dicom_corpus("color3d_jpeg_baseline.dcm"))
+    assert img.array.shape == (3, 120, 480, 640)
+
+
+def test_modality_lut_sequence_is_applied(dicom_corpus):
+    from pydicom.pixels import apply_modality_lut
+
+    path = dicom_corpus("mlut_18.dcm")
+    img = read_dicom(path)
+    ds = pydicom.dcmread(path)
+    assert img.meta["modality_lut"] is True
+    np.testing.assert_array_equal(img.array[0], apply_modality_lut(ds.pixel_array, ds))
+
+
+def _sc_rgb_files() -> list[str]:
+    """SC_rgb*.dcm of the pydicom-data package (CORPUS.md)."""
+    from pydicom.data import get_testdata_file
+
+    anchor = get_testdata_file("SC_rgb.dcm", download=False)
+    if anchor is None:
+        return []
+    return sorted(p.name for p in Path(anchor).parent.glob("SC_rgb*.dcm"))
+
+
+@pytest.mark.parametrize("name", _sc_rgb_files())
+def test_read_sc_rgb(name):
+    img = read_dicom(dicom_corpus_path(name))
+    frames = 2 if "2frame" in name else 1
+    assert img.array.shape == (3, frames, 100, 100)
+    assert img.channels == "RGB"
+    bits = 32 if "32bit" in name else 16 if "16bit" in name else 8
+    assert img.meta["bits_allocated"] == bits
+    if "expb" in name:  # big-endian twins decode to the same pixels
+        twin = read_dicom(dicom_corpus_path(name.replace("_expb", "")))
+        np.testing.assert_array_equal(img.array, twin.array)
+
+
+# ============================================================================== bad inputs
+def test_segmentation_is_not_an_image(dicom_corpus):
+    with pytest.raises(NotAnImageError, match="segmentation"):
+        read_dicom(dicom_corpus("liver.dcm"))
+
+
+def test_truncated_file_is_corrupt(dicom_corpus, tmp_path):
+    data = dicom_corpus("CT_small.dcm").read_bytes()
+    for fraction in (0.5, 0.1, 0.9, 0.999):
+        cut = tmp_path / f"cut{fraction}.dcm"
+        cut.write_bytes(data[: int(len(data) * fraction)])
+        with pytest.raises(CorruptInputError, match="truncated or corrupt DICOM"):
+            read_dicom(cut)
+
+
+def test_empty_and_missing_and_non_dicom(tmp_path):
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")
+    with pytest.raises(EmptyInputError):
+        read_dicom(empty)
+    with pytest.raises(InputNotFoundError):
+        read_dicom(tmp_path / "nope.dcm")
+    text = tmp_path / "notes.dcm"
+    text.write_text("this is not DICOM at all, just some text that is long enough " * 5)
+    with pytest.raises(CorruptInputError, match="not a DICOM file"):
+        read_dicom(text)
+
+
+def test_without_pixel_data_is_not_an_image(dicom_corpus, tmp_path):
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    del ds.PixelData
+    path = tmp_path / "nopix.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(NotAnImageError, match="without pixel data"):
+        read_dicom(path)
+
+
+@pytest.mark.parametrize("uid", ["1.2.840.10008.1.2.4.100", "1.2.3.4.5.6.7.8.9"])
+def test_undecodable_transfer_syntax(dicom_corpus, tmp_path, uid):
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    ds.file_meta.TransferSyntaxUID = uid
+    if uid.endswith(".100"):  # MPEG2 needs encapsulated pixel data to be a valid file
+        ds.PixelData = pydicom.encaps.encapsulate([ds.PixelData])
+    path = tmp_path / "odd.dcm"
+    pydicom.dcmwrite(path, ds)
+    with pytest.raises(UnsupportedTransferSyntaxError, match=uid.replace(".", r"\.")) as err:
+        read_dicom(path)
+    if uid.endswith(".100"):
+        assert "MPEG2" in str(err.value)
+
+
+def test_error_messages_carry_no_patient_identifiers(dicom_corpus, tmp_path):
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    ds.PatientName = "Doe^Jane"
+    ds.PatientID = "PID-123456"
+    bad = tmp_path / "series"
+    bad.mkdir()
+    ds.save_as(bad / "a.dcm", enforce_file_format=True)
+    ds2 = pydicom.dcmread(bad / "a.dcm")
+    ds2.SeriesInstanceUID = generate_uid()
+    ds2.SeriesDescription = "other"
+    ds2.save_as(bad / "b.dcm", enforce_file_format=True)
+    raw = (bad / "a.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(raw[: len(raw) // 2])
+    for path in (bad, tmp_path / "cut.dcm"):
+        with pytest.raises((SeriesMismatchError, CorruptInputError)) as err:
+            read_dicom(path)
+        assert "Doe" not in str(err.value) and "PID-123456" not in str(err.value)
+
+
+# ============================================================================= series folders
+def _ct_series(template, n=5, gap=2.5, offset=(0.0, 0.0, 0.0), series_uid=None, **kw):
+    """n slices, slice k has pixel value 100·k + gradient; positions along +z."""
+    uid = series_uid or generate_uid()
+    base = np.add.outer(np.arange(16), np.arange(16)).astype(np.int16)
+    return [
+        make_ct_slice(
+            template,
+            pixels=base + 100 * k,
+            ipp=(offset[0], offset[1], offset[2] + gap * k),
+            series_uid=uid,
+            instance=k + 1,
+            **kw,
+        )
+        for k in range(n)
+    ]
+
+
+def test_series_folder_sorted_by_position(ct_template, tmp_path):
+    slices = _ct_series(ct_template)
+    names = ["zeta.dcm", "b/alpha.dcm", "mid.dcm", "0001.dcm", "q.dcm"]  # shuffled + nested
+    folder = write_series(tmp_path / "ct", slices, names)
+    (folder / "README.txt").write_text("scanner export notes")
+    (folder / "DICOMDIR").write_bytes(b"not really a dicomdir")
+    (folder / "empty").write_bytes(b"")
+    img = read_dicom(folder)
+    assert img.spatial_shape == (5, 16, 16)
+    np.testing.assert_array_equal(img.array[:, 0, 0], -1024 + 100 * np.arange(5))
+    assert img.spacing == pytest.approx((2.5, 0.5, 0.5))
+    np.testing.assert_allclose(img.affine[:3, 2], [0, 0, 2.5])
+    assert [float(ds.ImagePositionPatient[2]) for ds in img.meta["datasets"]] == [
+        0,
+        2.5,
+        5,
+        7.5,
+        10,
+    ]
+    assert len(img.meta["source_paths"]) == 5
+    one = read_dicom(folder, frame=3)
+    np.testing.assert_array_equal(one.array[0], img.array[3])
+    np.testing.assert_allclose(one.world_center(), img.world_coordinate((7.5, 7.5, 3)))
+
+
+def test_series_descending_positions_and_thick_gap_fallback(ct_template, tmp_path):
+    slices = _ct_series(ct_template, n=3, gap=-4.0)  # acquired head-first: z decreasing
+    img = read_dicom(write_series(tmp_path / "s", slices))
+    np.testing.assert_array_equal(img.array[:, 0, 0], -1024 + 100 * np.array([2, 1, 0]))
+    assert img.spacing[0] == pytest.approx(4.0)
+    single = read_dicom(write_series(tmp_path / "one", slices[:1]))
+    assert single.spacing[0] == pytest.approx(
+        5.0
+    )  # SliceThickness/SpacingBetweenSlices of CT_small
+
+
+def test_mixed_series_needs_a_choice(ct_template, tmp_path):
+    a = _ct_series(ct_template, n=3)
+    b = _ct_series(ct_template, n=2)
+    for ds in b:
+        ds.SeriesDescription = "second"
+    folder = write_series(tmp_path / "mixed", a + b)
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    msg = str(err.value)
+    key_a, key_b = series_key(a[0].SeriesInstanceUID), series_key(b[0].SeriesInstanceUID)
+    assert key_a in msg and key_b in msg and "--series" in msg and "second" in msg
+    assert "3 files" in msg and "2 files" in msg
+    assert read_dicom(folder, series_uid=key_b).spatial_shape == (2, 16, 16)
+    assert read_dicom(folder, series_uid=a[0].SeriesInstanceUID).spatial_shape == (3, 16, 16)
+    with pytest.raises(SeriesMismatchError, match="not in"):
+        read_dicom(folder, series_uid="ffffffff")
+
+
+def test_mixed_orientation_is_rejected(ct_template, tmp_path):
+    slices = _ct_series(ct_template, n=3)
+    slices[1].ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    with pytest.raises(SeriesMismatchError, match="orientation"):
+        read_dicom(write_series(tmp_path / "o", slices))
+
+
+def test_mixed_pixel_spacing_is_rejected(ct_template, tmp_path):
+    slices = _ct_series(ct_template, n=3)
+    slices[2].PixelSpacing = [0.7, 0.7]
+    with pytest.raises(SeriesMismatchError, match="pixel spacing"):
+        read_dicom(write_series(tmp_path / "p", slices))
+
+
+def test_mixed_size_is_rejected(ct_template, tmp_path):
+    slices = _ct_series(ct_template, n=2)
+    slices.append(
+        make_ct_slice(
+            ct_template,
+            pixels=np.zeros((8, 8)),
+            ipp=(0, 0, 5),
+            series_uid=slices[0].SeriesInstanceUID,
+            instance=3,
+        )
+    )
+    with pytest.raises(SeriesMismatchError, match="size"):
+        read_dicom(write_series(tmp_path / "r", slices))
+
+
+def test_uneven_gaps_and_duplicates_are_rejected(ct_template, tmp_path):
+    slices = _ct_series(ct_template, n=4)
+    del slices[2]  # a missing slice
+    with pytest.raises(SeriesMismatchError, match="not uniform"):
+        read_dicom(write_series(tmp_path / "gap", slices))
+    dup = _ct_series(ct_template, n=3)
+    dup[2].ImagePositionPatient = dup[1].ImagePositionPatient
+    with pytest.raises(SeriesMismatchError, match="same position"):
+        read_dicom(write_series(tmp_path / "dup", dup))
+
+
+def test_folder_without_images(dicom_corpus, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing here")
+    with pytest.raises(EmptyInputError):
+        read_dicom(empty)
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    shutil.copy(dicom_corpus("liver.dcm"), seg / "liver.dcm")
+    with pytest.raises(NotAnImageError, match="Segmentation"):
+        read_dicom(seg)
+
+
+def test_series_ignores_a_segmentation_beside_it(ct_template, dicom_corpus, tmp_path):
+    folder = write_series(tmp_path / "s", _ct_series(ct_template, n=2))
+    shutil.copy(dicom_corpus("liver.dcm"), folder / "seg.dcm")
+    assert read_dicom(folder).spatial_shape == (2, 16, 16)
+
+
+# ================================================================================ writing
+def test_write_round_trip_ct(dicom_corpus, tmp_path):
+    src = dicom_corpus("CT_small.dcm")
+    before = (file_digest(src), src.stat().st_mtime_ns)
+    ct = read_dicom(src)
+    sr = upscale2(ct)
+    out = write_dicom(sr, tmp_path / "ct_x2")
+    assert out == tmp_path / "ct_x2" and out.is_dir()
+    assert [p.name for p in out.iterdir()] == ["IM00001.dcm"]
+    back = read_dicom(out)
+    assert back.spatial_shape == (1, 256, 256)
+    assert back.spacing == pytest.approx((5.0, 0.661468 / 2, 0.661468 / 2))
+    np.testing.assert_allclose(back.world_center(), ct.world_center(), atol=1e-3)
+    np.testing.assert_allclose(back.affine, sr.affine, atol=1e-5)
+    np.testing.assert_array_equal(back.array, sr.array)
+    assert back.units == "HU"
+
+    orig, new = pydicom.dcmread(src), pydicom.dcmread(only_file(out))
+    assert new.StudyInstanceUID == orig.StudyInstanceUID
+    assert new.FrameOfReferenceUID == orig.FrameOfReferenceUID
+    assert new.SeriesInstanceUID != orig.SeriesInstanceUID
+    assert new.SOPInstanceUID != orig.SOPInstanceUID
+    assert new.file_meta.MediaStorageSOPInstanceUID == new.SOPInstanceUID
+    assert new.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert list(new.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+    assert list(new.ImageType[2:]) == list(orig.ImageType[2:])
+    code = new.DerivationCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("113085", "DCM")
+    ref = new.SourceImageSequence[0]
+    assert ref.ReferencedSOPInstanceUID == orig.SOPInstanceUID
+    assert ref.ReferencedSOPClassUID == orig.SOPClassUID
+    assert "nearest" in new.DerivationDescription and "x2" in new.DerivationDescription
+    assert new.SeriesNumber == int(orig.SeriesNumber) + 1000
+    assert new.SeriesDescription.endswith("[medsr]") and len(new.SeriesDescription) <= 64
+    assert (new.Rows, new.Columns) == (256, 256)
+    assert [float(v) for v in new.PixelSpacing] == pytest.approx([0.330734, 0.330734])
+    assert float(new.RescaleIntercept) == -1024.0
+    assert not any(elem.tag.is_private for elem in new)
+    assert (file_digest(src), src.stat().st_mtime_ns) == before
+
+
+def test_write_smooth_values_round_to_stored_units(dicom_corpus, tmp_path):
+    from scipy.ndimage import zoom
+
+    ct = read_dicom(dicom_corpus("CT_small.dcm"))
+    smooth = zoom(ct.array, (1, 2, 2), order=3).astype(np.float32)
+    sr = ct.resampled(smooth)
+    back = read_dicom(write_dicom(sr, tmp_path / "o"))
+    assert np.abs(back.array - np.rint(sr.array)).max() == 0
+    assert np.abs(back.array - sr.array).max() <= 0.5
+
+
+def test_write_series_and_through_plane(ct_template, tmp_path):
+    folder = write_series(tmp_path / "src", _ct_series(ct_template, n=4, gap=3.0))
+    before = file_digest(folder)
+    img = read_dicom(folder)
+    out = write_dicom(upscale2(img), tmp_path / "x2")
+    assert sorted(p.name for p in out.iterdir()) == [f"IM0000{i}.dcm" for i in range(1, 5)]
+    back = read_dicom(out)
+    assert back.spatial_shape == (4, 32, 32)
+    np.testing.assert_allclose(back.world_center(), img.world_center(), atol=1e-3)
+    uids = {pydicom.dcmread(p).SOPInstanceUID for p in out.iterdir()}
+    assert len(uids) == 4
+    # through-plane ×2: 8 slices, each referencing the nearest source slice
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    back_z = read_dicom(write_dicom(zup, tmp_path / "z2"))
+    assert back_z.spatial_shape == (8, 16, 16)
+    assert back_z.spacing[0] == pytest.approx(1.5)
+    np.testing.assert_allclose(back_z.world_center(), img.world_center(), atol=1e-3)
+    src_uids = [ds.SOPInstanceUID for ds in img.meta["datasets"]]
+    refs = [ds.SourceImageSequence[0].ReferencedSOPInstanceUID for ds in back_z.meta["datasets"]]
+    assert refs == [src_uids[i] for i in (0, 0, 1, 1, 2, 2, 3, 3)]
+    assert float(back_z.meta["datasets"][0].SpacingBetweenSlices) == pytest.approx(1.5)
+    assert file_digest(folder) == before
+
+
+def test_write_single_file_and_overwrite(dicom_corpus, tmp_path):
+    mr = read_dicom(dicom_corpus("MR_small.dcm"))
+    target = tmp_path / "mr.dcm"
+    assert write_dicom(upscale2(mr), target) == target and target.is_file()
+    with pytest.raises(OutputExistsError):
+        write_dicom(mr, target)
+    write_dicom(mr, target, overwrite=True)
+    assert pydicom.dcmread(target).Rows == 64
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    volume = read_dicom(dicom_corpus("emri_small.dcm"))
+    with pytest.raises(OutputExistsError):
+        write_dicom(volume, target)
+
+
+def test_single_file_path_needs_one_instance(ct_template, tmp_path):
+    img = read_dicom(write_series(tmp_path / "s", _ct_series(ct_template, n=2)))
+    with pytest.raises(InvalidParameterError, match="folder"):
+        write_dicom(img, tmp_path / "two.dcm")
+    assert not (tmp_path / "two.dcm").exists()
+
+
+def test_monochrome1_restored_on_write(dicom_corpus, tmp_path):
+    src = dicom_corpus("RG3_UNCR.dcm")
+    img = read_dicom(src)
+    out = write_dicom(img, tmp_path / "rg3.dcm")
+    new = pydicom.dcmread(out)
+    assert new.PhotometricInterpretation == "MONOCHROME1"
+    assert (new.BitsStored, new.PixelRepresentation) == (10, 0)
+    assert (float(new.WindowCenter), float(new.WindowWidth)) == (550.0, 1024.0)
+    np.testing.assert_array_equal(new.pixel_array, stored(src))
+
+
+def test_ultrasound_regions_scale_with_the_image(dicom_corpus, tmp_path):
+    for name in ("gdcm-US-ALOKA-16.dcm", "OBXXXX1A.dcm"):
+        img = read_dicom(dicom_corpus(name))
+        sr = upscale2(img)
+        out = write_dicom(sr, tmp_path / name.replace(".dcm", ""))
+        new = pydicom.dcmread(only_file(out))
+        orig = pydicom.dcmread(dicom_corpus(name))
+        assert new.PhotometricInterpretation == "RGB" and new.BitsAllocated == 8
+        assert new.SamplesPerPixel == 3 and new.PlanarConfiguration == 0
+        assert "RedPaletteColorLookupTableDescriptor" not in new
+        for a, b in zip(
+            orig.SequenceOfUltrasoundRegions, new.SequenceOfUltrasoundRegions, strict=True
+        ):
+            assert b.PhysicalDeltaX == pytest.approx(a.PhysicalDeltaX / 2)
+            assert b.RegionLocationMinX0 == 2 * a.RegionLocationMinX0
+            assert b.RegionLocationMaxY1 <= new.Rows - 1
+        back = read_dicom(out)
+        assert back.spacing[1:] == pytest.approx(sr.spacing[1:])
+        np.testing.assert_array_equal(back.array, sr.array)
+
+
+def test_multiframe_round_trip_and_z_upscale(dicom_corpus, tmp_path):
+    img = read_dicom(dicom_corpus("emri_small_jpeg_2k_lossless.dcm"))
+    out = write_dicom(upscale2(img), tmp_path / "emri.dcm")
+    new = pydicom.dcmread(out)
+    assert new.NumberOfFrames == 10 and (new.Rows, new.Columns) == (128, 128)
+    assert new.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    back = read_dicom(out)
+    np.testing.assert_array_equal(back.array, upscale2(img).array)
+    zup = img.resampled(np.repeat(img.array, 2, axis=0))
+    back_z = read_dicom(write_dicom(zup, tmp_path / "emri_z"))
+    assert back_z.spatial_shape == (20, 64, 64)
+    assert back_z.spacing[0] == pytest.approx(0.6)
+
+
+def test_ybr_multiframe_frame_written_as_rgb(dicom_corpus, tmp_path):
+    img = read_dicom(dicom_corpus("color3d_jpeg_baseline.dcm"), frame=5)
+    out = write_dicom(upscale2(img), tmp_path / "cine.dcm")
+    new = pydicom.dcmread(out)
+    assert new.PhotometricInterpretation == "RGB" and new.NumberOfFrames == 1
+    assert new.LossyImageCompression == "01"  # derived from lossy data stays flagged lossy
+    np.testing.assert_array_equal(read_dicom(out).array, upscale2(img).array)
+
+
+def test_modality_lut_source_written_with_rescale(dicom_corpus, tmp_path):
+    img = read_dicom(dicom_corpus("mlut_18.dcm"))
+    new_path = write_dicom(img, tmp_path / "m.dcm")
+    new = pydicom.dcmread(new_path)
+    assert "ModalityLUTSequence" not in new
+    np.testing.assert_allclose(read_dicom(new_path).array, img.array, atol=0.5)
+
+
+def test_non_dicom_image_becomes_secondary_capture(tmp_path):
+    theta = 0.3
+    rot = np.array(
+        [[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]]
+    )
+    affine = np.eye(4)
+    affine[:3, :3] = rot @ np.diag([0.8, 0.9, 2.0])
+    affine[:3, 3] = [10.0, -20.0, 30.0]
+    rng = np.random.default_rng(0)
+    arr = rng.normal(size=(3, 12, 10)).astype(np.float32)  # small float values → uint16 + slope
+    img = MedImage(arr, spacing=(2.0, 0.9, 0.8), affine=affine, modality="MR")
+    out = write_dicom(img, tmp_path / "sc")
+    first = pydicom.dcmread(sorted(out.iterdir())[0])
+    assert first.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert str(first.PatientName) == "ANONYMOUS^" and first.PatientID.startswith("MEDSR-")
+    back = read_dicom(out)
+    assert back.spatial_shape == (3, 12, 10)
+    np.testing.assert_allclose(back.affine, affine, atol=1e-5)
+    step = (arr.max() - arr.min()) / 65535
+    np.testing.assert_allclose(back.array, arr, atol=step)
+    rgb = MedImage(rng.integers(0, 256, size=(3, 1, 8, 8)).astype(np.float32), channels="RGB")
+    rgb_back = read_dicom(write_dicom(rgb, tmp_path / "rgb.dcm"))
+    np.testing.assert_array_equal(rgb_back.array, rgb.array)
+
+
+def test_save_image_dispatches_to_dicom(dicom_corpus, tmp_path):
+    img = medsr.load_image(dicom_corpus("MR_small.dcm"))
+    path = medsr.save_image(upscale2(img), tmp_path / "mr_out")
+    assert medsr.load_image(path).spatial_shape == (1, 128, 128)
+
+
+def test_time_series_cannot_be_written_as_dicom(tmp_path):
+    img = MedImage(np.zeros((2, 1, 4, 4), np.float32), channels="time")
+    with pytest.raises(InvalidParameterError, match="NIfTI"):
+        write_dicom(img, tmp_path / "t")
+
+
+# =============================================================================== validity
+CLEAN = ["CT_small.dcm", "MR_small.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm", "RG3_UNCR.dcm"]
+WITH_KNOWN_ERRORS = [
+    "gdcm-US-ALOKA-16.dcm",
+    "OBXXXX1A.dcm",
+    "OBXXXX1A_2frame.dcm",
+    "JPEG2000_UNC.dcm",
+]
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", CLEAN + WITH_KNOWN_ERRORS)
+def test_written_series_passes_dciodvfy(dicom_corpus, tmp_path, name):
+    src = dicom_corpus(name)
+    before = file_digest(src)
+    out = write_dicom(upscale2(read_dicom(src)), tmp_path / "out")
+    errors = dciodvfy_errors(only_file(out))
+    if name in CLEAN:
+        assert dciodvfy_errors(src) == set()
+        assert errors == set(), errors
+    else:
+        assert errors <= dciodvfy_errors(src), errors - dciodvfy_errors(src)
+    assert file_digest(src) == before
+
+
+@needs_dciodvfy
+def test_secondary_capture_passes_dciodvfy(tmp_path):
+    img = MedImage(
+        np.linspace(-100, 900, 2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16),
+        modality="CT",
+        units="HU",
+    )
+    out = write_dicom(img, tmp_path / "sc")
+    for f in out.iterdir():
+        assert dciodvfy_errors(f) == set()
+    rgb = MedImage(np.full((3, 1, 8, 8), 128, np.float32), channels="RGB")
+    assert dciodvfy_errors(write_dicom(rgb, tmp_path / "rgb.dcm")) == set()
+
+
+# =============================================================================== geometry
+def _rotation(q: tuple[float, float, float, float]) -> np.ndarray:
+    w, x, y, z = np.asarray(q) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+unit = st.floats(-1, 1, allow_nan=False)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    q=st.tuples(unit, unit, unit, unit).filter(lambda q: np.linalg.norm(q) > 0.2),
+    ipp=st.tuples(*[st.floats(-300, 300, allow_nan=False)] * 3),
+    row_spacing=st.floats(0.2, 3.0),
+    col_spacing=st.floats(0.2, 3.0),
+    gap=st.floats(0.5, 6.0),
+    n=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_geometry_survives_read_upscale_write_read(q, ipp, row_spacing, col_spacing, gap, n, seed):
+    template = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    template.SpacingBetweenSlices = template.SliceThickness = f"{gap:.10g}"  # used when n == 1
+    rot = _rotation(q)
+    row_cos, col_cos = rot[:, 0], rot[:, 1]
+    normal = np.cross(row_cos, col_cos)
+    iop = (*row_cos, *col_cos)
+    uid = generate_uid()
+    rng = np.random.default_rng(seed)
+    slices = [
+        make_ct_slice(
+            template,
+            pixels=np.full((6, 5), 10 * k, np.int16),
+            ipp=tuple(np.asarray(ipp) + normal * gap * k),
+            iop=iop,
+            pixel_spacing=(row_spacing, col_spacing),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        for k in range(n)
+    ]
+    order = rng.permutation(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_series(Path(tmp) / "src", [slices[i] for i in order])
+        img = read_dicom(folder)
+        # the affine is the DICOM geometry in RAS
+        lps = np.eye(4)
+        lps[:3, 0] = row_cos * col_spacing
+        lps[:3, 1] = col_cos * row_spacing
+        lps[:3, 2] = normal * gap
+        lps[:3, 3] = ipp
+        np.testing.assert_allclose(img.affine, np.diag([-1, -1, 1, 1]) @ lps, atol=1e-4)
+        np.testing.assert_array_equal(img.array[:, 0, 0], -1024 + 10 * np.arange(n))
+        sr = upscale2(img)
+        back = read_dicom(write_dicom(sr, Path(tmp) / "out"))
+        np.testing.assert_allclose(back.world_center(), img.world_center(), atol=1e-3)
+        np.testing.assert_allclose(back.affine, sr.affine, atol=1e-4)
+        assert back.spatial_shape == (n, 12, 10)
+        np.testing.assert_array_equal(back.array, sr.array)
+    assert os.path.exists(dicom_corpus_path("CT_small.dcm"))
+
+
+def test_refuses_to_write_onto_its_input(ct_template, tmp_path):
+    folder = write_series(tmp_path / "src", _ct_series(ct_template, n=2))
+    before = file_digest(folder)
+    img = read_dicom(folder)
+    with pytest.raises(InvalidParameterError, match="input"):
+        write_dicom(img, folder, overwrite=True)
+    assert file_digest(folder) == before
+
+
+def test_tilted_series_keeps_slice_positions(ct_template, tmp_path):
+    """Gantry tilt: positions step along y as well as z; the affine shears, IPPs round-trip."""
+    uid = generate_uid()
+    slices = [
+        make_ct_slice(
+            ct_template,
+            pixels=np.full((8, 8), k, np.int16),
+            ipp=(-10.0, 5.0 + 0.7 * k, 3.0 * k),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        for k in range(4)
+    ]
+    img = read_dicom(write_series(tmp_path / "tilt", slices))
+    np.testing.assert_allclose(img.affine[:3, 2], [0, -0.7, 3.0])  # RAS: y flips sign
+    out = read_dicom(write_dicom(upscale2(img), tmp_path / "out"))
+    np.testing.assert_allclose(out.world_center(), img.world_center(), atol=1e-3)
+    steps = np.diff(
+        [[float(v) for v in ds.ImagePositionPatient] for ds in out.meta["datasets"]], axis=0
+    )
+    np.testing.assert_allclose(steps, [[0, 0.7, 3.0]] * 3, atol=1e-5)
+
+
+def _enhanced_like(dicom_corpus, perm):
+    """emri_small with functional-group geometry; frame f lies at z = 1.5 · perm[f]."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as Seq
+
+    ds = pydicom.dcmread(dicom_corpus("emri_small.dcm"))
+    measures = Dataset()
+    measures.PixelSpacing = [0.9, 0.8]
+    measures.SliceThickness = 1.5
+    orient = Dataset()
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    shared = Dataset()
+    shared.PixelMeasuresSequence = Seq([measures])
+    shared.PlaneOrientationSequence = Seq([orient])
+    ds.SharedFunctionalGroupsSequence = Seq([shared])
+    frames = []
+    for f in range(int(ds.NumberOfFrames)):
+        pos = Dataset()
+        pos.ImagePositionPatient = [-20.0, 10.0, 1.5 * perm[f]]
+        content = Dataset()
+        content.InStackPositionNumber = int(perm[f]) + 1
+        item = Dataset()
+        item.PlanePositionSequence = Seq([pos])
+        item.FrameContentSequence = Seq([content])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Seq(frames)
+    return ds
+
+
+def test_functional_group_geometry_sorts_frames(dicom_corpus, tmp_path):
+    perm = np.random.default_rng(3).permutation(10)
+    ds = _enhanced_like(dicom_corpus, perm)
+    path = tmp_path / "enh.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    raw = ds.pixel_array
+    img = read_dicom(path)
+    assert img.spacing == pytest.approx((1.5, 0.9, 0.8))
+    for k in range(10):  # slice k is the frame that lies at z = 1.5 k
+        np.testing.assert_array_equal(img.array[k], raw[int(np.flatnonzero(perm == k)[0])])
+    assert img.meta["frame_order"] == [int(np.flatnonzero(perm == k)[0]) for k in range(10)]
+    sr = upscale2(img)
+    out = write_dicom(sr, tmp_path / "enh_x2.dcm")
+    new = pydicom.dcmread(out)
+    spacing = new.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    assert [float(v) for v in spacing] == pytest.approx([0.45, 0.4])
+    zs = [
+        float(it.PlanePositionSequence[0].ImagePositionPatient[2])
+        for it in new.PerFrameFunctionalGroupsSequence
+    ]
+    assert zs == pytest.approx([1.5 * k for k in range(10)])
+    assert [
+        it.FrameContentSequence[0].InStackPositionNumber
+        for it in new.PerFrameFunctionalGroupsSequence
+    ] == list(range(1, 11))
+    assert list(new.ImageType[:2]) == ["DERIVED", "PRIMARY"]  # enhanced IODs keep PRIMARY
+    back = read_dicom(out)
+    np.testing.assert_array_equal(back.array, sr.array)
+    np.testing.assert_allclose(back.world_center(), img.world_center(), atol=1e-3)
+
+
+def test_bad_frame_argument(dicom_corpus):
+    with pytest.raises(InvalidParameterError):
+        read_dicom(dicom_corpus("emri_small.dcm"), frame=-1)
+    with pytest.raises(InvalidParameterError, match="frame 10"):
+        read_dicom(dicom_corpus("emri_small.dcm"), frame=10)
+
+
+def test_raw_dicom_without_preamble(dicom_corpus, tmp_path):
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    ds.preamble = None
+    del ds.file_meta
+    path = tmp_path / "raw.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True)
+    assert path.read_bytes()[128:132] != b"DICM"
+    img = medsr.load_image(path)
+    np.testing.assert_array_equal(img.array, read_dicom(dicom_corpus("CT_small.dcm")).array)
