@@ -55,7 +55,7 @@ class CaseResult:
     degradation: str = ""
 
 
-def _centre_crop_box(shape: tuple[int, int], frac: float = 0.35) -> tuple[slice, slice]:
+def _centre_crop_box(shape: tuple[int, int], frac: float = 0.22) -> tuple[slice, slice]:
     h, w = shape
     ch, cw = max(8, int(h * frac)), max(8, int(w * frac))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
@@ -152,7 +152,7 @@ def _page(results: list[CaseResult], scale: int) -> str:
   <div class="row">{_img(r.figures['input_crop'], 'input (pixels enlarged)')}
   {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in DEMO_MODELS)}</div>
   <h3>Honest check: original degraded ×{scale} ({html.escape(r.degradation)}), upscaled back, compared with the original</h3>
-  <div class="row">{_img(r.figures['check_lr'], 'degraded input')}
+  <div class="row">{_img(r.figures["check_lr"], f"degraded input (1/{scale} size)")}
   {"".join(_img(r.figures[f'check_{m["model"]}'], m['model']) for m in r.metrics)}
   {_img(r.figures['check_hr'], 'original (truth)')}</div>
   <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info['units'])})</th><th>time (ms)</th></tr></thead>
@@ -169,7 +169,7 @@ body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; mar
 h1 {{ margin: 0 0 4px; }} h2 {{ margin-top: 0; }} h3 {{ font-size: 15px; color: #44506a; margin: 18px 0 8px; }}
 section {{ background: #fff; border-radius: 10px; padding: 18px 22px; margin: 18px 0; box-shadow: 0 1px 3px rgba(0,0,0,.08); }}
 .row {{ display: flex; gap: 10px; flex-wrap: wrap; }}
-figure {{ margin: 0; }} figure img {{ width: 220px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
+figure {{ margin: 0; }} figure img {{ width: 196px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
 figcaption {{ font-size: 12px; color: #44506a; text-align: center; margin-top: 4px; }}
 table {{ border-collapse: collapse; margin-top: 12px; font-size: 14px; }}
 th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}

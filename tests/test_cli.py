@@ -1,0 +1,150 @@
+"""CLI: thin commands, clear errors with exit status 2, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medsr.cli import app
+from tests.conftest import file_digest
+
+runner = CliRunner()
+
+
+def medsr(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
+    code = "from medsr.cli import main; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_command_with_examples():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("info", "upscale", "models", "demo"):
+        assert cmd in res.output
+    assert "Example" in res.output
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from medsr.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_info_json(corpus):
+    res = runner.invoke(app, ["info", str(corpus("anatomical.nii")), "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["format"] == "nifti" and len(info["spacing_mm_zyx"]) == 3
+
+
+def test_upscale_nifti(tmp_path, corpus):
+    src = corpus("aniso_vox.nii.gz")
+    before = file_digest(src)
+    out = tmp_path / "o.nii.gz"
+    res = runner.invoke(app, ["upscale", str(src), str(out), "--scale", "2", "--model", "kspace"])
+    assert res.exit_code == 0, res.output
+    a, b = nib.load(str(src)), nib.load(str(out))
+    assert b.shape[:2] == (a.shape[0] * 2, a.shape[1] * 2) and b.shape[2] == a.shape[2]
+    assert file_digest(src) == before
+
+
+def test_upscale_into_folder_keeps_format(tmp_path, corpus):
+    res = runner.invoke(app, ["upscale", str(corpus("camera.png")), str(tmp_path / "out"), "-s", "3", "-m", "lanczos"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "camera.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["upscale", "{missing}", "{out}"], "does not exist"),
+        (["upscale", "{empty}", "{out}"], "empty"),
+        (["upscale", "{nii}", "{out}", "--scale", "5"], "scale must be one of"),
+        (["upscale", "{nii}", "{out}", "--model", "nope"], "unknown model"),
+        (["upscale", "{nii}", "{existing}"], "already exists"),
+        (["upscale", "{garbage}", "{out}"], "not a format medsr reads"),
+        (["info", "{garbage}"], "not a format medsr reads"),
+        (["upscale", "{nii}", "{out}", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["info", "{missing}"], ""),
+    ],
+)
+def test_bad_input_exit_2_and_nothing_written(tmp_path, corpus, args, message):
+    (tmp_path / "empty.nii").write_bytes(b"")
+    (tmp_path / "garbage.bin").write_bytes(b"\x00garbage" * 100)
+    existing = tmp_path / "exists.nii.gz"
+    existing.write_bytes(b"keep me")
+    nii = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 2), np.float32), np.eye(4)), str(nii))
+    paths = {
+        "missing": tmp_path / "missing.nii",
+        "empty": tmp_path / "empty.nii",
+        "garbage": tmp_path / "garbage.bin",
+        "nii": nii,
+        "out": tmp_path / "out.nii.gz",
+        "existing": existing,
+    }
+    res = medsr(*[a.format(**paths) for a in args])
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: ") and message in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+    assert existing.read_bytes() == b"keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+def test_debug_shows_traceback(tmp_path):
+    res = medsr("--debug", "info", str(tmp_path / "missing.dcm"))
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_models_lists_classical():
+    res = runner.invoke(app, ["models", "--json"])
+    names = {m["name"] for m in json.loads(res.output)}
+    assert {"bicubic", "lanczos", "kspace", "nearest", "linear"} <= names
+
+
+def test_upscale_dicom_to_derived_series(tmp_path, corpus):
+    import shutil
+
+    src = corpus("CT_small.dcm")
+    before = file_digest(src)
+    res = medsr("upscale", str(src), str(tmp_path / "ct_x2"), "--scale", "2", "--model", "lanczos")
+    assert res.returncode == 0, res.stderr
+    files = list((tmp_path / "ct_x2").glob("*.dcm"))
+    assert len(files) == 1
+    import pydicom
+
+    ds, orig = pydicom.dcmread(files[0]), pydicom.dcmread(src)
+    assert (ds.Rows, ds.Columns) == (orig.Rows * 2, orig.Columns * 2)
+    assert ds.StudyInstanceUID == orig.StudyInstanceUID and ds.SeriesInstanceUID != orig.SeriesInstanceUID
+    assert "lanczos" in ds.DerivationDescription and "2" in ds.DerivationDescription
+    assert file_digest(src) == before
+    if shutil.which("dciodvfy"):
+        out = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        assert errors == []
+
+
+@pytest.mark.parametrize("case,message", [("seg", "segmentation"), ("truncated", "corrupt"), ("nopixels", "pixel data")])
+def test_bad_dicom_inputs(tmp_path, corpus, case, message):
+    import pydicom
+
+    if case == "seg":
+        path = corpus("liver.dcm")
+    elif case == "truncated":
+        path = tmp_path / "t.dcm"
+        data = corpus("CT_small.dcm").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        ds = pydicom.dcmread(corpus("CT_small.dcm"))
+        del ds.PixelData
+        path = tmp_path / "np.dcm"
+        ds.save_as(path)
+    res = medsr("upscale", str(path), str(tmp_path / "out"))
+    assert res.returncode == 2 and message in res.stderr.lower(), res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
