@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +189,9 @@ def evaluate(
                 outputs[model] = sr
                 m = compute_metrics(sr.array, ref.array, data_range=data_range, crop=scale, per="slice")
                 if ref.is_volume:
-                    m3 = compute_metrics(sr.array, ref.array, data_range=data_range, crop=scale, per="volume")
+                    with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
+                        warnings.simplefilter("ignore", UserWarning)
+                        m3 = compute_metrics(sr.array, ref.array, data_range=data_range, crop=scale, per="volume")
                     m.update({f"{k}_3d": v for k, v in m3.items()})
                 res.metrics[model] = {k: float(v) for k, v in m.items()}
             if figures:
@@ -351,7 +354,7 @@ def _html(result: EvaluationResult, summary: dict[str, Any]) -> str:
     def table(h: list[str], b: list[list[str]]) -> str:
         th = "".join(f"<th>{html.escape(x)}</th>" for x in h)
         trs = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in b)
-        return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
+        return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
     per_image = table(["image", "modality", "degradation", *result.models],
                       [[r.name, r.modality, r.degradation, *[_fmt(r.metrics[m]["psnr"]) for m in result.models]]
@@ -369,7 +372,7 @@ table {{ border-collapse: collapse; margin: 8px 0 20px; font-size: 13px; }}
 th, td {{ padding: 4px 10px; border-bottom: 1px solid #e3e6ec; text-align: right; white-space: nowrap; }}
 th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f1f3f7; }}
 figure {{ margin: 12px 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 12px; color: #555; }}
-.note {{ color: #44506a; font-size: 13px; }}
+.note {{ color: #44506a; font-size: 13px; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>medsr evaluation — ×{result.scale}, degradation <code>{html.escape(result.degradation)}</code></h1>
 <p class="note">{summary['n_images']} reference images; metrics in each image's own units with its data range,
