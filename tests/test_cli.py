@@ -148,3 +148,16 @@ def test_bad_dicom_inputs(tmp_path, corpus, case, message):
     res = medsr("upscale", str(path), str(tmp_path / "out"))
     assert res.returncode == 2 and message in res.stderr.lower(), res.stderr
     assert "Traceback" not in res.stderr and not (tmp_path / "out").exists()
+
+
+def test_train_and_export_bad_input(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nscale: 7\nmodel: {name: residual5}\n")
+    res = medsr("train", str(bad))
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    res = medsr("train", str(tmp_path / "missing.yaml"))
+    assert res.returncode == 2
+    fake = tmp_path / "foreign.ckpt"
+    fake.write_bytes(b"not a checkpoint")
+    res = medsr("export", str(fake), str(tmp_path / "m.safetensors"))
+    assert res.returncode == 2 and not (tmp_path / "m.safetensors").exists()

@@ -23,6 +23,7 @@ app = typer.Typer(
         "  medsr upscale ct_series/ ct_series_x2/ --scale 2 --model bicubic\n\n"
         "  medsr degrade MR_small.dcm mr_lr.nii.gz --kind kspace --scale 2\n\n"
         "  medsr evaluate --data CT_small.dcm --scale 2 --models bicubic,lanczos --out eval\n\n"
+        "  medsr train configs/tiny.yaml --max-time 00:05:00\n\n"
         "  medsr models\n\n"
         "  medsr demo --out demo_out"
     ),
@@ -151,6 +152,42 @@ def evaluate(
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     typer.echo(f"\nreport: {out / 'report.html'} ({len(result.images)} images, {len(result.skipped)} skipped)")
+
+
+@app.command(
+    epilog=(
+        "Examples: medsr train configs/tiny.yaml --max-time 00:05:00 ;  "
+        "medsr train configs/rdn.yaml --resume runs/rdn-x2/checkpoints/last.ckpt --devices 2"
+    )
+)
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML training recipe (see configs/).")],
+    max_time: Annotated[str | None, typer.Option("--max-time", help="Wall-clock limit HH:MM:SS.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint written by medsr train to continue from.")] = None,
+    devices: Annotated[str | None, typer.Option("--devices", help="auto, a count, or ids like 0,1.")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Run folder (default runs/<name>).")] = None,
+) -> None:
+    """Train a model with PyTorch Lightning from a YAML recipe (checkpoints, TensorBoard, resume)."""
+    from medsr.training.run import train as run
+
+    result = run(config, max_time=max_time, resume=resume, devices=devices, out_dir=out_dir)
+    typer.echo(f"trained {result.global_step} steps in {result.seconds:.0f} s; last checkpoint: {result.last_checkpoint}")
+    if result.best_checkpoint:
+        typer.echo(f"best checkpoint: {result.best_checkpoint}")
+    typer.echo(f"export with: medsr export {result.best_checkpoint or result.last_checkpoint} model.safetensors")
+
+
+@app.command(epilog="Example: medsr export runs/rdn-x2/checkpoints/last.ckpt rdn-x2.safetensors")
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by medsr train.")],
+    output: Annotated[Path, typer.Argument(help="Output .safetensors (weights + model card).")],
+    raw: Annotated[bool, typer.Option("--raw", help="Export the raw weights instead of the EMA average.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+) -> None:
+    """Export a training checkpoint to safetensors with its model card (for --model FILE)."""
+    from medsr.training.run import export as run
+
+    typer.echo(f"wrote {run(checkpoint, output, use_ema=not raw, overwrite=overwrite)}")
 
 
 @app.command(epilog="Example: medsr models --json")

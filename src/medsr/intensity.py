@@ -5,7 +5,10 @@ of its model card (``card["normalization"]``), so training and inference cannot 
 
 * ``{"kind": "identity"}`` — classical interpolators work in the image's own units;
 * ``{"kind": "fixed", "low": L, "high": H}`` — ``(v − L) / (H − L)``, e.g. CT HU −1024…3071;
-* ``{"kind": "minmax"}`` — per image: the image's own min/max map to 0…1 (MR, rasters).
+* ``{"kind": "minmax"}`` — per image: the image's own min/max map to 0…1 (MR, rasters);
+* ``{"kind": "by-modality", "modalities": {CODE_OR_GROUP: spec}, "default": spec}`` — one of the
+  above per modality (exact DICOM code first, then its group ``CT``/``MR``/``radiograph``/``US``/
+  ``NM``, then ``default``), for models trained on several modalities.
 
 ``inverse(forward(x)) == x`` up to float rounding, so outputs return in the input's units.
 """
@@ -29,7 +32,13 @@ class Normalizer:
 
     @classmethod
     def from_card(cls, card: dict[str, Any], image: MedImage) -> Normalizer:
-        spec = card.get("normalization") or {"kind": "identity"}
+        """The normaliser the model card prescribes for ``image``."""
+        spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
+        return cls.from_spec(spec, image.array)
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], array: np.ndarray) -> Normalizer:
+        """The normaliser of a single (resolved) spec for the intensities in ``array``."""
         kind = spec.get("kind", "identity")
         if kind == "identity":
             return cls()
@@ -37,7 +46,7 @@ class Normalizer:
             low, high = float(spec["low"]), float(spec["high"])
             return cls(offset=low, scale=max(high - low, 1e-6))
         if kind == "minmax":
-            lo, hi = float(np.nanmin(image.array)), float(np.nanmax(image.array))
+            lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
             return cls(offset=lo, scale=max(hi - lo, 1e-6))
         raise ValueError(f"unknown normalization kind {kind!r} in model card")
 
@@ -46,3 +55,27 @@ class Normalizer:
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return (np.asarray(y, dtype=np.float32) * self.scale + self.offset).astype(np.float32)
+
+
+def resolve_spec(spec: dict[str, Any], modality: str | None) -> dict[str, Any]:
+    """A card ``normalization`` → the single spec for an image of ``modality``.
+
+    Simple specs pass through; ``by-modality`` looks up the exact modality code, then its
+    group, then ``default``.
+    """
+    if spec.get("kind") != "by-modality":
+        return spec
+    table = dict(spec.get("modalities") or {})
+    table["default"] = spec["default"]
+    return lookup_by_modality(table, modality)
+
+
+def lookup_by_modality(mapping: dict[str, Any], modality: str | None) -> Any:
+    """``mapping[code]``, else ``mapping[group of code]``, else ``mapping["default"]``."""
+    from medsr.degradations.compose import modality_group
+
+    code = (modality or "OT").upper()
+    if code in mapping:
+        return mapping[code]
+    group = modality_group(code)
+    return mapping[group] if group in mapping else mapping["default"]

@@ -34,7 +34,17 @@ T = TypeVar("T")
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 # modules whose import registers the built-in models (imported lazily, on first lookup)
-_BUILTIN_MODULES = ("medsr.models.classical",)
+_BUILTIN_MODULES = (
+    "medsr.models.classical",
+    "medsr.models.srcnn",
+    "medsr.models.vdsr",
+    "medsr.models.residual5",
+    "medsr.models.srdensenet",
+    "medsr.models.rdn",
+    "medsr.models.srresnet",
+    "medsr.models.efficient",
+    "medsr.models.discriminators",
+)
 _loaded = False
 
 
@@ -75,10 +85,18 @@ def create_model(name: str, **kwargs: Any) -> Any:
     return get_model_class(name)(**kwargs)
 
 
-def list_models(*, learned: bool | None = None) -> list[str]:
-    """Registered model names; ``learned=False`` gives only the classical interpolators."""
+def list_models(*, learned: bool | None = None, kind: str | None = "upscaler") -> list[str]:
+    """Registered model names.
+
+    ``learned=False`` gives only the classical interpolators, ``learned=True`` only networks.
+    ``kind`` filters on the class attribute ``kind`` (``"upscaler"`` when absent): the default
+    lists upscalers only, ``kind="discriminator"`` the adversarial discriminators, ``kind=None``
+    everything.
+    """
     _ensure_builtins()
     names = sorted(_REGISTRY)
+    if kind is not None:
+        names = [n for n in names if getattr(_REGISTRY[n], "kind", "upscaler") == kind]
     if learned is None:
         return names
     return [n for n in names if bool(getattr(_REGISTRY[n], "learned", True)) == learned]

@@ -1,0 +1,286 @@
+"""Building blocks shared by the learned architectures.
+
+Every architecture file composes these instead of re-implementing them: ``conv`` (a
+size-preserving convolution), ``activation``, ``ResidualBlock`` (SRResNet/EDSR), ``DenseBlock``
+(SRDenseNet), ``ResidualDenseBlock`` (RDN), ``Upsampler`` (sub-pixel convolution at ×2/×3/×4),
+``DeconvUpsampler`` (transposed convolutions, SRDenseNet), ``ESA`` (enhanced spatial attention,
+RLFN) and ``bicubic_upsample`` (the pre-upsampling of SRCNN/VDSR, same convention as the
+registered ``bicubic`` interpolator).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 3,
+    *,
+    stride: int = 1,
+    bias: bool = True,
+) -> nn.Conv2d:
+    """A convolution with ``kernel_size // 2`` zero padding (keeps the size for stride 1)."""
+    return nn.Conv2d(
+        in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias
+    )
+
+
+def activation(name: str) -> nn.Module:
+    """``relu``, ``prelu`` (one shared slope, as in SRResNet), ``lrelu`` (0.2, discriminators) or
+    ``lrelu05`` (0.05, RLFN)."""
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    if name == "prelu":
+        return nn.PReLU(num_parameters=1, init=0.25)
+    if name == "lrelu":
+        return nn.LeakyReLU(0.2, inplace=True)
+    if name == "lrelu05":
+        return nn.LeakyReLU(0.05, inplace=True)
+    raise ValueError(f"unknown activation {name!r}")
+
+
+def bicubic_upsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic ×``scale`` on medsr's cell-centred grid (the registered ``bicubic`` model)."""
+    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def check_scale(scale: int) -> int:
+    """Validate an integer upscaling factor supported by the sub-pixel upsamplers."""
+    s = int(scale)
+    if s != scale or s < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if s not in (1, 3) and s & (s - 1):
+        raise ValueError(f"scale must be 3 or a power of two (2, 4, 8, ...), got {scale}")
+    return s
+
+
+def scale_stages(scale: int) -> list[int]:
+    """Factor ``scale`` into the stages of a progressive upsampler: 3 → [3], 4 → [2, 2]."""
+    s = check_scale(scale)
+    if s == 1:
+        return []
+    if s == 3:
+        return [3]
+    return [2] * (s.bit_length() - 1)
+
+
+def default_out_channels(in_channels: int, out_channels: int | None) -> int:
+    return in_channels if out_channels is None else int(out_channels)
+
+
+def residual_cnn(
+    in_channels: int, out_channels: int, num_features: int, num_layers: int
+) -> nn.Sequential:
+    """``num_layers`` 3×3 convolutions, ReLU after all but the last (VDSR/ZSSR body)."""
+    if num_layers < 1:
+        raise ValueError("need at least one convolution layer")
+    layers: list[nn.Module] = []
+    width = in_channels
+    for _ in range(num_layers - 1):
+        layers += [conv(width, num_features, 3), nn.ReLU(inplace=True)]
+        width = num_features
+    layers.append(conv(width, out_channels, 3))
+    return nn.Sequential(*layers)
+
+
+class BicubicResidualNet(nn.Module):
+    """Base of VDSR and residual5: ``bicubic(x) + body(bicubic(x))`` (global residual learning)."""
+
+    learned = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int | None,
+        num_features: int,
+        num_layers: int,
+        scale: int,
+    ):
+        super().__init__()
+        if out_channels is not None and out_channels != in_channels:
+            raise ValueError(
+                f"{type(self).__name__} adds a residual to the bicubic input, so out_channels must equal in_channels"
+            )
+        self.scale = check_scale(scale)
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+        self.body = residual_cnn(in_channels, in_channels, num_features, num_layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = bicubic_upsample(x, self.scale)
+        return up + self.body(up)
+
+    def feature_layers(self) -> list[nn.Module]:
+        """Modules whose outputs are the intermediate features (the ReLUs), shallow to deep."""
+        return [m for m in self.body if isinstance(m, nn.ReLU)]
+
+
+class ResidualBlock(nn.Module):
+    """``x + res_scale · conv(act(conv(x)))``, optionally with BatchNorm after each conv.
+
+    With ``batch_norm=True, act="prelu"`` it is the SRResNet block (Ledig et al. 2017); with
+    ``batch_norm=False, act="relu"`` the EDSR block (Lim et al. 2017), whose ``res_scale``
+    (0.1 in the large EDSR) stabilises training of wide networks.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        kernel_size: int = 3,
+        batch_norm: bool = False,
+        act: str = "relu",
+        res_scale: float = 1.0,
+    ):
+        super().__init__()
+        layers: list[nn.Module] = [
+            conv(num_features, num_features, kernel_size, bias=not batch_norm)
+        ]
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(num_features))
+        layers.append(activation(act))
+        layers.append(conv(num_features, num_features, kernel_size, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(num_features))
+        self.body = nn.Sequential(*layers)
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        res = self.body(x)
+        if self.res_scale != 1.0:
+            res = res * self.res_scale
+        return x + res
+
+
+class DenseBlock(nn.Module):
+    """SRDenseNet dense block (Tong et al. 2017).
+
+    ``num_layers`` 3×3 conv + ReLU layers; layer ``i`` sees the concatenation of the outputs of
+    all previous layers of the block, and the block returns that concatenation
+    (``num_layers · growth`` channels). The first layer maps the block input to ``growth``.
+    """
+
+    def __init__(self, in_channels: int, growth: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            conv(in_channels if i == 0 else growth * i, growth, 3) for i in range(num_layers)
+        )
+        self.out_channels = growth * num_layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = F.relu(self.layers[0](x))
+        for layer in self.layers[1:]:
+            feats = torch.cat([feats, F.relu(layer(feats))], dim=1)
+        return feats
+
+
+class ResidualDenseBlock(nn.Module):
+    """RDN residual dense block (Zhang et al. 2018).
+
+    ``num_layers`` (C) 3×3 conv + ReLU layers with growth ``growth`` (G), contiguous memory
+    (layer ``c`` sees ``G0 + c·G`` channels), local feature fusion (1×1 conv back to ``G0``)
+    and local residual learning (``x +``).
+    """
+
+    def __init__(self, num_features: int, growth: int, num_layers: int):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            conv(num_features + i * growth, growth, 3) for i in range(num_layers)
+        )
+        self.fusion = conv(num_features + num_layers * growth, num_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = x
+        for layer in self.layers:
+            feats = torch.cat([feats, F.relu(layer(feats))], dim=1)
+        return x + self.fusion(feats)
+
+
+class Upsampler(nn.Sequential):
+    """Sub-pixel convolution upsampler (Shi et al., ESPCN, CVPR 2016).
+
+    Each stage is ``conv(num_features → out · r²) → PixelShuffle(r)`` (+ optional activation);
+    ×2 and ×3 are one stage, ×4 (×8) two (three) ×2 stages, as in SRResNet, EDSR and RDN.
+    ``out_features`` sets the width after the last stage (default ``num_features``).
+    """
+
+    def __init__(
+        self,
+        scale: int,
+        num_features: int,
+        *,
+        out_features: int | None = None,
+        act: str | None = None,
+        kernel_size: int = 3,
+    ):
+        layers: list[nn.Module] = []
+        stages = scale_stages(scale)
+        for i, r in enumerate(stages):
+            last = i == len(stages) - 1
+            width = out_features if (last and out_features is not None) else num_features
+            layers += [conv(num_features, width * r * r, kernel_size), nn.PixelShuffle(r)]
+            if act is not None:
+                layers.append(activation(act))
+        super().__init__(*layers)
+
+
+class DeconvUpsampler(nn.Sequential):
+    """Transposed-convolution upsampler (SRDenseNet): one 3×3 deconvolution + ReLU per stage.
+
+    ×2 stages use ``stride 2, padding 1, output_padding 1``; ×3 uses ``stride 3, padding 0``,
+    so the output is exactly ``r·H × r·W``.
+    """
+
+    def __init__(self, scale: int, in_features: int, num_features: int):
+        layers: list[nn.Module] = []
+        width = in_features
+        for r in scale_stages(scale):
+            pad, out_pad = (1, 1) if r == 2 else (0, 0)
+            layers += [
+                nn.ConvTranspose2d(
+                    width, num_features, 3, stride=r, padding=pad, output_padding=out_pad
+                ),
+                nn.ReLU(inplace=True),
+            ]
+            width = num_features
+        super().__init__(*layers)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention, the light form used by RLFN.
+
+    Liu et al., "Residual Feature Aggregation Network for Image Super-Resolution", CVPR 2020;
+    RLFN (Kong et al. 2022) drops its ``conv_max``/``conv3_`` layers. A 1×1 reduction to
+    ``esa_channels``, a strided 3×3 conv and a 7×7/stride-3 max pool give a coarse map; a 3×3 conv,
+    bilinear upsampling, a skip from the reduction, a 1×1 expansion and a sigmoid give the mask
+    that multiplies the input. All large convs run at 1/6 resolution, so it is cheap.
+
+    For inputs smaller than the pooling window (tiny tiles, tests) the window shrinks to fit.
+    """
+
+    def __init__(self, num_features: int, esa_channels: int = 16):
+        super().__init__()
+        f = esa_channels
+        self.conv1 = nn.Conv2d(num_features, f, 1)
+        self.conv_f = nn.Conv2d(f, f, 1)
+        self.conv2 = nn.Conv2d(f, f, 3, stride=2, padding=0)
+        self.conv3 = nn.Conv2d(f, f, 3, padding=1)
+        self.conv4 = nn.Conv2d(f, num_features, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.conv1(x)
+        h, w = c1_.shape[-2:]
+        small = c1_
+        if h < 3 or w < 3:
+            small = F.pad(c1_, (0, max(0, 3 - w), 0, max(0, 3 - h)), mode="replicate")
+        c1 = self.conv2(small)
+        kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
+        v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
+        c3 = self.conv3(v_max)
+        c3 = F.interpolate(c3, (h, w), mode="bilinear", align_corners=False)
+        mask = torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+        return x * mask

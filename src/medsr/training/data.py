@@ -1,0 +1,746 @@
+"""Training data: HR images → fresh random patches every epoch → LR made on the fly.
+
+:class:`SRDataModule` (a ``LightningDataModule``) does, in order:
+
+1. **Resolve** ``data.files``: ``corpus:NAME`` (a development-corpus file, see
+   :func:`resolve_corpus`; names outside ``shared/data/CORPUS.md`` are refused), a file path, or
+   a folder (a folder of DICOM files is one series = one source; any other folder contributes
+   each readable file as its own source). Relative paths are relative to the working directory.
+2. **Read** each source with :func:`medsr.io.load_image` (``luminance=True``: colour becomes
+   BT.601 luma) and **normalise** it with the spec of its modality (exact code, then modality
+   group, then ``default``): ``fixed`` maps ``low…high`` to 0…1 (CT HU −1024…3071), ``minmax``
+   maps the *whole file's* min/max to 0…1 — exactly what :class:`medsr.intensity.Normalizer`
+   does at inference. Volumes become their ``Z`` slices; 4-D series their ``C·Z`` planes.
+3. **Split by patient (file)**: ``data.val_files`` when given; otherwise, per modality group,
+   the distinct patients (``patient:`` key; by default each file is its own patient) are
+   shuffled with ``data.seed`` and ``round(val_fraction·n)`` of them (at least 1, at most
+   ``n − 1``) go to validation. **A modality group with a single patient stays entirely in
+   training and is not validated** (a warning says so); no file is ever in both sets. If no
+   group has two patients there is no validation at all (training still runs; the best
+   checkpoint is then simply the last).
+4. **Training patches**: every epoch draws ``patches_per_epoch`` new HR patches
+   (``patch_size``²): modality group ∝ ``modality_weights`` (1 for unlisted groups; 0 excludes),
+   then a file uniformly within the group (patient-balanced), a slice and a position uniformly.
+   Patches whose standard deviation (normalised units) is below ``min_patch_std`` are redrawn
+   (up to 10 tries, then the busiest try is kept) so CT air and radiograph collimation do not
+   dominate. Augmentation: random 90° rotation and horizontal flip (the dihedral group).
+   Slices smaller than the patch are padded by symmetric reflection (with a warning).
+   The draw for patch ``i`` of epoch ``e`` on rank ``r`` is a pure function of
+   ``(seed, e, r, i)``, so it is reproducible and different every epoch and on every rank.
+5. **LR on the fly** in :meth:`SRDataModule.on_after_batch_transfer` — on the training device,
+   batched, one random parameter draw per patch: the config's degradation (``default``: the
+   modality-aware pipeline of :func:`medsr.degradations.default_degradation` for each
+   patch's modality group).
+6. **Validation** on whole slices: ``val_slices_per_file`` evenly spaced slices per validation
+   file (from the central 80 % of a volume), centre-cropped to at most ``val_max_size``² and to a
+   multiple of ``scale``; LR made once with a fixed seed, so every epoch sees the same pairs.
+   The bicubic baseline (``create_model("bicubic")``) PSNR/SSIM is computed once. Metrics are
+   in **normalised units with ``data_range=1``** and a border crop of ``scale`` px (for CT that
+   is a 4095 HU range; for minmax modalities the file's own range).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medsr.errors import InvalidParameterError, MedSRError
+from medsr.intensity import Normalizer, lookup_by_modality, resolve_spec
+from medsr.training.config import Config, DegradationConfig, FileEntry, NormSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CORPUS_FILES",
+    "SRDataModule",
+    "Source",
+    "build_degradation",
+    "card_normalization",
+    "normalize_array",
+    "normalizer_spec_for",
+    "resolve_corpus",
+    "resolve_entries",
+    "split_by_patient",
+]
+
+# --------------------------------------------------------------------------- the corpus
+#: Development-corpus files (shared/data/CORPUS.md) → default modality when the file has none.
+#: Anything else (e.g. the held-out 693_*, RG1_*, MR2_*, US1_*, eCT_Supplemental*) is refused.
+CORPUS_FILES: dict[str, str | None] = {
+    "bad_sequence.dcm": None,
+    "explicit_VR-UN.dcm": None,
+    "CT_small.dcm": None,
+    "MR-SIEMENS-DICOM-WithOverlays.dcm": None,
+    "emri_small.dcm": None,
+    "emri_small_RLE.dcm": None,
+    "emri_small_big_endian.dcm": None,
+    "emri_small_jpeg_ls_lossless.dcm": None,
+    "emri_small_jpeg_2k_lossless.dcm": None,
+    "MR_small.dcm": None,
+    "anatomical.nii": "MR",
+    "example4d.nii.gz": "MR",
+    "standard.nii.gz": "MR",
+    "S0_10slices.nii.gz": "MR",
+    "aniso_vox.nii.gz": "MR",
+    "t1_coronal_slice.npy": "MR",
+    "RG3_UNCR.dcm": None,
+    "RG3_J2KR.dcm": None,
+    "RG3_UNCI.dcm": None,
+    "gdcm-US-ALOKA-16.dcm": None,
+    "OBXXXX1A.dcm": None,
+    "OBXXXX1A_rle.dcm": None,
+    "OBXXXX1A_2frame.dcm": None,
+    "OBXXXX1A_rle_2frame.dcm": None,
+    "JPGLosslessP14SV1_1s_1f_8b.dcm": None,
+    "color3d_jpeg_baseline.dcm": None,
+    "JPEG2000_UNC.dcm": None,
+    "JPEG-LL.dcm": None,
+    "liver.dcm": None,
+    "mlut_18.dcm": None,
+    "vlut_04.dcm": None,
+    "camera.png": None,
+    "phantom.png": None,
+}
+_CORPUS_PATTERNS = ("SC_rgb*.dcm",)
+_NIBABEL_FILES = {"anatomical.nii", "example4d.nii.gz", "standard.nii.gz"}
+_DIPY_FILES = {"S0_10slices.nii.gz", "aniso_vox.nii.gz", "t1_coronal_slice.npy"}
+_SKIMAGE_FILES = {"camera.png", "phantom.png"}
+
+
+def _is_corpus_name(name: str) -> bool:
+    return name in CORPUS_FILES or any(fnmatch.fnmatchcase(name, p) for p in _CORPUS_PATTERNS)
+
+
+def resolve_corpus(name: str) -> Path:
+    """Path of a development-corpus file (``shared/data/CORPUS.md``) by its name.
+
+    DICOM files come from ``pydicom.data.get_testdata_file`` (pydicom and pydicom-data);
+    NIfTI/npy from the nibabel and dipy package data folders; PNGs from scikit-image's.
+
+    Raises:
+        InvalidParameterError: the name is not in the development corpus (held-out files are
+            refused on purpose) or its package is not installed.
+    """
+    name = name.strip()
+    if not _is_corpus_name(name):
+        raise InvalidParameterError(
+            f"'{name}' is not a development-corpus file (see shared/data/CORPUS.md); "
+            "use a path for your own data"
+        )
+    if name in _NIBABEL_FILES:
+        import nibabel
+
+        p = Path(nibabel.__file__).parent / "tests" / "data" / name
+    elif name in _DIPY_FILES:
+        try:
+            import dipy
+        except ImportError:
+            raise InvalidParameterError(
+                f"corpus file '{name}' ships with dipy, which is not installed (pip install 'medsr[corpus]')"
+            ) from None
+        p = Path(dipy.__file__).parent / "data" / "files" / name
+    elif name in _SKIMAGE_FILES:
+        import skimage
+
+        p = Path(skimage.__file__).parent / "data" / name
+    else:
+        from pydicom.data import get_testdata_file
+
+        found = get_testdata_file(name)
+        if found is None:
+            raise InvalidParameterError(
+                f"corpus file '{name}' is not installed (pip install 'medsr[corpus]' for pydicom-data)"
+            )
+        p = Path(found)
+    if not p.is_file():
+        raise InvalidParameterError(f"corpus file '{name}' is not installed (expected at {p})")
+    return p
+
+
+@dataclass(frozen=True)
+class Source:
+    """One resolved training source: what to read and how to call it in logs and cards."""
+
+    path: Path
+    name: str  # file name only (never the full path: it may identify a patient)
+    modality: str | None  # override (config or corpus default); None: from the file
+    patient: str
+
+
+def resolve_entries(entries: Sequence[FileEntry]) -> list[Source]:
+    """Resolve config file entries (corpus names, files, folders) to :class:`Source` s."""
+    from medsr.io import sniff_format
+
+    out: list[Source] = []
+    for e in entries:
+        raw = e.path.strip()
+        if raw.startswith("corpus:"):
+            name = raw[len("corpus:") :].strip()
+            p = resolve_corpus(name)
+            modality = e.modality or CORPUS_FILES.get(name)
+            out.append(Source(p, name, modality, e.patient or name))
+            continue
+        p = Path(raw).expanduser()
+        if not p.exists():
+            raise InvalidParameterError(f"training file '{raw}' does not exist")
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            fmts = {}
+            for f in files:
+                try:
+                    fmts[f] = sniff_format(f)
+                except MedSRError:
+                    continue  # not an image (sidecar JSON, README...)
+            if not fmts:
+                raise InvalidParameterError(f"folder '{p.name}' holds no readable image")
+            if all(v == "dicom" for v in fmts.values()):
+                out.append(Source(p, p.name, e.modality, e.patient or p.name))
+            else:
+                for f in fmts:
+                    out.append(Source(f, f.name, e.modality, e.patient or f.name))
+        else:
+            out.append(Source(p, p.name, e.modality, e.patient or p.name))
+    return out
+
+
+# --------------------------------------------------------------------------- normalisation
+def _lookup(mapping: dict[str, Any], modality: str) -> Any:
+    return lookup_by_modality(mapping, modality)
+
+
+def normalize_array(arr: np.ndarray, spec: NormSpec | dict[str, Any]) -> np.ndarray:
+    """Map intensities to model space exactly as inference does (:class:`medsr.intensity.Normalizer`)."""
+    s = spec if isinstance(spec, dict) else spec.card()
+    if s.get("kind") not in ("fixed", "minmax"):
+        raise InvalidParameterError(f"unknown normalization kind {s.get('kind')!r}")
+    return Normalizer.from_spec(s, arr).forward(arr)
+
+
+def card_normalization(
+    normalization: dict[str, NormSpec], modalities: Sequence[str]
+) -> dict[str, Any]:
+    """The ``normalization`` entry of the model card for a model trained on ``modalities``.
+
+    One spec when every modality seen in training uses the same one (what
+    :class:`medsr.intensity.Normalizer` reads today); otherwise
+    ``{"kind": "by-modality", "modalities": {CODE_OR_GROUP: spec, ...}, "default": spec}``,
+    resolved per image by :func:`normalizer_spec_for`.
+    """
+    specs = {m: _lookup(normalization, m).card() for m in modalities}
+    unique = {tuple(sorted(s.items())) for s in specs.values()}
+    if len(unique) == 1:
+        return next(iter(specs.values()))
+    return {
+        "kind": "by-modality",
+        "modalities": {k: v.card() for k, v in normalization.items() if k != "default"},
+        "default": normalization["default"].card(),
+    }
+
+
+def normalizer_spec_for(spec: dict[str, Any], modality: str | None) -> dict[str, Any]:
+    """Resolve a card ``normalization`` for ``modality`` (see :func:`medsr.intensity.resolve_spec`)."""
+    return resolve_spec(spec, modality)
+
+
+# --------------------------------------------------------------------------- degradation
+def _param(value: Any) -> Any:
+    """YAML parameter → :func:`sample_value` spec: [lo, hi] numbers → range, {choices} → list."""
+    if isinstance(value, dict):
+        if set(value) == {"choices"} and isinstance(value["choices"], list):
+            return list(value["choices"])
+        raise InvalidParameterError(
+            f"a degradation parameter mapping must be {{choices: [...]}}, got {value}"
+        )
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        return (value[0], value[1])
+    if isinstance(value, list):
+        raise InvalidParameterError(
+            f"a list parameter must be a [low, high] range of two numbers (use {{choices: [...]}} "
+            f"for a set of values), got {value}"
+        )
+    return value
+
+
+def _build_kind(cfg: DegradationConfig, scale: int) -> Any:
+    import inspect
+
+    from medsr.degradations import get_degradation, get_factory
+
+    params = {k: _param(v) for k, v in cfg.params.items()}
+    factory = get_factory(cfg.kind)
+    try:
+        sig = inspect.signature(factory)
+        first = next(
+            (
+                p
+                for p in sig.parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ),
+            None,
+        )
+    except (TypeError, ValueError):
+        first = None
+    if first is not None and first.name == "scale" and "scale" not in params:
+        params["scale"] = scale
+    return get_degradation(cfg.kind, **params)
+
+
+def build_degradation(
+    cfg: DegradationConfig, scale: int, modality: str = "OT"
+) -> Callable[..., torch.Tensor]:
+    """The random degradation ``(x, generator) -> lr`` for patches of ``modality``."""
+    from medsr.degradations import Compose, default_degradation
+
+    if cfg.kind == "default":
+        return default_degradation(modality, scale)
+    if cfg.kind == "compose":
+        return Compose([_build_kind(s, scale) for s in cfg.steps])
+    return _build_kind(cfg, scale)
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass
+class _Loaded:
+    source: Source
+    modality: str
+    group: str
+    slices: np.ndarray  # (S, H, W) float32, normalised
+
+
+def _load(src: Source, normalization: dict[str, NormSpec]) -> _Loaded:
+    from medsr.degradations.compose import modality_group
+    from medsr.io import load_image
+
+    try:
+        image = load_image(src.path, luminance=True)
+    except MedSRError as exc:
+        raise type(exc)(f"cannot read training file '{src.name}': {exc}") from None
+    modality = (src.modality or image.modality or "OT").upper()
+    spec = _lookup(normalization, modality)
+    arr = normalize_array(image.array, spec)
+    h, w = arr.shape[-2:]
+    slices = np.ascontiguousarray(arr.reshape(-1, h, w))
+    return _Loaded(src, modality, modality_group(modality), slices)
+
+
+def split_by_patient(
+    items: Sequence[Any],
+    val_fraction: float,
+    seed: int,
+    *,
+    key: Callable[[Any], tuple[str, str]],
+) -> tuple[list[Any], list[Any], list[str]]:
+    """Split ``items`` by patient within each modality group (deterministic given ``seed``).
+
+    ``key(item) -> (group, patient)``. Returns ``(train, val, groups_without_validation)``.
+    A group with a single patient stays in training (and is reported in the third list).
+    """
+    by_group: dict[str, dict[str, list[Any]]] = {}
+    for it in items:
+        g, p = key(it)
+        by_group.setdefault(g, {}).setdefault(p, []).append(it)
+    train: list[Any] = []
+    val: list[Any] = []
+    unvalidated: list[str] = []
+    for gi, group in enumerate(sorted(by_group)):
+        patients = sorted(by_group[group])
+        n = len(patients)
+        n_val = 0
+        if val_fraction > 0 and n >= 2:
+            n_val = min(max(1, round(val_fraction * n)), n - 1)
+        elif val_fraction > 0:
+            unvalidated.append(group)
+        order = np.random.default_rng([seed, gi, n]).permutation(n)
+        val_patients = {patients[i] for i in order[:n_val]}
+        for p in patients:
+            (val if p in val_patients else train).extend(by_group[group][p])
+    return train, val, unvalidated
+
+
+# --------------------------------------------------------------------------- datasets
+class EpochSampler(Sampler):
+    """Yields ``(epoch, rank, i)`` keys, ``i < n``: a fresh, reproducible draw every epoch.
+
+    Lightning calls :meth:`set_epoch` at every epoch start (also after a resume); without it the
+    sampler counts its own iterations.
+    """
+
+    def __init__(self, n: int, rank: int = 0) -> None:
+        self.n = int(n)
+        self.rank = int(rank)
+        self.epoch: int | None = None
+        self._iterations = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        epoch = self.epoch if self.epoch is not None else self._iterations
+        self._iterations += 1
+        for i in range(self.n):
+            yield (epoch, self.rank, i)
+
+
+class PatchDataset(Dataset):
+    """HR patches drawn at random from normalised slices (see the module docstring, step 4)."""
+
+    def __init__(
+        self,
+        loaded: Sequence[_Loaded],
+        patch_size: int,
+        *,
+        group_weights: dict[str, float],
+        seed: int = 0,
+        min_std: float = 0.0,
+        augment: bool = True,
+        tries: int = 10,
+        groups: Sequence[str] | None = None,
+    ) -> None:
+        self.patch = int(patch_size)
+        self.seed = int(seed)
+        self.min_std = float(min_std)
+        self.augment = bool(augment)
+        self.tries = int(tries)
+        self.files: list[np.ndarray] = []
+        self.file_groups: list[int] = []
+        present = sorted({it.group for it in loaded})
+        groups = list(groups) if groups is not None else present
+        self.groups = groups
+        for it in loaded:
+            s = it.slices
+            h, w = s.shape[-2:]
+            if h < self.patch or w < self.patch:
+                warnings.warn(
+                    f"'{it.source.name}' ({h}×{w}) is smaller than the {self.patch}² patch: "
+                    "padded by symmetric reflection",
+                    stacklevel=2,
+                )
+                ph, pw = max(0, self.patch - h), max(0, self.patch - w)
+                s = np.pad(
+                    s, ((0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), mode="symmetric"
+                )
+            self.files.append(np.ascontiguousarray(s, dtype=np.float32))
+            self.file_groups.append(groups.index(it.group))
+        self.files_in_group = [
+            [i for i, g in enumerate(self.file_groups) if g == gi] for gi in range(len(groups))
+        ]
+        w = np.array([float(group_weights.get(g, 1.0)) if g in present else 0.0 for g in groups])
+        if not len(w) or w.sum() <= 0:
+            raise InvalidParameterError(
+                "data.modality_weights leave no training data (every present modality has weight 0)"
+            )
+        self.group_p = w / w.sum()
+
+    def __len__(self) -> int:  # nominal: keys come from EpochSampler
+        return 1 << 30
+
+    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        gi = int(rng.choice(len(self.groups), p=self.group_p))
+        candidates = self.files_in_group[gi]
+        fi = candidates[int(rng.integers(len(candidates)))]
+        vol = self.files[fi]
+        p = self.patch
+        best, best_std = None, -1.0
+        for _ in range(max(1, self.tries)):
+            z = int(rng.integers(vol.shape[0]))
+            y = int(rng.integers(vol.shape[1] - p + 1))
+            x = int(rng.integers(vol.shape[2] - p + 1))
+            patch = vol[z, y : y + p, x : x + p]
+            sd = float(patch.std())
+            if sd > best_std:
+                best, best_std = patch, sd
+            if sd >= self.min_std:
+                break
+        assert best is not None
+        return best, gi
+
+    def __getitem__(self, key: Any) -> dict[str, Any]:
+        if isinstance(key, tuple):
+            epoch, rank, i = key
+        else:
+            epoch, rank, i = 0, 0, int(key)
+        rng = np.random.default_rng([self.seed, int(epoch), int(rank), int(i)])
+        patch, gi = self.draw(rng)
+        if self.augment:
+            patch = np.rot90(patch, int(rng.integers(4)))
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+        hr = torch.from_numpy(np.ascontiguousarray(patch, dtype=np.float32))[None]
+        return {"hr": hr, "group": gi}
+
+
+@dataclass
+class ValItem:
+    name: str
+    group: str
+    lr: torch.Tensor  # (1, h, w)
+    hr: torch.Tensor  # (1, H, W)
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+class ValDataset(Dataset):
+    def __init__(self, items: Sequence[ValItem], groups: Sequence[str]) -> None:
+        self.items = list(items)
+        self.groups = list(groups)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        it = self.items[i]
+        return {
+            "lr": it.lr,
+            "hr": it.hr,
+            "group": self.groups.index(it.group) if it.group in self.groups else -1,
+            "bicubic_psnr": it.bicubic_psnr,
+            "bicubic_ssim": it.bicubic_ssim,
+            "index": i,
+        }
+
+
+def sr_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float]:
+    """PSNR and SSIM of one 2-D slice in normalised units (data_range 1, crop ``scale``)."""
+    from medsr.metrics import psnr2d, ssim2d
+
+    p = float(psnr2d(sr, hr, data_range=1.0, crop=scale)[0])
+    s = float(ssim2d(sr, hr, data_range=1.0, crop=scale)[0])
+    return p, s
+
+
+# --------------------------------------------------------------------------- the datamodule
+class SRDataModule(L.LightningDataModule):
+    """Patches for training, whole slices for validation (module docstring has the details)."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.cfg = config
+        self.scale = int(config.scale)
+        self._ready = False
+        self.train_loaded: list[_Loaded] = []
+        self.val_loaded: list[_Loaded] = []
+        self.groups: list[str] = []
+        self.val_items: list[ValItem] = []
+        self.unvalidated_groups: list[str] = []
+        self._pipelines: dict[str, Callable[..., torch.Tensor]] = {}
+        self._generator: torch.Generator | None = None
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        d = self.cfg.data
+        norm = self.cfg.normalization
+        train_sources = resolve_entries(d.files)
+        val_sources = resolve_entries(d.val_files)
+        loaded = [_load(s, norm) for s in train_sources]
+        if val_sources:
+            tv = {(s.path.resolve(), s.patient) for s in train_sources}
+            for s in val_sources:
+                if any(s.path.resolve() == p or s.patient == pat for p, pat in tv):
+                    raise InvalidParameterError(
+                        f"'{s.name}' is in both data.files and data.val_files (or shares their "
+                        "patient): a file must be in one set only"
+                    )
+            self.train_loaded = loaded
+            self.val_loaded = [_load(s, norm) for s in val_sources]
+        else:
+            self.train_loaded, self.val_loaded, self.unvalidated_groups = split_by_patient(
+                loaded, d.val_fraction, d.seed, key=lambda it: (it.group, it.source.patient)
+            )
+            for g in self.unvalidated_groups:
+                warnings.warn(
+                    f"only one patient/file of modality group {g!r}: it is used for training only "
+                    "and that modality is not validated (add files or data.val_files)",
+                    stacklevel=2,
+                )
+        if not self.train_loaded:
+            raise InvalidParameterError("no training files left after the validation split")
+        self.groups = sorted(
+            {it.group for it in self.train_loaded} | {it.group for it in self.val_loaded}
+        )
+        modality_for_group = {}
+        for it in [*self.train_loaded, *self.val_loaded]:
+            modality_for_group.setdefault(it.group, it.modality)
+        self._pipelines = {
+            g: build_degradation(self.cfg.degradation, self.scale, modality_for_group[g])
+            for g in self.groups
+        }
+        self.val_items = self._make_val_items()
+        self._ready = True
+
+    def _make_val_items(self) -> list[ValItem]:
+        from medsr.models.registry import create_model
+
+        d = self.cfg.data
+        s = self.scale
+        bicubic = create_model("bicubic", scale=s)
+        items: list[ValItem] = []
+        for fi, it in enumerate(self.val_loaded):
+            n = it.slices.shape[0]
+            if n == 1:
+                idx = [0]
+            else:
+                idx = sorted(
+                    {
+                        round(v)
+                        for v in np.linspace(0.1 * (n - 1), 0.9 * (n - 1), d.val_slices_per_file)
+                    }
+                )
+            for zi in idx:
+                hr = it.slices[zi]
+                h, w = hr.shape
+                ch, cw = min(h, d.val_max_size), min(w, d.val_max_size)
+                y0, x0 = (h - ch) // 2, (w - cw) // 2
+                ch, cw = (ch // s) * s, (cw // s) * s
+                if min(ch, cw) - 2 * s < 11 or min(ch, cw) // s < 4:
+                    warnings.warn(
+                        f"validation slice {zi} of '{it.source.name}' ({h}×{w}) is too small to score; skipped",
+                        stacklevel=2,
+                    )
+                    continue
+                hr = np.ascontiguousarray(hr[y0 : y0 + ch, x0 : x0 + cw])
+                if float(hr.std()) < max(self.cfg.data.min_patch_std, 1e-6):
+                    continue  # flat slice: PSNR would be meaningless
+                hr_t = torch.from_numpy(hr)[None, None]
+                g = torch.Generator().manual_seed(int(d.seed) * 1_000_003 + fi * 1009 + zi)
+                with torch.no_grad():
+                    lr_t = self._pipelines[it.group](hr_t, generator=g).float()
+                    if tuple(lr_t.shape[-2:]) != (ch // s, cw // s):
+                        raise InvalidParameterError(
+                            f"the degradation made a {tuple(lr_t.shape[-2:])} image from {ch}×{cw}; "
+                            f"training needs both axes reduced by {s} (check degradation.params)"
+                        )
+                    bic = bicubic(lr_t)[0, 0].numpy()
+                bp, bs = sr_metrics(bic, hr, s)
+                items.append(
+                    ValItem(
+                        f"{it.source.name}[{zi}]", it.group, lr_t[0].contiguous(), hr_t[0], bp, bs
+                    )
+                )
+        return items
+
+    # ---------------------------------------------------------------- description (model card)
+    @property
+    def has_validation(self) -> bool:
+        self.setup()
+        return bool(self.val_items)
+
+    def describe(self) -> dict[str, Any]:
+        """What the model card records about the data (file names only, never paths)."""
+        self.setup()
+        modalities = sorted({it.modality for it in [*self.train_loaded, *self.val_loaded]})
+        return {
+            "train_files": [it.source.name for it in self.train_loaded],
+            "val_files": [it.source.name for it in self.val_loaded],
+            "modalities": modalities,
+            "patch_size": self.cfg.data.patch_size,
+            "patches_per_epoch": self.cfg.data.patches_per_epoch,
+            "normalization": card_normalization(self.cfg.normalization, modalities),
+            "degradation": self.cfg.degradation.as_dict(),
+            "val_slices": len(self.val_items),
+            "unvalidated_groups": list(self.unvalidated_groups),
+        }
+
+    # ---------------------------------------------------------------- loaders
+    def _rank_world(self) -> tuple[int, int]:
+        t = self.trainer
+        if t is None:
+            return 0, 1
+        return int(t.global_rank), int(t.world_size)
+
+    def train_dataset(self) -> PatchDataset:
+        self.setup()
+        d = self.cfg.data
+        ds = PatchDataset(
+            self.train_loaded,
+            d.patch_size,
+            group_weights=d.modality_weights,
+            seed=d.seed,
+            min_std=d.min_patch_std,
+            augment=d.augment,
+            groups=self.groups,
+        )
+        return ds
+
+    def train_dataloader(self) -> DataLoader:
+        d = self.cfg.data
+        rank, world = self._rank_world()
+        per_rank = math.ceil(d.patches_per_epoch / world)
+        if per_rank < d.batch_size:
+            raise InvalidParameterError(
+                f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer patches per device "
+                f"than one batch ({d.batch_size})"
+            )
+        return DataLoader(
+            self.train_dataset(),
+            batch_size=d.batch_size,
+            sampler=EpochSampler(per_rank, rank),
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if not self.val_items:
+            return []
+        return DataLoader(
+            ValDataset(self.val_items, self.groups), batch_size=1, shuffle=False, num_workers=0
+        )
+
+    # ---------------------------------------------------------------- LR on the fly
+    def _gen(self, device: torch.device) -> torch.Generator:
+        if self._generator is None or self._generator.device != device:
+            rank, _ = self._rank_world()
+            g = torch.Generator(device=device)
+            g.manual_seed(int(self.cfg.data.seed) * 7919 + 104729 * (rank + 1))
+            self._generator = g
+        return self._generator
+
+    def degrade(
+        self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """LR for a batch of HR patches; each patch degraded with its modality's pipeline."""
+        s = self.scale
+        n, c, h, w = hr.shape
+        g = generator if generator is not None else self._gen(hr.device)
+        lr = hr.new_empty((n, c, h // s, w // s))
+        with torch.no_grad():
+            for gi in torch.unique(groups).tolist():
+                sel = (groups == gi).nonzero(as_tuple=True)[0]
+                out = self._pipelines[self.groups[int(gi)]](
+                    hr.index_select(0, sel).float(), generator=g
+                )
+                if tuple(out.shape[-2:]) != (h // s, w // s):
+                    raise InvalidParameterError(
+                        f"the degradation made {tuple(out.shape[-2:])} patches from {h}×{w}; training "
+                        f"needs both axes reduced by {s} (check degradation.params)"
+                    )
+                lr.index_copy_(0, sel, out.to(lr.dtype))
+        return lr
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "lr" not in batch and "hr" in batch:
+            batch = dict(batch)
+            batch["lr"] = self.degrade(batch["hr"], batch["group"])
+        return batch

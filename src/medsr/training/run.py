@@ -1,0 +1,299 @@
+"""Train from a recipe and export the result as safetensors with its model card.
+
+Python::
+
+    from medsr.training import train, export
+    result = train("configs/edsr-x2.yaml", max_time="02:00:00")
+    export(result.best_checkpoint, "edsr-x2.safetensors")
+
+Command line (``medsr train CONFIG [--max-time HH:MM:SS] [--resume CKPT] [--devices N]`` and
+``medsr export CKPT OUT``) calls these two functions.
+
+Outputs in ``out_dir`` (default ``trainer.out_dir`` or ``runs/<config name>``):
+``checkpoints/last.ckpt`` and ``checkpoints/best-*.ckpt`` (highest ``val/psnr``),
+``tb/version_N/`` (TensorBoard: ``tensorboard --logdir runs/``), ``config.yaml`` (the resolved
+recipe) and, for distillation, ``distill_report.json``.
+
+Multi-GPU and multi-node (Lightning DDP; each process draws its own patches, see
+:mod:`medsr.training.data`; validation runs on the whole validation set in every process)::
+
+    # one machine, 4 GPUs: Lightning starts the 4 processes itself
+    medsr train configs/edsr-x2.yaml --devices 4
+
+    # the same under torchrun (one process per GPU; --devices must equal --nproc_per_node)
+    torchrun --nproc_per_node=4 "$(command -v medsr)" train configs/edsr-x2.yaml --devices 4
+
+    # two nodes x 4 GPUs: set `trainer.num_nodes: 2` in the recipe, then run on every node
+    torchrun --nnodes=2 --nproc_per_node=4 --node_rank=$NODE_RANK \\
+        --master_addr=$MASTER_ADDR --master_port=29500 \\
+        "$(command -v medsr)" train configs/edsr-x2.yaml --devices 4
+
+    # from Python, inside a torchrun-launched script: train("configs/edsr-x2.yaml", devices=4)
+
+Lightning reads the torchrun environment (``MASTER_ADDR``, ``WORLD_SIZE``, ``LOCAL_RANK``...).
+``data.batch_size`` is per process and ``data.patches_per_epoch`` is split across processes, so
+an epoch covers the same number of patches whatever the number of GPUs. Checkpoints and
+TensorBoard logs are written by rank 0 only; ``out_dir`` must be on a shared file system for
+multi-node resume.
+
+Safety: Lightning checkpoints are pickles. ``resume`` and :func:`export` only accept
+checkpoints written by this code (they carry a ``"medsr"`` entry) and load them with
+``torch.load(weights_only=True)``, which refuses arbitrary objects. Inference never loads a
+checkpoint: export to safetensors first.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import InvalidParameterError
+from medsr.training.config import Config, load_config, parse_devices, parse_max_time
+
+__all__ = ["TrainResult", "build_card", "export", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced."""
+
+    out_dir: Path
+    last_checkpoint: Path | None
+    best_checkpoint: Path | None
+    global_step: int
+    epochs: int
+    seconds: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+    task: Any = None  # the LightningModule (for programmatic use and tests)
+
+
+def _progress_bar(kind: str) -> list[Any]:
+    from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+
+    if kind == "rich":
+        try:
+            import rich  # noqa: F401
+
+            return [RichProgressBar()]
+        except ImportError:
+            return [TQDMProgressBar()]
+    if kind == "tqdm":
+        return [TQDMProgressBar()]
+    return []
+
+
+def train(
+    config: str | os.PathLike[str] | Config,
+    *,
+    max_time: str | None = None,
+    resume: str | os.PathLike[str] | None = None,
+    devices: int | str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> TrainResult:
+    """Train the recipe ``config`` (a YAML path or :class:`Config`) and return where things are.
+
+    Args:
+        config: recipe (see :mod:`medsr.training.config`).
+        max_time: wall-clock limit ``"HH:MM:SS"`` (or ``"DD:HH:MM:SS"``); overrides the recipe.
+            Training stops cleanly and ``last.ckpt`` is written.
+        resume: a ``last.ckpt``/``best-*.ckpt`` written by medsr training: continues from its
+            global step, optimiser, scheduler, EMA and loop state. ``max_steps``/``max_epochs``
+            are totals, so resuming a finished run needs a larger limit.
+        devices: overrides ``trainer.devices`` (``"auto"``, a count, or ``"0,1"``).
+        out_dir: run folder; overrides ``trainer.out_dir`` (default ``runs/<name>``).
+    """
+    import lightning as L
+    import torch
+    import yaml
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from medsr.training.data import SRDataModule
+    from medsr.training.tasks import build_task, load_medsr_checkpoint
+
+    cfg = load_config(config)
+    tcfg = cfg.trainer
+    limit_time = parse_max_time(max_time if max_time is not None else tcfg.max_time, "max_time")
+    n_devices = parse_devices(devices if devices is not None else tcfg.devices, "devices")
+    out = Path(out_dir if out_dir is not None else (tcfg.out_dir or Path("runs") / cfg.name))
+    resume_path = None
+    if resume is not None:
+        resume_path = Path(resume)
+        info = load_medsr_checkpoint(resume_path)["medsr"]
+        if info.get("architecture") != (cfg.model.name or info.get("architecture")):
+            raise InvalidParameterError(
+                f"'{resume_path.name}' holds a {info.get('architecture')!r} network, the config asks "
+                f"for {cfg.model.name!r}"
+            )
+    if rank_zero_only.rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(
+            yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8"
+        )
+
+    L.seed_everything(tcfg.seed, workers=True, verbose=False)
+    dm = SRDataModule(cfg)
+    dm.setup("fit")
+    task = build_task(cfg)
+
+    ckpt_dir = out / "checkpoints"
+    has_val = dm.has_validation
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best-{epoch:03d}-{step:07d}",
+        monitor="val/psnr" if has_val else None,
+        mode="max",
+        save_top_k=1,
+        save_last=True,
+        auto_insert_metric_name=False,
+    )
+    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    callbacks += _progress_bar(tcfg.progress_bar)
+    logger = TensorBoardLogger(save_dir=str(out), name="tb", default_hp_metric=False)
+    manual = not task.automatic_optimization
+    trainer = L.Trainer(
+        default_root_dir=str(out),
+        max_epochs=tcfg.max_epochs,
+        max_steps=tcfg.max_steps,
+        max_time=limit_time,
+        precision=tcfg.precision,
+        gradient_clip_val=None if manual else tcfg.gradient_clip_val,
+        accelerator=tcfg.accelerator,
+        devices=n_devices,
+        num_nodes=tcfg.num_nodes,
+        strategy=tcfg.strategy,
+        log_every_n_steps=tcfg.log_every_n_steps,
+        check_val_every_n_epoch=tcfg.check_val_every_n_epoch,
+        limit_val_batches=None if has_val else 0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        logger=logger,
+        enable_progress_bar=tcfg.progress_bar != "none",
+        enable_model_summary=tcfg.progress_bar != "none",
+        use_distributed_sampler=False,  # the patch sampler is rank-aware (data.py)
+    )
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # a distillation teacher is frozen in eval mode on purpose
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        trainer.fit(
+            task,
+            datamodule=dm,
+            ckpt_path=str(resume_path) if resume_path else None,
+            weights_only=True,
+        )
+    seconds = time.perf_counter() - t0
+    # the final state, whatever stopped training (max_steps mid-epoch, max_time...)
+    last = ckpt_dir / "last.ckpt"
+    trainer.save_checkpoint(last, weights_only=False)
+    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+    metrics = {
+        k: float(v)
+        for k, v in trainer.callback_metrics.items()
+        if torch.is_tensor(v) and v.numel() == 1
+    }
+    return TrainResult(
+        out_dir=out,
+        last_checkpoint=last if last.is_file() else None,
+        best_checkpoint=best
+        if best is not None and best.is_file()
+        else (last if last.is_file() else None),
+        global_step=int(trainer.global_step),
+        epochs=int(trainer.current_epoch),
+        seconds=seconds,
+        metrics=metrics,
+        report=getattr(task, "report_path", None),
+        task=task,
+    )
+
+
+def build_card(
+    info: dict[str, Any], *, global_step: int, epoch: int, weights: str
+) -> dict[str, Any]:
+    """The safetensors model card from a checkpoint's ``"medsr"`` entry."""
+    import medsr
+
+    m = info.get("metrics") or {}
+    data = info.get("data") or {}
+    card: dict[str, Any] = {
+        "name": info.get("name"),
+        "kind": "super-resolution",
+        "task": info.get("task"),
+        "architecture": info["architecture"],
+        "kwargs": info["kwargs"],
+        "scale": int(info["scale"]),
+        "in_channels": int(info["kwargs"].get("in_channels", 1)),
+        "normalization": info.get("normalization") or {"kind": "minmax"},
+        "degradation": info.get("degradation"),
+        "training_data": {
+            "train_files": list(data.get("train_files", [])),
+            "val_files": list(data.get("val_files", [])),
+            "modalities": list(data.get("modalities", [])),
+            "patch_size": data.get("patch_size"),
+        },
+        "metrics": {
+            "val_psnr": m.get("psnr"),
+            "val_ssim": m.get("ssim"),
+            "val_psnr_bicubic": m.get("psnr_bicubic"),
+            "val_ssim_bicubic": m.get("ssim_bicubic"),
+            "val_psnr_gain": m.get("psnr_gain"),
+            "units": "normalised intensities, data_range=1, border crop=scale, per-slice mean",
+        },
+        "weights": weights,
+        "version": medsr.__version__,
+        "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        "steps": int(global_step),
+        "epochs": int(epoch),
+    }
+    for extra in ("gan", "distill"):
+        if info.get(extra):
+            card[extra] = info[extra]
+    return card
+
+
+def export(
+    ckpt_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    *,
+    use_ema: bool = True,
+    overwrite: bool = True,
+) -> Path:
+    """Write the network of a medsr training checkpoint to ``out_path`` (``.safetensors``).
+
+    The EMA weights are exported when the run kept them (``use_ema=False`` takes the raw
+    weights). The model card (safetensors metadata) holds architecture, kwargs, scale,
+    normalization, degradation, training file names, validation metrics (with the bicubic
+    baseline), medsr version, date and step count; ``medsr.models.weights.load_model`` and
+    ``medsr.upscale(image, model=out_path)`` use it.
+    """
+    from medsr.models.registry import create_model
+    from medsr.models.weights import save_model
+    from medsr.training.tasks import checkpoint_network_state, load_medsr_checkpoint
+
+    out = Path(out_path)
+    if out.suffix != ".safetensors":
+        raise InvalidParameterError(f"export writes a .safetensors file, got '{out.name}'")
+    ckpt = load_medsr_checkpoint(ckpt_path)
+    info = ckpt["medsr"]
+    state, weights = checkpoint_network_state(ckpt, use_ema=use_ema)
+    model = create_model(info["architecture"], **info["kwargs"])
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InvalidParameterError(
+            f"the checkpoint's weights do not fit {info['architecture']!r} "
+            f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)"
+        )
+    card = build_card(
+        info,
+        global_step=int(ckpt.get("global_step", 0)),
+        epoch=int(ckpt.get("epoch", 0)),
+        weights=weights,
+    )
+    return save_model(model, out, card, overwrite=overwrite)

@@ -1,0 +1,501 @@
+"""LightningModules: supervised SR and adversarial (SRGAN-style) fine-tuning.
+
+Both take a validated :class:`~medsr.training.config.Config` (or its ``to_dict()``) and keep
+the network that is exported in ``self.model`` (the generator). Batches come from
+:class:`~medsr.training.data.SRDataModule`: ``{"lr", "hr", "group"}`` for training (LR made on
+the device) and whole validation slices with their bicubic baseline scores.
+
+Logged: ``train/loss`` (+ each active term), ``val/psnr``, ``val/ssim``, ``val/psnr_bicubic``,
+``val/ssim_bicubic``, ``val/psnr_gain`` (SR − bicubic, dB, per slice then averaged) — all in
+normalised units with ``data_range = 1`` and a border crop of ``scale`` px; the learning rate
+(``LearningRateMonitor``) and, every ``trainer.image_log_every_n_epochs`` epochs, a TensorBoard
+image ``val/lr_sr_hr`` (LR nearest-upsampled | SR | HR of the first validation slice).
+
+EMA (``trainer.ema_decay``): an exponential moving average of the weights
+(``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, buffers included) is
+updated after every optimiser step; validation and export use it.
+
+Checkpoints carry, besides Lightning's state, a ``"medsr"`` entry (plain JSON types: the model
+card draft — architecture, kwargs, scale, normalization, degradation, data file names, the
+latest validation metrics, the config) so :func:`medsr.training.run.export` needs nothing else.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from medsr.errors import InvalidParameterError
+from medsr.training.config import Config, OptimConfig, config_from_dict
+from medsr.training.data import sr_metrics
+from medsr.training.losses import (
+    PixelCriterion,
+    discriminator_loss,
+    feature_loss,
+    generator_adversarial_loss,
+    tv_loss,
+)
+
+__all__ = [
+    "SRGANTask",
+    "SRTask",
+    "SupervisedSR",
+    "WarmupSchedule",
+    "build_network",
+    "build_task",
+    "load_generator_state",
+    "network_kwargs",
+]
+
+
+# --------------------------------------------------------------------------- networks
+def _accepts(cls: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def network_kwargs(name: str, kwargs: dict[str, Any], scale: int | None) -> dict[str, Any]:
+    """Full constructor kwargs: the config's plus ``scale`` and ``in_channels=1`` when accepted."""
+    from medsr.models.registry import get_model_class
+
+    cls = get_model_class(name)
+    out = dict(kwargs)
+    if scale is not None:
+        out["scale"] = int(scale)
+    if "in_channels" not in out and _accepts(cls, "in_channels"):
+        out["in_channels"] = 1
+    return out
+
+
+def build_network(
+    name: str, kwargs: dict[str, Any], scale: int | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``create_model(name, **full_kwargs)`` and the kwargs used (recorded in the card)."""
+    from medsr.models.registry import create_model
+
+    full = network_kwargs(name, kwargs, scale)
+    try:
+        net = create_model(name, **full)
+    except TypeError as exc:
+        raise InvalidParameterError(f"bad kwargs for model {name!r}: {exc}") from None
+    if not isinstance(net, nn.Module) or not any(True for _ in net.parameters()):
+        raise InvalidParameterError(
+            f"model {name!r} has no trainable parameters (a classical interpolator?)"
+        )
+    return net, full
+
+
+def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def checkpoint_network_state(
+    ckpt: dict[str, Any], *, use_ema: bool = True
+) -> tuple[dict[str, torch.Tensor], str]:
+    """The exported network's weights in a medsr Lightning checkpoint (EMA when present)."""
+    state = ckpt.get("state_dict") or {}
+    if use_ema:
+        ema = _strip_prefix(state, "ema.module.")
+        if ema:
+            return ema, "ema"
+    net = _strip_prefix(state, "model.")
+    if not net:
+        raise InvalidParameterError("the checkpoint holds no network weights under 'model.'")
+    return net, "raw"
+
+
+def load_medsr_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a Lightning checkpoint written by medsr training, with ``weights_only=True``.
+
+    Lightning checkpoints are pickles: only checkpoints this code wrote are accepted (they must
+    carry the ``"medsr"`` entry), and nothing but tensors and plain containers is unpickled.
+    Inference never takes checkpoints — export them to safetensors first.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidParameterError(f"checkpoint '{p}' does not exist")
+    try:
+        ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InvalidParameterError(
+            f"'{p.name}' is not a medsr training checkpoint (or it holds objects other than "
+            f"tensors and plain values): {str(exc)[:200]}"
+        ) from None
+    if not isinstance(ckpt, dict) or "medsr" not in ckpt or "state_dict" not in ckpt:
+        raise InvalidParameterError(
+            f"'{p.name}' was not written by medsr training (no 'medsr' entry)"
+        )
+    return ckpt
+
+
+def load_generator_state(
+    path: str | Path, name: str, kwargs: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """Weights for a warm start / teacher: a ``.safetensors`` (card checked) or a medsr ``.ckpt``."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        from medsr.models.weights import read_card
+
+        card = read_card(p)
+        if card.get("architecture") != name:
+            raise InvalidParameterError(
+                f"'{p.name}' holds a {card.get('architecture')!r} network, not {name!r}"
+            )
+        if any(card.get("kwargs", {}).get(k) != v for k, v in kwargs.items()):
+            raise InvalidParameterError(
+                f"'{p.name}' was built with {card.get('kwargs')}, which differs from {kwargs}"
+            )
+        return load_file(str(p))
+    ckpt = load_medsr_checkpoint(p)
+    info = ckpt["medsr"]
+    if info.get("architecture") != name:
+        raise InvalidParameterError(
+            f"'{p.name}' holds a {info.get('architecture')!r} network, not {name!r}"
+        )
+    state, _ = checkpoint_network_state(ckpt)
+    return state
+
+
+# --------------------------------------------------------------------------- optimisation
+class WarmupSchedule:
+    """LR multiplier per optimiser step: linear warm-up, then cosine / step / constant.
+
+    A plain callable object (not a lambda), so ``LambdaLR.state_dict`` stores its numbers and
+    resumed runs continue the same curve.
+    """
+
+    def __init__(self, cfg: OptimConfig, total_steps: float) -> None:
+        self.kind = cfg.schedule
+        self.warmup = int(cfg.warmup_steps)
+        self.min_ratio = float(cfg.min_lr_ratio)
+        self.step_size = int(cfg.step_size)
+        self.gamma = float(cfg.gamma)
+        total = cfg.total_steps if cfg.total_steps is not None else total_steps
+        self.total = int(total) if total is not None and math.isfinite(total) else -1
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        s = step - self.warmup
+        if self.kind == "cosine" and self.total > 0:
+            t = min(1.0, s / max(1, self.total - self.warmup))
+            return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+        if self.kind == "step":
+            return self.gamma ** (s // self.step_size)
+        return 1.0
+
+
+def make_optimizer(params: Any, cfg: OptimConfig, lr: float | None = None) -> torch.optim.Optimizer:
+    cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr or cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+# --------------------------------------------------------------------------- base task
+class SRTask(L.LightningModule):
+    """Shared machinery: network, EMA, validation with metrics and images, checkpoint card."""
+
+    def __init__(self, config: Config | dict[str, Any]) -> None:
+        super().__init__()
+        cfg = config if isinstance(config, Config) else config_from_dict(config)
+        self.cfg = cfg
+        self.save_hyperparameters({"config": cfg.to_dict()})
+        self.scale = int(cfg.scale)
+        self.criterion = PixelCriterion.from_config(cfg.loss)
+        self.data_info: dict[str, Any] = {}
+        self.model_name, self.model, self.model_kwargs = self._build_model()
+        self.ema: AveragedModel | None = None
+        if cfg.trainer.ema_decay is not None:
+            self.ema = AveragedModel(
+                self.model,
+                multi_avg_fn=get_ema_multi_avg_fn(cfg.trainer.ema_decay),
+                use_buffers=True,
+            )
+            for p in self.ema.parameters():
+                p.requires_grad_(False)
+        self._shape_checked = False
+
+    # ---------------------------------------------------------------- networks
+    def _build_model(self) -> tuple[str, nn.Module, dict[str, Any]]:
+        m = self.cfg.model
+        net, full = build_network(m.name, m.kwargs, self.scale)
+        return m.name, net, full
+
+    def eval_model(self) -> nn.Module:
+        """The network validation and export use (the EMA copy when enabled)."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.eval_model()(lr)
+
+    def _check_shape(self, sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor) -> None:
+        if not self._shape_checked:
+            if sr.shape != hr.shape:
+                raise InvalidParameterError(
+                    f"model {self.model_name!r} turned an LR batch of shape {tuple(lr.shape)} into "
+                    f"{tuple(sr.shape)}; ×{self.scale} needs {tuple(hr.shape)}"
+                )
+            self._shape_checked = True
+
+    # ---------------------------------------------------------------- hooks
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "describe"):
+            self.data_info = dm.describe()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def total_steps(self) -> float | None:
+        """Optimiser steps the run will take (``inf`` if unbounded, ``None`` without a Trainer)."""
+        if self._trainer is None:
+            return None
+        return float(self.trainer.estimated_stepping_batches)
+
+    def _scheduler(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        total = self.total_steps()
+        cfg = self.cfg.optim
+        if (
+            cfg.schedule == "cosine"
+            and cfg.total_steps is None
+            and total is not None
+            and not math.isfinite(total)
+        ):
+            warnings.warn(
+                "optim.schedule is cosine but the run length is unknown (max_time only): set "
+                "optim.total_steps; using a constant learning rate after warm-up",
+                stacklevel=2,
+            )
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, WarmupSchedule(cfg, math.inf if total is None else total)
+        )
+        return {"scheduler": sched, "interval": "step", "frequency": 1}
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        lr, hr = batch["lr"], batch["hr"]
+        net = self.eval_model()
+        sr = net(lr)
+        sr_np = sr[0, 0].detach().float().cpu().numpy()
+        hr_np = hr[0, 0].detach().float().cpu().numpy()
+        psnr, ssim = sr_metrics(sr_np, hr_np, self.scale)
+        bp = float(batch["bicubic_psnr"][0])
+        bs = float(batch["bicubic_ssim"][0])
+        kw = {"on_epoch": True, "on_step": False, "batch_size": 1, "sync_dist": True}
+        self.log("val/psnr", psnr, prog_bar=True, **kw)
+        self.log("val/ssim", ssim, **kw)
+        self.log("val/psnr_bicubic", bp, **kw)
+        self.log("val/ssim_bicubic", bs, **kw)
+        self.log("val/psnr_gain", psnr - bp, prog_bar=True, **kw)
+        if batch_idx == 0:
+            self._log_images(lr, sr, hr)
+
+    def _log_images(self, lr: torch.Tensor, sr: torch.Tensor, hr: torch.Tensor) -> None:
+        every = self.cfg.trainer.image_log_every_n_epochs
+        if not every or self.current_epoch % every or self.trainer.sanity_checking:
+            return
+        logger = self.logger
+        exp = getattr(logger, "experiment", None) if logger is not None else None
+        if exp is None or not hasattr(exp, "add_image"):
+            return
+        up = torch.nn.functional.interpolate(lr.float(), size=hr.shape[-2:], mode="nearest")
+        grid = torch.cat([up, sr.float(), hr.float()], dim=-1)[0].clamp(0, 1).detach().cpu()
+        exp.add_image("val/lr_sr_hr", grid, self.global_step)
+
+    # ---------------------------------------------------------------- checkpoint card
+    def card_info(self) -> dict[str, Any]:
+        """The model-card draft stored in every checkpoint (plain JSON types)."""
+        metrics = {}
+        trainer = self._trainer
+        if trainer is not None:
+            for k, v in trainer.callback_metrics.items():
+                if k.startswith("val/"):
+                    metrics[k.removeprefix("val/")] = float(v)
+        data = dict(self.data_info)
+        return {
+            "name": self.cfg.name,
+            "task": self.cfg.task,
+            "architecture": self.model_name,
+            "kwargs": self.model_kwargs,
+            "scale": self.scale,
+            "normalization": data.pop("normalization", None),
+            "degradation": self.cfg.degradation.as_dict(),
+            "data": data,
+            "metrics": metrics,
+            "weights": "ema" if self.ema is not None else "raw",
+            "config": self.cfg.to_dict(),
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["medsr"] = self.card_info()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("medsr") or {}
+        if info.get("architecture") not in (None, self.model_name):
+            raise InvalidParameterError(
+                f"the checkpoint holds a {info.get('architecture')!r} network but the config asks "
+                f"for {self.model_name!r}; resume with the config it was trained with"
+            )
+        if not self.data_info and info.get("data") is not None:
+            self.data_info = {**info["data"], "normalization": info.get("normalization")}
+
+
+class SupervisedSR(SRTask):
+    """Supervised SR: ``loss`` section (pixel + SSIM + TV), Adam/AdamW, warm-up + schedule."""
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        lr, hr = batch["lr"], batch["hr"]
+        sr = self.model(lr)
+        self._check_shape(sr, hr, lr)
+        loss, parts = self.criterion(sr, hr)
+        n = lr.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, batch_size=n)
+        return loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = make_optimizer(self.trainable_parameters(), self.cfg.optim)
+        return {"optimizer": opt, "lr_scheduler": self._scheduler(opt)}
+
+
+class SRGANTask(SRTask):
+    """Adversarial fine-tuning with manual optimisation (two optimisers per batch).
+
+    Discriminator step: BCE-with-logits on HR (real) vs SR (fake, detached), ``gan.d_updates``
+    times. Generator step: ``gan.pixel_weight``·pixel (``loss`` section) +
+    ``gan.adv_weight``·adversarial + ``gan.content_weight``·L1 between ``D.features`` of SR and
+    HR + ``gan.tv_weight``·TV. ``gan.adversarial: relativistic`` uses the relativistic-average
+    losses (ESRGAN). Gradient clipping (``trainer.gradient_clip_val``) is applied here, by norm,
+    to each optimiser. Warm start from ``gan.generator_init`` (an exported ``.safetensors`` or a
+    medsr ``.ckpt``) — train a supervised model first.
+
+    Note: with manual optimisation Lightning counts *every* optimiser step in ``global_step``:
+    one batch advances it by ``d_updates + 1``, so ``trainer.max_steps`` counts those.
+    """
+
+    def __init__(self, config: Config | dict[str, Any]) -> None:
+        super().__init__(config)
+        self.automatic_optimization = False
+        g = self.cfg.gan
+        assert g is not None
+        self.gan_cfg = g
+        self.discriminator, self.discriminator_kwargs = build_network(
+            g.discriminator.name, g.discriminator.kwargs, None
+        )
+        if g.content_weight > 0 and not hasattr(self.discriminator, "features"):
+            raise InvalidParameterError(
+                f"discriminator {g.discriminator.name!r} has no features(x) method, needed for the "
+                "content loss; set gan.content_weight: 0"
+            )
+        if g.generator_init:
+            state = load_generator_state(g.generator_init, self.model_name, self.model_kwargs)
+            self.model.load_state_dict(state, strict=True)
+            # the EMA copy (if any) takes these weights at its first update (n_averaged == 0)
+
+    def configure_optimizers(self) -> Any:
+        g_opt = make_optimizer(
+            [p for p in self.model.parameters() if p.requires_grad], self.cfg.optim
+        )
+        d_opt = make_optimizer(
+            self.discriminator.parameters(), self.cfg.optim, lr=self.gan_cfg.d_lr
+        )
+        return [g_opt, d_opt], [self._scheduler(g_opt), self._scheduler(d_opt)]
+
+    def _clip(self, opt: Any) -> None:
+        v = self.cfg.trainer.gradient_clip_val
+        if v:
+            self.clip_gradients(opt, gradient_clip_val=v, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+        g = self.gan_cfg
+        opt_g, opt_d = self.optimizers()
+        lr, hr = batch["lr"], batch["hr"]
+        n = lr.shape[0]
+        sr = self.model(lr)
+        self._check_shape(sr, hr, lr)
+        disc = self.discriminator
+
+        # ---- discriminator
+        self.toggle_optimizer(opt_d)
+        for _ in range(g.d_updates):
+            d_loss = discriminator_loss(disc(hr), disc(sr.detach()), g.adversarial)
+            opt_d.zero_grad()
+            self.manual_backward(d_loss)
+            self._clip(opt_d)
+            opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        # ---- generator
+        self.toggle_optimizer(opt_g)
+        d_fake = disc(sr)
+        with torch.no_grad():
+            d_real = disc(hr) if g.adversarial == "relativistic" else d_fake.detach()
+        adv = generator_adversarial_loss(d_real, d_fake, g.adversarial)
+        pix = self.criterion.pixel_loss(sr, hr)
+        g_loss = g.pixel_weight * pix + g.adv_weight * adv
+        parts = {"pixel": pix, "adv": adv}
+        if g.content_weight > 0:
+            with torch.no_grad():
+                real_feats = disc.features(hr)
+            content = feature_loss(disc.features(sr), real_feats)
+            g_loss = g_loss + g.content_weight * content
+            parts["content"] = content
+        if g.tv_weight > 0:
+            tv = tv_loss(sr.float())
+            g_loss = g_loss + g.tv_weight * tv
+            parts["tv"] = tv
+        opt_g.zero_grad()
+        self.manual_backward(g_loss)
+        self._clip(opt_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        for sched in self.lr_schedulers() or []:
+            sched.step()
+        self.log("train/loss", g_loss, prog_bar=True, batch_size=n)
+        self.log("train/d_loss", d_loss, prog_bar=True, batch_size=n)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, batch_size=n)
+        return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
+
+    def card_info(self) -> dict[str, Any]:
+        info = super().card_info()
+        info["gan"] = {
+            "discriminator": self.gan_cfg.discriminator.name,
+            "discriminator_kwargs": self.discriminator_kwargs,
+            "adversarial": self.gan_cfg.adversarial,
+            "generator_init": Path(self.gan_cfg.generator_init).name
+            if self.gan_cfg.generator_init
+            else None,
+        }
+        return info
+
+
+def build_task(config: Config) -> SRTask:
+    """The LightningModule for ``config.task``."""
+    if config.task == "supervised":
+        return SupervisedSR(config)
+    if config.task == "gan":
+        return SRGANTask(config)
+    if config.task == "distill":
+        from medsr.training.distill import DistillTask
+
+        return DistillTask(config)
+    raise InvalidParameterError(f"unknown task {config.task!r}")

@@ -1,0 +1,57 @@
+"""upscale(): slice-wise application, channels, units, clipping, derivation record."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import medsr
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+from medsr.models.classical import Bicubic
+from medsr.models.weights import save_model
+
+
+def test_volume_slice_wise_matches_per_slice(rng):
+    vol = rng.normal(size=(3, 10, 12)).astype(np.float32)
+    img = MedImage(vol, spacing=(4.0, 1.0, 1.0), modality="MR")
+    sr = medsr.upscale(img, scale=2, model="bicubic", clip=False, batch_size=2)
+    ref = Bicubic(scale=2)(torch.from_numpy(vol)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(sr.array, ref, atol=1e-5)
+    assert sr.spacing == (4.0, 0.5, 0.5)
+    assert sr.meta["derivation"] == {
+        "method": "interpolation", "model": "bicubic", "scale": 2, "axes": "in-plane", "model_version": None,
+    }
+    assert sr.history[-1].startswith("in-plane upscale x2")
+
+
+def test_clip_keeps_input_range():
+    step = np.zeros((1, 16, 16), np.float32)
+    step[:, :, 8:] = 1000.0
+    sr = medsr.upscale(MedImage(step, modality="CT", units="HU"), scale=4, model="lanczos")
+    assert sr.array.min() >= 0 and sr.array.max() <= 1000
+    assert sr.units == "HU" and sr.modality == "CT"
+
+
+def test_colour_and_time_channels(rng):
+    rgb = MedImage(rng.uniform(0, 255, (3, 1, 8, 8)), channels="RGB")
+    assert medsr.upscale(rgb, scale=3).array.shape == (3, 1, 24, 24)
+    t = MedImage(rng.uniform(0, 1, (4, 2, 8, 8)), channels="time")
+    assert medsr.upscale(t, scale=2).array.shape == (4, 2, 16, 16)
+
+
+def test_weights_file_scale_must_match(tmp_path):
+    path = save_model(Bicubic(scale=2), tmp_path / "b.safetensors", {"architecture": "bicubic", "kwargs": {"scale": 2}, "scale": 2})
+    img = MedImage(np.ones((1, 4, 4)))
+    assert medsr.upscale(img, scale=2, model=str(path)).spatial_shape == (1, 8, 8)
+    with pytest.raises(InvalidParameterError, match="trained for"):
+        medsr.upscale(img, scale=4, model=str(path))
+
+
+def test_bad_scale_and_device():
+    img = MedImage(np.ones((1, 4, 4)))
+    with pytest.raises(InvalidParameterError):
+        medsr.upscale(img, scale=5)
+    with pytest.raises(InvalidParameterError):
+        medsr.upscale(img, scale=2, device="tpu")

@@ -1,0 +1,180 @@
+"""End to end: a tiny CPU training run beats bicubic; resume; export; inference from safetensors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import medsr
+from medsr.errors import InvalidParameterError
+from medsr.io import load_image
+from medsr.models.weights import load_model, read_card
+from medsr.training.config import OptimConfig
+from medsr.training.data import resolve_corpus
+from medsr.training.run import export, train
+from medsr.training.tasks import WarmupSchedule
+from tests.training.conftest import quick_config
+
+REQUIRED_CARD = (
+    "architecture",
+    "kwargs",
+    "scale",
+    "normalization",
+    "degradation",
+    "training_data",
+    "metrics",
+    "version",
+    "date",
+    "steps",
+)
+
+
+def test_tiny_training_beats_bicubic(tiny_run):
+    cfg, result = tiny_run
+    m = result.metrics
+    summary = {
+        "steps": result.global_step,
+        "seconds": round(result.seconds, 1),
+        "val_psnr": round(m["val/psnr"], 3),
+        "val_psnr_bicubic": round(m["val/psnr_bicubic"], 3),
+        "val_ssim": round(m["val/ssim"], 4),
+        "val_ssim_bicubic": round(m["val/ssim_bicubic"], 4),
+    }
+    print("tiny training:", json.dumps(summary))
+    steps_per_epoch = cfg.data.patches_per_epoch // cfg.data.batch_size
+    assert result.global_step == steps_per_epoch * cfg.trainer.max_epochs
+    # same LR inputs, same units (normalised, data_range 1, crop = scale)
+    assert m["val/psnr"] > m["val/psnr_bicubic"] + 0.1
+    assert m["val/psnr_gain"] == pytest.approx(m["val/psnr"] - m["val/psnr_bicubic"], abs=1e-4)
+    assert m["val/ssim"] > m["val/ssim_bicubic"]
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert (result.out_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (result.out_dir / "config.yaml").is_file()
+    events = list((result.out_dir / "tb").rglob("events.out.tfevents.*"))
+    assert events
+
+
+def test_export_round_trip_and_card(tiny_run, tmp_path):
+    cfg, result = tiny_run
+    out = export(result.last_checkpoint, tmp_path / "tiny.safetensors")
+    card = read_card(out)
+    for key in REQUIRED_CARD:
+        assert key in card, key
+    assert card["architecture"] == cfg.model.name and card["scale"] == 2
+    assert card["kwargs"]["scale"] == 2 and card["kwargs"]["in_channels"] == 1
+    assert card["normalization"] == {"kind": "minmax"}
+    assert card["degradation"]["kind"] == "default"
+    assert card["training_data"]["train_files"] == [
+        "S0_10slices.nii.gz",
+        "anatomical.nii",
+        "t1_coronal_slice.npy",
+    ]
+    assert card["training_data"]["val_files"] == ["aniso_vox.nii.gz"]
+    assert all("/" not in name for name in card["training_data"]["train_files"])
+    assert card["steps"] == result.global_step
+    assert card["version"] == medsr.__version__
+    met = card["metrics"]
+    assert met["val_psnr"] > met["val_psnr_bicubic"]
+
+    net, _ = load_model(out)
+    ref = result.task.eval_model().cpu().eval()
+    x = torch.rand(2, 1, 20, 24)
+    with torch.no_grad():
+        assert torch.equal(net(x), ref(x))
+
+    # inference straight from the safetensors file, with the card's normalisation
+    image = load_image(resolve_corpus("aniso_vox.nii.gz"))
+    sr = medsr.upscale(image, scale=2, model=str(out))
+    assert sr.array.shape == (
+        image.array.shape[0],
+        image.array.shape[1] * 2,
+        image.array.shape[2] * 2,
+    )
+    assert np.isfinite(sr.array).all()
+    assert sr.spacing[1] == pytest.approx(image.spacing[1] / 2)
+    assert sr.meta["derivation"]["method"] == "super-resolution"
+
+
+def test_resume_continues_from_the_same_step(tmp_path):
+    n = 4
+    cfg = quick_config(
+        tmp_path, trainer={"max_steps": n, "max_epochs": -1}, optim={"warmup_steps": 2}
+    )
+    first = train(cfg)
+    assert first.global_step == n
+    last = first.last_checkpoint
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == n and "medsr" in ckpt
+    second = train(
+        cfg.replace(trainer={**cfg.to_dict()["trainer"], "max_steps": 2 * n}), resume=last
+    )
+    assert second.global_step == 2 * n
+    # the optimiser really continued (Adam's step counter)
+    ckpt2 = torch.load(second.last_checkpoint, map_location="cpu", weights_only=True)
+    steps = [int(s["step"]) for s in ckpt2["optimizer_states"][0]["state"].values()]
+    assert steps and all(s == 2 * n for s in steps)
+
+
+def test_checkpoints_from_elsewhere_are_refused(tmp_path):
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(InvalidParameterError, match="not written by medsr"):
+        export(foreign, tmp_path / "x.safetensors")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("unpickled!",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"medsr": {}, "state_dict": {}, "x": Evil()}, evil)
+    with pytest.raises(InvalidParameterError, match="not a medsr training checkpoint"):
+        export(evil, tmp_path / "x.safetensors")
+    cfg = quick_config(tmp_path)
+    with pytest.raises(InvalidParameterError):
+        train(cfg, resume=evil)
+    with pytest.raises(InvalidParameterError, match=r"\.safetensors"):
+        export(foreign, tmp_path / "x.pt")
+
+
+def test_warmup_and_schedules():
+    cos = WarmupSchedule(
+        OptimConfig(schedule="cosine", warmup_steps=10, min_lr_ratio=0.1), total_steps=110
+    )
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0) and cos(60) == pytest.approx(0.55)
+    assert cos(110) == pytest.approx(0.1) and cos(500) == pytest.approx(0.1)
+    step = WarmupSchedule(
+        OptimConfig(schedule="step", step_size=5, gamma=0.5), total_steps=math.inf
+    )
+    assert [step(i) for i in (0, 4, 5, 10)] == [1.0, 1.0, 0.5, 0.25]
+    const = WarmupSchedule(OptimConfig(schedule="cosine"), total_steps=math.inf)  # unknown length
+    assert const(1000) == 1.0
+
+
+def test_ema_weights_are_validated_and_exported(tmp_path):
+    cfg = quick_config(tmp_path, trainer={"ema_decay": 0.5, "max_epochs": 1})
+    result = train(cfg)
+    task = result.task
+    assert task.ema is not None and int(task.ema.n_averaged) == result.global_step
+    out = export(result.last_checkpoint, tmp_path / "ema.safetensors")
+    raw = export(result.last_checkpoint, tmp_path / "raw.safetensors", use_ema=False)
+    assert read_card(out)["weights"] == "ema" and read_card(raw)["weights"] == "raw"
+    x = torch.rand(1, 1, 16, 16)
+    net, _ = load_model(out)
+    raw_net, _ = load_model(raw)
+    with torch.no_grad():
+        assert torch.equal(net(x), task.ema.module.cpu().eval()(x))
+        assert torch.equal(raw_net(x), task.model.cpu().eval()(x))
+        assert not torch.equal(net(x), raw_net(x))
+
+
+def test_max_time_stops_training_and_keeps_a_checkpoint(tmp_path):
+    cfg = quick_config(tmp_path, trainer={"max_epochs": 100_000})
+    result = train(cfg, max_time="00:00:02", devices="1", out_dir=tmp_path / "timed")
+    assert result.out_dir == tmp_path / "timed"
+    assert 0 < result.global_step < 100_000 * 4
+    assert result.last_checkpoint is not None and result.last_checkpoint.is_file()
