@@ -64,6 +64,7 @@ def upscale(
     device: str = "auto",
     batch_size: int = 8,
     clip: bool = True,
+    tile: int | None = 512,
 ) -> MedImage:
     """Super-resolve every plane of ``image`` by ``scale`` in-plane.
 
@@ -76,6 +77,9 @@ def upscale(
         batch_size: planes per forward pass.
         clip: keep output values inside the input's intensity range (removes interpolation
             overshoot, so 12-bit stays 12-bit and no value appears that the input lacked).
+        tile: planes larger than ``tile``² pixels are processed in overlapping tiles (bounded
+            memory; same result as whole-plane inference, see :mod:`medsr.inference.tiling`);
+            ``None`` never tiles.
     """
     import torch
 
@@ -96,13 +100,14 @@ def upscale(
         planes = cf.reshape(c * z, 1, h, w)  # each channel of each slice on its own
         per_plane_channels = 1
     out = np.empty((planes.shape[0], per_plane_channels, h * scale, w * scale), dtype=np.float32)
+    from medsr.inference.tiling import tiled_forward
     from medsr.intensity import Normalizer
 
     norm = Normalizer.from_card(card, image)
     with torch.inference_mode():
         for start in range(0, planes.shape[0], batch_size):
             chunk = torch.from_numpy(norm.forward(planes[start : start + batch_size])).to(dev)
-            pred = net(chunk)
+            pred = tiled_forward(net, chunk, tile=tile, batch_size=batch_size) if tile else net(chunk)
             out[start : start + batch_size] = norm.inverse(pred.float().cpu().numpy())
     if per_plane_channels > 1:
         result = out.transpose(1, 0, 2, 3)
