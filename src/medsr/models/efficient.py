@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medsr.models.blocks import ESA, activation, check_scale, conv, default_out_channels
@@ -48,6 +49,10 @@ class RLFN(nn.Module):
     ``mid_features=None`` uses ``num_features``). The paper's RLFN is ``num_features=52,
     num_blocks=6``, RLFN-S ``num_features=48, num_blocks=6``. ``esa_channels=None`` gives
     ``min(16, num_features)``.
+
+    ``global_residual=True`` (not in the paper; medsr's default models use it) adds the bicubic
+    upsampling of the input to the output, so the network learns only the detail bicubic
+    misses and training starts from bicubic quality instead of from zero.
     """
 
     learned = True
@@ -61,9 +66,11 @@ class RLFN(nn.Module):
         scale: int = 2,
         mid_features: int | None = None,
         esa_channels: int | None = None,
+        global_residual: bool = False,
     ):
         super().__init__()
         self.scale = check_scale(scale)
+        self.global_residual = bool(global_residual)
         self.in_channels = in_channels
         self.out_channels = default_out_channels(in_channels, out_channels)
         nf = num_features
@@ -75,8 +82,14 @@ class RLFN(nn.Module):
         self.upsample = nn.Sequential(
             conv(nf, self.out_channels * self.scale**2, 3), nn.PixelShuffle(self.scale)
         )
+        if self.global_residual:  # start exactly at bicubic
+            nn.init.zeros_(self.upsample[0].weight)
+            nn.init.zeros_(self.upsample[0].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = self.head(x)
         feats = self.body_tail(self.blocks(feats)) + feats
-        return self.upsample(feats)
+        out = self.upsample(feats)
+        if self.global_residual:
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out
