@@ -22,8 +22,9 @@ from medsr.io import load_image, save_image
 __version__ = "0.1.0"
 
 
-def upscale(image: MedImage, scale: int = 2, model: str = "bicubic", **kwargs: Any) -> MedImage:
-    """Super-resolve ``image`` in-plane by ``scale`` with a registered model name or weights file."""
+def upscale(image: MedImage, scale: int = 2, model: str | None = None, **kwargs: Any) -> MedImage:
+    """Super-resolve ``image`` in-plane by ``scale``: ``model`` is a shipped model (``default-x2``),
+    a registered name or a weights file; ``None`` uses ``default-x{scale}`` (bicubic if not shipped)."""
     from medsr.inference.predictor import upscale as _upscale
 
     return _upscale(image, scale=scale, model=model, **kwargs)
@@ -34,6 +35,13 @@ def create_model(name: str, **kwargs: Any) -> Any:
     from medsr.models.registry import create_model as _create
 
     return _create(name, **kwargs)
+
+
+def load_pretrained(name: str, device: str = "cpu") -> Any:
+    """A shipped trained network and its model card, e.g. ``load_pretrained("default-x2")``."""
+    from medsr.models.pretrained import load_pretrained as _load
+
+    return _load(name, device=device)
 
 
 def list_models() -> list[str]:
@@ -50,6 +58,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_image",
+    "load_pretrained",
     "save_image",
     "upscale",
 ]

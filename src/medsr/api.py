@@ -40,7 +40,7 @@ def upscale_file(
     output: str | os.PathLike[str],
     *,
     scale: int = 2,
-    model: str = "bicubic",
+    model: str | None = None,
     device: str = "auto",
     series_uid: str | None = None,
     luminance: bool = False,

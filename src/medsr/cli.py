@@ -76,7 +76,7 @@ def upscale(
     input: Annotated[Path, typer.Argument(help="Input image (any supported format or a DICOM series folder).")],
     output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
     scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
-    model: Annotated[str, typer.Option("--model", "-m", help="Registered model name or a .safetensors file.")] = "bicubic",
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Shipped model (default-x2...), registered name or a .safetensors file; default: default-xN when shipped, else bicubic.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
     luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
@@ -200,6 +200,14 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         cls = get_model_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         rows.append({"name": name, "learned": bool(getattr(cls, "learned", True)), "description": doc})
+    from medsr.models.pretrained import bundled_weights
+    from medsr.models.weights import read_card
+
+    for name, path in bundled_weights().items():
+        card = read_card(path)
+        gain = (card.get("metrics") or {}).get("val_psnr_gain")
+        desc = f"trained {card.get('architecture')} ×{card.get('scale')}" + (f", val ΔPSNR {gain:+.2f} dB vs bicubic" if gain is not None else "")
+        rows.append({"name": name, "learned": True, "description": desc, "card": card})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

@@ -36,8 +36,14 @@ def resolve_device(device: str = "auto") -> Any:
 
 def load_upscaler(model: str | os.PathLike[str], scale: int, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
     """A ready-to-run module and its model card, from a registry name or a weights file."""
+    from medsr.models.pretrained import load_pretrained, pretrained_path
     from medsr.models.registry import create_model
 
+    if pretrained_path(str(model)):
+        net, card = load_pretrained(str(model))
+        if int(card.get("scale", scale)) != scale:
+            raise InvalidParameterError(f"shipped model {model!r} is for ×{card.get('scale')}, not ×{scale}")
+        return net, card
     if str(model).endswith(".safetensors") or Path(str(model)).is_file():
         from medsr.models.weights import load_model
 
@@ -59,7 +65,7 @@ def load_upscaler(model: str | os.PathLike[str], scale: int, in_channels: int = 
 def upscale(
     image: MedImage,
     scale: int = 2,
-    model: str | os.PathLike[str] = "bicubic",
+    model: str | os.PathLike[str] | None = None,
     *,
     device: str = "auto",
     batch_size: int = 8,
@@ -72,7 +78,9 @@ def upscale(
         image: any MedImage; volumes are processed slice by slice, colour and 4-D series
             channel by channel (single-channel models).
         scale: integer factor, 2, 3 or 4.
-        model: registered name (``medsr.list_models()``) or a ``.safetensors`` weights file.
+        model: a shipped model (``default-x2``...), a registered name (``medsr.list_models()``)
+            or a ``.safetensors`` weights file; ``None`` → ``default-x{scale}`` when shipped,
+            otherwise bicubic.
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_size: planes per forward pass.
         clip: keep output values inside the input's intensity range (removes interpolation
@@ -86,6 +94,10 @@ def upscale(
     if int(scale) != scale or int(scale) not in SCALES:
         raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
     scale = int(scale)
+    if model is None:
+        from medsr.models.pretrained import default_model_name
+
+        model = default_model_name(scale)
     dev = resolve_device(device)
     net, card = load_upscaler(model, scale)
     net = net.to(dev).eval()
