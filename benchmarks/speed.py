@@ -1,0 +1,119 @@
+"""Speed benchmark: slices/s and peak memory of whole-slice upscaling at 512² input.
+
+For every shipped model (``medsr/weights``) plus bicubic, and on the CPU (fp32; channels_last;
+batch sizes) and, when CUDA is present, on the GPU (fp32, bf16/fp16 autocast, channels_last,
+``torch.compile``), each configuration runs in its own subprocess so its peak memory (RSS on CPU,
+``torch.cuda.max_memory_allocated`` on GPU) is its own. Writes ``benchmarks/results/speed.json``
+and ``speed.md``.
+
+    .venv/bin/python benchmarks/speed.py [--size 512] [--models default-x2,fast-x2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+WORKER = r"""
+import json, resource, sys, time, torch
+from medsr.inference.predictor import load_upscaler
+cfg = json.loads(sys.argv[1])
+torch.set_num_threads(cfg["threads"]) if cfg["threads"] else None
+dev = torch.device(cfg["device"])
+net, card = load_upscaler(cfg["model"], cfg["scale"])
+net = net.to(dev).eval()
+x = torch.rand(cfg["batch"], 1, cfg["size"], cfg["size"], device=dev)
+if cfg["channels_last"]:
+    net = net.to(memory_format=torch.channels_last); x = x.contiguous(memory_format=torch.channels_last)
+if cfg["compile"]:
+    net = torch.compile(net)
+dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["precision"]]
+def run():
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+        y = net(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return y
+run()
+times = []
+for _ in range(cfg["repeats"]):
+    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+times.sort()
+med = times[len(times) // 2]
+peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak}))
+"""
+
+
+def machine() -> str:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from quality import machine as m
+
+    return m()
+
+
+def configs(models: list[str], size: int, repeats: int) -> list[dict]:
+    import torch
+
+    out = []
+    for model in models:
+        for threads in (1, 0):
+            out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": False,
+                        "compile": False, "batch": 1, "threads": threads})
+        out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": True,
+                    "compile": False, "batch": 1, "threads": 0})
+        if torch.cuda.is_available():
+            for precision in ("fp32", "bf16", "fp16"):
+                for batch in (1, 16, 64):
+                    out.append({"model": model, "device": "cuda", "precision": precision, "channels_last": True,
+                                "compile": False, "batch": batch, "threads": 0})
+            out.append({"model": model, "device": "cuda", "precision": "bf16", "channels_last": True,
+                        "compile": True, "batch": 64, "threads": 0})
+    for c in out:
+        c.update(size=size, scale=int(c["model"].rsplit("x", 1)[-1]) if "-x" in c["model"] else 2, repeats=repeats)
+    return out
+
+
+def main() -> None:
+    from medsr.models.pretrained import bundled_weights
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--models", default=",".join(["bicubic", *bundled_weights()]))
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    rows = []
+    for cfg in configs([m for m in args.models.split(",") if m], args.size, args.repeats):
+        proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True,
+                              timeout=1800, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        if proc.returncode != 0:
+            rows.append({**cfg, "error": proc.stderr.strip().splitlines()[-1][:200]})
+        else:
+            rows.append({**cfg, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        print(rows[-1], flush=True)
+    load = os.getloadavg()[0]
+    info = {"machine": machine(), "load_average_1min": load, "size": args.size, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps(info, indent=2) + "\n")
+    head = ["model", "device", "precision", "channels_last", "compile", "batch", "threads", "ms / slice", "slices / s", "peak MB"]
+    md = [f"Upscaling one {args.size}² input slice. Machine: {info['machine']} (1-min load {load:.1f}; "
+          "threads 0 = torch default). Peak memory: process RSS on CPU, max allocated on GPU.", "",
+          "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        vals = [r["model"], r["device"], r["precision"], str(r["channels_last"]), str(r["compile"]), str(r["batch"]),
+                str(r["threads"] or "default")]
+        vals += ([f"{r['ms_per_slice']:.1f}", f"{r['slices_per_s']:.2f}", f"{r['peak_mb']:.0f}"] if "error" not in r
+                 else ["error", r["error"], ""])
+        md.append("| " + " | ".join(vals) + " |")
+    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
