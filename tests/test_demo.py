@@ -13,7 +13,7 @@ def test_demo_writes_page_series_and_metrics(tmp_path):
     html = page.read_text()
     assert "Honest check" in html and "PSNR" in html
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert {c["case"] for c in summary} == {"CT", "MR"}
+    assert {c["case"] for c in summary} == {"CT", "MR", "CR", "US"}
     for case in summary:
         psnr = {m["model"]: m["psnr"] for m in case["metrics"]}
         assert psnr["bicubic"] > psnr["nearest"]  # sanity: the baseline ordering holds on real data

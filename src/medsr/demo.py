@@ -28,9 +28,21 @@ from medsr.reports.render import default_window, plane, save_png, window_to_uint
 DEMO_CASES = (
     ("CT", ("bad_sequence.dcm", "CT_small.dcm"), "bicubic"),
     ("MR", ("MR-SIEMENS-DICOM-WithOverlays.dcm", "MR_small.dcm"), "kspace"),
+    ("CR", ("RG3_UNCR.dcm",), "bicubic"),
+    ("US", ("gdcm-US-ALOKA-16.dcm",), "bicubic"),
 )
-DEMO_MODELS = ("bicubic", "lanczos")
-CHECK_MODELS = ("nearest", "bicubic", "lanczos", "kspace")
+CLASSICAL_DEMO = ("bicubic", "lanczos")
+CLASSICAL_CHECK = ("nearest", "bicubic", "lanczos", "kspace")
+
+
+def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Models for the real-use row and the honest check: the shipped default joins when present."""
+    from medsr.models.pretrained import default_model_name
+
+    default = default_model_name(scale)
+    if default == "bicubic":
+        return CLASSICAL_DEMO, CLASSICAL_CHECK
+    return ("bicubic", default), (*CLASSICAL_CHECK, default)
 
 
 def corpus_file(*names: str) -> Path:
@@ -80,9 +92,13 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: list[CaseResult] = []
+    demo_set, check_set = demo_models(scale)
     for label, names, degradation in DEMO_CASES:
-        src = corpus_file(*names)
-        hr = load_image(src)
+        try:
+            src = corpus_file(*names)
+        except FileNotFoundError:
+            continue  # pydicom-data not installed: CT_small / MR_small from pydicom still run
+        hr = load_image(src, luminance=True)
         case = CaseResult(label=label, source=src.name, info=hr.summary(), degradation=degradation)
         window = default_window(hr)
         h, w = hr.spatial_shape[1:]
@@ -93,7 +109,7 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
         # 1. real use: upscale the file itself, write a derived DICOM series
         case.figures["input"] = _figure(out, f"{label}_input", hr, window, disp, crop=False)
         case.figures["input_crop"] = _figure(out, f"{label}_input_crop", hr, window, crop_disp, crop=True)
-        for model in DEMO_MODELS:
+        for model in demo_set:
             sr = upscale(hr, scale=scale, model=model)
             target = out / f"{label.lower()}_{model}_x{scale}"
             save_image(sr, target, overwrite=True)
@@ -107,7 +123,7 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
         data_range = data_range_for(ref)
         case.figures["check_lr"] = _figure(out, f"{label}_check_lr", lr, window, crop_disp, crop=True)
         case.figures["check_hr"] = _figure(out, f"{label}_check_hr", ref, window, crop_disp, crop=True)
-        for model in CHECK_MODELS:
+        for model in check_set:
             t0 = time.perf_counter()
             sr = upscale(lr, scale=scale, model=model, clip=False)
             seconds = time.perf_counter() - t0
@@ -150,7 +166,7 @@ def _page(results: list[CaseResult], scale: int) -> str:
   · written as derived DICOM series: {outputs}</p>
   <h3>Before / after (×{scale}, centre crop, same window)</h3>
   <div class="row">{_img(r.figures['input_crop'], 'input (pixels enlarged)')}
-  {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in DEMO_MODELS)}</div>
+  {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in r.outputs)}</div>
   <h3>Honest check: original degraded ×{scale} ({html.escape(r.degradation)}), upscaled back, compared with the original</h3>
   <div class="row">{_img(r.figures["check_lr"], f"degraded input (1/{scale} size)")}
   {"".join(_img(r.figures[f'check_{m["model"]}'], m['model']) for m in r.metrics)}
