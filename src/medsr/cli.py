@@ -24,6 +24,7 @@ app = typer.Typer(
         "  medsr degrade MR_small.dcm mr_lr.nii.gz --kind kspace --scale 2\n\n"
         "  medsr evaluate --data CT_small.dcm --scale 2 --models bicubic,lanczos --out eval\n\n"
         "  medsr train configs/tiny.yaml --max-time 00:05:00\n\n"
+        "  medsr pacs list --url http://127.0.0.1:8042/dicom-web --modality CT\n\n"
         "  medsr models\n\n"
         "  medsr demo --out demo_out"
     ),
@@ -69,7 +70,9 @@ def info(
 @app.command(
     epilog=(
         "Examples: medsr upscale CT_small.dcm ct_x2/ --scale 2 --model bicubic ;  "
-        "medsr upscale brain.nii.gz brain_x2.nii.gz --model kspace"
+        "medsr upscale brain.nii.gz brain_x2.nii.gz --model kspace ;  "
+        "medsr upscale MR_small.dcm mr_x2.nii.gz --method zero-shot --budget 60s ;  "
+        "medsr upscale vol.nii.gz vol_iso.nii.gz --through-plane --target-spacing 1.0"
     )
 )
 def upscale(
@@ -81,15 +84,42 @@ def upscale(
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
     luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    method: Annotated[str, typer.Option("--method", help="model (a trained/classical upscaler) or zero-shot (learn from this image itself).")] = "model",
+    budget: Annotated[str, typer.Option("--budget", help="Zero-shot training time: 60s, 2m, 1h or plain seconds.")] = "60s",
+    through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z (zero-shot, SMORE-like) to isotropic voxels.")] = False,
+    target_spacing: Annotated[float | None, typer.Option("--target-spacing", help="Through-plane output slice spacing in mm (default: the in-plane spacing).")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.")] = None,
 ) -> None:
-    """Super-resolve an image in-plane and write it in the same format (a derived series for DICOM)."""
+    """Super-resolve an image in-plane (or a volume through-plane) and write it in the same format (a derived series for DICOM)."""
     from medsr.api import upscale_file
 
+    zero_shot = {}
+    if method == "zero-shot" or through_plane:
+        zero_shot = {"budget_s": _parse_duration(budget), "progress": sys.stderr.isatty()}
     written = upscale_file(
         input, output, scale=scale, model=model, device=device, series_uid=series,
-        luminance=luminance, overwrite=overwrite,
+        luminance=luminance, overwrite=overwrite, method=method, through_plane=through_plane,
+        target_spacing=target_spacing, init=init, **zero_shot,
     )
     typer.echo(f"wrote {written}")
+
+
+def _parse_duration(text: str) -> float:
+    """``"60s"``, ``"2m"``, ``"1h"``, ``"1m30s"`` or plain seconds ``"90"`` → seconds (> 0)."""
+    import re
+
+    from medsr.errors import InvalidParameterError
+
+    value = text.strip().lower()
+    units = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0, "sec": 1.0, "": 1.0}
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s|)", value)
+    rest = re.sub(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s|)", "", value).strip()
+    if not parts or rest or (len(parts) > 1 and any(not unit for _, unit in parts)):
+        raise InvalidParameterError(f"--budget expects a duration like 60s, 2m or 90, got {text!r}")
+    seconds = sum(float(number) * units[unit] for number, unit in parts)
+    if seconds <= 0:
+        raise InvalidParameterError(f"--budget must be more than 0 seconds, got {text!r}")
+    return seconds
 
 
 def _parse_params(items: list[str] | None) -> dict[str, object]:
@@ -225,6 +255,16 @@ def demo(
 
     page = run_demo(out, scale=scale)
     typer.echo(f"demo page: {page}")
+
+
+def _register_subcommands() -> None:
+    """Command groups living beside their packages (each module imports only typer)."""
+    from medsr.pacs.cli import register as register_pacs
+
+    register_pacs(app)
+
+
+_register_subcommands()
 
 
 def main() -> None:

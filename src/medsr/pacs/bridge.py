@@ -1,0 +1,745 @@
+"""DICOMweb bridge: find series (QIDO-RS), pull them (WADO-RS), upscale, push back (STOW-RS).
+
+Three entry points, each taking a DICOMweb root URL (or a ready
+:class:`~medsr.pacs.client.PacsClient`) plus connection options (``user``/``password`` or
+``token``, ``timeout``, ``retries``, ``backoff``, ``verify``):
+
+* :func:`list_series` — series of the server or of one study: UIDs, modality, description,
+  number of instances. Never patient names, IDs or birth dates.
+* :func:`upscale_series` — retrieve a series (or every image series of a study), super-resolve
+  it with any medsr model, write a *derived* series (:func:`medsr.io.dicom.write_dicom`: new
+  Series/SOP Instance UIDs, same Study and Frame of Reference, DerivationDescription,
+  SourceImageSequence) and store it in the same study.
+* :func:`watch` — poll for new series matching filters and upscale each once, with its state in
+  a small JSON file; bounded (``max_series``, ``max_polls``) and stoppable (``stop_event``).
+
+**Idempotence.** The derived series' SeriesDescription ends with a token
+``[medsr MODEL xSCALE KEY]`` where ``KEY`` is 8 hex digits of a hash of the source
+SeriesInstanceUID, the model identity (its name, or the SHA-256 of a weights file) and the scale.
+SeriesDescription is a series-level attribute every PACS indexes and returns from QIDO-RS, so
+before retrieving and again before storing, the study is searched for a series carrying the same
+key; if it exists with all its instances it is reused and nothing is stored.
+
+**No half series.** Instances are stored in bounded STOW-RS batches; the ones a server refuses
+(or that a transport error loses) are sent again (``attempts`` rounds with backoff). If some still
+fail, the partial series is deleted again (DICOMweb DELETE, or Orthanc's REST API) and
+:class:`~medsr.pacs.errors.PacsStoreError` lists the failed SOP Instance UIDs; if the server
+allows no deletion the error says so and names the partial series.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import itertools
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import InvalidParameterError, MedSRError, NotAnImageError
+from medsr.pacs.client import PacsClient, check_uid, connect
+from medsr.pacs.errors import (
+    PacsAuthError,
+    PacsError,
+    PacsNotAnImageError,
+    PacsNotFoundError,
+    PacsStoreError,
+    PacsUnreachableError,
+)
+
+__all__ = [
+    "NON_IMAGE_MODALITIES",
+    "SeriesInfo",
+    "UpscaleResult",
+    "WatchSummary",
+    "derivation_token",
+    "list_series",
+    "parse_filters",
+    "parse_interval",
+    "upscale_series",
+    "watch",
+]
+
+#: Modalities whose series carry no image to super-resolve.
+NON_IMAGE_MODALITIES = frozenset(
+    {
+        "SR",
+        "SEG",
+        "PR",
+        "KO",
+        "DOC",
+        "REG",
+        "FID",
+        "RTSTRUCT",
+        "RTPLAN",
+        "RTRECORD",
+        "ECG",
+        "HD",
+        "EPS",
+        "AU",
+        "RESP",
+        "BI",
+        "PLAN",
+        "RWV",
+        "M3D",
+        "HC",
+        "SMR",
+        "ASMT",
+    }
+)
+
+_TOKEN_RE = re.compile(r"\[medsr [^\[\]]* x(\d+) ([0-9a-f]{8})\]")
+LogFn = Callable[[str], None]
+
+
+# =============================================================================== records
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series as QIDO-RS lists it (no patient attributes)."""
+
+    study_uid: str
+    series_uid: str
+    modality: str
+    description: str
+    number: int | None
+    instances: int | None
+
+    @property
+    def derived_key(self) -> str | None:
+        """The medsr derivation key if this series was written by medsr, else None."""
+        m = _TOKEN_RE.search(self.description)
+        return m.group(2) if m else None
+
+    @property
+    def is_image(self) -> bool:
+        return self.modality.upper() not in NON_IMAGE_MODALITIES
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class UpscaleResult:
+    """What :func:`upscale_series` did with one source series.
+
+    ``status``: ``"stored"`` (a new derived series), ``"exists"`` (the same derivation was
+    already in the PACS: nothing stored) or ``"skipped"`` (not an image series; ``reason``).
+    """
+
+    study_uid: str
+    source_series_uid: str
+    status: str
+    derived_series_uid: str | None = None
+    instances: int = 0
+    modality: str = ""
+    model: str = ""
+    scale: int = 0
+    reason: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.status == "skipped":
+            return f"skipped {self.source_series_uid} ({self.modality}): {self.reason}"
+        verb = "stored" if self.status == "stored" else "exists"
+        return (
+            f"{verb} {self.derived_series_uid} ({self.instances} instance"
+            f"{'s' if self.instances != 1 else ''}, {self.modality}, {self.model} x{self.scale}) "
+            f"derived from {self.source_series_uid}"
+        )
+
+
+@dataclass
+class WatchSummary:
+    """What one :func:`watch` run did."""
+
+    polls: int = 0
+    results: list[UpscaleResult] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    stopped_by: str = ""
+    state_path: str = ""
+
+    @property
+    def handled(self) -> int:
+        return len(self.results) + len(self.failed)
+
+
+# =============================================================================== list
+def _series_info(row: dict[str, Any]) -> SeriesInfo:
+    def as_int(v: Any) -> int | None:
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            return None
+
+    return SeriesInfo(
+        study_uid=str(row.get("StudyInstanceUID") or ""),
+        series_uid=str(row.get("SeriesInstanceUID") or ""),
+        modality=str(row.get("Modality") or ""),
+        description=str(row.get("SeriesDescription") or ""),
+        number=as_int(row.get("SeriesNumber")),
+        instances=as_int(row.get("NumberOfSeriesRelatedInstances")),
+    )
+
+
+def _search(
+    client: PacsClient, study: str | None, filters: dict[str, str] | None
+) -> list[SeriesInfo]:
+    """QIDO-RS with comma-separated filter values expanded into one query per combination."""
+    filters = dict(filters or {})
+    keys = list(filters)
+    choices = [[v.strip() for v in str(filters[k]).split(",") if v.strip()] or [""] for k in keys]
+    out: dict[str, SeriesInfo] = {}
+    for combo in itertools.product(*choices) if keys else [()]:
+        query = {k: v for k, v in zip(keys, combo, strict=True) if v}
+        for row in client.search_series(study, query):
+            info = _series_info(row)
+            if study and info.study_uid and info.study_uid != study:
+                continue
+            out.setdefault(info.series_uid, info)
+    return list(out.values())
+
+
+def list_series(
+    url: str | PacsClient,
+    study: str | None = None,
+    modality: str | None = None,
+    *,
+    filters: dict[str, str] | None = None,
+    **connect_options: Any,
+) -> list[SeriesInfo]:
+    """Series on the server (or in ``study``), optionally of one ``modality`` (``CT`` or ``CT,MR``).
+
+    Raises :class:`PacsNotFoundError` when ``study`` is given and holds no series.
+    """
+    client = connect(url, **connect_options)
+    if study is not None:
+        study = check_uid(study, "StudyInstanceUID")
+    query = dict(filters or {})
+    if modality:
+        query["Modality"] = modality.upper()
+    rows = _search(client, study, query)
+    if study is not None and not rows:
+        if query and _search(client, study, None):
+            return []
+        raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
+    rows.sort(
+        key=lambda r: (r.study_uid, r.number if r.number is not None else 1 << 30, r.series_uid)
+    )
+    return rows
+
+
+# =============================================================================== upscale
+def _resolve_model(model: str | os.PathLike[str] | None, scale: int) -> str | os.PathLike[str]:
+    """``None`` → ``default-x{scale}`` when shipped, else bicubic (as ``medsr upscale`` does)."""
+    if model is not None:
+        return model
+    try:
+        from medsr.models.pretrained import default_model_name
+    except ImportError:  # pragma: no cover - older trees without shipped weights
+        return "bicubic"
+    return default_model_name(int(scale))
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _model_identity(model: str | os.PathLike[str]) -> tuple[str, str]:
+    """(short tag for the description, stable identity for the key) of a model argument.
+
+    Weights (a ``.safetensors`` file or shipped weights such as ``default-x2``) are identified
+    by the SHA-256 of their bytes, so new weights under the same name are a new derivation.
+    """
+    text = str(model)
+    path = Path(text)
+    shipped = None
+    try:
+        from medsr.models.pretrained import pretrained_path
+
+        shipped = pretrained_path(text)
+    except ImportError:  # pragma: no cover
+        pass
+    if shipped is not None:
+        tag, identity = text.lower(), f"shipped:{text.lower()}:{_file_digest(shipped)}"
+    elif text.endswith(".safetensors") or path.is_file():
+        tag = path.name.removesuffix(".safetensors")
+        identity = f"file:{_file_digest(path)}"
+    else:
+        tag = text.lower()
+        identity = f"name:{text.lower()}"
+    tag = re.sub(r"[^A-Za-z0-9_.+-]", "-", tag)[:16] or "model"
+    return tag, identity
+
+
+def derivation_token(
+    source_series_uid: str, model: str | os.PathLike[str], scale: int
+) -> tuple[str, str]:
+    """``(token, key)``: the SeriesDescription suffix ``" [medsr MODEL xS KEY]"`` and its key.
+
+    ``KEY`` hashes the source series, the model identity and the scale, so the same derivation
+    is recognised on the server whatever the description says otherwise.
+    """
+    tag, identity = _model_identity(model)
+    key = hashlib.sha256(f"{source_series_uid}|{identity}|x{int(scale)}".encode()).hexdigest()[:8]
+    return f" [medsr {tag} x{int(scale)} {key}]", key
+
+
+def _find_derived(client: PacsClient, study: str, key: str) -> SeriesInfo | None:
+    """The series of ``study`` carrying derivation ``key`` (the fullest one if several).
+
+    Its instance count comes from NumberOfSeriesRelatedInstances or, for servers that do not
+    report it, from an instance-level QIDO-RS query.
+    """
+    hits = [_with_count(client, s) for s in _search(client, study, None) if s.derived_key == key]
+    if not hits:
+        return None
+    return max(hits, key=lambda s: s.instances or 0)
+
+
+def _with_count(client: PacsClient, info: SeriesInfo) -> SeriesInfo:
+    if info.instances is not None:
+        return info
+    n = client.count_instances(info.study_uid, info.series_uid)
+    return SeriesInfo(
+        info.study_uid, info.series_uid, info.modality, info.description, info.number, n
+    )
+
+
+def _check_model(model: str | os.PathLike[str], scale: int) -> None:
+    """Fail before any download when the model or scale is wrong."""
+    from medsr.inference.predictor import SCALES, load_upscaler
+
+    if int(scale) != scale or int(scale) not in SCALES:
+        raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
+    load_upscaler(model, int(scale))
+
+
+def upscale_series(
+    url: str | PacsClient,
+    study: str,
+    series: str | None = None,
+    *,
+    model: str | os.PathLike[str] | None = None,
+    scale: int = 2,
+    device: str = "auto",
+    attempts: int = 3,
+    workdir: str | os.PathLike[str] | None = None,
+    log: LogFn | None = None,
+    **connect_options: Any,
+) -> list[UpscaleResult]:
+    """Upscale one series of ``study`` (or, without ``series``, each of its image series).
+
+    Returns one :class:`UpscaleResult` per source series. A series that medsr itself derived
+    is not upscaled again when the whole study is processed; non-image series are skipped
+    (with ``series`` given, a non-image series raises :class:`PacsNotAnImageError`).
+
+    Raises:
+        PacsNotFoundError: unknown study or series UID.
+        PacsNotAnImageError: the series (or every series of the study) holds no image.
+        PacsStoreError: STOW-RS failed for some instances even after retries.
+        PacsUnreachableError, PacsAuthError, PacsError: server problems.
+        InvalidParameterError: bad model name or scale.
+    """
+    client = connect(url, **connect_options)
+    study = check_uid(study, "StudyInstanceUID")
+    if series is not None:
+        series = check_uid(series, "SeriesInstanceUID")
+    scale = int(scale)
+    model = _resolve_model(model, scale)
+    _check_model(model, scale)
+    say = log or (lambda _m: None)
+    tag = _model_identity(model)[0]
+
+    all_series = _search(client, study, None)
+    if not all_series:
+        raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
+    if series is not None:
+        chosen = [s for s in all_series if s.series_uid == series]
+        if not chosen:
+            raise PacsNotFoundError(
+                f"series {series} was not found in study {study} on {client.display_url}"
+            )
+        if not chosen[0].is_image:
+            raise PacsNotAnImageError(
+                f"series {series} is a {chosen[0].modality} series, not an image series: "
+                "nothing to upscale"
+            )
+    else:
+        chosen = [s for s in all_series if s.derived_key is None]
+        chosen.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.series_uid))
+        if not any(s.is_image for s in chosen):
+            kinds = ", ".join(sorted({s.modality or "?" for s in chosen})) or "only medsr-derived"
+            raise PacsNotAnImageError(f"study {study} holds no image series to upscale ({kinds})")
+
+    results: list[UpscaleResult] = []
+    for info in chosen:
+        if not info.is_image:
+            results.append(
+                UpscaleResult(
+                    study,
+                    info.series_uid,
+                    "skipped",
+                    modality=info.modality,
+                    model=tag,
+                    scale=scale,
+                    reason=f"{info.modality} is not an image series",
+                )
+            )
+            continue
+        try:
+            result = _upscale_one(client, info, model, scale, device, attempts, workdir, say)
+        except NotAnImageError as exc:
+            if series is not None:
+                raise
+            result = UpscaleResult(
+                study,
+                info.series_uid,
+                "skipped",
+                modality=info.modality,
+                model=tag,
+                scale=scale,
+                reason=str(exc),
+            )
+        results.append(result)
+    return results
+
+
+def _upscale_one(
+    client: PacsClient,
+    info: SeriesInfo,
+    model: str | os.PathLike[str],
+    scale: int,
+    device: str,
+    attempts: int,
+    workdir: str | os.PathLike[str] | None,
+    say: LogFn,
+) -> UpscaleResult:
+    import pydicom
+
+    from medsr.inference.predictor import upscale
+    from medsr.io.dicom import read_dicom, write_dicom
+
+    t0 = time.perf_counter()
+    study, source = info.study_uid, info.series_uid
+    token, key = derivation_token(source, model, scale)
+    tag = token.strip(" []").split()[1]
+    base = UpscaleResult(study, source, "", modality=info.modality, model=tag, scale=scale)
+
+    def exists(found: SeriesInfo, n: int) -> UpscaleResult:
+        base.status, base.derived_series_uid, base.instances = "exists", found.series_uid, n
+        base.seconds = time.perf_counter() - t0
+        return base
+
+    found = _find_derived(client, study, key)
+    if found is not None and info.instances and found.instances == info.instances:
+        return exists(found, found.instances or 0)
+
+    with tempfile.TemporaryDirectory(prefix="medsr-pacs-", dir=workdir) as tmp:
+        src_dir, out_dir = Path(tmp) / "source", Path(tmp) / "derived"
+        say(f"retrieving {source} ({info.modality}, {info.instances or '?'} instances)")
+        client.retrieve_series(study, source, src_dir)
+        try:
+            image = read_dicom(src_dir, series_uid=source)
+        except NotAnImageError as exc:
+            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {exc}") from None
+        say(f"upscaling {source} x{scale} with {tag}")
+        up = upscale(image, scale=scale, model=model, device=device)
+        del image
+        write_dicom(up, out_dir, series_description_suffix=token)
+        del up
+        files = sorted(out_dir.glob("*.dcm"))
+        if not files:  # pragma: no cover - write_dicom always writes at least one file
+            raise PacsError(f"no derived instance was written for series {source}")
+        first = pydicom.dcmread(files[0], stop_before_pixels=True)
+        derived = str(first.SeriesInstanceUID)
+        if str(first.StudyInstanceUID) != study:  # the writer keeps the study; never elsewhere
+            raise PacsError(f"derived instances of {source} do not belong to study {study}")
+
+        # idempotence, again: another worker may have stored the same derivation meanwhile
+        found = _find_derived(client, study, key)
+        if found is not None:
+            if found.instances == len(files):
+                return exists(found, len(files))
+            say(f"removing incomplete earlier derived series {found.series_uid}")
+            if not client.delete_series(study, found.series_uid):
+                raise PacsStoreError(
+                    f"an incomplete derived series {found.series_uid} ({found.instances} of "
+                    f"{len(files)} instances) from an earlier run is in study {study} and the "
+                    "server does not allow deleting it: delete it on the PACS, then run again",
+                    series_uid=found.series_uid,
+                )
+
+        say(f"storing {len(files)} instances as {derived}")
+        _store_whole_series(client, study, derived, files, attempts)
+    base.status, base.derived_series_uid, base.instances = "stored", derived, len(files)
+    base.seconds = time.perf_counter() - t0
+    return base
+
+
+def _store_whole_series(
+    client: PacsClient, study: str, derived: str, files: list[Path], attempts: int
+) -> None:
+    """STOW every instance or nothing: retry failures, then roll the partial series back."""
+    n = len(files)
+    outcome = client.store_all(files, study, attempts=attempts)
+    failed = dict(outcome.failed)
+    if not failed:
+        listed = _search(client, study, {"SeriesInstanceUID": derived})
+        count = _with_count(client, listed[0]).instances if listed else 0
+        if count is not None and count >= n:
+            return
+        failed = {"?": f"the server lists {count} of {n} instances after storing"}
+    removed = client.delete_series(study, derived)
+    shown = ", ".join(f"{uid} ({why})" for uid, why in list(failed.items())[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    if removed:
+        tail = "the partially stored series was deleted again, nothing was left in the PACS"
+    else:
+        tail = (
+            f"the partial series {derived} could not be deleted (the server allows no DELETE): "
+            "delete it on the PACS"
+        )
+    raise PacsStoreError(
+        f"storing derived series {derived} failed for {len(failed)} of {n} instances after "
+        f"{max(1, attempts)} attempts: {shown}{more}; {tail}",
+        series_uid=derived,
+        failed=failed,
+        removed=removed,
+    )
+
+
+# =============================================================================== watch
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)?\s*$", re.IGNORECASE)
+
+
+def parse_interval(text: str | float | int) -> float:
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"500ms"`` or a number of seconds → seconds (> 0)."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        m = _DURATION_RE.match(str(text))
+        if not m:
+            raise InvalidParameterError(
+                f"interval {text!r} is not a duration: use e.g. 30s, 5m, 1h or 500ms"
+            )
+        unit = (m.group(2) or "s").lower()
+        seconds = (
+            float(m.group(1)) * {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
+        )
+    if seconds <= 0:
+        raise InvalidParameterError(f"interval must be positive, got {text!r}")
+    return seconds
+
+
+def parse_filters(items: Iterable[str] | None) -> dict[str, str]:
+    """``["modality=CT", "StudyDate=20240101-"]`` → QIDO-RS filters keyed by DICOM keyword."""
+    from pydicom.datadict import keyword_dict
+
+    lower = {k.lower(): k for k in keyword_dict}
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise InvalidParameterError(
+                f"--filter expects KEY=VALUE (e.g. modality=CT), got {item!r}"
+            )
+        if re.fullmatch(r"[0-9A-Fa-f]{8}", key):
+            name = key.upper()
+        elif key.lower() in lower:
+            name = lower[key.lower()]
+        else:
+            raise InvalidParameterError(
+                f"--filter key {key!r} is not a DICOM attribute keyword (e.g. Modality, "
+                "StudyDate, BodyPartExamined, StudyInstanceUID)"
+            )
+        value = value.strip()
+        out[name] = value.upper() if name == "Modality" else value
+    return out
+
+
+def default_state_path(url: str, model: str | os.PathLike[str] | None, scale: int) -> Path:
+    """``$XDG_STATE_HOME/medsr/pacs-watch-<hash>.json`` for this server, model and scale."""
+    from medsr.pacs.client import safe_url
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    _, identity = _model_identity(_resolve_model(model, scale))
+    digest = hashlib.sha256(f"{safe_url(url)}|{identity}|x{scale}".encode()).hexdigest()[:12]
+    return base / "medsr" / f"pacs-watch-{digest}.json"
+
+
+def _load_state(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {"version": 1, "series": {}}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidParameterError(
+            f"watch state file '{path}' is unreadable ({type(exc).__name__}); "
+            "move it away to start afresh"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("series"), dict):
+        raise InvalidParameterError(f"watch state file '{path}' is not a medsr watch state")
+    return state
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def watch(
+    url: str | PacsClient,
+    *,
+    filters: dict[str, str] | None = None,
+    model: str | os.PathLike[str] | None = None,
+    scale: int = 2,
+    interval: float | str = 30.0,
+    max_series: int | None = None,
+    max_polls: int | None = None,
+    state_path: str | os.PathLike[str] | None = None,
+    stop_event: threading.Event | None = None,
+    settle_polls: int = 1,
+    skip_existing: bool = False,
+    device: str = "auto",
+    attempts: int = 3,
+    log: LogFn | None = None,
+    **connect_options: Any,
+) -> WatchSummary:
+    """Poll QIDO-RS for series matching ``filters`` and upscale each new one exactly once.
+
+    Args:
+        filters: QIDO-RS filters by keyword, e.g. ``{"Modality": "CT"}`` (see :func:`parse_filters`).
+        interval: seconds (or ``"30s"``) between polls.
+        max_series: stop after this many series were handled (stored, found already derived,
+            or failed); ``None`` = no limit.
+        max_polls: stop after this many polls; ``None`` = no limit.
+        state_path: JSON file remembering handled series across runs (default
+            :func:`default_state_path`).
+        stop_event: set it (e.g. from a SIGINT handler) to stop after the current series.
+        settle_polls: a series is processed only once its instance count stayed the same for
+            this many polls (a series still arriving is left for later); 0 = at once.
+        skip_existing: on a first run (no state yet), mark every series already on the server as
+            seen, so only series that arrive later are processed.
+
+    Series medsr derived itself and non-image series are never processed. A series that fails
+    for a reason that retrying will not fix (not an image, decoding error...) is recorded as
+    failed and not tried again; one that fails for a reason that may pass (server unreachable,
+    STOW failure, HTTP 5xx) is tried again at the next polls, three times in all.
+    """
+    client = connect(url, **connect_options)
+    wait = parse_interval(interval)
+    if max_series is not None and max_series < 1:
+        raise InvalidParameterError(f"max-series must be at least 1, got {max_series}")
+    if max_polls is not None and max_polls < 1:
+        raise InvalidParameterError(f"max-polls must be at least 1, got {max_polls}")
+    scale = int(scale)
+    model = _resolve_model(model, scale)
+    _check_model(model, scale)
+    path = Path(state_path) if state_path else default_state_path(client.url, model, scale)
+    state = _load_state(path)
+    fresh = not path.exists()
+    state.setdefault("server", client.display_url)
+    seen: dict[str, Any] = state["series"]
+    stop = stop_event or threading.Event()
+    say = log or (lambda _m: None)
+    summary = WatchSummary(state_path=str(path))
+    counts: dict[str, tuple[int | None, int]] = {}  # series → (instances, polls unchanged)
+    tries: dict[str, int] = {}  # series → failed attempts for reasons that may pass
+    max_tries = 3
+
+    def record(uid: str, entry: dict[str, Any]) -> None:
+        entry["at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        seen[uid] = entry
+        _save_state(path, state)
+
+    while not stop.is_set():
+        summary.polls += 1
+        try:
+            candidates = _search(client, None, filters)
+        except PacsAuthError:
+            raise  # credentials will not fix themselves
+        except PacsError as exc:
+            say(f"warning: poll {summary.polls} failed: {exc}")
+            candidates = []
+        if fresh and skip_existing and summary.polls == 1:
+            for info in candidates:
+                seen.setdefault(info.series_uid, {"study": info.study_uid, "status": "existing"})
+            _save_state(path, state)
+            say(f"marked {len(candidates)} existing series as seen")
+            candidates = []
+        for info in candidates:
+            if stop.is_set() or (max_series is not None and summary.handled >= max_series):
+                break
+            uid = info.series_uid
+            if uid in seen or info.derived_key is not None or not info.is_image:
+                continue
+            if settle_polls > 0:
+                last, stable = counts.get(uid, (None, -1))
+                stable = stable + 1 if last == info.instances else 0
+                counts[uid] = (info.instances, stable)
+                if stable < settle_polls:
+                    continue
+            try:
+                result = _upscale_one(client, info, model, scale, device, attempts, None, say)
+            except PacsAuthError:
+                raise  # credentials will not fix themselves
+            except MedSRError as exc:
+                transient = (
+                    isinstance(exc, PacsUnreachableError | PacsStoreError) or type(exc) is PacsError
+                )
+                tries[uid] = tries.get(uid, 0) + 1
+                if transient and tries[uid] < max_tries:
+                    say(f"warning: {uid}: {exc}; will retry at the next poll")
+                    if isinstance(exc, PacsUnreachableError):
+                        break
+                    continue
+                summary.failed[uid] = str(exc)
+                record(uid, {"study": info.study_uid, "status": "failed", "error": str(exc)})
+                say(f"failed {uid}: {exc}")
+                continue
+            summary.results.append(result)
+            record(
+                uid,
+                {
+                    "study": info.study_uid,
+                    "status": result.status,
+                    "derived": result.derived_series_uid,
+                    "model": result.model,
+                    "scale": scale,
+                },
+            )
+            say(result.describe())
+        if not path.exists():
+            _save_state(path, state)  # a watcher's state exists from its first poll on
+        if max_series is not None and summary.handled >= max_series:
+            summary.stopped_by = "max-series"
+            break
+        if max_polls is not None and summary.polls >= max_polls:
+            summary.stopped_by = "max-polls"
+            break
+        stop.wait(wait)
+    if not summary.stopped_by:
+        summary.stopped_by = "stopped"
+    return summary

@@ -1,0 +1,642 @@
+"""A thin, robust wrapper over dicomweb-client's :class:`~dicomweb_client.api.DICOMwebClient`.
+
+What it adds to the plain client:
+
+* **authentication**: HTTP basic (``user``/``password``) or a bearer token (``token``), on a
+  :class:`requests.Session` shared by every request;
+* **timeouts** on every request, and **retries with exponential backoff** on connection errors,
+  read timeouts and HTTP 429/500/502/503/504 (urllib3 ``Retry`` mounted on the session; the
+  client's own ``retrying`` loop is switched off so that the two do not multiply);
+* **clear errors**: every failure becomes a :mod:`medsr.pacs.errors` exception whose message
+  names the server (without credentials) and the UID, never a traceback from ``requests``;
+* **STOW-RS outcome parsing**: :meth:`PacsClient.store` returns which SOP instances were
+  stored and which failed (with the reason), whether the server answered 200, 202 or 409;
+* **cleanup**: :meth:`PacsClient.delete_series` removes a (partial) series through DICOMweb
+  DELETE or, for Orthanc, its REST API (``/tools/lookup`` then ``DELETE /series/{id}``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from medsr.errors import InvalidParameterError
+from medsr.pacs.errors import (
+    PacsAuthError,
+    PacsError,
+    PacsInvalidUIDError,
+    PacsNotFoundError,
+    PacsUnreachableError,
+)
+
+__all__ = ["RETRY_STATUSES", "PacsClient", "StoreOutcome", "check_uid", "connect", "safe_url"]
+
+T = TypeVar("T")
+
+#: HTTP statuses retried with backoff (rate limiting and transient server errors).
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+_READ_CHUNK = 4 << 20  # bytes per read when streaming WADO-RS answers
+# digits and dots in the standard; real archives also hold hex or dashed UIDs, so only what
+# would break a URL path (and over-long values) is refused
+_UID_RE = re.compile(r"^[0-9A-Za-z._-]+$")
+
+#: QIDO-RS fields requested for every series (all series-level; no patient attributes).
+SERIES_FIELDS = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+)
+
+
+def check_uid(uid: str, what: str = "UID") -> str:
+    """Return ``uid`` stripped, or raise :class:`PacsInvalidUIDError` if it is not a DICOM UID."""
+    value = str(uid).strip()
+    if not value or len(value) > 64 or not _UID_RE.match(value):
+        shown = value if len(value) <= 80 else value[:80] + "…"
+        raise PacsInvalidUIDError(
+            f"{what} {shown!r} is not a DICOM UID (digits and dots, at most 64 characters)"
+        )
+    return value
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user:password and query string, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class _BearerAuth(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["Authorization"] = f"Bearer {self.token}"
+        return r
+
+
+@dataclass
+class StoreOutcome:
+    """What a STOW-RS request did: SOP Instance UIDs stored, and the failed ones with a reason."""
+
+    stored: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def _value(item: dict[str, Any], tag: str) -> Any:
+    """First value of ``tag`` (8 hex digits) in a DICOM JSON object, or None."""
+    elem = item.get(tag) or {}
+    values = elem.get("Value") or []
+    if not values:
+        return None
+    v = values[0]
+    if isinstance(v, dict):  # person name
+        return v.get("Alphabetic")
+    return v
+
+
+class PacsClient:
+    """A DICOMweb connection: QIDO-RS search, WADO-RS retrieve, STOW-RS store, cleanup.
+
+    Args:
+        url: the DICOMweb root, e.g. ``http://localhost:8042/dicom-web`` (Orthanc),
+            ``https://pacs.example.org/dcm4chee-arc/aets/DCM4CHEE/rs`` (dcm4chee),
+            ``https://healthcare.googleapis.com/v1/projects/P/locations/L/datasets/D/dicomStores/S/dicomWeb``.
+        user, password: HTTP basic authentication.
+        token: bearer token (OAuth2 access token), instead of user/password.
+        timeout: seconds to wait for the server to connect and for each read.
+        retries: how many times a request is retried after a connection error, a read timeout
+            or HTTP 429/5xx (exponential backoff: ``backoff × 2^(n-1)`` seconds between tries).
+        backoff: backoff factor in seconds (0 retries at once).
+        verify: check TLS certificates (``False`` only for a test server), or a CA bundle path.
+        rest_url: Orthanc REST root used to delete a partial series (Orthanc's DICOMweb plugin
+            has no DELETE); by default the URL without a trailing ``/dicom-web``.
+        session: a ready :class:`requests.Session` (auth arguments are then applied to it).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        verify: bool | str = True,
+        rest_url: str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        url = str(url).strip().rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InvalidParameterError(
+                f"--url must be an http:// or https:// DICOMweb root, got {safe_url(url)!r} "
+                "(e.g. http://localhost:8042/dicom-web)"
+            )
+        if token and (user or password):
+            raise InvalidParameterError(
+                "give either a bearer token or a user and password, not both"
+            )
+        if (user is None) != (password is None):
+            raise InvalidParameterError("basic authentication needs both a user and a password")
+        if timeout <= 0:
+            raise InvalidParameterError(f"timeout must be positive, got {timeout}")
+        if retries < 0:
+            raise InvalidParameterError(f"retries must be zero or more, got {retries}")
+        self.url = url
+        self.display_url = safe_url(url)
+        self.timeout = float(timeout)
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        if parts.username and not (user or token):  # credentials inside the URL
+            user, password = parts.username, parts.password or ""
+            host = parts.hostname + (f":{parts.port}" if parts.port else "")
+            url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+            self.url = url
+        self.session = session or requests.Session()
+        if token:
+            self.session.auth = _BearerAuth(token)
+        elif user:
+            self.session.auth = (user, password or "")
+        self.session.verify = verify
+        self.session.headers.setdefault("User-Agent", f"medsr-pacs/{_version()}")
+        retry = Retry(
+            total=self.retries,
+            connect=self.retries,
+            read=self.retries,
+            status=self.retries,
+            other=0,
+            backoff_factor=self.backoff,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=None,  # STOW is safe to repeat: the SOP Instance UIDs are fixed
+            raise_on_status=False,
+            respect_retry_after_header=True,
+        )
+        adapter = HTTPAdapter(max_retries=retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if rest_url is None and parts.path.rstrip("/").endswith("/dicom-web"):
+            rest_url = self.url[: self.url.rstrip("/").rfind("/dicom-web")]
+        self.rest_url = rest_url.rstrip("/") if rest_url else None
+
+        from dicomweb_client.api import DICOMwebClient
+
+        try:
+            self._dw = DICOMwebClient(
+                self.url, session=self.session, timeout=self.timeout, permissive_uid=True
+            )
+        except ValueError as exc:
+            raise InvalidParameterError(
+                f"--url {self.display_url!r} is not usable: {exc}"
+            ) from None
+        self._dw.set_http_retry_params(retry=False)  # urllib3 retries instead (5xx + connection)
+        self._dw.set_chunk_size(_READ_CHUNK)
+
+    # ------------------------------------------------------------------ error translation
+    @contextmanager
+    def _errors(self, action: str, not_found: str | None = None) -> Iterator[None]:
+        """Turn requests/dicomweb-client failures into clear :mod:`medsr.pacs.errors`."""
+        try:
+            yield
+        except PacsError:
+            raise
+        except requests.exceptions.SSLError as exc:
+            raise PacsUnreachableError(
+                f"TLS error talking to the DICOMweb server at {self.display_url} while {action}: "
+                f"{_short(exc)} (check the certificate, or the https/http scheme)"
+            ) from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            kind = "timed out" if _is_timeout(exc) else "no connection"
+            raise PacsUnreachableError(
+                f"cannot reach the DICOMweb server at {self.display_url} while {action} "
+                f"({kind} after {self.retries + 1} attempt{'s' if self.retries else ''}); "
+                "check the URL, that the server is running and that the network allows it"
+            ) from None
+        except requests.exceptions.HTTPError as exc:
+            raise self._http_error(exc.response, action, not_found) from None
+        except requests.exceptions.RequestException as exc:
+            raise PacsError(
+                f"request to the DICOMweb server at {self.display_url} failed while {action}: "
+                f"{_short(exc)}"
+            ) from None
+        except ValueError as exc:  # malformed multipart/JSON answers
+            raise PacsError(
+                f"the DICOMweb server at {self.display_url} sent an answer medsr cannot read "
+                f"while {action}: {_short(exc)}"
+            ) from None
+
+    def _http_error(
+        self, response: requests.Response | None, action: str, not_found: str | None
+    ) -> PacsError:
+        status = response.status_code if response is not None else 0
+        if status in (401, 403):
+            if self.session.auth is None:
+                return PacsAuthError(
+                    f"the DICOMweb server at {self.display_url} requires authentication "
+                    f"(HTTP {status}) while {action}: give --user/--password or --token"
+                )
+            what = "refused the credentials" if status == 401 else "denied access"
+            return PacsAuthError(
+                f"the DICOMweb server at {self.display_url} {what} (HTTP {status}) while "
+                f"{action}: check --user/--password or --token"
+            )
+        if status == 404:
+            return PacsNotFoundError(
+                not_found
+                or f"nothing found at {self.display_url} while {action} (HTTP 404): check that "
+                "--url is the DICOMweb root (for Orthanc: http://HOST:8042/dicom-web)"
+            )
+        return PacsError(
+            f"the DICOMweb server at {self.display_url} answered HTTP {status} while {action}"
+            + (" (after retries)" if status in RETRY_STATUSES and self.retries else "")
+        )
+
+    def call(self, action: str, fn: Callable[[], T], not_found: str | None = None) -> T:
+        """Run ``fn()`` with medsr error translation (``action`` reads "while <action>")."""
+        with self._errors(action, not_found):
+            return fn()
+
+    # ------------------------------------------------------------------ QIDO-RS
+    def search_series(
+        self,
+        study: str | None = None,
+        filters: dict[str, str] | None = None,
+        fields: Sequence[str] = SERIES_FIELDS,
+        page: int = 500,
+    ) -> list[dict[str, Any]]:
+        """QIDO-RS series search (all pages) as plain dicts keyed by DICOM keyword.
+
+        Only the series-level ``fields`` are kept (values are plain Python values), so patient
+        attributes a server adds on its own (Orthanc returns PatientName) are dropped here.
+        """
+        if study is not None:
+            study = check_uid(study, "StudyInstanceUID")
+        missing = f"study {study} was not found on {self.display_url}" if study else None
+        return self._pages(
+            "searching for series (QIDO-RS)",
+            lambda limit, offset: self._dw.search_for_series(
+                study_instance_uid=study,
+                fields=list(fields),
+                search_filters=dict(filters or {}),
+                limit=limit,
+                offset=offset or None,
+            ),
+            fields,
+            "SeriesInstanceUID",
+            page,
+            missing,
+        )
+
+    def count_instances(self, study: str, series: str, page: int = 1000) -> int:
+        """Number of instances QIDO-RS lists in a series (for servers that do not report
+        NumberOfSeriesRelatedInstances)."""
+        study = check_uid(study, "StudyInstanceUID")
+        series = check_uid(series, "SeriesInstanceUID")
+        rows = self._pages(
+            f"searching for instances of series {series} (QIDO-RS)",
+            lambda limit, offset: self._dw.search_for_instances(
+                study_instance_uid=study,
+                series_instance_uid=series,
+                fields=["SOPInstanceUID"],
+                limit=limit,
+                offset=offset or None,
+            ),
+            ("SOPInstanceUID",),
+            "SOPInstanceUID",
+            page,
+            None,
+        )
+        return len(rows)
+
+    def _pages(
+        self,
+        action: str,
+        query: Callable[[int, int], list[dict[str, Any]]],
+        fields: Sequence[str],
+        key: str,
+        page: int,
+        not_found: str | None,
+    ) -> list[dict[str, Any]]:
+        """All pages of a QIDO-RS query (limit/offset), de-duplicated on ``key``."""
+        from pydicom.datadict import tag_for_keyword
+
+        tags = {kw: f"{tag_for_keyword(kw):08X}" for kw in dict.fromkeys([*fields, key])}
+        results: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            batch = self.call(action, lambda offset=offset: query(page, offset), not_found)
+            new = 0
+            for item in batch:
+                row = {kw: _value(item, tag) for kw, tag in tags.items()}
+                uid = str(row.get(key) or "")
+                if not uid or uid in seen:
+                    continue
+                seen.add(uid)
+                results.append(row)
+                new += 1
+            if len(batch) < page or new == 0:  # last page, or a server that ignores offset
+                return results
+            offset += len(batch)
+
+    # ------------------------------------------------------------------ WADO-RS
+    def retrieve_series(self, study: str, series: str, folder: Path) -> list[Path]:
+        """Download every instance of a series into ``folder`` (one file per instance)."""
+        study = check_uid(study, "StudyInstanceUID")
+        series = check_uid(series, "SeriesInstanceUID")
+        folder.mkdir(parents=True, exist_ok=True)
+        import pydicom
+
+        missing = f"series {series} of study {study} was not found on {self.display_url}"
+        paths: list[Path] = []
+        with self._errors(f"retrieving series {series} (WADO-RS)", missing):
+            for i, ds in enumerate(self._dw.iter_series(study, series), start=1):
+                path = folder / f"{i:06d}.dcm"
+                pydicom.dcmwrite(path, ds, enforce_file_format=False)
+                paths.append(path)
+        if not paths:
+            raise PacsNotFoundError(missing + " (the server returned no instances)")
+        return paths
+
+    def retrieve_series_datasets(self, study: str, series: str) -> list[Any]:
+        """Every instance of a series as pydicom Datasets (small series; tests, inspection)."""
+        study = check_uid(study, "StudyInstanceUID")
+        series = check_uid(series, "SeriesInstanceUID")
+        return self.call(
+            f"retrieving series {series} (WADO-RS)",
+            lambda: self._dw.retrieve_series(study, series),
+            f"series {series} of study {study} was not found on {self.display_url}",
+        )
+
+    def series_metadata(self, study: str, series: str) -> list[Any]:
+        """WADO-RS metadata of every instance of a series, as pydicom Datasets."""
+        from pydicom import Dataset
+
+        study = check_uid(study, "StudyInstanceUID")
+        series = check_uid(series, "SeriesInstanceUID")
+        items = self.call(
+            f"retrieving metadata of series {series} (WADO-RS)",
+            lambda: self._dw.retrieve_series_metadata(study, series),
+            f"series {series} of study {study} was not found on {self.display_url}",
+        )
+        # bulk data (pixels, big private elements) stays on the server: only the header is wanted
+        return [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in items]
+
+    # ------------------------------------------------------------------ STOW-RS
+    def store(self, datasets: Sequence[Any], study: str | None = None) -> StoreOutcome:
+        """STOW-RS ``datasets`` in one request; report which were stored and which failed.
+
+        A transport failure (server gone after the retries, HTTP 5xx) marks the whole request as
+        failed instead of raising, so the caller can retry the failed instances; refused
+        credentials raise :class:`PacsAuthError` at once.
+        """
+        uids = [str(ds.SOPInstanceUID) for ds in datasets]
+        outcome = StoreOutcome()
+        if not datasets:
+            return outcome
+        # one plain body (no chunked transfer encoding), so that a retry can send it again
+        self._dw.set_chunk_size(
+            max(_READ_CHUNK, 2 * sum(_approx_size(ds) for ds in datasets) + (1 << 20))
+        )
+        try:
+            answer = self._dw.store_instances(list(datasets), study_instance_uid=study)
+        except requests.exceptions.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else 0
+            if status in (401, 403):
+                raise self._http_error(response, "storing instances (STOW-RS)", None) from None
+            answer = _json_dataset(response)
+            if answer is None:
+                reason = f"HTTP {status}"
+                outcome.failed = dict.fromkeys(uids, reason)
+                return outcome
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            reason = (
+                "no answer from the server"
+                if isinstance(
+                    exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout
+                )
+                else _short(exc)
+            )
+            outcome.failed = dict.fromkeys(uids, reason)
+            return outcome
+        finally:
+            self._dw.set_chunk_size(_READ_CHUNK)
+        failed: dict[str, str] = {}
+        for item in answer.get("FailedSOPSequence") or []:
+            uid = str(item.get("ReferencedSOPInstanceUID", ""))
+            code = item.get("FailureReason")
+            failed[uid] = _failure_text(code)
+        ok = {
+            str(item.get("ReferencedSOPInstanceUID", ""))
+            for item in answer.get("ReferencedSOPSequence") or []
+        }
+        for uid in uids:
+            if uid in failed:
+                outcome.failed[uid] = failed[uid]
+            elif uid in ok or not ok:
+                # servers that answer 200 with an empty body stored everything
+                outcome.stored.append(uid)
+            else:
+                outcome.failed[uid] = "not acknowledged by the server"
+        return outcome
+
+    def store_all(
+        self,
+        items: Sequence[Any],
+        study: str | None = None,
+        *,
+        attempts: int = 3,
+        batch_bytes: int = 32 << 20,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> StoreOutcome:
+        """Store every item in bounded batches, retrying the failed ones ``attempts`` times.
+
+        ``items`` are pydicom Datasets or paths of DICOM files (read one batch at a time, so a
+        long series is never held in memory twice). Returns the final outcome (``failed`` empty
+        when everything was stored; ``stored`` lists the SOP Instance UIDs the server took).
+        """
+        import pydicom
+
+        by_uid: dict[str, Any] = {}
+        for item in items:
+            if isinstance(item, str | Path):
+                head = pydicom.dcmread(
+                    item, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]
+                )
+                by_uid[str(head.SOPInstanceUID)] = Path(item)
+            else:
+                by_uid[str(item.SOPInstanceUID)] = item
+        pending = list(by_uid)
+        final = StoreOutcome()
+        for attempt in range(max(1, attempts)):
+            if attempt:
+                sleep(self.backoff * 2 ** (attempt - 1))
+            round_failed: dict[str, str] = {}
+            for batch in _batches([by_uid[u] for u in pending], batch_bytes):
+                datasets = [pydicom.dcmread(b) if isinstance(b, Path) else b for b in batch]
+                out = self.store(datasets, study)
+                final.stored.extend(out.stored)
+                round_failed.update(out.failed)
+            pending = list(round_failed)
+            final.failed = round_failed
+            if not pending:
+                break
+        return final
+
+    # ------------------------------------------------------------------ cleanup
+    def delete_series(self, study: str, series: str) -> bool:
+        """Delete a series; True when the server no longer lists it.
+
+        Tries Orthanc's REST API first when known (``rest_url``), then DICOMweb DELETE
+        (dcm4chee, Google, Azure). Errors are swallowed: the answer is the final check.
+        """
+        if self.rest_url:
+            try:
+                r = self.session.post(
+                    f"{self.rest_url}/tools/lookup", data=series, timeout=self.timeout
+                )
+                if r.ok:
+                    for hit in r.json():
+                        if hit.get("Type") == "Series" and hit.get("ID"):
+                            self.session.delete(
+                                f"{self.rest_url}/series/{hit['ID']}", timeout=self.timeout
+                            )
+            except (requests.exceptions.RequestException, ValueError):
+                pass
+        if self.series_exists(study, series):
+            try:
+                self._dw.delete_series(study, series)
+            except (requests.exceptions.RequestException, ValueError):
+                pass
+        return not self.series_exists(study, series)
+
+    def series_exists(self, study: str, series: str) -> bool:
+        """The series is listed by QIDO-RS in that study (False also when unreachable)."""
+        try:
+            rows = self.search_series(study, {"SeriesInstanceUID": series})
+        except PacsNotFoundError:
+            return False
+        except PacsError:
+            return True  # unknown: assume it is still there
+        return any(r.get("SeriesInstanceUID") == series for r in rows)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> PacsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"PacsClient({self.display_url!r})"
+
+
+def connect(url: str | PacsClient, **options: Any) -> PacsClient:
+    """A :class:`PacsClient` for ``url`` (a ready client is returned as it is)."""
+    if isinstance(url, PacsClient):
+        if options:
+            raise InvalidParameterError(
+                "connection options cannot be given with a ready PacsClient"
+            )
+        return url
+    return PacsClient(url, **options)
+
+
+# ---------------------------------------------------------------------- helpers
+def _version() -> str:
+    try:
+        from medsr import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "0"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    if isinstance(exc, requests.exceptions.Timeout):
+        return True
+    return "timed out" in str(exc).lower() or "timeout" in type(exc).__name__.lower()
+
+
+def _no_bulk_data(tag: str, vr: str, uri: str) -> Any:
+    return None
+
+
+def _json_dataset(response: requests.Response | None) -> Any:
+    """The DICOM JSON body of a STOW answer (e.g. Orthanc's 409 with FailedSOPSequence)."""
+    if response is None or not response.content:
+        return None
+    try:
+        from pydicom import Dataset
+
+        return Dataset.from_json(response.json())
+    except Exception:  # not DICOM JSON: a plain error page
+        return None
+
+
+_FAILURE_REASONS = {
+    0x0110: "processing failure",
+    0x0122: "SOP class not supported",
+    0x0124: "not authorised",
+    0xA700: "out of resources",
+    0xA900: "data set does not match SOP class",
+    0xC000: "cannot understand",
+    0xC122: "referenced transfer syntax not supported",
+    0xA770: "transfer syntax not supported",
+    0xC123: "SOP class not supported",
+}
+
+
+def _failure_text(code: Any) -> str:
+    try:
+        value = int(code)
+    except (TypeError, ValueError):
+        return "refused by the server"
+    return f"{_FAILURE_REASONS.get(value, 'refused by the server')} (status 0x{value:04X})"
+
+
+def _batches(datasets: Iterable[Any], limit: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    size = 0
+    for ds in datasets:
+        n = _approx_size(ds)
+        if batch and size + n > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(ds)
+        size += n
+    if batch:
+        yield batch
+
+
+def _approx_size(ds: Any) -> int:
+    if isinstance(ds, Path):
+        return ds.stat().st_size
+    pixels = ds.get("PixelData") if hasattr(ds, "get") else None
+    return (len(pixels) if pixels else 0) + 16384

@@ -1,0 +1,345 @@
+"""A real Orthanc (+ DICOMweb plugin) on 127.0.0.1 for the PACS tests, and helpers.
+
+The ``orthanc`` fixture (one per test session) writes a JSON configuration into a temporary
+folder (free HTTP and DICOM ports, storage there, remote access off, basic authentication on,
+the Debian DICOMweb plugin loaded), starts ``Orthanc`` in the foreground, waits for ``/system``
+and always stops it (terminate, then kill). Without Orthanc installed the tests are skipped with
+the reason (``make sysdeps`` installs Debian ``orthanc`` and ``orthanc-dicomweb``).
+
+``gateway`` is a small reverse proxy in front of that Orthanc which demands a bearer token (as an
+OAuth2 gateway would) and can answer HTTP 503 to the next N requests, to exercise retries.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import http.server
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import corpus_path
+
+pytest.importorskip("dicomweb_client", reason="the 'pacs' extra (dicomweb-client) is not installed")
+requests = pytest.importorskip("requests")
+
+USER, PASSWORD, TOKEN = "medsr", "s3cret-test", "test-bearer-token"
+
+_PLUGIN_CANDIDATES = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so*",
+    "/usr/local/share/orthanc/plugins/libOrthancDicomWeb.so",
+)
+
+
+def _orthanc_executable() -> str | None:
+    if os.environ.get("MEDSR_ORTHANC"):
+        exe = os.environ["MEDSR_ORTHANC"]
+        return exe if os.access(exe, os.X_OK) else None
+    exe = shutil.which("Orthanc")
+    if exe is None and os.access("/usr/sbin/Orthanc", os.X_OK):
+        exe = "/usr/sbin/Orthanc"
+    return exe
+
+
+def _dicomweb_plugin() -> str | None:
+    if os.environ.get("MEDSR_ORTHANC_DICOMWEB"):
+        return os.environ["MEDSR_ORTHANC_DICOMWEB"]
+    for pattern in _PLUGIN_CANDIDATES:
+        hits = sorted(glob.glob(pattern))
+        if hits:
+            return hits[0]
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class OrthancServer:
+    http_port: int
+    dicom_port: int
+    folder: Path
+    process: subprocess.Popen
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.root}/dicom-web"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"user": USER, "password": PASSWORD}
+
+    def rest(self, method: str, path: str, **kwargs):
+        return requests.request(
+            method, self.root + path, auth=(USER, PASSWORD), timeout=30, **kwargs
+        )
+
+    def log_tail(self) -> str:
+        log = self.folder / "orthanc.log"
+        return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+def _start(exe: str, plugin: str, folder: Path) -> OrthancServer:
+    http_port, dicom_port = free_port(), free_port()
+    storage = folder / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    config = {
+        "Name": "medsr-test",
+        "StorageDirectory": str(storage),
+        "IndexDirectory": str(storage),
+        "HttpPort": http_port,
+        "DicomPort": dicom_port,
+        "DicomAet": "MEDSRTEST",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": True,
+        "RegisteredUsers": {USER: PASSWORD},
+        "Plugins": [plugin],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "HttpThreadsCount": 8,
+        "ConcurrentJobs": 1,
+        "SaveJobs": False,
+        "StableAge": 1,
+        "LimitFindResults": 0,
+    }
+    cfg = folder / "orthanc.json"
+    cfg.write_text(json.dumps(config, indent=1))
+    log = open(folder / "orthanc.log", "wb")
+    proc = subprocess.Popen([exe, str(cfg)], stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    log.close()
+    server = OrthancServer(http_port, dicom_port, folder, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            r = server.rest("GET", "/system")
+            if r.ok and r.json().get("Name") == "medsr-test":
+                plugins = server.rest("GET", "/plugins").json()
+                if "dicom-web" not in plugins:
+                    _stop(proc)
+                    pytest.skip(f"the Orthanc DICOMweb plugin {plugin} did not load: {plugins}")
+                return server
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    _stop(proc)
+    raise RuntimeError(f"Orthanc did not start on port {http_port}:\n{server.log_tail()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """A running Orthanc with DICOMweb on 127.0.0.1 (basic auth USER/PASSWORD)."""
+    exe, plugin = _orthanc_executable(), _dicomweb_plugin()
+    if exe is None:
+        pytest.skip("Orthanc is not installed (Debian 'orthanc'; `make sysdeps` installs it)")
+    if plugin is None:
+        pytest.skip("the Orthanc DICOMweb plugin is not installed (Debian 'orthanc-dicomweb')")
+    server = None
+    for attempt in range(3):  # a free port can be taken between probing and binding
+        try:
+            server = _start(exe, plugin, tmp_path_factory.mktemp(f"orthanc{attempt}"))
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        _stop(server.process)
+
+
+# ------------------------------------------------------------------------ bearer gateway
+class _Gateway(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(("127.0.0.1", 0), _GatewayHandler)
+        self.upstream = upstream
+        self.token = TOKEN
+        self.fail_next = 0
+        self.failures = 0
+        self.requests = 0
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/dicom-web"
+
+
+class _GatewayHandler(http.server.BaseHTTPRequestHandler):
+    server: _Gateway
+
+    def _handle(self) -> None:
+        srv = self.server
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        with srv.lock:
+            srv.requests += 1
+            fail = srv.fail_next > 0
+            if fail:
+                srv.fail_next -= 1
+                srv.failures += 1
+        if fail:
+            return self._reply(503, b"busy", {"Content-Type": "text/plain"})
+        if self.headers.get("Authorization") != f"Bearer {srv.token}":
+            return self._reply(
+                401, b"bad token", {"WWW-Authenticate": "Bearer", "Content-Type": "text/plain"}
+            )
+        skip = {"host", "authorization", "content-length", "connection", "accept-encoding"}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+        r = requests.request(
+            self.command,
+            srv.upstream + self.path,
+            data=body,
+            headers=headers,
+            auth=(USER, PASSWORD),
+            timeout=60,
+        )
+        drop = {"transfer-encoding", "connection", "content-encoding", "content-length"}
+        self._reply(
+            r.status_code, r.content, {k: v for k, v in r.headers.items() if k.lower() not in drop}
+        )
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _handle
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway(orthanc):
+    """Bearer-token reverse proxy in front of ``orthanc`` (``gateway.fail_next = N`` → N × 503)."""
+    gw = _Gateway(orthanc.root)
+    thread = threading.Thread(target=gw.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield gw
+    finally:
+        gw.shutdown()
+        gw.server_close()
+        thread.join(timeout=10)
+
+
+# ------------------------------------------------------------------------ test data
+def ct_series(n: int = 3, study: str | None = None) -> list:
+    """``n`` CT slices built from corpus CT_small.dcm: one new study and series, 5 mm apart."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(corpus_path("CT_small.dcm"))
+    study = study or generate_uid()
+    series = generate_uid()
+    out = []
+    ipp0 = np.array([float(v) for v in src.ImagePositionPatient])
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        ds.StudyInstanceUID = study
+        ds.SeriesInstanceUID = series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in ipp0 + np.array([0.0, 0.0, 5.0 * k])]
+        if "SliceLocation" in ds:
+            ds.SliceLocation = f"{float(ds.SliceLocation) + 5.0 * k:.4f}"
+        ds.SeriesDescription = "medsr test CT"
+        out.append(ds)
+    return out
+
+
+def mr_series(study: str) -> list:
+    """Corpus MR_small.dcm as a one-instance MR series of ``study``."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ds = pydicom.dcmread(corpus_path("MR_small.dcm"))
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    return [ds]
+
+
+def sr_series(study: str, like) -> list:
+    """A synthetic Basic Text SR (not an image) in ``study`` with the patient of ``like``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = study
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "SR"
+    ds.SeriesNumber = 99
+    ds.InstanceNumber = 1
+    for kw in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+    ):
+        setattr(ds, kw, like.get(kw, ""))
+    ds.ValueType = "CONTAINER"
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return [ds]
+
+
+def store(orthanc: OrthancServer, datasets: list) -> None:
+    from medsr.pacs.client import PacsClient
+
+    out = PacsClient(orthanc.url, **orthanc.auth).store(datasets)
+    assert not out.failed, out.failed
+
+
+def dciodvfy_errors(path: Path) -> set[str]:
+    exe = shutil.which("dciodvfy")
+    assert exe is not None
+    proc = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=120)
+    lines = (proc.stderr + "\n" + proc.stdout).splitlines()
+    return {" ".join(line.split()) for line in lines if line.startswith("Error")}

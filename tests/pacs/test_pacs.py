@@ -1,0 +1,562 @@
+"""``medsr pacs`` against a real Orthanc + DICOMweb: list, upscale (derived series, dciodvfy,
+idempotence), errors (unknown UIDs, unreachable server, credentials, non-image series), retries,
+partial STOW failure, watch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medsr.errors import MedSRError
+from medsr.pacs import (
+    PacsAuthError,
+    PacsClient,
+    PacsError,
+    PacsNotAnImageError,
+    PacsStoreError,
+    PacsUnreachableError,
+    list_series,
+    upscale_series,
+    watch,
+)
+from medsr.pacs.cli import register
+from tests.pacs.conftest import (
+    PASSWORD,
+    TOKEN,
+    USER,
+    ct_series,
+    dciodvfy_errors,
+    free_port,
+    mr_series,
+    sr_series,
+    store,
+)
+
+pytestmark = pytest.mark.pacs
+
+PATIENT_STRINGS = ("CompressedSamples", "1CT1", "4MR1")  # names and IDs of CT_small / MR_small
+ENTRY = (
+    "from medsr.cli import app, main; from medsr.pacs.cli import register; register(app); main()"
+)
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    return app
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    """Run ``medsr <args>`` in-process; a MedSRError becomes ``error: …`` and status 2 as in main()."""
+    result = CliRunner().invoke(_app(), list(args))
+    if isinstance(result.exception, MedSRError):
+        return 2, result.stdout, f"error: {result.exception}"
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def run_medsr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The real entry point in a subprocess (exit status and stderr as a user sees them)."""
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def auth_args() -> list[str]:
+    return ["--user", USER, "--password", PASSWORD]
+
+
+def series_of(orthanc, study: str) -> list:
+    return list_series(orthanc.url, study, **orthanc.auth)
+
+
+def instance_count(orthanc) -> int:
+    return int(orthanc.rest("GET", "/statistics").json()["CountInstances"])
+
+
+@pytest.fixture
+def ct_mr_study(orthanc):
+    """A fresh study holding a 3-slice CT series, an MR series and a (non-image) SR series."""
+    ct = ct_series(3)
+    study = str(ct[0].StudyInstanceUID)
+    mr = mr_series(study)
+    sr = sr_series(study, ct[0])
+    store(orthanc, ct + mr + sr)
+    return {
+        "study": study,
+        "ct": str(ct[0].SeriesInstanceUID),
+        "mr": str(mr[0].SeriesInstanceUID),
+        "sr": str(sr[0].SeriesInstanceUID),
+        "ct_sops": {str(ds.SOPInstanceUID) for ds in ct},
+    }
+
+
+# ------------------------------------------------------------------------------- list
+def test_list_finds_ct_and_mr_without_patient_data(orthanc, ct_mr_study):
+    s = ct_mr_study
+    code, out, err = invoke(
+        "pacs", "list", "--url", orthanc.url, "--study", s["study"], *auth_args()
+    )
+    assert code == 0, err
+    lines = {line.split()[1]: line for line in out.splitlines()[1:-1]}
+    assert set(lines) == {s["ct"], s["mr"], s["sr"]}
+    assert lines[s["ct"]].split()[2:4] == ["CT", "3"]
+    assert lines[s["mr"]].split()[2:4] == ["MR", "1"]
+    assert "medsr test CT" in lines[s["ct"]]
+    for secret in PATIENT_STRINGS:
+        assert secret not in out
+
+    code, out, _ = invoke(
+        "pacs", "list", "--url", orthanc.url, "--modality", "mr", "--json", *auth_args()
+    )
+    assert code == 0
+    assert s["mr"] in out and s["ct"] not in out
+    assert not any(secret in out for secret in PATIENT_STRINGS)
+
+    rows = list_series(orthanc.url, modality="CT,MR", **orthanc.auth)
+    assert {s["ct"], s["mr"]} <= {r.series_uid for r in rows}
+
+
+# ------------------------------------------------------------------------------- upscale
+@pytest.mark.parametrize("kind", ["ct", "mr"])
+def test_upscale_stores_valid_derived_series_once(orthanc, ct_mr_study, kind, tmp_path):
+    s = ct_mr_study
+    source = s[kind]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    src_meta = client.series_metadata(s["study"], source)
+    code, out, err = invoke(
+        "pacs",
+        "upscale",
+        "--url",
+        orthanc.url,
+        "--study",
+        s["study"],
+        "--series",
+        source,
+        "--model",
+        "bicubic",
+        "--scale",
+        "2",
+        *auth_args(),
+    )
+    assert code == 0, err
+    assert out.startswith("stored "), out
+    new_uid = out.split()[1]
+    assert new_uid != source
+
+    meta = client.series_metadata(s["study"], new_uid)
+    assert len(meta) == len(src_meta)
+    by_pos = {round(float(m.ImagePositionPatient[2]), 3): m for m in src_meta}
+    for ds in meta:
+        src = by_pos[round(float(ds.ImagePositionPatient[2]), 3)]
+        assert (ds.Rows, ds.Columns) == (2 * src.Rows, 2 * src.Columns)
+        assert [float(v) for v in ds.PixelSpacing] == pytest.approx(
+            [float(v) / 2 for v in src.PixelSpacing]
+        )
+        assert ds.StudyInstanceUID == s["study"]
+        assert ds.SeriesInstanceUID == new_uid
+        assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
+        assert ds.ImageType[0] == "DERIVED"
+        assert "bicubic" in ds.DerivationDescription and "x2" in ds.DerivationDescription
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        assert "[medsr bicubic x2 " in ds.SeriesDescription
+
+    for i, ds in enumerate(client.retrieve_series_datasets(s["study"], new_uid)):
+        path = tmp_path / f"{i}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        assert dciodvfy_errors(path) == set()
+
+    # a second run stores nothing: the same derived series is reported
+    before = (instance_count(orthanc), len(series_of(orthanc, s["study"])))
+    code, out, err = invoke(
+        "pacs",
+        "upscale",
+        "--url",
+        orthanc.url,
+        "--study",
+        s["study"],
+        "--series",
+        source,
+        "--model",
+        "bicubic",
+        "--scale",
+        "2",
+        *auth_args(),
+    )
+    assert code == 0, err
+    assert out.split()[:2] == ["exists", new_uid]
+    assert (instance_count(orthanc), len(series_of(orthanc, s["study"]))) == before
+
+
+def test_upscale_whole_study_skips_non_images_and_is_idempotent(orthanc, ct_mr_study):
+    s = ct_mr_study
+    results = upscale_series(orthanc.url, s["study"], model="bicubic", scale=2, **orthanc.auth)
+    status = {r.source_series_uid: r.status for r in results}
+    assert status == {s["ct"]: "stored", s["mr"]: "stored", s["sr"]: "skipped"}
+    assert len(series_of(orthanc, s["study"])) == 5
+    again = upscale_series(orthanc.url, s["study"], model="bicubic", scale=2, **orthanc.auth)
+    assert {r.source_series_uid: r.status for r in again} == {
+        s["ct"]: "exists",
+        s["mr"]: "exists",
+        s["sr"]: "skipped",
+    }
+    assert {r.derived_series_uid for r in again} == {r.derived_series_uid for r in results}
+    assert len(series_of(orthanc, s["study"])) == 5
+    # another scale is another derivation
+    [x3] = upscale_series(
+        orthanc.url, s["study"], s["mr"], model="bicubic", scale=3, **orthanc.auth
+    )
+    assert x3.status == "stored" and x3.derived_series_uid not in {
+        r.derived_series_uid for r in results
+    }
+
+
+def test_non_image_series_gives_clear_error(orthanc, ct_mr_study):
+    s = ct_mr_study
+    with pytest.raises(PacsNotAnImageError, match="SR series, not an image"):
+        upscale_series(orthanc.url, s["study"], s["sr"], **orthanc.auth)
+    only_sr = sr_series(ct_series(1)[0].StudyInstanceUID, ct_series(1)[0])
+    store(orthanc, only_sr)
+    with pytest.raises(PacsNotAnImageError, match="no image series"):
+        upscale_series(orthanc.url, str(only_sr[0].StudyInstanceUID), **orthanc.auth)
+
+
+# ------------------------------------------------------------------------------- errors
+def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
+    s = ct_mr_study
+    proc = run_medsr("pacs", "upscale", "--url", orthanc.url, "--study", "1.2.3.999", *auth_args())
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: study 1.2.3.999 was not found on {orthanc.url}"
+    code, _, err = invoke(
+        "pacs",
+        "upscale",
+        "--url",
+        orthanc.url,
+        "--study",
+        s["study"],
+        "--series",
+        "1.2.3.4.5",
+        *auth_args(),
+    )
+    assert code == 2
+    assert err == f"error: series 1.2.3.4.5 was not found in study {s['study']} on {orthanc.url}"
+    code, _, err = invoke(
+        "pacs", "list", "--url", orthanc.url, "--study", "1.2.3.999", *auth_args()
+    )
+    assert code == 2 and "study 1.2.3.999 was not found" in err
+    code, _, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", "1.2.3/../4", *auth_args()
+    )
+    assert code == 2 and "'1.2.3/../4' is not a DICOM UID" in err
+    code, _, err = invoke("pacs", "list", "--url", orthanc.root + "/not-dicomweb", *auth_args())
+    assert code == 2 and "check that --url is the DICOMweb root" in err
+
+
+def test_unreachable_server_exit_2_with_clear_message():
+    port = free_port()  # nothing listens there
+    t0 = time.monotonic()
+    proc = run_medsr(
+        "pacs", "list", "--url", f"http://127.0.0.1:{port}/dicom-web", "--retries", "1"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(
+        f"error: cannot reach the DICOMweb server at http://127.0.0.1:{port}/dicom-web"
+    )
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - t0 < 30
+    with pytest.raises(PacsUnreachableError, match="no connection after 1 attempt"):
+        list_series(f"http://127.0.0.1:{port}/dicom-web", retries=0)
+
+
+def test_basic_auth_wrong_or_missing_credentials(orthanc):
+    with pytest.raises(PacsAuthError, match=r"refused the credentials \(HTTP 401\)"):
+        list_series(orthanc.url, user=USER, password="wrong")
+    with pytest.raises(PacsAuthError, match="requires authentication"):
+        list_series(orthanc.url)
+    code, _, err = invoke(
+        "pacs", "list", "--url", orthanc.url, "--user", USER, "--password", "nope"
+    )
+    assert code == 2 and "refused the credentials" in err and "nope" not in err
+    # credentials from the environment
+    env_runner = CliRunner(env={"MEDSR_PACS_USER": USER, "MEDSR_PACS_PASSWORD": PASSWORD})
+    result = env_runner.invoke(_app(), ["pacs", "list", "--url", orthanc.url])
+    assert result.exit_code == 0, result.exception
+
+
+def test_bearer_token_through_gateway(orthanc, gateway, ct_mr_study):
+    s = ct_mr_study
+    rows = list_series(gateway.url, s["study"], token=TOKEN)
+    assert {r.series_uid for r in rows} == {s["ct"], s["mr"], s["sr"]}
+    [res] = upscale_series(gateway.url, s["study"], s["mr"], token=TOKEN)
+    assert res.status == "stored"
+    assert res.derived_series_uid in {r.series_uid for r in series_of(orthanc, s["study"])}
+    with pytest.raises(PacsAuthError, match="refused the credentials"):
+        list_series(gateway.url, s["study"], token="wrong-token")
+    code, out, err = invoke(
+        "pacs", "list", "--url", gateway.url, "--study", s["study"], "--token", TOKEN
+    )
+    assert code == 0, err
+    assert s["ct"] in out
+
+
+def test_retries_with_backoff_on_5xx(orthanc, gateway, ct_mr_study):
+    s = ct_mr_study
+    gateway.fail_next = 2
+    rows = list_series(gateway.url, s["study"], token=TOKEN, retries=3, backoff=0.01)
+    assert len(rows) == 3 and gateway.failures == 2
+    gateway.fail_next = 5
+    with pytest.raises(PacsError, match="answered HTTP 503"):
+        list_series(gateway.url, s["study"], token=TOKEN, retries=1, backoff=0.01)
+
+
+# ------------------------------------------------------------------------------- partial STOW
+def _sops_written(monkeypatch) -> list[str]:
+    """Record the SOP UIDs of the derived instances as they are stored (first call)."""
+    seen: list[str] = []
+    real = PacsClient.store_all
+
+    def store_all(self, items, study=None, **kw):
+        for item in items:
+            ds = (
+                item
+                if hasattr(item, "SOPInstanceUID")
+                else pydicom.dcmread(item, stop_before_pixels=True)
+            )
+            seen.append(str(ds.SOPInstanceUID))
+        return real(self, items, study, **kw)
+
+    monkeypatch.setattr(PacsClient, "store_all", store_all)
+    return seen
+
+
+def test_partial_store_failure_leaves_no_half_series(orthanc, ct_mr_study, monkeypatch):
+    s = ct_mr_study
+    n_series = len(series_of(orthanc, s["study"]))
+    n_instances = instance_count(orthanc)
+    written = _sops_written(monkeypatch)
+    # the second derived instance is refused on every attempt
+    real_store = PacsClient.store
+
+    def store(self, datasets, study=None):
+        bad = [ds for ds in datasets if str(ds.SOPInstanceUID) == written[1]]
+        out = real_store(self, [ds for ds in datasets if ds not in bad], study)
+        out.failed.update(
+            {str(ds.SOPInstanceUID): "processing failure (status 0x0110)" for ds in bad}
+        )
+        return out
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    with pytest.raises(PacsStoreError) as info:
+        upscale_series(orthanc.url, s["study"], s["ct"], attempts=2, **orthanc.auth)
+    err = info.value
+    assert err.removed is True
+    assert set(err.failed) == {written[1]}
+    assert f"failed for 1 of 3 instances after 2 attempts: {written[1]} (processing failure" in str(
+        err
+    )
+    assert "nothing was left in the PACS" in str(err)
+    assert len(series_of(orthanc, s["study"])) == n_series
+    assert instance_count(orthanc) == n_instances
+
+
+def test_transient_store_failure_is_retried(orthanc, ct_mr_study, monkeypatch):
+    s = ct_mr_study
+    written = _sops_written(monkeypatch)
+    real_store = PacsClient.store
+    calls = {"n": 0}
+
+    def store(self, datasets, study=None):  # the first request loses instance 1
+        calls["n"] += 1
+        bad = [ds for ds in datasets if calls["n"] == 1 and str(ds.SOPInstanceUID) == written[0]]
+        out = real_store(self, [ds for ds in datasets if ds not in bad], study)
+        out.failed.update({str(ds.SOPInstanceUID): "no answer from the server" for ds in bad})
+        return out
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    [res] = upscale_series(orthanc.url, s["study"], s["ct"], **orthanc.auth)
+    assert res.status == "stored" and res.instances == 3 and calls["n"] == 2
+    rows = {r.series_uid: r for r in series_of(orthanc, s["study"])}
+    assert rows[res.derived_series_uid].instances == 3
+
+
+def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, monkeypatch):
+    s = ct_mr_study
+    written = _sops_written(monkeypatch)
+    real_store = PacsClient.store
+
+    def store(self, datasets, study=None):
+        bad = [ds for ds in datasets if str(ds.SOPInstanceUID) == written[-1]]
+        out = real_store(self, [ds for ds in datasets if ds not in bad], study)
+        out.failed.update({str(ds.SOPInstanceUID): "refused by the server" for ds in bad})
+        return out
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    client = PacsClient(orthanc.url, **orthanc.auth, rest_url=None)
+    client.rest_url = None  # only DICOMweb DELETE, which Orthanc's plugin does not offer
+    with pytest.raises(PacsStoreError, match="could not be deleted") as info:
+        upscale_series(client, s["study"], s["ct"], attempts=1)
+    err = info.value
+    assert err.removed is False and set(err.failed) == {written[-1]}
+    assert err.series_uid in str(err)
+    # an admin (here: the test) removes it; then a run starts afresh
+    lookup = orthanc.rest("POST", "/tools/lookup", data=err.series_uid).json()
+    orthanc.rest("DELETE", lookup[0]["Path"])
+    monkeypatch.undo()
+    [res] = upscale_series(orthanc.url, s["study"], s["ct"], **orthanc.auth)
+    assert res.status == "stored"
+
+
+# ------------------------------------------------------------------------------- watch
+def test_watch_processes_new_series_once(orthanc, ct_mr_study, tmp_path):
+    s = ct_mr_study
+    state = tmp_path / "state.json"
+    filters = {"Modality": "CT", "StudyInstanceUID": s["study"]}
+    summary = watch(
+        orthanc.url, filters=filters, interval=0.05, max_series=1, state_path=state, **orthanc.auth
+    )
+    assert summary.stopped_by == "max-series"
+    [res] = summary.results
+    assert res.source_series_uid == s["ct"] and res.status == "stored"
+    assert s["ct"] in state.read_text()
+    # a second watcher with the same state processes nothing (nor the derived CT series)
+    code, out, err = invoke(
+        "pacs",
+        "watch",
+        "--url",
+        orthanc.url,
+        "--filter",
+        "modality=CT",
+        "--filter",
+        f"StudyInstanceUID={s['study']}",
+        "--interval",
+        "50ms",
+        "--max-polls",
+        "3",
+        "--state",
+        str(state),
+        *auth_args(),
+    )
+    assert code == 0, err
+    assert "handled 0 series (0 failed) in 3 polls; stopped by max-polls" in out
+    assert len(series_of(orthanc, s["study"])) == 4  # CT, MR, SR + one derived CT
+
+
+def test_watch_sees_arrivals_and_stops_on_event(orthanc, tmp_path):
+    ct = ct_series(2)
+    study = str(ct[0].StudyInstanceUID)
+    store(orthanc, ct[:1])  # already there when the watcher starts: ignored
+    box: dict = {}
+
+    def run() -> None:
+        box["summary"] = watch(
+            orthanc.url,
+            filters={"StudyInstanceUID": study},
+            interval=0.1,
+            max_series=1,
+            state_path=tmp_path / "a.json",
+            skip_existing=True,
+            **orthanc.auth,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.5)
+    later = ct_series(2, study=study)
+    store(orthanc, later)  # a new series arrives
+    t.join(timeout=60)
+    assert not t.is_alive()
+    [res] = box["summary"].results
+    assert res.source_series_uid == str(later[0].SeriesInstanceUID)
+
+    stop = threading.Event()
+    t2 = threading.Thread(
+        target=lambda: box.update(
+            s2=watch(
+                orthanc.url,
+                filters={"StudyInstanceUID": study},
+                interval=30,
+                state_path=tmp_path / "a.json",
+                stop_event=stop,
+                **orthanc.auth,
+            )
+        )
+    )
+    t2.start()
+    time.sleep(0.3)
+    stop.set()
+    t2.join(timeout=10)
+    assert not t2.is_alive() and box["s2"].stopped_by == "stopped" and box["s2"].handled == 0
+
+
+def test_watch_cli_stops_on_sigint(orthanc, tmp_path):
+    env = dict(os.environ, MEDSR_PACS_USER=USER, MEDSR_PACS_PASSWORD=PASSWORD)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            ENTRY,
+            "pacs",
+            "watch",
+            "--url",
+            orthanc.url,
+            "--filter",
+            "StudyInstanceUID=1.2.3.4.5.6",
+            "--interval",
+            "30s",
+            "--state",
+            str(tmp_path / "s.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(tmp_path / "s.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # the first poll wrote its state
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped by stopped" in out
+
+
+# ------------------------------------------------------------------------------- client details
+def test_store_reports_the_instances_the_server_refuses(orthanc):
+    ct, other = ct_series(2), ct_series(1)  # ``other`` belongs to another study
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    out = client.store([ct[0], other[0]], study=str(ct[0].StudyInstanceUID))  # Orthanc: HTTP 409
+    assert out.stored == [str(ct[0].SOPInstanceUID)]
+    assert set(out.failed) == {str(other[0].SOPInstanceUID)}
+    assert "status 0x" in out.failed[str(other[0].SOPInstanceUID)]
+    assert client.count_instances(str(ct[0].StudyInstanceUID), str(ct[0].SeriesInstanceUID)) == 1
+
+
+def test_pacs_cli_import_is_light():
+    code = (
+        "import sys, medsr.pacs.cli as c, typer; app = typer.Typer(); c.register(app); "
+        "print(sorted(m for m in ('torch', 'requests', 'dicomweb_client', 'pydicom') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stderr
+    code, out, _ = invoke("pacs", "--help")
+    assert code == 0 and all(cmd in out for cmd in ("list", "upscale", "watch"))

@@ -1,0 +1,80 @@
+"""PACS helpers that need no server: durations, filters, derivation tokens, URL scrubbing."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsr.errors import InvalidParameterError
+from medsr.pacs.bridge import SeriesInfo, derivation_token, parse_filters, parse_interval
+from medsr.pacs.client import PacsClient, check_uid, safe_url
+from medsr.pacs.errors import PacsInvalidUIDError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h", 3600),
+        ("500ms", 0.5),
+        ("2", 2),
+        (1.5, 1.5),
+        (" 10 min ", 600),
+    ],
+)
+def test_parse_interval(text, seconds):
+    assert parse_interval(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1s", "0", "5d"])
+def test_parse_interval_rejects(text):
+    with pytest.raises(InvalidParameterError):
+        parse_interval(text)
+
+
+def test_parse_filters():
+    assert parse_filters(["modality=ct", "StudyDate=20240101-", "00080070=ACME"]) == {
+        "Modality": "CT",
+        "StudyDate": "20240101-",
+        "00080070": "ACME",
+    }
+    for bad in (["modality"], ["=CT"], ["NoSuchKeyword=1"], ["modality="]):
+        with pytest.raises(InvalidParameterError):
+            parse_filters(bad)
+
+
+def test_derivation_token_is_stable_and_recognised(tmp_path):
+    token, key = derivation_token("1.2.3", "bicubic", 2)
+    assert token == f" [medsr bicubic x2 {key}]" and len(key) == 8
+    assert derivation_token("1.2.3", "BICUBIC", 2)[1] == key
+    assert derivation_token("1.2.3", "bicubic", 3)[1] != key
+    assert derivation_token("1.2.4", "bicubic", 2)[1] != key
+    weights = tmp_path / "my model.safetensors"
+    weights.write_bytes(b"one")
+    t1, k1 = derivation_token("1.2.3", weights, 2)
+    assert t1.startswith(" [medsr my-model x2 ")
+    weights.write_bytes(b"two")  # other weights under the same name: another derivation
+    assert derivation_token("1.2.3", weights, 2)[1] != k1
+    info = SeriesInfo("1.2", "1.2.5", "CT", "Head 1mm" + token, 1001, 3)
+    assert info.derived_key == key
+    assert SeriesInfo("1.2", "1.2.3", "CT", "Head 1mm", 1, 3).derived_key is None
+
+
+def test_uids_and_urls():
+    assert check_uid(" 1.2.840.10008 ") == "1.2.840.10008"
+    assert check_uid("05fa52f0e599") == "05fa52f0e599"  # non-conformant but real: accepted
+    for bad in ("", "1.2/3", "1.2?x=1", "1 2", "9" * 65):
+        with pytest.raises(PacsInvalidUIDError):
+            check_uid(bad)
+    assert safe_url("https://bob:pw@pacs.example.org:8443/dicom-web?x=1") == (
+        "https://pacs.example.org:8443/dicom-web"
+    )
+    client = PacsClient("https://bob:pw@pacs.example.org/dicom-web")
+    assert client.session.auth == ("bob", "pw") and "pw" not in repr(client)
+    assert client.rest_url == "https://pacs.example.org"
+    with pytest.raises(InvalidParameterError, match="http:// or https://"):
+        PacsClient("ftp://pacs")
+    with pytest.raises(InvalidParameterError, match="not both"):
+        PacsClient("http://pacs/dicom-web", user="a", password="b", token="t")
+    with pytest.raises(InvalidParameterError, match="both a user and a password"):
+        PacsClient("http://pacs/dicom-web", user="a")
