@@ -25,6 +25,7 @@ app = typer.Typer(
         "  medsr evaluate --data CT_small.dcm --scale 2 --models bicubic,lanczos --out eval\n\n"
         "  medsr train configs/tiny.yaml --max-time 00:05:00\n\n"
         "  medsr pacs list --url http://127.0.0.1:8042/dicom-web --modality CT\n\n"
+        "  medsr serve --port 8000\n\n"
         "  medsr models\n\n"
         "  medsr demo --out demo_out"
     ),
@@ -166,11 +167,12 @@ def evaluate(
     data: Annotated[list[Path], typer.Option("--data", "-d", help="High-resolution reference files or folders (repeatable).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("evaluation"),
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
-    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model names or .safetensors files.")] = "bicubic,lanczos",
-    degradation: Annotated[str, typer.Option("--degradation", help="bicubic (default, as in published benchmarks), kspace, ct-detector, ct-sparse-view, radiograph, or auto (per modality).")] = "bicubic",
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, zero-shot.")] = "bicubic,lanczos",
+    degradation: Annotated[str, typer.Option("--degradation", help="bicubic (default, as in published benchmarks), kspace, ct-detector, ct-sparse-view, radiograph, auto (per modality), or thick-slice (through-plane reconstruction of volumes).")] = "bicubic",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Degradation parameter key=value.")] = None,
     max_slices: Annotated[int, typer.Option("--max-slices", help="Centred slab of at most this many slices per volume.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    budget: Annotated[str, typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m...")] = "30s",
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
     from medsr.reports.evaluate import evaluate as run
@@ -179,6 +181,7 @@ def evaluate(
     result = run(
         data, models=names, scale=scale, degradation=degradation, params=_parse_params(param),
         out_dir=out, max_slices=max_slices, device=device, progress=sys.stderr.isatty(),
+        zero_shot={"budget_s": _parse_duration(budget), "progress": False},
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     typer.echo(f"\nreport: {out / 'report.html'} ({len(result.images)} images, {len(result.skipped)} skipped)")
@@ -260,7 +263,9 @@ def demo(
 def _register_subcommands() -> None:
     """Command groups living beside their packages (each module imports only typer)."""
     from medsr.pacs.cli import register as register_pacs
+    from medsr.service.cli import register as register_serve
 
+    register_serve(app)
     register_pacs(app)
 
 

@@ -1,0 +1,119 @@
+"""``medsr serve``: registered on the main Typer app by :func:`register` (imports stay lazy)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``/``"90s"`` → 90, ``"30m"`` → 1800, ``"2h"`` → 7200, ``"1d"`` → 86400 (seconds)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if not m:
+        raise typer.BadParameter(f"expected a duration like 90s, 30m, 2h or 1d; got {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to ``app``."""
+
+    @app.command(
+        epilog=(
+            "Examples: medsr serve ;  medsr serve --port 8080 --max-upload-mb 2048 --retention 30m ;  "
+            "MEDSR_TOKEN=secret medsr serve --host 0.0.0.0"
+        )
+    )
+    def serve(
+        host: Annotated[
+            str,
+            typer.Option(
+                "--host",
+                help="Interface to bind; 127.0.0.1 keeps the server local to this machine.",
+            ),
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port", "-p", help="TCP port.")] = 8000,
+        max_upload_mb: Annotated[
+            float,
+            typer.Option("--max-upload-mb", help="Largest accepted upload in MB (413 beyond)."),
+        ] = 1024.0,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                "--token",
+                envvar="MEDSR_TOKEN",
+                help="Require 'Authorization: Bearer TOKEN' on the API (prefer the MEDSR_TOKEN variable: command lines are visible to other users).",
+            ),
+        ] = None,
+        retention: Annotated[
+            str,
+            typer.Option(
+                "--retention", help="How long finished jobs' files are kept: 90s, 30m, 2h, 1d."
+            ),
+        ] = "1h",
+        work_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--work-dir",
+                help="Folder for job files (default: a private temporary folder, removed on exit).",
+            ),
+        ] = None,
+        workers: Annotated[
+            int, typer.Option("--workers", help="Jobs processed at the same time.")
+        ] = 1,
+        max_queue: Annotated[
+            int,
+            typer.Option("--max-queue", help="Jobs queued or running before new uploads get 503."),
+        ] = 8,
+        log_level: Annotated[
+            str, typer.Option("--log-level", help="debug, info, warning or error.")
+        ] = "info",
+    ) -> None:
+        """Serve the web page and REST API (upload, before/after viewer, download; docs at /docs)."""
+        import logging
+
+        try:
+            import uvicorn
+
+            from medsr.service.app import Settings, create_app
+        except ImportError as exc:  # pragma: no cover - depends on the installation
+            from medsr.errors import MedSRError
+
+            raise MedSRError(
+                f"the web service needs the 'web' extra: pip install 'medsr[web]' ({exc.name} is missing)"
+            ) from None
+
+        level = log_level.upper()
+        logging.basicConfig(
+            level=getattr(logging, level, logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if host not in ("127.0.0.1", "localhost", "::1") and not token:
+            typer.echo(
+                f"warning: binding {host} without --token: anyone who can reach this port can upload images",
+                err=True,
+            )
+        settings = Settings(
+            host=host,
+            port=port,
+            max_upload_mb=max_upload_mb,
+            token=token or None,
+            retention_s=parse_duration(retention),
+            work_dir=work_dir,
+            workers=workers,
+            max_pending=max_queue,
+        )
+        typer.echo(
+            f"medsr web page: http://{'[' + host + ']' if ':' in host else host}:{port}/   (API docs: /docs)"
+        )
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level=log_level.lower(),
+            server_header=False,
+        )

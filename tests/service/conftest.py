@@ -1,0 +1,123 @@
+"""Fixtures for the web service: an app factory, a job waiter and tiny uploads of every format."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("python_multipart")
+
+from fastapi.testclient import TestClient
+
+from medsr.service.app import Settings, create_app
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
+    """``make_client(**settings)`` → a started TestClient (stopped at teardown)."""
+    clients: list[TestClient] = []
+
+    def make(**kwargs: Any) -> TestClient:
+        kwargs.setdefault("work_dir", tmp_path / f"work{len(clients)}")
+        kwargs.setdefault("weights_dirs", ())
+        client = TestClient(create_app(Settings(**kwargs)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def wait_job(
+    client: TestClient, job_id: str, timeout: float = 60.0, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Poll the job until it is done or failed; return its JSON."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/v1/jobs/{job_id}", headers=headers or {})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if body["state"] in ("done", "failed"):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job did not finish in {timeout} s: {body}")
+        time.sleep(0.05)
+
+
+def submit(
+    client: TestClient, name: str, data: bytes, headers: dict[str, str] | None = None, **fields: Any
+):
+    form = {k: str(v) for k, v in fields.items()}
+    return client.post(
+        "/api/v1/jobs", files={"file": (name, data)}, data=form, headers=headers or {}
+    )
+
+
+# ---------------------------------------------------------------------- tiny uploads
+@pytest.fixture(scope="session")
+def ct_small_bytes() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def png_bytes() -> bytes:
+    from PIL import Image
+
+    y, x = np.mgrid[0:24, 0:32]
+    arr = ((np.sin(x / 3.0) + np.cos(y / 4.0)) * 60 + 128).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def nifti_gz_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100, 20, (16, 16, 4)).astype(np.float32)  # (x, y, z)
+    path = tmp_path_factory.mktemp("nii") / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.diag([0.9, 0.9, 3.0, 1.0])), path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def series_zip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A 3-slice synthetic CT series, written by medsr's DICOM writer, zipped in a folder."""
+    import medsr
+    from medsr.image import MedImage
+
+    rng = np.random.default_rng(1)
+    arr = rng.normal(0, 100, (3, 20, 20)).astype(np.float32)
+    img = MedImage(arr, spacing=(3.0, 0.8, 0.8), modality="CT", units="HU")
+    folder = medsr.save_image(img, tmp_path_factory.mktemp("series") / "series")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"study/series/{p.name}")
+    return buf.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -1,0 +1,251 @@
+"""The web page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+Starts uvicorn on a free loopback port, drops a corpus DICOM on the page, waits for the job,
+drags the before/after divider, zooms (both layers move together), switches the window preset,
+scrolls the slices of a volume, downloads the result and reads it back with ``medsr info``.
+Screenshots at 1280×800 and 390×844 go to the test's tmp folder; with
+``MEDSR_UPDATE_SCREENSHOTS=1`` they are also copied to ``docs/web.png`` / ``docs/web-mobile.png``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"
+    ),
+]
+playwright_api = pytest.importorskip("playwright.sync_api")
+uvicorn = pytest.importorskip("uvicorn")
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from medsr.service.app import Settings, create_app
+
+    port = _free_port()
+    app = create_app(Settings(work_dir=tmp_path_factory.mktemp("serve"), weights_dirs=()))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=srv.run, name="uvicorn-test", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not srv.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("uvicorn did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=30_000)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def _state(page) -> dict:
+    return page.evaluate("() => window.medsr.state")
+
+
+def _drop_file(page, path: Path, selector: str = "#dropzone") -> None:
+    """Drag-and-drop ``path`` onto ``selector`` like a user dropping a file from the desktop."""
+    payload = base64.b64encode(path.read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: "application/dicom" }));
+            return dt;
+        }""",
+        [payload, path.name],
+    )
+    page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
+    assert page.is_visible("#drop-overlay")
+    page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
+
+
+def _wait_done(page) -> None:
+    page.wait_for_selector("#result-state.ok", timeout=30_000)
+    page.wait_for_selector("#layer-before:not([hidden]) #img-before[src^='blob:']", timeout=10_000)
+    page.wait_for_selector("#img-after[src^='blob:']", timeout=10_000)
+
+
+def _shot(page, tmp: Path, name: str, docs_name: str) -> Path:
+    path = tmp / name
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 10_000
+    if os.environ.get("MEDSR_UPDATE_SCREENSHOTS") == "1":
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / docs_name)
+    return path
+
+
+def test_upload_compare_window_download(server, browser, tmp_path, corpus):
+    ct = corpus("CT_small.dcm")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(server + "/")
+        page.wait_for_selector("#server-status.ok")
+        assert page.locator("#model option").count() >= 3
+
+        # ---- drag and drop upload; the job starts and finishes
+        _drop_file(page, ct)
+        _wait_done(page)
+        assert page.inner_text("#result-kv").count("256 × 256") == 1
+        assert "CT_small_x2.dcm" in page.inner_text("#result-kv")
+        assert page.is_visible("#metrics-card") and "dB" in page.inner_text("#metrics-kv")
+        assert "bicubic" in page.inner_text("#model-name")
+        assert _state(page)["view"] == "compare"
+
+        # ---- the before/after divider follows the mouse
+        box = page.locator("#viewport").bounding_box()
+        handle = page.locator("#divider-handle").bounding_box()
+        page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.25, box["y"] + box["height"] / 2, steps=5)
+        page.mouse.up()
+        assert _state(page)["split"] == pytest.approx(0.25, abs=0.02)
+        assert "75" in page.get_attribute("#layer-before", "style")
+
+        # ---- zoom and pan move both images together
+        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
+        page.mouse.wheel(0, -400)
+        page.wait_for_timeout(100)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.4, steps=4)
+        page.mouse.up()
+        assert _state(page)["zoom"] > 1.5
+        t_before = page.eval_on_selector("#stage-before", "e => e.style.transform")
+        t_after = page.eval_on_selector("#stage-after", "e => e.style.transform")
+        assert t_before == t_after and "scale" in t_after
+
+        # ---- window preset: both previews are requested again with the lung window
+        with page.expect_response(
+            lambda r: "which=output" in r.url and "window=lung" in r.url
+        ) as resp:
+            page.click("#presets button[data-window='lung']")
+        assert resp.value.status == 200
+        page.wait_for_timeout(300)
+        assert _state(page)["window"] == "lung"
+        page.click("#presets button[data-window='custom']")
+        assert page.is_visible("#wl-row")
+        with page.expect_response(lambda r: "window=" in r.url and "%2C" in r.url):
+            page.fill("#wl-width", "800")
+        page.click("#presets button[data-window='soft-tissue']")
+        page.click("#zoom-fit")
+        page.wait_for_timeout(400)
+        shot = _shot(page, tmp_path, "web.png", "web.png")
+
+        # ---- consistency map view
+        page.click("#views button[data-view='consistency']")
+        page.wait_for_selector("#legend:not([hidden])")
+        page.click("#views button[data-view='compare']")
+
+        # ---- download, then read it with `medsr info`
+        with page.expect_download() as dl:
+            page.click("#download")
+        saved = tmp_path / dl.value.suggested_filename
+        dl.value.save_as(saved)
+        assert saved.name == "CT_small_x2.dcm"
+        from typer.testing import CliRunner
+
+        from medsr.cli import app as cli_app
+
+        info = CliRunner().invoke(cli_app, ["info", str(saved), "--json"])
+        assert info.exit_code == 0, info.output
+        summary = json.loads(info.output)
+        assert summary["shape_zyx"] == [1, 256, 256] and summary["modality"] == "CT"
+
+        # ---- a volume: the slice scroller and keyboard move through slices
+        page.set_input_files("#file-input", str(corpus("emri_small.dcm")))
+        page.click("#run")
+        page.wait_for_selector("#slice-val:has-text('/ 10')", timeout=30_000)
+        _wait_done(page)
+        start = _state(page)["slice"]
+        page.focus("#viewport")
+        with page.expect_response(
+            lambda r: f"slice={start + 1}" in r.url and "which=output" in r.url
+        ):
+            page.keyboard.press("ArrowDown")
+        assert _state(page)["slice"] == start + 1
+        page.fill("#slice", "2")
+        assert _state(page)["slice"] == 2
+        assert page.inner_text("#slice-val") == "Slice 3 / 10"
+        assert not errors, errors
+        assert shot.exists()
+    finally:
+        ctx.close()
+
+
+def test_small_screen_layout(server, browser, tmp_path, corpus):
+    ctx = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    try:
+        page = ctx.new_page()
+        page.goto(server + "/")
+        page.wait_for_selector("#server-status.ok")
+        page.set_input_files("#file-input", str(corpus("CT_small.dcm")))
+        page.click("#run")
+        _wait_done(page)
+        # nothing wider than the screen; the viewer is as wide as the page
+        width = page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390
+        viewer = page.locator(".viewer").bounding_box()
+        assert viewer["width"] > 350 and viewer["height"] > 300
+        for sel in ("#download", "#views", "#presets", "#divider-handle"):
+            box = page.locator(sel).bounding_box()
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= 391, sel
+        page.locator(".viewer").scroll_into_view_if_needed()
+        page.evaluate("() => window.scrollTo(0, document.querySelector('.viewer').offsetTop - 8)")
+        page.wait_for_timeout(200)
+        _shot(page, tmp_path, "web-mobile.png", "web-mobile.png")
+    finally:
+        ctx.close()

@@ -1,0 +1,93 @@
+"""Safe extraction of uploaded zip archives (no web server needed)."""
+
+from __future__ import annotations
+
+import io
+import stat
+import zipfile
+
+import pytest
+
+from medsr.errors import CorruptInputError
+from medsr.service.storage import (
+    ArchiveTooLargeError,
+    UnsafeArchiveError,
+    ZipLimits,
+    is_zip,
+    safe_extract_zip,
+    zip_folder,
+)
+
+
+def _zip(tmp_path, entries, name="a.zip"):
+    path = tmp_path / name
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for info, data in entries:
+            zf.writestr(info, data)
+    return path
+
+
+def test_extracts_nested_regular_files(tmp_path):
+    path = _zip(tmp_path, [("s/IM1.dcm", b"a"), ("s/sub/IM2.dcm", b"bb"), ("s/", b"")])
+    assert is_zip(path)
+    assert safe_extract_zip(path, tmp_path / "out") == 2
+    assert (tmp_path / "out/s/sub/IM2.dcm").read_bytes() == b"bb"
+
+
+def test_symlink_member_rejected(tmp_path):
+    link = zipfile.ZipInfo("s/link.dcm")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    path = _zip(tmp_path, [(link, "/etc/passwd")])
+    with pytest.raises(UnsafeArchiveError, match="link"):
+        safe_extract_zip(path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "name", ["../x.dcm", "/x.dcm", "a/../../x.dcm", "a\\..\\..\\x.dcm", "C:\\x.dcm"]
+)
+def test_traversal_rejected_before_writing(tmp_path, name):
+    path = _zip(tmp_path, [("ok.dcm", b"1"), (name, b"2")])
+    with pytest.raises(UnsafeArchiveError):
+        safe_extract_zip(path, tmp_path / "out")
+    assert not (tmp_path / "out" / "ok.dcm").exists()  # checked before anything is written
+    assert not (tmp_path / "x.dcm").exists()
+
+
+def test_declared_size_is_not_trusted(tmp_path):
+    """A member whose central directory under-states its size is stopped while decompressing."""
+    data = b"\0" * 100_000
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.dcm", data)
+    raw = bytearray(buf.getvalue())
+    # patch the uncompressed size (central directory, offset 24 in the record) to 10 bytes
+    cd = raw.rfind(b"PK\x01\x02")
+    raw[cd + 24 : cd + 28] = (10).to_bytes(4, "little")
+    path = tmp_path / "lie.zip"
+    path.write_bytes(bytes(raw))
+    with pytest.raises((ArchiveTooLargeError, CorruptInputError)):
+        safe_extract_zip(path, tmp_path / "out", ZipLimits(max_total_bytes=50_000))
+
+
+def test_ratio_limit_only_above_floor(tmp_path):
+    zeros = _zip(tmp_path, [("z.dcm", b"\0" * 200_000)])
+    assert safe_extract_zip(zeros, tmp_path / "small") == 1  # tiny archives may compress well
+    with pytest.raises(ArchiveTooLargeError, match="ratio"):
+        safe_extract_zip(zeros, tmp_path / "out", ZipLimits(max_ratio=10, ratio_floor_bytes=1000))
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "bad.zip"
+    path.write_bytes(b"PK\x03\x04" + b"garbage" * 10)
+    with pytest.raises(CorruptInputError):
+        safe_extract_zip(path, tmp_path / "out")
+
+
+def test_zip_folder_round_trip(tmp_path):
+    src = tmp_path / "series"
+    (src / "sub").mkdir(parents=True)
+    (src / "IM1.dcm").write_bytes(b"1")
+    (src / "sub" / "IM2.dcm").write_bytes(b"2")
+    out = zip_folder(src, tmp_path / "r.zip", "r")
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == ["r/IM1.dcm", "r/sub/IM2.dcm"]
