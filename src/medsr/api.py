@@ -45,17 +45,39 @@ def upscale_file(
     series_uid: str | None = None,
     luminance: bool = False,
     overwrite: bool = False,
+    method: str = "model",
+    through_plane: bool = False,
+    target_spacing: float | None = None,
+    budget_s: float | None = 60.0,
+    init: str | None = None,
     **upscale_options: Any,
 ) -> Path:
-    """Read ``input_path``, upscale in-plane, write ``output``; return the path written.
+    """Read ``input_path``, upscale, write ``output``; return the path written.
+
+    ``method="model"`` upscales in-plane with ``model``; ``method="zero-shot"`` trains a small
+    network on the image itself for ``budget_s`` seconds (optionally fine-tuning ``init``) and
+    applies it (:func:`medsr.selfsup.zero_shot_upscale`). ``through_plane=True`` super-resolves a
+    thick-slice volume along z instead, to isotropic voxels or ``target_spacing`` mm
+    (:func:`medsr.selfsup.through_plane_upscale`, always zero-shot; ``scale`` does not apply).
 
     Everything is checked before any work: the scale, the model name, that ``output`` does not
     exist (unless ``overwrite``). Nothing is written unless the whole result is valid.
     """
     from medsr.inference.predictor import SCALES, upscale
 
+    if method not in ("model", "zero-shot"):
+        raise InvalidParameterError(f"method must be 'model' or 'zero-shot', got {method!r}")
     if scale not in SCALES:
         raise InvalidParameterError(f"scale must be one of {', '.join(map(str, SCALES))}; got {scale}")
+    if target_spacing is not None and not through_plane:
+        raise InvalidParameterError("a target spacing applies to through-plane upscaling only (--through-plane)")
+    zero_shot = method == "zero-shot" or through_plane
+    if init is not None and not zero_shot:
+        raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")
+    if zero_shot:
+        from medsr.selfsup._fit import check_budget
+
+        check_budget(budget_s, upscale_options.get("epochs"))
     target = output_path_for(input_path, output)
     check_output(target, overwrite)
     if Path(input_path).resolve() == target.resolve():
@@ -64,7 +86,27 @@ def upscale_file(
     if series_uid:
         options["series_uid"] = series_uid
     image = load_image(input_path, **options)
-    result = upscale(image, scale=scale, model=model, device=device, **upscale_options)
+    if zero_shot:
+        from medsr.selfsup import through_plane_upscale, zero_shot_upscale
+
+        # a learned architecture named with --model is trained; the default model name is not one
+        if str(model).endswith(".safetensors"):
+            raise InvalidParameterError(
+                "zero-shot methods learn their own weights; pass weights to fine-tune with init (--init)"
+            )
+        if model not in (None, "bicubic", "default"):
+            upscale_options.setdefault("model", model)
+        if through_plane:
+            result = through_plane_upscale(
+                image, target_spacing=target_spacing, budget_s=budget_s, init=init, device=device,
+                **upscale_options,
+            )
+        else:
+            result = zero_shot_upscale(
+                image, scale, budget_s=budget_s, init=init, device=device, **upscale_options
+            )
+    else:
+        result = upscale(image, scale=scale, model=model, device=device, **upscale_options)
     return save_image(result, target, overwrite=overwrite)
 
 

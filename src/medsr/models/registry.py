@@ -39,6 +39,7 @@ _BUILTIN_MODULES = (
     "medsr.models.srcnn",
     "medsr.models.vdsr",
     "medsr.models.residual5",
+    "medsr.models.axial",
     "medsr.models.srdensenet",
     "medsr.models.rdn",
     "medsr.models.srresnet",

@@ -1,0 +1,92 @@
+"""One-axis ("1-D") upsampling networks for through-plane super-resolution.
+
+A thick-slice volume is coarse along z only, so the network that restores it must upsample
+along **one** axis of a 2-D plane: a sagittal ``(Z, Y)`` or coronal ``(Z, X)`` reformat is
+upsampled along its rows (z) and left alone along its columns. These models therefore do not
+satisfy the zoo's ``(H·s, W·s)`` contract; they declare ``kind = "interpolator-1d"`` so
+:func:`medsr.models.list_models` (which lists ``kind="upscaler"``) leaves them out of the
+in-plane zoo, the CLI's ``--model`` list and the generic zoo test.
+
+Forward takes ``(N, C, H, W)`` and returns ``(N, C, H·s, W)`` (``axis=-2``, default) or
+``(N, C, H, W·s)`` (``axis=-1``), on medsr's cell-centred grid: output row ``i`` samples input
+row ``(i + 0.5)/s − 0.5``, so the field of view is unchanged (see :meth:`MedImage.resampled`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsr.models.blocks import default_out_channels, residual_cnn
+from medsr.models.registry import register_model
+
+
+def cubic_upsample_axis(x: torch.Tensor, scale: int, axis: int = -2) -> torch.Tensor:
+    """Cubic (Keys, a = −0.75) ×``scale`` along ``axis`` (−2: rows, −1: columns) only.
+
+    Cell-centred like the registered ``bicubic`` model; along the other axis the size is kept,
+    where torch's bicubic kernel sampled at integer offsets is the identity.
+    """
+    h, w = x.shape[-2:]
+    size = (h * scale, w) if axis in (-2, 2) else (h, w * scale)
+    if size == (h, w):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+
+
+@register_model("residual5-1d")
+class Residual5Axial(nn.Module):
+    """Cubic interpolation along one axis + a 5-layer residual CNN (through-plane SR, SMORE-like).
+
+    The self-supervised through-plane network of SMORE — C. Zhao et al., "SMORE: a
+    self-supervised anti-aliasing and super-resolution algorithm for MRI using deep learning",
+    IEEE TMI 40(3):805–817, 2021 — learns, from in-plane slices of the volume itself whose one
+    axis was degraded with the through-plane slice profile, to restore that axis, and is then
+    applied to the sagittal and coronal reformats. SMORE uses an EDSR/WDSR body; this is the
+    light ``residual5`` body (a short VDSR, Kim et al., CVPR 2016) on top of one-axis cubic
+    interpolation, so that it can be fitted per volume on a CPU.
+
+    Args:
+        in_channels: input (and output) channels.
+        out_channels: must equal ``in_channels`` (global residual over the interpolation).
+        num_features: width of the hidden convolutions.
+        num_blocks: number of 3×3 convolution layers (5).
+        scale: integer factor along ``axis`` (1 = deblurring only, no new samples).
+        axis: −2 (rows, default) or −1 (columns).
+    """
+
+    kind = "interpolator-1d"
+    learned = True
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        num_features: int = 32,
+        num_blocks: int = 5,
+        scale: int = 2,
+        axis: int = -2,
+    ):
+        super().__init__()
+        if default_out_channels(in_channels, out_channels) != in_channels:
+            raise ValueError(
+                "Residual5Axial adds a residual to its input, so out_channels must equal in_channels"
+            )
+        s = int(scale)
+        if s != scale or s < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if axis not in (-2, -1):
+            raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
+        self.scale = s
+        self.axis = int(axis)
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+        self.body = residual_cnn(in_channels, in_channels, num_features, num_blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = cubic_upsample_axis(x, self.scale, self.axis)
+        return up + self.body(up)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, axis={self.axis}"

@@ -1,0 +1,21 @@
+"""Zero-shot self-supervised super-resolution: learn from the image or volume being upscaled.
+
+* :func:`zero_shot_upscale` — in-plane scale transfer (ZSSR): LR → very-LR pairs from the image
+  itself train a small residual CNN that is then applied LR → HR.
+* :func:`through_plane_upscale` — SMORE-like through-plane SR for thick-slice volumes: in-plane
+  slices with one axis degraded by the slice profile train a one-axis network that is applied to
+  the sagittal and coronal reformats, fused, and resampled to isotropic (or a target) spacing.
+* :func:`interpolate_z` — linear / cubic interpolation along z, the baselines.
+"""
+
+from medsr.selfsup.inplane import zero_shot_upscale
+from medsr.selfsup.pyramid import PatchSampler, build_pyramid
+from medsr.selfsup.through_plane import interpolate_z, through_plane_upscale
+
+__all__ = [
+    "PatchSampler",
+    "build_pyramid",
+    "interpolate_z",
+    "through_plane_upscale",
+    "zero_shot_upscale",
+]

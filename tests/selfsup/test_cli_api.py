@@ -1,0 +1,226 @@
+"""`medsr upscale --method zero-shot / --through-plane`, upscale_file, and `medsr evaluate` modes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medsr.api import upscale_file
+from medsr.cli import _parse_duration, app
+from medsr.errors import InvalidParameterError
+from medsr.io import load_image
+
+runner = CliRunner()
+
+
+def _nifti_volume(path, z=6, y=20, x=18, spacing=(1.0, 1.0, 3.0)):
+    zz, yy, xx = np.mgrid[:x, :y, :z]  # NIfTI stores (x, y, z)
+    data = (100 + 50 * np.sin(xx / 3.0) * np.cos(yy / 4.0 + zz / 2.0)).astype(np.float32)
+    aff = np.diag([*spacing, 1.0])
+    aff[:3, 3] = (-9.0, 4.0, 12.0)
+    nib.save(nib.Nifti1Image(data, aff), str(path))
+    return path
+
+
+def _medsr(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from medsr.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180
+    )
+
+
+def test_parse_duration():
+    assert (
+        _parse_duration("60s") == 60
+        and _parse_duration("2m") == 120
+        and _parse_duration("90") == 90
+    )
+    assert (
+        _parse_duration("1m30s") == 90
+        and _parse_duration("1h") == 3600
+        and _parse_duration("0.5") == 0.5
+    )
+    for bad in ("0s", "-5", "abc", "10x", "", "1 2"):
+        with pytest.raises(InvalidParameterError):
+            _parse_duration(bad)
+
+
+def test_cli_zero_shot_in_plane(tmp_path, corpus):
+    out = tmp_path / "mr_x2.nii.gz"
+    res = runner.invoke(
+        app,
+        [
+            "upscale",
+            str(corpus("MR_small.dcm")),
+            str(out),
+            "--method",
+            "zero-shot",
+            "--budget",
+            "2s",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    image = load_image(out)
+    assert image.spatial_shape == (1, 128, 128)
+    np.testing.assert_allclose(image.spacing[1:], (0.15625, 0.15625), rtol=1e-5)
+    sidecar = json.loads((tmp_path / "mr_x2.json").read_text())
+    assert sidecar["derivation"]["method"] == "zero-shot self-supervised"
+
+
+def test_cli_through_plane_nifti(tmp_path):
+    src = _nifti_volume(tmp_path / "thick.nii.gz")
+    out = tmp_path / "iso.nii.gz"
+    res = runner.invoke(
+        app,
+        [
+            "upscale",
+            str(src),
+            str(out),
+            "--through-plane",
+            "--budget",
+            "2s",
+            "--target-spacing",
+            "1.5",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    before, after = load_image(src), load_image(out)
+    assert after.spatial_shape == (12, 20, 18)
+    np.testing.assert_allclose(after.spacing, (1.5, 1.0, 1.0), rtol=1e-5)
+    np.testing.assert_allclose(after.world_center(), before.world_center(), atol=1e-4)
+
+
+def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
+    png = corpus("camera.png")
+    cases = [
+        (
+            ["upscale", str(png), str(tmp_path / "a.png"), "--through-plane", "--budget", "2s"],
+            "2-D slice",
+        ),
+        (
+            [
+                "upscale",
+                str(png),
+                str(tmp_path / "b.png"),
+                "--method",
+                "zero-shot",
+                "--budget",
+                "0s",
+            ],
+            "more than 0",
+        ),
+        (["upscale", str(png), str(tmp_path / "c.png"), "--method", "magic"], "method"),
+        (["upscale", str(png), str(tmp_path / "d.png"), "--target-spacing", "1"], "through-plane"),
+        (
+            [
+                "upscale",
+                str(png),
+                str(tmp_path / "e.png"),
+                "--method",
+                "zero-shot",
+                "--init",
+                "default",
+            ],
+            "no default",
+        ),
+    ]
+    for args, match in cases:
+        res = _medsr(*args)
+        assert res.returncode == 2, (args, res.stderr)
+        assert res.stderr.startswith("error:") and match in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_upscale_file_api_options(tmp_path, corpus):
+    with pytest.raises(InvalidParameterError, match="init"):
+        upscale_file(corpus("MR_small.dcm"), tmp_path / "x.nii.gz", init="w.safetensors")
+    with pytest.raises(InvalidParameterError, match="--init"):
+        upscale_file(
+            corpus("MR_small.dcm"), tmp_path / "x.nii.gz", method="zero-shot", model="w.safetensors"
+        )
+    written = upscale_file(
+        corpus("MR_small.dcm"),
+        tmp_path / "x.nii.gz",
+        method="zero-shot",
+        budget_s=None,
+        epochs=1,
+        patches_per_epoch=4,
+        progress=False,
+        model="vdsr",
+        model_kwargs={"num_features": 8, "num_blocks": 3},
+    )
+    assert load_image(written).spatial_shape == (1, 128, 128)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_evaluate_through_plane_and_zero_shot_pseudo_model(tmp_path, corpus):
+    from medsr.reports.evaluate import evaluate
+
+    vol = _nifti_volume(tmp_path / "ref.nii.gz", z=16, y=24, x=24, spacing=(1.0, 1.0, 1.0))
+    zs = {
+        "budget_s": None,
+        "epochs": 1,
+        "patches_per_epoch": 8,
+        "model_kwargs": {"num_features": 8},
+    }
+    res = evaluate(
+        [vol],
+        models=["bicubic", "lanczos", "zero-shot"],
+        scale=4,
+        degradation="thick-slice",
+        out_dir=tmp_path / "tp",
+        progress=False,
+        zero_shot=zs,
+    )
+    assert res.baseline == "linear-z" and res.models == ["linear-z", "cubic-z", "zero-shot"]
+    summary = json.loads((tmp_path / "tp" / "summary.json").read_text())
+    assert "gain_psnr_3d_vs_linear-z" in summary["models"]["zero-shot"]
+    assert any("lanczos" in name for name, _ in res.skipped)
+    assert (tmp_path / "tp" / "figures" / "ref.nii.gz_reformats.png").exists()
+    assert "linear-z" in (tmp_path / "tp" / "report.md").read_text()
+
+    res2 = evaluate(
+        [corpus("MR_small.dcm")],
+        models=["zero-shot"],
+        scale=2,
+        degradation="bicubic",
+        out_dir=tmp_path / "ip",
+        progress=False,
+        figures=False,
+        zero_shot=zs,
+    )
+    assert res2.models == ["bicubic", "zero-shot"] and np.isfinite(
+        res2.images[0].metrics["zero-shot"]["psnr"]
+    )
+
+
+def test_cli_evaluate_thick_slice(tmp_path):
+    vol = _nifti_volume(tmp_path / "ref.nii.gz", z=12, y=20, x=20, spacing=(1.0, 1.0, 1.0))
+    out = tmp_path / "report"
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(vol),
+            "--scale",
+            "3",
+            "--degradation",
+            "thick-slice",
+            "--out",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "linear-z" and set(summary["models"]) == {"linear-z", "cubic-z"}
+    assert "ΔPSNR vs linear-z" in res.output

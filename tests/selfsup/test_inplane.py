@@ -1,0 +1,140 @@
+"""In-plane zero-shot super-resolution: quality on a corpus image, geometry, seeds, errors."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from medsr.degradations import degrade_image
+from medsr.errors import InvalidParameterError, MedSRError
+from medsr.image import MedImage, affine_from_spacing
+from medsr.inference.predictor import upscale
+from medsr.io import load_image
+from medsr.metrics import compute_metrics, data_range_for
+from medsr.models import create_model
+from medsr.models.weights import save_model
+from medsr.selfsup import zero_shot_upscale
+
+#: a deterministic short run (no time budget, so the result does not depend on machine load)
+QUICK = {"budget_s": None, "epochs": 1, "batch_size": 4, "progress": False}
+
+
+def _tiny(shape=(1, 24, 20), spacing=(3.0, 0.5, 0.7)) -> MedImage:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    base = 100 * np.sin(yy / 3.0) * np.cos(xx / 4.0) + 200
+    arr = np.stack([base + 5 * k + rng.normal(0, 1, base.shape) for k in range(shape[0])]).astype(
+        np.float32
+    )
+    aff = affine_from_spacing(spacing, origin=(-12.0, 30.0, 7.5))
+    aff[:3, :3] = (
+        np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) @ aff[:3, :3]
+    )  # rotated
+    return MedImage(
+        arr, spacing=spacing, affine=aff, modality="MR", meta={"format": "nifti", "tag": 1}
+    )
+
+
+def test_short_run_on_a_corpus_image_beats_bicubic(corpus):
+    ref = load_image(corpus("MR_small.dcm"))
+    lr = degrade_image(ref, "bicubic", 2)
+    dr = data_range_for(ref)
+    base = compute_metrics(
+        upscale(lr, 2, "bicubic", clip=False).array, ref.array, data_range=dr, crop=2
+    )["psnr"]
+    sr = zero_shot_upscale(lr, 2, blur_sigma=0.0, patches_per_epoch=160, **QUICK)
+    psnr = compute_metrics(sr.array, ref.array, data_range=dr, crop=2)["psnr"]
+    assert psnr > base + 0.2, (psnr, base)
+    d = sr.meta["derivation"]
+    assert (
+        d["method"] == "zero-shot self-supervised" and d["scale"] == 2 and d["axes"] == "in-plane"
+    )
+    assert d["training"]["steps"] == 40 and d["training"]["patches"] == 160
+
+
+def test_geometry_units_and_meta_of_a_volume():
+    image = _tiny((3, 24, 20))
+    sr = zero_shot_upscale(image, 2, patches_per_epoch=8, **QUICK)
+    assert sr.spatial_shape == (3, 48, 40)
+    np.testing.assert_allclose(sr.spacing, (3.0, 0.25, 0.35))
+    np.testing.assert_allclose(sr.world_center(), image.world_center(), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(sr.affine[:3, :3], axis=0), (0.35, 0.25, 3.0))
+    assert (
+        image.array.min() <= sr.array.min() and sr.array.max() <= image.array.max()
+    )  # clipped, units kept
+    assert abs(float(sr.array.mean()) - float(image.array.mean())) < 5
+    assert "derivation" not in image.meta and sr.meta["tag"] == 1  # input meta untouched, copied
+    assert "zero-shot" in sr.history[-1]
+
+
+def test_same_seed_same_result_and_channels():
+    image = _tiny((2, 16, 16))
+    a = zero_shot_upscale(image, 2, patches_per_epoch=8, seed=1, **QUICK)
+    b = zero_shot_upscale(image, 2, patches_per_epoch=8, seed=1, **QUICK)
+    c = zero_shot_upscale(image, 2, patches_per_epoch=8, seed=2, **QUICK)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert not np.array_equal(a.array, c.array)
+    rgb = MedImage(np.stack([image.array] * 3), channels="RGB")
+    out = zero_shot_upscale(rgb, 2, patches_per_epoch=4, **QUICK)
+    assert out.array.shape == (3, 2, 32, 32) and out.channels == "RGB"
+
+
+def test_time_budget_stops_training():
+    t0 = time.perf_counter()
+    sr = zero_shot_upscale(_tiny(), 2, budget_s=1.0, batch_size=2, progress=False)
+    assert time.perf_counter() - t0 < 20
+    assert sr.meta["derivation"]["training"]["seconds"] < 3.0
+
+
+def test_fine_tunes_from_a_weights_file(tmp_path):
+    torch.manual_seed(0)
+    kwargs = {"scale": 2, "in_channels": 1, "num_features": 8, "num_blocks": 3}
+    path = save_model(
+        create_model("residual5", **kwargs),
+        tmp_path / "r5.safetensors",
+        {
+            "architecture": "residual5",
+            "kwargs": kwargs,
+            "scale": 2,
+            "normalization": {"kind": "minmax"},
+        },
+    )
+    sr = zero_shot_upscale(_tiny(), 2, init=str(path), patches_per_epoch=4, **QUICK)
+    assert sr.meta["derivation"]["training"]["init"] == "r5.safetensors"
+    assert "fine-tuned from r5.safetensors" in sr.meta["derivation"]["model"]
+    with pytest.raises(InvalidParameterError, match="×2"):
+        zero_shot_upscale(_tiny(), 3, init=str(path), **QUICK)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scale": 5}, "scale"),
+        ({"budget_s": 0}, "more than 0"),
+        ({"budget_s": -3}, "more than 0"),
+        ({"budget_s": None, "epochs": None}, "budget"),
+        ({"epochs": 0}, "epochs"),
+        ({"patch_size": 0}, "patch_size"),
+        ({"init": "default"}, "no default"),
+        ({"init": "weights.pt"}, "safetensors"),
+        ({"model": "bicubic"}, "no weights"),
+        ({"model": "residual5-1d"}, "interpolator-1d"),
+        ({"model": "no-such-net"}, "unknown model"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_bad_parameters_raise_clear_errors(kwargs, match):
+    args = {"scale": 2, "budget_s": 1.0, "progress": False, **kwargs}
+    scale = args.pop("scale")
+    with pytest.raises(MedSRError, match=match):
+        zero_shot_upscale(_tiny(), scale, **args)
+
+
+def test_too_small_or_not_an_image():
+    with pytest.raises(InvalidParameterError, match="too small"):
+        zero_shot_upscale(MedImage(np.ones((1, 6, 40), np.float32)), 2, budget_s=1)
+    with pytest.raises(InvalidParameterError, match="MedImage"):
+        zero_shot_upscale(np.zeros((8, 8)), 2, budget_s=1)
