@@ -25,6 +25,7 @@ app = typer.Typer(
         "  medsr evaluate --data CT_small.dcm --scale 2 --models bicubic,lanczos --out eval\n\n"
         "  medsr train configs/tiny.yaml --max-time 00:05:00\n\n"
         "  medsr pacs list --url http://127.0.0.1:8042/dicom-web --modality CT\n\n"
+        "  medsr batch archive/ archive_x2/ --scale 2 --workers 2\n\n"
         "  medsr serve --port 8000\n\n"
         "  medsr models\n\n"
         "  medsr demo --out demo_out"
@@ -262,9 +263,11 @@ def demo(
 
 def _register_subcommands() -> None:
     """Command groups living beside their packages (each module imports only typer)."""
+    from medsr.batch.cli import register as register_batch
     from medsr.pacs.cli import register as register_pacs
     from medsr.service.cli import register as register_serve
 
+    register_batch(app)
     register_serve(app)
     register_pacs(app)
 

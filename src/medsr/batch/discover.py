@@ -1,0 +1,382 @@
+"""Find the work of a batch: every DICOM series, NIfTI and image under a folder, or a manifest.
+
+:func:`discover` walks a folder (sorted, hidden entries skipped) and sniffs every file from its
+bytes (:func:`medsr.io.sniff_format`):
+
+* DICOM headers are read with ``pydicom.dcmread(stop_before_pixels=True, specific_tags=...)``
+  (a few hundred bytes each) and image objects are **grouped by Series Instance UID across
+  folders**: the slices of one series become one item wherever they lie. Multi-frame objects are
+  items of their own; duplicate SOP Instance UIDs (the same instance copied twice) count once.
+  Non-image objects (SEG, SR, presentation states, DICOMDIR...) are reported as skipped.
+* NIfTI, PNG, TIFF and ``.npy`` files are one item each. A medsr JSON sidecar beside an image
+  belongs to that image and is not an item.
+* Anything else (a readme, a spreadsheet) is reported as skipped, not an error.
+
+:func:`read_manifest` reads a CSV with an ``input`` column (paths relative to the manifest's
+folder or absolute; a folder is read as one DICOM series) and an optional ``output`` column.
+
+Discovery never raises for one bad file: an unreadable header becomes an item that the runner
+reports as failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medsr.errors import EmptyInputError, InputNotFoundError, InvalidParameterError, MedSRError
+
+__all__ = ["BatchItem", "discover", "read_manifest"]
+
+#: item kinds that the runner processes; ``skip`` and ``error`` items are only reported.
+IMAGE_KINDS = ("dicom-series", "dicom-file", "dicom-folder", "nifti", "png", "tiff", "npy")
+_IMAGE_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy")
+_DICOM_TAGS = (
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "NumberOfFrames",
+    "Rows",
+)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One unit of work (an image or a DICOM series) or one file that is only reported.
+
+    Attributes:
+        key: stable identifier within the batch (the resume state is keyed by it).
+        label: the input as shown in the report (relative to the input folder).
+        kind: one of :data:`IMAGE_KINDS`, ``"skip"`` (not an image: reported as skipped) or
+            ``"error"`` (unreadable: reported as failed).
+        paths: absolute input files, in sorted order (a folder for ``dicom-folder``).
+        series_uid: the Series Instance UID of a DICOM series item.
+        output: absolute output path (set by :func:`medsr.batch.plan.plan_outputs`).
+        note: why an item is skipped or failed before any work.
+    """
+
+    key: str
+    label: str
+    kind: str
+    paths: tuple[str, ...] = ()
+    series_uid: str | None = None
+    output: str | None = None
+    note: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def runnable(self) -> bool:
+        return self.kind in IMAGE_KINDS and self.note is None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "key": self.key,
+            "label": self.label,
+            "kind": self.kind,
+            "paths": list(self.paths),
+            "series_uid": self.series_uid,
+            "output": self.output,
+            "note": self.note,
+            "extra": dict(self.extra),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> BatchItem:
+        return cls(
+            key=str(d["key"]),
+            label=str(d["label"]),
+            kind=str(d["kind"]),
+            paths=tuple(str(p) for p in d.get("paths") or ()),  # type: ignore[union-attr]
+            series_uid=d.get("series_uid") or None,  # type: ignore[arg-type]
+            output=d.get("output") or None,  # type: ignore[arg-type]
+            note=d.get("note") or None,  # type: ignore[arg-type]
+            extra=dict(d.get("extra") or {}),  # type: ignore[call-overload]
+        )
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _walk(root: Path, exclude: Iterable[Path]) -> list[Path]:
+    """Every regular file under ``root``, sorted, without hidden entries or excluded folders."""
+    excluded = {p.resolve() for p in exclude}
+    out: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in excluded
+        )
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            f = here / name
+            if f.is_file():
+                out.append(f)
+    return sorted(out, key=lambda p: p.as_posix())
+
+
+def _short_error(exc: BaseException) -> str:
+    if isinstance(exc, MedSRError):
+        return str(exc)
+    from medsr.io.dicom import _scrub
+
+    return _scrub(exc)
+
+
+def _dicom_header(f: Path):
+    """Header of ``f`` (a few tags, no pixels) with medsr errors for unreadable files."""
+    import pydicom
+
+    from medsr.errors import CorruptInputError
+
+    with open(f, "rb") as fh:
+        head = fh.read(132)
+    has_preamble = len(head) >= 132 and head[128:132] == b"DICM"
+    try:
+        return pydicom.dcmread(
+            f,
+            stop_before_pixels=True,
+            specific_tags=list(_DICOM_TAGS),
+            force=not has_preamble,
+        )
+    except Exception as exc:
+        raise CorruptInputError(
+            f"truncated or corrupt DICOM: '{f.name}' ({_short_error(exc)})"
+        ) from None
+
+
+def _non_image_reason(ds) -> str | None:
+    from medsr.io.dicom import MEDIA_STORAGE_DIRECTORY, _non_image_reason
+
+    fm = getattr(ds, "file_meta", None)
+    media_class = str(fm.get("MediaStorageSOPClassUID", "") or "") if fm is not None else ""
+    if media_class == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+        return "it is a DICOMDIR (an index of other files), not an image"
+    if "SOPClassUID" not in ds and media_class:
+        ds.SOPClassUID = media_class
+    reason = _non_image_reason(ds, assume_pixels=True)
+    if not reason and "Rows" not in ds:
+        reason = "it is a DICOM object without an image (no Rows)"
+    return reason
+
+
+def _is_image_class(ds) -> bool:
+    """An image SOP class (the header says so) that lacks what every image has: cut short."""
+    from pydicom.uid import UID
+
+    uid = str(ds.get("SOPClassUID", "") or "")
+    return "Rows" not in ds and bool(uid) and "Image Storage" in UID(uid).name
+
+
+def _frames(ds) -> int:
+    try:
+        return int(float(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def discover(
+    root: str | os.PathLike[str], *, exclude: Iterable[str | os.PathLike[str]] = ()
+) -> list[BatchItem]:
+    """Items under the folder ``root`` (see the module docstring); ``exclude``: folders to skip.
+
+    Items come in a stable order: by label. Nothing is read beyond DICOM headers and the first
+    bytes of other files.
+    """
+    from medsr.io import sniff_format
+    from medsr.io.dicom import series_key
+
+    base = Path(root)
+    if not base.exists():
+        raise InputNotFoundError(f"input '{base}' does not exist")
+    if not base.is_dir():
+        raise InvalidParameterError(f"'{base.name}' is neither a folder nor a manifest (.csv)")
+    base = base.resolve()
+    files = _walk(base, [Path(e) for e in exclude])
+    items: list[BatchItem] = []
+    sidecar_owners: set[str] = set()
+    json_files: list[Path] = []
+    # series uid → [(path, sop uid, frames)]
+    series: dict[str, list[tuple[Path, str, int, str]]] = {}
+    for f in files:
+        label = _rel(f, base)
+        if f.name.lower().endswith(".json"):
+            json_files.append(f)
+            continue
+        try:
+            fmt = sniff_format(f)
+        except EmptyInputError as exc:
+            looks_like_image = f.name.lower().endswith(_IMAGE_SUFFIXES)
+            items.append(
+                BatchItem(
+                    label, label, "error" if looks_like_image else "skip", (str(f),), note=str(exc)
+                )
+            )
+            continue
+        except MedSRError:
+            items.append(
+                BatchItem(label, label, "skip", (str(f),), note="not an image format medsr reads")
+            )
+            continue
+        except OSError as exc:
+            items.append(
+                BatchItem(label, label, "error", (str(f),), note=f"cannot read: {exc.strerror}")
+            )
+            continue
+        if fmt != "dicom":
+            items.append(BatchItem(label, label, fmt, (str(f),)))
+            from medsr.io.sidecar import sidecar_path
+
+            sidecar_owners.add(sidecar_path(f).as_posix())
+            continue
+        try:
+            ds = _dicom_header(f)
+        except MedSRError as exc:
+            items.append(BatchItem(label, label, "error", (str(f),), note=str(exc)))
+            continue
+        reason = _non_image_reason(ds)
+        if reason and _is_image_class(ds):
+            items.append(
+                BatchItem(
+                    label,
+                    label,
+                    "error",
+                    (str(f),),
+                    note=f"truncated or corrupt DICOM: '{f.name}' has no image size (Rows)",
+                )
+            )
+            continue
+        if reason:
+            items.append(BatchItem(label, label, "skip", (str(f),), note=reason))
+            continue
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label))
+
+    for uid, members in series.items():
+        # the same instance copied twice counts once
+        seen: set[str] = set()
+        unique = []
+        for m in members:
+            if m[1] and m[1] in seen:
+                continue
+            seen.add(m[1])
+            unique.append(m)
+        multi = len(unique) > 1 and any(frames > 1 for _, _, frames, _ in unique)
+        if len(unique) == 1 or multi:
+            for f, _, _, label in unique:
+                items.append(
+                    BatchItem(label, label, "dicom-file", (str(f),), series_uid=uid or None)
+                )
+            continue
+        paths = sorted((m[0] for m in unique), key=lambda p: p.as_posix())
+        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+        rel = _rel(common, base)
+        label = f"{rel}/" if rel not in ("", ".") else "./"
+        label += f" [series {series_key(uid)}, {len(paths)} files]"
+        items.append(
+            BatchItem(
+                f"series:{series_key(uid)}:{_rel(common, base)}",
+                label,
+                "dicom-series",
+                tuple(str(p) for p in paths),
+                series_uid=uid,
+                extra={"folder": str(common)},
+            )
+        )
+    for f in json_files:
+        if f.as_posix() in sidecar_owners:
+            continue  # the medsr sidecar of an image: read with it
+        label = _rel(f, base)
+        items.append(
+            BatchItem(label, label, "skip", (str(f),), note="not an image format medsr reads")
+        )
+    return sorted(items, key=lambda it: it.label)
+
+
+def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], dict[str, str]]:
+    """Items of a manifest CSV and the requested outputs by item key.
+
+    Columns: ``input`` (required) and ``output`` (optional, relative to the batch's output
+    folder or absolute). Relative inputs are relative to the manifest's folder. A folder input is
+    one DICOM series; a row naming a missing file is a failed item, not an abort.
+    """
+    from medsr.io import sniff_format
+
+    mpath = Path(manifest)
+    if not mpath.is_file():
+        raise InputNotFoundError(f"manifest '{mpath}' does not exist")
+    base = mpath.resolve().parent
+    try:
+        with open(mpath, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = [c.strip().lower() for c in reader.fieldnames or []]
+            if "input" not in fields:
+                raise InvalidParameterError(
+                    f"manifest '{mpath.name}' needs an 'input' column (found: {', '.join(fields) or 'none'})"
+                )
+            rows = [
+                {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                for row in reader
+            ]
+    except UnicodeDecodeError:
+        raise InvalidParameterError(f"manifest '{mpath.name}' is not a UTF-8 CSV file") from None
+    items: list[BatchItem] = []
+    outputs: dict[str, str] = {}
+    seen: set[str] = set()
+    for n, row in enumerate(rows, start=2):
+        raw = row.get("input", "")
+        if not raw:
+            continue
+        p = Path(raw).expanduser()
+        p = p if p.is_absolute() else base / p
+        label = _rel(p, base)
+        key = label if label not in seen else f"{label}#row{n}"
+        seen.add(key)
+        if row.get("output"):
+            outputs[key] = row["output"]
+        if not p.exists():
+            items.append(
+                BatchItem(
+                    key,
+                    label,
+                    "error",
+                    (str(p),),
+                    note=f"input '{label}' does not exist (manifest row {n})",
+                )
+            )
+            continue
+        if p.is_dir():
+            items.append(BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)}))
+            continue
+        try:
+            fmt = sniff_format(p)
+        except EmptyInputError as exc:
+            items.append(BatchItem(key, label, "error", (str(p),), note=str(exc)))
+            continue
+        except MedSRError:
+            items.append(
+                BatchItem(key, label, "skip", (str(p),), note="not an image format medsr reads")
+            )
+            continue
+        if fmt == "dicom":
+            try:
+                reason = _non_image_reason(_dicom_header(p))
+            except MedSRError as exc:
+                items.append(BatchItem(key, label, "error", (str(p),), note=str(exc)))
+                continue
+            if reason:
+                items.append(BatchItem(key, label, "skip", (str(p),), note=reason))
+                continue
+            items.append(BatchItem(key, label, "dicom-file", (str(p),)))
+        else:
+            items.append(BatchItem(key, label, fmt, (str(p),)))
+    return items, outputs

@@ -1,0 +1,217 @@
+"""The model stage of a batch: one loaded upscaler, fed planes from one or several images.
+
+:class:`PlaneUpscaler` splits :func:`medsr.inference.predictor.upscale` into its three steps so
+that a batch can load the model once and mix inputs:
+
+``prepare(image)``
+    planes of the image in model space (``(P, C, H, W)`` float32) and how to put them back;
+``forward(x)``
+    the network on a stack of planes (from one image, or on GPU from several: see
+    :meth:`PlaneUpscaler.run_many`);
+``finish(job)``
+    back to image units, clipped to the input's range, a MedImage on the finer grid with the
+    same ``meta["derivation"]`` as ``medsr upscale``.
+
+``upscale(image)`` chains them with the same chunking as the predictor, so on CPU the result is
+bit-identical to :func:`medsr.inference.predictor.upscale` (the test suite checks it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+
+__all__ = ["PlaneJob", "PlaneUpscaler"]
+
+
+@dataclass(eq=False)
+class PlaneJob:
+    """The planes of one image on their way through the model."""
+
+    image: MedImage
+    planes: np.ndarray  # (P, C, H, W) normalised
+    norm: Any
+    per_plane_channels: int
+    out: np.ndarray  # (P, C, H·s, W·s) in image units
+    tag: Any = None
+    next: int = 0  # planes sent to the model so far
+    done: int = 0  # planes back from the model
+    error: BaseException | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return int(self.planes.shape[0])
+
+    @property
+    def shape_key(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.planes.shape[1:])
+
+
+class PlaneUpscaler:
+    """A model loaded once (``model`` as for :func:`medsr.upscale`) and applied plane by plane."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        scale: int = 2,
+        *,
+        device: str = "auto",
+        batch_size: int = 8,
+        clip: bool = True,
+        tile: int | None = 512,
+    ):
+        from medsr.inference.predictor import SCALES, load_upscaler, resolve_device
+
+        if int(scale) != scale or int(scale) not in SCALES:
+            raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
+        self.scale = int(scale)
+        if model is None:
+            from medsr.models.pretrained import default_model_name
+
+            model = default_model_name(self.scale)
+        self.model = str(model)
+        self.device = resolve_device(device)
+        net, card = load_upscaler(model, self.scale)
+        self.net = net.to(self.device).eval()
+        self.card = card
+        self.net_channels = int(getattr(net, "in_channels", 1))
+        self.batch_size = max(1, int(batch_size))
+        self.clip = clip
+        self.tile = tile
+
+    @property
+    def name(self) -> str:
+        return str(self.card.get("name", self.model))
+
+    # ------------------------------------------------------------------------ steps
+    def prepare(self, image: MedImage, tag: Any = None) -> PlaneJob:
+        from medsr.intensity import Normalizer
+
+        cf = image.channel_first()  # (C, Z, Y, X)
+        c, z, h, w = cf.shape
+        if self.net_channels == c and c > 1:
+            planes = cf.transpose(1, 0, 2, 3)  # (Z, C, Y, X): colour seen together
+            per = c
+        else:
+            planes = cf.reshape(c * z, 1, h, w)
+            per = 1
+        norm = Normalizer.from_card(self.card, image)
+        s = self.scale
+        out = np.empty((planes.shape[0], per, h * s, w * s), dtype=np.float32)
+        return PlaneJob(image, norm.forward(planes), norm, per, out, tag=tag)
+
+    def needs_tiling(self, job: PlaneJob) -> bool:
+        h, w = job.planes.shape[-2:]
+        return bool(self.tile) and (h > self.tile or w > self.tile)
+
+    def forward(self, x: np.ndarray, tiled: bool = False) -> np.ndarray:
+        """The network on normalised planes ``(N, C, H, W)`` → ``(N, C, H·s, W·s)`` (model space)."""
+        import torch
+
+        from medsr.inference.tiling import tiled_forward
+
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+            if tiled and self.tile:
+                pred = tiled_forward(self.net, t, tile=self.tile, batch_size=self.batch_size)
+            else:
+                pred = self.net(t)
+            return pred.float().cpu().numpy()
+
+    def run_job(self, job: PlaneJob) -> PlaneJob:
+        """All planes of one job, ``batch_size`` at a time (the predictor's chunking)."""
+        tiled = self.needs_tiling(job)
+        for start in range(0, job.total, self.batch_size):
+            stop = min(start + self.batch_size, job.total)
+            job.out[start:stop] = job.norm.inverse(self.forward(job.planes[start:stop], tiled))
+        job.next = job.done = job.total
+        return job
+
+    def finish(self, job: PlaneJob) -> MedImage:
+        image = job.image
+        c, z, h, w = image.channel_first().shape
+        s = self.scale
+        out = job.out
+        result = (
+            out.transpose(1, 0, 2, 3)
+            if job.per_plane_channels > 1
+            else out.reshape(c, z, h * s, w * s)
+        )
+        if self.clip:
+            cf = image.channel_first()
+            lo, hi = float(np.nanmin(cf)), float(np.nanmax(cf))
+            np.clip(result, lo, hi, out=result)
+        arr = result if image.channels else result[0]
+        name = self.name
+        sr = image.resampled(arr, step=f"in-plane upscale x{s} ({name})")
+        meta = dict(sr.meta)
+        meta["derivation"] = {
+            "method": "super-resolution"
+            if self.card.get("kind") != "interpolator"
+            else "interpolation",
+            "model": name,
+            "scale": s,
+            "axes": "in-plane",
+            "model_version": self.card.get("version"),
+        }
+        return sr.replace(meta=meta)
+
+    def upscale(self, image: MedImage) -> MedImage:
+        """One image, as :func:`medsr.inference.predictor.upscale` does it."""
+        return self.finish(self.run_job(self.prepare(image)))
+
+    # ------------------------------------------------------------- several images at once
+    def run_many(self, jobs: list[PlaneJob], max_planes: int | None = None) -> list[PlaneJob]:
+        """One forward pass over planes taken from several jobs of the same plane shape.
+
+        Takes planes from ``jobs`` in order (those with the first job's shape, skipping jobs
+        that need tiling) up to ``max_planes`` (default ``batch_size``), runs the network once,
+        scatters the results back; returns the jobs that are now complete. A failing forward
+        pass marks every job that contributed planes as failed (``job.error``) and returns it.
+        """
+        limit = max_planes or self.batch_size
+        head = next((j for j in jobs if j.next < j.total), None)
+        if head is None:
+            return [j for j in jobs if j.done >= j.total]
+        if self.needs_tiling(head):
+            try:
+                self.run_job(head)
+            except Exception as exc:
+                head.error = exc
+            return [head]
+        key = head.shape_key
+        parts: list[tuple[PlaneJob, int, int]] = []
+        taken = 0
+        for job in jobs:
+            if taken >= limit:
+                break
+            if job.next >= job.total or job.shape_key != key or self.needs_tiling(job):
+                continue
+            n = min(limit - taken, job.total - job.next)
+            parts.append((job, job.next, job.next + n))
+            job.next += n
+            taken += n
+        x = (
+            np.concatenate([j.planes[a:b] for j, a, b in parts])
+            if len(parts) > 1
+            else parts[0][0].planes[parts[0][1] : parts[0][2]]
+        )
+        try:
+            pred = self.forward(x)
+        except Exception as exc:
+            for job, _, _ in parts:
+                job.error = exc
+            return list(dict.fromkeys(j for j, _, _ in parts))
+        pos = 0
+        for job, a, b in parts:
+            job.out[a:b] = job.norm.inverse(pred[pos : pos + (b - a)])
+            job.done += b - a
+            pos += b - a
+        return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]

@@ -1,0 +1,178 @@
+"""Output paths that mirror the input's folder structure.
+
+* a NIfTI / PNG / TIFF / ``.npy`` file → the same relative path under the output folder, in the
+  same format (a misnamed file gets the suffix of its real format);
+* a single DICOM file → the same relative path (``.dcm`` added when the name has no suffix);
+* a DICOM series of several files → a folder (one ``IM00001.dcm``… per slice): the series'
+  own folder mirrored when that folder holds nothing else to process (the usual
+  ``patient/study/series/`` layout), otherwise ``<folder>/series-<key>`` beside its neighbours
+  (``key``: the 8-character hash of the Series Instance UID, never the UID itself);
+* a manifest row may name its output (relative to the output folder, or absolute).
+
+Two items that would write the same path (or the same JSON sidecar, or one inside the other's
+series folder) cannot both succeed: the later one is marked failed with a clear message instead
+of silently overwriting. The batch's own files (``batch_report.csv``, ``batch_state.jsonl``) are
+reserved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from medsr.batch.discover import BatchItem
+
+__all__ = ["REPORT_NAME", "RESERVED", "STATE_NAME", "plan_outputs"]
+
+REPORT_NAME = "batch_report.csv"
+STATE_NAME = "batch_state.jsonl"
+RESERVED = (REPORT_NAME, STATE_NAME)
+_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
+
+
+def _same_format_name(name: str, fmt: str) -> str:
+    from medsr.errors import UnsupportedFormatError
+    from medsr.io import format_for_output
+
+    try:
+        if format_for_output(name) == fmt:
+            return name
+    except UnsupportedFormatError:
+        pass
+    stem = name.split(".")[0] if name.lower().endswith(".nii.gz") else Path(name).stem
+    return stem + _SUFFIX[fmt]
+
+
+def _default_output(item: BatchItem, in_root: Path, out_root: Path, exclusive: set[str]) -> Path:
+    from medsr.io.dicom import series_key
+
+    first = Path(item.paths[0])
+    if item.kind == "dicom-series":
+        folder = Path(item.extra["folder"])
+        rel = _relative(folder, in_root)
+        if item.key in exclusive:
+            return out_root / (
+                rel
+                if rel != Path(".")
+                else (in_root.name or f"series-{series_key(item.series_uid or '')}")
+            )
+        return out_root / rel / f"series-{series_key(item.series_uid or '')}"
+    if item.kind == "dicom-folder":
+        rel = _relative(first, in_root)
+        return out_root / (rel if rel != Path(".") else (first.name or "series"))
+    rel_parent = _relative(first.parent, in_root)
+    if item.kind == "dicom-file":
+        name = first.name if first.suffix.lower() in (".dcm", ".dicom") else first.name + ".dcm"
+        return out_root / rel_parent / name
+    return out_root / rel_parent / _same_format_name(first.name, item.kind)
+
+
+def _relative(path: Path, root: Path) -> Path:
+    try:
+        return path.resolve().relative_to(root)
+    except ValueError:
+        return Path(path.name)
+
+
+def _exclusive_series(items: list[BatchItem], in_root: Path) -> set[str]:
+    """Keys of series items whose folder holds no other runnable item (in its whole subtree)."""
+    out = set()
+    runnable = [it for it in items if it.runnable]
+    for it in runnable:
+        if it.kind != "dicom-series":
+            continue
+        folder = Path(it.extra["folder"]).resolve()
+        if folder == in_root:
+            others = [o for o in runnable if o.key != it.key]
+        else:
+            others = [
+                o
+                for o in runnable
+                if o.key != it.key and any(_under(Path(p), folder) for p in o.paths)
+            ]
+        if not others:
+            out.add(it.key)
+    return out
+
+
+def _under(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def plan_outputs(
+    items: list[BatchItem],
+    in_root: str | os.PathLike[str],
+    out_root: str | os.PathLike[str],
+    requested: dict[str, str] | None = None,
+) -> list[BatchItem]:
+    """``items`` with ``output`` set (absolute); clashes become failed items (``note`` set)."""
+    from medsr.io import format_for_output
+    from medsr.io.sidecar import sidecar_path
+
+    in_base = Path(in_root).resolve()
+    out_base = Path(out_root).resolve()
+    requested = requested or {}
+    exclusive = _exclusive_series(items, in_base)
+    claimed: dict[str, str] = {str(out_base / name): "the batch report/state" for name in RESERVED}
+    folders: dict[str, str] = {}  # DICOM series output folders → label
+    inputs = {str(Path(p).resolve()) for it in items for p in it.paths}
+    planned: list[BatchItem] = []
+    for item in items:
+        if not item.runnable:
+            planned.append(item)
+            continue
+        if item.key in requested:
+            req = Path(requested[item.key]).expanduser()
+            target = req if req.is_absolute() else out_base / req
+        else:
+            target = _default_output(item, in_base, out_base, exclusive)
+        target = target.resolve()
+        note = None
+        try:
+            fmt = format_for_output(target)
+        except Exception as exc:  # an unknown suffix named in a manifest
+            fmt, note = None, str(exc)
+        names = [str(target)]
+        if fmt not in (None, "dicom"):
+            names.append(str(sidecar_path(target)))
+        if note is None:
+            for name in names:
+                if name in claimed:
+                    note = f"output '{_show(target, out_base)}' clashes with {claimed[name]}"
+                    break
+                if name in inputs or any(_under(Path(p), target) for p in item.paths):
+                    note = f"output '{_show(target, out_base)}' would overwrite an input"
+                    break
+        if note is None:
+            for folder, label in folders.items():
+                if _under(target, Path(folder)) or (
+                    fmt == "dicom" and _under(Path(folder), target)
+                ):
+                    note = f"output '{_show(target, out_base)}' clashes with the series folder of {label}"
+                    break
+        if note is None and fmt == "dicom" and target.suffix == "":
+            for name, label in claimed.items():
+                if _under(Path(name), target):
+                    note = f"output '{_show(target, out_base)}' clashes with {label}"
+                    break
+        if note is not None:
+            planned.append(dataclasses.replace(item, output=str(target), kind="error", note=note))
+            continue
+        for name in names:
+            claimed[name] = item.label
+        if fmt == "dicom" and target.suffix == "":
+            folders[str(target)] = item.label
+        planned.append(dataclasses.replace(item, output=str(target)))
+    return planned
+
+
+def _show(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()

@@ -1,0 +1,164 @@
+"""The per-item work of a batch, in three stages: read → upscale → write.
+
+The local engine runs the stages in separate pools (:mod:`medsr.batch.runner`); the Ray engine
+runs :func:`process_item`, the three chained, inside one model actor per slot
+(:mod:`medsr.batch.ray_engine`). Every stage turns any exception into a failed
+:class:`~medsr.batch.state.ItemResult`: one bad file never stops the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medsr.batch.discover import BatchItem
+from medsr.batch.state import ItemResult, input_digest
+from medsr.errors import MedSRError
+
+__all__ = ["Loaded", "failed", "process_item", "read_item", "skipped_result", "write_item"]
+
+UP_TO_DATE = "up to date (output exists; input and model unchanged)"
+
+
+@dataclass
+class Loaded:
+    """An item read and ready for the model."""
+
+    item: BatchItem
+    image: Any
+    input_sha256: str
+    seconds: float = 0.0  # time spent on this item so far (read, model)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def error_text(exc: BaseException) -> str:
+    """A report-safe message: medsr's own, or the exception type with quoted values removed."""
+    if isinstance(exc, MedSRError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while processing this item"
+    from medsr.io.dicom import _scrub
+
+    return _scrub(exc)
+
+
+def failed(
+    item: BatchItem, exc: BaseException | str, seconds: float = 0.0, sha: str | None = None
+) -> ItemResult:
+    msg = exc if isinstance(exc, str) else error_text(exc)
+    return ItemResult(item.key, item.label, item.kind, "failed", item.output, seconds, msg, sha)
+
+
+def skipped_result(item: BatchItem) -> ItemResult:
+    """The result of an item that is not processed at all (not an image, or unreadable)."""
+    if item.kind == "skip":
+        return ItemResult(item.key, item.label, item.kind, "skipped", None, 0.0, item.note or "")
+    return ItemResult(item.key, item.label, item.kind, "failed", item.output, 0.0, item.note or "")
+
+
+@contextlib.contextmanager
+def _series_folder(item: BatchItem) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A private folder holding exactly the files of a DICOM series (symbolic links, or copies
+    where links are not allowed), so the series reader sees neither neighbours nor broken files."""
+    tmp = Path(tempfile.mkdtemp(prefix="medsr-series-"))
+    try:
+        width = len(str(len(item.paths)))
+        links: dict[str, str] = {}
+        for i, src in enumerate(item.paths):
+            dst = tmp / f"{i:0{width}d}_{Path(src).name}"
+            try:
+                os.symlink(os.path.abspath(src), dst)
+            except OSError:
+                shutil.copy2(src, dst)
+            links[str(dst)] = str(src)
+        yield tmp, links
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load_item(item: BatchItem) -> Any:
+    """The MedImage of an item."""
+    from medsr.io import load_image
+
+    if item.kind == "dicom-series":
+        with _series_folder(item) as (folder, links):
+            image = load_image(folder)
+        meta = dict(image.meta)  # name the real files, not the links
+        meta["source_paths"] = [links.get(str(p), str(p)) for p in meta.get("source_paths") or []]
+        return image.replace(meta=meta)
+    return load_image(item.paths[0])
+
+
+def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded | ItemResult:
+    """Checksum the input; an up-to-date item is skipped, otherwise its image is read."""
+    t0 = time.perf_counter()
+    sha = None
+    try:
+        sha = input_digest(item.paths)
+        if (
+            expect is not None
+            and expect.get("input_sha256") == sha
+            and item.output is not None
+            and Path(item.output).exists()
+        ):
+            return ItemResult(
+                item.key, item.label, item.kind, "skipped", item.output,
+                time.perf_counter() - t0, UP_TO_DATE, sha,
+            )  # fmt: skip
+        image = load_item(item)
+    except Exception as exc:
+        return failed(item, exc, time.perf_counter() - t0, sha)
+    dt = time.perf_counter() - t0
+    return Loaded(item, image, sha, dt, {"read": dt})
+
+
+def upscale_loaded(loaded: Loaded, upscaler: Any) -> Loaded | ItemResult:
+    t0 = time.perf_counter()
+    try:
+        loaded.image = upscaler.upscale(loaded.image)
+    except Exception as exc:
+        return failed(
+            loaded.item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256
+        )
+    dt = time.perf_counter() - t0
+    loaded.seconds += dt
+    loaded.timings["model"] = dt
+    return loaded
+
+
+def write_item(loaded: Loaded) -> ItemResult:
+    """Write the upscaled image atomically (replacing a stale output of an earlier run)."""
+    from medsr.io import save_image
+
+    item = loaded.item
+    t0 = time.perf_counter()
+    try:
+        save_image(loaded.image, item.output, overwrite=True)
+    except Exception as exc:
+        return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)
+    seconds = loaded.seconds + time.perf_counter() - t0
+    return ItemResult(
+        item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256
+    )
+
+
+def process_item(
+    item: BatchItem, upscaler: Any, expect: dict[str, Any] | None = None
+) -> ItemResult:
+    """Read, upscale and write one item; never raises."""
+    if not item.runnable:
+        return skipped_result(item)
+    step: Loaded | ItemResult = read_item(item, expect)
+    if isinstance(step, ItemResult):
+        return step
+    step = upscale_loaded(step, upscaler)
+    if isinstance(step, ItemResult):
+        return step
+    return write_item(step)

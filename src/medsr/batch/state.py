@@ -1,0 +1,249 @@
+"""Resume state and report of a batch.
+
+Two files live in the output folder:
+
+``batch_state.jsonl``
+    a journal, one JSON object per finished item (``key``, ``status``, ``input_sha256``,
+    ``model``, ``output``, ``seconds``, ``finished_at``); the last line of a key wins. Lines are
+    appended and flushed as items finish, so a batch killed at any moment keeps every item that
+    completed (a torn last line is ignored); the journal is compacted at the end of a run.
+    An item is *up to date* when its last record is ``ok``, its output still exists, and the
+    SHA-256 of its input bytes and the model fingerprint are unchanged; a rerun skips it.
+    Failed items are retried.
+``batch_report.csv``
+    this run's outcome per item: ``input, output, status, seconds, error`` (+ ``kind``,
+    ``finished_at``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an image, or up to
+    date). Rows are appended as items finish and the file is rewritten in input order at the end.
+
+Neither file holds patient identifiers: inputs appear as paths relative to the input folder,
+series by the hash key of their UID, errors are medsr's scrubbed messages.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsr.batch.plan import REPORT_NAME, STATE_NAME
+
+__all__ = [
+    "REPORT_FIELDS",
+    "ItemResult",
+    "Recorder",
+    "StateJournal",
+    "input_digest",
+    "model_fingerprint",
+]
+
+REPORT_FIELDS = ("input", "output", "status", "seconds", "error", "kind", "finished_at")
+_CHUNK = 1 << 20
+
+
+def _files_of(paths: tuple[str, ...] | list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted((f for f in p.rglob("*") if f.is_file()), key=lambda f: f.as_posix()))
+        else:
+            out.append(p)
+            from medsr.io.sidecar import sidecar_path
+
+            side = sidecar_path(p)
+            if side != p and side.is_file() and not p.name.lower().endswith((".dcm", ".dicom")):
+                out.append(side)  # spacing/rescale of a PNG or TIFF input change what is read
+    return out
+
+
+def input_digest(paths: tuple[str, ...] | list[str]) -> str:
+    """SHA-256 over the bytes of the item's files (length-prefixed, in sorted order)."""
+    h = hashlib.sha256()
+    for f in _files_of(paths):
+        h.update(f.stat().st_size.to_bytes(8, "little"))
+        with open(f, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def model_fingerprint(model: str | os.PathLike[str] | None, scale: int) -> str:
+    """What decides the pixels besides the input: the weights file's SHA-256, or the name of a
+    weightless model (an interpolator), plus the scale. ``None`` → ``default-x{scale}`` resolved
+    to what it is today, so shipping new default weights re-processes the archive."""
+    from medsr.models.pretrained import default_model_name, pretrained_path
+
+    name = str(model) if model is not None else default_model_name(scale)
+    path = pretrained_path(name)
+    if path is None and (name.endswith(".safetensors") or Path(name).is_file()):
+        path = Path(name)
+    if path is not None and path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        return f"weights-sha256:{h.hexdigest()}|x{scale}"
+    return f"name:{name}|x{scale}"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ItemResult:
+    """What happened to one item."""
+
+    key: str
+    label: str
+    kind: str
+    status: str  # ok | failed | skipped
+    output: str | None = None
+    seconds: float = 0.0
+    error: str = ""
+    input_sha256: str | None = None
+    finished_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ItemResult:
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+
+class StateJournal:
+    """The append-only ``batch_state.jsonl`` of an output folder (thread-safe)."""
+
+    def __init__(self, out_dir: str | os.PathLike[str]):
+        self.out_dir = Path(out_dir).resolve()
+        self.path = self.out_dir / STATE_NAME
+        self.records: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        if self.path.is_file():
+            with open(self.path, encoding="utf-8") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue  # a line torn by a kill
+                    if isinstance(rec, dict) and "key" in rec:
+                        self.records[str(rec["key"])] = rec
+        self._fh: io.TextIOBase | None = None
+
+    def _rel(self, output: str | None) -> str | None:
+        """Outputs are recorded relative to the output folder, so the folder can move."""
+        if output is None:
+            return None
+        try:
+            return Path(output).resolve().relative_to(self.out_dir).as_posix()
+        except ValueError:
+            return str(output)
+
+    def expectation(self, key: str, model: str, output: str | None) -> dict[str, Any] | None:
+        """What an up-to-date item must match (``input_sha256``), or None when it must run."""
+        rec = self.records.get(key)
+        if not rec or rec.get("status") != "ok" or rec.get("model") != model:
+            return None
+        if output is None or rec.get("output") != self._rel(output):
+            return None
+        return {"input_sha256": rec.get("input_sha256")}
+
+    def append(self, result: ItemResult, model: str) -> None:
+        rec = {
+            "key": result.key,
+            "status": result.status,
+            "input_sha256": result.input_sha256,
+            "model": model,
+            "output": self._rel(result.output),
+            "seconds": round(result.seconds, 4),
+            "error": result.error,
+            "finished_at": result.finished_at,
+        }
+        with self._lock:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", encoding="utf-8")
+            self._fh.write(json.dumps(rec, sort_keys=True) + "\n")
+            self._fh.flush()
+            self.records[result.key] = rec
+
+    def close(self, compact: bool = True) -> None:
+        with self._lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
+            if compact and self.records:
+                tmp = self.path.with_name(f".{self.path.name}.tmp")
+                with open(tmp, "w", encoding="utf-8") as fh:
+                    for rec in self.records.values():
+                        fh.write(json.dumps(rec, sort_keys=True) + "\n")
+                os.replace(tmp, self.path)
+
+
+class Recorder:
+    """Collects results: journal line, report row (flushed), counters; thread-safe."""
+
+    def __init__(
+        self, out_dir: str | os.PathLike[str], journal: StateJournal, model: str, on_result=None
+    ):
+        self.out_dir = Path(out_dir)
+        self.journal = journal
+        self.model = model
+        self.results: dict[str, ItemResult] = {}
+        self.counts = {"ok": 0, "failed": 0, "skipped": 0}
+        self.on_result = on_result
+        self._lock = threading.Lock()
+        self.report_path = self.out_dir / REPORT_NAME
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.report_path, "w", newline="", encoding="utf-8")
+        self._csv = csv.writer(self._fh)
+        self._csv.writerow(REPORT_FIELDS)
+        self._fh.flush()
+
+    def _row(self, r: ItemResult) -> list[str]:
+        out = ""
+        if r.output:
+            try:
+                out = Path(r.output).relative_to(self.out_dir.resolve()).as_posix()
+            except ValueError:
+                out = r.output
+        return [r.label, out, r.status, f"{r.seconds:.3f}", r.error, r.kind, r.finished_at]
+
+    def record(self, result: ItemResult) -> None:
+        result.finished_at = result.finished_at or _now()
+        with self._lock:
+            if result.status in ("ok", "failed"):
+                self.journal.append(result, self.model)
+            self.results[result.key] = result
+            self.counts[result.status] = self.counts.get(result.status, 0) + 1
+            self._csv.writerow(self._row(result))
+            self._fh.flush()
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def close(self, order: list[str]) -> None:
+        """Rewrite the report in ``order`` (item keys) and compact the journal."""
+        with self._lock:
+            self._fh.close()
+            tmp = self.report_path.with_name(f".{REPORT_NAME}.tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(REPORT_FIELDS)
+                for key in order:
+                    if key in self.results:
+                        w.writerow(self._row(self.results[key]))
+            os.replace(tmp, self.report_path)
+        self.journal.close()
+
+
+def read_report(path: str | os.PathLike[str]) -> list[dict[str, str]]:
+    """Rows of a ``batch_report.csv`` as dicts."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))

@@ -1,0 +1,126 @@
+"""Discovery (series grouped across folders, non-images, sidecars) and output planning."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsr.batch import discover, plan_batch, read_manifest
+from medsr.errors import InvalidParameterError
+from tests.batch.conftest import make_ct_series
+from tests.conftest import corpus_path
+
+
+def _by_label(items):
+    return {it.label.split(" [")[0]: it for it in items}
+
+
+def test_discover_kinds_and_notes(archive: Path):
+    items = _by_label(discover(archive))
+    assert items["study1/ct/"].kind == "dicom-series"
+    assert len(items["study1/ct/"].paths) == 2
+    assert items["study1/mr/MR_small.dcm"].kind == "dicom-file"
+    assert items["volumes/brain.nii.gz"].kind == "nifti"
+    assert items["photos/slice.png"].kind == "png"
+    # the truncated file's header still reads: it is attempted (and fails when decoded)
+    assert items["broken/truncated.dcm"].kind == "dicom-file"
+    assert items["notes.txt"].kind == "skip"
+    if "seg/liver.dcm" in items:
+        assert items["seg/liver.dcm"].kind == "skip"
+        assert "segmentation" in items["seg/liver.dcm"].note
+
+
+def test_series_grouped_across_folders_and_duplicates(tmp_path: Path):
+    paths = make_ct_series(tmp_path / "split", n=3, names=["x/a.dcm", "y/b.dcm", "y/z/c.dcm"])
+    shutil.copy(paths[0], tmp_path / "split" / "y" / "copy_of_a.dcm")  # same SOP Instance UID
+    (tmp_path / "split" / "empty.dcm").write_bytes(b"")
+    (tmp_path / "split" / "header_only.dcm").write_bytes(paths[0].read_bytes()[:200])
+    items = discover(tmp_path / "split")
+    series = [it for it in items if it.kind == "dicom-series"]
+    assert len(series) == 1 and len(series[0].paths) == 3
+    assert series[0].extra["folder"] == str((tmp_path / "split").resolve())
+    by = _by_label(items)
+    assert by["empty.dcm"].kind == "error" and "empty" in by["empty.dcm"].note
+    assert by["header_only.dcm"].kind == "error"
+    # the series' folder is the input root: its output is named after the input folder
+    planned = {it.key: it for it in plan_batch(tmp_path / "split", tmp_path / "out")}
+    assert planned[series[0].key].output == str((tmp_path / "out" / "split").resolve())
+
+
+def test_plan_mirrors_structure_and_names_shared_series_folders(tmp_path: Path):
+    root = tmp_path / "in"
+    make_ct_series(root / "p1" / "ct")  # a folder holding only its series → mirrored
+    make_ct_series(root / "p1" / "mixed")  # shares its folder with another image → series-KEY
+    shutil.copy(corpus_path("MR_small.dcm"), root / "p1" / "mixed" / "MR_small.dcm")
+    shutil.copy(corpus_path("CT_small.dcm"), root / "p1" / "noext")  # DICOM without a suffix
+    np.save(root / "p1" / "arr.npy", np.ones((1, 8, 8), np.float32))
+    (root / "p1" / "arr.json").write_text(json.dumps({"spacing_mm_zyx": [1, 1, 1]}))  # its sidecar
+    out = tmp_path / "out"
+    items = {it.label.split(" [")[0]: it for it in plan_batch(root, out)}
+    rel = {
+        k: Path(v.output).relative_to(out.resolve()).as_posix()
+        for k, v in items.items()
+        if v.output
+    }
+    assert rel["p1/ct/"] == "p1/ct"
+    assert (
+        rel["p1/mixed/"].startswith("p1/mixed/series-")
+        and len(rel["p1/mixed/"]) == len("p1/mixed/series-") + 8
+    )
+    assert rel["p1/mixed/MR_small.dcm"] == "p1/mixed/MR_small.dcm"
+    assert rel["p1/noext"] == "p1/noext.dcm"
+    assert rel["p1/arr.npy"] == "p1/arr.npy"
+    assert "p1/arr.json" not in items  # a sidecar belongs to its image
+
+
+def test_plan_refuses_clashing_outputs(tmp_path: Path):
+    from PIL import Image
+
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a.png")
+    np.save(root / "a.npy", np.zeros((1, 8, 8), np.float32))  # same sidecar a.json
+    items = plan_batch(root, tmp_path / "out")
+    kinds = sorted(it.kind for it in items)
+    assert kinds == ["error", "npy"] or kinds == ["error", "png"]
+    err = next(it for it in items if it.kind == "error")
+    assert "clashes" in err.note
+
+
+def test_output_folder_rules(tmp_path: Path, archive: Path):
+    with pytest.raises(InvalidParameterError):
+        plan_batch(archive, archive)
+    with pytest.raises(InvalidParameterError):
+        plan_batch(archive, archive.parent)
+    inside = plan_batch(archive, archive / "out")  # excluded from discovery
+    assert not any("out/" in it.label for it in inside)
+
+
+def test_manifest(tmp_path: Path, archive: Path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(
+        "input,output\n"
+        f"{archive}/study1/mr/MR_small.dcm,mr/x2.dcm\n"
+        "archive/volumes/brain.nii.gz,\n"
+        "archive/study1/ct,ct_series\n"
+        "archive/missing.png,\n"
+        "archive/notes.txt,\n"
+    )
+    items, requested = read_manifest(manifest)
+    kinds = [it.kind for it in items]
+    assert kinds == ["dicom-file", "nifti", "dicom-folder", "error", "skip"]
+    assert requested == {items[0].key: "mr/x2.dcm", items[2].key: "ct_series"}
+    planned = plan_batch(manifest, tmp_path / "out")
+    outs = [
+        Path(it.output).relative_to((tmp_path / "out").resolve()).as_posix() if it.output else None
+        for it in planned
+    ]
+    assert outs[:3] == ["mr/x2.dcm", "archive/volumes/brain.nii.gz", "ct_series"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path\nx.png\n")
+    with pytest.raises(InvalidParameterError, match="input"):
+        read_manifest(bad)

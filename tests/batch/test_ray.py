@@ -1,0 +1,70 @@
+"""The Ray Data engine (a private local Ray, 2 CPUs) writes the same files as the local engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medsr.batch import read_report, run_batch
+from medsr.batch.ray_engine import ray_available
+
+pytestmark = [
+    pytest.mark.slow,  # starting Ray and its actors takes ~15 s on 2 cores
+    pytest.mark.skipif(
+        not ray_available(), reason="Ray Data is not installed (pip install 'medsr[batch]')"
+    ),
+]
+
+# everything that places and scales the pixels; UIDs, dates and times differ by design
+GEOMETRY_TAGS = (
+    "Rows", "Columns", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
+    "SliceThickness", "SliceLocation", "BitsAllocated", "BitsStored", "PixelRepresentation",
+    "RescaleSlope", "RescaleIntercept", "PhotometricInterpretation", "Modality",
+    "SOPClassUID", "StudyInstanceUID", "FrameOfReferenceUID", "DerivationDescription", "ImageType",
+)  # fmt: skip
+
+
+def _stable(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "finished_at")} for r in rows]
+
+
+def _dicom_files(path: Path) -> list[Path]:
+    return sorted(path.rglob("*.dcm")) if path.is_dir() else [path]
+
+
+def test_ray_engine_matches_local_engine(archive: Path, tmp_path: Path):
+    import pydicom
+
+    local = run_batch(archive, tmp_path / "local", model="bicubic", workers=2)
+    ray_run = run_batch(archive, tmp_path / "ray", model="bicubic", engine="ray", workers=2)
+    assert ray_run.counts == local.counts
+    assert _stable(read_report(ray_run.report)) == _stable(read_report(local.report))
+
+    for name in (
+        "volumes/brain.nii.gz",
+        "volumes/brain.json",
+        "photos/slice.png",
+        "photos/slice.json",
+    ):
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), (
+            name
+        )
+    for name in ("study1/ct", "study1/mr/MR_small.dcm"):
+        a_files, b_files = (
+            _dicom_files(tmp_path / "local" / name),
+            _dicom_files(tmp_path / "ray" / name),
+        )
+        assert [f.name for f in a_files] == [f.name for f in b_files]
+        for fa, fb in zip(a_files, b_files, strict=True):
+            a, b = pydicom.dcmread(fa), pydicom.dcmread(fb)
+            assert a.PixelData == b.PixelData
+            for tag in GEOMETRY_TAGS:
+                assert a.get(tag) == b.get(tag), (name, tag)
+            assert a.SeriesInstanceUID != b.SeriesInstanceUID  # a new derived series each run
+
+    # resuming works the same on Ray: nothing left to do
+    again = run_batch(archive, tmp_path / "ray", model="bicubic", engine="ray", workers=2)
+    assert again.counts["ok"] == 0 and again.counts["failed"] == local.counts["failed"]
+    assert np.all([r.status != "ok" for r in again.results])
