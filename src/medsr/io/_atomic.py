@@ -12,6 +12,13 @@ from pathlib import Path
 from medsr.errors import OutputExistsError
 
 
+def _default_mode(directory: bool = False) -> int:
+    """Permissions a plain ``open()``/``mkdir`` would give (mkstemp/mkdtemp use 0600/0700)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     """Refuse an existing output unless ``overwrite``; return the path."""
     p = Path(path)
@@ -35,6 +42,7 @@ def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -49,6 +57,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, _default_mode(directory=True))
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             os.replace(target, backup)
