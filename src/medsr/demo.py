@@ -36,13 +36,14 @@ CLASSICAL_CHECK = ("nearest", "bicubic", "lanczos", "kspace")
 
 
 def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Models for the real-use row and the honest check: the shipped default joins when present."""
-    from medsr.models.pretrained import default_model_name
+    """Models for the real-use row (the default when shipped) and the honest check (every shipped model joins)."""
+    from medsr.models.pretrained import bundled_weights, default_model_name
+    from medsr.models.weights import read_card
 
     default = default_model_name(scale)
-    if default == "bicubic":
-        return CLASSICAL_DEMO, CLASSICAL_CHECK
-    return ("bicubic", default), (*CLASSICAL_CHECK, default)
+    shipped = [n for n, p in bundled_weights().items() if int(read_card(p).get("scale", 0)) == scale]
+    demo = ("bicubic", default) if default != "bicubic" else CLASSICAL_DEMO
+    return demo, (*CLASSICAL_CHECK, *shipped)
 
 
 def corpus_file(*names: str) -> Path:
@@ -185,14 +186,14 @@ body {{ font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; mar
 h1 {{ margin: 0 0 4px; }} h2 {{ margin-top: 0; }} h3 {{ font-size: 15px; color: #44506a; margin: 18px 0 8px; }}
 section {{ background: #fff; border-radius: 10px; padding: 18px 22px; margin: 18px 0; box-shadow: 0 1px 3px rgba(0,0,0,.08); }}
 .row {{ display: flex; gap: 10px; flex-wrap: wrap; }}
-figure {{ margin: 0; }} figure img {{ width: 196px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
+figure {{ margin: 0; }} figure img {{ width: 168px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
 figcaption {{ font-size: 12px; color: #44506a; text-align: center; margin-top: 4px; }}
 table {{ border-collapse: collapse; margin-top: 12px; font-size: 14px; }}
 th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
 .meta, .note {{ color: #44506a; font-size: 13px; }} code {{ font-size: 12px; }}
 </style></head><body>
 <h1>medsr demo</h1>
-<p class="meta">medsr {__version__} · classical upscalers until trained models ship · every output is labelled as derived
+<p class="meta">medsr {__version__} · real-use row: classical upscalers (no trained default ships yet); honest check: every shipped model · every output is labelled as derived
 (DICOM ImageType DERIVED\\SECONDARY, DerivationDescription) · no patient identifiers on this page.</p>
 {''.join(sections)}
 </body></html>
