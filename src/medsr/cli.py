@@ -264,10 +264,12 @@ def demo(
 def _register_subcommands() -> None:
     """Command groups living beside their packages (each module imports only typer)."""
     from medsr.batch.cli import register as register_batch
+    from medsr.interpolation.cli import register as register_interpolate
     from medsr.pacs.cli import register as register_pacs
     from medsr.service.cli import register as register_serve
 
     register_batch(app)
+    register_interpolate(app)
     register_serve(app)
     register_pacs(app)
 

@@ -214,7 +214,8 @@ def test_list_models_excludes_discriminators():
     assert "patchgan" not in list_models(learned=True)
     assert list_models(kind="discriminator") == ["patchgan", "srgan-discriminator"]
     everything = list_models(kind=None)
-    others = set(list_models(kind="interpolator-1d"))  # through-plane 1-D upscalers (selfsup)
+    # through-plane 1-D upscalers (selfsup) and slice interpolators
+    others = set(list_models(kind="interpolator-1d")) | set(list_models(kind="slice-interpolator"))
     assert set(everything) == set(list_models()) | {"patchgan", "srgan-discriminator"} | others
     for name in everything:
         assert create_model(name) is not None

@@ -1,0 +1,45 @@
+"""``medsr interpolate``: insert slices between the acquired ones (wired by ``register(app)``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``interpolate`` command to the medsr Typer ``app`` (heavy imports stay lazy)."""
+
+    @app.command(
+        "interpolate",
+        epilog="Example: medsr interpolate thick.nii.gz thin.nii.gz --factor 2 --model interp-cnn",
+    )
+    def interpolate(
+        input: Annotated[Path, typer.Argument(help="Volume: NIfTI, DICOM series folder or multi-frame DICOM.")],
+        output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
+        factor: Annotated[int, typer.Option("--factor", "-f", help="2 (one slice between each pair) or 4 (two x2 passes).")] = 2,
+        model: Annotated[str, typer.Option("--model", "-m", help="interp-cnn (shipped), interp-gan, fast-ddpm, linear, cubic or a .safetensors file.")] = "interp-cnn",
+        axis: Annotated[str, typer.Option("--axis", help="Slice axis of the array: z, y or x.")] = "z",
+        samples: Annotated[int, typer.Option("--samples", help="fast-ddpm: average this many samples.")] = 1,
+        seed: Annotated[int, typer.Option("--seed", help="fast-ddpm: sampling seed.")] = 0,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    ) -> None:
+        """Insert slices between the slices of a volume (supervised slice interpolation)."""
+        from medsr.errors import MedSRError
+
+        try:
+            if factor not in (2, 4):
+                raise typer.BadParameter("must be 2 or 4", param_hint="--factor")
+            if samples < 1:
+                raise typer.BadParameter("must be at least 1", param_hint="--samples")
+            from medsr.interpolation.core import interpolate_slices
+            from medsr.io import load_image, save_image
+
+            image = load_image(input)
+            result = interpolate_slices(image, model, factor, axis=axis, samples=samples, seed=seed)
+            written = save_image(result, output, overwrite=overwrite)
+        except MedSRError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {tuple(round(s, 4) for s in result.spacing)} mm)")
