@@ -174,11 +174,23 @@ def evaluate(
     max_slices: Annotated[int, typer.Option("--max-slices", help="Centred slab of at most this many slices per volume.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     budget: Annotated[str, typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m...")] = "30s",
+    interpolation: Annotated[bool, typer.Option("--interpolation", help="Evaluate slice interpolators (drop every other slice, reconstruct; --scale is the factor; models e.g. interp-cnn,linear,cubic).")] = False,
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    if interpolation:
+        from medsr.errors import InvalidParameterError
+        from medsr.interpolation.evaluate import evaluate_interpolation
+        from medsr.reports.evaluate import discover_inputs
+
+        if scale not in (2, 4):
+            raise InvalidParameterError("slice interpolation factor (--scale) must be 2 or 4")
+        evaluate_interpolation(discover_inputs(data), names, factor=scale, out_dir=out, device="cpu" if device == "auto" else device)
+        typer.echo((out / "report.md").read_text().rstrip())
+        typer.echo(f"\nreport: {out / 'report.html'}")
+        return
     from medsr.reports.evaluate import evaluate as run
 
-    names = [m.strip() for m in models.split(",") if m.strip()]
     result = run(
         data, models=names, scale=scale, degradation=degradation, params=_parse_params(param),
         out_dir=out, max_slices=max_slices, device=device, progress=sys.stderr.isatty(),

@@ -219,3 +219,15 @@ def test_unknown_or_untrained_models_are_refused_clearly():
         interpolate_slices(img, "bicubic", 2)
     with pytest.raises(InvalidParameterError, match="factor"):
         interpolate_slices(img, "linear", 3)
+
+
+def test_cli_evaluate_interpolation(tmp_path):
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from tests.conftest import corpus_path
+
+    res = CliRunner().invoke(app, ["evaluate", "--interpolation", "--data", str(corpus_path("aniso_vox.nii.gz")),
+                                   "--models", "linear,cubic", "--scale", "2", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert "linear" in (tmp_path / "ev" / "report.md").read_text()
