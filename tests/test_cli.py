@@ -161,3 +161,20 @@ def test_train_and_export_bad_input(tmp_path):
     fake.write_bytes(b"not a checkpoint")
     res = medsr("export", str(fake), str(tmp_path / "m.safetensors"))
     assert res.returncode == 2 and not (tmp_path / "m.safetensors").exists()
+
+
+def test_upscale_consistency_and_maps(tmp_path, corpus):
+    res = medsr("upscale", str(corpus("CT_small.dcm")), str(tmp_path / "out"), "--model", "lanczos",
+                "--consistency", "on", "--maps", str(tmp_path / "maps"))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
+    assert summary["consistency"]["setting"] == "on" and summary["model"] == "lanczos"
+    # the projection makes degrade(SR) closer to the measured input than before
+    assert summary["consistency"]["error"]["mean"] < summary["consistency"]["error_before"]["mean"]
+    assert (tmp_path / "maps" / "consistency.png").is_file() and (tmp_path / "maps" / "uncertainty.png").is_file()
+    import pydicom
+
+    ds = pydicom.dcmread(next((tmp_path / "out").glob("*.dcm")))
+    assert "consistency on" in ds.DerivationDescription and "sha256" not in ds.DerivationDescription  # classical
+    res = medsr("upscale", str(corpus("CT_small.dcm")), str(tmp_path / "o2"), "--consistency", "maybe")
+    assert res.returncode == 2 and "consistency" in res.stderr and not (tmp_path / "o2").exists()

@@ -50,6 +50,9 @@ def upscale_file(
     target_spacing: float | None = None,
     budget_s: float | None = 60.0,
     init: str | None = None,
+    consistency: str = "off",
+    maps_dir: str | os.PathLike[str] | None = None,
+    warnings_out: list[str] | None = None,
     **upscale_options: Any,
 ) -> Path:
     """Read ``input_path``, upscale, write ``output``; return the path written.
@@ -60,11 +63,20 @@ def upscale_file(
     thick-slice volume along z instead, to isotropic voxels or ``target_spacing`` mm
     (:func:`medsr.selfsup.through_plane_upscale`, always zero-shot; ``scale`` does not apply).
 
+    In-plane upscaling goes through :func:`medsr.inference.safeguards.upscale_with_safeguards`:
+    ``consistency="on"`` projects the result onto the measured input (data consistency for the
+    assumed degradation), ``maps_dir`` receives the consistency-error and uncertainty maps (+ a
+    DICOM secondary series for DICOM inputs), and provenance (medsr version, model checksum, scale,
+    degradation, consistency setting, map summary) is recorded in every output. Warnings
+    (consistency, out-of-distribution) are appended to ``warnings_out``.
+
     Everything is checked before any work: the scale, the model name, that ``output`` does not
     exist (unless ``overwrite``). Nothing is written unless the whole result is valid.
     """
-    from medsr.inference.predictor import SCALES, upscale
+    from medsr.inference.predictor import SCALES
 
+    if consistency not in ("on", "off"):
+        raise InvalidParameterError(f"consistency must be 'on' or 'off', got {consistency!r}")
     if method not in ("model", "zero-shot"):
         raise InvalidParameterError(f"method must be 'model' or 'zero-shot', got {method!r}")
     if scale not in SCALES:
@@ -105,9 +117,29 @@ def upscale_file(
             result = zero_shot_upscale(
                 image, scale, budget_s=budget_s, init=init, device=device, **upscale_options
             )
-    else:
-        result = upscale(image, scale=scale, model=model, device=device, **upscale_options)
-    return save_image(result, target, overwrite=overwrite)
+        from medsr.safeguards import attach_provenance, provenance
+
+        result = attach_provenance(
+            result, provenance(model=result.meta.get("derivation", {}).get("model", method), card=None,
+                               scale=scale, degradation=None, consistency="off")
+        )
+        return save_image(result, target, overwrite=overwrite)
+    from medsr.inference.safeguards import upscale_with_safeguards, write_maps
+
+    if maps_dir is not None:
+        check_output(maps_dir, overwrite)
+    result, summary = upscale_with_safeguards(
+        image, scale, model, consistency=consistency, maps=maps_dir is not None, tta=maps_dir is not None,
+        warn=False, device=device, **upscale_options,
+    )
+    maps = result.meta.get("maps")
+    result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
+    written = save_image(result, target, overwrite=overwrite)
+    if maps_dir is not None and maps:
+        write_maps(maps, maps_dir, like=result, summary=summary, overwrite=overwrite)
+    if warnings_out is not None:
+        warnings_out.extend(str(w) for w in summary.get("warnings", []))
+    return written
 
 
 def degrade_file(

@@ -91,6 +91,8 @@ def upscale(
     through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z (zero-shot, SMORE-like) to isotropic voxels.")] = False,
     target_spacing: Annotated[float | None, typer.Option("--target-spacing", help="Through-plane output slice spacing in mm (default: the in-plane spacing).")] = None,
     init: Annotated[str | None, typer.Option("--init", help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.")] = None,
+    consistency: Annotated[str, typer.Option("--consistency", help="on: project the result onto the measured input for the assumed degradation (default off: only right when the degradation is known).")] = "off",
+    maps: Annotated[Path | None, typer.Option("--maps", help="Folder for consistency-error and uncertainty maps (+ JSON summary; DICOM series for DICOM input).")] = None,
 ) -> None:
     """Super-resolve an image in-plane (or a volume through-plane) and write it in the same format (a derived series for DICOM)."""
     from medsr.api import upscale_file
@@ -101,9 +103,12 @@ def upscale(
     written = upscale_file(
         input, output, scale=scale, model=model, device=device, series_uid=series,
         luminance=luminance, overwrite=overwrite, method=method, through_plane=through_plane,
-        target_spacing=target_spacing, init=init, **zero_shot,
+        target_spacing=target_spacing, init=init, consistency=consistency, maps_dir=maps,
+        warnings_out=(warned := []), **zero_shot,
     )
-    typer.echo(f"wrote {written}")
+    for message in warned:
+        typer.echo(f"warning: {message}", err=True)
+    typer.echo(f"wrote {written}" + (f"; maps in {maps}" if maps else ""))
 
 
 def _parse_duration(text: str) -> float:

@@ -1102,7 +1102,11 @@ def _derivation_text(image: MedImage) -> str:
             extras.append(f"scale x{deriv['scale']}")
         if deriv.get("axes"):
             extras.append(str(deriv["axes"]))
+        if deriv.get("model_checksum"):
+            extras.append(str(deriv["model_checksum"]))
         parts.append(desc + (f" ({', '.join(extras)})" if extras else ""))
+        if deriv.get("summary"):  # fidelity safeguards (medsr.safeguards.provenance)
+            parts.append(str(deriv["summary"]))
     steps = [h for h in image.history if h != "read DICOM"]
     if steps:
         parts.append("steps: " + "; ".join(steps))
@@ -1172,18 +1176,21 @@ def _secondary_capture_template(image: MedImage) -> Dataset:
 
 
 def _choose_encoding(
-    values: np.ndarray, eight_bit: bool, integer_units: bool = False
+    values: np.ndarray, eight_bit: bool, integer_units: bool = False, force_rescale: bool = False
 ) -> tuple[int, int, int, float, float]:
     """(bits allocated, bits stored, pixel representation, slope, intercept) covering ``values``.
 
     Integer data (or Hounsfield units, where 1 HU steps are customary) is stored as is; other
-    values are spread over the full unsigned 16-bit range with a Rescale Slope/Intercept.
+    values (and everything when ``force_rescale``, e.g. small-valued maps) are spread over the
+    full unsigned 16-bit range with a Rescale Slope/Intercept.
     """
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
     sample = finite[:: max(1, finite.size // 200_000)]
     integral = bool(sample.size == 0 or np.allclose(sample, np.rint(sample), atol=1e-3))
     span = hi - lo
+    if force_rescale:
+        return 16, 16, 0, (span / 65535.0 if span > 0 else 1.0), lo
     if eight_bit and lo >= -0.5 and hi <= 255.5:
         return 8, 8, 0, 1.0, 0.0
     if integral or integer_units:
@@ -1391,7 +1398,12 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
 
     # ---------------------------------------------------------------- pixel encoding
     color = image.is_color
-    source_gray = from_dicom and not meta.get("color_from") and not meta.get("modality_lut")
+    source_gray = (
+        from_dicom
+        and not meta.get("color_from")
+        and not meta.get("modality_lut")
+        and meta.get("pixel_encoding") != "rescaled"  # e.g. float-valued maps of a DICOM image
+    )
     values = image.array
     generic: tuple[int, int, int, float, float] | None = None
     if color:
@@ -1407,7 +1419,12 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
         color_pixels = _encode(np.moveaxis(values, 0, -1), cba, cbs, 0, 1.0, 0.0, None)  # (Z,Y,X,3)
     elif not source_gray:
         eight = from_dicom and int(meta.get("bits_allocated", 16)) == 8
-        generic = _choose_encoding(values, eight, integer_units=image.units == "HU")
+        generic = _choose_encoding(
+            values,
+            eight,
+            integer_units=image.units == "HU",
+            force_rescale=meta.get("pixel_encoding") == "rescaled",
+        )
 
     if multiframe:
         nsrc = len(meta.get("frame_order") or [0])
@@ -1557,6 +1574,7 @@ def _derive(
         _mark_frames_derived(ds)
     ds.DerivationDescription = _derivation_text(image)
     ds.DerivationCodeSequence = DicomSequence([_code("113085", "DCM", "Spatial resampling")])
+    _add_contributing_equipment(ds, date, time, ds.DerivationDescription)
     if from_dicom:
         try:
             number = int(_first_float(ds.get("SeriesNumber")) or 0)
@@ -1592,6 +1610,20 @@ def _derive(
     ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
     ds.file_meta.ImplementationVersionName = f"MEDSR_{_medsr_version()}"[:16]
     return ds
+
+
+def _add_contributing_equipment(ds: Dataset, date: str, time: str, description: str) -> None:
+    """Append medsr to ContributingEquipmentSequence as the modifying equipment (PS3.3 C.12.1)."""
+    item = Dataset()
+    item.Manufacturer = "medsr"
+    item.SoftwareVersions = _medsr_version()[:64]
+    item.ContributionDateTime = f"{date}{time}"
+    item.ContributionDescription = description[:1024]
+    item.PurposeOfReferenceCodeSequence = DicomSequence(
+        [_code("109103", "DCM", "Modifying Equipment")]
+    )
+    previous = list(ds.get("ContributingEquipmentSequence") or [])
+    ds.ContributingEquipmentSequence = DicomSequence([*previous, item])
 
 
 def _mark_frames_derived(ds: Dataset) -> None:

@@ -56,6 +56,8 @@ def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:
         "derivation": image.meta.get("derivation"),
         "history": list(image.history),
     }
+    if image.meta.get("provenance"):  # version, model checksum, settings, safeguards summary
+        out["provenance"] = image.meta["provenance"]
     out.update(extra)
     return out
 

@@ -172,6 +172,14 @@ class JobOut(BaseModel):
     model_card: dict[str, Any]
     metrics: dict[str, Any]
     maps: list[str] = Field(description="Extra preview layers (e.g. consistency, uncertainty).")
+    safeguards: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fidelity summary: consistency error, uncertainty, out-of-distribution check, warnings.",
+    )
+    provenance: dict[str, Any] = Field(
+        default_factory=dict,
+        description="medsr version, model name and checksum, scale, degradation assumed, consistency setting.",
+    )
     error: JobError | None = None
     links: dict[str, str]
 
@@ -471,6 +479,8 @@ def _job_out(job: Job, retention_s: float) -> JobOut:
         model_card=job.model_card,
         metrics=job.metrics,
         maps=list(job.maps),
+        safeguards=job.safeguards,
+        provenance=job.provenance,
         error=JobError(**job.error) if job.error else None,
         links=links,
     )
@@ -627,11 +637,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mode: Annotated[
             str, Form(description="in-plane, through-plane or zero-shot.", max_length=40)
         ] = "in-plane",
+        consistency: Annotated[
+            str,
+            Form(
+                description="in-plane: 'on' projects the result onto agreement with the input "
+                "(data consistency), 'off' only measures it.",
+                max_length=8,
+            ),
+        ] = "off",
     ) -> JSONResponse:
         if service.queue.pending >= settings.max_pending:  # fail fast, before parsing the upload
             raise QueueFullError(
                 f"the server is busy ({service.queue.pending} jobs queued or running); try again in a minute"
             )
+        consistency = consistency.strip().lower()
+        if consistency not in ("on", "off"):
+            raise InvalidParameterError(f"consistency must be on or off; got {consistency!r}")
         mode = mode.strip().lower()
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -659,6 +680,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             job = _prepare(job_id, job_dir, file, display, mode, model, scale, card)
             image = job.options.pop("image")
+            job.options["consistency"] = consistency
             service.queue.submit(
                 job,
                 lambda j: process(

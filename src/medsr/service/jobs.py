@@ -90,6 +90,8 @@ class Job:
     metrics: dict[str, Any] = field(default_factory=dict)
     maps: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    safeguards: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def set_stage(self, stage: str, progress: float) -> None:
         self.stage = stage
@@ -226,7 +228,9 @@ def process(
 
     maps = _extract_maps(result)
     result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
-    if job.mode in ("in-plane", "zero-shot"):
+    if job.safeguards:  # in-plane: medsr.inference.safeguards measured it with the modality's physics
+        job.metrics.update(_safeguard_metrics(job.safeguards))
+    elif job.mode in ("in-plane", "zero-shot"):
         job.set_stage("checking consistency", 0.7)
         consistency, stats = consistency_check(image, result, job.scale)
         maps.setdefault("consistency", consistency)
@@ -274,15 +278,52 @@ def _upscale(
     model_path: str | None,
 ) -> MedImage:
     if job.mode == "in-plane":
-        from medsr.inference.predictor import upscale
+        from medsr.inference.safeguards import upscale_with_safeguards
 
-        return upscale(image, scale=job.scale, model=model_path or job.model)
+        z, y, x = image.spatial_shape
+        # TTA costs 8 model runs; interpolators are flip/rotation-equivariant (their map is ~0)
+        small = image.num_channels * z * y * x <= TTA_MAX_VOXELS
+        learned = bool(job.model_card.get("learned", job.model_card.get("kind") != "interpolator"))
+        result, summary = upscale_with_safeguards(
+            image,
+            job.scale,
+            model_path or job.model,
+            consistency=job.options.get("consistency", "off"),
+            maps=True,
+            tta=small and learned,
+            warn=False,
+        )
+        job.safeguards = summary
+        job.provenance = {k: v for k, v in result.meta.get("provenance", {}).items() if k != "safeguards"}
+        return result
     if selfsup is None:  # checked at submission; kept for safety
         raise MedSRError(f"mode {job.mode!r} is not available in this version")
     if job.mode == "through-plane":
         target = float(image.spacing[0]) / job.scale
         return _call(selfsup, image, target_spacing=target, budget_s=budget_s, progress=False)
     return _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
+
+
+#: inputs up to this many voxels get the test-time-augmentation uncertainty map on the web
+TTA_MAX_VOXELS = 1 << 20
+
+
+def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """Flat numbers/strings of a safeguards summary for the job's ``metrics`` (shown as is)."""
+    cons = summary.get("consistency") or {}
+    err = cons.get("error") or {}
+    out: dict[str, Any] = {
+        "consistency_psnr_db": err.get("psnr_db"),
+        "consistency_mae": err.get("mean"),
+        "consistency_p99": err.get("p99"),
+        "data_consistency": cons.get("setting", "off"),
+        "assumed_degradation": (summary.get("degradation") or {}).get("describe"),
+    }
+    unc = (summary.get("uncertainty") or {}).get("map")
+    if unc:
+        out["uncertainty_p99"] = unc.get("p99")
+    out["fidelity_warnings"] = len(summary.get("warnings") or [])
+    return out
 
 
 def _call(fn: Callable[..., MedImage], *args: Any, **kwargs: Any) -> MedImage:

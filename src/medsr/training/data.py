@@ -655,10 +655,21 @@ class SRDataModule(L.LightningDataModule):
             "patch_size": self.cfg.data.patch_size,
             "patches_per_epoch": self.cfg.data.patches_per_epoch,
             "normalization": card_normalization(self.cfg.normalization, modalities),
+            "training_stats": self.training_stats(),
             "degradation": self.cfg.degradation.as_dict(),
             "val_slices": len(self.val_items),
             "unvalidated_groups": list(self.unvalidated_groups),
         }
+
+    def training_stats(self) -> dict[str, Any]:
+        """Normalised intensity statistics of the training slices per modality code (for the
+        model card's out-of-distribution check, :mod:`medsr.safeguards.ood`)."""
+        from medsr.safeguards.ood import intensity_stats
+
+        by_modality: dict[str, list[np.ndarray]] = {}
+        for it in self.train_loaded:
+            by_modality.setdefault(it.modality, []).extend(list(it.slices))
+        return {m: intensity_stats(slices) for m, slices in sorted(by_modality.items())}
 
     # ---------------------------------------------------------------- loaders
     def _rank_world(self) -> tuple[int, int]:

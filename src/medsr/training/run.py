@@ -237,6 +237,7 @@ def build_card(
             "val_files": list(data.get("val_files", [])),
             "modalities": list(data.get("modalities", [])),
             "patch_size": data.get("patch_size"),
+            "training_stats": data.get("training_stats") or {},
         },
         "metrics": {
             "val_psnr": m.get("psnr"),

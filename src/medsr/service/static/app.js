@@ -8,6 +8,7 @@
   const el = {
     status: $("#server-status"), fileInput: $("#file-input"), dropzone: $("#dropzone"), dzTitle: $("#dz-title"),
     dzHint: $("#dz-hint"), mode: $("#mode"), model: $("#model"), modelField: $("#model-field"), scale: $("#scale"),
+    consistency: $("#consistency"), consistencyField: $("#consistency-field"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -216,6 +217,7 @@
   function onOptionsChanged() {
     const mode = el.mode.value;
     el.modelField.hidden = mode !== "in-plane";
+    el.consistencyField.hidden = mode !== "in-plane";
     const card = selectedCard();
     const allowed = card ? card.scales : [2, 3, 4];
     if (!allowed.includes(state.scale)) state.scale = allowed[0];
@@ -270,6 +272,7 @@
     el.run.disabled = true;
     setProgress(0, "Uploading…");
     const fields = { mode: el.mode.value, scale: state.scale, model: el.model.value || "bicubic" };
+    if (el.mode.value === "in-plane") fields.consistency = el.consistency.value;
     let job;
     try {
       job = await uploadFile(state.file, fields);

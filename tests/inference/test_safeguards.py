@@ -1,0 +1,136 @@
+"""upscale_with_safeguards: the one call the CLI, API and web service use."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import medsr
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+from medsr.inference.safeguards import (
+    CONSISTENCY_DEFAULT,
+    ConsistencyWarning,
+    OutOfDistributionWarning,
+    upscale_with_safeguards,
+    write_maps,
+)
+from tests.conftest import corpus_path
+from tests.safeguards.conftest import make_weights
+
+
+@pytest.fixture(scope="module")
+def ct_small():
+    return medsr.load_image(corpus_path("CT_small.dcm"))
+
+
+@pytest.fixture(scope="module")
+def mr_small():
+    return medsr.load_image(corpus_path("MR_small.dcm"))
+
+
+@pytest.fixture(scope="module")
+def mr_weights(tmp_path_factory):
+    return make_weights(tmp_path_factory.mktemp("w") / "tiny-mr.safetensors")
+
+
+def test_default_is_off_and_output_is_the_plain_upscale(mr_small):
+    assert CONSISTENCY_DEFAULT == "off"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sr, summary = upscale_with_safeguards(mr_small, 2, "lanczos")
+    np.testing.assert_array_equal(sr.array, medsr.upscale(mr_small, 2, "lanczos").array)
+    assert summary["consistency"]["setting"] == "off" and not summary["consistency"]["exceeded"]
+    assert summary["degradation"]["kind"] == "kspace" and summary["warnings"] == []
+    assert summary["uncertainty"]["map"]["max"] < 1e-2  # interpolators are equivariant
+    assert set(sr.meta["maps"]) == {"consistency", "uncertainty"}
+    assert all(m.shape == sr.spatial_shape for m in sr.meta["maps"].values())
+    assert sr.meta["safeguards"] is summary
+    json.dumps(summary)
+    d = sr.meta["derivation"]
+    assert d["model"] == "lanczos" and d["consistency"] == "off" and "summary" in d
+
+
+def test_consistency_on_enforces_the_measurement(ct_small):
+    sr_off, off = upscale_with_safeguards(ct_small, 2, "bicubic", consistency="off", tta=False)
+    sr_on, on = upscale_with_safeguards(ct_small, 2, "bicubic", consistency=True, tta=False)
+    assert on["consistency"]["error_before"] == off["consistency"]["error"]
+    assert on["consistency"]["error"]["p99_rel"] < 0.1 * off["consistency"]["error"]["p99_rel"]
+    assert on["consistency"]["method"].startswith("iterative back-projection")
+    assert "uncertainty" not in sr_on.meta["maps"] and on["uncertainty"]["method"] == "none"
+    assert sr_on.history[-1].startswith("data consistency") and sr_on.spacing == sr_off.spacing
+    lo, hi = ct_small.array.min(), ct_small.array.max()
+    assert sr_on.array.min() >= lo and sr_on.array.max() <= hi
+
+
+def test_warnings_consistency_and_ood(tmp_path, ct_small, mr_small, mr_weights):
+    with pytest.warns(ConsistencyWarning, match="disagrees"):
+        _, s = upscale_with_safeguards(
+            mr_small, 2, "bicubic", degradation="bicubic", threshold=1e-4, relative=None, tta=False
+        )
+    assert s["consistency"]["exceeded"] and len(s["warnings"]) == 1
+    # relative to bicubic interpolation: bicubic itself never exceeds, an untrained network does
+    _, s = upscale_with_safeguards(mr_small, 2, "bicubic", threshold=1e-4, tta=False)
+    assert not s["consistency"]["exceeded"] and s["consistency"]["bicubic_p99_rel"] > 1e-4
+    with pytest.warns(ConsistencyWarning, match="x bicubic"):
+        _, s = upscale_with_safeguards(mr_small, 2, str(mr_weights), tta=False)
+    assert s["consistency"]["error"]["p99_rel"] > 0.05 and not s["ood"]["flag"]
+    # an untrained MR-only network on CT: out of distribution, and its output contradicts the data
+    with pytest.warns(UserWarning) as caught:
+        _, s = upscale_with_safeguards(ct_small, 2, str(mr_weights), tta=False)
+    assert {w.category for w in caught} == {OutOfDistributionWarning, ConsistencyWarning}
+    assert "modality CT" in str(caught[0].message)
+    assert s["ood"]["flag"] and s["ood"]["training_modalities"] == ["MR"]
+    assert s["consistency"]["exceeded"] and len(s["warnings"]) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, s = upscale_with_safeguards(ct_small, 2, str(mr_weights), tta=False, warn=False)
+    assert s["warnings"]
+
+
+def test_learned_model_uncertainty_and_volume(tmp_path, rng):
+    w = make_weights(tmp_path / "any.safetensors", modalities=("MR", "CT"))
+    from scipy import ndimage
+
+    smooth = ndimage.gaussian_filter(rng.uniform(0, 100, (2, 12, 10)), (0, 1, 1))
+    vol = MedImage(smooth.astype(np.float32), modality="MR")
+    sr, s = upscale_with_safeguards(vol, 2, str(w), consistency="on", warn=False)
+    assert sr.meta["maps"]["uncertainty"].shape == (2, 24, 20)
+    assert s["uncertainty"]["map"]["p99"] > 0 and s["uncertainty"]["transforms"] == 8
+    assert not s["ood"]["flag"]
+    written = write_maps(sr.meta["maps"], tmp_path / "maps", like=sr, summary=s)
+    assert {p.name for ps in written.values() for p in ps} == {
+        "consistency.nii.gz",
+        "uncertainty.nii.gz",
+        "summary.json",
+    }
+
+
+def test_bad_arguments(mr_small):
+    with pytest.raises(InvalidParameterError, match="on' or 'off"):
+        upscale_with_safeguards(mr_small, 2, "bicubic", consistency="maybe")
+    with pytest.raises(InvalidParameterError, match="scale"):
+        upscale_with_safeguards(mr_small, 5, "bicubic")
+    with pytest.raises(InvalidParameterError, match="consistency"):
+        upscale_with_safeguards(mr_small, 2, "bicubic", degradation="thick-slice")
+
+
+def test_assumed_degradation_prefers_the_model_card(tmp_path, mr_small):
+    from medsr.inference.safeguards import assumed_degradation
+
+    card = {"degradation": {"kind": "bicubic", "params": {}, "steps": []}}
+    assert assumed_degradation(None, card, 2, "MR")[0].kind == "bicubic"
+    assert assumed_degradation(None, card, 2, "MR")[1] == "model card"
+    assert assumed_degradation("auto", card, 2, "MR") == (assumed_degradation(None, {}, 2, "MR"))
+    ranged = {"degradation": {"kind": "ct-detector", "params": {"sigma": [0.3, 1.2]}}}
+    assert assumed_degradation(None, ranged, 2, "CT")[1] == "modality default"
+    assert (
+        assumed_degradation(None, {"degradation": {"kind": "default"}}, 2, "MR")[0].kind == "kspace"
+    )
+    assert assumed_degradation("radiograph", card, 2, "MR")[1] == "given"
+    w = make_weights(tmp_path / "bic.safetensors", degradation={"kind": "bicubic", "params": {}})
+    _, s = upscale_with_safeguards(mr_small, 2, str(w), tta=False, warn=False)
+    assert s["degradation"]["kind"] == "bicubic" and s["degradation"]["source"] == "model card"

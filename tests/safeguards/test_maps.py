@@ -1,0 +1,106 @@
+"""Uncertainty from test-time augmentation, map summaries, writing maps beside outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+import medsr
+from medsr.image import MedImage
+from medsr.safeguards import summarize_map, uncertainty_map, write_maps
+from medsr.safeguards.maps import DIHEDRAL, dihedral, dihedral_inverse, tta_statistics
+
+
+def test_dihedral_group_round_trips(rng):
+    a = rng.normal(size=(2, 5, 7))
+    seen = set()
+    for k, flip in DIHEDRAL:
+        t = dihedral(a, k, flip)
+        np.testing.assert_array_equal(dihedral_inverse(t, k, flip), a)
+        seen.add(t.tobytes())
+    assert len(DIHEDRAL) == 8 and len(seen) == 8
+
+
+def test_interpolators_are_equivariant_learned_models_are_not(mr_small, mr_weights):
+    small = mr_small.replace(array=mr_small.array[:, :32, :24])
+    assert uncertainty_map(small, 2, "bicubic").max() < 1e-3
+    std = uncertainty_map(small, 2, str(mr_weights))
+    assert std.shape == (1, 64, 48) and std.max() > 1.0
+
+
+def test_identity_output_is_plain_upscale_and_samples_hook(mr_small):
+    small = mr_small.replace(array=mr_small.array[:, :16, :16])
+    rng = np.random.default_rng(0)
+
+    def sampler(im: MedImage) -> MedImage:
+        out = medsr.upscale(im, 2, "bicubic")
+        return out.replace(array=out.array + rng.normal(0, 5.0, out.array.shape).astype(np.float32))
+
+    sr, std, info = tta_statistics(small, 2, "bicubic", tta=False, samples=64, sampler=sampler)
+    np.testing.assert_array_equal(sr.array, medsr.upscale(small, 2, "bicubic").array)
+    assert info["samples"] == 64 and abs(float(std.mean()) - 5.0) < 0.5
+    _, none, info = tta_statistics(small, 2, "bicubic", tta=False, samples=3)
+    assert none is None and "deterministic" in info["samples_skipped"]
+
+
+def test_summary_numbers():
+    v = np.zeros((1, 10, 10), np.float32)
+    v[0, 0, :5] = 10.0
+    s = summarize_map(v, data_range=100.0, threshold_rel=0.05, units="HU")
+    assert s["max"] == 10 and s["max_rel"] == 0.1 and s["threshold"] == 5.0
+    assert s["frac_above"] == 0.05 and s["mean"] == pytest.approx(0.5) and s["units"] == "HU"
+    json.dumps(s)
+
+
+def test_write_maps_png_nifti_and_lr_grid(tmp_path, rng):
+    img = MedImage(
+        rng.uniform(0, 50, (1, 6, 8)).astype(np.float32), spacing=(1, 0.5, 0.5), modality="MR"
+    )
+    sr = medsr.upscale(img, 2, "bicubic")
+    maps = {
+        "consistency": rng.uniform(0, 3, (1, 12, 16)),
+        "consistency_lr": rng.uniform(0, 3, (1, 6, 8)),
+    }
+    out = write_maps(maps, tmp_path / "m", like=sr, summary={"a": np.float32(1.5)})
+    assert [p.name for p in out["consistency"]] == ["consistency.png"]
+    back = medsr.load_image(out["consistency"][0])
+    np.testing.assert_allclose(back.array, maps["consistency"], atol=3 / 65535 * 2)
+    assert back.spacing == sr.spacing
+    lr_back = medsr.load_image(out["consistency_lr"][0])
+    assert lr_back.spacing == pytest.approx(img.spacing)
+    assert json.loads((tmp_path / "m" / "summary.json").read_text()) == {"a": 1.5}
+    side = json.loads((tmp_path / "m" / "consistency.json").read_text())
+    assert side["derivation"]["method"].startswith("consistency error map")
+    vol = MedImage(rng.uniform(0, 5, (3, 4, 4)).astype(np.float32))
+    out = write_maps({"uncertainty": vol.array}, tmp_path / "v", like=vol)
+    assert out["uncertainty"][0].name == "uncertainty.nii.gz"
+    with pytest.raises(medsr.MedSRError):
+        write_maps({"uncertainty": vol.array}, tmp_path / "v", like=vol)  # no overwrite
+    with pytest.raises(medsr.MedSRError, match="shape"):
+        write_maps({"bad": np.zeros((2, 4, 4))}, tmp_path / "w", like=vol)
+
+
+def test_write_maps_dicom_series(tmp_path, ct_small):
+    from tests.io.conftest import dciodvfy_errors
+
+    sr = medsr.upscale(ct_small, 2, "bicubic")
+    cmap = np.linspace(0, 12.5, 256 * 256, dtype=np.float32).reshape(1, 256, 256)
+    umap = np.full((1, 256, 256), 3e-4, np.float32)
+    umap[0, 0, 0] = 0
+    out = write_maps({"consistency": cmap, "uncertainty": umap}, tmp_path, like=sr)
+    src_errors = dciodvfy_errors(ct_small.meta["source_paths"][0])
+    for name, values in (("consistency", cmap), ("uncertainty", umap)):
+        _, series = out[name]
+        f = next(series.glob("*.dcm"))
+        ds = pydicom.dcmread(f)
+        assert name in ds.SeriesDescription and ds.ImageType[0] == "DERIVED"
+        assert "map" in ds.DerivationDescription
+        assert ds.StudyInstanceUID == ct_small.meta["datasets"][0].StudyInstanceUID
+        assert float(ds.WindowWidth) > 0
+        back = medsr.load_image(f)
+        np.testing.assert_allclose(back.array, values, atol=max(values.max(), 1) / 65535 * 1.01)
+        assert back.spacing == pytest.approx(sr.spacing)
+        assert dciodvfy_errors(f) <= src_errors

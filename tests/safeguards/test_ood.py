@@ -1,0 +1,69 @@
+"""Out-of-distribution check against the model card's training data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from medsr.image import MedImage
+from medsr.safeguards import OutOfDistributionWarning, check_distribution, intensity_stats
+
+CARD = {
+    "name": "m",
+    "architecture": "srcnn",
+    "kind": "super-resolution",
+    "normalization": {"kind": "minmax"},
+}
+
+
+def test_training_stats(rng):
+    stats = intensity_stats([rng.uniform(0, 1, (16, 16)), rng.uniform(0, 0.5, (16, 16))])
+    assert stats["n_slices"] == 2 and 0 < stats["p01"] < stats["p50"] < stats["p99"] <= 1
+    assert stats["slice_mean"][0] == pytest.approx(0.25, abs=0.05)
+    assert intensity_stats([]) == {"n_slices": 0}
+
+
+def test_classical_models_are_not_checked(ct_small):
+    r = check_distribution(ct_small, {"name": "bicubic", "kind": "interpolator"})
+    assert r["checked"] is False and r["flag"] is False
+
+
+def test_unseen_modality_warns(ct_small, mr_small):
+    card = {**CARD, "training_data": {"modalities": ["MR"]}}
+    with pytest.warns(OutOfDistributionWarning, match="modality CT"):
+        r = check_distribution(ct_small, card)
+    assert r["flag"] and r["training_modalities"] == ["MR"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_distribution(mr_small, card)["flag"] is False
+    # a modality of the same group counts as seen (DX ~ CR: both radiographs)
+    dx = MedImage(np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 8, 8), modality="DX")
+    assert not check_distribution(
+        dx, {**CARD, "training_data": {"modalities": ["CR"]}}, warn=False
+    )["flag"]
+
+
+def test_intensities_outside_the_model_space(mr_small):
+    card = {
+        **CARD,
+        "normalization": {"kind": "fixed", "low": -1024, "high": 3071},
+        "data": {"modalities": ["CT", "MR"]},
+    }
+    bright = mr_small.replace(array=mr_small.array * 10)
+    r = check_distribution(bright, card, warn=False)
+    assert r["flag"] and "normalised range" in r["reasons"][0]
+    assert r["normalised"]["frac_outside"] > 0.01
+
+
+def test_training_statistics_bound_the_contrast(rng):
+    stats = {"MR": intensity_stats([rng.uniform(0.2, 0.4, (32, 32)) for _ in range(4)])}
+    card = {**CARD, "training_data": {"modalities": ["MR"], "training_stats": stats}}
+    like = MedImage(rng.uniform(0.2, 0.4, (1, 32, 32)).astype(np.float32), modality="MR")
+    like.array[0, 0, :2] = (0.0, 1.0)  # minmax maps the range to 0..1 as in training
+    assert not check_distribution(like, card, warn=False)["flag"]
+    spiky = np.zeros((1, 32, 32), np.float32)
+    spiky[0, ::7, ::7] = 1.0  # mostly empty: normalised mean far below anything trained on
+    r = check_distribution(MedImage(spiky, modality="MR"), card, warn=False)
+    assert r["flag"] and r["training_stats"] and "training range" in " ".join(r["reasons"])
