@@ -24,21 +24,14 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import machine as m
-
-    return m()
 
 
 def build_inputs(root: Path, n: int) -> dict[str, int]:

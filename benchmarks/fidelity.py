@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _machine import machine
 from pydicom.data import get_testdata_file
 
 import medsr
@@ -69,22 +69,6 @@ LESION_IMAGES = (
     "MR-SIEMENS-DICOM-WithOverlays.dcm",
 )
 QUICK = ("CT_small.dcm", "MR_small.dcm")
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def load(name: str, crop: int | None = None) -> MedImage:

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from _machine import cpu_model
 from torch.utils.flop_counter import FlopCounterMode
 
 from medsr.models import create_model, list_models
@@ -46,16 +47,6 @@ from medsr.models import create_model, list_models
 SCALE = 2
 OUT_SIZE = 512
 IN_SIZE = OUT_SIZE // SCALE
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def count_flops(name: str, size: int) -> int:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
+from _machine import machine
 from pydicom.data import get_testdata_file
 
 from medsr.reports.evaluate import evaluate
@@ -36,22 +36,6 @@ CORPUS = (
     "JPEG2000_UNC.dcm",
 )
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from medsr.degradations import degrade_image
 from medsr.image import MedImage
@@ -74,27 +74,6 @@ def corpus(name: str) -> Path:
     if found is None:
         raise SystemExit(f"corpus file {name} is not installed (pip install medsr[corpus])")
     return Path(found)
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    import torch
-
-    load = ""
-    try:
-        load = f", load average at start {os.getloadavg()[0]:.1f}"
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores{load}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def reference_2d(name: str, crop: int = CROP) -> MedImage:
@@ -191,7 +170,7 @@ def main() -> None:
 
     t_start = time.perf_counter()
     info: dict = {
-        "machine": machine(),
+        "machine": machine(load=True),
         "device": args.device,
         "budgets_s": {
             "inplane": b_in,

@@ -18,6 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _machine import machine
+
 RESULTS = Path(__file__).parent / "results"
 
 WORKER = r"""
@@ -49,13 +51,6 @@ med = times[len(times) // 2]
 peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak}))
 """
-
-
-def machine() -> str:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from quality import machine as m
-
-    return m()
 
 
 def configs(models: list[str], size: int, repeats: int) -> list[dict]:
