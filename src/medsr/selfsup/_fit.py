@@ -28,6 +28,7 @@ class FitReport:
     final_loss: float
     init: str | None
     device: str
+    patch_size: int
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +39,7 @@ class FitReport:
             "final_l1": None if not math.isfinite(self.final_loss) else round(self.final_loss, 6),
             "init": self.init,
             "device": self.device,
+            "patch_size": self.patch_size,
         }
 
 
@@ -282,6 +284,56 @@ def fit(
         final_loss=loss_value,
         init=init,
         device=str(device),
+        patch_size=sampler.patch_size,
+    )
+
+
+def model_normalizer(card: dict[str, Any] | None, image: Any, cf: np.ndarray) -> Any:
+    """The card's normalisation when fine-tuning weights that have one, else per-image min-max."""
+    from medsr.intensity import Normalizer
+
+    if card is not None and card.get("normalization"):
+        return Normalizer.from_card(card, image)
+    return Normalizer.from_spec({"kind": "minmax"}, cf)
+
+
+def train_on_pairs(
+    net: torch.nn.Module,
+    pairs: list[tuple[torch.Tensor, torch.Tensor]],
+    factor: Any,
+    *,
+    patch_size: int,
+    patches_per_epoch: int,
+    augment: bool,
+    seed: int,
+    budget_s: float | None,
+    epochs: int | None,
+    batch_size: int,
+    lr: float | None,
+    device: torch.device,
+    progress: bool,
+    description: str,
+    init: str | None,
+) -> FitReport:
+    """Sample random patch pairs from ``pairs`` (low, high) and :func:`fit` ``net`` on them.
+
+    ``lr=None`` picks 1e-3 from scratch and 2e-4 when fine-tuning (``init`` given).
+    """
+    sampler = PatchSampler(
+        pairs, factor, patch_size=patch_size, patches_per_epoch=patches_per_epoch, augment=augment, seed=seed
+    )
+    return fit(
+        net,
+        sampler,
+        budget_s=budget_s,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=(2e-4 if init is not None else 1e-3) if lr is None else float(lr),
+        device=device,
+        seed=seed,
+        progress=progress,
+        description=description,
+        init=init,
     )
 
 

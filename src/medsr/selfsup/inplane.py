@@ -87,15 +87,15 @@ def zero_shot_upscale(
         it was made (``method = "zero-shot self-supervised"``) and what the training did.
     """
     from medsr.inference.predictor import SCALES, resolve_device
-    from medsr.intensity import Normalizer
     from medsr.selfsup._fit import (
         build_network,
         check_budget,
         check_positive_int,
-        fit,
+        model_normalizer,
         run_tiled,
+        train_on_pairs,
     )
-    from medsr.selfsup.pyramid import PatchSampler, build_pyramid
+    from medsr.selfsup.pyramid import build_pyramid
 
     if not isinstance(image, MedImage):
         raise InvalidParameterError(
@@ -127,10 +127,7 @@ def zero_shot_upscale(
     net, card, init_name = build_network(
         model, scale, model_kwargs, init, kind="upscaler", seed=seed
     )
-    if card is not None and card.get("normalization"):
-        norm = Normalizer.from_card(card, image)
-    else:
-        norm = Normalizer.from_spec({"kind": "minmax"}, cf)
+    norm = model_normalizer(card, image, cf)
     planes = norm.forward(cf.reshape(c * z, 1, h, w))
     x = torch.from_numpy(planes)
     very_lr, lr_img = build_pyramid(
@@ -141,23 +138,19 @@ def zero_shot_upscale(
         params=degradation_params,
         seed=seed,
     )
-    sampler = PatchSampler(
+    report = train_on_pairs(
+        net,
         list(zip(very_lr, lr_img, strict=True)),
         scale,
         patch_size=patch_size,
         patches_per_epoch=patches_per_epoch,
         augment=augment,
         seed=seed,
-    )
-    report = fit(
-        net,
-        sampler,
         budget_s=budget,
         epochs=n_epochs,
         batch_size=batch_size,
-        lr=(2e-4 if init is not None else 1e-3) if lr is None else float(lr),
+        lr=lr,
         device=dev,
-        seed=seed,
         progress=progress,
         description=f"zero-shot ×{scale}",
         init=init_name,
@@ -179,7 +172,6 @@ def zero_shot_upscale(
         "model_version": None,
         "training": {
             **report.as_dict(),
-            "patch_size": sampler.patch_size,
             "degradation": degradation,
             "seed": seed,
         },

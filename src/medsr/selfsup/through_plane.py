@@ -214,9 +214,14 @@ def through_plane_upscale(
     """
     from medsr.degradations import thick_slice
     from medsr.inference.predictor import resolve_device
-    from medsr.intensity import Normalizer
-    from medsr.selfsup._fit import build_network, check_budget, check_positive_int, fit, run_tiled
-    from medsr.selfsup.pyramid import PatchSampler
+    from medsr.selfsup._fit import (
+        build_network,
+        check_budget,
+        check_positive_int,
+        model_normalizer,
+        run_tiled,
+        train_on_pairs,
+    )
 
     _check_volume(image, "through-plane super-resolution")
     target = _check_target(image, target_spacing)
@@ -257,10 +262,7 @@ def through_plane_upscale(
     )
     if int(getattr(net, "axis", -2)) != -2:
         raise InvalidParameterError("the through-plane network must upsample rows (axis=-2)")
-    if card is not None and card.get("normalization"):
-        norm = Normalizer.from_card(card, image)
-    else:
-        norm = Normalizer.from_spec({"kind": "minmax"}, cf)
+    norm = model_normalizer(card, image, cf)
     vol = torch.from_numpy(norm.forward(cf))  # (C, Z, Y, X)
 
     # training pairs: axial slices with y (rows), or x (after a transpose), made thick
@@ -271,23 +273,19 @@ def through_plane_upscale(
             lo = thick_slice(planes, f, profile=profile, thickness=thickness / pixel, axis=-2)
             hi = planes[..., : lo.shape[-2] * f, :]
             pairs.extend(zip(lo, hi, strict=True))
-    sampler = PatchSampler(
+    report = train_on_pairs(
+        net,
         pairs,
         (f, 1),
         patch_size=patch_size,
         patches_per_epoch=patches_per_epoch,
         augment=augment,
         seed=seed,
-    )
-    report = fit(
-        net,
-        sampler,
         budget_s=budget,
         epochs=n_epochs,
         batch_size=batch_size,
-        lr=(2e-4 if init is not None else 1e-3) if lr is None else float(lr),
+        lr=lr,
         device=dev,
-        seed=seed,
         progress=progress,
         description=f"through-plane ×{f}",
         init=init_name,
@@ -324,7 +322,6 @@ def through_plane_upscale(
             "factor": f,
             "slice_thickness_mm": round(thickness, 4),
             "profile": profile,
-            "patch_size": sampler.patch_size,
             "seed": seed,
         },
     }
