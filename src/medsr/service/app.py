@@ -53,6 +53,9 @@ from medsr.errors import (
     MedSRError,
     UnsupportedFormatError,
 )
+from medsr.inference.predictor import SCALES
+from medsr.models.pretrained import WEIGHTS_DIR
+from medsr.reports.render import CT_WINDOWS
 from medsr.service.jobs import (
     MEDIA_TYPES,
     MODES,
@@ -76,14 +79,6 @@ from medsr.service.storage import (
 log = logging.getLogger("medsr.service")
 
 STATIC_DIR = Path(__file__).parent / "static"
-BUNDLED_WEIGHTS = Path(medsr.__file__).parent / "weights"
-SCALES = (2, 3, 4)
-WINDOW_PRESETS = {
-    "soft-tissue": (40.0, 400.0),
-    "lung": (-600.0, 1500.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-}
 _ACCEPTED = {"dicom", "nifti", "png", "tiff"}
 _MULTIPART_SLACK = 64 * 1024  # multipart headers and form fields around the file
 
@@ -112,7 +107,7 @@ class Settings:
     max_output_megavoxels: float = 1024.0
     zero_shot_budget_s: float = 120.0
     #: folders searched for ``*.safetensors`` models (with their model cards)
-    weights_dirs: tuple[Path, ...] = field(default_factory=lambda: (BUNDLED_WEIGHTS,))
+    weights_dirs: tuple[Path, ...] = field(default_factory=lambda: (WEIGHTS_DIR,))
 
     @property
     def max_upload_bytes(self) -> int:
@@ -509,15 +504,15 @@ def _window(spec: str, job: Job) -> tuple[float, float]:
     s = spec.strip().lower()
     if s in ("", "auto", "default"):
         return job.window
-    if s in WINDOW_PRESETS:
-        return WINDOW_PRESETS[s]
+    if s in CT_WINDOWS:
+        return CT_WINDOWS[s]
     m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*,\s*(\d+(?:\.\d+)?)\s*", s)
     if m:
         centre, width = float(m.group(1)), float(m.group(2))
         if width > 0 and math.isfinite(centre) and math.isfinite(width):
             return centre, width
     raise InvalidParameterError(
-        f"window must be auto, {', '.join(WINDOW_PRESETS)}, or 'centre,width' (e.g. 40,400); got {spec!r}"
+        f"window must be auto, {', '.join(CT_WINDOWS)}, or 'centre,width' (e.g. 40,400); got {spec!r}"
     )
 
 
@@ -974,7 +969,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             retention_s=settings.retention_s,
             scales=list(SCALES),
             modes={m: m == "in-plane" or selfsup_function(m) is not None for m in MODES},
-            window_presets={k: list(v) for k, v in WINDOW_PRESETS.items()},
+            window_presets={k: list(v) for k, v in CT_WINDOWS.items()},
             auth_required=bool(settings.token),
         )
 
