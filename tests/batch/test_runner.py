@@ -15,9 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from medsr.batch import read_report, run_batch
-from medsr.batch.model import PlaneUpscaler
 from medsr.errors import InvalidParameterError, UnknownModelError
 from medsr.image import MedImage
+from medsr.inference.planes import PlaneUpscaler
 from medsr.io import load_image
 from tests.conftest import corpus_path
 

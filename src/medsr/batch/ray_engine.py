@@ -44,7 +44,7 @@ class UpscaleActor:
     ):
         import torch
 
-        from medsr.batch.model import PlaneUpscaler
+        from medsr.inference.planes import PlaneUpscaler
         from medsr.inference.predictor import resolve_device
 
         if threads:

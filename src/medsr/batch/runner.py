@@ -8,7 +8,7 @@ Readers checksum and decode the next inputs and writers encode and rename the pr
 while the model works, so the model does not wait on I/O (the queues hold at most ``K`` images
 each, which bounds memory). On CPU the model takes one item at a time; on CUDA it stacks planes
 from several queued items of the same plane size into one forward pass
-(:meth:`medsr.batch.model.PlaneUpscaler.run_many`).
+(:meth:`medsr.inference.planes.PlaneUpscaler.run_many`).
 
 The Ray engine (:mod:`medsr.batch.ray_engine`) runs the same per-item function on a Ray cluster.
 Both write the same report and resume state (:mod:`medsr.batch.state`).
@@ -206,7 +206,7 @@ def run_batch(
 
 
 def _make_upscaler(model: Any, scale: int, device: str, batch_size: int | None) -> Any:
-    from medsr.batch.model import PlaneUpscaler
+    from medsr.inference.planes import PlaneUpscaler
     from medsr.inference.predictor import resolve_device
 
     dev = resolve_device(device)

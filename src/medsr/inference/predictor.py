@@ -13,8 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 
@@ -89,54 +87,7 @@ def upscale(
             memory; same result as whole-plane inference, see :mod:`medsr.inference.tiling`);
             ``None`` never tiles.
     """
-    import torch
+    from medsr.inference.planes import PlaneUpscaler
 
-    if int(scale) != scale or int(scale) not in SCALES:
-        raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
-    scale = int(scale)
-    if model is None:
-        from medsr.models.pretrained import default_model_name
-
-        model = default_model_name(scale)
-    dev = resolve_device(device)
-    net, card = load_upscaler(model, scale)
-    net = net.to(dev).eval()
-    net_channels = int(getattr(net, "in_channels", 1))
-
-    cf = image.channel_first()  # (C, Z, Y, X)
-    c, z, h, w = cf.shape
-    if net_channels == c and c > 1:
-        planes = cf.transpose(1, 0, 2, 3)  # (Z, C, Y, X): the model sees colour together
-        per_plane_channels = c
-    else:
-        planes = cf.reshape(c * z, 1, h, w)  # each channel of each slice on its own
-        per_plane_channels = 1
-    out = np.empty((planes.shape[0], per_plane_channels, h * scale, w * scale), dtype=np.float32)
-    from medsr.inference.tiling import tiled_forward
-    from medsr.intensity import Normalizer
-
-    norm = Normalizer.from_card(card, image)
-    with torch.inference_mode():
-        for start in range(0, planes.shape[0], batch_size):
-            chunk = torch.from_numpy(norm.forward(planes[start : start + batch_size])).to(dev)
-            pred = tiled_forward(net, chunk, tile=tile, batch_size=batch_size) if tile else net(chunk)
-            out[start : start + batch_size] = norm.inverse(pred.float().cpu().numpy())
-    if per_plane_channels > 1:
-        result = out.transpose(1, 0, 2, 3)
-    else:
-        result = out.reshape(c, z, h * scale, w * scale)
-    if clip:
-        lo, hi = float(np.nanmin(cf)), float(np.nanmax(cf))
-        np.clip(result, lo, hi, out=result)
-    arr = result if image.channels else result[0]
-    name = card.get("name", str(model))
-    sr = image.resampled(arr, step=f"in-plane upscale x{scale} ({name})")
-    meta = dict(sr.meta)
-    meta["derivation"] = {
-        "method": "super-resolution" if card.get("kind") != "interpolator" else "interpolation",
-        "model": name,
-        "scale": scale,
-        "axes": "in-plane",
-        "model_version": card.get("version"),
-    }
-    return sr.replace(meta=meta)
+    runner = PlaneUpscaler(model, scale, device=device, batch_size=batch_size, clip=clip, tile=tile)
+    return runner.upscale(image)

@@ -1,7 +1,7 @@
-"""The model stage of a batch: one loaded upscaler, fed planes from one or several images.
+"""One loaded upscaler, fed planes from one or several images.
 
-:class:`PlaneUpscaler` splits :func:`medsr.inference.predictor.upscale` into its three steps so
-that a batch can load the model once and mix inputs:
+:class:`PlaneUpscaler` is how :func:`medsr.inference.predictor.upscale` runs, split into its
+three steps so that a batch (:mod:`medsr.batch`) can load the model once and mix inputs:
 
 ``prepare(image)``
     planes of the image in model space (``(P, C, H, W)`` float32) and how to put them back;
@@ -12,8 +12,7 @@ that a batch can load the model once and mix inputs:
     back to image units, clipped to the input's range, a MedImage on the finer grid with the
     same ``meta["derivation"]`` as ``medsr upscale``.
 
-``upscale(image)`` chains them with the same chunking as the predictor, so on CPU the result is
-bit-identical to :func:`medsr.inference.predictor.upscale` (the test suite checks it).
+``upscale(image)`` chains them: it is what :func:`medsr.inference.predictor.upscale` calls.
 """
 
 from __future__ import annotations
