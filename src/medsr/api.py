@@ -111,7 +111,7 @@ def upscale_file(
         if through_plane:
             result = through_plane_upscale(
                 image, target_spacing=target_spacing, budget_s=budget_s, init=init, device=device,
-                **upscale_options,
+                consistency=consistency == "on", **upscale_options,
             )
         else:
             result = zero_shot_upscale(
@@ -121,10 +121,11 @@ def upscale_file(
 
         result = attach_provenance(
             result, provenance(model=result.meta.get("derivation", {}).get("model", method), card=None,
-                               scale=scale, degradation=None, consistency="off")
+                               scale=scale, degradation="thick-slice" if through_plane else None,
+                               consistency=consistency if through_plane else "off")
         )
         return save_image(result, target, overwrite=overwrite)
-    from medsr.inference.safeguards import upscale_with_safeguards, write_maps
+    from medsr.inference.safeguards import save_safeguarded, upscale_with_safeguards
 
     if maps_dir is not None:
         check_output(maps_dir, overwrite)
@@ -132,11 +133,7 @@ def upscale_file(
         image, scale, model, consistency=consistency, maps=maps_dir is not None, tta=maps_dir is not None,
         warn=False, device=device, **upscale_options,
     )
-    maps = result.meta.get("maps")
-    result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
-    written = save_image(result, target, overwrite=overwrite)
-    if maps_dir is not None and maps:
-        write_maps(maps, maps_dir, like=result, summary=summary, overwrite=overwrite)
+    written = save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)
     if warnings_out is not None:
         warnings_out.extend(str(w) for w in summary.get("warnings", []))
     return written

@@ -180,6 +180,8 @@ def evaluate(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     budget: Annotated[str, typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m...")] = "30s",
     interpolation: Annotated[bool, typer.Option("--interpolation", help="Evaluate slice interpolators (drop every other slice, reconstruct; --scale is the factor; models e.g. interp-cnn,linear,cubic).")] = False,
+    maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Measure each output's consistency error |degrade(SR) - input| and test-time-augmentation uncertainty (metrics + figure rows).")] = True,
+    consistency: Annotated[str, typer.Option("--consistency", help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.")] = "off",
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
     names = [m.strip() for m in models.split(",") if m.strip()]
@@ -199,7 +201,7 @@ def evaluate(
     result = run(
         data, models=names, scale=scale, degradation=degradation, params=_parse_params(param),
         out_dir=out, max_slices=max_slices, device=device, progress=sys.stderr.isatty(),
-        zero_shot={"budget_s": _parse_duration(budget), "progress": False},
+        zero_shot={"budget_s": _parse_duration(budget), "progress": False}, maps=maps, consistency=consistency,
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     typer.echo(f"\nreport: {out / 'report.html'} ({len(result.images)} images, {len(result.skipped)} skipped)")

@@ -60,7 +60,7 @@ def test_statuses_structure_and_report(archive: Path, tmp_path: Path):
     assert "truncated" in rows["broken/truncated.dcm"]["error"]
     assert rows["study1/ct/"]["output"] == "study1/ct"
     assert list(read_report(summary.report)[0]) == [
-        "input", "output", "status", "seconds", "error", "kind", "finished_at",
+        "input", "output", "status", "seconds", "error", "kind", "finished_at", "warnings",
     ]  # fmt: skip
     assert all(float(r["seconds"]) >= 0 for r in rows.values())
     # folder structure and formats kept; geometry doubled

@@ -134,3 +134,57 @@ def test_assumed_degradation_prefers_the_model_card(tmp_path, mr_small):
     w = make_weights(tmp_path / "bic.safetensors", degradation={"kind": "bicubic", "params": {}})
     _, s = upscale_with_safeguards(mr_small, 2, str(w), tta=False, warn=False)
     assert s["degradation"]["kind"] == "bicubic" and s["degradation"]["source"] == "model card"
+
+
+def test_a_loaded_model_is_shared_and_gives_the_same_result(tmp_path, mr_small, mr_weights):
+    """Batches pass their loaded PlaneUpscaler: no reload, same pixels, same provenance."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    loaded = PlaneUpscaler(str(mr_weights), 2, device="cpu")
+    shared = PlaneUpscaler(loaded, 2)
+    assert shared.net is loaded.net and shared.card is loaded.card and shared.model == loaded.model
+    np.testing.assert_array_equal(
+        medsr.upscale(mr_small, 2, loaded).array, medsr.upscale(mr_small, 2, str(mr_weights)).array
+    )
+    with pytest.raises(InvalidParameterError, match="×2, not ×4"):
+        PlaneUpscaler(loaded, 4)
+    by_name, _ = upscale_with_safeguards(mr_small, 2, str(mr_weights), warn=False)
+    by_loaded, s_loaded = upscale_with_safeguards(mr_small, 2, loaded, warn=False)
+    np.testing.assert_array_equal(by_name.array, by_loaded.array)
+    np.testing.assert_array_equal(
+        by_name.meta["maps"]["uncertainty"], by_loaded.meta["maps"]["uncertainty"]
+    )
+    assert by_name.meta["provenance"] == by_loaded.meta["provenance"]
+    assert by_loaded.meta["provenance"]["model_checksum"].startswith("sha256:")
+    assert "timing_ms" in s_loaded and "timing_ms" not in by_loaded.meta["provenance"]["safeguards"]
+
+
+def test_precomputed_output_and_save_safeguarded(tmp_path, ct_small):
+    from medsr.inference.safeguards import save_safeguarded
+    from medsr.io.sidecar import read_sidecar
+
+    plain = medsr.upscale(ct_small, 2, "bicubic")
+    ref, _ = upscale_with_safeguards(ct_small, 2, "bicubic", consistency="on", tta=False)
+    got, _ = upscale_with_safeguards(
+        ct_small, 2, "bicubic", consistency="on", tta=False, output=plain
+    )
+    np.testing.assert_array_equal(ref.array, got.array)
+    assert ref.meta["provenance"] == got.meta["provenance"]
+    with pytest.raises(InvalidParameterError, match="precomputed"):
+        upscale_with_safeguards(ct_small, 2, "bicubic", output=plain)  # tta needs the model
+    with pytest.raises(InvalidParameterError):
+        upscale_with_safeguards(ct_small, 3, "bicubic", tta=False, output=plain)
+    sr, summary = upscale_with_safeguards(ct_small, 2, "lanczos", consistency="on")
+    out = save_safeguarded(sr, tmp_path / "sr.nii.gz", summary=summary, maps_dir=tmp_path / "m")
+    side = read_sidecar(out)
+    assert side["provenance"]["consistency"] == "on" and side["provenance"]["model"] == "lanczos"
+    assert "maps" not in side and sr.meta["maps"]  # the maps are files, not sidecar content
+    assert {p.name for p in (tmp_path / "m").iterdir()} >= {
+        "consistency.png", "uncertainty.png", "summary.json", "consistency_dicom",
+    }  # fmt: skip
+    assert (
+        json.loads((tmp_path / "m" / "summary.json").read_text())["consistency"]["setting"] == "on"
+    )
+    # no maps folder: only the image
+    save_safeguarded(sr, tmp_path / "only.png", summary=summary)
+    assert (tmp_path / "only.png").is_file() and not (tmp_path / "only").exists()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import medsr
 from medsr.cli import app
-from medsr.errors import EmptyInputError
+from medsr.errors import EmptyInputError, InvalidParameterError
 from medsr.reports.evaluate import evaluate, paired_gain
 
 runner = CliRunner()
@@ -52,8 +52,15 @@ def test_evaluate_report(tmp_path, corpus):
 
 def test_kspace_wins_on_kspace_truncated_mr(tmp_path, corpus):
     """On MR-style data (central k-space kept) zero-filled k-space interpolation beats bicubic."""
-    evaluate([corpus("anatomical.nii")], models=["kspace"], scale=2, degradation="kspace",
-             out_dir=tmp_path, progress=False, figures=False)
+    evaluate(
+        [corpus("anatomical.nii")],
+        models=["kspace"],
+        scale=2,
+        degradation="kspace",
+        out_dir=tmp_path,
+        progress=False,
+        figures=False,
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["models"]["kspace"]["gain_psnr_vs_bicubic"]["mean"] > 0.3  # measured: +0.53 dB
 
@@ -66,13 +73,37 @@ def test_evaluate_skips_bad_files_and_fails_when_nothing_left(tmp_path, corpus):
 
 
 def test_cli_evaluate_and_degrade(tmp_path, corpus):
-    res = runner.invoke(app, ["evaluate", "--data", str(corpus("camera.png")), "--scale", "4",
-                              "--models", "lanczos", "--out", str(tmp_path / "ev")])
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(corpus("camera.png")),
+            "--scale",
+            "4",
+            "--models",
+            "lanczos",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "lanczos" in res.output and (tmp_path / "ev" / "report.md").is_file()
     out = tmp_path / "lr.nii.gz"
-    res = runner.invoke(app, ["degrade", str(corpus("anatomical.nii")), str(out), "--kind", "kspace",
-                              "--scale", "2", "--param", "window=hamming"])
+    res = runner.invoke(
+        app,
+        [
+            "degrade",
+            str(corpus("anatomical.nii")),
+            str(out),
+            "--kind",
+            "kspace",
+            "--scale",
+            "2",
+            "--param",
+            "window=hamming",
+        ],
+    )
     assert res.exit_code == 0, res.output
     hr, lr = medsr.load_image(corpus("anatomical.nii")), medsr.load_image(out)
     assert lr.spatial_shape[1:] == (hr.spatial_shape[1] // 2, hr.spatial_shape[2] // 2)
@@ -82,7 +113,142 @@ def test_cli_evaluate_and_degrade(tmp_path, corpus):
 def test_cli_degrade_bad_param(tmp_path, corpus):
     from tests.test_cli import medsr as run
 
-    res = run("degrade", str(corpus("camera.png")), str(tmp_path / "o.png"), "--kind", "bicubic", "--param", "nonsense")
+    res = run(
+        "degrade",
+        str(corpus("camera.png")),
+        str(tmp_path / "o.png"),
+        "--kind",
+        "bicubic",
+        "--param",
+        "nonsense",
+    )
     assert res.returncode == 2 and "key=value" in res.stderr
     res = run("degrade", str(corpus("camera.png")), str(tmp_path / "o.png"), "--kind", "warp-drive")
     assert res.returncode == 2 and "unknown degradation" in res.stderr
+
+
+# ----------------------------------------------------------------------------- fidelity maps
+MAP_METRICS = ("consistency_mae", "consistency_max", "uncertainty_mean")
+
+
+@pytest.fixture(scope="module")
+def tiny_net(tmp_path_factory):
+    from tests.safeguards.conftest import make_weights
+
+    return str(
+        make_weights(tmp_path_factory.mktemp("w") / "tiny-net.safetensors", modalities=("CT", "MR"))
+    )
+
+
+def _map_values(out, metric):
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    return {(r["image"], r["model"]): float(r["value"]) for r in rows if r["metric"] == metric}
+
+
+def test_evaluate_measures_and_shows_fidelity_maps(tmp_path, corpus, tiny_net):
+    out = tmp_path / "ev"
+    res = evaluate(
+        [corpus("CT_small.dcm"), corpus("MR_small.dcm")],
+        models=["lanczos", tiny_net],
+        scale=2,
+        degradation="auto",
+        out_dir=out,
+        progress=False,
+        device="cpu",
+    )
+    models = ("bicubic", "lanczos", tiny_net)
+    for metric in (*MAP_METRICS, "maps_seconds"):
+        values = _map_values(out, metric)
+        assert set(values) == {
+            (img, m) for img in ("CT_small.dcm", "MR_small.dcm") for m in models
+        }, metric
+        assert all(np.isfinite(v) and v >= 0 for v in values.values()), metric
+    unc = _map_values(out, "uncertainty_mean")
+    cons = _map_values(out, "consistency_mae")
+    for img in ("CT_small.dcm", "MR_small.dcm"):
+        # interpolators are equivariant (std ~ rounding); an untrained network is not
+        assert unc[(img, "lanczos")] < 1e-3 < unc[(img, tiny_net)]
+        assert 0 < cons[(img, "lanczos")] < cons[(img, tiny_net)]
+        assert _map_values(out, "consistency_max")[(img, "bicubic")] >= cons[(img, "bicubic")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["consistency"] == "off" and summary["maps"] is True
+    assert summary["consistency_degradation"] == {
+        "CT_small.dcm": "ct-detector (sigma=1.0)",
+        "MR_small.dcm": "kspace",
+    }
+    for m in models:
+        assert summary["models"][m]["consistency_mae"]["n"] == 2
+        assert summary["models"][m]["maps_seconds_per_image"] >= 0
+    html = (out / "report.html").read_text()
+    assert "Fidelity to the input" in html and "TTA uncertainty" in html
+    md = (out / "report.md").read_text()
+    assert "## Fidelity to the input" in md
+    figures = [f for r in res.images for f in r.figures]
+    assert len(figures) == 2
+    for f in figures:
+        assert f'<img src="{f}"' in html
+        assert (out / f).stat().st_size > 20000
+        from PIL import Image
+
+        with Image.open(
+            out / f
+        ) as im:  # five rows (images, zoom, |error|, consistency, uncertainty)
+            assert im.height > 1.5 * 110 * 7.4
+
+
+def test_evaluate_consistency_on_lowers_the_consistency_error(tmp_path, corpus, tiny_net):
+    files = [corpus("CT_small.dcm"), corpus("MR_small.dcm")]
+    common = {
+        "models": ["lanczos", tiny_net],
+        "scale": 2,
+        "degradation": "auto",
+        "progress": False,
+        "figures": False,
+        "device": "cpu",
+    }
+    evaluate(files, out_dir=tmp_path / "off", **common)
+    evaluate(files, out_dir=tmp_path / "on", consistency="on", **common)
+    assert json.loads((tmp_path / "on" / "summary.json").read_text())["consistency"] == "on"
+    for metric in ("consistency_mae", "consistency_max"):
+        off, on = _map_values(tmp_path / "off", metric), _map_values(tmp_path / "on", metric)
+        assert set(on) == set(off)
+        for key in off:
+            assert on[key] < 0.5 * off[key], (metric, key, on[key], off[key])
+    # the projection changes the output, not the model: its uncertainty is the same
+    assert _map_values(tmp_path / "on", "uncertainty_mean") == _map_values(
+        tmp_path / "off", "uncertainty_mean"
+    )
+    with pytest.raises(InvalidParameterError, match="on' or 'off"):
+        evaluate(files, out_dir=tmp_path / "x", consistency="sometimes", progress=False)
+
+
+def test_evaluate_without_maps(tmp_path, corpus):
+    evaluate(
+        [corpus("MR_small.dcm")], models=["lanczos"], out_dir=tmp_path, progress=False, maps=False
+    )
+    metrics = {r["metric"] for r in csv.DictReader(open(tmp_path / "metrics.csv"))}
+    assert not metrics & {*MAP_METRICS, "maps_seconds"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["maps"] is False and "consistency_mae" not in summary["models"]["lanczos"]
+    assert "Fidelity to the input" not in (tmp_path / "report.html").read_text()
+
+
+def test_cli_evaluate_maps_and_consistency_options(tmp_path, corpus):
+    res = runner.invoke(
+        app,
+        [
+            "evaluate",
+            "--data",
+            str(corpus("MR_small.dcm")),
+            "--models",
+            "lanczos",
+            "--consistency",
+            "on",
+            "--no-maps",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["consistency"] == "on" and summary["maps"] is False

@@ -9,6 +9,12 @@
   (``key``: the 8-character hash of the Series Instance UID, never the UID itself);
 * a manifest row may name its output (relative to the output folder, or absolute).
 
+With a maps folder (``medsr batch --maps DIR``) each item's consistency/uncertainty maps go to
+``DIR/<its output path relative to the output folder>/`` (e.g. ``DIR/study1/ct/`` for the series
+written to ``OUT/study1/ct``, ``DIR/volumes/brain.nii.gz/`` for ``OUT/volumes/brain.nii.gz``):
+unique because the outputs are. An output outside the output folder (an absolute manifest
+``output``) gets ``DIR/<its name>-<8-character hash of the item key>/``.
+
 Two items that would write the same path (or the same JSON sidecar, or one inside the other's
 series folder) cannot both succeed: the later one is marked failed with a clear message instead
 of silently overwriting. The batch's own files (``batch_report.csv``, ``batch_state.jsonl``) are
@@ -23,7 +29,7 @@ from pathlib import Path
 
 from medsr.batch.discover import BatchItem
 
-__all__ = ["REPORT_NAME", "RESERVED", "STATE_NAME", "plan_outputs"]
+__all__ = ["REPORT_NAME", "RESERVED", "STATE_NAME", "maps_folder", "plan_outputs"]
 
 REPORT_NAME = "batch_report.csv"
 STATE_NAME = "batch_state.jsonl"
@@ -104,18 +110,34 @@ def _under(path: Path, folder: Path) -> bool:
         return False
 
 
+def maps_folder(item: BatchItem, output: Path, out_root: Path, maps_root: Path) -> Path:
+    """Where the maps of ``item`` (written to ``output``) go (see the module docstring)."""
+    try:
+        return maps_root / output.relative_to(out_root)
+    except ValueError:
+        import hashlib
+
+        tag = hashlib.sha256(item.key.encode("utf-8")).hexdigest()[:8]
+        return maps_root / f"{output.name}-{tag}"
+
+
 def plan_outputs(
     items: list[BatchItem],
     in_root: str | os.PathLike[str],
     out_root: str | os.PathLike[str],
     requested: dict[str, str] | None = None,
+    maps_root: str | os.PathLike[str] | None = None,
 ) -> list[BatchItem]:
-    """``items`` with ``output`` set (absolute); clashes become failed items (``note`` set)."""
+    """``items`` with ``output`` set (absolute); clashes become failed items (``note`` set).
+
+    With ``maps_root``, every runnable item also gets ``extra["maps"]``: its maps folder
+    (:func:`maps_folder`); an output inside the maps folder is a clash."""
     from medsr.io import format_for_output
     from medsr.io.sidecar import sidecar_path
 
     in_base = Path(in_root).resolve()
     out_base = Path(out_root).resolve()
+    maps_base = Path(maps_root).resolve() if maps_root is not None else None
     requested = requested or {}
     exclusive = _exclusive_series(items, in_base)
     claimed: dict[str, str] = {str(out_base / name): "the batch report/state" for name in RESERVED}
@@ -160,6 +182,8 @@ def plan_outputs(
                 if _under(Path(name), target):
                     note = f"output '{_show(target, out_base)}' clashes with {label}"
                     break
+        if note is None and maps_base is not None and _under(target, maps_base):
+            note = f"output '{_show(target, out_base)}' lies inside the maps folder"
         if note is not None:
             planned.append(dataclasses.replace(item, output=str(target), kind="error", note=note))
             continue
@@ -167,7 +191,10 @@ def plan_outputs(
             claimed[name] = item.label
         if fmt == "dicom" and target.suffix == "":
             folders[str(target)] = item.label
-        planned.append(dataclasses.replace(item, output=str(target)))
+        extra = dict(item.extra)
+        if maps_base is not None:
+            extra["maps"] = str(maps_folder(item, target, out_base, maps_base))
+        planned.append(dataclasses.replace(item, output=str(target), extra=extra))
     return planned
 
 

@@ -40,7 +40,13 @@ class UpscaleActor:
     """One model per actor; ``__call__`` processes a batch of items (``batch_size=1`` rows)."""
 
     def __init__(
-        self, model: Any, scale: int, device: str, batch_size: int | None, threads: int | None
+        self,
+        model: Any,
+        scale: int,
+        device: str,
+        batch_size: int | None,
+        threads: int | None,
+        consistency: str = "off",
     ):
         import torch
 
@@ -52,6 +58,7 @@ class UpscaleActor:
         dev = resolve_device(device)
         bs = batch_size or (32 if dev.type == "cuda" else 8)
         self.upscaler = PlaneUpscaler(model, scale, device=str(dev), batch_size=bs)
+        self.consistency = consistency
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -62,7 +69,7 @@ class UpscaleActor:
         for payload in batch["payload"]:
             data = json.loads(str(payload))
             item = BatchItem.from_dict(data["item"])
-            result = process_item(item, self.upscaler, data.get("expect"))
+            result = process_item(item, self.upscaler, data.get("expect"), self.consistency)
             out.append(json.dumps(result.to_dict()))
         return {"result": np.array(out, dtype=object)}
 
@@ -99,6 +106,7 @@ def run_ray(
     address: str | None = None,
     batch_size: int | None = None,
     num_cpus: float | None = None,
+    consistency: str = "off",
 ) -> None:
     """Process ``items`` on Ray, recording each result on the driver as it streams back."""
     if not ray_available():
@@ -151,6 +159,7 @@ def run_ray(
                     "device": "cuda" if use_gpu else "cpu",
                     "batch_size": batch_size,
                     "threads": max(1, int(cpus_per_actor)),
+                    "consistency": consistency,
                 },
                 num_cpus=cpus_per_actor,
                 num_gpus=1 if use_gpu else 0,

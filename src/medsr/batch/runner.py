@@ -10,6 +10,11 @@ each, which bounds memory). On CPU the model takes one item at a time; on CUDA i
 from several queued items of the same plane size into one forward pass
 (:meth:`medsr.inference.planes.PlaneUpscaler.run_many`).
 
+Every item is upscaled with the fidelity safeguards of ``medsr upscale``
+(:mod:`medsr.batch.stages`): provenance in every output, ``consistency="on"`` projects outputs
+onto their inputs, ``maps_dir`` receives consistency and test-time-augmentation uncertainty
+maps (TTA runs the model 8× per item, one item at a time).
+
 The Ray engine (:mod:`medsr.batch.ray_engine`) runs the same per-item function on a Ray cluster.
 Both write the same report and resume state (:mod:`medsr.batch.state`).
 """
@@ -28,8 +33,16 @@ from typing import Any
 
 from medsr.batch.discover import BatchItem, discover, read_manifest
 from medsr.batch.plan import plan_outputs
-from medsr.batch.stages import Loaded, failed, read_item, skipped_result, upscale_loaded, write_item
-from medsr.batch.state import ItemResult, Recorder, StateJournal, model_fingerprint
+from medsr.batch.stages import (
+    Loaded,
+    failed,
+    read_item,
+    safeguard,
+    skipped_result,
+    upscale_loaded,
+    write_item,
+)
+from medsr.batch.state import ItemResult, Recorder, StateJournal, run_fingerprint
 from medsr.errors import InputNotFoundError, InvalidParameterError
 
 __all__ = ["BatchSummary", "plan_batch", "run_batch"]
@@ -49,6 +62,8 @@ class BatchSummary:
     counts: dict[str, int]
     seconds: float
     results: list[ItemResult] = field(default_factory=list)
+    consistency: str = "off"
+    maps_dir: Path | None = None
 
     @property
     def processed(self) -> int:
@@ -68,6 +83,9 @@ class BatchSummary:
             "counts": dict(self.counts),
             "seconds": round(self.seconds, 3),
             "items_per_s": round(self.items_per_s, 3),
+            "consistency": self.consistency,
+            "maps_dir": str(self.maps_dir) if self.maps_dir is not None else None,
+            "warnings": sum(1 for r in self.results if r.warnings),
         }
 
 
@@ -79,13 +97,24 @@ def _under(path: Path, folder: Path) -> bool:
         return False
 
 
-def plan_batch(input: str | os.PathLike[str], output: str | os.PathLike[str]) -> list[BatchItem]:
-    """Every item of a batch with its output path: a folder is discovered, a ``.csv`` is a
-    manifest. The output folder is excluded from discovery when it lies inside the input."""
+def plan_batch(
+    input: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    maps_dir: str | os.PathLike[str] | None = None,
+) -> list[BatchItem]:
+    """Every item of a batch with its output path (and maps folder, with ``maps_dir``): a folder
+    is discovered, a ``.csv`` is a manifest. The output and maps folders are excluded from
+    discovery when they lie inside the input."""
     src = Path(input)
     out = Path(output).resolve()
+    maps = Path(maps_dir).resolve() if maps_dir is not None else None
     if not src.exists():
         raise InputNotFoundError(f"input '{src}' does not exist")
+    if maps is not None and (maps == out or _under(out, maps)):
+        raise InvalidParameterError(
+            "the maps folder must not be the output folder or contain it; "
+            "give a folder of its own (e.g. OUT_maps)"
+        )
     if src.is_file():
         if src.suffix.lower() != ".csv":
             raise InvalidParameterError(
@@ -93,14 +122,18 @@ def plan_batch(input: str | os.PathLike[str], output: str | os.PathLike[str]) ->
                 "(use medsr upscale for one image)"
             )
         items, requested = read_manifest(src)
-        return plan_outputs(items, src.resolve().parent, out, requested)
+        return plan_outputs(items, src.resolve().parent, out, requested, maps_root=maps)
     root = src.resolve()
     if out == root or _under(root, out):
         raise InvalidParameterError(
             "the output folder must not be the input folder or contain it (inputs are never modified)"
         )
-    items = discover(root, exclude=[out])
-    return plan_outputs(items, root, out)
+    if maps is not None and (maps == root or _under(root, maps)):
+        raise InvalidParameterError(
+            "the maps folder must not be the input folder or contain it (inputs are never modified)"
+        )
+    items = discover(root, exclude=[out] + ([maps] if maps is not None else []))
+    return plan_outputs(items, root, out, maps_root=maps)
 
 
 def run_batch(
@@ -119,6 +152,8 @@ def run_batch(
     on_result: Callable[[ItemResult], None] | None = None,
     threads: int | None = None,
     ray_num_cpus: float | None = None,
+    consistency: str = "off",
+    maps_dir: str | os.PathLike[str] | None = None,
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
 
@@ -144,11 +179,19 @@ def run_batch(
         threads: local engine: intra-op threads of the model stage for this run (default:
             torch's, one per core). On a shared or loaded machine 1 can be much faster.
         ray_num_cpus: CPUs reserved per Ray actor, and its intra-op threads (default 1).
+        consistency: ``"on"`` projects every output onto its input for the assumed degradation
+            (data consistency, as ``medsr upscale --consistency on``); ``"off"`` (default) only
+            measures the consistency error. Recorded in every output's provenance either way.
+        maps_dir: folder for each item's consistency-error and uncertainty maps (+
+            ``summary.json``; see :mod:`medsr.batch.plan` for the layout). The uncertainty map
+            runs the model under 8 test-time augmentations, so the batch is ~8× slower.
 
     Returns a :class:`BatchSummary`; individual failures are in the report, never raised.
     """
     from medsr.inference.predictor import SCALES
+    from medsr.inference.safeguards import consistency_setting
 
+    consistency = consistency_setting(consistency)
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     if int(scale) != scale or int(scale) not in SCALES:
@@ -163,8 +206,8 @@ def run_batch(
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
     t_start = time.perf_counter()
     upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size)
-    model_key = model_fingerprint(model, int(scale))
-    items = plan_batch(input, output)
+    model_key = run_fingerprint(model, int(scale), consistency, maps_dir is not None)
+    items = plan_batch(input, output, maps_dir)
     out_dir = Path(output).resolve()
     journal = StateJournal(out_dir)
     bar = _Progress(len(items), enabled=progress)
@@ -186,22 +229,28 @@ def run_batch(
                 cross = batch_across_items
                 if cross is None:
                     cross = upscaler.device.type == "cuda"
+                if maps_dir is not None:  # TTA runs item by item
+                    cross = False
                 with _torch_threads(threads):
-                    _run_local(runnable, expects, upscaler, recorder, int(workers), bool(cross))
+                    _run_local(
+                        runnable, expects, upscaler, recorder, int(workers), bool(cross),
+                        consistency,
+                    )  # fmt: skip
             else:
                 from medsr.batch.ray_engine import run_ray
 
                 run_ray(
                     runnable, expects, recorder, model=model, scale=int(scale), device=device,
                     actors=workers, address=address, batch_size=batch_size,
-                    num_cpus=ray_num_cpus,
+                    num_cpus=ray_num_cpus, consistency=consistency,
                 )  # fmt: skip
     finally:
         recorder.close([it.key for it in items])
     results = [recorder.results[it.key] for it in items if it.key in recorder.results]
     return BatchSummary(
         out_dir, recorder.report_path, engine, model_key, dict(recorder.counts),
-        time.perf_counter() - t_start, results,
+        time.perf_counter() - t_start, results, consistency,
+        Path(maps_dir).resolve() if maps_dir is not None else None,
     )  # fmt: skip
 
 
@@ -248,6 +297,7 @@ def _run_local(
     recorder: Recorder,
     workers: int,
     cross_item: bool,
+    consistency: str = "off",
 ) -> None:
     todo: queue.Queue = queue.Queue()
     for it in items:
@@ -300,9 +350,9 @@ def _run_local(
         t.start()
     try:
         if cross_item:
-            _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop)
+            _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistency)
         else:
-            _model_stage(loaded_q, write_q, upscaler, recorder, stop)
+            _model_stage(loaded_q, write_q, upscaler, recorder, stop, consistency)
         for _ in writers:
             _put(write_q, _SENTINEL, stop)
         for t in (*readers, *writers):
@@ -314,7 +364,7 @@ def _run_local(
         raise
 
 
-def _model_stage(loaded_q, write_q, upscaler, recorder, stop) -> None:
+def _model_stage(loaded_q, write_q, upscaler, recorder, stop, consistency="off") -> None:
     while not stop.is_set():
         try:
             msg = loaded_q.get(timeout=0.1)
@@ -322,15 +372,16 @@ def _model_stage(loaded_q, write_q, upscaler, recorder, stop) -> None:
             continue
         if msg is _SENTINEL:
             return
-        res = upscale_loaded(msg, upscaler)
+        res = upscale_loaded(msg, upscaler, consistency)
         if isinstance(res, ItemResult):
             recorder.record(res)
         else:
             _put(write_q, res, stop)
 
 
-def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop) -> None:
-    """Planes of every queued item go through the model together, up to ``batch_size`` per pass."""
+def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistency="off") -> None:
+    """Planes of every queued item go through the model together, up to ``batch_size`` per pass;
+    each finished output then gets the safeguards (consistency, provenance) of its own input."""
     pending: list[Any] = []
     eof = False
     limit = upscaler.batch_size
@@ -376,7 +427,8 @@ def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop) -> None:
                 )
                 continue
             try:
-                loaded.image = upscaler.finish(job)
+                safeguard(loaded, upscaler, consistency, output=upscaler.finish(job))
+                dt = time.perf_counter() - t_added
             except Exception as exc:
                 recorder.record(failed(loaded.item, exc, loaded.seconds + dt, loaded.input_sha256))
                 continue

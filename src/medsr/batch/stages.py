@@ -1,5 +1,14 @@
 """The per-item work of a batch, in three stages: read → upscale → write.
 
+The upscale stage is :func:`medsr.inference.safeguards.upscale_with_safeguards` with the batch's
+loaded model and the batch's ``consistency`` setting, and the write stage is
+:func:`~medsr.inference.safeguards.save_safeguarded` — what ``medsr upscale`` does for one file —
+so every output records the same provenance (medsr version, model name and checksum, scale,
+assumed degradation, consistency setting, safeguards summary: DICOM DerivationDescription, or
+the JSON sidecar of NIfTI/PNG/TIFF). An item planned with a maps folder
+(``item.extra["maps"]``) also gets its consistency and test-time-augmentation uncertainty maps
+and ``summary.json`` there. Consistency/out-of-distribution warnings go to the report.
+
 The local engine runs the stages in separate pools (:mod:`medsr.batch.runner`); the Ray engine
 runs :func:`process_item`, the three chained, inside one model actor per slot
 (:mod:`medsr.batch.ray_engine`). Every stage turns any exception into a failed
@@ -22,7 +31,16 @@ from medsr.batch.discover import BatchItem
 from medsr.batch.state import ItemResult, input_digest
 from medsr.errors import MedSRError
 
-__all__ = ["Loaded", "failed", "process_item", "read_item", "skipped_result", "write_item"]
+__all__ = [
+    "Loaded",
+    "failed",
+    "process_item",
+    "read_item",
+    "safeguard",
+    "skipped_result",
+    "upscale_loaded",
+    "write_item",
+]
 
 UP_TO_DATE = "up to date (output exists; input and model unchanged)"
 
@@ -36,6 +54,7 @@ class Loaded:
     input_sha256: str
     seconds: float = 0.0  # time spent on this item so far (read, model)
     timings: dict[str, float] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None  # safeguards summary (upscale_with_safeguards)
 
 
 def error_text(exc: BaseException) -> str:
@@ -107,6 +126,7 @@ def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded |
             and expect.get("input_sha256") == sha
             and item.output is not None
             and Path(item.output).exists()
+            and (not item.extra.get("maps") or (Path(item.extra["maps"]) / "summary.json").exists())
         ):
             return ItemResult(
                 item.key, item.label, item.kind, "skipped", item.output,
@@ -119,10 +139,27 @@ def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded |
     return Loaded(item, image, sha, dt, {"read": dt})
 
 
-def upscale_loaded(loaded: Loaded, upscaler: Any) -> Loaded | ItemResult:
+def safeguard(loaded: Loaded, upscaler: Any, consistency: str = "off", output: Any = None) -> None:
+    """Upscale ``loaded.image`` with safeguards and provenance (in place).
+
+    ``output``: the model's plain output when a shared forward pass already computed it (then
+    no uncertainty maps: they need the model under test-time augmentation).
+    """
+    from medsr.inference.safeguards import upscale_with_safeguards
+
+    maps = bool(loaded.item.extra.get("maps"))
+    sr, summary = upscale_with_safeguards(
+        loaded.image, upscaler.scale, upscaler, consistency=consistency, maps=maps,
+        tta=maps and output is None, warn=False, output=output,
+        batch_size=upscaler.batch_size, clip=upscaler.clip, tile=upscaler.tile,
+    )  # fmt: skip
+    loaded.image, loaded.summary = sr, summary
+
+
+def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "off") -> Loaded | ItemResult:
     t0 = time.perf_counter()
     try:
-        loaded.image = upscaler.upscale(loaded.image)
+        safeguard(loaded, upscaler, consistency)
     except Exception as exc:
         return failed(
             loaded.item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256
@@ -134,31 +171,40 @@ def upscale_loaded(loaded: Loaded, upscaler: Any) -> Loaded | ItemResult:
 
 
 def write_item(loaded: Loaded) -> ItemResult:
-    """Write the upscaled image atomically (replacing a stale output of an earlier run)."""
-    from medsr.io import save_image
+    """Write the upscaled image atomically (replacing a stale output of an earlier run), and its
+    maps when the item has a maps folder."""
+    from medsr.inference.safeguards import save_safeguarded
 
     item = loaded.item
     t0 = time.perf_counter()
     try:
-        save_image(loaded.image, item.output, overwrite=True)
+        save_safeguarded(
+            loaded.image, item.output, summary=loaded.summary,
+            maps_dir=item.extra.get("maps") or None, overwrite=True,
+        )  # fmt: skip
     except Exception as exc:
         return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)
     seconds = loaded.seconds + time.perf_counter() - t0
+    warnings = "; ".join(str(w) for w in (loaded.summary or {}).get("warnings", []))
     return ItemResult(
-        item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256
-    )
+        item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
+        warnings=warnings,
+    )  # fmt: skip
 
 
 def process_item(
-    item: BatchItem, upscaler: Any, expect: dict[str, Any] | None = None
+    item: BatchItem,
+    upscaler: Any,
+    expect: dict[str, Any] | None = None,
+    consistency: str = "off",
 ) -> ItemResult:
-    """Read, upscale and write one item; never raises."""
+    """Read, upscale (with safeguards) and write one item; never raises."""
     if not item.runnable:
         return skipped_result(item)
     step: Loaded | ItemResult = read_item(item, expect)
     if isinstance(step, ItemResult):
         return step
-    step = upscale_loaded(step, upscaler)
+    step = upscale_loaded(step, upscaler, consistency)
     if isinstance(step, ItemResult):
         return step
     return write_item(step)

@@ -8,12 +8,15 @@ Two files live in the output folder:
     appended and flushed as items finish, so a batch killed at any moment keeps every item that
     completed (a torn last line is ignored); the journal is compacted at the end of a run.
     An item is *up to date* when its last record is ``ok``, its output still exists, and the
-    SHA-256 of its input bytes and the model fingerprint are unchanged; a rerun skips it.
-    Failed items are retried.
+    SHA-256 of its input bytes and the model fingerprint (model, scale and the safeguard
+    settings: consistency on, maps asked for) are unchanged — and, when maps are asked for,
+    its maps' ``summary.json`` exists; a rerun skips it. Failed items are retried.
 ``batch_report.csv``
     this run's outcome per item: ``input, output, status, seconds, error`` (+ ``kind``,
-    ``finished_at``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an image, or up to
-    date). Rows are appended as items finish and the file is rewritten in input order at the end.
+    ``finished_at``, ``warnings``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an
+    image, or up to date); ``warnings`` are the fidelity safeguards' (the output disagrees with
+    the input, or the input is out of the model's distribution). Rows are appended as items
+    finish and the file is rewritten in input order at the end.
 
 Neither file holds patient identifiers: inputs appear as paths relative to the input folder,
 series by the hash key of their UID, errors are medsr's scrubbed messages.
@@ -41,9 +44,10 @@ __all__ = [
     "StateJournal",
     "input_digest",
     "model_fingerprint",
+    "run_fingerprint",
 ]
 
-REPORT_FIELDS = ("input", "output", "status", "seconds", "error", "kind", "finished_at")
+REPORT_FIELDS = ("input", "output", "status", "seconds", "error", "kind", "finished_at", "warnings")
 _CHUNK = 1 << 20
 
 
@@ -92,6 +96,20 @@ def model_fingerprint(model: str | os.PathLike[str] | None, scale: int) -> str:
     return f"name:{name}|x{scale}"
 
 
+def run_fingerprint(
+    model: str | os.PathLike[str] | None, scale: int, consistency: str = "off", maps: bool = False
+) -> str:
+    """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
+    (other pixels) and ``|maps`` (maps written). The default settings add nothing, so journals
+    of earlier runs stay valid."""
+    key = model_fingerprint(model, scale)
+    if consistency == "on":
+        key += "|consistency=on"
+    if maps:
+        key += "|maps"
+    return key
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -109,6 +127,7 @@ class ItemResult:
     error: str = ""
     input_sha256: str | None = None
     finished_at: str = ""
+    warnings: str = ""  # safeguards: consistency / out-of-distribution warnings of an ok item
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -214,7 +233,10 @@ class Recorder:
                 out = Path(r.output).relative_to(self.out_dir.resolve()).as_posix()
             except ValueError:
                 out = r.output
-        return [r.label, out, r.status, f"{r.seconds:.3f}", r.error, r.kind, r.finished_at]
+        return [
+            r.label, out, r.status, f"{r.seconds:.3f}", r.error, r.kind, r.finished_at,
+            r.warnings or "",
+        ]  # fmt: skip
 
     def record(self, result: ItemResult) -> None:
         result.finished_at = result.finished_at or _now()

@@ -54,11 +54,17 @@ class PlaneJob:
 
 
 class PlaneUpscaler:
-    """A model loaded once (``model`` as for :func:`medsr.upscale`) and applied plane by plane."""
+    """A model loaded once (``model`` as for :func:`medsr.upscale`) and applied plane by plane.
+
+    ``model`` may also be another :class:`PlaneUpscaler`: its loaded network is shared (not
+    reloaded, not moved), so ``medsr.upscale(image, scale, loaded)`` — and everything built on it,
+    e.g. the test-time augmentation of :mod:`medsr.safeguards.maps` — reuses a batch's model.
+    ``device="auto"`` then means the shared network's device.
+    """
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | None = None,
+        model: str | os.PathLike[str] | PlaneUpscaler | None = None,
         scale: int = 2,
         *,
         device: str = "auto",
@@ -71,6 +77,23 @@ class PlaneUpscaler:
         if int(scale) != scale or int(scale) not in SCALES:
             raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
         self.scale = int(scale)
+        self.batch_size = max(1, int(batch_size))
+        self.clip = clip
+        self.tile = tile
+        if isinstance(model, PlaneUpscaler):
+            if model.scale != self.scale:
+                raise InvalidParameterError(
+                    f"the loaded model {model.name!r} upscales ×{model.scale}, not ×{self.scale}"
+                )
+            if device != "auto" and resolve_device(device).type != model.device.type:
+                raise InvalidParameterError(
+                    f"the loaded model {model.name!r} runs on {model.device.type}, not {device}"
+                )
+            self.model, self.device, self.net, self.card = (
+                model.model, model.device, model.net, model.card,
+            )  # fmt: skip
+            self.net_channels = model.net_channels
+            return
         if model is None:
             from medsr.models.pretrained import default_model_name
 
@@ -81,9 +104,6 @@ class PlaneUpscaler:
         self.net = net.to(self.device).eval()
         self.card = card
         self.net_channels = int(getattr(net, "in_channels", 1))
-        self.batch_size = max(1, int(batch_size))
-        self.clip = clip
-        self.tile = tile
 
     @property
     def name(self) -> str:

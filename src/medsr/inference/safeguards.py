@@ -1,10 +1,11 @@
 """Fidelity safeguards around an upscale: data consistency, trust maps, OOD check, provenance.
 
-One call does it all — what the CLI (``medsr upscale --consistency on|off --maps DIR``), the
-Python API and the web service use::
+One call does it all — what the CLI (``medsr upscale --consistency on|off --maps DIR``,
+``medsr batch`` with the same options), the Python API and the web service use; one more writes
+the result the same way everywhere (output with its provenance, maps and their summary)::
 
     sr, summary = upscale_with_safeguards(image, 2, "default-x2", consistency="off")
-    write_maps(sr.meta["maps"], "maps/", like=sr, summary=summary)
+    save_safeguarded(sr, "out.nii.gz", summary=summary, maps_dir="maps/")
 
 What it does (each part is also a function of :mod:`medsr.safeguards`):
 
@@ -46,13 +47,14 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.safeguards.consistency import consistency_error, enforce_consistency
+from medsr.safeguards.consistency import check_pair, consistency_error, enforce_consistency
 from medsr.safeguards.maps import summarize_map, tta_statistics, uncertainty_map, write_maps
 from medsr.safeguards.ood import OutOfDistributionWarning, check_distribution
 from medsr.safeguards.operators import SUPPORTED, Measurement, resolve_measurement
@@ -70,9 +72,11 @@ __all__ = [
     "check_distribution",
     "consistency_error",
     "consistency_exceeded",
+    "consistency_setting",
     "enforce_consistency",
     "model_checksum",
     "resolve_measurement",
+    "save_safeguarded",
     "uncertainty_map",
     "upscale_with_safeguards",
     "write_maps",
@@ -93,7 +97,8 @@ class ConsistencyWarning(UserWarning):
     """The upscaled image, degraded again, disagrees with the measured input."""
 
 
-def _setting(consistency: str | bool) -> str:
+def consistency_setting(consistency: str | bool) -> str:
+    """``"on"`` or ``"off"`` from a setting (booleans accepted); anything else is an error."""
     if isinstance(consistency, bool):
         return "on" if consistency else "off"
     s = str(consistency).strip().lower()
@@ -178,6 +183,7 @@ def upscale_with_safeguards(
     warn: bool = True,
     iterations: int = 30,
     tol: float = 1e-3,
+    output: MedImage | None = None,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, dict[str, Any]]:
     """Upscale ``image`` and measure (optionally enforce) its fidelity to the input.
@@ -185,7 +191,9 @@ def upscale_with_safeguards(
     Args:
         image: the measured image (any MedImage :func:`medsr.upscale` takes).
         scale: 2, 3 or 4.
-        model: as for :func:`medsr.upscale` (``None`` → ``default-x{scale}`` or bicubic).
+        model: as for :func:`medsr.upscale` (``None`` → ``default-x{scale}`` or bicubic), or a
+            loaded :class:`~medsr.inference.planes.PlaneUpscaler` (a batch's model: shared, not
+            reloaded; provenance names the model it was loaded from).
         consistency: ``"on"`` projects the output so that degrading it gives the input back;
             ``"off"`` (default) only measures. Booleans are accepted.
         maps: attach ``meta["maps"]`` = ``{"consistency": |D(SR) − input| replicated onto the
@@ -203,6 +211,9 @@ def upscale_with_safeguards(
         ood: run the out-of-distribution check (learned models).
         warn: emit :class:`ConsistencyWarning` / :class:`OutOfDistributionWarning`.
         iterations, tol: limits of the consistency projection.
+        output: the model's plain output for ``image`` when it is already computed (a batch
+            that stacks planes of several inputs in one forward pass): used instead of running
+            the model again; only without ``tta`` and ``samples``.
         **upscale_kwargs: ``device``, ``batch_size``, ``clip``, ``tile`` of :func:`medsr.upscale`.
 
     Returns:
@@ -210,17 +221,26 @@ def upscale_with_safeguards(
         ``meta["provenance"]``, ``meta["derivation"]`` extended, ``meta["maps"]`` when
         ``maps``) and the JSON-able summary.
     """
+    from medsr.inference.planes import PlaneUpscaler
     from medsr.inference.predictor import SCALES, load_upscaler, upscale
 
-    setting = _setting(consistency)
+    setting = consistency_setting(consistency)
     if int(scale) != scale or int(scale) not in SCALES:
         raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
     scale = int(scale)
+    if output is not None and (tta or samples):
+        raise InvalidParameterError("a precomputed output cannot be combined with tta or samples")
     if model is None:
         from medsr.models.pretrained import default_model_name
 
         model = default_model_name(scale)
-    _, card = load_upscaler(model, scale, in_channels=1)
+    if isinstance(model, PlaneUpscaler):
+        if model.scale != scale:
+            raise InvalidParameterError(f"the loaded model is for ×{model.scale}, not ×{scale}")
+        card, source_model = model.card, model.model
+    else:
+        _, card = load_upscaler(model, scale, in_channels=1)
+        source_model = model
     meas, source = assumed_degradation(degradation, card, scale, image.modality)
     rng = _data_range(image)
     caught: list[str] = []
@@ -237,16 +257,20 @@ def upscale_with_safeguards(
             )
 
     t0 = time.perf_counter()
-    sr, std, unc_info = tta_statistics(
-        image,
-        scale,
-        model,
-        tta=tta,
-        samples=samples,
-        sampler=sampler,
-        stochastic=bool(card.get("stochastic")),
-        **upscale_kwargs,
-    )
+    if output is not None:
+        check_pair(output, image, scale)
+        sr, std, unc_info = output, None, {"method": "none", "transforms": 1}
+    else:
+        sr, std, unc_info = tta_statistics(
+            image,
+            scale,
+            model,
+            tta=tta,
+            samples=samples,
+            sampler=sampler,
+            stochastic=bool(card.get("stochastic")),
+            **upscale_kwargs,
+        )
     t_model = time.perf_counter() - t0
 
     t1 = time.perf_counter()
@@ -309,7 +333,7 @@ def upscale_with_safeguards(
             meta["maps"]["uncertainty"] = std
     sr = sr.replace(meta=meta)
     record = provenance(
-        model=model,
+        model=source_model,
         card=card,
         scale=scale,
         degradation=meas.describe(),
@@ -317,3 +341,31 @@ def upscale_with_safeguards(
         summary=summary,
     )
     return attach_provenance(sr, record), summary
+
+
+def save_safeguarded(
+    result: MedImage,
+    target: str | os.PathLike[str],
+    *,
+    summary: dict[str, Any] | None = None,
+    maps_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write an output of :func:`upscale_with_safeguards` (what ``medsr upscale`` and
+    ``medsr batch`` both do) and return the path written.
+
+    The image goes to ``target`` without its in-memory maps; its provenance (``meta``, set by
+    :func:`upscale_with_safeguards`) lands where each writer keeps it: DICOM
+    DerivationDescription and ContributingEquipmentSequence, the JSON sidecar of NIfTI, PNG, TIFF
+    and ``.npy`` outputs. With ``maps_dir``, the consistency/uncertainty maps go there
+    (:func:`~medsr.safeguards.maps.write_maps`: NIfTI or PNG + sidecars, a derived DICOM series
+    for DICOM inputs) with ``summary`` as ``summary.json``.
+    """
+    from medsr.io import save_image
+
+    maps = result.meta.get("maps")
+    clean = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
+    written = save_image(clean, target, overwrite=overwrite)
+    if maps_dir is not None and maps:
+        write_maps(maps, maps_dir, like=clean, summary=summary, overwrite=overwrite)
+    return written

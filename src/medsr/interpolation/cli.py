@@ -13,17 +13,49 @@ def register(app: typer.Typer) -> None:
 
     @app.command(
         "interpolate",
-        epilog="Example: medsr interpolate thick.nii.gz thin.nii.gz --factor 2 --model interp-cnn",
+        epilog="Example: medsr interpolate thick.nii.gz thin.nii.gz --factor 2 --model interp-cnn --maps thin_maps/",
     )
     def interpolate(
-        input: Annotated[Path, typer.Argument(help="Volume: NIfTI, DICOM series folder or multi-frame DICOM.")],
-        output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
-        factor: Annotated[int, typer.Option("--factor", "-f", help="2 (one slice between each pair) or 4 (two x2 passes).")] = 2,
-        model: Annotated[str, typer.Option("--model", "-m", help="interp-cnn (shipped), interp-gan, fast-ddpm, linear, cubic or a .safetensors file.")] = "interp-cnn",
-        axis: Annotated[str, typer.Option("--axis", help="Slice axis of the array: z, y or x.")] = "z",
-        samples: Annotated[int, typer.Option("--samples", help="fast-ddpm: average this many samples.")] = 1,
+        input: Annotated[
+            Path, typer.Argument(help="Volume: NIfTI, DICOM series folder or multi-frame DICOM.")
+        ],
+        output: Annotated[
+            Path,
+            typer.Argument(
+                help="Output path; format from its suffix, a folder for a DICOM series."
+            ),
+        ],
+        factor: Annotated[
+            int,
+            typer.Option(
+                "--factor", "-f", help="2 (one slice between each pair) or 4 (two x2 passes)."
+            ),
+        ] = 2,
+        model: Annotated[
+            str,
+            typer.Option(
+                "--model",
+                "-m",
+                help="interp-cnn (shipped), interp-gan, fast-ddpm, linear, cubic or a .safetensors file.",
+            ),
+        ] = "interp-cnn",
+        axis: Annotated[
+            str, typer.Option("--axis", help="Slice axis of the array: z, y or x.")
+        ] = "z",
+        samples: Annotated[
+            int, typer.Option("--samples", help="fast-ddpm: average this many samples.")
+        ] = 1,
         seed: Annotated[int, typer.Option("--seed", help="fast-ddpm: sampling seed.")] = 0,
-        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+        overwrite: Annotated[
+            bool, typer.Option("--overwrite", help="Replace an existing output.")
+        ] = False,
+        maps: Annotated[
+            Path | None,
+            typer.Option(
+                "--maps",
+                help="Folder for the uncertainty map of the inserted slices + summary.json (test-time augmentation; fast-ddpm adds the spread of 4 seeded samples).",
+            ),
+        ] = None,
     ) -> None:
         """Insert slices between the slices of a volume (supervised slice interpolation)."""
         from medsr.errors import MedSRError
@@ -33,13 +65,33 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("must be 2 or 4", param_hint="--factor")
             if samples < 1:
                 raise typer.BadParameter("must be at least 1", param_hint="--samples")
-            from medsr.interpolation.core import interpolate_slices
+            from medsr.interpolation.core import interpolate_slices, interpolation_uncertainty
             from medsr.io import load_image, save_image
+            from medsr.io._atomic import check_output
 
+            check_output(output, overwrite)
+            if maps is not None:
+                check_output(maps, overwrite)
             image = load_image(input)
-            result = interpolate_slices(image, model, factor, axis=axis, samples=samples, seed=seed)
+            if maps is None:
+                result = interpolate_slices(
+                    image, model, factor, axis=axis, samples=samples, seed=seed
+                )
+            else:
+                result, std, summary = interpolation_uncertainty(
+                    image, model, factor, axis=axis, seed=seed, output_samples=samples
+                )
             written = save_image(result, output, overwrite=overwrite)
+            if maps is not None:
+                from medsr.safeguards.maps import write_maps
+
+                write_maps(
+                    {"uncertainty": std}, maps, like=result, summary=summary, overwrite=overwrite
+                )
         except MedSRError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {tuple(round(s, 4) for s in result.spacing)} mm)")
+        typer.echo(
+            f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {tuple(round(s, 4) for s in result.spacing)} mm)"
+            + (f"; maps in {maps}" if maps is not None else "")
+        )

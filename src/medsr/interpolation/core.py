@@ -21,6 +21,9 @@ from medsr.image import MedImage
 
 AXES = {"z": 0, "y": 1, "x": 2}
 BASELINES = ("linear", "cubic")
+#: stochastic draws (seeds ``seed + 1000·k``) whose variance a diffusion interpolator's
+#: (``fast-ddpm``) uncertainty map includes by default (:func:`interpolation_uncertainty`)
+DIFFUSION_SAMPLES = 4
 #: per-volume normalisation used by every interpolator (recorded in the model card)
 DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile-per-volume", "low": 0.5, "high": 99.5}
 
@@ -40,7 +43,13 @@ def check_factor(factor: int) -> int:
     return int(factor)
 
 
-def inserted_geometry(image: MedImage, array: np.ndarray, axis: str | int = "z", factor: int = 2, step: str | None = None) -> MedImage:
+def inserted_geometry(
+    image: MedImage,
+    array: np.ndarray,
+    axis: str | int = "z",
+    factor: int = 2,
+    step: str | None = None,
+) -> MedImage:
     """``image`` with ``array`` = the input with ``factor − 1`` slices inserted between each pair.
 
     Along ``axis``: ``N`` slices → ``(N − 1)·factor + 1``; spacing and that affine column are
@@ -64,7 +73,9 @@ def inserted_geometry(image: MedImage, array: np.ndarray, axis: str | int = "z",
     return image.replace(array=arr, spacing=tuple(spacing), affine=affine, history=history)
 
 
-def subsampled(image: MedImage, axis: str | int = "z", factor: int = 2) -> tuple[MedImage, MedImage]:
+def subsampled(
+    image: MedImage, axis: str | int = "z", factor: int = 2
+) -> tuple[MedImage, MedImage]:
     """``(reference, sparse)``: the first ``m·factor + 1`` slices along ``axis`` and every
     ``factor``-th of them, with the geometry of the kept slices (the inverse of
     :func:`inserted_geometry`, used by the evaluation: drop slices, re-insert, compare)."""
@@ -79,7 +90,9 @@ def subsampled(image: MedImage, axis: str | int = "z", factor: int = 2) -> tuple
     spacing = list(image.spacing)
     spacing[a] = spacing[a] * factor
     sparse = image.replace(
-        array=np.take(ref.array, np.arange(0, m * factor + 1, factor), axis=a), spacing=tuple(spacing), affine=affine
+        array=np.take(ref.array, np.arange(0, m * factor + 1, factor), axis=a),
+        spacing=tuple(spacing),
+        affine=affine,
     )
     return ref, sparse
 
@@ -125,7 +138,9 @@ def _midpoints_cubic(vol: np.ndarray) -> np.ndarray:
     return w_out * (prev2 + next2) + w_in * (vol[:-1] + vol[1:])
 
 
-def _network_midpoints(model: Any, vol: np.ndarray, *, samples: int, seed: int, batch: int = 8) -> np.ndarray:
+def _network_midpoints(
+    model: Any, vol: np.ndarray, *, samples: int, seed: int, batch: int = 8
+) -> np.ndarray:
     import torch
 
     from medsr.interpolation.models import FastDDPMInterpolator
@@ -135,7 +150,9 @@ def _network_midpoints(model: Any, vol: np.ndarray, *, samples: int, seed: int, 
     with torch.no_grad():
         for s in range(0, vol.shape[0] - 1, batch):
             e = min(s + batch, vol.shape[0] - 1)
-            cond = torch.from_numpy(np.stack([vol[s:e], vol[s + 1 : e + 1]], axis=1)).float().to(dev)
+            cond = (
+                torch.from_numpy(np.stack([vol[s:e], vol[s + 1 : e + 1]], axis=1)).float().to(dev)
+            )
             if isinstance(model, FastDDPMInterpolator):
                 pred = model.sample(cond, seed=seed + s, samples=samples)
             else:
@@ -154,7 +171,9 @@ def insert_once(vol: np.ndarray, predict: Predictor) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ models
-def resolve_model(model: Any, device: str = "cpu", *, allow_untrained: bool = False) -> tuple[Any, dict[str, Any]]:
+def resolve_model(
+    model: Any, device: str = "cpu", *, allow_untrained: bool = False
+) -> tuple[Any, dict[str, Any]]:
     """``(network or baseline name, card)`` for a baseline name, registered name, file or module.
 
     A registered name loads the shipped weights (``interpolation/weights/NAME.safetensors``);
@@ -162,7 +181,9 @@ def resolve_model(model: Any, device: str = "cpu", *, allow_untrained: bool = Fa
     from medsr.interpolation import models as _models  # noqa: F401  (registers the interpolators)
 
     if not isinstance(model, (str, os.PathLike)):
-        card = getattr(model, "card", None) or {"architecture": getattr(model, "registry_name", type(model).__name__)}
+        card = getattr(model, "card", None) or {
+            "architecture": getattr(model, "registry_name", type(model).__name__)
+        }
         return model.to(device).eval(), card
     text = str(model)
     if text in BASELINES:
@@ -173,7 +194,9 @@ def resolve_model(model: Any, device: str = "cpu", *, allow_untrained: bool = Fa
 
         net, card = load_model(path, device=device)
         if getattr(net, "kind", None) != "slice-interpolator":
-            raise InvalidParameterError(f"'{path.name}' holds a {card.get('architecture')!r} model, not a slice interpolator")
+            raise InvalidParameterError(
+                f"'{path.name}' holds a {card.get('architecture')!r} model, not a slice interpolator"
+            )
         net.card = card
         return net, card
     shipped = Path(__file__).parent / "weights" / f"{text}.safetensors"
@@ -192,7 +215,12 @@ def resolve_model(model: Any, device: str = "cpu", *, allow_untrained: bool = Fa
             "medsr.interpolation.train_interpolator and pass the .safetensors file"
         )
     net = create_model(text).to(device).eval()
-    card = {"architecture": text, "kwargs": {}, "normalization": DEFAULT_NORMALIZATION, "trained": False}
+    card = {
+        "architecture": text,
+        "kwargs": {},
+        "normalization": DEFAULT_NORMALIZATION,
+        "trained": False,
+    }
     net.card = card
     return net, card
 
@@ -219,9 +247,13 @@ def interpolate_slices(
     factor = check_factor(factor)
     a = axis_index(axis)
     if image.channels:
-        raise InvalidParameterError("slice interpolation needs a grayscale volume (not colour or 4-D)")
+        raise InvalidParameterError(
+            "slice interpolation needs a grayscale volume (not colour or 4-D)"
+        )
     if image.spatial_shape[a] < 2:
-        raise InvalidParameterError(f"need at least 2 slices along {'zyx'[a]} to interpolate, got {image.spatial_shape[a]}")
+        raise InvalidParameterError(
+            f"need at least 2 slices along {'zyx'[a]} to interpolate, got {image.spatial_shape[a]}"
+        )
     net, card = resolve_model(model, device)
     spec = card.get("normalization") or DEFAULT_NORMALIZATION
     lo, hi = volume_range(image.array, spec)
@@ -232,6 +264,7 @@ def interpolate_slices(
     elif net == "cubic":
         predict = _midpoints_cubic
     else:
+
         def predict(v: np.ndarray) -> np.ndarray:
             return _network_midpoints(net, v, samples=samples, seed=seed)
 
@@ -244,7 +277,9 @@ def interpolate_slices(
         timing["slices_predicted"] = vol.shape[0] - n0
     out = np.moveaxis(vol * (hi - lo) + lo, 0, a)
     name = card.get("name") or card.get("architecture")
-    res = inserted_geometry(image, out, a, factor, step=f"slice interpolation x{factor} along {'zyx'[a]} ({name})")
+    res = inserted_geometry(
+        image, out, a, factor, step=f"slice interpolation x{factor} along {'zyx'[a]} ({name})"
+    )
     meta = dict(res.meta)
     meta["derivation"] = {
         "method": "slice interpolation",
@@ -254,3 +289,100 @@ def interpolate_slices(
         "model_version": card.get("version"),
     }
     return res.replace(meta=meta)
+
+
+def interpolation_uncertainty(
+    image: MedImage,
+    model: Any = "linear",
+    factor: int = 2,
+    *,
+    axis: str | int = "z",
+    samples: int | None = None,
+    seed: int = 0,
+    output_samples: int = 1,
+    tta: bool = True,
+    device: str = "cpu",
+    uncertainty_threshold: float | None = None,
+) -> tuple[MedImage, np.ndarray | None, dict[str, Any]]:
+    """Insert slices and measure how far the inserted slices can be trusted.
+
+    Returns ``(result, std, summary)``. ``result`` is exactly
+    ``interpolate_slices(image, model, factor, axis=axis, samples=output_samples, seed=seed)``.
+    ``std`` is the per-voxel standard deviation on its grid (``(Z, Y, X)``, image units; 0 on
+    the acquired slices), ``sqrt(var_tta + var_samples)``
+    (:func:`medsr.safeguards.maps.tta_statistics`):
+
+    * test-time augmentation over the symmetries that keep the slice axis: the 8 in-plane
+      flips/90° rotations for ``z``, the 4 flips (including the one that reverses the slice
+      order) for ``y``/``x``; off with ``tta=False``;
+    * for stochastic models (``fast-ddpm``: ``stochastic = True``), the variance of
+      ``samples`` single draws with seeds ``seed + 1000·k``, ``k = 1 … samples`` — by default
+      :data:`DIFFUSION_SAMPLES` (4); deterministic models (CNN, GAN, baselines) draw none
+      (``samples`` given for them is recorded as skipped).
+
+    ``summary`` (JSON-able, written as ``summary.json`` by ``medsr interpolate --maps``):
+    ``model``, ``factor``, ``axis`` and ``uncertainty`` = the TTA/sampling record (``method``,
+    ``transforms``, ``samples``, ``sample_std_mean``/``sample_std_max``) plus ``map``, the
+    :func:`~medsr.safeguards.maps.summarize_map` of ``std`` over the inserted slices, relative to
+    the input's data range (threshold: ``uncertainty_threshold``, default that of
+    ``medsr upscale --maps``, 2 %). Cost: one interpolation per transform and per draw.
+    """
+    from medsr.safeguards.maps import DIHEDRAL, summarize_map, tta_statistics
+
+    factor = check_factor(factor)
+    a = axis_index(axis)
+    if samples is not None and (int(samples) != samples or samples < 0):
+        raise InvalidParameterError(f"samples must be a whole number ≥ 0, got {samples!r}")
+    net, card = resolve_model(model, device)
+    stochastic = bool(getattr(net, "stochastic", False))
+    n_draws = (DIFFUSION_SAMPLES if stochastic else 0) if samples is None else int(samples)
+
+    def runner(im: MedImage) -> MedImage:
+        return interpolate_slices(
+            im, net, factor, axis=a, samples=output_samples, seed=seed, device=device
+        )
+
+    draws = iter(range(1, n_draws + 1))
+
+    def sampler(im: MedImage) -> MedImage:
+        k = next(draws)
+        return interpolate_slices(
+            im, net, factor, axis=a, samples=1, seed=seed + 1000 * k, device=device
+        )
+
+    # rotations by 90° swap y and x: only z keeps its slice axis under all 8
+    keep = list(DIHEDRAL) if a == 0 else [(k, flip) for k, flip in DIHEDRAL if k % 2 == 0]
+    result, std, info = tta_statistics(
+        image,
+        tta=tta,
+        samples=n_draws,
+        sampler=sampler if stochastic else None,
+        stochastic=stochastic,
+        runner=runner,
+        transforms=keep,
+    )
+    if uncertainty_threshold is None:
+        from medsr.inference.safeguards import UNCERTAINTY_THRESHOLD
+
+        uncertainty_threshold = UNCERTAINTY_THRESHOLD
+    unc: dict[str, Any] = {**info, "stochastic": stochastic}
+    if std is not None:
+        inserted = np.moveaxis(std, a, 0)
+        inserted = np.delete(inserted, np.arange(0, inserted.shape[0], factor), axis=0)
+        finite = image.array[np.isfinite(image.array)]
+        rng = float(finite.max() - finite.min()) if finite.size else 1.0
+        unc["map"] = summarize_map(
+            inserted,
+            data_range=max(rng, 1e-12),
+            threshold_rel=uncertainty_threshold,
+            units=image.units,
+        )
+        unc["map"]["over"] = "inserted slices"
+    summary = {
+        "model": card.get("name") or card.get("architecture"),
+        "factor": factor,
+        "axis": "zyx"[a],
+        "seed": seed,
+        "uncertainty": unc,
+    }
+    return result, std, summary

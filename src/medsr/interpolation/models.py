@@ -22,7 +22,9 @@ from medsr.models.registry import register_model
 FAST_DDPM_NON_UNIFORM_10 = (0, 199, 399, 599, 699, 799, 849, 899, 949, 999)
 
 
-def fast_ddpm_timesteps(steps: int = 10, schedule: str = "non-uniform", num_train_timesteps: int = 1000) -> list[int]:
+def fast_ddpm_timesteps(
+    steps: int = 10, schedule: str = "non-uniform", num_train_timesteps: int = 1000
+) -> list[int]:
     """The timesteps Fast-DDPM trains on and samples with (ascending).
 
     ``non-uniform`` with 10 steps is the published list; other step counts split 40 % of the
@@ -53,6 +55,9 @@ class _Interpolator(nn.Module):
     kind = "slice-interpolator"
     in_channels = 2
     out_channels = 1
+    #: the output depends on a random seed (diffusion): uncertainty maps add the variance of
+    #: several draws (:func:`medsr.interpolation.core.interpolation_uncertainty`)
+    stochastic = False
 
 
 def _residual_body(in_channels: int, num_features: int, num_blocks: int) -> nn.Sequential:
@@ -76,7 +81,13 @@ class InterpolationCNN(_Interpolator):
     CVPR 2020.
     """
 
-    def __init__(self, in_channels: int = 2, out_channels: int = 1, num_features: int = 64, num_blocks: int = 5):
+    def __init__(
+        self,
+        in_channels: int = 2,
+        out_channels: int = 1,
+        num_features: int = 64,
+        num_blocks: int = 5,
+    ):
         super().__init__()
         if in_channels != 2 or out_channels != 1:
             raise ValueError("slice interpolators map 2 neighbour slices to 1 slice")
@@ -96,7 +107,13 @@ class InterpolationGANGenerator(InterpolationCNN):
     (Ledig et al., CVPR 2017) with an L1 content term.
     """
 
-    def __init__(self, in_channels: int = 2, out_channels: int = 1, num_features: int = 64, num_blocks: int = 8):
+    def __init__(
+        self,
+        in_channels: int = 2,
+        out_channels: int = 1,
+        num_features: int = 64,
+        num_blocks: int = 8,
+    ):
         super().__init__(in_channels, out_channels, num_features, num_blocks)
 
 
@@ -116,7 +133,13 @@ class FastDDPMInterpolator(_Interpolator):
     Deviation from the paper: with ``residual=True`` (default) the diffusion runs on the
     residual ``slice − mean(neighbours)`` rather than on the slice itself, which makes the
     short CPU trainings of this project usable; ``residual=False`` is the paper's form.
+
+    Stochastic: different seeds give different slices (different initial noise, even with the
+    deterministic ``eta = 0`` update), so its uncertainty map includes the variance of
+    several draws.
     """
+
+    stochastic = True
 
     def __init__(
         self,
@@ -153,7 +176,9 @@ class FastDDPMInterpolator(_Interpolator):
         self.residual = bool(residual)
         self.eta = float(eta)
         betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
-        self.register_buffer("alphas_cumprod", torch.cumprod(1.0 - betas, 0).float(), persistent=False)
+        self.register_buffer(
+            "alphas_cumprod", torch.cumprod(1.0 - betas, 0).float(), persistent=False
+        )
 
     # ---------------------------------------------------------------- training
     def base(self, cond: torch.Tensor) -> torch.Tensor:
@@ -163,7 +188,9 @@ class FastDDPMInterpolator(_Interpolator):
         """One network evaluation: predicted noise for ``x_t`` at timesteps ``t`` given ``cond``."""
         return self.unet(torch.cat([x_t, cond], dim=1), timesteps=t)
 
-    def training_loss(self, cond: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def training_loss(
+        self, cond: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """ε-prediction MSE with t drawn from the configured timesteps only (Fast-DDPM)."""
         x0 = target - self.base(cond)
         n = x0.shape[0]
@@ -176,7 +203,9 @@ class FastDDPMInterpolator(_Interpolator):
 
     # ---------------------------------------------------------------- sampling
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, *, seed: int = 0, samples: int = 1, eta: float | None = None) -> torch.Tensor:
+    def sample(
+        self, cond: torch.Tensor, *, seed: int = 0, samples: int = 1, eta: float | None = None
+    ) -> torch.Tensor:
         """Slice between the neighbours ``cond`` ``(N, 2, H, W)``; mean of ``samples`` draws.
 
         Exactly ``len(self.timesteps)`` network evaluations (the draws are batched). Seeded:

@@ -5,17 +5,25 @@
 the LR grid. ``enforce_consistency(sr, lr)`` projects the SR image so that this error vanishes
 (iterative back-projection, or measured-k-space replacement for MR). Both work plane by plane
 (volumes slice-wise, colour per channel) in small batches.
+
+Through-plane (``degradation="thick-slice"``): ``sr`` is the measured volume ``lr`` with ``f``×
+the slices along z (same rows and columns; e.g. the ``f·Z``-slice grid of
+:func:`medsr.selfsup.through_plane_upscale` before any resampling to a target spacing). The
+volume is then handled as sagittal reformats ``(z, y)`` — one per column and colour channel —
+with z as the rows, and the slice profile acts along z only (a ``thick-slice`` measurement's
+``axis`` is replaced by that of the reformats). The errors and maps live on the thick-slice grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.safeguards.operators import Measurement, resolve_measurement
+from medsr.safeguards.operators import THROUGH_PLANE, Measurement, resolve_measurement
 
 __all__ = [
     "check_pair",
@@ -26,9 +34,17 @@ __all__ = [
 ]
 
 
-def infer_scale(sr: MedImage, lr: MedImage) -> int:
-    """The integer in-plane factor between ``sr`` and ``lr`` (their plane sizes must say it)."""
-    (_, hs, ws), (_, hl, wl) = sr.spatial_shape, lr.spatial_shape
+def infer_scale(sr: MedImage, lr: MedImage, *, through_plane: bool = False) -> int:
+    """The integer in-plane factor between ``sr`` and ``lr`` (their plane sizes must say it);
+    with ``through_plane``, the factor between their slice counts."""
+    (zs, hs, ws), (zl, hl, wl) = sr.spatial_shape, lr.spatial_shape
+    if through_plane:
+        if zl == 0 or zs % zl:
+            raise InvalidParameterError(
+                f"the upscaled volume ({zs} slices) is not an integer multiple of the input "
+                f"({zl} slices)"
+            )
+        return zs // zl
     if hl == 0 or wl == 0 or hs % hl or ws % wl or hs // hl != ws // wl:
         raise InvalidParameterError(
             f"the upscaled image ({hs}×{ws}) is not an integer multiple of the input ({hl}×{wl})"
@@ -36,11 +52,20 @@ def infer_scale(sr: MedImage, lr: MedImage) -> int:
     return hs // hl
 
 
-def check_pair(sr: MedImage, lr: MedImage, scale: int | None) -> int:
-    """Validate that ``sr`` is ``lr`` upscaled in-plane by ``scale`` (inferred when ``None``)."""
-    f = infer_scale(sr, lr) if scale is None else int(scale)
+def check_pair(
+    sr: MedImage, lr: MedImage, scale: int | None, *, through_plane: bool = False
+) -> int:
+    """Validate that ``sr`` is ``lr`` upscaled in-plane by ``scale`` (inferred when ``None``),
+    or, with ``through_plane``, ``lr`` with ``scale``× the slices along z."""
+    f = infer_scale(sr, lr, through_plane=through_plane) if scale is None else int(scale)
     (zs, hs, ws), (zl, hl, wl) = sr.spatial_shape, lr.spatial_shape
-    if zs != zl or hs != f * hl or ws != f * wl:
+    if through_plane:
+        if zs != f * zl or hs != hl or ws != wl:
+            raise InvalidParameterError(
+                f"the upscaled volume {zs}×{hs}×{ws} is not the input {zl}×{hl}×{wl} with ×{f} "
+                "the slices along z (thick-slice consistency is through-plane)"
+            )
+    elif zs != zl or hs != f * hl or ws != f * wl:
         raise InvalidParameterError(
             f"the upscaled image {zs}×{hs}×{ws} is not the input {zl}×{hl}×{wl} upscaled ×{f} in-plane"
         )
@@ -51,9 +76,32 @@ def check_pair(sr: MedImage, lr: MedImage, scale: int | None) -> int:
     return f
 
 
-def _planes(image: MedImage) -> np.ndarray:
+def _planes(image: MedImage, through_plane: bool = False) -> np.ndarray:
+    """``(P, H, W)`` planes: axial slices, or (``through_plane``) ``(z, y)`` reformats."""
     cf = image.channel_first()
+    if through_plane:  # (C, Z, Y, X) → (C·X, Z, Y)
+        return np.ascontiguousarray(cf.transpose(0, 3, 1, 2)).reshape(-1, *cf.shape[1:3])
     return cf.reshape(-1, *cf.shape[-2:])
+
+
+def _unplanes(planes: np.ndarray, like: MedImage, through_plane: bool = False) -> np.ndarray:
+    """Inverse of :func:`_planes` for planes with the layout of ``like``'s planes (any sizes)."""
+    cf_shape = like.channel_first().shape
+    if through_plane:
+        c, x = cf_shape[0], cf_shape[3]
+        vol = planes.reshape(c, x, *planes.shape[-2:]).transpose(0, 2, 3, 1)
+        shape = (*like.array.shape[:-3], *vol.shape[1:])
+        return np.ascontiguousarray(vol).reshape(shape)
+    shape = (*like.array.shape[:-2], *planes.shape[-2:])
+    return planes.reshape(shape)
+
+
+def _is_through_plane(degradation: Any) -> bool:
+    if isinstance(degradation, Measurement):
+        return degradation.through_plane
+    if isinstance(degradation, dict):
+        degradation = degradation.get("kind")
+    return isinstance(degradation, str) and degradation.strip().lower() in THROUGH_PLANE
 
 
 def _data_range(lr: MedImage) -> float:
@@ -64,16 +112,27 @@ def _data_range(lr: MedImage) -> float:
 def _measurement(
     sr: MedImage, lr: MedImage, degradation: Any, scale: int | None, params: dict[str, Any]
 ) -> tuple[Measurement, int]:
-    f = check_pair(sr, lr, scale)
-    return resolve_measurement(degradation, f, lr.modality, **params), f
+    through = _is_through_plane(degradation)
+    f = check_pair(sr, lr, scale, through_plane=through)
+    meas = resolve_measurement(degradation, f, lr.modality, **params)
+    if meas.scale != f:
+        raise InvalidParameterError(
+            f"the measurement is ×{meas.scale} but the images are ×{f} apart"
+        )
+    if through and meas.params.get("axis") != -2:  # z is the rows of the reformats
+        meas = dataclasses.replace(meas, params={**meas.params, "axis": -2})
+    return meas, f
 
 
 def degrade_planes(meas: Measurement, planes: np.ndarray, batch_size: int = 8) -> np.ndarray:
-    """``D`` applied to ``(P, H, W)`` planes → ``(P, H/f, W/f)`` (float32)."""
+    """``D`` applied to ``(P, H, W)`` planes → ``(P, H/f, W/f)`` (float32; through-plane kinds
+    reduce only their axis, ``ct-sparse-view`` at ×1 keeps the size)."""
     import torch
 
     f = meas.scale
-    out = np.empty((planes.shape[0], planes.shape[1] // f, planes.shape[2] // f), np.float32)
+    reduced = meas.reduced_axes(4)
+    h, w = (n // f if d in reduced else n for d, n in ((2, planes.shape[1]), (3, planes.shape[2])))
+    out = np.empty((planes.shape[0], h, w), np.float32)
     with torch.no_grad():
         for k in range(0, planes.shape[0], batch_size):
             t = torch.from_numpy(np.ascontiguousarray(planes[k : k + batch_size], np.float32))
@@ -99,8 +158,9 @@ def consistency_error(
         **params: parameters of the degradation kind.
     """
     meas, _ = _measurement(sr, lr, degradation, scale, params)
-    diff = degrade_planes(meas, _planes(sr)) - _planes(lr)
-    return diff.reshape(lr.array.shape)
+    through = meas.through_plane
+    diff = degrade_planes(meas, _planes(sr, through)) - _planes(lr, through)
+    return _unplanes(diff, lr, through).reshape(lr.array.shape)
 
 
 def consistency_map(
@@ -116,7 +176,8 @@ def consistency_map(
 
     ``grid="lr"``: on the measured grid (one value per measured pixel); ``grid="sr"``: the same
     values replicated (nearest neighbour) onto the SR grid for display beside the output — no
-    interpolation, so the map does not pretend to sub-pixel precision it does not have.
+    interpolation, so the map does not pretend to sub-pixel precision it does not have
+    (through-plane: replicated along z only).
     """
     err = np.abs(consistency_error(sr, lr, degradation, scale, **params))
     if lr.channels:
@@ -124,7 +185,10 @@ def consistency_map(
     if grid == "lr":
         return err.astype(np.float32)
     if grid == "sr":
-        f = check_pair(sr, lr, scale)
+        through = _is_through_plane(degradation)
+        f = check_pair(sr, lr, scale, through_plane=through)
+        if through:
+            return np.repeat(err, f, axis=-3).astype(np.float32)
         return np.repeat(np.repeat(err, f, axis=-2), f, axis=-1).astype(np.float32)
     raise InvalidParameterError(f"grid must be 'lr' or 'sr', got {grid!r}")
 
@@ -145,16 +209,20 @@ def enforce_consistency(
 ) -> MedImage:
     """Project ``sr`` so that degrading it reproduces the measured ``lr``.
 
-    Iterative back-projection (Irani & Peleg 1991) for blur + downsampling models, replacement of
-    the measured central k-space for MR k-space truncation (see
+    Iterative back-projection (Irani & Peleg 1991) for blur + downsampling models (ultrasound
+    lateral blur included), replacement of the measured central k-space for MR k-space
+    truncation, Landweber iteration for sparse-view CT (slow: it usually stops at
+    ``iterations`` with a residual of a few 0.1 % to a few %), and 1-D back-projection along z for
+    ``thick-slice`` (``sr`` then has ``f``× the slices of ``lr``; see the module docstring and
     :mod:`medsr.safeguards.operators`). Iterations stop once the largest residual is below
     ``tol`` × the LR data range (default 0.1 %) or after ``iterations``.
 
     Args:
-        sr: the super-resolved image (``lr`` upscaled in-plane).
+        sr: the super-resolved image (``lr`` upscaled in-plane; through z for ``thick-slice``).
         lr: the measured image.
         degradation: the assumed measurement (``None``/``"auto"`` → the modality's default:
-            CT ``ct-detector``, MR ``kspace``, CR/DX ``radiograph``, others ``bicubic``).
+            CT ``ct-detector``, MR ``kspace``, CR/DX ``radiograph``, others ``bicubic``; or
+            ``ultrasound``, ``ct-sparse-view``, ``thick-slice``, ...).
         scale: the factor (inferred from the shapes when ``None``).
         iterations: maximum number of back-projection steps (k-space: replacement steps).
         tol: stopping tolerance relative to the LR data range.
@@ -169,15 +237,16 @@ def enforce_consistency(
     Returns:
         A MedImage on the SR grid whose ``meta["consistency"]`` records the projection
         (``degradation``, ``iterations``, ``residual_max`` relative to the LR range, before and
-        after).
+        after, and ``converged``: whether every plane reached ``tol`` before clipping).
     """
     import torch
 
     meas, f = _measurement(sr, lr, degradation, scale, params)
+    through = meas.through_plane
     rng = max(_data_range(lr), 1e-12)
-    src, meas_planes = _planes(sr), _planes(lr)
+    src, meas_planes = _planes(sr, through), _planes(lr, through)
     out = np.empty_like(src)
-    iters, before, after = 0, 0.0, 0.0
+    iters, before, after, converged = 0, 0.0, 0.0, True
     lo, hi = float(np.nanmin(lr.array)), float(np.nanmax(lr.array))
     with torch.no_grad():
         for k in range(0, src.shape[0], batch_size):
@@ -191,20 +260,30 @@ def enforce_consistency(
                 xp = xp.clamp(lo, hi)
             after = max(after, float((meas.forward(xp) - y).abs().max()) / rng)
             iters = max(iters, int(info["iterations"]))
+            converged = converged and bool(info["converged"])
             out[k : k + batch_size] = xp[:, 0].numpy()
-    arr = out.reshape(sr.array.shape)
+    arr = _unplanes(out, sr, through).reshape(sr.array.shape)
+    if meas.kind == "kspace":
+        method = "k-space replacement"
+    elif meas.kind == "ct-sparse-view":
+        method = f"Landweber iterative back-projection ({kernel} kernel)"
+    elif through:
+        method = f"1-D iterative back-projection along z ({kernel} kernel)"
+    else:
+        method = f"iterative back-projection ({kernel} kernel)"
     record = {
         "degradation": meas.as_dict(),
-        "method": "k-space replacement"
-        if meas.kind == "kspace"
-        else f"iterative back-projection ({kernel} kernel)",
+        "method": method,
         "iterations": iters,
         "residual_max_before": round(before, 6),
         "residual_max_after": round(after, 6),
+        "converged": converged,
         "tol": tol,
     }
     meta = {**sr.meta, "consistency": record}
+    where = " through-plane" if through else ""
     step_text = (
-        f"data consistency: {record['method']} with {meas.describe()} x{f}, {iters} iterations"
+        f"data consistency: {record['method']} with {meas.describe()} x{f}{where}, "
+        f"{iters} iterations"
     )
     return sr.replace(array=arr, meta=meta, history=(*sr.history, step_text))

@@ -7,8 +7,11 @@
   medical image segmentation", Neurocomputing 338:34, 2019). A model that truly sees anatomy
   gives the same answer whichever way the image is turned; where the answers differ, the detail
   is the network's guess. For stochastic models (diffusion, MC dropout) the variance of repeated
-  samples is added (``samples``/``sampler`` hook). Classical interpolators are equivariant, so
-  their map is ~0.
+  samples is added (``samples``/``sampler`` hook; slice interpolation with the ``fast-ddpm``
+  diffusion model draws :data:`medsr.interpolation.core.DIFFUSION_SAMPLES` = 4 by default,
+  :func:`medsr.interpolation.core.interpolation_uncertainty`). Classical interpolators are
+  equivariant, so their map is ~0. Other operations than :func:`medsr.upscale` (slice
+  interpolation) pass their own ``runner`` and the symmetries that keep their geometry.
 * :func:`summarize_map` — a JSON-able summary (mean, 99th percentile, max in the image's units,
   fraction of voxels above a threshold).
 * :func:`write_maps` — NIfTI (volumes) or PNG (2-D) with sidecars, and a derived DICOM series
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +48,7 @@ DIHEDRAL: tuple[tuple[int, bool], ...] = tuple(
 
 MAP_DESCRIPTIONS = {
     "consistency": "consistency error map |degrade(SR) - measured|",
-    "uncertainty": "uncertainty map (std over test-time augmentations)",
+    "uncertainty": "uncertainty map (std over test-time augmentations and stochastic samples)",
 }
 
 
@@ -105,39 +108,59 @@ def summarize_map(
 # ====================================================================== uncertainty (TTA)
 def tta_statistics(
     image: MedImage,
-    scale: int,
+    scale: int | None = None,
     model: Any = None,
     *,
     tta: bool = True,
     samples: int = 0,
     sampler: Callable[[MedImage], MedImage] | None = None,
     stochastic: bool = False,
+    runner: Callable[[MedImage], MedImage] | None = None,
+    transforms: Sequence[tuple[int, bool]] | None = None,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, np.ndarray | None, dict[str, Any]]:
     """Run the model under test-time augmentation; return (identity output, std map, info).
 
-    The identity output is exactly ``medsr.upscale(image, scale, model, **upscale_kwargs)``.
-    The std map is ``(Z, Y, X)`` on the output grid (mean over colour channels), combining the
-    TTA spread and, when ``samples > 0``, the spread of ``samples`` stochastic draws (from
-    ``sampler(image)``, or repeated ``upscale`` calls with fresh random seeds when
-    ``stochastic`` — e.g. a diffusion model whose card says ``"stochastic": true``):
-    ``std = sqrt(var_tta + var_samples)``. ``None`` when neither is requested.
+    The identity output is exactly ``medsr.upscale(image, scale, model, **upscale_kwargs)``
+    (or ``runner(image)``). The std map is ``(Z, Y, X)`` on the output grid (mean over colour
+    channels), combining the TTA spread and, when ``samples > 0``, the spread of ``samples``
+    stochastic draws (from ``sampler(image)``, or repeated ``upscale``/``runner`` calls with
+    fresh random seeds when ``stochastic`` — e.g. a diffusion model whose card says
+    ``"stochastic": true``): ``std = sqrt(var_tta + var_samples)``. ``None`` when neither is
+    requested. ``info`` records the method, the number of transforms and, for draws,
+    ``samples`` and ``sample_std_mean``/``sample_std_max`` (image units).
+
+    Args:
+        runner: the operation to test instead of ``upscale(·, scale, model, **upscale_kwargs)``
+            (e.g. slice interpolation); it must commute with the ``transforms``.
+        transforms: the ``(k, flip)`` elements of :data:`DIHEDRAL` to average over (default
+            all 8; the identity is always included).
     """
     import torch
 
-    from medsr.inference.predictor import upscale
+    if runner is None:
+        from medsr.inference.predictor import upscale
 
-    transforms = DIHEDRAL if tta else DIHEDRAL[:1]
+        def runner(im: MedImage) -> MedImage:
+            return upscale(im, scale, model, **upscale_kwargs)
+
+    chosen = list(DIHEDRAL if transforms is None else transforms)
+    if (0, False) not in chosen:
+        chosen.insert(0, (0, False))
+    for t in chosen:
+        if t not in DIHEDRAL:
+            raise InvalidParameterError(f"{t!r} is not one of the 8 (rotation, flip) transforms")
+    transforms = chosen if tta else [(0, False)]
     mean = m2 = None
     identity: MedImage | None = None
     for n, (k, flip) in enumerate(transforms, start=1):
         if (k, flip) == (0, False):
-            out = upscale(image, scale, model, **upscale_kwargs)
+            out = runner(image)
             identity = out
             arr = out.array.astype(np.float64)
         else:
             turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
-            arr = dihedral_inverse(upscale(turned, scale, model, **upscale_kwargs).array, k, flip)
+            arr = dihedral_inverse(runner(turned).array, k, flip)
             arr = arr.astype(np.float64)
         if mean is None:
             mean, m2 = arr.copy(), np.zeros_like(arr)
@@ -146,17 +169,16 @@ def tta_statistics(
             mean += delta / n
             m2 += delta * (arr - mean)
     assert identity is not None and m2 is not None
+    what = "flips/90-degree rotations" if len(transforms) == 8 else "flips"
     info: dict[str, Any] = {
-        "method": "test-time augmentation: 8 flips/90-degree rotations" if tta else "none",
+        "method": f"test-time augmentation: {len(transforms)} {what}" if tta else "none",
         "transforms": len(transforms),
     }
     var = m2 / len(transforms) if tta else None
 
     draw = sampler
     if samples > 0 and draw is None and stochastic:
-
-        def draw(im: MedImage) -> MedImage:
-            return upscale(im, scale, model, **upscale_kwargs)
+        draw = runner
 
     if samples > 0 and draw is not None:
         s_mean = s_m2 = None
@@ -173,6 +195,7 @@ def tta_statistics(
         s_var = s_m2 / max(int(samples) - 1, 1)
         info["samples"] = int(samples)
         info["sample_std_mean"] = _round(np.sqrt(s_var).mean())
+        info["sample_std_max"] = _round(np.sqrt(s_var).max())
         var = s_var if var is None else var + s_var
     elif samples > 0:
         info["samples"] = 0

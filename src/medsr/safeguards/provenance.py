@@ -111,7 +111,12 @@ def provenance(
     consistency: str,
     summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The provenance record of one output (JSON-able; no paths, no patient data)."""
+    """The provenance record of one output (JSON-able; no paths, no patient data).
+
+    Run times (``timing_ms`` of the safeguards summary) are left out: they are not provenance,
+    and without them the same input, model and settings give byte-identical sidecars (a batch
+    rerun, or the local and Ray batch engines, agree).
+    """
     import medsr
 
     card = card or {}
@@ -126,7 +131,9 @@ def provenance(
         "scale": int(scale),
         "degradation": degradation,
         "consistency": consistency,
-        "safeguards": summary,
+        "safeguards": {k: v for k, v in summary.items() if k != "timing_ms"}
+        if summary is not None
+        else None,
     }
 
 

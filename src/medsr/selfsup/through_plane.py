@@ -114,6 +114,26 @@ def _check_target(image: MedImage, target_spacing: Any) -> float:
     return target
 
 
+def _project_thick_slice(
+    fused: torch.Tensor, vol: torch.Tensor, f: int, profile: str, thickness: float
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Data consistency along z: make ``thick_slice(fused)`` reproduce the measured slices.
+
+    ``fused`` (C, f·Z, Y, X) and ``vol`` (C, Z, Y, X) are in model units; ``thickness`` is the
+    slice profile width in thin slices. 1-D iterative back-projection along z only
+    (:class:`medsr.safeguards.operators.Measurement` ``thick-slice``); exact before the final
+    resampling to the requested slice count (identical when ``n_out == f·Z``).
+    """
+    from medsr.safeguards.operators import resolve_measurement
+
+    meas = resolve_measurement("thick-slice", f, profile=profile, thickness=thickness, axis=-2)
+    x = fused.permute(0, 3, 1, 2).contiguous()  # (C, X, f·Z, Y): z is axis -2
+    y = vol.permute(0, 3, 1, 2).contiguous()
+    projected, info = meas.project(x, y)
+    info = {k: v for k, v in info.items() if k != "history"}
+    return projected.permute(0, 2, 3, 1).contiguous(), {"setting": "on", "method": "thick-slice back-projection", **info}
+
+
 def _resize_z(vol: torch.Tensor, n: int, mode: str) -> torch.Tensor:
     """``(C, Z, Y, X)`` → ``(C, n, Y, X)`` along z only (cell-centred, antialiased if shrinking)."""
     c, z, y, x = vol.shape
@@ -190,6 +210,7 @@ def through_plane_upscale(
     device: str = "auto",
     progress: bool = True,
     clip: bool = True,
+    consistency: bool = False,
 ) -> MedImage:
     """Super-resolve a thick-slice volume along z with a network trained on its own slices.
 
@@ -298,6 +319,9 @@ def through_plane_upscale(
     cor = v.transpose(0, 2, 1, 3).reshape(c * h, 1, z, w)
     up_cor = run_tiled(net, cor, (f, 1), dev).reshape(c, h, z * f, w).transpose(0, 2, 1, 3)
     fused = torch.from_numpy(np.ascontiguousarray(0.5 * (up_sag + up_cor), dtype=np.float32))
+    projection = None
+    if consistency:
+        fused, projection = _project_thick_slice(fused, vol, f, profile, thickness / (sz / f))
     fused = _resize_z(fused, n_out, "cubic")
     out = norm.inverse(fused.numpy())
     if clip:
@@ -324,5 +348,6 @@ def through_plane_upscale(
             "profile": profile,
             "seed": seed,
         },
+        "consistency": projection if projection is not None else "off",
     }
     return sr.replace(meta=meta)

@@ -1,0 +1,189 @@
+"""Batch outputs carry the safeguards of ``medsr upscale``: provenance, consistency, maps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import medsr
+from medsr.batch import read_report, run_batch
+from medsr.errors import InvalidParameterError
+from medsr.io import load_image
+from medsr.io.sidecar import read_sidecar
+from medsr.safeguards import consistency_error
+from tests.conftest import corpus_path
+
+OUTPUTS = ("ct/CT_small.dcm", "mr/MR_small.dcm", "mr/MR_small.nii.gz")
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> Path:
+    """CT_small.dcm and MR_small.dcm (+ MR_small as NIfTI, for the sidecar) in a folder."""
+    root = tmp_path / "in"
+    (root / "ct").mkdir(parents=True)
+    (root / "mr").mkdir()
+    shutil.copy(corpus_path("CT_small.dcm"), root / "ct" / "CT_small.dcm")
+    shutil.copy(corpus_path("MR_small.dcm"), root / "mr" / "MR_small.dcm")
+    medsr.save_image(medsr.load_image(corpus_path("MR_small.dcm")), root / "mr" / "MR_small.nii.gz")
+    return root
+
+
+def _error(out: Path, inp: Path) -> float:
+    """Mean |D(SR) − input| of a written output (the modality's default D, as the batch assumes)."""
+    return float(np.abs(consistency_error(load_image(out), load_image(inp), "auto", 2)).mean())
+
+
+def test_outputs_record_provenance_and_consistency_lowers_the_error(small: Path, tmp_path: Path):
+    off = run_batch(small, tmp_path / "off", model="bicubic", workers=1, threads=1)
+    on = run_batch(small, tmp_path / "on", model="bicubic", workers=1, threads=1, consistency="on")
+    assert off.counts["ok"] == on.counts["ok"] == 3
+    assert (off.consistency, on.consistency) == ("off", "on")
+    for setting in ("off", "on"):
+        for name in ("ct/CT_small.dcm", "mr/MR_small.dcm"):
+            text = pydicom.dcmread(tmp_path / setting / name).DerivationDescription
+            for needle in (
+                f"medsr {medsr.__version__}",
+                "model bicubic",
+                "classical:bicubic",
+                "scale x2",
+                "assumed degradation",
+                f"consistency {setting}",
+            ):
+                assert needle in text, (setting, name, needle, text)
+        side = read_sidecar(tmp_path / setting / "mr" / "MR_small.nii.gz")
+        prov = side["provenance"]
+        assert prov["model"] == "bicubic" and prov["model_checksum"] == "classical:bicubic"
+        assert prov["consistency"] == setting and prov["scale"] == 2
+        assert prov["degradation"] == "kspace" and prov["medsr_version"] == medsr.__version__
+        assert prov["safeguards"]["consistency"]["setting"] == setting
+        assert "timing_ms" not in prov["safeguards"]  # reruns give identical sidecars
+        assert side["derivation"]["consistency"] == setting
+    # the projection lowers |D(SR) − input| of what is written (DICOM: after integer storage)
+    for name in OUTPUTS:
+        inp = small / name
+        e_off, e_on = _error(tmp_path / "off" / name, inp), _error(tmp_path / "on" / name, inp)
+        assert e_on < 0.5 * e_off, (name, e_on, e_off)
+    # no maps unless asked
+    assert off.maps_dir is None and not list(tmp_path.glob("*maps*"))
+
+
+def test_maps_are_written_when_asked(small: Path, tmp_path: Path):
+    maps = tmp_path / "maps"
+    summary = run_batch(small, tmp_path / "out", model="lanczos", workers=2, maps_dir=maps)
+    assert summary.counts["ok"] == 3 and summary.maps_dir == maps.resolve()
+    for name in OUTPUTS:
+        folder = maps / name
+        suffix = ".png"  # every item is a single 2-D slice
+        for m in ("consistency", "uncertainty"):
+            assert (folder / f"{m}{suffix}").is_file(), (folder, m)
+            assert (folder / f"{m}.json").is_file()
+        data = json.loads((folder / "summary.json").read_text())
+        assert data["consistency"]["setting"] == "off" and data["uncertainty"]["transforms"] == 8
+        assert data["uncertainty"]["map"]["max"] < 1e-2  # an interpolator is equivariant
+        if name.endswith(".dcm"):  # DICOM input: the maps also as a derived DICOM series
+            assert sorted(p.name for p in (folder / "consistency_dicom").iterdir()) == [
+                "IM00001.dcm"
+            ]
+        # the output's provenance carries the maps' summary
+        out = tmp_path / "out" / name
+        prov = (
+            read_sidecar(out)["provenance"]
+            if name.endswith(".nii.gz")
+            else {"safeguards": None, "text": pydicom.dcmread(out).DerivationDescription}
+        )
+        if prov["safeguards"] is not None:
+            assert (
+                prov["safeguards"]["uncertainty"]["map"]["p99"] == data["uncertainty"]["map"]["p99"]
+            )
+        else:
+            assert "TTA uncertainty" in prov["text"]
+    # a rerun with the same settings is up to date; deleting a maps folder makes it run again
+    again = run_batch(small, tmp_path / "out", model="lanczos", workers=1, maps_dir=maps)
+    assert again.counts == {"ok": 0, "failed": 0, "skipped": 3}
+    shutil.rmtree(maps / "mr" / "MR_small.nii.gz")
+    again = run_batch(small, tmp_path / "out", model="lanczos", workers=1, maps_dir=maps)
+    assert [r.label for r in again.results if r.status == "ok"] == ["mr/MR_small.nii.gz"]
+    assert (maps / "mr" / "MR_small.nii.gz" / "summary.json").is_file()
+    # another consistency setting re-processes everything
+    again = run_batch(
+        small, tmp_path / "out", model="lanczos", workers=1, maps_dir=maps, consistency="on"
+    )
+    assert again.counts["ok"] == 3
+    assert (
+        json.loads((maps / "ct" / "CT_small.dcm" / "summary.json").read_text())["consistency"][
+            "setting"
+        ]
+        == "on"
+    )
+
+
+def test_cross_item_batches_give_the_same_provenance(small: Path, tmp_path: Path):
+    a = run_batch(small, tmp_path / "a", model="bicubic", workers=1, consistency="on")
+    b = run_batch(
+        small, tmp_path / "b", model="bicubic", workers=1, consistency="on",
+        batch_across_items=True, batch_size=3,
+    )  # fmt: skip
+    assert a.counts == b.counts
+    for name in ("mr/MR_small.nii.gz", "mr/MR_small.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in ("ct/CT_small.dcm", "mr/MR_small.dcm"):
+        da, db = pydicom.dcmread(tmp_path / "a" / name), pydicom.dcmread(tmp_path / "b" / name)
+        assert da.PixelData == db.PixelData
+        assert da.DerivationDescription == db.DerivationDescription
+
+
+def test_bad_safeguard_options(small: Path, tmp_path: Path):
+    with pytest.raises(InvalidParameterError, match="on' or 'off"):
+        run_batch(small, tmp_path / "o", model="bicubic", consistency="sometimes")
+    with pytest.raises(InvalidParameterError, match="maps folder"):
+        run_batch(small, tmp_path / "o", model="bicubic", maps_dir=tmp_path / "o")
+    with pytest.raises(InvalidParameterError, match="maps folder"):
+        run_batch(small, tmp_path / "o", model="bicubic", maps_dir=small)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_consistency_and_maps(small: Path, tmp_path: Path):
+    from medsr.batch.cli import register
+
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    res = CliRunner().invoke(
+        app,
+        [
+            "batch", str(small), str(tmp_path / "out"), "-m", "bicubic", "--threads", "1",
+            "--consistency", "on", "--maps", str(tmp_path / "maps"), "--json",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout[res.stdout.index("{") :])
+    assert data["consistency"] == "on" and data["maps_dir"] == str((tmp_path / "maps").resolve())
+    assert (tmp_path / "maps" / "ct" / "CT_small.dcm" / "summary.json").is_file()
+    rows = read_report(tmp_path / "out" / "batch_report.csv")
+    assert "warnings" in rows[0] and all(r["status"] == "ok" for r in rows)
+    text = pydicom.dcmread(tmp_path / "out" / "ct" / "CT_small.dcm").DerivationDescription
+    assert "consistency on" in text
+
+
+def test_fidelity_warnings_reach_the_report(small: Path, tmp_path: Path):
+    from tests.safeguards.conftest import make_weights
+
+    weights = make_weights(tmp_path / "tiny-mr.safetensors")  # untrained, MR only
+    summary = run_batch(small, tmp_path / "out", model=str(weights), workers=1)
+    rows = {r["input"]: r for r in read_report(summary.report)}
+    assert all(r["status"] == "ok" for r in rows.values())
+    assert "disagrees with the input" in rows["mr/MR_small.dcm"]["warnings"]
+    assert "out-of-distribution" in rows["ct/CT_small.dcm"]["warnings"]
+    assert sum(1 for r in summary.results if r.warnings) == 3
+    assert summary.to_dict()["warnings"] == 3

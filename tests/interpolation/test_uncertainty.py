@@ -1,0 +1,121 @@
+"""Uncertainty maps of slice interpolation: TTA spread, plus the sample spread of diffusion."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+from medsr.interpolation.core import (
+    DIFFUSION_SAMPLES,
+    interpolate_slices,
+    interpolation_uncertainty,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _volume(z: int = 3, y: int = 8, x: int = 8) -> MedImage:
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.meshgrid(np.arange(z), np.arange(y), np.arange(x), indexing="ij")
+    arr = 100 * np.sin(zz / 2 + yy / 3) + 50 * np.cos(xx / 4) + rng.normal(0, 1, (z, y, x))
+    return MedImage(arr.astype(np.float32), spacing=(3.0, 1.0, 1.0), modality="MR")
+
+
+def _tiny(name: str):
+    from medsr.models.registry import create_model
+
+    torch.manual_seed(0)
+    kw = (
+        {"channels": [8, 16], "norm_num_groups": 4}
+        if name == "fast-ddpm"
+        else {"num_features": 8, "num_blocks": 1}
+    )
+    net = create_model(name, **kw).eval()
+    net.card = {"architecture": name, "kwargs": kw}
+    return net
+
+
+def test_diffusion_map_includes_the_spread_of_seeded_samples():
+    img = _volume()
+    net = _tiny("fast-ddpm")
+    assert net.stochastic and DIFFUSION_SAMPLES == 4
+    out, std, summary = interpolation_uncertainty(img, net, 2, tta=False, seed=7)
+    # the output is the plain interpolation; the map lives on its grid
+    np.testing.assert_array_equal(out.array, interpolate_slices(img, net, 2, seed=7).array)
+    assert std is not None and std.shape == out.spatial_shape == (5, 8, 8)
+    assert np.all(std[::2] == 0) and std[1::2].mean() > 0  # acquired slices are certain
+    unc = summary["uncertainty"]
+    assert unc["stochastic"] and unc["samples"] == DIFFUSION_SAMPLES
+    assert unc["sample_std_mean"] > 0 and unc["sample_std_max"] >= unc["sample_std_mean"]
+    assert unc["map"]["over"] == "inserted slices" and unc["map"]["mean"] > 0
+    assert summary["model"] == "fast-ddpm" and summary["factor"] == 2 and summary["axis"] == "z"
+    json.dumps(summary)
+    _, _, two = interpolation_uncertainty(img, net, 2, tta=False, samples=2)
+    assert two["uncertainty"]["samples"] == 2
+
+
+@pytest.mark.parametrize("name", ["linear", "interp-cnn"])
+def test_deterministic_interpolators_draw_no_samples(name):
+    img = _volume()
+    model = name if name == "linear" else _tiny(name)
+    out, std, summary = interpolation_uncertainty(img, model, 2)
+    unc = summary["uncertainty"]
+    assert not unc["stochastic"] and "samples" not in unc and "sample_std_mean" not in unc
+    assert unc["transforms"] == 8 and std.shape == out.spatial_shape
+    if name == "linear":  # equivariant: no spread
+        assert float(std.max()) < 1e-3
+    else:  # a random CNN is not equivariant: its TTA spread shows
+        assert float(std.max()) > 0
+    _, _, asked = interpolation_uncertainty(img, model, 2, tta=False, samples=3)
+    assert asked["uncertainty"]["samples"] == 0 and "samples_skipped" in asked["uncertainty"]
+
+
+def test_in_plane_slice_axes_keep_their_axis_under_tta():
+    img = _volume(6, 3, 5)
+    out, std, summary = interpolation_uncertainty(img, "cubic", 2, axis="y")
+    assert summary["uncertainty"]["transforms"] == 4 and summary["axis"] == "y"
+    assert std.shape == out.spatial_shape == (6, 5, 5)
+    with pytest.raises(InvalidParameterError, match="samples"):
+        interpolation_uncertainty(img, "linear", 2, samples=-1)
+
+
+def test_cli_writes_the_uncertainty_map_and_summary(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from medsr.interpolation.cli import register
+    from medsr.io import save_image
+    from medsr.models.weights import save_model
+
+    app = typer.Typer()
+    register(app)
+
+    @app.command()
+    def _other() -> None:
+        pass
+
+    net = _tiny("fast-ddpm")
+    weights = save_model(net, tmp_path / "ddpm.safetensors", {**net.card, "name": "tiny-ddpm"})
+    src = save_image(_volume(3, 8, 8), tmp_path / "in.nii.gz")
+    res = CliRunner().invoke(
+        app,
+        ["interpolate", str(src), str(tmp_path / "out.nii.gz"), "--model", str(weights),
+         "--maps", str(tmp_path / "maps")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "maps" / "uncertainty.nii.gz").is_file()
+    summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
+    assert summary["uncertainty"]["samples"] == DIFFUSION_SAMPLES
+    assert summary["uncertainty"]["sample_std_mean"] > 0
+    assert summary["uncertainty"]["transforms"] == 8
