@@ -11,7 +11,7 @@ APT_PACKAGES ?= dicom3tools orthanc orthanc-dicomweb chromium
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps demo test lint format clean
+.PHONY: all venv sysdeps demo test lint format clean train-defaults
 
 all: venv
 
@@ -42,6 +42,11 @@ demo: venv
 test: venv sysdeps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# retrain every shipped model (scripts/train_defaults.sh: ~2 h 20 min on 2 CPU cores, resumable;
+# re-run to continue) and install them into src/medsr/weights/
+train-defaults: venv
+	INSTALL=1 scripts/train_defaults.sh
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

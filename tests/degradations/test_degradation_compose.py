@@ -66,3 +66,39 @@ def test_default_pipelines_use_the_right_physics():
     assert len(default_degradation("US", 2)) == 2
     with pytest.raises(InvalidParameterError):
         default_degradation("CT", 0)
+
+
+def test_one_of_draws_each_pipeline_per_sample_with_its_weight():
+    import torch
+
+    from medsr.degradations import OneOf
+    from medsr.errors import InvalidParameterError
+
+    x = torch.ones(400, 1, 4, 4)
+    mix = OneOf([lambda t: t * 0, lambda t: t * 2], [0.25, 0.75])
+    y = mix(x, generator=torch.Generator().manual_seed(0))
+    per = y.flatten(1).mean(1)
+    assert set(per.tolist()) == {0.0, 2.0}
+    assert 0.18 < (per == 0).float().mean().item() < 0.32
+    y2 = mix(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(y, y2)  # deterministic given the generator
+    for bad in ([], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(InvalidParameterError):
+            OneOf([lambda t: t, lambda t: t], bad)
+
+
+def test_training_default_degradation_mixes_plain_bicubic():
+    import torch
+
+    from medsr.degradations import OneOf, RandomBicubic
+    from medsr.errors import InvalidParameterError
+    from medsr.training.config import DegradationConfig
+    from medsr.training.data import build_degradation
+
+    mixed = build_degradation(DegradationConfig("default", {"bicubic_fraction": 0.5}), 2, "MR")
+    assert isinstance(mixed, OneOf) and isinstance(mixed.transforms[0], RandomBicubic)
+    assert mixed(torch.rand(6, 1, 32, 32), generator=torch.Generator().manual_seed(1)).shape == (6, 1, 16, 16)
+    assert isinstance(build_degradation(DegradationConfig("default", {"bicubic_fraction": 1.0}), 2, "CT"), RandomBicubic)
+    for bad in ({"bicubic_fraction": 1.5}, {"sigma": 1}):
+        with pytest.raises(InvalidParameterError):
+            DegradationConfig("default", bad).validate("degradation")

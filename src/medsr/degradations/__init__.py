@@ -48,7 +48,7 @@ from medsr.degradations.bicubic import (
     downscale_pyramid,
     pyramid_blur_sigma,
 )
-from medsr.degradations.compose import Compose, default_degradation, modality_group
+from medsr.degradations.compose import Compose, OneOf, default_degradation, modality_group
 from medsr.degradations.ct_sparse_view import (
     RandomCTDetector,
     RandomCTSparseView,
@@ -82,6 +82,7 @@ from medsr.image import MedImage
 
 __all__ = [
     "Compose",
+    "OneOf",
     "RandomBicubic",
     "RandomCTDetector",
     "RandomCTSparseView",

@@ -93,6 +93,47 @@ class Compose:
         return f"Compose([{inner}])"
 
 
+class OneOf:
+    """Degrade each sample of a batch with one pipeline drawn from ``transforms``.
+
+    ``weights`` are the drawing probabilities (normalised). Used to train one blind model on a
+    mixture, e.g. plain bicubic and each modality's physical degradation. All pipelines must
+    map a batch to the same shape.
+    """
+
+    def __init__(
+        self, transforms: Iterable[Callable[..., torch.Tensor]], weights: Iterable[float]
+    ) -> None:
+        self.transforms = list(transforms)
+        w = torch.tensor([float(v) for v in weights], dtype=torch.float64)
+        if len(self.transforms) < 1 or w.numel() != len(self.transforms):
+            raise InvalidParameterError("OneOf needs one weight per pipeline")
+        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise InvalidParameterError(f"OneOf weights must be non-negative, got {w.tolist()}")
+        self.weights = w / w.sum()
+        self._with_generator = [_takes_generator(t) for t in self.transforms]
+
+    def __call__(self, x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
+        g = as_generator(generator)
+        pick = torch.multinomial(self.weights, x.shape[0], replacement=True, generator=g)
+        out: torch.Tensor | None = None
+        for i, (t, with_g) in enumerate(zip(self.transforms, self._with_generator, strict=True)):
+            sel = (pick == i).nonzero(as_tuple=True)[0]
+            if sel.numel() == 0:
+                continue
+            part = x.index_select(0, sel.to(x.device))
+            y = t(part, generator=g) if with_g else t(part)
+            if out is None:
+                out = y.new_empty((x.shape[0], *y.shape[1:]))
+            out.index_copy_(0, sel.to(y.device), y)
+        assert out is not None
+        return out
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{w:.2f}: {t!r}" for w, t in zip(self.weights.tolist(), self.transforms, strict=True))
+        return f"OneOf({{{inner}}})"
+
+
 def modality_group(modality: str | None) -> str:
     """The default-pipeline group of a DICOM modality code (``"default"`` when none fits)."""
     code = (modality or "OT").strip().upper()

@@ -76,11 +76,15 @@ class ModelConfig:
     """The network that is trained and exported: a registry name and constructor kwargs.
 
     ``scale`` comes from the top-level ``scale`` and ``in_channels`` is 1 (luminance); do
-    not repeat them in ``kwargs``.
+    not repeat them in ``kwargs``. ``init``: start from trained weights (an exported
+    ``.safetensors`` or a medsr ``.ckpt`` of the same architecture) — every tensor whose name and
+    shape match is loaded, so a ×2 network can start a ×4 one (only the upsampler is new) or
+    a shipped default can be fine-tuned on new data; the optimiser and schedule start afresh.
     """
 
     name: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
 
     def validate(self, where: str) -> None:
         if not self.name:
@@ -209,7 +213,8 @@ class DegradationConfig:
     """How LR inputs are made from HR patches (in normalised model space).
 
     ``kind: default`` — :func:`medsr.degradations.default_degradation` for each patch's
-    modality; ``kind: compose`` — ``steps`` (each a ``{kind, params}``) applied in order;
+    modality, or with ``params.bicubic_fraction: p`` plain antialiased bicubic for a fraction
+    ``p`` of the patches and the modality's pipeline for the rest (one blind model for both); ``kind: compose`` — ``steps`` (each a ``{kind, params}``) applied in order;
     any other registered kind with ``params``. ``scale`` is passed to kinds whose first
     argument is ``scale`` (not to noise models) unless ``params`` sets it.
     """
@@ -227,8 +232,17 @@ class DegradationConfig:
             raise InvalidParameterError(
                 f"{where}.kind: unknown degradation {self.kind!r}; choose one of: {', '.join(known)}"
             )
-        if self.kind == "default" and (self.params or self.steps):
-            raise InvalidParameterError(f"{where}: kind 'default' takes no params or steps")
+        if self.kind == "default":
+            extra = set(self.params) - {"bicubic_fraction"}
+            if extra or self.steps:
+                raise InvalidParameterError(
+                    f"{where}: kind 'default' takes only params.bicubic_fraction (no steps)"
+                )
+            frac = self.params.get("bicubic_fraction", 0.0)
+            if not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
+                raise InvalidParameterError(
+                    f"{where}.params.bicubic_fraction must be a number in [0, 1], got {frac!r}"
+                )
         if self.kind == "compose":
             if not self.steps:
                 raise InvalidParameterError(f"{where}: kind 'compose' needs a list of 'steps'")

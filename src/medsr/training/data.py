@@ -304,10 +304,16 @@ def build_degradation(
     cfg: DegradationConfig, scale: int, modality: str = "OT"
 ) -> Callable[..., torch.Tensor]:
     """The random degradation ``(x, generator) -> lr`` for patches of ``modality``."""
-    from medsr.degradations import Compose, default_degradation
+    from medsr.degradations import Compose, OneOf, RandomBicubic, default_degradation
 
     if cfg.kind == "default":
-        return default_degradation(modality, scale)
+        frac = float(cfg.params.get("bicubic_fraction", 0.0))
+        physics = default_degradation(modality, scale)
+        if frac <= 0.0:
+            return physics
+        if frac >= 1.0:
+            return RandomBicubic(scale)
+        return OneOf([RandomBicubic(scale), physics], [frac, 1.0 - frac])
     if cfg.kind == "compose":
         return Compose([_build_kind(s, scale) for s in cfg.steps])
     return _build_kind(cfg, scale)

@@ -49,6 +49,7 @@ from medsr.training.data import sr_metrics
 from medsr.training.tasks import (
     SupervisedSR,
     build_network,
+    init_from,
     load_generator_state,
     load_medsr_checkpoint,
 )
@@ -251,6 +252,8 @@ class DistillTask(SupervisedSR):
         base = m.kwargs if (m.kwargs or name != t_arch) else t_kwargs
         kwargs = compress_kwargs(name, base, d.width_factor, d.depth_factor, d.feature_multiple)
         net, full = build_network(name, kwargs, self.scale)
+        if m.init:  # e.g. continue a student, or start fast-x4 from fast-x2
+            self.init_report = init_from(net, m.init, name)
         return name, net, full
 
     def train(self, mode: bool = True) -> DistillTask:

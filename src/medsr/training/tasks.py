@@ -169,6 +169,40 @@ def load_generator_state(
     return state
 
 
+def init_from(net: nn.Module, path: str | Path, name: str) -> dict[str, Any]:
+    """Load every tensor of ``path`` whose name and shape match ``net`` (``model.init``).
+
+    Returns ``{"from", "loaded", "skipped"}``; refuses a different architecture or a file that
+    fits less than half of the network's tensors (then it is not a warm start of this network).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InvalidParameterError(f"model.init '{p}' does not exist")
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        from medsr.models.weights import read_card
+
+        arch = read_card(p).get("architecture")
+        state = load_file(str(p))
+    else:
+        ckpt = load_medsr_checkpoint(p)
+        arch = ckpt["medsr"].get("architecture")
+        state, _ = checkpoint_network_state(ckpt)
+    if arch != name:
+        raise InvalidParameterError(f"model.init '{p.name}' holds a {arch!r} network, not {name!r}")
+    own = net.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if len(fits) * 2 < len(own):
+        raise InvalidParameterError(
+            f"model.init '{p.name}' fits only {len(fits)} of the network's {len(own)} tensors: "
+            "check model.kwargs"
+        )
+    net.load_state_dict(fits, strict=False)
+    skipped = sorted(set(own) - set(fits))
+    return {"from": p.name, "loaded": len(fits), "skipped": skipped}
+
+
 # --------------------------------------------------------------------------- optimisation
 class WarmupSchedule:
     """LR multiplier per optimiser step: linear warm-up, then cosine / step / constant.
@@ -231,6 +265,8 @@ class SRTask(L.LightningModule):
     def _build_model(self) -> tuple[str, nn.Module, dict[str, Any]]:
         m = self.cfg.model
         net, full = build_network(m.name, m.kwargs, self.scale)
+        if m.init:
+            self.init_report = init_from(net, m.init, m.name)
         return m.name, net, full
 
     def eval_model(self) -> nn.Module:
@@ -336,6 +372,7 @@ class SRTask(L.LightningModule):
             "data": data,
             "metrics": metrics,
             "weights": "ema" if self.ema is not None else "raw",
+            "init": getattr(self, "init_report", None),
             "config": self.cfg.to_dict(),
         }
 

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Train medsr's shipped models from configs/ (what `make train-defaults` runs).
+#
+#   stage      runs (side by side, one thread each on a 2-core CPU)                  budget each
+#   default    default-x2 (stage 1) + default-x4                                        DEFAULT_TIME
+#   stage2     default-x2-stage2 + default-x4-stage2 (warm restarts of stage 1)         STAGE2_TIME
+#   fast       fast-x2 + fast-x4 (distilled from runs/shipped/default-x{2,4})          FAST_TIME
+#   baselines  srcnn-x2 + residual5-x2 (seed baselines: same data/degradations/loss) BASELINE_TIME
+#
+# Stage 1 and 2 runs end at their max_epochs (5,120 / 8,192 / 4,608 / 5,120 steps) unless the
+# budget stops them first; about 2 h 20 min in all on 2 CPU cores.
+#
+# Resumable: re-running continues each run from runs/<name>/checkpoints/last.ckpt until its
+# total wall-clock budget (Lightning's timer is saved in the checkpoint) and skips runs that are
+# already exported. Budgets (HH:MM:SS, total per run) can be overridden, e.g. on a GPU:
+#   DEFAULT_TIME=12:00:00 STAGE2_TIME=04:00:00 FAST_TIME=03:00:00 scripts/train_defaults.sh
+# Each run exports runs/<name>/<name>.safetensors; what ships is copied to runs/shipped/ and,
+# with INSTALL=1, into src/medsr/weights/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MEDSR=${MEDSR:-.venv/bin/medsr}
+DEFAULT_TIME=${DEFAULT_TIME:-01:30:00}
+DEFAULT_X4_TIME=${DEFAULT_X4_TIME:-$DEFAULT_TIME}
+STAGE2_TIME=${STAGE2_TIME:-00:50:00}
+FAST_TIME=${FAST_TIME:-00:25:00}
+BASELINE_TIME=${BASELINE_TIME:-00:15:00}
+THREADS=${THREADS:-1}
+STAGES=${STAGES:-"default stage2 fast baselines"}
+
+run() {  # run NAME CONFIG BUDGET: train (or resume) and export
+  local name=$1 config=$2 budget=$3 dir=runs/$1
+  if [ -f "$dir/$name.safetensors" ]; then echo "[$name] already exported"; return 0; fi
+  local resume=()
+  [ -f "$dir/checkpoints/last.ckpt" ] && resume=(--resume "$dir/checkpoints/last.ckpt")
+  echo "[$name] $(date +%T) training (budget $budget) ${resume[*]:-}"
+  OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS \
+    "$MEDSR" train "$config" --max-time "$budget" --out-dir "$dir" "${resume[@]}" >>"$dir.log" 2>&1
+  # the EMA weights of the last step (the cosine schedule ends there)
+  "$MEDSR" export "$dir/checkpoints/last.ckpt" "$dir/$name.safetensors" >>"$dir.log" 2>&1
+  echo "[$name] $(date +%T) exported $dir/$name.safetensors"
+}
+
+ship() {  # ship RUN AS: runs/RUN/RUN.safetensors -> runs/shipped/AS.safetensors (+ package)
+  mkdir -p runs/shipped
+  cp "runs/$1/$1.safetensors" "runs/shipped/$2.safetensors"
+  if [ "${INSTALL:-0}" = 1 ]; then
+    cp "runs/shipped/$2.safetensors" src/medsr/weights/
+    # the model card, readable without loading the weights
+    "${MEDSR%/medsr}/python" -c 'import json, sys; from medsr.models.weights import read_card
+print(json.dumps(read_card(sys.argv[1]), indent=2))' "src/medsr/weights/$2.safetensors" > "src/medsr/weights/$2.json"
+  fi
+  echo "[$2] shipped from $1"
+}
+
+pair() {  # two runs side by side; fails if either fails
+  run "$1" "$2" "$3" &
+  local first=$!
+  run "$4" "$5" "$6" &
+  local second=$!
+  local status=0
+  wait "$first" || status=1
+  wait "$second" || status=1
+  return "$status"
+}
+
+mkdir -p runs
+for stage in $STAGES; do
+  case $stage in
+    default)   pair default-x2 configs/default-x2.yaml "$DEFAULT_TIME" \
+                    default-x4 configs/default-x4.yaml "$DEFAULT_X4_TIME" ;;
+    stage2)    pair default-x2-stage2 configs/default-x2-stage2.yaml "$STAGE2_TIME" \
+                    default-x4-stage2 configs/default-x4-stage2.yaml "$STAGE2_TIME"
+               ship default-x2-stage2 default-x2; ship default-x4-stage2 default-x4 ;;
+    fast)      pair fast-x2 configs/fast-x2.yaml "$FAST_TIME" \
+                    fast-x4 configs/fast-x4.yaml "$FAST_TIME"
+               ship fast-x2 fast-x2; ship fast-x4 fast-x4 ;;
+    baselines) pair srcnn-x2 configs/baseline-srcnn-x2.yaml "$BASELINE_TIME" \
+                    residual5-x2 configs/baseline-residual5-x2.yaml "$BASELINE_TIME"
+               ship srcnn-x2 srcnn-x2; ship residual5-x2 residual5-x2 ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+  esac
+done
