@@ -137,7 +137,7 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
         json.dumps([{"case": r.label, "source": r.source, "degradation": r.degradation, "metrics": r.metrics} for r in results], indent=2)
     )
     page = out / "index.html"
-    page.write_text(_page(results, scale), encoding="utf-8")
+    page.write_text(_page(results, scale, demo_set), encoding="utf-8")
     return page
 
 
@@ -145,9 +145,15 @@ def _img(src: str, caption: str) -> str:
     return f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
-def _page(results: list[CaseResult], scale: int) -> str:
+def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> str:
     from medsr import __version__
 
+    trained = [m for m in demo_set if m not in CLASSICAL_CHECK]
+    real_use = (
+        f"real-use row: bicubic and the shipped default <b>{html.escape(', '.join(trained))}</b>"
+        if trained
+        else "real-use row: classical upscalers (no trained default is installed)"
+    )
     sections = []
     for r in results:
         info = r.info
@@ -193,7 +199,7 @@ th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right
 .meta, .note {{ color: #44506a; font-size: 13px; }} code {{ font-size: 12px; }}
 </style></head><body>
 <h1>medsr demo</h1>
-<p class="meta">medsr {__version__} · real-use row: classical upscalers (no trained default ships yet); honest check: every shipped model · every output is labelled as derived
+<p class="meta">medsr {__version__} · {real_use}; honest check: every shipped model for this scale · every output is labelled as derived
 (DICOM ImageType DERIVED\\SECONDARY, DerivationDescription) · no patient identifiers on this page.</p>
 {''.join(sections)}
 </body></html>
