@@ -29,14 +29,25 @@ def test_every_recipe_is_shipped_and_valid():
     assert {"srgan", "distill-rlfn-from-rdn", "tiny"} <= names
     for p in CONFIGS:
         cfg = load_config(p)
-        assert cfg.scale == 2
+        assert cfg.scale == (4 if "-x4" in p.stem else 2)
         assert cfg.data.files
         if cfg.task == "supervised" and p.stem.removesuffix("-x2") in ARCHS:
             assert cfg.model.name == p.stem.removesuffix("-x2")
             assert cfg.normalization["CT"].kind == "fixed"
             assert cfg.degradation.kind == "default"
-        if p.stem == "default-x2":  # the shipped-default recipe: bicubic degradation, RLFN
-            assert cfg.model.name == "rlfn" and cfg.degradation.kind == "bicubic"
+        if p.stem.startswith(("default-", "fast-", "baseline-")):
+            # the shipped models: one data set and one degradation mixture (half plain bicubic,
+            # half each modality's physics), validation files never trained on
+            assert cfg.degradation.kind == "default"
+            assert cfg.degradation.params == {"bicubic_fraction": 0.5}
+            assert [f.path for f in cfg.data.val_files] == [
+                "corpus:CT_small.dcm",
+                "corpus:MR_small.dcm",
+                "corpus:aniso_vox.nii.gz",
+                "corpus:gdcm-US-ALOKA-16.dcm",
+            ]
+            if not p.stem.startswith("baseline-"):
+                assert cfg.model.name == "rlfn"
 
 
 def test_defaults_and_round_trip():
@@ -78,7 +89,7 @@ def test_defaults_and_round_trip():
         ({"normalization": {"default": {"kind": "zscore"}}}, "normalization.default.kind"),
         ({"degradation": {"kind": "magic"}}, "unknown degradation 'magic'"),
         ({"degradation": {"kind": "compose"}}, "needs a list of 'steps'"),
-        ({"degradation": {"kind": "default", "params": {"a": 1}}}, "takes no params"),
+        ({"degradation": {"kind": "default", "params": {"a": 1}}}, "takes only params.bicubic_fraction"),
         ({"data": {"modality_weights": {"CR": 1.0, "DX": 2.0}}}, "radiograph"),
         ({"data": {"modality_weights": {"CT": -1}}}, "modality_weights.CT"),
         ({"task": "distill"}, "needs a 'distill' section"),
