@@ -8,6 +8,8 @@ Two image sets (shared/data/CORPUS.md only):
 
 * ``validation`` — the recipes' ``val_files`` (configs/default-x2.yaml): never seen in training.
   This is the headline.
+* ``validation-mr`` — the MR validation images degraded by k-space truncation only, where
+  zero-filled k-space interpolation (``kspace``) is the baseline to beat.
 * ``seen`` — the training images; CR and NM have a single patient in the corpus, so their only
   numbers come from images the networks were trained on. Reported apart and labelled as such.
 
@@ -50,7 +52,10 @@ SEEN = (
     "JPGLosslessP14SV1_1s_1f_8b.dcm",
     "JPEG2000_UNC.dcm",
 )
-SETS = {"validation": VALIDATION, "seen": SEEN}
+#: MR validation images, degraded in k-space (central k-space kept): where zero-filled k-space
+#: interpolation is the baseline to beat
+MR_KSPACE = ("MR_small.dcm", "aniso_vox.nii.gz")
+SETS = {"validation": VALIDATION, "seen": SEEN, "validation-mr": MR_KSPACE}
 CLASSICAL = ("bicubic", "lanczos", "kspace")
 RESULTS = Path(__file__).parent / "results"
 
@@ -126,7 +131,7 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma list; default: classical + every shipped model")
     ap.add_argument("--scales", default="2,4")
     ap.add_argument("--degradations", default="bicubic,auto")
-    ap.add_argument("--sets", default="validation,seen")
+    ap.add_argument("--sets", default="validation,validation-mr,seen")
     ap.add_argument("--max-slices", type=int, default=4)
     ap.add_argument("--no-consistency", action="store_true", help="skip the consistency on/off runs")
     args = ap.parse_args()
@@ -137,7 +142,8 @@ def main() -> None:
         for scale in (int(s) for s in args.scales.split(",")):
             shipped = shipped_models(scale)
             models = [m for m in args.models.split(",") if m] or [*CLASSICAL, *shipped]
-            for degradation in args.degradations.split(","):
+            degradations = ["kspace"] if set_name == "validation-mr" else args.degradations.split(",")
+            for degradation in degradations:
                 runs = [(None, models)]
                 if not args.no_consistency and set_name == "validation" and shipped:
                     runs.append(("on", ["bicubic", shipped[0]]))

@@ -25,9 +25,11 @@ from medsr.io import load_image, save_image
 from medsr.reports.render import default_window, plane, save_png, window_to_uint8
 
 # (label, corpus files in order of preference, degradation for the honest check)
+# CT, MR and US are the shipped models' validation images (never trained on); the corpus has a
+# single radiograph, so the CR case is an image the models were trained on (the page says so).
 DEMO_CASES = (
-    ("CT", ("bad_sequence.dcm", "CT_small.dcm"), "bicubic"),
-    ("MR", ("MR-SIEMENS-DICOM-WithOverlays.dcm", "MR_small.dcm"), "kspace"),
+    ("CT", ("CT_small.dcm",), "bicubic"),
+    ("MR", ("MR_small.dcm",), "kspace"),
     ("CR", ("RG3_UNCR.dcm",), "bicubic"),
     ("US", ("gdcm-US-ALOKA-16.dcm",), "bicubic"),
 )
@@ -44,6 +46,18 @@ def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     shipped = [n for n, p in bundled_weights().items() if int(read_card(p).get("scale", 0)) == scale]
     demo = ("bicubic", default) if default != "bicubic" else CLASSICAL_DEMO
     return demo, (*CLASSICAL_CHECK, *shipped)
+
+
+def _training_files(models: tuple[str, ...]) -> set[str] | None:
+    """Training files of the trained model in ``models`` (None when only classical ones)."""
+    from medsr.models.pretrained import pretrained_path
+    from medsr.models.weights import read_card
+
+    for m in models:
+        path = pretrained_path(m)
+        if path is not None:
+            return set(read_card(path).get("training_data", {}).get("train_files", []))
+    return None
 
 
 def corpus_file(*names: str) -> Path:
@@ -66,6 +80,7 @@ class CaseResult:
     figures: dict[str, str] = field(default_factory=dict)
     metrics: list[dict] = field(default_factory=list)
     degradation: str = ""
+    seen: bool | None = None  # the file is among the default model's training files
 
 
 def _centre_crop_box(shape: tuple[int, int], frac: float = 0.22) -> tuple[slice, slice]:
@@ -94,13 +109,15 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     results: list[CaseResult] = []
     demo_set, check_set = demo_models(scale)
+    trained_on = _training_files(demo_set)
     for label, names, degradation in DEMO_CASES:
         try:
             src = corpus_file(*names)
         except FileNotFoundError:
             continue  # pydicom-data not installed: CT_small / MR_small from pydicom still run
         hr = load_image(src, luminance=True)
-        case = CaseResult(label=label, source=src.name, info=hr.summary(), degradation=degradation)
+        case = CaseResult(label=label, source=src.name, info=hr.summary(), degradation=degradation,
+                          seen=(src.name in trained_on) if trained_on is not None else None)
         window = default_window(hr)
         h, w = hr.spatial_shape[1:]
         disp_w = min(w * scale, 768)
@@ -145,6 +162,14 @@ def _img(src: str, caption: str) -> str:
     return f'<figure><img src="{html.escape(src)}" alt="{html.escape(caption)}"><figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
+def _seen_badge(seen: bool | None) -> str:
+    if seen is None:
+        return ""
+    if seen:
+        return ' <span class="badge seen">seen in training (the corpus has one image of this modality)</span>'
+    return ' <span class="badge">validation image: never seen in training</span>'
+
+
 def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> str:
     from medsr import __version__
 
@@ -167,7 +192,7 @@ def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> s
         sections.append(
             f"""
 <section>
-  <h2>{html.escape(r.label)} — <code>{html.escape(r.source)}</code></h2>
+  <h2>{html.escape(r.label)} — <code>{html.escape(r.source)}</code>{_seen_badge(r.seen)}</h2>
   <p class="meta">{html.escape(str(info['modality']))} · {info['shape_zyx'][1]}×{info['shape_zyx'][2]} px ·
   spacing {info['spacing_mm_zyx'][1]:.3g}×{info['spacing_mm_zyx'][2]:.3g} mm · {html.escape(info['units'])}
   · written as derived DICOM series: {outputs}</p>
@@ -196,7 +221,9 @@ figure {{ margin: 0; }} figure img {{ width: 168px; height: auto; display: block
 figcaption {{ font-size: 12px; color: #44506a; text-align: center; margin-top: 4px; }}
 table {{ border-collapse: collapse; margin-top: 12px; font-size: 14px; }}
 th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child {{ text-align: left; }}
-.meta, .note {{ color: #44506a; font-size: 13px; }} code {{ font-size: 12px; }}
+.meta, .note {{ color: #44506a; font-size: 13px; }}
+.badge {{ font-size: 12px; font-weight: 500; background: #e3f1e6; color: #1e5b2c; border-radius: 10px; padding: 2px 9px; vertical-align: middle; }}
+.badge.seen {{ background: #fbeed5; color: #7a4b00; }} code {{ font-size: 12px; }}
 </style></head><body>
 <h1>medsr demo</h1>
 <p class="meta">medsr {__version__} · {real_use}; honest check: every shipped model for this scale · every output is labelled as derived

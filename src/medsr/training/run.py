@@ -253,7 +253,7 @@ def build_card(
         "steps": int(global_step),
         "epochs": int(epoch),
     }
-    for extra in ("gan", "distill"):
+    for extra in ("gan", "distill", "init"):
         if info.get(extra):
             card[extra] = info[extra]
     return card
