@@ -134,9 +134,11 @@ def main() -> None:
     ap.add_argument("--sets", default="validation,validation-mr,seen")
     ap.add_argument("--max-slices", type=int, default=4)
     ap.add_argument("--no-consistency", action="store_true", help="skip the consistency on/off runs")
+    ap.add_argument("--merge", action="store_true",
+                    help="add these models to benchmarks/results/quality.json instead of replacing it")
     args = ap.parse_args()
-    results: dict[str, dict] = {}
-    rows: list[list[str]] = []
+    old = json.loads((RESULTS / "quality.json").read_text()) if args.merge else {}
+    results: dict[str, dict] = old.get("results", {}) if "sets" in old else {}
     for set_name in args.sets.split(","):
         files = [resolve_corpus(n) for n in SETS[set_name]]
         for scale in (int(s) for s in args.scales.split(",")):
@@ -145,34 +147,52 @@ def main() -> None:
             degradations = ["kspace"] if set_name == "validation-mr" else args.degradations.split(",")
             for degradation in degradations:
                 runs = [(None, models)]
-                if not args.no_consistency and set_name == "validation" and shipped:
-                    runs.append(("on", ["bicubic", shipped[0]]))
+                default = [m for m in models if m.startswith("default-")]
+                if not args.no_consistency and set_name == "validation" and default:
+                    runs.append(("on", ["bicubic", *default]))
                 for consistency, ms in runs:
                     key = f"{set_name}_x{scale}_{degradation}" + (f"_consistency-{consistency}" if consistency else "")
                     summary, seconds = run(files, ms, scale, degradation, RESULTS / f"quality_{key}",
                                            args.max_slices, consistency)
-                    results[key] = {"set": set_name, "scale": scale, "degradation": degradation,
-                                    "consistency": consistency or "off", "files": [f.name for f in files],
-                                    "seconds": seconds, "models": summary}
-                    for m, e in summary.items():
-                        label = m + (" + consistency" if consistency else "")
-                        if consistency and m == "bicubic":
-                            continue
-                        rows.append([set_name, f"×{scale}", degradation, label, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}",
-                                     "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"]),
-                                     "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items()),
-                                     f"{e['seconds']:.1f}", str(e["n"])])
+                    entry = results.setdefault(key, {"models": {}})
+                    entry.update({"set": set_name, "scale": scale, "degradation": degradation,
+                                  "consistency": consistency or "off", "files": [f.name for f in files]})
+                    entry["seconds"] = entry.get("seconds", 0.0) + seconds
+                    entry["models"].update(summary)
                     print(key, {m: round(e["gain_psnr_vs_bicubic"]["mean"], 2) for m, e in summary.items()}, flush=True)
     info = {"machine": machine(load=True), "sets": {k: list(v) for k, v in SETS.items()}, "results": results}
     (RESULTS / "quality.json").write_text(json.dumps(info, indent=2) + "\n")
+    (RESULTS / "quality.md").write_text(markdown(info) + "\n")
+    print(markdown(info))
+
+
+def markdown(info: dict) -> str:
     head = ["set", "scale", "degradation", "model", "PSNR (dB)", "SSIM", "ΔPSNR vs bicubic [95 % CI]",
             "ΔPSNR per modality", "time (s)", "n"]
     md = [f"Quality of every shipped model on whole corpus images (metrics in each image's own units; "
-          f"`validation` = never trained on, `seen` = training images, the only CR/NM ones). Machine: {info['machine']}.",
+          "`validation` = never trained on; `validation-mr` = its MR images degraded in k-space; `seen` = "
+          "training images, the only CR/NM ones; `+ consistency` rows: every output, bicubic's included, "
+          f"projected onto its input, gains against bicubic + consistency). Machine: {info['machine']}.",
           "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    md += ["| " + " | ".join(r) + " |" for r in rows]
-    (RESULTS / "quality.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    for key, res in info["results"].items():
+        on = res["consistency"] == "on"
+        off = info["results"].get(key.removesuffix("_consistency-on"), {}).get("models", {})
+        order = sorted(res["models"], key=lambda m: (m != "bicubic", m not in CLASSICAL, m))
+        for m in order:
+            e = res["models"][m]
+            label = m
+            if on:  # gains are against bicubic + consistency; say what the projection itself does
+                label = f"{m} + consistency"
+                if m in off:
+                    label += (f" (vs off: {e['psnr'] - off[m]['psnr']:+.2f} dB, "
+                              f"{e['seconds'] - off[m]['seconds']:+.1f} s)")
+            md.append("| " + " | ".join([
+                res["set"], f"×{res['scale']}", res["degradation"], label,
+                f"{e['psnr']:.2f}", f"{e['ssim']:.4f}",
+                "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"]),
+                "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items()),
+                f"{e['seconds']:.1f}", str(e["n"])]) + " |")
+    return "\n".join(md)
 
 
 if __name__ == "__main__":
