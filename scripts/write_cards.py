@@ -42,12 +42,15 @@ LIMITATIONS = [
 ]
 
 
-def recipe_file(run_name: str) -> str:
-    """The configs/*.yaml whose ``name:`` is ``run_name``."""
-    for cfg in sorted((ROOT / "configs").glob("*.yaml")):
-        if any(line.strip() == f"name: {run_name}" for line in cfg.read_text().splitlines()):
-            return f"configs/{cfg.name}"
-    return run_name
+#: the recipes each shipped model comes from, in training order (scripts/train_defaults.sh)
+RECIPES = {
+    "default-x2": ["configs/default-x2.yaml", "configs/default-x2-stage2.yaml"],
+    "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml"],
+    "fast-x2": ["configs/fast-x2.yaml"],
+    "fast-x4": ["configs/fast-x4.yaml"],
+    "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
+    "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
+}
 
 
 def evaluation(name: str, scale: int) -> dict:
@@ -89,7 +92,7 @@ def main() -> None:
                 "name": name,
                 "summary": f"{ARCH.get(arch, arch)}{' (' + size + ')' if size else ''}, x{scale}; {role}.",
                 "training": {
-                    "recipe": recipe_file(card.get("config", {}).get("name", name)),
+                    "recipe": RECIPES.get(name, [f"configs/{name}.yaml"]),
                     "how": "scripts/train_defaults.sh (`make train-defaults`)",
                     "warm_start": card.get("init"),
                     "steps": card.get("steps"),
