@@ -66,7 +66,7 @@ def test_loads_and_runs_on_cpu(name):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_loads_and_runs_on_gpu():
-    net, card = load_pretrained("default-x2", device="cuda")
+    net, _ = load_pretrained("default-x2", device="cuda")
     with torch.inference_mode():
         y = net.cuda()(torch.rand(1, 1, 32, 32, device="cuda"))
     assert y.shape == (1, 1, 64, 64)
