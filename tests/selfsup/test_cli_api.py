@@ -128,6 +128,8 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
                 "zero-shot",
                 "--init",
                 "default",
+                "--scale",
+                "3",  # residual5-x2 ships; no residual5-x3 to start from
             ],
             "no default",
         ),

@@ -118,7 +118,7 @@ def test_fine_tunes_from_a_weights_file(tmp_path):
         ({"budget_s": None, "epochs": None}, "budget"),
         ({"epochs": 0}, "epochs"),
         ({"patch_size": 0}, "patch_size"),
-        ({"init": "default"}, "no default"),
+        ({"init": "default", "scale": 3}, "no default"),  # residual5-x2 ships; ×3 does not
         ({"init": "weights.pt"}, "safetensors"),
         ({"model": "bicubic"}, "no weights"),
         ({"model": "residual5-1d"}, "interpolator-1d"),
