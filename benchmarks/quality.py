@@ -17,7 +17,8 @@ For the default model the data-consistency projection (``--consistency on``) is 
 its PSNR/SSIM effect and its extra time.
 
 Writes ``benchmarks/results/quality_{set}_x{scale}_{degradation}[_consistency]/`` (the full
-evaluation report) and ``benchmarks/results/quality.json`` + ``quality.md``.
+evaluation report of the last run for that key: with ``--merge`` it holds only that run's
+models; not committed) and ``benchmarks/results/quality.json`` + ``quality.md`` (every model).
 
     .venv/bin/python benchmarks/quality.py                       # everything shipped, ×2 and ×4
     .venv/bin/python benchmarks/quality.py --scales 2 --sets validation --no-consistency
