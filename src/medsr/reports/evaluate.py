@@ -208,7 +208,7 @@ def evaluate(
         )
     from medsr.degradations import degrade_image
     from medsr.inference.predictor import SCALES, upscale
-    from medsr.metrics import compute_metrics, data_range_for
+    from medsr.metrics import data_range_for
     from medsr.safeguards import enforce_consistency
 
     if scale not in SCALES:
@@ -281,18 +281,9 @@ def evaluate(
                     sr = enforce_consistency(sr, lr, meas, scale, clip=False)
                 res.seconds[model] = time.perf_counter() - t0
                 outputs[model] = sr
-                m = compute_metrics(
-                    sr.array, ref.array, data_range=data_range, crop=scale, per="slice"
+                m = _slice_and_volume_metrics(
+                    sr.array, ref.array, data_range, scale, volume=ref.is_volume
                 )
-                if ref.is_volume:
-                    with (
-                        warnings.catch_warnings()
-                    ):  # short volumes: 3-D SSIM pools 2-D maps (documented)
-                        warnings.simplefilter("ignore", UserWarning)
-                        m3 = compute_metrics(
-                            sr.array, ref.array, data_range=data_range, crop=scale, per="volume"
-                        )
-                    m.update({f"{k}_3d": v for k, v in m3.items()})
                 if maps:
                     t1 = time.perf_counter()
                     m_maps, panels[model] = _fidelity_maps(
@@ -337,6 +328,21 @@ def evaluate(
     )
     write_report(result)
     return result
+
+
+def _slice_and_volume_metrics(
+    pred: np.ndarray, truth: np.ndarray, data_range: float, crop: int, *, volume: bool
+) -> dict[str, float]:
+    """Per-slice metrics, plus the per-volume ones as ``<name>_3d`` when ``volume``."""
+    from medsr.metrics import compute_metrics
+
+    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice")
+    if volume:
+        with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
+            warnings.simplefilter("ignore", UserWarning)
+            m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume")
+        m.update({f"{k}_3d": v for k, v in m3.items()})
+    return m
 
 
 def _consistency_measurement(kind: str, params: dict[str, Any], lr: MedImage, scale: int) -> Any:
@@ -802,7 +808,7 @@ def evaluate_through_plane(
     """
     from medsr.degradations import degrade_image
     from medsr.degradations._common import check_scale
-    from medsr.metrics import compute_metrics, data_range_for
+    from medsr.metrics import data_range_for
     from medsr.selfsup import interpolate_z, through_plane_upscale
 
     f = check_scale(scale)
@@ -891,13 +897,7 @@ def evaluate_through_plane(
                 outputs[method] = sr
                 keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
                 pred, truth = sr.array[keep], ref.array[keep]
-                m = compute_metrics(pred, truth, data_range=data_range, crop=f, per="slice")
-                with (
-                    warnings.catch_warnings()
-                ):  # short volumes: 3-D SSIM pools 2-D maps (documented)
-                    warnings.simplefilter("ignore", UserWarning)
-                    m3 = compute_metrics(pred, truth, data_range=data_range, crop=f, per="volume")
-                m.update({f"{k}_3d": v for k, v in m3.items()})
+                m = _slice_and_volume_metrics(pred, truth, data_range, f, volume=True)
                 res.metrics[method] = {k: float(v) for k, v in m.items()}
             if "linear-z" not in res.metrics:
                 skipped.append((name, "the linear-z baseline could not be computed"))
