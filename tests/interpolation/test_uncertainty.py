@@ -16,13 +16,7 @@ from medsr.interpolation.core import (
     interpolation_uncertainty,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _volume(z: int = 3, y: int = 8, x: int = 8) -> MedImage:

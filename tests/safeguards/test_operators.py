@@ -30,14 +30,7 @@ from medsr.safeguards import (
 )
 from medsr.safeguards.operators import THROUGH_PLANE
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: two OpenMP threads on a busy 2-core machine spin on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _smooth(rng, shape, modality="OT", spacing=(2.0, 0.8, 0.8)) -> MedImage:
