@@ -34,10 +34,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 from _machine import machine
 
 from medsr.models.pretrained import bundled_weights
-from medsr.reports.evaluate import evaluate
+from medsr.reports.evaluate import evaluate, paired_gain
 from medsr.training.data import CORPUS_FILES, resolve_corpus
 
 #: the recipes' validation files (configs/default-x2.yaml ``val_files``): never trained on
@@ -72,12 +73,11 @@ def modality_of(image: str, modality: str) -> str:
     return CORPUS_FILES.get(image) or modality
 
 
-def paired_stats(values: list[float]) -> dict[str, float]:
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    half = 1.96 * sd / math.sqrt(n) if n > 1 else float("nan")  # normal approx.; n is small
-    return {"mean": mean, "sd": sd, "n": n, "ci95": [mean - half, mean + half]}
+def paired_stats(gains: list[float]) -> dict:
+    """Mean paired gain and its 95 % Student-t CI (``medsr.reports.evaluate.paired_gain``)."""
+    mean, lo, hi = paired_gain(np.asarray(gains), np.zeros(len(gains)))
+    sd = float(np.std(gains, ddof=1)) if len(gains) > 1 else math.nan
+    return {"mean": mean, "sd": sd, "n": len(gains), "ci95": [lo, hi]}
 
 
 def summarise(out: Path) -> dict:
