@@ -35,13 +35,20 @@ if cfg.get("pipeline"):  # end to end: medsr.upscale on a CT-like MedImage (norm
     rng = np.random.default_rng(0)
     arr = rng.normal(40, 300, (cfg["batch"], cfg["size"], cfg["size"])).astype(np.float32)
     img = MedImage(arr, spacing=(1.0, 0.7, 0.7), modality="CT", units="HU")
-    medsr.upscale(img, scale=cfg["scale"], model=cfg["model"], device=cfg["device"])
+    kw = dict(scale=cfg["scale"], model=cfg["model"], device=cfg["device"], precision=cfg["precision"])
+    medsr.upscale(img, **kw)
     times = []
     for _ in range(cfg["repeats"]):
-        t0 = time.perf_counter(); medsr.upscale(img, scale=cfg["scale"], model=cfg["model"], device=cfg["device"]); times.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); medsr.upscale(img, **kw); times.append(time.perf_counter() - t0)
     times.sort(); med = times[len(times) // 2]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak}))
+    res = {"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak}
+    if cfg["precision"] != "fp32":  # what the faster arithmetic changes, on a real CT slice (HU)
+        from medsr.training.data import resolve_corpus
+        ct = medsr.load_image(resolve_corpus("CT_small.dcm"))
+        d = np.abs(medsr.upscale(ct, **kw).array - medsr.upscale(ct, **{**kw, "precision": "fp32"}).array)
+        res.update(delta_max=float(d.max()), delta_rms=float(np.sqrt(np.mean(d**2))), delta_units="HU")
+    print(json.dumps(res))
     sys.exit(0)
 net, card = load_upscaler(cfg["model"], cfg["scale"])
 net = net.to(dev).eval()
@@ -57,14 +64,18 @@ def run():
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return y
-run()
+from torch.utils.flop_counter import FlopCounterMode
+with FlopCounterMode(display=False) as fc:  # FLOPs of one forward pass (2 per multiply-add)
+    run()
+flops = fc.get_total_flops()
 times = []
 for _ in range(cfg["repeats"]):
     t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
 times.sort()
 med = times[len(times) // 2]
 peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak}))
+print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak,
+                  "gflops_per_s": flops / med / 1e9}))
 """
 
 
@@ -76,11 +87,14 @@ def configs(models: list[str], size: int, repeats: int) -> list[dict]:
         for threads in (1, 0):
             out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": False,
                         "compile": False, "batch": 1, "threads": threads})
-        out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": True,
-                    "compile": False, "batch": 1, "threads": 0})
-        # end to end through medsr.upscale (what `medsr upscale` runs): 8 slices of 512²
-        out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": False,
-                    "compile": False, "batch": 8, "threads": 0, "pipeline": True})
+        for precision in ("fp32", "bf16"):  # bf16: AVX-512 BF16 / AMX CPUs
+            out.append({"model": model, "device": "cpu", "precision": precision, "channels_last": True,
+                        "compile": False, "batch": 1, "threads": 0})
+        # end to end through medsr.upscale (what `medsr upscale` runs: channels_last on CPU,
+        # normalisation, clipping): 8 slices of 512²
+        for precision in ("fp32", "bf16"):
+            out.append({"model": model, "device": "cpu", "precision": precision, "channels_last": True,
+                        "compile": False, "batch": 8, "threads": 0, "pipeline": True})
         if torch.cuda.is_available():
             for precision in ("fp32", "bf16", "fp16"):
                 for batch in (1, 16, 64):
@@ -114,15 +128,20 @@ def main() -> None:
     info = {"machine": machine(), "load_average_1min": load, "size": args.size, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps(info, indent=2) + "\n")
-    head = ["model", "path", "device", "precision", "channels_last", "compile", "batch", "threads", "ms / slice", "slices / s", "peak MB"]
+    head = ["model", "path", "device", "precision", "channels_last", "compile", "batch", "threads", "ms / slice",
+            "slices / s", "GFLOP/s", "peak MB", "max / rms change vs fp32"]
     md = [f"Upscaling one {args.size}² input slice. Machine: {info['machine']} (1-min load {load:.1f}; "
-          "threads 0 = torch default). Peak memory: process RSS on CPU, max allocated on GPU.", "",
+          "threads 0 = torch default). Peak memory: process RSS on CPU, max allocated on GPU. GFLOP/s: "
+          "the network's FLOPs (torch FlopCounterMode, 2 per multiply-add) over its time. Change vs "
+          "fp32: medsr.upscale of the corpus CT_small slice, in HU.", "",
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vals = [r["model"], "medsr.upscale" if r.get("pipeline") else "network", r["device"], r["precision"], str(r["channels_last"]), str(r["compile"]), str(r["batch"]),
                 str(r["threads"] or "default")]
-        vals += ([f"{r['ms_per_slice']:.1f}", f"{r['slices_per_s']:.2f}", f"{r['peak_mb']:.0f}"] if "error" not in r
-                 else ["error", r["error"], ""])
+        gf = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") else ""
+        delta = f"{r['delta_max']:.1f} / {r['delta_rms']:.2f} {r['delta_units']}" if "delta_max" in r else ""
+        vals += ([f"{r['ms_per_slice']:.1f}", f"{r['slices_per_s']:.2f}", gf, f"{r['peak_mb']:.0f}", delta]
+                 if "error" not in r else ["error", r["error"], "", "", ""])
         md.append("| " + " | ".join(vals) + " |")
     (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

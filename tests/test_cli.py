@@ -178,3 +178,16 @@ def test_upscale_consistency_and_maps(tmp_path, corpus):
     assert "consistency on" in ds.DerivationDescription and "sha256" not in ds.DerivationDescription  # classical
     res = medsr("upscale", str(corpus("CT_small.dcm")), str(tmp_path / "o2"), "--consistency", "maybe")
     assert res.returncode == 2 and "consistency" in res.stderr and not (tmp_path / "o2").exists()
+
+
+def test_upscale_precision_bf16_is_recorded(tmp_path, corpus):
+    src = corpus("CT_small.dcm")
+    out = tmp_path / "ct_bf16.nii.gz"
+    res = runner.invoke(app, ["upscale", str(src), str(out), "-m", "fast-x2", "--precision", "bf16"])
+    assert res.exit_code == 0, res.output
+    assert nib.load(out).shape[:2] == (256, 256)
+    bad = medsr("upscale", str(src), str(tmp_path / "z.nii.gz"), "--method", "zero-shot", "--precision", "bf16")
+    assert bad.returncode == 2 and "precision applies to trained models" in bad.stderr
+    assert not (tmp_path / "z.nii.gz").exists()
+    bad = medsr("upscale", str(src), str(tmp_path / "p.nii.gz"), "--precision", "half")
+    assert bad.returncode == 2 and "precision must be one of" in bad.stderr

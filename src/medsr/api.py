@@ -53,6 +53,7 @@ def upscale_file(
     consistency: str = "off",
     maps_dir: str | os.PathLike[str] | None = None,
     warnings_out: list[str] | None = None,
+    precision: str = "fp32",
     **upscale_options: Any,
 ) -> Path:
     """Read ``input_path``, upscale, write ``output``; return the path written.
@@ -70,6 +71,9 @@ def upscale_file(
     degradation, consistency setting, map summary) is recorded in every output. Warnings
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
+    ``precision`` (``fp32``, ``bf16``, ``fp16``) is the network's arithmetic for ``method="model"``
+    (:data:`medsr.inference.planes.PRECISIONS`).
+
     Everything is checked before any work: the scale, the model name, that ``output`` does not
     exist (unless ``overwrite``). Nothing is written unless the whole result is valid.
     """
@@ -84,6 +88,10 @@ def upscale_file(
     if target_spacing is not None and not through_plane:
         raise InvalidParameterError("a target spacing applies to through-plane upscaling only (--through-plane)")
     zero_shot = method == "zero-shot" or through_plane
+    from medsr.inference.planes import check_precision
+
+    if check_precision(precision) != "fp32" and zero_shot:
+        raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:
         raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")
     if zero_shot:
@@ -131,7 +139,7 @@ def upscale_file(
         check_output(maps_dir, overwrite)
     result, summary = upscale_with_safeguards(
         image, scale, model, consistency=consistency, maps=maps_dir is not None, tta=maps_dir is not None,
-        warn=False, device=device, **upscale_options,
+        warn=False, device=device, precision=precision, **upscale_options,
     )
     written = save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)
     if warnings_out is not None:

@@ -22,6 +22,7 @@ def test_volume_slice_wise_matches_per_slice(rng):
     assert sr.spacing == (4.0, 0.5, 0.5)
     assert sr.meta["derivation"] == {
         "method": "interpolation", "model": "bicubic", "scale": 2, "axes": "in-plane", "model_version": None,
+        "precision": "fp32",
     }
     assert sr.history[-1].startswith("in-plane upscale x2")
 
@@ -55,3 +56,25 @@ def test_bad_scale_and_device():
         medsr.upscale(img, scale=5)
     with pytest.raises(InvalidParameterError):
         medsr.upscale(img, scale=2, device="tpu")
+
+
+def test_bf16_autocast_stays_close_to_fp32(corpus):
+    """``precision="bf16"`` (the fast CPU/GPU path) changes a shipped model's CT output by a
+    fraction of the HU range and says so in the derivation record."""
+    img = medsr.load_image(corpus("CT_small.dcm"))
+    ref = medsr.upscale(img, scale=2, model="fast-x2")
+    low = medsr.upscale(img, scale=2, model="fast-x2", precision="bf16")
+    assert low.meta["derivation"]["precision"] == "bf16"
+    assert ref.meta["derivation"]["precision"] == "fp32"
+    diff = np.abs(low.array - ref.array)
+    span = float(img.array.max() - img.array.min())
+    assert 0 < diff.max() < 0.01 * span  # bf16 is really used, and stays close
+    assert np.sqrt(np.mean(diff**2)) < 1e-3 * span
+
+
+def test_precision_is_checked():
+    img = MedImage(np.ones((1, 4, 4)))
+    with pytest.raises(InvalidParameterError, match="precision must be one of"):
+        medsr.upscale(img, scale=2, precision="int8")
+    with pytest.raises(InvalidParameterError, match="CUDA"):
+        medsr.upscale(img, scale=2, precision="fp16", device="cpu")

@@ -69,6 +69,7 @@ def upscale(
     batch_size: int = 8,
     clip: bool = True,
     tile: int | None = 512,
+    precision: str | None = None,
 ) -> MedImage:
     """Super-resolve every plane of ``image`` by ``scale`` in-plane.
 
@@ -86,8 +87,13 @@ def upscale(
         tile: planes larger than ``tile``² pixels are processed in overlapping tiles (bounded
             memory; same result as whole-plane inference, see :mod:`medsr.inference.tiling`);
             ``None`` never tiles.
+        precision: ``fp32`` (``None``: the default, or a shared PlaneUpscaler's), ``bf16`` autocast (about 2× faster on CPUs with AVX-512
+            BF16 and on GPUs, outputs within about 1e-3 of the data range of fp32) or ``fp16``
+            (CUDA only); recorded in ``meta["derivation"]``.
     """
     from medsr.inference.planes import PlaneUpscaler
 
-    runner = PlaneUpscaler(model, scale, device=device, batch_size=batch_size, clip=clip, tile=tile)
+    runner = PlaneUpscaler(
+        model, scale, device=device, batch_size=batch_size, clip=clip, tile=tile, precision=precision
+    )
     return runner.upscale(image)
