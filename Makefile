@@ -43,7 +43,7 @@ test: venv sysdeps
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# retrain every shipped model (scripts/train_defaults.sh: ~2 h 20 min on 2 CPU cores, resumable;
+# retrain every shipped model (scripts/train_defaults.sh: ~3 h 30 min on 2 CPU cores, resumable;
 # re-run to continue) and install them into src/medsr/weights/
 train-defaults: venv
 	INSTALL=1 scripts/train_defaults.sh

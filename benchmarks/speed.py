@@ -35,7 +35,8 @@ if cfg.get("pipeline"):  # end to end: medsr.upscale on a CT-like MedImage (norm
     rng = np.random.default_rng(0)
     arr = rng.normal(40, 300, (cfg["batch"], cfg["size"], cfg["size"])).astype(np.float32)
     img = MedImage(arr, spacing=(1.0, 0.7, 0.7), modality="CT", units="HU")
-    kw = dict(scale=cfg["scale"], model=cfg["model"], device=cfg["device"], precision=cfg["precision"])
+    kw = dict(scale=cfg["scale"], model=cfg["model"], device=cfg["device"], precision=cfg["precision"],
+              batch_size=cfg.get("plane_batch"))  # None: medsr.upscale's default for the device
     medsr.upscale(img, **kw)
     times = []
     for _ in range(cfg["repeats"]):
@@ -79,11 +80,18 @@ print(json.dumps({"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg
 """
 
 
-def configs(models: list[str], size: int, repeats: int) -> list[dict]:
+def configs(models: list[str], size: int, repeats: int, pipeline_only: bool = False) -> list[dict]:
     import torch
 
     out = []
     for model in models:
+        if pipeline_only:  # medsr.upscale's default path (plane batch: 1 on CPU) against batch 8
+            for precision in ("fp32", "bf16"):
+                for plane_batch in (None, 8):
+                    out.append({"model": model, "device": "cpu", "precision": precision, "channels_last": True,
+                                "compile": False, "batch": 8, "threads": 0, "pipeline": True,
+                                "plane_batch": plane_batch})
+            continue
         for threads in (1, 0):
             out.append({"model": model, "device": "cpu", "precision": "fp32", "channels_last": False,
                         "compile": False, "batch": 1, "threads": threads})
@@ -114,9 +122,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--models", default=",".join(["bicubic", *bundled_weights()]))
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pipeline-only", action="store_true",
+                    help="only medsr.upscale rows, default plane batch vs 8; writes speed_pipeline.json/.md")
     args = ap.parse_args()
+    stem = "speed_pipeline" if args.pipeline_only else "speed"
     rows = []
-    for cfg in configs([m for m in args.models.split(",") if m], args.size, args.repeats):
+    for cfg in configs([m for m in args.models.split(",") if m], args.size, args.repeats, args.pipeline_only):
         proc = subprocess.run([sys.executable, "-c", WORKER, json.dumps(cfg)], capture_output=True, text=True,
                               timeout=1800, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if proc.returncode != 0:
@@ -127,8 +138,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     info = {"machine": machine(), "load_average_1min": load, "size": args.size, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps(info, indent=2) + "\n")
-    head = ["model", "path", "device", "precision", "channels_last", "compile", "batch", "threads", "ms / slice",
+    (RESULTS / f"{stem}.json").write_text(json.dumps(info, indent=2) + "\n")
+    head = ["model", "path", "device", "precision", "channels_last", "compile", "batch", "plane batch", "threads", "ms / slice",
             "slices / s", "GFLOP/s", "peak MB", "max / rms change vs fp32"]
     md = [f"Upscaling one {args.size}² input slice. Machine: {info['machine']} (1-min load {load:.1f}; "
           "threads 0 = torch default). Peak memory: process RSS on CPU, max allocated on GPU. GFLOP/s: "
@@ -137,13 +148,13 @@ def main() -> None:
           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         vals = [r["model"], "medsr.upscale" if r.get("pipeline") else "network", r["device"], r["precision"], str(r["channels_last"]), str(r["compile"]), str(r["batch"]),
-                str(r["threads"] or "default")]
+                str(r.get("plane_batch") or ("default" if r.get("pipeline") else "")), str(r["threads"] or "default")]
         gf = f"{r['gflops_per_s']:.1f}" if r.get("gflops_per_s") else ""
         delta = f"{r['delta_max']:.1f} / {r['delta_rms']:.2f} {r['delta_units']}" if "delta_max" in r else ""
         vals += ([f"{r['ms_per_slice']:.1f}", f"{r['slices_per_s']:.2f}", gf, f"{r['peak_mb']:.0f}", delta]
                  if "error" not in r else ["error", r["error"], "", "", ""])
         md.append("| " + " | ".join(vals) + " |")
-    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

@@ -81,7 +81,7 @@ class PlaneUpscaler:
         scale: int = 2,
         *,
         device: str = "auto",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         clip: bool = True,
         tile: int | None = 512,
         precision: str | None = None,
@@ -91,7 +91,6 @@ class PlaneUpscaler:
         if int(scale) != scale or int(scale) not in SCALES:
             raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
         self.scale = int(scale)
-        self.batch_size = max(1, int(batch_size))
         self.clip = clip
         self.tile = tile
         if isinstance(model, PlaneUpscaler) and precision is None:
@@ -112,6 +111,7 @@ class PlaneUpscaler:
             self.net_channels = model.net_channels
             self.channels_last = model.channels_last
             self._check_precision_device()
+            self.batch_size = self._batch_for(batch_size)
             return
         if model is None:
             from medsr.models.pretrained import default_model_name
@@ -131,6 +131,14 @@ class PlaneUpscaler:
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._check_precision_device()
+        self.batch_size = self._batch_for(batch_size)
+
+    def _batch_for(self, batch_size: int | None) -> int:
+        # one plane at a time is fastest on CPU (fast-x2 at 512², end to end: 250 ms per slice at
+        # batch 1 vs 394 ms at batch 8: the activations of 8 planes fall out of the caches)
+        if batch_size is None:
+            return 1 if self.device.type == "cpu" else 8
+        return max(1, int(batch_size))
 
     def _check_precision_device(self) -> None:
         if self.precision == "fp16" and self.device.type != "cuda":
