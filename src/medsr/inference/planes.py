@@ -29,8 +29,9 @@ from medsr.image import MedImage
 __all__ = ["PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
 
 #: network arithmetic: ``fp32`` (the default: what the model cards' numbers were measured with),
-#: ``bf16`` autocast (about 2× faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; changes
-#: outputs by about 1e-3 of the data range: ``benchmarks/results/speed.md``), ``fp16`` (CUDA)
+#: ``bf16`` autocast (about 2× faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; on the
+#: corpus CT it changes outputs by 1-2 HU RMS, up to 25 HU: ``benchmarks/results/speed.md``),
+#: ``fp16`` (CUDA)
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # → torch autocast dtype
 
 
@@ -110,8 +111,7 @@ class PlaneUpscaler:
             )  # fmt: skip
             self.net_channels = model.net_channels
             self.channels_last = model.channels_last
-            self._check_precision_device()
-            self.batch_size = self._batch_for(batch_size)
+            self._settle(batch_size)
             return
         if model is None:
             from medsr.models.pretrained import default_model_name
@@ -130,19 +130,21 @@ class PlaneUpscaler:
         self.channels_last = self.device.type == "cpu" and any(True for _ in self.net.parameters())
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._check_precision_device()
-        self.batch_size = self._batch_for(batch_size)
+        self._settle(batch_size)
 
-    def _batch_for(self, batch_size: int | None) -> int:
-        # one plane at a time is fastest on CPU (fast-x2 at 512², end to end: 250 ms per slice at
-        # batch 1 vs 394 ms at batch 8: the activations of 8 planes fall out of the caches)
-        if batch_size is None:
-            return 1 if self.device.type == "cpu" else 8
-        return max(1, int(batch_size))
+    def _settle(self, batch_size: int | None) -> None:
+        """What depends on the device, once it is known: plane batch and autocast dtype."""
+        import torch
 
-    def _check_precision_device(self) -> None:
         if self.precision == "fp16" and self.device.type != "cuda":
             raise InvalidParameterError("precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU")
+        dtype_name = PRECISIONS[self.precision]
+        self.autocast_dtype = getattr(torch, dtype_name) if dtype_name else None
+        # one plane at a time is fastest on CPU (fast-x2 at 512², end to end: 256 ms per slice at
+        # batch 1 vs 397 ms at batch 8, benchmarks/results/speed_pipeline.md: the activations of 8
+        # planes fall out of the caches)
+        default = 1 if self.device.type == "cpu" else 8
+        self.batch_size = default if batch_size is None else max(1, int(batch_size))
 
     @property
     def name(self) -> str:
@@ -175,7 +177,7 @@ class PlaneUpscaler:
 
         from medsr.inference.tiling import tiled_forward
 
-        dtype = getattr(torch, PRECISIONS[self.precision]) if PRECISIONS[self.precision] else None
+        dtype = self.autocast_dtype
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
             if self.channels_last:

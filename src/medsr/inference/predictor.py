@@ -87,9 +87,9 @@ def upscale(
         tile: planes larger than ``tile``² pixels are processed in overlapping tiles (bounded
             memory; same result as whole-plane inference, see :mod:`medsr.inference.tiling`);
             ``None`` never tiles.
-        precision: ``fp32`` (``None``: the default, or a shared PlaneUpscaler's), ``bf16`` autocast (about 2× faster on CPUs with AVX-512
-            BF16 and on GPUs, outputs within about 1e-3 of the data range of fp32) or ``fp16``
-            (CUDA only); recorded in ``meta["derivation"]``.
+        precision: ``fp32`` (``None``: the default, or a shared PlaneUpscaler's), ``bf16``
+            autocast (about 2× faster on CPUs with AVX-512 BF16 and on GPUs; changes CT outputs
+            by 1-2 HU RMS, up to 25 HU) or ``fp16`` (CUDA only); recorded in ``meta["derivation"]``.
     """
     from medsr.inference.planes import PlaneUpscaler
 
