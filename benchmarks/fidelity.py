@@ -40,14 +40,14 @@ import medsr
 from medsr.degradations import default_kind, degrade_image
 from medsr.image import MedImage
 from medsr.inference.predictor import upscale
-from medsr.inference.safeguards import (
+from medsr.metrics import psnr3d
+from medsr.models.resolver import list_pretrained
+from medsr.pipeline import (
     CONSISTENCY_RELATIVE,
     CONSISTENCY_THRESHOLD,
     consistency_exceeded,
     upscale_with_safeguards,
 )
-from medsr.metrics import psnr3d
-from medsr.models.pretrained import bundled_weights
 from medsr.safeguards import hallucination as H
 from medsr.safeguards.ood import check_distribution
 
@@ -459,7 +459,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
     args = ap.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
-    shipped = list(bundled_weights())
+    shipped = [m.name for m in list_pretrained(kind="in-plane")]
     specs = [m for m in args.models.split(",") if m] + shipped + list(args.weights)
     if not args.no_control:
         specs.append("control")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from _machine import machine
 
-from medsr.models.pretrained import bundled_weights
+from medsr.models.resolver import list_pretrained
 from medsr.reports.evaluate import evaluate, paired_gain
 from medsr.training.data import CORPUS_FILES, resolve_corpus
 
@@ -64,7 +64,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def shipped_models(scale: int) -> list[str]:
     """Shipped weights for ``scale`` (named ``*-x{scale}``), default first."""
-    names = [n for n in bundled_weights() if n.endswith(f"-x{scale}")]
+    names = [m.name for m in list_pretrained(kind="in-plane") if m.scale == scale]
     return sorted(names, key=lambda n: (not n.startswith("default"), not n.startswith("fast"), n))
 
 

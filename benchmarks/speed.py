@@ -116,11 +116,11 @@ def configs(models: list[str], size: int, repeats: int, pipeline_only: bool = Fa
 
 
 def main() -> None:
-    from medsr.models.pretrained import bundled_weights
+    from medsr.models.resolver import list_pretrained
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--models", default=",".join(["bicubic", *bundled_weights()]))
+    ap.add_argument("--models", default=",".join(["bicubic", *(m.name for m in list_pretrained(kind="in-plane"))]))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--pipeline-only", action="store_true",
                     help="only medsr.upscale rows, default plane batch vs 8; writes speed_pipeline.json/.md")

@@ -6,7 +6,13 @@ summary, how and on what it was trained, the benchmark numbers of ``benchmarks/q
 (``benchmarks/results/quality.json``) and the limitations — to the card inside the
 safetensors file and writes it beside it as ``<name>.json``.
 
-    .venv/bin/python scripts/write_cards.py [--hardware "AMD EPYC, 2 cores, CPU only"]
+The slice interpolator ``interp-cnn`` gets the same keys (:func:`interp_card`): its training run
+(the plain-PyTorch loop that ``task: slice-interpolation`` replaced, recorded in its first card),
+the benchmark of record (``benchmarks/results/interpolation.json``) and a fresh evaluation of the
+shipped weights on the held-out volumes with ``medsr evaluate --interpolation``'s protocol. Only
+the card changes: the tensors are written back as they were.
+
+    .venv/bin/python scripts/write_cards.py [--hardware "AMD EPYC, 2 cores, CPU only"] [--only interp-cnn]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from medsr.models.weights import load_model, read_card, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
+INTERP_BENCH = ROOT / "benchmarks" / "results" / "interpolation.json"
 
 ARCH = {
     "rlfn": "RLFN (Kong et al., CVPRW 2022: residual local feature blocks + ESA)",
@@ -96,12 +103,145 @@ def evaluation(name: str, scale: int) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- slice interpolator
+#: how the shipped interp-cnn was trained (its first card, written by the plain-PyTorch loop of
+#: benchmarks/interpolation.py --steps 1200 --ship before slice interpolation moved to Lightning)
+INTERP_CNN_RUN = {
+    "volumes": ["S0_10slices.nii.gz[0]", "anatomical.nii", "example4d.nii.gz[0]", "example4d.nii.gz[1]"],
+    "axes": ["z", "y", "x"],
+    "steps": 1200,
+    "patch": 32,
+    "batch_size": 8,
+    "lr": 2e-4,
+    "seed": 0,
+    "final_loss": 0.026467597857117654,
+    "seconds": 89.32,
+}
+INTERP_TRAIN_FILES = ["S0_10slices.nii.gz", "anatomical.nii", "example4d.nii.gz"]
+INTERP_VAL_FILES = ["aniso_vox.nii.gz", "emri_small.dcm"]
+INTERP_LIMITATIONS = [
+    "Trained 1200 steps on 3 small development-corpus MR volumes (shared/data/CORPUS.md) on a shared "
+    "CPU: a pipeline check more than a trained prior; evaluated on 2 held-out volumes only.",
+    "Trained on point-sampled triplets (the middle of three thin slices): it assumes slices much "
+    "thinner than their spacing (gapped acquisitions). On thick contiguous slabs (the thick-slice "
+    "protocol of medsr evaluate --interpolation) it is below linear and cubic interpolation along z; "
+    "use medsr upscale --through-plane or cubic there.",
+    "Output grid (medsr.slice_grid): cell-centred, f x N slices, same field of view; for even factors "
+    "no output slice is a measured slice, and the f/2 slices beyond each end repeat the end slices.",
+    "MR only (no CT in training); intensities normalised per volume (0.5-99.5 percentiles).",
+    "x4 applies the x2 network three times (nested midpoints); errors compound.",
+]
+
+
+def interp_evaluation() -> dict:
+    """The benchmark of record and a fresh held-out evaluation of the shipped interp-cnn."""
+    import tempfile
+
+    from medsr.interpolation.evaluate import evaluate_interpolation
+    from medsr.training.data import resolve_corpus
+
+    out: dict = {}
+    if INTERP_BENCH.is_file():
+        b = json.loads(INTERP_BENCH.read_text())
+        rows = {k: v for k, v in b["metrics"].items() if k in ("CNN (interp-cnn)", "linear", "cubic")}
+        out["insert_between_x2"] = {
+            "source": "benchmarks/interpolation.py (benchmarks/results/interpolation.json)",
+            "protocol": "every other slice along z of the held-out volumes dropped and re-inserted between "
+            "the kept ones (the grid rule before issue 19); metrics on the re-inserted slices only, volume units",
+            "images": [t.removeprefix("corpus:") for t in b["test_volumes"]],
+            "models": {k: {"psnr_db": round(v["psnr"], 3), "ssim": round(v["ssim"], 4), "mae": round(v["mae"], 3)}
+                       for k, v in rows.items()},
+        }
+    files = [resolve_corpus(n) for n in INTERP_VAL_FILES]
+    with tempfile.TemporaryDirectory() as tmp:
+        s = evaluate_interpolation(files, ["interp-cnn", "cubic"], 2, tmp, figures=False)
+    out["thick_slice_x2"] = {
+        "source": "medsr evaluate --interpolation --scale 2 (medsr.interpolation.evaluate)",
+        "protocol": "held-out volumes made thick-slice x2 along z (Gaussian profile, FWHM 2 thin slices), "
+        "reconstructed on their own grid (cell-centred); 2 end slices and a 2-pixel border excluded",
+        "images": INTERP_VAL_FILES,
+        "models": {
+            k: {
+                "psnr_db": round(v["psnr"]["mean"], 3),
+                "ssim": round(v["ssim"]["mean"], 4),
+                "psnr_3d_db": round(v["psnr_3d"]["mean"], 3),
+                "gain_psnr_vs_linear_db": round(v["gain_psnr_vs_linear"]["mean"], 3),
+            }
+            for k, v in s["models"].items()
+        },
+    }
+    return out
+
+
+def interp_card(card: dict, hardware: str) -> dict:
+    """The complete card of the shipped slice interpolator ``interp-cnn`` (same keys as the
+    in-plane models' cards; idempotent: built from constants, not from the previous card)."""
+    kw = card["kwargs"]
+    out = {
+        "name": "interp-cnn",
+        "kind": "slice-interpolator",
+        "task": "slice-interpolation",
+        "architecture": card["architecture"],
+        "kwargs": kw,
+        "in_channels": 2,
+        "scale": 2,
+        "normalization": card["normalization"],
+        "degradation": {
+            "kind": "slice-removal",
+            "description": "the middle slice of three consecutive slices is removed; the network "
+            "predicts it from its two neighbours (point sampling along the slice axis)",
+            "axes": list(INTERP_CNN_RUN["axes"]),
+        },
+        "training_data": {
+            "train_files": INTERP_TRAIN_FILES,
+            "val_files": INTERP_VAL_FILES,
+            "modalities": ["MR"],
+            "patch_size": INTERP_CNN_RUN["patch"],
+            "volumes": INTERP_CNN_RUN["volumes"],
+        },
+        "summary": f"Residual slice-interpolation CNN ({kw.get('num_features')} features, "
+        f"{kw.get('num_blocks')} EDSR residual blocks, global residual over the neighbours' mean; "
+        "Peng et al. SAINT-style supervised slice synthesis): predicts the slice between two, x2 per "
+        "pass along the slice axis; the default model of `medsr interpolate`.",
+        "training": {
+            **INTERP_CNN_RUN,
+            "recipe": "configs/interp-cnn.yaml with model.kwargs.num_features 32, data.patch_size 32, "
+            "data.batch_size 8, trainer.max_steps 1200 (task: slice-interpolation reproduces the loop: "
+            "L1, Adam betas (0.9, 0.99), lr 2e-4, triplets along z, y and x, flips and slice-order reversal)",
+            "how": "benchmarks/interpolation.py --steps 1200 --ship (plain-PyTorch loop, before the Lightning task)",
+            "hardware": hardware,
+            "data": "development corpus only (shared/data/CORPUS.md); validation volumes never trained on",
+        },
+        "evaluation": interp_evaluation(),
+        "limitations": INTERP_LIMITATIONS,
+        "version": card.get("version"),
+        "steps": INTERP_CNN_RUN["steps"],
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hardware", default="AMD EPYC, 2 CPU cores (one thread per run, two runs side by side); no GPU")
+    ap.add_argument("--only", action="append", help="write only this shipped model's card (repeatable)")
     args = ap.parse_args()
+    from medsr.models.resolver import list_pretrained
+
+    kinds = {m.name: m.kind for m in list_pretrained()}
     for name, path in bundled_weights().items():
+        if args.only and name not in args.only:
+            continue
         card = read_card(path)
+        if kinds.get(name) == "slice-interpolator":
+            if name != "interp-cnn":
+                print(f"{name}: no card template for this slice interpolator; skipped")
+                continue
+            card = interp_card(card, args.hardware)
+            net, _ = load_model(path)
+            save_model(net, path, card)
+            (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+            print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
+            continue
         family = name.split("-")[0]
         scale = int(card["scale"])
         arch = card["architecture"]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import medsr as medsr_api
 from medsr.cli import app
-from tests.conftest import file_digest
+from tests.conftest import corpus_path, file_digest
 
 runner = CliRunner()
 
@@ -191,3 +192,41 @@ def test_upscale_precision_bf16_is_recorded(tmp_path, corpus):
     assert not (tmp_path / "z.nii.gz").exists()
     bad = medsr("upscale", str(src), str(tmp_path / "p.nii.gz"), "--precision", "half")
     assert bad.returncode == 2 and "precision must be one of" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--degradation", "foo", "no consistency projection"),
+        ("--modality", "XYZ", "modality must be one of"),
+        ("--consistency", "maybe", "'auto', 'on' or 'off'"),
+        ("--degradation", "thick-slice", "through-plane"),
+    ],
+)
+def test_bad_physics_options_give_one_error_line(tmp_path, option, value, message):
+    src = corpus_path("MR_small.dcm")
+    res = medsr("upscale", str(src), str(tmp_path / "out.nii.gz"), option, value)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_physics_and_modality_reach_the_provenance(tmp_path):
+    """--degradation kspace makes zero-filled k-space the base and (consistency auto) projects;
+    --modality labels a NIfTI; both are recorded in the sidecar."""
+    nii = tmp_path / "in.nii.gz"
+    arr = np.random.default_rng(0).uniform(0, 100, (2, 24, 24)).astype(np.float32)
+    medsr_api.save_image(medsr_api.MedImage(arr, spacing=(3.0, 1.0, 1.0)), nii)
+    out = tmp_path / "out.nii.gz"
+    res = medsr("upscale", str(nii), str(out), "--degradation", "kspace", "--modality", "MR")
+    assert res.returncode == 0, res.stderr
+    side = json.loads(out.with_name("out.json").read_text()) if out.with_name("out.json").exists() else None
+    if side is None:
+        from medsr.io.sidecar import sidecar_path
+
+        side = json.loads(sidecar_path(out).read_text())
+    text = json.dumps(side)
+    assert '"physics": "kspace"' in text and '"base_interpolator": "kspace"' in text
+    assert '"applied": true' in text and '"consistency": "on"' in text
+    assert medsr_api.load_image(out).modality == "MR"

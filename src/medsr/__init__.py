@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from medsr._version import __version__
 from medsr.errors import MedSRError
 from medsr.image import MedImage
 from medsr.io import load_image, save_image
-
-__version__ = "0.1.0"
 
 
 def upscale(image: MedImage, scale: int = 2, model: str | None = None, **kwargs: Any) -> MedImage:

@@ -91,7 +91,9 @@ def upscale(
     through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z (zero-shot, SMORE-like) to isotropic voxels.")] = False,
     target_spacing: Annotated[float | None, typer.Option("--target-spacing", help="Through-plane output slice spacing in mm (default: the in-plane spacing).")] = None,
     init: Annotated[str | None, typer.Option("--init", help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.")] = None,
-    consistency: Annotated[str, typer.Option("--consistency", help="on: project the result onto the measured input for the assumed degradation (default off: only right when the degradation is known).")] = "off",
+    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): project the result onto the measured input when the physics is known (--degradation, or an MR header); on: always (for the assumed degradation); off: only measure.")] = "auto",
+    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace) or none (unknown, the default). kspace makes zero-filled k-space the base interpolator.")] = None,
+    modality: Annotated[str | None, typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy): CT, MR, CR, DX, US, NM...")] = None,
     maps: Annotated[Path | None, typer.Option("--maps", help="Folder for consistency-error and uncertainty maps (+ JSON summary; DICOM series for DICOM input).")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32 (default), bf16 (about 2x faster on CPUs with AVX-512 BF16 and on GPUs; changes CT outputs by 1-2 HU RMS, up to 25 HU) or fp16 (CUDA).")] = "fp32",
 ) -> None:
@@ -104,8 +106,9 @@ def upscale(
     written = upscale_file(
         input, output, scale=scale, model=model, device=device, series_uid=series,
         luminance=luminance, overwrite=overwrite, method=method, through_plane=through_plane,
-        target_spacing=target_spacing, init=init, consistency=consistency, maps_dir=maps,
-        warnings_out=(warned := []), precision=precision, **zero_shot,
+        target_spacing=target_spacing, init=init, consistency=consistency, degradation=degradation,
+        modality=modality, maps_dir=maps,
+        warnings_out=(warned := list[str]()), precision=precision, **zero_shot,
     )
     for message in warned:
         typer.echo(f"warning: {message}", err=True)
@@ -246,27 +249,32 @@ def export(
 
 @app.command(epilog="Example: medsr models --json")
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List every registered model (classical interpolators and networks)."""
+    """List every model: classical interpolators, architectures and every shipped weights file
+    (in-plane upscalers and slice interpolators), each with its kind."""
     from medsr.models.registry import get_model_class, list_models
+    from medsr.models.resolver import list_pretrained
 
-    rows = []
-    for name in list_models():
+    rows: list[dict[str, object]] = []
+    for name in list_models(kind=None):
         cls = get_model_class(name)
+        if getattr(cls, "kind", "upscaler") == "discriminator":
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        rows.append({"name": name, "learned": bool(getattr(cls, "learned", True)), "description": doc})
-    from medsr.models.pretrained import bundled_weights
-    from medsr.models.weights import read_card
-
-    for name, path in bundled_weights().items():
-        card = read_card(path)
-        gain = (card.get("metrics") or {}).get("val_psnr_gain")
-        desc = f"trained {card.get('architecture')} ×{card.get('scale')}" + (f", val ΔPSNR {gain:+.2f} dB vs bicubic" if gain is not None else "")
-        rows.append({"name": name, "learned": True, "description": desc, "card": card})
+        learned = bool(getattr(cls, "learned", True))
+        rows.append({"name": name, "kind": "classical" if not learned else "architecture", "learned": learned,
+                     "description": doc})  # fmt: skip
+    for m in list_pretrained():
+        gain = (m.card.get("metrics") or {}).get("val_psnr_gain")
+        scale = f" ×{m.scale}" if m.scale else ""
+        desc = f"trained {m.card.get('architecture')}{scale}" + (
+            f", val ΔPSNR {gain:+.2f} dB vs bicubic" if gain is not None else ""
+        )
+        rows.append({**m.describe(), "kind": m.kind, "description": desc, "card": m.card})
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     for row in rows:
-        typer.echo(f"{row['name']:<12} {'network' if row['learned'] else 'classical':<10} {row['description']}")
+        typer.echo(f"{row['name']:<16} {row['kind']:<18} {row['description']}")
 
 
 @app.command(epilog="Example: medsr demo --out demo_out")

@@ -39,24 +39,22 @@ CLASSICAL_CHECK = ("nearest", "bicubic", "lanczos", "kspace")
 
 def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Models for the real-use row (the default when shipped) and the honest check (every shipped model joins)."""
-    from medsr.models.pretrained import bundled_weights, default_model_name
-    from medsr.models.weights import read_card
+    from medsr.models.resolver import default_model_name, list_pretrained
 
     default = default_model_name(scale)
-    shipped = [n for n, p in bundled_weights().items() if int(read_card(p).get("scale", 0)) == scale]
+    shipped = [m.name for m in list_pretrained(kind="in-plane") if m.scale == scale]
     demo = ("bicubic", default) if default != "bicubic" else CLASSICAL_DEMO
     return demo, (*CLASSICAL_CHECK, *shipped)
 
 
 def _training_files(models: tuple[str, ...]) -> set[str] | None:
     """Training files of the trained model in ``models`` (None when only classical ones)."""
-    from medsr.models.pretrained import pretrained_path
-    from medsr.models.weights import read_card
+    from medsr.models.resolver import list_pretrained
 
+    shipped = {m.name: m for m in list_pretrained()}
     for m in models:
-        path = pretrained_path(m)
-        if path is not None:
-            return set(read_card(path).get("training_data", {}).get("train_files", []))
+        if m in shipped:
+            return set(shipped[m].card.get("training_data", {}).get("train_files", []))
     return None
 
 

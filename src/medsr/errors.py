@@ -8,6 +8,8 @@ Messages never contain patient identifiers.
 
 from __future__ import annotations
 
+import re
+
 
 class MedSRError(Exception):
     """Base class of every error medsr raises on purpose."""
@@ -38,6 +40,16 @@ class CorruptInputError(MedSRError):
     """The file claims a supported format but cannot be decoded (truncated, bad header)."""
 
     http_status = 422
+
+
+class InvalidHeaderError(CorruptInputError):
+    """The header holds values that make no physical sense (spacing ≤ 0, slope 0, NaN...)."""
+
+
+class InputTooLargeError(MedSRError):
+    """The image would need more memory than the configured ceiling (``MEDSR_MAX_PIXELS``)."""
+
+    http_status = 413
 
 
 class NotAnImageError(MedSRError):
@@ -72,3 +84,24 @@ class OutputExistsError(MedSRError):
 
 class UnknownModelError(InvalidParameterError):
     """No model is registered under that name."""
+
+
+class MedSRWarning(UserWarning):
+    """Something in the input was questionable but medsr could go on (a documented fallback)."""
+
+
+def scrub(exc: BaseException) -> str:
+    """``Type: message`` of an exception, without quoted values (which could hold patient data).
+
+    Only the first line is kept, at most 200 characters.
+    """
+    msg = re.sub(r"'[^']*'|\"[^\"]*\"", "…", str(exc)).strip()
+    msg = msg.splitlines()[0] if msg else ""
+    if len(msg) > 200:
+        msg = msg[:200] + "…"
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Exceptions that must never be turned into an input error: interrupts, exit, memory."""
+    return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit | MemoryError)

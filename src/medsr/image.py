@@ -123,19 +123,30 @@ class MedImage:
 
     @property
     def orientation(self) -> str:
-        """Axis codes of the (x, y, z) index axes in world space, e.g. ``"LPS"`` or ``"RAS"``."""
+        """Where the (x, y, z) index axes point, as nibabel axis codes: ``"LPS"`` means x runs
+        toward the patient's Left, y toward Posterior, z toward Superior.
+
+        This names directions, not a coordinate system: world coordinates are RAS+ whatever the
+        code (see :meth:`world_center`). An axis whose direction cannot be told (a degenerate
+        or non-finite affine) is ``"?"``.
+        """
         import nibabel as nib
 
-        return "".join(nib.orientations.aff2axcodes(self.affine))
+        try:
+            with np.errstate(all="ignore"):
+                codes = nib.orientations.aff2axcodes(self.affine)
+        except Exception:  # nibabel cannot even decompose the affine
+            return "???"
+        return "".join(c if isinstance(c, str) else "?" for c in codes)
 
     def world_coordinate(self, index_xyz: Sequence[float]) -> np.ndarray:
         """World (RAS, mm) position of a (possibly fractional) voxel index ``(x, y, z)``."""
         v = np.ones(4)
         v[:3] = index_xyz
-        return (self.affine @ v)[:3]
+        return (np.asarray(self.affine) @ v)[:3]
 
     def world_center(self) -> np.ndarray:
-        """World position of the centre of the field of view."""
+        """World position (RAS+, mm) of the centre of the field of view."""
         z, y, x = self.spatial_shape
         return self.world_coordinate(((x - 1) / 2, (y - 1) / 2, (z - 1) / 2))
 
@@ -167,18 +178,27 @@ class MedImage:
             raise ValueError(f"expected {self.array.shape[0]} channels, got array of shape {arr.shape}")
         zoom_zyx = new / old
         zoom_xyz = zoom_zyx[::-1]
-        affine = self.affine.copy()
+        affine = np.array(self.affine, dtype=np.float64)
         lin = affine[:3, :3]
         affine[:3, 3] = affine[:3, 3] + lin @ ((1.0 / zoom_xyz - 1.0) / 2.0)
         affine[:3, :3] = lin / zoom_xyz[None, :]
-        spacing = tuple(float(s) for s in np.array(self.spacing) / zoom_zyx)
+        sz, sy, sx = (float(s) for s in np.array(self.spacing) / zoom_zyx)
+        spacing: Spacing = (sz, sy, sx)
         history = self.history if step is None else (*self.history, step)
         return dataclasses.replace(self, array=arr, spacing=spacing, affine=affine, history=history)
 
     def summary(self) -> dict[str, Any]:
-        """Non-identifying description (for ``medsr info``, logs and reports)."""
+        """Non-identifying description (for ``medsr info``, logs and reports).
+
+        ``orientation`` gives the directions of the index axes (see :attr:`orientation`); the
+        centre of the field of view is given in both conventions, named in the keys:
+        ``world_center_ras_mm`` (RAS+, as the affine and NIfTI) and ``world_center_lps_mm``
+        (DICOM patient coordinates, as ImagePositionPatient).
+        """
         arr = self.array
         finite = arr[np.isfinite(arr)]
+        center = self.world_center() + 0.0  # + 0.0: no negative zeros in the printout
+        lps = center * np.array([-1.0, -1.0, 1.0]) + 0.0
         return {
             "format": self.meta.get("format", "unknown"),
             "modality": self.modality,
@@ -191,5 +211,8 @@ class MedImage:
             "units": self.units,
             "min": float(finite.min()) if finite.size else float("nan"),
             "max": float(finite.max()) if finite.size else float("nan"),
-            "world_center_mm": [round(float(c), 3) for c in self.world_center()],
+            # world coordinates name their convention: RAS+ (NIfTI, the affine) and the same
+            # point in DICOM patient coordinates (LPS: x and y negated)
+            "world_center_ras_mm": [round(float(c), 3) for c in center],
+            "world_center_lps_mm": [round(float(c), 3) for c in lps],
         }

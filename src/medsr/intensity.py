@@ -72,7 +72,7 @@ def resolve_spec(spec: dict[str, Any], modality: str | None) -> dict[str, Any]:
 
 def lookup_by_modality(mapping: dict[str, Any], modality: str | None) -> Any:
     """``mapping[code]``, else ``mapping[group of code]``, else ``mapping["default"]``."""
-    from medsr.degradations.compose import modality_group
+    from medsr.modality import modality_group
 
     code = (modality or "OT").upper()
     if code in mapping:

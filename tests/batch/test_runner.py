@@ -116,10 +116,10 @@ def test_weights_file_fingerprint(tmp_path: Path, archive: Path):
     }
     w = save_model(create_model("srcnn", **card["kwargs"]), tmp_path / "tiny.safetensors", card)
     fp = model_fingerprint(str(w), 2)
-    assert fp.startswith("weights-sha256:") and fp.endswith("|x2")
+    assert fp.startswith("sha256:") and fp.endswith("|x2")
     save_model(create_model("srcnn", **card["kwargs"]), w, card)  # new random weights
     assert model_fingerprint(str(w), 2) != fp
-    assert model_fingerprint("bicubic", 3) == "name:bicubic|x3"
+    assert model_fingerprint("bicubic", 3) == "classical:bicubic|x3"
 
 
 KILL_SCRIPT = textwrap.dedent(

@@ -41,7 +41,7 @@ def _error(out: Path, inp: Path) -> float:
 
 
 def test_outputs_record_provenance_and_consistency_lowers_the_error(small: Path, tmp_path: Path):
-    off = run_batch(small, tmp_path / "off", model="bicubic", workers=1, threads=1)
+    off = run_batch(small, tmp_path / "off", model="bicubic", workers=1, threads=1, consistency="off")
     on = run_batch(small, tmp_path / "on", model="bicubic", workers=1, threads=1, consistency="on")
     assert off.counts["ok"] == on.counts["ok"] == 3
     assert (off.consistency, on.consistency) == ("off", "on")
@@ -85,7 +85,8 @@ def test_maps_are_written_when_asked(small: Path, tmp_path: Path):
             assert (folder / f"{m}{suffix}").is_file(), (folder, m)
             assert (folder / f"{m}.json").is_file()
         data = json.loads((folder / "summary.json").read_text())
-        assert data["consistency"]["setting"] == "off" and data["uncertainty"]["transforms"] == 8
+        assert data["consistency"]["setting"] == "auto" and not data["consistency"]["applied"]
+        assert data["uncertainty"]["transforms"] == 8
         assert data["uncertainty"]["map"]["max"] < 1e-2  # an interpolator is equivariant
         if name.endswith(".dcm"):  # DICOM input: the maps also as a derived DICOM series
             assert sorted(p.name for p in (folder / "consistency_dicom").iterdir()) == [
@@ -140,13 +141,33 @@ def test_cross_item_batches_give_the_same_provenance(small: Path, tmp_path: Path
 
 
 def test_bad_safeguard_options(small: Path, tmp_path: Path):
-    with pytest.raises(InvalidParameterError, match="on' or 'off"):
+    with pytest.raises(InvalidParameterError, match="'auto', 'on' or 'off"):
         run_batch(small, tmp_path / "o", model="bicubic", consistency="sometimes")
     with pytest.raises(InvalidParameterError, match="maps folder"):
         run_batch(small, tmp_path / "o", model="bicubic", maps_dir=tmp_path / "o")
     with pytest.raises(InvalidParameterError, match="maps folder"):
         run_batch(small, tmp_path / "o", model="bicubic", maps_dir=small)
+    with pytest.raises(InvalidParameterError, match="no consistency projection"):
+        run_batch(small, tmp_path / "o", model="bicubic", degradation="foo")
+    with pytest.raises(InvalidParameterError, match="modality must be one of"):
+        run_batch(small, tmp_path / "o", model="bicubic", modality="XYZ")
     assert not (tmp_path / "o").exists()
+
+
+def test_physics_and_modality_reach_every_output(small: Path, tmp_path: Path):
+    """--degradation and --modality as in `medsr upscale`: k-space physics (base + projection)
+    recorded in every output's provenance; the NIfTI gets the stated modality."""
+    out = tmp_path / "o"
+    summary = run_batch(small, out, model="default-x2", workers=1, threads=1, degradation="kspace", modality="MR")
+    assert summary.counts["ok"] == 3
+    side = read_sidecar(out / "mr" / "MR_small.nii.gz")
+    cons = side["provenance"]["safeguards"]
+    assert cons["physics"] == "kspace" and cons["base_interpolator"] == "kspace"
+    assert cons["consistency"]["applied"] and side["provenance"]["consistency"] == "on"
+    assert medsr.load_image(out / "mr" / "MR_small.nii.gz").modality == "MR"
+    text = pydicom.dcmread(out / "ct" / "CT_small.dcm").DerivationDescription
+    assert "kspace" in text and "sha256:" in text
+    assert pydicom.dcmread(out / "ct" / "CT_small.dcm").Modality == "CT"  # a header keeps its own
 
 
 def test_cli_consistency_and_maps(small: Path, tmp_path: Path):
@@ -183,7 +204,29 @@ def test_fidelity_warnings_reach_the_report(small: Path, tmp_path: Path):
     summary = run_batch(small, tmp_path / "out", model=str(weights), workers=1)
     rows = {r["input"]: r for r in read_report(summary.report)}
     assert all(r["status"] == "ok" for r in rows.values())
-    assert "disagrees with the input" in rows["mr/MR_small.dcm"]["warnings"]
+    # its invented detail fails the self-check one scale down (and is scaled down, so the output
+    # no longer contradicts the input)
+    assert "self-check" in rows["mr/MR_small.dcm"]["warnings"]
     assert "out-of-distribution" in rows["ct/CT_small.dcm"]["warnings"]
     assert sum(1 for r in summary.results if r.warnings) == 3
     assert summary.to_dict()["warnings"] == 3
+
+
+def test_resume_removes_temporaries_a_killed_run_left(small: Path, tmp_path: Path):
+    """SIGKILL skips the atomic writer's clean-up: the next run (a resume) removes its leftovers."""
+    import os
+    import time
+
+    out = tmp_path / "o"
+    run_batch(small, out, model="bicubic", workers=1, threads=1, consistency="off")
+    target = out / "mr" / "MR_small.nii.gz"
+    # an atomic_file temporary and an atomic_dir one
+    stale = [target.with_name(".MR_small.k3j_x9Q1.nii.gz"), target.with_name(".MR_small.nii.gz.abcdefgh")]
+    for p in stale:
+        p.write_bytes(b"partial")
+        os.utime(p, (time.time() - 60, time.time() - 60))
+    keep = target.with_name(".MR_small.notes.txt")  # not a temporary name: kept
+    keep.write_text("mine")
+    summary = run_batch(small, out, model="bicubic", workers=1, threads=1, consistency="off")
+    assert summary.counts["skipped"] == 3
+    assert not any(p.exists() for p in stale) and keep.exists()

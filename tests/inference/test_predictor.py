@@ -22,7 +22,7 @@ def test_volume_slice_wise_matches_per_slice(rng):
     assert sr.spacing == (4.0, 0.5, 0.5)
     assert sr.meta["derivation"] == {
         "method": "interpolation", "model": "bicubic", "scale": 2, "axes": "in-plane", "model_version": None,
-        "precision": "fp32",
+        "model_checksum": "classical:bicubic", "precision": "fp32",
     }
     assert sr.history[-1].startswith("in-plane upscale x2")
 

@@ -47,12 +47,12 @@ def test_diffusion_map_includes_the_spread_of_seeded_samples():
     out, std, summary = interpolation_uncertainty(img, net, 2, tta=False, seed=7)
     # the output is the plain interpolation; the map lives on its grid
     np.testing.assert_array_equal(out.array, interpolate_slices(img, net, 2, seed=7).array)
-    assert std is not None and std.shape == out.spatial_shape == (5, 8, 8)
-    assert np.all(std[::2] == 0) and std[1::2].mean() > 0  # acquired slices are certain
+    assert std is not None and std.shape == out.spatial_shape == (6, 8, 8)
+    assert std.mean() > 0  # cell-centred output: every slice is predicted
     unc = summary["uncertainty"]
     assert unc["stochastic"] and unc["samples"] == DIFFUSION_SAMPLES
     assert unc["sample_std_mean"] > 0 and unc["sample_std_max"] >= unc["sample_std_mean"]
-    assert unc["map"]["over"] == "inserted slices" and unc["map"]["mean"] > 0
+    assert unc["map"]["over"] == "output slices" and unc["map"]["mean"] > 0
     assert summary["model"] == "fast-ddpm" and summary["factor"] == 2 and summary["axis"] == "z"
     json.dumps(summary)
     _, _, two = interpolation_uncertainty(img, net, 2, tta=False, samples=2)
@@ -79,7 +79,7 @@ def test_in_plane_slice_axes_keep_their_axis_under_tta():
     img = _volume(6, 3, 5)
     out, std, summary = interpolation_uncertainty(img, "cubic", 2, axis="y")
     assert summary["uncertainty"]["transforms"] == 4 and summary["axis"] == "y"
-    assert std.shape == out.spatial_shape == (6, 5, 5)
+    assert std.shape == out.spatial_shape == (6, 6, 5)
     with pytest.raises(InvalidParameterError, match="samples"):
         interpolation_uncertainty(img, "linear", 2, samples=-1)
 

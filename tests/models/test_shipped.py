@@ -22,10 +22,13 @@ from medsr.models.pretrained import (
     default_model_name,
     load_pretrained,
 )
+from medsr.models.resolver import list_pretrained
 from medsr.models.weights import read_card
 from medsr.training.data import resolve_corpus
 
 SHIPPED = bundled_weights()
+#: in-plane upscalers (the slice interpolators ship beside them: tests/interpolation)
+INPLANE = {m.name: m.path for m in list_pretrained(kind="in-plane")}
 pytestmark = pytest.mark.skipif(not SHIPPED, reason="no weights shipped")
 
 
@@ -38,7 +41,13 @@ def test_defaults_and_fast_models_ship_for_x2_and_x4_within_budget():
     assert default_model_name(3) == "bicubic"
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_every_shipped_file_is_listed_with_its_kind():
+    kinds = {m.name: m.kind for m in list_pretrained()}
+    assert set(kinds) == set(SHIPPED)
+    assert kinds["interp-cnn"] == "slice-interpolator" and kinds["default-x2"] == "in-plane"
+
+
+@pytest.mark.parametrize("name", sorted(INPLANE))
 def test_card_is_complete_and_matches_its_json(name):
     card = read_card(SHIPPED[name])
     for key in ("architecture", "kwargs", "scale", "normalization", "degradation", "training_data",
@@ -54,7 +63,7 @@ def test_card_is_complete_and_matches_its_json(name):
     assert side["architecture"] == card["architecture"] and side["kwargs"] == card["kwargs"]
 
 
-@pytest.mark.parametrize("name", sorted(SHIPPED))
+@pytest.mark.parametrize("name", sorted(INPLANE))
 def test_loads_and_runs_on_cpu(name):
     net, card = load_pretrained(name)
     s = card["scale"]

@@ -174,6 +174,9 @@ def test_upscale_stores_valid_derived_series_once(orthanc, ct_mr_study, kind, tm
         assert ds.FrameOfReferenceUID == src.FrameOfReferenceUID
         assert ds.ImageType[0] == "DERIVED"
         assert "bicubic" in ds.DerivationDescription and "x2" in ds.DerivationDescription
+        # the one pipeline's provenance, as every front end writes it: checksum + safeguards
+        assert "classical:bicubic" in ds.DerivationDescription
+        assert "consistency" in ds.DerivationDescription
         assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert "[medsr bicubic x2 " in ds.SeriesDescription
 

@@ -49,11 +49,12 @@ def test_derivation_token_is_stable_and_recognised(tmp_path):
     assert derivation_token("1.2.3", "BICUBIC", 2)[1] == key
     assert derivation_token("1.2.3", "bicubic", 3)[1] != key
     assert derivation_token("1.2.4", "bicubic", 2)[1] != key
-    weights = tmp_path / "my model.safetensors"
-    weights.write_bytes(b"one")
+    from tests.safeguards.conftest import make_weights
+
+    weights = make_weights(tmp_path / "my model.safetensors")
     t1, k1 = derivation_token("1.2.3", weights, 2)
     assert t1.startswith(" [medsr my-model x2 ")
-    weights.write_bytes(b"two")  # other weights under the same name: another derivation
+    make_weights(weights, modalities=("CT",))  # other weights under the same name: another derivation
     assert derivation_token("1.2.3", weights, 2)[1] != k1
     info = SeriesInfo("1.2", "1.2.5", "CT", "Head 1mm" + token, 1001, 3)
     assert info.derived_key == key

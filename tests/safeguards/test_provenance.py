@@ -9,8 +9,8 @@ import pydicom
 import pytest
 
 import medsr
-from medsr.inference.safeguards import upscale_with_safeguards
 from medsr.io.sidecar import sidecar_path
+from medsr.pipeline import upscale_with_safeguards
 from medsr.safeguards import model_checksum
 from tests.safeguards.conftest import make_weights
 
@@ -85,7 +85,10 @@ def test_web_job_reports_safeguards_and_provenance(tmp_path):
         assert job["state"] == "done", job
         assert set(job["maps"]) == {"consistency", "uncertainty"}
         assert job["safeguards"]["consistency"]["setting"] == "on"
-        assert job["safeguards"]["uncertainty"]["map"]["p99"] > 0
+        # an untrained network: the self-check scales its detail by α ≤ 1, and its spread with it
+        gain = job["safeguards"]["self_check"]["gain"]
+        assert job["safeguards"]["self_check"]["applied"] and 0 <= gain < 0.5
+        assert (job["safeguards"]["uncertainty"]["map"]["p99"] > 0) == (gain > 0)
         assert job["metrics"]["data_consistency"] == "on"
         assert job["metrics"]["assumed_degradation"] == "kspace"
         prov = job["provenance"]

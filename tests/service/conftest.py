@@ -28,6 +28,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., TestClient]]:
     def make(**kwargs: Any) -> TestClient:
         kwargs.setdefault("work_dir", tmp_path / f"work{len(clients)}")
         kwargs.setdefault("weights_dirs", ())
+        kwargs.setdefault("pretrained", False)  # classical models only: fast; see test_pretrained_*
         client = TestClient(create_app(Settings(**kwargs)))
         client.__enter__()
         clients.append(client)

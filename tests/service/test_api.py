@@ -329,9 +329,9 @@ def test_bad_parameters_422(client, png_bytes):
 
 
 def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
-    import medsr.service.app as service_app
+    import medsr.service.catalog as catalog
 
-    monkeypatch.setattr(service_app, "selfsup_function", lambda mode: None)
+    monkeypatch.setattr(catalog, "selfsup_function", lambda mode: None)
     r = submit(client, "a.png", png_bytes, mode="zero-shot")
     assert r.status_code == 422 and "not available" in r.json()["detail"]
     assert client.get("/api/v1/info").json()["modes"] == {
@@ -353,7 +353,7 @@ def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
         return out.replace(meta={**out.meta, "maps": {"uncertainty": np.ones_like(up)}})
 
     fakes = {"through-plane": fake_through_plane, "zero-shot": fake_zero_shot}
-    monkeypatch.setattr(service_app, "selfsup_function", lambda mode: fakes.get(mode))
+    monkeypatch.setattr(catalog, "selfsup_function", lambda mode: fakes.get(mode))
     job = wait_job(
         client,
         submit(client, "vol.nii.gz", nifti_gz_bytes, mode="through-plane", scale=2).json()["id"],
@@ -382,12 +382,12 @@ def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
 
 
 def test_failed_jobs_report_errors(client, monkeypatch, png_bytes):
-    import medsr.service.app as service_app
+    import medsr.service.jobs as service_jobs
 
     def clinician_error(job, image, **_):
         raise InvalidParameterError("this image is too small for the model")
 
-    monkeypatch.setattr(service_app, "process", clinician_error)
+    monkeypatch.setattr(service_jobs, "process", clinician_error)
     job = wait_job(client, submit(client, "a.png", png_bytes).json()["id"])
     assert job["state"] == "failed"
     assert job["error"] == {
@@ -401,13 +401,13 @@ def test_failed_jobs_report_errors(client, monkeypatch, png_bytes):
     def bug(job, image, **_):
         raise RuntimeError("/secret/path/DOE^JOHN")
 
-    monkeypatch.setattr(service_app, "process", bug)
+    monkeypatch.setattr(service_jobs, "process", bug)
     job = wait_job(client, submit(client, "a.png", png_bytes).json()["id"])
     assert job["error"]["status"] == 500 and "DOE" not in json.dumps(job)
 
 
 def test_queue_bounded_503_and_not_ready_409(make_client, monkeypatch, png_bytes):
-    import medsr.service.app as service_app
+    import medsr.service.jobs as service_jobs
     from medsr.service.jobs import process as real_process
 
     release = threading.Event()
@@ -416,7 +416,7 @@ def test_queue_bounded_503_and_not_ready_409(make_client, monkeypatch, png_bytes
         release.wait(20)
         real_process(job, image, **kwargs)
 
-    monkeypatch.setattr(service_app, "process", slow)
+    monkeypatch.setattr(service_jobs, "process", slow)
     client = make_client(max_pending=1)
     first = submit(client, "a.png", png_bytes)
     assert first.status_code == 202

@@ -55,7 +55,9 @@ def server(tmp_path_factory):
     from medsr.service.app import Settings, create_app
 
     port = _free_port()
-    app = create_app(Settings(work_dir=tmp_path_factory.mktemp("serve"), weights_dirs=()))
+    app = create_app(
+        Settings(work_dir=tmp_path_factory.mktemp("serve"), weights_dirs=(), pretrained=False)
+    )
     srv = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

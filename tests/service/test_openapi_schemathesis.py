@@ -25,7 +25,7 @@ from medsr.service.app import Settings, create_app  # noqa: E402
 
 # schemathesis' lazy ``from_fixture`` does not work with pytest 9, so the app is built at import;
 # its private work folder is removed when the module's tests end (or at exit if they never run).
-_app = create_app(Settings(weights_dirs=(), max_upload_mb=1))
+_app = create_app(Settings(weights_dirs=(), pretrained=False, max_upload_mb=1))
 atexit.register(_app.state.service.stop)
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app)
 

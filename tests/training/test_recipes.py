@@ -11,7 +11,8 @@ import torch
 from medsr.models.weights import save_model
 from medsr.training.config import load_config
 from medsr.training.distill import feature_layers
-from medsr.training.tasks import build_network, build_task
+from medsr.training.factory import build_task
+from medsr.training.tasks import build_network
 from tests.training.conftest import REPO, _registered
 
 ARCHS = ("srcnn", "vdsr", "residual5", "srdensenet", "rdn", "srresnet", "edsr", "rlfn")

@@ -101,11 +101,11 @@ def register(app: typer.Typer) -> None:
             str,
             typer.Option(
                 "--consistency",
-                help="on: project each output onto its input for the assumed degradation "
-                "(default off: only measured; right only when the degradation is known). "
-                "Recorded in every output's provenance.",
+                help="auto (default): project each output onto its input when the physics is "
+                "known (an MR header); on: always, for the assumed degradation; off: only "
+                "measure. Recorded in every output's provenance.",
             ),
-        ] = "off",
+        ] = "auto",
         maps: Annotated[
             Path | None,
             typer.Option(
@@ -113,6 +113,18 @@ def register(app: typer.Typer) -> None:
                 help="Folder for each item's consistency-error and uncertainty maps "
                 "(+ summary.json; mirrors the outputs). Uncertainty runs the model 8× per item.",
             ),
+        ] = None,
+        degradation: Annotated[
+            str | None,
+            typer.Option(
+                "--degradation",
+                help="The physics of the inputs: a kind of `medsr degrade --kind`, auto (from "
+                "each DICOM header: MR -> kspace) or none (unknown, the default).",
+            ),
+        ] = None,
+        modality: Annotated[
+            str | None,
+            typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy)."),
         ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
@@ -132,6 +144,8 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             progress=sys.stderr.isatty() if progress is None else progress,
             consistency=consistency,
+            degradation=degradation,
+            modality=modality,
             maps_dir=maps,
         )
         c = summary.counts

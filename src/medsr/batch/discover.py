@@ -126,9 +126,9 @@ def _walk(root: Path, exclude: Iterable[Path]) -> list[Path]:
 def _short_error(exc: BaseException) -> str:
     if isinstance(exc, MedSRError):
         return str(exc)
-    from medsr.io.dicom import _scrub
+    from medsr.errors import scrub
 
-    return _scrub(exc)
+    return scrub(exc)
 
 
 def _dicom_header(f: Path):
@@ -154,7 +154,7 @@ def _dicom_header(f: Path):
 
 
 def _non_image_reason(ds) -> str | None:
-    from medsr.io.dicom import MEDIA_STORAGE_DIRECTORY, _non_image_reason
+    from medsr.io.dicom import MEDIA_STORAGE_DIRECTORY, non_image_reason
 
     fm = getattr(ds, "file_meta", None)
     media_class = str(fm.get("MediaStorageSOPClassUID", "") or "") if fm is not None else ""
@@ -162,7 +162,7 @@ def _non_image_reason(ds) -> str | None:
         return "it is a DICOMDIR (an index of other files), not an image"
     if "SOPClassUID" not in ds and media_class:
         ds.SOPClassUID = media_class
-    reason = _non_image_reason(ds, assume_pixels=True)
+    reason = non_image_reason(ds, assume_pixels=True)
     if not reason and "Rows" not in ds:
         reason = "it is a DICOM object without an image (no Rows)"
     return reason

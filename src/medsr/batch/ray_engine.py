@@ -46,7 +46,8 @@ class UpscaleActor:
         device: str,
         batch_size: int | None,
         threads: int | None,
-        consistency: str = "off",
+        consistency: str = "auto",
+        base: str | None = None,
     ):
         import torch
 
@@ -56,8 +57,8 @@ class UpscaleActor:
         if threads:
             torch.set_num_threads(int(threads))
         dev = resolve_device(device)
-        bs = batch_size or (32 if dev.type == "cuda" else 8)
-        self.upscaler = PlaneUpscaler(model, scale, device=str(dev), batch_size=bs)
+        bs = batch_size or (32 if dev.type == "cuda" else None)  # None: PlaneUpscaler's CPU default
+        self.upscaler = PlaneUpscaler(model, scale, device=str(dev), batch_size=bs, base=base)
         self.consistency = consistency
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def run_ray(
     address: str | None = None,
     batch_size: int | None = None,
     num_cpus: float | None = None,
-    consistency: str = "off",
+    consistency: str = "auto",
+    base: str | None = None,
 ) -> None:
     """Process ``items`` on Ray, recording each result on the driver as it streams back."""
     if not ray_available():
@@ -160,6 +162,7 @@ def run_ray(
                     "batch_size": batch_size,
                     "threads": max(1, int(cpus_per_actor)),
                     "consistency": consistency,
+                    "base": base,
                 },
                 num_cpus=cpus_per_actor,
                 num_gpus=1 if use_gpu else 0,

@@ -22,6 +22,7 @@ Both write the same report and resume state (:mod:`medsr.batch.state`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import threading
@@ -62,7 +63,7 @@ class BatchSummary:
     counts: dict[str, int]
     seconds: float
     results: list[ItemResult] = field(default_factory=list)
-    consistency: str = "off"
+    consistency: str = "auto"
     maps_dir: Path | None = None
 
     @property
@@ -142,7 +143,7 @@ def run_batch(
     *,
     model: str | os.PathLike[str] | None = None,
     scale: int = 2,
-    workers: int = 2,
+    workers: int | None = 2,
     engine: str = "local",
     address: str | None = None,
     device: str = "auto",
@@ -152,7 +153,9 @@ def run_batch(
     on_result: Callable[[ItemResult], None] | None = None,
     threads: int | None = None,
     ray_num_cpus: float | None = None,
-    consistency: str = "off",
+    consistency: str = "auto",
+    degradation: str | None = None,
+    modality: str | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
@@ -180,24 +183,26 @@ def run_batch(
             torch's, one per core). On a shared or loaded machine 1 can be much faster.
         ray_num_cpus: CPUs reserved per Ray actor, and its intra-op threads (default 1).
         consistency: ``"on"`` projects every output onto its input for the assumed degradation
-            (data consistency, as ``medsr upscale --consistency on``); ``"off"`` (default) only
-            measures the consistency error. Recorded in every output's provenance either way.
+            (data consistency, as ``medsr upscale --consistency on``); ``"off"`` only
+            measures the consistency error; ``"auto"`` (default) projects when the physics is
+            known (``degradation``), as ``medsr upscale``. Recorded in every output's provenance.
+        degradation: the physics that made the inputs (as ``medsr upscale --degradation``:
+            a kind, ``auto`` from each DICOM header, or ``None`` unknown).
+        modality: modality of inputs that carry none (NIfTI, PNG, TIFF, .npy).
         maps_dir: folder for each item's consistency-error and uncertainty maps (+
             ``summary.json``; see :mod:`medsr.batch.plan` for the layout). The uncertainty map
             runs the model under 8 test-time augmentations, so the batch is ~8× slower.
 
     Returns a :class:`BatchSummary`; individual failures are in the report, never raised.
     """
-    from medsr.inference.predictor import SCALES
-    from medsr.inference.safeguards import consistency_setting
+    from medsr.pipeline import check_options
+    from medsr.safeguards.consistency import consistency_setting
 
+    # the pipeline's one validation of scale, model, consistency, physics and modality
+    check_options(scale=scale, model=model, consistency=consistency, degradation=degradation, modality=modality)
     consistency = consistency_setting(consistency)
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
-    if int(scale) != scale or int(scale) not in SCALES:
-        raise InvalidParameterError(
-            f"scale must be one of {', '.join(map(str, SCALES))}; got {scale}"
-        )
     if engine == "local" and (workers is None or int(workers) < 1):
         raise InvalidParameterError(f"workers must be at least 1, got {workers}")
     if engine == "local" and address:
@@ -205,9 +210,22 @@ def run_batch(
     if threads is not None and int(threads) < 1:
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
     t_start = time.perf_counter()
-    upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size)
-    model_key = run_fingerprint(model, int(scale), consistency, maps_dir is not None)
+    base = "kspace" if str(degradation).strip().lower() == "kspace" else None
+    upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)
+    model_key = run_fingerprint(
+        model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality
+    )
     items = plan_batch(input, output, maps_dir)
+    from medsr.io._atomic import remove_stale_temporaries
+
+    for it in items:  # a resumed run: temporaries of writes a SIGKILL interrupted
+        if it.output:
+            remove_stale_temporaries(it.output, older_than=time.time() - 1.0)
+    if degradation is not None or modality is not None:  # travels with each item (also to Ray)
+        items = [
+            dataclasses.replace(it, extra={**it.extra, "degradation": degradation, "modality": modality})
+            for it in items
+        ]
     out_dir = Path(output).resolve()
     journal = StateJournal(out_dir)
     bar = _Progress(len(items), enabled=progress)
@@ -229,8 +247,8 @@ def run_batch(
                 cross = batch_across_items
                 if cross is None:
                     cross = upscaler.device.type == "cuda"
-                if maps_dir is not None:  # TTA runs item by item
-                    cross = False
+                if maps_dir is not None or str(degradation).lower() == "auto":
+                    cross = False  # TTA, and a physics read from each header, run item by item
                 with _torch_threads(threads):
                     _run_local(
                         runnable, expects, upscaler, recorder, int(workers), bool(cross),
@@ -242,7 +260,7 @@ def run_batch(
                 run_ray(
                     runnable, expects, recorder, model=model, scale=int(scale), device=device,
                     actors=workers, address=address, batch_size=batch_size,
-                    num_cpus=ray_num_cpus, consistency=consistency,
+                    num_cpus=ray_num_cpus, consistency=consistency, base=base,
                 )  # fmt: skip
     finally:
         recorder.close([it.key for it in items])
@@ -254,13 +272,15 @@ def run_batch(
     )  # fmt: skip
 
 
-def _make_upscaler(model: Any, scale: int, device: str, batch_size: int | None) -> Any:
+def _make_upscaler(model: Any, scale: int, device: str, batch_size: int | None, base: str | None = None) -> Any:
     from medsr.inference.planes import PlaneUpscaler
     from medsr.inference.predictor import resolve_device
 
     dev = resolve_device(device)
-    bs = batch_size or (32 if dev.type == "cuda" else 8)
-    return PlaneUpscaler(model, scale, device=str(dev), batch_size=bs)
+    # planes per forward pass: PlaneUpscaler's own default on CPU (1: fastest there,
+    # benchmarks/results/speed_pipeline.md); more on a GPU, where batches mix inputs
+    bs = batch_size or (32 if dev.type == "cuda" else None)
+    return PlaneUpscaler(model, scale, device=str(dev), batch_size=bs, base=base)
 
 
 # ============================================================================ local engine
@@ -297,7 +317,7 @@ def _run_local(
     recorder: Recorder,
     workers: int,
     cross_item: bool,
-    consistency: str = "off",
+    consistency: str = "auto",
 ) -> None:
     todo: queue.Queue = queue.Queue()
     for it in items:

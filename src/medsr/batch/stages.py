@@ -1,8 +1,8 @@
 """The per-item work of a batch, in three stages: read → upscale → write.
 
-The upscale stage is :func:`medsr.inference.safeguards.upscale_with_safeguards` with the batch's
+The upscale stage is :func:`medsr.pipeline.upscale_with_safeguards` with the batch's
 loaded model and the batch's ``consistency`` setting, and the write stage is
-:func:`~medsr.inference.safeguards.save_safeguarded` — what ``medsr upscale`` does for one file —
+:func:`~medsr.pipeline.save_safeguarded` — what ``medsr upscale`` does for one file —
 so every output records the same provenance (medsr version, model name and checksum, scale,
 assumed degradation, consistency setting, safeguards summary: DICOM DerivationDescription, or
 the JSON sidecar of NIfTI/PNG/TIFF). An item planned with a maps folder
@@ -63,9 +63,9 @@ def error_text(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory while processing this item"
-    from medsr.io.dicom import _scrub
+    from medsr.errors import scrub
 
-    return _scrub(exc)
+    return scrub(exc)
 
 
 def failed(
@@ -103,16 +103,19 @@ def _series_folder(item: BatchItem) -> Iterator[tuple[Path, dict[str, str]]]:
 
 
 def load_item(item: BatchItem) -> Any:
-    """The MedImage of an item."""
+    """The MedImage of an item (with the batch's ``modality`` for formats that carry none)."""
     from medsr.io import load_image
+    from medsr.pipeline import set_modality
 
     if item.kind == "dicom-series":
         with _series_folder(item) as (folder, links):
             image = load_image(folder)
         meta = dict(image.meta)  # name the real files, not the links
         meta["source_paths"] = [links.get(str(p), str(p)) for p in meta.get("source_paths") or []]
-        return image.replace(meta=meta)
-    return load_image(item.paths[0])
+        image = image.replace(meta=meta)
+    else:
+        image = load_image(item.paths[0])
+    return set_modality(image, item.extra.get("modality"))
 
 
 def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded | ItemResult:
@@ -139,24 +142,25 @@ def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded |
     return Loaded(item, image, sha, dt, {"read": dt})
 
 
-def safeguard(loaded: Loaded, upscaler: Any, consistency: str = "off", output: Any = None) -> None:
+def safeguard(loaded: Loaded, upscaler: Any, consistency: str = "auto", output: Any = None) -> None:
     """Upscale ``loaded.image`` with safeguards and provenance (in place).
 
     ``output``: the model's plain output when a shared forward pass already computed it (then
     no uncertainty maps: they need the model under test-time augmentation).
     """
-    from medsr.inference.safeguards import upscale_with_safeguards
+    from medsr.pipeline import upscale_with_safeguards
 
     maps = bool(loaded.item.extra.get("maps"))
     sr, summary = upscale_with_safeguards(
         loaded.image, upscaler.scale, upscaler, consistency=consistency, maps=maps,
+        degradation=loaded.item.extra.get("degradation"),
         tta=maps and output is None, warn=False, output=output,
         batch_size=upscaler.batch_size, clip=upscaler.clip, tile=upscaler.tile,
     )  # fmt: skip
     loaded.image, loaded.summary = sr, summary
 
 
-def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "off") -> Loaded | ItemResult:
+def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "auto") -> Loaded | ItemResult:
     t0 = time.perf_counter()
     try:
         safeguard(loaded, upscaler, consistency)
@@ -173,11 +177,12 @@ def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "off") -> L
 def write_item(loaded: Loaded) -> ItemResult:
     """Write the upscaled image atomically (replacing a stale output of an earlier run), and its
     maps when the item has a maps folder."""
-    from medsr.inference.safeguards import save_safeguarded
+    from medsr.pipeline import save_safeguarded
 
     item = loaded.item
     t0 = time.perf_counter()
     try:
+        assert item.output is not None  # planned items always have one
         save_safeguarded(
             loaded.image, item.output, summary=loaded.summary,
             maps_dir=item.extra.get("maps") or None, overwrite=True,
@@ -196,7 +201,7 @@ def process_item(
     item: BatchItem,
     upscaler: Any,
     expect: dict[str, Any] | None = None,
-    consistency: str = "off",
+    consistency: str = "auto",
 ) -> ItemResult:
     """Read, upscale (with safeguards) and write one item; never raises."""
     if not item.runnable:

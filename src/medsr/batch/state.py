@@ -77,36 +77,38 @@ def input_digest(paths: tuple[str, ...] | list[str]) -> str:
     return h.hexdigest()
 
 
-def model_fingerprint(model: str | os.PathLike[str] | None, scale: int) -> str:
-    """What decides the pixels besides the input: the weights file's SHA-256, or the name of a
-    weightless model (an interpolator), plus the scale. ``None`` → ``default-x{scale}`` resolved
-    to what it is today, so shipping new default weights re-processes the archive."""
-    from medsr.models.pretrained import default_model_name, pretrained_path
+def model_fingerprint(model: Any, scale: int) -> str:
+    """What decides the pixels besides the input: the model's one checksum
+    (:attr:`medsr.models.resolver.LoadedModel.checksum`: ``sha256:`` of the weights file, or
+    ``classical:<name>``) plus the scale. ``None`` → ``default-x{scale}`` resolved to what it is
+    today, so shipping new default weights re-processes the archive."""
+    from medsr.models.resolver import resolve_model
 
-    name = str(model) if model is not None else default_model_name(scale)
-    path = pretrained_path(name)
-    if path is None and (name.endswith(".safetensors") or Path(name).is_file()):
-        path = Path(name)
-    if path is not None and path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        return f"weights-sha256:{h.hexdigest()}|x{scale}"
-    return f"name:{name}|x{scale}"
+    loaded = getattr(model, "loaded", model)  # a PlaneUpscaler carries its LoadedModel
+    return f"{resolve_model(loaded, scale=scale).checksum}|x{scale}"
 
 
 def run_fingerprint(
-    model: str | os.PathLike[str] | None, scale: int, consistency: str = "off", maps: bool = False
+    model: str | os.PathLike[str] | None,
+    scale: int,
+    consistency: str = "auto",
+    maps: bool = False,
+    *,
+    degradation: str | None = None,
+    modality: str | None = None,
 ) -> str:
     """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
     (other pixels) and ``|maps`` (maps written). The default settings add nothing, so journals
     of earlier runs stay valid."""
     key = model_fingerprint(model, scale)
-    if consistency == "on":
-        key += "|consistency=on"
+    if consistency != "off":  # "on", or "auto" (projects when the physics is known)
+        key += f"|consistency={consistency}"
     if maps:
         key += "|maps"
+    if degradation is not None:  # the physics changes the base interpolator and the projection
+        key += f"|degradation={str(degradation).lower()}"
+    if modality is not None:
+        key += f"|modality={str(modality).upper()}"
     return key
 
 

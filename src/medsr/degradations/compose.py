@@ -38,16 +38,9 @@ from medsr.degradations.radiograph import RandomRadiograph
 from medsr.degradations.ultrasound import RandomUltrasound
 from medsr.errors import InvalidParameterError
 
-__all__ = ["MODALITY_GROUPS", "Compose", "default_degradation"]
+__all__ = ["MODALITY_GROUPS", "Compose", "default_degradation", "modality_group"]
 
-#: modality codes handled by each default pipeline (DICOM (0008,0060) values).
-MODALITY_GROUPS: dict[str, tuple[str, ...]] = {
-    "CT": ("CT",),
-    "MR": ("MR",),
-    "radiograph": ("CR", "DX", "MG", "XA", "RF", "RG", "PX", "IO", "DF"),
-    "US": ("US", "IVUS"),
-    "NM": ("NM", "PT"),
-}
+from medsr.modality import MODALITY_GROUPS, modality_group
 
 
 def _takes_generator(fn: Callable[..., Any]) -> bool:
@@ -132,15 +125,6 @@ class OneOf:
     def __repr__(self) -> str:
         inner = ", ".join(f"{w:.2f}: {t!r}" for w, t in zip(self.weights.tolist(), self.transforms, strict=True))
         return f"OneOf({{{inner}}})"
-
-
-def modality_group(modality: str | None) -> str:
-    """The default-pipeline group of a DICOM modality code (``"default"`` when none fits)."""
-    code = (modality or "OT").strip().upper()
-    for group, codes in MODALITY_GROUPS.items():
-        if code in codes:
-            return group
-    return "default"
 
 
 @register_degradation("default")

@@ -25,14 +25,17 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.models.resolver import LoadedModel
 
-__all__ = ["PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
+__all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
 
 #: network arithmetic: ``fp32`` (the default: what the model cards' numbers were measured with),
 #: ``bf16`` autocast (about 2× faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; on the
 #: corpus CT it changes outputs by 1-2 HU RMS, up to 25 HU: ``benchmarks/results/speed.md``),
 #: ``fp16`` (CUDA)
 PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # → torch autocast dtype
+#: base interpolators (the classical peer of a physics; the low band learned models keep)
+BASES = ("bicubic", "kspace")
 
 
 def check_precision(precision: str) -> str:
@@ -66,6 +69,36 @@ class PlaneJob:
         return tuple(int(s) for s in self.planes.shape[1:])
 
 
+#: CT: no tissue is below air (−1000 HU); a constant value below this, covering at least
+#: :data:`CT_PADDING_MIN_FRACTION` of a slice, is the scanner's fill outside the reconstruction
+#: circle even when the header has no PixelPaddingValue
+CT_PADDING_BELOW_HU = -1024.0
+CT_PADDING_MIN_FRACTION = 0.01
+
+
+def _padding_of(image: MedImage) -> np.ndarray | None:
+    """Boolean ``(C, Z, Y, X)`` mask of pixels that hold no data, or None: DICOM
+    PixelPaddingValue/range and non-finite voxels (:func:`medsr.io.padding.padding_mask`), and
+    for CT a constant fill below −1024 HU (see :data:`CT_PADDING_BELOW_HU`)."""
+    from medsr.io.padding import padding_mask
+    from medsr.modality import modality_group
+
+    mask = padding_mask(image)
+    if not image.channels and modality_group(image.modality) == "CT" and image.units == "HU":
+        arr = image.array
+        for k in range(arr.shape[0]):
+            low = float(arr[k].min())
+            if low < CT_PADDING_BELOW_HU:
+                fill = arr[k] == np.float32(low)
+                if fill.mean() >= CT_PADDING_MIN_FRACTION:
+                    if mask is None:
+                        mask = np.zeros(arr.shape, dtype=bool)
+                    mask[k] |= fill
+    if mask is None or not mask.any():
+        return None
+    return mask if image.channels else mask[None]
+
+
 class PlaneUpscaler:
     """A model loaded once (``model`` as for :func:`medsr.upscale`) and applied plane by plane.
 
@@ -76,9 +109,21 @@ class PlaneUpscaler:
     precision (otherwise ``fp32``; see :data:`PRECISIONS`).
     """
 
+    loaded: LoadedModel
+    device: Any  # torch.device
+    net: Any  # torch.nn.Module
+    net_channels: int
+    channels_last: bool
+    precision: str
+    base_name: str
+    low_band_cutoff: float
+    base_net: Any
+    batch_size: int
+    autocast_dtype: Any
+
     def __init__(
         self,
-        model: str | os.PathLike[str] | PlaneUpscaler | None = None,
+        model: str | os.PathLike[str] | LoadedModel | PlaneUpscaler | None = None,
         scale: int = 2,
         *,
         device: str = "auto",
@@ -86,18 +131,22 @@ class PlaneUpscaler:
         clip: bool = True,
         tile: int | None = 512,
         precision: str | None = None,
+        base: str | None = None,
+        low_band: bool | float | None = None,
     ):
-        from medsr.inference.predictor import SCALES, load_upscaler, resolve_device
+        from medsr.inference.device import resolve_device
+        from medsr.models.resolver import check_scale, resolve_model
 
-        if int(scale) != scale or int(scale) not in SCALES:
-            raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
-        self.scale = int(scale)
+        self.scale = check_scale(scale)
         self.clip = clip
         self.tile = tile
-        if isinstance(model, PlaneUpscaler) and precision is None:
-            precision = model.precision  # a shared network keeps its arithmetic
-        self.precision = check_precision(precision or "fp32")
         if isinstance(model, PlaneUpscaler):
+            if precision is None:
+                precision = model.precision  # a shared network keeps its arithmetic
+            if base is None:
+                base = model.base_name
+            if low_band is None:  # a shared network keeps its guard (or its absence)
+                low_band = model.low_band_cutoff or False
             if model.scale != self.scale:
                 raise InvalidParameterError(
                     f"the loaded model {model.name!r} upscales ×{model.scale}, not ×{self.scale}"
@@ -106,22 +155,18 @@ class PlaneUpscaler:
                 raise InvalidParameterError(
                     f"the loaded model {model.name!r} runs on {model.device.type}, not {device}"
                 )
-            self.model, self.device, self.net, self.card = (
-                model.model, model.device, model.net, model.card,
-            )  # fmt: skip
+            self.precision = check_precision(precision or "fp32")
+            self.loaded, self.device, self.net = model.loaded, model.device, model.net
             self.net_channels = model.net_channels
             self.channels_last = model.channels_last
+            self._set_low_band(base, low_band)
             self._settle(batch_size)
             return
-        if model is None:
-            from medsr.models.pretrained import default_model_name
-
-            model = default_model_name(self.scale)
-        self.model = str(model)
+        self.precision = check_precision(precision or "fp32")
         self.device = resolve_device(device)
-        net, card = load_upscaler(model, self.scale)
+        self.loaded = resolve_model(model, scale=self.scale, kinds=("in-plane", "classical"))
+        net = self.loaded.net
         self.net = net.to(self.device).eval()
-        self.card = card
         self.net_channels = int(getattr(net, "in_channels", 1))
         import torch
 
@@ -130,7 +175,29 @@ class PlaneUpscaler:
         self.channels_last = self.device.type == "cpu" and any(True for _ in self.net.parameters())
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self._set_low_band(base, low_band)
         self._settle(batch_size)
+
+    def _set_low_band(self, base: str | None, low_band: bool | float | None) -> None:
+        """The base interpolator (the physics' peer) and the low-band projection of learned models."""
+        from medsr.models.lowband import DEFAULT_CUTOFF
+        from medsr.models.registry import create_model
+
+        self.base_name = str(base or "bicubic")
+        if self.base_name not in BASES:
+            raise InvalidParameterError(f"base interpolator must be one of {', '.join(BASES)}; got {base!r}")
+        cutoff = DEFAULT_CUTOFF if low_band is None or low_band is True else float(low_band or 0.0)
+        self.low_band_cutoff = cutoff if self.loaded.learned and cutoff > 0 else 0.0
+        self.base_net = create_model(self.base_name, scale=self.scale) if self.low_band_cutoff else None
+
+    @property
+    def model(self) -> str:
+        """What the model was resolved from (a shipped name, a path, a registry name)."""
+        return self.loaded.source or self.loaded.name
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.loaded.card
 
     def _settle(self, batch_size: int | None) -> None:
         """What depends on the device, once it is known: plane batch and autocast dtype."""
@@ -148,12 +215,19 @@ class PlaneUpscaler:
 
     @property
     def name(self) -> str:
-        return str(self.card.get("name", self.model))
+        return self.loaded.name
 
     # ------------------------------------------------------------------------ steps
     def prepare(self, image: MedImage, tag: Any = None) -> PlaneJob:
         from medsr.intensity import Normalizer
 
+        source = image
+        pad = _padding_of(image)
+        if pad is not None:  # padding is never fed as signal: the network sees the darkest tissue
+            filled = image.channel_first().copy()
+            valid = filled[~pad]
+            filled[pad] = float(valid.min()) if valid.size else 0.0
+            image = image.replace(array=filled if image.channels else filled[0])
         cf = image.channel_first()  # (C, Z, Y, X)
         c, z, h, w = cf.shape
         if self.net_channels == c and c > 1:
@@ -165,7 +239,10 @@ class PlaneUpscaler:
         norm = Normalizer.from_card(self.card, image)
         s = self.scale
         out = np.empty((planes.shape[0], per, h * s, w * s), dtype=np.float32)
-        return PlaneJob(image, norm.forward(planes), norm, per, out, tag=tag)
+        job = PlaneJob(source, norm.forward(planes), norm, per, out, tag=tag)
+        if pad is not None:
+            job.meta["padding"] = pad
+        return job
 
     def needs_tiling(self, job: PlaneJob) -> bool:
         h, w = job.planes.shape[-2:]
@@ -186,6 +263,12 @@ class PlaneUpscaler:
                 pred = tiled_forward(self.net, t, tile=self.tile, batch_size=self.batch_size)
             else:
                 pred = self.net(t)
+            if self.base_net is not None:  # the low band stays the input's (models.lowband)
+                from medsr.models.lowband import project_low_band
+
+                with torch.autocast(self.device.type, enabled=False):
+                    base = self.base_net(t.float().contiguous())
+                    pred = project_low_band(pred.float(), base, self.scale, self.low_band_cutoff)
             return pred.float().contiguous().cpu().numpy()
 
     def run_job(self, job: PlaneJob) -> PlaneJob:
@@ -207,24 +290,34 @@ class PlaneUpscaler:
             if job.per_plane_channels > 1
             else out.reshape(c, z, h * s, w * s)
         )
+        pad = job.meta.get("padding")
         if self.clip:
             cf = image.channel_first()
-            lo, hi = float(np.nanmin(cf)), float(np.nanmax(cf))
-            np.clip(result, lo, hi, out=result)
+            inside = cf[~pad] if pad is not None else cf
+            inside = inside[np.isfinite(inside)]
+            if inside.size:
+                np.clip(result, float(inside.min()), float(inside.max()), out=result)
+        if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
+            up = np.repeat(np.repeat(pad, s, axis=-2), s, axis=-1)
+            orig = np.repeat(np.repeat(image.channel_first(), s, axis=-2), s, axis=-1)
+            result[up] = orig[up]
         arr = result if image.channels else result[0]
         name = self.name
         sr = image.resampled(arr, step=f"in-plane upscale x{s} ({name})")
         meta = dict(sr.meta)
         meta["derivation"] = {
-            "method": "super-resolution"
-            if self.card.get("kind") != "interpolator"
-            else "interpolation",
+            "method": "super-resolution" if self.loaded.learned else "interpolation",
             "model": name,
             "scale": s,
             "axes": "in-plane",
             "model_version": self.card.get("version"),
+            "model_checksum": self.loaded.checksum,
             "precision": self.precision,
         }
+        if self.low_band_cutoff:
+            meta["derivation"]["low_band"] = {"base": self.base_name, "cutoff": self.low_band_cutoff}
+        if pad is not None:
+            meta["derivation"]["padding_pixels_kept"] = int(pad.sum())
         return sr.replace(meta=meta)
 
     def upscale(self, image: MedImage) -> MedImage:

@@ -10,54 +10,21 @@ into DerivationDescription).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
-from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.inference.device import resolve_device
+from medsr.models.resolver import SCALES
 
-SCALES = (2, 3, 4)
-
-
-def resolve_device(device: str = "auto") -> Any:
-    """``auto`` → CUDA when available, else CPU. A CUDA request on a CPU machine is an error."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidParameterError("--device cuda was requested but no CUDA GPU is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise InvalidParameterError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
+__all__ = ["SCALES", "load_upscaler", "resolve_device", "upscale"]
 
 
 def load_upscaler(model: str | os.PathLike[str], scale: int, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
-    """A ready-to-run module and its model card, from a registry name or a weights file."""
-    from medsr.models.pretrained import load_pretrained, pretrained_path
-    from medsr.models.registry import create_model
+    """A ready-to-run in-plane module and its model card (through :func:`medsr.models.resolver.resolve_model`)."""
+    from medsr.models.resolver import resolve_model
 
-    if pretrained_path(str(model)):
-        net, card = load_pretrained(str(model))
-        if int(card.get("scale", scale)) != scale:
-            raise InvalidParameterError(f"shipped model {model!r} is for ×{card.get('scale')}, not ×{scale}")
-        return net, card
-    if str(model).endswith(".safetensors") or Path(str(model)).is_file():
-        from medsr.models.weights import load_model
-
-        net, card = load_model(model)
-        if int(card.get("scale", scale)) != scale:
-            raise InvalidParameterError(
-                f"weights '{Path(model).name}' were trained for ×{card.get('scale')}, not ×{scale}"
-            )
-        return net, card
-    net = create_model(str(model), scale=scale, in_channels=in_channels)
-    if getattr(net, "learned", True):
-        raise InvalidParameterError(
-            f"model {model!r} has no trained weights bundled; pass a .safetensors file or a classical "
-            "interpolator (bicubic, lanczos, kspace...)"
-        )
-    return net, {"name": str(model), "scale": scale, "kind": "interpolator"}
+    loaded = resolve_model(model, scale=scale, kinds=("in-plane", "classical"), in_channels=in_channels)
+    return loaded.net, loaded.card
 
 
 def upscale(

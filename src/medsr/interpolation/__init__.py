@@ -1,11 +1,19 @@
-"""Supervised through-plane slice interpolation (issue 8).
+"""Slice interpolation along one axis of a volume (issue 8), on the one through-plane grid.
 
-``interpolate_slices(image, model, factor)`` inserts slices (×2, ×4 = two ×2 passes) with a
-residual CNN (``interp-cnn``), an adversarially trained CNN (``interp-gan``), a 10-step
-Fast-DDPM (``fast-ddpm``) or the ``linear``/``cubic`` baselines; ``train_interpolator`` trains
-the networks; ``evaluate_interpolation`` writes the comparison report;
-``interpolation_uncertainty`` adds an uncertainty map (test-time augmentation, plus the
-variance of 4 seeded draws for the diffusion model) and its summary.
+``interpolate_slices(image, model, factor)`` super-resolves a volume ×2 or ×4 along one axis
+onto medsr's through-plane grid (:mod:`medsr.slice_grid`: cell-centred, same field of view,
+``f·N`` slices — the grid of ``medsr upscale --through-plane``) with a slice interpolator
+(``interp-cnn`` shipped, ``interp-gan``, ``fast-ddpm``: :mod:`medsr.models.slice`) or the
+``linear``/``cubic`` baselines; ``interpolation_uncertainty`` adds an uncertainty map
+(test-time augmentation, plus the variance of 4 seeded draws for the diffusion model) and its
+summary; ``evaluate_interpolation`` writes the comparison report (``medsr evaluate
+--interpolation``) with :mod:`medsr.reports`' writer.
+
+The architectures live in :mod:`medsr.models.slice`, their weights with the others in
+``medsr/weights/`` (``medsr models`` lists them, kind ``slice-interpolator``), and they train
+through the one Lightning trainer: ``medsr train configs/interp-cnn.yaml``
+(``task: slice-interpolation``, :class:`medsr.training.tasks.SliceInterpolationTask`), then
+``medsr export``.
 
 Heavy imports (torch, MONAI) happen inside the functions.
 """
@@ -16,22 +24,16 @@ from typing import Any
 
 __all__ = [
     "evaluate_interpolation",
-    "inserted_geometry",
     "interpolate_slices",
     "interpolation_uncertainty",
-    "train_interpolator",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("interpolate_slices", "inserted_geometry", "interpolation_uncertainty"):
+    if name in ("interpolate_slices", "interpolation_uncertainty"):
         from medsr.interpolation import core
 
         return getattr(core, name)
-    if name == "train_interpolator":
-        from medsr.interpolation.train import train_interpolator
-
-        return train_interpolator
     if name == "evaluate_interpolation":
         from medsr.interpolation.evaluate import evaluate_interpolation
 

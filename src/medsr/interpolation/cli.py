@@ -1,4 +1,8 @@
-"""``medsr interpolate``: insert slices between the acquired ones (wired by ``register(app)``)."""
+"""``medsr interpolate``: super-resolve a volume along its slice axis (wired by ``register(app)``).
+
+The output grid is medsr's one through-plane grid (:mod:`medsr.slice_grid`), the same as
+``medsr upscale --through-plane``: ``f·N`` slices of spacing ``s/f``, same field of view.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,9 @@ def register(app: typer.Typer) -> None:
         factor: Annotated[
             int,
             typer.Option(
-                "--factor", "-f", help="2 (one slice between each pair) or 4 (two x2 passes)."
+                "--factor",
+                "-f",
+                help="2 or 4: N slices become factor x N, spacing / factor, same field of view (cell-centred, as upscale --through-plane).",
             ),
         ] = 2,
         model: Annotated[
@@ -53,11 +59,11 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--maps",
-                help="Folder for the uncertainty map of the inserted slices + summary.json (test-time augmentation; fast-ddpm adds the spread of 4 seeded samples).",
+                help="Folder for the uncertainty map of the output + summary.json (test-time augmentation; fast-ddpm adds the spread of 4 seeded samples).",
             ),
         ] = None,
     ) -> None:
-        """Insert slices between the slices of a volume (supervised slice interpolation)."""
+        """Super-resolve a volume along its slice axis with a slice interpolator (N -> factor x N slices)."""
         from medsr.errors import MedSRError
 
         try:

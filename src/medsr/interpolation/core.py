@@ -1,9 +1,13 @@
-"""Insert slices between the acquired ones: geometry, normalisation, baselines, model loading.
+"""Slice interpolation: normalisation, baselines, model loading and the output grid.
 
-Inserting one slice between each pair of ``N`` slices gives ``2N − 1`` slices on a grid whose
-first and last slice centres are those of the input (the acquired slices keep their world
-positions); ×4 is two ×2 passes (``4N − 3`` slices). :func:`inserted_geometry` is the one place
-that geometry is computed.
+:func:`interpolate_slices` super-resolves a volume ×``factor`` along one axis onto medsr's one
+through-plane grid (:mod:`medsr.slice_grid`: cell-centred, same field of view, ``f·N`` slices,
+geometry from :meth:`MedImage.resampled`) — the grid ``medsr upscale --through-plane`` uses.
+The ``linear``/``cubic`` baselines are that grid's resampler (identical to
+:func:`medsr.selfsup.interpolate_z`); a slice interpolator (:mod:`medsr.models.slice`: it
+predicts the slice half-way between two) inserts midpoints ``log2(2f)`` times and the
+cell-centred slices are every other one of those (:func:`medsr.slice_grid.nested_midpoint_index`),
+so no resampling blurs what the network predicted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.slice_grid import factor_slices, nested_midpoint_index, on_grid, resize_axis
 
 AXES = {"z": 0, "y": 1, "x": 2}
 BASELINES = ("linear", "cubic")
@@ -43,60 +48,6 @@ def check_factor(factor: int) -> int:
     return int(factor)
 
 
-def inserted_geometry(
-    image: MedImage,
-    array: np.ndarray,
-    axis: str | int = "z",
-    factor: int = 2,
-    step: str | None = None,
-) -> MedImage:
-    """``image`` with ``array`` = the input with ``factor − 1`` slices inserted between each pair.
-
-    Along ``axis``: ``N`` slices → ``(N − 1)·factor + 1``; spacing and that affine column are
-    divided by ``factor`` and the origin is unchanged, so voxel ``k·factor`` of the result sits at
-    the world position of voxel ``k`` of the input. (``MedImage.resampled`` is cell-centred —
-    same field of view, ``N·f`` slices — which is the wrong model for inserting slices.)
-    """
-    a = axis_index(axis)
-    arr = np.asarray(array, dtype=np.float32)
-    n_old = image.spatial_shape[a]
-    expected = list(image.spatial_shape)
-    expected[a] = (n_old - 1) * factor + 1
-    if tuple(arr.shape[-3:]) != tuple(expected) or arr.ndim != image.array.ndim:
-        raise ValueError(f"expected an array of shape {tuple(expected)}, got {arr.shape}")
-    affine = image.affine.copy()
-    col = 2 - a  # affine columns are (x, y, z) = array axes (2, 1, 0)
-    affine[:3, col] = affine[:3, col] / factor
-    spacing = list(image.spacing)
-    spacing[a] = spacing[a] / factor
-    history = image.history if step is None else (*image.history, step)
-    return image.replace(array=arr, spacing=tuple(spacing), affine=affine, history=history)
-
-
-def subsampled(
-    image: MedImage, axis: str | int = "z", factor: int = 2
-) -> tuple[MedImage, MedImage]:
-    """``(reference, sparse)``: the first ``m·factor + 1`` slices along ``axis`` and every
-    ``factor``-th of them, with the geometry of the kept slices (the inverse of
-    :func:`inserted_geometry`, used by the evaluation: drop slices, re-insert, compare)."""
-    a = axis_index(axis)
-    n = image.spatial_shape[a]
-    m = (n - 1) // factor
-    if m < 1:
-        raise InvalidParameterError(f"need at least {factor + 1} slices along {'zyx'[a]}, got {n}")
-    ref = image.replace(array=np.take(image.array, np.arange(m * factor + 1), axis=a))
-    affine = image.affine.copy()
-    affine[:3, 2 - a] = affine[:3, 2 - a] * factor
-    spacing = list(image.spacing)
-    spacing[a] = spacing[a] * factor
-    sparse = image.replace(
-        array=np.take(ref.array, np.arange(0, m * factor + 1, factor), axis=a),
-        spacing=tuple(spacing),
-        affine=affine,
-    )
-    return ref, sparse
-
-
 # ------------------------------------------------------------------ normalisation
 def volume_range(array: np.ndarray, spec: dict[str, Any] | None = None) -> tuple[float, float]:
     """``(lo, hi)`` of the per-volume percentile normalisation ``spec``."""
@@ -115,27 +66,9 @@ def volume_range(array: np.ndarray, spec: dict[str, Any] | None = None) -> tuple
 
 
 # ------------------------------------------------------------------ midpoint predictors
-# A predictor maps (prev, next) stacks (M, H, W) — plus, for cubic, the outer neighbours — to the
-# (M, H, W) slices between them. They work on the slice-axis-first normalised volume.
+# A predictor maps the slice-axis-first normalised stack (N, H, W) to the (N − 1, H, W) slices
+# half-way between consecutive slices.
 Predictor = Callable[[np.ndarray], np.ndarray]
-
-
-def _midpoints_linear(vol: np.ndarray) -> np.ndarray:
-    return 0.5 * (vol[:-1] + vol[1:])
-
-
-def _midpoints_cubic(vol: np.ndarray) -> np.ndarray:
-    """Keys cubic (a = −0.75, as ``torch``'s bicubic) at the half-way points, edges replicated."""
-    n = vol.shape[0]
-    if n < 2:
-        return vol[:0]
-    a = -0.75
-    w_in = (a + 2) / 8 - (a + 3) / 4 + 1  # kernel at |x| = 0.5
-    w_out = a * (1.5**3) - 5 * a * (1.5**2) + 8 * a * 1.5 - 4 * a  # kernel at |x| = 1.5
-    idx = np.arange(n - 1)
-    prev2 = vol[np.clip(idx - 1, 0, n - 1)]
-    next2 = vol[np.clip(idx + 2, 0, n - 1)]
-    return w_out * (prev2 + next2) + w_in * (vol[:-1] + vol[1:])
 
 
 def _network_midpoints(
@@ -143,9 +76,8 @@ def _network_midpoints(
 ) -> np.ndarray:
     import torch
 
-    from medsr.interpolation.models import FastDDPMInterpolator
-
     dev = next(model.parameters()).device
+    sample = getattr(model, "sample", None)  # diffusion: seeded sampling
     out = []
     with torch.no_grad():
         for s in range(0, vol.shape[0] - 1, batch):
@@ -153,8 +85,8 @@ def _network_midpoints(
             cond = (
                 torch.from_numpy(np.stack([vol[s:e], vol[s + 1 : e + 1]], axis=1)).float().to(dev)
             )
-            if isinstance(model, FastDDPMInterpolator):
-                pred = model.sample(cond, seed=seed + s, samples=samples)
+            if sample is not None:
+                pred = sample(cond, seed=seed + s, samples=samples)
             else:
                 pred = model(cond)
             out.append(pred[:, 0].float().cpu().numpy())
@@ -176,10 +108,9 @@ def resolve_model(
 ) -> tuple[Any, dict[str, Any]]:
     """``(network or baseline name, card)`` for a baseline name, registered name, file or module.
 
-    A registered name loads the shipped weights (``interpolation/weights/NAME.safetensors``);
+    A registered name loads the shipped weights (``medsr/weights/NAME.safetensors``, through
+    :func:`medsr.models.resolver.resolve_model`);
     without them it is refused unless ``allow_untrained`` (random weights invent anatomy)."""
-    from medsr.interpolation import models as _models  # noqa: F401  (registers the interpolators)
-
     if not isinstance(model, (str, os.PathLike)):
         card = getattr(model, "card", None) or {
             "architecture": getattr(model, "registry_name", type(model).__name__)
@@ -188,20 +119,18 @@ def resolve_model(
     text = str(model)
     if text in BASELINES:
         return text, {"architecture": text, "normalization": DEFAULT_NORMALIZATION}
-    path = Path(text)
-    if text.endswith(".safetensors") or path.is_file():
-        from medsr.models.weights import load_model
+    from medsr.errors import MedSRError
+    from medsr.models.resolver import resolve_model as resolve_any
 
-        net, card = load_model(path, device=device)
-        if getattr(net, "kind", None) != "slice-interpolator":
-            raise InvalidParameterError(
-                f"'{path.name}' holds a {card.get('architecture')!r} model, not a slice interpolator"
-            )
-        net.card = card
-        return net, card
-    shipped = Path(__file__).parent / "weights" / f"{text}.safetensors"
-    if shipped.is_file():
-        return resolve_model(shipped, device)
+    try:  # shipped weights (medsr/weights/, with the other models) or a weights file
+        loaded = resolve_any(text, kinds=("slice-interpolator",), device=device)
+    except MedSRError:
+        loaded = None
+        if text.endswith(".safetensors") or Path(text).is_file():
+            raise
+    if loaded is not None:
+        net = loaded.net.to(device).eval()
+        return net, loaded.card
     from medsr.models.registry import create_model, get_model_class
 
     cls = get_model_class(text)
@@ -211,8 +140,8 @@ def resolve_model(
         )
     if not allow_untrained:
         raise InvalidParameterError(
-            f"no trained weights are shipped for {text!r}; train one with "
-            "medsr.interpolation.train_interpolator and pass the .safetensors file"
+            f"no trained weights are shipped for {text!r}; train one (medsr train "
+            "configs/interp-*.yaml, then medsr export) and pass the .safetensors file"
         )
     net = create_model(text).to(device).eval()
     card = {
@@ -236,13 +165,21 @@ def interpolate_slices(
     device: str = "cpu",
     timing: dict[str, float] | None = None,
 ) -> MedImage:
-    """Insert ``factor − 1`` slices between each pair of slices of ``image`` along ``axis``.
+    """``image`` ×``factor`` along ``axis`` on the one through-plane grid (:mod:`medsr.slice_grid`).
 
-    ``model``: ``linear``/``cubic`` (baselines), a registered interpolator name (untrained
-    unless shipped weights exist), a ``.safetensors`` file from :func:`train_interpolator`, or a
-    network. ×4 is two ×2 passes. Intensities are normalised per volume as the model card says
-    and returned in the input's units. ``samples``/``seed`` apply to ``fast-ddpm``.
-    ``timing``, if given, receives ``seconds`` and ``slices_predicted``.
+    ``N`` slices of spacing ``s`` become ``f·N`` slices of spacing ``s/f`` covering the same
+    field of view (cell-centred, as ``medsr upscale --through-plane``); for an even factor no
+    output slice lies on an input slice.
+
+    ``model``: ``linear``/``cubic`` (the grid's resampler, identical to
+    :func:`medsr.selfsup.interpolate_z`), a shipped interpolator (``interp-cnn``), a registered
+    interpolator name (refused without weights), a ``.safetensors`` file written by
+    ``medsr export`` from a ``task: slice-interpolation`` run, or a network. A network predicts
+    midpoints: it inserts them ``log2(2f)`` times (×2: two passes, ×4: three) and the output is
+    every other slice of that stack; the ``f/2`` slices beyond each end repeat the end slices.
+    Intensities are normalised per volume as the model card says and returned in the input's
+    units. ``samples``/``seed`` apply to ``fast-ddpm``. ``timing``, if given, receives
+    ``seconds`` and ``slices_predicted``.
     """
     factor = check_factor(factor)
     a = axis_index(axis)
@@ -250,36 +187,40 @@ def interpolate_slices(
         raise InvalidParameterError(
             "slice interpolation needs a grayscale volume (not colour or 4-D)"
         )
-    if image.spatial_shape[a] < 2:
+    n_in = image.spatial_shape[a]
+    if n_in < 2:
         raise InvalidParameterError(
-            f"need at least 2 slices along {'zyx'[a]} to interpolate, got {image.spatial_shape[a]}"
+            f"need at least 2 slices along {'zyx'[a]} to interpolate, got {n_in}"
         )
     net, card = resolve_model(model, device)
-    spec = card.get("normalization") or DEFAULT_NORMALIZATION
-    lo, hi = volume_range(image.array, spec)
-    vol = np.moveaxis(image.array, a, 0)
-    vol = ((vol - lo) / (hi - lo)).astype(np.float32)
-    if net == "linear":
-        predict: Predictor = _midpoints_linear
-    elif net == "cubic":
-        predict = _midpoints_cubic
-    else:
-
-        def predict(v: np.ndarray) -> np.ndarray:
-            return _network_midpoints(net, v, samples=samples, seed=seed)
-
+    n_out = factor_slices(n_in, factor)
     t0 = time.perf_counter()
-    n0 = vol.shape[0]
-    for _ in range(factor.bit_length() - 1):
-        vol = insert_once(vol, predict)
+    if isinstance(net, str):  # a baseline: the grid's own resampler, in the input's units
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(image.array, dtype=np.float32))
+        out = resize_axis(x, a, n_out, net).numpy()
+        predicted = n_out
+    else:
+        spec = card.get("normalization") or DEFAULT_NORMALIZATION
+        lo, hi = volume_range(image.array, spec)
+        vol = np.moveaxis(image.array, a, 0)
+        vol = ((vol - lo) / (hi - lo)).astype(np.float32)
+        passes = (2 * factor).bit_length() - 1
+        for k in range(passes):
+
+            def predict(v: np.ndarray, k: int = k) -> np.ndarray:
+                return _network_midpoints(net, v, samples=samples, seed=seed + 100_003 * k)
+
+            vol = insert_once(vol, predict)
+        predicted = vol.shape[0] - n_in
+        vol = vol[nested_midpoint_index(n_in, factor)]
+        out = np.moveaxis(vol * (hi - lo) + lo, 0, a)
     if timing is not None:
         timing["seconds"] = time.perf_counter() - t0
-        timing["slices_predicted"] = vol.shape[0] - n0
-    out = np.moveaxis(vol * (hi - lo) + lo, 0, a)
+        timing["slices_predicted"] = predicted
     name = card.get("name") or card.get("architecture")
-    res = inserted_geometry(
-        image, out, a, factor, step=f"slice interpolation x{factor} along {'zyx'[a]} ({name})"
-    )
+    res = on_grid(image, out, step=f"slice interpolation x{factor} along {'zyx'[a]} ({name})")
     meta = dict(res.meta)
     meta["derivation"] = {
         "method": "slice interpolation",
@@ -304,12 +245,12 @@ def interpolation_uncertainty(
     device: str = "cpu",
     uncertainty_threshold: float | None = None,
 ) -> tuple[MedImage, np.ndarray | None, dict[str, Any]]:
-    """Insert slices and measure how far the inserted slices can be trusted.
+    """Interpolate and measure how far the output slices can be trusted.
 
     Returns ``(result, std, summary)``. ``result`` is exactly
     ``interpolate_slices(image, model, factor, axis=axis, samples=output_samples, seed=seed)``.
-    ``std`` is the per-voxel standard deviation on its grid (``(Z, Y, X)``, image units; 0 on
-    the acquired slices), ``sqrt(var_tta + var_samples)``
+    ``std`` is the per-voxel standard deviation on its grid (``(Z, Y, X)``, image units),
+    ``sqrt(var_tta + var_samples)``
     (:func:`medsr.safeguards.maps.tta_statistics`):
 
     * test-time augmentation over the symmetries that keep the slice axis: the 8 in-plane
@@ -323,7 +264,7 @@ def interpolation_uncertainty(
     ``summary`` (JSON-able, written as ``summary.json`` by ``medsr interpolate --maps``):
     ``model``, ``factor``, ``axis`` and ``uncertainty`` = the TTA/sampling record (``method``,
     ``transforms``, ``samples``, ``sample_std_mean``/``sample_std_max``) plus ``map``, the
-    :func:`~medsr.safeguards.maps.summarize_map` of ``std`` over the inserted slices, relative to
+    :func:`~medsr.safeguards.maps.summarize_map` of ``std`` over the output slices, relative to
     the input's data range (threshold: ``uncertainty_threshold``, default that of
     ``medsr upscale --maps``, 2 %). Cost: one interpolation per transform and per draw.
     """
@@ -362,22 +303,20 @@ def interpolation_uncertainty(
         transforms=keep,
     )
     if uncertainty_threshold is None:
-        from medsr.inference.safeguards import UNCERTAINTY_THRESHOLD
+        from medsr.safeguards.maps import UNCERTAINTY_THRESHOLD
 
         uncertainty_threshold = UNCERTAINTY_THRESHOLD
     unc: dict[str, Any] = {**info, "stochastic": stochastic}
     if std is not None:
-        inserted = np.moveaxis(std, a, 0)
-        inserted = np.delete(inserted, np.arange(0, inserted.shape[0], factor), axis=0)
         finite = image.array[np.isfinite(image.array)]
         rng = float(finite.max() - finite.min()) if finite.size else 1.0
         unc["map"] = summarize_map(
-            inserted,
+            std,
             data_range=max(rng, 1e-12),
             threshold_rel=uncertainty_threshold,
             units=image.units,
         )
-        unc["map"]["over"] = "inserted slices"
+        unc["map"]["over"] = "output slices"
     summary = {
         "model": card.get("name") or card.get("architecture"),
         "factor": factor,

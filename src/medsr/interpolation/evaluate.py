@@ -1,18 +1,27 @@
-"""Comparison report for slice interpolation: drop slices of held-out volumes, re-insert, compare.
+"""``medsr evaluate --interpolation``: slice interpolators on held-out volumes, one report writer.
 
-For each volume the first ``m·f + 1`` slices along the slice axis are the reference; every
-``f``-th is kept, each model inserts the others, and MSE, MAE, PSNR and SSIM are computed on the
-inserted slices only, in the volume's units, with ``data_range = max − min`` of the reference.
-SSIM is the mean 2-D SSIM of the inserted slices (they are not contiguous, so no 3-D window).
+The protocol is the through-plane one of ``medsr evaluate --degradation thick-slice``
+(:func:`medsr.reports.evaluate.evaluate_through_plane`) and the report is written by the same
+writer (:func:`medsr.reports.evaluate.write_report`: ``metrics.csv``, ``summary.json``,
+``report.md``, ``report.html``, ``figures/``), so slice interpolators, ``linear``/``cubic`` and
+through-plane SR are measured and reported alike:
+
+1. each reference volume (the slice axis moved to z; a multiple of ``factor`` slices) is made
+   thick-slice ×``factor`` along z (:func:`medsr.degradations.thick_slice`, ``params``:
+   ``profile``, ``thickness`` in thin slices; default Gaussian, FWHM = ``factor``, contiguous
+   slabs), deterministically;
+2. every model reconstructs it ×``factor`` on the one through-plane grid
+   (:mod:`medsr.slice_grid`: cell-centred, the reference's own slices);
+3. PSNR, SSIM, MS-SSIM, MSE, MAE, NRMSE in the volume's units with its data range, per slice
+   (2-D, averaged) and per volume (``*_3d``), excluding ``factor`` slices at each end (filled by
+   edge replication, not measured) and a ``factor``-pixel in-plane border; gains are paired
+   differences against ``linear`` (always evaluated) with a 95 % Student-t interval.
 """
 
 from __future__ import annotations
 
-import csv
-import html
-import json
 import os
-import platform
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,15 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from medsr.interpolation.core import (
-    axis_index,
-    check_factor,
-    interpolate_slices,
-    resolve_model,
-    subsampled,
-)
+from medsr.errors import InvalidParameterError, MedSRError
+from medsr.image import MedImage
+from medsr.interpolation.core import axis_index, check_factor, interpolate_slices, resolve_model
 
-METRICS = ("mse", "mae", "psnr", "ssim", "ms_per_slice")
+#: the method every gain is measured against (always evaluated)
+BASELINE = "linear"
 
 
 def _label(spec: Any) -> str:
@@ -37,41 +43,45 @@ def _label(spec: Any) -> str:
     return str(getattr(spec, "registry_name", type(spec).__name__))
 
 
-def _figure(path: Path, ref: np.ndarray, spacing: tuple[float, float, float], outs: dict[str, np.ndarray], z_index: int) -> str:
-    import matplotlib
+def _volumes(items: Sequence[Any]) -> list[tuple[str, MedImage]]:
+    """``(name, grayscale 3-D volume)`` for MedImages and paths (a 4-D series: its first
+    frame; colour: its luminance)."""
+    from medsr.io import load_image, to_luminance
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, MedImage):
+            name, img = f"volume{i}", item
+        else:
+            path = Path(item)
+            name, img = path.name, load_image(path)
+        if img.is_color:
+            img = to_luminance(img)
+        if img.channels == "time":
+            img = img.replace(array=img.array[0], channels=None)
+        out.append((name, img))
+    return out
 
-    lo, hi = np.percentile(ref, [0.5, 99.5])
-    err_max = max(float(np.percentile(np.abs(o - ref), 99.5)) for o in outs.values()) or 1.0
-    sz, sy, _ = spacing
-    rows = [("reference", ref, None), *((k, v, np.abs(v - ref)) for k, v in outs.items())]
-    fig, axes = plt.subplots(len(rows), 4, figsize=(10, 2.4 * len(rows)), squeeze=False)
-    x_mid = ref.shape[2] // 2
-    for i, (name, vol, err) in enumerate(rows):
-        panels = [
-            (vol[z_index], "gray", lo, hi, 1.0, f"{name}: axial z={z_index}"),
-            (vol[:, :, x_mid], "gray", lo, hi, sz / sy, "sagittal"),
-        ]
-        if err is not None:
-            panels += [(err[z_index], "magma", 0, err_max, 1.0, "|error| axial"), (err[:, :, x_mid], "magma", 0, err_max, sz / sy, "|error| sagittal")]
-        for j in range(4):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j < len(panels):
-                img, cmap, vmin, vmax, aspect, title = panels[j]
-                ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest",
-                          origin="lower" if j % 2 else "upper")  # reformats: first slice at the bottom
-                ax.set_title(title, fontsize=8)
-            else:
-                ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return f"{path.parent.name}/{path.name}"
+
+def _slice_axis_first(img: MedImage, a: int) -> MedImage:
+    """``img`` with array axis ``a`` as z (spacing permuted; geometry only for the figures)."""
+    if a == 0:
+        return img
+    b, c = (k for k in range(3) if k != a)
+    arr = np.ascontiguousarray(np.transpose(img.array, (a, b, c)))
+    sp = img.spacing
+    return MedImage(arr, spacing=(sp[a], sp[b], sp[c]), modality=img.modality)
+
+
+def _metrics(pred: np.ndarray, truth: np.ndarray, data_range: float, crop: int) -> dict[str, float]:
+    from medsr.metrics import compute_metrics
+
+    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice")
+    with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
+        warnings.simplefilter("ignore", UserWarning)
+        m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume")
+    m.update({f"{k}_3d": v for k, v in m3.items()})
+    return {k: float(v) for k, v in m.items()}
 
 
 def evaluate_interpolation(
@@ -84,100 +94,81 @@ def evaluate_interpolation(
     samples: int = 1,
     seed: int = 0,
     device: str = "cpu",
+    params: dict[str, Any] | None = None,
+    figures: bool = True,
 ) -> dict[str, Any]:
-    """Compare interpolators on held-out ``volumes`` (MedImages, paths or ``corpus:NAME``).
+    """Compare slice interpolators on held-out ``volumes`` (MedImages or paths).
 
-    ``models``: ``{label: spec}`` or a list of specs (``linear``, ``cubic``, registered names,
-    ``.safetensors`` files, networks). Writes ``metrics.csv``, ``report.md``, ``report.html``,
-    ``summary.json`` and ``figures/*.png`` (axial + sagittal of each reconstruction and its
-    error) to ``out_dir`` and returns the summary (mean per model).
+    ``models``: ``{label: spec}`` or a list of specs (``linear``, ``cubic``, shipped or
+    registered names, ``.safetensors`` files, networks); ``linear`` is added as the baseline.
+    ``params``: thick-slice parameters (``profile``: ``gaussian``/``box``, ``thickness`` in thin
+    slices). Writes the report into ``out_dir`` (see the module docstring) and returns its
+    ``summary.json`` content (per model: metric → mean/sd/n, ``gain_psnr_vs_linear``...).
     """
-    from medsr.interpolation.train import load_volumes
-    from medsr.metrics import data_range_for, mae3d, mse3d, psnr3d, ssim2d
+    from medsr.degradations import degrade_image
+    from medsr.metrics import data_range_for
+    from medsr.reports.evaluate import EvaluationResult, ImageResult, summarise, write_report
 
-    factor = check_factor(factor)
+    f = check_factor(factor)
     a = axis_index(axis)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    params = dict(params or {})
     specs = dict(models) if isinstance(models, Mapping) else {_label(m): m for m in models}
+    specs = {BASELINE: BASELINE, **{k: v for k, v in specs.items() if k != BASELINE}}
     resolved = {k: resolve_model(v, device)[0] for k, v in specs.items()}
-    rows: list[dict[str, Any]] = []
-    figures: list[tuple[str, str]] = []
-    for name, img in load_volumes(volumes):
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    results: list[ImageResult] = []
+    skipped: list[tuple[str, str]] = []
+    for name, img in _volumes(volumes):
         try:
-            ref, sparse = subsampled(img, a, factor)
-        except Exception as exc:  # too few slices along the axis
-            warnings.warn(f"skipping {name}: {exc}", stacklevel=2)
+            ref = _slice_axis_first(img, a)
+            z = ref.spatial_shape[0] // f * f
+            if z < 2 * f:
+                raise InvalidParameterError(
+                    f"{ref.spatial_shape[0]} slice(s) along {'zyx'[a]} are too few for ×{f}"
+                )
+            ref = ref.replace(array=np.ascontiguousarray(ref.array[:z]))
+            lr = degrade_image(ref, "thick-slice", f, generator=0, **params)
+        except MedSRError as exc:
+            skipped.append((name, str(exc)))
             continue
-        dropped = np.array([i for i in range(ref.spatial_shape[a]) if i % factor])
-        ref_d = np.moveaxis(np.take(ref.array, dropped, axis=a), a, 0)
-        dr = data_range_for(ref_d, img.modality)
-        recon: dict[str, np.ndarray] = {}
-        for label, net in resolved.items():
-            timing: dict[str, float] = {}
-            res = interpolate_slices(sparse, net, factor, axis=a, samples=samples, seed=seed, device=device, timing=timing)
-            recon[label] = res.array
-            pred_d = np.moveaxis(np.take(res.array, dropped, axis=a), a, 0)
-            try:
-                ssim = float(np.nanmean(ssim2d(pred_d, ref_d, dr)))
-            except Exception:  # slices smaller than the SSIM window
-                ssim = float("nan")
-            rows.append({
-                "volume": name, "model": label, "slices_compared": len(dropped),
-                "mse": mse3d(pred_d, ref_d), "mae": mae3d(pred_d, ref_d), "psnr": psnr3d(pred_d, ref_d, dr),
-                "ssim": ssim, "ms_per_slice": 1000 * timing["seconds"] / max(1, timing["slices_predicted"]),
-            })
-        z_idx = int(dropped[len(dropped) // 2]) if a == 0 else ref.spatial_shape[0] // 2
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        figures.append((name, _figure(out / "figures" / f"{safe}.png", ref.array, ref.spacing, recon, z_idx)))
-    summary: dict[str, Any] = {"factor": factor, "axis": "zyx"[a], "samples": samples, "seed": seed,
-                               "volumes": sorted({r["volume"] for r in rows}), "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores)",
-                               "models": {}}
-    for label in specs:
-        mine = [r for r in rows if r["model"] == label]
-        summary["models"][label] = {m: float(np.nanmean([r[m] for r in mine])) if mine else float("nan") for m in METRICS}
-    with open(out / "metrics.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=["volume", "model", "slices_compared", *METRICS])
-        w.writeheader()
-        w.writerows(rows)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True))
-    (out / "report.md").write_text(_markdown(summary, figures))
-    (out / "report.html").write_text(_html(summary, figures))
-    return summary
+        res = ImageResult(
+            name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice"
+        )
+        data_range = data_range_for(ref)
+        keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
+        outputs: dict[str, MedImage] = {}
+        try:
+            for label, net in resolved.items():
+                t0 = time.perf_counter()
+                sr = interpolate_slices(lr, net, f, samples=samples, seed=seed, device=device)
+                res.seconds[label] = time.perf_counter() - t0
+                if sr.spatial_shape != ref.spatial_shape:
+                    raise InvalidParameterError(
+                        f"{label} returned {sr.spatial_shape}, expected {ref.spatial_shape}"
+                    )
+                outputs[label] = sr
+                res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f)
+        except MedSRError as exc:  # e.g. slices too small for SSIM
+            skipped.append((name, str(exc)))
+            continue
+        if figures:
+            from medsr.reports.figures import reformat_figure
 
+            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            panels = {f"thick ×{f} (input)": lr, **outputs}
+            res.figures.append(
+                reformat_figure(out / "figures" / f"{safe}_reformats.png", ref, panels)
+            )
+        results.append(res)
+    if not results:
+        from medsr.errors import EmptyInputError
 
-def _table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["model", "MSE", "MAE", "PSNR (dB)", "SSIM", "ms / slice"]
-    body = []
-    for label, m in summary["models"].items():
-        body.append([label, f"{m['mse']:.4g}", f"{m['mae']:.4g}", f"{m['psnr']:.2f}", f"{m['ssim']:.4f}", f"{m['ms_per_slice']:.1f}"])
-    return head, body
-
-
-def _intro(summary: dict[str, Any]) -> str:
-    f = summary["factor"]
-    return (f"Every {f}{'nd' if f == 2 else 'th'} slice along {summary['axis']} of each held-out volume kept, the others "
-            f"re-inserted by each model and compared with the truth on the inserted slices only (volume units, "
-            f"data range = max − min of the reference; SSIM = mean 2-D SSIM). Volumes: {', '.join(summary['volumes'])}. "
-            f"Hardware: {summary['hardware']}.")
-
-
-def _markdown(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
-    head, body = _table(summary)
-    lines = [f"# Slice interpolation ×{summary['factor']}", "", _intro(summary), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in body]
-    lines += ["", "Per-volume values: `metrics.csv`.", ""]
-    for name, rel in figures:
-        lines += [f"## {name}", "", f"![{name}]({rel})", ""]
-    return "\n".join(lines)
-
-
-def _html(summary: dict[str, Any], figures: list[tuple[str, str]]) -> str:
-    head, body = _table(summary)
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    figs = "".join(f"<h2>{html.escape(n)}</h2><img src='{html.escape(rel)}' alt='{html.escape(n)}'>" for n, rel in figures)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Slice interpolation</title></head><body>"
-            f"<h1>Slice interpolation ×{summary['factor']}</h1><p>{html.escape(_intro(summary))}</p>"
-            f"<table border='1'><tr>{th}</tr>{trs}</table>{figs}</body></html>")
+        reasons = "; ".join(f"{n}: {r}" for n, r in skipped[:5])
+        raise EmptyInputError(f"no volume could be evaluated for slice interpolation ({reasons})")
+    params_out = {**params, "axis": "zyx"[a], "samples": samples, "seed": seed}
+    result = EvaluationResult(
+        f, list(specs), results, skipped, out, "thick-slice", params_out, baseline=BASELINE
+    )
+    write_report(result)
+    return summarise(result)

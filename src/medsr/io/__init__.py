@@ -15,51 +15,21 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsr.errors import EmptyInputError, InputNotFoundError, UnsupportedFormatError
+from medsr.errors import (
+    CorruptInputError,
+    EmptyInputError,
+    MedSRError,
+    UnsupportedFormatError,
+    is_fatal,
+    scrub,
+)
 from medsr.image import MedImage
+from medsr.io._quiet import library_messages, scrubbed, with_details
+from medsr.io.padding import padding_mask
+from medsr.io.sniff import FORMATS, looks_like_raw_dicom, sniff_format
 
-FORMATS = ("dicom", "nifti", "png", "tiff", "npy")
-
-
-def sniff_format(path: str | os.PathLike[str]) -> str:
-    """Return the format of ``path`` from its first bytes (``dicom``, ``nifti``, ``png``...)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"input '{p}' does not exist")
-    if p.is_dir():
-        return "dicom"
-    size = p.stat().st_size
-    if size == 0:
-        raise EmptyInputError(f"input '{p.name}' is empty (0 bytes)")
-    with open(p, "rb") as fh:
-        head = fh.read(352)
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "dicom"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "tiff"
-    if head[:6] == b"\x93NUMPY":
-        return "npy"
-    if head[:2] == b"\x1f\x8b":
-        # gzip: only NIfTI is gzipped among our formats
-        return "nifti"
-    if len(head) >= 348 and head[344:348] in (b"n+1\x00", b"ni1\x00"):
-        return "nifti"
-    if len(head) >= 8 and head[4:8] in (b"n+2\x00", b"ni2\x00"):
-        return "nifti"
-    if int.from_bytes(head[:4], "little") in (348, 540) or int.from_bytes(head[:4], "big") in (348, 540):
-        return "nifti"  # header size field: a NIfTI-1/2 (or Analyze) header, possibly truncated
-    if p.suffix.lower() in (".dcm", ".dicom", ".ima", "") and _looks_like_raw_dicom(head):
-        return "dicom"
-    raise UnsupportedFormatError(
-        f"'{p.name}' is not a format medsr reads (DICOM, NIfTI, PNG, TIFF, NumPy .npy)"
-    )
-
-
-def _looks_like_raw_dicom(head: bytes) -> bool:
-    """DICOM without the 128-byte preamble starts with a group 0x0002 or 0x0008 element."""
-    return len(head) >= 8 and head[:2] in (b"\x02\x00", b"\x08\x00") and head[2:4] < b"\xff\x00"
+#: old private name of :func:`medsr.io.sniff.looks_like_raw_dicom`
+_looks_like_raw_dicom = looks_like_raw_dicom
 
 
 def format_for_output(path: str | os.PathLike[str]) -> str:
@@ -86,7 +56,31 @@ def load_image(path: str | os.PathLike[str], **options: Any) -> MedImage:
 
     Options are passed to the reader: ``series_uid`` (DICOM folder with several series),
     ``luminance=True`` (colour → one grayscale channel, ITU-R BT.601 luma), ``frame``.
+
+    Every failure is a :class:`~medsr.errors.MedSRError` (never a library exception, never a
+    library message on the console): sizes are checked against the file and ``MEDSR_MAX_PIXELS``
+    before decoding (:mod:`medsr.io.limits`), an image without pixels is an
+    :class:`~medsr.errors.EmptyInputError`, and what the libraries warned about is kept in
+    ``meta["reader_messages"]`` (or, for a corrupt file, appended to the error).
     """
+    name = Path(path).name
+    with library_messages() as messages:
+        try:
+            image = _load(path, options)
+            check_loaded(image, name)
+        except MedSRError as exc:
+            raise with_details(exc, messages) from None
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            error = CorruptInputError(f"'{name}' cannot be read ({scrub(exc)})")
+            raise with_details(error, messages) from exc
+    if messages and "reader_messages" not in image.meta:
+        image.meta["reader_messages"] = scrubbed(messages)
+    return image
+
+
+def _load(path: str | os.PathLike[str], options: dict[str, Any]) -> MedImage:
     fmt = sniff_format(path)
     if fmt == "dicom":
         from medsr.io import dicom
@@ -104,23 +98,33 @@ def load_image(path: str | os.PathLike[str], **options: Any) -> MedImage:
     return to_luminance(image) if luminance else image
 
 
+def check_loaded(image: MedImage, name: str) -> None:
+    """What every reader must return: at least one pixel along every axis."""
+    if image.array.size == 0 or 0 in image.array.shape:
+        raise EmptyInputError(
+            f"'{name}' holds no pixels (its image has shape {tuple(image.array.shape)})"
+        )
+
+
 def save_image(image: MedImage, path: str | os.PathLike[str], *, overwrite: bool = False, **options: Any) -> Path:
     """Write ``image`` to ``path`` in the format the path names; return the path written.
 
     Writing is atomic: a temporary file (or folder) is renamed onto ``path`` only once complete.
+    Library warnings raised while writing are kept off the console.
     """
     fmt = format_for_output(path)
-    if fmt == "dicom":
-        from medsr.io import dicom
+    with library_messages():
+        if fmt == "dicom":
+            from medsr.io import dicom
 
-        return dicom.write_dicom(image, path, overwrite=overwrite, **options)
-    if fmt == "nifti":
-        from medsr.io import nifti
+            return dicom.write_dicom(image, path, overwrite=overwrite, **options)
+        if fmt == "nifti":
+            from medsr.io import nifti
 
-        return nifti.write_nifti(image, path, overwrite=overwrite, **options)
-    from medsr.io import raster
+            return nifti.write_nifti(image, path, overwrite=overwrite, **options)
+        from medsr.io import raster
 
-    return raster.write_raster(image, path, fmt, overwrite=overwrite, **options)
+        return raster.write_raster(image, path, fmt, overwrite=overwrite, **options)
 
 
 def to_luminance(image: MedImage) -> MedImage:
@@ -134,4 +138,13 @@ def to_luminance(image: MedImage) -> MedImage:
     return image.replace(array=luma, channels=None, meta=meta).with_step("luminance (BT.601)")
 
 
-__all__ = ["FORMATS", "format_for_output", "load_image", "save_image", "sniff_format", "to_luminance"]
+__all__ = [
+    "FORMATS",
+    "check_loaded",
+    "format_for_output",
+    "load_image",
+    "padding_mask",
+    "save_image",
+    "sniff_format",
+    "to_luminance",
+]

@@ -68,3 +68,43 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def stale_temporaries(path: str | os.PathLike[str], older_than: float) -> list[Path]:
+    """Temporaries that :func:`atomic_file` / :func:`atomic_dir` left beside ``path`` when their
+    process was killed (``SIGKILL`` skips the clean-up): ``.{stem}.XXXXXXXX{suffixes}`` files and
+    ``.{name}.XXXXXXXX`` / ``.{name}.old`` folders last modified before ``older_than`` (epoch s)."""
+    import re
+
+    target = Path(path)
+    folder = target.parent
+    if not folder.is_dir():
+        return []
+    stem = re.escape(target.stem.split(".")[0])
+    suffix = re.escape("".join(target.suffixes) or ".tmp")
+    name = re.escape(target.name)
+    patterns = (
+        re.compile(rf"^\.{stem}\.[A-Za-z0-9_]{{8}}{suffix}$"),
+        re.compile(rf"^\.{name}\.([A-Za-z0-9_]{{8}}|old)$"),
+    )
+    found = []
+    for p in folder.iterdir():
+        if any(pat.match(p.name) for pat in patterns):
+            try:
+                if p.lstat().st_mtime < older_than:
+                    found.append(p)
+            except OSError:
+                continue
+    return found
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str], older_than: float) -> int:
+    """Delete :func:`stale_temporaries` of ``path``; return how many were removed."""
+    n = 0
+    for p in stale_temporaries(path, older_than):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        n += 1
+    return n

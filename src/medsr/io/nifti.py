@@ -16,31 +16,64 @@ from typing import Any
 
 import numpy as np
 
-from medsr.errors import CorruptInputError, UnsupportedFormatError
+from medsr.errors import (
+    CorruptInputError,
+    InvalidHeaderError,
+    MedSRError,
+    UnsupportedFormatError,
+    is_fatal,
+)
 from medsr.image import MedImage
 from medsr.io._atomic import atomic_file
+from medsr.io._quiet import library_messages
+from medsr.io.limits import check_pixel_count
 from medsr.io.sidecar import read_sidecar, sidecar_path, write_sidecar
 
 
 def read_nifti(path: str | os.PathLike[str], *, modality: str | None = None, **_: Any) -> MedImage:
-    """Read a NIfTI file. ``modality`` overrides the one recorded in a medsr/BIDS JSON sidecar."""
+    """Read a NIfTI file. ``modality`` overrides the one recorded in a medsr/BIDS JSON sidecar.
+
+    The header is checked before the data are read: an empty dimension gives
+    :class:`EmptyInputError`, more values than ``MEDSR_MAX_PIXELS`` an
+    :class:`~medsr.errors.InputTooLargeError`, and data shorter than the header announces a
+    :class:`CorruptInputError`. Non-finite voxels (NaN: outside the data) become 0; where they
+    were is kept in ``meta["nonfinite_mask"]`` (see :func:`medsr.io.padding.padding_mask`).
+    """
     import nibabel as nib
 
-    p = Path(path)
+    with library_messages():  # nibabel's own logger exists only once nibabel is imported
+        return _read_nifti(nib, Path(path), modality)
+
+
+def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     try:
         img = nib.load(str(p))
         if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
             raise UnsupportedFormatError(f"'{p.name}' is not a NIfTI image")
-        data = np.asanyarray(img.dataobj)
-        data = np.asarray(img.get_fdata(dtype=np.float32)) if data.dtype.kind in "iuf" else None
-    except (UnsupportedFormatError, CorruptInputError):
+        shape = tuple(int(s) for s in img.header.get_data_shape())
+        stored = np.dtype(img.get_data_dtype())
+        slope, inter = img.header.get_slope_inter()
+    except MedSRError:
         raise
-    except Exception as exc:  # nibabel raises many types for bad headers / truncated data
+    except BaseException as exc:  # nibabel raises many types for bad headers / truncated data
+        if is_fatal(exc):
+            raise
         raise CorruptInputError(f"corrupt or truncated NIfTI '{p.name}': {_short(exc)}") from None
-    if data is None:
+    if stored.kind not in "iuf" or stored.fields is not None:
         raise UnsupportedFormatError(f"NIfTI '{p.name}' holds non-numeric data (e.g. RGB records)")
-    if not np.isfinite(data).all():
-        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
+    check_pixel_count(shape, p.name, "NIfTI image")
+    for label, value in (("scl_slope", slope), ("scl_inter", inter)):
+        if value is not None and not np.isfinite(value):
+            raise InvalidHeaderError(f"NIfTI '{p.name}' has a non-finite {label} ({value})")
+    _check_data_length(img, p, shape, stored)
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except MedSRError:
+        raise
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        raise CorruptInputError(f"corrupt or truncated NIfTI '{p.name}': {_short(exc)}") from None
     while data.ndim > 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -51,32 +84,89 @@ def read_nifti(path: str | os.PathLike[str], *, modality: str | None = None, **_
         arr, channels = data.transpose(3, 2, 1, 0), "time"
     else:
         raise UnsupportedFormatError(f"NIfTI '{p.name}' has {data.ndim} dimensions; medsr reads 2-D to 4-D")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    nonfinite = ~np.isfinite(arr)
+    if nonfinite.any():
+        arr[nonfinite] = 0.0
     affine = np.asarray(img.affine, dtype=np.float64)
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise CorruptInputError(f"NIfTI '{p.name}' has an invalid (singular) affine")
-    zooms = img.header.get_zooms()
-    sx, sy = float(zooms[0]), float(zooms[1])
-    sz = float(zooms[2]) if len(zooms) > 2 and data.ndim >= 3 else float(np.linalg.norm(affine[:3, 2])) or 1.0
-    spacing = tuple(s if s > 0 else 1.0 for s in (sz, sy, sx))
+    if (
+        not np.isfinite(affine).all()
+        or np.abs(affine).max() > _MAX_AFFINE
+        or abs(np.linalg.det(affine[:3, :3])) < 1e-12
+    ):
+        raise CorruptInputError(f"NIfTI '{p.name}' has an invalid (singular or non-finite) affine")
+    spacing = _spacing(img, affine, data.ndim, p.name)
     side = read_sidecar(p)
     header = img.header.copy()
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
+    meta: dict[str, Any] = {
+        "format": "nifti",
+        "stored_dtype": str(stored),
+        "nifti_header": header,
+        "xform_code": max(sform_code, qform_code, 1),
+        "source_paths": [str(p)],
+    }
+    if nonfinite.any():
+        meta["nonfinite_mask"] = nonfinite
     return MedImage(
-        array=np.ascontiguousarray(arr, dtype=np.float32),
-        spacing=spacing,  # type: ignore[arg-type]
+        array=arr,
+        spacing=spacing,
         affine=affine,
         modality=(modality or side.get("modality") or "OT").upper(),
         channels=channels,
         units=side.get("units", "a.u."),
-        meta={
-            "format": "nifti",
-            "stored_dtype": str(img.get_data_dtype()),
-            "nifti_header": header,
-            "xform_code": max(sform_code, qform_code, 1),
-            "source_paths": [str(p)],
-        },
+        meta=meta,
     )
+
+
+#: largest magnitude of an affine entry (mm): 10 km
+_MAX_AFFINE = 1e7
+#: deflate's largest expansion is 1032:1; a little slack for the gzip framing
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _spacing(img: Any, affine: np.ndarray, ndim: int, name: str) -> tuple[float, float, float]:
+    """(z, y, x) spacing from pixdim; a zero, negative or non-finite pixdim falls back to the
+    affine's column norm; a result outside 1e-6 … 1e5 mm is an :class:`InvalidHeaderError`."""
+    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+    norms = [float(n) for n in np.linalg.norm(affine[:3, :3], axis=0)]
+    out = []
+    for axis in range(3):
+        z = zooms[axis] if axis < len(zooms) and (axis < 2 or ndim >= 3) else float("nan")
+        if not (np.isfinite(z) and z > 0):
+            z = norms[axis] if norms[axis] > 0 else 1.0
+        if not 1e-6 <= z <= 1e5:
+            raise InvalidHeaderError(
+                f"NIfTI '{name}' has a voxel size of {z:g} mm along axis {axis}: "
+                "not a physical size (1e-06 to 100000 mm)"
+            )
+        out.append(z)
+    sx, sy, sz = out
+    return (sz, sy, sx)
+
+
+def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """The file must hold the bytes the header announces (gzip: within deflate's ratio)."""
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    try:
+        offset = int(img.dataobj.offset)
+    except Exception:  # pragma: no cover - other proxies
+        return
+    size = p.stat().st_size
+    if p.name.lower().endswith(".gz"):
+        # deflate cannot expand data more than 1032-fold: a header announcing more lies
+        if offset + needed > size * _MAX_DEFLATE_RATIO:
+            raise CorruptInputError(
+                f"corrupt or truncated NIfTI '{p.name}': the header announces {needed:,} bytes "
+                f"of data, more than {size:,} compressed bytes can hold"
+            )
+        return
+    if size < offset + needed:
+        raise CorruptInputError(
+            f"corrupt or truncated NIfTI '{p.name}': the header announces {needed:,} bytes of "
+            f"data, the file holds {max(size - offset, 0):,}"
+        )
 
 
 def write_nifti(image: MedImage, path: str | os.PathLike[str], *, overwrite: bool = False, **_: Any) -> Path:

@@ -9,68 +9,114 @@ reading the output back returns the original units.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsr.errors import CorruptInputError, InvalidParameterError, UnsupportedFormatError
+from medsr.errors import (
+    CorruptInputError,
+    EmptyInputError,
+    InputTooLargeError,
+    InvalidHeaderError,
+    InvalidParameterError,
+    MedSRError,
+    UnsupportedFormatError,
+    is_fatal,
+    scrub,
+)
 from medsr.image import MedImage, affine_from_spacing
 from medsr.io._atomic import atomic_file
+from medsr.io.limits import MAX_COMPRESSION_RATIO, MAX_TIFF_PAGES, check_pixel_count
 from medsr.io.sidecar import read_sidecar, sidecar_path, write_sidecar
+from medsr.io.sniff import truncated_dicom_hint
 
 
 def read_raster(path: str | os.PathLike[str], fmt: str, *, modality: str | None = None, **_: Any) -> MedImage:
-    """Read PNG, TIFF or ``.npy`` (``fmt`` from :func:`medsr.io.sniff_format`)."""
+    """Read PNG, TIFF or ``.npy`` (``fmt`` from :func:`medsr.io.sniff_format`).
+
+    Sizes are checked from the header before decoding (:mod:`medsr.io.limits`): an empty image
+    is an :class:`~medsr.errors.EmptyInputError`, one above ``MEDSR_MAX_PIXELS`` an
+    :class:`~medsr.errors.InputTooLargeError`; a TIFF whose strips/tiles lie outside the file,
+    whose uncompressed data is short, whose compressed data would expand more than
+    :data:`~medsr.io.limits.MAX_COMPRESSION_RATIO`-fold or that has more than
+    :data:`~medsr.io.limits.MAX_TIFF_PAGES` pages is corrupt, found before tifffile decodes it.
+    """
     p = Path(path)
     try:
         if fmt == "png":
             data = _read_png(p)
         elif fmt == "tiff":
-            import tifffile
-
-            data = np.asarray(tifffile.imread(str(p)))
+            data = _read_tiff(p)
         elif fmt == "npy":
-            data = np.load(str(p), allow_pickle=False)
+            data = _read_npy(p)
         else:
             raise UnsupportedFormatError(f"unknown raster format {fmt!r}")
-    except (UnsupportedFormatError, InvalidParameterError):
+    except MedSRError:
         raise
-    except Exception as exc:
-        raise CorruptInputError(f"corrupt or truncated {fmt.upper()} '{p.name}': {str(exc)[:200]}") from None
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        hint = truncated_dicom_hint(p) if fmt == "tiff" else ""
+        raise CorruptInputError(f"corrupt or truncated {fmt.upper()} '{p.name}': {scrub(exc)}{hint}") from None
     if data.dtype.kind not in "biuf":
         raise UnsupportedFormatError(f"'{p.name}' holds {data.dtype} data, not an image")
+    if data.size == 0:
+        raise EmptyInputError(f"'{p.name}' holds no pixels (shape {tuple(data.shape)})")
     stored_dtype = str(data.dtype)
     side = read_sidecar(p)
     arr, channels = _to_medimage_layout(data, fmt, p.name)
     arr = arr.astype(np.float32)
-    slope = float(side.get("rescale_slope", 1.0))
-    intercept = float(side.get("rescale_intercept", 0.0))
+    slope, intercept = _sidecar_rescale(side, p.name)
     if slope != 1.0 or intercept != 0.0:
         arr = arr * np.float32(slope) + np.float32(intercept)
-    spacing = tuple(side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
-    affine = np.asarray(side["affine_ras"], dtype=float) if "affine_ras" in side else affine_from_spacing(spacing)
-    return MedImage(
-        array=arr,
-        spacing=spacing,  # type: ignore[arg-type]
-        affine=affine,
-        modality=(modality or side.get("modality") or "OT").upper(),
-        channels=channels,
-        units=side.get("units", "a.u."),
-        meta={
-            "format": fmt,
-            "stored_dtype": stored_dtype,
-            "bit_depth": int(np.dtype(stored_dtype).itemsize * 8) if data.dtype.kind in "iu" else None,
-            "source_paths": [str(p)],
-            "rescale": (slope, intercept),
-        },
-    )
+    try:
+        spacing = tuple(float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
+        affine = np.asarray(side["affine_ras"], dtype=float) if "affine_ras" in side else affine_from_spacing(spacing)
+        return MedImage(
+            array=arr,
+            spacing=spacing,  # type: ignore[arg-type]
+            affine=affine,
+            modality=str(modality or side.get("modality") or "OT").upper(),
+            channels=channels,
+            units=str(side.get("units", "a.u.")),
+            meta={
+                "format": fmt,
+                "stored_dtype": stored_dtype,
+                "bit_depth": int(np.dtype(stored_dtype).itemsize * 8) if data.dtype.kind in "iu" else None,
+                "source_paths": [str(p)],
+                "rescale": (slope, intercept),
+            },
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidHeaderError(f"the JSON sidecar of '{p.name}' holds invalid geometry ({scrub(exc)})") from None
+
+
+def _sidecar_rescale(side: dict[str, Any], name: str) -> tuple[float, float]:
+    try:
+        slope = float(side.get("rescale_slope", 1.0))
+        intercept = float(side.get("rescale_intercept", 0.0))
+    except (TypeError, ValueError):
+        raise InvalidHeaderError(f"the JSON sidecar of '{name}' holds a non-numeric rescale") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise InvalidHeaderError(
+            f"the JSON sidecar of '{name}' holds an invalid rescale (slope {slope:g}, intercept {intercept:g})"
+        )
+    return slope, intercept
 
 
 def _read_png(p: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(p) as im:
+    try:
+        im_ctx = Image.open(p)
+    except Image.DecompressionBombError as exc:
+        raise InputTooLargeError(f"PNG '{p.name}' is too large to decode safely ({scrub(exc)})") from None
+    with im_ctx as opened:
+        im: Image.Image = opened
+        bands = len(im.getbands())
+        check_pixel_count((im.size[1], im.size[0]) + ((bands,) if bands > 1 else ()), p.name, "PNG image")
         im.load()
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -84,6 +130,125 @@ def _read_png(p: Path) -> np.ndarray:
         if im.mode == "1":
             im = im.convert("L")
         return np.asarray(im)
+
+
+def _read_npy(p: Path) -> np.ndarray:
+    """``.npy`` without pickles; shape, dtype and length checked from the header first."""
+    from numpy.lib import format as npformat
+
+    with open(p, "rb") as fh:
+        version = npformat.read_magic(fh)
+        if version == (1, 0):
+            shape, _fortran, dtype = npformat.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
+        else:
+            raise UnsupportedFormatError(f"'{p.name}' is a NumPy file of format version {version}; medsr reads 1.0 and 2.0")
+        offset = fh.tell()
+    dtype = np.dtype(dtype)
+    if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
+        raise UnsupportedFormatError(f"'{p.name}' holds {dtype} data, not an image")
+    check_pixel_count(tuple(shape), p.name, "array")
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if p.stat().st_size < offset + needed:
+        raise CorruptInputError(
+            f"corrupt or truncated NPY '{p.name}': its header announces {needed:,} bytes of data, "
+            f"the file holds {max(p.stat().st_size - offset, 0):,}"
+        )
+    return np.load(str(p), allow_pickle=False)
+
+
+def _read_tiff(p: Path) -> np.ndarray:
+    import tifffile
+
+    size = p.stat().st_size
+    _count_tiff_pages(p, size)
+    with tifffile.TiffFile(str(p)) as tf:
+        # index every page first: iterating pages lazily (TiffFile.series, tifffile.imread) loops
+        # forever when an IFD's next-pointer points into an earlier IFD (tifffile 2026.3.3)
+        if len(tf.pages) > MAX_TIFF_PAGES:
+            raise InputTooLargeError(f"TIFF '{p.name}' has more than {MAX_TIFF_PAGES:,} pages")
+        if not tf.series:
+            raise CorruptInputError(f"corrupt or truncated TIFF '{p.name}': it holds no image{truncated_dicom_hint(p)}")
+        series = tf.series[0]
+        _check_tiff_series(series, p.name, size)
+        return np.asarray(series.asarray())
+
+
+def _count_tiff_pages(p: Path, size: int) -> int:
+    """Walk the chain of image file directories (classic and BigTIFF) without decoding anything.
+
+    More than :data:`MAX_TIFF_PAGES` pages is refused; the walk stops at a loop or at an offset
+    outside the file, as tifffile does.
+    """
+    with open(p, "rb") as fh:
+        head = fh.read(16)
+        if len(head) < 8 or head[:2] not in (b"II", b"MM"):
+            raise CorruptInputError(f"corrupt or truncated TIFF '{p.name}': no TIFF header{truncated_dicom_hint(p)}")
+        bo = "<" if head[:2] == b"II" else ">"
+        version = struct.unpack(bo + "H", head[2:4])[0]
+        if version == 43 and len(head) >= 16:
+            offset = struct.unpack(bo + "Q", head[8:16])[0]
+            count_fmt, entry, next_fmt = "Q", 20, "Q"
+        else:
+            offset = struct.unpack(bo + "I", head[4:8])[0]
+            count_fmt, entry, next_fmt = "H", 12, "I"
+        count_size, next_size = struct.calcsize(count_fmt), struct.calcsize(next_fmt)
+        seen: set[int] = set()
+        while offset and offset not in seen and 8 <= offset <= size - count_size:
+            seen.add(offset)
+            if len(seen) > MAX_TIFF_PAGES:
+                raise InputTooLargeError(f"TIFF '{p.name}' has more than {MAX_TIFF_PAGES:,} pages")
+            fh.seek(offset)
+            n = struct.unpack(bo + count_fmt, fh.read(count_size))[0]
+            nxt = offset + count_size + n * entry
+            if nxt + next_size > size:
+                break
+            fh.seek(nxt)
+            offset = struct.unpack(bo + next_fmt, fh.read(next_size))[0]
+    if not seen:
+        raise CorruptInputError(
+            f"corrupt or truncated TIFF '{p.name}': its first image directory lies outside the file{truncated_dicom_hint(p)}"
+        )
+    return len(seen)
+
+
+def _check_tiff_series(series: Any, name: str, size: int) -> None:
+    """Sizes from the tags, checked against the limits and the file before decoding."""
+    shape = tuple(int(s) for s in series.shape)
+    pages = [pg for pg in series.pages if pg is not None]
+    if not pages:
+        raise CorruptInputError(f"corrupt or truncated TIFF '{name}': it holds no image data")
+    stored = 0
+    compressed = False
+    bits = 0
+    for page in pages:
+        key = getattr(page, "keyframe", None) or page
+        offsets = tuple(int(o) for o in page.dataoffsets)
+        counts = tuple(int(c) for c in page.databytecounts)
+        if len(offsets) != len(counts):
+            raise CorruptInputError(f"corrupt TIFF '{name}': the strip/tile offsets and byte counts disagree")
+        for o, c in zip(offsets, counts, strict=True):
+            if c and (o < 0 or o + c > size):
+                raise CorruptInputError(
+                    f"corrupt or truncated TIFF '{name}': image data at bytes {o:,}–{o + c:,} lies beyond "
+                    f"the end of the file ({size:,} bytes)"
+                )
+        stored += sum(counts)
+        compressed = compressed or int(key.compression) != 1
+        bits = max(bits, int(getattr(key, "bitspersample", 8) or 8))
+    needed = -(-int(np.prod(shape, dtype=np.int64)) * bits // 8)
+    if not compressed and stored < needed:
+        raise CorruptInputError(
+            f"corrupt or truncated TIFF '{name}': its tags announce {needed:,} bytes of pixels, "
+            f"its strips/tiles hold {stored:,}"
+        )
+    if compressed and needed > max(stored, 1) * MAX_COMPRESSION_RATIO:
+        raise CorruptInputError(
+            f"corrupt TIFF '{name}': {stored:,} bytes of compressed data cannot hold the {needed:,} "
+            f"bytes its tags announce (more than {MAX_COMPRESSION_RATIO}:1)"
+        )
+    check_pixel_count(shape, name, "TIFF image")
 
 
 def _to_medimage_layout(data: np.ndarray, fmt: str, name: str) -> tuple[np.ndarray, str | None]:

@@ -43,7 +43,7 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:
     """The sidecar content for ``image``."""
-    from medsr import __version__
+    from medsr._version import __version__
 
     out: dict[str, Any] = {
         "generator": f"medsr {__version__}",

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from medsr.errors import UnknownModelError
+from medsr.models.resolver import WEIGHTS_DIR, default_model_name, list_pretrained, resolve_model
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+__all__ = ["WEIGHTS_DIR", "bundled_weights", "default_model_name", "load_pretrained", "pretrained_path"]
 
 
 def bundled_weights() -> dict[str, Path]:
-    """Name → path of every shipped weights file."""
-    if not WEIGHTS_DIR.is_dir():
-        return {}
-    return {p.name.removesuffix(".safetensors"): p for p in sorted(WEIGHTS_DIR.glob("*.safetensors"))}
+    """Name → path of every shipped weights file (in-plane upscalers and slice interpolators)."""
+    return {m.name: m.path for m in list_pretrained() if m.path is not None}
 
 
 def pretrained_path(name: str) -> Path | None:
@@ -28,18 +27,8 @@ def pretrained_path(name: str) -> Path | None:
 
 def load_pretrained(name: str, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """Network and model card of the shipped weights ``name`` (e.g. ``default-x2``)."""
-    from medsr.models.weights import load_model
-
-    path = pretrained_path(name)
-    if path is None:
+    if pretrained_path(name) is None:
         shipped = ", ".join(bundled_weights()) or "none"
         raise UnknownModelError(f"no shipped weights named {name!r} (shipped: {shipped})")
-    net, card = load_model(path, device=device)
-    card["name"] = name
-    return net, card
-
-
-def default_model_name(scale: int) -> str:
-    """``default-x{scale}`` when shipped, else ``bicubic``."""
-    name = f"default-x{scale}"
-    return name if pretrained_path(name) else "bicubic"
+    loaded = resolve_model(name, device=device)
+    return loaded.net, loaded.card

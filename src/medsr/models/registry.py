@@ -45,7 +45,7 @@ _BUILTIN_MODULES = (
     "medsr.models.srresnet",
     "medsr.models.efficient",
     "medsr.models.discriminators",
-    "medsr.interpolation.models",
+    "medsr.models.slice",
 )
 _loaded = False
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from medsr.errors import InvalidParameterError, MedSRError, NotAnImageError
+from medsr.models.resolver import LoadedModel
 from medsr.pacs.client import PacsClient, check_uid, connect
 from medsr.pacs.errors import (
     PacsAuthError,
@@ -239,54 +240,27 @@ def list_series(
 
 
 # =============================================================================== upscale
-def _resolve_model(model: str | os.PathLike[str] | None, scale: int) -> str | os.PathLike[str]:
-    """``None`` → ``default-x{scale}`` when shipped, else bicubic (as ``medsr upscale`` does)."""
-    if model is not None:
-        return model
-    try:
-        from medsr.models.pretrained import default_model_name
-    except ImportError:  # pragma: no cover - older trees without shipped weights
-        return "bicubic"
-    return default_model_name(int(scale))
+def _resolve_model(model: str | os.PathLike[str] | LoadedModel | None, scale: int) -> LoadedModel:
+    """The one resolver (:func:`medsr.models.resolver.resolve_model`): ``None`` → ``default-x{scale}``
+    when shipped, else bicubic (as ``medsr upscale`` does)."""
+    from medsr.models.resolver import resolve_model
+
+    return resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _model_identity(model: str | os.PathLike[str] | LoadedModel) -> tuple[str, str]:
+    """(short tag for the description, stable identity for the key) of a model: the identity is
+    the model's one checksum (``sha256:`` of the weights, ``classical:<name>``), so new weights
+    under the same name are a new derivation."""
+    from medsr.models.resolver import resolve_model
 
-
-def _model_identity(model: str | os.PathLike[str]) -> tuple[str, str]:
-    """(short tag for the description, stable identity for the key) of a model argument.
-
-    Weights (a ``.safetensors`` file or shipped weights such as ``default-x2``) are identified
-    by the SHA-256 of their bytes, so new weights under the same name are a new derivation.
-    """
-    text = str(model)
-    path = Path(text)
-    shipped = None
-    try:
-        from medsr.models.pretrained import pretrained_path
-
-        shipped = pretrained_path(text)
-    except ImportError:  # pragma: no cover
-        pass
-    if shipped is not None:
-        tag, identity = text.lower(), f"shipped:{text.lower()}:{_file_digest(shipped)}"
-    elif text.endswith(".safetensors") or path.is_file():
-        tag = path.name.removesuffix(".safetensors")
-        identity = f"file:{_file_digest(path)}"
-    else:
-        tag = text.lower()
-        identity = f"name:{text.lower()}"
-    tag = re.sub(r"[^A-Za-z0-9_.+-]", "-", tag)[:16] or "model"
-    return tag, identity
+    loaded = model if isinstance(model, LoadedModel) else resolve_model(model)
+    tag = re.sub(r"[^A-Za-z0-9_.+-]", "-", loaded.name.lower())[:16] or "model"
+    return tag, loaded.checksum
 
 
 def derivation_token(
-    source_series_uid: str, model: str | os.PathLike[str], scale: int
+    source_series_uid: str, model: str | os.PathLike[str] | LoadedModel, scale: int
 ) -> tuple[str, str]:
     """``(token, key)``: the SeriesDescription suffix ``" [medsr MODEL xS KEY]"`` and its key.
 
@@ -319,13 +293,11 @@ def _with_count(client: PacsClient, info: SeriesInfo) -> SeriesInfo:
     )
 
 
-def _check_model(model: str | os.PathLike[str], scale: int) -> None:
+def _check_model(model: str | os.PathLike[str] | LoadedModel | None, scale: int) -> LoadedModel:
     """Fail before any download when the model or scale is wrong."""
-    from medsr.inference.predictor import SCALES, load_upscaler
+    from medsr.models.resolver import check_scale
 
-    if int(scale) != scale or int(scale) not in SCALES:
-        raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale}")
-    load_upscaler(model, int(scale))
+    return _resolve_model(model, check_scale(scale))
 
 
 def upscale_series(
@@ -333,9 +305,11 @@ def upscale_series(
     study: str,
     series: str | None = None,
     *,
-    model: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | LoadedModel | None = None,
     scale: int = 2,
     device: str = "auto",
+    consistency: str = "auto",
+    degradation: str | None = None,
     attempts: int = 3,
     workdir: str | os.PathLike[str] | None = None,
     log: LogFn | None = None,
@@ -358,11 +332,13 @@ def upscale_series(
     study = check_uid(study, "StudyInstanceUID")
     if series is not None:
         series = check_uid(series, "SeriesInstanceUID")
+    from medsr.pipeline import check_options
+
+    check_options(scale=scale, consistency=consistency, degradation=degradation)
     scale = int(scale)
-    model = _resolve_model(model, scale)
-    _check_model(model, scale)
+    loaded = _check_model(model, scale)
     say = log or (lambda _m: None)
-    tag = _model_identity(model)[0]
+    tag = _model_identity(loaded)[0]
 
     all_series = _search(client, study, None)
     if not all_series:
@@ -401,7 +377,10 @@ def upscale_series(
             )
             continue
         try:
-            result = _upscale_one(client, info, model, scale, device, attempts, workdir, say)
+            result = _upscale_one(
+                client, info, loaded, scale, device, attempts, workdir, say,
+                consistency=consistency, degradation=degradation,
+            )  # fmt: skip
         except NotAnImageError as exc:
             if series is not None:
                 raise
@@ -421,17 +400,20 @@ def upscale_series(
 def _upscale_one(
     client: PacsClient,
     info: SeriesInfo,
-    model: str | os.PathLike[str],
+    model: LoadedModel,
     scale: int,
     device: str,
     attempts: int,
     workdir: str | os.PathLike[str] | None,
     say: LogFn,
+    *,
+    consistency: str = "auto",
+    degradation: str | None = None,
 ) -> UpscaleResult:
     import pydicom
 
-    from medsr.inference.predictor import upscale
     from medsr.io.dicom import read_dicom, write_dicom
+    from medsr.pipeline import upscale_with_safeguards
 
     t0 = time.perf_counter()
     study, source = info.study_uid, info.series_uid
@@ -457,8 +439,14 @@ def _upscale_one(
         except NotAnImageError as exc:
             raise PacsNotAnImageError(f"series {source} cannot be upscaled: {exc}") from None
         say(f"upscaling {source} x{scale} with {tag}")
-        up = upscale(image, scale=scale, model=model, device=device)
+        # the one pipeline: the same safeguards and provenance as every other front end
+        up, summary = upscale_with_safeguards(
+            image, scale, model, consistency=consistency, degradation=degradation, maps=False,
+            tta=False, warn=False, device=device,
+        )  # fmt: skip
         del image
+        for message in summary.get("warnings", []):
+            say(f"warning: {message}")
         write_dicom(up, out_dir, series_description_suffix=token)
         del up
         files = sorted(out_dir.glob("*.dcm"))
@@ -572,7 +560,7 @@ def parse_filters(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def default_state_path(url: str, model: str | os.PathLike[str] | None, scale: int) -> Path:
+def default_state_path(url: str, model: str | os.PathLike[str] | LoadedModel | None, scale: int) -> Path:
     """``$XDG_STATE_HOME/medsr/pacs-watch-<hash>.json`` for this server, model and scale."""
     from medsr.pacs.client import safe_url
 
@@ -623,6 +611,8 @@ def watch(
     settle_polls: int = 1,
     skip_existing: bool = False,
     device: str = "auto",
+    consistency: str = "auto",
+    degradation: str | None = None,
     attempts: int = 3,
     log: LogFn | None = None,
     **connect_options: Any,
@@ -654,10 +644,12 @@ def watch(
         raise InvalidParameterError(f"max-series must be at least 1, got {max_series}")
     if max_polls is not None and max_polls < 1:
         raise InvalidParameterError(f"max-polls must be at least 1, got {max_polls}")
+    from medsr.pipeline import check_options
+
+    check_options(scale=scale, consistency=consistency, degradation=degradation)
     scale = int(scale)
-    model = _resolve_model(model, scale)
-    _check_model(model, scale)
-    path = Path(state_path) if state_path else default_state_path(client.url, model, scale)
+    loaded = _check_model(model, scale)
+    path = Path(state_path) if state_path else default_state_path(client.url, loaded, scale)
     state = _load_state(path)
     fresh = not path.exists()
     state.setdefault("server", client.display_url)
@@ -702,7 +694,10 @@ def watch(
                 if stable < settle_polls:
                     continue
             try:
-                result = _upscale_one(client, info, model, scale, device, attempts, None, say)
+                result = _upscale_one(
+                    client, info, loaded, scale, device, attempts, None, say,
+                    consistency=consistency, degradation=degradation,
+                )  # fmt: skip
             except PacsAuthError:
                 raise  # credentials will not fix themselves
             except MedSRError as exc:

@@ -175,6 +175,8 @@ def upscale_command(
     model: ModelOpt = None,
     scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
+    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -204,6 +206,8 @@ def upscale_command(
         model=model,
         scale=scale,
         device=device,
+        consistency=consistency,
+        degradation=degradation,
         attempts=attempts,
         log=None if quiet or as_json else _err,
     )
@@ -263,6 +267,8 @@ def watch_command(
         ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
+    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
@@ -306,6 +312,8 @@ def watch_command(
             settle_polls=settle,
             skip_existing=skip_existing,
             device=device,
+            consistency=consistency,
+            degradation=degradation,
             log=typer.echo,
         )
     finally:

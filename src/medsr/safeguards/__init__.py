@@ -7,7 +7,7 @@
 * :mod:`~medsr.safeguards.provenance` — what made an output (version, model checksum, settings);
 * :mod:`~medsr.safeguards.hallucination` — synthetic-lesion and noise tests of a model.
 
-:func:`medsr.inference.safeguards.upscale_with_safeguards` combines them for one image.
+:func:`medsr.pipeline.upscale_with_safeguards` combines them for one image.
 """
 
 from medsr.safeguards.consistency import (

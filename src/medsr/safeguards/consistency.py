@@ -26,9 +26,16 @@ from medsr.image import MedImage
 from medsr.safeguards.operators import THROUGH_PLANE, Measurement, resolve_measurement
 
 __all__ = [
+    "CONSISTENCY_CHOICES",
+    "CONSISTENCY_DEFAULT",
+    "CONSISTENCY_RELATIVE",
+    "CONSISTENCY_THRESHOLD",
+    "ConsistencyWarning",
     "check_pair",
     "consistency_error",
+    "consistency_exceeded",
     "consistency_map",
+    "consistency_setting",
     "enforce_consistency",
     "infer_scale",
 ]
@@ -287,3 +294,44 @@ def enforce_consistency(
         f"{iters} iterations"
     )
     return sr.replace(array=arr, meta=meta, history=(*sr.history, step_text))
+
+
+# ====================================================================== settings and warning rule
+#: ``on`` projects, ``off`` only measures, ``auto`` projects when the physics is known (stated
+#: with ``--degradation`` or read from the header), measures otherwise
+CONSISTENCY_CHOICES = ("auto", "on", "off")
+#: ``--consistency`` default of every front end (:mod:`medsr.pipeline`)
+CONSISTENCY_DEFAULT = "auto"
+#: warn when p99 |D(SR) − input| exceeds this fraction of the input's data range ...
+CONSISTENCY_THRESHOLD = 0.05
+#: ... and this multiple of the same percentile for bicubic interpolation of the input
+CONSISTENCY_RELATIVE = 1.5
+
+
+class ConsistencyWarning(UserWarning):
+    """The upscaled image, degraded again, disagrees with the measured input."""
+
+
+def consistency_setting(consistency: str | bool) -> str:
+    """``"auto"``, ``"on"`` or ``"off"`` from a setting (booleans accepted); anything else is an error."""
+    if isinstance(consistency, bool):
+        return "on" if consistency else "off"
+    s = str(consistency).strip().lower()
+    if s not in CONSISTENCY_CHOICES:
+        raise InvalidParameterError(f"consistency must be 'auto', 'on' or 'off', got {consistency!r}")
+    return s
+
+
+def consistency_exceeded(
+    p99_rel: float,
+    bicubic_p99_rel: float | None,
+    threshold: float = CONSISTENCY_THRESHOLD,
+    relative: float | None = CONSISTENCY_RELATIVE,
+) -> bool:
+    """The warning rule: p99 error above ``threshold`` (of the input range) and, when
+    ``relative``, above ``relative`` × bicubic interpolation's p99 error on the same input."""
+    if p99_rel <= threshold:
+        return False
+    if relative and bicubic_p99_rel is not None:
+        return p99_rel > relative * bicubic_p99_rel
+    return True

@@ -105,6 +105,10 @@ def summarize_map(
     }
 
 
+#: uncertainty voxels counted as "uncertain" above this fraction of the input's data range
+UNCERTAINTY_THRESHOLD = 0.02
+
+
 # ====================================================================== uncertainty (TTA)
 def tta_statistics(
     image: MedImage,
@@ -139,10 +143,12 @@ def tta_statistics(
     import torch
 
     if runner is None:
-        from medsr.inference.predictor import upscale
+        from medsr.inference.planes import PlaneUpscaler
 
-        def runner(im: MedImage) -> MedImage:
-            return upscale(im, scale, model, **upscale_kwargs)
+        loaded = model if isinstance(model, PlaneUpscaler) else PlaneUpscaler(model, scale or 2, **upscale_kwargs)
+
+        def runner(im: MedImage) -> MedImage:  # one loaded network for all 8 transforms
+            return loaded.upscale(im)
 
     chosen = list(DIHEDRAL if transforms is None else transforms)
     if (0, False) not in chosen:

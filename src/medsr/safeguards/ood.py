@@ -130,7 +130,7 @@ def check_distribution(
     from medsr.intensity import Normalizer
 
     modality = (image.modality or "OT").upper()
-    learned = card.get("kind") != "interpolator" and bool(card.get("architecture"))
+    learned = card.get("kind") not in ("interpolator", "classical") and bool(card.get("architecture"))
     if not learned:
         return {
             "checked": False,

@@ -14,53 +14,30 @@ the consistency check, the consistency setting and the summary of the trust maps
 
 from __future__ import annotations
 
-import hashlib
 import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from medsr.image import MedImage
+from medsr.models.resolver import LoadedModel
 
 __all__ = ["attach_provenance", "model_checksum", "provenance", "summary_text"]
 
 
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def model_checksum(model: str | os.PathLike[str] | LoadedModel | None, scale: int | None = None) -> str:
+    """The model's one identity (:attr:`medsr.models.resolver.LoadedModel.checksum`):
+    ``sha256:<hex>`` of its weights file, or ``classical:<name>`` for an interpolator
+    (``None`` → the default model for ``scale``); ``name:<text>`` for what no resolver knows
+    (the network a zero-shot run trained on the image itself)."""
+    from medsr.errors import MedSRError
+    from medsr.models.resolver import resolve_model
 
-
-def weights_path(model: str | os.PathLike[str] | None) -> Path | None:
-    """The weights file behind ``model`` (a shipped name or a path), ``None`` for others."""
-    if model is None:
-        return None
-    from medsr.models.pretrained import pretrained_path
-
-    shipped = pretrained_path(str(model))
-    if shipped:
-        return shipped
-    p = Path(str(model))
-    if str(model).endswith(".safetensors") or p.is_file():
-        return p if p.is_file() else None
-    return None
-
-
-def model_checksum(model: str | os.PathLike[str] | None, scale: int | None = None) -> str:
-    """``sha256:<hex>`` of the weights file, or ``classical:<name>`` for a registered model
-    without weights (``None`` → the default model for ``scale``)."""
-    if model is None:
-        from medsr.models.pretrained import default_model_name
-
-        model = default_model_name(int(scale or 2))
-    p = weights_path(model)
-    if p is not None:
-        st = p.stat()
-        return "sha256:" + _sha256(str(p.resolve()), st.st_size, st.st_mtime_ns)
-    return f"classical:{str(model).lower()}"
+    if isinstance(model, LoadedModel):
+        return model.checksum
+    try:
+        return resolve_model(model, scale=scale if model is None or scale is None else None).checksum
+    except MedSRError:
+        return f"name:{str(model).lower()}"
 
 
 def _fmt(v: Any) -> str:
@@ -104,7 +81,7 @@ def summary_text(summary: dict[str, Any]) -> str:
 
 def provenance(
     *,
-    model: str | os.PathLike[str] | None,
+    model: str | os.PathLike[str] | LoadedModel | None,
     card: dict[str, Any] | None,
     scale: int,
     degradation: str | None,
@@ -117,14 +94,16 @@ def provenance(
     and without them the same input, model and settings give byte-identical sidecars (a batch
     rerun, or the local and Ray batch engines, agree).
     """
-    import medsr
+    from medsr._version import __version__
 
+    if isinstance(model, LoadedModel):
+        card = card or model.card
     card = card or {}
     name = card.get("name") or (
         Path(str(model)).name.removesuffix(".safetensors") if model else None
     )
     return {
-        "medsr_version": medsr.__version__,
+        "medsr_version": __version__,
         "model": name,
         "model_version": card.get("version"),
         "model_checksum": model_checksum(model, scale),

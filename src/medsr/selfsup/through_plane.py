@@ -16,10 +16,10 @@ resolution, so training pairs can be made from the axial slices themselves:
    axis, the two orientations are averaged, and the volume (now ``f × Z`` slices) is resampled
    along z (cubic) to the isotropic or requested spacing.
 
-The field of view is unchanged (cell-centred grid, see :meth:`MedImage.resampled`), so the new
-slice spacing is ``Z·s_z / n`` for ``n = round(Z·s_z / target)`` slices — the target exactly when
-that is a whole number. :func:`interpolate_z` gives the linear/cubic interpolation baselines on
-the same grid.
+The output grid is medsr's one grid rule for through-plane outputs (:mod:`medsr.slice_grid`,
+shared with ``medsr interpolate``): cell-centred, same field of view, ``n = round(Z·s_z / target)``
+slices of spacing ``Z·s_z / n`` — the target exactly when that is a whole number.
+:func:`interpolate_z` gives the linear/cubic interpolation baselines on the same grid.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.slice_grid import check_target_spacing, on_grid, output_slices, resize_axis
 
 __all__ = ["interpolate_z", "output_slices", "slice_thickness_mm", "through_plane_upscale"]
 
@@ -72,12 +72,6 @@ def slice_thickness_mm(image: MedImage) -> float | None:
     return v if v is not None and math.isfinite(v) and v > 0 else None
 
 
-def output_slices(image: MedImage, target_spacing: float) -> int:
-    """Number of slices of the resampled volume: ``round(Z · s_z / target)`` (≥ Z)."""
-    z = image.spatial_shape[0]
-    return max(z, round(z * image.spacing[0] / float(target_spacing)))
-
-
 def _check_volume(image: Any, what: str) -> MedImage:
     if not isinstance(image, MedImage):
         raise InvalidParameterError(f"{what} needs a MedImage, got {type(image).__name__}")
@@ -92,26 +86,7 @@ def _check_volume(image: Any, what: str) -> MedImage:
 
 
 def _check_target(image: MedImage, target_spacing: Any) -> float:
-    sz, sy, sx = image.spacing
-    if target_spacing is None:
-        target = min(sy, sx)
-    else:
-        try:
-            target = float(target_spacing)
-        except (TypeError, ValueError):
-            raise InvalidParameterError(
-                f"target spacing must be a number of mm, got {target_spacing!r}"
-            ) from None
-        if not math.isfinite(target) or target <= 0:
-            raise InvalidParameterError(
-                f"target spacing must be more than 0 mm, got {target_spacing!r}"
-            )
-    if output_slices(image, target) <= image.spatial_shape[0] and sz <= target * (1 + 1e-3):
-        raise InvalidParameterError(
-            f"the slice spacing ({sz:g} mm) is already no coarser than the target spacing "
-            f"({target:g} mm): nothing to do through-plane"
-        )
-    return target
+    return check_target_spacing(image, target_spacing, axis=0)
 
 
 def _project_thick_slice(
@@ -131,23 +106,16 @@ def _project_thick_slice(
     y = vol.permute(0, 3, 1, 2).contiguous()
     projected, info = meas.project(x, y)
     info = {k: v for k, v in info.items() if k != "history"}
-    return projected.permute(0, 2, 3, 1).contiguous(), {"setting": "on", "method": "thick-slice back-projection", **info}
+    return projected.permute(0, 2, 3, 1).contiguous(), {
+        "setting": "on",
+        "method": "thick-slice back-projection",
+        **info,
+    }
 
 
 def _resize_z(vol: torch.Tensor, n: int, mode: str) -> torch.Tensor:
-    """``(C, Z, Y, X)`` → ``(C, n, Y, X)`` along z only (cell-centred, antialiased if shrinking)."""
-    c, z, y, x = vol.shape
-    if n == z:
-        return vol
-    flat = vol.reshape(1, c, z, y * x)
-    if mode == "nearest":
-        out = F.interpolate(flat, size=(n, y * x), mode="nearest-exact")
-    else:
-        interp = {"linear": "bilinear", "cubic": "bicubic"}[mode]
-        out = F.interpolate(
-            flat, size=(n, y * x), mode=interp, align_corners=False, antialias=n < z
-        )
-    return out.reshape(c, n, y, x)
+    """``(C, Z, Y, X)`` → ``(C, n, Y, X)`` along z only (the grid rule's resampler)."""
+    return resize_axis(vol, 1, n, mode)
 
 
 def interpolate_z(
@@ -178,7 +146,7 @@ def interpolate_z(
     cf = torch.from_numpy(np.ascontiguousarray(image.channel_first()))
     out = _resize_z(cf, n, mode).numpy()
     arr = out if image.channels else out[0]
-    sr = image.resampled(arr, step=f"through-plane {mode} interpolation to {n} slices")
+    sr = on_grid(image, arr, step=f"through-plane {mode} interpolation to {n} slices")
     meta = dict(sr.meta)
     meta["derivation"] = {
         "method": "interpolation",
@@ -331,8 +299,10 @@ def through_plane_upscale(
     name = (
         f"{arch} (zero-shot through-plane{', fine-tuned from ' + init_name if init_name else ''})"
     )
-    sr = image.resampled(
-        arr, step=f"through-plane upscale {z} -> {n_out} slices ({name}, {report.steps} steps)"
+    sr = on_grid(
+        image,
+        arr,
+        step=f"through-plane upscale {z} -> {n_out} slices ({name}, {report.steps} steps)",
     )
     meta = dict(sr.meta)
     meta["derivation"] = {

@@ -69,6 +69,22 @@ def register(app: typer.Typer) -> None:
             int,
             typer.Option("--max-queue", help="Jobs queued or running before new uploads get 503."),
         ] = 8,
+        decode_timeout: Annotated[
+            str,
+            typer.Option(
+                "--decode-timeout",
+                help="Longest time an upload may take to read (it is decoded in a separate "
+                "process, killed beyond; the upload gets 422): 30s, 2m.",
+            ),
+        ] = "60s",
+        shutdown_grace: Annotated[
+            str,
+            typer.Option(
+                "--shutdown-grace",
+                help="On SIGTERM, how long open requests and running jobs may take to finish "
+                "before they are stopped and every job's files deleted: 10s, 1m.",
+            ),
+        ] = "10s",
         log_level: Annotated[
             str, typer.Option("--log-level", help="debug, info, warning or error.")
         ] = "info",
@@ -80,6 +96,7 @@ def register(app: typer.Typer) -> None:
             import uvicorn
 
             from medsr.service.app import Settings, create_app
+            from medsr.service.server import uvicorn_options
         except ImportError as exc:  # pragma: no cover - depends on the installation
             from medsr.errors import MedSRError
 
@@ -106,14 +123,11 @@ def register(app: typer.Typer) -> None:
             work_dir=work_dir,
             workers=workers,
             max_pending=max_queue,
+            decode_timeout_s=parse_duration(decode_timeout),
+            shutdown_grace_s=parse_duration(shutdown_grace),
         )
         typer.echo(
             f"medsr web page: http://{'[' + host + ']' if ':' in host else host}:{port}/   (API docs: /docs)"
         )
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_level=log_level.lower(),
-            server_header=False,
-        )
+        # read deadlines, header size, connection limit, bounded shutdown: see medsr.service.server
+        uvicorn.run(create_app(settings), log_level=log_level.lower(), **uvicorn_options(settings))

@@ -1,14 +1,16 @@
 """Background jobs: a bounded queue served by worker threads, and the work one job does.
 
-:class:`JobQueue` wraps a :class:`~concurrent.futures.ThreadPoolExecutor` (one worker by
-default, so one model runs at a time and CPU/GPU memory stays bounded) behind a counter that
-refuses new jobs with :class:`QueueFullError` (HTTP 503) once ``max_pending`` jobs are queued or
-running. Uploads are validated in the request thread; only the upscaling runs on the queue.
+:class:`JobQueue` runs jobs on ``workers`` daemon threads (one by default, so one model runs at
+a time and CPU/GPU memory stays bounded). Its counter of jobs queued or running — reserved
+*before* an upload is decoded — refuses new work with :class:`QueueFullError` (HTTP 503) once
+``max_pending`` is reached. :meth:`JobQueue.shutdown` is bounded: queued jobs are cancelled,
+running ones get a grace period, and the threads (daemons) never hold the process open.
 
-:func:`process` is what a job does: upscale (in-plane with a registered model, or the
-self-supervised through-plane / zero-shot methods of :mod:`medsr.selfsup` when installed), check
-data consistency (the output, degraded back to the input grid, must agree with the input), write
-the result in the input's format, and keep float32 copies of input, output and maps for previews.
+:func:`process` is what a job does, as a thin client of :mod:`medsr.pipeline`: in-plane jobs go
+through :func:`~medsr.pipeline.upscale_with_safeguards` (consistency, uncertainty, OOD,
+provenance); the self-supervised through-plane / zero-shot methods of :mod:`medsr.selfsup` get
+the same provenance and (zero-shot) the same consistency measurement. The result is written in
+the input's format; float32 copies of input, output and maps are kept for previews.
 
 Logs carry job ids, formats, shapes and model names only: never file names, paths given by the
 user or header values.
@@ -17,11 +19,11 @@ user or header values.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,19 @@ MEDIA_TYPES = {
     "png": "image/png",
     "tiff": "image/tiff",
 }
+SUFFIXES = {
+    "dicom": ".dcm",
+    "nifti": ".nii",
+    "nifti-gz": ".nii.gz",
+    "png": ".png",
+    "tiff": ".tif",
+}
+#: inputs up to this many voxels get the test-time-augmentation uncertainty map on the web
+TTA_MAX_VOXELS = 1 << 20
 
 
 class QueueFullError(MedSRError):
-    """Too many jobs are waiting; try again later."""
+    """Too many jobs are waiting (or the server is shutting down); try again later."""
 
     http_status = 503
 
@@ -60,6 +71,12 @@ class JobNotReadyError(MedSRError):
     """The job has not finished (or failed), so it has no result yet."""
 
     http_status = 409
+
+
+class JobCancelledError(MedSRError):
+    """The server is shutting down; the job was stopped."""
+
+    http_status = 503
 
 
 @dataclass
@@ -92,8 +109,13 @@ class Job:
     options: dict[str, Any] = field(default_factory=dict)
     safeguards: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def set_stage(self, stage: str, progress: float) -> None:
+        """Record progress; raise :class:`JobCancelledError` when the job was cancelled (the
+        stages are where a job stops on shutdown)."""
+        if self.cancelled.is_set():
+            raise JobCancelledError("the server is shutting down; the job was stopped")
         self.stage = stage
         self.progress = round(float(progress), 3)
 
@@ -107,16 +129,25 @@ def new_job_id() -> str:
 
 
 class JobQueue:
-    """Jobs by id, and a bounded executor that runs them in the background."""
+    """Jobs by id, and a bounded set of daemon worker threads that run them in the background."""
 
     def __init__(self, workers: int = 1, max_pending: int = 8):
         if workers < 1 or max_pending < 1:
             raise ValueError("workers and max_pending must be at least 1")
         self.max_pending = max_pending
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="medsr-job")
         self._jobs: dict[str, Job] = {}
         self._pending = 0
+        self._closed = False
         self._lock = threading.Lock()
+        self._tasks: queue.SimpleQueue[tuple[Job, Callable[[Job], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"medsr-job-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self._threads:
+            t.start()
 
     # ------------------------------------------------------------------ registry
     def get(self, job_id: str) -> Job:
@@ -146,29 +177,47 @@ class JobQueue:
             return self._pending
 
     # ------------------------------------------------------------------ running
-    def submit(self, job: Job, work: Callable[[Job], None]) -> None:
-        """Queue ``work(job)``; raise :class:`QueueFullError` when the queue is full."""
+    def reserve(self) -> None:
+        """Take a place in the queue (before an upload is decoded); :meth:`release` it or hand
+        it to :meth:`submit`. Raises :class:`QueueFullError` when the queue is full or closed."""
         with self._lock:
+            if self._closed:
+                raise QueueFullError("the server is shutting down; try again in a minute")
             if self._pending >= self.max_pending:
                 raise QueueFullError(
                     f"the server is busy ({self._pending} jobs queued or running); try again in a minute"
                 )
             self._pending += 1
-            self._jobs[job.id] = job
-        try:
-            self._executor.submit(self._run, job, work)
-        except RuntimeError:  # executor shut down
-            with self._lock:
-                self._pending -= 1
-                self._jobs.pop(job.id, None)
-            raise QueueFullError("the server is shutting down") from None
+
+    def release(self) -> None:
+        """Give back a place taken by :meth:`reserve` that no job used."""
+        with self._lock:
+            self._pending -= 1
+
+    def submit(self, job: Job, work: Callable[[Job], None], *, reserved: bool = False) -> None:
+        """Queue ``work(job)`` (in the place :meth:`reserve` took when ``reserved``)."""
+        if not reserved:
+            self.reserve()
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._jobs[job.id] = job
+        if closed:
+            if not reserved:
+                self.release()
+            raise QueueFullError("the server is shutting down; try again in a minute")
+        self._tasks.put((job, work))
+
+    def _worker(self) -> None:
+        while (item := self._tasks.get()) is not None:
+            self._run(*item)
 
     def _run(self, job: Job, work: Callable[[Job], None]) -> None:
         try:
             if job.id not in self.ids():  # deleted while queued
                 return
-            job.state, job.started_at = "running", time.time()
             job.set_stage("starting", 0.02)
+            job.state, job.started_at = "running", time.time()
             log.info(
                 "job %s running (mode=%s, model=%s, scale=%d)",
                 job.id,
@@ -192,7 +241,9 @@ class JobQueue:
                 "message": "the image is too large for this server's memory",
             }
             log.error("job %s failed: out of memory", job.id)
-        except Exception as exc:  # a bug: keep serving, report a generic error
+        except (
+            BaseException
+        ) as exc:  # a bug (even a Rust panic): keep serving, report it generically
             job.state = "failed"
             job.error = {
                 "status": 500,
@@ -205,36 +256,72 @@ class JobQueue:
             with self._lock:
                 self._pending -= 1
 
-    def shutdown(self, wait: bool = False) -> None:
-        self._executor.shutdown(wait=wait, cancel_futures=True)
+    def shutdown(self, grace_s: float = 10.0) -> list[Job]:
+        """Refuse new jobs, cancel queued ones, give running ones ``grace_s`` seconds; return
+        the jobs that had not finished (cancelled: they stop at their next stage)."""
+        with self._lock:
+            self._closed = True
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            if not job.finished and job.state == "queued":
+                job.cancelled.set()
+        for _ in self._threads:
+            self._tasks.put(None)
+        deadline = time.monotonic() + max(0.0, grace_s)
+        for t in self._threads:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        unfinished = [j for j in jobs if not j.finished]
+        for job in unfinished:
+            job.cancelled.set()
+        if unfinished:
+            log.warning("shutdown: %d unfinished job(s) stopped", len(unfinished))
+        return unfinished
 
 
 # ====================================================================== the work of one job
+def image_info(image: MedImage) -> dict[str, Any]:
+    """The non-identifying geometry and intensity summary of the job's JSON
+    (:meth:`MedImage.summary`, reduced to what the API documents)."""
+    s = image.summary()
+    info = {
+        k: s[k]
+        for k in ("modality", "shape_zyx", "spacing_mm_zyx", "channels", "units", "min", "max")
+    }
+    for k in ("min", "max"):
+        info[k] = float(info[k]) if np.isfinite(info[k]) else 0.0
+    return info
+
+
 def process(
     job: Job,
     image: MedImage,
     *,
     selfsup: Callable[..., MedImage] | None,
     zero_shot_budget_s: float,
-    model_path: str | None,
+    model: Any = None,
 ) -> None:
-    """Upscale ``image`` as ``job`` asks, write the result and the preview arrays into ``job.dir``."""
+    """Upscale ``image`` as ``job`` asks, write the result and the preview arrays into ``job.dir``.
+
+    ``model`` is what the pipeline gets for an in-plane job: a classical name or a
+    :class:`~medsr.models.resolver.LoadedModel` of the server's catalog.
+    """
     from medsr.io import save_image
 
     t0 = time.perf_counter()
     job.set_stage("upscaling", 0.1)
-    result = _upscale(job, image, selfsup, zero_shot_budget_s, model_path)
+    result = _upscale(job, image, selfsup, zero_shot_budget_s, model)
     job.metrics["runtime_s"] = round(time.perf_counter() - t0, 3)
 
     maps = _extract_maps(result)
-    result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
-    if job.safeguards:  # in-plane: medsr.inference.safeguards measured it with the modality's physics
-        job.metrics.update(_safeguard_metrics(job.safeguards))
-    elif job.mode in ("in-plane", "zero-shot"):
+    if job.mode == "zero-shot":
         job.set_stage("checking consistency", 0.7)
-        consistency, stats = consistency_check(image, result, job.scale)
-        maps.setdefault("consistency", consistency)
-        job.metrics.update(stats)
+        maps.setdefault("consistency", _measure_consistency(job, image, result))
+    if job.safeguards:
+        job.metrics.update(_safeguard_metrics(job.safeguards))
+    result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
+    job.provenance = {
+        k: v for k, v in result.meta.get("provenance", {}).items() if k != "safeguards"
+    }
 
     job.set_stage("writing", 0.8)
     out_dir = job.dir / "out"
@@ -247,20 +334,13 @@ def process(
         series = save_image(result, out_dir / stem)
         job.result_path = zip_folder(series, job.dir / f"{stem}.zip", stem)
     else:
-        suffix = {
-            "dicom": ".dcm",
-            "nifti": ".nii",
-            "nifti-gz": ".nii.gz",
-            "png": ".png",
-            "tiff": ".tif",
-        }[job.input_format]
-        job.result_path = save_image(result, out_dir / f"{stem}{suffix}")
+        job.result_path = save_image(result, out_dir / f"{stem}{SUFFIXES[job.input_format]}")
         from medsr.io.sidecar import sidecar_path
 
         side = sidecar_path(job.result_path)
         job.sidecar_path = side if side.is_file() else None
     job.result_name = job.result_path.name
-    job.output_info = describe(result)
+    job.output_info = image_info(result)
     job.output_info["size_bytes"] = job.result_path.stat().st_size
 
     job.set_stage("preparing previews", 0.9)
@@ -275,37 +355,72 @@ def _upscale(
     image: MedImage,
     selfsup: Callable[..., MedImage] | None,
     budget_s: float,
-    model_path: str | None,
+    model: Any,
 ) -> MedImage:
     if job.mode == "in-plane":
-        from medsr.inference.safeguards import upscale_with_safeguards
+        from medsr.pipeline import upscale_with_safeguards
 
         z, y, x = image.spatial_shape
         # TTA costs 8 model runs; interpolators are flip/rotation-equivariant (their map is ~0)
         small = image.num_channels * z * y * x <= TTA_MAX_VOXELS
-        learned = bool(job.model_card.get("learned", job.model_card.get("kind") != "interpolator"))
+        learned = bool(job.model_card.get("learned"))
         result, summary = upscale_with_safeguards(
             image,
             job.scale,
-            model_path or job.model,
-            consistency=job.options.get("consistency", "off"),
+            model if model is not None else job.model,
+            consistency=job.options.get("consistency", "auto"),
+            degradation=job.options.get("degradation"),
             maps=True,
             tta=small and learned,
             warn=False,
         )
         job.safeguards = summary
-        job.provenance = {k: v for k, v in result.meta.get("provenance", {}).items() if k != "safeguards"}
         return result
     if selfsup is None:  # checked at submission; kept for safety
         raise MedSRError(f"mode {job.mode!r} is not available in this version")
+    from medsr.safeguards.provenance import attach_provenance, provenance
+
     if job.mode == "through-plane":
         target = float(image.spacing[0]) / job.scale
-        return _call(selfsup, image, target_spacing=target, budget_s=budget_s, progress=False)
-    return _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
+        result = _call(selfsup, image, target_spacing=target, budget_s=budget_s, progress=False)
+    else:
+        result = _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
+    record = provenance(  # as medsr.pipeline.upscale_file records a self-supervised run
+        model=result.meta.get("derivation", {}).get("model", job.mode),
+        card=None,
+        scale=job.scale,
+        degradation="thick-slice" if job.mode == "through-plane" else None,
+        consistency="off",
+    )
+    return attach_provenance(result, record)
 
 
-#: inputs up to this many voxels get the test-time-augmentation uncertainty map on the web
-TTA_MAX_VOXELS = 1 << 20
+def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndarray:
+    """The pipeline's consistency measurement of a zero-shot result (the modality's default
+    degradation); returns the map on the output grid and fills ``job.metrics``."""
+    from medsr.pipeline import CONSISTENCY_THRESHOLD, assumed_degradation, consistency_error
+    from medsr.safeguards.maps import summarize_map
+
+    meas, _ = assumed_degradation(None, {}, job.scale, image.modality)
+    err = consistency_error(result, image, meas, job.scale)
+    finite = image.array[np.isfinite(image.array)]
+    rng = max(float(finite.max() - finite.min()), 1e-12) if finite.size else 1.0
+    stats = summarize_map(
+        np.abs(err), data_range=rng, threshold_rel=CONSISTENCY_THRESHOLD, units=image.units
+    )
+    mse = float(np.mean(np.square(err, dtype=np.float64))) if err.size else 0.0
+    job.metrics.update(
+        consistency_psnr_db=round(10 * np.log10(rng**2 / mse), 2) if mse > 0 else 99.0,
+        consistency_mae=stats["mean"],
+        consistency_p99=stats["p99"],
+        data_consistency="off",
+        assumed_degradation=meas.describe(),
+    )
+    cmap = np.abs(err)
+    if image.channels:
+        cmap = cmap.mean(axis=0)
+    f = job.scale
+    return np.repeat(np.repeat(cmap, f, axis=-2), f, axis=-1).astype(np.float32)
 
 
 def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
@@ -316,7 +431,9 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "consistency_psnr_db": err.get("psnr_db"),
         "consistency_mae": err.get("mean"),
         "consistency_p99": err.get("p99"),
-        "data_consistency": cons.get("setting", "off"),
+        "data_consistency": ("on" if cons.get("applied") else "off")
+        + (" (auto)" if cons.get("setting") == "auto" else ""),
+        "physics": summary.get("physics", "unknown"),
         "assumed_degradation": (summary.get("degradation") or {}).get("describe"),
     }
     unc = (summary.get("uncertainty") or {}).get("map")
@@ -351,61 +468,3 @@ def _extract_maps(result: MedImage) -> dict[str, np.ndarray]:
             if a.ndim == 3 and str(name).replace("-", "").replace("_", "").isalnum():
                 out[str(name)] = a
     return out
-
-
-def consistency_check(
-    image: MedImage, result: MedImage, scale: int, batch: int = 16
-) -> tuple[np.ndarray, dict[str, float]]:
-    """Degrade ``result`` back to the input grid (antialiased bicubic) and compare with ``image``.
-
-    Returns the absolute difference map ``(Z, y, x)`` in the input's units (mean over colour
-    channels) and summary statistics: PSNR (dB, data range = the input's range), mean and 99th
-    percentile absolute difference. A faithful upscale, downsampled again, reproduces its input.
-    """
-    import torch
-
-    from medsr.degradations.bicubic import bicubic_downscale
-
-    src = image.channel_first()
-    out = result.channel_first()
-    c, z, h, w = src.shape
-    hh, ww = out.shape[-2] // scale, out.shape[-1] // scale
-    hh, ww = min(hh, h), min(ww, w)
-    diff_map = np.zeros((z, hh, ww), dtype=np.float32)
-    sq_sum = 0.0
-    count = 0
-    for k0 in range(0, z, batch):
-        k1 = min(z, k0 + batch)
-        hr = torch.from_numpy(np.ascontiguousarray(out[:, k0:k1]).reshape(-1, 1, *out.shape[-2:]))
-        with torch.inference_mode():
-            lr = bicubic_downscale(hr, scale).numpy()[:, 0, :hh, :ww]
-        ref = src[:, k0:k1, :hh, :ww].reshape(-1, hh, ww)
-        d = lr - ref
-        sq_sum += float(np.square(d, dtype=np.float64).sum())
-        count += d.size
-        diff_map[k0:k1] = np.abs(d).reshape(c, k1 - k0, hh, ww).mean(axis=0)
-    lo, hi = float(np.nanmin(src)), float(np.nanmax(src))
-    data_range = max(hi - lo, 1e-6)
-    mse = sq_sum / max(count, 1)
-    psnr = float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
-    stats = {
-        "consistency_psnr_db": round(psnr, 2) if np.isfinite(psnr) else 99.0,
-        "consistency_mae": round(float(diff_map.mean()), 4),
-        "consistency_p99": round(float(np.percentile(diff_map, 99)), 4),
-    }
-    return diff_map, stats
-
-
-def describe(image: MedImage) -> dict[str, Any]:
-    """Non-identifying geometry and intensity summary for the job's JSON."""
-    arr = image.array
-    finite = arr[np.isfinite(arr)]
-    return {
-        "modality": image.modality,
-        "shape_zyx": [int(s) for s in image.spatial_shape],
-        "spacing_mm_zyx": [round(float(s), 6) for s in image.spacing],
-        "channels": image.channels or "gray",
-        "units": image.units,
-        "min": float(finite.min()) if finite.size else 0.0,
-        "max": float(finite.max()) if finite.size else 0.0,
-    }

@@ -207,18 +207,67 @@ def safe_filename(filename: str | None, default: str = "upload") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:100] or default
 
 
+TEMP_PREFIX = "medsr-serve-"
+OWNER_FILE = ".pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _owner() -> str:
+    """This process, as written in a private root: pid and pid namespace (a pid means nothing
+    in another container sharing the same /tmp)."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        import socket
+
+        ns = socket.gethostname()
+    return f"{os.getpid()} {ns}"
+
+
+def remove_stale_roots(tmp: str | os.PathLike[str] | None = None) -> int:
+    """Delete private work folders of servers that were killed (SIGKILL, power loss) before
+    they could clean up: ours (same user, same pid namespace), named ``medsr-serve-*``, whose
+    owner process is gone.
+    Returns how many were removed."""
+    removed = 0
+    for d in Path(tmp or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            pid_text, _, ns = (d / OWNER_FILE).read_text().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if ns == _owner().partition(" ")[2] and pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 class Storage:
     """Job folders under one work directory.
 
     Args:
         root: the work directory; a fresh private temporary folder when ``None`` (removed by
-            :meth:`close`). An explicit folder is created if needed and kept on close (only the
+            :meth:`close`; left-overs of killed servers are removed when the next one starts,
+            :func:`remove_stale_roots`). An explicit folder is created if needed and kept on close (only the
             job folders inside it are removed).
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
         if root is None:
-            self.root = Path(tempfile.mkdtemp(prefix="medsr-serve-"))
+            remove_stale_roots()
+            self.root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            (self.root / OWNER_FILE).write_text(_owner())
             self._owned = True
         else:
             self.root = Path(root)

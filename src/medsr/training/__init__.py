@@ -27,7 +27,8 @@ _EXPORTS = {
     "resolve_corpus": "medsr.training.data",
     "SupervisedSR": "medsr.training.tasks",
     "SRGANTask": "medsr.training.tasks",
-    "build_task": "medsr.training.tasks",
+    "build_task": "medsr.training.factory",
+    "build_datamodule": "medsr.training.factory",
     "DistillTask": "medsr.training.distill",
 }
 

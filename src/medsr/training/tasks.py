@@ -1,4 +1,8 @@
-"""LightningModules: supervised SR and adversarial (SRGAN-style) fine-tuning.
+"""LightningModules: supervised SR, adversarial (SRGAN-style) fine-tuning, slice interpolation.
+
+(:class:`SliceInterpolationTask`, ``task: slice-interpolation``, is described in its own
+docstring; it shares the network/EMA/checkpoint machinery below and trains on triplets from
+:class:`~medsr.training.slices.SliceDataModule`.)
 
 Both take a validated :class:`~medsr.training.config.Config` (or its ``to_dict()``) and keep
 the network that is exported in ``self.model`` (the generator). Batches come from
@@ -10,6 +14,12 @@ Logged: ``train/loss`` (+ each active term), ``val/psnr``, ``val/ssim``, ``val/p
 normalised units with ``data_range = 1`` and a border crop of ``scale`` px; the learning rate
 (``LearningRateMonitor``) and, every ``trainer.image_log_every_n_epochs`` epochs, a TensorBoard
 image ``val/lr_sr_hr`` (LR nearest-upsampled | SR | HR of the first validation slice).
+
+Low-band guard (``model.low_band: {base, cutoff}``): every forward pass that the loss and the
+validation see is :class:`medsr.models.lowband.LowBandGuard` ``(net, base, scale, cutoff)`` —
+the network's output with its low band replaced by the base interpolator's — while
+``self.model`` (and its EMA copy) stay the bare network: checkpoints and exported safetensors
+hold the bare weights, and the card records ``low_band`` so inference applies the same guard.
 
 EMA (``trainer.ema_decay``): an exponential moving average of the weights
 (``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``, buffers included) is
@@ -47,10 +57,10 @@ from medsr.training.losses import (
 __all__ = [
     "SRGANTask",
     "SRTask",
+    "SliceInterpolationTask",
     "SupervisedSR",
     "WarmupSchedule",
     "build_network",
-    "build_task",
     "load_generator_state",
     "network_kwargs",
 ]
@@ -250,6 +260,23 @@ class SRTask(L.LightningModule):
         self.criterion = PixelCriterion.from_config(cfg.loss)
         self.data_info: dict[str, Any] = {}
         self.model_name, self.model, self.model_kwargs = self._build_model()
+        self.low_band = cfg.model.low_band if cfg.task != "distill" else None
+        if self.low_band is not None:
+            from medsr.models.registry import create_model
+
+            try:
+                base = create_model(self.low_band.base, scale=self.scale)
+            except Exception as exc:
+                raise InvalidParameterError(
+                    f"model.low_band.base {self.low_band.base!r} is not an interpolator: {exc}"
+                ) from None
+            if any(True for _ in base.parameters()) or getattr(base, "learned", False):
+                raise InvalidParameterError(
+                    f"model.low_band.base must be a classical interpolator (bicubic, kspace...), "
+                    f"got {self.low_band.base!r}"
+                )
+            # a submodule (it follows the device) without parameters: the state_dict is unchanged
+            self.low_band_base = base
         self.ema: AveragedModel | None = None
         if cfg.trainer.ema_decay is not None:
             self.ema = AveragedModel(
@@ -273,8 +300,20 @@ class SRTask(L.LightningModule):
         """The network validation and export use (the EMA copy when enabled)."""
         return self.ema.module if self.ema is not None else self.model
 
+    def guarded(self, net: nn.Module) -> nn.Module:
+        """``net`` behind the low-band guard (``model.low_band``), or ``net`` itself when off.
+
+        The guard is built per call and not registered, so the network's weights are never
+        duplicated in the state_dict.
+        """
+        if self.low_band is None:
+            return net
+        from medsr.models.lowband import LowBandGuard
+
+        return LowBandGuard(net, self.low_band_base, self.scale, self.low_band.cutoff)
+
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.eval_model()(lr)
+        return self.guarded(self.eval_model())(lr)
 
     def _check_shape(self, sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor) -> None:
         if not self._shape_checked:
@@ -323,7 +362,7 @@ class SRTask(L.LightningModule):
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lr, hr = batch["lr"], batch["hr"]
-        net = self.eval_model()
+        net = self.guarded(self.eval_model())
         sr = net(lr)
         sr_np = sr[0, 0].detach().float().cpu().numpy()
         hr_np = hr[0, 0].detach().float().cpu().numpy()
@@ -373,6 +412,7 @@ class SRTask(L.LightningModule):
             "metrics": metrics,
             "weights": "ema" if self.ema is not None else "raw",
             "init": getattr(self, "init_report", None),
+            "low_band": self.low_band.card() if self.low_band is not None else None,
             "config": self.cfg.to_dict(),
         }
 
@@ -395,7 +435,7 @@ class SupervisedSR(SRTask):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self.model(lr)
+        sr = self.guarded(self.model)(lr)
         self._check_shape(sr, hr, lr)
         loss, parts = self.criterion(sr, hr)
         n = lr.shape[0]
@@ -410,6 +450,68 @@ class SupervisedSR(SRTask):
     def configure_optimizers(self) -> dict[str, Any]:
         opt = make_optimizer(self.trainable_parameters(), self.cfg.optim)
         return {"optimizer": opt, "lr_scheduler": self._scheduler(opt)}
+
+
+def adversarial_update(
+    task: Any,
+    g: Any,
+    *,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    n: int,
+) -> dict[str, torch.Tensor]:
+    """One adversarial step of ``task`` (manual optimisation, optimizers ``[generator,
+    discriminator]``, ``task.discriminator``): ``g.d_updates`` discriminator updates on
+    ``real`` vs ``fake``, then the generator on pixel (``pred`` vs ``target``) + adversarial
+    (+ content, TV) losses; logs and returns both losses. Shared by SRGAN and the slice GAN."""
+    opt_g, opt_d = task.optimizers()
+    disc = task.discriminator
+    clip = task.cfg.trainer.gradient_clip_val
+
+    task.toggle_optimizer(opt_d)
+    for _ in range(g.d_updates):
+        d_loss = discriminator_loss(disc(real), disc(fake.detach()), g.adversarial)
+        opt_d.zero_grad()
+        task.manual_backward(d_loss)
+        if clip:
+            task.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        opt_d.step()
+    task.untoggle_optimizer(opt_d)
+
+    task.toggle_optimizer(opt_g)
+    d_fake = disc(fake)
+    with torch.no_grad():
+        d_real = disc(real) if g.adversarial == "relativistic" else d_fake.detach()
+    adv = generator_adversarial_loss(d_real, d_fake, g.adversarial)
+    pix = task.criterion.pixel_loss(pred, target)
+    g_loss = g.pixel_weight * pix + g.adv_weight * adv
+    parts = {"pixel": pix, "adv": adv}
+    if g.content_weight > 0:
+        with torch.no_grad():
+            real_feats = disc.features(real)
+        content = feature_loss(disc.features(fake), real_feats)
+        g_loss = g_loss + g.content_weight * content
+        parts["content"] = content
+    if g.tv_weight > 0:
+        tv = tv_loss(pred.float())
+        g_loss = g_loss + g.tv_weight * tv
+        parts["tv"] = tv
+    opt_g.zero_grad()
+    task.manual_backward(g_loss)
+    if clip:
+        task.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+    opt_g.step()
+    task.untoggle_optimizer(opt_g)
+
+    for sched in task.lr_schedulers() or []:
+        sched.step()
+    task.log("train/loss", g_loss, prog_bar=True, batch_size=n)
+    task.log("train/d_loss", d_loss, prog_bar=True, batch_size=n)
+    for k, v in parts.items():
+        task.log(f"train/{k}", v, batch_size=n)
+    return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
 
 
 class SRGANTask(SRTask):
@@ -455,62 +557,13 @@ class SRGANTask(SRTask):
         )
         return [g_opt, d_opt], [self._scheduler(g_opt), self._scheduler(d_opt)]
 
-    def _clip(self, opt: Any) -> None:
-        v = self.cfg.trainer.gradient_clip_val
-        if v:
-            self.clip_gradients(opt, gradient_clip_val=v, gradient_clip_algorithm="norm")
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         g = self.gan_cfg
-        opt_g, opt_d = self.optimizers()
         lr, hr = batch["lr"], batch["hr"]
         n = lr.shape[0]
-        sr = self.model(lr)
+        sr = self.guarded(self.model)(lr)
         self._check_shape(sr, hr, lr)
-        disc = self.discriminator
-
-        # ---- discriminator
-        self.toggle_optimizer(opt_d)
-        for _ in range(g.d_updates):
-            d_loss = discriminator_loss(disc(hr), disc(sr.detach()), g.adversarial)
-            opt_d.zero_grad()
-            self.manual_backward(d_loss)
-            self._clip(opt_d)
-            opt_d.step()
-        self.untoggle_optimizer(opt_d)
-
-        # ---- generator
-        self.toggle_optimizer(opt_g)
-        d_fake = disc(sr)
-        with torch.no_grad():
-            d_real = disc(hr) if g.adversarial == "relativistic" else d_fake.detach()
-        adv = generator_adversarial_loss(d_real, d_fake, g.adversarial)
-        pix = self.criterion.pixel_loss(sr, hr)
-        g_loss = g.pixel_weight * pix + g.adv_weight * adv
-        parts = {"pixel": pix, "adv": adv}
-        if g.content_weight > 0:
-            with torch.no_grad():
-                real_feats = disc.features(hr)
-            content = feature_loss(disc.features(sr), real_feats)
-            g_loss = g_loss + g.content_weight * content
-            parts["content"] = content
-        if g.tv_weight > 0:
-            tv = tv_loss(sr.float())
-            g_loss = g_loss + g.tv_weight * tv
-            parts["tv"] = tv
-        opt_g.zero_grad()
-        self.manual_backward(g_loss)
-        self._clip(opt_g)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-
-        for sched in self.lr_schedulers() or []:
-            sched.step()
-        self.log("train/loss", g_loss, prog_bar=True, batch_size=n)
-        self.log("train/d_loss", d_loss, prog_bar=True, batch_size=n)
-        for k, v in parts.items():
-            self.log(f"train/{k}", v, batch_size=n)
-        return {"g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
+        return adversarial_update(self, g, real=hr, fake=sr, pred=sr, target=hr, n=n)
 
     def card_info(self) -> dict[str, Any]:
         info = super().card_info()
@@ -525,14 +578,196 @@ class SRGANTask(SRTask):
         return info
 
 
-def build_task(config: Config) -> SRTask:
-    """The LightningModule for ``config.task``."""
-    if config.task == "supervised":
-        return SupervisedSR(config)
-    if config.task == "gan":
-        return SRGANTask(config)
-    if config.task == "distill":
-        from medsr.training.distill import DistillTask
+class SliceInterpolationTask(SRTask):
+    """Slice interpolation (``task: slice-interpolation``): predict slice ``i`` from ``i±1``.
 
-        return DistillTask(config)
-    raise InvalidParameterError(f"unknown task {config.task!r}")
+    The network is a registered ``slice-interpolator`` (:mod:`medsr.models.slice`:
+    ``interp-cnn``, ``interp-gan``, ``fast-ddpm``) built from ``model.name`` and
+    ``model.kwargs`` as given (two neighbours in, one slice out). Batches
+    ``{"cond": (N, 2, p, p), "target": (N, 1, p, p)}`` come from
+    :class:`~medsr.training.slices.SliceDataModule`. The loss is chosen by the recipe:
+
+    * a network with a ``training_loss(cond, target)`` method (the diffusion model, Fast-DDPM:
+      ε-prediction MSE on its 10 timesteps) is trained with that;
+    * otherwise the ``loss`` section's pixel loss (``l1`` for the interpolators, plus SSIM/TV
+      when set) between the prediction and the middle slice;
+    * with a ``gan`` section, additionally an adversarial term: a conditional discriminator
+      (``gan.discriminator``, e.g. ``patchgan``, built with ``in_channels = 3``) sees
+      ``[prev, slice, next]``; generator loss ``gan.pixel_weight``·pixel +
+      ``gan.adv_weight``·adversarial (+ ``gan.content_weight``·feature L1, ``gan.tv_weight``·TV),
+      two optimisers with manual optimisation as in :class:`SRGANTask`.
+
+    Validation (``val/psnr``, ``val/ssim``, ``val/psnr_linear``, ``val/ssim_linear``,
+    ``val/psnr_gain`` over the linear mean of the neighbours; normalised units, data range 1,
+    2 px border) runs the EMA network when ``trainer.ema_decay`` is set. The checkpoint's card
+    draft says ``kind: slice-interpolator``, the percentile normalisation and the slice axes,
+    so ``medsr export`` writes a card :func:`medsr.interpolation.interpolate_slices` reads.
+    """
+
+    def __init__(self, config: Config | dict[str, Any]) -> None:
+        super().__init__(config)
+        self.slices = self.cfg.slices
+        self.gan_cfg = self.cfg.gan
+        self.diffusion = callable(getattr(self.model, "training_loss", None))
+        if self.gan_cfg is not None:
+            if self.diffusion:
+                raise InvalidParameterError(
+                    f"model {self.model_name!r} is trained with its own diffusion loss; remove the "
+                    "'gan' section"
+                )
+            self.automatic_optimization = False
+            g = self.gan_cfg
+            kwargs = dict(g.discriminator.kwargs)
+            kwargs["in_channels"] = 3  # conditional: [prev, slice, next]
+            from medsr.models.registry import create_model
+
+            try:
+                self.discriminator = create_model(g.discriminator.name, **kwargs)
+            except TypeError as exc:
+                raise InvalidParameterError(
+                    f"bad kwargs for discriminator {g.discriminator.name!r}: {exc}"
+                ) from None
+            self.discriminator_kwargs = kwargs
+            if g.content_weight > 0 and not hasattr(self.discriminator, "features"):
+                raise InvalidParameterError(
+                    f"discriminator {g.discriminator.name!r} has no features(x) method, needed "
+                    "for the content loss; set gan.content_weight: 0"
+                )
+            if g.generator_init:
+                state = load_generator_state(g.generator_init, self.model_name, self.model_kwargs)
+                self.model.load_state_dict(state, strict=True)
+
+    # ---------------------------------------------------------------- networks
+    def _build_model(self) -> tuple[str, nn.Module, dict[str, Any]]:
+        from medsr.models.registry import create_model, get_model_class
+
+        m = self.cfg.model
+        if getattr(get_model_class(m.name), "kind", None) != "slice-interpolator":
+            raise InvalidParameterError(
+                f"model {m.name!r} is not a slice interpolator (interp-cnn, interp-gan, fast-ddpm)"
+            )
+        kwargs = dict(m.kwargs)
+        try:
+            net = create_model(m.name, **kwargs)
+        except (TypeError, ValueError) as exc:
+            raise InvalidParameterError(f"bad kwargs for model {m.name!r}: {exc}") from None
+        if m.init:
+            self.init_report = init_from(net, m.init, m.name)
+        return m.name, net, kwargs
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        return self.eval_model()(cond)
+
+    # ---------------------------------------------------------------- training
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        g_opt = make_optimizer(self.trainable_parameters(), self.cfg.optim)
+        if self.gan_cfg is None:
+            return {"optimizer": g_opt, "lr_scheduler": self._scheduler(g_opt)}
+        d_opt = make_optimizer(
+            self.discriminator.parameters(), self.cfg.optim, lr=self.gan_cfg.d_lr
+        )
+        return [g_opt, d_opt], [self._scheduler(g_opt), self._scheduler(d_opt)]
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Any:
+        cond, target = batch["cond"], batch["target"]
+        n = cond.shape[0]
+        if self.diffusion:
+            loss = self.model.training_loss(cond, target)
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            return loss
+        if self.gan_cfg is not None:
+            return self._adversarial_step(cond, target)
+        pred = self.model(cond)
+        if pred.shape != target.shape:
+            raise InvalidParameterError(
+                f"model {self.model_name!r} returned {tuple(pred.shape)} for neighbours "
+                f"{tuple(cond.shape)}; a slice interpolator returns {tuple(target.shape)}"
+            )
+        loss, parts = self.criterion(pred, target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        for k, v in parts.items():
+            self.log(f"train/{k}", v, batch_size=n)
+        return loss
+
+    def _adversarial_step(self, cond: torch.Tensor, target: torch.Tensor) -> dict[str, Any]:
+        g = self.gan_cfg
+        assert g is not None
+        n = cond.shape[0]
+        pred = self.model(cond)
+        real = torch.cat([cond[:, :1], target, cond[:, 1:]], 1)
+        fake = torch.cat([cond[:, :1], pred, cond[:, 1:]], 1)
+        return adversarial_update(self, g, real=real, fake=fake, pred=pred, target=target, n=n)
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        from medsr.training.slices import VAL_CROP
+
+        cond, target = batch["cond"], batch["target"]
+        pred = self.eval_model()(cond)
+        p = pred[0, 0].detach().float().cpu().numpy()
+        t = target[0, 0].detach().float().cpu().numpy()
+        psnr, ssim = sr_metrics(p, t, VAL_CROP)
+        lp = float(batch["linear_psnr"][0])
+        ls = float(batch["linear_ssim"][0])
+        kw = {"on_epoch": True, "on_step": False, "batch_size": 1, "sync_dist": True}
+        self.log("val/psnr", psnr, prog_bar=True, **kw)
+        self.log("val/ssim", ssim, **kw)
+        self.log("val/psnr_linear", lp, **kw)
+        self.log("val/ssim_linear", ls, **kw)
+        self.log("val/psnr_gain", psnr - lp, prog_bar=True, **kw)
+        if batch_idx == 0:
+            self._log_triplet(cond, pred, target)
+
+    def _log_triplet(self, cond: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+        every = self.cfg.trainer.image_log_every_n_epochs
+        if not every or self.current_epoch % every or self.trainer.sanity_checking:
+            return
+        exp = getattr(self.logger, "experiment", None) if self.logger is not None else None
+        if exp is None or not hasattr(exp, "add_image"):
+            return
+        linear = cond.mean(dim=1, keepdim=True)
+        grid = torch.cat([linear.float(), pred.float(), target.float()], dim=-1)[0]
+        exp.add_image("val/linear_pred_truth", grid.clamp(0, 1).detach().cpu(), self.global_step)
+
+    # ---------------------------------------------------------------- checkpoint card
+    def card_info(self) -> dict[str, Any]:
+        info = super().card_info()
+        assert self.slices is not None
+        m = info.get("metrics") or {}
+        info["normalization"] = self.slices.normalization()
+        info["degradation"] = {
+            "kind": "slice-removal",
+            "description": "the middle slice of three consecutive slices is removed; the network "
+            "predicts it from its two neighbours (point sampling along the slice axis)",
+            "axes": list(self.slices.axes),
+        }
+        info["card"] = {
+            "kind": "slice-interpolator",
+            "in_channels": 2,
+            "metrics": {
+                "val_psnr": m.get("psnr"),
+                "val_ssim": m.get("ssim"),
+                "val_psnr_linear": m.get("psnr_linear"),
+                "val_ssim_linear": m.get("ssim_linear"),
+                "val_psnr_gain": m.get("psnr_gain"),
+                "units": "normalised intensities (volume percentiles), data_range=1, border crop=2, "
+                "mean over validation triplets; gain over the neighbours' mean (linear)",
+            },
+            "slices": {
+                "axes": list(self.slices.axes),
+                "train_volumes": list(self.data_info.get("train_volumes", [])),
+                "triplets": self.data_info.get("triplets"),
+            },
+        }
+        if self.gan_cfg is not None:
+            info["gan"] = {
+                "discriminator": self.gan_cfg.discriminator.name,
+                "discriminator_kwargs": self.discriminator_kwargs,
+                "adversarial": self.gan_cfg.adversarial,
+                "adv_weight": self.gan_cfg.adv_weight,
+                "pixel_weight": self.gan_cfg.pixel_weight,
+            }
+        return info

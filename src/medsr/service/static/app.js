@@ -9,6 +9,7 @@
     status: $("#server-status"), fileInput: $("#file-input"), dropzone: $("#dropzone"), dzTitle: $("#dz-title"),
     dzHint: $("#dz-hint"), mode: $("#mode"), model: $("#model"), modelField: $("#model-field"), scale: $("#scale"),
     consistency: $("#consistency"), consistencyField: $("#consistency-field"),
+    degradation: $("#degradation"), degradationField: $("#degradation-field"), modality: $("#modality"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -145,7 +146,10 @@
       opt.textContent = card.learned ? `${card.name} (network)` : card.name;
       el.model.append(opt);
     }
-    if ([...el.model.options].some((o) => o.value === "bicubic")) el.model.value = "bicubic";
+    // the same default as the command line: the shipped default-x{scale} when there is one
+    const shipped = `default-x${state.scale}`;
+    if ([...el.model.options].some((o) => o.value === shipped)) el.model.value = shipped;
+    else if ([...el.model.options].some((o) => o.value === "bicubic")) el.model.value = "bicubic";
     onOptionsChanged();
   }
 
@@ -189,6 +193,10 @@
       const b = e.target.closest("button[data-scale]");
       if (!b || b.disabled) return;
       state.scale = Number(b.dataset.scale);
+      const shipped = `default-x${state.scale}`;  // keep "the default" the default at every scale
+      if (/^default-x\d$/.test(el.model.value) && [...el.model.options].some((o) => o.value === shipped)) {
+        el.model.value = shipped;
+      }
       onOptionsChanged();
     });
     el.run.addEventListener("click", start);
@@ -218,6 +226,7 @@
     const mode = el.mode.value;
     el.modelField.hidden = mode !== "in-plane";
     el.consistencyField.hidden = mode !== "in-plane";
+    el.degradationField.hidden = mode !== "in-plane";
     const card = selectedCard();
     const allowed = card ? card.scales : [2, 3, 4];
     if (!allowed.includes(state.scale)) state.scale = allowed[0];
@@ -271,8 +280,12 @@
     stopPolling();
     el.run.disabled = true;
     setProgress(0, "Uploading…");
-    const fields = { mode: el.mode.value, scale: state.scale, model: el.model.value || "bicubic" };
-    if (el.mode.value === "in-plane") fields.consistency = el.consistency.value;
+    const fields = { mode: el.mode.value, scale: state.scale, model: el.model.value || "default" };
+    if (el.mode.value === "in-plane") {
+      fields.consistency = el.consistency.value;
+      if (el.degradation.value) fields.degradation = el.degradation.value;
+    }
+    if (el.modality.value) fields.modality = el.modality.value;
     let job;
     try {
       job = await uploadFile(state.file, fields);

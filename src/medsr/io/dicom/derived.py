@@ -1,0 +1,299 @@
+"""What turns a copy of a source header into a *derived* object.
+
+New identity (UIDs, Image Type, series number and description), derivation description and
+code, contributing equipment, source references, and the attributes that must go (private
+tags, overlays, palette, pixel-value statistics, command-set elements). Also the Secondary
+Capture header for images that did not come from DICOM.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medsr._version import __version__
+from medsr.image import MedImage
+from medsr.io.dicom.header import (
+    _ENHANCED_SOP_CLASSES,
+    SECONDARY_CAPTURE,
+    _ds,
+    _first_float,
+)
+
+_REMOVE_ALWAYS = (
+    0x00880200,  # Icon Image Sequence
+    0x00280106,  # Smallest Image Pixel Value
+    0x00280107,  # Largest Image Pixel Value
+    0x00280108,  # Smallest Pixel Value in Series
+    0x00280109,  # Largest Pixel Value in Series
+    0x7FE00008,  # Float Pixel Data
+    0x7FE00009,  # Double Float Pixel Data
+    0x7FE00010,  # Pixel Data
+    0x7FE00001,  # Extended Offset Table
+    0x7FE00002,  # Extended Offset Table Lengths
+    0xFFFCFFFC,  # Data Set Trailing Padding
+    0x00082112,  # Source Image Sequence (replaced)
+    0x00089215,  # Derivation Code Sequence (replaced)
+    0x00282000,  # ICC profile only applies to the source colour space (kept for true RGB below)
+)
+_PALETTE_TAGS = (
+    0x00281101, 0x00281102, 0x00281103, 0x00281104, 0x00281199,
+    0x00281201, 0x00281202, 0x00281203, 0x00281204,
+    0x00281221, 0x00281222, 0x00281223, 0x00281224,
+)  # fmt: skip
+_MONO_ONLY_TAGS = (
+    0x00281050,
+    0x00281051,
+    0x00281055,
+    0x00283010,
+    0x20500020,
+    0x00281052,
+    0x00281053,
+    0x00281054,
+)
+
+
+def _medsr_version() -> str:
+    return str(__version__)
+
+
+def _derivation_text(image: MedImage) -> str:
+    deriv = image.meta.get("derivation") or {}
+    parts = [f"medsr {_medsr_version()}"]
+    if deriv:
+        desc = str(deriv.get("method", "resampling"))
+        extras = []
+        if deriv.get("model") is not None:
+            extras.append(f"model {deriv['model']}")
+        if deriv.get("model_version"):
+            extras.append(f"model version {deriv['model_version']}")
+        if deriv.get("scale") is not None:
+            extras.append(f"scale x{deriv['scale']}")
+        if deriv.get("axes"):
+            extras.append(str(deriv["axes"]))
+        if deriv.get("model_checksum"):
+            extras.append(str(deriv["model_checksum"]))
+        parts.append(desc + (f" ({', '.join(extras)})" if extras else ""))
+        if deriv.get("summary"):  # fidelity safeguards (medsr.safeguards.provenance)
+            parts.append(str(deriv["summary"]))
+    steps = [h for h in image.history if h != "read DICOM"]
+    if steps:
+        parts.append("steps: " + "; ".join(steps))
+    if not deriv and not steps:
+        parts.append("spatial resampling")
+    text = ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
+    text = text.replace("×", "x").encode("ascii", "replace").decode("ascii").replace("\\", "/")
+    return text[:1024]
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def _now() -> tuple[str, str]:
+    now = _dt.datetime.now()
+    return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
+
+
+def _secondary_capture_template(image: MedImage) -> Dataset:
+    """A minimal, valid Secondary Capture header for an image that did not come from DICOM."""
+    date, time = _now()
+    study_uid = generate_uid()
+    ds = Dataset()
+    ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.SOPInstanceUID = generate_uid()
+    ds.PatientName = "ANONYMOUS^"
+    ds.PatientID = "MEDSR-" + hashlib.sha256(study_uid.encode()).hexdigest()[:12].upper()
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = date
+    ds.StudyTime = time
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = ""
+    modality = str(image.modality or "OT").upper()
+    ds.Modality = modality if re.fullmatch(r"[A-Z0-9 _]{1,16}", modality) else "OT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = ""
+    ds.Laterality = ""
+    ds.ConversionType = "WSD"
+    ds.Manufacturer = "medsr"
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.ContentDate = date
+    ds.ContentTime = time
+    ds.DateOfSecondaryCapture = date
+    ds.TimeOfSecondaryCapture = time
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    # geometry as standard-extended attributes, so a volume keeps its place in space
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.ImageOrientationPatient = [0.0] * 6
+    ds.ImagePositionPatient = [0.0] * 3
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.SliceThickness = 1.0
+    if image.meta.get("window") and not image.is_color:
+        c, w = image.meta["window"]
+        ds.WindowCenter = _ds(c)
+        ds.WindowWidth = _ds(max(w, 1e-3))
+    return ds
+
+
+def _strip_for_write(
+    ds: Dataset, *, color: bool, drop_modality_lut: bool, keep_padding: bool
+) -> None:
+    ds.remove_private_tags()
+    for tag in list(ds.keys()):
+        group, elem = tag >> 16, tag & 0xFFFF
+        if group in (0x0000, 0x0002):  # command set / file meta: never in a stored data set
+            del ds[tag]
+        elif elem == 0:  # group lengths (retired)
+            del ds[tag]
+        elif 0x6000 <= group <= 0x60FF and group % 2 == 0:  # overlays
+            del ds[tag]
+        elif 0x5000 <= group <= 0x50FF and group % 2 == 0:  # curves (retired)
+            del ds[tag]
+    for number in _REMOVE_ALWAYS:
+        if number in ds and not (number == 0x00282000 and color):
+            del ds[number]
+    for number in _PALETTE_TAGS:
+        if number in ds:
+            del ds[number]
+    if drop_modality_lut and 0x00283000 in ds:
+        del ds[0x00283000]
+    if color:
+        for number in _MONO_ONLY_TAGS:
+            if number in ds:
+                del ds[number]
+        for number in (0x00280120, 0x00280121):
+            if number in ds:
+                del ds[number]
+    elif not keep_padding:
+        for number in (0x00280120, 0x00280121):
+            if number in ds:
+                del ds[number]
+
+
+def _source_ref(template: Dataset, frames: Iterable[int] | None) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = template.SOPClassUID
+    item.ReferencedSOPInstanceUID = template.SOPInstanceUID
+    if frames:
+        item.ReferencedFrameNumber = [int(f) + 1 for f in frames]
+    item.PurposeOfReferenceCodeSequence = DicomSequence(
+        [_code("121322", "DCM", "Source image for image processing operation")]
+    )
+    return item
+
+
+def _derive(
+    template: Dataset,
+    image: MedImage,
+    meta: dict[str, Any],
+    suffix: str,
+    series_uid: str,
+    date: str,
+    time: str,
+    color: bool,
+    generic: tuple[int, int, int, float, float] | None,
+    *,
+    instance: int,
+    rows: int,
+    cols: int,
+) -> Dataset:
+    """A copy of ``template`` turned into a derived instance (UIDs, type, derivation, pixel module)."""
+    ds = copy.deepcopy(template)
+    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
+    keep_padding = (not color) and generic is None
+    _strip_for_write(
+        ds, color=color, drop_modality_lut=generic is not None or color, keep_padding=keep_padding
+    )
+    sop_uid = generate_uid()
+    ds.SOPInstanceUID = sop_uid
+    ds.SeriesInstanceUID = series_uid
+    if "StudyInstanceUID" not in ds:
+        ds.StudyInstanceUID = generate_uid()
+    old_type = [str(v) for v in (ds.get("ImageType") or [])]
+    enhanced = str(ds.get("SOPClassUID", "")) in _ENHANCED_SOP_CLASSES
+    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *old_type[2:]]
+    if enhanced:
+        _mark_frames_derived(ds)
+    ds.DerivationDescription = _derivation_text(image)
+    ds.DerivationCodeSequence = DicomSequence([_code("113085", "DCM", "Spatial resampling")])
+    _add_contributing_equipment(ds, date, time, ds.DerivationDescription)
+    if from_dicom:
+        try:
+            number = int(_first_float(ds.get("SeriesNumber")) or 0)
+        except (TypeError, ValueError):
+            number = 0
+        ds.SeriesNumber = min(number + 1000, 2**31 - 1)
+    old_desc = str(ds.get("SeriesDescription", "") or "").strip()
+    room = max(0, 64 - len(suffix))
+    desc = (old_desc[:room] + suffix).strip()
+    ds.SeriesDescription = desc[:64]
+    ds.InstanceNumber = instance
+    ds.InstanceCreationDate = date
+    ds.InstanceCreationTime = time
+    if "ContentDate" in ds or not from_dicom:
+        ds.ContentDate = date
+    if "ContentTime" in ds or not from_dicom:
+        ds.ContentTime = time
+    ds.Rows = rows
+    ds.Columns = cols
+    lossy = meta.get("lossy") if from_dicom else None
+    if lossy:
+        ds.LossyImageCompression = "01"
+        if not lossy.get("already_recorded") and lossy.get("method"):
+            methods = [str(m) for m in (ds.get("LossyImageCompressionMethod") or [])]
+            ratios = [float(r) for r in (ds.get("LossyImageCompressionRatio") or [])]
+            if lossy.get("ratio"):
+                ds.LossyImageCompressionRatio = [_ds(r) for r in (*ratios, lossy["ratio"])]
+                ds.LossyImageCompressionMethod = [*methods, lossy["method"]]
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta.ImplementationVersionName = f"MEDSR_{_medsr_version()}"[:16]
+    return ds
+
+
+def _add_contributing_equipment(ds: Dataset, date: str, time: str, description: str) -> None:
+    """Append medsr to ContributingEquipmentSequence as the modifying equipment (PS3.3 C.12.1)."""
+    item = Dataset()
+    item.Manufacturer = "medsr"
+    item.SoftwareVersions = _medsr_version()[:64]
+    item.ContributionDateTime = f"{date}{time}"
+    item.ContributionDescription = description[:1024]
+    item.PurposeOfReferenceCodeSequence = DicomSequence(
+        [_code("109103", "DCM", "Modifying Equipment")]
+    )
+    previous = list(ds.get("ContributingEquipmentSequence") or [])
+    ds.ContributingEquipmentSequence = DicomSequence([*previous, item])
+
+
+def _mark_frames_derived(ds: Dataset) -> None:
+    """Frame Type value 1 → DERIVED in every functional group that has one."""
+    groups = list(ds.get("SharedFunctionalGroupsSequence") or []) + list(
+        ds.get("PerFrameFunctionalGroupsSequence") or []
+    )
+    for group in groups:
+        for elem in group:
+            if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
+                for item in elem.value:
+                    if "FrameType" in item and len(item.FrameType) >= 1:
+                        item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]

@@ -1,0 +1,449 @@
+"""DICOM geometry: patient coordinates (LPS) ↔ the image's RAS affine.
+
+Reading: orientation, position, in-plane spacing and slice gap per slice or frame, sorting
+along the slice normal and checking that the slices form one regular grid. Writing: the grid of
+a (resampled) image as Image Position/Orientation, Pixel Spacing and ultrasound regions per slice.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.valuerep import DSfloat
+
+from medsr.errors import InvalidHeaderError, MedSRWarning, SeriesMismatchError
+from medsr.image import MedImage, affine_from_spacing
+from medsr.io.dicom.header import (
+    _GEOM_TOL_COS,
+    _LPS_TO_RAS,
+    MAX_POSITION_MM,
+    MAX_SPACING_MM,
+    MIN_SPACING_MM,
+    _attr_floats,
+    _ds,
+    _fg_item,
+    _first_float,
+    _floats,
+)
+
+
+def _plane(ds: Dataset, frame: int | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(IOP as 6 floats, IPP as 3 floats) from functional groups or the top level.
+
+    Absent attributes give None; present but malformed ones (non-finite, all-zero or parallel
+    direction cosines, positions beyond 10 km) raise :class:`InvalidHeaderError`.
+    """
+    iop = ipp = None
+    if frame is not None or "SharedFunctionalGroupsSequence" in ds:
+        item = _fg_item(ds, frame, "PlaneOrientationSequence")
+        if item is not None:
+            iop = _attr_floats(item, "ImageOrientationPatient", 6)
+        item = _fg_item(ds, frame, "PlanePositionSequence")
+        if item is not None:
+            ipp = _attr_floats(item, "ImagePositionPatient", 3)
+    if iop is None:
+        iop = _attr_floats(ds, "ImageOrientationPatient", 6)
+    if ipp is None and frame is None:
+        ipp = _attr_floats(ds, "ImagePositionPatient", 3)
+    if iop is not None:
+        row, col = iop[:3], iop[3:]
+        if (
+            np.linalg.norm(row) < 0.5
+            or np.linalg.norm(col) < 0.5
+            or np.linalg.norm(np.cross(row, col)) < 0.5
+        ):
+            raise InvalidHeaderError(
+                f"ImageOrientationPatient {_fmt(iop)} does not give two perpendicular unit "
+                "vectors: the orientation of the image is undefined"
+            )
+    if ipp is not None and np.max(np.abs(ipp)) > MAX_POSITION_MM:
+        raise InvalidHeaderError(
+            f"ImagePositionPatient {_fmt(ipp)} lies more than {MAX_POSITION_MM:g} mm from the "
+            "origin: not a position in a patient"
+        )
+    return iop, ipp
+
+
+def _pixel_measures(ds: Dataset, frame: int | None = None) -> Dataset:
+    item = _fg_item(ds, frame, "PixelMeasuresSequence")
+    return item if item is not None else ds
+
+
+def _check_spacing(key: str, vals: np.ndarray) -> None:
+    if np.all(vals >= MIN_SPACING_MM) and np.all(vals <= MAX_SPACING_MM):
+        return
+    raise InvalidHeaderError(
+        f"{key} is {_fmt(vals)} mm: a pixel spacing must be a positive size between "
+        f"{MIN_SPACING_MM:g} and {MAX_SPACING_MM:g} mm"
+    )
+
+
+def _inplane_spacing(ds: Dataset, frame: int | None = None) -> tuple[float, float, str]:
+    """(row spacing = y, column spacing = x, source attribute) in mm.
+
+    The first of PixelSpacing (functional group, then top level), ImagerPixelSpacing and the
+    ultrasound regions that is present is used; a present but invalid spacing (≤ 0, non-finite,
+    not two values, beyond 100 m) raises :class:`InvalidHeaderError`. Without any, 1 mm.
+    """
+    pm = _pixel_measures(ds, frame)
+    for holder, key in ((pm, "PixelSpacing"), (ds, "PixelSpacing"), (ds, "ImagerPixelSpacing")):
+        vals = _attr_floats(holder, key, 2)
+        if vals is not None:
+            _check_spacing(key, vals)
+            return float(vals[0]), float(vals[1]), key
+    for region in ds.get("SequenceOfUltrasoundRegions", []) or []:
+        ux, uy = region.get("PhysicalUnitsXDirection"), region.get("PhysicalUnitsYDirection")
+        dx = _first_float(region.get("PhysicalDeltaX"))
+        dy = _first_float(region.get("PhysicalDeltaY"))
+        if ux == 3 and uy == 3 and dx and dy:
+            vals = np.abs(np.array([dy, dx])) * 10.0
+            _check_spacing("SequenceOfUltrasoundRegions (PhysicalDeltaY/X)", vals)
+            return float(vals[0]), float(vals[1]), "SequenceOfUltrasoundRegions"
+    return 1.0, 1.0, "default"
+
+
+def _thickness_values(ds: Dataset, frame: int | None = None):
+    """(holder, key, value or None when malformed) of each SpacingBetweenSlices / SliceThickness."""
+    pm = _pixel_measures(ds, frame)
+    holders = (pm, ds) if pm is not ds else (ds,)
+    for holder in holders:
+        for key in ("SpacingBetweenSlices", "SliceThickness"):
+            try:
+                vals = _attr_floats(holder, key)
+            except InvalidHeaderError:
+                yield key, None
+                continue
+            if vals is not None:
+                yield key, float(vals[0])
+
+
+def _slice_gap(ds: Dataset, frame: int | None = None) -> float:
+    """Nominal slice spacing when positions cannot tell: SpacingBetweenSlices, SliceThickness, 1.
+
+    Invalid values (zero, negative, non-finite; see :func:`warn_bad_thickness`) are skipped.
+    """
+    for _key, v in _thickness_values(ds, frame):
+        if v is not None and MIN_SPACING_MM <= v <= MAX_SPACING_MM:
+            return v
+    return 1.0
+
+
+def warn_bad_thickness(ds: Dataset, frame: int | None = None) -> list[str]:
+    """Warn (:class:`MedSRWarning`) about each invalid SliceThickness / SpacingBetweenSlices.
+
+    The documented fallback: such a value is ignored; slice positions (or the other attribute,
+    or 1 mm) give the slice spacing, and a derived object gets an empty SliceThickness (a
+    valid one in functional groups: the slice spacing) instead of the invalid value.
+    """
+    notes = []
+    for key, v in _thickness_values(ds, frame):
+        if v is None or not MIN_SPACING_MM <= v <= MAX_SPACING_MM:
+            shown = "not a number" if v is None else f"{v:g} mm"
+            notes.append(
+                f"{key} is {shown}, not a valid thickness or spacing: ignored (slice positions, "
+                "or else 1 mm, give the slice spacing)"
+            )
+    for note in notes:
+        warnings.warn(note, MedSRWarning, stacklevel=3)
+    return notes
+
+
+def _valid_thickness(value: object) -> bool:
+    """A SliceThickness / SpacingBetweenSlices value that may be copied to a derived object."""
+    v = _first_float(value)
+    return v is not None and MIN_SPACING_MM <= v <= MAX_SPACING_MM
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None, atol: float) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.allclose(a, b, atol=atol, rtol=0))
+
+
+def _fmt(v: Sequence[float] | np.ndarray | None) -> str:
+    return "none" if v is None else "\\".join(f"{x:g}" for x in v)
+
+
+def _corner_affine(spacing: tuple[float, float, float]) -> np.ndarray:
+    """Affine of an image without patient geometry: axis-aligned, field of view starting at 0.
+
+    Putting the *corner* of the first pixel (not its centre) at the origin makes the convention
+    invariant under :meth:`MedImage.resampled`, so a written and re-read image keeps its centre.
+    """
+    sz, sy, sx = spacing
+    return affine_from_spacing(spacing, origin=(sx / 2, sy / 2, sz / 2))
+
+
+def _stack_geometry(
+    iops: list[np.ndarray | None],
+    ipps: list[np.ndarray | None],
+    pixel_spacing: tuple[float, float],
+    fallback_gap: float,
+    what: str = "slices",
+) -> tuple[list[int], np.ndarray, tuple[float, float, float], bool]:
+    """Sort slices along the normal and check the grid. Returns (order, affine, spacing, has_geometry)."""
+    n = len(iops)
+    sy, sx = pixel_spacing
+    ref = next((i for i in iops if i is not None), None)
+    for i, iop in enumerate(iops):
+        if not _same(iop, ref, _GEOM_TOL_COS):
+            raise SeriesMismatchError(
+                f"the {what} do not share one orientation (ImageOrientationPatient differs: "
+                f"{_fmt(ref)} vs {_fmt(iop)} at {what[:-1]} {i + 1}); "
+                "a localizer or a second stack may be mixed in: choose one series"
+            )
+    have_ipp = [p is not None for p in ipps]
+    if ref is None or not all(have_ipp):
+        if any(have_ipp) and not all(have_ipp) and n > 1:
+            raise SeriesMismatchError(
+                f"some {what} have a position (ImagePositionPatient) and others do not"
+            )
+        if ref is not None and n == 1 and ipps[0] is None:
+            ipps = [np.zeros(3)]
+        else:
+            spacing = (fallback_gap, sy, sx)
+            return list(range(n)), _corner_affine(spacing), spacing, False
+    row = ref[:3] / np.linalg.norm(ref[:3])
+    col = ref[3:] / np.linalg.norm(ref[3:])
+    normal = np.cross(row, col)
+    normal /= np.linalg.norm(normal)
+    points = [np.asarray(p, dtype=float) for p in ipps]  # all present (checked above)
+    pos = np.array([float(np.dot(normal, p)) for p in points])
+    order = [int(i) for i in np.argsort(pos, kind="stable")]
+    sorted_ipp = np.array([points[i] for i in order], dtype=float)
+    if n > 1:
+        gaps = np.diff(pos[order])
+        dup = np.flatnonzero(gaps < 1e-3)
+        if dup.size:
+            raise SeriesMismatchError(
+                f"{dup.size + 1} or more {what} share the same position "
+                f"({pos[order][dup[0]]:.2f} mm along the slice normal); the series may hold several "
+                "echoes, phases or time points: split it into one folder per volume"
+            )
+        step = (sorted_ipp[-1] - sorted_ipp[0]) / (n - 1)
+        dz = float(np.dot(normal, step))
+        tol = max(0.02 * dz, 0.01)
+        if np.max(np.abs(gaps - dz)) > tol:
+            raise SeriesMismatchError(
+                f"the gaps between {what} are not uniform (from {gaps.min():.3f} to {gaps.max():.3f} mm; "
+                "missing or overlapping slices?): medsr needs an evenly spaced volume"
+            )
+        expected = sorted_ipp[0] + np.arange(n)[:, None] * step[None, :]
+        if np.max(np.linalg.norm(sorted_ipp - expected, axis=1)) > max(tol, 0.05):
+            raise SeriesMismatchError(
+                f"the {what} positions (ImagePositionPatient) do not lie on a straight line: "
+                "the series is not one regular volume"
+            )
+    else:
+        step = normal * fallback_gap
+    m = np.eye(4)
+    m[:3, 0] = row * sx
+    m[:3, 1] = col * sy
+    m[:3, 2] = step
+    m[:3, 3] = sorted_ipp[0]
+    affine = _LPS_TO_RAS @ m
+    spacing = (float(np.linalg.norm(step)), sy, sx)
+    return order, affine, spacing, True
+
+
+def _scale_us_regions(ds: Dataset, zoom_x: float, zoom_y: float, cols: int, rows: int) -> None:
+    """Scale Sequence of Ultrasound Regions to a resampled grid (cell-centred)."""
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if not regions:
+        return
+    for region in regions:
+        x0 = int(region.get("RegionLocationMinX0", 0))
+        y0 = int(region.get("RegionLocationMinY0", 0))
+        x1 = int(region.get("RegionLocationMaxX1", x0))
+        y1 = int(region.get("RegionLocationMaxY1", y0))
+        nx0 = min(max(round(x0 * zoom_x), 0), cols - 1)
+        ny0 = min(max(round(y0 * zoom_y), 0), rows - 1)
+        nx1 = min(max(round((x1 + 1) * zoom_x) - 1, nx0), cols - 1)
+        ny1 = min(max(round((y1 + 1) * zoom_y) - 1, ny0), rows - 1)
+        if "ReferencePixelX0" in region:
+            ref_abs = x0 + int(region.ReferencePixelX0)
+            region.ReferencePixelX0 = round((ref_abs + 0.5) * zoom_x - 0.5) - nx0
+        if "ReferencePixelY0" in region:
+            ref_abs = y0 + int(region.ReferencePixelY0)
+            region.ReferencePixelY0 = round((ref_abs + 0.5) * zoom_y - 0.5) - ny0
+        region.RegionLocationMinX0 = nx0
+        region.RegionLocationMinY0 = ny0
+        region.RegionLocationMaxX1 = nx1
+        region.RegionLocationMaxY1 = ny1
+        for key, zoom in (("PhysicalDeltaX", zoom_x), ("PhysicalDeltaY", zoom_y)):
+            if key in region and region.get(key) is not None:
+                region[key].value = float(region[key].value) / zoom
+
+
+class _Grid:
+    """Output geometry (LPS) from the image affine."""
+
+    def __init__(self, image: MedImage) -> None:
+        lps = _LPS_TO_RAS @ image.affine
+        self.row_vec = lps[:3, 0]
+        self.col_vec = lps[:3, 1]
+        self.step = lps[:3, 2]
+        self.origin = lps[:3, 3]
+        nr, nc = np.linalg.norm(self.row_vec), np.linalg.norm(self.col_vec)
+        self.row_cos = self.row_vec / nr if nr > 0 else np.array([1.0, 0.0, 0.0])
+        self.col_cos = self.col_vec / nc if nc > 0 else np.array([0.0, 1.0, 0.0])
+        normal = np.cross(self.row_cos, self.col_cos)
+        self.normal = normal / (np.linalg.norm(normal) or 1.0)
+        self.slice_spacing = abs(float(np.dot(self.normal, self.step))) or float(image.spacing[0])
+
+    def ipp(self, k: int) -> np.ndarray:
+        return self.origin + k * self.step
+
+    def iop(self) -> list[DSfloat]:
+        return [_ds(round(v, 10)) for v in (*self.row_cos, *self.col_cos)]
+
+
+def _source_map(image: MedImage, nsrc: int) -> list[int]:
+    """Source slice index for each output slice (1:1 when Z is unchanged, else by world position)."""
+    z = image.spatial_shape[0]
+    if z == nsrc:
+        return list(range(z))
+    src_aff = image.meta.get("source_affine")
+    if src_aff is None:
+        return [min(round(k * nsrc / z), nsrc - 1) for k in range(z)]
+    inv = np.linalg.inv(np.asarray(src_aff, dtype=float))
+    _, y, x = image.spatial_shape
+    out = []
+    for k in range(z):
+        world = image.affine @ np.array([(x - 1) / 2, (y - 1) / 2, k, 1.0])
+        sz = (inv @ world)[2]
+        out.append(int(min(max(round(float(sz)), 0), nsrc - 1)))
+    return out
+
+
+def _update_geometry(
+    ds: Dataset,
+    template: Dataset,
+    grid: _Grid,
+    k: int,
+    *,
+    zoom: tuple[float, float, float],
+    image: MedImage,
+    has_geometry: bool,
+    meta: dict[str, Any],
+) -> None:
+    zoom_z, zoom_y, zoom_x = zoom
+    _, sy, sx = image.spacing
+    from_dicom = meta.get("format") == "dicom"
+    spacing_src = meta.get("spacing_source", "PixelSpacing") if from_dicom else "PixelSpacing"
+    if "PixelSpacing" in ds:
+        old = _floats(ds.PixelSpacing, 2)
+        if spacing_src == "PixelSpacing" or old is None:
+            ds.PixelSpacing = [_ds(sy), _ds(sx)]
+        else:
+            ds.PixelSpacing = [_ds(old[0] / zoom_y), _ds(old[1] / zoom_x)]
+    if "ImagerPixelSpacing" in ds:
+        if spacing_src == "ImagerPixelSpacing":
+            ds.ImagerPixelSpacing = [_ds(sy), _ds(sx)]
+        else:
+            old = _floats(ds.ImagerPixelSpacing, 2)
+            if old is not None:
+                ds.ImagerPixelSpacing = [_ds(old[0] / zoom_y), _ds(old[1] / zoom_x)]
+    if "NominalScannedPixelSpacing" in ds:
+        old = _floats(ds.NominalScannedPixelSpacing, 2)
+        if old is not None:
+            ds.NominalScannedPixelSpacing = [_ds(old[0] / zoom_y), _ds(old[1] / zoom_x)]
+    if "PixelAspectRatio" in ds and abs(zoom_x - zoom_y) > 1e-6:
+        del ds.PixelAspectRatio
+    _scale_us_regions(ds, zoom_x, zoom_y, int(ds.Columns), int(ds.Rows))
+    z_changed = abs(zoom_z - 1.0) > 1e-6
+    if "SliceThickness" in ds:
+        if not _valid_thickness(ds.SliceThickness):
+            ds.SliceThickness = None  # invalid in the source (warned on read): Type 2, unknown
+        elif z_changed:
+            ds.SliceThickness = _ds(float(_first_float(ds.SliceThickness) or 0.0) / zoom_z)
+    if "SpacingBetweenSlices" in ds:
+        if z_changed or (has_geometry and image.spatial_shape[0] > 1):
+            ds.SpacingBetweenSlices = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
+        elif not _valid_thickness(ds.SpacingBetweenSlices):
+            del ds.SpacingBetweenSlices  # invalid in the source (warned on read)
+    if not has_geometry:
+        return
+    ipp = grid.ipp(k)
+    if "ImagePositionPatient" in ds:
+        ds.ImagePositionPatient = [_ds(round(v, 6)) for v in ipp]
+    if "ImageOrientationPatient" in ds:
+        ds.ImageOrientationPatient = grid.iop()
+    if "SliceLocation" in ds:
+        old_loc = _first_float(template.get("SliceLocation"))
+        src_ipp = _floats(template.get("ImagePositionPatient"), 3)
+        if old_loc is not None and src_ipp is not None:
+            ds.SliceLocation = _ds(round(old_loc + float(np.dot(grid.normal, ipp - src_ipp)), 6))
+        else:
+            ds.SliceLocation = _ds(round(float(np.dot(grid.normal, ipp)), 6))
+
+
+def _update_multiframe(
+    ds: Dataset,
+    image: MedImage,
+    meta: dict[str, Any],
+    grid: _Grid,
+    src_idx: list[int],
+    nsrc: int,
+    zoom_z: float,
+    has_geometry: bool,
+) -> None:
+    z = image.spatial_shape[0]
+    _, sy, sx = image.spacing
+    order = list(meta.get("frame_order") or range(nsrc))
+    iop = grid.iop()
+
+    def update_measures(item: Dataset) -> None:
+        pm = item.get("PixelMeasuresSequence")
+        if pm:
+            m = pm[0]
+            if "PixelSpacing" in m:
+                m.PixelSpacing = [_ds(sy), _ds(sx)]
+            if "SliceThickness" in m:
+                if not _valid_thickness(m.SliceThickness):  # Type 1C here: nominal = spacing
+                    m.SliceThickness = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
+                elif abs(zoom_z - 1.0) > 1e-6:
+                    m.SliceThickness = _ds(float(_first_float(m.SliceThickness) or 0.0) / zoom_z)
+            if "SpacingBetweenSlices" in m and (has_geometry or abs(zoom_z - 1.0) > 1e-6):
+                m.SpacingBetweenSlices = _ds(
+                    grid.slice_spacing if has_geometry else image.spacing[0]
+                )
+        if has_geometry:
+            po = item.get("PlaneOrientationSequence")
+            if po and "ImageOrientationPatient" in po[0]:
+                po[0].ImageOrientationPatient = iop
+
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        update_measures(shared[0])
+        pp = shared[0].get("PlanePositionSequence")
+        if pp and has_geometry:
+            pp[0].ImagePositionPatient = [_ds(round(v, 6)) for v in grid.ipp(0)]
+    per = ds.get("PerFrameFunctionalGroupsSequence")
+    if per is not None and len(per) > 0:
+        items = list(per)
+        new_items = []
+        for k in range(z):
+            src_frame = order[src_idx[k]] if src_idx[k] < len(order) else src_idx[k]
+            item = copy.deepcopy(items[min(src_frame, len(items) - 1)])
+            update_measures(item)
+            pp = item.get("PlanePositionSequence")
+            if pp and has_geometry:
+                pp[0].ImagePositionPatient = [_ds(round(v, 6)) for v in grid.ipp(k)]
+            fc = item.get("FrameContentSequence")
+            if fc and "InStackPositionNumber" in fc[0]:
+                fc[0].InStackPositionNumber = k + 1
+            new_items.append(item)
+        ds.PerFrameFunctionalGroupsSequence = DicomSequence(new_items)
+    if z != nsrc:
+        ft = _first_float(ds.get("FrameTime"))
+        if ft:
+            ds.FrameTime = _ds(ft * nsrc / z)
+        if "FrameTimeVector" in ds:
+            del ds.FrameTimeVector

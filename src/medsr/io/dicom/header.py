@@ -1,0 +1,277 @@
+"""Reading values out of DICOM headers: constants, typed attribute access, classification.
+
+Everything here is shared by the reader and the writer and touches no pixel data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pydicom.valuerep import DSfloat
+
+from medsr.errors import InvalidHeaderError, scrub
+
+SECONDARY_CAPTURE = UID("1.2.840.10008.5.1.4.1.1.7")
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: SOP classes (or class prefixes) that carry no image to super-resolve.
+_NON_IMAGE_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, registration, fiducials, segmentation, surfaces
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated PDF/CDA/STL
+    "1.2.840.10008.5.1.4.1.1.9.",  # waveforms
+    "1.2.840.10008.5.1.4.1.1.68.",  # surface scans
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT structure set
+    "1.2.840.10008.5.1.4.1.1.481.4",  # RT beams treatment record
+    "1.2.840.10008.5.1.4.1.1.481.5",  # RT plan
+    "1.2.840.10008.5.1.4.1.1.481.6",
+    "1.2.840.10008.5.1.4.1.1.481.7",
+    "1.2.840.10008.5.1.4.1.1.481.8",
+    "1.2.840.10008.5.1.4.1.1.481.9",
+    "1.2.840.10008.1.3.10",  # DICOMDIR
+)
+_NON_IMAGE_MODALITIES = {
+    "SEG",
+    "SR",
+    "RTSTRUCT",
+    "RTPLAN",
+    "RTRECORD",
+    "PR",
+    "KO",
+    "DOC",
+    "REG",
+    "FID",
+}
+
+#: transfer syntaxes that are always lossy, and the Lossy Image Compression Method of each family.
+_ALWAYS_LOSSY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
+_LOSSY_METHOD = {
+    "1.2.840.10008.1.2.4.50": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+    "1.2.840.10008.1.2.4.80": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.81": "ISO_14495_1",
+    "1.2.840.10008.1.2.4.90": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.91": "ISO_15444_1",
+    "1.2.840.10008.1.2.4.201": "ISO_15444_15",
+    "1.2.840.10008.1.2.4.202": "ISO_15444_15",
+    "1.2.840.10008.1.2.4.203": "ISO_15444_15",
+}
+
+#: enhanced multi-frame IODs: Image Type value 2 must stay PRIMARY, frames carry a Frame Type.
+_ENHANCED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2.1",  # Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT
+    "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.4.3",  # Enhanced MR Color
+    "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR
+    "1.2.840.10008.5.1.4.1.1.6.2",  # Enhanced US Volume
+    "1.2.840.10008.5.1.4.1.1.12.1.1",  # Enhanced XA
+    "1.2.840.10008.5.1.4.1.1.12.2.1",  # Enhanced XRF
+    "1.2.840.10008.5.1.4.1.1.128.1",  # Legacy Converted Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.130",  # Enhanced PET
+    "1.2.840.10008.5.1.4.1.1.13.1.3",  # Breast Tomosynthesis
+}
+
+#: sanity bounds: header values outside them are errors, never silently replaced
+MIN_SPACING_MM = 1e-6  # 1 nm
+MAX_SPACING_MM = 1e5  # 100 m
+MAX_POSITION_MM = 1e7  # 10 km from the origin of the patient coordinate system
+MIN_ABS_SLOPE = 1e-20
+MAX_ABS_VALUE = 1e20  # largest magnitude a value may reach after Rescale Slope/Intercept
+
+_GEOM_TOL_COS = 1e-3  # direction cosines that differ by less are "the same orientation"
+_SPACING_RTOL = 1e-3  # pixel spacings within 0.1 % are "the same"
+
+
+def series_key(uid: str) -> str:
+    """Short, non-identifying handle of a Series Instance UID (accepted by ``series_uid=``)."""
+    return hashlib.sha1(str(uid).encode()).hexdigest()[:8]
+
+
+#: exception text without quoted values (kept under its old private name for other packages)
+_scrub = scrub
+
+
+def _floats(value: Any, n: int | None = None) -> np.ndarray | None:
+    """A DICOM multi-valued numeric attribute as floats, or None if absent/malformed."""
+    if value is None:
+        return None
+    try:
+        seq = (
+            list(value)
+            if isinstance(value, list | tuple | pydicom.multival.MultiValue)
+            else [value]
+        )
+        arr = np.array([float(v) for v in seq], dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if n is not None and arr.size != n:
+        return None
+    if not np.all(np.isfinite(arr)):
+        return None
+    return arr
+
+
+def _first_float(value: Any) -> float | None:
+    arr = _floats(value)
+    return float(arr[0]) if arr is not None and arr.size else None
+
+
+def _ds(value: float) -> DSfloat:
+    """A float formatted to fit the 16-character DS limit."""
+    return DSfloat(float(value), auto_format=True)
+
+
+def _sop_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    if not uid:
+        return "DICOM object of unknown class"
+    name = UID(str(uid)).name
+    return f"{name} object" if name != str(uid) else f"DICOM object of SOP class {uid}"
+
+
+def _article(noun: str) -> str:
+    return ("an " if noun[:1].upper() in "AEIOU" else "a ") + noun
+
+
+def non_image_reason(ds: Dataset, assume_pixels: bool = False) -> str | None:
+    """Why this object is not an image (or None if it is one).
+
+    ``assume_pixels``: the header was read without pixel data; only the SOP class/modality decide.
+    """
+    uid = str(ds.get("SOPClassUID", "") or "")
+    modality = str(ds.get("Modality", "") or "").upper()
+    if (
+        uid == SEGMENTATION_STORAGE
+        or uid.startswith(SEGMENTATION_STORAGE + ".")
+        or modality == "SEG"
+    ):
+        return (
+            "it is a segmentation (DICOM SEG), not an image: open the image series it was drawn on"
+        )
+    if any(uid == p.rstrip(".") or uid.startswith(p) for p in _NON_IMAGE_PREFIXES):
+        return f"it is {_article(_sop_name(ds))}, not an image"
+    if modality in _NON_IMAGE_MODALITIES:
+        return f"it is {_article(_sop_name(ds))} (modality {modality}), not an image"
+    if assume_pixels:
+        return None
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return (
+            f"it is {_article(_sop_name(ds))} without pixel data (the file may also be truncated)"
+        )
+    return None
+
+
+_non_image_reason = non_image_reason  # old private name
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    fm = getattr(ds, "file_meta", None)
+    ts = fm.get("TransferSyntaxUID") if fm is not None else None
+    if ts:
+        return UID(str(ts))
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if little is False:
+        return UID("1.2.840.10008.1.2.2")
+    return UID("1.2.840.10008.1.2" if implicit in (True, None) else "1.2.840.10008.1.2.1")
+
+
+def _bits(ds: Dataset) -> tuple[int, int, int]:
+    ba = int(ds.get("BitsAllocated", 16) or 16)
+    bs = int(ds.get("BitsStored", ba) or ba)
+    pr = int(ds.get("PixelRepresentation", 0) or 0)
+    return ba, bs, pr
+
+
+def _stored_range(bits_stored: int, pixel_representation: int) -> tuple[int, int]:
+    if pixel_representation:
+        return -(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1
+    return 0, 2**bits_stored - 1
+
+
+def _fg_item(ds: Dataset, frame: int | None, seq: str) -> Dataset | None:
+    """First item of functional group ``seq`` for ``frame`` (per-frame first, then shared)."""
+    if frame is not None:
+        per = ds.get("PerFrameFunctionalGroupsSequence")
+        if per is not None and frame < len(per):
+            inner = per[frame].get(seq)
+            if inner:
+                return inner[0]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        inner = shared[0].get(seq)
+        if inner:
+            return inner[0]
+    return None
+
+
+def _fmt_values(arr: Any) -> str:
+    try:
+        return "\\".join(f"{float(x):g}" for x in arr)
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _attr_floats(holder: Dataset, key: str, n: int | None = None) -> np.ndarray | None:
+    """Numeric attribute ``key`` of ``holder`` as floats.
+
+    None when the attribute is absent or empty; :class:`InvalidHeaderError` when it is present
+    but not ``n`` finite numbers (a malformed value is an error, not a missing one).
+    """
+    if key not in holder:
+        return None
+    try:
+        value = holder[key].value
+    except Exception as exc:
+        raise InvalidHeaderError(f"{key} cannot be read ({scrub(exc)})") from None
+    if value is None or value == "" or value == b"":
+        return None
+    seq = list(value) if isinstance(value, list | tuple | pydicom.multival.MultiValue) else [value]
+    if not seq:
+        return None
+    try:
+        arr = np.array([float(v) for v in seq], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidHeaderError(f"{key} is not numeric") from None
+    if n is not None and arr.size != n:
+        raise InvalidHeaderError(f"{key} has {arr.size} value(s) ({_fmt_values(arr)}), not {n}")
+    if not np.all(np.isfinite(arr)):
+        raise InvalidHeaderError(f"{key} is not a finite number ({_fmt_values(arr)})")
+    return arr
+
+
+def _rescale(ds: Dataset, frame: int | None = None) -> tuple[float, float]:
+    """(slope, intercept) of the Modality LUT for ``frame`` (functional groups first).
+
+    Absent values mean slope 1, intercept 0. A slope of 0, non-finite values, or values that
+    would map the stored range beyond ±1e20 raise :class:`InvalidHeaderError` (an all-constant
+    or overflowing image is never returned as if it were valid).
+    """
+    item = _fg_item(ds, frame, "PixelValueTransformationSequence")
+    source = item if item is not None and "RescaleSlope" in item else ds
+    slopes = _attr_floats(source, "RescaleSlope")
+    intercepts = _attr_floats(source, "RescaleIntercept")
+    slope = float(slopes[0]) if slopes is not None else 1.0
+    intercept = float(intercepts[0]) if intercepts is not None else 0.0
+    if abs(slope) < MIN_ABS_SLOPE:
+        raise InvalidHeaderError(
+            f"RescaleSlope is {slope:g}: every pixel would get the same value "
+            "(the slope must be a non-zero number)"
+        )
+    _, bs, pr = _bits(ds)
+    lo, hi = _stored_range(max(1, min(bs, 64)), pr)
+    reach = max(abs(lo * slope + intercept), abs(hi * slope + intercept))
+    if not np.isfinite(reach) or reach > MAX_ABS_VALUE:
+        raise InvalidHeaderError(
+            f"RescaleSlope {slope:g} and RescaleIntercept {intercept:g} map the stored values "
+            f"to ±{reach:.3g}, beyond any physical quantity"
+        )
+    return slope, intercept

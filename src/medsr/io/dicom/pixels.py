@@ -1,0 +1,425 @@
+"""Pixel data: decoder checks, decoding to float values in the image's units, and encoding back.
+
+Decoding applies the Modality LUT (Rescale Slope/Intercept or a Modality LUT Sequence), inverts
+MONOCHROME1 and turns palette colour and YBR into RGB; :func:`padding_values` maps Pixel Padding
+Value / Range Limit through the same transform. Encoding chooses a stored representation that
+covers the values and quantises them.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from medsr.errors import (
+    CorruptInputError,
+    InvalidHeaderError,
+    MedSRError,
+    MedSRWarning,
+    UnsupportedTransferSyntaxError,
+    is_fatal,
+)
+from medsr.io._quiet import library_messages
+from medsr.io.dicom.header import (
+    _attr_floats,
+    _bits,
+    _first_float,
+    _rescale,
+    _scrub,
+    _stored_range,
+    _transfer_syntax,
+)
+from medsr.io.limits import check_pixel_count
+
+
+def _check_decoder(ds: Dataset, name: str) -> None:
+    """Raise UnsupportedTransferSyntaxError if no installed decoder handles the pixel data."""
+    from pydicom.pixels import get_decoder
+
+    ts = _transfer_syntax(ds)
+    label = ts.name if ts.name != str(ts) else "an unknown transfer syntax"
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(
+            f"'{name}' is compressed with {label} ({ts}), which medsr cannot decode; "
+            "convert it to an uncompressed or JPEG/JPEG-LS/JPEG 2000/RLE transfer syntax first "
+            "(for example with dcmtk's dcmdjpeg or gdcmconv --raw)"
+        ) from None
+    if not decoder.is_available:
+        missing = (
+            "; ".join(decoder.missing_dependencies)
+            if hasattr(decoder, "missing_dependencies")
+            else ""
+        )
+        raise UnsupportedTransferSyntaxError(
+            f"'{name}' is compressed with {label} ({ts}) and no installed decoder handles it"
+            + (f" (install one of: {missing})" if missing else "")
+        )
+
+
+def _int_attr(ds: Dataset, key: str, default: int | None = None) -> int | None:
+    """An integer attribute (US, IS...) or ``default`` when absent/empty; malformed → error."""
+    if key not in ds:
+        return default
+    try:
+        value = ds[key].value
+        if value is None or value == "" or value == b"":
+            return default
+        if isinstance(value, list | tuple | MultiValue):
+            if not value:
+                return default
+            value = value[0]
+        number = float(value)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise
+        raise InvalidHeaderError(f"{key} is not a number ({_scrub(exc)})") from None
+    if not np.isfinite(number) or number != int(number):
+        raise InvalidHeaderError(f"{key} is {number:g}, not a whole number")
+    return int(number)
+
+
+def _fragment_count(data: bytes) -> int | None:
+    """Fragments of encapsulated pixel data after its Basic Offset Table (None: unparseable)."""
+    import io
+    import struct
+
+    from pydicom.encaps import parse_fragments
+
+    if len(data) < 8 or struct.unpack_from("<HH", data, 0) != (0xFFFE, 0xE000):
+        return None
+    start = 8 + struct.unpack_from("<I", data, 4)[0]
+    if start > len(data):
+        return None
+    buffer = io.BytesIO(data)
+    buffer.seek(start)
+    try:
+        count, _ = parse_fragments(buffer)
+    except Exception as exc:
+        if is_fatal(exc):
+            raise
+        return None
+    return int(count)
+
+
+def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int:
+    """Check the Image Pixel module against the limits and the data; return the frame count.
+
+    Runs before any pixel buffer is allocated: Rows, Columns, Samples per Pixel, bit depths and
+    Number of Frames must be sane; their product must stay within ``MEDSR_MAX_PIXELS``
+    (:mod:`medsr.io.limits`); uncompressed pixel data must hold every byte they announce and
+    compressed pixel data at least one fragment per frame.
+    """
+    rows = _int_attr(ds, "Rows")
+    cols = _int_attr(ds, "Columns")
+    if rows is None or cols is None:
+        raise CorruptInputError(f"truncated or corrupt DICOM: '{name}' has no Rows/Columns")
+    spp = _int_attr(ds, "SamplesPerPixel", 1) or 1
+    if spp not in (1, 3):
+        raise InvalidHeaderError(f"SamplesPerPixel is {spp}; images have 1 (grey) or 3 (colour)")
+    ba = _int_attr(ds, "BitsAllocated", 16)
+    bs = _int_attr(ds, "BitsStored", ba)
+    pr = _int_attr(ds, "PixelRepresentation", 0)
+    if ba not in (1, 8, 16, 32, 64) or bs is None or not 1 <= bs <= ba or pr not in (0, 1):
+        raise InvalidHeaderError(
+            f"the pixel format is impossible (BitsAllocated {ba}, BitsStored {bs}, "
+            f"PixelRepresentation {pr})"
+        )
+    frames = _int_attr(ds, "NumberOfFrames", 1)
+    if frames is None:
+        frames = 1
+    if frames < 0:
+        raise InvalidHeaderError(f"NumberOfFrames is {frames}")
+    shape = (frames, rows, cols) + ((spp,) if spp > 1 else ())
+    if with_data and rows > 0 and cols > 0 and frames > 0:
+        key = next(
+            (k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds), None
+        )
+        data = ds[key].value if key is not None else None
+        if isinstance(data, bytes | bytearray):
+            if _transfer_syntax(ds).is_encapsulated and key == "PixelData":
+                fragments = _fragment_count(bytes(data))
+                if fragments is None:
+                    raise CorruptInputError(
+                        f"truncated or corrupt DICOM: the compressed pixel data of '{name}' is "
+                        "not a valid sequence of fragments"
+                    )
+                if frames > fragments:
+                    raise InvalidHeaderError(
+                        f"'{name}' declares {frames:,} frames but its "
+                        f"compressed pixel data holds only {fragments:,} fragment(s)"
+                    )
+            else:
+                needed = -(-rows * cols * spp * frames * ba // 8)
+                if len(data) < needed:
+                    raise InvalidHeaderError(
+                        f"'{name}' holds {len(data):,} bytes of pixel data but Rows × Columns × "
+                        f"frames × bits announce {needed:,} ({rows} × {cols} × {frames} × {ba} "
+                        "bits): the file is truncated or its header is wrong"
+                    )
+    check_pixel_count(shape, name, "DICOM image")
+    return frames
+
+
+#: decoding plugin tried first per transfer syntax: pydicom's own RLE decoder checks segment
+#: lengths, where the Rust plugin (pylibjpeg-rle) panics on a Rows/data mismatch
+_PREFERRED_PLUGIN = {"1.2.840.10008.1.2.5": "pydicom"}  # RLE Lossless
+
+
+def _unsupported_reason(exc: BaseException) -> str | None:
+    """The decoder line that says the data is a variant it does not support, if any."""
+    for line in str(exc).splitlines():
+        low = line.lower()
+        if "not support" in low or "unsupported" in low:
+            return re.sub(r"'[^']*'|\"[^\"]*\"", "…", line).strip()[:200]
+    return None
+
+
+def _check_decoder_messages(said: list[str], ds: Dataset, name: str) -> None:
+    """Escalate decoder messages that mean the header does not describe the data.
+
+    pydicom's RLE decoder only warns (and logs) when a segment holds more than Rows × Columns
+    bytes and keeps the first rows: one whole row or more in excess means Rows/Columns are
+    wrong, and the image would silently be a part of the data.
+    """
+    cols = int(ds.get("Columns", 0) or 0)
+    for text in said:
+        m = re.search(r"non-conformant padding - (\d+) vs\. (\d+) bytes", text)
+        if m and int(m.group(1)) - int(m.group(2)) >= max(cols, 2):
+            raise InvalidHeaderError(
+                f"the RLE pixel data of '{name}' holds {int(m.group(1)):,} bytes per segment "
+                f"where Rows × Columns announce {int(m.group(2)):,}: Rows/Columns do not match "
+                "the data"
+            )
+
+
+def _decode_failure(exc: BaseException) -> str:
+    """The exception in one line; pydicom lists each plugin's reason on the lines after the first."""
+    first = _scrub(exc)
+    reasons = [
+        re.sub(r"'[^']*'|\"[^\"]*\"", "…", line).strip()
+        for line in str(exc).splitlines()[1:]
+        if line.strip()
+    ]
+    text = first + (": " + "; ".join(reasons) if reasons else "")
+    return text if len(text) <= 400 else text[:400] + "…"
+
+
+def _decode(ds: Dataset, name: str, index: int | None = None) -> tuple[np.ndarray, str]:
+    """Decoded pixels (frames, rows, cols[, samples]) and the photometric interpretation they are in.
+
+    Any decoder failure, including a Rust panic (``pyo3_runtime.PanicException``, which derives
+    from BaseException), becomes a :class:`CorruptInputError`; a decoder that says it does not
+    support this variant of the transfer syntax gives :class:`UnsupportedTransferSyntaxError`.
+    """
+    from pydicom.pixels import as_pixel_options, get_decoder
+
+    ts = _transfer_syntax(ds)
+    try:
+        decoder = get_decoder(ts)
+        opts = as_pixel_options(ds)
+        opts.setdefault("transfer_syntax_uid", ts)
+        plugin = _PREFERRED_PLUGIN.get(str(ts), "")
+        if plugin and plugin not in decoder.available_plugins:
+            plugin = ""
+        with library_messages() as said:
+            arr, info = decoder.as_array(
+                ds, index=index, validate=True, raw=False, decoding_plugin=plugin, **opts
+            )
+        _check_decoder_messages(said, ds, name)
+    except MedSRError:
+        raise
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        reason = _unsupported_reason(exc)
+        if reason:
+            label = ts.name if ts.name != str(ts) else "an unknown transfer syntax"
+            raise UnsupportedTransferSyntaxError(
+                f"'{name}' is compressed with {label} ({ts}) in a form the installed decoders do "
+                f"not support ({reason}); convert it with a DICOM toolkit (e.g. gdcmconv --raw)"
+            ) from None
+        raise CorruptInputError(
+            f"truncated or corrupt DICOM: the pixel data of '{name}' cannot be decoded "
+            f"({_decode_failure(exc)})"
+        ) from None
+    photometric = str(
+        info.get("photometric_interpretation", ds.get("PhotometricInterpretation", ""))
+    )
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = 1 if index is not None else int(_first_float(ds.get("NumberOfFrames", 1)) or 1)
+    if frames == 1 and arr.ndim == (2 if spp == 1 else 3):
+        arr = arr[None]  # pydicom drops the frame axis of single-frame data
+    return arr, photometric
+
+
+def _modality_lut_range(ds: Dataset) -> tuple[float, float]:
+    seq = ds.get("ModalityLUTSequence")
+    data = (
+        np.asarray(seq[0].LUTData, dtype=float) if seq and "LUTData" in seq[0] else np.array([0.0])
+    )
+    return float(data.min()), float(data.max())
+
+
+def _to_gray_values(
+    raw: np.ndarray, ds: Dataset, frames: Sequence[int | None]
+) -> tuple[np.ndarray, float | None, bool]:
+    """Apply the Modality LUT and MONOCHROME1 inversion. Returns (values, reflect, used_lut)."""
+    from pydicom.pixels import apply_modality_lut
+
+    out = np.empty(raw.shape, dtype=np.float32)
+    used_lut = "ModalityLUTSequence" in ds
+    if used_lut:
+        out[:] = apply_modality_lut(raw, ds)
+        lo, hi = _modality_lut_range(ds)
+    else:
+        for i, frame in enumerate(frames):
+            slope, intercept = _rescale(ds, frame)
+            out[i] = raw[i].astype(np.float64) * slope + intercept
+        slope, intercept = _rescale(ds, frames[0] if frames else None)
+        _, bs, pr = _bits(ds)
+        smin, smax = _stored_range(bs, pr)
+        lo, hi = sorted((smin * slope + intercept, smax * slope + intercept))
+    reflect = None
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "MONOCHROME1":
+        reflect = float(lo + hi)
+        np.subtract(reflect, out, out=out)
+    return out, reflect, used_lut
+
+
+def padding_values(
+    ds: Dataset, frames: Sequence[int | None]
+) -> tuple[list[float], list[float] | None] | None:
+    """Pixel Padding Value (and Range Limit) of ``ds`` in the image's units, one per frame.
+
+    The stored values go through exactly the transform the pixels went through (Modality LUT or
+    the frame's Rescale Slope/Intercept, then the MONOCHROME1 inversion, in float32), so
+    comparing the image with them finds the padded pixels. None when the object declares no
+    padding, is colour, or the value cannot be read (then a :class:`MedSRWarning` says so).
+    """
+    if "PixelPaddingValue" not in ds or not frames:
+        return None
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    if str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR":
+        return None
+    try:
+        value = _attr_floats(ds, "PixelPaddingValue")
+        limit = _attr_floats(ds, "PixelPaddingRangeLimit")
+    except MedSRError as exc:
+        warnings.warn(f"pixel padding ignored: {exc}", MedSRWarning, stacklevel=2)
+        return None
+    if value is None:
+        return None
+    stored = np.empty((len(frames), 1, 2), dtype=np.int64)
+    stored[..., 0] = int(np.rint(value[0]))
+    stored[..., 1] = int(np.rint(limit[0])) if limit is not None else int(np.rint(value[0]))
+    values, _, _ = _to_gray_values(stored, ds, frames)
+    out_values = [float(v) for v in values[:, 0, 0]]
+    out_limits = [float(v) for v in values[:, 0, 1]] if limit is not None else None
+    return out_values, out_limits
+
+
+def _palette_to_rgb(raw: np.ndarray, ds: Dataset) -> np.ndarray:
+    """PALETTE COLOR → 8-bit RGB (16-bit LUT entries keep their high byte, as viewers do)."""
+    from pydicom.pixels import apply_color_lut
+
+    rgb = apply_color_lut(raw, ds)
+    desc = ds.get("RedPaletteColorLookupTableDescriptor")
+    bits = int(desc[2]) if desc is not None and len(desc) > 2 else 8
+    if bits > 8:
+        rgb = np.right_shift(rgb.astype(np.uint32), bits - 8)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def _decode_slices(
+    ds: Dataset, name: str, frames: Sequence[int] | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode ``frames`` of ``ds`` (None: all) → (array (Z,Y,X) or (3,Z,Y,X), info)."""
+    if frames is not None and len(frames) == 1:
+        raw, photometric = _decode(ds, name, index=frames[0])
+        frame_ids: list[int | None] = [frames[0]]
+    else:
+        raw, photometric = _decode(ds, name, index=None)
+        frame_ids = list(range(raw.shape[0])) if "NumberOfFrames" in ds else [None] * raw.shape[0]
+        if frames is not None:
+            raw = raw[list(frames)]
+            frame_ids = list(frames)
+    source_pi = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    info: dict[str, Any] = {
+        "reflect": None,
+        "modality_lut": False,
+        "color_from": None,
+        "padding": None,
+    }
+    if source_pi == "PALETTE COLOR":
+        rgb = _palette_to_rgb(raw, ds)
+        info["color_from"] = "PALETTE COLOR"
+        return np.moveaxis(rgb, -1, 0).astype(np.float32), info
+    if raw.ndim == 4:
+        pi = photometric.strip().upper()
+        if pi.startswith("YBR") and pi not in ("YBR_ICT", "YBR_RCT"):
+            from pydicom.pixels import convert_color_space
+
+            raw = convert_color_space(raw, pi, "RGB", per_frame=True)
+        info["color_from"] = source_pi
+        return np.moveaxis(raw, -1, 0).astype(np.float32), info
+    values, reflect, used_lut = _to_gray_values(raw, ds, frame_ids)
+    info["reflect"] = reflect
+    info["modality_lut"] = used_lut
+    info["padding"] = padding_values(ds, frame_ids)
+    return values, info
+
+
+def _choose_encoding(
+    values: np.ndarray, eight_bit: bool, integer_units: bool = False, force_rescale: bool = False
+) -> tuple[int, int, int, float, float]:
+    """(bits allocated, bits stored, pixel representation, slope, intercept) covering ``values``.
+
+    Integer data (or Hounsfield units, where 1 HU steps are customary) is stored as is; other
+    values (and everything when ``force_rescale``, e.g. small-valued maps) are spread over the
+    full unsigned 16-bit range with a Rescale Slope/Intercept.
+    """
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    sample = finite[:: max(1, finite.size // 200_000)]
+    integral = bool(sample.size == 0 or np.allclose(sample, np.rint(sample), atol=1e-3))
+    span = hi - lo
+    if force_rescale:
+        return 16, 16, 0, (span / 65535.0 if span > 0 else 1.0), lo
+    if eight_bit and lo >= -0.5 and hi <= 255.5:
+        return 8, 8, 0, 1.0, 0.0
+    if integral or integer_units:
+        if lo >= -0.5 and hi <= 65535.5:
+            return 16, 16, 0, 1.0, 0.0
+        if lo >= -32768.5 and hi <= 32767.5:
+            return 16, 16, 1, 1.0, 0.0
+    slope = span / 65535.0 if span > 0 else 1.0
+    return 16, 16, 0, slope, lo
+
+
+def _encode(
+    values: np.ndarray,
+    ba: int,
+    bs: int,
+    pr: int,
+    slope: float,
+    intercept: float,
+    reflect: float | None,
+) -> np.ndarray:
+    v = values.astype(np.float64)
+    if reflect is not None:
+        v = reflect - v
+    stored = np.rint((v - intercept) / slope)
+    lo, hi = _stored_range(bs, pr)
+    stored = np.nan_to_num(stored, nan=0.0, posinf=hi, neginf=lo)
+    np.clip(stored, lo, hi, out=stored)
+    dtype = np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}")
+    return stored.astype(dtype)

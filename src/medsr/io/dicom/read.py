@@ -1,0 +1,603 @@
+"""Reading DICOM files and series folders into a :class:`~medsr.image.MedImage`.
+
+See :mod:`medsr.io.dicom` for what ends up in ``meta``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medsr.errors import (
+    CorruptInputError,
+    EmptyInputError,
+    InputNotFoundError,
+    InvalidHeaderError,
+    InvalidParameterError,
+    MedSRError,
+    NotAnImageError,
+    SeriesMismatchError,
+    is_fatal,
+)
+from medsr.image import MedImage
+from medsr.io._quiet import library_messages, scrubbed, with_details
+from medsr.io.dicom.geometry import (
+    _fmt,
+    _inplane_spacing,
+    _plane,
+    _same,
+    _slice_gap,
+    _stack_geometry,
+    warn_bad_thickness,
+)
+from medsr.io.dicom.header import (
+    _ALWAYS_LOSSY,
+    _GEOM_TOL_COS,
+    _LOSSY_METHOD,
+    _SPACING_RTOL,
+    MEDIA_STORAGE_DIRECTORY,
+    _article,
+    _bits,
+    _fg_item,
+    _first_float,
+    _non_image_reason,
+    _rescale,
+    _scrub,
+    _sop_name,
+    _transfer_syntax,
+    series_key,
+)
+from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
+from medsr.io.limits import check_pixel_count
+from medsr.io.sniff import DICOM_PREFIX_LENGTH, has_dicom_magic, looks_like_raw_dicom
+
+
+def _check_complete(ds: Dataset, name: str) -> None:
+    """An object without pixel data that also lacks what every image has was cut short."""
+    if any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return
+    missing = [k for k in ("SOPClassUID", "Rows", "Columns", "BitsAllocated") if k not in ds]
+    if missing:
+        raise CorruptInputError(
+            f"truncated or corrupt DICOM: '{name}' stops before its pixel data "
+            f"(no {', '.join(missing)})"
+        )
+
+
+def _check_truncation(ds: Dataset, size: int, name: str) -> None:
+    """Raise CorruptInputError if the last element read claims bytes beyond the end of the file."""
+    tags = list(ds.keys())
+    if not tags:
+        raise CorruptInputError(
+            f"truncated or corrupt DICOM: '{name}' holds no data set after its header"
+        )
+    elem = ds.get_item(max(tags))
+    tell = getattr(elem, "value_tell", None)
+    length = getattr(elem, "length", None)
+    if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
+        raise CorruptInputError(
+            f"truncated or corrupt DICOM: '{name}' ends {tell + length - size} bytes early"
+        )
+
+
+def _strip_command_set(ds: Dataset) -> None:
+    """Drop group 0000 (command set) and stray group 0002 (file meta) elements from the data set.
+
+    Neither belongs in a stored object (one flipped byte is enough to create one) and pydicom
+    refuses to write a derived object that still holds them.
+    """
+    for tag in [t for t in ds.keys() if (t >> 16) in (0x0000, 0x0002)]:
+        del ds[tag]
+
+
+def _read_file(path: Path, *, stop_before_pixels: bool = False, name: str | None = None) -> Dataset:
+    """dcmread with medsr errors: empty → EmptyInputError, unreadable → CorruptInputError."""
+    name = name or path.name
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyInputError(f"input '{name}' is empty (0 bytes)")
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    has_preamble = has_dicom_magic(head)
+    if not has_preamble and not looks_like_raw_dicom(head):
+        if size < DICOM_PREFIX_LENGTH:
+            raise CorruptInputError(
+                f"truncated DICOM: '{name}' is only {size} bytes, shorter than the 128-byte "
+                "preamble and DICM signature every DICOM file starts with"
+            )
+        raise CorruptInputError(f"'{name}' is not a DICOM file (no DICM signature)")
+    try:
+        ds = pydicom.dcmread(path, force=not has_preamble, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise CorruptInputError(f"'{name}' is not a readable DICOM file ({_scrub(exc)})") from None
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        raise CorruptInputError(f"truncated or corrupt DICOM: '{name}' ({_scrub(exc)})") from None
+    try:
+        _check_truncation(ds, size, name)
+        # touch every top-level element so that a malformed value fails here, not later
+        for _ in ds:
+            pass
+        _strip_command_set(ds)
+    except MedSRError:
+        raise
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        raise CorruptInputError(f"truncated or corrupt DICOM: '{name}' ({_scrub(exc)})") from None
+    return ds
+
+
+def read_dicom(
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    luminance: bool = False,
+    frame: int | None = None,
+) -> MedImage:
+    """Read a DICOM file (single- or multi-frame) or a series folder into a :class:`MedImage`.
+
+    Args:
+        path: a DICOM file, or a folder holding one series (searched recursively).
+        series_uid: choose one series when the folder holds several: the full Series Instance
+            UID or the short key printed in the error message (:func:`series_key`).
+        luminance: convert colour to one grayscale channel (ITU-R BT.601 luma).
+        frame: read only this 0-based frame of a multi-frame file (or slice of a sorted series).
+
+    Raises:
+        EmptyInputError, CorruptInputError, InvalidHeaderError (header values that make no
+        physical sense or disagree with the data), InputTooLargeError (``MEDSR_MAX_PIXELS``),
+        NotAnImageError, UnsupportedTransferSyntaxError, SeriesMismatchError,
+        InvalidParameterError (frame out of range), InputNotFoundError. A questionable but
+        usable value (e.g. a negative SliceThickness) gives a :class:`MedSRWarning` instead and
+        is listed in ``meta["header_warnings"]``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"input '{p}' does not exist")
+    if frame is not None and (not isinstance(frame, int | np.integer) or frame < 0):
+        raise InvalidParameterError(f"frame must be a non-negative integer, got {frame!r}")
+    with library_messages() as messages:
+        try:
+            image = _read_folder(p, series_uid, frame) if p.is_dir() else _read_single(p, frame)
+        except InvalidHeaderError as exc:
+            if f"'{p.name}'" in str(exc):
+                raise
+            where = f"the series in '{p.name}'" if p.is_dir() else f"'{p.name}'"
+            raise InvalidHeaderError(f"invalid DICOM header in {where}: {exc}") from None
+        except MedSRError as exc:
+            raise with_details(exc, messages) from None
+        except BaseException as exc:  # anything pydicom/numpy did not expect: never a traceback
+            if is_fatal(exc):
+                raise
+            raise with_details(
+                CorruptInputError(f"truncated or corrupt DICOM: '{p.name}' ({_scrub(exc)})"),
+                messages,
+            ) from None
+    if messages:
+        image.meta["reader_messages"] = scrubbed(messages)
+    if luminance:
+        from medsr.io import to_luminance
+
+        image = to_luminance(image)
+    return image
+
+
+def _strip_pixels(ds: Dataset) -> Dataset:
+    for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData", "DataSetTrailingPadding"):
+        if key in ds:
+            del ds[key]
+    return ds
+
+
+def _window(ds: Dataset, reflect: float | None) -> tuple[float, float] | None:
+    holder: Dataset = ds
+    if "WindowCenter" not in ds:
+        item = _fg_item(
+            ds, 0 if "PerFrameFunctionalGroupsSequence" in ds else None, "FrameVOILUTSequence"
+        )
+        if item is None:
+            return None
+        holder = item
+    center = _first_float(holder.get("WindowCenter"))
+    width = _first_float(holder.get("WindowWidth"))
+    if center is None or width is None or width <= 0:
+        return None
+    if reflect is not None:
+        center = reflect - center
+    return float(center), float(width)
+
+
+def _lossy_info(ds: Dataset, expected_bytes: int) -> dict[str, Any] | None:
+    ts = str(_transfer_syntax(ds))
+    flagged = str(ds.get("LossyImageCompression", "") or "").strip() == "01"
+    lossy_ts = ts in _ALWAYS_LOSSY
+    if not (flagged or lossy_ts):
+        return None
+    info: dict[str, Any] = {
+        "already_recorded": flagged,
+        "method": _LOSSY_METHOD.get(ts),
+        "ratio": None,
+    }
+    elem = ds.get_item("PixelData") if "PixelData" in ds else None
+    stored = len(elem.value) if elem is not None and elem.value is not None else 0
+    if lossy_ts and stored > 0:
+        info["ratio"] = round(expected_bytes / stored, 2)
+    return info
+
+
+def _units(ds: Dataset, modality: str) -> str:
+    if modality == "CT":
+        return "HU"
+    if modality == "PT":
+        units = str(ds.get("Units", "") or "").strip()
+        return units or "a.u."
+    return "a.u."
+
+
+def _base_meta(ds: Dataset, info: dict[str, Any]) -> dict[str, Any]:
+    ba, bs, pr = _bits(ds)
+    color_from = info.get("color_from")
+    if color_from == "PALETTE COLOR":
+        ba = bs = 8
+        pr = 0
+    return {
+        "format": "dicom",
+        "stored_dtype": f"{'int' if pr else 'uint'}{ba}",
+        "bits_stored": bs,
+        "bits_allocated": ba,
+        "pixel_representation": pr,
+        "photometric": str(ds.get("PhotometricInterpretation", "")).strip(),
+        "monochrome1_reflect": info.get("reflect"),
+        "modality_lut": bool(info.get("modality_lut")),
+        "color_from": color_from,
+        "transfer_syntax": str(_transfer_syntax(ds)),
+    }
+
+
+def _read_single(p: Path, frame: int | None) -> MedImage:
+    ds = _read_file(p)
+    reason = _non_image_reason(ds, assume_pixels=True)
+    if not reason:
+        _check_complete(ds, p.name)
+        reason = _non_image_reason(ds)
+    if reason:
+        raise NotAnImageError(f"'{p.name}' cannot be super-resolved: {reason}")
+    _check_decoder(ds, p.name)
+    nframes = check_pixel_module(ds, p.name)  # before anything is sized by the frame count
+    multiframe = "NumberOfFrames" in ds
+    if frame is not None and frame >= nframes:
+        raise InvalidParameterError(
+            f"frame {frame} does not exist: '{p.name}' has {nframes} frame(s) (0-based)"
+        )
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    ba = int(ds.get("BitsAllocated", 16) or 16)
+
+    # ---------------------------------------------------------------- geometry per frame
+    frames = list(range(nframes))
+    has_fg = (
+        "PerFrameFunctionalGroupsSequence" in ds
+        and len(ds.PerFrameFunctionalGroupsSequence) == nframes
+    )
+    sy, sx, spacing_src = _inplane_spacing(ds, 0 if has_fg else None)
+    if has_fg:
+        planes = [_plane(ds, f) for f in frames]
+        iops = [pl[0] for pl in planes]
+        ipps = [pl[1] for pl in planes]
+        gap = _slice_gap(ds, 0)
+        header_notes = warn_bad_thickness(ds, 0)
+    else:
+        iop, ipp = _plane(ds)
+        gap = _slice_gap(ds)
+        header_notes = warn_bad_thickness(ds)
+        if iop is not None and ipp is not None:
+            normal = np.cross(iop[:3], iop[3:])
+            normal /= np.linalg.norm(normal)
+            iops = [iop] * nframes
+            ipps = [ipp + normal * gap * f for f in frames]
+        else:
+            iops = [iop] * nframes
+            ipps = [ipp] * nframes if nframes == 1 else [None] * nframes
+    if frame is not None:
+        iops, ipps = [iops[frame]], [ipps[frame]]
+        _, affine, spacing, has_geom = _stack_geometry(iops, ipps, (sy, sx), gap, "frames")
+        order = [frame]
+    else:
+        order, affine, spacing, has_geom = _stack_geometry(iops, ipps, (sy, sx), gap, "frames")
+
+    # ---------------------------------------------------------------------- pixels
+    arr, info = _decode_slices(
+        ds, p.name, order if (frame is not None or order != frames) else None
+    )
+    meta = _base_meta(ds, info)
+    expected = rows * cols * spp * nframes * max(ba, 8) // 8
+    meta["lossy"] = _lossy_info(ds, expected)
+    meta["padding"] = _padding_meta([info.get("padding")], [arr.shape[-3]])
+    modality = str(ds.get("Modality", "") or "OT").strip() or "OT"
+    window = _window(ds, info.get("reflect")) if arr.ndim == 3 else None
+    meta.update(
+        {
+            "datasets": [_strip_pixels(ds)],
+            "multiframe": multiframe,
+            "frame_order": order if multiframe else None,
+            "rescale": _rescale(ds, order[0] if has_fg else None),
+            "window": window,
+            "source_paths": [str(p)],
+            "spacing_source": spacing_src,
+            "has_geometry": has_geom,
+            "header_warnings": header_notes,
+        }
+    )
+    return _finish(arr, spacing, affine, modality, _units(ds, modality), meta, info)
+
+
+def _padding_meta(
+    per_object: list[tuple[list[float], list[float] | None] | None], counts: list[int]
+) -> dict[str, Any] | None:
+    """``meta["padding"]``: one value (and range limit) when all slices agree, else one per slice.
+
+    ``per_object`` holds :func:`~medsr.io.dicom.pixels.padding_values` of each object read
+    (``counts[i]`` slices each); slices of objects without padding get None in the lists.
+    """
+    if all(entry is None for entry in per_object):
+        return None
+    values: list[float | None] = []
+    limits: list[float | None] = []
+    has_limit = any(entry is not None and entry[1] is not None for entry in per_object)
+    for entry, count in zip(per_object, counts, strict=True):
+        if entry is None:
+            values += [None] * count
+            limits += [None] * count
+        else:
+            values += list(entry[0])
+            limits += list(entry[1]) if entry[1] is not None else list(entry[0])
+    if len(set(values)) == 1 and len(set(limits)) == 1:
+        return {"value": values[0], "range_limit": limits[0] if has_limit else None}
+    return {"value": values, "range_limit": limits if has_limit else None}
+
+
+def _finish(
+    arr: np.ndarray,
+    spacing: tuple[float, float, float],
+    affine: np.ndarray,
+    modality: str,
+    units: str,
+    meta: dict[str, Any],
+    info: dict[str, Any],
+) -> MedImage:
+    channels = "RGB" if arr.ndim == 4 else None
+    if channels:
+        units = "a.u."
+    meta["source_shape"] = tuple(int(s) for s in arr.shape[-3:])
+    meta["source_spacing"] = tuple(float(s) for s in spacing)
+    meta["source_affine"] = np.asarray(affine, dtype=float).tolist()
+    history = ("read DICOM",)
+    return MedImage(
+        array=arr,
+        spacing=spacing,
+        affine=affine,
+        modality=modality,
+        channels=channels,
+        units=units,
+        meta=meta,
+        history=history,
+    )
+
+
+def _collect(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[str]]:
+    """Headers of every DICOM image under ``folder`` (recursively) and names of non-image objects."""
+    images: list[tuple[Path, Dataset]] = []
+    skipped: list[str] = []
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        try:
+            size = f.stat().st_size
+            if size < 8:
+                continue
+            with open(f, "rb") as fh:
+                head = fh.read(132)
+        except OSError:
+            continue
+        if not ((len(head) >= 132 and head[128:132] == b"DICM") or looks_like_raw_dicom(head)):
+            continue  # readme, thumbnails, ... : not DICOM, skip quietly
+        rel = f.name  # file name only: sub-folder names may carry patient names
+        ds = _read_file(f, stop_before_pixels=True, name=rel)
+        uid = str(ds.get("SOPClassUID", "") or "")
+        if uid == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
+            continue
+        reason = _non_image_reason(ds, assume_pixels=True)
+        if not reason and "Rows" not in ds:
+            reason = f"it is {_article(_sop_name(ds))} without an image"
+        if reason:
+            skipped.append(_sop_name(ds))
+            continue
+        images.append((f, ds))
+    return images, skipped
+
+
+def _choose_series(
+    groups: dict[str, list[tuple[Path, Dataset]]], series_uid: str | None, folder: Path
+):
+    if series_uid is not None:
+        wanted = str(series_uid).strip()
+        hits = [u for u in groups if u == wanted] or [
+            u for u in groups if series_key(u).startswith(wanted.lower())
+        ]
+        if len(hits) != 1:
+            raise SeriesMismatchError(
+                f"series '{wanted}' is not in '{folder.name}'; it holds: {_describe_series(groups)}"
+            )
+        return hits[0]
+    if len(groups) > 1:
+        raise SeriesMismatchError(
+            f"'{folder.name}' holds {len(groups)} series: {_describe_series(groups)}. "
+            "Choose one with --series KEY (Python: series_uid=KEY), KEY being the 8-character key "
+            "shown or the full Series Instance UID"
+        )
+    return next(iter(groups))
+
+
+def _describe_series(groups: dict[str, list[tuple[Path, Dataset]]]) -> str:
+    parts = []
+    for uid, members in groups.items():
+        ds = members[0][1]
+        desc = str(ds.get("SeriesDescription", "") or "").strip()
+        modality = str(ds.get("Modality", "") or "OT").strip()
+        label = f"{series_key(uid)} ({modality}"
+        if desc:
+            label += f", '{desc[:40]}'"
+        label += f", {len(members)} file{'s' if len(members) != 1 else ''})"
+        parts.append(label)
+    return "; ".join(parts)
+
+
+def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
+    ref_path, ref = members[0]
+
+    def fail(what: str, a: str, b: str, path: Path) -> None:
+        raise SeriesMismatchError(
+            f"the images of this series differ in {what} ({a} in '{ref_path.name}' vs {b} in '{path.name}'): "
+            "medsr reads one regular volume at a time"
+        )
+
+    r_size = (int(ref.get("Rows", 0) or 0), int(ref.get("Columns", 0) or 0))
+    r_ps = _inplane_spacing(ref)
+    r_pi = str(ref.get("PhotometricInterpretation", "")).strip()
+    r_spp = int(ref.get("SamplesPerPixel", 1) or 1)
+    for path, ds in members[1:]:
+        size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+        if size != r_size:
+            fail(
+                "image size (Rows/Columns)",
+                f"{r_size[0]}×{r_size[1]}",
+                f"{size[0]}×{size[1]}",
+                path,
+            )
+        ps = _inplane_spacing(ds)
+        if not np.allclose(ps[:2], r_ps[:2], rtol=_SPACING_RTOL, atol=1e-6):
+            fail(
+                "pixel spacing (PixelSpacing)",
+                f"{r_ps[0]:g}\\{r_ps[1]:g} mm",
+                f"{ps[0]:g}\\{ps[1]:g} mm",
+                path,
+            )
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        pi = str(ds.get("PhotometricInterpretation", "")).strip()
+        if spp != r_spp or pi != r_pi:
+            fail("colour format (PhotometricInterpretation)", r_pi, pi, path)
+        iop_a, iop_b = _plane(ref)[0], _plane(ds)[0]
+        if not _same(iop_a, iop_b, _GEOM_TOL_COS):
+            fail("slice orientation (ImageOrientationPatient)", _fmt(iop_a), _fmt(iop_b), path)
+
+
+def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> MedImage:
+    images, skipped = _collect(folder)
+    if not images:
+        if skipped:
+            kinds = ", ".join(sorted(set(skipped)))
+            raise NotAnImageError(
+                f"'{folder.name}' holds DICOM objects but no images (found: {kinds})"
+            )
+        raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for f, ds in images:
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "unknown"), []).append((f, ds))
+    uid = _choose_series(groups, series_uid, folder)
+    members = groups[uid]
+    if len(members) == 1:
+        return _read_single(members[0][0], frame)
+    multi = [f for f, ds in members if check_pixel_module(ds, f.name, with_data=False) > 1]
+    if multi:
+        raise SeriesMismatchError(
+            f"this series mixes {len(multi)} multi-frame object(s) with other files; "
+            "read each multi-frame file on its own"
+        )
+    _check_consistent(members)
+    ref = members[0][1]
+    spp = int(ref.get("SamplesPerPixel", 1) or 1)
+    check_pixel_count(
+        (len(members), int(ref.Rows), int(ref.Columns)) + ((spp,) if spp > 1 else ()),
+        folder.name,
+        "series",
+    )
+    sy, sx, spacing_src = _inplane_spacing(ref)
+    planes = [_plane(ds) for _, ds in members]
+    gap = _slice_gap(ref)
+    header_notes = warn_bad_thickness(ref)
+    iops = [pl[0] for pl in planes]
+    ipps = [pl[1] for pl in planes]
+    if all(p is None for p in ipps):
+        # no positions: keep the acquisition order
+        def inst(ds: Dataset) -> float:
+            v = _first_float(ds.get("InstanceNumber"))
+            return v if v is not None else 0.0
+
+        by_number = sorted(range(len(members)), key=lambda i: inst(members[i][1]))
+        members = [members[i] for i in by_number]
+        iops = [iops[i] for i in by_number]
+        ipps = [ipps[i] for i in by_number]
+    order, affine, spacing, has_geom = _stack_geometry(iops, ipps, (sy, sx), gap, "slices")
+    members = [members[i] for i in order]
+    if frame is not None:
+        if frame >= len(members):
+            raise InvalidParameterError(
+                f"slice {frame} does not exist: the series has {len(members)} slices (0-based)"
+            )
+        if has_geom:
+            offset = np.eye(4)
+            offset[2, 3] = frame
+            affine = affine @ offset
+        members = [members[frame]]
+
+    arrays = []
+    datasets = []
+    info: dict[str, Any] = {}
+    paddings: list[tuple[list[float], list[float] | None] | None] = []
+    for f, _header in members:
+        rel = f.name  # file name only: sub-folder names may carry patient names
+        ds = _read_file(f, name=rel)
+        _check_complete(ds, rel)
+        reason = _non_image_reason(ds)
+        if reason:
+            raise NotAnImageError(f"'{rel}' cannot be super-resolved: {reason}")
+        _check_decoder(ds, rel)
+        check_pixel_module(ds, rel)
+        arr, info_k = _decode_slices(ds, rel, None)
+        if not info:
+            info = info_k
+        paddings.append(info_k.get("padding"))
+        arrays.append(arr)
+        datasets.append(ds)
+    channel_axis = 1 if arrays[0].ndim == 4 else 0
+    stacked = np.concatenate(arrays, axis=channel_axis)
+    ref_ds = datasets[0]
+    meta = _base_meta(ref_ds, info)
+    rows, cols = int(ref_ds.Rows), int(ref_ds.Columns)
+    spp = int(ref_ds.get("SamplesPerPixel", 1) or 1)
+    meta["lossy"] = _lossy_info(ref_ds, rows * cols * spp * max(_bits(ref_ds)[0], 8) // 8)
+    meta["padding"] = _padding_meta(paddings, [a.shape[-3] for a in arrays])
+    modality = str(ref_ds.get("Modality", "") or "OT").strip() or "OT"
+    window = _window(ref_ds, info.get("reflect")) if stacked.ndim == 3 else None
+    meta.update(
+        {
+            "datasets": [_strip_pixels(ds) for ds in datasets],
+            "multiframe": False,
+            "frame_order": None,
+            "rescale": _rescale(ref_ds),
+            "window": window,
+            "source_paths": [str(f) for f, _ in members],
+            "spacing_source": spacing_src,
+            "has_geometry": has_geom,
+            "header_warnings": header_notes,
+        }
+    )
+    return _finish(stacked, spacing, affine, modality, _units(ref_ds, modality), meta, info)

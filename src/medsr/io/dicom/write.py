@@ -1,0 +1,293 @@
+"""Writing a :class:`~medsr.image.MedImage` as a derived DICOM series (or one object).
+
+The output is written to a temporary name and renamed only when complete; see
+:func:`write_dicom`.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import generate_uid
+
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+from medsr.io._atomic import atomic_dir, atomic_file, check_output
+from medsr.io.dicom.derived import _derive, _now, _secondary_capture_template, _source_ref
+from medsr.io.dicom.geometry import _Grid, _source_map, _update_geometry, _update_multiframe
+from medsr.io.dicom.header import _ds, _rescale, _stored_range
+from medsr.io.dicom.pixels import _choose_encoding, _encode
+
+
+def write_dicom(
+    image: MedImage,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    series_description_suffix: str = " [medsr]",
+) -> Path:
+    """Write ``image`` as a derived DICOM series; return the path written.
+
+    ``path`` ending in ``.dcm`` writes one file (a single slice, or one multi-frame object when
+    the source was multi-frame); any other path is a folder with one ``IM00001.dcm`` … per slice.
+    The output is written to a temporary name and renamed only when complete.
+    """
+    if image.channels not in (None, "RGB"):
+        raise InvalidParameterError(
+            f"DICOM output supports grayscale or RGB images, not channels={image.channels!r}; "
+            "save 4-D data as NIfTI"
+        )
+    p = Path(path)
+    check_output(p, overwrite)
+    _refuse_source_overwrite(image, p)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        datasets = _build_output(image, series_description_suffix)
+        single_file = p.suffix.lower() in (".dcm", ".dicom")
+        if single_file and len(datasets) != 1:
+            raise InvalidParameterError(
+                f"'{p.name}' names one file but the image has {len(datasets)} slices; "
+                "give a folder path (no .dcm suffix) to write a DICOM series"
+            )
+        if single_file:
+            with atomic_file(p, overwrite=overwrite) as tmp:
+                pydicom.dcmwrite(tmp, datasets[0], enforce_file_format=True)
+        else:
+            width = max(5, len(str(len(datasets))))
+            with atomic_dir(p, overwrite=overwrite) as tmp:
+                for i, ds in enumerate(datasets, start=1):
+                    pydicom.dcmwrite(tmp / f"IM{i:0{width}d}.dcm", ds, enforce_file_format=True)
+    return p
+
+
+def _refuse_source_overwrite(image: MedImage, target: Path) -> None:
+    """Never replace (or delete, via a folder rename) the files the image was read from."""
+    target = target.resolve()
+    for src in image.meta.get("source_paths") or []:
+        src_path = Path(src).resolve()
+        if src_path == target or target in src_path.parents:
+            raise InvalidParameterError(
+                f"refusing to write onto the input '{target.name}': choose another output path"
+            )
+
+
+def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
+    meta = image.meta
+    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
+    templates: list[Dataset] = (
+        list(meta["datasets"]) if from_dicom else [_secondary_capture_template(image)]
+    )
+    multiframe = bool(meta.get("multiframe")) and from_dicom
+    z, rows, cols = image.spatial_shape
+    series_uid = generate_uid()
+    date, time = _now()
+    grid = _Grid(image)
+    src_spacing = (
+        tuple(meta.get("source_spacing") or image.spacing) if from_dicom else image.spacing
+    )
+    zoom_z, zoom_y, zoom_x = (
+        float(s) / float(n) for s, n in zip(src_spacing, image.spacing, strict=True)
+    )
+    has_geometry = bool(meta.get("has_geometry", True)) if from_dicom else True
+
+    # ---------------------------------------------------------------- pixel encoding
+    color = image.is_color
+    source_gray = (
+        from_dicom
+        and not meta.get("color_from")
+        and not meta.get("modality_lut")
+        and meta.get("pixel_encoding") != "rescaled"  # e.g. float-valued maps of a DICOM image
+    )
+    values = image.array
+    generic: tuple[int, int, int, float, float] | None = None
+    if color:
+        src_bits = int(meta.get("bits_allocated", 8)) if from_dicom else 8
+        true_rgb = from_dicom and meta.get("color_from") not in (None, "PALETTE COLOR")
+        finite = values[np.isfinite(values)]
+        hi = float(finite.max()) if finite.size else 0.0
+        if true_rgb and src_bits in (8, 16, 32):
+            cba = src_bits
+        else:
+            cba = 8 if hi <= 255.5 else 16
+        cbs = int(meta.get("bits_stored", cba)) if (true_rgb and cba == src_bits) else cba
+        color_pixels = _encode(np.moveaxis(values, 0, -1), cba, cbs, 0, 1.0, 0.0, None)  # (Z,Y,X,3)
+    elif not source_gray:
+        eight = from_dicom and int(meta.get("bits_allocated", 16)) == 8
+        generic = _choose_encoding(
+            values,
+            eight,
+            integer_units=image.units == "HU",
+            force_rescale=meta.get("pixel_encoding") == "rescaled",
+        )
+
+    if multiframe:
+        nsrc = len(meta.get("frame_order") or [0])
+        src_idx = _source_map(image, nsrc)
+        template = templates[0]
+        ds = _derive(
+            template,
+            image,
+            meta,
+            suffix,
+            series_uid,
+            date,
+            time,
+            color,
+            generic,
+            instance=1,
+            rows=rows,
+            cols=cols,
+        )
+        _update_geometry(
+            ds,
+            template,
+            grid,
+            0,
+            zoom=(zoom_z, zoom_y, zoom_x),
+            image=image,
+            has_geometry=has_geometry,
+            meta=meta,
+        )
+        _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry)
+        ds.SourceImageSequence = DicomSequence([_source_ref(template, None)])
+        if color:
+            frames = color_pixels
+        elif generic is not None:
+            frames = _encode(values, *generic, None)
+        else:
+            frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
+            per = ds.get("PerFrameFunctionalGroupsSequence")
+            for k in range(z):
+                slope, intercept = _rescale(ds, k if per is not None else None)
+                frames[k] = _encode(
+                    values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
+                    int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
+                )  # fmt: skip
+        _set_pixels(ds, frames, color, generic, meta, from_dicom)
+        ds.NumberOfFrames = z
+        return [ds]
+
+    nsrc = len(templates)
+    src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
+    out = []
+    for k in range(z):
+        template = templates[src_idx[k]]
+        ds = _derive(
+            template,
+            image,
+            meta,
+            suffix,
+            series_uid,
+            date,
+            time,
+            color,
+            generic,
+            instance=k + 1,
+            rows=rows,
+            cols=cols,
+        )
+        _update_geometry(
+            ds,
+            template,
+            grid,
+            k,
+            zoom=(zoom_z, zoom_y, zoom_x),
+            image=image,
+            has_geometry=has_geometry,
+            meta=meta,
+        )
+        if from_dicom:
+            ds.SourceImageSequence = DicomSequence([_source_ref(template, None)])
+        if "ImagesInAcquisition" in ds and z != nsrc:
+            ds.ImagesInAcquisition = z
+        if color:
+            pixels = color_pixels[k : k + 1]
+        elif generic is not None:
+            pixels = _encode(values[k : k + 1], *generic, None)
+        else:
+            slope, intercept = _rescale(template)
+            pixels = _encode(
+                values[k : k + 1], int(meta["bits_allocated"]), int(meta["bits_stored"]),
+                int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
+            )  # fmt: skip
+        _set_pixels(ds, pixels, color, generic, meta, from_dicom)
+        if "NumberOfFrames" in ds and not multiframe:
+            del ds.NumberOfFrames
+        out.append(ds)
+    return out
+
+
+def _dtype_name(meta: dict[str, Any]) -> str:
+    ba = max(int(meta.get("bits_allocated", 16)), 8)
+    return f"<{'i' if int(meta.get('pixel_representation', 0)) else 'u'}{ba // 8}"
+
+
+def _set_pixels(
+    ds: Dataset,
+    pixels: np.ndarray,
+    color: bool,
+    generic: tuple[int, int, int, float, float] | None,
+    meta: dict[str, Any],
+    from_dicom: bool,
+) -> None:
+    """Image Pixel module + Pixel Data for ``pixels`` ((Z,Y,X) gray or (Z,Y,X,3) RGB)."""
+    if color:
+        ba = pixels.dtype.itemsize * 8
+        bs = (
+            int(meta.get("bits_stored", ba))
+            if meta.get("color_from") not in (None, "PALETTE COLOR")
+            else ba
+        )
+        bs = min(bs, ba)
+        ds.SamplesPerPixel = 3
+        ds.PhotometricInterpretation = "RGB"
+        ds.PlanarConfiguration = 0
+        pr = 0
+    else:
+        ds.SamplesPerPixel = 1
+        if "PlanarConfiguration" in ds:
+            del ds.PlanarConfiguration
+        if generic is not None:
+            ba, bs, pr, slope, intercept = generic
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            had_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
+            if had_rescale or not from_dicom or slope != 1.0 or intercept != 0.0:
+                ds.RescaleSlope = _ds(slope)
+                ds.RescaleIntercept = _ds(intercept)
+                is_ct_iod = str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.2"
+                if "RescaleType" not in ds and not is_ct_iod:
+                    ds.RescaleType = "HU" if str(ds.get("Modality", "")) == "CT" else "US"
+        else:
+            ba = int(meta["bits_allocated"])
+            bs = int(meta["bits_stored"])
+            pr = int(meta["pixel_representation"])
+            photometric = str(meta.get("photometric") or "MONOCHROME2")
+            ds.PhotometricInterpretation = (
+                photometric if photometric in ("MONOCHROME1", "MONOCHROME2") else "MONOCHROME2"
+            )
+    ds.BitsAllocated = ba
+    ds.BitsStored = bs
+    ds.HighBit = bs - 1
+    ds.PixelRepresentation = pr
+    if "PixelPaddingValue" in ds and not color:
+        lo, hi = _stored_range(bs, pr)
+        value = int(ds.PixelPaddingValue)
+        if not lo <= value <= hi:
+            del ds.PixelPaddingValue
+            if "PixelPaddingRangeLimit" in ds:
+                del ds.PixelPaddingRangeLimit
+        else:
+            ds["PixelPaddingValue"].VR = "SS" if pr else "US"
+            if "PixelPaddingRangeLimit" in ds:
+                ds["PixelPaddingRangeLimit"].VR = "SS" if pr else "US"
+    data = np.ascontiguousarray(pixels).tobytes()
+    if len(data) % 2:
+        data += b"\x00"
+    ds.add_new(0x7FE00010, "OB" if ba <= 8 else "OW", data)

@@ -1,0 +1,71 @@
+"""Where an image holds no data: DICOM pixel padding and non-finite (NaN) voxels.
+
+DICOM marks pixels outside the scanned field (e.g. the corners of a CT reconstruction circle)
+with Pixel Padding Value, optionally a whole range up to Pixel Padding Range Limit. The reader
+records both in the image's units (after the Modality LUT / rescale and any MONOCHROME1
+inversion, exactly as the pixels were converted) in ``meta["padding"]``::
+
+    {"value": -3024.0, "range_limit": None}            # one value for every slice
+    {"value": [v0, v1, ...], "range_limit": [...]}     # per slice (array order) when the
+                                                       # slices' rescales differ; None entries
+                                                       # for slices without padding
+
+A range means every value between the two, inclusive, is padding. NIfTI has no padding
+attribute: NaN marks voxels outside the data there. The NIfTI reader replaces non-finite values
+by 0 (so every array medsr hands on is finite) and keeps where they were in
+``meta["nonfinite_mask"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from medsr.image import MedImage
+
+
+def padding_mask(image: MedImage) -> np.ndarray | None:
+    """Boolean mask shaped like ``image.array``: True where the image holds no data.
+
+    True where DICOM padding applies (the value, or the inclusive range up to the limit) and
+    where the array is non-finite or the reader found it non-finite (``meta["nonfinite_mask"]``
+    of a NIfTI). None when no voxel is padding. Colour images carry no padding
+    (DICOM defines it for grey pixels only), so only their non-finite values count.
+    """
+    arr = image.array
+    mask = ~np.isfinite(arr)
+    recorded = image.meta.get("nonfinite_mask")
+    if isinstance(recorded, np.ndarray) and recorded.shape == arr.shape:
+        mask |= recorded.astype(bool)
+    padding = image.meta.get("padding")
+    if padding and not image.channels:
+        _apply_padding(arr, padding, mask)
+    return mask if mask.any() else None
+
+
+def _apply_padding(arr: np.ndarray, padding: dict[str, Any], mask: np.ndarray) -> None:
+    values = padding.get("value")
+    limits = padding.get("range_limit")
+    nz = arr.shape[0]
+    if isinstance(values, list | tuple):
+        if len(values) != nz:  # the image was resampled along z: per-slice values no longer apply
+            return
+        per_slice = list(values)
+        per_limit = list(limits) if isinstance(limits, list | tuple) else [limits] * nz
+    else:
+        per_slice = [values] * nz
+        per_limit = [limits] * nz
+    for k in range(nz):
+        v, lim = per_slice[k], per_limit[k]
+        if v is None:
+            continue
+        sl = arr[k]
+        if lim is None or lim == v:
+            mask[k] |= sl == np.float32(v)
+        else:
+            lo, hi = sorted((np.float32(v), np.float32(lim)))
+            mask[k] |= (sl >= lo) & (sl <= hi)
+
+
+__all__ = ["padding_mask"]

@@ -1,0 +1,266 @@
+"""The one model resolver: a name, a shipped name or a weights file → one :class:`LoadedModel`.
+
+Every part of medsr that takes a ``model`` argument (the CLI, the API, the web service, batch,
+PACS, safeguards, provenance, slice interpolation, zero-shot fine-tuning) parses it here, once::
+
+    from medsr.models.resolver import resolve_model, list_pretrained
+
+    m = resolve_model("default-x2")            # shipped weights (medsr/weights/default-x2.safetensors)
+    m = resolve_model("runs/x/best.safetensors", scale=2)   # a weights file with its model card
+    m = resolve_model("lanczos", scale=2)      # a classical interpolator (registry name)
+    m = resolve_model(None, scale=4)           # the default for ×4 (default-x4, else bicubic)
+    m.kind, m.checksum, m.card, m.net          # the network is loaded on first use of .net
+
+What a :class:`LoadedModel` carries:
+
+* ``kind`` — ``"in-plane"`` (a learned upscaler), ``"classical"`` (an interpolator without
+  weights), ``"slice-interpolator"`` (predicts the slice between two), ``"through-plane"`` (1-D
+  axial models). Callers ask for the kinds they can run (``kinds=``) and get one clear error
+  otherwise.
+* ``checksum`` — the one identity of the weights: ``sha256:<hex>`` of the file's bytes, or
+  ``classical:<name>`` for a model without weights. Provenance, batch journals and PACS
+  derivation keys all use it.
+* ``card`` — the model card (architecture, kwargs, scale, normalisation, training data,
+  metrics); for classical models a minimal one.
+* ``net`` — the ``torch.nn.Module``, built once per LoadedModel (lazily: validating a name, or
+  reading its card, loads no tensors). Test-time augmentation, uncertainty maps and batches reuse
+  one LoadedModel, so the weights are read once.
+
+Following timm's ``create_model`` / ``list_pretrained``: :func:`list_pretrained` lists every
+shipped weights file (in-plane upscalers and slice interpolators alike), and
+:func:`medsr.models.registry.create_model` stays the constructor of bare architectures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import InvalidParameterError, UnknownModelError
+
+__all__ = [
+    "KINDS",
+    "SCALES",
+    "LoadedModel",
+    "check_scale",
+    "default_model_name",
+    "file_checksum",
+    "list_pretrained",
+    "resolve_model",
+]
+
+#: in-plane factors every in-plane model and front end accepts
+SCALES = (2, 3, 4)
+KINDS = ("in-plane", "classical", "slice-interpolator", "through-plane")
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_SUFFIX = ".safetensors"
+
+
+def check_scale(scale: Any, allowed: tuple[int, ...] = SCALES) -> int:
+    """``scale`` as an int when it is one of ``allowed``; one clear error otherwise (the only
+    place a scale is validated)."""
+    try:
+        f = float(scale)
+        ok = f == int(f) and int(f) in allowed
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise InvalidParameterError(f"scale must be one of {', '.join(map(str, allowed))}; got {scale!r}")
+    return int(float(scale))
+
+
+@lru_cache(maxsize=128)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: a changed file re-hashes
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """``sha256:<hex>`` of a file's bytes (cached while its size and mtime stay the same)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return "sha256:" + _sha256(str(p), st.st_size, st.st_mtime_ns)
+
+
+def _kind_of_class(cls: Any) -> str:
+    k = getattr(cls, "kind", "upscaler")
+    if k == "slice-interpolator":
+        return "slice-interpolator"
+    if k == "interpolator-1d":
+        return "through-plane"
+    if k != "upscaler":
+        return str(k)
+    return "in-plane" if getattr(cls, "learned", True) else "classical"
+
+
+def _shipped() -> dict[str, Path]:
+    if not WEIGHTS_DIR.is_dir():
+        return {}
+    return {p.name.removesuffix(_SUFFIX): p for p in sorted(WEIGHTS_DIR.glob("*" + _SUFFIX))}
+
+
+def default_model_name(scale: int) -> str:
+    """``default-x{scale}`` when shipped, else ``bicubic``."""
+    name = f"default-x{int(scale)}"
+    return name if name in _shipped() else "bicubic"
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """One resolved model: what it is, where it came from, its card, identity and network."""
+
+    name: str
+    kind: str
+    card: dict[str, Any]
+    checksum: str
+    path: Path | None = None
+    source: str = ""
+    device: str = "cpu"
+    _net: Any = field(default=None, repr=False)
+
+    @property
+    def learned(self) -> bool:
+        return self.kind != "classical"
+
+    @property
+    def shipped(self) -> bool:
+        return self.path is not None and self.path.parent == WEIGHTS_DIR
+
+    @property
+    def scale(self) -> int | None:
+        s = self.card.get("scale")
+        return int(s) if s is not None else None
+
+    @property
+    def net(self) -> Any:
+        """The network (built, weights loaded, eval mode) — once per LoadedModel."""
+        if self._net is None:
+            if self.path is not None:
+                from medsr.models.weights import load_model
+
+                net, _ = load_model(self.path, device=self.device)
+            else:
+                from medsr.models.registry import create_model
+
+                kwargs = dict(self.card.get("kwargs") or {})
+                net = create_model(self.card["architecture"], **kwargs).eval()
+            net.card = self.card
+            self._net = net
+        return self._net
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able summary (``medsr models --json``, the web service's model list)."""
+        card = self.card
+        metrics = card.get("metrics") or {}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "learned": self.learned,
+            "shipped": self.shipped,
+            "scale": self.scale,
+            "architecture": card.get("architecture"),
+            "checksum": self.checksum,
+            "val_psnr_gain_db": metrics.get("val_psnr_gain"),
+            "description": card.get("description") or "",
+        }
+
+
+def _from_file(path: Path, source: str, name: str | None, device: str) -> LoadedModel:
+    from medsr.models.registry import get_model_class
+    from medsr.models.weights import read_card
+
+    card = read_card(path)
+    if "architecture" not in card:
+        raise InvalidParameterError(f"'{path.name}' has a model card without an architecture")
+    cls = get_model_class(str(card["architecture"]))
+    card = dict(card)
+    card["name"] = name or str(card.get("name") or path.name.removesuffix(_SUFFIX))
+    card.setdefault("kind", _kind_of_class(cls))
+    return LoadedModel(
+        name=card["name"], kind=_kind_of_class(cls), card=card, checksum=file_checksum(path),
+        path=path, source=source, device=device,
+    )  # fmt: skip
+
+
+def resolve_model(
+    model: str | os.PathLike[str] | LoadedModel | None = None,
+    *,
+    scale: int | None = None,
+    kinds: tuple[str, ...] | None = None,
+    device: str = "cpu",
+    in_channels: int = 1,
+) -> LoadedModel:
+    """Parse ``model`` once into a :class:`LoadedModel`.
+
+    Args:
+        model: a :class:`LoadedModel` (returned as is, after the checks), ``None`` (the default
+            in-plane model for ``scale``), a shipped name (``medsr models``), a weights file
+            (``.safetensors`` with its card), or a registered architecture name (classical
+            interpolators; learned architectures have no weights and are refused, except for
+            the slice-interpolation baselines that have none).
+        scale: the factor the caller will run; a model trained for another factor is refused.
+            Classical models are built for it.
+        kinds: kinds the caller can run (``None``: any).
+        device: where the network is put when first used.
+        in_channels: channels of a classical model.
+    """
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        if model is None:
+            if scale is None:
+                raise InvalidParameterError("no model and no scale: cannot pick a default model")
+            model = default_model_name(check_scale(scale))
+        text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
+        if not text.strip():
+            raise InvalidParameterError("the model name is empty")
+        shipped = _shipped().get(text.lower())
+        path = Path(text)
+        if shipped is not None:
+            loaded = _from_file(shipped, text, text.lower(), device)
+        elif text.endswith(_SUFFIX) or path.is_file():
+            if not path.is_file():
+                raise UnknownModelError(f"weights file '{path}' does not exist")
+            loaded = _from_file(path, text, None, device)
+        else:
+            from medsr.models.registry import get_model_class
+
+            cls = get_model_class(text)  # UnknownModelError lists the names
+            kind = _kind_of_class(cls)
+            name = text.lower()
+            if kind != "classical":  # a learned architecture without weights invents anatomy
+                raise InvalidParameterError(
+                    f"model {text!r} has no trained weights bundled; pass a .safetensors file, a "
+                    "shipped model (medsr models) or a classical interpolator (bicubic, lanczos, kspace...)"
+                )
+            card: dict[str, Any] = {"name": name, "architecture": name, "kind": kind}
+            if kind == "classical":  # built for the caller's scale (×2 when none is given)
+                card.update(normalization={"kind": "identity"}, kwargs={"in_channels": in_channels})
+                if scale is not None:
+                    card["scale"] = check_scale(scale)
+                    card["kwargs"]["scale"] = card["scale"]
+            loaded = LoadedModel(
+                name=name, kind=kind, card=card, checksum=f"classical:{name}", source=text, device=device
+            )
+    if kinds is not None and loaded.kind not in kinds:
+        want = " or ".join(kinds)
+        raise InvalidParameterError(f"model {loaded.name!r} is a {loaded.kind} model; this needs {want}")
+    if scale is not None and loaded.kind in ("in-plane", "classical"):
+        s = check_scale(scale)
+        if loaded.scale is not None and loaded.scale != s:
+            where = "shipped model" if loaded.shipped else "weights"
+            raise InvalidParameterError(f"{where} {loaded.name!r} were trained for ×{loaded.scale}, not ×{s}")
+    return loaded
+
+
+def list_pretrained(kind: str | None = None) -> list[LoadedModel]:
+    """Every shipped weights file (cards only: no tensors loaded), optionally of one ``kind``."""
+    out = [_from_file(p, name, name, "cpu") for name, p in _shipped().items()]
+    return [m for m in out if kind is None or m.kind == kind]

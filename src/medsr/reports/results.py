@@ -1,0 +1,62 @@
+"""What an evaluation measured: the metric names and the per-image / whole-run result records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METRICS_2D = ("psnr", "ssim", "ms_ssim", "mse", "mae", "nrmse")
+#: fidelity to the input (``maps=True``): consistency error |D(SR) − LR| and TTA uncertainty
+MAP_METRICS = ("consistency_mae", "consistency_max", "uncertainty_mean")
+HIGHER_IS_BETTER = {
+    "psnr": True,
+    "ssim": True,
+    "ms_ssim": True,
+    "mse": False,
+    "mae": False,
+    "nrmse": False,
+    "consistency_mae": False,
+    "consistency_max": False,
+    "uncertainty_mean": False,
+}
+
+
+@dataclass
+class ImageResult:
+    name: str
+    modality: str
+    shape: tuple[int, int, int]
+    degradation: str
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # model → metric → value
+    seconds: dict[str, float] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    map_seconds: dict[str, float] = field(default_factory=dict)  # model → time to measure the maps
+    consistency_degradation: str = ""  # the D of |D(SR) − LR| (Measurement.describe())
+
+
+@dataclass
+class EvaluationResult:
+    scale: int
+    models: list[str]
+    images: list[ImageResult]
+    skipped: list[tuple[str, str]]
+    out_dir: Path
+    degradation: str
+    params: dict[str, Any]
+    baseline: str = "bicubic"  # the method gains are measured against (linear-z through-plane)
+    consistency: str = "off"  # data-consistency projection of every output (on/off)
+    maps: bool = False  # consistency-error and uncertainty maps measured
+
+    def values(self, model: str, metric: str, modality: str | None = None) -> np.ndarray:
+        return np.array(
+            [
+                r.metrics[model][metric]
+                for r in self.images
+                if metric in r.metrics.get(model, {})
+                and (modality is None or r.modality == modality)
+            ],
+            dtype=float,
+        )

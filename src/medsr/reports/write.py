@@ -1,0 +1,285 @@
+"""Writing an evaluation's report: ``metrics.csv``, ``summary.json``, ``report.md`` and
+``report.html`` (tables of the summary, per image, fidelity to the input, skipped inputs, figures)."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import math
+from typing import Any
+
+from medsr.reports.results import MAP_METRICS, EvaluationResult
+from medsr.reports.stats import summarise
+
+THROUGH_PLANE_NOTE = (
+    " Through-plane: each reference volume is made thick-slice (×{f} along z) and reconstructed"
+    " back to its own slices; the first and last {f} slices (extrapolated by every method) are"
+    " excluded too, and the in-plane metrics are those of the axial slices."
+)
+
+
+def write_report(result: EvaluationResult) -> None:
+    out = result.out_dir
+    rows = _rows(result)
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = summarise(result)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    (out / "report.md").write_text(_markdown(result, summary))
+    (out / "report.html").write_text(_html(result, summary), encoding="utf-8")
+
+
+def _rows(result: EvaluationResult) -> list[dict[str, Any]]:
+    rows = []
+    for r in result.images:
+        for model, metrics in r.metrics.items():
+            for metric, value in metrics.items():
+                rows.append(
+                    {
+                        "image": r.name,
+                        "modality": r.modality,
+                        "degradation": r.degradation,
+                        "scale": result.scale,
+                        "model": model,
+                        "metric": metric,
+                        "value": value,
+                    }
+                )
+            rows.append(
+                {
+                    "image": r.name,
+                    "modality": r.modality,
+                    "degradation": r.degradation,
+                    "scale": result.scale,
+                    "model": model,
+                    "metric": "seconds",
+                    "value": r.seconds[model],
+                }
+            )
+            if model in r.map_seconds:
+                rows.append(
+                    {
+                        "image": r.name,
+                        "modality": r.modality,
+                        "degradation": r.degradation,
+                        "scale": result.scale,
+                        "model": model,
+                        "metric": "maps_seconds",
+                        "value": r.map_seconds[model],
+                    }
+                )
+    return rows
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _digits(metric: str) -> int:
+    return 4 if metric.startswith(("ssim", "ms_ssim", "nrmse")) else 2
+
+
+def _fmt_g(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
+
+
+def _tables(
+    result: EvaluationResult, summary: dict[str, Any]
+) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    any_model = next(iter(summary["models"].values()))
+    metrics = [
+        m
+        for m in any_model
+        if not m.startswith(("gain_", "seconds", "maps_")) and m not in MAP_METRICS
+    ]
+    base = result.baseline
+    head = ["model", *metrics, f"ΔPSNR vs {base} [95 % CI]", f"ΔSSIM vs {base}", "s / image"]
+    body = []
+    for model, e in summary["models"].items():
+        g, gs = e[f"gain_psnr_vs_{base}"], e[f"gain_ssim_vs_{base}"]
+        ci = f"{_fmt(g['mean'])} [{_fmt(g['ci95'][0])}, {_fmt(g['ci95'][1])}]"
+        body.append(
+            [
+                model,
+                *[
+                    f"{_fmt(e[m]['mean'], _digits(m))} ± {_fmt(e[m]['sd'], _digits(m))}"
+                    for m in metrics
+                ],
+                ci,
+                _fmt(gs["mean"], 4),
+                _fmt(e["seconds_per_image"], 3),
+            ]
+        )
+    mod_head = ["modality", "model", "n", "PSNR", "SSIM", f"ΔPSNR vs {base}"]
+    mod_body = [
+        [
+            mod,
+            model,
+            str(v["n"]),
+            _fmt(v["psnr"]),
+            _fmt(v["ssim"], 4),
+            _fmt(v[f"gain_psnr_vs_{base}"]),
+        ]
+        for mod, per in summary["per_modality"].items()
+        for model, v in per.items()
+    ]
+    return head, body, mod_head, mod_body
+
+
+def _fidelity(
+    result: EvaluationResult, summary: dict[str, Any]
+) -> tuple[str, list[str], list[list[str]]] | None:
+    """Note, head and rows of the fidelity-to-the-input table (``None`` without maps)."""
+    if not result.maps:
+        return None
+    head = [
+        "model",
+        "mean |D(SR) − LR|",
+        "max |D(SR) − LR|",
+        "TTA uncertainty (mean std)",
+        "maps s / image",
+    ]
+    body = []
+    for model, e in summary["models"].items():
+        cells = [model]
+        for m in MAP_METRICS:
+            v = e.get(m)
+            cells.append(f"{_fmt_g(v['mean'])} ± {_fmt_g(v['sd'])}" if v and v["n"] else "n/a")
+        cells.append(_fmt(e.get("maps_seconds_per_image", math.nan), 3))
+        body.append(cells)
+    ds = ", ".join(sorted({r.consistency_degradation for r in result.images}))
+    projected = (
+        (
+            "on: every output was first projected onto the measured input (data consistency), "
+            "so its error is what the projection leaves"
+        )
+        if result.consistency == "on"
+        else "off"
+    )
+    note = (
+        f"How far each output contradicts its own input: the consistency error |D(SR) − LR| (D, the assumed "
+        f"degradation: {ds}) on the input grid, and the spread of the model's output over 8 flips/90° "
+        f"rotations of the input (test-time augmentation; on the figure slice of volumes). Values in each "
+        f"image's own units, mean ± sd over images. Consistency projection {projected}."
+    )
+    return note, head, body
+
+
+def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
+    head, body, mhead, mbody = _tables(result, summary)
+
+    def table(h: list[str], b: list[list[str]]) -> str:
+        lines = ["| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
+        lines += ["| " + " | ".join(r) + " |" for r in b]
+        return "\n".join(lines)
+
+    parts = [
+        f"# medsr evaluation — ×{result.scale}, degradation `{result.degradation}`",
+        "",
+        f"{summary['n_images']} reference images; metrics in each image's own units with its data range, "
+        f"{result.scale}-pixel border excluded; 2-D metrics averaged over slices, `_3d` per volume. "
+        f"Gains are paired differences against {result.baseline} with a 95 % Student-t confidence interval."
+        + (THROUGH_PLANE_NOTE.format(f=result.scale) if result.baseline != "bicubic" else ""),
+        "",
+        "## All images (mean ± sd)",
+        "",
+        table(head, body),
+        "",
+        "## Per modality",
+        "",
+        table(mhead, mbody),
+        "",
+        "## Per image (PSNR dB)",
+        "",
+        table(
+            ["image", "modality", "degradation", *result.models],
+            [
+                [
+                    r.name,
+                    r.modality,
+                    r.degradation,
+                    *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
+                ]
+                for r in result.images
+            ],
+        ),
+        "",
+    ]
+    fidelity = _fidelity(result, summary)
+    if fidelity is not None:
+        note, fhead, fbody = fidelity
+        parts += ["## Fidelity to the input", "", note, "", table(fhead, fbody), ""]
+    if result.skipped:
+        parts += ["## Skipped", "", *[f"- `{n}`: {r}" for n, r in result.skipped], ""]
+    parts += ["## Figures", ""] + [f"![{f}]({f})" for r in result.images for f in r.figures]
+    return "\n".join(parts) + "\n"
+
+
+def _html(result: EvaluationResult, summary: dict[str, Any]) -> str:
+    head, body, mhead, mbody = _tables(result, summary)
+
+    def table(h: list[str], b: list[list[str]]) -> str:
+        th = "".join(f"<th>{html.escape(x)}</th>" for x in h)
+        trs = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in b
+        )
+        return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
+
+    per_image = table(
+        ["image", "modality", "degradation", *result.models],
+        [
+            [
+                r.name,
+                r.modality,
+                r.degradation,
+                *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
+            ]
+            for r in result.images
+        ],
+    )
+    figs = "".join(
+        f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>{html.escape(f)}</figcaption></figure>'
+        for r in result.images
+        for f in r.figures
+    )
+    fidelity = _fidelity(result, summary)
+    fid_html = ""
+    if fidelity is not None:
+        note, fhead, fbody = fidelity
+        fid_html = f'<h2>Fidelity to the input</h2><p class="note">{html.escape(note)}</p>{table(fhead, fbody)}'
+
+    skipped = ""
+    if result.skipped:
+        skipped = (
+            "<h2>Skipped</h2><ul>"
+            + "".join(
+                f"<li><code>{html.escape(n)}</code>: {html.escape(r)}</li>"
+                for n, r in result.skipped
+            )
+            + "</ul>"
+        )
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>medsr evaluation ×{result.scale}</title><style>
+body {{ font-family: system-ui, sans-serif; max-width: 1400px; margin: 0 auto; padding: 24px; color: #1d2433; }}
+table {{ border-collapse: collapse; margin: 8px 0 20px; font-size: 13px; }}
+th, td {{ padding: 4px 10px; border-bottom: 1px solid #e3e6ec; text-align: right; white-space: nowrap; }}
+th:first-child, td:first-child {{ text-align: left; }} th {{ background: #f1f3f7; }}
+figure {{ margin: 12px 0; }} figure img {{ max-width: 100%; }} figcaption {{ font-size: 12px; color: #555; }}
+.note {{ color: #44506a; font-size: 13px; }} .scroll {{ overflow-x: auto; }}
+</style></head><body>
+<h1>medsr evaluation — ×{result.scale}, degradation <code>{html.escape(result.degradation)}</code></h1>
+<p class="note">{summary["n_images"]} reference images; metrics in each image's own units with its data range,
+{result.scale}-pixel border excluded; 2-D metrics averaged over slices, <code>_3d</code> per volume. Gains are paired
+differences against {html.escape(result.baseline)} with a 95 % Student-t confidence interval.
+{html.escape(THROUGH_PLANE_NOTE.format(f=result.scale)) if result.baseline != "bicubic" else ""}</p>
+<h2>All images (mean ± sd)</h2>{table(head, body)}
+<h2>Per modality</h2>{table(mhead, mbody)}
+<h2>Per image (PSNR dB)</h2>{per_image}
+{fid_html}
+{skipped}
+<h2>Figures</h2>{figs}
+</body></html>
+"""

@@ -1,0 +1,147 @@
+"""The one grid rule for through-plane outputs (slice interpolation and through-plane SR).
+
+A core module (it imports only :mod:`medsr.image` and :mod:`medsr.errors`), so every layer that
+makes slices — :mod:`medsr.interpolation`, :mod:`medsr.selfsup`, the evaluation — uses the same
+rule without importing each other.
+
+**Rule: cell-centred, same field of view.** A through-plane output of a volume with ``N``
+slices of spacing ``s`` along the slice axis has
+
+* ``n = f·N`` slices for an integer factor ``f`` (``medsr interpolate --factor f``), or
+  ``n = max(N, round(N·s / target))`` for a target spacing (``medsr upscale --through-plane
+  --target-spacing``, :func:`output_slices`);
+* slice spacing ``N·s / n`` (``s / f`` for a factor; the target exactly when ``N·s / target``
+  is a whole number);
+* the same field of view: each input slice is read as a slab of width ``s`` centred on its
+  position, and the ``n`` output slices tile the same ``N·s`` mm. Output slice ``j`` sits at
+  input index ``(j + ½)·N/n − ½`` (:func:`cell_positions`): for ×2 at ``k ∓ ¼``, for ×4 at
+  ``k − ⅜, k − ⅛, k + ⅛, k + ⅜`` — no output slice lies on an input slice for an even factor,
+  exactly as for in-plane upscaling. Positions before the first / after the last input slice
+  take the value of that slice (edge replication; no extrapolation).
+
+Geometry comes from :meth:`medsr.image.MedImage.resampled` (:func:`on_grid`), the one place it
+is computed: spacing and affine column divided by the zoom, origin moved by
+``A·((1/f − 1)/2)`` voxels; DICOM slice positions follow. This is the convention of the rest of
+medsr: in-plane upscaling, the thick-slice degradation (thick slice ``j`` centred on thin slice
+``f·j + (f − 1)/2``, :func:`medsr.degradations.thick_slice`), its data-consistency operator and
+the thick-slice evaluation (``medsr evaluate --degradation thick-slice`` and
+``medsr evaluate --interpolation``), so a thin volume ``thick_slice(x, f)`` was made from is
+reconstructed on ``x``'s own grid.
+
+Who uses it: :func:`medsr.interpolation.interpolate_slices` (``medsr interpolate``) and
+:func:`medsr.selfsup.through_plane_upscale` / :func:`medsr.selfsup.interpolate_z`
+(``medsr upscale --through-plane``). Midpoint predictors (the slice interpolators, which predict
+the slice half-way between two) reach the cell-centred positions by inserting midpoints
+``log2(2f)`` times and keeping every other one (:func:`nested_midpoint_index`); for a linear
+midpoint this is exactly linear resampling (:func:`resize_axis`).
+
+(Before issue 19, ``medsr interpolate`` inserted ``f − 1`` slices between measured ones —
+``(N − 1)·f + 1`` slices, the measured ones kept — while ``--through-plane`` used this rule;
+the two outputs of one input were on different grids.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+
+__all__ = [
+    "cell_positions",
+    "check_target_spacing",
+    "factor_slices",
+    "nested_midpoint_index",
+    "on_grid",
+    "output_slices",
+    "resize_axis",
+]
+
+RESIZE_MODES = ("linear", "cubic", "nearest")
+
+
+def factor_slices(n_in: int, factor: int) -> int:
+    """Slices of the output for an integer ``factor``: ``f·N``."""
+    return int(n_in) * int(factor)
+
+
+def output_slices(image: MedImage, target_spacing: float, axis: int = 0) -> int:
+    """Slices of the output for a target spacing: ``max(N, round(N·s / target))``."""
+    n = image.spatial_shape[axis]
+    return max(n, round(n * image.spacing[axis] / float(target_spacing)))
+
+
+def check_target_spacing(image: MedImage, target_spacing: Any, axis: int = 0) -> float:
+    """The target slice spacing in mm (default: the finer in-plane spacing, i.e. isotropic);
+    refuses non-positive values and targets that would not add slices."""
+    spacing = list(image.spacing)
+    s = spacing.pop(axis)
+    if target_spacing is None:
+        target = min(spacing)
+    else:
+        try:
+            target = float(target_spacing)
+        except (TypeError, ValueError):
+            raise InvalidParameterError(
+                f"target spacing must be a number of mm, got {target_spacing!r}"
+            ) from None
+        if not math.isfinite(target) or target <= 0:
+            raise InvalidParameterError(
+                f"target spacing must be more than 0 mm, got {target_spacing!r}"
+            )
+    if output_slices(image, target, axis) <= image.spatial_shape[axis] and s <= target * (1 + 1e-3):
+        raise InvalidParameterError(
+            f"the slice spacing ({s:g} mm) is already no coarser than the target spacing "
+            f"({target:g} mm): nothing to do through-plane"
+        )
+    return target
+
+
+def cell_positions(n_in: int, n_out: int) -> np.ndarray:
+    """Positions of the ``n_out`` output slice centres in input slice indices (cell-centred)."""
+    return (np.arange(int(n_out)) + 0.5) * (int(n_in) / int(n_out)) - 0.5
+
+
+def nested_midpoint_index(n_in: int, factor: int) -> np.ndarray:
+    """Indices into the ``log2(2f)``-times midpoint-inserted stack (``(N − 1)·2f + 1`` slices at
+    input positions ``m / 2f``) of the ``f·N`` cell-centred output slices; the ``f/2`` slices
+    beyond each end repeat the first / last slice (edge replication)."""
+    f = int(factor)
+    if f < 1 or f & (f - 1):
+        raise InvalidParameterError(f"midpoint insertion reaches powers of two only, got ×{f}")
+    m = 2 * np.arange(f * int(n_in)) + 1 - f
+    return np.clip(m, 0, (int(n_in) - 1) * 2 * f)
+
+
+def resize_axis(x: Any, dim: int, n: int, mode: str = "linear") -> Any:
+    """Resample ``x`` (a ``torch.Tensor``) along ``dim`` to ``n`` samples on the cell-centred
+    grid (``align_corners=False``; antialiased when shrinking; edge samples replicated beyond
+    the ends for ``linear``). ``mode``: ``linear``, ``cubic`` (Keys, a = −0.75) or
+    ``nearest``."""
+    import torch.nn.functional as F
+
+    if mode not in RESIZE_MODES:
+        raise InvalidParameterError(f"mode must be linear, cubic or nearest, got {mode!r}")
+    dim = dim % x.ndim
+    z = x.shape[dim]
+    if n == z:
+        return x
+    lead, trail = x.shape[:dim], x.shape[dim + 1 :]
+    # (axes before dim as channels, dim, axes after dim flattened): a reshape, no copy
+    flat = x.reshape(1, math.prod(lead), z, math.prod(trail))
+    m = flat.shape[-1]
+    if mode == "nearest":
+        out = F.interpolate(flat, size=(n, m), mode="nearest-exact")
+    else:
+        interp = {"linear": "bilinear", "cubic": "bicubic"}[mode]
+        out = F.interpolate(flat, size=(n, m), mode=interp, align_corners=False, antialias=n < z)
+    return out.reshape(*lead, n, *trail)
+
+
+def on_grid(image: MedImage, array: np.ndarray, step: str | None = None) -> MedImage:
+    """``image`` with ``array`` on the cell-centred output grid (geometry from
+    :meth:`MedImage.resampled`: zoom per axis from the shapes)."""
+    return image.resampled(array, step=step)

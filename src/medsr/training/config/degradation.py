@@ -1,0 +1,137 @@
+"""``degradation`` section: how LR inputs are made from HR patches (and HR scanner noise)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from medsr.errors import InvalidParameterError
+from medsr.training.config._checks import number_range
+
+#: modality groups :class:`HRNoiseConfig` can add scanner noise to
+HR_NOISE_GROUPS = ("MR", "CT", "radiograph")
+
+
+@dataclass
+class HRNoiseConfig:
+    """``degradation.hr_noise``: scanner noise in the HR target *and* (downsampled) in the LR.
+
+    For a fraction of the training patches, noise the way each modality's scanner makes it is
+    added to the HR patch **before** the LR is made from it
+    (:class:`medsr.degradations.noise.RandomScannerNoise`), so the same realisation is in the
+    target at full resolution and in the input after the degradation. The part of the noise
+    above the LR's Nyquist frequency cannot be predicted from the input, so the loss teaches the
+    network the conditional mean there (no texture made from noise) while the noise the input
+    measured is kept, not smoothed away. Validation pairs are not noised (the validation set
+    has real noisy images).
+
+    Ranges (``[low, high]`` or one number) are drawn uniformly per patch (doses log-uniformly):
+
+    * ``mr_sigma``: Rician (magnitude of complex Gaussian) σ per channel, normalised units
+      (``minmax``: a fraction of the file's range);
+    * ``ct_sigma_hu``: Gaussian σ in HU (converted with the CT normalisation's range);
+      ``ct_nps_peak``: peak of the noise-power spectrum ``NPS(f) ∝ f·exp(−f²/f_c²)`` of
+      filtered back-projection, cycles/pixel (correlated noise; ``null``: white);
+    * ``radiograph_dose``: expected quanta per HR pixel at normalised intensity 1 (Poisson).
+    """
+
+    fraction: float = 0.3
+    groups: list[str] = field(default_factory=lambda: list(HR_NOISE_GROUPS))
+    mr_sigma: float | list[float] = field(default_factory=lambda: [0.005, 0.04])
+    ct_sigma_hu: float | list[float] = field(default_factory=lambda: [4.0, 35.0])
+    ct_nps_peak: float | list[float] | None = field(default_factory=lambda: [0.1, 0.35])
+    radiograph_dose: float | list[float] = field(default_factory=lambda: [1000.0, 30000.0])
+
+    def validate(self, where: str) -> None:
+        if not (math.isfinite(self.fraction) and 0.0 <= self.fraction <= 1.0):
+            raise InvalidParameterError(f"{where}.fraction must be in [0, 1], got {self.fraction}")
+        canon = {g.lower(): g for g in HR_NOISE_GROUPS}
+        self.groups = [canon.get(str(g).strip().lower(), str(g)) for g in self.groups]
+        bad = [g for g in self.groups if g not in HR_NOISE_GROUPS]
+        if bad:
+            raise InvalidParameterError(
+                f"{where}.groups: no scanner-noise model for {', '.join(map(repr, bad))} "
+                f"(choose from {', '.join(HR_NOISE_GROUPS)})"
+            )
+        number_range(self.mr_sigma, f"{where}.mr_sigma")
+        number_range(self.ct_sigma_hu, f"{where}.ct_sigma_hu")
+        if self.ct_nps_peak is not None:
+            _lo, hi = number_range(self.ct_nps_peak, f"{where}.ct_nps_peak", positive=True)
+            if hi > 0.5:
+                raise InvalidParameterError(
+                    f"{where}.ct_nps_peak must be ≤ 0.5 cycles/pixel (Nyquist), got {self.ct_nps_peak!r}"
+                )
+        number_range(self.radiograph_dose, f"{where}.radiograph_dose", positive=True)
+
+
+@dataclass
+class DegradationConfig:
+    """How LR inputs are made from HR patches (in normalised model space).
+
+    ``kind: default`` — :func:`medsr.degradations.default_degradation` for each patch's
+    modality, or with ``params.bicubic_fraction: p`` plain antialiased bicubic for a fraction
+    ``p`` of the patches and the modality's pipeline for the rest (one blind model for both); ``kind: compose`` — ``steps`` (each a ``{kind, params}``) applied in order;
+    any other registered kind with ``params``. ``scale`` is passed to kinds whose first
+    argument is ``scale`` (not to noise models) unless ``params`` sets it. ``hr_noise``
+    (top level only): scanner noise added to a fraction of the HR patches before the LR is
+    made (:class:`HRNoiseConfig`).
+    """
+
+    kind: str = "default"
+    params: dict[str, Any] = field(default_factory=dict)
+    steps: list[DegradationConfig] = field(default_factory=list)
+    hr_noise: HRNoiseConfig | None = None
+
+    def validate(self, where: str) -> None:
+        from medsr.degradations import list_degradations
+
+        if self.hr_noise is not None:
+            self.hr_noise.validate(f"{where}.hr_noise")
+        for i, s in enumerate(self.steps):
+            if s.hr_noise is not None:
+                raise InvalidParameterError(
+                    f"{where}.steps[{i}].hr_noise: hr_noise belongs to the top-level degradation"
+                )
+
+        self.kind = self.kind.strip().lower()
+        known = list_degradations()
+        if self.kind not in known:
+            raise InvalidParameterError(
+                f"{where}.kind: unknown degradation {self.kind!r}; choose one of: {', '.join(known)}"
+            )
+        if self.kind == "default":
+            extra = set(self.params) - {"bicubic_fraction"}
+            if extra or self.steps:
+                raise InvalidParameterError(
+                    f"{where}: kind 'default' takes only params.bicubic_fraction (no steps)"
+                )
+            frac = self.params.get("bicubic_fraction", 0.0)
+            if not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
+                raise InvalidParameterError(
+                    f"{where}.params.bicubic_fraction must be a number in [0, 1], got {frac!r}"
+                )
+        if self.kind == "compose":
+            if not self.steps:
+                raise InvalidParameterError(f"{where}: kind 'compose' needs a list of 'steps'")
+            if self.params:
+                raise InvalidParameterError(f"{where}: kind 'compose' takes 'steps', not 'params'")
+            for i, s in enumerate(self.steps):
+                s.validate(f"{where}.steps[{i}]")
+                if s.kind in ("default", "compose"):
+                    raise InvalidParameterError(f"{where}.steps[{i}]: {s.kind!r} cannot be a step")
+        elif self.steps:
+            raise InvalidParameterError(f"{where}: 'steps' only apply to kind 'compose'")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (model card, checkpoints); ``hr_noise`` only when set, so cards of models
+        trained without it keep their old shape."""
+
+        def strip(d: dict[str, Any]) -> dict[str, Any]:
+            if d.get("hr_noise") is None:
+                d.pop("hr_noise", None)
+            d["steps"] = [strip(s) for s in d.get("steps", [])]
+            return d
+
+        return strip(dataclasses.asdict(self))

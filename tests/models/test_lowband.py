@@ -1,0 +1,83 @@
+"""Low-band fidelity by construction (medsr.models.lowband): property tests over random images,
+intensity ranges from 0–1 to ±30,000, every shipped in-plane model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import medsr
+from medsr.image import MedImage
+from medsr.models.lowband import low_band, low_band_size, project_low_band
+from medsr.models.resolver import list_pretrained
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SHIPPED = [m.name for m in list_pretrained(kind="in-plane")]
+
+
+def _band(arr: np.ndarray, scale: int) -> np.ndarray:
+    return low_band(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64)), scale).numpy()
+
+
+def test_projection_is_an_orthogonal_projection():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 1, 40, 56, generator=g, dtype=torch.float64)
+    p = low_band(x, 2)
+    torch.testing.assert_close(low_band(p, 2), p)  # P² = P
+    torch.testing.assert_close((p * (x - p)).sum(), torch.tensor(0.0, dtype=torch.float64))  # ⟂
+    base = torch.randn(2, 1, 40, 56, generator=g, dtype=torch.float64)
+    out = project_low_band(x, base, 2)
+    torch.testing.assert_close(low_band(out, 2), low_band(base, 2))  # the low band is base's
+    assert low_band_size(56, 2) == 14 and low_band_size(56, 4) == 7  # half the input's Nyquist
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+@settings(max_examples=4, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(12, 28), st.integers(12, 28)),
+    span=st.sampled_from([1.0, 255.0, 4095.0, 60000.0]),
+    offset=st.sampled_from([0.0, -1024.0, -30000.0]),
+    modality=st.sampled_from(["MR", "CT", "US"]),
+)
+def test_every_shipped_model_keeps_the_base_low_band(model, seed, shape, span, offset, modality):
+    """The output's low band equals bicubic's, whatever the image, its range or modality."""
+    scale = int(medsr.load_pretrained(model)[1]["scale"])
+    rng = np.random.default_rng(seed)
+    smooth = rng.normal(size=shape).cumsum(0).cumsum(1)  # structure at every scale
+    arr = smooth - smooth.min()
+    arr = (offset + span * arr / max(arr.max(), 1e-9)).astype(np.float32)[None]
+    img = MedImage(arr, spacing=(1.0, 1.0, 1.0), modality=modality)
+    out = medsr.upscale(img, scale, model, clip=False).array[0]
+    base = medsr.upscale(img, scale, "bicubic", clip=False).array[0]
+    diff = np.abs(_band(out, scale) - _band(base, scale)).max()
+    assert diff <= 2e-5 * span + 1e-6 * abs(offset), (diff, span)
+    # ... while the model still adds detail above the band (it is not bicubic)
+    assert np.abs(out - base).max() > 0
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_affine_intensity_equivariance_holds(model, rng):
+    """Scale the input by a and shift it by b: the output does the same (minmax-normalised
+    modalities), with the low-band projection in place."""
+    scale = int(medsr.load_pretrained(model)[1]["scale"])
+    arr = rng.uniform(0, 1, (1, 20, 24)).astype(np.float32)
+    a, b = 12.0, -3000.0
+    one = medsr.upscale(MedImage(arr, modality="MR"), scale, model, clip=False).array
+    two = medsr.upscale(MedImage(a * arr + b, modality="MR"), scale, model, clip=False).array
+    np.testing.assert_allclose(two, a * one + b, atol=3e-6 * a * 1.0 + 1e-3)
+
+
+def test_low_band_off_gives_the_bare_network():
+    from medsr.inference.planes import PlaneUpscaler
+
+    img = MedImage(np.random.default_rng(1).uniform(0, 1, (1, 16, 16)).astype(np.float32), modality="MR")
+    guarded = PlaneUpscaler("default-x2", 2).upscale(img)
+    bare = PlaneUpscaler("default-x2", 2, low_band=False).upscale(img)
+    assert guarded.meta["derivation"]["low_band"] == {"base": "bicubic", "cutoff": 0.5}
+    assert "low_band" not in bare.meta["derivation"]
+    assert not np.array_equal(guarded.array, bare.array)

@@ -1,0 +1,108 @@
+"""model.low_band: training through LowBandGuard, bare weights exported, card records the guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medsr.errors import InvalidParameterError
+from medsr.training.config import LowBandConfig, config_from_dict
+from tests.training.conftest import TEST_SR, quick_config, tiny_dict
+
+
+def test_config():
+    d = tiny_dict()
+    assert config_from_dict(d).model.low_band is None  # off for old configs
+    d["model"]["low_band"] = {"base": "Bicubic", "cutoff": 0.25}
+    cfg = config_from_dict(d)
+    assert cfg.model.low_band == LowBandConfig("bicubic", 0.25)
+    assert cfg.model.low_band.card() == {"base": "bicubic", "cutoff": 0.25}
+    assert config_from_dict(cfg.to_dict()).model.low_band == cfg.model.low_band
+    d["model"]["low_band"] = "kspace"
+    assert config_from_dict(d).model.low_band == LowBandConfig("kspace", 0.5)
+    for cutoff in (0.0, 1.5, float("nan")):
+        d["model"]["low_band"] = {"cutoff": cutoff}
+        with pytest.raises(InvalidParameterError, match="cutoff"):
+            config_from_dict(d)
+    d["model"]["low_band"] = {"base": "bicubic", "width": 2}
+    with pytest.raises(InvalidParameterError, match="unknown key"):
+        config_from_dict(d)
+
+
+def test_base_must_be_an_interpolator(tmp_path):
+    from medsr.training.factory import build_task
+
+    cfg = quick_config(tmp_path, model={"low_band": {"base": TEST_SR}})
+    with pytest.raises(InvalidParameterError, match="classical interpolator"):
+        build_task(cfg)
+    cfg = quick_config(tmp_path, model={"low_band": {"base": "no-such-model"}})
+    with pytest.raises(InvalidParameterError, match="not an interpolator"):
+        build_task(cfg)
+
+
+def test_guarded_forward_keeps_the_base_low_band(tmp_path):
+    from medsr.models.lowband import low_band
+    from medsr.models.registry import create_model
+    from medsr.training.factory import build_task
+
+    cfg = quick_config(tmp_path, model={"low_band": {"base": "bicubic", "cutoff": 0.5}})
+    task = build_task(cfg)
+    # state_dict: the bare network (and its EMA copy) only, never a second copy via the guard
+    keys = list(task.state_dict())
+    assert keys and all(k.startswith(("model.", "ema.")) for k in keys)
+    lr = torch.rand(2, 1, 16, 20)
+    with torch.no_grad():
+        out = task(lr)
+        base = create_model("bicubic", scale=2)(lr)
+        bare = task.eval_model()(lr)
+    torch.testing.assert_close(low_band(out, 2, 0.5), low_band(base, 2, 0.5), atol=1e-5, rtol=0)
+    assert float((low_band(bare, 2, 0.5) - low_band(base, 2, 0.5)).abs().max()) > 1e-4
+    # what the network adds above the band is untouched
+    torch.testing.assert_close(
+        out - low_band(out, 2, 0.5), bare - low_band(bare, 2, 0.5), atol=1e-5, rtol=0
+    )
+
+
+def test_training_exports_the_bare_network_with_low_band_in_the_card(tmp_path):
+    from safetensors.torch import load_file
+
+    from medsr.models.lowband import LowBandGuard
+    from medsr.models.registry import create_model
+    from medsr.models.weights import read_card
+    from medsr.training.run import export, train
+
+    cfg = quick_config(
+        tmp_path,
+        model={"low_band": {"base": "bicubic", "cutoff": 0.5}},
+        data={"patches_per_epoch": 16, "batch_size": 8},
+        trainer={"max_epochs": 1},
+    )
+    result = train(cfg)
+    assert result.global_step == 2
+    out = export(result.last_checkpoint, tmp_path / "lb.safetensors")
+    card = read_card(out)
+    assert card["low_band"] == {"base": "bicubic", "cutoff": 0.5}
+    net = create_model(card["architecture"], **card["kwargs"])
+    net.load_state_dict(load_file(str(out)), strict=True)  # the bare architecture
+    # the exported weights behind the same guard reproduce the task's validation forward
+    guard = LowBandGuard(net, create_model("bicubic", scale=2), 2, 0.5).eval()
+    lr = torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(guard(lr), result.task.eval()(lr), atol=1e-5, rtol=0)
+    # a run without the guard records none
+    plain = quick_config(
+        tmp_path / "plain",
+        data={"patches_per_epoch": 8, "batch_size": 8},
+        trainer={"max_epochs": 1},
+    )
+    r2 = train(plain)
+    assert "low_band" not in read_card(export(r2.last_checkpoint, tmp_path / "plain.safetensors"))
+
+
+def test_distill_refuses_low_band():
+    d = tiny_dict()
+    d["task"] = "distill"
+    d["distill"] = {"teacher": "x.safetensors"}
+    d["model"]["low_band"] = {"base": "bicubic"}
+    with pytest.raises(InvalidParameterError, match="low_band"):
+        config_from_dict(d)
