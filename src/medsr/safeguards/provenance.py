@@ -56,6 +56,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     cons = summary.get("consistency") or {}
     if cons:
         text = f"consistency {cons.get('setting', 'off')}"
+        if "applied" in cons and cons.get("setting") == "auto":
+            text += " (projected)" if cons["applied"] else " (measured only: physics not stated)"
         err = cons.get("error") or {}
         if err:
             units = err.get("units", "")
@@ -65,6 +67,12 @@ def summary_text(summary: dict[str, Any]) -> str:
             )
         if cons.get("exceeded"):
             text += f" (WARNING: p99 above {_fmt(cons.get('threshold_rel', 0) * 100)}% of range)"
+        parts.append(text)
+    check = summary.get("self_check") or {}
+    if check.get("checked"):
+        text = f"detail self-check alpha {_fmt(check.get('alpha'))}"
+        if check.get("applied"):
+            text += f" (detail scaled x{_fmt(check.get('gain'))})"
         parts.append(text)
     unc = summary.get("uncertainty") or {}
     if unc.get("map"):
