@@ -230,3 +230,18 @@ def test_physics_and_modality_reach_the_provenance(tmp_path):
     assert '"physics": "kspace"' in text and '"base_interpolator": "kspace"' in text
     assert '"applied": true' in text and '"consistency": "on"' in text
     assert medsr_api.load_image(out).modality == "MR"
+
+
+def test_medsr_warnings_are_one_plain_line(tmp_path):
+    """A questionable header value warns as `warning: …`, not Python's file:line form."""
+    import pydicom
+
+    ds = pydicom.dcmread(corpus_path("CT_small.dcm"))
+    ds.SliceThickness = -5
+    path = tmp_path / "neg.dcm"
+    ds.save_as(path)
+    res = medsr("info", str(path))
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("warning: ") for line in lines), res.stderr
+    assert "SliceThickness" in lines[0] and ".py:" not in res.stderr

@@ -307,8 +307,19 @@ _register_subcommands()
 
 def main() -> None:
     """Entry point: run the app, turning medsr errors into ``error: …`` and exit status 2."""
+    import warnings
+
     from medsr.errors import MedSRError
 
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        # medsr's own warnings (questionable header values, fidelity checks) as one plain line
+        if issubclass(category, UserWarning) and not _STATE["debug"]:
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            _show(message, category, filename, lineno, file, line)
+
+    _show = warnings.showwarning
+    warnings.showwarning = one_line
     try:
         app()
     except MedSRError as exc:
