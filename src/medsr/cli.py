@@ -116,21 +116,10 @@ def upscale(
 
 
 def _parse_duration(text: str) -> float:
-    """``"60s"``, ``"2m"``, ``"1h"``, ``"1m30s"`` or plain seconds ``"90"`` → seconds (> 0)."""
-    import re
+    """``--budget``: the one duration grammar (:func:`medsr.durations.parse_duration`)."""
+    from medsr.durations import parse_duration
 
-    from medsr.errors import InvalidParameterError
-
-    value = text.strip().lower()
-    units = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0, "sec": 1.0, "": 1.0}
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s|)", value)
-    rest = re.sub(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|min|m|sec|s|)", "", value).strip()
-    if not parts or rest or (len(parts) > 1 and any(not unit for _, unit in parts)):
-        raise InvalidParameterError(f"--budget expects a duration like 60s, 2m or 90, got {text!r}")
-    seconds = sum(float(number) * units[unit] for number, unit in parts)
-    if seconds <= 0:
-        raise InvalidParameterError(f"--budget must be more than 0 seconds, got {text!r}")
-    return seconds
+    return parse_duration(text, "--budget")
 
 
 def _parse_params(items: list[str] | None) -> dict[str, object]:

@@ -536,7 +536,6 @@ def save_safeguarded(
 
 
 # ====================================================================== files in, files out
-_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
 
 
 def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
@@ -546,7 +545,7 @@ def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLik
     inside the folder under the input's name, in the input's format.
     """
     from medsr.errors import UnsupportedFormatError
-    from medsr.io import format_for_output, sniff_format
+    from medsr.io import OUTPUT_SUFFIX, format_for_output, sniff_format
 
     out = Path(output)
     try:
@@ -561,7 +560,7 @@ def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLik
     if in_fmt == "dicom":
         return out
     name = Path(input_path).name
-    return out / name if format_for_output(name) == in_fmt else out / (Path(name).stem + _SUFFIX[in_fmt])
+    return out / name if format_for_output(name) == in_fmt else out / (Path(name).stem + OUTPUT_SUFFIX[in_fmt])
 
 
 def check_options(

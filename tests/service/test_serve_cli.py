@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("uvicorn")
 
+from medsr.errors import InvalidParameterError
 from medsr.service.cli import parse_duration, register
 
 
@@ -85,5 +86,5 @@ def test_parse_duration():
     assert parse_duration("90") == 90
     assert parse_duration("2h") == 7200
     assert parse_duration("1.5d") == 129600
-    with pytest.raises(typer.BadParameter):
+    with pytest.raises(InvalidParameterError):  # one grammar, one error (exit 2 in the CLI)
         parse_duration("soon")

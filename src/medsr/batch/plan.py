@@ -34,12 +34,11 @@ __all__ = ["REPORT_NAME", "RESERVED", "STATE_NAME", "maps_folder", "plan_outputs
 REPORT_NAME = "batch_report.csv"
 STATE_NAME = "batch_state.jsonl"
 RESERVED = (REPORT_NAME, STATE_NAME)
-_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
 
 
 def _same_format_name(name: str, fmt: str) -> str:
     from medsr.errors import UnsupportedFormatError
-    from medsr.io import format_for_output
+    from medsr.io import OUTPUT_SUFFIX, format_for_output
 
     try:
         if format_for_output(name) == fmt:
@@ -47,7 +46,7 @@ def _same_format_name(name: str, fmt: str) -> str:
     except UnsupportedFormatError:
         pass
     stem = name.split(".")[0] if name.lower().endswith(".nii.gz") else Path(name).stem
-    return stem + _SUFFIX[fmt]
+    return stem + OUTPUT_SUFFIX[fmt]
 
 
 def _default_output(item: BatchItem, in_root: Path, out_root: Path, exclusive: set[str]) -> Path:

@@ -32,6 +32,11 @@ from medsr.io.sniff import FORMATS, looks_like_raw_dicom, sniff_format
 _looks_like_raw_dicom = looks_like_raw_dicom
 
 
+#: the default file suffix each writer format gets when medsr names an output itself (DICOM:
+#: a folder, the derived series)
+OUTPUT_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
+
+
 def format_for_output(path: str | os.PathLike[str]) -> str:
     """Writer format chosen from the output path."""
     name = Path(path).name.lower()
@@ -140,6 +145,7 @@ def to_luminance(image: MedImage) -> MedImage:
 
 __all__ = [
     "FORMATS",
+    "OUTPUT_SUFFIX",
     "check_loaded",
     "format_for_output",
     "load_image",

@@ -511,26 +511,14 @@ def _store_whole_series(
 
 
 # =============================================================================== watch
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)?\s*$", re.IGNORECASE)
 
 
 def parse_interval(text: str | float | int) -> float:
-    """``"30s"``, ``"5m"``, ``"1h"``, ``"500ms"`` or a number of seconds → seconds (> 0)."""
-    if isinstance(text, int | float):
-        seconds = float(text)
-    else:
-        m = _DURATION_RE.match(str(text))
-        if not m:
-            raise InvalidParameterError(
-                f"interval {text!r} is not a duration: use e.g. 30s, 5m, 1h or 500ms"
-            )
-        unit = (m.group(2) or "s").lower()
-        seconds = (
-            float(m.group(1)) * {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}[unit]
-        )
-    if seconds <= 0:
-        raise InvalidParameterError(f"interval must be positive, got {text!r}")
-    return seconds
+    """``"30s"``, ``"5m"``, ``"1h"``, ``"500ms"`` or a number of seconds → seconds (> 0): the one
+    duration grammar (:func:`medsr.durations.parse_duration`), without days."""
+    from medsr.durations import parse_duration
+
+    return parse_duration(text, "interval", allow_days=False)
 
 
 def parse_filters(items: Iterable[str] | None) -> dict[str, str]:

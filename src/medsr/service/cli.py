@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 def parse_duration(text: str) -> float:
-    """``"90"``/``"90s"`` → 90, ``"30m"`` → 1800, ``"2h"`` → 7200, ``"1d"`` → 86400 (seconds)."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
-    if not m:
-        raise typer.BadParameter(f"expected a duration like 90s, 30m, 2h or 1d; got {text!r}")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """``--retention``, ``--decode-timeout``, ``--shutdown-grace``: the one duration grammar
+    (:func:`medsr.durations.parse_duration`)."""
+    from medsr.durations import parse_duration as parse
+
+    return parse(text, "duration")
 
 
 def register(app: typer.Typer) -> None:
