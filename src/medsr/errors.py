@@ -105,3 +105,17 @@ def scrub(exc: BaseException) -> str:
 def is_fatal(exc: BaseException) -> bool:
     """Exceptions that must never be turned into an input error: interrupts, exit, memory."""
     return isinstance(exc, KeyboardInterrupt | SystemExit | GeneratorExit | MemoryError)
+
+
+def positive_number(value: object, what: str, unit: str) -> float:
+    """``value`` as a finite float > 0, or one clear :class:`InvalidParameterError`
+    (``"<what> must be a number of <unit>"`` / ``"... must be more than 0 <unit>"``)."""
+    import math
+
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{what} must be a number of {unit}, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InvalidParameterError(f"{what} must be more than 0 {unit}, got {value!r}")
+    return number

@@ -107,6 +107,7 @@ __all__ = [
     "OutOfDistributionWarning",
     "assumed_degradation",
     "check_distribution",
+    "check_modality",
     "check_options",
     "consistency_error",
     "consistency_exceeded",
@@ -168,6 +169,14 @@ def _error_stats(err: np.ndarray, rng: float, threshold: float, units: str) -> d
 
 
 
+def check_modality(modality: str) -> str:
+    """The DICOM code ``modality`` names (one of :data:`medsr.modality.MODALITIES`), or a clear error."""
+    code = str(modality).strip().upper()
+    if code not in MODALITIES:
+        raise InvalidParameterError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    return code
+
+
 def set_modality(image: MedImage, modality: str | None) -> MedImage:
     """``image`` with its modality set to the DICOM code ``modality`` (``None``: unchanged).
 
@@ -175,9 +184,7 @@ def set_modality(image: MedImage, modality: str | None) -> MedImage:
     input keeps the modality its header states."""
     if modality is None:
         return image
-    code = str(modality).strip().upper()
-    if code not in MODALITIES:
-        raise InvalidParameterError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+    code = check_modality(modality)
     if image.meta.get("format") == "dicom" and (image.modality or "OT").upper() != "OT":
         return image
     return image.replace(modality=code)
@@ -257,16 +264,14 @@ def detail_self_check(
     from medsr.inference.planes import PlaneUpscaler
 
     s = upscaler.scale
-    cf = image.channel_first()
-    h, w = cf.shape[-2:]
+    h, w = image.array.shape[-2:]
     h2, w2 = (h // s) * s, (w // s) * s
     if h2 // s < SELF_CHECK_MIN_SIZE or w2 // s < SELF_CHECK_MIN_SIZE:
         return {"checked": False, "reason": "image too small for a check one scale down"}
     small = image.replace(array=np.ascontiguousarray(image.array[..., :h2, :w2]), meta={})
-    kind = physics.as_dict() if physics is not None else "bicubic"
+    kind, params = (physics.kind, dict(physics.params)) if physics is not None else ("bicubic", {})
     try:
-        lower = degrade_image(small, kind["kind"] if isinstance(kind, dict) else kind, s, generator=0,
-                              **(kind.get("params") or {} if isinstance(kind, dict) else {}))  # fmt: skip
+        lower = degrade_image(small, kind, s, generator=0, **params)
     except Exception:  # a physics without a simulator at this size: fall back to bicubic
         lower = degrade_image(small, "bicubic", s, generator=0)
     base = PlaneUpscaler(upscaler.base_name, s, device=upscaler.device.type, clip=False)
@@ -287,7 +292,7 @@ def detail_self_check(
         "alpha": round(alpha, 4),
         "applied": bool(applied),
         "gain": round(max(alpha, 0.0), 4) if applied else 1.0,
-        "degradation": kind["kind"] if isinstance(kind, dict) else kind,
+        "degradation": kind,
     }
 
 
@@ -587,7 +592,7 @@ def check_options(
         raise InvalidParameterError(f"method must be 'model' or 'zero-shot', got {method!r}")
     scale = check_scale(scale)
     if modality is not None:
-        set_modality(MedImage(np.zeros((1, 1, 1), np.float32), spacing=(1.0, 1.0, 1.0)), modality)
+        check_modality(modality)
     if degradation is not None and str(degradation).strip().lower() not in ("auto", "none"):
         resolve_measurement(degradation, scale)  # a clear error for an unknown kind
     if target_spacing is not None and not through_plane:

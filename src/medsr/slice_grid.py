@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
 
 __all__ = [
@@ -82,16 +82,7 @@ def check_target_spacing(image: MedImage, target_spacing: Any, axis: int = 0) ->
     if target_spacing is None:
         target = min(spacing)
     else:
-        try:
-            target = float(target_spacing)
-        except (TypeError, ValueError):
-            raise InvalidParameterError(
-                f"target spacing must be a number of mm, got {target_spacing!r}"
-            ) from None
-        if not math.isfinite(target) or target <= 0:
-            raise InvalidParameterError(
-                f"target spacing must be more than 0 mm, got {target_spacing!r}"
-            )
+        target = positive_number(target_spacing, "target spacing", "mm")
     if output_slices(image, target, axis) <= image.spatial_shape[axis] and s <= target * (1 + 1e-3):
         raise InvalidParameterError(
             f"the slice spacing ({s:g} mm) is already no coarser than the target spacing "

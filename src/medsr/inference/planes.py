@@ -263,12 +263,10 @@ class PlaneUpscaler:
                 pred = tiled_forward(self.net, t, tile=self.tile, batch_size=self.batch_size)
             else:
                 pred = self.net(t)
-            if self.base_net is not None:  # the low band stays the input's (models.lowband)
-                from medsr.models.lowband import project_low_band
+            if self.base_net is not None:  # on the whole plane, after tiling (models.lowband)
+                from medsr.models.lowband import keep_low_band
 
-                with torch.autocast(self.device.type, enabled=False):
-                    base = self.base_net(t.float().contiguous())
-                    pred = project_low_band(pred.float(), base, self.scale, self.low_band_cutoff)
+                pred = keep_low_band(pred, t, self.base_net, self.scale, self.low_band_cutoff)
             return pred.float().contiguous().cpu().numpy()
 
     def run_job(self, job: PlaneJob) -> PlaneJob:

@@ -37,7 +37,15 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DEFAULT_CUTOFF", "LowBandGuard", "dct_basis", "low_band", "low_band_size", "project_low_band"]
+__all__ = [
+    "DEFAULT_CUTOFF",
+    "LowBandGuard",
+    "dct_basis",
+    "keep_low_band",
+    "low_band",
+    "low_band_size",
+    "project_low_band",
+]
 
 #: low band = spatial frequencies below this fraction of the input's Nyquist frequency
 DEFAULT_CUTOFF = 0.5
@@ -86,6 +94,16 @@ def project_low_band(
     return (p - low_band(p - b, scale, cutoff)).to(pred.dtype)
 
 
+def keep_low_band(
+    pred: torch.Tensor, x: torch.Tensor, base: nn.Module, scale: int, cutoff: float = DEFAULT_CUTOFF
+) -> torch.Tensor:
+    """A network's prediction ``pred`` for input ``x`` with its low band replaced by that of
+    ``base(x)`` — in fp32 whatever autocast the network ran under (the projection is what keeps
+    the input's values; it must not lose them to bf16)."""
+    with torch.autocast(x.device.type, enabled=False):
+        return project_low_band(pred.float(), base(x.float().contiguous()), scale, cutoff)
+
+
 class LowBandGuard(nn.Module):
     """``net`` whose output keeps the low band of ``base`` (an interpolator of the same scale).
 
@@ -108,10 +126,7 @@ class LowBandGuard(nn.Module):
         self.out_channels = int(getattr(net, "out_channels", self.in_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pred = self.net(x)
-        with torch.autocast(x.device.type, enabled=False):
-            base = self.base(x.float())
-            return project_low_band(pred.float(), base, self.scale, self.cutoff)
+        return keep_low_band(self.net(x), x, self.base, self.scale, self.cutoff)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, cutoff={self.cutoff}"

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from medsr.errors import UnknownModelError
-from medsr.models.resolver import WEIGHTS_DIR, default_model_name, list_pretrained, resolve_model
+from medsr.models.resolver import WEIGHTS_DIR, default_model_name, resolve_model, shipped_weights
 
 __all__ = ["WEIGHTS_DIR", "bundled_weights", "default_model_name", "load_pretrained", "pretrained_path"]
 
 
 def bundled_weights() -> dict[str, Path]:
     """Name → path of every shipped weights file (in-plane upscalers and slice interpolators)."""
-    return {m.name: m.path for m in list_pretrained() if m.path is not None}
+    return shipped_weights()
 
 
 def pretrained_path(name: str) -> Path | None:

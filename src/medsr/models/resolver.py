@@ -51,6 +51,7 @@ __all__ = [
     "file_checksum",
     "list_pretrained",
     "resolve_model",
+    "shipped_weights",
 ]
 
 #: in-plane factors every in-plane model and front end accepts
@@ -63,14 +64,15 @@ _SUFFIX = ".safetensors"
 def check_scale(scale: Any, allowed: tuple[int, ...] = SCALES) -> int:
     """``scale`` as an int when it is one of ``allowed``; one clear error otherwise (the only
     place a scale is validated)."""
-    try:
-        f = float(scale)
-        ok = f == int(f) and int(f) in allowed
-    except (TypeError, ValueError, OverflowError):
-        ok = False
+    ok = (
+        isinstance(scale, int | float)
+        and not isinstance(scale, bool)
+        and float(scale).is_integer()
+        and int(scale) in allowed
+    )
     if not ok:
         raise InvalidParameterError(f"scale must be one of {', '.join(map(str, allowed))}; got {scale!r}")
-    return int(float(scale))
+    return int(scale)
 
 
 @lru_cache(maxsize=128)
@@ -100,7 +102,8 @@ def _kind_of_class(cls: Any) -> str:
     return "in-plane" if getattr(cls, "learned", True) else "classical"
 
 
-def _shipped() -> dict[str, Path]:
+def shipped_weights() -> dict[str, Path]:
+    """Name → path of every shipped weights file (a folder listing: no card read, nothing hashed)."""
     if not WEIGHTS_DIR.is_dir():
         return {}
     return {p.name.removesuffix(_SUFFIX): p for p in sorted(WEIGHTS_DIR.glob("*" + _SUFFIX))}
@@ -109,7 +112,7 @@ def _shipped() -> dict[str, Path]:
 def default_model_name(scale: int) -> str:
     """``default-x{scale}`` when shipped, else ``bicubic``."""
     name = f"default-x{int(scale)}"
-    return name if name in _shipped() else "bicubic"
+    return name if name in shipped_weights() else "bicubic"
 
 
 @dataclass(eq=False)
@@ -221,7 +224,7 @@ def resolve_model(
         text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
         if not text.strip():
             raise InvalidParameterError("the model name is empty")
-        shipped = _shipped().get(text.lower())
+        shipped = shipped_weights().get(text.lower())
         path = Path(text)
         if shipped is not None:
             loaded = _from_file(shipped, text, text.lower(), device)
@@ -262,5 +265,5 @@ def resolve_model(
 
 def list_pretrained(kind: str | None = None) -> list[LoadedModel]:
     """Every shipped weights file (cards only: no tensors loaded), optionally of one ``kind``."""
-    out = [_from_file(p, name, name, "cpu") for name, p in _shipped().items()]
+    out = [_from_file(p, name, name, "cpu") for name, p in shipped_weights().items()]
     return [m for m in out if kind is None or m.kind == kind]

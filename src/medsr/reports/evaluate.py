@@ -142,12 +142,12 @@ def evaluate(
             zero_shot=zero_shot,
         )
     from medsr.degradations import degrade_image
-    from medsr.inference.predictor import SCALES, upscale
+    from medsr.inference.predictor import upscale
     from medsr.metrics import data_range_for
+    from medsr.models.resolver import check_scale
     from medsr.safeguards import enforce_consistency
 
-    if scale not in SCALES:
-        raise InvalidParameterError(f"scale must be one of {SCALES}")
+    scale = check_scale(scale)
     models = list(dict.fromkeys(["bicubic", *models]))  # bicubic is always the reference baseline
     params = dict(params or {})
     files = discover_inputs(data)

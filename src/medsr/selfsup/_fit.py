@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, positive_number
 from medsr.selfsup.pyramid import PatchSampler
 
 
@@ -53,16 +53,7 @@ def check_budget(budget_s: Any, epochs: Any) -> tuple[float | None, int | None]:
     """Validate the stopping rule: a time budget (s) and/or a number of epochs."""
     b: float | None = None
     if budget_s is not None:
-        try:
-            b = float(budget_s)
-        except (TypeError, ValueError):
-            raise InvalidParameterError(
-                f"budget must be a number of seconds, got {budget_s!r}"
-            ) from None
-        if not math.isfinite(b) or b <= 0:
-            raise InvalidParameterError(
-                f"the time budget must be more than 0 seconds, got {budget_s!r}"
-            )
+        b = positive_number(budget_s, "the time budget", "seconds")
     e: int | None = None
     if epochs is not None:
         if (

@@ -86,7 +86,8 @@ def zero_shot_upscale(
         :meth:`MedImage.resampled`) in the input's units, with ``meta["derivation"]`` saying how
         it was made (``method = "zero-shot self-supervised"``) and what the training did.
     """
-    from medsr.inference.predictor import SCALES, resolve_device
+    from medsr.inference.device import resolve_device
+    from medsr.models.resolver import check_scale
     from medsr.selfsup._fit import (
         build_network,
         check_budget,
@@ -101,14 +102,7 @@ def zero_shot_upscale(
         raise InvalidParameterError(
             f"zero_shot_upscale needs a MedImage, got {type(image).__name__}"
         )
-    if (
-        isinstance(scale, bool)
-        or not isinstance(scale, int | float)
-        or int(scale) != scale
-        or int(scale) not in SCALES
-    ):
-        raise InvalidParameterError(f"scale must be one of {SCALES}, got {scale!r}")
-    scale = int(scale)
+    scale = check_scale(scale)
     budget, n_epochs = check_budget(budget_s, epochs)
     patch_size = check_positive_int(patch_size, "patch_size")
     batch_size = check_positive_int(batch_size, "batch_size")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
 from medsr.slice_grid import check_target_spacing, on_grid, output_slices, resize_axis
 
@@ -225,16 +225,7 @@ def through_plane_upscale(
     if slice_thickness is None:
         thickness = slice_thickness_mm(image) or sz
     else:
-        try:
-            thickness = float(slice_thickness)
-        except (TypeError, ValueError):
-            raise InvalidParameterError(
-                f"slice thickness must be a number of mm, got {slice_thickness!r}"
-            ) from None
-        if not math.isfinite(thickness) or thickness <= 0:
-            raise InvalidParameterError(
-                f"slice thickness must be more than 0 mm, got {slice_thickness!r}"
-            )
+        thickness = positive_number(slice_thickness, "slice thickness", "mm")
     f = max(1, round(sz / min(sy, sx)))
     cf = image.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape

@@ -613,28 +613,62 @@ def sr_metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> tuple[float, float
 
 
 # --------------------------------------------------------------------------- the datamodule
-def epoch_loader(dataset: Dataset, d: Any, rank_world: tuple[int, int], what: str) -> DataLoader:
-    """The training loader of every data module: ``d.patches_per_epoch`` random draws per epoch
-    split over the ranks (:class:`EpochSampler`), ``d.batch_size`` per step."""
-    rank, world = rank_world
-    per_rank = math.ceil(d.patches_per_epoch / world)
-    if per_rank < d.batch_size:
-        raise InvalidParameterError(
-            f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer {what} per device "
-            f"than one batch ({d.batch_size})"
+class EpochDataModule(L.LightningDataModule):
+    """What every medsr data module shares: ``cfg.data.patches_per_epoch`` random draws per epoch
+    split over the ranks (:class:`EpochSampler`), fixed validation items one at a time.
+
+    Subclasses set ``cfg``, ``val_items`` and :attr:`unit`, and give ``setup()``,
+    ``train_dataset()`` and ``val_dataset()``."""
+
+    #: what one training draw is, for error messages
+    unit = "patches"
+    cfg: Config
+    val_items: list[Any]
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def val_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    @property
+    def has_validation(self) -> bool:
+        self.setup()
+        return bool(self.val_items)
+
+    def _rank_world(self) -> tuple[int, int]:
+        t = self.trainer
+        if t is None:
+            return 0, 1
+        return int(t.global_rank), int(t.world_size)
+
+    def train_dataloader(self) -> DataLoader:
+        d = self.cfg.data
+        rank, world = self._rank_world()
+        per_rank = math.ceil(d.patches_per_epoch / world)
+        if per_rank < d.batch_size:
+            raise InvalidParameterError(
+                f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer {self.unit} per device "
+                f"than one batch ({d.batch_size})"
+            )
+        return DataLoader(
+            self.train_dataset(),
+            batch_size=d.batch_size,
+            sampler=EpochSampler(per_rank, rank),
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=True,
         )
-    return DataLoader(
-        dataset,
-        batch_size=d.batch_size,
-        sampler=EpochSampler(per_rank, rank),
-        num_workers=d.num_workers,
-        persistent_workers=d.num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=True,
-    )
+
+    def val_dataloader(self) -> DataLoader | list:
+        self.setup()
+        if not self.val_items:
+            return []
+        return DataLoader(self.val_dataset(), batch_size=1, shuffle=False, num_workers=0)
 
 
-class SRDataModule(L.LightningDataModule):
+class SRDataModule(EpochDataModule):
     """Patches for training, whole slices for validation (module docstring has the details)."""
 
     def __init__(self, config: Config) -> None:
@@ -754,11 +788,6 @@ class SRDataModule(L.LightningDataModule):
         return items
 
     # ---------------------------------------------------------------- description (model card)
-    @property
-    def has_validation(self) -> bool:
-        self.setup()
-        return bool(self.val_items)
-
     def describe(self) -> dict[str, Any]:
         """What the model card records about the data (file names only, never paths)."""
         self.setup()
@@ -788,12 +817,6 @@ class SRDataModule(L.LightningDataModule):
         return {m: intensity_stats(slices) for m, slices in sorted(by_modality.items())}
 
     # ---------------------------------------------------------------- loaders
-    def _rank_world(self) -> tuple[int, int]:
-        t = self.trainer
-        if t is None:
-            return 0, 1
-        return int(t.global_rank), int(t.world_size)
-
     def train_dataset(self) -> PatchDataset:
         self.setup()
         d = self.cfg.data
@@ -808,16 +831,8 @@ class SRDataModule(L.LightningDataModule):
         )
         return ds
 
-    def train_dataloader(self) -> DataLoader:
-        return epoch_loader(self.train_dataset(), self.cfg.data, self._rank_world(), "patches")
-
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if not self.val_items:
-            return []
-        return DataLoader(
-            ValDataset(self.val_items, self.groups), batch_size=1, shuffle=False, num_workers=0
-        )
+    def val_dataset(self) -> ValDataset:
+        return ValDataset(self.val_items, self.groups)
 
     # ---------------------------------------------------------------- LR on the fly
     def _gen(self, device: torch.device) -> torch.Generator:

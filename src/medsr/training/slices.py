@@ -33,15 +33,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from medsr.errors import InvalidParameterError, MedSRError
 from medsr.interpolation.core import axis_index, volume_range
 from medsr.training.config import Config
 from medsr.training.data import (
+    EpochDataModule,
     Source,
     resolve_entries,
     split_by_patient,
@@ -198,8 +198,10 @@ class _ValDataset(Dataset):
                 "linear_ssim": it.linear_ssim, "index": i}  # fmt: skip
 
 
-class SliceDataModule(L.LightningDataModule):
+class SliceDataModule(EpochDataModule):
     """Triplets for training, fixed validation triplets (module docstring has the details)."""
+
+    unit = "triplets"
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -277,11 +279,6 @@ class SliceDataModule(L.LightningDataModule):
         return items
 
     # ---------------------------------------------------------------- description (model card)
-    @property
-    def has_validation(self) -> bool:
-        self.setup()
-        return bool(self.val_items)
-
     def describe(self) -> dict[str, Any]:
         """What the model card records about the data (file names only, never paths)."""
         from medsr.safeguards.ood import intensity_stats
@@ -307,12 +304,6 @@ class SliceDataModule(L.LightningDataModule):
         }
 
     # ---------------------------------------------------------------- loaders
-    def _rank_world(self) -> tuple[int, int]:
-        t = self.trainer
-        if t is None:
-            return 0, 1
-        return int(t.global_rank), int(t.world_size)
-
     def train_dataset(self) -> TripletDataset:
         self.setup()
         d = self.cfg.data
@@ -320,13 +311,5 @@ class SliceDataModule(L.LightningDataModule):
             self.stacks, d.patch_size, seed=d.seed, min_std=d.min_patch_std, augment=d.augment
         )
 
-    def train_dataloader(self) -> DataLoader:
-        from medsr.training.data import epoch_loader
-
-        return epoch_loader(self.train_dataset(), self.cfg.data, self._rank_world(), "triplets")
-
-    def val_dataloader(self) -> DataLoader | list:
-        self.setup()
-        if not self.val_items:
-            return []
-        return DataLoader(_ValDataset(self.val_items), batch_size=1, shuffle=False, num_workers=0)
+    def val_dataset(self) -> _ValDataset:
+        return _ValDataset(self.val_items)
