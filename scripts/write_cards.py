@@ -27,6 +27,7 @@ from medsr.models.weights import load_model, read_card, save_model
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
 INTERP_BENCH = ROOT / "benchmarks" / "results" / "interpolation.json"
+TP_BENCH = ROOT / "benchmarks" / "results" / "through_plane.json"
 
 ARCH = {
     "rlfn": "RLFN (Kong et al., CVPRW 2022: residual local feature blocks + ESA)",
@@ -233,6 +234,79 @@ def interp_card(card: dict, hardware: str) -> dict:
     return out
 
 
+TP_LIMITATIONS = [
+    "Trained on about a dozen development-corpus images and volumes (CT neck, pancreas and head slices; "
+    "a T1 head average, diffusion, FLAIR, cardiac and abdominal MR) on 2 CPU cores: a small prior. "
+    "Validated on three volumes it never saw (Colin27 T1 at 1 mm and 0.5 mm, one head CT): "
+    "expect other numbers on other anatomy, scanners and slice profiles.",
+    "The network restores one axis of 2-D reformats (sagittal and coronal, averaged); it does not "
+    "model motion between slices, slice gaps wider than the profile, or 3-D context.",
+    "When the slice profile is not in the header it is estimated from the volume's spectra "
+    "(about +-0.3 of the slice spacing; the shape, Gaussian or box, follows the modality).",
+    "--adapt fine-tunes the prior on the volume's own in-plane data for a fixed number of seeded "
+    "steps: reproducible on one machine and thread count, and it assumes in-plane and through-plane "
+    "anatomy look alike (SMORE's assumption).",
+]
+
+
+def tp_evaluation(scale: int) -> dict:
+    """The through-plane benchmark rows of this factor (benchmarks/results/through_plane.json)."""
+    if not TP_BENCH.is_file():
+        return {}
+    bench = json.loads(TP_BENCH.read_text())
+    rows = [r for r in bench.get("rows", []) if int(r["scale"]) == scale]
+    return {
+        "through_plane": {
+            "source": "benchmarks/through_plane.py (benchmarks/results/through_plane.json)",
+            "machine": bench.get("machine"),
+            "adapt_steps": bench.get("adapt_steps"),
+            "protocol": "volumes never trained on, degraded along z (thick-slice), reconstructed on the "
+            "reference grid; 3-D PSNR in each volume's own units, f slices at each end and an f-pixel "
+            "border excluded",
+            "volumes": {
+                f"{r['volume']} / {r['protocol']}": {
+                    m: round(v["psnr_3d"], 3) for m, v in r["metrics"].items() if "psnr_3d" in v
+                }
+                for r in rows
+            },
+        }
+    }
+
+
+def tp_card(name: str, card: dict, hardware: str) -> dict:
+    """The complete card of a shipped through-plane prior (``tp-x2``/``tp-x4``)."""
+    scale = int(card["scale"])
+    kw = card["kwargs"]
+    out = dict(card)
+    out.update(
+        {
+            "name": name,
+            "kind": "through-plane",
+            "summary": f"One-axis EDSR (edsr-1d: {kw.get('num_features')} features, {kw.get('num_blocks')} "
+            f"residual blocks at the input resolution, sub-pixel step along z, global residual over cubic "
+            f"interpolation), x{scale} along z: the through-plane prior of `medsr upscale --through-plane` "
+            "(run on sagittal and coronal reformats, averaged; `--adapt STEPS` adapts it to the volume).",
+            "training": {
+                "recipe": [f"configs/{name}.yaml", f"configs/{name}-stage2.yaml"],
+                "how": f"medsr train configs/{name}.yaml (stopped early for time), then configs/{name}-stage2.yaml "
+                "warm-started from it (a fresh cosine schedule); medsr export of the stage-2 best checkpoint (EMA)",
+                "steps": card.get("steps"),
+                "warm_start": card.get("init"),
+                "hardware": hardware,
+                "data": "development corpus and its added sources (shared/data/CORPUS.md); the validation "
+                "volumes of benchmarks/through_plane.py (Colin27 ch2/ch2better, InVesalius Cranium) are neither "
+                "trained on nor used to choose the checkpoint",
+                "degradation": "rows of 2-D planes made thick: Gaussian (MR excitation) or box (CT binning) "
+                "slice profile of random width, decimation by the factor; scanner noise in input and target "
+                "alike on 20 % of the patches",
+            },
+            "evaluation": tp_evaluation(scale),
+            "limitations": TP_LIMITATIONS,
+        }
+    )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--hardware", default="AMD EPYC, 2 CPU cores (one thread per run, two runs side by side); no GPU")
@@ -245,6 +319,13 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         card = read_card(path)
+        if kinds.get(name) == "through-plane":
+            card = tp_card(name, card, args.hardware)
+            net, _ = load_model(path)
+            save_model(net, path, card)
+            (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+            print(f"{name}: card written")
+            continue
         if kinds.get(name) == "slice-interpolator":
             if name != "interp-cnn":
                 print(f"{name}: no card template for this slice interpolator; skipped")

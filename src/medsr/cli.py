@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,7 +74,8 @@ def info(
         "Examples: medsr upscale CT_small.dcm ct_x2/ --scale 2 --model bicubic ;  "
         "medsr upscale brain.nii.gz brain_x2.nii.gz --model kspace ;  "
         "medsr upscale MR_small.dcm mr_x2.nii.gz --method zero-shot --budget 60s ;  "
-        "medsr upscale vol.nii.gz vol_iso.nii.gz --through-plane --target-spacing 1.0"
+        "medsr upscale vol.nii.gz vol_iso.nii.gz --through-plane --target-spacing 1.0 ;  "
+        "medsr upscale thick.nii.gz iso.nii.gz --through-plane --adapt 300 --maps maps/"
     )
 )
 def upscale(
@@ -87,8 +88,11 @@ def upscale(
     luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     method: Annotated[str, typer.Option("--method", help="model (a trained/classical upscaler) or zero-shot (learn from this image itself).")] = "model",
-    budget: Annotated[str, typer.Option("--budget", help="Zero-shot training time: 60s, 2m, 1h or plain seconds.")] = "60s",
-    through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z (zero-shot, SMORE-like) to isotropic voxels.")] = False,
+    budget: Annotated[str | None, typer.Option("--budget", help="--method zero-shot: training time, 60s (default), 2m, 1h or plain seconds.")] = None,
+    through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z to isotropic voxels (or --target-spacing) with the shipped through-plane prior (tp-x2/tp-x4); --adapt STEPS adapts it to this volume first.")] = False,
+    adapt: Annotated[int, typer.Option("--adapt", help="Through-plane: optimiser steps of per-volume adaptation of the prior (0 = the prior alone; seeded, so reruns are identical).")] = 0,
+    slice_thickness: Annotated[float | None, typer.Option("--slice-thickness", help="Through-plane: slice-profile width in mm (default: the header's SliceThickness, else estimated from the volume).")] = None,
+    profile: Annotated[str | None, typer.Option("--profile", help="Through-plane: slice profile, gaussian (MR) or box (CT); default by modality.")] = None,
     target_spacing: Annotated[float | None, typer.Option("--target-spacing", help="Through-plane output slice spacing in mm (default: the in-plane spacing).")] = None,
     init: Annotated[str | None, typer.Option("--init", help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.")] = None,
     consistency: Annotated[str, typer.Option("--consistency", help="auto (default): project the result onto the measured input when the physics is known (--degradation, or an MR header); on: always (for the assumed degradation); off: only measure.")] = "auto",
@@ -100,9 +104,26 @@ def upscale(
     """Super-resolve an image in-plane (or a volume through-plane) and write it in the same format (a derived series for DICOM)."""
     from medsr.api import upscale_file
 
-    zero_shot = {}
-    if method == "zero-shot" or through_plane:
-        zero_shot = {"budget_s": _parse_duration(budget), "progress": sys.stderr.isatty()}
+    zero_shot: dict[str, Any] = {}
+    if budget is not None and (through_plane or method != "zero-shot"):
+        from medsr.errors import InvalidParameterError
+
+        raise InvalidParameterError(
+            "--budget applies to --method zero-shot (in-plane); through-plane adaptation takes "
+            "a step count (--adapt STEPS), so that reruns give the same output"
+        )
+    if through_plane:
+        zero_shot = {"adapt_steps": _check_adapt(adapt), "progress": sys.stderr.isatty()}
+        if slice_thickness is not None:
+            zero_shot["slice_thickness"] = slice_thickness
+        if profile is not None:
+            zero_shot["profile"] = profile
+    elif method == "zero-shot":
+        zero_shot = {"budget_s": _parse_duration(budget or "60s"), "progress": sys.stderr.isatty()}
+    elif adapt or slice_thickness is not None or profile is not None:
+        from medsr.errors import InvalidParameterError
+
+        raise InvalidParameterError("--adapt, --slice-thickness and --profile apply to --through-plane only")
     written = upscale_file(
         input, output, scale=scale, model=model, device=device, series_uid=series,
         luminance=luminance, overwrite=overwrite, method=method, through_plane=through_plane,
@@ -113,6 +134,13 @@ def upscale(
     for message in warned:
         typer.echo(f"warning: {message}", err=True)
     typer.echo(f"wrote {written}" + (f"; maps in {maps}" if maps else ""))
+
+
+def _check_adapt(steps: int) -> int:
+    """``--adapt``: a whole number of steps ≥ 0."""
+    from medsr.selfsup._fit import check_steps
+
+    return check_steps(steps, "--adapt")
 
 
 def _parse_duration(text: str) -> float:
@@ -166,12 +194,13 @@ def evaluate(
     data: Annotated[list[Path], typer.Option("--data", "-d", help="High-resolution reference files or folders (repeatable).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("evaluation"),
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
-    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, zero-shot.")] = "bicubic,lanczos",
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, prior, prior+adapt, zero-shot.")] = "bicubic,lanczos",
     degradation: Annotated[str, typer.Option("--degradation", help="bicubic (default, as in published benchmarks), kspace, ct-detector, ct-sparse-view, radiograph, auto (per modality), or thick-slice (through-plane reconstruction of volumes).")] = "bicubic",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Degradation parameter key=value.")] = None,
     max_slices: Annotated[int, typer.Option("--max-slices", help="Centred slab of at most this many slices per volume.")] = 16,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     budget: Annotated[str, typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m...")] = "30s",
+    adapt: Annotated[int, typer.Option("--adapt", help="thick-slice: optimiser steps of per-volume adaptation for prior+adapt and zero-shot (seeded, reproducible).")] = 200,
     interpolation: Annotated[bool, typer.Option("--interpolation", help="Evaluate slice interpolators (drop every other slice, reconstruct; --scale is the factor; models e.g. interp-cnn,linear,cubic).")] = False,
     maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Measure each output's consistency error |degrade(SR) - input| and test-time-augmentation uncertainty (metrics + figure rows).")] = True,
     consistency: Annotated[str, typer.Option("--consistency", help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.")] = "off",
@@ -194,7 +223,12 @@ def evaluate(
     result = run(
         data, models=names, scale=scale, degradation=degradation, params=_parse_params(param),
         out_dir=out, max_slices=max_slices, device=device, progress=sys.stderr.isatty(),
-        zero_shot={"budget_s": _parse_duration(budget), "progress": False}, maps=maps, consistency=consistency,
+        zero_shot=(
+            {"adapt_steps": _check_adapt(adapt), "progress": False}
+            if degradation.strip().lower() == "thick-slice"
+            else {"budget_s": _parse_duration(budget), "progress": False}
+        ),
+        maps=maps, consistency=consistency,
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     typer.echo(f"\nreport: {out / 'report.html'} ({len(result.images)} images, {len(result.skipped)} skipped)")
@@ -255,8 +289,9 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in list_pretrained():
         gain = (m.card.get("metrics") or {}).get("val_psnr_gain")
         scale = f" ×{m.scale}" if m.scale else ""
+        base = "cubic along z" if m.kind == "through-plane" else "bicubic"
         desc = f"trained {m.card.get('architecture')}{scale}" + (
-            f", val ΔPSNR {gain:+.2f} dB vs bicubic" if gain is not None else ""
+            f", val ΔPSNR {gain:+.2f} dB vs {base}" if gain is not None else ""
         )
         rows.append({**m.describe(), "kind": m.kind, "description": desc, "card": m.card})
     if as_json:

@@ -120,6 +120,7 @@ __all__ = [
     "set_modality",
     "uncertainty_map",
     "upscale_file",
+    "upscale_through_plane",
     "upscale_with_safeguards",
     "write_maps",
 ]
@@ -582,6 +583,7 @@ def check_options(
     init: str | None = None,
     budget_s: float | None = None,
     epochs: int | None = None,
+    adapt_steps: int = 0,
 ) -> LoadedModel | None:
     """Every option of an upscale, checked once before any input is read (the one validation
     every front end shares); returns the resolved in-plane model (``None`` for zero-shot)."""
@@ -602,6 +604,18 @@ def check_options(
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:
         raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")
+    if through_plane:
+        from medsr.errors import positive_number
+        from medsr.selfsup._fit import check_steps
+
+        check_steps(adapt_steps)
+        if target_spacing is not None:
+            positive_number(target_spacing, "the target spacing", "mm")
+        if method == "zero-shot" or (model is not None and str(model).lower() in ("none", "scratch")):
+            return None  # no prior: adaptation from cubic interpolation (SMORE-like)
+        if model is not None and str(model).lower() not in ("auto", "default"):
+            resolve_model(model, kinds=("through-plane",))  # a clear error for a wrong kind
+        return None
     if zero_shot:
         from medsr.selfsup._fit import check_budget
 
@@ -612,6 +626,102 @@ def check_options(
             )
         return None
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+
+
+def through_plane_summary(result: MedImage) -> dict[str, Any]:
+    """The JSON summary of a through-plane output (``summary.json`` beside its maps)."""
+    from medsr.metrics import data_range_for
+
+    d = result.meta.get("derivation", {})
+    prof = d.get("slice_profile") or {}
+    summary: dict[str, Any] = {
+        "model": d.get("model"),
+        "method": d.get("method"),
+        "model_checksum": d.get("model_checksum"),
+        "scale_z": d.get("scale"),
+        "degradation": {
+            "kind": "thick-slice",
+            "describe": f"thick-slice, {prof.get('profile')} profile {prof.get('slice_thickness_mm')} mm "
+            f"({prof.get('source')})",
+            **prof,
+        },
+        "adaptation": d.get("training"),
+        "consistency": d.get("consistency") or {"setting": "off", "applied": False},
+        "uncertainty": {"method": "half the |sagittal - coronal| difference of the two estimates"},
+        "seconds": d.get("seconds"),
+    }
+    u = (result.meta.get("maps") or {}).get("uncertainty")
+    if u is not None:
+        summary["uncertainty"]["map"] = summarize_map(
+            u, data_range=data_range_for(result), threshold_rel=UNCERTAINTY_THRESHOLD, units=result.units
+        )
+    return summary
+
+
+def upscale_through_plane(
+    image: MedImage,
+    *,
+    prior: Any = "auto",
+    target_spacing: float | None = None,
+    consistency: str = CONSISTENCY_DEFAULT,
+    maps: bool = False,
+    device: str = "auto",
+    **options: Any,
+) -> tuple[MedImage, dict[str, Any]]:
+    """The pipeline's through-plane step (every front end): the shipped prior, adapted to the
+    volume when ``adapt_steps`` is given (:func:`medsr.selfsup.through_plane_upscale`), then
+    provenance — prior checksum, slice profile and where it came from, adaptation steps,
+    consistency — and, with ``maps``, the z-uncertainty map in ``meta["maps"]``.
+
+    Returns ``(result, summary)`` like :func:`upscale_with_safeguards`.
+    """
+    from medsr.selfsup import through_plane_upscale
+
+    result = through_plane_upscale(
+        image, target_spacing=target_spacing, prior=prior, device=device,
+        consistency=consistency_setting(consistency), maps=maps, **options,
+    )  # fmt: skip
+    d = result.meta["derivation"]
+    summary = through_plane_summary(result)
+    record = provenance(
+        model=d.get("model"), card={"name": d.get("model")}, scale=max(1, round(float(d.get("scale", 1)))),
+        degradation=summary["degradation"]["describe"],
+        consistency="on" if summary["consistency"].get("applied") else "off", summary=summary,
+    )  # fmt: skip
+    record["model_checksum"] = d.get("model_checksum")
+    record["scale_z"] = d.get("scale")
+    return attach_provenance(result, record), summary
+
+
+def _through_plane_file(
+    image: MedImage,
+    target: Path,
+    *,
+    model: Any,
+    method: str,
+    init: str | None,
+    target_spacing: float | None,
+    consistency: str,
+    device: str,
+    maps_dir: str | os.PathLike[str] | None,
+    overwrite: bool,
+    **options: Any,
+) -> Path:
+    """``upscale_file`` for ``through_plane=True``: :func:`upscale_through_plane`, then the
+    same writers as every output."""
+    prior: Any = "auto"
+    if method == "zero-shot":
+        prior = None
+    elif init is not None:
+        prior = init
+    elif model is not None and str(model).lower() not in ("auto", "default"):
+        prior = None if str(model).lower() in ("none", "scratch") else model
+    options.pop("budget_s", None)
+    result, summary = upscale_through_plane(
+        image, prior=prior, target_spacing=target_spacing, consistency=consistency,
+        maps=maps_dir is not None, device=device, **options,
+    )  # fmt: skip
+    return save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)
 
 
 def upscale_file(
@@ -658,7 +768,7 @@ def upscale_file(
         scale=scale, model=model, method=method, through_plane=through_plane,
         target_spacing=target_spacing, consistency=consistency, degradation=degradation,
         modality=modality, precision=precision, init=init, budget_s=budget_s,
-        epochs=upscale_options.get("epochs"),
+        epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
     )  # fmt: skip
     target = output_path_for(input_path, output)
     check_output(target, overwrite)
@@ -670,25 +780,23 @@ def upscale_file(
     if series_uid:
         options["series_uid"] = series_uid
     image = set_modality(load_image(input_path, **options), modality)
-    if loaded is None:  # zero-shot in-plane or through-plane
-        from medsr.selfsup import through_plane_upscale, zero_shot_upscale
+    if through_plane:
+        return _through_plane_file(
+            image, target, model=model, method=method, init=init, target_spacing=target_spacing,
+            consistency=consistency, device=device, maps_dir=maps_dir, overwrite=overwrite,
+            **upscale_options,
+        )  # fmt: skip
+    if loaded is None:  # zero-shot in-plane
+        from medsr.selfsup import zero_shot_upscale
 
         if model not in (None, "bicubic", "default"):
             upscale_options.setdefault("model", model)
-        setting = consistency_setting(consistency)
-        if through_plane:
-            result = through_plane_upscale(
-                image, target_spacing=target_spacing, budget_s=budget_s, init=init, device=device,
-                consistency=setting == "on", **upscale_options,
-            )  # fmt: skip
-        else:
-            result = zero_shot_upscale(image, scale, budget_s=budget_s, init=init, device=device, **upscale_options)
+        result = zero_shot_upscale(image, scale, budget_s=budget_s, init=init, device=device, **upscale_options)
         result = attach_provenance(
             result,
             provenance(
                 model=result.meta.get("derivation", {}).get("model", method), card=None, scale=scale,
-                degradation="thick-slice" if through_plane else None,
-                consistency="on" if through_plane and setting == "on" else "off",
+                degradation=None, consistency="off",
             ),
         )  # fmt: skip
         return save_image(result, target, overwrite=overwrite)

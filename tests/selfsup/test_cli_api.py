@@ -85,8 +85,8 @@ def test_cli_through_plane_nifti(tmp_path):
             str(src),
             str(out),
             "--through-plane",
-            "--budget",
-            "2s",
+            "--adapt",
+            "2",
             "--target-spacing",
             "1.5",
         ],
@@ -102,9 +102,22 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
     png = corpus("camera.png")
     cases = [
         (
-            ["upscale", str(png), str(tmp_path / "a.png"), "--through-plane", "--budget", "2s"],
+            ["upscale", str(png), str(tmp_path / "a.png"), "--through-plane"],
             "2-D slice",
         ),
+        (
+            ["upscale", str(png), str(tmp_path / "a2.png"), "--through-plane", "--adapt", "-5"],
+            "--adapt must be a whole number",
+        ),
+        (
+            ["upscale", str(png), str(tmp_path / "a3.png"), "--through-plane", "--target-spacing", "0"],
+            "more than 0",
+        ),
+        (
+            ["upscale", str(png), str(tmp_path / "a4.png"), "--through-plane", "--budget", "2s"],
+            "--adapt STEPS",
+        ),
+        (["upscale", str(png), str(tmp_path / "a5.png"), "--adapt", "3"], "--through-plane only"),
         (
             [
                 "upscale",

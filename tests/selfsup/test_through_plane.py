@@ -126,7 +126,7 @@ def test_slice_thickness_from_the_header_scales_with_resampling():
         (_volume(), {"budget_s": 0}, "more than 0"),
         (_volume(), {"slice_thickness": 0}, "more than 0"),
         (_volume(), {"profile": "sinc"}, "profile"),
-        (_volume(), {"model": "residual5"}, "interpolator-1d"),
+        (_volume(), {"model": "residual5", "prior": None}, "interpolator-1d"),
         (_volume(z=4, y=6, x=6), {}, "too small"),
     ],
 )
@@ -149,9 +149,8 @@ def test_dicom_single_frame_series_gets_new_slice_positions(tmp_path):
 
     from medsr.io.dicom import write_dicom
 
-    source = load_image(
-        write_dicom(_volume(), tmp_path / "src")
-    )  # 6 single-frame files, 4 mm apart
+    source_dir = write_dicom(_volume(), tmp_path / "src")
+    source = load_image(source_dir)  # 6 single-frame files, 4 mm apart
     out = through_plane_upscale(source, target_spacing=2.0, **QUICK)
     written = save_image(out, tmp_path / "dst")
     files = sorted(written.iterdir())
@@ -159,6 +158,9 @@ def test_dicom_single_frame_series_gets_new_slice_positions(tmp_path):
     ipp = np.array([[float(v) for v in pydicom.dcmread(f).ImagePositionPatient] for f in files])
     steps = np.linalg.norm(np.diff(ipp, axis=0), axis=1)
     np.testing.assert_allclose(steps, 2.0, atol=1e-4)
+    # nominal thickness: 4 mm slices (the source's SliceThickness = its spacing) made 2 mm
+    assert float(pydicom.dcmread(sorted(source_dir.iterdir())[0]).SliceThickness) == 4.0
+    assert float(pydicom.dcmread(files[0]).SliceThickness) == pytest.approx(2.0)
     back = load_image(written)
     np.testing.assert_allclose(back.spacing, (2.0, 1.0, 1.0), atol=1e-4)
     np.testing.assert_allclose(back.world_center(), source.world_center(), atol=1e-3)
@@ -200,4 +202,4 @@ def test_consistency_on_reproduces_the_measured_thick_slices():
     d = on.meta["derivation"]["consistency"]
     assert d["setting"] == "on" and d["converged"] is True
     assert residual(on) < 2e-3 * rng < residual(off)
-    assert off.meta["derivation"]["consistency"] == "off"
+    assert off.meta["derivation"]["consistency"] == {"setting": "off", "applied": False}

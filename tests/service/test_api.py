@@ -342,9 +342,8 @@ def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
 
     calls = {}
 
-    def fake_through_plane(image, *, target_spacing, budget_s=None):
-        calls["through-plane"] = (target_spacing, budget_s)
-        return image.resampled(np.repeat(image.array, 2, axis=0), step="fake through-plane")
+    def fake_through_plane(image, *, target_spacing, budget_s=None):  # availability only:
+        raise AssertionError("through-plane jobs run the pipeline's step, not this function")
 
     def fake_zero_shot(image, scale, *, budget_s=None):
         calls["zero-shot"] = (scale, budget_s)
@@ -363,7 +362,21 @@ def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
         job["output"]["shape_zyx"] == [8, 16, 16] and job["output"]["filename"] == "vol_z2.nii.gz"
     )
     assert job["model_card"]["kind"] == "self-supervised"
-    assert calls["through-plane"][0] == pytest.approx(1.5)
+    # the pipeline's through-plane step: the shipped prior, its checksum, the slice profile
+    assert job["provenance"]["model"].startswith("tp-x2")
+    assert job["provenance"]["model_checksum"].startswith("sha256:")
+    assert "thick-slice" in job["provenance"]["degradation"]
+    assert "uncertainty" in job["maps"]
+    adapted = wait_job(
+        client,
+        submit(
+            client, "vol.nii.gz", nifti_gz_bytes, mode="through-plane", scale=2, adapt_steps=2
+        ).json()["id"],
+    )
+    assert adapted["state"] == "done", adapted
+    assert "2 steps" in adapted["provenance"]["model"]
+    for bad in ({"mode": "in-plane", "adapt_steps": 2}, {"mode": "through-plane", "adapt_steps": -1}):
+        assert submit(client, "vol.nii.gz", nifti_gz_bytes, **bad).status_code == 422
     assert (
         submit(client, "a.png", png_bytes, mode="through-plane").status_code == 422
     )  # 2-D: no z to upscale

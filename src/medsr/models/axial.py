@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsr.models.blocks import default_out_channels, residual_cnn
+from medsr.models.blocks import ResidualBlock, conv, default_out_channels, residual_cnn
 from medsr.models.registry import register_model
 
 
@@ -87,6 +87,85 @@ class Residual5Axial(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = cubic_upsample_axis(x, self.scale, self.axis)
         return up + self.body(up)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, axis={self.axis}"
+
+
+@register_model("edsr-1d")
+class EDSRAxial(nn.Module):
+    """One-axis EDSR: residual blocks at the input resolution + a sub-pixel step along one axis.
+
+    The through-plane **prior** (``tp-x2``/``tp-x4``): trained on many volumes' planes degraded
+    along one axis with realistic slice profiles (``task: through-plane``), applied to the
+    sagittal and coronal reformats of a thick-slice volume, and optionally adapted to one volume
+    (:func:`medsr.selfsup.through_plane_upscale`, ``adapt_steps``).
+
+    EDSR (B. Lim et al., "Enhanced deep residual networks for single image super-resolution",
+    CVPR-W 2017) works at the low resolution and upsamples once at the end with a sub-pixel
+    convolution (W. Shi et al., ESPCN, CVPR 2016); here the sub-pixel step is along ``axis``
+    only — the tail predicts ``scale`` values per input row (or column) that become ``scale``
+    output rows. The network's output is added to one-axis cubic interpolation (global
+    residual), and the tail starts at zero, so an untrained network *is* cubic interpolation.
+    Working at the input resolution costs ``1/scale`` of a network of the same width run on the
+    interpolated plane (``residual5-1d``).
+
+    Args:
+        in_channels: input (and output) channels.
+        out_channels: must equal ``in_channels``.
+        num_features: width of the residual blocks.
+        num_blocks: number of EDSR residual blocks.
+        scale: integer factor along ``axis``.
+        axis: −2 (rows, default) or −1 (columns).
+        res_scale: EDSR residual scaling.
+    """
+
+    kind = "interpolator-1d"
+    learned = True
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int | None = None,
+        num_features: int = 32,
+        num_blocks: int = 6,
+        scale: int = 2,
+        axis: int = -2,
+        res_scale: float = 1.0,
+    ):
+        super().__init__()
+        if default_out_channels(in_channels, out_channels) != in_channels:
+            raise ValueError("EDSRAxial adds a residual to its input: out_channels must equal in_channels")
+        s = int(scale)
+        if s != scale or s < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if axis not in (-2, -1):
+            raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
+        self.scale = s
+        self.axis = int(axis)
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+        self.head = conv(in_channels, num_features)
+        self.body = nn.Sequential(
+            *[ResidualBlock(num_features, res_scale=res_scale) for _ in range(int(num_blocks))],
+            conv(num_features, num_features),
+        )
+        self.tail = conv(num_features, in_channels * s)
+        nn.init.zeros_(self.tail.weight)
+        if self.tail.bias is not None:
+            nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        s = self.scale
+        up = cubic_upsample_axis(x, s, self.axis)
+        feat = self.head(x)
+        res = self.tail(feat + self.body(feat)).view(n, c, s, h, w)
+        if self.axis == -2:  # channel k of row i -> output row i·s + k
+            res = res.permute(0, 1, 3, 2, 4).reshape(n, c, h * s, w)
+        else:
+            res = res.permute(0, 1, 3, 4, 2).reshape(n, c, h, w * s)
+        return up + res
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, axis={self.axis}"

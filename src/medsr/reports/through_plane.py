@@ -19,10 +19,27 @@ from medsr.reports.results import EvaluationResult, ImageResult
 from medsr.reports.stats import slice_and_volume_metrics
 from medsr.reports.write import write_report
 
-#: through-plane methods of ``evaluate_through_plane`` and the in-plane names that map onto them
-THROUGH_PLANE_METHODS = ("linear-z", "cubic-z", "zero-shot")
+#: through-plane methods of ``evaluate_through_plane`` and the in-plane names that map onto them:
+#: ``prior`` = the shipped through-plane prior (``tp-x2``/``tp-x4``), ``prior+adapt`` = the prior
+#: adapted to each volume (``adapt_steps`` of the options), ``zero-shot`` = the same adaptation
+#: from cubic interpolation (no prior, SMORE-like). Slice interpolators (``interp-cnn``) have
+#: their own evaluation (``medsr evaluate --interpolation``); ``benchmarks/through_plane.py``
+#: puts both in one table.
+THROUGH_PLANE_METHODS = ("linear-z", "cubic-z", "prior", "prior+adapt", "zero-shot")
 _THROUGH_PLANE_ALIASES = {"linear": "linear-z", "bicubic": "cubic-z", "cubic": "cubic-z"}
 ZERO_SHOT_DEFAULTS: dict[str, Any] = {"budget_s": 30.0, "progress": False}
+#: options of the learned through-plane methods: a step budget (reproducible), not a time budget
+THROUGH_PLANE_DEFAULTS: dict[str, Any] = {"adapt_steps": 200, "progress": False}
+
+
+def _require_prior(lr: MedImage, target: float) -> None:
+    """A clear skip reason when no shipped prior covers this volume's factor."""
+    from medsr.models.resolver import shipped_weights
+    from medsr.selfsup.through_plane import network_factor, prior_name
+
+    name = prior_name(network_factor(lr.spacing[0] / target))
+    if name not in shipped_weights():
+        raise InvalidParameterError(f"no shipped through-plane prior {name} in this installation")
 
 
 def evaluate_through_plane(
@@ -78,7 +95,7 @@ def evaluate_through_plane(
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     results: list[ImageResult] = []
-    zs = {**ZERO_SHOT_DEFAULTS, **(zero_shot or {})}
+    zs = {**THROUGH_PLANE_DEFAULTS, **(zero_shot or {})}
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -118,7 +135,16 @@ def evaluate_through_plane(
             for method in methods:
                 t0 = time.perf_counter()
                 try:
-                    if method == "zero-shot":
+                    if method in ("prior", "prior+adapt", "zero-shot"):
+                        opts = dict(zs)
+                        if method == "prior":
+                            opts["adapt_steps"] = 0
+                        if method == "zero-shot":
+                            opts["prior"] = None
+                        elif "prior" not in opts:
+                            opts["prior"] = "auto"
+                        if opts["prior"] == "auto":
+                            _require_prior(lr, ref.spacing[0])
                         sr = through_plane_upscale(
                             lr,
                             target_spacing=ref.spacing[0],
@@ -126,7 +152,7 @@ def evaluate_through_plane(
                             profile=params.get("profile", "gaussian"),
                             device=device,
                             clip=False,
-                            **zs,
+                            **opts,
                         )
                     else:
                         sr = interpolate_z(lr, n_slices=z, mode=method.removesuffix("-z"))

@@ -49,6 +49,18 @@ class FitReport:
 DEFAULT_MODEL_KWARGS: dict[str, dict[str, Any]] = {"residual5": {"num_features": 32}}
 
 
+def check_steps(steps: Any, name: str = "adapt steps") -> int:
+    """A step budget: a whole number ≥ 0 (0 = no training)."""
+    if (
+        isinstance(steps, bool)
+        or not isinstance(steps, int | float)
+        or int(steps) != steps
+        or steps < 0
+    ):
+        raise InvalidParameterError(f"{name} must be a whole number of steps ≥ 0, got {steps!r}")
+    return int(steps)
+
+
 def check_budget(budget_s: Any, epochs: Any) -> tuple[float | None, int | None]:
     """Validate the stopping rule: a time budget (s) and/or a number of epochs."""
     b: float | None = None
@@ -200,18 +212,23 @@ def fit(
     progress: bool,
     description: str,
     init: str | None = None,
+    max_steps: int | None = None,
 ) -> FitReport:
-    """Adam + L1 + cosine learning rate on ``sampler``'s pairs until the budget or the epochs end.
+    """Adam + L1 + cosine learning rate on ``sampler``'s pairs until the budget, the epochs or
+    ``max_steps`` end.
 
-    The cosine schedule follows the larger of the step fraction (when ``epochs`` is set) and the
-    elapsed-time fraction (when ``budget_s`` is set), so it decays to 1 % of ``lr`` at whichever
-    limit comes first. With ``epochs`` and no budget the run is deterministic for a seed.
+    The cosine schedule follows the larger of the step fraction (when ``epochs`` or
+    ``max_steps`` is set) and the elapsed-time fraction (when ``budget_s`` is set), so it decays
+    to 1 % of ``lr`` at whichever limit comes first. Without a time budget the run is
+    deterministic for a seed (same machine and thread count).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     steps_per_epoch = math.ceil(len(sampler) / batch_size)
     total_steps = None if epochs is None else epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = max_steps if total_steps is None else min(total_steps, max_steps)
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     net = net.to(device=device, memory_format=fmt).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -305,6 +322,7 @@ def train_on_pairs(
     progress: bool,
     description: str,
     init: str | None,
+    max_steps: int | None = None,
 ) -> FitReport:
     """Sample random patch pairs from ``pairs`` (low, high) and :func:`fit` ``net`` on them.
 
@@ -325,6 +343,7 @@ def train_on_pairs(
         progress=progress,
         description=description,
         init=init,
+        max_steps=max_steps,
     )
 
 

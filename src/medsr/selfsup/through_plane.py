@@ -35,7 +35,15 @@ from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
 from medsr.slice_grid import check_target_spacing, on_grid, output_slices, resize_axis
 
-__all__ = ["interpolate_z", "output_slices", "slice_thickness_mm", "through_plane_upscale"]
+__all__ = [
+    "PRIOR_FACTORS",
+    "interpolate_z",
+    "network_factor",
+    "output_slices",
+    "prior_name",
+    "slice_thickness_mm",
+    "through_plane_upscale",
+]
 
 METHOD = "zero-shot self-supervised"
 
@@ -158,17 +166,74 @@ def interpolate_z(
     return sr.replace(meta=meta)
 
 
+#: network factors of the shipped priors (``tp-x2``, ``tp-x4``)
+PRIOR_FACTORS = (2, 4)
+
+
+def network_factor(ratio: float) -> int:
+    """The factor the through-plane network runs at for an upsampling ``ratio`` along z
+    (output slices / input slices): ×2 below 2.5, else ×4; the fused volume is then resampled
+    along z (cubic) to the output grid, so any ratio and target spacing work."""
+    return 2 if ratio < 2.5 else 4
+
+
+def prior_name(factor: int) -> str:
+    """The shipped through-plane prior for a network factor (``tp-x2``, ``tp-x4``)."""
+    return f"tp-x{factor}"
+
+
+def _resolve_prior(prior: Any, factor: int) -> Any:
+    """``"auto"`` → the shipped ``tp-x{factor}`` if this installation has it, else ``None``;
+    ``None``/``"none"`` → ``None`` (a fresh network); a shipped name or file → that model."""
+    from medsr.models.resolver import resolve_model, shipped_weights
+
+    if prior is None or (isinstance(prior, str) and prior.strip().lower() in ("none", "scratch")):
+        return None
+    if isinstance(prior, str) and prior.strip().lower() in ("auto", "default"):
+        name = prior_name(factor)
+        return resolve_model(name, kinds=("through-plane",)) if name in shipped_weights() else None
+    loaded = resolve_model(prior, kinds=("through-plane",))
+    got = int(loaded.card.get("scale", loaded.card.get("kwargs", {}).get("scale", factor)))
+    if got != factor:
+        raise InvalidParameterError(
+            f"the through-plane model {loaded.name!r} is for ×{got}; this volume needs a ×{factor} "
+            f"network (slice spacing / pixel size); use {prior_name(factor)} or prior='auto'"
+        )
+    return loaded
+
+
+def _slice_profile(image: MedImage, slice_thickness: Any, profile: str | None) -> dict[str, Any]:
+    """The slice profile: given by the caller, from the header, or estimated from the volume."""
+    from medsr.selfsup.slice_profile import default_profile, estimate_slice_profile
+
+    if profile is not None and profile not in ("gaussian", "box"):
+        raise InvalidParameterError(f"slice profile must be gaussian or box, got {profile!r}")
+    shape = profile or default_profile(image)
+    if slice_thickness is not None:
+        t = positive_number(slice_thickness, "slice thickness", "mm")
+        return {"thickness_mm": t, "profile": shape, "source": "given"}
+    header = slice_thickness_mm(image)
+    if header is not None:
+        return {"thickness_mm": header, "profile": shape, "source": "header"}
+    est = estimate_slice_profile(image, shape)
+    if est["thickness_mm"] is None:
+        return {"thickness_mm": float(image.spacing[0]), "profile": shape, "source": "spacing"}
+    return est
+
+
 def through_plane_upscale(
     image: MedImage,
     *,
     target_spacing: float | None = None,
     slice_thickness: float | None = None,
-    profile: str = "gaussian",
-    budget_s: float | None = 60.0,
+    profile: str | None = None,
+    prior: Any = "auto",
+    adapt_steps: int = 0,
+    budget_s: float | None = None,
     epochs: int | None = None,
     patch_size: int = 64,
     patches_per_epoch: int = 10_000,
-    batch_size: int = 4,
+    batch_size: int = 8,
     augment: bool = True,
     init: str | os.PathLike[str] | None = None,
     model: str = "residual5-1d",
@@ -178,35 +243,61 @@ def through_plane_upscale(
     device: str = "auto",
     progress: bool = True,
     clip: bool = True,
-    consistency: bool = False,
+    consistency: bool | str = False,
+    maps: bool = False,
 ) -> MedImage:
-    """Super-resolve a thick-slice volume along z with a network trained on its own slices.
+    """Super-resolve a thick-slice volume along z: the learned prior, optionally adapted to it.
+
+    1. **Prior** (``prior="auto"``): the shipped one-axis network for the volume's factor
+       (``tp-x2``/``tp-x4``, trained on many patients' CT and MR, :func:`network_factor`)
+       runs on every sagittal ``(z, y)`` and coronal ``(z, x)`` plane; the two are averaged.
+    2. **Adaptation** (``adapt_steps > 0``): before that, the network is fine-tuned on this
+       volume's own axial slices degraded along y and x with its slice profile (SMORE's idea),
+       for exactly ``adapt_steps`` optimiser steps — seeded, so two runs give identical outputs
+       whatever the machine's load. ``budget_s``/``epochs`` are further (optional) limits;
+       a time budget makes the result depend on the machine.
+    3. The fused volume (``f × Z`` slices) is resampled along z (cubic) to the output grid.
+
+    Without a shipped prior (``prior=None``, or a factor no prior covers) the network starts as
+    cubic interpolation (a fresh ``model`` whose residual is zero) and adaptation trains it
+    from there (the original SMORE set-up).
 
     Args:
         image: a volume whose slice spacing is coarser than ``target_spacing``.
         target_spacing: output slice spacing in mm (default: the finer in-plane spacing, i.e.
-            isotropic voxels). The field of view is kept, so the spacing is exactly the target
-            when ``Z · s_z / target`` is a whole number and the nearest such value otherwise.
-        slice_thickness: through-plane slice-profile width in mm (default: the header's
-            SliceThickness when known, else the slice spacing).
-        profile: slice profile, ``gaussian`` (FWHM = thickness, MR excitation) or ``box``
-            (full width = thickness, CT detector binning).
-        budget_s, epochs, patch_size, patches_per_epoch, batch_size, augment, lr, seed, device,
-        progress, clip: as for :func:`medsr.selfsup.zero_shot_upscale` (augmentation here is
-            flips only: the degraded axis must stay the upsampled one).
-        init: ``None``, ``"default"`` or a ``.safetensors`` file of a ``residual5-1d`` model for
-            the same factor to fine-tune from.
-        model, model_kwargs: the one-axis architecture (``residual5-1d``) and its arguments.
+            isotropic voxels). The field of view is kept (:mod:`medsr.slice_grid`).
+        slice_thickness: slice-profile width in mm (default: the header's SliceThickness, else
+            estimated from the volume, :func:`medsr.selfsup.slice_profile.estimate_slice_profile`).
+        profile: ``gaussian`` (FWHM = thickness, MR excitation) or ``box`` (CT detector
+            binning); default by modality (box for CT, Gaussian otherwise).
+        prior: ``"auto"`` (the shipped prior), a shipped name (``tp-x2``), a ``.safetensors``
+            file of a through-plane model, or ``None`` (start from cubic interpolation).
+        adapt_steps: optimiser steps of per-volume adaptation (0: the prior alone).
+        init: deprecated alias of ``prior`` (a file to start from).
+        model, model_kwargs: the architecture used when there is no prior.
+        consistency: data consistency along z — thick-slice back-projection so that the
+            output, blurred with the slice profile and resampled, reproduces the measured
+            slices: ``"on"``/``True``, ``"off"``/``False``, or ``"auto"`` (only when the profile
+            is known: given or from the header, not estimated).
+        maps: attach ``meta["maps"]["uncertainty"]`` — half the absolute difference of the
+            sagittal and coronal estimates, on the output grid (input units): where the two
+            orientations disagree, the new slices are uncertain.
+        patch_size, patches_per_epoch, batch_size, augment, lr, seed, device, progress, clip:
+            as for :func:`medsr.selfsup.zero_shot_upscale`.
 
     Returns:
-        The volume on the finer z grid, in the input's units, with ``meta["derivation"]``.
+        The volume on the finer z grid, in the input's units, with ``meta["derivation"]``
+        (prior, adaptation steps and seconds, slice profile and where it came from).
     """
+    import time
+
     from medsr.degradations import thick_slice
-    from medsr.inference.predictor import resolve_device
+    from medsr.inference.device import resolve_device
     from medsr.selfsup._fit import (
         build_network,
         check_budget,
         check_positive_int,
+        check_steps,
         model_normalizer,
         run_tiled,
         train_on_pairs,
@@ -214,62 +305,84 @@ def through_plane_upscale(
 
     _check_volume(image, "through-plane super-resolution")
     target = _check_target(image, target_spacing)
-    budget, n_epochs = check_budget(budget_s, epochs)
+    steps = check_steps(adapt_steps)
+    budget, n_epochs = (None, None)
+    if budget_s is not None or epochs is not None:
+        budget, n_epochs = check_budget(budget_s, epochs)
     patch_size = check_positive_int(patch_size, "patch_size")
     batch_size = check_positive_int(batch_size, "batch_size")
     check_positive_int(patches_per_epoch, "patches_per_epoch")
-    if profile not in ("gaussian", "box"):
-        raise InvalidParameterError(f"slice profile must be gaussian or box, got {profile!r}")
-    dev = resolve_device(device)
-    sz, sy, sx = image.spacing
-    if slice_thickness is None:
-        thickness = slice_thickness_mm(image) or sz
+    if isinstance(consistency, str):
+        from medsr.safeguards.consistency import consistency_setting
+
+        setting = consistency_setting(consistency)
     else:
-        thickness = positive_number(slice_thickness, "slice thickness", "mm")
-    f = max(1, round(sz / min(sy, sx)))
+        setting = "on" if consistency else "off"
+    slab = _slice_profile(image, slice_thickness, profile)
+    thickness, shape = float(slab["thickness_mm"]), str(slab["profile"])
+    dev = resolve_device(device)
+    sz = image.spacing[0]
     cf = image.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape
+    n_out = output_slices(image, target)
+    f = network_factor(n_out / z)
     if not np.isfinite(cf).all():
         raise InvalidParameterError("the volume contains NaN or infinite values")
     if min(h, w) < 4 * f:
         raise InvalidParameterError(
-            f"the slices ({h}×{w}) are too small to learn a ×{f} through-plane model from them"
+            f"the slices ({h}×{w}) are too small for a ×{f} through-plane model"
         )
-    n_out = output_slices(image, target)
+    t_rel = thickness / sz  # profile width in slice spacings
+    t0 = time.perf_counter()
 
-    net, card, init_name = build_network(
-        model, f, model_kwargs, init, kind="interpolator-1d", seed=seed
-    )
-    if int(getattr(net, "axis", -2)) != -2:
-        raise InvalidParameterError("the through-plane network must upsample rows (axis=-2)")
+    loaded = _resolve_prior(init if init is not None else prior, f)
+    if loaded is not None:
+        import copy
+
+        net, card, prior_label = copy.deepcopy(loaded.net), loaded.card, loaded.name
+        if int(getattr(net, "axis", -2)) != -2 or int(getattr(net, "scale", f)) != f:
+            raise InvalidParameterError(
+                f"the through-plane network must upsample rows (axis=-2) by ×{f}"
+            )
+    else:
+        net, card, _ = build_network(
+            model, f, model_kwargs, None, kind="interpolator-1d", seed=seed
+        )
+        prior_label = None
+        if int(getattr(net, "axis", -2)) != -2:
+            raise InvalidParameterError("the through-plane network must upsample rows (axis=-2)")
     norm = model_normalizer(card, image, cf)
-    vol = torch.from_numpy(norm.forward(cf))  # (C, Z, Y, X)
+    vol = torch.from_numpy(np.ascontiguousarray(norm.forward(cf), dtype=np.float32))  # (C, Z, Y, X)
 
-    # training pairs: axial slices with y (rows), or x (after a transpose), made thick
-    axial = vol.reshape(c * z, 1, h, w)
-    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-    with torch.no_grad():
-        for planes, pixel in ((axial, sy), (axial.transpose(-2, -1).contiguous(), sx)):
-            lo = thick_slice(planes, f, profile=profile, thickness=thickness / pixel, axis=-2)
-            hi = planes[..., : lo.shape[-2] * f, :]
-            pairs.extend(zip(lo, hi, strict=True))
-    report = train_on_pairs(
-        net,
-        pairs,
-        (f, 1),
-        patch_size=patch_size,
-        patches_per_epoch=patches_per_epoch,
-        augment=augment,
-        seed=seed,
-        budget_s=budget,
-        epochs=n_epochs,
-        batch_size=batch_size,
-        lr=lr,
-        device=dev,
-        progress=progress,
-        description=f"through-plane ×{f}",
-        init=init_name,
-    )
+    report = None
+    if steps > 0 or budget is not None or n_epochs is not None:
+        # adaptation pairs: axial slices with y (rows), or x (after a transpose), made thick
+        # with the volume's profile at the network's factor (width in the network's thin slices)
+        axial = vol.reshape(c * z, 1, h, w)
+        pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        with torch.no_grad():
+            for planes in (axial, axial.transpose(-2, -1).contiguous()):
+                low = thick_slice(planes, f, profile=shape, thickness=t_rel * f, axis=-2)
+                high = planes[..., : low.shape[-2] * f, :]
+                pairs.extend(zip(low, high, strict=True))
+        report = train_on_pairs(
+            net,
+            pairs,
+            (f, 1),
+            patch_size=patch_size,
+            patches_per_epoch=patches_per_epoch,
+            augment=augment,
+            seed=seed,
+            budget_s=budget,
+            epochs=n_epochs,
+            batch_size=batch_size,
+            lr=lr if lr is not None else (1e-4 if prior_label else 1e-3),
+            device=dev,
+            progress=progress,
+            description=f"through-plane ×{f} adaptation",
+            init=prior_label,
+            max_steps=steps if steps > 0 else None,
+        )
 
     # apply to sagittal (z, y) and coronal (z, x) planes, z = rows; fuse by averaging
     v = vol.numpy()
@@ -278,37 +391,55 @@ def through_plane_upscale(
     cor = v.transpose(0, 2, 1, 3).reshape(c * h, 1, z, w)
     up_cor = run_tiled(net, cor, (f, 1), dev).reshape(c, h, z * f, w).transpose(0, 2, 1, 3)
     fused = torch.from_numpy(np.ascontiguousarray(0.5 * (up_sag + up_cor), dtype=np.float32))
-    projection = None
-    if consistency:
-        fused, projection = _project_thick_slice(fused, vol, f, profile, thickness / (sz / f))
+    spread = None
+    if maps:
+        spread = torch.from_numpy(
+            np.ascontiguousarray(0.5 * np.abs(up_sag - up_cor), dtype=np.float32)
+        )
+    del up_sag, up_cor
+    projection: dict[str, Any] = {"setting": setting, "applied": False}
+    if setting == "on" or (setting == "auto" and slab["source"] in ("given", "header")):
+        fused, info = _project_thick_slice(fused, vol, f, shape, t_rel * f)
+        projection.update(info, setting=setting, applied=True)
     fused = _resize_z(fused, n_out, "cubic")
     out = norm.inverse(fused.numpy())
     if clip:
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
     arr = out if image.channels else out[0]
-    arch = card["architecture"] if card else model
-    name = (
-        f"{arch} (zero-shot through-plane{', fine-tuned from ' + init_name if init_name else ''})"
-    )
-    sr = on_grid(
-        image,
-        arr,
-        step=f"through-plane upscale {z} -> {n_out} slices ({name}, {report.steps} steps)",
-    )
+    seconds = time.perf_counter() - t0
+    if prior_label and report is None:
+        name = f"{prior_label} (through-plane prior)"
+        method = "learned prior"
+    elif prior_label:
+        name = f"{prior_label} (through-plane prior, adapted to this volume: {report.steps} steps)"  # type: ignore[union-attr]
+        method = "learned prior + per-volume adaptation"
+    else:
+        arch = card["architecture"] if card else model
+        name = f"{arch} (zero-shot through-plane, {report.steps if report else 0} steps)"
+        method = METHOD
+    sr = on_grid(image, arr, step=f"through-plane upscale {z} -> {n_out} slices ({name})")
     meta = dict(sr.meta)
+    profile_info = {
+        "slice_thickness_mm": round(thickness, 4),
+        "profile": shape,
+        "source": slab["source"],
+    }
     meta["derivation"] = {
-        "method": METHOD,
+        "method": method,
         "model": name,
+        "model_checksum": loaded.checksum if loaded is not None else None,
         "scale": round(n_out / z, 4),
+        "network_factor": f,
         "axes": "through-plane (z)",
         "model_version": None,
-        "training": {
-            **report.as_dict(),
-            "factor": f,
-            "slice_thickness_mm": round(thickness, 4),
-            "profile": profile,
-            "seed": seed,
-        },
-        "consistency": projection if projection is not None else "off",
+        "slice_profile": profile_info,
+        "seconds": round(seconds, 2),
+        "training": None
+        if report is None
+        else {**report.as_dict(), "factor": f, **profile_info, "seed": seed},
+        "consistency": projection,
     }
+    if spread is not None:
+        u = (_resize_z(spread, n_out, "linear").numpy() * norm.scale).astype(np.float32)
+        meta["maps"] = {"uncertainty": u if image.channels else u[0]}
     return sr.replace(meta=meta)

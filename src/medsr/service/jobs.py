@@ -380,16 +380,25 @@ def _upscale(
         raise MedSRError(f"mode {job.mode!r} is not available in this version")
     from medsr.safeguards.provenance import attach_provenance, provenance
 
-    if job.mode == "through-plane":
-        target = float(image.spacing[0]) / job.scale
-        result = _call(selfsup, image, target_spacing=target, budget_s=budget_s, progress=False)
-    else:
-        result = _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
+    if job.mode == "through-plane":  # the pipeline's step: prior (+ adaptation), provenance
+        from medsr.pipeline import upscale_through_plane
+
+        result, summary = upscale_through_plane(
+            image,
+            target_spacing=float(image.spacing[0]) / job.scale,
+            consistency=job.options.get("consistency", "auto"),
+            adapt_steps=int(job.options.get("adapt_steps", 0)),
+            maps=True,
+            progress=False,
+        )
+        job.safeguards = summary
+        return result
+    result = _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
     record = provenance(  # as medsr.pipeline.upscale_file records a self-supervised run
         model=result.meta.get("derivation", {}).get("model", job.mode),
         card=None,
         scale=job.scale,
-        degradation="thick-slice" if job.mode == "through-plane" else None,
+        degradation=None,
         consistency="off",
     )
     return attach_provenance(result, record)

@@ -48,6 +48,7 @@ class JobRequest:
     consistency: str = "auto"
     degradation: str | None = None
     modality: str | None = None
+    adapt_steps: int = 0  # through-plane: per-volume adaptation steps of the prior
 
 
 class Service:
@@ -171,9 +172,15 @@ class Service:
                 )
             card, entry = catalog_module.selfsup_card(mode), "bicubic"
         # the pipeline's one validation (scale, model, consistency, physics, modality)
+        if req.adapt_steps and mode != "through-plane":
+            raise InvalidParameterError("adapt_steps applies to mode through-plane only")
+        if req.adapt_steps > self.settings.max_adapt_steps:
+            raise InvalidParameterError(
+                f"adapt_steps must be at most {self.settings.max_adapt_steps} on this server"
+            )
         model = check_options(
             scale=req.scale, model=entry, consistency=req.consistency, degradation=degradation,
-            modality=modality,
+            modality=modality, adapt_steps=req.adapt_steps,
         )  # fmt: skip
         name = card["name"]
 
@@ -213,6 +220,7 @@ class Service:
                     "consistency": req.consistency.strip().lower(),
                     "degradation": degradation,
                     "modality": modality,
+                    "adapt_steps": int(req.adapt_steps),
                 },
             )
             log.info(

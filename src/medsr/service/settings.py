@@ -34,6 +34,8 @@ class Settings:
     #: refuse jobs whose output would exceed this many voxels (memory)
     max_output_megavoxels: float = 1024.0
     zero_shot_budget_s: float = 120.0
+    #: most per-volume adaptation steps a through-plane job may ask for (bounded work per job)
+    max_adapt_steps: int = 2000
     #: offer medsr's shipped models (``medsr models``; ``default`` is default-x{scale})
     pretrained: bool = True
     #: extra folders searched for ``*.safetensors`` models (each with its model card)

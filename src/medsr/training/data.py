@@ -675,6 +675,8 @@ class SRDataModule(EpochDataModule):
         super().__init__()
         self.cfg = config
         self.scale = int(config.scale)
+        #: (rows, columns) factor: both axes in-plane, rows only for ``task: through-plane``
+        self.factor = (self.scale, 1) if config.task == "through-plane" else (self.scale, self.scale)
         self._ready = False
         self.train_loaded: list[_Loaded] = []
         self.val_loaded: list[_Loaded] = []
@@ -741,7 +743,14 @@ class SRDataModule(EpochDataModule):
 
         d = self.cfg.data
         s = self.scale
-        bicubic = create_model("bicubic", scale=s)
+        fy, fx = self.factor
+        if fx == 1:  # through-plane: the baseline is cubic along the degraded rows only
+            from medsr.models.axial import cubic_upsample_axis
+
+            def baseline(x: torch.Tensor) -> torch.Tensor:
+                return cubic_upsample_axis(x, fy, -2)
+        else:
+            baseline = create_model("bicubic", scale=s)
         items: list[ValItem] = []
         for fi, it in enumerate(self.val_loaded):
             n = it.slices.shape[0]
@@ -759,8 +768,8 @@ class SRDataModule(EpochDataModule):
                 h, w = hr.shape
                 ch, cw = min(h, d.val_max_size), min(w, d.val_max_size)
                 y0, x0 = (h - ch) // 2, (w - cw) // 2
-                ch, cw = (ch // s) * s, (cw // s) * s
-                if min(ch, cw) - 2 * s < 11 or min(ch, cw) // s < 4:
+                ch, cw = (ch // fy) * fy, (cw // fx) * fx
+                if min(ch, cw) - 2 * s < 11 or min(ch // fy, cw // fx) < 4:
                     warnings.warn(
                         f"validation slice {zi} of '{it.source.name}' ({h}×{w}) is too small to score; skipped",
                         stacklevel=2,
@@ -773,12 +782,12 @@ class SRDataModule(EpochDataModule):
                 g = torch.Generator().manual_seed(int(d.seed) * 1_000_003 + fi * 1009 + zi)
                 with torch.no_grad():
                     lr_t = self._pipelines[it.group](hr_t, generator=g).float()
-                    if tuple(lr_t.shape[-2:]) != (ch // s, cw // s):
+                    if tuple(lr_t.shape[-2:]) != (ch // fy, cw // fx):
                         raise InvalidParameterError(
                             f"the degradation made a {tuple(lr_t.shape[-2:])} image from {ch}×{cw}; "
-                            f"training needs both axes reduced by {s} (check degradation.params)"
+                            f"training needs {self._reduction()} (check degradation.params)"
                         )
-                    bic = bicubic(lr_t)[0, 0].numpy()
+                    bic = baseline(lr_t)[0, 0].numpy()
                 bp, bs = sr_metrics(bic, hr, s)
                 items.append(
                     ValItem(
@@ -847,23 +856,29 @@ class SRDataModule(EpochDataModule):
         self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """LR for a batch of HR patches; each patch degraded with its modality's pipeline."""
-        s = self.scale
+        fy, fx = self.factor
         n, c, h, w = hr.shape
         g = generator if generator is not None else self._gen(hr.device)
-        lr = hr.new_empty((n, c, h // s, w // s))
+        lr = hr.new_empty((n, c, h // fy, w // fx))
         with torch.no_grad():
             for gi in torch.unique(groups).tolist():
                 sel = (groups == gi).nonzero(as_tuple=True)[0]
                 out = self._pipelines[self.groups[int(gi)]](
                     hr.index_select(0, sel).float(), generator=g
                 )
-                if tuple(out.shape[-2:]) != (h // s, w // s):
+                if tuple(out.shape[-2:]) != (h // fy, w // fx):
                     raise InvalidParameterError(
                         f"the degradation made {tuple(out.shape[-2:])} patches from {h}×{w}; training "
-                        f"needs both axes reduced by {s} (check degradation.params)"
+                        f"needs {self._reduction()} (check degradation.params)"
                     )
                 lr.index_copy_(0, sel, out.to(lr.dtype))
         return lr
+
+    def _reduction(self) -> str:
+        fy, fx = self.factor
+        if fx == 1:
+            return f"the rows (axis -2) reduced by {fy} and the columns kept"
+        return f"both axes reduced by {fy}"
 
     def add_hr_noise(
         self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None

@@ -10,7 +10,13 @@ import lightning as L
 
 from medsr.errors import InvalidParameterError
 from medsr.training.config import Config
-from medsr.training.tasks import SliceInterpolationTask, SRGANTask, SRTask, SupervisedSR
+from medsr.training.tasks import (
+    SliceInterpolationTask,
+    SRGANTask,
+    SRTask,
+    SupervisedSR,
+    ThroughPlaneSR,
+)
 
 __all__ = ["build_datamodule", "build_task"]
 
@@ -27,12 +33,15 @@ def build_task(config: Config) -> SRTask:
         return DistillTask(config)
     if config.task == "slice-interpolation":
         return SliceInterpolationTask(config)
+    if config.task == "through-plane":
+        return ThroughPlaneSR(config)
     raise InvalidParameterError(f"unknown task {config.task!r}")
 
 
 def build_datamodule(config: Config) -> L.LightningDataModule:
-    """The LightningDataModule for ``config.task``: patches for in-plane tasks
-    (:class:`~medsr.training.data.SRDataModule`), triplets for slice interpolation
+    """The LightningDataModule for ``config.task``: patches for in-plane and through-plane
+    tasks (:class:`~medsr.training.data.SRDataModule`; one axis degraded for through-plane),
+    triplets for slice interpolation
     (:class:`~medsr.training.slices.SliceDataModule`)."""
     if config.task == "slice-interpolation":
         from medsr.training.slices import SliceDataModule

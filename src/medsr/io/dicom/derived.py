@@ -145,7 +145,7 @@ def _secondary_capture_template(image: MedImage) -> Dataset:
     ds.ImageOrientationPatient = [0.0] * 6
     ds.ImagePositionPatient = [0.0] * 3
     ds.PixelSpacing = [1.0, 1.0]
-    ds.SliceThickness = 1.0
+    ds.SliceThickness = _ds(image.spacing[0])  # nominal: the slice spacing
     if image.meta.get("window") and not image.is_color:
         c, w = image.meta["window"]
         ds.WindowCenter = _ds(c)

@@ -73,10 +73,18 @@ def create_job(
             max_length=8,
         ),
     ] = None,
+    adapt_steps: Annotated[
+        int,
+        Form(
+            description="through-plane: optimiser steps adapting the shipped prior to this volume "
+            "(0 = the prior alone; seeded, so the same request gives the same result).",
+            ge=0,
+        ),
+    ] = 0,
 ) -> JSONResponse:
     request = JobRequest(
         model=model, scale=scale, mode=mode, consistency=consistency,
-        degradation=degradation, modality=modality,
+        degradation=degradation, modality=modality, adapt_steps=adapt_steps,
     )  # fmt: skip
     job = service.create_job(file.file, file.filename, request)
     body = job_out(job, service.settings.retention_s).model_dump(mode="json")

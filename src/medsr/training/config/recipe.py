@@ -29,7 +29,7 @@ class Config:
     """A whole training recipe. Build with :func:`load_config` or :func:`config_from_dict`."""
 
     name: str = "medsr"
-    task: Literal["supervised", "gan", "distill", "slice-interpolation"] = "supervised"
+    task: Literal["supervised", "gan", "distill", "slice-interpolation", "through-plane"] = "supervised"
     scale: int = 2
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -69,9 +69,14 @@ class Config:
             self.gan.validate("gan")
         elif self.gan is not None:
             raise InvalidParameterError(f"a 'gan' section needs task: gan (task is {self.task!r})")
-        if self.task == "distill" and self.model.low_band is not None:
+        if self.task in ("distill", "through-plane") and self.model.low_band is not None:
             raise InvalidParameterError(
-                "model.low_band is supported for task supervised and gan, not distill"
+                f"model.low_band is supported for task supervised and gan, not {self.task}"
+            )
+        if self.task == "through-plane" and self.degradation.kind not in ("thick-slice", "compose"):
+            raise InvalidParameterError(
+                "task through-plane degrades one axis: set degradation.kind: thick-slice "
+                "(params: axis: -2, profile, thickness)"
             )
         if self.task != "distill" and self.distill is not None:
             raise InvalidParameterError(
