@@ -135,7 +135,8 @@ KILL_SCRIPT = textwrap.dedent(
             if len(done) == 2:
                 os.kill(os.getpid(), signal.SIGKILL)  # a crash: no cleanup at all
 
-    run_batch(sys.argv[1], sys.argv[2], model="bicubic", workers=1, on_result=stop_after_two)
+    if __name__ == "__main__":  # inputs are decoded in child processes, which import __main__
+        run_batch(sys.argv[1], sys.argv[2], model="bicubic", workers=1, on_result=stop_after_two)
     """
 )
 

@@ -7,7 +7,9 @@ and always stops it (terminate, then kill). Without Orthanc installed the tests 
 the reason (``make sysdeps`` installs Debian ``orthanc`` and ``orthanc-dicomweb``).
 
 ``gateway`` is a small reverse proxy in front of that Orthanc which demands a bearer token (as an
-OAuth2 gateway would) and can answer HTTP 503 to the next N requests, to exercise retries.
+OAuth2 gateway would) and can answer HTTP 503 to the next N requests, to exercise retries, or
+die while storing (``die_on_store``): it forwards the first STOW-RS request to Orthanc, then
+stops listening and drops the connection without an answer, as a server that crashed mid-store.
 """
 
 from __future__ import annotations
@@ -186,6 +188,7 @@ class _Gateway(http.server.ThreadingHTTPServer):
         self.token = TOKEN
         self.fail_next = 0
         self.failures = 0
+        self.die_on_store = False
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -223,6 +226,11 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
             auth=(USER, PASSWORD),
             timeout=60,
         )
+        if srv.die_on_store and self.command == "POST":
+            srv.shutdown()  # the serving loop runs in another thread: this returns once it ended
+            srv.server_close()  # nothing listens any more: the next connection is refused
+            self.close_connection = True  # and this one closes without an answer
+            return None
         drop = {"transfer-encoding", "connection", "content-encoding", "content-length"}
         self._reply(
             r.status_code, r.content, {k: v for k, v in r.headers.items() if k.lower() not in drop}
@@ -244,7 +252,8 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def gateway(orthanc):
-    """Bearer-token reverse proxy in front of ``orthanc`` (``gateway.fail_next = N`` → N × 503)."""
+    """Bearer-token reverse proxy in front of ``orthanc`` (``gateway.fail_next = N`` → N × 503,
+    ``gateway.die_on_store = True`` → it dies at the first STOW-RS request)."""
     gw = _Gateway(orthanc.root)
     thread = threading.Thread(target=gw.serve_forever, daemon=True)
     thread.start()

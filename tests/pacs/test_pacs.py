@@ -425,6 +425,25 @@ def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, mo
     assert res.status == "stored"
 
 
+def test_server_dying_mid_store_is_reported_as_unreachable(orthanc, gateway, ct_mr_study):
+    """Issue 22, 11b: the rollback could not reach the server; the message blamed DELETE."""
+    s = ct_mr_study
+    gateway.die_on_store = True
+    with pytest.raises(PacsStoreError) as info:
+        upscale_series(gateway.url, s["study"], s["ct"], token=TOKEN, attempts=2, backoff=0.01)
+    err = info.value
+    message = str(err)
+    assert err.removed is False and err.unreachable is True
+    assert "allows no DELETE" not in message
+    assert f"the DICOMweb server at {gateway.url} stopped answering" in message
+    assert f"the partial series {err.series_uid} may be left in study {s['study']}" in message
+    assert "(no answer from the server)" in message
+    # the server really took the instances before it died: the series is there, as reported
+    lookup = orthanc.rest("POST", "/tools/lookup", data=err.series_uid).json()
+    assert [hit["Type"] for hit in lookup] == ["Series"]
+    orthanc.rest("DELETE", lookup[0]["Path"])
+
+
 # ------------------------------------------------------------------------------- watch
 def test_watch_processes_new_series_once(orthanc, ct_mr_study, tmp_path):
     s = ct_mr_study

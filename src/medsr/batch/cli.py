@@ -126,10 +126,19 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy)."),
         ] = None,
+        decode_timeout: Annotated[
+            str,
+            typer.Option(
+                "--decode-timeout",
+                help="Longest time one input may take to read (it is decoded in a separate "
+                "process, killed beyond; the item fails and the batch goes on): 30s, 5m.",
+            ),
+        ] = "5m",
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Upscale every image and DICOM series under a folder (or in a manifest); resumable."""
         from medsr.batch.runner import run_batch
+        from medsr.durations import parse_duration
 
         summary = run_batch(
             input,
@@ -147,6 +156,7 @@ def register(app: typer.Typer) -> None:
             degradation=degradation,
             modality=modality,
             maps_dir=maps,
+            decode_timeout_s=parse_duration(decode_timeout, "--decode-timeout"),
         )
         c = summary.counts
         if as_json:

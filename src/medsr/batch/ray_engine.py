@@ -20,6 +20,7 @@ import warnings
 from typing import Any
 
 from medsr.batch.discover import BatchItem
+from medsr.batch.stages import DECODE_TIMEOUT_S
 from medsr.batch.state import ItemResult, Recorder
 from medsr.errors import InvalidParameterError, MedSRError
 
@@ -48,11 +49,13 @@ class UpscaleActor:
         threads: int | None,
         consistency: str = "auto",
         base: str | None = None,
+        decode_timeout_s: float = DECODE_TIMEOUT_S,
     ):
         import torch
 
         from medsr.inference.planes import PlaneUpscaler
         from medsr.inference.predictor import resolve_device
+        from medsr.io.isolated import IsolatedReader
 
         if threads:
             torch.set_num_threads(int(threads))
@@ -60,6 +63,7 @@ class UpscaleActor:
         bs = batch_size or (32 if dev.type == "cuda" else None)  # None: PlaneUpscaler's CPU default
         self.upscaler = PlaneUpscaler(model, scale, device=str(dev), batch_size=bs, base=base)
         self.consistency = consistency
+        self.reader = IsolatedReader(decode_timeout_s)  # inputs decoded under a time limit
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
@@ -70,7 +74,9 @@ class UpscaleActor:
         for payload in batch["payload"]:
             data = json.loads(str(payload))
             item = BatchItem.from_dict(data["item"])
-            result = process_item(item, self.upscaler, data.get("expect"), self.consistency)
+            result = process_item(
+                item, self.upscaler, data.get("expect"), self.consistency, self.reader
+            )
             out.append(json.dumps(result.to_dict()))
         return {"result": np.array(out, dtype=object)}
 
@@ -109,6 +115,7 @@ def run_ray(
     num_cpus: float | None = None,
     consistency: str = "auto",
     base: str | None = None,
+    decode_timeout_s: float = DECODE_TIMEOUT_S,
 ) -> None:
     """Process ``items`` on Ray, recording each result on the driver as it streams back."""
     if not ray_available():
@@ -163,6 +170,7 @@ def run_ray(
                     "threads": max(1, int(cpus_per_actor)),
                     "consistency": consistency,
                     "base": base,
+                    "decode_timeout_s": decode_timeout_s,
                 },
                 num_cpus=cpus_per_actor,
                 num_gpus=1 if use_gpu else 0,

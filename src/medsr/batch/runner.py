@@ -15,6 +15,9 @@ Every item is upscaled with the fidelity safeguards of ``medsr upscale``
 onto their inputs, ``maps_dir`` receives consistency and test-time-augmentation uncertainty
 maps (TTA runs the model 8× per item, one item at a time).
 
+Readers decode each input in a child process under a time limit (``decode_timeout_s``, see
+:mod:`medsr.batch.stages`), so no input can hold a reader thread forever.
+
 The Ray engine (:mod:`medsr.batch.ray_engine`) runs the same per-item function on a Ray cluster.
 Both write the same report and resume state (:mod:`medsr.batch.state`).
 """
@@ -35,6 +38,7 @@ from typing import Any
 from medsr.batch.discover import BatchItem, discover, read_manifest
 from medsr.batch.plan import plan_outputs
 from medsr.batch.stages import (
+    DECODE_TIMEOUT_S,
     Loaded,
     failed,
     read_item,
@@ -44,7 +48,8 @@ from medsr.batch.stages import (
     write_item,
 )
 from medsr.batch.state import ItemResult, Recorder, StateJournal, run_fingerprint
-from medsr.errors import InputNotFoundError, InvalidParameterError
+from medsr.errors import InputNotFoundError, InvalidParameterError, positive_number
+from medsr.io.isolated import IsolatedReader
 
 __all__ = ["BatchSummary", "plan_batch", "run_batch"]
 
@@ -157,6 +162,7 @@ def run_batch(
     degradation: str | None = None,
     modality: str | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
+    decode_timeout_s: float = DECODE_TIMEOUT_S,
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
 
@@ -192,6 +198,9 @@ def run_batch(
         maps_dir: folder for each item's consistency-error and uncertainty maps (+
             ``summary.json``; see :mod:`medsr.batch.plan` for the layout). The uncertainty map
             runs the model under 8 test-time augmentations, so the batch is ~8× slower.
+        decode_timeout_s: longest time one input may take to read. Every input is decoded in
+            a child process (:class:`medsr.io.isolated.IsolatedReader`), killed beyond this:
+            the item fails ("could not be read within N s") and the batch goes on.
 
     Returns a :class:`BatchSummary`; individual failures are in the report, never raised.
     """
@@ -209,6 +218,7 @@ def run_batch(
         raise InvalidParameterError("--address applies to --engine ray only")
     if threads is not None and int(threads) < 1:
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
+    decode_timeout_s = positive_number(decode_timeout_s, "the decoding time limit", "seconds")
     t_start = time.perf_counter()
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
     upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)
@@ -238,6 +248,7 @@ def run_batch(
     recorder = Recorder(out_dir, journal, model_key, on_result=hook)
     runnable = [it for it in items if it.runnable]
     expects = {it.key: journal.expectation(it.key, model_key, it.output) for it in runnable}
+    reader = IsolatedReader(decode_timeout_s) if engine == "local" else None
     try:
         with bar:
             for it in items:
@@ -252,7 +263,7 @@ def run_batch(
                 with _torch_threads(threads):
                     _run_local(
                         runnable, expects, upscaler, recorder, int(workers), bool(cross),
-                        consistency,
+                        consistency, reader,
                     )  # fmt: skip
             else:
                 from medsr.batch.ray_engine import run_ray
@@ -261,8 +272,11 @@ def run_batch(
                     runnable, expects, recorder, model=model, scale=int(scale), device=device,
                     actors=workers, address=address, batch_size=batch_size,
                     num_cpus=ray_num_cpus, consistency=consistency, base=base,
+                    decode_timeout_s=decode_timeout_s,
                 )  # fmt: skip
     finally:
+        if reader is not None:
+            reader.close()  # an interrupted run: no child keeps decoding
         recorder.close([it.key for it in items])
     results = [recorder.results[it.key] for it in items if it.key in recorder.results]
     return BatchSummary(
@@ -318,6 +332,7 @@ def _run_local(
     workers: int,
     cross_item: bool,
     consistency: str = "auto",
+    decoder: IsolatedReader | None = None,
 ) -> None:
     todo: queue.Queue = queue.Queue()
     for it in items:
@@ -335,7 +350,7 @@ def _run_local(
                     it = todo.get_nowait()
                 except queue.Empty:
                     break
-                res = read_item(it, expects.get(it.key))
+                res = read_item(it, expects.get(it.key), decoder)
                 if isinstance(res, ItemResult):
                     recorder.record(res)
                 elif not _put(loaded_q, res, stop):

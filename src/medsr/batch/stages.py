@@ -9,6 +9,11 @@ the JSON sidecar of NIfTI/PNG/TIFF). An item planned with a maps folder
 (``item.extra["maps"]``) also gets its consistency and test-time-augmentation uncertainty maps
 and ``summary.json`` there. Consistency/out-of-distribution warnings go to the report.
 
+The read stage decodes each input in a child process under a time limit
+(:class:`medsr.io.isolated.IsolatedReader`, as the web service does for uploads), so an input
+that hangs or crashes a decoder becomes one failed item ("could not be read within N s") and
+the batch goes on.
+
 The local engine runs the stages in separate pools (:mod:`medsr.batch.runner`); the Ray engine
 runs :func:`process_item`, the three chained, inside one model actor per slot
 (:mod:`medsr.batch.ray_engine`). Every stage turns any exception into a failed
@@ -25,11 +30,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsr.batch.discover import BatchItem
 from medsr.batch.state import ItemResult, input_digest
 from medsr.errors import MedSRError
+
+if TYPE_CHECKING:
+    from medsr.io.isolated import IsolatedReader
 
 __all__ = [
     "Loaded",
@@ -43,6 +51,8 @@ __all__ = [
 ]
 
 UP_TO_DATE = "up to date (output exists; input and model unchanged)"
+#: default longest time one input may take to read (``medsr batch --decode-timeout``)
+DECODE_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -102,24 +112,36 @@ def _series_folder(item: BatchItem) -> Iterator[tuple[Path, dict[str, str]]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_item(item: BatchItem) -> Any:
-    """The MedImage of an item (with the batch's ``modality`` for formats that carry none)."""
+def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
+    """The MedImage of an item (with the batch's ``modality`` for formats that carry none).
+
+    With ``reader`` the input is decoded in its child process, under its time limit;
+    without, in this process.
+    """
     from medsr.io import load_image
     from medsr.pipeline import set_modality
 
+    def load(path: Path | str) -> Any:
+        if reader is None:
+            return load_image(path)
+        return reader.read(path, item.label)[0]
+
     if item.kind == "dicom-series":
         with _series_folder(item) as (folder, links):
-            image = load_image(folder)
+            image = load(folder)
         meta = dict(image.meta)  # name the real files, not the links
         meta["source_paths"] = [links.get(str(p), str(p)) for p in meta.get("source_paths") or []]
         image = image.replace(meta=meta)
     else:
-        image = load_image(item.paths[0])
+        image = load(item.paths[0])
     return set_modality(image, item.extra.get("modality"))
 
 
-def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded | ItemResult:
-    """Checksum the input; an up-to-date item is skipped, otherwise its image is read."""
+def read_item(
+    item: BatchItem, expect: dict[str, Any] | None = None, reader: IsolatedReader | None = None
+) -> Loaded | ItemResult:
+    """Checksum the input; an up-to-date item is skipped, otherwise its image is read (by
+    ``reader``, in a child process under a time limit, when given)."""
     t0 = time.perf_counter()
     sha = None
     try:
@@ -135,7 +157,7 @@ def read_item(item: BatchItem, expect: dict[str, Any] | None = None) -> Loaded |
                 item.key, item.label, item.kind, "skipped", item.output,
                 time.perf_counter() - t0, UP_TO_DATE, sha,
             )  # fmt: skip
-        image = load_item(item)
+        image = load_item(item, reader)
     except Exception as exc:
         return failed(item, exc, time.perf_counter() - t0, sha)
     dt = time.perf_counter() - t0
@@ -202,11 +224,13 @@ def process_item(
     upscaler: Any,
     expect: dict[str, Any] | None = None,
     consistency: str = "auto",
+    reader: IsolatedReader | None = None,
 ) -> ItemResult:
-    """Read, upscale (with safeguards) and write one item; never raises."""
+    """Read (with ``reader``, when given), upscale (with safeguards) and write one item; never
+    raises."""
     if not item.runnable:
         return skipped_result(item)
-    step: Loaded | ItemResult = read_item(item, expect)
+    step: Loaded | ItemResult = read_item(item, expect, reader)
     if isinstance(step, ItemResult):
         return step
     step = upscale_loaded(step, upscaler, consistency)

@@ -24,7 +24,8 @@ key; if it exists with all its instances it is reused and nothing is stored.
 (or that a transport error loses) are sent again (``attempts`` rounds with backoff). If some still
 fail, the partial series is deleted again (DICOMweb DELETE, or Orthanc's REST API) and
 :class:`~medsr.pacs.errors.PacsStoreError` lists the failed SOP Instance UIDs; if the server
-allows no deletion the error says so and names the partial series.
+allows no deletion, or stopped answering before the partial series could be deleted, the error
+says which and names the partial series.
 """
 
 from __future__ import annotations
@@ -491,11 +492,20 @@ def _store_whole_series(
         if count is not None and count >= n:
             return
         failed = {"?": f"the server lists {count} of {n} instances after storing"}
-    removed = client.delete_series(study, derived)
+    try:
+        removed, unreachable = client.delete_series(study, derived), False
+    except PacsUnreachableError:
+        removed, unreachable = False, True
     shown = ", ".join(f"{uid} ({why})" for uid, why in list(failed.items())[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     if removed:
         tail = "the partially stored series was deleted again, nothing was left in the PACS"
+    elif unreachable:
+        tail = (
+            f"the DICOMweb server at {client.display_url} stopped answering (no connection or "
+            f"a timeout), so the partial series {derived} may be left in study {study}: once the "
+            "server is back, delete that series there if it is listed"
+        )
     else:
         tail = (
             f"the partial series {derived} could not be deleted (the server allows no DELETE): "
@@ -507,6 +517,7 @@ def _store_whole_series(
         series_uid=derived,
         failed=failed,
         removed=removed,
+        unreachable=unreachable,
     )
 
 
@@ -695,8 +706,9 @@ def watch(
                 tries[uid] = tries.get(uid, 0) + 1
                 if transient and tries[uid] < max_tries:
                     say(f"warning: {uid}: {exc}; will retry at the next poll")
-                    if isinstance(exc, PacsUnreachableError):
-                        break
+                    down = isinstance(exc, PacsStoreError) and exc.unreachable
+                    if isinstance(exc, PacsUnreachableError) or down:
+                        break  # the server is down: wait for the next poll
                     continue
                 summary.failed[uid] = str(exc)
                 record(uid, {"study": info.study_uid, "status": "failed", "error": str(exc)})

@@ -504,10 +504,15 @@ class PacsClient:
 
     # ------------------------------------------------------------------ cleanup
     def delete_series(self, study: str, series: str) -> bool:
-        """Delete a series; True when the server no longer lists it.
+        """Delete a series; True when the server no longer lists it, False when it still does.
 
         Tries Orthanc's REST API first when known (``rest_url``), then DICOMweb DELETE
-        (dcm4chee, Google, Azure). Errors are swallowed: the answer is the final check.
+        (dcm4chee, Google, Azure). Errors of the deletion itself are swallowed: the answer is
+        the final check.
+
+        Raises:
+            PacsUnreachableError: the server cannot be reached to check (connection refused or
+                reset, timeout): whether the series is still there is unknown.
         """
         if self.rest_url:
             try:
@@ -530,11 +535,17 @@ class PacsClient:
         return not self.series_exists(study, series)
 
     def series_exists(self, study: str, series: str) -> bool:
-        """The series is listed by QIDO-RS in that study (False also when unreachable)."""
+        """The series is listed by QIDO-RS in that study (True when the answer is unusable).
+
+        Raises:
+            PacsUnreachableError: no answer from the server.
+        """
         try:
             rows = self.search_series(study, {"SeriesInstanceUID": series})
         except PacsNotFoundError:
             return False
+        except PacsUnreachableError:
+            raise
         except PacsError:
             return True  # unknown: assume it is still there
         return any(r.get("SeriesInstanceUID") == series for r in rows)

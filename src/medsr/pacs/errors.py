@@ -52,6 +52,8 @@ class PacsStoreError(PacsError):
         series_uid: the derived series that was being stored.
         failed: ``{SOPInstanceUID: reason}`` of the instances that were not stored.
         removed: the partial series was deleted again (nothing is left in the PACS).
+        unreachable: the server stopped answering (connection refused or reset, timeout), so
+            the partial series could not be deleted and may be left in the PACS.
     """
 
     http_status = 502
@@ -63,11 +65,13 @@ class PacsStoreError(PacsError):
         series_uid: str = "",
         failed: dict[str, str] | None = None,
         removed: bool = False,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.series_uid = series_uid
         self.failed = dict(failed or {})
         self.removed = removed
+        self.unreachable = unreachable
 
 
 __all__ = [

@@ -17,7 +17,9 @@ Writing (:func:`write_dicom`) produces a *derived* series that a PACS accepts be
 original: new Series/SOP Instance UIDs, same Study and Frame of Reference, ``DERIVED\\SECONDARY``,
 Derivation Description/Code and Source Image Sequence, geometry updated per slice from the
 image's affine, pixels back in the source's stored units (uncompressed Explicit VR Little
-Endian). An image that did not come from DICOM is written as Secondary Capture.
+Endian). An image that did not come from DICOM is written as Secondary Capture. An enhanced
+multi-frame object stays one (``DERIVED\\PRIMARY``, frames in the source's order, the derivation
+in the shared functional group; see :mod:`medsr.io.dicom.derived`).
 
 ``meta`` written by the reader (and used by the writer):
 

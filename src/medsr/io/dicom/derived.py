@@ -4,6 +4,13 @@ New identity (UIDs, Image Type, series number and description), derivation descr
 code, contributing equipment, source references, and the attributes that must go (private
 tags, overlays, palette, pixel-value statistics, command-set elements). Also the Secondary
 Capture header for images that did not come from DICOM.
+
+Enhanced multi-frame objects (PS3.3 C.7.6.16) record the derivation where their IODs put it: a
+Derivation Image Sequence in the shared functional group (description, code and the source as
+Source Image Sequence), with the source listed in the Common Instance Reference module. As the
+output is DERIVED, the attributes that are only allowed on ORIGINAL images go (MR Pulse Sequence,
+parts of Cardiac and Bulk Motion Synchronization), and a dropped supplemental palette turns
+Pixel Presentation back to MONOCHROME everywhere it is set.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import copy
 import datetime as _dt
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pydicom
@@ -41,7 +48,9 @@ _REMOVE_ALWAYS = (
     0x7FE00001,  # Extended Offset Table
     0x7FE00002,  # Extended Offset Table Lengths
     0xFFFCFFFC,  # Data Set Trailing Padding
+    0x00082111,  # Derivation Description (replaced)
     0x00082112,  # Source Image Sequence (replaced)
+    0x00089154,  # Source Image Evidence Sequence (replaced)
     0x00089215,  # Derivation Code Sequence (replaced)
     0x00282000,  # ICC profile only applies to the source colour space (kept for true RGB below)
 )
@@ -50,6 +59,39 @@ _PALETTE_TAGS = (
     0x00281201, 0x00281202, 0x00281203, 0x00281204,
     0x00281221, 0x00281222, 0x00281223, 0x00281224,
 )  # fmt: skip
+#: Attributes of enhanced objects that PS3.3 allows only while Image Type Value 1 is ORIGINAL or
+#: MIXED (their conditions have no "may be present otherwise"): a derived image must not carry
+#: them. Cardiac Synchronization (C.7.6.18.1) and Bulk Motion Synchronization (C.7.6.18.3) ...
+_ORIGINAL_ONLY_ENHANCED = (
+    "CardiacRRIntervalSpecified",
+    "IntervalsAcquired",
+    "IntervalsRejected",
+    "BulkMotionCompensationTechnique",
+    "BulkMotionSignalSource",
+)
+#: ... and, for Enhanced MR, the MR Pulse Sequence Module (C.8.13.4).
+_ORIGINAL_ONLY_MR = (
+    "PulseSequenceName",
+    "MRAcquisitionType",
+    "EchoPulseSequence",
+    "MultipleSpinEcho",
+    "MultiPlanarExcitation",
+    "PhaseContrast",
+    "VelocityEncodingAcquisitionSequence",
+    "TimeOfFlightContrast",
+    "ArterialSpinLabelingContrast",
+    "SteadyStatePulseSequence",
+    "EchoPlanarPulseSequence",
+    "SaturationRecovery",
+    "SpectrallySelectedSuppression",
+    "OversamplingPhase",
+    "GeometryOfKSpaceTraversal",
+    "RectilinearPhaseEncodeReordering",
+    "SegmentedKSpaceTraversal",
+    "CoverageOfKSpace",
+    "NumberOfKSpaceTrajectories",
+)
+_ENHANCED_MR = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.3")
 _MONO_ONLY_TAGS = (
     0x00281050,
     0x00281051,
@@ -101,6 +143,10 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     item.CodingSchemeDesignator = scheme
     item.CodeMeaning = meaning
     return item
+
+
+def _derivation_code() -> Dataset:
+    return _code("113085", "DCM", "Spatial resampling")
 
 
 def _now() -> tuple[str, str]:
@@ -228,13 +274,27 @@ def _derive(
     if "StudyInstanceUID" not in ds:
         ds.StudyInstanceUID = generate_uid()
     old_type = [str(v) for v in (ds.get("ImageType") or [])]
-    enhanced = str(ds.get("SOPClassUID", "")) in _ENHANCED_SOP_CLASSES
+    sop_class = str(ds.get("SOPClassUID", ""))
+    enhanced = sop_class in _ENHANCED_SOP_CLASSES
     ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *old_type[2:]]
     if enhanced:
-        _mark_frames_derived(ds)
-    ds.DerivationDescription = _derivation_text(image)
-    ds.DerivationCodeSequence = DicomSequence([_code("113085", "DCM", "Spatial resampling")])
-    _add_contributing_equipment(ds, date, time, ds.DerivationDescription)
+        _mark_frames_derived(ds, monochrome=not color)
+        original_only = _ORIGINAL_ONLY_ENHANCED + (
+            _ORIGINAL_ONLY_MR if sop_class in _ENHANCED_MR else ()
+        )
+        for keyword in original_only:
+            if keyword in ds:
+                delattr(ds, keyword)
+    text = _derivation_text(image)
+    source = _source_ref(template, None) if from_dicom else None
+    if enhanced:
+        _add_derivation_image(ds, text, source, str(template.get("SeriesInstanceUID", "")))
+    else:
+        ds.DerivationDescription = text
+        ds.DerivationCodeSequence = DicomSequence([_derivation_code()])
+        if source is not None:
+            ds.SourceImageSequence = DicomSequence([source])
+    _add_contributing_equipment(ds, date, time, text)
     if from_dicom:
         try:
             number = int(_first_float(ds.get("SeriesNumber")) or 0)
@@ -286,14 +346,82 @@ def _add_contributing_equipment(ds: Dataset, date: str, time: str, description: 
     ds.ContributingEquipmentSequence = DicomSequence([*previous, item])
 
 
-def _mark_frames_derived(ds: Dataset) -> None:
-    """Frame Type value 1 → DERIVED in every functional group that has one."""
+def _frame_type_items(ds: Dataset) -> Iterator[Dataset]:
+    """Every item of a ``…FrameTypeSequence`` in the shared and per-frame functional groups."""
     groups = list(ds.get("SharedFunctionalGroupsSequence") or []) + list(
         ds.get("PerFrameFunctionalGroupsSequence") or []
     )
     for group in groups:
         for elem in group:
             if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
-                for item in elem.value:
-                    if "FrameType" in item and len(item.FrameType) >= 1:
-                        item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]
+                yield from elem.value
+
+
+def _mark_frames_derived(ds: Dataset, *, monochrome: bool) -> None:
+    """Frame Type value 1 → DERIVED in every functional group that has one.
+
+    With ``monochrome`` (a grayscale output, written without the source's supplemental palette:
+    see ``_PALETTE_TAGS``), a Pixel Presentation of COLOR or MIXED becomes MONOCHROME at the top
+    level and in every frame type item, so that no Supplemental Palette Color LUT is required.
+    """
+    items = [ds, *_frame_type_items(ds)]
+    for item in items[1:]:
+        if "FrameType" in item and len(item.FrameType) >= 1:
+            item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]
+    if monochrome:
+        for item in items:
+            if str(item.get("PixelPresentation", "")).upper() in ("COLOR", "MIXED"):
+                item.PixelPresentation = "MONOCHROME"
+
+
+def _add_derivation_image(
+    ds: Dataset, text: str, source: Dataset | None, source_series: str
+) -> None:
+    """The Derivation Image functional group (PS3.3 C.7.6.16.2.6) of an enhanced object.
+
+    One item in the shared group: the whole object is derived from the whole source object
+    (description, code, and the source as Source Image Sequence). A derivation the source carried
+    (shared or per frame) described the source, not this object, and is replaced. The source is
+    also the Source Image Evidence Sequence (C.8.13.2 / C.8.15.2) and is listed in the Common
+    Instance Reference module (C.12.2), as the IODs require of referenced instances.
+    """
+    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
+        if "DerivationImageSequence" in item:
+            del item.DerivationImageSequence
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if not shared:
+        ds.SharedFunctionalGroupsSequence = DicomSequence([Dataset()])
+        shared = ds.SharedFunctionalGroupsSequence
+    derivation = Dataset()
+    derivation.DerivationDescription = text
+    derivation.DerivationCodeSequence = DicomSequence([_derivation_code()])
+    derivation.SourceImageSequence = DicomSequence([source] if source is not None else [])
+    shared[0].DerivationImageSequence = DicomSequence([derivation])
+    if source is None or not source_series:
+        return
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = source.ReferencedSOPClassUID
+    instance.ReferencedSOPInstanceUID = source.ReferencedSOPInstanceUID
+    evidence_sop = Dataset()
+    evidence_sop.ReferencedSOPClassUID = source.ReferencedSOPClassUID
+    evidence_sop.ReferencedSOPInstanceUID = source.ReferencedSOPInstanceUID
+    evidence_series = Dataset()
+    evidence_series.SeriesInstanceUID = source_series
+    evidence_series.ReferencedSOPSequence = DicomSequence([evidence_sop])
+    evidence = Dataset()  # Hierarchical SOP Instance Reference Macro (PS3.3 Table C.17-3)
+    evidence.StudyInstanceUID = ds.StudyInstanceUID
+    evidence.ReferencedSeriesSequence = DicomSequence([evidence_series])
+    ds.SourceImageEvidenceSequence = DicomSequence([evidence])
+    referenced = list(ds.get("ReferencedSeriesSequence") or [])
+    for series in referenced:
+        if str(series.get("SeriesInstanceUID", "")) == source_series:
+            series.ReferencedInstanceSequence = DicomSequence(
+                [*list(series.get("ReferencedInstanceSequence") or []), instance]
+            )
+            break
+    else:
+        series = Dataset()
+        series.SeriesInstanceUID = source_series
+        series.ReferencedInstanceSequence = DicomSequence([instance])
+        referenced.append(series)
+    ds.ReferencedSeriesSequence = DicomSequence(referenced)

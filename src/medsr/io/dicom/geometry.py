@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import DSfloat
 
@@ -384,6 +385,78 @@ def _update_geometry(
             ds.SliceLocation = _ds(round(float(np.dot(grid.normal, ipp)), 6))
 
 
+#: Dimension Index Pointers that index the position along a stack: In-Stack Position Number,
+#: Image Position (Patient).
+_STACK_POINTERS = (0x00209057, 0x00200032)
+
+
+def _output_frame_order(meta: dict[str, Any], z: int, nsrc: int) -> list[int]:
+    """The image slice written as each frame of a multi-frame output: the source's frame order.
+
+    The reader sorts frames along the slice normal (``meta["frame_order"][k]`` is the source
+    frame of slice ``k``). With as many slices as source frames, output frame ``f`` holds the
+    slice read from source frame ``f``; with another slice count (through-plane resampling) the
+    slices run in the source's direction along the normal (ascending or descending).
+    """
+    order = [int(f) for f in (meta.get("frame_order") or range(nsrc))]
+    if z == len(order):
+        return [int(k) for k in np.argsort(order, kind="stable")]
+    descending = len(order) > 1 and order[0] > order[-1]
+    return list(range(z - 1, -1, -1)) if descending else list(range(z))
+
+
+def _content_numbers(item: Dataset, key: str) -> list[int]:
+    """The integer value(s) of ``key`` in ``item``'s Frame Content Sequence ([] if absent)."""
+    fc = item.get("FrameContentSequence")
+    if not fc or fc[0].get(key) is None:
+        return []
+    raw = fc[0][key].value
+    try:
+        return [int(v) for v in raw] if isinstance(raw, MultiValue | list) else [int(raw)]
+    except (TypeError, ValueError):
+        return []
+
+
+def _renumber_stack(
+    items: list[Dataset], slices: list[int], ds: Dataset, ends: tuple[Dataset, Dataset]
+) -> None:
+    """In-Stack Position Number, and the Dimension Index Values that index the stack position,
+    of each output frame (``items[f]`` holds slice ``slices[f]``) when the frames are not the
+    source's frames one to one (through-plane resampling, or one frame read out of many).
+
+    Numbers count along the stack from 1 in the source's direction: ``ends`` are the source's
+    per-frame groups of the first and the last output slice along the normal.
+    """
+    z = len(slices)
+
+    def ascending(key: str, index: int = 0) -> bool:
+        first, last = (_content_numbers(item, key) for item in ends)
+        return len(first) <= index or len(last) <= index or first[index] <= last[index]
+
+    pointers = [
+        int(item.get("DimensionIndexPointer", 0) or 0)
+        for item in ds.get("DimensionIndexSequence") or []
+    ]
+    stack_dims = {
+        i: ascending("DimensionIndexValues", i)
+        for i, ptr in enumerate(pointers)
+        if ptr in _STACK_POINTERS
+    }
+    instack_up = ascending("InStackPositionNumber")
+    for item, k in zip(items, slices, strict=True):
+        fc = item.get("FrameContentSequence")
+        if not fc:
+            continue
+        if "InStackPositionNumber" in fc[0]:
+            fc[0].InStackPositionNumber = k + 1 if instack_up else z - k
+        values = _content_numbers(item, "DimensionIndexValues")
+        if values and stack_dims:
+            for i, up in stack_dims.items():
+                if i < len(values):
+                    values[i] = k + 1 if up else z - k
+            fc[0].DimensionIndexValues = values
+
+
 def _update_multiframe(
     ds: Dataset,
     image: MedImage,
@@ -393,7 +466,14 @@ def _update_multiframe(
     nsrc: int,
     zoom_z: float,
     has_geometry: bool,
+    frame_slices: list[int],
 ) -> None:
+    """Functional groups of a multi-frame output; frame ``f`` holds image slice ``frame_slices[f]``.
+
+    Each frame's per-frame group is a copy of its source frame's (the nearest one when the slice
+    count changed), with geometry and pixel measures updated, and, unless the frames are the
+    source's frames one to one, the stack numbering (see :func:`_renumber_stack`).
+    """
     z = image.spatial_shape[0]
     _, sy, sx = image.spacing
     order = list(meta.get("frame_order") or range(nsrc))
@@ -428,18 +508,21 @@ def _update_multiframe(
     per = ds.get("PerFrameFunctionalGroupsSequence")
     if per is not None and len(per) > 0:
         items = list(per)
-        new_items = []
-        for k in range(z):
+
+        def source_item(k: int) -> Dataset:
             src_frame = order[src_idx[k]] if src_idx[k] < len(order) else src_idx[k]
-            item = copy.deepcopy(items[min(src_frame, len(items) - 1)])
+            return items[min(src_frame, len(items) - 1)]
+
+        new_items = []
+        for k in frame_slices:
+            item = copy.deepcopy(source_item(k))
             update_measures(item)
             pp = item.get("PlanePositionSequence")
             if pp and has_geometry:
                 pp[0].ImagePositionPatient = [_ds(round(v, 6)) for v in grid.ipp(k)]
-            fc = item.get("FrameContentSequence")
-            if fc and "InStackPositionNumber" in fc[0]:
-                fc[0].InStackPositionNumber = k + 1
             new_items.append(item)
+        if z != nsrc or len(items) != nsrc:  # else every frame keeps its source frame's numbers
+            _renumber_stack(new_items, frame_slices, ds, (source_item(0), source_item(z - 1)))
         ds.PerFrameFunctionalGroupsSequence = DicomSequence(new_items)
     if z != nsrc:
         ft = _first_float(ds.get("FrameTime"))

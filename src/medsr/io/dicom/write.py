@@ -14,14 +14,19 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.io._atomic import atomic_dir, atomic_file, check_output
-from medsr.io.dicom.derived import _derive, _now, _secondary_capture_template, _source_ref
-from medsr.io.dicom.geometry import _Grid, _source_map, _update_geometry, _update_multiframe
+from medsr.io.dicom.derived import _derive, _now, _secondary_capture_template
+from medsr.io.dicom.geometry import (
+    _Grid,
+    _output_frame_order,
+    _source_map,
+    _update_geometry,
+    _update_multiframe,
+)
 from medsr.io.dicom.header import _ds, _rescale, _stored_range
 from medsr.io.dicom.pixels import _choose_encoding, _encode
 
@@ -155,18 +160,18 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
             has_geometry=has_geometry,
             meta=meta,
         )
-        _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry)
-        ds.SourceImageSequence = DicomSequence([_source_ref(template, None)])
+        slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
+        _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
         if color:
-            frames = color_pixels
+            frames = color_pixels[slices]
         elif generic is not None:
-            frames = _encode(values, *generic, None)
+            frames = _encode(values[slices], *generic, None)
         else:
             frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
             per = ds.get("PerFrameFunctionalGroupsSequence")
-            for k in range(z):
-                slope, intercept = _rescale(ds, k if per is not None else None)
-                frames[k] = _encode(
+            for f, k in enumerate(slices):
+                slope, intercept = _rescale(ds, f if per is not None else None)
+                frames[f] = _encode(
                     values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                     int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
                 )  # fmt: skip
@@ -203,8 +208,6 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
             has_geometry=has_geometry,
             meta=meta,
         )
-        if from_dicom:
-            ds.SourceImageSequence = DicomSequence([_source_ref(template, None)])
         if "ImagesInAcquisition" in ds and z != nsrc:
             ds.ImagesInAcquisition = z
         if color:

@@ -1,0 +1,149 @@
+"""Issue 22, items 12-14: derived Enhanced CT / Enhanced MR objects are as valid as their source.
+
+The sources are synthetic (tests/io/enhanced.py) and pass dciodvfy without errors, so every
+error on a derived copy would be one medsr introduced. Checked: a supplemental palette (12 new
+errors before the fix), the MR attributes allowed on ORIGINAL images only (17), the derivation
+in the functional groups instead of the top level (warnings), and the frames in the source's
+order (they came out sorted ascending).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from medsr.image import MedImage
+from medsr.io.dicom import read_dicom, write_dicom
+from tests.io.conftest import dciodvfy_errors
+from tests.io.enhanced import MR_PULSE_SEQUENCE, enhanced_ct, enhanced_mr, save
+
+needs_dciodvfy = pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dciodvfy not installed"
+)
+
+SOURCES = {
+    "ct": lambda: enhanced_ct(),
+    "ct-palette": lambda: enhanced_ct(palette=True),
+    "ct-descending": lambda: enhanced_ct(descending=True),
+    "ct-synchronization": lambda: enhanced_ct(synchronization=True),
+    "mr-pulse-sequence": lambda: enhanced_mr(),
+    "mr-synchronization-descending": lambda: enhanced_mr(synchronization=True, descending=True),
+}
+
+
+def _in_plane_x2(image: MedImage) -> MedImage:
+    sr = image.resampled(np.repeat(np.repeat(image.array, 2, axis=-1), 2, axis=-2), "x2 in-plane")
+    return sr.replace(meta={**sr.meta, "derivation": {"method": "test", "scale": 2}})
+
+
+def _through_plane_x2(image: MedImage) -> MedImage:
+    return image.resampled(np.repeat(image.array, 2, axis=0), "x2 through-plane")
+
+
+def _derived(tmp_path: Path, name: str, upscale=_in_plane_x2) -> tuple[Path, Path]:
+    src = save(SOURCES[name](), tmp_path / f"{name}.dcm")
+    return src, write_dicom(upscale(read_dicom(src)), tmp_path / f"{name}_out.dcm")
+
+
+def _frame_items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """Every item of a ...FrameTypeSequence in the shared and per-frame functional groups."""
+    groups = [*ds.SharedFunctionalGroupsSequence, *ds.PerFrameFunctionalGroupsSequence]
+    return [
+        item
+        for group in groups
+        for elem in group
+        if elem.keyword.endswith("FrameTypeSequence")
+        for item in elem.value
+    ]
+
+
+def _z(ds: pydicom.Dataset) -> list[float]:
+    return [
+        float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        for item in ds.PerFrameFunctionalGroupsSequence
+    ]
+
+
+def _content(ds: pydicom.Dataset, key: str) -> list[object]:
+    return [item.FrameContentSequence[0][key].value for item in ds.PerFrameFunctionalGroupsSequence]
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", list(SOURCES))
+@pytest.mark.parametrize("upscale", [_in_plane_x2, _through_plane_x2], ids=["xy", "z"])
+def test_derived_enhanced_object_has_no_new_dciodvfy_errors(tmp_path, name, upscale):
+    src, out = _derived(tmp_path, name, upscale)
+    assert dciodvfy_errors(src) == set()  # the synthetic source is valid: any error is medsr's
+    assert dciodvfy_errors(out) == set()
+
+
+def test_dropped_palette_makes_the_presentation_monochrome(tmp_path):
+    src, out = _derived(tmp_path, "ct-palette")
+    before, after = pydicom.dcmread(src), pydicom.dcmread(out)
+    assert before.PixelPresentation == "COLOR" and "RedPaletteColorLookupTableData" in before
+    assert after.PixelPresentation == "MONOCHROME"
+    assert {item.PixelPresentation for item in _frame_items(after)} == {"MONOCHROME"}
+    assert not [elem.keyword for elem in after if "PaletteColorLookupTable" in elem.keyword]
+    np.testing.assert_array_equal(read_dicom(out).array[:, ::2, ::2], read_dicom(src).array)
+
+
+def test_derived_mr_has_no_attributes_reserved_for_original_images(tmp_path):
+    src, out = _derived(tmp_path, "mr-pulse-sequence")
+    after = pydicom.dcmread(out)
+    assert list(after.ImageType[:2]) == ["DERIVED", "PRIMARY"]
+    assert {item.FrameType[0] for item in _frame_items(after)} == {"DERIVED"}
+    reserved = [*MR_PULSE_SEQUENCE, "BulkMotionCompensationTechnique"]
+    assert all(key in pydicom.dcmread(src) for key in reserved)
+    assert [key for key in reserved if key in after] == []
+    assert after.MagneticFieldStrength == 1.5 and after.ResonantNucleus == "1H"  # still allowed
+
+
+def test_derivation_is_in_the_shared_functional_group(tmp_path):
+    src, out = _derived(tmp_path, "ct")
+    before, after = pydicom.dcmread(src), pydicom.dcmread(out)
+    for key in ("DerivationDescription", "DerivationCodeSequence", "SourceImageSequence"):
+        assert key not in after
+    assert all("DerivationImageSequence" not in f for f in after.PerFrameFunctionalGroupsSequence)
+    (derivation,) = after.SharedFunctionalGroupsSequence[0].DerivationImageSequence
+    assert "medsr" in derivation.DerivationDescription
+    assert derivation.DerivationCodeSequence[0].CodeValue == "113085"
+    (source,) = derivation.SourceImageSequence
+    assert source.ReferencedSOPInstanceUID == before.SOPInstanceUID
+    assert source.PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+    (evidence,) = after.SourceImageEvidenceSequence
+    assert evidence.StudyInstanceUID == before.StudyInstanceUID
+    sop = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert sop.ReferencedSOPInstanceUID == before.SOPInstanceUID
+    (series,) = after.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == before.SeriesInstanceUID != after.SeriesInstanceUID
+    assert "medsr" in after.ContributingEquipmentSequence[-1].Manufacturer
+
+
+@pytest.mark.parametrize("name", ["ct-descending", "mr-synchronization-descending", "ct"])
+def test_frames_keep_the_source_order(tmp_path, name):
+    src, out = _derived(tmp_path, name)
+    before, after = pydicom.dcmread(src), pydicom.dcmread(out)
+    assert _z(after) == pytest.approx(_z(before))
+    for key in ("InStackPositionNumber", "DimensionIndexValues"):
+        assert _content(after, key) == _content(before, key)
+    np.testing.assert_array_equal(after.pixel_array[:, ::2, ::2], before.pixel_array)
+    image, back = read_dicom(src), read_dicom(out)  # geometry: same volume, sorted alike
+    np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
+    np.testing.assert_array_equal(back.array[:, ::2, ::2], image.array)
+
+
+def test_through_plane_frames_run_in_the_source_direction(tmp_path):
+    src, out = _derived(tmp_path, "ct-descending", _through_plane_x2)
+    before, after = pydicom.dcmread(src), pydicom.dcmread(out)
+    z = _z(after)
+    assert len(z) == 2 * len(_z(before)) and z == sorted(z, reverse=True)  # source: descending
+    instack = _content(after, "InStackPositionNumber")
+    assert instack == list(range(len(z), 0, -1))  # numbered along the stack, as in the source
+    assert _content(after, "DimensionIndexValues") == instack
+    image, back = read_dicom(src), read_dicom(out)
+    np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
+    np.testing.assert_array_equal(back.array, np.repeat(image.array, 2, axis=0))
