@@ -37,7 +37,8 @@ SELFSUP_CARDS: dict[str, dict[str, Any]] = {
         "name": "through-plane",
         "kind": "self-supervised",
         "learned": True,
-        "description": "Through-plane super-resolution learned from the volume's own in-plane detail.",
+        "description": "Through-plane super-resolution: the shipped prior (tp-x2/tp-x4) on sagittal and "
+        "coronal reformats, optionally adapted to the volume's own in-plane detail.",
     },
     "zero-shot": {
         "name": "zero-shot",

@@ -10,6 +10,7 @@
     dzHint: $("#dz-hint"), mode: $("#mode"), model: $("#model"), modelField: $("#model-field"), scale: $("#scale"),
     consistency: $("#consistency"), consistencyField: $("#consistency-field"),
     degradation: $("#degradation"), degradationField: $("#degradation-field"), modality: $("#modality"),
+    adapt: $("#adapt"), adaptField: $("#adapt-field"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -227,6 +228,7 @@
     el.modelField.hidden = mode !== "in-plane";
     el.consistencyField.hidden = mode !== "in-plane";
     el.degradationField.hidden = mode !== "in-plane";
+    el.adaptField.hidden = mode !== "through-plane";
     const card = selectedCard();
     const allowed = card ? card.scales : [2, 3, 4];
     if (!allowed.includes(state.scale)) state.scale = allowed[0];
@@ -285,6 +287,7 @@
       fields.consistency = el.consistency.value;
       if (el.degradation.value) fields.degradation = el.degradation.value;
     }
+    if (el.mode.value === "through-plane") fields.adapt_steps = el.adapt.value;
     if (el.modality.value) fields.modality = el.modality.value;
     let job;
     try {
