@@ -88,9 +88,15 @@ def residual_cnn(
 
 
 class BicubicResidualNet(nn.Module):
-    """Base of VDSR and residual5: ``bicubic(x) + body(bicubic(x))`` (global residual learning)."""
+    """Base of VDSR and residual5: ``bicubic(x) + body(bicubic(x))`` (global residual learning).
+
+    ``residual_base = "bicubic"`` and :meth:`detail` tell inference that the output is a bicubic
+    base plus a learned residual, so the base and the add can stay in fp32 when the residual
+    runs in bf16 (:mod:`medsr.inference.planes`).
+    """
 
     learned = True
+    residual_base: str | None = "bicubic"
 
     def __init__(
         self,
@@ -112,7 +118,11 @@ class BicubicResidualNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = bicubic_upsample(x, self.scale)
-        return up + self.body(up)
+        return up + self.detail(x, up)
+
+    def detail(self, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned residual ``forward(x) − bicubic(x)`` (``up``: ``bicubic(x)``, when known)."""
+        return self.body(bicubic_upsample(x, self.scale) if up is None else up)
 
     def feature_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the intermediate features (the ReLUs), shallow to deep."""
