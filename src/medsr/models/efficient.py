@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsr.models.blocks import ESA, activation, check_scale, conv, default_out_channels
+from medsr.models.blocks import ESA, activation, check_scale, conv, default_out_channels, full_precision
 from medsr.models.registry import register_model
 
 
@@ -98,7 +98,8 @@ class RLFN(nn.Module):
 
     def detail(self, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
         """What the network adds: the whole output without ``global_residual``, else the residual
-        ``forward(x) − bicubic(x)`` (``up``, the bicubic upsampling, is not needed here)."""
-        feats = self.head(x)
+        ``forward(x) − bicubic(x)`` (``up``, the bicubic upsampling, is not needed here). The
+        head reads the intensities in fp32 under autocast (:func:`full_precision`)."""
+        feats = full_precision(self.head, x)
         feats = self.body_tail(self.blocks(feats)) + feats
         return self.upsample(feats)
