@@ -637,7 +637,7 @@ def check_options(
     if target_spacing is not None and not through_plane:
         raise InvalidParameterError("a target spacing applies to through-plane upscaling only (--through-plane)")
     zero_shot = method == "zero-shot" or through_plane
-    if check_precision(precision) != "fp32" and zero_shot:
+    if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:
         raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")
