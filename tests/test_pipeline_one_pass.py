@@ -71,7 +71,7 @@ def test_self_check_scaling_same_as_on_a_precomputed_output(random_weights):
     assert summary["self_check"] == summary2["self_check"]
     assert sr.meta["derivation"]["detail_gain"] == sr2.meta["derivation"]["detail_gain"]
     # with the uncertainty map (TTA) the output is the same again
-    sr3, summary3 = upscale_with_safeguards(img, 2, str(random_weights), **{**kw, "tta": True})
+    sr3, _ = upscale_with_safeguards(img, 2, str(random_weights), **{**kw, "tta": True})
     np.testing.assert_allclose(sr.array, sr3.array, atol=1e-6 * float(np.ptp(img.array)))
 
 

@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsr.models.blocks import ESA, activation, check_scale, conv, default_out_channels, full_precision
+from medsr.models.blocks import (
+    ESA,
+    activation,
+    check_scale,
+    conv,
+    default_out_channels,
+    full_precision,
+)
 from medsr.models.registry import register_model
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medsr.models.blocks import bicubic_upsample, check_scale, conv, default_out_channels, full_precision
+from medsr.models.blocks import (
+    bicubic_upsample,
+    check_scale,
+    conv,
+    default_out_channels,
+    full_precision,
+)
 from medsr.models.registry import register_model
 
 
