@@ -129,6 +129,7 @@ class PlaneUpscaler:
     net_channels: int
     channels_last: bool
     precision: str
+    precision_requested: str
     precision_note: str
     base_name: str
     low_band_cutoff: float
@@ -312,7 +313,7 @@ class PlaneUpscaler:
         """
         up = self._base(t, "bicubic") if self.residual_split else None
         pred = self._network(t, up, tiled)
-        base = None
+        base: Any = None
         if self.base_net is not None and (self.low_band_cutoff or need_base):
             base = up if up is not None and self.base_name == "bicubic" else self._base(t, self.base_name)
         if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
@@ -365,12 +366,12 @@ class PlaneUpscaler:
 
         norm, s = job.norm, self.scale
         out = pred.mul_(norm.scale).add_(norm.offset)
-        b = base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
-        shrink = job.detail_gain is not None and b is not None
-        low = b  # the base the detail is scaled over: finished like the output (clipped, padding kept)
+        b: Any = base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
+        low: Any = None  # the base the detail is scaled over: finished like the output
+        if job.detail_gain is not None and b is not None:
+            low = b.clamp(*job.bounds) if job.bounds is not None else b
         if job.bounds is not None:
             out.clamp_(*job.bounds)
-            low = b.clamp(*job.bounds) if shrink else b
         pad = job.meta.get("padding")
         if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
             per = job.per_plane_channels
@@ -381,8 +382,9 @@ class PlaneUpscaler:
             out = torch.where(mask, orig, out)
             if b is not None:
                 b = torch.where(mask, orig, b)
-                low = torch.where(mask, orig, low) if shrink else b
-        if shrink:
+            if low is not None:
+                low = torch.where(mask, orig, low)
+        if low is not None:
             out = low + (out - low) * job.detail_gain
         job.out[start:stop] = out.cpu().numpy()
         if job.base is not None and b is not None:
