@@ -377,8 +377,7 @@ class PlaneUpscaler:
             per = job.per_plane_channels
             mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(out.device)
             orig = torch.from_numpy(np.ascontiguousarray(_as_planes(job.image.channel_first(), per)[start:stop]))
-            mask = mask.repeat_interleave(s, -2).repeat_interleave(s, -1)
-            orig = orig.to(out.device).repeat_interleave(s, -2).repeat_interleave(s, -1)
+            mask, orig = _replicate(mask, s), _replicate(orig.to(out.device), s)
             out = torch.where(mask, orig, out)
             if b is not None:
                 b = torch.where(mask, orig, b)
@@ -517,6 +516,12 @@ class PlaneUpscaler:
                 job.error = exc
             return list(dict.fromkeys(j for j, _, _ in parts))
         return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]
+
+
+def _replicate(t: Any, s: int) -> Any:
+    """Each pixel of ``(..., H, W)`` as an ``s × s`` block: ``(..., H·s, W·s)`` (nearest neighbour)."""
+    *lead, h, w = t.shape
+    return t[..., :, None, :, None].expand(*lead, h, s, w, s).reshape(*lead, h * s, w * s)
 
 
 def _inside_range(cf: np.ndarray, pad: np.ndarray | None) -> tuple[float, float] | None:
