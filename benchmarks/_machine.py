@@ -6,20 +6,48 @@ import os
 import platform
 from pathlib import Path
 
+#: CPU flags that decide how fast the networks run: AVX-512 and its bf16 dot products, AMX tiles
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform fallback elsewhere)."""
+
+def _cpuinfo(key: str) -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return ""
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (platform fallback elsewhere)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of :data:`SPEED_FLAGS` the CPU reports (``lscpu``'s Flags line)."""
+    flags = set(_cpuinfo("flags").split())
+    return {f: f in flags for f in SPEED_FLAGS}
+
+
+def flags_text() -> str:
+    """``"avx2, no avx512f, no avx512_bf16, ..."``: the flags present and absent."""
+    return ", ".join(f if on else f"no {f}" for f, on in cpu_flags().items())
+
+
+def gpu_name() -> str | None:
+    """The CUDA device's name, or None without one."""
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        return None
 
 
 def machine(*, load: bool = False) -> str:
-    """``"<cpu>, N cores[, load average at start L], torch V, Python P"``."""
+    """``"<cpu> (<flags>), N cores[, load average at start L][, GPU g], torch V, Python P"``."""
     import torch
 
     suffix = ""
@@ -28,4 +56,10 @@ def machine(*, load: bool = False) -> str:
             suffix = f", load average at start {os.getloadavg()[0]:.1f}"
         except OSError:
             pass
-    return f"{cpu_model()}, {os.cpu_count()} cores{suffix}, torch {torch.__version__}, Python {platform.python_version()}"
+    gpu = gpu_name()
+    if gpu:
+        suffix += f", GPU {gpu}"
+    return (
+        f"{cpu_model()} ({flags_text()}), {os.cpu_count()} cores{suffix}, "
+        f"torch {torch.__version__}, Python {platform.python_version()}"
+    )

@@ -94,7 +94,7 @@ from medsr.safeguards.operators import SUPPORTED, Measurement, resolve_measureme
 from medsr.safeguards.provenance import attach_provenance, model_checksum, provenance
 
 if TYPE_CHECKING:
-    from medsr.inference.planes import PlaneUpscaler
+    from medsr.inference.planes import PlaneJob, PlaneUpscaler
 
 __all__ = [
     "CONSISTENCY_CHOICES",
@@ -126,7 +126,10 @@ __all__ = [
 ]
 
 def _data_range(image: MedImage) -> float:
-    a = image.array[np.isfinite(image.array)]
+    a = image.array
+    finite = np.isfinite(a)
+    if not finite.all():
+        a = a[finite]
     return max(float(a.max() - a.min()), 1e-12) if a.size else 1.0
 
 
@@ -163,7 +166,10 @@ def assumed_degradation(
 
 def _error_stats(err: np.ndarray, rng: float, threshold: float, units: str) -> dict[str, Any]:
     stats = summarize_map(np.abs(err), data_range=rng, threshold_rel=threshold, units=units)
-    mse = float(np.mean(np.square(err, dtype=np.float64))) if err.size else 0.0
+    flat = err.reshape(-1, err.shape[-1]) if err.ndim > 1 else err.reshape(1, -1)
+    step = max(1, (1 << 20) // max(flat.shape[1], 1))  # float64 a megapixel at a time, not the whole error
+    total = sum(float(np.square(flat[i : i + step], dtype=np.float64).sum()) for i in range(0, flat.shape[0], step))
+    mse = total / err.size if err.size else 0.0
     stats["psnr_db"] = round(10 * np.log10(rng**2 / mse), 2) if mse > 0 else 99.0
     return stats
 
@@ -254,7 +260,7 @@ def detail_self_check(
     The input is degraded once more (the stated physics, else bicubic), upscaled back by the
     model and by its base interpolator, and the model's detail ``r = model − base`` is fitted by
     least squares to what the input shows there (``input − base``): ``α = ⟨r, input − base⟩ /
-    ⟨r, r⟩``. ``α ≈ 1``: the detail is right at that scale; ``α ≈ 0``: it is invented (e.g.
+    ⟨r, r⟩`` (the base is the one the model's own pass computed). ``α ≈ 1``: the detail is right at that scale; ``α ≈ 0``: it is invented (e.g.
     ripples a blind model adds to a smooth thin-slice CT). When ``α`` is below
     :data:`SELF_CHECK_GAIN_BELOW` the output's detail is scaled by ``max(α, 0)`` (``applied``);
     otherwise the output is left as the model made it — the check is a safety net, not a
@@ -262,7 +268,7 @@ def detail_self_check(
     clear failure). Costs one model run on ``1/scale²`` of the pixels.
     """
     from medsr.degradations import degrade_image
-    from medsr.inference.planes import PlaneUpscaler
+    from medsr.inference.planes import PlaneUpscaler, _as_planes
 
     s = upscaler.scale
     h, w = image.array.shape[-2:]
@@ -275,18 +281,21 @@ def detail_self_check(
         lower = degrade_image(small, kind, s, generator=0, **params)
     except Exception:  # a physics without a simulator at this size: fall back to bicubic
         lower = degrade_image(small, "bicubic", s, generator=0)
-    base = PlaneUpscaler(upscaler.base_name, s, device=upscaler.device.type, clip=False)
-    model = PlaneUpscaler(upscaler, s)
-    r = model.upscale(lower).channel_first().astype(np.float64)
-    b = base.upscale(lower).channel_first().astype(np.float64)
-    d = small.channel_first().astype(np.float64) - b
-    r -= b
+    model = PlaneUpscaler(upscaler, s)  # the network shared; its base interpolation kept (one pass)
+    job = model.run_job(model.prepare(lower, keep_base=True))
+    assert job.base is not None
+    truth = _as_planes(small.channel_first(), job.per_plane_channels)
     c = 2 * s  # borders: the degradation's edge handling, not the model
-    r, d = r[..., c:-c, c:-c], d[..., c:-c, c:-c]
-    den = float(np.sum(r * r))
+    num = den = 0.0
+    for k in range(job.total):  # float64 one plane at a time: no volume-sized temporaries
+        b = job.base[k, ..., c:-c, c:-c].astype(np.float64)
+        r = job.out[k, ..., c:-c, c:-c] - b
+        d = truth[k, ..., c:-c, c:-c] - b
+        den += float(np.sum(r * r))
+        num += float(np.sum(r * d))
     if den <= 0:
         return {"checked": True, "alpha": None, "applied": False, "reason": "the model adds no detail"}
-    alpha = float(np.sum(r * d) / den)
+    alpha = num / den
     applied = alpha < SELF_CHECK_GAIN_BELOW
     return {
         "checked": True,
@@ -298,7 +307,11 @@ def detail_self_check(
 
 
 def _shrink_detail(image: MedImage, sr: MedImage, upscaler: Any, gain: float) -> MedImage:
-    """``base + gain·(sr − base)``: the network's detail scaled, its base (and low band) kept."""
+    """``base + gain·(sr − base)``: the network's detail scaled, its base (and low band) kept.
+
+    For an output made elsewhere (a batch's precomputed output, the test-time augmentation's):
+    the one-pass path of :func:`upscale_with_safeguards` scales the detail as the planes come back
+    from the model, over the base that pass computed."""
     from medsr.inference.planes import PlaneUpscaler
 
     base = PlaneUpscaler(upscaler.base_name, upscaler.scale, device=upscaler.device.type, clip=upscaler.clip)
@@ -307,6 +320,21 @@ def _shrink_detail(image: MedImage, sr: MedImage, upscaler: Any, gain: float) ->
     meta = dict(sr.meta)
     meta["derivation"] = {**meta.get("derivation", {}), "detail_gain": round(gain, 4)}
     return sr.replace(array=arr, meta=meta).with_step(f"detail scaled x{gain:.3f} (self-check one scale down)")
+
+
+#: the one pass keeps its bicubic base for the consistency warning's reference while the base
+#: takes at most this many bytes (larger outputs recompute it in the rare case it is needed)
+KEEP_BASE_BYTES = 256 * 2**20
+
+
+def _bicubic_reference(image: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None) -> MedImage:
+    """Plain bicubic interpolation of ``image`` (clipped to its range, padding kept): the base
+    the one pass kept (``job``), else computed now."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    if job is not None and job.base is not None:
+        return image.resampled(upscaler.base_array(job, clip=True))
+    return PlaneUpscaler("bicubic", upscaler.scale, device=upscaler.device.type).upscale(image)
 
 
 def upscale_with_safeguards(
@@ -407,23 +435,9 @@ def upscale_with_safeguards(
                 stacklevel=2,
             )
 
-    t0 = time.perf_counter()
-    if output is not None:
-        check_pair(output, image, scale)
-        sr, std, unc_info = output, None, {"method": "none", "transforms": 1}
-    else:
-        sr, std, unc_info = tta_statistics(
-            image,
-            scale,
-            upscaler,
-            tta=tta,
-            samples=samples,
-            sampler=sampler,
-            stochastic=bool(card.get("stochastic")),
-        )
-    t_model = time.perf_counter() - t0
-
+    # the self-check first: its gain scales the detail as the planes come back from the model
     check: dict[str, Any] = {"checked": False}
+    gain: float | None = None
     if self_check and upscaler.loaded.learned:
         t2 = time.perf_counter()
         check = detail_self_check(image, upscaler, physics)
@@ -435,10 +449,35 @@ def upscale_with_safeguards(
             caught.append(msg)
             if warn:
                 warnings.warn(msg, DetailCheckWarning, stacklevel=2)
-            sr = _shrink_detail(image, sr, upscaler, float(check["gain"]))
-            if std is not None:
-                std = (std * float(check["gain"])).astype(np.float32)
+            gain = float(check["gain"])
         check["ms"] = round((time.perf_counter() - t2) * 1000, 1)
+
+    t0 = time.perf_counter()
+    job = None
+    if output is not None:
+        check_pair(output, image, scale)
+        sr, std, unc_info = output, None, {"method": "none", "transforms": 1}
+        if gain is not None:
+            sr = _shrink_detail(image, sr, upscaler, gain)
+    elif tta or samples > 0:
+        sr, std, unc_info = tta_statistics(
+            image,
+            scale,
+            upscaler,
+            tta=tta,
+            samples=samples,
+            sampler=sampler,
+            stochastic=bool(card.get("stochastic")),
+        )
+        if gain is not None:
+            sr = _shrink_detail(image, sr, upscaler, gain)
+            if std is not None:
+                std = (std * gain).astype(np.float32)
+    else:  # one pass: the base kept for the consistency reference when it is small enough
+        keep = bool(relative) and upscaler.base_name == "bicubic" and image.array.nbytes * scale**2 <= KEEP_BASE_BYTES
+        job = upscaler.run_job(upscaler.prepare(image, keep_base=keep, detail_gain=gain))
+        sr, std, unc_info = upscaler.finish(job), None, {"method": "none", "transforms": 1}
+    t_model = time.perf_counter() - t0
 
     t1 = time.perf_counter()
     err_before = consistency_error(sr, image, meas, scale)
@@ -455,7 +494,7 @@ def upscale_with_safeguards(
     p99 = cons["error"]["p99_rel"]
     base = None
     if relative and p99 > threshold:  # only then is the bicubic reference needed
-        ref = PlaneUpscaler("bicubic", scale, device=upscaler.device.type).upscale(image)
+        ref = _bicubic_reference(image, upscaler, job)
         base = float(np.percentile(np.abs(consistency_error(ref, image, meas, scale)), 99)) / rng
         cons["bicubic_p99_rel"] = round(base, 6)
     cons["relative"] = relative
@@ -600,7 +639,7 @@ def check_options(
     if target_spacing is not None and not through_plane:
         raise InvalidParameterError("a target spacing applies to through-plane upscaling only (--through-plane)")
     zero_shot = method == "zero-shot" or through_plane
-    if check_precision(precision) != "fp32" and zero_shot:
+    if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:
         raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")

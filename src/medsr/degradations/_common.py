@@ -285,14 +285,20 @@ def filter_axis(
     if factor == 1 and len(weights) == 1:
         return x
     k = len(weights)
-    idx = np.arange(first, first + (n_out - 1) * factor + k)
+    span = (n_out - 1) * factor + 1
+    idx = np.arange(first, first + span - 1 + k)
     idx = torch.as_tensor(_reflect_index(idx, n), device=x.device)
-    xm = x.movedim(ax, -1)
-    shape = xm.shape
-    flat = xm.reshape(-1, 1, n).index_select(-1, idx)
-    kernel = torch.as_tensor(weights, dtype=x.dtype, device=x.device).view(1, 1, k)
-    out = torch.nn.functional.conv1d(flat, kernel, stride=factor)
-    return out.reshape(*shape[:-1], n_out).movedim(-1, ax)
+    padded = x.index_select(ax, idx)
+    # a weighted sum of k shifted views along the axis itself (no transposes): the same sums, in
+    # the same order, as a 1-channel conv1d, several times faster on large planes
+    w = torch.as_tensor(weights, dtype=x.dtype).tolist()
+    taps = [slice(None)] * x.ndim
+    taps[ax] = slice(0, span, factor)
+    out = padded[tuple(taps)] * w[0]
+    for m in range(1, k):
+        taps[ax] = slice(m, m + span, factor)
+        out = out.add_(padded[tuple(taps)], alpha=w[m]) if not out.requires_grad else out + padded[tuple(taps)] * w[m]
+    return out
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float, axes: Sequence[int] = (-2, -1)) -> torch.Tensor:

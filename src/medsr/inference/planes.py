@@ -25,29 +25,23 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.inference.precision import PRECISIONS, check_precision, resolve_precision
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
 
-#: network arithmetic: ``fp32`` (the default: what the model cards' numbers were measured with),
-#: ``bf16`` autocast (about 2× faster on CPUs with AVX-512 BF16/AMX and on recent GPUs; on the
-#: corpus CT it changes outputs by 1-2 HU RMS, up to 25 HU: ``benchmarks/results/speed.md``),
-#: ``fp16`` (CUDA)
-PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # → torch autocast dtype
 #: base interpolators (the classical peer of a physics; the low band learned models keep)
 BASES = ("bicubic", "kspace")
 
 
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a clear error."""
-    if precision not in PRECISIONS:
-        raise InvalidParameterError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    return precision
-
-
 @dataclass(eq=False)
 class PlaneJob:
-    """The planes of one image on their way through the model."""
+    """The planes of one image on their way through the model.
+
+    ``out`` fills chunk by chunk with finished planes (image units, clipped, padding kept, the
+    detail scaled by ``detail_gain`` when set); with ``keep_base`` the base interpolation the
+    network's output was built on fills ``base`` the same way (padding kept, not clipped).
+    """
 
     image: MedImage
     planes: np.ndarray  # (P, C, H, W) normalised
@@ -59,6 +53,9 @@ class PlaneJob:
     done: int = 0  # planes back from the model
     error: BaseException | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    bounds: tuple[float, float] | None = None  # clip range: the input's values outside padding
+    detail_gain: float | None = None  # base + gain·(output − base), the self-check's scaling
+    base: np.ndarray | None = None  # (P, C, H·s, W·s) base interpolation, when kept
 
     @property
     def total(self) -> int:
@@ -67,6 +64,16 @@ class PlaneJob:
     @property
     def shape_key(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.planes.shape[1:])
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base is not None or self.detail_gain is not None
+
+
+def _as_planes(cf: np.ndarray, per: int) -> np.ndarray:
+    """``(C, Z, Y, X)`` → ``(P, per, Y, X)``, the layout of :attr:`PlaneJob.planes` (a view)."""
+    c, z, h, w = cf.shape
+    return cf.transpose(1, 0, 2, 3) if per > 1 else cf.reshape(c * z, 1, h, w)
 
 
 #: CT: no tissue is below air (−1000 HU); a constant value below this, covering at least
@@ -106,7 +113,14 @@ class PlaneUpscaler:
     reloaded, not moved), so ``medsr.upscale(image, scale, loaded)`` — and everything built on it,
     e.g. the test-time augmentation of :mod:`medsr.safeguards.maps` — reuses a batch's model.
     ``device="auto"`` then means the shared network's device, and ``precision=None`` its
-    precision (otherwise ``fp32``; see :data:`PRECISIONS`).
+    precision (otherwise ``fp32``; ``auto`` picks per device and model:
+    :mod:`medsr.inference.precision`).
+
+    One pass per plane batch: the base interpolation (bicubic, or zero-filled k-space for k-space
+    physics) is computed once, in fp32, and serves as the network's residual base (networks
+    with ``residual_base = "bicubic"``), as the low band the output keeps
+    (:mod:`medsr.models.lowband`), and — kept on request — for the pipeline's detail scaling and
+    consistency reference. Only the learned residual runs in bf16/fp16.
     """
 
     loaded: LoadedModel
@@ -115,11 +129,14 @@ class PlaneUpscaler:
     net_channels: int
     channels_last: bool
     precision: str
+    precision_requested: str
+    precision_note: str
     base_name: str
     low_band_cutoff: float
     base_net: Any
     batch_size: int
     autocast_dtype: Any
+    residual_split: bool
 
     def __init__(
         self,
@@ -155,14 +172,18 @@ class PlaneUpscaler:
                 raise InvalidParameterError(
                     f"the loaded model {model.name!r} runs on {model.device.type}, not {device}"
                 )
-            self.precision = check_precision(precision or "fp32")
             self.loaded, self.device, self.net = model.loaded, model.device, model.net
             self.net_channels = model.net_channels
             self.channels_last = model.channels_last
+            if precision == model.precision:  # shared arithmetic, and why it was chosen
+                self.precision_requested, self.precision = model.precision_requested, model.precision
+                self.precision_note = model.precision_note
+            else:
+                self._set_precision(precision)
+            self._set_network(model._net_call)
             self._set_low_band(base, low_band)
             self._settle(batch_size)
             return
-        self.precision = check_precision(precision or "fp32")
         self.device = resolve_device(device)
         self.loaded = resolve_model(model, scale=self.scale, kinds=("in-plane", "classical"))
         net = self.loaded.net
@@ -175,8 +196,24 @@ class PlaneUpscaler:
         self.channels_last = self.device.type == "cpu" and any(True for _ in self.net.parameters())
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        self._set_precision(precision)
+        self._set_network(None)
         self._set_low_band(base, low_band)
         self._settle(batch_size)
+
+    def _set_precision(self, precision: str | None) -> None:
+        """The arithmetic asked for (``auto`` resolved for this device and model)."""
+        self.precision_requested = check_precision(precision or "fp32")
+        self.precision, self.precision_note = resolve_precision(
+            self.precision_requested, self.device, self.loaded.checksum, self.loaded.learned
+        )
+
+    def _set_network(self, call: Any) -> None:
+        """What runs under autocast: ``net.detail`` for a residual over bicubic, else ``net``."""
+        self.residual_split = getattr(self.net, "residual_base", None) == "bicubic" and callable(
+            getattr(self.net, "detail", None)
+        )
+        self._net_call = call or (self.net.detail if self.residual_split else self.net)
 
     def _set_low_band(self, base: str | None, low_band: bool | float | None) -> None:
         """The base interpolator (the physics' peer) and the low-band projection of learned models."""
@@ -188,7 +225,15 @@ class PlaneUpscaler:
             raise InvalidParameterError(f"base interpolator must be one of {', '.join(BASES)}; got {base!r}")
         cutoff = DEFAULT_CUTOFF if low_band is None or low_band is True else float(low_band or 0.0)
         self.low_band_cutoff = cutoff if self.loaded.learned and cutoff > 0 else 0.0
-        self.base_net = create_model(self.base_name, scale=self.scale) if self.low_band_cutoff else None
+        self.base_net = create_model(self.base_name, scale=self.scale) if self.loaded.learned else None
+        self._bicubic = create_model("bicubic", scale=self.scale) if self.residual_split else None
+
+    def compile(self, **options: Any) -> None:
+        """Run the learned part through ``torch.compile`` (GPU throughput; the first passes
+        compile, and every new plane shape compiles again)."""
+        import torch
+
+        self._net_call = torch.compile(self._net_call, **options)
 
     @property
     def model(self) -> str:
@@ -218,63 +263,143 @@ class PlaneUpscaler:
         return self.loaded.name
 
     # ------------------------------------------------------------------------ steps
-    def prepare(self, image: MedImage, tag: Any = None) -> PlaneJob:
+    def prepare(
+        self, image: MedImage, tag: Any = None, *, keep_base: bool = False, detail_gain: float | None = None
+    ) -> PlaneJob:
+        """Planes of ``image`` in model space and how to put them back.
+
+        ``keep_base``: keep the base interpolation (``job.base``; learned models);
+        ``detail_gain``: scale the network's detail over its base by this factor (the pipeline's
+        self-check) as each plane comes back.
+        """
         from medsr.intensity import Normalizer
 
         source = image
         pad = _padding_of(image)
         if pad is not None:  # padding is never fed as signal: the network sees the darkest tissue
             filled = image.channel_first().copy()
-            valid = filled[~pad]
-            filled[pad] = float(valid.min()) if valid.size else 0.0
+            valid = ~pad
+            low = float(np.min(filled, where=valid, initial=np.inf)) if valid.any() else 0.0
+            filled[pad] = low
             image = image.replace(array=filled if image.channels else filled[0])
         cf = image.channel_first()  # (C, Z, Y, X)
-        c, z, h, w = cf.shape
-        if self.net_channels == c and c > 1:
-            planes = cf.transpose(1, 0, 2, 3)  # (Z, C, Y, X): colour seen together
-            per = c
-        else:
-            planes = cf.reshape(c * z, 1, h, w)
-            per = 1
+        c, _, h, w = cf.shape
+        per = c if self.net_channels == c and c > 1 else 1  # colour seen together
+        planes = _as_planes(cf, per)
         norm = Normalizer.from_card(self.card, image)
         s = self.scale
         out = np.empty((planes.shape[0], per, h * s, w * s), dtype=np.float32)
         job = PlaneJob(source, norm.forward(planes), norm, per, out, tag=tag)
         if pad is not None:
             job.meta["padding"] = pad
+        if self.clip:
+            job.bounds = _inside_range(source.channel_first(), pad)
+        if self.loaded.learned:
+            job.detail_gain = detail_gain
+            if keep_base:
+                job.base = np.empty_like(out)
         return job
 
     def needs_tiling(self, job: PlaneJob) -> bool:
         h, w = job.planes.shape[-2:]
         return bool(self.tile) and (h > self.tile or w > self.tile)
 
-    def forward(self, x: np.ndarray, tiled: bool = False) -> np.ndarray:
-        """The network on normalised planes ``(N, C, H, W)`` → ``(N, C, H·s, W·s)`` (model space)."""
+    def forward_tensor(self, t: Any, tiled: bool = False, *, need_base: bool = False) -> tuple[Any, Any]:
+        """``(prediction, base)`` for normalised planes ``t`` ``(N, C, H, W)`` on the device.
+
+        Both fp32, in model space, ``(N, C, H·s, W·s)``. ``base`` is the base interpolation of
+        ``t`` (:attr:`base_name`) when a learned model computed it (the low band is taken from
+        it; ``need_base`` asks for it without the low-band projection), else ``None``.
+        """
+        up = self._base(t, "bicubic") if self.residual_split else None
+        pred = self._network(t, up, tiled)
+        base: Any = None
+        if self.base_net is not None and (self.low_band_cutoff or need_base):
+            base = up if up is not None and self.base_name == "bicubic" else self._base(t, self.base_name)
+        if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
+            from medsr.models.lowband import project_low_band
+
+            pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
+        return pred, base
+
+    def _base(self, t: Any, name: str) -> Any:
+        """The ``name`` interpolation of ``t`` in fp32 (outside any autocast)."""
+        net = self._bicubic if name == "bicubic" and self._bicubic is not None else self.base_net
+        return net(t.float())
+
+    def _network(self, t: Any, up: Any, tiled: bool) -> Any:
+        """The learned part under autocast, returned in fp32: ``up + net.detail(t)`` when the
+        network is a residual over bicubic (``up`` = bicubic(t), added in fp32), else ``net(t)``."""
         import torch
 
         from medsr.inference.tiling import tiled_forward
 
         dtype = self.autocast_dtype
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
-            if self.channels_last:
-                t = t.contiguous(memory_format=torch.channels_last)
+        call = self._net_call
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if tiled and self.tile:
-                pred = tiled_forward(self.net, t, tile=self.tile, batch_size=self.batch_size)
+                out = tiled_forward(call, t, tile=self.tile, batch_size=self.batch_size)
             else:
-                pred = self.net(t)
-            if self.base_net is not None:  # on the whole plane, after tiling (models.lowband)
-                from medsr.models.lowband import keep_low_band
+                out = call(t, up) if up is not None else call(t)
+        out = out.float()
+        return out.add_(up) if up is not None else out
 
-                pred = keep_low_band(pred, t, self.base_net, self.scale, self.low_band_cutoff)
-            return pred.float().contiguous().cpu().numpy()
+    def forward(self, x: np.ndarray, tiled: bool = False) -> np.ndarray:
+        """The network on normalised planes ``(N, C, H, W)`` → ``(N, C, H·s, W·s)`` (model space)."""
+        import torch
+
+        with torch.inference_mode():
+            pred, _ = self.forward_tensor(self._to_device(x), tiled)
+            return pred.contiguous().cpu().numpy()
+
+    def _to_device(self, x: np.ndarray) -> Any:
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def _finish_planes(self, job: PlaneJob, start: int, stop: int, pred: Any, base: Any) -> None:
+        """Planes ``start:stop`` of ``job`` back from the model (``pred``, ``base``: model space,
+        on the device) → image units, clipped to the input's range, padding kept, the detail
+        scaled by ``job.detail_gain`` → ``job.out`` (and ``job.base``). In torch: both cores."""
+        import torch
+
+        norm, s = job.norm, self.scale
+        out = pred.mul_(norm.scale).add_(norm.offset)
+        b: Any = base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
+        low: Any = None  # the base the detail is scaled over: finished like the output
+        if job.detail_gain is not None and b is not None:
+            low = b.clamp(*job.bounds) if job.bounds is not None else b
+        if job.bounds is not None:
+            out.clamp_(*job.bounds)
+        pad = job.meta.get("padding")
+        if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
+            per = job.per_plane_channels
+            mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(out.device)
+            orig = torch.from_numpy(np.ascontiguousarray(_as_planes(job.image.channel_first(), per)[start:stop]))
+            mask, orig = _replicate(mask, s), _replicate(orig.to(out.device), s)
+            out = torch.where(mask, orig, out)
+            if b is not None:
+                b = torch.where(mask, orig, b)
+            if low is not None:
+                low = torch.where(mask, orig, low)
+        if low is not None:
+            out = low + (out - low) * job.detail_gain
+        job.out[start:stop] = out.cpu().numpy()
+        if job.base is not None and b is not None:
+            job.base[start:stop] = b.cpu().numpy()
 
     def run_job(self, job: PlaneJob) -> PlaneJob:
         """All planes of one job, ``batch_size`` at a time (the predictor's chunking)."""
+        import torch
+
         tiled = self.needs_tiling(job)
-        for start in range(0, job.total, self.batch_size):
-            stop = min(start + self.batch_size, job.total)
-            job.out[start:stop] = job.norm.inverse(self.forward(job.planes[start:stop], tiled))
+        with torch.inference_mode():
+            for start in range(0, job.total, self.batch_size):
+                stop = min(start + self.batch_size, job.total)
+                t = self._to_device(job.planes[start:stop])
+                pred, base = self.forward_tensor(t, tiled, need_base=job.needs_base)
+                self._finish_planes(job, start, stop, pred, base)
         job.next = job.done = job.total
         return job
 
@@ -283,22 +408,8 @@ class PlaneUpscaler:
         c, z, h, w = image.channel_first().shape
         s = self.scale
         out = job.out
-        result = (
-            out.transpose(1, 0, 2, 3)
-            if job.per_plane_channels > 1
-            else out.reshape(c, z, h * s, w * s)
-        )
+        result = out.transpose(1, 0, 2, 3) if job.per_plane_channels > 1 else out.reshape(c, z, h * s, w * s)
         pad = job.meta.get("padding")
-        if self.clip:
-            cf = image.channel_first()
-            inside = cf[~pad] if pad is not None else cf
-            inside = inside[np.isfinite(inside)]
-            if inside.size:
-                np.clip(result, float(inside.min()), float(inside.max()), out=result)
-        if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
-            up = np.repeat(np.repeat(pad, s, axis=-2), s, axis=-1)
-            orig = np.repeat(np.repeat(image.channel_first(), s, axis=-2), s, axis=-1)
-            result[up] = orig[up]
         arr = result if image.channels else result[0]
         name = self.name
         sr = image.resampled(arr, step=f"in-plane upscale x{s} ({name})")
@@ -312,15 +423,43 @@ class PlaneUpscaler:
             "model_checksum": self.loaded.checksum,
             "precision": self.precision,
         }
+        if self.precision_requested == "auto":
+            meta["derivation"]["precision_auto"] = self.precision_note
         if self.low_band_cutoff:
             meta["derivation"]["low_band"] = {"base": self.base_name, "cutoff": self.low_band_cutoff}
         if pad is not None:
             meta["derivation"]["padding_pixels_kept"] = int(pad.sum())
-        return sr.replace(meta=meta)
+        sr = sr.replace(meta=meta)
+        if job.detail_gain is not None:
+            meta["derivation"]["detail_gain"] = round(job.detail_gain, 4)
+            sr = sr.with_step(f"detail scaled x{job.detail_gain:.3f} (self-check one scale down)")
+        return sr
 
-    def upscale(self, image: MedImage) -> MedImage:
-        """One image, as :func:`medsr.inference.predictor.upscale` does it."""
-        return self.finish(self.run_job(self.prepare(image)))
+    def base_array(self, job: PlaneJob, *, clip: bool) -> np.ndarray:
+        """The base interpolation a finished job kept (``prepare(..., keep_base=True)``), shaped
+        like the output's array, padding kept; with ``clip`` clipped to the input's range outside
+        the padding, as a ``clip=True`` upscaler of the base interpolator gives it."""
+        if job.base is None:
+            raise ValueError("this job kept no base (prepare(..., keep_base=True), learned models)")
+        image, s = job.image, self.scale
+        base = job.base
+        bounds = job.bounds if job.bounds is not None else _inside_range(image.channel_first(), job.meta.get("padding"))
+        if clip and bounds is not None:
+            base = np.clip(job.base, *bounds)
+            pad = job.meta.get("padding")
+            if pad is not None:
+                planes = _as_planes(pad, job.per_plane_channels)
+                for k in range(base.shape[0]):  # plane by plane: no full-size mask
+                    up = np.repeat(np.repeat(planes[k], s, axis=-2), s, axis=-1)
+                    base[k][up] = job.base[k][up]
+        c, z, h, w = image.channel_first().shape
+        result = base.transpose(1, 0, 2, 3) if job.per_plane_channels > 1 else base.reshape(c, z, h * s, w * s)
+        return result if image.channels else result[0]
+
+    def upscale(self, image: MedImage, *, detail_gain: float | None = None) -> MedImage:
+        """One image, as :func:`medsr.inference.predictor.upscale` does it (``detail_gain``: see
+        :meth:`prepare`)."""
+        return self.finish(self.run_job(self.prepare(image, detail_gain=detail_gain)))
 
     # ------------------------------------------------------------- several images at once
     def run_many(self, jobs: list[PlaneJob], max_planes: int | None = None) -> list[PlaneJob]:
@@ -331,6 +470,8 @@ class PlaneUpscaler:
         scatters the results back; returns the jobs that are now complete. A failing forward
         pass marks every job that contributed planes as failed (``job.error``) and returns it.
         """
+        import torch
+
         limit = max_planes or self.batch_size
         head = next((j for j in jobs if j.next < j.total), None)
         if head is None:
@@ -359,14 +500,35 @@ class PlaneUpscaler:
             else parts[0][0].planes[parts[0][1] : parts[0][2]]
         )
         try:
-            pred = self.forward(x)
+            with torch.inference_mode():
+                need = any(job.needs_base for job, _, _ in parts)
+                pred, base = self.forward_tensor(self._to_device(x), need_base=need)
+                pos = 0
+                for job, a, b in parts:
+                    n = b - a
+                    self._finish_planes(
+                        job, a, b, pred[pos : pos + n], base[pos : pos + n] if base is not None else None
+                    )
+                    job.done += n
+                    pos += n
         except Exception as exc:
             for job, _, _ in parts:
                 job.error = exc
             return list(dict.fromkeys(j for j, _, _ in parts))
-        pos = 0
-        for job, a, b in parts:
-            job.out[a:b] = job.norm.inverse(pred[pos : pos + (b - a)])
-            job.done += b - a
-            pos += b - a
         return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]
+
+
+def _replicate(t: Any, s: int) -> Any:
+    """Each pixel of ``(..., H, W)`` as an ``s × s`` block: ``(..., H·s, W·s)`` (nearest neighbour)."""
+    *lead, h, w = t.shape
+    return t[..., :, None, :, None].expand(*lead, h, s, w, s).reshape(*lead, h * s, w * s)
+
+
+def _inside_range(cf: np.ndarray, pad: np.ndarray | None) -> tuple[float, float] | None:
+    """``(min, max)`` of ``cf`` outside the padding ``pad`` (None when nothing is left)."""
+    if pad is None:
+        return (float(cf.min()), float(cf.max())) if cf.size else None
+    valid = ~pad
+    if not valid.any():
+        return None
+    return float(np.min(cf, where=valid, initial=np.inf)), float(np.max(cf, where=valid, initial=-np.inf))

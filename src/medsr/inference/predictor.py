@@ -55,8 +55,10 @@ def upscale(
             memory; same result as whole-plane inference, see :mod:`medsr.inference.tiling`);
             ``None`` never tiles.
         precision: ``fp32`` (``None``: the default, or a shared PlaneUpscaler's), ``bf16``
-            autocast (about 2× faster on CPUs with AVX-512 BF16 and on GPUs; changes CT outputs
-            by 1-2 HU RMS, up to 25 HU) or ``fp16`` (CUDA only); recorded in ``meta["derivation"]``.
+            for the learned residual (about 2× faster on CPUs with AVX-512 BF16/AMX and on GPUs;
+            ``benchmarks/results/precision.md``), ``fp16`` (CUDA only) or ``auto`` (bf16 where it
+            is native and measured within tolerance: :mod:`medsr.inference.precision`);
+            recorded in ``meta["derivation"]``.
     """
     from medsr.inference.planes import PlaneUpscaler
 

@@ -25,6 +25,7 @@ from medsr.errors import (
 )
 from medsr.image import MedImage
 from medsr.io._atomic import atomic_file
+from medsr.io._gzip import ParallelGzipWriter
 from medsr.io._quiet import library_messages
 from medsr.io.limits import check_pixel_count
 from medsr.io.sidecar import read_sidecar, sidecar_path, write_sidecar
@@ -173,12 +174,10 @@ def write_nifti(image: MedImage, path: str | os.PathLike[str], *, overwrite: boo
     """Write ``image`` as float32 NIfTI (``.nii`` or ``.nii.gz``) with consistent sform/qform."""
     import nibabel as nib
 
-    arr = image.array
-    if image.channels:
-        data = arr.transpose(3, 2, 1, 0)
-    else:
-        data = arr.transpose(2, 1, 0)
-    data = np.ascontiguousarray(data, dtype=np.float32)
+    arr = np.asarray(image.array, dtype=np.float32)
+    # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
+    # as it lies in memory, without a transposed copy of the volume
+    data = arr.transpose(3, 2, 1, 0) if image.channels else arr.transpose(2, 1, 0)
     cls = nib.Nifti2Image if isinstance(image.meta.get("nifti_header"), nib.Nifti2Header) else nib.Nifti1Image
     header = cls.header_class()
     src = image.meta.get("nifti_header")
@@ -198,7 +197,11 @@ def write_nifti(image: MedImage, path: str | os.PathLike[str], *, overwrite: boo
     out.header["descrip"] = _descrip(image)
     p = Path(path)
     with atomic_file(p, overwrite=overwrite) as tmp:
-        nib.save(out, str(tmp))
+        if p.name.lower().endswith(".gz"):  # deflated on every core (medsr.io._gzip)
+            with open(tmp, "wb") as raw, ParallelGzipWriter(raw) as gz:
+                out.to_file_map({"image": nib.FileHolder(fileobj=gz)})
+        else:
+            nib.save(out, str(tmp))
     write_sidecar(image, sidecar_path(p), overwrite=True)
     return p
 

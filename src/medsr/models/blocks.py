@@ -5,7 +5,7 @@ size-preserving convolution), ``activation``, ``ResidualBlock`` (SRResNet/EDSR),
 (SRDenseNet), ``ResidualDenseBlock`` (RDN), ``Upsampler`` (sub-pixel convolution at ×2/×3/×4),
 ``DeconvUpsampler`` (transposed convolutions, SRDenseNet), ``ESA`` (enhanced spatial attention,
 RLFN) and ``bicubic_upsample`` (the pre-upsampling of SRCNN/VDSR, same convention as the
-registered ``bicubic`` interpolator).
+registered ``bicubic`` interpolator); ``full_precision`` runs a layer in fp32 under autocast.
 """
 
 from __future__ import annotations
@@ -27,6 +27,26 @@ def conv(
     return nn.Conv2d(
         in_channels, out_channels, kernel_size, stride=stride, padding=kernel_size // 2, bias=bias
     )
+
+
+def full_precision(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` in fp32 even under autocast (outside autocast: plain ``layer(x)``).
+
+    For the layer that reads image intensities (and one that writes them): bf16 keeps 8
+    significant bits, so a normalised CT value near 1,000 HU would be rounded in steps of up to
+    8 HU before the network saw it — most of what bf16 changed in CT outputs, amplified by the
+    network's sharpening (``benchmarks/results/precision.md``). On a GPU it also runs without
+    TF32. Such a layer is a small part of a network's FLOPs.
+    """
+    if not torch.is_autocast_enabled(x.device.type):
+        return layer(x)
+    with torch.autocast(x.device.type, enabled=False):
+        if x.device.type != "cuda":
+            return layer(x.float())
+        cudnn = torch.backends.cudnn  # nor TF32 (10 significant bits) on a GPU
+        with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
+                         allow_tf32=False):  # fmt: skip
+            return layer(x.float())
 
 
 def activation(name: str) -> nn.Module:
@@ -88,9 +108,15 @@ def residual_cnn(
 
 
 class BicubicResidualNet(nn.Module):
-    """Base of VDSR and residual5: ``bicubic(x) + body(bicubic(x))`` (global residual learning)."""
+    """Base of VDSR and residual5: ``bicubic(x) + body(bicubic(x))`` (global residual learning).
+
+    ``residual_base = "bicubic"`` and :meth:`detail` tell inference that the output is a bicubic
+    base plus a learned residual, so the base and the add can stay in fp32 when the residual
+    runs in bf16 (:mod:`medsr.inference.planes`).
+    """
 
     learned = True
+    residual_base: str | None = "bicubic"
 
     def __init__(
         self,
@@ -112,7 +138,13 @@ class BicubicResidualNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = bicubic_upsample(x, self.scale)
-        return up + self.body(up)
+        return up + self.detail(x, up)
+
+    def detail(self, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+        """The learned residual ``forward(x) − bicubic(x)`` (``up``: ``bicubic(x)``, when known);
+        its first layer reads the intensities in fp32 (:func:`full_precision`)."""
+        up = bicubic_upsample(x, self.scale) if up is None else up
+        return self.body[1:](full_precision(self.body[0], up))
 
     def feature_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the intermediate features (the ReLUs), shallow to deep."""

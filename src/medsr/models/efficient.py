@@ -6,7 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsr.models.blocks import ESA, activation, check_scale, conv, default_out_channels
+from medsr.models.blocks import (
+    ESA,
+    activation,
+    check_scale,
+    conv,
+    default_out_channels,
+    full_precision,
+)
 from medsr.models.registry import register_model
 
 
@@ -52,10 +59,13 @@ class RLFN(nn.Module):
 
     ``global_residual=True`` (not in the paper; medsr's default models use it) adds the bicubic
     upsampling of the input to the output, so the network learns only the detail bicubic
-    misses and training starts from bicubic quality instead of from zero.
+    misses and training starts from bicubic quality instead of from zero. Such a network says so
+    (``residual_base = "bicubic"``) and exposes that detail as :meth:`detail`, so inference can
+    keep the base and the add in fp32 when the detail runs in bf16.
     """
 
     learned = True
+    residual_base: str | None
 
     def __init__(
         self,
@@ -71,6 +81,7 @@ class RLFN(nn.Module):
         super().__init__()
         self.scale = check_scale(scale)
         self.global_residual = bool(global_residual)
+        self.residual_base = "bicubic" if self.global_residual else None
         self.in_channels = in_channels
         self.out_channels = default_out_channels(in_channels, out_channels)
         nf = num_features
@@ -87,9 +98,15 @@ class RLFN(nn.Module):
             nn.init.zeros_(self.upsample[0].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.head(x)
-        feats = self.body_tail(self.blocks(feats)) + feats
-        out = self.upsample(feats)
+        out = self.detail(x)
         if self.global_residual:
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
+
+    def detail(self, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+        """What the network adds: the whole output without ``global_residual``, else the residual
+        ``forward(x) − bicubic(x)`` (``up``, the bicubic upsampling, is not needed here). The
+        head reads the intensities in fp32 under autocast (:func:`full_precision`)."""
+        feats = full_precision(self.head, x)
+        feats = self.body_tail(self.blocks(feats)) + feats
+        return self.upsample(feats)

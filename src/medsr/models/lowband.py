@@ -68,8 +68,14 @@ def _basis_np(n: int, k: int) -> np.ndarray:
 
 
 def dct_basis(n: int, k: int, *, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``(n, k)`` torch tensor of the first ``k`` orthonormal DCT-II vectors of length ``n``."""
-    return torch.as_tensor(_basis_np(int(n), int(k)), dtype=dtype, device=device)
+    """``(n, k)`` torch tensor of the first ``k`` orthonormal DCT-II vectors of length ``n``
+    (cached per size, device and dtype: do not modify it in place)."""
+    return _basis_torch(int(n), int(k), torch.device(device), dtype)
+
+
+@lru_cache(maxsize=64)
+def _basis_torch(n: int, k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.as_tensor(_basis_np(n, k), dtype=dtype, device=device)
 
 
 def low_band(x: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF) -> torch.Tensor:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from medsr.models.blocks import bicubic_upsample, check_scale, conv, default_out_channels
+from medsr.models.blocks import (
+    bicubic_upsample,
+    check_scale,
+    conv,
+    default_out_channels,
+    full_precision,
+)
 from medsr.models.registry import register_model
 
 
@@ -53,7 +59,9 @@ class SRCNN(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(bicubic_upsample(x, self.scale))
+        # the first and last layers read and write intensities: fp32 under autocast
+        h = full_precision(self.body[0], bicubic_upsample(x, self.scale))
+        return full_precision(self.body[-1], self.body[1:-1](h))
 
     def feature_layers(self) -> list[nn.Module]:
         """Modules whose outputs are the intermediate features (the ReLUs), shallow to deep."""

@@ -83,23 +83,29 @@ def summarize_map(
     ``threshold = threshold_rel × data_range``; every ``*_rel`` entry is relative to
     ``data_range`` so numbers compare across modalities.
     """
-    v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    v = np.asarray(values)
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    finite = np.isfinite(v)
+    if not finite.all():
+        v = v[finite]
     rng = max(float(data_range), 1e-12)
     thr = float(threshold_rel) * rng
     if v.size == 0:
         v = np.zeros(1)
+    # float32 maps are summarised as they are (float64 sums): no volume-sized float64 copy
     p99 = float(np.percentile(v, 99))
+    mean, vmax = float(v.mean(dtype=np.float64)), float(v.max())
     return {
-        "mean": _round(v.mean()),
+        "mean": _round(mean),
         "p99": _round(p99),
-        "max": _round(v.max()),
-        "mean_rel": _round(v.mean() / rng),
+        "max": _round(vmax),
+        "mean_rel": _round(mean / rng),
         "p99_rel": _round(p99 / rng),
-        "max_rel": _round(v.max() / rng),
+        "max_rel": _round(vmax / rng),
         "threshold": _round(thr),
         "threshold_rel": float(threshold_rel),
-        "frac_above": _round(float((v > thr).mean())),
+        "frac_above": _round(np.count_nonzero(v > np.float64(thr)) / v.size),
         "units": units,
         "data_range": _round(rng),
     }

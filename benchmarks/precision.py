@@ -1,0 +1,282 @@
+"""Precision table: what bf16 (and fp16 on CUDA) changes, per shipped in-plane model, and its speed.
+
+For every shipped in-plane model, against fp32:
+
+* **HU change** on the corpus CT (bad_sequence.dcm, explicit_VR-UN.dcm, J2K_pixelrep_mismatch.dcm
+  at 512², CT_small.dcm at 128²) upscaled by the model's factor with ``medsr.upscale``: the
+  largest change at any pixel and the RMS change, in HU;
+* **PSNR change** on validation pairs (the same CT slices and the corpus MR — the Siemens
+  abdomen at 484², MR_small, emri_small's 10 frames — degraded ×scale with bicubic, then
+  upscaled back), mean over the images, dB;
+* **speed** of what ``medsr upscale`` runs per 512² slice (base + network + low-band
+  projection; ``PlaneUpscaler.forward_tensor``), median of ``--repeats``.
+
+Variants: ``bf16`` = the learned residual in bf16 — its input layer reading the intensities in
+fp32 — and base, add, normalisation and projection in fp32 (what ``--precision bf16`` runs
+now); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
+input rounded to 8 significant bits); ``fp16`` (CUDA only) like ``bf16``; ``fp32 tf32`` (CUDA
+only): fp32 with TF32 convolutions, torch's default on a GPU (the reference is strict fp32).
+Writes ``precision.json``/``.md`` and prints the :data:`medsr.inference.precision.BF16_MEASURED`
+entries (checksum → measured change) that ``--precision auto`` reads.
+
+    .venv/bin/python benchmarks/precision.py [--models fast-x2,default-x2] [--device cuda] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import cpu_flags, machine
+
+RESULTS = Path(__file__).parent / "results"
+CT_FILES = ("bad_sequence.dcm", "explicit_VR-UN.dcm", "J2K_pixelrep_mismatch.dcm", "CT_small.dcm")
+MR_FILES = ("MR-SIEMENS-DICOM-WithOverlays.dcm", "MR_small.dcm", "emri_small.dcm")
+
+
+def _load(name: str, crop: int | None) -> Any:
+    """A corpus image; with ``crop``, its central ``crop``² (at most 2 frames)."""
+    from pydicom.data import get_testdata_file
+
+    import medsr
+
+    img = medsr.load_image(get_testdata_file(name))
+    h, w = img.array.shape[-2:]
+    if crop and (h > crop or w > crop):
+        y, x = max(0, h // 2 - crop // 2), max(0, w // 2 - crop // 2)
+        img = img.replace(array=np.ascontiguousarray(img.array[:2, y : y + crop, x : x + crop]))
+    return img
+
+
+def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
+    """A PlaneUpscaler running ``variant`` (fp32, bf16, bf16 whole, fp16)."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    up = PlaneUpscaler(model, scale, device=device, precision=variant.split()[0])
+    if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
+        up._net_call = _with_tf32(up._net_call)
+    if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
+        up.residual_split = False
+        up._net_call = up.net
+    return up
+
+
+def _with_tf32(call: Any) -> Any:
+    import torch
+
+    def run(*args: Any) -> Any:
+        cudnn = torch.backends.cudnn
+        with cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=False, allow_tf32=True):
+            return call(*args)
+
+    return run
+
+
+@contextlib.contextmanager
+def as_before(variant: str) -> Iterator[None]:
+    """For ``bf16 whole``: the layers that read and write intensities run under autocast too
+    (``full_precision`` made a plain call), as every layer did before."""
+    if not variant.endswith("whole"):
+        yield
+        return
+    import medsr.models.blocks as blocks
+    import medsr.models.efficient as efficient
+    import medsr.models.srcnn as srcnn
+
+    def plain(layer: Any, x: Any) -> Any:
+        return layer(x)
+
+    saved = [(m, m.full_precision) for m in (blocks, efficient, srcnn)]
+    try:
+        for m, _ in saved:
+            m.full_precision = plain  # type: ignore[attr-defined]
+        yield
+    finally:
+        for m, fn in saved:
+            m.full_precision = fn  # type: ignore[attr-defined]
+
+
+def hu_change(ref: Any, other: Any, images: list[Any]) -> dict[str, float]:
+    """Largest and RMS change (image units) of ``other``'s outputs from ``ref``'s."""
+    worst, sq, n = 0.0, 0.0, 0
+    for img in images:
+        d = other.upscale(img).array.astype(np.float64) - ref.upscale(img).array
+        worst = max(worst, float(np.abs(d).max()))
+        sq += float(np.sum(d * d))
+        n += d.size
+    return {"max": worst, "rms": float(np.sqrt(sq / max(n, 1)))}
+
+
+def psnrs(up: Any, pairs: list[tuple[Any, Any]], scale: int) -> list[float]:
+    """PSNR (dB) of ``up`` on each (low-resolution input, reference) pair."""
+    from medsr.metrics import data_range_for, psnr3d
+
+    return [
+        psnr3d(up.upscale(lr).array, hr.array, data_range=data_range_for(hr.array, hr.modality), crop=scale)
+        for lr, hr in pairs
+    ]
+
+
+def validation_pairs(scale: int, crop: int | None) -> dict[str, list[tuple[Any, Any]]]:
+    """Per modality: (input degraded ×scale with bicubic, the image cropped to a multiple of scale)."""
+    from medsr.degradations import degrade_image
+
+    out: dict[str, list[tuple[Any, Any]]] = {}
+    for group, names in (("CT", CT_FILES[:3]), ("MR", MR_FILES)):
+        for name in names:
+            hr = _load(name, crop)
+            h, w = (n // scale * scale for n in hr.array.shape[-2:])
+            hr = hr.replace(array=np.ascontiguousarray(hr.array[..., :h, :w]))
+            out.setdefault(group, []).append((degrade_image(hr, "bicubic", scale), hr))
+    return out
+
+
+def speed_ms(up: Any, size: int, repeats: int) -> float:
+    """Median ms of ``forward_tensor`` on one ``size``² plane on the upscaler's device."""
+    import torch
+
+    x = torch.rand(1, 1, size, size, device=up.device)
+    if up.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for r in range(repeats + 1):
+            t0 = time.perf_counter()
+            up.forward_tensor(x)
+            if up.device.type == "cuda":
+                torch.cuda.synchronize()
+            if r:
+                times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def measure(model: str, device: str, crop: int | None, repeats: int, time_emulated: bool) -> dict[str, Any]:
+    from medsr.inference.precision import native_bf16, resolve_precision
+
+    scale = int(model.rsplit("x", 1)[-1])
+    variants = ["bf16", "bf16 whole"] + (["fp16", "fp32 tf32"] if device.startswith("cuda") else [])
+    ref = upscaler(model, scale, device, "fp32")
+    ct = [_load(n, crop) for n in CT_FILES]
+    pairs = validation_pairs(scale, crop)
+    row: dict[str, Any] = {"model": model, "scale": scale, "checksum": ref.loaded.checksum, "crop": crop,
+                           "residual_split": ref.residual_split, "variants": {}}  # fmt: skip
+    size = min(crop or 512, 512)
+    native = native_bf16(ref.device)[0]
+    ref_psnr = {g: psnrs(ref, p, scale) for g, p in pairs.items()}
+    row["fp32"] = {"psnr_db": {g: float(np.mean(v)) for g, v in ref_psnr.items()}, "ms_512": speed_ms(ref, size, repeats),
+                   "plane": size}
+    for v in variants:
+        up = upscaler(model, scale, device, v)
+        with as_before(v):
+            hu = hu_change(ref, up, ct)
+            dpsnr = {g: float(np.mean(np.subtract(psnrs(up, p, scale), ref_psnr[g]))) for g, p in pairs.items()}
+            timed = native or v == "fp16" or time_emulated  # emulated bf16 can be 100× slower: not timed
+            ms = speed_ms(up, size, repeats) if timed else None
+        row["variants"][v] = {"hu_max": hu["max"], "hu_rms": hu["rms"], "psnr_change_db": dpsnr, "ms_512": ms}
+        print(json.dumps({"model": model, "variant": v, **row["variants"][v]}), flush=True)
+    row["auto_here"] = resolve_precision("auto", ref.device, ref.loaded.checksum, True)
+    return row
+
+
+def to_markdown(info: dict[str, Any]) -> str:
+    from medsr.inference.precision import BF16_TOLERANCE_HU, BF16_TOLERANCE_HU_RMS
+
+    md = [
+        f"bf16 against fp32 per shipped in-plane model. Machine: {info['machine']} (device {info['device']}). "
+        "HU change: the corpus CT (3 slices at 512², CT_small at 128²) upscaled by the model, largest "
+        "and RMS change of any pixel. PSNR change: mean over validation pairs (CT: the three 512² "
+        "slices; MR: Siemens abdomen 484², MR_small, emri_small; degraded ×scale with bicubic). "
+        "ms: what `medsr upscale` runs per 512² slice (base + network + low-band projection), median. "
+        "`bf16`: the learned residual in bf16, base, add, normalisation and projection in fp32 (now); "
+        "`bf16 whole`: the whole network under autocast (before). "
+        f"`--precision auto` takes bf16 where the device computes it natively and the `bf16` change is "
+        f"at most {BF16_TOLERANCE_HU:g} HU and {BF16_TOLERANCE_HU_RMS:g} HU RMS."
+        + "".join(sorted({f" Images cropped to their central {r['crop']}² for {r['model']} (bf16 is emulated on this CPU)."
+                          for r in info["rows"] if r.get("crop")})),
+        "",
+        "| model | variant | HU max change | HU RMS change | PSNR change CT (dB) | PSNR change MR (dB) | ms / slice | fp32 ms / slice | auto with native bf16 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in info["rows"]:
+        for v, m in r["variants"].items():
+            ok = m["hu_max"] <= BF16_TOLERANCE_HU and m["hu_rms"] <= BF16_TOLERANCE_HU_RMS
+            auto = ("bf16" if ok else "fp32") if v == "bf16" else ""
+            md.append(
+                f"| {r['model']} | {v} | {m['hu_max']:.3g} | {m['hu_rms']:.3g} | {m['psnr_change_db'].get('CT', 0):+.4f} | "
+                f"{m['psnr_change_db'].get('MR', 0):+.4f} | {_ms(m['ms_512'])} | {_ms(r['fp32']['ms_512'])} | {auto} |"
+            )
+    md += ["", f"Here `--precision auto` runs: {', '.join(sorted({r['auto_here'][0] + ' (' + r['auto_here'][1] + ')' for r in info['rows']}))}."]
+    return "\n".join(md) + "\n"
+
+
+def _ms(v: float | None) -> str:
+    return f"{v:.0f}" if v is not None else "not timed (emulated)"
+
+
+def table_entries(info: dict[str, Any]) -> str:
+    """The :data:`BF16_MEASURED` entries for medsr/inference/precision.py."""
+    lines = []
+    for r in info["rows"]:
+        m = r["variants"]["bf16"]
+        lines.append(
+            f'    "{r["checksum"]}": {{"model": "{r["model"]}", "hu_max": {m["hu_max"]:.3g}, '
+            f'"hu_rms": {m["hu_rms"]:.3g}, "psnr_change_db": {m["psnr_change_db"].get("CT", 0):+.4f}}},'
+        )
+    return "\n".join(lines)
+
+
+def run(out: Path, *, quick: bool = False, device: str = "cpu", src: str | None = None,
+        models: str | None = None, repeats: int = 3, crop: int | None = None,
+        time_emulated: bool = False) -> dict[str, Any]:  # fmt: skip
+    """Measure every model, write ``precision.json``/``.md`` under ``out``; ``src`` is unused
+    (the table describes the code it runs in)."""
+    from medsr.models.resolver import list_pretrained
+
+    names = [m for m in (models or "").split(",") if m] or [m.name for m in list_pretrained(kind="in-plane")]
+    if quick:
+        names, repeats, crop = names[:1] if models else ["fast-x2"], 1, 64
+    if device.startswith("cuda"):  # the fp32 reference is strict fp32: no TF32
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    rows: list[dict[str, Any]] = []
+    out.mkdir(parents=True, exist_ok=True)
+    for m in names:  # written after every model: a time limit keeps what was measured
+        rows.append(measure(m, device, crop, repeats, time_emulated))
+        info = {"machine": machine(load=True), "cpu_flags": cpu_flags(), "device": device, "rows": rows}
+        (out / "precision.json").write_text(json.dumps(info, indent=2) + "\n")
+        md = to_markdown(info)
+        (out / "precision.md").write_text(md)
+    print(md)
+    print("BF16_MEASURED entries:\n" + table_entries(info), flush=True)
+    return info
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--crop", type=int, default=None,
+                    help="central crop of every image (e.g. 256: a quarter of the pixels, where bf16 is emulated)")
+    ap.add_argument("--time-emulated", action="store_true", help="time bf16 even where it is emulated")
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    run(args.out, quick=args.quick, device=args.device, models=args.models, repeats=args.repeats, crop=args.crop,
+        time_emulated=args.time_emulated)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Network arithmetic: fp32, bf16 or fp16 for the learned part, and what ``auto`` picks.
+
+**What runs in reduced precision.** Only the *learned residual*. The shipped networks add their
+detail to a bicubic base (``residual_base = "bicubic"`` with a :meth:`detail` method: RLFN with
+``global_residual``, VDSR, residual5); :class:`medsr.inference.planes.PlaneUpscaler` then computes
+the base, the add, the low-band projection and the normalisation in fp32 and runs only
+``net.detail`` under autocast. A CT value of 3,000 HU rounded to bf16 (8 significant bits) moves
+by up to 8 HU; a detail of ±50 HU by a fraction of one. Networks without that split (SRCNN)
+run whole under autocast, as before.
+
+**``auto``** picks ``bf16`` only where both hold, ``fp32`` otherwise:
+
+1. the device computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX-512 BF16
+   or AMX (``avx512_bf16`` / ``amx_bf16`` in ``/proc/cpuinfo``) — elsewhere bf16 is emulated and
+   no faster than fp32;
+2. the model's bf16 output was measured (``benchmarks/precision.py``: the corpus CT slices
+   upscaled ×2 in fp32 and in bf16) to change by at most :data:`BF16_TOLERANCE_HU` HU
+   anywhere and :data:`BF16_TOLERANCE_HU_RMS` HU RMS. The measurements are kept in
+   :data:`BF16_MEASURED` under the weights' checksum, so a retrained or unknown model gets fp32
+   until it is measured.
+
+``fp16`` runs on CUDA only (the same residual-only split).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medsr.errors import InvalidParameterError
+
+__all__ = [
+    "BF16_MEASURED",
+    "BF16_TOLERANCE_HU",
+    "BF16_TOLERANCE_HU_RMS",
+    "PRECISIONS",
+    "PRECISION_CHOICES",
+    "check_precision",
+    "native_bf16",
+    "resolve_precision",
+]
+
+#: network arithmetic → torch autocast dtype (``fp32``: none; the default, and what the model
+#: cards' numbers were measured with)
+PRECISIONS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+#: what callers may ask for: a precision, or ``auto`` (see the module docstring)
+PRECISION_CHOICES = (*PRECISIONS, "auto")
+
+#: ``auto`` takes bf16 only for a model whose measured bf16 change on the corpus CT is at most
+#: this many HU at any pixel: a fifth of the 25 HU that running the whole network in bf16
+#: reached, and below the quantum noise of a routine CT (10 HU and more) ...
+BF16_TOLERANCE_HU = 5.0
+#: ... and at most this RMS change (HU): half the 1 HU step CT values are stored in
+BF16_TOLERANCE_HU_RMS = 0.5
+
+#: bf16 (learned residual only) against fp32 on the corpus CT, per shipped weights checksum,
+#: measured by ``benchmarks/precision.py`` on a CPU (``benchmarks/results/precision.md``): the
+#: largest change at any pixel and the RMS change in HU over bad_sequence.dcm,
+#: explicit_VR-UN.dcm, J2K_pixelrep_mismatch.dcm and CT_small.dcm upscaled ×2 (fast-x2: whole
+#: slices; default-x2: their central 256², bf16 being emulated on the measuring CPU), and the
+#: PSNR change on the CT validation pairs. Models not listed run fp32 under ``auto``.
+BF16_MEASURED: dict[str, dict[str, Any]] = {
+    "sha256:08df1a7fb7365e7c7935d09aebc143d379b5f7e1d2d68110d786c4e0f139146f": {
+        "model": "fast-x2", "hu_max": 4.52, "hu_rms": 0.284, "psnr_change_db": -0.056,
+    },
+    "sha256:9615af35daab109b18e9e6cbd871a97e7c314cea8352fc97835d3a2d5d17f238": {
+        "model": "default-x2", "hu_max": 4.35, "hu_rms": 0.267, "psnr_change_db": +0.013,
+    },
+}  # fmt: skip
+
+
+def check_precision(precision: str, *, allow_auto: bool = True) -> str:
+    """``precision`` if it is one of :data:`PRECISION_CHOICES` (``auto`` only when
+    ``allow_auto``), else a clear error."""
+    choices = PRECISION_CHOICES if allow_auto else tuple(PRECISIONS)
+    if precision not in choices:
+        raise InvalidParameterError(f"precision must be one of {', '.join(choices)}; got {precision!r}")
+    return precision
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16(device: Any) -> tuple[bool, str]:
+    """Whether ``device`` (a ``torch.device``) computes bf16 natively, and what says so."""
+    import torch
+
+    if device.type == "cuda":
+        ok = bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        return ok, f"{torch.cuda.get_device_name(device)}: {'native' if ok else 'no native'} bf16"
+    if device.type == "cpu":
+        found = sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
+        return bool(found), ("CPU has " + " and ".join(found)) if found else "CPU without AVX-512 BF16 or AMX"
+    return False, f"{device.type}: bf16 not known to be native"
+
+
+def resolve_precision(precision: str, device: Any, checksum: str, learned: bool) -> tuple[str, str]:
+    """The precision to run (``fp32``/``bf16``/``fp16``) for a request, and why.
+
+    ``auto`` → ``bf16`` when the device computes it natively and the model (by ``checksum``) is in
+    :data:`BF16_MEASURED` within :data:`BF16_TOLERANCE_HU` / :data:`BF16_TOLERANCE_HU_RMS`;
+    ``fp32`` otherwise (classical interpolators always: they have no learned part). Other
+    requests are returned as they are.
+    """
+    check_precision(precision)
+    if precision != "auto":
+        return precision, "requested"
+    if not learned:
+        return "fp32", "auto: a classical interpolator has no learned part"
+    native, why = native_bf16(device)
+    if not native:
+        return "fp32", f"auto: {why}"
+    measured = BF16_MEASURED.get(checksum)
+    if measured is None:
+        return "fp32", "auto: bf16 not measured for this model (benchmarks/precision.py)"
+    hu_max, hu_rms = float(measured["hu_max"]), float(measured["hu_rms"])
+    if hu_max > BF16_TOLERANCE_HU or hu_rms > BF16_TOLERANCE_HU_RMS:
+        return "fp32", (
+            f"auto: bf16 changes this model's CT output by up to {hu_max:.2g} HU "
+            f"(tolerance {BF16_TOLERANCE_HU:g} HU)"
+        )
+    return "bf16", f"auto: {why}; bf16 changes this model's CT output by at most {hu_max:.2g} HU"

@@ -1,0 +1,197 @@
+"""Precision: bf16 for the learned residual only, and what ``--precision auto`` picks (no timing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import medsr
+from medsr.errors import InvalidParameterError
+from medsr.image import MedImage
+from medsr.inference import precision as prec
+from medsr.inference.planes import PlaneUpscaler
+from medsr.models.resolver import resolve_model, shipped_weights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def native_cpu(monkeypatch):
+    """A CPU that reports AMX bf16."""
+    monkeypatch.setattr(prec, "_cpu_flags", lambda: {"avx512f", "amx_bf16", "amx_tile"})
+
+
+@pytest.fixture
+def plain_cpu(monkeypatch):
+    monkeypatch.setattr(prec, "_cpu_flags", lambda: {"avx2", "fma"})
+
+
+def _checksum(name: str) -> str:
+    return resolve_model(name).checksum
+
+
+def test_choices_and_errors():
+    assert prec.check_precision("auto") == "auto"
+    for p in ("fp32", "bf16", "fp16"):
+        assert prec.check_precision(p, allow_auto=False) == p
+    with pytest.raises(InvalidParameterError, match="precision must be one of"):
+        prec.check_precision("int8")
+    with pytest.raises(InvalidParameterError, match="precision must be one of fp32, bf16, fp16;"):
+        prec.check_precision("auto", allow_auto=False)
+
+
+def test_explicit_requests_pass_through(plain_cpu):
+    for p in ("fp32", "bf16", "fp16"):
+        assert prec.resolve_precision(p, CPU, "sha256:x", True) == (p, "requested")
+
+
+def test_native_bf16_from_cpu_flags(native_cpu):
+    ok, why = prec.native_bf16(CPU)
+    assert ok and "amx_bf16" in why
+
+
+def test_auto_is_fp32_without_native_bf16(plain_cpu, monkeypatch):
+    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:m", {"model": "m", "hu_max": 0.1, "hu_rms": 0.01})
+    got, why = prec.resolve_precision("auto", CPU, "sha256:m", True)
+    assert got == "fp32" and "without AVX-512 BF16 or AMX" in why
+
+
+def test_auto_takes_bf16_only_for_models_measured_within_tolerance(native_cpu, monkeypatch):
+    tol, tol_rms = prec.BF16_TOLERANCE_HU, prec.BF16_TOLERANCE_HU_RMS
+    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": tol, "hu_rms": tol_rms})
+    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:far", {"model": "far", "hu_max": 2 * tol, "hu_rms": 0.0})
+    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:rms", {"model": "rms", "hu_max": 0.0, "hu_rms": 2 * tol_rms})
+    assert prec.resolve_precision("auto", CPU, "sha256:ok", True)[0] == "bf16"
+    far = prec.resolve_precision("auto", CPU, "sha256:far", True)
+    assert far[0] == "fp32" and "tolerance" in far[1]
+    assert prec.resolve_precision("auto", CPU, "sha256:rms", True)[0] == "fp32"
+    unknown = prec.resolve_precision("auto", CPU, "sha256:retrained", True)
+    assert unknown == ("fp32", "auto: bf16 not measured for this model (benchmarks/precision.py)")
+    assert prec.resolve_precision("auto", CPU, "sha256:ok", False)[0] == "fp32"  # classical
+
+
+def test_auto_on_cuda_asks_the_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": 0.0, "hu_rms": 0.0})
+    got, why = prec.resolve_precision("auto", torch.device("cuda"), "sha256:ok", True)
+    assert got == "bf16" and "Test GPU: native bf16" in why
+
+
+def test_measured_table_describes_shipped_weights():
+    """Every entry names a shipped model by its current weights' checksum (retrained weights
+    must be measured again: benchmarks/precision.py prints the entries)."""
+    shipped = shipped_weights()
+    for checksum, entry in prec.BF16_MEASURED.items():
+        assert entry["model"] in shipped, entry
+        assert _checksum(entry["model"]) == checksum, f"{entry['model']}: re-run benchmarks/precision.py"
+        assert {"hu_max", "hu_rms"} <= set(entry)
+
+
+def test_auto_in_the_upscaler_and_its_record(monkeypatch):
+    img = MedImage(np.linspace(-1000, 1000, 2 * 24 * 24, dtype=np.float32).reshape(2, 24, 24), modality="CT", units="HU")
+    monkeypatch.setattr(prec, "_cpu_flags", lambda: {"amx_bf16"})
+    monkeypatch.setitem(prec.BF16_MEASURED, _checksum("fast-x2"), {"model": "fast-x2", "hu_max": 0.0, "hu_rms": 0.0})
+    up = PlaneUpscaler("fast-x2", 2, precision="auto")
+    assert (up.precision, up.autocast_dtype) == ("bf16", torch.bfloat16)
+    sr = up.upscale(img)
+    assert sr.meta["derivation"]["precision"] == "bf16"
+    assert "amx_bf16" in sr.meta["derivation"]["precision_auto"]
+    shared = PlaneUpscaler(up, 2)  # a shared network keeps its arithmetic and the reason
+    assert (shared.precision, shared.precision_note) == (up.precision, up.precision_note)
+    monkeypatch.setattr(prec, "_cpu_flags", lambda: set())
+    plain = medsr.upscale(img, 2, "fast-x2", precision="auto")
+    assert plain.meta["derivation"]["precision"] == "fp32"
+    assert medsr.upscale(img, 2, "bicubic", precision="auto").meta["derivation"]["precision"] == "fp32"
+
+
+class _Spy(torch.nn.Module):
+    """Records the dtype each wrapped layer sees."""
+
+    def __init__(self, layer: torch.nn.Module, seen: list[torch.dtype]):
+        super().__init__()
+        self.layer, self.seen = layer, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(x.dtype)
+        return self.layer(x)
+
+
+def test_bf16_runs_the_residual_only():
+    """bf16: the head reads fp32 intensities, the body runs in bf16, the base and the add stay
+    fp32 — and the prediction is exactly base + detail (projected)."""
+    up = PlaneUpscaler("fast-x2", 2, precision="bf16")
+    assert up.residual_split
+    seen_head: list[torch.dtype] = []
+    seen_tail: list[torch.dtype] = []
+    net = up.net
+    head, tail = net.head, net.body_tail
+    net.head, net.body_tail = _Spy(head, seen_head), _Spy(tail, seen_tail)
+    try:
+        x = torch.rand(1, 1, 20, 20)
+        with torch.inference_mode():
+            pred, base = up.forward_tensor(x, need_base=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                detail = net.detail(x).float()
+    finally:
+        net.head, net.body_tail = head, tail
+    assert seen_head[0] == torch.float32 and seen_tail[0] == torch.bfloat16
+    assert pred.dtype == base.dtype == torch.float32
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    assert torch.equal(base, bicubic)
+    from medsr.models.lowband import project_low_band
+
+    assert torch.equal(pred, project_low_band(base + detail, base, 2, up.low_band_cutoff))
+
+
+@pytest.mark.parametrize("model", ["fast-x2", "default-x2"])
+def test_bf16_change_on_ct_is_within_the_documented_tolerance(corpus, model):
+    """The residual-only bf16 keeps a shipped model's CT output within the tolerance that
+    ``auto`` uses (the full measurement: benchmarks/precision.py)."""
+    img = medsr.load_image(corpus("CT_small.dcm"))
+    ref = medsr.upscale(img, scale=2, model=model)
+    low = medsr.upscale(img, scale=2, model=model, precision="bf16")
+    d = np.abs(low.array.astype(np.float64) - ref.array)
+    assert 0 < d.max() <= prec.BF16_TOLERANCE_HU
+    assert np.sqrt(np.mean(d**2)) <= prec.BF16_TOLERANCE_HU_RMS
+
+
+def test_precision_option_of_the_pipeline(tmp_path):
+    from medsr.pipeline import check_options
+
+    check_options(precision="auto")
+    check_options(precision="auto", method="zero-shot", budget_s=1)  # auto is fp32 there
+    with pytest.raises(InvalidParameterError, match="precision applies to trained models"):
+        check_options(precision="bf16", method="zero-shot", budget_s=1)
+    with pytest.raises(InvalidParameterError, match="precision must be one of"):
+        check_options(precision="fast")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_reduced_precision_keeps_hu(corpus, precision):
+    """On the GPU too the residual-only bf16/fp16 stays within the tolerance of CPU fp32."""
+    img = medsr.load_image(corpus("CT_small.dcm"))
+    ref = medsr.upscale(img, scale=2, model="fast-x2", device="cpu")
+    low = medsr.upscale(img, scale=2, model="fast-x2", device="cuda", precision=precision)
+    assert low.meta["derivation"]["precision"] == precision
+    d = np.abs(low.array.astype(np.float64) - ref.array)
+    assert d.max() <= prec.BF16_TOLERANCE_HU
+    assert np.sqrt(np.mean(d**2)) <= prec.BF16_TOLERANCE_HU_RMS
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_auto_and_kept_base():
+    """auto on a GPU: bf16 for a measured model; the one pass keeps its base on the GPU too."""
+    up = PlaneUpscaler("fast-x2", 2, device="cuda", precision="auto")
+    measured = up.loaded.checksum in prec.BF16_MEASURED
+    assert up.precision == ("bf16" if measured and torch.cuda.is_bf16_supported(including_emulation=False) else "fp32")
+    img = MedImage(np.linspace(-1000, 1000, 2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32), modality="CT", units="HU")
+    job = up.run_job(up.prepare(img, keep_base=True))
+    cpu = PlaneUpscaler("bicubic", 2, device="cpu", clip=False).upscale(img).array
+    np.testing.assert_allclose(up.base_array(job, clip=False), cpu, atol=1e-3)

@@ -1,0 +1,91 @@
+"""One model pass serves every purpose: detail scaling, the consistency reference, the
+self-check; the shortcuts give what the separate computations gave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import medsr
+from medsr.image import MedImage
+from medsr.inference.planes import PlaneUpscaler
+from medsr.pipeline import _shrink_detail, upscale_with_safeguards
+from tests.conftest import corpus_path
+from tests.safeguards.conftest import make_weights
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _padded_ct() -> MedImage:
+    """Two CT slices (the corpus' 128² CT) with a fill of −2000 HU outside a circle: padding."""
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))
+    arr = np.repeat(ct.array, 2, axis=0)
+    arr[1] = np.roll(arr[1], 3, axis=0)
+    yy, xx = np.mgrid[:128, :128]
+    arr[:, (yy - 63.5) ** 2 + (xx - 63.5) ** 2 > 60**2] = -2000.0
+    return ct.replace(array=arr, meta={})
+
+
+def test_kept_base_is_the_base_interpolator_output():
+    image = _padded_ct()
+    up = PlaneUpscaler("fast-x2", 2)
+    job = up.run_job(up.prepare(image, keep_base=True))
+    span = float(np.ptp(image.array))
+    raw = PlaneUpscaler("bicubic", 2, clip=False).upscale(image).array
+    clipped = PlaneUpscaler("bicubic", 2).upscale(image).array
+    np.testing.assert_allclose(up.base_array(job, clip=False), raw, atol=1e-6 * span)
+    np.testing.assert_allclose(up.base_array(job, clip=True), clipped, atol=1e-6 * span)
+    assert np.array_equal(up.finish(job).array, up.upscale(image).array)  # keeping changes nothing
+
+
+def test_detail_gain_in_the_pass_equals_scaling_afterwards():
+    image = _padded_ct()
+    up = PlaneUpscaler("default-x2", 2)
+    plain = up.upscale(image)
+    scaled = up.upscale(image, detail_gain=0.3)
+    after = _shrink_detail(image, plain, up, 0.3)
+    np.testing.assert_allclose(scaled.array, after.array, atol=1e-6 * float(np.ptp(image.array)))
+    outside = np.repeat(np.repeat(image.array < -1500, 2, -2), 2, -1)
+    assert np.all(scaled.array[outside] == -2000.0)  # padding stays exact
+    assert scaled.meta["derivation"]["detail_gain"] == 0.3 == after.meta["derivation"]["detail_gain"]
+    assert scaled.history == after.history
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory):
+    return make_weights(tmp_path_factory.mktemp("w") / "random.safetensors")
+
+
+def test_self_check_scaling_same_as_on_a_precomputed_output(random_weights):
+    """A random network's detail fails the self-check: scaled as the planes come back (one
+    pass) or afterwards (a batch's precomputed output) gives the same image and record."""
+    yy, xx = np.mgrid[:96, :96]
+    smooth = (100 + 50 * np.sin(xx / 25.0) * np.cos(yy / 31.0)).astype(np.float32)[None]
+    img = MedImage(np.concatenate([smooth, smooth[:, ::-1]]), modality="MR")
+    kw = {"maps": False, "tta": False, "ood": False, "warn": False}
+    sr, summary = upscale_with_safeguards(img, 2, str(random_weights), **kw)
+    assert summary["self_check"]["applied"]
+    out = medsr.upscale(img, 2, str(random_weights))
+    sr2, summary2 = upscale_with_safeguards(img, 2, str(random_weights), output=out, **kw)
+    np.testing.assert_allclose(sr.array, sr2.array, atol=1e-6 * float(np.ptp(img.array)))
+    assert summary["self_check"] == summary2["self_check"]
+    assert sr.meta["derivation"]["detail_gain"] == sr2.meta["derivation"]["detail_gain"]
+    # with the uncertainty map (TTA) the output is the same again
+    sr3, _ = upscale_with_safeguards(img, 2, str(random_weights), **{**kw, "tta": True})
+    np.testing.assert_allclose(sr.array, sr3.array, atol=1e-6 * float(np.ptp(img.array)))
+
+
+def test_consistency_reference_from_the_kept_base(monkeypatch):
+    """Speckle: the error exceeds the absolute threshold, so the bicubic reference is needed;
+    the kept base and a fresh bicubic upscale give the same reference."""
+    import medsr.pipeline as pipeline
+
+    rng = np.random.default_rng(3)
+    img = MedImage(rng.gamma(1.0, 100.0, (2, 64, 64)).astype(np.float32), modality="US")
+    kw = {"maps": False, "tta": False, "warn": False, "self_check": False}
+    _, kept = upscale_with_safeguards(img, 2, "fast-x2", **kw)
+    monkeypatch.setattr(pipeline, "KEEP_BASE_BYTES", 0)
+    _, fresh = upscale_with_safeguards(img, 2, "fast-x2", **kw)
+    assert "bicubic_p99_rel" in kept["consistency"]
+    assert kept["consistency"]["bicubic_p99_rel"] == pytest.approx(fresh["consistency"]["bicubic_p99_rel"], rel=1e-5)
+    assert kept["consistency"]["exceeded"] == fresh["consistency"]["exceeded"]
