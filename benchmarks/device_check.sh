@@ -96,7 +96,7 @@ command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_vers
 
 # ---------------------------------------------------------------- 2. CUDA-only tests
 mapfile -t GPU_TESTS < <(grep -rlE "mark\.gpu" tests --include='test_*.py' | sort)
-run "CUDA-only tests (${#GPU_TESTS[@]} files)" 80 \
+run "CUDA-only tests (${#GPU_TESTS[@]} files)" 90 \
     "$PY" -m pytest -q -rs -m gpu -p no:cacheprovider --continue-on-collection-errors "${GPU_TESTS[@]}" \
     > >(tee "$OUT/gpu_tests.txt") 2>&1
 
@@ -106,14 +106,14 @@ if [ "$QUICK" = 1 ]; then
     PREC=(--quick)
     E2E=(--quick)
 else
-    SPEED=(--models default-x2,fast-x2 --repeats 10 --time-budget 120)
+    SPEED=(--models default-x2,fast-x2 --repeats 10 --time-budget 100)
     PREC=(--models fast-x2,default-x2 --repeats 3)
     E2E=(--e2e-models fast-x2,default-x2 --repeats 2)
 fi
-run "speed, network ($DEVICE)" 150 "$PY" benchmarks/speed.py --device "$DEVICE" --sections network \
+run "speed, network ($DEVICE)" 130 "$PY" benchmarks/speed.py --device "$DEVICE" --sections network \
     --out "$OUT" "${SPEED[@]}"
-run "precision ($DEVICE)" 45 "$PY" benchmarks/precision.py --device "$DEVICE" --out "$OUT" "${PREC[@]}"
-run "end to end ($DEVICE)" 40 "$PY" benchmarks/speed.py --device "$DEVICE" --sections e2e --e2e-inputs NIfTI \
+run "precision ($DEVICE)" 40 "$PY" benchmarks/precision.py --device "$DEVICE" --out "$OUT" "${PREC[@]}"
+run "end to end ($DEVICE)" 25 "$PY" benchmarks/speed.py --device "$DEVICE" --sections e2e --e2e-inputs NIfTI \
     --precisions fp32,auto --no-maps --no-process --label "$DEVICE" --out "$OUT" "${E2E[@]}"
 
 echo "== done in $(($(date +%s) - START))s; results in $OUT:"

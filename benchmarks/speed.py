@@ -479,7 +479,7 @@ def section_network(args: argparse.Namespace) -> None:
                           "warmup": 3}  # fmt: skip
                 configs = [
                     {**common, "path": "medsr forward", "precision": p, "channels_last": cl, "batch": b}
-                    for p in ("fp32", "bf16", "fp16") for cl in (True, False) for b in (64, 16, 1)
+                    for p in ("bf16", "fp16", "fp32") for cl in (True, False) for b in (64, 16, 1)
                 ]  # fmt: skip
                 configs.append({**common, "path": "network", "precision": "bf16", "channels_last": True, "batch": 64})
                 if not args.no_compile and size == 256:

@@ -81,3 +81,15 @@ def test_low_band_off_gives_the_bare_network():
     assert guarded.meta["derivation"]["low_band"] == {"base": "bicubic", "cutoff": 0.5}
     assert "low_band" not in bare.meta["derivation"]
     assert not np.array_equal(guarded.array, bare.array)
+
+
+def test_cached_basis_serves_inference_then_training():
+    """The DCT bases are cached: one first made under inference_mode still trains."""
+    from medsr.models.lowband import low_band
+
+    x = torch.rand(1, 1, 24, 28)
+    with torch.inference_mode():
+        low_band(x, 2)
+    y = x.clone().requires_grad_(True)
+    low_band(y, 2).sum().backward()
+    assert y.grad is not None

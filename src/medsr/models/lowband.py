@@ -75,7 +75,8 @@ def dct_basis(n: int, k: int, *, device: Any = "cpu", dtype: torch.dtype = torch
 
 @lru_cache(maxsize=64)
 def _basis_torch(n: int, k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.as_tensor(_basis_np(n, k), dtype=dtype, device=device)
+    with torch.inference_mode(False):  # a normal tensor: training may use it after inference did
+        return torch.as_tensor(_basis_np(n, k), dtype=dtype, device=device)
 
 
 def low_band(x: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF) -> torch.Tensor:
