@@ -1,25 +1,28 @@
-"""Through-plane self-supervised super-resolution of thick-slice volumes (SMORE-like).
+"""Through-plane super-resolution of thick-slice volumes: a learned prior, adapted per volume.
 
 A volume acquired as thick slices (z spacing coarser than the in-plane pixel size) is sharp
-in-plane and blurred + under-sampled along z. SMORE — C. Zhao et al., "SMORE: a self-supervised
-anti-aliasing and super-resolution algorithm for MRI using deep learning", IEEE TMI
-40(3):805–817, 2021 — observes that the in-plane data show what the anatomy looks like at high
-resolution, so training pairs can be made from the axial slices themselves:
+in-plane and blurred + under-sampled along z. medsr restores z in three steps:
 
-1. each axial slice is degraded along one in-plane axis (y, and x after a transpose) with the
-   through-plane model: the slice profile (Gaussian, FWHM = slice thickness — from the header
-   when known, else the slice spacing — in in-plane pixels) and decimation by
-   ``f = round(z spacing / in-plane spacing)`` (:func:`medsr.degradations.thick_slice`);
-2. a one-axis network (``residual5-1d``: cubic interpolation along the axis + a residual CNN) is
-   trained to undo that, on random patches (flips as augmentation), within a time budget;
-3. it is applied to every sagittal ``(z, y)`` and coronal ``(z, x)`` plane with z as the upsampled
-   axis, the two orientations are averaged, and the volume (now ``f × Z`` slices) is resampled
-   along z (cubic) to the isotropic or requested spacing.
+1. **the prior** — a one-axis network (``edsr-1d``, shipped as ``tp-x2``/``tp-x4``) trained with
+   ``task: through-plane`` on 2-D planes of many patients' CT and MR whose rows were made thick
+   with random Gaussian/box slice profiles (:func:`medsr.degradations.thick_slice`);
+2. **adaptation** (optional, ``adapt_steps``) — SMORE's observation (C. Zhao et al., "SMORE: a
+   self-supervised anti-aliasing and super-resolution algorithm for MRI using deep learning",
+   IEEE TMI 40(3):805–817, 2021) that the in-plane data show what the anatomy looks like at high
+   resolution: the volume's axial slices, degraded along y (and x) with its slice profile (given,
+   from the header, or estimated: :mod:`medsr.selfsup.slice_profile`), fine-tune the prior for
+   a fixed number of seeded optimiser steps (reproducible, independent of the machine's load);
+3. the network runs on every sagittal ``(z, y)`` and coronal ``(z, x)`` plane with z as the
+   upsampled axis, the two orientations are averaged (their disagreement is the uncertainty
+   map), and the volume (``f × Z`` slices, ``f`` = 2 or 4) is resampled along z (cubic) to the
+   isotropic or requested spacing.
 
-The output grid is medsr's one grid rule for through-plane outputs (:mod:`medsr.slice_grid`,
-shared with ``medsr interpolate``): cell-centred, same field of view, ``n = round(Z·s_z / target)``
-slices of spacing ``Z·s_z / n`` — the target exactly when that is a whole number.
-:func:`interpolate_z` gives the linear/cubic interpolation baselines on the same grid.
+Without a prior the network starts as cubic interpolation and adaptation trains it (plain
+SMORE). The output grid is medsr's one grid rule for through-plane outputs
+(:mod:`medsr.slice_grid`, shared with ``medsr interpolate``): cell-centred, same field of view,
+``n = round(Z·s_z / target)`` slices of spacing ``Z·s_z / n`` — the target exactly when that is
+a whole number. :func:`interpolate_z` gives the linear/cubic interpolation baselines on the
+same grid.
 """
 
 from __future__ import annotations
