@@ -650,10 +650,9 @@ def check_options(
         check_steps(adapt_steps)
         if target_spacing is not None:
             positive_number(target_spacing, "the target spacing", "mm")
-        if method == "zero-shot" or (model is not None and str(model).lower() in ("none", "scratch")):
-            return None  # no prior: adaptation from cubic interpolation (SMORE-like)
-        if model is not None and str(model).lower() not in ("auto", "default"):
-            resolve_model(model, kinds=("through-plane",))  # a clear error for a wrong kind
+        prior = through_plane_prior(model, method, init)
+        if prior not in (None, "auto"):
+            resolve_model(prior, kinds=("through-plane",))  # a clear error for a wrong kind
         return None
     if zero_shot:
         from medsr.selfsup._fit import check_budget
@@ -695,6 +694,19 @@ def through_plane_summary(result: MedImage) -> dict[str, Any]:
             u, data_range=data_range_for(result), threshold_rel=UNCERTAINTY_THRESHOLD, units=result.units
         )
     return summary
+
+
+def through_plane_prior(model: Any, method: str, init: str | None) -> Any:
+    """The through-plane prior ``upscale_file``'s options ask for: ``None`` (no prior: the network
+    starts as cubic interpolation) for ``method="zero-shot"`` or ``model`` ``none``/``scratch``;
+    ``init`` or ``model`` when they name weights; ``"auto"`` (the shipped prior) otherwise."""
+    if method == "zero-shot":
+        return None
+    if init is not None:
+        return init
+    if model is None or str(model).lower() in ("auto", "default"):
+        return "auto"
+    return None if str(model).lower() in ("none", "scratch") else model
 
 
 def upscale_through_plane(
@@ -748,16 +760,9 @@ def _through_plane_file(
 ) -> Path:
     """``upscale_file`` for ``through_plane=True``: :func:`upscale_through_plane`, then the
     same writers as every output."""
-    prior: Any = "auto"
-    if method == "zero-shot":
-        prior = None
-    elif init is not None:
-        prior = init
-    elif model is not None and str(model).lower() not in ("auto", "default"):
-        prior = None if str(model).lower() in ("none", "scratch") else model
     options.pop("budget_s", None)
     result, summary = upscale_through_plane(
-        image, prior=prior, target_spacing=target_spacing, consistency=consistency,
+        image, prior=through_plane_prior(model, method, init), target_spacing=target_spacing, consistency=consistency,
         maps=maps_dir is not None, device=device, **options,
     )  # fmt: skip
     return save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)

@@ -35,6 +35,31 @@ def cubic_upsample_axis(x: torch.Tensor, scale: int, axis: int = -2) -> torch.Te
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
 
 
+def _init_axial(
+    net: Residual5Axial | EDSRAxial,
+    in_channels: int,
+    out_channels: int | None,
+    scale: int,
+    axis: int,
+) -> None:
+    """Check and set what every one-axis network shares: ``scale``, ``axis`` and the channels
+    (its output adds a residual to its input, so out_channels must equal in_channels)."""
+    name = type(net).__name__
+    if default_out_channels(in_channels, out_channels) != in_channels:
+        raise ValueError(
+            f"{name} adds a residual to its input, so out_channels must equal in_channels"
+        )
+    s = int(scale)
+    if s != scale or s < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if axis not in (-2, -1):
+        raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
+    net.scale = s
+    net.axis = int(axis)
+    net.in_channels = in_channels
+    net.out_channels = in_channels
+
+
 @register_model("residual5-1d")
 class Residual5Axial(nn.Module):
     """Cubic interpolation along one axis + a 5-layer residual CNN (through-plane SR, SMORE-like).
@@ -58,6 +83,10 @@ class Residual5Axial(nn.Module):
 
     kind = "interpolator-1d"
     learned = True
+    scale: int
+    axis: int
+    in_channels: int
+    out_channels: int
 
     def __init__(
         self,
@@ -69,19 +98,7 @@ class Residual5Axial(nn.Module):
         axis: int = -2,
     ):
         super().__init__()
-        if default_out_channels(in_channels, out_channels) != in_channels:
-            raise ValueError(
-                "Residual5Axial adds a residual to its input, so out_channels must equal in_channels"
-            )
-        s = int(scale)
-        if s != scale or s < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale!r}")
-        if axis not in (-2, -1):
-            raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
-        self.scale = s
-        self.axis = int(axis)
-        self.in_channels = in_channels
-        self.out_channels = in_channels
+        _init_axial(self, in_channels, out_channels, scale, axis)
         self.body = residual_cnn(in_channels, in_channels, num_features, num_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +139,10 @@ class EDSRAxial(nn.Module):
 
     kind = "interpolator-1d"
     learned = True
+    scale: int
+    axis: int
+    in_channels: int
+    out_channels: int
 
     def __init__(
         self,
@@ -134,17 +155,8 @@ class EDSRAxial(nn.Module):
         res_scale: float = 1.0,
     ):
         super().__init__()
-        if default_out_channels(in_channels, out_channels) != in_channels:
-            raise ValueError("EDSRAxial adds a residual to its input: out_channels must equal in_channels")
-        s = int(scale)
-        if s != scale or s < 1:
-            raise ValueError(f"scale must be a positive integer, got {scale!r}")
-        if axis not in (-2, -1):
-            raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
-        self.scale = s
-        self.axis = int(axis)
-        self.in_channels = in_channels
-        self.out_channels = in_channels
+        _init_axial(self, in_channels, out_channels, scale, axis)
+        s = self.scale
         self.head = conv(in_channels, num_features)
         self.body = nn.Sequential(
             *[ResidualBlock(num_features, res_scale=res_scale) for _ in range(int(num_blocks))],

@@ -339,10 +339,8 @@ def through_plane_upscale(
     t0 = time.perf_counter()
 
     loaded = _resolve_prior(init if init is not None else prior, f)
-    if loaded is not None:
-        import copy
-
-        net, card, prior_label = copy.deepcopy(loaded.net), loaded.card, loaded.name
+    if loaded is not None:  # resolved for this call: its network is ours to adapt
+        net, card, prior_label = loaded.net, loaded.card, loaded.name
         if int(getattr(net, "axis", -2)) != -2 or int(getattr(net, "scale", f)) != f:
             raise InvalidParameterError(
                 f"the through-plane network must upsample rows (axis=-2) by ×{f}"
