@@ -37,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,37 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _psnr_cell(r: dict, m: str) -> str:
+    v = r["metrics"].get(m, {}).get("psnr_3d")
+    cub = r["metrics"].get("cubic-z", {}).get("psnr_3d")
+    if v is None:
+        return "—"
+    if cub is None or m == "cubic-z":
+        return f"{v:.2f}"
+    return f"{v:.2f} ({v - cub:+.2f})"
+
+
+def _slice_cell(r: dict, m: str) -> str:
+    v = r["metrics"].get(m, {})
+    return f"{v['psnr']:.2f} / {v['ssim_3d']:.4f}" if "psnr" in v and "ssim_3d" in v else "—"
+
+
+def _seconds_cell(r: dict, m: str) -> str:
+    return f"{r['seconds'][m]:.1f}" if m in r["seconds"] else "—"
+
+
+def _table(
+    title: str, rows: list, methods: list[str], cell: Callable[[dict, str], str]
+) -> list[str]:
+    """One Markdown section: a row per (volume, scale, protocol), a column per method."""
+    lines = ["", f"## {title}", "", "| volume | × | protocol | " + " | ".join(methods) + " |"]
+    lines.append("|---|---|---|" + "---|" * len(methods))
+    for r in rows:
+        cells = " | ".join(cell(r, m) for m in methods)
+        lines.append(f"| {r['volume']} | {r['scale']} | {r['protocol']} | {cells} |")
+    return lines
+
+
 def markdown(info: dict[str, object]) -> str:
     rows = info["rows"]
     assert isinstance(rows, list)
@@ -274,55 +306,12 @@ def markdown(info: dict[str, object]) -> str:
         f"Machine: {info['machine']}. Adaptation: {info['adapt_steps']} steps (seeded). "
         f"At most {info['max_slices']} thick slices per volume, in-plane centre crop "
         f"{info['crop']} px. Volumes never trained on (see benchmarks/through_plane.py).",
-        "",
-        "## 3-D PSNR (dB), gain over cubic-z in brackets",
-        "",
-        "| volume | × | protocol | " + " | ".join(methods) + " |",
-        "|---|---|---|" + "---|" * len(methods),
     ]
-    for r in rows:
-        cub = r["metrics"].get("cubic-z", {}).get("psnr_3d")
-        cells = []
-        for m in methods:
-            v = r["metrics"].get(m, {}).get("psnr_3d")
-            if v is None:
-                cells.append("—")
-            elif cub is None or m == "cubic-z":
-                cells.append(f"{v:.2f}")
-            else:
-                cells.append(f"{v:.2f} ({v - cub:+.2f})")
-        lines.append(
-            f"| {r['volume']} | {r['scale']} | {r['protocol']} | " + " | ".join(cells) + " |"
-        )
-    lines += [
-        "",
-        "## Per-slice PSNR (mean over axial slices, dB) and 3-D SSIM",
-        "",
-        "| volume | × | protocol | " + " | ".join(methods) + " |",
-        "|---|---|---|" + "---|" * len(methods),
-    ]
-    for r in rows:
-        cells = []
-        for m in methods:
-            v = r["metrics"].get(m, {})
-            cells.append(
-                f"{v['psnr']:.2f} / {v['ssim_3d']:.4f}" if "psnr" in v and "ssim_3d" in v else "—"
-            )
-        lines.append(
-            f"| {r['volume']} | {r['scale']} | {r['protocol']} | " + " | ".join(cells) + " |"
-        )
-    lines += [
-        "",
-        "## Seconds per volume",
-        "",
-        "| volume | × | protocol | " + " | ".join(methods) + " |",
-        "|---|---|---|" + "---|" * len(methods),
-    ]
-    for r in rows:
-        cells = [f"{r['seconds'][m]:.1f}" if m in r["seconds"] else "—" for m in methods]
-        lines.append(
-            f"| {r['volume']} | {r['scale']} | {r['protocol']} | " + " | ".join(cells) + " |"
-        )
+    lines += _table("3-D PSNR (dB), gain over cubic-z in brackets", rows, methods, _psnr_cell)
+    lines += _table(
+        "Per-slice PSNR (mean over axial slices, dB) and 3-D SSIM", rows, methods, _slice_cell
+    )
+    lines += _table("Seconds per volume", rows, methods, _seconds_cell)
     t = info.get("timing_256x256x120")
     if t:
         lines += [
