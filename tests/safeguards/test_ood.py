@@ -67,3 +67,29 @@ def test_training_statistics_bound_the_contrast(rng):
     spiky[0, ::7, ::7] = 1.0  # mostly empty: normalised mean far below anything trained on
     r = check_distribution(MedImage(spiky, modality="MR"), card, warn=False)
     assert r["flag"] and r["training_stats"] and "training range" in " ".join(r["reasons"])
+
+
+@pytest.mark.parametrize("tagged", [True, False], ids=["PixelPaddingValue", "untagged fill"])
+def test_ct_padding_is_not_counted_as_out_of_range(ct_small, tagged):
+    """A CT's fill outside the reconstruction circle (−3024 HU, a third of the pixels) is not an
+    intensity the network sees: the check judges the data inside the circle only."""
+    from medsr.models.resolver import resolve_model
+
+    card = resolve_model("default-x2").card
+    arr = ct_small.array.copy()
+    yy, xx = np.mgrid[: arr.shape[1], : arr.shape[2]]
+    c = (arr.shape[1] - 1) / 2
+    outside = (yy - c) ** 2 + (xx - c) ** 2 > (0.48 * arr.shape[1]) ** 2
+    assert not check_distribution(ct_small, card, warn=False)["flag"]
+    arr[:, outside] = -3024.0
+    meta = {"padding": {"value": -3024.0, "range_limit": None}} if tagged else {}
+    padded = ct_small.replace(array=arr, meta=meta)
+    r = check_distribution(padded, card, warn=False)
+    assert not r["flag"], r["reasons"]
+    assert r["normalised"]["frac_outside"] == 0.0
+    # the same fill read as tissue (an MR has no padding rule) is out of range
+    assert check_distribution(
+        padded.replace(meta={}, units="a.u."),
+        {**card, "normalization": {"kind": "fixed", "low": -1024, "high": 3071}},
+        warn=False,
+    )["flag"]

@@ -26,6 +26,7 @@ import numpy as np
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.inference.precision import PRECISIONS, check_precision, resolve_precision
+from medsr.io.padding import no_data_mask
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
@@ -74,36 +75,6 @@ def _as_planes(cf: np.ndarray, per: int) -> np.ndarray:
     """``(C, Z, Y, X)`` → ``(P, per, Y, X)``, the layout of :attr:`PlaneJob.planes` (a view)."""
     c, z, h, w = cf.shape
     return cf.transpose(1, 0, 2, 3) if per > 1 else cf.reshape(c * z, 1, h, w)
-
-
-#: CT: no tissue is below air (−1000 HU); a constant value below this, covering at least
-#: :data:`CT_PADDING_MIN_FRACTION` of a slice, is the scanner's fill outside the reconstruction
-#: circle even when the header has no PixelPaddingValue
-CT_PADDING_BELOW_HU = -1024.0
-CT_PADDING_MIN_FRACTION = 0.01
-
-
-def _padding_of(image: MedImage) -> np.ndarray | None:
-    """Boolean ``(C, Z, Y, X)`` mask of pixels that hold no data, or None: DICOM
-    PixelPaddingValue/range and non-finite voxels (:func:`medsr.io.padding.padding_mask`), and
-    for CT a constant fill below −1024 HU (see :data:`CT_PADDING_BELOW_HU`)."""
-    from medsr.io.padding import padding_mask
-    from medsr.modality import modality_group
-
-    mask = padding_mask(image)
-    if not image.channels and modality_group(image.modality) == "CT" and image.units == "HU":
-        arr = image.array
-        for k in range(arr.shape[0]):
-            low = float(arr[k].min())
-            if low < CT_PADDING_BELOW_HU:
-                fill = arr[k] == np.float32(low)
-                if fill.mean() >= CT_PADDING_MIN_FRACTION:
-                    if mask is None:
-                        mask = np.zeros(arr.shape, dtype=bool)
-                    mask[k] |= fill
-    if mask is None or not mask.any():
-        return None
-    return mask if image.channels else mask[None]
 
 
 class PlaneUpscaler:
@@ -176,7 +147,10 @@ class PlaneUpscaler:
             self.net_channels = model.net_channels
             self.channels_last = model.channels_last
             if precision == model.precision:  # shared arithmetic, and why it was chosen
-                self.precision_requested, self.precision = model.precision_requested, model.precision
+                self.precision_requested, self.precision = (
+                    model.precision_requested,
+                    model.precision,
+                )
                 self.precision_note = model.precision_note
             else:
                 self._set_precision(precision)
@@ -222,10 +196,14 @@ class PlaneUpscaler:
 
         self.base_name = str(base or "bicubic")
         if self.base_name not in BASES:
-            raise InvalidParameterError(f"base interpolator must be one of {', '.join(BASES)}; got {base!r}")
+            raise InvalidParameterError(
+                f"base interpolator must be one of {', '.join(BASES)}; got {base!r}"
+            )
         cutoff = DEFAULT_CUTOFF if low_band is None or low_band is True else float(low_band or 0.0)
         self.low_band_cutoff = cutoff if self.loaded.learned and cutoff > 0 else 0.0
-        self.base_net = create_model(self.base_name, scale=self.scale) if self.loaded.learned else None
+        self.base_net = (
+            create_model(self.base_name, scale=self.scale) if self.loaded.learned else None
+        )
         self._bicubic = create_model("bicubic", scale=self.scale) if self.residual_split else None
 
     def compile(self, **options: Any) -> None:
@@ -249,7 +227,9 @@ class PlaneUpscaler:
         import torch
 
         if self.precision == "fp16" and self.device.type != "cuda":
-            raise InvalidParameterError("precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU")
+            raise InvalidParameterError(
+                "precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU"
+            )
         dtype_name = PRECISIONS[self.precision]
         self.autocast_dtype = getattr(torch, dtype_name) if dtype_name else None
         # one plane at a time is fastest on CPU (fast-x2 at 512², end to end: 256 ms per slice at
@@ -264,7 +244,12 @@ class PlaneUpscaler:
 
     # ------------------------------------------------------------------------ steps
     def prepare(
-        self, image: MedImage, tag: Any = None, *, keep_base: bool = False, detail_gain: float | None = None
+        self,
+        image: MedImage,
+        tag: Any = None,
+        *,
+        keep_base: bool = False,
+        detail_gain: float | None = None,
     ) -> PlaneJob:
         """Planes of ``image`` in model space and how to put them back.
 
@@ -275,7 +260,7 @@ class PlaneUpscaler:
         from medsr.intensity import Normalizer
 
         source = image
-        pad = _padding_of(image)
+        pad = no_data_mask(image)
         if pad is not None:  # padding is never fed as signal: the network sees the darkest tissue
             filled = image.channel_first().copy()
             valid = ~pad
@@ -304,7 +289,9 @@ class PlaneUpscaler:
         h, w = job.planes.shape[-2:]
         return bool(self.tile) and (h > self.tile or w > self.tile)
 
-    def forward_tensor(self, t: Any, tiled: bool = False, *, need_base: bool = False) -> tuple[Any, Any]:
+    def forward_tensor(
+        self, t: Any, tiled: bool = False, *, need_base: bool = False
+    ) -> tuple[Any, Any]:
         """``(prediction, base)`` for normalised planes ``t`` ``(N, C, H, W)`` on the device.
 
         Both fp32, in model space, ``(N, C, H·s, W·s)``. ``base`` is the base interpolation of
@@ -315,7 +302,11 @@ class PlaneUpscaler:
         pred = self._network(t, up, tiled)
         base: Any = None
         if self.base_net is not None and (self.low_band_cutoff or need_base):
-            base = up if up is not None and self.base_name == "bicubic" else self._base(t, self.base_name)
+            base = (
+                up
+                if up is not None and self.base_name == "bicubic"
+                else self._base(t, self.base_name)
+            )
         if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
             from medsr.models.lowband import project_low_band
 
@@ -366,7 +357,9 @@ class PlaneUpscaler:
 
         norm, s = job.norm, self.scale
         out = pred.mul_(norm.scale).add_(norm.offset)
-        b: Any = base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
+        b: Any = (
+            base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
+        )
         low: Any = None  # the base the detail is scaled over: finished like the output
         if job.detail_gain is not None and b is not None:
             low = b.clamp(*job.bounds) if job.bounds is not None else b
@@ -375,8 +368,12 @@ class PlaneUpscaler:
         pad = job.meta.get("padding")
         if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
             per = job.per_plane_channels
-            mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(out.device)
-            orig = torch.from_numpy(np.ascontiguousarray(_as_planes(job.image.channel_first(), per)[start:stop]))
+            mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(
+                out.device
+            )
+            orig = torch.from_numpy(
+                np.ascontiguousarray(_as_planes(job.image.channel_first(), per)[start:stop])
+            )
             mask, orig = _replicate(mask, s), _replicate(orig.to(out.device), s)
             out = torch.where(mask, orig, out)
             if b is not None:
@@ -408,7 +405,11 @@ class PlaneUpscaler:
         c, z, h, w = image.channel_first().shape
         s = self.scale
         out = job.out
-        result = out.transpose(1, 0, 2, 3) if job.per_plane_channels > 1 else out.reshape(c, z, h * s, w * s)
+        result = (
+            out.transpose(1, 0, 2, 3)
+            if job.per_plane_channels > 1
+            else out.reshape(c, z, h * s, w * s)
+        )
         pad = job.meta.get("padding")
         arr = result if image.channels else result[0]
         name = self.name
@@ -426,7 +427,10 @@ class PlaneUpscaler:
         if self.precision_requested == "auto":
             meta["derivation"]["precision_auto"] = self.precision_note
         if self.low_band_cutoff:
-            meta["derivation"]["low_band"] = {"base": self.base_name, "cutoff": self.low_band_cutoff}
+            meta["derivation"]["low_band"] = {
+                "base": self.base_name,
+                "cutoff": self.low_band_cutoff,
+            }
         if pad is not None:
             meta["derivation"]["padding_pixels_kept"] = int(pad.sum())
         sr = sr.replace(meta=meta)
@@ -443,7 +447,11 @@ class PlaneUpscaler:
             raise ValueError("this job kept no base (prepare(..., keep_base=True), learned models)")
         image, s = job.image, self.scale
         base = job.base
-        bounds = job.bounds if job.bounds is not None else _inside_range(image.channel_first(), job.meta.get("padding"))
+        bounds = (
+            job.bounds
+            if job.bounds is not None
+            else _inside_range(image.channel_first(), job.meta.get("padding"))
+        )
         if clip and bounds is not None:
             base = np.clip(job.base, *bounds)
             pad = job.meta.get("padding")
@@ -453,7 +461,11 @@ class PlaneUpscaler:
                     up = np.repeat(np.repeat(planes[k], s, axis=-2), s, axis=-1)
                     base[k][up] = job.base[k][up]
         c, z, h, w = image.channel_first().shape
-        result = base.transpose(1, 0, 2, 3) if job.per_plane_channels > 1 else base.reshape(c, z, h * s, w * s)
+        result = (
+            base.transpose(1, 0, 2, 3)
+            if job.per_plane_channels > 1
+            else base.reshape(c, z, h * s, w * s)
+        )
         return result if image.channels else result[0]
 
     def upscale(self, image: MedImage, *, detail_gain: float | None = None) -> MedImage:
@@ -507,7 +519,11 @@ class PlaneUpscaler:
                 for job, a, b in parts:
                     n = b - a
                     self._finish_planes(
-                        job, a, b, pred[pos : pos + n], base[pos : pos + n] if base is not None else None
+                        job,
+                        a,
+                        b,
+                        pred[pos : pos + n],
+                        base[pos : pos + n] if base is not None else None,
                     )
                     job.done += n
                     pos += n
@@ -531,4 +547,6 @@ def _inside_range(cf: np.ndarray, pad: np.ndarray | None) -> tuple[float, float]
     valid = ~pad
     if not valid.any():
         return None
-    return float(np.min(cf, where=valid, initial=np.inf)), float(np.max(cf, where=valid, initial=-np.inf))
+    return float(np.min(cf, where=valid, initial=np.inf)), float(
+        np.max(cf, where=valid, initial=-np.inf)
+    )

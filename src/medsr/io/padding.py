@@ -14,6 +14,11 @@ A range means every value between the two, inclusive, is padding. NIfTI has no p
 attribute: NaN marks voxels outside the data there. The NIfTI reader replaces non-finite values
 by 0 (so every array medsr hands on is finite) and keeps where they were in
 ``meta["nonfinite_mask"]``.
+
+CT has one more kind: scanners fill the outside of the reconstruction circle with a constant far
+below air (e.g. −2000 or −3024 HU) even when the header names no padding.
+:func:`no_data_mask` adds it to :func:`padding_mask`; it is what the pipeline masks (never fed
+to a network, kept exact in the output) and what the out-of-distribution check leaves out.
 """
 
 from __future__ import annotations
@@ -23,6 +28,12 @@ from typing import Any
 import numpy as np
 
 from medsr.image import MedImage
+
+#: CT: no tissue is below air (−1000 HU); a constant value below this, covering at least
+#: :data:`CT_PADDING_MIN_FRACTION` of a slice, is the scanner's fill outside the reconstruction
+#: circle even when the header has no PixelPaddingValue
+CT_PADDING_BELOW_HU = -1024.0
+CT_PADDING_MIN_FRACTION = 0.01
 
 
 def padding_mask(image: MedImage) -> np.ndarray | None:
@@ -69,3 +80,25 @@ def _apply_padding(arr: np.ndarray, padding: dict[str, Any], mask: np.ndarray) -
 
 
 __all__ = ["padding_mask"]
+
+
+def no_data_mask(image: MedImage) -> np.ndarray | None:
+    """Boolean ``(C, Z, Y, X)`` mask of pixels that hold no data, or None: DICOM
+    PixelPaddingValue/range and non-finite voxels (:func:`padding_mask`), and for CT a constant
+    fill below −1024 HU covering at least 1 % of a slice (:data:`CT_PADDING_BELOW_HU`)."""
+    from medsr.modality import modality_group
+
+    mask = padding_mask(image)
+    if not image.channels and modality_group(image.modality) == "CT" and image.units == "HU":
+        arr = image.array
+        for k in range(arr.shape[0]):
+            low = float(arr[k].min())
+            if low < CT_PADDING_BELOW_HU:
+                fill = arr[k] == np.float32(low)
+                if fill.mean() >= CT_PADDING_MIN_FRACTION:
+                    if mask is None:
+                        mask = np.zeros(arr.shape, dtype=bool)
+                    mask[k] |= fill
+    if mask is None or not mask.any():
+        return None
+    return mask if image.channels else mask[None]

@@ -130,7 +130,9 @@ def check_distribution(
     from medsr.intensity import Normalizer
 
     modality = (image.modality or "OT").upper()
-    learned = card.get("kind") not in ("interpolator", "classical") and bool(card.get("architecture"))
+    learned = card.get("kind") not in ("interpolator", "classical") and bool(
+        card.get("architecture")
+    )
     if not learned:
         return {
             "checked": False,
@@ -145,7 +147,19 @@ def check_distribution(
         reasons.append(
             f"modality {modality} is not in the model's training data ({', '.join(trained)})"
         )
-    arr = image.array[np.isfinite(image.array)]
+    from medsr.io.padding import no_data_mask
+
+    pad = no_data_mask(image)  # padding is not an intensity the model will see: left out
+    if pad is not None:
+        mask = pad if image.channels else pad[0]
+        data = image.array[~mask]
+        low = float(data.min()) if data.size else 0.0
+        image = image.replace(
+            array=np.where(mask, np.float32(low), image.array)
+        )  # as the network sees it
+    else:
+        data = image.array
+    arr = data[np.isfinite(data)]
     sample = arr[:: max(1, arr.size // 500_000)]
     try:
         norm = Normalizer.from_card(card, image)
