@@ -201,7 +201,9 @@ def test_detail_self_check_scales_down_invented_detail(mr_weights):
     yy, xx = np.mgrid[:96, :96]
     smooth = (100 + 50 * np.sin(xx / 25.0) * np.cos(yy / 31.0)).astype(np.float32)[None]
     img = MedImage(smooth, modality="MR")
-    sr, summary = upscale_with_safeguards(img, 2, str(mr_weights), maps=False, tta=False, ood=False, warn=False)
+    sr, summary = upscale_with_safeguards(
+        img, 2, str(mr_weights), maps=False, tta=False, ood=False, warn=False
+    )
     check = summary["self_check"]
     assert check["checked"] and check["applied"] and check["gain"] < 0.5, check
     assert sr.meta["derivation"]["detail_gain"] == check["gain"]
@@ -216,13 +218,38 @@ def test_detail_self_check_scales_down_invented_detail(mr_weights):
     assert s3["self_check"] == {"checked": False}  # classical interpolators are not checked
 
 
+def test_detail_self_check_looks_at_a_bounded_sample(monkeypatch):
+    """The self-check's cost does not grow with the input: a volume is checked on evenly spaced
+    planes and a large plane on its centre, within SELF_CHECK_MAX_PIXELS; α from the sample is
+    the one from the whole image to within the fit's spread."""
+    import medsr.pipeline as pipeline
+    from medsr.inference.planes import PlaneUpscaler
+
+    vol = medsr.load_image(corpus_path("emri_small.dcm"))  # 10 planes of 64² (real MR)
+    up = PlaneUpscaler("default-x2", 2)
+    full = pipeline.detail_self_check(vol, up)
+    assert full["planes"] == "10 of 10" and full["region"] == [64, 64]
+    monkeypatch.setattr(pipeline, "SELF_CHECK_MAX_PIXELS", 3 * 64 * 64)
+    part = pipeline.detail_self_check(vol, up)
+    assert part["planes"] == "3 of 10" and part["region"] == [64, 64]
+    assert abs(part["alpha"] - full["alpha"]) < 0.25, (part, full)
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))  # one plane of 128²: its centre
+    monkeypatch.setattr(pipeline, "SELF_CHECK_MAX_PIXELS", 64 * 64)
+    crop = pipeline.detail_self_check(ct, up)
+    assert crop["planes"] == "1 of 1" and crop["region"] == [64, 64] and crop["checked"]
+
+
 def test_degradation_auto_reads_the_physics_from_the_header(mr_small):
     """MR → k-space truncation (zero-filled k-space base, consistency auto projects); a CT
     header states no physics (consistency auto only measures)."""
-    sr, s = upscale_with_safeguards(mr_small, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False)
+    sr, s = upscale_with_safeguards(
+        mr_small, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False
+    )
     assert s["physics"] == "kspace" and s["base_interpolator"] == "kspace"
     assert s["degradation"]["source"].startswith("header: MR") and s["consistency"]["applied"]
     assert sr.meta["derivation"]["low_band"]["base"] == "kspace"
     ct = medsr.load_image(corpus_path("CT_small.dcm"))
-    _, s2 = upscale_with_safeguards(ct, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False)
+    _, s2 = upscale_with_safeguards(
+        ct, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False
+    )
     assert s2["physics"] == "unknown" and not s2["consistency"]["applied"]

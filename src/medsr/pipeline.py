@@ -125,6 +125,7 @@ __all__ = [
     "write_maps",
 ]
 
+
 def _data_range(image: MedImage) -> float:
     a = image.array
     finite = np.isfinite(a)
@@ -167,20 +168,25 @@ def assumed_degradation(
 def _error_stats(err: np.ndarray, rng: float, threshold: float, units: str) -> dict[str, Any]:
     stats = summarize_map(np.abs(err), data_range=rng, threshold_rel=threshold, units=units)
     flat = err.reshape(-1, err.shape[-1]) if err.ndim > 1 else err.reshape(1, -1)
-    step = max(1, (1 << 20) // max(flat.shape[1], 1))  # float64 a megapixel at a time, not the whole error
-    total = sum(float(np.square(flat[i : i + step], dtype=np.float64).sum()) for i in range(0, flat.shape[0], step))
+    step = max(
+        1, (1 << 20) // max(flat.shape[1], 1)
+    )  # float64 a megapixel at a time, not the whole error
+    total = sum(
+        float(np.square(flat[i : i + step], dtype=np.float64).sum())
+        for i in range(0, flat.shape[0], step)
+    )
     mse = total / err.size if err.size else 0.0
     stats["psnr_db"] = round(10 * np.log10(rng**2 / mse), 2) if mse > 0 else 99.0
     return stats
-
-
 
 
 def check_modality(modality: str) -> str:
     """The DICOM code ``modality`` names (one of :data:`medsr.modality.MODALITIES`), or a clear error."""
     code = str(modality).strip().upper()
     if code not in MODALITIES:
-        raise InvalidParameterError(f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}")
+        raise InvalidParameterError(
+            f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}"
+        )
     return code
 
 
@@ -226,7 +232,9 @@ def resolve_physics(
     """The user-stated physics: ``None``/``"none"`` → unknown; ``"auto"`` → from the header
     (:func:`physics_from_header`); a kind, a ``{"kind", "params"}`` dict or a Measurement → that.
     Returns ``(measurement or None, where it came from)``."""
-    if degradation is None or (isinstance(degradation, str) and degradation.strip().lower() in ("none", "")):
+    if degradation is None or (
+        isinstance(degradation, str) and degradation.strip().lower() in ("none", "")
+    ):
         return None, "unknown"
     if isinstance(degradation, str) and degradation.strip().lower() == "auto":
         meas, note = physics_from_header(image)
@@ -250,6 +258,10 @@ class DetailCheckWarning(UserWarning):
 SELF_CHECK_GAIN_BELOW = 0.5
 #: planes smaller than this (after degrading the input once more) are not self-checked
 SELF_CHECK_MIN_SIZE = 16
+#: the self-check looks at most this many input pixels: evenly spaced planes of a volume and,
+#: for a plane larger than this, its centre (α is one least-squares fit; 2²⁰ pixels pin it down,
+#: and the check's network pass then costs at most 2²⁰/s² pixels however large the input)
+SELF_CHECK_MAX_PIXELS = 2**20
 
 
 def detail_self_check(
@@ -265,17 +277,24 @@ def detail_self_check(
     :data:`SELF_CHECK_GAIN_BELOW` the output's detail is scaled by ``max(α, 0)`` (``applied``);
     otherwise the output is left as the model made it — the check is a safety net, not a
     tuner (one scale down it over- or under-estimates detail on noisy images: it only acts on a
-    clear failure). Costs one model run on ``1/scale²`` of the pixels.
+    clear failure). Costs one model run on ``1/scale²`` of the pixels it looks at: at most
+    :data:`SELF_CHECK_MAX_PIXELS` input pixels (evenly spaced planes of a volume; the centre of
+    a larger plane), so the check's cost does not grow with the volume.
     """
     from medsr.degradations import degrade_image
     from medsr.inference.planes import PlaneUpscaler, _as_planes
 
     s = upscaler.scale
-    h, w = image.array.shape[-2:]
+    nz, h, w = image.array.shape[-3:]
     h2, w2 = (h // s) * s, (w // s) * s
     if h2 // s < SELF_CHECK_MIN_SIZE or w2 // s < SELF_CHECK_MIN_SIZE:
         return {"checked": False, "reason": "image too small for a check one scale down"}
-    small = image.replace(array=np.ascontiguousarray(image.array[..., :h2, :w2]), meta={})
+    ys, xs = _centre(h2, s, w2), _centre(w2, s, h2)
+    ch, cw = ys.stop - ys.start, xs.stop - xs.start
+    n = max(1, min(nz, SELF_CHECK_MAX_PIXELS // (ch * cw)))
+    zs = np.unique(np.linspace(0, nz - 1, n).round().astype(int)) if n < nz else slice(None)
+    region = image.array[..., zs, ys, xs]
+    small = image.replace(array=np.ascontiguousarray(region), meta={})
     kind, params = (physics.kind, dict(physics.params)) if physics is not None else ("bicubic", {})
     try:
         lower = degrade_image(small, kind, s, generator=0, **params)
@@ -294,7 +313,12 @@ def detail_self_check(
         den += float(np.sum(r * r))
         num += float(np.sum(r * d))
     if den <= 0:
-        return {"checked": True, "alpha": None, "applied": False, "reason": "the model adds no detail"}
+        return {
+            "checked": True,
+            "alpha": None,
+            "applied": False,
+            "reason": "the model adds no detail",
+        }
     alpha = num / den
     applied = alpha < SELF_CHECK_GAIN_BELOW
     return {
@@ -303,7 +327,21 @@ def detail_self_check(
         "applied": bool(applied),
         "gain": round(max(alpha, 0.0), 4) if applied else 1.0,
         "degradation": kind,
+        "planes": f"{n if n < nz else nz} of {nz}",
+        "region": [ch, cw],
     }
+
+
+def _centre(size: int, s: int, other: int) -> slice:
+    """The centred part of an axis of ``size`` pixels (a multiple of ``s``) that the self-check
+    looks at: all of it, unless the plane (``size × other``) exceeds
+    :data:`SELF_CHECK_MAX_PIXELS`, then a centred square-ish crop within that budget."""
+    side = int(np.sqrt(SELF_CHECK_MAX_PIXELS))
+    if size * other <= SELF_CHECK_MAX_PIXELS or size <= side:
+        return slice(0, size)
+    keep = max(side // s, 2 * SELF_CHECK_MIN_SIZE) * s
+    start = ((size - keep) // 2 // s) * s
+    return slice(start, start + keep)
 
 
 def _shrink_detail(image: MedImage, sr: MedImage, upscaler: Any, gain: float) -> MedImage:
@@ -314,12 +352,16 @@ def _shrink_detail(image: MedImage, sr: MedImage, upscaler: Any, gain: float) ->
     from the model, over the base that pass computed."""
     from medsr.inference.planes import PlaneUpscaler
 
-    base = PlaneUpscaler(upscaler.base_name, upscaler.scale, device=upscaler.device.type, clip=upscaler.clip)
+    base = PlaneUpscaler(
+        upscaler.base_name, upscaler.scale, device=upscaler.device.type, clip=upscaler.clip
+    )
     b = base.upscale(image).array
     arr = (b + gain * (sr.array - b)).astype(np.float32)
     meta = dict(sr.meta)
     meta["derivation"] = {**meta.get("derivation", {}), "detail_gain": round(gain, 4)}
-    return sr.replace(array=arr, meta=meta).with_step(f"detail scaled x{gain:.3f} (self-check one scale down)")
+    return sr.replace(array=arr, meta=meta).with_step(
+        f"detail scaled x{gain:.3f} (self-check one scale down)"
+    )
 
 
 #: the one pass keeps its bicubic base for the consistency warning's reference while the base
@@ -412,7 +454,9 @@ def upscale_with_safeguards(
     if isinstance(model, PlaneUpscaler):  # a batch's loaded network: shared, not reloaded
         if model.scale != scale:
             raise InvalidParameterError(f"the loaded model is for ×{model.scale}, not ×{scale}")
-        upscaler = model if model.base_name == base_name else PlaneUpscaler(model, scale, base=base_name)
+        upscaler = (
+            model if model.base_name == base_name else PlaneUpscaler(model, scale, base=base_name)
+        )
     else:
         upscaler = PlaneUpscaler(model, scale, base=base_name, **upscale_kwargs)
     card = upscaler.card
@@ -424,7 +468,9 @@ def upscale_with_safeguards(
     rng = _data_range(image)
     caught: list[str] = []
 
-    ood_result: dict[str, Any] = check_distribution(image, card, warn=False) if ood else {"checked": False}
+    ood_result: dict[str, Any] = (
+        check_distribution(image, card, warn=False) if ood else {"checked": False}
+    )
     if ood_result.get("flag"):
         caught.append("out-of-distribution input: " + "; ".join(ood_result["reasons"]))
         if warn:
@@ -474,7 +520,11 @@ def upscale_with_safeguards(
             if std is not None:
                 std = (std * gain).astype(np.float32)
     else:  # one pass: the base kept for the consistency reference when it is small enough
-        keep = bool(relative) and upscaler.base_name == "bicubic" and image.array.nbytes * scale**2 <= KEEP_BASE_BYTES
+        keep = (
+            bool(relative)
+            and upscaler.base_name == "bicubic"
+            and image.array.nbytes * scale**2 <= KEEP_BASE_BYTES
+        )
         job = upscaler.run_job(upscaler.prepare(image, keep_base=keep, detail_gain=gain))
         sr, std, unc_info = upscaler.finish(job), None, {"method": "none", "transforms": 1}
     t_model = time.perf_counter() - t0
@@ -605,7 +655,11 @@ def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLik
     if in_fmt == "dicom":
         return out
     name = Path(input_path).name
-    return out / name if format_for_output(name) == in_fmt else out / (Path(name).stem + OUTPUT_SUFFIX[in_fmt])
+    return (
+        out / name
+        if format_for_output(name) == in_fmt
+        else out / (Path(name).stem + OUTPUT_SUFFIX[in_fmt])
+    )
 
 
 def check_options(
@@ -637,12 +691,16 @@ def check_options(
     if degradation is not None and str(degradation).strip().lower() not in ("auto", "none"):
         resolve_measurement(degradation, scale)  # a clear error for an unknown kind
     if target_spacing is not None and not through_plane:
-        raise InvalidParameterError("a target spacing applies to through-plane upscaling only (--through-plane)")
+        raise InvalidParameterError(
+            "a target spacing applies to through-plane upscaling only (--through-plane)"
+        )
     zero_shot = method == "zero-shot" or through_plane
     if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:
-        raise InvalidParameterError("init (weights to fine-tune) applies to --method zero-shot or --through-plane only")
+        raise InvalidParameterError(
+            "init (weights to fine-tune) applies to --method zero-shot or --through-plane only"
+        )
     if through_plane:
         from medsr.errors import positive_number
         from medsr.selfsup._fit import check_steps
@@ -691,7 +749,10 @@ def through_plane_summary(result: MedImage) -> dict[str, Any]:
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
         summary["uncertainty"]["map"] = summarize_map(
-            u, data_range=data_range_for(result), threshold_rel=UNCERTAINTY_THRESHOLD, units=result.units
+            u,
+            data_range=data_range_for(result),
+            threshold_rel=UNCERTAINTY_THRESHOLD,
+            units=result.units,
         )
     return summary
 
@@ -835,7 +896,9 @@ def upscale_file(
 
         if model not in (None, "bicubic", "default"):
             upscale_options.setdefault("model", model)
-        result = zero_shot_upscale(image, scale, budget_s=budget_s, init=init, device=device, **upscale_options)
+        result = zero_shot_upscale(
+            image, scale, budget_s=budget_s, init=init, device=device, **upscale_options
+        )
         result = attach_provenance(
             result,
             provenance(
@@ -849,7 +912,9 @@ def upscale_file(
         maps=maps_dir is not None, tta=maps_dir is not None, warn=False, device=device,
         precision=precision, **upscale_options,
     )  # fmt: skip
-    written = save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)
+    written = save_safeguarded(
+        result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite
+    )
     if warnings_out is not None:
         warnings_out.extend(str(w) for w in summary.get("warnings", []))
     return written
