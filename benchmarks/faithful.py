@@ -75,20 +75,48 @@ def _slice(image: MedImage, scale: int) -> MedImage:
     return MedImage(sl, spacing=image.spacing, modality=image.modality, units=image.units)
 
 
-def degrade(hr: MedImage, kind: str, scale: int) -> MedImage:
-    """``hr`` degraded by ``kind``; a CT's fill outside the reconstruction circle stays the
-    constant fill it is on a real scanner (LR pixels whose HR block is all fill get the fill)."""
-    lr = degrade_image(hr, kind, scale, generator=0)
+def _fill_of(hr: MedImage) -> np.ndarray | None:
+    """A CT's constant fill outside the reconstruction circle (``(Y, X)`` mask), or None."""
     a = hr.array[0]
     low = float(a.min())
     fill = a == low
     if hr.modality == "CT" and low < -1024 and fill.mean() >= 0.01:
-        h, w = lr.array.shape[1:]
-        blocks = fill[: h * scale, : w * scale].reshape(h, scale, w, scale).all(axis=(1, 3))
-        arr = lr.array.copy()
-        arr[0][blocks] = low
-        lr = lr.replace(array=arr)
-    return lr
+        return fill
+    return None
+
+
+def degrade(hr: MedImage, kind: str, scale: int) -> MedImage:
+    """``hr`` degraded by ``kind``. A CT's fill outside the reconstruction circle is simulated as a
+    scanner makes it at each resolution: the field inside the circle is degraded (the fill taken
+    as the air around it, which is what the scanner measured there), then LR pixels whose HR block
+    is mostly fill get the fill again. No LR pixel mixes fill with data (a real one never does)."""
+    fill = _fill_of(hr)
+    if fill is None:
+        return degrade_image(hr, kind, scale, generator=0)
+    a = hr.array[0]
+    air = float(np.median(a[~fill][a[~fill] < -500])) if (a[~fill] < -500).any() else float(a[~fill].min())
+    field = hr.replace(array=np.where(fill, np.float32(air), a)[None])
+    lr = degrade_image(field, kind, scale, generator=0)
+    h, w = lr.array.shape[1:]
+    blocks = fill[: h * scale, : w * scale].reshape(h, scale, w, scale).mean(axis=(1, 3)) >= 0.5
+    arr = lr.array.copy()
+    arr[0][blocks] = float(a.min())
+    return lr.replace(array=arr)
+
+
+def measured(hr: MedImage, lr: MedImage, scale: int) -> np.ndarray | None:
+    """HR pixels that both the truth and the input measured (``None``: all of them): a CT's fill
+    is padding — no signal, kept exact by medsr (``tests/inference/test_padding.py``) — so it is
+    not scored, nor are HR pixels of LR fill pixels."""
+    fill = _fill_of(hr)
+    if fill is None:
+        return None
+    lr_fill = lr.array[0] == float(hr.array[0].min())
+    up = np.repeat(np.repeat(lr_fill, scale, 0), scale, 1)
+    h, w = fill.shape
+    keep = ~fill.copy()
+    keep[: up.shape[0], : up.shape[1]] &= ~up[:h, :w]
+    return keep
 
 
 def _run(up, lr: MedImage) -> np.ndarray:
@@ -110,22 +138,31 @@ def with_physics(up: PlaneUpscaler, kind: str | None):
     return run
 
 
-def metrics(sr: np.ndarray, hr: np.ndarray, scale: int) -> dict[str, float]:
+def metrics(sr: np.ndarray, hr: np.ndarray, scale: int, keep: np.ndarray | None = None) -> dict[str, float]:
+    """PSNR (data range: the truth's max − min over the scored pixels), SSIM (mean over the scored
+    pixels), low/high-band error RMS; a border of ``scale`` px and the pixels outside ``keep``
+    (padding) are not scored. The band split low-passes the error with the padding's error set to 0."""
     from skimage.metrics import structural_similarity
 
     c = scale
-    rng = float(hr.max() - hr.min()) or 1.0
-    err = (sr - hr).astype(np.float64)
+    keep = np.ones(hr.shape, bool) if keep is None else keep
+    inner = np.zeros(hr.shape, bool)
+    inner[c:-c, c:-c] = True
+    keep = keep & inner
+    rng = float(hr[keep].max() - hr[keep].min()) or 1.0
+    err = np.where(keep, (sr - hr).astype(np.float64), 0.0)
     low = gaussian_filter(err, 2.0 * scale, mode="reflect")
     high = err - low
-    e, lo, hi = err[c:-c, c:-c], low[c:-c, c:-c], high[c:-c, c:-c]
+    e, lo, hi = err[keep], low[keep], high[keep]
     mse = float(np.mean(e**2))
+    _, smap = structural_similarity(hr, sr, data_range=rng, full=True)
     return {
         "psnr": round(10 * np.log10(rng**2 / mse), 3) if mse > 0 else 99.0,
-        "ssim": round(float(structural_similarity(hr[c:-c, c:-c], sr[c:-c, c:-c], data_range=rng)), 4),
+        "ssim": round(float(np.mean(smap[keep])), 4),
         "low_band_rms": round(float(np.sqrt(np.mean(lo**2))), 4),
         "high_band_rms": round(float(np.sqrt(np.mean(hi**2))), 4),
         "mean_shift": round(float(np.mean(e)), 4),
+        "scored_fraction": round(float(keep.mean()), 4),
     }
 
 
@@ -138,13 +175,14 @@ def run_set(name: str, files, kind: str, scale: int, models: dict) -> dict:
             image = image.replace(modality=modality)
         hr = _slice(image, scale)
         lr = degrade(hr, kind, scale)
+        keep = measured(hr, lr, scale)
         row = {"image": Path(path).name, "label": label, "modality": hr.modality, "shape": list(hr.array.shape[1:])}
         for mname, up in models.items():
             if mname == "kspace" and kind != "kspace":
                 continue
             t0 = time.perf_counter()
             sr = _run(up, lr)
-            row[mname] = {**metrics(sr, hr.array[0], scale), "seconds": round(time.perf_counter() - t0, 2)}
+            row[mname] = {**metrics(sr, hr.array[0], scale, keep), "seconds": round(time.perf_counter() - t0, 2)}
         rows.append(row)
         print(name, row["image"], {k: v["psnr"] for k, v in row.items() if isinstance(v, dict)}, flush=True)
     return {"set": name, "degradation": kind, "scale": scale, "rows": rows}

@@ -47,8 +47,24 @@ def test_detail_gain_in_the_pass_equals_scaling_afterwards():
     np.testing.assert_allclose(scaled.array, after.array, atol=1e-6 * float(np.ptp(image.array)))
     outside = np.repeat(np.repeat(image.array < -1500, 2, -2), 2, -1)
     assert np.all(scaled.array[outside] == -2000.0)  # padding stays exact
-    assert scaled.meta["derivation"]["detail_gain"] == 0.3 == after.meta["derivation"]["detail_gain"]
+    assert (
+        scaled.meta["derivation"]["detail_gain"] == 0.3 == after.meta["derivation"]["detail_gain"]
+    )
     assert scaled.history == after.history
+    # the scaled detail added to another interpolator (the self-check's peer): same both ways,
+    # and with no detail left it *is* that interpolator
+    over = up.upscale(image, detail_gain=0.3, detail_over="lanczos")
+    after = _shrink_detail(image, plain, up, 0.3, "lanczos")
+    np.testing.assert_allclose(over.array, after.array, atol=1e-5 * float(np.ptp(image.array)))
+    assert (
+        over.meta["derivation"]["detail_over"]
+        == "lanczos"
+        == after.meta["derivation"]["detail_over"]
+    )
+    assert np.all(over.array[outside] == -2000.0)
+    nothing = up.upscale(image, detail_gain=0.0, detail_over="lanczos")
+    lanczos = PlaneUpscaler("lanczos", 2).upscale(image)
+    np.testing.assert_allclose(nothing.array, lanczos.array, atol=1e-5 * float(np.ptp(image.array)))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +80,8 @@ def test_self_check_scaling_same_as_on_a_precomputed_output(random_weights):
     img = MedImage(np.concatenate([smooth, smooth[:, ::-1]]), modality="MR")
     kw = {"maps": False, "tta": False, "ood": False, "warn": False}
     sr, summary = upscale_with_safeguards(img, 2, str(random_weights), **kw)
-    assert summary["self_check"]["applied"]
+    assert summary["self_check"]["applied"] and summary["self_check"]["over"] == "lanczos"
+    assert 0.0 <= summary["self_check"]["gain"] <= 1.0
     out = medsr.upscale(img, 2, str(random_weights))
     sr2, summary2 = upscale_with_safeguards(img, 2, str(random_weights), output=out, **kw)
     np.testing.assert_allclose(sr.array, sr2.array, atol=1e-6 * float(np.ptp(img.array)))
@@ -87,5 +104,7 @@ def test_consistency_reference_from_the_kept_base(monkeypatch):
     monkeypatch.setattr(pipeline, "KEEP_BASE_BYTES", 0)
     _, fresh = upscale_with_safeguards(img, 2, "fast-x2", **kw)
     assert "bicubic_p99_rel" in kept["consistency"]
-    assert kept["consistency"]["bicubic_p99_rel"] == pytest.approx(fresh["consistency"]["bicubic_p99_rel"], rel=1e-5)
+    assert kept["consistency"]["bicubic_p99_rel"] == pytest.approx(
+        fresh["consistency"]["bicubic_p99_rel"], rel=1e-5
+    )
     assert kept["consistency"]["exceeded"] == fresh["consistency"]["exceeded"]

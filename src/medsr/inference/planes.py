@@ -40,7 +40,7 @@ class PlaneJob:
     """The planes of one image on their way through the model.
 
     ``out`` fills chunk by chunk with finished planes (image units, clipped, padding kept, the
-    detail scaled by ``detail_gain`` when set); with ``keep_base`` the base interpolation the
+    detail scaled by ``detail_gain`` when set, over the ``detail_over`` interpolation when set); with ``keep_base`` the base interpolation the
     network's output was built on fills ``base`` the same way (padding kept, not clipped).
     """
 
@@ -56,6 +56,7 @@ class PlaneJob:
     meta: dict[str, Any] = field(default_factory=dict)
     bounds: tuple[float, float] | None = None  # clip range: the input's values outside padding
     detail_gain: float | None = None  # base + gain·(output − base), the self-check's scaling
+    detail_over: str | None = None  # ... added to this interpolator instead of the base
     base: np.ndarray | None = None  # (P, C, H·s, W·s) base interpolation, when kept
 
     @property
@@ -250,12 +251,14 @@ class PlaneUpscaler:
         *,
         keep_base: bool = False,
         detail_gain: float | None = None,
+        detail_over: str | None = None,
     ) -> PlaneJob:
         """Planes of ``image`` in model space and how to put them back.
 
         ``keep_base``: keep the base interpolation (``job.base``; learned models);
-        ``detail_gain``: scale the network's detail over its base by this factor (the pipeline's
-        self-check) as each plane comes back.
+        ``detail_gain``: scale the network's detail (its output − its base) by this factor (the
+        pipeline's self-check) as each plane comes back, and add it to the base, or to the
+        classical interpolator ``detail_over`` (e.g. ``"lanczos"``) when given.
         """
         from medsr.intensity import Normalizer
 
@@ -281,6 +284,9 @@ class PlaneUpscaler:
             job.bounds = _inside_range(source.channel_first(), pad)
         if self.loaded.learned:
             job.detail_gain = detail_gain
+            job.detail_over = (
+                detail_over if detail_gain is not None and detail_over != self.base_name else None
+            )
             if keep_base:
                 job.base = np.empty_like(out)
         return job
@@ -349,10 +355,23 @@ class PlaneUpscaler:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
-    def _finish_planes(self, job: PlaneJob, start: int, stop: int, pred: Any, base: Any) -> None:
-        """Planes ``start:stop`` of ``job`` back from the model (``pred``, ``base``: model space,
-        on the device) → image units, clipped to the input's range, padding kept, the detail
-        scaled by ``job.detail_gain`` → ``job.out`` (and ``job.base``). In torch: both cores."""
+    def _classical(self, t: Any, name: str) -> Any:
+        """The classical interpolator ``name`` (e.g. lanczos) of ``t`` in fp32, for the detail's
+        ``detail_over``; built once per upscaler."""
+        from medsr.models.registry import create_model
+
+        nets = self.__dict__.setdefault("_classical_nets", {})
+        if name not in nets:
+            nets[name] = create_model(name, scale=self.scale).to(self.device).eval()
+        return nets[name](t.float())
+
+    def _finish_planes(
+        self, job: PlaneJob, start: int, stop: int, pred: Any, base: Any, over: Any = None
+    ) -> None:
+        """Planes ``start:stop`` of ``job`` back from the model (``pred``, ``base``, ``over``:
+        model space, on the device) → image units, clipped to the input's range, padding kept,
+        the detail scaled by ``job.detail_gain`` (and added to ``over`` when given) →
+        ``job.out`` (and ``job.base``). In torch: both cores."""
         import torch
 
         norm, s = job.norm, self.scale
@@ -363,6 +382,10 @@ class PlaneUpscaler:
         low: Any = None  # the base the detail is scaled over: finished like the output
         if job.detail_gain is not None and b is not None:
             low = b.clamp(*job.bounds) if job.bounds is not None else b
+        if over is not None:
+            over = over.mul_(norm.scale).add_(norm.offset)
+            if job.bounds is not None:
+                over.clamp_(*job.bounds)
         if job.bounds is not None:
             out.clamp_(*job.bounds)
         pad = job.meta.get("padding")
@@ -380,8 +403,10 @@ class PlaneUpscaler:
                 b = torch.where(mask, orig, b)
             if low is not None:
                 low = torch.where(mask, orig, low)
+            if over is not None:
+                over = torch.where(mask, orig, over)
         if low is not None:
-            out = low + (out - low) * job.detail_gain
+            out = (low if over is None else over) + (out - low) * job.detail_gain
         job.out[start:stop] = out.cpu().numpy()
         if job.base is not None and b is not None:
             job.base[start:stop] = b.cpu().numpy()
@@ -396,7 +421,8 @@ class PlaneUpscaler:
                 stop = min(start + self.batch_size, job.total)
                 t = self._to_device(job.planes[start:stop])
                 pred, base = self.forward_tensor(t, tiled, need_base=job.needs_base)
-                self._finish_planes(job, start, stop, pred, base)
+                over = self._classical(t, job.detail_over) if job.detail_over else None
+                self._finish_planes(job, start, stop, pred, base, over)
         job.next = job.done = job.total
         return job
 
@@ -436,7 +462,11 @@ class PlaneUpscaler:
         sr = sr.replace(meta=meta)
         if job.detail_gain is not None:
             meta["derivation"]["detail_gain"] = round(job.detail_gain, 4)
-            sr = sr.with_step(f"detail scaled x{job.detail_gain:.3f} (self-check one scale down)")
+            over = job.detail_over or self.base_name
+            meta["derivation"]["detail_over"] = over
+            sr = sr.with_step(
+                f"detail scaled x{job.detail_gain:.3f} over {over} (self-check one scale down)"
+            )
         return sr
 
     def base_array(self, job: PlaneJob, *, clip: bool) -> np.ndarray:
@@ -468,10 +498,13 @@ class PlaneUpscaler:
         )
         return result if image.channels else result[0]
 
-    def upscale(self, image: MedImage, *, detail_gain: float | None = None) -> MedImage:
-        """One image, as :func:`medsr.inference.predictor.upscale` does it (``detail_gain``: see
-        :meth:`prepare`)."""
-        return self.finish(self.run_job(self.prepare(image, detail_gain=detail_gain)))
+    def upscale(
+        self, image: MedImage, *, detail_gain: float | None = None, detail_over: str | None = None
+    ) -> MedImage:
+        """One image, as :func:`medsr.inference.predictor.upscale` does it (``detail_gain``,
+        ``detail_over``: see :meth:`prepare`)."""
+        job = self.prepare(image, detail_gain=detail_gain, detail_over=detail_over)
+        return self.finish(self.run_job(job))
 
     # ------------------------------------------------------------- several images at once
     def run_many(self, jobs: list[PlaneJob], max_planes: int | None = None) -> list[PlaneJob]:
@@ -514,16 +547,23 @@ class PlaneUpscaler:
         try:
             with torch.inference_mode():
                 need = any(job.needs_base for job, _, _ in parts)
-                pred, base = self.forward_tensor(self._to_device(x), need_base=need)
+                t = self._to_device(x)
+                pred, base = self.forward_tensor(t, need_base=need)
                 pos = 0
                 for job, a, b in parts:
                     n = b - a
+                    over = (
+                        self._classical(t[pos : pos + n], job.detail_over)
+                        if job.detail_over
+                        else None
+                    )
                     self._finish_planes(
                         job,
                         a,
                         b,
                         pred[pos : pos + n],
                         base[pos : pos + n] if base is not None else None,
+                        over,
                     )
                     job.done += n
                     pos += n
