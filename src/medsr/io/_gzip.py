@@ -7,6 +7,10 @@ then an empty final block, the CRC-32 and the length (RFC 1952). Any gzip reader
 differ (each block starts without the previous one's dictionary: under 0.1 % larger for 4 MiB
 blocks). zlib releases the GIL while it compresses, so threads use the cores.
 
+Deflate: ISA-L (``isal.isal_zlib``, a dependency) when importable, else zlib. On a ×2 fast-x2
+CT output (4 MiB of float32) ISA-L level 1 takes 32 ms against zlib level 1's 211 ms, keeping
+83.5 % of the bytes against 82.8 % (AMD EPYC, one thread). The CRC-32 is zlib's either way.
+
 Level: :data:`GZIP_LEVEL` = 1, what nibabel writes by default. A super-resolved float32 volume
 is nearly incompressible — noise in the low mantissa bits — and higher levels buy little: on a
 512×512×9 CT upscaled ×2 (``benchmarks/results/speed_e2e.md``) level 1 keeps 77.7 % of the
@@ -31,9 +35,17 @@ GZIP_LEVEL = 1
 GZIP_BLOCK = 4 * 2**20
 
 
+try:
+    from isal import isal_zlib as _deflater
+except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
+    _deflater = zlib  # type: ignore[assignment,misc]
+
+
 def _deflate(block: bytes, level: int) -> bytes:
-    c = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return c.compress(block) + c.flush(zlib.Z_SYNC_FLUSH)
+    if _deflater is not zlib:
+        level = min(level, 3)  # ISA-L's levels are 0-3
+    c = _deflater.compressobj(level, _deflater.DEFLATED, -15)
+    return c.compress(block) + c.flush(_deflater.Z_SYNC_FLUSH)
 
 
 class ParallelGzipWriter(io.RawIOBase):
@@ -45,7 +57,12 @@ class ParallelGzipWriter(io.RawIOBase):
     """
 
     def __init__(
-        self, raw: BinaryIO, *, level: int = GZIP_LEVEL, threads: int | None = None, block: int = GZIP_BLOCK
+        self,
+        raw: BinaryIO,
+        *,
+        level: int = GZIP_LEVEL,
+        threads: int | None = None,
+        block: int = GZIP_BLOCK,
     ):
         super().__init__()
         self._raw = raw
