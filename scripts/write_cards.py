@@ -40,6 +40,11 @@ ROLE = {
     "default": "the default model: `medsr upscale` uses it when --model is omitted",
     "fast": "the efficient model, distilled from the default of the same scale (half width, half depth)",
 }
+#: the role of a model retrained with the faithful recipe (its card records ``low_band``)
+ROLE_FAITHFUL = {
+    "fast": "the efficient model (half the default's width and depth): distilled from the previous "
+    "default, then retrained with the default's faithful recipe (scanner noise in HR and LR, low-band guard)",
+}
 LIMITATIONS = [
     "Trained on 12 development-corpus images only (shared/data/CORPUS.md), on 2 CPU cores (no GPU); "
     "validated on 4 images (CT, 2 MR, US): expect smaller gains on other scanners, anatomy and noise levels.",
@@ -62,13 +67,18 @@ LIMITATIONS_FAITHFUL = [
 KNOWN_ISSUES = {
     "default-x2": [
         "On a smooth thin-slice head CT (pydicom J2K_pixelrep_mismatch.dcm, 0.43 mm, never trained on) the "
-        "network adds ripples near the input's Nyquist frequency (the previous default, run bare: -4.9 dB "
-        "against lanczos). medsr's detail self-check catches it (the detail is scaled down: -0.5 dB against "
-        "lanczos; with --degradation bicubic it matches lanczos); benchmarks/faithful.py.",
+        "network alone adds ripples near the input's Nyquist frequency. medsr's detail self-check catches it "
+        "and falls back to lanczos plus the detail that holds up over lanczos (inside the reconstruction "
+        "circle +1.4 dB over lanczos instead of -1.9 dB); benchmarks/faithful.py.",
         "On the chest CT scout (a projection radiograph, never trained on) it is 0.1 dB below lanczos without "
-        "the stated physics, +0.8 dB with --degradation bicubic.",
+        "the stated physics, above it with --degradation bicubic.",
         "On k-space-truncated MR it gains only +0.3 dB over zero-filled k-space on average with "
         "--degradation kspace, and is 0.4 dB below it on one noisy brain slice.",
+    ],
+    "fast-x2": [
+        "On the smooth thin-slice head CT (never trained on) its detail passes the self-check (alpha 0.6) "
+        "but the output is 0.9 dB below lanczos inside the reconstruction circle; the default is better there.",
+        "Ultrasound gains less than with the default (benchmarks/faithful.py: about 1.7 dB less).",
     ],
     "default-x4": [
         "Overshoots the hottest uptake of the NM bone scan (-5.75 dB, max error 21 counts vs bicubic's 7): "
@@ -86,7 +96,7 @@ RECIPES = {
     "default-x2": ["configs/default-x2.yaml", "configs/default-x2-stage2.yaml", "configs/default-x2-stage3.yaml",
                    "configs/default-x2-faithful.yaml"],
     "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml"],
-    "fast-x2": ["configs/fast-x2.yaml"],
+    "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml"],
     "fast-x4": ["configs/fast-x4.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
@@ -341,7 +351,9 @@ def main() -> None:
         arch = card["architecture"]
         kw = card["kwargs"]
         size = ", ".join(f"{k} {v}" for k, v in kw.items() if k in ("num_features", "num_blocks", "global_residual"))
-        role = ROLE.get(family, "a seed baseline trained with the default's data, degradations, loss and optimiser")
+        role = (ROLE_FAITHFUL.get(family) if card.get("low_band") else None) or ROLE.get(
+            family, "a seed baseline trained with the default's data, degradations, loss and optimiser"
+        )
         card.update(
             {
                 "name": name,
