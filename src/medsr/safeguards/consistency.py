@@ -12,6 +12,11 @@ the slices along z (same rows and columns; e.g. the ``f·Z``-slice grid of
 volume is then handled as sagittal reformats ``(z, y)`` — one per column and colour channel —
 with z as the rows, and the slice profile acts along z only (a ``thick-slice`` measurement's
 ``axis`` is replaced by that of the reformats). The errors and maps live on the thick-slice grid.
+
+Padding (:func:`medsr.io.padding.no_data_mask`: DICOM pixel padding, a CT's fill outside the
+reconstruction circle, non-finite voxels) was never measured, so it is not a constraint: for the
+in-plane error and projection both images see the darkest measured value there (as the network
+did), the error at padding pixels is 0, and the projected output keeps its padding exact.
 """
 
 from __future__ import annotations
@@ -131,6 +136,28 @@ def _measurement(
     return meas, f
 
 
+def _without_padding(
+    sr: MedImage, lr: MedImage, f: int, through: bool
+) -> tuple[MedImage, MedImage, np.ndarray | None, np.ndarray | None]:
+    """``sr`` and ``lr`` with their padding set to the darkest measured value of ``lr``, and the
+    padding masks of both (shaped like their arrays), or the inputs and None when ``lr`` has no
+    padding (or the measurement is through-plane)."""
+    from medsr.io.padding import no_data_mask
+
+    pad = None if through else no_data_mask(lr)
+    if pad is None:
+        return sr, lr, None, None
+    m_lr = pad if lr.channels else pad[0]
+    data = lr.array[~m_lr]
+    fill = np.float32(data.min()) if data.size else np.float32(0.0)
+    m_sr = np.repeat(np.repeat(m_lr, f, axis=-2), f, axis=-1)
+    if m_sr.shape != sr.array.shape:
+        return sr, lr, None, None
+    lr_f = lr.replace(array=np.where(m_lr, fill, lr.array).astype(np.float32))
+    sr_f = sr.replace(array=np.where(m_sr, fill, sr.array).astype(np.float32))
+    return sr_f, lr_f, m_sr, m_lr
+
+
 def degrade_planes(meas: Measurement, planes: np.ndarray, batch_size: int = 8) -> np.ndarray:
     """``D`` applied to ``(P, H, W)`` planes → ``(P, H/f, W/f)`` (float32; through-plane kinds
     reduce only their axis, ``ct-sparse-view`` at ×1 keeps the size)."""
@@ -164,10 +191,14 @@ def consistency_error(
         scale: the factor (inferred from the shapes when ``None``).
         **params: parameters of the degradation kind.
     """
-    meas, _ = _measurement(sr, lr, degradation, scale, params)
+    meas, f = _measurement(sr, lr, degradation, scale, params)
     through = meas.through_plane
+    sr, lr, _, m_lr = _without_padding(sr, lr, f, through)
     diff = degrade_planes(meas, _planes(sr, through)) - _planes(lr, through)
-    return _unplanes(diff, lr, through).reshape(lr.array.shape)
+    err = _unplanes(diff, lr, through).reshape(lr.array.shape)
+    if m_lr is not None:
+        err[m_lr] = 0.0
+    return err
 
 
 def consistency_map(
@@ -250,6 +281,8 @@ def enforce_consistency(
 
     meas, f = _measurement(sr, lr, degradation, scale, params)
     through = meas.through_plane
+    original = sr
+    sr, lr, m_sr, _ = _without_padding(sr, lr, f, through)
     rng = max(_data_range(lr), 1e-12)
     src, meas_planes = _planes(sr, through), _planes(lr, through)
     out = np.empty_like(src)
@@ -270,6 +303,9 @@ def enforce_consistency(
             converged = converged and bool(info["converged"])
             out[k : k + batch_size] = xp[:, 0].numpy()
     arr = _unplanes(out, sr, through).reshape(sr.array.shape)
+    if m_sr is not None:  # padding kept exact
+        arr = np.where(m_sr, original.array, arr)
+    sr = original
     if meas.kind == "kspace":
         method = "k-space replacement"
     elif meas.kind == "ct-sparse-view":
