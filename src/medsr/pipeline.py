@@ -310,24 +310,18 @@ def detail_self_check(
     model = PlaneUpscaler(upscaler, s)  # the network shared; its base interpolation kept (one pass)
     job = model.run_job(model.prepare(lower, keep_base=True))
     assert job.base is not None
-    over = DETAIL_PEER.get(upscaler.base_name, upscaler.base_name)
-    peer = None
-    if over != upscaler.base_name:
-        peer = PlaneUpscaler(over, s, device=upscaler.device.type).upscale(lower)
-    peer_planes = (
-        _as_planes(peer.channel_first(), job.per_plane_channels) if peer is not None else None
-    )
     truth = _as_planes(small.channel_first(), job.per_plane_channels)
     c = 2 * s  # borders: the degradation's edge handling, not the model
-    num = den = num_peer = 0.0
-    for k in range(job.total):  # float64 one plane at a time: no volume-sized temporaries
-        b = job.base[k, ..., c:-c, c:-c].astype(np.float64)
-        r = job.out[k, ..., c:-c, c:-c] - b
-        t = truth[k, ..., c:-c, c:-c]
+
+    def detail(k: int) -> tuple[np.ndarray, np.ndarray]:  # float64, one plane: no volume temporaries
+        b = job.base[k, ..., c:-c, c:-c].astype(np.float64)  # type: ignore[index]
+        return job.out[k, ..., c:-c, c:-c] - b, b
+
+    num = den = 0.0
+    for k in range(job.total):
+        r, b = detail(k)
         den += float(np.sum(r * r))
-        num += float(np.sum(r * (t - b)))
-        if peer_planes is not None:
-            num_peer += float(np.sum(r * (t - peer_planes[k, ..., c:-c, c:-c])))
+        num += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - b)))
     if den <= 0:
         return {
             "checked": True,
@@ -336,7 +330,16 @@ def detail_self_check(
             "reason": "the model adds no detail",
         }
     alpha = num / den
-    alpha_peer = num_peer / den if peer_planes is not None else alpha
+    over = DETAIL_PEER.get(upscaler.base_name, upscaler.base_name)
+    alpha_peer = alpha
+    if alpha < SELF_CHECK_GAIN_BELOW and over != upscaler.base_name:  # the gain over the peer
+        peer = PlaneUpscaler(over, s, device=upscaler.device.type).upscale(lower)
+        peer_planes = _as_planes(peer.channel_first(), job.per_plane_channels)
+        num_peer = 0.0
+        for k in range(job.total):
+            r, _ = detail(k)
+            num_peer += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c])))
+        alpha_peer = num_peer / den
     applied = alpha < SELF_CHECK_GAIN_BELOW
     return {
         "checked": True,
