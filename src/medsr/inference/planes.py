@@ -40,8 +40,9 @@ class PlaneJob:
     """The planes of one image on their way through the model.
 
     ``out`` fills chunk by chunk with finished planes (image units, clipped, padding kept, the
-    detail scaled by ``detail_gain`` when set, over the ``detail_over`` interpolation when set); with ``keep_base`` the base interpolation the
-    network's output was built on fills ``base`` the same way (padding kept, not clipped).
+    detail scaled by ``detail_gain`` when set, over the ``detail_over`` interpolation when set);
+    with ``keep_base`` the base interpolation the network's output was built on fills ``base``
+    the same way (padding kept, not clipped).
     """
 
     image: MedImage
@@ -205,6 +206,7 @@ class PlaneUpscaler:
         self.base_net = (
             create_model(self.base_name, scale=self.scale) if self.loaded.learned else None
         )
+        self._classical_nets: dict[str, Any] = {}  # detail_over interpolators, built on first use
         self._bicubic = create_model("bicubic", scale=self.scale) if self.residual_split else None
 
     def compile(self, **options: Any) -> None:
@@ -360,7 +362,7 @@ class PlaneUpscaler:
         ``detail_over``; built once per upscaler."""
         from medsr.models.registry import create_model
 
-        nets = self.__dict__.setdefault("_classical_nets", {})
+        nets = self._classical_nets
         if name not in nets:
             nets[name] = create_model(name, scale=self.scale).to(self.device).eval()
         return nets[name](t.float())
