@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import medsr
 from medsr.image import MedImage
@@ -108,3 +110,28 @@ def test_consistency_reference_from_the_kept_base(monkeypatch):
         fresh["consistency"]["bicubic_p99_rel"], rel=1e-5
     )
     assert kept["consistency"]["exceeded"] == fresh["consistency"]["exceeded"]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    a=st.floats(0.01, 1000.0),
+    b=st.floats(-30000.0, 30000.0),
+    seed=st.integers(0, 2**16),
+)
+def test_self_check_fallback_is_affine_equivariant(random_weights, a, b, seed):
+    """The self-check's fallback (lanczos + the detail's gain over it) keeps the affine-intensity
+    equivariance of the pipeline: scale the input by a and shift it by b, the output follows
+    (the decision α and the gain are ratios, the interpolators and the detail are linear)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:40, :40]
+    smooth = 50 * np.sin(xx / rng.uniform(8, 20)) * np.cos(yy / rng.uniform(8, 20)) + 100
+    arr = (smooth + rng.normal(0, 1, smooth.shape)).astype(np.float32)[None]
+    kw = {"maps": False, "tta": False, "ood": False, "warn": False}
+    one, s1 = upscale_with_safeguards(MedImage(arr, modality="MR"), 2, str(random_weights), **kw)
+    two, s2 = upscale_with_safeguards(
+        MedImage((a * arr + b).astype(np.float32), modality="MR"), 2, str(random_weights), **kw
+    )
+    assert s1["self_check"]["applied"] and s2["self_check"]["applied"]
+    assert abs(s1["self_check"]["gain"] - s2["self_check"]["gain"]) < 2e-3
+    span = a * float(np.ptp(arr))
+    np.testing.assert_allclose(two.array, a * one.array + b, atol=1e-4 * span + 2e-6 * abs(b))
