@@ -35,33 +35,40 @@ def cubic_upsample_axis(x: torch.Tensor, scale: int, axis: int = -2) -> torch.Te
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False)
 
 
-def _init_axial(
-    net: Residual5Axial | EDSRAxial,
-    in_channels: int,
-    out_channels: int | None,
-    scale: int,
-    axis: int,
-) -> None:
-    """Check and set what every one-axis network shares: ``scale``, ``axis`` and the channels
-    (its output adds a residual to its input, so out_channels must equal in_channels)."""
-    name = type(net).__name__
-    if default_out_channels(in_channels, out_channels) != in_channels:
-        raise ValueError(
-            f"{name} adds a residual to its input, so out_channels must equal in_channels"
-        )
-    s = int(scale)
-    if s != scale or s < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
-    if axis not in (-2, -1):
-        raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
-    net.scale = s
-    net.axis = int(axis)
-    net.in_channels = in_channels
-    net.out_channels = in_channels
+class _AxialNet(nn.Module):
+    """What every one-axis network shares: ``scale``, ``axis``, the channels (its output adds a
+    residual to its input, so out_channels must equal in_channels), its kind and its repr."""
+
+    kind = "interpolator-1d"
+    learned = True
+    scale: int
+    axis: int
+    in_channels: int
+    out_channels: int
+
+    def __init__(self, in_channels: int, out_channels: int | None, scale: int, axis: int):
+        super().__init__()
+        name = type(self).__name__
+        if default_out_channels(in_channels, out_channels) != in_channels:
+            raise ValueError(
+                f"{name} adds a residual to its input, so out_channels must equal in_channels"
+            )
+        s = int(scale)
+        if s != scale or s < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        if axis not in (-2, -1):
+            raise ValueError(f"axis must be -2 (rows) or -1 (columns), got {axis!r}")
+        self.scale = s
+        self.axis = int(axis)
+        self.in_channels = in_channels
+        self.out_channels = in_channels
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, axis={self.axis}"
 
 
 @register_model("residual5-1d")
-class Residual5Axial(nn.Module):
+class Residual5Axial(_AxialNet):
     """Cubic interpolation along one axis + a 5-layer residual CNN (through-plane SR, SMORE-like).
 
     The self-supervised through-plane network of SMORE — C. Zhao et al., "SMORE: a
@@ -81,13 +88,6 @@ class Residual5Axial(nn.Module):
         axis: −2 (rows, default) or −1 (columns).
     """
 
-    kind = "interpolator-1d"
-    learned = True
-    scale: int
-    axis: int
-    in_channels: int
-    out_channels: int
-
     def __init__(
         self,
         in_channels: int = 1,
@@ -97,20 +97,16 @@ class Residual5Axial(nn.Module):
         scale: int = 2,
         axis: int = -2,
     ):
-        super().__init__()
-        _init_axial(self, in_channels, out_channels, scale, axis)
+        super().__init__(in_channels, out_channels, scale, axis)
         self.body = residual_cnn(in_channels, in_channels, num_features, num_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = cubic_upsample_axis(x, self.scale, self.axis)
         return up + self.body(up)
 
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, axis={self.axis}"
-
 
 @register_model("edsr-1d")
-class EDSRAxial(nn.Module):
+class EDSRAxial(_AxialNet):
     """One-axis EDSR: residual blocks at the input resolution + a sub-pixel step along one axis.
 
     The through-plane **prior** (``tp-x2``/``tp-x4``): trained on many volumes' planes degraded
@@ -137,13 +133,6 @@ class EDSRAxial(nn.Module):
         res_scale: EDSR residual scaling.
     """
 
-    kind = "interpolator-1d"
-    learned = True
-    scale: int
-    axis: int
-    in_channels: int
-    out_channels: int
-
     def __init__(
         self,
         in_channels: int = 1,
@@ -154,8 +143,7 @@ class EDSRAxial(nn.Module):
         axis: int = -2,
         res_scale: float = 1.0,
     ):
-        super().__init__()
-        _init_axial(self, in_channels, out_channels, scale, axis)
+        super().__init__(in_channels, out_channels, scale, axis)
         s = self.scale
         self.head = conv(in_channels, num_features)
         self.body = nn.Sequential(
@@ -178,6 +166,3 @@ class EDSRAxial(nn.Module):
         else:
             res = res.permute(0, 1, 3, 4, 2).reshape(n, c, h, w * s)
         return up + res
-
-    def extra_repr(self) -> str:
-        return f"scale={self.scale}, axis={self.axis}"
