@@ -49,14 +49,14 @@ class FitReport:
 DEFAULT_MODEL_KWARGS: dict[str, dict[str, Any]] = {"residual5": {"num_features": 32}}
 
 
+def _whole(value: Any) -> bool:
+    """A whole number (an int, or a float without a fraction; not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and int(value) == value
+
+
 def check_steps(steps: Any, name: str = "adapt steps") -> int:
     """A step budget: a whole number ≥ 0 (0 = no training)."""
-    if (
-        isinstance(steps, bool)
-        or not isinstance(steps, int | float)
-        or int(steps) != steps
-        or steps < 0
-    ):
+    if not _whole(steps) or steps < 0:
         raise InvalidParameterError(f"{name} must be a whole number of steps ≥ 0, got {steps!r}")
     return int(steps)
 
@@ -66,28 +66,14 @@ def check_budget(budget_s: Any, epochs: Any) -> tuple[float | None, int | None]:
     b: float | None = None
     if budget_s is not None:
         b = positive_number(budget_s, "the time budget", "seconds")
-    e: int | None = None
-    if epochs is not None:
-        if (
-            isinstance(epochs, bool)
-            or not isinstance(epochs, int | float)
-            or int(epochs) != epochs
-            or epochs < 1
-        ):
-            raise InvalidParameterError(f"epochs must be a positive integer, got {epochs!r}")
-        e = int(epochs)
+    e = check_positive_int(epochs, "epochs") if epochs is not None else None
     if b is None and e is None:
         raise InvalidParameterError("give a time budget or a number of epochs (both are unset)")
     return b, e
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or int(value) != value
-        or value < 1
-    ):
+    if not _whole(value) or value < 1:
         raise InvalidParameterError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
