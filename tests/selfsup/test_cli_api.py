@@ -239,3 +239,17 @@ def test_cli_evaluate_thick_slice(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["baseline"] == "linear-z" and set(summary["models"]) == {"linear-z", "cubic-z"}
     assert "ΔPSNR vs linear-z" in res.output
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_step_and_epoch_counts_are_clear_errors(value):
+    """NaN/inf step or epoch counts (API callers) get medsr's error, not a ValueError."""
+    from medsr.errors import InvalidParameterError
+    from medsr.selfsup._fit import check_budget, check_positive_int, check_steps
+
+    with pytest.raises(InvalidParameterError, match="whole number"):
+        check_steps(value)
+    with pytest.raises(InvalidParameterError, match="positive integer"):
+        check_positive_int(value, "batch size")
+    with pytest.raises(InvalidParameterError, match="positive integer"):
+        check_budget(None, value)

@@ -50,8 +50,13 @@ DEFAULT_MODEL_KWARGS: dict[str, dict[str, Any]] = {"residual5": {"num_features":
 
 
 def _whole(value: Any) -> bool:
-    """A whole number (an int, or a float without a fraction; not a bool)."""
-    return not isinstance(value, bool) and isinstance(value, int | float) and int(value) == value
+    """A whole number (an int, or a finite float without a fraction; not a bool)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and int(value) == value
+    )
 
 
 def check_steps(steps: Any, name: str = "adapt steps") -> int:
