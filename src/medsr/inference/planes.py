@@ -26,7 +26,7 @@ import numpy as np
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.inference.precision import PRECISIONS, check_precision, resolve_precision
-from medsr.io.padding import no_data_mask
+from medsr.io.padding import fill_no_data
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
@@ -265,13 +265,8 @@ class PlaneUpscaler:
         from medsr.intensity import Normalizer
 
         source = image
-        pad = no_data_mask(image)
-        if pad is not None:  # padding is never fed as signal: the network sees the darkest tissue
-            filled = image.channel_first().copy()
-            valid = ~pad
-            low = float(np.min(filled, where=valid, initial=np.inf)) if valid.any() else 0.0
-            filled[pad] = low
-            image = image.replace(array=filled if image.channels else filled[0])
+        image, mask, _ = fill_no_data(image)  # padding is never fed as signal: the darkest tissue
+        pad = None if mask is None else (mask if image.channels else mask[None])  # (C, Z, Y, X)
         cf = image.channel_first()  # (C, Z, Y, X)
         c, _, h, w = cf.shape
         per = c if self.net_channels == c and c > 1 else 1  # colour seen together

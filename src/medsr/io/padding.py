@@ -102,3 +102,18 @@ def no_data_mask(image: MedImage) -> np.ndarray | None:
     if mask is None or not mask.any():
         return None
     return mask if image.channels else mask[None]
+
+
+def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float]:
+    """``image`` with its no-data pixels (:func:`no_data_mask`) set to its darkest measured value
+    (what a network sees there), the mask shaped like ``image.array`` and that value; ``(image,
+    None, 0.0)`` when every pixel holds data."""
+    pad = no_data_mask(image)
+    if pad is None:
+        return image, None, 0.0
+    mask = pad if image.channels else pad[0]
+    data = image.array[~mask]
+    low = float(data.min()) if data.size else 0.0
+    filled = image.array.copy()
+    filled[mask] = low
+    return image.replace(array=filled), mask, low

@@ -142,19 +142,17 @@ def _without_padding(
     """``sr`` and ``lr`` with their padding set to the darkest measured value of ``lr``, and the
     padding masks of both (shaped like their arrays), or the inputs and None when ``lr`` has no
     padding (or the measurement is through-plane)."""
-    from medsr.io.padding import no_data_mask
+    from medsr.io.padding import fill_no_data
 
-    pad = None if through else no_data_mask(lr)
-    if pad is None:
+    if through:
         return sr, lr, None, None
-    m_lr = pad if lr.channels else pad[0]
-    data = lr.array[~m_lr]
-    fill = np.float32(data.min()) if data.size else np.float32(0.0)
+    lr_f, m_lr, fill = fill_no_data(lr)
+    if m_lr is None:
+        return sr, lr, None, None
     m_sr = np.repeat(np.repeat(m_lr, f, axis=-2), f, axis=-1)
     if m_sr.shape != sr.array.shape:
         return sr, lr, None, None
-    lr_f = lr.replace(array=np.where(m_lr, fill, lr.array).astype(np.float32))
-    sr_f = sr.replace(array=np.where(m_sr, fill, sr.array).astype(np.float32))
+    sr_f = sr.replace(array=np.where(m_sr, np.float32(fill), sr.array))
     return sr_f, lr_f, m_sr, m_lr
 
 

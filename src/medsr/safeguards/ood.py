@@ -147,18 +147,12 @@ def check_distribution(
         reasons.append(
             f"modality {modality} is not in the model's training data ({', '.join(trained)})"
         )
-    from medsr.io.padding import no_data_mask
+    from medsr.io.padding import fill_no_data
 
-    pad = no_data_mask(image)  # padding is not an intensity the model will see: left out
-    if pad is not None:
-        mask = pad if image.channels else pad[0]
-        data = image.array[~mask]
-        low = float(data.min()) if data.size else 0.0
-        image = image.replace(
-            array=np.where(mask, np.float32(low), image.array)
-        )  # as the network sees it
-    else:
-        data = image.array
+    # padding is not an intensity the model will see: left out, and filled as the network sees it
+    filled, mask, _ = fill_no_data(image)
+    data = image.array if mask is None else image.array[~mask]
+    image = filled
     arr = data[np.isfinite(data)]
     sample = arr[:: max(1, arr.size // 500_000)]
     try:
