@@ -42,6 +42,7 @@ from medsr.degradations import degrade_image
 from medsr.image import MedImage
 from medsr.inference.planes import PlaneUpscaler
 from medsr.io import load_image
+from medsr.io.padding import no_data_mask
 from medsr.training.data import resolve_corpus
 
 RESULTS = Path(__file__).parent / "results"
@@ -76,13 +77,10 @@ def _slice(image: MedImage, scale: int) -> MedImage:
 
 
 def _fill_of(hr: MedImage) -> np.ndarray | None:
-    """A CT's constant fill outside the reconstruction circle (``(Y, X)`` mask), or None."""
-    a = hr.array[0]
-    low = float(a.min())
-    fill = a == low
-    if hr.modality == "CT" and low < -1024 and fill.mean() >= 0.01:
-        return fill
-    return None
+    """A CT's constant fill outside the reconstruction circle (``(Y, X)`` mask), or None: medsr's
+    own no-data rule (:func:`medsr.io.padding.no_data_mask`) on the one-slice truth."""
+    mask = no_data_mask(hr)
+    return None if mask is None else mask[0, 0]
 
 
 def degrade(hr: MedImage, kind: str, scale: int) -> MedImage:
