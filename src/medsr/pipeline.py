@@ -495,18 +495,22 @@ def upscale_with_safeguards(
     rng = _data_range(image)
     caught: list[str] = []
 
+    def flag(finding: str, category: type[Warning], warning: str | None = None) -> None:
+        """A safeguard's finding: into the summary, and (``warn``) a warning to the caller."""
+        caught.append(finding)
+        if warn:
+            warnings.warn(warning or finding, category, stacklevel=3)
+
     ood_result: dict[str, Any] = (
         check_distribution(image, card, warn=False) if ood else {"checked": False}
     )
     if ood_result.get("flag"):
-        caught.append("out-of-distribution input: " + "; ".join(ood_result["reasons"]))
-        if warn:
-            warnings.warn(
-                f"out-of-distribution input for model {card.get('name', model)!r}: "
-                + "; ".join(ood_result["reasons"]),
-                OutOfDistributionWarning,
-                stacklevel=2,
-            )
+        reasons = "; ".join(ood_result["reasons"])
+        flag(
+            f"out-of-distribution input: {reasons}",
+            OutOfDistributionWarning,
+            f"out-of-distribution input for model {card.get('name', model)!r}: {reasons}",
+        )
 
     # the self-check first: its gain scales the detail as the planes come back from the model
     check: dict[str, Any] = {"checked": False}
@@ -521,9 +525,7 @@ def upscale_with_safeguards(
                 f"alpha {check['alpha']:.2f}): its detail was scaled by {check['gain']:.2f} and added "
                 f"to {check['over']} interpolation"
             )
-            caught.append(msg)
-            if warn:
-                warnings.warn(msg, DetailCheckWarning, stacklevel=2)
+            flag(msg, DetailCheckWarning)
             gain, over = float(check["gain"]), check.get("over")
         check["ms"] = round((time.perf_counter() - t2) * 1000, 1)
 
@@ -588,9 +590,7 @@ def upscale_with_safeguards(
             f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
             f"for the assumed degradation {meas.describe()}"
         )
-        caught.append(msg)
-        if warn:
-            warnings.warn(msg, ConsistencyWarning, stacklevel=2)
+        flag(msg, ConsistencyWarning)
 
     unc: dict[str, Any] = dict(unc_info)
     if std is not None:
