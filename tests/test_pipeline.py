@@ -268,6 +268,33 @@ def test_detail_self_check_looks_at_a_bounded_sample(monkeypatch):
     assert crop["planes"] == "1 of 1" and crop["region"] == [64, 64] and crop["checked"]
 
 
+def test_consistency_summary_looks_at_a_bounded_sample(monkeypatch):
+    """Without maps the consistency summary and warning come from evenly spaced planes within
+    CONSISTENCY_SAMPLE_PIXELS (recorded); the output is untouched, the 99th percentile stays the
+    volume's to within its spread, an inconsistent output is still flagged, and maps see every
+    plane."""
+    import medsr.pipeline as pipeline
+
+    vol = medsr.load_image(corpus_path("emri_small.dcm"))  # 10 planes of 64² (real MR)
+    opts = dict(tta=False, warn=False, self_check=False, ood=False)
+    full, s_full = upscale_with_safeguards(vol, 2, "fast-x2", maps=False, **opts)
+    assert "planes" not in s_full["consistency"]
+    monkeypatch.setattr(pipeline, "CONSISTENCY_SAMPLE_PIXELS", 3 * 64 * 64)
+    part, s_part = upscale_with_safeguards(vol, 2, "fast-x2", maps=False, **opts)
+    assert s_part["consistency"]["planes"] == "3 of 10"
+    np.testing.assert_array_equal(part.array, full.array)
+    p_full, p_part = (s["consistency"]["error"]["p99_rel"] for s in (s_full, s_part))
+    assert 0.5 * p_full <= p_part <= 2 * p_full, (p_part, p_full)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.2 * float(np.ptp(vol.array)), full.array.shape).astype(np.float32)
+    noisy = full.replace(array=full.array + noise)
+    _, s_bad = upscale_with_safeguards(vol, 2, "fast-x2", maps=False, output=noisy, **opts)
+    assert s_bad["consistency"]["planes"] == "3 of 10" and s_bad["consistency"]["exceeded"]
+    with_maps, s_maps = upscale_with_safeguards(vol, 2, "fast-x2", maps=True, **opts)
+    assert "planes" not in s_maps["consistency"]
+    assert with_maps.meta["maps"]["consistency"].shape == full.array.shape
+
+
 def test_degradation_auto_reads_the_physics_from_the_header(mr_small):
     """MR → k-space truncation (zero-filled k-space base, consistency auto projects); a CT
     header states no physics (consistency auto only measures)."""

@@ -298,8 +298,8 @@ def detail_self_check(
         return {"checked": False, "reason": "image too small for a check one scale down"}
     ys, xs = _centre(h2, s, w2), _centre(w2, s, h2)
     ch, cw = ys.stop - ys.start, xs.stop - xs.start
-    n = max(1, min(nz, SELF_CHECK_MAX_PIXELS // (ch * cw)))
-    zs = np.unique(np.linspace(0, nz - 1, n).round().astype(int)) if n < nz else slice(None)
+    zs = sample_planes(nz, ch * cw, SELF_CHECK_MAX_PIXELS)
+    n = nz if isinstance(zs, slice) else len(zs)
     region = image.array[..., zs, ys, xs]
     small = image.replace(array=np.ascontiguousarray(region), meta={})
     kind, params = (physics.kind, dict(physics.params)) if physics is not None else ("bicubic", {})
@@ -348,9 +348,25 @@ def detail_self_check(
         "gain": round(min(max(alpha_peer, 0.0), 1.0), 4) if applied else 1.0,
         "over": over if applied else None,
         "degradation": kind,
-        "planes": f"{n if n < nz else nz} of {nz}",
+        "planes": f"{n} of {nz}",
         "region": [ch, cw],
     }
+
+
+def sample_planes(nz: int, plane_pixels: int, budget: int) -> np.ndarray | slice:
+    """Evenly spaced plane indices (first and last included) whose pixels total at most
+    ``budget`` (at least one plane), or ``slice(None)`` when every plane fits."""
+    n = max(1, min(nz, budget // max(plane_pixels, 1)))
+    if n >= nz:
+        return slice(None)
+    return np.unique(np.linspace(0, nz - 1, n).round().astype(int))
+
+
+def _planes_of(image: MedImage, zs: np.ndarray | slice) -> MedImage:
+    """``image`` restricted to the planes ``zs`` (meta kept: padding tags still apply)."""
+    if isinstance(zs, slice):
+        return image
+    return image.replace(array=np.ascontiguousarray(image.array[..., zs, :, :]))
 
 
 def _centre(size: int, s: int, other: int) -> slice:
@@ -394,16 +410,24 @@ def _shrink_detail(
 #: the one pass keeps its bicubic base for the consistency warning's reference while the base
 #: takes at most this many bytes (larger outputs recompute it in the rare case it is needed)
 KEEP_BASE_BYTES = 256 * 2**20
+#: without maps, the consistency summary and warning look at most this many input pixels
+#: (evenly spaced whole planes, at least one): the 99th percentile of the error is a statistic
+#: of the volume, and the check's cost then stops growing with the number of slices
+CONSISTENCY_SAMPLE_PIXELS = 2**20
 
 
-def _bicubic_reference(image: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None) -> MedImage:
-    """Plain bicubic interpolation of ``image`` (clipped to its range, padding kept): the base
-    the one pass kept (``job``), else computed now."""
+def _bicubic_reference(
+    image: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None, zs: np.ndarray | slice
+) -> MedImage:
+    """Plain bicubic interpolation of the planes ``zs`` of ``image`` (clipped to its range,
+    padding kept): the base the one pass kept (``job``), else computed now."""
     from medsr.inference.planes import PlaneUpscaler
 
     if job is not None and job.base is not None:
-        return image.resampled(upscaler.base_array(job, clip=True))
-    return PlaneUpscaler("bicubic", upscaler.scale, device=upscaler.device.type).upscale(image)
+        base = upscaler.base_array(job, clip=True)
+        return _planes_of(image, zs).resampled(np.ascontiguousarray(base[..., zs, :, :]))
+    up = PlaneUpscaler("bicubic", upscaler.scale, device=upscaler.device.type)
+    return up.upscale(_planes_of(image, zs))
 
 
 def upscale_with_safeguards(
@@ -493,6 +517,14 @@ def upscale_with_safeguards(
         meas, source = assumed_degradation(None, card, scale, image.modality)
     project = setting == "on" or (setting == "auto" and physics is not None)
     rng = _data_range(image)
+    # the consistency error's summary (and the warning) from a bounded sample of planes; a map
+    # needs them all
+    nz, h, w = image.array.shape[-3:]
+    zs = (
+        slice(None)
+        if maps or meas.through_plane
+        else sample_planes(nz, h * w, CONSISTENCY_SAMPLE_PIXELS)
+    )
     caught: list[str] = []
 
     def flag(finding: str, category: type[Warning], warning: str | None = None) -> None:
@@ -554,6 +586,7 @@ def upscale_with_safeguards(
         keep = (
             bool(relative)
             and upscaler.base_name == "bicubic"
+            and isinstance(zs, slice)  # a sample's reference is cheap to compute afresh
             and image.array.nbytes * scale**2 <= KEEP_BASE_BYTES
         )
         job = upscaler.prepare(image, keep_base=keep, detail_gain=gain, detail_over=over)
@@ -562,11 +595,14 @@ def upscale_with_safeguards(
     t_model = time.perf_counter() - t0
 
     t1 = time.perf_counter()
-    err_before = consistency_error(sr, image, meas, scale)
+    measured = _planes_of(image, zs)
+    err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
+    if not isinstance(zs, slice):
+        cons["planes"] = f"{len(zs)} of {nz}"
     if project:
         sr = enforce_consistency(sr, image, meas, scale, iterations=iterations, tol=tol)
-        err = consistency_error(sr, image, meas, scale)
+        err = consistency_error(_planes_of(sr, zs), measured, meas, scale)
         proj = sr.meta.get("consistency") or {}
         cons.update(method=proj.get("method"), iterations=proj.get("iterations"))
         cons["error_before"] = _error_stats(err_before, rng, threshold, image.units)
@@ -576,8 +612,8 @@ def upscale_with_safeguards(
     p99 = cons["error"]["p99_rel"]
     base = None
     if relative and p99 > threshold:  # only then is the bicubic reference needed
-        ref = _bicubic_reference(image, upscaler, job)
-        base = float(np.percentile(np.abs(consistency_error(ref, image, meas, scale)), 99)) / rng
+        ref = _bicubic_reference(image, upscaler, job, zs)
+        base = float(np.percentile(np.abs(consistency_error(ref, measured, meas, scale)), 99)) / rng
         cons["bicubic_p99_rel"] = round(base, 6)
     cons["relative"] = relative
     cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
