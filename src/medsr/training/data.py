@@ -83,6 +83,7 @@ __all__ = [
     "resolve_entries",
     "split_by_patient",
     "subsample_slices",
+    "train_val_split",
 ]
 
 # --------------------------------------------------------------------------- the corpus
@@ -458,6 +459,39 @@ def split_by_patient(
     return train, val, unvalidated
 
 
+def train_val_split(
+    train_sources: Sequence[Source],
+    val_sources: Sequence[Source],
+    load: Callable[[Source], list[Any]],
+    val_fraction: float,
+    seed: int,
+    *,
+    key: Callable[[Any], tuple[str, str]],
+) -> tuple[list[Any], list[Any], list[str]]:
+    """The training and validation items of a data section, loaded by ``load`` (one source →
+    its items): ``data.val_files`` when given (no file or patient in both sets), else
+    :func:`split_by_patient` of the training files (a warning per modality group left without
+    validation). Returns ``(train, val, groups_without_validation)``."""
+    loaded = [it for src in train_sources for it in load(src)]
+    if val_sources:
+        seen = {(src.path.resolve(), src.patient) for src in train_sources}
+        for src in val_sources:
+            if any(src.path.resolve() == p or src.patient == pat for p, pat in seen):
+                raise InvalidParameterError(
+                    f"'{src.name}' is in both data.files and data.val_files (or shares their "
+                    "patient): a file must be in one set only"
+                )
+        return loaded, [it for src in val_sources for it in load(src)], []
+    train, val, unvalidated = split_by_patient(loaded, val_fraction, seed, key=key)
+    for g in unvalidated:
+        warnings.warn(
+            f"only one patient/file of modality group {g!r}: it is used for training only "
+            "and that modality is not validated (add files or data.val_files)",
+            stacklevel=3,
+        )
+    return train, val, unvalidated
+
+
 # --------------------------------------------------------------------------- datasets
 class EpochSampler(Sampler):
     """Yields ``(epoch, rank, i)`` keys, ``i < n``: a fresh, reproducible draw every epoch.
@@ -693,29 +727,14 @@ class SRDataModule(EpochDataModule):
             return
         d = self.cfg.data
         norm = self.cfg.normalization
-        train_sources = resolve_entries(d.files)
-        val_sources = resolve_entries(d.val_files)
-        loaded = [_load(s, norm) for s in train_sources]
-        if val_sources:
-            tv = {(s.path.resolve(), s.patient) for s in train_sources}
-            for s in val_sources:
-                if any(s.path.resolve() == p or s.patient == pat for p, pat in tv):
-                    raise InvalidParameterError(
-                        f"'{s.name}' is in both data.files and data.val_files (or shares their "
-                        "patient): a file must be in one set only"
-                    )
-            self.train_loaded = loaded
-            self.val_loaded = [_load(s, norm) for s in val_sources]
-        else:
-            self.train_loaded, self.val_loaded, self.unvalidated_groups = split_by_patient(
-                loaded, d.val_fraction, d.seed, key=lambda it: (it.group, it.source.patient)
-            )
-            for g in self.unvalidated_groups:
-                warnings.warn(
-                    f"only one patient/file of modality group {g!r}: it is used for training only "
-                    "and that modality is not validated (add files or data.val_files)",
-                    stacklevel=2,
-                )
+        self.train_loaded, self.val_loaded, self.unvalidated_groups = train_val_split(
+            resolve_entries(d.files),
+            resolve_entries(d.val_files),
+            lambda src: [_load(src, norm)],
+            d.val_fraction,
+            d.seed,
+            key=lambda it: (it.group, it.source.patient),
+        )
         if not self.train_loaded:
             raise InvalidParameterError("no training files left after the validation split")
         self.groups = sorted(

@@ -29,7 +29,6 @@ reproducible per-epoch draw (:class:`~medsr.training.data.EpochSampler`: patch `
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,8 +43,8 @@ from medsr.training.data import (
     EpochDataModule,
     Source,
     resolve_entries,
-    split_by_patient,
     sr_metrics,
+    train_val_split,
 )
 
 __all__ = ["SliceDataModule", "SliceVolume", "TripletDataset", "load_slice_volumes"]
@@ -221,29 +220,14 @@ class SliceDataModule(EpochDataModule):
         if self._ready:
             return
         d = self.cfg.data
-        train_sources = resolve_entries(d.files)
-        val_sources = resolve_entries(d.val_files)
-        loaded = [v for s in train_sources for v in load_slice_volumes(s, self.spec)]
-        if val_sources:
-            seen = {(s.path.resolve(), s.patient) for s in train_sources}
-            for s in val_sources:
-                if any(s.path.resolve() == p or s.patient == pat for p, pat in seen):
-                    raise InvalidParameterError(
-                        f"'{s.name}' is in both data.files and data.val_files (or shares their "
-                        "patient): a file must be in one set only"
-                    )
-            self.train_volumes = loaded
-            self.val_volumes = [v for s in val_sources for v in load_slice_volumes(s, self.spec)]
-        else:
-            self.train_volumes, self.val_volumes, self.unvalidated_groups = split_by_patient(
-                loaded, d.val_fraction, d.seed, key=lambda v: (v.group, v.source.patient)
-            )
-            for g in self.unvalidated_groups:
-                warnings.warn(
-                    f"only one patient/file of modality group {g!r}: it is used for training only "
-                    "and that modality is not validated (add files or data.val_files)",
-                    stacklevel=2,
-                )
+        self.train_volumes, self.val_volumes, self.unvalidated_groups = train_val_split(
+            resolve_entries(d.files),
+            resolve_entries(d.val_files),
+            lambda src: load_slice_volumes(src, self.spec),
+            d.val_fraction,
+            d.seed,
+            key=lambda v: (v.group, v.source.patient),
+        )
         if not self.train_volumes:
             raise InvalidParameterError("no training volumes left after the validation split")
         self.stacks = _stacks(self.train_volumes, self.slices.axes, d.patch_size)
