@@ -132,58 +132,9 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
             force_rescale=meta.get("pixel_encoding") == "rescaled",
         )
 
-    if multiframe:
-        nsrc = len(meta.get("frame_order") or [0])
-        src_idx = _source_map(image, nsrc)
-        template = templates[0]
-        ds = _derive(
-            template,
-            image,
-            meta,
-            suffix,
-            series_uid,
-            date,
-            time,
-            color,
-            generic,
-            instance=1,
-            rows=rows,
-            cols=cols,
-        )
-        _update_geometry(
-            ds,
-            template,
-            grid,
-            0,
-            zoom=(zoom_z, zoom_y, zoom_x),
-            image=image,
-            has_geometry=has_geometry,
-            meta=meta,
-        )
-        slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
-        _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
-        if color:
-            frames = color_pixels[slices]
-        elif generic is not None:
-            frames = _encode(values[slices], *generic, None)
-        else:
-            frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
-            per = ds.get("PerFrameFunctionalGroupsSequence")
-            for f, k in enumerate(slices):
-                slope, intercept = _rescale(ds, f if per is not None else None)
-                frames[f] = _encode(
-                    values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
-                    int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
-                )  # fmt: skip
-        _set_pixels(ds, frames, color, generic, meta, from_dicom)
-        ds.NumberOfFrames = z
-        return [ds]
-
-    nsrc = len(templates)
-    src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
-    out = []
-    for k in range(z):
-        template = templates[src_idx[k]]
+    def derived(template: Any, k: int) -> Any:
+        """The output dataset of slice ``k`` (instance ``k + 1``) from ``template``: derived
+        header, then the geometry of the new grid."""
         ds = _derive(
             template,
             image,
@@ -208,6 +159,37 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
             has_geometry=has_geometry,
             meta=meta,
         )
+        return ds
+
+    if multiframe:
+        nsrc = len(meta.get("frame_order") or [0])
+        src_idx = _source_map(image, nsrc)
+        ds = derived(templates[0], 0)
+        slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
+        _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
+        if color:
+            frames = color_pixels[slices]
+        elif generic is not None:
+            frames = _encode(values[slices], *generic, None)
+        else:
+            frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
+            per = ds.get("PerFrameFunctionalGroupsSequence")
+            for f, k in enumerate(slices):
+                slope, intercept = _rescale(ds, f if per is not None else None)
+                frames[f] = _encode(
+                    values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
+                    int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
+                )  # fmt: skip
+        _set_pixels(ds, frames, color, generic, meta, from_dicom)
+        ds.NumberOfFrames = z
+        return [ds]
+
+    nsrc = len(templates)
+    src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
+    out = []
+    for k in range(z):
+        template = templates[src_idx[k]]
+        ds = derived(template, k)
         if "ImagesInAcquisition" in ds and z != nsrc:
             ds.ImagesInAcquisition = z
         if color:
