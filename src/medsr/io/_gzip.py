@@ -9,7 +9,8 @@ blocks). zlib releases the GIL while it compresses, so threads use the cores.
 
 Deflate: ISA-L (``isal.isal_zlib``, a dependency) when importable, else zlib. On a ×2 fast-x2
 CT output (4 MiB of float32) ISA-L level 1 takes 32 ms against zlib level 1's 211 ms, keeping
-83.5 % of the bytes against 82.8 % (AMD EPYC, one thread). The CRC-32 is zlib's either way.
+83.5 % of the bytes against 82.8 % (AMD EPYC, one thread). The CRC-32 comes from the same
+library (ISA-L's: 6 ms against zlib's 14 ms per 32 MiB).
 
 Level: :data:`GZIP_LEVEL` = 1, what nibabel writes by default. A super-resolved float32 volume
 is nearly incompressible — noise in the low mantissa bits — and higher levels buy little: on a
@@ -39,6 +40,7 @@ try:
     from isal import isal_zlib as _deflater
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _deflater = zlib  # type: ignore[assignment,misc]
+_crc32 = _deflater.crc32
 
 
 def _deflate(block: bytes, level: int) -> bytes:
@@ -94,7 +96,7 @@ class ParallelGzipWriter(io.RawIOBase):
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data).cast("B")
         n = len(view)
-        self._crc = zlib.crc32(view, self._crc)
+        self._crc = _crc32(view, self._crc)
         self._size += n
         if not self._buffer and n >= self._block and isinstance(data, bytes):
             self._submit(data)  # a large immutable block goes as it is
