@@ -56,15 +56,21 @@ BF16_TOLERANCE_HU_RMS = 0.5
 #: bf16 (learned residual only) against fp32 on the corpus CT, per shipped weights checksum,
 #: measured by ``benchmarks/precision.py`` on a CPU (``benchmarks/results/precision.md``): the
 #: largest change at any pixel and the RMS change in HU over bad_sequence.dcm,
-#: explicit_VR-UN.dcm, J2K_pixelrep_mismatch.dcm and CT_small.dcm upscaled ×2 (fast-x2: whole
-#: slices; default-x2: their central 256², bf16 being emulated on the measuring CPU), and the
-#: PSNR change on the CT validation pairs. Models not listed run fp32 under ``auto``.
+#: explicit_VR-UN.dcm, J2K_pixelrep_mismatch.dcm and CT_small.dcm upscaled by the model's factor
+#: (fast-x2: whole slices; the others: their central 256², bf16 being emulated on the measuring
+#: CPU), and the PSNR change on the CT validation pairs. Models not listed run fp32 under ``auto``.
 BF16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:9a34a9b5b0603357a257956d5ca8e59cb01c7e872b9fa6519673fae96cbd2951": {
         "model": "fast-x2", "hu_max": 11.1, "hu_rms": 0.304, "psnr_change_db": -0.0884,
     },
     "sha256:9615af35daab109b18e9e6cbd871a97e7c314cea8352fc97835d3a2d5d17f238": {
         "model": "default-x2", "hu_max": 4.35, "hu_rms": 0.267, "psnr_change_db": +0.013,
+    },
+    "sha256:8b14eb723659949c3aec6a479ffdfaad01e2aae03958bf4936244e6c6eeba904": {
+        "model": "fast-x4", "hu_max": 4.89, "hu_rms": 0.253, "psnr_change_db": +0.0053,
+    },
+    "sha256:136e9b0283f85479402201f7ff820f79bd04973b91b773ea994464d81e9d8fc4": {
+        "model": "default-x4", "hu_max": 7.44, "hu_rms": 0.324, "psnr_change_db": +0.0070,
     },
 }  # fmt: skip
 
