@@ -488,7 +488,7 @@ def main() -> None:
     hal = hallucination_rows(specs, scales, lesion_images)
     ood = ood_rows([s for s in specs if s != "control"], scales[0], images)
     info = {
-        "machine": machine(),
+        "machine": machine(load=True),
         "seconds": round(time.perf_counter() - t0, 1),
         "models": [Path(s).name for s in specs],
         "learned": learned,
