@@ -416,18 +416,16 @@ KEEP_BASE_BYTES = 256 * 2**20
 CONSISTENCY_SAMPLE_PIXELS = 2**20
 
 
-def _bicubic_reference(
-    image: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None, zs: np.ndarray | slice
-) -> MedImage:
-    """Plain bicubic interpolation of the planes ``zs`` of ``image`` (clipped to its range,
-    padding kept): the base the one pass kept (``job``), else computed now."""
+def _bicubic_reference(measured: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None) -> MedImage:
+    """Plain bicubic interpolation of ``measured`` (the planes the consistency check looks at;
+    clipped to their range, padding kept): the base the one pass kept (``job``: kept only when
+    the check looks at every plane), else computed now."""
     from medsr.inference.planes import PlaneUpscaler
 
     if job is not None and job.base is not None:
-        base = upscaler.base_array(job, clip=True)
-        return _planes_of(image, zs).resampled(np.ascontiguousarray(base[..., zs, :, :]))
+        return measured.resampled(upscaler.base_array(job, clip=True))
     up = PlaneUpscaler("bicubic", upscaler.scale, device=upscaler.device.type)
-    return up.upscale(_planes_of(image, zs))
+    return up.upscale(measured)
 
 
 def upscale_with_safeguards(
@@ -612,7 +610,7 @@ def upscale_with_safeguards(
     p99 = cons["error"]["p99_rel"]
     base = None
     if relative and p99 > threshold:  # only then is the bicubic reference needed
-        ref = _bicubic_reference(image, upscaler, job, zs)
+        ref = _bicubic_reference(measured, upscaler, job)
         base = float(np.percentile(np.abs(consistency_error(ref, measured, meas, scale)), 99)) / rng
         cons["bicubic_p99_rel"] = round(base, 6)
     cons["relative"] = relative
