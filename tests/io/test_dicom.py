@@ -345,6 +345,54 @@ def test_series_folder_sorted_by_position(ct_template, tmp_path):
     np.testing.assert_allclose(one.world_center(), img.world_coordinate((7.5, 7.5, 3)))
 
 
+def _large_series(template, folder: Path, n: int = 3) -> Path:
+    """n 192² slices: their pixel data (72 KiB each) is larger than what a header pass defers."""
+    uid = generate_uid()
+    base = np.add.outer(np.arange(192), np.arange(192)).astype(np.int16)
+    slices = [
+        make_ct_slice(template, pixels=base + 100 * k, ipp=(0, 0, 2.0 * k), series_uid=uid, instance=k + 1)
+        for k in range(n)
+    ]
+    return write_series(folder, slices)
+
+
+def test_series_parses_each_file_once(ct_template, tmp_path, monkeypatch):
+    """A series' headers and pixels come from one parse per file (the pixel data is deferred,
+    then read from where the header pass found it), with the same values as before."""
+    from medsr.io.dicom import read as reader
+
+    folder = _large_series(ct_template, tmp_path / "s")
+    calls = []
+    real = reader.pydicom.dcmread
+    monkeypatch.setattr(reader.pydicom, "dcmread", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    img = read_dicom(folder)
+    assert len(calls) == 3 and len(set(calls)) == 3
+    expected = np.add.outer(np.arange(192), np.arange(192))
+    for k in range(3):
+        np.testing.assert_array_equal(img.array[k], expected + 100 * k - 1024)  # CT_small's intercept
+    assert all("PixelData" not in ds for ds in img.meta["datasets"])  # headers only are kept
+
+
+def test_series_with_a_truncated_slice_is_one_error(ct_template, tmp_path):
+    folder = _large_series(ct_template, tmp_path / "s")
+    victim = sorted(folder.glob("*.dcm"))[1]
+    victim.write_bytes(victim.read_bytes()[:-5000])  # pixel data cut short
+    with pytest.raises(CorruptInputError, match=rf"{victim.name}.* ends \d+ bytes early"):
+        read_dicom(folder)
+
+
+def test_series_file_gone_before_its_pixels_are_read(ct_template, tmp_path):
+    """The pixels are read after every header: a file removed in between is a clear error."""
+    from medsr.io.dicom.read import _collect, _load_pixels
+
+    folder = _large_series(ct_template, tmp_path / "s")
+    images, _ = _collect(folder)
+    path, ds = images[0]
+    path.unlink()
+    with pytest.raises(CorruptInputError, match="changed or removed"):
+        _load_pixels(ds, path.name)
+
+
 def test_series_descending_positions_and_thick_gap_fallback(ct_template, tmp_path):
     slices = _ct_series(ct_template, n=3, gap=-4.0)  # acquired head-first: z decreasing
     img = read_dicom(write_series(tmp_path / "s", slices))

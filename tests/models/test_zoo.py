@@ -90,6 +90,21 @@ def test_lanczos_integer_upscale_is_its_resampling_matrix(h, w, s, seed):
     np.testing.assert_allclose(lanczos_resize(x, (h * s, w * s)).numpy(), dense.numpy(), atol=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    h=st.integers(1, 40), w=st.integers(1, 40), s=st.integers(1, 4), c=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_bicubic_is_pytorchs_bicubic(h, w, s, c, seed):
+    """The polyphase bicubic (two convolutions) is PyTorch's upsample_bicubic2d — Keys a = −0.75,
+    cell-centred grid, clamped edges — at every size, scale and channel count."""
+    from medsr.models.classical import Bicubic
+
+    x = torch.as_tensor(np.random.default_rng(seed).normal(size=(2, c, h, w)) * 3000)
+    ref = torch.nn.functional.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False)
+    np.testing.assert_allclose(Bicubic(s)(x).numpy(), ref.numpy(), atol=1e-9)
+
+
 def test_unknown_model_and_duplicate_registration():
     with pytest.raises(UnknownModelError, match="available"):
         create_model("no-such-net")

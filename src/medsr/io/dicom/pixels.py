@@ -414,12 +414,17 @@ def _encode(
     intercept: float,
     reflect: float | None,
 ) -> np.ndarray:
-    v = values.astype(np.float64)
+    # one float64 working copy, every step in place (a 1024² slice: 8 MB once, not five times)
+    stored = np.array(values, dtype=np.float64)
     if reflect is not None:
-        v = reflect - v
-    stored = np.rint((v - intercept) / slope)
+        np.subtract(reflect, stored, out=stored)
+    if intercept:
+        stored -= intercept
+    if slope != 1.0:
+        stored /= slope
+    np.rint(stored, out=stored)
     lo, hi = _stored_range(bs, pr)
-    stored = np.nan_to_num(stored, nan=0.0, posinf=hi, neginf=lo)
+    np.nan_to_num(stored, copy=False, nan=0.0, posinf=hi, neginf=lo)
     np.clip(stored, lo, hi, out=stored)
     dtype = np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}")
     return stored.astype(dtype)

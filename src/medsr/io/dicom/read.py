@@ -77,7 +77,7 @@ def _check_truncation(ds: Dataset, size: int, name: str) -> None:
         raise CorruptInputError(
             f"truncated or corrupt DICOM: '{name}' holds no data set after its header"
         )
-    elem = ds.get_item(max(tags))
+    elem = ds.get_item(max(tags), keep_deferred=True)  # a deferred value stays on disk
     tell = getattr(elem, "value_tell", None)
     length = getattr(elem, "length", None)
     if tell is not None and length is not None and length != 0xFFFFFFFF and tell + length > size:
@@ -96,8 +96,23 @@ def _strip_command_set(ds: Dataset) -> None:
         del ds[tag]
 
 
-def _read_file(path: Path, *, stop_before_pixels: bool = False, name: str | None = None) -> Dataset:
-    """dcmread with medsr errors: empty → EmptyInputError, unreadable → CorruptInputError."""
+#: pixel data elements (a series' headers are read with these deferred: one parse per file)
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+#: values longer than this are left on disk until used (``defer_pixels``)
+_DEFER_BYTES = 64 * 1024
+
+
+def _read_file(
+    path: Path,
+    *,
+    defer_pixels: bool = False,
+    name: str | None = None,
+) -> Dataset:
+    """dcmread with medsr errors: empty → EmptyInputError, unreadable → CorruptInputError.
+
+    ``defer_pixels``: the whole object is parsed (and checked for truncation) but large values
+    stay on disk until used — a series reads its headers once and its pixels later from the same
+    parse (:func:`_load_pixels`), instead of a header pass and a second full read."""
     name = name or path.name
     size = path.stat().st_size
     if size == 0:
@@ -113,7 +128,11 @@ def _read_file(path: Path, *, stop_before_pixels: bool = False, name: str | None
             )
         raise CorruptInputError(f"'{name}' is not a DICOM file (no DICM signature)")
     try:
-        ds = pydicom.dcmread(path, force=not has_preamble, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(
+            os.fspath(path),  # a str: what pydicom re-opens for a deferred value
+            force=not has_preamble,
+            defer_size=_DEFER_BYTES if defer_pixels else None,
+        )
     except InvalidDicomError as exc:
         raise CorruptInputError(f"'{name}' is not a readable DICOM file ({_scrub(exc)})") from None
     except BaseException as exc:
@@ -122,9 +141,11 @@ def _read_file(path: Path, *, stop_before_pixels: bool = False, name: str | None
         raise CorruptInputError(f"truncated or corrupt DICOM: '{name}' ({_scrub(exc)})") from None
     try:
         _check_truncation(ds, size, name)
-        # touch every top-level element so that a malformed value fails here, not later
-        for _ in ds:
-            pass
+        # touch every top-level element so that a malformed value fails here, not later (deferred
+        # pixel data is checked when it is decoded)
+        for tag in list(ds.keys()):
+            if not (defer_pixels and tag in _PIXEL_TAGS):
+                ds[tag]
         _strip_command_set(ds)
     except MedSRError:
         raise
@@ -188,6 +209,20 @@ def read_dicom(
 
         image = to_luminance(image)
     return image
+
+
+def _load_pixels(ds: Dataset, name: str) -> None:
+    """Read the pixel data a header pass (``defer_pixels``) left on disk."""
+    for tag in _PIXEL_TAGS & set(ds.keys()):
+        try:
+            ds[tag]
+        except BaseException as exc:
+            if is_fatal(exc):
+                raise
+            raise CorruptInputError(
+                f"'{name}' could not be read again for its pixel data ({_scrub(exc)}): "
+                "was it changed or removed while medsr read the series?"
+            ) from None
 
 
 def _strip_pixels(ds: Dataset) -> Dataset:
@@ -410,7 +445,7 @@ def _collect(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[str]]:
         if not ((len(head) >= 132 and head[128:132] == b"DICM") or looks_like_raw_dicom(head)):
             continue  # readme, thumbnails, ... : not DICOM, skip quietly
         rel = f.name  # file name only: sub-folder names may carry patient names
-        ds = _read_file(f, stop_before_pixels=True, name=rel)
+        ds = _read_file(f, defer_pixels=True, name=rel)
         uid = str(ds.get("SOPClassUID", "") or "")
         if uid == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
             continue
@@ -562,9 +597,9 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     datasets = []
     info: dict[str, Any] = {}
     paddings: list[tuple[list[float], list[float] | None] | None] = []
-    for f, _header in members:
-        rel = f.name  # file name only: sub-folder names may carry patient names
-        ds = _read_file(f, name=rel)
+    for path, ds in members:
+        rel = path.name  # file name only: sub-folder names may carry patient names
+        _load_pixels(ds, rel)
         _check_complete(ds, rel)
         reason = _non_image_reason(ds)
         if reason:
