@@ -113,10 +113,16 @@ def _polyphase_upscale_axis(x: torch.Tensor, s: int, dim: int, taps: tuple[np.nd
     k = weights.shape[1]
     y = x.reshape(n * c, 1, h, w)
     kern = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-    if dim == -1:
-        out = F.conv2d(F.pad(y, (pad, pad, 0, 0), mode="replicate"), kern.reshape(s, 1, 1, k))
+    if n * c == 0:
+        return x.new_empty((n, c, h, w * s) if dim == -1 else (n, c, h * s, w))
+    along_w = dim == -1
+    kern = kern.reshape(s, 1, 1, k) if along_w else kern.reshape(s, 1, k, 1)
+    padding = (pad, pad, 0, 0) if along_w else (0, 0, pad, pad)
+    # plane by plane: a convolution's arithmetic may depend on the batch size, and a plane must
+    # upscale to the same values alone or in a batch (medsr.batch mixes inputs)
+    out = torch.cat([F.conv2d(F.pad(y[i : i + 1], padding, mode="replicate"), kern) for i in range(n * c)])
+    if along_w:
         return out.permute(0, 2, 3, 1).reshape(n, c, h, w * s)  # (NC, s, H, W) interleaved
-    out = F.conv2d(F.pad(y, (0, 0, pad, pad), mode="replicate"), kern.reshape(s, 1, k, 1))
     return out.permute(0, 2, 1, 3).reshape(n, c, h * s, w)
 
 
