@@ -21,6 +21,7 @@ from medsr.training.data import (
     normalizer_spec_for,
     resolve_corpus,
     split_by_patient,
+    train_val_split,
 )
 from tests.conftest import corpus_path
 from tests.training.conftest import tiny_config
@@ -219,3 +220,22 @@ def test_folders_and_paths(tmp_path):
     assert len(dm.val_loaded) == 1
     with pytest.raises(InvalidParameterError, match="does not exist"):
         SRDataModule(tiny_config(tmp_path, data={"files": [str(tmp_path / "nope.nii")]})).setup()
+
+
+@pytest.mark.parametrize("clash", ["file", "patient"])
+def test_val_files_that_overlap_training_fail_before_anything_is_loaded(tmp_path, clash):
+    """A validation file (or patient) also in training is refused, and nothing is read first."""
+    from pathlib import Path
+
+    from medsr.training.data import Source
+
+    a, b = Path(tmp_path / "a.nii.gz"), Path(tmp_path / "b.nii.gz")
+    train = [Source(a, "a.nii.gz", "MR", "p1")]
+    val = [Source(a if clash == "file" else b, "v.nii.gz", "MR", "p2" if clash == "file" else "p1")]
+    loaded: list[Source] = []
+    with pytest.raises(InvalidParameterError, match="one set only"):
+        train_val_split(train, val, lambda src: loaded.append(src) or [src], 0.2, 0, key=lambda it: ("MR", "x"))
+    assert loaded == []
+    ok = [Source(b, "b.nii.gz", "MR", "p2")]
+    tr, va, _ = train_val_split(train, ok, lambda src: [src.name], 0.2, 0, key=lambda it: ("MR", it))
+    assert (tr, va) == (["a.nii.gz"], ["b.nii.gz"])

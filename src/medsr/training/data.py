@@ -472,8 +472,7 @@ def train_val_split(
     its items): ``data.val_files`` when given (no file or patient in both sets), else
     :func:`split_by_patient` of the training files (a warning per modality group left without
     validation). Returns ``(train, val, groups_without_validation)``."""
-    loaded = [it for src in train_sources for it in load(src)]
-    if val_sources:
+    if val_sources:  # checked before anything is loaded: a wrong split fails at once
         seen = {(src.path.resolve(), src.patient) for src in train_sources}
         for src in val_sources:
             if any(src.path.resolve() == p or src.patient == pat for p, pat in seen):
@@ -481,6 +480,8 @@ def train_val_split(
                     f"'{src.name}' is in both data.files and data.val_files (or shares their "
                     "patient): a file must be in one set only"
                 )
+    loaded = [it for src in train_sources for it in load(src)]
+    if val_sources:
         return loaded, [it for src in val_sources for it in load(src)], []
     train, val, unvalidated = split_by_patient(loaded, val_fraction, seed, key=key)
     for g in unvalidated:
