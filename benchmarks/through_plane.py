@@ -49,28 +49,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ["linear-z", "cubic-z", "prior", "prior+adapt", "zero-shot", "interp-cnn"]
 
 
-def _interp_cnn(path: Path, f: int, params: dict[str, object]) -> tuple[dict[str, float], float]:
-    """The shipped slice interpolator on the evaluator's input (same degradation, grid and
-    metrics as :func:`medsr.reports.through_plane.evaluate_through_plane`)."""
-    from medsr.degradations import degrade_image
-    from medsr.interpolation import interpolate_slices
-    from medsr.io import load_image
-    from medsr.metrics import data_range_for
-    from medsr.reports.stats import slice_and_volume_metrics
-
-    ref = load_image(path)
-    lr = degrade_image(ref, "thick-slice", f, generator=0, **params)
-    t0 = time.perf_counter()
-    sr = interpolate_slices(lr, "interp-cnn", f, device="cpu")
-    seconds = time.perf_counter() - t0
-    z = ref.spatial_shape[0]
-    keep = slice(f, z - f)
-    m = slice_and_volume_metrics(
-        sr.array[keep], ref.array[keep], data_range_for(ref), f, volume=True
-    )
-    return {k: float(v) for k, v in m.items()}, seconds
-
-
 def _timing() -> dict[str, float]:
     """Seconds for the issue's size: a 256×256×120 volume (2 mm slices, 1 mm pixels) made
     isotropic (×2 along z) by the prior alone, end to end in the library (no file I/O)."""
@@ -201,8 +179,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for name, img in _volumes(args.crop):
             stem = name.split(" ")[0]
             for f in args.scales:
-                # a centred slab of max_slices thick slices (a multiple of f thin ones), so the
-                # evaluator and the interp-cnn rows below see the same reference
+                # a centred slab of max_slices thick slices (a multiple of f thin ones)
                 z = min(img.spatial_shape[0] // f, args.max_slices) * f
                 z0 = (img.spatial_shape[0] - z) // 2
                 path = Path(tmp) / f"{stem}_x{f}.nii.gz"
@@ -215,17 +192,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                     out_dir = Path(tmp) / f"{stem}_x{f}_{params['profile']}{params['thickness']}"
                     t0 = time.perf_counter()
                     zs = {"adapt_steps": args.adapt, "progress": False}
-                    methods = [m for m in args.methods if m != "interp-cnn"]
                     res = evaluate_through_plane(
-                        [path], models=methods, scale=f, params=dict(params), out_dir=out_dir,
-                        max_slices=args.max_slices, device="cpu", progress=False,
-                        figures=args.figures, zero_shot=zs,
+                        [path], models=args.methods, scale=f, params=dict(params),
+                        out_dir=out_dir, max_slices=args.max_slices, device="cpu",
+                        progress=False, figures=args.figures, zero_shot=zs,
                     )  # fmt: skip
-                    if "interp-cnn" in args.methods:
-                        for r in res.images:
-                            r.metrics["interp-cnn"], r.seconds["interp-cnn"] = _interp_cnn(
-                                path, f, params
-                            )
                     for r in res.images:
                         rows.append(
                             {

@@ -253,3 +253,30 @@ def test_non_finite_step_and_epoch_counts_are_clear_errors(value):
         check_positive_int(value, "batch size")
     with pytest.raises(InvalidParameterError, match="positive integer"):
         check_budget(None, value)
+
+
+def test_evaluate_through_plane_runs_a_shipped_slice_interpolator(tmp_path):
+    """interp-cnn is one more method of the through-plane evaluator: the same thick input, the
+    same grid and metrics as running it by hand."""
+    from medsr.degradations import degrade_image
+    from medsr.interpolation import interpolate_slices
+    from medsr.metrics import data_range_for
+    from medsr.reports.stats import slice_and_volume_metrics
+    from medsr.reports.through_plane import evaluate_through_plane
+
+    vol = _nifti_volume(tmp_path / "ref.nii.gz", z=16, y=24, x=24, spacing=(1.0, 1.0, 1.0))
+    res = evaluate_through_plane(
+        [vol], models=["interp-cnn", "default-x2"], scale=2, out_dir=tmp_path / "tp",
+        device="auto", progress=False, figures=False,
+    )  # fmt: skip
+    assert res.models == ["linear-z", "interp-cnn"]
+    assert any("default-x2" in name for name, _ in res.skipped)  # in-plane: not applicable
+    ref = load_image(vol)
+    sr = interpolate_slices(degrade_image(ref, "thick-slice", 2, generator=0), "interp-cnn", 2)
+    keep = slice(2, 14)
+    want = slice_and_volume_metrics(
+        sr.array[keep], ref.array[keep], data_range_for(ref), 2, volume=True
+    )
+    got = res.images[0].metrics["interp-cnn"]
+    assert got["psnr"] == pytest.approx(float(want["psnr"]), abs=1e-9)
+    assert got["psnr"] != res.images[0].metrics["linear-z"]["psnr"]

@@ -111,14 +111,17 @@ def resolve_model(
     A registered name loads the shipped weights (``medsr/weights/NAME.safetensors``, through
     :func:`medsr.models.resolver.resolve_model`);
     without them it is refused unless ``allow_untrained`` (random weights invent anatomy)."""
+    from medsr.inference.device import resolve_device
+
+    if isinstance(model, (str, os.PathLike)) and str(model) in BASELINES:
+        return str(model), {"architecture": str(model), "normalization": DEFAULT_NORMALIZATION}
+    device = str(resolve_device(device))  # "auto" → CUDA when available, else the CPU
     if not isinstance(model, (str, os.PathLike)):
         card = getattr(model, "card", None) or {
             "architecture": getattr(model, "registry_name", type(model).__name__)
         }
         return model.to(device).eval(), card
     text = str(model)
-    if text in BASELINES:
-        return text, {"architecture": text, "normalization": DEFAULT_NORMALIZATION}
     from medsr.errors import MedSRError
     from medsr.models.resolver import resolve_model as resolve_any
 

@@ -22,9 +22,10 @@ from medsr.reports.write import write_report
 #: through-plane methods of ``evaluate_through_plane`` and the in-plane names that map onto them:
 #: ``prior`` = the shipped through-plane prior (``tp-x2``/``tp-x4``), ``prior+adapt`` = the prior
 #: adapted to each volume (``adapt_steps`` of the options), ``zero-shot`` = the same adaptation
-#: from cubic interpolation (no prior, SMORE-like). Slice interpolators (``interp-cnn``) have
-#: their own evaluation (``medsr evaluate --interpolation``); ``benchmarks/through_plane.py``
-#: puts both in one table.
+#: from cubic interpolation (no prior, SMORE-like). A shipped slice interpolator (``interp-cnn``,
+#: kind ``slice-interpolator``) is a method too: it reconstructs the same thick input on the same
+#: grid (:func:`medsr.interpolation.interpolate_slices`; its own drop-slice evaluation is
+#: ``medsr evaluate --interpolation``).
 THROUGH_PLANE_METHODS = ("linear-z", "cubic-z", "prior", "prior+adapt", "zero-shot")
 _THROUGH_PLANE_ALIASES = {"linear": "linear-z", "bicubic": "cubic-z", "cubic": "cubic-z"}
 ZERO_SHOT_DEFAULTS: dict[str, Any] = {"budget_s": 30.0, "progress": False}
@@ -62,7 +63,8 @@ def evaluate_through_plane(
     :func:`medsr.degradations.thick_slice` (``params``: ``profile``, ``thickness`` in thin slices)
     and reconstructed on the reference grid by every method: ``linear-z`` (the baseline gains are
     measured against), ``cubic-z`` and ``zero-shot`` (:func:`medsr.selfsup.through_plane_upscale`,
-    told the slice profile and thickness; options from ``zero_shot``, default a 30 s budget).
+    told the slice profile and thickness; options from ``zero_shot``, default a 30 s budget), and
+    any shipped slice interpolator named in ``models`` (``interp-cnn``).
     In-plane names map onto them (``linear`` → ``linear-z``, ``bicubic`` → ``cubic-z``); other
     in-plane models do not apply and are listed as skipped. Metrics exclude ``scale`` slices at
     each end and a ``scale``-pixel in-plane border; figures show sagittal/coronal reformats.
@@ -75,12 +77,16 @@ def evaluate_through_plane(
     f = check_scale(scale)
     if f < 2:
         raise InvalidParameterError("through-plane evaluation needs a scale of at least 2")
+    from medsr.interpolation import interpolate_slices
+    from medsr.models.resolver import list_pretrained
+
     params = dict(params or {})
     skipped: list[tuple[str, str]] = []
     methods = ["linear-z"]
+    interpolators = {m.name for m in list_pretrained("slice-interpolator")}
     for name in models:
         key = _THROUGH_PLANE_ALIASES.get(str(name).lower(), str(name).lower())
-        if key in THROUGH_PLANE_METHODS:
+        if key in THROUGH_PLANE_METHODS or key in interpolators:
             methods.append(key)
         else:
             skipped.append(
@@ -154,6 +160,8 @@ def evaluate_through_plane(
                             clip=False,
                             **opts,
                         )
+                    elif method in interpolators:
+                        sr = interpolate_slices(lr, method, f, device=device)
                     else:
                         sr = interpolate_z(lr, n_slices=z, mode=method.removesuffix("-z"))
                 except MedSRError as exc:
