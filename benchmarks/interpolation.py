@@ -6,7 +6,7 @@ Volume-wise split of the development corpus: train on S0_10slices, anatomical an
 ``configs/interp-*.yaml``, ``task: slice-interpolation``, shrunk to the sizes below) and is
 exported with its card; then the held-out volumes are made thick-slice ×``--factor`` along z and
 reconstructed by CNN, GAN, Fast-DDPM (10 steps), linear and cubic on the one through-plane grid
-(``medsr evaluate --interpolation``: :func:`medsr.interpolation.evaluate.evaluate_interpolation`,
+(``medsr evaluate --interpolation``: :func:`medsr.reports.interpolation.evaluate_interpolation`,
 report by :mod:`medsr.reports`).
 
 Writes ``<results>/interpolation.{json,md}`` and the full report under
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from medsr.interpolation.evaluate import evaluate_interpolation
+    from medsr.reports.interpolation import evaluate_interpolation
     from medsr.training import export, train
     from medsr.training.config import config_from_dict
     from medsr.training.data import resolve_corpus

@@ -168,7 +168,7 @@ def interp_evaluation() -> dict:
     """The benchmark of record and a fresh held-out evaluation of the shipped interp-cnn."""
     import tempfile
 
-    from medsr.interpolation.evaluate import evaluate_interpolation
+    from medsr.reports.interpolation import evaluate_interpolation
     from medsr.training.data import resolve_corpus
 
     out: dict = {}
@@ -187,7 +187,7 @@ def interp_evaluation() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         s = evaluate_interpolation(files, ["interp-cnn", "cubic"], 2, tmp, figures=False)
     out["thick_slice_x2"] = {
-        "source": "medsr evaluate --interpolation --scale 2 (medsr.interpolation.evaluate)",
+        "source": "medsr evaluate --interpolation --scale 2 (medsr.reports.interpolation)",
         "protocol": "held-out volumes made thick-slice x2 along z (Gaussian profile, FWHM 2 thin slices), "
         "reconstructed on their own grid (cell-centred); 2 end slices and a 2-pixel border excluded",
         "images": INTERP_VAL_FILES,

@@ -209,8 +209,8 @@ def evaluate(
     names = [m.strip() for m in models.split(",") if m.strip()]
     if interpolation:
         from medsr.errors import InvalidParameterError
-        from medsr.interpolation.evaluate import evaluate_interpolation
         from medsr.reports.evaluate import discover_inputs
+        from medsr.reports.interpolation import evaluate_interpolation
 
         if scale not in (2, 4):
             raise InvalidParameterError("slice interpolation factor (--scale) must be 2 or 4")

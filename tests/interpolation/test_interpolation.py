@@ -371,7 +371,7 @@ def test_cli_interpolates_a_tiny_nifti_and_rejects_bad_factor(tmp_path, trained)
 def test_report_uses_the_one_report_writer(tmp_path, trained):
     import json
 
-    from medsr.interpolation.evaluate import evaluate_interpolation
+    from medsr.reports.interpolation import evaluate_interpolation
 
     vol = _oblique_volume(8, 24, 24)
     summary = evaluate_interpolation(

@@ -6,8 +6,8 @@ onto medsr's through-plane grid (:mod:`medsr.slice_grid`: cell-centred, same fie
 (``interp-cnn`` shipped, ``interp-gan``, ``fast-ddpm``: :mod:`medsr.models.slice`) or the
 ``linear``/``cubic`` baselines; ``interpolation_uncertainty`` adds an uncertainty map
 (test-time augmentation, plus the variance of 4 seeded draws for the diffusion model) and its
-summary; ``evaluate_interpolation`` writes the comparison report (``medsr evaluate
---interpolation``) with :mod:`medsr.reports`' writer.
+summary. Their evaluation (``medsr evaluate --interpolation``) lives with the other reports:
+:func:`medsr.reports.interpolation.evaluate_interpolation`.
 
 The architectures live in :mod:`medsr.models.slice`, their weights with the others in
 ``medsr/weights/`` (``medsr models`` lists them, kind ``slice-interpolator``), and they train
@@ -23,7 +23,6 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "evaluate_interpolation",
     "interpolate_slices",
     "interpolation_uncertainty",
 ]
@@ -34,8 +33,4 @@ def __getattr__(name: str) -> Any:
         from medsr.interpolation import core
 
         return getattr(core, name)
-    if name == "evaluate_interpolation":
-        from medsr.interpolation.evaluate import evaluate_interpolation
-
-        return evaluate_interpolation
     raise AttributeError(name)

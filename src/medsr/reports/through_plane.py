@@ -77,7 +77,7 @@ def evaluate_through_plane(
     f = check_scale(scale)
     if f < 2:
         raise InvalidParameterError("through-plane evaluation needs a scale of at least 2")
-    from medsr.interpolation import interpolate_slices
+    from medsr.interpolation.core import interpolate_slices
     from medsr.models.resolver import list_pretrained
 
     params = dict(params or {})
