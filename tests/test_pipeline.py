@@ -309,3 +309,30 @@ def test_degradation_auto_reads_the_physics_from_the_header(mr_small):
         ct, 2, "default-x2", degradation="auto", maps=False, tta=False, warn=False
     )
     assert s2["physics"] == "unknown" and not s2["consistency"]["applied"]
+
+
+def test_option_errors_come_before_torch_is_imported():
+    """A wrong option fails at once: checking the options (modality, method, degradation kind)
+    and reading a model card need no torch (a new process imports it in ~2 s)."""
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from medsr.errors import InvalidParameterError
+from medsr.pipeline import check_options
+from medsr.models.weights import read_card
+from medsr.models.resolver import shipped_weights
+for bad in ({"degradation": "foo"}, {"modality": "XYZ"}, {"method": "magic"}, {"scale": 5}):
+    try:
+        check_options(**{"scale": 2, "model": None, **bad})
+    except InvalidParameterError:
+        pass
+    else:
+        raise SystemExit(f"{bad} was accepted")
+assert read_card(shipped_weights()["fast-x2"])["architecture"]
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

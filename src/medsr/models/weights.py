@@ -45,7 +45,7 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise InputNotFoundError(f"weights file '{p}' does not exist")
     try:
-        with safe_open(str(p), framework="pt") as fh:
+        with safe_open(str(p), framework="numpy") as fh:  # the header only: no torch needed
             meta = fh.metadata() or {}
     except Exception as exc:
         raise CorruptInputError(f"'{p.name}' is not a valid safetensors weights file: {str(exc)[:200]}") from None

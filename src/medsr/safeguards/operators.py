@@ -91,12 +91,12 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Any
 
 from medsr.errors import InvalidParameterError
+
+if TYPE_CHECKING:  # torch is imported where a method runs: options are checked without it
+    import torch
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -306,6 +306,8 @@ class Measurement:
         return fbp(radon(v, angles), angles, (h, w), filter=p.get("filter", "ramp"))
 
     def _upsample(self, r: torch.Tensor, kernel: str) -> torch.Tensor:
+        import torch.nn.functional as F
+
         from medsr.models.classical import kspace_upsample_1d
 
         f = self.scale
@@ -331,6 +333,8 @@ class Measurement:
         FBP∘Radon on few views amplifies some patterns (streak modes) up to ≈ 2–4× (96² with
         every 4th/8th view), so the relaxation of the sparse-view projection is divided by it.
         """
+        import torch
+
         gen = torch.Generator().manual_seed(0)
         v = torch.randn(y[:1, :1].shape, generator=gen, dtype=torch.float64).to(y)
         zero = self.forward(self._back(torch.zeros_like(v), kernel))
@@ -380,6 +384,8 @@ class Measurement:
     def _project_kspace(
         self, x: torch.Tensor, y: torch.Tensor, iterations: int, limit: float, rng: float
     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        import torch
+
         from medsr.degradations.kspace import (
             centered_fft2,
             centered_ifft2,
@@ -513,8 +519,6 @@ def resolve_measurement(
         modality: DICOM modality code of the image (for ``auto``).
         **params: parameters of the kind (noise parameters are ignored).
     """
-    from medsr.degradations import default_kind
-
     if isinstance(degradation, Measurement):
         return degradation
     if isinstance(degradation, dict):
@@ -522,6 +526,8 @@ def resolve_measurement(
         degradation = degradation.get("kind")
     kind = str(degradation or "auto").strip().lower()
     if kind in ("auto", "default"):
+        from medsr.degradations import default_kind
+
         kind = default_kind(modality)
     if kind not in DEFAULT_PARAMS:
         raise InvalidParameterError(
