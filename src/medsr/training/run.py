@@ -108,6 +108,12 @@ def train(
         devices: overrides ``trainer.devices`` (``"auto"``, a count, or ``"0,1"``).
         out_dir: run folder; overrides ``trainer.out_dir`` (default ``runs/<name>``).
     """
+    # the recipe and options are checked before Lightning and torch are imported (seconds)
+    cfg = load_config(config)
+    tcfg = cfg.trainer
+    limit_time = parse_max_time(max_time if max_time is not None else tcfg.max_time, "max_time")
+    n_devices = parse_devices(devices if devices is not None else tcfg.devices, "devices")
+
     import lightning as L
     import torch
     import yaml
@@ -118,10 +124,6 @@ def train(
     from medsr.training.factory import build_datamodule, build_task
     from medsr.training.tasks import load_medsr_checkpoint
 
-    cfg = load_config(config)
-    tcfg = cfg.trainer
-    limit_time = parse_max_time(max_time if max_time is not None else tcfg.max_time, "max_time")
-    n_devices = parse_devices(devices if devices is not None else tcfg.devices, "devices")
     out = Path(out_dir if out_dir is not None else (tcfg.out_dir or Path("runs") / cfg.name))
     resume_path = None
     if resume is not None:

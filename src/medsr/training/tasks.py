@@ -133,9 +133,15 @@ def load_medsr_checkpoint(path: str | Path) -> dict[str, Any]:
     carry the ``"medsr"`` entry), and nothing but tensors and plain containers is unpickled.
     Inference never takes checkpoints — export them to safetensors first.
     """
+    import zipfile
+
     p = Path(path)
     if not p.is_file():
         raise InvalidParameterError(f"checkpoint '{p}' does not exist")
+    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is not ours
+        raise InvalidParameterError(
+            f"'{p.name}' is not a medsr training checkpoint (not a PyTorch checkpoint archive)"
+        )
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:
