@@ -312,7 +312,12 @@ class ESA(nn.Module):
         c1 = self.conv2(small)
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
-        c3 = self.conv3(v_max)
-        c3 = F.interpolate(c3, (h, w), mode="bilinear", align_corners=False)
+        c3 = self.spread(self.conv3(v_max), (h, w))
         mask = torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
         return x * mask
+
+    def spread(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The coarse map back on the input's grid: stretched to ``size`` (bilinear), as RLFN
+        does; the stretch depends on the input's size, so tiles differ slightly from a
+        whole-image pass (``benchmarks/esa_fixed_factor.py`` measures a fixed factor instead)."""
+        return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
