@@ -39,27 +39,63 @@ def test_upscale_tile_option_same_result(rng):
     np.testing.assert_allclose(a.array, b.array, atol=1e-3 * float(np.ptp(a.array)))
 
 
+@pytest.mark.parametrize("align", [1, 6])
 @pytest.mark.parametrize("n", [65, 100, 150, 171, 260, 479, 640, 1760, 2000])
 @pytest.mark.parametrize("tile", [64, 512])
-def test_tiles_split_the_image_evenly(n, tile):
+def test_tiles_split_the_image_evenly(n, tile, align):
     """The fewest equal tiles of at most ``tile`` px that cover ``n`` with the overlap the halo
-    needs — and MONAI places exactly that many (counted through the predictor)."""
-    from medsr.inference.tiling import tile_sizes
+    needs, starting on the ``align`` grid — and MONAI places exactly those (seen by the
+    predictor through its window coordinates)."""
+    from medsr.inference.tiling import tile_plan
 
     ov = 2 * 12 + 8
-    size, count = tile_sizes(n, tile, ov)
+    size, stride, count = tile_plan(n, tile, ov, align)
     if n <= tile:
         assert (size, count) == (n, 1)
         return
-    assert size <= tile and count * size - (count - 1) * ov >= n  # covers the image
-    assert (count - 1) * size - (count - 2) * ov < n  # one tile fewer would not
-    seen: list[tuple[int, int]] = []
+    assert size <= tile and stride <= size - ov and stride % align == 0
+    assert (count - 1) * stride + size >= n  # covers the image
+    if align == 1:  # the fewest tiles: one fewer of the largest size would not cover it
+        assert (count - 2) * (tile - ov) + tile < n
+    starts: list[int] = []
+    x = torch.rand(1, 1, 40, n)
 
     def net(t: torch.Tensor) -> torch.Tensor:  # called with a batch of windows
-        seen.extend([tuple(t.shape[-2:])] * t.shape[0])
+        assert tuple(t.shape[-2:]) == (40, size)
         return t
 
-    x = torch.rand(1, 1, 40, n)
-    y = tiled_forward(net, x, tile=tile, halo=12)
+    y = tiled_forward(net, x, tile=tile, halo=12, align=align)
     torch.testing.assert_close(y, x)
-    assert len(seen) == count and all(s == (40, size) for s in seen)
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    o = 1 - (stride + 0.5) / size  # the overlap tiled_forward gives MONAI
+    interval = _get_scan_interval((40, n), (40, size), 2, (0.0, o))
+    for sl in dense_patch_slices((40, n), (40, size), interval):
+        starts.append(sl[1].start)
+    assert len(starts) == count and all(s0 % align == 0 for s0 in starts)
+    assert starts[-1] == n - size
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+@pytest.mark.parametrize("shape", [(150, 171), (97, 260)])
+def test_fixed_spread_rlfn_tiles_equal_the_whole_image(blocks, shape):
+    """With its attention spread by a fixed factor, RLFN sees the same grid in a tile as in the
+    whole image: tiles on the 6-px grid with its declared reach as halo reproduce one pass up to
+    the blending's eps (the stretched attention does not, which the same check shows)."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 1, *shape)
+    for spread, exact in (("fixed", True), ("stretch", False)):
+        net = create_model(
+            "rlfn", scale=2, num_features=16, num_blocks=blocks, esa_spread=spread
+        ).eval()
+        for p in net.parameters():  # trained-like: an attention that varies across the image
+            p.data.normal_(0, 0.3)
+        with torch.no_grad():
+            whole = net(x)
+            halo = max(16, net.reach or 0)
+            tiled = tiled_forward(net, x, tile=halo * 2 + 8 + 60, halo=halo, align=net.tile_align)
+        assert tiled.shape == whole.shape
+        err = float((tiled - whole).abs().max()) / float(whole.max() - whole.min())
+        # exact up to the blending's eps (1e-4) times a tile edge's error; stretched: ~0.4 here
+        assert (err < 2e-4) if exact else (err > 1e-2), (spread, err)

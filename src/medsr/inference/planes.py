@@ -332,7 +332,13 @@ class PlaneUpscaler:
         call = self._net_call
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             if tiled and self.tile:
-                out = tiled_forward(call, t, tile=self.tile, batch_size=self.batch_size)
+                # a network that declares how far it looks and on which grid (RLFN with its
+                # fixed-spread attention) gets tiles that reproduce a whole-image pass
+                reach, align = getattr(self.net, "reach", None), getattr(self.net, "tile_align", 1)
+                out = tiled_forward(
+                    call, t, tile=self.tile, halo=max(16, reach or 0), align=align,
+                    batch_size=self.batch_size,
+                )  # fmt: skip
             else:
                 out = call(t, up) if up is not None else call(t)
         out = out.float()

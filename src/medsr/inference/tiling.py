@@ -10,12 +10,13 @@ blended result equals whole-image inference up to ``eps`` times the edge error. 
 cover the network's receptive-field radius (16 LR pixels covers the purely convolutional models;
 the test suite measures the difference).
 
-RLFN (every shipped ``default``/``fast`` model) is not purely convolutional: its attention
-(:class:`medsr.models.blocks.ESA`) pools to a coarse map and stretches it back to the size of
-what it is given, so its output depends slightly on the tile's size, wherever the tiles are cut.
-Measured (``fast-x2``, 512-px tiles against one whole-image pass): RMS 0.16 of 1023 on a 1760²
-radiograph, 0.50 of 251 on a 480×640 ultrasound (single pixels up to 74 at bright edges); PSNR
-against the truth moves by ≤ 0.06 dB either way with 128- or 200-px tiles.
+RLFN is not purely convolutional: its attention (:class:`medsr.models.blocks.ESA`) pools to a
+coarse map. Stretched back to the size of what it is given (the paper's form; ``default-x2/x4``,
+``fast-x4``), the output depends slightly on the tile's size wherever the tiles are cut (measured
+with the stretched ``fast-x2``: RMS 0.16 of 1023 on a 1760² radiograph, 0.50 of 251 on a 480×640
+ultrasound; PSNR against the truth ±0.06 dB). Spread by the fixed factor 6 (``esa_spread="fixed"``,
+``fast-x2``), the network declares ``reach`` and ``tile_align``; tiles then start on its grid
+with the reach as halo and reproduce a whole-image pass (``align`` here, ``halo`` = reach).
 
 MONAI blends with one weight map for every tile, so the position-dependent weight travels as an
 extra output channel (``[w·y, w]``; the blended ratio is the weighted mean).
@@ -52,15 +53,27 @@ def core_weight_map(
     return torch.outer(vecs[0], vecs[1])
 
 
-def tile_sizes(n: int, tile: int, overlap: int) -> tuple[int, int]:
-    """``(size, count)`` of the fewest tiles of at most ``tile`` pixels that cover ``n`` pixels
-    with ``overlap`` pixels between neighbours, all of one size (the image split evenly: tiles of
-    ``tile`` with the last one pushed back would overlap far more, e.g. 640 px in two 512-px tiles
-    computes 1.6× the pixels; two of 340 compute 1.06×)."""
+def tile_plan(n: int, tile: int, overlap: int, align: int = 1) -> tuple[int, int, int]:
+    """``(size, stride, count)``: the fewest tiles of at most ``tile`` pixels, all of one size,
+    that cover ``n`` pixels with at least ``overlap`` pixels between neighbours, starting at
+    multiples of ``align`` (the last one ends on the image's edge), and the smallest such size.
+
+    The image is split evenly: tiles of ``tile`` with the last one pushed back would overlap far
+    more (640 px in two 512-px tiles computes 1.6× the pixels; two of 340 compute 1.06×).
+    """
     if n <= tile:
-        return n, 1
-    count = math.ceil((n - overlap) / (tile - overlap))
-    return math.ceil((n + (count - 1) * overlap) / count), count
+        return n, n, 1
+    best: tuple[int, int, int] | None = None
+    for size in range(overlap + align, tile + 1):
+        if (n - size) % align:  # the last tile starts at n − size: it must be on the grid too
+            continue
+        stride = (size - overlap) // align * align
+        count = math.ceil((n - size) / stride) + 1
+        if best is None or count < best[2]:
+            best = (size, stride, count)
+    if best is None:
+        raise ValueError(f"no tile of at most {tile} px covers {n} px with overlap {overlap}")
+    return best
 
 
 def tiled_forward(
@@ -69,14 +82,16 @@ def tiled_forward(
     *,
     tile: int = 512,
     halo: int = 16,
+    align: int = 1,
     batch_size: int = 4,
 ) -> torch.Tensor:
     """``net(x)`` for ``(N, C, H, W)`` computed tile by tile when ``H`` or ``W`` exceeds ``tile``.
 
-    Tiles are at most ``tile``² LR pixels, the image split evenly (:func:`tile_sizes`; no
-    padding: a tile never exceeds the image), neighbours overlapping by ``2·halo + 8`` pixels,
-    stitched by :func:`monai.inferers.sliding_window_inference` with :func:`core_weight_map`
-    weights.
+    Tiles are at most ``tile``² LR pixels, the image split evenly (:func:`tile_plan`; no
+    padding: a tile never exceeds the image), neighbours overlapping by at least ``2·halo + 8``
+    pixels, every tile starting at a multiple of ``align`` (a network with a coarse internal grid,
+    e.g. RLFN's fixed-spread attention, sees the whole image's grid), stitched by
+    :func:`monai.inferers.sliding_window_inference` with :func:`core_weight_map` weights.
     """
     h, w = x.shape[-2:]
     if h <= tile and w <= tile:
@@ -86,9 +101,11 @@ def tiled_forward(
         raise ValueError(f"tile ({tile}) must exceed 2·halo + 8 ({ov})")
     from monai.inferers import sliding_window_inference
 
-    roi = (tile_sizes(h, tile, ov)[0], tile_sizes(w, tile, ov)[0])
-    # MONAI's stride is int(roi·(1 − overlap)): half a pixel less overlap makes it exactly roi − ov
-    overlap = tuple(0.0 if r == n else (ov - 0.5) / r for r, n in zip(roi, (h, w), strict=True))
+    plans = [tile_plan(n, tile, ov, align) for n in (h, w)]
+    roi = (plans[0][0], plans[1][0])
+    # MONAI's stride is int(roi·(1 − overlap)) and its last window ends on the edge: this overlap
+    # makes the stride exactly the plan's (half a pixel of margin against rounding)
+    overlap = tuple(0.0 if c == 1 else 1 - (st + 0.5) / r for r, st, c in plans)
 
     def weighted(window: torch.Tensor, slices: list[tuple[slice, ...]]) -> torch.Tensor:
         y = net(window)

@@ -292,10 +292,27 @@ class ESA(nn.Module):
     that multiplies the input. All large convs run at 1/6 resolution, so it is cheap.
 
     For inputs smaller than the pooling window (tiny tiles, tests) the window shrinks to fit.
+
+    ``spread`` says how the coarse map returns to the input's grid: ``"stretch"`` (RLFN's
+    bilinear resize to the input's size: the map's geometry depends on that size, so a tile or a
+    crop gives slightly different values than the whole image) or ``"fixed"`` (bilinear by the
+    pooling stride, 6, then cropped or edge-extended: the same geometry at every size, so the
+    block commutes with shifts by multiples of 6 away from the borders).
     """
 
-    def __init__(self, num_features: int, esa_channels: int = 16):
+    #: the coarse map's stride in input pixels (stride-2 conv, stride-3 pool)
+    STRIDE = 6
+    #: how far (input pixels) the fixed-spread block looks: an output pixel x reads the coarse
+    #: samples around (x + 0.5)/6 − 0.5 and their 3×3 neighbours, each pooled over 15 pixels from
+    #: 6·j: x − 15 … x + 24
+    REACH = 24
+    SPREADS = ("stretch", "fixed")
+
+    def __init__(self, num_features: int, esa_channels: int = 16, spread: str = "stretch"):
         super().__init__()
+        if spread not in self.SPREADS:
+            raise ValueError(f"ESA spread must be one of {self.SPREADS}, got {spread!r}")
+        self.spread_mode = spread
         f = esa_channels
         self.conv1 = nn.Conv2d(num_features, f, 1)
         self.conv_f = nn.Conv2d(f, f, 1)
@@ -317,7 +334,11 @@ class ESA(nn.Module):
         return x * mask
 
     def spread(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """The coarse map back on the input's grid: stretched to ``size`` (bilinear), as RLFN
-        does; the stretch depends on the input's size, so tiles differ slightly from a
-        whole-image pass (``benchmarks/esa_fixed_factor.py`` measures a fixed factor instead)."""
-        return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
+        """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""
+        if self.spread_mode == "stretch":
+            return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
+        up = F.interpolate(coarse, scale_factor=self.STRIDE, mode="bilinear", align_corners=False)
+        ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
+        if ph or pw:
+            up = F.pad(up, (0, pw, 0, ph), mode="replicate")
+        return up[..., : size[0], : size[1]]

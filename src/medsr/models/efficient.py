@@ -21,7 +21,9 @@ class RLFB(nn.Module):
     """Residual local feature block: three 3×3 conv + LeakyReLU(0.05) with a local skip, then a
     1×1 conv and enhanced spatial attention (ESA)."""
 
-    def __init__(self, num_features: int, mid_features: int, esa_channels: int):
+    def __init__(
+        self, num_features: int, mid_features: int, esa_channels: int, esa_spread: str = "stretch"
+    ):
         super().__init__()
         self.body = nn.Sequential(
             conv(num_features, mid_features, 3),
@@ -32,7 +34,7 @@ class RLFB(nn.Module):
             activation("lrelu05"),
         )
         self.c5 = conv(num_features, num_features, 1)
-        self.esa = ESA(num_features, esa_channels)
+        self.esa = ESA(num_features, esa_channels, esa_spread)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.esa(self.c5(self.body(x) + x))
@@ -62,6 +64,11 @@ class RLFN(nn.Module):
     misses and training starts from bicubic quality instead of from zero. Such a network says so
     (``residual_base = "bicubic"``) and exposes that detail as :meth:`detail`, so inference can
     keep the base and the add in fp32 when the detail runs in bf16.
+
+    ``esa_spread`` (:class:`medsr.models.blocks.ESA`): ``"stretch"`` is the paper's attention;
+    ``"fixed"`` makes the network's output independent of the size of what it is given (a tile
+    or crop starting on the 6-px grid gives the whole image's values away from its edges), which
+    lets tiled inference match a whole-image pass (:attr:`tile_align`, :attr:`reach`).
     """
 
     learned = True
@@ -77,6 +84,7 @@ class RLFN(nn.Module):
         mid_features: int | None = None,
         esa_channels: int | None = None,
         global_residual: bool = False,
+        esa_spread: str = "stretch",
     ):
         super().__init__()
         self.scale = check_scale(scale)
@@ -87,8 +95,13 @@ class RLFN(nn.Module):
         nf = num_features
         mid = mid_features if mid_features is not None else nf
         esa = esa_channels if esa_channels is not None else min(16, nf)
+        # tiled inference (medsr.inference.tiling): a fixed-spread network gives a tile the
+        # whole image's values beyond `reach` LR pixels of its cut edges when the tile starts on
+        # the attention's grid; the stretched attention depends on the tile's size (no exact reach)
+        self.tile_align = ESA.STRIDE if esa_spread == "fixed" else 1
+        self.reach: int | None = 3 + num_blocks * (3 + ESA.REACH) if esa_spread == "fixed" else None
         self.head = conv(in_channels, nf, 3)
-        self.blocks = nn.Sequential(*(RLFB(nf, mid, esa) for _ in range(num_blocks)))
+        self.blocks = nn.Sequential(*(RLFB(nf, mid, esa, esa_spread) for _ in range(num_blocks)))
         self.body_tail = conv(nf, nf, 3)
         self.upsample = nn.Sequential(
             conv(nf, self.out_channels * self.scale**2, 3), nn.PixelShuffle(self.scale)
