@@ -84,8 +84,11 @@ KNOWN_ISSUES = {
         "Ultrasound gains less than with the default (benchmarks/faithful.py: about 1.6 dB less).",
     ],
     "fast-x4": [
+        "Its attention spreads its coarse map by a fixed factor (esa_spread: fixed), so tiles reproduce a "
+        "whole-image pass; tiling therefore needs a wider overlap (57 LR px each side), which costs more "
+        "network time on planes larger than the 512-px tile.",
         "On the chest CT scout (a projection radiograph, never trained on) it is 0.3 dB below lanczos without "
-        "the stated physics (its detail passes the self-check, alpha 1.0), above it with --degradation bicubic.",
+        "the stated physics (its detail passes the self-check), above it with --degradation bicubic.",
     ],
     "default-x4": [
         "On the NM bone scan (seen in training) it is 4.7 dB below bicubic over the whole image "
@@ -107,7 +110,7 @@ RECIPES = {
                    "configs/default-x2-faithful.yaml"],
     "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml", "configs/default-x4-faithful.yaml"],
     "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml", "configs/fast-x2-fixed-esa.yaml"],
-    "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml"],
+    "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
     "vdsr-x2": ["configs/baseline-vdsr-x2.yaml"],

@@ -11,11 +11,11 @@ cover the network's receptive-field radius (16 LR pixels covers the purely convo
 the test suite measures the difference).
 
 RLFN is not purely convolutional: its attention (:class:`medsr.models.blocks.ESA`) pools to a
-coarse map. Stretched back to the size of what it is given (the paper's form; ``default-x2/x4``,
-``fast-x4``), the output depends slightly on the tile's size wherever the tiles are cut (measured
+coarse map. Stretched back to the size of what it is given (the paper's form; ``default-x2/x4``),
+the output depends slightly on the tile's size wherever the tiles are cut (measured
 with the stretched ``fast-x2``: RMS 0.16 of 1023 on a 1760² radiograph, 0.50 of 251 on a 480×640
 ultrasound; PSNR against the truth ±0.06 dB). Spread by the fixed factor 6 (``esa_spread="fixed"``,
-``fast-x2``), the network declares ``reach`` and ``tile_align``; tiles then start on its grid
+``fast-x2``, ``fast-x4``), the network declares ``reach`` and ``tile_align``; tiles then start on its grid
 with the reach as halo and reproduce a whole-image pass (``align`` here, ``halo`` = reach).
 
 MONAI blends with one weight map for every tile, so the position-dependent weight travels as an
