@@ -280,3 +280,6 @@ def test_evaluate_through_plane_runs_a_shipped_slice_interpolator(tmp_path):
     got = res.images[0].metrics["interp-cnn"]
     assert got["psnr"] == pytest.approx(float(want["psnr"]), abs=1e-9)
     assert got["psnr"] != res.images[0].metrics["linear-z"]["psnr"]
+    with pytest.raises(InvalidParameterError, match="unknown model 'interp-foo'"):
+        evaluate_through_plane([vol], models=["interp-foo"], scale=2, out_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written

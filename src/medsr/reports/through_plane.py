@@ -78,7 +78,7 @@ def evaluate_through_plane(
     if f < 2:
         raise InvalidParameterError("through-plane evaluation needs a scale of at least 2")
     from medsr.interpolation.core import interpolate_slices
-    from medsr.models.resolver import list_pretrained
+    from medsr.models.resolver import list_pretrained, resolve_model
 
     params = dict(params or {})
     skipped: list[tuple[str, str]] = []
@@ -89,11 +89,13 @@ def evaluate_through_plane(
         if key in THROUGH_PLANE_METHODS or key in interpolators:
             methods.append(key)
         else:
+            resolve_model(name)  # an unknown name is an error (the one resolver's message)
             skipped.append(
                 (
                     f"model {name}",
                     "in-plane model: not applicable to through-plane (thick-slice) evaluation; "
-                    f"through-plane methods are {', '.join(THROUGH_PLANE_METHODS)}",
+                    "through-plane methods are "
+                    f"{', '.join([*THROUGH_PLANE_METHODS, *sorted(interpolators)])}",
                 )
             )
     methods = list(dict.fromkeys(methods))
