@@ -108,7 +108,9 @@ class OneOf:
 
     def __call__(self, x: torch.Tensor, generator: GeneratorLike = None) -> torch.Tensor:
         g = as_generator(generator)
-        pick = torch.multinomial(self.weights, x.shape[0], replacement=True, generator=g)
+        # the draw happens where the generator lives (a CUDA generator needs CUDA weights)
+        weights = self.weights if g is None else self.weights.to(g.device)
+        pick = torch.multinomial(weights, x.shape[0], replacement=True, generator=g)
         out: torch.Tensor | None = None
         for i, (t, with_g) in enumerate(zip(self.transforms, self._with_generator, strict=True)):
             sel = (pick == i).nonzero(as_tuple=True)[0]
