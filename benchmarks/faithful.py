@@ -235,6 +235,47 @@ def markdown(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_tables(info: dict) -> str:
+    """The README's tables for one results file: PSNR (low / high band RMS) per image, then the
+    summary; the default of the scale in bold (``--readme`` prints them for pasting)."""
+    s = info["sets"][0]["scale"]
+    suffix = "" if s == 2 else f"-x{s}"
+
+    def name(m: str) -> str:
+        out = m.replace("--degradation", "`--degradation").replace(" (bare)", ", bare network")
+        for fam in ("default", "fast"):
+            if out.startswith(fam):
+                out = fam + suffix + out[len(fam):]
+        out = out + "`" if "`--degradation" in out else out
+        return f"**{out}**" if m == "default" else out
+
+    lines: list[str] = []
+    for res in info["sets"]:
+        # the k-space tables leave out lanczos and the bare network (the bicubic tables have them)
+        skip = ("lanczos", "default (bare)") if res["degradation"] == "kspace" else ()
+        models = [m for m in res["models"] if m not in skip]
+        heads = ["zero-filled k-space" if m == "kspace" else name(m) for m in models]
+        lines += [f"**×{res['scale']}, {res['degradation']} degradation**:", ""]
+        lines += ["| image | " + " | ".join(heads) + " |", "|" + "---|" * (1 + len(models))]
+        for row in res["rows"]:
+            cells = [
+                "—" if (v := row.get(m)) is None else f"{v['psnr']:.2f} ({v['low_band_rms']:.3g} / {v['high_band_rms']:.3g})"
+                for m in models
+            ]
+            lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+        n = len(res["rows"])
+        lines += ["", "| | mean gain vs bicubic | worst vs best classical peer | images > 0.1 dB below the peer |", "|---|---|---|---|"]
+        for m, v in res["summary"].items():
+            if m in skip:
+                continue
+            lines.append(
+                f"| {name(m)} | {v['mean_gain_vs_bicubic_db']:+.2f} dB | {v['worst_vs_best_peer_db']:+.2f} dB "
+                f"| {v['images_below_best_peer_by_0.1db']} of {n} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def figure(scale: int, models: dict[str, PlaneUpscaler], out: Path) -> None:
     import matplotlib
 
@@ -288,9 +329,14 @@ def main() -> None:
     ap.add_argument("--candidate", default=None, help="weights to compare (guarded), e.g. a retrained default")
     ap.add_argument("--fast", default=None, help="the fast model to compare (e.g. fast-x2; default: none)")
     ap.add_argument("--figure", action="store_true", help="also write docs/faithful-crops.png")
-    ap.add_argument("--out", default=str(RESULTS / "faithful"), help="output stem (.json, .md)")
+    ap.add_argument("--out", help="output stem (.json, .md); default results/faithful (×2), faithful_x4 (×4)")
     ap.add_argument("--figure-only", action="store_true", help="only the figure (no tables)")
+    ap.add_argument("--readme", action="store_true", help="print the README tables of the saved results and exit")
     args = ap.parse_args()
+    if args.readme:
+        stem = Path(args.out or RESULTS / ("faithful" if args.scale == 2 else f"faithful_x{args.scale}"))
+        print(readme_tables(json.loads(stem.with_suffix(".json").read_text())))
+        return
     import torch
 
     torch.set_num_threads(1)
@@ -331,7 +377,7 @@ def main() -> None:
         "fast": args.fast,
         "sets": sets,
     }
-    out = Path(args.out)
+    out = Path(args.out or RESULTS / ("faithful" if args.scale == 2 else f"faithful_x{args.scale}"))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(info))

@@ -459,7 +459,8 @@ def main() -> None:
     args = ap.parse_args()
     scales = [int(s) for s in args.scales.split(",")]
     shipped = [m.name for m in list_pretrained(kind="in-plane")]
-    specs = [m for m in args.models.split(",") if m] + shipped + list(args.weights)
+    # every shipped model runs anyway: naming one in --models must not run it twice
+    specs = list(dict.fromkeys([m for m in args.models.split(",") if m] + shipped + list(args.weights)))
     if not args.no_control:
         specs.append("control")
     learned = shipped + [Path(w).name for w in args.weights]

@@ -58,7 +58,7 @@ LIMITATIONS = [
 
 LIMITATIONS_FAITHFUL = [
     "Trained on the development corpus and its added sources (shared/data/CORPUS.md; about 20 images and "
-    "volumes) on 2 CPU cores; validated leave-one-source-out on 10 images of other packages/patients "
+    "volumes; training.hardware says where); validated leave-one-source-out on 10 images of other packages/patients "
     "(benchmarks/faithful.py): expect other gains on other scanners, anatomy and noise levels.",
     *LIMITATIONS[1:],
 ]
@@ -67,48 +67,59 @@ LIMITATIONS_FAITHFUL = [
 KNOWN_ISSUES = {
     "default-x2": [
         "On a smooth thin-slice head CT (pydicom J2K_pixelrep_mismatch.dcm, 0.43 mm, never trained on) the "
-        "network alone adds ripples near the input's Nyquist frequency. medsr's detail self-check catches it "
-        "and falls back to lanczos plus the detail that holds up over lanczos (inside the reconstruction "
-        "circle +1.4 dB over lanczos instead of -1.9 dB); benchmarks/faithful.py.",
-        "On the chest CT scout (a projection radiograph, never trained on) it is 0.1 dB below lanczos without "
-        "the stated physics, above it with --degradation bicubic.",
-        "On k-space-truncated MR it gains only +0.3 dB over zero-filled k-space on average with "
-        "--degradation kspace, and is 0.4 dB below it on one noisy brain slice.",
+        "network alone adds ripples near the input's Nyquist frequency and rings at the padding edge (17 dB "
+        "below lanczos inside the reconstruction circle). medsr's padding mask and detail self-check catch it: "
+        "the output is lanczos plus the detail that holds up over it (+0.8 dB over lanczos); benchmarks/faithful.py.",
+        "On k-space-truncated MR it gains only +0.27 dB over zero-filled k-space on average with "
+        "--degradation kspace, and is 0.56 dB below it on one noisy brain slice.",
     ],
     "fast-x2": [
-        "Its attention spreads its coarse map by a fixed factor (esa_spread: fixed), so tiles reproduce a "
-        "whole-image pass; tiling therefore needs a wider overlap (57 LR px each side), which costs up to "
-        "~45 % more network time on planes larger than the 512-px tile.",
         "On the smooth thin-slice head CT (never trained on) the detail self-check falls back to lanczos plus "
         "the detail that holds up over it; the default is still better there.",
         "Ultrasound gains less than with the default (benchmarks/faithful.py: about 1.6 dB less).",
     ],
     "fast-x4": [
-        "Its attention spreads its coarse map by a fixed factor (esa_spread: fixed), so tiles reproduce a "
-        "whole-image pass; tiling therefore needs a wider overlap (57 LR px each side), which costs more "
-        "network time on planes larger than the 512-px tile.",
         "On the chest CT scout (a projection radiograph, never trained on) it is 0.3 dB below lanczos without "
         "the stated physics (its detail passes the self-check), above it with --degradation bicubic.",
     ],
     "default-x4": [
-        "On the NM bone scan (seen in training) it is 4.7 dB below bicubic over the whole image "
-        "(benchmarks/quality.py); away from a 4-pixel border its largest error is 9.8 counts against "
-        "bicubic's 7.4: do not use the x4 model on NM.",
-        "On k-space-truncated MR without the stated physics it is 0.1 dB below zero-filled k-space on the "
+        "On the NM bone scan (seen in training) it is 2.6 dB below bicubic over the whole image "
+        "(benchmarks/quality.py): do not use the x4 model on NM.",
+        "On k-space-truncated MR without the stated physics it is 0.2 dB below zero-filled k-space on the "
         "64x64 MR_small (16x16 input); with --degradation kspace it is above it on every validation image.",
     ],
 }
+
+
+def fixed_attention_note(reach: int) -> str:
+    """The limitation every model with the size-independent attention shares (its card's kwargs say
+    ``esa_spread: fixed``); ``reach``: the network's receptive radius in input pixels."""
+    return (
+        "Its attention spreads its coarse map by a fixed factor (esa_spread: fixed), so tiles reproduce a "
+        f"whole-image pass; tiling therefore needs a wider overlap ({reach} input px each side), which costs "
+        "more network time on planes larger than the 512-px tile (benchmarks/speed.py)."
+    )
+
+
 BASELINE_NOTE = (
     "A seed baseline with a 7-15 minute CPU budget, far less than the default's: it is below bicubic "
     "on the validation images. Use it for comparison, not for images."
 )
 
 
+#: where a model's last stage ran, when not on --hardware (the earlier stages did)
+LAST_STAGE_HARDWARE = {
+    name: "earlier stages: AMD EPYC, 2 CPU cores; last stage (the fixed-attention fine-tune): one NVIDIA "
+    "H200, torch 2.11, fp32, 64 patches a batch"
+    for name in ("default-x2", "default-x4")
+}
+
 #: the recipes each shipped model comes from, in training order (scripts/train_defaults.sh)
 RECIPES = {
     "default-x2": ["configs/default-x2.yaml", "configs/default-x2-stage2.yaml", "configs/default-x2-stage3.yaml",
-                   "configs/default-x2-faithful.yaml"],
-    "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml", "configs/default-x4-faithful.yaml"],
+                   "configs/default-x2-faithful.yaml", "configs/default-x2-fixed-esa-gpu.yaml"],
+    "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml", "configs/default-x4-faithful.yaml",
+                   "configs/default-x4-fixed-esa-gpu.yaml"],
     "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml", "configs/fast-x2-fixed-esa.yaml"],
     "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
@@ -359,6 +370,7 @@ def main() -> None:
             (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
             print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
             continue
+        net, _ = load_model(path)
         family = name.split("-")[0]
         scale = int(card["scale"])
         arch = card["architecture"]
@@ -376,7 +388,7 @@ def main() -> None:
                     "how": "scripts/train_defaults.sh (`make train-defaults`)",
                     "warm_start": card.get("init"),
                     "steps": card.get("steps"),
-                    "hardware": args.hardware,
+                    "hardware": LAST_STAGE_HARDWARE.get(name, args.hardware),
                     "data": "development corpus only (shared/data/CORPUS.md); validation files never trained on"
                     + (
                         "; last stage adds the corpus's added sources (make corpus: head CT volume, T1 brains, "
@@ -398,10 +410,10 @@ def main() -> None:
                 "evaluation": evaluation(name, scale),
                 "limitations": (LIMITATIONS_FAITHFUL if card.get("low_band") else LIMITATIONS)
                 + KNOWN_ISSUES.get(name, [])
+                + ([fixed_attention_note(int(net.reach))] if getattr(net, "reach", None) else [])
                 + ([] if family in ROLE else [BASELINE_NOTE]),
             }
         )
-        net, _ = load_model(path)
         save_model(net, path, card)
         (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
