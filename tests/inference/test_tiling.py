@@ -102,3 +102,25 @@ def test_fixed_spread_rlfn_tiles_equal_the_whole_image(blocks, shape):
         err = float((tiled - whole).abs().max()) / float(whole.max() - whole.min())
         # exact up to the blending's eps (1e-4) times a tile edge's error; stretched: ~0.4 here
         assert (err < 2e-4) if exact else (err > 1e-2), (spread, err)
+
+
+def test_tiles_widen_for_a_network_that_looks_far():
+    """A tile stays at least 4x its overlap wide: ``default-x2`` (reach 111 LR px) is cut into
+    920-px tiles, not 512 (which computed 3x the pixels of a 1760² plane); ``fast-x2`` (reach 57)
+    and networks without a declared reach keep the tile asked for; planes up to the widened
+    tile run whole."""
+    from types import SimpleNamespace
+
+    from medsr.inference.planes import PlaneUpscaler
+    from medsr.inference.tiling import DEFAULT_HALO, tile_size_for
+
+    assert tile_size_for(512, DEFAULT_HALO) == 512
+    assert tile_size_for(512, 57) == 512
+    assert tile_size_for(512, 111) == 4 * (2 * 111 + 8) == 920
+    default = PlaneUpscaler("default-x2", 2, device="cpu")
+    fast = PlaneUpscaler("fast-x2", 2, device="cpu")
+    assert (default.halo, default.tile_size) == (111, 920)
+    assert (fast.halo, fast.tile_size) == (57, 512)
+    assert PlaneUpscaler("default-x2", 2, device="cpu", tile=None).tile_size is None
+    job = SimpleNamespace(planes=np.zeros((1, 1, 600, 800), np.float32))  # an ultrasound frame
+    assert not default.needs_tiling(job) and fast.needs_tiling(job)

@@ -288,9 +288,28 @@ class PlaneUpscaler:
                 job.base = np.empty_like(out)
         return job
 
+    @property
+    def halo(self) -> int:
+        """Context (LR px) a tile keeps on each cut edge: the network's declared reach (RLFN with
+        its fixed-spread attention: tiles then reproduce a whole-image pass), else the tiler's
+        default."""
+        from medsr.inference.tiling import DEFAULT_HALO
+
+        return max(DEFAULT_HALO, getattr(self.net, "reach", None) or 0)
+
+    @property
+    def tile_size(self) -> int | None:
+        """The tile edge planes are cut to (``None``: never tiled): ``tile``, widened for a network
+        that looks far so that the overlap stays a small part of each tile
+        (:func:`medsr.inference.tiling.tile_size_for`)."""
+        from medsr.inference.tiling import tile_size_for
+
+        return tile_size_for(self.tile, self.halo) if self.tile else None
+
     def needs_tiling(self, job: PlaneJob) -> bool:
         h, w = job.planes.shape[-2:]
-        return bool(self.tile) and (h > self.tile or w > self.tile)
+        size = self.tile_size
+        return bool(size) and (h > size or w > size)
 
     def forward_tensor(
         self, t: Any, tiled: bool = False, *, need_base: bool = False
@@ -331,13 +350,12 @@ class PlaneUpscaler:
         dtype = self.autocast_dtype
         call = self._net_call
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            if tiled and self.tile:
+            if tiled and self.tile_size:
                 # a network that declares how far it looks and on which grid (RLFN with its
                 # fixed-spread attention) gets tiles that reproduce a whole-image pass
-                reach, align = getattr(self.net, "reach", None), getattr(self.net, "tile_align", 1)
                 out = tiled_forward(
-                    call, t, tile=self.tile, halo=max(16, reach or 0), align=align,
-                    batch_size=self.batch_size,
+                    call, t, tile=self.tile_size, halo=self.halo,
+                    align=getattr(self.net, "tile_align", 1), batch_size=self.batch_size,
                 )  # fmt: skip
             else:
                 out = call(t, up) if up is not None else call(t)
