@@ -235,6 +235,11 @@ def markdown(info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_stem(scale: int) -> Path:
+    """Where a run's tables go without ``--out``: ``results/faithful`` (×2), ``faithful_x4`` (×4)."""
+    return RESULTS / ("faithful" if scale == 2 else f"faithful_x{scale}")
+
+
 def readme_tables(info: dict) -> str:
     """The README's tables for one results file: PSNR (low / high band RMS) per image, then the
     summary; the default of the scale in bold (``--readme`` prints them for pasting)."""
@@ -334,7 +339,7 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true", help="print the README tables of the saved results and exit")
     args = ap.parse_args()
     if args.readme:
-        stem = Path(args.out or RESULTS / ("faithful" if args.scale == 2 else f"faithful_x{args.scale}"))
+        stem = Path(args.out or default_stem(args.scale))
         print(readme_tables(json.loads(stem.with_suffix(".json").read_text())))
         return
     import torch
@@ -377,7 +382,7 @@ def main() -> None:
         "fast": args.fast,
         "sets": sets,
     }
-    out = Path(args.out or RESULTS / ("faithful" if args.scale == 2 else f"faithful_x{args.scale}"))
+    out = Path(args.out or default_stem(args.scale))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(info))

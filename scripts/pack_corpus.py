@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from medsr.image import MedImage
-from medsr.io import load_image, save_image
+from medsr.io import save_image
 from medsr.training.config import load_config
-from medsr.training.corpus import load_inv3
-from medsr.training.data import CORPUS_FILES, resolve_corpus, subsample_slices
+from medsr.training.data import CORPUS_FILES, read_source, resolve_corpus, subsample_slices
 
 #: DICOM files larger than this are re-written as compressed NIfTI
 BIG_BYTES = 2_000_000
@@ -53,7 +51,7 @@ def _pack_entry(entry: dict, dest: Path, normalization: dict) -> dict:
     modality = entry.get("modality") or CORPUS_FILES.get(name)
     big = src.stat().st_size > BIG_BYTES
     max_slices = entry.get("max_slices")
-    if not big and max_slices is None and src.suffix.lower() != ".inv3":
+    if not big and max_slices is None and src.suffix.lower() != ".inv3":  # a copy reads the same
         target = dest / _safe(name)
         if not target.exists():
             shutil.copyfile(src, target)
@@ -61,9 +59,7 @@ def _pack_entry(entry: dict, dest: Path, normalization: dict) -> dict:
         if modality:
             out["modality"] = modality
         return out
-    image: MedImage = (
-        load_inv3(src) if src.suffix.lower() == ".inv3" else load_image(src, luminance=True)
-    )
+    image = read_source(src, name)  # as training reads it
     modality = (modality or image.modality or "OT").upper()
     arr = image.array
     note = ""

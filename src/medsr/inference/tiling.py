@@ -82,6 +82,12 @@ DEFAULT_HALO = 16
 MIN_TILE_PER_OVERLAP = 4
 
 
+def tile_overlap(halo: int) -> int:
+    """Pixels neighbouring tiles share for ``halo`` px of context on each cut edge (8 more: the
+    blending ramp's margin)."""
+    return 2 * halo + 8
+
+
 def tile_size_for(tile: int, halo: int) -> int:
     """The tile to use for a network that needs ``halo`` px of context on each cut edge: ``tile``,
     or more where the overlap (``2·halo + 8``) would otherwise take over a quarter of each tile.
@@ -91,7 +97,7 @@ def tile_size_for(tile: int, halo: int) -> int:
     there) at most about 1.6×, for a few hundred MB more memory per tile. Networks that look
     less far (``fast-x2``: 57 px, 488) keep ``tile``.
     """
-    return max(tile, MIN_TILE_PER_OVERLAP * (2 * halo + 8))
+    return max(tile, MIN_TILE_PER_OVERLAP * tile_overlap(halo))
 
 
 def tiled_forward(
@@ -114,7 +120,7 @@ def tiled_forward(
     h, w = x.shape[-2:]
     if h <= tile and w <= tile:
         return net(x)
-    ov = 2 * halo + 8
+    ov = tile_overlap(halo)
     if tile <= ov:
         raise ValueError(f"tile ({tile}) must exceed 2·halo + 8 ({ov})")
     from monai.inferers import sliding_window_inference

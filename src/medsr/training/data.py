@@ -64,6 +64,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from medsr.errors import InvalidParameterError, MedSRError
+from medsr.image import MedImage
 from medsr.intensity import Normalizer, lookup_by_modality, resolve_spec
 from medsr.training.config import Config, DegradationConfig, FileEntry, HRNoiseConfig, NormSpec
 from medsr.training.corpus import CACHE_FILES, cache_path, load_inv3
@@ -79,6 +80,7 @@ __all__ = [
     "card_normalization",
     "normalize_array",
     "normalizer_spec_for",
+    "read_source",
     "resolve_corpus",
     "resolve_entries",
     "split_by_patient",
@@ -392,17 +394,24 @@ class _Loaded:
     slices: np.ndarray  # (S, H, W) float32, normalised
 
 
-def _load(src: Source, normalization: dict[str, NormSpec]) -> _Loaded:
-    from medsr.degradations.compose import modality_group
+def read_source(path: Path, name: str) -> MedImage:
+    """Read one training source as every recipe does: colour as BT.601 luma, InVesalius ``.inv3``
+    projects with :func:`~medsr.training.corpus.load_inv3`; a read error names the file by
+    ``name`` (never its full path)."""
     from medsr.io import load_image
 
     try:
-        if src.path.suffix.lower() == ".inv3":
-            image = load_inv3(src.path)
-        else:
-            image = load_image(src.path, luminance=True)
+        if path.suffix.lower() == ".inv3":
+            return load_inv3(path)
+        return load_image(path, luminance=True)
     except MedSRError as exc:
-        raise type(exc)(f"cannot read training file '{src.name}': {exc}") from None
+        raise type(exc)(f"cannot read training file '{name}': {exc}") from None
+
+
+def _load(src: Source, normalization: dict[str, NormSpec]) -> _Loaded:
+    from medsr.degradations.compose import modality_group
+
+    image = read_source(src.path, src.name)
     modality = (src.modality or image.modality or "OT").upper()
     spec = _lookup(normalization, modality)
     arr = normalize_array(image.array, spec)

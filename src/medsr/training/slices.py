@@ -36,12 +36,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medsr.errors import InvalidParameterError, MedSRError
+from medsr.errors import InvalidParameterError
 from medsr.interpolation.core import axis_index, volume_range
 from medsr.training.config import Config
 from medsr.training.data import (
     EpochDataModule,
     Source,
+    read_source,
     resolve_entries,
     sr_metrics,
     train_val_split,
@@ -67,17 +68,8 @@ class SliceVolume:
 def load_slice_volumes(src: Source, spec: dict[str, Any]) -> list[SliceVolume]:
     """Read ``src`` and normalise each 3-D volume in it with the percentile ``spec``."""
     from medsr.degradations.compose import modality_group
-    from medsr.io import load_image
 
-    try:
-        if src.path.suffix.lower() == ".inv3":
-            from medsr.training.corpus import load_inv3
-
-            image = load_inv3(src.path)
-        else:
-            image = load_image(src.path, luminance=True)
-    except MedSRError as exc:
-        raise type(exc)(f"cannot read training file '{src.name}': {exc}") from None
+    image = read_source(src.path, src.name)
     modality = (src.modality or image.modality or "OT").upper()
     if image.channels == "time":
         frames = [(f"{src.name}[{t}]", image.array[t]) for t in range(image.array.shape[0])]
