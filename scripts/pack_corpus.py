@@ -111,4 +111,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medsr.errors import MedSRError
+
+    try:
+        sys.exit(main())
+    except MedSRError as exc:  # a bad recipe or a missing corpus file: one line, as the CLI
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
