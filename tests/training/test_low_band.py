@@ -99,10 +99,53 @@ def test_training_exports_the_bare_network_with_low_band_in_the_card(tmp_path):
     assert "low_band" not in read_card(export(r2.last_checkpoint, tmp_path / "plain.safetensors"))
 
 
-def test_distill_refuses_low_band():
+def test_distillation_through_the_guard(tmp_path):
+    """With model.low_band a student learns the teacher's detail over the base: both pass through
+    the guard in the loss, validation scores the guarded student, the card records the guard."""
+    from medsr.models.lowband import low_band
+    from medsr.models.registry import create_model
+    from medsr.models.weights import read_card
+    from tests.training.test_distill import distill_config, make_teacher
+
+    teacher_path = tmp_path / "teacher.safetensors"
+    make_teacher(teacher_path)
+    cfg = distill_config(tmp_path, teacher_path)
+    d = cfg.to_dict()
+    d["model"]["low_band"] = {"base": "bicubic", "cutoff": 0.5}
+    cfg = config_from_dict(d)
+    from medsr.training.factory import build_task
+
+    task = build_task(cfg)
+    lr = torch.rand(2, 1, 16, 20)
+    with torch.no_grad():
+        out = task(lr)
+        base = create_model("bicubic", scale=2)(lr)
+        teacher = task.guarded(task.teacher)(lr)
+    torch.testing.assert_close(low_band(out, 2, 0.5), low_band(base, 2, 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(low_band(teacher, 2, 0.5), low_band(base, 2, 0.5), atol=1e-5, rtol=0)
+    # the loss sees the guarded student: its distillation term is the guarded outputs' L1
+    batch = {"lr": lr, "hr": torch.rand(2, 1, 32, 40)}
+    task.distill_cfg = type(task.distill_cfg)(
+        teacher=str(teacher_path), output_weight=1.0, gt_weight=0.0, feature_weight=0.0
+    )
+    task.pairs = []
+    task.log = lambda *a, **k: None
+    with torch.no_grad():
+        loss = task.training_step(batch, 0)
+        expect = torch.nn.functional.l1_loss(task.guarded(task.model)(lr), teacher)
+    torch.testing.assert_close(loss, expect, atol=1e-6, rtol=1e-5)
+
+    from medsr.training.run import export, train
+
+    result = train(cfg)
+    card = read_card(export(result.last_checkpoint, tmp_path / "s.safetensors"))
+    assert card["low_band"] == {"base": "bicubic", "cutoff": 0.5}
+    assert card["distill"]["teacher"] == "teacher.safetensors"
+
+
+def test_through_plane_refuses_low_band():
     d = tiny_dict()
-    d["task"] = "distill"
-    d["distill"] = {"teacher": "x.safetensors"}
+    d["task"] = "through-plane"
     d["model"]["low_band"] = {"base": "bicubic"}
     with pytest.raises(InvalidParameterError, match="low_band"):
         config_from_dict(d)

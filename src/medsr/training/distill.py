@@ -282,9 +282,11 @@ class DistillTask(SupervisedSR):
         if self.pairs:
             self._t_rec.clear()
             self._s_rec.clear()
+        # with ``model.low_band`` both pass through the guard: the student learns the teacher's
+        # detail over the base, never a low band it would not be allowed to change
         with torch.no_grad():
-            t_out = self.teacher(lr)
-        sr = self.model(lr)
+            t_out = self.guarded(self.teacher)(lr)
+        sr = self.guarded(self.model)(lr)
         self._check_shape(sr, hr, lr)
         total = sr.new_zeros((), dtype=torch.float32)
         parts: dict[str, torch.Tensor] = {}
@@ -321,8 +323,9 @@ class DistillTask(SupervisedSR):
         was_training = net.training
         net.eval()
         with torch.inference_mode():
+            guarded = self.guarded(net)
             for it in items:
-                sr = net(it.lr[None].to(self.device))[0, 0].float().cpu().numpy()
+                sr = guarded(it.lr[None].to(self.device))[0, 0].float().cpu().numpy()
                 p, s = sr_metrics(sr, it.hr[0].numpy(), self.scale)
                 ps.append(p)
                 ss.append(s)

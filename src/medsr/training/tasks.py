@@ -267,7 +267,7 @@ class SRTask(L.LightningModule):
         self.criterion = PixelCriterion.from_config(cfg.loss)
         self.data_info: dict[str, Any] = {}
         self.model_name, self.model, self.model_kwargs = self._build_model()
-        self.low_band = cfg.model.low_band if cfg.task != "distill" else None
+        self.low_band = cfg.model.low_band
         if self.low_band is not None:
             from medsr.models.registry import create_model
 

@@ -69,9 +69,9 @@ class Config:
             self.gan.validate("gan")
         elif self.gan is not None:
             raise InvalidParameterError(f"a 'gan' section needs task: gan (task is {self.task!r})")
-        if self.task in ("distill", "through-plane") and self.model.low_band is not None:
+        if self.task == "through-plane" and self.model.low_band is not None:
             raise InvalidParameterError(
-                f"model.low_band is supported for task supervised and gan, not {self.task}"
+                f"model.low_band is supported for task supervised, gan and distill, not {self.task}"
             )
         if self.task == "through-plane" and self.degradation.kind not in ("thick-slice", "compose"):
             raise InvalidParameterError(
