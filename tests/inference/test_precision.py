@@ -122,7 +122,7 @@ class _Spy(torch.nn.Module):
 
 def test_bf16_runs_the_residual_only():
     """bf16: the head reads fp32 intensities, the body runs in bf16, the base and the add stay
-    fp32 — and the prediction is exactly base + detail (projected)."""
+    fp32 — and the prediction is exactly base + detail (clamped, projected)."""
     up = PlaneUpscaler("fast-x2", 2, precision="bf16")
     assert up.residual_split
     seen_head: list[torch.dtype] = []
@@ -146,8 +146,10 @@ def test_bf16_runs_the_residual_only():
     bicubic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
     torch.testing.assert_close(base, bicubic, atol=1e-6, rtol=0)
     from medsr.models.lowband import project_low_band
+    from medsr.models.range_guard import clamp_to_local_range
 
-    assert torch.equal(pred, project_low_band(base + detail, base, 2, up.low_band_cutoff))
+    guarded = clamp_to_local_range(base + detail, x, 2, up.range_margin)
+    assert torch.equal(pred, project_low_band(guarded, base, 2, up.low_band_cutoff))
 
 
 @pytest.mark.parametrize("model", ["fast-x2", "default-x2"])

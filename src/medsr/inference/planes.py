@@ -106,6 +106,7 @@ class PlaneUpscaler:
     precision_note: str
     base_name: str
     low_band_cutoff: float
+    range_margin: float | None
     base_net: Any
     batch_size: int
     autocast_dtype: Any
@@ -123,6 +124,7 @@ class PlaneUpscaler:
         precision: str | None = None,
         base: str | None = None,
         low_band: bool | float | None = None,
+        range_guard: bool | float | None = None,
     ):
         from medsr.inference.device import resolve_device
         from medsr.models.resolver import check_scale, resolve_model
@@ -135,8 +137,10 @@ class PlaneUpscaler:
                 precision = model.precision  # a shared network keeps its arithmetic
             if base is None:
                 base = model.base_name
-            if low_band is None:  # a shared network keeps its guard (or its absence)
+            if low_band is None:  # a shared network keeps its guards (or their absence)
                 low_band = model.low_band_cutoff or False
+            if range_guard is None:
+                range_guard = False if model.range_margin is None else model.range_margin
             if model.scale != self.scale:
                 raise InvalidParameterError(
                     f"the loaded model {model.name!r} upscales ×{model.scale}, not ×{self.scale}"
@@ -158,6 +162,7 @@ class PlaneUpscaler:
                 self._set_precision(precision)
             self._set_network(model._net_call)
             self._set_low_band(base, low_band)
+            self._set_range_guard(range_guard)
             self._settle(batch_size)
             return
         self.device = resolve_device(device)
@@ -175,6 +180,7 @@ class PlaneUpscaler:
         self._set_precision(precision)
         self._set_network(None)
         self._set_low_band(base, low_band)
+        self._set_range_guard(range_guard)
         self._settle(batch_size)
 
     def _set_precision(self, precision: str | None) -> None:
@@ -208,6 +214,23 @@ class PlaneUpscaler:
         )
         self._classical_nets: dict[str, Any] = {}  # detail_over interpolators, built on first use
         self._bicubic = create_model("bicubic", scale=self.scale) if self.residual_split else None
+
+    def _set_range_guard(self, range_guard: bool | float | None) -> None:
+        """The overshoot guard of learned models (:mod:`medsr.models.range_guard`): ``None``/``True``
+        its default margin, a number that margin, ``False`` off."""
+        from medsr.models.range_guard import DEFAULT_MARGIN
+
+        if range_guard is None or range_guard is True:
+            margin: float | None = DEFAULT_MARGIN
+        elif range_guard is False:
+            margin = None
+        else:
+            margin = float(range_guard)
+            if not 0.0 <= margin < float("inf"):
+                raise InvalidParameterError(
+                    f"the overshoot guard's margin must be a finite number ≥ 0, got {range_guard!r}"
+                )
+        self.range_margin = margin if self.loaded.learned else None
 
     def compile(self, **options: Any) -> None:
         """Run the learned part through ``torch.compile`` (GPU throughput; the first passes
@@ -329,6 +352,10 @@ class PlaneUpscaler:
                 if up is not None and self.base_name == "bicubic"
                 else self._base(t, self.base_name)
             )
+        if self.range_margin is not None:  # no overshoot beyond what the input measured nearby
+            from medsr.models.range_guard import clamp_to_local_range
+
+            pred = clamp_to_local_range(pred, t, self.scale, self.range_margin)
         if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
             from medsr.models.lowband import project_low_band
 
@@ -477,6 +504,13 @@ class PlaneUpscaler:
             meta["derivation"]["low_band"] = {
                 "base": self.base_name,
                 "cutoff": self.low_band_cutoff,
+            }
+        if self.range_margin is not None:
+            from medsr.models.range_guard import NEIGHBOURHOOD
+
+            meta["derivation"]["overshoot_guard"] = {
+                "neighbourhood": NEIGHBOURHOOD,
+                "margin": self.range_margin,
             }
         if pad is not None:
             meta["derivation"]["padding_pixels_kept"] = int(pad.sum())

@@ -1,0 +1,121 @@
+"""The overshoot guard (medsr.models.range_guard): bounds, equivariance, what it leaves alone,
+and what it changes for the shipped models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import medsr
+from medsr.image import MedImage
+from medsr.models.lowband import low_band
+from medsr.models.range_guard import DEFAULT_MARGIN, clamp_to_local_range, local_range
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _neighbourhood_bounds(lr: np.ndarray, y: int, x: int, s: int, margin: float):
+    """Reference: the 3×3 LR neighbourhood of the LR pixel output (y, x) lies in."""
+    i, j = y // s, x // s
+    win = lr[max(0, i - 1) : i + 2, max(0, j - 1) : j + 2]
+    lo, hi = float(win.min()), float(win.max())
+    return lo - margin * (hi - lo), hi + margin * (hi - lo)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(3, 14), st.integers(3, 14)),
+    scale=st.sampled_from([2, 3, 4]),
+    margin=st.sampled_from([0.0, 0.1, DEFAULT_MARGIN, 1.0]),
+    span=st.sampled_from([1.0, 4095.0, 60000.0]),
+    offset=st.sampled_from([0.0, -1024.0, -30000.0]),
+)
+def test_every_pixel_within_its_neighbourhood_range(seed, shape, scale, margin, span, offset):
+    rng = np.random.default_rng(seed)
+    lr = (offset + span * rng.uniform(size=shape)).astype(np.float64)
+    h, w = shape
+    pred = offset + span * rng.normal(0.5, 1.0, size=(h * scale, w * scale))
+    out = clamp_to_local_range(
+        torch.from_numpy(pred)[None, None], torch.from_numpy(lr)[None, None], scale, margin
+    )[0, 0].numpy()
+    for y, x in zip(rng.integers(0, h * scale, 40), rng.integers(0, w * scale, 40), strict=True):
+        lo, hi = _neighbourhood_bounds(lr, int(y), int(x), scale, margin)
+        tol = 1e-6 * (span + abs(offset))  # fp32 bounds
+        assert lo - tol <= out[y, x] <= hi + tol
+        # a value inside the bounds is untouched; one outside lands on the nearer bound
+        expect = min(max(pred[y, x], lo), hi)
+        assert abs(out[y, x] - expect) <= tol
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    a=st.sampled_from([1e-3, 12.0, -1.0, -250.0]),
+    b=st.sampled_from([0.0, -3000.0, 1024.0]),
+)
+def test_affine_intensity_equivariance(seed, a, b):
+    """Bounds scale and shift with the input (a < 0 swaps them), so the clamp commutes with
+    x → a·x + b."""
+    g = torch.Generator().manual_seed(seed)
+    lr = torch.rand(1, 1, 9, 11, generator=g, dtype=torch.float64)
+    pred = torch.randn(1, 1, 18, 22, generator=g, dtype=torch.float64)
+    one = clamp_to_local_range(pred, lr, 2).double()
+    two = clamp_to_local_range(a * pred + b, a * lr + b, 2).double()
+    torch.testing.assert_close(two, a * one + b, atol=1e-5 * (abs(a) + abs(b)), rtol=0)
+
+
+def test_edges_and_flat_regions():
+    """A sharp step passes untouched (its neighbourhood spans both sides); in a flat region the
+    network may add nothing (range 0); a bright dot is kept within its neighbourhood's range
+    plus the margin."""
+    lr = torch.zeros(1, 1, 8, 8)
+    lr[..., 4:] = 100.0
+    step = torch.zeros(1, 1, 16, 16)
+    step[..., 8:] = 100.0
+    torch.testing.assert_close(clamp_to_local_range(step, lr, 2), step)
+    flat = torch.full((1, 1, 8, 8), 7.0)
+    noisy = 7.0 + torch.randn(1, 1, 16, 16)
+    torch.testing.assert_close(clamp_to_local_range(noisy, flat, 2), torch.full_like(noisy, 7.0))
+    dot_lr = torch.zeros(1, 1, 8, 8)
+    dot_lr[..., 4, 4] = 40.0
+    dot = torch.zeros(1, 1, 16, 16)
+    dot[..., 8:10, 8:10] = 90.0  # a network exaggerating it
+    out = clamp_to_local_range(dot, dot_lr, 2, 0.25)
+    assert float(out.max()) == pytest.approx(50.0)  # 40 + 0.25 × 40
+    lo, hi = local_range(dot_lr, 0.25)
+    assert lo.shape == hi.shape == dot_lr.shape
+    assert float(hi[..., 3, 3]) == 50.0 and float(lo[..., 3, 3]) == -10.0  # 40 in its window
+    assert float(hi[..., 0, 0]) == float(lo[..., 0, 0]) == 0.0  # a flat window
+    with pytest.raises(ValueError, match="×2"):
+        clamp_to_local_range(dot[..., :15], dot_lr, 2)
+
+
+def test_shipped_models_apply_it_and_keep_the_low_band():
+    """On by default for learned models (recorded in the derivation), off on request; the
+    low band stays the base's (the guard runs before the low-band projection)."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    rng = np.random.default_rng(3)
+    arr = np.zeros((1, 24, 24), np.float32)
+    arr[0, 6:18, 6:18] = 1000.0
+    arr += rng.normal(0, 30, arr.shape).astype(np.float32)
+    img = MedImage(arr, modality="CT", units="HU")
+    on = PlaneUpscaler("default-x2", 2).upscale(img)
+    off = PlaneUpscaler("default-x2", 2, range_guard=False).upscale(img)
+    assert on.meta["derivation"]["overshoot_guard"] == {
+        "neighbourhood": 3,
+        "margin": DEFAULT_MARGIN,
+    }
+    assert "overshoot_guard" not in off.meta["derivation"]
+    assert "overshoot_guard" not in PlaneUpscaler("bicubic", 2).upscale(img).meta["derivation"]
+    assert not np.array_equal(on.array, off.array)
+    base = medsr.upscale(img, 2, "bicubic", clip=False).array[0]
+    raw = medsr.upscale(img, 2, "default-x2", clip=False).array[0]
+    band = lambda a: low_band(torch.from_numpy(np.asarray(a, np.float64)), 2).numpy()  # noqa: E731
+    assert np.abs(band(raw) - band(base)).max() <= 2e-5 * 1000
+    with pytest.raises(medsr.MedSRError, match="margin"):
+        PlaneUpscaler("default-x2", 2, range_guard=-0.5)
