@@ -54,16 +54,24 @@ def test_native_bf16_from_cpu_flags(native_cpu):
 
 
 def test_auto_is_fp32_without_native_bf16(plain_cpu, monkeypatch):
-    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:m", {"model": "m", "hu_max": 0.1, "hu_rms": 0.01})
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, "sha256:m", {"model": "m", "hu_max": 0.1, "hu_rms": 0.01}
+    )
     got, why = prec.resolve_precision("auto", CPU, "sha256:m", True)
     assert got == "fp32" and "without AVX-512 BF16 or AMX" in why
 
 
 def test_auto_takes_bf16_only_for_models_measured_within_tolerance(native_cpu, monkeypatch):
     tol, tol_rms = prec.BF16_TOLERANCE_HU, prec.BF16_TOLERANCE_HU_RMS
-    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": tol, "hu_rms": tol_rms})
-    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:far", {"model": "far", "hu_max": 2 * tol, "hu_rms": 0.0})
-    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:rms", {"model": "rms", "hu_max": 0.0, "hu_rms": 2 * tol_rms})
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": tol, "hu_rms": tol_rms}
+    )
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, "sha256:far", {"model": "far", "hu_max": 2 * tol, "hu_rms": 0.0}
+    )
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, "sha256:rms", {"model": "rms", "hu_max": 0.0, "hu_rms": 2 * tol_rms}
+    )
     assert prec.resolve_precision("auto", CPU, "sha256:ok", True)[0] == "bf16"
     far = prec.resolve_precision("auto", CPU, "sha256:far", True)
     assert far[0] == "fp32" and "tolerance" in far[1]
@@ -74,9 +82,13 @@ def test_auto_takes_bf16_only_for_models_measured_within_tolerance(native_cpu, m
 
 
 def test_auto_on_cuda_asks_the_gpu(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation)
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation
+    )
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
-    monkeypatch.setitem(prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": 0.0, "hu_rms": 0.0})
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": 0.0, "hu_rms": 0.0}
+    )
     got, why = prec.resolve_precision("auto", torch.device("cuda"), "sha256:ok", True)
     assert got == "bf16" and "Test GPU: native bf16" in why
 
@@ -87,14 +99,22 @@ def test_measured_table_describes_shipped_weights():
     shipped = shipped_weights()
     for checksum, entry in prec.BF16_MEASURED.items():
         assert entry["model"] in shipped, entry
-        assert _checksum(entry["model"]) == checksum, f"{entry['model']}: re-run benchmarks/precision.py"
+        assert _checksum(entry["model"]) == checksum, (
+            f"{entry['model']}: re-run benchmarks/precision.py"
+        )
         assert {"hu_max", "hu_rms"} <= set(entry)
 
 
 def test_auto_in_the_upscaler_and_its_record(monkeypatch):
-    img = MedImage(np.linspace(-1000, 1000, 2 * 24 * 24, dtype=np.float32).reshape(2, 24, 24), modality="CT", units="HU")
+    img = MedImage(
+        np.linspace(-1000, 1000, 2 * 24 * 24, dtype=np.float32).reshape(2, 24, 24),
+        modality="CT",
+        units="HU",
+    )
     monkeypatch.setattr(prec, "_cpu_flags", lambda: {"amx_bf16"})
-    monkeypatch.setitem(prec.BF16_MEASURED, _checksum("fast-x2"), {"model": "fast-x2", "hu_max": 0.0, "hu_rms": 0.0})
+    monkeypatch.setitem(
+        prec.BF16_MEASURED, _checksum("fast-x2"), {"model": "fast-x2", "hu_max": 0.0, "hu_rms": 0.0}
+    )
     up = PlaneUpscaler("fast-x2", 2, precision="auto")
     assert (up.precision, up.autocast_dtype) == ("bf16", torch.bfloat16)
     sr = up.upscale(img)
@@ -105,7 +125,9 @@ def test_auto_in_the_upscaler_and_its_record(monkeypatch):
     monkeypatch.setattr(prec, "_cpu_flags", lambda: set())
     plain = medsr.upscale(img, 2, "fast-x2", precision="auto")
     assert plain.meta["derivation"]["precision"] == "fp32"
-    assert medsr.upscale(img, 2, "bicubic", precision="auto").meta["derivation"]["precision"] == "fp32"
+    assert (
+        medsr.upscale(img, 2, "bicubic", precision="auto").meta["derivation"]["precision"] == "fp32"
+    )
 
 
 class _Spy(torch.nn.Module):
@@ -143,13 +165,18 @@ def test_bf16_runs_the_residual_only():
     from medsr.models.classical import Bicubic
 
     assert torch.equal(base, Bicubic(2)(x))  # the fp32 base: PyTorch's bicubic, to rounding
-    bicubic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    bicubic = torch.nn.functional.interpolate(
+        x, scale_factor=2, mode="bicubic", align_corners=False
+    )
     torch.testing.assert_close(base, bicubic, atol=1e-6, rtol=0)
     from medsr.models.lowband import project_low_band
     from medsr.models.range_guard import clamp_to_local_range
 
-    guarded = clamp_to_local_range(base + detail, x, 2, up.range_margin)
-    assert torch.equal(pred, project_low_band(guarded, base, 2, up.low_band_cutoff))
+    cut = up.low_band_cutoff
+    guarded = clamp_to_local_range(
+        project_low_band(base + detail, base, 2, cut), x, 2, up.range_margin
+    )
+    assert torch.equal(pred, project_low_band(guarded, base, 2, cut))
 
 
 @pytest.mark.parametrize("model", ["fast-x2", "default-x2"])
@@ -195,8 +222,14 @@ def test_cuda_auto_and_kept_base():
     """auto on a GPU: bf16 for a measured model; the one pass keeps its base on the GPU too."""
     up = PlaneUpscaler("fast-x2", 2, device="cuda", precision="auto")
     measured = up.loaded.checksum in prec.BF16_MEASURED
-    assert up.precision == ("bf16" if measured and torch.cuda.is_bf16_supported(including_emulation=False) else "fp32")
-    img = MedImage(np.linspace(-1000, 1000, 2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32), modality="CT", units="HU")
+    assert up.precision == (
+        "bf16" if measured and torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    )
+    img = MedImage(
+        np.linspace(-1000, 1000, 2 * 32 * 32, dtype=np.float32).reshape(2, 32, 32),
+        modality="CT",
+        units="HU",
+    )
     job = up.run_job(up.prepare(img, keep_base=True))
     cpu = PlaneUpscaler("bicubic", 2, device="cpu", clip=False).upscale(img).array
     np.testing.assert_allclose(up.base_array(job, clip=False), cpu, atol=1e-3)

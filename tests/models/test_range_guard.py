@@ -119,3 +119,32 @@ def test_shipped_models_apply_it_and_keep_the_low_band():
     assert np.abs(band(raw) - band(base)).max() <= 2e-5 * 1000
     with pytest.raises(medsr.MedSRError, match="margin"):
         PlaneUpscaler("default-x2", 2, range_guard=-0.5)
+
+
+def test_a_network_that_shifts_the_low_band_is_not_cut_into_blocks(monkeypatch):
+    """The clamp acts on the projected output (then the low band is projected again): a network
+    whose output is offset — a bare network's low-band drift — loses the offset to the projection,
+    not its detail to the clamp (clamping first would flatten every flat region to its LR value:
+    nearest-neighbour blocks)."""
+    from medsr.inference.planes import PlaneUpscaler
+    from medsr.models.classical import Bicubic
+
+    up = PlaneUpscaler("fast-x2", 2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 24, 24, generator=g).cumsum(-1).cumsum(-2) / 100  # smooth
+    base = Bicubic(2)(x)
+    detail = 0.01 * torch.randn(base.shape, generator=g)
+
+    def drifting(t, up_, tiled):
+        return base + detail + 0.3  # the right detail on a shifted low band
+
+    monkeypatch.setattr(up, "_network", drifting)
+    with torch.inference_mode():
+        pred, _ = up.forward_tensor(x, need_base=True)
+    from medsr.models.lowband import project_low_band
+
+    want = clamp_to_local_range(project_low_band(base + detail, base, 2), x, 2)
+    torch.testing.assert_close(pred, project_low_band(want, base, 2), atol=1e-5, rtol=0)
+    # the detail survives where the neighbourhood allows it: far from nearest-neighbour blocks
+    blocks = x.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    assert float((pred - blocks).abs().mean()) > 0.5 * float((base - blocks).abs().mean())

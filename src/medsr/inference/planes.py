@@ -352,14 +352,16 @@ class PlaneUpscaler:
                 if up is not None and self.base_name == "bicubic"
                 else self._base(t, self.base_name)
             )
-        if self.range_margin is not None:  # no overshoot beyond what the input measured nearby
-            from medsr.models.range_guard import clamp_to_local_range
-
-            pred = clamp_to_local_range(pred, t, self.scale, self.range_margin)
         if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
             from medsr.models.lowband import project_low_band
 
             pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
+        if self.range_margin is not None:  # no overshoot beyond what the input measured nearby
+            from medsr.models.range_guard import clamp_to_local_range
+
+            pred = clamp_to_local_range(pred, t, self.scale, self.range_margin)
+            if self.low_band_cutoff:  # what the clamp removed leaves the low band the base's
+                pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
         return pred, base
 
     def _base(self, t: Any, name: str) -> Any:

@@ -10,18 +10,30 @@ in the high band.
 around the LR pixel it lies in, widened by ``margin`` × that range on each side::
 
     lo = min₃ₓ₃(x) − margin·(max₃ₓ₃(x) − min₃ₓ₃(x)),   hi = max₃ₓ₃(x) + margin·(…)
-    out = clamp(pred, lo↑, hi↑)        (↑: each LR value repeated over its s × s output block)
+    out = clamp(pred, lo↑, hi↑)        (↑: each LR value over its s × s output block)
 
 Where the input is flat the range is small and so is what the network may add (noise is not
 turned into texture beyond it); at an edge the range spans both sides, so a sharp edge passes
 untouched; a small finding keeps the contrast the neighbourhood measured plus the margin.
 It is a per-pixel clamp with bounds that scale and shift with the input, so the affine-intensity
 equivariance of the networks holds (``a·x + b`` with ``a < 0`` swaps ``lo`` and ``hi``
-consistently). Measured (session 8, ``default-x2``, the 10 leave-one-source-out validation
-images, ×2 bicubic): mean gain over bicubic +2.219 dB without, +2.192 with ``margin`` 0.25
-(+2.134 with 0.1, +1.931 with 0: a strict clamp cuts real detail); the largest contrast ratio
-of the lesion test 1.39 → 1.30 (limit 1.35). At ×4 it does not change the lesion test's sham
-(a structure of ``MR_small`` exaggerated inside its neighbourhood's range).
+consistently).
+
+**Where it runs** (:meth:`medsr.inference.planes.PlaneUpscaler.forward_tensor`): on the output
+*after* the low-band projection, which is then applied once more. Clamping first would cut a
+network whose low band drifts (a bare network; an offset of the whole output) into
+nearest-neighbour blocks — every flat region clipped to its LR value — before the projection
+could remove the drift (``vdsr-x2`` on a seen CT: −0.5 dB against bicubic with the projection
+first, −7.2 dB with the clamp first). The second projection keeps the low band exactly the
+base's; the bounds then hold up to the smooth low-band part of what the clamp removed.
+
+**Measured** (session 8, ``default-x2``, the 10 leave-one-source-out validation images, ×2
+bicubic, the pipeline with the physics unknown): mean gain over bicubic +2.22 dB without the
+guard, +2.26 with it (the head CT +4.59 → +5.24: the overshoot at the edge of its field of view
+is gone; the ultrasound 4.93 → 4.77); margins 0 / 0.1 / 0.25 applied after the whole pipeline
+cost 0.29 / 0.09 / 0.03 dB (a strict clamp cuts real detail). The largest contrast ratio of the
+lesion test (consistency off) 1.39 → 1.31 (limit 1.35). At ×4 it does not change the lesion
+test's sham (a structure of ``MR_small`` exaggerated inside its neighbourhood's range).
 """
 
 from __future__ import annotations
