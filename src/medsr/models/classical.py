@@ -105,25 +105,32 @@ def _lanczos_weights(s: int, a: int = 3) -> tuple[np.ndarray, int]:
 def _polyphase_upscale_axis(x: torch.Tensor, s: int, dim: int, taps: tuple[np.ndarray, int]) -> torch.Tensor:
     """Integer ×``s`` upscale of ``(N, C, H, W)`` along ``dim`` (−1 or −2) with the phase taps
     ``taps`` (:func:`_phase_weights`): the resampling matrix is banded and its rows repeat every
-    ``s`` outputs, so it is one ``s``-channel convolution of the edge-replicated input (channel
-    ``p``: the taps of output ``s·j + p``) and an interleave — the same rows without a dense
-    ``n·s × n`` product, and one operator, not one per tap (robust when the cores are busy)."""
+    ``s`` outputs, so output ``s·j + p`` is the taps of phase ``p`` applied to the edge-replicated
+    input around ``j`` — a few scaled, shifted copies of the input added up per phase, then the
+    phases interleaved. Element-wise, so a plane upscales to the same values alone or in a batch
+    (``medsr.batch`` mixes inputs). Session 8: 1.7 ms per 512² → 1024² bicubic pass on 2 cores,
+    against 18 ms for the same taps as an ``s``-channel ``conv2d`` (oneDNN runs a 1-channel
+    1 × k convolution poorly); the same values to fp32 rounding (≤ 3e-7 of the range on corpus
+    images at ×2–×4, bicubic and lanczos)."""
     weights, pad = taps
     n, c, h, w = x.shape
-    k = weights.shape[1]
-    y = x.reshape(n * c, 1, h, w)
-    kern = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
     if n * c == 0:
         return x.new_empty((n, c, h, w * s) if dim == -1 else (n, c, h * s, w))
     along_w = dim == -1
-    kern = kern.reshape(s, 1, 1, k) if along_w else kern.reshape(s, 1, k, 1)
     padding = (pad, pad, 0, 0) if along_w else (0, 0, pad, pad)
-    # plane by plane: a convolution's arithmetic may depend on the batch size, and a plane must
-    # upscale to the same values alone or in a batch (medsr.batch mixes inputs)
-    out = torch.cat([F.conv2d(F.pad(y[i : i + 1], padding, mode="replicate"), kern) for i in range(n * c)])
-    if along_w:
-        return out.permute(0, 2, 3, 1).reshape(n, c, h, w * s)  # (NC, s, H, W) interleaved
-    return out.permute(0, 2, 1, 3).reshape(n, c, h * s, w)
+    xp = F.pad(x.reshape(n * c, 1, h, w), padding, mode="replicate")
+    d, length = (3, w) if along_w else (2, h)
+    phases = []
+    for p in range(s):
+        acc: torch.Tensor | None = None
+        for t, wt in enumerate(weights[p].tolist()):
+            if wt == 0.0:
+                continue
+            term = xp.narrow(d, t, length)
+            acc = term * wt if acc is None else acc.add_(term, alpha=wt)
+        phases.append(acc if acc is not None else torch.zeros_like(xp.narrow(d, 0, length)))
+    out = torch.stack(phases, dim=d + 1)  # (NC, 1, H, W, s) or (NC, 1, H, s, W): interleaved
+    return out.reshape(n, c, h, w * s) if along_w else out.reshape(n, c, h * s, w)
 
 
 def _polyphase_upscale(x: torch.Tensor, s: int, taps: tuple[np.ndarray, int]) -> torch.Tensor:
