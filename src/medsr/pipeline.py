@@ -485,7 +485,7 @@ def upscale_with_safeguards(
             (:func:`detail_self_check`); the network's detail is scaled down when the check
             says most of it is wrong on this image.
         **upscale_kwargs: ``device``, ``batch_size``, ``clip``, ``tile``, ``precision``,
-            ``low_band`` of :class:`~medsr.inference.planes.PlaneUpscaler`.
+            ``low_band``, ``range_guard`` of :class:`~medsr.inference.planes.PlaneUpscaler`.
 
     Returns:
         ``(sr, summary)``: the upscaled MedImage (``meta["safeguards"] = summary``,

@@ -342,6 +342,11 @@ class PlaneUpscaler:
         Both fp32, in model space, ``(N, C, H·s, W·s)``. ``base`` is the base interpolation of
         ``t`` (:attr:`base_name`) when a learned model computed it (the low band is taken from
         it; ``need_base`` asks for it without the low-band projection), else ``None``.
+
+        A learned model's prediction is the network's output with its low band replaced by the
+        base's (:mod:`medsr.models.lowband`), clamped to each LR neighbourhood's range plus its
+        margin (:mod:`medsr.models.range_guard`, :attr:`range_margin`), and projected again so
+        that what the clamp removed leaves the low band the base's.
         """
         up = self._base(t, "bicubic") if self.residual_split else None
         pred = self._network(t, up, tiled)
