@@ -14,9 +14,9 @@ image's own units:
 Models: the classical peers (bicubic, lanczos; zero-filled k-space for k-space data), the shipped
 default *bare* (the network alone, as medsr ran it before: no low-band guard, no overshoot guard,
 no padding mask, no self-check), the shipped default as ``medsr upscale`` runs it now (the
-pipeline: low-band and overshoot guards, padding mask, detail self-check; physics unknown), the same with ``--degradation KIND``
-(base interpolator and consistency projection follow the physics), and any ``--candidate``
-weights (e.g. a retrained default) run the same ways.
+pipeline: low-band and overshoot guards, padding mask, detail self-check; physics unknown),
+the same with ``--degradation KIND`` (base interpolator and consistency projection follow the
+physics), and any ``--candidate`` weights (e.g. a retrained default) run the same ways.
 
     make corpus
     .venv/bin/python benchmarks/faithful.py                          # ×2, bicubic + k-space sets
