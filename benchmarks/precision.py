@@ -1,4 +1,4 @@
-"""Precision table: what bf16 (and fp16 on CUDA) changes, per shipped in-plane model, and its speed.
+"""Precision table: what bf16 and fp16 change, per shipped in-plane model, and their speed.
 
 For every shipped in-plane model, against fp32:
 
@@ -14,10 +14,12 @@ For every shipped in-plane model, against fp32:
 Variants: ``bf16`` = the learned residual in bf16 — its input layer reading the intensities in
 fp32 — and base, add, normalisation and projection in fp32 (what ``--precision bf16`` runs
 now); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
-input rounded to 8 significant bits); ``fp16`` (CUDA only) like ``bf16``; ``fp32 tf32`` (CUDA
+input rounded to 8 significant bits); ``fp16`` like ``bf16`` (the upscaler runs it on CUDA
+only; on the CPU it is emulated by oneDNN for its values and not timed); ``fp32 tf32`` (CUDA
 only): fp32 with TF32 convolutions, torch's default on a GPU (the reference is strict fp32).
 Writes ``precision.json``/``.md`` and prints the :data:`medsr.inference.precision.BF16_MEASURED`
-entries (checksum → measured change) that ``--precision auto`` reads.
+and :data:`~medsr.inference.precision.FP16_MEASURED` entries (checksum → measured change) that
+``--precision auto`` reads.
 
     .venv/bin/python benchmarks/precision.py [--models fast-x2,default-x2] [--device cuda] [--quick]
 """
@@ -60,9 +62,14 @@ def _load(name: str, crop: int | None) -> Any:
 
 def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
     """A PlaneUpscaler running ``variant`` (fp32, bf16, bf16 whole, fp16)."""
+    import torch
+
     from medsr.inference.planes import PlaneUpscaler
 
-    up = PlaneUpscaler(model, scale, device=device, precision=variant.split()[0])
+    emulated_fp16 = variant == "fp16" and not device.startswith("cuda")
+    up = PlaneUpscaler(model, scale, device=device, precision="bf16" if emulated_fp16 else variant.split()[0])
+    if emulated_fp16:  # the upscaler runs fp16 on CUDA only; here oneDNN emulates it for the values
+        up.precision, up.autocast_dtype = "fp16", torch.float16
     if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
         up._net_call = _with_tf32(up._net_call)
     if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
@@ -164,7 +171,7 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     from medsr.inference.precision import native_bf16, resolve_precision
 
     scale = int(model.rsplit("x", 1)[-1])
-    variants = ["bf16", "bf16 whole"] + (["fp16", "fp32 tf32"] if device.startswith("cuda") else [])
+    variants = ["bf16", "bf16 whole", "fp16"] + (["fp32 tf32"] if device.startswith("cuda") else [])
     ref = upscaler(model, scale, device, "fp32")
     ct = [_load(n, crop) for n in CT_FILES]
     pairs = validation_pairs(scale, crop)
@@ -180,7 +187,8 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
         with as_before(v):
             hu = hu_change(ref, up, ct)
             dpsnr = {g: float(np.mean(np.subtract(psnrs(up, p, scale), ref_psnr[g]))) for g, p in pairs.items()}
-            timed = native or v == "fp16" or time_emulated  # emulated bf16 can be 100× slower: not timed
+            cuda = device.startswith("cuda")  # emulated bf16/fp16 can be 100× slower: not timed
+            timed = (cuda or (native and v != "fp16")) or time_emulated
             ms = speed_ms(up, size, repeats) if timed else None
         row["variants"][v] = {"hu_max": hu["max"], "hu_rms": hu["rms"], "psnr_change_db": dpsnr, "ms_512": ms}
         print(json.dumps({"model": model, "variant": v, **row["variants"][v]}), flush=True)
@@ -199,18 +207,20 @@ def to_markdown(info: dict[str, Any]) -> str:
         "ms: what `medsr upscale` runs per 512² slice (base + network + low-band projection), median. "
         "`bf16`: the learned residual in bf16, base, add, normalisation and projection in fp32 (now); "
         "`bf16 whole`: the whole network under autocast (before). "
+        "`fp16`: the same split in fp16 (emulated where the device is a CPU: values only). "
         f"`--precision auto` takes bf16 where the device computes it natively and the `bf16` change is "
-        f"at most {BF16_TOLERANCE_HU:g} HU and {BF16_TOLERANCE_HU_RMS:g} HU RMS."
+        f"at most {BF16_TOLERANCE_HU:g} HU and {BF16_TOLERANCE_HU_RMS:g} HU RMS, else on a CUDA GPU fp16 "
+        "where the `fp16` change is within the same tolerance."
         + "".join(sorted({f" Images cropped to their central {r['crop']}² for {r['model']} (bf16 is emulated on this CPU)."
                           for r in info["rows"] if r.get("crop")})),
         "",
-        "| model | variant | HU max change | HU RMS change | PSNR change CT (dB) | PSNR change MR (dB) | ms / slice | fp32 ms / slice | auto with native bf16 |",
+        "| model | variant | HU max change | HU RMS change | PSNR change CT (dB) | PSNR change MR (dB) | ms / slice | fp32 ms / slice | auto |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in info["rows"]:
         for v, m in r["variants"].items():
             ok = m["hu_max"] <= BF16_TOLERANCE_HU and m["hu_rms"] <= BF16_TOLERANCE_HU_RMS
-            auto = ("bf16" if ok else "fp32") if v == "bf16" else ""
+            auto = {"bf16": "bf16" if ok else "not bf16", "fp16": "fp16 on CUDA" if ok else "not fp16"}.get(v, "")
             md.append(
                 f"| {r['model']} | {v} | {m['hu_max']:.3g} | {m['hu_rms']:.3g} | {m['psnr_change_db'].get('CT', 0):+.4f} | "
                 f"{m['psnr_change_db'].get('MR', 0):+.4f} | {_ms(m['ms_512'])} | {_ms(r['fp32']['ms_512'])} | {auto} |"
@@ -223,11 +233,12 @@ def _ms(v: float | None) -> str:
     return f"{v:.0f}" if v is not None else "not timed (emulated)"
 
 
-def table_entries(info: dict[str, Any]) -> str:
-    """The :data:`BF16_MEASURED` entries for medsr/inference/precision.py."""
+def table_entries(info: dict[str, Any], variant: str = "bf16") -> str:
+    """The :data:`BF16_MEASURED` (``variant="fp16"``: :data:`FP16_MEASURED`) entries for
+    medsr/inference/precision.py."""
     lines = []
     for r in info["rows"]:
-        m = r["variants"]["bf16"]
+        m = r["variants"][variant]
         lines.append(
             f'    "{r["checksum"]}": {{"model": "{r["model"]}", "hu_max": {m["hu_max"]:.3g}, '
             f'"hu_rms": {m["hu_rms"]:.3g}, "psnr_change_db": {m["psnr_change_db"].get("CT", 0):+.4f}}},'
@@ -260,6 +271,7 @@ def run(out: Path, *, quick: bool = False, device: str = "cpu", src: str | None 
         (out / "precision.md").write_text(md)
     print(md)
     print("BF16_MEASURED entries:\n" + table_entries(info), flush=True)
+    print("FP16_MEASURED entries:\n" + table_entries(info, "fp16"), flush=True)
     return info
 
 

@@ -17,6 +17,7 @@ three steps so that a batch (:mod:`medsr.batch`) can load the model once and mix
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,8 @@ from medsr.io.padding import fill_no_data
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
+
+log = logging.getLogger(__name__)
 
 #: base interpolators (the classical peer of a physics; the low band learned models keep)
 BASES = ("bicubic", "kspace")
@@ -110,6 +113,7 @@ class PlaneUpscaler:
     base_net: Any
     batch_size: int
     autocast_dtype: Any
+    fp16_fallbacks: int
     residual_split: bool
 
     def __init__(
@@ -258,6 +262,7 @@ class PlaneUpscaler:
             )
         dtype_name = PRECISIONS[self.precision]
         self.autocast_dtype = getattr(torch, dtype_name) if dtype_name else None
+        self.fp16_fallbacks = 0  # batches of planes whose fp16 network overflowed: run in fp32
         # one plane at a time is fastest on CPU (fast-x2 at 512², end to end: 256 ms per slice at
         # batch 1 vs 397 ms at batch 8, benchmarks/results/speed_pipeline.md: the activations of 8
         # planes fall out of the caches)
@@ -381,19 +386,24 @@ class PlaneUpscaler:
 
         from medsr.inference.tiling import tiled_forward
 
-        dtype = self.autocast_dtype
-        call = self._net_call
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            if tiled and self.tile_size:
-                # a network that declares how far it looks and on which grid (RLFN with its
-                # fixed-spread attention) gets tiles that reproduce a whole-image pass
-                out = tiled_forward(
-                    call, t, tile=self.tile_size, halo=self.halo,
-                    align=getattr(self.net, "tile_align", 1), batch_size=self.batch_size,
-                )  # fmt: skip
-            else:
-                out = call(t, up) if up is not None else call(t)
-        out = out.float()
+        def run(dtype: Any) -> Any:
+            call = self._net_call
+            with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+                if tiled and self.tile_size:
+                    # a network that declares how far it looks and on which grid (RLFN with its
+                    # fixed-spread attention) gets tiles that reproduce a whole-image pass
+                    return tiled_forward(
+                        call, t, tile=self.tile_size, halo=self.halo,
+                        align=getattr(self.net, "tile_align", 1), batch_size=self.batch_size,
+                    )  # fmt: skip
+                return call(t, up) if up is not None else call(t)
+
+        out = run(self.autocast_dtype).float()
+        if self.autocast_dtype is torch.float16 and not bool(torch.isfinite(out).all()):
+            # fp16 tops out at 65,504: planes whose activations overflow it run again in fp32
+            log.warning("fp16 overflowed in the network on this batch of planes: ran it in fp32")
+            self.fp16_fallbacks += 1
+            out = run(None).float()
         return out.add_(up) if up is not None else out
 
     def forward(self, x: np.ndarray, tiled: bool = False) -> np.ndarray:
@@ -507,6 +517,11 @@ class PlaneUpscaler:
         }
         if self.precision_requested == "auto":
             meta["derivation"]["precision_auto"] = self.precision_note
+        if self.fp16_fallbacks:
+            meta["derivation"]["precision_fallback"] = (
+                f"fp16 overflowed on {self.fp16_fallbacks} batch(es) of planes of this run: "
+                "those ran in fp32"
+            )
         if self.low_band_cutoff:
             meta["derivation"]["low_band"] = {
                 "base": self.base_name,

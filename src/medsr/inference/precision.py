@@ -19,6 +19,14 @@ run whole under autocast, as before.
    :data:`BF16_MEASURED` under the weights' checksum, so a retrained or unknown model gets fp32
    until it is measured.
 
+On a CUDA GPU (compute capability 7.0 or later: fp16 tensor cores), where bf16 is not native or
+not within the tolerance, ``auto`` picks ``fp16`` for a model whose fp16 change
+(:data:`FP16_MEASURED`, the same measurement and tolerance) is within it. fp16 keeps 11
+significant bits to bf16's 8, so it changes CT outputs about eight times less (fast-x2: 0.6 HU
+at most against 11.6), at the same tensor-core speed; its smaller range (65,504) is guarded:
+a learned residual that overflows is computed again in fp32
+(:meth:`medsr.inference.planes.PlaneUpscaler.forward_tensor`).
+
 ``fp16`` runs on CUDA only (the same residual-only split).
 """
 
@@ -33,10 +41,12 @@ __all__ = [
     "BF16_MEASURED",
     "BF16_TOLERANCE_HU",
     "BF16_TOLERANCE_HU_RMS",
+    "FP16_MEASURED",
     "PRECISIONS",
     "PRECISION_CHOICES",
     "check_precision",
     "native_bf16",
+    "native_fp16",
     "resolve_precision",
 ]
 
@@ -78,6 +88,20 @@ BF16_MEASURED: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
+#: fp16 (learned residual only) against fp32, as :data:`BF16_MEASURED` and measured the same way
+#: by ``benchmarks/precision.py``; ``auto`` uses it on CUDA GPUs. Measured (session 9) with fp16
+#: emulated on the CPU (torch's CPU autocast to float16) — a GPU's fp16 convolutions may round
+#: differently, so ``benchmarks/device_check.sh`` measures fp16 on the GPU too, and the CUDA
+#: tests check the tolerance there. fp16 changes the shipped models' CT output by 0.6–2.2 HU at
+#: most, bf16 by 7–17 HU.
+FP16_MEASURED: dict[str, dict[str, Any]] = {
+    "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_max": 0.595, "hu_rms": 0.0377, "psnr_change_db": -0.0002},
+    "sha256:e6cbb585aee554e41c04ad678019b279bee042987f22c79ea68353795b77b073": {"model": "default-x2", "hu_max": 1.74, "hu_rms": 0.035, "psnr_change_db": +0.0005},
+    "sha256:414a4475cf8fef52f067b363e5c0a5988a7ed3a99c5d379c009c4c58c892bf4f": {"model": "fast-x4", "hu_max": 1.03, "hu_rms": 0.0291, "psnr_change_db": -0.0006},
+    "sha256:8f92085f50246ac45962ba2109501869f9da4e741116bac1ba1316985bd54369": {"model": "default-x4", "hu_max": 2.22, "hu_rms": 0.0423, "psnr_change_db": -0.0002},
+}  # fmt: skip
+
+
 def check_precision(precision: str, *, allow_auto: bool = True) -> str:
     """``precision`` if it is one of :data:`PRECISION_CHOICES` (``auto`` only when
     ``allow_auto``), else a clear error."""
@@ -115,8 +139,9 @@ def resolve_precision(precision: str, device: Any, checksum: str, learned: bool)
 
     ``auto`` → ``bf16`` when the device computes it natively and the model (by ``checksum``) is in
     :data:`BF16_MEASURED` within :data:`BF16_TOLERANCE_HU` / :data:`BF16_TOLERANCE_HU_RMS`;
-    ``fp32`` otherwise (classical interpolators always: they have no learned part). Other
-    requests are returned as they are.
+    else, on a CUDA GPU with fp16 tensor cores, ``fp16`` when the model is in
+    :data:`FP16_MEASURED` within the same tolerance; ``fp32`` otherwise (classical interpolators
+    always: they have no learned part). Other requests are returned as they are.
     """
     check_precision(precision)
     if precision != "auto":
@@ -124,15 +149,37 @@ def resolve_precision(precision: str, device: Any, checksum: str, learned: bool)
     if not learned:
         return "fp32", "auto: a classical interpolator has no learned part"
     native, why = native_bf16(device)
-    if not native:
-        return "fp32", f"auto: {why}"
-    measured = BF16_MEASURED.get(checksum)
+    bf16 = _within(BF16_MEASURED.get(checksum), "bf16") if native else (False, f"auto: {why}")
+    if bf16[0]:
+        return "bf16", f"auto: {why}; {bf16[1]}"
+    fp16_native, fp16_why = native_fp16(device)
+    if fp16_native:
+        fp16 = _within(FP16_MEASURED.get(checksum), "fp16")
+        if fp16[0]:
+            return "fp16", f"auto: {fp16_why}; {fp16[1]}"
+    return "fp32", bf16[1]
+
+
+def native_fp16(device: Any) -> tuple[bool, str]:
+    """Whether ``device`` runs fp16 on tensor cores (a CUDA GPU of compute capability ≥ 7.0)."""
+    if device.type != "cuda":
+        return False, f"{device.type}: fp16 runs on a CUDA GPU only"
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    ok = (major, minor) >= (7, 0)
+    return ok, f"{name} (compute capability {major}.{minor}): {'' if ok else 'no '}fp16 tensor cores"
+
+
+def _within(measured: dict[str, Any] | None, dtype: str) -> tuple[bool, str]:
+    """Whether a measured change is within the tolerance, and the reason in words."""
     if measured is None:
-        return "fp32", "auto: bf16 not measured for this model (benchmarks/precision.py)"
+        return False, f"auto: {dtype} not measured for this model (benchmarks/precision.py)"
     hu_max, hu_rms = float(measured["hu_max"]), float(measured["hu_rms"])
     if hu_max > BF16_TOLERANCE_HU or hu_rms > BF16_TOLERANCE_HU_RMS:
-        return "fp32", (
-            f"auto: bf16 changes this model's CT output by up to {hu_max:.2g} HU "
+        return False, (
+            f"auto: {dtype} changes this model's CT output by up to {hu_max:.2g} HU "
             f"(tolerance {BF16_TOLERANCE_HU:g} HU)"
         )
-    return "bf16", f"auto: {why}; bf16 changes this model's CT output by at most {hu_max:.2g} HU"
+    return True, f"{dtype} changes this model's CT output by at most {hu_max:.2g} HU"
