@@ -623,6 +623,8 @@ class ValItem:
     group: str
     lr: torch.Tensor  # (1, h, w)
     hr: torch.Tensor  # (1, H, W)
+    # the baseline's scores: bicubic's, or the low-band base's when the model keeps one's
+    # (zero-filled k-space for a k-space guard); val/psnr_gain is measured over it
     bicubic_psnr: float
     bicubic_ssim: float
 
@@ -778,8 +780,9 @@ class SRDataModule(EpochDataModule):
 
             def baseline(x: torch.Tensor) -> torch.Tensor:
                 return cubic_upsample_axis(x, fy, -2)
-        else:
-            baseline = create_model("bicubic", scale=s)
+        else:  # the model's own base when it keeps one's low band (zero-filled k-space, ...)
+            low_band = self.cfg.model.low_band
+            baseline = create_model(low_band.base if low_band is not None else "bicubic", scale=s)
         items: list[ValItem] = []
         for fi, it in enumerate(self.val_loaded):
             n = it.slices.shape[0]
@@ -860,7 +863,7 @@ class SRDataModule(EpochDataModule):
         d = self.cfg.data
         ds = PatchDataset(
             self.train_loaded,
-            d.patch_size,
+            d.patch_size + 2 * d.patch_margin,  # the margin is cut away after the degradation
             group_weights=d.modality_weights,
             seed=d.seed,
             min_std=d.min_patch_std,
@@ -941,4 +944,10 @@ class SRDataModule(EpochDataModule):
         if isinstance(batch, dict) and "lr" not in batch and "hr" in batch:
             batch = dict(batch)
             batch["hr"], batch["lr"] = self.make_pair(batch["hr"], batch["group"])
+            m = self.cfg.data.patch_margin
+            if m:  # degraded with its context: now cut the context away
+                fy, fx = self.factor
+                hr, lr = batch["hr"], batch["lr"]
+                batch["hr"] = hr[..., m : hr.shape[-2] - m, m : hr.shape[-1] - m]
+                batch["lr"] = lr[..., m // fy : lr.shape[-2] - m // fy, m // fx : lr.shape[-1] - m // fx]
         return batch

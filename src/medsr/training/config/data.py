@@ -53,6 +53,11 @@ class DataConfig:
     val_slices_per_file: int = 4
     val_max_size: int = 256
     min_patch_std: float = 0.01
+    #: HR pixels of context drawn on each side of a training patch, degraded with it and cut
+    #: away after (a multiple of scale): the LR patch then carries the degradation as a whole
+    #: image gets it, without the wrap-around (k-space) or border effects of degrading the patch
+    #: alone. 0: the patch is degraded on its own.
+    patch_margin: int = 0
     augment: bool = True
     num_workers: int = 0
     seed: int = 0
@@ -75,6 +80,8 @@ class DataConfig:
             raise InvalidParameterError(
                 f"{where}.val_fraction must be in [0, 1), got {self.val_fraction}"
             )
+        if self.patch_margin < 0:
+            raise InvalidParameterError(f"{where}.patch_margin must be ≥ 0, got {self.patch_margin}")
         if self.min_patch_std < 0:
             raise InvalidParameterError(
                 f"{where}.min_patch_std must be ≥ 0, got {self.min_patch_std}"

@@ -87,6 +87,10 @@ class Config:
             raise InvalidParameterError(
                 f"data.patch_size ({self.data.patch_size}) must be a multiple of scale ({self.scale})"
             )
+        if self.data.patch_margin % self.scale:
+            raise InvalidParameterError(
+                f"data.patch_margin ({self.data.patch_margin}) must be a multiple of scale ({self.scale})"
+            )
         if self.data.patch_size // self.scale < 4:
             raise InvalidParameterError(
                 f"data.patch_size ({self.data.patch_size}) gives LR patches smaller than 4 px"
