@@ -249,6 +249,24 @@ def resolve_physics(
     return meas, "given"
 
 
+def physics_kind(degradation: str | dict[str, Any] | Measurement | None, modality: str | None) -> str | None:
+    """The kind of in-plane physics :func:`resolve_physics` will state for an image of
+    ``modality`` — known before the image is read (a PACS series from its query, a batch item):
+    ``"auto"`` → ``kspace`` for MR, ``None`` otherwise; a stated kind → that kind."""
+    if degradation is None:
+        return None
+    if isinstance(degradation, Measurement):
+        return degradation.kind
+    if isinstance(degradation, dict):
+        return str(degradation.get("kind") or "").strip().lower() or None
+    text = str(degradation).strip().lower()
+    if text in ("none", ""):
+        return None
+    if text == "auto":
+        return "kspace" if modality_group(modality or "OT") == "MR" else None
+    return text
+
+
 class DetailCheckWarning(UserWarning):
     """A learned model's detail failed the self-check one scale down and was scaled down."""
 

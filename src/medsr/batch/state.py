@@ -88,6 +88,20 @@ def model_fingerprint(model: Any, scale: int) -> str:
     return f"{resolve_model(loaded, scale=scale).checksum}|x{scale}"
 
 
+def _physics_default_fingerprint(model: Any, scale: int, degradation: str) -> str:
+    """``|kspace-model=<checksum>`` when no model is named and k-space inputs (``kspace``, or MR
+    under ``auto``) run a default of their own (:func:`medsr.models.resolver.default_model_name`):
+    new weights for it re-process the archive too. Empty otherwise (earlier journals stay valid)."""
+    from medsr.models.resolver import default_model_name, resolve_model
+
+    if model is not None or degradation not in ("kspace", "auto"):
+        return ""
+    name = default_model_name(scale, "kspace")
+    if name == default_model_name(scale):
+        return ""
+    return f"|kspace-model={resolve_model(name, scale=scale).checksum}"
+
+
 def run_fingerprint(
     model: str | os.PathLike[str] | None,
     scale: int,
@@ -107,6 +121,7 @@ def run_fingerprint(
         key += "|maps"
     if degradation is not None:  # the physics changes the base interpolator and the projection
         key += f"|degradation={str(degradation).lower()}"
+        key += _physics_default_fingerprint(model, scale, str(degradation).lower())
     if modality is not None:
         key += f"|modality={str(modality).upper()}"
     return key

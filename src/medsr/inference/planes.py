@@ -115,6 +115,8 @@ class PlaneUpscaler:
     autocast_dtype: Any
     fp16_fallbacks: int
     residual_split: bool
+    #: the defaults of other physics that users of this upscaler switched to (loaded once)
+    _alternates: dict[str | None, PlaneUpscaler]
 
     def __init__(
         self,
@@ -131,11 +133,37 @@ class PlaneUpscaler:
         range_guard: bool | float | None = None,
     ):
         from medsr.inference.device import resolve_device
-        from medsr.models.resolver import check_scale, resolve_model
+        from medsr.models.resolver import check_scale, default_model_name, resolve_model
 
         self.scale = check_scale(scale)
         self.clip = clip
         self.tile = tile
+        # the default model follows the stated physics: with no model named, a base of its own
+        # (zero-filled k-space for k-space data) runs the default trained for it when shipped
+        shared = model if isinstance(model, PlaneUpscaler) else None
+        if base is None and shared is not None:
+            base = shared.base_name
+        physics = base if base not in (None, "bicubic") else None
+        given = shared.loaded if shared is not None else model
+        if (
+            isinstance(given, LoadedModel)
+            and given.by_default
+            and given.name != default_model_name(self.scale, physics)
+        ):
+            switched_from = shared
+            if shared is not None:  # another network with the shared one's settings
+                device = shared.device.type if device == "auto" else device
+                precision = shared.precision_requested if precision is None else precision
+                if low_band is None:
+                    low_band = shared.low_band_cutoff or False
+                if range_guard is None:
+                    range_guard = False if shared.range_margin is None else shared.range_margin
+                # a batch asks for it once per input: load it once
+                model = shared._alternates.get(physics)
+            else:
+                model = None
+        else:
+            switched_from = None
         if isinstance(model, PlaneUpscaler):
             if precision is None:
                 precision = model.precision  # a shared network keeps its arithmetic
@@ -168,9 +196,12 @@ class PlaneUpscaler:
             self._set_low_band(base, low_band)
             self._set_range_guard(range_guard)
             self._settle(batch_size)
+            self._alternates = model._alternates
             return
         self.device = resolve_device(device)
-        self.loaded = resolve_model(model, scale=self.scale, kinds=("in-plane", "classical"))
+        self.loaded = resolve_model(
+            model, scale=self.scale, kinds=("in-plane", "classical"), physics=physics
+        )
         net = self.loaded.net
         self.net = net.to(self.device).eval()
         self.net_channels = int(getattr(net, "in_channels", 1))
@@ -186,6 +217,9 @@ class PlaneUpscaler:
         self._set_low_band(base, low_band)
         self._set_range_guard(range_guard)
         self._settle(batch_size)
+        self._alternates = {}
+        if switched_from is not None:
+            switched_from._alternates[physics] = self
 
     def _set_precision(self, precision: str | None) -> None:
         """The arithmetic asked for (``auto`` resolved for this device and model)."""

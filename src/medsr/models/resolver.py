@@ -9,6 +9,7 @@ PACS, safeguards, provenance, slice interpolation, zero-shot fine-tuning) parses
     m = resolve_model("runs/x/best.safetensors", scale=2)   # a weights file with its model card
     m = resolve_model("lanczos", scale=2)      # a classical interpolator (registry name)
     m = resolve_model(None, scale=4)           # the default for ×4 (default-x4, else bicubic)
+    m = resolve_model(None, scale=2, physics="kspace")   # default-x2-kspace when shipped
     m.kind, m.checksum, m.card, m.net          # the network is loaded on first use of .net
 
 What a :class:`LoadedModel` carries:
@@ -109,10 +110,18 @@ def shipped_weights() -> dict[str, Path]:
     return {p.name.removesuffix(_SUFFIX): p for p in sorted(WEIGHTS_DIR.glob("*" + _SUFFIX))}
 
 
-def default_model_name(scale: int) -> str:
-    """``default-x{scale}`` when shipped, else ``bicubic``."""
+def default_model_name(scale: int, physics: str | None = None) -> str:
+    """The model that runs when none is named: ``default-x{scale}-{physics}`` when the physics
+    is stated and such weights are shipped (e.g. ``default-x2-kspace``, trained on k-space
+    truncation for ``--degradation kspace``), else ``default-x{scale}`` when shipped, else
+    ``bicubic``."""
+    shipped = shipped_weights()
+    if physics:
+        specific = f"default-x{int(scale)}-{physics}"
+        if specific in shipped:
+            return specific
     name = f"default-x{int(scale)}"
-    return name if name in shipped_weights() else "bicubic"
+    return name if name in shipped else "bicubic"
 
 
 @dataclass(eq=False)
@@ -126,6 +135,9 @@ class LoadedModel:
     path: Path | None = None
     source: str = ""
     device: str = "cpu"
+    #: resolved from ``None``: the default, which may follow the stated physics
+    #: (:func:`default_model_name`; :class:`medsr.inference.planes.PlaneUpscaler` switches it)
+    by_default: bool = False
     _net: Any = field(default=None, repr=False)
 
     @property
@@ -199,6 +211,7 @@ def resolve_model(
     kinds: tuple[str, ...] | None = None,
     device: str = "cpu",
     in_channels: int = 1,
+    physics: str | None = None,
 ) -> LoadedModel:
     """Parse ``model`` once into a :class:`LoadedModel`.
 
@@ -213,14 +226,17 @@ def resolve_model(
         kinds: kinds the caller can run (``None``: any).
         device: where the network is put when first used.
         in_channels: channels of a classical model.
+        physics: with ``model=None``, the stated physics' kind (``kspace``): its own default
+            when one is shipped (:func:`default_model_name`).
     """
+    by_default = model is None
     if isinstance(model, LoadedModel):
         loaded = model
     else:
         if model is None:
             if scale is None:
                 raise InvalidParameterError("no model and no scale: cannot pick a default model")
-            model = default_model_name(check_scale(scale))
+            model = default_model_name(check_scale(scale), physics)
         text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
         if not text.strip():
             raise InvalidParameterError("the model name is empty")
@@ -252,6 +268,8 @@ def resolve_model(
             loaded = LoadedModel(
                 name=name, kind=kind, card=card, checksum=f"classical:{name}", source=text, device=device
             )
+    if by_default:
+        loaded.by_default = True
     if kinds is not None and loaded.kind not in kinds:
         want = " or ".join(kinds)
         raise InvalidParameterError(f"model {loaded.name!r} is a {loaded.kind} model; this needs {want}")

@@ -249,6 +249,23 @@ def _resolve_model(model: str | os.PathLike[str] | LoadedModel | None, scale: in
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
 
 
+def _model_for_series(
+    model: LoadedModel, scale: int, degradation: str | None, modality: str | None
+) -> LoadedModel:
+    """The model a series runs: the one named, or — with none named — the default for the
+    physics stated for it (``auto``: MR → k-space; :func:`medsr.models.resolver.default_model_name`),
+    chosen before the derivation key is computed so that the key names the model that runs."""
+    if not model.by_default:
+        return model
+    from medsr.models.resolver import default_model_name, resolve_model
+    from medsr.pipeline import physics_kind
+
+    kind = physics_kind(degradation, modality)
+    if default_model_name(scale, kind) == model.name:
+        return model
+    return resolve_model(None, scale=scale, kinds=("in-plane", "classical"), physics=kind)
+
+
 def _model_identity(model: str | os.PathLike[str] | LoadedModel) -> tuple[str, str]:
     """(short tag for the description, stable identity for the key) of a model: the identity is
     the model's one checksum (``sha256:`` of the weights, ``classical:<name>``), so new weights
@@ -418,6 +435,7 @@ def _upscale_one(
 
     t0 = time.perf_counter()
     study, source = info.study_uid, info.series_uid
+    model = _model_for_series(model, scale, degradation, info.modality)
     token, key = derivation_token(source, model, scale)
     tag = token.strip(" []").split()[1]
     base = UpscaleResult(study, source, "", modality=info.modality, model=tag, scale=scale)

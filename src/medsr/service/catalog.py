@@ -13,6 +13,7 @@ life, so each network is loaded once, on its first job.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import threading
@@ -164,4 +165,6 @@ class ModelCatalog:
                 f"unknown model {name!r}; available: {', '.join(sorted(entries))}"
             )
         card, loaded = entry
+        if loaded is not None and name.strip().lower() == "default":  # it follows the stated physics
+            loaded = dataclasses.replace(loaded, by_default=True)
         return card, (loaded if loaded is not None else card["name"])
