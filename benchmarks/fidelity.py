@@ -37,7 +37,6 @@ from _machine import machine
 from pydicom.data import get_testdata_file
 
 import medsr
-from medsr.degradations import default_kind, degrade_image
 from medsr.image import MedImage
 from medsr.inference.predictor import upscale
 from medsr.metrics import psnr3d
@@ -52,6 +51,8 @@ from medsr.safeguards import hallucination as H
 from medsr.safeguards.ood import check_distribution
 
 RESULTS = Path(__file__).parent / "results"
+#: the README names the modality that loses most under the wrong physics when it loses more (dB)
+WORST_MODALITY_DB = 3.0
 #: (file, modality label, centre crop) — HR references for the consistency benchmark
 QUALITY_IMAGES = (
     ("CT_small.dcm", None),
@@ -144,6 +145,8 @@ def quality_rows(
 ) -> list[dict[str, Any]]:
     """Consistency off/on per image; LR made with ``generate`` (``None``: the modality default,
     i.e. the degradation the projection assumes; ``"bicubic"``: a mismatch for CT/MR/CR)."""
+    from medsr.degradations import default_kind, degrade_image  # imports torch: not for --readme
+
     rows = []
     for scale in scales:
         for name, hr in images.items():
@@ -442,6 +445,70 @@ def markdown(info: dict[str, Any]) -> str:
     return "\n".join(md) + "\n"
 
 
+def _minus(value: float, spec: str) -> str:
+    """``value`` formatted with ``spec``, negatives with the typographic minus the README uses."""
+    return f"{value:{spec}}".replace("-", "−")
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """``pass``, or ``**fail** (CRITERION by MARGIN)`` with the criterion furthest past its limit."""
+    if row["passed"]:
+        return "pass"
+    worst, margin = min(row["margins"].items(), key=lambda kv: kv[1])
+    return f"**fail** ({worst.replace('_', ' ')} by {-margin:.2f})" if margin < 0 else "**fail**"
+
+
+def readme_rows(info: dict[str, Any]) -> list[tuple[str, int]]:
+    """The README table's (model, scale) rows: the classical methods at the smallest scale, the
+    learned models at their own scale (smallest scale first, in run order), the control last."""
+    learned = set(info["learned"])
+    base = min(r["scale"] for r in info["hallucination"])
+    order = {m: i for i, m in enumerate(info["models"])}
+    have = {(r["model"], r["scale"]) for r in info["hallucination"]}
+    rows = [(m, base) for m in info["models"] if m not in learned and m != "control"]
+    rows += sorted(((m, s) for m, s in have if m in learned), key=lambda k: (k[1], order[k[0]]))
+    rows += [("control", base)] if "control" in info["models"] else []
+    return [k for k in rows if k in have]
+
+
+def readme_tables(info: dict[str, Any]) -> str:
+    """The README's fidelity table (section *Fidelity benchmark*): per method, PSNR with the
+    consistency projection off → on, what the projection costs under the wrong physics (the
+    modality that loses most named when it loses more than ``WORST_MODALITY_DB``), the lesion and
+    noise tests with the projection off, and both verdicts; the default of each scale in bold
+    (``--readme`` prints it for pasting)."""
+    learned = set(info["learned"])
+    hal = {(r["model"], r["scale"], r["consistency"]): r for r in info["hallucination"]}
+    quality = {(q["model"], q["scale"]): q for q in info["quality_summary"]}
+    mismatch = {(q["model"], q["scale"]): q for q in info["mismatch_summary"]}
+    n = len(info["quality_images"])
+    lines = [
+        f"| model | consistency off → on: PSNR ({n} images, matched physics) | wrong physics: on − off "
+        "| lesions off: contrast min / max, echo, sham | noise HF / limit | verdict off | verdict on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for m, s in readme_rows(info):
+        name = m if m in learned else f"{m} ×{s}"
+        name = f"**{name}**" if m == f"default-x{s}" else name
+        q = quality.get((m, s))
+        psnr = "—" if q is None else f"{q['psnr_off']:.2f} → {q['psnr_on']:.2f} dB"
+        wrong = "—"
+        if (w := mismatch.get((m, s))) is not None:
+            wrong = _minus(w["gain"], "+.2f") + " dB"
+            mod, loss = min(w["gain_per_modality"].items(), key=lambda kv: kv[1], default=("", 0.0))
+            if loss < -WORST_MODALITY_DB:
+                wrong += f" ({mod} {_minus(loss, '.1f')})"
+        off, on = hal[(m, s, "off")], hal.get((m, s, "on"))
+        lo = "—" if off["min_ratio_resolvable"] is None else f"{off['min_ratio_resolvable']:.2f}"
+        lines.append(
+            f"| {name} | {psnr} | {wrong} | {lo} / {off['max_ratio']:.2f}, {off['echo']:.3f}, "
+            f"{off['sham']:.3f} | {off['noise_hf']:.3f} / {off['noise_limit']:.3f} | {_verdict(off)} | "
+            + ("—" if on is None else _verdict(on))
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -456,7 +523,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="CT_small and MR_small only")
     ap.add_argument("--no-control", action="store_true", help="skip the negative control")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
+    ap.add_argument(
+        "--readme", action="store_true", help="print the README table of the saved results and exit"
+    )
     args = ap.parse_args()
+    if args.readme:
+        print(readme_tables(json.loads((Path(args.out) / "fidelity.json").read_text())))
+        return
     scales = [int(s) for s in args.scales.split(",")]
     shipped = [m.name for m in list_pretrained(kind="in-plane")]
     # every shipped model runs anyway: naming one in --models must not run it twice

@@ -39,7 +39,6 @@ from _machine import machine
 
 from medsr.models.resolver import list_pretrained
 from medsr.reports.evaluate import evaluate, paired_gain
-from medsr.training.data import CORPUS_FILES, resolve_corpus
 
 #: the recipes' validation files (configs/default-x2.yaml ``val_files``): never trained on
 VALIDATION = ("CT_small.dcm", "MR_small.dcm", "aniso_vox.nii.gz", "gdcm-US-ALOKA-16.dcm")
@@ -70,6 +69,8 @@ def shipped_models(scale: int) -> list[str]:
 
 def modality_of(image: str, modality: str) -> str:
     """NIfTI files carry no modality: use the corpus's (MR)."""
+    from medsr.training.data import CORPUS_FILES  # imports torch: not for --readme
+
     return CORPUS_FILES.get(image) or modality
 
 
@@ -137,7 +138,13 @@ def main() -> None:
     ap.add_argument("--no-consistency", action="store_true", help="skip the consistency on/off runs")
     ap.add_argument("--merge", action="store_true",
                     help="add these models to benchmarks/results/quality.json instead of replacing it")
+    ap.add_argument("--readme", action="store_true", help="print the README table of the saved results and exit")
     args = ap.parse_args()
+    if args.readme:
+        print(readme_tables(json.loads((RESULTS / "quality.json").read_text())))
+        return
+    from medsr.training.data import resolve_corpus  # imports torch: not for --readme
+
     old = json.loads((RESULTS / "quality.json").read_text()) if args.merge else {}
     results: dict[str, dict] = old.get("results", {}) if "sets" in old else {}
     for set_name in args.sets.split(","):
@@ -194,6 +201,55 @@ def markdown(info: dict) -> str:
                 "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items()),
                 f"{e['seconds']:.1f}", str(e["n"])]) + " |")
     return "\n".join(md)
+
+
+#: the README's sets: the headline sets (both scales interleaved), then the seen images
+README_SETS = ("validation", "validation-mr", "seen")
+#: the degradations the README shows for the seen images (the physics-degraded ones: quality.md only)
+README_SEEN = ("bicubic",)
+
+
+def readme_order(models: list[str]) -> list[str]:
+    """The README's row order: the classical methods, the other learned models by name, then
+    ``fast-*``, then ``default-*`` last."""
+
+    def key(m: str) -> tuple[int, int, str]:
+        if m in CLASSICAL:
+            return (0, CLASSICAL.index(m), m)
+        return (1, 2 if m.startswith("default") else 1 if m.startswith("fast") else 0, m)
+
+    return sorted(models, key=key)
+
+
+def readme_tables(info: dict) -> str:
+    """The README's quality table (section *Quality*): per set, scale and degradation (the seen
+    images with plain bicubic only) every model's PSNR, SSIM and paired gain over bicubic, the
+    default of the scale in bold, then the default with ``--consistency on`` against off
+    (``--readme`` prints it for pasting)."""
+    head = ["images", "scale", "degradation", "model", "PSNR (dB)", "SSIM", "ΔPSNR vs bicubic [95 % CI]",
+            "per modality"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---|---|"]
+    runs = [r for r in info["results"].values() if r["consistency"] == "off" and r["set"] in README_SETS
+            and (r["set"] != "seen" or r["degradation"] in README_SEEN)]
+    runs.sort(key=lambda r: (r["set"] == "seen", r["scale"], README_SETS.index(r["set"])))  # stable
+    for res in runs:
+        key = f"{res['set']}_x{res['scale']}_{res['degradation']}"
+        default = f"default-x{res['scale']}"
+        group = [res["set"], f"×{res['scale']}", res["degradation"]]
+        for m in readme_order(list(res["models"])):
+            e = res["models"][m]
+            gain = "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"])
+            per = "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items())
+            name, gain = (f"**{m}**", f"**{gain}**") if m == default else (m, gain)
+            lines.append("| " + " | ".join([*group, name, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", gain, per]) + " |")
+            group = ["", "", ""]
+        on = info["results"].get(f"{key}_consistency-on", {}).get("models", {})
+        if default in on and default in res["models"]:
+            e = on[default]
+            lines.append("| " + " | ".join([*group, f"{default} + `--consistency on`", f"{e['psnr']:.2f}",
+                                            f"{e['ssim']:.4f}",
+                                            f"{e['psnr'] - res['models'][default]['psnr']:+.2f} vs off", ""]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,29 @@ LIMITATIONS = [
     "use --consistency on when the degradation is known.",
 ]
 
+#: the role, training text and limitations of a default trained for one physics
+#: (``default-x{s}-kspace``: its card's ``low_band.base`` is ``kspace``)
+ROLE_KSPACE = (
+    "the default for MR k-space data: with no --model, `medsr upscale --degradation kspace` (or `auto` on an MR "
+    "DICOM header) runs it in place of default-x{s}; fine-tuned from default-x{s} on MR only, every patch "
+    "k-space truncated as --degradation kspace states it"
+)
+DEGRADATION_KSPACE = (
+    "every patch plain k-space truncation (the central 1/{s} of k-space per axis, no window, cell-centred grid, "
+    "magnitude), degraded with 16 px of context (no wrap-around at the patch's edges); Rician scanner noise in "
+    "HR and LR alike on 30 % of the patches; trained behind the low-band guard with zero-filled k-space as the "
+    "base (the output's low band is zero-filled k-space's)"
+)
+LIMITATIONS_KSPACE = [
+    "MR only: trained on the development corpus's MR (shared/data/CORPUS.md: T1 brains, noisy diffusion, FLAIR, "
+    "cardiac, abdomen), validated on the six MR of the leave-one-source-out split (noisy PD brain slices, MR_small, "
+    "aniso_vox; benchmarks/faithful.py's k-space set). Expect other gains on other scanners and sequences.",
+    "It assumes the input is a truncated k-space measurement with no apodisation window; run it with "
+    "--degradation kspace (the consistency projection then keeps what the scanner measured). On CT, radiographs, "
+    "ultrasound, or MR without the stated physics, use the default.",
+    "Learned models can change fine texture; check the consistency and uncertainty maps (--maps).",
+]
+
 LIMITATIONS_FAITHFUL = [
     "Trained on the development corpus and its added sources (shared/data/CORPUS.md; about 20 images and "
     "volumes; training.hardware says where); validated leave-one-source-out on 10 images of other packages/patients "
@@ -97,7 +120,7 @@ def fixed_attention_note(reach: int) -> str:
     return (
         "Its attention spreads its coarse map by a fixed factor (esa_spread: fixed), so tiles reproduce a "
         f"whole-image pass; tiling therefore needs a wider overlap ({reach} input px each side), which costs "
-        "more network time on planes larger than the 512-px tile (benchmarks/speed.py)."
+        "more network time on planes larger than one tile (medsr.inference.tiling.tile_size_for; benchmarks/speed.py)."
     )
 
 
@@ -122,6 +145,8 @@ RECIPES = {
                    "configs/default-x4-fixed-esa-gpu.yaml"],
     "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml", "configs/fast-x2-fixed-esa.yaml"],
     "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
+    "default-x2-kspace": ["(default-x2's recipes)", "configs/mr-kspace-x2.yaml"],
+    "default-x4-kspace": ["(default-x4's recipes)", "configs/mr-kspace-x4.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
     "vdsr-x2": ["configs/baseline-vdsr-x2.yaml"],
@@ -376,9 +401,12 @@ def main() -> None:
         arch = card["architecture"]
         kw = card["kwargs"]
         size = ", ".join(f"{k} {v}" for k, v in kw.items() if k in ("num_features", "num_blocks", "global_residual"))
+        kspace = (card.get("low_band") or {}).get("base") == "kspace"
         role = (ROLE_FAITHFUL.get(family) if card.get("low_band") else None) or ROLE.get(
             family, "a seed baseline trained with the default's data, degradations, loss and optimiser"
         )
+        if kspace:
+            role = ROLE_KSPACE.format(s=scale)
         card.update(
             {
                 "name": name,
@@ -391,13 +419,20 @@ def main() -> None:
                     "hardware": LAST_STAGE_HARDWARE.get(name, args.hardware),
                     "data": "development corpus only (shared/data/CORPUS.md); validation files never trained on"
                     + (
+                        "; the last stage MR only (T1 brains, noisy diffusion, FLAIR, cardiac and abdomen MR), "
+                        "validated on the leave-one-source-out split's MR (noisy PD brain slices, MR_small, aniso_vox)"
+                        if kspace
+                        else ""
+                    )
+                    + (
                         "; last stage adds the corpus's added sources (make corpus: head CT volume, T1 brains, "
                         "noisy diffusion MR, FLAIR and cardiac MR) and validates leave-one-source-out (noisy PD "
                         "brain MR, CT scout radiograph, head CT, CT_small, MR_small, aniso_vox, US)"
-                        if card.get("low_band")
+                        if card.get("low_band") and not kspace
                         else ""
                     ),
-                    "degradation": "half plain antialiased bicubic, half each modality's physics (CT detector blur, "
+                    "degradation": DEGRADATION_KSPACE.format(s=scale) if kspace else
+                    "half plain antialiased bicubic, half each modality's physics (CT detector blur, "
                     "MR k-space truncation, CR detector + quantum noise, US lateral blur, NM blur + Poisson)"
                     + (
                         "; scanner noise added to the high-resolution target on 30 % of the patches (MR Rician, CT "
@@ -408,7 +443,7 @@ def main() -> None:
                     ),
                 },
                 "evaluation": evaluation(name, scale),
-                "limitations": (LIMITATIONS_FAITHFUL if card.get("low_band") else LIMITATIONS)
+                "limitations": (LIMITATIONS_KSPACE if kspace else LIMITATIONS_FAITHFUL if card.get("low_band") else LIMITATIONS)
                 + KNOWN_ISSUES.get(name, [])
                 + ([fixed_attention_note(int(net.reach))] if getattr(net, "reach", None) else [])
                 + ([] if family in ROLE else [BASELINE_NOTE]),
