@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import statistics
 import sys
 import time
@@ -170,7 +171,7 @@ def speed_ms(up: Any, size: int, repeats: int) -> float:
 def measure(model: str, device: str, crop: int | None, repeats: int, time_emulated: bool) -> dict[str, Any]:
     from medsr.inference.precision import native_bf16, resolve_precision
 
-    scale = int(model.rsplit("x", 1)[-1])
+    scale = int(re.search(r"-x(\d+)", model).group(1))  # fast-x2, default-x2-kspace
     variants = ["bf16", "bf16 whole", "fp16"] + (["fp32 tf32"] if device.startswith("cuda") else [])
     ref = upscaler(model, scale, device, "fp32")
     ct = [_load(n, crop) for n in CT_FILES]

@@ -40,6 +40,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -495,7 +496,7 @@ def section_network(args: argparse.Namespace) -> None:
 
 
 def _scale_of(model: str) -> int:
-    return int(model.rsplit("x", 1)[-1]) if "-x" in model else 2
+    return int(m.group(1)) if (m := re.search(r"-x(\d+)", model)) else 2
 
 
 def _network_md(info: dict[str, Any], cuda: bool) -> str:

@@ -11,6 +11,9 @@
 #   fast       fast-x2 + fast-x4 (distilled from runs/shipped/default-x{2,4})          FAST_TIME
 #   baselines  srcnn-x2 + residual5-x2, then vdsr-x2 + srresnet-x2 (seed baselines:
 #              same data/degradations/loss/optimiser; srresnet-x2 is not shipped)    BASELINE_TIME
+#   kspace     mr-kspace-x2 + mr-kspace-x4 (fine-tunes of the shipped defaults on MR k-space
+#              truncation) -> default-x2-kspace, default-x4-kspace; not in STAGES by default
+#              (STAGES=kspace scripts/train_defaults.sh)                                KSPACE_TIME
 #
 # Stage 1, 2 and 3 runs end at their max_epochs (5,120 / 8,192 / 4,608 / 5,120 / 8,192 steps)
 # unless the budget stops them first; about 3 h 30 min in all on 2 CPU cores.
@@ -30,6 +33,7 @@ STAGE2_TIME=${STAGE2_TIME:-00:50:00}
 STAGE3_TIME=${STAGE3_TIME:-01:25:00}
 FAST_TIME=${FAST_TIME:-00:30:00}
 BASELINE_TIME=${BASELINE_TIME:-00:15:00}
+KSPACE_TIME=${KSPACE_TIME:-00:55:00}
 THREADS=${THREADS:-1}
 STAGES=${STAGES:-"default stage2 stage3 fast baselines"}
 
@@ -90,6 +94,15 @@ for stage in $STAGES; do
                # srresnet-x2 is trained for the comparison, not shipped: 256 steps in the budget
                # leave it 13 dB below bicubic (README, Trained models)
                ship vdsr-x2 vdsr-x2 ;;
+    kspace)    # the MR k-space defaults (session 9): fine-tunes of the shipped default-x2/x4 on MR,
+               # every patch k-space truncated; the best validation checkpoint ships
+               pair mr-kspace-x2 configs/mr-kspace-x2.yaml "$KSPACE_TIME" \
+                    mr-kspace-x4 configs/mr-kspace-x4.yaml "$KSPACE_TIME"
+               for s in 2 4; do
+                 best=$(ls runs/mr-kspace-x$s/checkpoints/best-*.ckpt | tail -1)
+                 "$MEDSR" export "$best" "runs/mr-kspace-x$s/mr-kspace-x$s.safetensors" --overwrite
+                 ship "mr-kspace-x$s" "default-x$s-kspace"
+               done ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

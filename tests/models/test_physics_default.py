@@ -35,7 +35,8 @@ def kspace_default(monkeypatch, tmp_path) -> str:
 def test_default_name_follows_the_physics(kspace_default):
     assert resolver.default_model_name(2, "kspace") == "default-x2-kspace"
     assert resolver.default_model_name(2) == resolver.default_model_name(2, "bicubic") == "default-x2"
-    assert resolver.default_model_name(4, "kspace") == "default-x4"  # none shipped for ×4: the default
+    assert resolver.default_model_name(2, "ct-sparse-view") == "default-x2"  # none for that physics
+    assert resolver.default_model_name(3, "kspace") == "bicubic"  # no default at ×3 at all
     loaded = resolver.resolve_model(None, scale=2, physics="kspace")
     assert (loaded.name, loaded.checksum, loaded.by_default) == ("default-x2-kspace", kspace_default, True)
     assert not resolver.resolve_model("default-x2", scale=2).by_default
@@ -101,3 +102,19 @@ def test_web_and_pacs_pick_it_before_running(kspace_default):
     assert _model_for_series(resolver.resolve_model("default-x2", scale=2), 2, "kspace", "MR").name == "default-x2"
     # the derivation key names the model that runs
     assert derivation_token("1.2.3", mr, 2) != derivation_token("1.2.3", default, 2)
+
+
+def test_shipped_kspace_defaults():
+    """The k-space defaults that ship are fine-tunes of the defaults, behind a k-space guard."""
+    from medsr.models.weights import read_card
+
+    shipped = resolver.shipped_weights()
+    for s in (2, 4):
+        name = f"default-x{s}-kspace"
+        if name not in shipped:
+            continue
+        card = read_card(shipped[name])
+        assert card["low_band"]["base"] == "kspace" and card["scale"] == s
+        assert card["kwargs"] == read_card(shipped[f"default-x{s}"])["kwargs"]
+        assert resolver.default_model_name(s, "kspace") == name
+        assert "MR" in card["training_data"]["modalities"] and "CT" not in card["training_data"]["modalities"]

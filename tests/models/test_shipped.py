@@ -7,6 +7,7 @@ they fail if a shipped default stops beating bicubic.
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_card_is_complete_and_matches_its_json(name):
     for key in ("architecture", "kwargs", "scale", "normalization", "degradation", "training_data",
                 "summary", "training", "evaluation", "limitations", "version", "steps"):
         assert key in card, key
-    assert card["scale"] == int(name.rsplit("x", 1)[1])
+    assert card["scale"] == int(re.search(r"-x(\d+)", name).group(1))  # default-x2, default-x2-kspace
     assert card["name"] == name
     # only development-corpus files, never the held-out ones (shared/data/CORPUS.md)
     files = card["training_data"]["train_files"] + card["training_data"]["val_files"]
