@@ -255,7 +255,7 @@ def readme_tables(info: dict) -> str:
     def name(m: str) -> str:
         out = m.replace("--degradation", "`--degradation").replace(" (bare)", ", bare network")
         for fam in ("default", "fast"):
-            if out.startswith(fam):
+            if out.startswith(fam) and not out.startswith(fam + "-x"):  # "default-x2 (named)" has its own
                 out = fam + suffix + out[len(fam):]
         out = out + "`" if "`--degradation" in out else out
         return f"**{out}**" if m == "default" else out
@@ -435,9 +435,13 @@ def main() -> None:
         here = {k: v for k, v in models.items() if k != "kspace" or kind == "kspace"}
         for m, up in guarded.items():  # `--degradation KIND` (consistency auto): a user who knows it
             here[f"{m} + --degradation {kind}"] = with_physics(up, kind)
+        physics_default = default_model_name(s, kind)
+        if not args.model and physics_default != name:  # the general default named, side by side
+            here[f"{name} (named) + --degradation {kind}"] = with_physics(PlaneUpscaler(name, s, device="cpu"), kind)
         res = run_set(set_name, files, kind, s, here)
         res["models"] = list(here)
         res["summary"] = summarise(res, peers, [m for m in here if m.startswith(("default", "fast", "candidate"))])
+        res["physics_default"] = physics_default
         sets.append(res)
     info = {
         "machine": machine(),
