@@ -407,6 +407,12 @@ def main() -> None:
         )
         if kspace:
             role = ROLE_KSPACE.format(s=scale)
+            # validation measured the gain over zero-filled k-space (medsr.training.run.build_card)
+            metrics = dict(card.get("metrics") or {})
+            metrics["baseline"] = "kspace"
+            if "baseline" not in metrics.get("units", "") and "*_bicubic" not in metrics.get("units", ""):
+                metrics["units"] = metrics.get("units", "") + "; *_bicubic hold the kspace baseline's scores"
+            card["metrics"] = metrics
         card.update(
             {
                 "name": name,

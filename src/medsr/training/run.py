@@ -258,6 +258,10 @@ def build_card(
     for extra in ("gan", "distill", "init", "low_band"):
         if info.get(extra):
             card[extra] = info[extra]
+    base = (info.get("low_band") or {}).get("base", "bicubic")
+    if base != "bicubic":  # validation measured the gain over the model's own base (zero-filled k-space)
+        card["metrics"]["baseline"] = base
+        card["metrics"]["units"] += f"; *_bicubic hold the {base} baseline's scores"
     # task-specific card entries (slice interpolation: kind, in_channels, metrics, slices)
     card.update(info.get("card") or {})
     return card
