@@ -23,6 +23,7 @@ from pathlib import Path
 
 from medsr.models.pretrained import WEIGHTS_DIR, bundled_weights
 from medsr.models.weights import load_model, read_card, save_model
+from medsr.training.run import note_baseline
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
@@ -407,12 +408,9 @@ def main() -> None:
         )
         if kspace:
             role = ROLE_KSPACE.format(s=scale)
-            # validation measured the gain over zero-filled k-space (medsr.training.run.build_card)
-            metrics = dict(card.get("metrics") or {})
-            metrics["baseline"] = "kspace"
-            if "baseline" not in metrics.get("units", "") and "*_bicubic" not in metrics.get("units", ""):
-                metrics["units"] = metrics.get("units", "") + "; *_bicubic hold the kspace baseline's scores"
-            card["metrics"] = metrics
+            # validation measured the gain over zero-filled k-space (cards exported before the
+            # export said so themselves)
+            card["metrics"] = note_baseline(dict(card.get("metrics") or {}), "kspace")
         card.update(
             {
                 "name": name,

@@ -289,9 +289,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in list_pretrained():
         gain = (m.card.get("metrics") or {}).get("val_psnr_gain")
         scale = f" ×{m.scale}" if m.scale else ""
-        low_band_base = (m.card.get("low_band") or {}).get("base", "bicubic")
         base = "cubic along z" if m.kind == "through-plane" else (
-            "zero-filled k-space" if low_band_base == "kspace" else "bicubic"
+            "zero-filled k-space" if m.low_band_base == "kspace" else "bicubic"
         )  # validation gains are over the base the model keeps the low band of
         desc = f"trained {m.card.get('architecture')}{scale}" + (
             f", val ΔPSNR {gain:+.2f} dB vs {base}" if gain is not None else ""

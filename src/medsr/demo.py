@@ -55,7 +55,7 @@ def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     shipped = [
         m.name
         for m in list_pretrained(kind="in-plane")
-        if m.scale == scale and (m.card.get("low_band") or {}).get("base", "bicubic") == "bicubic"
+        if m.scale == scale and m.low_band_base == "bicubic"
     ]
     demo = ("bicubic", default) if default != "bicubic" else CLASSICAL_DEMO
     return demo, (*CLASSICAL_CHECK, *shipped)

@@ -133,7 +133,7 @@ class PlaneUpscaler:
         range_guard: bool | float | None = None,
     ):
         from medsr.inference.device import resolve_device
-        from medsr.models.resolver import check_scale, default_model_name, resolve_model
+        from medsr.models.resolver import check_scale, physics_default, resolve_model
 
         self.scale = check_scale(scale)
         self.clip = clip
@@ -145,11 +145,7 @@ class PlaneUpscaler:
             base = shared.base_name
         physics = base if base not in (None, "bicubic") else None
         given = shared.loaded if shared is not None else model
-        if (
-            isinstance(given, LoadedModel)
-            and given.by_default
-            and given.name != default_model_name(self.scale, physics)
-        ):
+        if isinstance(given, LoadedModel) and physics_default(given, self.scale, physics):
             switched_from = shared
             if shared is not None:  # another network with the shared one's settings
                 device = shared.device.type if device == "auto" else device

@@ -51,6 +51,7 @@ __all__ = [
     "default_model_name",
     "file_checksum",
     "list_pretrained",
+    "physics_default",
     "resolve_model",
     "shipped_weights",
 ]
@@ -124,6 +125,16 @@ def default_model_name(scale: int, physics: str | None = None) -> str:
     return name if name in shipped else "bicubic"
 
 
+def physics_default(loaded: LoadedModel, scale: int, physics: str | None) -> str | None:
+    """The default that runs instead of ``loaded`` for ``physics``: its name when ``loaded`` is
+    an unnamed default (``by_default``) and :func:`default_model_name` picks another one for that
+    physics, else ``None`` (a named model is never switched)."""
+    if not loaded.by_default:
+        return None
+    name = default_model_name(scale, physics)
+    return None if name == loaded.name else name
+
+
 @dataclass(eq=False)
 class LoadedModel:
     """One resolved model: what it is, where it came from, its card, identity and network."""
@@ -147,6 +158,12 @@ class LoadedModel:
     @property
     def shipped(self) -> bool:
         return self.path is not None and self.path.parent == WEIGHTS_DIR
+
+    @property
+    def low_band_base(self) -> str:
+        """The interpolator whose low band the model keeps (its card's ``low_band.base``,
+        ``bicubic`` when none): also the baseline its validation gain was measured over."""
+        return str((self.card.get("low_band") or {}).get("base", "bicubic"))
 
     @property
     def scale(self) -> int | None:

@@ -255,13 +255,11 @@ def _model_for_series(
     """The model a series runs: the one named, or — with none named — the default for the
     physics stated for it (``auto``: MR → k-space; :func:`medsr.models.resolver.default_model_name`),
     chosen before the derivation key is computed so that the key names the model that runs."""
-    if not model.by_default:
-        return model
-    from medsr.models.resolver import default_model_name, resolve_model
+    from medsr.models.resolver import physics_default, resolve_model
     from medsr.pipeline import physics_kind
 
     kind = physics_kind(degradation, modality)
-    if default_model_name(scale, kind) == model.name:
+    if physics_default(model, scale, kind) is None:
         return model
     return resolve_model(None, scale=scale, kinds=("in-plane", "classical"), physics=kind)
 

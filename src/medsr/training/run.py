@@ -216,6 +216,16 @@ def train(
     )
 
 
+def note_baseline(metrics: dict[str, Any], base: str) -> dict[str, Any]:
+    """A card's ``metrics`` saying which baseline validation measured the gain over: a model
+    behind a low-band guard on another base than bicubic (zero-filled k-space) is validated over
+    that base, and its ``*_bicubic`` entries hold that baseline's scores. Idempotent."""
+    if base == "bicubic" or metrics.get("baseline") == base:
+        return metrics
+    note = f"; *_bicubic hold the {base} baseline's scores"
+    return {**metrics, "baseline": base, "units": str(metrics.get("units", "")) + note}
+
+
 def build_card(
     info: dict[str, Any], *, global_step: int, epoch: int, weights: str
 ) -> dict[str, Any]:
@@ -258,10 +268,7 @@ def build_card(
     for extra in ("gan", "distill", "init", "low_band"):
         if info.get(extra):
             card[extra] = info[extra]
-    base = (info.get("low_band") or {}).get("base", "bicubic")
-    if base != "bicubic":  # validation measured the gain over the model's own base (zero-filled k-space)
-        card["metrics"]["baseline"] = base
-        card["metrics"]["units"] += f"; *_bicubic hold the {base} baseline's scores"
+    card["metrics"] = note_baseline(card["metrics"], (info.get("low_band") or {}).get("base", "bicubic"))
     # task-specific card entries (slice interpolation: kind, in_channels, metrics, slices)
     card.update(info.get("card") or {})
     return card
