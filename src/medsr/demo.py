@@ -46,7 +46,7 @@ CLASSICAL_CHECK = ("nearest", "bicubic", "lanczos", "kspace")
 
 
 def demo_models(scale: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Models for the real-use row (the default when shipped) and the honest check (every shipped model joins)."""
+    """Models for the real-use row (the default when shipped) and the honest check (every shipped general model joins)."""
     from medsr.models.resolver import default_model_name, list_pretrained
 
     default = default_model_name(scale)
@@ -248,7 +248,7 @@ th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right
 .badge.seen {{ background: #fbeed5; color: #7a4b00; }} code {{ font-size: 12px; }}
 </style></head><body>
 <h1>medsr demo</h1>
-<p class="meta">medsr {__version__} · {real_use}; honest check: every shipped model for this scale · every output is labelled as derived
+<p class="meta">medsr {__version__} · {real_use}; honest check: every shipped general model for this scale (the MR k-space defaults are measured by benchmarks/faithful.py) · every output is labelled as derived
 (DICOM ImageType DERIVED\\SECONDARY, DerivationDescription) · no patient identifiers on this page.</p>
 {''.join(sections)}
 </body></html>
