@@ -31,6 +31,10 @@ DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 BUDGET=${BUDGET:-290}
 SLOW=${SLOW:-1}  # multiplies every step's limit (e.g. SLOW=8 BUDGET=2400 for the CPU fallback on 2 cores)
+# which steps (default all): e.g. STEPS=speed,e2e first with the GPU to itself, then
+# STEPS=tests,precision beside a training run (neither is timed); results append in $OUT
+STEPS=${STEPS:-env,tests,speed,precision,e2e}
+want() { [[ ",$STEPS," == *",$1,"* ]]; }
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/device_check.log") 2>&1
 START=$(date +%s)
@@ -82,7 +86,7 @@ if ! "$PY" -c "$NEEDED" >/dev/null 2>&1; then
 fi
 
 # ---------------------------------------------------------------- 1. environment
-"$PY" - <<'EOF' | tee "$OUT/environment.txt"
+want env && "$PY" - <<'EOF' | tee "$OUT/environment.txt"
 import importlib, os, platform, sys
 import torch
 print(f"python {platform.python_version()} at {sys.executable}; torch {torch.__version__}; CUDA {torch.version.cuda}")
@@ -98,12 +102,12 @@ missing = [m for m in ("medsr", "nibabel", "pydicom", "safetensors", "monai", "p
            if importlib.util.find_spec(m) is None]
 print("missing modules:", ", ".join(missing) or "none")
 EOF
-command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
+want env && command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv \
     | tee -a "$OUT/environment.txt"
 
 # ---------------------------------------------------------------- 2. CUDA-only tests
 mapfile -t GPU_TESTS < <(grep -rlE "mark\.gpu" tests --include='test_*.py' | sort)
-run "CUDA-only tests (${#GPU_TESTS[@]} files)" 90 \
+want tests && run "CUDA-only tests (${#GPU_TESTS[@]} files)" 90 \
     "$PY" -m pytest -q -rs -m gpu -p no:cacheprovider --continue-on-collection-errors "${GPU_TESTS[@]}" \
     > >(tee "$OUT/gpu_tests.txt") 2>&1
 
@@ -119,10 +123,10 @@ else
     PREC=(--models fast-x2,default-x2 --repeats 3)
     E2E=(--e2e-models fast-x2,default-x2 --repeats 2)
 fi
-run "speed, network ($DEVICE)" 170 "$PY" benchmarks/speed.py --device "$DEVICE" --sections network \
+want speed && run "speed, network ($DEVICE)" 170 "$PY" benchmarks/speed.py --device "$DEVICE" --sections network \
     --out "$OUT" "${SPEED[@]}"
-run "precision ($DEVICE)" 30 "$PY" benchmarks/precision.py --device "$DEVICE" --out "$OUT" "${PREC[@]}"
-run "end to end ($DEVICE)" 60 "$PY" benchmarks/speed.py --device "$DEVICE" --sections e2e --e2e-inputs NIfTI \
+want precision && run "precision ($DEVICE)" 30 "$PY" benchmarks/precision.py --device "$DEVICE" --out "$OUT" "${PREC[@]}"
+want e2e && run "end to end ($DEVICE)" 60 "$PY" benchmarks/speed.py --device "$DEVICE" --sections e2e --e2e-inputs NIfTI \
     --precisions fp32,auto --no-maps --no-process --label "$DEVICE" --out "$OUT" "${E2E[@]}"
 
 echo "== done in $(($(date +%s) - START))s; results in $OUT:"

@@ -317,6 +317,8 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
         net, _ = load_upscaler(cfg["model"], cfg["scale"])
         net = net.to(dev).eval()
+        if cfg.get("widened") and callable(getattr(net, "widened", None)):
+            net = net.widened(8)
         if cfg["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
         if cfg["compile"]:
@@ -328,8 +330,11 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
                 return net(x)
 
     else:  # what medsr runs: PlaneUpscaler's forward on device tensors (base, residual, low band)
+        from medsr.inference import planes
         from medsr.inference.planes import PlaneUpscaler
 
+        # on CUDA, RLFN's 46 channels widened to 48 (the same function) or as trained
+        planes.CUDA_CHANNEL_MULTIPLE = 8 if cfg.get("widened", True) else None
         up = PlaneUpscaler(cfg["model"], cfg["scale"], device=cfg["device"], precision=cfg["precision"])
         up.channels_last = bool(cfg["channels_last"])
         up.net = up.net.to(memory_format=torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
@@ -347,7 +352,7 @@ def _count_flops(cfg: dict[str, Any]) -> int:
     """FLOPs of one pass (2 per multiply-add), counted on the uncompiled configuration."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    run, _ = _make_runner({**cfg, "compile": False})
+    run, _ = _make_runner({**cfg, "compile": False, "widened": False})  # the useful FLOPs, not the zero channels
     with FlopCounterMode(display=False) as fc:
         run()
     return int(fc.get_total_flops())
@@ -474,18 +479,25 @@ def section_network(args: argparse.Namespace) -> None:
         peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in (gpu_name() or "")), None)
         deadline = time.time() + args.time_budget if args.time_budget else float("inf")
         stem = "speed_cuda"
-        for model in models:
-            for size in sorted({256, args.size}):
+        for size in sorted({256, args.size}):  # every model at 256² first (a time budget may end the sweep)
+            for model in models:
                 common = {**base, "model": model, "scale": _scale_of(model), "size": size, "peak_tflops": peak,
                           "warmup": 3}  # fmt: skip
-                configs = [
-                    {**common, "path": "medsr forward", "precision": p, "channels_last": cl, "batch": b}
-                    for p in ("bf16", "fp16", "fp32") for cl in (True, False) for b in (64, 16, 1)
+                # most telling first (a time budget may end the sweep): as trained vs widened to
+                # tensor-core channel counts, the layouts, torch.compile, then batches and fp32
+                fwd = {**common, "path": "medsr forward", "widened": True}
+                configs = [{**fwd, "precision": "bf16", "channels_last": False, "batch": 64, "widened": False}]
+                configs += [
+                    {**fwd, "precision": p, "channels_last": cl, "batch": 64}
+                    for p in ("bf16", "fp16") for cl in (False, True)
                 ]  # fmt: skip
-                configs.append({**common, "path": "network", "precision": "bf16", "channels_last": True, "batch": 64})
                 if not args.no_compile and size == 256:
-                    configs.append({**common, "path": "medsr forward", "precision": "bf16", "channels_last": True,
-                                    "batch": 64, "compile": True})  # fmt: skip
+                    configs.append({**fwd, "precision": "bf16", "channels_last": True, "batch": 64, "compile": True})
+                configs += [{**fwd, "precision": "bf16", "channels_last": True, "batch": b} for b in (256, 16, 1)]
+                configs += [{**fwd, "precision": "fp32", "channels_last": cl, "batch": 64} for cl in (False, True)]
+                configs.append({**fwd, "precision": "fp32", "channels_last": False, "batch": 64, "widened": False})
+                configs.append({**common, "path": "network", "precision": "bf16", "channels_last": True, "batch": 64,
+                                "widened": True})  # fmt: skip
                 left = max(60.0, deadline - time.time()) if deadline != float("inf") else 3600
                 got = _run_worker("cuda_sweep", {"configs": configs, "deadline": deadline}, args.src, left + 120)
                 rows.extend(got if isinstance(got, list) else [{**configs[0], **got}])
@@ -503,12 +515,15 @@ def _network_md(info: dict[str, Any], cuda: bool) -> str:
     head = ["model", "path", "device", "precision", "channels_last", "compile", "batch", "size", "threads",
             "ms / slice", "slices / s", "GFLOP / slice", "GFLOP/s", "peak MB"]  # fmt: skip
     if cuda:
+        head.insert(5, "widened")
         head.append("of bf16 peak")
     md = [
         f"Machine: {info['machine']}. Peak memory: process RSS on CPU, max allocated on GPU. "
         "`network`: the bare network (`bf16` = autocast of the whole network); `medsr forward`: what "
         "`medsr upscale` runs per plane batch (base interpolation + network + low-band projection; "
-        "`bf16` = the learned residual only, base, add and projection in fp32). fp32 on CUDA: "
+        "`bf16` = the learned residual only, base, add and projection in fp32). `widened`: RLFN's channel "
+        "counts rounded up to multiples of 8 with zero channels (the same function; GFLOP counts the "
+        "useful ones). fp32 on CUDA: "
         "torch's defaults (cuDNN convolutions may use TF32). GFLOP: "
         "`torch.utils.flop_counter.FlopCounterMode` (2 per multiply-add). threads 0 = torch default.",
         "",
@@ -518,6 +533,8 @@ def _network_md(info: dict[str, Any], cuda: bool) -> str:
     for r in info["rows"]:
         vals = [r["model"], r["path"], r["device"], r["precision"], str(r["channels_last"]), str(r["compile"]),
                 str(r["batch"]), str(r["size"]), str(r.get("threads") or "default")]  # fmt: skip
+        if cuda:
+            vals.insert(5, str(bool(r.get("widened", False))))
         if "error" in r:
             vals += ["error", r["error"]] + [""] * (len(head) - len(vals) - 2)
         else:

@@ -209,6 +209,31 @@ def test_rlfn_esa_handles_any_input_size(size):
     assert y.shape == (1, 1, 2 * size[0], 2 * size[1])
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"num_features": 46, "num_blocks": 4, "global_residual": True, "esa_spread": "fixed", "scale": 2},
+        {"num_features": 46, "num_blocks": 2, "global_residual": True, "esa_spread": "fixed", "scale": 4},
+        {"num_features": 30, "mid_features": 21, "esa_channels": 13, "num_blocks": 2, "scale": 2},
+    ],
+)
+def test_rlfn_widened_is_the_same_function(kwargs):
+    """Tensor-core widths for the GPU: zero channels added in and out change nothing."""
+    torch.manual_seed(0)
+    model = create_model("rlfn", **kwargs).eval()
+    for p in model.parameters():  # trained-looking weights (a global residual starts at zero)
+        p.data.normal_(0, 0.1)
+    wide = model.widened(8)
+    assert wide.head.out_channels % 8 == 0 and wide.blocks[0].body[0].out_channels % 8 == 0
+    assert wide.blocks[0].esa.conv1.out_channels % 8 == 0
+    assert (wide.tile_align, wide.reach, wide.residual_base) == (model.tile_align, model.reach, model.residual_base)
+    x = torch.rand(2, 1, 37, 50) * 4 - 1
+    with torch.no_grad():  # equal up to the order of the convolutions' sums
+        torch.testing.assert_close(wide(x), model(x), rtol=0, atol=1e-5)
+        torch.testing.assert_close(wide.detail(x), model.detail(x), rtol=0, atol=1e-5)
+    assert wide.widened(8) is wide
+
+
 def test_list_models_excludes_discriminators():
     assert "patchgan" not in list_models() and "srgan-discriminator" not in list_models()
     assert "patchgan" not in list_models(learned=True)

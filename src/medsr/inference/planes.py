@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 
 #: base interpolators (the classical peer of a physics; the low band learned models keep)
 BASES = ("bicubic", "kspace")
+#: on a CUDA GPU, networks that can (``RLFN.widened``) run with their channel counts rounded up to
+#: this multiple — the same function (zero channels), widths the tensor cores take. On an H200
+#: (benchmarks/results/device_h200/speed_cuda.md, default-x2's 46 → 48 channels, bf16, batch 64)
+#: 1,098 → 1,157 slices/s at 256² and 283 → 299 at 512², channels-last on top 1,442 and 370;
+#: None: as trained.
+CUDA_CHANNEL_MULTIPLE: int | None = 8
 
 
 @dataclass(eq=False)
@@ -204,8 +210,11 @@ class PlaneUpscaler:
         import torch
 
         # channels_last halves a network's time on CPU (benchmarks/results/speed.md: fast-x2 at
-        # 512², 600 → 281 ms); classical interpolators have no weights and gain nothing
-        self.channels_last = self.device.type == "cpu" and any(True for _ in self.net.parameters())
+        # 512², 600 → 281 ms) and gains 10-25 % on a GPU (device_h200/speed_cuda.md: default-x2
+        # bf16 at 256², 1,157 → 1,442 slices/s, widened); classical interpolators gain nothing
+        self.channels_last = self.device.type in ("cpu", "cuda") and any(True for _ in self.net.parameters())
+        if self.device.type == "cuda" and CUDA_CHANNEL_MULTIPLE and callable(getattr(self.net, "widened", None)):
+            self.net = self.net.widened(CUDA_CHANNEL_MULTIPLE)  # the same function, tensor-core widths
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._set_precision(precision)

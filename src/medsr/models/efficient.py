@@ -123,3 +123,33 @@ class RLFN(nn.Module):
         feats = full_precision(self.head, x)
         feats = self.body_tail(self.blocks(feats)) + feats
         return self.upsample(feats)
+
+    def widened(self, multiple: int = 8) -> RLFN:
+        """The same function with every feature width rounded up to ``multiple`` channels.
+
+        The added channels have zero weights and biases in and out, so they stay exactly zero
+        (LeakyReLU(0) = 0, and the attention multiplies them by its mask) and the output is the
+        same up to the convolution algorithms' rounding. GPU tensor cores take channel counts in
+        multiples of 8; 46 features (the default models) fall back to slower kernels there.
+        Returns ``self`` when every width is already a multiple.
+        """
+        up = lambda n: -(-n // multiple) * multiple  # noqa: E731
+        nf = self.head.out_channels
+        mid = self.blocks[0].body[0].out_channels if len(self.blocks) else nf
+        esa = self.blocks[0].esa.conv1.out_channels if len(self.blocks) else min(16, nf)
+        if (nf, mid, esa) == (up(nf), up(mid), up(esa)):
+            return self
+        wide = RLFN(
+            in_channels=self.in_channels, out_channels=self.out_channels, num_features=up(nf),
+            num_blocks=len(self.blocks), scale=self.scale, mid_features=up(mid), esa_channels=up(esa),
+            global_residual=self.global_residual, esa_spread=self.blocks[0].esa.spread_mode if len(self.blocks) else "stretch",
+        )  # fmt: skip
+        wide.tile_align, wide.reach = self.tile_align, self.reach
+        own = self.state_dict()
+        with torch.no_grad():
+            for name, p in wide.state_dict().items():
+                p.zero_()
+                src = own[name]
+                p[tuple(slice(0, n) for n in src.shape)].copy_(src)
+        ref = next(self.parameters())
+        return wide.to(device=ref.device, dtype=ref.dtype).train(self.training)
