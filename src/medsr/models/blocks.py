@@ -330,8 +330,12 @@ class ESA(nn.Module):
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
         c3 = self.spread(self.conv3(v_max), (h, w))
-        mask = torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
-        return x * mask
+        logits = self.conv4(self.conv_f(c1_).add_(c3))
+        if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
+            return x * torch.sigmoid(logits)
+        # inference: the mask in place, no second full-size tensor (the same values; default-x2
+        # on a 2-core CPU at 512², ~10 % of the network's time)
+        return logits.sigmoid_().mul_(x)
 
     def spread(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""
