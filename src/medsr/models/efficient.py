@@ -133,16 +133,20 @@ class RLFN(nn.Module):
         multiples of 8; 46 features (the default models) fall back to slower kernels there.
         Returns ``self`` when every width is already a multiple.
         """
-        up = lambda n: -(-n // multiple) * multiple  # noqa: E731
+
+        def up(n: int) -> int:
+            return -(-n // multiple) * multiple
+
         nf = self.head.out_channels
         mid = self.blocks[0].body[0].out_channels if len(self.blocks) else nf
         esa = self.blocks[0].esa.conv1.out_channels if len(self.blocks) else min(16, nf)
         if (nf, mid, esa) == (up(nf), up(mid), up(esa)):
             return self
+        spread = self.blocks[0].esa.spread_mode if len(self.blocks) else "stretch"
         wide = RLFN(
             in_channels=self.in_channels, out_channels=self.out_channels, num_features=up(nf),
             num_blocks=len(self.blocks), scale=self.scale, mid_features=up(mid), esa_channels=up(esa),
-            global_residual=self.global_residual, esa_spread=self.blocks[0].esa.spread_mode if len(self.blocks) else "stretch",
+            global_residual=self.global_residual, esa_spread=spread,
         )  # fmt: skip
         wide.tile_align, wide.reach = self.tile_align, self.reach
         own = self.state_dict()
