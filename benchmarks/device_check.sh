@@ -6,8 +6,9 @@
 #
 # 1. the environment (GPU, torch, CUDA, bf16 support)             -> environment.txt
 # 2. the CUDA-only tests (pytest -m gpu, in the files that mark them) -> gpu_tests.txt
-# 3. benchmarks/speed.py --device cuda: medsr's forward pass of default-x2 and fast-x2 at 256² and
-#    512² in fp32/bf16/fp16 x channels-last x batch 64/16/1, the bare network, torch.compile:
+# 3. benchmarks/speed.py --device cuda: medsr's forward pass of default-x2 and fast-x2, every model
+#    at 256² before 512²: as trained vs widened to tensor-core channel counts, NCHW vs channels-last,
+#    bf16/fp16 at batch 64, torch.compile, bf16 at batch 256/16/1, fp32, the bare network:
 #    slices/s and the fraction of the GPU's dense bf16 peak     -> speed_cuda.json/.md
 # 4. benchmarks/precision.py --device cuda: HU/PSNR change of bf16, fp16 and TF32  -> precision.json/.md
 # 5. benchmarks/speed.py --sections e2e: upscale_file on the 512x512x9 CT on the GPU -> speed_e2e.json/.md

@@ -304,8 +304,9 @@ def worker_network(cfg: dict[str, Any]) -> dict[str, Any]:
     return _time_network(cfg)
 
 
-def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
-    """``(run, x)``: a function running one pass on the configured device and its input."""
+def _make_runner(cfg: dict[str, Any]) -> tuple[Any, bool]:
+    """``(run, widened)``: a function running one pass on the configured device, and whether the
+    network it runs was widened (``RLFN.widened``; False where its widths were multiples already)."""
     import torch
 
     dev = torch.device(cfg["device"])
@@ -317,8 +318,10 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
         net, _ = load_upscaler(cfg["model"], cfg["scale"])
         net = net.to(dev).eval()
+        plain = net
         if cfg.get("widened") and callable(getattr(net, "widened", None)):
             net = net.widened(8)
+        widened = net is not plain
         if cfg["channels_last"]:
             net = net.to(memory_format=torch.channels_last)
         if cfg["compile"]:
@@ -336,6 +339,7 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
         # on CUDA, RLFN's 46 channels widened to 48 (the same function) or as trained
         planes.CUDA_CHANNEL_MULTIPLE = 8 if cfg.get("widened", True) else None
         up = PlaneUpscaler(cfg["model"], cfg["scale"], device=cfg["device"], precision=cfg["precision"])
+        widened = up.net is not up.loaded.net
         up.channels_last = bool(cfg["channels_last"])
         up.net = up.net.to(memory_format=torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
         if cfg["compile"]:
@@ -345,7 +349,7 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, Any]:
             with torch.inference_mode():
                 return up.forward_tensor(x)[0]
 
-    return run, x
+    return run, widened
 
 
 def _count_flops(cfg: dict[str, Any]) -> int:
@@ -363,7 +367,7 @@ def _time_network(cfg: dict[str, Any]) -> dict[str, Any]:
 
     cuda = cfg["device"].startswith("cuda")
     flops = _count_flops(cfg)
-    run, _ = _make_runner(cfg)
+    run, widened = _make_runner(cfg)
 
     def once() -> None:
         run()
@@ -381,8 +385,8 @@ def _time_network(cfg: dict[str, Any]) -> dict[str, Any]:
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _peak_mb()
-    res = {"ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med, "peak_mb": peak,
-           "gflop_per_slice": flops / cfg["batch"] / 1e9, "gflops_per_s": flops / med / 1e9}  # fmt: skip
+    res = {"widened": widened, "ms_per_slice": 1000 * med / cfg["batch"], "slices_per_s": cfg["batch"] / med,
+           "peak_mb": peak, "gflop_per_slice": flops / cfg["batch"] / 1e9, "gflops_per_s": flops / med / 1e9}  # fmt: skip
     if cuda and cfg.get("peak_tflops"):
         res["fraction_of_bf16_peak"] = flops / med / (cfg["peak_tflops"] * 1e12)
     return res

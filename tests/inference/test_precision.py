@@ -310,3 +310,20 @@ def test_cuda_auto_and_kept_base():
     job = up.run_job(up.prepare(img, keep_base=True))
     cpu = PlaneUpscaler("bicubic", 2, device="cpu", clip=False).upscale(img).array
     np.testing.assert_allclose(up.base_array(job, clip=False), cpu, atol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_widened_default_is_the_same_function(corpus, monkeypatch):
+    """On a GPU the upscaler runs default-x2's 46 channels widened to 48 (zero channels, tensor-core
+    widths) in channels-last: the same output as the network as trained, to fp32 rounding."""
+    from medsr.inference import planes
+
+    img = medsr.load_image(corpus("CT_small.dcm"))
+    wide = PlaneUpscaler("default-x2", 2, device="cuda", precision="fp32")
+    assert wide.net is not wide.loaded.net and wide.net.head.out_channels == 48
+    monkeypatch.setattr(planes, "CUDA_CHANNEL_MULTIPLE", None)
+    plain = PlaneUpscaler("default-x2", 2, device="cuda", precision="fp32")
+    assert plain.net.head.out_channels == 46
+    a, b = wide.upscale(img).array.astype(np.float64), plain.upscale(img).array
+    assert np.abs(a - b).max() <= 1.0  # HU: TF32 convolutions (torch's CUDA default) differ by ~1 HU
