@@ -311,6 +311,32 @@ def test_degradation_auto_reads_the_physics_from_the_header(mr_small):
     assert s2["physics"] == "unknown" and not s2["consistency"]["applied"]
 
 
+@pytest.mark.parametrize("kind", ["ultrasound", "ct-detector", "radiograph", "ct-sparse-view"])
+def test_every_in_plane_physics_runs_the_self_check(kind):
+    """Each in-plane kind of --degradation upscales, self-checks one scale down with that
+    physics and projects (consistency auto). ``ultrasound`` as a *simulator* decimates only the
+    lateral axis; as stated physics it is the lateral beam blur then ↓s on both axes, and the
+    self-check degrades with that measurement (it raised a shape error before)."""
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))
+    sr, s = upscale_with_safeguards(ct, 2, "fast-x2", degradation=kind, maps=False, tta=False, warn=False)
+    assert sr.array.shape[-2:] == (256, 256)
+    assert s["physics"] == kind and s["consistency"]["applied"]
+    assert s["self_check"]["checked"] and s["self_check"]["degradation"] == kind
+
+
+def test_costly_sparse_view_projection_is_not_run_under_auto():
+    """Sparse-view CT's forward model grows as N³ (a Radon transform): at ×3 a 128² slice's
+    projection would take minutes, a 512² slice's at ×2 an hour. ``auto`` then measures (one
+    plane) and says why it did not project; ``on`` would still project."""
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))
+    with pytest.warns(ConsistencyWarning, match="--consistency on applies it"):
+        sr, s = upscale_with_safeguards(ct, 3, "bicubic", degradation="ct-sparse-view", maps=False, tta=False)
+    assert sr.array.shape[-2:] == (384, 384)
+    assert not s["consistency"]["applied"] and "not applied" in s["consistency"]["skipped"]
+    assert s["consistency"]["error"]["p99_rel"] >= 0
+    assert any("not applied" in w for w in s["warnings"])
+
+
 def test_option_errors_come_before_torch_is_imported():
     """A wrong option fails at once: checking the options (modality, method, degradation kind)
     and reading a model card need no torch (a new process imports it in ~2 s)."""

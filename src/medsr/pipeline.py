@@ -278,6 +278,15 @@ SELF_CHECK_GAIN_BELOW = 0.5
 #: when the self-check scales it down (lanczos beats bicubic on every validation image; for
 #: k-space data zero-filled k-space is the peer and the base)
 DETAIL_PEER = {"bicubic": "lanczos", "kspace": "kspace"}
+#: an expensive forward model (sparse-view CT: :meth:`Measurement.work`): ``--consistency auto``
+#: projects only when the projection's estimated samples stay under this (~100 s on two CPU cores;
+#: a 128² slice at ×2 projects, a 512² slice at ×2 — about an hour — does not: ``on`` still does),
+#: and the consistency summary measures no more planes than this many samples allow (at least one)
+CONSISTENCY_AUTO_WORK = 2.0e9
+CONSISTENCY_MEASURE_WORK = 2.0e9
+#: forward-model evaluations one iterative projection takes at most (``iterations`` steps of a
+#: forward and a back-projection, and the sparse-view step size's power iteration)
+PROJECTION_FORWARDS = 2 * 30 + 2 * 8
 #: planes smaller than this (after degrading the input once more) are not self-checked
 SELF_CHECK_MIN_SIZE = 16
 #: the self-check looks at most this many input pixels: evenly spaced planes of a volume and,
@@ -325,6 +334,15 @@ def detail_self_check(
         lower = degrade_image(small, kind, s, generator=0, **params)
     except Exception:  # a physics without a simulator at this size: fall back to bicubic
         lower = degrade_image(small, "bicubic", s, generator=0)
+    if lower.array.shape[-2:] != (ch // s, cw // s) and physics is not None:
+        # a simulator that reduces other axes than the in-plane measurement does (``ultrasound``
+        # decimates only laterally; as stated physics it is the lateral beam blur, then ↓s on
+        # both axes): the measurement's own forward model, as the consistency check applies it
+        from medsr.safeguards.consistency import degrade_planes
+
+        arr = degrade_planes(physics, small.array.reshape(-1, ch, cw))
+        spacing = (*small.spacing[:-2], *(float(d) * s for d in small.spacing[-2:]))
+        lower = small.replace(array=arr.reshape(*small.array.shape[:-2], ch // s, cw // s), spacing=spacing)
     model = PlaneUpscaler(upscaler, s)  # the network shared; its base interpolation kept (one pass)
     job = model.run_job(model.prepare(lower, keep_base=True))
     assert job.base is not None
@@ -541,6 +559,20 @@ def upscale_with_safeguards(
         if maps or meas.through_plane
         else sample_planes(nz, h * w, CONSISTENCY_SAMPLE_PIXELS)
     )
+    work = 0.0 if meas.through_plane else meas.work((h * scale, w * scale))
+    if work and not maps:  # an expensive forward model: measure fewer planes (at least one)
+        few = sample_planes(nz, 1, max(1, int(CONSISTENCY_MEASURE_WORK // work)))
+        if isinstance(zs, slice) or (not isinstance(few, slice) and len(few) < len(zs)):
+            zs = few
+    skipped = None
+    if project and setting == "auto" and work * nz * PROJECTION_FORWARDS > CONSISTENCY_AUTO_WORK:
+        project = False
+        skipped = (
+            f"the {meas.describe()} consistency projection was not applied: it would run up to "
+            f"{PROJECTION_FORWARDS * nz} sparse-view forward models of {h * scale}x{w * scale} planes "
+            f"(about {work * nz * PROJECTION_FORWARDS / 2e7 / 60:.0f} min on two CPU cores); "
+            "--consistency on applies it"
+        )
     caught: list[str] = []
 
     def flag(finding: str, category: type[Warning], warning: str | None = None) -> None:
@@ -614,6 +646,9 @@ def upscale_with_safeguards(
     measured = _planes_of(image, zs)
     err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
+    if skipped:
+        cons["skipped"] = skipped
+        flag(skipped, ConsistencyWarning)
     if not isinstance(zs, slice):
         cons["planes"] = f"{len(zs)} of {nz}"
     if project:
