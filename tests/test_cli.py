@@ -212,6 +212,24 @@ def test_bad_physics_options_give_one_error_line(tmp_path, option, value, messag
     assert not (tmp_path / "out.nii.gz").exists()
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--through-plane"], "models the slice profile instead"),
+        (["--method", "zero-shot"], "does not use it"),
+    ],
+)
+def test_stated_physics_that_nothing_uses_is_an_error(tmp_path, extra, message):
+    """--degradation states in-plane physics for trained models; through-plane and zero-shot
+    would ignore it silently, so it is one error line (``auto`` and ``none`` still pass)."""
+    src = corpus_path("MR_small.dcm")
+    res = medsr("upscale", str(src), str(tmp_path / "out.nii.gz"), "--degradation", "kspace", *extra)
+    assert res.returncode == 2, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.stderr
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_physics_and_modality_reach_the_provenance(tmp_path):
     """--degradation kspace makes zero-filled k-space the base and (consistency auto) projects;
     --modality labels a NIfTI; both are recorded in the sidecar."""

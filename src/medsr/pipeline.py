@@ -779,6 +779,21 @@ def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLik
     )
 
 
+def check_physics_unused(degradation: str | None, *, through_plane: bool) -> None:
+    """Stated in-plane physics is an error where nothing would use it (through-plane upscaling,
+    zero-shot) rather than silently ignored; ``auto``/``none`` pass."""
+    if degradation is None or str(degradation).strip().lower() in ("auto", "none", ""):
+        return
+    raise InvalidParameterError(
+        "--degradation states the in-plane physics of --method model; "
+        + (
+            "through-plane upscaling models the slice profile instead (--profile, --slice-thickness)"
+            if through_plane
+            else "--method zero-shot learns from the image itself and does not use it"
+        )
+    )
+
+
 def check_options(
     *,
     scale: int = 2,
@@ -812,6 +827,8 @@ def check_options(
             "a target spacing applies to through-plane upscaling only (--through-plane)"
         )
     zero_shot = method == "zero-shot" or through_plane
+    if zero_shot:
+        check_physics_unused(degradation, through_plane=through_plane)
     if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if init is not None and not zero_shot:

@@ -375,7 +375,12 @@ def test_selfsup_modes(client, monkeypatch, png_bytes, nifti_gz_bytes):
     )
     assert adapted["state"] == "done", adapted
     assert "2 steps" in adapted["provenance"]["model"]
-    for bad in ({"mode": "in-plane", "adapt_steps": 2}, {"mode": "through-plane", "adapt_steps": -1}):
+    for bad in (
+        {"mode": "in-plane", "adapt_steps": 2},
+        {"mode": "through-plane", "adapt_steps": -1},
+        {"mode": "through-plane", "degradation": "kspace"},  # stated physics nothing would use
+        {"mode": "zero-shot", "degradation": "bicubic"},
+    ):
         assert submit(client, "vol.nii.gz", nifti_gz_bytes, **bad).status_code == 422
     assert (
         submit(client, "a.png", png_bytes, mode="through-plane").status_code == 422

@@ -154,7 +154,7 @@ class Service:
             raise
 
     def _create_job(self, stream: BinaryIO, filename: str | None, req: JobRequest) -> Job:
-        from medsr.pipeline import check_options, set_modality
+        from medsr.pipeline import check_options, check_physics_unused, set_modality
 
         mode = req.mode.strip().lower()
         if mode not in MODES:
@@ -178,6 +178,8 @@ class Service:
             raise InvalidParameterError(
                 f"adapt_steps must be at most {self.settings.max_adapt_steps} on this server"
             )
+        if mode != "in-plane":  # the self-supervised modes use no stated in-plane physics
+            check_physics_unused(degradation, through_plane=mode == "through-plane")
         model = check_options(
             scale=req.scale, model=entry, consistency=req.consistency, degradation=degradation,
             modality=modality, adapt_steps=req.adapt_steps,
