@@ -284,9 +284,6 @@ DETAIL_PEER = {"bicubic": "lanczos", "kspace": "kspace"}
 #: and the consistency summary measures no more planes than this many samples allow (at least one)
 CONSISTENCY_AUTO_WORK = 2.0e9
 CONSISTENCY_MEASURE_WORK = 2.0e9
-#: forward-model evaluations one iterative projection takes at most (``iterations`` steps of a
-#: forward and a back-projection, and the sparse-view step size's power iteration)
-PROJECTION_FORWARDS = 2 * 30 + 2 * 8
 #: planes smaller than this (after degrading the input once more) are not self-checked
 SELF_CHECK_MIN_SIZE = 16
 #: the self-check looks at most this many input pixels: evenly spaced planes of a volume and,
@@ -329,20 +326,22 @@ def detail_self_check(
     n = nz if isinstance(zs, slice) else len(zs)
     region = image.array[..., zs, ys, xs]
     small = image.replace(array=np.ascontiguousarray(region), meta={})
-    kind, params = (physics.kind, dict(physics.params)) if physics is not None else ("bicubic", {})
-    try:
-        lower = degrade_image(small, kind, s, generator=0, **params)
-    except Exception:  # a physics without a simulator at this size: fall back to bicubic
-        lower = degrade_image(small, "bicubic", s, generator=0)
-    if lower.array.shape[-2:] != (ch // s, cw // s) and physics is not None:
-        # a simulator that reduces other axes than the in-plane measurement does (``ultrasound``
-        # decimates only laterally; as stated physics it is the lateral beam blur, then ↓s on
-        # both axes): the measurement's own forward model, as the consistency check applies it
+    kind = physics.kind if physics is not None else "bicubic"
+    lower = None
+    if physics is not None:
+        # the stated physics' own forward model, as the consistency check applies it (the same
+        # values as the registry's simulator of each kind, but for ``ultrasound``, whose
+        # simulator decimates only the lateral axis: as stated physics it is the lateral beam
+        # blur, then ↓s on both axes)
         from medsr.safeguards.consistency import degrade_planes
 
-        arr = degrade_planes(physics, small.array.reshape(-1, ch, cw))
-        spacing = (*small.spacing[:-2], *(float(d) * s for d in small.spacing[-2:]))
-        lower = small.replace(array=arr.reshape(*small.array.shape[:-2], ch // s, cw // s), spacing=spacing)
+        try:
+            planes = degrade_planes(physics, small.array.reshape(-1, ch, cw))
+            lower = small.resampled(planes.reshape(*small.array.shape[:-2], ch // s, cw // s))
+        except Exception:  # a forward model that cannot run at this size: fall back to bicubic
+            lower = None
+    if lower is None:
+        lower = degrade_image(small, "bicubic", s, generator=0)
     model = PlaneUpscaler(upscaler, s)  # the network shared; its base interpolation kept (one pass)
     job = model.run_job(model.prepare(lower, keep_base=True))
     assert job.base is not None
@@ -554,24 +553,24 @@ def upscale_with_safeguards(
     # the consistency error's summary (and the warning) from a bounded sample of planes; a map
     # needs them all
     nz, h, w = image.array.shape[-3:]
-    zs = (
-        slice(None)
-        if maps or meas.through_plane
-        else sample_planes(nz, h * w, CONSISTENCY_SAMPLE_PIXELS)
-    )
-    work = 0.0 if meas.through_plane else meas.work((h * scale, w * scale))
-    if work and not maps:  # an expensive forward model: measure fewer planes (at least one)
-        few = sample_planes(nz, 1, max(1, int(CONSISTENCY_MEASURE_WORK // work)))
-        if isinstance(zs, slice) or (not isinstance(few, slice) and len(few) < len(zs)):
-            zs = few
+    hr_plane = (h * scale, w * scale)
+    work = 0.0 if meas.through_plane else meas.work(hr_plane)
+    if maps or meas.through_plane:
+        zs: np.ndarray | slice = slice(None)
+    else:  # at most CONSISTENCY_SAMPLE_PIXELS input pixels, and (an expensive forward model)
+        # CONSISTENCY_MEASURE_WORK samples; at least one plane
+        n = CONSISTENCY_SAMPLE_PIXELS // (h * w)
+        if work:
+            n = min(n, int(CONSISTENCY_MEASURE_WORK // work))
+        zs = sample_planes(nz, 1, max(1, n))
     skipped = None
-    if project and setting == "auto" and work * nz * PROJECTION_FORWARDS > CONSISTENCY_AUTO_WORK:
+    cost = nz * meas.projection_work(hr_plane, iterations)
+    if project and setting == "auto" and cost > CONSISTENCY_AUTO_WORK:
         project = False
         skipped = (
-            f"the {meas.describe()} consistency projection was not applied: it would run up to "
-            f"{PROJECTION_FORWARDS * nz} sparse-view forward models of {h * scale}x{w * scale} planes "
-            f"(about {work * nz * PROJECTION_FORWARDS / 2e7 / 60:.0f} min on two CPU cores); "
-            "--consistency on applies it"
+            f"the {meas.describe()} consistency projection was not applied: its sparse-view "
+            f"forward models of {nz} plane(s) of {hr_plane[0]}x{hr_plane[1]} would take about "
+            f"{cost / meas.WORK_RATE / 60:.0f} min on two CPU cores; --consistency on applies it"
         )
     caught: list[str] = []
 

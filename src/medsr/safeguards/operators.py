@@ -217,22 +217,36 @@ class Measurement:
             kw["tukey_alpha"] = float(self.params["tukey_alpha"])
         return kw
 
+    #: power-iteration steps of the sparse-view projection's step-size estimate (:meth:`_gain`)
+    GAIN_ITERATIONS = 8
+    #: bilinear samples per second of the sparse-view forward model, float64 on two CPU cores
+    #: (a 1024² plane: 1.3 G samples, ~50 s): what :meth:`work` estimates are divided by for time
+    WORK_RATE = 2e7
+
     def work(self, shape: tuple[int, int]) -> float:
         """Samples one :meth:`forward` of a ``shape`` (upscaled) plane interpolates, for the kinds
         whose cost grows faster than the pixels: ``ct-sparse-view`` (a Radon transform over the
-        kept views, ``A·T²`` bilinear samples, then a filtered back-projection, ``A·H·W``) — about
-        20 M samples/s in float64 on two CPU cores (a 1024² plane: 1.3 G, ~50 s). 0 for the others
-        (a few passes over the pixels)."""
+        kept views, ``A·T²`` bilinear samples, then a filtered back-projection, ``A·H·W``). 0 for
+        the others (a few passes over the pixels)."""
         if self.kind != "ct-sparse-view":
             return 0.0
-        import math
+        from medsr.degradations.ct_sparse_view import _n_detectors
 
-        h, w = shape
+        t = _n_detectors(shape)
+        return float(len(self._sparse_view_angles(shape)) * (t * t + shape[0] * shape[1]))
+
+    def projection_work(self, shape: tuple[int, int], iterations: int) -> float:
+        """:meth:`work` of :meth:`project` at most: ``iterations`` steps of a forward model and a
+        back-projection, and the sparse-view step size's power iteration (:meth:`_gain`)."""
+        return self.work(shape) * 2 * (iterations + self.GAIN_ITERATIONS)
+
+    def _sparse_view_angles(self, shape: tuple[int, int]) -> torch.Tensor:
+        """The views the sparse-view model keeps for planes of ``shape``."""
+        from medsr.degradations.ct_sparse_view import default_n_angles, projection_angles
+
         n = self.params.get("n_angles")
-        total = math.ceil(math.pi / 2.0 * max(h, w)) if n is None else int(n)
-        views = len(range(0, total, int(self.params.get("view_step", 4))))
-        t = math.ceil(math.hypot(h, w)) + 1
-        return float(views * (t * t + h * w))
+        total = default_n_angles(shape) if n is None else int(n)
+        return projection_angles(total, int(self.params.get("view_step", 4)))
 
     def describe(self) -> str:
         """``kspace``, ``ct-detector (sigma=1.0)``..."""
@@ -308,19 +322,11 @@ class Measurement:
 
     def _fbp_radon(self, v: torch.Tensor) -> torch.Tensor:
         """The linear part of the sparse-view model in HU: ``FBP(Radon(v))`` on the kept views."""
-        from medsr.degradations.ct_sparse_view import (
-            default_n_angles,
-            fbp,
-            projection_angles,
-            radon,
-        )
+        from medsr.degradations.ct_sparse_view import fbp, radon
 
-        p = self.params
         h, w = v.shape[-2:]
-        n = p.get("n_angles")
-        total = default_n_angles((h, w)) if n is None else int(n)
-        angles = projection_angles(total, int(p.get("view_step", 4)))
-        return fbp(radon(v, angles), angles, (h, w), filter=p.get("filter", "ramp"))
+        angles = self._sparse_view_angles((h, w))
+        return fbp(radon(v, angles), angles, (h, w), filter=self.params.get("filter", "ramp"))
 
     def _upsample(self, r: torch.Tensor, kernel: str) -> torch.Tensor:
         import torch.nn.functional as F
@@ -344,7 +350,7 @@ class Measurement:
             return F.interpolate(r, scale_factor=f, mode="bicubic", align_corners=False)
         return kspace_upsample_1d(kspace_upsample_1d(r, f, -2), f, -1)
 
-    def _gain(self, y: torch.Tensor, kernel: str, iterations: int = 8) -> float:
+    def _gain(self, y: torch.Tensor, kernel: str, iterations: int = GAIN_ITERATIONS) -> float:
         """Power-iteration estimate of ``‖D∘U‖`` (the linear part of ``D``) on the measured grid.
 
         FBP∘Radon on few views amplifies some patterns (streak modes) up to ≈ 2–4× (96² with
