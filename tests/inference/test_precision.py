@@ -226,7 +226,7 @@ def test_bf16_runs_the_residual_only():
     head, tail = net.head, net.body_tail
     net.head, net.body_tail = _Spy(head, seen_head), _Spy(tail, seen_tail)
     try:
-        x = torch.rand(1, 1, 20, 20)
+        x = torch.rand(1, 1, 32, 32)  # the training patch (LR): not padded
         with torch.inference_mode():
             pred, base = up.forward_tensor(x, need_base=True)
             with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -127,3 +127,20 @@ def test_ood_test_on_cards(ct_small, mr_small):
     assert r["checked"] and r["passed"] and [c["modality"] for c in r["cases"]] == ["CT"]
     assert H.ood_test({"kind": "interpolator"}, [ct_small])["passed"] is None
     assert isinstance(MedImage, type)
+
+
+def test_default_x4_invents_no_lesion_in_a_plane_smaller_than_its_patches(mr_small):
+    """MR_small at ×4 is a 16² input, smaller than the 24² LR patches default-x4 was trained on:
+    run as it is, its attention pooled the plane into one value and it showed 0.58 of a
+    lesion's contrast at a lesion-free site with consistency off (limit 0.35). The network now
+    sees the plane padded by reflection to its patch size (LoadedModel.min_plane)."""
+    from medsr.pipeline import upscale_with_safeguards
+
+    def fn(im):
+        return upscale_with_safeguards(
+            im, 4, "default-x4", consistency="off", degradation="auto", maps=False, tta=False,
+            ood=False, warn=False,
+        )[0]  # fmt: skip
+
+    r = H.lesion_test(mr_small, fn, 4)
+    assert r["sham_ok"] and r["passed"], r

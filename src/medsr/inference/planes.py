@@ -425,6 +425,8 @@ class PlaneUpscaler:
 
         from medsr.inference.tiling import tiled_forward
 
+        small = _pads_to(t, self.loaded.min_plane)
+
         def run(dtype: Any) -> Any:
             call = self._net_call
             with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -435,6 +437,12 @@ class PlaneUpscaler:
                         call, t, tile=self.tile_size, halo=self.halo,
                         align=getattr(self.net, "tile_align", 1), batch_size=self.batch_size,
                     )  # fmt: skip
+                if small is not None:  # smaller than the training patches: padded, then cropped
+                    (top, _), (left, _) = small
+                    h, w = t.shape[-2:]
+                    out = call(_reflect_pad(t, small, self.channels_last))
+                    s = self.scale
+                    return out[..., top * s : (top + h) * s, left * s : (left + w) * s]
                 return call(t, up) if up is not None else call(t)
 
         out = run(self.autocast_dtype).float()
@@ -688,6 +696,36 @@ class PlaneUpscaler:
                 job.error = exc
             return list(dict.fromkeys(j for j, _, _ in parts))
         return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]
+
+
+def _pads_to(t: Any, size: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``((top, bottom), (left, right))`` that centre planes ``t`` in ``size``² when either
+    side is smaller (:attr:`medsr.models.resolver.LoadedModel.min_plane`), else ``None``."""
+    h, w = t.shape[-2:]
+    if h >= size and w >= size:
+        return None
+    ph, pw = max(0, size - h), max(0, size - w)
+    return (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)
+
+
+def _reflect_pad(t: Any, pads: tuple[tuple[int, int], tuple[int, int]], channels_last: bool) -> Any:
+    """``t`` padded by reflection about its edge pixels (numpy's ``reflect``), any pad length:
+    a plane narrower than the pad is reflected again and again (one pixel: repeated)."""
+    import torch
+
+    for dim, (before, after) in zip((-2, -1), pads, strict=True):
+        n = t.shape[dim]
+        if before == after == 0:
+            continue
+        idx = torch.arange(-before, n + after, device=t.device)
+        if n > 1:
+            period = 2 * (n - 1)
+            idx = idx.remainder(period)
+            idx = torch.where(idx >= n, period - idx, idx)
+        else:
+            idx = torch.zeros_like(idx)
+        t = t.index_select(dim % t.dim(), idx)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 
 
 def _replicate(t: Any, s: int) -> Any:

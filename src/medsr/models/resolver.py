@@ -171,6 +171,22 @@ class LoadedModel:
         return int(s) if s is not None else None
 
     @property
+    def min_plane(self) -> int:
+        """The smallest input plane side (LR px) the network is run on: its training patch
+        (the card's ``training_data.patch_size``, HR px, over its scale); 0 when unknown.
+
+        A smaller plane is out of the regime the network was trained in — its attention pools a
+        16² input at ×4 into a single value and exaggerates structure there (the hallucination
+        test's sham lesion on ``MR_small``: 0.58 of a lesion's contrast, 0.14 with the plane
+        padded to the patch) — so :class:`medsr.inference.planes.PlaneUpscaler` pads it by
+        reflection to this size for the network and crops the detail back.
+        """
+        patch = (self.card.get("training_data") or {}).get("patch_size")
+        if not self.learned or not patch or not self.scale:
+            return 0
+        return int(patch) // int(self.scale)
+
+    @property
     def net(self) -> Any:
         """The network (built, weights loaded, eval mode) — once per LoadedModel."""
         if self._net is None:
