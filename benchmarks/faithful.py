@@ -383,6 +383,57 @@ def kspace_figure(scale: int, out: Path) -> None:
     print(f"wrote {out}")
 
 
+#: the ultrasound validation image's layout (gdcm-US-ALOKA-16.dcm, 480×640): its two B-mode panes
+#: (the anatomy), the text bands burned in at the top and bottom, and the rest (grey bar, markers,
+#: the frame counters inside the panes' top rows)
+US_FILE = "corpus:gdcm-US-ALOKA-16.dcm"
+US_PANES = ((slice(60, 410), slice(36, 332)), (slice(60, 410), slice(340, 630)))
+US_TEXT_ROWS = (slice(0, 25), slice(425, None))
+
+
+def us_regions(scale: int, models: dict[str, object]) -> dict[str, object]:
+    """PSNR of each model on the ultrasound's regions (×``scale``, bicubic degradation, the
+    physics unknown): the anatomy panes, the burned-in text bands and the rest, with each
+    region's share of bicubic's squared error. The whole-image PSNR of the main table mixes
+    them; the regions say where a model's gain over bicubic comes from."""
+    hr = _slice(load_image(resolve_corpus(US_FILE.removeprefix("corpus:"))), scale)
+    lr = degrade(hr, "bicubic", scale)
+    h = hr.array[0].astype(np.float64)
+    rng = float(h.max() - h.min())
+    inner = np.zeros(h.shape, bool)
+    inner[scale:-scale, scale:-scale] = True
+    panes = np.zeros(h.shape, bool)
+    for ys, xs in US_PANES:
+        panes[ys, xs] = True
+    text = np.zeros(h.shape, bool)
+    for ys in US_TEXT_ROWS:
+        text[ys] = True
+    regions = {"whole image": inner, "anatomy (the two B-mode panes)": panes & inner,
+               "burned-in text bands": text & inner, "rest (grey bar, markers, counters)": ~panes & ~text & inner}  # fmt: skip
+    outs = {m: _run(up, lr).astype(np.float64) for m, up in models.items()}
+    sse_bic = float(np.sum((outs["bicubic"][inner] - h[inner]) ** 2))
+    rows = []
+    for name, mask in regions.items():
+        psnr = {m: 10 * np.log10(rng**2 / float(np.mean((o[mask] - h[mask]) ** 2))) for m, o in outs.items()}
+        share = float(np.sum((outs["bicubic"][mask] - h[mask]) ** 2)) / sse_bic
+        rows.append({"region": name, "pixels": float(mask.sum() / inner.sum()), "bicubic_sse_share": share,
+                     "psnr": {m: round(v, 2) for m, v in psnr.items()}})  # fmt: skip
+    return {"machine": machine(), "scale": scale, "image": US_FILE, "rows": rows}
+
+
+def us_regions_markdown(info: dict[str, object]) -> str:
+    rows = info["rows"]
+    models = list(rows[0]["psnr"])
+    head = f"Ultrasound by region (`benchmarks/faithful.py --us-regions`), ×{info['scale']}, bicubic degradation, physics unknown. PSNR (dB; data range of the whole truth), in brackets the gain over bicubic. Machine: {info['machine']}.\n\n"
+    out = head + "| region | pixels | share of bicubic's squared error | " + " | ".join(models) + " |\n"
+    out += "|---|---|---|" + "---|" * len(models) + "\n"
+    for r in rows:
+        b = r["psnr"]["bicubic"]
+        cells = [f"{v:.2f}" + ("" if m == "bicubic" else f" ({v - b:+.2f})") for m, v in r["psnr"].items()]
+        out += f"| {r['region']} | {r['pixels'] * 100:.0f} % | {r['bicubic_sse_share'] * 100:.0f} % | " + " | ".join(cells) + " |\n"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=int, default=2)
@@ -395,6 +446,8 @@ def main() -> None:
     ap.add_argument("--kspace-figure", action="store_true",
                     help="only docs/kspace-crops.png: the k-space set's crops with --degradation kspace")
     ap.add_argument("--readme", action="store_true", help="print the README tables of the saved results and exit")
+    ap.add_argument("--us-regions", action="store_true",
+                    help="only the ultrasound by region (anatomy panes, burned-in text, rest): results/faithful_us_regions_x{scale}")
     args = ap.parse_args()
     if args.readme:
         stem = Path(args.out or default_stem(args.scale))
@@ -424,6 +477,13 @@ def main() -> None:
         guarded["candidate"] = PlaneUpscaler(args.candidate, s, device="cpu")
     for m, up in guarded.items():
         models[m] = with_physics(up, None)
+    if args.us_regions:
+        regions = us_regions(s, {m: up for m, up in models.items() if m != "kspace"})
+        stem = RESULTS / f"faithful_us_regions_x{s}"
+        stem.with_suffix(".json").write_text(json.dumps(regions, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(us_regions_markdown(regions))
+        print(us_regions_markdown(regions))
+        return
     if args.figure_only:
         figure(s, models, DOCS / "faithful-crops.png")
         return

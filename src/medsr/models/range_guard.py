@@ -32,8 +32,10 @@ bicubic, the pipeline with the physics unknown): mean gain over bicubic +2.22 dB
 guard, +2.26 with it (the head CT +4.59 → +5.24: the overshoot at the edge of its field of view
 is gone; the ultrasound 4.93 → 4.77); margins 0 / 0.1 / 0.25 applied after the whole pipeline
 cost 0.29 / 0.09 / 0.03 dB (a strict clamp cuts real detail). The largest contrast ratio of the
-lesion test (consistency off) 1.39 → 1.31 (limit 1.35). At ×4 it does not change the lesion
-test's sham (a structure of ``MR_small`` exaggerated inside its neighbourhood's range).
+lesion test (consistency off) 1.39 → 1.31 (limit 1.35). At ×4 it did not change the lesion
+test's sham (a structure of ``MR_small`` exaggerated inside its neighbourhood's range); running
+the network on planes at least as large as its training patches did
+(:attr:`medsr.models.resolver.LoadedModel.min_plane`).
 """
 
 from __future__ import annotations

@@ -175,11 +175,12 @@ class LoadedModel:
         """The smallest input plane side (LR px) the network is run on: its training patch
         (the card's ``training_data.patch_size``, HR px, over its scale); 0 when unknown.
 
-        A smaller plane is out of the regime the network was trained in — its attention pools a
-        16² input at ×4 into a single value and exaggerates structure there (the hallucination
-        test's sham lesion on ``MR_small``: 0.58 of a lesion's contrast, 0.14 with the plane
-        padded to the patch) — so :class:`medsr.inference.planes.PlaneUpscaler` pads it by
-        reflection to this size for the network and crops the detail back.
+        A smaller plane is out of the regime the network was trained in — ``default-x4``'s
+        attention pooled a 16² input into a single value and exaggerated structure there (the
+        hallucination test's sham lesion on ``MR_small`` at ×4: 0.58 of a lesion's contrast with
+        consistency off, 0.28 padded; limit 0.35) — so
+        :class:`medsr.inference.planes.PlaneUpscaler` pads it by reflection to this size for the
+        network and crops the detail back (the base and the guards run on the plane itself).
         """
         patch = (self.card.get("training_data") or {}).get("patch_size")
         if not self.learned or not patch or not self.scale:
