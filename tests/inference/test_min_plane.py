@@ -77,3 +77,19 @@ def test_a_small_image_keeps_intensity_equivariance():
     one = medsr.upscale(img, 2, "fast-x2").array
     two = medsr.upscale(img.replace(array=a * 12 - 3000), 2, "fast-x2").array
     np.testing.assert_allclose(two, one * 12 - 3000, atol=2e-3 * 12 * float(np.ptp(one)))
+
+
+def test_a_narrow_plane_is_padded_on_the_tiled_path_too():
+    """A plane long enough to be tiled but narrower than the training patch: padded across, then
+    tiled (the tiles of a fixed-spread RLFN reproduce a whole-plane pass), then cropped."""
+    up = PlaneUpscaler("fast-x2", 2, low_band=False, range_guard=False, tile=128)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 20, 1100, generator=g).contiguous(memory_format=torch.channels_last)
+    assert up.tile_size is not None and up.tile_size < 1100  # tiled along the long side
+    with torch.inference_mode():
+        pred, _ = up.forward_tensor(x, tiled=True)
+        padded = _reflect_pad(x, ((6, 6), (0, 0)), True)
+        bic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        want = up.net.detail(padded)[..., 12:52, :] + bic
+    assert pred.shape == want.shape == (1, 1, 40, 2200)
+    torch.testing.assert_close(pred, want, rtol=0, atol=1e-4)

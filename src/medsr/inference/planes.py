@@ -425,7 +425,10 @@ class PlaneUpscaler:
 
         from medsr.inference.tiling import tiled_forward
 
-        small = _pads_to(t, self.loaded.min_plane)
+        # a plane smaller than the network's training patches (either side) runs reflected out
+        # to that size and is cropped back (LoadedModel.min_plane); the base stays the plane's own
+        pads = _pads_to(t, self.loaded.min_plane)
+        x = t if pads is None else _reflect_pad(t, pads, self.channels_last)
 
         def run(dtype: Any) -> Any:
             call = self._net_call
@@ -433,17 +436,17 @@ class PlaneUpscaler:
                 if tiled and self.tile_size:
                     # a network that declares how far it looks and on which grid (RLFN with its
                     # fixed-spread attention) gets tiles that reproduce a whole-image pass
-                    return tiled_forward(
-                        call, t, tile=self.tile_size, halo=self.halo,
+                    out = tiled_forward(
+                        call, x, tile=self.tile_size, halo=self.halo,
                         align=getattr(self.net, "tile_align", 1), batch_size=self.batch_size,
                     )  # fmt: skip
-                if small is not None:  # smaller than the training patches: padded, then cropped
-                    (top, _), (left, _) = small
-                    h, w = t.shape[-2:]
-                    out = call(_reflect_pad(t, small, self.channels_last))
-                    s = self.scale
-                    return out[..., top * s : (top + h) * s, left * s : (left + w) * s]
-                return call(t, up) if up is not None else call(t)
+                else:
+                    out = call(x, up) if up is not None and pads is None else call(x)
+            if pads is None:
+                return out
+            (top, _), (left, _) = pads
+            h, w, s = t.shape[-2], t.shape[-1], self.scale
+            return out[..., top * s : (top + h) * s, left * s : (left + w) * s]
 
         out = run(self.autocast_dtype).float()
         if self.autocast_dtype is torch.float16 and not bool(torch.isfinite(out).all()):
