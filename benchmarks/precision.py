@@ -13,8 +13,10 @@ For every shipped in-plane model, against fp32:
   projection; ``PlaneUpscaler.forward_tensor``), median of ``--repeats``.
 
 Variants: ``bf16`` = the learned residual in bf16 — its input layer reading the intensities in
-fp32 — and base, add, normalisation and projection in fp32 (what ``--precision bf16`` runs
-now); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
+fp32 — and base, add, normalisation and projection in fp32; ``bf16 first block fp32`` = the same
+with the network's first block in fp32 too (RLFN). ``--precision bf16`` runs the first of the
+two within the tolerance (the recipe recorded in ``BF16_MEASURED`` as ``fp32_blocks``; plain
+``bf16`` when neither is); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
 input rounded to 8 significant bits); ``fp16`` like ``bf16`` (the upscaler runs it on CUDA
 only; on the CPU it is emulated by oneDNN for its values and not timed); ``fp32 tf32`` (CUDA
 only): fp32 with TF32 convolutions, torch's default on a GPU (the reference is strict fp32).
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import inspect
 import json
 import re
 import statistics
@@ -74,10 +78,29 @@ def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
         up.precision, up.autocast_dtype = "fp16", torch.float16
     if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
         up._net_call = _with_tf32(up._net_call)
+    if up.residual_split and variant != "fp32":  # each variant's own recipe, not the table's
+        blocks = 1 if variant == FIRST_BLOCK else 0
+        up._net_call = functools.partial(up.net.detail, fp32_blocks=blocks) if blocks else up.net.detail
+        up.fp32_blocks = blocks
     if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
         up.residual_split = False
         up._net_call = up.net
     return up
+
+
+#: the bf16 variant that keeps the network's first block in fp32 too (RLFN: ``detail(fp32_blocks=1)``)
+FIRST_BLOCK = "bf16 first block fp32"
+
+
+def bf16_recipe(row: dict[str, Any]) -> str:
+    """The bf16 variant ``auto`` would use for this model: plain ``bf16`` when it is within the
+    tolerance, else the first block in fp32 when that is, else ``bf16`` (then fp32 runs)."""
+    from medsr.inference.precision import _within
+
+    for v in ("bf16", FIRST_BLOCK):
+        if v in row["variants"] and _within(row["variants"][v], "bf16")[0]:
+            return v
+    return "bf16"
 
 
 def _with_tf32(call: Any) -> Any:
@@ -180,8 +203,11 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     from medsr.inference.precision import native_bf16, resolve_precision
 
     scale = int(re.search(r"-x(\d+)", model).group(1))  # fast-x2, default-x2-kspace
-    variants = ["bf16", "bf16 whole", "fp16"] + (["fp32 tf32"] if device.startswith("cuda") else [])
     ref = upscaler(model, scale, device, "fp32")
+    split = ref.residual_split and "fp32_blocks" in inspect.signature(ref.net.detail).parameters
+    variants = ["bf16", *([FIRST_BLOCK] if split else []), "bf16 whole", "fp16"] + (
+        ["fp32 tf32"] if device.startswith("cuda") else []
+    )
     ct = [_load(n, crop) for n in CT_FILES]
     pairs = validation_pairs(scale, crop)
     row: dict[str, Any] = {"model": model, "scale": scale, "checksum": ref.loaded.checksum, "crop": crop,
@@ -224,6 +250,8 @@ def to_markdown(info: dict[str, Any]) -> str:
         "slices; MR: Siemens abdomen 484², MR_small, emri_small; degraded ×scale with bicubic). "
         "ms: what `medsr upscale` runs per 512² slice (base + network + low-band projection), median. "
         "`bf16`: the learned residual in bf16, base, add, normalisation and projection in fp32 (now); "
+        "`bf16 first block fp32`: the same with the network's first block in fp32 too (RLFN), the recipe "
+        "`auto` records for a model whose plain `bf16` is not within the tolerance; "
         "`bf16 whole`: the whole network under autocast (before). "
         "`fp16`: the same split in fp16 (emulated where the device is a CPU: values only). "
         f"Tolerance of `--precision auto`: at most {BF16_TOLERANCE_HU:g} HU in tissue, "
@@ -237,9 +265,12 @@ def to_markdown(info: dict[str, Any]) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in info["rows"]:
+        recipe = bf16_recipe(r)
         for v, m in r["variants"].items():
             ok = _within(m, v)[0]
-            auto = {"bf16": "bf16" if ok else "not bf16", "fp16": "fp16 on CUDA" if ok else "not fp16"}.get(v, "")
+            auto = {"fp16": "fp16 on CUDA" if ok else "not fp16"}.get(v, "")
+            if v == recipe:
+                auto = "bf16 where native" if ok else "fp32 (not within)"
             md.append(
                 f"| {r['model']} | {v} | {m['hu_tissue_max']:.3g} | {100 * m['edge_max']:.2g} | {m['hu_max']:.3g} | "
                 f"{m['hu_rms']:.3g} | {m['psnr_change_db'].get('CT', 0):+.4f} | "
@@ -258,9 +289,11 @@ def table_entries(info: dict[str, Any], variant: str = "bf16") -> str:
     medsr/inference/precision.py."""
     lines = []
     for r in info["rows"]:
-        m = r["variants"][variant]
+        v = bf16_recipe(r) if variant == "bf16" else variant
+        m = r["variants"][v]
+        blocks = '"fp32_blocks": 1, ' if v == FIRST_BLOCK else ""
         lines.append(
-            f'    "{r["checksum"]}": {{"model": "{r["model"]}", "hu_tissue_max": {m["hu_tissue_max"]:.3g}, '
+            f'    "{r["checksum"]}": {{"model": "{r["model"]}", {blocks}"hu_tissue_max": {m["hu_tissue_max"]:.3g}, '
             f'"edge_max": {m["edge_max"]:.3g}, "hu_max": {m["hu_max"]:.3g}, "hu_rms": {m["hu_rms"]:.3g}, '
             f'"psnr_change_db": {m["psnr_change_db"].get("CT", 0):+.4f}}},'
         )

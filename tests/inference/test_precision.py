@@ -206,14 +206,17 @@ def test_measured_table_describes_shipped_weights():
         assert {"hu_tissue_max", "edge_max", "hu_max", "hu_rms"} <= set(entry)
 
 
-def test_auto_runs_the_fast_models_in_bf16_and_the_defaults_in_fp32(monkeypatch):
-    """What the measured tables decide where bf16 is native (session 11): the fast models and
-    the MR k-space defaults are within the tolerance, default-x2/x4 change tissue too much."""
+def test_auto_runs_every_shipped_default_in_bf16_where_native(monkeypatch):
+    """What the measured tables decide where bf16 is native (session 11): every shipped default
+    within the tolerance — default-x2/x4 with their first block in fp32 (plain bf16 changes their
+    tissue values by 10.6/14.1 HU), the fast models and the MR k-space defaults plain."""
     monkeypatch.setattr(prec, "_cpu_flags", lambda: {"avx512_bf16"})
-    got = {m: prec.resolve_precision("auto", CPU, _checksum(m), True)[0] for m in shipped_weights()
-           if m.startswith(("fast-", "default-"))}  # fmt: skip
-    assert got == {"fast-x2": "bf16", "fast-x4": "bf16", "default-x2-kspace": "bf16",
-                   "default-x4-kspace": "bf16", "default-x2": "fp32", "default-x4": "fp32"}  # fmt: skip
+    models = [m for m in shipped_weights() if m.startswith(("fast-", "default-"))]
+    got = {m: prec.resolve_precision("auto", CPU, _checksum(m), True) for m in models}
+    assert {m: g[0] for m, g in got.items()} == dict.fromkeys(models, "bf16")
+    blocks = {m: prec.bf16_fp32_blocks(_checksum(m)) for m in models}
+    assert blocks == {m: 1 if m in ("default-x2", "default-x4") else 0 for m in models}
+    assert "(its first block in fp32)" in got["default-x2"][1]
 
 
 def test_auto_in_the_upscaler_and_its_record(monkeypatch):
@@ -364,3 +367,54 @@ def test_cuda_widened_default_is_the_same_function(corpus, monkeypatch):
     assert plain.net.head.out_channels == 46
     a, b = wide.upscale(img).array.astype(np.float64), plain.upscale(img).array
     assert np.abs(a - b).max() <= 1.0  # HU: TF32 convolutions (torch's CUDA default) differ by ~1 HU
+
+
+class _OutSpy(torch.nn.Module):
+    """Records the dtype each wrapped layer computes in (its output's)."""
+
+    def __init__(self, layer: torch.nn.Module, seen: list[torch.dtype]):
+        super().__init__()
+        self.layer, self.seen = layer, seen
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x)
+        self.seen.append(y.dtype)
+        return y
+
+
+def test_rlfn_keeps_its_first_blocks_in_fp32_when_asked():
+    """``detail(fp32_blocks=n)``: under bf16 autocast the first n blocks compute in fp32, the rest
+    in bf16; without autocast the argument changes nothing."""
+    from medsr.models.efficient import RLFN
+
+    torch.manual_seed(0)
+    net = RLFN(num_features=8, num_blocks=3, scale=2, global_residual=True, esa_spread="fixed").eval()
+    torch.nn.init.normal_(net.upsample[0].weight, std=0.1)  # zero at init: a residual that is there
+    seen: list[torch.dtype] = []
+    for b in net.blocks:
+        b.body[0] = _OutSpy(b.body[0], seen)
+    x = torch.rand(1, 1, 24, 24)
+    with torch.inference_mode():
+        plain = net.detail(x)
+        torch.testing.assert_close(net.detail(x, fp32_blocks=2), plain, rtol=0, atol=0)
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net.detail(x, fp32_blocks=1)
+    assert seen == [torch.float32, torch.bfloat16, torch.bfloat16]
+    assert low.shape == plain.shape
+
+
+def test_bf16_runs_the_measured_recipe(monkeypatch):
+    """``--precision bf16`` runs the recipe measured for the weights (BF16_MEASURED's
+    ``fp32_blocks``): default-x2 keeps its first block in fp32, fast-x2 none; fp32 and fp16 ignore
+    it; a shared upscaler of another precision gets its own."""
+    for model in ("default-x2", "fast-x2"):
+        want = prec.bf16_fp32_blocks(_checksum(model))
+        up = PlaneUpscaler(model, 2, precision="bf16")
+        assert up.fp32_blocks == want
+        assert getattr(up._net_call, "keywords", {}).get("fp32_blocks", 0) == want
+        assert PlaneUpscaler(model, 2, precision="fp32").fp32_blocks == 0
+        assert PlaneUpscaler(up, 2, precision="fp32").fp32_blocks == 0
+        assert PlaneUpscaler(PlaneUpscaler(model, 2), 2, precision="bf16").fp32_blocks == want
+    assert prec.bf16_fp32_blocks(_checksum("default-x2")) == 1
+    assert prec.bf16_fp32_blocks("sha256:unmeasured") == 0

@@ -194,7 +194,7 @@ class PlaneUpscaler:
                 self.precision_note = model.precision_note
             else:
                 self._set_precision(precision)
-            self._set_network(model._net_call)
+            self._set_network(model._net_call if self.precision == model.precision else None)
             self._set_low_band(base, low_band)
             self._set_range_guard(range_guard)
             self._settle(batch_size)
@@ -234,11 +234,27 @@ class PlaneUpscaler:
         )
 
     def _set_network(self, call: Any) -> None:
-        """What runs under autocast: ``net.detail`` for a residual over bicubic, else ``net``."""
+        """What runs under autocast: ``net.detail`` for a residual over bicubic, else ``net``
+        (``call``: a shared upscaler's, same precision). In bf16, the leading blocks the model's
+        measured recipe keeps in fp32 (:func:`medsr.inference.precision.bf16_fp32_blocks`)."""
+        import functools
+        import inspect
+
+        from medsr.inference.precision import bf16_fp32_blocks
+
         self.residual_split = getattr(self.net, "residual_base", None) == "bicubic" and callable(
             getattr(self.net, "detail", None)
         )
-        self._net_call = call or (self.net.detail if self.residual_split else self.net)
+        self.fp32_blocks = 0
+        if call is None:
+            call = self.net.detail if self.residual_split else self.net
+            blocks = bf16_fp32_blocks(self.loaded.checksum) if self.precision == "bf16" else 0
+            if blocks and self.residual_split and "fp32_blocks" in inspect.signature(self.net.detail).parameters:
+                call = functools.partial(self.net.detail, fp32_blocks=blocks)
+                self.fp32_blocks = blocks
+        else:
+            self.fp32_blocks = int(getattr(call, "keywords", {}).get("fp32_blocks", 0))
+        self._net_call = call
 
     def _set_low_band(self, base: str | None, low_band: bool | float | None) -> None:
         """The base interpolator (the physics' peer) and the low-band projection of learned models."""

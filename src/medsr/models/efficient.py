@@ -116,12 +116,20 @@ class RLFN(nn.Module):
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
 
-    def detail(self, x: torch.Tensor, up: torch.Tensor | None = None) -> torch.Tensor:
+    def detail(
+        self, x: torch.Tensor, up: torch.Tensor | None = None, *, fp32_blocks: int = 0
+    ) -> torch.Tensor:
         """What the network adds: the whole output without ``global_residual``, else the residual
         ``forward(x) − bicubic(x)`` (``up``, the bicubic upsampling, is not needed here). The
-        head reads the intensities in fp32 under autocast (:func:`full_precision`)."""
+        head reads the intensities in fp32 under autocast (:func:`full_precision`), and so do the
+        first ``fp32_blocks`` blocks: they work on the head's features, which still carry the
+        intensities at full magnitude (bf16 there moved ``default-x2``'s CT tissue values by up to
+        10.6 HU, 3.9 HU with its first block in fp32: :mod:`medsr.inference.precision`)."""
         feats = full_precision(self.head, x)
-        feats = self.body_tail(self.blocks(feats)) + feats
+        body = feats
+        for i, block in enumerate(self.blocks):
+            body = full_precision(block, body) if i < fp32_blocks else block(body)
+        feats = self.body_tail(body) + feats
         return self.upsample(feats)
 
     def widened(self, multiple: int = 8) -> RLFN:
