@@ -56,9 +56,9 @@ def upscale(
             ``None`` never tiles.
         precision: ``fp32`` (``None``: the default, or a shared PlaneUpscaler's), ``bf16``
             for the learned residual (about 2× faster on CPUs with AVX-512 BF16/AMX and on GPUs;
-            ``benchmarks/results/precision.md``), ``fp16`` (CUDA only) or ``auto`` (bf16 where it
-            is native and measured within tolerance, else fp16 on a CUDA GPU where that is
-            measured within it: :mod:`medsr.inference.precision`);
+            ``benchmarks/results/precision.md``; the model's measured recipe), ``fp16`` (CUDA
+            only) or ``auto`` (fp16 on a CUDA GPU, else bf16 where it is native, for a model
+            measured within the tolerance: :mod:`medsr.inference.precision`);
             recorded in ``meta["derivation"]``.
     """
     from medsr.inference.planes import PlaneUpscaler
