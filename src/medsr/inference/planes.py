@@ -121,6 +121,10 @@ class PlaneUpscaler:
     autocast_dtype: Any
     fp16_fallbacks: int
     residual_split: bool
+    #: what runs under autocast (``net.detail`` or ``net``, with the bf16 recipe) and how many of
+    #: the network's leading blocks that recipe keeps in fp32
+    _net_call: Any
+    fp32_blocks: int
     #: the defaults of other physics that users of this upscaler switched to (loaded once)
     _alternates: dict[str | None, PlaneUpscaler]
 
@@ -194,7 +198,10 @@ class PlaneUpscaler:
                 self.precision_note = model.precision_note
             else:
                 self._set_precision(precision)
-            self._set_network(model._net_call if self.precision == model.precision else None)
+            same = self.precision == model.precision
+            self._set_network(model._net_call if same else None)
+            if same:  # its call (perhaps compiled) carries its recipe
+                self.fp32_blocks = model.fp32_blocks
             self._set_low_band(base, low_band)
             self._set_range_guard(range_guard)
             self._settle(batch_size)
@@ -252,8 +259,6 @@ class PlaneUpscaler:
             if blocks and self.residual_split and "fp32_blocks" in inspect.signature(self.net.detail).parameters:
                 call = functools.partial(self.net.detail, fp32_blocks=blocks)
                 self.fp32_blocks = blocks
-        else:
-            self.fp32_blocks = int(getattr(call, "keywords", {}).get("fp32_blocks", 0))
         self._net_call = call
 
     def _set_low_band(self, base: str | None, low_band: bool | float | None) -> None:

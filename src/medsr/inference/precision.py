@@ -20,8 +20,9 @@ tolerance, on a device that computes it natively; ``fp32`` otherwise:
    change over every pixel at most :data:`BF16_TOLERANCE_HU_RMS`. Until session 11 the 5 HU held
    at every pixel: every general model failed it on the few pixels of a ±1,000 HU step, the
    fast models there alone (fast-x2: 11.6 HU at a 1,200 HU step, 2.2 HU in tissue), the
-   defaults in tissue too (8–10 HU), so the rule now separates what bf16 does to CT numbers
-   from what it does to an edge's sub-pixel position. The measurements are kept in
+   defaults in tissue too (10.6 and 14.1 HU; 3.9 and 4.1 HU with their first block in fp32,
+   the recipe ``bf16`` runs for them: ``fp32_blocks``), so the rule now separates what bf16 does
+   to CT numbers from what it does to an edge's sub-pixel position. The measurements are kept in
    :data:`BF16_MEASURED` / :data:`FP16_MEASURED` under the weights' checksum, so a retrained or
    unknown model gets fp32 until it is measured.
 2. **The device**: on a CUDA GPU with fp16 tensor cores (compute capability 7.0 or later)
