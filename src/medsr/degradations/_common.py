@@ -213,8 +213,16 @@ class RandomDegradation:
 
 
 # --------------------------------------------------------------------------- 1-D filtering
-def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Symmetric (half-sample) reflection of indices into ``0 … n − 1``, any distance."""
+def _reflect_index(idx: np.ndarray, n: int, *, edge: bool = True) -> np.ndarray:
+    """Reflection of indices into ``0 … n − 1``, any distance: symmetric (half-sample, the edge
+    sample repeated: numpy's ``symmetric``) by default, about the edge samples with ``edge=False``
+    (numpy's ``reflect``; a single sample is repeated)."""
+    if not edge:
+        if n == 1:
+            return np.zeros_like(idx)
+        period = 2 * (n - 1)
+        m = np.mod(idx, period)
+        return np.where(m >= n, period - m, m)
     period = 2 * n
     m = np.mod(idx, period)
     return np.where(m >= n, period - 1 - m, m)

@@ -737,18 +737,14 @@ def _reflect_pad(t: Any, pads: tuple[tuple[int, int], tuple[int, int]], channels
     a plane narrower than the pad is reflected again and again (one pixel: repeated)."""
     import torch
 
+    from medsr.degradations._common import _reflect_index
+
     for dim, (before, after) in zip((-2, -1), pads, strict=True):
         n = t.shape[dim]
         if before == after == 0:
             continue
-        idx = torch.arange(-before, n + after, device=t.device)
-        if n > 1:
-            period = 2 * (n - 1)
-            idx = idx.remainder(period)
-            idx = torch.where(idx >= n, period - idx, idx)
-        else:
-            idx = torch.zeros_like(idx)
-        t = t.index_select(dim % t.dim(), idx)
+        idx = _reflect_index(np.arange(-before, n + after), n, edge=False)
+        t = t.index_select(dim % t.dim(), torch.as_tensor(idx, device=t.device))
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
 
 
