@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import inspect
 import json
 import re
@@ -76,12 +75,10 @@ def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
     up = PlaneUpscaler(model, scale, device=device, precision="bf16" if emulated_fp16 else variant.split()[0])
     if emulated_fp16:  # the upscaler runs fp16 on CUDA only; here oneDNN emulates it for the values
         up.precision, up.autocast_dtype = "fp16", torch.float16
+    if variant.split()[0] != "fp32":  # each variant's own recipe, not the table's
+        up._set_network(None, fp32_blocks=1 if variant == FIRST_BLOCK else 0)
     if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
         up._net_call = _with_tf32(up._net_call)
-    if up.residual_split and variant != "fp32":  # each variant's own recipe, not the table's
-        blocks = 1 if variant == FIRST_BLOCK else 0
-        up._net_call = functools.partial(up.net.detail, fp32_blocks=blocks) if blocks else up.net.detail
-        up.fp32_blocks = blocks
     if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
         up.residual_split = False
         up._net_call = up.net

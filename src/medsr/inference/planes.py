@@ -240,10 +240,11 @@ class PlaneUpscaler:
             self.precision_requested, self.device, self.loaded.checksum, self.loaded.learned
         )
 
-    def _set_network(self, call: Any) -> None:
+    def _set_network(self, call: Any, *, fp32_blocks: int | None = None) -> None:
         """What runs under autocast: ``net.detail`` for a residual over bicubic, else ``net``
         (``call``: a shared upscaler's, same precision). In bf16, the leading blocks the model's
-        measured recipe keeps in fp32 (:func:`medsr.inference.precision.bf16_fp32_blocks`)."""
+        measured recipe keeps in fp32 (:func:`medsr.inference.precision.bf16_fp32_blocks`);
+        ``fp32_blocks`` sets that number instead (``benchmarks/precision.py`` measures each)."""
         import functools
         import inspect
 
@@ -255,7 +256,10 @@ class PlaneUpscaler:
         self.fp32_blocks = 0
         if call is None:
             call = self.net.detail if self.residual_split else self.net
-            blocks = bf16_fp32_blocks(self.loaded.checksum) if self.precision == "bf16" else 0
+            if fp32_blocks is not None:
+                blocks = fp32_blocks
+            else:
+                blocks = bf16_fp32_blocks(self.loaded.checksum) if self.precision == "bf16" else 0
             if blocks and self.residual_split and "fp32_blocks" in inspect.signature(self.net.detail).parameters:
                 call = functools.partial(self.net.detail, fp32_blocks=blocks)
                 self.fp32_blocks = blocks
