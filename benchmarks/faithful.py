@@ -470,7 +470,8 @@ def main() -> None:
         "bicubic": PlaneUpscaler("bicubic", s, device="cpu"),
         "lanczos": PlaneUpscaler("lanczos", s, device="cpu"),
         "kspace": PlaneUpscaler("kspace", s, device="cpu"),
-        "default (bare)": PlaneUpscaler(name, s, device="cpu", low_band=False, range_guard=False),
+        "default (bare)": PlaneUpscaler(name, s, device="cpu", low_band=False, range_guard=False,
+                                        precision=args.precision),
     }
     # the default as a user gets it with no model named: it follows the stated physics
     # (--degradation kspace runs default-x{s}-kspace when shipped: medsr.models.resolver.default_model_name)
