@@ -681,6 +681,9 @@ def main() -> None:
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "JSON"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
+        from medsr.inference.memory import retain_freed_memory
+
+        retain_freed_memory()  # as the medsr command does (MEDSR_RETAIN_FREED_MEMORY=0: not)
         mode, cfg = args.worker[0], json.loads(args.worker[1])
         fn = {"e2e": worker_e2e, "network": worker_network, "cuda_sweep": worker_cuda_sweep}[mode]
         print(json.dumps(fn(cfg)))

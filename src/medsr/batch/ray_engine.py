@@ -53,10 +53,12 @@ class UpscaleActor:
     ):
         import torch
 
+        from medsr.inference.memory import retain_freed_memory
         from medsr.inference.planes import PlaneUpscaler
         from medsr.inference.predictor import resolve_device
         from medsr.io.isolated import IsolatedReader
 
+        retain_freed_memory()  # the actor's process is medsr's own, as the CLI's
         if threads:
             torch.set_num_threads(int(threads))
         dev = resolve_device(device)

@@ -330,7 +330,11 @@ class ESA(nn.Module):
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
         c3 = self.spread(self.conv3(v_max), (h, w))
-        logits = self.conv4(self.conv_f(c1_).add_(c3))
+        skip = self.conv_f(c1_)
+        # under CPU autocast the bilinear spread comes back in fp32: cast it to the skip's dtype
+        # before the full-size add (the same values: an in-place add rounds to that dtype anyway;
+        # a mixed-dtype add takes a slow path, fast-x2 bf16 at 512²: 211 → 166 ms)
+        logits = self.conv4(skip.add_(c3.to(skip.dtype)))
         if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
             return x * torch.sigmoid(logits)
         # inference: the mask in place, no second full-size tensor (the same values; default-x2
