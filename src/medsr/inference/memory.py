@@ -14,8 +14,8 @@ and to give the heap's free top back only above :data:`TRIM_MB` (``M_TRIM_THRESH
 plane freed serves the next, and memory still goes back after a job much larger than that.
 
 It changes the whole process's allocator, so medsr applies it only in processes it owns: the
-``medsr`` command (and so ``medsr serve`` and ``medsr batch``), the batch engine's Ray actors,
-and the benchmarks. A program that calls the Python API may call it too. Elsewhere than glibc
+``medsr`` command (and so ``medsr serve`` and ``medsr batch``), the web service's startup
+(however its app is served), the batch engine's Ray actors, and the benchmarks. A program that calls the Python API may call it too. Elsewhere than glibc
 (macOS, Windows, musl) it does nothing. ``MEDSR_RETAIN_FREED_MEMORY=0`` turns it off.
 """
 

@@ -154,6 +154,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):  # type: ignore[no-untyped-def]
+        from medsr.inference.memory import retain_freed_memory
+
+        # a server process runs medsr's jobs, however it was started (``medsr serve`` or an
+        # ASGI server given create_app): freed tensors serve the next plane
+        retain_freed_memory()
         service.start()
         log.info(
             "medsr service ready (work dir is private; retention %.0f s)", settings.retention_s
