@@ -24,6 +24,8 @@ import re
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from medsr.models import create_model, get_model_class, list_models
@@ -207,6 +209,25 @@ def test_rlfn_esa_handles_any_input_size(size):
     with torch.no_grad():
         y = model(torch.rand(1, 1, *size))
     assert y.shape == (1, 1, 2 * size[0], 2 * size[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ch=st.integers(1, 30), cw=st.integers(1, 30), dh=st.integers(-12, 20), dw=st.integers(-12, 20),
+    seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_fixed_esa_spread_is_bilinear_by_six_then_edge_extended(ch, cw, dh, dw, seed):
+    """The fixed spread: the coarse map upsampled ×6 (bilinear, half-pixel centres) on the
+    input's grid, cropped or extended by repeating its last row/column, at any size."""
+    st6 = ESA.STRIDE
+    coarse = torch.randn(1, 3, ch, cw, generator=torch.Generator().manual_seed(seed))
+    size = (max(1, ch * st6 + dh), max(1, cw * st6 + dw))
+    up = nn.functional.interpolate(coarse, scale_factor=st6, mode="bilinear", align_corners=False)
+    ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
+    want = nn.functional.pad(up, (0, pw, 0, ph), mode="replicate")[..., : size[0], : size[1]]
+    got = ESA(8, 3, "fixed").spread(coarse, size)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(coarse.abs().max()))
 
 
 @pytest.mark.parametrize(

@@ -345,8 +345,12 @@ class ESA(nn.Module):
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""
         if self.spread_mode == "stretch":
             return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
-        up = F.interpolate(coarse, scale_factor=self.STRIDE, mode="bilinear", align_corners=False)
-        ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
+        # edge-extended by repeating the coarse map's last samples before upsampling, not the
+        # upsampled map's last row after it: the same values (bilinear weights between equal
+        # samples; align_corners=False clamps to the last sample anyway), and no full-size copy
+        st = self.STRIDE
+        ph, pw = max(0, -(-size[0] // st) - coarse.shape[-2]), max(0, -(-size[1] // st) - coarse.shape[-1])
         if ph or pw:
-            up = F.pad(up, (0, pw, 0, ph), mode="replicate")
+            coarse = F.pad(coarse, (0, pw, 0, ph), mode="replicate")
+        up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
         return up[..., : size[0], : size[1]]
