@@ -352,5 +352,11 @@ class ESA(nn.Module):
         ph, pw = max(0, -(-size[0] // st) - coarse.shape[-2]), max(0, -(-size[1] // st) - coarse.shape[-1])
         if ph or pw:
             coarse = F.pad(coarse, (0, pw, 0, ph), mode="replicate")
-        up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
+        if coarse.dtype in (torch.bfloat16, torch.float16):
+            # in the map's own dtype: CPU autocast would widen the upsampling to fp32, a full-size
+            # fp32 map the caller narrows again (the kernel accumulates in fp32: the same values)
+            with torch.autocast(coarse.device.type, enabled=False):
+                up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
+        else:
+            up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
         return up[..., : size[0], : size[1]]
