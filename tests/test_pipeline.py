@@ -337,6 +337,37 @@ def test_costly_sparse_view_projection_is_not_run_under_auto():
     assert any("not applied" in w for w in s["warnings"])
 
 
+def test_path_errors_come_before_the_options_and_torch(tmp_path):
+    """A missing input or an existing output fails at once (in a new process, before torch and
+    the model are loaded) with its own message, even when the options would be valid."""
+    import subprocess
+    import sys
+
+    existing = tmp_path / "out.nii.gz"
+    existing.write_bytes(b"x")
+    source = tmp_path / "in.npy"
+    np.save(source, np.zeros((8, 8), np.float32))
+    code = f"""
+import sys
+from medsr.api import upscale_file
+from medsr.errors import InputNotFoundError, OutputExistsError
+for args, error in (((r"{tmp_path / 'missing.dcm'}", r"{tmp_path / 'x'}"), InputNotFoundError),
+                    ((r"{source}", r"{existing}"), OutputExistsError)):
+    try:
+        upscale_file(*args, model="fast-x2")
+    except error as exc:
+        print(exc)
+    else:
+        raise SystemExit(f"{{args}} was accepted")
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert "does not exist" in lines[0] and "already exists" in lines[1]
+    assert lines[-1] == "False"
+
+
 def test_option_errors_come_before_torch_is_imported():
     """A wrong option fails at once: checking the options (modality, method, degradation kind)
     and reading a model card need no torch (a new process imports it in ~2 s)."""

@@ -995,25 +995,28 @@ def upscale_file(
     sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). Warnings
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
-    Everything is checked before any work: the options (:func:`check_options`), that ``output``
-    does not exist (unless ``overwrite``) and is not the input. Nothing is written unless the
+    Everything is checked before any work: that the input exists and ``output`` does not
+    (unless ``overwrite``) and is not the input, then the options (:func:`check_options`). Nothing is written unless the
     whole result is valid.
     """
-    from medsr.io import load_image, save_image
+    from medsr.io import load_image, save_image, sniff_format
     from medsr.io._atomic import check_output
 
-    loaded = check_options(
-        scale=scale, model=model, method=method, through_plane=through_plane,
-        target_spacing=target_spacing, consistency=consistency, degradation=degradation,
-        modality=modality, precision=precision, init=init, budget_s=budget_s,
-        epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
-    )  # fmt: skip
+    # the paths first: a missing input or an existing output fails at once, before the options'
+    # check loads torch and the model (about 1.5 s)
+    sniff_format(input_path)
     target = output_path_for(input_path, output)
     check_output(target, overwrite)
     if Path(input_path).resolve() == target.resolve():
         raise InvalidParameterError("the output must not be the input (inputs are never modified)")
     if maps_dir is not None:
         check_output(maps_dir, overwrite)
+    loaded = check_options(
+        scale=scale, model=model, method=method, through_plane=through_plane,
+        target_spacing=target_spacing, consistency=consistency, degradation=degradation,
+        modality=modality, precision=precision, init=init, budget_s=budget_s,
+        epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
+    )  # fmt: skip
     options: dict[str, Any] = {"luminance": luminance}
     if series_uid:
         options["series_uid"] = series_uid
