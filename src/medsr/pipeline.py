@@ -996,8 +996,8 @@ def upscale_file(
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
     Everything is checked before any work: that the input exists and ``output`` does not
-    (unless ``overwrite``) and is not the input, then the options (:func:`check_options`). Nothing is written unless the
-    whole result is valid.
+    (unless ``overwrite``) and is not the input, then the options (:func:`check_options`).
+    Nothing is written unless the whole result is valid.
     """
     from medsr.io import load_image, save_image, sniff_format
     from medsr.io._atomic import check_output

@@ -4,10 +4,10 @@ A network's intermediate tensors are large (``fast-x2`` on a 512² plane: 24 × 
 each; ``default-x2``: 48 MB) and live for one layer. glibc's ``malloc`` serves blocks above its
 mmap threshold (at most 32 MB, adapting upwards from 128 kB) with a fresh ``mmap`` and gives them
 back with ``munmap`` when freed, and trims the heap's free top above a threshold: every plane then
-touches every page of every such tensor for the first time again, at a page fault per 4 kB. On
-the 2-core AMD EPYC of ``benchmarks/results/speed*.md``, network time per 512² plane (bf16):
-``fast-x2`` 170-185 → 138-143 ms, ``default-x2`` 766-786 → 568-575 ms with the freed memory kept
-(fp32 ``fast-x2``: 275 → 210 ms); peak memory the same (the same tensors, reused).
+faults in, and the kernel zeroes, every page of every such tensor again. On the 2-core AMD EPYC
+of ``benchmarks/results/speed*.md``, network time per 512² plane (bf16): ``fast-x2`` 170-185 →
+138-143 ms, ``default-x2`` 766-786 → 568-575 ms with the freed memory kept (fp32 ``fast-x2``:
+275 → 210 ms); the whole process's peak memory 30-115 MB higher (``speed_allocator.md``).
 
 :func:`retain_freed_memory` tells glibc to serve every block from its heap (``M_MMAP_MAX`` = 0)
 and to give the heap's free top back only above :data:`TRIM_MB` (``M_TRIM_THRESHOLD``): what one
@@ -15,8 +15,9 @@ plane freed serves the next, and memory still goes back after a job much larger 
 
 It changes the whole process's allocator, so medsr applies it only in processes it owns: the
 ``medsr`` command (and so ``medsr serve`` and ``medsr batch``), the web service's startup
-(however its app is served), the batch engine's Ray actors, and the benchmarks. A program that calls the Python API may call it too. Elsewhere than glibc
-(macOS, Windows, musl) it does nothing. ``MEDSR_RETAIN_FREED_MEMORY=0`` turns it off.
+(however its app is served), the batch engine's Ray actors, and the benchmarks. A program that
+calls the Python API may call it too. Elsewhere than glibc (macOS, Windows, musl) it does
+nothing. ``MEDSR_RETAIN_FREED_MEMORY=0`` turns it off.
 """
 
 from __future__ import annotations
