@@ -339,7 +339,7 @@ def test_costly_sparse_view_projection_is_not_run_under_auto():
 
 def test_path_errors_come_before_the_options_and_torch(tmp_path):
     """A missing input or an existing output fails at once (in a new process, before torch and
-    the model are loaded) with its own message, even when the options would be valid."""
+    the model are loaded) with its own message: upscale, degrade and batch."""
     import subprocess
     import sys
 
@@ -347,24 +347,31 @@ def test_path_errors_come_before_the_options_and_torch(tmp_path):
     existing.write_bytes(b"x")
     source = tmp_path / "in.npy"
     np.save(source, np.zeros((8, 8), np.float32))
+    missing = tmp_path / "missing.dcm"
     code = f"""
 import sys
-from medsr.api import upscale_file
+from medsr.api import degrade_file, upscale_file
+from medsr.batch import run_batch
 from medsr.errors import InputNotFoundError, OutputExistsError
-for args, error in (((r"{tmp_path / 'missing.dcm'}", r"{tmp_path / 'x'}"), InputNotFoundError),
-                    ((r"{source}", r"{existing}"), OutputExistsError)):
+for call, args, error in (
+    (upscale_file, (r"{missing}", r"{tmp_path / 'x'}"), InputNotFoundError),
+    (upscale_file, (r"{source}", r"{existing}"), OutputExistsError),
+    (degrade_file, (r"{missing}", r"{tmp_path / 'y.nii.gz'}"), InputNotFoundError),
+    (degrade_file, (r"{source}", r"{existing}"), OutputExistsError),
+    (run_batch, (r"{tmp_path / 'no_folder'}", r"{tmp_path / 'z'}"), InputNotFoundError),
+):
     try:
-        upscale_file(*args, model="fast-x2")
+        call(*args, **({{}} if call is degrade_file else {{"model": "fast-x2"}}))
     except error as exc:
         print(exc)
     else:
-        raise SystemExit(f"{{args}} was accepted")
+        raise SystemExit(f"{{call.__name__}}{{args}} was accepted")
 print("torch" in sys.modules)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert "does not exist" in lines[0] and "already exists" in lines[1]
+    assert ["does not exist" in x or "already exists" in x for x in lines[:-1]] == [True] * 5, lines
     assert lines[-1] == "False"
 
 

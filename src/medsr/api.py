@@ -27,10 +27,13 @@ def degrade_file(
     overwrite: bool = False,
 ) -> Path:
     """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``."""
-    from medsr.degradations import default_kind, degrade_image
+    from medsr.io import sniff_format
 
+    sniff_format(input_path)  # the paths first: they fail at once, before torch is imported
     target = output_path_for(input_path, output)
     check_output(target, overwrite)
+    from medsr.degradations import default_kind, degrade_image
+
     image = load_image(input_path)
     name = default_kind(image.modality) if kind == "auto" else kind
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))

@@ -204,6 +204,8 @@ def run_batch(
 
     Returns a :class:`BatchSummary`; individual failures are in the report, never raised.
     """
+    if not Path(input).exists():  # at once, before the options' check loads torch and the model
+        raise InputNotFoundError(f"input '{Path(input)}' does not exist")
     from medsr.pipeline import check_options
     from medsr.safeguards.consistency import consistency_setting
 
