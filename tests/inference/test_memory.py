@@ -73,3 +73,36 @@ def test_turned_off_by_the_environment():
     if _glibc() and off["held"] is not None:  # glibc's default: mapped apart, unmapped when freed
         assert off["held"]["mmapped"] >= _MB64, off
         assert off["freed"]["heap_free"] < _MB64, off
+
+
+_RELEASE = r"""
+import json
+import numpy as np
+from medsr.inference.memory import release_freed_memory, retain_freed_memory
+
+def rss_mb():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+retain_freed_memory()
+base = rss_mb()
+blocks = [np.ones(2**25 // 4, dtype=np.float32) for _ in range(8)]  # 8 x 32 MB, in use
+pin = np.ones(2**18, dtype=np.uint8)  # a small block after them: the heap's top stays in use
+del blocks
+kept = rss_mb()
+released = release_freed_memory()
+after = rss_mb()
+print(json.dumps({"base": base, "kept": kept, "released": released, "after": after}))
+"""
+
+
+@pytest.mark.skipif(not _glibc(), reason="malloc_trim is glibc's")
+def test_a_finished_job_gives_its_freed_memory_back():
+    """What a job freed stays in the heap (below the trim threshold, under a block in use) until
+    :func:`release_freed_memory` hands it back, as the web service does after each job."""
+    out = subprocess.run([sys.executable, "-c", _RELEASE], capture_output=True, text=True,
+                         timeout=120, check=True)  # fmt: skip
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["kept"] - m["base"] > 200, m  # 256 MB freed but kept
+    assert m["released"] is True
+    assert m["kept"] - m["after"] > 200, m  # and given back

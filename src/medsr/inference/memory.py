@@ -18,6 +18,11 @@ It changes the whole process's allocator, so medsr applies it only in processes 
 (however its app is served), the batch engine's Ray actors, and the benchmarks. A program that
 calls the Python API may call it too. Elsewhere than glibc (macOS, Windows, musl) it does
 nothing. ``MEDSR_RETAIN_FREED_MEMORY=0`` turns it off.
+
+A long-running process keeps what its largest job freed, below the trim threshold or behind a
+block still in use. :func:`release_freed_memory` (glibc's ``malloc_trim``) gives every free page
+back at once: the web service calls it after each job, so an idle server holds no more memory
+than it uses.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import logging
 import os
 import sys
 
-__all__ = ["TRIM_MB", "retain_freed_memory"]
+__all__ = ["TRIM_MB", "release_freed_memory", "retain_freed_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +57,10 @@ def retain_freed_memory(trim_mb: int = TRIM_MB) -> bool:
     _applied = False
     if os.environ.get(_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return False
-    if not sys.platform.startswith("linux"):
+    libc = _glibc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     trim = max(0, min(int(trim_mb), 2047)) * 2**20
     # mallopt returns 1 on success. With mmap off every block comes from the heap (a thread's
@@ -68,3 +70,27 @@ def retain_freed_memory(trim_mb: int = TRIM_MB) -> bool:
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, trim))
     log.debug("freed memory kept for reuse: %s", _applied)
     return _applied
+
+
+def release_freed_memory() -> bool:
+    """Give the heap's free pages back to the system now (glibc ``malloc_trim(0)``, which also
+    releases free pages between blocks still in use); True when some were released. For a
+    long-running process between jobs; elsewhere than glibc it does nothing (False)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    trim = libc.malloc_trim
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(trim(0))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (musl has neither)
+    except (OSError, AttributeError):
+        return None
+    return libc

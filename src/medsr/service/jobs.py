@@ -255,6 +255,11 @@ class JobQueue:
             job.finished_at = time.time()
             with self._lock:
                 self._pending -= 1
+            # what the job freed goes back to the system (the server keeps freed memory for
+            # reuse while a job runs: medsr.inference.memory)
+            from medsr.inference.memory import release_freed_memory
+
+            release_freed_memory()
 
     def shutdown(self, grace_s: float = 10.0) -> list[Job]:
         """Refuse new jobs, cancel queued ones, give running ones ``grace_s`` seconds; return
