@@ -214,20 +214,22 @@ def test_rlfn_esa_handles_any_input_size(size):
 @settings(max_examples=200, deadline=None)
 @given(
     ch=st.integers(1, 30), cw=st.integers(1, 30), dh=st.integers(-12, 20), dw=st.integers(-12, 20),
-    seed=st.integers(0, 2**16),
+    seed=st.integers(0, 2**16), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
 )  # fmt: skip
-def test_fixed_esa_spread_is_bilinear_by_six_then_edge_extended(ch, cw, dh, dw, seed):
+def test_fixed_esa_spread_is_bilinear_by_six_then_edge_extended(ch, cw, dh, dw, seed, dtype):
     """The fixed spread: the coarse map upsampled ×6 (bilinear, half-pixel centres) on the
-    input's grid, cropped or extended by repeating its last row/column, at any size."""
+    input's grid, cropped or extended by repeating its last row/column, at any size — in the
+    map's own dtype under CPU autocast too (whose padding would widen bf16 to fp32)."""
     st6 = ESA.STRIDE
-    coarse = torch.randn(1, 3, ch, cw, generator=torch.Generator().manual_seed(seed))
+    coarse = torch.randn(1, 3, ch, cw, generator=torch.Generator().manual_seed(seed)).to(dtype)
     size = (max(1, ch * st6 + dh), max(1, cw * st6 + dw))
     up = nn.functional.interpolate(coarse, scale_factor=st6, mode="bilinear", align_corners=False)
     ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
     want = nn.functional.pad(up, (0, pw, 0, ph), mode="replicate")[..., : size[0], : size[1]]
-    got = ESA(8, 3, "fixed").spread(coarse, size)
-    assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * float(coarse.abs().max()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ESA(8, 3, "fixed").spread(coarse, size)
+    assert got.dtype == dtype and got.shape == want.shape
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize(

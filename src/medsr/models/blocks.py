@@ -331,9 +331,9 @@ class ESA(nn.Module):
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
         c3 = self.spread(self.conv3(v_max), (h, w))
         skip = self.conv_f(c1_)
-        # under CPU autocast the bilinear spread comes back in fp32: cast it to the skip's dtype
-        # before the full-size add (the same values: an in-place add rounds to that dtype anyway;
-        # a mixed-dtype add takes a slow path, fast-x2 bf16 at 512²: 211 → 166 ms)
+        # the full-size add in one dtype: the spread keeps the coarse map's (bf16 under autocast;
+        # its padding ran in fp32 until session 12, and a mixed bf16 + fp32 in-place add takes a
+        # slow path: fast-x2 bf16 at 512², 211 → 166 ms with the same values)
         logits = self.conv4(skip.add_(c3.to(skip.dtype)))
         if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
             return x * torch.sigmoid(logits)
@@ -345,18 +345,11 @@ class ESA(nn.Module):
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""
         if self.spread_mode == "stretch":
             return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
-        # edge-extended by repeating the coarse map's last samples before upsampling, not the
-        # upsampled map's last row after it: the same values (bilinear weights between equal
-        # samples; align_corners=False clamps to the last sample anyway), and no full-size copy
-        st = self.STRIDE
-        ph, pw = max(0, -(-size[0] // st) - coarse.shape[-2]), max(0, -(-size[1] // st) - coarse.shape[-1])
-        if ph or pw:
-            coarse = F.pad(coarse, (0, pw, 0, ph), mode="replicate")
-        if coarse.dtype in (torch.bfloat16, torch.float16):
-            # in the map's own dtype: CPU autocast would widen the upsampling to fp32, a full-size
-            # fp32 map the caller narrows again (the kernel accumulates in fp32: the same values)
-            with torch.autocast(coarse.device.type, enabled=False):
-                up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
-        else:
-            up = F.interpolate(coarse, scale_factor=st, mode="bilinear", align_corners=False)
+        # in the map's own dtype: under CPU autocast the replicate padding would run in fp32 (a
+        # full-size fp32 map the caller narrows again); the upsampling stays in bf16 either way
+        with torch.autocast(coarse.device.type, enabled=False):
+            up = F.interpolate(coarse, scale_factor=self.STRIDE, mode="bilinear", align_corners=False)
+            ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
+            if ph or pw:
+                up = F.pad(up, (0, pw, 0, ph), mode="replicate")
         return up[..., : size[0], : size[1]]
