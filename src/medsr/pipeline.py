@@ -109,6 +109,7 @@ __all__ = [
     "check_distribution",
     "check_modality",
     "check_options",
+    "check_paths",
     "consistency_error",
     "consistency_exceeded",
     "consistency_setting",
@@ -749,6 +750,28 @@ def save_safeguarded(
 # ====================================================================== files in, files out
 
 
+def check_paths(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    overwrite: bool = False,
+    maps_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where to write (:func:`output_path_for`), once the paths are checked: the input exists
+    and is a format medsr reads, the output (and ``maps_dir``) does not exist unless
+    ``overwrite``, and the output is not the input (inputs are never modified). Needs no torch."""
+    from medsr.io import sniff_format
+    from medsr.io._atomic import check_output
+
+    sniff_format(input_path)
+    target = output_path_for(input_path, output)
+    check_output(target, overwrite)
+    if Path(input_path).resolve() == target.resolve():
+        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
+    if maps_dir is not None:
+        check_output(maps_dir, overwrite)
+    return target
+
+
 def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
     """Where to write: ``output`` itself when its suffix names a format; otherwise a folder.
 
@@ -999,18 +1022,11 @@ def upscale_file(
     (unless ``overwrite``) and is not the input, then the options (:func:`check_options`).
     Nothing is written unless the whole result is valid.
     """
-    from medsr.io import load_image, save_image, sniff_format
-    from medsr.io._atomic import check_output
+    from medsr.io import load_image, save_image
 
     # the paths first: a missing input or an existing output fails at once, before the options'
     # check loads torch and the model (about 1.5 s)
-    sniff_format(input_path)
-    target = output_path_for(input_path, output)
-    check_output(target, overwrite)
-    if Path(input_path).resolve() == target.resolve():
-        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
-    if maps_dir is not None:
-        check_output(maps_dir, overwrite)
+    target = check_paths(input_path, output, overwrite, maps_dir)
     loaded = check_options(
         scale=scale, model=model, method=method, through_plane=through_plane,
         target_spacing=target_spacing, consistency=consistency, degradation=degradation,

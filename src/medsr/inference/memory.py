@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 import sys
@@ -84,8 +85,10 @@ def release_freed_memory() -> bool:
     return bool(trim(0))
 
 
+@functools.lru_cache(maxsize=1)
 def _glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None; looked
+    up once (``find_library`` runs ``ldconfig``), not after every job of the web service."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -330,11 +330,8 @@ class ESA(nn.Module):
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
         c3 = self.spread(self.conv3(v_max), (h, w))
-        skip = self.conv_f(c1_)
-        # the full-size add in one dtype: the spread keeps the coarse map's (bf16 under autocast;
-        # its padding ran in fp32 until session 12, and a mixed bf16 + fp32 in-place add takes a
-        # slow path: fast-x2 bf16 at 512², 211 → 166 ms with the same values)
-        logits = self.conv4(skip.add_(c3.to(skip.dtype)))
+        # one dtype here: the spread keeps the coarse map's (see spread)
+        logits = self.conv4(self.conv_f(c1_).add_(c3))
         if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
             return x * torch.sigmoid(logits)
         # inference: the mask in place, no second full-size tensor (the same values; default-x2
@@ -345,8 +342,9 @@ class ESA(nn.Module):
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""
         if self.spread_mode == "stretch":
             return F.interpolate(coarse, size, mode="bilinear", align_corners=False)
-        # in the map's own dtype: under CPU autocast the replicate padding would run in fp32 (a
-        # full-size fp32 map the caller narrows again); the upsampling stays in bf16 either way
+        # in the map's own dtype: under CPU autocast the replicate padding would run in fp32, and
+        # the full-size add in forward would mix bf16 and fp32, a slow path (fast-x2 bf16 at 512²:
+        # 211 → 166 ms without it, the same values); the upsampling stays in bf16 either way
         with torch.autocast(coarse.device.type, enabled=False):
             up = F.interpolate(coarse, scale_factor=self.STRIDE, mode="bilinear", align_corners=False)
             ph, pw = max(0, size[0] - up.shape[-2]), max(0, size[1] - up.shape[-1])
