@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from medsr.io import load_image, save_image
-from medsr.io._atomic import check_output
 
 # the file-level upscale is the pipeline's (one door for every front end)
-from medsr.pipeline import output_path_for, upscale_file
+from medsr.pipeline import check_paths, output_path_for, upscale_file
 
 __all__ = ["degrade_file", "output_path_for", "upscale_file"]
 
@@ -27,11 +26,8 @@ def degrade_file(
     overwrite: bool = False,
 ) -> Path:
     """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``."""
-    from medsr.io import sniff_format
-
-    sniff_format(input_path)  # the paths first: they fail at once, before torch is imported
-    target = output_path_for(input_path, output)
-    check_output(target, overwrite)
+    # the paths first (they fail at once, before torch is imported), as upscale_file checks them
+    target = check_paths(input_path, output, overwrite)
     from medsr.degradations import default_kind, degrade_image
 
     image = load_image(input_path)

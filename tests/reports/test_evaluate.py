@@ -127,6 +127,21 @@ def test_cli_degrade_bad_param(tmp_path, corpus):
     assert res.returncode == 2 and "unknown degradation" in res.stderr
 
 
+def test_cli_degrade_never_writes_over_its_input(tmp_path, corpus):
+    """Inputs are never modified: ``degrade IN IN --overwrite`` is refused, as upscale refuses it."""
+    import shutil
+
+    from tests.test_cli import medsr as run
+
+    src = tmp_path / "camera.png"
+    shutil.copy(corpus("camera.png"), src)
+    before = src.read_bytes()
+    res = run("degrade", str(src), str(src), "--kind", "bicubic", "--overwrite")
+    assert res.returncode == 2 and "must not be the input" in res.stderr
+    assert res.stderr.strip().count("\n") == 0  # one error line
+    assert src.read_bytes() == before
+
+
 # ----------------------------------------------------------------------------- fidelity maps
 MAP_METRICS = ("consistency_mae", "consistency_max", "uncertainty_mean")
 
