@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import medsr
 from medsr.image import MedImage
-from medsr.models.lowband import low_band, low_band_size, project_low_band
+from medsr.models.lowband import _fft_axis, dct_basis, low_band, low_band_size, project_low_band
 from medsr.models.resolver import list_pretrained
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -33,6 +33,45 @@ def test_projection_is_an_orthogonal_projection():
     out = project_low_band(x, base, 2)
     torch.testing.assert_close(low_band(out, 2), low_band(base, 2))  # the low band is base's
     assert low_band_size(56, 2) == 14 and low_band_size(56, 4) == 7  # half the input's Nyquist
+
+
+def _dense_low_band(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """The definition, with the basis matrices on both axes (float64)."""
+    h, w = x.shape[-2:]
+    by = dct_basis(h, low_band_size(h, scale), dtype=torch.float64)
+    bx = dct_basis(w, low_band_size(w, scale), dtype=torch.float64)
+    return by @ (by.T @ x.double() @ bx) @ bx.T
+
+
+def test_long_axes_take_the_fft_when_it_is_the_faster():
+    assert _fft_axis(1024, 256) and _fft_axis(1280, 320) and _fft_axis(3800, 950)  # 3800 = 2³·5²·19
+    assert not _fft_axis(256, 64)  # short: the matrices are faster
+    assert not _fft_axis(1023, 255)  # odd length
+    assert not _fft_axis(1202, 300)  # 1202 = 2·601: a large prime factor
+    assert not _fft_axis(1024, 513)  # more than half the axis kept
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    size=st.tuples(st.integers(150, 560), st.integers(150, 560)),
+    scale=st.sampled_from([2, 4]),
+    batch=st.sampled_from([(), (1, 1), (2, 3)]),
+)
+@example(seed=0, size=(512, 640), scale=2, batch=(1, 1))  # both axes by FFT (a CT / US output)
+@example(seed=1, size=(601, 300), scale=2, batch=())  # rows 1202 = 2·601: matrices; columns FFT
+@example(seed=2, size=(150, 601), scale=4, batch=(2,))  # rows 600: FFT; columns 2404 = 4·601: matrices
+def test_the_fft_route_is_the_same_projection(seed, size, scale, batch):
+    """Planes whose axes take the FFT (one or both) give the definition's projection: in float64
+    to 1e-10 of the input's magnitude, in float32 to 2e-6 of it."""
+    h, w = size[0] * scale, size[1] * scale
+    x = torch.randn(*batch, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ref = _dense_low_band(x, scale)
+    mag = float(x.abs().max())
+    assert float((low_band(x, scale) - ref).abs().max()) <= 1e-10 * mag
+    assert float((low_band(x.float(), scale).double() - ref).abs().max()) <= 2e-6 * mag
+    p = low_band(x, scale)
+    torch.testing.assert_close(low_band(p, scale), p, rtol=0, atol=1e-10 * mag)  # P² = P
 
 
 @pytest.mark.parametrize("model", SHIPPED)
