@@ -87,7 +87,7 @@ def test_scanner_noise_per_modality():
 
 
 def test_scanner_noise_fraction_is_per_item_and_deterministic():
-    x = torch.rand(64, 1, 16, 16) * 0.5 + 0.25
+    x = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.25
     n = RandomScannerNoise("MR", fraction=0.3, mr_sigma=(0.01, 0.03))
     a = n(x, generator=7)
     used = n.last_params
@@ -99,10 +99,11 @@ def test_scanner_noise_fraction_is_per_item_and_deterministic():
         a, RandomScannerNoise("MR", fraction=0.3, mr_sigma=(0.01, 0.03))(x, generator=7)
     )
     assert torch.equal(RandomScannerNoise("MR", fraction=0.0)(x, generator=7), x)
-    assert torch.equal(
-        RandomScannerNoise("MR", fraction=1.0)(x, generator=7) != x,
-        torch.ones_like(x, dtype=torch.bool),
-    )
+    # every item is noised (not every pixel: Rician noise of σ = 0.005 leaves about one pixel in
+    # 200,000 bit-identical in float32, which made this test fail on some draws of x)
+    every = RandomScannerNoise("MR", fraction=1.0)(x, generator=7)
+    assert all((every[i] != x[i]).any() for i in range(64))
+    assert float((every != x).float().mean()) > 0.99
     with pytest.raises(InvalidParameterError):
         RandomScannerNoise("MR", fraction=1.5)
     with pytest.raises(InvalidParameterError):
