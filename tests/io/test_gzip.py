@@ -11,17 +11,24 @@ import pytest
 
 import medsr
 from medsr.image import MedImage
+from medsr.io import _gzip
 from medsr.io._gzip import ParallelGzipWriter
 
 
 @pytest.mark.parametrize("threads", [1, 3])
-def test_blocks_make_one_ordinary_gzip_member(threads, rng):
+@pytest.mark.parametrize("combine", [True, False])
+def test_blocks_make_one_ordinary_gzip_member(threads, combine, rng, monkeypatch):
+    """Whether the blocks' CRCs are combined (ISA-L) or computed in order (zlib's fallback)."""
+    if not combine:
+        monkeypatch.setattr(_gzip, "_crc32_combine", None)
+    elif _gzip._crc32_combine is None:  # pragma: no cover - isal is a dependency
+        pytest.skip("no crc32_combine without ISA-L")
     data = rng.integers(0, 7, 100_003, dtype=np.uint8).tobytes()
     raw = io.BytesIO()
     with ParallelGzipWriter(raw, threads=threads, block=4096) as gz:
         gz.write(data[:10])
         gz.write(memoryview(data)[10:50_000])  # a view: copied, not kept
-        gz.write(bytes(data[50_000:]))  # large immutable bytes go as they are
+        gz.write(bytes(data[50_000:]))  # large immutable bytes: deflated in place, 13 blocks
         assert gz.tell() == len(data)
         assert gz.seek(len(data)) == len(data)
         with pytest.raises(io.UnsupportedOperation):

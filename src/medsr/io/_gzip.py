@@ -10,7 +10,11 @@ blocks). zlib releases the GIL while it compresses, so threads use the cores.
 Deflate: ISA-L (``isal.isal_zlib``, a dependency) when importable, else zlib. On a ×2 fast-x2
 CT output (4 MiB of float32) ISA-L level 1 takes 32 ms against zlib level 1's 211 ms, keeping
 83.5 % of the bytes against 82.8 % (AMD EPYC, one thread). The CRC-32 comes from the same
-library (ISA-L's: 6 ms against zlib's 14 ms per 32 MiB).
+library (ISA-L's: 6 ms against zlib's 14 ms per 32 MiB), computed per block by the thread that
+deflates it and combined in order (``crc32_combine``). The large ``bytes`` slabs nibabel writes
+are deflated where they lie, without a copy. On a 1024²×9 float32 volume (37.7 MB, two
+threads) the writer takes 72–75 ms (median of 9) where the serial CRC and the copies through one
+buffer took 88–90 ms.
 
 Level: :data:`GZIP_LEVEL` = 1, what nibabel writes by default. A super-resolved float32 volume
 is nearly incompressible — noise in the low mantissa bits — and higher levels buy little: on a
@@ -41,13 +45,17 @@ try:
 except ImportError:  # pragma: no cover - isal is a dependency; zlib is the fallback
     _deflater = zlib  # type: ignore[assignment,misc]
 _crc32 = _deflater.crc32
+#: ISA-L combines the CRCs of consecutive blocks (zlib's Python module cannot): each block's CRC
+#: is then computed by the thread that deflates it, not serially by the writing thread
+_crc32_combine = getattr(_deflater, "crc32_combine", None)
 
 
-def _deflate(block: bytes, level: int) -> bytes:
+def _deflate(block: bytes | memoryview, level: int, crc: bool) -> tuple[bytes, int]:
+    """``(raw deflate of block ending on a byte boundary, its CRC-32 or 0)``."""
     if _deflater is not zlib:
         level = min(level, 3)  # ISA-L's levels are 0-3
     c = _deflater.compressobj(level, _deflater.DEFLATED, -15)
-    return c.compress(block) + c.flush(_deflater.Z_SYNC_FLUSH)
+    return c.compress(block) + c.flush(_deflater.Z_SYNC_FLUSH), _crc32(block) if crc else 0
 
 
 class ParallelGzipWriter(io.RawIOBase):
@@ -72,7 +80,7 @@ class ParallelGzipWriter(io.RawIOBase):
         self._threads = max(1, threads or min(4, os.cpu_count() or 1))
         self._block = int(block)
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="medsr-gzip")
-        self._pending: deque[Future[bytes]] = deque()
+        self._pending: deque[tuple[Future[tuple[bytes, int]], int]] = deque()
         self._buffer = bytearray()
         self._crc = 0
         self._size = 0
@@ -96,10 +104,15 @@ class ParallelGzipWriter(io.RawIOBase):
     def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
         view = memoryview(data).cast("B")
         n = len(view)
-        self._crc = _crc32(view, self._crc)
         self._size += n
-        if not self._buffer and n >= self._block and isinstance(data, bytes):
-            self._submit(data)  # a large immutable block goes as it is
+        if isinstance(data, bytes) and n >= self._block // 2:
+            # large immutable bytes (what nibabel writes: a slab of the volume) go without a copy:
+            # what is buffered goes first as a block of its own, then slices of the data itself
+            if self._buffer:
+                self._submit(bytes(self._buffer))
+                self._buffer.clear()
+            for start in range(0, n, self._block):
+                self._submit(view[start : start + self._block])
             return n
         self._buffer += view
         while len(self._buffer) >= self._block:
@@ -107,10 +120,21 @@ class ParallelGzipWriter(io.RawIOBase):
             del self._buffer[: self._block]
         return n
 
-    def _submit(self, block: bytes) -> None:
-        self._pending.append(self._pool.submit(_deflate, block, self._level))
+    def _submit(self, block: bytes | memoryview) -> None:
+        if _crc32_combine is None:  # zlib: one CRC, in order, here
+            self._crc = _crc32(block, self._crc)
+        size = len(block)
+        job = self._pool.submit(_deflate, block, self._level, _crc32_combine is not None)
+        self._pending.append((job, size))
         while len(self._pending) > 2 * self._threads:  # bounded memory: write what is done
-            self._raw.write(self._pending.popleft().result())
+            self._write_done()
+
+    def _write_done(self) -> None:
+        job, size = self._pending.popleft()
+        deflated, crc = job.result()
+        if _crc32_combine is not None:
+            self._crc = _crc32_combine(self._crc, crc, size)
+        self._raw.write(deflated)
 
     def close(self) -> None:
         if self.closed:
@@ -120,7 +144,7 @@ class ParallelGzipWriter(io.RawIOBase):
                 self._submit(bytes(self._buffer))
                 self._buffer.clear()
             while self._pending:
-                self._raw.write(self._pending.popleft().result())
+                self._write_done()
             self._raw.write(b"\x03\x00")  # the final (empty, fixed-Huffman) block
             self._raw.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
         finally:
