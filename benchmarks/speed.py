@@ -623,7 +623,8 @@ def _e2e_md(info: dict[str, Any]) -> str:
         f"consistency auto, self-check on, no maps unless stated). Machine: {info['machine']}.",
         "",
         "*In process*: `medsr.pipeline.upscale_file` called in one Python process (median of the "
-        "repeats after one warm-up), per input slice, split into stages by timing the functions "
+        "repeats after one warm-up; since session 13 each run writes a new output, where earlier runs "
+        "replaced the previous one and paid for deleting it), per input slice, split into stages by timing the functions "
         "that do them (exclusive times: a stage nested in another is not counted twice). "
         "`network`: the model on the input; `self-check (network)`: the model one scale down "
         "(the detail self-check, 1/s² of the pixels); `overhead`: everything but the network "

@@ -31,7 +31,7 @@ single-FFT DCT-II, J. Makhoul, *A fast cosine transform in one and two dimension
 1980: reorder the samples even-then-odd-reversed, one real FFT, a twiddle per coefficient; the
 synthesis is its transpose, one inverse real FFT of the ``K`` coefficients). Both are the same
 linear map to within float rounding (≤ 1e-6 of the input's magnitude in fp32); on a 1024² ×2
-output plane (2 CPU cores) the projection takes about 3.5 ms against 7.1 ms with the matrices
+output plane (2 CPU cores) the projection takes 3.0–3.5 ms against 7.1 ms with the matrices
 (``_fft_axis`` records the measurement behind the rule).
 
 :class:`LowBandGuard` wraps any network with it; training (``model.low_band`` in a config) and
