@@ -132,3 +132,16 @@ def test_cached_basis_serves_inference_then_training():
     y = x.clone().requires_grad_(True)
     low_band(y, 2).sum().backward()
     assert y.grad is not None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_fft_route_on_cuda_matches_the_cpu():
+    """The projection on a GPU (cuFFT for the long axes, the matrices for the short one) is the
+    CPU's to float rounding, with a batch of planes and a ×4 plane whose rows take the matrices."""
+    g = torch.Generator().manual_seed(5)
+    for shape, scale in (((3, 1, 1024, 1280), 2), ((1, 1, 600, 2048), 4)):
+        x = torch.randn(*shape, generator=g)
+        ref = low_band(x, scale)
+        got = low_band(x.cuda(), scale).cpu()
+        assert float((got - ref).abs().max()) <= 2e-6 * float(x.abs().max())
