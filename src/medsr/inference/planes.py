@@ -538,15 +538,12 @@ class PlaneUpscaler:
                 np.ascontiguousarray(_as_planes(job.image.channel_first(), per)[start:stop])
             )
             mask, orig = _replicate(mask, s), _replicate(orig.to(out.device), s)
-            out = torch.where(mask, orig, out)
             if b is not None:
                 b = torch.where(mask, orig, b)
-            if low is not None:
-                low = torch.where(mask, orig, low)
-            if over is not None:
-                over = torch.where(mask, orig, over)
         if low is not None:
             out = (low if over is None else over) + (out - low) * job.detail_gain
+        if pad is not None:  # after the detail scaling: at a padding pixel every term is its value
+            out = torch.where(mask, orig, out)
         job.out[start:stop] = out.cpu().numpy()
         if job.base is not None and b is not None:
             job.base[start:stop] = b.cpu().numpy()
