@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from medsr.degradations._common import _reflect_index, filter_axis, profile_weights
+from medsr.degradations._common import (
+    _reflect_index,
+    _symmetric_window,
+    filter_axis,
+    profile_weights,
+)
 
 
 def _conv1d_reference(x, axis, factor, profile, width):
@@ -45,3 +52,28 @@ def test_gradients_flow():
     x = torch.rand(1, 1, 8, 10, requires_grad=True)
     filter_axis(x, -1, 2, width=1.0).sum().backward()
     assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 40),
+    start=st.integers(-90, 40),
+    length=st.integers(1, 120),
+    axis=st.sampled_from([-1, -2]),
+)
+def test_symmetric_window_is_the_reflected_gather(n, start, length, axis):
+    """The slices-and-flips window equals the gather with symmetric reflection it replaced,
+    one reflection or many (the gather fallback), at either end, along either axis."""
+    shape = [2, n, 5] if axis == -2 else [2, 5, n]
+    x = torch.arange(float(np.prod(shape))).reshape(shape)
+    ax = axis % x.ndim
+    idx = torch.as_tensor(_reflect_index(np.arange(start, start + length), n))
+    assert torch.equal(_symmetric_window(x, ax, start, start + length), x.index_select(ax, idx))
+
+
+def test_tiny_planes_take_the_gather():
+    """A blur wider than the plane (padding beyond one reflection) still matches the reference."""
+    x = torch.rand(1, 1, 3, 4) * 100
+    for axis in (-1, -2):
+        got = filter_axis(x, axis, 1, profile="gaussian", width=2.3)
+        assert torch.equal(got, _conv1d_reference(x, axis, 1, "gaussian", 2.3))

@@ -278,20 +278,23 @@ def profile_weights(profile: str, width: float, factor: int) -> tuple[np.ndarray
 
 def _symmetric_window(x: torch.Tensor, ax: int, start: int, stop: int) -> torch.Tensor:
     """Samples ``start … stop − 1`` of ``x`` along ``ax``, extended beyond its ends by symmetric
-    (half-sample) reflection. One reflection at each end is slices and flips (a view when none
-    is needed), several a gather: the same values, several times faster than a gather on large
-    planes."""
+    (half-sample) reflection. Within one reflection at each end this is slices and flips (a view
+    when no sample lies outside), farther a gather: the same values, several times faster than a
+    gather on large planes."""
     n = x.shape[ax]
-    before, after = max(0, -start), max(0, stop - n)
-    if before > n or after > n:
+    if start < -n or stop > 2 * n:
         idx = torch.as_tensor(_reflect_index(np.arange(start, stop), n), device=x.device)
         return x.index_select(ax, idx)
+    parts = []
+    if start < 0:  # sample i < 0 is sample −i − 1
+        end = min(stop, 0)
+        parts.append(x.narrow(ax, -end, end - start).flip(ax))
     lo, hi = max(start, 0), min(stop, n)
-    parts = [x.narrow(ax, lo, hi - lo)]
-    if before:
-        parts.insert(0, x.narrow(ax, 0, before).flip(ax))
-    if after:
-        parts.append(x.narrow(ax, n - after, after).flip(ax))
+    if hi > lo:
+        parts.append(x.narrow(ax, lo, hi - lo))
+    if stop > n:  # sample i ≥ n is sample 2n − 1 − i
+        first = max(start, n)
+        parts.append(x.narrow(ax, 2 * n - stop, stop - first).flip(ax))
     return parts[0] if len(parts) == 1 else torch.cat(parts, ax)
 
 
