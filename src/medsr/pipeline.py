@@ -108,6 +108,7 @@ __all__ = [
     "assumed_degradation",
     "check_distribution",
     "check_modality",
+    "check_not_input",
     "check_options",
     "check_paths",
     "consistency_error",
@@ -767,11 +768,17 @@ def check_paths(
     sniff_format(input_path)
     target = output_path_for(input_path, output)
     check_output(target, overwrite)
-    if Path(input_path).resolve() == target.resolve():
-        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
+    check_not_input(input_path, target)
     if maps_dir is not None:
         check_output(maps_dir, overwrite)
     return target
+
+
+def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
+    """Refuse to write ``output`` when it is ``input_path`` itself (inputs are never modified,
+    ``--overwrite`` or not)."""
+    if Path(input_path).resolve() == Path(output).resolve():
+        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
 
 
 def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:

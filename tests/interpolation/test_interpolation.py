@@ -366,6 +366,10 @@ def test_cli_interpolates_a_tiny_nifti_and_rejects_bad_factor(tmp_path, trained)
     assert not (tmp_path / "x.nii.gz").exists()
     res = runner.invoke(app, ["interpolate", str(src), str(dst), "--model", "linear"])
     assert res.exit_code == 2 and "error" in res.output  # exists, no --overwrite
+    before = src.read_bytes()
+    res = runner.invoke(app, ["interpolate", str(src), str(src), "--model", "linear", "--overwrite"])
+    assert res.exit_code == 2 and "must not be the input" in res.output
+    assert src.read_bytes() == before  # inputs are never modified, --overwrite or not
 
 
 def test_report_uses_the_one_report_writer(tmp_path, trained):

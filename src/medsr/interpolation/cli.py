@@ -74,8 +74,10 @@ def register(app: typer.Typer) -> None:
             from medsr.interpolation.core import interpolate_slices, interpolation_uncertainty
             from medsr.io import load_image, save_image
             from medsr.io._atomic import check_output
+            from medsr.pipeline import check_not_input
 
             check_output(output, overwrite)
+            check_not_input(input, output)
             if maps is not None:
                 check_output(maps, overwrite)
             image = load_image(input)
