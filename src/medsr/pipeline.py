@@ -108,7 +108,6 @@ __all__ = [
     "assumed_degradation",
     "check_distribution",
     "check_modality",
-    "check_not_input",
     "check_options",
     "check_paths",
     "consistency_error",
@@ -763,7 +762,7 @@ def check_paths(
     and is a format medsr reads, the output (and ``maps_dir``) does not exist unless
     ``overwrite``, and the output is not the input (inputs are never modified). Needs no torch."""
     from medsr.io import sniff_format
-    from medsr.io._atomic import check_output
+    from medsr.io._atomic import check_not_input, check_output
 
     sniff_format(input_path)
     target = output_path_for(input_path, output)
@@ -772,13 +771,6 @@ def check_paths(
     if maps_dir is not None:
         check_output(maps_dir, overwrite)
     return target
-
-
-def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
-    """Refuse to write ``output`` when it is ``input_path`` itself (inputs are never modified,
-    ``--overwrite`` or not)."""
-    if Path(input_path).resolve() == Path(output).resolve():
-        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
 
 
 def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:

@@ -73,8 +73,7 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("must be at least 1", param_hint="--samples")
             from medsr.interpolation.core import interpolate_slices, interpolation_uncertainty
             from medsr.io import load_image, save_image
-            from medsr.io._atomic import check_output
-            from medsr.pipeline import check_not_input
+            from medsr.io._atomic import check_not_input, check_output
 
             check_output(output, overwrite)
             check_not_input(input, output)

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from medsr.errors import OutputExistsError
+from medsr.errors import InvalidParameterError, OutputExistsError
 
 
 def _default_mode(directory: bool = False) -> int:
@@ -25,6 +25,13 @@ def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     if p.exists() and not overwrite:
         raise OutputExistsError(f"output '{p}' already exists; pass --overwrite to replace it")
     return p
+
+
+def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
+    """Refuse to write ``output`` when it is ``input_path`` itself (inputs are never modified,
+    ``--overwrite`` or not)."""
+    if Path(input_path).resolve() == Path(output).resolve():
+        raise InvalidParameterError("the output must not be the input (inputs are never modified)")
 
 
 @contextlib.contextmanager
