@@ -50,12 +50,14 @@ _crc32 = _deflater.crc32
 _crc32_combine = getattr(_deflater, "crc32_combine", None)
 
 
-def _deflate(block: bytes | memoryview, level: int, crc: bool) -> tuple[bytes, int]:
-    """``(raw deflate of block ending on a byte boundary, its CRC-32 or 0)``."""
+def _deflate(block: bytes | memoryview, level: int) -> tuple[bytes, int]:
+    """``(raw deflate of block ending on a byte boundary, its CRC-32)``; the CRC is 0 where the
+    CRCs cannot be combined (zlib), as the writer then computes it in order itself."""
     if _deflater is not zlib:
         level = min(level, 3)  # ISA-L's levels are 0-3
     c = _deflater.compressobj(level, _deflater.DEFLATED, -15)
-    return c.compress(block) + c.flush(_deflater.Z_SYNC_FLUSH), _crc32(block) if crc else 0
+    crc = _crc32(block) if _crc32_combine is not None else 0
+    return c.compress(block) + c.flush(_deflater.Z_SYNC_FLUSH), crc
 
 
 class ParallelGzipWriter(io.RawIOBase):
@@ -124,7 +126,7 @@ class ParallelGzipWriter(io.RawIOBase):
         if _crc32_combine is None:  # zlib: one CRC, in order, here
             self._crc = _crc32(block, self._crc)
         size = len(block)
-        job = self._pool.submit(_deflate, block, self._level, _crc32_combine is not None)
+        job = self._pool.submit(_deflate, block, self._level)
         self._pending.append((job, size))
         while len(self._pending) > 2 * self._threads:  # bounded memory: write what is done
             self._write_done()
