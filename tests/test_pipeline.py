@@ -400,3 +400,15 @@ print("torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_output_must_not_be_the_input(tmp_path):
+    """Inputs are never modified: ``upscale IN IN --overwrite`` is refused before any work."""
+    from medsr.pipeline import upscale_file
+
+    source = tmp_path / "in.nii.gz"
+    medsr.save_image(MedImage(np.ones((2, 16, 16), np.float32), modality="CT"), source)
+    before = source.read_bytes()
+    with pytest.raises(InvalidParameterError, match="must not be the input"):
+        upscale_file(source, source, model="bicubic", overwrite=True)
+    assert source.read_bytes() == before
