@@ -100,7 +100,9 @@ def test_learned_model_uncertainty_and_volume(tmp_path, rng):
 
     smooth = ndimage.gaussian_filter(rng.uniform(0, 100, (2, 12, 10)), (0, 1, 1))
     vol = MedImage(smooth.astype(np.float32), modality="MR")
-    sr, s = upscale_with_safeguards(vol, 2, str(w), consistency="on", warn=False)
+    # a random network: its detail fails the full-scale check, which would scale it (and its
+    # spread) to nothing (test_full_scale_check_*); here the map itself is under test
+    sr, s = upscale_with_safeguards(vol, 2, str(w), consistency="on", warn=False, self_check=False)
     assert sr.meta["maps"]["uncertainty"].shape == (2, 24, 20)
     assert s["uncertainty"]["map"]["p99"] > 0 and s["uncertainty"]["transforms"] == 8
     assert not s["ood"]["flag"]
@@ -218,33 +220,69 @@ def test_detail_self_check_scales_down_invented_detail(mr_weights):
     assert s3["self_check"] == {"checked": False}  # classical interpolators are not checked
 
 
-def test_a_failed_self_check_falls_back_to_the_best_classical_peer():
-    """The smooth thin-slice head CT (a validation image, 0.43 mm pixels) is where a blind
-    network's detail fails: the self-check catches it and the output is lanczos plus the detail
-    that holds up over lanczos, so inside the reconstruction circle it is at least as close to
-    the truth as lanczos (the best classical peer), with the padding exact."""
+def _head_ct_x2() -> tuple[MedImage, np.ndarray, np.ndarray, np.ndarray]:
+    """The smooth thin-slice head CT (a validation image, 0.43 mm pixels, -2000 HU outside the
+    reconstruction circle, no PixelPaddingValue) degraded ×2 as a scanner would make it: the
+    input, the truth, the truth's fill and the input's fill blocks."""
     from medsr.degradations import degrade_image
 
     hr = medsr.load_image(corpus_path("J2K_pixelrep_mismatch.dcm"))
     a = hr.array[0]
-    fill = a == a.min()  # -2000 HU outside the circle, no PixelPaddingValue
+    fill = a == a.min()
     field = np.where(fill, np.float32(np.median(a[~fill & (a < -500)])), a)
     lr = degrade_image(hr.replace(array=field[None]), "bicubic", 2, generator=0)
     blocks = fill.reshape(256, 2, 256, 2).mean(axis=(1, 3)) >= 0.5  # the scanner's LR fill
     lr.array[0][blocks] = a.min()
+    return lr, a, fill, blocks
+
+
+def test_a_failed_detail_check_falls_back_to_the_best_classical_peer():
+    """The smooth head CT is where the default's detail fails (it sharpens what the scanner
+    smoothed: 12 dB below bicubic). One scale down the image is not smooth and the detail holds
+    up (α ≈ 0.93); the full-scale check catches it, and the output is lanczos plus the detail
+    that holds up over lanczos: inside the reconstruction circle at least as close to the truth
+    as lanczos (the best classical peer), with the padding exact."""
+    lr, a, fill, blocks = _head_ct_x2()
     sr, summary = upscale_with_safeguards(lr, 2, "default-x2", maps=False, tta=False, warn=False)
     check = summary["self_check"]
-    assert check["applied"] and check["over"] == "lanczos" and 0 <= check["gain"] <= 1, check
+    assert check["checked"] and not check["applied"] and check["alpha"] > 0.8, check
+    full = check["full_scale"]
+    assert full["applied"] and full["alpha"] < 0.25 and full["over"] == "lanczos", full
+    assert 0 <= full["gain"] <= 1 and sr.meta["derivation"]["full_scale_gain"] == full["gain"]
+    assert any("full-scale check" in w for w in summary["warnings"])
     lanczos = medsr.upscale(lr, 2, "lanczos").array[0]
     inside = ~fill & ~np.repeat(np.repeat(blocks, 2, 0), 2, 1)
     inside[:4], inside[-4:], inside[:, :4], inside[:, -4:] = False, False, False, False
+    assert np.all(sr.array[0][np.repeat(np.repeat(blocks, 2, 0), 2, 1)] == a.min())  # padding exact
 
     def rmse(x: np.ndarray) -> float:
         return float(np.sqrt(np.mean((x[inside] - a[inside]) ** 2)))
 
     assert rmse(sr.array[0]) <= rmse(lanczos), (rmse(sr.array[0]), rmse(lanczos))
-    padded = np.repeat(np.repeat(blocks, 2, 0), 2, 1)
-    assert np.all(sr.array[0][padded] == a.min())
+
+
+def test_the_self_check_leaves_padding_out():
+    """Padding holds no data: the self-check degrades it as the darkest measured value and fits
+    the detail on measured pixels only, so a CT's fill outside the reconstruction circle gives
+    the α of the same image with air there (session 14: with the -2000 HU fill degraded as signal
+    the check measured the model on that edge, α 0.11 instead of 0.93)."""
+    from medsr.inference.planes import PlaneUpscaler
+    from medsr.pipeline import detail_self_check
+
+    lr, a, _, blocks = _head_ct_x2()
+    air_hu = np.float32(np.median(a[(a > -1100) & (a < -500)]))
+    air = lr.replace(array=np.where(blocks, air_hu, lr.array[0])[None])
+    up = PlaneUpscaler("default-x2", 2)
+    with_fill, with_air = detail_self_check(lr, up), detail_self_check(air, up)
+    assert with_fill["alpha"] == pytest.approx(with_air["alpha"], abs=0.02), (with_fill, with_air)
+    # DICOM padding given per slice (no CT rule: read as MR) on a volume whose planes the check
+    # samples (16 of 20): the per-slice values follow the sampled planes
+    n = 20
+    pad = {"value": [float(a.min())] * n, "range_limit": [None] * n}
+    tagged = MedImage(np.stack([lr.array[0]] * n), modality="MR", meta={"padding": pad})
+    aired = MedImage(np.stack([air.array[0]] * n), modality="MR")
+    one, two = detail_self_check(tagged, up), detail_self_check(aired, up)
+    assert one["planes"] == "16 of 20" and one["alpha"] == pytest.approx(two["alpha"], abs=0.02)
 
 
 def test_detail_self_check_looks_at_a_bounded_sample(monkeypatch):
@@ -412,3 +450,14 @@ def test_the_output_must_not_be_the_input(tmp_path):
     with pytest.raises(InvalidParameterError, match="must not be the input"):
         upscale_file(source, source, model="bicubic", overwrite=True)
     assert source.read_bytes() == before
+
+
+def test_the_data_range_leaves_padding_out():
+    """The consistency summary's relative errors are fractions of the range the input measured:
+    a CT's -3024 HU fill outside the reconstruction circle does not widen it."""
+    from medsr.pipeline import _data_range
+
+    a = np.full((1, 64, 64), -3024.0, np.float32)
+    a[0, 8:56, 8:56] = np.linspace(-1000, 1000, 48 * 48, dtype=np.float32).reshape(48, 48)
+    assert _data_range(MedImage(a, modality="CT", units="HU")) == pytest.approx(2000.0)
+    assert _data_range(MedImage(a, modality="MR")) == pytest.approx(4024.0)  # no CT rule

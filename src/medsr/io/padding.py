@@ -79,7 +79,26 @@ def _apply_padding(arr: np.ndarray, padding: dict[str, Any], mask: np.ndarray) -
             mask[k] |= (sl >= lo) & (sl <= hi)
 
 
-__all__ = ["padding_mask"]
+def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str, Any]:
+    """``meta`` for the planes ``zs`` of an image of ``nz`` planes: its per-slice padding values
+    and limits and its non-finite mask restricted to those planes (so that :func:`padding_mask`
+    still applies to a sample of a volume's planes); everything else unchanged."""
+    out = dict(meta)
+    padding = meta.get("padding")
+    if isinstance(padding, dict):
+        picked = dict(padding)
+        for key in ("value", "range_limit"):
+            v = padding.get(key)
+            if isinstance(v, list | tuple) and len(v) == nz:
+                picked[key] = [v[int(k)] for k in zs]
+        out["padding"] = picked
+    recorded = meta.get("nonfinite_mask")
+    if isinstance(recorded, np.ndarray) and recorded.ndim >= 3 and recorded.shape[-3] == nz:
+        out["nonfinite_mask"] = np.ascontiguousarray(recorded[..., zs, :, :])
+    return out
+
+
+__all__ = ["fill_no_data", "no_data_mask", "padding_mask", "padding_of_planes"]
 
 
 def no_data_mask(image: MedImage) -> np.ndarray | None:
