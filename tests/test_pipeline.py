@@ -250,6 +250,9 @@ def test_a_failed_detail_check_falls_back_to_the_best_classical_peer():
     assert full["applied"] and full["alpha"] < 0.25 and full["over"] == "lanczos", full
     assert 0 <= full["gain"] <= 1 and sr.meta["derivation"]["full_scale_gain"] == full["gain"]
     assert any("full-scale check" in w for w in summary["warnings"])
+    from medsr.safeguards.provenance import summary_text
+
+    assert "full-scale detail check g" in summary_text(summary) and "lanczos +" in summary_text(summary)
     lanczos = medsr.upscale(lr, 2, "lanczos").array[0]
     inside = ~fill & ~np.repeat(np.repeat(blocks, 2, 0), 2, 1)
     inside[:4], inside[-4:], inside[:, :4], inside[:, -4:] = False, False, False, False
@@ -461,3 +464,25 @@ def test_the_data_range_leaves_padding_out():
     a[0, 8:56, 8:56] = np.linspace(-1000, 1000, 48 * 48, dtype=np.float32).reshape(48, 48)
     assert _data_range(MedImage(a, modality="CT", units="HU")) == pytest.approx(2000.0)
     assert _data_range(MedImage(a, modality="MR")) == pytest.approx(4024.0)  # no CT rule
+
+
+def test_full_scale_check_needs_the_physics_on_k_space_modalities():
+    """With unknown physics the full-scale check assumes bicubic, except on a modality acquired
+    in k-space (MR), whose truncation leaves the measured band unattenuated: there it waits for
+    the physics to be stated. A zero-filled k-space base (stated k-space physics) is not checked:
+    its detail lies outside the measured band."""
+    mr = medsr.load_image(corpus_path("MR_small.dcm"))
+    kw = {"maps": False, "tta": False, "warn": False}
+    _, unknown = upscale_with_safeguards(mr, 2, "default-x2", **kw)
+    full = unknown["self_check"]["full_scale"]
+    assert not full["checked"] and "k-space" in full["reason"], full
+    _, stated = upscale_with_safeguards(mr, 2, "default-x2", degradation="bicubic", **kw)
+    full = stated["self_check"]["full_scale"]
+    assert full["checked"] and full["degradation"] == "bicubic" and full["alpha"] > 0.5, full
+    _, kspace = upscale_with_safeguards(mr, 2, "default-x2", degradation="kspace", **kw)
+    full = kspace["self_check"]["full_scale"]
+    assert not full["checked"] and "outside the measured band" in full["reason"], full
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))  # unknown physics on CT: bicubic assumed
+    _, s = upscale_with_safeguards(ct, 2, "default-x2", **kw)
+    assert s["self_check"]["full_scale"]["checked"], s["self_check"]
+    assert s["self_check"]["full_scale"]["degradation"] == "bicubic"

@@ -135,3 +135,47 @@ def test_self_check_fallback_is_affine_equivariant(random_weights, a, b, seed):
     assert abs(s1["self_check"]["gain"] - s2["self_check"]["gain"]) < 2e-3
     span = a * float(np.ptp(arr))
     np.testing.assert_allclose(two.array, a * one.array + b, atol=1e-4 * span + 2e-6 * abs(b))
+
+
+@pytest.fixture(scope="module")
+def default_x2():
+    return PlaneUpscaler("default-x2", 2)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    t=st.floats(0.05, 2.0),
+    a=st.floats(0.01, 1000.0),
+    b=st.floats(-30000.0, 30000.0),
+    seed=st.integers(0, 2**16),
+)
+def test_full_scale_check_recovers_the_blend_that_agrees_with_the_input(default_x2, t, a, b, seed):
+    """The input ``x = D h`` of a truth ``h``; an output ``y = p + (h − p)/t`` that departs from
+    lanczos ``p`` by 1/t times the truth's departure. The fit finds ``g = t`` (the blend
+    ``p + t·(y − p)`` is ``h`` itself), acts when ``t < 0.5``, and is invariant under an affine
+    change of intensities (D, lanczos and the blend are linear and keep constants)."""
+    from scipy import ndimage
+
+    from medsr.pipeline import FULL_CHECK_GAIN_BELOW, detail_full_check
+    from medsr.safeguards.consistency import degrade_planes
+    from medsr.safeguards.operators import resolve_measurement
+
+    rng = np.random.default_rng(seed)
+    h = ndimage.gaussian_filter(rng.normal(0, 1, (96, 96)), 1.5) + 0.05 * rng.normal(0, 1, (96, 96))
+    h = (100 + 40 * h).astype(np.float32)
+    bicubic = resolve_measurement("bicubic", 2)
+
+    def check(scale_by: float, shift: float) -> dict:
+        truth = (scale_by * h + shift).astype(np.float64)
+        x = MedImage(degrade_planes(bicubic, truth[None].astype(np.float32)), modality="MR")
+        p = PlaneUpscaler("lanczos", 2, clip=False).upscale(x).array[0].astype(np.float64)
+        y = MedImage((p + (truth - p) / t)[None].astype(np.float32), modality="MR")
+        return detail_full_check(x, y, default_x2, bicubic)
+
+    one, two = check(1.0, 0.0), check(a, b)
+    assert one["alpha"] == pytest.approx(t, rel=1e-2, abs=2e-3), one
+    assert one["applied"] == (t < FULL_CHECK_GAIN_BELOW)
+    if one["applied"]:
+        assert one["gain"] == pytest.approx(min(t, 1.0), abs=2e-3) and one["over"] == "lanczos"
+    assert two["alpha"] == pytest.approx(one["alpha"], rel=2e-3, abs=2e-3)
+    assert two["applied"] == one["applied"]

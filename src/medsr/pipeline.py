@@ -27,7 +27,10 @@ What it does (each part is also a function of :mod:`medsr.safeguards`):
    (:func:`~medsr.safeguards.ood.check_distribution`; :class:`OutOfDistributionWarning`).
 2. **Upscale**, under test-time augmentation when ``tta`` (8 flips/90° rotations; the output is
    the plain, un-augmented prediction, identical to :func:`medsr.upscale`; the spread is the
-   uncertainty map), plus ``samples`` stochastic draws for diffusion-type models.
+   uncertainty map), plus ``samples`` stochastic draws for diffusion-type models. Learned
+   models' detail is checked twice (:class:`DetailCheckWarning` when either acts): one scale
+   down before the pass (:func:`detail_self_check`) and at full scale after it
+   (:func:`detail_full_check`); where it does not hold up the output moves towards lanczos.
 3. **Consistency**: ``|D(SR) − input|`` on the input grid for the assumed degradation ``D``
    (``degradation=None`` → the model card's training degradation when it is one fixed
    supported kind, e.g. ``bicubic``; otherwise — and for ``"auto"`` and classical interpolators —
@@ -761,12 +764,10 @@ def upscale_with_safeguards(
             reason = "physics not stated for a k-space modality (--degradation checks it)"
             full: dict[str, Any] = {"checked": False, "reason": reason}
         else:
+            d = physics if physics is not None else resolve_measurement("bicubic", scale)
+            same = d.kind == meas.kind and d.params == meas.params  # then D(sr) is computed
             full = detail_full_check(
-                measured,
-                _planes_of(sr, zs),
-                upscaler,
-                physics,
-                sr_error=err_before if physics is not None else None,  # D is the physics
+                measured, _planes_of(sr, zs), upscaler, d, sr_error=err_before if same else None
             )
         if full.get("applied"):
             msg = (

@@ -74,6 +74,12 @@ def summary_text(summary: dict[str, Any]) -> str:
         if check.get("applied"):
             text += f" (detail scaled x{_fmt(check.get('gain'))})"
         parts.append(text)
+    full = check.get("full_scale") or {}
+    if full.get("checked") and full.get("alpha") is not None:
+        text = f"full-scale detail check g {_fmt(full.get('alpha'))}"
+        if full.get("applied"):
+            text += f" (output = {full.get('over')} + {_fmt(full.get('gain'))} x its departure)"
+        parts.append(text)
     unc = summary.get("uncertainty") or {}
     if unc.get("map"):
         m = unc["map"]
