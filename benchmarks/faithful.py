@@ -437,6 +437,94 @@ def us_regions_markdown(info: dict[str, object]) -> str:
     return out
 
 
+#: native images (not degraded: what a user upscales) for ``--decisions``: the validation set's
+#: and the fidelity benchmark's, one plane each (the first 4 of a volume)
+NATIVE = (
+    *(v[0] for v in VALIDATION),
+    "corpus:bad_sequence.dcm",
+    "corpus:MR-SIEMENS-DICOM-WithOverlays.dcm",
+    "corpus:RG3_UNCR.dcm",
+    "corpus:OBXXXX1A.dcm",
+    "corpus:JPEG2000_UNC.dcm",
+    "corpus:emri_small.dcm",
+)
+
+
+def decisions(scale: int) -> dict[str, object]:
+    """What the two detail checks decide on native images, as ``medsr upscale`` runs them: the
+    physics unknown and stated as the modality's own (CT detector, MR k-space, CR/DX aperture,
+    others bicubic). There is no truth at the output's resolution: this is how often, and by how
+    much, each check draws a model's output towards lanczos on what users upscale."""
+    import warnings
+
+    from medsr.modality import modality_group
+    from medsr.pipeline import upscale_with_safeguards
+
+    own = {"CT": "ct-detector", "MR": "kspace", "radiograph": "radiograph"}
+    rows = []
+    fast = PlaneUpscaler(f"fast-x{scale}", scale, device="cpu")
+    for spec in NATIVE:
+        image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
+        for s_, mod, _ in VALIDATION:
+            if s_ == spec and mod:
+                image = image.replace(modality=mod)
+        if image.array.shape[-3] > 4:
+            image = image.replace(array=np.ascontiguousarray(image.array[..., :4, :, :]))
+        group = modality_group(image.modality)
+        stated = own.get(group, "bicubic")
+        row = {"image": Path(spec.removeprefix("corpus:")).name, "modality": image.modality, "shape": list(image.array.shape[-2:]), "own": stated}  # fmt: skip
+        for m in ("default", f"fast-x{scale}"):
+            for physics in (None, stated):
+                # no model named: the default for the physics (default-x2-kspace for k-space)
+                up = fast if m != "default" else None
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _, summary = upscale_with_safeguards(
+                        image, scale, up, degradation=physics, maps=False, tta=False, ood=False,
+                        warn=False, device="cpu",
+                    )  # fmt: skip
+                sc = summary["self_check"]
+                fs = sc.get("full_scale") or {}
+                row[f"{m}, physics {'stated' if physics else 'unknown'}"] = {
+                    "model": summary["model"],
+                    "self_check": sc.get("alpha"), "self_check_gain": sc.get("gain") if sc.get("applied") else None,
+                    "full_scale": fs.get("alpha"), "full_scale_gain": fs.get("gain") if fs.get("applied") else None,
+                    "full_scale_reason": fs.get("reason"),
+                }  # fmt: skip
+        rows.append(row)
+        print(row["image"], flush=True)
+    return {"machine": machine(), "scale": scale, "rows": rows}
+
+
+def decisions_markdown(info: dict[str, object]) -> str:
+    rows = info["rows"]
+    cols = [k for k in rows[0] if k not in ("image", "modality", "shape", "own")]
+    out = (
+        f"What the detail checks decide on native images (`benchmarks/faithful.py --decisions`), "
+        f"×{info['scale']}, as `medsr upscale` runs them: physics unknown, and stated as the "
+        "modality's own (CT `ct-detector`, MR `kspace`, CR/DX `radiograph`, others `bicubic`). "
+        "*default*: no model named (`medsr upscale` then runs the default for the physics: "
+        "`default-x2-kspace` for k-space, named in the cell). Each cell: the self-check one scale down (α) / the full-scale check (g); **bold** = acted, "
+        "with the gain applied in brackets; — = not checked (a k-space base or modality without "
+        "stated physics; a plane too small one scale down). No truth exists at the output's "
+        f"resolution. Machine: {info['machine']}.\n\n"
+    )
+    out += "| image | modality | size | stated physics | " + " | ".join(cols) + " |\n|---|---|---|---|" + "---|" * len(cols) + "\n"
+
+    def cell(v: dict) -> str:
+        def one(a, g):
+            if a is None:
+                return "—"
+            return f"**{a:.2f}** ({g:.2f})" if g is not None else f"{a:.2f}"
+
+        text = one(v["self_check"], v["self_check_gain"]) + " / " + one(v["full_scale"], v["full_scale_gain"])
+        return text + (f" (`{v['model']}`)" if v["model"].endswith("kspace") else "")
+
+    for r in rows:
+        out += f"| {r['image']} | {r['modality']} | {r['shape'][0]}×{r['shape'][1]} | {r['own']} | " + " | ".join(cell(r[c]) for c in cols) + " |\n"
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=int, default=2)
@@ -453,6 +541,8 @@ def main() -> None:
                     help="the learned models' arithmetic (fp32, bf16, auto): e.g. bf16 --out results/faithful_bf16")
     ap.add_argument("--us-regions", action="store_true",
                     help="only the ultrasound by region (anatomy panes, burned-in text, rest): results/faithful_us_regions_x{scale}")
+    ap.add_argument("--decisions", action="store_true",
+                    help="only what the detail checks decide on native images: results/faithful_decisions_x{scale}")
     args = ap.parse_args()
     if args.readme:
         stem = Path(args.out or default_stem(args.scale))
@@ -464,6 +554,13 @@ def main() -> None:
     s = args.scale
     if args.kspace_figure:
         kspace_figure(s, DOCS / ("kspace-crops.png" if s == 2 else f"kspace-crops-x{s}.png"))
+        return
+    if args.decisions:
+        info = decisions(s)
+        stem = RESULTS / f"faithful_decisions_x{s}"
+        stem.with_suffix(".json").write_text(json.dumps(info, indent=1))
+        stem.with_suffix(".md").write_text(decisions_markdown(info))
+        print(f"wrote {stem}.json and {stem}.md")
         return
     name = args.model or f"default-x{s}"
     models: dict[str, PlaneUpscaler] = {

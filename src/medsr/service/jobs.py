@@ -453,8 +453,29 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     unc = (summary.get("uncertainty") or {}).get("map")
     if unc:
         out["uncertainty_p99"] = unc.get("p99")
+    detail = _detail_check_text(summary.get("self_check") or {})
+    if detail:
+        out["detail_check"] = detail
     out["fidelity_warnings"] = len(summary.get("warnings") or [])
     return out
+
+
+def _detail_check_text(check: dict[str, Any]) -> str | None:
+    """What the pipeline's two detail checks did to a learned model's output, in one line."""
+    full = check.get("full_scale") or {}
+    if check.get("applied"):
+        return (
+            f"detail x{check['gain']:.2f} over {check['over']} "
+            f"(fails one scale down: alpha {check['alpha']:.2f})"
+        )
+    if full.get("applied"):
+        return (
+            f"{full['over']} + {full['gain']:.2f} of the model's departure "
+            f"(full-scale check: g {full['alpha']:.2f})"
+        )
+    if check.get("checked") or full.get("checked"):
+        return "model's detail kept"
+    return None
 
 
 def _call(fn: Callable[..., MedImage], *args: Any, **kwargs: Any) -> MedImage:
