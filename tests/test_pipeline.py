@@ -486,3 +486,25 @@ def test_full_scale_check_needs_the_physics_on_k_space_modalities():
     _, s = upscale_with_safeguards(ct, 2, "default-x2", **kw)
     assert s["self_check"]["full_scale"]["checked"], s["self_check"]
     assert s["self_check"]["full_scale"]["degradation"] == "bicubic"
+
+
+def test_full_scale_check_looks_at_a_bounded_sample():
+    """The full-scale check's cost does not grow with the input: it fits on the middle planes of a
+    volume and the centre of a large plane, FULL_CHECK_MAX_PIXELS input pixels at most."""
+    from scipy import ndimage
+
+    from medsr.pipeline import FULL_CHECK_MAX_PIXELS
+
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))  # 128²
+    vol = ct.replace(array=np.repeat(ct.array, 20, axis=0))
+    kw = {"maps": False, "tta": False, "warn": False, "ood": False}
+    _, s = upscale_with_safeguards(vol, 2, "fast-x2", **kw)
+    full = s["self_check"]["full_scale"]
+    n = FULL_CHECK_MAX_PIXELS // (128 * 128)
+    assert full["planes"] == f"{n} of 20" and full["region"] == [128, 128], full
+    rng = np.random.default_rng(1)
+    big = ndimage.gaussian_filter(rng.normal(0, 100, (1, 1024, 600)), (0, 2, 2)).astype(np.float32)
+    _, s = upscale_with_safeguards(MedImage(big, modality="US"), 2, "fast-x2", **kw)
+    full = s["self_check"]["full_scale"]
+    side = int(np.sqrt(FULL_CHECK_MAX_PIXELS))
+    assert full["checked"] and full["planes"] == "1 of 1" and full["region"] == [side, side], full

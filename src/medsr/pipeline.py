@@ -284,6 +284,10 @@ class DetailCheckWarning(UserWarning):
 SELF_CHECK_GAIN_BELOW = 0.5
 #: ... and when the full-scale check's fit says less than this (:func:`detail_full_check`)
 FULL_CHECK_GAIN_BELOW = SELF_CHECK_GAIN_BELOW
+#: the full-scale check fits ``g`` on at most this many input pixels: the middle planes of a
+#: volume and the centre of a larger plane (one 512² plane; ``g`` is one least-squares ratio, and
+#: its lanczos pass and degradations then cost ~1 ms a slice on a 9-slice volume)
+FULL_CHECK_MAX_PIXELS = 2**18
 #: the best classical peer of each base interpolator: what a learned model's detail is added to
 #: when the self-check scales it down (lanczos beats bicubic on every validation image; for
 #: k-space data zero-filled k-space is the peer and the base)
@@ -487,6 +491,28 @@ def _blend_with_peer(
     return sr.replace(array=arr, meta=meta).with_step(step)
 
 
+def _middle_planes(nz: int, plane_pixels: int, budget: int) -> np.ndarray | slice:
+    """Evenly spaced plane indices centred in the volume (one plane: the middle one) whose pixels
+    total at most ``budget`` (at least one), or ``slice(None)`` when every plane fits."""
+    n = max(1, min(nz, budget // max(plane_pixels, 1)))
+    if n >= nz:
+        return slice(None)
+    return np.unique(np.round((np.arange(n) + 0.5) * nz / n - 0.5).astype(int))
+
+
+def _region_of(image: MedImage, zs: np.ndarray | slice, ys: slice, xs: slice) -> MedImage:
+    """``image`` restricted to the planes ``zs`` and the rows/columns ``ys``/``xs``, its padding
+    entries following them (:func:`_planes_of`)."""
+    sub = _planes_of(image, zs)
+    if ys == slice(0, sub.array.shape[-2]) and xs == slice(0, sub.array.shape[-1]):
+        return sub
+    meta = dict(sub.meta)
+    recorded = meta.get("nonfinite_mask")
+    if isinstance(recorded, np.ndarray) and recorded.shape == sub.array.shape:
+        meta["nonfinite_mask"] = np.ascontiguousarray(recorded[..., ys, xs])
+    return sub.replace(array=np.ascontiguousarray(sub.array[..., ys, xs]), meta=meta)
+
+
 def sample_planes(nz: int, plane_pixels: int, budget: int) -> np.ndarray | slice:
     """Evenly spaced plane indices (first and last included) whose pixels total at most
     ``budget`` (at least one plane), or ``slice(None)`` when every plane fits."""
@@ -507,12 +533,13 @@ def _planes_of(image: MedImage, zs: np.ndarray | slice) -> MedImage:
     )
 
 
-def _centre(size: int, s: int, other: int) -> slice:
-    """The centred part of an axis of ``size`` pixels (a multiple of ``s``) that the self-check
-    looks at: all of it, unless the plane (``size × other``) exceeds
-    :data:`SELF_CHECK_MAX_PIXELS`, then a centred square-ish crop within that budget."""
-    side = int(np.sqrt(SELF_CHECK_MAX_PIXELS))
-    if size * other <= SELF_CHECK_MAX_PIXELS or size <= side:
+def _centre(size: int, s: int, other: int, budget: int | None = None) -> slice:
+    """The centred part of an axis of ``size`` pixels (a multiple of ``s``) that a check looks
+    at: all of it, unless the plane (``size × other``) exceeds ``budget`` pixels (default
+    :data:`SELF_CHECK_MAX_PIXELS`), then a centred square-ish crop within that budget."""
+    budget = SELF_CHECK_MAX_PIXELS if budget is None else budget
+    side = int(np.sqrt(budget))
+    if size * other <= budget or size <= side:
         return slice(0, size)
     keep = max(side // s, 2 * SELF_CHECK_MIN_SIZE) * s
     start = ((size - keep) // 2 // s) * s
@@ -765,9 +792,19 @@ def upscale_with_safeguards(
             full: dict[str, Any] = {"checked": False, "reason": reason}
         else:
             d = physics if physics is not None else resolve_measurement("bicubic", scale)
-            same = d.kind == meas.kind and d.params == meas.params  # then D(sr) is computed
+            # the middle planes and the centre of the input, FULL_CHECK_MAX_PIXELS at most
+            fz = _middle_planes(nz, h * w, FULL_CHECK_MAX_PIXELS)
+            fy, fx = _centre(h, 1, w, FULL_CHECK_MAX_PIXELS), _centre(w, 1, h, FULL_CHECK_MAX_PIXELS)
+            whole = isinstance(fz, slice) and isinstance(zs, slice)
+            whole = whole and fy.stop - fy.start == h and fx.stop - fx.start == w
+            same = whole and d.kind == meas.kind and d.params == meas.params  # D(sr) is computed
+            sy, sx = slice(fy.start * scale, fy.stop * scale), slice(fx.start * scale, fx.stop * scale)
             full = detail_full_check(
-                measured, _planes_of(sr, zs), upscaler, d, sr_error=err_before if same else None
+                _region_of(image, fz, fy, fx),
+                _region_of(sr, fz, sy, sx),
+                upscaler,
+                d,
+                sr_error=err_before if same else None,
             )
         if full.get("applied"):
             msg = (
@@ -781,8 +818,9 @@ def upscale_with_safeguards(
             if std is not None:
                 std = (std * float(full["gain"])).astype(np.float32)
             err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
-        if full.get("checked") and not isinstance(zs, slice):
-            full["planes"] = f"{len(zs)} of {nz}"
+        if full.get("checked"):
+            full["planes"] = f"{nz if isinstance(fz, slice) else len(fz)} of {nz}"
+            full["region"] = [fy.stop - fy.start, fx.stop - fx.start]
         check["full_scale"] = full
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
     if skipped:
