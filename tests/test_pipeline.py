@@ -493,15 +493,19 @@ def test_full_scale_check_looks_at_a_bounded_sample():
     volume and the centre of a large plane, FULL_CHECK_MAX_PIXELS input pixels at most."""
     from scipy import ndimage
 
-    from medsr.pipeline import FULL_CHECK_MAX_PIXELS
+    from medsr.pipeline import FULL_CHECK_MAX_PIXELS, FULL_CHECK_PLANES
 
-    ct = medsr.load_image(corpus_path("CT_small.dcm"))  # 128²
+    ct = medsr.load_image(corpus_path("CT_small.dcm"))  # 128²: FULL_CHECK_PLANES whole planes
     vol = ct.replace(array=np.repeat(ct.array, 20, axis=0))
     kw = {"maps": False, "tta": False, "warn": False, "ood": False}
     _, s = upscale_with_safeguards(vol, 2, "fast-x2", **kw)
     full = s["self_check"]["full_scale"]
-    n = FULL_CHECK_MAX_PIXELS // (128 * 128)
-    assert full["planes"] == f"{n} of 20" and full["region"] == [128, 128], full
+    assert full["planes"] == f"{FULL_CHECK_PLANES} of 20" and full["region"] == [128, 128], full
+    big_vol = np.tile(ct.array, (6, 4, 4))  # 6 planes of 512²: their centres
+    _, s = upscale_with_safeguards(ct.replace(array=big_vol), 2, "fast-x2", **kw)
+    full = s["self_check"]["full_scale"]
+    side = int(np.sqrt(FULL_CHECK_MAX_PIXELS // FULL_CHECK_PLANES))
+    assert full["planes"] == f"{FULL_CHECK_PLANES} of 6" and full["region"] == [side, side], full
     rng = np.random.default_rng(1)
     big = ndimage.gaussian_filter(rng.normal(0, 100, (1, 1024, 600)), (0, 2, 2)).astype(np.float32)
     _, s = upscale_with_safeguards(MedImage(big, modality="US"), 2, "fast-x2", **kw)

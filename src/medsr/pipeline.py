@@ -284,10 +284,12 @@ class DetailCheckWarning(UserWarning):
 SELF_CHECK_GAIN_BELOW = 0.5
 #: ... and when the full-scale check's fit says less than this (:func:`detail_full_check`)
 FULL_CHECK_GAIN_BELOW = SELF_CHECK_GAIN_BELOW
-#: the full-scale check fits ``g`` on at most this many input pixels: the middle planes of a
-#: volume and the centre of a larger plane (one 512² plane; ``g`` is one least-squares ratio, and
-#: its lanczos pass and degradations then cost ~1 ms a slice on a 9-slice volume)
+#: the full-scale check fits ``g`` on at most this many input pixels, from at most
+#: FULL_CHECK_PLANES planes spread over a volume, each cropped to its centre (four 256² centres
+#: of a 512² volume, one 512² centre of a plane): ``g`` is one least-squares ratio, and its
+#: lanczos pass and degradations then cost ~1 ms a slice on a 9-slice volume
 FULL_CHECK_MAX_PIXELS = 2**18
+FULL_CHECK_PLANES = 4
 #: the best classical peer of each base interpolator: what a learned model's detail is added to
 #: when the self-check scales it down (lanczos beats bicubic on every validation image; for
 #: k-space data zero-filled k-space is the peer and the base)
@@ -792,9 +794,11 @@ def upscale_with_safeguards(
             full: dict[str, Any] = {"checked": False, "reason": reason}
         else:
             d = physics if physics is not None else resolve_measurement("bicubic", scale)
-            # the middle planes and the centre of the input, FULL_CHECK_MAX_PIXELS at most
-            fz = _middle_planes(nz, h * w, FULL_CHECK_MAX_PIXELS)
-            fy, fx = _centre(h, 1, w, FULL_CHECK_MAX_PIXELS), _centre(w, 1, h, FULL_CHECK_MAX_PIXELS)
+            # up to FULL_CHECK_PLANES planes spread over a volume, each cropped to its centre so
+            # that together they hold FULL_CHECK_MAX_PIXELS input pixels at most
+            fz = _middle_planes(nz, 1, FULL_CHECK_PLANES)
+            per = FULL_CHECK_MAX_PIXELS // (nz if isinstance(fz, slice) else len(fz))
+            fy, fx = _centre(h, 1, w, per), _centre(w, 1, h, per)
             whole = isinstance(fz, slice) and isinstance(zs, slice)
             whole = whole and fy.stop - fy.start == h and fx.stop - fx.start == w
             same = whole and d.kind == meas.kind and d.params == meas.params  # D(sr) is computed
