@@ -91,7 +91,7 @@ def test_web_job_reports_safeguards_and_provenance(tmp_path):
         assert (job["safeguards"]["uncertainty"]["map"]["p99"] > 0) == (gain > 0)
         assert job["metrics"]["data_consistency"] == "on"
         assert job["metrics"]["assumed_degradation"] == "kspace"
-        assert "fails one scale down" in job["metrics"]["detail_check"]
+        assert job["metrics"]["detail_check"].endswith("over lanczos (one scale down)")
         prov = job["provenance"]
         assert prov["model"] == "tiny-mr" and prov["model_checksum"].startswith("sha256:")
         assert prov["consistency"] == "on" and prov["medsr_version"] == medsr.__version__

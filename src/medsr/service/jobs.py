@@ -461,20 +461,15 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _detail_check_text(check: dict[str, Any]) -> str | None:
-    """What the pipeline's two detail checks did to a learned model's output, in one line."""
+    """What the pipeline's two detail checks did to a learned model's output, in a few words
+    (the summary has the numbers: ``safeguards.self_check``)."""
     full = check.get("full_scale") or {}
     if check.get("applied"):
-        return (
-            f"detail x{check['gain']:.2f} over {check['over']} "
-            f"(fails one scale down: alpha {check['alpha']:.2f})"
-        )
+        return f"{check['gain']:.2f} x detail over {check['over']} (one scale down)"
     if full.get("applied"):
-        return (
-            f"{full['over']} + {full['gain']:.2f} of the model's departure "
-            f"(full-scale check: g {full['alpha']:.2f})"
-        )
+        return f"{full['gain']:.2f} x model over {full['over']} (full scale)"
     if check.get("checked") or full.get("checked"):
-        return "model's detail kept"
+        return "kept"
     return None
 
 
