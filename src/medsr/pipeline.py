@@ -406,16 +406,24 @@ def detail_self_check(
             r, _ = detail(k)
             num_peer += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c])))
         alpha_peer = num_peer / den
-    applied = alpha < SELF_CHECK_GAIN_BELOW
+    return {
+        **_decision(alpha, alpha_peer, SELF_CHECK_GAIN_BELOW, over, kind),
+        "planes": f"{n} of {nz}",
+        "region": [ch, cw],
+    }
+
+
+def _decision(alpha: float, gain: float, below: float, over: str, kind: str) -> dict[str, Any]:
+    """The record of a detail check that measured ``alpha``: it acts (``applied``) when
+    ``alpha < below``, with ``gain`` clipped to [0, 1] over the classical peer ``over``."""
+    applied = alpha < below
     return {
         "checked": True,
         "alpha": round(alpha, 4),
         "applied": bool(applied),
-        "gain": round(min(max(alpha_peer, 0.0), 1.0), 4) if applied else 1.0,
+        "gain": round(min(max(gain, 0.0), 1.0), 4) if applied else 1.0,
         "over": over if applied else None,
         "degradation": kind,
-        "planes": f"{n} of {nz}",
-        "region": [ch, cw],
     }
 
 
@@ -465,15 +473,50 @@ def detail_full_check(
         reason = "no departure from the classical peer in the measured band"
         return {"checked": True, "alpha": None, "applied": False, "reason": reason}
     g = -float(np.sum(d * e_p)) / den
-    applied = g < FULL_CHECK_GAIN_BELOW
-    return {
-        "checked": True,
-        "alpha": round(g, 4),
-        "applied": bool(applied),
-        "gain": round(min(max(g, 0.0), 1.0), 4) if applied else 1.0,
-        "over": over if applied else None,
-        "degradation": meas.kind,
-    }
+    return _decision(g, g, FULL_CHECK_GAIN_BELOW, over, meas.kind)
+
+
+def _full_scale_check(
+    image: MedImage,
+    sr: MedImage,
+    upscaler: Any,
+    physics: Measurement | None,
+    meas: Measurement,
+    zs: np.ndarray | slice,
+    err_before: np.ndarray,
+) -> dict[str, Any]:
+    """:func:`detail_full_check` as the pipeline runs it: on up to :data:`FULL_CHECK_PLANES`
+    planes spread over a volume, each cropped to its centre so that together they hold
+    :data:`FULL_CHECK_MAX_PIXELS` input pixels at most, reusing the consistency summary's
+    ``err_before`` (``D(sr) − input`` under ``meas`` on the planes ``zs``) when it is the same
+    measurement of the same pixels; not with unknown physics on a k-space modality."""
+    if physics is None and meas.kind == "kspace":
+        # unknown physics, assumed bicubic: but this modality is acquired in k-space, whose
+        # truncation leaves the band the check measures unattenuated up to the input's Nyquist
+        # frequency where bicubic attenuates it; the fit would judge the model against the wrong
+        # operator (on the k-space MR of benchmarks/faithful.py it drew `fast-x4` towards
+        # lanczos, 0.3-0.55 dB below the model)
+        return {"checked": False, "reason": "physics not stated for a k-space modality (--degradation checks it)"}
+    s = upscaler.scale
+    d = physics if physics is not None else resolve_measurement("bicubic", s)
+    nz, h, w = image.array.shape[-3:]
+    fz = _middle_planes(nz, 1, FULL_CHECK_PLANES)
+    n = nz if isinstance(fz, slice) else len(fz)
+    fy, fx = _centre(h, 1, w, FULL_CHECK_MAX_PIXELS // n), _centre(w, 1, h, FULL_CHECK_MAX_PIXELS // n)
+    whole = isinstance(fz, slice) and isinstance(zs, slice)
+    whole = whole and fy.stop - fy.start == h and fx.stop - fx.start == w
+    same = whole and d.kind == meas.kind and d.params == meas.params  # D(sr) is computed
+    full = detail_full_check(
+        _region_of(image, fz, fy, fx),
+        _region_of(sr, fz, slice(fy.start * s, fy.stop * s), slice(fx.start * s, fx.stop * s)),
+        upscaler,
+        d,
+        sr_error=err_before if same else None,
+    )
+    if full.get("checked"):
+        full["planes"] = f"{n} of {nz}"
+        full["region"] = [fy.stop - fy.start, fx.stop - fx.start]
+    return full
 
 
 def _blend_with_peer(
@@ -783,33 +826,8 @@ def upscale_with_safeguards(
         and (physics is None or physics.work(hr_plane) == 0)  # no sparse-view forward models
     ):
         # unless the self-check one scale down scaled the detail already, it is checked at full
-        # scale, on the planes the consistency summary measures (its time counts in that stage)
-        if physics is None and meas.kind == "kspace":
-            # unknown physics, assumed bicubic: but this modality is acquired in k-space, whose
-            # truncation leaves the band the check measures unattenuated up to the input's
-            # Nyquist frequency where bicubic attenuates it; the fit would judge the model
-            # against the wrong operator (on the k-space MR of benchmarks/faithful.py it drew
-            # `fast-x4` towards lanczos, 0.3-0.55 dB below the model)
-            reason = "physics not stated for a k-space modality (--degradation checks it)"
-            full: dict[str, Any] = {"checked": False, "reason": reason}
-        else:
-            d = physics if physics is not None else resolve_measurement("bicubic", scale)
-            # up to FULL_CHECK_PLANES planes spread over a volume, each cropped to its centre so
-            # that together they hold FULL_CHECK_MAX_PIXELS input pixels at most
-            fz = _middle_planes(nz, 1, FULL_CHECK_PLANES)
-            per = FULL_CHECK_MAX_PIXELS // (nz if isinstance(fz, slice) else len(fz))
-            fy, fx = _centre(h, 1, w, per), _centre(w, 1, h, per)
-            whole = isinstance(fz, slice) and isinstance(zs, slice)
-            whole = whole and fy.stop - fy.start == h and fx.stop - fx.start == w
-            same = whole and d.kind == meas.kind and d.params == meas.params  # D(sr) is computed
-            sy, sx = slice(fy.start * scale, fy.stop * scale), slice(fx.start * scale, fx.stop * scale)
-            full = detail_full_check(
-                _region_of(image, fz, fy, fx),
-                _region_of(sr, fz, sy, sx),
-                upscaler,
-                d,
-                sr_error=err_before if same else None,
-            )
+        # scale (its time counts in the consistency stage)
+        full = _full_scale_check(image, sr, upscaler, physics, meas, zs, err_before)
         if full.get("applied"):
             msg = (
                 f"the model's detail disagrees with the input (full-scale check: "
@@ -822,9 +840,6 @@ def upscale_with_safeguards(
             if std is not None:
                 std = (std * float(full["gain"])).astype(np.float32)
             err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
-        if full.get("checked"):
-            full["planes"] = f"{nz if isinstance(fz, slice) else len(fz)} of {nz}"
-            full["region"] = [fy.stop - fy.start, fx.stop - fx.start]
         check["full_scale"] = full
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
     if skipped:
