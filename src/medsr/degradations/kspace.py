@@ -63,6 +63,7 @@ __all__ = [
     "kspace_truncate",
     "kspace_upsample",
     "kspace_window",
+    "nyquist_twice",
 ]
 
 Output = Literal["magnitude", "real", "complex"]
@@ -223,6 +224,25 @@ def kspace_upsample(
     y0, x0 = H // 2 - h // 2, W // 2 - w // 2
     k[..., y0 : y0 + h, x0 : x0 + w] = block
     return _finish(centered_ifft2(k), output, real_dtype)
+
+
+def nyquist_twice(r: torch.Tensor) -> torch.Tensor:
+    """``r`` (an LR-grid residual) with the even-size Nyquist row/column of its centred spectrum
+    doubled, for a data-consistency step ``x + Re(kspace_upsample(r))``.
+
+    The kept block of an even axis holds the bin ``−n/2`` but not its mirror ``+n/2``. The real
+    part of the upsampled correction splits that bin's correction between the two, so a plain
+    step corrects it only halfway (and the residual halves per step). Doubled there, one step is
+    exact for every size."""
+    h, w = r.shape[-2:]
+    if h % 2 and w % 2:
+        return r
+    gain = torch.ones((h, w), dtype=r.real.dtype, device=r.device)
+    if h % 2 == 0:
+        gain[0, :] = 2.0
+    if w % 2 == 0:
+        gain[:, 0] = 2.0
+    return centered_ifft2(centered_fft2(r) * gain)
 
 
 @register_degradation("kspace")

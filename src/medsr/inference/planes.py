@@ -430,13 +430,25 @@ class PlaneUpscaler:
             from medsr.models.lowband import project_low_band
 
             pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
+        pred = self._measured_band(pred, t)
         if self.range_margin is not None:  # no overshoot beyond what the input measured nearby
             from medsr.models.range_guard import clamp_to_local_range
 
             pred = clamp_to_local_range(pred, t, self.scale, self.range_margin)
             if self.low_band_cutoff:  # what the clamp removed leaves the low band the base's
                 pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
+            pred = self._measured_band(pred, t)
         return pred, base
+
+    def _measured_band(self, pred: Any, t: Any) -> Any:
+        """A network trained through the k-space data-consistency step (its card's
+        ``data_consistency``) runs through it here too, on the whole plane: its training never
+        asked it for the band the input measured, so that band is always the input's."""
+        if self.loaded.data_consistency != "kspace":
+            return pred
+        from medsr.models.lowband import keep_measured_kspace
+
+        return keep_measured_kspace(pred, t.float().contiguous(), self.scale)
 
     def _base(self, t: Any, name: str) -> Any:
         """The ``name`` interpolation of ``t`` in fp32 (outside any autocast)."""
@@ -593,6 +605,11 @@ class PlaneUpscaler:
             meta["derivation"]["precision_fallback"] = (
                 f"fp16 overflowed on {self.fp16_fallbacks} batch(es) of planes of this run: "
                 "those ran in fp32"
+            )
+        if self.loaded.data_consistency:
+            meta["derivation"]["data_consistency"] = (
+                f"{self.loaded.data_consistency}: the model's own step, the whole block the input "
+                "measured kept"
             )
         if self.low_band_cutoff:
             meta["derivation"]["low_band"] = {

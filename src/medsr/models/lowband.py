@@ -50,10 +50,13 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DATA_CONSISTENCY_KINDS",
     "DEFAULT_CUTOFF",
+    "KSpaceConsistencyGuard",
     "LowBandGuard",
     "dct_basis",
     "keep_low_band",
+    "keep_measured_kspace",
     "low_band",
     "low_band_size",
     "project_low_band",
@@ -219,3 +222,54 @@ class LowBandGuard(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, cutoff={self.cutoff}"
+
+
+# ---------------------------------------------------------------------- the whole measured band
+#: kinds of data consistency a network can be trained and run through (``model.data_consistency``)
+DATA_CONSISTENCY_KINDS = ("kspace",)
+
+
+def keep_measured_kspace(pred: torch.Tensor, x: torch.Tensor, scale: int) -> torch.Tensor:
+    """``pred`` with the whole central k-space block that ``x`` measured replaced by ``x``'s.
+
+    The data-consistency step of deep MR reconstruction for k-space truncation (the measurement
+    ``A`` of :func:`medsr.degradations.kspace.kspace_truncate`, no window, cell grid):
+    ``pred + Re(f²·Aᴴ(x − A pred))`` (:func:`~medsr.degradations.kspace.kspace_upsample` is
+    ``f²·Aᴴ``), one step of :meth:`medsr.safeguards.operators.Measurement.project` for
+    ``kspace``, with the even-size Nyquist line's correction doubled (:func:`~medsr.degradations.kspace.nyquist_twice`) so
+    that one step is exact. Where the
+    low-band guard keeps half the measured band (a DCT band), this keeps all of it, in the
+    DFT the scanner measured: a network trained through it learns only what the acquisition
+    did not measure. Linear in ``(pred, x)`` jointly and exact for constants, so affine
+    intensity changes commute with it. In fp32 (complex64) whatever autocast is active.
+    """
+    from medsr.degradations.kspace import kspace_truncate, kspace_upsample, nyquist_twice
+
+    with torch.autocast(pred.device.type, enabled=False):
+        work = torch.promote_types(torch.promote_types(pred.dtype, x.dtype), torch.float32)
+        p = pred.to(work)
+        measured = kspace_truncate(p, scale, output="complex")
+        r = nyquist_twice(x.to(work).to(measured.dtype) - measured)
+        return (p + kspace_upsample(r, scale, output="complex").real.to(work)).to(pred.dtype)
+
+
+
+class KSpaceConsistencyGuard(nn.Module):
+    """``net`` whose output keeps the whole k-space block its input measured
+    (:func:`keep_measured_kspace`): ``model.data_consistency: kspace`` in training, and the card's
+    ``data_consistency`` at inference (:class:`medsr.inference.planes.PlaneUpscaler`)."""
+
+    learned = True
+
+    def __init__(self, net: nn.Module, scale: int):
+        super().__init__()
+        self.net = net
+        self.scale = int(scale)
+        self.in_channels = int(getattr(net, "in_channels", 1))
+        self.out_channels = int(getattr(net, "out_channels", self.in_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return keep_measured_kspace(self.net(x), x, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}, kind=kspace"

@@ -166,6 +166,13 @@ class LoadedModel:
         return str((self.card.get("low_band") or {}).get("base", "bicubic"))
 
     @property
+    def data_consistency(self) -> str | None:
+        """The data-consistency step the network was trained through and always runs through
+        (its card's ``data_consistency``: ``kspace``), or None."""
+        kind = self.card.get("data_consistency")
+        return str(kind) if kind else None
+
+    @property
     def scale(self) -> int | None:
         s = self.card.get("scale")
         return int(s) if s is not None else None

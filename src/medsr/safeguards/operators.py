@@ -15,8 +15,8 @@ kind                ``D`` (noise-free)                         projection
 ``radiograph``      Gaussian PSF σ (default 0.5) → f×f          iterative back-projection
                     aperture mean (no quantum noise)
 ``kspace``          central 1/f of k-space, cell grid,         replace the measured central
-                    magnitude (:func:`kspace_truncate`)        k-space (exact up to the even-size
-                                                               Nyquist line, a few iterations)
+                    magnitude (:func:`kspace_truncate`)        k-space (exact in one step, the
+                                                               even-size Nyquist line included)
 ``ultrasound``      lateral-only Gaussian beam blur σ           iterative back-projection
                     (default 1.25 HR px, axis −1) →
                     antialiased bicubic ↓f in-plane
@@ -39,9 +39,10 @@ measured frequency band, so the projection adds no energy above the input's Nyqu
 ``benchmarks/fidelity.py``). For MR k-space truncation the projection
 is the classical data-consistency step of compressed-sensing / deep MR reconstruction: the
 central k-space of the estimate is replaced by the measured one,
-``x ← x + Re(f²·Aᴴ(y − A x))`` (:func:`kspace_upsample` is ``f²·Aᴴ``), which is exact in one
-step for odd sizes; for even sizes the asymmetric Nyquist line converges geometrically (halves
-per step).
+``x ← x + Re(f²·Aᴴ(y − A x))`` (:func:`kspace_upsample` is ``f²·Aᴴ``), with the correction of an
+even axis's unpaired Nyquist line doubled (:func:`medsr.degradations.kspace.nyquist_twice`; the
+real part would split it with its unmeasured mirror), which is exact in one step for every size
+(a magnitude input whose phase no real image reproduces takes a few more).
 
 **Ultrasound** is the in-plane pipeline medsr trains ultrasound models on
 (:func:`medsr.degradations.default_degradation` for US: :func:`ultrasound_lateral` at scale 1,
@@ -415,6 +416,7 @@ class Measurement:
             kspace_truncate,
             kspace_upsample,
             kspace_window,
+            nyquist_twice,
         )
 
         f = self.scale
@@ -438,7 +440,7 @@ class Measurement:
         while done < iterations and worst > limit:
             if inv_w is not None:  # undo the apodisation of the kept block
                 r = centered_ifft2(centered_fft2(r) * inv_w)
-            x = x + kspace_upsample(r, f, output="complex").real.to(x.dtype)
+            x = x + kspace_upsample(nyquist_twice(r), f, output="complex").real.to(x.dtype)
             done += 1
             r = residual(x)
             worst = float(self.forward(x).sub(y).abs().max())

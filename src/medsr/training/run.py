@@ -265,7 +265,7 @@ def build_card(
         "steps": int(global_step),
         "epochs": int(epoch),
     }
-    for extra in ("gan", "distill", "init", "low_band"):
+    for extra in ("gan", "distill", "init", "low_band", "data_consistency"):
         if info.get(extra):
             card[extra] = info[extra]
     card["metrics"] = note_baseline(card["metrics"], (info.get("low_band") or {}).get("base", "bicubic"))

@@ -308,16 +308,19 @@ class SRTask(L.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
     def guarded(self, net: nn.Module) -> nn.Module:
-        """``net`` behind the low-band guard (``model.low_band``), or ``net`` itself when off.
+        """``net`` behind the low-band guard (``model.low_band``) and the data-consistency step
+        (``model.data_consistency``), or ``net`` itself when both are off.
 
         The guard is built per call and not registered, so the network's weights are never
         duplicated in the state_dict.
         """
-        if self.low_band is None:
-            return net
-        from medsr.models.lowband import LowBandGuard
+        from medsr.models.lowband import KSpaceConsistencyGuard, LowBandGuard
 
-        return LowBandGuard(net, self.low_band_base, self.scale, self.low_band.cutoff)
+        if self.low_band is not None:
+            net = LowBandGuard(net, self.low_band_base, self.scale, self.low_band.cutoff)
+        if self.cfg.model.data_consistency == "kspace":
+            net = KSpaceConsistencyGuard(net, self.scale)
+        return net
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.guarded(self.eval_model())(lr)
@@ -420,6 +423,7 @@ class SRTask(L.LightningModule):
             "weights": "ema" if self.ema is not None else "raw",
             "init": getattr(self, "init_report", None),
             "low_band": self.low_band.card() if self.low_band is not None else None,
+            "data_consistency": self.cfg.model.data_consistency,
             "config": self.cfg.to_dict(),
         }
 

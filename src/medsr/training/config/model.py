@@ -51,18 +51,34 @@ class ModelConfig:
     a shipped default can be fine-tuned on new data; the optimiser and schedule start afresh.
     ``low_band``: ``{base: bicubic, cutoff: 0.5}`` (or just the base's name) trains through a
     low-band guard (:class:`LowBandConfig`); ``null`` (default) trains the bare network.
+    ``data_consistency``: ``kspace`` trains (and validates) through the k-space data-consistency
+    step (:class:`medsr.models.lowband.KSpaceConsistencyGuard`: the output keeps the whole
+    central k-space block the LR measured, so the loss trains only what the acquisition did not
+    measure); the card records it and inference applies it whatever ``--consistency`` says, as
+    part of the model. Needs k-space training data (``degradation.kind: kspace``).
     """
 
     name: str = ""
     kwargs: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
     low_band: LowBandConfig | None = None
+    data_consistency: str | None = None
 
     def validate(self, where: str) -> None:
         if not self.name:
             raise InvalidParameterError(f"{where}.name is required (a registered model name)")
         if self.low_band is not None:
             self.low_band.validate(f"{where}.low_band")
+        if self.data_consistency is not None:
+            from medsr.models.lowband import DATA_CONSISTENCY_KINDS
+
+            kind = str(self.data_consistency).strip().lower()
+            if kind not in DATA_CONSISTENCY_KINDS:
+                raise InvalidParameterError(
+                    f"{where}.data_consistency must be one of {', '.join(DATA_CONSISTENCY_KINDS)} "
+                    f"(or null), got {self.data_consistency!r}"
+                )
+            self.data_consistency = kind
         for key in ("scale", "in_channels"):
             if key in self.kwargs:
                 raise InvalidParameterError(

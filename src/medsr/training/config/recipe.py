@@ -73,6 +73,14 @@ class Config:
             raise InvalidParameterError(
                 f"model.low_band is supported for task supervised, gan and distill, not {self.task}"
             )
+        if self.model.data_consistency is not None and (
+            self.task == "through-plane" or self.degradation.kind != self.model.data_consistency
+        ):
+            raise InvalidParameterError(
+                f"model.data_consistency: {self.model.data_consistency} needs in-plane training data "
+                f"made by that measurement (degradation.kind: {self.model.data_consistency}); "
+                f"task is {self.task!r}, degradation.kind {self.degradation.kind!r}"
+            )
         if self.task == "through-plane" and self.degradation.kind not in ("thick-slice", "compose"):
             raise InvalidParameterError(
                 "task through-plane degrades one axis: set degradation.kind: thick-slice "
@@ -115,9 +123,10 @@ class Config:
                 f"one slice between two; ×4 is applied as repeated passes), got {self.scale}"
             )
         self.model.validate("model")
-        if self.model.low_band is not None:
+        if self.model.low_band is not None or self.model.data_consistency is not None:
             raise InvalidParameterError(
-                "model.low_band applies to in-plane tasks, not slice-interpolation"
+                "model.low_band and model.data_consistency apply to in-plane tasks, not "
+                "slice-interpolation"
             )
         if self.distill is not None:
             raise InvalidParameterError(
