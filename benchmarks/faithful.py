@@ -43,7 +43,7 @@ from medsr.image import MedImage
 from medsr.inference.planes import PlaneUpscaler
 from medsr.io import load_image
 from medsr.io.padding import no_data_mask
-from medsr.models.resolver import default_model_name, resolve_model
+from medsr.models.resolver import default_model_name, list_pretrained, resolve_model
 from medsr.training.data import resolve_corpus
 
 RESULTS = Path(__file__).parent / "results"
@@ -599,6 +599,12 @@ def main() -> None:
         here = {k: v for k, v in models.items() if k != "kspace" or kind == "kspace"}
         for m, up in guarded.items():  # `--degradation KIND` (consistency auto): a user who knows it
             here[f"{m} + --degradation {kind}"] = with_physics(up, kind)
+        if kind == "kspace" and args.fast:  # the fast model trained for k-space data, when shipped
+            sibling = f"{args.fast}-kspace"
+            if sibling in {m.name for m in list_pretrained(kind="in-plane")}:
+                here[f"{sibling} + --degradation {kind}"] = with_physics(
+                    PlaneUpscaler(sibling, s, device="cpu", precision=prec), kind
+                )
         physics_default = default_model_name(s, kind)
         if not args.model and physics_default != name:  # the general default named, side by side
             here[f"{name} (named) + --degradation {kind}"] = with_physics(

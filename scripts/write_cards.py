@@ -64,6 +64,12 @@ ROLE_KSPACE = (
     "DICOM header) runs it in place of default-x{s}; fine-tuned from default-x{s} on MR only, every patch "
     "k-space truncated as --degradation kspace states it"
 )
+#: ... and of the fast model trained for it (``fast-x{s}-kspace``)
+ROLE_KSPACE_FAST = (
+    "the fast model for MR k-space data (fast-x{s}'s network, about a quarter of default-x{s}-kspace's work): "
+    "name it with --degradation kspace (a named model is never switched); fine-tuned from fast-x{s} on MR only, "
+    "every patch k-space truncated as --degradation kspace states it"
+)
 DEGRADATION_KSPACE = (
     "every patch plain k-space truncation (the central 1/{s} of k-space per axis, no window, cell-centred grid, "
     "magnitude), degraded with 16 px of context (no wrap-around at the patch's edges); Rician scanner noise in "
@@ -105,6 +111,11 @@ KNOWN_ISSUES = {
     "fast-x4": [
         "On the chest CT scout (a projection radiograph, never trained on) it is 0.3 dB below lanczos without "
         "the stated physics (its detail passes the self-check), above it with --degradation bicubic.",
+    ],
+    "fast-x2-kspace": [
+        "With --degradation kspace it is 0.32 dB below zero-filled k-space on one noisy PD brain slice "
+        "(benchmarks/faithful.py; fast-x2 was 0.35 dB below it on another), and 0.35 dB below "
+        "default-x2-kspace on average.",
     ],
     "default-x4": [
         "On the NM bone scan (seen in training) it is 2.6 dB below bicubic over the whole image "
@@ -148,6 +159,8 @@ RECIPES = {
     "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
     "default-x2-kspace": ["(default-x2's recipes)", "configs/mr-kspace-x2.yaml"],
     "default-x4-kspace": ["(default-x4's recipes)", "configs/mr-kspace-x4.yaml"],
+    "fast-x2-kspace": ["(fast-x2's recipes)", "configs/mr-kspace-fast-x2.yaml"],
+    "fast-x4-kspace": ["(fast-x4's recipes)", "configs/mr-kspace-fast-x4.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
     "vdsr-x2": ["configs/baseline-vdsr-x2.yaml"],
@@ -407,7 +420,7 @@ def main() -> None:
             family, "a seed baseline trained with the default's data, degradations, loss and optimiser"
         )
         if kspace:
-            role = ROLE_KSPACE.format(s=scale)
+            role = (ROLE_KSPACE_FAST if family == "fast" else ROLE_KSPACE).format(s=scale)
             # validation measured the gain over zero-filled k-space (cards exported before the
             # export said so themselves)
             card["metrics"] = note_baseline(dict(card.get("metrics") or {}), "kspace")

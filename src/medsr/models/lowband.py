@@ -230,28 +230,22 @@ DATA_CONSISTENCY_KINDS = ("kspace",)
 
 
 def keep_measured_kspace(pred: torch.Tensor, x: torch.Tensor, scale: int) -> torch.Tensor:
-    """``pred`` with the whole central k-space block that ``x`` measured replaced by ``x``'s.
+    """``pred`` made to agree with the k-space block that ``x`` measured: one data-consistency
+    step (:func:`medsr.degradations.kspace.magnitude_step`, no window, cell grid), the
+    projection :meth:`medsr.safeguards.operators.Measurement.project` makes for ``kspace``.
 
-    The data-consistency step of deep MR reconstruction for k-space truncation (the measurement
-    ``A`` of :func:`medsr.degradations.kspace.kspace_truncate`, no window, cell grid):
-    ``pred + Re(f²·Aᴴ(x − A pred))`` (:func:`~medsr.degradations.kspace.kspace_upsample` is
-    ``f²·Aᴴ``), one step of :meth:`medsr.safeguards.operators.Measurement.project` for
-    ``kspace``, with the even-size Nyquist line's correction doubled (:func:`~medsr.degradations.kspace.nyquist_twice`) so
-    that one step is exact. Where the
-    low-band guard keeps half the measured band (a DCT band), this keeps all of it, in the
-    DFT the scanner measured: a network trained through it learns only what the acquisition
-    did not measure. Linear in ``(pred, x)`` jointly and exact for constants, so affine
-    intensity changes commute with it. In fp32 (complex64) whatever autocast is active.
+    The step of deep MR reconstruction, for magnitude data: the truncation of ``pred`` gets the
+    measured magnitude. Where the low-band guard keeps half the measured band
+    (a DCT band), this keeps all of it, in the DFT the scanner measured: a network trained through
+    it learns only what the acquisition did not measure. Scale changes of ``(pred, x)`` commute
+    with it, and so do shifts for odd sizes (an even size's unpaired Nyquist bin makes the
+    magnitude nonlinear). In fp32 (complex64) whatever autocast is active.
     """
-    from medsr.degradations.kspace import kspace_truncate, kspace_upsample, nyquist_twice
+    from medsr.degradations.kspace import magnitude_step
 
     with torch.autocast(pred.device.type, enabled=False):
         work = torch.promote_types(torch.promote_types(pred.dtype, x.dtype), torch.float32)
-        p = pred.to(work)
-        measured = kspace_truncate(p, scale, output="complex")
-        r = nyquist_twice(x.to(work).to(measured.dtype) - measured)
-        return (p + kspace_upsample(r, scale, output="complex").real.to(work)).to(pred.dtype)
-
+        return magnitude_step(pred.to(work), x.to(work), scale).to(pred.dtype)
 
 
 class KSpaceConsistencyGuard(nn.Module):
