@@ -37,6 +37,12 @@ output plane (2 CPU cores) the projection takes 3.0–3.5 ms against 7.1 ms with
 :class:`LowBandGuard` wraps any network with it; training (``model.low_band`` in a config) and
 inference (:class:`medsr.inference.planes.PlaneUpscaler`) use the same wrapper, and the model
 card records the setting.
+
+**The whole measured band, for k-space data.** :class:`KSpaceConsistencyGuard` goes further for
+MR k-space truncation: the output agrees with the whole central k-space block the input measured
+(:func:`keep_measured_kspace`, the data-consistency step the pipeline's ``--degradation kspace``
+projection makes). ``model.data_consistency: kspace`` trains through it, and the card tells
+inference to run the model through it.
 """
 
 from __future__ import annotations
