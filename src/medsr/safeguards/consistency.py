@@ -305,7 +305,7 @@ def enforce_consistency(
         arr = np.where(m_sr, original.array, arr)
     sr = original
     if meas.kind == "kspace":
-        method = "k-space replacement"
+        method = "k-space replacement of the measured magnitude"
     elif meas.kind == "ct-sparse-view":
         method = f"Landweber iterative back-projection ({kernel} kernel)"
     elif through:
