@@ -99,7 +99,7 @@ BF16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:8f92085f50246ac45962ba2109501869f9da4e741116bac1ba1316985bd54369": {"model": "default-x4", "fp32_blocks": 1, "hu_tissue_max": 4.06, "edge_max": 0.0159, "hu_max": 19.5, "hu_rms": 0.215, "psnr_change_db": +0.0055},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 2.17, "edge_max": 0.00943, "hu_max": 11.6, "hu_rms": 0.299, "psnr_change_db": -0.0802},
     "sha256:414a4475cf8fef52f067b363e5c0a5988a7ed3a99c5d379c009c4c58c892bf4f": {"model": "fast-x4", "hu_tissue_max": 3.91, "edge_max": 0.00686, "hu_max": 7.12, "hu_rms": 0.229, "psnr_change_db": +0.0053},
-    "sha256:d3881225b4f2ae310a2a3ae489ab02b8496e4aecf2efbb552593606a739c33e4": {"model": "fast-x2-kspace", "hu_tissue_max": 1.74, "edge_max": 0.00369, "hu_max": 4.53, "hu_rms": 0.194, "psnr_change_db": -0.0488},
+    "sha256:aea64f16774cc816c5cecfc3a2fd361cc7374eab23ac526ec63b6bcf74465497": {"model": "fast-x2-kspace", "hu_tissue_max": 1.74, "edge_max": 0.00369, "hu_max": 4.53, "hu_rms": 0.194, "psnr_change_db": -0.0488},
     "sha256:cb16f972003de6224055bc89ce19c3a99e0bd6bd6cdc4bfcf467d141690c1809": {"model": "fast-x4-kspace", "hu_tissue_max": 2.49, "edge_max": 0.00501, "hu_max": 5.78, "hu_rms": 0.206, "psnr_change_db": -0.0023},
 }  # fmt: skip
 
@@ -117,7 +117,7 @@ FP16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:8f92085f50246ac45962ba2109501869f9da4e741116bac1ba1316985bd54369": {"model": "default-x4", "hu_tissue_max": 1.35, "edge_max": 0.003, "hu_max": 2.22, "hu_rms": 0.0423, "psnr_change_db": -0.0002},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 0.281, "edge_max": 0.000505, "hu_max": 0.595, "hu_rms": 0.0377, "psnr_change_db": -0.0002},
     "sha256:414a4475cf8fef52f067b363e5c0a5988a7ed3a99c5d379c009c4c58c892bf4f": {"model": "fast-x4", "hu_tissue_max": 0.513, "edge_max": 0.000991, "hu_max": 1.03, "hu_rms": 0.0291, "psnr_change_db": -0.0006},
-    "sha256:d3881225b4f2ae310a2a3ae489ab02b8496e4aecf2efbb552593606a739c33e4": {"model": "fast-x2-kspace", "hu_tissue_max": 0.253, "edge_max": 0.000418, "hu_max": 0.43, "hu_rms": 0.0249, "psnr_change_db": -0.0011},
+    "sha256:aea64f16774cc816c5cecfc3a2fd361cc7374eab23ac526ec63b6bcf74465497": {"model": "fast-x2-kspace", "hu_tissue_max": 0.253, "edge_max": 0.000418, "hu_max": 0.43, "hu_rms": 0.0249, "psnr_change_db": -0.0011},
     "sha256:cb16f972003de6224055bc89ce19c3a99e0bd6bd6cdc4bfcf467d141690c1809": {"model": "fast-x4-kspace", "hu_tissue_max": 0.285, "edge_max": 0.00142, "hu_max": 1.69, "hu_rms": 0.0266, "psnr_change_db": -0.0003},
 }  # fmt: skip
 
