@@ -500,7 +500,7 @@ def _full_scale_check(
     s = upscaler.scale
     d = physics if physics is not None else resolve_measurement("bicubic", s)
     nz, h, w = image.array.shape[-3:]
-    fz = _middle_planes(nz, 1, FULL_CHECK_PLANES)
+    fz = _middle_planes(nz, FULL_CHECK_PLANES)
     n = nz if isinstance(fz, slice) else len(fz)
     fy, fx = _centre(h, 1, w, FULL_CHECK_MAX_PIXELS // n), _centre(w, 1, h, FULL_CHECK_MAX_PIXELS // n)
     whole = isinstance(fz, slice) and isinstance(zs, slice)
@@ -536,10 +536,10 @@ def _blend_with_peer(
     return sr.replace(array=arr, meta=meta).with_step(step)
 
 
-def _middle_planes(nz: int, plane_pixels: int, budget: int) -> np.ndarray | slice:
-    """Evenly spaced plane indices centred in the volume (one plane: the middle one) whose pixels
-    total at most ``budget`` (at least one), or ``slice(None)`` when every plane fits."""
-    n = max(1, min(nz, budget // max(plane_pixels, 1)))
+def _middle_planes(nz: int, count: int) -> np.ndarray | slice:
+    """``count`` (at least one) evenly spaced plane indices centred in the volume (one plane: the
+    middle one), or ``slice(None)`` when the volume has no more planes than that."""
+    n = max(1, min(nz, count))
     if n >= nz:
         return slice(None)
     return np.unique(np.round((np.arange(n) + 0.5) * nz / n - 0.5).astype(int))

@@ -226,7 +226,9 @@ def kspace_upsample(
     return _finish(centered_ifft2(k), output, real_dtype)
 
 
-def magnitude_step(x: torch.Tensor, y: torch.Tensor, scale: int, **kwargs) -> torch.Tensor:
+def magnitude_step(
+    x: torch.Tensor, y: torch.Tensor, scale: int, *, measured: torch.Tensor | None = None, **kwargs
+) -> torch.Tensor:
     """One data-consistency step of the image ``x`` towards the magnitude measurement ``y``.
 
     ``y`` is a magnitude image (what scanners store and :func:`kspace_truncate` returns): the
@@ -251,11 +253,12 @@ def magnitude_step(x: torch.Tensor, y: torch.Tensor, scale: int, **kwargs) -> to
     A plane of ``y`` with negative values cannot be a magnitude (a CT stated as k-space data, a
     phase-corrected real MR reconstruction): its block is replaced by ``y`` as a real image.
     ``kwargs``: :func:`kspace_truncate`'s ``window``/``tukey_alpha``/``grid`` (a window's
-    apodisation is undone on the change where the window exceeds 1e-3).
+    apodisation is undone on the change where the window exceeds 1e-3). ``measured``: ``z``, when
+    the caller has it already (an iterating projection measured its residual with it).
     """
     f = check_scale(scale)
     window = kwargs.get("window")
-    z = kspace_truncate(x, f, output="complex", **kwargs)
+    z = kspace_truncate(x, f, output="complex", **kwargs) if measured is None else measured
     yr = y.to(z.real.dtype)
     signed = (yr < 0).flatten(-2).any(-1)[..., None, None]  # per plane: no magnitude image
     imag = torch.where(signed, torch.zeros_like(yr), z.imag)

@@ -418,16 +418,23 @@ class Measurement:
     def _project_kspace(
         self, x: torch.Tensor, y: torch.Tensor, iterations: int, limit: float, rng: float
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        from medsr.degradations.kspace import magnitude_step
+        from medsr.degradations.kspace import kspace_truncate, magnitude_step
 
         kw = self._kspace_kwargs()
-        worst = float(self.forward(x).sub(y).abs().max())
+
+        def truncation(img: torch.Tensor) -> torch.Tensor:
+            # complex: its magnitude is forward(img), and the next step starts from it
+            return kspace_truncate(img, self.scale, output="complex", **kw)
+
+        z = truncation(x)
+        worst = float(z.abs().to(y.dtype).sub(y).abs().max())
         history = [worst / rng]
         done = 0
         while done < iterations and worst > limit:
-            x = magnitude_step(x, y, self.scale, **kw)
+            x = magnitude_step(x, y, self.scale, measured=z, **kw)
             done += 1
-            last, worst = worst, float(self.forward(x).sub(y).abs().max())
+            z = truncation(x)
+            last, worst = worst, float(z.abs().to(y.dtype).sub(y).abs().max())
             history.append(worst / rng)
             if worst > self.KSPACE_STALL * last:  # stagnated: alternating projections onto a
                 break  # magnitude set can stop short of it (noise-like content at Nyquist)
