@@ -110,3 +110,18 @@ def test_unknown_model_and_duplicate_registration():
         create_model("no-such-net")
     with pytest.raises(ValueError, match="already registered"):
         register_model("bicubic")(type("Other", (torch.nn.Module,), {}))
+
+
+def test_unknown_model_name_lists_what_a_user_can_name():
+    """A mistyped name gets the shipped models (the closest first) and the classical
+    interpolators, not bare architectures that have no weights."""
+    from medsr.models.resolver import resolve_model, shipped_weights
+
+    with pytest.raises(UnknownModelError) as err:
+        resolve_model("default-x3", scale=2)
+    msg = str(err.value)
+    assert "did you mean 'default-x" in msg
+    assert all(name in msg for name in shipped_weights())
+    assert "lanczos" in msg and "srresnet" not in msg and "rlfn" not in msg
+    with pytest.raises(UnknownModelError, match="unknown model 'zzz'; shipped: "):
+        resolve_model("zzz", scale=2)

@@ -292,7 +292,10 @@ def resolve_model(
         else:
             from medsr.models.registry import get_model_class
 
-            cls = get_model_class(text)  # UnknownModelError lists the names
+            try:
+                cls = get_model_class(text)
+            except UnknownModelError:
+                raise UnknownModelError(_unknown_model_message(text)) from None
             kind = _kind_of_class(cls)
             name = text.lower()
             if kind != "classical":  # a learned architecture without weights invents anatomy
@@ -320,6 +323,24 @@ def resolve_model(
             where = "shipped model" if loaded.shipped else "weights"
             raise InvalidParameterError(f"{where} {loaded.name!r} were trained for ×{loaded.scale}, not ×{s}")
     return loaded
+
+
+def _unknown_model_message(text: str) -> str:
+    """What a user can name instead of ``text``: the shipped models (closest first when one is
+    close), the classical interpolators, or a weights file. Bare learned architectures are not
+    offered: they have no weights (:func:`resolve_model` refuses them)."""
+    import difflib
+
+    from medsr.models.registry import list_models
+
+    shipped = sorted(shipped_weights())
+    classical = list_models(learned=False)
+    close = difflib.get_close_matches(text.lower(), shipped + classical, n=3, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (
+        f"unknown model {text!r}{hint}; shipped: {', '.join(shipped)}; classical: "
+        f"{', '.join(classical)}; or a .safetensors weights file (medsr models lists them)"
+    )
 
 
 def list_pretrained(kind: str | None = None) -> list[LoadedModel]:
