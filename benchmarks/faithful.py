@@ -122,16 +122,17 @@ def _run(up, lr: MedImage) -> np.ndarray:
     return (up.upscale(lr) if isinstance(up, PlaneUpscaler) else up(lr)).array[0]
 
 
-def with_physics(up: PlaneUpscaler, kind: str | None):
+def with_physics(up: PlaneUpscaler, kind: str | None, ensemble: bool = False):
     """The pipeline as a user runs it (``medsr upscale``: low-band guard, padding, detail
     self-check), with ``--degradation KIND`` when given (the base interpolator follows it and
-    ``--consistency auto`` projects onto the input)."""
+    ``--consistency auto`` projects onto the input), and ``--ensemble`` when asked."""
     from medsr.pipeline import upscale_with_safeguards
 
     def run(lr: MedImage) -> MedImage:
         sr, _ = upscale_with_safeguards(
-            lr, up.scale, up, degradation=kind, maps=False, tta=False, ood=False, warn=False
-        )
+            lr, up.scale, up, degradation=kind, maps=False, tta=False, ood=False, warn=False,
+            ensemble=ensemble,
+        )  # fmt: skip
         return sr
 
     return run
@@ -541,6 +542,9 @@ def main() -> None:
                     help="the learned models' arithmetic (fp32, bf16, auto): e.g. bf16 --out results/faithful_bf16")
     ap.add_argument("--us-regions", action="store_true",
                     help="only the ultrasound by region (anatomy panes, burned-in text, rest): results/faithful_us_regions_x{scale}")
+    ap.add_argument("--ensemble", action="store_true",
+                    help="also the guarded models with --ensemble (the mean over 8 flips/rotations), "
+                         "physics unknown and stated: results/faithful_ensemble{,_x4}")
     ap.add_argument("--decisions", action="store_true",
                     help="only what the detail checks decide on native images: results/faithful_decisions_x{scale}")
     args = ap.parse_args()
@@ -581,6 +585,8 @@ def main() -> None:
         guarded["candidate"] = PlaneUpscaler(args.candidate, s, device="cpu", precision=prec)
     for m, up in guarded.items():
         models[m] = with_physics(up, None)
+        if args.ensemble:
+            models[f"{m} + --ensemble"] = with_physics(up, None, ensemble=True)
     if args.us_regions:
         regions = us_regions(s, {m: up for m, up in models.items() if m != "kspace"})
         stem = RESULTS / f"faithful_us_regions_x{s}"
@@ -599,6 +605,8 @@ def main() -> None:
         here = {k: v for k, v in models.items() if k != "kspace" or kind == "kspace"}
         for m, up in guarded.items():  # `--degradation KIND` (consistency auto): a user who knows it
             here[f"{m} + --degradation {kind}"] = with_physics(up, kind)
+            if args.ensemble:
+                here[f"{m} + --ensemble + --degradation {kind}"] = with_physics(up, kind, ensemble=True)
         if kind == "kspace" and args.fast:  # the fast model trained for k-space data, when shipped
             sibling = f"{args.fast}-kspace"
             if sibling in {m.name for m in list_pretrained(kind="in-plane")}:
@@ -624,7 +632,7 @@ def main() -> None:
         "precision": {g: up.precision for g, up in guarded.items()},
         "sets": sets,
     }
-    out = Path(args.out or default_stem(args.scale))
+    out = Path(args.out or (RESULTS / f"faithful_ensemble{'' if s == 2 else f'_x{s}'}" if args.ensemble else default_stem(args.scale)))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(info))

@@ -194,6 +194,22 @@ def test_upscale_precision_bf16_is_recorded(tmp_path, corpus):
     assert bad.returncode == 2 and "precision must be one of" in bad.stderr
 
 
+def test_upscale_ensemble_is_recorded_and_refused_where_it_means_nothing(tmp_path):
+    """``--ensemble``: the mean over the 8 flips/rotations, named in the provenance; with
+    zero-shot or through-plane it is one error line and nothing is written."""
+    src = corpus_path("MR_small.dcm")
+    out = tmp_path / "ens.nii.gz"
+    res = medsr("upscale", str(src), str(out), "-m", "fast-x2", "--ensemble")
+    assert res.returncode == 0, res.stderr
+    sidecar = json.loads(out.with_name("ens.json").read_text())
+    assert "mean of 8 flips/90-degree rotations" in json.dumps(sidecar)
+    for extra in (["--method", "zero-shot"], ["--through-plane"]):
+        bad = medsr("upscale", str(src), str(tmp_path / "z.nii.gz"), "--ensemble", *extra)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.returncode == 2 and len(lines) == 1 and "ensemble" in lines[0], bad.stderr
+        assert not (tmp_path / "z.nii.gz").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [

@@ -512,3 +512,73 @@ def test_full_scale_check_looks_at_a_bounded_sample():
     full = s["self_check"]["full_scale"]
     side = int(np.sqrt(FULL_CHECK_MAX_PIXELS))
     assert full["checked"] and full["planes"] == "1 of 1" and full["region"] == [side, side], full
+
+
+# ---------------------------------------------------------------------- self-ensemble
+def _ensemble_reference(image: MedImage, model: str, scale: int) -> np.ndarray:
+    """The mean of the guarded model's outputs for the 8 flips/rotations, each turned back."""
+    from medsr.inference.planes import PlaneUpscaler
+    from medsr.safeguards.maps import DIHEDRAL, dihedral, dihedral_inverse
+
+    up = PlaneUpscaler(model, scale)
+    outs = [
+        dihedral_inverse(up.upscale(image.replace(array=np.ascontiguousarray(dihedral(image.array, k, f)))).array, k, f)
+        for k, f in DIHEDRAL
+    ]
+    return np.mean(outs, axis=0)
+
+
+def test_ensemble_is_the_mean_over_the_eight_flips_and_rotations(mr_small):
+    """``ensemble=True``: the output is the mean of the model's (guarded) outputs for the 8
+    flips/90° rotations, recorded in the summary, the derivation and the history; without maps
+    no uncertainty map is made; with them the map is the spread of the 8 it averaged."""
+    opts = dict(consistency="off", maps=False, tta=False, ood=False, warn=False, self_check=False)
+    plain, _ = upscale_with_safeguards(mr_small, 2, "fast-x2", **opts)
+    ens, s = upscale_with_safeguards(mr_small, 2, "fast-x2", ensemble=True, **opts)
+    np.testing.assert_allclose(ens.array, _ensemble_reference(mr_small, "fast-x2", 2), atol=1e-3)
+    assert np.abs(ens.array - plain.array).max() > 1.0  # it is not the one pass
+    assert s["ensemble"] == "mean of 8 flips/90-degree rotations"
+    assert ens.meta["derivation"]["ensemble"] == s["ensemble"]
+    assert any("self-ensemble" in str(step) for step in ens.history)
+    assert s["uncertainty"]["method"] == "none" and "maps" not in ens.meta
+    _, with_maps = upscale_with_safeguards(mr_small, 2, "fast-x2", ensemble=True, **{**opts, "maps": True, "tta": True})
+    assert with_maps["uncertainty"]["transforms"] == 8 and with_maps["uncertainty"]["map"]["max"] > 0
+
+
+@pytest.mark.parametrize("k,flip", [(1, False), (0, True), (3, True)])
+def test_ensemble_is_equivariant_and_keeps_the_low_band(mr_small, k, flip):
+    """The mean over the dihedral group turns with its input (what no single network pass
+    does), and keeps the low band of the base exactly, as each pass does (before the clip to the
+    input's range, which moves it in both alike)."""
+    import torch
+
+    from medsr.models.lowband import low_band
+    from medsr.safeguards.maps import dihedral
+
+    opts = dict(consistency="off", maps=False, tta=False, ood=False, warn=False, self_check=False, ensemble=True)
+    out, _ = upscale_with_safeguards(mr_small, 2, "fast-x2", **opts)
+    turned = mr_small.replace(array=np.ascontiguousarray(dihedral(mr_small.array, k, flip)))
+    out_t, _ = upscale_with_safeguards(turned, 2, "fast-x2", **opts)
+    rng = float(out.array.max() - out.array.min())
+    assert np.abs(out_t.array - dihedral(out.array, k, flip)).max() < 1e-5 * rng
+    out, _ = upscale_with_safeguards(mr_small, 2, "fast-x2", clip=False, **opts)
+    base = medsr.upscale(mr_small, 2, "bicubic", clip=False).array
+    lb = lambda a: low_band(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), 2).numpy()  # noqa: E731
+    assert np.abs(lb(out.array) - lb(base)).max() < 1e-4 * rng
+
+
+def test_ensemble_leaves_interpolators_alone_and_is_refused_where_it_means_nothing(mr_small, tmp_path):
+    """A classical interpolator is symmetric already: ``ensemble`` changes nothing; zero-shot,
+    through-plane and a precomputed output refuse it with a clear error."""
+    from medsr.pipeline import check_options
+
+    opts = dict(consistency="off", maps=False, tta=False, ood=False, warn=False)
+    a, _ = upscale_with_safeguards(mr_small, 2, "bicubic", **opts)
+    b, s = upscale_with_safeguards(mr_small, 2, "bicubic", ensemble=True, **opts)
+    np.testing.assert_array_equal(a.array, b.array)
+    assert "ensemble" not in s
+    for kw in ({"method": "zero-shot"}, {"through_plane": True}):
+        with pytest.raises(InvalidParameterError, match="ensemble"):
+            check_options(ensemble=True, **kw)
+    with pytest.raises(InvalidParameterError, match="ensemble"):
+        upscale_with_safeguards(mr_small, 2, "fast-x2", output=a, ensemble=True, **opts)

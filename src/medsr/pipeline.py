@@ -672,6 +672,7 @@ def upscale_with_safeguards(
     tol: float = 1e-3,
     output: MedImage | None = None,
     self_check: bool = True,
+    ensemble: bool = False,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, dict[str, Any]]:
     """Upscale ``image`` and measure (optionally enforce) its fidelity to the input.
@@ -708,6 +709,14 @@ def upscale_with_safeguards(
         self_check: learned models: the detail self-check one scale down
             (:func:`detail_self_check`); the network's detail is scaled down when the check
             says most of it is wrong on this image.
+        ensemble: learned models: the output is the mean of the model's outputs for the 8
+            flips and 90° rotations of the input, each turned back (the *self-ensemble*, the
+            "+" of EDSR+/RCAN+; :func:`~medsr.safeguards.maps.tta_statistics`): 8× the model's
+            run time, with ``tta`` no more. Detail that depends on the image's orientation —
+            what no anatomy does — averages out; each of the 8 keeps the input's low band,
+            padding and local range, so their mean does too. The self-check judges the model
+            itself; the full-scale check and the projection act on the mean. A classical
+            interpolator is already symmetric: nothing changes.
         **upscale_kwargs: ``device``, ``batch_size``, ``clip``, ``tile``, ``precision``,
             ``low_band``, ``range_guard`` of :class:`~medsr.inference.planes.PlaneUpscaler`.
 
@@ -720,8 +729,8 @@ def upscale_with_safeguards(
 
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
-    if output is not None and (tta or samples):
-        raise InvalidParameterError("a precomputed output cannot be combined with tta or samples")
+    if output is not None and (tta or samples or ensemble):
+        raise InvalidParameterError("a precomputed output cannot be combined with tta, samples or ensemble")
     physics, physics_source = resolve_physics(degradation, image, scale)
     base_name = "kspace" if physics is not None and physics.kind == "kspace" else "bicubic"
     if isinstance(model, PlaneUpscaler):  # a batch's loaded network: shared, not reloaded
@@ -733,6 +742,7 @@ def upscale_with_safeguards(
     else:
         upscaler = PlaneUpscaler(model, scale, base=base_name, **upscale_kwargs)
     card = upscaler.card
+    ensemble = bool(ensemble) and upscaler.loaded.learned  # an interpolator is symmetric already
     if physics is not None:
         meas, source = physics, physics_source
     else:
@@ -804,16 +814,19 @@ def upscale_with_safeguards(
         sr, std, unc_info = output, None, {"method": "none", "transforms": 1}
         if gain is not None:
             sr = _shrink_detail(image, sr, upscaler, gain, over)
-    elif tta or samples > 0:
+    elif tta or samples > 0 or ensemble:
         sr, std, unc_info = tta_statistics(
             image,
             scale,
             upscaler,
-            tta=tta,
+            tta=tta or ensemble,
             samples=samples,
             sampler=sampler,
             stochastic=bool(card.get("stochastic")),
+            ensemble=ensemble,
         )
+        if not tta and not samples:  # the ensemble's spread: a map nobody asked for
+            std, unc_info = None, {"method": "none", "transforms": 1, "ensemble": unc_info["ensemble"]}
         if gain is not None:
             sr = _shrink_detail(image, sr, upscaler, gain, over)
             if std is not None:
@@ -907,6 +920,8 @@ def upscale_with_safeguards(
         "warnings": caught,
         "timing_ms": {"model": round(t_model * 1000, 1), "consistency": round(t_cons * 1000, 1)},
     }
+    if unc_info.get("ensemble"):
+        summary["ensemble"] = unc_info["ensemble"]
     meta = {**sr.meta, "safeguards": summary}
     meta.pop("consistency", None)
     if maps:
@@ -1040,6 +1055,7 @@ def check_options(
     budget_s: float | None = None,
     epochs: int | None = None,
     adapt_steps: int = 0,
+    ensemble: bool = False,
 ) -> LoadedModel | None:
     """Every option of an upscale, checked once before any input is read (the one validation
     every front end shares); returns the resolved in-plane model (``None`` for zero-shot)."""
@@ -1062,6 +1078,10 @@ def check_options(
         check_physics_unused(degradation, through_plane=through_plane)
     if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
+    if ensemble and zero_shot:
+        raise InvalidParameterError(
+            "ensemble (the mean over flips/rotations) applies to trained in-plane models (--method model) only"
+        )
     if init is not None and not zero_shot:
         raise InvalidParameterError(
             "init (weights to fine-tune) applies to --method zero-shot or --through-plane only"
@@ -1215,6 +1235,7 @@ def upscale_file(
     maps_dir: str | os.PathLike[str] | None = None,
     warnings_out: list[str] | None = None,
     precision: str = "fp32",
+    ensemble: bool = False,
     **upscale_options: Any,
 ) -> Path:
     """Read ``input_path``, upscale, write ``output``; return the path written.
@@ -1224,7 +1245,8 @@ def upscale_file(
     every output); ``method="zero-shot"`` trains a small network on the image itself for
     ``budget_s`` seconds (optionally fine-tuning ``init``); ``through_plane=True`` super-resolves
     a thick-slice volume along z to isotropic voxels or ``target_spacing`` mm. ``modality``
-    sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). Warnings
+    sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). ``ensemble``: the
+    mean of the model's outputs for the 8 flips/rotations (:func:`upscale_with_safeguards`). Warnings
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
     Everything is checked before any work: that the input exists and ``output`` does not
@@ -1241,6 +1263,7 @@ def upscale_file(
         target_spacing=target_spacing, consistency=consistency, degradation=degradation,
         modality=modality, precision=precision, init=init, budget_s=budget_s,
         epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
+        ensemble=ensemble,
     )  # fmt: skip
     options: dict[str, Any] = {"luminance": luminance}
     if series_uid:
@@ -1271,7 +1294,7 @@ def upscale_file(
     result, summary = upscale_with_safeguards(
         image, scale, loaded, consistency=consistency, degradation=degradation,
         maps=maps_dir is not None, tta=maps_dir is not None, warn=False, device=device,
-        precision=precision, **upscale_options,
+        precision=precision, ensemble=ensemble, **upscale_options,
     )  # fmt: skip
     written = save_safeguarded(
         result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite

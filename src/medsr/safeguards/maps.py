@@ -127,6 +127,7 @@ def tta_statistics(
     stochastic: bool = False,
     runner: Callable[[MedImage], MedImage] | None = None,
     transforms: Sequence[tuple[int, bool]] | None = None,
+    ensemble: bool = False,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, np.ndarray | None, dict[str, Any]]:
     """Run the model under test-time augmentation; return (identity output, std map, info).
@@ -145,6 +146,9 @@ def tta_statistics(
             (e.g. slice interpolation); it must commute with the ``transforms``.
         transforms: the ``(k, flip)`` elements of :data:`DIHEDRAL` to average over (default
             all 8; the identity is always included).
+        ensemble: return the mean of the transformed outputs (the *self-ensemble*) in place of
+            the identity output (with ``tta``); its step and ``meta["derivation"]["ensemble"]``
+            say so. The std map is then the spread of the outputs averaged.
     """
     import torch
 
@@ -187,6 +191,14 @@ def tta_statistics(
         "transforms": len(transforms),
     }
     var = m2 / len(transforms) if tta else None
+    if ensemble and tta and len(transforms) > 1:
+        what_ens = f"mean of {len(transforms)} {what}"
+        meta = dict(identity.meta)
+        meta["derivation"] = {**meta.get("derivation", {}), "ensemble": what_ens}
+        identity = identity.replace(array=mean.astype(np.float32), meta=meta).with_step(
+            f"self-ensemble: {what_ens}"
+        )
+        info["ensemble"] = what_ens
 
     draw = sampler
     if samples > 0 and draw is None and stochastic:
