@@ -170,6 +170,27 @@ def test_physics_and_modality_reach_every_output(small: Path, tmp_path: Path):
     assert pydicom.dcmread(out / "ct" / "CT_small.dcm").Modality == "CT"  # a header keeps its own
 
 
+def test_ensemble_reaches_every_output_and_the_resume_key(small: Path, tmp_path: Path):
+    """--ensemble as in `medsr upscale`: every output is the mean over the 8 flips/rotations
+    (its provenance and DICOM derivation say so, and it equals the single-file pipeline's);
+    a rerun without it redoes the items (another setting, another output)."""
+    from medsr.pipeline import upscale_with_safeguards
+
+    out = tmp_path / "o"
+    summary = run_batch(small, out, model="fast-x2", workers=1, threads=1, ensemble=True)
+    assert summary.counts["ok"] == 3
+    side = read_sidecar(out / "mr" / "MR_small.nii.gz")
+    assert side["provenance"]["safeguards"]["ensemble"] == "mean of 8 flips/90-degree rotations"
+    assert "self-ensemble" in pydicom.dcmread(out / "ct" / "CT_small.dcm").DerivationDescription
+    ref, _ = upscale_with_safeguards(
+        load_image(small / "mr" / "MR_small.nii.gz"), 2, "fast-x2", maps=False, tta=False, warn=False,
+        ensemble=True,
+    )  # fmt: skip
+    np.testing.assert_allclose(load_image(out / "mr" / "MR_small.nii.gz").array, ref.array, atol=1e-3)
+    again = run_batch(small, out, model="fast-x2", workers=1, threads=1)
+    assert again.counts["ok"] == 3 and not again.counts.get("skipped")
+
+
 def test_cli_consistency_and_maps(small: Path, tmp_path: Path):
     from medsr.batch.cli import register
 

@@ -209,6 +209,21 @@ def test_learned_model_card_and_metrics(make_client, tmp_path, png_bytes):
     assert job["model_card"]["metrics"]["val_ssim"] == 0.91
 
 
+def test_ensemble_job_and_where_it_is_refused(make_client, png_bytes):
+    """``ensemble=true`` (the web page's "Mean of 8 flips/rotations"): the job's metrics say
+    so; a self-supervised mode refuses it with 422, as the command line does."""
+    client = make_client(pretrained=True)
+    r = submit(client, "a.png", png_bytes, model="fast-x2", ensemble="true")
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["state"] == "done", job
+    assert job["metrics"]["ensemble"] == "mean of 8 flips/90-degree rotations", job["metrics"]
+    plain = wait_job(client, submit(client, "a.png", png_bytes, model="fast-x2").json()["id"])
+    assert "ensemble" not in plain["metrics"]
+    r = submit(client, "a.png", png_bytes, mode="zero-shot", ensemble="true")
+    assert r.status_code == 422 and "ensemble" in r.json()["detail"], r.text
+
+
 def test_delete_job(client, png_bytes, make_client):
     job = wait_job(client, submit(client, "a.png", png_bytes).json()["id"])
     service = client.app.state.service

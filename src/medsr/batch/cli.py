@@ -134,6 +134,14 @@ def register(app: typer.Typer) -> None:
                 "process, killed beyond; the item fails and the batch goes on): 30s, 5m.",
             ),
         ] = "5m",
+        ensemble: Annotated[
+            bool,
+            typer.Option(
+                "--ensemble",
+                help="Trained models: each output is the mean of the model's outputs for the 8 "
+                "flips/90-degree rotations of its input (8x the network time).",
+            ),
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Upscale every image and DICOM series under a folder (or in a manifest); resumable."""
@@ -157,6 +165,7 @@ def register(app: typer.Typer) -> None:
             modality=modality,
             maps_dir=maps,
             decode_timeout_s=parse_duration(decode_timeout, "--decode-timeout"),
+            ensemble=ensemble,
         )
         c = summary.counts
         if as_json:

@@ -163,6 +163,7 @@ def run_batch(
     modality: str | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
     decode_timeout_s: float = DECODE_TIMEOUT_S,
+    ensemble: bool = False,
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
 
@@ -198,6 +199,9 @@ def run_batch(
         maps_dir: folder for each item's consistency-error and uncertainty maps (+
             ``summary.json``; see :mod:`medsr.batch.plan` for the layout). The uncertainty map
             runs the model under 8 test-time augmentations, so the batch is ~8× slower.
+        ensemble: trained models: each output is the mean of the model's outputs for the 8
+            flips/rotations of its input (as ``medsr upscale --ensemble``; 8× the model's time;
+            inputs then run item by item).
         decode_timeout_s: longest time one input may take to read. Every input is decoded in
             a child process (:class:`medsr.io.isolated.IsolatedReader`), killed beyond this:
             the item fails ("could not be read within N s") and the batch goes on.
@@ -210,7 +214,10 @@ def run_batch(
     from medsr.safeguards.consistency import consistency_setting
 
     # the pipeline's one validation of scale, model, consistency, physics and modality
-    check_options(scale=scale, model=model, consistency=consistency, degradation=degradation, modality=modality)
+    check_options(
+        scale=scale, model=model, consistency=consistency, degradation=degradation, modality=modality,
+        ensemble=ensemble,
+    )  # fmt: skip
     consistency = consistency_setting(consistency)
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
@@ -225,19 +232,18 @@ def run_batch(
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
     upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)
     model_key = run_fingerprint(
-        model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality
-    )
+        model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality,
+        ensemble=ensemble,
+    )  # fmt: skip
     items = plan_batch(input, output, maps_dir)
     from medsr.io._atomic import remove_stale_temporaries
 
     for it in items:  # a resumed run: temporaries of writes a SIGKILL interrupted
         if it.output:
             remove_stale_temporaries(it.output, older_than=time.time() - 1.0)
-    if degradation is not None or modality is not None:  # travels with each item (also to Ray)
-        items = [
-            dataclasses.replace(it, extra={**it.extra, "degradation": degradation, "modality": modality})
-            for it in items
-        ]
+    if degradation is not None or modality is not None or ensemble:  # travels with each item (also to Ray)
+        extra = {"degradation": degradation, "modality": modality, **({"ensemble": True} if ensemble else {})}
+        items = [dataclasses.replace(it, extra={**it.extra, **extra}) for it in items]
     out_dir = Path(output).resolve()
     journal = StateJournal(out_dir)
     bar = _Progress(len(items), enabled=progress)
@@ -260,8 +266,8 @@ def run_batch(
                 cross = batch_across_items
                 if cross is None:
                     cross = upscaler.device.type == "cuda"
-                if maps_dir is not None or str(degradation).lower() == "auto":
-                    cross = False  # TTA, and a physics read from each header, run item by item
+                if maps_dir is not None or str(degradation).lower() == "auto" or ensemble:
+                    cross = False  # TTA (the ensemble's too), a physics read from each header: item by item
                 with _torch_threads(threads):
                     _run_local(
                         runnable, expects, upscaler, recorder, int(workers), bool(cross),

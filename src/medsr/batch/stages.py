@@ -178,6 +178,7 @@ def safeguard(loaded: Loaded, upscaler: Any, consistency: str = "auto", output: 
         degradation=loaded.item.extra.get("degradation"),
         tta=maps and output is None, warn=False, output=output,
         batch_size=upscaler.batch_size, clip=upscaler.clip, tile=upscaler.tile,
+        ensemble=bool(loaded.item.extra.get("ensemble")),
     )  # fmt: skip
     loaded.image, loaded.summary = sr, summary
 

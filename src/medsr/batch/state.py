@@ -110,9 +110,10 @@ def run_fingerprint(
     *,
     degradation: str | None = None,
     modality: str | None = None,
+    ensemble: bool = False,
 ) -> str:
     """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
-    (other pixels) and ``|maps`` (maps written). The default settings add nothing, so journals
+    (other pixels), ``|maps`` (maps written) and ``|ensemble`` (the mean over 8 flips/rotations). The default settings add nothing, so journals
     of earlier runs stay valid."""
     key = model_fingerprint(model, scale)
     if consistency != "off":  # "on", or "auto" (projects when the physics is known)
@@ -124,6 +125,8 @@ def run_fingerprint(
         key += _physics_default_fingerprint(model, scale, str(degradation).lower())
     if modality is not None:
         key += f"|modality={str(modality).upper()}"
+    if ensemble:
+        key += "|ensemble"
     return key
 
 

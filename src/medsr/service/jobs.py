@@ -378,6 +378,7 @@ def _upscale(
             maps=True,
             tta=small and learned,
             warn=False,
+            ensemble=bool(job.options.get("ensemble")),  # with tta: its 8 passes, no more
         )
         job.safeguards = summary
         return result
@@ -456,6 +457,8 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     detail = _detail_check_text(summary.get("self_check") or {})
     if detail:
         out["detail_check"] = detail
+    if summary.get("ensemble"):
+        out["ensemble"] = summary["ensemble"]
     out["fidelity_warnings"] = len(summary.get("warnings") or [])
     return out
 

@@ -49,6 +49,7 @@ class JobRequest:
     degradation: str | None = None
     modality: str | None = None
     adapt_steps: int = 0  # through-plane: per-volume adaptation steps of the prior
+    ensemble: bool = False  # in-plane: the mean over the 8 flips/rotations
 
 
 class Service:
@@ -180,6 +181,8 @@ class Service:
             )
         if mode != "in-plane":  # the self-supervised modes use no stated in-plane physics
             check_physics_unused(degradation, through_plane=mode == "through-plane")
+            if req.ensemble:
+                raise InvalidParameterError("ensemble applies to mode in-plane only")
         model = check_options(
             scale=req.scale, model=entry, consistency=req.consistency, degradation=degradation,
             modality=modality, adapt_steps=req.adapt_steps,
@@ -223,6 +226,7 @@ class Service:
                     "degradation": degradation,
                     "modality": modality,
                     "adapt_steps": int(req.adapt_steps),
+                    "ensemble": bool(req.ensemble),
                 },
             )
             log.info(

@@ -81,10 +81,17 @@ def create_job(
             ge=0,
         ),
     ] = 0,
+    ensemble: Annotated[
+        bool,
+        Form(
+            description="in-plane, trained models: the result is the mean of the model's outputs "
+            "for the 8 flips/90-degree rotations of the input (as `medsr upscale --ensemble`).",
+        ),
+    ] = False,
 ) -> JSONResponse:
     request = JobRequest(
         model=model, scale=scale, mode=mode, consistency=consistency,
-        degradation=degradation, modality=modality, adapt_steps=adapt_steps,
+        degradation=degradation, modality=modality, adapt_steps=adapt_steps, ensemble=ensemble,
     )  # fmt: skip
     job = service.create_job(file.file, file.filename, request)
     body = job_out(job, service.settings.retention_s).model_dump(mode="json")

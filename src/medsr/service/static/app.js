@@ -11,6 +11,7 @@
     consistency: $("#consistency"), consistencyField: $("#consistency-field"),
     degradation: $("#degradation"), degradationField: $("#degradation-field"), modality: $("#modality"),
     adapt: $("#adapt"), adaptField: $("#adapt-field"),
+    ensemble: $("#ensemble"), ensembleField: $("#ensemble-field"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -228,6 +229,7 @@
     el.modelField.hidden = mode !== "in-plane";
     el.consistencyField.hidden = mode !== "in-plane";
     el.degradationField.hidden = mode !== "in-plane";
+    el.ensembleField.hidden = mode !== "in-plane";
     el.adaptField.hidden = mode !== "through-plane";
     const card = selectedCard();
     const allowed = card ? card.scales : [2, 3, 4];
@@ -286,6 +288,7 @@
     if (el.mode.value === "in-plane") {
       fields.consistency = el.consistency.value;
       if (el.degradation.value) fields.degradation = el.degradation.value;
+      if (el.ensemble.value) fields.ensemble = el.ensemble.value;
     }
     if (el.mode.value === "through-plane") fields.adapt_steps = el.adapt.value;
     if (el.modality.value) fields.modality = el.modality.value;
