@@ -207,6 +207,25 @@ def test_upscale_stores_valid_derived_series_once(orthanc, ct_mr_study, kind, tm
     assert (instance_count(orthanc), len(series_of(orthanc, s["study"]))) == before
 
 
+def test_upscale_ensemble_is_its_own_derivation(orthanc, ct_mr_study):
+    """--ensemble (the mean over 8 flips/rotations) is another derived series than one pass,
+    tagged MODEL+, said in its derivation, and found again on a second run."""
+    s = ct_mr_study
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["ct"],
+              "--model", "fast-x2", *auth_args())  # fmt: skip
+    code, out, err = invoke(*common, "--ensemble")
+    assert code == 0 and out.startswith("stored "), (out, err)
+    uid = out.split()[1]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    ds = client.series_metadata(s["study"], uid)[0]
+    assert "[medsr fast-x2+ x2 " in ds.SeriesDescription
+    assert "self-ensemble" in ds.DerivationDescription
+    code, out, err = invoke(*common, "--ensemble")
+    assert code == 0 and out.split()[:2] == ["exists", uid], (out, err)
+    code, out, err = invoke(*common)
+    assert code == 0 and out.startswith("stored ") and out.split()[1] != uid, (out, err)
+
+
 def test_upscale_whole_study_skips_non_images_and_is_idempotent(orthanc, ct_mr_study):
     s = ct_mr_study
     results = upscale_series(orthanc.url, s["study"], model="bicubic", scale=2, **orthanc.auth)

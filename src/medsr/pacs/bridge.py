@@ -276,14 +276,20 @@ def _model_identity(model: str | os.PathLike[str] | LoadedModel) -> tuple[str, s
 
 
 def derivation_token(
-    source_series_uid: str, model: str | os.PathLike[str] | LoadedModel, scale: int
+    source_series_uid: str,
+    model: str | os.PathLike[str] | LoadedModel,
+    scale: int,
+    ensemble: bool = False,
 ) -> tuple[str, str]:
     """``(token, key)``: the SeriesDescription suffix ``" [medsr MODEL xS KEY]"`` and its key.
 
-    ``KEY`` hashes the source series, the model identity and the scale, so the same derivation
-    is recognised on the server whatever the description says otherwise.
+    ``KEY`` hashes the source series, the model identity and the scale (and ``ensemble``: the
+    mean over 8 flips/rotations is another output, tagged ``MODEL+`` as EDSR+ is), so the same
+    derivation is recognised on the server whatever the description says otherwise.
     """
     tag, identity = _model_identity(model)
+    if ensemble:
+        tag, identity = f"{tag}+", f"{identity}|ensemble"
     key = hashlib.sha256(f"{source_series_uid}|{identity}|x{int(scale)}".encode()).hexdigest()[:8]
     return f" [medsr {tag} x{int(scale)} {key}]", key
 
@@ -326,6 +332,7 @@ def upscale_series(
     device: str = "auto",
     consistency: str = "auto",
     degradation: str | None = None,
+    ensemble: bool = False,
     attempts: int = 3,
     workdir: str | os.PathLike[str] | None = None,
     log: LogFn | None = None,
@@ -350,7 +357,7 @@ def upscale_series(
         series = check_uid(series, "SeriesInstanceUID")
     from medsr.pipeline import check_options
 
-    check_options(scale=scale, consistency=consistency, degradation=degradation)
+    check_options(scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble)
     scale = int(scale)
     loaded = _check_model(model, scale)
     say = log or (lambda _m: None)
@@ -395,7 +402,7 @@ def upscale_series(
         try:
             result = _upscale_one(
                 client, info, loaded, scale, device, attempts, workdir, say,
-                consistency=consistency, degradation=degradation,
+                consistency=consistency, degradation=degradation, ensemble=ensemble,
             )  # fmt: skip
         except NotAnImageError as exc:
             if series is not None:
@@ -425,6 +432,7 @@ def _upscale_one(
     *,
     consistency: str = "auto",
     degradation: str | None = None,
+    ensemble: bool = False,
 ) -> UpscaleResult:
     import pydicom
 
@@ -434,7 +442,8 @@ def _upscale_one(
     t0 = time.perf_counter()
     study, source = info.study_uid, info.series_uid
     model = _model_for_series(model, scale, degradation, info.modality)
-    token, key = derivation_token(source, model, scale)
+    ensemble = ensemble and model.learned  # an interpolator is symmetric: the same output
+    token, key = derivation_token(source, model, scale, ensemble)
     tag = token.strip(" []").split()[1]
     base = UpscaleResult(study, source, "", modality=info.modality, model=tag, scale=scale)
 
@@ -459,7 +468,7 @@ def _upscale_one(
         # the one pipeline: the same safeguards and provenance as every other front end
         up, summary = upscale_with_safeguards(
             image, scale, model, consistency=consistency, degradation=degradation, maps=False,
-            tta=False, warn=False, device=device,
+            tta=False, warn=False, device=device, ensemble=ensemble,
         )  # fmt: skip
         del image
         for message in summary.get("warnings", []):
@@ -628,6 +637,7 @@ def watch(
     device: str = "auto",
     consistency: str = "auto",
     degradation: str | None = None,
+    ensemble: bool = False,
     attempts: int = 3,
     log: LogFn | None = None,
     **connect_options: Any,
@@ -661,7 +671,7 @@ def watch(
         raise InvalidParameterError(f"max-polls must be at least 1, got {max_polls}")
     from medsr.pipeline import check_options
 
-    check_options(scale=scale, consistency=consistency, degradation=degradation)
+    check_options(scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble)
     scale = int(scale)
     loaded = _check_model(model, scale)
     path = Path(state_path) if state_path else default_state_path(client.url, loaded, scale)
@@ -711,7 +721,7 @@ def watch(
             try:
                 result = _upscale_one(
                     client, info, loaded, scale, device, attempts, None, say,
-                    consistency=consistency, degradation=degradation,
+                    consistency=consistency, degradation=degradation, ensemble=ensemble,
                 )  # fmt: skip
             except PacsAuthError:
                 raise  # credentials will not fix themselves

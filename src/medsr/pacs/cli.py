@@ -177,6 +177,7 @@ def upscale_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
     degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).")] = False,
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -208,6 +209,7 @@ def upscale_command(
         device=device,
         consistency=consistency,
         degradation=degradation,
+        ensemble=ensemble,
         attempts=attempts,
         log=None if quiet or as_json else _err,
     )
@@ -269,6 +271,7 @@ def watch_command(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
     degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).")] = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
@@ -314,6 +317,7 @@ def watch_command(
             device=device,
             consistency=consistency,
             degradation=degradation,
+        ensemble=ensemble,
             log=typer.echo,
         )
     finally:
