@@ -824,9 +824,8 @@ def upscale_with_safeguards(
             sampler=sampler,
             stochastic=bool(card.get("stochastic")),
             ensemble=ensemble,
+            spread=bool(tta or samples),  # the ensemble alone: no spread, float32 sum in place
         )
-        if not tta and not samples:  # the ensemble's spread: a map nobody asked for
-            std, unc_info = None, {"method": "none", "transforms": 1, "ensemble": unc_info["ensemble"]}
         if gain is not None:
             sr = _shrink_detail(image, sr, upscaler, gain, over)
             if std is not None:

@@ -128,6 +128,7 @@ def tta_statistics(
     runner: Callable[[MedImage], MedImage] | None = None,
     transforms: Sequence[tuple[int, bool]] | None = None,
     ensemble: bool = False,
+    spread: bool = True,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, np.ndarray | None, dict[str, Any]]:
     """Run the model under test-time augmentation; return (identity output, std map, info).
@@ -149,6 +150,9 @@ def tta_statistics(
         ensemble: return the mean of the transformed outputs (the *self-ensemble*) in place of
             the identity output (with ``tta``); its step and ``meta["derivation"]["ensemble"]``
             say so. The std map is then the spread of the outputs averaged.
+        spread: ``False`` when only the ensemble is wanted (no std map; ``None`` is returned
+            for it): the outputs are then summed in float32 into the first one, so the run holds
+            two outputs at a time, not a float64 mean and spread beside them.
     """
     import torch
 
@@ -167,6 +171,10 @@ def tta_statistics(
         if t not in DIHEDRAL:
             raise InvalidParameterError(f"{t!r} is not one of the 8 (rotation, flip) transforms")
     transforms = chosen if tta else [(0, False)]
+    if ensemble and tta and not spread and not samples:
+        return _ensemble_mean(image, runner, transforms), None, {
+            "method": "none", "transforms": 1, "ensemble": _ensemble_text(transforms)
+        }
     mean = m2 = None
     identity: MedImage | None = None
     for n, (k, flip) in enumerate(transforms, start=1):
@@ -185,20 +193,15 @@ def tta_statistics(
             mean += delta / n
             m2 += delta * (arr - mean)
     assert identity is not None and m2 is not None
-    what = "flips/90-degree rotations" if len(transforms) == 8 else "flips"
+    what = _transforms_text(transforms)
     info: dict[str, Any] = {
         "method": f"test-time augmentation: {len(transforms)} {what}" if tta else "none",
         "transforms": len(transforms),
     }
     var = m2 / len(transforms) if tta else None
     if ensemble and tta and len(transforms) > 1:
-        what_ens = f"mean of {len(transforms)} {what}"
-        meta = dict(identity.meta)
-        meta["derivation"] = {**meta.get("derivation", {}), "ensemble": what_ens}
-        identity = identity.replace(array=mean.astype(np.float32), meta=meta).with_step(
-            f"self-ensemble: {what_ens}"
-        )
-        info["ensemble"] = what_ens
+        identity = _as_ensemble(identity, mean.astype(np.float32), transforms)
+        info["ensemble"] = _ensemble_text(transforms)
 
     draw = sampler
     if samples > 0 and draw is None and stochastic:
@@ -230,6 +233,37 @@ def tta_statistics(
     if image.channels:
         std = std.mean(axis=0)
     return identity, std, info
+
+
+def _transforms_text(transforms: Sequence[tuple[int, bool]]) -> str:
+    return "flips/90-degree rotations" if len(transforms) == 8 else "flips"
+
+
+def _ensemble_text(transforms: Sequence[tuple[int, bool]]) -> str:
+    return f"mean of {len(transforms)} {_transforms_text(transforms)}"
+
+
+def _as_ensemble(identity: MedImage, mean: np.ndarray, transforms: Sequence[tuple[int, bool]]) -> MedImage:
+    """The identity output's record with the ensemble ``mean`` as its pixels."""
+    text = _ensemble_text(transforms)
+    meta = dict(identity.meta)
+    meta["derivation"] = {**meta.get("derivation", {}), "ensemble": text}
+    return identity.replace(array=mean, meta=meta).with_step(f"self-ensemble: {text}")
+
+
+def _ensemble_mean(
+    image: MedImage, runner: Callable[[MedImage], MedImage], transforms: Sequence[tuple[int, bool]]
+) -> MedImage:
+    """The mean of ``runner``'s outputs over ``transforms`` (the identity first), summed in
+    float32 into the identity's own array (8 terms: a few ulp of rounding)."""
+    identity = runner(image)
+    acc = np.array(identity.array, dtype=np.float32)  # owned: summed into in place
+    identity = identity.replace(array=acc)  # the runner's own array can go
+    for k, flip in transforms[1:]:
+        turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
+        acc += dihedral_inverse(runner(turned).array, k, flip)
+    acc /= np.float32(len(transforms))
+    return _as_ensemble(identity, acc, transforms)
 
 
 def uncertainty_map(
