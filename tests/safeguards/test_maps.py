@@ -104,3 +104,19 @@ def test_write_maps_dicom_series(tmp_path, ct_small):
         np.testing.assert_allclose(back.array, values, atol=max(values.max(), 1) / 65535 * 1.01)
         assert back.spacing == pytest.approx(sr.spacing)
         assert dciodvfy_errors(f) <= src_errors
+
+
+def test_ensemble_mean_is_the_same_with_or_without_the_spread(rng):
+    """``ensemble=True``: the float32 sum (no spread) and the Welford mean (with it) give the
+    same mean, whatever order the transforms are given in (the identity need not come first)."""
+    img = MedImage(rng.normal(100, 20, (1, 12, 10)).astype(np.float32), modality="MR")
+
+    def runner(im: MedImage) -> MedImage:  # not symmetric: a ramp along the last axis
+        a = im.array
+        return im.replace(array=(np.repeat(np.repeat(a, 2, -2), 2, -1) + np.arange(a.shape[-1] * 2)).astype(np.float32))
+
+    for order in ([(2, False), (0, False), (1, True)], None):
+        lean, none, info = tta_statistics(img, 2, runner=runner, transforms=order, ensemble=True, spread=False)
+        full, std, _ = tta_statistics(img, 2, runner=runner, transforms=order, ensemble=True)
+        assert none is None and std is not None and info["ensemble"].startswith("mean of")
+        np.testing.assert_allclose(lean.array, full.array, rtol=1e-6, atol=1e-4)

@@ -171,7 +171,7 @@ def tta_statistics(
         if t not in DIHEDRAL:
             raise InvalidParameterError(f"{t!r} is not one of the 8 (rotation, flip) transforms")
     transforms = chosen if tta else [(0, False)]
-    if ensemble and tta and not spread and not samples:
+    if ensemble and tta and len(transforms) > 1 and not spread and not samples:
         return _ensemble_mean(image, runner, transforms), None, {
             "method": "none", "transforms": 1, "ensemble": _ensemble_text(transforms)
         }
@@ -254,14 +254,15 @@ def _as_ensemble(identity: MedImage, mean: np.ndarray, transforms: Sequence[tupl
 def _ensemble_mean(
     image: MedImage, runner: Callable[[MedImage], MedImage], transforms: Sequence[tuple[int, bool]]
 ) -> MedImage:
-    """The mean of ``runner``'s outputs over ``transforms`` (the identity first), summed in
+    """The mean of ``runner``'s outputs over ``transforms`` (the identity among them), summed in
     float32 into the identity's own array (8 terms: a few ulp of rounding)."""
     identity = runner(image)
     acc = np.array(identity.array, dtype=np.float32)  # owned: summed into in place
     identity = identity.replace(array=acc)  # the runner's own array can go
-    for k, flip in transforms[1:]:
-        turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
-        acc += dihedral_inverse(runner(turned).array, k, flip)
+    for k, flip in transforms:
+        if (k, flip) != (0, False):
+            turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
+            acc += dihedral_inverse(runner(turned).array, k, flip)
     acc /= np.float32(len(transforms))
     return _as_ensemble(identity, acc, transforms)
 
