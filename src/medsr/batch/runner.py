@@ -242,7 +242,7 @@ def run_batch(
         if it.output:
             remove_stale_temporaries(it.output, older_than=time.time() - 1.0)
     if degradation is not None or modality is not None or ensemble:  # travels with each item (also to Ray)
-        extra = {"degradation": degradation, "modality": modality, **({"ensemble": True} if ensemble else {})}
+        extra = {"degradation": degradation, "modality": modality, "ensemble": ensemble}
         items = [dataclasses.replace(it, extra={**it.extra, **extra}) for it in items]
     out_dir = Path(output).resolve()
     journal = StateJournal(out_dir)

@@ -113,8 +113,8 @@ def run_fingerprint(
     ensemble: bool = False,
 ) -> str:
     """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
-    (other pixels), ``|maps`` (maps written) and ``|ensemble`` (the mean over 8 flips/rotations). The default settings add nothing, so journals
-    of earlier runs stay valid."""
+    (other pixels), ``|maps`` (maps written) and ``|ensemble`` (the mean over 8 flips/rotations).
+    The default settings add nothing, so journals of earlier runs stay valid."""
     key = model_fingerprint(model, scale)
     if consistency != "off":  # "on", or "auto" (projects when the physics is known)
         key += f"|consistency={consistency}"

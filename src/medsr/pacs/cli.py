@@ -317,7 +317,7 @@ def watch_command(
             device=device,
             consistency=consistency,
             degradation=degradation,
-        ensemble=ensemble,
+            ensemble=ensemble,
             log=typer.echo,
         )
     finally:
