@@ -42,7 +42,7 @@ def test_every_recipe_is_shipped_and_valid():
             assert cfg.degradation.params == {"bicubic_fraction": 0.5}
             val = [f.path for f in cfg.data.val_files]
             # the faithful recipe and its fine-tunes (on the CPU and on one GPU)
-            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2")):
+            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens")):
                 # issue 20: leave-one-source-out validation (a noisy MR and a radiograph among
                 # it), the low-band guard and HR+LR scanner noise
                 assert cfg.model.low_band is not None and cfg.degradation.hr_noise is not None
@@ -63,6 +63,27 @@ def test_every_recipe_is_shipped_and_valid():
                 ]
             if not p.stem.startswith("baseline-"):
                 assert cfg.model.name == "rlfn"
+
+
+def test_recipes_warm_started_from_shipped_weights_build_the_same_network():
+    """A recipe whose model.init is a shipped file sets every constructor argument the file's card
+    sets (an RLFN with esa_spread left out would load every tensor into another network)."""
+    from medsr.training.tasks import build_network, init_from
+
+    root = Path(__file__).resolve().parents[2]
+    checked = 0
+    for p in CONFIGS:
+        cfg = load_config(p)
+        init = cfg.model.init
+        if not init or not (root / init).is_file() or cfg.model.name is None:
+            continue
+        kwargs = dict(cfg.model.kwargs)
+        if cfg.task == "distill" and not kwargs:
+            continue  # the student takes the teacher's kwargs
+        net, full = build_network(cfg.model.name, kwargs, cfg.scale)
+        init_from(net, root / init, cfg.model.name, full)
+        checked += 1
+    assert checked >= 10
 
 
 def test_defaults_and_round_trip():

@@ -115,3 +115,42 @@ def test_distillation_refuses_a_teacher_with_other_normalisation(tmp_path):
         train(distill_config(tmp_path, teacher_path))
     with pytest.raises(InvalidParameterError, match="does not exist"):
         train(distill_config(tmp_path, tmp_path / "missing.safetensors"))
+
+
+@pytest.mark.parametrize("size", [2, 8])
+def test_self_ensemble_teacher_is_the_mean_of_its_transformed_passes(tmp_path, size):
+    """teacher_ensemble: the teacher's target is the mean of its outputs over the dihedral
+    transforms of the input, each turned back (what `medsr upscale --ensemble` computes)."""
+    from medsr.training.config.task_sections import TEACHER_ENSEMBLES
+
+    teacher_path = tmp_path / "teacher.safetensors"
+    teacher = make_teacher(teacher_path).eval()
+    task = DistillTask(distill_config(tmp_path, teacher_path, teacher_ensemble=size))
+    x = torch.rand(2, 1, 12, 10)  # not square: a 90° rotation changes the shape
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                torch.rot90(
+                    (lambda y: y.flip(-1) if flip else y)(
+                        teacher((lambda z: z.flip(-1) if flip else z)(torch.rot90(x, k, (-2, -1))))
+                    ),
+                    -k,
+                    (-2, -1),
+                )
+                for k, flip in TEACHER_ENSEMBLES[size]
+            ]
+        ).mean(0)
+        one = teacher(x)
+    out = task.teacher_output(x)
+    assert out.shape == (2, 1, 24, 20)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out - one).abs().max() > 1e-4  # the untrained teacher is far from equivariant
+    assert DistillTask(distill_config(tmp_path, teacher_path)).teacher_output(x).equal(one)
+
+
+def test_teacher_ensemble_must_be_1_2_or_8(tmp_path):
+    teacher_path = tmp_path / "teacher.safetensors"
+    make_teacher(teacher_path)
+    for bad in (3, 0, True):
+        with pytest.raises(InvalidParameterError, match="teacher_ensemble must be"):
+            DistillTask(distill_config(tmp_path, teacher_path, teacher_ensemble=bad))

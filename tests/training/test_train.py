@@ -210,6 +210,29 @@ def test_model_init_warm_starts_a_x4_network_from_x2_weights(tiny_run, tmp_path)
     assert card["init"]["loaded"] == len(load_model(x2)[0].state_dict())
 
 
+def test_model_init_refuses_weights_built_with_other_kwargs():
+    """The shipped fast-x2 was built with esa_spread 'fixed': every tensor also fits a 'stretch'
+    network, which computes something else, so a config that leaves esa_spread out is refused."""
+    from pathlib import Path
+
+    from medsr.models.registry import create_model
+    from medsr.training.tasks import init_from
+
+    shipped = Path(medsr.__file__).parent / "weights" / "fast-x2.safetensors"
+    kwargs = {"num_features": 24, "num_blocks": 2, "global_residual": True, "in_channels": 1}
+    stretch = create_model("rlfn", scale=2, **kwargs)
+    before = {k: v.clone() for k, v in stretch.state_dict().items()}
+    with pytest.raises(InvalidParameterError, match=r"esa_spread: 'stretch' here, 'fixed' in the init"):
+        init_from(stretch, shipped, "rlfn", {**kwargs, "scale": 2})
+    assert all(torch.equal(v, before[k]) for k, v in stretch.state_dict().items())  # untouched
+    fixed = {**kwargs, "esa_spread": "fixed"}
+    report = init_from(create_model("rlfn", scale=2, **fixed), shipped, "rlfn", {**fixed, "scale": 2})
+    assert report["skipped"] == [] and report["loaded"] > 0
+    # a x4 network warm-started from the x2 weights: scale may differ
+    report4 = init_from(create_model("rlfn", scale=4, **fixed), shipped, "rlfn", {**fixed, "scale": 4})
+    assert report4["loaded"] > 0
+
+
 def load_medsr_card(ckpt):
     from medsr.training.tasks import load_medsr_checkpoint
 

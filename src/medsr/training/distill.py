@@ -9,7 +9,7 @@ rounded, at least 1 (features to a multiple of ``feature_multiple``).
 
 Loss per batch::
 
-    output_weight · L1(student(lr), teacher(lr))          # output distillation
+    output_weight · L1(student(lr), teacher(lr))          # output distillation (teacher_ensemble)
   + gt_weight     · pixel(student(lr), hr)                # ground truth (the ``loss`` section)
   + feature_weight· mean_k L1(adapter_k(s_k), t_{m(k)})   # feature distillation
 
@@ -253,8 +253,27 @@ class DistillTask(SupervisedSR):
         kwargs = compress_kwargs(name, base, d.width_factor, d.depth_factor, d.feature_multiple)
         net, full = build_network(name, kwargs, self.scale)
         if m.init:  # e.g. continue a student, or start fast-x4 from fast-x2
-            self.init_report = init_from(net, m.init, name)
+            self.init_report = init_from(net, m.init, name, full)
         return name, net, full
+
+    @torch.no_grad()
+    def teacher_output(self, lr: torch.Tensor) -> torch.Tensor:
+        """The guarded teacher's output for ``lr``: with ``teacher_ensemble`` > 1, the mean over
+        that many dihedral transforms of ``lr``, each output turned back."""
+        from medsr.training.config.task_sections import TEACHER_ENSEMBLES
+
+        teacher = self.guarded(self.teacher)
+        total: torch.Tensor | None = None
+        transforms = TEACHER_ENSEMBLES[self.distill_cfg.teacher_ensemble]
+        for k, flip in transforms:
+            x = torch.rot90(lr, k, dims=(-2, -1))
+            x = x.flip(-1) if flip else x
+            y = teacher(x).float()
+            y = y.flip(-1) if flip else y
+            y = torch.rot90(y, -k, dims=(-2, -1))
+            total = y if total is None else total + y
+        assert total is not None
+        return total / len(transforms)
 
     def train(self, mode: bool = True) -> DistillTask:
         super().train(mode)
@@ -285,7 +304,7 @@ class DistillTask(SupervisedSR):
         # with ``model.low_band`` both pass through the guard: the student learns the teacher's
         # detail over the base, never a low band it would not be allowed to change
         with torch.no_grad():
-            t_out = self.guarded(self.teacher)(lr)
+            t_out = self.teacher_output(lr)
         sr = self.guarded(self.model)(lr)
         self._check_shape(sr, hr, lr)
         total = sr.new_zeros((), dtype=torch.float32)
@@ -401,5 +420,6 @@ class DistillTask(SupervisedSR):
             "teacher_kwargs": self.teacher_card["kwargs"],
             "width_factor": d.width_factor,
             "depth_factor": d.depth_factor,
+            "teacher_ensemble": d.teacher_ensemble,
         }
         return info

@@ -186,11 +186,42 @@ def load_generator_state(
     return state
 
 
-def init_from(net: nn.Module, path: str | Path, name: str) -> dict[str, Any]:
+def _kwargs_mismatch(name: str, card: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
+    """``"key: config value, init value"`` for each constructor argument (other than ``scale``)
+    that the init file's card sets to something else than ``kwargs`` (or the default) does."""
+    import inspect
+
+    from medsr.models.registry import get_model_class
+
+    try:
+        params = inspect.signature(get_model_class(name)).parameters
+    except (TypeError, ValueError):
+        params = {}
+    out = []
+    for key, theirs in sorted(card.items()):
+        if key == "scale":
+            continue
+        if key in kwargs:
+            ours = kwargs[key]
+        elif key in params and params[key].default is not inspect.Parameter.empty:
+            ours = params[key].default
+        else:
+            continue
+        if ours != theirs:
+            out.append(f"{key}: {ours!r} here, {theirs!r} in the init")
+    return out
+
+
+def init_from(
+    net: nn.Module, path: str | Path, name: str, kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Load every tensor of ``path`` whose name and shape match ``net`` (``model.init``).
 
-    Returns ``{"from", "loaded", "skipped"}``; refuses a different architecture or a file that
-    fits less than half of the network's tensors (then it is not a warm start of this network).
+    Returns ``{"from", "loaded", "skipped"}``; refuses a different architecture, a file that
+    fits less than half of the network's tensors (then it is not a warm start of this network)
+    and, given the network's ``kwargs``, an init whose card built the network with other
+    arguments (``scale`` aside): a shape-free argument such as RLFN's ``esa_spread`` would
+    otherwise load every tensor into a network that computes something else.
     """
     p = Path(path)
     if not p.is_file():
@@ -200,14 +231,21 @@ def init_from(net: nn.Module, path: str | Path, name: str) -> dict[str, Any]:
 
         from medsr.models.weights import read_card
 
-        arch = read_card(p).get("architecture")
+        card = read_card(p)
         state = load_file(str(p))
     else:
         ckpt = load_medsr_checkpoint(p)
-        arch = ckpt["medsr"].get("architecture")
+        card = ckpt["medsr"]
         state, _ = checkpoint_network_state(ckpt)
+    arch = card.get("architecture")
     if arch != name:
         raise InvalidParameterError(f"model.init '{p.name}' holds a {arch!r} network, not {name!r}")
+    differ = _kwargs_mismatch(name, card.get("kwargs") or {}, kwargs) if kwargs is not None else []
+    if differ:
+        raise InvalidParameterError(
+            f"model.init '{p.name}' was built with other model.kwargs ({'; '.join(differ)}): "
+            "set them in model.kwargs as the init has them"
+        )
     own = net.state_dict()
     fits = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if len(fits) * 2 < len(own):
@@ -300,7 +338,7 @@ class SRTask(L.LightningModule):
         m = self.cfg.model
         net, full = build_network(m.name, m.kwargs, self.scale)
         if m.init:
-            self.init_report = init_from(net, m.init, m.name)
+            self.init_report = init_from(net, m.init, m.name, full)
         return m.name, net, full
 
     def eval_model(self) -> nn.Module:
@@ -688,7 +726,7 @@ class SliceInterpolationTask(SRTask):
         except (TypeError, ValueError) as exc:
             raise InvalidParameterError(f"bad kwargs for model {m.name!r}: {exc}") from None
         if m.init:
-            self.init_report = init_from(net, m.init, m.name)
+            self.init_report = init_from(net, m.init, m.name, kwargs)
         return m.name, net, kwargs
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,14 @@ from medsr.training.config._checks import positive_int
 from medsr.training.config.model import ModelConfig
 
 
+#: teacher_ensemble size -> the dihedral transforms (k·90° rotation, mirror) it averages
+TEACHER_ENSEMBLES: dict[int, tuple[tuple[int, bool], ...]] = {
+    1: ((0, False),),
+    2: ((0, False), (2, False)),
+    8: tuple((k, flip) for flip in (False, True) for k in range(4)),
+}
+
+
 @dataclass
 class GanConfig:
     """Adversarial fine-tuning (:class:`~medsr.training.tasks.SRGANTask`).
@@ -53,6 +61,12 @@ class DistillConfig:
     ``num_blocks × depth_factor`` (rounded, ≥ 1; features to a multiple of
     ``feature_multiple``). Loss = ``output_weight``·L1(student, teacher) + ``gt_weight``·pixel
     loss to HR + ``feature_weight``·L1 of adapted student features to teacher features.
+
+    ``teacher_ensemble``: the teacher's output is the mean over this many dihedral transforms of
+    its input, each turned back (1: one pass; 2: the input and its 180° rotation; 8: every flip
+    and 90° rotation — what ``medsr upscale --ensemble`` computes). With the teacher's own
+    weights as the student's ``model.init`` this is self-ensemble distillation: one pass learns
+    towards the ensemble's output.
     """
 
     teacher: str = ""
@@ -63,6 +77,7 @@ class DistillConfig:
     gt_weight: float = 1.0
     feature_weight: float = 0.1
     report_slice_size: int = 256
+    teacher_ensemble: int = 1
 
     def validate(self, where: str) -> None:
         if not self.teacher:
@@ -81,6 +96,11 @@ class DistillConfig:
         if self.output_weight == 0 and self.gt_weight == 0:
             raise InvalidParameterError(f"{where}: output_weight and gt_weight cannot both be 0")
         positive_int(self.report_slice_size, f"{where}.report_slice_size")
+        if self.teacher_ensemble not in TEACHER_ENSEMBLES:
+            raise InvalidParameterError(
+                f"{where}.teacher_ensemble must be one of {sorted(TEACHER_ENSEMBLES)}, "
+                f"got {self.teacher_ensemble!r}"
+            )
 
 
 #: slice axes of a volume by name (array axes 0, 1, 2)
