@@ -11,7 +11,6 @@ from medsr.errors import InvalidParameterError
 from medsr.training.config._checks import positive_int
 from medsr.training.config.model import ModelConfig
 
-
 #: teacher_ensemble size -> the dihedral transforms (k·90° rotation, mirror) it averages
 TEACHER_ENSEMBLES: dict[int, tuple[tuple[int, bool], ...]] = {
     1: ((0, False),),
