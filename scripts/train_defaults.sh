@@ -14,6 +14,8 @@
 #   kspace     mr-kspace-x2 + mr-kspace-x4 (fine-tunes of the shipped defaults on MR k-space
 #              truncation) -> default-x2-kspace, default-x4-kspace; not in STAGES by default
 #              (STAGES=kspace scripts/train_defaults.sh)                                KSPACE_TIME
+#   selfens    default-x2-selfens (default-x2 distilled from its own 8-pass self-ensemble;
+#              warm-starts from the shipped default-x2); not in STAGES by default       SELFENS_TIME
 #
 # Stage 1, 2 and 3 runs end at their max_epochs (5,120 / 8,192 / 4,608 / 5,120 / 8,192 steps)
 # unless the budget stops them first; about 3 h 30 min in all on 2 CPU cores.
@@ -34,6 +36,7 @@ STAGE3_TIME=${STAGE3_TIME:-01:25:00}
 FAST_TIME=${FAST_TIME:-00:30:00}
 BASELINE_TIME=${BASELINE_TIME:-00:15:00}
 KSPACE_TIME=${KSPACE_TIME:-00:55:00}
+SELFENS_TIME=${SELFENS_TIME:-01:00:00}
 THREADS=${THREADS:-1}
 STAGES=${STAGES:-"default stage2 stage3 fast baselines"}
 
@@ -103,6 +106,12 @@ for stage in $STAGES; do
                  "$MEDSR" export "$best" "runs/mr-kspace-x$s/mr-kspace-x$s.safetensors" --overwrite
                  ship "mr-kspace-x$s" "default-x$s-kspace"
                done ;;
+    selfens)   # default-x2 distilled from its own 8-pass self-ensemble (session 17): warm-starts
+               # from the default-x2 in src/medsr/weights/; the best validation checkpoint ships
+               run default-x2-selfens configs/default-x2-selfens.yaml "$SELFENS_TIME"
+               best=$(ls runs/default-x2-selfens/checkpoints/best-*.ckpt | tail -1)
+               "$MEDSR" export "$best" runs/default-x2-selfens/default-x2-selfens.safetensors --overwrite
+               ship default-x2-selfens default-x2 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

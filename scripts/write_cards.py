@@ -97,11 +97,12 @@ LIMITATIONS_FAITHFUL = [
 KNOWN_ISSUES = {
     "default-x2": [
         "On a smooth thin-slice head CT (pydicom J2K_pixelrep_mismatch.dcm, 0.43 mm, never trained on) the "
-        "network alone adds ripples near the input's Nyquist frequency and rings at the padding edge (17 dB "
-        "below lanczos inside the reconstruction circle). medsr's padding mask and detail self-check catch it: "
-        "the output is lanczos plus the detail that holds up over it (+0.8 dB over lanczos); benchmarks/faithful.py.",
-        "On k-space-truncated MR it gains only +0.27 dB over zero-filled k-space on average with "
-        "--degradation kspace, and is 0.56 dB below it on one noisy brain slice.",
+        "network alone adds ripples near the input's Nyquist frequency and rings at the bone and padding edges "
+        "(14 dB below lanczos inside the reconstruction circle). medsr's padding mask and detail checks catch it: "
+        "the output is lanczos plus the detail that holds up over it (+2.3 dB over lanczos); benchmarks/faithful.py.",
+        "Named on k-space-truncated MR with --degradation kspace it gains only +0.36 dB over zero-filled k-space "
+        "on average, and is 0.47 dB below it on one noisy brain slice: with no --model, that physics runs "
+        "default-x2-kspace.",
     ],
     "fast-x2": [
         "On the smooth thin-slice head CT (never trained on) the detail self-check falls back to lanczos plus "
@@ -148,15 +149,17 @@ BASELINE_NOTE = (
 
 #: where a model's last stage ran, when not on --hardware (the earlier stages did)
 LAST_STAGE_HARDWARE = {
-    name: "earlier stages: AMD EPYC, 2 CPU cores; last stage (the fixed-attention fine-tune): one NVIDIA "
-    "H200, torch 2.11, fp32, 64 patches a batch"
-    for name in ("default-x2", "default-x4")
+    "default-x2": "the fixed-attention fine-tune: one NVIDIA H200, torch 2.11, fp32, 64 patches a batch; every "
+    "other stage, the last (self-ensemble distillation) included: AMD EPYC, 2 CPU cores, one thread",
+    "default-x4": "earlier stages: AMD EPYC, 2 CPU cores; last stage (the fixed-attention fine-tune): one NVIDIA "
+    "H200, torch 2.11, fp32, 64 patches a batch",
 }
 
 #: the recipes each shipped model comes from, in training order (scripts/train_defaults.sh)
 RECIPES = {
     "default-x2": ["configs/default-x2.yaml", "configs/default-x2-stage2.yaml", "configs/default-x2-stage3.yaml",
-                   "configs/default-x2-faithful.yaml", "configs/default-x2-fixed-esa-gpu.yaml"],
+                   "configs/default-x2-faithful.yaml", "configs/default-x2-fixed-esa-gpu.yaml",
+                   "configs/default-x2-selfens.yaml"],
     "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml", "configs/default-x4-faithful.yaml",
                    "configs/default-x4-fixed-esa-gpu.yaml"],
     "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml", "configs/fast-x2-fixed-esa.yaml"],

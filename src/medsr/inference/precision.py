@@ -94,7 +94,7 @@ BF16_TOLERANCE_HU_RMS = 0.5
 #: under ``auto`` and plain bf16 under ``--precision bf16``.
 BF16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:41672f87dc97852945e2b4bf47e2df646ad6c5fa705785b9cc83acc98a4b56e2": {"model": "default-x2-kspace", "hu_tissue_max": 1.34, "edge_max": 0.00251, "hu_max": 3.24, "hu_rms": 0.151, "psnr_change_db": -0.0137},
-    "sha256:e6cbb585aee554e41c04ad678019b279bee042987f22c79ea68353795b77b073": {"model": "default-x2", "fp32_blocks": 1, "hu_tissue_max": 3.85, "edge_max": 0.00769, "hu_max": 9.43, "hu_rms": 0.189, "psnr_change_db": -0.0180},
+    "sha256:74605b4ca8ec35ea2d01e89ee9a43b74536dec09cce26fd5117b963d850ed014": {"model": "default-x2", "fp32_blocks": 1, "hu_tissue_max": 2.88, "edge_max": 0.0056, "hu_max": 6.67, "hu_rms": 0.178, "psnr_change_db": +0.0121},
     "sha256:483b2054bd1d75d29eb19300ea8ebc8b9903826a7741df25f835efe37c3f1166": {"model": "default-x4-kspace", "hu_tissue_max": 2.1, "edge_max": 0.00256, "hu_max": 2.39, "hu_rms": 0.173, "psnr_change_db": -0.0029},
     "sha256:8f92085f50246ac45962ba2109501869f9da4e741116bac1ba1316985bd54369": {"model": "default-x4", "fp32_blocks": 1, "hu_tissue_max": 4.06, "edge_max": 0.0159, "hu_max": 19.5, "hu_rms": 0.215, "psnr_change_db": +0.0055},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 2.17, "edge_max": 0.00943, "hu_max": 11.6, "hu_rms": 0.299, "psnr_change_db": -0.0802},
@@ -112,7 +112,7 @@ BF16_MEASURED: dict[str, dict[str, Any]] = {
 #: 0.16–1.4 HU at most (bf16: 1.3–14 HU).
 FP16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:41672f87dc97852945e2b4bf47e2df646ad6c5fa705785b9cc83acc98a4b56e2": {"model": "default-x2-kspace", "hu_tissue_max": 0.158, "edge_max": 0.000268, "hu_max": 0.329, "hu_rms": 0.0195, "psnr_change_db": +0.0007},
-    "sha256:e6cbb585aee554e41c04ad678019b279bee042987f22c79ea68353795b77b073": {"model": "default-x2", "hu_tissue_max": 1.36, "edge_max": 0.00246, "hu_max": 1.74, "hu_rms": 0.035, "psnr_change_db": +0.0005},
+    "sha256:74605b4ca8ec35ea2d01e89ee9a43b74536dec09cce26fd5117b963d850ed014": {"model": "default-x2", "hu_tissue_max": 0.934, "edge_max": 0.00167, "hu_max": 1.05, "hu_rms": 0.033, "psnr_change_db": -0.0007},
     "sha256:483b2054bd1d75d29eb19300ea8ebc8b9903826a7741df25f835efe37c3f1166": {"model": "default-x4-kspace", "hu_tissue_max": 0.19, "edge_max": 0.000407, "hu_max": 0.329, "hu_rms": 0.021, "psnr_change_db": -0.0002},
     "sha256:8f92085f50246ac45962ba2109501869f9da4e741116bac1ba1316985bd54369": {"model": "default-x4", "hu_tissue_max": 1.35, "edge_max": 0.003, "hu_max": 2.22, "hu_rms": 0.0423, "psnr_change_db": -0.0002},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 0.281, "edge_max": 0.000505, "hu_max": 0.595, "hu_rms": 0.0377, "psnr_change_db": -0.0002},
