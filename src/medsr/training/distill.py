@@ -303,8 +303,7 @@ class DistillTask(SupervisedSR):
             self._s_rec.clear()
         # with ``model.low_band`` both pass through the guard: the student learns the teacher's
         # detail over the base, never a low band it would not be allowed to change
-        with torch.no_grad():
-            t_out = self.teacher_output(lr)
+        t_out = self.teacher_output(lr)  # no gradient: the teacher is frozen
         sr = self.guarded(self.model)(lr)
         self._check_shape(sr, hr, lr)
         total = sr.new_zeros((), dtype=torch.float32)

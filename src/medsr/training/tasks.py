@@ -187,8 +187,9 @@ def load_generator_state(
 
 
 def _kwargs_mismatch(name: str, card: dict[str, Any], kwargs: dict[str, Any]) -> list[str]:
-    """``"key: config value, init value"`` for each constructor argument (other than ``scale``)
-    that the init file's card sets to something else than ``kwargs`` (or the default) does."""
+    """``"key: <here> here, <card's> in the init"`` for each constructor argument (``scale``
+    aside) that the init file's card sets to another value than ``kwargs`` (or, where ``kwargs``
+    leaves it out, the constructor's default)."""
     import inspect
 
     from medsr.models.registry import get_model_class
