@@ -183,9 +183,7 @@ def tta_statistics(
             identity = out
             arr = out.array.astype(np.float64)
         else:
-            turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
-            arr = dihedral_inverse(runner(turned).array, k, flip)
-            arr = arr.astype(np.float64)
+            arr = _run_turned(image, runner, k, flip).astype(np.float64)
         if mean is None:
             mean, m2 = arr.copy(), np.zeros_like(arr)
         else:  # Welford: no stack of 8 outputs in memory
@@ -235,6 +233,14 @@ def tta_statistics(
     return identity, std, info
 
 
+def _run_turned(
+    image: MedImage, runner: Callable[[MedImage], MedImage], k: int, flip: bool
+) -> np.ndarray:
+    """``runner``'s output for ``image`` turned by ``(k, flip)``, turned back."""
+    turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
+    return dihedral_inverse(runner(turned).array, k, flip)
+
+
 def _transforms_text(transforms: Sequence[tuple[int, bool]]) -> str:
     return "flips/90-degree rotations" if len(transforms) == 8 else "flips"
 
@@ -261,8 +267,7 @@ def _ensemble_mean(
     identity = identity.replace(array=acc)  # the runner's own array can go
     for k, flip in transforms:
         if (k, flip) != (0, False):
-            turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
-            acc += dihedral_inverse(runner(turned).array, k, flip)
+            acc += _run_turned(image, runner, k, flip)
     acc /= np.float32(len(transforms))
     return _as_ensemble(identity, acc, transforms)
 

@@ -31,7 +31,6 @@ bicubic (normalised units, data_range 1, crop = scale).
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import statistics
 import time
@@ -49,6 +48,7 @@ from medsr.training.data import sr_metrics
 from medsr.training.tasks import (
     SupervisedSR,
     build_network,
+    constructor_params,
     init_from,
     load_generator_state,
     load_medsr_checkpoint,
@@ -90,11 +90,7 @@ def compress_kwargs(
     """``kwargs`` with ``num_features`` / ``num_blocks`` scaled (constructor defaults if absent)."""
     from medsr.models.registry import get_model_class
 
-    cls = get_model_class(name)
-    try:
-        params = inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        params = {}
+    params = constructor_params(get_model_class(name))
     out = dict(kwargs)
 
     def current(key: str) -> int | None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +63,23 @@ __all__ = [
     "ThroughPlaneSR",
     "WarmupSchedule",
     "build_network",
+    "constructor_params",
     "load_generator_state",
     "network_kwargs",
 ]
 
 
 # --------------------------------------------------------------------------- networks
-def _accepts(cls: Any, name: str) -> bool:
+def constructor_params(cls: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of ``cls``'s constructor (empty when its signature cannot be read)."""
     try:
-        params = inspect.signature(cls).parameters
+        return inspect.signature(cls).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+
+
+def _accepts(cls: Any, name: str) -> bool:
+    params = constructor_params(cls)
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
@@ -190,14 +197,9 @@ def _kwargs_mismatch(name: str, card: dict[str, Any], kwargs: dict[str, Any]) ->
     """``"key: <here> here, <card's> in the init"`` for each constructor argument (``scale``
     aside) that the init file's card sets to another value than ``kwargs`` (or, where ``kwargs``
     leaves it out, the constructor's default)."""
-    import inspect
-
     from medsr.models.registry import get_model_class
 
-    try:
-        params = inspect.signature(get_model_class(name)).parameters
-    except (TypeError, ValueError):
-        params = {}
+    params = constructor_params(get_model_class(name))
     out = []
     for key, theirs in sorted(card.items()):
         if key == "scale":
