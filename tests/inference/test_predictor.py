@@ -21,8 +21,13 @@ def test_volume_slice_wise_matches_per_slice(rng):
     np.testing.assert_allclose(sr.array, ref, atol=1e-5)
     assert sr.spacing == (4.0, 0.5, 0.5)
     assert sr.meta["derivation"] == {
-        "method": "interpolation", "model": "bicubic", "scale": 2, "axes": "in-plane", "model_version": None,
-        "model_checksum": "classical:bicubic", "precision": "fp32",
+        "method": "interpolation",
+        "model": "bicubic",
+        "scale": 2,
+        "axes": "in-plane",
+        "model_version": None,
+        "model_checksum": "classical:bicubic",
+        "precision": "fp32",
     }
     assert sr.history[-1].startswith("in-plane upscale x2")
 
@@ -43,7 +48,11 @@ def test_colour_and_time_channels(rng):
 
 
 def test_weights_file_scale_must_match(tmp_path):
-    path = save_model(Bicubic(scale=2), tmp_path / "b.safetensors", {"architecture": "bicubic", "kwargs": {"scale": 2}, "scale": 2})
+    path = save_model(
+        Bicubic(scale=2),
+        tmp_path / "b.safetensors",
+        {"architecture": "bicubic", "kwargs": {"scale": 2}, "scale": 2},
+    )
     img = MedImage(np.ones((1, 4, 4)))
     assert medsr.upscale(img, scale=2, model=str(path)).spatial_shape == (1, 8, 8)
     with pytest.raises(InvalidParameterError, match="trained for"):
@@ -78,3 +87,34 @@ def test_precision_is_checked():
         medsr.upscale(img, scale=2, precision="int8")
     with pytest.raises(InvalidParameterError, match="CUDA"):
         medsr.upscale(img, scale=2, precision="fp16", device="cpu")
+
+
+def test_ensemble_is_the_mean_of_the_eight_turned_back_passes(rng):
+    """``medsr.upscale(..., ensemble=True)`` — the plain API's self-ensemble — is the mean of the
+    shipped model's outputs for the 8 flips/rotations of a non-square volume, each turned back,
+    and says so; an interpolator runs once (it commutes with the transforms)."""
+    from medsr.inference.ensemble import DIHEDRAL, dihedral, dihedral_inverse
+
+    img = MedImage(
+        rng.uniform(0, 400, (2, 24, 30)).astype(np.float32), spacing=(2.0, 0.8, 0.8), modality="MR"
+    )
+    out = medsr.upscale(img, scale=2, model="fast-x2", ensemble=True)
+    turned = [
+        dihedral_inverse(
+            medsr.upscale(
+                img.replace(array=np.ascontiguousarray(dihedral(img.array, k, f))), 2, "fast-x2"
+            ).array,
+            k,
+            f,
+        )
+        for k, f in DIHEDRAL
+    ]
+    np.testing.assert_allclose(out.array, np.mean(turned, axis=0), rtol=0, atol=2e-3)
+    plain = medsr.upscale(img, scale=2, model="fast-x2")
+    assert float(np.abs(out.array - plain.array).max()) > 0.05  # not the one pass
+    assert out.spacing == plain.spacing and out.units == plain.units
+    assert out.meta["derivation"]["ensemble"] == "mean of 8 flips/90-degree rotations"
+    assert out.history[-1] == "self-ensemble: mean of 8 flips/90-degree rotations"
+    bic = medsr.upscale(img, scale=2, model="bicubic", ensemble=True)
+    assert "ensemble" not in bic.meta["derivation"]
+    np.testing.assert_array_equal(bic.array, medsr.upscale(img, scale=2, model="bicubic").array)

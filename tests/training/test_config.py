@@ -42,7 +42,7 @@ def test_every_recipe_is_shipped_and_valid():
             assert cfg.degradation.params == {"bicubic_fraction": 0.5}
             val = [f.path for f in cfg.data.val_files]
             # the faithful recipe and its fine-tunes (on the CPU and on one GPU)
-            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens", "-from-fast-ensemble")):
+            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens", "-from-fast-ensemble", "-kernels")):
                 # issue 20: leave-one-source-out validation (a noisy MR and a radiograph among
                 # it), the low-band guard and HR+LR scanner noise
                 assert cfg.model.low_band is not None and cfg.degradation.hr_noise is not None

@@ -19,11 +19,15 @@ from medsr.models.resolver import SCALES
 __all__ = ["SCALES", "load_upscaler", "resolve_device", "upscale"]
 
 
-def load_upscaler(model: str | os.PathLike[str], scale: int, in_channels: int = 1) -> tuple[Any, dict[str, Any]]:
+def load_upscaler(
+    model: str | os.PathLike[str], scale: int, in_channels: int = 1
+) -> tuple[Any, dict[str, Any]]:
     """A ready-to-run in-plane module and its model card (through :func:`medsr.models.resolver.resolve_model`)."""
     from medsr.models.resolver import resolve_model
 
-    loaded = resolve_model(model, scale=scale, kinds=("in-plane", "classical"), in_channels=in_channels)
+    loaded = resolve_model(
+        model, scale=scale, kinds=("in-plane", "classical"), in_channels=in_channels
+    )
     return loaded.net, loaded.card
 
 
@@ -37,6 +41,7 @@ def upscale(
     clip: bool = True,
     tile: int | None = 512,
     precision: str | None = None,
+    ensemble: bool = False,
 ) -> MedImage:
     """Super-resolve every plane of ``image`` by ``scale`` in-plane.
 
@@ -60,10 +65,25 @@ def upscale(
             only) or ``auto`` (fp16 on a CUDA GPU, else bf16 where it is native, for a model
             measured within the tolerance: :mod:`medsr.inference.precision`);
             recorded in ``meta["derivation"]``.
+        ensemble: learned models: the mean of the model's outputs for the 8 flips and 90°
+            rotations of the input, each turned back (the *self-ensemble*,
+            :mod:`medsr.inference.ensemble`): 8× the time, usually a little closer to the truth
+            (``benchmarks/results/faithful_ensemble.md``); recorded in ``meta["derivation"]``
+            and the processing steps. Interpolators commute with the transforms already: one
+            pass.
     """
+    from medsr.inference.ensemble import DIHEDRAL, ensemble_mean
     from medsr.inference.planes import PlaneUpscaler
 
     runner = PlaneUpscaler(
-        model, scale, device=device, batch_size=batch_size, clip=clip, tile=tile, precision=precision
+        model,
+        scale,
+        device=device,
+        batch_size=batch_size,
+        clip=clip,
+        tile=tile,
+        precision=precision,
     )
+    if ensemble and runner.loaded.learned:
+        return ensemble_mean(image, runner.upscale, DIHEDRAL)
     return runner.upscale(image)

@@ -30,6 +30,16 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.inference.ensemble import (
+    DIHEDRAL,
+    as_ensemble,
+    dihedral,
+    dihedral_inverse,
+    ensemble_mean,
+    ensemble_text,
+    run_turned,
+    transforms_text,
+)
 
 __all__ = [
     "DIHEDRAL",
@@ -41,27 +51,10 @@ __all__ = [
     "write_maps",
 ]
 
-#: the 8 (rotations by 90°, flip) pairs of the dihedral group D4
-DIHEDRAL: tuple[tuple[int, bool], ...] = tuple(
-    (k, flip) for flip in (False, True) for k in range(4)
-)
-
 MAP_DESCRIPTIONS = {
     "consistency": "consistency error map |degrade(SR) - measured|",
     "uncertainty": "uncertainty map (std over test-time augmentations and stochastic samples)",
 }
-
-
-def dihedral(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    """Rotate the last two axes by ``k``·90° then (optionally) mirror the last axis."""
-    out = np.rot90(a, k, axes=(-2, -1))
-    return out[..., ::-1] if flip else out
-
-
-def dihedral_inverse(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
-    """Undo :func:`dihedral`."""
-    out = a[..., ::-1] if flip else a
-    return np.rot90(out, -k, axes=(-2, -1))
 
 
 def _round(v: float, digits: int = 6) -> float:
@@ -159,7 +152,11 @@ def tta_statistics(
     if runner is None:
         from medsr.inference.planes import PlaneUpscaler
 
-        loaded = model if isinstance(model, PlaneUpscaler) else PlaneUpscaler(model, scale or 2, **upscale_kwargs)
+        loaded = (
+            model
+            if isinstance(model, PlaneUpscaler)
+            else PlaneUpscaler(model, scale or 2, **upscale_kwargs)
+        )
 
         def runner(im: MedImage) -> MedImage:  # one loaded network for all 8 transforms
             return loaded.upscale(im)
@@ -172,9 +169,11 @@ def tta_statistics(
             raise InvalidParameterError(f"{t!r} is not one of the 8 (rotation, flip) transforms")
     transforms = chosen if tta else [(0, False)]
     if ensemble and tta and len(transforms) > 1 and not spread and not samples:
-        return _ensemble_mean(image, runner, transforms), None, {
-            "method": "none", "transforms": 1, "ensemble": _ensemble_text(transforms)
-        }
+        return (
+            ensemble_mean(image, runner, transforms),
+            None,
+            {"method": "none", "transforms": 1, "ensemble": ensemble_text(transforms)},
+        )
     mean = m2 = None
     identity: MedImage | None = None
     for n, (k, flip) in enumerate(transforms, start=1):
@@ -183,7 +182,7 @@ def tta_statistics(
             identity = out
             arr = out.array.astype(np.float64)
         else:
-            arr = _run_turned(image, runner, k, flip).astype(np.float64)
+            arr = run_turned(image, runner, k, flip).astype(np.float64)
         if mean is None:
             mean, m2 = arr.copy(), np.zeros_like(arr)
         else:  # Welford: no stack of 8 outputs in memory
@@ -191,15 +190,15 @@ def tta_statistics(
             mean += delta / n
             m2 += delta * (arr - mean)
     assert identity is not None and m2 is not None
-    what = _transforms_text(transforms)
+    what = transforms_text(transforms)
     info: dict[str, Any] = {
         "method": f"test-time augmentation: {len(transforms)} {what}" if tta else "none",
         "transforms": len(transforms),
     }
     var = m2 / len(transforms) if tta else None
     if ensemble and tta and len(transforms) > 1:
-        identity = _as_ensemble(identity, mean.astype(np.float32), transforms)
-        info["ensemble"] = _ensemble_text(transforms)
+        identity = as_ensemble(identity, mean.astype(np.float32), transforms)
+        info["ensemble"] = ensemble_text(transforms)
 
     draw = sampler
     if samples > 0 and draw is None and stochastic:
@@ -231,45 +230,6 @@ def tta_statistics(
     if image.channels:
         std = std.mean(axis=0)
     return identity, std, info
-
-
-def _run_turned(
-    image: MedImage, runner: Callable[[MedImage], MedImage], k: int, flip: bool
-) -> np.ndarray:
-    """``runner``'s output for ``image`` turned by ``(k, flip)``, turned back."""
-    turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
-    return dihedral_inverse(runner(turned).array, k, flip)
-
-
-def _transforms_text(transforms: Sequence[tuple[int, bool]]) -> str:
-    return "flips/90-degree rotations" if len(transforms) == 8 else "flips"
-
-
-def _ensemble_text(transforms: Sequence[tuple[int, bool]]) -> str:
-    return f"mean of {len(transforms)} {_transforms_text(transforms)}"
-
-
-def _as_ensemble(identity: MedImage, mean: np.ndarray, transforms: Sequence[tuple[int, bool]]) -> MedImage:
-    """The identity output's record with the ensemble ``mean`` as its pixels."""
-    text = _ensemble_text(transforms)
-    meta = dict(identity.meta)
-    meta["derivation"] = {**meta.get("derivation", {}), "ensemble": text}
-    return identity.replace(array=mean, meta=meta).with_step(f"self-ensemble: {text}")
-
-
-def _ensemble_mean(
-    image: MedImage, runner: Callable[[MedImage], MedImage], transforms: Sequence[tuple[int, bool]]
-) -> MedImage:
-    """The mean of ``runner``'s outputs over ``transforms`` (the identity among them), summed in
-    float32 into the identity's own array (8 terms: a few ulp of rounding)."""
-    identity = runner(image)
-    acc = np.array(identity.array, dtype=np.float32)  # owned: summed into in place
-    identity = identity.replace(array=acc)  # the runner's own array can go
-    for k, flip in transforms:
-        if (k, flip) != (0, False):
-            acc += _run_turned(image, runner, k, flip)
-    acc /= np.float32(len(transforms))
-    return _as_ensemble(identity, acc, transforms)
 
 
 def uncertainty_map(

@@ -39,6 +39,8 @@
    gets scanner noise (:class:`medsr.degradations.noise.RandomScannerNoise`: MR Rician, CT
    correlated Gaussian in HU, radiograph Poisson) and the LR is made from the *noisy* HR, which
    is also the target (:meth:`SRDataModule.make_pair`); deterministic given ``data.seed``.
+   With ``degradation.hr_blur``, a fraction of the HR patches is blurred before that (a softer
+   reconstruction kernel, :func:`blur_hr`), in the target and the LR alike.
 6. **Validation** on whole slices: ``val_slices_per_file`` evenly spaced slices per validation
    file (from the central 80 % of a volume), centre-cropped to at most ``val_max_size``² and to a
    multiple of ``scale``; LR made once with a fixed seed, so every epoch sees the same pairs.
@@ -75,6 +77,7 @@ __all__ = [
     "CORPUS_FILES",
     "SRDataModule",
     "Source",
+    "blur_hr",
     "build_degradation",
     "build_hr_noise",
     "card_normalization",
@@ -346,6 +349,24 @@ def build_degradation(
     if cfg.kind == "compose":
         return Compose([_build_kind(s, scale) for s in cfg.steps])
     return _build_kind(cfg, scale)
+
+
+def blur_hr(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Each ``(C, H, W)`` patch of ``x`` (``(B, C, H, W)``) blurred with an isotropic Gaussian of
+    its own ``sigma[b]`` HR pixels (separable, normalised taps, reflected edges): one grouped
+    convolution per axis for the whole batch."""
+    b, c, h, w = x.shape
+    r = max(1, math.ceil(3.0 * float(sigma.max())))
+    r = min(r, h - 1, w - 1)
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device)
+    s = sigma.to(device=x.device, dtype=torch.float32).clamp_min(1e-3)[:, None]
+    taps = torch.exp(-0.5 * (t[None, :] / s) ** 2)
+    taps = (taps / taps.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B·C, 2r+1)
+    y = x.reshape(1, b * c, h, w)
+    y = torch.nn.functional.pad(y, (r, r, r, r), mode="reflect")
+    y = torch.nn.functional.conv2d(y, taps[:, None, :, None], groups=b * c)
+    y = torch.nn.functional.conv2d(y, taps[:, None, None, :], groups=b * c)
+    return y.reshape(b, c, h, w)
 
 
 def build_hr_noise(
@@ -722,7 +743,9 @@ class SRDataModule(EpochDataModule):
         self.cfg = config
         self.scale = int(config.scale)
         #: (rows, columns) factor: both axes in-plane, rows only for ``task: through-plane``
-        self.factor = (self.scale, 1) if config.task == "through-plane" else (self.scale, self.scale)
+        self.factor = (
+            (self.scale, 1) if config.task == "through-plane" else (self.scale, self.scale)
+        )
         self._ready = False
         self.train_loaded: list[_Loaded] = []
         self.val_loaded: list[_Loaded] = []
@@ -912,6 +935,33 @@ class SRDataModule(EpochDataModule):
             return f"the rows (axis -2) reduced by {fy} and the columns kept"
         return f"both axes reduced by {fy}"
 
+    def add_hr_blur(
+        self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``hr`` with a softer reconstruction kernel on a fraction of the patches of the
+        configured groups (``degradation.hr_blur``; unchanged when off)."""
+        cfg = self.cfg.degradation.hr_blur
+        if cfg is None or cfg.fraction <= 0:
+            return hr
+        g = generator if generator is not None else self._gen(hr.device)
+        eligible = torch.tensor(
+            [self.groups[int(gi)] in cfg.groups for gi in groups.tolist()], dtype=torch.bool
+        )
+        draw = torch.rand(hr.shape[0], generator=g, device=g.device).cpu()
+        lo, hi = (cfg.sigma, cfg.sigma) if isinstance(cfg.sigma, (int, float)) else cfg.sigma
+        sig = (
+            float(lo)
+            + (float(hi) - float(lo)) * torch.rand(hr.shape[0], generator=g, device=g.device).cpu()
+        )
+        sel = (eligible & (draw < cfg.fraction) & (sig > 0)).nonzero(as_tuple=True)[0]
+        if sel.numel() == 0:
+            return hr
+        out = hr.clone()
+        with torch.no_grad():
+            blurred = blur_hr(hr.index_select(0, sel.to(hr.device)).float(), sig[sel])
+            out.index_copy_(0, sel.to(hr.device), blurred.to(out.dtype))
+        return out
+
     def add_hr_noise(
         self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
@@ -934,10 +984,11 @@ class SRDataModule(EpochDataModule):
     def make_pair(
         self, hr: torch.Tensor, groups: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(target, lr)`` for a batch of clean HR patches: HR noise first (when configured),
-        then the degradation of the *noisy* HR, so both carry the same noise realisation."""
+        """``(target, lr)`` for a batch of clean HR patches: a softer kernel and HR noise first
+        (when configured), then the degradation of that HR, so both carry the same kernel and the
+        same noise realisation."""
         g = generator if generator is not None else self._gen(hr.device)
-        target = self.add_hr_noise(hr, groups, g)
+        target = self.add_hr_noise(self.add_hr_blur(hr, groups, g), groups, g)
         return target, self.degrade(target, groups, g)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -949,5 +1000,7 @@ class SRDataModule(EpochDataModule):
                 fy, fx = self.factor
                 hr, lr = batch["hr"], batch["lr"]
                 batch["hr"] = hr[..., m : hr.shape[-2] - m, m : hr.shape[-1] - m]
-                batch["lr"] = lr[..., m // fy : lr.shape[-2] - m // fy, m // fx : lr.shape[-1] - m // fx]
+                batch["lr"] = lr[
+                    ..., m // fy : lr.shape[-2] - m // fy, m // fx : lr.shape[-1] - m // fx
+                ]
         return batch

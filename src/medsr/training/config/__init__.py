@@ -53,7 +53,12 @@ Import from here: ``from medsr.training.config import Config, load_config``.
 from __future__ import annotations
 
 from medsr.training.config.data import MODALITY_GROUP_NAMES, DataConfig, FileEntry, NormSpec
-from medsr.training.config.degradation import HR_NOISE_GROUPS, DegradationConfig, HRNoiseConfig
+from medsr.training.config.degradation import (
+    HR_NOISE_GROUPS,
+    DegradationConfig,
+    HRBlurConfig,
+    HRNoiseConfig,
+)
 from medsr.training.config.model import LowBandConfig, ModelConfig
 from medsr.training.config.optim import LossConfig, OptimConfig
 from medsr.training.config.recipe import Config, config_from_dict, load_config
@@ -70,6 +75,7 @@ __all__ = [
     "DistillConfig",
     "FileEntry",
     "GanConfig",
+    "HRBlurConfig",
     "HRNoiseConfig",
     "LossConfig",
     "LowBandConfig",

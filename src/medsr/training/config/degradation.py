@@ -67,6 +67,42 @@ class HRNoiseConfig:
 
 
 @dataclass
+class HRBlurConfig:
+    """``degradation.hr_blur``: a softer reconstruction kernel in the HR target *and* the LR.
+
+    Scanners reconstruct the same anatomy with kernels from sharp (bone, lung) to soft (brain,
+    soft tissue), and a training source comes with the one kernel it was reconstructed with: a
+    network that only sees one sharpness learns how sharp that modality "is" and sharpens every
+    input to it, ringing at the edges of an image reconstructed softer. For a fraction of the
+    patches of ``groups``, the HR patch is first blurred with an isotropic Gaussian of σ drawn
+    uniformly from ``sigma`` (HR pixels) — the same patch made with a softer kernel — and becomes
+    the target; the LR is made from it as usual. The network then has to read the sharpness off
+    the input instead of assuming it. Validation pairs are not blurred.
+    """
+
+    fraction: float = 0.5
+    groups: list[str] = field(default_factory=lambda: ["CT"])
+    sigma: float | list[float] = field(default_factory=lambda: [0.3, 1.5])
+
+    def validate(self, where: str) -> None:
+        from medsr.modality import MODALITY_GROUPS
+
+        if not (math.isfinite(self.fraction) and 0.0 <= self.fraction <= 1.0):
+            raise InvalidParameterError(f"{where}.fraction must be in [0, 1], got {self.fraction}")
+        canon = {g.lower(): g for g in MODALITY_GROUPS}
+        self.groups = [canon.get(str(g).strip().lower(), str(g)) for g in self.groups]
+        bad = [g for g in self.groups if g not in MODALITY_GROUPS]
+        if bad:
+            raise InvalidParameterError(
+                f"{where}.groups: unknown modality group {', '.join(map(repr, bad))} "
+                f"(choose from {', '.join(MODALITY_GROUPS)})"
+            )
+        _lo, hi = number_range(self.sigma, f"{where}.sigma")
+        if hi > 4.0:
+            raise InvalidParameterError(f"{where}.sigma must be ≤ 4 HR pixels, got {self.sigma!r}")
+
+
+@dataclass
 class DegradationConfig:
     """How LR inputs are made from HR patches (in normalised model space).
 
@@ -76,24 +112,29 @@ class DegradationConfig:
     any other registered kind with ``params``. ``scale`` is passed to kinds whose first
     argument is ``scale`` (not to noise models) unless ``params`` sets it. ``hr_noise``
     (top level only): scanner noise added to a fraction of the HR patches before the LR is
-    made (:class:`HRNoiseConfig`).
+    made (:class:`HRNoiseConfig`); ``hr_blur`` (top level only): a softer reconstruction kernel
+    on a fraction of the HR patches, before the noise (:class:`HRBlurConfig`).
     """
 
     kind: str = "default"
     params: dict[str, Any] = field(default_factory=dict)
     steps: list[DegradationConfig] = field(default_factory=list)
     hr_noise: HRNoiseConfig | None = None
+    hr_blur: HRBlurConfig | None = None
 
     def validate(self, where: str) -> None:
         from medsr.degradations import list_degradations
 
         if self.hr_noise is not None:
             self.hr_noise.validate(f"{where}.hr_noise")
+        if self.hr_blur is not None:
+            self.hr_blur.validate(f"{where}.hr_blur")
         for i, s in enumerate(self.steps):
-            if s.hr_noise is not None:
-                raise InvalidParameterError(
-                    f"{where}.steps[{i}].hr_noise: hr_noise belongs to the top-level degradation"
-                )
+            for key in ("hr_noise", "hr_blur"):
+                if getattr(s, key) is not None:
+                    raise InvalidParameterError(
+                        f"{where}.steps[{i}].{key}: {key} belongs to the top-level degradation"
+                    )
 
         self.kind = self.kind.strip().lower()
         known = list_degradations()
@@ -125,12 +166,13 @@ class DegradationConfig:
             raise InvalidParameterError(f"{where}: 'steps' only apply to kind 'compose'")
 
     def as_dict(self) -> dict[str, Any]:
-        """Plain dict (model card, checkpoints); ``hr_noise`` only when set, so cards of models
-        trained without it keep their old shape."""
+        """Plain dict (model card, checkpoints); ``hr_noise`` and ``hr_blur`` only when set, so
+        cards of models trained without them keep their old shape."""
 
         def strip(d: dict[str, Any]) -> dict[str, Any]:
-            if d.get("hr_noise") is None:
-                d.pop("hr_noise", None)
+            for key in ("hr_noise", "hr_blur"):
+                if d.get(key) is None:
+                    d.pop(key, None)
             d["steps"] = [strip(s) for s in d.get("steps", [])]
             return d
 
