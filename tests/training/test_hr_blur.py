@@ -124,3 +124,24 @@ def test_fraction_and_groups():
     for x, y in zip(dm.val_items, plain.val_items, strict=True):
         torch.testing.assert_close(x.hr, y.hr)
         torch.testing.assert_close(x.lr, y.lr)
+
+
+def test_bicubic_fraction_by_modality_group():
+    """``params.bicubic_fraction`` may differ by modality group (with a ``default``): a group at
+    1.0 is plain bicubic, the others keep the mixture; names are checked and made canonical."""
+    from medsr.degradations import OneOf, RandomBicubic
+    from medsr.training.data import bicubic_fraction, build_degradation
+
+    cfg = config_from_dict(
+        tiny_dict(degradation={"kind": "default", "params": {"bicubic_fraction": {"ct": 1, "Default": 0.5}}})
+    )
+    assert cfg.degradation.params == {"bicubic_fraction": {"CT": 1, "default": 0.5}}
+    assert isinstance(build_degradation(cfg.degradation, 2, "CT"), RandomBicubic)
+    assert isinstance(build_degradation(cfg.degradation, 2, "MR"), OneOf)
+    assert bicubic_fraction({"CT": 1.0, "default": 0.25}, "CR") == 0.25
+    assert bicubic_fraction({"radiograph": 1.0}, "DX") == 1.0
+    assert bicubic_fraction({"CT": 1.0}, "US") == 0.0  # no default: the modality's physics
+    assert bicubic_fraction(0.5, "CT") == 0.5
+    for bad, msg in (({"XR": 1.0}, "unknown modality group 'XR'"), ({"CT": 1.5}, r"\[0, 1\]"), (True, r"\[0, 1\]")):
+        with pytest.raises(InvalidParameterError, match=msg):
+            config_from_dict(tiny_dict(degradation={"kind": "default", "params": {"bicubic_fraction": bad}}))

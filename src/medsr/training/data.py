@@ -77,6 +77,7 @@ __all__ = [
     "CORPUS_FILES",
     "SRDataModule",
     "Source",
+    "bicubic_fraction",
     "blur_hr",
     "build_degradation",
     "build_hr_noise",
@@ -332,6 +333,16 @@ def _build_kind(cfg: DegradationConfig, scale: int) -> Any:
     return get_degradation(cfg.kind, **params)
 
 
+def bicubic_fraction(value: Any, modality: str) -> float:
+    """``degradation.params.bicubic_fraction`` for patches of ``modality``: one number for all, or
+    a mapping by modality group with a ``default`` (e.g. ``{CT: 1.0, default: 0.5}``)."""
+    if isinstance(value, dict):
+        from medsr.degradations.compose import modality_group
+
+        value = value.get(modality_group(modality), value.get("default", 0.0))
+    return float(value)
+
+
 def build_degradation(
     cfg: DegradationConfig, scale: int, modality: str = "OT"
 ) -> Callable[..., torch.Tensor]:
@@ -339,7 +350,7 @@ def build_degradation(
     from medsr.degradations import Compose, OneOf, RandomBicubic, default_degradation
 
     if cfg.kind == "default":
-        frac = float(cfg.params.get("bicubic_fraction", 0.0))
+        frac = bicubic_fraction(cfg.params.get("bicubic_fraction", 0.0), modality)
         physics = default_degradation(modality, scale)
         if frac <= 0.0:
             return physics

@@ -108,7 +108,8 @@ class DegradationConfig:
 
     ``kind: default`` — :func:`medsr.degradations.default_degradation` for each patch's
     modality, or with ``params.bicubic_fraction: p`` plain antialiased bicubic for a fraction
-    ``p`` of the patches and the modality's pipeline for the rest (one blind model for both); ``kind: compose`` — ``steps`` (each a ``{kind, params}``) applied in order;
+    ``p`` of the patches and the modality's pipeline for the rest (one blind model for both;
+    ``p`` may be a mapping by modality group with a ``default``, e.g. ``{CT: 1.0, default: 0.5}``); ``kind: compose`` — ``steps`` (each a ``{kind, params}``) applied in order;
     any other registered kind with ``params``. ``scale`` is passed to kinds whose first
     argument is ``scale`` (not to noise models) unless ``params`` sets it. ``hr_noise``
     (top level only): scanner noise added to a fraction of the HR patches before the LR is
@@ -149,10 +150,27 @@ class DegradationConfig:
                     f"{where}: kind 'default' takes only params.bicubic_fraction (no steps)"
                 )
             frac = self.params.get("bicubic_fraction", 0.0)
-            if not isinstance(frac, (int, float)) or not 0.0 <= float(frac) <= 1.0:
-                raise InvalidParameterError(
-                    f"{where}.params.bicubic_fraction must be a number in [0, 1], got {frac!r}"
-                )
+            if isinstance(frac, dict):
+                from medsr.modality import MODALITY_GROUPS
+
+                canon = {g.lower(): g for g in (*MODALITY_GROUPS, "default")}
+                unknown = [k for k in frac if str(k).strip().lower() not in canon]
+                if unknown:
+                    raise InvalidParameterError(
+                        f"{where}.params.bicubic_fraction: unknown modality group "
+                        f"{', '.join(map(repr, unknown))} (choose from {', '.join(canon.values())})"
+                    )
+                frac = {canon[str(k).strip().lower()]: v for k, v in frac.items()}
+                self.params["bicubic_fraction"] = frac
+                values = list(frac.values())
+            else:
+                values = [frac]
+            for v in values:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                    raise InvalidParameterError(
+                        f"{where}.params.bicubic_fraction must be a number in [0, 1] (or a mapping "
+                        f"of modality groups to such numbers), got {frac!r}"
+                    )
         if self.kind == "compose":
             if not self.steps:
                 raise InvalidParameterError(f"{where}: kind 'compose' needs a list of 'steps'")
