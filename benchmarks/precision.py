@@ -274,6 +274,10 @@ def to_markdown(info: dict[str, Any]) -> str:
                 f"{m['psnr_change_db'].get('MR', 0):+.4f} | {_ms(m['ms_512'])} | {_ms(r['fp32']['ms_512'])} | {auto} |"
             )
     md += ["", f"Here `--precision auto` runs: {', '.join(sorted({r['auto_here'][0] + ' (' + r['auto_here'][1] + ')' for r in info['rows']}))}."]
+    other = [r for r in info["rows"] if r.get("machine") and r["machine"] != info["machine"]]
+    if other:  # a retrained model's row merged into an earlier run (its timings are that machine's)
+        md += ["", "Rows measured on another machine (their ms are that machine's): "
+               + "; ".join(f"{r['model']}: {r['machine']}" for r in other) + "."]
     return "\n".join(md) + "\n"
 
 

@@ -16,6 +16,9 @@
 #              (STAGES=kspace scripts/train_defaults.sh)                                KSPACE_TIME
 #   selfens    default-x2-selfens (default-x2 distilled from its own 8-pass self-ensemble;
 #              warm-starts from the shipped default-x2); not in STAGES by default       SELFENS_TIME
+#   kernels    default-x4-kernels + default-x4-kernels-2 (CT and radiographs plain bicubic with a
+#              range of reconstruction kernels; warm-starts from the shipped default-x4; the
+#              second stage's last checkpoint ships); not in STAGES by default          KERNELS_TIME
 #
 # Stage 1, 2 and 3 runs end at their max_epochs (5,120 / 8,192 / 4,608 / 5,120 / 8,192 steps)
 # unless the budget stops them first; about 3 h 30 min in all on 2 CPU cores.
@@ -37,6 +40,7 @@ FAST_TIME=${FAST_TIME:-00:30:00}
 BASELINE_TIME=${BASELINE_TIME:-00:15:00}
 KSPACE_TIME=${KSPACE_TIME:-00:55:00}
 SELFENS_TIME=${SELFENS_TIME:-01:00:00}
+KERNELS_TIME=${KERNELS_TIME:-00:40:00}
 THREADS=${THREADS:-1}
 STAGES=${STAGES:-"default stage2 stage3 fast baselines"}
 
@@ -112,6 +116,10 @@ for stage in $STAGES; do
                best=$(ls runs/default-x2-selfens/checkpoints/best-*.ckpt | tail -1)
                "$MEDSR" export "$best" runs/default-x2-selfens/default-x2-selfens.safetensors --overwrite
                ship default-x2-selfens default-x2 ;;
+    kernels)   # default-x4 without the LR-only CT/radiograph blur, with hr_blur (session 18)
+               run default-x4-kernels configs/default-x4-kernels.yaml "$KERNELS_TIME"
+               THREADS=2 run default-x4-kernels-2 configs/default-x4-kernels-2.yaml "$KERNELS_TIME"
+               ship default-x4-kernels-2 default-x4 ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

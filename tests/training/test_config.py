@@ -39,7 +39,7 @@ def test_every_recipe_is_shipped_and_valid():
             # the shipped models: one data set and one degradation mixture (half plain bicubic,
             # half each modality's physics), validation files never trained on
             assert cfg.degradation.kind == "default"
-            if p.stem.endswith("-kernels"):
+            if p.stem.endswith(("-kernels", "-kernels-2")):
                 # CT and radiographs plain bicubic, their kernel range from hr_blur (HR and LR)
                 assert cfg.degradation.params == {
                     "bicubic_fraction": {"CT": 1.0, "radiograph": 1.0, "default": 0.5}
@@ -50,7 +50,7 @@ def test_every_recipe_is_shipped_and_valid():
                 assert cfg.degradation.params == {"bicubic_fraction": 0.5}
             val = [f.path for f in cfg.data.val_files]
             # the faithful recipe and its fine-tunes (on the CPU and on one GPU)
-            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens", "-from-fast-ensemble", "-kernels")):
+            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens", "-from-fast-ensemble", "-kernels", "-kernels-2")):
                 # issue 20: leave-one-source-out validation (a noisy MR and a radiograph among
                 # it), the low-band guard and HR+LR scanner noise
                 assert cfg.model.low_band is not None and cfg.degradation.hr_noise is not None
