@@ -69,6 +69,7 @@ from medsr.errors import InvalidParameterError, MedSRError
 from medsr.image import MedImage
 from medsr.intensity import Normalizer, lookup_by_modality, resolve_spec
 from medsr.training.config import Config, DegradationConfig, FileEntry, HRNoiseConfig, NormSpec
+from medsr.training.config._checks import number_range
 from medsr.training.corpus import CACHE_FILES, cache_path, load_inv3
 
 log = logging.getLogger(__name__)
@@ -959,11 +960,8 @@ class SRDataModule(EpochDataModule):
             [self.groups[int(gi)] in cfg.groups for gi in groups.tolist()], dtype=torch.bool
         )
         draw = torch.rand(hr.shape[0], generator=g, device=g.device).cpu()
-        lo, hi = (cfg.sigma, cfg.sigma) if isinstance(cfg.sigma, (int, float)) else cfg.sigma
-        sig = (
-            float(lo)
-            + (float(hi) - float(lo)) * torch.rand(hr.shape[0], generator=g, device=g.device).cpu()
-        )
+        lo, hi = number_range(cfg.sigma, "degradation.hr_blur.sigma")
+        sig = lo + (hi - lo) * torch.rand(hr.shape[0], generator=g, device=g.device).cpu()
         sel = (eligible & (draw < cfg.fraction) & (sig > 0)).nonzero(as_tuple=True)[0]
         if sel.numel() == 0:
             return hr

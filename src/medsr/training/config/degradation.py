@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from medsr.errors import InvalidParameterError
-from medsr.training.config._checks import number_range
+from medsr.training.config._checks import canonical_names, number_range, unit_fraction
 
 #: modality groups :class:`HRNoiseConfig` can add scanner noise to
 HR_NOISE_GROUPS = ("MR", "CT", "radiograph")
@@ -45,11 +44,8 @@ class HRNoiseConfig:
     radiograph_dose: float | list[float] = field(default_factory=lambda: [1000.0, 30000.0])
 
     def validate(self, where: str) -> None:
-        if not (math.isfinite(self.fraction) and 0.0 <= self.fraction <= 1.0):
-            raise InvalidParameterError(f"{where}.fraction must be in [0, 1], got {self.fraction}")
-        canon = {g.lower(): g for g in HR_NOISE_GROUPS}
-        self.groups = [canon.get(str(g).strip().lower(), str(g)) for g in self.groups]
-        bad = [g for g in self.groups if g not in HR_NOISE_GROUPS]
+        unit_fraction(self.fraction, f"{where}.fraction")
+        self.groups, bad = canonical_names(self.groups, HR_NOISE_GROUPS)
         if bad:
             raise InvalidParameterError(
                 f"{where}.groups: no scanner-noise model for {', '.join(map(repr, bad))} "
@@ -87,11 +83,8 @@ class HRBlurConfig:
     def validate(self, where: str) -> None:
         from medsr.modality import MODALITY_GROUPS
 
-        if not (math.isfinite(self.fraction) and 0.0 <= self.fraction <= 1.0):
-            raise InvalidParameterError(f"{where}.fraction must be in [0, 1], got {self.fraction}")
-        canon = {g.lower(): g for g in MODALITY_GROUPS}
-        self.groups = [canon.get(str(g).strip().lower(), str(g)) for g in self.groups]
-        bad = [g for g in self.groups if g not in MODALITY_GROUPS]
+        unit_fraction(self.fraction, f"{where}.fraction")
+        self.groups, bad = canonical_names(self.groups, MODALITY_GROUPS)
         if bad:
             raise InvalidParameterError(
                 f"{where}.groups: unknown modality group {', '.join(map(repr, bad))} "
@@ -153,14 +146,14 @@ class DegradationConfig:
             if isinstance(frac, dict):
                 from medsr.modality import MODALITY_GROUPS
 
-                canon = {g.lower(): g for g in (*MODALITY_GROUPS, "default")}
-                unknown = [k for k in frac if str(k).strip().lower() not in canon]
+                allowed = (*MODALITY_GROUPS, "default")
+                keys, unknown = canonical_names(frac, allowed)
                 if unknown:
                     raise InvalidParameterError(
                         f"{where}.params.bicubic_fraction: unknown modality group "
-                        f"{', '.join(map(repr, unknown))} (choose from {', '.join(canon.values())})"
+                        f"{', '.join(map(repr, unknown))} (choose from {', '.join(allowed)})"
                     )
-                frac = {canon[str(k).strip().lower()]: v for k, v in frac.items()}
+                frac = dict(zip(keys, frac.values(), strict=True))
                 self.params["bicubic_fraction"] = frac
                 values = list(frac.values())
             else:
