@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from medsr.errors import InvalidParameterError
+from medsr.inference.ensemble import DIHEDRAL
 from medsr.training.config._checks import positive_int
 from medsr.training.config.model import ModelConfig
 
@@ -15,7 +16,7 @@ from medsr.training.config.model import ModelConfig
 TEACHER_ENSEMBLES: dict[int, tuple[tuple[int, bool], ...]] = {
     1: ((0, False),),
     2: ((0, False), (2, False)),
-    8: tuple((k, flip) for flip in (False, True) for k in range(4)),
+    8: DIHEDRAL,
 }
 
 
