@@ -14,9 +14,10 @@ For every shipped in-plane model, against fp32:
 
 Variants: ``bf16`` = the learned residual in bf16 — its input layer reading the intensities in
 fp32 — and base, add, normalisation and projection in fp32; ``bf16 first block fp32`` = the same
-with the network's first block in fp32 too (RLFN). ``--precision bf16`` runs the first of the
-two within the tolerance (the recipe recorded in ``BF16_MEASURED`` as ``fp32_blocks``; plain
-``bf16`` when neither is); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
+with the network's first block in fp32 too (RLFN), and when neither is within the tolerance
+``bf16 first N blocks fp32`` for N = 2, 3, … until one is. ``--precision bf16`` runs the first
+of them within the tolerance (the recipe recorded in ``BF16_MEASURED`` as ``fp32_blocks``; plain
+``bf16`` when none is); ``bf16 whole`` = every layer of the network under autocast (how bf16 ran before: the
 input rounded to 8 significant bits); ``fp16`` like ``bf16`` (the upscaler runs it on CUDA
 only; on the CPU it is emulated by oneDNN for its values and not timed); ``fp32 tf32`` (CUDA
 only): fp32 with TF32 convolutions, torch's default on a GPU (the reference is strict fp32).
@@ -76,7 +77,7 @@ def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
     if emulated_fp16:  # the upscaler runs fp16 on CUDA only; here oneDNN emulates it for the values
         up.precision, up.autocast_dtype = "fp16", torch.float16
     if variant.split()[0] != "fp32":  # each variant's own recipe, not the table's
-        up._set_network(None, fp32_blocks=1 if variant == FIRST_BLOCK else 0)
+        up._set_network(None, fp32_blocks=variant_blocks(variant))
     if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
         up._net_call = _with_tf32(up._net_call)
     if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
@@ -89,13 +90,31 @@ def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
 FIRST_BLOCK = "bf16 first block fp32"
 
 
+def blocks_variant(n: int) -> str:
+    """The bf16 variant with the network's first ``n`` blocks in fp32 (``n = 0``: plain bf16)."""
+    return "bf16" if n == 0 else FIRST_BLOCK if n == 1 else f"bf16 first {n} blocks fp32"
+
+
+def variant_blocks(variant: str) -> int:
+    """How many leading blocks ``variant`` keeps in fp32 (0 for every other variant)."""
+    if variant == FIRST_BLOCK:
+        return 1
+    m = re.fullmatch(r"bf16 first (\d+) blocks fp32", variant)
+    return int(m.group(1)) if m else 0
+
+
+def _bf16_variants(row: dict[str, Any]) -> list[str]:
+    """The row's bf16 variants in the order they were tried (plain, then 1, 2, … fp32 blocks)."""
+    return [v for v in row["variants"] if v == "bf16" or variant_blocks(v)]
+
+
 def bf16_recipe(row: dict[str, Any]) -> str:
-    """The bf16 variant ``auto`` would use for this model: plain ``bf16`` when it is within the
-    tolerance, else the first block in fp32 when that is, else ``bf16`` (then fp32 runs)."""
+    """The bf16 variant ``auto`` would use for this model: the first of plain ``bf16``, the first
+    block in fp32, the first 2, 3, … blocks within the tolerance, else ``bf16`` (then fp32 runs)."""
     from medsr.inference.precision import _within
 
-    for v in ("bf16", FIRST_BLOCK):
-        if v in row["variants"] and _within(row["variants"][v], "bf16")[0]:
+    for v in _bf16_variants(row):
+        if _within(row["variants"][v], "bf16")[0]:
             return v
     return "bf16"
 
@@ -205,6 +224,9 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     variants = ["bf16", *([FIRST_BLOCK] if split else []), "bf16 whole", "fp16"] + (
         ["fp32 tf32"] if device.startswith("cuda") else []
     )
+    # when neither plain bf16 nor the first block in fp32 is within the tolerance, more blocks
+    # in fp32, one at a time, until one is (default-x4 since session 18: three of its four)
+    more = list(range(2, len(getattr(ref.net, "blocks", ())))) if split else []
     ct = [_load(n, crop) for n in CT_FILES]
     pairs = validation_pairs(scale, crop)
     row: dict[str, Any] = {"model": model, "scale": scale, "checksum": ref.loaded.checksum, "crop": crop,
@@ -214,7 +236,10 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     ref_psnr = {g: psnrs(ref, p, scale) for g, p in pairs.items()}
     row["fp32"] = {"psnr_db": {g: float(np.mean(v)) for g, v in ref_psnr.items()}, "ms_512": speed_ms(ref, size, repeats),
                    "plane": size}
-    for v in variants:
+    from medsr.inference.precision import _within
+
+    while variants:
+        v = variants.pop(0)
         up = upscaler(model, scale, device, v)
         with as_before(v):
             hu = hu_change(ref, up, ct)
@@ -224,6 +249,10 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
             ms = speed_ms(up, size, repeats) if timed else None
         row["variants"][v] = {**hu, "psnr_change_db": dpsnr, "ms_512": ms}
         print(json.dumps({"model": model, "variant": v, **row["variants"][v]}), flush=True)
+        if v == FIRST_BLOCK or variant_blocks(v) > 1:
+            tried = [row["variants"][b] for b in _bf16_variants(row)]
+            if more and not any(_within(m, "bf16")[0] for m in tried):
+                variants.insert(0, blocks_variant(more.pop(0)))
     row["auto_here"] = resolve_precision("auto", ref.device, ref.loaded.checksum, True)
     return row
 
@@ -247,8 +276,9 @@ def to_markdown(info: dict[str, Any]) -> str:
         "slices; MR: Siemens abdomen 484², MR_small, emri_small; degraded ×scale with bicubic). "
         "ms: what `medsr upscale` runs per 512² slice (base + network + low-band projection), median. "
         "`bf16`: the learned residual in bf16, base, add, normalisation and projection in fp32 (now); "
-        "`bf16 first block fp32`: the same with the network's first block in fp32 too (RLFN), the recipe "
-        "`auto` records for a model whose plain `bf16` is not within the tolerance; "
+        "`bf16 first block fp32` (`first N blocks`): the same with the network's first block (first N "
+        "blocks) in fp32 too (RLFN), measured while none of fewer is within the tolerance; the first "
+        "within it is the recipe `auto` records; "
         "`bf16 whole`: the whole network under autocast (before). "
         "`fp16`: the same split in fp16 (emulated where the device is a CPU: values only). "
         f"Tolerance of `--precision auto`: at most {BF16_TOLERANCE_HU:g} HU in tissue, "
@@ -292,7 +322,7 @@ def table_entries(info: dict[str, Any], variant: str = "bf16") -> str:
     for r in info["rows"]:
         v = bf16_recipe(r) if variant == "bf16" else variant
         m = r["variants"][v]
-        blocks = '"fp32_blocks": 1, ' if v == FIRST_BLOCK else ""
+        blocks = f'"fp32_blocks": {variant_blocks(v)}, ' if variant_blocks(v) else ""
         lines.append(
             f'    "{r["checksum"]}": {{"model": "{r["model"]}", {blocks}"hu_tissue_max": {m["hu_tissue_max"]:.3g}, '
             f'"edge_max": {m["edge_max"]:.3g}, "hu_max": {m["hu_max"]:.3g}, "hu_rms": {m["hu_rms"]:.3g}, '
@@ -344,6 +374,11 @@ def main() -> None:
     ap.add_argument("--time-emulated", action="store_true", help="time bf16 even where it is emulated")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
+    from medsr.inference.memory import retain_freed_memory
+
+    # as the medsr command does: freed planes stay with the process (no page faults per plane;
+    # the ms before session 19 were measured without it, and the large planes paid for them)
+    retain_freed_memory()
     run(args.out, quick=args.quick, device=args.device, models=args.models, repeats=args.repeats, crop=args.crop,
         time_emulated=args.time_emulated)
 

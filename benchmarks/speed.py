@@ -19,8 +19,9 @@ Sections (``--sections``, comma-separated):
 ``e2e``
     ``medsr.pipeline.upscale_file`` in one process on a 512×512×9 CT (NIfTI, int16, from the
     corpus CT slices), a 9-slice DICOM series and one 2-D DICOM slice, with the time of every
-    stage (read, setup, normalise, network, base/low-band, clip/padding, self-check, ood,
-    consistency, maps, write; exclusive times, measured by wrapping those functions), and the
+    stage (read, setup, normalise, network, base/low-band, range clamp, peer, clip/padding,
+    self-check, ood, consistency, maps, write; exclusive times, measured by wrapping those
+    functions), and the
     whole ``medsr upscale`` process (imports included) with its peak memory.
     → ``speed_e2e.json``/``.md``; rows are kept per ``--label`` so before/after sit together.
 ``volume``
@@ -61,8 +62,8 @@ SECTIONS = ("network", "e2e", "volume", "precision")
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0}
 #: the end-to-end stages, in the order of the tables
 STAGE_ORDER = (
-    "read", "setup", "normalise", "network", "base/low-band", "clip/padding", "self-check (network)",
-    "self-check", "ood", "consistency", "maps", "write", "other",
+    "read", "setup", "normalise", "network", "base/low-band", "range clamp", "peer", "clip/padding",
+    "self-check (network)", "self-check", "ood", "consistency", "maps", "write", "other",
 )  # fmt: skip
 #: functions whose (exclusive) time is a stage: (module, attribute, stage); missing ones are
 #: skipped, so the same list times the code before and after a change
@@ -89,6 +90,10 @@ STAGES = (
     ("medsr.inference.planes", "PlaneUpscaler.finish", "clip/padding"),
     ("medsr.models.lowband", "keep_low_band", "base/low-band"),
     ("medsr.models.lowband", "project_low_band", "base/low-band"),
+    # since session 19 (before, both counted in `other`): the overshoot clamp of each plane, and
+    # the classical peer's pass the output is blended with when the self-check scaled the detail
+    ("medsr.models.range_guard", "clamp_to_local_range", "range clamp"),
+    ("medsr.inference.planes", "PlaneUpscaler._classical", "peer"),
 )
 
 
