@@ -320,8 +320,10 @@ def resolve_model(
     if scale is not None and loaded.kind in ("in-plane", "classical"):
         s = check_scale(scale)
         if loaded.scale is not None and loaded.scale != s:
-            where = "shipped model" if loaded.shipped else "weights"
-            raise InvalidParameterError(f"{where} {loaded.name!r} were trained for ×{loaded.scale}, not ×{s}")
+            where = "shipped model {!r} was" if loaded.shipped else "weights {!r} were"
+            raise InvalidParameterError(
+                f"{where.format(loaded.name)} trained for ×{loaded.scale}, not ×{s}"
+            )
     return loaded
 
 
