@@ -107,9 +107,13 @@ class ParallelGzipWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         n = len(view)
         self._size += n
-        if isinstance(data, bytes) and n >= self._block // 2:
-            # large immutable bytes (what nibabel writes: a slab of the volume) go without a copy:
-            # what is buffered goes first as a block of its own, then slices of the data itself
+        if (isinstance(data, bytes) or (isinstance(data, memoryview) and data.readonly)) and (
+            n >= self._block // 2
+        ):
+            # large immutable bytes (what nibabel writes: a slab of the volume) and read-only views
+            # (medsr's NIfTI writer: the volume itself; read-only is the caller's promise that the
+            # memory does not change until close) go without a copy: what is buffered goes first
+            # as a block of its own, then slices of the data itself
             if self._buffer:
                 self._submit(bytes(self._buffer))
                 self._buffer.clear()
