@@ -239,7 +239,7 @@ def _write_image(img: Any, voxels: np.ndarray, fileobj: Any) -> None:
     if gap > 0:
         fileobj.write(b"\x00" * gap)
     if voxels.size:  # read-only: the gzip writer deflates it in place (it does not change)
-        fileobj.write(memoryview(voxels.reshape(-1)).cast("B").toreadonly())
+        fileobj.write(voxels.reshape(-1).data.cast("B").toreadonly())
 
 
 def _descrip(image: MedImage) -> bytes:
