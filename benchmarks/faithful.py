@@ -595,6 +595,13 @@ def decisions(scale: int) -> dict[str, object]:
     own = {"CT": "ct-detector", "MR": "kspace", "radiograph": "radiograph"}
     rows = []
     fast = PlaneUpscaler(f"fast-x{scale}", scale, device="cpu")
+    # the fast model trained for k-space data, named with that physics (session 19's column)
+    sibling = f"fast-x{scale}-kspace"
+    fast_kspace = (
+        PlaneUpscaler(sibling, scale, device="cpu")
+        if sibling in {m.name for m in list_pretrained(kind="in-plane")}
+        else None
+    )
     for spec in NATIVE:
         image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
         for s_, mod, _ in VALIDATION:
@@ -605,24 +612,29 @@ def decisions(scale: int) -> dict[str, object]:
         group = modality_group(image.modality)
         stated = own.get(group, "bicubic")
         row = {"image": Path(spec.removeprefix("corpus:")).name, "modality": image.modality, "shape": list(image.array.shape[-2:]), "own": stated}  # fmt: skip
-        for m in ("default", f"fast-x{scale}"):
-            for physics in (None, stated):
-                # no model named: the default for the physics (default-x2-kspace for k-space)
-                up = fast if m != "default" else None
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    _, summary = upscale_with_safeguards(
-                        image, scale, up, degradation=physics, maps=False, tta=False, ood=False,
-                        warn=False, device="cpu",
-                    )  # fmt: skip
-                sc = summary["self_check"]
-                fs = sc.get("full_scale") or {}
-                row[f"{m}, physics {'stated' if physics else 'unknown'}"] = {
-                    "model": summary["model"],
-                    "self_check": sc.get("alpha"), "self_check_gain": sc.get("gain") if sc.get("applied") else None,
-                    "full_scale": fs.get("alpha"), "full_scale_gain": fs.get("gain") if fs.get("applied") else None,
-                    "full_scale_reason": fs.get("reason"),
-                }  # fmt: skip
+        runs = [(m, physics) for m in ("default", f"fast-x{scale}") for physics in (None, stated)]
+        if fast_kspace is not None:
+            runs.append((sibling, "kspace"))
+        for m, physics in runs:
+            if m == sibling and stated != "kspace":  # a k-space model on other physics: not run
+                row[f"{m}, physics stated"] = None
+                continue
+            # no model named: the default for the physics (default-x2-kspace for k-space)
+            up = {"default": None, sibling: fast_kspace}.get(m, fast)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, summary = upscale_with_safeguards(
+                    image, scale, up, degradation=physics, maps=False, tta=False, ood=False,
+                    warn=False, device="cpu",
+                )  # fmt: skip
+            sc = summary["self_check"]
+            fs = sc.get("full_scale") or {}
+            row[f"{m}, physics {'stated' if physics else 'unknown'}"] = {
+                "model": summary["model"],
+                "self_check": sc.get("alpha"), "self_check_gain": sc.get("gain") if sc.get("applied") else None,
+                "full_scale": fs.get("alpha"), "full_scale_gain": fs.get("gain") if fs.get("applied") else None,
+                "full_scale_reason": fs.get("reason"),
+            }  # fmt: skip
         rows.append(row)
         print(row["image"], flush=True)
     return {"machine": machine(), "scale": scale, "rows": rows}
@@ -636,21 +648,26 @@ def decisions_markdown(info: dict[str, object]) -> str:
         f"×{info['scale']}, as `medsr upscale` runs them: physics unknown, and stated as the "
         "modality's own (CT `ct-detector`, MR `kspace`, CR/DX `radiograph`, others `bicubic`). "
         "*default*: no model named (`medsr upscale` then runs the default for the physics: "
-        "`default-x2-kspace` for k-space, named in the cell). Each cell: the self-check one scale down (α) / the full-scale check (g); **bold** = acted, "
+        "`default-x2-kspace` for k-space, named in the cell); *fast-x…-kspace*: the fast model "
+        "for k-space data, named with `--degradation kspace` (MR; n/a elsewhere). Each cell: the self-check one scale down (α) / the full-scale check (g); **bold** = acted, "
         "with the gain applied in brackets; — = not checked (a k-space base or modality without "
         "stated physics; a plane too small one scale down). No truth exists at the output's "
         f"resolution. Machine: {info['machine']}.\n\n"
     )
     out += "| image | modality | size | stated physics | " + " | ".join(cols) + " |\n|---|---|---|---|" + "---|" * len(cols) + "\n"
 
-    def cell(v: dict) -> str:
+    def cell(v: dict | None) -> str:
+        if v is None:  # the k-space model, on a modality whose physics is not k-space
+            return "n/a"
+
         def one(a, g):
             if a is None:
                 return "—"
             return f"**{a:.2f}** ({g:.2f})" if g is not None else f"{a:.2f}"
 
         text = one(v["self_check"], v["self_check_gain"]) + " / " + one(v["full_scale"], v["full_scale_gain"])
-        return text + (f" (`{v['model']}`)" if v["model"].endswith("kspace") else "")
+        named = v["model"].endswith("kspace") and not v["model"].startswith("fast")
+        return text + (f" (`{v['model']}`)" if named else "")
 
     for r in rows:
         out += f"| {r['image']} | {r['modality']} | {r['shape'][0]}×{r['shape'][1]} | {r['own']} | " + " | ".join(cell(r[c]) for c in cols) + " |\n"

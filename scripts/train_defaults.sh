@@ -19,6 +19,10 @@
 #   kernels    default-x4-kernels + default-x4-kernels-2 (CT and radiographs plain bicubic with a
 #              range of reconstruction kernels; warm-starts from the shipped default-x4; the
 #              second stage's last checkpoint ships); not in STAGES by default          KERNELS_TIME
+#   kspacefast mr-kspace-fast-x2 + mr-kspace-fast-x4 (the k-space recipe on the fast networks,
+#              from the shipped fast-x2/x4), then mr-kspace-fast-x2-distill (fast-x2-kspace
+#              distilled from default-x2-kspace's 8-pass self-ensemble, session 19) -> fast-x2-kspace,
+#              fast-x4-kspace; not in STAGES by default                             KSPACE_FAST_TIME
 #
 # Stage 1, 2 and 3 runs end at their max_epochs (5,120 / 8,192 / 4,608 / 5,120 / 8,192 steps)
 # unless the budget stops them first; about 3 h 30 min in all on 2 CPU cores.
@@ -41,6 +45,7 @@ BASELINE_TIME=${BASELINE_TIME:-00:15:00}
 KSPACE_TIME=${KSPACE_TIME:-00:55:00}
 SELFENS_TIME=${SELFENS_TIME:-01:00:00}
 KERNELS_TIME=${KERNELS_TIME:-00:40:00}
+KSPACE_FAST_TIME=${KSPACE_FAST_TIME:-01:00:00}
 THREADS=${THREADS:-1}
 STAGES=${STAGES:-"default stage2 stage3 fast baselines"}
 
@@ -120,6 +125,19 @@ for stage in $STAGES; do
                run default-x4-kernels configs/default-x4-kernels.yaml "$KERNELS_TIME"
                THREADS=2 run default-x4-kernels-2 configs/default-x4-kernels-2.yaml "$KERNELS_TIME"
                ship default-x4-kernels-2 default-x4 ;;
+    kspacefast) # the fast models for MR k-space data (session 15; the best validation checkpoints),
+               # then fast-x2-kspace distilled from default-x2-kspace's self-ensemble (session 19;
+               # warm-starts from the fast-x2-kspace in src/medsr/weights/: with INSTALL=1, the first
+               # stage's; its last and best checkpoint, step 3,840, ships)
+               pair mr-kspace-fast-x2 configs/mr-kspace-fast-x2.yaml "$KSPACE_FAST_TIME" \
+                    mr-kspace-fast-x4 configs/mr-kspace-fast-x4.yaml "$KSPACE_FAST_TIME"
+               for s in 2 4; do
+                 best=$(ls runs/mr-kspace-fast-x$s/checkpoints/best-*.ckpt | tail -1)
+                 "$MEDSR" export "$best" "runs/mr-kspace-fast-x$s/mr-kspace-fast-x$s.safetensors" --overwrite
+                 ship "mr-kspace-fast-x$s" "fast-x$s-kspace"
+               done
+               run mr-kspace-fast-x2-distill configs/mr-kspace-fast-x2-distill.yaml "$KSPACE_FAST_TIME"
+               ship mr-kspace-fast-x2-distill fast-x2-kspace ;;
     *) echo "unknown stage $stage" >&2; exit 2 ;;
   esac
 done

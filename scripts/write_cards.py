@@ -70,6 +70,11 @@ ROLE_KSPACE_FAST = (
     "name it with --degradation kspace (a named model is never switched); fine-tuned from fast-x{s} on MR only, "
     "every patch k-space truncated as --degradation kspace states it"
 )
+#: a last stage a model's role names too
+ROLE_LAST_STAGE = {
+    "fast-x2-kspace": "; then distilled from default-x2-kspace's self-ensemble (the mean of its 8 flipped and "
+    "rotated passes; L1 to it plus half the L1 to the target)",
+}
 DEGRADATION_KSPACE = (
     "every patch plain k-space truncation (the central 1/{s} of k-space per axis, no window, cell-centred grid, "
     "magnitude), degraded with 16 px of context (no wrap-around at the patch's edges); Rician scanner noise in "
@@ -114,13 +119,12 @@ KNOWN_ISSUES = {
         "the stated physics (its detail passes the self-check), above it with --degradation bicubic.",
     ],
     "fast-x2-kspace": [
-        "With --degradation kspace it is 0.32 dB below zero-filled k-space on one noisy PD brain slice "
-        "(benchmarks/faithful.py; fast-x2 was 0.35 dB below it on another), and 0.35 dB below "
-        "default-x2-kspace on average.",
-        "On native MR with --degradation kspace its detail often fails the self-check one scale down (alpha "
-        "0.30-0.50 on the noisy PD brain slices and the Siemens brain, 4 of 8 corpus MR): the output is then "
-        "zero-filled k-space plus part of the detail. default-x2-kspace passes on all 8 (0.60-1.27), fast-x2 "
-        "fails on 5.",
+        "With --degradation kspace it gains +0.59 dB over zero-filled k-space on average and is 0.02 dB below "
+        "it on one noisy PD brain slice (benchmarks/faithful.py; before its distillation, session 19: +0.45 "
+        "and 0.32 below), 0.21 dB below default-x2-kspace on average.",
+        "On native MR with --degradation kspace its detail fails the self-check one scale down on 1 of the "
+        "corpus's 8 native MR (the noisy PD brain slice 16, alpha 0.40; before its distillation on 4): the "
+        "output there is zero-filled k-space plus part of the detail (benchmarks/faithful.py --decisions).",
     ],
     "default-x4": [
         "On the NM bone scan (seen in training) it is 0.1 dB below bicubic over the whole image "
@@ -153,6 +157,8 @@ BASELINE_NOTE = (
 
 #: where a model's last stage ran, when not on --hardware (the earlier stages did)
 LAST_STAGE_HARDWARE = {
+    "fast-x2-kspace": "the last stage (distillation from default-x2-kspace's self-ensemble): an Intel Xeon with "
+    "AMX, one CPU thread, 30 epochs in 55 min; the earlier stages: AMD EPYC, 2 CPU cores, one thread each",
     "default-x2": "the fixed-attention fine-tune: one NVIDIA H200, torch 2.11, fp32, 64 patches a batch; every "
     "other stage, the last (self-ensemble distillation) included: AMD EPYC, 2 CPU cores, one thread",
     "default-x4": "the fixed-attention fine-tune: one NVIDIA H200, torch 2.11, fp32, 64 patches a batch; every "
@@ -172,7 +178,8 @@ RECIPES = {
     "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
     "default-x2-kspace": ["(default-x2's recipes)", "configs/mr-kspace-x2.yaml"],
     "default-x4-kspace": ["(default-x4's recipes)", "configs/mr-kspace-x4.yaml"],
-    "fast-x2-kspace": ["(fast-x2's recipes)", "configs/mr-kspace-fast-x2.yaml"],
+    "fast-x2-kspace": ["(fast-x2's recipes)", "configs/mr-kspace-fast-x2.yaml",
+                       "configs/mr-kspace-fast-x2-distill.yaml"],
     "fast-x4-kspace": ["(fast-x4's recipes)", "configs/mr-kspace-fast-x4.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
@@ -434,6 +441,7 @@ def main() -> None:
         )
         if kspace:
             role = (ROLE_KSPACE_FAST if family == "fast" else ROLE_KSPACE).format(s=scale)
+            role += ROLE_LAST_STAGE.get(name, "")
             # validation measured the gain over zero-filled k-space (cards exported before the
             # export said so themselves)
             card["metrics"] = note_baseline(dict(card.get("metrics") or {}), "kspace")

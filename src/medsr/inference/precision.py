@@ -102,7 +102,7 @@ BF16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:94e909c61bf94c44fe81ade9f8e48d9291fef63ee6feb746bb03c759e9bf12ea": {"model": "default-x4", "fp32_blocks": 3, "hu_tissue_max": 1.78, "edge_max": 0.006, "hu_max": 7.16, "hu_rms": 0.205, "psnr_change_db": -0.0037},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 2.17, "edge_max": 0.00943, "hu_max": 11.6, "hu_rms": 0.299, "psnr_change_db": -0.0802},
     "sha256:414a4475cf8fef52f067b363e5c0a5988a7ed3a99c5d379c009c4c58c892bf4f": {"model": "fast-x4", "hu_tissue_max": 3.91, "edge_max": 0.00686, "hu_max": 7.12, "hu_rms": 0.229, "psnr_change_db": +0.0053},
-    "sha256:aea64f16774cc816c5cecfc3a2fd361cc7374eab23ac526ec63b6bcf74465497": {"model": "fast-x2-kspace", "hu_tissue_max": 1.74, "edge_max": 0.00369, "hu_max": 4.53, "hu_rms": 0.194, "psnr_change_db": -0.0488},
+    "sha256:127fa1e062eca4bed1217522c367323255ef10e9676f12751657bac3866af59f": {"model": "fast-x2-kspace", "hu_tissue_max": 1.53, "edge_max": 0.00362, "hu_max": 4.23, "hu_rms": 0.175, "psnr_change_db": -0.0252},
     "sha256:cb16f972003de6224055bc89ce19c3a99e0bd6bd6cdc4bfcf467d141690c1809": {"model": "fast-x4-kspace", "hu_tissue_max": 2.49, "edge_max": 0.00501, "hu_max": 5.78, "hu_rms": 0.206, "psnr_change_db": -0.0023},
 }  # fmt: skip
 
@@ -120,7 +120,7 @@ FP16_MEASURED: dict[str, dict[str, Any]] = {
     "sha256:94e909c61bf94c44fe81ade9f8e48d9291fef63ee6feb746bb03c759e9bf12ea": {"model": "default-x4", "hu_tissue_max": 1.52, "edge_max": 0.00277, "hu_max": 1.99, "hu_rms": 0.0396, "psnr_change_db": -0.0007},
     "sha256:e63480e30e75aee94a3d06d33c4ff5a1c9c3eb5e08678e523779e38b0b733b48": {"model": "fast-x2", "hu_tissue_max": 0.281, "edge_max": 0.000505, "hu_max": 0.595, "hu_rms": 0.0377, "psnr_change_db": -0.0002},
     "sha256:414a4475cf8fef52f067b363e5c0a5988a7ed3a99c5d379c009c4c58c892bf4f": {"model": "fast-x4", "hu_tissue_max": 0.513, "edge_max": 0.000991, "hu_max": 1.03, "hu_rms": 0.0291, "psnr_change_db": -0.0006},
-    "sha256:aea64f16774cc816c5cecfc3a2fd361cc7374eab23ac526ec63b6bcf74465497": {"model": "fast-x2-kspace", "hu_tissue_max": 0.253, "edge_max": 0.000418, "hu_max": 0.43, "hu_rms": 0.0249, "psnr_change_db": -0.0011},
+    "sha256:127fa1e062eca4bed1217522c367323255ef10e9676f12751657bac3866af59f": {"model": "fast-x2-kspace", "hu_tissue_max": 0.176, "edge_max": 0.000411, "hu_max": 0.499, "hu_rms": 0.0223, "psnr_change_db": +0.0011},
     "sha256:cb16f972003de6224055bc89ce19c3a99e0bd6bd6cdc4bfcf467d141690c1809": {"model": "fast-x4-kspace", "hu_tissue_max": 0.285, "edge_max": 0.00142, "hu_max": 1.69, "hu_rms": 0.0266, "psnr_change_db": -0.0003},
 }  # fmt: skip
 
