@@ -569,6 +569,12 @@ def edges_markdown(info: dict[str, object]) -> str:
     return out
 
 
+def kspace_sibling(fast: str) -> str | None:
+    """``fast``'s sibling trained for k-space data (``fast-x2`` → ``fast-x2-kspace``), when shipped."""
+    sibling = f"{fast}-kspace"
+    return sibling if sibling in {m.name for m in list_pretrained(kind="in-plane")} else None
+
+
 #: native images (not degraded: what a user upscales) for ``--decisions``: the validation set's
 #: and the fidelity benchmark's, one plane each (the first 4 of a volume)
 NATIVE = (
@@ -596,12 +602,8 @@ def decisions(scale: int) -> dict[str, object]:
     rows = []
     fast = PlaneUpscaler(f"fast-x{scale}", scale, device="cpu")
     # the fast model trained for k-space data, named with that physics (session 19's column)
-    sibling = f"fast-x{scale}-kspace"
-    fast_kspace = (
-        PlaneUpscaler(sibling, scale, device="cpu")
-        if sibling in {m.name for m in list_pretrained(kind="in-plane")}
-        else None
-    )
+    sibling = kspace_sibling(f"fast-x{scale}")
+    fast_kspace = PlaneUpscaler(sibling, scale, device="cpu") if sibling else None
     for spec in NATIVE:
         image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
         for s_, mod, _ in VALIDATION:
@@ -613,12 +615,9 @@ def decisions(scale: int) -> dict[str, object]:
         stated = own.get(group, "bicubic")
         row = {"image": Path(spec.removeprefix("corpus:")).name, "modality": image.modality, "shape": list(image.array.shape[-2:]), "own": stated}  # fmt: skip
         runs = [(m, physics) for m in ("default", f"fast-x{scale}") for physics in (None, stated)]
-        if fast_kspace is not None:
-            runs.append((sibling, "kspace"))
+        if sibling and stated == "kspace":
+            runs.append((sibling, stated))
         for m, physics in runs:
-            if m == sibling and stated != "kspace":  # a k-space model on other physics: not run
-                row[f"{m}, physics stated"] = None
-                continue
             # no model named: the default for the physics (default-x2-kspace for k-space)
             up = {"default": None, sibling: fast_kspace}.get(m, fast)
             with warnings.catch_warnings():
@@ -635,6 +634,8 @@ def decisions(scale: int) -> dict[str, object]:
                 "full_scale": fs.get("alpha"), "full_scale_gain": fs.get("gain") if fs.get("applied") else None,
                 "full_scale_reason": fs.get("reason"),
             }  # fmt: skip
+        if sibling and stated != "kspace":  # a k-space model on other physics: not run
+            row[f"{sibling}, physics stated"] = None
         rows.append(row)
         print(row["image"], flush=True)
     return {"machine": machine(), "scale": scale, "rows": rows}
@@ -775,8 +776,8 @@ def main() -> None:
             if args.ensemble:
                 here[f"{m} + --ensemble + --degradation {kind}"] = with_physics(up, kind, ensemble=True)
         if kind == "kspace" and args.fast:  # the fast model trained for k-space data, when shipped
-            sibling = f"{args.fast}-kspace"
-            if sibling in {m.name for m in list_pretrained(kind="in-plane")}:
+            sibling = kspace_sibling(args.fast)
+            if sibling:
                 here[f"{sibling} + --degradation {kind}"] = with_physics(
                     PlaneUpscaler(sibling, s, device="cpu", precision=prec), kind
                 )

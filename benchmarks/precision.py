@@ -108,15 +108,18 @@ def _bf16_variants(row: dict[str, Any]) -> list[str]:
     return [v for v in row["variants"] if v == "bf16" or variant_blocks(v)]
 
 
+def _first_within(row: dict[str, Any]) -> str | None:
+    """The first of the row's bf16 variants (plain, then 1, 2, … fp32 blocks) within the
+    tolerance, or None."""
+    from medsr.inference.precision import _within
+
+    return next((v for v in _bf16_variants(row) if _within(row["variants"][v], "bf16")[0]), None)
+
+
 def bf16_recipe(row: dict[str, Any]) -> str:
     """The bf16 variant ``auto`` would use for this model: the first of plain ``bf16``, the first
     block in fp32, the first 2, 3, … blocks within the tolerance, else ``bf16`` (then fp32 runs)."""
-    from medsr.inference.precision import _within
-
-    for v in _bf16_variants(row):
-        if _within(row["variants"][v], "bf16")[0]:
-            return v
-    return "bf16"
+    return _first_within(row) or "bf16"
 
 
 def _with_tf32(call: Any) -> Any:
@@ -221,38 +224,36 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     scale = int(re.search(r"-x(\d+)", model).group(1))  # fast-x2, default-x2-kspace
     ref = upscaler(model, scale, device, "fp32")
     split = ref.residual_split and "fp32_blocks" in inspect.signature(ref.net.detail).parameters
-    variants = ["bf16", *([FIRST_BLOCK] if split else []), "bf16 whole", "fp16"] + (
-        ["fp32 tf32"] if device.startswith("cuda") else []
-    )
-    # when neither plain bf16 nor the first block in fp32 is within the tolerance, more blocks
-    # in fp32, one at a time, until one is (default-x4 since session 18: three of its four)
-    more = list(range(2, len(getattr(ref.net, "blocks", ())))) if split else []
     ct = [_load(n, crop) for n in CT_FILES]
     pairs = validation_pairs(scale, crop)
     row: dict[str, Any] = {"model": model, "scale": scale, "checksum": ref.loaded.checksum, "crop": crop,
                            "residual_split": ref.residual_split, "variants": {}}  # fmt: skip
     size = min(crop or 512, 512)
     native = native_bf16(ref.device)[0]
+    cuda = device.startswith("cuda")
     ref_psnr = {g: psnrs(ref, p, scale) for g, p in pairs.items()}
     row["fp32"] = {"psnr_db": {g: float(np.mean(v)) for g, v in ref_psnr.items()}, "ms_512": speed_ms(ref, size, repeats),
                    "plane": size}
-    from medsr.inference.precision import _within
 
-    while variants:
-        v = variants.pop(0)
+    def run(v: str) -> None:
         up = upscaler(model, scale, device, v)
         with as_before(v):
             hu = hu_change(ref, up, ct)
             dpsnr = {g: float(np.mean(np.subtract(psnrs(up, p, scale), ref_psnr[g]))) for g, p in pairs.items()}
-            cuda = device.startswith("cuda")  # emulated bf16/fp16 can be 100× slower: not timed
-            timed = (cuda or (native and v != "fp16")) or time_emulated
+            timed = (cuda or (native and v != "fp16")) or time_emulated  # emulated: up to 100× slower
             ms = speed_ms(up, size, repeats) if timed else None
         row["variants"][v] = {**hu, "psnr_change_db": dpsnr, "ms_512": ms}
         print(json.dumps({"model": model, "variant": v, **row["variants"][v]}), flush=True)
-        if v == FIRST_BLOCK or variant_blocks(v) > 1:
-            tried = [row["variants"][b] for b in _bf16_variants(row)]
-            if more and not any(_within(m, "bf16")[0] for m in tried):
-                variants.insert(0, blocks_variant(more.pop(0)))
+
+    run("bf16")
+    if split:  # the first block in fp32; then, while none of fewer is within the tolerance, one
+        # more block at a time (default-x4 since session 18: three of its four)
+        for n in range(1, len(ref.net.blocks)):
+            if n > 1 and _first_within(row):
+                break
+            run(blocks_variant(n))
+    for v in ("bf16 whole", "fp16", *(["fp32 tf32"] if cuda else [])):
+        run(v)
     row["auto_here"] = resolve_precision("auto", ref.device, ref.loaded.checksum, True)
     return row
 
