@@ -55,6 +55,27 @@ def test_upscale_nifti(tmp_path, corpus):
     assert file_digest(src) == before
 
 
+def test_upscale_nifti_keeps_its_integer_storage_unless_float32_asked(tmp_path, corpus):
+    """An int16 NIfTI comes back int16 (values rounded onto its grid); --output-dtype float32
+    writes float32; the option on a format that stores integers, or a bad value, is one error."""
+    src = corpus("anatomical.nii")  # big-endian int16
+    kept, floats = tmp_path / "kept.nii.gz", tmp_path / "float.nii.gz"
+    assert runner.invoke(app, ["upscale", str(src), str(kept), "-m", "bicubic"]).exit_code == 0
+    res = runner.invoke(app, ["upscale", str(src), str(floats), "-m", "bicubic", "--output-dtype", "float32"])
+    assert res.exit_code == 0, res.output
+    a, b = nib.load(str(kept)), nib.load(str(floats))
+    assert a.get_data_dtype() == np.dtype(np.int16) and b.get_data_dtype() == np.dtype(np.float32)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.rint(np.asarray(b.dataobj)))
+    for out, value, message in (
+        ("o.png", "float32", "applies to NIfTI"),
+        ("o.nii.gz", "float64", "--output-dtype must be one of input, float32"),
+    ):
+        bad = medsr("upscale", str(src), str(tmp_path / out), "-m", "bicubic", "--output-dtype", value)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.returncode == 2 and len(lines) == 1 and message in lines[0], bad.stderr
+        assert not (tmp_path / out).exists()
+
+
 def test_upscale_into_folder_keeps_format(tmp_path, corpus):
     res = runner.invoke(app, ["upscale", str(corpus("camera.png")), str(tmp_path / "out"), "-s", "3", "-m", "lanczos"])
     assert res.exit_code == 0, res.output

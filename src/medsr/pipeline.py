@@ -950,9 +950,11 @@ def save_safeguarded(
     summary: dict[str, Any] | None = None,
     maps_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    **write_options: Any,
 ) -> Path:
     """Write an output of :func:`upscale_with_safeguards` (what ``medsr upscale`` and
-    ``medsr batch`` both do) and return the path written.
+    ``medsr batch`` both do) and return the path written (``write_options``: the writer's, e.g.
+    ``dtype`` of NIfTI, :func:`writer_options`).
 
     The image goes to ``target`` without its in-memory maps; its provenance (``meta``, set by
     :func:`upscale_with_safeguards`) lands where each writer keeps it: DICOM
@@ -965,7 +967,7 @@ def save_safeguarded(
 
     maps = result.meta.get("maps")
     clean = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
-    written = save_image(clean, target, overwrite=overwrite)
+    written = save_image(clean, target, overwrite=overwrite, **write_options)
     if maps_dir is not None and maps:
         write_maps(maps, maps_dir, like=clean, summary=summary, overwrite=overwrite)
     return written
@@ -993,6 +995,33 @@ def check_paths(
     if maps_dir is not None:
         check_output(maps_dir, overwrite)
     return target
+
+
+def writer_options(target: str | os.PathLike[str], output_dtype: str | None) -> dict[str, Any]:
+    """The writer's options for ``output_dtype`` (``--output-dtype``): ``input`` (default) keeps a
+    NIfTI source's integer storage, ``float32`` writes float32 (:func:`medsr.io.nifti.write_nifti`).
+    It applies to NIfTI outputs; ``.npy`` is float32 anyway; DICOM, PNG and TIFF store integers,
+    so ``float32`` there is an error. Needs no torch."""
+    from medsr.errors import InvalidParameterError
+    from medsr.io import format_for_output
+    from medsr.io.nifti import OUTPUT_DTYPES
+
+    if output_dtype is None:
+        return {}
+    want = str(output_dtype).lower()
+    if want not in OUTPUT_DTYPES:
+        raise InvalidParameterError(
+            f"--output-dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {output_dtype!r}"
+        )
+    fmt = format_for_output(target)
+    if fmt == "nifti":
+        return {"dtype": want}
+    if want == "float32" and fmt != "npy":
+        raise InvalidParameterError(
+            f"--output-dtype float32 applies to NIfTI (and .npy) outputs; a {fmt.upper()} output "
+            f"stores integers (with a rescale where the values need one)"
+        )
+    return {}
 
 
 def output_path_for(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> Path:
@@ -1201,16 +1230,19 @@ def _through_plane_file(
     device: str,
     maps_dir: str | os.PathLike[str] | None,
     overwrite: bool,
+    write_options: dict[str, Any] | None = None,
     **options: Any,
 ) -> Path:
     """``upscale_file`` for ``through_plane=True``: :func:`upscale_through_plane`, then the
-    same writers as every output."""
+    same writers as every output (``write_options``: :func:`writer_options`)."""
     options.pop("budget_s", None)
     result, summary = upscale_through_plane(
         image, prior=through_plane_prior(model, method, init), target_spacing=target_spacing, consistency=consistency,
         maps=maps_dir is not None, device=device, **options,
     )  # fmt: skip
-    return save_safeguarded(result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite)
+    return save_safeguarded(
+        result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite, **(write_options or {})
+    )
 
 
 def upscale_file(
@@ -1235,6 +1267,7 @@ def upscale_file(
     warnings_out: list[str] | None = None,
     precision: str = "fp32",
     ensemble: bool = False,
+    output_dtype: str | None = None,
     **upscale_options: Any,
 ) -> Path:
     """Read ``input_path``, upscale, write ``output``; return the path written.
@@ -1245,7 +1278,8 @@ def upscale_file(
     ``budget_s`` seconds (optionally fine-tuning ``init``); ``through_plane=True`` super-resolves
     a thick-slice volume along z to isotropic voxels or ``target_spacing`` mm. ``modality``
     sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). ``ensemble``: the
-    mean of the model's outputs for the 8 flips/rotations (:func:`upscale_with_safeguards`). Warnings
+    mean of the model's outputs for the 8 flips/rotations (:func:`upscale_with_safeguards`).
+    ``output_dtype``: how a NIfTI output stores its values (:func:`writer_options`). Warnings
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
     Everything is checked before any work: that the input exists and ``output`` does not
@@ -1257,6 +1291,7 @@ def upscale_file(
     # the paths first: a missing input or an existing output fails at once, before the options'
     # check loads torch and the model (about 1.5 s)
     target = check_paths(input_path, output, overwrite, maps_dir)
+    write = writer_options(target, output_dtype)
     loaded = check_options(
         scale=scale, model=model, method=method, through_plane=through_plane,
         target_spacing=target_spacing, consistency=consistency, degradation=degradation,
@@ -1272,7 +1307,7 @@ def upscale_file(
         return _through_plane_file(
             image, target, model=model, method=method, init=init, target_spacing=target_spacing,
             consistency=consistency, device=device, maps_dir=maps_dir, overwrite=overwrite,
-            **upscale_options,
+            write_options=write, **upscale_options,
         )  # fmt: skip
     if loaded is None:  # zero-shot in-plane
         from medsr.selfsup import zero_shot_upscale
@@ -1289,14 +1324,14 @@ def upscale_file(
                 degradation=None, consistency="off",
             ),
         )  # fmt: skip
-        return save_image(result, target, overwrite=overwrite)
+        return save_image(result, target, overwrite=overwrite, **write)
     result, summary = upscale_with_safeguards(
         image, scale, loaded, consistency=consistency, degradation=degradation,
         maps=maps_dir is not None, tta=maps_dir is not None, warn=False, device=device,
         precision=precision, ensemble=ensemble, **upscale_options,
     )  # fmt: skip
     written = save_safeguarded(
-        result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite
+        result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite, **write
     )
     if warnings_out is not None:
         warnings_out.extend(str(w) for w in summary.get("warnings", []))

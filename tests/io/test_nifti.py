@@ -46,11 +46,11 @@ def test_round_trip_and_headers(tmp_path, corpus):
     img = medsr.load_image(src)
     out = medsr.save_image(img, tmp_path / "a.nii.gz")
     back = nib.load(str(out))
-    assert back.get_data_dtype() == np.float32
+    assert img.meta["stored_dtype"] == ">i2"  # big-endian int16: written back as (native) int16
+    assert back.get_data_dtype() == np.dtype(np.int16)
     np.testing.assert_allclose(back.get_sform(), back.get_qform(), atol=1e-5)
     assert int(back.header["sform_code"]) == int(back.header["qform_code"]) > 0
-    slope, inter = back.header.get_slope_inter()
-    assert slope in (None, 1.0) and inter in (None, 0.0)
+    assert (back.dataobj.slope, back.dataobj.inter) == (1.0, 0.0)
     np.testing.assert_array_equal(medsr.load_image(out).array, img.array)
     assert file_digest(src) == before
 
@@ -156,17 +156,17 @@ def test_writer_bytes_are_nibabels(tmp_path, corpus, name, suffix):
         path = corpus(name)
     image = medsr.load_image(path)
     image = image.replace(array=image.array + np.float32(0.25))  # not integer-valued
-    ours = medsr.save_image(image, tmp_path / f"ours{suffix}")
+    ours = medsr.save_image(image, tmp_path / f"ours{suffix}", dtype="float32")
     captured = {}
     real = nifti._write_image
 
-    def capture(img, voxels, fileobj):  # the image as medsr builds it, written by nibabel too
+    def capture(img, voxels, fileobj, store=None):  # as medsr builds it, written by nibabel too
         captured["img"] = img
-        real(img, voxels, fileobj)
+        real(img, voxels, fileobj, store)
 
     nifti._write_image = capture
     try:
-        medsr.save_image(image, tmp_path / f"again{suffix}")
+        medsr.save_image(image, tmp_path / f"again{suffix}", dtype="float32")
     finally:
         nifti._write_image = real
     theirs = tmp_path / f"theirs{suffix}"
@@ -180,3 +180,106 @@ def test_writer_bytes_are_nibabels(tmp_path, corpus, name, suffix):
     assert isinstance(captured["img"], nib.Nifti2Image) == (name == "nifti2")
     back = nib.load(str(ours))
     np.testing.assert_array_equal(np.asarray(back.dataobj), np.asarray(captured["img"].dataobj))
+
+
+def _int_source(path, data, slope=None, inter=None):
+    img = nib.Nifti1Image(data, np.diag([0.7, 0.7, 2.0, 1.0]))
+    if slope is not None:
+        img.header.set_slope_inter(slope, inter)
+    nib.save(img, str(path))
+    return medsr.load_image(path)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize(("slope", "inter"), [(None, None), (0.5, -1024.0)])
+def test_integer_source_is_written_back_as_its_type(tmp_path, suffix, slope, inter):
+    """An image read from an integer NIfTI goes back as that type with the source's scaling,
+    each value rounded onto the source's grid; bytes as nibabel writes the rounded integers."""
+    from medsr.io import nifti
+
+    data = np.random.default_rng(3).normal(0, 600, (24, 20, 5)).astype(np.int16)
+    image = _int_source(tmp_path / f"in{suffix}", data, slope, inter)
+    s, b = slope or 1.0, inter or 0.0
+    assert image.meta["nifti_scaling"] == (s, b)
+    sr = image.replace(array=image.array + np.float32(0.3 * s))  # off the grid
+    out = medsr.save_image(sr, tmp_path / f"out{suffix}")
+    back = nib.load(str(out))
+    assert back.get_data_dtype() == np.dtype(np.int16)
+    assert (back.dataobj.slope, back.dataobj.inter) == (s, b)
+    want_int = np.rint((sr.array.astype(np.float64) - b) / s).astype(np.int16)
+    np.testing.assert_array_equal(np.asarray(back.dataobj.get_unscaled()).transpose(2, 1, 0), want_int)
+    np.testing.assert_allclose(medsr.load_image(out).array, sr.array, atol=s / 2 + 1e-4)
+    # the same bytes as nibabel's writer given those integers and the header medsr builds
+    captured = {}
+    real = nifti._write_image
+
+    def capture(img, voxels, fileobj, store=None):
+        captured["header"] = img.header.copy()
+        real(img, voxels, fileobj, store)
+
+    nifti._write_image = capture
+    try:
+        medsr.save_image(sr, tmp_path / f"again{suffix}")
+    finally:
+        nifti._write_image = real
+    theirs = nib.Nifti1Image(want_int.transpose(2, 1, 0), back.affine, header=captured["header"])
+    theirs.header.set_slope_inter(s, b)
+    nib.save(theirs, str(tmp_path / f"theirs{suffix}"))
+    import gzip
+
+    def content(path):
+        raw = path.read_bytes()
+        return gzip.decompress(raw) if suffix.endswith(".gz") else raw
+
+    assert content(out) == content(tmp_path / f"theirs{suffix}")
+
+
+def test_float32_where_the_integer_type_cannot_hold_it(tmp_path):
+    """Float sources, values beyond the type's range, non-finite values, other formats and
+    ``dtype="float32"`` are written as float32 with the scaling reset; a bad dtype is an error."""
+    from medsr.errors import InvalidParameterError
+
+    data = np.random.default_rng(4).integers(0, 200, (16, 12, 3)).astype(np.uint8)
+    image = _int_source(tmp_path / "u8.nii.gz", data)
+    cases = {
+        "kept": (image, None, np.uint8),
+        "below": (image.replace(array=image.array - np.float32(3)), None, np.float32),
+        "above": (image.replace(array=image.array + np.float32(60)), None, np.float32),
+        "nan": (image.replace(array=np.where(image.array > 100, np.nan, image.array).astype(np.float32)), None, np.float32),
+        "asked": (image, "float32", np.float32),
+        "other format": (image.replace(meta={**image.meta, "format": "dicom"}), None, np.float32),
+    }
+    for label, (img, dtype, want) in cases.items():
+        out = medsr.save_image(img, tmp_path / f"{label.replace(' ', '_')}.nii.gz", dtype=dtype)
+        back = nib.load(str(out))
+        assert back.get_data_dtype() == np.dtype(want), label
+        if want is np.float32:
+            assert (back.dataobj.slope, back.dataobj.inter) == (1.0, 0.0), label
+            np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), img.array)
+    with pytest.raises(InvalidParameterError, match="output dtype"):
+        medsr.save_image(image, tmp_path / "bad.nii.gz", dtype="int8")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    dtype=st.sampled_from(["int16", "uint16", "int32", "uint8", "int8"]),
+    slope=st.sampled_from([1.0, 0.25, 3.0, -2.0]),
+    inter=st.sampled_from([0.0, -1024.0, 17.5]),
+    offset=st.floats(-0.49, 0.49),
+    seed=st.integers(0, 2**16),
+)
+def test_integer_storage_rounds_onto_the_source_grid(tmp_path_factory, dtype, slope, inter, offset, seed):
+    """Any integer type and scaling: the written value is the grid point nearest the output's
+    (within half a step), the read-back range is the source type's, nothing is clipped."""
+    d = tmp_path_factory.mktemp("grid")
+    info = np.iinfo(np.dtype(dtype))
+    rng = np.random.default_rng(seed)
+    data = rng.integers(max(info.min, -3000) + 1, min(info.max, 3000), (9, 7, 2)).astype(dtype)
+    image = _int_source(d / "in.nii", data, slope, inter)
+    sr = image.replace(array=(image.array + np.float32(offset * abs(slope))).astype(np.float32))
+    back = nib.load(str(medsr.save_image(sr, d / "out.nii")))
+    assert back.get_data_dtype() == np.dtype(dtype)
+    got = np.asarray(back.dataobj, dtype=np.float64).transpose(2, 1, 0)
+    np.testing.assert_allclose(got, sr.array, atol=abs(slope) / 2 + 1e-3 * abs(slope) + 1e-4)
+    k = (got - inter) / slope
+    np.testing.assert_allclose(k, np.rint(k), atol=1e-6)

@@ -4,8 +4,15 @@ NIfTI stores data as ``(X, Y, Z[, T])`` with an affine from index ``(i, j, k)`` 
 MedImage keeps the same affine and transposes the data to ``(Z, Y, X)`` (``(T, Z, Y, X)`` with
 ``channels="time"`` for 4-D series). 2-D images ``(X, Y)`` become ``(1, Y, X)``.
 
-The writer stores float32 with ``scl_slope``/``scl_inter`` reset, sform and qform both set to
-the image's affine (same code), so any viewer agrees on the geometry.
+The writer sets sform and qform both to the image's affine (same code), so any viewer agrees on
+the geometry. **Storage** (``dtype``): an image read from an integer NIfTI (int16 CT in HU, the
+usual MR ``int16``/``uint16``) is written back as that integer type with the source's
+``scl_slope``/``scl_inter``, each value rounded onto the source's own grid of representable
+values — the same format back, as PNG/TIFF keep their bit depth and DICOM its integer pixels with
+rescale; what the source could not represent, the output does not claim. Everything else (float
+sources, other formats, maps, values the type cannot hold) is float32 with the scaling reset;
+``dtype="float32"`` asks for float32 always. On a ×2 CT output the integer storage halves the
+bytes to deflate and cuts the compressed file ~3.4× (``benchmarks/results/speed_e2e.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 from medsr.errors import (
     CorruptInputError,
     InvalidHeaderError,
+    InvalidParameterError,
     MedSRError,
     UnsupportedFormatError,
     is_fatal,
@@ -58,7 +66,9 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
             raise UnsupportedFormatError(f"'{p.name}' is not a NIfTI image")
         shape = tuple(int(s) for s in img.header.get_data_shape())
         stored = np.dtype(img.get_data_dtype())
-        slope, inter = img.header.get_slope_inter()
+        # nibabel moves scl_slope/scl_inter from the header (reset to NaN) into the data proxy
+        slope = float(getattr(img.dataobj, "slope", 1.0))
+        inter = float(getattr(img.dataobj, "inter", 0.0))
     except MedSRError:
         raise
     except BaseException as exc:  # nibabel raises many types for bad headers / truncated data
@@ -69,7 +79,7 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
         raise UnsupportedFormatError(f"NIfTI '{p.name}' holds non-numeric data (e.g. RGB records)")
     check_pixel_count(shape, p.name, "NIfTI image")
     for label, value in (("scl_slope", slope), ("scl_inter", inter)):
-        if value is not None and not np.isfinite(value):
+        if not np.isfinite(value):
             raise InvalidHeaderError(f"NIfTI '{p.name}' has a non-finite {label} ({value})")
     _check_data_length(img, p, shape, stored)
     try:
@@ -109,6 +119,7 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     meta: dict[str, Any] = {
         "format": "nifti",
         "stored_dtype": str(stored),
+        "nifti_scaling": (slope, inter),  # the voxels' scl_slope, scl_inter (1, 0: none)
         "nifti_header": header,
         "xform_code": max(sform_code, qform_code, 1),
         "source_paths": [str(p)],
@@ -188,11 +199,31 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
         )
 
 
-def write_nifti(image: MedImage, path: str | os.PathLike[str], *, overwrite: bool = False, **_: Any) -> Path:
-    """Write ``image`` as float32 NIfTI (``.nii`` or ``.nii.gz``) with consistent sform/qform."""
+#: what ``write_nifti``'s ``dtype`` accepts: the source NIfTI's integer storage when it holds the
+#: values (``input``, default), or float32 always
+OUTPUT_DTYPES = ("input", "float32")
+
+
+def write_nifti(
+    image: MedImage,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    dtype: str | None = None,
+    **_: Any,
+) -> Path:
+    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with consistent sform/qform; stored as
+    its NIfTI source's integer type and scaling (``dtype`` ``"input"``, the default) when it came
+    from one and the values fit, else (or with ``dtype="float32"``) as float32 (module docstring)."""
     import nibabel as nib
 
+    want = (dtype or "input").lower()
+    if want not in OUTPUT_DTYPES:
+        raise InvalidParameterError(
+            f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {dtype!r}"
+        )
     arr = np.ascontiguousarray(image.array, dtype=np.float32)
+    store = integer_storage(image, arr) if want == "input" else None
     # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
     # as it lies in memory, without a transposed copy of the volume
     data = arr.transpose(3, 2, 1, 0) if image.channels else arr.transpose(2, 1, 0)
@@ -206,40 +237,95 @@ def write_nifti(image: MedImage, path: str | os.PathLike[str], *, overwrite: boo
             header["pixdim"][4] = src["pixdim"][4]
     else:
         header.set_xyzt_units("mm", "sec")
-    header.set_data_dtype(np.float32)
+    header.set_data_dtype(np.float32 if store is None else store[0])
     out = cls(data, image.affine, header=header)
     code = int(image.meta.get("xform_code", 1))
     out.set_sform(image.affine, code=code)
     out.set_qform(image.affine, code=code)
-    out.header.set_slope_inter(1.0, 0.0)
     out.header["descrip"] = _descrip(image)
     p = Path(path)
     with atomic_file(p, overwrite=overwrite) as tmp, open(tmp, "wb") as raw:
         if p.name.lower().endswith(".gz"):  # deflated on every core (medsr.io._gzip)
             with ParallelGzipWriter(raw) as gz:
-                _write_image(out, arr, gz)
+                _write_image(out, arr, gz, store)
         else:
-            _write_image(out, arr, raw)
+            _write_image(out, arr, raw, store)
     write_sidecar(image, sidecar_path(p), overwrite=True)
     return p
 
 
-def _write_image(img: Any, voxels: np.ndarray, fileobj: Any) -> None:
-    """What nibabel's ``img.to_file_map`` writes for a float32 image without scaling — its
-    header, zeros up to the data offset, the voxels — with the voxels written from where they
-    lie: ``voxels`` is the C-contiguous float32 volume whose memory is NIfTI's Fortran order
-    (nibabel copies each slab into ``bytes`` first: 14 ms for a ×2 output of 9 slices of 512²).
-    ``tests/io/test_nifti.py`` checks that the bytes are nibabel's."""
-    img.update_header()
+def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.dtype, float, float] | None:
+    """``(dtype, slope, inter)`` of the integer NIfTI ``image`` was read from, when its values
+    ``arr`` (default: ``image.array``) all map into that type's range once rounded onto the
+    source's grid (``(value − inter) / slope``); ``None``: float32 (not read from an integer
+    NIfTI, colour, non-finite values, or values the type cannot hold)."""
+    if image.meta.get("format") != "nifti" or image.is_color:
+        return None
+    try:
+        dt = np.dtype(str(image.meta.get("stored_dtype", "float32"))).newbyteorder("=")
+    except TypeError:
+        return None
+    if dt.kind not in "iu":
+        return None
+    slope, inter = (float(v) for v in image.meta.get("nifti_scaling", (1.0, 0.0)))
+    if not (np.isfinite(slope) and np.isfinite(inter)) or slope == 0:
+        return None
+    a = image.array if arr is None else arr
+    if not a.size:
+        return dt, slope, inter
+    ends = (np.array([a.min(), a.max()], dtype=np.float64) - inter) / slope
+    if not np.isfinite(ends).all():
+        return None
+    info = np.iinfo(dt)
+    lo, hi = np.rint(ends.min()), np.rint(ends.max())
+    return (dt, slope, inter) if info.min <= lo and hi <= info.max else None
+
+
+#: voxels rounded and written per chunk of this many values (bounded temporaries; each chunk is
+#: a new array, which the gzip writer deflates where it lies)
+_CHUNK = 2**21
+
+
+def _write_image(
+    img: Any,
+    voxels: np.ndarray,
+    fileobj: Any,
+    store: tuple[np.dtype, float, float] | None = None,
+) -> None:
+    """What nibabel's ``img.to_file_map`` writes — its header, zeros up to the data offset, the
+    voxels — with the voxels written from where they lie: ``voxels`` is the C-contiguous float32
+    volume whose memory is NIfTI's Fortran order (nibabel copies each slab into ``bytes`` first:
+    14 ms for a ×2 output of 9 slices of 512²). Float32 without scaling, or with ``store``
+    (``(dtype, slope, inter)``, :func:`integer_storage`) that integer type: each value rounded
+    to the nearest of ``inter + slope·k``, chunk by chunk. ``tests/io/test_nifti.py`` checks that
+    the bytes are nibabel's."""
     header = img.header
-    if header.get_data_dtype() != np.dtype(np.float32) or not voxels.flags.c_contiguous:
-        raise ValueError("the direct writer takes C-contiguous float32 voxels of a float32 header")
+    if store is None:
+        header.set_slope_inter(1.0, 0.0)
+    else:
+        header.set_slope_inter(store[1], store[2])
+    img.update_header()
+    want = np.dtype(np.float32) if store is None else np.dtype(store[0])
+    if header.get_data_dtype() != want or not voxels.flags.c_contiguous or voxels.dtype != np.float32:
+        raise ValueError("the direct writer takes C-contiguous float32 voxels and the header's dtype")
     header.write_to(fileobj)
     gap = int(header.get_data_offset()) - fileobj.tell()
     if gap > 0:
         fileobj.write(b"\x00" * gap)
-    if voxels.size:  # read-only: the gzip writer deflates it in place (it does not change)
-        fileobj.write(voxels.reshape(-1).data.cast("B").toreadonly())
+    if not voxels.size:
+        return
+    flat = voxels.reshape(-1)
+    if store is None:  # read-only: the gzip writer deflates it in place (it does not change)
+        fileobj.write(flat.data.cast("B").toreadonly())
+        return
+    dt, slope, inter = store
+    target = dt.newbyteorder(header.endianness)
+    for start in range(0, flat.size, _CHUNK):
+        part = flat[start : start + _CHUNK]
+        if slope != 1.0 or inter != 0.0:
+            part = (part.astype(np.float64) - inter) / slope
+        q = np.rint(part).astype(target)
+        fileobj.write(q.data.cast("B").toreadonly())
 
 
 def _descrip(image: MedImage) -> bytes:
