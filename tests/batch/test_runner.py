@@ -244,6 +244,29 @@ def test_bad_arguments_fail_before_any_work(archive: Path, tmp_path: Path):
     assert not (tmp_path / "o").exists()
 
 
+def test_output_dtype_reaches_nifti_items_only(tmp_path: Path):
+    """An int16 NIfTI comes back int16 by default and float32 with ``output_dtype="float32"``
+    (a new fingerprint: the item is written again); a PNG beside it is unaffected; a bad value
+    fails before any work."""
+    import nibabel as nib
+
+    src = tmp_path / "in"
+    src.mkdir()
+    data = np.random.default_rng(5).normal(0, 300, (16, 16, 2)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(src / "ct.nii.gz"))
+    shutil.copy(corpus_path("camera.png"), src / "camera.png")
+    out = tmp_path / "out"
+    run_batch(src, out, model="bicubic", workers=1)
+    assert nib.load(str(out / "ct.nii.gz")).get_data_dtype() == np.dtype(np.int16)
+    summary = run_batch(src, out, model="bicubic", workers=1, output_dtype="float32")
+    assert {r.status for r in summary.results} == {"ok"}  # both written again
+    assert nib.load(str(out / "ct.nii.gz")).get_data_dtype() == np.dtype(np.float32)
+    assert load_image(out / "camera.png").meta["stored_dtype"] == "uint8"
+    with pytest.raises(InvalidParameterError, match="output-dtype"):
+        run_batch(src, tmp_path / "o2", model="bicubic", output_dtype="float16")
+    assert not (tmp_path / "o2").exists()
+
+
 def test_cli_command(archive: Path, tmp_path: Path):
     from medsr.batch.cli import register
 

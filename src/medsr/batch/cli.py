@@ -142,6 +142,14 @@ def register(app: typer.Typer) -> None:
                 "flips/90-degree rotations of its input (8x the network time).",
             ),
         ] = False,
+        output_dtype: Annotated[
+            str | None,
+            typer.Option(
+                "--output-dtype",
+                help="NIfTI outputs: input (default: an integer NIfTI comes back as its type and "
+                "scaling, values rounded onto its grid) or float32. Other formats are unaffected.",
+            ),
+        ] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Upscale every image and DICOM series under a folder (or in a manifest); resumable."""
@@ -166,6 +174,7 @@ def register(app: typer.Typer) -> None:
             maps_dir=maps,
             decode_timeout_s=parse_duration(decode_timeout, "--decode-timeout"),
             ensemble=ensemble,
+            output_dtype=output_dtype,
         )
         c = summary.counts
         if as_json:

@@ -164,6 +164,7 @@ def run_batch(
     maps_dir: str | os.PathLike[str] | None = None,
     decode_timeout_s: float = DECODE_TIMEOUT_S,
     ensemble: bool = False,
+    output_dtype: str | None = None,
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
 
@@ -202,6 +203,9 @@ def run_batch(
         ensemble: trained models: each output is the mean of the model's outputs for the 8
             flips/rotations of its input (as ``medsr upscale --ensemble``; 8× the model's time;
             inputs then run item by item).
+        output_dtype: how NIfTI outputs store their values (as ``medsr upscale
+            --output-dtype``): ``input`` (default: an integer source's type and scaling) or
+            ``float32``; other formats are unaffected.
         decode_timeout_s: longest time one input may take to read. Every input is decoded in
             a child process (:class:`medsr.io.isolated.IsolatedReader`), killed beyond this:
             the item fails ("could not be read within N s") and the batch goes on.
@@ -228,12 +232,20 @@ def run_batch(
     if threads is not None and int(threads) < 1:
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
     decode_timeout_s = positive_number(decode_timeout_s, "the decoding time limit", "seconds")
+    if output_dtype is not None:
+        from medsr.io.nifti import OUTPUT_DTYPES
+
+        output_dtype = str(output_dtype).lower()
+        if output_dtype not in OUTPUT_DTYPES:
+            raise InvalidParameterError(
+                f"--output-dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {output_dtype!r}"
+            )
     t_start = time.perf_counter()
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
     upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)
     model_key = run_fingerprint(
         model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality,
-        ensemble=ensemble,
+        ensemble=ensemble, output_dtype=output_dtype,
     )  # fmt: skip
     items = plan_batch(input, output, maps_dir)
     from medsr.io._atomic import remove_stale_temporaries
@@ -241,8 +253,12 @@ def run_batch(
     for it in items:  # a resumed run: temporaries of writes a SIGKILL interrupted
         if it.output:
             remove_stale_temporaries(it.output, older_than=time.time() - 1.0)
-    if degradation is not None or modality is not None or ensemble:  # travels with each item (also to Ray)
-        extra = {"degradation": degradation, "modality": modality, "ensemble": ensemble}
+    if degradation is not None or modality is not None or ensemble or output_dtype is not None:
+        # travels with each item (also to Ray)
+        extra = {
+            "degradation": degradation, "modality": modality, "ensemble": ensemble,
+            "output_dtype": output_dtype,
+        }  # fmt: skip
         items = [dataclasses.replace(it, extra={**it.extra, **extra}) for it in items]
     out_dir = Path(output).resolve()
     journal = StateJournal(out_dir)

@@ -200,15 +200,19 @@ def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "auto") -> 
 def write_item(loaded: Loaded) -> ItemResult:
     """Write the upscaled image atomically (replacing a stale output of an earlier run), and its
     maps when the item has a maps folder."""
+    from medsr.io import format_for_output
     from medsr.pipeline import save_safeguarded
 
     item = loaded.item
     t0 = time.perf_counter()
     try:
         assert item.output is not None  # planned items always have one
+        dtype = item.extra.get("output_dtype")
+        nifti = format_for_output(item.output) == "nifti"
         save_safeguarded(
             loaded.image, item.output, summary=loaded.summary,
             maps_dir=item.extra.get("maps") or None, overwrite=True,
+            **({"dtype": dtype} if dtype and nifti else {}),  # NIfTI items only (formats mix)
         )  # fmt: skip
     except Exception as exc:
         return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)

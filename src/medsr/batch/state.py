@@ -111,10 +111,12 @@ def run_fingerprint(
     degradation: str | None = None,
     modality: str | None = None,
     ensemble: bool = False,
+    output_dtype: str | None = None,
 ) -> str:
     """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
-    (other pixels), ``|maps`` (maps written) and ``|ensemble`` (the mean over 8 flips/rotations).
-    The default settings add nothing, so journals of earlier runs stay valid."""
+    (other pixels), ``|maps`` (maps written), ``|ensemble`` (the mean over 8 flips/rotations) and
+    ``|dtype=float32`` (NIfTI outputs stored as float32). The default settings add nothing, so
+    journals of earlier runs stay valid."""
     key = model_fingerprint(model, scale)
     if consistency != "off":  # "on", or "auto" (projects when the physics is known)
         key += f"|consistency={consistency}"
@@ -127,6 +129,8 @@ def run_fingerprint(
         key += f"|modality={str(modality).upper()}"
     if ensemble:
         key += "|ensemble"
+    if output_dtype is not None and str(output_dtype).lower() != "input":
+        key += f"|dtype={str(output_dtype).lower()}"
     return key
 
 
