@@ -12,7 +12,7 @@ values — the same format back, as PNG/TIFF keep their bit depth and DICOM its 
 rescale; what the source could not represent, the output does not claim. Everything else (float
 sources, other formats, maps, values the type cannot hold) is float32 with the scaling reset;
 ``dtype="float32"`` asks for float32 always. On a ×2 CT output the integer storage halves the
-bytes to deflate and cuts the compressed file ~3.4× (``benchmarks/results/speed_e2e.md``).
+bytes to deflate and cuts the compressed file ~3.2× (a 9-slice 512² CT at ×2 with fast-x2: 29.2 → 9.1 MB).
 """
 
 from __future__ import annotations
