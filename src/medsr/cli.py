@@ -100,7 +100,7 @@ def upscale(
     modality: Annotated[str | None, typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy): CT, MR, CR, DX, US, NM...")] = None,
     maps: Annotated[Path | None, typer.Option("--maps", help="Folder for consistency-error and uncertainty maps (+ JSON summary; DICOM series for DICOM input).")] = None,
     ensemble: Annotated[bool, typer.Option("--ensemble", help="Learned models: output the mean of the model's outputs for the 8 flips and 90-degree rotations of the input (self-ensemble): 8x the network time, about +0.1 dB (benchmarks/results/faithful_ensemble*.md); orientation-dependent detail averages out.")] = False,
-    output_dtype: Annotated[str | None, typer.Option("--output-dtype", help="NIfTI outputs: input (default: an integer NIfTI is written back as its type and scaling, values rounded onto its grid, as DICOM and PNG keep integers) or float32.")] = None,
+    output_dtype: Annotated[str | None, typer.Option("--output-dtype", help="NIfTI outputs: input (default: an input stored as integers - NIfTI, DICOM, PNG/TIFF - keeps its type and scaling, values rounded onto its grid) or float32.")] = None,
     precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32 (default); auto (on a CUDA GPU fp16, else bf16 where the CPU has AVX-512 BF16/AMX, for models whose measured change on CT is within tolerance: 5 HU in tissue, 2 % of the step at steep edges; fp32 otherwise); bf16 (the learned residual only, with the model's measured recipe: about 1.4-2x faster where native, emulated and very slow elsewhere); fp16 (CUDA).")] = "fp32",
 ) -> None:
     """Super-resolve an image in-plane (or a volume through-plane) and write it in the same format (a derived series for DICOM)."""

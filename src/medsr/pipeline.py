@@ -998,8 +998,8 @@ def check_paths(
 
 
 def writer_options(target: str | os.PathLike[str], output_dtype: str | None) -> dict[str, Any]:
-    """The writer's options for ``output_dtype`` (``--output-dtype``): ``input`` (default) keeps a
-    NIfTI source's integer storage, ``float32`` writes float32 (:func:`medsr.io.nifti.write_nifti`).
+    """The writer's options for ``output_dtype`` (``--output-dtype``): ``input`` (default) keeps an
+    integer source's storage, ``float32`` writes float32 (:func:`medsr.io.nifti.write_nifti`).
     It applies to NIfTI outputs; ``.npy`` is float32 anyway; DICOM, PNG and TIFF store integers,
     so ``float32`` there is an error. Needs no torch."""
     from medsr.errors import InvalidParameterError

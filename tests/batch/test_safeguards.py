@@ -186,7 +186,8 @@ def test_ensemble_reaches_every_output_and_the_resume_key(small: Path, tmp_path:
         load_image(small / "mr" / "MR_small.nii.gz"), 2, "fast-x2", maps=False, tta=False, warn=False,
         ensemble=True,
     )  # fmt: skip
-    np.testing.assert_allclose(load_image(out / "mr" / "MR_small.nii.gz").array, ref.array, atol=1e-3)
+    # the NIfTI keeps the DICOM source's int16 storage: values rounded onto its integer grid
+    np.testing.assert_allclose(load_image(out / "mr" / "MR_small.nii.gz").array, ref.array, atol=0.5 + 1e-3)
     again = run_batch(small, out, model="fast-x2", workers=1, threads=1)
     assert again.counts["ok"] == 3 and not again.counts.get("skipped")
 

@@ -247,7 +247,7 @@ def test_float32_where_the_integer_type_cannot_hold_it(tmp_path):
         "above": (image.replace(array=image.array + np.float32(60)), None, np.float32),
         "nan": (image.replace(array=np.where(image.array > 100, np.nan, image.array).astype(np.float32)), None, np.float32),
         "asked": (image, "float32", np.float32),
-        "other format": (image.replace(meta={**image.meta, "format": "dicom"}), None, np.float32),
+        "unknown storage": (image.replace(meta={**image.meta, "format": "npy"}), None, np.float32),
     }
     for label, (img, dtype, want) in cases.items():
         out = medsr.save_image(img, tmp_path / f"{label.replace(' ', '_')}.nii.gz", dtype=dtype)
@@ -283,3 +283,38 @@ def test_integer_storage_rounds_onto_the_source_grid(tmp_path_factory, dtype, sl
     np.testing.assert_allclose(got, sr.array, atol=abs(slope) / 2 + 1e-3 * abs(slope) + 1e-4)
     k = (got - inter) / slope
     np.testing.assert_allclose(k, np.rint(k), atol=1e-6)
+
+
+def test_dicom_and_raster_sources_keep_their_integer_storage(tmp_path, corpus):
+    """A DICOM series with one Rescale Slope/Intercept goes to NIfTI as its stored type with that
+    scaling (what dcm2niix writes), exactly; an inverted MONOCHROME1 with whole values too; a
+    series whose slices rescale differently, a multi-frame object and colour are float32; an
+    8-bit PNG stays 8-bit."""
+    import copy
+
+    ct = medsr.load_image(corpus("CT_small.dcm"))
+    assert ct.meta["rescale"] == (1.0, -1024.0)
+    back = nib.load(str(medsr.save_image(ct, tmp_path / "ct.nii.gz")))
+    assert back.get_data_dtype() == np.dtype(np.int16)
+    assert (back.dataobj.slope, back.dataobj.inter) == (1.0, -1024.0)
+    np.testing.assert_array_equal(medsr.load_image(tmp_path / "ct.nii.gz").array, ct.array)
+
+    rg = medsr.load_image(corpus("RG3_UNCR.dcm"))  # MONOCHROME1, inverted on read
+    assert rg.meta["monochrome1_reflect"] is not None
+    out = medsr.save_image(rg, tmp_path / "rg.nii.gz")
+    assert nib.load(str(out)).get_data_dtype() == np.dtype(np.uint16)
+    np.testing.assert_array_equal(medsr.load_image(out).array, rg.array)
+
+    mixed = [copy.deepcopy(ds) for ds in ct.meta["datasets"]] * 2
+    mixed[1].RescaleIntercept = "-1000"
+    cases = {
+        "mixed rescale": ct.replace(array=np.concatenate([ct.array] * 2), meta={**ct.meta, "datasets": mixed}),
+        "multi-frame": ct.replace(meta={**ct.meta, "multiframe": True}),
+        "colour": medsr.load_image(corpus("OBXXXX1A.dcm")),
+    }
+    for label, img in cases.items():
+        out = medsr.save_image(img, tmp_path / f"{label.replace(' ', '_')}.nii.gz")
+        assert nib.load(str(out)).get_data_dtype() == np.dtype(np.float32), label
+
+    cam = medsr.load_image(corpus("camera.png"))
+    assert nib.load(str(medsr.save_image(cam, tmp_path / "cam.nii"))).get_data_dtype() == np.dtype(np.uint8)

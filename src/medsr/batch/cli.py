@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--output-dtype",
-                help="NIfTI outputs: input (default: an integer NIfTI comes back as its type and "
+                help="NIfTI outputs: input (default: an input stored as integers keeps its type and "
                 "scaling, values rounded onto its grid) or float32. Other formats are unaffected.",
             ),
         ] = None,

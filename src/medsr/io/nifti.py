@@ -5,13 +5,15 @@ MedImage keeps the same affine and transposes the data to ``(Z, Y, X)`` (``(T, Z
 ``channels="time"`` for 4-D series). 2-D images ``(X, Y)`` become ``(1, Y, X)``.
 
 The writer sets sform and qform both to the image's affine (same code), so any viewer agrees on
-the geometry. **Storage** (``dtype``): an image read from an integer NIfTI (int16 CT in HU, the
-usual MR ``int16``/``uint16``) is written back as that integer type with the source's
-``scl_slope``/``scl_inter``, each value rounded onto the source's own grid of representable
-values — the same format back, as PNG/TIFF keep their bit depth and DICOM its integer pixels with
-rescale; what the source could not represent, the output does not claim. Everything else (float
-sources, other formats, maps, values the type cannot hold) is float32 with the scaling reset;
-``dtype="float32"`` asks for float32 always. On a ×2 CT output the integer storage halves the
+the geometry. **Storage** (``dtype``): an image read from integer storage — an integer NIfTI
+(int16 CT in HU, the usual MR ``int16``/``uint16``), a DICOM series with one Rescale
+Slope/Intercept, an 8/16-bit PNG/TIFF — is written as that integer type with the source's
+scaling as ``scl_slope``/``scl_inter``, each value rounded onto the source's own grid of
+representable values: the same format back, as PNG/TIFF keep their bit depth and DICOM its
+integer pixels with rescale (and what ``dcm2niix`` writes for a DICOM series); what the source
+could not represent, the output does not claim. Everything else (float sources, colour, maps,
+values the type cannot hold) is float32 with the scaling reset; ``dtype="float32"`` asks for
+float32 always. On a ×2 CT output the integer storage halves the
 bytes to deflate and cuts the compressed file ~3.2× (a 9-slice 512² CT at ×2 with fast-x2: 29.2 → 9.1 MB).
 """
 
@@ -199,7 +201,7 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
         )
 
 
-#: what ``write_nifti``'s ``dtype`` accepts: the source NIfTI's integer storage when it holds the
+#: what ``write_nifti``'s ``dtype`` accepts: the source's integer storage when it holds the
 #: values (``input``, default), or float32 always
 OUTPUT_DTYPES = ("input", "float32")
 
@@ -213,8 +215,9 @@ def write_nifti(
     **_: Any,
 ) -> Path:
     """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with consistent sform/qform; stored as
-    its NIfTI source's integer type and scaling (``dtype`` ``"input"``, the default) when it came
-    from one and the values fit, else (or with ``dtype="float32"``) as float32 (module docstring)."""
+    its source's integer type and scaling (``dtype`` ``"input"``, the default) when it came from
+    integer storage and the values fit, else (or with ``dtype="float32"``) as float32 (module
+    docstring)."""
     import nibabel as nib
 
     want = (dtype or "input").lower()
@@ -254,20 +257,53 @@ def write_nifti(
     return p
 
 
+def _source_scaling(image: MedImage) -> tuple[float, float] | None:
+    """``(slope, intercept)`` that map the stored integers of ``image``'s source to its values,
+    one pair for the whole image: a NIfTI's ``scl_slope``/``scl_inter``, a DICOM series' Rescale
+    Slope/Intercept when every slice has the same (not a multi-frame object, whose frames may
+    differ, nor a Modality LUT: not a linear map of the stored integers; an inverted
+    MONOCHROME1 when its values are whole numbers), a PNG/TIFF's sidecar rescale; ``None``
+    otherwise."""
+    fmt = image.meta.get("format")
+    if fmt == "nifti":
+        return image.meta.get("nifti_scaling", (1.0, 0.0))
+    if fmt in ("png", "tiff"):
+        return image.meta.get("rescale", (1.0, 0.0))
+    if fmt != "dicom" or image.meta.get("multiframe") or image.meta.get("modality_lut"):
+        return None
+    slope, inter = (float(v) for v in image.meta.get("rescale", (1.0, 0.0)))
+    for ds in image.meta.get("datasets") or []:
+        try:
+            own = (float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0)))
+        except (TypeError, ValueError):
+            return None
+        if own != (slope, inter):
+            return None
+    reflect = image.meta.get("monochrome1_reflect")
+    if reflect is not None:  # inverted: reflect − (slope·k + inter), integers when all three are
+        whole = slope == 1.0 and float(inter).is_integer() and float(reflect).is_integer()
+        return (1.0, 0.0) if whole else None
+    return slope, inter
+
+
 def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.dtype, float, float] | None:
-    """``(dtype, slope, inter)`` of the integer NIfTI ``image`` was read from, when its values
-    ``arr`` (default: ``image.array``) all map into that type's range once rounded onto the
-    source's grid (``(value − inter) / slope``); ``None``: float32 (not read from an integer
-    NIfTI, colour, non-finite values, or values the type cannot hold)."""
-    if image.meta.get("format") != "nifti" or image.is_color:
+    """``(dtype, slope, inter)`` of the integer storage ``image`` was read from (a NIfTI, a
+    DICOM series, a PNG/TIFF: :func:`_source_scaling`), when its values ``arr`` (default:
+    ``image.array``) all map into that type's range once rounded onto the source's grid
+    (``(value − inter) / slope``); ``None``: float32 (float or unknown storage, colour,
+    non-finite values, or values the type cannot hold)."""
+    if image.is_color:
         return None
     try:
         dt = np.dtype(str(image.meta.get("stored_dtype", "float32"))).newbyteorder("=")
     except TypeError:
         return None
-    if dt.kind not in "iu":
+    if dt.kind not in "iu" or dt.itemsize > 8:
         return None
-    slope, inter = (float(v) for v in image.meta.get("nifti_scaling", (1.0, 0.0)))
+    scaling = _source_scaling(image)
+    if scaling is None:
+        return None
+    slope, inter = (float(v) for v in scaling)
     if not (np.isfinite(slope) and np.isfinite(inter)) or slope == 0:
         return None
     a = image.array if arr is None else arr
