@@ -209,6 +209,10 @@ def test_integer_source_is_written_back_as_its_type(tmp_path, suffix, slope, int
     want_int = np.rint((sr.array.astype(np.float64) - b) / s).astype(np.int16)
     np.testing.assert_array_equal(np.asarray(back.dataobj.get_unscaled()).transpose(2, 1, 0), want_int)
     np.testing.assert_allclose(medsr.load_image(out).array, sr.array, atol=s / 2 + 1e-4)
+    import json
+
+    side = json.loads(out.with_name(out.name.split(".")[0] + ".json").read_text())
+    assert side["stored_as"] == {"dtype": "int16", "scl_slope": s, "scl_inter": b, "rounded": True}
     # the same bytes as nibabel's writer given those integers and the header medsr builds
     captured = {}
     real = nifti._write_image
@@ -255,6 +259,8 @@ def test_float32_where_the_integer_type_cannot_hold_it(tmp_path):
         assert back.get_data_dtype() == np.dtype(want), label
         if want is np.float32:
             assert (back.dataobj.slope, back.dataobj.inter) == (1.0, 0.0), label
+            side = (tmp_path / f"{label.replace(' ', '_')}.json").read_text()
+            assert '"stored_as": {\n    "dtype": "float32"\n  }' in side, label
             np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), img.array)
     with pytest.raises(InvalidParameterError, match="output dtype"):
         medsr.save_image(image, tmp_path / "bad.nii.gz", dtype="int8")

@@ -253,7 +253,10 @@ def write_nifti(
                 _write_image(out, arr, gz, store)
         else:
             _write_image(out, arr, raw, store)
-    write_sidecar(image, sidecar_path(p), overwrite=True)
+    stored_as: dict[str, Any] = {"dtype": "float32"}
+    if store is not None:  # what a reader of the values should know: they sit on this grid
+        stored_as = {"dtype": store[0].name, "scl_slope": store[1], "scl_inter": store[2], "rounded": True}
+    write_sidecar(image, sidecar_path(p), overwrite=True, stored_as=stored_as)
     return p
 
 
