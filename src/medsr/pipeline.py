@@ -1004,15 +1004,11 @@ def writer_options(target: str | os.PathLike[str], output_dtype: str | None) -> 
     so ``float32`` there is an error. Needs no torch."""
     from medsr.errors import InvalidParameterError
     from medsr.io import format_for_output
-    from medsr.io.nifti import OUTPUT_DTYPES
+    from medsr.io.nifti import check_output_dtype
 
     if output_dtype is None:
         return {}
-    want = str(output_dtype).lower()
-    if want not in OUTPUT_DTYPES:
-        raise InvalidParameterError(
-            f"--output-dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {output_dtype!r}"
-        )
+    want = check_output_dtype(output_dtype, "--output-dtype")
     fmt = format_for_output(target)
     if fmt == "nifti":
         return {"dtype": want}

@@ -233,13 +233,9 @@ def run_batch(
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
     decode_timeout_s = positive_number(decode_timeout_s, "the decoding time limit", "seconds")
     if output_dtype is not None:
-        from medsr.io.nifti import OUTPUT_DTYPES
+        from medsr.io.nifti import check_output_dtype
 
-        output_dtype = str(output_dtype).lower()
-        if output_dtype not in OUTPUT_DTYPES:
-            raise InvalidParameterError(
-                f"--output-dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {output_dtype!r}"
-            )
+        output_dtype = check_output_dtype(output_dtype, "--output-dtype")
     t_start = time.perf_counter()
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
     upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)

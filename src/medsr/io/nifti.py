@@ -206,6 +206,15 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
 OUTPUT_DTYPES = ("input", "float32")
 
 
+def check_output_dtype(value: str | None, what: str = "output dtype") -> str:
+    """``value`` (``None``: ``input``) as one of :data:`OUTPUT_DTYPES`, any case; else an
+    :class:`~medsr.errors.InvalidParameterError` naming ``what`` (the option of the front end)."""
+    want = (value or "input").lower()
+    if want not in OUTPUT_DTYPES:
+        raise InvalidParameterError(f"{what} must be one of {', '.join(OUTPUT_DTYPES)}; got {value!r}")
+    return want
+
+
 def write_nifti(
     image: MedImage,
     path: str | os.PathLike[str],
@@ -220,11 +229,7 @@ def write_nifti(
     docstring)."""
     import nibabel as nib
 
-    want = (dtype or "input").lower()
-    if want not in OUTPUT_DTYPES:
-        raise InvalidParameterError(
-            f"output dtype must be one of {', '.join(OUTPUT_DTYPES)}; got {dtype!r}"
-        )
+    want = check_output_dtype(dtype)
     arr = np.ascontiguousarray(image.array, dtype=np.float32)
     store = integer_storage(image, arr) if want == "input" else None
     # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
@@ -274,14 +279,11 @@ def _source_scaling(image: MedImage) -> tuple[float, float] | None:
         return image.meta.get("rescale", (1.0, 0.0))
     if fmt != "dicom" or image.meta.get("multiframe") or image.meta.get("modality_lut"):
         return None
+    from medsr.io.dicom.header import _rescale  # the reader's own reading of each slice's
+
     slope, inter = (float(v) for v in image.meta.get("rescale", (1.0, 0.0)))
-    for ds in image.meta.get("datasets") or []:
-        try:
-            own = (float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0)))
-        except (TypeError, ValueError):
-            return None
-        if own != (slope, inter):
-            return None
+    if any(_rescale(ds) != (slope, inter) for ds in image.meta.get("datasets") or []):
+        return None
     reflect = image.meta.get("monochrome1_reflect")
     if reflect is not None:  # inverted: reflect − (slope·k + inter), integers when all three are
         whole = slope == 1.0 and float(inter).is_integer() and float(reflect).is_integer()
@@ -301,7 +303,7 @@ def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.
         dt = np.dtype(str(image.meta.get("stored_dtype", "float32"))).newbyteorder("=")
     except TypeError:
         return None
-    if dt.kind not in "iu" or dt.itemsize > 8:
+    if dt.kind not in "iu":
         return None
     scaling = _source_scaling(image)
     if scaling is None:
