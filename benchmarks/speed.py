@@ -93,6 +93,7 @@ STAGES = (
     # since session 19 (before, both counted in `other`): the overshoot clamp of each plane, and
     # the classical peer's pass the output is blended with when the self-check scaled the detail
     ("medsr.models.range_guard", "clamp_to_local_range", "range clamp"),
+    ("medsr.models.range_guard", "low_band_drift", "range clamp"),
     ("medsr.inference.planes", "PlaneUpscaler._classical", "peer"),
 )
 

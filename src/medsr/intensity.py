@@ -51,10 +51,16 @@ class Normalizer:
         raise ValueError(f"unknown normalization kind {kind!r} in model card")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, dtype=np.float32) - self.offset) / self.scale).astype(np.float32)
+        """``(x − offset) / scale`` in float32, a new array (one pass to it, one in place)."""
+        y = np.subtract(x, np.float32(self.offset), dtype=np.float32)
+        y /= np.float32(self.scale)
+        return y
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
-        return (np.asarray(y, dtype=np.float32) * self.scale + self.offset).astype(np.float32)
+        """``y · scale + offset`` in float32, a new array."""
+        x = np.multiply(y, np.float32(self.scale), dtype=np.float32)
+        x += np.float32(self.offset)
+        return x
 
 
 def resolve_spec(spec: dict[str, Any], modality: str | None) -> dict[str, Any]:

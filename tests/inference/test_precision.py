@@ -287,12 +287,11 @@ def test_bf16_runs_the_residual_only():
     )
     torch.testing.assert_close(base, bicubic, atol=1e-6, rtol=0)
     from medsr.models.lowband import project_low_band
-    from medsr.models.range_guard import clamp_to_local_range
+    from medsr.models.range_guard import clamp_to_local_range, low_band_drift
 
-    cut = up.low_band_cutoff
-    guarded = clamp_to_local_range(
-        project_low_band(base + detail, base, 2, cut), x, 2, up.range_margin
-    )
+    cut, raw = up.low_band_cutoff, base + detail  # the fp32 add of the bf16 residual
+    drift = low_band_drift(raw, base, 2)
+    guarded = clamp_to_local_range(raw, x, 2, up.range_margin, shift=drift)
     assert torch.equal(pred, project_low_band(guarded, base, 2, cut))
 
 

@@ -12,7 +12,12 @@ from hypothesis import strategies as st
 import medsr
 from medsr.image import MedImage
 from medsr.models.lowband import low_band
-from medsr.models.range_guard import DEFAULT_MARGIN, clamp_to_local_range, local_range
+from medsr.models.range_guard import (
+    DEFAULT_MARGIN,
+    clamp_to_local_range,
+    local_range,
+    low_band_drift,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -66,6 +71,63 @@ def test_affine_intensity_equivariance(seed, a, b):
     one = clamp_to_local_range(pred, lr, 2).double()
     two = clamp_to_local_range(a * pred + b, a * lr + b, 2).double()
     torch.testing.assert_close(two, a * one + b, atol=1e-5 * (abs(a) + abs(b)), rtol=0)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    scale=st.sampled_from([2, 3, 4]),
+)
+def test_shifted_bounds_clamp_the_prediction_less_its_drift(seed, shape, scale):
+    """``shift`` d: the clamp of ``pred − d↑`` with ``d↑`` added back, in one pass."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape
+    lr = torch.rand(2, 1, h, w, generator=g, dtype=torch.float64)
+    pred = torch.randn(2, 1, h * scale, w * scale, generator=g, dtype=torch.float64)
+    d = torch.randn(2, 1, h, w, generator=g, dtype=torch.float64)
+    up = d.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+    one = clamp_to_local_range(pred, lr, scale, shift=d.float())
+    two = clamp_to_local_range(pred - up, lr, scale) + up
+    torch.testing.assert_close(one.double(), two.double(), atol=1e-5, rtol=0)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    scale=st.sampled_from([2, 3, 4]),
+    a=st.sampled_from([1e-3, 1.0, -7.0, 3000.0]),
+    b=st.sampled_from([0.0, -1024.0, 30000.0]),
+)
+def test_low_band_drift(seed, shape, scale, a, b):
+    """On the input grid: the mean of ``pred − base`` over each output block, smoothed by the
+    ``[1, 2, 1] / 4`` binomial (float64 reference); linear in the difference and blind to a
+    shift of both (the guarded output's affine-intensity equivariance); zero where the
+    prediction is the base; a constant offset found exactly; the finest pattern of the input
+    grid ignored."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = shape
+    base = b + a * torch.rand(1, 1, h * scale, w * scale, generator=g, dtype=torch.float64)
+    diff = a * torch.randn(1, 1, h * scale, w * scale, generator=g, dtype=torch.float64)
+    drift = low_band_drift(base + diff, base, scale)
+    assert drift.shape == (1, 1, h, w) and drift.dtype == torch.float32
+    fn = torch.nn.functional
+    m = fn.pad(fn.avg_pool2d(diff, scale), (1, 1, 1, 1), "replicate")
+    k = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64) / 4
+    ref = fn.conv2d(m, (k[:, None] * k[None, :])[None, None])
+    tol = 1e-6 * (abs(a) + abs(b)) * scale**2
+    torch.testing.assert_close(drift.double(), ref, atol=tol, rtol=0)
+    assert float(low_band_drift(base, base, scale).abs().max()) <= tol
+    torch.testing.assert_close(
+        low_band_drift(base + 5.0 * a, base, scale).double(),
+        torch.full((1, 1, h, w), 5.0 * a, dtype=torch.float64), atol=tol, rtol=0,
+    )  # fmt: skip
+    # the finest pattern of the input grid (±1 over alternate s × s blocks) is not drift
+    yy, xx = torch.meshgrid(torch.arange(h * scale), torch.arange(w * scale), indexing="ij")
+    checker = ((yy // scale + xx // scale) % 2 * 2 - 1).double()[None, None]
+    inner = low_band_drift(base + a * checker, base, scale)[..., 1:-1, 1:-1]
+    assert inner.numel() == 0 or float(inner.abs().max()) <= tol
 
 
 def test_edges_and_flat_regions():
@@ -122,12 +184,15 @@ def test_shipped_models_apply_it_and_keep_the_low_band():
 
 
 def test_a_network_that_shifts_the_low_band_is_not_cut_into_blocks(monkeypatch):
-    """The clamp acts on the projected output (then the low band is projected again): a network
-    whose output is offset — a bare network's low-band drift — loses the offset to the projection,
-    not its detail to the clamp (clamping first would flatten every flat region to its LR value:
-    nearest-neighbour blocks)."""
+    """The clamp is judged with the network's low-band drift taken out, then the low band is
+    projected: a network whose output is offset — a bare network's low-band drift — loses the
+    offset to the projection, not its detail to the clamp (clamping the raw output would flatten
+    every flat region to its LR value: nearest-neighbour blocks). A pure offset gives exactly
+    what clamping the exactly projected output does (the two-projection order before session 21),
+    detail on top of it nearly so."""
     from medsr.inference.planes import PlaneUpscaler
     from medsr.models.classical import Bicubic
+    from medsr.models.lowband import project_low_band
 
     up = PlaneUpscaler("fast-x2", 2)
     g = torch.Generator().manual_seed(0)
@@ -135,16 +200,17 @@ def test_a_network_that_shifts_the_low_band_is_not_cut_into_blocks(monkeypatch):
     base = Bicubic(2)(x)
     detail = 0.01 * torch.randn(base.shape, generator=g)
 
-    def drifting(t, up_, tiled):
-        return base + detail + 0.3  # the right detail on a shifted low band
+    def exact(out):  # the earlier order: project, clamp, project again
+        return project_low_band(clamp_to_local_range(project_low_band(out, base, 2), x, 2), base, 2)
 
-    monkeypatch.setattr(up, "_network", drifting)
-    with torch.inference_mode():
-        pred, _ = up.forward_tensor(x, need_base=True)
-    from medsr.models.lowband import project_low_band
+    for extra, tol in ((torch.zeros_like(detail), 1e-5), (detail, 0.5 * 0.01)):
+        monkeypatch.setattr(up, "_network", lambda t, up_, tiled, e=extra: base + e + 0.3)
+        with torch.inference_mode():
+            pred, _ = up.forward_tensor(x, need_base=True)
+        torch.testing.assert_close(pred, exact(base + extra), atol=tol, rtol=0)
+        from medsr.models.lowband import low_band
 
-    want = clamp_to_local_range(project_low_band(base + detail, base, 2), x, 2)
-    torch.testing.assert_close(pred, project_low_band(want, base, 2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(low_band(pred, 2), low_band(base, 2), atol=1e-5, rtol=0)
     # the detail survives where the neighbourhood allows it: far from nearest-neighbour blocks
     blocks = x.repeat_interleave(2, -2).repeat_interleave(2, -1)
     assert float((pred - blocks).abs().mean()) > 0.5 * float((base - blocks).abs().mean())

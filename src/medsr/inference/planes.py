@@ -412,10 +412,11 @@ class PlaneUpscaler:
         ``t`` (:attr:`base_name`) when a learned model computed it (the low band is taken from
         it; ``need_base`` asks for it without the low-band projection), else ``None``.
 
-        A learned model's prediction is the network's output with its low band replaced by the
-        base's (:mod:`medsr.models.lowband`), clamped to each LR neighbourhood's range plus its
-        margin (:mod:`medsr.models.range_guard`, :attr:`range_margin`), and projected again so
-        that what the clamp removed leaves the low band the base's.
+        A learned model's prediction is the network's output clamped to each LR
+        neighbourhood's range plus its margin, judged with the network's low-band drift taken
+        out (:mod:`medsr.models.range_guard`, :attr:`range_margin`), with its low band then
+        replaced by the base's (:mod:`medsr.models.lowband`): exactly the base's whatever the
+        clamp removed.
         """
         up = self._base(t, "bicubic") if self.residual_split else None
         pred = self._network(t, up, tiled)
@@ -426,14 +427,23 @@ class PlaneUpscaler:
                 if up is not None and self.base_name == "bicubic"
                 else self._base(t, self.base_name)
             )
-        if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
-            from medsr.models.lowband import project_low_band
+        from medsr.models.lowband import project_low_band
+        from medsr.models.range_guard import clamp_to_local_range, low_band_drift
 
+        if (
+            self.range_margin is not None
+            and self.low_band_cutoff
+            and self.loaded.data_consistency is None
+        ):
+            # the clamp judged with the network's low-band drift (estimated) taken out, then one
+            # exact projection on the whole plane, after tiling (models.range_guard)
+            drift = low_band_drift(pred, base, self.scale)
+            pred = clamp_to_local_range(pred, t, self.scale, self.range_margin, shift=drift)
+            return project_low_band(pred, base, self.scale, self.low_band_cutoff), base
+        if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
             pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
         pred = self._measured_band(pred, t)
         if self.range_margin is not None:  # no overshoot beyond what the input measured nearby
-            from medsr.models.range_guard import clamp_to_local_range
-
             pred = clamp_to_local_range(pred, t, self.scale, self.range_margin)
             if self.low_band_cutoff:  # what the clamp removed leaves the low band the base's
                 pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)

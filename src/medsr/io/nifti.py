@@ -361,11 +361,22 @@ def _write_image(
         return
     dt, slope, inter = store
     target = dt.newbyteorder(header.endianness)
+    # one scratch for every chunk (half the time of a new array per operation); each
+    # chunk's integers are a fresh array, as the gzip writer may still be deflating the last one
+    plain = slope == 1.0 and inter == 0.0  # rounding float32 itself is exact
+    work = np.empty(min(flat.size, _CHUNK), np.float32 if plain else np.float64)
     for start in range(0, flat.size, _CHUNK):
         part = flat[start : start + _CHUNK]
-        if slope != 1.0 or inter != 0.0:
-            part = (part.astype(np.float64) - inter) / slope
-        q = np.rint(part).astype(target)
+        buf = work[: part.size]
+        if plain:
+            np.rint(part, out=buf)
+        else:
+            np.subtract(part, inter, out=buf, dtype=np.float64)  # exact: float32 in float64
+            if slope != 1.0:
+                np.divide(buf, slope, out=buf)
+            np.rint(buf, out=buf)
+        q = np.empty(part.size, target)
+        np.copyto(q, buf, casting="unsafe")
         fileobj.write(q.data.cast("B").toreadonly())
 
 
