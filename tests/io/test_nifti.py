@@ -324,3 +324,34 @@ def test_dicom_and_raster_sources_keep_their_integer_storage(tmp_path, corpus):
 
     cam = medsr.load_image(corpus("camera.png"))
     assert nib.load(str(medsr.save_image(cam, tmp_path / "cam.nii"))).get_data_dtype() == np.dtype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "slope", "inter", "finite"),
+    [("int16", 1.0, -1024.0, True), ("uint8", 2.5, 0.0, True), ("int32", 1e36, 0.0, False),
+     ("float32", 1.0, 0.0, False)],
+)  # fmt: skip
+def test_integer_voxels_skip_the_nonfinite_pass_only_when_they_cannot_overflow(
+    tmp_path, dtype, slope, inter, finite
+):
+    """Scaled integers are finite float32 unless the scaling overflows float32: then (and for
+    float data) the reader still looks, zeroes the non-finite voxels and records them."""
+    from medsr.io.nifti import _always_finite
+
+    assert _always_finite(np.dtype(dtype), slope, inter) is finite
+    data = np.arange(24, dtype=dtype).reshape(4, 3, 2) * (1 if dtype != "int32" else 2**24)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_data_dtype(dtype)
+    img.header.set_slope_inter(slope, inter)
+    p = tmp_path / "v.nii.gz"
+    nib.save(img, p)
+    out = medsr.load_image(p)
+    assert np.isfinite(out.array).all()
+    expect = (data.astype(np.float64) * slope + inter).transpose(2, 1, 0)
+    overflow = np.abs(expect) > np.finfo(np.float32).max
+    if overflow.any():
+        np.testing.assert_array_equal(out.meta["nonfinite_mask"], overflow)
+        assert (out.array[overflow] == 0).all()
+    else:
+        assert "nonfinite_mask" not in out.meta
+        np.testing.assert_allclose(out.array, expect.astype(np.float32), rtol=1e-6)

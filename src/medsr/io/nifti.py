@@ -20,6 +20,7 @@ bytes to deflate and cuts the compressed file ~3.2× (a 9-slice 512² CT at ×2 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,9 +104,13 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     else:
         raise UnsupportedFormatError(f"NIfTI '{p.name}' has {data.ndim} dimensions; medsr reads 2-D to 4-D")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    nonfinite = ~np.isfinite(arr)
-    if nonfinite.any():
-        arr[nonfinite] = 0.0
+    nonfinite: np.ndarray | None = None
+    if not _always_finite(stored, slope, inter):  # integers scaled within float32 need no look
+        nonfinite = ~np.isfinite(arr)
+        if nonfinite.any():
+            arr[nonfinite] = 0.0
+        else:
+            nonfinite = None
     affine = np.asarray(img.affine, dtype=np.float64)
     if (
         not np.isfinite(affine).all()
@@ -126,7 +131,7 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
         "xform_code": max(sform_code, qform_code, 1),
         "source_paths": [str(p)],
     }
-    if nonfinite.any():
+    if nonfinite is not None:
         meta["nonfinite_mask"] = nonfinite
     return MedImage(
         array=arr,
@@ -163,6 +168,17 @@ def _spacing(img: Any, affine: np.ndarray, ndim: int, name: str) -> tuple[float,
         out.append(z)
     sx, sy, sz = out
     return (sz, sy, sx)
+
+
+def _always_finite(stored: np.dtype, slope: float, inter: float) -> bool:
+    """Whether every voxel of ``stored`` integers scaled by finite ``slope``/``inter`` is a
+    finite float32 (the largest magnitude stays below float32's maximum): then the reader skips
+    looking for NaN/inf (a pass and a mask of the volume)."""
+    if stored.kind not in "iu":
+        return False
+    info = np.iinfo(stored)
+    bound = max(abs(int(info.min)), abs(int(info.max))) * abs(slope) + abs(inter)
+    return bool(bound < float(np.finfo(np.float32).max) / 2)
 
 
 def _voxels(nib: Any, img: Any, p: Path) -> np.ndarray:
@@ -291,6 +307,18 @@ def _source_scaling(image: MedImage) -> tuple[float, float] | None:
     return slope, inter
 
 
+def _extremes(a: np.ndarray) -> tuple[float, float]:
+    """``(min, max)`` of ``a`` (NaN if it has one): in one pass on both cores with torch's
+    ``aminmax`` when torch is already loaded (an upscaling run; 10 against 34 ms for a 1024²×64
+    float32 volume), NumPy's two reductions otherwise (reading or converting files does not
+    import torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and a.dtype in (np.float32, np.float64) and all(st >= 0 for st in a.strides):
+        lo, hi = torch.aminmax(torch.from_numpy(a))
+        return float(lo), float(hi)
+    return float(a.min()), float(a.max())
+
+
 def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.dtype, float, float] | None:
     """``(dtype, slope, inter)`` of the integer storage ``image`` was read from (a NIfTI, a
     DICOM series, a PNG/TIFF: :func:`_source_scaling`), when its values ``arr`` (default:
@@ -314,7 +342,7 @@ def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.
     a = image.array if arr is None else arr
     if not a.size:
         return dt, slope, inter
-    ends = (np.array([a.min(), a.max()], dtype=np.float64) - inter) / slope
+    ends = (np.array(_extremes(a), dtype=np.float64) - inter) / slope
     if not np.isfinite(ends).all():
         return None
     info = np.iinfo(dt)
@@ -361,22 +389,21 @@ def _write_image(
         return
     dt, slope, inter = store
     target = dt.newbyteorder(header.endianness)
-    # one scratch for every chunk (half the time of a new array per operation); each
-    # chunk's integers are a fresh array, as the gzip writer may still be deflating the last one
-    plain = slope == 1.0 and inter == 0.0  # rounding float32 itself is exact
-    work = np.empty(min(flat.size, _CHUNK), np.float32 if plain else np.float64)
+    # one float64 scratch for every chunk of a rescaled output (half the time of a new array per
+    # operation), rounded straight into the integers (one pass); each chunk's integers are a fresh
+    # array, as the gzip writer may still be deflating the last one
+    plain = slope == 1.0 and inter == 0.0  # rounding the float32 values themselves is exact
+    work = None if plain else np.empty(min(flat.size, _CHUNK), np.float64)
     for start in range(0, flat.size, _CHUNK):
         part = flat[start : start + _CHUNK]
-        buf = work[: part.size]
-        if plain:
-            np.rint(part, out=buf)
-        else:
+        if work is not None:
+            buf = work[: part.size]
             np.subtract(part, inter, out=buf, dtype=np.float64)  # exact: float32 in float64
             if slope != 1.0:
                 np.divide(buf, slope, out=buf)
-            np.rint(buf, out=buf)
+            part = buf
         q = np.empty(part.size, target)
-        np.copyto(q, buf, casting="unsafe")
+        np.rint(part, out=q, casting="unsafe")  # in range: integer_storage checked the extremes
         fileobj.write(q.data.cast("B").toreadonly())
 
 
