@@ -414,15 +414,18 @@ def _encode(
     intercept: float,
     reflect: float | None,
 ) -> np.ndarray:
-    # one float64 working copy, every step in place (a 1024² slice: 8 MB once, not five times)
-    stored = np.array(values, dtype=np.float64)
+    # one float64 working array, every step in place, rounded straight into the stored integers
+    # (a 1024² slice: four passes instead of seven; clipping to the integer ends before rounding
+    # gives the same integers as after it)
+    stored = np.empty(np.shape(values), np.float64)
     if reflect is not None:
-        np.subtract(reflect, stored, out=stored)
-    if intercept:
-        stored -= intercept
+        np.subtract(reflect, values, out=stored, dtype=np.float64)
+        if intercept:
+            stored -= intercept
+    else:
+        np.subtract(values, intercept, out=stored, dtype=np.float64)
     if slope != 1.0:
         stored /= slope
-    np.rint(stored, out=stored)
     lo, hi = _stored_range(bs, pr)
     # ±inf become the stored range's ends in the clip; NaN becomes 0. Looking for NaN through
     # the sum (one pass, no temporary) spares np.nan_to_num's masks: 0.3 ms instead of 2.2 on
@@ -431,5 +434,6 @@ def _encode(
         if np.isnan(stored.sum()):
             stored[np.isnan(stored)] = 0.0
     np.clip(stored, lo, hi, out=stored)
-    dtype = np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}")
-    return stored.astype(dtype)
+    out = np.empty(stored.shape, np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}"))
+    np.rint(stored, out=out, casting="unsafe")
+    return out
