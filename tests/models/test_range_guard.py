@@ -92,6 +92,17 @@ def test_shifted_bounds_clamp_the_prediction_less_its_drift(seed, shape, scale):
     torch.testing.assert_close(one.double(), two.double(), atol=1e-5, rtol=0)
 
 
+def test_shifted_bounds_leave_the_input_alone():
+    """With a 1-pixel window and no margin the bounds are the input itself: shifting them must
+    not write into it."""
+    lr = torch.rand(1, 1, 4, 4)
+    keep = lr.clone()
+    out = clamp_to_local_range(torch.rand(1, 1, 8, 8), lr, 2, 0.0, size=1, shift=torch.ones_like(lr))
+    assert torch.equal(lr, keep)
+    up = (keep + 1).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    torch.testing.assert_close(out, up)  # every value pinned to its shifted LR value
+
+
 @settings(max_examples=15, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**31 - 1),

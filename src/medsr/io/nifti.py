@@ -313,7 +313,8 @@ def _extremes(a: np.ndarray) -> tuple[float, float]:
     float32 volume), NumPy's two reductions otherwise (reading or converting files does not
     import torch)."""
     torch = sys.modules.get("torch")
-    if torch is not None and a.dtype in (np.float32, np.float64) and all(st >= 0 for st in a.strides):
+    usable = a.dtype in (np.float32, np.float64) and a.flags.writeable  # torch warns on read-only
+    if torch is not None and usable and all(st >= 0 for st in a.strides):
         lo, hi = torch.aminmax(torch.from_numpy(a))
         return float(lo), float(hi)
     return float(a.min()), float(a.max())
