@@ -899,15 +899,23 @@ def test_raw_dicom_without_preamble(dicom_corpus, tmp_path):
 @settings(max_examples=60, deadline=None)
 @given(
     values=st.lists(
-        st.one_of(st.floats(-1e6, 1e6), st.sampled_from([np.nan, np.inf, -np.inf])), min_size=1, max_size=64
+        st.one_of(
+            st.floats(-1e6, 1e6),
+            st.sampled_from([np.nan, np.inf, -np.inf]),
+            # ties and the stored range's ends: rounding and clipping must not depend on order
+            st.sampled_from([0.5, -0.5, 2.5, 32767.5, -32768.5, 65535.5, -1023.5]),
+        ),
+        min_size=1,
+        max_size=64,
     ),
     signed=st.booleans(),
     slope=st.sampled_from([1.0, 0.5, 3.0]),
     intercept=st.sampled_from([0.0, -1024.0]),
 )
 def test_encoding_maps_nan_to_zero_and_infinities_to_the_stored_ends(values, signed, slope, intercept):
-    """The stored integers of any float values — NaN, ±inf and out-of-range ones included — are
-    what np.nan_to_num (NaN → 0, ±inf → the stored range's ends) and a clip to that range make."""
+    """The stored integers of any float values — NaN, ±inf, out-of-range ones and ties included —
+    are what rounding, np.nan_to_num (NaN → 0, ±inf → the stored range's ends) and a clip to that
+    range make (the encoder clips before it rounds: the same integers)."""
     from medsr.io.dicom.pixels import _encode, _stored_range
 
     arr = np.asarray(values, dtype=np.float32)
