@@ -172,8 +172,9 @@ def _spacing(img: Any, affine: np.ndarray, ndim: int, name: str) -> tuple[float,
 
 def _always_finite(stored: np.dtype, slope: float, inter: float) -> bool:
     """Whether every voxel of ``stored`` integers scaled by finite ``slope``/``inter`` is a
-    finite float32 (the largest magnitude stays below float32's maximum): then the reader skips
-    looking for NaN/inf (a pass and a mask of the volume)."""
+    finite float32 (the largest magnitude stays below half float32's maximum, a margin for the
+    rounding of the scaling): then the reader skips looking for NaN/inf (a pass and a mask of
+    the volume)."""
     if stored.kind not in "iu":
         return False
     info = np.iinfo(stored)
