@@ -290,7 +290,7 @@ def test_bf16_runs_the_residual_only():
     from medsr.models.range_guard import clamp_to_local_range, low_band_drift
 
     cut, raw = up.low_band_cutoff, base + detail  # the fp32 add of the bf16 residual
-    drift = low_band_drift(raw, base, 2)
+    drift = low_band_drift(detail, None, 2)  # the detail's own drift, summed in fp32
     guarded = clamp_to_local_range(raw, x, 2, up.range_margin, shift=drift)
     assert torch.equal(pred, project_low_band(guarded, base, 2, cut))
 

@@ -72,6 +72,18 @@ def test_the_fft_route_is_the_same_projection(seed, size, scale, batch):
     assert float((low_band(x.float(), scale).double() - ref).abs().max()) <= 2e-6 * mag
     p = low_band(x, scale)
     torch.testing.assert_close(low_band(p, scale), p, rtol=0, atol=1e-10 * mag)  # P² = P
+    # in place (``out`` = the prediction: the last synthesis subtracted where its samples
+    # belong) or into another tensor: the same numbers as the projection's new tensor
+    base = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        pred, b = x.to(dtype), base.to(dtype)
+        ref = project_low_band(pred, b, scale)
+        inplace = pred.clone()
+        assert project_low_band(inplace, b, scale, out=inplace) is inplace
+        assert torch.equal(inplace, ref)
+        assert torch.equal(project_low_band(pred, b, scale, out=torch.empty_like(pred)), ref)
+    with pytest.raises(ValueError, match="out must be"):
+        project_low_band(x, base, scale, out=torch.empty_like(x, dtype=torch.float32))
 
 
 @pytest.mark.parametrize("model", SHIPPED)

@@ -90,6 +90,12 @@ def test_shifted_bounds_clamp_the_prediction_less_its_drift(seed, shape, scale):
     one = clamp_to_local_range(pred, lr, scale, shift=d.float())
     two = clamp_to_local_range(pred - up, lr, scale) + up
     torch.testing.assert_close(one.double(), two.double(), atol=1e-5, rtol=0)
+    # in place (``out`` = the prediction itself): the same numbers
+    inplace = pred.float()
+    assert clamp_to_local_range(inplace, lr, scale, shift=d.float(), out=inplace) is inplace
+    assert torch.equal(inplace, one)
+    with pytest.raises(ValueError, match="out must be"):
+        clamp_to_local_range(pred, lr, scale, out=pred[..., ::2, :])
 
 
 def test_shifted_bounds_leave_the_input_alone():
@@ -129,6 +135,11 @@ def test_low_band_drift(seed, shape, scale, a, b):
     ref = fn.conv2d(m, (k[:, None] * k[None, :])[None, None])
     tol = 1e-6 * (abs(a) + abs(b)) * scale**2
     torch.testing.assert_close(drift.double(), ref, atol=tol, rtol=0)
+    # the difference itself (a residual network's detail), in fp32 or bf16 — a bf16 detail is
+    # summed in fp32, exactly as its fp32 conversion is
+    torch.testing.assert_close(low_band_drift(diff.float(), None, scale).double(), ref, atol=tol, rtol=0)
+    half = diff.bfloat16()
+    assert torch.equal(low_band_drift(half, None, scale), low_band_drift(half.float(), None, scale))
     assert float(low_band_drift(base, base, scale).abs().max()) <= tol
     torch.testing.assert_close(
         low_band_drift(base + 5.0 * a, base, scale).double(),
@@ -215,7 +226,8 @@ def test_a_network_that_shifts_the_low_band_is_not_cut_into_blocks(monkeypatch):
         return project_low_band(clamp_to_local_range(project_low_band(out, base, 2), x, 2), base, 2)
 
     for extra, tol in ((torch.zeros_like(detail), 1e-5), (detail, 0.5 * 0.01)):
-        monkeypatch.setattr(up, "_network", lambda t, up_, tiled, e=extra: base + e + 0.3)
+        # fast-x2 is a residual over bicubic: (prediction, its detail over the base), offset
+        monkeypatch.setattr(up, "_network", lambda t, tiled, e=extra: (base + e + 0.3, e + 0.3, base))
         with torch.inference_mode():
             pred, _ = up.forward_tensor(x, need_base=True)
         torch.testing.assert_close(pred, exact(base + extra), atol=tol, rtol=0)

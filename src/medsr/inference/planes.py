@@ -418,8 +418,10 @@ class PlaneUpscaler:
         replaced by the base's (:mod:`medsr.models.lowband`): exactly the base's whatever the
         clamp removed.
         """
-        up = self._base(t, "bicubic") if self.residual_split else None
-        pred = self._network(t, up, tiled)
+        from medsr.models.lowband import project_low_band
+        from medsr.models.range_guard import clamp_to_local_range, low_band_drift
+
+        pred, detail, up = self._network(t, tiled)
         base: Any = None
         if self.base_net is not None and (self.low_band_cutoff or need_base):
             base = (
@@ -427,19 +429,22 @@ class PlaneUpscaler:
                 if up is not None and self.base_name == "bicubic"
                 else self._base(t, self.base_name)
             )
-        from medsr.models.lowband import project_low_band
-        from medsr.models.range_guard import clamp_to_local_range, low_band_drift
-
         if (
             self.range_margin is not None
             and self.low_band_cutoff
             and self.loaded.data_consistency is None
         ):
             # the clamp judged with the network's low-band drift (estimated) taken out, then one
-            # exact projection on the whole plane, after tiling (models.range_guard)
-            drift = low_band_drift(pred, base, self.scale)
-            pred = clamp_to_local_range(pred, t, self.scale, self.range_margin, shift=drift)
-            return project_low_band(pred, base, self.scale, self.low_band_cutoff), base
+            # exact projection on the whole plane, after tiling (models.range_guard); both in
+            # place (pred is this call's own tensor). A detail over the base is pred − base
+            # already: its drift is one block mean, not two
+            drift = (
+                low_band_drift(detail, None, self.scale)
+                if detail is not None and base is up
+                else low_band_drift(pred, base, self.scale)
+            )
+            clamp_to_local_range(pred, t, self.scale, self.range_margin, shift=drift, out=pred)
+            return project_low_band(pred, base, self.scale, self.low_band_cutoff, out=pred), base
         if self.low_band_cutoff:  # on the whole plane, after tiling (models.lowband)
             pred = project_low_band(pred, base, self.scale, self.low_band_cutoff)
         pred = self._measured_band(pred, t)
@@ -465,12 +470,17 @@ class PlaneUpscaler:
         net = self._bicubic if name == "bicubic" and self._bicubic is not None else self.base_net
         return net(t.float())
 
-    def _network(self, t: Any, up: Any, tiled: bool) -> Any:
-        """The learned part under autocast, returned in fp32: ``up + net.detail(t)`` when the
-        network is a residual over bicubic (``up`` = bicubic(t), added in fp32), else ``net(t)``."""
+    def _network(self, t: Any, tiled: bool) -> tuple[Any, Any, Any]:
+        """The learned part under autocast: ``(prediction, detail, up)``, the prediction fp32
+        and contiguous. A network that is a residual over bicubic gives ``up + net.detail(t)``
+        (``up`` = bicubic(t), fp32), added in fp32 in one pass (a bf16 detail converted exactly
+        as it is read), its detail in the network's dtype, and ``up``; any other
+        ``(net(t), None, None)``."""
         import torch
 
         from medsr.inference.tiling import tiled_forward
+
+        up = self._base(t, "bicubic") if self.residual_split else None
 
         # a plane smaller than the network's training patches (either side) runs reflected out
         # to that size and is cropped back (LoadedModel.min_plane); the base stays the plane's own
@@ -495,13 +505,18 @@ class PlaneUpscaler:
             h, w, s = t.shape[-2], t.shape[-1], self.scale
             return out[..., top * s : (top + h) * s, left * s : (left + w) * s]
 
-        out = run(self.autocast_dtype).float()
+        out = run(self.autocast_dtype)
         if self.autocast_dtype is torch.float16 and not bool(torch.isfinite(out).all()):
             # fp16 tops out at 65,504: planes whose activations overflow it run again in fp32
             log.warning("fp16 overflowed in the network on this batch of planes: ran it in fp32")
             self.fp16_fallbacks += 1
-            out = run(None).float()
-        return out.add_(up) if up is not None else out
+            out = run(None)
+        if up is None:
+            return out.float().contiguous(), None, None
+        # the detail is a new tensor, unless fp32 (then the sum takes its place: it is not kept)
+        pred = out.add_(up) if out.dtype == up.dtype else torch.add(up, out)
+        # a padded plane's crop, a channels-last RGB plane
+        return pred.contiguous(), (out if pred is not out else None), up
 
     def forward(self, x: np.ndarray, tiled: bool = False) -> np.ndarray:
         """The network on normalised planes ``(N, C, H, W)`` → ``(N, C, H·s, W·s)`` (model space)."""
@@ -537,7 +552,13 @@ class PlaneUpscaler:
         import torch
 
         norm, s = job.norm, self.scale
-        out = pred.mul_(norm.scale).add_(norm.offset)
+        pad = job.meta.get("padding")
+        # on the CPU the result is written into job.out where it lies, not copied there at the end
+        dest = torch.from_numpy(job.out[start:stop]) if pred.device.type == "cpu" else None
+        if dest is not None and job.detail_gain is None and pad is None:
+            out = torch.mul(pred, norm.scale, out=dest).add_(norm.offset)
+        else:
+            out = pred.mul_(norm.scale).add_(norm.offset)
         b: Any = (
             base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
         )
@@ -550,7 +571,6 @@ class PlaneUpscaler:
                 over.clamp_(*job.bounds)
         if job.bounds is not None:
             out.clamp_(*job.bounds)
-        pad = job.meta.get("padding")
         if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
             per = job.per_plane_channels
             mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(
@@ -565,8 +585,9 @@ class PlaneUpscaler:
         if low is not None:
             out = (low if over is None else over) + (out - low) * job.detail_gain
         if pad is not None:  # after the detail scaling: at a padding pixel every term is its value
-            out = torch.where(mask, orig, out)
-        job.out[start:stop] = out.cpu().numpy()
+            out = torch.where(mask, orig, out, out=dest) if dest is not None else torch.where(mask, orig, out)
+        if out is not dest:
+            job.out[start:stop] = out.cpu().numpy()
         if job.base is not None and b is not None:
             job.base[start:stop] = b.cpu().numpy()
 

@@ -159,11 +159,18 @@ def _synthesis(a: torch.Tensor, n: int) -> torch.Tensor:
     k = a.shape[-1]
     if not _fft_axis(n, k):
         return a @ dct_basis(n, k, device=a.device, dtype=a.dtype).T
-    # irfft pads the k coefficients with zeros to n/2 + 1: no mirrored term reaches them (k ≤ n/2);
-    # contiguous first: a transposed ``a`` would make the product and the FFT strided (slower)
-    v = torch.fft.irfft(a.contiguous() * _twiddles(n, k, True, a.device, a.dtype), n=n, dim=-1)
+    v = _synthesis_reordered(a, n)
     half = n // 2  # samples 0, 2, 4… are v's first half, samples 1, 3, 5… its second, reversed
     return torch.stack((v[..., :half], v[..., half:].flip(-1)), -1).flatten(-2)
+
+
+def _synthesis_reordered(a: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`_synthesis` through the FFT, its samples left in the FFT's order: the even ones,
+    then the odd ones reversed."""
+    k = a.shape[-1]
+    # irfft pads the k coefficients with zeros to n/2 + 1: no mirrored term reaches them (k ≤ n/2);
+    # contiguous first: a transposed ``a`` would make the product and the FFT strided (slower)
+    return torch.fft.irfft(a.contiguous() * _twiddles(n, k, True, a.device, a.dtype), n=n, dim=-1)
 
 
 def low_band(x: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF) -> torch.Tensor:
@@ -181,15 +188,48 @@ def low_band(x: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF) -> tor
     return _synthesis(_synthesis(coeff, h).transpose(-1, -2), w)
 
 
+def _subtract_low_band_(target: torch.Tensor, x: torch.Tensor, scale: int, cutoff: float) -> torch.Tensor:
+    """``target −= P(x)`` in place (both ``(..., H, W)``, fp32 or fp64): the same numbers as
+    ``target − low_band(x)``, without the interleaved copy of the last synthesis — its even and
+    odd samples are subtracted where they belong."""
+    h, w = x.shape[-2:]
+    ky, kx = low_band_size(h, scale, cutoff), low_band_size(w, scale, cutoff)
+    if not _fft_axis(w, kx):
+        return target.sub_(low_band(x, scale, cutoff))
+    coeff = _analysis(_analysis(x, kx).transpose(-1, -2), ky)  # (..., Kx, Ky)
+    v = _synthesis_reordered(_synthesis(coeff, h).transpose(-1, -2), w)
+    half = w // 2
+    target[..., 0::2].sub_(v[..., :half])
+    target[..., 1::2].sub_(v[..., half:].flip(-1))
+    return target
+
+
 def project_low_band(
-    pred: torch.Tensor, base: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF
+    pred: torch.Tensor,
+    base: torch.Tensor,
+    scale: int,
+    cutoff: float = DEFAULT_CUTOFF,
+    *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``pred − P(pred − base)``: ``pred`` with its low band replaced by ``base``'s (see the module)."""
+    """``pred − P(pred − base)``: ``pred`` with its low band replaced by ``base``'s (see the module).
+
+    ``out``: a contiguous fp32 tensor of ``pred``'s shape to write into (``pred`` itself
+    projects it in place: one output-sized pass and temporary fewer on the FFT path); the same
+    numbers as without it.
+    """
     if pred.shape != base.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and base {tuple(base.shape)} differ in shape")
     work = torch.promote_types(torch.promote_types(pred.dtype, base.dtype), torch.float32)
     p, b = pred.to(work), base.to(work)
-    return (p - low_band(p - b, scale, cutoff)).to(pred.dtype)
+    if out is None:
+        return (p - low_band(p - b, scale, cutoff)).to(pred.dtype)
+    if out.shape != pred.shape or out.dtype != work or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous {work} tensor of the prediction's shape")
+    diff = p - b
+    if out.data_ptr() != p.data_ptr():
+        out.copy_(p)
+    return _subtract_low_band_(out, diff, scale, cutoff)
 
 
 def keep_low_band(

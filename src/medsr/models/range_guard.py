@@ -106,11 +106,13 @@ def clamp_to_local_range(
     margin: float = DEFAULT_MARGIN,
     size: int = NEIGHBOURHOOD,
     shift: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``pred`` ``(N, C, H·s, W·s)`` clamped to :func:`local_range` of its input ``lr`` — each LR
     pixel's bounds over its ``s × s`` output block (fp32; both in the input's units or both in the
     model's). ``shift`` (the input's shape) moves both bounds: clamping ``pred − shift↑`` and
-    adding ``shift↑`` back, in one pass (:func:`low_band_drift`)."""
+    adding ``shift↑`` back, in one pass (:func:`low_band_drift`). ``out``: a contiguous fp32
+    tensor of ``pred``'s shape to write into (``pred`` itself clamps it in place)."""
     n, c, h, w = lr.shape
     s = int(scale)
     if tuple(pred.shape) != (n, c, h * s, w * s):
@@ -122,14 +124,25 @@ def clamp_to_local_range(
     # inner axis contiguous: 1.6× faster on the CPU than broadcasting over (h, s, w, s) blocks)
     lo = lo[..., None].expand(n, c, h, w, s).reshape(n, c, h, 1, w * s)
     hi = hi[..., None].expand(n, c, h, w, s).reshape(n, c, h, 1, w * s)
-    out = torch.clamp(pred.float().reshape(n, c, h, s, w * s), min=lo, max=hi)
-    return out.reshape(n, c, h * s, w * s)
+    blocks = pred.float().reshape(n, c, h, s, w * s)
+    if out is None:
+        return torch.clamp(blocks, min=lo, max=hi).reshape(n, c, h * s, w * s)
+    if out.shape != pred.shape or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError("out must be a contiguous fp32 tensor of the prediction's shape")
+    torch.clamp(blocks, min=lo, max=hi, out=out.view(n, c, h, s, w * s))
+    return out
 
 
 def _block_sum(x: torch.Tensor, s: int) -> torch.Tensor:
     """The sum of each ``s × s`` block of ``(…, H·s, W·s)``, by strided adds (5× faster on the
-    CPU than ``avg_pool2d``)."""
-    rows = x[..., 0::s, :] + x[..., 1::s, :] if s > 1 else x.clone()
+    CPU than ``avg_pool2d``); in fp32 whatever ``x``'s dtype: a bf16/fp16 ``x`` is converted
+    (exactly) on its first read, never summed in its own precision."""
+    if x.dtype == torch.float32:
+        rows = x[..., 0::s, :] + x[..., 1::s, :] if s > 1 else x.clone()
+    else:
+        rows = x[..., 0::s, :].float()
+        if s > 1:
+            rows.add_(x[..., 1::s, :])
     for k in range(2, s):
         rows.add_(x[..., k::s, :])
     out = rows[..., 0::s] + rows[..., 1::s] if s > 1 else rows
@@ -138,18 +151,20 @@ def _block_sum(x: torch.Tensor, s: int) -> torch.Tensor:
     return out
 
 
-def low_band_drift(pred: torch.Tensor, base: torch.Tensor, scale: int) -> torch.Tensor:
+def low_band_drift(pred: torch.Tensor, base: torch.Tensor | None, scale: int) -> torch.Tensor:
     """How far ``pred`` ``(N, C, H·s, W·s)`` departs from ``base`` in its smooth, low band — a
     cheap estimate on the *input* grid ``(N, C, H, W)``: the mean of ``pred − base`` over each
     ``s × s`` output block, smoothed by the ``[1, 2, 1] / 4`` binomial along each axis (border
     replicated). Its response is 1 at zero frequency, about 0.45 at the low band's cutoff (half
     the input's Nyquist frequency) and 0 at the input's Nyquist frequency. It only shifts the
     clamp's bounds (:func:`clamp_to_local_range`'s ``shift``): the exact low band is made the
-    base's afterwards (:mod:`medsr.models.lowband`). fp32; two block means of the output, no
-    output-sized temporary."""
+    base's afterwards (:mod:`medsr.models.lowband`). ``base=None``: ``pred`` is the difference
+    itself (a residual network's detail over its base, in any float dtype: one block mean
+    instead of two). fp32; no output-sized temporary."""
     s = int(scale)
-    m = _block_sum(pred.float(), s).sub_(_block_sum(base.float(), s)).mul_(1 / s**2)
+    m = _block_sum(pred, s) if base is None else _block_sum(pred, s).sub_(_block_sum(base, s))
+    m = m.mul_(1 / s**2)
     p = F.pad(m, (1, 1, 1, 1), mode="replicate")
     h, w = m.shape[-2:]
-    rows = p[..., 0:h, :] + 2 * p[..., 1 : h + 1, :] + p[..., 2 : h + 2, :]
-    return (rows[..., 0:w] + 2 * rows[..., 1 : w + 1] + rows[..., 2 : w + 2]).mul_(1 / 16)
+    rows = (p[..., 0:h, :] + p[..., 2 : h + 2, :]).add_(p[..., 1 : h + 1, :], alpha=2)
+    return (rows[..., 0:w] + rows[..., 2 : w + 2]).add_(rows[..., 1 : w + 1], alpha=2).mul_(1 / 16)
