@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medsr.models.fused import conv_pointwise
+
 
 def conv(
     in_channels: int,
@@ -330,8 +332,15 @@ class ESA(nn.Module):
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
         c3 = self.spread(self.conv3(v_max), (h, w))
-        # one dtype here: the spread keeps the coarse map's (see spread)
-        logits = self.conv4(self.conv_f(c1_).add_(c3))
+        # one dtype here: the spread keeps the coarse map's (see spread). In inference on the CPU
+        # the skip's add and the sigmoid run inside their convolutions (medsr.models.fused)
+        skip = conv_pointwise(self.conv_f, c1_, add=c3)
+        if skip is None:
+            skip = self.conv_f(c1_).add_(c3)
+        mask = conv_pointwise(self.conv4, skip, "sigmoid")
+        if mask is not None:
+            return mask.mul_(x) if mask.dtype == x.dtype else x * mask
+        logits = self.conv4(skip)
         if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
             return x * torch.sigmoid(logits)
         # inference: the mask in place, no second full-size tensor (the same values; default-x2

@@ -14,6 +14,7 @@ from medsr.models.blocks import (
     default_out_channels,
     full_precision,
 )
+from medsr.models.fused import conv_pointwise
 from medsr.models.registry import register_model
 
 
@@ -37,7 +38,22 @@ class RLFB(nn.Module):
         self.esa = ESA(num_features, esa_channels, esa_spread)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.esa(self.c5(self.body(x) + x))
+        return self.esa(self.c5(self._body(x) + x))
+
+    def _body(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.body(x)``; in inference on the CPU each convolution with its LeakyReLU in one
+        pass (:mod:`medsr.models.fused`)."""
+        layers = list(self.body)
+        y, i = x, 0
+        while i < len(layers):
+            act = layers[i + 1] if i + 1 < len(layers) else None
+            if isinstance(act, nn.LeakyReLU):
+                fused = conv_pointwise(layers[i], y, "leaky_relu", (act.negative_slope,))
+                if fused is not None:
+                    y, i = fused, i + 2
+                    continue
+            y, i = layers[i](y), i + 1
+        return y
 
 
 @register_model("rlfn")

@@ -1,0 +1,121 @@
+"""A convolution with its pointwise step in one oneDNN pass (medsr.models.fused): the same values as
+the separate steps, only where it applies, and RLFN through it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medsr.models.efficient import RLFN
+from medsr.models.fused import conv_pointwise, fusion_available
+
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.skipif(not fusion_available(), reason="this PyTorch has no oneDNN fused convolution"),
+]
+
+CL = torch.channels_last
+
+
+def _conv(cin: int, cout: int, k: int, seed: int = 0) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(cin, cout, k, padding=k // 2).to(memory_format=CL)
+
+
+def _input(c: int, size: int = 40, seed: int = 1) -> torch.Tensor:
+    return torch.randn(1, c, size, size + 6, generator=torch.Generator().manual_seed(seed)).to(memory_format=CL)
+
+
+@pytest.mark.parametrize(
+    ("unary", "scalars", "step"),
+    [
+        ("leaky_relu", (0.05,), lambda y: F.leaky_relu(y, 0.05)),
+        ("sigmoid", (), torch.sigmoid),
+        ("none", (), lambda y: y),
+    ],
+)
+def test_fp32_is_the_separate_steps(unary, scalars, step):
+    conv, x = _conv(12, 10, 3), _input(12)
+    with torch.inference_mode():
+        ref = step(conv(x))
+        out = conv_pointwise(conv, x, unary, scalars)
+    assert out is not None and out.dtype == torch.float32 and out.shape == ref.shape
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_skip_add():
+    conv, x = _conv(12, 10, 1), _input(12)
+    skip = _input(10, seed=2)
+    with torch.inference_mode():
+        out = conv_pointwise(conv, x, add=skip)
+        torch.testing.assert_close(out, conv(x) + skip, rtol=1e-5, atol=1e-5)
+        assert conv_pointwise(conv, x, add=skip.bfloat16()) is None  # a dtype it would not keep
+
+
+def test_bf16_under_autocast_rounds_once():
+    """Under CPU autocast the input is cast as autocast casts a convolution's, and the result is
+    bf16 — no further from the fp32 result than the separate bf16 steps are."""
+    conv, x = _conv(12, 10, 3), _input(12)
+    with torch.inference_mode():
+        exact = F.leaky_relu(conv(x), 0.05)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            apart = F.leaky_relu(conv(x), 0.05)
+            fused = conv_pointwise(conv, x, "leaky_relu", (0.05,))
+    assert fused is not None and fused.dtype == apart.dtype == torch.bfloat16
+    err_fused = float((fused.float() - exact).abs().max())
+    err_apart = float((apart.float() - exact).abs().max())
+    assert err_fused <= err_apart * 1.01 + 1e-6
+
+
+def test_only_where_it_applies():
+    conv, x = _conv(8, 8, 3), _input(8)
+    assert conv_pointwise(conv, x.contiguous(), "sigmoid") is None  # not channels-last
+    with torch.no_grad():
+        assert conv_pointwise(conv, x, "sigmoid") is not None
+    assert conv_pointwise(conv, x, "sigmoid") is None  # autograd on: training keeps the modules
+    grouped = nn.Conv2d(8, 8, 3, padding=1, groups=2).to(memory_format=CL)
+    reflect = nn.Conv2d(8, 8, 3, padding=1, padding_mode="reflect").to(memory_format=CL)
+    with torch.inference_mode():
+        assert conv_pointwise(grouped, x, "sigmoid") is None
+        assert conv_pointwise(reflect, x, "sigmoid") is None
+
+
+def test_new_weights_are_used():
+    """The weights reordered once are made again when the module's weights change in place (an
+    optimiser step, ``load_state_dict``)."""
+    conv, x = _conv(8, 8, 3), _input(8)
+    with torch.inference_mode():
+        first = conv_pointwise(conv, x)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+        conv.bias.zero_()
+    with torch.inference_mode():
+        torch.testing.assert_close(conv_pointwise(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(conv_pointwise(conv, x), first)
+
+
+@pytest.mark.parametrize("spread", ["fixed", "stretch"])
+def test_rlfn_in_inference_is_its_training_forward(spread):
+    """RLFN's blocks and attention run through the fused steps in inference: the same output as
+    with autograd on (its modules step by step), to fp32 rounding; in bf16 as close to fp32 as
+    the separate bf16 steps."""
+    torch.manual_seed(0)
+    net = RLFN(num_features=16, num_blocks=2, scale=2, esa_spread=spread, global_residual=True)
+    for p in net.parameters():  # a trained network's weights are not near zero
+        p.data.normal_(0.0, 0.2)
+    net = net.eval().to(memory_format=CL)
+    x = torch.rand(1, 1, 48, 54).to(memory_format=CL)
+    with torch.enable_grad():
+        stepwise = net.detail(x).detach()
+    with torch.inference_mode():
+        fused = net.detail(x)
+    torch.testing.assert_close(fused, stepwise, rtol=1e-4, atol=1e-4 * float(stepwise.abs().max()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.enable_grad():
+            apart = net.detail(x).detach().float()
+        with torch.inference_mode():
+            one = net.detail(x).float()
+    rms = lambda d: float(d.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(one - stepwise) <= 1.5 * rms(apart - stepwise) + 1e-6
