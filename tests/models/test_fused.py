@@ -138,3 +138,27 @@ def test_bilinear_upsample_is_interpolate(factor, shape):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-6 * 100 * max(shape) * factor)
     torch.testing.assert_close(low.float(), ref, rtol=2**-7, atol=0.5)
     assert torch.equal(bilinear_upsample(x, factor), ref)  # autograd on: interpolate itself
+
+
+@pytest.mark.parametrize("model", ["fast-x2", "default-x4"])
+def test_shipped_models_through_the_fused_steps(model, monkeypatch):
+    """What ``medsr upscale`` runs (channels-last on the CPU) gives a shipped RLFN's output with
+    the fused steps as without them: fp32 to rounding; its bf16 recipe as close to fp32 as the
+    separate bf16 steps are (RMS)."""
+    import medsr.models.fused as fused
+    from medsr.inference.planes import PlaneUpscaler
+
+    scale = int(model[-1])
+    x = torch.rand(1, 1, 64, 72, generator=torch.Generator().manual_seed(3)).cumsum(-1).cumsum(-2)
+    x = x / x.max()
+
+    def run(precision: str, on: bool) -> torch.Tensor:
+        monkeypatch.setattr(fused, "_AVAILABLE", on)
+        up = PlaneUpscaler(model, scale, precision=precision)
+        with torch.inference_mode():
+            return up.forward_tensor(up._to_device(x.numpy()))[0]
+
+    ref, new = run("fp32", False), run("fp32", True)
+    torch.testing.assert_close(new, ref, rtol=0, atol=1e-5)
+    rms = lambda d: float(d.pow(2).mean().sqrt())  # noqa: E731
+    assert rms(run("bf16", True) - ref) <= 1.5 * rms(run("bf16", False) - ref) + 1e-6
