@@ -162,3 +162,30 @@ def test_shipped_models_through_the_fused_steps(model, monkeypatch):
     torch.testing.assert_close(new, ref, rtol=0, atol=1e-5)
     rms = lambda d: float(d.pow(2).mean().sqrt())  # noqa: E731
     assert rms(run("bf16", True) - ref) <= 1.5 * rms(run("bf16", False) - ref) + 1e-6
+
+
+def test_a_failing_fused_operator_falls_back_for_good(monkeypatch):
+    """A oneDNN without one of the post-ops: the separate steps run, once and from then on, and
+    RLFN's output is the same."""
+    import medsr.models.fused as fused
+
+    class Broken:
+        def __getattr__(self, name):
+            def fail(*args, **kwargs):
+                raise RuntimeError("post-op not supported")
+
+            return fail
+
+    monkeypatch.setattr(fused, "_AVAILABLE", True)
+    monkeypatch.setattr(fused, "_ops", lambda: Broken())
+    conv, x = _conv(8, 8, 3), _input(8)
+    with torch.inference_mode():
+        assert conv_pointwise(conv, x, "sigmoid") is None
+    assert fused._AVAILABLE is False
+    net = RLFN(num_features=8, num_blocks=1, scale=2, esa_spread="fixed").eval().to(memory_format=CL)
+    x1 = torch.rand(1, 1, 30, 30).to(memory_format=CL)
+    monkeypatch.setattr(fused, "_AVAILABLE", True)
+    with torch.inference_mode():
+        out = net(x1)
+    with torch.enable_grad():
+        torch.testing.assert_close(out, net(x1).detach())

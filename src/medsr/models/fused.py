@@ -18,17 +18,23 @@ ulps.
 
 It applies only where it can: the CPU, no autograd (inference and validation; training keeps the
 modules' own ``forward``), not inside ``torch.compile`` (which makes the same fusions itself), a
-4-D channels-last input, a zero-padded ungrouped ``nn.Conv2d``, and a PyTorch built with oneDNN. Anywhere else :func:`conv_pointwise` returns ``None`` and the caller
-runs its modules as they are. Under CPU autocast the input is cast to the autocast dtype first, as
-autocast casts a convolution's input, and the weights are reordered in that dtype.
+4-D channels-last input, a zero-padded ungrouped ``nn.Conv2d``, and a PyTorch built with oneDNN.
+Anywhere else :func:`conv_pointwise` returns ``None`` and the caller runs its modules as they
+are — and so everywhere in the process once the fused operator has failed (a oneDNN build
+without one of the post-ops: logged once, never an error). Under CPU autocast the input is cast
+to the autocast dtype first, as autocast casts a convolution's input, and the weights are
+reordered in that dtype.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
+
+log = logging.getLogger(__name__)
 
 __all__ = ["conv_pointwise", "fusion_available"]
 
@@ -100,13 +106,24 @@ def conv_pointwise(
         return None
     if torch.is_autocast_enabled("cpu"):
         x = x.to(torch.get_autocast_dtype("cpu"))
-    assert isinstance(conv, nn.Conv2d)
-    weight, bias = _packed(conv, x.dtype, tuple(x.shape))
-    args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-    mk = torch.ops.mkldnn
-    if add is None:
-        return mk._convolution_pointwise(x, weight, bias, *args, unary, list(scalars), "")
-    if unary != "none" or add.dtype != x.dtype:
+    if add is not None and (unary != "none" or add.dtype != x.dtype):
         return None
-    other = add.contiguous(memory_format=torch.channels_last)
-    return mk._convolution_pointwise.binary(x, other, weight, bias, *args, "add", 1.0, None, [], None)
+    assert isinstance(conv, nn.Conv2d)
+    try:
+        weight, bias = _packed(conv, x.dtype, tuple(x.shape))
+        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+        mk = _ops()
+        if add is None:
+            return mk._convolution_pointwise(x, weight, bias, *args, unary, list(scalars), "")
+        other = add.contiguous(memory_format=torch.channels_last)
+        return mk._convolution_pointwise.binary(x, other, weight, bias, *args, "add", 1.0, None, [], None)
+    except (RuntimeError, NotImplementedError) as exc:  # a build or CPU whose oneDNN lacks it
+        global _AVAILABLE
+        _AVAILABLE = False
+        log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
+        return None
+
+
+def _ops() -> Any:
+    """oneDNN's operators (a function, so that tests can stand in for them)."""
+    return torch.ops.mkldnn
