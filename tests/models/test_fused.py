@@ -189,3 +189,17 @@ def test_a_failing_fused_operator_falls_back_for_good(monkeypatch):
         out = net(x1)
     with torch.enable_grad():
         torch.testing.assert_close(out, net(x1).detach())
+
+
+def test_a_model_loaded_in_inference_mode_is_fused(monkeypatch):
+    """Weights made under ``torch.inference_mode`` (a service that loads its models there) carry
+    no version counter: they are reordered all the same, and the fused steps stay on."""
+    import medsr.models.fused as fused
+
+    monkeypatch.setattr(fused, "_AVAILABLE", True)
+    with torch.inference_mode():
+        conv, x = _conv(8, 8, 3), _input(8)
+        assert conv.weight.is_inference()
+        out = conv_pointwise(conv, x, "sigmoid")
+        assert out is not None and fused._AVAILABLE
+        torch.testing.assert_close(out, torch.sigmoid(conv(x)), rtol=1e-5, atol=1e-5)

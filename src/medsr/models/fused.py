@@ -70,9 +70,12 @@ def _applies(conv: nn.Module, x: torch.Tensor) -> bool:
 
 def _packed(conv: nn.Conv2d, dtype: torch.dtype, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``conv``'s weight in oneDNN's layout for inputs of ``shape`` and ``dtype``, and its bias;
-    made once, again when the weights change (their version counter or storage)."""
+    made once, again when the weights change (their version counter or storage; weights made
+    under ``torch.inference_mode`` have no version counter, and only code in that mode can
+    change them in place)."""
     w = conv.weight
-    key = (dtype, shape[1:], w._version, w.data_ptr())
+    version = 0 if w.is_inference() else w._version
+    key = (dtype, shape[1:], version, w.data_ptr())
     cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
     hit = cache.get(key)
     if hit is None:
