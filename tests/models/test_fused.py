@@ -203,3 +203,15 @@ def test_a_model_loaded_in_inference_mode_is_fused(monkeypatch):
         out = conv_pointwise(conv, x, "sigmoid")
         assert out is not None and fused._AVAILABLE
         torch.testing.assert_close(out, torch.sigmoid(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_one_reordered_weight_serves_every_plane_size():
+    """The weights are reordered once per dtype, whatever the plane sizes that follow (tiles, a
+    series of differently sized images): the same values as the separate steps at each."""
+    conv = _conv(8, 8, 3)
+    with torch.inference_mode():
+        for size in (40, 17, 64, 5):
+            x = _input(8, size=size, seed=size)
+            out = conv_pointwise(conv, x, "leaky_relu", (0.05,))
+            torch.testing.assert_close(out, F.leaky_relu(conv(x), 0.05), rtol=1e-5, atol=1e-5)
+    assert len(conv.__dict__["_medsr_packed"]) == 1

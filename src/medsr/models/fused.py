@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["conv_pointwise", "fusion_available"]
 
-#: reordered weights kept per convolution (dtype and input shape): tiles and plane sizes
-_MAX_PACKED = 8
+#: reordered weights kept per convolution (per dtype and weight version)
+_MAX_PACKED = 4
 
 
 def fusion_available() -> bool:
@@ -69,13 +69,14 @@ def _applies(conv: nn.Module, x: torch.Tensor) -> bool:
 
 
 def _packed(conv: nn.Conv2d, dtype: torch.dtype, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``conv``'s weight in oneDNN's layout for inputs of ``shape`` and ``dtype``, and its bias;
-    made once, again when the weights change (their version counter or storage; weights made
-    under ``torch.inference_mode`` have no version counter, and only code in that mode can
-    change them in place)."""
+    """``conv``'s weight in oneDNN's layout for ``dtype`` inputs (reordered for the first input
+    ``shape`` seen; the same numbers for any other size, measured), and its bias; made once,
+    again when the weights change (their version counter or storage; weights made under
+    ``torch.inference_mode`` have no version counter, and only code in that mode can change
+    them in place)."""
     w = conv.weight
     version = 0 if w.is_inference() else w._version
-    key = (dtype, shape[1:], version, w.data_ptr())
+    key = (dtype, version, w.data_ptr())
     cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
     hit = cache.get(key)
     if hit is None:
