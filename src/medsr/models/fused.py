@@ -21,7 +21,8 @@ modules' own ``forward``), not inside ``torch.compile`` (which makes the same fu
 4-D channels-last input, a zero-padded ungrouped ``nn.Conv2d``, and a PyTorch built with oneDNN.
 Anywhere else :func:`conv_pointwise` returns ``None`` and the caller runs its modules as they
 are — and so everywhere in the process once the fused operator has failed (a oneDNN build
-without one of the post-ops: logged once, never an error). Under CPU autocast the input is cast
+without one of the post-ops, a PyTorch whose private operator changed: logged once, never an
+error). Under CPU autocast the input is cast
 to the autocast dtype first, as autocast casts a convolution's input, and the weights are
 reordered in that dtype.
 """
@@ -121,7 +122,8 @@ def conv_pointwise(
             return mk._convolution_pointwise(x, weight, bias, *args, unary, list(scalars), "")
         other = add.contiguous(memory_format=torch.channels_last)
         return mk._convolution_pointwise.binary(x, other, weight, bias, *args, "add", 1.0, None, [], None)
-    except (RuntimeError, NotImplementedError) as exc:  # a build or CPU whose oneDNN lacks it
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
+        # a build or CPU whose oneDNN lacks it, or a PyTorch whose private operator changed
         global _AVAILABLE
         _AVAILABLE = False
         log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
