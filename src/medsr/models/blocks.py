@@ -293,7 +293,9 @@ def bilinear_upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
     ``1 − |(t − c + ½)/factor − ½|`` (``c = factor // 2``), the input edge-replicated by one
     pixel first (interpolate clamps its sampling positions to the edge) and the result cropped;
     in fp32 whatever ``x``'s dtype. On 2 Xeon cores, 16 × 85² → 510² (fast-x2's attention at
-    512²): 0.8 ms (+ the cast back to bf16) against interpolate's 3.9 ms in bf16 and 2.2 in fp32.
+    512²): 0.8 ms (+ the cast back to bf16) against interpolate's 3.9 ms in bf16 and 2.2 in fp32,
+    and 3.6 through :mod:`medsr.models.classical`'s polyphase upscaler with tent taps (fast for
+    its 1-channel planes, but here 16 channels × 6 phases of small operations).
     The same values up to fp32 rounding (interpolate rounds its sampling positions: up to 4e-5
     of the values at 510 pixels). Elsewhere (autograd, GPUs, ``torch.compile``) it calls
     interpolate.
