@@ -121,25 +121,6 @@ def test_rlfn_in_inference_is_its_training_forward(spread):
     assert rms(one - stepwise) <= 1.5 * rms(apart - stepwise) + 1e-6
 
 
-@pytest.mark.parametrize("factor", [2, 3, 4, 6])
-@pytest.mark.parametrize("shape", [(1, 1), (2, 7), (13, 9), (40, 41)])
-def test_bilinear_upsample_is_interpolate(factor, shape):
-    """The attention's upsampling as a transposed convolution (inference on the CPU): the same
-    as ``F.interpolate`` (bilinear, align_corners=False) to fp32 rounding, edges included, and
-    in the input's dtype."""
-    from medsr.models.blocks import bilinear_upsample
-
-    x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(factor)) * 100
-    ref = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
-    with torch.inference_mode():
-        out = bilinear_upsample(x.to(memory_format=CL), factor)
-        low = bilinear_upsample(x.bfloat16(), factor)
-    assert out.shape == ref.shape and out.dtype == torch.float32 and low.dtype == torch.bfloat16
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6 * 100 * max(shape) * factor)
-    torch.testing.assert_close(low.float(), ref, rtol=2**-7, atol=0.5)
-    assert torch.equal(bilinear_upsample(x, factor), ref)  # autograd on: interpolate itself
-
-
 @pytest.mark.parametrize("model", ["fast-x2", "default-x4"])
 def test_shipped_models_through_the_fused_steps(model, monkeypatch):
     """What ``medsr upscale`` runs (channels-last on the CPU) gives a shipped RLFN's output with
