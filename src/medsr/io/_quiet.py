@@ -87,10 +87,9 @@ def _showwarning(
 
 def _library_loggers() -> list[logging.Logger]:
     """The library loggers and every child logger they created (nibabel.global has a handler)."""
+    children = tuple(root + "." for root in LIBRARY_LOGGERS)  # one C call per logger name
     names = set(LIBRARY_LOGGERS)
-    for name in list(logging.root.manager.loggerDict):
-        if any(name.startswith(root + ".") for root in LIBRARY_LOGGERS):
-            names.add(name)
+    names.update(name for name in list(logging.root.manager.loggerDict) if name.startswith(children))
     return [logging.getLogger(name) for name in sorted(names)]
 
 

@@ -156,9 +156,33 @@ def _without_padding(
     return sr_f, lr_f, m_sr, m_lr
 
 
-def degrade_planes(meas: Measurement, planes: np.ndarray, batch_size: int = 8) -> np.ndarray:
+def _padding_planes(sr: MedImage, lr: MedImage, f: int, through: bool) -> tuple[np.ndarray, float] | None:
+    """``lr``'s padding as ``(P, h, w)`` planes (:func:`_planes`' layout) and the value both
+    images read there — its darkest measured value, as :func:`medsr.io.padding.fill_no_data`
+    sets it — or None (no padding; through-plane). Nothing is copied or filled here:
+    :func:`degrade_planes` fills each batch of ``sr``'s planes as it reads them."""
+    from medsr.io.padding import no_data_mask
+
+    if through:
+        return None
+    pad = no_data_mask(lr)  # (C, Z, h, w)
+    if pad is None or sr.channel_first().shape != (*pad.shape[:-2], pad.shape[-2] * f, pad.shape[-1] * f):
+        return None
+    low = float(np.min(lr.channel_first(), where=~pad, initial=np.inf))
+    return pad.reshape(-1, *pad.shape[-2:]), (low if np.isfinite(low) else 0.0)
+
+
+def degrade_planes(
+    meas: Measurement,
+    planes: np.ndarray,
+    batch_size: int = 8,
+    *,
+    padding: tuple[np.ndarray, float] | None = None,
+) -> np.ndarray:
     """``D`` applied to ``(P, H, W)`` planes → ``(P, H/f, W/f)`` (float32; through-plane kinds
-    reduce only their axis, ``ct-sparse-view`` at ×1 keeps the size)."""
+    reduce only their axis, ``ct-sparse-view`` at ×1 keeps the size). ``padding``: ``(mask,
+    value)``, a ``(P, H/f, W/f)`` mask on the reduced grid whose ``f × f`` blocks of the planes
+    read ``value`` (an in-plane kind; the planes themselves are not changed)."""
     import torch
 
     f = meas.scale
@@ -167,7 +191,15 @@ def degrade_planes(meas: Measurement, planes: np.ndarray, batch_size: int = 8) -
     out = np.empty((planes.shape[0], h, w), np.float32)
     with torch.no_grad():
         for k in range(0, planes.shape[0], batch_size):
-            t = torch.from_numpy(np.ascontiguousarray(planes[k : k + batch_size], np.float32))
+            part = planes[k : k + batch_size]
+            if padding is None:
+                t = torch.from_numpy(np.ascontiguousarray(part, np.float32))
+            else:  # a copy with its padding blocks filled (a broadcast mask: no full-size mask)
+                mask, value = padding
+                t = torch.from_numpy(np.array(part, np.float32, order="C"))
+                m = torch.from_numpy(np.ascontiguousarray(mask[k : k + batch_size]))
+                n, hl, wl = m.shape
+                t.view(n, hl, f, wl, f).masked_fill_(m[:, :, None, :, None], value)
             out[k : k + batch_size] = meas.forward(t[:, None])[:, 0].numpy()
     return out
 
@@ -191,12 +223,11 @@ def consistency_error(
     """
     meas, f = _measurement(sr, lr, degradation, scale, params)
     through = meas.through_plane
-    sr, lr, _, m_lr = _without_padding(sr, lr, f, through)
-    diff = degrade_planes(meas, _planes(sr, through)) - _planes(lr, through)
-    err = _unplanes(diff, lr, through).reshape(lr.array.shape)
-    if m_lr is not None:
-        err[m_lr] = 0.0
-    return err
+    padding = _padding_planes(sr, lr, f, through)
+    diff = degrade_planes(meas, _planes(sr, through), padding=padding) - _planes(lr, through)
+    if padding is not None:  # no error where nothing was measured
+        diff[padding[0]] = 0.0
+    return _unplanes(diff, lr, through).reshape(lr.array.shape)
 
 
 def consistency_map(
