@@ -9,11 +9,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsr.models.efficient import RLFN
-from medsr.models.fused import conv_pointwise, fusion_available
+from medsr.models.fused import conv_pointwise, conv_to_bf16, fusion_available
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
-    pytest.mark.skipif(not fusion_available(), reason="this PyTorch has no oneDNN fused convolution"),
+    pytest.mark.skipif(
+        not fusion_available(), reason="this PyTorch has no oneDNN fused convolution"
+    ),
 ]
 
 CL = torch.channels_last
@@ -25,7 +27,9 @@ def _conv(cin: int, cout: int, k: int, seed: int = 0) -> nn.Conv2d:
 
 
 def _input(c: int, size: int = 40, seed: int = 1) -> torch.Tensor:
-    return torch.randn(1, c, size, size + 6, generator=torch.Generator().manual_seed(seed)).to(memory_format=CL)
+    return torch.randn(1, c, size, size + 6, generator=torch.Generator().manual_seed(seed)).to(
+        memory_format=CL
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,6 +100,86 @@ def test_new_weights_are_used():
         assert not torch.allclose(conv_pointwise(conv, x), first)
 
 
+@pytest.mark.parametrize(("cin", "scale"), [(1, 1.0), (3, 1.0), (1, 3000.0)])
+def test_conv_to_bf16_is_the_fp32_convolution_rounded_once(cin, scale):
+    """An fp32 input's convolution in bf16 arithmetic (input and weights split into high and
+    low bf16 parts): the fp32 convolution rounded to bf16 — its value within one bf16 rounding
+    of the exact (float64) one at every pixel, and equal to the fp32 result's rounding at all but
+    a few boundary cases, which lie one bf16 ulp apart. Intensities of any magnitude (a CT in
+    HU): the plain bf16 convolution of them is far off."""
+    torch.manual_seed(cin)
+    conv = nn.Conv2d(cin, 24, 3, padding=1).to(memory_format=CL)
+    with torch.no_grad():
+        conv.weight.normal_(0.0, 0.5)
+        conv.bias.normal_(0.0, 0.3)
+    x = (torch.rand(2, cin, 40, 46, generator=torch.Generator().manual_seed(5)) * scale).to(
+        memory_format=CL
+    )
+    with torch.inference_mode():
+        out = conv_to_bf16(conv, x)
+        fp32 = conv(x)
+        exact = F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain = conv(x)  # autocast: input and weights rounded to bf16 first
+    assert out is not None and out.dtype == torch.bfloat16 and out.shape == fp32.shape
+    # half a bf16 ulp is at most 2^-8 of the value; the split's own error (2^-16 of the terms'
+    # magnitudes) matters only where the terms cancel
+    terms = F.conv2d(
+        x.double().abs(), conv.weight.double().abs(), conv.bias.double().abs(), padding=1
+    )
+    half_ulp = exact.abs() * 2.0**-8 + terms * 2.0**-16
+    assert bool(((out.double() - exact).abs() <= half_ulp).all())
+    rounded = fp32.bfloat16()
+    differs = out != rounded
+    assert float(differs.float().mean()) < 0.01
+    assert bool(((out.double() - rounded.double()).abs()[differs] <= 4 * half_ulp[differs]).all())
+    # plain bf16 (input and weights rounded first) misses the fp32 result's rounding far more often
+    assert float((plain != rounded).float().mean()) > 10 * max(float(differs.float().mean()), 1e-3)
+
+
+def test_conv_to_bf16_only_where_it_applies():
+    conv, x = _conv(1, 8, 3), _input(1)
+    with torch.inference_mode():
+        assert conv_to_bf16(conv, x) is not None
+        assert conv_to_bf16(conv, x.bfloat16()) is None  # an fp32 input only
+        assert conv_to_bf16(_conv(3, 8, 3), _input(3).contiguous()) is None  # not channels-last
+    assert conv_to_bf16(conv, x) is None  # autograd on
+    with torch.inference_mode():
+        first = conv_to_bf16(conv, x)
+    with torch.no_grad():
+        conv.weight.mul_(2.0)
+    with torch.inference_mode():  # new weights are split and reordered again
+        torch.testing.assert_close(conv_to_bf16(conv, x).float(), conv(x), rtol=2**-7, atol=1e-3)
+        assert not torch.equal(conv_to_bf16(conv, x), first)
+
+
+def test_rlfn_head_in_bf16_to_fp32_accuracy(monkeypatch):
+    """Under bf16 autocast with no block kept in fp32, RLFN's head makes its features in bf16
+    directly (:func:`conv_to_bf16`); with blocks in fp32 it stays an fp32 convolution."""
+    import medsr.models.efficient as efficient
+
+    calls = []
+    real = efficient.conv_to_bf16
+    monkeypatch.setattr(efficient, "conv_to_bf16", lambda conv, x: calls.append(1) or real(conv, x))
+    torch.manual_seed(0)
+    net = RLFN(num_features=16, num_blocks=2, scale=2, esa_spread="fixed", global_residual=True)
+    for p in net.parameters():
+        p.data.normal_(0.0, 0.2)
+    net = net.eval().to(memory_format=CL)
+    x = torch.rand(1, 1, 48, 54).to(memory_format=CL)
+    with torch.inference_mode():
+        ref = net.detail(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            one = net.detail(x, fp32_blocks=0)
+            assert len(calls) == 1
+            net.detail(x, fp32_blocks=1)
+            assert len(calls) == 1
+            monkeypatch.setattr(efficient, "conv_to_bf16", lambda conv, x: None)
+            cast = net.detail(x, fp32_blocks=0)  # the fp32 head, its features cast to bf16
+    rms = lambda d: float(d.float().pow(2).mean().sqrt())  # noqa: E731
+    assert rms(one.float() - ref) <= 1.1 * rms(cast.float() - ref)
+
+
 @pytest.mark.parametrize("spread", ["fixed", "stretch"])
 def test_rlfn_in_inference_is_its_training_forward(spread):
     """RLFN's blocks and attention run through the fused steps in inference: the same output as
@@ -163,7 +247,9 @@ def test_a_failing_fused_operator_falls_back_for_good(monkeypatch):
     with torch.inference_mode():
         assert conv_pointwise(conv, x, "sigmoid") is None
     assert fused._AVAILABLE is False
-    net = RLFN(num_features=8, num_blocks=1, scale=2, esa_spread="fixed").eval().to(memory_format=CL)
+    net = (
+        RLFN(num_features=8, num_blocks=1, scale=2, esa_spread="fixed").eval().to(memory_format=CL)
+    )
     x1 = torch.rand(1, 1, 30, 30).to(memory_format=CL)
     monkeypatch.setattr(fused, "_AVAILABLE", True)
     with torch.inference_mode():

@@ -16,7 +16,7 @@ from medsr.models.blocks import (
     full_precision,
     pixel_shuffle,
 )
-from medsr.models.fused import conv_pointwise
+from medsr.models.fused import conv_pointwise, conv_to_bf16
 from medsr.models.registry import register_model
 
 
@@ -131,7 +131,9 @@ class RLFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.detail(x)
         if self.global_residual:
-            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+            out = out + F.interpolate(
+                x, scale_factor=self.scale, mode="bicubic", align_corners=False
+            )
         return out
 
     def detail(
@@ -143,7 +145,14 @@ class RLFN(nn.Module):
         first ``fp32_blocks`` blocks: they work on the head's features, which still carry the
         intensities at full magnitude (bf16 there moved ``default-x2``'s CT tissue values by up to
         10.6 HU, 3.9 HU with its first block in fp32: :mod:`medsr.inference.precision`)."""
-        feats = full_precision(self.head, x)
+        feats = None
+        if not fp32_blocks and torch.is_autocast_enabled(x.device.type):
+            # no block reads the head's features in fp32: they are made in bf16 directly, to
+            # fp32's accuracy (medsr.models.fused.conv_to_bf16; None where it does not apply)
+            if torch.get_autocast_dtype(x.device.type) == torch.bfloat16:
+                feats = conv_to_bf16(self.head, x)
+        if feats is None:
+            feats = full_precision(self.head, x)
         body = low = feats
         for i, block in enumerate(self.blocks):
             if i < fp32_blocks:
