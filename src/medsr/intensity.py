@@ -31,14 +31,20 @@ class Normalizer:
     scale: float = 1.0
 
     @classmethod
-    def from_card(cls, card: dict[str, Any], image: MedImage) -> Normalizer:
-        """The normaliser the model card prescribes for ``image``."""
+    def from_card(
+        cls, card: dict[str, Any], image: MedImage, *, exclude: np.ndarray | None = None
+    ) -> Normalizer:
+        """The normaliser the model card prescribes for ``image`` (``exclude``: a mask shaped
+        like its array of pixels whose values do not count, e.g. padding)."""
         spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
-        return cls.from_spec(spec, image.array)
+        return cls.from_spec(spec, image.array, exclude=exclude)
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], array: np.ndarray) -> Normalizer:
-        """The normaliser of a single (resolved) spec for the intensities in ``array``."""
+    def from_spec(
+        cls, spec: dict[str, Any], array: np.ndarray, *, exclude: np.ndarray | None = None
+    ) -> Normalizer:
+        """The normaliser of a single (resolved) spec for the intensities in ``array``, those
+        where ``exclude`` is True left out."""
         kind = spec.get("kind", "identity")
         if kind == "identity":
             return cls()
@@ -46,7 +52,14 @@ class Normalizer:
             low, high = float(spec["low"]), float(spec["high"])
             return cls(offset=low, scale=max(high - low, 1e-6))
         if kind == "minmax":
-            lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
+            if exclude is None:
+                lo, hi = float(np.nanmin(array)), float(np.nanmax(array))
+            else:  # no copy of the kept values
+                keep = ~exclude
+                lo = float(np.nanmin(array, where=keep, initial=np.inf))
+                hi = float(np.nanmax(array, where=keep, initial=-np.inf))
+                if not (np.isfinite(lo) and np.isfinite(hi)):  # nothing kept: as an image of 0
+                    lo = hi = 0.0  # (medsr.io.padding.fill_no_data fills such an image with 0)
             return cls(offset=lo, scale=max(hi - lo, 1e-6))
         raise ValueError(f"unknown normalization kind {kind!r} in model card")
 

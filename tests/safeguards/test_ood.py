@@ -93,3 +93,28 @@ def test_ct_padding_is_not_counted_as_out_of_range(ct_small, tagged):
         {**card, "normalization": {"kind": "fixed", "low": -1024, "high": 3071}},
         warn=False,
     )["flag"]
+
+
+def test_the_sample_and_the_normaliser_leave_padding_out(ct_small):
+    """The check reads an evenly spaced sample of the measured pixels and a min-max normaliser of
+    them alone, without copying the image: the same numbers as on an image whose padding is
+    filled with its darkest measured value (what the network sees), and the input unchanged."""
+    from medsr.intensity import Normalizer
+    from medsr.io.padding import fill_no_data
+
+    arr = np.repeat(ct_small.array, 3, axis=0).astype(np.float32)
+    arr[:, :20, :] = -3024.0  # a CT's fill outside the scan circle
+    padded = ct_small.replace(array=arr)
+    before = arr.copy()
+    filled, mask, _ = fill_no_data(padded)
+    assert mask is not None
+    card = {"name": "t", "architecture": "x", "normalization": {"kind": "minmax"}}
+    got = Normalizer.from_card(card, padded, exclude=mask)
+    want = Normalizer.from_card(card, filled)
+    assert (got.offset, got.scale) == (want.offset, want.scale)
+    assert np.array_equal(padded.array, before)
+    r = check_distribution(padded, card, warn=False)
+    assert r["normalised"]["frac_outside"] == 0.0 and r["normalised"]["p01"] >= 0.0
+    everything = np.ones_like(mask)
+    none = Normalizer.from_card(card, padded, exclude=everything)
+    assert (none.offset, none.scale) == (0.0, 1e-6)

@@ -147,16 +147,22 @@ def check_distribution(
         reasons.append(
             f"modality {modality} is not in the model's training data ({', '.join(trained)})"
         )
-    from medsr.io.padding import fill_no_data
+    from medsr.io.padding import no_data_mask
 
-    # padding is not an intensity the model will see: left out, and filled as the network sees it
-    filled, mask, _ = fill_no_data(image)
-    data = image.array if mask is None else image.array[~mask]
-    image = filled
-    arr = data[np.isfinite(data)]
-    sample = arr[:: max(1, arr.size // 500_000)]
+    # padding is not an intensity the model will see: left out (of the sample and of the
+    # normaliser's statistics) without copying the image — an evenly spaced sample of at most
+    # ~500,000 of its pixels, the measured finite ones kept
+    pad = no_data_mask(image)
+    mask = None if pad is None else (pad if image.channels else pad[0])
+    flat = image.array.reshape(-1)
+    step = max(1, flat.size // 500_000)
+    sample = flat[::step]
+    keep = np.isfinite(sample)
+    if mask is not None:
+        keep &= ~mask.reshape(-1)[::step]
+    sample = sample[keep]
     try:
-        norm = Normalizer.from_card(card, image)
+        norm = Normalizer.from_card(card, image, exclude=mask)
         z = norm.forward(sample).astype(np.float64)
     except (KeyError, ValueError, TypeError) as exc:
         z = sample.astype(np.float64)
