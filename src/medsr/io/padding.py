@@ -131,8 +131,9 @@ def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float]:
     if pad is None:
         return image, None, 0.0
     mask = pad if image.channels else pad[0]
-    data = image.array[~mask]
-    low = float(data.min()) if data.size else 0.0
+    low = float(np.min(image.array, where=~mask, initial=np.inf))  # no copy of the measured values
+    if not np.isfinite(low):  # every pixel is padding
+        low = 0.0
     filled = image.array.copy()
     filled[mask] = low
     return image.replace(array=filled), mask, low
