@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsr.models.efficient import RLFN
-from medsr.models.fused import conv_pointwise, conv_to_bf16, fusion_available
+from medsr.models.fused import conv_pointwise, conv_to_bf16, folded, fusion_available
 
 pytestmark = [
     pytest.mark.usefixtures("one_torch_thread"),
@@ -178,6 +178,34 @@ def test_rlfn_head_in_bf16_to_fp32_accuracy(monkeypatch):
             cast = net.detail(x, fp32_blocks=0)  # the fp32 head, its features cast to bf16
     rms = lambda d: float(d.float().pow(2).mean().sqrt())  # noqa: E731
     assert rms(one.float() - ref) <= 1.1 * rms(cast.float() - ref)
+
+
+@pytest.mark.parametrize(("kernel", "stride"), [(1, 1), (3, 2), (3, 1)])
+def test_folded_is_the_two_convolutions(kernel, stride):
+    """A 1×1 convolution folded into an unpadded one after it: the same values (fp32, to
+    rounding), made again when either's weights change; only where that holds."""
+    torch.manual_seed(kernel * 10 + stride)
+    first = nn.Conv2d(12, 8, 1).to(memory_format=CL)
+    second = nn.Conv2d(8, 6, kernel, stride=stride, padding=0).to(memory_format=CL)
+    x = _input(12)
+    with torch.inference_mode():
+        both = folded(first, second, x)
+        assert both is not None and both.kernel_size == (kernel, kernel)
+        ref = second(first(x))
+        torch.testing.assert_close(conv_pointwise(both, x), ref, rtol=1e-5, atol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # folded in fp32 all the same
+            assert folded(first, second, x).weight.dtype == torch.float32
+    with torch.no_grad():
+        first.weight.mul_(-1.5)
+        second.bias.add_(1.0)
+    with torch.inference_mode():
+        again = folded(first, second, x)
+        torch.testing.assert_close(conv_pointwise(again, x), second(first(x)), rtol=1e-5, atol=1e-5)
+        padded = nn.Conv2d(8, 6, 3, padding=1).to(memory_format=CL)  # padding would read 0, not b₁
+        assert folded(first, padded, x) is None
+        assert folded(second, first, x) is None  # the first is not 1×1
+        assert folded(first, second, x.contiguous()) is None  # not channels-last
+    assert folded(first, second, x) is None  # autograd on
 
 
 @pytest.mark.parametrize("spread", ["fixed", "stretch"])

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsr.models.fused import conv_pointwise
+from medsr.models.fused import conv_pointwise, folded
 
 
 def conv(
@@ -398,6 +398,9 @@ class ESA(nn.Module):
         self.conv4 = nn.Conv2d(f, num_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = self._folded(x)
+        if fast is not None:
+            return fast
         c1_ = self.conv1(x)
         h, w = c1_.shape[-2:]
         small = c1_
@@ -416,11 +419,37 @@ class ESA(nn.Module):
         if mask is not None:
             return mask.mul_(x) if mask.dtype == x.dtype else x * mask
         logits = self.conv4(skip)
-        if logits.dtype != x.dtype or (torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)):
+        if logits.dtype != x.dtype or (
+            torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)
+        ):
             return x * torch.sigmoid(logits)
         # inference: the mask in place, no second full-size tensor (the same values; default-x2
         # on a 2-core CPU at 512², ~10 % of the network's time)
         return logits.sigmoid_().mul_(x)
+
+    def _folded(self, x: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`forward` in inference on the CPU (:mod:`medsr.models.fused`): the 1×1 reduction
+        ``conv1`` folded into the two convolutions that read it (``conv2``, ``conv_f``), so that
+        it is never made at full size; the skip's add and the sigmoid inside their convolutions.
+        ``None`` where that does not apply (the caller runs the modules)."""
+        h, w = x.shape[-2:]
+        if h < 3 or w < 3:  # the modules pad such a small map first
+            return None
+        down = folded(self.conv1, self.conv2, x)
+        side = folded(self.conv1, self.conv_f, x)
+        if down is None or side is None:
+            return None
+        c1 = conv_pointwise(down, x)
+        if c1 is None:
+            return None
+        kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
+        v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
+        c3 = self.spread(self.conv3(v_max), (h, w))
+        skip = conv_pointwise(side, x, add=c3)
+        mask = conv_pointwise(self.conv4, skip, "sigmoid") if skip is not None else None
+        if mask is None:
+            return None
+        return mask.mul_(x) if mask.dtype == x.dtype else x * mask
 
     def spread(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""

@@ -37,7 +37,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["conv_pointwise", "conv_to_bf16", "fusion_available"]
+__all__ = ["conv_pointwise", "conv_to_bf16", "folded", "fusion_available"]
 
 #: reordered weights kept per convolution (per dtype and weight version)
 _MAX_PACKED = 4
@@ -194,6 +194,63 @@ def conv_to_bf16(conv: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         _AVAILABLE = False
         log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
         return None
+
+
+def folded(first: nn.Module, second: nn.Module, x: torch.Tensor) -> nn.Conv2d | None:
+    """``second ∘ first`` as one convolution, for an input like ``x`` where the fused steps
+    apply (:func:`conv_pointwise`), or ``None``: ``first`` a 1×1 convolution (stride 1, no
+    padding), ``second`` any ungrouped convolution without padding (so that every tap of it reads
+    a value of ``first``, bias included). Its weights are ``W₂·W₁`` and ``b₂ + Σ W₂·b₁``, made in
+    fp32 once and again when either module's weights change.
+
+    RLFN's attention reads its first 1×1 reduction (24 → 16 channels at full size) only through
+    a strided 3×3 convolution and another 1×1 one: folded into both, the reduction is never
+    written out (``fast-x2`` at 512² in bf16: ~3 % of the network). In fp32 the same values to
+    rounding; in bf16 the reduction is not rounded to bf16 between the two any more.
+    """
+    if not (_applies(first, x) and isinstance(first, nn.Conv2d) and isinstance(second, nn.Conv2d)):
+        return None
+    if (
+        first.kernel_size != (1, 1)
+        or first.stride != (1, 1)
+        or first.padding != (0, 0)
+        or first.dilation != (1, 1)
+        or second.groups != 1
+        or second.padding != (0, 0)
+        or second.in_channels != first.out_channels
+    ):
+        return None
+    params = [t for t in (first.weight, first.bias, second.weight, second.bias) if t is not None]
+    key = tuple((0 if t.is_inference() else t._version, t.data_ptr()) for t in params)
+    cache: dict[Any, Any] = second.__dict__.setdefault("_medsr_folded", {})
+    conv = cache.get(id(first), (None, None))
+    if conv[0] != key:
+        w1 = first.weight.detach().float()[:, :, 0, 0]  # (mid, in)
+        w2 = second.weight.detach().float()  # (out, mid, kh, kw)
+        # in fp32 whatever autocast is on (it would make the products bf16)
+        with (
+            torch.inference_mode(False),
+            torch.no_grad(),
+            torch.autocast(x.device.type, enabled=False),
+        ):
+            made = nn.Conv2d(
+                first.in_channels, second.out_channels, second.kernel_size,
+                stride=second.stride, padding=0, dilation=second.dilation,
+                bias=first.bias is not None or second.bias is not None,
+                device=w2.device,
+            )  # fmt: skip
+            made.weight.copy_(torch.einsum("omyx,mi->oiyx", w2, w1))
+            if made.bias is not None:
+                bias = torch.zeros(second.out_channels, device=w2.device)
+                if second.bias is not None:
+                    bias += second.bias.detach().float()
+                if first.bias is not None:
+                    bias += torch.einsum("omyx,m->o", w2, first.bias.detach().float())
+                made.bias.copy_(bias)
+        made = made.to(dtype=second.weight.dtype, memory_format=torch.channels_last).eval()
+        made.requires_grad_(False)
+        conv = cache[id(first)] = (key, made)
+    return conv[1]
 
 
 def _ops() -> Any:
