@@ -233,9 +233,11 @@ def folded(first: nn.Module, second: nn.Module, x: torch.Tensor) -> nn.Conv2d | 
             torch.no_grad(),
             torch.autocast(x.device.type, enabled=False),
         ):
+            kh, kw = second.kernel_size
+            (sh, sw), (dh, dw) = second.stride, second.dilation
             made = nn.Conv2d(
-                first.in_channels, second.out_channels, second.kernel_size,
-                stride=second.stride, padding=0, dilation=second.dilation,
+                first.in_channels, second.out_channels, (kh, kw),
+                stride=(sh, sw), padding=0, dilation=(dh, dw),
                 bias=first.bias is not None or second.bias is not None,
                 device=w2.device,
             )  # fmt: skip
@@ -247,7 +249,7 @@ def folded(first: nn.Module, second: nn.Module, x: torch.Tensor) -> nn.Conv2d | 
                 if first.bias is not None:
                     bias += torch.einsum("omyx,m->o", w2, first.bias.detach().float())
                 made.bias.copy_(bias)
-        made = made.to(dtype=second.weight.dtype, memory_format=torch.channels_last).eval()
+        made = made.to(dtype=second.weight.dtype).eval()  # (conv_pointwise reorders the weights)
         made.requires_grad_(False)
         conv = cache[id(first)] = (key, made)
     return conv[1]
