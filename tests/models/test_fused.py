@@ -100,6 +100,27 @@ def test_new_weights_are_used():
         assert not torch.allclose(conv_pointwise(conv, x), first)
 
 
+def test_a_new_bias_alone_is_used():
+    """The bias is part of what is cached (a bf16 copy of it under autocast; the split head's):
+    changing it alone in place makes them again."""
+    conv, x = _conv(8, 8, 3), _input(8)
+    head = _conv(1, 8, 3)
+    x1 = _input(1)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        first = conv_pointwise(conv, x)
+        first_head = conv_to_bf16(head, x1)
+    with torch.no_grad():
+        conv.bias.add_(1.0)
+        head.bias.add_(1.0)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(
+            conv_pointwise(conv, x).float(), first.float() + 1.0, rtol=2**-7, atol=0.05
+        )
+        torch.testing.assert_close(
+            conv_to_bf16(head, x1).float(), first_head.float() + 1.0, rtol=2**-7, atol=0.05
+        )
+
+
 @pytest.mark.parametrize(("cin", "scale"), [(1, 1.0), (3, 1.0), (1, 3000.0)])
 def test_conv_to_bf16_is_the_fp32_convolution_rounded_once(cin, scale):
     """An fp32 input's convolution in bf16 arithmetic (input and weights split into high and

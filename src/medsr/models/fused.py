@@ -71,17 +71,24 @@ def _applies(conv: nn.Module, x: torch.Tensor) -> bool:
     )
 
 
+def _state(*tensors: torch.Tensor | None) -> tuple[tuple[int, int], ...]:
+    """What identifies the values of ``tensors`` (weights, biases) for a cache of what is made
+    from them: each one's version counter and storage (tensors made under
+    ``torch.inference_mode`` have no version counter, and only code in that mode can change them
+    in place)."""
+    return tuple(
+        (0 if t.is_inference() else t._version, t.data_ptr()) for t in tensors if t is not None
+    )
+
+
 def _packed(
     conv: nn.Conv2d, dtype: torch.dtype, shape: tuple[int, ...]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``conv``'s weight in oneDNN's layout for ``dtype`` inputs (reordered for the first input
     ``shape`` seen; the same numbers for any other size, measured), and its bias; made once,
-    again when the weights change (their version counter or storage; weights made under
-    ``torch.inference_mode`` have no version counter, and only code in that mode can change
-    them in place)."""
+    again when the weight or the bias changes (:func:`_state`)."""
     w = conv.weight
-    version = 0 if w.is_inference() else w._version
-    key = (dtype, version, w.data_ptr())
+    key = (dtype, *_state(conv.weight, conv.bias))
     cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
     hit = cache.get(key)
     if hit is None:
@@ -161,11 +168,7 @@ def conv_to_bf16(conv: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return None
     assert isinstance(conv, nn.Conv2d)
     try:
-        key = (
-            "split-bf16",
-            conv.weight._version if not conv.weight.is_inference() else 0,
-            conv.weight.data_ptr(),
-        )
+        key = ("split-bf16", *_state(conv.weight, conv.bias))
         cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
         hit = cache.get(key)
         if hit is None:
@@ -220,8 +223,7 @@ def folded(first: nn.Module, second: nn.Module, x: torch.Tensor) -> nn.Conv2d | 
         or second.in_channels != first.out_channels
     ):
         return None
-    params = [t for t in (first.weight, first.bias, second.weight, second.bias) if t is not None]
-    key = tuple((0 if t.is_inference() else t._version, t.data_ptr()) for t in params)
+    key = _state(first.weight, first.bias, second.weight, second.bias)
     cache: dict[Any, Any] = second.__dict__.setdefault("_medsr_folded", {})
     conv = cache.get(id(first), (None, None))
     if conv[0] != key:
