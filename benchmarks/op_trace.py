@@ -1,0 +1,166 @@
+"""Where a model's time goes, operator by operator: what ``medsr upscale`` runs per plane.
+
+Runs :meth:`medsr.inference.planes.PlaneUpscaler.forward_tensor` (the network under the chosen
+precision, the base, the overshoot clamp and the low-band projection) on one plane of the corpus
+CT scaled to ``--size``, after warm-up passes, and times every ATen / oneDNN operator it
+dispatches (a ``TorchDispatchMode``; each call synchronous on the CPU) with its inputs' shapes,
+dtypes and layouts. Operators whose inputs mix dtypes are marked: PyTorch's mixed-dtype
+elementwise path is several times slower than the same operation in one dtype (session 23 found
+~20 ms of `fast-x2`'s 69 there). Times under the trace are a little above a plain run's (one
+Python hook per operator); compare traces with traces.
+
+    python benchmarks/op_trace.py [--model fast-x2] [--size 512] [--precision auto] [--top 40]
+
+Writes ``results/op_trace_{model}_{precision}.json`` / ``.md`` (``--out`` for another folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _plane(size: int) -> Any:
+    """A normalised CT plane of ``size``² (pydicom's CT_small, resized bicubically)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from pydicom.data import get_testdata_file
+
+    from medsr.io import load_image
+
+    arr = load_image(get_testdata_file("CT_small.dcm")).array[0].astype(np.float32)
+    x = torch.from_numpy((arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6))[None, None]
+    return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def trace(model: str, size: int, precision: str, scale: int, warmup: int = 3) -> dict[str, Any]:
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from medsr.inference.memory import retain_freed_memory
+    from medsr.inference.planes import PlaneUpscaler
+
+    retain_freed_memory()
+    up = PlaneUpscaler(model, scale, precision=precision)
+    t = up._to_device(_plane(size).numpy())
+    calls: list[dict[str, Any]] = []
+
+    class Timed(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            ms = (time.perf_counter() - t0) * 1e3
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            calls.append({
+                "op": str(func.overloadpacket.__name__ if hasattr(func, "overloadpacket") else func),
+                "ms": ms,
+                "inputs": [
+                    [list(a.shape), str(a.dtype).removeprefix("torch."),
+                     bool(a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last))]
+                    for a in tensors
+                ],
+                # mixed: large operands of different dtypes (not an fp32 bias of a bf16 conv)
+                "mixed": len({a.dtype for a in tensors if a.is_floating_point() and a.numel() >= 4096}) > 1,
+            })  # fmt: skip
+            return out
+
+    with torch.inference_mode():
+        for _ in range(warmup):
+            up.forward_tensor(t)
+        t0 = time.perf_counter()
+        up.forward_tensor(t)
+        plain = (time.perf_counter() - t0) * 1e3
+        for keep in (False, True):  # the first traced pass pays for the hook's own set-up
+            calls.clear()
+            t0 = time.perf_counter()
+            with Timed():
+                up.forward_tensor(t)
+            traced = (time.perf_counter() - t0) * 1e3
+            if keep:
+                break
+    by_op: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    for c in calls:
+        by_op[c["op"]][0] += c["ms"]
+        by_op[c["op"]][1] += 1
+    return {
+        "machine": machine(),
+        "model": model,
+        "size": size,
+        "scale": scale,
+        "precision": up.precision,
+        "forward_ms": round(plain, 2),
+        "traced_ms": round(traced, 2),
+        "operators_ms": round(sum(c["ms"] for c in calls), 2),
+        "mixed_dtype_ms": round(sum(c["ms"] for c in calls if c["mixed"]), 2),
+        "by_op": sorted(
+            ([k, round(v[0], 3), int(v[1])] for k, v in by_op.items()), key=lambda r: -r[1]
+        ),
+        "calls": [{**c, "ms": round(c["ms"], 3)} for c in calls],
+    }
+
+
+def markdown(info: dict[str, Any], top: int) -> str:
+    lines = [
+        f"Per-operator trace of `{info['model']}` ({info['precision']}) on one {info['size']}² CT "
+        f"plane: `PlaneUpscaler.forward_tensor` (network, base, clamp, low-band projection). "
+        f"Machine: {info['machine']}. Generated by `benchmarks/op_trace.py`.",
+        "",
+        f"One pass: {info['forward_ms']} ms untraced, {info['traced_ms']} ms traced; the operators "
+        f"{info['operators_ms']} ms, of which {info['mixed_dtype_ms']} ms in operators whose large "
+        "inputs mix dtypes (the fp32 base plus the bf16 detail is one such pass, on purpose).",
+        "",
+        "| operator | ms | calls |",
+        "|---|---:|---:|",
+        *(f"| `{op}` | {ms:.2f} | {n} |" for op, ms, n in info["by_op"][:top]),
+        "",
+        f"The {top} slowest calls, in the order they ran (inputs: shape, dtype, channels-last):",
+        "",
+        "| # | operator | ms | inputs | mixed dtypes |",
+        "|---:|---|---:|---|---|",
+    ]
+    slow = sorted(range(len(info["calls"])), key=lambda i: -info["calls"][i]["ms"])[:top]
+    for i in sorted(slow):
+        c = info["calls"][i]
+        shapes = "; ".join(
+            f"{'×'.join(map(str, s))} {d}{' CL' if cl else ''}" for s, d, cl in c["inputs"]
+        )
+        lines.append(
+            f"| {i} | `{c['op']}` | {c['ms']:.2f} | {shapes} | {'yes' if c['mixed'] else ''} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="fast-x2")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--precision", default="auto", help="fp32, bf16, auto")
+    ap.add_argument(
+        "--scale", type=int, default=None, help="default: the model name's -xN (else 2)"
+    )
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    scale = args.scale or (int(args.model.rsplit("-x", 1)[1][0]) if "-x" in args.model else 2)
+    info = trace(args.model, args.size, args.precision, scale)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"op_trace_{args.model}_{info['precision']}"
+    stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    stem.with_suffix(".md").write_text(markdown(info, args.top))
+    print(markdown(info, min(args.top, 15)))
+    print(f"wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()
