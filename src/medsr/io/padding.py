@@ -98,7 +98,7 @@ def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str
     return out
 
 
-__all__ = ["fill_no_data", "no_data_mask", "padding_mask", "padding_of_planes"]
+__all__ = ["fill_no_data", "no_data_fill", "no_data_mask", "padding_mask", "padding_of_planes"]
 
 
 def no_data_mask(image: MedImage) -> np.ndarray | None:
@@ -123,17 +123,25 @@ def no_data_mask(image: MedImage) -> np.ndarray | None:
     return mask if image.channels else mask[None]
 
 
+def no_data_fill(image: MedImage) -> tuple[np.ndarray | None, float]:
+    """The no-data mask of ``image`` (:func:`no_data_mask`) shaped like ``image.array`` and the
+    value such pixels are read as: the darkest measured value (0 when every pixel is padding);
+    ``(None, 0.0)`` when every pixel holds data. Nothing is copied."""
+    pad = no_data_mask(image)
+    if pad is None:
+        return None, 0.0
+    mask = pad if image.channels else pad[0]
+    low = float(np.min(image.array, where=~mask, initial=np.inf))  # no copy of the measured values
+    return mask, (low if np.isfinite(low) else 0.0)
+
+
 def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float]:
     """``image`` with its no-data pixels (:func:`no_data_mask`) set to its darkest measured value
     (what a network sees there), the mask shaped like ``image.array`` and that value; ``(image,
     None, 0.0)`` when every pixel holds data."""
-    pad = no_data_mask(image)
-    if pad is None:
+    mask, low = no_data_fill(image)
+    if mask is None:
         return image, None, 0.0
-    mask = pad if image.channels else pad[0]
-    low = float(np.min(image.array, where=~mask, initial=np.inf))  # no copy of the measured values
-    if not np.isfinite(low):  # every pixel is padding
-        low = 0.0
     filled = image.array.copy()
     filled[mask] = low
     return image.replace(array=filled), mask, low

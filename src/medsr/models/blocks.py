@@ -359,6 +359,11 @@ def bilinear_upsample(
     return y[..., o : o + oh, o : o + ow].to(x.dtype)
 
 
+def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x · mask`` for an attention ``mask`` of this call's own (in place when the dtypes agree)."""
+    return mask.mul_(x) if mask.dtype == x.dtype else x * mask
+
+
 class ESA(nn.Module):
     """Enhanced spatial attention, the light form used by RLFN.
 
@@ -407,9 +412,7 @@ class ESA(nn.Module):
         if h < 3 or w < 3:
             small = F.pad(c1_, (0, max(0, 3 - w), 0, max(0, 3 - h)), mode="replicate")
         c1 = self.conv2(small)
-        kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
-        v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
-        c3 = self.spread(self.conv3(v_max), (h, w))
+        c3 = self._coarse(c1, (h, w))
         # one dtype here: the spread keeps the coarse map's (see spread). In inference on the CPU
         # the skip's add and the sigmoid run inside their convolutions (medsr.models.fused)
         skip = conv_pointwise(self.conv_f, c1_, add=c3)
@@ -417,7 +420,7 @@ class ESA(nn.Module):
             skip = self.conv_f(c1_).add_(c3)
         mask = conv_pointwise(self.conv4, skip, "sigmoid")
         if mask is not None:
-            return mask.mul_(x) if mask.dtype == x.dtype else x * mask
+            return _masked(x, mask)
         logits = self.conv4(skip)
         if logits.dtype != x.dtype or (
             torch.is_grad_enabled() and (x.requires_grad or logits.requires_grad)
@@ -442,14 +445,16 @@ class ESA(nn.Module):
         c1 = conv_pointwise(down, x)
         if c1 is None:
             return None
+        skip = conv_pointwise(side, x, add=self._coarse(c1, (h, w)))
+        mask = conv_pointwise(self.conv4, skip, "sigmoid") if skip is not None else None
+        return None if mask is None else _masked(x, mask)
+
+    def _coarse(self, c1: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The coarse map from the strided reduction ``c1``: the 7×7/3 max pool (shrunk to fit
+        a small map), ``conv3``, spread back onto the input's grid of ``size``."""
         kh, kw = min(7, c1.shape[-2]), min(7, c1.shape[-1])
         v_max = F.max_pool2d(c1, kernel_size=(kh, kw), stride=(min(3, kh), min(3, kw)))
-        c3 = self.spread(self.conv3(v_max), (h, w))
-        skip = conv_pointwise(side, x, add=c3)
-        mask = conv_pointwise(self.conv4, skip, "sigmoid") if skip is not None else None
-        if mask is None:
-            return None
-        return mask.mul_(x) if mask.dtype == x.dtype else x * mask
+        return self.spread(self.conv3(v_max), size)
 
     def spread(self, coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """The coarse map back on the input's grid of ``size`` (see ``spread`` in the class)."""

@@ -153,22 +153,22 @@ class RLFN(nn.Module):
                 feats = conv_to_bf16(self.head, x)
         if feats is None:
             feats = full_precision(self.head, x)
-        body = low = feats
+        # what the blocks in the autocast dtype read, cast once (the first block's input and the
+        # long skip are the same features when no block runs in fp32)
+        first = None if fp32_blocks else autocast_input(feats)
+        body = feats
         for i, block in enumerate(self.blocks):
             if i < fp32_blocks:
                 body = full_precision(block, body)
-                continue
-            if i == fp32_blocks:  # what the blocks in the autocast dtype read, cast once
-                body = autocast_input(body)
-                low = body if i == 0 else low
-            body = block(body)
+            else:
+                body = block(first if i == 0 else autocast_input(body))
         # the long skip in the autocast dtype too: the upsampling convolution reads the sum in it
         # (an fp32 skip rounded the sum once where this rounds twice; a bf16 + fp32 add is a slow
         # path: fast-x2 at 512² on 2 Xeon cores, 4.3 + 1.2 ms for the add and the cast back)
-        low = autocast_input(feats) if low is feats else low
-        skipped = conv_pointwise(self.body_tail, body, add=low)
+        skip = first if first is not None else autocast_input(feats)
+        skipped = conv_pointwise(self.body_tail, body, add=skip)
         if skipped is None:
-            skipped = self.body_tail(body) + low
+            skipped = self.body_tail(body) + skip
         conv_up = self.upsample[0]
         return pixel_shuffle(conv_up(skipped), self.scale)
 

@@ -82,30 +82,52 @@ def _state(*tensors: torch.Tensor | None) -> tuple[tuple[int, int], ...]:
 
 
 def _packed(
-    conv: nn.Conv2d, dtype: torch.dtype, shape: tuple[int, ...]
+    conv: nn.Conv2d, dtype: torch.dtype, shape: tuple[int, ...], *, split: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``conv``'s weight in oneDNN's layout for ``dtype`` inputs (reordered for the first input
     ``shape`` seen; the same numbers for any other size, measured), and its bias; made once,
-    again when the weight or the bias changes (:func:`_state`)."""
-    w = conv.weight
-    key = (dtype, *_state(conv.weight, conv.bias))
+    again when the weight or the bias changes (:func:`_state`). ``split``: the bf16 weights
+    ``[Wₕ, Wₕ, Wₗ, Wₗ]`` along the input channels and the fp32 bias of :func:`conv_to_bf16`."""
+    key = (dtype, split, *_state(conv.weight, conv.bias))
     cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
     hit = cache.get(key)
     if hit is None:
         if len(cache) >= _MAX_PACKED:
             cache.clear()
-        dense = w.detach().to(dtype).contiguous(memory_format=torch.channels_last)
-        bias = conv.bias.detach().to(dtype) if conv.bias is not None else None
+        w = conv.weight.detach()
+        if split:
+            high = w.float().to(torch.bfloat16)
+            low = (w.float() - high.float()).to(torch.bfloat16)
+            dense = torch.cat((high, high, low, low), 1)
+            bias = conv.bias.detach().float() if conv.bias is not None else None
+        else:
+            dense = w.to(dtype)
+            bias = conv.bias.detach().to(dtype) if conv.bias is not None else None
         packed = torch.ops.mkldnn._reorder_convolution_weight(
-            dense,
-            list(conv.padding),
-            list(conv.stride),
-            list(conv.dilation),
-            conv.groups,
-            list(shape),
+            dense.contiguous(memory_format=torch.channels_last), *_geometry(conv), list(shape)
         )
         hit = cache[key] = (packed, bias)
     return hit
+
+
+def _geometry(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
+    """``conv``'s padding, stride, dilation and groups as oneDNN's operators take them (a
+    numeric padding: :func:`_applies` refuses ``"same"``/``"valid"``)."""
+    padding = conv.padding
+    assert isinstance(padding, tuple)
+    return list(padding), list(conv.stride), list(conv.dilation), conv.groups
+
+
+def _unavailable(exc: BaseException) -> None:
+    """A fused operator failed (a build or CPU whose oneDNN lacks it, a PyTorch whose private
+    operator changed): the separate steps run instead, for the rest of the process."""
+    global _AVAILABLE
+    _AVAILABLE = False
+    log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
+
+
+#: what a failing or changed private operator raises
+_FAILURES = (RuntimeError, NotImplementedError, TypeError, AttributeError)
 
 
 def conv_pointwise(
@@ -132,19 +154,17 @@ def conv_pointwise(
     assert isinstance(conv, nn.Conv2d)
     try:
         weight, bias = _packed(conv, x.dtype, tuple(x.shape))
-        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
         mk = _ops()
         if add is None:
-            return mk._convolution_pointwise(x, weight, bias, *args, unary, list(scalars), "")
+            return mk._convolution_pointwise(
+                x, weight, bias, *_geometry(conv), unary, list(scalars), ""
+            )
         other = add.contiguous(memory_format=torch.channels_last)
         return mk._convolution_pointwise.binary(
-            x, other, weight, bias, *args, "add", 1.0, None, [], None
+            x, other, weight, bias, *_geometry(conv), "add", 1.0, None, [], None
         )
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
-        # a build or CPU whose oneDNN lacks it, or a PyTorch whose private operator changed
-        global _AVAILABLE
-        _AVAILABLE = False
-        log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
+    except _FAILURES as exc:
+        _unavailable(exc)
         return None
 
 
@@ -168,34 +188,14 @@ def conv_to_bf16(conv: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         return None
     assert isinstance(conv, nn.Conv2d)
     try:
-        key = ("split-bf16", *_state(conv.weight, conv.bias))
-        cache: dict[Any, Any] = conv.__dict__.setdefault("_medsr_packed", {})
-        hit = cache.get(key)
-        if hit is None:
-            if len(cache) >= _MAX_PACKED:
-                cache.clear()
-            w = conv.weight.detach().float()
-            high = w.to(torch.bfloat16)
-            low = (w - high.float()).to(torch.bfloat16)
-            four = torch.cat((high, high, low, low), 1).contiguous(
-                memory_format=torch.channels_last
-            )
-            shape = [x.shape[0], 4 * x.shape[1], *x.shape[2:]]
-            packed = torch.ops.mkldnn._reorder_convolution_weight(
-                four, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, shape
-            )
-            bias = conv.bias.detach().float() if conv.bias is not None else None
-            hit = cache[key] = (packed, bias)
-        packed, bias = hit
+        shape = (x.shape[0], 4 * x.shape[1], *x.shape[2:])
+        weight, bias = _packed(conv, torch.bfloat16, shape, split=True)
         xh = x.to(torch.bfloat16)
         xl = (x - xh.float()).to(torch.bfloat16)
         split = torch.cat((xh, xl, xh, xl), 1).contiguous(memory_format=torch.channels_last)
-        args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
-        return _ops()._convolution_pointwise(split, packed, bias, *args, "none", [], "")
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError) as exc:
-        global _AVAILABLE
-        _AVAILABLE = False
-        log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
+        return _ops()._convolution_pointwise(split, weight, bias, *_geometry(conv), "none", [], "")
+    except _FAILURES as exc:
+        _unavailable(exc)
         return None
 
 

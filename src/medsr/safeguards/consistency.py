@@ -161,15 +161,17 @@ def _padding_planes(sr: MedImage, lr: MedImage, f: int, through: bool) -> tuple[
     images read there — its darkest measured value, as :func:`medsr.io.padding.fill_no_data`
     sets it — or None (no padding; through-plane). Nothing is copied or filled here:
     :func:`degrade_planes` fills each batch of ``sr``'s planes as it reads them."""
-    from medsr.io.padding import no_data_mask
+    from medsr.io.padding import no_data_fill
 
     if through:
         return None
-    pad = no_data_mask(lr)  # (C, Z, h, w)
-    if pad is None or sr.channel_first().shape != (*pad.shape[:-2], pad.shape[-2] * f, pad.shape[-1] * f):
+    mask, low = no_data_fill(lr)  # shaped like lr.array
+    if mask is None:
         return None
-    low = float(np.min(lr.channel_first(), where=~pad, initial=np.inf))
-    return pad.reshape(-1, *pad.shape[-2:]), (low if np.isfinite(low) else 0.0)
+    h, w = mask.shape[-2:]
+    if sr.array.shape != (*mask.shape[:-2], h * f, w * f):
+        return None
+    return mask.reshape(-1, h, w), low
 
 
 def degrade_planes(
