@@ -152,8 +152,16 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
+    if args.size < 8 or args.top < 1:
+        ap.error("--size must be at least 8 and --top at least 1")
     scale = args.scale or (int(args.model.rsplit("-x", 1)[1][0]) if "-x" in args.model else 2)
-    info = trace(args.model, args.size, args.precision, scale)
+    from medsr.errors import MedSRError
+
+    try:
+        info = trace(args.model, args.size, args.precision, scale)
+    except MedSRError as exc:  # an unknown model, a bad precision: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"op_trace_{args.model}_{info['precision']}"
     stem.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
