@@ -1130,7 +1130,7 @@ def check_options(
                 "zero-shot methods learn their own weights; pass weights to fine-tune with init (--init)"
             )
         return None
-    return resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+    return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
 
 def through_plane_summary(result: MedImage) -> dict[str, Any]:

@@ -149,6 +149,10 @@ class LoadedModel:
     #: resolved from ``None``: the default, which may follow the stated physics
     #: (:func:`default_model_name`; :class:`medsr.inference.planes.PlaneUpscaler` switches it)
     by_default: bool = False
+    #: resolved by medsr for inference alone (``resolve_model(..., inference_only=True)``): its
+    #: network may be one that an earlier upscaler of the same weights file in this process built
+    #: and prepared (:func:`medsr.inference.planes._reuse_network`), never to be trained
+    inference_only: bool = False
     _net: Any = field(default=None, repr=False)
 
     @property
@@ -253,6 +257,7 @@ def resolve_model(
     device: str = "cpu",
     in_channels: int = 1,
     physics: str | None = None,
+    inference_only: bool = False,
 ) -> LoadedModel:
     """Parse ``model`` once into a :class:`LoadedModel`.
 
@@ -269,6 +274,9 @@ def resolve_model(
         in_channels: channels of a classical model.
         physics: with ``model=None``, the stated physics' kind (``kspace``): its own default
             when one is shipped (:func:`default_model_name`).
+        inference_only: the caller only runs the network, never trains it (medsr's upscaling
+            pipeline): it may share one already built (:attr:`LoadedModel.inference_only`). A
+            ``LoadedModel`` passed in keeps its own setting.
     """
     by_default = model is None
     if isinstance(model, LoadedModel):
@@ -314,6 +322,8 @@ def resolve_model(
             )
     if by_default:
         loaded.by_default = True
+    if inference_only and not isinstance(model, LoadedModel):
+        loaded.inference_only = True
     if kinds is not None and loaded.kind not in kinds:
         want = " or ".join(kinds)
         raise InvalidParameterError(f"model {loaded.name!r} is a {loaded.kind} model; this needs {want}")
