@@ -179,3 +179,37 @@ def test_full_scale_check_recovers_the_blend_that_agrees_with_the_input(default_
         assert one["gain"] == pytest.approx(min(t, 1.0), abs=2e-3) and one["over"] == "lanczos"
     assert two["alpha"] == pytest.approx(one["alpha"], rel=2e-3, abs=2e-3)
     assert two["applied"] == one["applied"]
+
+
+def test_the_model_outputs_error_is_computed_only_when_something_reads_it(monkeypatch):
+    """A CT with the physics unknown: the summary's operator (``ct-detector``) is not the full-scale
+    check's (bicubic), so the check does not ask for ``D(sr)``; when it blends the output, the
+    summary's error is the blend's — computed once, for the output that is written (the model's
+    own output is never degraded by ``ct-detector``)."""
+    import medsr.pipeline as pipeline
+    from medsr.safeguards.consistency import consistency_error, resolve_measurement
+
+    calls: list[tuple[str, np.ndarray]] = []
+
+    def counted(sr, lr, degradation=None, scale=None, **kw):
+        calls.append((getattr(degradation, "kind", str(degradation)), sr.array.copy()))
+        return consistency_error(sr, lr, degradation, scale, **kw)
+
+    monkeypatch.setattr(pipeline, "consistency_error", counted)
+    image = _padded_ct()
+    rng = np.random.default_rng(3)
+    noise = rng.normal(0, 40, image.array.shape).astype(np.float32) * (image.array > -1500)
+    noisy = image.replace(array=image.array + noise)
+    with pytest.warns(pipeline.DetailCheckWarning):
+        out, summary = upscale_with_safeguards(noisy, 2, "fast-x2", consistency="off")
+    assert summary["self_check"]["full_scale"]["applied"]
+    model_output = PlaneUpscaler("fast-x2", 2).upscale(noisy).array
+    kinds = [kind for kind, _ in calls]
+    assert kinds[:2] == ["bicubic", "bicubic"]  # the check's: the peer's and the model output's
+    assert np.array_equal(calls[1][1], model_output)
+    assert kinds[2] == "ct-detector" and np.array_equal(calls[2][1], out.array)  # the blend's
+    assert not any(k == "ct-detector" and np.array_equal(a, model_output) for k, a in calls)
+    err = consistency_error(out, noisy, resolve_measurement("ct-detector", 2), 2)
+    rng_ = pipeline._data_range(noisy)
+    stats = pipeline._error_stats(err, rng_, summary["consistency"]["threshold_rel"], noisy.units)
+    assert summary["consistency"]["error"]["p99"] == stats["p99"]

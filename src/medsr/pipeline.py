@@ -486,13 +486,14 @@ def _full_scale_check(
     physics: Measurement | None,
     meas: Measurement,
     zs: np.ndarray | slice,
-    err_before: np.ndarray,
+    err_before: Callable[[], np.ndarray],
 ) -> tuple[dict[str, Any], MedImage | None]:
     """:func:`detail_full_check` as the pipeline runs it: on up to :data:`FULL_CHECK_PLANES`
     planes spread over a volume, each cropped to its centre so that together they hold
     :data:`FULL_CHECK_MAX_PIXELS` input pixels at most, reusing the consistency summary's
-    ``err_before`` (``D(sr) − input`` under ``meas`` on the planes ``zs``) when it is the same
-    measurement of the same pixels; not with unknown physics on a k-space modality. Also
+    ``err_before()`` (``D(sr) − input`` under ``meas`` on the planes ``zs``, computed on the first
+    call) when it is the same measurement of the same pixels — otherwise it is not asked for:
+    a check that blends the output makes it moot. Not with unknown physics on a k-space modality. Also
     returns the peer's interpolation of the whole input when the check computed it (a 2-D
     plane or a small volume: it looks at all of it), for :func:`_blend_with_peer` to reuse."""
     if physics is None and meas.kind == "kspace":
@@ -521,7 +522,7 @@ def _full_scale_check(
         _region_of(sr, fz, slice(fy.start * s, fy.stop * s), slice(fx.start * s, fx.stop * s)),
         upscaler,
         d,
-        sr_error=err_before if same else None,  # D(sr) is computed
+        sr_error=err_before() if same else None,  # D(sr): the summary's, computed once
         peer=peer,
     )
     if full.get("checked"):
@@ -844,7 +845,13 @@ def upscale_with_safeguards(
 
     t1 = time.perf_counter()
     measured = _planes_of(image, zs)
-    err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
+    errors: list[np.ndarray] = []
+
+    def error_of_sr() -> np.ndarray:  # D(sr) − input under meas on the planes zs, computed once
+        if not errors:
+            errors.append(consistency_error(_planes_of(sr, zs), measured, meas, scale))
+        return errors[0]
+
     if (
         self_check
         and upscaler.loaded.learned
@@ -853,7 +860,7 @@ def upscale_with_safeguards(
     ):
         # unless the self-check one scale down scaled the detail already, it is checked at full
         # scale (its time counts in the consistency stage)
-        full, peer = _full_scale_check(image, sr, upscaler, physics, meas, zs, err_before)
+        full, peer = _full_scale_check(image, sr, upscaler, physics, meas, zs, error_of_sr)
         if full.get("applied"):
             msg = (
                 f"the model's detail disagrees with the input (full-scale check: "
@@ -865,8 +872,9 @@ def upscale_with_safeguards(
             sr = _blend_with_peer(image, sr, upscaler, float(full["gain"]), full["over"], peer)
             if std is not None:
                 std = (std * float(full["gain"])).astype(np.float32)
-            err_before = consistency_error(_planes_of(sr, zs), measured, meas, scale)
+            errors.clear()  # the blend's error, not the model's (not computed when unused)
         check["full_scale"] = full
+    err_before = error_of_sr()
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
     if skipped:
         cons["skipped"] = skipped
