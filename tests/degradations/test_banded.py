@@ -67,7 +67,9 @@ def test_the_probe_gives_the_whole_axis_matrix(n, f, sigma, resample):
 )  # fmt: skip
 @pytest.mark.parametrize("f", [2, 4])
 def test_measurements_take_it_with_the_same_values(kind, params, f):
-    meas = resolve_measurement({"kind": kind, **params}, f)
+    meas = resolve_measurement({"kind": kind, "params": params}, f)
+    assert meas.params == {**meas.params, **params}  # the parameters are the ones asked for
+    assert meas._banded(torch.zeros(1, 1, 16, 16)) is not None  # it takes the banded path
     x = torch.rand(2, 1, 96, 136, generator=torch.Generator().manual_seed(f)) * 3000 - 1000
     fast = meas.forward(x)
     chain = meas.forward(x.double())  # float64: the step-by-step chain
