@@ -557,6 +557,51 @@ def test_write_series_and_through_plane(ct_template, tmp_path):
     assert file_digest(folder) == before
 
 
+def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, monkeypatch):
+    """Each slice is written as soon as it is built (a series is never held whole): every file
+    holds its own slice — instance number, pixels —, and a slice that fails to write leaves
+    no output at all."""
+    import medsr.io.dicom.write as writer
+
+    img = read_dicom(write_series(tmp_path / "src", _ct_series(ct_template, n=6, gap=2.0)))
+    big = upscale2(img)
+    real, derive = pydicom.dcmwrite, writer._derive
+    built: list[int] = []
+
+    def counting_derive(*args, **kw):  # the header of one slice, built
+        built.append(kw["instance"])
+        return derive(*args, **kw)
+
+    def write(path, ds, **kw):
+        assert built == list(range(1, int(ds.InstanceNumber) + 1))  # this one, not the next
+        return real(path, ds, **kw)
+
+    monkeypatch.setattr(writer, "_derive", counting_derive)
+    monkeypatch.setattr(writer.pydicom, "dcmwrite", write)
+    out = write_dicom(big, tmp_path / "x2")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"IM{i:05d}.dcm" for i in range(1, 7)]
+    for k, name in enumerate(names):
+        ds = pydicom.dcmread(out / name)
+        assert int(ds.InstanceNumber) == k + 1
+        np.testing.assert_allclose(
+            ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept),
+            np.rint(big.array[k]),
+            atol=0.51,
+        )
+
+    def fails_on_the_fourth(path, ds, **kw):
+        if Path(path).name == "IM00004.dcm":
+            raise OSError("disk full")
+        return real(path, ds, **kw)
+
+    monkeypatch.setattr(writer.pydicom, "dcmwrite", fails_on_the_fourth)
+    with pytest.raises(OSError, match="disk full"):
+        write_dicom(big, tmp_path / "broken")
+    assert not (tmp_path / "broken").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
 def test_write_single_file_and_overwrite(dicom_corpus, tmp_path):
     mr = read_dicom(dicom_corpus("MR_small.dcm"))
     target = tmp_path / "mr.dcm"

@@ -405,6 +405,11 @@ def _choose_encoding(
     return 16, 16, 0, slope, lo
 
 
+#: values converted per chunk in :func:`_encode` (a float64 scratch of 1 MiB: it stays in the
+#: core's cache across the passes)
+_ENCODE_CHUNK = 1 << 17
+
+
 def _encode(
     values: np.ndarray,
     ba: int,
@@ -414,26 +419,30 @@ def _encode(
     intercept: float,
     reflect: float | None,
 ) -> np.ndarray:
-    # one float64 working array, every step in place, rounded straight into the stored integers
-    # (a 1024² slice: four passes instead of seven; clipping to the integer ends before rounding
-    # gives the same integers as after it)
-    stored = np.empty(np.shape(values), np.float64)
-    if reflect is not None:
-        np.subtract(reflect, values, out=stored, dtype=np.float64)
-        if intercept:
-            stored -= intercept
-    else:
-        np.subtract(values, intercept, out=stored, dtype=np.float64)
-    if slope != 1.0:
-        stored /= slope
+    # one float64 scratch, every step in place, rounded straight into the stored integers; chunk
+    # by chunk, so the passes (subtract, scale, NaN check, clip, round) read the scratch from the
+    # cache, not memory (a 1024² slice: 2.3 → 1.5 ms; the same integers). Clipping to the
+    # integer ends before rounding gives the same integers as after it
+    flat = np.ascontiguousarray(values).reshape(-1)
+    out = np.empty(flat.shape, np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}"))
     lo, hi = _stored_range(bs, pr)
-    # ±inf become the stored range's ends in the clip; NaN becomes 0. Looking for NaN through
-    # the sum (one pass, no temporary) spares np.nan_to_num's masks: 0.3 ms instead of 2.2 on
-    # a 1024² plane, where there is none
-    with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN: then look
-        if np.isnan(stored.sum()):
-            stored[np.isnan(stored)] = 0.0
-    np.clip(stored, lo, hi, out=stored)
-    out = np.empty(stored.shape, np.dtype(f"<{'i' if pr else 'u'}{max(ba, 8) // 8}"))
-    np.rint(stored, out=out, casting="unsafe")
-    return out
+    scratch = np.empty(min(flat.size, _ENCODE_CHUNK), np.float64)
+    for start in range(0, flat.size, _ENCODE_CHUNK):
+        part = flat[start : start + _ENCODE_CHUNK]
+        stored = scratch[: part.size]
+        if reflect is not None:
+            np.subtract(reflect, part, out=stored, dtype=np.float64)
+            if intercept:
+                stored -= intercept
+        else:
+            np.subtract(part, intercept, out=stored, dtype=np.float64)
+        if slope != 1.0:
+            stored /= slope
+        # ±inf become the stored range's ends in the clip; NaN becomes 0. Looking for NaN through
+        # the sum (one pass, no temporary) spares np.nan_to_num's masks, where there is none
+        with np.errstate(invalid="ignore"):  # +inf and -inf together sum to NaN: then look
+            if np.isnan(stored.sum()):
+                stored[np.isnan(stored)] = 0.0
+        np.clip(stored, lo, hi, out=stored)
+        np.rint(stored, out=out[start : start + part.size], casting="unsafe")
+    return out.reshape(np.shape(values))

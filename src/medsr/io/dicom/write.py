@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,19 @@ def write_dicom(
         warnings.simplefilter("ignore")
         datasets = _build_output(image, series_description_suffix)
         single_file = p.suffix.lower() in (".dcm", ".dicom")
-        if single_file and len(datasets) != 1:
+        count = _output_count(image)
+        if single_file and count != 1:
             raise InvalidParameterError(
-                f"'{p.name}' names one file but the image has {len(datasets)} slices; "
+                f"'{p.name}' names one file but the image has {count} slices; "
                 "give a folder path (no .dcm suffix) to write a DICOM series"
             )
         if single_file:
             with atomic_file(p, overwrite=overwrite) as tmp:
-                pydicom.dcmwrite(tmp, datasets[0], enforce_file_format=True)
+                pydicom.dcmwrite(tmp, next(datasets), enforce_file_format=True)
         else:
-            width = max(5, len(str(len(datasets))))
+            width = max(5, len(str(count)))
             with atomic_dir(p, overwrite=overwrite) as tmp:
+                # one slice at a time, as it is built: a series is never held in memory whole
                 for i, ds in enumerate(datasets, start=1):
                     pydicom.dcmwrite(tmp / f"IM{i:0{width}d}.dcm", ds, enforce_file_format=True)
     return p
@@ -83,7 +86,17 @@ def _refuse_source_overwrite(image: MedImage, target: Path) -> None:
             )
 
 
-def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
+def _output_count(image: MedImage) -> int:
+    """How many datasets :func:`_build_output` yields: one multi-frame object for a
+    multi-frame DICOM source, else one per slice."""
+    meta = image.meta
+    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
+    return 1 if (bool(meta.get("multiframe")) and from_dicom) else int(image.spatial_shape[0])
+
+
+def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
+    """The derived datasets of ``image`` in order, each built when asked for (its header from
+    its template, its pixels encoded): a series is never held in memory whole."""
     meta = image.meta
     from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
     templates: list[Dataset] = (
@@ -182,11 +195,11 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
                 )  # fmt: skip
         _set_pixels(ds, frames, color, generic, meta, from_dicom)
         ds.NumberOfFrames = z
-        return [ds]
+        yield ds
+        return
 
     nsrc = len(templates)
     src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
-    out = []
     for k in range(z):
         template = templates[src_idx[k]]
         ds = derived(template, k)
@@ -205,8 +218,7 @@ def _build_output(image: MedImage, suffix: str) -> list[Dataset]:
         _set_pixels(ds, pixels, color, generic, meta, from_dicom)
         if "NumberOfFrames" in ds and not multiframe:
             del ds.NumberOfFrames
-        out.append(ds)
-    return out
+        yield ds
 
 
 def _dtype_name(meta: dict[str, Any]) -> str:
