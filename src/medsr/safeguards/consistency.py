@@ -194,14 +194,17 @@ def degrade_planes(
     with torch.no_grad():
         for k in range(0, planes.shape[0], batch_size):
             part = planes[k : k + batch_size]
-            if padding is None:
-                t = torch.from_numpy(np.ascontiguousarray(part, np.float32))
-            else:  # a copy with its padding blocks filled (a broadcast mask: no full-size mask)
+            t = torch.from_numpy(np.ascontiguousarray(part, np.float32))
+            if padding is not None:
+                # a new tensor with the padding blocks filled, in one pass (no copy to fill
+                # afterwards): the mask repeated along each row only (a half-size mask) and
+                # broadcast over the block's f rows
                 mask, value = padding
-                t = torch.from_numpy(np.array(part, np.float32, order="C"))
                 m = torch.from_numpy(np.ascontiguousarray(mask[k : k + batch_size]))
                 n, hl, wl = m.shape
-                t.view(n, hl, f, wl, f).masked_fill_(m[:, :, None, :, None], value)
+                rows = m[..., None].expand(n, hl, wl, f).reshape(n, hl, 1, wl * f)
+                fill = torch.tensor(value, dtype=torch.float32)
+                t = torch.where(rows, fill, t.view(n, hl, f, wl * f)).view(n, hl * f, wl * f)
             out[k : k + batch_size] = meas.forward(t[:, None])[:, 0].numpy()
     return out
 
