@@ -88,3 +88,17 @@ def test_tensors_that_need_gradients_take_the_chain():
     assert x.grad is not None and torch.isfinite(x.grad).all()
     with pytest.raises(ValueError, match="gradients"):
         blur_downscale(x, 2, (1.0, 1.0))
+
+
+@pytest.mark.parametrize("probe", [16, 24, 32, 48])
+def test_a_probe_too_short_falls_back_to_the_whole_axis(probe):
+    """A probe whose middle row its borders still reach would give a wrong pattern: such a probe
+    is not used (the whole axis's identity is), whatever its length."""
+    from medsr.degradations._banded import _operator
+
+    full = _operator(1024, 2, 1.0, "bicubic", 1024)
+    op = _operator(1024, 2, 1.0, "bicubic", probe)
+    assert (op.first, op.stop, op.offset, op.tail_start, op.weights) == (
+        full.first, full.stop, full.offset, full.tail_start, full.weights
+    )
+    assert torch.equal(op.head, full.head) and torch.equal(op.tail, full.tail)

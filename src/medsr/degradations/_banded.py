@@ -87,7 +87,11 @@ def axis_operator(n: int, f: int, sigma: float, resample: str = "bicubic") -> _A
     ~1 ms whatever ``n``, instead of a chain over an ``n × n`` identity (20 ms at n = 1,024)."""
     if resample not in RESAMPLERS:
         raise ValueError(f"resample must be one of {RESAMPLERS}, got {resample!r}")
-    probe = min(n, f * _rows_needed(f, float(sigma)))
+    return _operator(n, f, float(sigma), resample, min(n, f * _rows_needed(f, float(sigma))))
+
+
+def _operator(n: int, f: int, sigma: float, resample: str, probe: int) -> _AxisOperator:
+    """:func:`axis_operator` from the chain on a ``probe``-sample identity."""
     eye = torch.eye(probe, dtype=torch.float64)[None, None]
     m = _chain(eye, f, float(sigma), resample)[0, 0].T  # (n₀/f, n₀): out = m @ x
     n_out = m.shape[0]
@@ -105,9 +109,13 @@ def axis_operator(n: int, f: int, sigma: float, resample: str = "bicubic") -> _A
         and not bool(nonzero[k, f * k + offset + size :].any())
         and torch.equal(m[k, f * k + offset : f * k + offset + size], pattern)
     ]  # fmt: skip
-    if not interior or interior != list(range(interior[0], interior[-1] + 1)):
-        if probe < n:  # cannot happen with _rows_needed's margin; the full identity then
-            raise AssertionError("the probe found no single run of interior rows")
+    one_run = bool(interior) and interior == list(range(interior[0], interior[-1] + 1))
+    if probe < n and not (one_run and len(interior) >= 4):
+        # the probe must hold rows that repeat the pattern on both sides of the middle one (a
+        # middle row its borders reach would make a wrong pattern); not expected with
+        # _rows_needed's margin: then the whole axis's identity
+        return _operator(n, f, sigma, resample, n)
+    if not one_run:
         first = stop = n_out  # a short axis: every row a border row
     else:
         first, stop = interior[0], interior[-1] + 1
