@@ -66,12 +66,17 @@ def test_the_probe_gives_the_whole_axis_matrix(n, f, sigma, resample):
      ("ultrasound", {"axis": -2})],
 )  # fmt: skip
 @pytest.mark.parametrize("f", [2, 4])
-def test_measurements_take_it_with_the_same_values(kind, params, f):
+@pytest.mark.parametrize("shape", [(96, 136), (97, 131)])  # the second not a multiple of f
+def test_measurements_take_it_with_the_same_values(kind, params, f, shape):
     meas = resolve_measurement({"kind": kind, "params": params}, f)
     assert meas.params == {**meas.params, **params}  # the parameters are the ones asked for
-    assert meas._banded(torch.zeros(1, 1, 16, 16)) is not None  # it takes the banded path
-    x = torch.rand(2, 1, 96, 136, generator=torch.Generator().manual_seed(f)) * 3000 - 1000
+    taken: list[bool] = []
+    real = meas._banded
+    object.__setattr__(meas, "_banded", lambda *a, **k: taken.append(True) or real(*a, **k))
+    x = torch.rand(2, 1, *shape, generator=torch.Generator().manual_seed(f)) * 3000 - 1000
     fast = meas.forward(x)
+    # the banded path is taken, but where the lateral axis has something to crop (ultrasound)
+    assert taken == ([] if kind == "ultrasound" and shape[int(params.get("axis", -1))] % f else [True])
     chain = meas.forward(x.double())  # float64: the step-by-step chain
     torch.testing.assert_close(fast.double(), chain, rtol=0, atol=3000 * 4e-7)
     # and the chain written out by hand, for the kinds that are one function

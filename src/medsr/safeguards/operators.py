@@ -168,36 +168,20 @@ class Measurement:
         return (ndim - 2, ndim - 1)
 
     # ------------------------------------------------------------------ the forward model
-    def _banded(self, x: torch.Tensor) -> torch.Tensor | None:
-        """``D(x)`` for a blur followed by a reduction (``ct-detector``, ``bicubic`` with a
-        pre-blur, ``radiograph``, ``ultrasound``) as one banded operator per axis
-        (:mod:`medsr.degradations._banded`: the same values to float rounding, 2–4× faster on
-        large planes); None where ``D`` is computed step by step (other kinds, a plain bicubic
-        reduction — torch's own is as fast —, tensors that need gradients, other than fp32)."""
+    def _banded(
+        self, x: torch.Tensor, sigma: tuple[float, float], resample: str = "bicubic"
+    ) -> torch.Tensor | None:
+        """``x`` blurred by ``sigma = (σ_y, σ_x)`` and reduced by ``resample`` as one banded
+        operator per axis (:mod:`medsr.degradations._banded`: the values of the kind's chain to
+        float rounding, 2–4× faster on large planes), or None where the chain runs step by step
+        (tensors that need gradients, other than fp32, ×1)."""
         import torch
 
         from medsr.degradations._banded import blur_downscale
 
-        p = self.params
         if x.dtype != torch.float32 or x.requires_grad or x.ndim != 4 or self.scale == 1:
             return None
-
-        if self.kind == "ct-detector":
-            sigma = float(p.get("sigma", 1.0))
-            return blur_downscale(x, self.scale, (sigma, sigma)) if sigma > 0 else None
-        if self.kind == "bicubic" and p.get("antialias", True):
-            sigma = float(p.get("blur_sigma", 0.0))
-            return blur_downscale(x, self.scale, (sigma, sigma)) if sigma > 0 else None
-        if self.kind == "radiograph":
-            sigma = float(p.get("sigma", 0.5))
-            return blur_downscale(x, self.scale, (sigma, sigma), "mean")
-        if self.kind == "ultrasound":
-            sigma = float(p.get("lateral_sigma", 1.25))
-            axis = int(p.get("axis", -1)) % 4
-            if sigma <= 0 or axis not in (2, 3):
-                return None
-            return blur_downscale(x, self.scale, (sigma, 0.0) if axis == 2 else (0.0, sigma))
-        return None
+        return blur_downscale(x, self.scale, sigma, resample)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from medsr.degradations import (
@@ -211,22 +195,33 @@ class Measurement:
 
         f = self.scale
         p = self.params
-        banded = self._banded(x)
-        if banded is not None:
-            return banded
-        if self.kind == "bicubic":
-            return bicubic_downscale(
-                x, f, blur_sigma=float(p.get("blur_sigma", 0.0)), antialias=p.get("antialias", True)
-            )
-        if self.kind == "ct-detector":
-            return bicubic_downscale(x, f, blur_sigma=float(p.get("sigma", 1.0)))
+        # the kinds that blur then reduce try the banded operator first (a plain bicubic
+        # reduction stays torch's own: as fast)
+        if self.kind in ("bicubic", "ct-detector"):
+            key, default = ("blur_sigma", 0.0) if self.kind == "bicubic" else ("sigma", 1.0)
+            sigma = float(p.get(key, default))
+            antialias = p.get("antialias", True)
+            banded = self._banded(x, (sigma, sigma)) if sigma > 0 and antialias else None
+            if banded is not None:
+                return banded
+            return bicubic_downscale(x, f, blur_sigma=sigma, antialias=antialias)
         if self.kind == "radiograph":
-            return radiograph(x, f, sigma=float(p.get("sigma", 0.5)))
+            sigma = float(p.get("sigma", 0.5))
+            banded = self._banded(x, (sigma, sigma), "mean")
+            return banded if banded is not None else radiograph(x, f, sigma=sigma)
         if self.kind == "kspace":
             return kspace_truncate(x, f, **self._kspace_kwargs())
         if self.kind == "ultrasound":  # default_degradation's US pipeline, noise-free
             sigma = float(p.get("lateral_sigma", 1.25))
-            blurred = ultrasound_lateral(x, 1, lateral_sigma=sigma, axis=int(p.get("axis", -1)))
+            axis = int(p.get("axis", -1))
+            # the chain blurs the lateral axis before it crops it to a multiple of f (the banded
+            # pass crops first): the same values only when there is nothing to crop there
+            lateral = axis % x.ndim if x.ndim == 4 else None
+            if sigma > 0 and lateral in (2, 3) and not x.shape[lateral] % f:
+                banded = self._banded(x, (sigma, 0.0) if lateral == 2 else (0.0, sigma))
+                if banded is not None:
+                    return banded
+            blurred = ultrasound_lateral(x, 1, lateral_sigma=sigma, axis=axis)
             return bicubic_downscale(blurred, f)
         if self.kind == "thick-slice":
             t = p.get("thickness")
