@@ -187,6 +187,8 @@ def degrade_planes(
     read ``value`` (an in-plane kind; the planes themselves are not changed)."""
     import torch
 
+    from medsr.io.padding import fill_blocks
+
     f = meas.scale
     reduced = meas.reduced_axes(4)
     h, w = (n // f if d in reduced else n for d, n in ((2, planes.shape[1]), (3, planes.shape[2])))
@@ -195,16 +197,10 @@ def degrade_planes(
         for k in range(0, planes.shape[0], batch_size):
             part = planes[k : k + batch_size]
             t = torch.from_numpy(np.ascontiguousarray(part, np.float32))
-            if padding is not None:
-                # a new tensor with the padding blocks filled, in one pass (no copy to fill
-                # afterwards): the mask repeated along each row only (a half-size mask) and
-                # broadcast over the block's f rows
+            if padding is not None:  # a new tensor with the padding blocks filled, one pass
                 mask, value = padding
                 m = torch.from_numpy(np.ascontiguousarray(mask[k : k + batch_size]))
-                n, hl, wl = m.shape
-                rows = m[..., None].expand(n, hl, wl, f).reshape(n, hl, 1, wl * f)
-                fill = torch.tensor(value, dtype=torch.float32)
-                t = torch.where(rows, fill, t.view(n, hl, f, wl * f)).view(n, hl * f, wl * f)
+                t = fill_blocks(t, m, float(value), f)
             out[k : k + batch_size] = meas.forward(t[:, None])[:, 0].numpy()
     return out
 
