@@ -86,23 +86,27 @@ def _refuse_source_overwrite(image: MedImage, target: Path) -> None:
             )
 
 
+def _from_dicom(meta: dict[str, Any]) -> tuple[bool, bool]:
+    """``(from_dicom, multiframe)``: whether ``meta`` carries the source's DICOM datasets (the
+    output derives from them), and whether that source was one multi-frame object."""
+    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
+    return from_dicom, bool(meta.get("multiframe")) and from_dicom
+
+
 def _output_count(image: MedImage) -> int:
     """How many datasets :func:`_build_output` yields: one multi-frame object for a
     multi-frame DICOM source, else one per slice."""
-    meta = image.meta
-    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
-    return 1 if (bool(meta.get("multiframe")) and from_dicom) else int(image.spatial_shape[0])
+    return 1 if _from_dicom(image.meta)[1] else int(image.spatial_shape[0])
 
 
 def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     """The derived datasets of ``image`` in order, each built when asked for (its header from
     its template, its pixels encoded): a series is never held in memory whole."""
     meta = image.meta
-    from_dicom = meta.get("format") == "dicom" and bool(meta.get("datasets"))
+    from_dicom, multiframe = _from_dicom(meta)
     templates: list[Dataset] = (
         list(meta["datasets"]) if from_dicom else [_secondary_capture_template(image)]
     )
-    multiframe = bool(meta.get("multiframe")) and from_dicom
     z, rows, cols = image.spatial_shape
     series_uid = generate_uid()
     date, time = _now()
