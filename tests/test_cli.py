@@ -300,3 +300,21 @@ def test_medsr_warnings_are_one_plain_line(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines and all(line.startswith("warning: ") for line in lines), res.stderr
     assert "SliceThickness" in lines[0] and ".py:" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["upscale", "in.dcm", "x.dcm", "--scale", "abc"], "--scale"),
+        (["upscale", "in.dcm", "x.dcm", "--bogus"], "No such option: --bogus"),
+        (["upscale", "in.dcm"], "Missing argument"),
+        (["frobnicate"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_error_line(args, says):
+    """Typer's own usage errors (an unknown option or command, a value of the wrong type, a
+    missing argument) as one ``error:`` line and exit status 2, like medsr's errors."""
+    res = medsr(*args)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert says in res.stderr and "--help" in res.stderr

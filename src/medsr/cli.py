@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -355,15 +355,35 @@ def main() -> None:
 
     retain_freed_memory()
     try:
-        app()
+        # not click's standalone mode: a usage error (an unknown option, a value of the wrong
+        # type, a missing argument) is one ``error:`` line too, not a boxed panel
+        code = app(standalone_mode=False)
     except MedSRError as exc:
         if _STATE["debug"]:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as exc:  # typer's own click: a usage error
+        _usage_error(exc)
+    # typer.Exit(n) raised by a command: click returns its code outside standalone mode
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_error(exc: Exception) -> NoReturn:
+    """A command-line usage error as one ``error:`` line and exit status 2 (``medsr`` alone
+    prints its help, as click does)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        exc.show()  # type: ignore[attr-defined]
+        sys.exit(2)
+    fmt = getattr(exc, "format_message", None)
+    message = fmt() if callable(fmt) else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    typer.echo(f"error: {message}{where}", err=True)
+    sys.exit(int(getattr(exc, "exit_code", 2)) or 2)
 
 
 if __name__ == "__main__":  # pragma: no cover

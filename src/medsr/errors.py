@@ -24,6 +24,12 @@ class InputNotFoundError(MedSRError):
     http_status = 404
 
 
+class UnreadableInputError(MedSRError):
+    """The input exists but may not be read (permissions)."""
+
+    http_status = 403
+
+
 class EmptyInputError(MedSRError):
     """The input file has zero bytes or a folder holds no readable image."""
 

@@ -65,7 +65,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -998,11 +998,26 @@ def check_paths(
 
     sniff_format(input_path)
     target = output_path_for(input_path, output)
-    check_output(target, overwrite)
+    check_output(target, overwrite, output_kind(target))
     check_not_input(input_path, target)
     if maps_dir is not None:
-        check_output(maps_dir, overwrite)
+        check_output(maps_dir, overwrite, "folder")
     return target
+
+
+def output_kind(target: str | os.PathLike[str]) -> Literal["file", "series"]:
+    """Whether :func:`output_path_for`'s ``target`` is one file or a DICOM series folder (a path
+    whose suffix names no format medsr writes, or none: :func:`medsr.io.dicom.write_dicom`)."""
+    from medsr.errors import UnsupportedFormatError
+    from medsr.io import format_for_output
+
+    out = Path(target)
+    try:
+        fmt = format_for_output(out)
+    except UnsupportedFormatError:
+        fmt = None
+    single = out.suffix.lower() in (".dcm", ".dicom")
+    return "series" if fmt in (None, "dicom") and not single else "file"
 
 
 def writer_options(target: str | os.PathLike[str], output_dtype: str | None) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
             check_output(output, overwrite)
             check_not_input(input, output)
             if maps is not None:
-                check_output(maps, overwrite)
+                check_output(maps, overwrite, "folder")
             image = load_image(input)
             if maps is None:
                 result = interpolate_slices(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from medsr.errors import InvalidParameterError, OutputExistsError
 
@@ -19,12 +21,80 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Refuse an existing output unless ``overwrite``; return the path."""
+#: the files of a DICOM series folder medsr writes (``IM00001.dcm`` …): a folder that holds
+#: anything else is not a previous output of medsr, and ``--overwrite`` never replaces it
+SERIES_FILE = re.compile(r"^IM\d{5,}\.dcm$")
+#: what an output path is: one ``file``; a DICOM ``series`` folder medsr writes whole (replaced
+#: as a whole); a ``folder`` it writes its own files into (maps: only those files replaced)
+OutputKind = Literal["file", "series", "folder"]
+
+
+def check_output(
+    path: str | os.PathLike[str], overwrite: bool, kind: OutputKind | None = None
+) -> Path:
+    """Refuse an existing output unless ``overwrite``; return the path.
+
+    Even with ``overwrite`` only what medsr would itself have written is replaced: a ``file``
+    output replaces a regular file (never a folder, a device such as ``/dev/null`` or a
+    socket); a ``series`` folder replaces a folder holding nothing but a series' ``IM…dcm``
+    files (:data:`SERIES_FILE`), never a folder of other data nor a file; a ``folder`` output
+    writes into an existing folder. ``kind=None``: a path with a suffix is a ``file``, one
+    without a ``series`` (how :func:`medsr.pipeline.output_path_for` reads it). The parent
+    folder must be writable (or creatable), so that a run never fails after its work is done.
+    """
     p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(f"output '{p}' already exists; pass --overwrite to replace it")
+    kind = kind or ("file" if p.suffix else "series")
+    if os.path.lexists(p):
+        if not overwrite:
+            raise OutputExistsError(f"output '{p}' already exists; pass --overwrite to replace it")
+        _check_replaceable(p, kind)
+    _check_writable(p if kind == "folder" and p.is_dir() else p.parent)
     return p
+
+
+def _check_replaceable(p: Path, kind: OutputKind) -> None:
+    """With ``--overwrite``: refuse to replace what medsr would not have written there."""
+    if kind == "file":
+        if not p.is_file():
+            what = "a folder" if p.is_dir() else "not a regular file"
+            raise InvalidParameterError(
+                f"output '{p}' exists and is {what}; --overwrite replaces only a file: "
+                "choose another output path"
+            )
+        return
+    if not p.is_dir() or p.is_symlink():
+        raise InvalidParameterError(
+            f"output '{p}' exists and is not a folder; a DICOM series is written as a folder "
+            "(or name one file, e.g. 'out.dcm'): choose another output path"
+        )
+    if kind == "series":
+        try:
+            foreign = [
+                e.name
+                for e in os.scandir(p)
+                if not (e.is_file(follow_symlinks=False) and SERIES_FILE.match(e.name))
+            ]
+        except OSError as exc:
+            raise InvalidParameterError(
+                f"cannot read the output folder '{p}': {exc.strerror}"
+            ) from None
+        if foreign:
+            raise InvalidParameterError(
+                f"output folder '{p}' holds files medsr did not write (e.g. '{sorted(foreign)[0]}'); "
+                "--overwrite replaces only a previous medsr series: choose another output path"
+            )
+
+
+def _check_writable(folder: Path) -> None:
+    """The nearest existing folder at or above ``folder`` must be a folder medsr may write in
+    (the missing ones are created there)."""
+    d = folder if str(folder) else Path(".")
+    while not os.path.lexists(d) and d != d.parent:
+        d = d.parent
+    if not d.is_dir():
+        raise InvalidParameterError(f"cannot write under '{d}': it is not a folder")
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise InvalidParameterError(f"cannot write to the folder '{d}': permission denied")
 
 
 def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
@@ -35,33 +105,58 @@ def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLik
 
 
 @contextlib.contextmanager
+def _writing(target: Path) -> Iterator[None]:
+    """An ``OSError`` making the output's folder or temporary (permissions changed since the
+    check, a full or read-only disk) as one :class:`InvalidParameterError` line."""
+    try:
+        yield
+    except OSError as exc:
+        _as_write_error(exc, target)
+        raise
+
+
+def _as_write_error(exc: BaseException, target: Path) -> None:
+    """Raise an ``OSError`` met while writing ``target`` (a full or read-only disk, permissions
+    changed since the check) as one :class:`InvalidParameterError` line; return otherwise."""
+    if isinstance(exc, OSError):
+        raise InvalidParameterError(
+            f"cannot write '{target}': {exc.strerror or exc.__class__.__name__}"
+        ) from None
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary file path beside ``path``; rename it onto ``path`` only on success.
 
     The temporary name keeps the suffixes of ``path`` (``.nii.gz``...) so writers that choose
     encoders by suffix behave the same.
     """
-    target = check_output(path, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_output(path, overwrite, "file")
     suffix = "".join(target.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem.split('.')[0]}.", suffix=suffix, dir=target.parent)
+    with _writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.stem.split('.')[0]}.", suffix=suffix, dir=target.parent
+        )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _as_write_error(exc, target)
         raise
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; move it to ``path`` only on success."""
-    target = check_output(path, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    target = check_output(path, overwrite, "series")
+    with _writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))
@@ -72,8 +167,9 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
             shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink()
         else:
             os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _as_write_error(exc, target)
         raise
 
 

@@ -16,6 +16,7 @@ from medsr.errors import (
     CorruptInputError,
     EmptyInputError,
     InputNotFoundError,
+    UnreadableInputError,
     UnsupportedFormatError,
 )
 
@@ -64,15 +65,18 @@ def looks_like_raw_dicom(head: bytes) -> bool:
 def sniff_format(path: str | os.PathLike[str]) -> str:
     """Return the format of ``path`` from its first bytes (``dicom``, ``nifti``, ``png``...)."""
     p = Path(path)
-    if not p.exists():
-        raise InputNotFoundError(f"input '{p}' does not exist")
-    if p.is_dir():
-        return "dicom"
-    size = p.stat().st_size
-    if size == 0:
-        raise EmptyInputError(f"input '{p.name}' is empty (0 bytes)")
-    with open(p, "rb") as fh:
-        head = fh.read(352)
+    try:
+        if not p.exists():
+            raise InputNotFoundError(f"input '{p}' does not exist")
+        if p.is_dir():
+            return "dicom"
+        size = p.stat().st_size
+        if size == 0:
+            raise EmptyInputError(f"input '{p.name}' is empty (0 bytes)")
+        with open(p, "rb") as fh:
+            head = fh.read(352)
+    except OSError as exc:  # a folder on the way that may not be entered, a file not readable
+        raise UnreadableInputError(f"cannot read the input '{p}': {exc.strerror or exc}") from None
     if has_dicom_magic(head) or looks_like_raw_dicom(head):
         return "dicom"
     if head[:8] == b"\x89PNG\r\n\x1a\n":

@@ -51,7 +51,7 @@ def write_dicom(
             "save 4-D data as NIfTI"
         )
     p = Path(path)
-    check_output(p, overwrite)
+    check_output(p, overwrite, "file" if p.suffix.lower() in (".dcm", ".dicom") else "series")
     _refuse_source_overwrite(image, p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
