@@ -610,3 +610,47 @@ def test_a_soft_bone_edge_is_never_made_worse_than_bicubic(name):
             sr, _ = upscale_with_safeguards(lr, scale, model, maps=False, tta=False, ood=False, warn=False)
             err[model] = float(np.sqrt(np.mean((sr.array[0] - hr.array[0])[c:-c, c:-c] ** 2)))
         assert err[name] <= err["bicubic"], (width, err)
+
+
+def _ct_nifti_with_fill(path, raw: bool = False):
+    """CT_small's HU (or its raw stored values) in an int16 NIfTI, with the scanner's −3024 HU
+    fill outside a circle (no header says so: NIfTI has no PixelPaddingValue)."""
+    import nibabel as nib
+
+    hu = medsr.load_image(corpus_path("CT_small.dcm")).array[0]
+    yy, xx = np.mgrid[:128, :128]
+    outside = (yy - 63.5) ** 2 + (xx - 63.5) ** 2 >= 60**2
+    arr = hu + 1024 if raw else np.where(outside, -3024, hu)
+    nib.save(nib.Nifti1Image(arr.T[:, :, None].astype(np.int16), np.diag([0.7, 0.7, 5, 1])), path)
+    return outside
+
+
+def test_nifti_ct_stated_by_modality_keeps_its_fill_exact(tmp_path):
+    """``--modality CT`` on a NIfTI in Hounsfield units labels them HU, and with them the CT fill
+    outside the reconstruction circle is padding: kept exact, never fed as signal (before, the
+    units stayed 'a.u.', 2,653 of its output pixels changed and the field of view got values
+    below −1100 HU from the fill's edge)."""
+    from medsr.pipeline import upscale_file
+
+    src, out = tmp_path / "ct.nii.gz", tmp_path / "out.nii.gz"
+    outside = _ct_nifti_with_fill(src)
+    upscale_file(src, out, scale=2, model="fast-x2", modality="CT")
+    result = medsr.load_image(out)
+    assert result.units == "HU" and result.modality == "CT"
+    sr = result.array[0]
+    up = np.repeat(np.repeat(outside, 2, 0), 2, 1)
+    assert np.all(sr[up] == -3024)
+    assert sr[~up].min() >= medsr.load_image(src).array[0][~outside].min() - 100
+
+
+def test_modality_states_hu_only_for_values_that_read_as_hu(tmp_path):
+    from medsr.pipeline import set_modality
+
+    src = tmp_path / "raw.nii.gz"
+    _ct_nifti_with_fill(src, raw=True)
+    raw = medsr.load_image(src)
+    assert set_modality(raw, "CT").units == "a.u."  # stored values 0…4095: not HU
+    assert set_modality(raw, "MR").units == raw.units
+    dicom = medsr.load_image(corpus_path("CT_small.dcm"))
+    with pytest.warns(UserWarning, match="header states modality CT"):
+        assert set_modality(dicom, "MR").modality == "CT"

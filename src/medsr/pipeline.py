@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data, no_data_mask, padding_of_planes
 from medsr.modality import MODALITIES, modality_group
@@ -202,13 +202,44 @@ def set_modality(image: MedImage, modality: str | None) -> MedImage:
     """``image`` with its modality set to the DICOM code ``modality`` (``None``: unchanged).
 
     Only formats that carry no modality take it (NIfTI, PNG, TIFF, .npy: ``OT``); a DICOM
-    input keeps the modality its header states."""
+    input keeps the modality its header states (a warning says so when ``modality`` differs).
+    ``CT`` on an image of unknown units whose values read as Hounsfield units
+    (:func:`_looks_like_hu`) labels them HU."""
     if modality is None:
         return image
     code = check_modality(modality)
-    if image.meta.get("format") == "dicom" and (image.modality or "OT").upper() != "OT":
+    stated = (image.modality or "OT").upper()
+    if image.meta.get("format") == "dicom" and stated != "OT":
+        if stated != code:
+            warnings.warn(
+                f"the DICOM header states modality {stated}: --modality {code} applies only to "
+                "inputs that carry none (NIfTI, PNG, TIFF, .npy)",
+                MedSRWarning,
+                stacklevel=2,
+            )
         return image
-    return image.replace(modality=code)
+    units = image.units
+    if code == "CT" and units in ("a.u.", "", None) and _looks_like_hu(image.array):
+        # a CT NIfTI stores Hounsfield units (dcm2niix applies the rescale): stating the modality
+        # states them too, and with them the CT rules that need HU (the scanner's fill outside
+        # the reconstruction circle kept exact: medsr.io.padding.no_data_mask)
+        units = "HU"
+    return image.replace(modality=code, units=units)
+
+
+#: a CT in Hounsfield units measures air (−1000 HU) or holds a fill below it; raw stored values
+#: (0–4095 before the rescale) do not go below 0
+HU_AIR_BELOW = -500.0
+
+
+def _looks_like_hu(array: np.ndarray) -> bool:
+    """Whether a CT's values read as Hounsfield units: finite ones reach below
+    :data:`HU_AIR_BELOW` (air or a fill) and stay within what a CT stores (−32768…32767)."""
+    finite = array[np.isfinite(array)] if not np.isfinite(array).all() else array
+    if not finite.size:
+        return False
+    lo, hi = float(finite.min()), float(finite.max())
+    return lo < HU_AIR_BELOW and lo >= -32768 and hi <= 32767
 
 
 def physics_from_header(image: MedImage) -> tuple[Measurement | None, str]:
