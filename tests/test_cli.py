@@ -234,7 +234,7 @@ def test_upscale_ensemble_is_recorded_and_refused_where_it_means_nothing(tmp_pat
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("--degradation", "foo", "no consistency projection"),
+        ("--degradation", "foo", "unknown degradation 'foo'"),
         ("--modality", "XYZ", "modality must be one of"),
         ("--consistency", "maybe", "'auto', 'on' or 'off'"),
         ("--degradation", "thick-slice", "through-plane"),

@@ -121,7 +121,7 @@ def test_bad_arguments(mr_small):
         upscale_with_safeguards(mr_small, 5, "bicubic")
     with pytest.raises(InvalidParameterError, match="through-plane"):
         upscale_with_safeguards(mr_small, 2, "bicubic", degradation="thick-slice")
-    with pytest.raises(InvalidParameterError, match="no consistency projection"):
+    with pytest.raises(InvalidParameterError, match="unknown degradation"):
         upscale_with_safeguards(mr_small, 2, "bicubic", degradation="foo")
 
 

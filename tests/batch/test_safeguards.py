@@ -147,7 +147,7 @@ def test_bad_safeguard_options(small: Path, tmp_path: Path):
         run_batch(small, tmp_path / "o", model="bicubic", maps_dir=tmp_path / "o")
     with pytest.raises(InvalidParameterError, match="maps folder"):
         run_batch(small, tmp_path / "o", model="bicubic", maps_dir=small)
-    with pytest.raises(InvalidParameterError, match="no consistency projection"):
+    with pytest.raises(InvalidParameterError, match="unknown degradation"):
         run_batch(small, tmp_path / "o", model="bicubic", degradation="foo")
     with pytest.raises(InvalidParameterError, match="modality must be one of"):
         run_batch(small, tmp_path / "o", model="bicubic", modality="XYZ")

@@ -51,7 +51,7 @@ def test_measurement_specs():
     )
     assert m.params == {"sigma": 0.7} and m.describe() == "ct-detector (sigma=0.7)"
     assert resolve_measurement("bicubic", 2, blur_sigma=0.5).params["blur_sigma"] == 0.5
-    with pytest.raises(InvalidParameterError, match="no consistency projection"):
+    with pytest.raises(InvalidParameterError, match="not a measurement"):
         resolve_measurement("rician-noise", 2)
     with pytest.raises(InvalidParameterError, match="takes"):
         resolve_measurement("radiograph", 2, window="hamming")

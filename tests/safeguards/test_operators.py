@@ -96,7 +96,7 @@ def test_new_kinds_resolve_with_documented_defaults():
         ("ct-sparse-view", {"filter": "sinc"}, "filter must be one of"),
         ("ct-sparse-view", {"pixel_size_mm": 0}, "pixel_size_mm must be > 0"),
         ("ct-sparse-view", {"window": "hamming"}, "takes"),
-        ("gaussian-noise", {}, "no consistency projection"),
+        ("gaussian-noise", {}, "not a measurement"),
     ],
 )
 def test_bad_parameters_are_refused_clearly(kind, params, match):
@@ -258,3 +258,14 @@ def test_ct_sparse_view_residual_decreases_monotonically(scale, min_drop):
     rec = enforce_consistency(sr, lr, m, iterations=5).meta["consistency"]
     assert rec["method"].startswith("Landweber") and rec["converged"] is False
     assert rec["residual_max_after"] < rec["residual_max_before"]
+
+
+def test_every_degradation_is_a_measurement_or_named_as_none():
+    """`--degradation foo` is 'unknown'; a registered kind without a forward model (noise,
+    compositions) says it is no measurement: the two lists cover the registry exactly."""
+    from medsr.degradations import list_degradations
+    from medsr.safeguards.operators import DEFAULT_PARAMS, NO_FORWARD_MODEL
+
+    assert set(list_degradations()) - {"default"} == set(DEFAULT_PARAMS) | set(NO_FORWARD_MODEL)
+    with pytest.raises(InvalidParameterError, match="unknown degradation 'foo'"):
+        resolve_measurement("foo", 2)

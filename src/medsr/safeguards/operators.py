@@ -126,6 +126,9 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 }
 #: kinds that reduce one axis across slices (the upscaled volume has f× the slices, same planes)
 THROUGH_PLANE = ("thick-slice",)
+#: the degradations of ``medsr degrade --kind`` that are no measurement to check or project
+#: (noise, compositions; a test keeps this equal to the registry's others, without torch here)
+NO_FORWARD_MODEL = ("compose", "ct-noise", "gaussian-noise", "poisson-noise", "rician-noise")
 #: kinds with an in-plane projection (the upscaled image has f× the rows and columns)
 SUPPORTED = tuple(k for k in DEFAULT_PARAMS if k not in THROUGH_PLANE)
 _ALLOWED = {
@@ -577,10 +580,12 @@ def resolve_measurement(
 
         kind = default_kind(modality)
     if kind not in DEFAULT_PARAMS:
+        physics = f"{', '.join(SUPPORTED)} (or auto) in-plane, {', '.join(THROUGH_PLANE)} through-plane"
+        if kind not in NO_FORWARD_MODEL:  # a typo: say so, as `medsr degrade --kind` does
+            raise InvalidParameterError(f"unknown degradation {kind!r}; choose one of: {physics}")
         raise InvalidParameterError(
-            f"data consistency is available for the degradations {', '.join(SUPPORTED)} "
-            f"(or auto) in-plane and {', '.join(THROUGH_PLANE)} through-plane; {kind!r} has "
-            "no consistency projection"
+            f"degradation {kind!r} is not a measurement medsr can check or project (noise and "
+            f"compositions have no forward model); choose one of: {physics}"
         )
     clean = {k: v for k, v in params.items() if k not in _NOISE and k != "scale"}
     unknown = sorted(set(clean) - _ALLOWED[kind])
