@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import medsr as medsr_api
 from medsr.cli import app
+from medsr.errors import OutputExistsError
 from tests.conftest import corpus_path, file_digest
 
 runner = CliRunner()
@@ -117,6 +118,38 @@ def test_bad_input_exit_2_and_nothing_written(tmp_path, corpus, args, message):
     assert not (tmp_path / "out.nii.gz").exists()
     assert existing.read_bytes() == b"keep me"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+
+
+@pytest.mark.parametrize("first, second", [(".png", ".nii.gz"), (".nii.gz", ".png")])
+def test_upscale_never_replaces_another_outputs_sidecar(tmp_path, corpus, first, second):
+    """``sc.png`` and ``sc.nii.gz`` share ``sc.json``: the second is one error line (exit 2),
+    with ``--overwrite`` too, found before the model is resolved (an unknown model is not what
+    it reports); the first output's sidecar is intact and it reads back in HU. Replacing one's
+    own output still works, and an unrelated JSON file is never replaced."""
+    src = str(corpus("CT_small.dcm"))
+    res = runner.invoke(app, ["upscale", src, str(tmp_path / f"sc{first}"), "-m", "bicubic"])
+    assert res.exit_code == 0, res.output
+    side = (tmp_path / "sc.json").read_bytes()
+    before = medsr_api.load_image(tmp_path / f"sc{first}")
+    assert before.units == "HU" and before.array.min() < -800
+    for extra in ([], ["--overwrite"], ["--overwrite", "-m", "nope"]):
+        bad = medsr("upscale", src, str(tmp_path / f"sc{second}"), *extra)
+        lines = [line for line in bad.stderr.splitlines() if line.strip()]
+        assert bad.returncode == 2 and len(lines) == 1, bad.stderr
+        assert lines[0].startswith("error: ") and f"is the sidecar of 'sc{first}'" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([f"sc{first}", "sc.json"])
+    assert (tmp_path / "sc.json").read_bytes() == side
+    after = medsr_api.load_image(tmp_path / f"sc{first}")
+    assert after.units == "HU" and np.array_equal(after.array, before.array)
+    res = runner.invoke(app, ["upscale", src, str(tmp_path / f"sc{first}"), "-m", "bicubic", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "other.json").write_text('{"mine": true}')
+    for extra in ([], ["--overwrite"]):
+        res = runner.invoke(app, ["upscale", src, str(tmp_path / "other.png"), "-m", "bicubic", *extra])
+        assert isinstance(res.exception, OutputExistsError), res.output  # main() prints it
+        assert "not written by medsr" in str(res.exception)
+    assert (tmp_path / "other.json").read_text() == '{"mine": true}'
+    assert not (tmp_path / "other.png").exists()
 
 
 def test_debug_shows_traceback(tmp_path):

@@ -1023,14 +1023,19 @@ def check_paths(
 ) -> Path:
     """Where to write (:func:`output_path_for`), once the paths are checked: the input exists
     and is a format medsr reads, the output (and ``maps_dir``) does not exist unless
-    ``overwrite``, and the output is not the input (inputs are never modified). Needs no torch."""
+    ``overwrite``, and the output is not the input (inputs are never modified). The JSON sidecar
+    of a NIfTI/PNG/TIFF/npy output counts as an output, and one that describes another file (or a
+    JSON file medsr did not write) is refused even with ``overwrite``
+    (:func:`medsr.io.sidecar.check_sidecar`). Needs no torch."""
     from medsr.io import sniff_format
     from medsr.io._atomic import check_not_input, check_output
+    from medsr.io.sidecar import check_sidecar
 
     sniff_format(input_path)
     target = output_path_for(input_path, output)
     check_output(target, overwrite, output_kind(target))
     check_not_input(input_path, target)
+    check_sidecar(target, overwrite)
     if maps_dir is not None:
         check_output(maps_dir, overwrite, "folder")
     return target

@@ -99,3 +99,46 @@ def test_web_job_reports_safeguards_and_provenance(tmp_path):
         assert r.status_code == 200
         bad = submit(client, "mr.dcm", data, model="tiny-mr", consistency="maybe")
         assert bad.status_code == 422
+
+
+def _derivation_texts(out):
+    ds = pydicom.dcmread(out)
+    text = ds.DerivationDescription
+    assert len(text) <= 1024
+    assert ds.ContributingEquipmentSequence[-1].ContributionDescription == text
+    return text
+
+
+def test_dicom_records_the_precision(tmp_path, ct_small, monkeypatch):
+    """The network's arithmetic is in the DICOM derivation record as in the sidecar: fp32 named
+    too (a reader tells it from bf16 without knowing the default), and for ``auto`` why it was
+    chosen. bf16 runs under CPU autocast on any CPU (emulated where not native), as in
+    tests/inference/test_predictor.py; ``auto`` is given a CPU with AMX so that it picks bf16
+    everywhere (fast-x2 is in the measured table)."""
+    from medsr.inference import precision as prec
+
+    texts = {}
+    for precision in ("fp32", "bf16"):
+        sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision=precision, warn=False)
+        texts[precision] = _derivation_texts(medsr.save_image(sr, tmp_path / f"{precision}.dcm"))
+        assert f"precision {precision})" in texts[precision], texts[precision]
+        assert "auto" not in texts[precision].split("precision", 1)[1].split(";")[0]
+    monkeypatch.setattr(prec, "_cpu_flags", lambda: {"amx_bf16"})
+    sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision="auto", warn=False)
+    assert sr.meta["derivation"]["precision"] == "bf16"
+    text = _derivation_texts(medsr.save_image(sr, tmp_path / "auto.dcm"))
+    assert "precision bf16 [auto: CPU has amx_bf16; bf16 changes this model's CT output" in text, (
+        text
+    )
+
+
+def test_dicom_precision_record_stays_within_1024(tmp_path, ct_small):
+    """A long reason for ``auto`` and a long safeguards summary: the precision comes before the
+    summary and both are cut so that DerivationDescription (VR ST) holds at most 1024."""
+    derivation = {
+        "method": "super-resolution", "model": "m", "scale": 2, "precision": "bf16",
+        "precision_auto": "auto: " + "why " * 400, "summary": "s" * 700,
+    }  # fmt: skip
+    img = ct_small.replace(meta={**ct_small.meta, "derivation": derivation})
+    text = _derivation_texts(medsr.save_image(img, tmp_path / "long.dcm"))
+    assert "precision bf16 [auto: why why" in text and "ssss" in text

@@ -74,9 +74,11 @@ def register(app: typer.Typer) -> None:
             from medsr.interpolation.core import interpolate_slices, interpolation_uncertainty
             from medsr.io import load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
+            from medsr.io.sidecar import check_sidecar
 
             check_output(output, overwrite)
             check_not_input(input, output)
+            check_sidecar(output, overwrite)
             if maps is not None:
                 check_output(maps, overwrite, "folder")
             image = load_image(input)

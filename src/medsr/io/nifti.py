@@ -35,11 +35,11 @@ from medsr.errors import (
     is_fatal,
 )
 from medsr.image import MedImage
-from medsr.io._atomic import atomic_file
+from medsr.io._atomic import atomic_file, check_output
 from medsr.io._gzip import ParallelGzipWriter
 from medsr.io._quiet import library_messages
 from medsr.io.limits import check_pixel_count
-from medsr.io.sidecar import read_sidecar, sidecar_path, write_sidecar
+from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
 
 try:
     from isal import igzip as _igzip
@@ -247,6 +247,8 @@ def write_nifti(
     import nibabel as nib
 
     want = check_output_dtype(dtype)
+    check_output(path, overwrite)
+    check_sidecar(path, overwrite)  # before the image: a refused sidecar leaves nothing written
     arr = np.ascontiguousarray(image.array, dtype=np.float32)
     store = integer_storage(image, arr) if want == "input" else None
     # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
@@ -278,7 +280,7 @@ def write_nifti(
     stored_as: dict[str, Any] = {"dtype": "float32"}
     if store is not None:  # what a reader of the values should know: they sit on this grid
         stored_as = {"dtype": store[0].name, "scl_slope": store[1], "scl_inter": store[2], "rounded": True}
-    write_sidecar(image, sidecar_path(p), overwrite=True, stored_as=stored_as)
+    write_sidecar(image, p, stored_as=stored_as)
     return p
 
 

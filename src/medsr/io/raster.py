@@ -27,9 +27,9 @@ from medsr.errors import (
     scrub,
 )
 from medsr.image import MedImage, affine_from_spacing
-from medsr.io._atomic import atomic_file
+from medsr.io._atomic import atomic_file, check_output
 from medsr.io.limits import MAX_COMPRESSION_RATIO, MAX_TIFF_PAGES, check_pixel_count
-from medsr.io.sidecar import read_sidecar, sidecar_path, write_sidecar
+from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
 from medsr.io.sniff import truncated_dicom_hint
 
 
@@ -268,13 +268,15 @@ def _to_medimage_layout(data: np.ndarray, fmt: str, name: str) -> tuple[np.ndarr
 def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, overwrite: bool = False, **_: Any) -> Path:
     """Write PNG / TIFF / ``.npy``; spacing and rescale go to the JSON sidecar."""
     p = Path(path)
+    check_output(p, overwrite)
+    check_sidecar(p, overwrite)  # before the image: a refused sidecar leaves nothing written
     arr = image.array
     extra: dict[str, Any] = {}
     if fmt == "npy":
         data = arr[0] if (arr.ndim == 3 and arr.shape[0] == 1) else arr
         with atomic_file(p, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(data, dtype=np.float32))
-        write_sidecar(image, sidecar_path(p), overwrite=True)
+        write_sidecar(image, p)
         return p
     if fmt == "png" and image.spatial_shape[0] != 1:
         raise InvalidParameterError(
@@ -297,7 +299,7 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
 
             out = data[0] if data.shape[0] == 1 else data
             tifffile.imwrite(str(tmp), out, photometric="rgb" if image.channels == "RGB" else "minisblack")
-    write_sidecar(image, sidecar_path(p), overwrite=True, **extra)
+    write_sidecar(image, p, **extra)
     return p
 
 

@@ -124,6 +124,8 @@ def _derivation_text(image: MedImage) -> str:
             extras.append(str(deriv["axes"]))
         if deriv.get("model_checksum"):
             extras.append(str(deriv["model_checksum"]))
+        if deriv.get("precision"):
+            extras.append(_precision_text(deriv))
         parts.append(desc + (f" ({', '.join(extras)})" if extras else ""))
         if deriv.get("summary"):  # fidelity safeguards (medsr.safeguards.provenance)
             parts.append(str(deriv["summary"]))
@@ -135,6 +137,21 @@ def _derivation_text(image: MedImage) -> str:
     text = ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
     text = text.replace("×", "x").encode("ascii", "replace").decode("ascii").replace("\\", "/")
     return text[:1024]
+
+
+def _precision_text(deriv: dict[str, Any]) -> str:
+    """The network's arithmetic as the derivation records it (``meta["derivation"]`` of
+    :class:`medsr.inference.planes.PlaneUpscaler`): ``precision bf16``, fp32 named too (a reader
+    tells the two apart without knowing the default, and an output of a medsr that did not record
+    it is one without the word), with why ``auto`` chose it and fp16's fallbacks to fp32, each
+    cut short so that the text stays within DerivationDescription's 1024 characters before the
+    safeguards' summary."""
+    text = f"precision {deriv['precision']}"
+    if deriv.get("precision_auto"):
+        text += f" [{str(deriv['precision_auto'])[:240]}]"
+    if deriv.get("precision_fallback"):
+        text += f" [{str(deriv['precision_fallback'])[:160]}]"
+    return text
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
