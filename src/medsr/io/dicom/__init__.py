@@ -45,6 +45,9 @@ in the shared functional group; see :mod:`medsr.io.dicom.derived`).
                             map resampled slices back to source slices by world position
 ``spacing_source``          which attribute gave the in-plane spacing
 ``has_geometry``            the source had Image Orientation/Position (Patient)
+``source_positions``        each slice's Image Position (Patient) as read (LPS mm, slice
+                            order), or None: the affine is an even grid fitted to them, and an
+                            output that keeps the source's slices keeps these positions
 ``padding``                 Pixel Padding Value / Range Limit in the image's units, or None
                             (see :mod:`medsr.io.padding`)
 ``header_warnings``         questionable header values that were ignored (also warned as

