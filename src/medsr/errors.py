@@ -88,6 +88,13 @@ class OutputExistsError(MedSRError):
     http_status = 409
 
 
+class OutputWriteError(MedSRError):
+    """The output cannot be written where asked (a folder without write permission, a full or
+    read-only disk); checked before the work where it can be."""
+
+    http_status = 500
+
+
 class UnknownModelError(InvalidParameterError):
     """No model is registered under that name."""
 

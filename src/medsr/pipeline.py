@@ -71,7 +71,7 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage
-from medsr.io.padding import fill_no_data, no_data_mask, padding_of_planes
+from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
 from medsr.modality import MODALITIES, modality_group
 from medsr.models.resolver import LoadedModel, check_scale, resolve_model
 from medsr.safeguards.consistency import (
@@ -279,13 +279,33 @@ def resolve_physics(
         meas, note = physics_from_header(image)
         if meas is None:
             return None, "unknown"
-        return resolve_measurement(meas.kind, scale, image.modality), note
+        return _signed_kspace(resolve_measurement(meas.kind, scale, image.modality), image), note
     meas = resolve_measurement(degradation, scale, image.modality)
     if meas.through_plane:
         raise InvalidParameterError(
             f"degradation {meas.kind!r} is through-plane; use it with --through-plane, not in-plane upscaling"
         )
-    return meas, "given"
+    return _signed_kspace(meas, image), "given"
+
+
+def _signed_kspace(meas: Measurement, image: MedImage) -> Measurement:
+    """A ``kspace`` measurement of an image with negative measured values (a CT in HU, a
+    phase-corrected MR) as the truncation of a *real* image: a magnitude cannot be negative, and
+    measuring the output's magnitude against it reported errors of ~400 HU on a CT that the
+    projection (which treats such planes as real) had made consistent. Warns."""
+    if meas.kind != "kspace" or "image" in meas.params:
+        return meas
+    mask, _ = no_data_fill(image)
+    values = image.array if mask is None else image.array[~mask]
+    if not values.size or float(np.nanmin(values)) >= 0:
+        return meas
+    warnings.warn(
+        "the input has negative values, so it is no magnitude image: k-space data is taken as "
+        "the truncation of a real image",
+        MedSRWarning,
+        stacklevel=3,
+    )
+    return resolve_measurement({"kind": "kspace", "params": {**meas.params, "image": "real"}}, meas.scale)
 
 
 def physics_kind(degradation: str | dict[str, Any] | Measurement | None, modality: str | None) -> str | None:
@@ -1033,8 +1053,8 @@ def check_paths(
 
     sniff_format(input_path)
     target = output_path_for(input_path, output)
+    check_not_input(input_path, target)  # first: the reason that holds whatever the options
     check_output(target, overwrite, output_kind(target))
-    check_not_input(input_path, target)
     check_sidecar(target, overwrite)
     if maps_dir is not None:
         check_output(maps_dir, overwrite, "folder")

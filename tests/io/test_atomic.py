@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from medsr.errors import InvalidParameterError, OutputExistsError
+from medsr.errors import InvalidParameterError, OutputExistsError, OutputWriteError
 from medsr.io._atomic import atomic_dir, atomic_file, check_output
 from medsr.pipeline import check_paths
 from tests.conftest import corpus_path, file_digest
@@ -87,16 +87,16 @@ def test_series_folder_check_before_the_model_runs(dcm, tmp_path):
 def test_output_under_a_file_is_one_error(dcm, tmp_path):
     (tmp_path / "afile").write_text("x")
     for out in ("afile/sub/out.dcm", "afile/out.nii.gz", "afile/series"):
-        with pytest.raises(InvalidParameterError, match="not a folder"):
+        with pytest.raises(OutputWriteError, match="not a folder"):
             check_paths(dcm, tmp_path / out)
     for make in (atomic_file, atomic_dir):
-        with pytest.raises(InvalidParameterError), make(tmp_path / "afile" / "x.nii.gz"):
+        with pytest.raises(OutputWriteError), make(tmp_path / "afile" / "x.nii.gz"):
             pass
 
 
 def test_a_write_that_fails_midway_is_one_error_and_leaves_nothing(tmp_path):
     target = tmp_path / "out.nii.gz"
-    with pytest.raises(InvalidParameterError, match="cannot write"):
+    with pytest.raises(OutputWriteError, match="No space left"):
         with atomic_file(target) as tmp:
             tmp.write_bytes(b"partial")
             raise OSError(28, "No space left on device")

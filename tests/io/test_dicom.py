@@ -23,6 +23,7 @@ from medsr.errors import (
     InvalidParameterError,
     NotAnImageError,
     OutputExistsError,
+    OutputWriteError,
     SeriesMismatchError,
     UnsupportedTransferSyntaxError,
 )
@@ -596,7 +597,7 @@ def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, mon
         return real(path, ds, **kw)
 
     monkeypatch.setattr(writer.pydicom, "dcmwrite", fails_on_the_fourth)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputWriteError, match="disk full"):  # one error line, not a traceback
         write_dicom(big, tmp_path / "broken")
     assert not (tmp_path / "broken").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers

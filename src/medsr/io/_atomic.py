@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-from medsr.errors import InvalidParameterError, OutputExistsError
+from medsr.errors import InvalidParameterError, OutputExistsError, OutputWriteError
 
 
 def _default_mode(directory: bool = False) -> int:
@@ -92,9 +92,9 @@ def _check_writable(folder: Path) -> None:
     while not os.path.lexists(d) and d != d.parent:
         d = d.parent
     if not d.is_dir():
-        raise InvalidParameterError(f"cannot write under '{d}': it is not a folder")
+        raise OutputWriteError(f"cannot write under '{d}': it is not a folder")
     if not os.access(d, os.W_OK | os.X_OK):
-        raise InvalidParameterError(f"cannot write to the folder '{d}': permission denied")
+        raise OutputWriteError(f"cannot write to the folder '{d}': permission denied")
 
 
 def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
@@ -107,7 +107,7 @@ def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLik
 @contextlib.contextmanager
 def _writing(target: Path) -> Iterator[None]:
     """An ``OSError`` making the output's folder or temporary (permissions changed since the
-    check, a full or read-only disk) as one :class:`InvalidParameterError` line."""
+    check, a full or read-only disk) as one :class:`OutputWriteError` line."""
     try:
         yield
     except OSError as exc:
@@ -117,11 +117,10 @@ def _writing(target: Path) -> Iterator[None]:
 
 def _as_write_error(exc: BaseException, target: Path) -> None:
     """Raise an ``OSError`` met while writing ``target`` (a full or read-only disk, permissions
-    changed since the check) as one :class:`InvalidParameterError` line; return otherwise."""
+    changed since the check) as one :class:`OutputWriteError` line; return otherwise."""
     if isinstance(exc, OSError):
-        raise InvalidParameterError(
-            f"cannot write '{target}': {exc.strerror or exc.__class__.__name__}"
-        ) from None
+        why = exc.strerror or str(exc) or exc.__class__.__name__
+        raise OutputWriteError(f"cannot write '{target}': {why}") from None
 
 
 @contextlib.contextmanager

@@ -135,7 +135,7 @@ _ALLOWED = {
     "bicubic": {"blur_sigma", "antialias"},
     "ct-detector": {"sigma"},
     "radiograph": {"sigma"},
-    "kspace": {"window", "tukey_alpha"},
+    "kspace": {"window", "tukey_alpha", "image"},
     "ultrasound": {"lateral_sigma", "axis"},
     "ct-sparse-view": {"view_step", "n_angles", "filter", "pixel_size_mm", "mu_water"},
     "thick-slice": {"profile", "thickness", "axis"},
@@ -213,7 +213,7 @@ class Measurement:
             banded = self._banded(x, (sigma, sigma), "mean")
             return banded if banded is not None else radiograph(x, f, sigma=sigma)
         if self.kind == "kspace":
-            return kspace_truncate(x, f, **self._kspace_kwargs())
+            return kspace_truncate(x, f, output=self._kspace_image(), **self._kspace_kwargs())
         if self.kind == "ultrasound":  # default_degradation's US pipeline, noise-free
             sigma = float(p.get("lateral_sigma", 1.25))
             axis = int(p.get("axis", -1))
@@ -248,6 +248,17 @@ class Measurement:
                 **extra,
             )
         raise InvalidParameterError(f"no measurement model {self.kind!r}")  # pragma: no cover
+
+    def _kspace_image(self) -> str:
+        """What the input of a ``kspace`` measurement is: ``magnitude`` (what MR scanners store,
+        the default) or ``real`` (a signed image: a phase-corrected MR, or data with negative
+        values stated as k-space data; :func:`medsr.pipeline.resolve_physics` says so)."""
+        image = str(self.params.get("image") or "magnitude")
+        if image not in ("magnitude", "real"):
+            raise InvalidParameterError(
+                f"degradation 'kspace': image must be 'magnitude' or 'real', got {image!r}"
+            )
+        return image
 
     def _kspace_kwargs(self) -> dict[str, Any]:
         w = self.params.get("window")
@@ -450,6 +461,8 @@ class Measurement:
     def _project_kspace(
         self, x: torch.Tensor, y: torch.Tensor, iterations: int, limit: float, rng: float
     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        import torch
+
         from medsr.degradations.kspace import kspace_truncate, magnitude_step
 
         kw = self._kspace_kwargs()
@@ -458,15 +471,22 @@ class Measurement:
             # complex: its magnitude is forward(img), and the next step starts from it
             return kspace_truncate(img, self.scale, output="complex", **kw)
 
+        # a plane with negative values is no magnitude (magnitude_step replaces its block as a
+        # real image): its residual is the real part's
+        signed = (y < 0).flatten(-2).any(-1)[..., None, None]
+
+        def measured(z: torch.Tensor) -> torch.Tensor:
+            return torch.where(signed, z.real, z.abs()).to(y.dtype)
+
         z = truncation(x)
-        worst = float(z.abs().to(y.dtype).sub(y).abs().max())
+        worst = float(measured(z).sub(y).abs().max())
         history = [worst / rng]
         done = 0
         while done < iterations and worst > limit:
             x = magnitude_step(x, y, self.scale, measured=z, **kw)
             done += 1
             z = truncation(x)
-            last, worst = worst, float(z.abs().to(y.dtype).sub(y).abs().max())
+            last, worst = worst, float(measured(z).sub(y).abs().max())
             history.append(worst / rng)
             if worst > self.KSPACE_STALL * last:  # stagnated: alternating projections onto a
                 break  # magnitude set can stop short of it (noise-like content at Nyquist)

@@ -51,8 +51,8 @@ def write_dicom(
             "save 4-D data as NIfTI"
         )
     p = Path(path)
+    _refuse_source_overwrite(image, p)  # first: the reason that holds whatever the options
     check_output(p, overwrite, "file" if p.suffix.lower() in (".dcm", ".dicom") else "series")
-    _refuse_source_overwrite(image, p)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datasets = _build_output(image, series_description_suffix)
