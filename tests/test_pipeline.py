@@ -674,3 +674,12 @@ def test_kspace_stated_for_signed_data_measures_a_real_image():
         warnings.simplefilter("error", UserWarning)
         _, report = upscale_with_safeguards(mr, 2, "bicubic", degradation="kspace", maps=False, tta=False, ood=False)
     assert "image" not in report["degradation"]["params"]
+
+
+def test_ensemble_of_a_classical_interpolator_is_said_not_applied():
+    from medsr.pipeline import upscale_with_safeguards
+
+    mr = medsr.load_image(corpus_path("MR_small.dcm"))
+    with pytest.warns(UserWarning, match="--ensemble not applied"):
+        _, report = upscale_with_safeguards(mr, 2, "bicubic", ensemble=True, maps=False, tta=False)
+    assert any("--ensemble not applied" in w for w in report["warnings"])

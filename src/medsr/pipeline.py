@@ -794,7 +794,9 @@ def upscale_with_safeguards(
     else:
         upscaler = PlaneUpscaler(model, scale, base=base_name, **upscale_kwargs)
     card = upscaler.card
-    ensemble = bool(ensemble) and upscaler.loaded.learned  # an interpolator is symmetric already
+    # an interpolator is symmetric already: the mean over flips/rotations is its one pass
+    ensemble_skipped = bool(ensemble) and not upscaler.loaded.learned
+    ensemble = bool(ensemble) and upscaler.loaded.learned
     if physics is not None:
         meas, source = physics, physics_source
     else:
@@ -831,6 +833,12 @@ def upscale_with_safeguards(
         if warn:
             warnings.warn(warning or finding, category, stacklevel=3)
 
+    if ensemble_skipped:
+        flag(
+            f"--ensemble not applied: {upscaler.name!r} is a classical interpolator, whose mean "
+            "over the 8 flips and rotations is its one pass",
+            MedSRWarning,
+        )
     ood_result: dict[str, Any] = (
         check_distribution(image, card, warn=False) if ood else {"checked": False}
     )

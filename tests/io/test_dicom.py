@@ -1071,3 +1071,13 @@ def test_encoding_maps_nan_to_zero_and_infinities_to_the_stored_ends(values, sig
     ref = np.clip(np.nan_to_num(ref, nan=0.0, posinf=hi, neginf=lo), lo, hi)
     assert got.dtype == np.dtype("<i2" if signed else "<u2")
     np.testing.assert_array_equal(got, ref.astype(got.dtype))
+
+
+def test_palette_ultrasound_written_as_luminance_says_it_has_no_colour(dicom_corpus, tmp_path):
+    """``--luminance`` on palette-colour ultrasound writes MONOCHROME2; the US Image module's
+    UltrasoundColorDataPresent must then say 0, not the source's 1."""
+    src = dicom_corpus("OBXXXX1A.dcm")
+    assert int(pydicom.dcmread(src).get("UltrasoundColorDataPresent", 0)) == 1
+    out = write_dicom(read_dicom(src, luminance=True), tmp_path / "luma.dcm")
+    ds = pydicom.dcmread(out)
+    assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.UltrasoundColorDataPresent == 0

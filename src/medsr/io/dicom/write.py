@@ -255,6 +255,8 @@ def _set_pixels(
         ds.SamplesPerPixel = 1
         if "PlanarConfiguration" in ds:
             del ds.PlanarConfiguration
+        if "UltrasoundColorDataPresent" in ds:  # a colour source written as its luminance
+            ds.UltrasoundColorDataPresent = 0
         if generic is not None:
             ba, bs, pr, slope, intercept = generic
             ds.PhotometricInterpretation = "MONOCHROME2"
