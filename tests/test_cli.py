@@ -351,3 +351,22 @@ def test_usage_errors_are_one_error_line(args, says):
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert says in res.stderr and "--help" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "output", "says"),
+    [
+        ("anatomical.nii", "anat.dcm", "a DICOM series is written from a DICOM input only: write .nii.gz"),
+        ("anatomical.nii", "anat.png", "write .nii.gz or .tif"),
+        ("example4d.nii.gz", "x.png", "not channels='time'; write .nii.gz"),
+        ("example4d.nii.gz", "x.tif", "not channels='time'; write .nii.gz"),
+        ("example4d.nii.gz", "x.dcm", "not channels='time'; write .nii.gz"),
+    ],
+)
+def test_an_output_format_that_cannot_hold_the_image_is_refused_first(tmp_path, name, output, says):
+    """Refused once the image is read, before the model runs, with advice that works: a NIfTI
+    volume has no route to a DICOM series (a folder output keeps the input's format), and a 4-D
+    image only to NIfTI (the writers' own messages named .tif and DICOM for it)."""
+    res = medsr("upscale", str(corpus_path(name)), str(tmp_path / output), "--model", "fast-x2")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and says in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1069,6 +1069,44 @@ def check_paths(
     return target
 
 
+def check_output_holds(image: MedImage, target: str | os.PathLike[str]) -> None:
+    """Refuse, before any work, an output format that cannot hold ``image``'s slices or channels
+    (what its writer would refuse after the work), advising what can: PNG holds one 2-D slice,
+    PNG and TIFF no time axis, a ``.dcm`` file one slice (or a multi-frame DICOM source's
+    frames), and a folder output is a DICOM series only for a DICOM input
+    (:func:`output_path_for`); NIfTI holds them all."""
+    from medsr.io import format_for_output
+
+    out = Path(target)
+    if output_kind(out) == "series":
+        return
+    fmt = format_for_output(out)
+    n, channels = image.spatial_shape[0], image.channels
+    from_dicom = image.meta.get("format") == "dicom" and bool(image.meta.get("datasets"))
+    if fmt in ("png", "tiff") and channels not in (None, "RGB"):
+        raise InvalidParameterError(
+            f"{fmt.upper()} holds grey or RGB images, not channels={channels!r}; write .nii.gz"
+        )
+    if fmt == "png" and n != 1:
+        where = ".nii.gz, .tif or a folder (a DICOM series)" if from_dicom else ".nii.gz or .tif"
+        raise InvalidParameterError(
+            f"PNG holds one 2-D image but this one has {n} slices; write {where}"
+        )
+    if fmt == "dicom":
+        if channels not in (None, "RGB"):
+            raise InvalidParameterError(
+                f"DICOM output supports grayscale or RGB images, not channels={channels!r}; "
+                "write .nii.gz"
+            )
+        if n != 1 and not (from_dicom and image.meta.get("multiframe")):
+            advice = (
+                "give a folder path (no .dcm suffix) to write a DICOM series"
+                if from_dicom
+                else "a DICOM series is written from a DICOM input only: write .nii.gz"
+            )
+            raise InvalidParameterError(f"'{out.name}' names one file but the image has {n} slices; {advice}")
+
+
 def output_kind(target: str | os.PathLike[str]) -> Literal["file", "series"]:
     """Whether :func:`output_path_for`'s ``target`` is one file or a DICOM series folder (a path
     whose suffix names no format medsr writes, or none: :func:`medsr.io.dicom.write_dicom`)."""
@@ -1386,6 +1424,7 @@ def upscale_file(
     if series_uid:
         options["series_uid"] = series_uid
     image = set_modality(load_image(input_path, **options), modality)
+    check_output_holds(image, target)
     if through_plane:
         return _through_plane_file(
             image, target, model=model, method=method, init=init, target_spacing=target_spacing,

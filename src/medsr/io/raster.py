@@ -278,6 +278,8 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
             np.save(fh, np.ascontiguousarray(data, dtype=np.float32))
         write_sidecar(image, p)
         return p
+    if image.channels == "time":
+        raise InvalidParameterError("4-D (time) images cannot be written as PNG/TIFF; write NIfTI")
     if fmt == "png" and image.spatial_shape[0] != 1:
         raise InvalidParameterError(
             f"PNG holds one 2-D image but this one has {image.spatial_shape[0]} slices; write .tif, .nii.gz or DICOM"
@@ -287,8 +289,6 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
         extra = {"rescale_slope": slope, "rescale_intercept": intercept}
     # (Z, Y, X) or (3, Z, Y, X) → raster layout
     data = stored.transpose(1, 2, 3, 0) if image.channels == "RGB" else stored
-    if image.channels == "time":
-        raise InvalidParameterError("4-D (time) images cannot be written as PNG/TIFF; write NIfTI")
     with atomic_file(p, overwrite=overwrite) as tmp:
         if fmt == "png":
             from PIL import Image
