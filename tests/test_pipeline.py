@@ -683,3 +683,18 @@ def test_ensemble_of_a_classical_interpolator_is_said_not_applied():
     with pytest.warns(UserWarning, match="--ensemble not applied"):
         _, report = upscale_with_safeguards(mr, 2, "bicubic", ensemble=True, maps=False, tta=False)
     assert any("--ensemble not applied" in w for w in report["warnings"])
+
+
+def test_an_input_without_pixel_spacing_is_said_to_have_none():
+    """A DICOM without PixelSpacing is read at 1 mm; the output carries no spacing either, so
+    its pixels look ×s the field of view in a viewer: the run says so (and records it)."""
+    from pydicom.data import get_testdata_file
+
+    from medsr.pipeline import upscale_with_safeguards
+
+    bare = medsr.load_image(get_testdata_file("emri_small.dcm"))
+    with pytest.warns(UserWarning, match="states no pixel spacing"):
+        _, report = upscale_with_safeguards(bare, 2, "bicubic", maps=False, tta=False)
+    assert any("no pixel spacing" in w for w in report["warnings"])
+    _, report = upscale_with_safeguards(medsr.load_image(corpus_path("CT_small.dcm")), 2, "bicubic", maps=False, tta=False)
+    assert not any("no pixel spacing" in w for w in report["warnings"])

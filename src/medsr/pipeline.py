@@ -833,6 +833,13 @@ def upscale_with_safeguards(
         if warn:
             warnings.warn(warning or finding, category, stacklevel=3)
 
+    if image.meta.get("spacing_source") == "default":
+        flag(
+            "the input states no pixel spacing (taken as 1 mm): a DICOM output states none "
+            f"either, so a viewer shows its pixels at the input's size (×{scale} the field of "
+            f"view); other formats record {1 / scale:g} mm, derived from that assumption",
+            MedSRWarning,
+        )
     if ensemble_skipped:
         flag(
             f"--ensemble not applied: {upscaler.name!r} is a classical interpolator, whose mean "
