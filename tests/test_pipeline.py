@@ -698,3 +698,15 @@ def test_an_input_without_pixel_spacing_is_said_to_have_none():
     assert any("no pixel spacing" in w for w in report["warnings"])
     _, report = upscale_with_safeguards(medsr.load_image(corpus_path("CT_small.dcm")), 2, "bicubic", maps=False, tta=False)
     assert not any("no pixel spacing" in w for w in report["warnings"])
+
+
+def test_top_level_api_names_the_shipped_weights_and_upscales_files(tmp_path):
+    """What the README's Python block calls: ``medsr.list_pretrained()`` lists the shipped weights
+    that ``medsr.list_models()`` (architectures) leaves out, and ``medsr.upscale_file`` is
+    ``medsr upscale`` (the safeguarded pipeline) — it was named in the README but missing."""
+    assert {"default-x2", "fast-x2", "default-x4"} <= set(medsr.list_pretrained())
+    assert "default-x2" not in medsr.list_models()
+    out = medsr.upscale_file(corpus_path("MR_small.dcm"), tmp_path / "o.nii.gz", model="bicubic")
+    assert out == tmp_path / "o.nii.gz" and medsr.load_image(out).array.shape[-2:] == (128, 128)
+    with pytest.raises(medsr.MedSRError, match=r"overwrite=True"):
+        medsr.upscale_file(corpus_path("MR_small.dcm"), out, model="bicubic")

@@ -44,10 +44,28 @@ def load_pretrained(name: str, device: str = "cpu") -> Any:
 
 
 def list_models() -> list[str]:
-    """Names of every registered model, classical and learned."""
+    """Names of every registered model, classical and learned architectures (the trained
+    weights medsr ships, e.g. ``default-x2``, are :func:`list_pretrained`)."""
     from medsr.models.registry import list_models as _list
 
     return _list()
+
+
+def list_pretrained() -> list[str]:
+    """Names of the trained weights medsr ships (``default-x2``, ``fast-x2``...), what ``model=``
+    and ``medsr models`` accept besides :func:`list_models`."""
+    from medsr.models.resolver import shipped_weights
+
+    return sorted(shipped_weights())
+
+
+def upscale_file(input_path: Any, output: Any, **kwargs: Any) -> Any:
+    """``medsr upscale`` in Python: read ``input_path``, upscale it with every safeguard, write
+    ``output`` (a file, or a folder for a DICOM series) and return the path written
+    (:func:`medsr.pipeline.upscale_file`, whose keywords it takes)."""
+    from medsr.pipeline import upscale_file as _upscale_file
+
+    return _upscale_file(input_path, output, **kwargs)
 
 
 __all__ = [
@@ -56,8 +74,10 @@ __all__ = [
     "__version__",
     "create_model",
     "list_models",
+    "list_pretrained",
     "load_image",
     "load_pretrained",
     "save_image",
     "upscale",
+    "upscale_file",
 ]

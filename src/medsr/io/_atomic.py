@@ -46,7 +46,9 @@ def check_output(
     kind = kind or ("file" if p.suffix else "series")
     if os.path.lexists(p):
         if not overwrite:
-            raise OutputExistsError(f"output '{p}' already exists; pass --overwrite to replace it")
+            raise OutputExistsError(
+                f"output '{p}' already exists; pass --overwrite (overwrite=True in Python) to replace it"
+            )
         _check_replaceable(p, kind)
     _check_writable(p if kind == "folder" and p.is_dir() else p.parent)
     return p
