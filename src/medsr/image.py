@@ -185,7 +185,13 @@ class MedImage:
         sz, sy, sx = (float(s) for s in np.array(self.spacing) / zoom_zyx)
         spacing: Spacing = (sz, sy, sx)
         history = self.history if step is None else (*self.history, step)
-        return dataclasses.replace(self, array=arr, spacing=spacing, affine=affine, history=history)
+        meta = self.meta
+        if abs(zoom_zyx[0] - 1.0) > 1e-9 and "slice_thickness_mm" in meta:
+            # a thickness stated for the old slices does not describe the new ones
+            meta = {k: v for k, v in meta.items() if k != "slice_thickness_mm"}
+        return dataclasses.replace(
+            self, array=arr, spacing=spacing, affine=affine, history=history, meta=meta
+        )
 
     def summary(self) -> dict[str, Any]:
         """Non-identifying description (for ``medsr info``, logs and reports).

@@ -1081,3 +1081,31 @@ def test_palette_ultrasound_written_as_luminance_says_it_has_no_colour(dicom_cor
     out = write_dicom(read_dicom(src, luminance=True), tmp_path / "luma.dcm")
     ds = pydicom.dcmread(out)
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.UltrasoundColorDataPresent == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "thickness_mm"),
+    [({}, 2 * 3.0), ({"thickness": 0}, 2.5), ({"profile": "box", "thickness": 3}, 3 * 3.0)],
+)
+def test_thick_slice_simulation_states_its_profile_as_slice_thickness(ct_template, tmp_path, params, thickness_mm):
+    """A thick-slice simulation's output states the profile it applied (its FWHM / full width in
+    mm; point sampling keeps the thin slices' own), not the source's SliceThickness × the factor
+    (10 mm for every variant of a 5 mm, 7 mm-spaced series before), which through-plane upscaling
+    then read as the known physics and projected onto."""
+    from medsr.degradations import degrade_image
+    from medsr.selfsup.through_plane import slice_thickness_mm
+
+    uid = generate_uid()
+    slices = []
+    for k in range(8):
+        ds = make_ct_slice(ct_template, pixels=np.full((8, 8), 10 * k, np.int16), ipp=(0.0, 0.0, 3.0 * k), series_uid=uid, instance=k + 1)
+        ds.SliceThickness = "2.5"
+        slices.append(ds)
+    img = read_dicom(write_series(tmp_path / "thin", slices))
+    thick = degrade_image(img, "thick-slice", 2, **params)
+    assert slice_thickness_mm(thick) == pytest.approx(thickness_mm)
+    out = read_dicom(write_dicom(thick, tmp_path / "thick"))
+    assert float(out.meta["datasets"][0].SliceThickness) == pytest.approx(thickness_mm)
+    assert slice_thickness_mm(out) == pytest.approx(thickness_mm)
+    # a later change of the slice grid does not carry the stated thickness along
+    assert "slice_thickness_mm" not in thick.resampled(np.repeat(thick.array, 2, axis=0)).meta

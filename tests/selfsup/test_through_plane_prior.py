@@ -182,6 +182,13 @@ def test_slice_profile_defaults_and_fallback():
 def test_through_plane_records_an_estimated_profile_and_projects_only_when_known():
     ref = _volume(_smooth_field((64, 48, 48), sigma=1.0, seed=4))
     thick = degrade_image(ref, "thick-slice", 4, generator=0, profile="gaussian", thickness=4)
+    # the simulation states the profile it applied (4 thin slices' FWHM): known physics
+    stated = through_plane_upscale(thick, consistency="auto", progress=False)
+    prof = stated.meta["derivation"]["slice_profile"]
+    assert prof["source"] == "header" and prof["slice_thickness_mm"] == pytest.approx(4 * ref.spacing[0])
+    assert stated.meta["derivation"]["consistency"]["applied"] is True
+    # without that statement (a file that does not carry it) the profile is estimated
+    thick = thick.replace(meta={k: v for k, v in thick.meta.items() if k != "slice_thickness_mm"})
     est = through_plane_upscale(thick, consistency="auto", progress=False)
     prof = est.meta["derivation"]["slice_profile"]
     assert prof["source"] == "estimated" and prof["profile"] == "gaussian"

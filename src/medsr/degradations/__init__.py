@@ -251,4 +251,30 @@ def degrade_image(
         base = image.replace(array=image.array[..., :cz, :cy, :cx])
     if not image.channels:
         out_arr = out_arr[0]
-    return base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params)}")
+    out_image = base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params)}")
+    if name == "thick-slice" and volumetric:
+        thickness = _simulated_thickness_mm(image, f, params.get("thickness"))
+        meta = {k: v for k, v in out_image.meta.items() if k != "slice_thickness_mm"}
+        if thickness is not None:
+            meta["slice_thickness_mm"] = thickness
+        out_image = out_image.replace(meta=meta)
+    return out_image
+
+
+def _simulated_thickness_mm(image: MedImage, scale: int, thickness: Any) -> float | None:
+    """The slice thickness a thick-slice simulation made (what its output's header states, and
+    what through-plane upscaling then inverts): the profile's width (``thickness`` thin slices,
+    default ``scale``; a Gaussian's FWHM, a box's full width) times the thin slices' spacing; with
+    point sampling (0) the thin slices' own thickness when the source states one, else unknown.
+    Not the source's SliceThickness × scale, which ignores the simulated profile."""
+    t = float(scale) if thickness is None else float(thickness)
+    if t > 0:
+        return t * float(image.spacing[0])
+    own = image.meta.get("slice_thickness_mm")
+    if own is None and image.meta.get("format") == "dicom" and image.meta.get("datasets"):
+        own = image.meta["datasets"][0].get("SliceThickness")
+    try:
+        v = float(own) if own is not None else None
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and np.isfinite(v) and v > 0 else None

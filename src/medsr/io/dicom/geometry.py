@@ -360,6 +360,18 @@ def _source_map(image: MedImage, nsrc: int) -> list[int]:
     return out
 
 
+def _stated_thickness(meta: dict[str, Any]) -> float | None:
+    """``meta["slice_thickness_mm"]``: the slice thickness an operation states for the image it
+    made (:func:`medsr.degradations.degrade_image`'s thick-slice simulation: its profile's width),
+    which the source's SliceThickness scaled by the zoom would misstate; ``None`` when unstated."""
+    value = meta.get("slice_thickness_mm")
+    try:
+        v = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and np.isfinite(v) and v > 0 else None
+
+
 def _update_geometry(
     ds: Dataset,
     template: Dataset,
@@ -396,7 +408,10 @@ def _update_geometry(
         del ds.PixelAspectRatio
     _scale_us_regions(ds, zoom_x, zoom_y, int(ds.Columns), int(ds.Rows))
     z_changed = abs(zoom_z - 1.0) > 1e-6
-    if "SliceThickness" in ds:
+    stated = _stated_thickness(meta)
+    if stated is not None:  # the slice profile of what made this image (a thick-slice simulation)
+        ds.SliceThickness = _ds(stated)
+    elif "SliceThickness" in ds:
         if not _valid_thickness(ds.SliceThickness):
             ds.SliceThickness = None  # invalid in the source (warned on read): Type 2, unknown
         elif z_changed:
@@ -522,7 +537,10 @@ def _update_multiframe(
             m = pm[0]
             if "PixelSpacing" in m:
                 m.PixelSpacing = [_ds(sy), _ds(sx)]
-            if "SliceThickness" in m:
+            stated = _stated_thickness(meta)
+            if "SliceThickness" in m and stated is not None:
+                m.SliceThickness = _ds(stated)
+            elif "SliceThickness" in m:
                 if not _valid_thickness(m.SliceThickness):  # Type 1C here: nominal = spacing
                     m.SliceThickness = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
                 elif abs(zoom_z - 1.0) > 1e-6:
