@@ -241,7 +241,27 @@ def test_bad_arguments_fail_before_any_work(archive: Path, tmp_path: Path):
         run_batch(archive, tmp_path / "o", workers=0)
     with pytest.raises(InvalidParameterError):
         run_batch(archive, tmp_path / "o", threads=0)
+    for bad in (0, -5):
+        with pytest.raises(InvalidParameterError, match="batch size"):
+            run_batch(archive, tmp_path / "o", model="bicubic", batch_size=bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_rejects_a_batch_size_below_one(archive: Path, tmp_path: Path):
+    """``--batch-size 0`` (or negative) is a bad command: one ``error:`` line, exit status 2,
+    nothing written (it used to be accepted silently)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for bad in ("0", "-5"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from medsr.cli import main; main()", "batch", str(archive),
+             str(tmp_path / "o9"), "--model", "bicubic", "--batch-size", bad, "--no-progress"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "batch size" in lines[0]
+        assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "o9").exists()
 
 
 def test_output_dtype_reaches_nifti_items_only(tmp_path: Path):
