@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 
@@ -21,7 +22,7 @@ def make_ct_series(folder: Path, n: int = 2, names: list[str] | None = None) -> 
     gap = float(src.get("SliceThickness", 5.0) or 5.0)
     out = []
     for i in range(n):
-        ds = src.copy()
+        ds = copy.deepcopy(src)  # Dataset.copy() shares data elements: IPPs would add up
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(folder), str(i)])
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

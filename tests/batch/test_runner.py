@@ -104,6 +104,67 @@ def test_rerun_skips_done_retries_failed_and_tracks_changes(archive: Path, tmp_p
     assert summary.counts["ok"] == 5 and summary.counts["failed"] == 0
 
 
+def test_resume_redoes_outputs_that_are_not_what_was_written(tmp_path: Path):
+    """Resume checks that an output is still what the batch wrote (its files' names, sizes and
+    modification times), not only that it exists: a series output missing one slice and a
+    truncated or replaced single-file output are written again, an intact one is skipped."""
+    import json
+
+    import nibabel as nib
+
+    from tests.batch.conftest import make_ct_series
+
+    src = tmp_path / "in"
+    make_ct_series(src / "pat1" / "series1", n=3)
+    shutil.copy(corpus_path("camera.png"), src / "camera.png")
+    shutil.copy(corpus_path("anatomical.nii"), src / "anatomical.nii")
+    out = tmp_path / "out"
+    first = run_batch(src, out, model="bicubic", workers=1)
+    assert first.counts == {"ok": 3, "failed": 0, "skipped": 0}
+    series = out / "pat1" / "series1"
+    names = sorted(p.name for p in series.iterdir())
+    assert names == ["IM00001.dcm", "IM00002.dcm", "IM00003.dcm"]
+    before = _mtimes(out)
+
+    # another program deletes one instance of the written series and truncates a PNG output
+    (series / "IM00002.dcm").unlink()
+    png = out / "camera.png"
+    png.write_bytes(png.read_bytes()[: png.stat().st_size // 2])
+    summary = run_batch(src, out, model="bicubic", workers=1)
+    rows = _rows(summary.report)
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "pat1/series1/": "ok", "camera.png": "ok", "anatomical.nii": "skipped",
+    }  # fmt: skip
+    assert "up to date" in rows["anatomical.nii"]["error"]
+    assert sorted(p.name for p in series.iterdir()) == names  # the whole series again
+    assert load_image(series).array.shape == (3, 256, 256)
+    assert load_image(png).array.shape == (1, 1024, 1024)
+    assert _mtimes(out)["anatomical.nii"] == before["anatomical.nii"]  # not written again
+
+    # a rerun finds everything as written
+    summary = run_batch(src, out, model="bicubic", workers=1)
+    assert summary.counts == {"ok": 0, "failed": 0, "skipped": 3}
+
+    # an output replaced by other bytes of the same size is written again too
+    nii = out / "anatomical.nii"
+    data = nii.read_bytes()
+    nii.write_bytes(data[:352] + bytes(len(data) - 352))  # header kept, voxels zeroed
+    assert nii.stat().st_size == len(data)
+    summary = run_batch(src, out, model="bicubic", workers=1)
+    assert [r.label for r in summary.results if r.status == "ok"] == ["anatomical.nii"]
+    assert np.asarray(nib.load(str(nii)).dataobj).any()
+
+    # a journal written before output_files were recorded: existence is all it can check
+    state = out / "batch_state.jsonl"
+    recs = [json.loads(line) for line in state.read_text().splitlines()]
+    assert all("output_files" in r for r in recs)
+    state.write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "output_files"}) + "\n" for r in recs
+    ))  # fmt: skip
+    summary = run_batch(src, out, model="bicubic", workers=1)
+    assert summary.counts == {"ok": 0, "failed": 0, "skipped": 3}
+
+
 def test_weights_file_fingerprint(tmp_path: Path, archive: Path):
     from medsr.batch.state import model_fingerprint
     from medsr.models.registry import create_model
@@ -241,7 +302,27 @@ def test_bad_arguments_fail_before_any_work(archive: Path, tmp_path: Path):
         run_batch(archive, tmp_path / "o", workers=0)
     with pytest.raises(InvalidParameterError):
         run_batch(archive, tmp_path / "o", threads=0)
+    for bad in (0, -5):
+        with pytest.raises(InvalidParameterError, match="batch size"):
+            run_batch(archive, tmp_path / "o", model="bicubic", batch_size=bad)
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_rejects_a_batch_size_below_one(archive: Path, tmp_path: Path):
+    """``--batch-size 0`` (or negative) is a bad command: one ``error:`` line, exit status 2,
+    nothing written (it used to be accepted silently)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for bad in ("0", "-5"):
+        proc = subprocess.run(
+            [sys.executable, "-c", "from medsr.cli import main; main()", "batch", str(archive),
+             str(tmp_path / "o9"), "--model", "bicubic", "--batch-size", bad, "--no-progress"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "batch size" in lines[0]
+        assert "Traceback" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "o9").exists()
 
 
 def test_output_dtype_reaches_nifti_items_only(tmp_path: Path):

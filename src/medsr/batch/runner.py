@@ -182,7 +182,7 @@ def run_batch(
         address: Ray engine: ``auto`` or ``HOST:PORT`` of a running cluster; ``None`` starts a
             private local Ray on 127.0.0.1 for this run.
         device: ``auto``, ``cpu`` or ``cuda`` (model stage / actors).
-        batch_size: planes per forward pass (default 8 on CPU, 32 on CUDA).
+        batch_size: planes per forward pass, at least 1 (default 8 on CPU, 32 on CUDA).
         batch_across_items: stack planes of several items in one forward pass; default: on
             CUDA only.
         progress: show a Rich progress bar (items, items/s, ETA) on stderr.
@@ -231,6 +231,10 @@ def run_batch(
         raise InvalidParameterError("--address applies to --engine ray only")
     if threads is not None and int(threads) < 1:
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
+    if batch_size is not None and int(batch_size) < 1:
+        raise InvalidParameterError(
+            f"batch size (planes per forward pass) must be at least 1, got {batch_size}"
+        )
     decode_timeout_s = positive_number(decode_timeout_s, "the decoding time limit", "seconds")
     if output_dtype is not None:
         from medsr.io.nifti import check_output_dtype

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsr.batch.discover import BatchItem
-from medsr.batch.state import ItemResult, input_digest
+from medsr.batch.state import ItemResult, input_digest, output_as_written, output_manifest
 from medsr.errors import MedSRError
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ __all__ = [
     "write_item",
 ]
 
-UP_TO_DATE = "up to date (output exists; input and model unchanged)"
+UP_TO_DATE = "up to date (output as written; input and model unchanged)"
 #: default longest time one input may take to read (``medsr batch --decode-timeout``)
 DECODE_TIMEOUT_S = 300.0
 
@@ -150,7 +150,7 @@ def read_item(
             expect is not None
             and expect.get("input_sha256") == sha
             and item.output is not None
-            and Path(item.output).exists()
+            and output_as_written(item.output, expect.get("output_files"))
             and (not item.extra.get("maps") or (Path(item.extra["maps"]) / "summary.json").exists())
         ):
             return ItemResult(
@@ -220,7 +220,7 @@ def write_item(loaded: Loaded) -> ItemResult:
     warnings = "; ".join(str(w) for w in (loaded.summary or {}).get("warnings", []))
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
-        warnings=warnings,
+        warnings=warnings, output_files=output_manifest(item.output),  # what resume checks
     )  # fmt: skip
 
 

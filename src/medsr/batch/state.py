@@ -4,13 +4,18 @@ Two files live in the output folder:
 
 ``batch_state.jsonl``
     a journal, one JSON object per finished item (``key``, ``status``, ``input_sha256``,
-    ``model``, ``output``, ``seconds``, ``finished_at``); the last line of a key wins. Lines are
-    appended and flushed as items finish, so a batch killed at any moment keeps every item that
-    completed (a torn last line is ignored); the journal is compacted at the end of a run.
-    An item is *up to date* when its last record is ``ok``, its output still exists, and the
+    ``model``, ``output``, ``output_files``, ``seconds``, ``finished_at``); the last line of a
+    key wins. Lines are appended and flushed as items finish, so a batch killed at any moment
+    keeps every item that completed (a torn last line is ignored); the journal is compacted at
+    the end of a run. ``output_files`` is what the item wrote (:func:`output_manifest`: each
+    file's name, size and modification time; a DICOM series folder: every slice file in it).
+    An item is *up to date* when its last record is ``ok``, its output is still what was
+    written (the same files with the same sizes and modification times: a deleted slice of a
+    series, or a file replaced or truncated by something else, makes it run again), and the
     SHA-256 of its input bytes and the model fingerprint (model, scale and the safeguard
     settings: consistency on, maps asked for) are unchanged — and, when maps are asked for,
-    its maps' ``summary.json`` exists; a rerun skips it. Failed items are retried.
+    its maps' ``summary.json`` exists; a rerun skips it. Failed items are retried. (A record
+    of a medsr that did not journal ``output_files`` only asks that the output exists.)
 ``batch_report.csv``
     this run's outcome per item: ``input, output, status, seconds, error`` (+ ``kind``,
     ``finished_at``, ``warnings``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an
@@ -44,6 +49,8 @@ __all__ = [
     "StateJournal",
     "input_digest",
     "model_fingerprint",
+    "output_as_written",
+    "output_manifest",
     "run_fingerprint",
 ]
 
@@ -75,6 +82,44 @@ def input_digest(paths: tuple[str, ...] | list[str]) -> str:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def output_manifest(output: str | os.PathLike[str]) -> dict[str, list[int]]:
+    """What is at an item's output now, from file metadata only (no file is read, so checking
+    a large archive on resume stays cheap): ``{name: [size in bytes, modification time in ns]}``
+    for every file of a folder output (a DICOM series: its ``IM…dcm`` files, names relative to
+    the folder), or for a file output and its JSON sidecar when it has one (names relative to
+    the file's folder). ``{}`` when nothing is there."""
+    p = Path(output)
+    files: list[tuple[str, Path]] = []
+    if p.is_dir():
+        files = [(f.relative_to(p).as_posix(), f) for f in p.rglob("*")]
+    elif p.exists():
+        files = [(p.name, p)]
+        if not p.name.lower().endswith((".dcm", ".dicom")):
+            from medsr.io.sidecar import sidecar_path
+
+            side = sidecar_path(p)
+            if side != p:
+                files.append((side.name, side))
+    out: dict[str, list[int]] = {}
+    for name, f in sorted(files):
+        try:
+            st = f.stat()
+        except OSError:
+            continue  # removed meanwhile: not part of the output
+        if f.is_file():
+            out[name] = [int(st.st_size), int(st.st_mtime_ns)]
+    return out
+
+
+def output_as_written(output: str | os.PathLike[str], recorded: dict[str, Any] | None) -> bool:
+    """Whether ``output`` is still what the batch wrote: the same :func:`output_manifest` as
+    ``recorded`` (no file added, removed, resized or rewritten). ``recorded`` ``None`` (a
+    journal of a medsr that did not record it): the output exists."""
+    if recorded is None:
+        return Path(output).exists()
+    return output_manifest(output) == {k: list(v) for k, v in recorded.items()}
 
 
 def model_fingerprint(model: Any, scale: int) -> str:
@@ -152,6 +197,7 @@ class ItemResult:
     input_sha256: str | None = None
     finished_at: str = ""
     warnings: str = ""  # safeguards: consistency / out-of-distribution warnings of an ok item
+    output_files: dict[str, list[int]] | None = None  # an ok item: output_manifest() once written
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -190,13 +236,15 @@ class StateJournal:
             return str(output)
 
     def expectation(self, key: str, model: str, output: str | None) -> dict[str, Any] | None:
-        """What an up-to-date item must match (``input_sha256``), or None when it must run."""
+        """What an up-to-date item must match (``input_sha256``, and ``output_files``: the
+        :func:`output_manifest` of what was written, ``None`` in older journals), or None when
+        it must run."""
         rec = self.records.get(key)
         if not rec or rec.get("status") != "ok" or rec.get("model") != model:
             return None
         if output is None or rec.get("output") != self._rel(output):
             return None
-        return {"input_sha256": rec.get("input_sha256")}
+        return {"input_sha256": rec.get("input_sha256"), "output_files": rec.get("output_files")}
 
     def append(self, result: ItemResult, model: str) -> None:
         rec = {
@@ -209,6 +257,8 @@ class StateJournal:
             "error": result.error,
             "finished_at": result.finished_at,
         }
+        if result.output_files is not None:
+            rec["output_files"] = result.output_files
         with self._lock:
             if self._fh is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
