@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[
             int | None,
             typer.Option(
-                "--batch-size", help="Planes per forward pass (default 8 on CPU, 32 on CUDA)."
+                "--batch-size", help="Planes per forward pass (default 1 on CPU, 32 on CUDA)."
             ),
         ] = None,
         threads: Annotated[

@@ -182,7 +182,7 @@ def run_batch(
         address: Ray engine: ``auto`` or ``HOST:PORT`` of a running cluster; ``None`` starts a
             private local Ray on 127.0.0.1 for this run.
         device: ``auto``, ``cpu`` or ``cuda`` (model stage / actors).
-        batch_size: planes per forward pass, at least 1 (default 8 on CPU, 32 on CUDA).
+        batch_size: planes per forward pass, at least 1 (default 1 on CPU: fastest there; 32 on CUDA).
         batch_across_items: stack planes of several items in one forward pass; default: on
             CUDA only.
         progress: show a Rich progress bar (items, items/s, ETA) on stderr.
