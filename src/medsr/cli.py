@@ -81,7 +81,7 @@ def info(
 def upscale(
     input: Annotated[Path, typer.Argument(help="Input image (any supported format or a DICOM series folder).")],
     output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
-    scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
+    scale: Annotated[int | None, typer.Option("--scale", "-s", help="Factor: 2, 3 or 4, in-plane (default 2); with --through-plane the factor along z (more slices), instead of --target-spacing.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Shipped model (default-x2...), registered name or a .safetensors file; default: default-xN when shipped, else bicubic.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,

@@ -1377,7 +1377,7 @@ def upscale_file(
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
     *,
-    scale: int = 2,
+    scale: int | None = None,
     model: str | os.PathLike[str] | LoadedModel | None = None,
     device: str = "auto",
     series_uid: str | None = None,
@@ -1404,7 +1404,8 @@ def upscale_file(
     (``consistency``, ``degradation`` — the stated physics —, maps in ``maps_dir``, provenance in
     every output); ``method="zero-shot"`` trains a small network on the image itself for
     ``budget_s`` seconds (optionally fine-tuning ``init``); ``through_plane=True`` super-resolves
-    a thick-slice volume along z to isotropic voxels or ``target_spacing`` mm. ``modality``
+    a thick-slice volume along z to isotropic voxels, ``target_spacing`` mm or ``scale``× more
+    slices (one of the two; ``scale`` is otherwise the in-plane factor, default 2). ``modality``
     sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). ``ensemble``: the
     mean of the model's outputs for the 8 flips/rotations (:func:`upscale_with_safeguards`).
     ``output_dtype``: how a NIfTI output stores its values (:func:`writer_options`). Warnings
@@ -1415,6 +1416,13 @@ def upscale_file(
     Nothing is written unless the whole result is valid.
     """
     from medsr.io import load_image, save_image
+
+    z_scale = scale if through_plane else None  # through-plane: the factor along z, when given
+    if z_scale is not None and target_spacing is not None:
+        raise InvalidParameterError(
+            "through-plane upscaling takes --scale (more slices) or --target-spacing (mm), not both"
+        )
+    scale = 2 if scale is None else scale
 
     # the paths first: a missing input or an existing output fails at once, before the options'
     # check loads torch and the model (about 1.5 s)
@@ -1433,6 +1441,8 @@ def upscale_file(
     image = set_modality(load_image(input_path, **options), modality)
     check_output_holds(image, target)
     if through_plane:
+        if z_scale is not None:  # as the web service's through-plane jobs: z spacing ÷ scale
+            target_spacing = float(image.spacing[0]) / check_scale(z_scale)
         return _through_plane_file(
             image, target, model=model, method=method, init=init, target_spacing=target_spacing,
             consistency=consistency, device=device, maps_dir=maps_dir, overwrite=overwrite,

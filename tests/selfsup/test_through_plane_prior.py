@@ -291,3 +291,21 @@ def test_through_plane_task_needs_a_one_axis_network_and_degradation():
 def test_thick_slice_pairs_shape():
     x = torch.rand(3, 1, 32, 20)
     assert thick_slice(x, 4, axis=-2, thickness=4).shape == (3, 1, 8, 20)
+
+
+def test_upscale_file_through_plane_takes_a_factor_along_z(tmp_path):
+    """``--scale`` with ``--through-plane`` is the factor along z (as the web service's
+    through-plane jobs read it), where it was silently ignored (isotropic voxels whatever the
+    factor); given with ``--target-spacing`` it is an error; without either, isotropic."""
+    from medsr.api import upscale_file
+    from medsr.errors import InvalidParameterError
+    from medsr.io import load_image, save_image
+
+    ref = _volume(_smooth_field((48, 16, 16), seed=6))
+    thick = degrade_image(ref, "thick-slice", 4, generator=0)  # 12 slices, 4 mm apart
+    src = save_image(thick, tmp_path / "thick.nii.gz")
+    for scale, slices in ((2, 24), (3, 36), (None, 48)):
+        out = upscale_file(src, tmp_path / f"z{scale}.nii.gz", scale=scale, through_plane=True, model="none", progress=False)
+        assert load_image(out).spatial_shape[0] == slices
+    with pytest.raises(InvalidParameterError, match="not both"):
+        upscale_file(src, tmp_path / "both.nii.gz", scale=2, target_spacing=1.0, through_plane=True)
