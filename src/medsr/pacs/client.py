@@ -30,7 +30,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, OutputWriteError, is_fatal, scrub
 from medsr.pacs.errors import (
     PacsAuthError,
     PacsError,
@@ -359,19 +359,43 @@ class PacsClient:
 
     # ------------------------------------------------------------------ WADO-RS
     def retrieve_series(self, study: str, series: str, folder: Path) -> list[Path]:
-        """Download every instance of a series into ``folder`` (one file per instance)."""
+        """Download every instance of a series into ``folder`` (one file per instance).
+
+        Command-set (group 0000) elements are dropped before writing, as the local reader drops
+        them: archived files can carry a (0000,0000) Command Group Length, the server sends it
+        back as stored, and pydicom refuses to write it. Only the download is translated into
+        a server error; a failure to save an instance here is medsr's (or the disk's) and is
+        raised as :class:`~medsr.errors.OutputWriteError` naming the work folder.
+        """
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         folder.mkdir(parents=True, exist_ok=True)
         import pydicom
 
+        from medsr.io.dicom import strip_command_set
+
         missing = f"series {series} of study {study} was not found on {self.display_url}"
+        action = f"retrieving series {series} (WADO-RS)"
         paths: list[Path] = []
-        with self._errors(f"retrieving series {series} (WADO-RS)", missing):
-            for i, ds in enumerate(self._dw.iter_series(study, series), start=1):
-                path = folder / f"{i:06d}.dcm"
+        with self._errors(action, missing):
+            instances = self._dw.iter_series(study, series)
+        while True:
+            with self._errors(action, missing):  # each instance is read as the loop asks
+                ds = next(instances, None)
+            if ds is None:
+                break
+            path = folder / f"{len(paths) + 1:06d}.dcm"
+            strip_command_set(ds)
+            try:
                 pydicom.dcmwrite(path, ds, enforce_file_format=False)
-                paths.append(path)
+            except Exception as exc:
+                if is_fatal(exc):
+                    raise
+                raise OutputWriteError(
+                    f"cannot save instance {len(paths) + 1} of series {series}, retrieved from "
+                    f"{self.display_url}, into the work folder {folder}: {scrub(exc)}"
+                ) from None
+            paths.append(path)
         if not paths:
             raise PacsNotFoundError(missing + " (the server returned no instances)")
         return paths

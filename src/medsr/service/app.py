@@ -148,8 +148,10 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the web app (API + page) for ``settings``."""
+    """Build the web app (API + page) for ``settings`` (checked first: a value the service
+    cannot run with is one :class:`~medsr.errors.InvalidParameterError`, not a failure later)."""
     settings = settings or Settings()
+    settings.check()
     service = Service(settings)
 
     @asynccontextmanager

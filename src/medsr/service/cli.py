@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+#: ``--log-level`` values (Python logging's levels, as uvicorn names them)
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: uvicorn's exit status when the server did not start (its bind failed)
+STARTUP_FAILURE = 3
+
 
 def parse_duration(text: str) -> float:
     """``--retention``, ``--decode-timeout``, ``--shutdown-grace``: the one duration grammar
@@ -83,33 +88,30 @@ def register(app: typer.Typer) -> None:
             ),
         ] = "10s",
         log_level: Annotated[
-            str, typer.Option("--log-level", help="debug, info, warning or error.")
+            str, typer.Option("--log-level", help="debug, info, warning, error or critical.")
         ] = "info",
     ) -> None:
         """Serve the web page and REST API (upload, before/after viewer, download; docs at /docs)."""
         import logging
 
+        from medsr.errors import InvalidParameterError, MedSRError
+
         try:
             import uvicorn
 
             from medsr.service.app import Settings, create_app
-            from medsr.service.server import uvicorn_options
+            from medsr.service.server import check_address, uvicorn_options
         except ImportError as exc:  # pragma: no cover - depends on the installation
-            from medsr.errors import MedSRError
-
             raise MedSRError(
                 f"the web service needs the 'web' extra: pip install 'medsr[web]' ({exc.name} is missing)"
             ) from None
 
-        level = log_level.upper()
-        logging.basicConfig(
-            level=getattr(logging, level, logging.INFO),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        if host not in ("127.0.0.1", "localhost", "::1") and not token:
-            typer.echo(
-                f"warning: binding {host} without --token: anyone who can reach this port can upload images",
-                err=True,
+        # every option is checked before anything is announced or started: a bad value is one
+        # ``error:`` line and exit status 2, never a traceback after the banner
+        level = log_level.strip().lower()
+        if level not in LOG_LEVELS:
+            raise InvalidParameterError(
+                f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}"
             )
         settings = Settings(
             host=host,
@@ -123,8 +125,28 @@ def register(app: typer.Typer) -> None:
             decode_timeout_s=parse_duration(decode_timeout),
             shutdown_grace_s=parse_duration(shutdown_grace),
         )
+        settings.check()
+        check_address(host, port)  # a busy port: one line now, not "ready" then a failure
+        logging.basicConfig(
+            level=getattr(logging, level.upper()),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if host not in ("127.0.0.1", "localhost", "::1") and not token:
+            typer.echo(
+                f"warning: binding {host} without --token: anyone who can reach this port can upload images",
+                err=True,
+            )
         typer.echo(
             f"medsr web page: http://{'[' + host + ']' if ':' in host else host}:{port}/   (API docs: /docs)"
         )
         # read deadlines, header size, connection limit, bounded shutdown: see medsr.service.server
-        uvicorn.run(create_app(settings), log_level=log_level.lower(), **uvicorn_options(settings))
+        try:
+            uvicorn.run(create_app(settings), log_level=level, **uvicorn_options(settings))
+        except SystemExit as exc:
+            if exc.code != STARTUP_FAILURE:
+                raise
+            # uvicorn did not start (its log line says why): the port taken between the check
+            # and its bind, or the app's startup failing
+            raise MedSRError(
+                f"the web service could not start on {host}:{port} (see the log line above)"
+            ) from None

@@ -27,12 +27,15 @@ The app's own guards (token, upload size) are in :mod:`medsr.service.security`.
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from medsr.errors import InvalidParameterError
 from medsr.service.settings import Settings
 
 #: bytes of request line + headers h11 buffers before refusing the request
@@ -135,3 +138,54 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "server_header": False,
         "lifespan": "on",
     }
+
+
+def check_address(host: str, port: int) -> None:
+    """Bind (without listening) every address uvicorn will listen on for ``host:port``, then let
+    go; raise one :class:`~medsr.errors.InvalidParameterError` if one cannot be bound.
+
+    uvicorn binds only after the app's startup has logged "service ready" and then exits with
+    status 3 and a log line ("address already in use"); checking first lets ``medsr serve``
+    say so in one ``error:`` line before it announces anything. The sockets are bound as asyncio
+    binds them (``SO_REUSEADDR``, IPv6 only on IPv6 addresses), so a port that only has
+    connections in TIME_WAIT counts as free, as it does for uvicorn.
+    """
+    where = f"{'[' + host + ']' if ':' in host else host}:{port}"
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise InvalidParameterError(
+            f"--host {host!r} is not a name or address of this machine ({why})"
+        ) from None
+    for family, kind, proto, _, address in dict.fromkeys(infos):
+        try:
+            sock = socket.socket(family, kind, proto)
+        except OSError:
+            continue  # an address family this machine has no support for: uvicorn skips it too
+        with sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise InvalidParameterError(_bind_error(exc, host, port, where)) from None
+
+
+def _bind_error(exc: OSError, host: str, port: int, where: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use (another server?); "
+            "stop it or choose another --port"
+        )
+    if exc.errno == errno.EACCES:
+        return (
+            f"cannot listen on {where}: permission denied (ports below 1024 need administrator "
+            "rights); choose another --port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: --host {host} is not an address of this machine"
+    return f"cannot listen on {where}: {exc.strerror or exc}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsr.errors import InvalidParameterError, positive_number
 from medsr.service.storage import ZipLimits
 
 #: multipart headers and form fields around the uploaded file
@@ -54,6 +56,27 @@ class Settings:
     #: connections + requests in flight before uvicorn answers 503
     max_connections: int = 256
 
+    def check(self) -> None:
+        """Raise one :class:`~medsr.errors.InvalidParameterError` for a value the service cannot
+        run with, before anything starts (``medsr serve`` then prints one ``error:`` line).
+
+        Without it each value failed where it was first used: a port out of range in uvicorn's
+        bind (a traceback after the banner), zero workers in the job queue (ValueError), a work
+        folder that is a file in the storage (FileExistsError), and an upload limit of 0 MB
+        not at all: the service started and refused every upload with 413.
+        """
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise InvalidParameterError(f"--port must be a whole number, got {self.port!r}")
+        if not 1 <= self.port <= 65535:
+            raise InvalidParameterError(f"--port must be between 1 and 65535, got {self.port}")
+        positive_number(self.max_upload_mb, "--max-upload-mb", "MB")
+        if self.workers < 1:
+            raise InvalidParameterError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_pending < 1:
+            raise InvalidParameterError(f"--max-queue must be at least 1, got {self.max_pending}")
+        if self.work_dir is not None:
+            _check_work_dir(Path(self.work_dir))
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024**2)
@@ -69,4 +92,29 @@ class Settings:
             max_total_bytes=int(self.zip_max_total_mb * 1024**2),
             max_files=self.zip_max_files,
             max_ratio=self.zip_max_ratio,
+        )
+
+
+def _check_work_dir(path: Path) -> None:
+    """``--work-dir`` is a folder, or can be made one (its nearest existing parent is a folder
+    this user may write in)."""
+    if path.exists():
+        if not path.is_dir():
+            raise InvalidParameterError(
+                f"--work-dir '{path}' exists and is not a folder: give a folder (it is created "
+                "if missing)"
+            )
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise InvalidParameterError(f"--work-dir '{path}' is not writable (permission denied)")
+        return
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InvalidParameterError(
+            f"--work-dir '{path}' cannot be created: '{parent}' is not a folder"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidParameterError(
+            f"--work-dir '{path}' cannot be created in '{parent}' (permission denied)"
         )

@@ -72,7 +72,7 @@ from medsr.io.dicom.header import (
     scrub,
     series_key,
 )
-from medsr.io.dicom.read import read_dicom
+from medsr.io.dicom.read import read_dicom, strip_command_set
 from medsr.io.dicom.write import write_dicom
 
 # old private names, still imported by other packages (batch); prefer the public ones above
@@ -87,5 +87,6 @@ __all__ = [
     "read_dicom",
     "scrub",
     "series_key",
+    "strip_command_set",
     "write_dicom",
 ]

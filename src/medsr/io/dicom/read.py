@@ -86,11 +86,13 @@ def _check_truncation(ds: Dataset, size: int, name: str) -> None:
         )
 
 
-def _strip_command_set(ds: Dataset) -> None:
+def strip_command_set(ds: Dataset) -> None:
     """Drop group 0000 (command set) and stray group 0002 (file meta) elements from the data set.
 
-    Neither belongs in a stored object (one flipped byte is enough to create one) and pydicom
-    refuses to write a derived object that still holds them.
+    Neither belongs in a stored object (one flipped byte is enough to create one; some archived
+    files carry a (0000,0000) Command Group Length) and pydicom refuses to write an object that
+    still holds them: the reader drops them, and so does the PACS bridge before it saves the
+    instances a DICOMweb server sent.
     """
     for tag in [t for t in ds.keys() if (t >> 16) in (0x0000, 0x0002)]:
         del ds[tag]
@@ -146,7 +148,7 @@ def _read_file(
         for tag in list(ds.keys()):
             if not (defer_pixels and tag in _PIXEL_TAGS):
                 ds[tag]
-        _strip_command_set(ds)
+        strip_command_set(ds)
     except MedSRError:
         raise
     except BaseException as exc:
