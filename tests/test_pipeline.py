@@ -710,3 +710,21 @@ def test_top_level_api_names_the_shipped_weights_and_upscales_files(tmp_path):
     assert out == tmp_path / "o.nii.gz" and medsr.load_image(out).array.shape[-2:] == (128, 128)
     with pytest.raises(medsr.MedSRError, match=r"overwrite=True"):
         medsr.upscale_file(corpus_path("MR_small.dcm"), out, model="bicubic")
+
+
+@pytest.mark.parametrize(
+    ("spacing", "says"), [(1e-6, "more than the limit"), (1e-4, "NIfTI-1 axis holds at most 32,767")]
+)
+def test_an_output_too_large_to_make_or_write_is_refused_before_any_work(tmp_path, spacing, says):
+    """A through-plane target spacing of 1e-6 mm asked the allocator for 1.6 TB (a traceback);
+    1e-4 mm computed 16 GB, then failed writing a NIfTI of 480,000 slices (a traceback)."""
+    import nibabel as nib
+
+    from medsr.errors import InputTooLargeError
+    from medsr.pipeline import upscale_file
+
+    src = tmp_path / "thick.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 12), np.float32), np.diag([1, 1, 4, 1])), src)
+    with pytest.raises(InputTooLargeError, match=says):
+        upscale_file(src, tmp_path / "out.nii.gz", through_plane=True, target_spacing=spacing)
+    assert not (tmp_path / "out.nii.gz").exists()

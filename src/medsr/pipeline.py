@@ -1114,6 +1114,60 @@ def check_output_holds(image: MedImage, target: str | os.PathLike[str]) -> None:
             raise InvalidParameterError(f"'{out.name}' names one file but the image has {n} slices; {advice}")
 
 
+def _output_zoom(
+    image: MedImage, scale: int, through_plane: bool, target_spacing: Any, z_scale: int | None
+) -> tuple[float, float, float]:
+    """The (z, y, x) zoom an upscale of ``image`` makes: ``scale`` in-plane; through-plane, the
+    z spacing over the target spacing (``z_scale``; ``target_spacing`` mm; else the in-plane
+    spacing: isotropic). An unusable target spacing is left to its own check (1 here)."""
+    if not through_plane:
+        return 1.0, float(scale), float(scale)
+    if z_scale is not None:
+        return float(z_scale), 1.0, 1.0
+    try:
+        target = float(target_spacing) if target_spacing is not None else min(image.spacing[1:])
+    except (TypeError, ValueError):
+        return 1.0, 1.0, 1.0
+    ok = np.isfinite(target) and target > 0
+    return (max(1.0, float(image.spacing[0]) / target) if ok else 1.0), 1.0, 1.0
+
+
+#: the most samples along one axis each output format stores (NIfTI-1's dim[] is int16; DICOM's
+#: Rows/Columns are US, its frame count is bounded by what a series folder holds in practice)
+AXIS_LIMIT = {"nifti": 32767, "dicom": 65535}
+
+
+def check_output_size(
+    image: MedImage, zoom: tuple[float, float, float], target: str | os.PathLike[str] | None = None
+) -> None:
+    """Refuse, before any work, an output of more values than the reader's ceiling
+    (:func:`medsr.io.limits.max_pixels`, ``MEDSR_MAX_PIXELS``), or an axis longer than the
+    ``target``'s format stores (:data:`AXIS_LIMIT`): a through-plane target spacing of 1e-6 mm
+    asked the allocator for 1.6 TB, one of 1e-4 mm computed 16 GB and then failed to write a
+    NIfTI of 480,000 slices, each a traceback."""
+    from medsr.errors import InputTooLargeError
+    from medsr.io import format_for_output
+    from medsr.io.limits import max_pixels
+
+    dims = [int(np.ceil(n * z)) for n, z in zip(image.spatial_shape, zoom, strict=True)]
+    shape = " × ".join(map(str, dims))
+    count = image.num_channels * int(np.prod(dims, dtype=np.float64))
+    ceiling = max_pixels()
+    advice = "a smaller factor or a larger target spacing"
+    if count > ceiling:
+        raise InputTooLargeError(
+            f"the output would hold {count:,} values ({shape}), more than the limit of "
+            f"{ceiling:,} ({advice}; MEDSR_MAX_PIXELS raises the limit)"
+        )
+    fmt = format_for_output(target) if target is not None and output_kind(target) == "file" else None
+    limit = AXIS_LIMIT.get(fmt or ("dicom" if target is not None else ""))
+    if limit is not None and max(dims) > limit:
+        label = {"nifti": "NIfTI-1"}.get(fmt or "", "DICOM")
+        raise InputTooLargeError(
+            f"the output would be {shape} samples; a {label} axis holds at most {limit:,} ({advice})"
+        )
+
+
 def output_kind(target: str | os.PathLike[str]) -> Literal["file", "series"]:
     """Whether :func:`output_path_for`'s ``target`` is one file or a DICOM series folder (a path
     whose suffix names no format medsr writes, or none: :func:`medsr.io.dicom.write_dicom`)."""
@@ -1440,6 +1494,9 @@ def upscale_file(
         options["series_uid"] = series_uid
     image = set_modality(load_image(input_path, **options), modality)
     check_output_holds(image, target)
+    check_output_size(
+        image, _output_zoom(image, scale, through_plane, target_spacing, z_scale), target
+    )
     if through_plane:
         if z_scale is not None:  # as the web service's through-plane jobs: z spacing ÷ scale
             target_spacing = float(image.spacing[0]) / check_scale(z_scale)
