@@ -209,9 +209,14 @@ def evaluate(
     consistency: Annotated[str, typer.Option("--consistency", help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.")] = "off",
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
-    names = [m.strip() for m in models.split(",") if m.strip()]
+    from medsr.errors import InvalidParameterError
+
+    names = [m.strip() for m in models.split(",")]
+    if not all(names):
+        raise InvalidParameterError(
+            f"--models {models!r} names an empty model; separate model names by single commas, e.g. bicubic,lanczos"
+        )
     if interpolation:
-        from medsr.errors import InvalidParameterError
         from medsr.reports.evaluate import discover_inputs
         from medsr.reports.interpolation import evaluate_interpolation
 

@@ -267,3 +267,76 @@ def test_cli_evaluate_maps_and_consistency_options(tmp_path, corpus):
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["consistency"] == "on" and summary["maps"] is False
+
+
+def test_a_series_folder_is_one_volume_in_plane(tmp_path, series_folder):
+    """The slices of one series are one reference (n = 1), not independent samples."""
+    res = evaluate(
+        [series_folder], models=["lanczos"], out_dir=tmp_path / "ev", progress=False,
+        figures=False, maps=False, max_slices=4,
+    )  # fmt: skip
+    assert [(r.name, r.shape[0]) for r in res.images] == [("series", 4)]
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["n_images"] == 1 and summary["models"]["lanczos"]["psnr"]["n"] == 1
+    assert np.isnan(summary["models"]["lanczos"]["gain_psnr_vs_bicubic"]["ci95"][0])
+    assert "1 reference image (the unit" in (tmp_path / "ev" / "report.md").read_text()
+
+
+def test_a_series_folder_is_evaluated_through_plane(tmp_path, series_folder):
+    res = evaluate(
+        [series_folder], models=["linear-z", "cubic-z"], scale=2, degradation="thick-slice",
+        out_dir=tmp_path / "ev", progress=False, figures=False,
+    )  # fmt: skip
+    assert [(r.name, r.shape[0]) for r in res.images] == [("series", 8)] and not res.skipped
+    assert {"linear-z", "cubic-z"} <= set(res.images[0].metrics)
+
+
+def test_cli_interpolation_reads_a_series_folder_as_one_volume(tmp_path, series_folder):
+    res = runner.invoke(
+        app,
+        ["evaluate", "--interpolation", "--data", str(series_folder), "--scale", "2",
+         "--models", "linear,cubic", "--out", str(tmp_path / "ev")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["n_images"] == 1 and not summary["skipped"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--max-slices", "0"],
+        ["--max-slices", "-3"],
+        ["--models", "nope"],
+        ["--device", "foo"],
+        ["--models", ""],
+        ["--models", "bicubic,,lanczos"],
+        ["--degradation", "nope"],
+        ["--degradation", "thick-slice", "--max-slices", "0"],
+        ["--degradation", "thick-slice", "--device", "foo"],
+        ["--degradation", "thick-slice", "--models", "linear-z,"],
+        ["--interpolation", "--device", "foo"],
+        ["--interpolation", "--models", ",linear"],
+    ],
+)
+def test_cli_evaluate_refuses_bad_options_before_writing(tmp_path, corpus, series_folder, bad):
+    """A refused run is one ``error:`` line (exit 2, MedSRError, no traceback) and writes nothing."""
+    from medsr.errors import MedSRError
+
+    out = tmp_path / "ev"
+    res = runner.invoke(
+        app, ["evaluate", "--data", str(series_folder), *bad, "--out", str(out), "--no-maps"]
+    )
+    assert isinstance(res.exception, MedSRError), (res.exception, res.output)
+    assert "\n" not in str(res.exception)
+    assert not out.exists()
+
+
+def test_cli_evaluate_max_slices_zero_is_one_error_line(tmp_path, corpus):
+    from tests.test_cli import medsr as run
+
+    res = run("evaluate", "--data", str(corpus("CT_small.dcm")), "--max-slices", "0",
+              "--out", str(tmp_path / "ev"))  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    assert "--max-slices" in res.stderr and not (tmp_path / "ev").exists()

@@ -27,6 +27,15 @@ Fidelity to the input (``maps=True``, the default), through :mod:`medsr.safeguar
 consistency, :func:`medsr.safeguards.enforce_consistency`, no clipping, as every evaluated output
 is unclipped); ``seconds`` then includes the projection.
 
+References (:func:`medsr.reports.inputs.discover_inputs`): a file named in ``data`` is one
+image; under a folder every image file is one, except the DICOM files of one series, which are
+one volume (read as :func:`medsr.io.load_image` reads a series folder). The image is the unit of
+the statistics: a volume's 2-D metrics are averaged over its slices first, so mean ± sd and the
+95 % interval of the paired gains are over images, never over the (correlated) slices of one
+patient; with one image the sd and the interval are n/a. Options (model names, ``max_slices``,
+``device``, the degradation) are checked before anything is read, and ``out_dir`` is only
+created when the first figure or the report is written: a refused run leaves nothing behind.
+
 Outputs in ``--out``: ``metrics.csv`` (one row per image × model × metric), ``summary.json``,
 ``report.md`` and ``report.html`` (mean ± sd per model, the paired gain over bicubic with a 95 %
 confidence interval, per-modality rows, fidelity to the input) and ``figures/`` (LR | bicubic |
@@ -52,11 +61,11 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
-from medsr.io import load_image
 from medsr.reports.inputs import (
     IMAGE_SUFFIXES,
+    EvalInput,
+    check_options,
     discover_inputs,
-    display_name,
     reference_image,
     safe_name,
 )
@@ -81,6 +90,7 @@ __all__ = [
     "MAP_METRICS",
     "METRICS_2D",
     "THROUGH_PLANE_METHODS",
+    "EvalInput",
     "EvaluationResult",
     "ImageResult",
     "discover_inputs",
@@ -123,6 +133,7 @@ def evaluate(
     """
     from medsr.safeguards.consistency import consistency_setting
 
+    models = check_options(models, max_slices, device)
     setting = consistency_setting(consistency)
     if str(degradation).strip().lower() == "thick-slice":
         if setting == "on":
@@ -144,15 +155,25 @@ def evaluate(
     from medsr.degradations import degrade_image
     from medsr.inference.predictor import upscale
     from medsr.metrics import data_range_for
-    from medsr.models.resolver import check_scale
+    from medsr.models.resolver import check_scale, resolve_model
     from medsr.safeguards import enforce_consistency
 
     scale = check_scale(scale)
     models = list(dict.fromkeys(["bicubic", *models]))  # bicubic is always the reference baseline
+    for model in models:  # an unknown or unfit model is an error before anything is read
+        if model != "zero-shot":
+            resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+    if str(degradation).strip().lower() != "auto":
+        from medsr.degradations import list_degradations
+
+        if str(degradation).strip().lower() not in list_degradations():
+            raise InvalidParameterError(
+                f"unknown degradation {degradation!r}; choose auto or one of: "
+                f"{', '.join(list_degradations())}"
+            )
     params = dict(params or {})
-    files = discover_inputs(data)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(data)
+    out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []
     loaded: dict[str, Any] = {}  # model → PlaneUpscaler shared by the TTA runs
@@ -174,12 +195,12 @@ def evaluate(
         TextColumn("{task.description}"),
     )
     with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task("", total=len(files))
-        for path in files:
-            name = display_name(path, files)
+        task = bar.add_task("", total=len(inputs))
+        for item in inputs:
+            name = item.name
             bar.update(task, description=name)
             try:
-                image = load_image(path)
+                image = item.load()
                 ref = reference_image(image, scale)
                 if ref.spatial_shape[0] > max_slices:  # evaluate a centred slab of a long volume
                     z0 = (ref.spatial_shape[0] - max_slices) // 2

@@ -1,40 +1,112 @@
-"""The references an evaluation reads: discovery under folders, the cropped grayscale reference,
-and the display / file-safe names of each image."""
+"""The references an evaluation reads: discovery under folders (a DICOM series is one reference),
+the cropped grayscale reference, and the file-safe name of each image."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError
 from medsr.image import MedImage
-from medsr.io import to_luminance
+from medsr.io import load_image, to_luminance
 
 IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy", ".ima")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
-def discover_inputs(data: Iterable[str | os.PathLike[str]]) -> list[Path]:
-    """Files given directly, plus every image file (or DICOM series folder) under given folders."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class EvalInput:
+    """One reference of an evaluation: an image file, or the files of one DICOM series.
+
+    ``path``: the file, or for a series the folder its files share (read with ``series_uid``,
+    as ``medsr info``/``upscale`` read a series folder); ``name``: how the report names it.
+    """
+
+    path: Path
+    name: str
+    series_uid: str | None = None
+    n_files: int = 1
+
+    def load(self) -> MedImage:
+        if self.series_uid is not None and self.path.is_dir():
+            return load_image(self.path, series_uid=self.series_uid)
+        return load_image(self.path)
+
+
+def discover_inputs(data: Iterable[str | os.PathLike[str]]) -> list[EvalInput]:
+    """The references in ``data``: files given directly (one image each, even a slice of a
+    series), and under given folders every image file, where the DICOM files of one series are
+    **one** volume (as :func:`medsr.io.load_image` reads a series folder; the grouping is the
+    reader's own, :func:`medsr.io.dicom.dicom_volumes`), not one image per slice.
+
+    DICOM files whose header cannot be read, and files with a DICOM suffix that hold no image,
+    stay in the list as single files: reading them says why they are skipped.
+    """
+    from medsr.errors import InputNotFoundError
+    from medsr.io.dicom import dicom_volumes
+
+    found: list[tuple[Path, str | None, int]] = []  # (path, series uid, files)
     for entry in data:
         p = Path(entry)
         if p.is_file():
-            found.append(p)
+            found.append((p, None, 1))
         elif p.is_dir():
-            files = sorted(
-                f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(IMAGE_SUFFIXES)
-            )
-            found.extend(files)
+            volumes, unreadable = dicom_volumes(p)
+            here: list[tuple[Path, str | None, int]] = []
+            for uid, files in volumes:
+                if len(files) == 1:
+                    here.append((files[0], None, 1))
+                else:
+                    common = Path(os.path.commonpath([str(f.parent) for f in files]))
+                    here.append((common, uid, len(files)))
+            here += [(f, None, 1) for f, _ in unreadable]
+            dicom = {f for _, files in volumes for f in files} | {f for f, _ in unreadable}
+            here += [
+                (f, None, 1)
+                for f in p.rglob("*")
+                if f.is_file()
+                and not f.name.startswith(".")
+                and f.name.lower().endswith(IMAGE_SUFFIXES)
+                and f not in dicom
+            ]
+            found += sorted(here, key=lambda it: (it[0].as_posix(), it[1] or ""))
         else:
-            from medsr.errors import InputNotFoundError
-
             raise InputNotFoundError(f"evaluation data '{p}' does not exist")
     if not found:
         raise EmptyInputError("no images found in the evaluation data")
-    return found
+    return _named(found)
+
+
+def _named(found: list[tuple[Path, str | None, int]]) -> list[EvalInput]:
+    """Names for the report: the file (or series folder) name, or its path relative to what all
+    inputs share when names repeat; a series that shares its folder with another gets its key."""
+    from medsr.io.dicom import series_key
+
+    per_folder: dict[Path, int] = {}
+    for p, uid, _ in found:
+        if uid is not None:
+            per_folder[p] = per_folder.get(p, 0) + 1
+
+    def key(p: Path, uid: str | None) -> str:
+        return f" [series {series_key(uid)}]" if uid is not None and per_folder[p] > 1 else ""
+
+    names = [(p.name or str(p)) + key(p, uid) for p, uid, _ in found]
+    if len(set(names)) != len(names):
+        common = Path(os.path.commonpath([str(p.absolute()) for p, _, _ in found]))
+        names = [
+            (
+                str(p.absolute().relative_to(common))
+                if p.absolute() != common
+                else (p.name or str(p))
+            )
+            + key(p, uid)
+            for p, uid, _ in found
+        ]
+    return [EvalInput(p, name, uid, n) for (p, uid, n), name in zip(found, names, strict=True)]
 
 
 def reference_image(image: MedImage, scale: int) -> MedImage:
@@ -49,12 +121,30 @@ def reference_image(image: MedImage, scale: int) -> MedImage:
     return img.replace(array=np.ascontiguousarray(img.array[:, :hh, :ww]))
 
 
-def display_name(path: Path, files: list[Path]) -> str:
-    if len({f.name for f in files}) == len(files):
-        return path.name
-    common = Path(os.path.commonpath([str(f) for f in files]))
-    return str(path.relative_to(common)) if path != common else path.name
-
-
 def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def check_options(models: Iterable[object], max_slices: object, device: str) -> list[str]:
+    """What every evaluation checks before it reads or writes anything: model names (none
+    empty), ``max_slices`` (a whole number ≥ 1) and ``device``; the model names, stripped."""
+    names = []
+    for m in models:
+        text = os.fspath(m) if isinstance(m, os.PathLike) else str(m)
+        if not text.strip():
+            raise InvalidParameterError(
+                "a model name is empty; name models separated by commas, e.g. bicubic,lanczos"
+            )
+        names.append(text.strip())
+    if (
+        isinstance(max_slices, bool)
+        or not isinstance(max_slices, int | np.integer)
+        or max_slices < 1
+    ):
+        raise InvalidParameterError(
+            f"max_slices (--max-slices) must be a whole number of at least 1, got {max_slices!r}"
+        )
+    from medsr.inference.device import resolve_device
+
+    resolve_device(device)
+    return names

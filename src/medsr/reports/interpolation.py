@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,24 +43,30 @@ def _label(spec: Any) -> str:
     return str(getattr(spec, "registry_name", type(spec).__name__))
 
 
-def _volumes(items: Sequence[Any]) -> list[tuple[str, MedImage]]:
-    """``(name, grayscale 3-D volume)`` for MedImages and paths (a 4-D series: its first
-    frame; colour: its luminance)."""
+def _volumes(
+    items: Sequence[Any], skipped: list[tuple[str, str]]
+) -> Iterator[tuple[str, MedImage]]:
+    """``(name, grayscale 3-D volume)`` for MedImages, paths and discovered references
+    (:func:`medsr.reports.inputs.discover_inputs`), read one at a time (a 4-D series: its first
+    frame; colour: its luminance); one that cannot be read is added to ``skipped``."""
     from medsr.io import load_image, to_luminance
+    from medsr.reports.inputs import EvalInput
 
-    out = []
     for i, item in enumerate(items):
         if isinstance(item, MedImage):
             name, img = f"volume{i}", item
         else:
-            path = Path(item)
-            name, img = path.name, load_image(path)
+            name = item.name if isinstance(item, EvalInput) else Path(item).name
+            try:
+                img = item.load() if isinstance(item, EvalInput) else load_image(Path(item))
+            except MedSRError as exc:
+                skipped.append((name, str(exc)))
+                continue
         if img.is_color:
             img = to_luminance(img)
         if img.channels == "time":
             img = img.replace(array=img.array[0], channels=None)
-        out.append((name, img))
-    return out
+        yield name, img
 
 
 def _slice_axis_first(img: MedImage, a: int) -> MedImage:
@@ -97,7 +103,8 @@ def evaluate_interpolation(
     params: dict[str, Any] | None = None,
     figures: bool = True,
 ) -> dict[str, Any]:
-    """Compare slice interpolators on held-out ``volumes`` (MedImages or paths).
+    """Compare slice interpolators on held-out ``volumes`` (MedImages, paths or the references
+    of :func:`medsr.reports.inputs.discover_inputs`: a DICOM series is one volume).
 
     ``models``: ``{label: spec}`` or a list of specs (``linear``, ``cubic``, shipped or
     registered names, ``.safetensors`` files, networks); ``linear`` is added as the baseline.
@@ -114,12 +121,14 @@ def evaluate_interpolation(
     params = dict(params or {})
     specs = dict(models) if isinstance(models, Mapping) else {_label(m): m for m in models}
     specs = {BASELINE: BASELINE, **{k: v for k, v in specs.items() if k != BASELINE}}
+    from medsr.inference.device import resolve_device
+
+    resolve_device(device)
     resolved = {k: resolve_model(v, device)[0] for k, v in specs.items()}
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []
-    for name, img in _volumes(volumes):
+    for name, img in _volumes(volumes, skipped):
         try:
             ref = _slice_axis_first(img, a)
             z = ref.spatial_shape[0] // f * f

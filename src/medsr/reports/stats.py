@@ -1,5 +1,9 @@
 """The numbers of an evaluation: per-image metrics (per slice and per volume), paired gains over the
-baseline with a 95 % Student-t confidence interval, and the summary (mean ± sd, per modality)."""
+baseline with a 95 % Student-t confidence interval, and the summary (mean ± sd, per modality).
+
+The sample is the image (a 2-D file, a volume, a DICOM series): per-slice metrics are averaged
+within a volume before any statistic, so ``n`` counts images and the interval does not treat the
+correlated slices of one patient as independent samples."""
 
 from __future__ import annotations
 

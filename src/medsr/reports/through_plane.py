@@ -13,8 +13,7 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
-from medsr.io import load_image
-from medsr.reports.inputs import discover_inputs, display_name, reference_image, safe_name
+from medsr.reports.inputs import check_options, discover_inputs, reference_image, safe_name
 from medsr.reports.results import EvaluationResult, ImageResult
 from medsr.reports.stats import slice_and_volume_metrics
 from medsr.reports.write import write_report
@@ -74,6 +73,7 @@ def evaluate_through_plane(
     from medsr.metrics import data_range_for
     from medsr.selfsup import interpolate_z, through_plane_upscale
 
+    models = check_options(models, max_slices, device)
     f = check_scale(scale)
     if f < 2:
         raise InvalidParameterError("through-plane evaluation needs a scale of at least 2")
@@ -99,9 +99,8 @@ def evaluate_through_plane(
                 )
             )
     methods = list(dict.fromkeys(methods))
-    files = discover_inputs(data)
-    out = Path(out_dir)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    inputs = discover_inputs(data)
+    out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     zs = {**THROUGH_PLANE_DEFAULTS, **(zero_shot or {})}
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,12 +114,12 @@ def evaluate_through_plane(
         disable=not progress,
         transient=True,
     ) as bar:
-        task = bar.add_task("", total=len(files))
-        for path in files:
-            name = display_name(path, files)
+        task = bar.add_task("", total=len(inputs))
+        for item in inputs:
+            name = item.name
             bar.update(task, description=name)
             try:
-                ref = reference_image(load_image(path), 1)
+                ref = reference_image(item.load(), 1)
                 z = ref.spatial_shape[0] // f * f
                 if z < 2 * f:
                     raise InvalidParameterError(

@@ -21,6 +21,7 @@ THROUGH_PLANE_NOTE = (
 
 def write_report(result: EvaluationResult) -> None:
     out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
     rows = _rows(result)
     with open(out / "metrics.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -168,18 +169,27 @@ def _fidelity(
     return note, head, body
 
 
+def _n_images(n: int) -> str:
+    return (
+        f"{n} reference image{'' if n == 1 else 's'} (the unit of every mean ± sd and confidence "
+        "interval: a 2-D image, a volume or a DICOM series counts once, its slices are not "
+        "independent samples)"
+    )
+
+
 def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
     head, body, mhead, mbody = _tables(result, summary)
 
+    def row(cells: list[str]) -> str:  # a "|" inside a cell (|D(SR) − LR|) would split it
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
     def table(h: list[str], b: list[list[str]]) -> str:
-        lines = ["| " + " | ".join(h) + " |", "|" + "---|" * len(h)]
-        lines += ["| " + " | ".join(r) + " |" for r in b]
-        return "\n".join(lines)
+        return "\n".join([row(h), "|" + "---|" * len(h), *(row(r) for r in b)])
 
     parts = [
         f"# medsr evaluation — ×{result.scale}, degradation `{result.degradation}`",
         "",
-        f"{summary['n_images']} reference images; metrics in each image's own units with its data range, "
+        f"{_n_images(summary['n_images'])}; metrics in each image's own units with its data range, "
         f"{result.scale}-pixel border excluded; 2-D metrics averaged over slices, `_3d` per volume. "
         f"Gains are paired differences against {result.baseline} with a 95 % Student-t confidence interval."
         + (THROUGH_PLANE_NOTE.format(f=result.scale) if result.baseline != "bicubic" else ""),
@@ -271,7 +281,7 @@ figure {{ margin: 12px 0; }} figure img {{ max-width: 100%; }} figcaption {{ fon
 .note {{ color: #44506a; font-size: 13px; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>medsr evaluation — ×{result.scale}, degradation <code>{html.escape(result.degradation)}</code></h1>
-<p class="note">{summary["n_images"]} reference images; metrics in each image's own units with its data range,
+<p class="note">{html.escape(_n_images(summary["n_images"]))}; metrics in each image's own units with its data range,
 {result.scale}-pixel border excluded; 2-D metrics averaged over slices, <code>_3d</code> per volume. Gains are paired
 differences against {html.escape(result.baseline)} with a 95 % Student-t confidence interval.
 {html.escape(THROUGH_PLANE_NOTE.format(f=result.scale)) if result.baseline != "bicubic" else ""}</p>

@@ -72,7 +72,7 @@ from medsr.io.dicom.header import (
     scrub,
     series_key,
 )
-from medsr.io.dicom.read import read_dicom, strip_command_set
+from medsr.io.dicom.read import dicom_volumes, read_dicom, strip_command_set
 from medsr.io.dicom.write import write_dicom
 
 # old private names, still imported by other packages (batch); prefer the public ones above
@@ -83,6 +83,7 @@ __all__ = [
     "MEDIA_STORAGE_DIRECTORY",
     "SECONDARY_CAPTURE",
     "SEGMENTATION_STORAGE",
+    "dicom_volumes",
     "non_image_reason",
     "read_dicom",
     "scrub",

@@ -448,8 +448,13 @@ def _finish(
     )
 
 
-def _collect(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[str]]:
-    """Headers of every DICOM image under ``folder`` (recursively) and names of non-image objects."""
+def _collect(
+    folder: Path, unreadable: list[tuple[Path, str]] | None = None
+) -> tuple[list[tuple[Path, Dataset]], list[str]]:
+    """Headers of every DICOM image under ``folder`` (recursively) and names of non-image objects.
+
+    ``unreadable``: where to list ``(file, reason)`` for a DICOM file whose header cannot be read
+    instead of raising (``None``: raise, as reading a series does)."""
     images: list[tuple[Path, Dataset]] = []
     skipped: list[str] = []
     for f in sorted(folder.rglob("*")):
@@ -466,7 +471,13 @@ def _collect(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[str]]:
         if not ((len(head) >= 132 and head[128:132] == b"DICM") or looks_like_raw_dicom(head)):
             continue  # readme, thumbnails, ... : not DICOM, skip quietly
         rel = f.name  # file name only: sub-folder names may carry patient names
-        ds = _read_file(f, defer_pixels=True, name=rel)
+        try:
+            ds = _read_file(f, defer_pixels=True, name=rel)
+        except MedSRError as exc:
+            if unreadable is None:
+                raise
+            unreadable.append((f, str(exc)))
+            continue
         uid = str(ds.get("SOPClassUID", "") or "")
         if uid == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in ds:
             continue
@@ -478,6 +489,49 @@ def _collect(folder: Path) -> tuple[list[tuple[Path, Dataset]], list[str]]:
             continue
         images.append((f, ds))
     return images, skipped
+
+
+def _by_series(images: list[tuple[Path, Dataset]]) -> dict[str, list[tuple[Path, Dataset]]]:
+    groups: dict[str, list[tuple[Path, Dataset]]] = {}
+    for f, ds in images:
+        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "unknown"), []).append((f, ds))
+    return groups
+
+
+def dicom_volumes(
+    folder: str | os.PathLike[str],
+) -> tuple[list[tuple[str | None, list[Path]]], list[tuple[Path, str]]]:
+    """The DICOM images under ``folder`` (recursively) cut into the volumes :func:`read_dicom`
+    reads, for callers that take a folder of several series apart (``medsr evaluate``).
+
+    Returns ``(volumes, unreadable)``. ``volumes``: ``(series_uid, files)`` in a stable order,
+    one per volume: the files of one Series Instance UID (sorted), which
+    ``read_dicom(<their common folder>, series_uid=series_uid)`` stacks into one volume, or one
+    file read on its own (``read_dicom(file)``): a series of one file, a file without a Series
+    Instance UID (``series_uid`` ``None``), or a multi-frame object of a series that has several
+    (the reader does not stack those). ``unreadable``: ``(file, reason)`` for DICOM files whose
+    header cannot be read. Non-image objects (SR, SEG, DICOMDIR...) and files that are not
+    DICOM are left out.
+    """
+    unreadable: list[tuple[Path, str]] = []
+    images, _ = _collect(Path(folder), unreadable)
+    volumes: list[tuple[str | None, list[Path]]] = []
+    for uid, members in _by_series(images).items():
+        if uid == "unknown" and not str(members[0][1].get("SeriesInstanceUID", "") or ""):
+            volumes += [(None, [f]) for f, _ in members]
+            continue
+        if len(members) > 1:
+            try:
+                multi = any(
+                    check_pixel_module(ds, f.name, with_data=False) > 1 for f, ds in members
+                )
+            except MedSRError:
+                multi = True  # each file on its own: reading it says what is wrong
+            if multi:
+                volumes += [(uid, [f]) for f, _ in members]
+                continue
+        volumes.append((uid, sorted(f for f, _ in members)))
+    return sorted(volumes, key=lambda v: v[1][0].as_posix()), unreadable
 
 
 def _choose_series(
@@ -564,9 +618,7 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
                 f"'{folder.name}' holds DICOM objects but no images (found: {kinds})"
             )
         raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
-    groups: dict[str, list[tuple[Path, Dataset]]] = {}
-    for f, ds in images:
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "") or "unknown"), []).append((f, ds))
+    groups = _by_series(images)
     uid = _choose_series(groups, series_uid, folder)
     members = groups[uid]
     if len(members) == 1:

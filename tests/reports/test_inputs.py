@@ -1,0 +1,62 @@
+"""What an evaluation reads: a DICOM series under --data is one reference, not one per slice."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from medsr.errors import InvalidParameterError
+from medsr.reports.inputs import check_options, discover_inputs
+from tests.reports.conftest import make_series
+
+
+def test_a_series_folder_is_one_volume(series_folder):
+    (ref,) = discover_inputs([series_folder])
+    assert (ref.path, ref.name, ref.n_files) == (series_folder, "series", 8)
+    assert ref.load().spatial_shape == (8, 128, 128)
+
+
+def test_series_beside_other_images_and_in_subfolders(tmp_path, corpus):
+    data = tmp_path / "data"
+    make_series(data / "patient1" / "ct", 4, tag="a")
+    make_series(data / "mixed", 4, tag="b")
+    make_series(data / "mixed", 6, tag="c")  # two series in one folder: one volume each
+    shutil.copy(corpus("MR_small.dcm"), data / "MR_small.dcm")  # a series of one file
+    shutil.copy(corpus("camera.png"), data / "camera.png")
+    (data / "notes.txt").write_text("not an image\n")
+    refs = discover_inputs([data])
+    shapes = sorted((r.n_files, r.load().spatial_shape[0]) for r in refs)
+    assert shapes == [(1, 1), (1, 1), (4, 4), (4, 4), (6, 6)]
+    names = sorted(r.name for r in refs)
+    assert names[:3] == ["MR_small.dcm", "camera.png", "ct"]
+    assert all(n.startswith("mixed [series ") for n in names[3:]) and names[3] != names[4]
+
+
+def test_a_file_named_directly_is_one_image(series_folder):
+    refs = discover_inputs([series_folder / "a_001.dcm", series_folder / "a_002.dcm"])
+    assert [r.name for r in refs] == ["a_001.dcm", "a_002.dcm"]
+    assert refs[0].load().spatial_shape[0] == 1
+
+
+def test_unreadable_dicom_stays_listed_to_be_reported(tmp_path, corpus):
+    data = corpus("CT_small.dcm").read_bytes()
+    (tmp_path / "broken.dcm").write_bytes(data[: len(data) // 2])
+    (ref,) = discover_inputs([tmp_path])
+    assert ref.name == "broken.dcm"
+
+
+@pytest.mark.parametrize(
+    ("models", "max_slices", "device", "match"),
+    [
+        ([""], 16, "cpu", "empty"),
+        (["bicubic", " ", "lanczos"], 16, "cpu", "empty"),
+        (["bicubic"], 0, "cpu", "at least 1"),
+        (["bicubic"], -3, "cpu", "at least 1"),
+        (["bicubic"], 2.5, "cpu", "whole number"),
+        (["bicubic"], 16, "foo", "unknown device"),
+    ],
+)
+def test_check_options_refuses(models, max_slices, device, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        check_options(models, max_slices, device)
