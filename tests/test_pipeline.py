@@ -728,3 +728,12 @@ def test_an_output_too_large_to_make_or_write_is_refused_before_any_work(tmp_pat
     with pytest.raises(InputTooLargeError, match=says):
         upscale_file(src, tmp_path / "out.nii.gz", through_plane=True, target_spacing=spacing)
     assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_zero_shot_with_shipped_weights_says_what_to_do():
+    from medsr.pipeline import check_options
+
+    with pytest.raises(InvalidParameterError, match="is shipped weights: fine-tune them with --init default"):
+        check_options(method="zero-shot", model="fast-x2", budget_s=10.0)
+    with pytest.raises(InvalidParameterError, match="is an in-plane model; this needs through-plane"):
+        check_options(through_plane=True, model="fast-x2")

@@ -1315,6 +1315,14 @@ def check_options(
             raise InvalidParameterError(
                 "zero-shot methods learn their own weights; pass weights to fine-tune with init (--init)"
             )
+        from medsr.models.resolver import shipped_weights
+
+        if isinstance(model, str) and model in shipped_weights():
+            raise InvalidParameterError(
+                f"--method zero-shot trains an architecture on the image itself (--model names one, "
+                f"e.g. residual5); {model!r} is shipped weights: fine-tune them with --init default "
+                "or run them with --method model"
+            )
         return None
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 

@@ -1109,3 +1109,13 @@ def test_thick_slice_simulation_states_its_profile_as_slice_thickness(ct_templat
     assert slice_thickness_mm(out) == pytest.approx(thickness_mm)
     # a later change of the slice grid does not carry the stated thickness along
     assert "slice_thickness_mm" not in thick.resampled(np.repeat(thick.array, 2, axis=0)).meta
+
+
+def test_series_asked_of_one_file_must_be_its_own(dicom_corpus):
+    """``--series`` on a single file was silently ignored (any UID read the file); as for a
+    folder, a series the file does not hold is one error, its own (UID or key) reads."""
+    path = dicom_corpus("CT_small.dcm")
+    uid = str(pydicom.dcmread(path).SeriesInstanceUID)
+    with pytest.raises(SeriesMismatchError, match=r"not in 'CT_small\.dcm'"):
+        read_dicom(path, series_uid="1.2.3")
+    assert read_dicom(path, series_uid=uid).spatial_shape == read_dicom(path, series_uid=series_key(uid)).spatial_shape

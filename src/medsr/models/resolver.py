@@ -326,7 +326,10 @@ def resolve_model(
         loaded.inference_only = True
     if kinds is not None and loaded.kind not in kinds:
         want = " or ".join(kinds)
-        raise InvalidParameterError(f"model {loaded.name!r} is a {loaded.kind} model; this needs {want}")
+        article = "an" if loaded.kind[:1] in "aeiou" else "a"
+        raise InvalidParameterError(
+            f"model {loaded.name!r} is {article} {loaded.kind} model; this needs {want}"
+        )
     if scale is not None and loaded.kind in ("in-plane", "classical"):
         s = check_scale(scale)
         if loaded.scale is not None and loaded.scale != s:

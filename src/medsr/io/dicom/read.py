@@ -189,7 +189,11 @@ def read_dicom(
         raise InvalidParameterError(f"frame must be a non-negative integer, got {frame!r}")
     with library_messages() as messages:
         try:
-            image = _read_folder(p, series_uid, frame) if p.is_dir() else _read_single(p, frame)
+            if p.is_dir():
+                image = _read_folder(p, series_uid, frame)
+            else:
+                image = _read_single(p, frame)
+                _check_series_of_file(image, series_uid, p)
         except InvalidHeaderError as exc:
             if f"'{p.name}'" in str(exc):
                 raise
@@ -532,6 +536,19 @@ def dicom_volumes(
                 continue
         volumes.append((uid, sorted(f for f, _ in members)))
     return sorted(volumes, key=lambda v: v[1][0].as_posix()), unreadable
+
+
+def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -> None:
+    """A series asked of one file must be that file's (full UID or the start of its key), as
+    for a folder: ``--series`` is never silently ignored."""
+    if series_uid is None:
+        return
+    datasets = image.meta.get("datasets") or []
+    uid = str(datasets[0].get("SeriesInstanceUID", "")) if datasets else ""
+    wanted = str(series_uid).strip()
+    if not uid or not (uid == wanted or series_key(uid).startswith(wanted.lower())):
+        found = f"series {series_key(uid)}" if uid else "no Series Instance UID"
+        raise SeriesMismatchError(f"series '{wanted}' is not in '{path.name}'; it holds {found}")
 
 
 def _choose_series(
