@@ -239,7 +239,8 @@ def evaluate(
         maps=maps, consistency=consistency,
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
-    typer.echo(f"\nreport: {out / 'report.html'} ({len(result.images)} images, {len(result.skipped)} skipped)")
+    n = len(result.images)
+    typer.echo(f"\nreport: {out / 'report.html'} ({n} image{'s' if n != 1 else ''}, {len(result.skipped)} skipped)")
 
 
 @app.command(
