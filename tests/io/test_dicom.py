@@ -3,6 +3,7 @@ validity (dciodvfy) and geometry (hypothesis)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -1119,3 +1120,16 @@ def test_series_asked_of_one_file_must_be_its_own(dicom_corpus):
     with pytest.raises(SeriesMismatchError, match=r"not in 'CT_small\.dcm'"):
         read_dicom(path, series_uid="1.2.3")
     assert read_dicom(path, series_uid=uid).spatial_shape == read_dicom(path, series_uid=series_key(uid)).spatial_shape
+
+
+def test_monochrome1_inversion_is_recorded_where_the_values_go(dicom_corpus, tmp_path):
+    """A MONOCHROME1 radiograph is read inverted (bright bone); a PNG/NIfTI/.npy output keeps the
+    inverted values, which must say so — before, nothing recorded that they are 1023 − stored."""
+    src = dicom_corpus("RG3_UNCR.dcm")
+    raw = pydicom.dcmread(src).pixel_array.astype(np.float64)
+    img = read_dicom(src)
+    assert any("MONOCHROME1 shown as MONOCHROME2" in h for h in img.history)
+    out = medsr.save_image(img, tmp_path / "rg3.npy")
+    side = json.loads((tmp_path / "rg3.json").read_text())
+    assert side["monochrome1_inverted"] == {"source_value": "1023 - value"}
+    np.testing.assert_array_equal(1023 - np.load(out), raw)

@@ -122,3 +122,26 @@ def test_integer_round_trip_exact(tmp_path_factory, h, w, depth, fmt):
     back = np.asarray(Image.open(out)) if fmt == "png" else tifffile.imread(out)
     assert back.dtype == depth
     np.testing.assert_array_equal(back, data)
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_a_transparent_alpha_channel_dropped_is_said(tmp_path, mode):
+    """medsr reads colour/grey values only; a PNG whose alpha is not opaque everywhere loses its
+    transparency, which a warning says (it was silent); an opaque alpha drops silently."""
+    import warnings
+
+    from PIL import Image
+
+    bands = 4 if mode == "RGBA" else 2
+    arr = np.full((12, 10, bands), 200, np.uint8)
+    arr[..., -1] = 255
+    Image.fromarray(arr, mode).save(tmp_path / "opaque.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        medsr.load_image(tmp_path / "opaque.png")
+    arr[..., -1] = 0
+    arr[:4, :4, -1] = 255
+    Image.fromarray(arr, mode).save(tmp_path / "alpha.png")
+    with pytest.warns(UserWarning, match="alpha channel with transparent pixels"):
+        img = medsr.load_image(tmp_path / "alpha.png")
+    assert img.channels == ("RGB" if mode == "RGBA" else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from medsr.errors import (
     InvalidHeaderError,
     InvalidParameterError,
     MedSRError,
+    MedSRWarning,
     UnsupportedFormatError,
     is_fatal,
     scrub,
@@ -121,6 +123,7 @@ def _read_png(p: Path) -> np.ndarray:
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         if im.mode in ("LA", "RGBA"):
+            _warn_alpha(p.name, im.getchannel("A").getextrema()[0], 255)
             im = im.convert("RGB" if im.mode == "RGBA" else "L")
         if im.mode in ("I;16", "I;16B", "I;16L"):
             return np.asarray(im, dtype=np.uint16)
@@ -251,11 +254,27 @@ def _check_tiff_series(series: Any, name: str, size: int) -> None:
     check_pixel_count(shape, name, "TIFF image")
 
 
+def _warn_alpha(name: str, lowest: Any, opaque: float) -> None:
+    """An alpha channel is not an intensity: medsr drops it; a warning when it was not opaque
+    everywhere (``lowest`` alpha below ``opaque``: its transparency is then lost), silence when
+    dropping it loses nothing."""
+    if float(lowest) < float(opaque):
+        warnings.warn(
+            f"'{name}' has an alpha channel with transparent pixels: medsr reads its colour (or grey) "
+            "values only, and the output has no alpha channel",
+            MedSRWarning,
+            stacklevel=3,
+        )
+
+
 def _to_medimage_layout(data: np.ndarray, fmt: str, name: str) -> tuple[np.ndarray, str | None]:
     """Raster axes → ``(Z, Y, X)`` or ``(3, Z, Y, X)``."""
     if data.ndim == 2:
         return data[None], None
     if data.ndim == 3 and data.shape[-1] in (3, 4) and fmt in ("png", "tiff"):
+        if data.shape[-1] == 4:
+            full = np.iinfo(data.dtype).max if np.issubdtype(data.dtype, np.integer) else 1.0
+            _warn_alpha(name, data[..., 3].min(), full)
         rgb = data[..., :3]
         return rgb.transpose(2, 0, 1)[:, None], "RGB"
     if data.ndim == 3:

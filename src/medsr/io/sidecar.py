@@ -134,6 +134,9 @@ def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:
     }
     if image.meta.get("provenance"):  # version, model checksum, settings, safeguards summary
         out["provenance"] = image.meta["provenance"]
+    reflect = image.meta.get("monochrome1_reflect")
+    if reflect is not None:  # the values are a MONOCHROME1 source's, inverted: how to undo it
+        out["monochrome1_inverted"] = {"source_value": f"{float(reflect):g} - value"}
     out.update(extra)
     return out
 

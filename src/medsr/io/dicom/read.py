@@ -439,7 +439,10 @@ def _finish(
     meta["source_shape"] = tuple(int(s) for s in arr.shape[-3:])
     meta["source_spacing"] = tuple(float(s) for s in spacing)
     meta["source_affine"] = np.asarray(affine, dtype=float).tolist()
-    history = ("read DICOM",)
+    history: tuple[str, ...] = ("read DICOM",)
+    reflect = meta.get("monochrome1_reflect")
+    if reflect is not None:  # said wherever the values go (a NIfTI, PNG or .npy keeps them so)
+        history = (*history, f"MONOCHROME1 shown as MONOCHROME2: value = {reflect:g} − stored value")
     return MedImage(
         array=arr,
         spacing=spacing,
