@@ -120,3 +120,21 @@ def test_ensemble_mean_is_the_same_with_or_without_the_spread(rng):
         full, std, _ = tta_statistics(img, 2, runner=runner, transforms=order, ensemble=True)
         assert none is None and std is not None and info["ensemble"].startswith("mean of")
         np.testing.assert_allclose(lean.array, full.array, rtol=1e-6, atol=1e-4)
+
+
+def test_dicom_maps_have_their_own_series_numbers(tmp_path):
+    """The derived series and its consistency/uncertainty map series had one SeriesNumber (source
+    + 1000): a PACS list could not tell them apart. Now + 1000, + 1001, + 1002."""
+    import pydicom
+
+    from medsr.pipeline import upscale_file
+    from tests.conftest import corpus_path
+
+    src = corpus_path("CT_small.dcm")
+    upscale_file(src, tmp_path / "out", model="bicubic", maps_dir=tmp_path / "maps")
+    base = int(pydicom.dcmread(src).SeriesNumber)
+    numbers = {
+        p.parent.name: int(pydicom.dcmread(p).SeriesNumber)
+        for p in [*tmp_path.glob("out/*.dcm"), *tmp_path.glob("maps/*_dicom/*.dcm")]
+    }
+    assert numbers == {"out": base + 1000, "consistency_dicom": base + 1001, "uncertainty_dicom": base + 1002}

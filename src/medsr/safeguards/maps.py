@@ -285,6 +285,10 @@ def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedIm
         hi = hi if hi > 0 else float(a.max()) or 1.0
         meta["datasets"] = [_windowed(ds, hi) for ds in like.meta.get("datasets") or []]
         meta["window"] = (hi / 2.0, hi)
+        # its own SeriesNumber beside the output's (source + 1000): a viewer's list tells them apart
+        known = list(MAP_DESCRIPTIONS)
+        key = name.removesuffix("_lr")
+        meta["series_number_offset"] = 1001 + (known.index(key) if key in known else len(known))
     else:
         meta = {"format": "map"}
     meta["derivation"] = derivation

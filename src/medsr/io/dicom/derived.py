@@ -317,7 +317,9 @@ def _derive(
             number = int(_first_float(ds.get("SeriesNumber")) or 0)
         except (TypeError, ValueError):
             number = 0
-        ds.SeriesNumber = min(number + 1000, 2**31 - 1)
+        # the derived series: source + 1000; its maps: + 1001, + 1002 (medsr.safeguards.maps)
+        offset = int(image.meta.get("series_number_offset", 1000))
+        ds.SeriesNumber = min(number + offset, 2**31 - 1)
     old_desc = str(ds.get("SeriesDescription", "") or "").strip()
     room = max(0, 64 - len(suffix))
     desc = (old_desc[:room] + suffix).strip()
