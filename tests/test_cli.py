@@ -370,3 +370,11 @@ def test_an_output_format_that_cannot_hold_the_image_is_refused_first(tmp_path, 
     res = medsr("upscale", str(corpus_path(name)), str(tmp_path / output), "--model", "fast-x2")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and says in res.stderr, res.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_info_says_when_the_spacing_is_assumed():
+    """RG3_UNCR.dcm states no pixel spacing: `info` printed 1 mm (and a world centre from it) as
+    if measured; it now says the spacing is assumed. CT_small's is measured."""
+    bare = json.loads(runner.invoke(app, ["info", str(corpus_path("RG3_UNCR.dcm")), "--json"]).output)
+    ct = json.loads(runner.invoke(app, ["info", str(corpus_path("CT_small.dcm")), "--json"]).output)
+    assert bare["spacing_assumed"] is True and ct["spacing_assumed"] is False

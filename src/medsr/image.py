@@ -212,6 +212,9 @@ class MedImage:
             "channels": self.channels or "gray",
             "num_channels": self.num_channels,
             "spacing_mm_zyx": [round(s, 6) for s in self.spacing],
+            # a DICOM without PixelSpacing (or the like): 1 mm is assumed, not measured, and so is
+            # the world position derived from it
+            "spacing_assumed": self.meta.get("spacing_source") == "default",
             "orientation": self.orientation,
             "stored_dtype": self.meta.get("stored_dtype", "float32"),
             "units": self.units,
