@@ -999,8 +999,9 @@ def upscale_with_safeguards(
     meta.pop("consistency", None)
     if maps:
         cmap = np.abs(err)
-        if image.channels:
+        if image.channels:  # one map for a colour image: what its statistics above are not
             cmap = cmap.mean(axis=0)
+            cons["map"] = "the mean of |error| over the colour channels (the statistics: over every channel)"
         cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
         meta["maps"] = {"consistency": cmap}
         if std is not None:

@@ -138,3 +138,21 @@ def test_dicom_maps_have_their_own_series_numbers(tmp_path):
         for p in [*tmp_path.glob("out/*.dcm"), *tmp_path.glob("maps/*_dicom/*.dcm")]
     }
     assert numbers == {"out": base + 1000, "consistency_dicom": base + 1001, "uncertainty_dicom": base + 1002}
+
+
+def test_colour_consistency_map_says_it_is_the_channel_mean(tmp_path):
+    """An RGB image's one consistency map is the mean |error| over its channels while the
+    summary's max/p99 are over every channel value (a trial read 50.1 against 81.0 as a
+    contradiction): the summary now says what the map is; the means agree."""
+    from PIL import Image
+
+    import medsr
+    from medsr.pipeline import upscale_file
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "rgb.png")
+    upscale_file(tmp_path / "rgb.png", tmp_path / "out.png", model="bicubic", maps_dir=tmp_path / "maps")
+    cons = json.loads((tmp_path / "maps" / "summary.json").read_text())["consistency"]
+    assert "mean of |error| over the colour channels" in cons["map"]
+    cmap = medsr.load_image(tmp_path / "maps" / "consistency.png").array
+    assert float(cmap.mean()) == pytest.approx(cons["error"]["mean"], rel=2e-3)
