@@ -145,3 +145,15 @@ def test_a_transparent_alpha_channel_dropped_is_said(tmp_path, mode):
     with pytest.warns(UserWarning, match="alpha channel with transparent pixels"):
         img = medsr.load_image(tmp_path / "alpha.png")
     assert img.channels == ("RGB" if mode == "RGBA" else None)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_signed_integer_values_survive_a_raster_exactly(tmp_path, suffix):
+    """Integer values below 0 (an int16 TIFF, CT in HU) written to a 16-bit raster: stored with
+    slope 1 and an integer intercept, so they read back exactly (a linear map onto 0…65535 put
+    them up to 0.03 off the integers before)."""
+    rng = np.random.default_rng(1)
+    values = rng.integers(-1024, 3000, size=(1, 20, 30)).astype(np.float32)
+    img = MedImage(values, spacing=(1.0, 0.5, 0.5), modality="CT", units="HU")
+    back = medsr.load_image(medsr.save_image(img, tmp_path / f"hu{suffix}"))
+    np.testing.assert_array_equal(back.array, values)

@@ -337,8 +337,12 @@ def _quantise(image: MedImage) -> tuple[np.ndarray, float, float]:
     if image.is_color:
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8), 1.0, 0.0
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if lo >= 0 and hi <= 65535 and np.allclose(arr, np.rint(arr), atol=1e-3):
-        return np.rint(arr).astype(np.uint16), 1.0, 0.0
+    if np.allclose(arr, np.rint(arr), atol=1e-3):
+        if lo >= 0 and hi <= 65535:
+            return np.rint(arr).astype(np.uint16), 1.0, 0.0
+        base = float(np.rint(lo))
+        if hi - base <= 65535:  # integers (an int16 source, HU): exact, shifted by an intercept
+            return np.rint(arr - base).astype(np.uint16), 1.0, base
     # linear map onto the full 16-bit range, recorded so the reader restores the units
     slope = (hi - lo) / 65535.0 if hi > lo else 1.0
     intercept = lo
