@@ -1077,44 +1077,6 @@ def check_paths(
     return target
 
 
-def check_output_holds(image: MedImage, target: str | os.PathLike[str]) -> None:
-    """Refuse, before any work, an output format that cannot hold ``image``'s slices or channels
-    (what its writer would refuse after the work), advising what can: PNG holds one 2-D slice,
-    PNG and TIFF no time axis, a ``.dcm`` file one slice (or a multi-frame DICOM source's
-    frames), and a folder output is a DICOM series only for a DICOM input
-    (:func:`output_path_for`); NIfTI holds them all."""
-    from medsr.io import format_for_output
-
-    out = Path(target)
-    if output_kind(out) == "series":
-        return
-    fmt = format_for_output(out)
-    n, channels = image.spatial_shape[0], image.channels
-    from_dicom = image.meta.get("format") == "dicom" and bool(image.meta.get("datasets"))
-    if fmt in ("png", "tiff") and channels not in (None, "RGB"):
-        raise InvalidParameterError(
-            f"{fmt.upper()} holds grey or RGB images, not channels={channels!r}; write .nii.gz"
-        )
-    if fmt == "png" and n != 1:
-        where = ".nii.gz, .tif or a folder (a DICOM series)" if from_dicom else ".nii.gz or .tif"
-        raise InvalidParameterError(
-            f"PNG holds one 2-D image but this one has {n} slices; write {where}"
-        )
-    if fmt == "dicom":
-        if channels not in (None, "RGB"):
-            raise InvalidParameterError(
-                f"DICOM output supports grayscale or RGB images, not channels={channels!r}; "
-                "write .nii.gz"
-            )
-        if n != 1 and not (from_dicom and image.meta.get("multiframe")):
-            advice = (
-                "give a folder path (no .dcm suffix) to write a DICOM series"
-                if from_dicom
-                else "a DICOM series is written from a DICOM input only: write .nii.gz"
-            )
-            raise InvalidParameterError(f"'{out.name}' names one file but the image has {n} slices; {advice}")
-
-
 def _output_zoom(
     image: MedImage, scale: int, through_plane: bool, target_spacing: Any, z_scale: int | None
 ) -> tuple[float, float, float]:
@@ -1478,7 +1440,7 @@ def upscale_file(
     (unless ``overwrite``) and is not the input, then the options (:func:`check_options`).
     Nothing is written unless the whole result is valid.
     """
-    from medsr.io import load_image, save_image
+    from medsr.io import check_holds, load_image, save_image
 
     z_scale = scale if through_plane else None  # through-plane: the factor along z, when given
     if z_scale is not None and target_spacing is not None:
@@ -1502,7 +1464,10 @@ def upscale_file(
     if series_uid:
         options["series_uid"] = series_uid
     image = set_modality(load_image(input_path, **options), modality)
-    check_output_holds(image, target)
+    # an output format that cannot hold the image: refused now, not after the model ran
+    from medsr.io.dicom.write import _from_dicom
+
+    check_holds(image, target, series_ok=_from_dicom(image.meta)[0])
     check_output_size(
         image, _output_zoom(image, scale, through_plane, target_spacing, z_scale), target
     )

@@ -18,6 +18,7 @@ from typing import Any
 from medsr.errors import (
     CorruptInputError,
     EmptyInputError,
+    InvalidParameterError,
     MedSRError,
     UnsupportedFormatError,
     is_fatal,
@@ -54,6 +55,46 @@ def format_for_output(path: str | os.PathLike[str]) -> str:
         f"cannot tell the output format from '{Path(path).name}': use .nii/.nii.gz, .png, "
         ".tif/.tiff, .npy, .dcm, or a folder name for a DICOM series"
     )
+
+
+def check_holds(image: MedImage, path: str | os.PathLike[str], *, series_ok: bool = True) -> None:
+    """Refuse an output format that cannot hold ``image``'s slices or channels, advising what
+    can: PNG holds one 2-D slice, PNG and TIFF no time axis, DICOM grey or RGB, a ``.dcm`` file
+    one slice (or a multi-frame DICOM source's frames); NIfTI and ``.npy`` hold them all. The
+    writers' own check, and :func:`medsr.pipeline.upscale_file`'s before the model runs.
+    ``series_ok``: whether a folder output would be a DICOM series of this image (always for
+    :func:`save_image`; for ``medsr upscale`` only from a DICOM input, as a folder output of any
+    other input keeps the input's format)."""
+    try:
+        fmt = format_for_output(path)
+    except UnsupportedFormatError:
+        return  # the writer's own error
+    n, channels = image.spatial_shape[0], image.channels
+    if fmt in ("png", "tiff") and channels not in (None, "RGB"):
+        raise InvalidParameterError(
+            f"{fmt.upper()} holds grey or RGB images, not channels={channels!r}; write .nii.gz (NIfTI)"
+        )
+    if fmt == "png" and n != 1:
+        where = ".nii.gz, .tif or a folder (a DICOM series)" if series_ok else ".nii.gz or .tif"
+        raise InvalidParameterError(f"PNG holds one 2-D image but this one has {n} slices; write {where}")
+    if fmt != "dicom":
+        return
+    if channels not in (None, "RGB"):
+        raise InvalidParameterError(
+            f"DICOM output supports grayscale or RGB images, not channels={channels!r}; write .nii.gz (NIfTI)"
+        )
+    from medsr.io.dicom.write import _output_count
+
+    count = _output_count(image)
+    if Path(path).suffix.lower() in (".dcm", ".dicom") and count != 1:
+        advice = (
+            "give a folder path (no .dcm suffix) to write a DICOM series"
+            if series_ok
+            else "a DICOM series is written from a DICOM input only: write .nii.gz"
+        )
+        raise InvalidParameterError(
+            f"'{Path(path).name}' names one file but the image has {count} slices; {advice}"
+        )
 
 
 def load_image(path: str | os.PathLike[str], **options: Any) -> MedImage:
@@ -146,6 +187,7 @@ def to_luminance(image: MedImage) -> MedImage:
 __all__ = [
     "FORMATS",
     "OUTPUT_SUFFIX",
+    "check_holds",
     "check_loaded",
     "format_for_output",
     "load_image",

@@ -21,7 +21,6 @@ from medsr.errors import (
     EmptyInputError,
     InputTooLargeError,
     InvalidHeaderError,
-    InvalidParameterError,
     MedSRError,
     MedSRWarning,
     UnsupportedFormatError,
@@ -297,12 +296,9 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
             np.save(fh, np.ascontiguousarray(data, dtype=np.float32))
         write_sidecar(image, p)
         return p
-    if image.channels == "time":
-        raise InvalidParameterError("4-D (time) images cannot be written as PNG/TIFF; write NIfTI")
-    if fmt == "png" and image.spatial_shape[0] != 1:
-        raise InvalidParameterError(
-            f"PNG holds one 2-D image but this one has {image.spatial_shape[0]} slices; write .tif, .nii.gz or DICOM"
-        )
+    from medsr.io import check_holds
+
+    check_holds(image, p)  # PNG: one 2-D slice; PNG/TIFF: no time axis
     stored, slope, intercept = _quantise(image)
     if slope != 1.0 or intercept != 0.0:
         extra = {"rescale_slope": slope, "rescale_intercept": intercept}

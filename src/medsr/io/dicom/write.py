@@ -45,29 +45,20 @@ def write_dicom(
     the source was multi-frame); any other path is a folder with one ``IM00001.dcm`` … per slice.
     The output is written to a temporary name and renamed only when complete.
     """
-    if image.channels not in (None, "RGB"):
-        raise InvalidParameterError(
-            f"DICOM output supports grayscale or RGB images, not channels={image.channels!r}; "
-            "save 4-D data as NIfTI"
-        )
+    from medsr.io import check_holds
+
     p = Path(path)
+    check_holds(image, p)  # grey or RGB; one slice in a single file
     _refuse_source_overwrite(image, p)  # first: the reason that holds whatever the options
     check_output(p, overwrite, "file" if p.suffix.lower() in (".dcm", ".dicom") else "series")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         datasets = _build_output(image, series_description_suffix)
-        single_file = p.suffix.lower() in (".dcm", ".dicom")
-        count = _output_count(image)
-        if single_file and count != 1:
-            raise InvalidParameterError(
-                f"'{p.name}' names one file but the image has {count} slices; "
-                "give a folder path (no .dcm suffix) to write a DICOM series"
-            )
-        if single_file:
+        if p.suffix.lower() in (".dcm", ".dicom"):
             with atomic_file(p, overwrite=overwrite) as tmp:
                 pydicom.dcmwrite(tmp, next(datasets), enforce_file_format=True)
         else:
-            width = max(5, len(str(count)))
+            width = max(5, len(str(_output_count(image))))
             with atomic_dir(p, overwrite=overwrite) as tmp:
                 # one slice at a time, as it is built: a series is never held in memory whole
                 for i, ds in enumerate(datasets, start=1):
