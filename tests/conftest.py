@@ -42,6 +42,50 @@ def corpus():
     return corpus_path
 
 
+def make_ct_series(
+    folder: Path,
+    n: int = 2,
+    names: list[str] | None = None,
+    *,
+    tag: str | None = None,
+    vary: bool = False,
+) -> list[Path]:
+    """``n`` copies of CT_small.dcm forming one series: a new Series UID, distinct SOP UIDs,
+    positions (and SliceLocation) ``SliceThickness`` apart; files ``names`` (else ``IM{k}.dcm``,
+    ``{tag}_{k:03d}.dcm`` with a ``tag``, which also keeps several series of one folder apart).
+    ``vary``: each slice's pixels shifted a little, so that they differ as neighbouring slices do."""
+    import copy
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(corpus_path("CT_small.dcm"))
+    pixels = src.pixel_array
+    key = [str(folder)] if tag is None else [str(folder), tag]
+    series_uid = generate_uid(entropy_srcs=[*key, "series"])
+    gap = float(src.get("SliceThickness", 5.0) or 5.0)
+    out = []
+    for i in range(n):
+        ds = copy.deepcopy(src)  # Dataset.copy() shares data elements: IPPs would add up
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[*key, str(i)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ipp = [float(v) for v in src.ImagePositionPatient]
+        ipp[2] += i * gap
+        ds.ImagePositionPatient = ipp
+        ds.InstanceNumber = i + 1
+        if "SliceLocation" in ds:
+            ds.SliceLocation = float(ds.SliceLocation) + i * gap
+        if vary:
+            ds.PixelData = np.ascontiguousarray(np.roll(pixels, i, axis=1)).astype(pixels.dtype).tobytes()
+        default = f"IM{i + 1}.dcm" if tag is None else f"{tag}_{i + 1:03d}.dcm"
+        path = folder / (names[i] if names else default)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ds.save_as(path, enforce_file_format=True)
+        out.append(path)
+    return out
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

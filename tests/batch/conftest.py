@@ -2,42 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import corpus_path
-
-
-def make_ct_series(folder: Path, n: int = 2, names: list[str] | None = None) -> list[Path]:
-    """``n`` copies of CT_small.dcm forming one series: new Series UID, distinct SOP UIDs/IPPs."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    src = pydicom.dcmread(corpus_path("CT_small.dcm"))
-    series_uid = generate_uid(entropy_srcs=[str(folder), "series"])
-    gap = float(src.get("SliceThickness", 5.0) or 5.0)
-    out = []
-    for i in range(n):
-        ds = copy.deepcopy(src)  # Dataset.copy() shares data elements: IPPs would add up
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(folder), str(i)])
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ipp = [float(v) for v in src.ImagePositionPatient]
-        ipp[2] += i * gap
-        ds.ImagePositionPatient = ipp
-        ds.InstanceNumber = i + 1
-        if "SliceLocation" in ds:
-            ds.SliceLocation = float(ds.SliceLocation) + i * gap
-        name = names[i] if names else f"IM{i + 1}.dcm"
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.save_as(path, enforce_file_format=True)
-        out.append(path)
-    return out
+from tests.conftest import corpus_path, make_ct_series
 
 
 def make_archive(root: Path) -> Path:
