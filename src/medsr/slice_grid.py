@@ -57,7 +57,9 @@ __all__ = [
     "nested_midpoint_index",
     "on_grid",
     "output_slices",
+    "positive_mm",
     "resize_axis",
+    "slice_thickness_mm",
 ]
 
 RESIZE_MODES = ("linear", "cubic", "nearest")
@@ -136,3 +138,41 @@ def on_grid(image: MedImage, array: np.ndarray, step: str | None = None) -> MedI
     """``image`` with ``array`` on the cell-centred output grid (geometry from
     :meth:`MedImage.resampled`: zoom per axis from the shapes)."""
     return image.resampled(array, step=step)
+
+
+def positive_mm(value: Any) -> float | None:
+    """``value`` as a length in mm when it is a finite number above 0, else ``None`` (an unset,
+    malformed or meaningless thickness)."""
+    try:
+        v = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return v if v is not None and math.isfinite(v) and v > 0 else None
+
+
+def slice_thickness_mm(image: MedImage) -> float | None:
+    """Slice thickness of ``image`` in mm when its header says it, else ``None``.
+
+    Looks at ``meta["slice_thickness_mm"]`` and DICOM ``SliceThickness`` (also in the shared
+    functional groups of an enhanced multi-frame object). A DICOM thickness is scaled like the
+    slice spacing when the image has been resampled along z since it was read (the DICOM
+    writer's convention).
+    """
+    meta = image.meta or {}
+    value = meta.get("slice_thickness_mm")
+    if value is None and meta.get("format") == "dicom" and meta.get("datasets"):
+        ds = meta["datasets"][0]
+        value = ds.get("SliceThickness")
+        if value is None:
+            try:
+                value = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness
+            except (AttributeError, IndexError, KeyError):
+                value = None
+        src = meta.get("source_spacing")
+        try:
+            value = float(value) if value is not None else None
+        except (TypeError, ValueError):
+            value = None
+        if value is not None and src:
+            value *= image.spacing[0] / float(src[0])
+    return positive_mm(value)

@@ -267,14 +267,7 @@ def _simulated_thickness_mm(image: MedImage, scale: int, thickness: Any) -> floa
     default ``scale``; a Gaussian's FWHM, a box's full width) times the thin slices' spacing; with
     point sampling (0) the thin slices' own thickness when the source states one, else unknown.
     Not the source's SliceThickness × scale, which ignores the simulated profile."""
+    from medsr.slice_grid import slice_thickness_mm
+
     t = float(scale) if thickness is None else float(thickness)
-    if t > 0:
-        return t * float(image.spacing[0])
-    own = image.meta.get("slice_thickness_mm")
-    if own is None and image.meta.get("format") == "dicom" and image.meta.get("datasets"):
-        own = image.meta["datasets"][0].get("SliceThickness")
-    try:
-        v = float(own) if own is not None else None
-    except (TypeError, ValueError):
-        return None
-    return v if v is not None and np.isfinite(v) and v > 0 else None
+    return t * float(image.spacing[0]) if t > 0 else slice_thickness_mm(image)

@@ -27,7 +27,6 @@ same grid.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -36,7 +35,13 @@ import torch
 
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
-from medsr.slice_grid import check_target_spacing, on_grid, output_slices, resize_axis
+from medsr.slice_grid import (
+    check_target_spacing,
+    on_grid,
+    output_slices,
+    resize_axis,
+    slice_thickness_mm,
+)
 
 __all__ = [
     "PRIOR_FACTORS",
@@ -49,38 +54,6 @@ __all__ = [
 ]
 
 METHOD = "zero-shot self-supervised"
-
-
-def slice_thickness_mm(image: MedImage) -> float | None:
-    """Slice thickness of ``image`` in mm when its header says it, else ``None``.
-
-    Looks at ``meta["slice_thickness_mm"]`` and DICOM ``SliceThickness`` (also in the shared
-    functional groups of an enhanced multi-frame object). A DICOM thickness is scaled like the
-    slice spacing when the image has been resampled along z since it was read (the DICOM
-    writer's convention).
-    """
-    meta = image.meta or {}
-    value = meta.get("slice_thickness_mm")
-    if value is None and meta.get("format") == "dicom" and meta.get("datasets"):
-        ds = meta["datasets"][0]
-        value = ds.get("SliceThickness")
-        if value is None:
-            try:
-                value = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SliceThickness
-            except (AttributeError, IndexError, KeyError):
-                value = None
-        src = meta.get("source_spacing")
-        try:
-            value = float(value) if value is not None else None
-        except (TypeError, ValueError):
-            value = None
-        if value is not None and src:
-            value *= image.spacing[0] / float(src[0])
-    try:
-        v = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return v if v is not None and math.isfinite(v) and v > 0 else None
 
 
 def _check_volume(image: Any, what: str) -> MedImage:

@@ -364,12 +364,9 @@ def _stated_thickness(meta: dict[str, Any]) -> float | None:
     """``meta["slice_thickness_mm"]``: the slice thickness an operation states for the image it
     made (:func:`medsr.degradations.degrade_image`'s thick-slice simulation: its profile's width),
     which the source's SliceThickness scaled by the zoom would misstate; ``None`` when unstated."""
-    value = meta.get("slice_thickness_mm")
-    try:
-        v = float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-    return v if v is not None and np.isfinite(v) and v > 0 else None
+    from medsr.slice_grid import positive_mm
+
+    return positive_mm(meta.get("slice_thickness_mm"))
 
 
 def _update_geometry(
