@@ -1077,33 +1077,15 @@ def check_paths(
     return target
 
 
-def _output_zoom(
-    image: MedImage, scale: int, through_plane: bool, target_spacing: Any, z_scale: int | None
-) -> tuple[float, float, float]:
-    """The (z, y, x) zoom an upscale of ``image`` makes: ``scale`` in-plane; through-plane, the
-    z spacing over the target spacing (``z_scale``; ``target_spacing`` mm; else the in-plane
-    spacing: isotropic). An unusable target spacing is left to its own check (1 here)."""
-    if not through_plane:
-        return 1.0, float(scale), float(scale)
-    if z_scale is not None:
-        return float(z_scale), 1.0, 1.0
-    try:
-        target = float(target_spacing) if target_spacing is not None else min(image.spacing[1:])
-    except (TypeError, ValueError):
-        return 1.0, 1.0, 1.0
-    ok = np.isfinite(target) and target > 0
-    return (max(1.0, float(image.spacing[0]) / target) if ok else 1.0), 1.0, 1.0
-
-
 #: the most samples along one axis each output format stores (NIfTI-1's dim[] is int16; DICOM's
 #: Rows/Columns are US, its frame count is bounded by what a series folder holds in practice)
 AXIS_LIMIT = {"nifti": 32767, "dicom": 65535}
 
 
 def check_output_size(
-    image: MedImage, zoom: tuple[float, float, float], target: str | os.PathLike[str] | None = None
+    image: MedImage, shape: tuple[int, int, int], target: str | os.PathLike[str] | None = None
 ) -> None:
-    """Refuse, before any work, an output of more values than the reader's ceiling
+    """Refuse, before any work, an output of ``shape`` (Z, Y, X) with more values than the reader's ceiling
     (:func:`medsr.io.limits.max_pixels`, ``MEDSR_MAX_PIXELS``), or an axis longer than the
     ``target``'s format stores (:data:`AXIS_LIMIT`): a through-plane target spacing of 1e-6 mm
     asked the allocator for 1.6 TB, one of 1e-4 mm computed 16 GB and then failed to write a
@@ -1112,14 +1094,14 @@ def check_output_size(
     from medsr.io import format_for_output
     from medsr.io.limits import max_pixels
 
-    dims = [int(np.ceil(n * z)) for n, z in zip(image.spatial_shape, zoom, strict=True)]
-    shape = " × ".join(map(str, dims))
+    dims = [int(n) for n in shape]
+    text = " × ".join(map(str, dims))
     count = image.num_channels * int(np.prod(dims, dtype=np.float64))
     ceiling = max_pixels()
     advice = "a smaller factor or a larger target spacing"
     if count > ceiling:
         raise InputTooLargeError(
-            f"the output would hold {count:,} values ({shape}), more than the limit of "
+            f"the output would hold {count:,} values ({text}), more than the limit of "
             f"{ceiling:,} ({advice}; MEDSR_MAX_PIXELS raises the limit)"
         )
     fmt = format_for_output(target) if target is not None and output_kind(target) == "file" else None
@@ -1127,7 +1109,7 @@ def check_output_size(
     if limit is not None and max(dims) > limit:
         label = {"nifti": "NIfTI-1"}.get(fmt or "", "DICOM")
         raise InputTooLargeError(
-            f"the output would be {shape} samples; a {label} axis holds at most {limit:,} ({advice})"
+            f"the output would be {text} samples; a {label} axis holds at most {limit:,} ({advice})"
         )
 
 
@@ -1468,17 +1450,22 @@ def upscale_file(
     from medsr.io.dicom.write import _from_dicom
 
     check_holds(image, target, series_ok=_from_dicom(image.meta)[0])
-    check_output_size(
-        image, _output_zoom(image, scale, through_plane, target_spacing, z_scale), target
-    )
+    nz, ny, nx = image.spatial_shape
     if through_plane:
+        from medsr.slice_grid import output_slices, positive_mm
+
         if z_scale is not None:  # as the web service's through-plane jobs: z spacing ÷ scale
             target_spacing = float(image.spacing[0]) / check_scale(z_scale)
+        # the through-plane rule's slice count; a target it refuses is refused there, in its order
+        grid = min(image.spacing[1:]) if target_spacing is None else positive_mm(target_spacing)
+        if grid is not None:
+            check_output_size(image, (output_slices(image, grid), ny, nx), target)
         return _through_plane_file(
             image, target, model=model, method=method, init=init, target_spacing=target_spacing,
             consistency=consistency, device=device, maps_dir=maps_dir, overwrite=overwrite,
             write_options=write, **upscale_options,
         )  # fmt: skip
+    check_output_size(image, (nz, ny * scale, nx * scale), target)
     if loaded is None:  # zero-shot in-plane
         from medsr.selfsup import zero_shot_upscale
 
