@@ -235,7 +235,8 @@ HU_AIR_BELOW = -500.0
 def _looks_like_hu(array: np.ndarray) -> bool:
     """Whether a CT's values read as Hounsfield units: finite ones reach below
     :data:`HU_AIR_BELOW` (air or a fill) and stay within what a CT stores (−32768…32767)."""
-    finite = array[np.isfinite(array)] if not np.isfinite(array).all() else array
+    ok = np.isfinite(array)
+    finite = array if ok.all() else array[ok]
     if not finite.size:
         return False
     lo, hi = float(finite.min()), float(finite.max())
