@@ -296,9 +296,10 @@ def _signed_kspace(meas: Measurement, image: MedImage) -> Measurement:
     projection (which treats such planes as real) had made consistent. Warns."""
     if meas.kind != "kspace" or "image" in meas.params:
         return meas
-    mask, _ = no_data_fill(image)
-    values = image.array if mask is None else image.array[~mask]
-    if not values.size or float(np.nanmin(values)) >= 0:
+    mask, darkest = no_data_fill(image)  # the darkest measured value (padding left out)
+    if mask is None:
+        darkest = float(np.nanmin(image.array)) if image.array.size else 0.0
+    if not darkest < 0:
         return meas
     warnings.warn(
         "the input has negative values, so it is no magnitude image: k-space data is taken as "
