@@ -50,7 +50,7 @@ def check_output(
                 f"output '{p}' already exists; pass --overwrite (overwrite=True in Python) to replace it"
             )
         _check_replaceable(p, kind)
-    _check_writable(p if kind == "folder" and p.is_dir() else p.parent)
+    check_writable(p if kind == "folder" and p.is_dir() else p.parent)
     return p
 
 
@@ -87,9 +87,10 @@ def _check_replaceable(p: Path, kind: OutputKind) -> None:
             )
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
     """The nearest existing folder at or above ``folder`` must be a folder medsr may write in
-    (the missing ones are created there)."""
+    (the missing ones are created there); else one :class:`OutputWriteError`. Outputs and
+    ``medsr serve --work-dir`` check it before any work."""
     d = folder if str(folder) else Path(".")
     while not os.path.lexists(d) and d != d.parent:
         d = d.parent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,24 +96,17 @@ class Settings:
 
 def _check_work_dir(path: Path) -> None:
     """``--work-dir`` is a folder, or can be made one (its nearest existing parent is a folder
-    this user may write in)."""
-    if path.exists():
-        if not path.is_dir():
-            raise InvalidParameterError(
-                f"--work-dir '{path}' exists and is not a folder: give a folder (it is created "
-                "if missing)"
-            )
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise InvalidParameterError(f"--work-dir '{path}' is not writable (permission denied)")
-        return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
+    this user may write in: :func:`medsr.io._atomic.check_writable`, as for every output)."""
+    from medsr.errors import OutputWriteError
+    from medsr.io._atomic import check_writable
+
+    if path.exists() and not path.is_dir():
         raise InvalidParameterError(
-            f"--work-dir '{path}' cannot be created: '{parent}' is not a folder"
+            f"--work-dir '{path}' exists and is not a folder: give a folder (it is created "
+            "if missing)"
         )
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InvalidParameterError(
-            f"--work-dir '{path}' cannot be created in '{parent}' (permission denied)"
-        )
+    try:
+        check_writable(path)
+    except OutputWriteError as exc:
+        what = "is not writable" if path.exists() else "cannot be created"
+        raise InvalidParameterError(f"--work-dir '{path}' {what}: {exc}") from None
