@@ -1307,6 +1307,85 @@ def through_plane_summary(result: MedImage) -> dict[str, Any]:
     return summary
 
 
+def through_plane_error(
+    image: MedImage, result: MedImage, profile: dict[str, Any] | None = None
+) -> np.ndarray:
+    """Signed ``D(SR) − input`` of a through-plane output, on the input's grid and in its units
+    (shaped like ``image.array``): the output as written, made thick again with the slice
+    profile (``profile``, else the one its derivation records: ``slice_thickness_mm`` and
+    ``profile``; :func:`medsr.degradations.thick_slice.thick_slice_matrix`, any ratio of slice
+    counts), minus the measured slices."""
+    import torch
+
+    from medsr.degradations.thick_slice import thick_slice_matrix
+
+    prof = profile or (result.meta.get("derivation") or {}).get("slice_profile") or {}
+    if "slice_thickness_mm" not in prof:
+        raise InvalidParameterError("the output records no slice profile to measure it with")
+    z, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    w = thick_slice_matrix(
+        z, n_out, profile=str(prof.get("profile", "gaussian")),
+        thickness=float(prof["slice_thickness_mm"]) / float(image.spacing[0]),
+    )  # fmt: skip
+    out = result.channel_first()
+    c, _, h, wd = out.shape
+    flat = torch.from_numpy(np.ascontiguousarray(out, np.float32).reshape(c, n_out, h * wd))
+    thick = (torch.from_numpy(w.astype(np.float32)) @ flat).numpy().reshape(c, z, h, wd)
+    err = thick - image.channel_first().astype(np.float32, copy=False)
+    return err if image.channels else err[0]
+
+
+def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> MedImage:
+    """The consistency check of a through-plane output (every front end): the error statistics
+    of :func:`through_plane_error` in its derivation's ``consistency`` (``error``; beside
+    cubic interpolation's when above the threshold), a :class:`ConsistencyWarning` when it
+    disagrees with the input as in-plane, and with ``maps`` the ``|error|`` map (the mean over
+    colour channels), each measured slice's value repeated over the output slices it holds."""
+    from medsr.metrics import data_range_for
+    from medsr.selfsup.through_plane import interpolate_z
+    from medsr.slice_grid import cell_positions
+
+    d = dict(result.meta["derivation"])
+    prof = d.get("slice_profile") or {}
+    cons = dict(d.get("consistency") or {"setting": "off", "applied": False})
+    err = through_plane_error(image, result, prof)
+    rng = data_range_for(image)
+    cons["error"] = _error_stats(err, rng, CONSISTENCY_THRESHOLD, image.units)
+    cons["threshold_rel"] = CONSISTENCY_THRESHOLD
+    cons["measured_with"] = (
+        f"{prof.get('profile')} slice profile, {prof.get('slice_thickness_mm')} mm "
+        f"({prof.get('source')})"
+    )
+    p99, base = float(cons["error"]["p99_rel"]), None
+    n_out = result.spatial_shape[0]
+    if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
+        cubic = interpolate_z(image, n_slices=n_out, mode="cubic")
+        base = float(np.percentile(np.abs(through_plane_error(image, cubic, prof)), 99)) / rng
+        cons["cubic_p99_rel"] = round(base, 6)
+    cons["exceeded"] = consistency_exceeded(p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE)
+    if cons["exceeded"]:
+        extra = f", {p99 / base:.1f}x cubic interpolation's" if base else ""
+        warnings.warn(
+            f"the upscaled volume disagrees with the measured slices: 99th percentile of "
+            f"|thick-slice(SR) - input| is {cons['error']['p99']:.4g} {image.units} "
+            f"({p99:.1%} of the input range{extra}; threshold {CONSISTENCY_THRESHOLD:.0%}) "
+            f"for the {cons['measured_with']}",
+            ConsistencyWarning,
+            stacklevel=3,
+        )
+    meta = {**result.meta, "derivation": {**d, "consistency": cons}}
+    if maps:
+        cmap = np.abs(err)
+        if image.channels:
+            cmap = cmap.mean(axis=0)
+            cons["map"] = "the mean of |error| over the colour channels (the statistics: over every channel)"
+        # the measured slice whose cell holds each output slice's centre (no interpolation)
+        src = np.clip(np.floor(cell_positions(image.spatial_shape[0], n_out) + 0.5), 0, None)
+        src = np.minimum(src.astype(np.int64), image.spatial_shape[0] - 1)
+        meta["maps"] = {**(result.meta.get("maps") or {}), "consistency": np.ascontiguousarray(cmap[src])}
+    return result.replace(meta=meta)
+
+
 def through_plane_prior(model: Any, method: str, init: str | None) -> Any:
     """The through-plane prior ``upscale_file``'s options ask for: ``None`` (no prior: the network
     starts as cubic interpolation) for ``method="zero-shot"`` or ``model`` ``none``/``scratch``;
@@ -1344,6 +1423,7 @@ def upscale_through_plane(
         consistency=consistency_setting(consistency), maps=maps, **options,
     )  # fmt: skip
     d = result.meta["derivation"]
+    result = _through_plane_checked(image, result, maps=maps)
     summary = through_plane_summary(result)
     record = provenance(
         model=d.get("model"), card={"name": d.get("model")}, scale=max(1, round(float(d.get("scale", 1)))),

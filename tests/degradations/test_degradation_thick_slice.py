@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,54 @@ def test_wrapper():
     deg = RandomThickSlice(3, profile=["gaussian", "box"], thickness=(2.0, 5.0))
     torch.testing.assert_close(deg(x, generator=0), deg(x, generator=0))
     assert deg(x).shape == (2, 1, 4, 8, 8)
+
+
+# ------------------------------------------------- the measurement of any grid (through-plane maps)
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from medsr.degradations.thick_slice import thick_slice_matrix  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    f=st.integers(1, 5),
+    n_in=st.integers(1, 12),
+    profile=st.sampled_from(["gaussian", "box"]),
+    t=st.sampled_from([0.0, 0.5, 1.0, 1.4, 2.0, 3.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_thick_slice_matrix_is_thick_slice_at_an_integer_factor(f, n_in, profile, t, seed):
+    x = torch.randn(1, 1, n_in * f, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ref = thick_slice(x, f, profile=profile, thickness=t * f, axis=-2)[0, 0]
+    w = torch.from_numpy(thick_slice_matrix(n_in, n_in * f, profile=profile, thickness=t))
+    torch.testing.assert_close(w @ x[0, 0], ref, atol=1e-9, rtol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_in=st.integers(2, 12),
+    n_out=st.integers(2, 60),
+    profile=st.sampled_from(["gaussian", "box"]),
+    t=st.floats(0.0, 3.0),
+)
+def test_thick_slice_matrix_of_any_grid_is_centred_on_each_measured_slice(n_in, n_out, profile, t):
+    """Rows sum to one (constants are kept), and each measured slice away from the borders reads
+    the thin slices around its own centre: its weights' centroid is within half a thin slice of
+    it (exactly on it when the thin slices fall symmetrically about it)."""
+    w = thick_slice_matrix(n_in, n_out, profile=profile, thickness=t)
+    assert w.shape == (n_in, n_out) and (w >= 0).all()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-12)
+    r = n_out / n_in  # thin slices per measured slice
+    centres = (np.arange(n_in) + 0.5) * r - 0.5  # in thin-slice indices
+    reach = (t / 2 + 4 * t / 2.3548 if profile == "gaussian" else t / 2) * r + 1.5
+    inner = [i for i in range(n_in) if centres[i] - reach > 0 and centres[i] + reach < n_out - 1]
+    centroid = w @ np.arange(n_out)
+    assert np.all(np.abs(centroid[inner] - centres[inner]) <= 0.5 + 1e-9)
+
+
+def test_thick_slice_matrix_refuses_bad_values():
+    with pytest.raises(InvalidParameterError, match="profile"):
+        thick_slice_matrix(4, 8, profile="lorentz", thickness=1.0)
+    with pytest.raises(InvalidParameterError, match="positive"):
+        thick_slice_matrix(0, 8, thickness=1.0)

@@ -309,3 +309,60 @@ def test_upscale_file_through_plane_takes_a_factor_along_z(tmp_path):
         assert load_image(out).spatial_shape[0] == slices
     with pytest.raises(InvalidParameterError, match="not both"):
         upscale_file(src, tmp_path / "both.nii.gz", scale=2, target_spacing=1.0, through_plane=True)
+
+
+# ------------------------------------------------- consistency of through-plane outputs, and its map
+def test_through_plane_consistency_measures_the_output_as_written(tmp_path):
+    """The summary's error and the consistency map are |thick-slice(output) − input| of the
+    written output — after its resampling to the target spacing — with the recorded profile."""
+    from medsr.api import upscale_file
+    from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.io import load_image, save_image
+
+    ref = _volume(_smooth_field((40, 32, 32), seed=5))
+    thick = degrade_image(ref, "thick-slice", 2, generator=0, profile="gaussian", thickness=2)
+    src = save_image(thick, tmp_path / "thick.nii.gz")
+    out = upscale_file(  # 20 slices of 2 mm → 53 of 0.75 mm: not a multiple of the network's ×4
+        src, tmp_path / "iso.nii.gz", through_plane=True, target_spacing=0.75,
+        slice_thickness=2.0, maps_dir=tmp_path / "maps", progress=False,
+    )  # fmt: skip
+    img, lr = load_image(out), load_image(src)
+    cmap = load_image(tmp_path / "maps" / "consistency.nii.gz")
+    assert img.spatial_shape == cmap.spatial_shape == (53, 32, 32)
+    w = thick_slice_matrix(20, 53, profile="gaussian", thickness=1.0)  # 2 mm in 2 mm slices
+    err = np.abs(np.einsum("zn,nyx->zyx", w, img.array.astype(np.float64)) - lr.array)
+    nearest = np.minimum(((np.arange(53) + 0.5) * 20 / 53).astype(int), 19)
+    np.testing.assert_allclose(cmap.array, err[nearest], atol=0.01)  # NIfTI storage rounding
+    summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
+    cons = summary["consistency"]
+    assert cons["applied"] is True and "2.0 mm (given)" in cons["measured_with"]
+    assert cons["error"]["p99"] == pytest.approx(np.percentile(err, 99), abs=0.01)
+    assert cons["error"]["p99_rel"] < 0.05 and cons["exceeded"] is False
+    side = json.loads((tmp_path / "iso.json").read_text())
+    assert side["provenance"]["safeguards"]["consistency"]["error"]["p99"] == cons["error"]["p99"]
+
+
+def test_through_plane_consistency_warns_on_an_output_that_disagrees_with_its_slices():
+    """A through-plane output that does not reproduce its measured slices — here one off by 30 %
+    of the range — is reported as in-plane: exceeded, a warning, and the error itself."""
+    from medsr.pipeline import ConsistencyWarning, _through_plane_checked, through_plane_error
+    from medsr.selfsup.through_plane import interpolate_z
+
+    ref = _volume(_smooth_field((32, 24, 24), seed=6))
+    thick = degrade_image(ref, "thick-slice", 2, generator=0, profile="box", thickness=2)
+    cubic = interpolate_z(thick, n_slices=32, mode="cubic")
+    prof = {"slice_thickness_mm": 2.0, "profile": "box", "source": "header"}
+    cubic = cubic.replace(meta={**cubic.meta, "derivation": {"slice_profile": prof}})
+    rng = float(thick.array.max() - thick.array.min())
+    shifted = cubic.replace(array=cubic.array + np.float32(0.3 * rng))
+    np.testing.assert_allclose(  # linear, and its rows sum to one: a shift is the error's shift
+        through_plane_error(thick, shifted), through_plane_error(thick, cubic) + 0.3 * rng, atol=1e-3
+    )
+    ok = _through_plane_checked(thick, cubic, maps=False)
+    assert ok.meta["derivation"]["consistency"]["exceeded"] is False
+    with pytest.warns(ConsistencyWarning, match="disagrees with the measured slices"):
+        bad = _through_plane_checked(thick, shifted, maps=True)
+    cons = bad.meta["derivation"]["consistency"]
+    assert cons["exceeded"] is True and cons["cubic_p99_rel"] < 0.05
+    assert cons["error"]["mean_rel"] == pytest.approx(0.3, abs=0.005)
+    assert bad.meta["maps"]["consistency"].shape == (32, 24, 24)

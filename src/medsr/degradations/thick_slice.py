@@ -22,6 +22,9 @@ are dropped first; borders are mirrored (symmetric).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
 from medsr.degradations._common import (
@@ -37,7 +40,7 @@ from medsr.degradations._common import (
 from medsr.degradations._registry import register_degradation
 from medsr.errors import InvalidParameterError
 
-__all__ = ["RandomThickSlice", "thick_slice"]
+__all__ = ["RandomThickSlice", "thick_slice", "thick_slice_matrix"]
 
 
 def thick_slice(
@@ -78,6 +81,51 @@ def thick_slice(
         raise InvalidParameterError(f"unknown slice profile {profile!r} (gaussian or box)")
     x = crop_to_multiple(x, f, (ax,))
     return filter_axis(x, ax, f, profile=profile, width=width)
+
+
+def thick_slice_matrix(n_in: int, n_out: int, *, profile: str = "gaussian", thickness: float) -> np.ndarray:
+    """The thick-slice measurement of an ``n_out``-slice grid as an ``(n_in, n_out)`` matrix.
+
+    Row ``i`` holds the weights with which the ``n_out`` thin slices of the same field of view
+    (cell-centred, :func:`medsr.slice_grid.cell_positions`) make measured slice ``i``: the slice
+    profile (``profile``, FWHM or full width ``thickness`` in *measured* slice spacings)
+    integrated over each thin slice, centred on slice ``i``, borders mirrored, each row summing
+    to one. Any ratio ``n_out / n_in`` works (a through-plane output resampled to a target
+    spacing); for ``n_out = f·n_in`` it is :func:`thick_slice` at factor ``f`` with thickness
+    ``f·thickness`` (the same weights, to float rounding).
+    """
+    n_in, n_out = int(n_in), int(n_out)
+    if n_in < 1 or n_out < 1:
+        raise InvalidParameterError(f"slice counts must be positive, got {n_in} and {n_out}")
+    t = check_nonnegative(thickness, "thickness")
+    r = n_out / n_in  # thin slices per measured slice
+    if profile == "gaussian":
+        width = t * r / FWHM_PER_SIGMA  # σ in thin slices
+        radius = 4.0 * width + 0.5
+    elif profile == "box":
+        width = t * r  # full width in thin slices
+        radius = width / 2.0 + 0.5
+    else:
+        raise InvalidParameterError(f"unknown slice profile {profile!r} (gaussian or box)")
+    out = np.zeros((n_in, n_out), np.float64)
+    for i in range(n_in):
+        c = (i + 0.5) * r - 0.5  # centre of measured slice i in thin-slice indices
+        d = np.arange(math.floor(c - radius), math.ceil(c + radius) + 1)
+        lo, hi = d - 0.5 - c, d + 0.5 - c
+        if width == 0:  # a point sample: the cell that holds it, half to each on an edge
+            w = np.where((lo < 0) & (hi > 0), 1.0, np.where((lo == 0) | (hi == 0), 0.5, 0.0))
+        elif profile == "gaussian":
+            erf = np.vectorize(math.erf, otypes=[np.float64])
+            s = width * math.sqrt(2.0)
+            w = 0.5 * (erf(hi / s) - erf(lo / s))
+        else:
+            w = np.clip(np.minimum(hi, width / 2.0) - np.maximum(lo, -width / 2.0), 0.0, None)
+        # mirror the cells beyond the ends (half-sample symmetric, as thick_slice's borders)
+        j = np.mod(d, 2 * n_out)
+        j = np.where(j >= n_out, 2 * n_out - 1 - j, j)
+        np.add.at(out[i], j, w)
+        out[i] /= out[i].sum()
+    return out
 
 
 @register_degradation("thick-slice")
