@@ -203,3 +203,26 @@ def test_consistency_on_reproduces_the_measured_thick_slices():
     assert d["setting"] == "on" and d["converged"] is True
     assert residual(on) < 2e-3 * rng < residual(off)
     assert off.meta["derivation"]["consistency"] == {"setting": "off", "applied": False}
+
+
+@pytest.mark.parametrize("target", [1.5, 0.7])  # 16 and 34 slices: not the network's 2·6 or 4·6
+def test_consistency_on_holds_on_the_written_grid_after_resampling(target):
+    """The projection acts on the output's own grid, after the resampling to the target spacing:
+    the written output, made thick with the profile, reproduces the measured slices (it used to
+    be projected on the network's f·Z grid, and the final resampling undid part of it)."""
+    from medsr.degradations.thick_slice import thick_slice_matrix
+
+    image = _volume()
+    rng = float(image.array.max() - image.array.min())
+
+    def residual(out: MedImage) -> float:
+        w = thick_slice_matrix(6, out.spatial_shape[0], profile="gaussian", thickness=1.0)
+        thick = np.einsum("zn,nyx->zyx", w, out.array.astype(np.float64))
+        return float(np.abs(thick - image.array).max())
+
+    off = through_plane_upscale(image, target_spacing=target, **QUICK, clip=False)
+    on = through_plane_upscale(image, target_spacing=target, consistency=True, **QUICK, clip=False)
+    assert on.spatial_shape[0] == off.spatial_shape[0] == round(24 / target)
+    d = on.meta["derivation"]["consistency"]
+    assert d["applied"] is True and d["converged"] is True and d["residual_max"] < 1e-5
+    assert residual(on) < 1e-4 * rng < 1e-2 * rng < residual(off)

@@ -15,7 +15,8 @@ in-plane and blurred + under-sampled along z. medsr restores z in three steps:
 3. the network runs on every sagittal ``(z, y)`` and coronal ``(z, x)`` plane with z as the
    upsampled axis, the two orientations are averaged (their disagreement is the uncertainty
    map), and the volume (``f × Z`` slices, ``f`` = 2 or 4) is resampled along z (cubic) to the
-   isotropic or requested spacing.
+   isotropic or requested spacing; with a known slice profile it is then projected exactly onto
+   the measured slices on that grid (:func:`_project_thick_slice`).
 
 Without a prior the network starts as cubic interpolation and adaptation trains it (plain
 SMORE). The output grid is medsr's one grid rule for through-plane outputs
@@ -74,26 +75,46 @@ def _check_target(image: MedImage, target_spacing: Any) -> float:
 
 
 def _project_thick_slice(
-    fused: torch.Tensor, vol: torch.Tensor, f: int, profile: str, thickness: float
+    fused: torch.Tensor, vol: torch.Tensor, profile: str, thickness: float, chunk: int = 1 << 16
 ) -> tuple[torch.Tensor, dict[str, Any]]:
-    """Data consistency along z: make ``thick_slice(fused)`` reproduce the measured slices.
+    """Data consistency along z: make the thick slices of ``fused`` reproduce the measured ones.
 
-    ``fused`` (C, f·Z, Y, X) and ``vol`` (C, Z, Y, X) are in model units; ``thickness`` is the
-    slice profile width in thin slices. 1-D iterative back-projection along z only
-    (:class:`medsr.safeguards.operators.Measurement` ``thick-slice``); exact before the final
-    resampling to the requested slice count (identical when ``n_out == f·Z``).
+    ``fused`` (C, N, Y, X) is the output on its final grid (any ``N``: after the resampling to
+    the target spacing) and ``vol`` (C, Z, Y, X) the measured slices, both in model units;
+    ``thickness`` is the profile's width in measured slice spacings. With ``W`` the measurement
+    of the output grid (:func:`medsr.degradations.thick_slice.thick_slice_matrix`, ``Z × N``) and
+    ``U`` the grid's cubic resampler from ``Z`` to ``N`` slices (``N × Z``), each (y, x) column
+    gets the exact oblique projection ``x + U (W U)⁻¹ (y − W x)``: ``W x = y`` afterwards to float
+    rounding, the correction a smooth (cubic) function of z. It replaced an iterative
+    back-projection on the network's ``f·Z`` grid, which the final resampling then undid
+    (session 26: on the benchmark's volumes at ×2, ×3 and ×4 the written output's p99 error
+    fell, e.g. 2.23 → 0.62 HU on the head CT at ×2, and its PSNR rose by 0.01–0.16 dB).
     """
-    from medsr.safeguards.operators import resolve_measurement
+    from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.slice_grid import resize_axis
 
-    meas = resolve_measurement("thick-slice", f, profile=profile, thickness=thickness, axis=-2)
-    x = fused.permute(0, 3, 1, 2).contiguous()  # (C, X, f·Z, Y): z is axis -2
-    y = vol.permute(0, 3, 1, 2).contiguous()
-    projected, info = meas.project(x, y)
-    info = {k: v for k, v in info.items() if k != "history"}
-    return projected.permute(0, 2, 3, 1).contiguous(), {
+    c, n = fused.shape[:2]
+    z = vol.shape[1]
+    w = thick_slice_matrix(z, n, profile=profile, thickness=thickness)
+    eye = torch.eye(z, dtype=torch.float64).reshape(1, z, z, 1)
+    u = resize_axis(eye, 1, n, "cubic")[0, :, :, 0].numpy()  # column k: slice k resampled
+    gain = u @ np.linalg.inv(w @ u)  # (N, Z): the correction of a residual
+    w32 = torch.from_numpy(w.astype(np.float32))
+    g32 = torch.from_numpy(gain.astype(np.float32))
+    out = fused.reshape(c, n, -1).clone()
+    meas = vol.reshape(c, z, -1)
+    worst = 0.0
+    for ch in range(c):
+        for k in range(0, out.shape[-1], chunk):
+            x = out[ch, :, k : k + chunk]
+            x += g32 @ (meas[ch, :, k : k + chunk] - w32 @ x)
+            worst = max(worst, float((meas[ch, :, k : k + chunk] - w32 @ x).abs().max()))
+    rng = max(float(vol.max() - vol.min()), 1e-12)
+    return out.reshape(fused.shape), {
         "setting": "on",
-        "method": "thick-slice back-projection",
-        **info,
+        "method": "exact thick-slice projection on the output grid (cubic correction along z)",
+        "residual_max": worst / rng,
+        "converged": worst / rng <= 1e-3,
     }
 
 
@@ -251,10 +272,11 @@ def through_plane_upscale(
         adapt_steps: optimiser steps of per-volume adaptation (0: the prior alone).
         init: deprecated alias of ``prior`` (a file to start from).
         model, model_kwargs: the architecture used when there is no prior.
-        consistency: data consistency along z — thick-slice back-projection so that the
-            output, blurred with the slice profile and resampled, reproduces the measured
-            slices: ``"on"``/``True``, ``"off"``/``False``, or ``"auto"`` (only when the profile
-            is known: given or from the header, not estimated).
+        consistency: data consistency along z — an exact projection of the output on its
+            final grid so that, made thick with the slice profile, it reproduces the measured
+            slices (before the clip to the input's range): ``"on"``/``True``,
+            ``"off"``/``False``, or ``"auto"`` (only when the profile is known: given or from
+            the header, not estimated).
         maps: attach ``meta["maps"]["uncertainty"]`` — half the absolute difference of the
             sagittal and coronal estimates, on the output grid (input units): where the two
             orientations disagree, the new slices are uncertain.
@@ -371,11 +393,11 @@ def through_plane_upscale(
             np.ascontiguousarray(0.5 * np.abs(up_sag - up_cor), dtype=np.float32)
         )
     del up_sag, up_cor
+    fused = _resize_z(fused, n_out, "cubic")
     projection: dict[str, Any] = {"setting": setting, "applied": False}
     if setting == "on" or (setting == "auto" and slab["source"] in ("given", "header")):
-        fused, info = _project_thick_slice(fused, vol, f, shape, t_rel * f)
+        fused, info = _project_thick_slice(fused, vol, shape, t_rel)
         projection.update(info, setting=setting, applied=True)
-    fused = _resize_z(fused, n_out, "cubic")
     out = norm.inverse(fused.numpy())
     if clip:
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
