@@ -378,3 +378,21 @@ def test_info_says_when_the_spacing_is_assumed():
     bare = json.loads(runner.invoke(app, ["info", str(corpus_path("RG3_UNCR.dcm")), "--json"]).output)
     ct = json.loads(runner.invoke(app, ["info", str(corpus_path("CT_small.dcm")), "--json"]).output)
     assert bare["spacing_assumed"] is True and ct["spacing_assumed"] is False
+
+
+def test_python_dash_m_medsr_is_the_medsr_command_and_says_its_version():
+    """``python -m medsr`` runs the same command (a user without the entry point on PATH), and
+    ``--version`` names medsr's version with torch's."""
+    from medsr._version import __version__
+
+    run = subprocess.run(
+        [sys.executable, "-m", "medsr", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and run.stdout.startswith(f"medsr {__version__} (torch ")
+    bad = subprocess.run(
+        [sys.executable, "-m", "medsr", "upscale", "/nonexistent/in.png", "/tmp/never.png"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: input '/nonexistent/in.png' does not exist"
+    ]

@@ -39,9 +39,22 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import platform
+
+        import torch
+
+        from medsr._version import __version__
+
+        typer.echo(f"medsr {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print medsr's version (and torch's, Python's) and exit.", callback=_print_version, is_eager=True)] = False,
 ) -> None:
     _STATE["debug"] = debug
 
