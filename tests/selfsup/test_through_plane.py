@@ -226,3 +226,30 @@ def test_consistency_on_holds_on_the_written_grid_after_resampling(target):
     d = on.meta["derivation"]["consistency"]
     assert d["applied"] is True and d["converged"] is True and d["residual_max"] < 1e-5
     assert residual(on) < 1e-4 * rng < 1e-2 * rng < residual(off)
+
+
+@pytest.mark.parametrize("kind", ["ct-fill", "dicom-padding"])
+def test_no_data_is_kept_exact_and_never_read_as_signal(kind):
+    """A CT's fill outside the scan circle (−3024 HU, no header entry) or a DICOM
+    PixelPaddingValue: the output keeps those voxels exact (the network used to draw values up to
+    140 HU above the fill into them), and no measured voxel is pulled below the darkest measured
+    value by the padding (the clip reads measured values only)."""
+    rng = np.random.default_rng(3)
+    z, h, w = 6, 40, 36
+    zz, yy, xx = np.mgrid[:z, :h, :w]
+    arr = (300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w)))
+    arr = arr.astype(np.float32)
+    circle = (yy[0] - h / 2 + 0.5) ** 2 + (xx[0] - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    if kind == "ct-fill":
+        arr[:, ~circle] = -3024.0
+        image = MedImage(arr, spacing=(4.0, 1.0, 1.0), modality="CT", units="HU")
+        fill = -3024.0
+    else:
+        arr[:, ~circle] = -2000.0
+        image = MedImage(arr, spacing=(4.0, 1.0, 1.0), modality="MR", meta={"padding": {"value": -2000.0, "range_limit": None}})
+        fill = -2000.0
+    out = through_plane_upscale(image, maps=True, **QUICK)
+    pad = np.broadcast_to(~circle, out.array.shape)
+    assert (out.array[pad] == np.float32(fill)).all()
+    assert out.array[~pad].min() >= arr[:, circle].min() - 1e-3
+    assert (out.meta["maps"]["uncertainty"][pad] == 0).all()

@@ -36,7 +36,9 @@ import torch
 
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
+from medsr.io.padding import fill_no_data
 from medsr.slice_grid import (
+    cell_positions,
     check_target_spacing,
     on_grid,
     output_slices,
@@ -116,6 +118,23 @@ def _project_thick_slice(
         "residual_max": worst / rng,
         "converged": worst / rng <= 1e-3,
     }
+
+
+def _keep_no_data(out: np.ndarray, image: MedImage, mask: np.ndarray) -> np.ndarray:
+    """Set the output's no-data voxels to the input's exact values, in place, and return where
+    they are (``(C, N, Y, X)``, like ``out``): an output slice holds no data at (y, x) where the
+    measured slices on both sides of its centre hold none there; it takes the value of the
+    nearer one."""
+    src = image.channel_first()
+    m = mask if image.channels else mask[None]
+    z, n = src.shape[1], out.shape[1]
+    pos = cell_positions(z, n)
+    lo = np.clip(np.floor(pos), 0, z - 1).astype(np.int64)
+    hi = np.clip(np.ceil(pos), 0, z - 1).astype(np.int64)
+    near = np.clip(np.round(pos), 0, z - 1).astype(np.int64)
+    kept = m[:, lo] & m[:, hi]
+    np.copyto(out, src[:, near], where=kept)
+    return kept
 
 
 def _resize_z(vol: torch.Tensor, n: int, mode: str) -> torch.Tensor:
@@ -316,16 +335,19 @@ def through_plane_upscale(
         setting = consistency_setting(consistency)
     else:
         setting = "on" if consistency else "off"
-    slab = _slice_profile(image, slice_thickness, profile)
+    if not np.isfinite(image.array).all():
+        raise InvalidParameterError("the volume contains NaN or infinite values")
+    # no data (DICOM padding, a CT's fill outside the scan circle, a NIfTI's NaN): read as the
+    # darkest measured value by everything below, never as signal; kept exact in the output
+    work, no_data, _ = fill_no_data(image)
+    slab = _slice_profile(work, slice_thickness, profile)
     thickness, shape = float(slab["thickness_mm"]), str(slab["profile"])
     dev = resolve_device(device)
     sz = image.spacing[0]
-    cf = image.channel_first()  # (C, Z, Y, X)
+    cf = work.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape
     n_out = output_slices(image, target)
     f = network_factor(n_out / z)
-    if not np.isfinite(cf).all():
-        raise InvalidParameterError("the volume contains NaN or infinite values")
     if min(h, w) < 4 * f:
         raise InvalidParameterError(
             f"the slices ({h}×{w}) are too small for a ×{f} through-plane model"
@@ -347,7 +369,7 @@ def through_plane_upscale(
         prior_label = None
         if int(getattr(net, "axis", -2)) != -2:
             raise InvalidParameterError("the through-plane network must upsample rows (axis=-2)")
-    norm = model_normalizer(card, image, cf)
+    norm = model_normalizer(card, work, cf)
     vol = torch.from_numpy(np.ascontiguousarray(norm.forward(cf), dtype=np.float32))  # (C, Z, Y, X)
 
     report = None
@@ -401,6 +423,7 @@ def through_plane_upscale(
     out = norm.inverse(fused.numpy())
     if clip:
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
+    kept = None if no_data is None else _keep_no_data(out, image, no_data)
     arr = out if image.channels else out[0]
     seconds = time.perf_counter() - t0
     if prior_label and report is None:
@@ -437,5 +460,7 @@ def through_plane_upscale(
     }
     if spread is not None:
         u = (_resize_z(spread, n_out, "linear").numpy() * norm.scale).astype(np.float32)
+        if kept is not None:
+            u[kept] = 0.0  # nothing was estimated there
         meta["maps"] = {"uncertainty": u if image.channels else u[0]}
     return sr.replace(meta=meta)
