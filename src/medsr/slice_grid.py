@@ -54,6 +54,7 @@ __all__ = [
     "cell_positions",
     "check_target_spacing",
     "factor_slices",
+    "keep_no_data",
     "nested_midpoint_index",
     "on_grid",
     "output_slices",
@@ -176,3 +177,23 @@ def slice_thickness_mm(image: MedImage) -> float | None:
         if value is not None and src:
             value *= image.spacing[0] / float(src[0])
     return positive_mm(value)
+
+
+def keep_no_data(out: np.ndarray, src: np.ndarray, mask: np.ndarray, axis: int) -> np.ndarray:
+    """Set the no-data voxels of ``out`` — ``src`` resampled along ``axis`` onto this module's
+    grid — to ``src``'s exact values, in place, and return where they are (shaped like ``out``).
+
+    ``mask`` (shaped like ``src``) marks the input's no-data voxels (DICOM padding, a CT's fill
+    outside the scan circle, NaN: :func:`medsr.io.padding.no_data_mask`). An output slice holds
+    no data where the input slices on both sides of its centre (:func:`cell_positions`) hold
+    none; it takes the value of the nearer one.
+    """
+    ax = axis % src.ndim
+    n_in, n_out = src.shape[ax], out.shape[ax]
+    pos = cell_positions(n_in, n_out)
+    lo = np.clip(np.floor(pos), 0, n_in - 1).astype(np.int64)
+    hi = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
+    near = np.clip(np.round(pos), 0, n_in - 1).astype(np.int64)
+    kept = np.take(mask, lo, axis=ax) & np.take(mask, hi, axis=ax)
+    np.copyto(out, np.take(src, near, axis=ax), where=kept)
+    return kept

@@ -459,3 +459,28 @@ def test_cli_evaluate_interpolation(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert "cubic" in (tmp_path / "ev" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("axis", ["z", "y"])
+def test_a_network_keeps_no_data_exact_and_never_reads_it(axis):
+    """A CT's fill outside the scan circle (−3024 HU): the shipped interpolator used to draw values
+    from −3474 to −2495 into it and to pull tissue beside it 390 HU below anything measured (the
+    fill entered the per-volume normalisation and the network); now it is read as the darkest
+    measured value and kept exact, along any axis."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(1)
+    z, h, w = 12, 64, 64
+    arr = gaussian_filter(rng.standard_normal((z, h, w)), 2.0).astype(np.float32) * 800
+    yy, xx = np.mgrid[:h, :w]
+    circle = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    arr[:, ~circle] = -3024.0
+    if axis == "y":  # the same volume lying on its side: interpolate along y
+        arr = np.ascontiguousarray(arr.transpose(1, 0, 2))
+    img = MedImage(arr, spacing=(2.0, 2.0, 1.0), modality="CT", units="HU")
+    out = interpolate_slices(img, "interp-cnn", 2, axis=axis)
+    a = "zyx".index(axis)
+    pad_in = arr == -3024.0
+    pad_out = np.repeat(pad_in, 2, axis=a)  # the fill does not change along the interpolated axis
+    assert (out.array[pad_out] == -3024.0).all()
+    assert out.array[~pad_out].min() >= arr[~pad_in].min() - 1e-3

@@ -22,7 +22,14 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.slice_grid import factor_slices, nested_midpoint_index, on_grid, resize_axis
+from medsr.io.padding import fill_no_data
+from medsr.slice_grid import (
+    factor_slices,
+    keep_no_data,
+    nested_midpoint_index,
+    on_grid,
+    resize_axis,
+)
 
 AXES = {"z": 0, "y": 1, "x": 2}
 BASELINES = ("linear", "cubic")
@@ -205,9 +212,12 @@ def interpolate_slices(
         out = resize_axis(x, a, n_out, net).numpy()
         predicted = n_out
     else:
+        # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
+        # measured value, never as signal (nor in the normalisation), kept exact below
+        work, no_data, _ = fill_no_data(image)
         spec = card.get("normalization") or DEFAULT_NORMALIZATION
-        lo, hi = volume_range(image.array, spec)
-        vol = np.moveaxis(image.array, a, 0)
+        lo, hi = volume_range(work.array, spec)
+        vol = np.moveaxis(work.array, a, 0)
         vol = ((vol - lo) / (hi - lo)).astype(np.float32)
         passes = (2 * factor).bit_length() - 1
         for k in range(passes):
@@ -218,7 +228,9 @@ def interpolate_slices(
             vol = insert_once(vol, predict)
         predicted = vol.shape[0] - n_in
         vol = vol[nested_midpoint_index(n_in, factor)]
-        out = np.moveaxis(vol * (hi - lo) + lo, 0, a)
+        out = np.ascontiguousarray(np.moveaxis(vol * (hi - lo) + lo, 0, a), dtype=np.float32)
+        if no_data is not None:
+            keep_no_data(out, image.array, no_data, axis=a)
     if timing is not None:
         timing["seconds"] = time.perf_counter() - t0
         timing["slices_predicted"] = predicted

@@ -38,8 +38,8 @@ from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data
 from medsr.slice_grid import (
-    cell_positions,
     check_target_spacing,
+    keep_no_data,
     on_grid,
     output_slices,
     resize_axis,
@@ -118,23 +118,6 @@ def _project_thick_slice(
         "residual_max": worst / rng,
         "converged": worst / rng <= 1e-3,
     }
-
-
-def _keep_no_data(out: np.ndarray, image: MedImage, mask: np.ndarray) -> np.ndarray:
-    """Set the output's no-data voxels to the input's exact values, in place, and return where
-    they are (``(C, N, Y, X)``, like ``out``): an output slice holds no data at (y, x) where the
-    measured slices on both sides of its centre hold none there; it takes the value of the
-    nearer one."""
-    src = image.channel_first()
-    m = mask if image.channels else mask[None]
-    z, n = src.shape[1], out.shape[1]
-    pos = cell_positions(z, n)
-    lo = np.clip(np.floor(pos), 0, z - 1).astype(np.int64)
-    hi = np.clip(np.ceil(pos), 0, z - 1).astype(np.int64)
-    near = np.clip(np.round(pos), 0, z - 1).astype(np.int64)
-    kept = m[:, lo] & m[:, hi]
-    np.copyto(out, src[:, near], where=kept)
-    return kept
 
 
 def _resize_z(vol: torch.Tensor, n: int, mode: str) -> torch.Tensor:
@@ -423,7 +406,10 @@ def through_plane_upscale(
     out = norm.inverse(fused.numpy())
     if clip:
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
-    kept = None if no_data is None else _keep_no_data(out, image, no_data)
+    kept = None
+    if no_data is not None:  # exact, as measured
+        mask = no_data if image.channels else no_data[None]
+        kept = keep_no_data(out, image.channel_first(), mask, axis=1)
     arr = out if image.channels else out[0]
     seconds = time.perf_counter() - t0
     if prior_label and report is None:
