@@ -20,6 +20,7 @@ import torch
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.io.padding import fill_no_data
 
 __all__ = ["zero_shot_upscale"]
 
@@ -109,10 +110,13 @@ def zero_shot_upscale(
     check_positive_int(patches_per_epoch, "patches_per_epoch")
     dev = resolve_device(device)
 
-    cf = image.channel_first()  # (C, Z, Y, X)
-    c, z, h, w = cf.shape
-    if not np.isfinite(cf).all():
+    if not np.isfinite(image.array).all():
         raise InvalidParameterError("the image contains NaN or infinite values")
+    # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
+    # measured value when training and upscaling, never as signal; kept exact in the output
+    work, no_data, _ = fill_no_data(image)
+    cf = work.channel_first()  # (C, Z, Y, X)
+    c, z, h, w = cf.shape
     if min(h, w) // scale < 4:
         raise InvalidParameterError(
             f"the image ({h}×{w}) is too small for ×{scale} zero-shot super-resolution "
@@ -121,7 +125,7 @@ def zero_shot_upscale(
     net, card, init_name = build_network(
         model, scale, model_kwargs, init, kind="upscaler", seed=seed
     )
-    norm = model_normalizer(card, image, cf)
+    norm = model_normalizer(card, work, cf)
     planes = norm.forward(cf.reshape(c * z, 1, h, w))
     x = torch.from_numpy(planes)
     very_lr, lr_img = build_pyramid(
@@ -154,6 +158,11 @@ def zero_shot_upscale(
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
     result = out.reshape(c, z, h * scale, w * scale)
     arr = result if image.channels else result[0]
+    if no_data is not None:  # each no-data pixel's block keeps its exact value
+        def blocks(a: np.ndarray) -> np.ndarray:
+            return np.repeat(np.repeat(a, scale, axis=-2), scale, axis=-1)
+
+        np.copyto(arr, blocks(image.array), where=blocks(no_data))
     arch = card["architecture"] if card else model
     name = f"{arch} (zero-shot{', fine-tuned from ' + init_name if init_name else ''})"
     sr = image.resampled(arr, step=f"in-plane upscale x{scale} ({name}, {report.steps} steps)")
