@@ -251,3 +251,36 @@ def test_small_screen_layout(server, browser, tmp_path, corpus):
         _shot(page, tmp_path, "web-mobile.png", "web-mobile.png")
     finally:
         ctx.close()
+
+
+def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, browser, tmp_path):
+    """A through-plane job gets the consistency panel and map of an in-plane one: its output,
+    made thick again with the slice profile, against the measured slices (none before)."""
+    import numpy as np
+
+    from medsr.image import MedImage
+    from medsr.io import save_image
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:10, :48, :48]
+    arr = (500 + 100 * np.sin(yy / 4.0 + zz / 2.0) * np.cos(xx / 5.0) + rng.normal(0, 2, zz.shape))
+    thick = save_image(
+        MedImage(arr.astype(np.float32), spacing=(2.0, 1.0, 1.0), modality="MR"), tmp_path / "thick.nii.gz"
+    )
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        page = ctx.new_page()
+        page.goto(server + "/")
+        page.wait_for_selector("#server-status.ok")
+        page.set_input_files("#file-input", str(thick))
+        page.select_option("#mode", "through-plane")
+        page.click("#run")
+        _wait_done(page)
+        assert page.is_visible("#metrics-card") and "dB" in page.inner_text("#metrics-kv")
+        assert "made thick again with the slice profile" in page.inner_text("#consistency-what")
+        assert "thick-slice" in page.inner_text("#metrics-kv")
+        page.click("#views button[data-view='consistency']")
+        page.wait_for_selector("#legend:not([hidden])")
+        _shot(page, tmp_path, "web-through-plane.png", "web-through-plane.png")
+    finally:
+        ctx.close()

@@ -401,6 +401,9 @@
     const m = job.metrics || {};
     if (m.consistency_psnr_db !== undefined) {
       el.metricsCard.hidden = false;
+      $("#consistency-what").textContent = job.mode === "through-plane"
+        ? "The result, made thick again with the slice profile, compared with the measured slices: a faithful result reproduces what was measured."
+        : "The result, downsampled back to the input grid, compared with the input: a faithful result reproduces what was measured.";
       const psnr = m.consistency_psnr_db;
       const grade = psnr >= 40 ? ["ok", "consistent"] : psnr >= 30 ? ["warn", "moderate"] : ["bad", "inconsistent"];
       el.consistencyBadge.className = `badge ${grade[0]}`;
