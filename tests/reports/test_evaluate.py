@@ -340,3 +340,41 @@ def test_cli_evaluate_max_slices_zero_is_one_error_line(tmp_path, corpus):
     assert res.returncode == 2, res.stderr
     assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert "--max-slices" in res.stderr and not (tmp_path / "ev").exists()
+
+
+def test_a_ct_fill_outside_the_scan_circle_is_not_scored(tmp_path, corpus):
+    """CT_small with a −3024 HU fill outside a circle (as scanners write it): the report used to
+    score the fill's smeared edge — bicubic 19.5 dB, `default-x2` 4 dB *below* it — now the fill
+    is made again at the low resolution, left out of the scores, and the share scored is said."""
+    import pydicom
+
+    from medsr.reports.evaluate import measured_pixels
+
+    ds = pydicom.dcmread(corpus("CT_small.dcm"))
+    a = ds.pixel_array.astype(np.int32)
+    h, w = a.shape
+    yy, xx = np.mgrid[:h, :w]
+    circle = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    a[~circle] = round((-3024 - float(ds.RescaleIntercept)) / float(ds.RescaleSlope))
+    ds.PixelData = a.astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(tmp_path / "ct_fill.dcm")
+    res = evaluate(
+        [tmp_path / "ct_fill.dcm"], models=["bicubic", "lanczos"], scale=2, out_dir=tmp_path / "ev",
+        progress=False, maps=False,
+    )  # fmt: skip
+    (r,) = res.images
+    assert 0.55 < r.scored < 0.65  # the circle holds 64 % of the pixels; its edge blocks are fill
+    assert 28 < r.metrics["bicubic"]["psnr"] < r.metrics["lanczos"]["psnr"]
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["scored"] == {"ct_fill.dcm": r.scored}
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "are not scored" in md and "| scored |" in md
+    # the rule itself: the reference's fill, and the blocks of the degraded input's fill
+    from medsr.degradations import degrade_image
+    from medsr.io import load_image
+
+    ref = load_image(tmp_path / "ct_fill.dcm")
+    lr = degrade_image(ref, "bicubic", 2)
+    keep = measured_pixels(ref, lr, 2)
+    assert keep.shape == ref.array.shape and not keep[0][~circle].any()
+    assert measured_pixels(load_image(corpus("CT_small.dcm")), lr, 2) is not None  # lr's fill counts

@@ -221,6 +221,13 @@ def degrade_image(
         def op(t: torch.Tensor) -> torch.Tensor:
             return built(t, generator=g)
 
+    # no data (DICOM padding, a CT's fill outside the scan circle, NaN) is not what a scanner
+    # measures: the field is degraded with the darkest measured value there, and the no data is
+    # made again at the new resolution as a scanner makes it (below)
+    from medsr.io.padding import fill_no_data
+
+    source = image
+    image, no_data, _ = fill_no_data(image) if not image.channels else (image, None, 0.0)
     arr = image.channel_first()  # (C, Z, Y, X)
     with torch.no_grad():
         if volumetric:
@@ -251,7 +258,13 @@ def degrade_image(
         base = image.replace(array=image.array[..., :cz, :cy, :cx])
     if not image.channels:
         out_arr = out_arr[0]
+    lr_no_data = None
+    if no_data is not None:
+        lr_no_data = _no_data_at(no_data[:cz, :cy, :cx], source.array[:cz, :cy, :cx], out_arr)
+        base = base.replace(meta={k: v for k, v in base.meta.items() if k != "nonfinite_mask"})
     out_image = base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params)}")
+    if lr_no_data is not None and isinstance(source.meta.get("nonfinite_mask"), np.ndarray):
+        out_image = out_image.replace(meta={**out_image.meta, "nonfinite_mask": lr_no_data})
     if name == "thick-slice" and volumetric:
         thickness = _simulated_thickness_mm(image, f, params.get("thickness"))
         meta = {k: v for k, v in out_image.meta.items() if k != "slice_thickness_mm"}
@@ -259,6 +272,22 @@ def degrade_image(
             meta["slice_thickness_mm"] = thickness
         out_image = out_image.replace(meta=meta)
     return out_image
+
+
+def _no_data_at(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Make the no data of a degraded grey volume again, in place, as a scanner makes it at the
+    new resolution: an output voxel holds no data where most of the source voxels it covers do
+    (``mask``, each reduced axis by its factor), and then the lowest no-data value among them
+    (the fill, or a value of a padding range). Returns that output mask."""
+    factors = [n // m for n, m in zip(mask.shape, out.shape, strict=True)]
+    blocks: list[int] = []
+    for n, k in zip(out.shape, factors, strict=True):
+        blocks += [n, k]
+    axes = (1, 3, 5)
+    lr_mask = mask.reshape(blocks).mean(axis=axes) >= 0.5
+    fill = np.where(mask, values, np.inf).reshape(blocks).min(axis=axes)
+    np.copyto(out, fill.astype(np.float32), where=lr_mask)
+    return lr_mask
 
 
 def _simulated_thickness_mm(image: MedImage, scale: int, thickness: Any) -> float | None:

@@ -217,9 +217,11 @@ def evaluate(
                 skipped.append((name, str(exc)))
                 bar.advance(task)
                 continue
+            scored = measured_pixels(ref, lr, scale)
             res = ImageResult(
-                name=name, modality=ref.modality, shape=ref.spatial_shape, degradation=kind
-            )
+                name=name, modality=ref.modality, shape=ref.spatial_shape, degradation=kind,
+                scored=1.0 if scored is None else round(float(scored.mean()), 4),
+            )  # fmt: skip
             data_range = data_range_for(ref)
             outputs: dict[str, MedImage] = {}
             panels: dict[str, dict[str, Any]] = {}
@@ -238,7 +240,7 @@ def evaluate(
                 res.seconds[model] = time.perf_counter() - t0
                 outputs[model] = sr
                 m = slice_and_volume_metrics(
-                    sr.array, ref.array, data_range, scale, volume=ref.is_volume
+                    sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored
                 )
                 if maps:
                     t1 = time.perf_counter()
@@ -284,6 +286,26 @@ def evaluate(
     )
     write_report(result)
     return result
+
+
+def measured_pixels(ref: MedImage, lr: MedImage, scale: int) -> np.ndarray | None:
+    """The reference pixels a score may count (shaped like ``ref.array``), or None for all: not
+    where the reference holds no data (DICOM padding, a CT's fill outside the scan circle, NaN:
+    :func:`medsr.io.padding.no_data_mask`), nor where the degraded input holds none (every model
+    keeps those pixels' blocks exact: no model is judged there). Grey images only."""
+    from medsr.io.padding import no_data_mask
+
+    if ref.channels:
+        return None
+    hr, low = no_data_mask(ref), no_data_mask(lr)
+    if hr is None and low is None:
+        return None
+    gone = np.zeros(ref.array.shape, bool) if hr is None else hr[0].copy()
+    if low is not None:
+        up = np.repeat(np.repeat(low[0], scale, axis=-2), scale, axis=-1)
+        z, h, w = (min(a, b) for a, b in zip(up.shape, gone.shape, strict=True))
+        gone[:z, :h, :w] |= up[:z, :h, :w]
+    return ~gone
 
 
 def _consistency_measurement(kind: str, params: dict[str, Any], lr: MedImage, scale: int) -> Any:

@@ -35,6 +35,7 @@ class ImageResult:
     figures: list[str] = field(default_factory=list)
     map_seconds: dict[str, float] = field(default_factory=dict)  # model → time to measure the maps
     consistency_degradation: str = ""  # the D of |D(SR) − LR| (Measurement.describe())
+    scored: float = 1.0  # fraction of the reference's pixels scored (no data is left out)
 
 
 @dataclass

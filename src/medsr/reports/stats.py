@@ -17,16 +17,25 @@ from medsr.reports.results import MAP_METRICS, METRICS_2D, EvaluationResult
 
 
 def slice_and_volume_metrics(
-    pred: np.ndarray, truth: np.ndarray, data_range: float, crop: int, *, volume: bool
+    pred: np.ndarray,
+    truth: np.ndarray,
+    data_range: float,
+    crop: int,
+    *,
+    volume: bool,
+    mask: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Per-slice metrics, plus the per-volume ones as ``<name>_3d`` when ``volume``."""
+    """Per-slice metrics, plus the per-volume ones as ``<name>_3d`` when ``volume``; ``mask``:
+    the pixels scored (None: all)."""
     from medsr.metrics import compute_metrics
 
-    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice")
+    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice", mask=mask)
     if volume:
         with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
             warnings.simplefilter("ignore", UserWarning)
-            m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume")
+            m3 = compute_metrics(
+                pred, truth, data_range=data_range, crop=crop, per="volume", mask=mask
+            )
         m.update({f"{k}_3d": v for k, v in m3.items()})
     return m
 
@@ -72,6 +81,8 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
         "per_modality": {},
         "skipped": [{"image": n, "reason": r} for n, r in result.skipped],
     }
+    if any(r.scored < 1.0 for r in result.images):  # no data left out of the scores
+        summary["scored"] = {r.name: r.scored for r in result.images}
     if result.maps:
         summary["consistency_degradation"] = {
             r.name: r.consistency_degradation for r in result.images

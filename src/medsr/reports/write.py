@@ -169,12 +169,39 @@ def _fidelity(
     return note, head, body
 
 
+#: said when some reference holds no data
+NO_DATA_NOTE = (
+    " Pixels that hold no data — DICOM padding, a CT's fill outside the reconstruction circle, "
+    "NaN — in the reference, or in the degraded input (the degradation makes the fill again at "
+    "the lower resolution, as a scanner does, and every model keeps it exact), are not scored: "
+    "the `scored` column gives the share of each image that is."
+)
+
+
 def _n_images(n: int) -> str:
     return (
         f"{n} reference image{'' if n == 1 else 's'} (the unit of every mean ± sd and confidence "
         "interval: a 2-D image, a volume or a DICOM series counts once, its slices are not "
         "independent samples)"
     )
+
+
+def _per_image(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+    """The per-image PSNR table: a ``scored`` column (the share of each reference's pixels the
+    scores count) when some image holds no data (padding, a CT's fill: left out)."""
+    scored = any(r.scored < 1.0 for r in result.images)
+    head = ["image", "modality", "degradation", *(["scored"] if scored else []), *result.models]
+    body = [
+        [
+            r.name,
+            r.modality,
+            r.degradation,
+            *([f"{r.scored:.0%}"] if scored else []),
+            *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
+        ]
+        for r in result.images
+    ]
+    return head, body
 
 
 def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
@@ -192,7 +219,8 @@ def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
         f"{_n_images(summary['n_images'])}; metrics in each image's own units with its data range, "
         f"{result.scale}-pixel border excluded; 2-D metrics averaged over slices, `_3d` per volume. "
         f"Gains are paired differences against {result.baseline} with a 95 % Student-t confidence interval."
-        + (THROUGH_PLANE_NOTE.format(f=result.scale) if result.baseline != "bicubic" else ""),
+        + (THROUGH_PLANE_NOTE.format(f=result.scale) if result.baseline != "bicubic" else "")
+        + (NO_DATA_NOTE if any(r.scored < 1.0 for r in result.images) else ""),
         "",
         "## All images (mean ± sd)",
         "",
@@ -204,18 +232,7 @@ def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
         "",
         "## Per image (PSNR dB)",
         "",
-        table(
-            ["image", "modality", "degradation", *result.models],
-            [
-                [
-                    r.name,
-                    r.modality,
-                    r.degradation,
-                    *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
-                ]
-                for r in result.images
-            ],
-        ),
+        table(*_per_image(result)),
         "",
     ]
     fidelity = _fidelity(result, summary)
@@ -238,18 +255,7 @@ def _html(result: EvaluationResult, summary: dict[str, Any]) -> str:
         )
         return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
-    per_image = table(
-        ["image", "modality", "degradation", *result.models],
-        [
-            [
-                r.name,
-                r.modality,
-                r.degradation,
-                *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
-            ]
-            for r in result.images
-        ],
-    )
+    per_image = table(*_per_image(result))
     figs = "".join(
         f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>{html.escape(f)}</figcaption></figure>'
         for r in result.images
