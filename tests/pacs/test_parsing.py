@@ -74,7 +74,8 @@ def test_uids_and_urls():
         "https://pacs.example.org:8443/dicom-web"
     )
     client = PacsClient("https://bob:pw@pacs.example.org/dicom-web")
-    assert client.session.auth == ("bob", "pw") and "pw" not in repr(client)
+    # credentials from the URL, sent as UTF-8 (RFC 7617; requests would send text as Latin-1)
+    assert client.session.auth == (b"bob", b"pw") and "pw" not in repr(client)
     assert client.rest_url == "https://pacs.example.org"
     with pytest.raises(InvalidParameterError, match="http:// or https://"):
         PacsClient("ftp://pacs")
