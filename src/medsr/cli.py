@@ -259,7 +259,7 @@ def evaluate(
 @app.command(
     epilog=(
         "Examples: medsr train configs/tiny.yaml --max-time 00:05:00 ;  "
-        "medsr train configs/rdn.yaml --resume runs/rdn-x2/checkpoints/last.ckpt --devices 2"
+        "medsr train configs/rdn-x2.yaml --resume runs/rdn-x2/checkpoints/last.ckpt --devices 2"
     )
 )
 def train(
@@ -330,7 +330,7 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and index.html.")] = Path("demo_out"),
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
 ) -> None:
-    """Upscale bundled corpus CT and MR slices and write a before/after HTML page."""
+    """Upscale bundled corpus CT, MR, radiograph and ultrasound images and write a before/after HTML page."""
     from medsr.demo import run_demo
 
     page = run_demo(out, scale=scale)

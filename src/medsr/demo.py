@@ -1,4 +1,5 @@
-"""``medsr demo``: upscale bundled corpus CT and MR slices and write a before/after page.
+"""``medsr demo``: upscale bundled corpus CT, MR, radiograph and ultrasound images and write a
+before/after page.
 
 Two things are shown for each case:
 

@@ -284,7 +284,9 @@ def resolve_physics(
     meas = resolve_measurement(degradation, scale, image.modality)
     if meas.through_plane:
         raise InvalidParameterError(
-            f"degradation {meas.kind!r} is through-plane; use it with --through-plane, not in-plane upscaling"
+            f"degradation {meas.kind!r} is through-plane physics, not in-plane: for a thick-slice "
+            "volume use --through-plane, which takes the slice profile from --profile and "
+            "--slice-thickness (not from --degradation)"
         )
     return _signed_kspace(meas, image), "given"
 

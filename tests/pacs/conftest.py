@@ -36,6 +36,9 @@ pytest.importorskip("dicomweb_client", reason="the 'pacs' extra (dicomweb-client
 requests = pytest.importorskip("requests")
 
 USER, PASSWORD, TOKEN = "medsr", "s3cret-test", "test-bearer-token"
+#: users whose passwords are not ASCII: one within Latin-1, one beyond it (both stored as UTF-8
+#: in Orthanc's configuration, as an administrator writes them)
+NON_ASCII_USERS = {"anna": "pässwörd", "medsr-utf8": "pass…word"}
 
 _PLUGIN_CANDIDATES = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
@@ -112,7 +115,7 @@ def _start(exe: str, plugin: str, folder: Path) -> OrthancServer:
         "DicomAet": "MEDSRTEST",
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": True,
-        "RegisteredUsers": {USER: PASSWORD},
+        "RegisteredUsers": {USER: PASSWORD, **NON_ASCII_USERS},
         "Plugins": [plugin],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "HttpThreadsCount": 8,

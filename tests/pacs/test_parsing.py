@@ -62,6 +62,11 @@ def test_derivation_token_is_stable_and_recognised(tmp_path):
     assert plus == f" [medsr bicubic+ x2 {k_plus}]" and k_plus != key
     assert SeriesInfo("1.2", "1.2.6", "CT", "Head 1mm" + plus, 1002, 3).derived_key == k_plus
     assert SeriesInfo("1.2", "1.2.3", "CT", "Head 1mm", 1, 3).derived_key is None
+    # a series derived from a derived series: its own token is the last one (the first is its
+    # source's, which made `upscale` of the original report it as the existing derivation)
+    again, k_again = derivation_token("1.2.6", "bicubic", 2)
+    twice = SeriesInfo("1.2", "1.2.7", "CT", "Head 1mm" + plus + again, 1003, 3)
+    assert twice.derived_key == k_again != k_plus
 
 
 def test_uids_and_urls():
@@ -74,7 +79,8 @@ def test_uids_and_urls():
         "https://pacs.example.org:8443/dicom-web"
     )
     client = PacsClient("https://bob:pw@pacs.example.org/dicom-web")
-    assert client.session.auth == ("bob", "pw") and "pw" not in repr(client)
+    # credentials from the URL, sent as UTF-8 (RFC 7617; requests would send text as Latin-1)
+    assert client.session.auth == (b"bob", b"pw") and "pw" not in repr(client)
     assert client.rest_url == "https://pacs.example.org"
     with pytest.raises(InvalidParameterError, match="http:// or https://"):
         PacsClient("ftp://pacs")

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--model",
                 "-m",
-                help="interp-cnn (shipped), interp-gan, fast-ddpm, linear, cubic or a .safetensors file.",
+                help="interp-cnn (shipped), linear, cubic, or a .safetensors file (interp-gan and fast-ddpm ship no weights: train one with configs/interp-*.yaml, then medsr export).",
             ),
         ] = "interp-cnn",
         axis: Annotated[

@@ -115,9 +115,11 @@ class SeriesInfo:
 
     @property
     def derived_key(self) -> str | None:
-        """The medsr derivation key if this series was written by medsr, else None."""
-        m = _TOKEN_RE.search(self.description)
-        return m.group(2) if m else None
+        """The medsr derivation key if this series was written by medsr, else None: the last
+        token (a series medsr derived from a derived series carries its source's token first,
+        and was taken for the source's derivation: ``upscale`` reported it as ``exists``)."""
+        keys = _TOKEN_RE.findall(self.description)
+        return keys[-1][1] if keys else None
 
     @property
     def is_image(self) -> bool:

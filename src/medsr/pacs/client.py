@@ -91,6 +91,31 @@ class _BearerAuth(requests.auth.AuthBase):
         return r
 
 
+def _check_token(token: str) -> str:
+    """``token`` as a bearer credential, or a clear error that never shows the token: an HTTP
+    header carries visible ASCII only (RFC 6750's tokens are letters, digits and ``-._~+/=``);
+    a character beyond Latin-1 failed as "an answer medsr cannot read" from the server."""
+    token = token.strip()
+    if not token or not all("!" <= c <= "~" for c in token):
+        raise InvalidParameterError(
+            "the bearer token holds characters an HTTP header cannot carry (only visible ASCII: "
+            "no accents, ellipses, spaces or control characters): pass the token itself, e.g. "
+            '--token "$(gcloud auth print-access-token)"'
+        )
+    return token
+
+
+def _basic_auth(user: str, password: str) -> tuple[bytes, bytes]:
+    """HTTP basic credentials as UTF-8 bytes (RFC 7617's charset, what Orthanc compares): given
+    as text, requests encodes them as Latin-1, so a right password such as 'pässwörd' was refused
+    (HTTP 401) and one with a character beyond Latin-1 failed as "an answer medsr cannot read"."""
+    if ":" in user:
+        raise InvalidParameterError(
+            "a user name for HTTP basic authentication cannot contain ':' (RFC 7617)"
+        )
+    return user.encode("utf-8"), password.encode("utf-8")
+
+
 @dataclass
 class StoreOutcome:
     """What a STOW-RS request did: SOP Instance UIDs stored, and the failed ones with a reason."""
@@ -173,9 +198,9 @@ class PacsClient:
             self.url = url
         self.session = session or requests.Session()
         if token:
-            self.session.auth = _BearerAuth(token)
+            self.session.auth = _BearerAuth(_check_token(token))
         elif user:
-            self.session.auth = (user, password or "")
+            self.session.auth = _basic_auth(user, password or "")
         self.session.verify = verify
         self.session.headers.setdefault("User-Agent", f"medsr-pacs/{_version()}")
         retry = Retry(
