@@ -82,15 +82,15 @@ def _project_thick_slice(
     """Data consistency along z: make the thick slices of ``fused`` reproduce the measured ones.
 
     ``fused`` (C, N, Y, X) is the output on its final grid (any ``N``: after the resampling to
-    the target spacing) and ``vol`` (C, Z, Y, X) the measured slices, both in model units;
+    the target spacing) and ``vol`` (C, Z, Y, X) the measured slices, both in the same units;
     ``thickness`` is the profile's width in measured slice spacings. With ``W`` the measurement
     of the output grid (:func:`medsr.degradations.thick_slice.thick_slice_matrix`, ``Z × N``) and
     ``U`` the grid's cubic resampler from ``Z`` to ``N`` slices (``N × Z``), each (y, x) column
     gets the exact oblique projection ``x + U (W U)⁻¹ (y − W x)``: ``W x = y`` afterwards to float
     rounding, the correction a smooth (cubic) function of z. It replaced an iterative
-    back-projection on the network's ``f·Z`` grid, which the final resampling then undid
-    (session 26: on the benchmark's volumes at ×2, ×3 and ×4 the written output's p99 error
-    fell, e.g. 2.23 → 0.62 HU on the head CT at ×2, and its PSNR rose by 0.01–0.16 dB).
+    back-projection on the network's ``f·Z`` grid, which the final resampling then partly undid
+    (``benchmarks/through_plane_projection.py``: the written output's consistency error and its
+    PSNR against the truth, before and after).
     """
     from medsr.degradations.thick_slice import thick_slice_matrix
     from medsr.slice_grid import resize_axis
@@ -398,14 +398,20 @@ def through_plane_upscale(
             np.ascontiguousarray(0.5 * np.abs(up_sag - up_cor), dtype=np.float32)
         )
     del up_sag, up_cor
-    fused = _resize_z(fused, n_out, "cubic")
+    out = norm.inverse(_resize_z(fused, n_out, "cubic").numpy())
+    lo, hi = float(cf.min()), float(cf.max())
+    if clip:  # the network's overshoot first: the projection then has less for the clip to undo
+        np.clip(out, lo, hi, out=out)
     projection: dict[str, Any] = {"setting": setting, "applied": False}
     if setting == "on" or (setting == "auto" and slab["source"] in ("given", "header")):
-        fused, info = _project_thick_slice(fused, vol, shape, t_rel)
+        projected, info = _project_thick_slice(
+            torch.from_numpy(np.ascontiguousarray(out, np.float32)),
+            torch.from_numpy(np.ascontiguousarray(cf, np.float32)), shape, t_rel,
+        )  # fmt: skip
+        out = projected.numpy()
         projection.update(info, setting=setting, applied=True)
-    out = norm.inverse(fused.numpy())
-    if clip:
-        np.clip(out, float(cf.min()), float(cf.max()), out=out)
+        if clip:
+            np.clip(out, lo, hi, out=out)
     kept = None
     if no_data is not None:  # exact, as measured
         mask = no_data if image.channels else no_data[None]
