@@ -135,8 +135,16 @@ def _derivation_text(image: MedImage) -> str:
     if not deriv and not steps:
         parts.append("spatial resampling")
     text = ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
-    text = text.replace("×", "x").encode("ascii", "replace").decode("ascii").replace("\\", "/")
+    text = text.translate(_ASCII).encode("ascii", "replace").decode("ascii").replace("\\", "/")
     return text[:1024]
+
+
+#: the non-ASCII signs medsr's step texts use, spelled in ASCII (the derivation text is written
+#: as ASCII: "value = 1023 − stored value" came out as "value = 1023 ? stored value")
+_ASCII = str.maketrans(
+    {"×": "x", "−": "-", "–": "-", "—": "-", "→": "->", "…": "...", "±": "+/-", "·": "*",
+     "°": " deg", "≤": "<=", "≥": ">=", "μ": "u", "²": "^2", "³": "^3"}
+)  # fmt: skip
 
 
 def _precision_text(deriv: dict[str, Any]) -> str:
