@@ -445,6 +445,8 @@ def _descrip(image: MedImage) -> bytes:
     if deriv and deriv.get("map"):
         text = f"medsr {deriv['map']} map ({image.units}), not an image"
         text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+    elif deriv and deriv.get("model") is None and deriv.get("scale") is None:
+        text += f": {deriv.get('method', '')}".rstrip(": ")  # e.g. a simulated acquisition
     elif deriv:
         text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
     return text.encode("ascii", "replace")[:79]
