@@ -737,3 +737,24 @@ def test_zero_shot_with_shipped_weights_says_what_to_do():
         check_options(method="zero-shot", model="fast-x2", budget_s=10.0)
     with pytest.raises(InvalidParameterError, match="is an in-plane model; this needs through-plane"):
         check_options(through_plane=True, model="fast-x2")
+
+
+def test_degraded_dicom_series_says_it_is_simulated(tmp_path):
+    """``medsr degrade`` on a DICOM input wrote a series into the patient's study described
+    exactly as an upscaled one ('[medsr]', same SeriesNumber), its derivation only 'degraded:
+    ct-detector x2': a simulated acquisition that could pass for the medsr output or a poor
+    measured image. Its description and derivation now say it is simulated, not measured."""
+    import pydicom
+
+    from medsr.api import degrade_file
+
+    src = corpus_path("CT_small.dcm")
+    out = degrade_file(src, tmp_path / "lr", kind="ct-detector", scale=2)
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert ds.SeriesDescription.endswith("[medsr simulated]")
+    assert "simulated lower-resolution acquisition, not measured" in ds.DerivationDescription
+    assert ds.ImageType[0] == "DERIVED"
+    nii = degrade_file(src, tmp_path / "lr.nii.gz", kind="ct-detector", scale=2)
+    import nibabel as nib
+
+    assert b"simulated" in nib.load(nii).header["descrip"].item()

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsr.io import load_image, save_image
+from medsr.io import format_for_output, load_image, save_image
 
 # the file-level upscale is the pipeline's (one door for every front end)
 from medsr.pipeline import check_paths, output_path_for, upscale_file
@@ -33,4 +33,16 @@ def degrade_file(
     image = load_image(input_path)
     name = default_kind(image.modality) if kind == "auto" else kind
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))
-    return save_image(low, target, overwrite=overwrite)
+    # a simulation, not an acquisition: said in its derivation and, for a DICOM series in the
+    # patient's study, in its description (an upscaled series of the same source reads [medsr])
+    low = low.replace(meta={**low.meta, "derivation": {"method": SIMULATED}})
+    options = (
+        {"series_description_suffix": " [medsr simulated]"}
+        if format_for_output(target) == "dicom"
+        else {}
+    )
+    return save_image(low, target, overwrite=overwrite, **options)
+
+
+#: how a degraded image's derivation describes it
+SIMULATED = "simulated lower-resolution acquisition, not measured"

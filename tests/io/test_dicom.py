@@ -1133,3 +1133,16 @@ def test_monochrome1_inversion_is_recorded_where_the_values_go(dicom_corpus, tmp
     side = json.loads((tmp_path / "rg3.json").read_text())
     assert side["monochrome1_inverted"] == {"source_value": "1023 - value"}
     np.testing.assert_array_equal(1023 - np.load(out), raw)
+
+
+@given(sign=st.sampled_from(["−", "→", "±", "…", "×", "°"]))
+@settings(max_examples=6, deadline=None)
+def test_derivation_text_spells_step_signs_in_ascii(tmp_path_factory, sign):
+    """The derivation text is ASCII: a MONOCHROME1 radiograph's step "value = 1023 − stored
+    value" was written "value = 1023 ? stored value" (only × was spelled out). Every sign a
+    step uses now reads as ASCII, never as '?'."""
+    image = read_dicom(dicom_corpus_path("CT_small.dcm")).with_step(f"value = 1023 {sign} stored value")
+    out = write_dicom(image, tmp_path_factory.mktemp("ascii") / "out.dcm")
+    text = pydicom.dcmread(out).DerivationDescription
+    assert "value = 1023 " in text and "?" not in text
+    assert text.isascii()

@@ -147,3 +147,14 @@ def test_through_plane_frames_run_in_the_source_direction(tmp_path):
     image, back = read_dicom(src), read_dicom(out)
     np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
     np.testing.assert_array_equal(back.array, np.repeat(image.array, 2, axis=0))
+
+
+@pytest.mark.parametrize("name", ["ct", "mr-pulse-sequence"])
+def test_derived_pixel_contrast_is_resampled(tmp_path, name):
+    """Image Type and Frame Type Value 4 (Derived Pixel Contrast) kept the source's NONE, "not a
+    calculated image" (PS3.3 C.8.16.1.4, required for ORIGINAL images): a derived output now
+    says RESAMPLED."""
+    _, out = _derived(tmp_path, name)
+    after = pydicom.dcmread(out)
+    assert after.ImageType[3] == "RESAMPLED"
+    assert {item.FrameType[3] for item in _frame_items(after)} == {"RESAMPLED"}

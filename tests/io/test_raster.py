@@ -157,3 +157,24 @@ def test_signed_integer_values_survive_a_raster_exactly(tmp_path, suffix):
     img = MedImage(values, spacing=(1.0, 0.5, 0.5), modality="CT", units="HU")
     back = medsr.load_image(medsr.save_image(img, tmp_path / f"hu{suffix}"))
     np.testing.assert_array_equal(back.array, values)
+
+
+def test_png_and_tiff_outputs_say_in_the_file_that_they_are_derived(tmp_path):
+    """A PNG/TIFF output said it was derived only in its JSON sidecar: shown alone (the sidecar
+    left behind), nothing in the file told it from an acquired image. The PNG now carries
+    Software and a Description (derived by medsr, how), the TIFF its Software tag."""
+    import tifffile
+    from PIL import Image
+
+    import medsr
+
+    img = MedImage(np.arange(64, dtype=np.float32).reshape(1, 8, 8), modality="CR")
+    sr = medsr.upscale(img, 2, "bicubic")
+    png = medsr.save_image(sr, tmp_path / "sr.png")
+    info = Image.open(png).info
+    assert info["Software"].startswith("medsr")
+    assert info["Description"].startswith("derived by medsr, not an acquired image")
+    assert "bicubic" in info["Description"]
+    tif = medsr.save_image(sr, tmp_path / "sr_tiff.tif")
+    assert tifffile.TiffFile(tif).pages[0].software.startswith("medsr")
+    np.testing.assert_allclose(medsr.load_image(png).array, medsr.load_image(tif).array)

@@ -156,3 +156,113 @@ def test_colour_consistency_map_says_it_is_the_channel_mean(tmp_path):
     assert "mean of |error| over the colour channels" in cons["map"]
     cmap = medsr.load_image(tmp_path / "maps" / "consistency.png").array
     assert float(cmap.mean()) == pytest.approx(cons["error"]["mean"], rel=2e-3)
+
+
+# ---------------------------------------------------------------- maps are labelled as maps
+def _map_series(out: dict, name: str) -> pydicom.Dataset:
+    _, series = out[name]
+    return pydicom.dcmread(next(series.glob("*.dcm")))
+
+
+def test_ct_map_series_cannot_pass_for_a_ct_image(tmp_path, ct_small):
+    """A CT's consistency/uncertainty map series was CT Image Storage with no Rescale Type (in
+    that IOD: Hounsfield units), Image Type DERIVED\\SECONDARY\\AXIAL and the derivation code of
+    the upscaled image: a map of HU errors read as a CT, told apart only by its description.
+    Now Rescale Type US, an Image Type value naming the map, its own derivation code, and a
+    derivation text saying what the values are, in which units; no new dciodvfy error."""
+    from tests.io.conftest import dciodvfy_errors
+
+    sr = medsr.upscale(ct_small, 2, "bicubic")
+    maps = {"consistency": np.full((1, 256, 256), 4.0, np.float32), "uncertainty": np.ones((1, 256, 256), np.float32)}
+    maps["consistency"][0, :8] = 0.0
+    out = write_maps(maps, tmp_path, like=sr)
+    src_errors = dciodvfy_errors(ct_small.meta["source_paths"][0])
+    for name, label, code, values in (
+        ("consistency", "CONSISTENCY MAP", "113062", "absolute error in HU"),
+        ("uncertainty", "UNCERTAINTY MAP", "113061", "standard deviation in HU"),
+    ):
+        ds = _map_series(out, name)
+        assert ds.RescaleType == "US"  # not HU (its absence in CT Image Storage means HU)
+        assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL", label]
+        assert [c.CodeValue for c in ds.DerivationCodeSequence] == [code, "113085"]
+        assert values in ds.DerivationDescription and "not a measured CT image" in ds.DerivationDescription
+        assert ds.SOPClassUID == ct_small.meta["datasets"][0].SOPClassUID  # overlays its series
+        assert dciodvfy_errors(next(out[name][1].glob("*.dcm"))) <= src_errors
+    output = pydicom.dcmread(next(iter(sorted(tmp_path.glob("consistency_dicom/*.dcm")))))
+    assert output.PatientID == ct_small.meta["datasets"][0].PatientID
+
+
+@pytest.mark.parametrize("kind", ["mr", "ct"])
+def test_enhanced_map_series_scaling_is_in_the_functional_groups(tmp_path, kind):
+    """An Enhanced MR/CT map series wrote its Rescale Slope/Intercept and window at the top level,
+    while the functional groups kept the source's (slope 1, intercept 0; window 40/400), which
+    readers use first: medsr itself read a 0-148 map back as 0-65535. Its Image Type kept the
+    source's PRIMARY\\...\\NONE ("not a calculated image"). Now the functional groups carry the
+    map's scaling and window, Image and Frame Type Value 4 its Derived Pixel Contrast
+    (SUBTRACTION, STD_DEVIATION; Value 2 stays PRIMARY, the IODs' only Enumerated Value), and
+    dciodvfy finds no error nor new warning on it."""
+    import shutil
+
+    from medsr.io.dicom import read_dicom
+    from tests.io.conftest import dciodvfy_errors
+    from tests.io.enhanced import enhanced_ct, enhanced_mr, save
+
+    src = save(enhanced_mr() if kind == "mr" else enhanced_ct(), tmp_path / "src.dcm")
+    image = read_dicom(src)
+    sr = medsr.upscale(image, 2, "bicubic")
+    shape = sr.spatial_shape
+    cmap = np.linspace(0, 147.9, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    umap = np.linspace(0, 0.4, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    out = write_maps({"consistency": cmap, "uncertainty": umap}, tmp_path / "maps", like=sr)
+    for name, values, contrast in (("consistency", cmap, "SUBTRACTION"), ("uncertainty", umap, "STD_DEVIATION")):
+        path = out[name][1]
+        files = [path] if path.is_file() else sorted(path.glob("*.dcm"))
+        ds = pydicom.dcmread(files[0])
+        (transform,) = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+        assert float(transform.RescaleSlope) != 1.0 and "RescaleSlope" not in ds
+        assert transform.RescaleType == ("HU" if kind == "ct" else "US")  # Enhanced CT: HU only
+        (voi,) = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence
+        assert float(voi.WindowWidth) < 400 and "WindowCenter" not in ds
+        assert all("PixelValueTransformationSequence" not in f and "FrameVOILUTSequence" not in f
+                   for f in ds.PerFrameFunctionalGroupsSequence)  # fmt: skip
+        assert list(ds.ImageType) == ["DERIVED", "PRIMARY", ds.ImageType[2], contrast]
+        group = "MRImageFrameTypeSequence" if kind == "mr" else "CTImageFrameTypeSequence"
+        assert ds.SharedFunctionalGroupsSequence[0][group][0].FrameType[3] == contrast
+        back = medsr.load_image(files[0])
+        np.testing.assert_allclose(back.array, values, atol=values.max() / 65535 * 1.01)
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(files[0]) == set()
+
+
+def test_map_of_an_8_bit_ultrasound_is_8_bit(tmp_path):
+    """A map of an 8-bit ultrasound image was written with 16 bits: US Image Storage allows 8
+    only (3 dciodvfy errors: Bits Allocated, Bits Stored, High Bit)."""
+    import shutil
+
+    from tests.conftest import corpus_path
+    from tests.io.conftest import dciodvfy_errors
+
+    src = corpus_path("JPGLosslessP14SV1_1s_1f_8b.dcm")
+    image = medsr.load_image(src)
+    values = np.linspace(0, 30.0, image.array.size, dtype=np.float32).reshape(image.array.shape)
+    out = write_maps({"consistency": values}, tmp_path, like=image)
+    f = next(out["consistency"][1].glob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    assert (ds.BitsAllocated, ds.BitsStored, ds.HighBit) == (8, 8, 7)
+    np.testing.assert_allclose(medsr.load_image(f).array, values, atol=30.0 / 255 * 0.51)
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(f) <= dciodvfy_errors(src)
+
+
+def test_nifti_map_description_says_it_is_a_map(tmp_path, rng):
+    """A NIfTI map's header description was the output's ("medsr derived: bicubic x2"): a viewer
+    showing it could not tell the map from the upscaled image."""
+    import nibabel as nib
+
+    vol = MedImage(rng.uniform(0, 5, (3, 4, 4)).astype(np.float32), modality="CT", units="HU")
+    sr = medsr.upscale(vol, 2, "bicubic")
+    out = write_maps({"uncertainty": np.zeros(sr.spatial_shape, np.float32)}, tmp_path, like=sr)
+    descrip = nib.load(out["uncertainty"][0]).header["descrip"].item().decode()
+    assert descrip.startswith("medsr uncertainty map (HU)") and "bicubic" in descrip
+    side = json.loads((tmp_path / "uncertainty.json").read_text())
+    assert "standard deviation in HU" in side["derivation"]["method"]

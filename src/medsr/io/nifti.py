@@ -438,9 +438,16 @@ def _write_image(
 
 
 def _descrip(image: MedImage) -> bytes:
+    """The header's 80-byte description: derived by what; a trust map (``derivation["map"]``,
+    :mod:`medsr.safeguards.maps`) says it is one, and in which units, not the output's text."""
     deriv = image.meta.get("derivation")
     text = "medsr derived" if deriv or image.history else ""
-    if deriv:
+    if deriv and deriv.get("map"):
+        text = f"medsr {deriv['map']} map ({image.units}), not an image"
+        text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+    elif deriv and deriv.get("model") is None and deriv.get("scale") is None:
+        text += f": {deriv.get('method', '')}".rstrip(": ")  # e.g. a simulated acquisition
+    elif deriv:
         text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
     return text.encode("ascii", "replace")[:79]
 

@@ -307,15 +307,42 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
     with atomic_file(p, overwrite=overwrite) as tmp:
         if fmt == "png":
             from PIL import Image
+            from PIL.PngImagePlugin import PngInfo
 
-            Image.fromarray(data[0]).save(tmp, format="PNG")
+            info = PngInfo()
+            for key, value in _labels(image).items():  # in the file: a sidecar gets separated
+                info.add_text(key, value)
+            Image.fromarray(data[0]).save(tmp, format="PNG", pnginfo=info)
         else:
             import tifffile
 
             out = data[0] if data.shape[0] == 1 else data
-            tifffile.imwrite(str(tmp), out, photometric="rgb" if image.channels == "RGB" else "minisblack")
+            tifffile.imwrite(
+                str(tmp), out, photometric="rgb" if image.channels == "RGB" else "minisblack",
+                software=_labels(image)["Software"],
+            )  # fmt: skip
     write_sidecar(image, p, **extra)
     return p
+
+
+def _labels(image: MedImage) -> dict[str, str]:
+    """PNG text (Software, and for a derived image a Description saying so and how it was made):
+    the sidecar says it too, but a viewer shown the image alone sees only the file."""
+    from medsr._version import __version__
+
+    labels = {"Software": f"medsr {__version__}"}
+    deriv = image.meta.get("derivation") or {}
+    steps = [h for h in image.history if not h.startswith("read ")]
+    if deriv or steps:
+        what = [str(deriv["method"])] if deriv.get("method") else []
+        if deriv.get("model") is not None:
+            what.append(f"model {deriv['model']}")
+        if deriv.get("scale") is not None:
+            what.append(f"scale x{deriv['scale']}")
+        labels["Description"] = "; ".join(
+            ["derived by medsr, not an acquired image", *what, *(["steps: " + "; ".join(steps)] if steps else [])]
+        )[:2000]
+    return labels
 
 
 def _quantise(image: MedImage) -> tuple[np.ndarray, float, float]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,23 @@ __all__ = [
 MAP_DESCRIPTIONS = {
     "consistency": "consistency error map |degrade(SR) - measured|",
     "uncertainty": "uncertainty map (std over test-time augmentations and stochastic samples)",
+}
+#: what a map's pixel values are (its derivation record and NIfTI description say so, with units)
+MAP_VALUES = {"consistency": "absolute error", "uncertainty": "standard deviation"}
+#: how a map's DICOM series says what it is (medsr.io.dicom.derived): a value of Image Type naming
+#: it; for the enhanced IODs, whose Image Type has 4 values, its Derived Pixel Contrast (Value 4,
+#: PS3.3 C.8.16.1.4); and the operation as a derivation code (DCM, CID 7203 Image Derivation)
+MAP_DICOM = {
+    "consistency": {
+        "image_type": "CONSISTENCY MAP",
+        "contrast": "SUBTRACTION",
+        "code": ("113062", "DCM", "Pixel by pixel subtraction"),
+    },
+    "uncertainty": {
+        "image_type": "UNCERTAINTY MAP",
+        "contrast": "STD_DEVIATION",
+        "code": ("113061", "DCM", "Standard Deviation"),
+    },
 }
 
 
@@ -270,10 +288,18 @@ def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedIm
             f"map {name!r} has shape {a.shape}; expected (Z, Y, X) with Z={base.spatial_shape[0]}"
         )
     geo = base if a.shape == base.spatial_shape else base.resampled(a)
-    what = MAP_DESCRIPTIONS.get(name.removesuffix("_lr"), f"{name} map")
-    derivation = {**(like.meta.get("derivation") or {}), "method": what}
-    for key in ("summary", "safeguards"):
-        derivation.pop(key, None)
+    key = name.removesuffix("_lr")
+    what = MAP_DESCRIPTIONS.get(key, f"{name} map")
+    # what its values are, in which units: a map of HU errors is not a CT (nor any) image
+    values = f"{MAP_VALUES.get(key, 'map values')} in {like.units or 'a.u.'}"
+    measured = " ".join(("a measured", *([like.modality] if like.modality else []), "image"))
+    derivation = {
+        **(like.meta.get("derivation") or {}),
+        "method": f"{what}; pixel values: {values}; a trust map, not {measured}",
+        "map": key,
+    }
+    for k in ("summary", "safeguards"):
+        derivation.pop(k, None)
     if dicom:
         meta = {
             k: v
@@ -287,8 +313,13 @@ def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedIm
         meta["window"] = (hi / 2.0, hi)
         # its own SeriesNumber beside the output's (source + 1000): a viewer's list tells them apart
         known = list(MAP_DESCRIPTIONS)
-        key = name.removesuffix("_lr")
         meta["series_number_offset"] = 1001 + (known.index(key) if key in known else len(known))
+        # labelled as a map (Image Type, derivation code, Rescale Type not HU): medsr.io.dicom
+        label = re.sub(r"[^A-Z0-9 _]", "_", key.upper())[:12].strip() or "TRUST"
+        meta["map"] = MAP_DICOM.get(
+            key,
+            {"image_type": f"{label} MAP", "contrast": label, "code": None},
+        )
     else:
         meta = {"format": "map"}
     meta["derivation"] = derivation
@@ -307,14 +338,10 @@ def _windowed(ds: Any, hi: float) -> Any:
     """A copy of a DICOM template whose display window fits a map (0 … ``hi``)."""
     import copy
 
+    from medsr.io.dicom.derived import set_display_window
+
     out = copy.deepcopy(ds)
-    for key in ("VOILUTSequence", "WindowCenterWidthExplanation", "VOILUTFunction"):
-        if key in out:
-            del out[key]
-    out.WindowCenter = f"{hi / 2:.6g}"
-    out.WindowWidth = f"{max(hi, 1e-6):.6g}"
-    if hi < 1:  # a width below 1 is only valid with the exact linear VOI function
-        out.VOILUTFunction = "LINEAR_EXACT"
+    set_display_window(out, hi / 2.0, hi)
     return out
 
 

@@ -135,8 +135,16 @@ def _derivation_text(image: MedImage) -> str:
     if not deriv and not steps:
         parts.append("spatial resampling")
     text = ": ".join(parts[:2]) + ("; " + "; ".join(parts[2:]) if len(parts) > 2 else "")
-    text = text.replace("×", "x").encode("ascii", "replace").decode("ascii").replace("\\", "/")
+    text = text.translate(_ASCII).encode("ascii", "replace").decode("ascii").replace("\\", "/")
     return text[:1024]
+
+
+#: the non-ASCII signs medsr's step texts use, spelled in ASCII (the derivation text is written
+#: as ASCII: "value = 1023 − stored value" came out as "value = 1023 ? stored value")
+_ASCII = str.maketrans(
+    {"×": "x", "−": "-", "–": "-", "—": "-", "→": "->", "…": "...", "±": "+/-", "·": "*",
+     "°": " deg", "≤": "<=", "≥": ">=", "μ": "u", "²": "^2", "³": "^3"}
+)  # fmt: skip
 
 
 def _precision_text(deriv: dict[str, Any]) -> str:
@@ -164,6 +172,60 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 
 def _derivation_code() -> Dataset:
     return _code("113085", "DCM", "Spatial resampling")
+
+
+def _derivation_codes(image: MedImage) -> list[Dataset]:
+    """Derivation Code Sequence items: spatial resampling; for a trust map (``meta["map"]``,
+    :mod:`medsr.safeguards.maps`) the map's own operation first."""
+    label = image.meta.get("map") or {}
+    code = label.get("code")
+    return [*([_code(*code)] if code else []), _derivation_code()]
+
+
+def is_enhanced(ds: Dataset) -> bool:
+    """Whether ``ds`` is a multi-frame object with functional groups (an enhanced IOD): its
+    pixel value transformation and display window live in them, not at the top level."""
+    return (
+        str(ds.get("SOPClassUID", "")) in _ENHANCED_SOP_CLASSES
+        or "SharedFunctionalGroupsSequence" in ds
+        or "PerFrameFunctionalGroupsSequence" in ds
+    )
+
+
+def _shared_group(ds: Dataset) -> Dataset:
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if not shared:
+        ds.SharedFunctionalGroupsSequence = DicomSequence([Dataset()])
+        shared = ds.SharedFunctionalGroupsSequence
+    return shared[0]
+
+
+def set_functional_group(ds: Dataset, keyword: str, item: Dataset) -> None:
+    """``item`` as the one value of functional group ``keyword`` for every frame: in the shared
+    group, the per-frame ones (which would win over it) removed."""
+    for frame in ds.get("PerFrameFunctionalGroupsSequence") or []:
+        if keyword in frame:
+            delattr(frame, keyword)
+    setattr(_shared_group(ds), keyword, DicomSequence([item]))
+
+
+def set_display_window(ds: Dataset, center: float, width: float) -> None:
+    """Replace ``ds``'s display window (VOI LUT) by one linear window: at the top level, or for
+    an enhanced object in the Frame VOI LUT functional group, where viewers read it."""
+    for key in (
+        "VOILUTSequence", "WindowCenterWidthExplanation", "VOILUTFunction",
+        "WindowCenter", "WindowWidth",
+    ):  # fmt: skip
+        if key in ds:
+            del ds[key]
+    enhanced = is_enhanced(ds)
+    voi = Dataset() if enhanced else ds
+    voi.WindowCenter = f"{center:.6g}"
+    voi.WindowWidth = f"{max(width, 1e-6):.6g}"
+    if width < 1:  # a width below 1 is only valid with the exact linear VOI function
+        voi.VOILUTFunction = "LINEAR_EXACT"
+    if enhanced:
+        set_functional_group(ds, "FrameVOILUTSequence", voi)
 
 
 def _now() -> tuple[str, str]:
@@ -293,9 +355,19 @@ def _derive(
     old_type = [str(v) for v in (ds.get("ImageType") or [])]
     sop_class = str(ds.get("SOPClassUID", ""))
     enhanced = sop_class in _ENHANCED_SOP_CLASSES
-    ds.ImageType = ["DERIVED", "PRIMARY" if enhanced else "SECONDARY", *old_type[2:]]
+    label = image.meta.get("map")  # a trust map (medsr.safeguards.maps), not a patient image
     if enhanced:
-        _mark_frames_derived(ds, monochrome=not color)
+        # Value 2 stays PRIMARY (the only Enumerated Value of the enhanced IODs); Value 4, the
+        # Derived Pixel Contrast (PS3.3 C.8.16.1.4), says how the pixels were made: NONE only
+        # for ORIGINAL images, RESAMPLED for medsr's outputs, the map's operation for a map
+        contrast = str(label["contrast"]) if label else "RESAMPLED"
+        ds.ImageType = ["DERIVED", "PRIMARY", *old_type[2:3], *([contrast] if old_type[2:3] else [])]
+        _mark_frames_derived(ds, monochrome=not color, contrast=contrast)
+    elif label:  # Value 3 is the IOD's (e.g. CT: AXIAL), then a value naming the map
+        ds.ImageType = ["DERIVED", "SECONDARY", old_type[2] if len(old_type) > 2 else "", label["image_type"]]
+    else:
+        ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
+    if enhanced:
         original_only = _ORIGINAL_ONLY_ENHANCED + (
             _ORIGINAL_ONLY_MR if sop_class in _ENHANCED_MR else ()
         )
@@ -304,11 +376,12 @@ def _derive(
                 delattr(ds, keyword)
     text = _derivation_text(image)
     source = _source_ref(template, None) if from_dicom else None
+    codes = _derivation_codes(image)
     if enhanced:
-        _add_derivation_image(ds, text, source, str(template.get("SeriesInstanceUID", "")))
+        _add_derivation_image(ds, text, source, str(template.get("SeriesInstanceUID", "")), codes)
     else:
         ds.DerivationDescription = text
-        ds.DerivationCodeSequence = DicomSequence([_derivation_code()])
+        ds.DerivationCodeSequence = DicomSequence(codes)
         if source is not None:
             ds.SourceImageSequence = DicomSequence([source])
     _add_contributing_equipment(ds, date, time, text)
@@ -376,8 +449,9 @@ def _frame_type_items(ds: Dataset) -> Iterator[Dataset]:
                 yield from elem.value
 
 
-def _mark_frames_derived(ds: Dataset, *, monochrome: bool) -> None:
-    """Frame Type value 1 → DERIVED in every functional group that has one.
+def _mark_frames_derived(ds: Dataset, *, monochrome: bool, contrast: str = "RESAMPLED") -> None:
+    """Frame Type value 1 → DERIVED in every functional group that has one, and Value 4 (the
+    Derived Pixel Contrast) → ``contrast``, as in Image Type.
 
     With ``monochrome`` (a grayscale output, written without the source's supplemental palette:
     see ``_PALETTE_TAGS``), a Pixel Presentation of COLOR or MIXED becomes MONOCHROME at the top
@@ -386,7 +460,8 @@ def _mark_frames_derived(ds: Dataset, *, monochrome: bool) -> None:
     items = [ds, *_frame_type_items(ds)]
     for item in items[1:]:
         if "FrameType" in item and len(item.FrameType) >= 1:
-            item.FrameType = ["DERIVED", *list(item.FrameType)[1:]]
+            values = list(item.FrameType)
+            item.FrameType = ["DERIVED", *values[1:3], *([contrast] if len(values) >= 3 else [])]
     if monochrome:
         for item in items:
             if str(item.get("PixelPresentation", "")).upper() in ("COLOR", "MIXED"):
@@ -394,7 +469,11 @@ def _mark_frames_derived(ds: Dataset, *, monochrome: bool) -> None:
 
 
 def _add_derivation_image(
-    ds: Dataset, text: str, source: Dataset | None, source_series: str
+    ds: Dataset,
+    text: str,
+    source: Dataset | None,
+    source_series: str,
+    codes: list[Dataset] | None = None,
 ) -> None:
     """The Derivation Image functional group (PS3.3 C.7.6.16.2.6) of an enhanced object.
 
@@ -407,15 +486,11 @@ def _add_derivation_image(
     for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
         if "DerivationImageSequence" in item:
             del item.DerivationImageSequence
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    if not shared:
-        ds.SharedFunctionalGroupsSequence = DicomSequence([Dataset()])
-        shared = ds.SharedFunctionalGroupsSequence
     derivation = Dataset()
     derivation.DerivationDescription = text
-    derivation.DerivationCodeSequence = DicomSequence([_derivation_code()])
+    derivation.DerivationCodeSequence = DicomSequence(codes or [_derivation_code()])
     derivation.SourceImageSequence = DicomSequence([source] if source is not None else [])
-    shared[0].DerivationImageSequence = DicomSequence([derivation])
+    _shared_group(ds).DerivationImageSequence = DicomSequence([derivation])
     if source is None or not source_series:
         return
     instance = Dataset()

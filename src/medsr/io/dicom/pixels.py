@@ -385,7 +385,8 @@ def _choose_encoding(
 
     Integer data (or Hounsfield units, where 1 HU steps are customary) is stored as is; other
     values (and everything when ``force_rescale``, e.g. small-valued maps) are spread over the
-    full unsigned 16-bit range with a Rescale Slope/Intercept.
+    full unsigned 16-bit range with a Rescale Slope/Intercept; over the 8-bit range when the
+    source was 8-bit (``eight_bit``: IODs such as US Image allow no other Bits Allocated).
     """
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
@@ -393,7 +394,8 @@ def _choose_encoding(
     integral = bool(sample.size == 0 or np.allclose(sample, np.rint(sample), atol=1e-3))
     span = hi - lo
     if force_rescale:
-        return 16, 16, 0, (span / 65535.0 if span > 0 else 1.0), lo
+        top = 255.0 if eight_bit else 65535.0
+        return (8 if eight_bit else 16), (8 if eight_bit else 16), 0, (span / top if span > 0 else 1.0), lo
     if eight_bit and lo >= -0.5 and hi <= 255.5:
         return 8, 8, 0, 1.0, 0.0
     if integral or integer_units:

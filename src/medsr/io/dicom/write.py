@@ -20,7 +20,13 @@ from pydicom.uid import generate_uid
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.io._atomic import atomic_dir, atomic_file, check_output
-from medsr.io.dicom.derived import _derive, _now, _secondary_capture_template
+from medsr.io.dicom.derived import (
+    _derive,
+    _now,
+    _secondary_capture_template,
+    is_enhanced,
+    set_functional_group,
+)
 from medsr.io.dicom.geometry import (
     _Grid,
     _output_frame_order,
@@ -28,7 +34,7 @@ from medsr.io.dicom.geometry import (
     _update_geometry,
     _update_multiframe,
 )
-from medsr.io.dicom.header import _ds, _rescale, _stored_range
+from medsr.io.dicom.header import _ds, _fg_item, _rescale, _stored_range
 from medsr.io.dicom.pixels import _choose_encoding, _encode
 
 
@@ -221,6 +227,48 @@ def _dtype_name(meta: dict[str, Any]) -> str:
     return f"<{'i' if int(meta.get('pixel_representation', 0)) else 'u'}{ba // 8}"
 
 
+#: CT Image Storage: no Rescale Type means HU (PS3.3 C.8.2.1); the enhanced CT IODs allow HU only
+_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+_ENHANCED_CT = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+
+
+def _set_rescale(
+    ds: Dataset, slope: float, intercept: float, from_dicom: bool, *, trust_map: bool
+) -> None:
+    """Rescale Slope/Intercept/Type of a generic encoding (:func:`_choose_encoding`).
+
+    An enhanced object carries them in its Pixel Value Transformation functional group, where
+    readers look first (a stale one there would turn the new stored values into wrong ones); the
+    others at the top level. A trust map (:mod:`medsr.safeguards.maps`) is not in Hounsfield
+    units even when its image is: Rescale Type US (unspecified: its derivation says what the
+    values are) wherever the IOD allows a value other than HU (every one but Enhanced CT).
+    """
+    sop = str(ds.get("SOPClassUID", ""))
+    ct = str(ds.get("Modality", "")) == "CT"
+    if is_enhanced(ds):
+        item = _fg_item(ds, None, "PixelValueTransformationSequence")
+        kind = str(item.get("RescaleType", "") or "") if item is not None else ""
+        if trust_map or not kind:
+            kind = "HU" if sop in _ENHANCED_CT or (ct and not trust_map) else "US"
+        transform = Dataset()
+        transform.RescaleIntercept = _ds(intercept)
+        transform.RescaleSlope = _ds(slope)
+        transform.RescaleType = kind
+        set_functional_group(ds, "PixelValueTransformationSequence", transform)
+        for key in ("RescaleSlope", "RescaleIntercept", "RescaleType"):
+            if key in ds:
+                delattr(ds, key)
+        return
+    had_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
+    if had_rescale or not from_dicom or slope != 1.0 or intercept != 0.0:
+        ds.RescaleSlope = _ds(slope)
+        ds.RescaleIntercept = _ds(intercept)
+        if trust_map:
+            ds.RescaleType = "US"
+        elif "RescaleType" not in ds and sop != _CT_IMAGE:
+            ds.RescaleType = "HU" if ct else "US"
+
+
 def _set_pixels(
     ds: Dataset,
     pixels: np.ndarray,
@@ -251,13 +299,7 @@ def _set_pixels(
         if generic is not None:
             ba, bs, pr, slope, intercept = generic
             ds.PhotometricInterpretation = "MONOCHROME2"
-            had_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
-            if had_rescale or not from_dicom or slope != 1.0 or intercept != 0.0:
-                ds.RescaleSlope = _ds(slope)
-                ds.RescaleIntercept = _ds(intercept)
-                is_ct_iod = str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.2"
-                if "RescaleType" not in ds and not is_ct_iod:
-                    ds.RescaleType = "HU" if str(ds.get("Modality", "")) == "CT" else "US"
+            _set_rescale(ds, slope, intercept, from_dicom, trust_map=bool(meta.get("map")))
         else:
             ba = int(meta["bits_allocated"])
             bs = int(meta["bits_stored"])
