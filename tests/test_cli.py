@@ -316,7 +316,7 @@ def test_physics_and_modality_reach_the_provenance(tmp_path):
         side = json.loads(sidecar_path(out).read_text())
     text = json.dumps(side)
     assert '"physics": "kspace"' in text and '"base_interpolator": "kspace"' in text
-    assert '"applied": true' in text and '"consistency": "on"' in text
+    assert '"applied": true' in text and '"consistency": "auto (projected)"' in text
     assert medsr_api.load_image(out).modality == "MR"
 
 

@@ -95,7 +95,12 @@ from medsr.safeguards.maps import (
 )
 from medsr.safeguards.ood import OutOfDistributionWarning, check_distribution
 from medsr.safeguards.operators import SUPPORTED, Measurement, resolve_measurement
-from medsr.safeguards.provenance import attach_provenance, model_checksum, provenance
+from medsr.safeguards.provenance import (
+    attach_provenance,
+    consistency_label,
+    model_checksum,
+    provenance,
+)
 
 if TYPE_CHECKING:
     from medsr.inference.planes import PlaneJob, PlaneUpscaler
@@ -1014,7 +1019,7 @@ def upscale_with_safeguards(
         card=card,
         scale=scale,
         degradation=meas.describe(),
-        consistency="on" if project else "off",
+        consistency=consistency_label(cons),
         summary=summary,
     )
     return attach_provenance(sr, record), summary
@@ -1428,7 +1433,7 @@ def upscale_through_plane(
     record = provenance(
         model=d.get("model"), card={"name": d.get("model")}, scale=max(1, round(float(d.get("scale", 1)))),
         degradation=summary["degradation"]["describe"],
-        consistency="on" if summary["consistency"].get("applied") else "off", summary=summary,
+        consistency=consistency_label(summary["consistency"]), summary=summary,
     )  # fmt: skip
     record["model_checksum"] = d.get("model_checksum")
     record["scale_z"] = d.get("scale")

@@ -440,14 +440,15 @@ def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndar
 
 def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     """Flat numbers/strings of a safeguards summary for the job's ``metrics`` (shown as is)."""
+    from medsr.safeguards.provenance import consistency_label
+
     cons = summary.get("consistency") or {}
     err = cons.get("error") or {}
     out: dict[str, Any] = {
         "consistency_psnr_db": err.get("psnr_db"),
         "consistency_mae": err.get("mean"),
         "consistency_p99": err.get("p99"),
-        "data_consistency": ("on" if cons.get("applied") else "off")
-        + (" (auto)" if cons.get("setting") == "auto" else ""),
+        "data_consistency": consistency_label(cons),
         "physics": summary.get("physics", "unknown"),
         "assumed_degradation": (summary.get("degradation") or {}).get("describe"),
     }
