@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.service.storage import ZipLimits
 
@@ -34,7 +35,10 @@ class Settings:
     zip_max_ratio: float = 200.0
     #: refuse jobs whose output would exceed this many voxels (memory)
     max_output_megavoxels: float = 1024.0
-    zero_shot_budget_s: float = 120.0
+    #: training time of a zero-shot job that states none (``budget``): the command line's default
+    zero_shot_budget_s: float = ZERO_SHOT_BUDGET_S
+    #: most training time a zero-shot job may ask for (bounded work per job)
+    max_zero_shot_budget_s: float = 600.0
     #: most per-volume adaptation steps a through-plane job may ask for (bounded work per job)
     max_adapt_steps: int = 2000
     #: offer medsr's shipped models (``medsr models``; ``default`` is default-x{scale})
@@ -73,6 +77,13 @@ class Settings:
             raise InvalidParameterError(f"--workers must be at least 1, got {self.workers}")
         if self.max_pending < 1:
             raise InvalidParameterError(f"--max-queue must be at least 1, got {self.max_pending}")
+        positive_number(self.zero_shot_budget_s, "the zero-shot budget", "seconds")
+        positive_number(self.max_zero_shot_budget_s, "the largest zero-shot budget", "seconds")
+        if self.zero_shot_budget_s > self.max_zero_shot_budget_s:
+            raise InvalidParameterError(
+                f"the zero-shot budget ({self.zero_shot_budget_s:g} s) exceeds the largest a "
+                f"job may ask for ({self.max_zero_shot_budget_s:g} s)"
+            )
         if self.work_dir is not None:
             _check_work_dir(Path(self.work_dir))
 
