@@ -69,8 +69,6 @@ class Service:
         self.storage = Storage(self.settings.work_dir)
         self.queue = JobQueue(workers=self.settings.workers, max_pending=self.settings.max_pending)
         self.decoder = UploadDecoder(self.settings.decode_timeout_s)
-        for orphan in self.storage.orphans(set()):  # left by an earlier run in the same folder
-            self.storage.remove(orphan)
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle

@@ -25,7 +25,8 @@ class Settings:
     token: str | None = None
     #: seconds a finished job's files are kept
     retention_s: float = 3600.0
-    #: work directory for job folders (a private temporary folder when None)
+    #: folder in which the service makes its private folder of job files (the system's temporary
+    #: folder when None); its permissions are left as they are (:class:`~.storage.Storage`)
     work_dir: Path | None = None
     workers: int = 1
     max_pending: int = 8
