@@ -316,7 +316,7 @@ def test_physics_and_modality_reach_the_provenance(tmp_path):
         side = json.loads(sidecar_path(out).read_text())
     text = json.dumps(side)
     assert '"physics": "kspace"' in text and '"base_interpolator": "kspace"' in text
-    assert '"applied": true' in text and '"consistency": "on"' in text
+    assert '"applied": true' in text and '"consistency": "auto (projected)"' in text
     assert medsr_api.load_image(out).modality == "MR"
 
 
@@ -396,3 +396,27 @@ def test_python_dash_m_medsr_is_the_medsr_command_and_says_its_version():
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: input '/nonexistent/in.png' does not exist"
     ]
+
+
+def test_info_says_the_stored_type_and_what_frames_are():
+    """A 16-bit palette-colour ultrasound was called uint8 (the RGB it is read as), and a cine's
+    time frames read as slices 1 mm apart: `info` gives the stored type, how it was read, and
+    what the header's Frame Increment Pointer says the frames are."""
+
+    def info(name: str) -> dict:
+        res = runner.invoke(app, ["info", str(corpus_path(name)), "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    palette = info("gdcm-US-ALOKA-16.dcm")
+    assert palette["stored_dtype"] == "uint16" and palette["channels"] == "RGB"
+    assert palette["read_as"].startswith("RGB uint8 (palette colour")
+    cine = info("color3d_jpeg_baseline.dcm")
+    assert cine["shape_zyx"][0] == 120
+    assert cine["z_axis"].startswith("120 time frames, 33.333 ms apart (Frame Increment Pointer: FrameTime), not slices")
+    assert "placeholder" in cine["z_axis"]
+    assert info("emri_small.dcm")["z_axis"] == "10 slices, 1.2 mm apart (SpacingBetweenSlices; no positions in the header)"
+    assert "placeholder" in info("OBXXXX1A_2frame.dcm")["z_axis"]
+    for single in ("CT_small.dcm", "OBXXXX1A.dcm"):  # one frame: nothing to say
+        assert "z_axis" not in info(single)
+    assert info("OBXXXX1A.dcm")["stored_dtype"] == "uint8" and info("CT_small.dcm")["stored_dtype"] == "int16"

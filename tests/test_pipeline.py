@@ -53,7 +53,7 @@ def test_default_is_auto_and_output_is_the_plain_upscale(mr_small):
     assert sr.meta["safeguards"] is summary
     json.dumps(summary)
     d = sr.meta["derivation"]
-    assert d["model"] == "lanczos" and d["consistency"] == "off" and "summary" in d
+    assert d["model"] == "lanczos" and d["consistency"] == "auto (measured only)" and "summary" in d
 
 
 def test_consistency_on_enforces_the_measurement(ct_small):

@@ -14,6 +14,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
+
 app = typer.Typer(
     name="medsr",
     help=(
@@ -101,7 +103,7 @@ def upscale(
     luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     method: Annotated[str, typer.Option("--method", help="model (a trained/classical upscaler) or zero-shot (learn from this image itself).")] = "model",
-    budget: Annotated[str | None, typer.Option("--budget", help="--method zero-shot: training time, 60s (default), 2m, 1h or plain seconds.")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help=f"--method zero-shot: training time, {ZERO_SHOT_BUDGET_S:g}s (default), 2m, 1h or plain seconds.")] = None,
     through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z to isotropic voxels (or --target-spacing) with the shipped through-plane prior (tp-x2/tp-x4); --adapt STEPS adapts it to this volume first.")] = False,
     adapt: Annotated[int, typer.Option("--adapt", help="Through-plane: optimiser steps of per-volume adaptation of the prior (0 = the prior alone; seeded, so reruns are identical).")] = 0,
     slice_thickness: Annotated[float | None, typer.Option("--slice-thickness", help="Through-plane: slice-profile width in mm (default: the header's SliceThickness, else estimated from the volume).")] = None,
@@ -134,7 +136,8 @@ def upscale(
         if profile is not None:
             zero_shot["profile"] = profile
     elif method == "zero-shot":
-        zero_shot = {"budget_s": _parse_duration(budget or "60s"), "progress": sys.stderr.isatty()}
+        budget_s = ZERO_SHOT_BUDGET_S if budget is None else _parse_duration(budget)
+        zero_shot = {"budget_s": budget_s, "progress": sys.stderr.isatty()}
     elif adapt or slice_thickness is not None or profile is not None:
         from medsr.errors import InvalidParameterError
 

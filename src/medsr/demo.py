@@ -224,7 +224,7 @@ def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> s
   {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in r.outputs)}</div>
   <h3>Honest check: original (centre, up to {CHECK_MAX_SIDE}² pixels) degraded ×{scale} ({html.escape(r.degradation)}), upscaled back, compared with the original</h3>
   <div class="row">{_img(r.figures["check_lr"], f"degraded input (1/{scale} size)")}
-  {"".join(_img(r.figures[f'check_{m["model"]}'], m['model']) for m in r.metrics)}
+  {"".join(_img(r.figures["check_" + m["model"]], m["model"]) for m in r.metrics)}
   {_img(r.figures['check_hr'], 'original (truth)')}</div>
   <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info['units'])})</th><th>time (ms)</th></tr></thead>
   <tbody>{rows}</tbody></table>

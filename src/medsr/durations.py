@@ -12,7 +12,12 @@ import re
 
 from medsr.errors import InvalidParameterError
 
-__all__ = ["UNITS", "parse_duration"]
+__all__ = ["UNITS", "ZERO_SHOT_BUDGET_S", "parse_duration"]
+
+#: training time of a zero-shot upscale that states none, on every front end: ``medsr upscale
+#: --method zero-shot`` (``--budget``), :func:`medsr.selfsup.zero_shot_upscale`,
+#: ``medsr.api.upscale_file`` and the web service's zero-shot jobs (their ``budget`` field)
+ZERO_SHOT_BUDGET_S = 60.0
 
 #: seconds per unit
 UNITS = {"ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}

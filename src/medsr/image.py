@@ -212,11 +212,16 @@ class MedImage:
             "channels": self.channels or "gray",
             "num_channels": self.num_channels,
             "spacing_mm_zyx": [round(s, 6) for s in self.spacing],
+            # a multi-frame DICOM's frames: slices, or time frames (a cine) whose z spacing is
+            # no distance (io.dicom.geometry.frame_axis)
+            **({"z_axis": self.meta["frame_axis"]["describe"]} if self.meta.get("frame_axis") else {}),
             # a DICOM without PixelSpacing (or the like): 1 mm is assumed, not measured, and so is
             # the world position derived from it
             "spacing_assumed": self.meta.get("spacing_source") == "default",
             "orientation": self.orientation,
-            "stored_dtype": self.meta.get("stored_dtype", "float32"),
+            # what the file stores (a palette's indices: ``read_as`` says how they became values)
+            "stored_dtype": self.meta.get("source_dtype") or self.meta.get("stored_dtype", "float32"),
+            **({"read_as": self.meta["read_as"]} if self.meta.get("read_as") else {}),
             "units": self.units,
             "min": float(finite.min()) if finite.size else float("nan"),
             "max": float(finite.max()) if finite.size else float("nan"),

@@ -69,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
@@ -95,7 +96,12 @@ from medsr.safeguards.maps import (
 )
 from medsr.safeguards.ood import OutOfDistributionWarning, check_distribution
 from medsr.safeguards.operators import SUPPORTED, Measurement, resolve_measurement
-from medsr.safeguards.provenance import attach_provenance, model_checksum, provenance
+from medsr.safeguards.provenance import (
+    attach_provenance,
+    consistency_label,
+    model_checksum,
+    provenance,
+)
 
 if TYPE_CHECKING:
     from medsr.inference.planes import PlaneJob, PlaneUpscaler
@@ -1016,7 +1022,7 @@ def upscale_with_safeguards(
         card=card,
         scale=scale,
         degradation=meas.describe(),
-        consistency="on" if project else "off",
+        consistency=consistency_label(cons),
         summary=summary,
     )
     return attach_provenance(sr, record), summary
@@ -1430,7 +1436,7 @@ def upscale_through_plane(
     record = provenance(
         model=d.get("model"), card={"name": d.get("model")}, scale=max(1, round(float(d.get("scale", 1)))),
         degradation=summary["degradation"]["describe"],
-        consistency="on" if summary["consistency"].get("applied") else "off", summary=summary,
+        consistency=consistency_label(summary["consistency"]), summary=summary,
     )  # fmt: skip
     record["model_checksum"] = d.get("model_checksum")
     record["scale_z"] = d.get("scale")
@@ -1477,7 +1483,7 @@ def upscale_file(
     method: str = "model",
     through_plane: bool = False,
     target_spacing: float | None = None,
-    budget_s: float | None = 60.0,
+    budget_s: float | None = ZERO_SHOT_BUDGET_S,
     init: str | None = None,
     consistency: str = CONSISTENCY_DEFAULT,
     degradation: str | None = None,
@@ -1494,7 +1500,8 @@ def upscale_file(
     ``method="model"`` upscales in-plane with ``model`` through :func:`upscale_with_safeguards`
     (``consistency``, ``degradation`` — the stated physics —, maps in ``maps_dir``, provenance in
     every output); ``method="zero-shot"`` trains a small network on the image itself for
-    ``budget_s`` seconds (optionally fine-tuning ``init``); ``through_plane=True`` super-resolves
+    ``budget_s`` seconds (:data:`~medsr.durations.ZERO_SHOT_BUDGET_S` by default, as on every
+    front end; optionally fine-tuning ``init``); ``through_plane=True`` super-resolves
     a thick-slice volume along z to isotropic voxels, ``target_spacing`` mm or ``scale``× more
     slices (one of the two; ``scale`` is otherwise the in-plane factor, default 2). ``modality``
     sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). ``ensemble``: the

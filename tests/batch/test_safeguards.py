@@ -163,7 +163,7 @@ def test_physics_and_modality_reach_every_output(small: Path, tmp_path: Path):
     side = read_sidecar(out / "mr" / "MR_small.nii.gz")
     cons = side["provenance"]["safeguards"]
     assert cons["physics"] == "kspace" and cons["base_interpolator"] == "kspace"
-    assert cons["consistency"]["applied"] and side["provenance"]["consistency"] == "on"
+    assert cons["consistency"]["applied"] and side["provenance"]["consistency"] == "auto (projected)"
     assert medsr.load_image(out / "mr" / "MR_small.nii.gz").modality == "MR"
     text = pydicom.dcmread(out / "ct" / "CT_small.dcm").DerivationDescription
     assert "kspace" in text and "sha256:" in text

@@ -12,9 +12,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from medsr.errors import InvalidParameterError, OutputExistsError, OutputWriteError
-from medsr.io._atomic import atomic_dir, atomic_file, check_output
+from medsr.io._atomic import SERIES_FILE, atomic_dir, atomic_file, check_output, series_file_name
 from medsr.pipeline import check_paths
 from tests.conftest import corpus_path, file_digest
 
@@ -101,6 +103,38 @@ def test_a_write_that_fails_midway_is_one_error_and_leaves_nothing(tmp_path):
             tmp.write_bytes(b"partial")
             raise OSError(28, "No space left on device")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "series"])
+def test_any_failure_removes_the_temporary_and_only_oserror_is_reworded(tmp_path, kind):
+    """One helper (_writing) for both atomic writers: the temporary goes whatever failed; an
+    OSError is one OutputWriteError line, anything else (a bug, Ctrl-C) is raised as it is."""
+    target = tmp_path / ("out.nii.gz" if kind == "file" else "series")
+    opener = atomic_file if kind == "file" else atomic_dir
+    for raised, expected in ((OSError(30, "Read-only file system"), OutputWriteError),
+                             (KeyboardInterrupt(), KeyboardInterrupt), (ValueError("bug"), ValueError)):  # fmt: skip
+        with pytest.raises(expected) as info:
+            with opener(target) as tmp:
+                (tmp / "IM00001.dcm" if kind == "series" else tmp).write_bytes(b"partial")
+                raise raised
+        assert list(tmp_path.iterdir()) == []
+        if expected is OutputWriteError:
+            assert str(info.value) == f"cannot write '{target}': Read-only file system"
+
+
+@settings(max_examples=50, deadline=None)
+@given(count=st.integers(1, 10**7), data=st.data())
+def test_series_file_names_are_what_the_overwrite_check_recognises(count, data):
+    """The DICOM writer's names of a series folder's files and the pattern --overwrite accepts
+    as a previous medsr series come from one place (they were two spellings of one rule), and
+    the names sort in slice order."""
+    i = data.draw(st.integers(1, count))
+    j = data.draw(st.integers(1, count))
+    a, b = series_file_name(i, count), series_file_name(j, count)
+    assert SERIES_FILE.match(a) and SERIES_FILE.match(b)
+    assert (a < b) == (i < j) and len(a) == len(b)
+    assert series_file_name(1, 3) == "IM00001.dcm"
+    assert not SERIES_FILE.match("IM0001.dcm") and not SERIES_FILE.match("IM00001.dcm.bak")
 
 
 AS_USER = os.name == "posix" and os.geteuid() == 0

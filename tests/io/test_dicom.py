@@ -1146,3 +1146,42 @@ def test_derivation_text_spells_step_signs_in_ascii(tmp_path_factory, sign):
     text = pydicom.dcmread(out).DerivationDescription
     assert "value = 1023 " in text and "?" not in text
     assert text.isascii()
+
+
+@pytest.mark.parametrize(
+    ("pointer", "extra", "kind", "words"),
+    [
+        ([0x00181063], {"FrameTime": "40"}, "time", "5 time frames, 40 ms apart (Frame Increment Pointer: FrameTime)"),
+        ([0x00181065], {}, "time", "5 time frames (Frame Increment Pointer: FrameTimeVector)"),
+        ([0x00540010, 0x00540020], {}, "other", "5 frames indexed by EnergyWindowVector, DetectorVector"),
+        ([0x00540080], {}, "space", "5 slices, 1 mm apart (SliceVector; no positions"),
+        (None, {"SpacingBetweenSlices": "2.5"}, "space", "5 slices, 1 mm apart (SpacingBetweenSlices"),
+        (None, {}, "unknown", "5 frames; the header states no positions"),
+    ],
+)
+def test_frame_axis_reads_the_frame_increment_pointer(pointer, extra, kind, words):
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom.geometry import frame_axis
+
+    ds = Dataset()
+    if pointer is not None:
+        ds.FrameIncrementPointer = pointer if len(pointer) > 1 else pointer[0]
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    axis = frame_axis(ds, 5, False, 1.0)
+    assert axis["kind"] == kind and axis["describe"].startswith(words), axis
+    assert ("placeholder" in axis["describe"]) == (kind != "space")
+
+
+def test_frame_axis_of_a_malformed_pointer_is_unknown_not_an_error():
+    from pydicom.dataelem import RawDataElement
+    from pydicom.dataset import Dataset
+    from pydicom.tag import Tag
+
+    from medsr.io.dicom.geometry import frame_axis
+
+    ds = Dataset()  # as read from a file: converted when first used, 3 bytes are no tag
+    ds._dict[Tag(0x00280009)] = RawDataElement(Tag(0x00280009), "AT", 3, b"\x18\x00\x63", 0, True, True)
+    assert frame_axis(ds, 3, True, 2.0)["kind"] == "space"
+    assert frame_axis(ds, 3, False, 1.0)["kind"] == "unknown"

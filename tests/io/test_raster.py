@@ -178,3 +178,33 @@ def test_png_and_tiff_outputs_say_in_the_file_that_they_are_derived(tmp_path):
     tif = medsr.save_image(sr, tmp_path / "sr_tiff.tif")
     assert tifffile.TiffFile(tif).pages[0].software.startswith("medsr")
     np.testing.assert_allclose(medsr.load_image(png).array, medsr.load_image(tif).array)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    h=st.integers(2, 24),
+    w=st.integers(2, 24),
+    depth=st.sampled_from([np.int8, np.int16, np.int32]),
+    low=st.integers(-40000, 0),
+)
+def test_a_signed_tiff_comes_back_signed(tmp_path_factory, h, w, depth, low):
+    """An int16 TIFF (or int8, int32) written back as a TIFF keeps its signed type and values
+    (it came back uint16 with a rescale: a bicubic upscale's values then left the integer
+    grid); a PNG, which has no signed pixels, stores the same integers with an intercept."""
+    d = tmp_path_factory.mktemp("s")
+    info = np.iinfo(depth)
+    top = min(int(info.max), 1 << 24)  # MedImage holds float32: integers exact up to 2**24
+    data = np.random.default_rng(h * w).integers(max(low, info.min), top, (h, w), dtype=depth, endpoint=True)
+    tifffile.imwrite(d / "in.tif", data)
+    img = medsr.load_image(d / "in.tif")
+    back = tifffile.imread(medsr.save_image(img, d / "out.tif"))
+    assert back.dtype == depth
+    np.testing.assert_array_equal(back, data)
+    up = medsr.upscale(img, 2, "bicubic")
+    stored = tifffile.imread(medsr.save_image(up, d / "up.tif"))
+    assert stored.dtype == depth
+    expected = np.clip(np.rint(up.array[0].astype(np.float64)), info.min, info.max)
+    np.testing.assert_array_equal(stored, expected)
+    if expected.max() - expected.min() <= 65535:  # what 16 bits can hold exactly
+        png = medsr.load_image(medsr.save_image(up, d / "up_png.png"))
+        np.testing.assert_array_equal(png.array[0], expected)

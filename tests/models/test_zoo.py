@@ -58,7 +58,10 @@ def test_interpolators_keep_constants(name):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_kspace_exact_for_band_limited(n, scale):
     """Zero-filled k-space interpolation reproduces a band-limited signal on the cell-centred grid."""
-    f = lambda t: np.cos(2 * np.pi * 3 * (t + 0.5) / n) + 0.3 * np.sin(2 * np.pi * 5 * (t + 0.5) / n)  # noqa: E731
+
+    def f(t):
+        return np.cos(2 * np.pi * 3 * (t + 0.5) / n) + 0.3 * np.sin(2 * np.pi * 5 * (t + 0.5) / n)
+
     x = torch.tensor(np.outer(f(np.arange(n)), f(np.arange(n)))[None, None], dtype=torch.float64)
     y = create_model("kspace", scale=scale)(x)[0, 0].numpy()
     t = (np.arange(n * scale) + 0.5) / scale - 0.5

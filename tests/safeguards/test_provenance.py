@@ -142,3 +142,36 @@ def test_dicom_precision_record_stays_within_1024(tmp_path, ct_small):
     img = ct_small.replace(meta={**ct_small.meta, "derivation": derivation})
     text = _derivation_texts(medsr.save_image(img, tmp_path / "long.dcm"))
     assert "precision bf16 [auto: why why" in text and "ssss" in text
+
+
+@pytest.mark.parametrize(
+    ("name", "degradation", "label", "why"),
+    [
+        # no physics known: --consistency auto (the default) measures, does not project
+        ("CT_small.dcm", None, "auto (measured only)", "auto (measured only: physics not stated)"),
+        ("MR_small.dcm", "kspace", "auto (projected)", "auto (projected)"),
+    ],
+)
+def test_default_consistency_is_recorded_as_what_happened(tmp_path, name, degradation, label, why):
+    """The provenance record, the derivation keys and the summary line agree on what
+    ``--consistency auto`` did (a run that did not project is not recorded as ``off``)."""
+    from medsr.pipeline import upscale_file
+    from tests.conftest import corpus_path
+
+    out = upscale_file(corpus_path(name), tmp_path / "sr.nii.gz", scale=2, model="bicubic", degradation=degradation)
+    side = json.loads(sidecar_path(out).read_text())
+    assert side["provenance"]["consistency"] == label
+    assert side["derivation"]["consistency"] == label
+    assert f"consistency {why}" in side["derivation"]["summary"]
+    assert side["provenance"]["safeguards"]["consistency"]["setting"] == "auto"
+
+
+def test_consistency_label():
+    from medsr.safeguards.provenance import consistency_label
+
+    assert consistency_label({"setting": "on", "applied": True}) == "on"
+    assert consistency_label({"setting": "off", "applied": False, "error": {"p99": 1}}) == "off"
+    assert consistency_label({"setting": "auto", "applied": False}) == "auto (not applied)"
+    skipped = {"setting": "auto", "applied": False, "error": {"p99": 1}, "skipped": "too slow"}
+    assert consistency_label(skipped) == "auto (measured only)"
+    assert "--consistency on applies it" in consistency_label(skipped, why=True)

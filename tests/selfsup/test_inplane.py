@@ -160,3 +160,23 @@ def test_no_data_is_kept_exact_and_never_trained_on():
     pad = np.repeat(np.repeat(~circle, 2, 0), 2, 1)[None]
     assert (out.array[pad] == -3024.0).all()
     assert out.array[~pad].min() >= arr[circle].min() - 1e-3
+
+
+def test_on_progress_reports_every_step_and_can_stop_the_training():
+    """``on_progress(frac)`` before every optimiser step, rising from 0 towards 1 (how the web
+    service's job shows the training move); an exception it raises stops the training."""
+    fracs: list[float] = []
+    sr = zero_shot_upscale(_tiny(), 2, patches_per_epoch=32, on_progress=fracs.append, **QUICK)
+    steps = sr.meta["derivation"]["training"]["steps"]
+    assert steps == 8 and len(fracs) == steps
+    assert fracs == sorted(fracs) and fracs[0] == 0.0 and 0.8 <= fracs[-1] < 1.0
+
+    class Stop(MedSRError):
+        pass
+
+    def stop_at_half(frac: float) -> None:
+        if frac >= 0.5:
+            raise Stop("cancelled")
+
+    with pytest.raises(Stop):
+        zero_shot_upscale(_tiny(), 2, patches_per_epoch=32, on_progress=stop_at_half, **QUICK)

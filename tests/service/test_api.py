@@ -552,3 +552,61 @@ def test_colour_png(client):
         assert png.mode == "RGB"
     out = Image.open(io.BytesIO(client.get(f"{JOB}/{job['id']}/result").content))
     assert out.size == (32, 24) and out.mode == "RGB"
+
+
+def test_zero_shot_budget_is_the_command_lines_and_settable_per_job(client, monkeypatch, png_bytes):
+    """One default training time for the CLI, the API and the web service; a job's ``budget``
+    (the --budget grammar) reaches the training, within the server's limit."""
+    import inspect
+
+    import medsr.service.catalog as catalog
+    from medsr.durations import ZERO_SHOT_BUDGET_S
+    from medsr.pipeline import upscale_file
+    from medsr.selfsup import zero_shot_upscale
+    from medsr.service.settings import Settings
+
+    assert Settings().zero_shot_budget_s == ZERO_SHOT_BUDGET_S
+    for fn in (upscale_file, zero_shot_upscale):
+        assert inspect.signature(fn).parameters["budget_s"].default == ZERO_SHOT_BUDGET_S
+    budgets: list[float] = []
+
+    def fake_zero_shot(image, scale, *, budget_s=None):
+        budgets.append(budget_s)
+        return image.resampled(np.repeat(np.repeat(image.array, scale, 1), scale, 2), step="fake")
+
+    monkeypatch.setattr(catalog, "selfsup_function", lambda mode: fake_zero_shot)
+    for fields in ({}, {"budget": "90s"}, {"budget": "2m"}, {"budget": "45"}):
+        r = submit(client, "a.png", png_bytes, mode="zero-shot", **fields)
+        assert wait_job(client, r.json()["id"])["state"] == "done"
+    assert budgets == [ZERO_SHOT_BUDGET_S, 90.0, 120.0, 45.0]
+    for fields, words in (
+        ({"mode": "zero-shot", "budget": "1h"}, "at most 600 seconds"),
+        ({"mode": "zero-shot", "budget": "soon"}, "not a duration"),
+        ({"mode": "zero-shot", "budget": "0s"}, "more than 0"),
+        ({"mode": "in-plane", "budget": "60s"}, "zero-shot only"),
+    ):
+        r = submit(client, "a.png", png_bytes, **fields)
+        assert r.status_code == 422 and words in r.json()["detail"], (fields, r.text)
+    with pytest.raises(InvalidParameterError, match="exceeds"):
+        Settings(zero_shot_budget_s=700).check()
+
+
+def test_zero_shot_job_progress_follows_the_training(make_client, png_bytes):
+    """A zero-shot job's progress moves while its network trains (it stayed at 0.1 for the
+    whole run), then goes on to the checks and the writing."""
+    pytest.importorskip("medsr.selfsup")
+    client = make_client()
+    job_id = submit(client, "a.png", png_bytes, mode="zero-shot", budget="3s").json()["id"]
+    seen: list[tuple[str, float]] = []
+    while True:
+        body = client.get(f"{JOB}/{job_id}").json()
+        seen.append((body["stage"], body["progress"]))
+        if body["state"] in ("done", "failed"):
+            break
+        threading.Event().wait(0.05)
+    assert body["state"] == "done", body
+    training = [p for stage, p in seen if stage == "training on this image"]
+    assert len(set(training)) >= 3, seen  # it moves
+    assert training == sorted(training) and 0.1 <= training[0] and training[-1] <= 0.65
+    assert max(training) > 0.4, seen  # most of the way through its 3 s
+    assert body["progress"] == 1.0

@@ -271,7 +271,7 @@ def test_shutdown_is_bounded_and_removes_job_files(make_client, monkeypatch, png
     running = submit(client, "a.png", png_bytes).json()
     queued = submit(client, "b.png", png_bytes).json()
     service = client.app.state.service
-    assert len(list(work.iterdir())) == 2
+    assert len(list(service.storage.root.iterdir())) == 2  # in the service's folder in `work`
     t0 = time.monotonic()
     client.__exit__(None, None, None)
     assert time.monotonic() - t0 < 3

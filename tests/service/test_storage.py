@@ -116,3 +116,59 @@ def test_stale_private_roots_of_killed_servers_are_removed(tmp_path):
     other.mkdir()
     assert remove_stale_roots(tmp_path) == 1
     assert not stale.exists() and live.exists() and other.exists() and elsewhere.exists()
+
+
+def test_a_given_work_dir_keeps_its_permissions_and_gets_a_private_folder(tmp_path):
+    """`medsr serve --work-dir DIR` on a folder of the user's: DIR's mode is left as it is
+    (it was chmodded to 0700); the jobs go in a private folder of the service's inside it,
+    removed on close, and a killed server's folder there goes when the next one starts."""
+    import os
+    import subprocess
+    import sys
+
+    from medsr.service.storage import OWNER_FILE, TEMP_PREFIX, Storage, _owner
+
+    work = tmp_path / "mine"
+    work.mkdir()
+    os.chmod(work, 0o755)
+    (work / "notes.txt").write_text("the user's")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    stale = work / f"{TEMP_PREFIX}killed"
+    (stale / "jobs" / ("0" * 32)).mkdir(parents=True)
+    (stale / OWNER_FILE).write_text(f"{dead} {_owner().partition(' ')[2]}")
+
+    store = Storage(work)
+    assert stat.S_IMODE(work.stat().st_mode) == 0o755
+    assert not stale.exists()
+    assert store.root.parent.parent == work and store.root.parent.name.startswith(TEMP_PREFIX)
+    for private in (store.root, store.root.parent):
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    job = store.create("a" * 32)
+    assert job.parent == store.root and stat.S_IMODE(job.stat().st_mode) == 0o700
+    store.close()
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
+    assert stat.S_IMODE(work.stat().st_mode) == 0o755
+
+
+def test_serve_ready_line_says_where_job_files_are(tmp_path, caplog):
+    """The ready line does not call the user's folder private; nor does starting the app
+    change the folder's permissions."""
+    import logging
+    import os
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from medsr.service.app import Settings, create_app
+
+    work = tmp_path / "mine"
+    work.mkdir()
+    os.chmod(work, 0o750)
+    with caplog.at_level(logging.INFO, logger="medsr"):
+        with TestClient(create_app(Settings(work_dir=work, pretrained=False))):
+            assert stat.S_IMODE(work.stat().st_mode) == 0o750
+    ready = [r.getMessage() for r in caplog.records if "ready" in r.getMessage()]
+    assert ready and "job files in a private folder, inside --work-dir" in ready[0], ready
+    assert "work dir is private" not in caplog.text
+    assert list(work.iterdir()) == [] and stat.S_IMODE(work.stat().st_mode) == 0o750

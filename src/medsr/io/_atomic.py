@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -21,12 +21,23 @@ def _default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-#: the files of a DICOM series folder medsr writes (``IM00001.dcm`` …): a folder that holds
+#: how the DICOM writer names the files of a series folder: ``IM00001.dcm`` … (at least this
+#: many digits; :func:`series_file_name`)
+_SERIES_PREFIX, _SERIES_DIGITS, _SERIES_SUFFIX = "IM", 5, ".dcm"
+#: the files of a DICOM series folder medsr writes (:func:`series_file_name`): a folder that holds
 #: anything else is not a previous output of medsr, and ``--overwrite`` never replaces it
-SERIES_FILE = re.compile(r"^IM\d{5,}\.dcm$")
+SERIES_FILE = re.compile(rf"^{_SERIES_PREFIX}\d{{{_SERIES_DIGITS},}}{re.escape(_SERIES_SUFFIX)}$")
 #: what an output path is: one ``file``; a DICOM ``series`` folder medsr writes whole (replaced
 #: as a whole); a ``folder`` it writes its own files into (maps: only those files replaced)
 OutputKind = Literal["file", "series", "folder"]
+
+
+def series_file_name(index: int, count: int) -> str:
+    """The name of file ``index`` (1-based) of a DICOM series folder of ``count`` files that
+    medsr writes: ``IM00001.dcm`` …, zero-padded to :data:`_SERIES_DIGITS` digits or to
+    ``count``'s, so that names sort in slice order; :data:`SERIES_FILE` matches every one."""
+    width = max(_SERIES_DIGITS, len(str(count)))
+    return f"{_SERIES_PREFIX}{index:0{width}d}{_SERIES_SUFFIX}"
 
 
 def check_output(
@@ -108,22 +119,19 @@ def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLik
 
 
 @contextlib.contextmanager
-def _writing(target: Path) -> Iterator[None]:
-    """An ``OSError`` making the output's folder or temporary (permissions changed since the
-    check, a full or read-only disk) as one :class:`OutputWriteError` line."""
+def _writing(target: Path, cleanup: Callable[[], object] | None = None) -> Iterator[None]:
+    """Writing ``target``: on any failure ``cleanup`` first (the temporary removed); an
+    ``OSError`` (a full or read-only disk, permissions changed since the check) then becomes one
+    :class:`OutputWriteError` line, anything else goes on as it is."""
     try:
         yield
-    except OSError as exc:
-        _as_write_error(exc, target)
+    except BaseException as exc:
+        if cleanup is not None:
+            cleanup()
+        if isinstance(exc, OSError):
+            why = exc.strerror or str(exc) or exc.__class__.__name__
+            raise OutputWriteError(f"cannot write '{target}': {why}") from None
         raise
-
-
-def _as_write_error(exc: BaseException, target: Path) -> None:
-    """Raise an ``OSError`` met while writing ``target`` (a full or read-only disk, permissions
-    changed since the check) as one :class:`OutputWriteError` line; return otherwise."""
-    if isinstance(exc, OSError):
-        why = exc.strerror or str(exc) or exc.__class__.__name__
-        raise OutputWriteError(f"cannot write '{target}': {why}") from None
 
 
 @contextlib.contextmanager
@@ -142,14 +150,10 @@ def atomic_file(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
         )
     os.close(fd)
     tmp = Path(tmp_name)
-    try:
+    with _writing(target, cleanup=lambda: tmp.unlink(missing_ok=True)):
         yield tmp
         os.chmod(tmp, _default_mode())
         os.replace(tmp, target)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        _as_write_error(exc, target)
-        raise
 
 
 @contextlib.contextmanager
@@ -159,7 +163,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
     with _writing(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with _writing(target, cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
         os.chmod(tmp, _default_mode(directory=True))
         if target.exists():
@@ -169,10 +173,6 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterato
             shutil.rmtree(backup, ignore_errors=True) if backup.is_dir() else backup.unlink()
         else:
             os.replace(tmp, target)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        _as_write_error(exc, target)
-        raise
 
 
 def stale_temporaries(path: str | os.PathLike[str], older_than: float) -> list[Path]:

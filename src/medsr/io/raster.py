@@ -299,7 +299,7 @@ def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, ove
     from medsr.io import check_holds
 
     check_holds(image, p)  # PNG: one 2-D slice; PNG/TIFF: no time axis
-    stored, slope, intercept = _quantise(image)
+    stored, slope, intercept = _quantise(image, fmt)
     if slope != 1.0 or intercept != 0.0:
         extra = {"rescale_slope": slope, "rescale_intercept": intercept}
     # (Z, Y, X) or (3, Z, Y, X) → raster layout
@@ -345,8 +345,10 @@ def _labels(image: MedImage) -> dict[str, str]:
     return labels
 
 
-def _quantise(image: MedImage) -> tuple[np.ndarray, float, float]:
-    """Pixels → stored integers. Raster sources keep their dtype; others get 16 bits + rescale."""
+def _quantise(image: MedImage, fmt: str = "tiff") -> tuple[np.ndarray, float, float]:
+    """Pixels → stored integers. Raster sources keep their dtype (a signed one where the format
+    has signed pixels, TIFF; PNG has none: its integers are stored shifted by an intercept);
+    others get 16 bits + rescale."""
     arr = image.array.astype(np.float64)
     src_dtype = image.meta.get("stored_dtype")
     raster_source = image.meta.get("format") in ("png", "tiff")
@@ -357,6 +359,18 @@ def _quantise(image: MedImage) -> tuple[np.ndarray, float, float]:
             arr = (arr - intercept) / slope
         info = np.iinfo(dtype)
         return np.clip(np.rint(arr), info.min, info.max).astype(dtype), float(slope), float(intercept)
+    if raster_source and src_dtype in ("int8", "int16", "int32"):
+        # back onto the source's integer grid (values rounded, as an unsigned source's)
+        if (slope, intercept) != (1.0, 0.0):
+            arr = (arr - intercept) / slope
+        signed = np.iinfo(np.dtype(src_dtype))
+        ints = np.clip(np.rint(arr), signed.min, signed.max)
+        if fmt == "tiff":
+            return ints.astype(src_dtype), float(slope), float(intercept)
+        base = float(np.nanmin(ints)) if ints.size else 0.0
+        if float(np.nanmax(ints)) - base <= 65535:
+            return (ints - base).astype(np.uint16), float(slope), float(intercept + slope * base)
+        arr = ints * slope + intercept  # too wide for 16 bits: the general rule below
     if image.is_color:
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8), 1.0, 0.0
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))

@@ -21,7 +21,7 @@ from typing import Any
 from medsr.image import MedImage
 from medsr.models.resolver import LoadedModel
 
-__all__ = ["attach_provenance", "model_checksum", "provenance", "summary_text"]
+__all__ = ["attach_provenance", "consistency_label", "model_checksum", "provenance", "summary_text"]
 
 
 def model_checksum(model: str | os.PathLike[str] | LoadedModel | None, scale: int | None = None) -> str:
@@ -40,6 +40,31 @@ def model_checksum(model: str | os.PathLike[str] | LoadedModel | None, scale: in
         return f"name:{str(model).lower()}"
 
 
+def consistency_label(cons: dict[str, Any], *, why: bool = False) -> str:
+    """What the consistency step did, in the words every record uses (the provenance record,
+    the DICOM derivation text, the sidecar's summary, the web job's metrics), from a safeguards
+    summary's ``consistency`` entry: ``on``, ``off``, ``auto (projected)`` or ``auto (measured
+    only)`` (``auto (not applied)`` where no error was measured either, as through-plane).
+    ``why`` adds the reason an ``auto`` setting did not project."""
+    setting = str(cons.get("setting", "off"))
+    applied = bool(cons.get("applied"))
+    if setting == "auto":
+        if applied:
+            return "auto (projected)"
+        done = "measured only" if cons.get("error") else "not applied"
+        if why:
+            reason = (
+                "projection too slow for auto; --consistency on applies it"
+                if cons.get("skipped")
+                else "physics not stated"
+            )
+            done += f": {reason}"
+        return f"auto ({done})"
+    if setting == "on" and not applied:
+        return "on (not applied)"
+    return setting
+
+
 def _fmt(v: Any) -> str:
     try:
         return f"{float(v):.3g}"
@@ -55,9 +80,7 @@ def summary_text(summary: dict[str, Any]) -> str:
         parts.append(f"assumed degradation {deg.get('describe', deg.get('kind'))}")
     cons = summary.get("consistency") or {}
     if cons:
-        text = f"consistency {cons.get('setting', 'off')}"
-        if "applied" in cons and cons.get("setting") == "auto":
-            text += " (projected)" if cons["applied"] else " (measured only: physics not stated)"
+        text = f"consistency {consistency_label(cons, why=True)}"
         err = cons.get("error") or {}
         if err:
             units = err.get("units", "")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,7 @@ def fit(
     description: str,
     init: str | None = None,
     max_steps: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> FitReport:
     """Adam + L1 + cosine learning rate on ``sampler``'s pairs until the budget, the epochs or
     ``max_steps`` end.
@@ -212,6 +214,10 @@ def fit(
     ``max_steps`` is set) and the elapsed-time fraction (when ``budget_s`` is set), so it decays
     to 1 % of ``lr`` at whichever limit comes first. Without a time budget the run is
     deterministic for a seed (same machine and thread count).
+
+    ``on_progress(frac)`` is called before every optimiser step with that fraction (0 to 1) —
+    how a front end without a terminal (the web service's job) shows the training move; an
+    exception it raises stops the training (a cancelled job).
     """
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -254,6 +260,8 @@ def fit(
                 if frac >= 1.0:
                     done = True
                     break
+                if on_progress is not None:
+                    on_progress(min(frac, 1.0))
                 for group in opt.param_groups:
                     group["lr"] = lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
                 low = low.to(device=device, memory_format=fmt)
@@ -314,8 +322,10 @@ def train_on_pairs(
     description: str,
     init: str | None,
     max_steps: int | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> FitReport:
-    """Sample random patch pairs from ``pairs`` (low, high) and :func:`fit` ``net`` on them.
+    """Sample random patch pairs from ``pairs`` (low, high) and :func:`fit` ``net`` on them
+    (``on_progress``: as for :func:`fit`).
 
     ``lr=None`` picks 1e-3 from scratch and 2e-4 when fine-tuning (``init`` given).
     """
@@ -335,6 +345,7 @@ def train_on_pairs(
         description=description,
         init=init,
         max_steps=max_steps,
+        on_progress=on_progress,
     )
 
 

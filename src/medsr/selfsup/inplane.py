@@ -13,11 +13,13 @@ colour channels (or time frames) are treated as more grayscale planes of the sam
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data
@@ -31,7 +33,7 @@ def zero_shot_upscale(
     image: MedImage,
     scale: int = 2,
     *,
-    budget_s: float | None = 60.0,
+    budget_s: float | None = ZERO_SHOT_BUDGET_S,
     epochs: int | None = None,
     patch_size: int = 64,
     patches_per_epoch: int = 10_000,
@@ -48,6 +50,7 @@ def zero_shot_upscale(
     device: str = "auto",
     progress: bool = True,
     clip: bool = True,
+    on_progress: Callable[[float], None] | None = None,
 ) -> MedImage:
     """Super-resolve ``image`` in-plane by ``scale`` with a network trained on the image itself.
 
@@ -55,7 +58,8 @@ def zero_shot_upscale(
         image: any MedImage (2-D, volume, colour or 4-D series; channels and slices are all
             planes of one network).
         scale: 2, 3 or 4.
-        budget_s: training time limit in seconds (``None``: only ``epochs`` limits it). The
+        budget_s: training time limit in seconds (``None``: only ``epochs`` limits it;
+            default :data:`medsr.durations.ZERO_SHOT_BUDGET_S`, as on every front end). The
             application to the whole image comes on top.
         epochs: number of epochs of ``patches_per_epoch`` patches (``None``: until the budget).
             Training stops at whichever limit comes first.
@@ -80,6 +84,8 @@ def zero_shot_upscale(
             steps depend on the machine's speed.
         device: ``auto``, ``cpu`` or ``cuda``.
         progress: show a progress bar on stderr.
+        on_progress: called with the training's fraction done (0 to 1) before every
+            optimiser step (the web service's job progress); an exception it raises stops it.
         clip: keep output values inside the input's intensity range.
 
     Returns:
@@ -152,6 +158,7 @@ def zero_shot_upscale(
         progress=progress,
         description=f"zero-shot ×{scale}",
         init=init_name,
+        on_progress=on_progress,
     )
     out = norm.inverse(run_tiled(net, planes, (scale, scale), dev))
     if clip:

@@ -29,6 +29,7 @@ same grid.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -244,6 +245,7 @@ def through_plane_upscale(
     clip: bool = True,
     consistency: bool | str = False,
     maps: bool = False,
+    on_progress: Callable[[float], None] | None = None,
 ) -> MedImage:
     """Super-resolve a thick-slice volume along z: the learned prior, optionally adapted to it.
 
@@ -282,8 +284,9 @@ def through_plane_upscale(
         maps: attach ``meta["maps"]["uncertainty"]`` — half the absolute difference of the
             sagittal and coronal estimates, on the output grid (input units): where the two
             orientations disagree, the new slices are uncertain.
-        patch_size, patches_per_epoch, batch_size, augment, lr, seed, device, progress, clip:
-            as for :func:`medsr.selfsup.zero_shot_upscale`.
+        patch_size, patches_per_epoch, batch_size, augment, lr, seed, device, progress, clip,
+        on_progress: as for :func:`medsr.selfsup.zero_shot_upscale` (``on_progress``: the
+            adaptation's fraction done).
 
     Returns:
         The volume on the finer z grid, in the input's units, with ``meta["derivation"]``
@@ -383,6 +386,7 @@ def through_plane_upscale(
             description=f"through-plane ×{f} adaptation",
             init=prior_label,
             max_steps=steps if steps > 0 else None,
+            on_progress=on_progress,
         )
 
     # apply to sagittal (z, y) and coronal (z, x) planes, z = rows; fuse by averaging

@@ -162,8 +162,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # ASGI server given create_app): freed tensors serve the next plane
         retain_freed_memory()
         service.start()
+        where = "inside --work-dir" if settings.work_dir is not None else "temporary"
         log.info(
-            "medsr service ready (work dir is private; retention %.0f s)", settings.retention_s
+            "medsr service ready (job files in a private folder, %s, removed on exit; "
+            "retention %.0f s)",
+            where,
+            settings.retention_s,
         )
         try:
             yield

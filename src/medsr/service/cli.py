@@ -61,7 +61,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--work-dir",
-                help="Folder for job files (default: a private temporary folder, removed on exit).",
+                help="Folder in which the job files' private folder (medsr-serve-*, removed on "
+                "exit) is made; its own permissions are left as they are (default: the "
+                "system's temporary folder).",
             ),
         ] = None,
         workers: Annotated[

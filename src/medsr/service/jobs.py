@@ -314,7 +314,8 @@ def process(
 
     t0 = time.perf_counter()
     job.set_stage("upscaling", 0.1)
-    result = _upscale(job, image, selfsup, zero_shot_budget_s, model)
+    budget = float(job.options.get("budget_s", zero_shot_budget_s))
+    result = _upscale(job, image, selfsup, budget, model)
     job.metrics["runtime_s"] = round(time.perf_counter() - t0, 3)
 
     maps = _extract_maps(result)
@@ -396,10 +397,18 @@ def _upscale(
             adapt_steps=int(job.options.get("adapt_steps", 0)),
             maps=True,
             progress=False,
+            on_progress=_training_progress(job, "adapting the prior to this volume"),
         )
         job.safeguards = summary
         return result
-    result = _call(selfsup, image, job.scale, budget_s=budget_s, progress=False)
+    result = _call(
+        selfsup,
+        image,
+        job.scale,
+        budget_s=budget_s,
+        progress=False,
+        on_progress=_training_progress(job, "training on this image"),
+    )
     record = provenance(  # as medsr.pipeline.upscale_file records a self-supervised run
         model=result.meta.get("derivation", {}).get("model", job.mode),
         card=None,
@@ -408,6 +417,21 @@ def _upscale(
         consistency="off",
     )
     return attach_provenance(result, record)
+
+
+#: a job's progress while a network trains on its image (``on_progress`` of medsr.selfsup):
+#: from the "upscaling" stage's 0.1 to this, the rest (application, checks, writing) after it
+TRAINING_PROGRESS_END = 0.65
+
+
+def _training_progress(job: Job, stage: str) -> Callable[[float], None]:
+    """``on_progress`` for a network trained on the job's own image: the job's stage and
+    progress follow the training (and a cancelled job stops it, :meth:`Job.set_stage`)."""
+
+    def report(frac: float) -> None:
+        job.set_stage(stage, 0.1 + (TRAINING_PROGRESS_END - 0.1) * min(max(frac, 0.0), 1.0))
+
+    return report
 
 
 def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndarray:
@@ -440,14 +464,15 @@ def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndar
 
 def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     """Flat numbers/strings of a safeguards summary for the job's ``metrics`` (shown as is)."""
+    from medsr.safeguards.provenance import consistency_label
+
     cons = summary.get("consistency") or {}
     err = cons.get("error") or {}
     out: dict[str, Any] = {
         "consistency_psnr_db": err.get("psnr_db"),
         "consistency_mae": err.get("mean"),
         "consistency_p99": err.get("p99"),
-        "data_consistency": ("on" if cons.get("applied") else "off")
-        + (" (auto)" if cons.get("setting") == "auto" else ""),
+        "data_consistency": consistency_label(cons),
         "physics": summary.get("physics", "unknown"),
         "assumed_degradation": (summary.get("degradation") or {}).get("describe"),
     }

@@ -50,6 +50,7 @@ class JobRequest:
     modality: str | None = None
     adapt_steps: int = 0  # through-plane: per-volume adaptation steps of the prior
     ensemble: bool = False  # in-plane: the mean over the 8 flips/rotations
+    budget: str | None = None  # zero-shot: training time ("60s", "2m", seconds), as --budget
 
 
 class Service:
@@ -68,8 +69,6 @@ class Service:
         self.storage = Storage(self.settings.work_dir)
         self.queue = JobQueue(workers=self.settings.workers, max_pending=self.settings.max_pending)
         self.decoder = UploadDecoder(self.settings.decode_timeout_s)
-        for orphan in self.storage.orphans(set()):  # left by an earlier run in the same folder
-            self.storage.remove(orphan)
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,6 +178,7 @@ class Service:
             raise InvalidParameterError(
                 f"adapt_steps must be at most {self.settings.max_adapt_steps} on this server"
             )
+        budget = self._zero_shot_budget(req.budget, mode)
         if mode != "in-plane":  # the self-supervised modes use no stated in-plane physics
             check_physics_unused(degradation, through_plane=mode == "through-plane")
             if req.ensemble:
@@ -234,7 +234,8 @@ class Service:
                 job_id, fmt, image.modality, "x".join(map(str, image.spatial_shape)),
                 decoded.series, mode, job.model, req.scale,
             )  # fmt: skip
-            budget = self.settings.zero_shot_budget_s
+            if mode == "zero-shot":
+                job.options["budget_s"] = budget
             self.queue.submit(
                 job,
                 lambda j: jobs_module.process(
@@ -250,6 +251,26 @@ class Service:
         except BaseException:
             shutil.rmtree(job_dir, ignore_errors=True)
             raise
+
+    def _zero_shot_budget(self, text: str | None, mode: str) -> float:
+        """A job's zero-shot training time in seconds: its ``budget`` (the duration grammar of
+        ``medsr upscale --budget``), at most ``max_zero_shot_budget_s``; the server's default
+        (the command line's) when it states none."""
+        from medsr.durations import parse_duration
+
+        text = (text or "").strip() or None
+        if text is None:
+            return float(self.settings.zero_shot_budget_s)
+        if mode != "zero-shot":
+            raise InvalidParameterError(
+                "budget (training time) applies to mode zero-shot only; through-plane adaptation "
+                "takes adapt_steps"
+            )
+        seconds = parse_duration(text, "budget", allow_days=False)
+        limit = self.settings.max_zero_shot_budget_s
+        if seconds > limit:
+            raise InvalidParameterError(f"budget must be at most {limit:g} seconds on this server")
+        return seconds
 
     def _save(self, stream: BinaryIO, job_dir: Path, shown: str) -> tuple[str, Path, int]:
         """Copy the upload into ``job_dir``; unpack a zip; return (format, source, bytes)."""

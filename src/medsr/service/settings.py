@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.service.storage import ZipLimits
 
@@ -24,7 +25,8 @@ class Settings:
     token: str | None = None
     #: seconds a finished job's files are kept
     retention_s: float = 3600.0
-    #: work directory for job folders (a private temporary folder when None)
+    #: folder in which the service makes its private folder of job files (the system's temporary
+    #: folder when None); its permissions are left as they are (:class:`~.storage.Storage`)
     work_dir: Path | None = None
     workers: int = 1
     max_pending: int = 8
@@ -34,7 +36,10 @@ class Settings:
     zip_max_ratio: float = 200.0
     #: refuse jobs whose output would exceed this many voxels (memory)
     max_output_megavoxels: float = 1024.0
-    zero_shot_budget_s: float = 120.0
+    #: training time of a zero-shot job that states none (``budget``): the command line's default
+    zero_shot_budget_s: float = ZERO_SHOT_BUDGET_S
+    #: most training time a zero-shot job may ask for (bounded work per job)
+    max_zero_shot_budget_s: float = 600.0
     #: most per-volume adaptation steps a through-plane job may ask for (bounded work per job)
     max_adapt_steps: int = 2000
     #: offer medsr's shipped models (``medsr models``; ``default`` is default-x{scale})
@@ -73,6 +78,13 @@ class Settings:
             raise InvalidParameterError(f"--workers must be at least 1, got {self.workers}")
         if self.max_pending < 1:
             raise InvalidParameterError(f"--max-queue must be at least 1, got {self.max_pending}")
+        positive_number(self.zero_shot_budget_s, "the zero-shot budget", "seconds")
+        positive_number(self.max_zero_shot_budget_s, "the largest zero-shot budget", "seconds")
+        if self.zero_shot_budget_s > self.max_zero_shot_budget_s:
+            raise InvalidParameterError(
+                f"the zero-shot budget ({self.zero_shot_budget_s:g} s) exceeds the largest a "
+                f"job may ask for ({self.max_zero_shot_budget_s:g} s)"
+            )
         if self.work_dir is not None:
             _check_work_dir(Path(self.work_dir))
 

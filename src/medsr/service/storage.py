@@ -1,7 +1,8 @@
 """Per-job temporary folders, retention clean-up and safe extraction of uploaded archives.
 
-Every job owns one folder under the service's work directory; nothing a job writes lives
-anywhere else, so deleting the folder deletes the upload, the result and the previews.
+Every job owns one folder in the service's private folder (:class:`Storage`); nothing a job
+writes lives anywhere else, so deleting the folder deletes the upload, the result and the
+previews.
 Folders of finished jobs are removed after the retention period (see :class:`Storage`).
 
 Uploaded zip archives are untrusted: :func:`safe_extract_zip` rejects absolute paths, ``..``
@@ -254,26 +255,34 @@ def remove_stale_roots(tmp: str | os.PathLike[str] | None = None) -> int:
 
 
 class Storage:
-    """Job folders under one work directory.
+    """Job folders in a private folder of the service's own.
+
+    The service makes a fresh folder ``medsr-serve-*`` (mode 0700, :func:`tempfile.mkdtemp`)
+    holding its owner file and ``jobs/`` (:attr:`root`, 0700), where every job folder lives —
+    in the system's temporary folder, or in ``root`` (``medsr serve --work-dir``) when given.
+    A folder the user gives is created if missing and otherwise left as it is (its permissions
+    are not changed: the privacy comes from the service's folder inside it). :meth:`close`
+    removes the service's folder; left-overs of killed servers are removed when the next one
+    starts in the same place (:func:`remove_stale_roots`).
 
     Args:
-        root: the work directory; a fresh private temporary folder when ``None`` (removed by
-            :meth:`close`; left-overs of killed servers are removed when the next one starts,
-            :func:`remove_stale_roots`). An explicit folder is created if needed and kept on close (only the
-            job folders inside it are removed).
+        root: the folder to make the service's folder in (``None``: the system's temporary
+            folder).
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None):
-        if root is None:
-            remove_stale_roots()
-            self.root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
-            (self.root / OWNER_FILE).write_text(_owner())
-            self._owned = True
-        else:
-            self.root = Path(root)
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._owned = False
-        os.chmod(self.root, 0o700)
+        parent = None if root is None else Path(root)
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_roots(parent)
+        #: the service's private folder (its owner file and ``jobs/``)
+        self.private = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=parent))
+        (self.private / OWNER_FILE).write_text(_owner())
+        #: the folder of the job folders
+        self.root = self.private / "jobs"
+        self.root.mkdir(mode=0o700)
+        #: the folder given (``--work-dir``), or None
+        self.work_dir = parent
 
     def job_dir(self, job_id: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{32}", job_id):
@@ -282,24 +291,12 @@ class Storage:
 
     def create(self, job_id: str) -> Path:
         d = self.job_dir(job_id)
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        d.mkdir(mode=0o700)
+        d.mkdir(mode=0o700)  # in the private root only: never recreated once closed
         return d
 
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
 
-    def orphans(self, known: set[str]) -> list[str]:
-        """Job folders in the work directory that no live job owns (left by an earlier run)."""
-        out = []
-        for p in self.root.iterdir():
-            if p.is_dir() and re.fullmatch(r"[0-9a-f]{32}", p.name) and p.name not in known:
-                out.append(p.name)
-        return out
-
     def close(self) -> None:
-        if self._owned:
-            shutil.rmtree(self.root, ignore_errors=True)
-        else:
-            for name in self.orphans(set()):
-                self.remove(name)
+        """Remove the service's folder (every job's files); a given work folder stays."""
+        shutil.rmtree(self.private, ignore_errors=True)

@@ -29,7 +29,14 @@ in the shared functional group; see :mod:`medsr.io.dicom.derived`).
                             order; one dataset for a multi-frame object
 ``multiframe``              the source is one multi-frame object
 ``frame_order``             multi-frame only: source frame index of each slice of the array
-``stored_dtype``            e.g. ``"uint16"``, ``"int16"``
+``stored_dtype``            e.g. ``"uint16"``, ``"int16"``: the values read (``uint8`` for
+                            palette colour, whose lookup table gives 8-bit RGB)
+``source_dtype``            the pixel type the file stores (palette colour: its indices)
+``read_as``                 how stored values became the array's, when not one to one
+                            (palette colour), else None
+``frame_axis``              multi-frame objects of several frames: what the frames are
+                            (:func:`~medsr.io.dicom.geometry.frame_axis`: slices, time
+                            frames of a cine, or frames of something else)
 ``bits_stored``, ``bits_allocated``, ``pixel_representation``
 ``photometric``             the source's Photometric Interpretation
 ``rescale``                 ``(slope, intercept)`` of the first slice (each slice's own values

@@ -155,6 +155,70 @@ def warn_bad_thickness(ds: Dataset, frame: int | None = None) -> list[str]:
     return notes
 
 
+#: Frame Increment Pointer targets whose frames follow one another in time
+_TIME_POINTERS = frozenset({"FrameTime", "FrameTimeVector", "TimeSlotVector", "TimeSliceVector"})
+#: ... and those whose frames are slices (NM tomography) or carry their own positions
+_SPACE_POINTERS = frozenset({"SliceVector", "SliceLocationVector", "PerFrameFunctionalGroupsSequence"})
+
+
+def _frame_pointers(ds: Dataset) -> list[str]:
+    """The keywords (or ``(gggg,eeee)``) that Frame Increment Pointer names; [] when absent or
+    unreadable (it only describes the frames: never a reason to refuse an image)."""
+    from pydicom.datadict import keyword_for_tag
+    from pydicom.tag import Tag
+
+    try:
+        value = ds.get("FrameIncrementPointer")
+        if value is None:
+            return []
+        tags = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+        out = []
+        for t in tags:
+            tag = Tag(t)
+            out.append(keyword_for_tag(tag) or f"({tag.group:04X},{tag.element:04X})")
+        return out
+    except Exception:  # malformed: as if absent
+        return []
+
+
+def frame_axis(ds: Dataset, nframes: int, has_geometry: bool, z_spacing: float) -> dict[str, Any]:
+    """What the frames of a multi-frame object are along the array's z axis, for
+    ``meta["frame_axis"]`` and ``medsr info``: ``kind`` ``space`` (slices: positions in the
+    header, or a slice spacing), ``time`` (Frame Increment Pointer → FrameTime, FrameTimeVector,
+    …: a cine), ``other`` (frames indexed by something else: energy windows, detectors, …) or
+    ``unknown`` (the header says none of these); ``pointers``; ``frame_time_ms``; ``describe``,
+    one line. Only ``space`` frames are slices whose z spacing is a distance."""
+    pointers = _frame_pointers(ds)
+    names = ", ".join(pointers)
+    frame_time = _first_float(ds.get("FrameTime")) if "FrameTime" in pointers else None
+    placeholder = f"the z spacing ({z_spacing:g} mm) is a placeholder, not a distance"
+    stated = next(
+        ((k, v) for k, v in _thickness_values(ds) if v is not None and MIN_SPACING_MM <= v <= MAX_SPACING_MM),
+        None,
+    )
+    if pointers and set(pointers) <= _TIME_POINTERS:
+        kind = "time"
+        apart = f", {frame_time:g} ms apart" if frame_time else ""
+        describe = f"{nframes} time frames{apart} (Frame Increment Pointer: {names}), not slices: {placeholder}"
+    elif pointers and not set(pointers) <= _SPACE_POINTERS:
+        kind = "other"
+        describe = f"{nframes} frames indexed by {names} (Frame Increment Pointer), not slices: {placeholder}"
+    elif has_geometry:
+        kind = "space"
+        describe = f"{nframes} slices, {z_spacing:g} mm apart (positions in the header)"
+    elif stated is not None or "SliceVector" in pointers or "SliceLocationVector" in pointers:
+        kind = "space"
+        source = stated[0] if stated is not None else names
+        describe = f"{nframes} slices, {z_spacing:g} mm apart ({source}; no positions in the header)"
+    else:
+        kind = "unknown"
+        describe = (
+            f"{nframes} frames; the header states no positions, slice spacing or Frame Increment "
+            f"Pointer (they may be time frames): {placeholder}"
+        )
+    return {"kind": kind, "pointers": pointers, "frame_time_ms": frame_time, "describe": describe}
+
+
 def _valid_thickness(value: object) -> bool:
     """A SliceThickness / SpacingBetweenSlices value that may be copied to a derived object."""
     v = _first_float(value)

@@ -34,6 +34,7 @@ from medsr.io.dicom.geometry import (
     _same,
     _slice_gap,
     _stack_geometry,
+    frame_axis,
     warn_bad_thickness,
 )
 from medsr.io.dicom.header import (
@@ -285,13 +286,19 @@ def _units(ds: Dataset, modality: str) -> str:
 
 def _base_meta(ds: Dataset, info: dict[str, Any]) -> dict[str, Any]:
     ba, bs, pr = _bits(ds)
+    source_dtype = f"{'int' if pr else 'uint'}{ba}"
     color_from = info.get("color_from")
-    if color_from == "PALETTE COLOR":
+    read_as = None
+    if color_from == "PALETTE COLOR":  # indices through the lookup table: 8-bit RGB values
         ba = bs = 8
         pr = 0
+        read_as = f"RGB uint8 (palette colour: the stored {source_dtype} indices through its lookup table)"
     return {
         "format": "dicom",
+        # the type of the values read (what a written copy stores); ``source_dtype``: the file's
         "stored_dtype": f"{'int' if pr else 'uint'}{ba}",
+        "source_dtype": source_dtype,
+        "read_as": read_as,
         "bits_stored": bs,
         "bits_allocated": ba,
         "pixel_representation": pr,
@@ -380,6 +387,8 @@ def _read_single(p: Path, frame: int | None) -> MedImage:
             "header_warnings": header_notes,
         }
     )
+    if multiframe and len(order) > 1:
+        meta["frame_axis"] = frame_axis(ds, len(order), has_geom, float(spacing[0]))
     return _finish(arr, spacing, affine, modality, _units(ds, modality), meta, info)
 
 

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.io._atomic import atomic_dir, atomic_file, check_output
+from medsr.io._atomic import atomic_dir, atomic_file, check_output, series_file_name
 from medsr.io.dicom.derived import (
     _derive,
     _now,
@@ -64,11 +64,12 @@ def write_dicom(
             with atomic_file(p, overwrite=overwrite) as tmp:
                 pydicom.dcmwrite(tmp, next(datasets), enforce_file_format=True)
         else:
-            width = max(5, len(str(_output_count(image))))
+            count = _output_count(image)
             with atomic_dir(p, overwrite=overwrite) as tmp:
                 # one slice at a time, as it is built: a series is never held in memory whole
                 for i, ds in enumerate(datasets, start=1):
-                    pydicom.dcmwrite(tmp / f"IM{i:0{width}d}.dcm", ds, enforce_file_format=True)
+                    name = series_file_name(i, count)
+                    pydicom.dcmwrite(tmp / name, ds, enforce_file_format=True)
     return p
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.service.jobs import MEDIA_TYPES, JobNotFoundError, JobNotReadyError
 from medsr.service.previews import render_preview
 from medsr.service.routes import ServiceDep
@@ -88,10 +89,19 @@ def create_job(
             "for the 8 flips/90-degree rotations of the input (as `medsr upscale --ensemble`).",
         ),
     ] = False,
+    budget: Annotated[
+        str | None,
+        Form(
+            description="zero-shot: training time on this image, as `medsr upscale --budget` "
+            f"(90, 60s, 2m; default {ZERO_SHOT_BUDGET_S:g}s, the command line's; the server "
+            "sets the most it allows).",
+            max_length=20,
+        ),
+    ] = None,
 ) -> JSONResponse:
     request = JobRequest(
-        model=model, scale=scale, mode=mode, consistency=consistency,
-        degradation=degradation, modality=modality, adapt_steps=adapt_steps, ensemble=ensemble,
+        model=model, scale=scale, mode=mode, consistency=consistency, degradation=degradation,
+        modality=modality, adapt_steps=adapt_steps, ensemble=ensemble, budget=budget,
     )  # fmt: skip
     job = service.create_job(file.file, file.filename, request)
     body = job_out(job, service.settings.retention_s).model_dump(mode="json")

@@ -10,7 +10,7 @@
     dzHint: $("#dz-hint"), mode: $("#mode"), model: $("#model"), modelField: $("#model-field"), scale: $("#scale"),
     consistency: $("#consistency"), consistencyField: $("#consistency-field"),
     degradation: $("#degradation"), degradationField: $("#degradation-field"), modality: $("#modality"),
-    adapt: $("#adapt"), adaptField: $("#adapt-field"),
+    adapt: $("#adapt"), adaptField: $("#adapt-field"), budget: $("#budget"), budgetField: $("#budget-field"),
     ensemble: $("#ensemble"), ensembleField: $("#ensemble-field"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
@@ -231,6 +231,7 @@
     el.degradationField.hidden = mode !== "in-plane";
     el.ensembleField.hidden = mode !== "in-plane";
     el.adaptField.hidden = mode !== "through-plane";
+    el.budgetField.hidden = mode !== "zero-shot";
     const card = selectedCard();
     const allowed = card ? card.scales : [2, 3, 4];
     if (!allowed.includes(state.scale)) state.scale = allowed[0];
@@ -291,6 +292,7 @@
       if (el.ensemble.value) fields.ensemble = el.ensemble.value;
     }
     if (el.mode.value === "through-plane") fields.adapt_steps = el.adapt.value;
+    if (el.mode.value === "zero-shot") fields.budget = el.budget.value;
     if (el.modality.value) fields.modality = el.modality.value;
     let job;
     try {
