@@ -62,7 +62,11 @@ def run(models: list[str], images: list[str]) -> dict[str, object]:
         h, w = (n * 2 for n in lr.spatial_shape[1:])
         ref = img.replace(array=img.array[..., :h, :w])
         for model, lm in loaded.items():
-            row: dict[str, object] = {"image": name, "shape": list(img.spatial_shape), "model": model}
+            row: dict[str, object] = {
+                "image": name,
+                "shape": list(img.spatial_shape),
+                "model": model,
+            }
             for spread in ("stretch", "fixed"):  # ESA's own two spreads
                 for block in lm.net.modules():
                     if isinstance(block, ESA):
@@ -95,7 +99,10 @@ def markdown(info: dict) -> str:
             f"| {r['image']} | {r['model']} | {r['stretch']:.3f} | {r['fixed']:.3f} | "
             f"{r['fixed'] - r['stretch']:+.3f} |"
         )
-    lines += ["", "Mean change: " + ", ".join(f"{m} {v:+.3f} dB" for m, v in info["mean_change_db"].items())]
+    lines += [
+        "",
+        "Mean change: " + ", ".join(f"{m} {v:+.3f} dB" for m, v in info["mean_change_db"].items()),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -551,7 +551,9 @@ def main() -> None:
     scales = [int(s) for s in args.scales.split(",")]
     shipped = [m.name for m in list_pretrained(kind="in-plane")]
     # every shipped model runs anyway: naming one in --models must not run it twice
-    specs = list(dict.fromkeys([m for m in args.models.split(",") if m] + shipped + list(args.weights)))
+    specs = list(
+        dict.fromkeys([m for m in args.models.split(",") if m] + shipped + list(args.weights))
+    )
     if args.ensemble:
         global ENSEMBLE
         ENSEMBLE = True

@@ -92,14 +92,19 @@ def measure(size: int, scale: int, repeats: int) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", type=int, default=1024, help="output plane side (px)")
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=25)
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if args.size < 8 * args.scale or args.scale not in (2, 3, 4) or args.repeats < 1:
-        print("error: --size must be at least 8 × --scale, --scale 2, 3 or 4, --repeats ≥ 1", file=sys.stderr)
+        print(
+            "error: --size must be at least 8 × --scale, --scale 2, 3 or 4, --repeats ≥ 1",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     rows = measure(args.size, args.scale, args.repeats)
     info = {"machine": machine(), "size": args.size, "scale": args.scale, "rows": rows}
@@ -112,7 +117,9 @@ def main() -> None:
     ]
     for r in rows:
         diff = "" if r["max_rel_diff"] is None else f"{r['max_rel_diff']:.1e}"
-        md.append(f"| {r['kind']} | {'yes' if r['banded'] else 'no'} | {r['ms']} | {r['chain_ms']} | {diff} |")
+        md.append(
+            f"| {r['kind']} | {'yes' if r['banded'] else 'no'} | {r['ms']} | {r['chain_ms']} | {diff} |"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "forward_models.json").write_text(json.dumps(info, indent=2) + "\n")
     (args.out / "forward_models.md").write_text("\n".join(md) + "\n")

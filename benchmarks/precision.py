@@ -73,14 +73,18 @@ def upscaler(model: str, scale: int, device: str, variant: str) -> Any:
     from medsr.inference.planes import PlaneUpscaler
 
     emulated_fp16 = variant == "fp16" and not device.startswith("cuda")
-    up = PlaneUpscaler(model, scale, device=device, precision="bf16" if emulated_fp16 else variant.split()[0])
+    up = PlaneUpscaler(
+        model, scale, device=device, precision="bf16" if emulated_fp16 else variant.split()[0]
+    )
     if emulated_fp16:  # the upscaler runs fp16 on CUDA only; here oneDNN emulates it for the values
         up.precision, up.autocast_dtype = "fp16", torch.float16
     if variant.split()[0] != "fp32":  # each variant's own recipe, not the table's
         up._set_network(None, fp32_blocks=variant_blocks(variant))
     if variant == "fp32 tf32":  # torch's CUDA default for convolutions: 10 significant bits
         up._net_call = _with_tf32(up._net_call)
-    if variant.endswith("whole") and up.residual_split:  # as before: the whole network under autocast
+    if (
+        variant.endswith("whole") and up.residual_split
+    ):  # as before: the whole network under autocast
         up.residual_split = False
         up._net_call = up.net
     return up
@@ -127,7 +131,9 @@ def _with_tf32(call: Any) -> Any:
 
     def run(*args: Any) -> Any:
         cudnn = torch.backends.cudnn
-        with cudnn.flags(enabled=True, benchmark=cudnn.benchmark, deterministic=False, allow_tf32=True):
+        with cudnn.flags(
+            enabled=True, benchmark=cudnn.benchmark, deterministic=False, allow_tf32=True
+        ):
             return call(*args)
 
     return run
@@ -180,7 +186,12 @@ def psnrs(up: Any, pairs: list[tuple[Any, Any]], scale: int) -> list[float]:
     from medsr.metrics import data_range_for, psnr3d
 
     return [
-        psnr3d(up.upscale(lr).array, hr.array, data_range=data_range_for(hr.array, hr.modality), crop=scale)
+        psnr3d(
+            up.upscale(lr).array,
+            hr.array,
+            data_range=data_range_for(hr.array, hr.modality),
+            crop=scale,
+        )
         for lr, hr in pairs
     ]
 
@@ -218,7 +229,9 @@ def speed_ms(up: Any, size: int, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def measure(model: str, device: str, crop: int | None, repeats: int, time_emulated: bool) -> dict[str, Any]:
+def measure(
+    model: str, device: str, crop: int | None, repeats: int, time_emulated: bool
+) -> dict[str, Any]:
     from medsr.inference.precision import native_bf16, resolve_precision
 
     scale = int(re.search(r"-x(\d+)", model).group(1))  # fast-x2, default-x2-kspace
@@ -232,15 +245,23 @@ def measure(model: str, device: str, crop: int | None, repeats: int, time_emulat
     native = native_bf16(ref.device)[0]
     cuda = device.startswith("cuda")
     ref_psnr = {g: psnrs(ref, p, scale) for g, p in pairs.items()}
-    row["fp32"] = {"psnr_db": {g: float(np.mean(v)) for g, v in ref_psnr.items()}, "ms_512": speed_ms(ref, size, repeats),
-                   "plane": size}
+    row["fp32"] = {
+        "psnr_db": {g: float(np.mean(v)) for g, v in ref_psnr.items()},
+        "ms_512": speed_ms(ref, size, repeats),
+        "plane": size,
+    }
 
     def run(v: str) -> None:
         up = upscaler(model, scale, device, v)
         with as_before(v):
             hu = hu_change(ref, up, ct)
-            dpsnr = {g: float(np.mean(np.subtract(psnrs(up, p, scale), ref_psnr[g]))) for g, p in pairs.items()}
-            timed = (cuda or (native and v != "fp16")) or time_emulated  # emulated: up to 100× slower
+            dpsnr = {
+                g: float(np.mean(np.subtract(psnrs(up, p, scale), ref_psnr[g])))
+                for g, p in pairs.items()
+            }
+            timed = (
+                cuda or (native and v != "fp16")
+            ) or time_emulated  # emulated: up to 100× slower
             ms = speed_ms(up, size, repeats) if timed else None
         row["variants"][v] = {**hu, "psnr_change_db": dpsnr, "ms_512": ms}
         print(json.dumps({"model": model, "variant": v, **row["variants"][v]}), flush=True)
@@ -286,8 +307,15 @@ def to_markdown(info: dict[str, Any]) -> str:
         f"{100 * BF16_TOLERANCE_EDGE:g} % of the step at steep edges, {BF16_TOLERANCE_HU_RMS:g} HU RMS; it takes fp16 on a "
         "CUDA GPU where the `fp16` change is within it, else bf16 where the device computes it natively and "
         "the `bf16` change is within it."
-        + "".join(sorted({f" Images cropped to their central {r['crop']}² for {r['model']} (bf16 is emulated on this CPU)."
-                          for r in info["rows"] if r.get("crop")})),
+        + "".join(
+            sorted(
+                {
+                    f" Images cropped to their central {r['crop']}² for {r['model']} (bf16 is emulated on this CPU)."
+                    for r in info["rows"]
+                    if r.get("crop")
+                }
+            )
+        ),
         "",
         "| model | variant | HU max change in tissue | at steep edges (% of the step) | HU max change (any pixel) | HU RMS change | PSNR change CT (dB) | PSNR change MR (dB) | ms / slice | fp32 ms / slice | auto |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -304,11 +332,18 @@ def to_markdown(info: dict[str, Any]) -> str:
                 f"{m['hu_rms']:.3g} | {m['psnr_change_db'].get('CT', 0):+.4f} | "
                 f"{m['psnr_change_db'].get('MR', 0):+.4f} | {_ms(m['ms_512'])} | {_ms(r['fp32']['ms_512'])} | {auto} |"
             )
-    md += ["", f"Here `--precision auto` runs: {', '.join(sorted({r['auto_here'][0] + ' (' + r['auto_here'][1] + ')' for r in info['rows']}))}."]
+    md += [
+        "",
+        f"Here `--precision auto` runs: {', '.join(sorted({r['auto_here'][0] + ' (' + r['auto_here'][1] + ')' for r in info['rows']}))}.",
+    ]
     other = [r for r in info["rows"] if r.get("machine") and r["machine"] != info["machine"]]
     if other:  # a retrained model's row merged into an earlier run (its timings are that machine's)
-        md += ["", "Rows measured on another machine (their ms are that machine's): "
-               + "; ".join(f"{r['model']}: {r['machine']}" for r in other) + "."]
+        md += [
+            "",
+            "Rows measured on another machine (their ms are that machine's): "
+            + "; ".join(f"{r['model']}: {r['machine']}" for r in other)
+            + ".",
+        ]
     return "\n".join(md) + "\n"
 
 
@@ -354,7 +389,12 @@ def run(out: Path, *, quick: bool = False, device: str = "cpu", src: str | None 
     out.mkdir(parents=True, exist_ok=True)
     for m in names:  # written after every model: a time limit keeps what was measured
         rows.append(measure(m, device, crop, repeats, time_emulated))
-        info = {"machine": machine(load=True), "cpu_flags": cpu_flags(), "device": device, "rows": rows}
+        info = {
+            "machine": machine(load=True),
+            "cpu_flags": cpu_flags(),
+            "device": device,
+            "rows": rows,
+        }
         (out / "precision.json").write_text(json.dumps(info, indent=2) + "\n")
         md = to_markdown(info)
         (out / "precision.md").write_text(md)
@@ -365,14 +405,22 @@ def run(out: Path, *, quick: bool = False, device: str = "cpu", src: str | None 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--models", default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--crop", type=int, default=None,
-                    help="central crop of every image (e.g. 256: a quarter of the pixels, where bf16 is emulated)")
-    ap.add_argument("--time-emulated", action="store_true", help="time bf16 even where it is emulated")
+    ap.add_argument(
+        "--crop",
+        type=int,
+        default=None,
+        help="central crop of every image (e.g. 256: a quarter of the pixels, where bf16 is emulated)",
+    )
+    ap.add_argument(
+        "--time-emulated", action="store_true", help="time bf16 even where it is emulated"
+    )
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
     from medsr.inference.memory import retain_freed_memory
@@ -380,8 +428,15 @@ def main() -> None:
     # as the medsr command does: freed planes stay with the process (no page faults per plane;
     # the ms before session 19 were measured without it, and the large planes paid for them)
     retain_freed_memory()
-    run(args.out, quick=args.quick, device=args.device, models=args.models, repeats=args.repeats, crop=args.crop,
-        time_emulated=args.time_emulated)
+    run(
+        args.out,
+        quick=args.quick,
+        device=args.device,
+        models=args.models,
+        repeats=args.repeats,
+        crop=args.crop,
+        time_emulated=args.time_emulated,
+    )
 
 
 if __name__ == "__main__":

@@ -113,12 +113,28 @@ def summarise(out: Path) -> dict:
     return res
 
 
-def run(files: list[Path], models: list[str], scale: int, degradation: str, out: Path,
-        max_slices: int, consistency: str | None) -> tuple[dict, float]:
+def run(
+    files: list[Path],
+    models: list[str],
+    scale: int,
+    degradation: str,
+    out: Path,
+    max_slices: int,
+    consistency: str | None,
+) -> tuple[dict, float]:
     t0 = time.perf_counter()
     # maps (TTA uncertainty) are benchmarked by benchmarks/fidelity.py; here only quality and time
-    evaluate(files, models=models, scale=scale, degradation=degradation, out_dir=out,
-             max_slices=max_slices, progress=False, maps=False, consistency=consistency or "off")
+    evaluate(
+        files,
+        models=models,
+        scale=scale,
+        degradation=degradation,
+        out_dir=out,
+        max_slices=max_slices,
+        progress=False,
+        maps=False,
+        consistency=consistency or "off",
+    )
     return summarise(out), time.perf_counter() - t0
 
 
@@ -129,16 +145,27 @@ def fmt_gain(g: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", default="", help="comma list; default: classical + every shipped model")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--models", default="", help="comma list; default: classical + every shipped model"
+    )
     ap.add_argument("--scales", default="2,4")
     ap.add_argument("--degradations", default="bicubic,auto")
     ap.add_argument("--sets", default="validation,validation-mr,seen")
     ap.add_argument("--max-slices", type=int, default=4)
-    ap.add_argument("--no-consistency", action="store_true", help="skip the consistency on/off runs")
-    ap.add_argument("--merge", action="store_true",
-                    help="add these models to benchmarks/results/quality.json instead of replacing it")
-    ap.add_argument("--readme", action="store_true", help="print the README table of the saved results and exit")
+    ap.add_argument(
+        "--no-consistency", action="store_true", help="skip the consistency on/off runs"
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="add these models to benchmarks/results/quality.json instead of replacing it",
+    )
+    ap.add_argument(
+        "--readme", action="store_true", help="print the README table of the saved results and exit"
+    )
     args = ap.parse_args()
     if args.readme:
         print(readme_tables(json.loads((RESULTS / "quality.json").read_text())))
@@ -152,36 +179,79 @@ def main() -> None:
         for scale in (int(s) for s in args.scales.split(",")):
             shipped = shipped_models(scale)
             models = [m for m in args.models.split(",") if m] or [*CLASSICAL, *shipped]
-            degradations = ["kspace"] if set_name == "validation-mr" else args.degradations.split(",")
+            degradations = (
+                ["kspace"] if set_name == "validation-mr" else args.degradations.split(",")
+            )
             for degradation in degradations:
                 runs = [(None, models)]
                 default = [m for m in models if m.startswith("default-")]
                 if not args.no_consistency and set_name == "validation" and default:
                     runs.append(("on", ["bicubic", *default]))
                 for consistency, ms in runs:
-                    key = f"{set_name}_x{scale}_{degradation}" + (f"_consistency-{consistency}" if consistency else "")
-                    summary, seconds = run(files, ms, scale, degradation, RESULTS / f"quality_{key}",
-                                           args.max_slices, consistency)
+                    key = f"{set_name}_x{scale}_{degradation}" + (
+                        f"_consistency-{consistency}" if consistency else ""
+                    )
+                    summary, seconds = run(
+                        files,
+                        ms,
+                        scale,
+                        degradation,
+                        RESULTS / f"quality_{key}",
+                        args.max_slices,
+                        consistency,
+                    )
                     entry = results.setdefault(key, {"models": {}})
-                    entry.update({"set": set_name, "scale": scale, "degradation": degradation,
-                                  "consistency": consistency or "off", "files": [f.name for f in files]})
+                    entry.update(
+                        {
+                            "set": set_name,
+                            "scale": scale,
+                            "degradation": degradation,
+                            "consistency": consistency or "off",
+                            "files": [f.name for f in files],
+                        }
+                    )
                     entry["seconds"] = entry.get("seconds", 0.0) + seconds
                     entry["models"].update(summary)
-                    print(key, {m: round(e["gain_psnr_vs_bicubic"]["mean"], 2) for m, e in summary.items()}, flush=True)
-    info = {"machine": machine(load=True), "sets": {k: list(v) for k, v in SETS.items()}, "results": results}
+                    print(
+                        key,
+                        {
+                            m: round(e["gain_psnr_vs_bicubic"]["mean"], 2)
+                            for m, e in summary.items()
+                        },
+                        flush=True,
+                    )
+    info = {
+        "machine": machine(load=True),
+        "sets": {k: list(v) for k, v in SETS.items()},
+        "results": results,
+    }
     (RESULTS / "quality.json").write_text(json.dumps(info, indent=2) + "\n")
     (RESULTS / "quality.md").write_text(markdown(info) + "\n")
     print(markdown(info))
 
 
 def markdown(info: dict) -> str:
-    head = ["set", "scale", "degradation", "model", "PSNR (dB)", "SSIM", "ΔPSNR vs bicubic [95 % CI]",
-            "ΔPSNR per modality", "time (s)", "n"]
-    md = [f"Quality of every shipped model on whole corpus images (metrics in each image's own units; "
-          "`validation` = never trained on; `validation-mr` = its MR images degraded in k-space; `seen` = "
-          "training images, the only CR/NM ones; `+ consistency` rows: every output, bicubic's included, "
-          f"projected onto its input, gains against bicubic + consistency). Machine: {info['machine']}.",
-          "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head = [
+        "set",
+        "scale",
+        "degradation",
+        "model",
+        "PSNR (dB)",
+        "SSIM",
+        "ΔPSNR vs bicubic [95 % CI]",
+        "ΔPSNR per modality",
+        "time (s)",
+        "n",
+    ]
+    md = [
+        f"Quality of every shipped model on whole corpus images (metrics in each image's own units; "
+        "`validation` = never trained on; `validation-mr` = its MR images degraded in k-space; `seen` = "
+        "training images, the only CR/NM ones; `+ consistency` rows: every output, bicubic's included, "
+        f"projected onto its input, gains against bicubic + consistency). Machine: {info['machine']}.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for key, res in info["results"].items():
         on = res["consistency"] == "on"
         off = info["results"].get(key.removesuffix("_consistency-on"), {}).get("models", {})
@@ -192,14 +262,32 @@ def markdown(info: dict) -> str:
             if on:  # gains are against bicubic + consistency; say what the projection itself does
                 label = f"{m} + consistency"
                 if m in off:
-                    label += (f" (vs off: {e['psnr'] - off[m]['psnr']:+.2f} dB, "
-                              f"{e['seconds'] - off[m]['seconds']:+.1f} s)")
-            md.append("| " + " | ".join([
-                res["set"], f"×{res['scale']}", res["degradation"], label,
-                f"{e['psnr']:.2f}", f"{e['ssim']:.4f}",
-                "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"]),
-                "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items()),
-                f"{e['seconds']:.1f}", str(e["n"])]) + " |")
+                    label += (
+                        f" (vs off: {e['psnr'] - off[m]['psnr']:+.2f} dB, "
+                        f"{e['seconds'] - off[m]['seconds']:+.1f} s)"
+                    )
+            md.append(
+                "| "
+                + " | ".join(
+                    [
+                        res["set"],
+                        f"×{res['scale']}",
+                        res["degradation"],
+                        label,
+                        f"{e['psnr']:.2f}",
+                        f"{e['ssim']:.4f}",
+                        "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"]),
+                        ""
+                        if m == "bicubic"
+                        else " ".join(
+                            f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items()
+                        ),
+                        f"{e['seconds']:.1f}",
+                        str(e["n"]),
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(md)
 
 
@@ -226,11 +314,24 @@ def readme_tables(info: dict) -> str:
     images with plain bicubic only) every model's PSNR, SSIM and paired gain over bicubic, the
     default of the scale in bold, then the default with ``--consistency on`` against off
     (``--readme`` prints it for pasting)."""
-    head = ["images", "scale", "degradation", "model", "PSNR (dB)", "SSIM", "ΔPSNR vs bicubic [95 % CI]",
-            "per modality"]
+    head = [
+        "images",
+        "scale",
+        "degradation",
+        "model",
+        "PSNR (dB)",
+        "SSIM",
+        "ΔPSNR vs bicubic [95 % CI]",
+        "per modality",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---:|---:|---|---|"]
-    runs = [r for r in info["results"].values() if r["consistency"] == "off" and r["set"] in README_SETS
-            and (r["set"] != "seen" or r["degradation"] in README_SEEN)]
+    runs = [
+        r
+        for r in info["results"].values()
+        if r["consistency"] == "off"
+        and r["set"] in README_SETS
+        and (r["set"] != "seen" or r["degradation"] in README_SEEN)
+    ]
     runs.sort(key=lambda r: (r["set"] == "seen", r["scale"], README_SETS.index(r["set"])))  # stable
     for res in runs:
         key = f"{res['set']}_x{res['scale']}_{res['degradation']}"
@@ -239,16 +340,35 @@ def readme_tables(info: dict) -> str:
         for m in readme_order(list(res["models"])):
             e = res["models"][m]
             gain = "—" if m == "bicubic" else fmt_gain(e["gain_psnr_vs_bicubic"])
-            per = "" if m == "bicubic" else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items())
+            per = (
+                ""
+                if m == "bicubic"
+                else " ".join(f"{k} {v:+.2f}" for k, v in e["gain_psnr_per_modality"].items())
+            )
             name, gain = (f"**{m}**", f"**{gain}**") if m == default else (m, gain)
-            lines.append("| " + " | ".join([*group, name, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", gain, per]) + " |")
+            lines.append(
+                "| "
+                + " | ".join([*group, name, f"{e['psnr']:.2f}", f"{e['ssim']:.4f}", gain, per])
+                + " |"
+            )
             group = ["", "", ""]
         on = info["results"].get(f"{key}_consistency-on", {}).get("models", {})
         if default in on and default in res["models"]:
             e = on[default]
-            lines.append("| " + " | ".join([*group, f"{default} + `--consistency on`", f"{e['psnr']:.2f}",
-                                            f"{e['ssim']:.4f}",
-                                            f"{e['psnr'] - res['models'][default]['psnr']:+.2f} vs off", ""]) + " |")
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        *group,
+                        f"{default} + `--consistency on`",
+                        f"{e['psnr']:.2f}",
+                        f"{e['ssim']:.4f}",
+                        f"{e['psnr'] - res['models'][default]['psnr']:+.2f} vs off",
+                        "",
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(lines)
 
 

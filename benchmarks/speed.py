@@ -59,7 +59,15 @@ from _machine import cpu_flags, cpu_model, flags_text, gpu_name, machine
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("network", "e2e", "volume", "precision")
 #: dense bf16 tensor-core peak, TFLOP/s (vendor datasheets, without sparsity)
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "GH200": 989.4, "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10": 125.0}
+PEAK_BF16_TFLOPS = {
+    "H200": 989.4,
+    "H100": 989.4,
+    "GH200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+    "L4": 121.0,
+    "A10": 125.0,
+}
 #: the end-to-end stages, in the order of the tables
 STAGE_ORDER = (
     "read", "setup", "normalise", "network", "base/low-band", "range clamp", "peer", "clip/padding",
@@ -127,7 +135,9 @@ def write_nifti_input(path: Path, vol: np.ndarray) -> Path:
     """An int16 NIfTI (0.7 × 0.7 × 1 mm), as CT volumes are usually stored."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(np.ascontiguousarray(vol.transpose(2, 1, 0)), np.diag([-0.7, -0.7, 1.0, 1.0]))
+    img = nib.Nifti1Image(
+        np.ascontiguousarray(vol.transpose(2, 1, 0)), np.diag([-0.7, -0.7, 1.0, 1.0])
+    )
     img.header.set_xyzt_units("mm", "sec")
     nib.save(img, str(path))
     return path
@@ -146,7 +156,9 @@ def write_dicom_series(folder: Path, vol: np.ndarray) -> Path:
         ds = src.copy()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SeriesInstanceUID = series
-        ds.SOPInstanceUID = generate_uid(entropy_srcs=["medsr-speed", "sop", str(vol.shape), str(k)])
+        ds.SOPInstanceUID = generate_uid(
+            entropy_srcs=["medsr-speed", "sop", str(vol.shape), str(k)]
+        )
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [0.0, 0.0, float(k)]
@@ -163,7 +175,9 @@ def write_dicom_series(folder: Path, vol: np.ndarray) -> Path:
     return folder
 
 
-def build_inputs(work: Path, size: int, slices: int, volume_slices: int, sections: set[str]) -> dict[str, Path]:
+def build_inputs(
+    work: Path, size: int, slices: int, volume_slices: int, sections: set[str]
+) -> dict[str, Path]:
     """The benchmark's inputs under ``work`` (reused when present)."""
     from pydicom.data import get_testdata_file
 
@@ -346,7 +360,10 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, bool]:
         dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg["precision"]]
 
         def run() -> Any:
-            with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
+            with (
+                torch.inference_mode(),
+                torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None),
+            ):
                 return net(x)
 
     else:  # what medsr runs: PlaneUpscaler's forward on device tensors (base, residual, low band)
@@ -355,10 +372,14 @@ def _make_runner(cfg: dict[str, Any]) -> tuple[Any, bool]:
 
         # on CUDA, RLFN's 46 channels widened to 48 (the same function) or as trained
         planes.CUDA_CHANNEL_MULTIPLE = 8 if cfg.get("widened", True) else None
-        up = PlaneUpscaler(cfg["model"], cfg["scale"], device=cfg["device"], precision=cfg["precision"])
+        up = PlaneUpscaler(
+            cfg["model"], cfg["scale"], device=cfg["device"], precision=cfg["precision"]
+        )
         widened = up.net is not up.loaded.net
         up.channels_last = bool(cfg["channels_last"])
-        up.net = up.net.to(memory_format=torch.channels_last if cfg["channels_last"] else torch.contiguous_format)
+        up.net = up.net.to(
+            memory_format=torch.channels_last if cfg["channels_last"] else torch.contiguous_format
+        )
         if cfg["compile"]:
             up.compile()
 
@@ -373,7 +394,9 @@ def _count_flops(cfg: dict[str, Any]) -> int:
     """FLOPs of one pass (2 per multiply-add), counted on the uncompiled configuration."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    run, _ = _make_runner({**cfg, "compile": False, "widened": False})  # the useful FLOPs, not the zero channels
+    run, _ = _make_runner(
+        {**cfg, "compile": False, "widened": False}
+    )  # the useful FLOPs, not the zero channels
     with FlopCounterMode(display=False) as fc:
         run()
     return int(fc.get_total_flops())
@@ -479,12 +502,24 @@ def section_network(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     cuda = args.device.startswith("cuda")
     models = [m for m in args.models.split(",") if m]
-    base = {"device": args.device, "compile": False, "threads": 0, "repeats": args.repeats, "warmup": 1}
+    base = {
+        "device": args.device,
+        "compile": False,
+        "threads": 0,
+        "repeats": args.repeats,
+        "warmup": 1,
+    }
     if not cuda:
         for model in models:
             scale = _scale_of(model)
             cfgs = [
-                {"path": "network", "precision": "fp32", "channels_last": False, "batch": 1, "threads": 1},
+                {
+                    "path": "network",
+                    "precision": "fp32",
+                    "channels_last": False,
+                    "batch": 1,
+                    "threads": 1,
+                },
                 {"path": "network", "precision": "fp32", "channels_last": False, "batch": 1},
                 {"path": "network", "precision": "fp32", "channels_last": True, "batch": 1},
                 {"path": "network", "precision": "bf16", "channels_last": True, "batch": 1},
@@ -497,34 +532,82 @@ def section_network(args: argparse.Namespace) -> None:
                 print(json.dumps(rows[-1]), flush=True)
         stem = "speed"
     else:
-        peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in (gpu_name() or "")), None)
+        peak = args.peak_tflops or next(
+            (v for k, v in PEAK_BF16_TFLOPS.items() if k in (gpu_name() or "")), None
+        )
         deadline = time.time() + args.time_budget if args.time_budget else float("inf")
         stem = "speed_cuda"
-        for size in sorted({256, args.size}):  # every model at 256² first (a time budget may end the sweep)
+        for size in sorted(
+            {256, args.size}
+        ):  # every model at 256² first (a time budget may end the sweep)
             for model in models:
                 common = {**base, "model": model, "scale": _scale_of(model), "size": size, "peak_tflops": peak,
                           "warmup": 3}  # fmt: skip
                 # most telling first (a time budget may end the sweep): as trained vs widened to
                 # tensor-core channel counts, the layouts, torch.compile, then batches and fp32
                 fwd = {**common, "path": "medsr forward", "widened": True}
-                configs = [{**fwd, "precision": "bf16", "channels_last": False, "batch": 64, "widened": False}]
+                configs = [
+                    {
+                        **fwd,
+                        "precision": "bf16",
+                        "channels_last": False,
+                        "batch": 64,
+                        "widened": False,
+                    }
+                ]
                 configs += [
                     {**fwd, "precision": p, "channels_last": cl, "batch": 64}
                     for p in ("bf16", "fp16") for cl in (False, True)
                 ]  # fmt: skip
                 if not args.no_compile and size == 256:
-                    configs.append({**fwd, "precision": "bf16", "channels_last": True, "batch": 64, "compile": True})
-                configs += [{**fwd, "precision": "bf16", "channels_last": True, "batch": b} for b in (256, 16, 1)]
-                configs += [{**fwd, "precision": "fp32", "channels_last": cl, "batch": 64} for cl in (False, True)]
-                configs.append({**fwd, "precision": "fp32", "channels_last": False, "batch": 64, "widened": False})
+                    configs.append(
+                        {
+                            **fwd,
+                            "precision": "bf16",
+                            "channels_last": True,
+                            "batch": 64,
+                            "compile": True,
+                        }
+                    )
+                configs += [
+                    {**fwd, "precision": "bf16", "channels_last": True, "batch": b}
+                    for b in (256, 16, 1)
+                ]
+                configs += [
+                    {**fwd, "precision": "fp32", "channels_last": cl, "batch": 64}
+                    for cl in (False, True)
+                ]
+                configs.append(
+                    {
+                        **fwd,
+                        "precision": "fp32",
+                        "channels_last": False,
+                        "batch": 64,
+                        "widened": False,
+                    }
+                )
                 configs.append({**common, "path": "network", "precision": "bf16", "channels_last": True, "batch": 64,
                                 "widened": True})  # fmt: skip
                 left = max(60.0, deadline - time.time()) if deadline != float("inf") else 3600
-                got = _run_worker("cuda_sweep", {"configs": configs, "deadline": deadline}, args.src, left + 120)
+                got = _run_worker(
+                    "cuda_sweep", {"configs": configs, "deadline": deadline}, args.src, left + 120
+                )
                 rows.extend(got if isinstance(got, list) else [{**configs[0], **got}])
-                info = {"machine": machine(load=True), "cpu_flags": cpu_flags(), "size": args.size, "rows": rows}
-                _write(args.out, stem, info, _network_md(info, cuda), quiet=True)  # partial results survive
-    info = {"machine": machine(load=True), "cpu_flags": cpu_flags(), "size": args.size, "rows": rows}
+                info = {
+                    "machine": machine(load=True),
+                    "cpu_flags": cpu_flags(),
+                    "size": args.size,
+                    "rows": rows,
+                }
+                _write(
+                    args.out, stem, info, _network_md(info, cuda), quiet=True
+                )  # partial results survive
+    info = {
+        "machine": machine(load=True),
+        "cpu_flags": cpu_flags(),
+        "size": args.size,
+        "rows": rows,
+    }
     _write(args.out, stem, info, _network_md(info, cuda))
 
 
@@ -579,9 +662,11 @@ def section_e2e(args: argparse.Namespace, inputs: dict[str, Path], volume: bool)
         wanted = [w for w in args.e2e_inputs.split(",") if w]
         for name, src in inputs.items():
             is_volume = _slices_of(name) >= 100
-            if is_volume != volume or (wanted and not volume and not any(w in name for w in wanted)):
+            if is_volume != volume or (
+                wanted and not volume and not any(w in name for w in wanted)
+            ):
                 continue
-            for model in (["fast-x2"] if volume else models):
+            for model in ["fast-x2"] if volume else models:
                 for precision in precisions:
                     for maps in ([False] if volume else ([False, True] if model == models[0] and args.maps and
                                                         name.startswith("NIfTI") and precision == "fp32" else [False])):  # fmt: skip
@@ -594,7 +679,9 @@ def section_e2e(args: argparse.Namespace, inputs: dict[str, Path], volume: bool)
                                    "precision": precision, "device": args.device, "repeats": args.repeats,
                                    "maps": maps}  # fmt: skip
                             row.update(_run_worker("e2e", cfg, args.src, 3600))
-                        target = out_dir / ("cli" if src.is_dir() or src.suffix == ".dcm" else "cli.nii.gz")
+                        target = out_dir / (
+                            "cli" if src.is_dir() or src.suffix == ".dcm" else "cli.nii.gz"
+                        )
                         argv = ["upscale", str(src), str(target), "--model", model, "--modality", "CT",
                                 "--device", args.device, "--overwrite"]  # fmt: skip
                         if precision != "fp32":
@@ -614,12 +701,20 @@ def section_e2e(args: argparse.Namespace, inputs: dict[str, Path], volume: bool)
                             row["process_peak_mb"] = max(g["peak_mb"] for g in walls)
                         rows.append(row)
                         print(json.dumps(row), flush=True)
+
     def key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(r.get(k) for k in ("label", "kind", "input", "model", "precision", "maps", "device"))
+        return tuple(
+            r.get(k) for k in ("label", "kind", "input", "model", "precision", "maps", "device")
+        )
 
     new_keys = {key(r) for r in rows}  # a row measured again replaces the old one; others are kept
     keep = [r for r in old.get("rows", []) if key(r) not in new_keys]
-    info = {"machine": machine(load=True), "cpu": cpu_model(), "cpu_flags": cpu_flags(), "rows": keep + rows}
+    info = {
+        "machine": machine(load=True),
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "rows": keep + rows,
+    }
     _write(args.out, "speed_e2e", info, _e2e_md(info))
 
 
@@ -644,13 +739,19 @@ def _e2e_md(info: dict[str, Any]) -> str:
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in info["rows"]:
         n = max(1, r["slices"])
-        prec = r["precision"] + (f" → {r['precision_used']}" if r.get("precision_used") and r["precision_used"] != r["precision"] else "")
+        prec = r["precision"] + (
+            f" → {r['precision_used']}"
+            if r.get("precision_used") and r["precision_used"] != r["precision"]
+            else ""
+        )
         vals = [r["label"], r["input"], r["model"], prec, "on" if r.get("maps") else "off"]
         st = r.get("stages_s") or {}
         if "total_s" in r:
             net = st.get("network", 0.0) + st.get("self-check (network)", 0.0)
             over = (r["total_s"] - net) / st["network"] if st.get("network") else None
-            vals += [f"{1000 * r['total_s'] / n:.0f}"] + [f"{1000 * st[s] / n:.1f}" if s in st else "" for s in stages]
+            vals += [f"{1000 * r['total_s'] / n:.0f}"] + [
+                f"{1000 * st[s] / n:.1f}" if s in st else "" for s in stages
+            ]
             vals += [f"{100 * over:.0f} %" if over is not None else "", f"{r['peak_mb']:.0f}"]
         else:
             vals += [r.get("error", "")] + [""] * (len(stages) + 2)
@@ -675,27 +776,53 @@ def _write(out: Path, stem: str, info: dict[str, Any], md: str, *, quiet: bool =
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--sections", default=",".join(SECTIONS))
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--size", type=int, default=512, help="input plane size (network rows; e2e inputs)")
+    ap.add_argument(
+        "--size", type=int, default=512, help="input plane size (network rows; e2e inputs)"
+    )
     ap.add_argument("--slices", type=int, default=9, help="slices of the e2e NIfTI/DICOM volumes")
     ap.add_argument("--volume-slices", type=int, default=300)
-    ap.add_argument("--models", default=None, help="network rows (default: bicubic + every shipped in-plane model)")
+    ap.add_argument(
+        "--models",
+        default=None,
+        help="network rows (default: bicubic + every shipped in-plane model)",
+    )
     ap.add_argument("--e2e-models", default="fast-x2,default-x2")
     ap.add_argument("--precisions", default="fp32,auto", help="e2e rows: fp32, bf16, auto")
-    ap.add_argument("--maps", action=argparse.BooleanOptionalAction, default=True, help="an e2e row with --maps")
+    ap.add_argument(
+        "--maps", action=argparse.BooleanOptionalAction, default=True, help="an e2e row with --maps"
+    )
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--label", default="current", help="e2e rows are kept per label (e.g. before / after)")
-    ap.add_argument("--src", default=None, help="PYTHONPATH for the workers (another checkout's src)")
+    ap.add_argument(
+        "--label", default="current", help="e2e rows are kept per label (e.g. before / after)"
+    )
+    ap.add_argument(
+        "--src", default=None, help="PYTHONPATH for the workers (another checkout's src)"
+    )
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("MEDSR_BENCH_OUT") or RESULTS))
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "medsr-speed-inputs")
-    ap.add_argument("--peak-tflops", type=float, default=None, help="GPU dense bf16 peak (default: by name)")
+    ap.add_argument(
+        "--peak-tflops", type=float, default=None, help="GPU dense bf16 peak (default: by name)"
+    )
     ap.add_argument("--no-compile", action="store_true", help="GPU: skip the torch.compile rows")
-    ap.add_argument("--time-budget", type=float, default=None, help="GPU sweep: seconds; later rows are skipped")
-    ap.add_argument("--e2e-inputs", default="", help="e2e: only inputs whose name contains one of these (comma-separated)")
-    ap.add_argument("--no-process", action="store_true", help="e2e: skip the whole-process (CLI) timings")
-    ap.add_argument("--quick", action="store_true", help="tiny sizes and one repeat: checks the script")
+    ap.add_argument(
+        "--time-budget", type=float, default=None, help="GPU sweep: seconds; later rows are skipped"
+    )
+    ap.add_argument(
+        "--e2e-inputs",
+        default="",
+        help="e2e: only inputs whose name contains one of these (comma-separated)",
+    )
+    ap.add_argument(
+        "--no-process", action="store_true", help="e2e: skip the whole-process (CLI) timings"
+    )
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny sizes and one repeat: checks the script"
+    )
     ap.add_argument("--worker", nargs=2, metavar=("MODE", "JSON"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

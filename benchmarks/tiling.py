@@ -45,7 +45,9 @@ def main() -> None:
     from medsr.pipeline import upscale_with_safeguards
 
     now = tiling.MIN_TILE_PER_OVERLAP
-    images = {k: medsr.load_image(get_testdata_file(f), luminance=lum) for k, (f, lum) in INPUTS.items()}
+    images = {
+        k: medsr.load_image(get_testdata_file(f), luminance=lum) for k, (f, lum) in INPUTS.items()
+    }
     rows = []
     for model in args.models.split(","):
         up = PlaneUpscaler(model, 2, device="cpu")
@@ -58,9 +60,21 @@ def main() -> None:
                     upscale_with_safeguards(img, model=up, scale=2, maps=False, tta=False)
                     times[rule].append(round(time.perf_counter() - t, 2))
             tiling.MIN_TILE_PER_OVERLAP = now
-            rows.append({"model": model, "input": label, "halo": up.halo, "tile": up.tile_size, "seconds": times})
+            rows.append(
+                {
+                    "model": model,
+                    "input": label,
+                    "halo": up.halo,
+                    "tile": up.tile_size,
+                    "seconds": times,
+                }
+            )
             print(rows[-1], flush=True)
-    info = {"machine": machine(load=True), "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, "rows": rows}
+    info = {
+        "machine": machine(load=True),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "rows": rows,
+    }
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     md = [
@@ -73,7 +87,11 @@ def main() -> None:
     ]
     for r in rows:
         cells = [" / ".join(f"{v:.1f}" for v in r["seconds"][rule]) + " s" for rule in RULES]
-        md.append(f"| {r['model']} | {r['input']} | {r['halo']} | {r['tile']} | " + " | ".join(cells) + " |")
+        md.append(
+            f"| {r['model']} | {r['input']} | {r['halo']} | {r['tile']} | "
+            + " | ".join(cells)
+            + " |"
+        )
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
 

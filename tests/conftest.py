@@ -77,7 +77,9 @@ def make_ct_series(
         if "SliceLocation" in ds:
             ds.SliceLocation = float(ds.SliceLocation) + i * gap
         if vary:
-            ds.PixelData = np.ascontiguousarray(np.roll(pixels, i, axis=1)).astype(pixels.dtype).tobytes()
+            ds.PixelData = (
+                np.ascontiguousarray(np.roll(pixels, i, axis=1)).astype(pixels.dtype).tobytes()
+            )
         default = f"IM{i + 1}.dcm" if tag is None else f"{tag}_{i + 1:03d}.dcm"
         path = folder / (names[i] if names else default)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,9 @@ runner = CliRunner()
 def medsr(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
     code = "from medsr.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_help_lists_every_command_with_examples():
@@ -34,7 +36,9 @@ def test_help_lists_every_command_with_examples():
 
 
 def test_help_does_not_import_torch():
-    code = "import sys; from medsr.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys; from medsr.cli import app; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -62,7 +66,9 @@ def test_upscale_nifti_keeps_its_integer_storage_unless_float32_asked(tmp_path, 
     src = corpus("anatomical.nii")  # big-endian int16
     kept, floats = tmp_path / "kept.nii.gz", tmp_path / "float.nii.gz"
     assert runner.invoke(app, ["upscale", str(src), str(kept), "-m", "bicubic"]).exit_code == 0
-    res = runner.invoke(app, ["upscale", str(src), str(floats), "-m", "bicubic", "--output-dtype", "float32"])
+    res = runner.invoke(
+        app, ["upscale", str(src), str(floats), "-m", "bicubic", "--output-dtype", "float32"]
+    )
     assert res.exit_code == 0, res.output
     a, b = nib.load(str(kept)), nib.load(str(floats))
     assert a.get_data_dtype() == np.dtype(np.int16) and b.get_data_dtype() == np.dtype(np.float32)
@@ -71,14 +77,19 @@ def test_upscale_nifti_keeps_its_integer_storage_unless_float32_asked(tmp_path, 
         ("o.png", "float32", "applies to NIfTI"),
         ("o.nii.gz", "float64", "--output-dtype must be one of input, float32"),
     ):
-        bad = medsr("upscale", str(src), str(tmp_path / out), "-m", "bicubic", "--output-dtype", value)
+        bad = medsr(
+            "upscale", str(src), str(tmp_path / out), "-m", "bicubic", "--output-dtype", value
+        )
         lines = [line for line in bad.stderr.splitlines() if line.strip()]
         assert bad.returncode == 2 and len(lines) == 1 and message in lines[0], bad.stderr
         assert not (tmp_path / out).exists()
 
 
 def test_upscale_into_folder_keeps_format(tmp_path, corpus):
-    res = runner.invoke(app, ["upscale", str(corpus("camera.png")), str(tmp_path / "out"), "-s", "3", "-m", "lanczos"])
+    res = runner.invoke(
+        app,
+        ["upscale", str(corpus("camera.png")), str(tmp_path / "out"), "-s", "3", "-m", "lanczos"],
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "camera.png").is_file()
 
@@ -93,7 +104,12 @@ def test_upscale_into_folder_keeps_format(tmp_path, corpus):
         (["upscale", "{nii}", "{existing}"], "already exists"),
         (["upscale", "{garbage}", "{out}"], "not a format medsr reads"),
         (["info", "{garbage}"], "not a format medsr reads"),
-        (["upscale", "{nii}", "{out}", "--device", "cuda"] if not __import__("torch").cuda.is_available() else ["info", "{missing}"], ""),
+        (
+            ["upscale", "{nii}", "{out}", "--device", "cuda"]
+            if not __import__("torch").cuda.is_available()
+            else ["info", "{missing}"],
+            "",
+        ),
     ],
 )
 def test_bad_input_exit_2_and_nothing_written(tmp_path, corpus, args, message):
@@ -141,11 +157,15 @@ def test_upscale_never_replaces_another_outputs_sidecar(tmp_path, corpus, first,
     assert (tmp_path / "sc.json").read_bytes() == side
     after = medsr_api.load_image(tmp_path / f"sc{first}")
     assert after.units == "HU" and np.array_equal(after.array, before.array)
-    res = runner.invoke(app, ["upscale", src, str(tmp_path / f"sc{first}"), "-m", "bicubic", "--overwrite"])
+    res = runner.invoke(
+        app, ["upscale", src, str(tmp_path / f"sc{first}"), "-m", "bicubic", "--overwrite"]
+    )
     assert res.exit_code == 0, res.output
     (tmp_path / "other.json").write_text('{"mine": true}')
     for extra in ([], ["--overwrite"]):
-        res = runner.invoke(app, ["upscale", src, str(tmp_path / "other.png"), "-m", "bicubic", *extra])
+        res = runner.invoke(
+            app, ["upscale", src, str(tmp_path / "other.png"), "-m", "bicubic", *extra]
+        )
         assert isinstance(res.exception, OutputExistsError), res.output  # main() prints it
         assert "not written by medsr" in str(res.exception)
     assert (tmp_path / "other.json").read_text() == '{"mine": true}'
@@ -176,16 +196,25 @@ def test_upscale_dicom_to_derived_series(tmp_path, corpus):
 
     ds, orig = pydicom.dcmread(files[0]), pydicom.dcmread(src)
     assert (ds.Rows, ds.Columns) == (orig.Rows * 2, orig.Columns * 2)
-    assert ds.StudyInstanceUID == orig.StudyInstanceUID and ds.SeriesInstanceUID != orig.SeriesInstanceUID
+    assert (
+        ds.StudyInstanceUID == orig.StudyInstanceUID
+        and ds.SeriesInstanceUID != orig.SeriesInstanceUID
+    )
     assert "lanczos" in ds.DerivationDescription and "2" in ds.DerivationDescription
     assert file_digest(src) == before
     if shutil.which("dciodvfy"):
-        out = subprocess.run(["dciodvfy", str(files[0])], capture_output=True, text=True, timeout=60)
-        errors = [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+        out = subprocess.run(
+            ["dciodvfy", str(files[0])], capture_output=True, text=True, timeout=60
+        )
+        errors = [
+            line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")
+        ]
         assert errors == []
 
 
-@pytest.mark.parametrize("case,message", [("seg", "segmentation"), ("truncated", "corrupt"), ("nopixels", "pixel data")])
+@pytest.mark.parametrize(
+    "case,message", [("seg", "segmentation"), ("truncated", "corrupt"), ("nopixels", "pixel data")]
+)
 def test_bad_dicom_inputs(tmp_path, corpus, case, message):
     import pydicom
 
@@ -209,7 +238,9 @@ def test_train_and_export_bad_input(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nscale: 7\nmodel: {name: residual5}\n")
     res = medsr("train", str(bad))
-    assert res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert (
+        res.returncode == 2 and res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    )
     res = medsr("train", str(tmp_path / "missing.yaml"))
     assert res.returncode == 2
     fake = tmp_path / "foreign.ckpt"
@@ -219,29 +250,54 @@ def test_train_and_export_bad_input(tmp_path):
 
 
 def test_upscale_consistency_and_maps(tmp_path, corpus):
-    res = medsr("upscale", str(corpus("CT_small.dcm")), str(tmp_path / "out"), "--model", "lanczos",
-                "--consistency", "on", "--maps", str(tmp_path / "maps"))
+    res = medsr(
+        "upscale",
+        str(corpus("CT_small.dcm")),
+        str(tmp_path / "out"),
+        "--model",
+        "lanczos",
+        "--consistency",
+        "on",
+        "--maps",
+        str(tmp_path / "maps"),
+    )
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
     assert summary["consistency"]["setting"] == "on" and summary["model"] == "lanczos"
     # the projection makes degrade(SR) closer to the measured input than before
     assert summary["consistency"]["error"]["mean"] < summary["consistency"]["error_before"]["mean"]
-    assert (tmp_path / "maps" / "consistency.png").is_file() and (tmp_path / "maps" / "uncertainty.png").is_file()
+    assert (tmp_path / "maps" / "consistency.png").is_file() and (
+        tmp_path / "maps" / "uncertainty.png"
+    ).is_file()
     import pydicom
 
     ds = pydicom.dcmread(next((tmp_path / "out").glob("*.dcm")))
-    assert "consistency on" in ds.DerivationDescription and "sha256" not in ds.DerivationDescription  # classical
-    res = medsr("upscale", str(corpus("CT_small.dcm")), str(tmp_path / "o2"), "--consistency", "maybe")
+    assert (
+        "consistency on" in ds.DerivationDescription and "sha256" not in ds.DerivationDescription
+    )  # classical
+    res = medsr(
+        "upscale", str(corpus("CT_small.dcm")), str(tmp_path / "o2"), "--consistency", "maybe"
+    )
     assert res.returncode == 2 and "consistency" in res.stderr and not (tmp_path / "o2").exists()
 
 
 def test_upscale_precision_bf16_is_recorded(tmp_path, corpus):
     src = corpus("CT_small.dcm")
     out = tmp_path / "ct_bf16.nii.gz"
-    res = runner.invoke(app, ["upscale", str(src), str(out), "-m", "fast-x2", "--precision", "bf16"])
+    res = runner.invoke(
+        app, ["upscale", str(src), str(out), "-m", "fast-x2", "--precision", "bf16"]
+    )
     assert res.exit_code == 0, res.output
     assert nib.load(out).shape[:2] == (256, 256)
-    bad = medsr("upscale", str(src), str(tmp_path / "z.nii.gz"), "--method", "zero-shot", "--precision", "bf16")
+    bad = medsr(
+        "upscale",
+        str(src),
+        str(tmp_path / "z.nii.gz"),
+        "--method",
+        "zero-shot",
+        "--precision",
+        "bf16",
+    )
     assert bad.returncode == 2 and "precision applies to trained models" in bad.stderr
     assert not (tmp_path / "z.nii.gz").exists()
     bad = medsr("upscale", str(src), str(tmp_path / "p.nii.gz"), "--precision", "half")
@@ -293,7 +349,9 @@ def test_stated_physics_that_nothing_uses_is_an_error(tmp_path, extra, message):
     """--degradation states in-plane physics for trained models; through-plane and zero-shot
     would ignore it silently, so it is one error line (``auto`` and ``none`` still pass)."""
     src = corpus_path("MR_small.dcm")
-    res = medsr("upscale", str(src), str(tmp_path / "out.nii.gz"), "--degradation", "kspace", *extra)
+    res = medsr(
+        "upscale", str(src), str(tmp_path / "out.nii.gz"), "--degradation", "kspace", *extra
+    )
     assert res.returncode == 2, res.stderr
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], res.stderr
@@ -309,7 +367,11 @@ def test_physics_and_modality_reach_the_provenance(tmp_path):
     out = tmp_path / "out.nii.gz"
     res = medsr("upscale", str(nii), str(out), "--degradation", "kspace", "--modality", "MR")
     assert res.returncode == 0, res.stderr
-    side = json.loads(out.with_name("out.json").read_text()) if out.with_name("out.json").exists() else None
+    side = (
+        json.loads(out.with_name("out.json").read_text())
+        if out.with_name("out.json").exists()
+        else None
+    )
     if side is None:
         from medsr.io.sidecar import sidecar_path
 
@@ -356,7 +418,11 @@ def test_usage_errors_are_one_error_line(args, says):
 @pytest.mark.parametrize(
     ("name", "output", "says"),
     [
-        ("anatomical.nii", "anat.dcm", "a DICOM series is written from a DICOM input only: write .nii.gz"),
+        (
+            "anatomical.nii",
+            "anat.dcm",
+            "a DICOM series is written from a DICOM input only: write .nii.gz",
+        ),
         ("anatomical.nii", "anat.png", "write .nii.gz or .tif"),
         ("example4d.nii.gz", "x.png", "not channels='time'; write .nii.gz"),
         ("example4d.nii.gz", "x.tif", "not channels='time'; write .nii.gz"),
@@ -375,7 +441,9 @@ def test_an_output_format_that_cannot_hold_the_image_is_refused_first(tmp_path, 
 def test_info_says_when_the_spacing_is_assumed():
     """RG3_UNCR.dcm states no pixel spacing: `info` printed 1 mm (and a world centre from it) as
     if measured; it now says the spacing is assumed. CT_small's is measured."""
-    bare = json.loads(runner.invoke(app, ["info", str(corpus_path("RG3_UNCR.dcm")), "--json"]).output)
+    bare = json.loads(
+        runner.invoke(app, ["info", str(corpus_path("RG3_UNCR.dcm")), "--json"]).output
+    )
     ct = json.loads(runner.invoke(app, ["info", str(corpus_path("CT_small.dcm")), "--json"]).output)
     assert bare["spacing_assumed"] is True and ct["spacing_assumed"] is False
 
@@ -413,10 +481,18 @@ def test_info_says_the_stored_type_and_what_frames_are():
     assert palette["read_as"].startswith("RGB uint8 (palette colour")
     cine = info("color3d_jpeg_baseline.dcm")
     assert cine["shape_zyx"][0] == 120
-    assert cine["z_axis"].startswith("120 time frames, 33.333 ms apart (Frame Increment Pointer: FrameTime), not slices")
+    assert cine["z_axis"].startswith(
+        "120 time frames, 33.333 ms apart (Frame Increment Pointer: FrameTime), not slices"
+    )
     assert "placeholder" in cine["z_axis"]
-    assert info("emri_small.dcm")["z_axis"] == "10 slices, 1.2 mm apart (SpacingBetweenSlices; no positions in the header)"
+    assert (
+        info("emri_small.dcm")["z_axis"]
+        == "10 slices, 1.2 mm apart (SpacingBetweenSlices; no positions in the header)"
+    )
     assert "placeholder" in info("OBXXXX1A_2frame.dcm")["z_axis"]
     for single in ("CT_small.dcm", "OBXXXX1A.dcm"):  # one frame: nothing to say
         assert "z_axis" not in info(single)
-    assert info("OBXXXX1A.dcm")["stored_dtype"] == "uint8" and info("CT_small.dcm")["stored_dtype"] == "int16"
+    assert (
+        info("OBXXXX1A.dcm")["stored_dtype"] == "uint8"
+        and info("CT_small.dcm")["stored_dtype"] == "int16"
+    )

@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def medsr(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
     code = "from medsr.cli import main; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _commands(cmd, path=("medsr",)):
@@ -90,6 +92,8 @@ def test_interpolate_help_offers_only_models_it_can_run(tmp_path):
     assert "ship no weights" in text, text
     for name in ("interp-gan", "fast-ddpm"):
         out = tmp_path / "x.nii.gz"
-        refused = medsr("interpolate", str(corpus_path("aniso_vox.nii.gz")), str(out), "--model", name)
+        refused = medsr(
+            "interpolate", str(corpus_path("aniso_vox.nii.gz")), str(out), "--model", name
+        )
         assert refused.returncode == 2 and "no trained weights" in refused.stderr
         assert not out.exists()

@@ -10,8 +10,19 @@ from medsr.errors import InvalidParameterError
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90), (90, 90), ("500ms", 0.5), ("60 sec", 60), ("2m", 120), ("10 MIN", 600),
-     ("1h", 3600), ("1d", 86400), ("1m30s", 90), ("1h 30m", 5400), (".5", 0.5)],
+    [
+        ("90", 90),
+        (90, 90),
+        ("500ms", 0.5),
+        ("60 sec", 60),
+        ("2m", 120),
+        ("10 MIN", 600),
+        ("1h", 3600),
+        ("1d", 86400),
+        ("1m30s", 90),
+        ("1h 30m", 5400),
+        (".5", 0.5),
+    ],
 )
 def test_one_grammar(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)

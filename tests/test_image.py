@@ -42,7 +42,11 @@ def test_resampled_keeps_field_of_view(shape, zoom, spacing, origin, flip):
     np.testing.assert_allclose(out.spacing, np.array(spacing) / np.array(zoom), rtol=1e-9)
     np.testing.assert_allclose(spacing_from_affine(out.affine), out.spacing, rtol=1e-9)
     # first cell's outer corner is unchanged
-    np.testing.assert_allclose(out.world_coordinate((-0.5, -0.5, -0.5)), img.world_coordinate((-0.5, -0.5, -0.5)), atol=1e-6)
+    np.testing.assert_allclose(
+        out.world_coordinate((-0.5, -0.5, -0.5)),
+        img.world_coordinate((-0.5, -0.5, -0.5)),
+        atol=1e-6,
+    )
 
 
 def test_resampled_history_and_channels():

@@ -252,7 +252,9 @@ def test_a_failed_detail_check_falls_back_to_the_best_classical_peer():
     assert any("full-scale check" in w for w in summary["warnings"])
     from medsr.safeguards.provenance import summary_text
 
-    assert "full-scale detail check g" in summary_text(summary) and "lanczos +" in summary_text(summary)
+    assert "full-scale detail check g" in summary_text(summary) and "lanczos +" in summary_text(
+        summary
+    )
     lanczos = medsr.upscale(lr, 2, "lanczos").array[0]
     inside = ~fill & ~np.repeat(np.repeat(blocks, 2, 0), 2, 1)
     inside[:4], inside[-4:], inside[:, :4], inside[:, -4:] = False, False, False, False
@@ -359,7 +361,9 @@ def test_every_in_plane_physics_runs_the_self_check(kind):
     lateral axis; as stated physics it is the lateral beam blur then ↓s on both axes, and the
     self-check degrades with that measurement (it raised a shape error before)."""
     ct = medsr.load_image(corpus_path("CT_small.dcm"))
-    sr, s = upscale_with_safeguards(ct, 2, "fast-x2", degradation=kind, maps=False, tta=False, warn=False)
+    sr, s = upscale_with_safeguards(
+        ct, 2, "fast-x2", degradation=kind, maps=False, tta=False, warn=False
+    )
     assert sr.array.shape[-2:] == (256, 256)
     assert s["physics"] == kind and s["consistency"]["applied"]
     assert s["self_check"]["checked"] and s["self_check"]["degradation"] == kind
@@ -371,7 +375,9 @@ def test_costly_sparse_view_projection_is_not_run_under_auto():
     plane) and says why it did not project; ``on`` would still project."""
     ct = medsr.load_image(corpus_path("CT_small.dcm"))
     with pytest.warns(ConsistencyWarning, match="--consistency on applies it"):
-        sr, s = upscale_with_safeguards(ct, 3, "bicubic", degradation="ct-sparse-view", maps=False, tta=False)
+        sr, s = upscale_with_safeguards(
+            ct, 3, "bicubic", degradation="ct-sparse-view", maps=False, tta=False
+        )
     assert sr.array.shape[-2:] == (384, 384)
     assert not s["consistency"]["applied"] and "not applied" in s["consistency"]["skipped"]
     assert s["consistency"]["error"]["p99_rel"] >= 0
@@ -395,11 +401,11 @@ from medsr.api import degrade_file, upscale_file
 from medsr.batch import run_batch
 from medsr.errors import InputNotFoundError, OutputExistsError
 for call, args, error in (
-    (upscale_file, (r"{missing}", r"{tmp_path / 'x'}"), InputNotFoundError),
+    (upscale_file, (r"{missing}", r"{tmp_path / "x"}"), InputNotFoundError),
     (upscale_file, (r"{source}", r"{existing}"), OutputExistsError),
-    (degrade_file, (r"{missing}", r"{tmp_path / 'y.nii.gz'}"), InputNotFoundError),
+    (degrade_file, (r"{missing}", r"{tmp_path / "y.nii.gz"}"), InputNotFoundError),
     (degrade_file, (r"{source}", r"{existing}"), OutputExistsError),
-    (run_batch, (r"{tmp_path / 'no_folder'}", r"{tmp_path / 'z'}"), InputNotFoundError),
+    (run_batch, (r"{tmp_path / "no_folder"}", r"{tmp_path / "z"}"), InputNotFoundError),
 ):
     try:
         call(*args, **({{}} if call is degrade_file else {{"model": "fast-x2"}}))
@@ -522,7 +528,13 @@ def _ensemble_reference(image: MedImage, model: str, scale: int) -> np.ndarray:
 
     up = PlaneUpscaler(model, scale)
     outs = [
-        dihedral_inverse(up.upscale(image.replace(array=np.ascontiguousarray(dihedral(image.array, k, f)))).array, k, f)
+        dihedral_inverse(
+            up.upscale(
+                image.replace(array=np.ascontiguousarray(dihedral(image.array, k, f)))
+            ).array,
+            k,
+            f,
+        )
         for k, f in DIHEDRAL
     ]
     return np.mean(outs, axis=0)
@@ -541,8 +553,12 @@ def test_ensemble_is_the_mean_over_the_eight_flips_and_rotations(mr_small):
     assert ens.meta["derivation"]["ensemble"] == s["ensemble"]
     assert any("self-ensemble" in str(step) for step in ens.history)
     assert s["uncertainty"]["method"] == "none" and "maps" not in ens.meta
-    _, with_maps = upscale_with_safeguards(mr_small, 2, "fast-x2", ensemble=True, **{**opts, "maps": True, "tta": True})
-    assert with_maps["uncertainty"]["transforms"] == 8 and with_maps["uncertainty"]["map"]["max"] > 0
+    _, with_maps = upscale_with_safeguards(
+        mr_small, 2, "fast-x2", ensemble=True, **{**opts, "maps": True, "tta": True}
+    )
+    assert (
+        with_maps["uncertainty"]["transforms"] == 8 and with_maps["uncertainty"]["map"]["max"] > 0
+    )
 
 
 @pytest.mark.parametrize("k,flip", [(1, False), (0, True), (3, True)])
@@ -555,7 +571,15 @@ def test_ensemble_is_equivariant_and_keeps_the_low_band(mr_small, k, flip):
     from medsr.models.lowband import low_band
     from medsr.safeguards.maps import dihedral
 
-    opts = dict(consistency="off", maps=False, tta=False, ood=False, warn=False, self_check=False, ensemble=True)
+    opts = dict(
+        consistency="off",
+        maps=False,
+        tta=False,
+        ood=False,
+        warn=False,
+        self_check=False,
+        ensemble=True,
+    )
     out, _ = upscale_with_safeguards(mr_small, 2, "fast-x2", **opts)
     turned = mr_small.replace(array=np.ascontiguousarray(dihedral(mr_small.array, k, flip)))
     out_t, _ = upscale_with_safeguards(turned, 2, "fast-x2", **opts)
@@ -567,7 +591,9 @@ def test_ensemble_is_equivariant_and_keeps_the_low_band(mr_small, k, flip):
     assert np.abs(lb(out.array) - lb(base)).max() < 1e-4 * rng
 
 
-def test_ensemble_leaves_interpolators_alone_and_is_refused_where_it_means_nothing(mr_small, tmp_path):
+def test_ensemble_leaves_interpolators_alone_and_is_refused_where_it_means_nothing(
+    mr_small, tmp_path
+):
     """A classical interpolator is symmetric already: ``ensemble`` changes nothing; zero-shot,
     through-plane and a precomputed output refuse it with a clear error."""
     from medsr.pipeline import check_options
@@ -589,7 +615,9 @@ def _soft_disk(amplitude: float, width: float, size: int = 256) -> MedImage:
     yy, xx = np.mgrid[0:size, 0:size]
     r = np.hypot(yy - (size / 2 + 0.3), xx - (size / 2 - 0.4))
     disk = -1000.0 + amplitude / 2.0 * (1.0 + np.tanh((60.0 - r) / width))
-    return MedImage(disk.astype(np.float32)[None], spacing=(1.0, 1.0, 1.0), modality="CT", units="HU")
+    return MedImage(
+        disk.astype(np.float32)[None], spacing=(1.0, 1.0, 1.0), modality="CT", units="HU"
+    )
 
 
 @pytest.mark.parametrize("name", ["default-x2", "fast-x2", "default-x4", "fast-x4"])
@@ -607,7 +635,9 @@ def test_a_soft_bone_edge_is_never_made_worse_than_bicubic(name):
         c = 2 * scale
         err = {}
         for model in (name, "bicubic"):
-            sr, _ = upscale_with_safeguards(lr, scale, model, maps=False, tta=False, ood=False, warn=False)
+            sr, _ = upscale_with_safeguards(
+                lr, scale, model, maps=False, tta=False, ood=False, warn=False
+            )
             err[model] = float(np.sqrt(np.mean((sr.array[0] - hr.array[0])[c:-c, c:-c] ** 2)))
         assert err[name] <= err["bicubic"], (width, err)
 
@@ -665,14 +695,18 @@ def test_kspace_stated_for_signed_data_measures_a_real_image():
 
     ct = medsr.load_image(corpus_path("CT_small.dcm"))
     with pytest.warns(UserWarning, match="no magnitude image"):
-        _, report = upscale_with_safeguards(ct, 2, "bicubic", degradation="kspace", maps=False, tta=False, ood=False)
+        _, report = upscale_with_safeguards(
+            ct, 2, "bicubic", degradation="kspace", maps=False, tta=False, ood=False
+        )
     cons = report["consistency"]
     assert report["physics"] == "kspace" and report["degradation"]["params"]["image"] == "real"
     assert cons["applied"] and cons["error"]["p99_rel"] < 1e-3, cons["error"]
     mr = medsr.load_image(corpus_path("MR_small.dcm"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
-        _, report = upscale_with_safeguards(mr, 2, "bicubic", degradation="kspace", maps=False, tta=False, ood=False)
+        _, report = upscale_with_safeguards(
+            mr, 2, "bicubic", degradation="kspace", maps=False, tta=False, ood=False
+        )
     assert "image" not in report["degradation"]["params"]
 
 
@@ -696,7 +730,9 @@ def test_an_input_without_pixel_spacing_is_said_to_have_none():
     with pytest.warns(UserWarning, match="states no pixel spacing"):
         _, report = upscale_with_safeguards(bare, 2, "bicubic", maps=False, tta=False)
     assert any("no pixel spacing" in w for w in report["warnings"])
-    _, report = upscale_with_safeguards(medsr.load_image(corpus_path("CT_small.dcm")), 2, "bicubic", maps=False, tta=False)
+    _, report = upscale_with_safeguards(
+        medsr.load_image(corpus_path("CT_small.dcm")), 2, "bicubic", maps=False, tta=False
+    )
     assert not any("no pixel spacing" in w for w in report["warnings"])
 
 
@@ -713,7 +749,8 @@ def test_top_level_api_names_the_shipped_weights_and_upscales_files(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("spacing", "says"), [(1e-6, "more than the limit"), (1e-4, "NIfTI-1 axis holds at most 32,767")]
+    ("spacing", "says"),
+    [(1e-6, "more than the limit"), (1e-4, "NIfTI-1 axis holds at most 32,767")],
 )
 def test_an_output_too_large_to_make_or_write_is_refused_before_any_work(tmp_path, spacing, says):
     """A through-plane target spacing of 1e-6 mm asked the allocator for 1.6 TB (a traceback);
@@ -733,9 +770,13 @@ def test_an_output_too_large_to_make_or_write_is_refused_before_any_work(tmp_pat
 def test_zero_shot_with_shipped_weights_says_what_to_do():
     from medsr.pipeline import check_options
 
-    with pytest.raises(InvalidParameterError, match="is shipped weights: fine-tune them with --init default"):
+    with pytest.raises(
+        InvalidParameterError, match="is shipped weights: fine-tune them with --init default"
+    ):
         check_options(method="zero-shot", model="fast-x2", budget_s=10.0)
-    with pytest.raises(InvalidParameterError, match="is an in-plane model; this needs through-plane"):
+    with pytest.raises(
+        InvalidParameterError, match="is an in-plane model; this needs through-plane"
+    ):
         check_options(through_plane=True, model="fast-x2")
 
 

@@ -96,12 +96,7 @@ def test_every_file_the_readme_names_exists():
     named = set(
         re.findall(r"(?<![\w/.])((?:configs|scripts|benchmarks|docs)/[\w./{},*-]*[\w}])", README)
     )
-    missing = [
-        p
-        for path in sorted(named)
-        for p in _expand(path)
-        if not any(ROOT.glob(p))
-    ]
+    missing = [p for path in sorted(named) for p in _expand(path) if not any(ROOT.glob(p))]
     assert not missing, missing
 
 

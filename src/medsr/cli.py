@@ -49,22 +49,36 @@ def _print_version(value: bool) -> None:
 
         from medsr._version import __version__
 
-        typer.echo(f"medsr {__version__} (torch {torch.__version__}, Python {platform.python_version()})")
+        typer.echo(
+            f"medsr {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+        )
         raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print medsr's version (and torch's, Python's) and exit.", callback=_print_version, is_eager=True)] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print medsr's version (and torch's, Python's) and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     _STATE["debug"] = debug
 
 
 @app.command(epilog="Example: medsr info CT_small.dcm --json")
 def info(
-    path: Annotated[Path, typer.Argument(help="DICOM file or series folder, NIfTI, PNG/TIFF or .npy.")],
-    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
+    path: Annotated[
+        Path, typer.Argument(help="DICOM file or series folder, NIfTI, PNG/TIFF or .npy.")
+    ],
+    series: Annotated[
+        str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Describe an image: modality, shape, spacing, dtype, intensity range (never patient identifiers)."""
@@ -94,29 +108,144 @@ def info(
     )
 )
 def upscale(
-    input: Annotated[Path, typer.Argument(help="Input image (any supported format or a DICOM series folder).")],
-    output: Annotated[Path, typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series.")],
-    scale: Annotated[int | None, typer.Option("--scale", "-s", help="Factor: 2, 3 or 4, in-plane (default 2); with --through-plane the factor along z (more slices), instead of --target-spacing.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Shipped model (default-x2...), registered name or a .safetensors file; default: default-xN when shipped, else bicubic.")] = None,
+    input: Annotated[
+        Path, typer.Argument(help="Input image (any supported format or a DICOM series folder).")
+    ],
+    output: Annotated[
+        Path,
+        typer.Argument(help="Output path; format from its suffix, a folder for a DICOM series."),
+    ],
+    scale: Annotated[
+        int | None,
+        typer.Option(
+            "--scale",
+            "-s",
+            help="Factor: 2, 3 or 4, in-plane (default 2); with --through-plane the factor along z (more slices), instead of --target-spacing.",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Shipped model (default-x2...), registered name or a .safetensors file; default: default-xN when shipped, else bicubic.",
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    series: Annotated[str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")] = None,
-    luminance: Annotated[bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
-    method: Annotated[str, typer.Option("--method", help="model (a trained/classical upscaler) or zero-shot (learn from this image itself).")] = "model",
-    budget: Annotated[str | None, typer.Option("--budget", help=f"--method zero-shot: training time, {ZERO_SHOT_BUDGET_S:g}s (default), 2m, 1h or plain seconds.")] = None,
-    through_plane: Annotated[bool, typer.Option("--through-plane", help="Thick-slice volume: super-resolve along z to isotropic voxels (or --target-spacing) with the shipped through-plane prior (tp-x2/tp-x4); --adapt STEPS adapts it to this volume first.")] = False,
-    adapt: Annotated[int, typer.Option("--adapt", help="Through-plane: optimiser steps of per-volume adaptation of the prior (0 = the prior alone; seeded, so reruns are identical).")] = 0,
-    slice_thickness: Annotated[float | None, typer.Option("--slice-thickness", help="Through-plane: slice-profile width in mm (default: the header's SliceThickness, else estimated from the volume).")] = None,
-    profile: Annotated[str | None, typer.Option("--profile", help="Through-plane: slice profile, gaussian (MR) or box (CT); default by modality.")] = None,
-    target_spacing: Annotated[float | None, typer.Option("--target-spacing", help="Through-plane output slice spacing in mm (default: the in-plane spacing).")] = None,
-    init: Annotated[str | None, typer.Option("--init", help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.")] = None,
-    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): project the result onto the measured input when the physics is known (--degradation KIND, or --degradation auto with an MR header); on: always (for the assumed degradation); off: only measure.")] = "auto",
-    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace) or none (unknown). kspace makes zero-filled k-space the base interpolator. [default: none]")] = None,
-    modality: Annotated[str | None, typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy): CT, MR, CR, DX, US, NM...")] = None,
-    maps: Annotated[Path | None, typer.Option("--maps", help="Folder for the maps (+ JSON summary; DICOM series for DICOM input): consistency error |degrade(SR) - input| (through-plane: with the slice profile) and uncertainty (in-plane: test-time augmentation, 8x the network time; through-plane: the sagittal-coronal disagreement).")] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="Learned models: output the mean of the model's outputs for the 8 flips and 90-degree rotations of the input (self-ensemble): 8x the network time, about +0.1 dB (see the README); orientation-dependent detail averages out. Classical interpolators: no effect (said so).")] = False,
-    output_dtype: Annotated[str | None, typer.Option("--output-dtype", help="NIfTI outputs: input (default: an input stored as integers - NIfTI, DICOM, PNG/TIFF - keeps its type and scaling, values rounded onto its grid) or float32.")] = None,
-    precision: Annotated[str, typer.Option("--precision", help="Network arithmetic: fp32 (default); auto (on a CUDA GPU fp16, else bf16 where the CPU has AVX-512 BF16/AMX, for models whose measured change on CT is within tolerance: 5 HU in tissue, 2 % of the step at steep edges; fp32 otherwise); bf16 (the learned residual only, with the model's measured recipe: about 1.4-2x faster where native, emulated and very slow elsewhere); fp16 (CUDA).")] = "fp32",
+    series: Annotated[
+        str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")
+    ] = None,
+    luminance: Annotated[
+        bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="model (a trained/classical upscaler) or zero-shot (learn from this image itself).",
+        ),
+    ] = "model",
+    budget: Annotated[
+        str | None,
+        typer.Option(
+            "--budget",
+            help=f"--method zero-shot: training time, {ZERO_SHOT_BUDGET_S:g}s (default), 2m, 1h or plain seconds.",
+        ),
+    ] = None,
+    through_plane: Annotated[
+        bool,
+        typer.Option(
+            "--through-plane",
+            help="Thick-slice volume: super-resolve along z to isotropic voxels (or --target-spacing) with the shipped through-plane prior (tp-x2/tp-x4); --adapt STEPS adapts it to this volume first.",
+        ),
+    ] = False,
+    adapt: Annotated[
+        int,
+        typer.Option(
+            "--adapt",
+            help="Through-plane: optimiser steps of per-volume adaptation of the prior (0 = the prior alone; seeded, so reruns are identical).",
+        ),
+    ] = 0,
+    slice_thickness: Annotated[
+        float | None,
+        typer.Option(
+            "--slice-thickness",
+            help="Through-plane: slice-profile width in mm (default: the header's SliceThickness, else estimated from the volume).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            "--profile",
+            help="Through-plane: slice profile, gaussian (MR) or box (CT); default by modality.",
+        ),
+    ] = None,
+    target_spacing: Annotated[
+        float | None,
+        typer.Option(
+            "--target-spacing",
+            help="Through-plane output slice spacing in mm (default: the in-plane spacing).",
+        ),
+    ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            help="Zero-shot: fine-tune from 'default' (shipped) or a .safetensors file instead of learning from scratch.",
+        ),
+    ] = None,
+    consistency: Annotated[
+        str,
+        typer.Option(
+            "--consistency",
+            help="auto (default): project the result onto the measured input when the physics is known (--degradation KIND, or --degradation auto with an MR header); on: always (for the assumed degradation); off: only measure.",
+        ),
+    ] = "auto",
+    degradation: Annotated[
+        str | None,
+        typer.Option(
+            "--degradation",
+            help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace) or none (unknown). kspace makes zero-filled k-space the base interpolator. [default: none]",
+        ),
+    ] = None,
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            "--modality",
+            help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy): CT, MR, CR, DX, US, NM...",
+        ),
+    ] = None,
+    maps: Annotated[
+        Path | None,
+        typer.Option(
+            "--maps",
+            help="Folder for the maps (+ JSON summary; DICOM series for DICOM input): consistency error |degrade(SR) - input| (through-plane: with the slice profile) and uncertainty (in-plane: test-time augmentation, 8x the network time; through-plane: the sagittal-coronal disagreement).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Learned models: output the mean of the model's outputs for the 8 flips and 90-degree rotations of the input (self-ensemble): 8x the network time, about +0.1 dB (see the README); orientation-dependent detail averages out. Classical interpolators: no effect (said so).",
+        ),
+    ] = False,
+    output_dtype: Annotated[
+        str | None,
+        typer.Option(
+            "--output-dtype",
+            help="NIfTI outputs: input (default: an input stored as integers - NIfTI, DICOM, PNG/TIFF - keeps its type and scaling, values rounded onto its grid) or float32.",
+        ),
+    ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="Network arithmetic: fp32 (default); auto (on a CUDA GPU fp16, else bf16 where the CPU has AVX-512 BF16/AMX, for models whose measured change on CT is within tolerance: 5 HU in tissue, 2 % of the step at steep edges; fp32 otherwise); bf16 (the learned residual only, with the model's measured recipe: about 1.4-2x faster where native, emulated and very slow elsewhere); fp16 (CUDA).",
+        ),
+    ] = "fp32",
 ) -> None:
     """Super-resolve an image in-plane (or a volume through-plane) and write it in the same format (a derived series for DICOM)."""
     from medsr.api import upscale_file
@@ -141,14 +270,31 @@ def upscale(
     elif adapt or slice_thickness is not None or profile is not None:
         from medsr.errors import InvalidParameterError
 
-        raise InvalidParameterError("--adapt, --slice-thickness and --profile apply to --through-plane only")
+        raise InvalidParameterError(
+            "--adapt, --slice-thickness and --profile apply to --through-plane only"
+        )
     written = upscale_file(
-        input, output, scale=scale, model=model, device=device, series_uid=series,
-        luminance=luminance, overwrite=overwrite, method=method, through_plane=through_plane,
-        target_spacing=target_spacing, init=init, consistency=consistency, degradation=degradation,
-        modality=modality, maps_dir=maps,
-        warnings_out=(warned := list[str]()), precision=precision, ensemble=ensemble,
-        output_dtype=output_dtype, **zero_shot,
+        input,
+        output,
+        scale=scale,
+        model=model,
+        device=device,
+        series_uid=series,
+        luminance=luminance,
+        overwrite=overwrite,
+        method=method,
+        through_plane=through_plane,
+        target_spacing=target_spacing,
+        init=init,
+        consistency=consistency,
+        degradation=degradation,
+        modality=modality,
+        maps_dir=maps,
+        warnings_out=(warned := list[str]()),
+        precision=precision,
+        ensemble=ensemble,
+        output_dtype=output_dtype,
+        **zero_shot,
     )
     for message in warned:
         typer.echo(f"warning: {message}", err=True)
@@ -190,16 +336,36 @@ def _parse_params(items: list[str] | None) -> dict[str, object]:
 def degrade(
     input: Annotated[Path, typer.Argument(help="High-resolution input image.")],
     output: Annotated[Path, typer.Argument(help="Output path (format from its suffix).")],
-    kind: Annotated[str, typer.Option("--kind", "-k", help="bicubic, kspace, ct-sparse-view, ct-detector, ultrasound, thick-slice, radiograph, or auto (per modality).")] = "auto",
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            "-k",
+            help="bicubic, kspace, ct-sparse-view, ct-detector, ultrasound, thick-slice, radiograph, or auto (per modality).",
+        ),
+    ] = "auto",
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Physics parameter key=value (repeatable).")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="Physics parameter key=value (repeatable)."),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for noise.")] = 0,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
 ) -> None:
     """Simulate a lower-resolution acquisition (k-space truncation, sparse-view CT, thick slices...)."""
     from medsr.api import degrade_file
 
-    written = degrade_file(input, output, kind=kind, scale=scale, params=_parse_params(param), seed=seed, overwrite=overwrite)
+    written = degrade_file(
+        input,
+        output,
+        kind=kind,
+        scale=scale,
+        params=_parse_params(param),
+        seed=seed,
+        overwrite=overwrite,
+    )
     typer.echo(f"wrote {written}")
 
 
@@ -210,19 +376,69 @@ def degrade(
     )
 )
 def evaluate(
-    data: Annotated[list[Path], typer.Option("--data", "-d", help="High-resolution reference files or folders (repeatable).")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data", "-d", help="High-resolution reference files or folders (repeatable)."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("evaluation"),
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
-    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, prior, prior+adapt, zero-shot.")] = "bicubic,lanczos",
-    degradation: Annotated[str, typer.Option("--degradation", help="bicubic (default, as in published benchmarks), kspace, ct-detector, ct-sparse-view, radiograph, auto (per modality), or thick-slice (through-plane reconstruction of volumes).")] = "bicubic",
-    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="Degradation parameter key=value.")] = None,
-    max_slices: Annotated[int, typer.Option("--max-slices", help="Centred slab of at most this many slices per volume.")] = 16,
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models",
+            "-m",
+            help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, prior, prior+adapt, zero-shot.",
+        ),
+    ] = "bicubic,lanczos",
+    degradation: Annotated[
+        str,
+        typer.Option(
+            "--degradation",
+            help="bicubic (default, as in published benchmarks), kspace, ct-detector, ct-sparse-view, radiograph, auto (per modality), or thick-slice (through-plane reconstruction of volumes).",
+        ),
+    ] = "bicubic",
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Degradation parameter key=value.")
+    ] = None,
+    max_slices: Annotated[
+        int,
+        typer.Option("--max-slices", help="Centred slab of at most this many slices per volume."),
+    ] = 16,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    budget: Annotated[str, typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m...")] = "30s",
-    adapt: Annotated[int, typer.Option("--adapt", help="thick-slice: optimiser steps of per-volume adaptation for prior+adapt and zero-shot (seeded, reproducible).")] = 200,
-    interpolation: Annotated[bool, typer.Option("--interpolation", help="Evaluate slice interpolators (drop every other slice, reconstruct; --scale is the factor; models e.g. interp-cnn,linear,cubic).")] = False,
-    maps: Annotated[bool, typer.Option("--maps/--no-maps", help="Measure each output's consistency error |degrade(SR) - input| and test-time-augmentation uncertainty (metrics + figure rows).")] = True,
-    consistency: Annotated[str, typer.Option("--consistency", help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.")] = "off",
+    budget: Annotated[
+        str,
+        typer.Option("--budget", help="Training time per image of the zero-shot model: 30s, 2m..."),
+    ] = "30s",
+    adapt: Annotated[
+        int,
+        typer.Option(
+            "--adapt",
+            help="thick-slice: optimiser steps of per-volume adaptation for prior+adapt and zero-shot (seeded, reproducible).",
+        ),
+    ] = 200,
+    interpolation: Annotated[
+        bool,
+        typer.Option(
+            "--interpolation",
+            help="Evaluate slice interpolators (drop every other slice, reconstruct; --scale is the factor; models e.g. interp-cnn,linear,cubic).",
+        ),
+    ] = False,
+    maps: Annotated[
+        bool,
+        typer.Option(
+            "--maps/--no-maps",
+            help="Measure each output's consistency error |degrade(SR) - input| and test-time-augmentation uncertainty (metrics + figure rows).",
+        ),
+    ] = True,
+    consistency: Annotated[
+        str,
+        typer.Option(
+            "--consistency",
+            help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.",
+        ),
+    ] = "off",
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
     from medsr.errors import InvalidParameterError
@@ -238,25 +454,41 @@ def evaluate(
 
         if scale not in (2, 4):
             raise InvalidParameterError("slice interpolation factor (--scale) must be 2 or 4")
-        evaluate_interpolation(discover_inputs(data), names, factor=scale, out_dir=out, device="cpu" if device == "auto" else device)
+        evaluate_interpolation(
+            discover_inputs(data),
+            names,
+            factor=scale,
+            out_dir=out,
+            device="cpu" if device == "auto" else device,
+        )
         typer.echo((out / "report.md").read_text().rstrip())
         typer.echo(f"\nreport: {out / 'report.html'}")
         return
     from medsr.reports.evaluate import evaluate as run
 
     result = run(
-        data, models=names, scale=scale, degradation=degradation, params=_parse_params(param),
-        out_dir=out, max_slices=max_slices, device=device, progress=sys.stderr.isatty(),
+        data,
+        models=names,
+        scale=scale,
+        degradation=degradation,
+        params=_parse_params(param),
+        out_dir=out,
+        max_slices=max_slices,
+        device=device,
+        progress=sys.stderr.isatty(),
         zero_shot=(
             {"adapt_steps": _check_adapt(adapt), "progress": False}
             if degradation.strip().lower() == "thick-slice"
             else {"budget_s": _parse_duration(budget), "progress": False}
         ),
-        maps=maps, consistency=consistency,
+        maps=maps,
+        consistency=consistency,
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     n = len(result.images)
-    typer.echo(f"\nreport: {out / 'report.html'} ({n} image{'s' if n != 1 else ''}, {len(result.skipped)} skipped)")
+    typer.echo(
+        f"\nreport: {out / 'report.html'} ({n} image{'s' if n != 1 else ''}, {len(result.skipped)} skipped)"
+    )
 
 
 @app.command(
@@ -267,27 +499,44 @@ def evaluate(
 )
 def train(
     config: Annotated[Path, typer.Argument(help="YAML training recipe (see configs/).")],
-    max_time: Annotated[str | None, typer.Option("--max-time", help="Wall-clock limit HH:MM:SS.")] = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Checkpoint written by medsr train to continue from.")] = None,
-    devices: Annotated[str | None, typer.Option("--devices", help="auto, a count, or ids like 0,1.")] = None,
-    out_dir: Annotated[Path | None, typer.Option("--out-dir", help="Run folder (default runs/<name>).")] = None,
+    max_time: Annotated[
+        str | None, typer.Option("--max-time", help="Wall-clock limit HH:MM:SS.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Checkpoint written by medsr train to continue from."),
+    ] = None,
+    devices: Annotated[
+        str | None, typer.Option("--devices", help="auto, a count, or ids like 0,1.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", help="Run folder (default runs/<name>).")
+    ] = None,
 ) -> None:
     """Train a model with PyTorch Lightning from a YAML recipe (checkpoints, TensorBoard, resume)."""
     from medsr.training.run import train as run
 
     result = run(config, max_time=max_time, resume=resume, devices=devices, out_dir=out_dir)
-    typer.echo(f"trained {result.global_step} steps in {result.seconds:.0f} s; last checkpoint: {result.last_checkpoint}")
+    typer.echo(
+        f"trained {result.global_step} steps in {result.seconds:.0f} s; last checkpoint: {result.last_checkpoint}"
+    )
     if result.best_checkpoint:
         typer.echo(f"best checkpoint: {result.best_checkpoint}")
-    typer.echo(f"export with: medsr export {result.best_checkpoint or result.last_checkpoint} model.safetensors")
+    typer.echo(
+        f"export with: medsr export {result.best_checkpoint or result.last_checkpoint} model.safetensors"
+    )
 
 
 @app.command(epilog="Example: medsr export runs/rdn-x2/checkpoints/last.ckpt rdn-x2.safetensors")
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by medsr train.")],
     output: Annotated[Path, typer.Argument(help="Output .safetensors (weights + model card).")],
-    raw: Annotated[bool, typer.Option("--raw", help="Export the raw weights instead of the EMA average.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Export the raw weights instead of the EMA average.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing output.")
+    ] = False,
 ) -> None:
     """Export a training checkpoint to safetensors with its model card (for --model FILE)."""
     from medsr.training.run import export as run
@@ -314,8 +563,10 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     for m in list_pretrained():
         gain = (m.card.get("metrics") or {}).get("val_psnr_gain")
         scale = f" ×{m.scale}" if m.scale else ""
-        base = "cubic along z" if m.kind == "through-plane" else (
-            "zero-filled k-space" if m.low_band_base == "kspace" else "bicubic"
+        base = (
+            "cubic along z"
+            if m.kind == "through-plane"
+            else ("zero-filled k-space" if m.low_band_base == "kspace" else "bicubic")
         )  # validation gains are over the base the model keeps the low band of
         desc = f"trained {m.card.get('architecture')}{scale}" + (
             f", val ΔPSNR {gain:+.2f} dB vs {base}" if gain is not None else ""
@@ -330,7 +581,9 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 @app.command(epilog="Example: medsr demo --out demo_out")
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and index.html.")] = Path("demo_out"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Folder for results and index.html.")
+    ] = Path("demo_out"),
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,
 ) -> None:
     """Upscale bundled corpus CT, MR, radiograph and ultrasound images and write a before/after HTML page."""

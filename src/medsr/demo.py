@@ -103,7 +103,14 @@ def _centre_crop_box(shape: tuple[int, int], frac: float = 0.22) -> tuple[slice,
     return slice(y0, y0 + ch), slice(x0, x0 + cw)
 
 
-def _figure(out: Path, name: str, image: MedImage, window: tuple[float, float], size: tuple[int, int], crop: bool) -> str:
+def _figure(
+    out: Path,
+    name: str,
+    image: MedImage,
+    window: tuple[float, float],
+    size: tuple[int, int],
+    crop: bool,
+) -> str:
     arr = plane(image)
     if crop:
         sy, sx = _centre_crop_box(arr.shape[-2:])
@@ -129,8 +136,13 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
         except FileNotFoundError:
             continue  # pydicom-data not installed: CT_small / MR_small from pydicom still run
         hr = load_image(src, luminance=True)
-        case = CaseResult(label=label, source=src.name, info=hr.summary(), degradation=degradation,
-                          seen=(src.name in trained_on) if trained_on is not None else None)
+        case = CaseResult(
+            label=label,
+            source=src.name,
+            info=hr.summary(),
+            degradation=degradation,
+            seen=(src.name in trained_on) if trained_on is not None else None,
+        )
         window = default_window(hr)
         h, w = hr.spatial_shape[1:]
         disp_w = min(w * scale, 768)
@@ -139,33 +151,60 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
 
         # 1. real use: upscale the file itself, write a derived DICOM series
         case.figures["input"] = _figure(out, f"{label}_input", hr, window, disp, crop=False)
-        case.figures["input_crop"] = _figure(out, f"{label}_input_crop", hr, window, crop_disp, crop=True)
+        case.figures["input_crop"] = _figure(
+            out, f"{label}_input_crop", hr, window, crop_disp, crop=True
+        )
         for model in demo_set:  # as `medsr upscale` runs it: the one pipeline, safeguards included
             sr, _ = upscale_with_safeguards(hr, scale, model, maps=False, tta=False, warn=False)
             target = out / f"{label.lower()}_{model}_x{scale}"
             save_image(sr, target, overwrite=True)
             case.outputs[model] = target.name
             case.figures[model] = _figure(out, f"{label}_{model}", sr, window, disp, crop=False)
-            case.figures[f"{model}_crop"] = _figure(out, f"{label}_{model}_crop", sr, window, crop_disp, crop=True)
+            case.figures[f"{model}_crop"] = _figure(
+                out, f"{label}_{model}_crop", sr, window, crop_disp, crop=True
+            )
 
         # 2. honest check: degrade, upscale back, compare with the original
         region = _check_region(hr, scale)
         lr = degrade_image(region, degradation, scale)
-        ref = region.replace(array=region.array[..., : lr.spatial_shape[1] * scale, : lr.spatial_shape[2] * scale])
+        ref = region.replace(
+            array=region.array[..., : lr.spatial_shape[1] * scale, : lr.spatial_shape[2] * scale]
+        )
         data_range = data_range_for(ref)
-        case.figures["check_lr"] = _figure(out, f"{label}_check_lr", lr, window, crop_disp, crop=True)
-        case.figures["check_hr"] = _figure(out, f"{label}_check_hr", ref, window, crop_disp, crop=True)
+        case.figures["check_lr"] = _figure(
+            out, f"{label}_check_lr", lr, window, crop_disp, crop=True
+        )
+        case.figures["check_hr"] = _figure(
+            out, f"{label}_check_hr", ref, window, crop_disp, crop=True
+        )
         for model in check_set:
             t0 = time.perf_counter()
-            sr, _ = upscale_with_safeguards(lr, scale, model, maps=False, tta=False, warn=False, clip=False)
+            sr, _ = upscale_with_safeguards(
+                lr, scale, model, maps=False, tta=False, warn=False, clip=False
+            )
             seconds = time.perf_counter() - t0
             m = compute_metrics(sr.array, ref.array, data_range=data_range, crop=scale)
-            case.metrics.append({"model": model, **{k: float(v) for k, v in m.items()}, "seconds": seconds})
-            case.figures[f"check_{model}"] = _figure(out, f"{label}_check_{model}", sr, window, crop_disp, crop=True)
+            case.metrics.append(
+                {"model": model, **{k: float(v) for k, v in m.items()}, "seconds": seconds}
+            )
+            case.figures[f"check_{model}"] = _figure(
+                out, f"{label}_check_{model}", sr, window, crop_disp, crop=True
+            )
         results.append(case)
 
     (out / "summary.json").write_text(
-        json.dumps([{"case": r.label, "source": r.source, "degradation": r.degradation, "metrics": r.metrics} for r in results], indent=2)
+        json.dumps(
+            [
+                {
+                    "case": r.label,
+                    "source": r.source,
+                    "degradation": r.degradation,
+                    "metrics": r.metrics,
+                }
+                for r in results
+            ],
+            indent=2,
+        )
     )
     page = out / "index.html"
     page.write_text(_page(results, scale, demo_set), encoding="utf-8")
@@ -216,17 +255,17 @@ def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> s
             f"""
 <section>
   <h2>{html.escape(r.label)} — <code>{html.escape(r.source)}</code>{_seen_badge(r.seen)}</h2>
-  <p class="meta">{html.escape(str(info['modality']))} · {info['shape_zyx'][1]}×{info['shape_zyx'][2]} px ·
-  spacing {info['spacing_mm_zyx'][1]:.3g}×{info['spacing_mm_zyx'][2]:.3g} mm · {html.escape(info['units'])}
+  <p class="meta">{html.escape(str(info["modality"]))} · {info["shape_zyx"][1]}×{info["shape_zyx"][2]} px ·
+  spacing {info["spacing_mm_zyx"][1]:.3g}×{info["spacing_mm_zyx"][2]:.3g} mm · {html.escape(info["units"])}
   · written as derived DICOM series: {outputs}</p>
   <h3>Before / after (×{scale}, centre crop, same window)</h3>
-  <div class="row">{_img(r.figures['input_crop'], 'input (pixels enlarged)')}
-  {"".join(_img(r.figures[f'{m}_crop'], f'{m} ×{scale}') for m in r.outputs)}</div>
+  <div class="row">{_img(r.figures["input_crop"], "input (pixels enlarged)")}
+  {"".join(_img(r.figures[f"{m}_crop"], f"{m} ×{scale}") for m in r.outputs)}</div>
   <h3>Honest check: original (centre, up to {CHECK_MAX_SIDE}² pixels) degraded ×{scale} ({html.escape(r.degradation)}), upscaled back, compared with the original</h3>
   <div class="row">{_img(r.figures["check_lr"], f"degraded input (1/{scale} size)")}
   {"".join(_img(r.figures["check_" + m["model"]], m["model"]) for m in r.metrics)}
-  {_img(r.figures['check_hr'], 'original (truth)')}</div>
-  <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info['units'])})</th><th>time (ms)</th></tr></thead>
+  {_img(r.figures["check_hr"], "original (truth)")}</div>
+  <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info["units"])})</th><th>time (ms)</th></tr></thead>
   <tbody>{rows}</tbody></table>
   <p class="note">Best PSNR here: <b>{html.escape(best)}</b>. Metrics in the image's own units, data range of the original,
   {scale}-pixel border excluded.</p>
@@ -251,7 +290,6 @@ th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right
 <h1>medsr demo</h1>
 <p class="meta">medsr {__version__} · {real_use}; honest check: every shipped general model for this scale (the MR k-space defaults are measured by benchmarks/faithful.py) · every output is labelled as derived
 (DICOM ImageType DERIVED\\SECONDARY, DerivationDescription) · no patient identifiers on this page.</p>
-{''.join(sections)}
+{"".join(sections)}
 </body></html>
 """
-

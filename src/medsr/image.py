@@ -32,7 +32,9 @@ import numpy as np
 Spacing = tuple[float, float, float]
 
 
-def affine_from_spacing(spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def affine_from_spacing(
+    spacing: Sequence[float], origin: Sequence[float] = (0.0, 0.0, 0.0)
+) -> np.ndarray:
     """Axis-aligned affine for an image with ``spacing`` (z, y, x) and world ``origin`` (x, y, z)."""
     sz, sy, sx = (float(s) for s in spacing)
     aff = np.diag([sx, sy, sz, 1.0])
@@ -86,7 +88,9 @@ class MedImage:
         object.__setattr__(self, "array", arr)
         spacing = tuple(float(s) for s in self.spacing)
         if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-            raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {self.spacing}")
+            raise ValueError(
+                f"spacing must be three positive numbers (z, y, x) in mm, got {self.spacing}"
+            )
         object.__setattr__(self, "spacing", spacing)
         if self.affine is None:
             affine = affine_from_spacing(spacing)
@@ -175,7 +179,9 @@ class MedImage:
         old = np.array(self.spatial_shape, dtype=float)
         new = np.array(arr.shape[-3:], dtype=float)
         if self.channels and (arr.ndim != 4 or arr.shape[0] != self.array.shape[0]):
-            raise ValueError(f"expected {self.array.shape[0]} channels, got array of shape {arr.shape}")
+            raise ValueError(
+                f"expected {self.array.shape[0]} channels, got array of shape {arr.shape}"
+            )
         zoom_zyx = new / old
         zoom_xyz = zoom_zyx[::-1]
         affine = np.array(self.affine, dtype=np.float64)
@@ -214,13 +220,18 @@ class MedImage:
             "spacing_mm_zyx": [round(s, 6) for s in self.spacing],
             # a multi-frame DICOM's frames: slices, or time frames (a cine) whose z spacing is
             # no distance (io.dicom.geometry.frame_axis)
-            **({"z_axis": self.meta["frame_axis"]["describe"]} if self.meta.get("frame_axis") else {}),
+            **(
+                {"z_axis": self.meta["frame_axis"]["describe"]}
+                if self.meta.get("frame_axis")
+                else {}
+            ),
             # a DICOM without PixelSpacing (or the like): 1 mm is assumed, not measured, and so is
             # the world position derived from it
             "spacing_assumed": self.meta.get("spacing_source") == "default",
             "orientation": self.orientation,
             # what the file stores (a palette's indices: ``read_as`` says how they became values)
-            "stored_dtype": self.meta.get("source_dtype") or self.meta.get("stored_dtype", "float32"),
+            "stored_dtype": self.meta.get("source_dtype")
+            or self.meta.get("stored_dtype", "float32"),
             **({"read_as": self.meta["read_as"]} if self.meta.get("read_as") else {}),
             "units": self.units,
             "min": float(finite.min()) if finite.size else float("nan"),

@@ -315,10 +315,14 @@ def _signed_kspace(meas: Measurement, image: MedImage) -> Measurement:
         MedSRWarning,
         stacklevel=3,
     )
-    return resolve_measurement({"kind": "kspace", "params": {**meas.params, "image": "real"}}, meas.scale)
+    return resolve_measurement(
+        {"kind": "kspace", "params": {**meas.params, "image": "real"}}, meas.scale
+    )
 
 
-def physics_kind(degradation: str | dict[str, Any] | Measurement | None, modality: str | None) -> str | None:
+def physics_kind(
+    degradation: str | dict[str, Any] | Measurement | None, modality: str | None
+) -> str | None:
     """The kind of in-plane physics :func:`resolve_physics` will state for an image of
     ``modality`` — known before the image is read (a PACS series from its query, a batch item):
     ``"auto"`` → ``kspace`` for MR, ``None`` otherwise; a stated kind → that kind."""
@@ -435,7 +439,9 @@ def detail_self_check(
         region_pad = (pad if image.channels else pad[None])[..., ys, xs]
         data = ~_as_planes(np.ascontiguousarray(region_pad), job.per_plane_channels)
 
-    def detail(k: int) -> tuple[np.ndarray, np.ndarray]:  # float64, one plane: no volume temporaries
+    def detail(
+        k: int,
+    ) -> tuple[np.ndarray, np.ndarray]:  # float64, one plane: no volume temporaries
         b = job.base[k, ..., c:-c, c:-c].astype(np.float64)  # type: ignore[index]
         r = job.out[k, ..., c:-c, c:-c] - b
         if data is not None:  # padding: no detail to judge
@@ -465,7 +471,9 @@ def detail_self_check(
         num_peer = 0.0
         for k in range(job.total):
             r, _ = detail(k)
-            num_peer += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c])))
+            num_peer += float(
+                np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c]))
+            )
         alpha_peer = num_peer / den
     return {
         **_decision(alpha, alpha_peer, SELF_CHECK_GAIN_BELOW, over, kind),
@@ -527,7 +535,9 @@ def detail_full_check(
     s = upscaler.scale
     meas = physics if physics is not None else resolve_measurement("bicubic", s)
     if peer is None:
-        peer = PlaneUpscaler(over, s, device=upscaler.device.type, clip=upscaler.clip).upscale(measured)
+        peer = PlaneUpscaler(over, s, device=upscaler.device.type, clip=upscaler.clip).upscale(
+            measured
+        )
     e_p = consistency_error(peer, measured, meas, s).astype(np.float64)
     if sr_error is None:
         sr_error = consistency_error(sr, measured, meas, s)
@@ -563,13 +573,19 @@ def _full_scale_check(
         # frequency where bicubic attenuates it; the fit would judge the model against the wrong
         # operator (on the k-space MR of benchmarks/faithful.py it drew `fast-x4` towards
         # lanczos, 0.3-0.55 dB below the model)
-        return {"checked": False, "reason": "physics not stated for a k-space modality (--degradation checks it)"}, None
+        return {
+            "checked": False,
+            "reason": "physics not stated for a k-space modality (--degradation checks it)",
+        }, None
     s = upscaler.scale
     d = physics if physics is not None else resolve_measurement("bicubic", s)
     nz, h, w = image.array.shape[-3:]
     fz = _middle_planes(nz, FULL_CHECK_PLANES)
     n = nz if isinstance(fz, slice) else len(fz)
-    fy, fx = _centre(h, 1, w, FULL_CHECK_MAX_PIXELS // n), _centre(w, 1, h, FULL_CHECK_MAX_PIXELS // n)
+    fy, fx = (
+        _centre(h, 1, w, FULL_CHECK_MAX_PIXELS // n),
+        _centre(w, 1, h, FULL_CHECK_MAX_PIXELS // n),
+    )
     covers = isinstance(fz, slice) and fy.stop - fy.start == h and fx.stop - fx.start == w
     same = covers and isinstance(zs, slice) and d.kind == meas.kind and d.params == meas.params
     over = DETAIL_PEER.get(upscaler.base_name, upscaler.base_name)
@@ -577,7 +593,9 @@ def _full_scale_check(
     if covers and over != upscaler.base_name:  # the check's peer is the blend's: computed once
         from medsr.inference.planes import PlaneUpscaler
 
-        peer = PlaneUpscaler(over, s, device=upscaler.device.type, clip=upscaler.clip).upscale(image)
+        peer = PlaneUpscaler(over, s, device=upscaler.device.type, clip=upscaler.clip).upscale(
+            image
+        )
     full = detail_full_check(
         _region_of(image, fz, fy, fx),
         _region_of(sr, fz, slice(fy.start * s, fy.stop * s), slice(fx.start * s, fx.stop * s)),
@@ -593,7 +611,12 @@ def _full_scale_check(
 
 
 def _blend_with_peer(
-    image: MedImage, sr: MedImage, upscaler: Any, gain: float, over: str, peer: MedImage | None = None
+    image: MedImage,
+    sr: MedImage,
+    upscaler: Any,
+    gain: float,
+    over: str,
+    peer: MedImage | None = None,
 ) -> MedImage:
     """``over + gain·(sr − over)``: the output drawn towards the classical interpolation ``over``
     (``peer``: that interpolation of ``image`` when already computed; padding stays exact: both
@@ -702,7 +725,9 @@ KEEP_BASE_BYTES = 256 * 2**20
 CONSISTENCY_SAMPLE_PIXELS = 2**20
 
 
-def _bicubic_reference(measured: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None) -> MedImage:
+def _bicubic_reference(
+    measured: MedImage, upscaler: PlaneUpscaler, job: PlaneJob | None
+) -> MedImage:
     """Plain bicubic interpolation of ``measured`` (the planes the consistency check looks at;
     clipped to their range, padding kept): the base the one pass kept (``job``: kept only when
     the check looks at every plane), else computed now."""
@@ -792,7 +817,9 @@ def upscale_with_safeguards(
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
     if output is not None and (tta or samples or ensemble):
-        raise InvalidParameterError("a precomputed output cannot be combined with tta, samples or ensemble")
+        raise InvalidParameterError(
+            "a precomputed output cannot be combined with tta, samples or ensemble"
+        )
     physics, physics_source = resolve_physics(degradation, image, scale)
     base_name = "kspace" if physics is not None and physics.kind == "kspace" else "bicubic"
     if isinstance(model, PlaneUpscaler):  # a batch's loaded network: shared, not reloaded
@@ -1011,7 +1038,9 @@ def upscale_with_safeguards(
         cmap = np.abs(err)
         if image.channels:  # one map for a colour image: what its statistics above are not
             cmap = cmap.mean(axis=0)
-            cons["map"] = "the mean of |error| over the colour channels (the statistics: over every channel)"
+            cons["map"] = (
+                "the mean of |error| over the colour channels (the statistics: over every channel)"
+            )
         cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
         meta["maps"] = {"consistency": cmap}
         if std is not None:
@@ -1114,7 +1143,9 @@ def check_output_size(
             f"the output would hold {count:,} values ({text}), more than the limit of "
             f"{ceiling:,} ({advice}; MEDSR_MAX_PIXELS raises the limit)"
         )
-    fmt = format_for_output(target) if target is not None and output_kind(target) == "file" else None
+    fmt = (
+        format_for_output(target) if target is not None and output_kind(target) == "file" else None
+    )
     limit = AXIS_LIMIT.get(fmt or ("dicom" if target is not None else ""))
     if limit is not None and max(dims) > limit:
         label = {"nifti": "NIfTI-1"}.get(fmt or "", "DICOM")
@@ -1386,11 +1417,16 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
         cmap = np.abs(err)
         if image.channels:
             cmap = cmap.mean(axis=0)
-            cons["map"] = "the mean of |error| over the colour channels (the statistics: over every channel)"
+            cons["map"] = (
+                "the mean of |error| over the colour channels (the statistics: over every channel)"
+            )
         # the measured slice whose cell holds each output slice's centre (no interpolation)
         src = np.clip(np.floor(cell_positions(image.spatial_shape[0], n_out) + 0.5), 0, None)
         src = np.minimum(src.astype(np.int64), image.spatial_shape[0] - 1)
-        meta["maps"] = {**(result.meta.get("maps") or {}), "consistency": np.ascontiguousarray(cmap[src])}
+        meta["maps"] = {
+            **(result.meta.get("maps") or {}),
+            "consistency": np.ascontiguousarray(cmap[src]),
+        }
     return result.replace(meta=meta)
 
 
@@ -1466,7 +1502,12 @@ def _through_plane_file(
         maps=maps_dir is not None, device=device, **options,
     )  # fmt: skip
     return save_safeguarded(
-        result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite, **(write_options or {})
+        result,
+        target,
+        summary=summary,
+        maps_dir=maps_dir,
+        overwrite=overwrite,
+        **(write_options or {}),
     )
 
 

@@ -41,7 +41,9 @@ def _error(out: Path, inp: Path) -> float:
 
 
 def test_outputs_record_provenance_and_consistency_lowers_the_error(small: Path, tmp_path: Path):
-    off = run_batch(small, tmp_path / "off", model="bicubic", workers=1, threads=1, consistency="off")
+    off = run_batch(
+        small, tmp_path / "off", model="bicubic", workers=1, threads=1, consistency="off"
+    )
     on = run_batch(small, tmp_path / "on", model="bicubic", workers=1, threads=1, consistency="on")
     assert off.counts["ok"] == on.counts["ok"] == 3
     assert (off.consistency, on.consistency) == ("off", "on")
@@ -158,12 +160,16 @@ def test_physics_and_modality_reach_every_output(small: Path, tmp_path: Path):
     """--degradation and --modality as in `medsr upscale`: k-space physics (base + projection)
     recorded in every output's provenance; the NIfTI gets the stated modality."""
     out = tmp_path / "o"
-    summary = run_batch(small, out, model="default-x2", workers=1, threads=1, degradation="kspace", modality="MR")
+    summary = run_batch(
+        small, out, model="default-x2", workers=1, threads=1, degradation="kspace", modality="MR"
+    )
     assert summary.counts["ok"] == 3
     side = read_sidecar(out / "mr" / "MR_small.nii.gz")
     cons = side["provenance"]["safeguards"]
     assert cons["physics"] == "kspace" and cons["base_interpolator"] == "kspace"
-    assert cons["consistency"]["applied"] and side["provenance"]["consistency"] == "auto (projected)"
+    assert (
+        cons["consistency"]["applied"] and side["provenance"]["consistency"] == "auto (projected)"
+    )
     assert medsr.load_image(out / "mr" / "MR_small.nii.gz").modality == "MR"
     text = pydicom.dcmread(out / "ct" / "CT_small.dcm").DerivationDescription
     assert "kspace" in text and "sha256:" in text
@@ -187,7 +193,9 @@ def test_ensemble_reaches_every_output_and_the_resume_key(small: Path, tmp_path:
         ensemble=True,
     )  # fmt: skip
     # the NIfTI keeps the DICOM source's int16 storage: values rounded onto its integer grid
-    np.testing.assert_allclose(load_image(out / "mr" / "MR_small.nii.gz").array, ref.array, atol=0.5 + 1e-3)
+    np.testing.assert_allclose(
+        load_image(out / "mr" / "MR_small.nii.gz").array, ref.array, atol=0.5 + 1e-3
+    )
     again = run_batch(small, out, model="fast-x2", workers=1, threads=1)
     assert again.counts["ok"] == 3 and not again.counts.get("skipped")
 
@@ -243,7 +251,10 @@ def test_resume_removes_temporaries_a_killed_run_left(small: Path, tmp_path: Pat
     run_batch(small, out, model="bicubic", workers=1, threads=1, consistency="off")
     target = out / "mr" / "MR_small.nii.gz"
     # an atomic_file temporary and an atomic_dir one
-    stale = [target.with_name(".MR_small.k3j_x9Q1.nii.gz"), target.with_name(".MR_small.nii.gz.abcdefgh")]
+    stale = [
+        target.with_name(".MR_small.k3j_x9Q1.nii.gz"),
+        target.with_name(".MR_small.nii.gz.abcdefgh"),
+    ]
     for p in stale:
         p.write_bytes(b"partial")
         os.utime(p, (time.time() - 60, time.time() - 60))

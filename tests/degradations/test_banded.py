@@ -76,7 +76,9 @@ def test_measurements_take_it_with_the_same_values(kind, params, f, shape):
     x = torch.rand(2, 1, *shape, generator=torch.Generator().manual_seed(f)) * 3000 - 1000
     fast = meas.forward(x)
     # the banded path is taken, but where the lateral axis has something to crop (ultrasound)
-    assert taken == ([] if kind == "ultrasound" and shape[int(params.get("axis", -1))] % f else [True])
+    assert taken == (
+        [] if kind == "ultrasound" and shape[int(params.get("axis", -1))] % f else [True]
+    )
     chain = meas.forward(x.double())  # float64: the step-by-step chain
     torch.testing.assert_close(fast.double(), chain, rtol=0, atol=3000 * 4e-7)
     # and the chain written out by hand, for the kinds that are one function
@@ -104,6 +106,10 @@ def test_a_probe_too_short_falls_back_to_the_whole_axis(probe):
     full = _operator(1024, 2, 1.0, "bicubic", 1024)
     op = _operator(1024, 2, 1.0, "bicubic", probe)
     assert (op.first, op.stop, op.offset, op.tail_start, op.weights) == (
-        full.first, full.stop, full.offset, full.tail_start, full.weights
+        full.first,
+        full.stop,
+        full.offset,
+        full.tail_start,
+        full.weights,
     )
     assert torch.equal(op.head, full.head) and torch.equal(op.tail, full.tail)

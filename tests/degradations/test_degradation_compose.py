@@ -97,8 +97,16 @@ def test_training_default_degradation_mixes_plain_bicubic():
 
     mixed = build_degradation(DegradationConfig("default", {"bicubic_fraction": 0.5}), 2, "MR")
     assert isinstance(mixed, OneOf) and isinstance(mixed.transforms[0], RandomBicubic)
-    assert mixed(torch.rand(6, 1, 32, 32), generator=torch.Generator().manual_seed(1)).shape == (6, 1, 16, 16)
-    assert isinstance(build_degradation(DegradationConfig("default", {"bicubic_fraction": 1.0}), 2, "CT"), RandomBicubic)
+    assert mixed(torch.rand(6, 1, 32, 32), generator=torch.Generator().manual_seed(1)).shape == (
+        6,
+        1,
+        16,
+        16,
+    )
+    assert isinstance(
+        build_degradation(DegradationConfig("default", {"bicubic_fraction": 1.0}), 2, "CT"),
+        RandomBicubic,
+    )
     for bad in ({"bicubic_fraction": 1.5}, {"sigma": 1}):
         with pytest.raises(InvalidParameterError):
             DegradationConfig("default", bad).validate("degradation")

@@ -85,7 +85,9 @@ from medsr.degradations.thick_slice import thick_slice_matrix  # noqa: E402
     seed=st.integers(0, 2**16),
 )
 def test_thick_slice_matrix_is_thick_slice_at_an_integer_factor(f, n_in, profile, t, seed):
-    x = torch.randn(1, 1, n_in * f, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(
+        1, 1, n_in * f, 5, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ref = thick_slice(x, f, profile=profile, thickness=t * f, axis=-2)[0, 0]
     w = torch.from_numpy(thick_slice_matrix(n_in, n_in * f, profile=profile, thickness=t))
     torch.testing.assert_close(w @ x[0, 0], ref, atol=1e-9, rtol=1e-9)

@@ -36,7 +36,9 @@ def _conv1d_reference(x, axis, factor, profile, width):
 @pytest.mark.parametrize("shape", [(2, 1, 24, 30), (1, 3, 17, 12)])
 @pytest.mark.parametrize("axis", [-1, -2])
 @pytest.mark.parametrize("factor", [1, 2, 3])
-@pytest.mark.parametrize(("profile", "width"), [("gaussian", 1.0), ("gaussian", 2.3), ("box", 3.0), ("gaussian", 0.0)])
+@pytest.mark.parametrize(
+    ("profile", "width"), [("gaussian", 1.0), ("gaussian", 2.3), ("box", 3.0), ("gaussian", 0.0)]
+)
 def test_matches_conv1d(shape, axis, factor, profile, width):
     torch.manual_seed(0)
     x = torch.rand(shape) * 4000 - 1000

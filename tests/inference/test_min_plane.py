@@ -56,15 +56,22 @@ def test_a_small_plane_runs_padded_and_cropped():
     cropped; planes at least that large are not padded (their output is unchanged)."""
     mr_small = medsr.load_image(corpus_path("MR_small.dcm"))
     up = PlaneUpscaler("default-x4", 4, low_band=False, range_guard=False)
-    x = torch.from_numpy(np.ascontiguousarray(mr_small.array[:1, 24:40, 24:40], np.float32))[None] / 4000
+    x = (
+        torch.from_numpy(np.ascontiguousarray(mr_small.array[:1, 24:40, 24:40], np.float32))[None]
+        / 4000
+    )
     x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         pred, _ = up.forward_tensor(x)
-        bic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        bic = torch.nn.functional.interpolate(
+            x, scale_factor=4, mode="bicubic", align_corners=False
+        )
         padded = _reflect_pad(x, ((4, 4), (4, 4)), True)
         want = up.net.detail(padded)[..., 16:80, 16:80] + bic
         torch.testing.assert_close(pred, want, rtol=0, atol=1e-5)
-        big = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect").contiguous(memory_format=torch.channels_last)
+        big = torch.nn.functional.pad(x, (4, 4, 4, 4), mode="reflect").contiguous(
+            memory_format=torch.channels_last
+        )
         pred_big, _ = up.forward_tensor(big)
         torch.testing.assert_close(pred_big, up.net.detail(big) + torch.nn.functional.interpolate(
             big, scale_factor=4, mode="bicubic", align_corners=False), rtol=0, atol=1e-5)  # fmt: skip
@@ -89,7 +96,9 @@ def test_a_narrow_plane_is_padded_on_the_tiled_path_too():
     with torch.inference_mode():
         pred, _ = up.forward_tensor(x, tiled=True)
         padded = _reflect_pad(x, ((6, 6), (0, 0)), True)
-        bic = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+        bic = torch.nn.functional.interpolate(
+            x, scale_factor=2, mode="bicubic", align_corners=False
+        )
         want = up.net.detail(padded)[..., 12:52, :] + bic
     assert pred.shape == want.shape == (1, 1, 40, 2200)
     torch.testing.assert_close(pred, want, rtol=0, atol=1e-4)

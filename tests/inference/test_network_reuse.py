@@ -23,7 +23,9 @@ def _empty_cache():
 
 
 def _plane(rng) -> MedImage:
-    return MedImage(rng.normal(size=(1, 24, 24)).astype(np.float32) * 100, modality="CT", units="HU")
+    return MedImage(
+        rng.normal(size=(1, 24, 24)).astype(np.float32) * 100, modality="CT", units="HU"
+    )
 
 
 def _fresh(name: str) -> torch.nn.Module:

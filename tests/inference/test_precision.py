@@ -65,7 +65,11 @@ def test_auto_takes_bf16_only_for_models_measured_within_tolerance(native_cpu, m
     """In tissue at most BF16_TOLERANCE_HU, at steep edges BF16_TOLERANCE_EDGE of the step, and
     BF16_TOLERANCE_HU_RMS overall; an entry without the tissue/edge split is held to the HU
     tolerance at every pixel."""
-    tol, edge, tol_rms = prec.BF16_TOLERANCE_HU, prec.BF16_TOLERANCE_EDGE, prec.BF16_TOLERANCE_HU_RMS
+    tol, edge, tol_rms = (
+        prec.BF16_TOLERANCE_HU,
+        prec.BF16_TOLERANCE_EDGE,
+        prec.BF16_TOLERANCE_HU_RMS,
+    )
     for checksum, entry in {
         "ok": {"hu_tissue_max": tol, "edge_max": edge, "hu_max": 3 * tol, "hu_rms": tol_rms},
         "tissue": {"hu_tissue_max": 2 * tol, "edge_max": 0.0, "hu_max": 2 * tol, "hu_rms": 0.0},
@@ -97,7 +101,9 @@ def test_ct_change_splits_tissue_from_steep_edges():
     low[0, 0, 0] += 3.0  # tissue (its 3×3 input neighbourhood is flat)
     low[0, 0, 7] += 15.0  # on the step: 1.5 % of it
     c = prec.ct_change(ref, low, image, 2)
-    assert c["hu_tissue_max"] == 3.0 and c["edge_max"] == pytest.approx(0.015) and c["hu_max"] == 15.0
+    assert (
+        c["hu_tissue_max"] == 3.0 and c["edge_max"] == pytest.approx(0.015) and c["hu_max"] == 15.0
+    )
     assert c["hu_rms"] == pytest.approx(np.sqrt((9 + 225) / ref.size))
     with pytest.raises(ValueError, match="do not match"):
         prec.ct_change(ref, low, image, 4)
@@ -108,7 +114,9 @@ def test_auto_on_cuda_asks_the_gpu(monkeypatch):
         torch.cuda, "is_bf16_supported", lambda including_emulation=True: not including_emulation
     )
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))  # no fp16 cores
+    monkeypatch.setattr(
+        torch.cuda, "get_device_capability", lambda device=None: (6, 1)
+    )  # no fp16 cores
     monkeypatch.setitem(
         prec.BF16_MEASURED, "sha256:ok", {"model": "ok", "hu_max": 0.0, "hu_rms": 0.0}
     )
@@ -137,8 +145,12 @@ def test_auto_on_cuda_takes_fp16_first(fake_gpu, monkeypatch):
         ("sha256:c", 0.5 * tol, 0.1 * tol),  # both within: fp16
         ("sha256:d", 0.5 * tol, 2 * tol),  # only bf16 within: bf16
     ):
-        monkeypatch.setitem(prec.BF16_MEASURED, checksum, {"model": checksum, "hu_max": bf16, "hu_rms": 0.0})
-        monkeypatch.setitem(prec.FP16_MEASURED, checksum, {"model": checksum, "hu_max": fp16, "hu_rms": 0.0})
+        monkeypatch.setitem(
+            prec.BF16_MEASURED, checksum, {"model": checksum, "hu_max": bf16, "hu_rms": 0.0}
+        )
+        monkeypatch.setitem(
+            prec.FP16_MEASURED, checksum, {"model": checksum, "hu_max": fp16, "hu_rms": 0.0}
+        )
     got, why = prec.resolve_precision("auto", fake_gpu, "sha256:a", True)
     assert got == "fp16" and "Test GPU (compute capability 9.0): fp16 tensor cores" in why
     got, why = prec.resolve_precision("auto", fake_gpu, "sha256:b", True)
@@ -147,7 +159,9 @@ def test_auto_on_cuda_takes_fp16_first(fake_gpu, monkeypatch):
     assert prec.resolve_precision("auto", fake_gpu, "sha256:d", True)[0] == "bf16"
     assert prec.resolve_precision("auto", fake_gpu, "sha256:unmeasured", True)[0] == "fp32"
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (6, 1))
-    assert prec.resolve_precision("auto", fake_gpu, "sha256:a", True)[0] == "fp32"  # no tensor cores
+    assert (
+        prec.resolve_precision("auto", fake_gpu, "sha256:a", True)[0] == "fp32"
+    )  # no tensor cores
     assert prec.resolve_precision("auto", fake_gpu, "sha256:c", True)[0] == "bf16"
     assert prec.native_fp16(CPU)[0] is False
     monkeypatch.setattr(prec, "_cpu_flags", lambda: {"avx512_bf16"})  # never fp16 on a CPU
@@ -319,14 +333,18 @@ def test_default_x4_keeps_three_blocks_in_fp32(corpus, monkeypatch):
     assert prec.bf16_fp32_blocks(key) == 3
 
     def change(blocks: int) -> dict[str, float]:
-        monkeypatch.setitem(prec.BF16_MEASURED, key, {**prec.BF16_MEASURED[key], "fp32_blocks": blocks})
+        monkeypatch.setitem(
+            prec.BF16_MEASURED, key, {**prec.BF16_MEASURED[key], "fp32_blocks": blocks}
+        )
         low = medsr.upscale(img, scale=4, model="default-x4", precision="bf16")
         return prec.ct_change(ref.array, low.array, img.array, 4)
 
     for blocks in (0, 1):
         assert change(blocks)["hu_tissue_max"] > prec.BF16_TOLERANCE_HU
     c = change(3)
-    assert c["hu_tissue_max"] <= prec.BF16_TOLERANCE_HU and c["edge_max"] <= prec.BF16_TOLERANCE_EDGE
+    assert (
+        c["hu_tissue_max"] <= prec.BF16_TOLERANCE_HU and c["edge_max"] <= prec.BF16_TOLERANCE_EDGE
+    )
     assert c["hu_rms"] <= prec.BF16_TOLERANCE_HU_RMS
 
 
@@ -351,7 +369,9 @@ def test_cuda_reduced_precision_keeps_hu(corpus, precision):
     low = medsr.upscale(img, scale=2, model="fast-x2", device="cuda", precision=precision)
     assert low.meta["derivation"]["precision"] == precision
     c = prec.ct_change(ref.array, low.array, img.array, 2)
-    assert c["hu_tissue_max"] <= prec.BF16_TOLERANCE_HU and c["edge_max"] <= prec.BF16_TOLERANCE_EDGE
+    assert (
+        c["hu_tissue_max"] <= prec.BF16_TOLERANCE_HU and c["edge_max"] <= prec.BF16_TOLERANCE_EDGE
+    )
     assert c["hu_rms"] <= prec.BF16_TOLERANCE_HU_RMS
 
 
@@ -391,7 +411,9 @@ def test_cuda_widened_default_is_the_same_function(corpus, monkeypatch):
     plain = PlaneUpscaler("default-x2", 2, device="cuda", precision="fp32")
     assert plain.net.head.out_channels == 46
     a, b = wide.upscale(img).array.astype(np.float64), plain.upscale(img).array
-    assert np.abs(a - b).max() <= 1.0  # HU: TF32 convolutions (torch's CUDA default) differ by ~1 HU
+    assert (
+        np.abs(a - b).max() <= 1.0
+    )  # HU: TF32 convolutions (torch's CUDA default) differ by ~1 HU
 
 
 class _OutSpy(torch.nn.Module):
@@ -413,7 +435,9 @@ def test_rlfn_keeps_its_first_blocks_in_fp32_when_asked():
     from medsr.models.efficient import RLFN
 
     torch.manual_seed(0)
-    net = RLFN(num_features=8, num_blocks=3, scale=2, global_residual=True, esa_spread="fixed").eval()
+    net = RLFN(
+        num_features=8, num_blocks=3, scale=2, global_residual=True, esa_spread="fixed"
+    ).eval()
     torch.nn.init.normal_(net.upsample[0].weight, std=0.1)  # zero at init: a residual that is there
     seen: list[torch.dtype] = []
     for b in net.blocks:

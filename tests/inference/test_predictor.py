@@ -57,7 +57,9 @@ def test_weights_file_scale_must_match(tmp_path):
     assert medsr.upscale(img, scale=2, model=str(path)).spatial_shape == (1, 8, 8)
     with pytest.raises(InvalidParameterError, match=r"weights 'b' were trained for ×2, not ×4"):
         medsr.upscale(img, scale=4, model=str(path))
-    with pytest.raises(InvalidParameterError, match=r"shipped model 'default-x4' was trained for ×4, not ×2"):
+    with pytest.raises(
+        InvalidParameterError, match=r"shipped model 'default-x4' was trained for ×4, not ×2"
+    ):
         medsr.upscale(img, scale=2, model="default-x4")
 
 

@@ -367,7 +367,9 @@ def test_cli_interpolates_a_tiny_nifti_and_rejects_bad_factor(tmp_path, trained)
     res = runner.invoke(app, ["interpolate", str(src), str(dst), "--model", "linear"])
     assert res.exit_code == 2 and "error" in res.output  # exists, no --overwrite
     before = src.read_bytes()
-    res = runner.invoke(app, ["interpolate", str(src), str(src), "--model", "linear", "--overwrite"])
+    res = runner.invoke(
+        app, ["interpolate", str(src), str(src), "--model", "linear", "--overwrite"]
+    )
     assert res.exit_code == 2 and "must not be the input" in res.output
     assert src.read_bytes() == before  # inputs are never modified, --overwrite or not
 

@@ -352,7 +352,9 @@ def _large_series(template, folder: Path, n: int = 3) -> Path:
     uid = generate_uid()
     base = np.add.outer(np.arange(192), np.arange(192)).astype(np.int16)
     slices = [
-        make_ct_slice(template, pixels=base + 100 * k, ipp=(0, 0, 2.0 * k), series_uid=uid, instance=k + 1)
+        make_ct_slice(
+            template, pixels=base + 100 * k, ipp=(0, 0, 2.0 * k), series_uid=uid, instance=k + 1
+        )
         for k in range(n)
     ]
     return write_series(folder, slices)
@@ -366,12 +368,16 @@ def test_series_parses_each_file_once(ct_template, tmp_path, monkeypatch):
     folder = _large_series(ct_template, tmp_path / "s")
     calls = []
     real = reader.pydicom.dcmread
-    monkeypatch.setattr(reader.pydicom, "dcmread", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    monkeypatch.setattr(
+        reader.pydicom, "dcmread", lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+    )
     img = read_dicom(folder)
     assert len(calls) == 3 and len(set(calls)) == 3
     expected = np.add.outer(np.arange(192), np.arange(192))
     for k in range(3):
-        np.testing.assert_array_equal(img.array[k], expected + 100 * k - 1024)  # CT_small's intercept
+        np.testing.assert_array_equal(
+            img.array[k], expected + 100 * k - 1024
+        )  # CT_small's intercept
     assert all("PixelData" not in ds for ds in img.meta["datasets"])  # headers only are kept
 
 
@@ -954,10 +960,7 @@ def test_uneven_frames_of_a_multiframe_object_keep_their_positions(dicom_corpus,
         [float(v) for v in it.PlanePositionSequence[0].ImagePositionPatient]
         for it in new.PerFrameFunctionalGroupsSequence
     ]
-    want = [
-        [float(v) for v in it.PlanePositionSequence[0].ImagePositionPatient]
-        for it in frames
-    ]
+    want = [[float(v) for v in it.PlanePositionSequence[0].ImagePositionPatient] for it in frames]
     shift = np.array([-0.25 * 0.8, -0.25 * 0.9, 0.0])  # x: 0.8 mm columns, y: 0.9 mm rows
     np.testing.assert_allclose(got, np.array(want) + shift, rtol=0, atol=2e-6)
 
@@ -1058,7 +1061,9 @@ def test_raw_dicom_without_preamble(dicom_corpus, tmp_path):
     slope=st.sampled_from([1.0, 0.5, 3.0]),
     intercept=st.sampled_from([0.0, -1024.0]),
 )
-def test_encoding_maps_nan_to_zero_and_infinities_to_the_stored_ends(values, signed, slope, intercept):
+def test_encoding_maps_nan_to_zero_and_infinities_to_the_stored_ends(
+    values, signed, slope, intercept
+):
     """The stored integers of any float values — NaN, ±inf, out-of-range ones and ties included —
     are what rounding, np.nan_to_num (NaN → 0, ±inf → the stored range's ends) and a clip to that
     range make (the encoder clips before it rounds: the same integers)."""
@@ -1088,7 +1093,9 @@ def test_palette_ultrasound_written_as_luminance_says_it_has_no_colour(dicom_cor
     ("params", "thickness_mm"),
     [({}, 2 * 3.0), ({"thickness": 0}, 2.5), ({"profile": "box", "thickness": 3}, 3 * 3.0)],
 )
-def test_thick_slice_simulation_states_its_profile_as_slice_thickness(ct_template, tmp_path, params, thickness_mm):
+def test_thick_slice_simulation_states_its_profile_as_slice_thickness(
+    ct_template, tmp_path, params, thickness_mm
+):
     """A thick-slice simulation's output states the profile it applied (its FWHM / full width in
     mm; point sampling keeps the thin slices' own), not the source's SliceThickness × the factor
     (10 mm for every variant of a 5 mm, 7 mm-spaced series before), which through-plane upscaling
@@ -1099,7 +1106,13 @@ def test_thick_slice_simulation_states_its_profile_as_slice_thickness(ct_templat
     uid = generate_uid()
     slices = []
     for k in range(8):
-        ds = make_ct_slice(ct_template, pixels=np.full((8, 8), 10 * k, np.int16), ipp=(0.0, 0.0, 3.0 * k), series_uid=uid, instance=k + 1)
+        ds = make_ct_slice(
+            ct_template,
+            pixels=np.full((8, 8), 10 * k, np.int16),
+            ipp=(0.0, 0.0, 3.0 * k),
+            series_uid=uid,
+            instance=k + 1,
+        )
         ds.SliceThickness = "2.5"
         slices.append(ds)
     img = read_dicom(write_series(tmp_path / "thin", slices))
@@ -1119,7 +1132,10 @@ def test_series_asked_of_one_file_must_be_its_own(dicom_corpus):
     uid = str(pydicom.dcmread(path).SeriesInstanceUID)
     with pytest.raises(SeriesMismatchError, match=r"not in 'CT_small\.dcm'"):
         read_dicom(path, series_uid="1.2.3")
-    assert read_dicom(path, series_uid=uid).spatial_shape == read_dicom(path, series_uid=series_key(uid)).spatial_shape
+    assert (
+        read_dicom(path, series_uid=uid).spatial_shape
+        == read_dicom(path, series_uid=series_key(uid)).spatial_shape
+    )
 
 
 def test_monochrome1_inversion_is_recorded_where_the_values_go(dicom_corpus, tmp_path):
@@ -1141,7 +1157,9 @@ def test_derivation_text_spells_step_signs_in_ascii(tmp_path_factory, sign):
     """The derivation text is ASCII: a MONOCHROME1 radiograph's step "value = 1023 − stored
     value" was written "value = 1023 ? stored value" (only × was spelled out). Every sign a
     step uses now reads as ASCII, never as '?'."""
-    image = read_dicom(dicom_corpus_path("CT_small.dcm")).with_step(f"value = 1023 {sign} stored value")
+    image = read_dicom(dicom_corpus_path("CT_small.dcm")).with_step(
+        f"value = 1023 {sign} stored value"
+    )
     out = write_dicom(image, tmp_path_factory.mktemp("ascii") / "out.dcm")
     text = pydicom.dcmread(out).DerivationDescription
     assert "value = 1023 " in text and "?" not in text
@@ -1151,11 +1169,26 @@ def test_derivation_text_spells_step_signs_in_ascii(tmp_path_factory, sign):
 @pytest.mark.parametrize(
     ("pointer", "extra", "kind", "words"),
     [
-        ([0x00181063], {"FrameTime": "40"}, "time", "5 time frames, 40 ms apart (Frame Increment Pointer: FrameTime)"),
+        (
+            [0x00181063],
+            {"FrameTime": "40"},
+            "time",
+            "5 time frames, 40 ms apart (Frame Increment Pointer: FrameTime)",
+        ),
         ([0x00181065], {}, "time", "5 time frames (Frame Increment Pointer: FrameTimeVector)"),
-        ([0x00540010, 0x00540020], {}, "other", "5 frames indexed by EnergyWindowVector, DetectorVector"),
+        (
+            [0x00540010, 0x00540020],
+            {},
+            "other",
+            "5 frames indexed by EnergyWindowVector, DetectorVector",
+        ),
         ([0x00540080], {}, "space", "5 slices, 1 mm apart (SliceVector; no positions"),
-        (None, {"SpacingBetweenSlices": "2.5"}, "space", "5 slices, 1 mm apart (SpacingBetweenSlices"),
+        (
+            None,
+            {"SpacingBetweenSlices": "2.5"},
+            "space",
+            "5 slices, 1 mm apart (SpacingBetweenSlices",
+        ),
         (None, {}, "unknown", "5 frames; the header states no positions"),
     ],
 )
@@ -1182,6 +1215,8 @@ def test_frame_axis_of_a_malformed_pointer_is_unknown_not_an_error():
     from medsr.io.dicom.geometry import frame_axis
 
     ds = Dataset()  # as read from a file: converted when first used, 3 bytes are no tag
-    ds._dict[Tag(0x00280009)] = RawDataElement(Tag(0x00280009), "AT", 3, b"\x18\x00\x63", 0, True, True)
+    ds._dict[Tag(0x00280009)] = RawDataElement(
+        Tag(0x00280009), "AT", 3, b"\x18\x00\x63", 0, True, True
+    )
     assert frame_axis(ds, 3, True, 2.0)["kind"] == "space"
     assert frame_axis(ds, 3, False, 1.0)["kind"] == "unknown"

@@ -48,7 +48,9 @@ def test_empty_stream():
 @pytest.mark.parametrize("channels", [None, "RGB"])
 def test_nifti_gz_holds_the_same_bytes_as_nii(tmp_path, rng, channels):
     shape = (3, 2, 9, 7) if channels else (5, 9, 7)
-    img = MedImage(rng.normal(0, 300, shape).astype(np.float32), spacing=(2.0, 0.5, 0.6), channels=channels)
+    img = MedImage(
+        rng.normal(0, 300, shape).astype(np.float32), spacing=(2.0, 0.5, 0.6), channels=channels
+    )
     gz_path, nii_path = tmp_path / "a.nii.gz", tmp_path / "b.nii"  # a stem has one JSON sidecar
     medsr.save_image(img, gz_path)
     medsr.save_image(img, nii_path)

@@ -37,7 +37,9 @@ def test_read_corpus_nifti(corpus, name, shape, channels):
     np.testing.assert_allclose(img.affine, ref.affine)
     # same voxel → same world coordinate
     x, y, z = 1, 2, 0
-    np.testing.assert_allclose(img.world_coordinate((x, y, z)), nib.affines.apply_affine(ref.affine, (x, y, z)))
+    np.testing.assert_allclose(
+        img.world_coordinate((x, y, z)), nib.affines.apply_affine(ref.affine, (x, y, z))
+    )
 
 
 def test_round_trip_and_headers(tmp_path, corpus):
@@ -58,7 +60,11 @@ def test_round_trip_and_headers(tmp_path, corpus):
 def test_upscaled_nifti_keeps_field_of_view(tmp_path, corpus):
     img = medsr.load_image(corpus("aniso_vox.nii.gz"))
     sr = medsr.upscale(img, scale=2, model="bicubic")
-    assert sr.spatial_shape == (img.spatial_shape[0], img.spatial_shape[1] * 2, img.spatial_shape[2] * 2)
+    assert sr.spatial_shape == (
+        img.spatial_shape[0],
+        img.spatial_shape[1] * 2,
+        img.spatial_shape[2] * 2,
+    )
     assert sr.spacing[1:] == pytest.approx((img.spacing[1] / 2, img.spacing[2] / 2))
     assert sr.spacing[0] == pytest.approx(img.spacing[0])
     out = medsr.save_image(sr, tmp_path / "sr.nii")
@@ -69,7 +75,9 @@ def test_upscaled_nifti_keeps_field_of_view(tmp_path, corpus):
     corner = img.world_coordinate((-0.5, -0.5, 0))
     np.testing.assert_allclose(back.world_coordinate((-0.5, -0.5, 0)), corner, atol=1e-4)
     np.testing.assert_allclose(
-        back.world_coordinate((2 * x - 0.5, 2 * y - 0.5, z - 1)), img.world_coordinate((x - 0.5, y - 0.5, z - 1)), atol=1e-4
+        back.world_coordinate((2 * x - 0.5, 2 * y - 0.5, z - 1)),
+        img.world_coordinate((x - 0.5, y - 0.5, z - 1)),
+        atol=1e-4,
     )
 
 
@@ -282,7 +290,9 @@ def test_integer_source_is_written_back_as_its_type(tmp_path, suffix, slope, int
     assert back.get_data_dtype() == np.dtype(np.int16)
     assert (back.dataobj.slope, back.dataobj.inter) == (s, b)
     want_int = np.rint((sr.array.astype(np.float64) - b) / s).astype(np.int16)
-    np.testing.assert_array_equal(np.asarray(back.dataobj.get_unscaled()).transpose(2, 1, 0), want_int)
+    np.testing.assert_array_equal(
+        np.asarray(back.dataobj.get_unscaled()).transpose(2, 1, 0), want_int
+    )
     np.testing.assert_allclose(medsr.load_image(out).array, sr.array, atol=s / 2 + 1e-4)
     import json
 
@@ -324,7 +334,13 @@ def test_float32_where_the_integer_type_cannot_hold_it(tmp_path):
         "kept": (image, None, np.uint8),
         "below": (image.replace(array=image.array - np.float32(3)), None, np.float32),
         "above": (image.replace(array=image.array + np.float32(60)), None, np.float32),
-        "nan": (image.replace(array=np.where(image.array > 100, np.nan, image.array).astype(np.float32)), None, np.float32),
+        "nan": (
+            image.replace(
+                array=np.where(image.array > 100, np.nan, image.array).astype(np.float32)
+            ),
+            None,
+            np.float32,
+        ),
         "asked": (image, "float32", np.float32),
         "unknown storage": (image.replace(meta={**image.meta, "format": "npy"}), None, np.float32),
     }
@@ -349,7 +365,9 @@ def test_float32_where_the_integer_type_cannot_hold_it(tmp_path):
     offset=st.floats(-0.49, 0.49),
     seed=st.integers(0, 2**16),
 )
-def test_integer_storage_rounds_onto_the_source_grid(tmp_path_factory, dtype, slope, inter, offset, seed):
+def test_integer_storage_rounds_onto_the_source_grid(
+    tmp_path_factory, dtype, slope, inter, offset, seed
+):
     """Any integer type and scaling: the written value is the grid point nearest the output's
     (within half a step), the read-back range is the source type's, nothing is clipped."""
     d = tmp_path_factory.mktemp("grid")
@@ -389,7 +407,9 @@ def test_dicom_and_raster_sources_keep_their_integer_storage(tmp_path, corpus):
     mixed = [copy.deepcopy(ds) for ds in ct.meta["datasets"]] * 2
     mixed[1].RescaleIntercept = "-1000"
     cases = {
-        "mixed rescale": ct.replace(array=np.concatenate([ct.array] * 2), meta={**ct.meta, "datasets": mixed}),
+        "mixed rescale": ct.replace(
+            array=np.concatenate([ct.array] * 2), meta={**ct.meta, "datasets": mixed}
+        ),
         "multi-frame": ct.replace(meta={**ct.meta, "multiframe": True}),
         "colour": medsr.load_image(corpus("OBXXXX1A.dcm")),
     }
@@ -398,7 +418,9 @@ def test_dicom_and_raster_sources_keep_their_integer_storage(tmp_path, corpus):
         assert nib.load(str(out)).get_data_dtype() == np.dtype(np.float32), label
 
     cam = medsr.load_image(corpus("camera.png"))
-    assert nib.load(str(medsr.save_image(cam, tmp_path / "cam.nii"))).get_data_dtype() == np.dtype(np.uint8)
+    assert nib.load(str(medsr.save_image(cam, tmp_path / "cam.nii"))).get_data_dtype() == np.dtype(
+        np.uint8
+    )
 
 
 @pytest.mark.parametrize(

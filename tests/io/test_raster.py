@@ -21,7 +21,9 @@ def test_png_8bit_round_trip(tmp_path, corpus):
     assert img.spatial_shape == (1, 512, 512) and img.meta["stored_dtype"] == "uint8"
     out = medsr.save_image(img, tmp_path / "c.png")
     assert Image.open(out).mode == "L"
-    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(corpus("camera.png"))))
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(out)), np.asarray(Image.open(corpus("camera.png")))
+    )
 
 
 def test_png_16bit_kept(tmp_path, rng):
@@ -76,7 +78,9 @@ def test_npy(tmp_path, corpus):
     img = medsr.load_image(corpus("t1_coronal_slice.npy"))
     assert img.spatial_shape[0] == 1
     out = medsr.save_image(img, tmp_path / "a.npy")
-    np.testing.assert_array_equal(np.load(out), np.load(corpus("t1_coronal_slice.npy")).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.load(out), np.load(corpus("t1_coronal_slice.npy")).astype(np.float32)
+    )
 
 
 def test_volume_to_png_refused(tmp_path):
@@ -194,7 +198,9 @@ def test_a_signed_tiff_comes_back_signed(tmp_path_factory, h, w, depth, low):
     d = tmp_path_factory.mktemp("s")
     info = np.iinfo(depth)
     top = min(int(info.max), 1 << 24)  # MedImage holds float32: integers exact up to 2**24
-    data = np.random.default_rng(h * w).integers(max(low, info.min), top, (h, w), dtype=depth, endpoint=True)
+    data = np.random.default_rng(h * w).integers(
+        max(low, info.min), top, (h, w), dtype=depth, endpoint=True
+    )
     tifffile.imwrite(d / "in.tif", data)
     img = medsr.load_image(d / "in.tif")
     back = tifffile.imread(medsr.save_image(img, d / "out.tif"))

@@ -235,8 +235,20 @@ def test_fixed_esa_spread_is_bilinear_by_six_then_edge_extended(ch, cw, dh, dw, 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"num_features": 46, "num_blocks": 4, "global_residual": True, "esa_spread": "fixed", "scale": 2},
-        {"num_features": 46, "num_blocks": 2, "global_residual": True, "esa_spread": "fixed", "scale": 4},
+        {
+            "num_features": 46,
+            "num_blocks": 4,
+            "global_residual": True,
+            "esa_spread": "fixed",
+            "scale": 2,
+        },
+        {
+            "num_features": 46,
+            "num_blocks": 2,
+            "global_residual": True,
+            "esa_spread": "fixed",
+            "scale": 4,
+        },
         {"num_features": 30, "mid_features": 21, "esa_channels": 13, "num_blocks": 2, "scale": 2},
     ],
 )
@@ -249,7 +261,11 @@ def test_rlfn_widened_is_the_same_function(kwargs):
     wide = model.widened(8)
     assert wide.head.out_channels % 8 == 0 and wide.blocks[0].body[0].out_channels % 8 == 0
     assert wide.blocks[0].esa.conv1.out_channels % 8 == 0
-    assert (wide.tile_align, wide.reach, wide.residual_base) == (model.tile_align, model.reach, model.residual_base)
+    assert (wide.tile_align, wide.reach, wide.residual_base) == (
+        model.tile_align,
+        model.reach,
+        model.residual_base,
+    )
     x = torch.rand(2, 1, 37, 50) * 4 - 1
     with torch.no_grad():  # equal up to the order of the convolutions' sums
         torch.testing.assert_close(wide(x), model(x), rtol=0, atol=1e-5)

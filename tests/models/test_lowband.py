@@ -60,12 +60,16 @@ def test_long_axes_take_the_fft_when_it_is_the_faster():
 )
 @example(seed=0, size=(512, 640), scale=2, batch=(1, 1))  # both axes by FFT (a CT / US output)
 @example(seed=1, size=(601, 300), scale=2, batch=())  # rows 1202 = 2·601: matrices; columns FFT
-@example(seed=2, size=(150, 601), scale=4, batch=(2,))  # rows 600: FFT; columns 2404 = 4·601: matrices
+@example(
+    seed=2, size=(150, 601), scale=4, batch=(2,)
+)  # rows 600: FFT; columns 2404 = 4·601: matrices
 def test_the_fft_route_is_the_same_projection(seed, size, scale, batch):
     """Planes whose axes take the FFT (one or both) give the definition's projection: in float64
     to 1e-10 of the input's magnitude, in float32 to 2e-6 of it."""
     h, w = size[0] * scale, size[1] * scale
-    x = torch.randn(*batch, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    x = torch.randn(
+        *batch, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ref = _dense_low_band(x, scale)
     mag = float(x.abs().max())
     assert float((low_band(x, scale) - ref).abs().max()) <= 1e-10 * mag
@@ -74,7 +78,9 @@ def test_the_fft_route_is_the_same_projection(seed, size, scale, batch):
     torch.testing.assert_close(low_band(p, scale), p, rtol=0, atol=1e-10 * mag)  # P² = P
     # in place (``out`` = the prediction: the last synthesis subtracted where its samples
     # belong) or into another tensor: the same numbers as the projection's new tensor
-    base = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    base = torch.randn(
+        x.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64
+    )
     for dtype in (torch.float64, torch.float32):
         pred, b = x.to(dtype), base.to(dtype)
         ref = project_low_band(pred, b, scale)
@@ -126,7 +132,9 @@ def test_affine_intensity_equivariance_holds(model, rng):
 def test_low_band_off_gives_the_bare_network():
     from medsr.inference.planes import PlaneUpscaler
 
-    img = MedImage(np.random.default_rng(1).uniform(0, 1, (1, 16, 16)).astype(np.float32), modality="MR")
+    img = MedImage(
+        np.random.default_rng(1).uniform(0, 1, (1, 16, 16)).astype(np.float32), modality="MR"
+    )
     guarded = PlaneUpscaler("default-x2", 2).upscale(img)
     bare = PlaneUpscaler("default-x2", 2, low_band=False).upscale(img)
     assert guarded.meta["derivation"]["low_band"] == {"base": "bicubic", "cutoff": 0.5}

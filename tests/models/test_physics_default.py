@@ -34,11 +34,17 @@ def kspace_default(monkeypatch, tmp_path) -> str:
 
 def test_default_name_follows_the_physics(kspace_default):
     assert resolver.default_model_name(2, "kspace") == "default-x2-kspace"
-    assert resolver.default_model_name(2) == resolver.default_model_name(2, "bicubic") == "default-x2"
+    assert (
+        resolver.default_model_name(2) == resolver.default_model_name(2, "bicubic") == "default-x2"
+    )
     assert resolver.default_model_name(2, "ct-sparse-view") == "default-x2"  # none for that physics
     assert resolver.default_model_name(3, "kspace") == "bicubic"  # no default at ×3 at all
     loaded = resolver.resolve_model(None, scale=2, physics="kspace")
-    assert (loaded.name, loaded.checksum, loaded.by_default) == ("default-x2-kspace", kspace_default, True)
+    assert (loaded.name, loaded.checksum, loaded.by_default) == (
+        "default-x2-kspace",
+        kspace_default,
+        True,
+    )
     assert not resolver.resolve_model("default-x2", scale=2).by_default
     assert physics_kind("auto", "MR") == physics_kind("kspace", "CT") == "kspace"
     assert physics_kind("auto", "CT") is None and physics_kind(None, "MR") is None
@@ -73,7 +79,9 @@ def test_every_front_end_runs_the_physics_default(kspace_default, tmp_path):
     sr, _ = upscale_with_safeguards(mr, 2, "default-x2", degradation="auto", **opts)  # named
     assert sr.meta["derivation"]["model"] == "default-x2"
     # medsr upscale (the CLI's function): the model was resolved before the file was read
-    out = upscale_file(corpus_path("MR_small.dcm"), tmp_path / "mr.nii.gz", scale=2, degradation="kspace")
+    out = upscale_file(
+        corpus_path("MR_small.dcm"), tmp_path / "mr.nii.gz", scale=2, degradation="kspace"
+    )
     assert read_sidecar(Path(out))["provenance"]["model"] == "default-x2-kspace"
     # batch: MR under auto runs the k-space default, CT the default
     root = tmp_path / "in"
@@ -82,7 +90,10 @@ def test_every_front_end_runs_the_physics_default(kspace_default, tmp_path):
         shutil.copy(corpus_path(name), root / name)
     summary = run_batch(root, tmp_path / "o", workers=1, threads=1, degradation="auto")
     assert summary.counts["ok"] == 2
-    assert "default-x2-kspace" in pydicom.dcmread(tmp_path / "o" / "MR_small.dcm").DerivationDescription
+    assert (
+        "default-x2-kspace"
+        in pydicom.dcmread(tmp_path / "o" / "MR_small.dcm").DerivationDescription
+    )
     ct_text = pydicom.dcmread(tmp_path / "o" / "CT_small.dcm").DerivationDescription
     assert "default-x2" in ct_text and "default-x2-kspace" not in ct_text
 
@@ -99,7 +110,10 @@ def test_web_and_pacs_pick_it_before_running(kspace_default):
     mr = _model_for_series(default, 2, "auto", "MR")
     assert mr.name == "default-x2-kspace"
     assert _model_for_series(default, 2, "auto", "CT") is default
-    assert _model_for_series(resolver.resolve_model("default-x2", scale=2), 2, "kspace", "MR").name == "default-x2"
+    assert (
+        _model_for_series(resolver.resolve_model("default-x2", scale=2), 2, "kspace", "MR").name
+        == "default-x2"
+    )
     # the derivation key names the model that runs
     assert derivation_token("1.2.3", mr, 2) != derivation_token("1.2.3", default, 2)
 
@@ -117,4 +131,7 @@ def test_shipped_kspace_defaults():
         assert card["low_band"]["base"] == "kspace" and card["scale"] == s
         assert card["kwargs"] == read_card(shipped[f"default-x{s}"])["kwargs"]
         assert resolver.default_model_name(s, "kspace") == name
-        assert "MR" in card["training_data"]["modalities"] and "CT" not in card["training_data"]["modalities"]
+        assert (
+            "MR" in card["training_data"]["modalities"]
+            and "CT" not in card["training_data"]["modalities"]
+        )

@@ -103,7 +103,9 @@ def test_shifted_bounds_leave_the_input_alone():
     not write into it."""
     lr = torch.rand(1, 1, 4, 4)
     keep = lr.clone()
-    out = clamp_to_local_range(torch.rand(1, 1, 8, 8), lr, 2, 0.0, size=1, shift=torch.ones_like(lr))
+    out = clamp_to_local_range(
+        torch.rand(1, 1, 8, 8), lr, 2, 0.0, size=1, shift=torch.ones_like(lr)
+    )
     assert torch.equal(lr, keep)
     up = (keep + 1).repeat_interleave(2, -2).repeat_interleave(2, -1)
     torch.testing.assert_close(out, up)  # every value pinned to its shifted LR value
@@ -137,7 +139,9 @@ def test_low_band_drift(seed, shape, scale, a, b):
     torch.testing.assert_close(drift.double(), ref, atol=tol, rtol=0)
     # the difference itself (a residual network's detail), in fp32 or bf16 — a bf16 detail is
     # summed in fp32, exactly as its fp32 conversion is
-    torch.testing.assert_close(low_band_drift(diff.float(), None, scale).double(), ref, atol=tol, rtol=0)
+    torch.testing.assert_close(
+        low_band_drift(diff.float(), None, scale).double(), ref, atol=tol, rtol=0
+    )
     half = diff.bfloat16()
     assert torch.equal(low_band_drift(half, None, scale), low_band_drift(half.float(), None, scale))
     assert float(low_band_drift(base, base, scale).abs().max()) <= tol
@@ -227,7 +231,9 @@ def test_a_network_that_shifts_the_low_band_is_not_cut_into_blocks(monkeypatch):
 
     for extra, tol in ((torch.zeros_like(detail), 1e-5), (detail, 0.5 * 0.01)):
         # fast-x2 is a residual over bicubic: (prediction, its detail over the base), offset
-        monkeypatch.setattr(up, "_network", lambda t, tiled, e=extra: (base + e + 0.3, e + 0.3, base))
+        monkeypatch.setattr(
+            up, "_network", lambda t, tiled, e=extra: (base + e + 0.3, e + 0.3, base)
+        )
         with torch.inference_mode():
             pred, _ = up.forward_tensor(x, need_base=True)
         torch.testing.assert_close(pred, exact(base + extra), atol=tol, rtol=0)

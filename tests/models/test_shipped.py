@@ -51,10 +51,24 @@ def test_every_shipped_file_is_listed_with_its_kind():
 @pytest.mark.parametrize("name", sorted(INPLANE))
 def test_card_is_complete_and_matches_its_json(name):
     card = read_card(SHIPPED[name])
-    for key in ("architecture", "kwargs", "scale", "normalization", "degradation", "training_data",
-                "summary", "training", "evaluation", "limitations", "version", "steps"):
+    for key in (
+        "architecture",
+        "kwargs",
+        "scale",
+        "normalization",
+        "degradation",
+        "training_data",
+        "summary",
+        "training",
+        "evaluation",
+        "limitations",
+        "version",
+        "steps",
+    ):
         assert key in card, key
-    assert card["scale"] == int(re.search(r"-x(\d+)", name).group(1))  # default-x2, default-x2-kspace
+    assert card["scale"] == int(
+        re.search(r"-x(\d+)", name).group(1)
+    )  # default-x2, default-x2-kspace
     assert card["name"] == name
     # only development-corpus files, never the held-out ones (shared/data/CORPUS.md)
     files = card["training_data"]["train_files"] + card["training_data"]["val_files"]
@@ -86,7 +100,9 @@ def _psnr(model: str, name: str, scale: int, degradation: str) -> float:
     hr = load_image(resolve_corpus(name))
     hr = hr.replace(array=hr.array[:1])  # one slice keeps the test fast
     lr = degrade_image(hr, degradation, scale)
-    ref = hr.replace(array=hr.array[..., : lr.spatial_shape[1] * scale, : lr.spatial_shape[2] * scale])
+    ref = hr.replace(
+        array=hr.array[..., : lr.spatial_shape[1] * scale, : lr.spatial_shape[2] * scale]
+    )
     sr = medsr.upscale(lr, scale=scale, model=model, clip=False)
     return compute_metrics(sr.array, ref.array, data_range=data_range_for(ref), crop=scale)["psnr"]
 
@@ -98,7 +114,9 @@ def test_default_x2_beats_bicubic_on_validation_images(name):
 
 
 def test_default_x2_beats_zero_filled_kspace_on_kspace_truncated_mr():
-    gain = _psnr("default-x2", "MR_small.dcm", 2, "kspace") - _psnr("kspace", "MR_small.dcm", 2, "kspace")
+    gain = _psnr("default-x2", "MR_small.dcm", 2, "kspace") - _psnr(
+        "kspace", "MR_small.dcm", 2, "kspace"
+    )
     assert gain > 0.3, f"default-x2 vs zero-filled k-space on k-space-truncated MR: {gain:+.2f} dB"
 
 

@@ -39,7 +39,9 @@ def test_every_model(name, scale, channels, tmp_path):
     kwargs = {"scale": scale, "in_channels": channels}
     if params:
         kwargs.update(out_channels=channels, **TINY)
-    path = save_model(model, tmp_path / "m.safetensors", {"architecture": name, "kwargs": kwargs, "scale": scale})
+    path = save_model(
+        model, tmp_path / "m.safetensors", {"architecture": name, "kwargs": kwargs, "scale": scale}
+    )
     loaded, card = load_model(path)
     assert card["architecture"] == name and read_card(path)["scale"] == scale
     model.eval()
@@ -79,9 +81,7 @@ def test_lanczos_downscale_is_antialiased():
 
 
 @settings(max_examples=30, deadline=None)
-@given(
-    h=st.integers(1, 40), w=st.integers(1, 40), s=st.integers(2, 4), seed=st.integers(0, 2**16)
-)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), s=st.integers(2, 4), seed=st.integers(0, 2**16))
 def test_lanczos_integer_upscale_is_its_resampling_matrix(h, w, s, seed):
     """The banded ×s upscale (phases of shifted views) applies exactly lanczos_matrix's rows —
     taps, normalisation, replicated edges — at every size, down to one pixel."""
@@ -95,7 +95,10 @@ def test_lanczos_integer_upscale_is_its_resampling_matrix(h, w, s, seed):
 
 @settings(max_examples=30, deadline=None)
 @given(
-    h=st.integers(1, 40), w=st.integers(1, 40), s=st.integers(1, 4), c=st.integers(1, 3),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    s=st.integers(1, 4),
+    c=st.integers(1, 3),
     seed=st.integers(0, 2**16),
 )
 def test_bicubic_is_pytorchs_bicubic(h, w, s, c, seed):

@@ -390,7 +390,16 @@ def test_non_ascii_credentials(orthanc, ct_mr_study):
         rows = list_series(orthanc.url, study, user=user, password=password)
         assert ct_mr_study["ct"] in {r.series_uid for r in rows}, user
         code, out, err = invoke(
-            "pacs", "list", "--url", orthanc.url, "--study", study, "--user", user, "--password", password
+            "pacs",
+            "list",
+            "--url",
+            orthanc.url,
+            "--study",
+            study,
+            "--user",
+            user,
+            "--password",
+            password,
         )
         assert code == 0 and ct_mr_study["ct"] in out, err
     with pytest.raises(PacsAuthError, match="refused the credentials"):

@@ -54,11 +54,15 @@ def test_derivation_token_is_stable_and_recognised(tmp_path):
     weights = make_weights(tmp_path / "my model.safetensors")
     t1, k1 = derivation_token("1.2.3", weights, 2)
     assert t1.startswith(" [medsr my-model x2 ")
-    make_weights(weights, modalities=("CT",))  # other weights under the same name: another derivation
+    make_weights(
+        weights, modalities=("CT",)
+    )  # other weights under the same name: another derivation
     assert derivation_token("1.2.3", weights, 2)[1] != k1
     info = SeriesInfo("1.2", "1.2.5", "CT", "Head 1mm" + token, 1001, 3)
     assert info.derived_key == key
-    plus, k_plus = derivation_token("1.2.3", "bicubic", 2, ensemble=True)  # another output: another key
+    plus, k_plus = derivation_token(
+        "1.2.3", "bicubic", 2, ensemble=True
+    )  # another output: another key
     assert plus == f" [medsr bicubic+ x2 {k_plus}]" and k_plus != key
     assert SeriesInfo("1.2", "1.2.6", "CT", "Head 1mm" + plus, 1002, 3).derived_key == k_plus
     assert SeriesInfo("1.2", "1.2.3", "CT", "Head 1mm", 1, 3).derived_key is None

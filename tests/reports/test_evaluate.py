@@ -377,4 +377,6 @@ def test_a_ct_fill_outside_the_scan_circle_is_not_scored(tmp_path, corpus):
     lr = degrade_image(ref, "bicubic", 2)
     keep = measured_pixels(ref, lr, 2)
     assert keep.shape == ref.array.shape and not keep[0][~circle].any()
-    assert measured_pixels(load_image(corpus("CT_small.dcm")), lr, 2) is not None  # lr's fill counts
+    assert (
+        measured_pixels(load_image(corpus("CT_small.dcm")), lr, 2) is not None
+    )  # lr's fill counts

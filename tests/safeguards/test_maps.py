@@ -113,10 +113,16 @@ def test_ensemble_mean_is_the_same_with_or_without_the_spread(rng):
 
     def runner(im: MedImage) -> MedImage:  # not symmetric: a ramp along the last axis
         a = im.array
-        return im.replace(array=(np.repeat(np.repeat(a, 2, -2), 2, -1) + np.arange(a.shape[-1] * 2)).astype(np.float32))
+        return im.replace(
+            array=(np.repeat(np.repeat(a, 2, -2), 2, -1) + np.arange(a.shape[-1] * 2)).astype(
+                np.float32
+            )
+        )
 
     for order in ([(2, False), (0, False), (1, True)], None):
-        lean, none, info = tta_statistics(img, 2, runner=runner, transforms=order, ensemble=True, spread=False)
+        lean, none, info = tta_statistics(
+            img, 2, runner=runner, transforms=order, ensemble=True, spread=False
+        )
         full, std, _ = tta_statistics(img, 2, runner=runner, transforms=order, ensemble=True)
         assert none is None and std is not None and info["ensemble"].startswith("mean of")
         np.testing.assert_allclose(lean.array, full.array, rtol=1e-6, atol=1e-4)
@@ -137,7 +143,11 @@ def test_dicom_maps_have_their_own_series_numbers(tmp_path):
         p.parent.name: int(pydicom.dcmread(p).SeriesNumber)
         for p in [*tmp_path.glob("out/*.dcm"), *tmp_path.glob("maps/*_dicom/*.dcm")]
     }
-    assert numbers == {"out": base + 1000, "consistency_dicom": base + 1001, "uncertainty_dicom": base + 1002}
+    assert numbers == {
+        "out": base + 1000,
+        "consistency_dicom": base + 1001,
+        "uncertainty_dicom": base + 1002,
+    }
 
 
 def test_colour_consistency_map_says_it_is_the_channel_mean(tmp_path):
@@ -151,7 +161,9 @@ def test_colour_consistency_map_says_it_is_the_channel_mean(tmp_path):
 
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(tmp_path / "rgb.png")
-    upscale_file(tmp_path / "rgb.png", tmp_path / "out.png", model="bicubic", maps_dir=tmp_path / "maps")
+    upscale_file(
+        tmp_path / "rgb.png", tmp_path / "out.png", model="bicubic", maps_dir=tmp_path / "maps"
+    )
     cons = json.loads((tmp_path / "maps" / "summary.json").read_text())["consistency"]
     assert "mean of |error| over the colour channels" in cons["map"]
     cmap = medsr.load_image(tmp_path / "maps" / "consistency.png").array
@@ -173,7 +185,10 @@ def test_ct_map_series_cannot_pass_for_a_ct_image(tmp_path, ct_small):
     from tests.io.conftest import dciodvfy_errors
 
     sr = medsr.upscale(ct_small, 2, "bicubic")
-    maps = {"consistency": np.full((1, 256, 256), 4.0, np.float32), "uncertainty": np.ones((1, 256, 256), np.float32)}
+    maps = {
+        "consistency": np.full((1, 256, 256), 4.0, np.float32),
+        "uncertainty": np.ones((1, 256, 256), np.float32),
+    }
     maps["consistency"][0, :8] = 0.0
     out = write_maps(maps, tmp_path, like=sr)
     src_errors = dciodvfy_errors(ct_small.meta["source_paths"][0])
@@ -185,7 +200,10 @@ def test_ct_map_series_cannot_pass_for_a_ct_image(tmp_path, ct_small):
         assert ds.RescaleType == "US"  # not HU (its absence in CT Image Storage means HU)
         assert list(ds.ImageType) == ["DERIVED", "SECONDARY", "AXIAL", label]
         assert [c.CodeValue for c in ds.DerivationCodeSequence] == [code, "113085"]
-        assert values in ds.DerivationDescription and "not a measured CT image" in ds.DerivationDescription
+        assert (
+            values in ds.DerivationDescription
+            and "not a measured CT image" in ds.DerivationDescription
+        )
         assert ds.SOPClassUID == ct_small.meta["datasets"][0].SOPClassUID  # overlays its series
         assert dciodvfy_errors(next(out[name][1].glob("*.dcm"))) <= src_errors
     output = pydicom.dcmread(next(iter(sorted(tmp_path.glob("consistency_dicom/*.dcm")))))
@@ -214,7 +232,10 @@ def test_enhanced_map_series_scaling_is_in_the_functional_groups(tmp_path, kind)
     cmap = np.linspace(0, 147.9, int(np.prod(shape)), dtype=np.float32).reshape(shape)
     umap = np.linspace(0, 0.4, int(np.prod(shape)), dtype=np.float32).reshape(shape)
     out = write_maps({"consistency": cmap, "uncertainty": umap}, tmp_path / "maps", like=sr)
-    for name, values, contrast in (("consistency", cmap, "SUBTRACTION"), ("uncertainty", umap, "STD_DEVIATION")):
+    for name, values, contrast in (
+        ("consistency", cmap, "SUBTRACTION"),
+        ("uncertainty", umap, "STD_DEVIATION"),
+    ):
         path = out[name][1]
         files = [path] if path.is_file() else sorted(path.glob("*.dcm"))
         ds = pydicom.dcmread(files[0])

@@ -158,7 +158,9 @@ def test_default_consistency_is_recorded_as_what_happened(tmp_path, name, degrad
     from medsr.pipeline import upscale_file
     from tests.conftest import corpus_path
 
-    out = upscale_file(corpus_path(name), tmp_path / "sr.nii.gz", scale=2, model="bicubic", degradation=degradation)
+    out = upscale_file(
+        corpus_path(name), tmp_path / "sr.nii.gz", scale=2, model="bicubic", degradation=degradation
+    )
     side = json.loads(sidecar_path(out).read_text())
     assert side["provenance"]["consistency"] == label
     assert side["derivation"]["consistency"] == label

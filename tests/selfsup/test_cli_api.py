@@ -110,7 +110,14 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
             "--adapt must be a whole number",
         ),
         (
-            ["upscale", str(png), str(tmp_path / "a3.png"), "--through-plane", "--target-spacing", "0"],
+            [
+                "upscale",
+                str(png),
+                str(tmp_path / "a3.png"),
+                "--through-plane",
+                "--target-spacing",
+                "0",
+            ],
             "more than 0",
         ),
         (

@@ -237,7 +237,7 @@ def test_no_data_is_kept_exact_and_never_read_as_signal(kind):
     rng = np.random.default_rng(3)
     z, h, w = 6, 40, 36
     zz, yy, xx = np.mgrid[:z, :h, :w]
-    arr = (300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w)))
+    arr = 300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w))
     arr = arr.astype(np.float32)
     circle = (yy[0] - h / 2 + 0.5) ** 2 + (xx[0] - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
     if kind == "ct-fill":
@@ -246,7 +246,12 @@ def test_no_data_is_kept_exact_and_never_read_as_signal(kind):
         fill = -3024.0
     else:
         arr[:, ~circle] = -2000.0
-        image = MedImage(arr, spacing=(4.0, 1.0, 1.0), modality="MR", meta={"padding": {"value": -2000.0, "range_limit": None}})
+        image = MedImage(
+            arr,
+            spacing=(4.0, 1.0, 1.0),
+            modality="MR",
+            meta={"padding": {"value": -2000.0, "range_limit": None}},
+        )
         fill = -2000.0
     out = through_plane_upscale(image, maps=True, **QUICK)
     pad = np.broadcast_to(~circle, out.array.shape)

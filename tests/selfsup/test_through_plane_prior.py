@@ -185,7 +185,9 @@ def test_through_plane_records_an_estimated_profile_and_projects_only_when_known
     # the simulation states the profile it applied (4 thin slices' FWHM): known physics
     stated = through_plane_upscale(thick, consistency="auto", progress=False)
     prof = stated.meta["derivation"]["slice_profile"]
-    assert prof["source"] == "header" and prof["slice_thickness_mm"] == pytest.approx(4 * ref.spacing[0])
+    assert prof["source"] == "header" and prof["slice_thickness_mm"] == pytest.approx(
+        4 * ref.spacing[0]
+    )
     assert stated.meta["derivation"]["consistency"]["applied"] is True
     # without that statement (a file that does not carry it) the profile is estimated
     thick = thick.replace(meta={k: v for k, v in thick.meta.items() if k != "slice_thickness_mm"})
@@ -305,7 +307,14 @@ def test_upscale_file_through_plane_takes_a_factor_along_z(tmp_path):
     thick = degrade_image(ref, "thick-slice", 4, generator=0)  # 12 slices, 4 mm apart
     src = save_image(thick, tmp_path / "thick.nii.gz")
     for scale, slices in ((2, 24), (3, 36), (None, 48)):
-        out = upscale_file(src, tmp_path / f"z{scale}.nii.gz", scale=scale, through_plane=True, model="none", progress=False)
+        out = upscale_file(
+            src,
+            tmp_path / f"z{scale}.nii.gz",
+            scale=scale,
+            through_plane=True,
+            model="none",
+            progress=False,
+        )
         assert load_image(out).spatial_shape[0] == slices
     with pytest.raises(InvalidParameterError, match="not both"):
         upscale_file(src, tmp_path / "both.nii.gz", scale=2, target_spacing=1.0, through_plane=True)
@@ -356,7 +365,9 @@ def test_through_plane_consistency_warns_on_an_output_that_disagrees_with_its_sl
     rng = float(thick.array.max() - thick.array.min())
     shifted = cubic.replace(array=cubic.array + np.float32(0.3 * rng))
     np.testing.assert_allclose(  # linear, and its rows sum to one: a shift is the error's shift
-        through_plane_error(thick, shifted), through_plane_error(thick, cubic) + 0.3 * rng, atol=1e-3
+        through_plane_error(thick, shifted),
+        through_plane_error(thick, cubic) + 0.3 * rng,
+        atol=1e-3,
     )
     ok = _through_plane_checked(thick, cubic, maps=False)
     assert ok.meta["derivation"]["consistency"]["exceeded"] is False

@@ -263,9 +263,10 @@ def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, 
 
     rng = np.random.default_rng(0)
     zz, yy, xx = np.mgrid[:10, :48, :48]
-    arr = (500 + 100 * np.sin(yy / 4.0 + zz / 2.0) * np.cos(xx / 5.0) + rng.normal(0, 2, zz.shape))
+    arr = 500 + 100 * np.sin(yy / 4.0 + zz / 2.0) * np.cos(xx / 5.0) + rng.normal(0, 2, zz.shape)
     thick = save_image(
-        MedImage(arr.astype(np.float32), spacing=(2.0, 1.0, 1.0), modality="MR"), tmp_path / "thick.nii.gz"
+        MedImage(arr.astype(np.float32), spacing=(2.0, 1.0, 1.0), modality="MR"),
+        tmp_path / "thick.nii.gz",
     )
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     try:

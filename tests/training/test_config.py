@@ -11,7 +11,11 @@ from medsr.errors import InvalidParameterError
 from medsr.training.config import config_from_dict, load_config, parse_devices, parse_max_time
 
 # training recipes (configs/interp-*.yaml are slice-interpolation recipes, tested in tests/interpolation)
-CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml") if not p.stem.startswith("interp-"))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
+    if not p.stem.startswith("interp-")
+)
 ARCHS = ("srcnn", "vdsr", "residual5", "srdensenet", "rdn", "srresnet", "edsr", "rlfn")
 
 
@@ -50,7 +54,19 @@ def test_every_recipe_is_shipped_and_valid():
                 assert cfg.degradation.params == {"bicubic_fraction": 0.5}
             val = [f.path for f in cfg.data.val_files]
             # the faithful recipe and its fine-tunes (on the CPU and on one GPU)
-            if p.stem.endswith(("-faithful", "-fixed-esa", "-fixed-esa-gpu", "-distill", "-l2", "-selfens", "-from-fast-ensemble", "-kernels", "-kernels-2")):
+            if p.stem.endswith(
+                (
+                    "-faithful",
+                    "-fixed-esa",
+                    "-fixed-esa-gpu",
+                    "-distill",
+                    "-l2",
+                    "-selfens",
+                    "-from-fast-ensemble",
+                    "-kernels",
+                    "-kernels-2",
+                )
+            ):
                 # issue 20: leave-one-source-out validation (a noisy MR and a radiograph among
                 # it), the low-band guard and HR+LR scanner noise
                 assert cfg.model.low_band is not None and cfg.degradation.hr_noise is not None
@@ -133,7 +149,10 @@ def test_defaults_and_round_trip():
         ({"normalization": {"default": {"kind": "zscore"}}}, "normalization.default.kind"),
         ({"degradation": {"kind": "magic"}}, "unknown degradation 'magic'"),
         ({"degradation": {"kind": "compose"}}, "needs a list of 'steps'"),
-        ({"degradation": {"kind": "default", "params": {"a": 1}}}, "takes only params.bicubic_fraction"),
+        (
+            {"degradation": {"kind": "default", "params": {"a": 1}}},
+            "takes only params.bicubic_fraction",
+        ),
         ({"data": {"modality_weights": {"CR": 1.0, "DX": 2.0}}}, "radiograph"),
         ({"data": {"modality_weights": {"CT": -1}}}, "modality_weights.CT"),
         ({"task": "distill"}, "needs a 'distill' section"),

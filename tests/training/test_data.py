@@ -234,17 +234,23 @@ def test_val_files_that_overlap_training_fail_before_anything_is_loaded(tmp_path
     val = [Source(a if clash == "file" else b, "v.nii.gz", "MR", "p2" if clash == "file" else "p1")]
     loaded: list[Source] = []
     with pytest.raises(InvalidParameterError, match="one set only"):
-        train_val_split(train, val, lambda src: loaded.append(src) or [src], 0.2, 0, key=lambda it: ("MR", "x"))
+        train_val_split(
+            train, val, lambda src: loaded.append(src) or [src], 0.2, 0, key=lambda it: ("MR", "x")
+        )
     assert loaded == []
     ok = [Source(b, "b.nii.gz", "MR", "p2")]
-    tr, va, _ = train_val_split(train, ok, lambda src: [src.name], 0.2, 0, key=lambda it: ("MR", it))
+    tr, va, _ = train_val_split(
+        train, ok, lambda src: [src.name], 0.2, 0, key=lambda it: ("MR", it)
+    )
     assert (tr, va) == (["a.nii.gz"], ["b.nii.gz"])
 
 
 def test_patch_margin_degrades_patches_with_their_context(tmp_path):
     """``data.patch_margin``: each patch is drawn with that much context, degraded whole, and the
     context cut away — so a k-space truncation does not wrap the patch's own edges around."""
-    cfg = tiny_config(tmp_path, data={"patch_margin": 8}, degradation={"kind": "kspace", "params": {}})
+    cfg = tiny_config(
+        tmp_path, data={"patch_margin": 8}, degradation={"kind": "kspace", "params": {}}
+    )
     dm = SRDataModule(cfg)
     dm.setup()
     p, m, s, b = cfg.data.patch_size, cfg.data.patch_margin, cfg.scale, cfg.data.batch_size
@@ -256,10 +262,14 @@ def test_patch_margin_degrades_patches_with_their_context(tmp_path):
     torch.testing.assert_close(out["hr"], big[..., m : m + p, m : m + p])  # no HR noise here
     # the LR is the centre of the whole drawn area's truncation, not the patch's own
     lr_big = dm.degrade(big, batch["group"], torch.Generator().manual_seed(0))
-    torch.testing.assert_close(out["lr"], lr_big[..., m // s : m // s + p // s, m // s : m // s + p // s])
+    torch.testing.assert_close(
+        out["lr"], lr_big[..., m // s : m // s + p // s, m // s : m // s + p // s]
+    )
     alone = dm.degrade(out["hr"], batch["group"], torch.Generator().manual_seed(0))
     assert float((alone - out["lr"]).abs().max()) > 1e-3  # degrading the patch alone differs
-    with pytest.raises(InvalidParameterError, match=r"patch_margin \(3\) must be a multiple of scale"):
+    with pytest.raises(
+        InvalidParameterError, match=r"patch_margin \(3\) must be a multiple of scale"
+    ):
         tiny_config(tmp_path, data={"patch_margin": 3})
     with pytest.raises(InvalidParameterError, match="patch_margin must be ≥ 0"):
         tiny_config(tmp_path, data={"patch_margin": -2})
@@ -271,7 +281,11 @@ def test_validation_baseline_is_the_low_band_base(tmp_path):
     from medsr.models.registry import create_model
     from medsr.training.data import sr_metrics
 
-    cfg = tiny_config(tmp_path, model={"low_band": {"base": "kspace"}}, degradation={"kind": "kspace", "params": {}})
+    cfg = tiny_config(
+        tmp_path,
+        model={"low_band": {"base": "kspace"}},
+        degradation={"kind": "kspace", "params": {}},
+    )
     dm = SRDataModule(cfg)
     dm.setup()
     it = dm.val_items[0]

@@ -55,7 +55,9 @@ def test_the_step_makes_the_output_agree_with_what_was_measured(seed, h, w, scal
                                atol=7e3 * tol, rtol=0)  # fmt: skip
     if h % 2 and w % 2:  # what the acquisition did not measure passes through
         extra = torch.rand_like(pred) * span
-        extra = extra - kspace_upsample(kspace_truncate(extra, scale, output="complex"), scale, output="real")
+        extra = extra - kspace_upsample(
+            kspace_truncate(extra, scale, output="complex"), scale, output="real"
+        )
         torch.testing.assert_close(keep_measured_kspace(hr + extra, x, scale), hr + extra,
                                    atol=1e4 * tol, rtol=0)  # fmt: skip
 

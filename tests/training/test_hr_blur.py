@@ -133,7 +133,12 @@ def test_bicubic_fraction_by_modality_group():
     from medsr.training.data import bicubic_fraction, build_degradation
 
     cfg = config_from_dict(
-        tiny_dict(degradation={"kind": "default", "params": {"bicubic_fraction": {"ct": 1, "Default": 0.5}}})
+        tiny_dict(
+            degradation={
+                "kind": "default",
+                "params": {"bicubic_fraction": {"ct": 1, "Default": 0.5}},
+            }
+        )
     )
     assert cfg.degradation.params == {"bicubic_fraction": {"CT": 1, "default": 0.5}}
     assert isinstance(build_degradation(cfg.degradation, 2, "CT"), RandomBicubic)
@@ -142,6 +147,12 @@ def test_bicubic_fraction_by_modality_group():
     assert bicubic_fraction({"radiograph": 1.0}, "DX") == 1.0
     assert bicubic_fraction({"CT": 1.0}, "US") == 0.0  # no default: the modality's physics
     assert bicubic_fraction(0.5, "CT") == 0.5
-    for bad, msg in (({"XR": 1.0}, "unknown modality group 'XR'"), ({"CT": 1.5}, r"\[0, 1\]"), (True, r"\[0, 1\]")):
+    for bad, msg in (
+        ({"XR": 1.0}, "unknown modality group 'XR'"),
+        ({"CT": 1.5}, r"\[0, 1\]"),
+        (True, r"\[0, 1\]"),
+    ):
         with pytest.raises(InvalidParameterError, match=msg):
-            config_from_dict(tiny_dict(degradation={"kind": "default", "params": {"bicubic_fraction": bad}}))
+            config_from_dict(
+                tiny_dict(degradation={"kind": "default", "params": {"bicubic_fraction": bad}})
+            )

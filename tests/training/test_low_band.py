@@ -158,7 +158,20 @@ def test_card_names_the_validation_baseline_of_a_kspace_guard():
 
     info = {"name": "m", "architecture": "rlfn", "kwargs": {}, "scale": 2,
             "metrics": {"psnr": 30.0, "psnr_bicubic": 29.0, "psnr_gain": 1.0}}  # fmt: skip
-    kspace = build_card({**info, "low_band": {"base": "kspace", "cutoff": 0.5}}, global_step=1, epoch=0, weights="ema")
-    assert kspace["metrics"]["baseline"] == "kspace" and "kspace baseline" in kspace["metrics"]["units"]
-    plain = build_card({**info, "low_band": {"base": "bicubic", "cutoff": 0.5}}, global_step=1, epoch=0, weights="ema")
+    kspace = build_card(
+        {**info, "low_band": {"base": "kspace", "cutoff": 0.5}},
+        global_step=1,
+        epoch=0,
+        weights="ema",
+    )
+    assert (
+        kspace["metrics"]["baseline"] == "kspace"
+        and "kspace baseline" in kspace["metrics"]["units"]
+    )
+    plain = build_card(
+        {**info, "low_band": {"base": "bicubic", "cutoff": 0.5}},
+        global_step=1,
+        epoch=0,
+        weights="ema",
+    )
     assert "baseline" not in plain["metrics"]

@@ -201,7 +201,8 @@ def test_model_init_warm_starts_a_x4_network_from_x2_weights(tiny_run, tmp_path)
 
     # through the config: a recipe with model.init trains and records the warm start in its card
     cfg2 = quick_config(
-        tmp_path / "run", model={"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs), "init": str(x2)},
+        tmp_path / "run",
+        model={"name": cfg.model.name, "kwargs": dict(cfg.model.kwargs), "init": str(x2)},
         trainer={"max_steps": 2, "max_epochs": -1},
     )
     res2 = train(cfg2)
@@ -222,14 +223,20 @@ def test_model_init_refuses_weights_built_with_other_kwargs():
     kwargs = {"num_features": 24, "num_blocks": 2, "global_residual": True, "in_channels": 1}
     stretch = create_model("rlfn", scale=2, **kwargs)
     before = {k: v.clone() for k, v in stretch.state_dict().items()}
-    with pytest.raises(InvalidParameterError, match=r"esa_spread: 'stretch' here, 'fixed' in the init"):
+    with pytest.raises(
+        InvalidParameterError, match=r"esa_spread: 'stretch' here, 'fixed' in the init"
+    ):
         init_from(stretch, shipped, "rlfn", {**kwargs, "scale": 2})
     assert all(torch.equal(v, before[k]) for k, v in stretch.state_dict().items())  # untouched
     fixed = {**kwargs, "esa_spread": "fixed"}
-    report = init_from(create_model("rlfn", scale=2, **fixed), shipped, "rlfn", {**fixed, "scale": 2})
+    report = init_from(
+        create_model("rlfn", scale=2, **fixed), shipped, "rlfn", {**fixed, "scale": 2}
+    )
     assert report["skipped"] == [] and report["loaded"] > 0
     # a x4 network warm-started from the x2 weights: scale may differ
-    report4 = init_from(create_model("rlfn", scale=4, **fixed), shipped, "rlfn", {**fixed, "scale": 4})
+    report4 = init_from(
+        create_model("rlfn", scale=4, **fixed), shipped, "rlfn", {**fixed, "scale": 4}
+    )
     assert report4["loaded"] > 0
 
 

@@ -124,7 +124,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         modality: Annotated[
             str | None,
-            typer.Option("--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy)."),
+            typer.Option(
+                "--modality", help="Modality of inputs that carry none (NIfTI, PNG, TIFF, .npy)."
+            ),
         ] = None,
         decode_timeout: Annotated[
             str,

@@ -242,7 +242,9 @@ def run_batch(
         output_dtype = check_output_dtype(output_dtype, "--output-dtype")
     t_start = time.perf_counter()
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
-    upscaler = _make_upscaler(model, int(scale), device if engine == "local" else "cpu", batch_size, base)
+    upscaler = _make_upscaler(
+        model, int(scale), device if engine == "local" else "cpu", batch_size, base
+    )
     model_key = run_fingerprint(
         model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality,
         ensemble=ensemble, output_dtype=output_dtype,
@@ -310,7 +312,9 @@ def run_batch(
     )  # fmt: skip
 
 
-def _make_upscaler(model: Any, scale: int, device: str, batch_size: int | None, base: str | None = None) -> Any:
+def _make_upscaler(
+    model: Any, scale: int, device: str, batch_size: int | None, base: str | None = None
+) -> Any:
     from medsr.inference.planes import PlaneUpscaler
     from medsr.inference.predictor import resolve_device
 

@@ -125,7 +125,13 @@ __all__ = [
 
 #: deterministic in-plane degradation per modality group, used by ``--degradation auto``
 #: (evaluation and ``medsr degrade``): the modality's physics with fixed default parameters.
-DEFAULT_KIND = {"CT": "ct-detector", "MR": "kspace", "radiograph": "radiograph", "US": "bicubic", "NM": "bicubic"}
+DEFAULT_KIND = {
+    "CT": "ct-detector",
+    "MR": "kspace",
+    "radiograph": "radiograph",
+    "US": "bicubic",
+    "NM": "bicubic",
+}
 
 
 def default_kind(modality: str | None) -> str:

@@ -168,5 +168,8 @@ def blur_downscale(
     x = crop_to_multiple(x, f, (-2, -1))
     h, w = x.shape[-2:]
     rows = _apply_rows(x, axis_operator(int(h), int(f), float(sigma[0]), resample))
-    cols = _apply_rows(rows.transpose(-1, -2).contiguous(), axis_operator(int(w), int(f), float(sigma[1]), resample))
+    cols = _apply_rows(
+        rows.transpose(-1, -2).contiguous(),
+        axis_operator(int(w), int(f), float(sigma[1]), resample),
+    )
     return cols.transpose(-1, -2).contiguous()

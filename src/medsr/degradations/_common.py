@@ -326,7 +326,11 @@ def filter_axis(
     out = padded[tuple(taps)] * w[0]
     for m in range(1, k):
         taps[ax] = slice(m, m + span, factor)
-        out = out.add_(padded[tuple(taps)], alpha=w[m]) if not out.requires_grad else out + padded[tuple(taps)] * w[m]
+        out = (
+            out.add_(padded[tuple(taps)], alpha=w[m])
+            if not out.requires_grad
+            else out + padded[tuple(taps)] * w[m]
+        )
     return out
 
 

@@ -125,7 +125,9 @@ class OneOf:
         return out
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{w:.2f}: {t!r}" for w, t in zip(self.weights.tolist(), self.transforms, strict=True))
+        inner = ", ".join(
+            f"{w:.2f}: {t!r}" for w, t in zip(self.weights.tolist(), self.transforms, strict=True)
+        )
         return f"OneOf({{{inner}}})"
 
 

@@ -83,7 +83,9 @@ def thick_slice(
     return filter_axis(x, ax, f, profile=profile, width=width)
 
 
-def thick_slice_matrix(n_in: int, n_out: int, *, profile: str = "gaussian", thickness: float) -> np.ndarray:
+def thick_slice_matrix(
+    n_in: int, n_out: int, *, profile: str = "gaussian", thickness: float
+) -> np.ndarray:
     """The thick-slice measurement of an ``n_out``-slice grid as an ``(n_in, n_out)`` matrix.
 
     Row ``i`` holds the weights with which the ``n_out`` thin slices of the same field of view

@@ -86,7 +86,9 @@ class PlaneJob:
 
 #: weights files whose networks stay built for inference in this process, most recent last
 NETWORK_CACHE_SIZE = 4
-_NETWORKS: OrderedDict[tuple[str, str, str], tuple[Any, tuple[tuple[int, int], ...]]] = OrderedDict()
+_NETWORKS: OrderedDict[tuple[str, str, str], tuple[Any, tuple[tuple[int, int], ...]]] = (
+    OrderedDict()
+)
 _NETWORKS_LOCK = threading.Lock()
 
 
@@ -275,9 +277,17 @@ class PlaneUpscaler:
         # channels_last halves a network's time on CPU (benchmarks/results/speed.md: fast-x2 at
         # 512², 600 → 281 ms) and gains 10-25 % on a GPU (device_h200/speed_cuda.md: default-x2
         # bf16 at 256², 1,157 → 1,442 slices/s, widened); classical interpolators gain nothing
-        self.channels_last = self.device.type in ("cpu", "cuda") and any(True for _ in self.net.parameters())
-        if self.device.type == "cuda" and CUDA_CHANNEL_MULTIPLE and callable(getattr(self.net, "widened", None)):
-            self.net = self.net.widened(CUDA_CHANNEL_MULTIPLE)  # the same function, tensor-core widths
+        self.channels_last = self.device.type in ("cpu", "cuda") and any(
+            True for _ in self.net.parameters()
+        )
+        if (
+            self.device.type == "cuda"
+            and CUDA_CHANNEL_MULTIPLE
+            and callable(getattr(self.net, "widened", None))
+        ):
+            self.net = self.net.widened(
+                CUDA_CHANNEL_MULTIPLE
+            )  # the same function, tensor-core widths
         if self.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if kept is not None:  # as it is now (on its device, in its layout): reused while unchanged
@@ -318,7 +328,11 @@ class PlaneUpscaler:
                 blocks = fp32_blocks
             else:
                 blocks = bf16_fp32_blocks(self.loaded.checksum) if self.precision == "bf16" else 0
-            if blocks and self.residual_split and "fp32_blocks" in inspect.signature(self.net.detail).parameters:
+            if (
+                blocks
+                and self.residual_split
+                and "fp32_blocks" in inspect.signature(self.net.detail).parameters
+            ):
                 call = functools.partial(self.net.detail, fp32_blocks=blocks)
                 self.fp32_blocks = blocks
         self._net_call = call

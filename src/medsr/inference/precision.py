@@ -138,7 +138,9 @@ def check_precision(precision: str, *, allow_auto: bool = True) -> str:
     ``allow_auto``), else a clear error."""
     choices = PRECISION_CHOICES if allow_auto else tuple(PRECISIONS)
     if precision not in choices:
-        raise InvalidParameterError(f"precision must be one of {', '.join(choices)}; got {precision!r}")
+        raise InvalidParameterError(
+            f"precision must be one of {', '.join(choices)}; got {precision!r}"
+        )
     return precision
 
 
@@ -161,7 +163,9 @@ def native_bf16(device: Any) -> tuple[bool, str]:
         return ok, f"{torch.cuda.get_device_name(device)}: {'native' if ok else 'no native'} bf16"
     if device.type == "cpu":
         found = sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
-        return bool(found), ("CPU has " + " and ".join(found)) if found else "CPU without AVX-512 BF16 or AMX"
+        return bool(found), (
+            "CPU has " + " and ".join(found)
+        ) if found else "CPU without AVX-512 BF16 or AMX"
     return False, f"{device.type}: bf16 not known to be native"
 
 
@@ -206,7 +210,9 @@ def ct_change(ref: Any, low: Any, image: Any, scale: int) -> dict[str, float]:
 
     a = np.asarray(image, dtype=np.float64)
     size = (1,) * (a.ndim - 2) + (3, 3)
-    span = maximum_filter(a, size=size, mode="nearest") - minimum_filter(a, size=size, mode="nearest")
+    span = maximum_filter(a, size=size, mode="nearest") - minimum_filter(
+        a, size=size, mode="nearest"
+    )
     span = np.repeat(np.repeat(span, scale, axis=-2), scale, axis=-1)
     d = np.abs(np.asarray(low, dtype=np.float64) - np.asarray(ref, dtype=np.float64))
     if span.shape != d.shape:
@@ -235,7 +241,10 @@ def native_fp16(device: Any) -> tuple[bool, str]:
     major, minor = torch.cuda.get_device_capability(device)
     name = torch.cuda.get_device_name(device)
     ok = (major, minor) >= (7, 0)
-    return ok, f"{name} (compute capability {major}.{minor}): {'' if ok else 'no '}fp16 tensor cores"
+    return (
+        ok,
+        f"{name} (compute capability {major}.{minor}): {'' if ok else 'no '}fp16 tensor cores",
+    )
 
 
 def _within(measured: dict[str, Any] | None, dtype: str) -> tuple[bool, str]:
@@ -265,5 +274,9 @@ def _within(measured: dict[str, Any] | None, dtype: str) -> tuple[bool, str]:
         f", {100 * float(edge):.2g} % of the step at steep edges" if edge is not None else ""
     )
     blocks = int(measured.get("fp32_blocks", 0))
-    how = (" (its first block in fp32)" if blocks == 1 else f" (its first {blocks} blocks in fp32)") if blocks else ""
+    how = (
+        (" (its first block in fp32)" if blocks == 1 else f" (its first {blocks} blocks in fp32)")
+        if blocks
+        else ""
+    )
     return True, f"{dtype}{how} changes this model's CT output by {where}"

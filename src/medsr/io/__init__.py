@@ -76,7 +76,9 @@ def check_holds(image: MedImage, path: str | os.PathLike[str], *, series_ok: boo
         )
     if fmt == "png" and n != 1:
         where = ".nii.gz, .tif or a folder (a DICOM series)" if series_ok else ".nii.gz or .tif"
-        raise InvalidParameterError(f"PNG holds one 2-D image but this one has {n} slices; write {where}")
+        raise InvalidParameterError(
+            f"PNG holds one 2-D image but this one has {n} slices; write {where}"
+        )
     if fmt != "dicom":
         return
     if channels not in (None, "RGB"):
@@ -152,7 +154,9 @@ def check_loaded(image: MedImage, name: str) -> None:
         )
 
 
-def save_image(image: MedImage, path: str | os.PathLike[str], *, overwrite: bool = False, **options: Any) -> Path:
+def save_image(
+    image: MedImage, path: str | os.PathLike[str], *, overwrite: bool = False, **options: Any
+) -> Path:
     """Write ``image`` to ``path`` in the format the path names; return the path written.
 
     Writing is atomic: a temporary file (or folder) is renamed onto ``path`` only once complete.

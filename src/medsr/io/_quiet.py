@@ -89,7 +89,9 @@ def _library_loggers() -> list[logging.Logger]:
     """The library loggers and every child logger they created (nibabel.global has a handler)."""
     children = tuple(root + "." for root in LIBRARY_LOGGERS)  # one C call per logger name
     names = set(LIBRARY_LOGGERS)
-    names.update(name for name in list(logging.root.manager.loggerDict) if name.startswith(children))
+    names.update(
+        name for name in list(logging.root.manager.loggerDict) if name.startswith(children)
+    )
     return [logging.getLogger(name) for name in sorted(names)]
 
 

@@ -103,7 +103,9 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     elif data.ndim == 4:
         arr, channels = data.transpose(3, 2, 1, 0), "time"
     else:
-        raise UnsupportedFormatError(f"NIfTI '{p.name}' has {data.ndim} dimensions; medsr reads 2-D to 4-D")
+        raise UnsupportedFormatError(
+            f"NIfTI '{p.name}' has {data.ndim} dimensions; medsr reads 2-D to 4-D"
+        )
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     nonfinite: np.ndarray | None = None
     if not _always_finite(stored, slope, inter):  # integers scaled within float32 need no look
@@ -229,7 +231,9 @@ def check_output_dtype(value: str | None, what: str = "output dtype") -> str:
     :class:`~medsr.errors.InvalidParameterError` naming ``what`` (the option of the front end)."""
     want = (value or "input").lower()
     if want not in OUTPUT_DTYPES:
-        raise InvalidParameterError(f"{what} must be one of {', '.join(OUTPUT_DTYPES)}; got {value!r}")
+        raise InvalidParameterError(
+            f"{what} must be one of {', '.join(OUTPUT_DTYPES)}; got {value!r}"
+        )
     return want
 
 
@@ -256,7 +260,11 @@ def write_nifti(
     # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
     # as it lies in memory, without a transposed copy of the volume
     data = arr.transpose(3, 2, 1, 0) if image.channels else arr.transpose(2, 1, 0)
-    cls = nib.Nifti2Image if isinstance(image.meta.get("nifti_header"), nib.Nifti2Header) else nib.Nifti1Image
+    cls = (
+        nib.Nifti2Image
+        if isinstance(image.meta.get("nifti_header"), nib.Nifti2Header)
+        else nib.Nifti1Image
+    )
     header = cls.header_class()
     src = image.meta.get("nifti_header")
     if src is not None and isinstance(src, cls.header_class):
@@ -280,7 +288,12 @@ def write_nifti(
             _write_image(out, arr, raw, store)
     stored_as: dict[str, Any] = {"dtype": "float32"}
     if store is not None:  # what a reader of the values should know: they sit on this grid
-        stored_as = {"dtype": store[0].name, "scl_slope": store[1], "scl_inter": store[2], "rounded": True}
+        stored_as = {
+            "dtype": store[0].name,
+            "scl_slope": store[1],
+            "scl_inter": store[2],
+            "rounded": True,
+        }
     write_sidecar(image, p, stored_as=stored_as)
     return p
 
@@ -349,7 +362,9 @@ def _extremes(a: np.ndarray) -> tuple[float, float]:
     return float(a.min()), float(a.max())
 
 
-def integer_storage(image: MedImage, arr: np.ndarray | None = None) -> tuple[np.dtype, float, float] | None:
+def integer_storage(
+    image: MedImage, arr: np.ndarray | None = None
+) -> tuple[np.dtype, float, float] | None:
     """``(dtype, slope, inter)`` of the integer storage ``image`` was read from (a NIfTI, a
     DICOM series, a PNG/TIFF: :func:`_source_scaling`), when its values ``arr`` (default:
     ``image.array``) all map into that type's range once rounded onto the source's grid
@@ -405,8 +420,14 @@ def _write_image(
         header.set_slope_inter(store[1], store[2])
     img.update_header()
     want = np.dtype(np.float32) if store is None else np.dtype(store[0])
-    if header.get_data_dtype() != want or not voxels.flags.c_contiguous or voxels.dtype != np.float32:
-        raise ValueError("the direct writer takes C-contiguous float32 voxels and the header's dtype")
+    if (
+        header.get_data_dtype() != want
+        or not voxels.flags.c_contiguous
+        or voxels.dtype != np.float32
+    ):
+        raise ValueError(
+            "the direct writer takes C-contiguous float32 voxels and the header's dtype"
+        )
     header.write_to(fileobj)
     gap = int(header.get_data_offset()) - fileobj.tell()
     if gap > 0:

@@ -98,7 +98,14 @@ def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str
     return out
 
 
-__all__ = ["fill_blocks", "fill_no_data", "no_data_fill", "no_data_mask", "padding_mask", "padding_of_planes"]
+__all__ = [
+    "fill_blocks",
+    "fill_no_data",
+    "no_data_fill",
+    "no_data_mask",
+    "padding_mask",
+    "padding_of_planes",
+]
 
 
 def no_data_mask(image: MedImage) -> np.ndarray | None:

@@ -34,7 +34,9 @@ from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
 from medsr.io.sniff import truncated_dicom_hint
 
 
-def read_raster(path: str | os.PathLike[str], fmt: str, *, modality: str | None = None, **_: Any) -> MedImage:
+def read_raster(
+    path: str | os.PathLike[str], fmt: str, *, modality: str | None = None, **_: Any
+) -> MedImage:
     """Read PNG, TIFF or ``.npy`` (``fmt`` from :func:`medsr.io.sniff_format`).
 
     Sizes are checked from the header before decoding (:mod:`medsr.io.limits`): an empty image
@@ -60,7 +62,9 @@ def read_raster(path: str | os.PathLike[str], fmt: str, *, modality: str | None 
         if is_fatal(exc):
             raise
         hint = truncated_dicom_hint(p) if fmt == "tiff" else ""
-        raise CorruptInputError(f"corrupt or truncated {fmt.upper()} '{p.name}': {scrub(exc)}{hint}") from None
+        raise CorruptInputError(
+            f"corrupt or truncated {fmt.upper()} '{p.name}': {scrub(exc)}{hint}"
+        ) from None
     if data.dtype.kind not in "biuf":
         raise UnsupportedFormatError(f"'{p.name}' holds {data.dtype} data, not an image")
     if data.size == 0:
@@ -74,7 +78,11 @@ def read_raster(path: str | os.PathLike[str], fmt: str, *, modality: str | None 
         arr = arr * np.float32(slope) + np.float32(intercept)
     try:
         spacing = tuple(float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
-        affine = np.asarray(side["affine_ras"], dtype=float) if "affine_ras" in side else affine_from_spacing(spacing)
+        affine = (
+            np.asarray(side["affine_ras"], dtype=float)
+            if "affine_ras" in side
+            else affine_from_spacing(spacing)
+        )
         return MedImage(
             array=arr,
             spacing=spacing,  # type: ignore[arg-type]
@@ -85,13 +93,17 @@ def read_raster(path: str | os.PathLike[str], fmt: str, *, modality: str | None 
             meta={
                 "format": fmt,
                 "stored_dtype": stored_dtype,
-                "bit_depth": int(np.dtype(stored_dtype).itemsize * 8) if data.dtype.kind in "iu" else None,
+                "bit_depth": int(np.dtype(stored_dtype).itemsize * 8)
+                if data.dtype.kind in "iu"
+                else None,
                 "source_paths": [str(p)],
                 "rescale": (slope, intercept),
             },
         )
     except (TypeError, ValueError) as exc:
-        raise InvalidHeaderError(f"the JSON sidecar of '{p.name}' holds invalid geometry ({scrub(exc)})") from None
+        raise InvalidHeaderError(
+            f"the JSON sidecar of '{p.name}' holds invalid geometry ({scrub(exc)})"
+        ) from None
 
 
 def _sidecar_rescale(side: dict[str, Any], name: str) -> tuple[float, float]:
@@ -99,7 +111,9 @@ def _sidecar_rescale(side: dict[str, Any], name: str) -> tuple[float, float]:
         slope = float(side.get("rescale_slope", 1.0))
         intercept = float(side.get("rescale_intercept", 0.0))
     except (TypeError, ValueError):
-        raise InvalidHeaderError(f"the JSON sidecar of '{name}' holds a non-numeric rescale") from None
+        raise InvalidHeaderError(
+            f"the JSON sidecar of '{name}' holds a non-numeric rescale"
+        ) from None
     if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
         raise InvalidHeaderError(
             f"the JSON sidecar of '{name}' holds an invalid rescale (slope {slope:g}, intercept {intercept:g})"
@@ -113,11 +127,15 @@ def _read_png(p: Path) -> np.ndarray:
     try:
         im_ctx = Image.open(p)
     except Image.DecompressionBombError as exc:
-        raise InputTooLargeError(f"PNG '{p.name}' is too large to decode safely ({scrub(exc)})") from None
+        raise InputTooLargeError(
+            f"PNG '{p.name}' is too large to decode safely ({scrub(exc)})"
+        ) from None
     with im_ctx as opened:
         im: Image.Image = opened
         bands = len(im.getbands())
-        check_pixel_count((im.size[1], im.size[0]) + ((bands,) if bands > 1 else ()), p.name, "PNG image")
+        check_pixel_count(
+            (im.size[1], im.size[0]) + ((bands,) if bands > 1 else ()), p.name, "PNG image"
+        )
         im.load()
         if im.mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -145,7 +163,9 @@ def _read_npy(p: Path) -> np.ndarray:
         elif version == (2, 0):
             shape, _fortran, dtype = npformat.read_array_header_2_0(fh)
         else:
-            raise UnsupportedFormatError(f"'{p.name}' is a NumPy file of format version {version}; medsr reads 1.0 and 2.0")
+            raise UnsupportedFormatError(
+                f"'{p.name}' is a NumPy file of format version {version}; medsr reads 1.0 and 2.0"
+            )
         offset = fh.tell()
     dtype = np.dtype(dtype)
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in "biuf":
@@ -171,7 +191,9 @@ def _read_tiff(p: Path) -> np.ndarray:
         if len(tf.pages) > MAX_TIFF_PAGES:
             raise InputTooLargeError(f"TIFF '{p.name}' has more than {MAX_TIFF_PAGES:,} pages")
         if not tf.series:
-            raise CorruptInputError(f"corrupt or truncated TIFF '{p.name}': it holds no image{truncated_dicom_hint(p)}")
+            raise CorruptInputError(
+                f"corrupt or truncated TIFF '{p.name}': it holds no image{truncated_dicom_hint(p)}"
+            )
         series = tf.series[0]
         _check_tiff_series(series, p.name, size)
         return np.asarray(series.asarray())
@@ -186,7 +208,9 @@ def _count_tiff_pages(p: Path, size: int) -> int:
     with open(p, "rb") as fh:
         head = fh.read(16)
         if len(head) < 8 or head[:2] not in (b"II", b"MM"):
-            raise CorruptInputError(f"corrupt or truncated TIFF '{p.name}': no TIFF header{truncated_dicom_hint(p)}")
+            raise CorruptInputError(
+                f"corrupt or truncated TIFF '{p.name}': no TIFF header{truncated_dicom_hint(p)}"
+            )
         bo = "<" if head[:2] == b"II" else ">"
         version = struct.unpack(bo + "H", head[2:4])[0]
         if version == 43 and len(head) >= 16:
@@ -229,7 +253,9 @@ def _check_tiff_series(series: Any, name: str, size: int) -> None:
         offsets = tuple(int(o) for o in page.dataoffsets)
         counts = tuple(int(c) for c in page.databytecounts)
         if len(offsets) != len(counts):
-            raise CorruptInputError(f"corrupt TIFF '{name}': the strip/tile offsets and byte counts disagree")
+            raise CorruptInputError(
+                f"corrupt TIFF '{name}': the strip/tile offsets and byte counts disagree"
+            )
         for o, c in zip(offsets, counts, strict=True):
             if c and (o < 0 or o + c > size):
                 raise CorruptInputError(
@@ -280,10 +306,14 @@ def _to_medimage_layout(data: np.ndarray, fmt: str, name: str) -> tuple[np.ndarr
         return data, None  # a stack: (Z, Y, X)
     if data.ndim == 4 and data.shape[-1] in (3, 4):
         return data[..., :3].transpose(3, 0, 1, 2), "RGB"
-    raise UnsupportedFormatError(f"'{name}' has shape {data.shape}; expected 2-D, RGB or a stack of slices")
+    raise UnsupportedFormatError(
+        f"'{name}' has shape {data.shape}; expected 2-D, RGB or a stack of slices"
+    )
 
 
-def write_raster(image: MedImage, path: str | os.PathLike[str], fmt: str, *, overwrite: bool = False, **_: Any) -> Path:
+def write_raster(
+    image: MedImage, path: str | os.PathLike[str], fmt: str, *, overwrite: bool = False, **_: Any
+) -> Path:
     """Write PNG / TIFF / ``.npy``; spacing and rescale go to the JSON sidecar."""
     p = Path(path)
     check_output(p, overwrite)
@@ -340,7 +370,11 @@ def _labels(image: MedImage) -> dict[str, str]:
         if deriv.get("scale") is not None:
             what.append(f"scale x{deriv['scale']}")
         labels["Description"] = "; ".join(
-            ["derived by medsr, not an acquired image", *what, *(["steps: " + "; ".join(steps)] if steps else [])]
+            [
+                "derived by medsr, not an acquired image",
+                *what,
+                *(["steps: " + "; ".join(steps)] if steps else []),
+            ]
         )[:2000]
     return labels
 
@@ -358,7 +392,11 @@ def _quantise(image: MedImage, fmt: str = "tiff") -> tuple[np.ndarray, float, fl
         if (slope, intercept) != (1.0, 0.0):
             arr = (arr - intercept) / slope
         info = np.iinfo(dtype)
-        return np.clip(np.rint(arr), info.min, info.max).astype(dtype), float(slope), float(intercept)
+        return (
+            np.clip(np.rint(arr), info.min, info.max).astype(dtype),
+            float(slope),
+            float(intercept),
+        )
     if raster_source and src_dtype in ("int8", "int16", "int32"):
         # back onto the source's integer grid (values rounded, as an unsigned source's)
         if (slope, intercept) != (1.0, 0.0):

@@ -114,7 +114,9 @@ def check_sidecar(path: str | os.PathLike[str], overwrite: bool) -> None:
             "replaced: choose another output name"
         )
     if not overwrite:
-        raise OutputExistsError(f"output {where} already exists; pass --overwrite (overwrite=True in Python) to replace it")
+        raise OutputExistsError(
+            f"output {where} already exists; pass --overwrite (overwrite=True in Python) to replace it"
+        )
 
 
 def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:

@@ -28,7 +28,9 @@ class _Interpolator(nn.Module):
 
     learned = False
 
-    def __init__(self, scale: int = 2, in_channels: int = 1, out_channels: int | None = None, **_: object):
+    def __init__(
+        self, scale: int = 2, in_channels: int = 1, out_channels: int | None = None, **_: object
+    ):
         super().__init__()
         if out_channels is not None and out_channels != in_channels:
             raise ValueError("interpolators keep the number of channels")
@@ -102,7 +104,9 @@ def _lanczos_weights(s: int, a: int = 3) -> tuple[np.ndarray, int]:
     return _phase_weights(s, lambda t: lanczos_kernel(t, a), a)
 
 
-def _polyphase_upscale_axis(x: torch.Tensor, s: int, dim: int, taps: tuple[np.ndarray, int]) -> torch.Tensor:
+def _polyphase_upscale_axis(
+    x: torch.Tensor, s: int, dim: int, taps: tuple[np.ndarray, int]
+) -> torch.Tensor:
     """Integer ×``s`` upscale of ``(N, C, H, W)`` along ``dim`` (−1 or −2) with the phase taps
     ``taps`` (:func:`_phase_weights`): the resampling matrix is banded and its rows repeat every
     ``s`` outputs, so output ``s·j + p`` is the taps of phase ``p`` applied to the edge-replicated
@@ -209,7 +213,9 @@ def kspace_upsample_1d(x: torch.Tensor, scale: int, dim: int) -> torch.Tensor:
     if n % 2 == 0:
         out[..., :half] = spec[..., :half]
         out[..., m - half + 1 :] = spec[..., half + 1 :]
-        nyq = spec[..., half] / torch.exp(2j * math.pi * torch.tensor(-half * delta / n, dtype=torch.float64))
+        nyq = spec[..., half] / torch.exp(
+            2j * math.pi * torch.tensor(-half * delta / n, dtype=torch.float64)
+        )
         # split the Nyquist bin between +N/2 and −N/2, each with its own phase
         out[..., half] = 0.5 * nyq * torch.exp(torch.tensor(2j * math.pi * half * delta / n))
         out[..., m - half] = 0.5 * nyq * torch.exp(torch.tensor(-2j * math.pi * half * delta / n))

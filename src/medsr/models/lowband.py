@@ -88,7 +88,9 @@ def _basis_np(n: int, k: int) -> np.ndarray:
     return b
 
 
-def dct_basis(n: int, k: int, *, device: Any = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dct_basis(
+    n: int, k: int, *, device: Any = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``(n, k)`` torch tensor of the first ``k`` orthonormal DCT-II vectors of length ``n``
     (cached per size, device and dtype: do not modify it in place)."""
     return _basis_torch(int(n), int(k), torch.device(device), dtype)
@@ -127,14 +129,18 @@ def _fft_axis(n: int, k: int) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _twiddles(n: int, k: int, synthesis: bool, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _twiddles(
+    n: int, k: int, synthesis: bool, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """The ``k`` complex factors of :func:`_analysis` / :func:`_synthesis` (orthonormal scaling
     included), for a real ``dtype``."""
     f = torch.arange(k, dtype=torch.float64)
     norm = torch.full((k,), math.sqrt(2.0 / n), dtype=torch.float64)
     norm[0] = 1.0 / math.sqrt(n)
     angle = math.pi * f / (2 * n)
-    if synthesis:  # the inverse real FFT divides by n and sees each coefficient twice (but the first)
+    if (
+        synthesis
+    ):  # the inverse real FFT divides by n and sees each coefficient twice (but the first)
         norm = norm * (n / 2.0)
         norm[0] *= 2.0
     else:
@@ -188,7 +194,9 @@ def low_band(x: torch.Tensor, scale: int, cutoff: float = DEFAULT_CUTOFF) -> tor
     return _synthesis(_synthesis(coeff, h).transpose(-1, -2), w)
 
 
-def _subtract_low_band_(target: torch.Tensor, x: torch.Tensor, scale: int, cutoff: float) -> torch.Tensor:
+def _subtract_low_band_(
+    target: torch.Tensor, x: torch.Tensor, scale: int, cutoff: float
+) -> torch.Tensor:
     """``target −= P(x)`` in place (both ``(..., H, W)``, fp32 or fp64): the same numbers as
     ``target − low_band(x)``, without the interleaved copy of the last synthesis — its even and
     odd samples are subtracted where they belong."""
@@ -219,7 +227,9 @@ def project_low_band(
     numbers as without it.
     """
     if pred.shape != base.shape:
-        raise ValueError(f"prediction {tuple(pred.shape)} and base {tuple(base.shape)} differ in shape")
+        raise ValueError(
+            f"prediction {tuple(pred.shape)} and base {tuple(base.shape)} differ in shape"
+        )
     work = torch.promote_types(torch.promote_types(pred.dtype, base.dtype), torch.float32)
     p, b = pred.to(work), base.to(work)
     if out is None:
@@ -255,7 +265,9 @@ class LowBandGuard(nn.Module):
     def __init__(self, net: nn.Module, base: nn.Module, scale: int, cutoff: float = DEFAULT_CUTOFF):
         super().__init__()
         if not 0.0 < float(cutoff) <= 1.0:
-            raise ValueError(f"low-band cutoff must be in (0, 1] of the input's Nyquist frequency, got {cutoff}")
+            raise ValueError(
+                f"low-band cutoff must be in (0, 1] of the input's Nyquist frequency, got {cutoff}"
+            )
         self.net = net
         self.base = base
         self.scale = int(scale)

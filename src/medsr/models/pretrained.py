@@ -13,7 +13,13 @@ from typing import Any
 from medsr.errors import UnknownModelError
 from medsr.models.resolver import WEIGHTS_DIR, default_model_name, resolve_model, shipped_weights
 
-__all__ = ["WEIGHTS_DIR", "bundled_weights", "default_model_name", "load_pretrained", "pretrained_path"]
+__all__ = [
+    "WEIGHTS_DIR",
+    "bundled_weights",
+    "default_model_name",
+    "load_pretrained",
+    "pretrained_path",
+]
 
 
 def bundled_weights() -> dict[str, Path]:

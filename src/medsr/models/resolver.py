@@ -73,7 +73,9 @@ def check_scale(scale: Any, allowed: tuple[int, ...] = SCALES) -> int:
         and int(scale) in allowed
     )
     if not ok:
-        raise InvalidParameterError(f"scale must be one of {', '.join(map(str, allowed))}; got {scale!r}")
+        raise InvalidParameterError(
+            f"scale must be one of {', '.join(map(str, allowed))}; got {scale!r}"
+        )
     return int(scale)
 
 
@@ -318,7 +320,12 @@ def resolve_model(
                     card["scale"] = check_scale(scale)
                     card["kwargs"]["scale"] = card["scale"]
             loaded = LoadedModel(
-                name=name, kind=kind, card=card, checksum=f"classical:{name}", source=text, device=device
+                name=name,
+                kind=kind,
+                card=card,
+                checksum=f"classical:{name}",
+                source=text,
+                device=device,
             )
     if by_default:
         loaded.by_default = True

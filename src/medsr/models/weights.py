@@ -19,7 +19,9 @@ from medsr.io._atomic import atomic_file
 CARD_KEY = "medsr_card"
 
 
-def save_model(model: Any, path: str | os.PathLike[str], card: dict[str, Any], *, overwrite: bool = True) -> Path:
+def save_model(
+    model: Any, path: str | os.PathLike[str], card: dict[str, Any], *, overwrite: bool = True
+) -> Path:
     """Write ``model``'s state dict and ``card`` to ``path`` (``.safetensors``), atomically.
 
     ``card`` must contain ``architecture`` (registry name) and ``kwargs`` (constructor
@@ -48,7 +50,9 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         with safe_open(str(p), framework="numpy") as fh:  # the header only: no torch needed
             meta = fh.metadata() or {}
     except Exception as exc:
-        raise CorruptInputError(f"'{p.name}' is not a valid safetensors weights file: {str(exc)[:200]}") from None
+        raise CorruptInputError(
+            f"'{p.name}' is not a valid safetensors weights file: {str(exc)[:200]}"
+        ) from None
     if CARD_KEY not in meta:
         raise CorruptInputError(f"'{p.name}' has no medsr model card; cannot tell its architecture")
     return json.loads(meta[CARD_KEY])

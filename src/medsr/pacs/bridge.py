@@ -586,7 +586,9 @@ def parse_filters(items: Iterable[str] | None) -> dict[str, str]:
     return out
 
 
-def default_state_path(url: str, model: str | os.PathLike[str] | LoadedModel | None, scale: int) -> Path:
+def default_state_path(
+    url: str, model: str | os.PathLike[str] | LoadedModel | None, scale: int
+) -> Path:
     """``$XDG_STATE_HOME/medsr/pacs-watch-<hash>.json`` for this server, model and scale."""
     from medsr.pacs.client import safe_url
 

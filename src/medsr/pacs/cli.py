@@ -175,9 +175,27 @@ def upscale_command(
     model: ModelOpt = None,
     scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
-    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).")] = False,
+    consistency: Annotated[
+        str,
+        typer.Option(
+            "--consistency",
+            help="auto (default): enforce data consistency when the physics is known; on; off.",
+        ),
+    ] = "auto",
+    degradation: Annotated[
+        str | None,
+        typer.Option(
+            "--degradation",
+            help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).",
+        ),
+    ] = False,
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -269,9 +287,27 @@ def watch_command(
         ),
     ] = False,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    consistency: Annotated[str, typer.Option("--consistency", help="auto (default): enforce data consistency when the physics is known; on; off.")] = "auto",
-    degradation: Annotated[str | None, typer.Option("--degradation", help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).")] = None,
-    ensemble: Annotated[bool, typer.Option("--ensemble", help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).")] = False,
+    consistency: Annotated[
+        str,
+        typer.Option(
+            "--consistency",
+            help="auto (default): enforce data consistency when the physics is known; on; off.",
+        ),
+    ] = "auto",
+    degradation: Annotated[
+        str | None,
+        typer.Option(
+            "--degradation",
+            help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
+        ),
+    ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble",
+            help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).",
+        ),
+    ] = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,

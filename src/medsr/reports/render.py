@@ -10,7 +10,12 @@ import numpy as np
 from medsr.image import MedImage
 
 #: CT window presets (centre, width) in HU.
-CT_WINDOWS = {"soft-tissue": (40.0, 400.0), "lung": (-600.0, 1500.0), "bone": (400.0, 1800.0), "brain": (40.0, 80.0)}
+CT_WINDOWS = {
+    "soft-tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
 
 
 def default_window(image: MedImage) -> tuple[float, float]:

@@ -156,7 +156,9 @@ def _without_padding(
     return sr_f, lr_f, m_sr, m_lr
 
 
-def _padding_planes(sr: MedImage, lr: MedImage, f: int, through: bool) -> tuple[np.ndarray, float] | None:
+def _padding_planes(
+    sr: MedImage, lr: MedImage, f: int, through: bool
+) -> tuple[np.ndarray, float] | None:
     """``lr``'s padding as ``(P, h, w)`` planes (:func:`_planes`' layout) and the value both
     images read there — its darkest measured value, as :func:`medsr.io.padding.fill_no_data`
     sets it — or None (no padding; through-plane). Nothing is copied or filled here:
@@ -384,7 +386,9 @@ def consistency_setting(consistency: str | bool) -> str:
         return "on" if consistency else "off"
     s = str(consistency).strip().lower()
     if s not in CONSISTENCY_CHOICES:
-        raise InvalidParameterError(f"consistency must be 'auto', 'on' or 'off', got {consistency!r}")
+        raise InvalidParameterError(
+            f"consistency must be 'auto', 'on' or 'off', got {consistency!r}"
+        )
     return s
 
 

@@ -600,7 +600,9 @@ def resolve_measurement(
 
         kind = default_kind(modality)
     if kind not in DEFAULT_PARAMS:
-        physics = f"{', '.join(SUPPORTED)} (or auto) in-plane, {', '.join(THROUGH_PLANE)} through-plane"
+        physics = (
+            f"{', '.join(SUPPORTED)} (or auto) in-plane, {', '.join(THROUGH_PLANE)} through-plane"
+        )
         if kind not in NO_FORWARD_MODEL:  # a typo: say so, as `medsr degrade --kind` does
             raise InvalidParameterError(f"unknown degradation {kind!r}; choose one of: {physics}")
         raise InvalidParameterError(

@@ -24,7 +24,9 @@ from medsr.models.resolver import LoadedModel
 __all__ = ["attach_provenance", "consistency_label", "model_checksum", "provenance", "summary_text"]
 
 
-def model_checksum(model: str | os.PathLike[str] | LoadedModel | None, scale: int | None = None) -> str:
+def model_checksum(
+    model: str | os.PathLike[str] | LoadedModel | None, scale: int | None = None
+) -> str:
     """The model's one identity (:attr:`medsr.models.resolver.LoadedModel.checksum`):
     ``sha256:<hex>`` of its weights file, or ``classical:<name>`` for an interpolator
     (``None`` → the default model for ``scale``); ``name:<text>`` for what no resolver knows
@@ -35,7 +37,9 @@ def model_checksum(model: str | os.PathLike[str] | LoadedModel | None, scale: in
     if isinstance(model, LoadedModel):
         return model.checksum
     try:
-        return resolve_model(model, scale=scale if model is None or scale is None else None).checksum
+        return resolve_model(
+            model, scale=scale if model is None or scale is None else None
+        ).checksum
     except MedSRError:
         return f"name:{str(model).lower()}"
 

@@ -330,7 +330,12 @@ def train_on_pairs(
     ``lr=None`` picks 1e-3 from scratch and 2e-4 when fine-tuning (``init`` given).
     """
     sampler = PatchSampler(
-        pairs, factor, patch_size=patch_size, patches_per_epoch=patches_per_epoch, augment=augment, seed=seed
+        pairs,
+        factor,
+        patch_size=patch_size,
+        patches_per_epoch=patches_per_epoch,
+        augment=augment,
+        seed=seed,
     )
     return fit(
         net,

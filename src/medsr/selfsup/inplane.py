@@ -166,6 +166,7 @@ def zero_shot_upscale(
     result = out.reshape(c, z, h * scale, w * scale)
     arr = result if image.channels else result[0]
     if no_data is not None:  # each no-data pixel's block keeps its exact value
+
         def blocks(a: np.ndarray) -> np.ndarray:
             return np.repeat(np.repeat(a, scale, axis=-2), scale, axis=-1)
 

@@ -165,6 +165,8 @@ class ModelCatalog:
                 f"unknown model {name!r}; available: {', '.join(sorted(entries))}"
             )
         card, loaded = entry
-        if loaded is not None and name.strip().lower() == "default":  # it follows the stated physics
+        if (
+            loaded is not None and name.strip().lower() == "default"
+        ):  # it follows the stated physics
             loaded = dataclasses.replace(loaded, by_default=True)
         return card, (loaded if loaded is not None else card["name"])

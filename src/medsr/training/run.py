@@ -268,7 +268,9 @@ def build_card(
     for extra in ("gan", "distill", "init", "low_band", "data_consistency"):
         if info.get(extra):
             card[extra] = info[extra]
-    card["metrics"] = note_baseline(card["metrics"], (info.get("low_band") or {}).get("base", "bicubic"))
+    card["metrics"] = note_baseline(
+        card["metrics"], (info.get("low_band") or {}).get("base", "bicubic")
+    )
     # task-specific card entries (slice interpolation: kind, in_channels, metrics, slices)
     card.update(info.get("card") or {})
     return card

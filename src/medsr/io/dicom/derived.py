@@ -361,10 +361,20 @@ def _derive(
         # Derived Pixel Contrast (PS3.3 C.8.16.1.4), says how the pixels were made: NONE only
         # for ORIGINAL images, RESAMPLED for medsr's outputs, the map's operation for a map
         contrast = str(label["contrast"]) if label else "RESAMPLED"
-        ds.ImageType = ["DERIVED", "PRIMARY", *old_type[2:3], *([contrast] if old_type[2:3] else [])]
+        ds.ImageType = [
+            "DERIVED",
+            "PRIMARY",
+            *old_type[2:3],
+            *([contrast] if old_type[2:3] else []),
+        ]
         _mark_frames_derived(ds, monochrome=not color, contrast=contrast)
     elif label:  # Value 3 is the IOD's (e.g. CT: AXIAL), then a value naming the map
-        ds.ImageType = ["DERIVED", "SECONDARY", old_type[2] if len(old_type) > 2 else "", label["image_type"]]
+        ds.ImageType = [
+            "DERIVED",
+            "SECONDARY",
+            old_type[2] if len(old_type) > 2 else "",
+            label["image_type"],
+        ]
     else:
         ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
     if enhanced:

@@ -158,7 +158,9 @@ def warn_bad_thickness(ds: Dataset, frame: int | None = None) -> list[str]:
 #: Frame Increment Pointer targets whose frames follow one another in time
 _TIME_POINTERS = frozenset({"FrameTime", "FrameTimeVector", "TimeSlotVector", "TimeSliceVector"})
 #: ... and those whose frames are slices (NM tomography) or carry their own positions
-_SPACE_POINTERS = frozenset({"SliceVector", "SliceLocationVector", "PerFrameFunctionalGroupsSequence"})
+_SPACE_POINTERS = frozenset(
+    {"SliceVector", "SliceLocationVector", "PerFrameFunctionalGroupsSequence"}
+)
 
 
 def _frame_pointers(ds: Dataset) -> list[str]:
@@ -193,7 +195,11 @@ def frame_axis(ds: Dataset, nframes: int, has_geometry: bool, z_spacing: float) 
     frame_time = _first_float(ds.get("FrameTime")) if "FrameTime" in pointers else None
     placeholder = f"the z spacing ({z_spacing:g} mm) is a placeholder, not a distance"
     stated = next(
-        ((k, v) for k, v in _thickness_values(ds) if v is not None and MIN_SPACING_MM <= v <= MAX_SPACING_MM),
+        (
+            (k, v)
+            for k, v in _thickness_values(ds)
+            if v is not None and MIN_SPACING_MM <= v <= MAX_SPACING_MM
+        ),
         None,
     )
     if pointers and set(pointers) <= _TIME_POINTERS:
@@ -209,7 +215,9 @@ def frame_axis(ds: Dataset, nframes: int, has_geometry: bool, z_spacing: float) 
     elif stated is not None or "SliceVector" in pointers or "SliceLocationVector" in pointers:
         kind = "space"
         source = stated[0] if stated is not None else names
-        describe = f"{nframes} slices, {z_spacing:g} mm apart ({source}; no positions in the header)"
+        describe = (
+            f"{nframes} slices, {z_spacing:g} mm apart ({source}; no positions in the header)"
+        )
     else:
         kind = "unknown"
         describe = (

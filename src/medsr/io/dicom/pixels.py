@@ -395,7 +395,13 @@ def _choose_encoding(
     span = hi - lo
     if force_rescale:
         top = 255.0 if eight_bit else 65535.0
-        return (8 if eight_bit else 16), (8 if eight_bit else 16), 0, (span / top if span > 0 else 1.0), lo
+        return (
+            (8 if eight_bit else 16),
+            (8 if eight_bit else 16),
+            0,
+            (span / top if span > 0 else 1.0),
+            lo,
+        )
     if eight_bit and lo >= -0.5 and hi <= 255.5:
         return 8, 8, 0, 1.0, 0.0
     if integral or integer_units:

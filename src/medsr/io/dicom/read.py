@@ -451,7 +451,10 @@ def _finish(
     history: tuple[str, ...] = ("read DICOM",)
     reflect = meta.get("monochrome1_reflect")
     if reflect is not None:  # said wherever the values go (a NIfTI, PNG or .npy keeps them so)
-        history = (*history, f"MONOCHROME1 shown as MONOCHROME2: value = {reflect:g} − stored value")
+        history = (
+            *history,
+            f"MONOCHROME1 shown as MONOCHROME2: value = {reflect:g} − stored value",
+        )
     return MedImage(
         array=arr,
         spacing=spacing,

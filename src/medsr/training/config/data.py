@@ -81,7 +81,9 @@ class DataConfig:
                 f"{where}.val_fraction must be in [0, 1), got {self.val_fraction}"
             )
         if self.patch_margin < 0:
-            raise InvalidParameterError(f"{where}.patch_margin must be ≥ 0, got {self.patch_margin}")
+            raise InvalidParameterError(
+                f"{where}.patch_margin must be ≥ 0, got {self.patch_margin}"
+            )
         if self.min_patch_std < 0:
             raise InvalidParameterError(
                 f"{where}.min_patch_std must be ≥ 0, got {self.min_patch_std}"

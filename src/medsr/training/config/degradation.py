@@ -159,7 +159,11 @@ class DegradationConfig:
             else:
                 values = [frac]
             for v in values:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                if (
+                    isinstance(v, bool)
+                    or not isinstance(v, (int, float))
+                    or not 0.0 <= float(v) <= 1.0
+                ):
                     raise InvalidParameterError(
                         f"{where}.params.bicubic_fraction must be a number in [0, 1] (or a mapping "
                         f"of modality groups to such numbers), got {frac!r}"

@@ -29,7 +29,9 @@ class Config:
     """A whole training recipe. Build with :func:`load_config` or :func:`config_from_dict`."""
 
     name: str = "medsr"
-    task: Literal["supervised", "gan", "distill", "slice-interpolation", "through-plane"] = "supervised"
+    task: Literal["supervised", "gan", "distill", "slice-interpolation", "through-plane"] = (
+        "supervised"
+    )
     scale: int = 2
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
