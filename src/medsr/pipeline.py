@@ -1398,7 +1398,9 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     p99, base = float(cons["error"]["p99_rel"]), None
     n_out = result.spatial_shape[0]
     if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
-        cubic = interpolate_z(image, n_slices=n_out, mode="cubic")
+        with warnings.catch_warnings():  # the volume's warnings were given once already
+            warnings.simplefilter("ignore", MedSRWarning)
+            cubic = interpolate_z(image, n_slices=n_out, mode="cubic")
         base = float(np.percentile(np.abs(through_plane_error(image, cubic, prof)), 99)) / rng
         cons["cubic_p99_rel"] = round(base, 6)
     cons["exceeded"] = consistency_exceeded(p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE)

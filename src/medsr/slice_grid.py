@@ -52,6 +52,7 @@ from medsr.image import MedImage
 
 __all__ = [
     "cell_positions",
+    "check_frames_are_slices",
     "check_target_spacing",
     "factor_slices",
     "keep_no_data",
@@ -197,3 +198,27 @@ def keep_no_data(out: np.ndarray, src: np.ndarray, mask: np.ndarray, axis: int) 
     kept = np.take(mask, lo, axis=ax) & np.take(mask, hi, axis=ax)
     np.copyto(out, np.take(src, near, axis=ax), where=kept)
     return kept
+
+
+def check_frames_are_slices(image: MedImage, what: str) -> None:
+    """Refuse to make new slices between frames that are not slices: a multi-frame object whose
+    Frame Increment Pointer says its frames are time points (a cine) or indexed by something else
+    (``meta["frame_axis"]``, :func:`medsr.io.dicom.geometry.frame_axis`). Interpolating between
+    two time frames of a heart would invent an instant, not a slice."""
+    axis = image.meta.get("frame_axis") or {}
+    if axis.get("kind") in ("time", "other"):
+        raise InvalidParameterError(
+            f"{what} makes new slices between slices, and this object's frames are not slices: "
+            f"{axis.get('describe', axis['kind'])}"
+        )
+    if axis.get("kind") == "unknown":  # neither said: the user may know; they are told
+        import warnings
+
+        from medsr.errors import MedSRWarning
+
+        warnings.warn(
+            f"{what} takes the frames for slices, which the header does not say: "
+            f"{axis.get('describe', 'frames of unstated kind')}",
+            MedSRWarning,
+            stacklevel=3,
+        )

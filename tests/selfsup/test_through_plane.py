@@ -258,3 +258,31 @@ def test_no_data_is_kept_exact_and_never_read_as_signal(kind):
     assert (out.array[pad] == np.float32(fill)).all()
     assert out.array[~pad].min() >= arr[:, circle].min() - 1e-3
     assert (out.meta["maps"]["uncertainty"][pad] == 0).all()
+
+
+def test_time_frames_are_not_slices_to_interpolate_between(tmp_path, corpus):
+    """A cine's frames are time points (Frame Increment Pointer → FrameTime): through-plane
+    super-resolution used to make new "slices" between them (inventing instants) with a z spacing
+    that is a placeholder; now it is refused with one error line. Frames of unstated kind are
+    taken for slices with a warning."""
+    from medsr.errors import MedSRWarning
+    from medsr.image import MedImage
+    from medsr.io import load_image
+
+    cine = load_image(corpus("color3d_jpeg_baseline.dcm"))
+    assert cine.meta["frame_axis"]["kind"] == "time"
+    with pytest.raises(InvalidParameterError, match="frames are not slices: 120 time frames"):
+        through_plane_upscale(cine, **QUICK)
+    grey = MedImage(
+        np.random.default_rng(0).normal(100, 10, (4, 32, 32)).astype(np.float32),
+        spacing=(1.0, 0.5, 0.5),
+        meta={"frame_axis": {"kind": "unknown", "describe": "4 frames of unstated kind"}},
+    )
+    with pytest.warns(MedSRWarning, match="takes the frames for slices"):
+        through_plane_upscale(grey, **QUICK)
+    from medsr.interpolation.core import interpolate_slices
+
+    timed = grey.replace(meta={"frame_axis": {"kind": "time", "describe": "4 time frames"}})
+    with pytest.raises(InvalidParameterError, match="frames are not slices: 4 time frames"):
+        interpolate_slices(timed, "linear", 2)
+    assert interpolate_slices(timed, "linear", 2, axis="y").spatial_shape == (4, 64, 32)

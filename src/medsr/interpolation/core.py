@@ -24,6 +24,7 @@ from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data
 from medsr.slice_grid import (
+    check_frames_are_slices,
     factor_slices,
     keep_no_data,
     nested_midpoint_index,
@@ -197,6 +198,8 @@ def interpolate_slices(
         raise InvalidParameterError(
             "slice interpolation needs a grayscale volume (not colour or 4-D)"
         )
+    if a == 0:
+        check_frames_are_slices(image, "slice interpolation along z")
     n_in = image.spatial_shape[a]
     if n_in < 2:
         raise InvalidParameterError(

@@ -39,6 +39,7 @@ from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
 from medsr.io.padding import fill_no_data
 from medsr.slice_grid import (
+    check_frames_are_slices,
     check_target_spacing,
     keep_no_data,
     on_grid,
@@ -70,6 +71,7 @@ def _check_volume(image: Any, what: str) -> MedImage:
         )
     if image.spatial_shape[1] < 2 or image.spatial_shape[2] < 2:
         raise InvalidParameterError(f"{what}: the slices are too small ({image.spatial_shape[1:]})")
+    check_frames_are_slices(image, what)
     return image
 
 
