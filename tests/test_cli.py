@@ -183,6 +183,14 @@ def test_models_lists_classical():
     assert {"bicubic", "lanczos", "kspace", "nearest", "linear"} <= names
 
 
+def test_models_table_columns_line_up_whatever_the_name():
+    """`default-x2-kspace` (17 characters) pushed its row's columns out of line."""
+    rows = [r for r in runner.invoke(app, ["models"]).output.splitlines() if r.strip()]
+    kinds = {"classical", "architecture", "in-plane", "through-plane", "slice-interpolator"}
+    starts = {next(r.index(f" {k} ") + 1 for k in kinds if f" {k} " in r) for r in rows}
+    assert len(starts) == 1, rows
+
+
 def test_upscale_dicom_to_derived_series(tmp_path, corpus):
     import shutil
 

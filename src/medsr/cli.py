@@ -459,7 +459,7 @@ def evaluate(
             names,
             factor=scale,
             out_dir=out,
-            device="cpu" if device == "auto" else device,
+            device="cpu" if device.strip().lower() == "auto" else device,
         )
         typer.echo((out / "report.md").read_text().rstrip())
         typer.echo(f"\nreport: {out / 'report.html'}")
@@ -575,8 +575,10 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
+    wide = max((len(str(r["name"])) for r in rows), default=0)  # the longest name sets the column
+    kinds = max((len(str(r["kind"])) for r in rows), default=0)
     for row in rows:
-        typer.echo(f"{row['name']:<16} {row['kind']:<18} {row['description']}")
+        typer.echo(f"{row['name']:<{wide}}  {row['kind']:<{kinds}}  {row['description']}")
 
 
 @app.command(epilog="Example: medsr demo --out demo_out")

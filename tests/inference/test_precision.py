@@ -467,3 +467,14 @@ def test_bf16_runs_the_measured_recipe(monkeypatch):
         assert PlaneUpscaler(PlaneUpscaler(model, 2), 2, precision="bf16").fp32_blocks == want
     assert prec.bf16_fp32_blocks(_checksum("default-x2")) == 1
     assert prec.bf16_fp32_blocks("sha256:unmeasured") == 0
+
+
+def test_precision_and_device_names_in_any_case():
+    """`--precision FP32 --device CPU` were refused while `--modality ct` was accepted: the names
+    are read in any case (and around spaces), as the other options' are."""
+    from medsr.inference.device import resolve_device
+
+    assert prec.check_precision(" FP32 ") == "fp32" and prec.check_precision("Auto") == "auto"
+    assert resolve_device("CPU").type == "cpu" and resolve_device(" Auto ").type in ("cpu", "cuda")
+    with pytest.raises(InvalidParameterError, match="precision must be one of"):
+        prec.check_precision("fp64")

@@ -138,6 +138,7 @@ def run_ray(
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
+        device = device.strip().lower()
         use_gpu = device.startswith("cuda") or (device == "auto" and gpus > 0)
         if device.startswith("cuda") and gpus == 0:
             raise InvalidParameterError(

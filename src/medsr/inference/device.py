@@ -13,6 +13,7 @@ def resolve_device(device: str = "auto") -> Any:
     """``auto`` → CUDA when available, else CPU. A CUDA request on a CPU machine is an error."""
     import torch
 
+    device = device.strip().lower() if isinstance(device, str) else device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

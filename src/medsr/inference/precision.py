@@ -134,14 +134,15 @@ FP16_MEASURED: dict[str, dict[str, Any]] = {
 
 
 def check_precision(precision: str, *, allow_auto: bool = True) -> str:
-    """``precision`` if it is one of :data:`PRECISION_CHOICES` (``auto`` only when
+    """``precision`` (any case) as one of :data:`PRECISION_CHOICES` (``auto`` only when
     ``allow_auto``), else a clear error."""
     choices = PRECISION_CHOICES if allow_auto else tuple(PRECISIONS)
-    if precision not in choices:
+    name = precision.strip().lower() if isinstance(precision, str) else precision
+    if name not in choices:
         raise InvalidParameterError(
             f"precision must be one of {', '.join(choices)}; got {precision!r}"
         )
-    return precision
+    return name
 
 
 def _cpu_flags() -> set[str]:
@@ -178,7 +179,7 @@ def resolve_precision(precision: str, device: Any, checksum: str, learned: bool)
     ``fp32`` otherwise (classical interpolators always: they have no learned part). Other
     requests are returned as they are.
     """
-    check_precision(precision)
+    precision = check_precision(precision)
     if precision != "auto":
         return precision, "requested"
     if not learned:
