@@ -208,7 +208,7 @@ def upscale(
         str | None,
         typer.Option(
             "--degradation",
-            help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace) or none (unknown). kspace makes zero-filled k-space the base interpolator. [default: none]",
+            help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace), default (the modality's usual physics, stated as known: CT ct-detector, MR kspace, projection radiography radiograph, others bicubic) or none (unknown). kspace makes zero-filled k-space the base interpolator. [default: none]",
         ),
     ] = None,
     modality: Annotated[
