@@ -85,7 +85,8 @@ def _project_thick_slice(
     """Data consistency along z: make the thick slices of ``fused`` reproduce the measured ones.
 
     ``fused`` (C, N, Y, X) is the output on its final grid (any ``N``: after the resampling to
-    the target spacing) and ``vol`` (C, Z, Y, X) the measured slices, both in the same units;
+    the target spacing; corrected in place) and ``vol`` (C, Z, Y, X) the measured slices, both
+    in the same units;
     ``thickness`` is the profile's width in measured slice spacings. With ``W`` the measurement
     of the output grid (:func:`medsr.degradations.thick_slice.thick_slice_matrix`, ``Z × N``) and
     ``U`` the grid's cubic resampler from ``Z`` to ``N`` slices (``N × Z``), each (y, x) column
@@ -106,7 +107,7 @@ def _project_thick_slice(
     gain = u @ np.linalg.inv(w @ u)  # (N, Z): the correction of a residual
     w32 = torch.from_numpy(w.astype(np.float32))
     g32 = torch.from_numpy(gain.astype(np.float32))
-    out = fused.reshape(c, n, -1).clone()
+    out = fused.reshape(c, n, -1)  # in place: no second output-sized copy
     meas = vol.reshape(c, z, -1)
     worst = 0.0
     for ch in range(c):
