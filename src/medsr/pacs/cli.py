@@ -67,6 +67,28 @@ ModelOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+ConsistencyOpt = Annotated[
+    str,
+    typer.Option(
+        "--consistency",
+        help="auto (default): enforce data consistency when the physics is known; on; off.",
+    ),
+]
+DegradationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--degradation",
+        help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
+    ),
+]
+EnsembleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ensemble",
+        help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).",
+    ),
+]
 
 
 def _connect(
@@ -174,28 +196,10 @@ def upscale_command(
     ] = None,
     model: ModelOpt = None,
     scale: Annotated[int, typer.Option("--scale", "-s", help="In-plane factor: 2, 3 or 4.")] = 2,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    consistency: Annotated[
-        str,
-        typer.Option(
-            "--consistency",
-            help="auto (default): enforce data consistency when the physics is known; on; off.",
-        ),
-    ] = "auto",
-    degradation: Annotated[
-        str | None,
-        typer.Option(
-            "--degradation",
-            help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
-        ),
-    ] = None,
-    ensemble: Annotated[
-        bool,
-        typer.Option(
-            "--ensemble",
-            help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).",
-        ),
-    ] = False,
+    device: DeviceOpt = "auto",
+    consistency: ConsistencyOpt = "auto",
+    degradation: DegradationOpt = None,
+    ensemble: EnsembleOpt = False,
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -286,28 +290,10 @@ def watch_command(
             "--skip-existing", help="On a first run, ignore series already on the server."
         ),
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
-    consistency: Annotated[
-        str,
-        typer.Option(
-            "--consistency",
-            help="auto (default): enforce data consistency when the physics is known; on; off.",
-        ),
-    ] = "auto",
-    degradation: Annotated[
-        str | None,
-        typer.Option(
-            "--degradation",
-            help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
-        ),
-    ] = None,
-    ensemble: Annotated[
-        bool,
-        typer.Option(
-            "--ensemble",
-            help="Trained models: the mean of the model's outputs for the 8 flips/90-degree rotations (8x the network time; tagged MODEL+ in the series description).",
-        ),
-    ] = False,
+    device: DeviceOpt = "auto",
+    consistency: ConsistencyOpt = "auto",
+    degradation: DegradationOpt = None,
+    ensemble: EnsembleOpt = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
