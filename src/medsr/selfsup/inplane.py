@@ -22,7 +22,7 @@ import torch
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.io.padding import fill_no_data
+from medsr.io.padding import fill_blocks, fill_no_data
 
 __all__ = ["zero_shot_upscale"]
 
@@ -165,12 +165,10 @@ def zero_shot_upscale(
         np.clip(out, float(cf.min()), float(cf.max()), out=out)
     result = out.reshape(c, z, h * scale, w * scale)
     arr = result if image.channels else result[0]
-    if no_data is not None:  # each no-data pixel's block keeps its exact value
-
-        def blocks(a: np.ndarray) -> np.ndarray:
-            return np.repeat(np.repeat(a, scale, axis=-2), scale, axis=-1)
-
-        np.copyto(arr, blocks(image.array), where=blocks(no_data))
+    if no_data is not None:  # each no-data pixel's block keeps its exact value (as in-plane)
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+        values = torch.from_numpy(np.ascontiguousarray(image.array, np.float32))
+        arr = fill_blocks(t, torch.from_numpy(no_data), values, scale, out=t).numpy()
     arch = card["architecture"] if card else model
     name = f"{arch} (zero-shot{', fine-tuned from ' + init_name if init_name else ''})"
     sr = image.resampled(arr, step=f"in-plane upscale x{scale} ({name}, {report.steps} steps)")
