@@ -228,6 +228,31 @@ def _reflect_index(idx: np.ndarray, n: int, *, edge: bool = True) -> np.ndarray:
     return np.where(m >= n, period - 1 - m, m)
 
 
+def cell_weights(profile: str, width: float, centre: float) -> tuple[np.ndarray, np.ndarray]:
+    """The profile (``"gaussian"``: ``width`` = σ; ``"box"``: full width; 0: a point sample,
+    half to each cell on an edge) integrated over unit cells ``d − ½ … d + ½`` around ``centre``:
+    ``(d, weights)`` over every cell the profile reaches, not normalised."""
+    if profile == "gaussian":
+        radius = 4.0 * width + 0.5
+    elif profile == "box":
+        radius = width / 2.0 + 0.5
+    else:
+        raise InvalidParameterError(f"unknown slice/blur profile {profile!r} (gaussian or box)")
+    d = np.arange(math.floor(centre - radius), math.ceil(centre + radius) + 1)
+    lo, hi = d - 0.5 - centre, d + 0.5 - centre  # cell edges relative to the profile centre
+    if width <= 0:  # the CDF of a point mass, taking ½ on a cell edge
+        w = np.where((lo < 0) & (hi > 0), 1.0, np.where((lo == 0) | (hi == 0), 0.5, 0.0))
+    elif profile == "gaussian":
+        # math.erf on the few dozen cell edges: scipy.special's import alone took 0.25 s of
+        # a single-image `medsr upscale` (this runs in its consistency check)
+        erf = np.vectorize(math.erf, otypes=[np.float64])
+        s = width * math.sqrt(2.0)
+        w = 0.5 * (erf(hi / s) - erf(lo / s))
+    else:
+        w = np.clip(np.minimum(hi, width / 2.0) - np.maximum(lo, -width / 2.0), 0.0, None)
+    return d, np.asarray(w, dtype=np.float64)
+
+
 def profile_weights(profile: str, width: float, factor: int) -> tuple[np.ndarray, int]:
     """Cell-integrated profile weights for one LR sample at HR offset ``c = (factor − 1)/2``.
 
@@ -240,40 +265,10 @@ def profile_weights(profile: str, width: float, factor: int) -> tuple[np.ndarray
     Returns:
         ``(weights, first_offset)``: ``out[j] = Σ_m weights[m] · x[f·j + first_offset + m]``.
     """
-    c = (factor - 1) / 2.0
-    if profile == "gaussian":
-        radius = 4.0 * width + 0.5
-    elif profile == "box":
-        radius = width / 2.0 + 0.5
-    else:
-        raise InvalidParameterError(f"unknown slice/blur profile {profile!r} (gaussian or box)")
-    d0 = math.floor(c - radius)
-    d1 = math.ceil(c + radius)
-    d = np.arange(d0, d1 + 1, dtype=np.float64)
-    lo, hi = d - 0.5 - c, d + 0.5 - c  # cell edges relative to the profile centre
-    if profile == "gaussian":
-        if width > 0:
-            # math.erf on the few dozen cell edges: scipy.special's import alone took 0.25 s of
-            # a single-image `medsr upscale` (this runs in its consistency check)
-            erf = np.vectorize(math.erf, otypes=[np.float64])
-            s = width * math.sqrt(2.0)
-            w = 0.5 * (erf(hi / s) - erf(lo / s))
-        else:
-            # the CDF of a point mass, taking ½ on a cell edge
-            def cdf(z):
-                return np.where(z > 0, 1.0, np.where(z < 0, 0.0, 0.5))
-
-            w = cdf(hi) - cdf(lo)
-    else:
-        half = width / 2.0
-        if half > 0:
-            w = np.clip(np.minimum(hi, half) - np.maximum(lo, -half), 0.0, None)
-        else:
-            w = np.where((lo < 0) & (hi > 0), 1.0, np.where((lo == 0) | (hi == 0), 0.5, 0.0))
-    w = np.asarray(w, dtype=np.float64)
+    d, w = cell_weights(profile, float(width), (factor - 1) / 2.0)
     nz = np.nonzero(w > 1e-12)[0]
     w = w[nz[0] : nz[-1] + 1]
-    return w / w.sum(), int(d0 + nz[0])
+    return w / w.sum(), int(d[nz[0]])
 
 
 def _symmetric_window(x: torch.Tensor, ax: int, start: int, stop: int) -> torch.Tensor:

@@ -22,14 +22,13 @@ are dropped first; borders are mirrored (symmetric).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from medsr.degradations._common import (
     FWHM_PER_SIGMA,
     RandomDegradation,
+    cell_weights,
     check_nonnegative,
     check_scale,
     check_tensor,
@@ -101,27 +100,12 @@ def thick_slice_matrix(
         raise InvalidParameterError(f"slice counts must be positive, got {n_in} and {n_out}")
     t = check_nonnegative(thickness, "thickness")
     r = n_out / n_in  # thin slices per measured slice
-    if profile == "gaussian":
-        width = t * r / FWHM_PER_SIGMA  # σ in thin slices
-        radius = 4.0 * width + 0.5
-    elif profile == "box":
-        width = t * r  # full width in thin slices
-        radius = width / 2.0 + 0.5
-    else:
+    if profile not in ("gaussian", "box"):
         raise InvalidParameterError(f"unknown slice profile {profile!r} (gaussian or box)")
+    width = t * r / FWHM_PER_SIGMA if profile == "gaussian" else t * r  # in thin slices
     out = np.zeros((n_in, n_out), np.float64)
-    for i in range(n_in):
-        c = (i + 0.5) * r - 0.5  # centre of measured slice i in thin-slice indices
-        d = np.arange(math.floor(c - radius), math.ceil(c + radius) + 1)
-        lo, hi = d - 0.5 - c, d + 0.5 - c
-        if width == 0:  # a point sample: the cell that holds it, half to each on an edge
-            w = np.where((lo < 0) & (hi > 0), 1.0, np.where((lo == 0) | (hi == 0), 0.5, 0.0))
-        elif profile == "gaussian":
-            erf = np.vectorize(math.erf, otypes=[np.float64])
-            s = width * math.sqrt(2.0)
-            w = 0.5 * (erf(hi / s) - erf(lo / s))
-        else:
-            w = np.clip(np.minimum(hi, width / 2.0) - np.maximum(lo, -width / 2.0), 0.0, None)
+    for i in range(n_in):  # measured slice i is centred at (i + ½)·r − ½ thin slices
+        d, w = cell_weights(profile, width, (i + 0.5) * r - 0.5)
         # mirror the cells beyond the ends (half-sample symmetric, as thick_slice's borders)
         j = np.mod(d, 2 * n_out)
         j = np.where(j >= n_out, 2 * n_out - 1 - j, j)
