@@ -43,8 +43,8 @@ from medsr.degradations import degrade_image
 from medsr.image import MedImage
 from medsr.inference.planes import PlaneUpscaler
 from medsr.io import load_image
-from medsr.io.padding import no_data_mask
 from medsr.models.resolver import default_model_name, list_pretrained, resolve_model
+from medsr.reports.evaluate import measured_pixels
 from medsr.training.data import resolve_corpus
 
 RESULTS = Path(__file__).parent / "results"
@@ -78,49 +78,20 @@ def _slice(image: MedImage, scale: int) -> MedImage:
     return MedImage(sl, spacing=image.spacing, modality=image.modality, units=image.units)
 
 
-def _fill_of(hr: MedImage) -> np.ndarray | None:
-    """A CT's constant fill outside the reconstruction circle (``(Y, X)`` mask), or None: medsr's
-    own no-data rule (:func:`medsr.io.padding.no_data_mask`) on the one-slice truth."""
-    mask = no_data_mask(hr)
-    return None if mask is None else mask[0, 0]
-
-
 def degrade(hr: MedImage, kind: str, scale: int) -> MedImage:
-    """``hr`` degraded by ``kind``. A CT's fill outside the reconstruction circle is simulated as a
-    scanner makes it at each resolution: the field inside the circle is degraded (the fill taken
-    as the air around it, which is what the scanner measured there), then LR pixels whose HR block
-    is mostly fill get the fill again. No LR pixel mixes fill with data (a real one never does)."""
-    fill = _fill_of(hr)
-    if fill is None:
-        return degrade_image(hr, kind, scale, generator=0)
-    a = hr.array[0]
-    air = (
-        float(np.median(a[~fill][a[~fill] < -500]))
-        if (a[~fill] < -500).any()
-        else float(a[~fill].min())
-    )
-    field = hr.replace(array=np.where(fill, np.float32(air), a)[None])
-    lr = degrade_image(field, kind, scale, generator=0)
-    h, w = lr.array.shape[1:]
-    blocks = fill[: h * scale, : w * scale].reshape(h, scale, w, scale).mean(axis=(1, 3)) >= 0.5
-    arr = lr.array.copy()
-    arr[0][blocks] = float(a.min())
-    return lr.replace(array=arr)
+    """``hr`` degraded by ``kind`` as ``medsr degrade`` does it (seed 0): a CT's fill outside the
+    reconstruction circle is made again at the new resolution as a scanner makes it
+    (:func:`medsr.degradations.degrade_image`): no LR pixel mixes fill with data."""
+    return degrade_image(hr, kind, scale, generator=0)
 
 
 def measured(hr: MedImage, lr: MedImage, scale: int) -> np.ndarray | None:
-    """HR pixels that both the truth and the input measured (``None``: all of them): a CT's fill
-    is padding — no signal, kept exact by medsr (``tests/inference/test_padding.py``) — so it is
-    not scored, nor are HR pixels of LR fill pixels."""
-    fill = _fill_of(hr)
-    if fill is None:
-        return None
-    lr_fill = lr.array[0] == float(hr.array[0].min())
-    up = np.repeat(np.repeat(lr_fill, scale, 0), scale, 1)
-    h, w = fill.shape
-    keep = ~fill.copy()
-    keep[: up.shape[0], : up.shape[1]] &= ~up[:h, :w]
-    return keep
+    """``(Y, X)`` HR pixels that both the truth and the input measured (``None``: all of them), as
+    ``medsr evaluate`` scores them (:func:`medsr.reports.evaluate.measured_pixels`): a CT's fill is
+    padding — no signal, kept exact by medsr (``tests/inference/test_padding.py``) — so it is not
+    scored, nor are HR pixels of LR fill pixels."""
+    keep = measured_pixels(hr, lr, scale)
+    return None if keep is None else keep.reshape(keep.shape[-2:])
 
 
 def _run(up, lr: MedImage) -> np.ndarray:
