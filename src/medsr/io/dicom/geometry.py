@@ -486,10 +486,12 @@ def _update_geometry(
         elif z_changed:
             ds.SliceThickness = _ds(float(_first_float(ds.SliceThickness) or 0.0) / zoom_z)
     if "SpacingBetweenSlices" in ds:
-        if z_changed or (has_geometry and image.spatial_shape[0] > 1):
+        if z_changed:  # new slices: the grid's spacing
             ds.SpacingBetweenSlices = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
         elif not _valid_thickness(ds.SpacingBetweenSlices):
             del ds.SpacingBetweenSlices  # invalid in the source (warned on read)
+        # else the source's slices: its statement about them stands as it was (a vendor's value
+        # may differ from the position step: GE writes the gap; medsr reads positions first)
     if not has_geometry:
         return
     ipp = grid.ipp(k)
@@ -614,10 +616,13 @@ def _update_multiframe(
                     m.SliceThickness = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
                 elif abs(zoom_z - 1.0) > 1e-6:
                     m.SliceThickness = _ds(float(_first_float(m.SliceThickness) or 0.0) / zoom_z)
-            if "SpacingBetweenSlices" in m and (has_geometry or abs(zoom_z - 1.0) > 1e-6):
-                m.SpacingBetweenSlices = _ds(
-                    grid.slice_spacing if has_geometry else image.spacing[0]
-                )
+            if "SpacingBetweenSlices" in m:
+                if abs(zoom_z - 1.0) > 1e-6:  # new slices: the grid's spacing
+                    m.SpacingBetweenSlices = _ds(
+                        grid.slice_spacing if has_geometry else image.spacing[0]
+                    )
+                elif not _valid_thickness(m.SpacingBetweenSlices):
+                    del m.SpacingBetweenSlices  # Type 3; invalid in the source (warned on read)
         if has_geometry:
             po = item.get("PlaneOrientationSequence")
             if po and "ImageOrientationPatient" in po[0]:
