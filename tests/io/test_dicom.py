@@ -592,6 +592,26 @@ def test_in_plane_output_copies_the_source_spacing_between_slices(ct_template, t
     )
 
 
+def test_new_slices_state_their_spacing_as_nominal_thickness(ct_template, tmp_path):
+    """Through-plane outputs (new, contiguous slices whose profile nothing measured) state the
+    nominal thickness of contiguous slices, their spacing: 3.5 mm for 5 mm slices 7 mm apart made
+    2x denser. It was the source's thickness / 2 (2.5 mm), keeping a 2 mm gap between slices that
+    have none. In-plane outputs keep the source's 5 mm."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    in_plane = read_dicom(write_dicom(upscale2(img), tmp_path / "x2"))
+    assert {str(ds.SliceThickness) for ds in in_plane.meta["datasets"]} == {"5.0"}
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    back_z = read_dicom(write_dicom(zup, tmp_path / "z2"))
+    thickness = [float(ds.SliceThickness) for ds in back_z.meta["datasets"]]
+    assert thickness == pytest.approx([3.5] * 8)
+    assert back_z.spacing[0] == pytest.approx(3.5)
+    from medsr.slice_grid import slice_thickness_mm
+
+    # in memory, before writing, the same statement
+    assert slice_thickness_mm(zup) == pytest.approx(3.5)
+    assert slice_thickness_mm(back_z) == pytest.approx(3.5)
+
+
 def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, monkeypatch):
     """Each slice is written as soon as it is built (a series is never held whole): every file
     holds its own slice — instance number, pixels —, and a slice that fails to write leaves

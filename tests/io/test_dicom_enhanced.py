@@ -183,3 +183,15 @@ def test_in_plane_output_copies_the_source_spacing_between_slices(tmp_path):
     assert str(_measures(in_plane).SpacingBetweenSlices) == "0.5"
     through = write_dicom(_through_plane_x2(image), tmp_path / "z2.dcm")
     assert float(_measures(through).SpacingBetweenSlices) == pytest.approx(1.0)
+
+
+def test_new_frames_state_their_spacing_as_nominal_thickness(tmp_path):
+    """Pixel Measures SliceThickness of a through-plane output: the frames' spacing (1 mm for
+    1.5 mm frames 2 mm apart made 2x denser; it was 1.5 / 2 = 0.75 mm, a gap between frames that
+    have none), as for an invalid source thickness; in-plane outputs keep the source's."""
+    src = _gapped_mr(tmp_path)
+    image = read_dicom(src)
+    in_plane = write_dicom(_in_plane_x2(image), tmp_path / "x2.dcm")
+    assert str(_measures(in_plane).SliceThickness) == "1.5"
+    through = write_dicom(_through_plane_x2(image), tmp_path / "z2.dcm")
+    assert float(_measures(through).SliceThickness) == pytest.approx(1.0)
