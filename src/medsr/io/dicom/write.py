@@ -204,9 +204,10 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
     for k in range(z):
         template = templates[src_idx[k]]
+        # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
+        # from this acquisition", which the derived images still name (Acquisition Number,
+        # Date, Time); their own count is the series'
         ds = derived(template, k)
-        if "ImagesInAcquisition" in ds and z != nsrc:
-            ds.ImagesInAcquisition = z
         if color:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
