@@ -97,3 +97,22 @@ def test_interpolate_help_offers_only_models_it_can_run(tmp_path):
         )
         assert refused.returncode == 2 and "no trained weights" in refused.stderr
         assert not out.exists()
+
+
+def test_evaluate_help_names_every_through_plane_method_it_accepts():
+    """``medsr evaluate --help`` listed ``linear-z, cubic-z, ...`` for thick-slice; ``linear``,
+    ``cubic`` and ``bicubic`` are accepted for them (and shipped slice interpolators run too):
+    the help names every accepted spelling."""
+    from medsr.models.resolver import list_pretrained
+    from medsr.reports.through_plane import _THROUGH_PLANE_ALIASES, THROUGH_PLANE_METHODS
+
+    command = typer.main.get_command(app).commands["evaluate"]
+    text = next(p.help for p in command.params if "--models" in p.opts)
+    thick = text.split("thick-slice", 1)[1].split("--interpolation", 1)[0]
+    accepted = {
+        *THROUGH_PLANE_METHODS,
+        *_THROUGH_PLANE_ALIASES,
+        *(m.name for m in list_pretrained("slice-interpolator")),
+    }
+    for name in accepted:
+        assert re.search(rf"(?<![\w+-]){re.escape(name)}(?![\w+-])", thick), (name, thick)

@@ -389,7 +389,7 @@ def evaluate(
         typer.Option(
             "--models",
             "-m",
-            help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR; thick-slice: linear-z, cubic-z, prior, prior+adapt, zero-shot.",
+            help="Comma-separated model names or .safetensors files; zero-shot for self-supervised SR. --degradation thick-slice: linear-z or linear (the baseline, always run), cubic-z, cubic or bicubic, prior, prior+adapt, zero-shot, interp-cnn; other models are skipped. --interpolation: linear, cubic, interp-cnn or a .safetensors file.",
         ),
     ] = "bicubic,lanczos",
     degradation: Annotated[

@@ -156,9 +156,10 @@ def slice_thickness_mm(image: MedImage) -> float | None:
     """Slice thickness of ``image`` in mm when its header says it, else ``None``.
 
     Looks at ``meta["slice_thickness_mm"]`` and DICOM ``SliceThickness`` (also in the shared
-    functional groups of an enhanced multi-frame object). A DICOM thickness is scaled like the
-    slice spacing when the image has been resampled along z since it was read (the DICOM
-    writer's convention).
+    functional groups of an enhanced multi-frame object). When the image has been resampled
+    along z since it was read, its slices are new and the source's thickness does not describe
+    them: the nominal thickness of contiguous slices, the slice spacing, as the DICOM writer
+    states it (:func:`medsr.io.dicom.geometry._nominal_thickness`).
     """
     meta = image.meta or {}
     value = meta.get("slice_thickness_mm")
@@ -175,8 +176,9 @@ def slice_thickness_mm(image: MedImage) -> float | None:
             value = float(value) if value is not None else None
         except (TypeError, ValueError):
             value = None
-        if value is not None and src:
-            value *= image.spacing[0] / float(src[0])
+        value = positive_mm(value)
+        if value is not None and src and abs(image.spacing[0] / float(src[0]) - 1.0) > 1e-6:
+            value = float(image.spacing[0])
     return positive_mm(value)
 
 

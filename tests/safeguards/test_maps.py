@@ -287,3 +287,113 @@ def test_nifti_map_description_says_it_is_a_map(tmp_path, rng):
     assert descrip.startswith("medsr uncertainty map (HU)") and "bicubic" in descrip
     side = json.loads((tmp_path / "uncertainty.json").read_text())
     assert "standard deviation in HU" in side["derivation"]["method"]
+
+
+def _mr_series(tmp_path, n: int = 3):
+    """``n`` MR slices (MR_small's header, 4 mm apart): MR Image Storage, no Modality LUT."""
+    from pydicom.uid import generate_uid
+
+    from tests.conftest import corpus_path
+    from tests.io.conftest import make_ct_slice, write_series
+
+    template = pydicom.dcmread(corpus_path("MR_small.dcm"))
+    uid = generate_uid()
+    pixels = template.pixel_array.astype(np.int16)
+    slices = [
+        make_ct_slice(
+            template,
+            pixels=pixels + 10 * k,
+            ipp=(0.0, 0.0, 4.0 * k),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        for k in range(n)
+    ]
+    return write_series(tmp_path / "mr", slices)
+
+
+def _rescale_warnings(path) -> list[str]:
+    import subprocess
+
+    proc = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+    return [
+        line
+        for line in (proc.stderr + proc.stdout).splitlines()
+        if "Rescale" in line or "Modality LUT" in line or "RealWorld" in line
+    ]
+
+
+@pytest.mark.parametrize("source", ["mr-series", "JPGLosslessP14SV1_1s_1f_8b.dcm"])
+def test_mr_and_us_maps_give_their_values_by_a_real_world_value_mapping(tmp_path, source):
+    """MR Image and US Image have no Modality LUT Module: the maps' Rescale Slope/Intercept/Type
+    drew dciodvfy's 'Attribute is not present in standard DICOM IOD' (3 warnings) and, for MR,
+    'Non-identity Modality LUT Module ... not expected ... may cause windowing problems' (2). Now
+    a Real World Value Mapping (one linear item over the stored range, UCUM units), the display
+    window on the stored values; medsr reads the map back in its values to within half a
+    quantisation step, its window in them too, and an upscale of the map keeps them."""
+    import shutil
+
+    from medsr.io.dicom import read_dicom, write_dicom
+    from tests.conftest import corpus_path
+    from tests.io.conftest import dciodvfy_errors
+
+    src = _mr_series(tmp_path) if source == "mr-series" else corpus_path(source)
+    image = medsr.load_image(src)
+    rng = np.random.default_rng(0)
+    values = np.abs(rng.normal(0, 3.7, image.array.shape)).astype(np.float32)
+    out = write_maps({"consistency": values}, tmp_path / "maps", like=image)
+    files = sorted(out["consistency"][1].glob("*.dcm"))
+    assert len(files) == image.spatial_shape[0]
+    ds = pydicom.dcmread(files[0])
+    assert ds.SOPClassUID in ("1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.6.1")
+    assert not [k for k in ("RescaleSlope", "RescaleIntercept", "RescaleType") if k in ds]
+    (mapping,) = ds.RealWorldValueMappingSequence
+    top = (1 << int(ds.BitsStored)) - 1
+    assert (mapping.RealWorldValueFirstValueMapped, mapping.RealWorldValueLastValueMapped) == (
+        0,
+        top,
+    )
+    assert mapping.LUTLabel == "CONSISTENCY"
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "[arb'U]"
+    step = float(mapping.RealWorldValueSlope)
+    assert step == pytest.approx(float(np.ptp(values)) / top, rel=1e-6)
+    back = medsr.load_image(out["consistency"][1])
+    np.testing.assert_allclose(back.array, values, atol=step * 0.51)
+    hi = float(np.percentile(values, 99.5))
+    assert back.meta["window"] == pytest.approx((hi / 2, hi), rel=1e-4)  # in the map's values
+    assert float(ds.WindowWidth) == pytest.approx(hi / step, rel=1e-4)  # on the stored values
+    x2 = back.resampled(np.repeat(np.repeat(back.array, 2, axis=-1), 2, axis=-2))
+    again = read_dicom(write_dicom(x2, tmp_path / "x2"))
+    np.testing.assert_allclose(again.array, x2.array, atol=step * 0.01)  # the same stored values
+    assert "RescaleSlope" not in again.meta["datasets"][0]
+    assert again.meta["datasets"][0].RealWorldValueMappingSequence[0].RealWorldValueSlope == step
+    if shutil.which("dciodvfy"):
+        assert _rescale_warnings(files[0]) == []
+        assert dciodvfy_errors(files[0]) <= dciodvfy_errors(
+            sorted(src.glob("*.dcm"))[0] if src.is_dir() else src
+        )
+
+
+def test_an_mr_image_s_own_real_world_value_mapping_leaves_its_values_stored():
+    """Only a map's mapping gives its values: an MR image keeps its stored values (its display
+    window applies to them), whatever Real World Value Mapping it carries."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    from medsr.io.dicom.header import _rescale, map_value_mapping
+
+    ds = pydicom.dcmread(medsr_corpus("MR_small.dcm"))
+    item = Dataset()
+    item.RealWorldValueSlope, item.RealWorldValueIntercept = 0.5, 3.0
+    ds.RealWorldValueMappingSequence = Sequence([item])
+    assert map_value_mapping(ds) is None and _rescale(ds) == (1.0, 0.0)
+    ds.ImageType = ["DERIVED", "SECONDARY", "OTHER", "CONSISTENCY MAP"]
+    assert _rescale(ds) == (0.5, 3.0)
+    ds.RescaleSlope, ds.RescaleIntercept = 2.0, 0.0  # a Modality LUT wins
+    assert _rescale(ds) == (2.0, 0.0)
+
+
+def medsr_corpus(name: str):
+    from tests.conftest import corpus_path
+
+    return corpus_path(name)

@@ -8,6 +8,8 @@ pixel spacing, even gaps) and stacked into a :class:`~medsr.image.MedImage`:
 
 * pixels are decoded by pydicom (+ pylibjpeg plugins for JPEG, JPEG-LS, JPEG 2000, RLE); the
   Modality LUT (Rescale Slope/Intercept or a Modality LUT Sequence) is applied, so CT is in HU;
+  a medsr trust map in an IOD without a Modality LUT (MR, US) gets its values from its Real World
+  Value Mapping (:func:`~medsr.io.dicom.header.map_value_mapping`), as the writer encodes it;
 * ``MONOCHROME1`` is inverted so that high values are bright (``meta["monochrome1_reflect"]``
   lets the writer restore it exactly); palette colour and YBR become RGB
   (``channels="RGB"``, array ``(3, Z, Y, X)``);

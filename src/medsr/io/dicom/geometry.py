@@ -441,6 +441,19 @@ def _stated_thickness(meta: dict[str, Any]) -> float | None:
     return positive_mm(meta.get("slice_thickness_mm"))
 
 
+def _nominal_thickness(grid: _Grid, image: MedImage, has_geometry: bool) -> float:
+    """The SliceThickness of an output whose slices are new (through-plane upscaling, slice
+    interpolation): the nominal thickness of contiguous slices, their spacing.
+
+    Nothing measured the new slices' profile, and they have no gaps: the source's thickness
+    divided by the zoom kept its thickness-to-spacing ratio (5 mm slices 7 mm apart, made 4x
+    denser: 1.25 mm slices 1.75 mm apart, a gap that is not there). As for images that do not
+    come from DICOM (:func:`medsr.io.dicom.derived._secondary_capture_template`). An operation
+    that knows the profile it made states it instead (:func:`_stated_thickness`).
+    """
+    return grid.slice_spacing if has_geometry else float(image.spacing[0])
+
+
 def _update_geometry(
     ds: Dataset,
     template: Dataset,
@@ -484,12 +497,14 @@ def _update_geometry(
         if not _valid_thickness(ds.SliceThickness):
             ds.SliceThickness = None  # invalid in the source (warned on read): Type 2, unknown
         elif z_changed:
-            ds.SliceThickness = _ds(float(_first_float(ds.SliceThickness) or 0.0) / zoom_z)
+            ds.SliceThickness = _ds(_nominal_thickness(grid, image, has_geometry))
     if "SpacingBetweenSlices" in ds:
-        if z_changed or (has_geometry and image.spatial_shape[0] > 1):
+        if z_changed:  # new slices: the grid's spacing
             ds.SpacingBetweenSlices = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
         elif not _valid_thickness(ds.SpacingBetweenSlices):
             del ds.SpacingBetweenSlices  # invalid in the source (warned on read)
+        # else the source's slices: its statement about them stands as it was (a vendor's value
+        # may differ from the position step: GE writes the gap; medsr reads positions first)
     if not has_geometry:
         return
     ipp = grid.ipp(k)
@@ -610,14 +625,16 @@ def _update_multiframe(
             if "SliceThickness" in m and stated is not None:
                 m.SliceThickness = _ds(stated)
             elif "SliceThickness" in m:
-                if not _valid_thickness(m.SliceThickness):  # Type 1C here: nominal = spacing
-                    m.SliceThickness = _ds(grid.slice_spacing if has_geometry else image.spacing[0])
-                elif abs(zoom_z - 1.0) > 1e-6:
-                    m.SliceThickness = _ds(float(_first_float(m.SliceThickness) or 0.0) / zoom_z)
-            if "SpacingBetweenSlices" in m and (has_geometry or abs(zoom_z - 1.0) > 1e-6):
-                m.SpacingBetweenSlices = _ds(
-                    grid.slice_spacing if has_geometry else image.spacing[0]
-                )
+                # Type 1C here: an invalid one becomes the nominal thickness too
+                if not _valid_thickness(m.SliceThickness) or abs(zoom_z - 1.0) > 1e-6:
+                    m.SliceThickness = _ds(_nominal_thickness(grid, image, has_geometry))
+            if "SpacingBetweenSlices" in m:
+                if abs(zoom_z - 1.0) > 1e-6:  # new slices: the grid's spacing
+                    m.SpacingBetweenSlices = _ds(
+                        grid.slice_spacing if has_geometry else image.spacing[0]
+                    )
+                elif not _valid_thickness(m.SpacingBetweenSlices):
+                    del m.SpacingBetweenSlices  # Type 3; invalid in the source (warned on read)
         if has_geometry:
             po = item.get("PlaneOrientationSequence")
             if po and "ImageOrientationPatient" in po[0]:

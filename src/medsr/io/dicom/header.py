@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as PydicomSequence
 from pydicom.uid import UID
 from pydicom.valuerep import DSfloat
 
@@ -248,8 +249,38 @@ def _attr_floats(holder: Dataset, key: str, n: int | None = None) -> np.ndarray 
     return arr
 
 
+def map_value_mapping(ds: Dataset) -> tuple[float, float] | None:
+    """(slope, intercept) of the Real World Value Mapping that gives a trust map its values, in
+    an IOD without a Modality LUT (MR Image, US Image: medsr's writer puts a map's scaling
+    there, :func:`medsr.io.dicom.write._set_real_world_mapping`); ``None`` for any other object.
+
+    A map is an image whose Image Type is DERIVED with a Value 4 naming a map (``... MAP``, as
+    :data:`medsr.safeguards.maps.MAP_DICOM` writes), with no Rescale Slope/Intercept and no
+    Modality LUT Sequence, and one linear mapping item. Other images keep their stored values
+    as their values (an MR image's Real World Value Mapping is a further interpretation, and its
+    display window applies to the stored values).
+    """
+    if any(key in ds for key in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")):
+        return None
+    types = [str(v).strip().upper() for v in ds.get("ImageType") or []]
+    if len(types) < 4 or types[0] != "DERIVED" or not types[3].endswith(" MAP"):
+        return None
+    items = ds.get("RealWorldValueMappingSequence")
+    if not isinstance(items, PydicomSequence) or len(items) != 1:
+        return None
+    if "RealWorldValueLUTData" in items[0]:
+        return None
+    slope = _attr_floats(items[0], "RealWorldValueSlope", 1)
+    intercept = _attr_floats(items[0], "RealWorldValueIntercept", 1)
+    if slope is None or intercept is None:
+        return None
+    return float(slope[0]), float(intercept[0])
+
+
 def _rescale(ds: Dataset, frame: int | None = None) -> tuple[float, float]:
-    """(slope, intercept) of the Modality LUT for ``frame`` (functional groups first).
+    """(slope, intercept) of the Modality LUT for ``frame`` (functional groups first); for a
+    trust map in an IOD without one (MR, US), of its Real World Value Mapping
+    (:func:`map_value_mapping`).
 
     Absent values mean slope 1, intercept 0. A slope of 0, non-finite values, or values that
     would map the stored range beyond ±1e20 raise :class:`InvalidHeaderError` (an all-constant
@@ -261,6 +292,9 @@ def _rescale(ds: Dataset, frame: int | None = None) -> tuple[float, float]:
     intercepts = _attr_floats(source, "RescaleIntercept")
     slope = float(slopes[0]) if slopes is not None else 1.0
     intercept = float(intercepts[0]) if intercepts is not None else 0.0
+    mapping = map_value_mapping(ds) if source is ds else None
+    if mapping is not None:
+        slope, intercept = mapping
     if abs(slope) < MIN_ABS_SLOPE:
         raise InvalidHeaderError(
             f"RescaleSlope is {slope:g}: every pixel would get the same value "

@@ -52,6 +52,7 @@ from medsr.io.dicom.header import (
     _scrub,
     _sop_name,
     _transfer_syntax,
+    map_value_mapping,
     series_key,
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
@@ -252,6 +253,10 @@ def _window(ds: Dataset, reflect: float | None) -> tuple[float, float] | None:
     width = _first_float(holder.get("WindowWidth"))
     if center is None or width is None or width <= 0:
         return None
+    mapping = map_value_mapping(ds)
+    if mapping is not None:  # a map's window is on its stored values (no Modality LUT)
+        slope, intercept = mapping
+        center, width = center * slope + intercept, width * abs(slope)
     if reflect is not None:
         center = reflect - center
     return float(center), float(width)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import generate_uid
 
 from medsr.errors import InvalidParameterError
@@ -25,6 +26,7 @@ from medsr.io.dicom.derived import (
     _now,
     _secondary_capture_template,
     is_enhanced,
+    set_display_window,
     set_functional_group,
 )
 from medsr.io.dicom.geometry import (
@@ -34,7 +36,7 @@ from medsr.io.dicom.geometry import (
     _update_geometry,
     _update_multiframe,
 )
-from medsr.io.dicom.header import _ds, _fg_item, _rescale, _stored_range
+from medsr.io.dicom.header import _ds, _fg_item, _first_float, _rescale, _stored_range
 from medsr.io.dicom.pixels import _choose_encoding, _encode
 
 
@@ -116,6 +118,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         float(s) / float(n) for s, n in zip(src_spacing, image.spacing, strict=True)
     )
     has_geometry = bool(meta.get("has_geometry", True)) if from_dicom else True
+    units = str(image.units or "a.u.")
 
     # ---------------------------------------------------------------- pixel encoding
     color = image.is_color
@@ -195,7 +198,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
                     values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                     int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
                 )  # fmt: skip
-        _set_pixels(ds, frames, color, generic, meta, from_dicom)
+        _set_pixels(ds, frames, color, generic, meta, from_dicom, units)
         ds.NumberOfFrames = z
         yield ds
         return
@@ -204,9 +207,10 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
     for k in range(z):
         template = templates[src_idx[k]]
+        # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
+        # from this acquisition", which the derived images still name (Acquisition Number,
+        # Date, Time); their own count is the series'
         ds = derived(template, k)
-        if "ImagesInAcquisition" in ds and z != nsrc:
-            ds.ImagesInAcquisition = z
         if color:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
@@ -217,7 +221,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
                 values[k : k + 1], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                 int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
             )  # fmt: skip
-        _set_pixels(ds, pixels, color, generic, meta, from_dicom)
+        _set_pixels(ds, pixels, color, generic, meta, from_dicom, units)
         if "NumberOfFrames" in ds and not multiframe:
             del ds.NumberOfFrames
         yield ds
@@ -231,10 +235,63 @@ def _dtype_name(meta: dict[str, Any]) -> str:
 #: CT Image Storage: no Rescale Type means HU (PS3.3 C.8.2.1); the enhanced CT IODs allow HU only
 _CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 _ENHANCED_CT = ("1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2")
+#: IODs without a Modality LUT Module (MR Image, US Image, US Multi-frame Image, and the retired
+#: US ones): Rescale Slope/Intercept/Type are not theirs (dciodvfy: "not present in standard
+#: DICOM IOD"); the values of a map there are given by a Real World Value Mapping instead
+_NO_MODALITY_LUT = (
+    "1.2.840.10008.5.1.4.1.1.4",
+    "1.2.840.10008.5.1.4.1.1.6.1",
+    "1.2.840.10008.5.1.4.1.1.3.1",
+    "1.2.840.10008.5.1.4.1.1.6",
+    "1.2.840.10008.5.1.4.1.1.3",
+)
+#: UCUM codes of the units a map's values are in (the image's units)
+_UCUM = {"HU": ("[hnsf'U]", "Hounsfield unit"), "a.u.": ("[arb'U]", "arbitrary unit")}
+
+
+def _set_real_world_mapping(
+    ds: Dataset, slope: float, intercept: float, bits_stored: int, label: dict[str, Any], units: str
+) -> None:
+    """A trust map's scaling in an IOD without a Modality LUT (:data:`_NO_MODALITY_LUT`): the
+    Real World Value Mapping Sequence (0040,9096) (General Image Module, Type 3: dciodvfy finds it
+    in MR Image and US Image without a warning), one linear item over the whole stored range, in the image's units; no Rescale Slope/Intercept/
+    Type. The display window, set in the map's values (:func:`medsr.safeguards.maps._windowed`),
+    is moved onto the stored values, to which it applies without a Modality LUT. medsr's reader
+    gives the map its values through this mapping (:func:`~medsr.io.dicom.header.map_value_mapping`).
+    """
+    for key in ("RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence"):
+        if key in ds:
+            delattr(ds, key)
+    name = str(label.get("image_type") or "MAP")
+    code, meaning = _UCUM.get(units, ("[arb'U]", "arbitrary unit"))
+    unit = Dataset()
+    unit.CodeValue = code
+    unit.CodingSchemeDesignator = "UCUM"
+    unit.CodeMeaning = meaning
+    item = Dataset()
+    item.LUTExplanation = f"{name.lower()} values in {units}"[:64]
+    item.LUTLabel = name.removesuffix(" MAP")[:16] or "MAP"
+    item.MeasurementUnitsCodeSequence = DicomSequence([unit])
+    item.add_new(0x00409216, "US", 0)  # Real World Value First Value Mapped
+    item.add_new(0x00409211, "US", (1 << bits_stored) - 1)  # ... Last Value Mapped
+    item.RealWorldValueIntercept = float(intercept)
+    item.RealWorldValueSlope = float(slope)
+    ds.RealWorldValueMappingSequence = DicomSequence([item])
+    center = _first_float(ds.get("WindowCenter"))
+    width = _first_float(ds.get("WindowWidth"))
+    if center is not None and width is not None:
+        set_display_window(ds, (center - intercept) / slope, width / abs(slope))
 
 
 def _set_rescale(
-    ds: Dataset, slope: float, intercept: float, from_dicom: bool, *, trust_map: bool
+    ds: Dataset,
+    slope: float,
+    intercept: float,
+    from_dicom: bool,
+    *,
+    trust_map: dict[str, Any] | None,
+    units: str,
+    bits_stored: int,
 ) -> None:
     """Rescale Slope/Intercept/Type of a generic encoding (:func:`_choose_encoding`).
 
@@ -242,10 +299,15 @@ def _set_rescale(
     readers look first (a stale one there would turn the new stored values into wrong ones); the
     others at the top level. A trust map (:mod:`medsr.safeguards.maps`) is not in Hounsfield
     units even when its image is: Rescale Type US (unspecified: its derivation says what the
-    values are) wherever the IOD allows a value other than HU (every one but Enhanced CT).
+    values are) wherever the IOD allows a value other than HU (every one but Enhanced CT). In an
+    IOD without a Modality LUT (MR, US) a map's scaling is a Real World Value Mapping
+    (:func:`_set_real_world_mapping`).
     """
     sop = str(ds.get("SOPClassUID", ""))
     ct = str(ds.get("Modality", "")) == "CT"
+    if trust_map and sop in _NO_MODALITY_LUT and not is_enhanced(ds):
+        _set_real_world_mapping(ds, slope, intercept, bits_stored, trust_map, units)
+        return
     if is_enhanced(ds):
         item = _fg_item(ds, None, "PixelValueTransformationSequence")
         kind = str(item.get("RescaleType", "") or "") if item is not None else ""
@@ -277,8 +339,10 @@ def _set_pixels(
     generic: tuple[int, int, int, float, float] | None,
     meta: dict[str, Any],
     from_dicom: bool,
+    units: str,
 ) -> None:
-    """Image Pixel module + Pixel Data for ``pixels`` ((Z,Y,X) gray or (Z,Y,X,3) RGB)."""
+    """Image Pixel module + Pixel Data for ``pixels`` ((Z,Y,X) gray or (Z,Y,X,3) RGB); ``units``:
+    the image's (a map's Real World Value Mapping states them)."""
     if color:
         ba = pixels.dtype.itemsize * 8
         bs = (
@@ -300,7 +364,15 @@ def _set_pixels(
         if generic is not None:
             ba, bs, pr, slope, intercept = generic
             ds.PhotometricInterpretation = "MONOCHROME2"
-            _set_rescale(ds, slope, intercept, from_dicom, trust_map=bool(meta.get("map")))
+            _set_rescale(
+                ds,
+                slope,
+                intercept,
+                from_dicom,
+                trust_map=meta.get("map"),
+                units=units,
+                bits_stored=bs,
+            )
         else:
             ba = int(meta["bits_allocated"])
             bs = int(meta["bits_stored"])
