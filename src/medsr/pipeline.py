@@ -71,7 +71,7 @@ import numpy as np
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
-from medsr.image import MedImage
+from medsr.image import MedImage, require_image
 from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
 from medsr.modality import MODALITIES, modality_group
 from medsr.models.resolver import LoadedModel, check_scale, resolve_model
@@ -814,6 +814,7 @@ def upscale_with_safeguards(
     """
     from medsr.inference.planes import PlaneUpscaler
 
+    require_image(image, "upscale_with_safeguards")
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
     if output is not None and (tta or samples or ensemble):
