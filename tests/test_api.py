@@ -34,3 +34,30 @@ def test_an_array_or_a_path_instead_of_a_medimage_is_a_clear_type_error(call, tm
     with pytest.raises(TypeError, match=r"got PosixPath: read a file with medsr\.load_image"):
         call(tmp_path / "in.nii.gz", out)
     assert not out.exists()
+
+
+def test_upscale_file_names_the_python_spelling_of_a_command_line_option(tmp_path: Path):
+    """``maps=`` (the command line's ``--maps``) gave "upscale_with_safeguards() got multiple
+    values for keyword argument 'maps'", and a misspelt keyword a TypeError of PlaneUpscaler,
+    both after the input was read. Now they are upscale_file's own TypeError, before the input is
+    read (this one is not a NIfTI at all), naming what to write instead."""
+    source = tmp_path / "in.nii.gz"
+    source.write_bytes(b"\x1f\x8b" + bytes(100))  # gzip magic, then nothing: unreadable
+    out = tmp_path / "out.nii.gz"
+    with pytest.raises(
+        TypeError,
+        match=r"^upscale_file\(\) got an unexpected keyword argument 'maps': "
+        r"the command line's --maps is maps_dir= in Python$",
+    ):
+        medsr.upscale_file(source, out, model="bicubic", maps=tmp_path / "maps")
+    with pytest.raises(TypeError, match=r"'series': the command line's --series is series_uid="):
+        medsr.upscale_file(source, out, model="bicubic", series="1.2.3")
+    with pytest.raises(
+        TypeError,
+        match=r"^upscale_file\(\) got an unexpected keyword argument 'consistancy' "
+        r"\(besides its own, it takes: batch_size, clip, .*tile",
+    ):
+        medsr.upscale_file(source, out, model="bicubic", consistancy="on")
+    with pytest.raises(TypeError, match=r"'adapt': the command line's --adapt is adapt_steps="):
+        medsr.upscale_file(source, out, through_plane=True, adapt=3)
+    assert not out.exists() and not (tmp_path / "maps").exists()
