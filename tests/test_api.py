@@ -61,3 +61,30 @@ def test_upscale_file_names_the_python_spelling_of_a_command_line_option(tmp_pat
     with pytest.raises(TypeError, match=r"'adapt': the command line's --adapt is adapt_steps="):
         medsr.upscale_file(source, out, through_plane=True, adapt=3)
     assert not out.exists() and not (tmp_path / "maps").exists()
+
+
+def test_a_numpy_integer_scale_is_a_scale(tmp_path: Path):
+    """``scale=np.int64(2)`` (a factor computed from shapes or read from an array) was refused
+    with "scale must be one of 2, 3, 4; got np.int64(2)"; it is now the same as ``scale=2``,
+    recorded as the plain integer. Booleans stay refused."""
+    import json
+
+    from medsr.errors import InvalidParameterError
+    from medsr.models.resolver import check_scale
+
+    image = medsr.MedImage(np.arange(64, dtype=np.float32).reshape(8, 8), spacing=(2, 1, 1))
+    want = medsr.upscale(image, 2, "bicubic")
+    for scale in (np.int64(2), np.int32(2), np.float32(2.0)):
+        got = medsr.upscale(image, scale, "bicubic")
+        np.testing.assert_array_equal(got.array, want.array)
+        assert got.spacing == want.spacing == (2.0, 0.5, 0.5)
+        assert type(check_scale(scale)) is int
+    np.save(tmp_path / "in.npy", image.array)
+    out = medsr.upscale_file(
+        tmp_path / "in.npy", tmp_path / "out.npy", scale=np.int64(4), model="bicubic"
+    )
+    assert np.load(out).shape == (32, 32)
+    assert json.loads((tmp_path / "out.json").read_text())["provenance"]["scale"] == 4
+    for bad in (np.True_, True, np.int64(5)):
+        with pytest.raises(InvalidParameterError, match="scale must be one of 2, 3, 4"):
+            check_scale(bad)
