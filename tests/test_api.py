@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,23 @@ def test_a_numpy_integer_scale_is_a_scale(tmp_path: Path):
     for bad in (np.True_, True, np.int64(5)):
         with pytest.raises(InvalidParameterError, match="scale must be one of 2, 3, 4"):
             check_scale(bad)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (1, 0, 8), (1, 8, 0)])
+def test_an_image_without_pixels_is_refused_with_its_shape(shape):
+    """A MedImage with an axis of length 0 (an empty crop) failed inside the resampler ("zero-size
+    array to reduction operation fmin") or torch ("Expected 3D or 4D (batch mode) tensor"), or
+    as a NaN spacing; now one InvalidParameterError that names the shape."""
+    from medsr.errors import InvalidParameterError
+
+    image = medsr.MedImage(np.zeros(shape, np.float32))
+    for call in (
+        lambda: medsr.upscale(image, 2, "fast-x2"),
+        lambda: medsr.upscale(image, 2, "bicubic"),
+        lambda: upscale_with_safeguards(image, 2, "bicubic"),
+    ):
+        with pytest.raises(
+            InvalidParameterError,
+            match=rf"the image has no pixels \(shape {re.escape(str(shape))}\)",
+        ):
+            call()

@@ -244,11 +244,18 @@ class MedImage:
         }
 
 
-def require_image(image: object, where: str) -> MedImage:
+def require_image(image: object, where: str, *, pixels: bool = False) -> MedImage:
     """``image`` when it is a :class:`MedImage`, else a ``TypeError`` that says what ``where``
     (``"medsr.upscale"``...) takes and how to make one: an array has no spacing, a path is read
-    by :func:`medsr.load_image` (or upscaled by ``medsr.upscale_file``)."""
+    by :func:`medsr.load_image` (or upscaled by ``medsr.upscale_file``). ``pixels``: an image
+    with an axis of length 0 is an ``InvalidParameterError`` (nothing to upscale)."""
     if isinstance(image, MedImage):
+        if pixels and image.array.size == 0:
+            from medsr.errors import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"{where}: the image has no pixels (shape {tuple(image.array.shape)})"
+            )
         return image
     if isinstance(image, np.ndarray):
         how = "wrap an array as medsr.MedImage(array, spacing=(z, y, x)) with its voxel size in mm"

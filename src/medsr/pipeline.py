@@ -814,7 +814,7 @@ def upscale_with_safeguards(
     """
     from medsr.inference.planes import PlaneUpscaler
 
-    require_image(image, "upscale_with_safeguards")
+    require_image(image, "upscale_with_safeguards", pixels=True)
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
     if output is not None and (tta or samples or ensemble):

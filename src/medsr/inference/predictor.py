@@ -75,7 +75,7 @@ def upscale(
     from medsr.inference.ensemble import DIHEDRAL, ensemble_mean
     from medsr.inference.planes import PlaneUpscaler
 
-    require_image(image, "medsr.upscale")
+    require_image(image, "medsr.upscale", pixels=True)
     runner = PlaneUpscaler(
         model,
         scale,
