@@ -116,3 +116,28 @@ def test_evaluate_help_names_every_through_plane_method_it_accepts():
     }
     for name in accepted:
         assert re.search(rf"(?<![\w+-]){re.escape(name)}(?![\w+-])", thick), (name, thick)
+
+
+def test_batch_consistency_help_says_what_makes_the_physics_known(tmp_path):
+    """``medsr batch --help`` said auto projects "when the physics is known (an MR header)"; an MR
+    header alone does not (the default --degradation is none): MR_small is only measured, as
+    ``medsr upscale`` says. Both helps now name --degradation KIND / auto with an MR header."""
+    import shutil
+
+    import pydicom
+
+    phrase = (
+        "when the physics is known (--degradation KIND, or --degradation auto with an MR header)"
+    )
+    for command in ("upscale", "batch"):
+        res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+        assert res.exit_code == 0
+        assert phrase in " ".join(res.output.split()), (command, res.output)
+    (tmp_path / "in").mkdir()
+    shutil.copy(corpus_path("MR_small.dcm"), tmp_path / "in" / "MR_small.dcm")
+    res = runner.invoke(
+        app, ["batch", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "bicubic"]
+    )
+    assert res.exit_code == 0, res.output
+    written = pydicom.dcmread(tmp_path / "out" / "MR_small.dcm", stop_before_pixels=True)
+    assert "consistency auto (measured only: physics not stated)" in written.DerivationDescription

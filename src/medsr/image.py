@@ -23,6 +23,7 @@ whose spacing and affine describe the new grid over the *same physical field of 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,3 +242,25 @@ class MedImage:
             "world_center_ras_mm": [round(float(c), 3) for c in center],
             "world_center_lps_mm": [round(float(c), 3) for c in lps],
         }
+
+
+def require_image(image: object, where: str, *, pixels: bool = False) -> MedImage:
+    """``image`` when it is a :class:`MedImage`, else a ``TypeError`` that says what ``where``
+    (``"medsr.upscale"``...) takes and how to make one: an array has no spacing, a path is read
+    by :func:`medsr.load_image` (or upscaled by ``medsr.upscale_file``). ``pixels``: an image
+    with an axis of length 0 is an ``InvalidParameterError`` (nothing to upscale)."""
+    if isinstance(image, MedImage):
+        if pixels and image.array.size == 0:
+            from medsr.errors import InvalidParameterError
+
+            raise InvalidParameterError(
+                f"{where}: the image has no pixels (shape {tuple(image.array.shape)})"
+            )
+        return image
+    if isinstance(image, np.ndarray):
+        how = "wrap an array as medsr.MedImage(array, spacing=(z, y, x)) with its voxel size in mm"
+    elif isinstance(image, str | os.PathLike):
+        how = "read a file with medsr.load_image(path) (medsr.upscale_file(path, output) upscales a file)"
+    else:
+        how = "read one with medsr.load_image(path) or make one with medsr.MedImage(array, spacing=...)"
+    raise TypeError(f"{where} takes a MedImage, got {type(image).__name__}: {how}")

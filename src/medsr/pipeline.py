@@ -71,7 +71,7 @@ import numpy as np
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
-from medsr.image import MedImage
+from medsr.image import MedImage, require_image
 from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
 from medsr.modality import MODALITIES, modality_group
 from medsr.models.resolver import LoadedModel, check_scale, resolve_model
@@ -814,6 +814,7 @@ def upscale_with_safeguards(
     """
     from medsr.inference.planes import PlaneUpscaler
 
+    require_image(image, "upscale_with_safeguards", pixels=True)
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
     if output is not None and (tta or samples or ensemble):
@@ -1513,6 +1514,59 @@ def _through_plane_file(
     )
 
 
+#: ``medsr upscale`` options that :func:`upscale_file` spells otherwise
+CLI_SPELLINGS = {
+    "maps": "maps_dir",
+    "series": "series_uid",
+    "budget": "budget_s",
+    "adapt": "adapt_steps",
+}
+
+
+def check_upscale_options(options: dict[str, Any], *, method: str, through_plane: bool) -> None:
+    """:func:`upscale_file`'s further keywords, checked before any input is read: each one a
+    keyword of what runs them — :func:`upscale_with_safeguards` and
+    :class:`~medsr.inference.planes.PlaneUpscaler` (in-plane model),
+    :func:`medsr.selfsup.zero_shot_upscale` or :func:`medsr.selfsup.through_plane_upscale` — that
+    ``upscale_file`` does not set itself. A ``TypeError`` otherwise, as Python's own, naming the
+    Python spelling of a command-line option (``maps`` → ``maps_dir``)."""
+    import inspect
+
+    if through_plane:
+        from medsr.selfsup import through_plane_upscale
+
+        targets: tuple[Any, ...] = (through_plane_upscale,)
+        bound = {"target_spacing", "prior", "device", "consistency", "maps", "init", "model"}
+    elif method == "zero-shot":
+        from medsr.selfsup import zero_shot_upscale
+
+        targets = (zero_shot_upscale,)
+        bound = {"scale", "budget_s", "init", "device", "model"}
+    else:
+        from medsr.inference.planes import PlaneUpscaler
+
+        targets = (upscale_with_safeguards, PlaneUpscaler.__init__)
+        bound = {
+            "scale", "model", "consistency", "degradation", "maps", "tta", "warn", "device",
+            "precision", "ensemble", "output", "base",
+        }  # fmt: skip
+    accepted = {
+        name
+        for fn in targets
+        for name, param in inspect.signature(fn).parameters.items()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY
+        or (param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and name not in ("self", "image"))
+    } - bound
+    for name in options:
+        if name in accepted:
+            continue
+        if name in CLI_SPELLINGS:
+            hint = f": the command line's --{name} is {CLI_SPELLINGS[name]}= in Python"
+        else:
+            hint = f" (besides its own, it takes: {', '.join(sorted(accepted))})"
+        raise TypeError(f"upscale_file() got an unexpected keyword argument {name!r}{hint}")
+
+
 def upscale_file(
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -1553,7 +1607,9 @@ def upscale_file(
     (consistency, out-of-distribution) are appended to ``warnings_out``.
 
     Everything is checked before any work: that the input exists and ``output`` does not
-    (unless ``overwrite``) and is not the input, then the options (:func:`check_options`).
+    (unless ``overwrite``) and is not the input, then the options (:func:`check_options`, and
+    :func:`check_upscale_options` for further keywords: ``medsr upscale --maps`` is ``maps_dir``
+    here, ``--series`` ``series_uid``, ``--budget`` ``budget_s`` and ``--adapt`` ``adapt_steps``).
     Nothing is written unless the whole result is valid.
     """
     from medsr.io import check_holds, load_image, save_image
@@ -1576,6 +1632,7 @@ def upscale_file(
         epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
         ensemble=ensemble,
     )  # fmt: skip
+    check_upscale_options(upscale_options, method=method, through_plane=through_plane)
     options: dict[str, Any] = {"luminance": luminance}
     if series_uid:
         options["series_uid"] = series_uid

@@ -124,3 +124,33 @@ def test_manifest(tmp_path: Path, archive: Path):
     bad.write_text("path\nx.png\n")
     with pytest.raises(InvalidParameterError, match="input"):
         read_manifest(bad)
+
+
+def test_damaged_files_named_as_images_fail_with_the_reason(tmp_path: Path):
+    """Random bytes named ``.nii.gz``/``.png``/``.dcm`` and a ``.dcm`` shorter than the DICOM
+    preamble are damaged inputs: failed items with the reason (they were skipped as "not an image
+    format medsr reads", so a batch of only such files exited 0); a readme stays skipped."""
+    root = tmp_path / "in"
+    root.mkdir()
+    noise = np.random.default_rng(3).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    for name in ("junk.nii.gz", "junk.png", "junk.dcm"):
+        (root / name).write_bytes(noise)
+    (root / "short.dcm").write_bytes(noise[:100])
+    (root / "notes.txt").write_bytes(noise)
+    by = _by_label(discover(root))
+    for name in ("junk.nii.gz", "junk.png", "junk.dcm"):
+        assert by[name].kind == "error", name
+        assert by[name].note == (
+            f"'{name}' is not a format medsr reads (DICOM, NIfTI, PNG, TIFF, NumPy .npy): "
+            "corrupt or mislabelled"
+        )
+    assert by["short.dcm"].kind == "error"
+    assert by["short.dcm"].note.startswith("truncated DICOM: 'short.dcm' is only 100 bytes")
+    assert by["notes.txt"].kind == "skip"
+    assert by["notes.txt"].note == "not an image format medsr reads"
+    # a manifest naming them says the same
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("input\nin/junk.nii.gz\nin/short.dcm\nin/notes.txt\n")
+    items, _ = read_manifest(manifest)
+    assert [it.kind for it in items] == ["error", "error", "skip"]
+    assert items[0].note == by["junk.nii.gz"].note and items[1].note == by["short.dcm"].note

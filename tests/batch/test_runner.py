@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -396,3 +397,21 @@ def test_cuda_batches_planes_across_items(archive: Path, tmp_path: Path):
         a = load_image(tmp_path / "cpu" / name).array
         b = load_image(tmp_path / "gpu" / name).array
         np.testing.assert_allclose(a, b, rtol=0, atol=0.01 * float(np.ptp(a) or 1))  # rounding
+
+
+def test_a_damaged_slice_of_a_series_is_named_as_the_file_it_is(tmp_path: Path):
+    """A series whose slice ``y/b.dcm`` is cut short fails with that file's name (relative to the
+    series' folder): the report named the batch's private link to it, ``'1_b.dcm'``, a file the
+    user does not have."""
+    from tests.conftest import make_ct_series
+
+    paths = make_ct_series(tmp_path / "in", n=3, names=["x/a.dcm", "y/b.dcm", "y/c.dcm"])
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[:-2000])
+    summary = run_batch(tmp_path / "in", tmp_path / "out", model="bicubic", workers=1)
+    assert summary.counts == {"ok": 0, "failed": 1, "skipped": 0}
+    (row,) = read_report(summary.report)
+    assert row["status"] == "failed"
+    assert re.fullmatch(
+        r"truncated or corrupt DICOM: 'y/b\.dcm' ends \d+ bytes early", row["error"]
+    )

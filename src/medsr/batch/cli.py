@@ -102,8 +102,9 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--consistency",
                 help="auto (default): project each output onto its input when the physics is "
-                "known (an MR header); on: always, for the assumed degradation; off: only "
-                "measure. Recorded in every output's provenance.",
+                "known (--degradation KIND, or --degradation auto with an MR header); on: always, "
+                "for the assumed degradation; off: only measure. Recorded in every output's "
+                "provenance.",
             ),
         ] = "auto",
         maps: Annotated[

@@ -10,7 +10,9 @@ bytes (:func:`medsr.io.sniff_format`):
   Non-image objects (SEG, SR, presentation states, DICOMDIR...) are reported as skipped.
 * NIfTI, PNG, TIFF and ``.npy`` files are one item each. A medsr JSON sidecar beside an image
   belongs to that image and is not an item.
-* Anything else (a readme, a spreadsheet) is reported as skipped, not an error.
+* Anything else (a readme, a spreadsheet) is reported as skipped, not an error; a file named
+  like an image (``.dcm``, ``.nii.gz``, ``.png``...) whose bytes are not one, or one cut short
+  or not readable, is a damaged input: reported as failed, with the reason.
 
 :func:`read_manifest` reads a CSV with an ``input`` column (paths relative to the manifest's
 folder or absolute; a folder is read as one DICOM series) and an optional ``output`` column.
@@ -176,6 +178,31 @@ def _is_image_class(ds) -> bool:
     return "Rows" not in ds and bool(uid) and "Image Storage" in UID(uid).name
 
 
+def _sniff(f: Path, key: str, label: str, *, listed: bool = False) -> str | BatchItem:
+    """The format of ``f`` from its bytes, or the item that reports why it is not processed.
+
+    A file that is not an image is skipped (a readme, a spreadsheet) unless its name says it is
+    one (``.dcm``, ``.nii.gz``, ``.png``...) or it is empty in a manifest that lists it: then it
+    is a damaged image, and fails with the reason. So does a file cut short or not readable."""
+    from medsr.errors import UnsupportedFormatError
+    from medsr.io import sniff_format
+
+    named_as_image = f.name.lower().endswith(_IMAGE_SUFFIXES)
+    try:
+        return sniff_format(f)
+    except UnsupportedFormatError as exc:
+        if named_as_image:
+            return BatchItem(key, label, "error", (str(f),), note=f"{exc}: corrupt or mislabelled")
+        return BatchItem(key, label, "skip", (str(f),), note="not an image format medsr reads")
+    except EmptyInputError as exc:
+        kind = "error" if named_as_image or listed else "skip"
+        return BatchItem(key, label, kind, (str(f),), note=str(exc))
+    except MedSRError as exc:  # cut short (CorruptInputError), not readable (permissions)
+        return BatchItem(key, label, "error", (str(f),), note=str(exc))
+    except OSError as exc:
+        return BatchItem(key, label, "error", (str(f),), note=f"cannot read: {exc.strerror}")
+
+
 def _frames(ds) -> int:
     try:
         return int(float(ds.get("NumberOfFrames", 1) or 1))
@@ -191,7 +218,6 @@ def discover(
     Items come in a stable order: by label. Nothing is read beyond DICOM headers and the first
     bytes of other files.
     """
-    from medsr.io import sniff_format
     from medsr.io.dicom import series_key
 
     base = Path(root)
@@ -211,25 +237,9 @@ def discover(
         if f.name.lower().endswith(".json"):
             json_files.append(f)
             continue
-        try:
-            fmt = sniff_format(f)
-        except EmptyInputError as exc:
-            looks_like_image = f.name.lower().endswith(_IMAGE_SUFFIXES)
-            items.append(
-                BatchItem(
-                    label, label, "error" if looks_like_image else "skip", (str(f),), note=str(exc)
-                )
-            )
-            continue
-        except MedSRError:
-            items.append(
-                BatchItem(label, label, "skip", (str(f),), note="not an image format medsr reads")
-            )
-            continue
-        except OSError as exc:
-            items.append(
-                BatchItem(label, label, "error", (str(f),), note=f"cannot read: {exc.strerror}")
-            )
+        fmt = _sniff(f, label, label)
+        if isinstance(fmt, BatchItem):
+            items.append(fmt)
             continue
         if fmt != "dicom":
             items.append(BatchItem(label, label, fmt, (str(f),)))
@@ -309,7 +319,6 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
     folder or absolute). Relative inputs are relative to the manifest's folder. A folder input is
     one DICOM series; a row naming a missing file is a failed item, not an abort.
     """
-    from medsr.io import sniff_format
 
     mpath = Path(manifest)
     if not mpath.is_file():
@@ -357,15 +366,9 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
         if p.is_dir():
             items.append(BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)}))
             continue
-        try:
-            fmt = sniff_format(p)
-        except EmptyInputError as exc:
-            items.append(BatchItem(key, label, "error", (str(p),), note=str(exc)))
-            continue
-        except MedSRError:
-            items.append(
-                BatchItem(key, label, "skip", (str(p),), note="not an image format medsr reads")
-            )
+        fmt = _sniff(p, key, label, listed=True)
+        if isinstance(fmt, BatchItem):
+            items.append(fmt)
             continue
         if fmt == "dicom":
             try:

@@ -112,6 +112,17 @@ def _series_folder(item: BatchItem) -> Iterator[tuple[Path, dict[str, str]]]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _real_names(message: str, folder: Path, links: dict[str, str], item: BatchItem) -> str:
+    """``message`` of the series reader with each link of :func:`_series_folder` (``3_a.dcm``)
+    named as the file it stands for, relative to the series' folder (``a.dcm``, ``x/a.dcm``),
+    and the private folder as the item."""
+    base = item.extra.get("folder")
+    for link, src in links.items():
+        real = os.path.relpath(src, base) if base else Path(src).name
+        message = message.replace(str(link), real).replace(Path(link).name, real)
+    return message.replace(str(folder), item.label.split(" [")[0])
+
+
 def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
     """The MedImage of an item (with the batch's ``modality`` for formats that carry none).
 
@@ -128,7 +139,11 @@ def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
 
     if item.kind == "dicom-series":
         with _series_folder(item) as (folder, links):
-            image = load(folder)
+            try:
+                image = load(folder)
+            except MedSRError as exc:  # it names the link ('3_a.dcm'): name the file instead
+                exc.args = (_real_names(str(exc), folder, links, item),)
+                raise
         meta = dict(image.meta)  # name the real files, not the links
         meta["source_paths"] = [links.get(str(p), str(p)) for p in meta.get("source_paths") or []]
         image = image.replace(meta=meta)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from medsr.image import MedImage
+from medsr.image import MedImage, require_image
 from medsr.inference.device import resolve_device
 from medsr.models.resolver import SCALES
 
@@ -75,6 +75,7 @@ def upscale(
     from medsr.inference.ensemble import DIHEDRAL, ensemble_mean
     from medsr.inference.planes import PlaneUpscaler
 
+    require_image(image, "medsr.upscale", pixels=True)
     runner = PlaneUpscaler(
         model,
         scale,

@@ -24,7 +24,7 @@ from medsr.errors import (
     is_fatal,
     scrub,
 )
-from medsr.image import MedImage
+from medsr.image import MedImage, require_image
 from medsr.io._quiet import library_messages, scrubbed, with_details
 from medsr.io.padding import padding_mask
 from medsr.io.sniff import FORMATS, looks_like_raw_dicom, sniff_format
@@ -162,6 +162,7 @@ def save_image(
     Writing is atomic: a temporary file (or folder) is renamed onto ``path`` only once complete.
     Library warnings raised while writing are kept off the console.
     """
+    require_image(image, "medsr.save_image")
     fmt = format_for_output(path)
     with library_messages():
         if fmt == "dicom":

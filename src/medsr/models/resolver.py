@@ -35,6 +35,7 @@ shipped weights file (in-plane upscalers and slice interpolators alike), and
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -66,17 +67,13 @@ _SUFFIX = ".safetensors"
 def check_scale(scale: Any, allowed: tuple[int, ...] = SCALES) -> int:
     """``scale`` as an int when it is one of ``allowed``; one clear error otherwise (the only
     place a scale is validated)."""
-    ok = (
-        isinstance(scale, int | float)
-        and not isinstance(scale, bool)
-        and float(scale).is_integer()
-        and int(scale) in allowed
-    )
-    if not ok:
+    # int, float and NumPy's numbers (np.int64 from an array); not a bool
+    value = float(scale) if isinstance(scale, numbers.Real) and not isinstance(scale, bool) else 0.5
+    if not (value.is_integer() and int(value) in allowed):
         raise InvalidParameterError(
             f"scale must be one of {', '.join(map(str, allowed))}; got {scale!r}"
         )
-    return int(scale)
+    return int(value)
 
 
 @lru_cache(maxsize=128)
