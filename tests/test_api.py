@@ -109,3 +109,25 @@ def test_an_image_without_pixels_is_refused_with_its_shape(shape):
             match=rf"the image has no pixels \(shape {re.escape(str(shape))}\)",
         ):
             call()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch_size", 0), ("batch_size", -3), ("batch_size", 1.5), ("tile", -5), ("tile", float("nan"))],
+)
+def test_a_batch_size_or_tile_out_of_range_is_refused(option, value):
+    """``medsr.upscale(..., batch_size=0)`` ran with one plane per pass and ``tile=-5`` with the
+    smallest tile, silently (the command line refuses them): one InvalidParameterError naming the
+    option."""
+    img = medsr.MedImage(np.zeros((1, 16, 16), np.float32), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(medsr.errors.InvalidParameterError, match=option.replace("_", " ")):
+        medsr.upscale(img, scale=2, model="bicubic", **{option: value})
+
+
+def test_a_whole_number_batch_size_and_tile_are_taken():
+    """NumPy integers and whole floats are counts; 0 / None tile means no tiling."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    up = PlaneUpscaler("bicubic", 2, batch_size=np.int64(3), tile=0)
+    assert (up.batch_size, up.tile, up.tile_size) == (3, 0, None)
+    assert type(up.batch_size) is int

@@ -202,7 +202,8 @@ class PlaneUpscaler:
 
         self.scale = check_scale(scale)
         self.clip = clip
-        self.tile = tile
+        self.tile = _count(tile, "tile (LR px per tile edge; 0 or None: no tiling)", least=0)
+        batch_size = _count(batch_size, "batch size (planes per forward pass)", least=1)
         # the default model follows the stated physics: with no model named, a base of its own
         # (zero-filled k-space for k-space data) runs the default trained for it when shipped
         shared = model if isinstance(model, PlaneUpscaler) else None
@@ -403,7 +404,7 @@ class PlaneUpscaler:
         # batch 1 vs 397 ms at batch 8, benchmarks/results/speed_pipeline.md: the activations of 8
         # planes fall out of the caches)
         default = 1 if self.device.type == "cpu" else 8
-        self.batch_size = default if batch_size is None else max(1, int(batch_size))
+        self.batch_size = default if batch_size is None else int(batch_size)
 
     @property
     def name(self) -> str:
@@ -841,6 +842,23 @@ class PlaneUpscaler:
                 job.error = exc
             return list(dict.fromkeys(j for j, _, _ in parts))
         return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]
+
+
+def _count(value: Any, what: str, *, least: int) -> int | None:
+    """``value`` as an ``int`` of at least ``least`` (``None`` stays ``None``); anything else is one
+    :class:`InvalidParameterError` naming ``what`` (``batch_size=0`` was taken as 1 and a negative
+    tile as the smallest one, silently)."""
+    import math
+    import numbers
+
+    if value is None:
+        return None
+    number = float(value) if isinstance(value, numbers.Real) else math.nan
+    if isinstance(value, bool) or not number.is_integer() or number < least:
+        raise InvalidParameterError(
+            f"{what} must be a whole number of at least {least}, got {value!r}"
+        )
+    return int(number)
 
 
 def _pads_to(t: Any, size: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
