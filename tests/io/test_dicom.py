@@ -389,6 +389,30 @@ def test_series_with_a_truncated_slice_is_one_error(ct_template, tmp_path):
         read_dicom(folder)
 
 
+def test_a_file_named_as_a_slice_that_is_not_dicom_is_said(ct_template, tmp_path):
+    """A series folder whose slice file was cut before its DICOM signature (here 50 bytes) was
+    read without it and without a word: the volume was one slice short. It is left out with a
+    warning naming it; a README beside the series stays quiet."""
+    import warnings
+
+    from medsr.errors import MedSRWarning
+
+    folder = _large_series(ct_template, tmp_path / "s")
+    n = len(list(folder.glob("*.dcm")))
+    victim = sorted(folder.glob("*.dcm"))[-1]
+    victim.write_bytes(victim.read_bytes()[:50])
+    (folder / "README").write_text("series notes\n")
+    with pytest.warns(
+        MedSRWarning, match=rf"1 file\(s\) named as DICOM .*'{victim.name}', 50 bytes"
+    ):
+        image = read_dicom(folder)
+    assert image.array.shape[0] == n - 1
+    victim.unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedSRWarning)
+        read_dicom(folder)
+
+
 def test_series_file_gone_before_its_pixels_are_read(ct_template, tmp_path):
     """The pixels are read after every header: a file removed in between is a clear error."""
     from medsr.io.dicom.read import _collect, _load_pixels

@@ -6,6 +6,7 @@ See :mod:`medsr.io.dicom` for what ends up in ``meta``.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from medsr.errors import (
     InvalidHeaderError,
     InvalidParameterError,
     MedSRError,
+    MedSRWarning,
     NotAnImageError,
     SeriesMismatchError,
     is_fatal,
@@ -58,6 +60,9 @@ from medsr.io.dicom.header import (
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
 from medsr.io.limits import check_pixel_count
 from medsr.io.sniff import DICOM_PREFIX_LENGTH, has_dicom_magic, looks_like_raw_dicom
+
+#: file names that say DICOM: one of them that is not DICOM is left out of a folder with a warning
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima", ".dic"})
 
 
 def _check_complete(ds: Dataset, name: str) -> None:
@@ -481,19 +486,23 @@ def _collect(
     instead of raising (``None``: raise, as reading a series does)."""
     images: list[tuple[Path, Dataset]] = []
     skipped: list[str] = []
+    named_dicom: list[tuple[str, int]] = []  # files named as DICOM that are not: (name, bytes)
     for f in sorted(folder.rglob("*")):
         if not f.is_file() or f.name.startswith("."):
             continue
         try:
             size = f.stat().st_size
-            if size < 8:
-                continue
-            with open(f, "rb") as fh:
-                head = fh.read(132)
+            head = b""
+            if size >= 8:
+                with open(f, "rb") as fh:
+                    head = fh.read(132)
         except OSError:
             continue
         if not ((len(head) >= 132 and head[128:132] == b"DICM") or looks_like_raw_dicom(head)):
-            continue  # readme, thumbnails, ... : not DICOM, skip quietly
+            # readme, thumbnails, ... : not DICOM, skipped; one named as DICOM is said
+            if f.suffix.lower() in DICOM_SUFFIXES:
+                named_dicom.append((f.name, size))
+            continue
         rel = f.name  # file name only: sub-folder names may carry patient names
         try:
             ds = _read_file(f, defer_pixels=True, name=rel)
@@ -512,6 +521,16 @@ def _collect(
             skipped.append(_sop_name(ds))
             continue
         images.append((f, ds))
+    if named_dicom:
+        name, size = named_dicom[0]
+        more = f" and {len(named_dicom) - 1} more" if len(named_dicom) > 1 else ""
+        warnings.warn(
+            f"'{folder.name}': left out {len(named_dicom)} file(s) named as DICOM that are not "
+            f"DICOM (no DICM signature: '{name}', {size} bytes{more}); a slice missing from the "
+            "series would be one of them",
+            MedSRWarning,
+            stacklevel=3,
+        )
     return images, skipped
 
 
