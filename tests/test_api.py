@@ -113,7 +113,13 @@ def test_an_image_without_pixels_is_refused_with_its_shape(shape):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("batch_size", 0), ("batch_size", -3), ("batch_size", 1.5), ("tile", -5), ("tile", float("nan"))],
+    [
+        ("batch_size", 0),
+        ("batch_size", -3),
+        ("batch_size", 1.5),
+        ("tile", -5),
+        ("tile", float("nan")),
+    ],
 )
 def test_a_batch_size_or_tile_out_of_range_is_refused(option, value):
     """``medsr.upscale(..., batch_size=0)`` ran with one plane per pass and ``tile=-5`` with the
@@ -131,3 +137,13 @@ def test_a_whole_number_batch_size_and_tile_are_taken():
     up = PlaneUpscaler("bicubic", 2, batch_size=np.int64(3), tile=0)
     assert (up.batch_size, up.tile, up.tile_size) == (3, 0, None)
     assert type(up.batch_size) is int
+
+
+def test_an_image_without_pixels_is_not_written(tmp_path):
+    """``save_image`` wrote a 0-voxel NIfTI (a file no reader takes back: medsr refuses it as
+    holding no pixels); now one InvalidParameterError and no file."""
+    img = medsr.MedImage(np.zeros((1, 0, 8), np.float32), spacing=(1.0, 1.0, 1.0))
+    for name in ("empty.nii.gz", "empty.png", "empty.dcm"):
+        with pytest.raises(medsr.errors.InvalidParameterError, match="no pixels"):
+            medsr.save_image(img, tmp_path / name)
+        assert not (tmp_path / name).exists()

@@ -162,7 +162,7 @@ def save_image(
     Writing is atomic: a temporary file (or folder) is renamed onto ``path`` only once complete.
     Library warnings raised while writing are kept off the console.
     """
-    require_image(image, "medsr.save_image")
+    require_image(image, "medsr.save_image", pixels=True)
     fmt = format_for_output(path)
     with library_messages():
         if fmt == "dicom":
