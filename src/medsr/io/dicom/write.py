@@ -26,6 +26,7 @@ from medsr.io.dicom.derived import (
     _now,
     _secondary_capture_template,
     is_enhanced,
+    repair_display_window,
     set_display_window,
     set_functional_group,
 )
@@ -150,6 +151,23 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             force_rescale=meta.get("pixel_encoding") == "rescaled",
         )
 
+    reflect = meta.get("monochrome1_reflect") if source_gray else None
+    extremes: list[tuple[float, float]] = []
+
+    def value_range() -> tuple[float, float]:
+        """Lowest and highest value of the output in the units its window applies to (those of
+        the Modality LUT's output: the source's stored units for a MONOCHROME1 image written as
+        one), found once, slice by slice, when a window is to be computed."""
+        if not extremes:
+            lo, hi = np.inf, -np.inf
+            for plane in values:
+                finite = plane[np.isfinite(plane)]
+                if finite.size:
+                    lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            lo, hi = (lo, hi) if lo <= hi else (0.0, 0.0)
+            extremes.append((reflect - hi, reflect - lo) if reflect is not None else (lo, hi))
+        return extremes[0]
+
     def derived(template: Any, k: int) -> Any:
         """The output dataset of slice ``k`` (instance ``k + 1``) from ``template``: derived
         header, then the geometry of the new grid."""
@@ -185,6 +203,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         ds = derived(templates[0], 0)
         slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
         _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
+        if not color:
+            repair_display_window(ds, value_range)
         if color:
             frames = color_pixels[slices]
         elif generic is not None:
@@ -211,6 +231,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         # from this acquisition", which the derived images still name (Acquisition Number,
         # Date, Time); their own count is the series'
         ds = derived(template, k)
+        if not color:
+            repair_display_window(ds, value_range)
         if color:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
