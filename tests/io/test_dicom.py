@@ -889,6 +889,38 @@ def test_a_computed_window_of_a_monochrome1_output_is_in_its_stored_units(tmp_pa
     assert float(new.WindowWidth) == pytest.approx(modality.max() - modality.min())
 
 
+def test_a_monochrome1_source_written_monochrome2_keeps_its_display(tmp_path):
+    # a Modality LUT Sequence source is written MONOCHROME2 in the image's values (high =
+    # bright); its MONOCHROME1 window was copied as it was, onto the reflected values: the
+    # displayed image was another range of values, inverted
+    src = _with_window(
+        tmp_path,
+        "mlut_18.dcm",
+        PhotometricInterpretation="MONOCHROME1",
+        WindowCenter="1000",
+        WindowWidth="500",
+        PresentationLUTShape="INVERSE",
+    )
+    ds = pydicom.dcmread(src)
+    img = read_dicom(src)
+    new = pydicom.dcmread(write_dicom(img, tmp_path / "m.dcm"))
+    assert new.PhotometricInterpretation == "MONOCHROME2"
+    assert new.PresentationLUTShape == "IDENTITY"
+    assert float(new.WindowWidth) == 500.0
+
+    def shown(values, center, width):  # PS3.3 C.11.2.1.2.1, 0 = black
+        return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+
+    source = 1 - shown(pydicom.pixels.apply_modality_lut(ds.pixel_array, ds), 1000, 500)
+    output = shown(
+        new.pixel_array * float(new.get("RescaleSlope", 1)) + float(new.get("RescaleIntercept", 0)),
+        float(new.WindowCenter),
+        float(new.WindowWidth),
+    )
+    # the same display, but for 4 pixels one stored value apart (one step of the window)
+    np.testing.assert_allclose(output, source, atol=1 / 499 + 1e-9)
+
+
 # =============================================================================== geometry
 def _rotation(q: tuple[float, float, float, float]) -> np.ndarray:
     w, x, y, z = np.asarray(q) / np.linalg.norm(q)

@@ -283,6 +283,31 @@ def repair_display_window(ds: Dataset, value_range: Callable[[], tuple[float, fl
             holder.WindowWidth = _ds(max(hi - lo, 1.0))
 
 
+def monochrome1_as_monochrome2(ds: Dataset, reflect: float | None, *, window_set: bool) -> None:
+    """The display attributes of a MONOCHROME1 source whose output is written MONOCHROME2 (a
+    Modality LUT Sequence source, a trust map: :func:`medsr.io.dicom.pixels._choose_encoding`),
+    whose values are the image's, high = bright (``reflect - `` the source's modality values).
+
+    Presentation LUT Shape INVERSE (which DX, MG and IO require with MONOCHROME1) would show the
+    output as a negative: it becomes IDENTITY, as they require with MONOCHROME2. A window copied
+    from the source is moved onto the reflected values (centre ``reflect - c``), unless
+    ``window_set`` (a map's window is set in its own values); a VOI LUT Sequence, indexed by the
+    source's values, is dropped.
+    """
+    if "PresentationLUTShape" in ds:
+        ds.PresentationLUTShape = "IDENTITY"
+    for holder in _voi_holders(ds):
+        if "VOILUTSequence" in holder:
+            del holder.VOILUTSequence
+        if window_set or reflect is None or "WindowCenter" not in holder:
+            continue
+        centers = _floats(holder.get("WindowCenter"))
+        if centers is not None:
+            holder.WindowCenter = [_ds(reflect - c) for c in centers]
+        if "VOILUTFunction" in holder and "WindowWidth" not in holder:
+            del holder.VOILUTFunction
+
+
 def _now() -> tuple[str, str]:
     now = _dt.datetime.now()
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")

@@ -26,6 +26,7 @@ from medsr.io.dicom.derived import (
     _now,
     _secondary_capture_template,
     is_enhanced,
+    monochrome1_as_monochrome2,
     repair_display_window,
     set_display_window,
     set_functional_group,
@@ -168,6 +169,21 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             extremes.append((reflect - hi, reflect - lo) if reflect is not None else (lo, hi))
         return extremes[0]
 
+    # a MONOCHROME1 source written MONOCHROME2, in the image's values (high = bright)
+    inverted = (
+        generic is not None
+        and from_dicom
+        and str(meta.get("photometric") or "").upper() == "MONOCHROME1"
+    )
+
+    def display(ds: Dataset) -> None:
+        """The display attributes (Presentation LUT, windows) of a grey output ``ds``."""
+        if inverted:
+            monochrome1_as_monochrome2(
+                ds, meta.get("monochrome1_reflect"), window_set=bool(meta.get("map"))
+            )
+        repair_display_window(ds, value_range)
+
     def derived(template: Any, k: int) -> Any:
         """The output dataset of slice ``k`` (instance ``k + 1``) from ``template``: derived
         header, then the geometry of the new grid."""
@@ -204,7 +220,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
         _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
         if not color:
-            repair_display_window(ds, value_range)
+            display(ds)
         if color:
             frames = color_pixels[slices]
         elif generic is not None:
@@ -232,7 +248,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         # Date, Time); their own count is the series'
         ds = derived(template, k)
         if not color:
-            repair_display_window(ds, value_range)
+            display(ds)
         if color:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
