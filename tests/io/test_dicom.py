@@ -921,6 +921,30 @@ def test_a_monochrome1_source_written_monochrome2_keeps_its_display(tmp_path):
     np.testing.assert_allclose(output, source, atol=1 / 499 + 1e-9)
 
 
+def test_overlays_are_upscaled_with_the_image(tmp_path):
+    # MR-SIEMENS-DICOM-WithOverlays ("marked lesion") has a 484² graphics overlay; it was left
+    # out of every output, and the mark with it
+    src = _with_window(tmp_path, "MR-SIEMENS-DICOM-WithOverlays.dcm")
+    ds = pydicom.dcmread(src)
+    ds[0x60000050].value = [11, 21]  # an overlay that starts inside the image
+    ds.save_as(src, enforce_file_format=True)
+    mark = ds.overlay_array(0x6000)
+    new = pydicom.dcmread(only_file(write_dicom(upscale2(read_dicom(src)), tmp_path / "out")))
+    assert (new[0x60000010].value, new[0x60000011].value) == (968, 968)
+    assert list(new[0x60000050].value) == [21, 41]  # the same source pixel's first output pixel
+    np.testing.assert_array_equal(
+        new.overlay_array(0x6000), np.repeat(np.repeat(mark, 2, axis=0), 2, axis=1)
+    )
+    assert new[0x60000040].value == "G"
+    # new slices (through-plane) and a lower resolution (degrade) have no overlay to carry
+    img = read_dicom(src)
+    thick = img.resampled(np.repeat(img.array, 2, axis=0))
+    for f in write_dicom(thick, tmp_path / "z").iterdir():
+        assert not any(t >> 16 == 0x6000 for t in pydicom.dcmread(f).keys())
+    low = img.resampled(img.array[:, ::2, ::2])
+    assert 0x60003000 not in pydicom.dcmread(only_file(write_dicom(low, tmp_path / "low")))
+
+
 # =============================================================================== geometry
 def _rotation(q: tuple[float, float, float, float]) -> np.ndarray:
     w, x, y, z = np.asarray(q) / np.linalg.norm(q)

@@ -2,7 +2,8 @@
 
 New identity (UIDs, Image Type, series number and description), derivation description and
 code, contributing equipment, source references, and the attributes that must go (private
-tags, overlays, palette, pixel-value statistics, command-set elements). Also the Secondary
+tags, overlays, palette, pixel-value statistics, command-set elements); overlays come back,
+upscaled, on an in-plane upscale by whole factors (:func:`upscale_overlays`). Also the Secondary
 Capture header for images that did not come from DICOM.
 
 Enhanced multi-frame objects (PS3.3 C.7.6.16) record the derivation where their IODs put it: a
@@ -22,6 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
@@ -391,6 +393,51 @@ def _strip_for_write(
         for number in (0x00280120, 0x00280121):
             if number in ds:
                 del ds[number]
+
+
+def upscale_overlays(ds: Dataset, template: Dataset, factor_y: int, factor_x: int) -> None:
+    """Copy ``template``'s overlay planes (groups 6000-601E) into ``ds``, an in-plane upscale of
+    it by whole factors: each overlay pixel becomes a ``factor_y`` × ``factor_x`` block (nearest,
+    as the output's pixels cover the source's: cell-aligned), Overlay Rows/Columns multiplied
+    and Overlay Origin moved onto the first output pixel of the source pixel it named. A mark
+    drawn on the source (MR-SIEMENS-DICOM-WithOverlays: "marked lesion") stays on the same
+    anatomy, at the same size. ROI Area/Mean/Standard Deviation (statistics of the source grid)
+    are not copied; an overlay of several frames, or embedded in the pixel data's unused bits
+    (retired), is left out, as in any other output (:func:`_strip_for_write`).
+    """
+    from pydicom.pixels import pack_bits, unpack_bits
+
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | 0x3000) not in template:
+            continue
+        elements = {tag & 0xFFFF: template[tag] for tag in template.keys() if tag >> 16 == group}
+        try:
+            rows, cols = int(elements[0x0010].value), int(elements[0x0011].value)
+            origin = [int(v) for v in elements[0x0050].value]
+            frames = int(elements[0x0015].value) if 0x0015 in elements else 1
+            ok = int(elements[0x0100].value) == 1 and int(elements[0x0102].value) == 0
+            bits = np.asarray(unpack_bits(elements[0x3000].value), dtype=np.uint8)
+        except (KeyError, TypeError, ValueError):
+            continue
+        new_origin = [factor_y * (origin[0] - 1) + 1, factor_x * (origin[1] - 1) + 1]
+        if (
+            not ok
+            or frames != 1
+            or len(origin) != 2
+            or bits.size < rows * cols
+            or max(rows * factor_y, cols * factor_x) > 0xFFFF
+            or not all(-0x8000 <= v <= 0x7FFF for v in new_origin)
+        ):
+            continue
+        plane = bits[: rows * cols].reshape(rows, cols)
+        plane = np.repeat(np.repeat(plane, factor_y, axis=0), factor_x, axis=1)
+        for element, elem in elements.items():
+            if element not in (0x1301, 0x1302, 0x1303):  # ROI Area, Mean, Standard Deviation
+                ds[group << 16 | element] = copy.deepcopy(elem)
+        ds[group << 16 | 0x0010].value = rows * factor_y
+        ds[group << 16 | 0x0011].value = cols * factor_x
+        ds[group << 16 | 0x0050].value = new_origin
+        ds[group << 16 | 0x3000].value = pack_bits(plane)
 
 
 def _source_ref(template: Dataset, frames: Iterable[int] | None) -> Dataset:

@@ -30,6 +30,7 @@ from medsr.io.dicom.derived import (
     repair_display_window,
     set_display_window,
     set_functional_group,
+    upscale_overlays,
 )
 from medsr.io.dicom.geometry import (
     _Grid,
@@ -241,12 +242,30 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
 
     nsrc = len(templates)
     src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
+    # overlay planes (graphics drawn on the source) stay on an in-plane upscale by whole factors
+    # of the same slices: the output's pixels cover the source's (cell-aligned)
+    factors = (round(zoom_y), round(zoom_x))
+    overlays = (
+        from_dicom
+        and not meta.get("map")
+        and z == nsrc
+        and abs(zoom_z - 1.0) < 1e-6
+        and all(
+            f >= 1 and abs(f - zoom) < 1e-6
+            for f, zoom in zip(factors, (zoom_y, zoom_x), strict=True)
+        )
+    )
     for k in range(z):
         template = templates[src_idx[k]]
         # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
         # from this acquisition", which the derived images still name (Acquisition Number,
         # Date, Time); their own count is the series'
         ds = derived(template, k)
+        if overlays and (rows, cols) == (
+            int(template.get("Rows", 0) or 0) * factors[0],
+            int(template.get("Columns", 0) or 0) * factors[1],
+        ):
+            upscale_overlays(ds, template, *factors)
         if not color:
             display(ds)
         if color:
