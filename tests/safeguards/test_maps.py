@@ -399,6 +399,38 @@ def medsr_corpus(name: str):
     return corpus_path(name)
 
 
+def test_a_dx_map_keeps_the_identity_modality_lut_its_iod_requires(tmp_path):
+    """The DX Image Module requires Rescale Slope 1 and Rescale Type US: a radiograph's map was
+    written with Rescale Slope 0.0024 (dciodvfy: 'Unrecognized enumerated value <0.0024...> for
+    value 1 of attribute <Rescale Slope>'). Its values are now given by a Real World Value
+    Mapping over an identity Modality LUT, and medsr reads them back in the map's values."""
+    import shutil
+
+    from tests.conftest import corpus_path
+    from tests.io.conftest import dciodvfy_errors
+
+    ds = pydicom.dcmread(corpus_path("RG3_UNCR.dcm"))
+    crop = ds.pixel_array[800:864, 800:864].copy()
+    ds.Rows, ds.Columns = crop.shape
+    ds.PixelData = crop.tobytes()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.Modality, ds.PresentationLUTShape = "DX", "INVERSE"
+    src = tmp_path / "dx.dcm"
+    ds.save_as(src, enforce_file_format=True)
+    image = medsr.load_image(src)
+    values = np.linspace(0, 8.0, image.array.size, dtype=np.float32).reshape(image.array.shape)
+    folder = write_maps({"consistency": values}, tmp_path / "m", like=image)["consistency"][1]
+    (f,) = folder.glob("*.dcm")
+    out = pydicom.dcmread(f)
+    assert (float(out.RescaleSlope), float(out.RescaleIntercept), out.RescaleType) == (1, 0, "US")
+    (mapping,) = out.RealWorldValueMappingSequence
+    step = float(mapping.RealWorldValueSlope)
+    assert step == pytest.approx(8.0 / ((1 << int(out.BitsStored)) - 1), rel=1e-6)
+    np.testing.assert_allclose(medsr.load_image(folder).array, values, atol=step * 0.51)
+    if shutil.which("dciodvfy"):
+        assert not any("Rescale" in e for e in dciodvfy_errors(f)), dciodvfy_errors(f)
+
+
 def test_a_map_of_a_monochrome1_radiograph_is_not_shown_as_a_negative(tmp_path):
     """A DX image is MONOCHROME1 with Presentation LUT Shape INVERSE; its map is written
     MONOCHROME2 and kept INVERSE: a viewer drew it as a negative (dciodvfy: 'Unrecognized
@@ -426,8 +458,10 @@ def test_a_map_of_a_monochrome1_radiograph_is_not_shown_as_a_negative(tmp_path):
     out = pydicom.dcmread(f)
     assert out.PhotometricInterpretation == "MONOCHROME2"
     assert out.PresentationLUTShape == "IDENTITY"
-    assert float(out.WindowCenter) == pytest.approx(  # the map's own window, in its values
-        float(np.percentile(values, 99.5)) / 2, rel=1e-3
-    )
+    center = float(np.percentile(values, 99.5)) / 2  # the map's own window, in its values
+    assert medsr.load_image(f).meta["window"][0] == pytest.approx(center, rel=1e-3)
+    # in the file on the stored values, which the identity Modality LUT a DX map has gives it
+    step = float(out.RealWorldValueMappingSequence[0].RealWorldValueSlope)
+    assert float(out.WindowCenter) == pytest.approx(center / step, rel=1e-3)
     if shutil.which("dciodvfy"):
         assert not any("Presentation LUT" in e for e in dciodvfy_errors(f))

@@ -255,13 +255,21 @@ def map_value_mapping(ds: Dataset) -> tuple[float, float] | None:
     there, :func:`medsr.io.dicom.write._set_real_world_mapping`); ``None`` for any other object.
 
     A map is an image whose Image Type is DERIVED with a Value 4 naming a map (``... MAP``, as
-    :data:`medsr.safeguards.maps.MAP_DICOM` writes), with no Rescale Slope/Intercept and no
-    Modality LUT Sequence, and one linear mapping item. Other images keep their stored values
+    :data:`medsr.safeguards.maps.MAP_DICOM` writes), with no Rescale Slope/Intercept or an
+    identity one (DX, MG, IO require Slope 1, Intercept 0), no Modality LUT Sequence, and one
+    linear mapping item. Other images keep their stored values
     as their values (an MR image's Real World Value Mapping is a further interpretation, and its
     display window applies to the stored values).
     """
-    if any(key in ds for key in ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")):
+    if "ModalityLUTSequence" in ds:
         return None
+    slope_in, intercept_in = _attr_floats(ds, "RescaleSlope"), _attr_floats(ds, "RescaleIntercept")
+    identity = (
+        (1.0 if slope_in is None else float(slope_in[0])),
+        (0.0 if intercept_in is None else float(intercept_in[0])),
+    ) == (1.0, 0.0)
+    if not identity:
+        return None  # a Modality LUT other than the identity (the DX IODs require the identity)
     types = [str(v).strip().upper() for v in ds.get("ImageType") or []]
     if len(types) < 4 or types[0] != "DERIVED" or not types[3].endswith(" MAP"):
         return None

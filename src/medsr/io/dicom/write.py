@@ -302,6 +302,17 @@ _NO_MODALITY_LUT = (
     "1.2.840.10008.5.1.4.1.1.6",
     "1.2.840.10008.5.1.4.1.1.3",
 )
+#: the DX Image Module's IODs (DX, MG, IO; for presentation and for processing): Rescale
+#: Slope 1, Intercept present and Rescale Type US are required (PS3.3 C.8.11.3); the values of a
+#: map there are given by a Real World Value Mapping over an identity Modality LUT
+_DX_FAMILY = (
+    "1.2.840.10008.5.1.4.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.1.1",
+    "1.2.840.10008.5.1.4.1.1.1.2",
+    "1.2.840.10008.5.1.4.1.1.1.2.1",
+    "1.2.840.10008.5.1.4.1.1.1.3",
+    "1.2.840.10008.5.1.4.1.1.1.3.1",
+)
 #: UCUM codes of the units a map's values are in (the image's units)
 _UCUM = {"HU": ("[hnsf'U]", "Hounsfield unit"), "a.u.": ("[arb'U]", "arbitrary unit")}
 
@@ -357,13 +368,16 @@ def _set_rescale(
     others at the top level. A trust map (:mod:`medsr.safeguards.maps`) is not in Hounsfield
     units even when its image is: Rescale Type US (unspecified: its derivation says what the
     values are) wherever the IOD allows a value other than HU (every one but Enhanced CT). In an
-    IOD without a Modality LUT (MR, US) a map's scaling is a Real World Value Mapping
-    (:func:`_set_real_world_mapping`).
+    IOD without a Modality LUT (MR, US), or one whose Modality LUT must be the identity (DX, MG,
+    IO: a map written with Rescale Slope 0.0024 drew dciodvfy's 'Unrecognized enumerated value'),
+    a map's scaling is a Real World Value Mapping (:func:`_set_real_world_mapping`).
     """
     sop = str(ds.get("SOPClassUID", ""))
     ct = str(ds.get("Modality", "")) == "CT"
-    if trust_map and sop in _NO_MODALITY_LUT and not is_enhanced(ds):
+    if trust_map and sop in _NO_MODALITY_LUT + _DX_FAMILY and not is_enhanced(ds):
         _set_real_world_mapping(ds, slope, intercept, bits_stored, trust_map, units)
+        if sop in _DX_FAMILY:  # an identity Modality LUT, as the IOD requires
+            ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
         return
     if is_enhanced(ds):
         item = _fg_item(ds, None, "PixelValueTransformationSequence")
