@@ -770,6 +770,20 @@ def test_ybr_multiframe_frame_written_as_rgb(dicom_corpus, tmp_path):
     np.testing.assert_array_equal(read_dicom(out).array, upscale2(img).array)
 
 
+def test_a_near_lossless_jpeg_ls_source_makes_a_lossy_flagged_output(dicom_corpus, tmp_path):
+    """JPEG-LS near-lossless (1.2.840.10008.1.2.4.81) with NEAR 2 in its codestream and no
+    Lossy Image Compression in its header was read as lossless: its output said nothing of the
+    loss (PS3.3 C.7.6.1.1.5: once lossy, derived images stay flagged). The codestream is read;
+    the output is "01", its method ISO_14495_1 appended. A lossless JPEG 2000 source stays unflagged."""
+    img = read_dicom(dicom_corpus("SC_rgb_jls_lossy_line.dcm"))
+    assert img.meta["lossy"]["method"] == "ISO_14495_1"
+    new = pydicom.dcmread(write_dicom(upscale2(img), tmp_path / "jls.dcm"))
+    assert new.LossyImageCompression == "01"
+    method = new.LossyImageCompressionMethod
+    assert ([method] if isinstance(method, str) else list(method))[-1] == "ISO_14495_1"
+    assert read_dicom(dicom_corpus("emri_small_jpeg_2k_lossless.dcm")).meta["lossy"] is None
+
+
 def test_modality_lut_source_written_with_rescale(dicom_corpus, tmp_path):
     img = read_dicom(dicom_corpus("mlut_18.dcm"))
     new_path = write_dicom(img, tmp_path / "m.dcm")

@@ -267,10 +267,41 @@ def _window(ds: Dataset, reflect: float | None) -> tuple[float, float] | None:
     return float(center), float(width)
 
 
+#: JPEG-LS near-lossless and JPEG 2000 (either): lossy or not by their codestream
+_LOSSY_BY_CODESTREAM = {"1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91"}
+
+
+def _codestream_is_lossy(ds: Dataset, ts: str) -> bool:
+    """Whether the first frame's codestream says it was compressed with loss, for a transfer
+    syntax that may be either (:data:`_LOSSY_BY_CODESTREAM`): JPEG-LS with NEAR > 0 in its start
+    of scan (``SC_rgb_jls_lossy_line.dcm``: NEAR 2, and no Lossy Image Compression), JPEG 2000
+    with the irreversible 9/7 wavelet in its coding style. ``False`` when it cannot tell."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception:  # unreadable here: the decoder says why, later
+        return False
+    head = bytes(frame[:65536])
+    if ts == "1.2.840.10008.1.2.4.81":  # SOS: FFDA, Ls (2), Ns, Ns x (Ci, Tmi), NEAR
+        i = head.find(b"\xff\xda")
+        if i < 0 or i + 5 >= len(head):
+            return False
+        near = i + 5 + 2 * head[i + 4]
+        return near < len(head) and head[near] > 0
+    # COD: FF52, Lcod (2), Scod, SGcod (4), SPcod: levels, code-block w, h, style, transform
+    end = head.find(b"\xff\x90")  # the main header ends at the first tile
+    i = head.find(b"\xff\x52", 0, end if end > 0 else len(head))
+    return i >= 0 and i + 13 < len(head) and head[i + 13] == 0  # 0: irreversible 9/7
+
+
 def _lossy_info(ds: Dataset, expected_bytes: int) -> dict[str, Any] | None:
     ts = str(_transfer_syntax(ds))
     flagged = str(ds.get("LossyImageCompression", "") or "").strip() == "01"
-    lossy_ts = ts in _ALWAYS_LOSSY
+    lossy_ts = ts in _ALWAYS_LOSSY or (
+        not flagged and ts in _LOSSY_BY_CODESTREAM and _codestream_is_lossy(ds, ts)
+    )
     if not (flagged or lossy_ts):
         return None
     info: dict[str, Any] = {
