@@ -784,6 +784,35 @@ def test_a_near_lossless_jpeg_ls_source_makes_a_lossy_flagged_output(dicom_corpu
     assert read_dicom(dicom_corpus("emri_small_jpeg_2k_lossless.dcm")).meta["lossy"] is None
 
 
+@pytest.mark.parametrize(("ratios", "lossy"), [([20], True), (None, False)])
+def test_a_jpeg_2000_source_is_lossy_by_its_wavelet(dicom_corpus, tmp_path, ratios, lossy):
+    """JPEG 2000 (1.2.840.10008.1.2.4.91) may be either: a codestream with the irreversible 9/7
+    wavelet is lossy whatever the header says (here none), a reversible 5/3 one is not."""
+    import openjpeg
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    pixels = ds.pixel_array
+    stream = openjpeg.encode(
+        pixels, bits_stored=int(ds.BitsStored), **({"compression_ratios": ratios} if ratios else {})
+    )
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.91"
+    for key in (
+        "LossyImageCompression",
+        "LossyImageCompressionMethod",
+        "LossyImageCompressionRatio",
+    ):
+        if key in ds:
+            del ds[key]
+    ds.save_as(tmp_path / "j2k.dcm", enforce_file_format=True)
+    info = read_dicom(tmp_path / "j2k.dcm").meta["lossy"]
+    assert (info is not None) == lossy
+    if lossy:
+        assert info["method"] == "ISO_15444_1" and not info["already_recorded"]
+
+
 def test_modality_lut_source_written_with_rescale(dicom_corpus, tmp_path):
     img = read_dicom(dicom_corpus("mlut_18.dcm"))
     new_path = write_dicom(img, tmp_path / "m.dcm")
