@@ -307,6 +307,46 @@ def test_a_failing_fused_operator_falls_back_for_good(monkeypatch):
         torch.testing.assert_close(out, net(x1).detach())
 
 
+def test_a_reduced_dtype_that_fails_leaves_the_others_fused(monkeypatch):
+    """oneDNN's fp16 convolution needs AVX-512 FP16 or AVX-NE-CONVERT: on an AMD EPYC without them
+    an (emulated) fp16 pass raised, and the fallback turned the fused steps off for every dtype
+    for the rest of the process (a later fp32 test found them gone). A failing fp16 operator now
+    turns off fp16 alone; fp32 and bf16 stay fused."""
+    import medsr.models.fused as fused
+
+    real = fused._ops()
+
+    class Fp16Fails:
+        def __getattr__(self, name):
+            op = getattr(real, name)
+
+            class Call:
+                def __call__(self, x, *args, **kwargs):
+                    if x.dtype == torch.float16:
+                        raise RuntimeError("fp16 path needs the cpu support avx512_fp16")
+                    return op(x, *args, **kwargs)
+
+                def __getattr__(self, attr):
+                    return getattr(op, attr)
+
+            return Call()
+
+    monkeypatch.setattr(fused, "_AVAILABLE", True)
+    monkeypatch.setattr(fused, "_FAILED_DTYPES", set())
+    monkeypatch.setattr(fused, "_ops", lambda: Fp16Fails())
+    conv, x = _conv(8, 8, 3), _input(8)
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert conv_pointwise(conv, x, "sigmoid") is None
+        assert fused._AVAILABLE is True and fused._FAILED_DTYPES == {torch.float16}
+        out = conv_pointwise(conv, x, "sigmoid")
+        assert out is not None and out.dtype == torch.float32
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert conv_pointwise(conv, x, "sigmoid").dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.float16):
+            assert conv_pointwise(conv, x, "sigmoid") is None  # not tried again
+
+
 def test_a_model_loaded_in_inference_mode_is_fused(monkeypatch):
     """Weights made under ``torch.inference_mode`` (a service that loads its models there) carry
     no version counter: they are reordered all the same, and the fused steps stay on."""

@@ -118,12 +118,26 @@ def _geometry(conv: nn.Conv2d) -> tuple[list[int], list[int], list[int], int]:
     return list(padding), list(conv.stride), list(conv.dilation), conv.groups
 
 
-def _unavailable(exc: BaseException) -> None:
+#: reduced dtypes whose fused operators failed here (their separate steps run instead)
+_FAILED_DTYPES: set[torch.dtype] = set()
+
+
+def _unavailable(exc: BaseException, dtype: torch.dtype) -> None:
     """A fused operator failed (a build or CPU whose oneDNN lacks it, a PyTorch whose private
-    operator changed): the separate steps run instead, for the rest of the process."""
+    operator changed): the separate steps run instead, for the rest of the process — for every
+    dtype when an fp32 one failed, else for that dtype only (oneDNN's fp16 needs AVX-512 FP16 or
+    AVX-NE-CONVERT: on an AMD EPYC without them an emulated fp16 pass turned the fp32 and bf16
+    fusions off for the whole process)."""
     global _AVAILABLE
-    _AVAILABLE = False
-    log.info("fused convolutions unavailable here (%s): the separate steps run instead", exc)
+    if dtype == torch.float32:
+        _AVAILABLE = False
+    else:
+        _FAILED_DTYPES.add(dtype)
+    log.info(
+        "fused convolutions unavailable here for %s (%s): the separate steps run instead",
+        "any dtype" if dtype == torch.float32 else dtype,
+        exc,
+    )
 
 
 #: what a failing or changed private operator raises
@@ -149,6 +163,8 @@ def conv_pointwise(
         return None
     if torch.is_autocast_enabled("cpu"):
         x = x.to(torch.get_autocast_dtype("cpu"))
+    if x.dtype in _FAILED_DTYPES:
+        return None
     if add is not None and (unary != "none" or add.dtype != x.dtype):
         return None
     assert isinstance(conv, nn.Conv2d)
@@ -164,7 +180,7 @@ def conv_pointwise(
             x, other, weight, bias, *_geometry(conv), "add", 1.0, None, [], None
         )
     except _FAILURES as exc:
-        _unavailable(exc)
+        _unavailable(exc, x.dtype)
         return None
 
 
@@ -184,7 +200,7 @@ def conv_to_bf16(conv: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     against 4.2 for the fp32 convolution and the cast of its output; the same bf16 values but
     for 0.2 % of them, one bf16 ulp apart (the fp32 value lay next to a rounding boundary).
     """
-    if x.dtype != torch.float32 or not _applies(conv, x):
+    if x.dtype != torch.float32 or torch.bfloat16 in _FAILED_DTYPES or not _applies(conv, x):
         return None
     assert isinstance(conv, nn.Conv2d)
     try:
@@ -195,7 +211,7 @@ def conv_to_bf16(conv: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         split = torch.cat((xh, xl, xh, xl), 1).contiguous(memory_format=torch.channels_last)
         return _ops()._convolution_pointwise(split, weight, bias, *_geometry(conv), "none", [], "")
     except _FAILURES as exc:
-        _unavailable(exc)
+        _unavailable(exc, torch.bfloat16)
         return None
 
 
