@@ -141,3 +141,18 @@ def test_batch_consistency_help_says_what_makes_the_physics_known(tmp_path):
     assert res.exit_code == 0, res.output
     written = pydicom.dcmread(tmp_path / "out" / "MR_small.dcm", stop_before_pixels=True)
     assert "consistency auto (measured only: physics not stated)" in written.DerivationDescription
+
+
+def test_precision_is_one_option_on_every_command_that_runs_a_model():
+    """`medsr batch`, `medsr pacs upscale` and `medsr pacs watch` take `--precision` as
+    `medsr upscale` does: the same values, the same default (fp32), the same help; only
+    `medsr upscale` had it, so a batch over an archive could not ask for `auto`."""
+    from medsr.inference.precision import PRECISION_CHOICES, PRECISION_HELP
+
+    by_path = dict(_commands(typer.main.get_command(app)))
+    paths = [("medsr", "upscale"), ("medsr", "batch"), ("medsr", "pacs", "upscale"),
+             ("medsr", "pacs", "watch")]  # fmt: skip
+    for path in paths:
+        [option] = [p for p in by_path[path].params if "--precision" in p.opts]
+        assert (option.default, option.help) == ("fp32", PRECISION_HELP), path
+    assert all(choice in PRECISION_HELP for choice in PRECISION_CHOICES)

@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
+from medsr.inference.precision import PRECISION_HELP
 
 app = typer.Typer(
     name="medsr",
@@ -243,7 +244,7 @@ def upscale(
         str,
         typer.Option(
             "--precision",
-            help="Network arithmetic: fp32 (default); auto (on a CUDA GPU fp16, else bf16 where the CPU has AVX-512 BF16/AMX, for models whose measured change on CT is within tolerance: 5 HU in tissue, 2 % of the step at steep edges; fp32 otherwise); bf16 (the learned residual only, with the model's measured recipe: about 1.4-2x faster where native, emulated and very slow elsewhere); fp16 (CUDA).",
+            help=PRECISION_HELP,
         ),
     ] = "fp32",
 ) -> None:

@@ -1253,9 +1253,13 @@ def check_options(
     epochs: int | None = None,
     adapt_steps: int = 0,
     ensemble: bool = False,
+    device: str | None = None,
 ) -> LoadedModel | None:
     """Every option of an upscale, checked once before any input is read (the one validation
-    every front end shares); returns the resolved in-plane model (``None`` for zero-shot)."""
+    every front end shares); returns the resolved in-plane model (``None`` for zero-shot).
+
+    ``device`` (where the front end runs the model, when it knows): ``precision="fp16"`` is
+    refused at once on a device without CUDA, not after the input was read."""
     from medsr.inference.planes import check_precision
 
     consistency_setting(consistency)
@@ -1273,8 +1277,16 @@ def check_options(
     zero_shot = method == "zero-shot" or through_plane
     if zero_shot:
         check_physics_unused(degradation, through_plane=through_plane)
-    if check_precision(precision) not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
+    precision = check_precision(precision)
+    if precision not in ("fp32", "auto") and zero_shot:  # auto: fp32 there
         raise InvalidParameterError("precision applies to trained models (--method model) only")
+    if precision == "fp16" and device is not None:
+        from medsr.inference.device import resolve_device
+
+        if resolve_device(device).type != "cuda":
+            raise InvalidParameterError(
+                "precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU"
+            )
     if ensemble and zero_shot:
         raise InvalidParameterError(
             "ensemble (the mean over flips/rotations) applies to trained in-plane models (--method model) only"
@@ -1630,7 +1642,7 @@ def upscale_file(
         target_spacing=target_spacing, consistency=consistency, degradation=degradation,
         modality=modality, precision=precision, init=init, budget_s=budget_s,
         epochs=upscale_options.get("epochs"), adapt_steps=upscale_options.get("adapt_steps", 0),
-        ensemble=ensemble,
+        ensemble=ensemble, device=device,
     )  # fmt: skip
     check_upscale_options(upscale_options, method=method, through_plane=through_plane)
     options: dict[str, Any] = {"luminance": luminance}

@@ -68,3 +68,29 @@ def test_ray_engine_matches_local_engine(archive: Path, tmp_path: Path):
     again = run_batch(archive, tmp_path / "ray", model="bicubic", engine="ray", workers=2)
     assert again.counts["ok"] == 0 and again.counts["failed"] == local.counts["failed"]
     assert np.all([r.status != "ok" for r in again.results])
+
+
+def test_ray_actors_run_the_precision_asked_for(tmp_path: Path):
+    """--precision reaches every model actor: the output's derivation records bf16 (one 32×32
+    image: bf16 is emulated, slowly, on some CPUs); fp16 on CPU-only actors is refused."""
+    import torch
+    from PIL import Image
+
+    from medsr.errors import InvalidParameterError
+    from medsr.io.sidecar import read_sidecar
+
+    (tmp_path / "in").mkdir()
+    pixels = (np.random.default_rng(5).random((32, 32)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in" / "a.png")
+    run = run_batch(
+        tmp_path / "in", tmp_path / "out", model="fast-x2", engine="ray", workers=1,
+        precision="bf16",
+    )  # fmt: skip
+    assert run.counts["ok"] == 1 and run.precision == "bf16"
+    assert read_sidecar(tmp_path / "out" / "a.png")["derivation"]["precision"] == "bf16"
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidParameterError, match="fp16 runs on a CUDA GPU only"):
+            run_batch(
+                tmp_path / "in", tmp_path / "out16", model="fast-x2", engine="ray", workers=1,
+                precision="fp16",
+            )  # fmt: skip

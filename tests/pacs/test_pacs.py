@@ -4,6 +4,7 @@ partial STOW failure, watch."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -227,6 +228,51 @@ def test_upscale_ensemble_is_its_own_derivation(orthanc, ct_mr_study):
     assert code == 0 and out.split()[:2] == ["exists", uid], (out, err)
     code, out, err = invoke(*common)
     assert code == 0 and out.startswith("stored ") and out.split()[1] != uid, (out, err)
+
+
+def test_upscale_and_watch_run_and_record_the_precision(orthanc, ct_mr_study, tmp_path):
+    """--precision bf16 (as `medsr upscale --precision`): the network runs bf16, the derived
+    series' DerivationDescription records it, and it is its own derivation (tagged
+    ``MODEL bf16``), found again on a second run; `pacs watch` takes it too."""
+    s = ct_mr_study  # the MR series: one 64x64 instance (bf16 is emulated, slowly, on some CPUs)
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["mr"],
+              "--model", "fast-x2", *auth_args())  # fmt: skip
+    code, out, err = invoke(*common, "--precision", "bf16")
+    assert code == 0 and out.startswith("stored "), (out, err)
+    assert "fast-x2 bf16 x2" in out
+    uid = out.split()[1]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    ds = client.series_metadata(s["study"], uid)[0]
+    assert "precision bf16" in ds.DerivationDescription
+    assert "[medsr fast-x2 bf16 x2 " in ds.SeriesDescription
+    code, out, err = invoke(*common, "--precision", "bf16")
+    assert code == 0 and out.split()[:2] == ["exists", uid], (out, err)
+
+    state = tmp_path / "state.json"
+    code, out, err = invoke(
+        "pacs", "watch", "--url", orthanc.url, "--filter", "modality=CT",
+        "--filter", f"StudyInstanceUID={s['study']}", "--interval", "50ms", "--settle", "0",
+        "--max-series", "1", "--state", str(state), "--model", "fast-x2",
+        "--precision", "bf16", *auth_args(),
+    )  # fmt: skip
+    assert code == 0 and "handled 1 series (0 failed)" in out, (out, err)
+    derived = json.loads(state.read_text())["series"][s["ct"]]["derived"]
+    ds = client.series_metadata(s["study"], derived)[0]
+    assert "precision bf16" in ds.DerivationDescription
+    assert "[medsr fast-x2 bf16 x2 " in ds.SeriesDescription
+
+
+@pytest.mark.parametrize("command", ["upscale", "watch"])
+def test_bad_precision_is_refused_before_the_server_is_asked(command):
+    """A bad --precision is one error line, exit 2, before any request: nothing listens at
+    the URL, and the error is about the precision."""
+    url = f"http://127.0.0.1:{free_port()}/dicom-web"
+    args = ["--study", "1.2.3"] if command == "upscale" else ["--max-polls", "1"]
+    proc = run_medsr("pacs", command, "--url", url, *args, "--precision", "fp64", "--retries", "0")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: precision must be one of fp32, bf16, fp16, auto; got 'fp64'"
+    ], proc.stderr
 
 
 def test_upscale_whole_study_skips_non_images_and_is_idempotent(orthanc, ct_mr_study):

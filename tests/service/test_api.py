@@ -224,6 +224,33 @@ def test_ensemble_job_and_where_it_is_refused(make_client, png_bytes):
     assert r.status_code == 422 and "ensemble" in r.json()["detail"], r.text
 
 
+def test_precision_job_is_run_and_recorded_and_bad_values_are_422(make_client, png_bytes):
+    """``precision`` (the page's "Arithmetic" choice, `medsr upscale --precision`): the job's
+    network runs it, its provenance and the result's sidecar say which ran; a bad value, a
+    self-supervised mode and (on a CPU server) fp16 are refused with 422 before any work."""
+    client = make_client(pretrained=True)
+    r = submit(client, "a.png", png_bytes, model="fast-x2", precision="bf16")
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json()["id"])
+    assert job["state"] == "done", job
+    assert job["provenance"]["precision"] == "bf16", job["provenance"]
+    side = client.get(job["links"]["sidecar"])
+    assert side.status_code == 200 and side.json()["derivation"]["precision"] == "bf16"
+    plain = wait_job(client, submit(client, "a.png", png_bytes, model="fast-x2").json()["id"])
+    assert plain["provenance"]["precision"] == "fp32"
+    r = submit(client, "a.png", png_bytes, model="fast-x2", precision="fp64")
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "precision must be one of fp32, bf16, fp16, auto; got 'fp64'"
+    r = submit(client, "a.png", png_bytes, mode="zero-shot", precision="bf16")
+    assert r.status_code == 422 and "precision applies to mode in-plane" in r.json()["detail"]
+    import torch
+
+    if not torch.cuda.is_available():
+        r = submit(client, "a.png", png_bytes, model="fast-x2", precision="fp16")
+        assert r.status_code == 422 and "CUDA" in r.json()["detail"], r.text
+    assert len(client.app.state.service.queue.jobs()) == 2  # the refused ones left no job
+
+
 def test_delete_job(client, png_bytes, make_client):
     job = wait_job(client, submit(client, "a.png", png_bytes).json()["id"])
     service = client.app.state.service

@@ -134,9 +134,19 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         page.wait_for_selector("#server-status.ok")
         assert page.locator("#model option").count() >= 3
 
-        # ---- drag and drop upload; the job starts and finishes
+        # ---- the arithmetic control: beside the other in-plane choices, sent with the job
+        assert page.is_visible("#precision-field")
+        page.select_option("#mode", "zero-shot")
+        assert not page.is_visible("#precision-field")
+        page.select_option("#mode", "in-plane")
+        page.select_option("#precision", "bf16")
+
+        # ---- drag and drop upload; the job starts and finishes (in the arithmetic chosen: the
+        # result card shows the job's provenance)
         _drop_file(page, ct)
         _wait_done(page)
+        assert "Arithmetic\nbf16" in page.inner_text("#result-kv")
+        page.select_option("#precision", "fp32")
         assert page.inner_text("#result-kv").count("256 × 256") == 1
         assert "CT_small_x2.dcm" in page.inner_text("#result-kv")
         assert page.is_visible("#metrics-card") and "dB" in page.inner_text("#metrics-kv")

@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 
+from medsr.inference.precision import PRECISION_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``batch`` command to ``app``."""
@@ -25,6 +27,7 @@ def register(app: typer.Typer) -> None:
             "Examples: medsr batch archive/ archive_x2/ --scale 2 --workers 2 ;  "
             "medsr batch list.csv out/ --model default-x2 ;  "
             "medsr batch mr/ mr_x2/ --model kspace --consistency on --maps mr_x2_maps/ ;  "
+            "medsr batch ct/ ct_x2/ --model fast-x2 --precision auto ;  "
             "medsr batch /shared/in /shared/out --engine ray --address auto"
         )
     )
@@ -119,8 +122,11 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--degradation",
-                help="The physics of the inputs: a kind of `medsr degrade --kind`, auto (from "
-                "each DICOM header: MR -> kspace) or none (unknown, the default).",
+                help="The physics of the inputs: a kind of `medsr degrade --kind` (bicubic, "
+                "kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from each "
+                "DICOM header: MR -> kspace), default (each input's modality's usual physics, "
+                "stated as known: CT ct-detector, MR kspace, projection radiography radiograph, "
+                "others bicubic) or none (unknown, the default).",
             ),
         ] = None,
         modality: Annotated[
@@ -153,6 +159,7 @@ def register(app: typer.Typer) -> None:
                 "scaling, values rounded onto its grid) or float32. Other formats are unaffected.",
             ),
         ] = None,
+        precision: Annotated[str, typer.Option("--precision", help=PRECISION_HELP)] = "fp32",
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Upscale every image and DICOM series under a folder (or in a manifest); resumable."""
@@ -178,6 +185,7 @@ def register(app: typer.Typer) -> None:
             decode_timeout_s=parse_duration(decode_timeout, "--decode-timeout"),
             ensemble=ensemble,
             output_dtype=output_dtype,
+            precision=precision,
         )
         c = summary.counts
         if as_json:

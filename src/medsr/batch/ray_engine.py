@@ -50,6 +50,7 @@ class UpscaleActor:
         consistency: str = "auto",
         base: str | None = None,
         decode_timeout_s: float = DECODE_TIMEOUT_S,
+        precision: str = "fp32",
     ):
         import torch
 
@@ -63,7 +64,9 @@ class UpscaleActor:
             torch.set_num_threads(int(threads))
         dev = resolve_device(device)
         bs = batch_size or (32 if dev.type == "cuda" else None)  # None: PlaneUpscaler's CPU default
-        self.upscaler = PlaneUpscaler(model, scale, device=str(dev), batch_size=bs, base=base)
+        self.upscaler = PlaneUpscaler(
+            model, scale, device=str(dev), batch_size=bs, base=base, precision=precision
+        )
         self.consistency = consistency
         self.reader = IsolatedReader(decode_timeout_s)  # inputs decoded under a time limit
 
@@ -118,8 +121,11 @@ def run_ray(
     consistency: str = "auto",
     base: str | None = None,
     decode_timeout_s: float = DECODE_TIMEOUT_S,
+    precision: str = "fp32",
 ) -> None:
-    """Process ``items`` on Ray, recording each result on the driver as it streams back."""
+    """Process ``items`` on Ray, recording each result on the driver as it streams back.
+
+    Every actor builds its upscaler with ``precision`` (``fp16``: only on GPU actors)."""
     if not ray_available():
         raise MedSRError(
             "the Ray engine needs Ray Data: pip install 'medsr[batch]' (or 'ray[data]'), "
@@ -143,6 +149,11 @@ def run_ray(
         if device.startswith("cuda") and gpus == 0:
             raise InvalidParameterError(
                 "--device cuda was requested but the Ray cluster has no GPU"
+            )
+        if precision == "fp16" and not use_gpu:
+            raise InvalidParameterError(
+                "precision fp16 runs on a CUDA GPU only and the Ray actors run on CPUs; "
+                "use bf16 or fp32"
             )
         if actors:
             n = int(actors)
@@ -174,6 +185,7 @@ def run_ray(
                     "consistency": consistency,
                     "base": base,
                     "decode_timeout_s": decode_timeout_s,
+                    "precision": precision,
                 },
                 num_cpus=cpus_per_actor,
                 num_gpus=1 if use_gpu else 0,

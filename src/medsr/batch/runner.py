@@ -30,6 +30,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from medsr.batch.stages import (
     write_item,
 )
 from medsr.batch.state import ItemResult, Recorder, StateJournal, run_fingerprint
-from medsr.errors import InputNotFoundError, InvalidParameterError, positive_number
+from medsr.errors import InputNotFoundError, InvalidParameterError, MedSRWarning, positive_number
 from medsr.io.isolated import IsolatedReader
 
 __all__ = ["BatchSummary", "plan_batch", "run_batch"]
@@ -70,6 +71,7 @@ class BatchSummary:
     results: list[ItemResult] = field(default_factory=list)
     consistency: str = "auto"
     maps_dir: Path | None = None
+    precision: str = "fp32"
 
     @property
     def processed(self) -> int:
@@ -91,6 +93,7 @@ class BatchSummary:
             "items_per_s": round(self.items_per_s, 3),
             "consistency": self.consistency,
             "maps_dir": str(self.maps_dir) if self.maps_dir is not None else None,
+            "precision": self.precision,
             "warnings": sum(1 for r in self.results if r.warnings),
         }
 
@@ -165,6 +168,7 @@ def run_batch(
     decode_timeout_s: float = DECODE_TIMEOUT_S,
     ensemble: bool = False,
     output_dtype: str | None = None,
+    precision: str = "fp32",
 ) -> BatchSummary:
     """Upscale every image under ``input`` (a folder, or a manifest CSV) into ``output``.
 
@@ -195,7 +199,8 @@ def run_batch(
             measures the consistency error; ``"auto"`` (default) projects when the physics is
             known (``degradation``), as ``medsr upscale``. Recorded in every output's provenance.
         degradation: the physics that made the inputs (as ``medsr upscale --degradation``:
-            a kind, ``auto`` from each DICOM header, or ``None`` unknown).
+            a kind, ``auto`` from each DICOM header, ``default`` each input's modality's usual
+            physics, or ``None`` unknown).
         modality: modality of inputs that carry none (NIfTI, PNG, TIFF, .npy).
         maps_dir: folder for each item's consistency-error and uncertainty maps (+
             ``summary.json``; see :mod:`medsr.batch.plan` for the layout). The uncertainty map
@@ -206,6 +211,10 @@ def run_batch(
         output_dtype: how NIfTI outputs store their values (as ``medsr upscale
             --output-dtype``): ``input`` (default: an integer source's type and scaling) or
             ``float32``; other formats are unaffected.
+        precision: the network's arithmetic, as ``medsr upscale --precision``: ``fp32``
+            (default), ``auto``, ``bf16`` or ``fp16`` (CUDA). Every model actor (Ray) and the
+            local model stage run it; each output's derivation records the precision that ran
+            (DICOM DerivationDescription, the JSON sidecar).
         decode_timeout_s: longest time one input may take to read. Every input is decoded in
             a child process (:class:`medsr.io.isolated.IsolatedReader`), killed beyond this:
             the item fails ("could not be read within N s") and the batch goes on.
@@ -217,14 +226,18 @@ def run_batch(
     from medsr.pipeline import check_options
     from medsr.safeguards.consistency import consistency_setting
 
-    # the pipeline's one validation of scale, model, consistency, physics and modality
-    check_options(
-        scale=scale, model=model, consistency=consistency, degradation=degradation, modality=modality,
-        ensemble=ensemble,
-    )  # fmt: skip
-    consistency = consistency_setting(consistency)
     if engine not in ENGINES:
         raise InvalidParameterError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    # the pipeline's one validation of scale, model, consistency, physics, modality and
+    # precision (fp16 against the local device; Ray's actors find theirs in run_ray)
+    check_options(
+        scale=scale, model=model, consistency=consistency, degradation=degradation, modality=modality,
+        ensemble=ensemble, precision=precision, device=device if engine == "local" else None,
+    )  # fmt: skip
+    from medsr.inference.precision import check_precision
+
+    precision = check_precision(precision)
+    consistency = consistency_setting(consistency)
     if engine == "local" and (workers is None or int(workers) < 1):
         raise InvalidParameterError(f"workers must be at least 1, got {workers}")
     if engine == "local" and address:
@@ -242,14 +255,26 @@ def run_batch(
         output_dtype = check_output_dtype(output_dtype, "--output-dtype")
     t_start = time.perf_counter()
     base = "kspace" if str(degradation).strip().lower() == "kspace" else None
+    # Ray: the driver's copy only checks that the model loads; the actors run the precision
     upscaler = _make_upscaler(
-        model, int(scale), device if engine == "local" else "cpu", batch_size, base
-    )
+        model, int(scale), device if engine == "local" else "cpu", batch_size, base,
+        precision if engine == "local" else "fp32",
+    )  # fmt: skip
     model_key = run_fingerprint(
         model, int(scale), consistency, maps_dir is not None, degradation=degradation, modality=modality,
-        ensemble=ensemble, output_dtype=output_dtype,
+        ensemble=ensemble, output_dtype=output_dtype, precision=precision,
     )  # fmt: skip
     items = plan_batch(input, output, maps_dir)
+    if not items:  # an empty watch folder is no error, but say so: a wrong path looks the same
+        where = Path(input)
+        warnings.warn(
+            f"the manifest '{where}' lists no inputs: nothing to do"
+            if where.is_file()
+            else f"no images or DICOM series found in '{where}' (searched recursively): "
+            "nothing to do",
+            MedSRWarning,
+            stacklevel=2,
+        )
     from medsr.io._atomic import remove_stale_temporaries
 
     for it in items:  # a resumed run: temporaries of writes a SIGKILL interrupted
@@ -284,8 +309,13 @@ def run_batch(
                 cross = batch_across_items
                 if cross is None:
                     cross = upscaler.device.type == "cuda"
-                if maps_dir is not None or str(degradation).lower() == "auto" or ensemble:
-                    cross = False  # TTA (the ensemble's too), a physics read from each header: item by item
+                if (
+                    maps_dir is not None
+                    or str(degradation).strip().lower() in ("auto", "default")
+                    or ensemble
+                ):
+                    # TTA (the ensemble's too), a physics from each header or modality: item by item
+                    cross = False
                 with _torch_threads(threads):
                     _run_local(
                         runnable, expects, upscaler, recorder, int(workers), bool(cross),
@@ -298,7 +328,7 @@ def run_batch(
                     runnable, expects, recorder, model=model, scale=int(scale), device=device,
                     actors=workers, address=address, batch_size=batch_size,
                     num_cpus=ray_num_cpus, consistency=consistency, base=base,
-                    decode_timeout_s=decode_timeout_s,
+                    decode_timeout_s=decode_timeout_s, precision=precision,
                 )  # fmt: skip
     finally:
         if reader is not None:
@@ -308,12 +338,17 @@ def run_batch(
     return BatchSummary(
         out_dir, recorder.report_path, engine, model_key, dict(recorder.counts),
         time.perf_counter() - t_start, results, consistency,
-        Path(maps_dir).resolve() if maps_dir is not None else None,
+        Path(maps_dir).resolve() if maps_dir is not None else None, precision,
     )  # fmt: skip
 
 
 def _make_upscaler(
-    model: Any, scale: int, device: str, batch_size: int | None, base: str | None = None
+    model: Any,
+    scale: int,
+    device: str,
+    batch_size: int | None,
+    base: str | None = None,
+    precision: str = "fp32",
 ) -> Any:
     from medsr.inference.planes import PlaneUpscaler
     from medsr.inference.predictor import resolve_device
@@ -322,7 +357,9 @@ def _make_upscaler(
     # planes per forward pass: PlaneUpscaler's own default on CPU (1: fastest there,
     # benchmarks/results/speed_pipeline.md); more on a GPU, where batches mix inputs
     bs = batch_size or (32 if dev.type == "cuda" else None)
-    return PlaneUpscaler(model, scale, device=str(dev), batch_size=bs, base=base)
+    return PlaneUpscaler(
+        model, scale, device=str(dev), batch_size=bs, base=base, precision=precision
+    )
 
 
 # ============================================================================ local engine

@@ -135,11 +135,11 @@ def model_fingerprint(model: Any, scale: int) -> str:
 
 def _physics_default_fingerprint(model: Any, scale: int, degradation: str) -> str:
     """``|kspace-model=<checksum>`` when no model is named and k-space inputs (``kspace``, or MR
-    under ``auto``) run a default of their own (:func:`medsr.models.resolver.default_model_name`):
+    under ``auto`` or ``default``) run a default of their own (:func:`medsr.models.resolver.default_model_name`):
     new weights for it re-process the archive too. Empty otherwise (earlier journals stay valid)."""
     from medsr.models.resolver import default_model_name, resolve_model
 
-    if model is not None or degradation not in ("kspace", "auto"):
+    if model is not None or degradation not in ("kspace", "auto", "default"):
         return ""
     name = default_model_name(scale, "kspace")
     if name == default_model_name(scale):
@@ -157,11 +157,13 @@ def run_fingerprint(
     modality: str | None = None,
     ensemble: bool = False,
     output_dtype: str | None = None,
+    precision: str = "fp32",
 ) -> str:
     """:func:`model_fingerprint` plus the settings that change what is written: ``|consistency=on``
-    (other pixels), ``|maps`` (maps written), ``|ensemble`` (the mean over 8 flips/rotations) and
-    ``|dtype=float32`` (NIfTI outputs stored as float32). The default settings add nothing, so
-    journals of earlier runs stay valid."""
+    (other pixels), ``|maps`` (maps written), ``|ensemble`` (the mean over 8 flips/rotations),
+    ``|dtype=float32`` (NIfTI outputs stored as float32) and ``|precision=bf16`` (the network's
+    arithmetic as asked: ``auto`` is its own setting, whatever it picks on this machine). The
+    default settings add nothing, so journals of earlier runs stay valid."""
     key = model_fingerprint(model, scale)
     if consistency != "off":  # "on", or "auto" (projects when the physics is known)
         key += f"|consistency={consistency}"
@@ -176,6 +178,8 @@ def run_fingerprint(
         key += "|ensemble"
     if output_dtype is not None and str(output_dtype).lower() != "input":
         key += f"|dtype={str(output_dtype).lower()}"
+    if str(precision).strip().lower() != "fp32":
+        key += f"|precision={str(precision).strip().lower()}"
     return key
 
 

@@ -282,16 +282,22 @@ def derivation_token(
     model: str | os.PathLike[str] | LoadedModel,
     scale: int,
     ensemble: bool = False,
+    precision: str = "fp32",
 ) -> tuple[str, str]:
     """``(token, key)``: the SeriesDescription suffix ``" [medsr MODEL xS KEY]"`` and its key.
 
     ``KEY`` hashes the source series, the model identity and the scale (and ``ensemble``: the
-    mean over 8 flips/rotations is another output, tagged ``MODEL+`` as EDSR+ is), so the same
-    derivation is recognised on the server whatever the description says otherwise.
+    mean over 8 flips/rotations is another output, tagged ``MODEL+`` as EDSR+ is; and
+    ``precision``, the network arithmetic that *ran* when it is not fp32: another output,
+    tagged ``MODEL bf16``), so the same derivation is recognised on the server whatever the
+    description says otherwise. An fp32 derivation's key is the one of a medsr without
+    precisions, so series derived before are still found.
     """
     tag, identity = _model_identity(model)
     if ensemble:
         tag, identity = f"{tag}+", f"{identity}|ensemble"
+    if precision != "fp32":
+        tag, identity = f"{tag} {precision}", f"{identity}|{precision}"
     key = hashlib.sha256(f"{source_series_uid}|{identity}|x{int(scale)}".encode()).hexdigest()[:8]
     return f" [medsr {tag} x{int(scale)} {key}]", key
 
@@ -335,12 +341,17 @@ def upscale_series(
     consistency: str = "auto",
     degradation: str | None = None,
     ensemble: bool = False,
+    precision: str = "fp32",
     attempts: int = 3,
     workdir: str | os.PathLike[str] | None = None,
     log: LogFn | None = None,
     **connect_options: Any,
 ) -> list[UpscaleResult]:
     """Upscale one series of ``study`` (or, without ``series``, each of its image series).
+
+    ``precision``: the network's arithmetic, as ``medsr upscale --precision`` (``fp32``,
+    ``auto``, ``bf16``, ``fp16`` on CUDA); the derived series' DerivationDescription records the
+    one that ran, and a precision other than fp32 is its own derivation (:func:`derivation_token`).
 
     Returns one :class:`UpscaleResult` per source series. A series that medsr itself derived
     is not upscaled again when the whole study is processed; non-image series are skipped
@@ -359,7 +370,10 @@ def upscale_series(
         series = check_uid(series, "SeriesInstanceUID")
     from medsr.pipeline import check_options
 
-    check_options(scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble)
+    check_options(
+        scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble,
+        precision=precision, device=device,
+    )  # fmt: skip
     scale = int(scale)
     loaded = _check_model(model, scale)
     say = log or (lambda _m: None)
@@ -405,6 +419,7 @@ def upscale_series(
             result = _upscale_one(
                 client, info, loaded, scale, device, attempts, workdir, say,
                 consistency=consistency, degradation=degradation, ensemble=ensemble,
+                precision=precision,
             )  # fmt: skip
         except NotAnImageError as exc:
             if series is not None:
@@ -435,9 +450,12 @@ def _upscale_one(
     consistency: str = "auto",
     degradation: str | None = None,
     ensemble: bool = False,
+    precision: str = "fp32",
 ) -> UpscaleResult:
     import pydicom
 
+    from medsr.inference.device import resolve_device
+    from medsr.inference.precision import resolve_precision
     from medsr.io.dicom import read_dicom, write_dicom
     from medsr.pipeline import upscale_with_safeguards
 
@@ -445,8 +463,10 @@ def _upscale_one(
     study, source = info.study_uid, info.series_uid
     model = _model_for_series(model, scale, degradation, info.modality)
     ensemble = ensemble and model.learned  # an interpolator is symmetric: the same output
-    token, key = derivation_token(source, model, scale, ensemble)
-    tag = token.strip(" []").split()[1]
+    # the arithmetic that will run (auto: for this device and model), as the upscaler resolves it
+    ran = resolve_precision(precision, resolve_device(device), model.checksum, model.learned)[0]
+    token, key = derivation_token(source, model, scale, ensemble, ran)
+    tag = " ".join(token.strip(" []").split()[1:-2])  # MODEL[+][ PRECISION]
     base = UpscaleResult(study, source, "", modality=info.modality, model=tag, scale=scale)
 
     def exists(found: SeriesInfo, n: int) -> UpscaleResult:
@@ -470,7 +490,7 @@ def _upscale_one(
         # the one pipeline: the same safeguards and provenance as every other front end
         up, summary = upscale_with_safeguards(
             image, scale, model, consistency=consistency, degradation=degradation, maps=False,
-            tta=False, warn=False, device=device, ensemble=ensemble,
+            tta=False, warn=False, device=device, ensemble=ensemble, precision=precision,
         )  # fmt: skip
         del image
         for message in summary.get("warnings", []):
@@ -642,6 +662,7 @@ def watch(
     consistency: str = "auto",
     degradation: str | None = None,
     ensemble: bool = False,
+    precision: str = "fp32",
     attempts: int = 3,
     log: LogFn | None = None,
     **connect_options: Any,
@@ -661,6 +682,7 @@ def watch(
             this many polls (a series still arriving is left for later); 0 = at once.
         skip_existing: on a first run (no state yet), mark every series already on the server as
             seen, so only series that arrive later are processed.
+        precision: the network's arithmetic, as for :func:`upscale_series`.
 
     Series medsr derived itself and non-image series are never processed. A series that fails
     for a reason that retrying will not fix (not an image, decoding error...) is recorded as
@@ -675,7 +697,10 @@ def watch(
         raise InvalidParameterError(f"max-polls must be at least 1, got {max_polls}")
     from medsr.pipeline import check_options
 
-    check_options(scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble)
+    check_options(
+        scale=scale, consistency=consistency, degradation=degradation, ensemble=ensemble,
+        precision=precision, device=device,
+    )  # fmt: skip
     scale = int(scale)
     loaded = _check_model(model, scale)
     path = Path(state_path) if state_path else default_state_path(client.url, loaded, scale)
@@ -726,6 +751,7 @@ def watch(
                 result = _upscale_one(
                     client, info, loaded, scale, device, attempts, None, say,
                     consistency=consistency, degradation=degradation, ensemble=ensemble,
+                    precision=precision,
                 )  # fmt: skip
             except PacsAuthError:
                 raise  # credentials will not fix themselves

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from medsr.errors import MedSRError
+from medsr.inference.precision import PRECISION_HELP
 
 UrlOpt = Annotated[
     str,
@@ -82,6 +83,7 @@ DegradationOpt = Annotated[
         help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
     ),
 ]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
 EnsembleOpt = Annotated[
     bool,
     typer.Option(
@@ -200,6 +202,7 @@ def upscale_command(
     consistency: ConsistencyOpt = "auto",
     degradation: DegradationOpt = None,
     ensemble: EnsembleOpt = False,
+    precision: PrecisionOpt = "fp32",
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -232,6 +235,7 @@ def upscale_command(
         consistency=consistency,
         degradation=degradation,
         ensemble=ensemble,
+        precision=precision,
         attempts=attempts,
         log=None if quiet or as_json else _err,
     )
@@ -294,6 +298,7 @@ def watch_command(
     consistency: ConsistencyOpt = "auto",
     degradation: DegradationOpt = None,
     ensemble: EnsembleOpt = False,
+    precision: PrecisionOpt = "fp32",
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
@@ -310,6 +315,13 @@ def watch_command(
 
     filters = parse_filters(filter)
     seconds = parse_interval(interval)
+    from medsr.pipeline import check_options
+
+    # every option checked before "watching …" is said (watch checks them again, cheaply)
+    check_options(
+        scale=scale, model=model, consistency=consistency, degradation=degradation,
+        ensemble=ensemble, precision=precision, device=device,
+    )  # fmt: skip
     stop = threading.Event()
     previous = None
 
@@ -340,6 +352,7 @@ def watch_command(
             consistency=consistency,
             degradation=degradation,
             ensemble=ensemble,
+            precision=precision,
             log=typer.echo,
         )
     finally:

@@ -328,6 +328,12 @@ def process(
     job.provenance = {
         k: v for k, v in result.meta.get("provenance", {}).items() if k != "safeguards"
     }
+    derivation = result.meta.get("derivation") or {}
+    if derivation.get("precision"):  # the network's arithmetic that ran (in-plane models)
+        job.provenance["precision"] = derivation["precision"]
+        for key in ("precision_auto", "precision_fallback"):
+            if derivation.get(key):
+                job.provenance[key] = derivation[key]
 
     job.set_stage("writing", 0.8)
     out_dir = job.dir / "out"
@@ -380,6 +386,7 @@ def _upscale(
             tta=small and learned,
             warn=False,
             ensemble=bool(job.options.get("ensemble")),  # with tta: its 8 passes, no more
+            precision=job.options.get("precision", "fp32"),
         )
         job.safeguards = summary
         return result

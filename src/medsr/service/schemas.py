@@ -60,7 +60,7 @@ class JobOut(BaseModel):
     )
     provenance: dict[str, Any] = Field(
         default_factory=dict,
-        description="medsr version, model name and checksum, scale, degradation assumed, consistency setting.",
+        description="medsr version, model name and checksum, scale, degradation assumed, consistency setting; in-plane: the network's arithmetic that ran (precision, and why auto chose it: precision_auto).",
     )
     error: JobError | None = None
     links: dict[str, str]

@@ -51,6 +51,7 @@ class JobRequest:
     adapt_steps: int = 0  # through-plane: per-volume adaptation steps of the prior
     ensemble: bool = False  # in-plane: the mean over the 8 flips/rotations
     budget: str | None = None  # zero-shot: training time ("60s", "2m", seconds), as --budget
+    precision: str = "fp32"  # in-plane: the network's arithmetic, as --precision
 
 
 class Service:
@@ -154,6 +155,7 @@ class Service:
             raise
 
     def _create_job(self, stream: BinaryIO, filename: str | None, req: JobRequest) -> Job:
+        from medsr.inference.precision import check_precision
         from medsr.pipeline import check_options, check_physics_unused, set_modality
 
         mode = req.mode.strip().lower()
@@ -183,9 +185,14 @@ class Service:
             check_physics_unused(degradation, through_plane=mode == "through-plane")
             if req.ensemble:
                 raise InvalidParameterError("ensemble applies to mode in-plane only")
+        precision = check_precision((req.precision or "").strip() or "fp32")
+        if mode != "in-plane" and precision not in ("fp32", "auto"):  # auto: fp32 there
+            raise InvalidParameterError("precision applies to mode in-plane only")
+        # fp16 is refused here on a server without CUDA (the model runs on device auto)
         model = check_options(
             scale=req.scale, model=entry, consistency=req.consistency, degradation=degradation,
-            modality=modality, adapt_steps=req.adapt_steps,
+            modality=modality, adapt_steps=req.adapt_steps, precision=precision,
+            device="auto" if mode == "in-plane" else None,
         )  # fmt: skip
         name = card["name"]
 
@@ -227,6 +234,7 @@ class Service:
                     "modality": modality,
                     "adapt_steps": int(req.adapt_steps),
                     "ensemble": bool(req.ensemble),
+                    "precision": precision,
                 },
             )
             log.info(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
+from medsr.inference.precision import PRECISION_CHOICES
 from medsr.service.jobs import MEDIA_TYPES, JobNotFoundError, JobNotReadyError
 from medsr.service.previews import render_preview
 from medsr.service.routes import ServiceDep
@@ -98,10 +99,23 @@ def create_job(
             max_length=20,
         ),
     ] = None,
+    precision: Annotated[
+        str,
+        Form(
+            description="in-plane, trained models: the network's arithmetic, as `medsr upscale "
+            f"--precision` ({', '.join(PRECISION_CHOICES)}): fp32 (default); auto (fp16 on a "
+            "CUDA GPU, else bf16 where the server's CPU has AVX-512 BF16/AMX, for models whose "
+            "measured change on CT is within tolerance; fp32 otherwise); bf16 (about 1.4-2x "
+            "faster where native, emulated and very slow elsewhere); fp16 (CUDA servers). The "
+            "precision that ran is in the job's provenance and the result's derivation.",
+            max_length=8,
+        ),
+    ] = "fp32",
 ) -> JSONResponse:
     request = JobRequest(
         model=model, scale=scale, mode=mode, consistency=consistency, degradation=degradation,
         modality=modality, adapt_steps=adapt_steps, ensemble=ensemble, budget=budget,
+        precision=precision,
     )  # fmt: skip
     job = service.create_job(file.file, file.filename, request)
     body = job_out(job, service.settings.retention_s).model_dump(mode="json")

@@ -12,6 +12,7 @@
     degradation: $("#degradation"), degradationField: $("#degradation-field"), modality: $("#modality"),
     adapt: $("#adapt"), adaptField: $("#adapt-field"), budget: $("#budget"), budgetField: $("#budget-field"),
     ensemble: $("#ensemble"), ensembleField: $("#ensemble-field"),
+    precision: $("#precision"), precisionField: $("#precision-field"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -230,6 +231,7 @@
     el.consistencyField.hidden = mode !== "in-plane";
     el.degradationField.hidden = mode !== "in-plane";
     el.ensembleField.hidden = mode !== "in-plane";
+    el.precisionField.hidden = mode !== "in-plane";
     el.adaptField.hidden = mode !== "through-plane";
     el.budgetField.hidden = mode !== "zero-shot";
     const card = selectedCard();
@@ -290,6 +292,7 @@
       fields.consistency = el.consistency.value;
       if (el.degradation.value) fields.degradation = el.degradation.value;
       if (el.ensemble.value) fields.ensemble = el.ensemble.value;
+      if (el.precision.value !== "fp32") fields.precision = el.precision.value;
     }
     if (el.mode.value === "through-plane") fields.adapt_steps = el.adapt.value;
     if (el.mode.value === "zero-shot") fields.budget = el.budget.value;
@@ -392,6 +395,7 @@
       ["Output voxel", out ? fmt.spacing(out) : "—"],
     ];
     if (job.metrics && job.metrics.runtime_s !== undefined) rows.push(["Runtime", `${fmt.num(job.metrics.runtime_s, 2)} s`]);
+    if (job.provenance && job.provenance.precision) rows.push(["Arithmetic", job.provenance.precision]);
     if (out) rows.push(["Result file", out.filename]);
     fillKv(el.resultKv, rows);
     el.download.hidden = job.state !== "done";
