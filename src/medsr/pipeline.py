@@ -325,7 +325,9 @@ def physics_kind(
 ) -> str | None:
     """The kind of in-plane physics :func:`resolve_physics` will state for an image of
     ``modality`` — known before the image is read (a PACS series from its query, a batch item):
-    ``"auto"`` → ``kspace`` for MR, ``None`` otherwise; a stated kind → that kind."""
+    ``"auto"`` → ``kspace`` for MR, ``None`` otherwise; ``"default"`` → the modality's default
+    kind (:func:`medsr.degradations.default_kind`: ``kspace`` for MR, as :func:`resolve_physics`
+    resolves it); a stated kind → that kind."""
     if degradation is None:
         return None
     if isinstance(degradation, Measurement):
@@ -337,6 +339,10 @@ def physics_kind(
         return None
     if text == "auto":
         return "kspace" if modality_group(modality or "OT") == "MR" else None
+    if text == "default":
+        from medsr.degradations import default_kind
+
+        return default_kind(modality)
     return text
 
 

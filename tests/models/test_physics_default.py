@@ -50,6 +50,23 @@ def test_default_name_follows_the_physics(kspace_default):
     assert physics_kind("auto", "CT") is None and physics_kind(None, "MR") is None
 
 
+def test_default_physics_is_known_before_the_image_as_it_is_resolved(kspace_default):
+    """``--degradation default`` resolves to the modality's default kind (MR: k-space) when the
+    image is read; ``physics_kind``, which the PACS bridge asks before reading a series to name
+    the model in its derivation key, said "default": the key named ``default-x2`` while the
+    pipeline ran ``default-x2-kspace``."""
+    from medsr.degradations import default_kind
+    from medsr.pacs.bridge import _model_for_series
+    from medsr.safeguards import resolve_measurement
+
+    for modality in ("MR", "CT", "US", "CR"):
+        expected = resolve_measurement("default", 2, modality).kind
+        assert physics_kind("default", modality) == default_kind(modality) == expected
+    default = resolver.resolve_model(None, scale=2)
+    assert _model_for_series(default, 2, "default", "MR").name == "default-x2-kspace"
+    assert _model_for_series(default, 2, "default", "CT").name == "default-x2"
+
+
 def test_upscaler_switches_only_an_unnamed_default(kspace_default):
     assert PlaneUpscaler(None, 2, base="kspace").loaded.name == "default-x2-kspace"
     assert PlaneUpscaler(None, 2).loaded.name == "default-x2"
