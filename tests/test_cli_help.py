@@ -156,3 +156,18 @@ def test_precision_is_one_option_on_every_command_that_runs_a_model():
         [option] = [p for p in by_path[path].params if "--precision" in p.opts]
         assert (option.default, option.help) == ("fp32", PRECISION_HELP), path
     assert all(choice in PRECISION_HELP for choice in PRECISION_CHOICES)
+
+
+def test_every_front_end_says_what_degradation_default_means():
+    """``--degradation default`` is accepted by upscale, batch and the PACS bridge alike; the
+    PACS bridge's help named only a kind, auto and none."""
+    root = typer.main.get_command(app)
+    commands = {
+        "upscale": root.commands["upscale"],
+        "batch": root.commands["batch"],
+        "pacs upscale": root.commands["pacs"].commands["upscale"],
+        "pacs watch": root.commands["pacs"].commands["watch"],
+    }
+    for name, command in commands.items():
+        text = next(p.help for p in command.params if "--degradation" in p.opts)
+        assert "default (" in text and "MR kspace" in text, (name, text)

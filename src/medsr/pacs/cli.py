@@ -80,7 +80,7 @@ DegradationOpt = Annotated[
     str | None,
     typer.Option(
         "--degradation",
-        help="The physics of the input: a kind of `medsr degrade --kind`, auto (from the DICOM header: MR -> kspace) or none (default).",
+        help="The physics of each series: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace), default (the series' modality's usual physics, stated as known: CT ct-detector, MR kspace, projection radiography radiograph, others bicubic) or none (unknown, the default).",
     ),
 ]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
