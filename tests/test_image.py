@@ -55,3 +55,13 @@ def test_resampled_history_and_channels():
     assert out.history == ("x2",) and out.spacing == (1.0, 0.5, 0.5)
     with pytest.raises(ValueError):
         img.resampled(np.zeros((1, 8, 8)))
+
+
+def test_channels_say_what_the_leading_axis_holds():
+    """``MedImage(channels="foo")`` was taken (a 4-D array then neither colour nor a series, and
+    "rgb" was not colour): channels is None, 'RGB' or 'time', in any case, else a ValueError."""
+    arr = np.zeros((3, 1, 4, 4), np.float32)
+    assert MedImage(arr, channels="rgb").is_color
+    assert MedImage(arr, channels="TIME").channels == "time"
+    with pytest.raises(ValueError, match="channels must be one of"):
+        MedImage(arr, channels="foo")

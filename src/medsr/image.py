@@ -49,6 +49,10 @@ def spacing_from_affine(affine: np.ndarray) -> Spacing:
     return (float(norms[2]), float(norms[1]), float(norms[0]))
 
 
+#: what a leading channel axis can hold (``None``: none, a grey image)
+CHANNEL_KINDS = (None, "RGB", "time")
+
+
 @dataclass(frozen=True, eq=False)
 class MedImage:
     """A medical image: float32 pixels, spacing (mm), affine (RAS), modality and source metadata.
@@ -75,6 +79,14 @@ class MedImage:
     history: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        kinds = {str(k).lower(): k for k in CHANNEL_KINDS if k}
+        channels = kinds.get(self.channels.lower()) if isinstance(self.channels, str) else None
+        if channels is None and self.channels is not None:
+            raise ValueError(
+                f"channels must be one of None (grey), 'RGB' (colour) or 'time' (a 4-D series), "
+                f"got {self.channels!r}"
+            )
+        object.__setattr__(self, "channels", channels)  # 'rgb' is 'RGB'
         arr = np.asarray(self.array)
         if arr.ndim == 2:
             arr = arr[None]
