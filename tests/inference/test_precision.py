@@ -483,3 +483,17 @@ def test_precision_and_device_names_in_any_case():
     assert resolve_device("CPU").type == "cpu" and resolve_device(" Auto ").type in ("cpu", "cuda")
     with pytest.raises(InvalidParameterError, match="precision must be one of"):
         prec.check_precision("fp64")
+
+
+@pytest.mark.parametrize("asked", ["bf16", "auto"])
+def test_a_classical_interpolator_records_the_fp32_it_runs(asked):
+    """``--model lanczos --precision bf16`` ran lanczos in fp32 (nothing learned to run in bf16:
+    the output is bit-identical) and recorded "precision bf16" in the derivation; it records fp32
+    and why."""
+    img = MedImage(np.linspace(0, 1000, 24 * 24, dtype=np.float32).reshape(1, 24, 24))
+    ref = PlaneUpscaler("lanczos", 2).upscale(img)
+    out = PlaneUpscaler("lanczos", 2, precision=asked).upscale(img)
+    np.testing.assert_array_equal(out.array, ref.array)
+    deriv = out.meta["derivation"]
+    assert deriv["precision"] == "fp32"
+    assert deriv["precision_auto"] == f"{asked}: a classical interpolator has no learned part"

@@ -703,8 +703,8 @@ class PlaneUpscaler:
             "model_checksum": self.loaded.checksum,
             "precision": self.precision,
         }
-        if self.precision_requested == "auto":
-            meta["derivation"]["precision_auto"] = self.precision_note
+        if self.precision_requested == "auto" or self.precision_requested != self.precision:
+            meta["derivation"]["precision_auto"] = self.precision_note  # why, when not as asked
         if self.fp16_fallbacks:
             meta["derivation"]["precision_fallback"] = (
                 f"fp16 overflowed on {self.fp16_fallbacks} batch(es) of planes of this run: "

@@ -186,14 +186,15 @@ def resolve_precision(precision: str, device: Any, checksum: str, learned: bool)
     ``auto`` (see the module docstring) → on a CUDA GPU with fp16 tensor cores, ``fp16`` when the
     model (by ``checksum``) is in :data:`FP16_MEASURED` within the tolerance; else ``bf16`` when
     the device computes it natively and the model is in :data:`BF16_MEASURED` within it;
-    ``fp32`` otherwise (classical interpolators always: they have no learned part). Other
-    requests are returned as they are.
+    ``fp32`` otherwise. Other requests are returned as they are, but for a classical
+    interpolator, which has no learned part: it runs in fp32 whatever is asked (and says so;
+    ``--model lanczos --precision bf16`` was recorded as ``precision bf16``).
     """
     precision = check_precision(precision)
+    if not learned and precision != "fp32":  # nothing runs in reduced precision: say what ran
+        return "fp32", f"{precision}: a classical interpolator has no learned part"
     if precision != "auto":
         return precision, "requested"
-    if not learned:
-        return "fp32", "auto: a classical interpolator has no learned part"
     fp16_native, fp16_why = native_fp16(device)
     if fp16_native:  # the more precise of the two at the same tensor-core speed
         fp16 = _within(FP16_MEASURED.get(checksum), "fp16")
