@@ -141,11 +141,14 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         page.select_option("#mode", "in-plane")
         page.select_option("#precision", "bf16")
 
-        # ---- drag and drop upload; the job starts and finishes (in the arithmetic chosen: the
-        # result card shows the job's provenance)
+        # ---- drag and drop upload; the job starts and finishes; the result card shows the
+        # arithmetic that ran and why it is not the one chosen (bicubic has no learned part)
         _drop_file(page, ct)
         _wait_done(page)
-        assert "Arithmetic\nbf16" in page.inner_text("#result-kv")
+        assert (
+            "Arithmetic\nfp32 (bf16: a classical interpolator has no learned part)"
+            in page.inner_text("#result-kv")
+        )
         page.select_option("#precision", "fp32")
         assert page.inner_text("#result-kv").count("256 × 256") == 1
         assert "CT_small_x2.dcm" in page.inner_text("#result-kv")

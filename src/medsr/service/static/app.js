@@ -395,7 +395,11 @@
       ["Output voxel", out ? fmt.spacing(out) : "—"],
     ];
     if (job.metrics && job.metrics.runtime_s !== undefined) rows.push(["Runtime", `${fmt.num(job.metrics.runtime_s, 2)} s`]);
-    if (job.provenance && job.provenance.precision) rows.push(["Arithmetic", job.provenance.precision]);
+    if (job.provenance && job.provenance.precision) {
+      // what ran, and why when it is not what was asked (auto's choice, a classical interpolator)
+      const why = String(job.provenance.precision_auto || "").split(";")[0];
+      rows.push(["Arithmetic", why ? `${job.provenance.precision} (${why})` : job.provenance.precision]);
+    }
     if (out) rows.push(["Result file", out.filename]);
     fillKv(el.resultKv, rows);
     el.download.hidden = job.state !== "done";
