@@ -284,16 +284,21 @@ def _codestream_is_lossy(ds: Dataset, ts: str) -> bool:
     except Exception:  # unreadable here: the decoder says why, later
         return False
     head = bytes(frame[:65536])
-    if ts == "1.2.840.10008.1.2.4.81":  # SOS: FFDA, Ls (2), Ns, Ns x (Ci, Tmi), NEAR
-        i = head.find(b"\xff\xda")
-        if i < 0 or i + 5 >= len(head):
+    # the marker segments of the header, in order (each: FFxx, a 2-byte length that counts
+    # itself, its parameters), up to JPEG-LS's start of scan / JPEG 2000's first tile
+    pos = 2  # after SOI (FFD8) / SOC (FF4F)
+    while pos + 4 <= len(head) and head[pos] == 0xFF:
+        marker, length = head[pos + 1], int.from_bytes(head[pos + 2 : pos + 4], "big")
+        if ts == "1.2.840.10008.1.2.4.81" and marker == 0xDA:  # SOS: Ls, Ns, Ns x (Ci, Tmi), NEAR
+            near = pos + 5 + 2 * head[pos + 4] if pos + 4 < len(head) else len(head)
+            return near < len(head) and head[near] > 0
+        if ts != "1.2.840.10008.1.2.4.81" and marker == 0x52:  # COD: Lcod, Scod, SGcod (4),
+            # SPcod: levels, code-block width, height, style, transform (0: irreversible 9/7)
+            return pos + 13 < len(head) and head[pos + 13] == 0
+        if marker in (0xDA, 0x90):  # the scan / the first tile: no more header
             return False
-        near = i + 5 + 2 * head[i + 4]
-        return near < len(head) and head[near] > 0
-    # COD: FF52, Lcod (2), Scod, SGcod (4), SPcod: levels, code-block w, h, style, transform
-    end = head.find(b"\xff\x90")  # the main header ends at the first tile
-    i = head.find(b"\xff\x52", 0, end if end > 0 else len(head))
-    return i >= 0 and i + 13 < len(head) and head[i + 13] == 0  # 0: irreversible 9/7
+        pos += 2 + length
+    return False
 
 
 def _lossy_info(ds: Dataset, expected_bytes: int) -> dict[str, Any] | None:
