@@ -399,15 +399,10 @@ def medsr_corpus(name: str):
     return corpus_path(name)
 
 
-def test_a_dx_map_keeps_the_identity_modality_lut_its_iod_requires(tmp_path):
-    """The DX Image Module requires Rescale Slope 1 and Rescale Type US: a radiograph's map was
-    written with Rescale Slope 0.0024 (dciodvfy: 'Unrecognized enumerated value <0.0024...> for
-    value 1 of attribute <Rescale Slope>'). Its values are now given by a Real World Value
-    Mapping over an identity Modality LUT, and medsr reads them back in the map's values."""
-    import shutil
-
+def _dx_map(tmp_path):
+    """A consistency map (values 0..8) of a DX radiograph — MONOCHROME1, Presentation LUT Shape
+    INVERSE, a 64² crop of RG3_UNCR — written as a DICOM series: (its folder, its values)."""
     from tests.conftest import corpus_path
-    from tests.io.conftest import dciodvfy_errors
 
     ds = pydicom.dcmread(corpus_path("RG3_UNCR.dcm"))
     crop = ds.pixel_array[800:864, 800:864].copy()
@@ -419,7 +414,19 @@ def test_a_dx_map_keeps_the_identity_modality_lut_its_iod_requires(tmp_path):
     ds.save_as(src, enforce_file_format=True)
     image = medsr.load_image(src)
     values = np.linspace(0, 8.0, image.array.size, dtype=np.float32).reshape(image.array.shape)
-    folder = write_maps({"consistency": values}, tmp_path / "m", like=image)["consistency"][1]
+    return write_maps({"consistency": values}, tmp_path / "m", like=image)["consistency"][1], values
+
+
+def test_a_dx_map_keeps_the_identity_modality_lut_its_iod_requires(tmp_path):
+    """The DX Image Module requires Rescale Slope 1 and Rescale Type US: a radiograph's map was
+    written with Rescale Slope 0.0024 (dciodvfy: 'Unrecognized enumerated value <0.0024...> for
+    value 1 of attribute <Rescale Slope>'). Its values are now given by a Real World Value
+    Mapping over an identity Modality LUT, and medsr reads them back in the map's values."""
+    import shutil
+
+    from tests.io.conftest import dciodvfy_errors
+
+    folder, values = _dx_map(tmp_path)
     (f,) = folder.glob("*.dcm")
     out = pydicom.dcmread(f)
     assert (float(out.RescaleSlope), float(out.RescaleIntercept), out.RescaleType) == (1, 0, "US")
@@ -437,24 +444,10 @@ def test_a_map_of_a_monochrome1_radiograph_is_not_shown_as_a_negative(tmp_path):
     enumerated value <INVERSE> for value 1 of attribute <Presentation LUT Shape>')."""
     import shutil
 
-    from tests.conftest import corpus_path
     from tests.io.conftest import dciodvfy_errors
 
-    ds = pydicom.dcmread(corpus_path("RG3_UNCR.dcm"))
-    crop = ds.pixel_array[800:864, 800:864].copy()
-    ds.Rows, ds.Columns = crop.shape
-    ds.PixelData = crop.tobytes()
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.Modality, ds.PresentationLUTShape = "DX", "INVERSE"
-    src = tmp_path / "dx.dcm"
-    ds.save_as(src, enforce_file_format=True)
-    image = medsr.load_image(src)
-    values = np.linspace(0, 8.0, image.array.size, dtype=np.float32).reshape(image.array.shape)
-    f = next(
-        write_maps({"consistency": values}, tmp_path / "m", like=image)["consistency"][1].glob(
-            "*.dcm"
-        )
-    )
+    folder, values = _dx_map(tmp_path)
+    (f,) = folder.glob("*.dcm")
     out = pydicom.dcmread(f)
     assert out.PhotometricInterpretation == "MONOCHROME2"
     assert out.PresentationLUTShape == "IDENTITY"
