@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -111,3 +112,16 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def cli_app(register) -> typer.Typer:
+    """A Typer app with only the commands ``register(app)`` adds (a front end's CLI module:
+    batch, PACS, serve), as the ``medsr`` app registers them, for ``CliRunner().invoke``."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    return app

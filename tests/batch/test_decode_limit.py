@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import medsr.batch.runner as runner
@@ -17,6 +16,7 @@ from medsr.batch import run_batch
 from medsr.errors import InvalidParameterError
 from medsr.io.isolated import IsolatedReader
 from tests.batch import _slow_readers
+from tests.conftest import cli_app
 
 
 @pytest.fixture
@@ -60,13 +60,7 @@ def test_cli_decode_timeout_option(archive: Path, tmp_path: Path, hostile_reader
     from medsr.batch.cli import register
 
     shutil.copy(archive / "photos" / "slice.png", archive / "photos" / "hang.png")
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
+    app = cli_app(register)
     args = ["batch", str(archive), str(tmp_path / "out"), "-m", "bicubic", "--no-progress"]
     res = CliRunner().invoke(app, [*args, "--decode-timeout", "1500ms"])
     assert res.exit_code == 1, res.output  # items failed: the truncated file and the hang

@@ -19,7 +19,7 @@ import medsr
 from medsr.batch import read_report, run_batch
 from medsr.image import MedImage
 from medsr.io.sidecar import read_sidecar
-from tests.conftest import corpus_path
+from tests.conftest import cli_app, corpus_path
 
 ENTRY = "from medsr.cli import main; main()"
 
@@ -50,14 +50,7 @@ def tiny(tmp_path: Path) -> Path:
 def _app() -> typer.Typer:
     from medsr.batch.cli import register
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
+    return cli_app(register)
 
 
 def test_precision_reaches_the_model_and_every_output_records_it(tiny: Path, tmp_path: Path):

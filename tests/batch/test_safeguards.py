@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import typer
 from typer.testing import CliRunner
 
 import medsr
@@ -18,7 +17,7 @@ from medsr.errors import InvalidParameterError
 from medsr.io import load_image
 from medsr.io.sidecar import read_sidecar
 from medsr.safeguards import consistency_error
-from tests.conftest import corpus_path
+from tests.conftest import cli_app, corpus_path
 
 OUTPUTS = ("ct/CT_small.dcm", "mr/MR_small.dcm", "mr/MR_small.nii.gz")
 
@@ -203,15 +202,8 @@ def test_ensemble_reaches_every_output_and_the_resume_key(small: Path, tmp_path:
 def test_cli_consistency_and_maps(small: Path, tmp_path: Path):
     from medsr.batch.cli import register
 
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
     res = CliRunner().invoke(
-        app,
+        cli_app(register),
         [
             "batch", str(small), str(tmp_path / "out"), "-m", "bicubic", "--threads", "1",
             "--consistency", "on", "--maps", str(tmp_path / "maps"), "--json",

@@ -31,6 +31,7 @@ from medsr.pacs import (
     watch,
 )
 from medsr.pacs.cli import register
+from tests.conftest import cli_app
 from tests.pacs.conftest import (
     NON_ASCII_USERS,
     PASSWORD,
@@ -55,14 +56,7 @@ ENTRY = (
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
+    return cli_app(register)
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -15,17 +15,11 @@ pytest.importorskip("uvicorn")
 
 from medsr.errors import InvalidParameterError
 from medsr.service.cli import parse_duration, register
+from tests.conftest import cli_app
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    return app
+    return cli_app(register)
 
 
 def test_serve_defaults_and_options(monkeypatch, tmp_path):
