@@ -132,3 +132,20 @@ def positive_number(value: object, what: str, unit: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise InvalidParameterError(f"{what} must be more than 0 {unit}, got {value!r}")
     return number
+
+
+def whole_number(value: object, what: str, *, least: int) -> int | None:
+    """``value`` as an ``int`` of at least ``least`` (``None`` stays ``None``: the default), or one
+    clear :class:`InvalidParameterError` (``"<what> must be a whole number of at least <least>"``):
+    a bool, a fraction, NaN or a string is not a count; a NumPy integer is."""
+    import math
+    import numbers
+
+    if value is None:
+        return None
+    number = float(value) if isinstance(value, numbers.Real) else math.nan
+    if isinstance(value, bool) or not number.is_integer() or number < least:
+        raise InvalidParameterError(
+            f"{what} must be a whole number of at least {least}, got {value!r}"
+        )
+    return int(number)

@@ -49,7 +49,13 @@ from medsr.batch.stages import (
     write_item,
 )
 from medsr.batch.state import ItemResult, Recorder, StateJournal, run_fingerprint
-from medsr.errors import InputNotFoundError, InvalidParameterError, MedSRWarning, positive_number
+from medsr.errors import (
+    InputNotFoundError,
+    InvalidParameterError,
+    MedSRWarning,
+    positive_number,
+    whole_number,
+)
 from medsr.io.isolated import IsolatedReader
 
 __all__ = ["BatchSummary", "plan_batch", "run_batch"]
@@ -244,10 +250,9 @@ def run_batch(
         raise InvalidParameterError("--address applies to --engine ray only")
     if threads is not None and int(threads) < 1:
         raise InvalidParameterError(f"threads must be at least 1, got {threads}")
-    if batch_size is not None and int(batch_size) < 1:
-        raise InvalidParameterError(
-            f"batch size (planes per forward pass) must be at least 1, got {batch_size}"
-        )
+    from medsr.inference.planes import BATCH_SIZE
+
+    batch_size = whole_number(batch_size, BATCH_SIZE, least=1)  # the upscaler's own rule, early
     decode_timeout_s = positive_number(decode_timeout_s, "the decoding time limit", "seconds")
     if output_dtype is not None:
         from medsr.io.nifti import check_output_dtype

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, whole_number
 from medsr.image import MedImage
 from medsr.inference.precision import PRECISIONS, check_precision, resolve_precision
 from medsr.io.padding import fill_blocks, fill_no_data
@@ -202,8 +202,9 @@ class PlaneUpscaler:
 
         self.scale = check_scale(scale)
         self.clip = clip
-        self.tile = _count(tile, "tile (LR px per tile edge; 0 or None: no tiling)", least=0)
-        batch_size = _count(batch_size, "batch size (planes per forward pass)", least=1)
+        # counts: batch_size=0 was taken as 1 and a negative tile as the smallest one, silently
+        self.tile = whole_number(tile, "tile (LR px per tile edge; 0 or None: no tiling)", least=0)
+        batch_size = whole_number(batch_size, BATCH_SIZE, least=1)
         # the default model follows the stated physics: with no model named, a base of its own
         # (zero-filled k-space for k-space data) runs the default trained for it when shipped
         shared = model if isinstance(model, PlaneUpscaler) else None
@@ -844,21 +845,8 @@ class PlaneUpscaler:
         return [j for j in dict.fromkeys(j for j, _, _ in parts) if j.done >= j.total]
 
 
-def _count(value: Any, what: str, *, least: int) -> int | None:
-    """``value`` as an ``int`` of at least ``least`` (``None`` stays ``None``); anything else is one
-    :class:`InvalidParameterError` naming ``what`` (``batch_size=0`` was taken as 1 and a negative
-    tile as the smallest one, silently)."""
-    import math
-    import numbers
-
-    if value is None:
-        return None
-    number = float(value) if isinstance(value, numbers.Real) else math.nan
-    if isinstance(value, bool) or not number.is_integer() or number < least:
-        raise InvalidParameterError(
-            f"{what} must be a whole number of at least {least}, got {value!r}"
-        )
-    return int(number)
+#: what a plane batch's size is called in errors (the upscaler's and the batch command's)
+BATCH_SIZE = "batch size (planes per forward pass)"
 
 
 def _pads_to(t: Any, size: int) -> tuple[tuple[int, int], tuple[int, int]] | None:
