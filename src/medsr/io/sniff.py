@@ -24,7 +24,9 @@ FORMATS = ("dicom", "nifti", "png", "tiff", "npy")
 
 #: bytes before the data set of a DICOM Part 10 file: 128-byte preamble + b"DICM"
 DICOM_PREFIX_LENGTH = 132
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+#: file names that say DICOM (a short one is a truncated DICOM; one that is not DICOM in a series
+#: folder is left out with a warning, :func:`medsr.io.dicom.read._collect`)
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 _VRS = frozenset(

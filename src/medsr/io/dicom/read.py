@@ -59,10 +59,12 @@ from medsr.io.dicom.header import (
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
 from medsr.io.limits import check_pixel_count
-from medsr.io.sniff import DICOM_PREFIX_LENGTH, has_dicom_magic, looks_like_raw_dicom
-
-#: file names that say DICOM: one of them that is not DICOM is left out of a folder with a warning
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".ima", ".dic"})
+from medsr.io.sniff import (
+    DICOM_PREFIX_LENGTH,
+    DICOM_SUFFIXES,
+    has_dicom_magic,
+    looks_like_raw_dicom,
+)
 
 
 def _check_complete(ds: Dataset, name: str) -> None:
