@@ -51,6 +51,8 @@ def spacing_from_affine(affine: np.ndarray) -> Spacing:
 
 #: what a leading channel axis can hold (``None``: none, a grey image)
 CHANNEL_KINDS = (None, "RGB", "time")
+#: each named kind by its lower-case spelling (``"rgb"`` is ``"RGB"``)
+_CHANNELS_BY_LOWER = {k.lower(): k for k in CHANNEL_KINDS if k}
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,8 +81,11 @@ class MedImage:
     history: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        kinds = {str(k).lower(): k for k in CHANNEL_KINDS if k}
-        channels = kinds.get(self.channels.lower()) if isinstance(self.channels, str) else None
+        channels = (
+            _CHANNELS_BY_LOWER.get(self.channels.lower())
+            if isinstance(self.channels, str)
+            else None
+        )
         if channels is None and self.channels is not None:
             raise ValueError(
                 f"channels must be one of None (grey), 'RGB' (colour) or 'time' (a 4-D series), "
