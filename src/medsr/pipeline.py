@@ -1288,11 +1288,9 @@ def check_options(
         raise InvalidParameterError("precision applies to trained models (--method model) only")
     if precision == "fp16" and device is not None:
         from medsr.inference.device import resolve_device
+        from medsr.inference.precision import check_precision_on
 
-        if resolve_device(device).type != "cuda":
-            raise InvalidParameterError(
-                "precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU"
-            )
+        check_precision_on(precision, resolve_device(device).type)
     if ensemble and zero_shot:
         raise InvalidParameterError(
             "ensemble (the mean over flips/rotations) applies to trained in-plane models (--method model) only"

@@ -28,7 +28,12 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError, whole_number
 from medsr.image import MedImage
-from medsr.inference.precision import PRECISIONS, check_precision, resolve_precision
+from medsr.inference.precision import (
+    PRECISIONS,
+    check_precision,
+    check_precision_on,
+    resolve_precision,
+)
 from medsr.io.padding import fill_blocks, fill_no_data
 from medsr.models.resolver import LoadedModel
 
@@ -394,10 +399,7 @@ class PlaneUpscaler:
         """What depends on the device, once it is known: plane batch and autocast dtype."""
         import torch
 
-        if self.precision == "fp16" and self.device.type != "cuda":
-            raise InvalidParameterError(
-                "precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU"
-            )
+        check_precision_on(self.precision, self.device.type)
         dtype_name = PRECISIONS[self.precision]
         self.autocast_dtype = getattr(torch, dtype_name) if dtype_name else None
         self.fp16_fallbacks = 0  # batches of planes whose fp16 network overflowed: run in fp32

@@ -56,6 +56,7 @@ __all__ = [
     "TISSUE_RANGE_HU",
     "bf16_fp32_blocks",
     "check_precision",
+    "check_precision_on",
     "ct_change",
     "native_bf16",
     "native_fp16",
@@ -153,6 +154,15 @@ def check_precision(precision: str, *, allow_auto: bool = True) -> str:
             f"precision must be one of {', '.join(choices)}; got {precision!r}"
         )
     return name
+
+
+def check_precision_on(precision: str, device_type: str) -> None:
+    """fp16 runs on a CUDA GPU only: one clear error for it on any other device (the upscaler
+    when its device is known, the option check before any input is read)."""
+    if precision == "fp16" and device_type != "cuda":
+        raise InvalidParameterError(
+            "precision fp16 runs on a CUDA GPU only; use bf16 or fp32 on the CPU"
+        )
 
 
 def _cpu_flags() -> set[str]:
