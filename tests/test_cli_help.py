@@ -171,3 +171,34 @@ def test_every_front_end_says_what_degradation_default_means():
     for name, command in commands.items():
         text = next(p.help for p in command.params if "--degradation" in p.opts)
         assert "default (" in text and "MR kspace" in text, (name, text)
+
+
+def test_degradation_help_is_made_from_the_physics_medsr_can_state():
+    """Every upscaling front end's ``--degradation`` help names each kind a user can state and
+    each modality's usual physics from the lists the pipeline uses (three hand-written copies
+    of the list before); ``medsr degrade --kind`` names the noise kinds it accepts too."""
+    from medsr.degradations import default_kind, list_degradations
+    from medsr.modality import DEFAULT_KIND, IN_PLANE_PHYSICS, MODALITY_GROUPS
+    from medsr.safeguards.operators import NO_FORWARD_MODEL, SUPPORTED
+
+    assert set(IN_PLANE_PHYSICS) == set(SUPPORTED)
+    assert set(DEFAULT_KIND) <= set(MODALITY_GROUPS)
+    assert set(DEFAULT_KIND.values()) <= set(IN_PLANE_PHYSICS)
+    assert default_kind("CR") == "radiograph" and default_kind("OT") == "bicubic"
+    root = typer.main.get_command(app)
+    for command in (
+        root.commands["upscale"],
+        root.commands["batch"],
+        root.commands["pacs"].commands["upscale"],
+        root.commands["pacs"].commands["watch"],
+    ):
+        text = next(p.help for p in command.params if "--degradation" in p.opts)
+        for kind in IN_PLANE_PHYSICS:
+            assert kind in text, (command.name, kind)
+        for group, kind in DEFAULT_KIND.items():
+            if kind != "bicubic":
+                assert f" {kind}" in text.split("usual physics", 1)[1], (command.name, group)
+    kinds = next(p.help for p in root.commands["degrade"].params if "--kind" in p.opts)
+    for kind in set(list_degradations()) - {"default", "compose"}:
+        assert kind in kinds, kind
+    assert set(NO_FORWARD_MODEL) - {"compose"} <= set(list_degradations())

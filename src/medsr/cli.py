@@ -16,6 +16,7 @@ import typer
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.inference.precision import PRECISION_HELP
+from medsr.modality import IN_PLANE_PHYSICS, degradation_help
 
 app = typer.Typer(
     name="medsr",
@@ -209,7 +210,7 @@ def upscale(
         str | None,
         typer.Option(
             "--degradation",
-            help="The physics that made the input: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace), default (the modality's usual physics, stated as known: CT ct-detector, MR kspace, projection radiography radiograph, others bicubic) or none (unknown). kspace makes zero-filled k-space the base interpolator. [default: none]",
+            help=degradation_help("the input", "the"),
         ),
     ] = None,
     modality: Annotated[
@@ -342,7 +343,7 @@ def degrade(
         typer.Option(
             "--kind",
             "-k",
-            help="bicubic, kspace, ct-sparse-view, ct-detector, ultrasound, thick-slice, radiograph, or auto (per modality).",
+            help=f"{', '.join(IN_PLANE_PHYSICS)}, thick-slice (through-plane), noise alone (gaussian-noise, rician-noise, ct-noise with --param sigma=...; poisson-noise with --param counts_per_unit=...) or auto (per modality).",
         ),
     ] = "auto",
     scale: Annotated[int, typer.Option("--scale", "-s", help="Factor.")] = 2,

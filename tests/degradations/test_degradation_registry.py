@@ -180,6 +180,24 @@ def test_bad_requests_raise_medsr_errors():
         degrade_image(img.array, "bicubic", 2)
 
 
+@pytest.mark.parametrize("kind", ["gaussian-noise", "rician-noise", "poisson-noise", "ct-noise"])
+def test_noise_kinds_name_a_missing_or_unknown_parameter(kind):
+    """`medsr degrade --kind gaussian-noise` without `--param sigma=` was a TypeError traceback
+    from inside the noise function (its wrapper took any keyword, so the check bound nothing)."""
+    img = _image((1, 16, 16))
+    with pytest.raises(InvalidParameterError, match=f"bad parameters for degradation '{kind}'"):
+        degrade_image(img, kind, 1)
+    with pytest.raises(InvalidParameterError, match="bad parameters"):
+        degrade_image(img, kind, 1, sigma=1.0, peak=1.0, not_a_param=1)
+
+
+def test_noise_kinds_run_with_their_parameters():
+    img = _image((1, 16, 16))
+    out = degrade_image(img, "gaussian-noise", 1, generator=0, sigma=0.1)
+    assert out.array.shape == (1, 16, 16)
+    assert not np.array_equal(out.array, img.array)
+
+
 # ------------------------------------------------------------------ no data, made as a scanner does
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

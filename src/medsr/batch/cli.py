@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from medsr.inference.precision import PRECISION_HELP
+from medsr.modality import degradation_help
 
 
 def register(app: typer.Typer) -> None:
@@ -122,11 +123,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--degradation",
-                help="The physics of the inputs: a kind of `medsr degrade --kind` (bicubic, "
-                "kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from each "
-                "DICOM header: MR -> kspace), default (each input's modality's usual physics, "
-                "stated as known: CT ct-detector, MR kspace, projection radiography radiograph, "
-                "others bicubic) or none (unknown, the default).",
+                help=degradation_help("the inputs", "each input's"),
             ),
         ] = None,
         modality: Annotated[

@@ -79,6 +79,7 @@ from medsr.degradations.thick_slice import RandomThickSlice, thick_slice
 from medsr.degradations.ultrasound import RandomUltrasound, ultrasound_lateral
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
+from medsr.modality import default_kind
 
 __all__ = [
     "Compose",
@@ -121,26 +122,6 @@ __all__ = [
     "thick_slice",
     "ultrasound_lateral",
 ]
-
-
-#: deterministic in-plane degradation per modality group, used by ``--degradation auto``
-#: (evaluation and ``medsr degrade``): the modality's physics with fixed default parameters.
-DEFAULT_KIND = {
-    "CT": "ct-detector",
-    "MR": "kspace",
-    "radiograph": "radiograph",
-    "US": "bicubic",
-    "NM": "bicubic",
-}
-
-
-def default_kind(modality: str | None) -> str:
-    """Registry name of the deterministic degradation that fits ``modality`` (``bicubic`` if none).
-
-    Ultrasound maps to ``bicubic`` because the ``ultrasound`` model reduces only the lateral axis,
-    which an in-plane (both-axes) upscaler cannot invert; use it explicitly for lateral studies.
-    """
-    return DEFAULT_KIND.get(modality_group(modality), "bicubic")
 
 
 def _describe(params: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ deterministic given a ``torch.Generator`` or integer seed (``None`` uses torch's
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -152,6 +153,22 @@ def _noise_fn(fn):
         return fn(x, generator=generator, **params)
 
     apply.__doc__ = fn.__doc__
+    # the signature callers check a request against (``degrade_image`` binds it before reading
+    # pixels): ``fn``'s own parameters, so that a missing ``sigma`` or a misspelt one is named
+    # there, not raised as a TypeError from inside the noise function
+    own = inspect.signature(fn).parameters
+    apply.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter("scale", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            *(
+                p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                for name, p in own.items()
+                if name not in ("x", "generator")
+            ),
+            inspect.Parameter("generator", inspect.Parameter.KEYWORD_ONLY, default=None),
+        ]
+    )
     return apply
 
 

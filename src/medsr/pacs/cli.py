@@ -17,6 +17,7 @@ import typer
 
 from medsr.errors import MedSRError
 from medsr.inference.precision import PRECISION_HELP
+from medsr.modality import degradation_help
 
 UrlOpt = Annotated[
     str,
@@ -80,7 +81,7 @@ DegradationOpt = Annotated[
     str | None,
     typer.Option(
         "--degradation",
-        help="The physics of each series: a kind of `medsr degrade --kind` (bicubic, kspace, ct-detector, radiograph, ultrasound, ct-sparse-view), auto (from the DICOM header: MR -> kspace), default (the series' modality's usual physics, stated as known: CT ct-detector, MR kspace, projection radiography radiograph, others bicubic) or none (unknown, the default).",
+        help=degradation_help("each series", "the series'"),
     ),
 ]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
