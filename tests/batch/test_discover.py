@@ -133,12 +133,12 @@ def test_damaged_files_named_as_images_fail_with_the_reason(tmp_path: Path):
     root = tmp_path / "in"
     root.mkdir()
     noise = np.random.default_rng(3).integers(0, 256, 3000, dtype=np.uint8).tobytes()
-    for name in ("junk.nii.gz", "junk.png", "junk.dcm"):
+    for name in ("junk.nii.gz", "junk.png", "junk.dcm", "junk.dic"):
         (root / name).write_bytes(noise)
     (root / "short.dcm").write_bytes(noise[:100])
     (root / "notes.txt").write_bytes(noise)
     by = _by_label(discover(root))
-    for name in ("junk.nii.gz", "junk.png", "junk.dcm"):
+    for name in ("junk.nii.gz", "junk.png", "junk.dcm", "junk.dic"):  # .dic: the one list
         assert by[name].kind == "error", name
         assert by[name].note == (
             f"'{name}' is not a format medsr reads (DICOM, NIfTI, PNG, TIFF, NumPy .npy): "

@@ -35,7 +35,6 @@ __all__ = ["BatchItem", "discover", "read_manifest"]
 
 #: item kinds that the runner processes; ``skip`` and ``error`` items are only reported.
 IMAGE_KINDS = ("dicom-series", "dicom-file", "dicom-folder", "nifti", "png", "tiff", "npy")
-_IMAGE_SUFFIXES = (".dcm", ".dicom", ".ima", ".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy")
 _DICOM_TAGS = (
     "SeriesInstanceUID",
     "SOPInstanceUID",
@@ -186,8 +185,9 @@ def _sniff(f: Path, key: str, label: str, *, listed: bool = False) -> str | Batc
     is a damaged image, and fails with the reason. So does a file cut short or not readable."""
     from medsr.errors import UnsupportedFormatError
     from medsr.io import sniff_format
+    from medsr.io.sniff import IMAGE_SUFFIXES
 
-    named_as_image = f.name.lower().endswith(_IMAGE_SUFFIXES)
+    named_as_image = f.name.lower().endswith(IMAGE_SUFFIXES)
     try:
         return sniff_format(f)
     except UnsupportedFormatError as exc:

@@ -27,6 +27,9 @@ DICOM_PREFIX_LENGTH = 132
 #: file names that say DICOM (a short one is a truncated DICOM; one that is not DICOM in a series
 #: folder is left out with a warning, :func:`medsr.io.dicom.read._collect`)
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", ".dic")
+#: file names that say a medical image medsr reads (a folder's files named so and unreadable are
+#: reported, not passed over: ``medsr evaluate``'s and ``medsr batch``'s discovery)
+IMAGE_SUFFIXES = (*DICOM_SUFFIXES, ".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy")
 TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 _VRS = frozenset(

@@ -13,9 +13,7 @@ import numpy as np
 from medsr.errors import EmptyInputError, InvalidParameterError
 from medsr.image import MedImage
 from medsr.io import load_image, to_luminance
-
-IMAGE_SUFFIXES = (".dcm", ".dicom", ".nii", ".nii.gz", ".png", ".tif", ".tiff", ".npy", ".ima")
-_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+from medsr.io.sniff import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
