@@ -583,3 +583,23 @@ def test_spatial_units_are_read_as_mm_and_written_back_in_the_source_unit(tmp_pa
     side = json.loads((tmp_path / "out.json").read_text())
     assert side["spacing_mm_zyx"] == pytest.approx([3.0 * mm, 0.45 * mm, 0.4 * mm], rel=1e-6)
     np.testing.assert_allclose(medsr.load_image(path).affine, sr.affine, rtol=1e-6, atol=1e-6)
+
+
+def test_intent_with_its_parameters_and_display_window_are_kept(tmp_path):
+    """A statistic map keeps its intent *with* its parameters and name (the intent code used to
+    be copied alone: a t map came out with 0 degrees of freedom and no name), and a valid
+    display window (cal_min/cal_max, dropped before); a trust map written from it claims
+    neither."""
+    data = np.random.default_rng(6).normal(0, 2, (8, 6, 3)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([0.8, 0.9, 3.0, 1.0]))
+    img.header.set_intent("t test", (12.0,), name="tstat")
+    img.header["cal_min"], img.header["cal_max"] = -3.0, 4.5
+    nib.save(img, str(tmp_path / "t.nii"))
+    sr = medsr.upscale(medsr.load_image(tmp_path / "t.nii"), scale=2, model="linear")
+    header = nib.load(str(medsr.save_image(sr, tmp_path / "o.nii"))).header
+    assert header.get_intent() == ("t test", (12.0,), "tstat")
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (-3.0, 4.5)
+    trust = sr.replace(meta={**sr.meta, "derivation": {"map": "consistency", "model": "linear"}})
+    header = nib.load(str(medsr.save_image(trust, tmp_path / "m.nii"))).header
+    assert header.get_intent() == ("none", (), "")
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (0.0, 0.0)

@@ -309,8 +309,10 @@ def write_nifti(
     header = cls.header_class()
     src = image.meta.get("nifti_header")
     if src is not None and isinstance(src, cls.header_class):
-        for key in ("xyzt_units", "intent_code", "dim_info"):
+        for key in ("xyzt_units", "dim_info"):
             header[key] = src[key]
+        if not (image.meta.get("derivation") or {}).get("map"):  # a map is none of these
+            _copy_meaning(src, header)
         if image.channels == "time":
             header["pixdim"][4] = src["pixdim"][4]
     else:
@@ -339,6 +341,22 @@ def write_nifti(
         }
     write_sidecar(image, p, stored_as=stored_as)
     return p
+
+
+#: what the source's header says the values are, copied together: the intent (a statistic and
+#: its parameters, e.g. a t map and its degrees of freedom; its name) and the display window
+_MEANING_FIELDS = ("intent_code", "intent_p1", "intent_p2", "intent_p3", "intent_name")
+
+
+def _copy_meaning(src: Any, header: Any) -> None:
+    """Copy :data:`_MEANING_FIELDS` and a valid display window (``cal_min`` < ``cal_max``) from
+    ``src`` to ``header``; the intent used to be copied without its parameters (a t map with 0
+    degrees of freedom) and the window not at all."""
+    for key in _MEANING_FIELDS:
+        header[key] = src[key]
+    lo, hi = float(src["cal_min"]), float(src["cal_max"])
+    if np.isfinite(lo) and np.isfinite(hi) and lo < hi:
+        header["cal_min"], header["cal_max"] = lo, hi
 
 
 #: largest difference (in the header's unit, mm as a rule) between the qform, as a reader decodes
