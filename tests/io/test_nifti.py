@@ -603,3 +603,38 @@ def test_intent_with_its_parameters_and_display_window_are_kept(tmp_path):
     header = nib.load(str(medsr.save_image(trust, tmp_path / "m.nii"))).header
     assert header.get_intent() == ("none", (), "")
     assert (float(header["cal_min"]), float(header["cal_max"])) == (0.0, 0.0)
+
+
+def test_nifti_pair_is_read_from_its_header(tmp_path):
+    """A NIfTI .hdr/.img pair (SPM's layout) is read from its .hdr like a .nii (it was refused as
+    "not a NIfTI image"); its .img alone names the header to give; a short .img is a truncated
+    NIfTI; an Analyze 7.5 pair, which states no orientation, is refused saying so."""
+    from medsr.errors import UnsupportedFormatError
+    from tests.test_cli import medsr as medsr_cli
+
+    affine = _oblique((0.2, 0.1, -0.3), (0.8, 0.9, 3.0), (-20.0, 5.0, 40.0), flip=True)
+    data = np.random.default_rng(7).integers(-500, 1500, (10, 8, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Pair(data, affine), str(tmp_path / "pair.hdr"))
+    before = {n: file_digest(tmp_path / n) for n in ("pair.hdr", "pair.img")}
+    img = medsr.load_image(tmp_path / "pair.hdr")
+    np.testing.assert_array_equal(img.array, data.transpose(2, 1, 0))
+    np.testing.assert_allclose(img.affine, nib.load(str(tmp_path / "pair.hdr")).affine)
+    sr = medsr.upscale(img, scale=2, model="linear")
+    out = nib.load(str(medsr.save_image(sr, tmp_path / "o.nii.gz")))
+    assert out.get_data_dtype() == np.dtype(np.int16)
+    np.testing.assert_allclose(out.affine, _cell_centred(affine, (2, 2, 1)), atol=1e-4)
+    assert {n: file_digest(tmp_path / n) for n in before} == before
+
+    with pytest.raises(UnsupportedFormatError, match=r"give its header, 'pair\.hdr'"):
+        medsr.load_image(tmp_path / "pair.img")
+    res = medsr_cli("info", str(tmp_path / "pair.img"))
+    assert res.returncode == 2 and res.stderr.startswith("error: 'pair.img' holds only the voxels")
+
+    (tmp_path / "cut.hdr").write_bytes((tmp_path / "pair.hdr").read_bytes())
+    (tmp_path / "cut.img").write_bytes((tmp_path / "pair.img").read_bytes()[:100])
+    with pytest.raises(CorruptInputError, match="truncated"):
+        medsr.load_image(tmp_path / "cut.hdr")
+
+    nib.save(nib.AnalyzeImage(data, np.diag([0.8, 0.9, 3.0, 1.0])), str(tmp_path / "an.hdr"))
+    with pytest.raises(UnsupportedFormatError, match=r"Analyze 7\.5 header, not NIfTI"):
+        medsr.load_image(tmp_path / "an.hdr")

@@ -72,7 +72,13 @@ def read_nifti(path: str | os.PathLike[str], *, modality: str | None = None, **_
 def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     try:
         img = nib.load(str(p))
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1/2, one file or a .hdr/.img pair
+            if isinstance(img, nib.AnalyzeImage):
+                raise UnsupportedFormatError(
+                    f"'{p.name}' is an Analyze 7.5 header, not NIfTI: it states no orientation "
+                    "(left and right cannot be told); convert it to NIfTI where the orientation "
+                    "is known"
+                )
             raise UnsupportedFormatError(f"'{p.name}' is not a NIfTI image")
         shape = tuple(int(s) for s in img.header.get_data_shape())
         stored = np.dtype(img.get_data_dtype())
@@ -231,7 +237,8 @@ def _voxels(nib: Any, img: Any, p: Path) -> np.ndarray:
     (``isal.igzip``, a dependency; the writer's library) rather than Python's ``gzip``: the
     9-slice 512² int16 CT of ``benchmarks/speed.py`` reads in 10 ms instead of 21 ms, the same
     values."""
-    if p.name.lower().endswith(".gz") and _igzip is not None:
+    single = isinstance(img, nib.Nifti1Image | nib.Nifti2Image)  # not a .hdr/.img pair
+    if single and p.name.lower().endswith(".gz") and _igzip is not None:
         with _igzip.open(p, "rb") as f:
             holder = nib.FileHolder(fileobj=f)
             inflated = type(img).from_file_map({"image": holder, "header": holder})
@@ -246,6 +253,8 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
         offset = int(img.dataobj.offset)
     except Exception:  # pragma: no cover - other proxies
         return
+    # a .hdr/.img pair: the voxels are in the image file
+    p = Path(img.file_map["image"].filename or p)
     size = p.stat().st_size
     if p.name.lower().endswith(".gz"):
         # deflate cannot expand data more than 1032-fold: a header announcing more lies
