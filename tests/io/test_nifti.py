@@ -452,3 +452,189 @@ def test_integer_voxels_skip_the_nonfinite_pass_only_when_they_cannot_overflow(
     else:
         assert "nonfinite_mask" not in out.meta
         np.testing.assert_allclose(out.array, expect.astype(np.float32), rtol=1e-6)
+
+
+def _cell_centred(affine, zoom_xyz):
+    """``affine`` on the grid ``zoom_xyz`` times finer (cell-centred: the field of view kept)."""
+    f = np.asarray(zoom_xyz, dtype=float)
+    out = np.array(affine, dtype=float)
+    out[:3, 3] = affine[:3, 3] + affine[:3, :3] @ ((1 / f - 1) / 2)
+    out[:3, :3] = affine[:3, :3] / f
+    return out
+
+
+def _two_spaces(path, sform, sform_code, qform, qform_code, units="mm"):
+    data = np.random.default_rng(5).integers(0, 500, (6, 5, 3)).astype(np.int16)
+    img = nib.Nifti1Image(data, None)
+    img.set_sform(sform, code=sform_code)
+    img.set_qform(qform, code=qform_code)
+    img.header.set_xyzt_units(units, "sec")
+    nib.save(img, str(path))
+    return nib.load(str(path))
+
+
+@pytest.mark.parametrize(
+    ("sform_code", "qform_code"), [(1, 4), (4, 1), (2, 1), (3, 2), (1, 1), (1, 0), (0, 1), (0, 0)]
+)
+def test_each_transform_keeps_its_code_and_space(tmp_path, sform_code, qform_code):
+    """The output's sform is the geometry medsr read (nibabel's: the sform where its code is
+    set, else the qform) with *that transform's* code, and a source qform of its own (both codes
+    set) stays beside it with its code, moved with the grid. The codes used to be max(sform,
+    qform, 1) for both: a scanner-space sform (1) beside an MNI qform (4) came out labelled MNI,
+    the qform's own space was replaced by the sform's, and a file that stated no space (0, 0)
+    came out claiming scanner coordinates."""
+    sform = np.diag([0.8, 0.9, 3.0, 1.0])
+    sform[:3, 3] = (-10.0, 20.0, 30.0)
+    qform = _oblique((0.2, -0.4, 0.5), (0.8, 0.9, 3.0), (4.0, -5.0, 6.0), flip=True)
+    src = _two_spaces(tmp_path / "in.nii", sform, sform_code, qform, qform_code)
+    img = medsr.load_image(tmp_path / "in.nii")
+    np.testing.assert_allclose(img.affine, src.affine, atol=1e-6)
+    sr = medsr.upscale(img, scale=2, model="linear")
+    out = nib.load(str(medsr.save_image(sr, tmp_path / "out.nii")))
+    got_sform, got_sform_code, got_qform, got_qform_code = _written_xforms(tmp_path / "out.nii")
+    used = sform_code or qform_code
+    assert got_sform_code == used
+    np.testing.assert_allclose(got_sform, _cell_centred(src.affine, (2, 2, 1)), atol=1e-4)
+    if sform_code and qform_code:
+        assert got_qform_code == qform_code
+        np.testing.assert_allclose(got_qform, _cell_centred(qform, (2, 2, 1)), atol=1e-4)
+    else:
+        assert got_qform_code == used
+        np.testing.assert_allclose(got_qform, got_sform, atol=1e-5)
+    # what a reader takes from the file is the upscaled grid over the same field of view
+    np.testing.assert_allclose(out.affine, sr.affine, atol=1e-4)
+    np.testing.assert_allclose(medsr.load_image(tmp_path / "out.nii").affine, sr.affine, atol=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    angles=st.tuples(*[st.floats(-np.pi, np.pi)] * 3),
+    q_angles=st.tuples(*[st.floats(-np.pi, np.pi)] * 3),
+    spacing=st.tuples(*[st.floats(0.2, 5.0)] * 3),
+    flips=st.tuples(st.booleans(), st.booleans()),
+    codes=st.tuples(st.integers(0, 4), st.integers(0, 4)),
+    scale=st.sampled_from([2, 3, 4]),
+    through=st.booleans(),
+)
+def test_every_voxel_centre_of_both_transforms_after_upscaling(
+    tmp_path_factory, angles, q_angles, spacing, flips, codes, scale, through
+):
+    """Any sform and qform (oblique, left-handed, codes 0–4), upscaled in-plane or along z: in
+    each transform the file states, every output voxel centre lies where the cell-centred grid
+    puts it (the first one moved by −(1 − 1/s)/2 of the old step along each upscaled axis), the
+    orientation is the source's, and the header says the data are derived."""
+    from medsr.image import MedImage
+
+    sform = _oblique(angles, spacing, (-30.0, 12.5, 40.0), flip=flips[0])
+    qform = _oblique(q_angles, spacing, (7.0, -3.0, 1.0), flip=flips[1])
+    d = tmp_path_factory.mktemp("xf")
+    src = _two_spaces(d / "in.nii", sform, codes[0], qform, codes[1])
+    img = medsr.load_image(d / "in.nii")
+    z, y, x = img.spatial_shape
+    shape = (z * scale, y, x) if through else (z, y * scale, x * scale)
+    zoom = (1, 1, scale) if through else (scale, scale, 1)
+    sr = img.resampled(np.zeros(shape, np.float32), step="upscaled").replace(
+        meta={**img.meta, "derivation": {"model": "linear", "scale": scale}}
+    )
+    assert isinstance(sr, MedImage)
+    out = nib.load(str(medsr.save_image(sr, d / "out.nii")))
+    header = out.header
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in out.shape], indexing="ij"), -1)
+    idx = idx.reshape(-1, 3).astype(float)
+    before = (idx + 0.5) / np.asarray(zoom, dtype=float) - 0.5  # the same point, old indices
+    spaces = [(header.get_sform(), src.affine, int(header["sform_code"]))]
+    if codes[0] and codes[1]:
+        assert int(header["qform_code"]) == codes[1]
+        spaces.append((header.get_qform(), qform, codes[1]))
+    for written, old, _ in spaces:
+        np.testing.assert_allclose(
+            nib.affines.apply_affine(written, idx),
+            nib.affines.apply_affine(old, before),
+            atol=1e-3,
+        )
+        assert nib.aff2axcodes(written) == nib.aff2axcodes(old)
+    assert int(header["sform_code"]) == (codes[0] or codes[1])
+    assert bytes(header["descrip"]).startswith(b"medsr derived")
+
+
+@pytest.mark.parametrize(("units", "mm"), [("mm", 1.0), ("micron", 1e-3), ("meter", 1e3),
+                                           ("unknown", 1.0)])  # fmt: skip
+def test_spatial_units_are_read_as_mm_and_written_back_in_the_source_unit(tmp_path, units, mm):
+    """xyzt_units µm or m: the MedImage's spacing and affine are in mm (they were the header's
+    numbers, called mm: a 0.8 µm voxel was said to be 0.8 mm, also in the sidecar's
+    ``spacing_mm_zyx``), and the output is written in the source's unit, on the upscaled grid."""
+    import json
+
+    sform = _oblique((0.1, 0.2, -0.3), (0.8, 0.9, 3.0), (-10.0, 20.0, 30.0))
+    src = _two_spaces(tmp_path / "in.nii", sform, 1, sform, 1, units=units)
+    img = medsr.load_image(tmp_path / "in.nii")
+    assert img.spacing == pytest.approx((3.0 * mm, 0.9 * mm, 0.8 * mm), rel=1e-6)
+    scaled = np.array(src.affine)
+    scaled[:3] *= mm
+    np.testing.assert_allclose(img.affine, scaled, rtol=1e-6, atol=1e-9)
+    sr = medsr.upscale(img, scale=2, model="linear")
+    path = medsr.save_image(sr, tmp_path / "out.nii.gz")
+    out = nib.load(str(path))
+    assert out.header.get_xyzt_units() == (units, "sec")
+    assert out.header.get_zooms() == pytest.approx((0.4, 0.45, 3.0), rel=1e-6)
+    np.testing.assert_allclose(out.affine, _cell_centred(src.affine, (2, 2, 1)), atol=1e-4)
+    assert int(out.header["qform_code"]) == 1
+    np.testing.assert_allclose(out.header.get_qform(), out.affine, atol=1e-4)
+    side = json.loads((tmp_path / "out.json").read_text())
+    assert side["spacing_mm_zyx"] == pytest.approx([3.0 * mm, 0.45 * mm, 0.4 * mm], rel=1e-6)
+    np.testing.assert_allclose(medsr.load_image(path).affine, sr.affine, rtol=1e-6, atol=1e-6)
+
+
+def test_intent_with_its_parameters_and_display_window_are_kept(tmp_path):
+    """A statistic map keeps its intent *with* its parameters and name (the intent code used to
+    be copied alone: a t map came out with 0 degrees of freedom and no name), and a valid
+    display window (cal_min/cal_max, dropped before); a trust map written from it claims
+    neither."""
+    data = np.random.default_rng(6).normal(0, 2, (8, 6, 3)).astype(np.float32)
+    img = nib.Nifti1Image(data, np.diag([0.8, 0.9, 3.0, 1.0]))
+    img.header.set_intent("t test", (12.0,), name="tstat")
+    img.header["cal_min"], img.header["cal_max"] = -3.0, 4.5
+    nib.save(img, str(tmp_path / "t.nii"))
+    sr = medsr.upscale(medsr.load_image(tmp_path / "t.nii"), scale=2, model="linear")
+    header = nib.load(str(medsr.save_image(sr, tmp_path / "o.nii"))).header
+    assert header.get_intent() == ("t test", (12.0,), "tstat")
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (-3.0, 4.5)
+    trust = sr.replace(meta={**sr.meta, "derivation": {"map": "consistency", "model": "linear"}})
+    header = nib.load(str(medsr.save_image(trust, tmp_path / "m.nii"))).header
+    assert header.get_intent() == ("none", (), "")
+    assert (float(header["cal_min"]), float(header["cal_max"])) == (0.0, 0.0)
+
+
+def test_nifti_pair_is_read_from_its_header(tmp_path):
+    """A NIfTI .hdr/.img pair (SPM's layout) is read from its .hdr like a .nii (it was refused as
+    "not a NIfTI image"); its .img alone names the header to give; a short .img is a truncated
+    NIfTI; an Analyze 7.5 pair, which states no orientation, is refused saying so."""
+    from medsr.errors import UnsupportedFormatError
+    from tests.test_cli import medsr as medsr_cli
+
+    affine = _oblique((0.2, 0.1, -0.3), (0.8, 0.9, 3.0), (-20.0, 5.0, 40.0), flip=True)
+    data = np.random.default_rng(7).integers(-500, 1500, (10, 8, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Pair(data, affine), str(tmp_path / "pair.hdr"))
+    before = {n: file_digest(tmp_path / n) for n in ("pair.hdr", "pair.img")}
+    img = medsr.load_image(tmp_path / "pair.hdr")
+    np.testing.assert_array_equal(img.array, data.transpose(2, 1, 0))
+    np.testing.assert_allclose(img.affine, nib.load(str(tmp_path / "pair.hdr")).affine)
+    sr = medsr.upscale(img, scale=2, model="linear")
+    out = nib.load(str(medsr.save_image(sr, tmp_path / "o.nii.gz")))
+    assert out.get_data_dtype() == np.dtype(np.int16)
+    np.testing.assert_allclose(out.affine, _cell_centred(affine, (2, 2, 1)), atol=1e-4)
+    assert {n: file_digest(tmp_path / n) for n in before} == before
+
+    with pytest.raises(UnsupportedFormatError, match=r"give its header, 'pair\.hdr'"):
+        medsr.load_image(tmp_path / "pair.img")
+    res = medsr_cli("info", str(tmp_path / "pair.img"))
+    assert res.returncode == 2 and res.stderr.startswith("error: 'pair.img' holds only the voxels")
+
+    (tmp_path / "cut.hdr").write_bytes((tmp_path / "pair.hdr").read_bytes())
+    (tmp_path / "cut.img").write_bytes((tmp_path / "pair.img").read_bytes()[:100])
+    with pytest.raises(CorruptInputError, match="truncated"):
+        medsr.load_image(tmp_path / "cut.hdr")
+
+    nib.save(nib.AnalyzeImage(data, np.diag([0.8, 0.9, 3.0, 1.0])), str(tmp_path / "an.hdr"))
+    with pytest.raises(UnsupportedFormatError, match=r"Analyze 7\.5 header, not NIfTI"):
+        medsr.load_image(tmp_path / "an.hdr")

@@ -1,12 +1,18 @@
 """NIfTI-1/2 reader and writer (nibabel).
 
-NIfTI stores data as ``(X, Y, Z[, T])`` with an affine from index ``(i, j, k)`` to RAS+ mm; a
-MedImage keeps the same affine and transposes the data to ``(Z, Y, X)`` (``(T, Z, Y, X)`` with
-``channels="time"`` for 4-D series). 2-D images ``(X, Y)`` become ``(1, Y, X)``.
+NIfTI stores data as ``(X, Y, Z[, T])`` with an affine from index ``(i, j, k)`` to RAS+ world
+coordinates in the header's spatial unit (``xyzt_units``: mm, µm or m; unknown is taken as mm);
+a MedImage keeps the same affine in mm (and spacing in mm) and transposes the data to
+``(Z, Y, X)`` (``(T, Z, Y, X)`` with ``channels="time"`` for 4-D series). 2-D images ``(X, Y)``
+become ``(1, Y, X)``. The affine is nibabel's choice: the sform where its code is set, else the
+qform, else (both codes 0: no space stated) one from the voxel sizes alone.
 
-The writer sets the sform to the image's affine and the qform to the same geometry with the same
-code where a qform can represent it (no shear), else qform_code 0, so any viewer agrees on the
-geometry (:func:`_set_xforms`). **Storage** (``dtype``): an image read from integer storage — an
+The writer sets the sform to the image's affine, in the source's unit, with the code of the
+transform it came from (0 where the source stated none), and the qform to the same geometry with
+the same code where a qform can represent it (no shear), else qform_code 0, so any viewer agrees
+on the geometry; a source whose qform was set beside its sform (a scanner qform beside a
+template's sform) keeps that qform with its code, moved with the grid (:func:`_set_xforms`).
+**Storage** (``dtype``): an image read from integer storage — an
 integer NIfTI (int16 CT in HU, the usual MR ``int16``/``uint16``), a DICOM series with one Rescale
 Slope/Intercept, an 8/16-bit PNG/TIFF — is written as that integer type with the source's
 scaling as ``scl_slope``/``scl_inter``, each value rounded onto the source's own grid of
@@ -66,7 +72,13 @@ def read_nifti(path: str | os.PathLike[str], *, modality: str | None = None, **_
 def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
     try:
         img = nib.load(str(p))
-        if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        if not isinstance(img, nib.Nifti1Pair):  # NIfTI-1/2, one file or a .hdr/.img pair
+            if isinstance(img, nib.AnalyzeImage):
+                raise UnsupportedFormatError(
+                    f"'{p.name}' is an Analyze 7.5 header, not NIfTI: it states no orientation "
+                    "(left and right cannot be told); convert it to NIfTI where the orientation "
+                    "is known"
+                )
             raise UnsupportedFormatError(f"'{p.name}' is not a NIfTI image")
         shape = tuple(int(s) for s in img.header.get_data_shape())
         stored = np.dtype(img.get_data_dtype())
@@ -114,16 +126,17 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
             arr[nonfinite] = 0.0
         else:
             nonfinite = None
-    affine = np.asarray(img.affine, dtype=np.float64)
+    header = img.header.copy()
+    to_mm = _unit_mm(header)  # the header's coordinates in its xyzt_units: µm and m become mm
+    affine = _scaled(np.asarray(img.affine, dtype=np.float64), to_mm)
     if (
         not np.isfinite(affine).all()
         or np.abs(affine).max() > _MAX_AFFINE
         or abs(np.linalg.det(affine[:3, :3])) < 1e-12
     ):
         raise CorruptInputError(f"NIfTI '{p.name}' has an invalid (singular or non-finite) affine")
-    spacing = _spacing(img, affine, data.ndim, p.name)
+    spacing = _spacing(img, affine, data.ndim, p.name, to_mm)
     side = read_sidecar(p)
-    header = img.header.copy()
     sform_code = int(header["sform_code"])
     qform_code = int(header["qform_code"])
     meta: dict[str, Any] = {
@@ -131,9 +144,16 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
         "stored_dtype": str(stored),
         "nifti_scaling": (slope, inter),  # the voxels' scl_slope, scl_inter (1, 0: none)
         "nifti_header": header,
-        "xform_code": max(sform_code, qform_code, 1),
+        # the code of the transform the affine is (nibabel's choice: the sform where its code is
+        # set, else the qform; 0: neither, the affine is nibabel's from the voxel sizes alone)
+        "xform_code": sform_code if sform_code > 0 else qform_code,
         "source_paths": [str(p)],
     }
+    if sform_code > 0 and qform_code > 0:
+        # the qform's space as a map of the sform's (e.g. scanner coordinates beside a template's
+        # sform): the writer moves it with the grid (:func:`_set_xforms`)
+        qform = _scaled(np.asarray(header.get_qform(), dtype=np.float64), to_mm)
+        meta["nifti_qform"] = (qform @ np.linalg.inv(affine), qform_code)
     if nonfinite is not None:
         meta["nonfinite_mask"] = nonfinite
     return MedImage(
@@ -153,10 +173,37 @@ _MAX_AFFINE = 1e7
 _MAX_DEFLATE_RATIO = 1100
 
 
-def _spacing(img: Any, affine: np.ndarray, ndim: int, name: str) -> tuple[float, float, float]:
-    """(z, y, x) spacing from pixdim; a zero, negative or non-finite pixdim falls back to the
-    affine's column norm; a result outside 1e-6 … 1e5 mm is an :class:`InvalidHeaderError`."""
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
+#: millimetres per unit of a NIfTI header's spatial ``xyzt_units`` (``unknown``: taken as mm, as
+#: FSL and ITK do)
+_UNIT_MM = {"mm": 1.0, "micron": 1e-3, "meter": 1e3, "unknown": 1.0}
+
+
+def _unit_mm(header: Any) -> float:
+    """Millimetres per coordinate unit of ``header`` (its spatial ``xyzt_units``): the affine,
+    the qform, the sform and pixdim are all in that unit."""
+    try:
+        unit = header.get_xyzt_units()[0]
+    except Exception:  # a code nibabel does not name: NIfTI readers take it as mm
+        return 1.0
+    return _UNIT_MM.get(unit, 1.0)
+
+
+def _scaled(affine: np.ndarray, factor: float) -> np.ndarray:
+    """``affine`` with its world coordinates multiplied by ``factor`` (a change of unit)."""
+    if factor == 1.0:
+        return affine
+    out = np.array(affine, dtype=np.float64)
+    out[:3] *= factor
+    return out
+
+
+def _spacing(
+    img: Any, affine: np.ndarray, ndim: int, name: str, to_mm: float = 1.0
+) -> tuple[float, float, float]:
+    """(z, y, x) spacing in mm from pixdim (in the header's unit, × ``to_mm``); a zero, negative
+    or non-finite pixdim falls back to the column norm of ``affine`` (already in mm); a result
+    outside 1e-6 … 1e5 mm is an :class:`InvalidHeaderError`."""
+    zooms = [float(z) * to_mm for z in img.header.get_zooms()[:3]]
     norms = [float(n) for n in np.linalg.norm(affine[:3, :3], axis=0)]
     out = []
     for axis in range(3):
@@ -190,7 +237,8 @@ def _voxels(nib: Any, img: Any, p: Path) -> np.ndarray:
     (``isal.igzip``, a dependency; the writer's library) rather than Python's ``gzip``: the
     9-slice 512² int16 CT of ``benchmarks/speed.py`` reads in 10 ms instead of 21 ms, the same
     values."""
-    if p.name.lower().endswith(".gz") and _igzip is not None:
+    single = isinstance(img, nib.Nifti1Image | nib.Nifti2Image)  # not a .hdr/.img pair
+    if single and p.name.lower().endswith(".gz") and _igzip is not None:
         with _igzip.open(p, "rb") as f:
             holder = nib.FileHolder(fileobj=f)
             inflated = type(img).from_file_map({"image": holder, "header": holder})
@@ -205,6 +253,8 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
         offset = int(img.dataobj.offset)
     except Exception:  # pragma: no cover - other proxies
         return
+    # a .hdr/.img pair: the voxels are in the image file
+    p = Path(img.file_map["image"].filename or p)
     size = p.stat().st_size
     if p.name.lower().endswith(".gz"):
         # deflate cannot expand data more than 1032-fold: a header announcing more lies
@@ -268,16 +318,20 @@ def write_nifti(
     header = cls.header_class()
     src = image.meta.get("nifti_header")
     if src is not None and isinstance(src, cls.header_class):
-        for key in ("xyzt_units", "intent_code", "dim_info"):
+        for key in ("xyzt_units", "dim_info"):
             header[key] = src[key]
+        if not (image.meta.get("derivation") or {}).get("map"):  # a map is none of these
+            _copy_meaning(src, header)
         if image.channels == "time":
             header["pixdim"][4] = src["pixdim"][4]
     else:
         header.set_xyzt_units("mm", "sec")
     header.set_data_dtype(np.float32 if store is None else store[0])
-    out = cls(data, image.affine, header=header)
+    to_mm = _unit_mm(header)  # the source's unit (µm, m) kept: the affine goes back into it
     affine = np.asarray(image.affine, dtype=np.float64)
-    _set_xforms(out, affine, int(image.meta.get("xform_code", 1)))
+    out = cls(data, _scaled(affine, 1.0 / to_mm), header=header)
+    qform = image.meta.get("nifti_qform")
+    _set_xforms(out, affine, int(image.meta.get("xform_code", 1)), qform=qform, unit_mm=to_mm)
     out.header["descrip"] = _descrip(image)
     p = Path(path)
     with atomic_file(p, overwrite=overwrite) as tmp, open(tmp, "wb") as raw:
@@ -298,29 +352,63 @@ def write_nifti(
     return p
 
 
-#: largest difference (mm) between the qform, as a reader decodes it from the header, and the
-#: sform, in any entry of their 3×4 matrices (each voxel step and the origin): float32 storage of
-#: a quaternion that is not near a half turn reproduces a rotation to ~1e-7 of the voxel size
+#: what the source's header says the values are, copied together: the intent (a statistic and
+#: its parameters, e.g. a t map and its degrees of freedom; its name) and the display window
+_MEANING_FIELDS = ("intent_code", "intent_p1", "intent_p2", "intent_p3", "intent_name")
+
+
+def _copy_meaning(src: Any, header: Any) -> None:
+    """Copy :data:`_MEANING_FIELDS` and a valid display window (``cal_min`` < ``cal_max``) from
+    ``src`` to ``header``; the intent used to be copied without its parameters (a t map with 0
+    degrees of freedom) and the window not at all."""
+    for key in _MEANING_FIELDS:
+        header[key] = src[key]
+    lo, hi = float(src["cal_min"]), float(src["cal_max"])
+    if np.isfinite(lo) and np.isfinite(hi) and lo < hi:
+        header["cal_min"], header["cal_max"] = lo, hi
+
+
+#: largest difference (in the header's unit, mm as a rule) between the qform, as a reader decodes
+#: it from the header, and the transform it should be, in any entry of their 3×4 matrices (each
+#: voxel step and the origin): float32 storage of a quaternion that is not near a half turn
+#: reproduces a rotation to ~1e-7 of the voxel size
 _QFORM_TOL = 1e-5
 
 
-def _set_xforms(img: Any, affine: np.ndarray, code: int) -> None:
-    """Set ``img``'s sform to ``affine`` with ``code``, and its qform to the same geometry with
-    that code only where a qform can hold it. A qform is a rotation, voxel sizes and a flip of
-    the third axis (qfac), its quaternion in float32; a sheared affine (a tilted-gantry CT, a
-    resampled oblique volume, dipy's ``S0_10slices.nii.gz``) has none, nor, to this precision,
-    one whose rotation is near a half turn about an oblique axis (the quaternion's first
-    component is rebuilt from the float32 others). nibabel's ``set_qform`` then silently stores
-    the nearest shear-free transform — a second, different geometry that viewers preferring the
-    qform (ITK, FSL in some modes) would use. So the qform is decoded back from the header as
-    written and kept only if it equals the sform to :data:`_QFORM_TOL`; else its code is 0
-    (unknown: readers take the sform), its fields left as nibabel fills them (pixdim: the voxel
-    sizes)."""
+def _set_xforms(
+    img: Any,
+    affine: np.ndarray,
+    code: int,
+    *,
+    qform: tuple[np.ndarray, int] | None = None,
+    unit_mm: float = 1.0,
+) -> None:
+    """Set ``img``'s sform to ``affine`` (mm) with ``code``, and its qform to the same geometry
+    with that code — or, with ``qform`` (``(W, qform_code)`` of a source whose qform was a
+    space of its own, :func:`read_nifti`'s ``meta["nifti_qform"]``), to ``W · affine`` with the
+    source's qform code: the source's second space on the new grid — only where a qform can
+    hold it. Both are written in the header's unit (``unit_mm`` mm each).
+
+    A qform is a rotation, voxel sizes and a flip of the third axis (qfac), its quaternion in
+    float32; a sheared affine (a tilted-gantry CT, a resampled oblique volume, dipy's
+    ``S0_10slices.nii.gz``) has none, nor, to this precision, one whose rotation is near a half
+    turn about an oblique axis (the quaternion's first component is rebuilt from the float32
+    others). nibabel's ``set_qform`` then silently stores the nearest shear-free transform — a
+    second, different geometry that viewers preferring the qform (ITK, FSL in some modes) would
+    use. So the qform is decoded back from the header as written and kept only if it equals the
+    transform asked for to :data:`_QFORM_TOL`; else its code is 0 (unknown: readers take the
+    sform), its fields left as nibabel fills them (pixdim: the voxel sizes)."""
     header = img.header
-    img.set_sform(affine, code=code)
-    img.set_qform(affine, code=code)
-    if np.abs(header.get_qform() - header.get_sform())[:3].max() > _QFORM_TOL:
-        img.set_qform(affine, code=0)
+    q_affine, q_code = affine, code
+    if qform is not None:
+        q_affine, q_code = np.asarray(qform[0], dtype=np.float64) @ affine, int(qform[1])
+    img.set_sform(_scaled(affine, 1.0 / unit_mm), code=code)
+    img.set_qform(_scaled(q_affine, 1.0 / unit_mm), code=q_code)
+    # in the header's unit, against the transform as float32 storage holds it (an sform's srow):
+    # the rounding of a large offset is the sform's too, not a difference between them
+    wanted = _scaled(q_affine, 1.0 / unit_mm).astype(np.float32).astype(np.float64)
+    if np.abs(np.asarray(header.get_qform(), dtype=np.float64) - wanted)[:3].max() > _QFORM_TOL:
+        img.set_qform(_scaled(affine, 1.0 / unit_mm), code=0)
 
 
 def _source_scaling(image: MedImage) -> tuple[float, float] | None:

@@ -106,6 +106,12 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
         return "nifti"  # header size field: a NIfTI-1/2 (or Analyze) header, possibly truncated
     if p.suffix.lower() in DICOM_SUFFIXES and size < DICOM_PREFIX_LENGTH:
         raise _truncated_dicom(p.name, size)
+    header = p.with_suffix(".hdr")
+    if p.suffix.lower() == ".img" and header.is_file():
+        raise UnsupportedFormatError(
+            f"'{p.name}' holds only the voxels of a .hdr/.img pair: give its header, "
+            f"'{header.name}'"
+        )
     raise UnsupportedFormatError(
         f"'{p.name}' is not a format medsr reads (DICOM, NIfTI, PNG, TIFF, NumPy .npy)"
     )
