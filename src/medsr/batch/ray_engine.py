@@ -189,6 +189,12 @@ def run_ray(
                 },
                 num_cpus=cpus_per_actor,
                 num_gpus=1 if use_gpu else 0,
+                # an actor that dies (the machine's memory, a killed process) stops the run with
+                # the resume advice below, instead of being restarted with its task retried for
+                # ever (Ray Data's default, -1: a hang on an item that kills its actor each time;
+                # and each actor's start printed Ray's core_worker.cc error about restarts with
+                # arguments in the object store, ray-project/ray#57733, on every successful run)
+                max_restarts=0,
             )
             by_key = {it.key: it for it in items}
             try:
