@@ -162,10 +162,17 @@ def evaluate(
     from medsr.safeguards import enforce_consistency
 
     scale = check_scale(scale)
-    models = list(dict.fromkeys(["bicubic", *models]))  # bicubic is always the reference baseline
-    for model in models:  # an unknown or unfit model is an error before anything is read
-        if model != "zero-shot":
-            resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+    # bicubic is always the reference baseline; an unknown or unfit model is an error before
+    # anything is read; one model named twice (lanczos, LANCZOS; a file by two paths) runs once
+    unique: dict[object, str] = {}
+    for model in ["bicubic", *models]:
+        if model.lower() == "zero-shot":
+            unique.setdefault("zero-shot", "zero-shot")
+            continue
+        found = resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+        key = found.path.resolve() if found.path is not None else found.name
+        unique.setdefault(key, model)
+    models = list(unique.values())
     if str(degradation).strip().lower() != "auto":
         from medsr.degradations import list_degradations
 

@@ -114,6 +114,8 @@ def _tables(
                 *[
                     f"{_fmt(e[m]['mean'], _digits(m))} ± {_fmt(e[m]['sd'], _digits(m))}"
                     + _n_of(e[m]["n"], summary["n_images"])
+                    if e[m]["n"]
+                    else "n/a"
                     for m in metrics
                 ],
                 ci,
