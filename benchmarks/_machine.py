@@ -21,8 +21,10 @@ def _cpuinfo(key: str) -> str:
 
 
 def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (platform fallback elsewhere)."""
-    return _cpuinfo("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    """CPU model name (:func:`medsr.inference.device.cpu_model`, what evaluation reports say)."""
+    from medsr.inference.device import cpu_model as model
+
+    return model()
 
 
 def cpu_flags() -> dict[str, bool]:

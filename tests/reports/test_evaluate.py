@@ -380,3 +380,24 @@ def test_a_ct_fill_outside_the_scan_circle_is_not_scored(tmp_path, corpus):
     assert (
         measured_pixels(load_image(corpus("CT_small.dcm")), lr, 2) is not None
     )  # lr's fill counts
+
+
+def test_one_model_named_twice_runs_once(tmp_path, corpus, monkeypatch):
+    """Names the resolver reads as one model (any case; one weights file by two paths) are one
+    row: before, BICUBIC and LANCZOS ran again beside bicubic and lanczos, each with its own row
+    and gain."""
+    import shutil
+
+    from medsr.models.resolver import WEIGHTS_DIR
+
+    shutil.copy(WEIGHTS_DIR / "fast-x2.safetensors", tmp_path / "mine.safetensors")
+    monkeypatch.chdir(tmp_path)
+    res = evaluate(
+        [corpus("MR_small.dcm")],
+        models=["BICUBIC", "Lanczos", "lanczos", "mine.safetensors",
+                str(tmp_path / "mine.safetensors")],
+        scale=2, out_dir=tmp_path / "ev", progress=False, figures=False, maps=False,
+    )  # fmt: skip
+    assert res.models == ["bicubic", "Lanczos", "mine.safetensors"]
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
+    assert {r["model"] for r in rows} == {"bicubic", "Lanczos", "mine.safetensors"}

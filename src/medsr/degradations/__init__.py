@@ -249,7 +249,14 @@ def degrade_image(
     if no_data is not None:
         lr_no_data = _no_data_at(no_data[:cz, :cy, :cx], source.array[:cz, :cy, :cx], out_arr)
         base = base.replace(meta={k: v for k, v in base.meta.items() if k != "nonfinite_mask"})
-    out_image = base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params)}")
+    # the seed of a noise-drawing model is part of what it did: the same seed, the same image
+    draws = not (isinstance(factory, type) and issubclass(factory, RandomDegradation)) or (
+        factory.uses_generator
+    )
+    seed = {}
+    if draws and isinstance(generator, int | np.integer) and not isinstance(generator, bool):
+        seed = {"seed": int(generator)}
+    out_image = base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params | seed)}")
     if lr_no_data is not None and isinstance(source.meta.get("nonfinite_mask"), np.ndarray):
         out_image = out_image.replace(meta={**out_image.meta, "nonfinite_mask": lr_no_data})
     if name == "thick-slice" and volumetric:

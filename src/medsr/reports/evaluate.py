@@ -67,12 +67,15 @@ from medsr.reports.inputs import (
     check_options,
     discover_inputs,
     reference_image,
+    reference_notes,
     safe_name,
 )
+from medsr.reports.reproduce import model_record, run_record
 from medsr.reports.results import (
     HIGHER_IS_BETTER,
     MAP_METRICS,
     METRICS_2D,
+    SEED,
     EvaluationResult,
     ImageResult,
 )
@@ -159,10 +162,17 @@ def evaluate(
     from medsr.safeguards import enforce_consistency
 
     scale = check_scale(scale)
-    models = list(dict.fromkeys(["bicubic", *models]))  # bicubic is always the reference baseline
-    for model in models:  # an unknown or unfit model is an error before anything is read
-        if model != "zero-shot":
-            resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+    # bicubic is always the reference baseline; an unknown or unfit model is an error before
+    # anything is read; one model named twice (lanczos, LANCZOS; a file by two paths) runs once
+    unique: dict[object, str] = {}
+    for model in ["bicubic", *models]:
+        if model.lower() == "zero-shot":
+            unique.setdefault("zero-shot", "zero-shot")
+            continue
+        found = resolve_model(model, scale=scale, kinds=("in-plane", "classical"))
+        key = found.path.resolve() if found.path is not None else found.name
+        unique.setdefault(key, model)
+    models = list(unique.values())
     if str(degradation).strip().lower() != "auto":
         from medsr.degradations import list_degradations
 
@@ -177,6 +187,7 @@ def evaluate(
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []
     loaded: dict[str, Any] = {}  # model → PlaneUpscaler shared by the TTA runs
+    records: dict[str, dict[str, Any]] = {}  # model → its identity (reproduce.model_record)
 
     from rich.progress import (
         BarColumn,
@@ -202,11 +213,12 @@ def evaluate(
             try:
                 image = item.load()
                 ref = reference_image(image, scale)
+                z0 = 0
                 if ref.spatial_shape[0] > max_slices:  # evaluate a centred slab of a long volume
                     z0 = (ref.spatial_shape[0] - max_slices) // 2
                     ref = ref.replace(array=ref.array[z0 : z0 + max_slices])
                 kind = _degradation_for(degradation, ref.modality)
-                lr = degrade_image(ref, kind, scale, generator=0, **params)
+                lr = degrade_image(ref, kind, scale, generator=SEED, **params)
                 z, h, w = ref.spatial_shape
                 if lr.spatial_shape != (z, h // scale, w // scale):
                     raise InvalidParameterError(
@@ -218,11 +230,12 @@ def evaluate(
                 bar.advance(task)
                 continue
             scored = measured_pixels(ref, lr, scale)
+            data_range = data_range_for(ref)
             res = ImageResult(
                 name=name, modality=ref.modality, shape=ref.spatial_shape, degradation=kind,
                 scored=1.0 if scored is None else round(float(scored.mean()), 4),
+                data_range=data_range, notes=reference_notes(image, ref, z0),
             )  # fmt: skip
-            data_range = data_range_for(ref)
             outputs: dict[str, MedImage] = {}
             panels: dict[str, dict[str, Any]] = {}
             meas = None
@@ -239,6 +252,7 @@ def evaluate(
                     sr = enforce_consistency(sr, lr, meas, scale, clip=False)
                 res.seconds[model] = time.perf_counter() - t0
                 outputs[model] = sr
+                records.setdefault(model, model_record(sr))
                 m = slice_and_volume_metrics(
                     sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored
                 )
@@ -283,6 +297,7 @@ def evaluate(
         params,
         consistency=setting,
         maps=bool(maps),
+        run=run_record(device=device, seed=SEED, max_slices=max_slices, models=records),
     )
     write_report(result)
     return result

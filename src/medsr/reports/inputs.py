@@ -119,6 +119,24 @@ def reference_image(image: MedImage, scale: int) -> MedImage:
     return img.replace(array=np.ascontiguousarray(img.array[:, :hh, :ww]))
 
 
+def reference_notes(image: MedImage, ref: MedImage, z0: int = 0) -> list[str]:
+    """How ``ref`` (what was scored) differs from ``image`` (what was read), for the report:
+    the luminance of a colour image, the first frame of a series in time, an in-plane crop to a
+    multiple of the scale, a slab of slices from ``z0``."""
+    notes = []
+    if image.is_color:
+        notes.append("luminance of the colour image")
+    elif image.channels == "time":
+        notes.append(f"first of {image.array.shape[0]} frames")
+    z, h, w = image.spatial_shape
+    rz, rh, rw = ref.spatial_shape
+    if (rh, rw) != (h, w):
+        notes.append(f"{rh}×{rw} of {h}×{w} pixels (a multiple of the scale)")
+    if rz != z:
+        notes.append(f"slices {z0}–{z0 + rz - 1} of {z} (centred slab, max_slices)")
+    return notes
+
+
 def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 

@@ -115,6 +115,8 @@ def evaluate_interpolation(
     from medsr.degradations import degrade_image
     from medsr.metrics import data_range_for
     from medsr.reports.evaluate import EvaluationResult, ImageResult, summarise, write_report
+    from medsr.reports.reproduce import model_record, run_record
+    from medsr.reports.results import SEED
 
     f = check_factor(factor)
     a = axis_index(axis)
@@ -128,6 +130,7 @@ def evaluate_interpolation(
     out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []
+    records: dict[str, dict[str, Any]] = {}  # label → its identity (reproduce.model_record)
     for name, img in _volumes(volumes, skipped):
         try:
             ref = _slice_axis_first(img, a)
@@ -137,14 +140,15 @@ def evaluate_interpolation(
                     f"{ref.spatial_shape[0]} slice(s) along {'zyx'[a]} are too few for ×{f}"
                 )
             ref = ref.replace(array=np.ascontiguousarray(ref.array[:z]))
-            lr = degrade_image(ref, "thick-slice", f, generator=0, **params)
+            lr = degrade_image(ref, "thick-slice", f, generator=SEED, **params)
         except MedSRError as exc:
             skipped.append((name, str(exc)))
             continue
-        res = ImageResult(
-            name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice"
-        )
         data_range = data_range_for(ref)
+        res = ImageResult(
+            name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
+            data_range=data_range,
+        )  # fmt: skip
         keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
         outputs: dict[str, MedImage] = {}
         try:
@@ -157,6 +161,7 @@ def evaluate_interpolation(
                         f"{label} returned {sr.spatial_shape}, expected {ref.spatial_shape}"
                     )
                 outputs[label] = sr
+                records.setdefault(label, model_record(sr))
                 res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f)
         except MedSRError as exc:  # e.g. slices too small for SSIM
             skipped.append((name, str(exc)))
@@ -177,7 +182,9 @@ def evaluate_interpolation(
         raise EmptyInputError(f"no volume could be evaluated for slice interpolation ({reasons})")
     params_out = {**params, "axis": "zyx"[a], "samples": samples, "seed": seed}
     result = EvaluationResult(
-        f, list(specs), results, skipped, out, "thick-slice", params_out, baseline=BASELINE
-    )
+        f, list(specs), results, skipped, out, "thick-slice", params_out, baseline=BASELINE,
+        run=run_record(device=device, seed=SEED, max_slices=None,
+                       models={k: records.get(k, {}) for k in specs}),
+    )  # fmt: skip
     write_report(result)
     return summarise(result)

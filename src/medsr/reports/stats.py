@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from medsr.reports.reproduce import metric_definitions
 from medsr.reports.results import MAP_METRICS, METRICS_2D, EvaluationResult
 
 
@@ -80,6 +81,21 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
         "models": {},
         "per_modality": {},
         "skipped": [{"image": n, "reason": r} for n, r in result.skipped],
+    }
+    summary["images"] = [
+        {
+            "image": r.name,
+            "modality": r.modality,
+            "shape": list(r.shape),
+            "data_range": r.data_range,
+            "scored": r.scored,
+            "notes": r.notes,
+        }
+        for r in result.images
+    ]
+    summary["reproduce"] = {
+        **result.run,
+        "metrics": metric_definitions(result.scale, through_plane=result.baseline != "bicubic"),
     }
     if any(r.scored < 1.0 for r in result.images):  # no data left out of the scores
         summary["scored"] = {r.name: r.scored for r in result.images}

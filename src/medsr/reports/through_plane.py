@@ -13,8 +13,15 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
-from medsr.reports.inputs import check_options, discover_inputs, reference_image, safe_name
-from medsr.reports.results import EvaluationResult, ImageResult
+from medsr.reports.inputs import (
+    check_options,
+    discover_inputs,
+    reference_image,
+    reference_notes,
+    safe_name,
+)
+from medsr.reports.reproduce import model_record, run_record
+from medsr.reports.results import SEED, EvaluationResult, ImageResult
 from medsr.reports.stats import slice_and_volume_metrics
 from medsr.reports.write import write_report
 
@@ -102,6 +109,7 @@ def evaluate_through_plane(
     inputs = discover_inputs(data)
     out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
+    records: dict[str, dict[str, Any]] = {}  # method → its identity (reproduce.model_record)
     zs = {**THROUGH_PLANE_DEFAULTS, **(zero_shot or {})}
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -119,7 +127,8 @@ def evaluate_through_plane(
             name = item.name
             bar.update(task, description=name)
             try:
-                ref = reference_image(item.load(), 1)
+                image = item.load()
+                ref = reference_image(image, 1)
                 z = ref.spatial_shape[0] // f * f
                 if z < 2 * f:
                     raise InvalidParameterError(
@@ -128,15 +137,16 @@ def evaluate_through_plane(
                 z0 = (ref.spatial_shape[0] - min(z, max_slices * f)) // 2
                 z = min(z, max_slices * f)
                 ref = ref.replace(array=np.ascontiguousarray(ref.array[z0 : z0 + z]))
-                lr = degrade_image(ref, "thick-slice", f, generator=0, **params)
+                lr = degrade_image(ref, "thick-slice", f, generator=SEED, **params)
             except MedSRError as exc:
                 skipped.append((name, str(exc)))
                 bar.advance(task)
                 continue
-            res = ImageResult(
-                name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice"
-            )
             data_range = data_range_for(ref)
+            res = ImageResult(
+                name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
+                data_range=data_range, notes=reference_notes(image, ref, z0),
+            )  # fmt: skip
             thickness_mm = float(params.get("thickness") or f) * ref.spacing[0]
             outputs: dict[str, MedImage] = {}
             for method in methods:
@@ -174,6 +184,7 @@ def evaluate_through_plane(
                         f"{method} returned {sr.spatial_shape}, expected {ref.spatial_shape}"
                     )
                 outputs[method] = sr
+                records.setdefault(method, model_record(sr))
                 keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
                 pred, truth = sr.array[keep], ref.array[keep]
                 m = slice_and_volume_metrics(pred, truth, data_range, f, volume=True)
@@ -201,7 +212,9 @@ def evaluate_through_plane(
         r.metrics = {m: v for m, v in r.metrics.items() if m in present}
         r.seconds = {m: v for m, v in r.seconds.items() if m in present}
     result = EvaluationResult(
-        f, present, results, skipped, out, "thick-slice", params, baseline="linear-z"
-    )
+        f, present, results, skipped, out, "thick-slice", params, baseline="linear-z",
+        run=run_record(device=device, seed=SEED, max_slices=max_slices,
+                       models={m: records.get(m, {}) for m in present}),
+    )  # fmt: skip
     write_report(result)
     return result

@@ -83,6 +83,12 @@ def _digits(metric: str) -> int:
     return 4 if metric.startswith(("ssim", "ms_ssim", "nrmse")) else 2
 
 
+def _n_of(n: int, n_images: int) -> str:
+    """`` (n=k)`` after a mean over fewer images than the run has (MS-SSIM needs 176 px and no
+    no-data mask, ``_3d`` metrics need volumes): a column never reads as a mean over all."""
+    return f" (n={n})" if n != n_images else ""
+
+
 def _fmt_g(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
@@ -107,6 +113,9 @@ def _tables(
                 model,
                 *[
                     f"{_fmt(e[m]['mean'], _digits(m))} ± {_fmt(e[m]['sd'], _digits(m))}"
+                    + _n_of(e[m]["n"], summary["n_images"])
+                    if e[m]["n"]
+                    else "n/a"
                     for m in metrics
                 ],
                 ci,
@@ -190,18 +199,73 @@ def _per_image(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     """The per-image PSNR table: a ``scored`` column (the share of each reference's pixels the
     scores count) when some image holds no data (padding, a CT's fill: left out)."""
     scored = any(r.scored < 1.0 for r in result.images)
-    head = ["image", "modality", "degradation", *(["scored"] if scored else []), *result.models]
+    notes = any(r.notes for r in result.images)
+    head = [
+        "image",
+        "modality",
+        "degradation",
+        "shape (z×y×x)",
+        "data range",
+        *(["scored"] if scored else []),
+        *(["as scored"] if notes else []),
+        *result.models,
+    ]
     body = [
         [
             r.name,
             r.modality,
             r.degradation,
+            "×".join(str(n) for n in r.shape),
+            _fmt_range(r.data_range),
             *([f"{r.scored:.0%}"] if scored else []),
+            *(["; ".join(r.notes) or "as read"] if notes else []),
             *[_fmt(r.metrics[m]["psnr"]) for m in result.models],
         ]
         for r in result.images
     ]
     return head, body
+
+
+def _fmt_range(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:.6g}"
+
+
+def _reproduce(result: EvaluationResult, summary: dict[str, Any]) -> list[str]:
+    """The lines of the Reproducibility section: software, machine, device, degradation and
+    its seed, every model's identity and arithmetic, and how the metrics were defined."""
+    rep = summary.get("reproduce") or {}
+    lines = []
+    if rep.get("medsr_version"):
+        lines.append(
+            f"medsr {rep['medsr_version']}, torch {rep['torch_version']}, NumPy "
+            f"{rep['numpy_version']}, Python {rep['python_version']} on {rep['platform']}; "
+            f"device {rep['device']}"
+        )
+    params = ", ".join(f"{k}={v}" for k, v in sorted(result.params.items())) or "defaults"
+    kinds = ", ".join(sorted({r.degradation for r in result.images}))
+    degraded = f"degradation {result.degradation} ({kinds}) ×{result.scale}, parameters: {params}"
+    if "seed" in rep:
+        degraded += f"; noise seed {rep['seed']} (the same degraded inputs on every run)"
+    if rep.get("max_slices") is not None:
+        degraded += f"; at most {rep['max_slices']} slices per volume (max_slices)"
+    lines.append(degraded)
+    for model, record in (rep.get("models") or {}).items():
+        parts = [str(record.get("model_checksum") or "no weights checksum recorded")]
+        if record.get("method"):
+            parts.append(str(record["method"]))
+        if record.get("model") and record["model"] != model:
+            parts.append(f"model {record['model']}")
+        if record.get("model_version"):
+            parts.append(f"version {record['model_version']}")
+        if record.get("precision"):
+            parts.append(f"precision {record['precision']}")
+        if record.get("low_band"):
+            lb = record["low_band"]
+            parts.append(f"low-band guard over {lb.get('base')} (cutoff {lb.get('cutoff')})")
+        lines.append(f"model {model}: " + ", ".join(parts))
+    for what, text in (rep.get("metrics") or {}).items():
+        lines.append(f"{what.replace('_', ' ')}: {text}")
+    return lines
 
 
 def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
@@ -216,7 +280,7 @@ def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
     parts = [
         f"# medsr evaluation — ×{result.scale}, degradation `{result.degradation}`",
         "",
-        f"{_n_images(summary['n_images'])}; metrics in each image's own units with its data range, "
+        f"{_n_images(summary['n_images'])}; metrics in each image's own units with its data range (max − min of the evaluated reference, in the per-image table), "
         f"{result.scale}-pixel border excluded; 2-D metrics averaged over slices, `_3d` per volume. "
         f"Gains are paired differences against {result.baseline} with a 95 % Student-t confidence interval."
         + (THROUGH_PLANE_NOTE.format(f=result.scale) if result.baseline != "bicubic" else "")
@@ -241,6 +305,7 @@ def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
         parts += ["## Fidelity to the input", "", note, "", table(fhead, fbody), ""]
     if result.skipped:
         parts += ["## Skipped", "", *[f"- `{n}`: {r}" for n, r in result.skipped], ""]
+    parts += ["## Reproducibility", "", *[f"- {line}" for line in _reproduce(result, summary)], ""]
     parts += ["## Figures", ""] + [f"![{f}]({f})" for r in result.images for f in r.figures]
     return "\n".join(parts) + "\n"
 
@@ -277,6 +342,7 @@ def _html(result: EvaluationResult, summary: dict[str, Any]) -> str:
             )
             + "</ul>"
         )
+    reproduce = "".join(f"<li>{html.escape(line)}</li>" for line in _reproduce(result, summary))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>medsr evaluation ×{result.scale}</title><style>
 body {{ font-family: system-ui, sans-serif; max-width: 1400px; margin: 0 auto; padding: 24px; color: #1d2433; }}
@@ -287,7 +353,7 @@ figure {{ margin: 12px 0; }} figure img {{ max-width: 100%; }} figcaption {{ fon
 .note {{ color: #44506a; font-size: 13px; }} .scroll {{ overflow-x: auto; }}
 </style></head><body>
 <h1>medsr evaluation — ×{result.scale}, degradation <code>{html.escape(result.degradation)}</code></h1>
-<p class="note">{html.escape(_n_images(summary["n_images"]))}; metrics in each image's own units with its data range,
+<p class="note">{html.escape(_n_images(summary["n_images"]))}; metrics in each image's own units with its data range (max − min of the evaluated reference, in the per-image table),
 {result.scale}-pixel border excluded; 2-D metrics averaged over slices, <code>_3d</code> per volume. Gains are paired
 differences against {html.escape(result.baseline)} with a 95 % Student-t confidence interval.
 {html.escape(THROUGH_PLANE_NOTE.format(f=result.scale)) if result.baseline != "bicubic" else ""}</p>
@@ -296,6 +362,7 @@ differences against {html.escape(result.baseline)} with a 95 % Student-t confide
 <h2>Per image (PSNR dB)</h2>{per_image}
 {fid_html}
 {skipped}
+<h2>Reproducibility</h2><ul class="note">{reproduce}</ul>
 <h2>Figures</h2>{figs}
 </body></html>
 """
