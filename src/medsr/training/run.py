@@ -53,7 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from medsr.errors import InvalidParameterError
-from medsr.training.config import Config, load_config, parse_devices, parse_max_time
+from medsr.training.config import (
+    Config,
+    load_config,
+    parse_devices,
+    parse_max_time,
+    recipe_changes,
+)
 
 __all__ = ["TrainResult", "build_card", "export", "train"]
 
@@ -133,6 +139,19 @@ def train(
             raise InvalidParameterError(
                 f"'{resume_path.name}' holds a {info.get('architecture')!r} network, the config asks "
                 f"for {cfg.model.name!r}"
+            )
+        # another recipe would silently keep the checkpoint's optimiser (a new optim.lr is never
+        # used), train a ×2 network as ×4, or fail on tensors of other shapes
+        saved = info.get("config")
+        changes = recipe_changes(saved, cfg) if isinstance(saved, dict) else []
+        if changes:
+            more = f"; and {len(changes) - 4} more" if len(changes) > 4 else ""
+            raise InvalidParameterError(
+                f"'{resume_path.name}' was trained with another recipe ({'; '.join(changes[:4])}"
+                f"{more}): resume with the recipe it was trained with (its run folder's "
+                "config.yaml), changing only how long and where it runs (trainer.max_epochs, "
+                "max_steps, max_time, devices...), or start a new run from its weights with "
+                "model.init"
             )
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
