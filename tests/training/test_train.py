@@ -142,6 +142,39 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
     assert train(longer, resume=last).global_step == 3
 
 
+def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C (a KeyboardInterrupt in a training step) writes last.ckpt at that step and raises
+    TrainingInterrupted naming it; Ctrl-C works again afterwards. It used to end the process
+    with sys.exit(1) and no checkpoint of a run that had not finished an epoch, and left SIGINT
+    ignored in the calling process."""
+    import signal
+
+    from medsr.training.run import TrainingInterrupted
+    from medsr.training.tasks import SupervisedSR
+
+    cfg = quick_config(tmp_path, trainer={"max_epochs": 1})  # 4 steps, checkpoints at the end
+    step = SupervisedSR.training_step
+
+    def interrupted_at_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SupervisedSR, "training_step", interrupted_at_3)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(
+        TrainingInterrupted, match=r"at step 3; the state is in .*last\.ckpt"
+    ) as exc:
+        train(cfg)
+    assert isinstance(exc.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGINT) is before
+    last = exc.value.checkpoint
+    assert last == tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    monkeypatch.setattr(SupervisedSR, "training_step", step)
+    assert train(cfg, resume=last).global_step == 4  # the epoch's last step, then its end
+
+
 def test_checkpoints_from_elsewhere_are_refused(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
