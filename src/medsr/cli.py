@@ -516,9 +516,14 @@ def train(
     ] = None,
 ) -> None:
     """Train a model with PyTorch Lightning from a YAML recipe (checkpoints, TensorBoard, resume)."""
+    from medsr.training.run import TrainingInterrupted
     from medsr.training.run import train as run
 
-    result = run(config, max_time=max_time, resume=resume, devices=devices, out_dir=out_dir)
+    try:
+        result = run(config, max_time=max_time, resume=resume, devices=devices, out_dir=out_dir)
+    except TrainingInterrupted as exc:  # Ctrl-C: where the state is, and the exit status of SIGINT
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from None
     typer.echo(
         f"trained {result.global_step} steps in {result.seconds:.0f} s; last checkpoint: {result.last_checkpoint}"
     )

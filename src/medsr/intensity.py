@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medsr.errors import CorruptInputError
 from medsr.image import MedImage
 
 
@@ -61,7 +62,7 @@ class Normalizer:
                 if not (np.isfinite(lo) and np.isfinite(hi)):  # nothing kept: as an image of 0
                     lo = hi = 0.0  # (medsr.io.padding.fill_no_data fills such an image with 0)
             return cls(offset=lo, scale=max(hi - lo, 1e-6))
-        raise ValueError(f"unknown normalization kind {kind!r} in model card")
+        raise CorruptInputError(f"unknown normalization kind {kind!r} in the model card")
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``(x − offset) / scale`` in float32, a new array (one pass to it, one in place)."""

@@ -118,6 +118,21 @@ def test_single_file_modality_trains_but_is_not_validated(tmp_path):
     assert dm.describe()["unvalidated_groups"] == ["default"]
 
 
+def test_a_modality_weight_that_draws_nothing_is_said(tmp_path):
+    """modality_weights giving CT a weight while every training file reads as MR (or as OT, a
+    NIfTI without modality:) used to train without a word: the weight drew nothing."""
+    data = {"files": ["corpus:anatomical.nii"], "val_files": []}
+    dm = SRDataModule(tiny_config(tmp_path, data={**data, "modality_weights": {"CT": 2.0}}))
+    with pytest.warns(UserWarning, match=r"weights CT, but no training file .* files are MR"):
+        dm.train_dataset()
+    with warnings.catch_warnings():  # a zero weight, or a group that is there: nothing to say
+        warnings.filterwarnings("error", message="data.modality_weights")
+        for weights in ({"CT": 0.0, "MR": 1.0}, {"MR": 2.0}):
+            SRDataModule(
+                tiny_config(tmp_path, data={**data, "modality_weights": weights})
+            ).train_dataset()
+
+
 def test_explicit_validation_file_cannot_be_in_training(tmp_path):
     cfg = tiny_config(tmp_path, data={"val_files": ["corpus:anatomical.nii"]})
     with pytest.raises(InvalidParameterError, match="in both"):

@@ -119,6 +119,62 @@ def test_resume_continues_from_the_same_step(tmp_path):
     assert steps and all(s == 2 * n for s in steps)
 
 
+def test_resume_refuses_a_changed_recipe(tmp_path):
+    """Resuming keeps the checkpoint's optimiser, network and data: a recipe that changes them
+    is refused before anything is written (it used to keep the old learning rate while the run
+    folder's config.yaml said the new one, or train a ×2 network as ×4, or fail on tensors of
+    other shapes with a traceback)."""
+    cfg = quick_config(tmp_path, trainer={"max_steps": 2, "max_epochs": -1})
+    last = train(cfg).last_checkpoint
+    saved = (tmp_path / "config.yaml").read_text()
+    d = cfg.to_dict()
+    for change, key in (
+        ({"optim": {**d["optim"], "lr": 0.5}}, r"optim\.lr: 0\.002 there, 0\.5 here"),
+        ({"scale": 4}, "scale: 2 there, 4 here"),
+        ({"model": {**d["model"], "kwargs": {"num_features": 4, "num_blocks": 2}}}, "num_features"),
+        ({"data": {**d["data"], "seed": 7}}, r"data\.seed"),
+    ):
+        with pytest.raises(InvalidParameterError, match=f"another recipe .*{key}"):
+            train(cfg.replace(**change), resume=last)
+    assert (tmp_path / "config.yaml").read_text() == saved  # the run folder's recipe is kept
+    # how long and where it runs may change: the run goes on
+    longer = cfg.replace(trainer={**d["trainer"], "max_steps": 3, "log_every_n_steps": 2})
+    assert train(longer, resume=last).global_step == 3
+
+
+def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C (a KeyboardInterrupt in a training step) writes last.ckpt at that step and raises
+    TrainingInterrupted naming it; Ctrl-C works again afterwards. It used to end the process
+    with sys.exit(1) and no checkpoint of a run that had not finished an epoch, and left SIGINT
+    ignored in the calling process."""
+    import signal
+
+    from medsr.training.run import TrainingInterrupted
+    from medsr.training.tasks import SupervisedSR
+
+    cfg = quick_config(tmp_path, trainer={"max_epochs": 1})  # 4 steps, checkpoints at the end
+    step = SupervisedSR.training_step
+
+    def interrupted_at_3(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SupervisedSR, "training_step", interrupted_at_3)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(
+        TrainingInterrupted, match=r"at step 3; the state is in .*last\.ckpt"
+    ) as exc:
+        train(cfg)
+    assert isinstance(exc.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGINT) is before
+    last = exc.value.checkpoint
+    assert last == tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    monkeypatch.setattr(SupervisedSR, "training_step", step)
+    assert train(cfg, resume=last).global_step == 4  # the epoch's last step, then its end
+
+
 def test_checkpoints_from_elsewhere_are_refused(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)

@@ -235,10 +235,14 @@ def _from_file(path: Path, source: str, name: str | None, device: str) -> Loaded
     from medsr.models.registry import get_model_class
     from medsr.models.weights import read_card
 
-    card = read_card(path)
-    if "architecture" not in card:
-        raise InvalidParameterError(f"'{path.name}' has a model card without an architecture")
-    cls = get_model_class(str(card["architecture"]))
+    card = read_card(path)  # checked there: architecture, kwargs, scale
+    try:
+        cls = get_model_class(str(card["architecture"]))
+    except UnknownModelError:
+        raise UnknownModelError(
+            f"'{path.name}' holds a {card['architecture']!r} network, an architecture this medsr "
+            "does not have (medsr models lists them)"
+        ) from None
     card = dict(card)
     card["name"] = name or str(card.get("name") or path.name.removesuffix(_SUFFIX))
     card.setdefault("kind", _kind_of_class(cls))

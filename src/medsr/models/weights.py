@@ -40,7 +40,8 @@ def save_model(
 
 
 def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The model card stored in a safetensors file, without loading tensors."""
+    """The model card stored in a safetensors file, without loading tensors (checked by
+    :func:`check_card`: a card that cannot rebuild the network is one clear error here)."""
     from safetensors import safe_open
 
     p = Path(path)
@@ -55,7 +56,40 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         ) from None
     if CARD_KEY not in meta:
         raise CorruptInputError(f"'{p.name}' has no medsr model card; cannot tell its architecture")
-    return json.loads(meta[CARD_KEY])
+    try:
+        card = json.loads(meta[CARD_KEY])
+    except ValueError:
+        raise CorruptInputError(
+            f"'{p.name}' has a medsr model card that is not valid JSON"
+        ) from None
+    return check_card(card, p.name)
+
+
+def check_card(card: Any, name: str) -> dict[str, Any]:
+    """``card`` when it can rebuild a network: a JSON object with an ``architecture`` name,
+    constructor ``kwargs`` (a mapping) and, when given, a whole-number ``scale`` that the
+    kwargs' own ``scale`` agrees with; one :class:`CorruptInputError` naming ``name`` otherwise."""
+    if not isinstance(card, dict):
+        raise CorruptInputError(f"'{name}' has a model card that is not a JSON object")
+    arch = card.get("architecture")
+    if not isinstance(arch, str) or not arch.strip():
+        raise CorruptInputError(f"'{name}' has a model card without an architecture")
+    kwargs = card.get("kwargs")
+    if not isinstance(kwargs, dict):
+        raise CorruptInputError(
+            f"'{name}' has a model card without the network's constructor arguments (kwargs)"
+        )
+    scale = card.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise CorruptInputError(
+            f"'{name}' has a model card whose scale is not a whole factor: {scale!r}"
+        )
+    if scale is not None and "scale" in kwargs and kwargs["scale"] != scale:
+        raise CorruptInputError(
+            f"'{name}' has a model card that says ×{scale} but builds its network for "
+            f"×{kwargs['scale']} (kwargs.scale)"
+        )
+    return card
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
@@ -65,13 +99,32 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, 
     from medsr.models.registry import create_model
 
     card = read_card(path)
-    model = create_model(card["architecture"], **card["kwargs"])
+    name = Path(path).name
+    try:
+        model = create_model(card["architecture"], **card["kwargs"])
+    except (TypeError, ValueError) as exc:  # constructor arguments the architecture does not take
+        raise CorruptInputError(
+            f"'{name}': its model card cannot build {card['architecture']!r} with "
+            f"{card['kwargs']}: {exc}"
+        ) from None
     state = load_file(str(path), device=device)
+    own = model.state_dict()
+    wrong = [
+        f"{k} is {list(v.shape)} in the file, {list(own[k].shape)} in the network"
+        for k, v in state.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if wrong:
+        raise CorruptInputError(
+            f"weights '{name}' do not fit the network their card describes "
+            f"({card['architecture']!r} with {card['kwargs']}): {len(wrong)} tensor"
+            f"{'s' if len(wrong) > 1 else ''} of another shape, e.g. {wrong[0]}"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CorruptInputError(
-            f"weights '{Path(path).name}' do not match architecture {card['architecture']!r} "
+            f"weights '{name}' do not match architecture {card['architecture']!r} "
             f"(missing {len(missing)}, unexpected {len(unexpected)} tensors)"
         )
-    card.setdefault("name", Path(path).name.removesuffix(".safetensors"))
+    card.setdefault("name", name.removesuffix(".safetensors"))
     return model.eval(), card

@@ -605,6 +605,15 @@ class PatchDataset(Dataset):
         self.files_in_group = [
             [i for i, g in enumerate(self.file_groups) if g == gi] for gi in range(len(groups))
         ]
+        absent = sorted(g for g, wt in group_weights.items() if wt > 0 and g not in present)
+        if absent:  # a weight that draws nothing: most often NIfTI/PNG files read as OT
+            warnings.warn(
+                f"data.modality_weights weights {', '.join(absent)}, but no training file is of "
+                f"that modality group (the training files are {', '.join(present)}): that weight "
+                "draws nothing. NIfTI, PNG and .npy files carry no modality: set it per file "
+                "({path: ..., modality: CT})",
+                stacklevel=2,
+            )
         w = np.array([float(group_weights.get(g, 1.0)) if g in present else 0.0 for g in groups])
         if not len(w) or w.sum() <= 0:
             raise InvalidParameterError(

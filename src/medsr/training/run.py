@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -53,9 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from medsr.errors import InvalidParameterError
-from medsr.training.config import Config, load_config, parse_devices, parse_max_time
+from medsr.training.config import (
+    Config,
+    load_config,
+    parse_devices,
+    parse_max_time,
+    recipe_changes,
+)
 
-__all__ = ["TrainResult", "build_card", "export", "train"]
+__all__ = ["TrainResult", "TrainingInterrupted", "build_card", "export", "train"]
 
 
 @dataclass
@@ -71,6 +79,38 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
     task: Any = None  # the LightningModule (for programmatic use and tests)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped :func:`train`: ``checkpoint`` holds the state to continue from (``train(...,
+    resume=checkpoint)``), or is ``None`` when nothing was saved yet."""
+
+    def __init__(self, global_step: int, checkpoint: Path | None) -> None:
+        self.global_step = int(global_step)
+        self.checkpoint = checkpoint
+        where = (
+            f"the state is in {checkpoint}: continue with --resume {checkpoint}"
+            if checkpoint is not None
+            else "no checkpoint was written yet"
+        )
+        super().__init__(f"training interrupted at step {self.global_step}; {where}")
+
+
+def _checkpoint_on_interrupt(path: Path) -> Any:
+    """A callback that writes the state at Ctrl-C to ``path`` (``last.ckpt``), so ``--resume``
+    continues from that step rather than from the last epoch's end. One process only: in a
+    multi-process run the other ranks may not have stopped, and saving waits for them all."""
+    from lightning.pytorch.callbacks import Callback
+
+    class CheckpointOnInterrupt(Callback):
+        saved: Path | None = None
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+                trainer.save_checkpoint(path, weights_only=False)
+                self.saved = path
+
+    return CheckpointOnInterrupt()
 
 
 def _progress_bar(kind: str) -> list[Any]:
@@ -134,6 +174,19 @@ def train(
                 f"'{resume_path.name}' holds a {info.get('architecture')!r} network, the config asks "
                 f"for {cfg.model.name!r}"
             )
+        # another recipe would silently keep the checkpoint's optimiser (a new optim.lr is never
+        # used), train a ×2 network as ×4, or fail on tensors of other shapes
+        saved = info.get("config")
+        changes = recipe_changes(saved, cfg) if isinstance(saved, dict) else []
+        if changes:
+            more = f"; and {len(changes) - 4} more" if len(changes) > 4 else ""
+            raise InvalidParameterError(
+                f"'{resume_path.name}' was trained with another recipe ({'; '.join(changes[:4])}"
+                f"{more}): resume with the recipe it was trained with (its run folder's "
+                "config.yaml), changing only how long and where it runs (trainer.max_epochs, "
+                "max_steps, max_time, devices...), or start a new run from its weights with "
+                "model.init"
+            )
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(
@@ -156,7 +209,13 @@ def train(
         save_last=True,
         auto_insert_metric_name=False,
     )
-    callbacks: list[Any] = [checkpoint, LearningRateMonitor(logging_interval="step")]
+    last = ckpt_dir / "last.ckpt"
+    on_interrupt = _checkpoint_on_interrupt(last)
+    callbacks: list[Any] = [
+        checkpoint,
+        LearningRateMonitor(logging_interval="step"),
+        on_interrupt,
+    ]
     callbacks += _progress_bar(tcfg.progress_bar)
     logger = TensorBoardLogger(save_dir=str(out), name="tb", default_hp_metric=False)
     manual = not task.automatic_optimization
@@ -182,18 +241,30 @@ def train(
         use_distributed_sampler=False,  # the patch sampler is rank-aware (data.py)
     )
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # a distillation teacher is frozen in eval mode on purpose
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(
-            task,
-            datamodule=dm,
-            ckpt_path=str(resume_path) if resume_path else None,
-            weights_only=True,
-        )
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        with warnings.catch_warnings():
+            # a distillation teacher is frozen in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(
+                task,
+                datamodule=dm,
+                ckpt_path=str(resume_path) if resume_path else None,
+                weights_only=True,
+            )
+    except SystemExit:
+        # Lightning answers Ctrl-C with sys.exit(1): a caller (the CLI, a notebook) gets a
+        # KeyboardInterrupt that says where the state is instead
+        if not trainer.interrupted:
+            raise
+        saved = on_interrupt.saved or (last if last.is_file() else None)
+        raise TrainingInterrupted(trainer.global_step, saved) from None
+    finally:
+        if main_thread and sigint is not None:  # Lightning leaves Ctrl-C ignored after one
+            signal.signal(signal.SIGINT, sigint)
     seconds = time.perf_counter() - t0
     # the final state, whatever stopped training (max_steps mid-epoch, max_time...)
-    last = ckpt_dir / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     metrics = {

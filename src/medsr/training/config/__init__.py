@@ -61,13 +61,20 @@ from medsr.training.config.degradation import (
 )
 from medsr.training.config.model import LowBandConfig, ModelConfig
 from medsr.training.config.optim import LossConfig, OptimConfig
-from medsr.training.config.recipe import Config, config_from_dict, load_config
+from medsr.training.config.recipe import (
+    RESUME_MAY_CHANGE,
+    Config,
+    config_from_dict,
+    load_config,
+    recipe_changes,
+)
 from medsr.training.config.task_sections import SLICE_AXES, DistillConfig, GanConfig, SliceConfig
 from medsr.training.config.trainer import TrainerConfig, parse_devices, parse_max_time
 
 __all__ = [
     "HR_NOISE_GROUPS",
     "MODALITY_GROUP_NAMES",
+    "RESUME_MAY_CHANGE",
     "SLICE_AXES",
     "Config",
     "DataConfig",
@@ -88,4 +95,5 @@ __all__ = [
     "load_config",
     "parse_devices",
     "parse_max_time",
+    "recipe_changes",
 ]

@@ -210,6 +210,55 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Conf
     return cfg.validate()
 
 
+#: recipe keys a resumed run may change: how long it runs, on what hardware, what it logs and
+#: where (everything else — data, model, degradation, loss, optimiser, seeds — is the run's own)
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "name",
+        "data.num_workers",
+        "trainer.max_epochs",
+        "trainer.max_steps",
+        "trainer.max_time",
+        "trainer.precision",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.strategy",
+        "trainer.log_every_n_steps",
+        "trainer.check_val_every_n_epoch",
+        "trainer.image_log_every_n_epochs",
+        "trainer.progress_bar",
+        "trainer.out_dir",
+    }
+)
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.removesuffix("."): list(d) if isinstance(d, tuple) else d}
+
+
+def recipe_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+    """``"key: <saved> there, <cfg's> here"`` for every recipe value in which ``cfg`` differs
+    from ``saved`` (the recipe a checkpoint was trained with), the keys a resumed run may change
+    (:data:`RESUME_MAY_CHANGE`) left out."""
+    try:  # both through the same validation, so defaults and spellings compare alike
+        old = config_from_dict(saved).to_dict()
+    except InvalidParameterError:
+        old = dict(saved)
+    before, after = _flat(old), _flat(cfg.to_dict())
+    unset = "(unset)"
+    return [
+        f"{key}: {before.get(key, unset)!r} there, {after.get(key, unset)!r} here"
+        for key in sorted(set(before) | set(after))
+        if key not in RESUME_MAY_CHANGE and before.get(key, unset) != after.get(key, unset)
+    ]
+
+
 def load_config(path: str | os.PathLike[str] | Config) -> Config:
     """Read and validate a YAML recipe (a :class:`Config` is returned as is)."""
     if isinstance(path, Config):
