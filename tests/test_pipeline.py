@@ -845,3 +845,25 @@ def test_nifti_nan_stays_nan_in_a_simulated_acquisition(tmp_path):
     np.testing.assert_array_equal(np.isnan(lr), want)
     assert 60 <= lr[~want].min() and lr[~want].max() <= 140
 
+
+def test_degraded_and_through_plane_nifti_descriptions_state_kind_and_scale(tmp_path):
+    """A degraded NIfTI's description said only 'simulated lower-resolution acquisition, not
+    measured' — not which degradation nor at which scale — and a through-plane output's said
+    'x4.0' where an in-plane one says 'x2'. Both now state them one way."""
+    import nibabel as nib
+    import pydicom
+
+    from medsr.api import degrade_file
+    from medsr.io.nifti import _descrip
+
+    src = corpus_path("MR_small.dcm")
+    nii = degrade_file(src, tmp_path / "lr.nii.gz", kind="kspace", scale=2)
+    text = nib.load(nii).header["descrip"].item().decode()
+    assert text == "medsr derived: simulated kspace x2, not measured"
+    out = degrade_file(src, tmp_path / "lr", kind="kspace", scale=2)
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert "not measured (kind kspace, scale x2)" in ds.DerivationDescription
+    tp = MedImage(
+        np.zeros((4, 2, 2), np.float32), meta={"derivation": {"model": "tp", "scale": 4.0}}
+    )
+    assert _descrip(tp) == b"medsr derived: tp x4"

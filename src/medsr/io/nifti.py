@@ -52,7 +52,7 @@ from medsr.io._gzip import ParallelGzipWriter
 from medsr.io._quiet import library_messages
 from medsr.io.limits import check_pixel_count
 from medsr.io.padding import nonfinite_mask, with_nan
-from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
+from medsr.io.sidecar import check_sidecar, read_sidecar, scale_text, write_sidecar
 
 try:
     from isal import igzip as _igzip
@@ -564,11 +564,13 @@ def _descrip(image: MedImage) -> bytes:
     text = "medsr derived" if deriv or image.history else ""
     if deriv and deriv.get("map"):
         text = f"medsr {deriv['map']} map ({image.units}), not an image"
-        text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+        text += f": {deriv.get('model', '?')} {scale_text(deriv.get('scale'))}"
+    elif deriv and deriv.get("model") is None and deriv.get("kind"):  # medsr degrade
+        text += f": simulated {deriv['kind']} {scale_text(deriv.get('scale'))}, not measured"
     elif deriv and deriv.get("model") is None and deriv.get("scale") is None:
-        text += f": {deriv.get('method', '')}".rstrip(": ")  # e.g. a simulated acquisition
+        text += f": {deriv.get('method', '')}".rstrip(": ")
     elif deriv:
-        text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+        text += f": {deriv.get('model', '?')} {scale_text(deriv.get('scale'))}"
     return text.encode("ascii", "replace")[:79]
 
 
