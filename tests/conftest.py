@@ -89,6 +89,22 @@ def make_ct_series(
     return out
 
 
+def make_nan_nifti(path: Path, shape: tuple[int, int, int] = (6, 20, 18)) -> np.ndarray:
+    """A float NIfTI whose no-data region is NaN (a masked statistical map, a volume NaN outside
+    the brain): the first 5 columns, the whole first slice and one +inf voxel; smooth values
+    80…120 elsewhere, spacing 1 × 1 × 4 mm. Returns the non-finite mask in (Z, Y, X) order."""
+    import nibabel as nib
+
+    z, h, w = shape
+    zz, yy, xx = np.mgrid[:z, :h, :w]
+    arr = (100 + 20 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0)).astype(np.float32)
+    arr[:, :, :5] = np.nan
+    arr[0] = np.nan
+    arr[z // 2, h // 2, w // 2] = np.inf
+    nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), np.diag([1.0, 1.0, 4.0, 1.0])), path)
+    return ~np.isfinite(arr)
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

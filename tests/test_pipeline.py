@@ -799,3 +799,71 @@ def test_degraded_dicom_series_says_it_is_simulated(tmp_path):
     import nibabel as nib
 
     assert b"simulated" in nib.load(nii).header["descrip"].item()
+
+
+def test_nifti_nan_stays_nan_through_plane_in_its_maps_and_is_not_judged(tmp_path):
+    """``medsr upscale --through-plane`` of a NIfTI that is NaN outside its data: an output
+    slice is NaN where the measured slices on both sides of it are (the slice grid's no-data
+    rule; it used to be written as 0), its maps too; the consistency check reads no data as no
+    signal (its error there is 0, and the output's no data is not made thick as 0s)."""
+    import nibabel as nib
+
+    from medsr.api import upscale_file
+    from medsr.pipeline import through_plane_error
+    from medsr.slice_grid import no_data_kept
+    from tests.conftest import make_nan_nifti
+
+    nonfinite = make_nan_nifti(tmp_path / "in.nii.gz")
+    out, maps = tmp_path / "out.nii.gz", tmp_path / "maps"
+    upscale_file(tmp_path / "in.nii.gz", out, through_plane=True, maps_dir=maps)
+    sr = np.asarray(nib.load(str(out)).dataobj).transpose(2, 1, 0)
+    want = no_data_kept(nonfinite, sr.shape[0], 0)
+    np.testing.assert_array_equal(np.isnan(sr), want)
+    assert 60 <= sr[~want].min() and sr[~want].max() <= 140
+    for name in ("consistency", "uncertainty"):
+        m = np.asarray(nib.load(str(maps / f"{name}.nii.gz")).dataobj).transpose(2, 1, 0)
+        np.testing.assert_array_equal(np.isnan(m), want, err_msg=name)
+    image, result = medsr.load_image(tmp_path / "in.nii.gz"), medsr.load_image(out)
+    err = through_plane_error(image, result, {"slice_thickness_mm": 4.0, "profile": "gaussian"})
+    assert (err[nonfinite] == 0).all()
+    assert np.abs(err).max() < 10  # the slice beside the NaN one is not pulled towards 0
+
+
+def test_nifti_nan_stays_nan_in_a_simulated_acquisition(tmp_path):
+    """``medsr degrade`` of a NIfTI that is NaN outside its data: an output voxel is NaN where
+    most of the voxels it covers are (it used to be written as 0)."""
+    import nibabel as nib
+
+    from medsr.api import degrade_file
+    from tests.conftest import make_nan_nifti
+
+    nonfinite = make_nan_nifti(tmp_path / "in.nii.gz")
+    out = degrade_file(tmp_path / "in.nii.gz", tmp_path / "lr.nii.gz", kind="bicubic", scale=2)
+    lr = np.asarray(nib.load(str(out)).dataobj).transpose(2, 1, 0)
+    z, h, w = nonfinite.shape
+    want = nonfinite.reshape(z, h // 2, 2, w // 2, 2).mean(axis=(2, 4)) >= 0.5
+    np.testing.assert_array_equal(np.isnan(lr), want)
+    assert 60 <= lr[~want].min() and lr[~want].max() <= 140
+
+
+def test_degraded_and_through_plane_nifti_descriptions_state_kind_and_scale(tmp_path):
+    """A degraded NIfTI's description said only 'simulated lower-resolution acquisition, not
+    measured' — not which degradation nor at which scale — and a through-plane output's said
+    'x4.0' where an in-plane one says 'x2'. Both now state them one way."""
+    import nibabel as nib
+    import pydicom
+
+    from medsr.api import degrade_file
+    from medsr.io.nifti import _descrip
+
+    src = corpus_path("MR_small.dcm")
+    nii = degrade_file(src, tmp_path / "lr.nii.gz", kind="kspace", scale=2)
+    text = nib.load(nii).header["descrip"].item().decode()
+    assert text == "medsr derived: simulated kspace x2, not measured"
+    out = degrade_file(src, tmp_path / "lr", kind="kspace", scale=2)
+    ds = pydicom.dcmread(next(out.glob("*.dcm")))
+    assert "not measured (kind kspace, scale x2)" in ds.DerivationDescription
+    tp = MedImage(
+        np.zeros((4, 2, 2), np.float32), meta={"derivation": {"model": "tp", "scale": 4.0}}
+    )
+    assert _descrip(tp) == b"medsr derived: tp x4"

@@ -35,7 +35,8 @@ def degrade_file(
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))
     # a simulation, not an acquisition: said in its derivation and, for a DICOM series in the
     # patient's study, in its description (an upscaled series of the same source reads [medsr])
-    low = low.replace(meta={**low.meta, "derivation": {"method": SIMULATED}})
+    derivation = {"method": SIMULATED, "kind": name, "scale": scale}  # what, at which scale
+    low = low.replace(meta={**low.meta, "derivation": derivation})
     options = (
         {"series_description_suffix": " [medsr simulated]"}
         if format_for_output(target) == "dicom"

@@ -213,6 +213,10 @@ class MedImage:
         if abs(zoom_zyx[0] - 1.0) > 1e-9 and "slice_thickness_mm" in meta:
             # a thickness stated for the old slices does not describe the new ones
             meta = {k: v for k, v in meta.items() if k != "slice_thickness_mm"}
+        if "nonfinite_mask" in meta and tuple(arr.shape) != tuple(self.array.shape):
+            # where the old grid held no data (NaN): the operation that made the new grid
+            # records it there by its own rule (medsr.io.padding.carry_nonfinite)
+            meta = {k: v for k, v in meta.items() if k != "nonfinite_mask"}
         return dataclasses.replace(
             self, array=arr, spacing=spacing, affine=affine, history=history, meta=meta
         )

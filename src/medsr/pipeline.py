@@ -1370,10 +1370,15 @@ def through_plane_error(
     (shaped like ``image.array``): the output as written, made thick again with the slice
     profile (``profile``, else the one its derivation records: ``slice_thickness_mm`` and
     ``profile``; :func:`medsr.degradations.thick_slice.thick_slice_matrix`, any ratio of slice
-    counts), minus the measured slices."""
+    counts), minus the measured slices. No data (:func:`medsr.io.padding.no_data_mask`: DICOM
+    padding, a CT's fill outside the scan circle, a NIfTI's NaN) is no signal: the output's, where
+    it kept the input's (:func:`medsr.slice_grid.no_data_kept`), is read as the darkest measured
+    value — what the network saw there — and the error is 0 where nothing was measured, as
+    in-plane (:func:`medsr.safeguards.consistency.consistency_error`)."""
     import torch
 
     from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.slice_grid import no_data_kept
 
     prof = profile or (result.meta.get("derivation") or {}).get("slice_profile") or {}
     if "slice_thickness_mm" not in prof:
@@ -1385,9 +1390,15 @@ def through_plane_error(
     )  # fmt: skip
     out = result.channel_first()
     c, _, h, wd = out.shape
+    mask, low = no_data_fill(image)  # shaped like image.array
+    no_data = None if mask is None else (mask if image.channels else mask[None])
+    if no_data is not None and out.shape[-2:] == no_data.shape[-2:]:
+        out = np.where(no_data_kept(no_data, n_out, 1), np.float32(low), out)
     flat = torch.from_numpy(np.ascontiguousarray(out, np.float32).reshape(c, n_out, h * wd))
     thick = (torch.from_numpy(w.astype(np.float32)) @ flat).numpy().reshape(c, z, h, wd)
     err = thick - image.channel_first().astype(np.float32, copy=False)
+    if no_data is not None:  # no error where nothing was measured
+        err[no_data] = 0.0
     return err if image.channels else err[0]
 
 

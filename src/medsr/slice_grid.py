@@ -57,6 +57,7 @@ __all__ = [
     "factor_slices",
     "keep_no_data",
     "nested_midpoint_index",
+    "no_data_kept",
     "on_grid",
     "output_slices",
     "positive_mm",
@@ -193,13 +194,22 @@ def keep_no_data(out: np.ndarray, src: np.ndarray, mask: np.ndarray, axis: int) 
     """
     ax = axis % src.ndim
     n_in, n_out = src.shape[ax], out.shape[ax]
+    near = np.clip(np.round(cell_positions(n_in, n_out)), 0, n_in - 1).astype(np.int64)
+    kept = no_data_kept(mask, n_out, ax)
+    np.copyto(out, np.take(src, near, axis=ax), where=kept)
+    return kept
+
+
+def no_data_kept(mask: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    """The no-data ``mask`` of an input on the grid of ``n_out`` slices along ``axis``: an output
+    slice holds no data where the input slices on both sides of its centre
+    (:func:`cell_positions`) hold none — the voxels :func:`keep_no_data` keeps exact."""
+    ax = axis % mask.ndim
+    n_in = mask.shape[ax]
     pos = cell_positions(n_in, n_out)
     lo = np.clip(np.floor(pos), 0, n_in - 1).astype(np.int64)
     hi = np.clip(np.ceil(pos), 0, n_in - 1).astype(np.int64)
-    near = np.clip(np.round(pos), 0, n_in - 1).astype(np.int64)
-    kept = np.take(mask, lo, axis=ax) & np.take(mask, hi, axis=ax)
-    np.copyto(out, np.take(src, near, axis=ax), where=kept)
-    return kept
+    return np.take(mask, lo, axis=ax) & np.take(mask, hi, axis=ax)
 
 
 def check_frames_are_slices(image: MedImage, what: str) -> None:

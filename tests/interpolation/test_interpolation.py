@@ -486,3 +486,27 @@ def test_a_network_keeps_no_data_exact_and_never_reads_it(axis):
     pad_out = np.repeat(pad_in, 2, axis=a)  # the fill does not change along the interpolated axis
     assert (out.array[pad_out] == -3024.0).all()
     assert out.array[~pad_out].min() >= arr[~pad_in].min() - 1e-3
+
+
+@pytest.mark.parametrize("model", ["linear", "interp-cnn"])
+def test_nifti_nan_stays_nan_and_is_not_interpolated_as_zero(tmp_path, model):
+    """``medsr interpolate`` of a NIfTI that is NaN outside its data: an output slice is NaN
+    where the slices on both sides of it are (the slice grid's rule; it used to be written as
+    0), and no measured voxel is blended with the 0 a NaN is read as (the baselines used to)."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.slice_grid import no_data_kept
+    from tests.conftest import make_nan_nifti
+
+    nonfinite = make_nan_nifti(tmp_path / "in.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    res = CliRunner().invoke(
+        app, ["interpolate", str(tmp_path / "in.nii.gz"), str(out), "--model", model]
+    )
+    assert res.exit_code == 0, res.output
+    sr = np.asarray(nib.load(str(out)).dataobj).transpose(2, 1, 0)
+    want = no_data_kept(nonfinite, 2 * nonfinite.shape[0], 0)
+    np.testing.assert_array_equal(np.isnan(sr), want)
+    assert 60 <= sr[~want].min() and sr[~want].max() <= 140

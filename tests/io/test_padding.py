@@ -14,6 +14,7 @@ from pydicom.sequence import Sequence as DicomSequence
 import medsr
 from medsr.image import MedImage
 from medsr.io.padding import padding_mask
+from tests.conftest import make_nan_nifti
 from tests.io.conftest import dicom_corpus_path
 
 
@@ -163,3 +164,61 @@ def test_padding_mask_ignores_stale_per_slice_values():
         np.zeros((2, 2, 2), np.float32), meta={"padding": {"value": 0.0, "range_limit": None}}
     )
     assert padding_mask(img).all()
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".npy"])
+def test_nifti_nan_comes_back_as_nan_not_zero(tmp_path, suffix):
+    """A NaN (or inf) voxel is no data: read as 0 with its place recorded, it used to be written
+    back as 0 — a measured value. A float output holds NaN there again, nowhere else."""
+    nonfinite = make_nan_nifti(tmp_path / "in.nii.gz")
+    image = medsr.load_image(tmp_path / "in.nii.gz")
+    out = medsr.save_image(image, tmp_path / f"out{suffix}")
+    back = medsr.load_image(out)
+    np.testing.assert_array_equal(padding_mask(back), nonfinite)
+    np.testing.assert_array_equal(np.where(nonfinite, 0, back.array), image.array)
+    assert np.isfinite(image.array).all()  # in memory: finite, the place recorded
+    if suffix == ".nii.gz":
+        stored = nib.load(str(out))
+        assert stored.get_data_dtype() == np.float32
+        assert np.isnan(np.asarray(stored.dataobj).transpose(2, 1, 0)[nonfinite]).all()
+        side = (tmp_path / "out.json").read_text()
+        assert f'"no_data": "NaN ({int(nonfinite.sum())} voxels' in side
+
+
+def test_integer_nifti_with_non_finite_voxels_is_written_float32_with_nan(tmp_path):
+    """Integer storage cannot hold NaN: a scaled integer NIfTI whose scaling overflows float32
+    (inf, read as no data) is written float32 with NaN there, not integers with 0."""
+    data = (np.arange(24, dtype=np.int32).reshape(4, 3, 2) - 12) * 2**24
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_data_dtype(np.int32)
+    img.header.set_slope_inter(1e31, 0.0)
+    nib.save(img, tmp_path / "v.nii.gz")
+    image = medsr.load_image(tmp_path / "v.nii.gz")
+    overflow = image.meta["nonfinite_mask"]
+    assert overflow.any() and not overflow.all()
+    stored = nib.load(str(medsr.save_image(image, tmp_path / "out.nii.gz")))
+    assert stored.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(np.isnan(stored.get_fdata()).transpose(2, 1, 0), overflow)
+
+
+def test_the_nonfinite_record_follows_the_grid():
+    """In-plane ×s: each no-data pixel's s × s block (the pixels fill_blocks keeps exact);
+    through-plane: an output slice where the slices on both sides hold none (keep_no_data's
+    rule); a grid change without a rule drops the stale record."""
+    from medsr.io.padding import carry_nonfinite, nonfinite_mask
+    from medsr.slice_grid import keep_no_data
+
+    mask = np.zeros((3, 4, 5), bool)
+    mask[0] = True
+    mask[:, 1, 2] = True
+    image = MedImage(np.zeros((3, 4, 5), np.float32), meta={"nonfinite_mask": mask})
+    up = carry_nonfinite(image, image.resampled(np.zeros((3, 12, 15), np.float32)), scale=3)
+    np.testing.assert_array_equal(up.meta["nonfinite_mask"], np.kron(mask, np.ones((1, 3, 3))))
+    tall = image.resampled(np.zeros((6, 4, 5), np.float32))
+    assert nonfinite_mask(tall) is None and "nonfinite_mask" not in tall.meta
+    through = carry_nonfinite(image, tall, axis=0).meta["nonfinite_mask"]
+    kept = keep_no_data(np.zeros((6, 4, 5), np.float32), image.array, mask, axis=0)
+    np.testing.assert_array_equal(through, kept)
+    assert (
+        through[0].all() and through[:, 1, 2].all() and through[1:].sum() == 5
+    )  # slices 1-5: one voxel

@@ -50,7 +50,11 @@ def run_turned(
     image: MedImage, runner: Callable[[MedImage], MedImage], k: int, flip: bool
 ) -> np.ndarray:
     """``runner``'s output for ``image`` turned by ``(k, flip)``, turned back."""
-    turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)))
+    meta = image.meta
+    if isinstance(meta.get("nonfinite_mask"), np.ndarray):  # where the NaN were, turned alike
+        mask = np.ascontiguousarray(dihedral(meta["nonfinite_mask"], k, flip))
+        meta = {**meta, "nonfinite_mask": mask}
+    turned = image.replace(array=np.ascontiguousarray(dihedral(image.array, k, flip)), meta=meta)
     return dihedral_inverse(runner(turned).array, k, flip)
 
 

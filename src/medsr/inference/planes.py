@@ -34,7 +34,7 @@ from medsr.inference.precision import (
     check_precision_on,
     resolve_precision,
 )
-from medsr.io.padding import fill_blocks, fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_blocks, fill_no_data
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
@@ -732,7 +732,8 @@ class PlaneUpscaler:
             }
         if pad is not None:
             meta["derivation"]["padding_pixels_kept"] = int(pad.sum())
-        sr = sr.replace(meta=meta)
+        # the input's NaN: every pixel of its block (kept exact above), NaN again when written
+        sr = carry_nonfinite(image, sr.replace(meta=meta), scale=s)
         if job.detail_gain is not None:
             meta["derivation"]["detail_gain"] = round(job.detail_gain, 4)
             over = job.detail_over or self.base_name

@@ -22,7 +22,7 @@ import numpy as np
 
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.io.padding import fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_no_data
 from medsr.slice_grid import (
     check_frames_are_slices,
     factor_slices,
@@ -190,7 +190,10 @@ def interpolate_slices(
     every other slice of that stack; the ``f/2`` slices beyond each end repeat the end slices.
     Intensities are normalised per volume as the model card says and returned in the input's
     units. ``samples``/``seed`` apply to ``fast-ddpm``. ``timing``, if given, receives
-    ``seconds`` and ``slices_predicted``.
+    ``seconds`` and ``slices_predicted``. No data (DICOM padding, a CT's fill outside the scan
+    circle, a NIfTI's NaN: :func:`medsr.io.padding.no_data_mask`) is read as the darkest
+    measured value by every model and kept exact where both input slices around an output slice
+    hold none (:func:`medsr.slice_grid.keep_no_data`); a NaN is NaN there again when written.
     """
     factor = check_factor(factor)
     a = axis_index(axis)
@@ -208,16 +211,16 @@ def interpolate_slices(
     net, card = resolve_model(model, device)
     n_out = factor_slices(n_in, factor)
     t0 = time.perf_counter()
+    # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
+    # measured value, never as signal (nor in the normalisation), kept exact below
+    work, no_data, _ = fill_no_data(image)
     if isinstance(net, str):  # a baseline: the grid's own resampler, in the input's units
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(image.array, dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(work.array, dtype=np.float32))
         out = resize_axis(x, a, n_out, net).numpy()
         predicted = n_out
     else:
-        # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
-        # measured value, never as signal (nor in the normalisation), kept exact below
-        work, no_data, _ = fill_no_data(image)
         spec = card.get("normalization") or DEFAULT_NORMALIZATION
         lo, hi = volume_range(work.array, spec)
         vol = np.moveaxis(work.array, a, 0)
@@ -232,13 +235,14 @@ def interpolate_slices(
         predicted = vol.shape[0] - n_in
         vol = vol[nested_midpoint_index(n_in, factor)]
         out = np.ascontiguousarray(np.moveaxis(vol * (hi - lo) + lo, 0, a), dtype=np.float32)
-        if no_data is not None:
-            keep_no_data(out, image.array, no_data, axis=a)
+    if no_data is not None:
+        keep_no_data(out, image.array, no_data, axis=a)
     if timing is not None:
         timing["seconds"] = time.perf_counter() - t0
         timing["slices_predicted"] = predicted
     name = card.get("name") or card.get("architecture")
     res = on_grid(image, out, step=f"slice interpolation x{factor} along {'zyx'[a]} ({name})")
+    res = carry_nonfinite(image, res, axis=a)  # the input's NaN where no data was kept above
     meta = dict(res.meta)
     meta["derivation"] = {
         "method": "slice interpolation",

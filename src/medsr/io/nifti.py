@@ -20,7 +20,12 @@ representable values: the same format back, as PNG/TIFF keep their bit depth and
 integer pixels with rescale (and what ``dcm2niix`` writes for a DICOM series); what the source
 could not represent, the output does not claim. Everything else (float sources, colour, maps,
 values the type cannot hold) is float32 with the scaling reset; ``dtype="float32"`` asks for
-float32 always. On a ×2 CT output the integer storage halves the
+float32 always. **No data**: the reader reads a NaN/±inf voxel as 0 and records where it was
+(``meta["nonfinite_mask"]``; every operation that changes the grid moves that record onto its
+new grid, :func:`medsr.io.padding.carry_nonfinite`); the writer stores NaN there again — no data
+stays no data, never a measured 0 (an infinite voxel comes back as NaN too) — so such an image
+is always float32, which alone can hold NaN, and its sidecar's ``stored_as`` says ``no_data``.
+On a ×2 CT output the integer storage halves the
 bytes to deflate and cuts the compressed file ~3.2× (a 9-slice 512² CT at ×2 with fast-x2: 29.2 → 9.1 MB).
 """
 
@@ -46,7 +51,8 @@ from medsr.io._atomic import atomic_file, check_output
 from medsr.io._gzip import ParallelGzipWriter
 from medsr.io._quiet import library_messages
 from medsr.io.limits import check_pixel_count
-from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
+from medsr.io.padding import nonfinite_mask, with_nan
+from medsr.io.sidecar import check_sidecar, read_sidecar, scale_text, write_sidecar
 
 try:
     from isal import igzip as _igzip
@@ -305,8 +311,11 @@ def write_nifti(
     want = check_output_dtype(dtype)
     check_output(path, overwrite)
     check_sidecar(path, overwrite)  # before the image: a refused sidecar leaves nothing written
-    arr = np.ascontiguousarray(image.array, dtype=np.float32)
-    store = integer_storage(image, arr) if want == "input" else None
+    # the source's NaN (read as 0: meta["nonfinite_mask"], on this grid) are NaN again: no data
+    # stays no data, never a measured 0 — and so float32, which alone can hold it
+    no_data = nonfinite_mask(image)
+    arr = np.ascontiguousarray(with_nan(image))
+    store = integer_storage(image, arr) if want == "input" and no_data is None else None
     # (Z, Y, X) in C order is NIfTI's (X, Y, Z) in Fortran order: the transposed view is written
     # as it lies in memory, without a transposed copy of the volume
     data = arr.transpose(3, 2, 1, 0) if image.channels else arr.transpose(2, 1, 0)
@@ -348,6 +357,8 @@ def write_nifti(
             "scl_inter": store[2],
             "rounded": True,
         }
+    if no_data is not None:
+        stored_as["no_data"] = f"NaN ({int(no_data.sum())} voxels the source held no data at)"
     write_sidecar(image, p, stored_as=stored_as)
     return p
 
@@ -553,11 +564,13 @@ def _descrip(image: MedImage) -> bytes:
     text = "medsr derived" if deriv or image.history else ""
     if deriv and deriv.get("map"):
         text = f"medsr {deriv['map']} map ({image.units}), not an image"
-        text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+        text += f": {deriv.get('model', '?')} {scale_text(deriv.get('scale'))}"
+    elif deriv and deriv.get("model") is None and deriv.get("kind"):  # medsr degrade
+        text += f": simulated {deriv['kind']} {scale_text(deriv.get('scale'))}, not measured"
     elif deriv and deriv.get("model") is None and deriv.get("scale") is None:
-        text += f": {deriv.get('method', '')}".rstrip(": ")  # e.g. a simulated acquisition
+        text += f": {deriv.get('method', '')}".rstrip(": ")
     elif deriv:
-        text += f": {deriv.get('model', '?')} x{deriv.get('scale', '?')}"
+        text += f": {deriv.get('model', '?')} {scale_text(deriv.get('scale'))}"
     return text.encode("ascii", "replace")[:79]
 
 

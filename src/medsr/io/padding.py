@@ -46,9 +46,9 @@ def padding_mask(image: MedImage) -> np.ndarray | None:
     """
     arr = image.array
     mask = ~np.isfinite(arr)
-    recorded = image.meta.get("nonfinite_mask")
-    if isinstance(recorded, np.ndarray) and recorded.shape == arr.shape:
-        mask |= recorded.astype(bool)
+    recorded = nonfinite_mask(image)
+    if recorded is not None:
+        mask |= recorded
     padding = image.meta.get("padding")
     if padding and not image.channels:
         _apply_padding(arr, padding, mask)
@@ -99,13 +99,75 @@ def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str
 
 
 __all__ = [
+    "block_mask",
+    "carry_nonfinite",
     "fill_blocks",
     "fill_no_data",
     "no_data_fill",
     "no_data_mask",
+    "nonfinite_mask",
     "padding_mask",
     "padding_of_planes",
+    "with_nan",
 ]
+
+
+def nonfinite_mask(image: MedImage) -> np.ndarray | None:
+    """Where ``image``'s source held NaN/±inf (``meta["nonfinite_mask"]``, boolean, shaped like
+    ``image.array``), or None: none recorded, or a record made for another grid (stale)."""
+    recorded = image.meta.get("nonfinite_mask")
+    if isinstance(recorded, np.ndarray) and recorded.shape == image.array.shape:
+        return recorded.astype(bool, copy=False)
+    return None
+
+
+def block_mask(mask: np.ndarray, s: int) -> np.ndarray:
+    """``mask`` ``(..., H, W)`` on the grid upscaled ×``s`` in-plane ``(..., H·s, W·s)``: each
+    True pixel's ``s × s`` block True — the in-plane rule of no data, the pixels
+    :func:`fill_blocks` keeps exact."""
+    return np.repeat(np.repeat(mask, s, axis=-2), s, axis=-1)
+
+
+def carry_nonfinite(
+    source: MedImage, result: MedImage, *, scale: int | None = None, axis: int | None = None
+) -> MedImage:
+    """``result`` (``source`` on a finer grid) with ``source``'s non-finite voxels
+    (:func:`nonfinite_mask`) on its grid, by the rule that kept its no data exact there:
+
+    * ``scale``: in-plane ×``scale``, each no-data pixel's ``scale × scale`` block
+      (:func:`block_mask`, :func:`fill_blocks`);
+    * ``axis``: through-plane along the spatial axis ``axis`` (0: z), an output slice where the
+      input slices on both sides of its centre hold none
+      (:func:`medsr.slice_grid.no_data_kept`, :func:`medsr.slice_grid.keep_no_data`).
+
+    DICOM padding needs no such record: its pixels keep their value, which ``meta["padding"]``
+    names on any grid. A NaN is read as 0 (every array medsr hands on is finite), so where it was
+    is a mask that must follow the grid; the writers put NaN back there (:func:`with_nan`).
+    ``result`` unchanged (without a stale record) when ``source`` has none."""
+    from medsr.slice_grid import no_data_kept
+
+    mask = nonfinite_mask(source)
+    meta = {k: v for k, v in result.meta.items() if k != "nonfinite_mask"}
+    if mask is not None:
+        if scale is not None:
+            mask = block_mask(mask, int(scale))
+        elif axis is not None:
+            a = int(axis) % 3 - 3  # the spatial axis, counted from the end (channels lead)
+            mask = no_data_kept(mask, result.array.shape[a], a)
+        if mask.shape == result.array.shape and mask.any():
+            meta["nonfinite_mask"] = np.ascontiguousarray(mask)
+    return result.replace(meta=meta)
+
+
+def with_nan(image: MedImage) -> np.ndarray:
+    """``image.array`` as float32 with NaN where its source held non-finite values
+    (:func:`nonfinite_mask`): what a float output stores there — no data, never the 0 it was
+    read as. The array itself when there are none (nothing copied)."""
+    arr = np.asarray(image.array, dtype=np.float32)
+    mask = nonfinite_mask(image)
+    if mask is None or not mask.any():
+        return arr
+    return np.where(mask, np.float32(np.nan), arr)
 
 
 def no_data_mask(image: MedImage) -> np.ndarray | None:

@@ -320,7 +320,10 @@ def write_raster(
     check_sidecar(p, overwrite)  # before the image: a refused sidecar leaves nothing written
     arr = image.array
     extra: dict[str, Any] = {}
-    if fmt == "npy":
+    if fmt == "npy":  # float32: a NIfTI source's NaN are NaN again (medsr.io.padding.with_nan)
+        from medsr.io.padding import with_nan
+
+        arr = with_nan(image)
         data = arr[0] if (arr.ndim == 3 and arr.shape[0] == 1) else arr
         with atomic_file(p, overwrite=overwrite) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(data, dtype=np.float32))

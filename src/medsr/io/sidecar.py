@@ -34,6 +34,15 @@ from medsr.io._atomic import atomic_file
 SIDECAR_SUFFIXES = (".nii.gz", ".nii", ".png", ".tiff", ".tif", ".npy")
 
 
+def scale_text(value: Any) -> str:
+    """A derivation's scale as the writers state it: ``x2`` (a whole factor: ``x4``, not the
+    ``x4.0`` a through-plane ratio of slice counts is stored as), ``x2.6667``, ``x?`` unknown."""
+    try:
+        return f"x{float(value):g}"
+    except (TypeError, ValueError):
+        return "x?"
+
+
 def _split(name: str) -> tuple[str, str]:
     """``scan.nii.gz`` → ``("scan", ".nii.gz")``; a name without a sidecar suffix → ``(name, "")``."""
     for suffix in SIDECAR_SUFFIXES:

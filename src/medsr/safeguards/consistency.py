@@ -142,14 +142,14 @@ def _without_padding(
     """``sr`` and ``lr`` with their padding set to the darkest measured value of ``lr``, and the
     padding masks of both (shaped like their arrays), or the inputs and None when ``lr`` has no
     padding (or the measurement is through-plane)."""
-    from medsr.io.padding import fill_no_data
+    from medsr.io.padding import block_mask, fill_no_data
 
     if through:
         return sr, lr, None, None
     lr_f, m_lr, fill = fill_no_data(lr)
     if m_lr is None:
         return sr, lr, None, None
-    m_sr = np.repeat(np.repeat(m_lr, f, axis=-2), f, axis=-1)
+    m_sr = block_mask(m_lr, f)
     if m_sr.shape != sr.array.shape:
         return sr, lr, None, None
     sr_f = sr.replace(array=np.where(m_sr, np.float32(fill), sr.array))

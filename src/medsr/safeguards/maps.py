@@ -41,6 +41,7 @@ from medsr.inference.ensemble import (
     run_turned,
     transforms_text,
 )
+from medsr.io.padding import nonfinite_mask
 
 __all__ = [
     "DIHEDRAL",
@@ -322,6 +323,13 @@ def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedIm
         )
     else:
         meta = {"format": "map"}
+        # no trust where there is no data: NaN where the output is (medsr.io.padding.with_nan;
+        # a colour or 4-D output's map where none of its channels holds data)
+        nonfinite = nonfinite_mask(like)
+        if nonfinite is not None and like.channels:
+            nonfinite = nonfinite.all(axis=0)
+        if nonfinite is not None and nonfinite.shape == a.shape:
+            meta["nonfinite_mask"] = nonfinite
     meta["derivation"] = derivation
     return MedImage(
         array=a,

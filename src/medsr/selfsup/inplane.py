@@ -22,7 +22,7 @@ import torch
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.io.padding import fill_blocks, fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_blocks, fill_no_data
 
 __all__ = ["zero_shot_upscale"]
 
@@ -172,6 +172,7 @@ def zero_shot_upscale(
     arch = card["architecture"] if card else model
     name = f"{arch} (zero-shot{', fine-tuned from ' + init_name if init_name else ''})"
     sr = image.resampled(arr, step=f"in-plane upscale x{scale} ({name}, {report.steps} steps)")
+    sr = carry_nonfinite(image, sr, scale=scale)  # the input's NaN: each pixel's block
     meta = dict(sr.meta)
     meta["derivation"] = {
         "method": METHOD,

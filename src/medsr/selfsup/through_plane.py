@@ -37,7 +37,7 @@ import torch
 
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
-from medsr.io.padding import fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_no_data
 from medsr.slice_grid import (
     check_frames_are_slices,
     check_target_spacing,
@@ -144,6 +144,10 @@ def interpolate_z(
             isotropic); the volume gets ``round(Z·s_z / target)`` slices.
         mode: ``linear``, ``cubic`` (Keys, a = −0.75) or ``nearest``.
         n_slices: exact number of output slices instead of ``target_spacing``.
+
+    No data (:func:`medsr.io.padding.no_data_mask`) is resampled as the darkest measured value
+    and kept exact where both input slices around an output slice hold none
+    (:func:`medsr.slice_grid.keep_no_data`), as every through-plane output keeps it.
     """
     _check_volume(image, "z interpolation")
     if mode not in ("linear", "cubic", "nearest"):
@@ -154,10 +158,15 @@ def interpolate_z(
         if int(n_slices) != n_slices or n_slices < 1:
             raise InvalidParameterError(f"n_slices must be a positive integer, got {n_slices!r}")
         n = int(n_slices)
-    cf = torch.from_numpy(np.ascontiguousarray(image.channel_first()))
+    work, no_data, _ = fill_no_data(image)  # no data is never signal: kept exact below
+    cf = torch.from_numpy(np.ascontiguousarray(work.channel_first()))
     out = _resize_z(cf, n, mode).numpy()
+    if no_data is not None:
+        mask = no_data if image.channels else no_data[None]
+        keep_no_data(out, image.channel_first(), mask, axis=1)
     arr = out if image.channels else out[0]
     sr = on_grid(image, arr, step=f"through-plane {mode} interpolation to {n} slices")
+    sr = carry_nonfinite(image, sr, axis=0)
     meta = dict(sr.meta)
     meta["derivation"] = {
         "method": "interpolation",
@@ -436,6 +445,7 @@ def through_plane_upscale(
         name = f"{arch} (zero-shot through-plane, {report.steps if report else 0} steps)"
         method = METHOD
     sr = on_grid(image, arr, step=f"through-plane upscale {z} -> {n_out} slices ({name})")
+    sr = carry_nonfinite(image, sr, axis=0)  # the input's NaN where no data was kept above
     meta = dict(sr.meta)
     profile_info = {
         "slice_thickness_mm": round(thickness, 4),

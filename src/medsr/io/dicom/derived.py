@@ -39,6 +39,7 @@ from medsr.io.dicom.header import (
     _first_float,
     _floats,
 )
+from medsr.io.sidecar import scale_text
 
 _REMOVE_ALWAYS = (
     0x00880200,  # Icon Image Sequence
@@ -122,8 +123,10 @@ def _derivation_text(image: MedImage) -> str:
             extras.append(f"model {deriv['model']}")
         if deriv.get("model_version"):
             extras.append(f"model version {deriv['model_version']}")
+        if deriv.get("kind"):  # a simulated acquisition's degradation (medsr degrade)
+            extras.append(f"kind {deriv['kind']}")
         if deriv.get("scale") is not None:
-            extras.append(f"scale x{deriv['scale']}")
+            extras.append(f"scale {scale_text(deriv['scale'])}")
         if deriv.get("axes"):
             extras.append(str(deriv["axes"]))
         if deriv.get("model_checksum"):
