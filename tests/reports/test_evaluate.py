@@ -317,6 +317,9 @@ def test_cli_interpolation_reads_a_series_folder_as_one_volume(tmp_path, series_
         ["--degradation", "thick-slice", "--models", "linear-z,"],
         ["--interpolation", "--device", "foo"],
         ["--interpolation", "--models", ",linear"],
+        ["--modality", "XYZ"],
+        ["--degradation", "thick-slice", "--modality", "XYZ"],
+        ["--interpolation", "--modality", "ct scan"],
     ],
 )
 def test_cli_evaluate_refuses_bad_options_before_writing(tmp_path, corpus, series_folder, bad):
@@ -401,3 +404,101 @@ def test_one_model_named_twice_runs_once(tmp_path, corpus, monkeypatch):
     assert res.models == ["bicubic", "Lanczos", "mine.safetensors"]
     rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
     assert {r["model"] for r in rows} == {"bicubic", "Lanczos", "mine.safetensors"}
+
+
+def _nifti_ct_with_fill(folder, corpus, slices: int = 1):
+    """CT_small.dcm (HU) as a NIfTI, which carries no modality, with a −3024 HU fill outside a
+    circle as scanners write it: ``slices`` copies, each shifted a little. Returns the path and
+    the in-circle mask."""
+    import nibabel as nib
+
+    from medsr.io import load_image
+
+    a = load_image(corpus("CT_small.dcm")).array[0]
+    h, w = a.shape
+    yy, xx = np.mgrid[:h, :w]
+    circle = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    vol = np.stack([np.where(circle, np.roll(a, k, axis=1), -3024) for k in range(slices)])
+    path = folder / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(vol.astype(np.int16).transpose(2, 1, 0), np.eye(4)), path)
+    return path, circle
+
+
+def test_modality_makes_a_nifti_ct_a_ct(tmp_path, corpus):
+    """A NIfTI carries no modality: without ``modality`` the CT was degraded with bicubic under
+    ``auto`` and its fill outside the scan circle was scored as signal (all pixels, the data range
+    widened by the fill to 4191); ``modality="CT"`` (``--modality CT``) makes it a CT in HU, as
+    ``medsr upscale --modality`` does: ct-detector physics, the fill left out, the range over data
+    only, and summary.json records the modality and units per image and the stated one."""
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    kw = {"models": ["bicubic"], "degradation": "auto", "progress": False, "figures": False,
+          "maps": False}  # fmt: skip
+    (plain,) = evaluate([path], out_dir=tmp_path / "plain", **kw).images
+    assert (plain.modality, plain.degradation, plain.scored) == ("OT", "bicubic", 1.0)
+    (ct,) = evaluate([path], out_dir=tmp_path / "ct", modality="ct", **kw).images
+    assert (ct.modality, ct.units, ct.degradation) == ("CT", "HU", "ct-detector")
+    assert 0.55 < ct.scored < 0.65 and ct.data_range < 2500  # the fill's edge is not scored
+    summary = json.loads((tmp_path / "ct" / "summary.json").read_text())
+    assert summary["images"][0]["modality"] == "CT" and summary["images"][0]["units"] == "HU"
+    assert summary["reproduce"]["modality"] == "CT"
+    assert (
+        json.loads((tmp_path / "plain" / "summary.json").read_text())["reproduce"]["modality"]
+        is None
+    )
+    assert "modality CT stated" in (tmp_path / "ct" / "report.md").read_text()
+
+
+def test_modality_does_not_override_a_dicom_header(tmp_path, corpus):
+    from medsr.errors import MedSRWarning
+
+    with pytest.warns(MedSRWarning, match="header states modality CT"):
+        res = evaluate(
+            [corpus("CT_small.dcm")], models=["bicubic"], out_dir=tmp_path / "ev", modality="MR",
+            progress=False, figures=False, maps=False,
+        )  # fmt: skip
+    assert res.images[0].modality == "CT"
+
+
+def test_modality_reaches_the_through_plane_and_interpolation_paths(tmp_path, corpus):
+    """Thick-slice and ``--interpolation`` evaluations state it too (a CT's data range over
+    data, not the fill's −3024, and the record)."""
+    from medsr.reports.interpolation import evaluate_interpolation
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus, slices=8)
+    res = evaluate(
+        [path], models=["linear-z"], scale=2, degradation="thick-slice", modality="CT",
+        out_dir=tmp_path / "tp", progress=False, figures=False,
+    )  # fmt: skip
+    (r,) = res.images
+    assert (r.modality, r.units) == ("CT", "HU") and r.data_range < 2500
+    assert (
+        json.loads((tmp_path / "tp" / "summary.json").read_text())["reproduce"]["modality"] == "CT"
+    )
+    summary = evaluate_interpolation(
+        [path], ["linear"], factor=2, out_dir=tmp_path / "ip", modality="CT", figures=False
+    )
+    assert summary["images"][0]["modality"] == "CT" and summary["images"][0]["units"] == "HU"
+    with pytest.raises(InvalidParameterError, match="modality"):
+        evaluate_interpolation([path], ["linear"], out_dir=tmp_path / "bad", modality="XYZ")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_evaluate_modality(tmp_path, corpus):
+    """``medsr evaluate --modality CT`` on a NIfTI CT; a bad code is one ``error:`` line, exit 2,
+    and nothing is read or written."""
+    from tests.test_cli import medsr as run
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    res = runner.invoke(
+        app,
+        ["evaluate", "--data", str(path), "--degradation", "auto", "--models", "bicubic",
+         "--no-maps", "--modality", "CT", "--out", str(tmp_path / "ev")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    image = json.loads((tmp_path / "ev" / "summary.json").read_text())["images"][0]
+    assert image["modality"] == "CT" and image["scored"] < 0.7
+    bad = run("evaluate", "--data", str(tmp_path / "missing.nii.gz"), "--modality", "XYZ",
+              "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: modality must be one of CT") and "XYZ" in bad.stderr
+    assert not (tmp_path / "bad").exists()

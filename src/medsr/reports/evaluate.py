@@ -61,6 +61,7 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
+from medsr.modality import check_modality, set_modality
 from medsr.reports.inputs import (
     IMAGE_SUFFIXES,
     EvalInput,
@@ -120,6 +121,7 @@ def evaluate(
     zero_shot: dict[str, Any] | None = None,
     maps: bool = True,
     consistency: str = "off",
+    modality: str | None = None,
 ) -> EvaluationResult:
     """Evaluate ``models`` on the references in ``data``; write the report into ``out_dir``.
 
@@ -133,9 +135,17 @@ def evaluate(
     ``uncertainty_mean``; figure rows); see the module docstring. ``consistency``: ``"on"``
     projects every output onto the measured input first (data consistency), ``"off"`` (default)
     leaves the model's output as it is; ``summary.json`` records the setting.
+
+    ``modality``: the DICOM code (``CT``, ``MR``, ``DX``…) of references whose format carries
+    none (NIfTI, PNG, TIFF, .npy), as ``medsr upscale --modality`` states it
+    (:func:`medsr.modality.set_modality`: a DICOM keeps its header's; a CT whose values read as
+    Hounsfield units gets units HU). It picks ``degradation="auto"``'s physics and the no-data
+    rules that need it (a CT's fill outside the scan circle is not scored); ``summary.json``
+    records it, and each image's modality and units.
     """
     from medsr.safeguards.consistency import consistency_setting
 
+    modality = check_modality(modality) if modality is not None else None
     models = check_options(models, max_slices, device)
     setting = consistency_setting(consistency)
     if str(degradation).strip().lower() == "thick-slice":
@@ -154,6 +164,7 @@ def evaluate(
             progress=progress,
             figures=figures,
             zero_shot=zero_shot,
+            modality=modality,
         )
     from medsr.degradations import degrade_image
     from medsr.inference.predictor import upscale
@@ -211,7 +222,7 @@ def evaluate(
             name = item.name
             bar.update(task, description=name)
             try:
-                image = item.load()
+                image = set_modality(item.load(), modality)
                 ref = reference_image(image, scale)
                 z0 = 0
                 if ref.spatial_shape[0] > max_slices:  # evaluate a centred slab of a long volume
@@ -234,7 +245,7 @@ def evaluate(
             res = ImageResult(
                 name=name, modality=ref.modality, shape=ref.spatial_shape, degradation=kind,
                 scored=1.0 if scored is None else round(float(scored.mean()), 4),
-                data_range=data_range, notes=reference_notes(image, ref, z0),
+                data_range=data_range, notes=reference_notes(image, ref, z0), units=ref.units,
             )  # fmt: skip
             outputs: dict[str, MedImage] = {}
             panels: dict[str, dict[str, Any]] = {}
@@ -297,7 +308,9 @@ def evaluate(
         params,
         consistency=setting,
         maps=bool(maps),
-        run=run_record(device=device, seed=SEED, max_slices=max_slices, models=records),
+        run=run_record(
+            device=device, seed=SEED, max_slices=max_slices, models=records, modality=modality
+        ),
     )
     write_report(result)
     return result

@@ -29,11 +29,18 @@ def model_record(output: MedImage) -> dict[str, Any]:
 
 
 def run_record(
-    *, device: str, seed: int, max_slices: int | None, models: dict[str, dict[str, Any]]
+    *,
+    device: str,
+    seed: int,
+    max_slices: int | None,
+    models: dict[str, dict[str, Any]],
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """The ``reproduce`` entry of ``summary.json`` (see :func:`metric_definitions` for the rest):
     medsr, torch, NumPy and Python versions, the platform, the device the models ran on (CPU or
-    GPU model), the degradation's noise seed, ``max_slices`` and ``models`` (label → record)."""
+    GPU model), the degradation's noise seed, ``max_slices``, the ``modality`` stated for
+    references that carry none (``--modality``; ``None``: none stated) and ``models`` (label →
+    record)."""
     import numpy as np
     import torch
 
@@ -49,6 +56,7 @@ def run_record(
         "device": describe_device(resolve_device(device)),
         "seed": int(seed),
         "max_slices": max_slices,
+        "modality": modality,
         "models": models,
     }
 

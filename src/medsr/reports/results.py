@@ -44,6 +44,8 @@ class ImageResult:
     #: how the reference became what was scored, where it differs from the file (colour to
     #: luminance, a crop to a multiple of the scale, a slab of a long volume)
     notes: list[str] = field(default_factory=list)
+    #: the reference's units (``HU``, ``a.u.``…): every error metric is in them
+    units: str = ""
 
 
 @dataclass

@@ -86,6 +86,7 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
         {
             "image": r.name,
             "modality": r.modality,
+            "units": r.units,
             "shape": list(r.shape),
             "data_range": r.data_range,
             "scored": r.scored,

@@ -13,6 +13,7 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
+from medsr.modality import check_modality, set_modality
 from medsr.reports.inputs import (
     check_options,
     discover_inputs,
@@ -61,6 +62,7 @@ def evaluate_through_plane(
     progress: bool = True,
     figures: bool = True,
     zero_shot: dict[str, Any] | None = None,
+    modality: str | None = None,
 ) -> EvaluationResult:
     """Through-plane evaluation: thick-slice degradation along z, reconstruction, 3-D metrics.
 
@@ -74,12 +76,15 @@ def evaluate_through_plane(
     In-plane names map onto them (``linear`` → ``linear-z``, ``bicubic`` → ``cubic-z``); other
     in-plane models do not apply and are listed as skipped. Metrics exclude ``scale`` slices at
     each end and a ``scale``-pixel in-plane border; figures show sagittal/coronal reformats.
+    ``modality``: of references whose format carries none, as :func:`medsr.reports.evaluate.evaluate`
+    takes it (:func:`medsr.modality.set_modality`).
     """
     from medsr.degradations import degrade_image
     from medsr.degradations._common import check_scale
     from medsr.metrics import data_range_for
     from medsr.selfsup import interpolate_z, through_plane_upscale
 
+    modality = check_modality(modality) if modality is not None else None
     models = check_options(models, max_slices, device)
     f = check_scale(scale)
     if f < 2:
@@ -127,7 +132,7 @@ def evaluate_through_plane(
             name = item.name
             bar.update(task, description=name)
             try:
-                image = item.load()
+                image = set_modality(item.load(), modality)
                 ref = reference_image(image, 1)
                 z = ref.spatial_shape[0] // f * f
                 if z < 2 * f:
@@ -145,7 +150,7 @@ def evaluate_through_plane(
             data_range = data_range_for(ref)
             res = ImageResult(
                 name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
-                data_range=data_range, notes=reference_notes(image, ref, z0),
+                data_range=data_range, notes=reference_notes(image, ref, z0), units=ref.units,
             )  # fmt: skip
             thickness_mm = float(params.get("thickness") or f) * ref.spacing[0]
             outputs: dict[str, MedImage] = {}
@@ -214,7 +219,7 @@ def evaluate_through_plane(
     result = EvaluationResult(
         f, present, results, skipped, out, "thick-slice", params, baseline="linear-z",
         run=run_record(device=device, seed=SEED, max_slices=max_slices,
-                       models={m: records.get(m, {}) for m in present}),
+                       models={m: records.get(m, {}) for m in present}, modality=modality),
     )  # fmt: skip
     write_report(result)
     return result

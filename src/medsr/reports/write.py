@@ -249,6 +249,11 @@ def _reproduce(result: EvaluationResult, summary: dict[str, Any]) -> list[str]:
     if rep.get("max_slices") is not None:
         degraded += f"; at most {rep['max_slices']} slices per volume (max_slices)"
     lines.append(degraded)
+    if rep.get("modality"):
+        lines.append(
+            f"modality {rep['modality']} stated for the references whose format carries none "
+            "(--modality; a DICOM keeps its header's)"
+        )
     for model, record in (rep.get("models") or {}).items():
         parts = [str(record.get("model_checksum") or "no weights checksum recorded")]
         if record.get("method"):
