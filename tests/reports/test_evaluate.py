@@ -471,6 +471,7 @@ def test_modality_reaches_the_through_plane_and_interpolation_paths(tmp_path, co
     )  # fmt: skip
     (r,) = res.images
     assert (r.modality, r.units) == ("CT", "HU") and r.data_range < 2500
+    assert "low_band_rms" not in r.metrics["linear-z"]  # an in-plane measure (σ = 2·scale px)
     assert (
         json.loads((tmp_path / "tp" / "summary.json").read_text())["reproduce"]["modality"] == "CT"
     )
@@ -502,3 +503,45 @@ def test_cli_evaluate_modality(tmp_path, corpus):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert bad.stderr.startswith("error: modality must be one of CT") and "XYZ" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_reports_the_low_and_high_band_of_the_error(tmp_path, corpus):
+    """DESIGN.md and issue 20: next to PSNR/SSIM, per image, the low band (σ = 2·scale output px
+    Gaussian low-pass of the error) and the high band (the rest), in the image's units — before,
+    only benchmarks/faithful.py computed them. The values are medsr.metrics.band_rms2d's on the
+    evaluated output, over the scored pixels."""
+    from medsr.degradations import degrade_image
+    from medsr.errors import MedSRWarning
+    from medsr.inference.predictor import upscale
+    from medsr.io import load_image
+    from medsr.metrics import band_rms2d
+    from medsr.reports.evaluate import measured_pixels
+    from medsr.reports.inputs import reference_image
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    with pytest.warns(MedSRWarning, match="header states modality MR"):  # the DICOM keeps it
+        res = evaluate(
+            [path, corpus("MR_small.dcm")], models=["lanczos"], degradation="bicubic",
+            modality="CT", out_dir=tmp_path / "ev", progress=False, figures=False, maps=False,
+        )  # fmt: skip
+    ref = reference_image(load_image(corpus("MR_small.dcm")), 2)
+    lr = degrade_image(ref, "bicubic", 2, generator=0)
+    sr = upscale(lr, scale=2, model="lanczos", clip=False)
+    low, high = band_rms2d(sr.array, ref.array, sigma=4.0, crop=2, mask=measured_pixels(ref, lr, 2))
+    mr = res.images[1].metrics["lanczos"]
+    assert mr["low_band_rms"] == pytest.approx(low.mean()) and mr["high_band_rms"] == pytest.approx(
+        high.mean()
+    )
+    ct = res.images[0].metrics["bicubic"]  # the CT's fill is left out of the bands too
+    assert 0 < ct["low_band_rms"] < ct["high_band_rms"] < 200
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
+    assert {(r["image"], r["model"]) for r in rows if r["metric"] == "low_band_rms"} == {
+        (i, m) for i in ("ct.nii.gz", "MR_small.dcm") for m in ("bicubic", "lanczos")
+    }
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["models"]["lanczos"]["high_band_rms"]["n"] == 2
+    assert "σ = 2·scale = 4 output px" in summary["reproduce"]["metrics"]["bands"]
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "| low_band_rms | high_band_rms |" in md.split("## Per modality")[0]
+    assert "## Per image (low / high band error)" in md and "| ct.nii.gz | HU |" in md
+    assert "Per image (low / high band error)" in (tmp_path / "ev" / "report.html").read_text()

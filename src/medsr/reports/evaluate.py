@@ -7,7 +7,9 @@ For every high-resolution reference (a file or every image under a folder) and e
 2. each model upscales the degraded image back;
 3. PSNR, SSIM, MS-SSIM, MSE, MAE and NRMSE are computed in the reference's own units with the
    reference's data range and a ``scale``-pixel border excluded: per slice (2-D, averaged) and, for
-   volumes, per volume (3-D, ``*_3d`` metrics).
+   volumes, per volume (3-D, ``*_3d`` metrics); so are the low-band and high-band error
+   (``low_band_rms``, ``high_band_rms``: :func:`medsr.metrics.band_rms2d`, the RMS of the error
+   low-passed with a Gaussian of σ = 2·scale output px and of the rest, per slice, averaged).
 
 Fidelity to the input (``maps=True``, the default), through :mod:`medsr.safeguards` as
 ``medsr upscale --maps`` measures it, for every model (networks and interpolators alike):
@@ -168,7 +170,7 @@ def evaluate(
         )
     from medsr.degradations import degrade_image
     from medsr.inference.predictor import upscale
-    from medsr.metrics import data_range_for
+    from medsr.metrics import band_sigma, data_range_for
     from medsr.models.resolver import check_scale, resolve_model
     from medsr.safeguards import enforce_consistency
 
@@ -265,8 +267,9 @@ def evaluate(
                 outputs[model] = sr
                 records.setdefault(model, model_record(sr))
                 m = slice_and_volume_metrics(
-                    sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored
-                )
+                    sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored,
+                    band_sigma=band_sigma(scale),
+                )  # fmt: skip
                 if maps:
                     t1 = time.perf_counter()
                     m_maps, panels[model] = _fidelity_maps(
