@@ -351,7 +351,13 @@ def degrade(
         list[str] | None,
         typer.Option("--param", "-p", help="Physics parameter key=value (repeatable)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for noise.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed for noise: a whole number from 0 to 2**64 - 1 (recorded with the image).",
+        ),
+    ] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
