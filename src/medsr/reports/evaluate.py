@@ -69,6 +69,7 @@ from medsr.reports.inputs import (
     EvalInput,
     check_options,
     discover_inputs,
+    measured_pixels,
     reference_image,
     reference_notes,
     safe_name,
@@ -102,6 +103,7 @@ __all__ = [
     "discover_inputs",
     "evaluate",
     "evaluate_through_plane",
+    "measured_pixels",
     "paired_gain",
     "summarise",
     "write_report",
@@ -317,26 +319,6 @@ def evaluate(
     )
     write_report(result)
     return result
-
-
-def measured_pixels(ref: MedImage, lr: MedImage, scale: int) -> np.ndarray | None:
-    """The reference pixels a score may count (shaped like ``ref.array``), or None for all: not
-    where the reference holds no data (DICOM padding, a CT's fill outside the scan circle, NaN:
-    :func:`medsr.io.padding.no_data_mask`), nor where the degraded input holds none (every model
-    keeps those pixels' blocks exact: no model is judged there). Grey images only."""
-    from medsr.io.padding import no_data_mask
-
-    if ref.channels:
-        return None
-    hr, low = no_data_mask(ref), no_data_mask(lr)
-    if hr is None and low is None:
-        return None
-    gone = np.zeros(ref.array.shape, bool) if hr is None else hr[0].copy()
-    if low is not None:
-        up = np.repeat(np.repeat(low[0], scale, axis=-2), scale, axis=-1)
-        z, h, w = (min(a, b) for a, b in zip(up.shape, gone.shape, strict=True))
-        gone[:z, :h, :w] |= up[:z, :h, :w]
-    return ~gone
 
 
 def _consistency_measurement(kind: str, params: dict[str, Any], lr: MedImage, scale: int) -> Any:

@@ -15,7 +15,9 @@ through-plane SR are measured and reported alike:
 3. PSNR, SSIM, MS-SSIM, MSE, MAE, NRMSE in the volume's units with its data range, per slice
    (2-D, averaged) and per volume (``*_3d``), excluding ``factor`` slices at each end (filled by
    edge replication, not measured) and a ``factor``-pixel in-plane border; gains are paired
-   differences against ``linear`` (always evaluated) with a 95 % Student-t interval.
+   differences against ``linear`` (always evaluated) with a 95 % Student-t interval. Pixels that
+   hold no data in the reference or the thick input (a CT's fill, padding, NaN:
+   :func:`medsr.reports.inputs.measured_pixels`) are not scored.
 """
 
 from __future__ import annotations
@@ -82,13 +84,19 @@ def _slice_axis_first(img: MedImage, a: int) -> MedImage:
     return MedImage(arr, spacing=(sp[a], sp[b], sp[c]), modality=img.modality, units=img.units)
 
 
-def _metrics(pred: np.ndarray, truth: np.ndarray, data_range: float, crop: int) -> dict[str, float]:
+def _metrics(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    data_range: float,
+    crop: int,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
     from medsr.metrics import compute_metrics
 
-    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice")
+    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice", mask=mask)
     with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
         warnings.simplefilter("ignore", UserWarning)
-        m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume")
+        m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume", mask=mask)
     m.update({f"{k}_3d": v for k, v in m3.items()})
     return {k: float(v) for k, v in m.items()}
 
@@ -121,6 +129,7 @@ def evaluate_interpolation(
     from medsr.degradations import degrade_image
     from medsr.metrics import data_range_for
     from medsr.reports.evaluate import EvaluationResult, ImageResult, summarise, write_report
+    from medsr.reports.inputs import measured_pixels
     from medsr.reports.reproduce import model_record, run_record
     from medsr.reports.results import SEED
 
@@ -152,11 +161,14 @@ def evaluate_interpolation(
             skipped.append((name, str(exc)))
             continue
         data_range = data_range_for(ref)
+        keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
+        scored = measured_pixels(ref, lr, f, through_plane=True)  # no data is not scored
+        mask = None if scored is None else scored[keep]
         res = ImageResult(
             name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
             data_range=data_range, units=ref.units,
+            scored=1.0 if mask is None else round(float(mask.mean()), 4),
         )  # fmt: skip
-        keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
         outputs: dict[str, MedImage] = {}
         try:
             for label, net in resolved.items():
@@ -169,7 +181,7 @@ def evaluate_interpolation(
                     )
                 outputs[label] = sr
                 records.setdefault(label, model_record(sr))
-                res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f)
+                res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f, mask)
         except MedSRError as exc:  # e.g. slices too small for SSIM
             skipped.append((name, str(exc)))
             continue
