@@ -569,3 +569,49 @@ def test_compute_metrics_per_slice_and_volume(pairs, camera_192):
     big = M.compute_metrics(big_pred, MedImage(camera_192.astype(np.float32)), data_range=255.0)
     assert 0.9 < big["ms_ssim"] <= 1.0
     assert big["mae"] == pytest.approx(5.0, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# low-band and high-band error
+# ---------------------------------------------------------------------------------------------
+def test_band_rms2d_splits_the_error_as_defined(camera_small):
+    """Per slice: the error zeroed where not scored (mask, border), Gaussian low-pass σ px in-plane
+    (reflected edges), RMS of the low-pass and of the rest over the scored pixels — written out
+    here with scipy directly, as benchmarks/faithful.py computed it before it used this."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(0)
+    ref = np.stack([camera_small, camera_small[::-1]])
+    err = rng.normal(0, 3, ref.shape) + np.linspace(-4, 4, 128)[None, None, :]  # noise + a ramp
+    pred = ref + err
+    mask = np.ones(ref.shape, bool)
+    mask[0, :, :40] = False  # slice 0: a third not scored (padding)
+    low, high = M.band_rms2d(pred, ref, sigma=M.band_sigma(2), crop=2, mask=mask)
+    assert M.band_sigma(2) == 4.0 and low.shape == high.shape == (2,)
+    for k in range(2):
+        keep = mask[k].copy()
+        keep[:2], keep[-2:], keep[:, :2], keep[:, -2:] = False, False, False, False
+        e = np.where(keep, err[k], 0.0)
+        lo = gaussian_filter(e, 4.0, mode="reflect")
+        assert low[k] == pytest.approx(np.sqrt(np.mean(lo[keep] ** 2)), rel=1e-12)
+        assert high[k] == pytest.approx(np.sqrt(np.mean((e - lo)[keep] ** 2)), rel=1e-12)
+    # the ramp is low band, the white noise high band
+    assert low[1] > 2.0 and 2.5 < high[1] < 3.2
+    # a brightness shift is all low band
+    lo, hi = M.band_rms2d(camera_small + 7.0, camera_small, sigma=4.0)
+    assert lo[0] == pytest.approx(7.0) and hi[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_band_rms2d_masks_images_and_bad_arguments(camera_small):
+    ref = MedImage(np.stack([camera_small] * 2).astype(np.float32))
+    mask = np.ones((2, 128, 128), bool)
+    mask[1] = False
+    low, high = M.band_rms2d(ref.replace(array=ref.array + 1), ref, sigma=4.0, mask=mask)
+    assert low[0] == pytest.approx(1.0) and np.isnan(low[1]) and np.isnan(high[1])
+    for bad in (0, -1.0, float("nan"), None, True, "4"):
+        with pytest.raises(InvalidParameterError, match="sigma"):
+            M.band_rms2d(camera_small, camera_small, sigma=bad)
+    with pytest.raises(InvalidParameterError, match="same grid"):
+        M.band_rms2d(camera_small[:64], camera_small, sigma=4.0)
+    with pytest.raises(InvalidParameterError, match="scale"):
+        M.band_sigma(0)

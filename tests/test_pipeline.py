@@ -673,6 +673,15 @@ def test_nifti_ct_stated_by_modality_keeps_its_fill_exact(tmp_path):
     assert sr[~up].min() >= medsr.load_image(src).array[0][~outside].min() - 100
 
 
+def test_modality_rules_live_in_the_core_and_the_pipeline_re_exports_them():
+    """``medsr.reports`` (below the pipeline) states modalities too: one rule, in medsr.modality."""
+    import medsr.modality
+    import medsr.pipeline
+
+    assert medsr.pipeline.set_modality is medsr.modality.set_modality
+    assert medsr.pipeline.check_modality is medsr.modality.check_modality
+
+
 def test_modality_states_hu_only_for_values_that_read_as_hu(tmp_path):
     from medsr.pipeline import set_modality
 

@@ -28,8 +28,9 @@ def degrade_file(
     """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``."""
     # the paths first (they fail at once, before torch is imported), as upscale_file checks them
     target = check_paths(input_path, output, overwrite)
-    from medsr.degradations import default_kind, degrade_image
+    from medsr.degradations import check_seed, default_kind, degrade_image
 
+    check_seed(seed)  # before the input is read
     image = load_image(input_path)
     name = default_kind(image.modality) if kind == "auto" else kind
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))

@@ -351,7 +351,13 @@ def degrade(
         list[str] | None,
         typer.Option("--param", "-p", help="Physics parameter key=value (repeatable)."),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for noise.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed",
+            help="Seed for noise: a whole number from 0 to 2**64 - 1 (recorded with the image).",
+        ),
+    ] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
@@ -441,9 +447,20 @@ def evaluate(
             help="on: project every output onto its input (data consistency) before measuring; off (default): the model's output as is.",
         ),
     ] = "off",
+    modality: Annotated[
+        str | None,
+        typer.Option(
+            "--modality",
+            help="Modality of references that carry none (NIfTI, PNG, TIFF, .npy): CT, MR, CR, DX, US, NM...; it picks --degradation auto's physics and the no-data rules (a CT's fill outside the scan circle is not scored). A DICOM keeps its header's.",
+        ),
+    ] = None,
 ) -> None:
     """Degrade references, upscale back with each model, write metrics.csv, summary.json, report.md/html and figures."""
     from medsr.errors import InvalidParameterError
+    from medsr.modality import check_modality
+
+    if modality is not None:  # before anything is read
+        modality = check_modality(modality)
 
     names = [m.strip() for m in models.split(",")]
     if not all(names):
@@ -462,6 +479,7 @@ def evaluate(
             factor=scale,
             out_dir=out,
             device="cpu" if device.strip().lower() == "auto" else device,
+            modality=modality,
         )
         typer.echo((out / "report.md").read_text().rstrip())
         typer.echo(f"\nreport: {out / 'report.html'}")
@@ -485,6 +503,7 @@ def evaluate(
         ),
         maps=maps,
         consistency=consistency,
+        modality=modality,
     )
     typer.echo((out / "report.md").read_text().split("## Per modality")[0].rstrip())
     n = len(result.images)

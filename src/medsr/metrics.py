@@ -60,6 +60,15 @@ Definitions (cross-checked against scikit-image in ``tests/test_metrics.py``):
   silently changing the number of scales — pass fewer ``betas`` explicitly if you need them.
   MS-SSIM has no masked form (pooling mixes pixels inside and outside the mask): passing a mask
   raises ``InvalidParameterError``.
+* **Low-band and high-band error** (:func:`band_rms2d`, DESIGN.md "Data"): per slice, the error
+  ``pred − ref`` is set to 0 on the pixels not scored (outside ``mask``, the ``crop`` border), then
+  low-passed in-plane with a Gaussian of σ = ``sigma`` px (:func:`band_sigma`: 2·scale output px
+  for super-resolution; ``scipy.ndimage.gaussian_filter``, reflected edges, truncated at 4 σ):
+  ``low_band_rms`` = RMS of the low-passed error, ``high_band_rms`` = RMS of the rest (error −
+  low-pass), both over the scored pixels, in the images' units. A model that moves what the input
+  measured (brightness, contrast, coarse shapes) raises the first; one that turns noise into
+  texture, the second. Unlike the other metrics, the border is not cut off before filtering
+  (its error is zeroed instead), so the low-pass near the border sees the same grid as inside.
 
 Implementation note — why not ``torchmetrics.functional`` here. DESIGN.md picks torchmetrics for
 metrics; its SSIM/MS-SSIM were evaluated and are used in the tests as a second oracle, but they are
@@ -88,11 +97,14 @@ from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 
 __all__ = [
+    "BAND_SIGMA_PER_SCALE",
     "MS_SSIM_BETAS",
     "SSIM_K1",
     "SSIM_K2",
     "SSIM_SIGMA",
     "SSIM_WIN",
+    "band_rms2d",
+    "band_sigma",
     "body_mask",
     "compute_metrics",
     "data_range_for",
@@ -119,6 +131,9 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 #: MS-SSIM scale weights (Wang, Simoncelli & Bovik 2003).
 MS_SSIM_BETAS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+#: σ of the low-pass that splits an error into its low and high band, in output pixels per unit
+#: of the scale factor (σ = 4 px at ×2: the measure of issue 20 and ``benchmarks/faithful.py``)
+BAND_SIGMA_PER_SCALE = 2.0
 
 _PAD = (SSIM_WIN - 1) // 2  # 5: border of the SSIM map that the window does not fully cover
 _CHUNK_ELEMENTS = 1 << 21  # voxels per processing chunk (bounds memory on big volumes)
@@ -636,6 +651,64 @@ def ms_ssim2d(
     for sl in _chunks(z, _slices_per_chunk(c, y, x)):
         out[sl] = _ms_ssim_chunk(pair.pred[:, sl], pair.ref[:, sl], dr, b).mean(axis=0)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# low-band and high-band error
+# ---------------------------------------------------------------------------------------------
+def band_sigma(scale: int | float) -> float:
+    """σ (output px) of the band split for a ×``scale`` super-resolution: 2·scale."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.number)) or not scale > 0:
+        raise InvalidParameterError(f"scale must be a positive number, got {scale!r}")
+    return BAND_SIGMA_PER_SCALE * float(scale)
+
+
+def band_rms2d(
+    pred: ArrayOrImage,
+    ref: ArrayOrImage,
+    *,
+    sigma: float,
+    crop: int = 0,
+    mask: object = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Low-band and high-band RMS of the error ``pred − ref`` per slice, in the images' units.
+
+    The error is set to 0 where it is not scored (outside ``mask``, within ``crop`` px of an
+    in-plane edge), low-passed per slice with a Gaussian of σ = ``sigma`` px (Y and X; reflected
+    edges, truncated at 4 σ); the low band is that low-pass, the high band the error minus it.
+    Returns ``(low, high)``: their RMS over each slice's scored pixels (channels pooled), arrays
+    of shape ``(Z,)``, ``NaN`` for a slice with none. Use ``sigma=band_sigma(scale)``.
+    """
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)):
+        raise InvalidParameterError(f"sigma must be a number of pixels, got {sigma!r}")
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise InvalidParameterError(f"sigma must be a positive number of pixels, got {sigma!r}")
+    p = _to_cf64(pred, "prediction")
+    r = _to_cf64(ref, "reference")
+    if p.shape != r.shape:
+        raise InvalidParameterError(
+            f"the prediction (shape {_shape(pred)}) and the reference (shape {_shape(ref)}) are "
+            "not on the same grid; metrics compare images voxel by voxel"
+        )
+    spatial = p.shape[1:]
+    c = _check_crop(crop, spatial[1:])
+    keep = np.ones(spatial, bool) if mask is None else _to_mask(mask, spatial).copy()
+    if c:
+        inner = np.zeros(spatial[1:], bool)
+        inner[c:-c, c:-c] = True
+        keep &= inner
+    low_rms, high_rms = np.full(spatial[0], np.nan), np.full(spatial[0], np.nan)
+    for k in range(spatial[0]):
+        kk = keep[k]
+        if not kk.any():
+            continue
+        err = np.where(kk, p[:, k] - r[:, k], 0.0)
+        low = ndimage.gaussian_filter(err, (0, s, s), mode="reflect")
+        high = err - low
+        low_rms[k] = math.sqrt(float(np.mean(low[:, kk] ** 2)))
+        high_rms[k] = math.sqrt(float(np.mean(high[:, kk] ** 2)))
+    return low_rms, high_rms
 
 
 # ---------------------------------------------------------------------------------------------

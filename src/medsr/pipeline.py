@@ -73,7 +73,7 @@ from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage, require_image
 from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
-from medsr.modality import MODALITIES, modality_group
+from medsr.modality import check_modality, modality_group, set_modality  # re-exported (core)
 from medsr.models.resolver import LoadedModel, check_scale, resolve_model
 from medsr.safeguards.consistency import (
     CONSISTENCY_CHOICES,
@@ -192,61 +192,6 @@ def _error_stats(err: np.ndarray, rng: float, threshold: float, units: str) -> d
     mse = total / err.size if err.size else 0.0
     stats["psnr_db"] = round(10 * np.log10(rng**2 / mse), 2) if mse > 0 else 99.0
     return stats
-
-
-def check_modality(modality: str) -> str:
-    """The DICOM code ``modality`` names (one of :data:`medsr.modality.MODALITIES`), or a clear error."""
-    code = str(modality).strip().upper()
-    if code not in MODALITIES:
-        raise InvalidParameterError(
-            f"modality must be one of {', '.join(MODALITIES)}; got {modality!r}"
-        )
-    return code
-
-
-def set_modality(image: MedImage, modality: str | None) -> MedImage:
-    """``image`` with its modality set to the DICOM code ``modality`` (``None``: unchanged).
-
-    Only formats that carry no modality take it (NIfTI, PNG, TIFF, .npy: ``OT``); a DICOM
-    input keeps the modality its header states (a warning says so when ``modality`` differs).
-    ``CT`` on an image of unknown units whose values read as Hounsfield units
-    (:func:`_looks_like_hu`) labels them HU."""
-    if modality is None:
-        return image
-    code = check_modality(modality)
-    stated = (image.modality or "OT").upper()
-    if image.meta.get("format") == "dicom" and stated != "OT":
-        if stated != code:
-            warnings.warn(
-                f"the DICOM header states modality {stated}: --modality {code} applies only to "
-                "inputs that carry none (NIfTI, PNG, TIFF, .npy)",
-                MedSRWarning,
-                stacklevel=2,
-            )
-        return image
-    units = image.units
-    if code == "CT" and units in ("a.u.", "", None) and _looks_like_hu(image.array):
-        # a CT NIfTI stores Hounsfield units (dcm2niix applies the rescale): stating the modality
-        # states them too, and with them the CT rules that need HU (the scanner's fill outside
-        # the reconstruction circle kept exact: medsr.io.padding.no_data_mask)
-        units = "HU"
-    return image.replace(modality=code, units=units)
-
-
-#: a CT in Hounsfield units measures air (−1000 HU) or holds a fill below it; raw stored values
-#: (0–4095 before the rescale) do not go below 0
-HU_AIR_BELOW = -500.0
-
-
-def _looks_like_hu(array: np.ndarray) -> bool:
-    """Whether a CT's values read as Hounsfield units: finite ones reach below
-    :data:`HU_AIR_BELOW` (air or a fill) and stay within what a CT stores (−32768…32767)."""
-    ok = np.isfinite(array)
-    finite = array if ok.all() else array[ok]
-    if not finite.size:
-        return False
-    lo, hi = float(finite.min()), float(finite.max())
-    return lo < HU_AIR_BELOW and lo >= -32768 and hi <= 32767
 
 
 def physics_from_header(image: MedImage) -> tuple[Measurement | None, str]:

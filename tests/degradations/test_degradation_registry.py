@@ -254,3 +254,33 @@ def test_the_noise_seed_is_recorded(tmp_path):
     degrade_file(src, tmp_path / "lr.nii.gz", kind="kspace", seed=4)
     history = json.loads((tmp_path / "lr.json").read_text())["history"]
     assert history[-1] == "degraded: kspace x2 (seed=4)"
+
+
+def test_a_noise_seed_is_a_whole_number_from_0_to_2_64_minus_1(tmp_path, monkeypatch):
+    """``medsr degrade --seed -1`` was accepted and recorded as seed=-1, though torch draws the
+    same noise as for 2**64 − 2 (one image, two records); a seed beyond 64 bits ended in torch's
+    OverflowError (a traceback, exit 1). Both are one ``error:`` line, exit 2, before the input is
+    read and with nothing written."""
+    import medsr.api
+    from medsr.degradations import check_seed
+    from medsr.io import save_image
+    from tests.test_cli import medsr as run
+
+    img = _image((1, 32, 32)).replace(modality="CT", units="HU")
+    for bad in (-1, 2**64, np.int64(-5)):
+        with pytest.raises(InvalidParameterError, match="noise seed must be a whole number from 0"):
+            degrade_image(img, "ct-sparse-view", 2, generator=bad, i0=1e5)
+    assert check_seed(2**64 - 1) == 2**64 - 1 and check_seed(np.int64(7)) == 7
+    src = save_image(img, tmp_path / "in.nii.gz")
+    for bad in ("-1", str(2**70)):
+        res = run(
+            "degrade", str(src), str(tmp_path / "lr.nii.gz"), "--kind", "bicubic", "--seed", bad
+        )
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert res.stderr.startswith("error: a noise seed must be a whole number from 0")
+        assert not (tmp_path / "lr.nii.gz").exists()
+    read = []
+    monkeypatch.setattr(medsr.api, "load_image", lambda *a, **k: read.append(a))
+    with pytest.raises(InvalidParameterError, match="noise seed"):
+        medsr.api.degrade_file(src, tmp_path / "lr.nii.gz", kind="bicubic", seed=-1)
+    assert not read  # refused before the input was read

@@ -317,6 +317,9 @@ def test_cli_interpolation_reads_a_series_folder_as_one_volume(tmp_path, series_
         ["--degradation", "thick-slice", "--models", "linear-z,"],
         ["--interpolation", "--device", "foo"],
         ["--interpolation", "--models", ",linear"],
+        ["--modality", "XYZ"],
+        ["--degradation", "thick-slice", "--modality", "XYZ"],
+        ["--interpolation", "--modality", "ct scan"],
     ],
 )
 def test_cli_evaluate_refuses_bad_options_before_writing(tmp_path, corpus, series_folder, bad):
@@ -401,3 +404,176 @@ def test_one_model_named_twice_runs_once(tmp_path, corpus, monkeypatch):
     assert res.models == ["bicubic", "Lanczos", "mine.safetensors"]
     rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
     assert {r["model"] for r in rows} == {"bicubic", "Lanczos", "mine.safetensors"}
+
+
+def _nifti_ct_with_fill(folder, corpus, slices: int = 1):
+    """CT_small.dcm (HU) as a NIfTI, which carries no modality, with a −3024 HU fill outside a
+    circle as scanners write it: ``slices`` copies, each shifted a little. Returns the path and
+    the in-circle mask."""
+    import nibabel as nib
+
+    from medsr.io import load_image
+
+    a = load_image(corpus("CT_small.dcm")).array[0]
+    h, w = a.shape
+    yy, xx = np.mgrid[:h, :w]
+    circle = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    vol = np.stack([np.where(circle, np.roll(a, k, axis=1), -3024) for k in range(slices)])
+    path = folder / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(vol.astype(np.int16).transpose(2, 1, 0), np.eye(4)), path)
+    return path, circle
+
+
+def test_modality_makes_a_nifti_ct_a_ct(tmp_path, corpus):
+    """A NIfTI carries no modality: without ``modality`` the CT was degraded with bicubic under
+    ``auto`` and its fill outside the scan circle was scored as signal (all pixels, the data range
+    widened by the fill to 4191); ``modality="CT"`` (``--modality CT``) makes it a CT in HU, as
+    ``medsr upscale --modality`` does: ct-detector physics, the fill left out, the range over data
+    only, and summary.json records the modality and units per image and the stated one."""
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    kw = {"models": ["bicubic"], "degradation": "auto", "progress": False, "figures": False,
+          "maps": False}  # fmt: skip
+    (plain,) = evaluate([path], out_dir=tmp_path / "plain", **kw).images
+    assert (plain.modality, plain.degradation, plain.scored) == ("OT", "bicubic", 1.0)
+    (ct,) = evaluate([path], out_dir=tmp_path / "ct", modality="ct", **kw).images
+    assert (ct.modality, ct.units, ct.degradation) == ("CT", "HU", "ct-detector")
+    assert 0.55 < ct.scored < 0.65 and ct.data_range < 2500  # the fill's edge is not scored
+    summary = json.loads((tmp_path / "ct" / "summary.json").read_text())
+    assert summary["images"][0]["modality"] == "CT" and summary["images"][0]["units"] == "HU"
+    assert summary["reproduce"]["modality"] == "CT"
+    assert (
+        json.loads((tmp_path / "plain" / "summary.json").read_text())["reproduce"]["modality"]
+        is None
+    )
+    assert "modality CT stated" in (tmp_path / "ct" / "report.md").read_text()
+
+
+def test_modality_does_not_override_a_dicom_header(tmp_path, corpus):
+    from medsr.errors import MedSRWarning
+
+    with pytest.warns(MedSRWarning, match="header states modality CT"):
+        res = evaluate(
+            [corpus("CT_small.dcm")], models=["bicubic"], out_dir=tmp_path / "ev", modality="MR",
+            progress=False, figures=False, maps=False,
+        )  # fmt: skip
+    assert res.images[0].modality == "CT"
+
+
+def test_modality_reaches_the_through_plane_and_interpolation_paths(tmp_path, corpus):
+    """Thick-slice and ``--interpolation`` evaluations state it too (a CT's data range over
+    data, not the fill's −3024, and the record)."""
+    from medsr.reports.interpolation import evaluate_interpolation
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus, slices=8)
+    res = evaluate(
+        [path], models=["linear-z"], scale=2, degradation="thick-slice", modality="CT",
+        out_dir=tmp_path / "tp", progress=False, figures=False,
+    )  # fmt: skip
+    (r,) = res.images
+    assert (r.modality, r.units) == ("CT", "HU") and r.data_range < 2500
+    assert "low_band_rms" not in r.metrics["linear-z"]  # an in-plane measure (σ = 2·scale px)
+    assert (
+        json.loads((tmp_path / "tp" / "summary.json").read_text())["reproduce"]["modality"] == "CT"
+    )
+    summary = evaluate_interpolation(
+        [path], ["linear"], factor=2, out_dir=tmp_path / "ip", modality="CT", figures=False
+    )
+    assert summary["images"][0]["modality"] == "CT" and summary["images"][0]["units"] == "HU"
+    with pytest.raises(InvalidParameterError, match="modality"):
+        evaluate_interpolation([path], ["linear"], out_dir=tmp_path / "bad", modality="XYZ")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_evaluate_modality(tmp_path, corpus):
+    """``medsr evaluate --modality CT`` on a NIfTI CT; a bad code is one ``error:`` line, exit 2,
+    and nothing is read or written."""
+    from tests.test_cli import medsr as run
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    res = runner.invoke(
+        app,
+        ["evaluate", "--data", str(path), "--degradation", "auto", "--models", "bicubic",
+         "--no-maps", "--modality", "CT", "--out", str(tmp_path / "ev")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    image = json.loads((tmp_path / "ev" / "summary.json").read_text())["images"][0]
+    assert image["modality"] == "CT" and image["scored"] < 0.7
+    bad = run("evaluate", "--data", str(tmp_path / "missing.nii.gz"), "--modality", "XYZ",
+              "--out", str(tmp_path / "bad"))  # fmt: skip
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: modality must be one of CT") and "XYZ" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_evaluate_reports_the_low_and_high_band_of_the_error(tmp_path, corpus):
+    """DESIGN.md and issue 20: next to PSNR/SSIM, per image, the low band (σ = 2·scale output px
+    Gaussian low-pass of the error) and the high band (the rest), in the image's units — before,
+    only benchmarks/faithful.py computed them. The values are medsr.metrics.band_rms2d's on the
+    evaluated output, over the scored pixels."""
+    from medsr.degradations import degrade_image
+    from medsr.errors import MedSRWarning
+    from medsr.inference.predictor import upscale
+    from medsr.io import load_image
+    from medsr.metrics import band_rms2d
+    from medsr.reports.evaluate import measured_pixels
+    from medsr.reports.inputs import reference_image
+
+    path, _ = _nifti_ct_with_fill(tmp_path, corpus)
+    with pytest.warns(MedSRWarning, match="header states modality MR"):  # the DICOM keeps it
+        res = evaluate(
+            [path, corpus("MR_small.dcm")], models=["lanczos"], degradation="bicubic",
+            modality="CT", out_dir=tmp_path / "ev", progress=False, figures=False, maps=False,
+        )  # fmt: skip
+    ref = reference_image(load_image(corpus("MR_small.dcm")), 2)
+    lr = degrade_image(ref, "bicubic", 2, generator=0)
+    sr = upscale(lr, scale=2, model="lanczos", clip=False)
+    low, high = band_rms2d(sr.array, ref.array, sigma=4.0, crop=2, mask=measured_pixels(ref, lr, 2))
+    mr = res.images[1].metrics["lanczos"]
+    assert mr["low_band_rms"] == pytest.approx(low.mean()) and mr["high_band_rms"] == pytest.approx(
+        high.mean()
+    )
+    ct = res.images[0].metrics["bicubic"]  # the CT's fill is left out of the bands too
+    assert 0 < ct["low_band_rms"] < ct["high_band_rms"] < 200
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "metrics.csv")))
+    assert {(r["image"], r["model"]) for r in rows if r["metric"] == "low_band_rms"} == {
+        (i, m) for i in ("ct.nii.gz", "MR_small.dcm") for m in ("bicubic", "lanczos")
+    }
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["models"]["lanczos"]["high_band_rms"]["n"] == 2
+    assert "σ = 2·scale = 4 output px" in summary["reproduce"]["metrics"]["bands"]
+    md = (tmp_path / "ev" / "report.md").read_text()
+    assert "| low_band_rms | high_band_rms |" in md.split("## Per modality")[0]
+    assert "## Per image (low / high band error)" in md and "| ct.nii.gz | HU |" in md
+    assert "Per image (low / high band error)" in (tmp_path / "ev" / "report.html").read_text()
+
+
+def test_through_plane_scores_leave_a_ct_fill_out(tmp_path, corpus):
+    """Thick-slice and ``--interpolation`` evaluations scored a CT's fill outside the scan circle
+    (every method reproduces it exactly, which raised every PSNR: linear-z ~1.8 dB on a 16-slice
+    CT_small volume); now, as in-plane, no data is not scored and the share scored is said."""
+    from medsr.degradations import degrade_image
+    from medsr.io import load_image
+    from medsr.metrics import compute_metrics
+    from medsr.modality import set_modality
+    from medsr.reports.interpolation import evaluate_interpolation
+    from medsr.selfsup import interpolate_z
+
+    path, circle = _nifti_ct_with_fill(tmp_path, corpus, slices=8)
+    res = evaluate(
+        [path], models=["linear-z"], scale=2, degradation="thick-slice", modality="CT",
+        out_dir=tmp_path / "tp", progress=False, figures=False,
+    )  # fmt: skip
+    (r,) = res.images
+    assert 0.55 < r.scored < 0.7
+    ref = set_modality(load_image(path), "CT")
+    sr = interpolate_z(degrade_image(ref, "thick-slice", 2, generator=0), n_slices=8, mode="linear")
+    pred, truth = sr.array[2:6], ref.array[2:6]
+    kw = {"data_range": r.data_range, "crop": 2}
+    masked = compute_metrics(pred, truth, mask=np.broadcast_to(circle, pred.shape), **kw)["psnr"]
+    assert r.metrics["linear-z"]["psnr"] == pytest.approx(masked, abs=0.05)
+    assert r.metrics["linear-z"]["psnr"] < compute_metrics(pred, truth, **kw)["psnr"] - 0.5
+    assert "are not scored" in (tmp_path / "tp" / "report.md").read_text()
+    summary = evaluate_interpolation(
+        [path], ["linear"], factor=2, out_dir=tmp_path / "ip", modality="CT", figures=False
+    )
+    assert 0.55 < summary["images"][0]["scored"] < 0.7

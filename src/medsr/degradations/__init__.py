@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsr.degradations._common import RandomDegradation, as_generator, check_scale
+from medsr.degradations._common import RandomDegradation, as_generator, check_scale, check_seed
 from medsr.degradations._registry import (
     get_degradation,
     get_factory,
@@ -98,6 +98,7 @@ __all__ = [
     "bicubic_downscale",
     "centered_fft2",
     "centered_ifft2",
+    "check_seed",
     "ct_detector_blur",
     "ct_sparse_view",
     "default_degradation",

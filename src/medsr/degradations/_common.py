@@ -31,11 +31,32 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # ≈ 2.3548
 
 
 # --------------------------------------------------------------------------- argument checks
+#: the largest seed torch's generator takes (its state is 64 bits)
+MAX_SEED = 2**64 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as a noise seed: a whole number from 0 to :data:`MAX_SEED`, or a clear error.
+
+    Negative seeds are refused: torch's ``manual_seed`` takes ``−s`` as ``2**64 − 1 − s``, so one
+    image would be recorded under two seeds; beyond 64 bits torch has no state for it (an
+    ``OverflowError`` deep in torch before)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise InvalidParameterError(f"a noise seed must be a whole number, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise InvalidParameterError(
+            f"a noise seed must be a whole number from 0 to {MAX_SEED} (2**64 − 1), got {int(seed)}"
+        )
+    return int(seed)
+
+
 def as_generator(generator: GeneratorLike) -> torch.Generator | None:
-    """A ``torch.Generator`` from a generator, an integer seed, or ``None`` (global RNG)."""
+    """A ``torch.Generator`` from a generator, an integer seed (:func:`check_seed`), or ``None``
+    (global RNG)."""
     if generator is None or isinstance(generator, torch.Generator):
         return generator
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+        check_seed(generator)
         g = torch.Generator()
         g.manual_seed(int(generator))
         return g

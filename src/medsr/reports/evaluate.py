@@ -7,7 +7,9 @@ For every high-resolution reference (a file or every image under a folder) and e
 2. each model upscales the degraded image back;
 3. PSNR, SSIM, MS-SSIM, MSE, MAE and NRMSE are computed in the reference's own units with the
    reference's data range and a ``scale``-pixel border excluded: per slice (2-D, averaged) and, for
-   volumes, per volume (3-D, ``*_3d`` metrics).
+   volumes, per volume (3-D, ``*_3d`` metrics); so are the low-band and high-band error
+   (``low_band_rms``, ``high_band_rms``: :func:`medsr.metrics.band_rms2d`, the RMS of the error
+   low-passed with a Gaussian of σ = 2·scale output px and of the rest, per slice, averaged).
 
 Fidelity to the input (``maps=True``, the default), through :mod:`medsr.safeguards` as
 ``medsr upscale --maps`` measures it, for every model (networks and interpolators alike):
@@ -61,11 +63,13 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
+from medsr.modality import check_modality, set_modality
 from medsr.reports.inputs import (
     IMAGE_SUFFIXES,
     EvalInput,
     check_options,
     discover_inputs,
+    measured_pixels,
     reference_image,
     reference_notes,
     safe_name,
@@ -99,6 +103,7 @@ __all__ = [
     "discover_inputs",
     "evaluate",
     "evaluate_through_plane",
+    "measured_pixels",
     "paired_gain",
     "summarise",
     "write_report",
@@ -120,6 +125,7 @@ def evaluate(
     zero_shot: dict[str, Any] | None = None,
     maps: bool = True,
     consistency: str = "off",
+    modality: str | None = None,
 ) -> EvaluationResult:
     """Evaluate ``models`` on the references in ``data``; write the report into ``out_dir``.
 
@@ -133,9 +139,17 @@ def evaluate(
     ``uncertainty_mean``; figure rows); see the module docstring. ``consistency``: ``"on"``
     projects every output onto the measured input first (data consistency), ``"off"`` (default)
     leaves the model's output as it is; ``summary.json`` records the setting.
+
+    ``modality``: the DICOM code (``CT``, ``MR``, ``DX``…) of references whose format carries
+    none (NIfTI, PNG, TIFF, .npy), as ``medsr upscale --modality`` states it
+    (:func:`medsr.modality.set_modality`: a DICOM keeps its header's; a CT whose values read as
+    Hounsfield units gets units HU). It picks ``degradation="auto"``'s physics and the no-data
+    rules that need it (a CT's fill outside the scan circle is not scored); ``summary.json``
+    records it, and each image's modality and units.
     """
     from medsr.safeguards.consistency import consistency_setting
 
+    modality = check_modality(modality) if modality is not None else None
     models = check_options(models, max_slices, device)
     setting = consistency_setting(consistency)
     if str(degradation).strip().lower() == "thick-slice":
@@ -154,10 +168,11 @@ def evaluate(
             progress=progress,
             figures=figures,
             zero_shot=zero_shot,
+            modality=modality,
         )
     from medsr.degradations import degrade_image
     from medsr.inference.predictor import upscale
-    from medsr.metrics import data_range_for
+    from medsr.metrics import band_sigma, data_range_for
     from medsr.models.resolver import check_scale, resolve_model
     from medsr.safeguards import enforce_consistency
 
@@ -211,7 +226,7 @@ def evaluate(
             name = item.name
             bar.update(task, description=name)
             try:
-                image = item.load()
+                image = set_modality(item.load(), modality)
                 ref = reference_image(image, scale)
                 z0 = 0
                 if ref.spatial_shape[0] > max_slices:  # evaluate a centred slab of a long volume
@@ -234,7 +249,7 @@ def evaluate(
             res = ImageResult(
                 name=name, modality=ref.modality, shape=ref.spatial_shape, degradation=kind,
                 scored=1.0 if scored is None else round(float(scored.mean()), 4),
-                data_range=data_range, notes=reference_notes(image, ref, z0),
+                data_range=data_range, notes=reference_notes(image, ref, z0), units=ref.units,
             )  # fmt: skip
             outputs: dict[str, MedImage] = {}
             panels: dict[str, dict[str, Any]] = {}
@@ -254,8 +269,9 @@ def evaluate(
                 outputs[model] = sr
                 records.setdefault(model, model_record(sr))
                 m = slice_and_volume_metrics(
-                    sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored
-                )
+                    sr.array, ref.array, data_range, scale, volume=ref.is_volume, mask=scored,
+                    band_sigma=band_sigma(scale),
+                )  # fmt: skip
                 if maps:
                     t1 = time.perf_counter()
                     m_maps, panels[model] = _fidelity_maps(
@@ -297,30 +313,12 @@ def evaluate(
         params,
         consistency=setting,
         maps=bool(maps),
-        run=run_record(device=device, seed=SEED, max_slices=max_slices, models=records),
+        run=run_record(
+            device=device, seed=SEED, max_slices=max_slices, models=records, modality=modality
+        ),
     )
     write_report(result)
     return result
-
-
-def measured_pixels(ref: MedImage, lr: MedImage, scale: int) -> np.ndarray | None:
-    """The reference pixels a score may count (shaped like ``ref.array``), or None for all: not
-    where the reference holds no data (DICOM padding, a CT's fill outside the scan circle, NaN:
-    :func:`medsr.io.padding.no_data_mask`), nor where the degraded input holds none (every model
-    keeps those pixels' blocks exact: no model is judged there). Grey images only."""
-    from medsr.io.padding import no_data_mask
-
-    if ref.channels:
-        return None
-    hr, low = no_data_mask(ref), no_data_mask(lr)
-    if hr is None and low is None:
-        return None
-    gone = np.zeros(ref.array.shape, bool) if hr is None else hr[0].copy()
-    if low is not None:
-        up = np.repeat(np.repeat(low[0], scale, axis=-2), scale, axis=-1)
-        z, h, w = (min(a, b) for a, b in zip(up.shape, gone.shape, strict=True))
-        gone[:z, :h, :w] |= up[:z, :h, :w]
-    return ~gone
 
 
 def _consistency_measurement(kind: str, params: dict[str, Any], lr: MedImage, scale: int) -> Any:

@@ -137,6 +137,33 @@ def reference_notes(image: MedImage, ref: MedImage, z0: int = 0) -> list[str]:
     return notes
 
 
+def measured_pixels(
+    ref: MedImage, lr: MedImage, scale: int, *, through_plane: bool = False
+) -> np.ndarray | None:
+    """The reference pixels a score may count (shaped like ``ref.array``), or None for all: not
+    where the reference holds no data (DICOM padding, a CT's fill outside the scan circle, NaN:
+    :func:`medsr.io.padding.no_data_mask`), nor where the degraded input holds none (every model
+    keeps those pixels' blocks exact: no model is judged there). ``lr`` is ``ref`` reduced
+    ×``scale`` in-plane, or along z with ``through_plane`` (thick slices). Grey images only."""
+    from medsr.io.padding import no_data_mask
+
+    if ref.channels:
+        return None
+    hr, low = no_data_mask(ref), no_data_mask(lr)
+    if hr is None and low is None:
+        return None
+    gone = np.zeros(ref.array.shape, bool) if hr is None else hr[0].copy()
+    if low is not None:
+        up = (
+            np.repeat(low[0], scale, axis=0)
+            if through_plane
+            else np.repeat(np.repeat(low[0], scale, axis=-2), scale, axis=-1)
+        )
+        z, h, w = (min(a, b) for a, b in zip(up.shape, gone.shape, strict=True))
+        gone[:z, :h, :w] |= up[:z, :h, :w]
+    return ~gone
+
+
 def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 

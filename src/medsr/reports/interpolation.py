@@ -15,7 +15,9 @@ through-plane SR are measured and reported alike:
 3. PSNR, SSIM, MS-SSIM, MSE, MAE, NRMSE in the volume's units with its data range, per slice
    (2-D, averaged) and per volume (``*_3d``), excluding ``factor`` slices at each end (filled by
    edge replication, not measured) and a ``factor``-pixel in-plane border; gains are paired
-   differences against ``linear`` (always evaluated) with a 95 % Student-t interval.
+   differences against ``linear`` (always evaluated) with a 95 % Student-t interval. Pixels that
+   hold no data in the reference or the thick input (a CT's fill, padding, NaN:
+   :func:`medsr.reports.inputs.measured_pixels`) are not scored.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 from medsr.errors import InvalidParameterError, MedSRError
 from medsr.image import MedImage
 from medsr.interpolation.core import axis_index, check_factor, interpolate_slices, resolve_model
+from medsr.modality import check_modality, set_modality
 
 #: the method every gain is measured against (always evaluated)
 BASELINE = "linear"
@@ -44,11 +47,12 @@ def _label(spec: Any) -> str:
 
 
 def _volumes(
-    items: Sequence[Any], skipped: list[tuple[str, str]]
+    items: Sequence[Any], skipped: list[tuple[str, str]], modality: str | None = None
 ) -> Iterator[tuple[str, MedImage]]:
     """``(name, grayscale 3-D volume)`` for MedImages, paths and discovered references
     (:func:`medsr.reports.inputs.discover_inputs`), read one at a time (a 4-D series: its first
-    frame; colour: its luminance); one that cannot be read is added to ``skipped``."""
+    frame; colour: its luminance), with ``modality`` where the format carries none
+    (:func:`medsr.modality.set_modality`); one that cannot be read is added to ``skipped``."""
     from medsr.io import load_image, to_luminance
     from medsr.reports.inputs import EvalInput
 
@@ -62,6 +66,7 @@ def _volumes(
             except MedSRError as exc:
                 skipped.append((name, str(exc)))
                 continue
+        img = set_modality(img, modality)
         if img.is_color:
             img = to_luminance(img)
         if img.channels == "time":
@@ -76,16 +81,22 @@ def _slice_axis_first(img: MedImage, a: int) -> MedImage:
     b, c = (k for k in range(3) if k != a)
     arr = np.ascontiguousarray(np.transpose(img.array, (a, b, c)))
     sp = img.spacing
-    return MedImage(arr, spacing=(sp[a], sp[b], sp[c]), modality=img.modality)
+    return MedImage(arr, spacing=(sp[a], sp[b], sp[c]), modality=img.modality, units=img.units)
 
 
-def _metrics(pred: np.ndarray, truth: np.ndarray, data_range: float, crop: int) -> dict[str, float]:
+def _metrics(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    data_range: float,
+    crop: int,
+    mask: np.ndarray | None = None,
+) -> dict[str, float]:
     from medsr.metrics import compute_metrics
 
-    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice")
+    m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice", mask=mask)
     with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
         warnings.simplefilter("ignore", UserWarning)
-        m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume")
+        m3 = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="volume", mask=mask)
     m.update({f"{k}_3d": v for k, v in m3.items()})
     return {k: float(v) for k, v in m.items()}
 
@@ -102,6 +113,7 @@ def evaluate_interpolation(
     device: str = "cpu",
     params: dict[str, Any] | None = None,
     figures: bool = True,
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """Compare slice interpolators on held-out ``volumes`` (MedImages, paths or the references
     of :func:`medsr.reports.inputs.discover_inputs`: a DICOM series is one volume).
@@ -109,15 +121,19 @@ def evaluate_interpolation(
     ``models``: ``{label: spec}`` or a list of specs (``linear``, ``cubic``, shipped or
     registered names, ``.safetensors`` files, networks); ``linear`` is added as the baseline.
     ``params``: thick-slice parameters (``profile``: ``gaussian``/``box``, ``thickness`` in thin
-    slices). Writes the report into ``out_dir`` (see the module docstring) and returns its
-    ``summary.json`` content (per model: metric → mean/sd/n, ``gain_psnr_vs_linear``...).
+    slices). ``modality``: of volumes whose format carries none, as
+    :func:`medsr.reports.evaluate.evaluate` takes it. Writes the report into ``out_dir`` (see the
+    module docstring) and returns its ``summary.json`` content (per model: metric → mean/sd/n,
+    ``gain_psnr_vs_linear``...).
     """
     from medsr.degradations import degrade_image
     from medsr.metrics import data_range_for
     from medsr.reports.evaluate import EvaluationResult, ImageResult, summarise, write_report
+    from medsr.reports.inputs import measured_pixels
     from medsr.reports.reproduce import model_record, run_record
     from medsr.reports.results import SEED
 
+    modality = check_modality(modality) if modality is not None else None
     f = check_factor(factor)
     a = axis_index(axis)
     params = dict(params or {})
@@ -131,7 +147,7 @@ def evaluate_interpolation(
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []
     records: dict[str, dict[str, Any]] = {}  # label → its identity (reproduce.model_record)
-    for name, img in _volumes(volumes, skipped):
+    for name, img in _volumes(volumes, skipped, modality):
         try:
             ref = _slice_axis_first(img, a)
             z = ref.spatial_shape[0] // f * f
@@ -145,11 +161,14 @@ def evaluate_interpolation(
             skipped.append((name, str(exc)))
             continue
         data_range = data_range_for(ref)
+        keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
+        scored = measured_pixels(ref, lr, f, through_plane=True)  # no data is not scored
+        mask = None if scored is None else scored[keep]
         res = ImageResult(
             name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
-            data_range=data_range,
+            data_range=data_range, units=ref.units,
+            scored=1.0 if mask is None else round(float(mask.mean()), 4),
         )  # fmt: skip
-        keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
         outputs: dict[str, MedImage] = {}
         try:
             for label, net in resolved.items():
@@ -162,7 +181,7 @@ def evaluate_interpolation(
                     )
                 outputs[label] = sr
                 records.setdefault(label, model_record(sr))
-                res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f)
+                res.metrics[label] = _metrics(sr.array[keep], ref.array[keep], data_range, f, mask)
         except MedSRError as exc:  # e.g. slices too small for SSIM
             skipped.append((name, str(exc)))
             continue
@@ -184,7 +203,7 @@ def evaluate_interpolation(
     result = EvaluationResult(
         f, list(specs), results, skipped, out, "thick-slice", params_out, baseline=BASELINE,
         run=run_record(device=device, seed=SEED, max_slices=None,
-                       models={k: records.get(k, {}) for k in specs}),
+                       models={k: records.get(k, {}) for k in specs}, modality=modality),
     )  # fmt: skip
     write_report(result)
     return summarise(result)

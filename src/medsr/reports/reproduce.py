@@ -29,11 +29,18 @@ def model_record(output: MedImage) -> dict[str, Any]:
 
 
 def run_record(
-    *, device: str, seed: int, max_slices: int | None, models: dict[str, dict[str, Any]]
+    *,
+    device: str,
+    seed: int,
+    max_slices: int | None,
+    models: dict[str, dict[str, Any]],
+    modality: str | None = None,
 ) -> dict[str, Any]:
     """The ``reproduce`` entry of ``summary.json`` (see :func:`metric_definitions` for the rest):
     medsr, torch, NumPy and Python versions, the platform, the device the models ran on (CPU or
-    GPU model), the degradation's noise seed, ``max_slices`` and ``models`` (label → record)."""
+    GPU model), the degradation's noise seed, ``max_slices``, the ``modality`` stated for
+    references that carry none (``--modality``; ``None``: none stated) and ``models`` (label →
+    record)."""
     import numpy as np
     import torch
 
@@ -49,14 +56,30 @@ def run_record(
         "device": describe_device(resolve_device(device)),
         "seed": int(seed),
         "max_slices": max_slices,
+        "modality": modality,
         "models": models,
     }
 
 
 def metric_definitions(crop: int, *, through_plane: bool = False) -> dict[str, str]:
     """How PSNR and SSIM were computed (the constants of :mod:`medsr.metrics`), in words."""
-    from medsr.metrics import SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WIN
+    from medsr.metrics import BAND_SIGMA_PER_SCALE, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_WIN
 
+    bands = (
+        {}
+        if through_plane
+        else {
+            "bands": (
+                "low_band_rms / high_band_rms: per slice, the error SR − reference, set to 0 "
+                "where it is not scored, low-passed in-plane with a Gaussian of σ = "
+                f"{BAND_SIGMA_PER_SCALE:g}·scale = {BAND_SIGMA_PER_SCALE * crop:g} output px "
+                "(reflected edges, truncated at 4 σ); the RMS of that low-pass (low band: "
+                "brightness, contrast, coarse shapes moved) and of the rest (high band: noise "
+                "turned into texture, edges) over the scored pixels, in each image's units "
+                "(summary.json 'images'), averaged over slices"
+            )
+        }
+    )
     return {
         "data_range": (
             "R of PSNR = 10·log10(R²/MSE) and of SSIM: max − min of each evaluated reference "
@@ -75,4 +98,5 @@ def metric_definitions(crop: int, *, through_plane: bool = False) -> dict[str, s
             f"{crop} pixels at each in-plane edge not scored"
             + (f"; the first and last {crop} slices not scored" if through_plane else "")
         ),
+        **bands,
     }

@@ -12,6 +12,9 @@ import numpy as np
 #: the noise seed of every evaluation's degradation (the same degraded input on every run)
 SEED = 0
 METRICS_2D = ("psnr", "ssim", "ms_ssim", "mse", "mae", "nrmse")
+#: the low and high band of the error (:func:`medsr.metrics.band_rms2d`, σ = 2·scale output px),
+#: in the image's units, per slice averaged (in-plane evaluation)
+BAND_METRICS = ("low_band_rms", "high_band_rms")
 #: fidelity to the input (``maps=True``): consistency error |D(SR) − LR| and TTA uncertainty
 MAP_METRICS = ("consistency_mae", "consistency_max", "uncertainty_mean")
 HIGHER_IS_BETTER = {
@@ -21,6 +24,8 @@ HIGHER_IS_BETTER = {
     "mse": False,
     "mae": False,
     "nrmse": False,
+    "low_band_rms": False,
+    "high_band_rms": False,
     "consistency_mae": False,
     "consistency_max": False,
     "uncertainty_mean": False,
@@ -44,6 +49,8 @@ class ImageResult:
     #: how the reference became what was scored, where it differs from the file (colour to
     #: luminance, a crop to a multiple of the scale, a slab of a long volume)
     notes: list[str] = field(default_factory=list)
+    #: the reference's units (``HU``, ``a.u.``…): every error metric is in them
+    units: str = ""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from medsr.reports.reproduce import metric_definitions
-from medsr.reports.results import MAP_METRICS, METRICS_2D, EvaluationResult
+from medsr.reports.results import BAND_METRICS, MAP_METRICS, METRICS_2D, EvaluationResult
 
 
 def slice_and_volume_metrics(
@@ -25,12 +25,19 @@ def slice_and_volume_metrics(
     *,
     volume: bool,
     mask: np.ndarray | None = None,
+    band_sigma: float | None = None,
 ) -> dict[str, float]:
     """Per-slice metrics, plus the per-volume ones as ``<name>_3d`` when ``volume``; ``mask``:
-    the pixels scored (None: all)."""
-    from medsr.metrics import compute_metrics
+    the pixels scored (None: all); ``band_sigma``: also the low-band and high-band error RMS
+    (:data:`BAND_METRICS`, :func:`medsr.metrics.band_rms2d` with that σ), averaged over slices."""
+    from medsr.metrics import band_rms2d, compute_metrics
 
     m = compute_metrics(pred, truth, data_range=data_range, crop=crop, per="slice", mask=mask)
+    if band_sigma is not None:
+        bands = band_rms2d(pred, truth, sigma=band_sigma, crop=crop, mask=mask)
+        for name, per_slice in zip(BAND_METRICS, bands, strict=True):
+            ok = np.isfinite(per_slice)  # a slice with no scored pixel has none
+            m[name] = float(per_slice[ok].mean()) if ok.any() else math.nan
     if volume:
         with warnings.catch_warnings():  # short volumes: 3-D SSIM pools 2-D maps (documented)
             warnings.simplefilter("ignore", UserWarning)
@@ -59,7 +66,11 @@ def paired_gain(model_values: np.ndarray, base_values: np.ndarray) -> tuple[floa
 def summarise(result: EvaluationResult) -> dict[str, Any]:
     """Mean ± sd per model and metric, paired gains over the baseline (bicubic), per-modality means."""
     base = result.baseline
-    metrics = [m for m in METRICS_2D if any(m in r.metrics.get(base, {}) for r in result.images)]
+    metrics = [
+        m
+        for m in (*METRICS_2D, *BAND_METRICS)
+        if any(m in r.metrics.get(base, {}) for r in result.images)
+    ]
     metrics += [
         f"{m}_3d"
         for m in ("psnr", "ssim")
@@ -86,6 +97,7 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
         {
             "image": r.name,
             "modality": r.modality,
+            "units": r.units,
             "shape": list(r.shape),
             "data_range": r.data_range,
             "scored": r.scored,

@@ -13,9 +13,11 @@ import numpy as np
 
 from medsr.errors import EmptyInputError, InvalidParameterError, MedSRError
 from medsr.image import MedImage
+from medsr.modality import check_modality, set_modality
 from medsr.reports.inputs import (
     check_options,
     discover_inputs,
+    measured_pixels,
     reference_image,
     reference_notes,
     safe_name,
@@ -61,6 +63,7 @@ def evaluate_through_plane(
     progress: bool = True,
     figures: bool = True,
     zero_shot: dict[str, Any] | None = None,
+    modality: str | None = None,
 ) -> EvaluationResult:
     """Through-plane evaluation: thick-slice degradation along z, reconstruction, 3-D metrics.
 
@@ -70,16 +73,21 @@ def evaluate_through_plane(
     and reconstructed on the reference grid by every method: ``linear-z`` (the baseline gains are
     measured against), ``cubic-z`` and ``zero-shot`` (:func:`medsr.selfsup.through_plane_upscale`,
     told the slice profile and thickness; options from ``zero_shot``, default a 30 s budget), and
-    any shipped slice interpolator named in ``models`` (``interp-cnn``).
+    any shipped slice interpolator named in ``models`` (``interp-cnn``). Pixels that hold no data
+    in the reference or the thick input (a CT's fill, padding, NaN:
+    :func:`medsr.reports.inputs.measured_pixels`) are not scored, as in-plane.
     In-plane names map onto them (``linear`` → ``linear-z``, ``bicubic`` → ``cubic-z``); other
     in-plane models do not apply and are listed as skipped. Metrics exclude ``scale`` slices at
     each end and a ``scale``-pixel in-plane border; figures show sagittal/coronal reformats.
+    ``modality``: of references whose format carries none, as :func:`medsr.reports.evaluate.evaluate`
+    takes it (:func:`medsr.modality.set_modality`).
     """
     from medsr.degradations import degrade_image
     from medsr.degradations._common import check_scale
     from medsr.metrics import data_range_for
     from medsr.selfsup import interpolate_z, through_plane_upscale
 
+    modality = check_modality(modality) if modality is not None else None
     models = check_options(models, max_slices, device)
     f = check_scale(scale)
     if f < 2:
@@ -127,7 +135,7 @@ def evaluate_through_plane(
             name = item.name
             bar.update(task, description=name)
             try:
-                image = item.load()
+                image = set_modality(item.load(), modality)
                 ref = reference_image(image, 1)
                 z = ref.spatial_shape[0] // f * f
                 if z < 2 * f:
@@ -143,9 +151,13 @@ def evaluate_through_plane(
                 bar.advance(task)
                 continue
             data_range = data_range_for(ref)
+            scored = measured_pixels(ref, lr, f, through_plane=True)
+            keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
+            mask = None if scored is None else scored[keep]
             res = ImageResult(
                 name=name, modality=ref.modality, shape=ref.spatial_shape, degradation="thick-slice",
-                data_range=data_range, notes=reference_notes(image, ref, z0),
+                data_range=data_range, notes=reference_notes(image, ref, z0), units=ref.units,
+                scored=1.0 if mask is None else round(float(mask.mean()), 4),
             )  # fmt: skip
             thickness_mm = float(params.get("thickness") or f) * ref.spacing[0]
             outputs: dict[str, MedImage] = {}
@@ -185,9 +197,8 @@ def evaluate_through_plane(
                     )
                 outputs[method] = sr
                 records.setdefault(method, model_record(sr))
-                keep = slice(f, z - f) if z - 2 * f >= 3 else slice(0, z)
                 pred, truth = sr.array[keep], ref.array[keep]
-                m = slice_and_volume_metrics(pred, truth, data_range, f, volume=True)
+                m = slice_and_volume_metrics(pred, truth, data_range, f, volume=True, mask=mask)
                 res.metrics[method] = {k: float(v) for k, v in m.items()}
             if "linear-z" not in res.metrics:
                 skipped.append((name, "the linear-z baseline could not be computed"))
@@ -214,7 +225,7 @@ def evaluate_through_plane(
     result = EvaluationResult(
         f, present, results, skipped, out, "thick-slice", params, baseline="linear-z",
         run=run_record(device=device, seed=SEED, max_slices=max_slices,
-                       models={m: records.get(m, {}) for m in present}),
+                       models={m: records.get(m, {}) for m in present}, modality=modality),
     )  # fmt: skip
     write_report(result)
     return result

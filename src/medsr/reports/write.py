@@ -9,7 +9,8 @@ import json
 import math
 from typing import Any
 
-from medsr.reports.results import MAP_METRICS, EvaluationResult
+from medsr.metrics import band_sigma
+from medsr.reports.results import BAND_METRICS, MAP_METRICS, EvaluationResult
 from medsr.reports.stats import summarise
 
 THROUGH_PLANE_NOTE = (
@@ -93,6 +94,20 @@ def _fmt_g(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
+def _fmt_band(x: float | None) -> str:
+    """3 significant digits, trailing zeros kept (56.0, not 56)."""
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:#.3g}"
+
+
+def _mean_sd(entry: dict[str, Any], metric: str) -> str:
+    """``mean ± sd`` of a summary entry: band errors with 3 significant digits (their scale is the
+    image's units: 0.0123 on a 0–1 image, 12.3 HU on a CT), the rest with fixed decimals."""
+    if metric in BAND_METRICS:
+        return f"{_fmt_band(entry['mean'])} ± {_fmt_band(entry['sd'])}"
+    d = _digits(metric)
+    return f"{_fmt(entry['mean'], d)} ± {_fmt(entry['sd'], d)}"
+
+
 def _tables(
     result: EvaluationResult, summary: dict[str, Any]
 ) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
@@ -112,8 +127,7 @@ def _tables(
             [
                 model,
                 *[
-                    f"{_fmt(e[m]['mean'], _digits(m))} ± {_fmt(e[m]['sd'], _digits(m))}"
-                    + _n_of(e[m]["n"], summary["n_images"])
+                    _mean_sd(e[m], m) + _n_of(e[m]["n"], summary["n_images"])
                     if e[m]["n"]
                     else "n/a"
                     for m in metrics
@@ -226,6 +240,36 @@ def _per_image(result: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _per_image_bands(result: EvaluationResult) -> tuple[list[str], list[list[str]]] | None:
+    """The per-image low / high band error table (``None`` when not measured: through-plane)."""
+    if not any(
+        BAND_METRICS[0] in r.metrics.get(m, {}) for r in result.images for m in result.models
+    ):
+        return None
+    head = ["image", "units", *result.models]
+    body = [
+        [
+            r.name,
+            r.units or "n/a",
+            *[
+                " / ".join(_fmt_band(r.metrics[m].get(b, math.nan)) for b in BAND_METRICS)
+                for m in result.models
+            ],
+        ]
+        for r in result.images
+    ]
+    return head, body
+
+
+#: what the per-image band table holds (formatted with the scale)
+BANDS_NOTE = (
+    "Low-band / high-band error RMS, in each image's units: the error SR − reference low-passed "
+    "with a Gaussian of σ = 2·scale = {sigma:g} output px, and the rest, over the scored pixels "
+    "(slices averaged). A model that moves what the input measured (brightness, contrast, coarse "
+    "shapes) raises the low band; one that turns noise into texture raises the high band."
+)
+
+
 def _fmt_range(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.6g}"
 
@@ -249,6 +293,11 @@ def _reproduce(result: EvaluationResult, summary: dict[str, Any]) -> list[str]:
     if rep.get("max_slices") is not None:
         degraded += f"; at most {rep['max_slices']} slices per volume (max_slices)"
     lines.append(degraded)
+    if rep.get("modality"):
+        lines.append(
+            f"modality {rep['modality']} stated for the references whose format carries none "
+            "(--modality; a DICOM keeps its header's)"
+        )
     for model, record in (rep.get("models") or {}).items():
         parts = [str(record.get("model_checksum") or "no weights checksum recorded")]
         if record.get("method"):
@@ -299,6 +348,10 @@ def _markdown(result: EvaluationResult, summary: dict[str, Any]) -> str:
         table(*_per_image(result)),
         "",
     ]
+    bands = _per_image_bands(result)
+    if bands is not None:
+        note = BANDS_NOTE.format(sigma=band_sigma(result.scale))
+        parts += ["## Per image (low / high band error)", "", note, "", table(*bands), ""]
     fidelity = _fidelity(result, summary)
     if fidelity is not None:
         note, fhead, fbody = fidelity
@@ -321,6 +374,14 @@ def _html(result: EvaluationResult, summary: dict[str, Any]) -> str:
         return f'<div class="scroll"><table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table></div>'
 
     per_image = table(*_per_image(result))
+    bands = _per_image_bands(result)
+    if bands is not None:
+        per_image += (
+            '<h2>Per image (low / high band error)</h2><p class="note">'
+            + html.escape(BANDS_NOTE.format(sigma=band_sigma(result.scale)))
+            + "</p>"
+            + table(*bands)
+        )
     figs = "".join(
         f'<figure><img src="{html.escape(f)}" alt="{html.escape(f)}"><figcaption>{html.escape(f)}</figcaption></figure>'
         for r in result.images
