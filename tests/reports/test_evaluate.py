@@ -191,8 +191,8 @@ def test_evaluate_measures_and_shows_fidelity_maps(tmp_path, corpus, tiny_net):
         "CT_small.dcm": "ct-detector (sigma=1.0)",
         "MR_small.dcm": "kspace",
     }
-    for m in models:
-        assert summary["models"][m]["consistency_mae"]["n"] == 2
+    for m in models:  # a CT in HU and an MR in a.u.: no mean of an error across them
+        assert summary["models"][m]["consistency_mae"]["mixed_units"] == ["HU", "a.u."]
         assert summary["models"][m]["maps_seconds_per_image"] >= 0
     html = (out / "report.html").read_text()
     assert "Fidelity to the input" in html and "TTA uncertainty" in html
@@ -539,7 +539,8 @@ def test_evaluate_reports_the_low_and_high_band_of_the_error(tmp_path, corpus):
         (i, m) for i in ("ct.nii.gz", "MR_small.dcm") for m in ("bicubic", "lanczos")
     }
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
-    assert summary["models"]["lanczos"]["high_band_rms"]["n"] == 2
+    # a CT in HU and an MR in a.u.: per image only, no mean across them
+    assert summary["models"]["lanczos"]["high_band_rms"]["mixed_units"] == ["HU", "a.u."]
     assert "σ = 2·scale = 4 output px" in summary["reproduce"]["metrics"]["bands"]
     md = (tmp_path / "ev" / "report.md").read_text()
     assert "| low_band_rms | high_band_rms |" in md.split("## Per modality")[0]

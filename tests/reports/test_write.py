@@ -4,6 +4,7 @@ in cells escaped); the report states what reproduces its numbers and how each im
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -115,3 +116,28 @@ def test_mean_over_fewer_images_says_n(tmp_path, corpus):
     ms = summary["models"]["lanczos"]["ms_ssim"]["mean"]
     assert f" {ms:.4f} ± n/a (n=1) " in cells
     assert all("(n=" not in c for c in cells[2:3])  # psnr: over both images, no n
+
+
+def test_no_mean_across_images_in_different_units(tmp_path, corpus):
+    """MSE, MAE and the band errors are in each image's units: a CT's HU and an MR's a.u. have no
+    common mean (the table showed 'mse 2143.90 ± 2323.40' over CT_small and MR_small); PSNR,
+    SSIM and NRMSE, unitless, still do."""
+    evaluate([corpus("CT_small.dcm"), corpus("MR_small.dcm")], models=["lanczos"],
+             out_dir=tmp_path, progress=False, figures=False, maps=False)  # fmt: skip
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["models"]["lanczos"]
+    for metric in ("mse", "mae", "low_band_rms", "high_band_rms"):
+        assert entry[metric]["n"] == 0 and entry[metric]["mixed_units"] == ["HU", "a.u."], metric
+    for metric in ("psnr", "ssim", "nrmse"):
+        assert entry[metric]["n"] == 2 and math.isfinite(entry[metric]["mean"]), metric
+    row = next(
+        line for line in (tmp_path / "report.md").read_text().splitlines()
+        if line.startswith("| lanczos |")
+    )  # fmt: skip
+    assert row.count("mixed units (HU, a.u.)") == 4
+    assert "mixed units (HU, a.u.)" in (tmp_path / "report.html").read_text()
+    # one unit: a mean as before
+    evaluate([corpus("CT_small.dcm")], models=["lanczos"], out_dir=tmp_path / "one",
+             progress=False, figures=False, maps=False)  # fmt: skip
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())["models"]["lanczos"]
+    assert one["mse"]["n"] == 1 and "mixed_units" not in one["mse"]

@@ -16,6 +16,10 @@ import numpy as np
 from medsr.reports.reproduce import metric_definitions
 from medsr.reports.results import BAND_METRICS, MAP_METRICS, METRICS_2D, EvaluationResult
 
+#: metrics in each image's own units (HU, a.u., 8-bit values): a mean over images is one only
+#: when they share their units (PSNR, SSIM and NRMSE are unitless)
+UNIT_METRICS = ("mse", "mae", *BAND_METRICS, *MAP_METRICS)
+
 
 def slice_and_volume_metrics(
     pred: np.ndarray,
@@ -115,9 +119,14 @@ def summarise(result: EvaluationResult) -> dict[str, Any]:
         summary["consistency_degradation"] = {
             r.name: r.consistency_degradation for r in result.images
         }
+    units = sorted({str(r.units or "a.u.") for r in result.images})
     for model in result.models:
         entry: dict[str, Any] = {}
         for metric in metrics:
+            if metric in UNIT_METRICS and len(units) > 1:
+                # 12 HU and 12 a.u. are no two samples of one quantity: no mean across them
+                entry[metric] = {"mean": math.nan, "sd": math.nan, "n": 0, "mixed_units": units}
+                continue
             v = result.values(model, metric)
             v = v[np.isfinite(v)]
             entry[metric] = {

@@ -99,6 +99,14 @@ def _fmt_band(x: float | None) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:#.3g}"
 
 
+def _no_mean(entry: dict[str, Any] | None) -> str:
+    """The cell of a metric without a mean: ``mixed units`` where the images' units differ
+    (HU beside a.u.: each image's value is in the per-image tables and metrics.csv), else n/a."""
+    if entry and entry.get("mixed_units"):
+        return "mixed units (" + ", ".join(entry["mixed_units"]) + ")"
+    return "n/a"
+
+
 def _mean_sd(entry: dict[str, Any], metric: str) -> str:
     """``mean ± sd`` of a summary entry: band errors with 3 significant digits (their scale is the
     image's units: 0.0123 on a 0–1 image, 12.3 HU on a CT), the rest with fixed decimals."""
@@ -129,7 +137,7 @@ def _tables(
                 *[
                     _mean_sd(e[m], m) + _n_of(e[m]["n"], summary["n_images"])
                     if e[m]["n"]
-                    else "n/a"
+                    else _no_mean(e[m])
                     for m in metrics
                 ],
                 ci,
@@ -171,7 +179,9 @@ def _fidelity(
         cells = [model]
         for m in MAP_METRICS:
             v = e.get(m)
-            cells.append(f"{_fmt_g(v['mean'])} ± {_fmt_g(v['sd'])}" if v and v["n"] else "n/a")
+            cells.append(
+                f"{_fmt_g(v['mean'])} ± {_fmt_g(v['sd'])}" if v and v["n"] else _no_mean(v)
+            )
         cells.append(_fmt(e.get("maps_seconds_per_image", math.nan), 3))
         body.append(cells)
     ds = ", ".join(sorted({r.consistency_degradation for r in result.images}))
