@@ -1,7 +1,8 @@
 """Complete the model cards of the shipped weights (``src/medsr/weights/*.safetensors``).
 
 ``medsr export`` writes the machine-made card (architecture, kwargs, scale, normalisation,
-degradation, training files, validation metrics, steps). This adds what a reader needs — a
+degradation, training files with sha256, validation metrics, steps, the recipe and default words:
+:mod:`medsr.training.card`). This adds what a reader needs — a
 summary, how and on what it was trained, the benchmark numbers of ``benchmarks/quality.py``
 (``benchmarks/results/quality.json``) and the limitations — to the card inside the
 safetensors file and writes it beside it as ``<name>.json``.
@@ -21,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medsr.models.cards import TEXTURE_NOTE, architecture_summary
 from medsr.models.pretrained import WEIGHTS_DIR, bundled_weights
 from medsr.models.weights import load_model, read_card, save_model
 from medsr.training.run import note_baseline
@@ -30,13 +32,6 @@ QUALITY = ROOT / "benchmarks" / "results" / "quality.json"
 INTERP_BENCH = ROOT / "benchmarks" / "results" / "interpolation.json"
 TP_BENCH = ROOT / "benchmarks" / "results" / "through_plane.json"
 
-ARCH = {
-    "rlfn": "RLFN (Kong et al., CVPRW 2022: residual local feature blocks + ESA)",
-    "srcnn": "SRCNN 9-1-5 (Dong et al., TPAMI 2016) on bicubic-upsampled input",
-    "residual5": "light 5-layer residual CNN over bicubic",
-    "vdsr": "VDSR (Kim et al., CVPR 2016: 20 conv layers, global residual over bicubic)",
-    "srresnet": "SRResNet (Ledig et al., CVPR 2017: the SRGAN generator, 16 residual blocks)",
-}
 ROLE = {
     "default": "the default model: `medsr upscale` uses it when --model is omitted",
     "fast": "the efficient model, distilled from the default of the same scale (half width, half depth)",
@@ -53,8 +48,7 @@ LIMITATIONS = [
     "CR and NM have a single image each in the corpus: their numbers come from images seen in training.",
     "A blind model: it assumes plain bicubic or the modality's typical physics; other degradations "
     "(motion, heavy noise, sparse-view streaks) are out of distribution.",
-    "Learned models can change fine texture; check the consistency and uncertainty maps (--maps) and "
-    "use --consistency on when the degradation is known.",
+    TEXTURE_NOTE,
 ]
 
 #: the role, training text and limitations of a default trained for one physics
@@ -432,9 +426,6 @@ def main() -> None:
         net, _ = load_model(path)
         family = name.split("-")[0]
         scale = int(card["scale"])
-        arch = card["architecture"]
-        kw = card["kwargs"]
-        size = ", ".join(f"{k} {v}" for k, v in kw.items() if k in ("num_features", "num_blocks", "global_residual"))
         kspace = (card.get("low_band") or {}).get("base") == "kspace"
         role = (ROLE_FAITHFUL.get(family) if card.get("low_band") else None) or ROLE.get(
             family, "a seed baseline trained with the default's data, degradations, loss and optimiser"
@@ -448,7 +439,7 @@ def main() -> None:
         card.update(
             {
                 "name": name,
-                "summary": f"{ARCH.get(arch, arch)}{' (' + size + ')' if size else ''}, x{scale}; {role}.",
+                "summary": f"{architecture_summary(card['architecture'], card['kwargs'], scale)}; {role}.",
                 "training": {
                     "recipe": RECIPES.get(name, [f"configs/{name}.yaml"]),
                     "how": "scripts/train_defaults.sh (`make train-defaults`)",

@@ -504,3 +504,42 @@ def test_info_says_the_stored_type_and_what_frames_are():
         info("OBXXXX1A.dcm")["stored_dtype"] == "uint8"
         and info("CT_small.dcm")["stored_dtype"] == "int16"
     )
+
+
+def test_info_shows_a_weights_files_card_without_loading_it(tmp_path):
+    """`medsr info FILE.safetensors` said "not a format medsr reads": no command showed a
+    weights file's card. It prints the essentials; --json the whole card (header only)."""
+    from medsr.models.resolver import shipped_weights
+    from medsr.models.weights import read_card
+
+    path = shipped_weights()["srcnn-x2"]
+    res = medsr("info", str(path))
+    assert res.returncode == 0, res.stderr
+    for label in ("summary", "intended use", "trained on", "validated on", "validation",
+                  "degradation", "limitations"):  # fmt: skip
+        assert label in res.stdout, label
+    assert "vs bicubic" in res.stdout and "srcnn" in res.stdout
+    res = medsr("info", str(path), "--json")
+    assert res.returncode == 0 and json.loads(res.stdout) == read_card(path)
+    res = medsr("info", str(path), "--series", "1.2.3")
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and "series" in res.stderr
+    res = medsr("info", str(tmp_path / "missing.safetensors"))
+    assert res.returncode == 2 and "does not exist" in res.stderr
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 16)
+    res = medsr("info", str(bad))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_models_says_why_a_name_is_listed_twice():
+    """`interp-cnn` is an architecture (a recipe's model.name) and shipped weights (what
+    --model interp-cnn runs): the listing says so instead of a bare duplicate."""
+    from medsr.models.resolver import shipped_weights
+
+    rows = json.loads(runner.invoke(app, ["models", "--json"]).output)
+    names = [r["name"] for r in rows]
+    twice = {n for n in names if names.count(n) > 1}
+    assert twice and twice <= set(shipped_weights())
+    for row in rows:
+        if row["name"] in twice and row["kind"] == "architecture":
+            assert "runs the shipped weights" in row["description"], row

@@ -73,17 +73,30 @@ def _root(
     _STATE["debug"] = debug
 
 
-@app.command(epilog="Example: medsr info CT_small.dcm --json")
+@app.command(
+    epilog="Examples: medsr info CT_small.dcm --json ;  medsr info my-model.safetensors --json"
+)
 def info(
     path: Annotated[
-        Path, typer.Argument(help="DICOM file or series folder, NIfTI, PNG/TIFF or .npy.")
+        Path,
+        typer.Argument(
+            help="DICOM file or series folder, NIfTI, PNG/TIFF or .npy; or a .safetensors weights file (its model card)."
+        ),
     ],
     series: Annotated[
         str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON instead of a table (weights: the whole model card)."
+        ),
+    ] = False,
 ) -> None:
-    """Describe an image: modality, shape, spacing, dtype, intensity range (never patient identifiers)."""
+    """Describe an image: modality, shape, spacing, dtype, intensity range (never patient identifiers); or a weights file: its model card (what it is, trained on and for, limitations)."""
+    if path.name.lower().endswith(".safetensors"):
+        _weights_info(path, series, as_json)
+        return
     from medsr.io import load_image
 
     image = load_image(path, **({"series_uid": series} if series else {}))
@@ -91,13 +104,33 @@ def info(
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
+    _print_rows(path.name, [(str(k), str(v)) for k, v in summary.items()])
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=path.name, show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, str(value))
+    table = Table(title=title, show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
     Console().print(table)
+
+
+def _weights_info(path: Path, series: str | None, as_json: bool) -> None:
+    """``medsr info FILE.safetensors``: the model card read from the file's header (no tensors
+    loaded, never a pickle)."""
+    from medsr.errors import InvalidParameterError
+    from medsr.models.cards import card_essentials
+    from medsr.models.weights import read_card
+
+    if series:
+        raise InvalidParameterError("--series picks a DICOM series; a weights file has none")
+    card = read_card(path)
+    if as_json:
+        typer.echo(json.dumps(card, indent=2, sort_keys=True))
+        return
+    _print_rows(path.name, card_essentials(card))
 
 
 @app.command(
@@ -570,13 +603,18 @@ def export(
     typer.echo(f"wrote {run(checkpoint, output, use_ema=not raw, overwrite=overwrite)}")
 
 
-@app.command(epilog="Example: medsr models --json")
+@app.command(
+    epilog="Examples: medsr models --json ;  medsr info default-x2.safetensors (one weights file's whole card)"
+)
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List every model: classical interpolators, architectures and every shipped weights file
-    (in-plane upscalers and slice interpolators), each with its kind."""
+    (in-plane upscalers and slice interpolators), each with its kind. A name listed twice is an
+    architecture (a recipe's model.name) and shipped weights of it (what --model NAME runs).
+    medsr info FILE.safetensors shows a weights file's model card."""
     from medsr.models.registry import get_model_class, list_models
-    from medsr.models.resolver import list_pretrained
+    from medsr.models.resolver import list_pretrained, shipped_weights
 
+    shipped = shipped_weights()
     rows: list[dict[str, object]] = []
     for name in list_models(kind=None):
         cls = get_model_class(name)
@@ -584,6 +622,8 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         learned = bool(getattr(cls, "learned", True))
+        if learned and name in shipped:  # the same name for the network and its trained weights
+            doc += f" (the architecture, for recipes; --model {name} runs the shipped weights listed below)"
         rows.append({"name": name, "kind": "classical" if not learned else "architecture", "learned": learned,
                      "description": doc})  # fmt: skip
     for m in list_pretrained():

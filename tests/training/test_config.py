@@ -223,3 +223,22 @@ def test_max_time_and_devices():
     for bad in ("two", 0, True, "0;1"):
         with pytest.raises(InvalidParameterError):
             parse_devices(bad)
+
+
+def test_the_card_section_holds_words_a_resumed_run_may_change():
+    from medsr.training.config import recipe_changes
+    from tests.training.conftest import tiny_dict
+
+    saved = tiny_dict()
+    saved.pop("card", None)  # a checkpoint from before the section
+    d = tiny_dict()
+    d["card"] = {"summary": " Knee x2 ", "intended_use": "research", "limitations": ["one site"]}
+    cfg = config_from_dict(d)
+    assert cfg.card.summary == "Knee x2" and cfg.card.limitations == ["one site"]
+    assert recipe_changes(saved, cfg) == []
+    d["card"] = {"limitation": ["typo"]}
+    with pytest.raises(InvalidParameterError, match=r"card\.limitation"):
+        config_from_dict(d)
+    d["card"] = {"limitations": ["  "]}
+    with pytest.raises(InvalidParameterError, match=r"card\.limitations"):
+        config_from_dict(d)

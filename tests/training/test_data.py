@@ -308,3 +308,20 @@ def test_validation_baseline_is_the_low_band_base(tmp_path):
         up = create_model(base, scale=cfg.scale)(it.lr[None])[0, 0].numpy()
         psnr = sr_metrics(up, it.hr[0].numpy(), cfg.scale)[0]
         assert (it.bicubic_psnr == pytest.approx(psnr, abs=1e-6)) == (base == "kspace")
+
+
+def test_a_series_folder_is_hashed_as_its_sha256sum_listing(tmp_path):
+    """The card's sha256 of a DICOM folder source: ``cd FOLDER && sha256sum * | sha256sum``."""
+    import hashlib
+
+    from medsr.training.data import source_sha256
+
+    (tmp_path / "IM2.dcm").write_bytes(b"two")
+    (tmp_path / "IM1.dcm").write_bytes(b"one")
+    (tmp_path / ".hidden").write_bytes(b"skip")
+    listing = "".join(
+        f"{hashlib.sha256(data).hexdigest()}  {name}\n"
+        for name, data in (("IM1.dcm", b"one"), ("IM2.dcm", b"two"))
+    )
+    assert source_sha256(tmp_path) == hashlib.sha256(listing.encode()).hexdigest()
+    assert source_sha256(tmp_path / "IM1.dcm") == hashlib.sha256(b"one").hexdigest()

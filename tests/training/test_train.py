@@ -300,3 +300,30 @@ def load_medsr_card(ckpt):
     from medsr.training.tasks import load_medsr_checkpoint
 
     return load_medsr_checkpoint(ckpt)["medsr"]
+
+
+def test_export_of_a_folder_names_a_checkpoint_to_give(tmp_path):
+    """`medsr export runs/x/checkpoints out.safetensors` said the folder "does not exist"."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best-000-0000004.ckpt").write_bytes(b"x")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    for folder in (run, run / "checkpoints"):
+        with pytest.raises(InvalidParameterError, match="is a folder") as err:
+            export(folder, tmp_path / "m.safetensors")
+        assert str(run / "checkpoints" / "last.ckpt") in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidParameterError, match=r"holds no \.ckpt"):
+        export(tmp_path / "empty", tmp_path / "m.safetensors")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_export_refuses_an_existing_output_before_reading_the_checkpoint(tmp_path):
+    """As every command: an existing output is refused first (without --overwrite), not after
+    the work; a missing output folder is created, as `medsr upscale` does."""
+    from medsr.errors import OutputExistsError
+
+    (tmp_path / "m.safetensors").write_bytes(b"mine")
+    with pytest.raises(OutputExistsError):
+        export(tmp_path / "missing.ckpt", tmp_path / "m.safetensors", overwrite=False)
+    assert (tmp_path / "m.safetensors").read_bytes() == b"mine"

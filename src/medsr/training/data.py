@@ -248,6 +248,37 @@ def resolve_entries(entries: Sequence[FileEntry]) -> list[Source]:
     return out
 
 
+def source_sha256(path: Path) -> str:
+    """The sha256 (hex) of a training source as the model card records it: a file's bytes; for
+    a DICOM series folder, of its ``sha256sum`` listing (``HEX  NAME`` lines of its files in
+    name order, hidden files left out), so ``cd FOLDER && LC_ALL=C sha256sum * | sha256sum``
+    gives the same value."""
+    import hashlib
+
+    from medsr.models.resolver import file_checksum
+
+    if not path.is_dir():
+        return file_checksum(path).removeprefix("sha256:")
+    files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
+    listing = "".join(f"{file_checksum(f).removeprefix('sha256:')}  {f.name}\n" for f in files)
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+def file_records(train: Sequence[Source], val: Sequence[Source]) -> list[dict[str, Any]]:
+    """The card's ``training_data.files``: ``{"name", "split", "sha256"}`` of every training
+    and validation source (file names only, never paths; a source read as several volumes once),
+    so whoever receives the weights can tell which files they were trained on."""
+    out: list[dict[str, Any]] = []
+    seen: set[tuple[str, Path]] = set()
+    for split, sources in (("train", train), ("val", val)):
+        for src in sources:
+            if (split, src.path) in seen:
+                continue
+            seen.add((split, src.path))
+            out.append({"name": src.name, "split": split, "sha256": source_sha256(src.path)})
+    return out
+
+
 # --------------------------------------------------------------------------- normalisation
 def _lookup(mapping: dict[str, Any], modality: str) -> Any:
     return lookup_by_modality(mapping, modality)
@@ -880,6 +911,9 @@ class SRDataModule(EpochDataModule):
         return {
             "train_files": [it.source.name for it in self.train_loaded],
             "val_files": [it.source.name for it in self.val_loaded],
+            "files": file_records(
+                [it.source for it in self.train_loaded], [it.source for it in self.val_loaded]
+            ),
             "modalities": modalities,
             "patch_size": self.cfg.data.patch_size,
             "patches_per_epoch": self.cfg.data.patches_per_epoch,

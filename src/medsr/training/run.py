@@ -298,10 +298,20 @@ def note_baseline(metrics: dict[str, Any], base: str) -> dict[str, Any]:
 
 
 def build_card(
-    info: dict[str, Any], *, global_step: int, epoch: int, weights: str
+    info: dict[str, Any],
+    *,
+    global_step: int,
+    epoch: int,
+    weights: str,
+    files: list[dict[str, Any]] | None = None,
+    files_note: str | None = None,
 ) -> dict[str, Any]:
-    """The safetensors model card from a checkpoint's ``"medsr"`` entry."""
+    """The safetensors model card from a checkpoint's ``"medsr"`` entry, completed by
+    :func:`medsr.training.card.complete_card` (recipe with paths reduced to names, data files
+    with sha256, software, summary, intended use, limitations). ``files``: the
+    ``training_data.files`` to record when the checkpoint has none (hashed at export)."""
     from medsr._version import __version__
+    from medsr.training.card import complete_card
 
     m = info.get("metrics") or {}
     data = info.get("data") or {}
@@ -318,6 +328,7 @@ def build_card(
         "training_data": {
             "train_files": list(data.get("train_files", [])),
             "val_files": list(data.get("val_files", [])),
+            "files": list(data.get("files") or files or []),
             "modalities": list(data.get("modalities", [])),
             "patch_size": data.get("patch_size"),
             "training_stats": data.get("training_stats") or {},
@@ -344,7 +355,7 @@ def build_card(
     )
     # task-specific card entries (slice interpolation: kind, in_channels, metrics, slices)
     card.update(info.get("card") or {})
-    return card
+    return complete_card(card, info, files_note=None if data.get("files") else files_note)
 
 
 def export(
@@ -364,6 +375,7 @@ def export(
     network's, inference applies the guard); ``medsr.models.weights.load_model`` and
     ``medsr.upscale(image, model=out_path)`` use it.
     """
+    from medsr.io._atomic import check_output
     from medsr.models.registry import create_model
     from medsr.models.weights import save_model
     from medsr.training.tasks import checkpoint_network_state, load_medsr_checkpoint
@@ -371,8 +383,10 @@ def export(
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise InvalidParameterError(f"export writes a .safetensors file, got '{out.name}'")
+    check_output(out, overwrite, "file")  # before any work, as every command's output
     ckpt = load_medsr_checkpoint(ckpt_path)
     info = ckpt["medsr"]
+    files, files_note = _files_hashed_at_export(info)
     state, weights = checkpoint_network_state(ckpt, use_ema=use_ema)
     model = create_model(info["architecture"], **info["kwargs"])
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -386,5 +400,45 @@ def export(
         global_step=int(ckpt.get("global_step", 0)),
         epoch=int(ckpt.get("epoch", 0)),
         weights=weights,
+        files=files,
+        files_note=files_note,
     )
+    if "software" not in card and ckpt.get("pytorch-lightning_version"):
+        card["software"] = {"lightning": str(ckpt["pytorch-lightning_version"])}
     return save_model(model, out, card, overwrite=overwrite)
+
+
+def _files_hashed_at_export(info: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """``training_data.files`` for a checkpoint written before training recorded them: the
+    sha256 of each of its recipe's files found now (corpus names and absolute paths only: a
+    relative path may name another file from here), ``None`` for the others."""
+    from medsr.errors import MedSRError
+    from medsr.training.config import FileEntry
+    from medsr.training.data import resolve_entries, source_sha256
+
+    data = info.get("data") or {}
+    names = {"train": list(data.get("train_files") or []), "val": list(data.get("val_files") or [])}
+    if data.get("files") or not (names["train"] or names["val"]):
+        return None, None
+    recipe = (info.get("config") or {}).get("data") or {}
+    found: dict[str, str] = {}
+    for entry in [*(recipe.get("files") or []), *(recipe.get("val_files") or [])]:
+        path = str(entry.get("path", "")) if isinstance(entry, dict) else str(entry)
+        if not (path.startswith("corpus:") or Path(path).expanduser().is_absolute()):
+            continue
+        try:
+            for src in resolve_entries([FileEntry(path=path)]):
+                found.setdefault(src.name, source_sha256(src.path))
+        except (MedSRError, OSError):
+            continue
+    files = [
+        {"name": name, "split": split, "sha256": found.get(name)}
+        for split, listed in names.items()
+        for name in dict.fromkeys(listed)
+    ]
+    note = (
+        "sha256 computed at export from the files found then (this checkpoint predates medsr "
+        "recording them at training; a file changed since training hashes differently); "
+        "null: not found"
+    )
+    return files, note

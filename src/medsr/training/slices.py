@@ -42,6 +42,7 @@ from medsr.training.config import Config
 from medsr.training.data import (
     EpochDataModule,
     Source,
+    file_records,
     read_source,
     resolve_entries,
     sr_metrics,
@@ -267,6 +268,9 @@ class SliceDataModule(EpochDataModule):
         return {
             "train_files": list(dict.fromkeys(v.source.name for v in self.train_volumes)),
             "val_files": list(dict.fromkeys(v.source.name for v in self.val_volumes)),
+            "files": file_records(
+                [v.source for v in self.train_volumes], [v.source for v in self.val_volumes]
+            ),
             "train_volumes": [v.name for v in self.train_volumes],
             "modalities": modalities,
             "axes": list(self.slices.axes),

@@ -45,6 +45,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medsr.errors import InvalidParameterError
+from medsr.training.card import hardware_text, software_versions
 from medsr.training.config import Config, OptimConfig, config_from_dict
 from medsr.training.data import sr_metrics
 from medsr.training.losses import (
@@ -143,6 +144,16 @@ def load_medsr_checkpoint(path: str | Path) -> dict[str, Any]:
     import zipfile
 
     p = Path(path)
+    if p.is_dir():
+        # a run folder or its checkpoints/ folder: say which file to name
+        found = sorted(p.glob("*.ckpt")) or sorted(p.glob("checkpoints/*.ckpt"))
+        last = [f for f in found if f.name == "last.ckpt"]
+        hint = (
+            f": name one of its checkpoint files, e.g. '{(last or found)[0]}'"
+            if found
+            else " and holds no .ckpt file: name a checkpoint file (runs/NAME/checkpoints/last.ckpt)"
+        )
+        raise InvalidParameterError(f"checkpoint '{p}' is a folder, not a checkpoint file{hint}")
     if not p.is_file():
         raise InvalidParameterError(f"checkpoint '{p}' does not exist")
     if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is not ours
@@ -466,6 +477,9 @@ class SRTask(L.LightningModule):
             "low_band": self.low_band.card() if self.low_band is not None else None,
             "data_consistency": self.cfg.model.data_consistency,
             "config": self.cfg.to_dict(),
+            "recipe_file": Path(self.cfg.source).name if self.cfg.source else None,
+            "software": software_versions(),
+            "hardware": hardware_text(self.device, trainer.world_size if trainer else 1),
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -29,6 +29,9 @@ be a positive integer, got -3``), so a typo never silently falls back to a defau
     loss: {pixel: l1, ssim_weight: 0.0}
     optim: {name: adam, lr: 2.0e-4, schedule: cosine, warmup_steps: 500}
     trainer: {max_epochs: 100, precision: 32-true, ema_decay: 0.999}
+    card:                         # words for the exported model card (optional; defaults say
+      intended_use: research only # research use only, what it was trained on and for)
+      limitations: [trained on one scanner]
 
 Slice interpolation (``task: slice-interpolation``, :class:`SliceConfig`, ``configs/interp-*.yaml``)
 uses the same sections — ``model`` (a ``slice-interpolator``: interp-cnn, interp-gan,
@@ -45,13 +48,14 @@ anything else is a fixed value — the semantics of :func:`medsr.degradations._c
 
 The schema lives in one module per concern: :mod:`.model`, :mod:`.data` (``data`` and
 ``normalization``), :mod:`.degradation`, :mod:`.optim` (``loss`` and ``optim``), :mod:`.trainer`,
-:mod:`.task_sections` (``gan``, ``distill``, ``slices``), :mod:`.schema` (YAML values → typed
+:mod:`.task_sections` (``gan``, ``distill``, ``slices``), :mod:`.card` (``card``), :mod:`.schema` (YAML values → typed
 dataclasses) and :mod:`.recipe` (:class:`Config`, :func:`config_from_dict`, :func:`load_config`).
 Import from here: ``from medsr.training.config import Config, load_config``.
 """
 
 from __future__ import annotations
 
+from medsr.training.config.card import CardConfig
 from medsr.training.config.data import MODALITY_GROUP_NAMES, DataConfig, FileEntry, NormSpec
 from medsr.training.config.degradation import (
     HR_NOISE_GROUPS,
@@ -76,6 +80,7 @@ __all__ = [
     "MODALITY_GROUP_NAMES",
     "RESUME_MAY_CHANGE",
     "SLICE_AXES",
+    "CardConfig",
     "Config",
     "DataConfig",
     "DegradationConfig",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsr.errors import InvalidParameterError
+from medsr.training.config.card import CardConfig
 from medsr.training.config.data import (
     MODALITY_GROUP_NAMES,
     DataConfig,
@@ -43,10 +44,13 @@ class Config:
     gan: GanConfig | None = None
     distill: DistillConfig | None = None
     slices: SliceConfig | None = None
+    #: the exported model card's words (summary, intended use, limitations)
+    card: CardConfig = field(default_factory=CardConfig)
     #: where the recipe came from (not part of the YAML)
     source: str | None = None
 
     def validate(self) -> Config:
+        self.card.validate("card")
         if self.task == "slice-interpolation":
             return self._validate_slice_interpolation()
         if self.slices is not None:
@@ -211,7 +215,8 @@ def config_from_dict(data: dict[str, Any], *, source: str | None = None) -> Conf
 
 
 #: recipe keys a resumed run may change: how long it runs, on what hardware, what it logs and
-#: where (everything else — data, model, degradation, loss, optimiser, seeds — is the run's own)
+#: where, and what the model card says in words (everything else — data, model, degradation,
+#: loss, optimiser, seeds — is the run's own)
 RESUME_MAY_CHANGE = frozenset(
     {
         "name",
@@ -229,6 +234,9 @@ RESUME_MAY_CHANGE = frozenset(
         "trainer.image_log_every_n_epochs",
         "trainer.progress_bar",
         "trainer.out_dir",
+        "card.summary",
+        "card.intended_use",
+        "card.limitations",
     }
 )
 
