@@ -38,6 +38,18 @@ def flags_text() -> str:
     return ", ".join(f if on else f"no {f}" for f, on in cpu_flags().items())
 
 
+def cpu_short() -> str:
+    """``"AMD EPYC, AVX2 only"``: the CPU model and what it offers the networks (AMX, AVX-512
+    BF16, AVX-512 or AVX2 alone), the machine column of a table whose rows come from several
+    machines."""
+    f = cpu_flags()
+    kind = (
+        "AMX" if f["amx_bf16"] else "AVX-512 BF16" if f["avx512_bf16"] else "AVX-512" if f["avx512f"]
+        else "AVX2 only" if f["avx2"] else "no AVX2"
+    )  # fmt: skip
+    return f"{cpu_model()}, {kind}"
+
+
 def gpu_name() -> str | None:
     """The CUDA device's name, or None without one."""
     try:

@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _machine import cpu_flags, cpu_model, flags_text, gpu_name, machine
+from _machine import cpu_flags, cpu_model, cpu_short, flags_text, gpu_name, machine
 
 RESULTS = Path(__file__).parent / "results"
 SECTIONS = ("network", "e2e", "volume", "precision")
@@ -671,7 +671,8 @@ def section_e2e(args: argparse.Namespace, inputs: dict[str, Path], volume: bool)
                     for maps in ([False] if volume else ([False, True] if model == models[0] and args.maps and
                                                         name.startswith("NIfTI") and precision == "fp32" else [False])):  # fmt: skip
                         row = {"label": args.label, "kind": kind, "input": name, "slices": _slices_of(name), "model": model,
-                               "precision": precision, "maps": maps, "device": args.device}  # fmt: skip
+                               "precision": precision, "maps": maps, "device": args.device,
+                               "cpu": cpu_short()}  # fmt: skip
                         out_dir = Path(tmp) / f"{len(rows)}"
                         out_dir.mkdir()
                         if not volume:
@@ -721,7 +722,9 @@ def section_e2e(args: argparse.Namespace, inputs: dict[str, Path], volume: bool)
 def _e2e_md(info: dict[str, Any]) -> str:
     md = [
         f"End to end, `medsr upscale` of CT inputs at ×2 (`--modality CT`, defaults otherwise: "
-        f"consistency auto, self-check on, no maps unless stated). Machine: {info['machine']}.",
+        f"consistency auto, self-check on, no maps unless stated). Machine of the latest run: "
+        f"{info['machine']}. The rows come from several machines: `CPU` names each row's (recorded "
+        "since session 28; an earlier row's label or the README's speed section names its machine).",
         "",
         "*In process*: `medsr.pipeline.upscale_file` called in one Python process (median of the "
         "repeats after one warm-up; since session 13 each run writes a new output, where earlier runs "
@@ -734,8 +737,8 @@ def _e2e_md(info: dict[str, Any]) -> str:
         "",
     ]
     stages = [s for s in STAGE_ORDER if any(s in (r.get("stages_s") or {}) for r in info["rows"])]
-    head = ["label", "input", "model", "precision", "maps", "ms / slice", *stages, "overhead", "peak MB",
-            "whole process ms / slice", "whole process peak MB"]  # fmt: skip
+    head = ["label", "CPU", "input", "model", "precision", "maps", "ms / slice", *stages, "overhead",
+            "peak MB", "whole process ms / slice", "whole process peak MB"]  # fmt: skip
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in info["rows"]:
         n = max(1, r["slices"])
@@ -744,7 +747,14 @@ def _e2e_md(info: dict[str, Any]) -> str:
             if r.get("precision_used") and r["precision_used"] != r["precision"]
             else ""
         )
-        vals = [r["label"], r["input"], r["model"], prec, "on" if r.get("maps") else "off"]
+        vals = [
+            r["label"],
+            r.get("cpu", ""),
+            r["input"],
+            r["model"],
+            prec,
+            "on" if r.get("maps") else "off",
+        ]
         st = r.get("stages_s") or {}
         if "total_s" in r:
             net = st.get("network", 0.0) + st.get("self-check (network)", 0.0)
