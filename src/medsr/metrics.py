@@ -242,7 +242,8 @@ def _shape(x: ArrayOrImage) -> tuple[int, ...]:
     return tuple(x.array.shape) if isinstance(x, MedImage) else tuple(np.shape(x))
 
 
-def _prepare(pred: ArrayOrImage, ref: ArrayOrImage, crop: int, mask: object) -> _Pair:
+def _same_grid(pred: ArrayOrImage, ref: ArrayOrImage) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``ref`` as ``(C, Z, Y, X)`` float64, or a clear error when their grids differ."""
     p = _to_cf64(pred, "prediction")
     r = _to_cf64(ref, "reference")
     if p.shape != r.shape:
@@ -250,6 +251,11 @@ def _prepare(pred: ArrayOrImage, ref: ArrayOrImage, crop: int, mask: object) -> 
             f"the prediction (shape {_shape(pred)}) and the reference (shape {_shape(ref)}) are "
             "not on the same grid; metrics compare images voxel by voxel"
         )
+    return p, r
+
+
+def _prepare(pred: ArrayOrImage, ref: ArrayOrImage, crop: int, mask: object) -> _Pair:
+    p, r = _same_grid(pred, ref)
     spatial = p.shape[1:]
     c = _check_crop(crop, spatial[1:])
     m = None if mask is None else _to_mask(mask, spatial)
@@ -684,13 +690,7 @@ def band_rms2d(
     s = float(sigma)
     if not math.isfinite(s) or s <= 0:
         raise InvalidParameterError(f"sigma must be a positive number of pixels, got {sigma!r}")
-    p = _to_cf64(pred, "prediction")
-    r = _to_cf64(ref, "reference")
-    if p.shape != r.shape:
-        raise InvalidParameterError(
-            f"the prediction (shape {_shape(pred)}) and the reference (shape {_shape(ref)}) are "
-            "not on the same grid; metrics compare images voxel by voxel"
-        )
+    p, r = _same_grid(pred, ref)
     spatial = p.shape[1:]
     c = _check_crop(crop, spatial[1:])
     keep = np.ones(spatial, bool) if mask is None else _to_mask(mask, spatial).copy()
