@@ -162,18 +162,39 @@ LAST_STAGE_HARDWARE = {
 
 #: the recipes each shipped model comes from, in training order (scripts/train_defaults.sh)
 RECIPES = {
-    "default-x2": ["configs/default-x2.yaml", "configs/default-x2-stage2.yaml", "configs/default-x2-stage3.yaml",
-                   "configs/default-x2-faithful.yaml", "configs/default-x2-fixed-esa-gpu.yaml",
-                   "configs/default-x2-selfens.yaml"],
-    "default-x4": ["configs/default-x4.yaml", "configs/default-x4-stage2.yaml", "configs/default-x4-faithful.yaml",
-                   "configs/default-x4-fixed-esa-gpu.yaml", "configs/default-x4-kernels.yaml",
-                   "configs/default-x4-kernels-2.yaml"],
-    "fast-x2": ["configs/fast-x2.yaml", "configs/fast-x2-faithful.yaml", "configs/fast-x2-fixed-esa.yaml"],
-    "fast-x4": ["configs/fast-x4.yaml", "configs/fast-x4-faithful.yaml", "configs/fast-x4-fixed-esa.yaml"],
+    "default-x2": [
+        "configs/default-x2.yaml",
+        "configs/default-x2-stage2.yaml",
+        "configs/default-x2-stage3.yaml",
+        "configs/default-x2-faithful.yaml",
+        "configs/default-x2-fixed-esa-gpu.yaml",
+        "configs/default-x2-selfens.yaml",
+    ],
+    "default-x4": [
+        "configs/default-x4.yaml",
+        "configs/default-x4-stage2.yaml",
+        "configs/default-x4-faithful.yaml",
+        "configs/default-x4-fixed-esa-gpu.yaml",
+        "configs/default-x4-kernels.yaml",
+        "configs/default-x4-kernels-2.yaml",
+    ],
+    "fast-x2": [
+        "configs/fast-x2.yaml",
+        "configs/fast-x2-faithful.yaml",
+        "configs/fast-x2-fixed-esa.yaml",
+    ],
+    "fast-x4": [
+        "configs/fast-x4.yaml",
+        "configs/fast-x4-faithful.yaml",
+        "configs/fast-x4-fixed-esa.yaml",
+    ],
     "default-x2-kspace": ["(default-x2's recipes)", "configs/mr-kspace-x2.yaml"],
     "default-x4-kspace": ["(default-x4's recipes)", "configs/mr-kspace-x4.yaml"],
-    "fast-x2-kspace": ["(fast-x2's recipes)", "configs/mr-kspace-fast-x2.yaml",
-                       "configs/mr-kspace-fast-x2-distill.yaml"],
+    "fast-x2-kspace": [
+        "(fast-x2's recipes)",
+        "configs/mr-kspace-fast-x2.yaml",
+        "configs/mr-kspace-fast-x2-distill.yaml",
+    ],
     "fast-x4-kspace": ["(fast-x4's recipes)", "configs/mr-kspace-fast-x4.yaml"],
     "srcnn-x2": ["configs/baseline-srcnn-x2.yaml"],
     "residual5-x2": ["configs/baseline-residual5-x2.yaml"],
@@ -199,7 +220,9 @@ def evaluation(name: str, scale: int) -> dict:
             "gain_psnr_vs_bicubic_db": round(g["mean"], 3),
             "gain_psnr_ci95": [round(v, 3) for v in g["ci95"]],
             "gain_ssim_vs_bicubic": round(e["gain_ssim_vs_bicubic"], 4),
-            "gain_psnr_per_modality_db": {k: round(v, 3) for k, v in e["gain_psnr_per_modality"].items()},
+            "gain_psnr_per_modality_db": {
+                k: round(v, 3) for k, v in e["gain_psnr_per_modality"].items()
+            },
         }
     return out
 
@@ -208,7 +231,12 @@ def evaluation(name: str, scale: int) -> dict:
 #: how the shipped interp-cnn was trained (its first card, written by the plain-PyTorch loop of
 #: benchmarks/interpolation.py --steps 1200 --ship before slice interpolation moved to Lightning)
 INTERP_CNN_RUN = {
-    "volumes": ["S0_10slices.nii.gz[0]", "anatomical.nii", "example4d.nii.gz[0]", "example4d.nii.gz[1]"],
+    "volumes": [
+        "S0_10slices.nii.gz[0]",
+        "anatomical.nii",
+        "example4d.nii.gz[0]",
+        "example4d.nii.gz[1]",
+    ],
     "axes": ["z", "y", "x"],
     "steps": 1200,
     "patch": 32,
@@ -244,14 +272,22 @@ def interp_evaluation() -> dict:
     out: dict = {}
     if INTERP_BENCH.is_file():
         b = json.loads(INTERP_BENCH.read_text())
-        rows = {k: v for k, v in b["metrics"].items() if k in ("CNN (interp-cnn)", "linear", "cubic")}
+        rows = {
+            k: v for k, v in b["metrics"].items() if k in ("CNN (interp-cnn)", "linear", "cubic")
+        }
         out["insert_between_x2"] = {
             "source": "benchmarks/interpolation.py (benchmarks/results/interpolation.json)",
             "protocol": "every other slice along z of the held-out volumes dropped and re-inserted between "
             "the kept ones (the grid rule before issue 19); metrics on the re-inserted slices only, volume units",
             "images": [t.removeprefix("corpus:") for t in b["test_volumes"]],
-            "models": {k: {"psnr_db": round(v["psnr"], 3), "ssim": round(v["ssim"], 4), "mae": round(v["mae"], 3)}
-                       for k, v in rows.items()},
+            "models": {
+                k: {
+                    "psnr_db": round(v["psnr"], 3),
+                    "ssim": round(v["ssim"], 4),
+                    "mae": round(v["mae"], 3),
+                }
+                for k, v in rows.items()
+            },
         }
     files = [resolve_corpus(n) for n in INTERP_VAL_FILES]
     with tempfile.TemporaryDirectory() as tmp:
@@ -396,8 +432,13 @@ def tp_card(name: str, card: dict, hardware: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--hardware", default="AMD EPYC, 2 CPU cores (one thread per run, two runs side by side); no GPU")
-    ap.add_argument("--only", action="append", help="write only this shipped model's card (repeatable)")
+    ap.add_argument(
+        "--hardware",
+        default="AMD EPYC, 2 CPU cores (one thread per run, two runs side by side); no GPU",
+    )
+    ap.add_argument(
+        "--only", action="append", help="write only this shipped model's card (repeatable)"
+    )
     args = ap.parse_args()
     from medsr.models.resolver import list_pretrained
 
@@ -410,7 +451,9 @@ def main() -> None:
             card = tp_card(name, card, args.hardware)
             net, _ = load_model(path)
             save_model(net, path, card)
-            (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+            (WEIGHTS_DIR / f"{name}.json").write_text(
+                json.dumps(card, indent=2, sort_keys=True) + "\n"
+            )
             print(f"{name}: card written")
             continue
         if kinds.get(name) == "slice-interpolator":
@@ -420,7 +463,9 @@ def main() -> None:
             card = interp_card(card, args.hardware)
             net, _ = load_model(path)
             save_model(net, path, card)
-            (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+            (WEIGHTS_DIR / f"{name}.json").write_text(
+                json.dumps(card, indent=2, sort_keys=True) + "\n"
+            )
             print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
             continue
         net, _ = load_model(path)
@@ -428,7 +473,8 @@ def main() -> None:
         scale = int(card["scale"])
         kspace = (card.get("low_band") or {}).get("base") == "kspace"
         role = (ROLE_FAITHFUL.get(family) if card.get("low_band") else None) or ROLE.get(
-            family, "a seed baseline trained with the default's data, degradations, loss and optimiser"
+            family,
+            "a seed baseline trained with the default's data, degradations, loss and optimiser",
         )
         if kspace:
             role = (ROLE_KSPACE_FAST if family == "fast" else ROLE_KSPACE).format(s=scale)
@@ -460,8 +506,9 @@ def main() -> None:
                         if card.get("low_band") and not kspace
                         else ""
                     ),
-                    "degradation": DEGRADATION_KSPACE.format(s=scale) if kspace else
-                    "half plain antialiased bicubic, half each modality's physics (CT detector blur, "
+                    "degradation": DEGRADATION_KSPACE.format(s=scale)
+                    if kspace
+                    else "half plain antialiased bicubic, half each modality's physics (CT detector blur, "
                     "MR k-space truncation, CR detector + quantum noise, US lateral blur, NM blur + Poisson)"
                     + (
                         "; scanner noise added to the high-resolution target on 30 % of the patches (MR Rician, CT "
@@ -472,7 +519,13 @@ def main() -> None:
                     ),
                 },
                 "evaluation": evaluation(name, scale),
-                "limitations": (LIMITATIONS_KSPACE if kspace else LIMITATIONS_FAITHFUL if card.get("low_band") else LIMITATIONS)
+                "limitations": (
+                    LIMITATIONS_KSPACE
+                    if kspace
+                    else LIMITATIONS_FAITHFUL
+                    if card.get("low_band")
+                    else LIMITATIONS
+                )
                 + KNOWN_ISSUES.get(name, [])
                 + ([fixed_attention_note(int(net.reach))] if getattr(net, "reach", None) else [])
                 + ([] if family in ROLE else [BASELINE_NOTE]),
