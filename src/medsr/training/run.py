@@ -113,6 +113,36 @@ def _checkpoint_on_interrupt(path: Path) -> Any:
     return CheckpointOnInterrupt()
 
 
+def _warn_schedule_kept(saved: dict[str, Any], cfg: Config, name: str) -> None:
+    """A resumed run keeps its learning-rate curve (:class:`medsr.training.tasks.WarmupSchedule`
+    is restored from the checkpoint): a cosine schedule whose length came from the run's
+    ``max_epochs``/``max_steps`` keeps that length when they change, so the steps past it run at
+    the final rate — said, since "train 40 epochs more" reads as more learning."""
+    from medsr.errors import MedSRWarning
+    from medsr.training.config import config_from_dict
+
+    if cfg.optim.schedule != "cosine" or cfg.optim.total_steps is not None:
+        return
+    try:
+        was = config_from_dict(saved).trainer
+    except Exception:  # a recipe of another version: recipe_changes has judged it already
+        return
+    changed = [
+        f"trainer.{k}: {getattr(was, k)} there, {getattr(cfg.trainer, k)} here"
+        for k in ("max_epochs", "max_steps")
+        if getattr(was, k) != getattr(cfg.trainer, k)
+    ]
+    if changed:
+        warnings.warn(
+            f"'{name}' resumes its cosine learning-rate schedule as it was ({'; '.join(changed)}): "
+            "the schedule keeps the length the run started with, so the steps past it run at "
+            f"its final rate ({cfg.optim.min_lr_ratio:g} × optim.lr); for a schedule over the new "
+            "length start a new run from its weights with model.init",
+            MedSRWarning,
+            stacklevel=3,
+        )
+
+
 def _progress_bar(kind: str) -> list[Any]:
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
 
@@ -187,6 +217,8 @@ def train(
                 "max_steps, max_time, devices...), or start a new run from its weights with "
                 "model.init"
             )
+        if isinstance(saved, dict):
+            _warn_schedule_kept(saved, cfg, resume_path.name)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(
