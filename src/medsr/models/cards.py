@@ -16,6 +16,7 @@ __all__ = [
     "TEXTURE_NOTE",
     "architecture_summary",
     "card_essentials",
+    "validation_baseline",
 ]
 
 #: how a card's summary names a network family (its paper); others: the class docstring's first line
@@ -62,20 +63,26 @@ def architecture_summary(arch: str, kwargs: dict[str, Any], scale: int | None) -
     )
 
 
+def validation_baseline(card: dict[str, Any]) -> str:
+    """What a card's ``val_psnr_gain`` was measured over: a slice interpolator's linear midpoint,
+    a through-plane model's cubic along z, else the card's ``metrics.baseline`` (k-space models:
+    zero-filled k-space), its low-band guard's base, or bicubic."""
+    if card.get("kind") == "slice-interpolator":
+        return "linear (the neighbours' mean)"
+    if card.get("kind") == "through-plane":
+        return "cubic along z"
+    m = card.get("metrics") or {}
+    return str(m.get("baseline") or (card.get("low_band") or {}).get("base") or "bicubic")
+
+
 def _gain(card: dict[str, Any]) -> str | None:
     m = card.get("metrics") or {}
     gain = m.get("val_psnr_gain")
     if not isinstance(gain, (int, float)):
         return None
-    if card.get("kind") == "slice-interpolator":
-        base = "linear (the neighbours' mean)"
-    elif card.get("kind") == "through-plane":
-        base = "cubic along z"
-    else:
-        base = str(m.get("baseline") or (card.get("low_band") or {}).get("base") or "bicubic")
     psnr = m.get("val_psnr")
     at = f"PSNR {psnr:.2f} dB, " if isinstance(psnr, (int, float)) else ""
-    return f"{at}{gain:+.2f} dB vs {base} (normalised units)"
+    return f"{at}{gain:+.2f} dB vs {validation_baseline(card)} (normalised units)"
 
 
 def card_essentials(card: dict[str, Any]) -> list[tuple[str, str]]:

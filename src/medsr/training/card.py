@@ -21,7 +21,12 @@ import platform
 import re
 from typing import Any
 
-from medsr.models.cards import RESEARCH_USE, TEXTURE_NOTE, architecture_summary
+from medsr.models.cards import (
+    RESEARCH_USE,
+    TEXTURE_NOTE,
+    architecture_summary,
+    validation_baseline,
+)
 
 __all__ = [
     "complete_card",
@@ -180,13 +185,8 @@ def _default_limitations(card: dict[str, Any], unvalidated: list[str]) -> list[s
         )
     gain = (card.get("metrics") or {}).get("val_psnr_gain")
     if isinstance(gain, (int, float)) and gain < 0:
-        base = (
-            (card.get("metrics") or {}).get("baseline")
-            or (card.get("low_band") or {}).get("base")
-            or ("linear" if card.get("kind") == "slice-interpolator" else "bicubic")
-        )
         out.append(
-            f"Below {base} on its validation images (val PSNR gain {gain:+.2f} dB): "
+            f"Below {validation_baseline(card)} on its validation images (val PSNR gain {gain:+.2f} dB): "
             "use it for comparison, not for images."
         )
     elif gain is None:
