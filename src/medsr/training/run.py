@@ -119,19 +119,10 @@ def _warn_schedule_kept(saved: dict[str, Any], cfg: Config, name: str) -> None:
     ``max_epochs``/``max_steps`` keeps that length when they change, so the steps past it run at
     the final rate — said, since "train 40 epochs more" reads as more learning."""
     from medsr.errors import MedSRWarning
-    from medsr.training.config import config_from_dict
 
     if cfg.optim.schedule != "cosine" or cfg.optim.total_steps is not None:
         return
-    try:
-        was = config_from_dict(saved).trainer
-    except Exception:  # a recipe of another version: recipe_changes has judged it already
-        return
-    changed = [
-        f"trainer.{k}: {getattr(was, k)} there, {getattr(cfg.trainer, k)} here"
-        for k in ("max_epochs", "max_steps")
-        if getattr(was, k) != getattr(cfg.trainer, k)
-    ]
+    changed = recipe_changes(saved, cfg, keys=("trainer.max_epochs", "trainer.max_steps"))
     if changed:
         warnings.warn(
             f"'{name}' resumes its cosine learning-rate schedule as it was ({'; '.join(changed)}): "

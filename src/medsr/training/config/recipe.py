@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -250,10 +251,13 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.removesuffix("."): list(d) if isinstance(d, tuple) else d}
 
 
-def recipe_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
+def recipe_changes(
+    saved: dict[str, Any], cfg: Config, *, keys: Collection[str] | None = None
+) -> list[str]:
     """``"key: <saved> there, <cfg's> here"`` for every recipe value in which ``cfg`` differs
     from ``saved`` (the recipe a checkpoint was trained with), the keys a resumed run may change
-    (:data:`RESUME_MAY_CHANGE`) left out."""
+    (:data:`RESUME_MAY_CHANGE`) left out — or, with ``keys``, for those keys only (e.g. how long
+    the run goes: ``trainer.max_epochs``)."""
     try:  # both through the same validation, so defaults and spellings compare alike
         old = config_from_dict(saved).to_dict()
     except InvalidParameterError:
@@ -263,7 +267,8 @@ def recipe_changes(saved: dict[str, Any], cfg: Config) -> list[str]:
     return [
         f"{key}: {before.get(key, unset)!r} there, {after.get(key, unset)!r} here"
         for key in sorted(set(before) | set(after))
-        if key not in RESUME_MAY_CHANGE and before.get(key, unset) != after.get(key, unset)
+        if (key in keys if keys is not None else key not in RESUME_MAY_CHANGE)
+        and before.get(key, unset) != after.get(key, unset)
     ]
 
 
