@@ -34,7 +34,7 @@ from medsr.inference.precision import (
     check_precision_on,
     resolve_precision,
 )
-from medsr.io.padding import carry_nonfinite, fill_blocks, fill_no_data
+from medsr.io.padding import block_mask, carry_nonfinite, fill_blocks, fill_no_data
 from medsr.models.resolver import LoadedModel
 
 __all__ = ["BASES", "PRECISIONS", "PlaneJob", "PlaneUpscaler", "check_precision"]
@@ -762,7 +762,7 @@ class PlaneUpscaler:
             if pad is not None:
                 planes = _as_planes(pad, job.per_plane_channels)
                 for k in range(base.shape[0]):  # plane by plane: no full-size mask
-                    up = np.repeat(np.repeat(planes[k], s, axis=-2), s, axis=-1)
+                    up = block_mask(planes[k], s)
                     base[k][up] = job.base[k][up]
         c, z, h, w = image.channel_first().shape
         result = (

@@ -145,7 +145,7 @@ def measured_pixels(
     :func:`medsr.io.padding.no_data_mask`), nor where the degraded input holds none (every model
     keeps those pixels' blocks exact: no model is judged there). ``lr`` is ``ref`` reduced
     ×``scale`` in-plane, or along z with ``through_plane`` (thick slices). Grey images only."""
-    from medsr.io.padding import no_data_mask
+    from medsr.io.padding import block_mask, no_data_mask
 
     if ref.channels:
         return None
@@ -154,11 +154,7 @@ def measured_pixels(
         return None
     gone = np.zeros(ref.array.shape, bool) if hr is None else hr[0].copy()
     if low is not None:
-        up = (
-            np.repeat(low[0], scale, axis=0)
-            if through_plane
-            else np.repeat(np.repeat(low[0], scale, axis=-2), scale, axis=-1)
-        )
+        up = np.repeat(low[0], scale, axis=0) if through_plane else block_mask(low[0], scale)
         z, h, w = (min(a, b) for a, b in zip(up.shape, gone.shape, strict=True))
         gone[:z, :h, :w] |= up[:z, :h, :w]
     return ~gone
