@@ -48,8 +48,10 @@ def test_default_is_auto_and_output_is_the_plain_upscale(mr_small):
     assert not summary["consistency"]["exceeded"] and summary["physics"] == "unknown"
     assert summary["degradation"]["kind"] == "kspace" and summary["warnings"] == []
     assert summary["uncertainty"]["map"]["max"] < 1e-2  # interpolators are equivariant
-    assert set(sr.meta["maps"]) == {"consistency", "uncertainty"}
+    assert set(sr.meta["maps"]) == {"consistency", "uncertainty", "error_bound"}
     assert all(m.shape == sr.spatial_shape for m in sr.meta["maps"].values())
+    # an equivariant interpolator's bound is its calibration factor times the input's noise
+    assert summary["error_bound"]["calibrated"] and summary["error_bound"]["factor"] > 0
     assert sr.meta["safeguards"] is summary
     json.dumps(summary)
     d = sr.meta["derivation"]

@@ -64,6 +64,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -324,34 +325,35 @@ SELF_CHECK_MIN_SIZE = 16
 SELF_CHECK_MAX_PIXELS = 2**20
 
 
-def detail_self_check(
-    image: MedImage, upscaler: Any, physics: Measurement | None = None
-) -> dict[str, Any]:
-    """How much of a learned model's detail holds up one scale down, on this image itself.
+@dataclass(frozen=True)
+class ScaleDown:
+    """The input one scale down, where the truth is known (:func:`one_scale_down`)."""
 
-    The input is degraded once more (the stated physics, else bicubic), upscaled back by the
-    model and by its base interpolator, and the model's detail ``r = model − base`` is fitted by
-    least squares to what the input shows there (``input − base``): ``α = ⟨r, input − base⟩ /
-    ⟨r, r⟩`` (the base is the one the model's own pass computed). ``α ≈ 1``: the detail is right
-    at that scale; ``α ≈ 0``: it is invented (e.g. ripples a blind model adds to a smooth
-    thin-slice CT). When ``α`` is below :data:`SELF_CHECK_GAIN_BELOW` (``applied``) the output
-    becomes the base's best classical peer (:data:`DETAIL_PEER`: lanczos for bicubic) plus the
-    detail scaled by its least-squares gain over that peer, ``g = ⟨r, input − peer⟩ / ⟨r, r⟩``
-    clipped to [0, 1] (``gain``, ``over``): with no trust in the detail the output is the best
-    classical interpolation. Otherwise the output is left as the model made it — the check is
-    a safety net, not a tuner (one scale down it over- or under-estimates detail on noisy
-    images: it only acts on a clear failure). Costs one model run on ``1/scale²`` of the pixels it looks at: at most
-    :data:`SELF_CHECK_MAX_PIXELS` input pixels (evenly spaced planes of a volume; the centre of
-    a larger plane), so the check's cost does not grow with the volume.
-    """
+    #: the input's planes looked at (``planes`` of them; the centre ``region`` of each), its no
+    #: data filled with its darkest measured value (what the network sees there)
+    small: MedImage
+    #: ``small`` degraded once more by ``kind`` (``scale`` times coarser)
+    lower: MedImage
+    #: ``(C, Z, Y, X)`` no-data pixels of ``small`` (None: none), for the checks to leave out
+    padding: np.ndarray | None
+    kind: str
+    planes: int
+    region: tuple[int, int]
+
+
+def one_scale_down(image: MedImage, s: int, physics: Measurement | None) -> ScaleDown | None:
+    """The input degraded once more — the stated physics' own forward model, else bicubic —
+    on at most :data:`SELF_CHECK_MAX_PIXELS` of its pixels (evenly spaced planes of a volume, the
+    centre of a larger plane): what the detail self-check (:func:`detail_self_check`) and the
+    error bound's calibration (:func:`medsr.safeguards.error_bound`) upscale back and compare
+    with the input. ``None`` when a plane one scale down would be smaller than
+    :data:`SELF_CHECK_MIN_SIZE`."""
     from medsr.degradations import degrade_image
-    from medsr.inference.planes import PlaneUpscaler, _as_planes
 
-    s = upscaler.scale
     nz, h, w = image.array.shape[-3:]
     h2, w2 = (h // s) * s, (w // s) * s
     if h2 // s < SELF_CHECK_MIN_SIZE or w2 // s < SELF_CHECK_MIN_SIZE:
-        return {"checked": False, "reason": "image too small for a check one scale down"}
+        return None
     ys, xs = _centre(h2, s, w2), _centre(w2, s, h2)
     ch, cw = ys.stop - ys.start, xs.stop - xs.start
     zs = sample_planes(nz, ch * cw, SELF_CHECK_MAX_PIXELS)
@@ -380,15 +382,48 @@ def detail_self_check(
             lower = None
     if lower is None:
         lower = degrade_image(small, "bicubic", s, generator=0)
+    region_pad = None
+    if pad is not None:
+        region_pad = np.ascontiguousarray((pad if image.channels else pad[None])[..., ys, xs])
+    return ScaleDown(small, lower, region_pad, kind, n, (ch, cw))
+
+
+def detail_self_check(
+    image: MedImage, upscaler: Any, physics: Measurement | None = None
+) -> dict[str, Any]:
+    """How much of a learned model's detail holds up one scale down, on this image itself.
+
+    The input is degraded once more (the stated physics, else bicubic), upscaled back by the
+    model and by its base interpolator, and the model's detail ``r = model − base`` is fitted by
+    least squares to what the input shows there (``input − base``): ``α = ⟨r, input − base⟩ /
+    ⟨r, r⟩`` (the base is the one the model's own pass computed). ``α ≈ 1``: the detail is right
+    at that scale; ``α ≈ 0``: it is invented (e.g. ripples a blind model adds to a smooth
+    thin-slice CT). When ``α`` is below :data:`SELF_CHECK_GAIN_BELOW` (``applied``) the output
+    becomes the base's best classical peer (:data:`DETAIL_PEER`: lanczos for bicubic) plus the
+    detail scaled by its least-squares gain over that peer, ``g = ⟨r, input − peer⟩ / ⟨r, r⟩``
+    clipped to [0, 1] (``gain``, ``over``): with no trust in the detail the output is the best
+    classical interpolation. Otherwise the output is left as the model made it — the check is
+    a safety net, not a tuner (one scale down it over- or under-estimates detail on noisy
+    images: it only acts on a clear failure). Costs one model run on ``1/scale²`` of the pixels it looks at: at most
+    :data:`SELF_CHECK_MAX_PIXELS` input pixels (evenly spaced planes of a volume; the centre of
+    a larger plane), so the check's cost does not grow with the volume.
+    """
+    from medsr.inference.planes import PlaneUpscaler, _as_planes
+
+    s = upscaler.scale
+    down = one_scale_down(image, s, physics)
+    if down is None:
+        return {"checked": False, "reason": "image too small for a check one scale down"}
+    small, lower, region_pad, kind = down.small, down.lower, down.padding, down.kind
+    n, nz, ch, cw = down.planes, image.array.shape[-3], *down.region
     model = PlaneUpscaler(upscaler, s)  # the network shared; its base interpolation kept (one pass)
     job = model.run_job(model.prepare(lower, keep_base=True))
     assert job.base is not None
     truth = _as_planes(small.channel_first(), job.per_plane_channels)
     c = 2 * s  # borders: the degradation's edge handling, not the model
     data = None  # the measured pixels of each plane (None: all)
-    if pad is not None:
-        region_pad = (pad if image.channels else pad[None])[..., ys, xs]
-        data = ~_as_planes(np.ascontiguousarray(region_pad), job.per_plane_channels)
+    if region_pad is not None:
+        data = ~_as_planes(region_pad, job.per_plane_channels)
 
     def detail(
         k: int,
@@ -431,6 +466,99 @@ def detail_self_check(
         "planes": f"{n} of {nz}",
         "region": [ch, cw],
     }
+
+
+def calibrate_error_bound(
+    image: MedImage,
+    upscaler: Any,
+    physics: Measurement | None,
+    *,
+    consistency: str,
+    self_check: bool,
+    iterations: int,
+    tol: float,
+) -> dict[str, Any]:
+    """The factor ``k`` of the error bound (:mod:`medsr.safeguards.error_bound`), measured where
+    the truth is known: the input one scale down (:func:`one_scale_down`) upscaled back by this
+    pipeline with the same model, physics and settings, with its uncertainty map; ``k`` is the
+    :data:`~medsr.safeguards.error_bound.COVERAGE` quantile of ``|error| / √(spread² +
+    noise²)`` there (a border of ``2·scale`` px and no-data pixels left out). ``{"calibrated":
+    False, "reason": ...}`` when it cannot be measured."""
+    from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
+
+    s = upscaler.scale
+    down = one_scale_down(image, s, physics)
+    if down is None:
+        return {"calibrated": False, "reason": "image too small for a calibration one scale down"}
+    sr, _ = upscale_with_safeguards(
+        down.lower, s, upscaler, consistency=consistency, maps=True, tta=True, degradation=physics,
+        ood=False, warn=False, iterations=iterations, tol=tol, self_check=self_check,
+        error_bound=False,
+    )  # fmt: skip
+    std = (sr.meta.get("maps") or {}).get("uncertainty")
+    if std is None:
+        return {"calibrated": False, "reason": "no uncertainty map one scale down"}
+    error = np.abs(sr.channel_first() - down.small.channel_first()).mean(axis=0)  # (Z, Y, X)
+    keep = np.zeros(error.shape, dtype=bool)
+    c = 2 * s  # the degradation's edge handling, not the model
+    keep[..., c:-c, c:-c] = True
+    if down.padding is not None:
+        keep &= ~down.padding.any(axis=0)
+    noise = image_noise(down.lower.channel_first())
+    factor = calibration_factor(error, std, noise, keep, COVERAGE)
+    if factor is None:
+        return {"calibrated": False, "reason": "no pixel to calibrate on one scale down"}
+    return {
+        "calibrated": True,
+        "coverage": COVERAGE,
+        "factor": round(factor, 6),
+        "calibration": {
+            "degradation": down.kind,
+            "planes": f"{down.planes} of {image.array.shape[-3]}",
+            "region": list(down.region),
+            "pixels": int(keep.sum()),
+        },
+    }
+
+
+def _error_bound(
+    image: MedImage,
+    std: np.ndarray,
+    upscaler: Any,
+    physics: Measurement | None,
+    setting: str,
+    self_check: bool,
+    iterations: int,
+    tol: float,
+    rng: float,
+    threshold: float,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The ``error_bound`` map of an output whose uncertainty map is ``std`` and its summary
+    (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. A no-data
+    pixel's block is kept exact in the output: its bound is 0."""
+    from medsr.io.padding import block_mask
+    from medsr.safeguards.error_bound import error_bound, image_noise
+
+    info = calibrate_error_bound(
+        image, upscaler, physics, consistency=setting, self_check=self_check,
+        iterations=iterations, tol=tol,
+    )  # fmt: skip
+    if not info.get("calibrated"):
+        return None, info
+    pad = no_data_mask(image)  # (C, Z, Y, X)
+    noise = image_noise(image.channel_first(), None if pad is None else ~pad)
+    bound = error_bound(std, noise, float(info["factor"]))
+    if pad is not None:
+        bound[block_mask(np.asarray(pad.all(axis=0)), upscaler.scale)] = 0.0
+    finite = noise[np.isfinite(noise)]
+    info["noise_sigma"] = {
+        "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
+        "mean": round(float(finite.mean()), 6) if finite.size else None,
+        "max": round(float(finite.max()), 6) if finite.size else None,
+        "units": image.units,
+    }
+    info["map"] = summarize_map(bound, data_range=rng, threshold_rel=threshold, units=image.units)
+    return bound, info
 
 
 def _decision(alpha: float, gain: float, below: float, over: str, kind: str) -> dict[str, Any]:
@@ -711,6 +839,7 @@ def upscale_with_safeguards(
     output: MedImage | None = None,
     self_check: bool = True,
     ensemble: bool = False,
+    error_bound: bool = True,
     **upscale_kwargs: Any,
 ) -> tuple[MedImage, dict[str, Any]]:
     """Upscale ``image`` and measure (optionally enforce) its fidelity to the input.
@@ -755,6 +884,11 @@ def upscale_with_safeguards(
             padding and local range, so their mean does too. The self-check judges the model
             itself; the full-scale check and the projection act on the mean. A classical
             interpolator is already symmetric: nothing changes.
+        error_bound: with ``maps`` and an uncertainty map, also the ``error_bound`` map: per
+            voxel, the value the error of about 90 % of the voxels stays below, calibrated on
+            the input one scale down (:mod:`medsr.safeguards.error_bound`,
+            :func:`calibrate_error_bound`: the same pipeline run once more there, on at most
+            1/scale² of the input's pixels, its uncertainty map included).
         **upscale_kwargs: ``device``, ``batch_size``, ``clip``, ``tile``, ``precision``,
             ``low_band``, ``range_guard`` of :class:`~medsr.inference.planes.PlaneUpscaler`.
 
@@ -984,6 +1118,14 @@ def upscale_with_safeguards(
     }
     if unc_info.get("ensemble"):
         summary["ensemble"] = unc_info["ensemble"]
+    bound = None
+    if maps and error_bound and std is not None:
+        t3 = time.perf_counter()
+        bound, summary["error_bound"] = _error_bound(
+            image, std, upscaler, physics, setting, self_check, iterations, tol, rng,
+            uncertainty_threshold,
+        )  # fmt: skip
+        summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t3) * 1000, 1)
     meta = {**sr.meta, "safeguards": summary}
     meta.pop("consistency", None)
     if maps:
@@ -997,6 +1139,8 @@ def upscale_with_safeguards(
         meta["maps"] = {"consistency": cmap}
         if std is not None:
             meta["maps"]["uncertainty"] = std
+        if bound is not None:
+            meta["maps"]["error_bound"] = bound
     sr = sr.replace(meta=meta)
     record = provenance(
         model=upscaler.loaded,

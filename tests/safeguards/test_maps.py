@@ -130,7 +130,8 @@ def test_ensemble_mean_is_the_same_with_or_without_the_spread(rng):
 
 def test_dicom_maps_have_their_own_series_numbers(tmp_path):
     """The derived series and its consistency/uncertainty map series had one SeriesNumber (source
-    + 1000): a PACS list could not tell them apart. Now + 1000, + 1001, + 1002."""
+    + 1000): a PACS list could not tell them apart. Now + 1000, + 1001, + 1002 (and the error
+    bound map, session 29: + 1003)."""
     import pydicom
 
     from medsr.pipeline import upscale_file
@@ -147,6 +148,7 @@ def test_dicom_maps_have_their_own_series_numbers(tmp_path):
         "out": base + 1000,
         "consistency_dicom": base + 1001,
         "uncertainty_dicom": base + 1002,
+        "error_bound_dicom": base + 1003,
     }
 
 

@@ -83,7 +83,7 @@ def test_web_job_reports_safeguards_and_provenance(tmp_path):
             client, submit(client, "mr.dcm", data, model="tiny-mr", consistency="on").json()["id"]
         )
         assert job["state"] == "done", job
-        assert set(job["maps"]) == {"consistency", "uncertainty"}
+        assert set(job["maps"]) == {"consistency", "uncertainty", "error_bound"}
         assert job["safeguards"]["consistency"]["setting"] == "on"
         # an untrained network: the self-check scales its detail by α ≤ 1, and its spread with it
         gain = job["safeguards"]["self_check"]["gain"]

@@ -115,8 +115,9 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--maps",
-                help="Folder for each item's consistency-error and uncertainty maps "
-                "(+ summary.json; mirrors the outputs). Uncertainty runs the model 8× per item.",
+                help="Folder for each item's consistency-error, uncertainty and error-bound maps "
+                "(+ summary.json; mirrors the outputs). Uncertainty runs the model 8× per item "
+                "(and 8× on a quarter of the pixels to calibrate the error bound).",
             ),
         ] = None,
         degradation: Annotated[

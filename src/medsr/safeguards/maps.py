@@ -56,9 +56,17 @@ __all__ = [
 MAP_DESCRIPTIONS = {
     "consistency": "consistency error map |degrade(SR) - measured|",
     "uncertainty": "uncertainty map (std over test-time augmentations and stochastic samples)",
+    "error_bound": (
+        "error bound map (about 90 % of voxels' error below it: k * sqrt(uncertainty^2 + "
+        "noise^2), k calibrated on the input one scale down)"
+    ),
 }
 #: what a map's pixel values are (its derivation record and NIfTI description say so, with units)
-MAP_VALUES = {"consistency": "absolute error", "uncertainty": "standard deviation"}
+MAP_VALUES = {
+    "consistency": "absolute error",
+    "uncertainty": "standard deviation",
+    "error_bound": "expected absolute error bound (90 % of voxels)",
+}
 #: how a map's DICOM series says what it is (medsr.io.dicom.derived): a value of Image Type naming
 #: it; for the enhanced IODs, whose Image Type has 4 values, its Derived Pixel Contrast (Value 4,
 #: PS3.3 C.8.16.1.4); and the operation as a derivation code (DCM, CID 7203 Image Derivation)
@@ -70,6 +78,12 @@ MAP_DICOM = {
     },
     "uncertainty": {
         "image_type": "UNCERTAINTY MAP",
+        "contrast": "STD_DEVIATION",
+        "code": ("113061", "DCM", "Standard Deviation"),
+    },
+    # a multiple of a combined standard deviation (the spread and the input's noise)
+    "error_bound": {
+        "image_type": "ERROR BOUND MAP",
         "contrast": "STD_DEVIATION",
         "code": ("113061", "DCM", "Standard Deviation"),
     },

@@ -114,6 +114,13 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"TTA uncertainty mean {_fmt(m.get('mean'))} p99 {_fmt(m.get('p99'))} "
             f"max {_fmt(m.get('max'))} {m.get('units', '')}".rstrip()
         )
+    bound = summary.get("error_bound") or {}
+    if bound.get("map"):
+        m = bound["map"]
+        parts.append(
+            f"error bound ({bound.get('coverage', 0.9):.0%} of voxels, k {_fmt(bound.get('factor'))}) "
+            f"mean {_fmt(m.get('mean'))} p99 {_fmt(m.get('p99'))} {m.get('units', '')}".rstrip()
+        )
     ood = summary.get("ood") or {}
     if ood.get("flag"):
         parts.append("OUT-OF-DISTRIBUTION: " + "; ".join(ood.get("reasons", []))[:300])

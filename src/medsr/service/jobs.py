@@ -486,6 +486,9 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     unc = (summary.get("uncertainty") or {}).get("map")
     if unc:
         out["uncertainty_p99"] = unc.get("p99")
+    bound = (summary.get("error_bound") or {}).get("map")
+    if bound:
+        out["error_bound_p99"] = bound.get("p99")
     detail = _detail_check_text(summary.get("self_check") or {})
     if detail:
         out["detail_check"] = detail

@@ -573,6 +573,13 @@
   }
 
   // ------------------------------------------------------------------ views and previews
+  // a trust map's button: its name and what its values say (medsr.safeguards.maps)
+  const MAP_LABELS = {
+    consistency: ["Consistency", "|downsampled result − input|: where the result disagrees with what was measured"],
+    uncertainty: ["Uncertainty", "spread of the result over 8 flips and rotations of the input: ranks the regions to trust less; not an error bar"],
+    error_bound: ["Error bound", "about 90 % of pixels' error is expected below this value (calibrated on the input one scale down)"],
+  };
+
   function renderViews(job) {
     const done = job.state === "done";
     const wanted = ["compare", "input", "output", ...(done ? job.maps : [])];
@@ -582,8 +589,9 @@
         const b = document.createElement("button");
         b.type = "button";
         b.dataset.view = name;
-        b.textContent = name.charAt(0).toUpperCase() + name.slice(1);
-        b.title = name === "consistency" ? "|downsampled result − input|: where the result disagrees with what was measured" : `${name} map`;
+        const label = MAP_LABELS[name] || [name.charAt(0).toUpperCase() + name.slice(1).replace(/_/g, " "), `${name} map`];
+        b.textContent = label[0];
+        b.title = label[1];
         el.views.append(b);
       }
     }

@@ -1,0 +1,239 @@
+"""Do the trust maps say where the output is wrong? Per validation image, against the truth.
+
+``medsr upscale --maps`` writes three maps that a reader is told to trust less where they are
+high: the **uncertainty** map (per-pixel standard deviation of the model's output over the 8
+flips and 90° rotations of the input), the **error bound** (the uncertainty and the input's noise
+combined and scaled so that about 90 % of the errors lie below it, calibrated on the input one
+scale down: :mod:`medsr.safeguards.error_bound`) and the **consistency** map (|degrade(SR) −
+input|, each input pixel's value spread over its block). This benchmark asks whether they point at the places where
+the output really is wrong, on the leave-one-source-out validation images of
+``benchmarks/faithful.py`` (other packages and patients than training; needs ``make corpus``),
+each degraded as there (×2 bicubic; the MR images also in k-space with ``--degradation kspace``).
+
+For each image, model (the shipped defaults, run as ``medsr upscale --maps`` runs them) and map,
+over the scored pixels (a CT's fill and a border of ``scale`` px are not scored):
+
+* ``ρ px`` — Spearman rank correlation between the map and the absolute error, pixel by pixel;
+* ``ρ block`` — the same between each 8×8 block's mean map value and its RMS error (whole blocks
+  only): does the map find the *regions* to trust less?
+* ``AUROC`` — how well a block's map value tells the worst 10 % of blocks (by RMS error) from the
+  rest (0.5: no better than chance; 1: perfect);
+* ``RMS err / RMS map`` — the error's size against the map's (1 for a standard deviation that is
+  the error's; the uncertainty map is an equivariance spread, not a calibrated error bar);
+* ``|err| ≤ map`` and ``|err| ≤ 2·map`` — the fraction of pixels whose error lies within the map
+  value (90 % for the error bound, by its calibration one scale down) and within twice it (95 %
+  for a calibrated Gaussian standard deviation).
+
+A trivial predictor sits beside the maps: the **edge** map (gradient magnitude of the bicubic
+interpolation), since the errors of any interpolator sit at edges. A map that finds no more than
+the edge map adds nothing a reader's eye would not.
+
+    make corpus
+    .venv/bin/python benchmarks/trust_maps.py          # ×2: ~3 min on 2 cores
+
+Writes ``benchmarks/results/trust_maps.json`` and ``trust_maps.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _machine import machine
+from faithful import MR_KSPACE, VALIDATION, _slice, degrade, measured
+
+from medsr.image import MedImage
+from medsr.inference.planes import PlaneUpscaler
+from medsr.io import load_image
+from medsr.training.data import resolve_corpus
+
+RESULTS = Path(__file__).parent / "results"
+BLOCK = 8
+WORST = 0.10
+MAPS = ("uncertainty", "error_bound", "consistency", "edge")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), as Spearman's ρ and the Mann–Whitney U use."""
+    from scipy.stats import rankdata
+
+    return rankdata(x)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = _ranks(a.ravel()), _ranks(b.ravel())
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = float(np.sqrt((ra**2).sum() * (rb**2).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else 0.0
+
+
+def auroc(score: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for ``positive`` (Mann–Whitney U / (n₁·n₀))."""
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if not n1 or not n0:
+        return float("nan")
+    r = _ranks(score)
+    return float((r[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def blocks(a: np.ndarray, ok: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per ``BLOCK``² block: the mean (``fn="mean"``) or RMS (``"rms"``) of ``a``; and which
+    blocks are wholly scored (``ok``)."""
+    h, w = (a.shape[0] // BLOCK) * BLOCK, (a.shape[1] // BLOCK) * BLOCK
+    shape = (h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    v = a[:h, :w].reshape(shape).astype(np.float64)
+    whole = ok[:h, :w].reshape(shape).all(axis=(1, 3))
+    val = np.sqrt((v**2).mean(axis=(1, 3))) if fn == "rms" else v.mean(axis=(1, 3))
+    return val, whole
+
+
+def edge_map(lr: MedImage, scale: int) -> np.ndarray:
+    """Gradient magnitude (Sobel) of the bicubic interpolation: where any interpolator errs."""
+    from scipy import ndimage
+
+    up = PlaneUpscaler("bicubic", scale).upscale(lr).array[0].astype(np.float64)
+    return np.hypot(ndimage.sobel(up, axis=0), ndimage.sobel(up, axis=1)).astype(np.float32)
+
+
+def scores(m: np.ndarray, err: np.ndarray, keep: np.ndarray) -> dict[str, float]:
+    """How well map ``m`` predicts ``|err|`` over the pixels ``keep`` (module docstring)."""
+    a, e = np.abs(err), np.asarray(m, np.float64)
+    out: dict[str, float] = {"rho_px": spearman(e[keep], a[keep])}
+    bm, ok = blocks(np.where(keep, e, 0), keep, "mean")
+    be, _ = blocks(np.where(keep, a, 0), keep, "rms")
+    bm, be = bm[ok], be[ok]
+    out["rho_block"] = spearman(bm, be)
+    worst = be >= np.quantile(be, 1 - WORST)
+    out["auroc_worst"] = auroc(bm, worst)
+    rms_map = float(np.sqrt(np.mean(e[keep] ** 2)))
+    out["err_over_map"] = (
+        float(np.sqrt(np.mean(a[keep] ** 2))) / rms_map if rms_map else float("inf")
+    )
+    out["within_1"] = float(np.mean(a[keep] <= e[keep]))
+    out["within_2"] = float(np.mean(a[keep] <= 2 * e[keep]))
+    out["blocks"] = int(ok.sum())
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def run_image(
+    hr: MedImage, kind: str, scale: int, model: str, physics: str | None
+) -> dict[str, Any]:
+    from medsr.pipeline import upscale_with_safeguards
+
+    lr = degrade(hr, kind, scale)
+    keep = measured(hr, lr, scale)
+    truth = hr.array[0]
+    keep = np.ones(truth.shape, bool) if keep is None else keep.copy()
+    keep[:scale], keep[-scale:], keep[:, :scale], keep[:, -scale:] = False, False, False, False
+    t0 = time.perf_counter()
+    sr, _ = upscale_with_safeguards(
+        lr, scale, PlaneUpscaler(model, scale), degradation=physics, maps=True, tta=True,
+        ood=False, warn=False,
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    err = sr.array[0].astype(np.float64) - truth
+    maps = sr.meta["maps"]
+    row: dict[str, Any] = {"seconds": round(seconds, 1), "scored": round(float(keep.mean()), 3)}
+    for name in MAPS:
+        m = edge_map(lr, scale) if name == "edge" else maps[name][0]
+        row[name] = scores(m, err, keep & np.isfinite(m))
+    return row
+
+
+def run(scale: int, models: list[str]) -> dict[str, Any]:
+    sets = [
+        ("validation", VALIDATION, "bicubic", None),
+        ("validation-mr-kspace", MR_KSPACE, "kspace", "kspace"),
+    ]
+    out: list[dict[str, Any]] = []
+    for set_name, files, kind, physics in sets:
+        for spec, modality, label in files:
+            image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
+            if modality:
+                image = image.replace(modality=modality)
+            hr = _slice(image, scale)
+            for model in models:
+                name = model if physics is None else f"{model} + --degradation {physics}"
+                run_model = model if physics is None else f"{model}-{physics}"
+                row = {"set": set_name, "image": label, "modality": hr.modality, "model": name,
+                       **run_image(hr, kind, scale, run_model, physics)}  # fmt: skip
+                out.append(row)
+                print(set_name, label, name, {m: row[m]["auroc_worst"] for m in MAPS}, flush=True)
+    return {
+        "machine": machine(load=True),
+        "scale": scale,
+        "block": BLOCK,
+        "worst": WORST,
+        "rows": out,
+    }
+
+
+def _mean(rows: list[dict[str, Any]], name: str, key: str) -> float:
+    v = [r[name][key] for r in rows if np.isfinite(r[name][key])]
+    return round(float(np.mean(v)), 3) if v else float("nan")
+
+
+def markdown(info: dict[str, Any]) -> str:
+    s = info["scale"]
+    lines = [
+        f"# Trust maps against the truth (×{s}, leave-one-source-out validation)",
+        "",
+        f"Machine: {info['machine']}. Generated by `benchmarks/trust_maps.py` (what each column "
+        f"means: its docstring). Blocks: {info['block']}×{info['block']} output px; worst = the "
+        f"{info['worst']:.0%} of blocks with the largest RMS error. `edge`: the gradient magnitude "
+        "of the bicubic interpolation, a trivial predictor beside the two maps. Each cell: "
+        "uncertainty / error bound / consistency / edge.",
+        "",
+        "| set | image | model | ρ px | ρ block | AUROC worst 10 % | RMS err / RMS map | |err| ≤ map | |err| ≤ 2·map |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
+        return " / ".join(format(r[m][key], fmt) for m in MAPS)
+
+    for r in info["rows"]:
+        lines.append(
+            f"| {r['set']} | {r['image']} | {r['model']} | {cell(r, 'rho_px', '.2f')} | "
+            f"{cell(r, 'rho_block', '.2f')} | {cell(r, 'auroc_worst', '.2f')} | "
+            f"{cell(r, 'err_over_map', '.2g')} | {cell(r, 'within_1', '.0%')} | "
+            f"{cell(r, 'within_2', '.0%')} |"
+        )
+    lines += ["", "Means over the images of each set and model:", "",
+              "| set | model | map | ρ px | ρ block | AUROC worst 10 % | RMS err / RMS map | |err| ≤ map | |err| ≤ 2·map |",
+              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in info["rows"]:
+        groups.setdefault((r["set"], r["model"]), []).append(r)
+    for (set_name, model), rows in groups.items():
+        for m in MAPS:
+            lines.append(
+                f"| {set_name} | {model} | {m} | {_mean(rows, m, 'rho_px'):.2f} | "
+                f"{_mean(rows, m, 'rho_block'):.2f} | {_mean(rows, m, 'auroc_worst'):.2f} | "
+                f"{_mean(rows, m, 'err_over_map'):.2g} | {_mean(rows, m, 'within_1'):.0%} | "
+                f"{_mean(rows, m, 'within_2'):.0%} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--models", default="default,fast", help="shipped families: default, fast")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    models = [f"{m.strip()}-x{args.scale}" for m in args.models.split(",") if m.strip()]
+    info = run(args.scale, models)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "trust_maps" if args.scale == 2 else f"trust_maps_x{args.scale}"
+    (args.out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(info))
+    print(markdown(info))
+
+
+if __name__ == "__main__":
+    main()
