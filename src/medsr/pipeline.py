@@ -1467,7 +1467,7 @@ def through_plane_error(
     import torch
 
     from medsr.degradations.thick_slice import thick_slice_matrix
-    from medsr.slice_grid import no_data_kept
+    from medsr.slice_grid import no_data_kept, slice_spacing
 
     prof = profile or (result.meta.get("derivation") or {}).get("slice_profile") or {}
     if "slice_thickness_mm" not in prof:
@@ -1475,7 +1475,7 @@ def through_plane_error(
     z, n_out = image.spatial_shape[0], result.spatial_shape[0]
     w = thick_slice_matrix(
         z, n_out, profile=str(prof.get("profile", "gaussian")),
-        thickness=float(prof["slice_thickness_mm"]) / float(image.spacing[0]),
+        thickness=float(prof["slice_thickness_mm"]) / slice_spacing(image),
     )  # fmt: skip
     out = result.channel_first()
     c, _, h, wd = out.shape
@@ -1759,10 +1759,10 @@ def upscale_file(
     check_holds(image, target, series_ok=_from_dicom(image.meta)[0])
     nz, ny, nx = image.spatial_shape
     if through_plane:
-        from medsr.slice_grid import output_slices, positive_mm
+        from medsr.slice_grid import output_slices, positive_mm, slice_spacing
 
         if z_scale is not None:  # as the web service's through-plane jobs: z spacing ÷ scale
-            target_spacing = float(image.spacing[0]) / check_scale(z_scale)
+            target_spacing = slice_spacing(image) / check_scale(z_scale)
         # the through-plane rule's slice count; a target it refuses is refused there, in its order
         grid = min(image.spacing[1:]) if target_spacing is None else positive_mm(target_spacing)
         if grid is not None:

@@ -13,7 +13,11 @@ slices of spacing ``s`` along the slice axis has
 * slice spacing ``N·s / n`` (``s / f`` for a factor; the target exactly when ``N·s / target``
   is a whole number);
 * the same field of view: each input slice is read as a slab of width ``s`` centred on its
-  position, and the ``n`` output slices tile the same ``N·s`` mm. Output slice ``j`` sits at
+  position, and the ``n`` output slices tile the same ``N·s`` mm.
+
+``s`` is the distance between the slices' planes, along their normal (:func:`slice_spacing`):
+``image.spacing[0]`` except on a sheared grid (a tilted-gantry CT), whose step from slice to
+slice is longer than that distance. Output slice ``j`` sits at
   input index ``(j + ½)·N/n − ½`` (:func:`cell_positions`): for ×2 at ``k ∓ ¼``, for ×4 at
   ``k − ⅜, k − ⅛, k + ⅛, k + ⅜`` — no output slice lies on an input slice for an even factor,
   exactly as for in-plane upscaling. Positions before the first / after the last input slice
@@ -62,6 +66,7 @@ __all__ = [
     "output_slices",
     "positive_mm",
     "resize_axis",
+    "slice_spacing",
     "slice_thickness_mm",
 ]
 
@@ -73,17 +78,44 @@ def factor_slices(n_in: int, factor: int) -> int:
     return int(n_in) * int(factor)
 
 
+def slice_spacing(image: MedImage, axis: int = 0) -> float:
+    """The distance in mm between neighbouring slices along ``axis``, measured along their
+    normal: what SpacingBetweenSlices states and what a target spacing asks for.
+
+    It is ``image.spacing[axis]`` unless the affine is sheared along ``axis`` — a CT with a
+    tilted gantry, whose slice positions step along the table while the slices are tilted, read
+    as one grid (:func:`medsr.io.dicom.geometry._stack_geometry`): the step from one slice to
+    the next is then longer than the distance between their planes, by ``1 / cos(tilt)``, and
+    ``spacing[axis]`` (the step's length, the affine column's norm) is the step. A slice's
+    profile spans its thickness along the normal, so the grid rule and the slice profile count
+    in this distance (5 mm slices with a 20° tilt are 5 mm apart, their step 5.32 mm long).
+    """
+    s = float(image.spacing[axis])
+    lin = np.asarray(image.affine, dtype=np.float64)[:3, :3]
+    col = 2 - (axis % 3)  # affine columns are x, y, z; array axes z, y, x
+    a, b = (lin[:, c] for c in range(3) if c != col)
+    normal = np.cross(a, b)
+    scale = float(np.linalg.norm(normal) * np.linalg.norm(lin[:, col]))
+    if not (np.isfinite(scale) and scale > 0):
+        return s
+    cos = abs(float(np.dot(normal, lin[:, col]))) / scale
+    # no shear (to rounding): the stated spacing as it is, so no slice count moves by a rounding
+    return s if not np.isfinite(cos) or cos <= 0 or cos > 1 - 1e-9 else s * cos
+
+
 def output_slices(image: MedImage, target_spacing: float, axis: int = 0) -> int:
-    """Slices of the output for a target spacing: ``max(N, round(N·s / target))``."""
+    """Slices of the output for a target spacing: ``max(N, round(N·s / target))``, ``s`` the
+    distance between the slices' planes (:func:`slice_spacing`)."""
     n = image.spatial_shape[axis]
-    return max(n, round(n * image.spacing[axis] / float(target_spacing)))
+    return max(n, round(n * slice_spacing(image, axis) / float(target_spacing)))
 
 
 def check_target_spacing(image: MedImage, target_spacing: Any, axis: int = 0) -> float:
     """The target slice spacing in mm (default: the finer in-plane spacing, i.e. isotropic);
     refuses non-positive values and targets that would not add slices."""
     spacing = list(image.spacing)
-    s = spacing.pop(axis)
+    spacing.pop(axis)
+    s = slice_spacing(image, axis)
     if target_spacing is None:
         target = min(spacing)
     else:
@@ -179,7 +211,7 @@ def slice_thickness_mm(image: MedImage) -> float | None:
             value = None
         value = positive_mm(value)
         if value is not None and src and abs(image.spacing[0] / float(src[0]) - 1.0) > 1e-6:
-            value = float(image.spacing[0])
+            value = slice_spacing(image, 0)
     return positive_mm(value)
 
 

@@ -694,6 +694,37 @@ def test_a_series_is_built_and_written_slice_by_slice(ct_template, tmp_path, mon
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
 
 
+def test_a_series_is_numbered_in_the_source_s_direction(ct_template, tmp_path):
+    """A series numbered head to feet (InstanceNumber 1 the most superior slice: positions
+    descending, as most CT exports) keeps its numbering: in-plane, instance i holds the slice
+    of the source's instance i; through-plane (new slices), the instances run head to feet too,
+    as a multi-frame output keeps its frames' direction. They were numbered along the normal
+    (feet to head) whatever the source's order: a viewer scrolling by instance number showed the
+    derived series upside down beside its source."""
+    slices = _ct_series(ct_template, n=4, gap=5.0)
+    for ds in slices:  # position k, instance 4 - k: instance 1 is the most superior
+        ds.InstanceNumber = len(slices) - int(ds.InstanceNumber) + 1
+    img = read_dicom(write_series(tmp_path / "src", slices))
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    for out, z in (
+        (write_dicom(upscale2(img), tmp_path / "x2"), 4),
+        (write_dicom(zup, tmp_path / "z2"), 8),
+    ):
+        files = sorted(out.iterdir())
+        written = [pydicom.dcmread(f) for f in files]
+        assert [int(ds.InstanceNumber) for ds in written] == list(range(1, z + 1))
+        positions = [float(ds.ImagePositionPatient[2]) for ds in written]
+        assert positions == sorted(positions, reverse=True)  # head to feet, as the source
+        back = read_dicom(out)  # the same volume, read along the normal
+        np.testing.assert_array_equal(
+            back.array[:, 0, 0], (upscale2(img) if z == 4 else zup).array[:, 0, 0]
+        )
+    # in-plane: instance i holds the source's instance i (its pixels: 100 * position index)
+    first = pydicom.dcmread(sorted((tmp_path / "x2").iterdir())[0])
+    assert float(first.ImagePositionPatient[2]) == pytest.approx(15.0)
+    assert int(first.pixel_array[0, 0]) == int(slices[-1].pixel_array[0, 0])
+
+
 def test_write_single_file_and_overwrite(dicom_corpus, tmp_path):
     mr = read_dicom(dicom_corpus("MR_small.dcm"))
     target = tmp_path / "mr.dcm"

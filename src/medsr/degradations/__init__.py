@@ -291,7 +291,7 @@ def _simulated_thickness_mm(image: MedImage, scale: int, thickness: Any) -> floa
     default ``scale``; a Gaussian's FWHM, a box's full width) times the thin slices' spacing; with
     point sampling (0) the thin slices' own thickness when the source states one, else unknown.
     Not the source's SliceThickness × scale, which ignores the simulated profile."""
-    from medsr.slice_grid import slice_thickness_mm
+    from medsr.slice_grid import slice_spacing, slice_thickness_mm
 
     t = float(scale) if thickness is None else float(thickness)
-    return t * float(image.spacing[0]) if t > 0 else slice_thickness_mm(image)
+    return t * slice_spacing(image) if t > 0 else slice_thickness_mm(image)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medsr.image import MedImage
+from medsr.slice_grid import slice_spacing
 
 __all__ = ["default_profile", "estimate_slice_profile"]
 
@@ -79,7 +80,8 @@ def estimate_slice_profile(image: MedImage, profile: str | None = None) -> dict[
     from medsr.degradations import thick_slice
 
     shape = profile or default_profile(image)
-    sz, sy, sx = image.spacing
+    _, sy, sx = image.spacing
+    sz = slice_spacing(image)  # between the slices' planes (a tilted stack's step is longer)
     pixel = min(sy, sx)
     f = round(sz / pixel)
     cf = image.channel_first().astype(np.float32).mean(axis=0)  # (Z, Y, X)

@@ -45,6 +45,7 @@ from medsr.slice_grid import (
     on_grid,
     output_slices,
     resize_axis,
+    slice_spacing,
     slice_thickness_mm,
 )
 
@@ -229,7 +230,7 @@ def _slice_profile(image: MedImage, slice_thickness: Any, profile: str | None) -
         return {"thickness_mm": header, "profile": shape, "source": "header"}
     est = estimate_slice_profile(image, shape)
     if est["thickness_mm"] is None:
-        return {"thickness_mm": float(image.spacing[0]), "profile": shape, "source": "spacing"}
+        return {"thickness_mm": slice_spacing(image), "profile": shape, "source": "spacing"}
     return est
 
 
@@ -341,7 +342,7 @@ def through_plane_upscale(
     slab = _slice_profile(work, slice_thickness, profile)
     thickness, shape = float(slab["thickness_mm"]), str(slab["profile"])
     dev = resolve_device(device)
-    sz = image.spacing[0]
+    sz = slice_spacing(image)  # between the slices' planes: the profile spans it
     cf = work.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape
     n_out = output_slices(image, target)

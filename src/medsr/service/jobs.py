@@ -396,10 +396,11 @@ def _upscale(
 
     if job.mode == "through-plane":  # the pipeline's step: prior (+ adaptation), provenance
         from medsr.pipeline import upscale_through_plane
+        from medsr.slice_grid import slice_spacing
 
         result, summary = upscale_through_plane(
             image,
-            target_spacing=float(image.spacing[0]) / job.scale,
+            target_spacing=slice_spacing(image) / job.scale,
             consistency=job.options.get("consistency", "auto"),
             adapt_steps=int(job.options.get("adapt_steps", 0)),
             maps=True,

@@ -541,6 +541,26 @@ def _output_frame_order(meta: dict[str, Any], z: int, nsrc: int) -> list[int]:
     return list(range(z - 1, -1, -1)) if descending else list(range(z))
 
 
+def _output_slice_order(templates: list[Dataset], z: int) -> list[int]:
+    """The image slice written as each instance of a single-frame series output, in instance
+    order (``IM00001.dcm`` … hold slices ``order[0]``, ``order[1]`` …): the source's numbering.
+
+    The reader sorts slices along the normal (``templates[k]`` is slice ``k``'s source). With as
+    many slices as source images, instance ``i`` holds the slice of the source's ``i``-th
+    InstanceNumber; with another slice count (through-plane resampling) the instances run in the
+    source's direction along the normal — a head-to-feet series (InstanceNumber 1 the most
+    superior slice: positions descending) stays head-to-feet, as a multi-frame output keeps its
+    frames' direction (:func:`_output_frame_order`). Without numbers to tell, along the normal.
+    """
+    stated = [_first_float(t.get("InstanceNumber")) for t in templates]
+    numbers = [n for n in stated if n is not None]
+    if len(numbers) < 2 or len(numbers) != len(stated):
+        return list(range(z))
+    if z == len(numbers):
+        return [int(k) for k in np.argsort(numbers, kind="stable")]
+    return list(range(z - 1, -1, -1)) if numbers[0] > numbers[-1] else list(range(z))
+
+
 def _content_numbers(item: Dataset, key: str) -> list[int]:
     """The integer value(s) of ``key`` in ``item``'s Frame Content Sequence ([] if absent)."""
     fc = item.get("FrameContentSequence")

@@ -35,6 +35,7 @@ from medsr.io.dicom.derived import (
 from medsr.io.dicom.geometry import (
     _Grid,
     _output_frame_order,
+    _output_slice_order,
     _source_map,
     _update_geometry,
     _update_multiframe,
@@ -185,9 +186,9 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             )
         repair_display_window(ds, value_range)
 
-    def derived(template: Any, k: int) -> Any:
-        """The output dataset of slice ``k`` (instance ``k + 1``) from ``template``: derived
-        header, then the geometry of the new grid."""
+    def derived(template: Any, k: int, instance: int) -> Any:
+        """The output dataset of slice ``k`` (instance number ``instance``) from ``template``:
+        derived header, then the geometry of the new grid."""
         ds = _derive(
             template,
             image,
@@ -198,7 +199,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             time,
             color,
             generic,
-            instance=k + 1,
+            instance=instance,
             rows=rows,
             cols=cols,
         )
@@ -217,7 +218,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     if multiframe:
         nsrc = len(meta.get("frame_order") or [0])
         src_idx = _source_map(image, nsrc)
-        ds = derived(templates[0], 0)
+        ds = derived(templates[0], 0, 1)
         slices = _output_frame_order(meta, z, nsrc)  # frame f holds slice slices[f]
         _update_multiframe(ds, image, meta, grid, src_idx, nsrc, zoom_z, has_geometry, slices)
         if not color:
@@ -255,12 +256,14 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             for f, zoom in zip(factors, (zoom_y, zoom_x), strict=True)
         )
     )
-    for k in range(z):
+    # instance i + 1 holds slice order[i]: numbered as the source numbered its slices
+    order = _output_slice_order(templates, z) if from_dicom else list(range(z))
+    for i, k in enumerate(order):
         template = templates[src_idx[k]]
         # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
         # from this acquisition", which the derived images still name (Acquisition Number,
         # Date, Time); their own count is the series'
-        ds = derived(template, k)
+        ds = derived(template, k, i + 1)
         if overlays and (rows, cols) == (
             int(template.get("Rows", 0) or 0) * factors[0],
             int(template.get("Columns", 0) or 0) * factors[1],
