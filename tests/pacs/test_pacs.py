@@ -444,6 +444,9 @@ def test_non_ascii_credentials(orthanc, ct_mr_study):
         assert code == 0 and ct_mr_study["ct"] in out, err
     with pytest.raises(PacsAuthError, match="refused the credentials"):
         list_series(orthanc.url, study, user="anna", password="passwörd")
+    # in the URL, percent-encoded as RFC 3986 asks: they were sent encoded and refused (401)
+    encoded = orthanc.url.replace("http://", "http://anna:p%C3%A4ssw%C3%B6rd@")
+    assert ct_mr_study["ct"] in {r.series_uid for r in list_series(encoded, study)}
     for token in ("…", "tok en", "tök"):
         with pytest.raises(InvalidParameterError, match="cannot carry"):
             list_series(orthanc.url, study, token=token)

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -73,12 +73,27 @@ def check_uid(uid: str, what: str = "UID") -> str:
     return value
 
 
+def _split(url: str) -> tuple[SplitResult, str]:
+    """``(parts, host[:port])`` of ``url`` (an IPv6 address in brackets), or
+    :class:`InvalidParameterError` for a URL that cannot be parsed (an unclosed ``[``, a port
+    that is not a number or beyond 65535): urllib raised a bare ValueError, a traceback."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # the message names the part, never the credentials
+        raise InvalidParameterError(
+            f"--url is not a valid URL ({exc}): give the DICOMweb root, e.g. "
+            "http://localhost:8042/dicom-web"
+        ) from None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return parts, (f"{host}:{port}" if port is not None else host)
+
+
 def safe_url(url: str) -> str:
     """``url`` without user:password and query string, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    parts, host = _split(url)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -170,7 +185,7 @@ class PacsClient:
         session: requests.Session | None = None,
     ) -> None:
         url = str(url).strip().rstrip("/")
-        parts = urlsplit(url)
+        parts, netloc = _split(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidParameterError(
                 f"--url must be an http:// or https:// DICOMweb root, got {safe_url(url)!r} "
@@ -192,9 +207,10 @@ class PacsClient:
         self.retries = int(retries)
         self.backoff = float(backoff)
         if parts.username and not (user or token):  # credentials inside the URL
-            user, password = parts.username, parts.password or ""
-            host = parts.hostname + (f":{parts.port}" if parts.port else "")
-            url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+            # percent-encoded there (RFC 3986: a password with '@', ':' or 'ä' can only be
+            # written so); they were sent encoded, and the right password was refused (HTTP 401)
+            user, password = unquote(parts.username), unquote(parts.password or "")
+            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
             self.url = url
         self.session = session or requests.Session()
         if token:
