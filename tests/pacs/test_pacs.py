@@ -389,6 +389,28 @@ def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
     assert code == 2 and "check that --url is the DICOMweb root" in err
 
 
+def test_a_url_that_is_no_dicomweb_root_says_so(orthanc, gateway, ct_mr_study, tmp_path):
+    """Orthanc's REST root (the URL without /dicom-web) answered a search in a study that is
+    there with HTTP 404, read as "study … was not found"; a sign-in page (HTTP 200, HTML) read
+    "failed …: Expecting value: line 1 column 1"; `watch` warned at every poll for ever."""
+    s = ct_mr_study
+    wrong = "is not a DICOMweb root"
+    hint = "check that --url is the DICOMweb root"
+    code, _, err = invoke(
+        "pacs", "upscale", "--url", orthanc.root, "--study", s["study"], *auth_args()
+    )
+    assert code == 2 and wrong in err and hint in err and "was not found" not in err, err
+    code, out, err = invoke(
+        "pacs", "watch", "--url", orthanc.root, "--interval", "50ms", "--max-polls", "3",
+        "--state", str(tmp_path / "w.json"), *auth_args(),
+    )  # fmt: skip
+    assert code == 2 and wrong in err and "handled" not in out, (out, err)
+    gateway.login_page = True
+    code, _, err = invoke("pacs", "list", "--url", gateway.url, "--token", TOKEN)
+    assert code == 2 and f"{wrong} (it answers a QIDO-RS search for studies with text/html)" in err
+    assert "Expecting value" not in err, err
+
+
 def test_unreachable_server_exit_2_with_clear_message():
     port = free_port()  # nothing listens there
     t0 = time.monotonic()

@@ -235,6 +235,7 @@ def list_series(
     if study is not None and not rows:
         if query and _search(client, study, None):
             return []
+        client.check_root()  # "not found" at a URL that is no DICOMweb root says so
         raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
     rows.sort(
         key=lambda r: (r.study_uid, r.number if r.number is not None else 1 << 30, r.series_uid)
@@ -381,6 +382,7 @@ def upscale_series(
 
     all_series = _search(client, study, None)
     if not all_series:
+        client.check_root()  # "not found" at a URL that is no DICOMweb root says so
         raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
     if series is not None:
         chosen = [s for s in all_series if s.series_uid == series]
@@ -684,6 +686,10 @@ def watch(
             seen, so only series that arrive later are processed.
         precision: the network's arithmetic, as for :func:`upscale_series`.
 
+    A poll refused for its credentials, or at a URL that is no DICOMweb root, raises (waiting
+    will not fix it); one that fails otherwise (no answer, HTTP 5xx) is a warning and the next
+    poll tries again.
+
     Series medsr derived itself and non-image series are never processed. A series that fails
     for a reason that retrying will not fix (not an image, decoding error...) is recorded as
     failed and not tried again; one that fails for a reason that may pass (server unreachable,
@@ -724,8 +730,8 @@ def watch(
         summary.polls += 1
         try:
             candidates = _search(client, None, filters)
-        except PacsAuthError:
-            raise  # credentials will not fix themselves
+        except (PacsAuthError, PacsNotFoundError):
+            raise  # credentials, or a URL that is not a DICOMweb root, will not fix themselves
         except PacsError as exc:
             say(f"warning: poll {summary.polls} failed: {exc}")
             candidates = []
