@@ -601,6 +601,28 @@ def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, mo
     assert res.status == "stored"
 
 
+def test_ctrl_c_while_storing_leaves_no_half_series(orthanc, ct_mr_study, monkeypatch):
+    """Ctrl-C once the server took some derived instances left them in the study without a
+    word (a bare "interrupted"); they are deleted again and the message says so, exit 130."""
+    s = ct_mr_study
+    before = (len(series_of(orthanc, s["study"])), instance_count(orthanc))
+    real_store = PacsClient.store
+
+    def store(self, datasets, study=None):  # the server stores the batch, then Ctrl-C
+        real_store(self, datasets, study)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    code, out, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["ct"],
+        "--model", "bicubic", "-q", *auth_args(),
+    )  # fmt: skip
+    assert code == 130 and out == "", (out, err)
+    assert err.startswith("interrupted while storing the derived series "), err
+    assert "deleted again, nothing was left in the PACS" in err
+    assert (len(series_of(orthanc, s["study"])), instance_count(orthanc)) == before
+
+
 def test_server_dying_mid_store_is_reported_as_unreachable(orthanc, gateway, ct_mr_study):
     """Issue 22, 11b: the rollback could not reach the server; the message blamed DELETE."""
     s = ct_mr_study

@@ -50,6 +50,7 @@ from medsr.pacs.client import PacsClient, check_uid, connect
 from medsr.pacs.errors import (
     PacsAuthError,
     PacsError,
+    PacsInterrupted,
     PacsNotAnImageError,
     PacsNotFoundError,
     PacsStoreError,
@@ -531,16 +532,20 @@ def _upscale_one(
 def _store_whole_series(
     client: PacsClient, study: str, derived: str, files: list[Path], attempts: int
 ) -> None:
-    """STOW every instance or nothing: retry failures, then roll the partial series back."""
+    """STOW every instance or nothing: retry failures, then roll the partial series back (and
+    at Ctrl-C too: :class:`PacsInterrupted` says whether it was)."""
     n = len(files)
-    outcome = client.store_all(files, study, attempts=attempts)
-    failed = dict(outcome.failed)
-    if not failed:
-        listed = _search(client, study, {"SeriesInstanceUID": derived})
-        count = _with_count(client, listed[0]).instances if listed else 0
-        if count is not None and count >= n:
-            return
-        failed = {"?": f"the server lists {count} of {n} instances after storing"}
+    try:
+        outcome = client.store_all(files, study, attempts=attempts)
+        failed = dict(outcome.failed)
+        if not failed:
+            listed = _search(client, study, {"SeriesInstanceUID": derived})
+            count = _with_count(client, listed[0]).instances if listed else 0
+            if count is not None and count >= n:
+                return
+            failed = {"?": f"the server lists {count} of {n} instances after storing"}
+    except KeyboardInterrupt:
+        raise _interrupted(client, study, derived) from None
     try:
         removed, unreachable = client.delete_series(study, derived), False
     except PacsUnreachableError:
@@ -567,6 +572,28 @@ def _store_whole_series(
         failed=failed,
         removed=removed,
         unreachable=unreachable,
+    )
+
+
+def _interrupted(client: PacsClient, study: str, derived: str) -> PacsInterrupted:
+    """Ctrl-C while ``derived`` was being stored: delete what was stored (a second Ctrl-C or a
+    server that stopped answering leaves it, and the message names it). It was left without a
+    word, a half series in the study until a later run of the same derivation replaced it."""
+    try:
+        removed = client.delete_series(study, derived)
+    except (PacsError, KeyboardInterrupt):
+        removed = False
+    what = f"interrupted while storing the derived series {derived}"
+    if removed:
+        return PacsInterrupted(
+            f"{what}; the instances stored so far were deleted again, nothing was left in the PACS",
+            series_uid=derived,
+            removed=True,
+        )
+    return PacsInterrupted(
+        f"{what}; part of it may be left in study {study}: run the same command again (it "
+        "replaces an incomplete derived series) or delete that series on the PACS",
+        series_uid=derived,
     )
 
 
