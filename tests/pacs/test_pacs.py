@@ -358,6 +358,31 @@ def test_non_image_series_gives_clear_error(orthanc, ct_mr_study):
         upscale_series(orthanc.url, str(only_sr[0].StudyInstanceUID), **orthanc.auth)
 
 
+def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
+    """A series whose instances differ in size: the error named the work folder's files
+    ("128×128 in '000001.dcm' vs 64×64 in '000003.dcm'") and no series; upscaling the whole
+    study stopped there (a study often holds such a series) instead of skipping it."""
+    good = ct_series(1)
+    study = str(good[0].StudyInstanceUID)
+    mixed = ct_series(2, study=study)
+    small = mr_series(study)[0]  # 64x64, moved into the CT series of the same patient
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+               "StudyTime", "StudyID", "AccessionNumber"):  # fmt: skip
+        setattr(small, kw, good[0].get(kw, ""))
+    small.SeriesInstanceUID, small.Modality = mixed[0].SeriesInstanceUID, "CT"
+    store(orthanc, good + mixed + [small])
+    uid = str(small.SeriesInstanceUID)
+    code, _, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", study, "--series", uid,
+        "--model", "bicubic", *auth_args(),
+    )  # fmt: skip
+    assert code == 2 and err.startswith(f"error: series {uid} cannot be upscaled: "), err
+    assert f"64×64 in instance {small.SOPInstanceUID}" in err and ".dcm'" not in err, err
+    results = upscale_series(orthanc.url, study, model="bicubic", **orthanc.auth)
+    status = {r.source_series_uid: r.status for r in results}
+    assert status == {str(good[0].SeriesInstanceUID): "stored", uid: "skipped"}, results
+
+
 # ------------------------------------------------------------------------------- errors
 def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
     s = ct_mr_study

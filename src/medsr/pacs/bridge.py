@@ -44,7 +44,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsr.errors import InvalidParameterError, MedSRError, NotAnImageError
+from medsr.errors import (
+    InvalidParameterError,
+    MedSRError,
+    NotAnImageError,
+    SeriesMismatchError,
+    is_fatal,
+)
 from medsr.models.resolver import LoadedModel
 from medsr.pacs.client import PacsClient, check_uid, connect
 from medsr.pacs.errors import (
@@ -424,9 +430,9 @@ def upscale_series(
                 consistency=consistency, degradation=degradation, ensemble=ensemble,
                 precision=precision,
             )  # fmt: skip
-        except NotAnImageError as exc:
+        except (NotAnImageError, SeriesMismatchError) as exc:
             if series is not None:
-                raise
+                raise  # a series not made of one regular volume is skipped in a whole study
             result = UpscaleResult(
                 study,
                 info.series_uid,
@@ -488,7 +494,13 @@ def _upscale_one(
         try:
             image = read_dicom(src_dir, series_uid=source)
         except NotAnImageError as exc:
-            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {exc}") from None
+            text = _named_instances(str(exc), src_dir)
+            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {text}") from None
+        except MedSRError as exc:  # e.g. instances of different sizes: SeriesMismatchError
+            exc.args = (
+                f"series {source} cannot be upscaled: {_named_instances(str(exc), src_dir)}",
+            )
+            raise exc.with_traceback(None) from None
         say(f"upscaling {source} x{scale} with {tag}")
         # the one pipeline: the same safeguards and provenance as every other front end
         up, summary = upscale_with_safeguards(
@@ -527,6 +539,26 @@ def _upscale_one(
     base.status, base.derived_series_uid, base.instances = "stored", derived, len(files)
     base.seconds = time.perf_counter() - t0
     return base
+
+
+def _named_instances(text: str, folder: Path) -> str:
+    """``text`` with the work folder's file names (``'000003.dcm'``: the order the server sent
+    the instances in, meaningless to the user) replaced by the instances' SOP Instance UIDs,
+    which the PACS can look up: "differ in image size (128×128 in '000001.dcm' vs 64×64 in
+    '000003.dcm')" named no instance, and no series either."""
+    import pydicom
+
+    def instance(match: re.Match[str]) -> str:
+        path = folder / match.group(1)
+        try:
+            head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            return f"instance {head.SOPInstanceUID}"
+        except Exception as exc:  # the name stays as it was
+            if is_fatal(exc):
+                raise
+            return match.group(0)
+
+    return re.sub(r"'(\d{6}\.dcm)'", instance, text).replace(str(folder), "the retrieved series")
 
 
 def _store_whole_series(
