@@ -9,7 +9,8 @@ the reason (``make sysdeps`` installs Debian ``orthanc`` and ``orthanc-dicomweb`
 ``gateway`` is a small reverse proxy in front of that Orthanc which demands a bearer token (as an
 OAuth2 gateway would) and can answer HTTP 503 to the next N requests, to exercise retries, or
 die while storing (``die_on_store``): it forwards the first STOW-RS request to Orthanc, then
-stops listening and drops the connection without an answer, as a server that crashed mid-store.
+stops listening and drops the connection without an answer, as a server that crashed mid-store;
+or answer every request with an HTML sign-in page (``login_page``), as a single sign-on proxy.
 """
 
 from __future__ import annotations
@@ -192,6 +193,7 @@ class _Gateway(http.server.ThreadingHTTPServer):
         self.fail_next = 0
         self.failures = 0
         self.die_on_store = False
+        self.login_page = False
         self.requests = 0
         self.lock = threading.Lock()
 
@@ -215,6 +217,8 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
                 srv.failures += 1
         if fail:
             return self._reply(503, b"busy", {"Content-Type": "text/plain"})
+        if srv.login_page:  # a single sign-on proxy in front of the wrong path
+            return self._reply(200, b"<html>Sign in</html>", {"Content-Type": "text/html"})
         if self.headers.get("Authorization") != f"Bearer {srv.token}":
             return self._reply(
                 401, b"bad token", {"WWW-Authenticate": "Bearer", "Content-Type": "text/plain"}
@@ -256,7 +260,8 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def gateway(orthanc):
     """Bearer-token reverse proxy in front of ``orthanc`` (``gateway.fail_next = N`` → N × 503,
-    ``gateway.die_on_store = True`` → it dies at the first STOW-RS request)."""
+    ``gateway.die_on_store = True`` → it dies at the first STOW-RS request,
+    ``gateway.login_page = True`` → every request is answered with an HTML sign-in page)."""
     gw = _Gateway(orthanc.root)
     thread = threading.Thread(target=gw.serve_forever, daemon=True)
     thread.start()

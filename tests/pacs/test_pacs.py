@@ -358,6 +358,31 @@ def test_non_image_series_gives_clear_error(orthanc, ct_mr_study):
         upscale_series(orthanc.url, str(only_sr[0].StudyInstanceUID), **orthanc.auth)
 
 
+def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
+    """A series whose instances differ in size: the error named the work folder's files
+    ("128×128 in '000001.dcm' vs 64×64 in '000003.dcm'") and no series; upscaling the whole
+    study stopped there (a study often holds such a series) instead of skipping it."""
+    good = ct_series(1)
+    study = str(good[0].StudyInstanceUID)
+    mixed = ct_series(2, study=study)
+    small = mr_series(study)[0]  # 64x64, moved into the CT series of the same patient
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+               "StudyTime", "StudyID", "AccessionNumber"):  # fmt: skip
+        setattr(small, kw, good[0].get(kw, ""))
+    small.SeriesInstanceUID, small.Modality = mixed[0].SeriesInstanceUID, "CT"
+    store(orthanc, good + mixed + [small])
+    uid = str(small.SeriesInstanceUID)
+    code, _, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", study, "--series", uid,
+        "--model", "bicubic", *auth_args(),
+    )  # fmt: skip
+    assert code == 2 and err.startswith(f"error: series {uid} cannot be upscaled: "), err
+    assert f"64×64 in instance {small.SOPInstanceUID}" in err and ".dcm'" not in err, err
+    results = upscale_series(orthanc.url, study, model="bicubic", **orthanc.auth)
+    status = {r.source_series_uid: r.status for r in results}
+    assert status == {str(good[0].SeriesInstanceUID): "stored", uid: "skipped"}, results
+
+
 # ------------------------------------------------------------------------------- errors
 def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
     s = ct_mr_study
@@ -387,6 +412,28 @@ def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
     assert code == 2 and "'1.2.3/../4' is not a DICOM UID" in err
     code, _, err = invoke("pacs", "list", "--url", orthanc.root + "/not-dicomweb", *auth_args())
     assert code == 2 and "check that --url is the DICOMweb root" in err
+
+
+def test_a_url_that_is_no_dicomweb_root_says_so(orthanc, gateway, ct_mr_study, tmp_path):
+    """Orthanc's REST root (the URL without /dicom-web) answered a search in a study that is
+    there with HTTP 404, read as "study … was not found"; a sign-in page (HTTP 200, HTML) read
+    "failed …: Expecting value: line 1 column 1"; `watch` warned at every poll for ever."""
+    s = ct_mr_study
+    wrong = "is not a DICOMweb root"
+    hint = "check that --url is the DICOMweb root"
+    code, _, err = invoke(
+        "pacs", "upscale", "--url", orthanc.root, "--study", s["study"], *auth_args()
+    )
+    assert code == 2 and wrong in err and hint in err and "was not found" not in err, err
+    code, out, err = invoke(
+        "pacs", "watch", "--url", orthanc.root, "--interval", "50ms", "--max-polls", "3",
+        "--state", str(tmp_path / "w.json"), *auth_args(),
+    )  # fmt: skip
+    assert code == 2 and wrong in err and "handled" not in out, (out, err)
+    gateway.login_page = True
+    code, _, err = invoke("pacs", "list", "--url", gateway.url, "--token", TOKEN)
+    assert code == 2 and f"{wrong} (it answers a QIDO-RS search for studies with text/html)" in err
+    assert "Expecting value" not in err, err
 
 
 def test_unreachable_server_exit_2_with_clear_message():
@@ -444,6 +491,9 @@ def test_non_ascii_credentials(orthanc, ct_mr_study):
         assert code == 0 and ct_mr_study["ct"] in out, err
     with pytest.raises(PacsAuthError, match="refused the credentials"):
         list_series(orthanc.url, study, user="anna", password="passwörd")
+    # in the URL, percent-encoded as RFC 3986 asks: they were sent encoded and refused (401)
+    encoded = orthanc.url.replace("http://", "http://anna:p%C3%A4ssw%C3%B6rd@")
+    assert ct_mr_study["ct"] in {r.series_uid for r in list_series(encoded, study)}
     for token in ("…", "tok en", "tök"):
         with pytest.raises(InvalidParameterError, match="cannot carry"):
             list_series(orthanc.url, study, token=token)
@@ -574,6 +624,28 @@ def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, mo
     monkeypatch.undo()
     [res] = upscale_series(orthanc.url, s["study"], s["ct"], **orthanc.auth)
     assert res.status == "stored"
+
+
+def test_ctrl_c_while_storing_leaves_no_half_series(orthanc, ct_mr_study, monkeypatch):
+    """Ctrl-C once the server took some derived instances left them in the study without a
+    word (a bare "interrupted"); they are deleted again and the message says so, exit 130."""
+    s = ct_mr_study
+    before = (len(series_of(orthanc, s["study"])), instance_count(orthanc))
+    real_store = PacsClient.store
+
+    def store(self, datasets, study=None):  # the server stores the batch, then Ctrl-C
+        real_store(self, datasets, study)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    code, out, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["ct"],
+        "--model", "bicubic", "-q", *auth_args(),
+    )  # fmt: skip
+    assert code == 130 and out == "", (out, err)
+    assert err.startswith("interrupted while storing the derived series "), err
+    assert "deleted again, nothing was left in the PACS" in err
+    assert (len(series_of(orthanc, s["study"])), instance_count(orthanc)) == before
 
 
 def test_server_dying_mid_store_is_reported_as_unreachable(orthanc, gateway, ct_mr_study):

@@ -92,3 +92,20 @@ def test_uids_and_urls():
         PacsClient("http://pacs/dicom-web", user="a", password="b", token="t")
     with pytest.raises(InvalidParameterError, match="both a user and a password"):
         PacsClient("http://pacs/dicom-web", user="a")
+
+
+def test_malformed_urls_are_one_clear_error():
+    """A URL urllib cannot parse (an unclosed IPv6 bracket, a port that is not a number or is
+    beyond 65535) was a traceback from urllib's bare ValueError; the password is never shown.
+    Credentials in the URL are percent-decoded (RFC 3986), and an IPv6 host keeps its brackets."""
+    for url, why in (
+        ("http://[::1/dicom-web", "Invalid IPv6 URL"),
+        ("http://bob:hunter2@pacs:abc/dicom-web", "could not be cast to integer"),
+        ("http://pacs:99999/dicom-web", "out of range"),
+    ):
+        with pytest.raises(InvalidParameterError, match="is not a valid URL") as info:
+            PacsClient(url)
+        assert why in str(info.value) and "hunter2" not in str(info.value)
+    client = PacsClient("http://b%40b:p%40ss%3Aw%C3%B6rd@[::1]:8042/dicom-web")
+    assert client.session.auth == (b"b@b", "p@ss:wörd".encode())
+    assert client.url == client.display_url == "http://[::1]:8042/dicom-web"

@@ -44,12 +44,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsr.errors import InvalidParameterError, MedSRError, NotAnImageError
+from medsr.errors import (
+    InvalidParameterError,
+    MedSRError,
+    NotAnImageError,
+    SeriesMismatchError,
+    is_fatal,
+)
 from medsr.models.resolver import LoadedModel
 from medsr.pacs.client import PacsClient, check_uid, connect
 from medsr.pacs.errors import (
     PacsAuthError,
     PacsError,
+    PacsInterrupted,
     PacsNotAnImageError,
     PacsNotFoundError,
     PacsStoreError,
@@ -235,6 +242,7 @@ def list_series(
     if study is not None and not rows:
         if query and _search(client, study, None):
             return []
+        client.check_root()  # "not found" at a URL that is no DICOMweb root says so
         raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
     rows.sort(
         key=lambda r: (r.study_uid, r.number if r.number is not None else 1 << 30, r.series_uid)
@@ -381,6 +389,7 @@ def upscale_series(
 
     all_series = _search(client, study, None)
     if not all_series:
+        client.check_root()  # "not found" at a URL that is no DICOMweb root says so
         raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
     if series is not None:
         chosen = [s for s in all_series if s.series_uid == series]
@@ -421,9 +430,9 @@ def upscale_series(
                 consistency=consistency, degradation=degradation, ensemble=ensemble,
                 precision=precision,
             )  # fmt: skip
-        except NotAnImageError as exc:
+        except (NotAnImageError, SeriesMismatchError) as exc:
             if series is not None:
-                raise
+                raise  # a series not made of one regular volume is skipped in a whole study
             result = UpscaleResult(
                 study,
                 info.series_uid,
@@ -485,7 +494,13 @@ def _upscale_one(
         try:
             image = read_dicom(src_dir, series_uid=source)
         except NotAnImageError as exc:
-            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {exc}") from None
+            text = _named_instances(str(exc), src_dir)
+            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {text}") from None
+        except MedSRError as exc:  # e.g. instances of different sizes: SeriesMismatchError
+            exc.args = (
+                f"series {source} cannot be upscaled: {_named_instances(str(exc), src_dir)}",
+            )
+            raise exc.with_traceback(None) from None
         say(f"upscaling {source} x{scale} with {tag}")
         # the one pipeline: the same safeguards and provenance as every other front end
         up, summary = upscale_with_safeguards(
@@ -526,19 +541,43 @@ def _upscale_one(
     return base
 
 
+def _named_instances(text: str, folder: Path) -> str:
+    """``text`` with the work folder's file names (``'000003.dcm'``: the order the server sent
+    the instances in, meaningless to the user) replaced by the instances' SOP Instance UIDs,
+    which the PACS can look up: "differ in image size (128×128 in '000001.dcm' vs 64×64 in
+    '000003.dcm')" named no instance, and no series either."""
+    import pydicom
+
+    def instance(match: re.Match[str]) -> str:
+        path = folder / match.group(1)
+        try:
+            head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            return f"instance {head.SOPInstanceUID}"
+        except Exception as exc:  # the name stays as it was
+            if is_fatal(exc):
+                raise
+            return match.group(0)
+
+    return re.sub(r"'(\d{6}\.dcm)'", instance, text).replace(str(folder), "the retrieved series")
+
+
 def _store_whole_series(
     client: PacsClient, study: str, derived: str, files: list[Path], attempts: int
 ) -> None:
-    """STOW every instance or nothing: retry failures, then roll the partial series back."""
+    """STOW every instance or nothing: retry failures, then roll the partial series back (and
+    at Ctrl-C too: :class:`PacsInterrupted` says whether it was)."""
     n = len(files)
-    outcome = client.store_all(files, study, attempts=attempts)
-    failed = dict(outcome.failed)
-    if not failed:
-        listed = _search(client, study, {"SeriesInstanceUID": derived})
-        count = _with_count(client, listed[0]).instances if listed else 0
-        if count is not None and count >= n:
-            return
-        failed = {"?": f"the server lists {count} of {n} instances after storing"}
+    try:
+        outcome = client.store_all(files, study, attempts=attempts)
+        failed = dict(outcome.failed)
+        if not failed:
+            listed = _search(client, study, {"SeriesInstanceUID": derived})
+            count = _with_count(client, listed[0]).instances if listed else 0
+            if count is not None and count >= n:
+                return
+            failed = {"?": f"the server lists {count} of {n} instances after storing"}
+    except KeyboardInterrupt:
+        raise _interrupted(client, study, derived) from None
     try:
         removed, unreachable = client.delete_series(study, derived), False
     except PacsUnreachableError:
@@ -565,6 +604,28 @@ def _store_whole_series(
         failed=failed,
         removed=removed,
         unreachable=unreachable,
+    )
+
+
+def _interrupted(client: PacsClient, study: str, derived: str) -> PacsInterrupted:
+    """Ctrl-C while ``derived`` was being stored: delete what was stored (a second Ctrl-C or a
+    server that stopped answering leaves it, and the message names it). It was left without a
+    word, a half series in the study until a later run of the same derivation replaced it."""
+    try:
+        removed = client.delete_series(study, derived)
+    except (PacsError, KeyboardInterrupt):
+        removed = False
+    what = f"interrupted while storing the derived series {derived}"
+    if removed:
+        return PacsInterrupted(
+            f"{what}; the instances stored so far were deleted again, nothing was left in the PACS",
+            series_uid=derived,
+            removed=True,
+        )
+    return PacsInterrupted(
+        f"{what}; part of it may be left in study {study}: run the same command again (it "
+        "replaces an incomplete derived series) or delete that series on the PACS",
+        series_uid=derived,
     )
 
 
@@ -684,6 +745,10 @@ def watch(
             seen, so only series that arrive later are processed.
         precision: the network's arithmetic, as for :func:`upscale_series`.
 
+    A poll refused for its credentials, or at a URL that is no DICOMweb root, raises (waiting
+    will not fix it); one that fails otherwise (no answer, HTTP 5xx) is a warning and the next
+    poll tries again.
+
     Series medsr derived itself and non-image series are never processed. A series that fails
     for a reason that retrying will not fix (not an image, decoding error...) is recorded as
     failed and not tried again; one that fails for a reason that may pass (server unreachable,
@@ -724,8 +789,8 @@ def watch(
         summary.polls += 1
         try:
             candidates = _search(client, None, filters)
-        except PacsAuthError:
-            raise  # credentials will not fix themselves
+        except (PacsAuthError, PacsNotFoundError):
+            raise  # credentials, or a URL that is not a DICOMweb root, will not fix themselves
         except PacsError as exc:
             say(f"warning: poll {summary.polls} failed: {exc}")
             candidates = []

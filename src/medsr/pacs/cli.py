@@ -10,6 +10,8 @@ Credentials can come from the environment (``MEDSR_PACS_USER``, ``MEDSR_PACS_PAS
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,6 +127,19 @@ def _err(message: str) -> None:
     typer.echo(message, err=True)
 
 
+@contextmanager
+def _interruption() -> Iterator[None]:
+    """Ctrl-C while a derived series was being stored: ``interrupted while storing …`` (what
+    was left in the PACS) and the exit status of SIGINT, instead of a bare "interrupted"."""
+    from medsr.pacs.errors import PacsInterrupted
+
+    try:
+        yield
+    except PacsInterrupted as exc:
+        _err(str(exc))
+        raise typer.Exit(130) from None
+
+
 pacs_app = typer.Typer(
     name="pacs",
     help=(
@@ -226,20 +241,21 @@ def upscale_command(
     client = _connect(url, user, password, token, timeout, retries, insecure)
     from medsr.pacs.bridge import upscale_series
 
-    results = upscale_series(
-        client,
-        study,
-        series,
-        model=model,
-        scale=scale,
-        device=device,
-        consistency=consistency,
-        degradation=degradation,
-        ensemble=ensemble,
-        precision=precision,
-        attempts=attempts,
-        log=None if quiet or as_json else _err,
-    )
+    with _interruption():
+        results = upscale_series(
+            client,
+            study,
+            series,
+            model=model,
+            scale=scale,
+            device=device,
+            consistency=consistency,
+            degradation=degradation,
+            ensemble=ensemble,
+            precision=precision,
+            attempts=attempts,
+            log=None if quiet or as_json else _err,
+        )
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
         return
@@ -335,27 +351,28 @@ def watch_command(
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        shown = ", ".join(f"{k}={v}" for k, v in filters.items()) or "all series"
-        _err(f"watching {client.display_url} ({shown}) every {seconds:g} s")
-        summary = watch(
-            client,
-            filters=filters,
-            model=model,
-            scale=scale,
-            interval=seconds,
-            max_series=max_series,
-            max_polls=max_polls,
-            state_path=state,
-            stop_event=stop,
-            settle_polls=settle,
-            skip_existing=skip_existing,
-            device=device,
-            consistency=consistency,
-            degradation=degradation,
-            ensemble=ensemble,
-            precision=precision,
-            log=typer.echo,
-        )
+        with _interruption():
+            shown = ", ".join(f"{k}={v}" for k, v in filters.items()) or "all series"
+            _err(f"watching {client.display_url} ({shown}) every {seconds:g} s")
+            summary = watch(
+                client,
+                filters=filters,
+                model=model,
+                scale=scale,
+                interval=seconds,
+                max_series=max_series,
+                max_polls=max_polls,
+                state_path=state,
+                stop_event=stop,
+                settle_polls=settle,
+                skip_existing=skip_existing,
+                device=device,
+                consistency=consistency,
+                degradation=degradation,
+                ensemble=ensemble,
+                precision=precision,
+                log=typer.echo,
+            )
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

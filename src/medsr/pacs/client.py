@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 #: HTTP statuses retried with backoff (rate limiting and transient server errors).
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: HTTP statuses a wrong ``--url`` answers (no such path, a query it does not take)
+_NOT_A_ROOT_STATUSES = (400, 404, 405)
 
 _READ_CHUNK = 4 << 20  # bytes per read when streaming WADO-RS answers
 # digits and dots in the standard; real archives also hold hex or dashed UIDs, so only what
@@ -73,12 +75,27 @@ def check_uid(uid: str, what: str = "UID") -> str:
     return value
 
 
+def _split(url: str) -> tuple[SplitResult, str]:
+    """``(parts, host[:port])`` of ``url`` (an IPv6 address in brackets), or
+    :class:`InvalidParameterError` for a URL that cannot be parsed (an unclosed ``[``, a port
+    that is not a number or beyond 65535): urllib raised a bare ValueError, a traceback."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # the message names the part, never the credentials
+        raise InvalidParameterError(
+            f"--url is not a valid URL ({exc}): give the DICOMweb root, e.g. "
+            "http://localhost:8042/dicom-web"
+        ) from None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return parts, (f"{host}:{port}" if port is not None else host)
+
+
 def safe_url(url: str) -> str:
     """``url`` without user:password and query string, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    parts, host = _split(url)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -170,7 +187,7 @@ class PacsClient:
         session: requests.Session | None = None,
     ) -> None:
         url = str(url).strip().rstrip("/")
-        parts = urlsplit(url)
+        parts, netloc = _split(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InvalidParameterError(
                 f"--url must be an http:// or https:// DICOMweb root, got {safe_url(url)!r} "
@@ -192,9 +209,10 @@ class PacsClient:
         self.retries = int(retries)
         self.backoff = float(backoff)
         if parts.username and not (user or token):  # credentials inside the URL
-            user, password = parts.username, parts.password or ""
-            host = parts.hostname + (f":{parts.port}" if parts.port else "")
-            url = urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+            # percent-encoded there (RFC 3986: a password with '@', ':' or 'ä' can only be
+            # written so); they were sent encoded, and the right password was refused (HTTP 401)
+            user, password = unquote(parts.username), unquote(parts.password or "")
+            url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
             self.url = url
         self.session = session or requests.Session()
         if token:
@@ -256,17 +274,59 @@ class PacsClient:
                 "check the URL, that the server is running and that the network allows it"
             ) from None
         except requests.exceptions.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in _NOT_A_ROOT_STATUSES:
+                self.check_root()
             raise self._http_error(exc.response, action, not_found) from None
-        except requests.exceptions.RequestException as exc:
+        except requests.exceptions.RequestException as exc:  # an undecodable answer, too
+            self.check_root()
             raise PacsError(
                 f"request to the DICOMweb server at {self.display_url} failed while {action}: "
                 f"{_short(exc)}"
             ) from None
         except ValueError as exc:  # malformed multipart/JSON answers
+            self.check_root()
             raise PacsError(
                 f"the DICOMweb server at {self.display_url} sent an answer medsr cannot read "
                 f"while {action}: {_short(exc)}"
             ) from None
+
+    def check_root(self) -> None:
+        """Raise :class:`PacsNotFoundError` saying that ``--url`` is wrong when the URL does not
+        answer a QIDO-RS search as a DICOMweb root does (HTTP 400/404/405, or an answer that is
+        not DICOM JSON: a web page, Orthanc's REST API); return when it does, or when the probe
+        tells nothing (no answer, credentials refused, HTTP 5xx).
+
+        Called once a request failed in a way a wrong URL explains: Orthanc's REST root (the
+        URL without ``/dicom-web``) answered a search in a study that is there with HTTP 404,
+        which read "study … was not found", and a login page read "Expecting value: line 1".
+        """
+        try:
+            r = self.session.get(
+                f"{self.url}/studies",
+                params={"limit": "1"},
+                headers={"Accept": "application/dicom+json"},
+                timeout=self.timeout,
+            )
+        except requests.exceptions.RequestException:
+            return
+        why = None
+        if r.status_code in _NOT_A_ROOT_STATUSES:
+            why = f"it answers a QIDO-RS search for studies with HTTP {r.status_code}"
+        elif r.status_code == 200 and r.content:
+            try:
+                body = r.json()
+            except ValueError:
+                kind = r.headers.get("Content-Type", "").split(";")[0].strip() or "not JSON"
+                why = f"it answers a QIDO-RS search for studies with {kind}"
+            else:
+                if not isinstance(body, list) or not all(isinstance(i, dict) for i in body):
+                    why = "it answers a QIDO-RS search for studies with JSON that is not DICOM JSON"
+        if why is not None:
+            raise PacsNotFoundError(
+                f"{self.display_url} is not a DICOMweb root ({why}): check that --url is the "
+                "DICOMweb root (for Orthanc: http://HOST:8042/dicom-web)"
+            )
 
     def _http_error(
         self, response: requests.Response | None, action: str, not_found: str | None

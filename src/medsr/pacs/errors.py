@@ -74,9 +74,25 @@ class PacsStoreError(PacsError):
         self.unreachable = unreachable
 
 
+class PacsInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the storing of a derived series; the message says whether the instances
+    stored so far were deleted again or which partial series may be left in the PACS.
+
+    A :class:`KeyboardInterrupt` (the run stops, as at any Ctrl-C), not a
+    :class:`~medsr.errors.MedSRError`: ``medsr pacs`` prints it (``interrupted while storing …``)
+    and exits 130.
+    """
+
+    def __init__(self, message: str, *, series_uid: str = "", removed: bool = False) -> None:
+        super().__init__(message)
+        self.series_uid = series_uid
+        self.removed = removed
+
+
 __all__ = [
     "PacsAuthError",
     "PacsError",
+    "PacsInterrupted",
     "PacsInvalidUIDError",
     "PacsNotAnImageError",
     "PacsNotFoundError",
