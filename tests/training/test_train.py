@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,6 +145,52 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
         MedSRWarning, match=r"max_steps: 2 there, 3 here\): the schedule keeps the length"
     ):
         assert train(longer, resume=last).global_step == 3
+
+
+def test_a_copied_run_folder_resumes_in_itself(tmp_path):
+    """runs/A copied to runs/B and resumed with B's config.yaml and checkpoint trained in A: the
+    run folder came from the recipe (its trainer.out_dir, or runs/<name>), both naming A, so the
+    resume overwrote A's last.ckpt and config.yaml, deleted A's best checkpoint and named A's new
+    one. Lightning's checkpoint callback, given a record from another folder, also kept the
+    other folder's best path and forgot its score. Now a resume continues in the folder holding
+    its checkpoint (said when the recipe names another), and the best record follows the copy."""
+    import shutil
+
+    from medsr.training.config import load_config
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    def best_record(ckpt):
+        states = torch.load(ckpt, map_location="cpu", weights_only=True)["callbacks"]
+        return next(v for k, v in states.items() if k.startswith("ModelCheckpoint{"))
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    train(quick_config(a, trainer={"max_epochs": 1}))
+    shutil.copytree(a, b)
+    before = files(a)
+    old = best_record(a / "checkpoints" / "last.ckpt")
+    recipe = load_config(b / "config.yaml")
+    longer = recipe.replace(trainer={**recipe.to_dict()["trainer"], "max_epochs": 2})
+    with pytest.warns(MedSRWarning, match=r"resumes in its own run folder .*B, not in"):
+        result = train(longer, resume=b / "checkpoints" / "last.ckpt")
+    assert result.out_dir == b and result.global_step == 8
+    assert files(a) == before  # the folder it was copied from is untouched
+    assert list((b / "checkpoints").glob("best-*.ckpt")) == [result.best_checkpoint]
+    record = best_record(result.last_checkpoint)
+    assert Path(record["dirpath"]) == (b / "checkpoints").resolve()
+    assert Path(record["best_model_path"]) == result.best_checkpoint.resolve()
+    # the score of the copied best took part: the best is the better of the two epochs
+    score = max(float(old["best_model_score"]), result.metrics["val/psnr"])
+    assert float(record["best_model_score"]) == pytest.approx(score)
+    assert load_config(b / "config.yaml").trainer.out_dir == str(b)
+
+    # resumed into another folder (--out-dir), where the old best is not: said, and the best
+    # there is that folder's own
+    with pytest.warns(MedSRWarning, match=r"the best checkpoint of the run .* is not in .*C"):
+        other = train(longer, resume=a / "checkpoints" / "last.ckpt", out_dir=tmp_path / "C")
+    assert other.best_checkpoint.parent == tmp_path / "C" / "checkpoints"
+    assert files(a) == before
 
 
 def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
