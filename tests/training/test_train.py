@@ -226,6 +226,55 @@ def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
     assert train(cfg, resume=last).global_step == 4  # the epoch's last step, then its end
 
 
+def test_a_run_resumed_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, monkeypatch):
+    """Resumed from a step inside an epoch (Ctrl-C here), Lightning warned that the dataloader
+    "is not resumable", and the rest of the epoch drew that epoch's first batches again (its
+    loop skips the batches done, the loader started over); with loader workers, whose first
+    keys are fetched before Lightning sets the epoch, a resumed epoch drew epoch 0's patches.
+    Now the resumed steps train on exactly the patches of the run that was never stopped, and
+    Lightning has nothing to warn about."""
+    import warnings
+
+    from medsr.training.run import TrainingInterrupted
+    from medsr.training.tasks import SupervisedSR
+
+    step = SupervisedSR.training_step
+    seen: dict[int, torch.Tensor] = {}
+    stop = {"at": None}
+
+    def recording(self, batch, batch_idx):
+        if self.global_step == stop["at"]:
+            raise KeyboardInterrupt
+        seen[self.global_step] = batch["hr"].detach().cpu().clone()
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SupervisedSR, "training_step", recording)
+
+    def config(folder):  # 2 epochs of 4 steps, one loader worker
+        return quick_config(
+            folder,
+            trainer={"max_epochs": 2},
+            data={"patches_per_epoch": 32, "batch_size": 8, "num_workers": 1},
+        )
+
+    train(config(tmp_path / "whole"))
+    whole = dict(seen)
+    assert sorted(whole) == list(range(8))
+    seen.clear()
+    stop["at"] = 6  # the third step of the second epoch
+    with pytest.raises(TrainingInterrupted) as exc:
+        train(config(tmp_path / "stopped"))
+    stop["at"] = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config(tmp_path / "stopped"), resume=exc.value.checkpoint)
+    assert result.global_step == 8 and sorted(seen) == list(range(8))
+    for k in range(8):  # the same patches at every step, before and after the stop
+        assert torch.equal(seen[k], whole[k]), k
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "not resumable" in m or "before the epoch ended" in m], said
+
+
 def test_checkpoints_from_elsewhere_are_refused(tmp_path):
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}}, foreign)
