@@ -510,3 +510,44 @@ def test_nifti_nan_stays_nan_and_is_not_interpolated_as_zero(tmp_path, model):
     want = no_data_kept(nonfinite, 2 * nonfinite.shape[0], 0)
     np.testing.assert_array_equal(np.isnan(sr), want)
     assert 60 <= sr[~want].min() and sr[~want].max() <= 140
+
+
+def test_a_sampling_seed_is_checked_as_the_degradations_noise_seed(tmp_path, trained):
+    """`medsr interpolate --seed -1` (or a seed past 64 bits) was accepted without a word,
+    though torch takes -s as 2**64 - 1 - s; and fast-ddpm with a seed near 2**64 - 1 ended in
+    torch's 'Overflow when unpacking long long' (a traceback): the per-slice, per-pass and
+    per-sample seeds seed + offset went past 64 bits. Now the seed is checked as `medsr
+    degrade --seed` checks it (0 to 2**64 - 1, one `error:` line, exit 2, before the input is
+    read) and every seed in that range works."""
+    import nibabel as nib
+
+    from medsr.errors import InvalidParameterError
+    from medsr.interpolation.core import interpolation_uncertainty
+    from tests.test_cli import medsr as run
+
+    img = _oblique_volume(3, 12, 10)
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.transpose(img.array, (2, 1, 0)), img.affine), src)
+    dst = tmp_path / "out.nii.gz"
+    for bad in ("-1", str(2**64), "1.5"):
+        res = run("interpolate", str(src), str(dst), "--model", "linear", "--seed", bad)
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert res.stderr.startswith("error: "), res.stderr
+        assert not dst.exists()
+    assert (
+        "a sampling seed must be a whole number from 0 to"
+        in run("interpolate", str(src), str(dst), "--seed", str(2**64)).stderr
+    )
+    for bad in (-1, 2**64, 1.5):
+        with pytest.raises(InvalidParameterError, match="a sampling seed must be a whole number"):
+            interpolate_slices(img, "linear", 2, seed=bad)
+        with pytest.raises(InvalidParameterError, match="a sampling seed must be a whole number"):
+            interpolation_uncertainty(img, "linear", 2, seed=bad)
+    # the top of the range samples (x4: three passes, offsets past 2**64 wrap) and is seeded
+    top = interpolate_slices(img, str(trained["fast-ddpm"]), 4, seed=2**64 - 1)
+    again = interpolate_slices(img, str(trained["fast-ddpm"]), 4, seed=2**64 - 1)
+    assert np.isfinite(top.array).all() and np.array_equal(top.array, again.array)
+    _, std, summary = interpolation_uncertainty(
+        img, str(trained["fast-ddpm"]), 2, seed=2**64 - 1, samples=2, tta=False
+    )
+    assert std is not None and summary["seed"] == 2**64 - 1

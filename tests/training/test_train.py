@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,52 @@ def test_resume_refuses_a_changed_recipe(tmp_path):
         assert train(longer, resume=last).global_step == 3
 
 
+def test_a_copied_run_folder_resumes_in_itself(tmp_path):
+    """runs/A copied to runs/B and resumed with B's config.yaml and checkpoint trained in A: the
+    run folder came from the recipe (its trainer.out_dir, or runs/<name>), both naming A, so the
+    resume overwrote A's last.ckpt and config.yaml, deleted A's best checkpoint and named A's new
+    one. Lightning's checkpoint callback, given a record from another folder, also kept the
+    other folder's best path and forgot its score. Now a resume continues in the folder holding
+    its checkpoint (said when the recipe names another), and the best record follows the copy."""
+    import shutil
+
+    from medsr.training.config import load_config
+
+    def files(folder):
+        return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+    def best_record(ckpt):
+        states = torch.load(ckpt, map_location="cpu", weights_only=True)["callbacks"]
+        return next(v for k, v in states.items() if k.startswith("ModelCheckpoint{"))
+
+    a, b = tmp_path / "A", tmp_path / "B"
+    train(quick_config(a, trainer={"max_epochs": 1}))
+    shutil.copytree(a, b)
+    before = files(a)
+    old = best_record(a / "checkpoints" / "last.ckpt")
+    recipe = load_config(b / "config.yaml")
+    longer = recipe.replace(trainer={**recipe.to_dict()["trainer"], "max_epochs": 2})
+    with pytest.warns(MedSRWarning, match=r"resumes in its own run folder .*B, not in"):
+        result = train(longer, resume=b / "checkpoints" / "last.ckpt")
+    assert result.out_dir == b and result.global_step == 8
+    assert files(a) == before  # the folder it was copied from is untouched
+    assert list((b / "checkpoints").glob("best-*.ckpt")) == [result.best_checkpoint]
+    record = best_record(result.last_checkpoint)
+    assert Path(record["dirpath"]) == (b / "checkpoints").resolve()
+    assert Path(record["best_model_path"]) == result.best_checkpoint.resolve()
+    # the score of the copied best took part: the best is the better of the two epochs
+    score = max(float(old["best_model_score"]), result.metrics["val/psnr"])
+    assert float(record["best_model_score"]) == pytest.approx(score)
+    assert load_config(b / "config.yaml").trainer.out_dir == str(b)
+
+    # resumed into another folder (--out-dir), where the old best is not: said, and the best
+    # there is that folder's own
+    with pytest.warns(MedSRWarning, match=r"the best checkpoint of the run .* is not in .*C"):
+        other = train(longer, resume=a / "checkpoints" / "last.ckpt", out_dir=tmp_path / "C")
+    assert other.best_checkpoint.parent == tmp_path / "C" / "checkpoints"
+    assert files(a) == before
+
+
 def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
     """Ctrl-C (a KeyboardInterrupt in a training step) writes last.ckpt at that step and raises
     TrainingInterrupted naming it; Ctrl-C works again afterwards. It used to end the process
@@ -177,6 +224,55 @@ def test_ctrl_c_keeps_the_state_of_that_step_and_resumes(tmp_path, monkeypatch):
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
     monkeypatch.setattr(SupervisedSR, "training_step", step)
     assert train(cfg, resume=last).global_step == 4  # the epoch's last step, then its end
+
+
+def test_a_run_resumed_mid_epoch_trains_on_the_rest_of_that_epoch(tmp_path, monkeypatch):
+    """Resumed from a step inside an epoch (Ctrl-C here), Lightning warned that the dataloader
+    "is not resumable", and the rest of the epoch drew that epoch's first batches again (its
+    loop skips the batches done, the loader started over); with loader workers, whose first
+    keys are fetched before Lightning sets the epoch, a resumed epoch drew epoch 0's patches.
+    Now the resumed steps train on exactly the patches of the run that was never stopped, and
+    Lightning has nothing to warn about."""
+    import warnings
+
+    from medsr.training.run import TrainingInterrupted
+    from medsr.training.tasks import SupervisedSR
+
+    step = SupervisedSR.training_step
+    seen: dict[int, torch.Tensor] = {}
+    stop = {"at": None}
+
+    def recording(self, batch, batch_idx):
+        if self.global_step == stop["at"]:
+            raise KeyboardInterrupt
+        seen[self.global_step] = batch["hr"].detach().cpu().clone()
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(SupervisedSR, "training_step", recording)
+
+    def config(folder):  # 2 epochs of 4 steps, one loader worker
+        return quick_config(
+            folder,
+            trainer={"max_epochs": 2},
+            data={"patches_per_epoch": 32, "batch_size": 8, "num_workers": 1},
+        )
+
+    train(config(tmp_path / "whole"))
+    whole = dict(seen)
+    assert sorted(whole) == list(range(8))
+    seen.clear()
+    stop["at"] = 6  # the third step of the second epoch
+    with pytest.raises(TrainingInterrupted) as exc:
+        train(config(tmp_path / "stopped"))
+    stop["at"] = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = train(config(tmp_path / "stopped"), resume=exc.value.checkpoint)
+    assert result.global_step == 8 and sorted(seen) == list(range(8))
+    for k in range(8):  # the same patches at every step, before and after the stop
+        assert torch.equal(seen[k], whole[k]), k
+    said = [str(w.message) for w in caught]
+    assert not [m for m in said if "not resumable" in m or "before the epoch ended" in m], said
 
 
 def test_checkpoints_from_elsewhere_are_refused(tmp_path):

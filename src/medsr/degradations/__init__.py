@@ -35,7 +35,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from medsr.degradations._common import RandomDegradation, as_generator, check_scale, check_seed
+from medsr.degradations._common import (
+    RandomDegradation,
+    as_generator,
+    check_scale,
+    check_seed,
+    offset_seed,
+)
 from medsr.degradations._registry import (
     get_degradation,
     get_factory,
@@ -114,6 +120,7 @@ __all__ = [
     "list_degradations",
     "modality_group",
     "mu_to_hu",
+    "offset_seed",
     "poisson_noise",
     "pyramid_blur_sigma",
     "radiograph",

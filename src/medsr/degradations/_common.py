@@ -35,19 +35,26 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # ≈ 2.3548
 MAX_SEED = 2**64 - 1
 
 
-def check_seed(seed: Any) -> int:
-    """``seed`` as a noise seed: a whole number from 0 to :data:`MAX_SEED`, or a clear error.
+def check_seed(seed: Any, what: str = "a noise seed") -> int:
+    """``seed`` as a noise seed: a whole number from 0 to :data:`MAX_SEED`, or a clear error
+    (``what`` names the seed in it, e.g. ``"a sampling seed"``).
 
     Negative seeds are refused: torch's ``manual_seed`` takes ``−s`` as ``2**64 − 1 − s``, so one
     image would be recorded under two seeds; beyond 64 bits torch has no state for it (an
     ``OverflowError`` deep in torch before)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise InvalidParameterError(f"a noise seed must be a whole number, got {seed!r}")
+        raise InvalidParameterError(f"{what} must be a whole number, got {seed!r}")
     if not 0 <= int(seed) <= MAX_SEED:
         raise InvalidParameterError(
-            f"a noise seed must be a whole number from 0 to {MAX_SEED} (2**64 − 1), got {int(seed)}"
+            f"{what} must be a whole number from 0 to {MAX_SEED} (2**64 − 1), got {int(seed)}"
         )
     return int(seed)
+
+
+def offset_seed(seed: int, offset: int) -> int:
+    """The seed ``seed + offset`` of a derived draw (a slice, a pass, a sample), wrapped into
+    0…:data:`MAX_SEED` so that every seed :func:`check_seed` accepts keeps working."""
+    return (int(seed) + int(offset)) % (MAX_SEED + 1)
 
 
 def as_generator(generator: GeneratorLike) -> torch.Generator | None:

@@ -51,7 +51,9 @@ def register(app: typer.Typer) -> None:
         samples: Annotated[
             int, typer.Option("--samples", help="fast-ddpm: average this many samples.")
         ] = 1,
-        seed: Annotated[int, typer.Option("--seed", help="fast-ddpm: sampling seed.")] = 0,
+        seed: Annotated[
+            int, typer.Option("--seed", help="fast-ddpm: sampling seed, 0 to 2**64 - 1.")
+        ] = 0,
         overwrite: Annotated[
             bool, typer.Option("--overwrite", help="Replace an existing output.")
         ] = False,
@@ -71,11 +73,17 @@ def register(app: typer.Typer) -> None:
                 raise typer.BadParameter("must be 2 or 4", param_hint="--factor")
             if samples < 1:
                 raise typer.BadParameter("must be at least 1", param_hint="--samples")
-            from medsr.interpolation.core import interpolate_slices, interpolation_uncertainty
+            from medsr.degradations import check_seed
+            from medsr.interpolation.core import (
+                SEED_NAME,
+                interpolate_slices,
+                interpolation_uncertainty,
+            )
             from medsr.io import load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
             from medsr.io.sidecar import check_sidecar
 
+            check_seed(seed, SEED_NAME)  # before the input is read, as medsr degrade
             check_output(output, overwrite)
             check_not_input(input, output)
             check_sidecar(output, overwrite)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from medsr.degradations import check_seed, offset_seed
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
 from medsr.io.padding import carry_nonfinite, fill_no_data
@@ -37,6 +38,8 @@ BASELINES = ("linear", "cubic")
 #: stochastic draws (seeds ``seed + 1000·k``) whose variance a diffusion interpolator's
 #: (``fast-ddpm``) uncertainty map includes by default (:func:`interpolation_uncertainty`)
 DIFFUSION_SAMPLES = 4
+#: how a refused ``seed`` is named (:func:`medsr.degradations.check_seed`: 0 … 2**64 − 1)
+SEED_NAME = "a sampling seed"
 #: per-volume normalisation used by every interpolator (recorded in the model card)
 DEFAULT_NORMALIZATION: dict[str, Any] = {"kind": "percentile-per-volume", "low": 0.5, "high": 99.5}
 
@@ -94,7 +97,7 @@ def _network_midpoints(
                 torch.from_numpy(np.stack([vol[s:e], vol[s + 1 : e + 1]], axis=1)).float().to(dev)
             )
             if sample is not None:
-                pred = sample(cond, seed=seed + s, samples=samples)
+                pred = sample(cond, seed=offset_seed(seed, s), samples=samples)
             else:
                 pred = model(cond)
             out.append(pred[:, 0].float().cpu().numpy())
@@ -196,6 +199,7 @@ def interpolate_slices(
     hold none (:func:`medsr.slice_grid.keep_no_data`); a NaN is NaN there again when written.
     """
     factor = check_factor(factor)
+    seed = check_seed(seed, SEED_NAME)
     a = axis_index(axis)
     if image.channels:
         raise InvalidParameterError(
@@ -229,7 +233,9 @@ def interpolate_slices(
         for k in range(passes):
 
             def predict(v: np.ndarray, k: int = k) -> np.ndarray:
-                return _network_midpoints(net, v, samples=samples, seed=seed + 100_003 * k)
+                return _network_midpoints(
+                    net, v, samples=samples, seed=offset_seed(seed, 100_003 * k)
+                )
 
             vol = insert_once(vol, predict)
         predicted = vol.shape[0] - n_in
@@ -293,6 +299,7 @@ def interpolation_uncertainty(
     from medsr.safeguards.maps import DIHEDRAL, summarize_map, tta_statistics
 
     factor = check_factor(factor)
+    seed = check_seed(seed, SEED_NAME)
     a = axis_index(axis)
     if samples is not None and (int(samples) != samples or samples < 0):
         raise InvalidParameterError(f"samples must be a whole number ≥ 0, got {samples!r}")
@@ -310,7 +317,7 @@ def interpolation_uncertainty(
     def sampler(im: MedImage) -> MedImage:
         k = next(draws)
         return interpolate_slices(
-            im, net, factor, axis=a, samples=1, seed=seed + 1000 * k, device=device
+            im, net, factor, axis=a, samples=1, seed=offset_seed(seed, 1000 * k), device=device
         )
 
     # rotations by 90° swap y and x: only z keeps its slice axis under all 8

@@ -568,16 +568,18 @@ def train_val_split(
 
 # --------------------------------------------------------------------------- datasets
 class EpochSampler(Sampler):
-    """Yields ``(epoch, rank, i)`` keys, ``i < n``: a fresh, reproducible draw every epoch.
+    """Yields ``(epoch, rank, i)`` keys, ``start ≤ i < n``: a fresh, reproducible draw every epoch.
 
     Lightning calls :meth:`set_epoch` at every epoch start (also after a resume); without it the
-    sampler counts its own iterations.
+    sampler counts its own iterations. ``start`` (set by :class:`EpochLoader`) skips the draws
+    of the epoch that are already done.
     """
 
     def __init__(self, n: int, rank: int = 0) -> None:
         self.n = int(n)
         self.rank = int(rank)
         self.epoch: int | None = None
+        self.start = 0
         self._iterations = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -589,8 +591,47 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         epoch = self.epoch if self.epoch is not None else self._iterations
         self._iterations += 1
-        for i in range(self.n):
+        for i in range(min(self.start, self.n), self.n):
             yield (epoch, self.rank, i)
+
+
+class EpochLoader(DataLoader):
+    """The training loader: an epoch's draws begin where that epoch's progress says.
+
+    Its iteration starts at the first batch asked for — after Lightning has restored a
+    checkpoint's loops and set the sampler's epoch (a ``DataLoader`` with workers fetches its
+    first keys when the iterator is made, which Lightning does before both: a run resumed at
+    epoch ``e`` drew epoch 0's patches again) — and skips the batches ``done()`` says that
+    epoch has completed (Lightning's restored loop progress), so a run resumed mid-epoch (Ctrl-C,
+    ``max_time``) trains on exactly the rest of that epoch's patches, as if never stopped.
+    Lightning counts a loader with ``state_dict``/``load_state_dict`` as resumable; the
+    position lives in its own loop state, so these only describe it.
+    """
+
+    def __init__(self, *args: Any, done: Callable[[], int] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.done = done
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        return self._from_progress()
+
+    def _from_progress(self) -> Iterator[Any]:
+        sampler = self.sampler
+        assert isinstance(sampler, EpochSampler) and self.batch_size is not None
+        sampler.start = (self.done() if self.done is not None else 0) * self.batch_size
+        try:
+            yield from super().__iter__()
+        finally:
+            sampler.start = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        sampler = self.sampler
+        assert isinstance(sampler, EpochSampler)
+        done = self.done() if self.done is not None else 0
+        return {"epoch": sampler.epoch, "batches_done": done, "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to load: the position comes from Lightning's restored loop progress."""
 
 
 class PatchDataset(Dataset):
@@ -770,7 +811,7 @@ class EpochDataModule(L.LightningDataModule):
                 f"data.patches_per_epoch ({d.patches_per_epoch}) gives fewer {self.unit} per device "
                 f"than one batch ({d.batch_size})"
             )
-        return DataLoader(
+        return EpochLoader(
             self.train_dataset(),
             batch_size=d.batch_size,
             sampler=EpochSampler(per_rank, rank),
@@ -778,7 +819,16 @@ class EpochDataModule(L.LightningDataModule):
             persistent_workers=d.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=True,
+            done=self._batches_done,
         )
+
+    def _batches_done(self) -> int:
+        """The training batches of the current epoch already done: 0 at an epoch's start, the
+        restored count in a run resumed mid-epoch (what Lightning's loop skips too)."""
+        t = self.trainer
+        if t is None:
+            return 0
+        return int(t.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def val_dataloader(self) -> DataLoader | list:
         self.setup()

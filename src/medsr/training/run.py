@@ -12,7 +12,9 @@ Command line (``medsr train CONFIG [--max-time HH:MM:SS] [--resume CKPT] [--devi
 Outputs in ``out_dir`` (default ``trainer.out_dir`` or ``runs/<config name>``):
 ``checkpoints/last.ckpt`` and ``checkpoints/best-*.ckpt`` (highest ``val/psnr``),
 ``tb/version_N/`` (TensorBoard: ``tensorboard --logdir runs/``), ``config.yaml`` (the resolved
-recipe) and, for distillation, ``distill_report.json``.
+recipe) and, for distillation, ``distill_report.json``. A resume continues in the run folder
+that holds its checkpoint (``--out-dir`` chooses another), so a copied run folder continues in
+itself and its best-checkpoint record follows it.
 
 Multi-GPU and multi-node (Lightning DDP; each process draws its own patches, see
 :mod:`medsr.training.data`; validation runs on the whole validation set in every process)::
@@ -113,6 +115,92 @@ def _checkpoint_on_interrupt(path: Path) -> Any:
     return CheckpointOnInterrupt()
 
 
+def _same_folder(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def _run_folder(out_dir: str | os.PathLike[str] | None, resume: Path | None, cfg: Config) -> Path:
+    """Where a run writes: ``out_dir`` when given; for a resume, the run folder that holds the
+    checkpoint (``<run>/checkpoints/x.ckpt``), so a copied or moved run folder continues in
+    itself (its config.yaml, which names the folder it was copied from, wrote into that one);
+    else ``trainer.out_dir`` or ``runs/<name>``."""
+    from medsr.errors import MedSRWarning
+
+    named = Path(cfg.trainer.out_dir or Path("runs") / cfg.name)
+    if out_dir is not None:
+        return Path(out_dir)
+    if resume is None or resume.parent.name != "checkpoints":
+        return named
+    own = resume.parent.parent
+    if cfg.trainer.out_dir and not _same_folder(named, own):
+        warnings.warn(
+            f"'{resume.name}' resumes in its own run folder {own}, not in trainer.out_dir "
+            f"{named} (--out-dir chooses another folder)",
+            MedSRWarning,
+            stacklevel=3,
+        )
+    return own
+
+
+def _run_checkpoint(**kwargs: Any) -> Any:
+    """Lightning's ``ModelCheckpoint`` (best by ``val/psnr`` + ``last.ckpt``) that keeps a resumed
+    run's best-checkpoint record in this run's folder. Lightning's own, given a checkpoint
+    written in another folder (a copied run folder, or ``--out-dir`` elsewhere), kept the old
+    folder's ``best_model_path`` (the resumed run named the other folder's best checkpoint) and
+    forgot its score (the first validation after the resume became the best whatever it was).
+    Here the record follows the file names into this folder when the files are there (a
+    copy), and is dropped, with a warning, when they are not."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from medsr.errors import MedSRWarning
+
+    class RunCheckpoint(ModelCheckpoint):
+        def _generate_state_key(self, **kw: Any) -> str:
+            # the key Lightning's own ModelCheckpoint stores its state under, so checkpoints
+            # written before and after this class resume alike
+            return f"ModelCheckpoint{kw!r}"
+
+        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+            saved = state_dict.get("dirpath")
+            if saved is None or self.dirpath is None or _same_folder(saved, self.dirpath):
+                super().load_state_dict(state_dict)
+                return
+            here = Path(self.dirpath)
+
+            def moved(path: Any) -> str | None:
+                name = Path(str(path)).name if path else ""
+                return str(here / name) if name and (here / name).is_file() else None
+
+            best = moved(state_dict.get("best_model_path"))
+            kept = {
+                m: v for k, v in (state_dict.get("best_k_models") or {}).items() if (m := moved(k))
+            }
+            state: dict[str, Any] = {
+                "dirpath": self.dirpath,
+                "best_model_path": best or "",
+                "best_model_score": state_dict.get("best_model_score") if best else None,
+                "best_k_models": kept,
+                "last_model_path": moved(state_dict.get("last_model_path")) or "",
+            }
+            kth = moved(state_dict.get("kth_best_model_path"))
+            if kth is not None:
+                state["kth_best_model_path"] = kth
+                state["kth_value"] = state_dict.get("kth_value", self.kth_value)
+            super().load_state_dict(state)
+            old = state_dict.get("best_model_path")
+            if old and best is None:
+                score = state_dict.get("best_model_score")
+                at = f" ({self.monitor} {float(score):.3f})" if score is not None else ""
+                warnings.warn(
+                    f"the best checkpoint of the run this one continues, {old}{at}, is not in "
+                    f"{here}: best-*.ckpt here is the best validation since this resume",
+                    MedSRWarning,
+                    stacklevel=1,  # Lightning's call site would format it as its own
+                )
+
+    return RunCheckpoint(**kwargs)
+
+
 def _warn_schedule_kept(saved: dict[str, Any], cfg: Config, name: str) -> None:
     """A resumed run keeps its learning-rate curve (:class:`medsr.training.tasks.WarmupSchedule`
     is restored from the checkpoint): a cosine schedule whose length came from the run's
@@ -167,7 +255,9 @@ def train(
             global step, optimiser, scheduler, EMA and loop state. ``max_steps``/``max_epochs``
             are totals, so resuming a finished run needs a larger limit.
         devices: overrides ``trainer.devices`` (``"auto"``, a count, or ``"0,1"``).
-        out_dir: run folder; overrides ``trainer.out_dir`` (default ``runs/<name>``).
+        out_dir: run folder; overrides ``trainer.out_dir`` (default ``runs/<name>``). A resume
+            without it continues in the run folder that holds ``resume``
+            (``<run>/checkpoints/last.ckpt``), so a copied run folder continues in itself.
     """
     # the recipe and options are checked before Lightning and torch are imported (seconds)
     cfg = load_config(config)
@@ -178,14 +268,13 @@ def train(
     import lightning as L
     import torch
     import yaml
-    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
     from lightning.pytorch.utilities import rank_zero_only
 
     from medsr.training.factory import build_datamodule, build_task
     from medsr.training.tasks import load_medsr_checkpoint
 
-    out = Path(out_dir if out_dir is not None else (tcfg.out_dir or Path("runs") / cfg.name))
     resume_path = None
     if resume is not None:
         resume_path = Path(resume)
@@ -210,11 +299,13 @@ def train(
             )
         if isinstance(saved, dict):
             _warn_schedule_kept(saved, cfg, resume_path.name)
+    out = _run_folder(out_dir, resume_path, cfg)
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(
-            yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8"
-        )
+        recipe = cfg.to_dict()
+        if recipe["trainer"].get("out_dir") is not None:  # the folder it is in, not a copy's
+            recipe["trainer"]["out_dir"] = str(out)
+        (out / "config.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
 
     L.seed_everything(tcfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)  # SRDataModule; SliceDataModule for task slice-interpolation
@@ -223,7 +314,7 @@ def train(
 
     ckpt_dir = out / "checkpoints"
     has_val = dm.has_validation
-    checkpoint = ModelCheckpoint(
+    checkpoint = _run_checkpoint(
         dirpath=ckpt_dir,
         filename="best-{epoch:03d}-{step:07d}",
         monitor="val/psnr" if has_val else None,
