@@ -543,3 +543,43 @@ def test_models_says_why_a_name_is_listed_twice():
     for row in rows:
         if row["name"] in twice and row["kind"] == "architecture":
             assert "runs the shipped weights" in row["description"], row
+
+
+def test_upscale_of_no_data_to_png_and_dicom_says_what_stands_there(tmp_path):
+    """``medsr upscale nan.nii.gz out.png`` wrote 0 where the input held NaN (no data) without a
+    word, as did ``out.dcm``: a measured value to anyone reading the file. Now the PNG holds a
+    value no measured pixel holds, its sidecar and one warning line say how many pixels and
+    which value, its PNG maps one line more; the DICOM states it as Pixel Padding Value (no
+    warning: the file says it)."""
+    import warnings
+
+    import pydicom
+
+    from medsr.errors import NoDataStoredWarning
+
+    src = tmp_path / "nan.nii.gz"
+    yy, xx = np.mgrid[:20, :18]
+    arr = (100 + 20 * np.sin(yy / 3.0) * np.cos(xx / 4.0)).astype(np.float32)[None]
+    arr[:, :, :5] = np.nan
+    arr[0, 12, 12] = np.inf
+    nonfinite = ~np.isfinite(arr)
+    nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), np.eye(4)), src)
+    res = medsr("upscale", str(src), str(tmp_path / "out.png"), "--model", "bicubic",
+                "--maps", str(tmp_path / "maps"))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2 and all(line.startswith("warning: ") for line in lines), res.stderr
+    assert f"its {int(nonfinite.sum()) * 4} pixels where the source held none" in lines[0]
+    assert "out.png" in lines[0] and "stored as 0" in lines[0]
+    assert "maps in" in lines[1] and "consistency.png, uncertainty.png" in lines[1]
+    record = json.loads((tmp_path / "out.json").read_text())["stored_as"]["no_data"]
+    assert record["pixels"] == int(nonfinite.sum()) * 4 and record["reserved"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoDataStoredWarning)
+        res = runner.invoke(
+            app, ["upscale", str(src), str(tmp_path / "out.dcm"), "--model", "bicubic"]
+        )
+    assert res.exit_code == 0, res.output
+    ds = pydicom.dcmread(tmp_path / "out.dcm")
+    padded = ds.pixel_array == ds.PixelPaddingValue
+    np.testing.assert_array_equal(padded, np.kron(nonfinite[0], np.ones((2, 2))).astype(bool))

@@ -103,6 +103,12 @@ class MedSRWarning(UserWarning):
     """Something in the input was questionable but medsr could go on (a documented fallback)."""
 
 
+class NoDataStoredWarning(MedSRWarning):
+    """An output format without a way to say "no data" (PNG, TIFF: integers only) holds pixels
+    where the source held none (NaN): they are stored as a stated value, which the output's
+    sidecar records (:func:`medsr.io.raster.write_raster`)."""
+
+
 def scrub(exc: BaseException) -> str:
     """``Type: message`` of an exception, without quoted values (which could hold patient data).
 

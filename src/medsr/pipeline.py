@@ -73,7 +73,13 @@ import numpy as np
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage, require_image
-from medsr.io.padding import fill_no_data, no_data_fill, no_data_mask, padding_of_planes
+from medsr.io.padding import (
+    fill_no_data,
+    mean_over_held,
+    no_data_fill,
+    no_data_mask,
+    padding_of_planes,
+)
 from medsr.modality import check_modality, modality_group, set_modality  # re-exported (core)
 from medsr.models.resolver import LoadedModel, check_scale, resolve_model
 from medsr.safeguards.consistency import (
@@ -1130,10 +1136,13 @@ def upscale_with_safeguards(
     meta.pop("consistency", None)
     if maps:
         cmap = np.abs(err)
-        if image.channels:  # one map for a colour image: what its statistics above are not
-            cmap = cmap.mean(axis=0)
+        if image.channels:  # one map for a colour image or series: what its statistics are not
+            # over the channels/frames that hold data at each pixel: a frame with none there
+            # has no error there, not an error of 0 (mean_over_held)
+            cmap = mean_over_held(cmap, no_data_mask(image))
             cons["map"] = (
-                "the mean of |error| over the colour channels (the statistics: over every channel)"
+                f"the mean of |error| over the {_channel_word(image)} that hold data at each "
+                "pixel (the statistics: over every one)"
             )
         cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
         meta["maps"] = {"consistency": cmap}
@@ -1491,6 +1500,11 @@ def through_plane_error(
     return err if image.channels else err[0]
 
 
+def _channel_word(image: MedImage) -> str:
+    """What a map's one value per pixel is the mean over: ``time frames`` or ``colour channels``."""
+    return "time frames" if image.channels == "time" else "colour channels"
+
+
 def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> MedImage:
     """The consistency check of a through-plane output (every front end): the error statistics
     of :func:`through_plane_error` in its derivation's ``consistency`` (``error``; beside
@@ -1535,9 +1549,10 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     if maps:
         cmap = np.abs(err)
         if image.channels:
-            cmap = cmap.mean(axis=0)
+            cmap = mean_over_held(cmap, no_data_mask(image))
             cons["map"] = (
-                "the mean of |error| over the colour channels (the statistics: over every channel)"
+                f"the mean of |error| over the {_channel_word(image)} that hold data at each "
+                "pixel (the statistics: over every one)"
             )
         # the measured slice whose cell holds each output slice's centre (no interpolation)
         src = np.clip(np.floor(cell_positions(image.spatial_shape[0], n_out) + 0.5), 0, None)

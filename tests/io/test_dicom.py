@@ -1493,3 +1493,52 @@ def test_frame_axis_of_a_malformed_pointer_is_unknown_not_an_error():
     )
     assert frame_axis(ds, 3, True, 2.0)["kind"] == "space"
     assert frame_axis(ds, 3, False, 1.0)["kind"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("kind", "padding", "vr"),
+    [("float", 0, "US"), ("integers", -32768, "SS"), ("hu", -32768, "SS")],
+)
+def test_no_data_is_stated_as_pixel_padding_value(tmp_path, rng, kind, padding, vr):
+    """A NIfTI's NaN (no data) written as DICOM used to be stored as 0 — a measured value (0 HU
+    is water) — with nothing saying so. Now those pixels hold a stored value below every
+    measured one, named by Pixel Padding Value (as a scanner marks the outside of a CT's
+    reconstruction circle): the lowest stored value when no measured value takes it, else signed
+    storage or the values one step above 0. medsr reads them back as padding (no data); the
+    measured values are unchanged, a measured 0 included; dciodvfy finds no new error."""
+    import nibabel as nib
+
+    from medsr.io.padding import padding_mask
+
+    if kind == "float":
+        values = rng.uniform(80.0, 120.0, (3, 12, 10))
+    else:  # integers reaching 0 (unsigned storage would have no value to spare below them)
+        values = rng.integers(0 if kind == "integers" else -1000, 900, (3, 12, 10)).astype(float)
+        values[:, 5, 5] = 0.0
+    nan = np.zeros(values.shape, bool)
+    nan[:, :3, :4] = True
+    nan[1, 8, 8] = True
+    arr = np.where(nan, np.nan, values).astype(np.float32)
+    nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), np.eye(4)), tmp_path / "nan.nii.gz")
+    image = medsr.load_image(tmp_path / "nan.nii.gz")
+    if kind == "hu":
+        image = image.replace(modality="CT", units="HU")
+    out = medsr.save_image(image, tmp_path / "series")
+    files = sorted(out.glob("*.dcm"))
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        assert ds.PixelPaddingValue == padding and ds["PixelPaddingValue"].VR == vr
+        assert (ds.pixel_array[nan[k]] == padding).all()
+        assert (ds.pixel_array[~nan[k]] > padding).all()
+    back = medsr.load_image(out)
+    np.testing.assert_array_equal(padding_mask(back), nan)
+    if kind == "float":
+        step = (values[~nan].max() - values[~nan].min()) / 65534
+        np.testing.assert_allclose(back.array[~nan], values[~nan], atol=step)
+    else:
+        np.testing.assert_array_equal(back.array[~nan], values[~nan])
+        assert (back.array[:, 5, 5] == 0).all()
+    plain = image.replace(meta={k: v for k, v in image.meta.items() if k != "nonfinite_mask"})
+    reference = medsr.save_image(plain, tmp_path / "plain")
+    assert "PixelPaddingValue" not in pydicom.dcmread(next(reference.glob("*.dcm")))
+    assert dciodvfy_errors(files[0]) <= dciodvfy_errors(next(reference.glob("*.dcm")))

@@ -214,3 +214,77 @@ def test_a_signed_tiff_comes_back_signed(tmp_path_factory, h, w, depth, low):
     if expected.max() - expected.min() <= 65535:  # what 16 bits can hold exactly
         png = medsr.load_image(medsr.save_image(up, d / "up_png.png"))
         np.testing.assert_array_equal(png.array[0], expected)
+
+
+def _nan_image(tmp_path, values: np.ndarray, nan: np.ndarray, units: str = "a.u.") -> MedImage:
+    """``values`` (Z, Y, X) with NaN at ``nan``, written as a float NIfTI and read back (the
+    reader records the NaN's places: meta["nonfinite_mask"])."""
+    import nibabel as nib
+
+    arr = np.where(nan, np.nan, values).astype(np.float32)
+    nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), np.eye(4)), tmp_path / "nan.nii.gz")
+    image = medsr.load_image(tmp_path / "nan.nii.gz")
+    np.testing.assert_array_equal(image.meta["nonfinite_mask"], nan)
+    return image.replace(units=units)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "integers"), [(".png", False), (".tif", False), (".png", True), (".tif", True)]
+)
+def test_no_data_in_png_tiff_is_a_stated_value_no_measured_pixel_holds(
+    tmp_path, rng, suffix, integers
+):
+    """PNG/TIFF integers cannot hold NaN: the pixels where the source held none were written as
+    0 without a word — a measured value (0 HU is water), and in a float image's rescale 0 also
+    stretched the range. Now they get the lowest stored value, which no measured pixel holds
+    (integers that reach it are shifted one step up: a measured 0 stays 0), the sidecar's
+    stored_as.no_data says how many, which value and what it reads as, a NoDataStoredWarning
+    says so, and the reader takes them for no data again."""
+    from medsr.errors import NoDataStoredWarning
+
+    z = 1 if suffix == ".png" else 3
+    if integers:  # HU-like integers with measured zeros (water) beside the no data
+        values = rng.integers(-20, 40, (z, 12, 10)).astype(np.float32)
+        values[:, 5, 5] = 0.0
+    else:
+        values = rng.uniform(80.0, 120.0, (z, 12, 10)).astype(np.float32)
+    nan = np.zeros(values.shape, bool)
+    nan[:, :3, :4] = True
+    nan[-1, 8, 8] = True
+    image = _nan_image(tmp_path, values, nan, units="HU" if integers else "a.u.")
+    out = tmp_path / f"out{suffix}"
+    with pytest.warns(NoDataStoredWarning, match=f"{int(nan.sum())} pixels .* stored as 0"):
+        medsr.save_image(image, out)
+    side = json.loads((tmp_path / "out.json").read_text())
+    record = side["stored_as"]["no_data"]
+    assert record["pixels"] == int(nan.sum()) and record["value_stored"] == 0
+    assert record["reserved"] is True and record["reads_as"] < values[~nan].min()
+    stored = tifffile.imread(out) if suffix == ".tif" else np.asarray(Image.open(out))
+    stored = stored.reshape(values.shape)
+    assert (stored[nan] == 0).all() and (stored[~nan] > 0).all()
+    back = medsr.load_image(out)
+    np.testing.assert_array_equal(back.meta["nonfinite_mask"], nan)
+    if integers:  # exact, the measured 0 included
+        np.testing.assert_array_equal(back.array[~nan], values[~nan])
+        assert back.array[0, 5, 5] == 0.0
+    else:
+        step = (values[~nan].max() - values[~nan].min()) / 65534
+        np.testing.assert_allclose(back.array[~nan], values[~nan], atol=step)
+    # written again as NIfTI: NaN where the source held none, as it was
+    import nibabel as nib
+
+    again = nib.load(str(medsr.save_image(back, tmp_path / "again.nii.gz"))).get_fdata()
+    np.testing.assert_array_equal(np.isnan(again.transpose(2, 1, 0)), nan)
+
+
+def test_a_raster_without_no_data_is_written_as_before(tmp_path, rng):
+    """No NaN: no stored_as record, no warning, the full 16-bit range."""
+    import warnings
+
+    image = MedImage(rng.uniform(80.0, 120.0, (1, 12, 10)).astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = medsr.save_image(image, tmp_path / "plain.png")
+    assert "stored_as" not in json.loads((tmp_path / "plain.json").read_text())
+    stored = np.asarray(Image.open(out))
+    assert stored.min() == 0 and stored.max() == 65535

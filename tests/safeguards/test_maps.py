@@ -460,3 +460,77 @@ def test_a_map_of_a_monochrome1_radiograph_is_not_shown_as_a_negative(tmp_path):
     assert float(out.WindowCenter) == pytest.approx(center / step, rel=1e-3)
     if shutil.which("dciodvfy"):
         assert not any("Presentation LUT" in e for e in dciodvfy_errors(f))
+
+
+def test_maps_on_the_input_grid_are_nan_where_the_input_held_no_data(tmp_path, rng):
+    """A map on the input grid (``consistency_map(..., grid="lr")``, written as ``*_lr``) had no
+    NaN record — the output's was for another grid — so it held 0 (no error: full trust) where
+    nothing was measured. Now it is NaN there, as the output-grid maps are: from the output's
+    record by whole blocks (in-plane), or from the input itself (``measured``: needed for a
+    through-plane output, whose record keeps a slice only between two no-data slices)."""
+    import nibabel as nib
+
+    from medsr.safeguards.consistency import consistency_map
+
+    nan = np.zeros((3, 8, 6), bool)
+    nan[:, :2, :3] = True
+    nan[1] = True  # a whole slice: kept through-plane only where its neighbours hold none
+    values = rng.uniform(50, 100, nan.shape).astype(np.float32)
+    arr = np.where(nan, np.nan, values)
+    nib.save(nib.Nifti1Image(arr.transpose(2, 1, 0), np.eye(4)), tmp_path / "in.nii.gz")
+    lr = medsr.load_image(tmp_path / "in.nii.gz")
+    sr = medsr.upscale(lr, 2, "bicubic")
+    maps = {"consistency_lr": consistency_map(sr, lr, grid="lr")}
+    for measured in (None, lr):
+        out = write_maps(maps, tmp_path / f"m{measured is None}", like=sr, measured=measured)
+        stored = nib.load(str(out["consistency_lr"][0])).get_fdata().transpose(2, 1, 0)
+        np.testing.assert_array_equal(np.isnan(stored), nan)
+    tall = lr.resampled(np.zeros((6, 8, 6), np.float32))  # a through-plane output's grid
+    out = write_maps(maps, tmp_path / "z", like=tall, measured=lr)
+    stored = nib.load(str(out["consistency_lr"][0])).get_fdata().transpose(2, 1, 0)
+    np.testing.assert_array_equal(np.isnan(stored), nan)
+
+
+def test_a_series_map_is_the_mean_over_the_frames_that_hold_data(tmp_path, rng):
+    """A 4-D series has one map: the mean over its time frames. Where one frame held no data
+    (NaN) and another did, the no-data frame's 0 (no error, no spread: nothing measured) was
+    averaged in, halving a 2-frame map there. Now the mean is over the frames that hold data;
+    NaN where none does."""
+    from medsr.io.padding import mean_over_held
+    from medsr.pipeline import upscale_with_safeguards
+    from medsr.safeguards.consistency import consistency_error
+
+    values = rng.normal(100, 20, (2, 2, 12, 12)).astype(np.float32)
+    frame0 = np.zeros(values.shape, bool)
+    frame0[0, :, :4, :4] = True  # frame 0 only
+    both = np.zeros(values.shape, bool)
+    both[:, :, 8:, 8:] = True  # every frame
+    no_data = frame0 | both
+    series = MedImage(
+        np.where(no_data, 0, values),
+        spacing=(3.0, 1.0, 1.0),
+        channels="time",
+        meta={"nonfinite_mask": no_data},
+    )
+    sr, summary = upscale_with_safeguards(series, 2, "bicubic", maps=True, tta=True)
+    err = np.abs(consistency_error(sr, series, summary["degradation"]["kind"], 2))
+    err = np.repeat(np.repeat(err, 2, axis=-2), 2, axis=-1)  # as the map: on the output grid
+    cmap = sr.meta["maps"]["consistency"]
+    region = np.s_[:, :8, :8]  # frame 0 holds none there: the map is frame 1's error alone
+    np.testing.assert_allclose(cmap[region], err[1][region], rtol=1e-6)
+    assert np.abs(cmap[region] - err.mean(axis=0)[region]).max() > 1.0  # what it was
+    elsewhere = np.s_[:, 8:, :8]  # both frames hold data: their mean
+    np.testing.assert_allclose(cmap[elsewhere], err.mean(axis=0)[elsewhere], rtol=1e-6)
+    out = write_maps(sr.meta["maps"], tmp_path / "maps", like=sr)
+    import nibabel as nib
+
+    for name in ("consistency", "uncertainty"):
+        stored = nib.load(str(out[name][0])).get_fdata().transpose(2, 1, 0)
+        np.testing.assert_array_equal(
+            np.isnan(stored), np.kron(both[0], np.ones((1, 2, 2))).astype(bool)
+        )
+    v = np.array([[1.0, 4.0], [3.0, 8.0]], np.float32)
+    held = np.array([[False, True], [False, False]])
+    np.testing.assert_array_equal(mean_over_held(v, held), [2.0, 8.0])
+    np.testing.assert_array_equal(mean_over_held(v, np.ones_like(held)), [0.0, 0.0])
+    np.testing.assert_array_equal(mean_over_held(v, None), v.mean(axis=0))

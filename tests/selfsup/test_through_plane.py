@@ -288,3 +288,34 @@ def test_time_frames_are_not_slices_to_interpolate_between(tmp_path, corpus):
     with pytest.raises(InvalidParameterError, match="frames are not slices: 4 time frames"):
         interpolate_slices(timed, "linear", 2)
     assert interpolate_slices(timed, "linear", 2, axis="y").spatial_shape == (4, 64, 32)
+
+
+def test_a_series_gets_one_uncertainty_map_over_the_frames_holding_data(tmp_path):
+    """A 4-D series' through-plane uncertainty map was ``(T, Z, Y, X)``: ``medsr upscale
+    --through-plane --maps`` wrote the output, then failed on the map ("expected (Z, Y, X)").
+    Now it is one ``(Z, Y, X)`` map like every other, the mean over the frames that hold data
+    at each voxel, and written with NaN where none does."""
+    import nibabel as nib
+
+    from medsr.safeguards.maps import write_maps
+
+    vol = _volume().array
+    series = np.stack([vol, vol[::-1] * 0.5 + 60]).astype(np.float32)
+    no_data = np.zeros(series.shape, bool)
+    no_data[:, :, :, :3] = True  # every frame
+    no_data[0, :, :6, 8:] = True  # frame 0 only
+    image = MedImage(
+        np.where(no_data, 0, series),
+        spacing=(4.0, 1.0, 1.0),
+        channels="time",
+        meta={"nonfinite_mask": no_data},
+    )
+    out = through_plane_upscale(image, maps=True, **QUICK)
+    u = out.meta["maps"]["uncertainty"]
+    assert u.shape == out.spatial_shape
+    written = write_maps(out.meta["maps"], tmp_path / "maps", like=out)
+    stored = nib.load(str(written["uncertainty"][0])).get_fdata().transpose(2, 1, 0)
+    nowhere = np.zeros(out.spatial_shape, bool)
+    nowhere[:, :, :3] = True
+    np.testing.assert_array_equal(np.isnan(stored), nowhere)
+    assert (u[:, :6, 8:] > 0).mean() > 0.5  # frame 1's spread there, not 0

@@ -103,6 +103,8 @@ __all__ = [
     "carry_nonfinite",
     "fill_blocks",
     "fill_no_data",
+    "mean_over_held",
+    "nan_mask",
     "no_data_fill",
     "no_data_mask",
     "nonfinite_mask",
@@ -159,6 +161,18 @@ def carry_nonfinite(
     return result.replace(meta=meta)
 
 
+def nan_mask(image: MedImage) -> np.ndarray | None:
+    """Where a writer stores "no data" (NaN, or what stands for it in an integer format): the
+    source's non-finite voxels (:func:`nonfinite_mask`) and any non-finite value in the array
+    (a ``.npy`` read as it is), shaped like ``image.array``; None when there are none. DICOM
+    padding is not among them: its pixels keep their value, which ``meta["padding"]`` names."""
+    mask = ~np.isfinite(image.array)
+    recorded = nonfinite_mask(image)
+    if recorded is not None:
+        mask |= recorded
+    return mask if mask.any() else None
+
+
 def with_nan(image: MedImage) -> np.ndarray:
     """``image.array`` as float32 with NaN where its source held non-finite values
     (:func:`nonfinite_mask`): what a float output stores there — no data, never the 0 it was
@@ -168,6 +182,25 @@ def with_nan(image: MedImage) -> np.ndarray:
     if mask is None or not mask.any():
         return arr
     return np.where(mask, np.float32(np.nan), arr)
+
+
+def mean_over_held(values: np.ndarray, no_data: np.ndarray | None) -> np.ndarray:
+    """``values`` ``(C, ...)`` averaged over its leading axis (colour channels, a 4-D series'
+    time frames) at each voxel over the channels that hold data there (``no_data`` False,
+    shaped like ``values``); 0 where none does (a map's no-data record makes it NaN there:
+    :func:`medsr.safeguards.maps.write_maps`). A frame without data at a voxel has no error
+    and no spread there — its 0 is nothing measured — so averaging it in would scale the map
+    down by the share of such frames (half of it, in a 2-frame series one of whose frames holds
+    none). The plain mean where no channel lacks data; ``values``' float dtype kept."""
+    v = np.asarray(values)
+    if no_data is None or no_data.shape != v.shape or not no_data.any():
+        return v.mean(axis=0)
+    held = ~no_data
+    count = held.sum(axis=0)
+    total = np.where(held, v, 0).sum(axis=0, dtype=np.float64)
+    out = np.zeros(total.shape, np.float64)
+    np.divide(total, count, out=out, where=count > 0)
+    return out.astype(v.dtype if v.dtype.kind == "f" else np.float64, copy=False)
 
 
 def no_data_mask(image: MedImage) -> np.ndarray | None:

@@ -23,6 +23,7 @@ from medsr.errors import (
     InvalidHeaderError,
     MedSRError,
     MedSRWarning,
+    NoDataStoredWarning,
     UnsupportedFormatError,
     is_fatal,
     scrub,
@@ -72,10 +73,15 @@ def read_raster(
     stored_dtype = str(data.dtype)
     side = read_sidecar(p)
     arr, channels = _to_medimage_layout(data, fmt, p.name)
+    no_data = _sidecar_no_data(side, arr, channels)
     arr = arr.astype(np.float32)
     slope, intercept = _sidecar_rescale(side, p.name)
     if slope != 1.0 or intercept != 0.0:
         arr = arr * np.float32(slope) + np.float32(intercept)
+    extra: dict[str, Any] = {}
+    if no_data is not None:  # read as a NIfTI's NaN is: 0, where recorded (medsr.io.padding)
+        arr[no_data] = 0.0
+        extra["nonfinite_mask"] = no_data
     try:
         spacing = tuple(float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
         affine = (
@@ -98,12 +104,30 @@ def read_raster(
                 else None,
                 "source_paths": [str(p)],
                 "rescale": (slope, intercept),
+                **extra,
             },
         )
     except (TypeError, ValueError) as exc:
         raise InvalidHeaderError(
             f"the JSON sidecar of '{p.name}' holds invalid geometry ({scrub(exc)})"
         ) from None
+
+
+def _sidecar_no_data(
+    side: dict[str, Any], stored: np.ndarray, channels: str | None
+) -> np.ndarray | None:
+    """Where the sidecar says a grey raster holds no data: every pixel stored as the value its
+    ``stored_as.no_data`` names when that value is theirs alone (``reserved``: what medsr's
+    writer records when the source held NaN there, :func:`_quantise`); else None."""
+    record = (side.get("stored_as") or {}) if isinstance(side.get("stored_as"), dict) else {}
+    no_data = record.get("no_data")
+    if channels or not isinstance(no_data, dict) or no_data.get("reserved") is not True:
+        return None
+    value = no_data.get("value_stored")
+    if not isinstance(value, int) or isinstance(value, bool) or stored.dtype.kind not in "iu":
+        return None
+    mask = stored == value
+    return mask if mask.any() else None
 
 
 def _sidecar_rescale(side: dict[str, Any], name: str) -> tuple[float, float]:
@@ -312,9 +336,22 @@ def _to_medimage_layout(data: np.ndarray, fmt: str, name: str) -> tuple[np.ndarr
 
 
 def write_raster(
-    image: MedImage, path: str | os.PathLike[str], fmt: str, *, overwrite: bool = False, **_: Any
+    image: MedImage,
+    path: str | os.PathLike[str],
+    fmt: str,
+    *,
+    overwrite: bool = False,
+    no_data_warning: bool = True,
+    **_: Any,
 ) -> Path:
-    """Write PNG / TIFF / ``.npy``; spacing and rescale go to the JSON sidecar."""
+    """Write PNG / TIFF / ``.npy``; spacing and rescale go to the JSON sidecar.
+
+    Where the source held no data (NaN: :func:`medsr.io.padding.nan_mask`) a ``.npy`` holds
+    NaN; a PNG/TIFF, whose integers cannot, the value :func:`_quantise` sets aside (the lowest
+    stored value, which no measured pixel then holds), its sidecar's ``stored_as.no_data``
+    saying how many pixels, which stored value and what it reads as (the reader takes them as
+    no data again), and a :class:`~medsr.errors.NoDataStoredWarning` (``no_data_warning``) says
+    so once."""
     p = Path(path)
     check_output(p, overwrite)
     check_sidecar(p, overwrite)  # before the image: a refused sidecar leaves nothing written
@@ -332,9 +369,17 @@ def write_raster(
     from medsr.io import check_holds
 
     check_holds(image, p)  # PNG: one 2-D slice; PNG/TIFF: no time axis
-    stored, slope, intercept = _quantise(image, fmt)
+    from medsr.io.padding import nan_mask
+
+    no_data = nan_mask(image)
+    stored, slope, intercept, pad = _quantise(image, fmt, no_data)
     if slope != 1.0 or intercept != 0.0:
         extra = {"rescale_slope": slope, "rescale_intercept": intercept}
+    if no_data is not None and pad is not None:
+        extra["stored_as"] = {
+            "dtype": str(stored.dtype),
+            "no_data": _no_data_record(image, no_data, pad, slope, intercept, stored),
+        }
     # (Z, Y, X) or (3, Z, Y, X) → raster layout
     data = stored.transpose(1, 2, 3, 0) if image.channels == "RGB" else stored
     with atomic_file(p, overwrite=overwrite) as tmp:
@@ -355,7 +400,52 @@ def write_raster(
                 software=_labels(image)["Software"],
             )  # fmt: skip
     write_sidecar(image, p, **extra)
+    if no_data is not None and pad is not None and no_data_warning:
+        record = extra["stored_as"]["no_data"]
+        warnings.warn(
+            f"'{p.name}': {fmt.upper()} cannot store 'no data' (NaN): its {record['pixels']:,} "
+            f"pixels where the source held none are stored as {pad} (read as "
+            f"{record['reads_as']:g} {image.units}), "
+            + (
+                "a value no measured pixel holds"
+                if record["reserved"]
+                else "a value measured pixels may hold too"
+            )
+            + "; its sidecar says so (stored_as.no_data). A .nii.gz or .npy output keeps NaN",
+            NoDataStoredWarning,
+            stacklevel=2,
+        )
     return p
+
+
+def _no_data_record(
+    image: MedImage,
+    no_data: np.ndarray,
+    pad: int,
+    slope: float,
+    intercept: float,
+    stored: np.ndarray,
+) -> dict[str, Any]:
+    """The sidecar's ``stored_as.no_data``: how many pixels hold no data, the stored value that
+    stands there and what it reads as, and whether that value is theirs alone (``reserved``:
+    then every pixel stored as it is no data, and :func:`read_raster` reads them so again)."""
+    reserved = not image.is_color and not bool(np.any(stored[~no_data] == pad))
+    pixels = int(no_data.all(axis=0).sum()) if image.channels else int(no_data.sum())
+    # the lowest stored value (_quantise): below every measured one unless the slope inverts it
+    where = "below" if slope > 0 else "above"
+    return {
+        "pixels": pixels,
+        "value_stored": int(pad),
+        "reads_as": float(f"{pad * slope + intercept:.9g}"),
+        "reserved": reserved,
+        "note": (
+            f"the source held no data (NaN) at these pixels; every pixel stored as {pad} is no "
+            f"data, {where} every measured value"
+            if reserved
+            else f"the source held no data (NaN) at these pixels, stored as {pad}, which "
+            "measured pixels may hold too: where they are is not kept"
+        ),
+    }
 
 
 def _labels(image: MedImage) -> dict[str, str]:
@@ -382,11 +472,41 @@ def _labels(image: MedImage) -> dict[str, str]:
     return labels
 
 
-def _quantise(image: MedImage, fmt: str = "tiff") -> tuple[np.ndarray, float, float]:
-    """Pixels → stored integers. Raster sources keep their dtype (a signed one where the format
-    has signed pixels, TIFF; PNG has none: its integers are stored shifted by an intercept);
-    others get 16 bits + rescale."""
+def _quantise(
+    image: MedImage, fmt: str = "tiff", no_data: np.ndarray | None = None
+) -> tuple[np.ndarray, float, float, int | None]:
+    """Pixels → ``(stored integers, slope, intercept, no-data value)``. Raster sources keep
+    their dtype (a signed one where the format has signed pixels, TIFF; PNG has none: its
+    integers are stored shifted by an intercept); others get 16 bits + rescale.
+
+    ``no_data`` (shaped like ``image.array``: :func:`medsr.io.padding.nan_mask`) marks pixels
+    where the source held none (NaN, which integers cannot hold). The stored range is then the
+    measured pixels' alone, and those pixels get the lowest value of the stored type when no
+    measured pixel is stored as it (DICOM's padding convention: below every measured value),
+    else a 16-bit encoding of the measured values above stored 0, which they then get; colour
+    has no value to spare: 0. The no-data value is None without ``no_data``."""
     arr = image.array.astype(np.float64)
+    if no_data is None:
+        return (*_quantise_values(arr, image, fmt), None)
+    held = ~no_data
+    if image.is_color:
+        stored, slope, intercept = _quantise_values(np.where(held, arr, 0.0), image, fmt)
+        stored[no_data] = 0
+        return stored, slope, intercept, 0
+    lowest = float(arr[held].min()) if held.any() else 0.0
+    arr[no_data] = lowest  # the range is the measured pixels'
+    stored, slope, intercept = _quantise_values(arr, image, fmt)
+    floor = int(np.iinfo(stored.dtype).min)
+    if not held.any() or int(stored[held].min()) > floor:
+        stored[no_data] = floor
+        return stored, slope, intercept, floor
+    stored, slope, intercept = _sixteen_bits(arr, reserve=1)
+    stored[no_data] = 0
+    return stored, slope, intercept, 0
+
+
+def _quantise_values(arr: np.ndarray, image: MedImage, fmt: str) -> tuple[np.ndarray, float, float]:
+    """:func:`_quantise` of the values ``arr`` (float64, shaped like ``image.array``)."""
     src_dtype = image.meta.get("stored_dtype")
     raster_source = image.meta.get("format") in ("png", "tiff")
     slope, intercept = image.meta.get("rescale", (1.0, 0.0)) if raster_source else (1.0, 0.0)
@@ -414,15 +534,21 @@ def _quantise(image: MedImage, fmt: str = "tiff") -> tuple[np.ndarray, float, fl
         arr = ints * slope + intercept  # too wide for 16 bits: the general rule below
     if image.is_color:
         return np.clip(np.rint(arr), 0, 255).astype(np.uint8), 1.0, 0.0
+    return _sixteen_bits(arr)
+
+
+def _sixteen_bits(arr: np.ndarray, reserve: int = 0) -> tuple[np.ndarray, float, float]:
+    """``arr`` as unsigned 16-bit integers ``reserve`` … 65535 (the values below ``reserve``
+    left free: :func:`_quantise`'s no-data value) and the slope and intercept that read them."""
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
     if np.allclose(arr, np.rint(arr), atol=1e-3):
-        if lo >= 0 and hi <= 65535:
+        if lo >= reserve and hi <= 65535:
             return np.rint(arr).astype(np.uint16), 1.0, 0.0
-        base = float(np.rint(lo))
+        base = float(np.rint(lo)) - reserve
         if hi - base <= 65535:  # integers (an int16 source, HU): exact, shifted by an intercept
             return np.rint(arr - base).astype(np.uint16), 1.0, base
-    # linear map onto the full 16-bit range, recorded so the reader restores the units
-    slope = (hi - lo) / 65535.0 if hi > lo else 1.0
-    intercept = lo
-    stored = np.clip(np.rint((arr - intercept) / slope), 0, 65535).astype(np.uint16)
+    # linear map onto the 16-bit range, recorded so the reader restores the units
+    slope = (hi - lo) / (65535.0 - reserve) if hi > lo else 1.0
+    intercept = lo - reserve * slope
+    stored = np.clip(np.rint((arr - intercept) / slope), reserve, 65535).astype(np.uint16)
     return stored, float(slope), float(intercept)

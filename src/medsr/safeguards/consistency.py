@@ -242,7 +242,8 @@ def consistency_map(
     grid: str = "lr",
     **params: Any,
 ) -> np.ndarray:
-    """``|D(SR) − LR|`` as a ``(Z, Y, X)`` map (mean over colour channels).
+    """``|D(SR) − LR|`` as a ``(Z, Y, X)`` map (mean over the colour channels or time frames
+    that hold data at each pixel: :func:`medsr.io.padding.mean_over_held`).
 
     ``grid="lr"``: on the measured grid (one value per measured pixel); ``grid="sr"``: the same
     values replicated (nearest neighbour) onto the SR grid for display beside the output — no
@@ -250,8 +251,10 @@ def consistency_map(
     (through-plane: replicated along z only).
     """
     err = np.abs(consistency_error(sr, lr, degradation, scale, **params))
-    if lr.channels:
-        err = err.mean(axis=0)
+    if lr.channels:  # over the channels/frames that hold data at each pixel (no error: none)
+        from medsr.io.padding import mean_over_held, no_data_mask
+
+        err = mean_over_held(err, no_data_mask(lr))
     if grid == "lr":
         return err.astype(np.float32)
     if grid == "sr":

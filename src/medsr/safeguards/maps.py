@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsr.errors import InvalidParameterError
+from medsr.errors import InvalidParameterError, NoDataStoredWarning
 from medsr.image import MedImage
 from medsr.inference.ensemble import (
     DIHEDRAL,
@@ -41,13 +42,14 @@ from medsr.inference.ensemble import (
     run_turned,
     transforms_text,
 )
-from medsr.io.padding import nonfinite_mask
+from medsr.io.padding import mean_over_held, nan_mask, nonfinite_mask, padding_mask
 
 __all__ = [
     "DIHEDRAL",
     "MAP_DESCRIPTIONS",
     "dihedral",
     "dihedral_inverse",
+    "map_no_data",
     "summarize_map",
     "uncertainty_map",
     "write_maps",
@@ -260,8 +262,8 @@ def tta_statistics(
     if var is None:
         return identity, None, info
     std = np.sqrt(var).astype(np.float32)
-    if image.channels:
-        std = std.mean(axis=0)
+    if image.channels:  # over the channels/frames that hold data at each voxel (mean_over_held)
+        std = mean_over_held(std, padding_mask(identity))
     return identity, std, info
 
 
@@ -292,17 +294,61 @@ def _gray_like(like: MedImage) -> MedImage:
     return like
 
 
-def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedImage:
-    """A MedImage for a map on the grid of ``like`` (or a grid the shapes imply)."""
+def _held_nowhere(image: MedImage) -> np.ndarray | None:
+    """``(Z, Y, X)``: where ``image``'s source held NaN (:func:`nonfinite_mask`) — for a colour
+    image or a series, in none of its channels or frames (its map holds their mean over those
+    that hold data: :func:`medsr.io.padding.mean_over_held`)."""
+    mask = nonfinite_mask(image)
+    if mask is not None and image.channels:
+        mask = mask.all(axis=0)
+    return mask
+
+
+def map_no_data(
+    shape: tuple[int, ...], like: MedImage, measured: MedImage | None = None
+) -> np.ndarray | None:
+    """Where a map of ``shape`` ``(Z, Y, X)`` beside ``like`` (the output) holds no data, or None:
+
+    * on ``like``'s grid, or on ``measured``'s (the input the output was made from: a map on the
+      input grid, such as ``consistency_map(..., grid="lr")``), that image's record;
+    * on a grid ``like``'s is a whole in-plane multiple of (a map on the input grid of an in-plane
+      upscale, ``measured`` not given), ``like``'s record reduced by whole blocks: a pixel is no
+      data where its whole block is — the inverse of :func:`medsr.io.padding.block_mask`, the rule
+      that made the output's record (exact for every in-plane output);
+    * else None (a through-plane output's coarser map needs ``measured``: its record keeps an
+      output slice only where the input slices on both sides held none)."""
+    shape = tuple(int(n) for n in shape)
+    for image in (like, measured):
+        if image is not None and tuple(image.spatial_shape) == shape:
+            return _held_nowhere(image)
+    mask = _held_nowhere(like)
+    if mask is None or len(shape) != 3 or mask.shape[0] != shape[0] or min(shape) < 1:
+        return None
+    (z, hs, ws), (h, w) = mask.shape, shape[1:]
+    if hs % h or ws % w or hs // h != ws // w or hs == h:
+        return None
+    reduced = mask.reshape(z, h, hs // h, w, ws // w).all(axis=(2, 4))
+    return reduced if reduced.any() else None
+
+
+def _map_image(
+    name: str, arr: np.ndarray, like: MedImage, dicom: bool, source: MedImage | None = None
+) -> MedImage:
+    """A MedImage for a map on the grid of ``like`` (or a grid the shapes imply: that of
+    ``source``, the input, when given)."""
     base = _gray_like(like)
     a = np.asarray(arr, dtype=np.float32)
     if a.ndim == 2:
         a = a[None]
-    if a.ndim != 3 or a.shape[0] != base.spatial_shape[0]:
+    on_source = source is not None and a.shape == tuple(source.spatial_shape)
+    if not on_source and (a.ndim != 3 or a.shape[0] != base.spatial_shape[0]):
         raise InvalidParameterError(
             f"map {name!r} has shape {a.shape}; expected (Z, Y, X) with Z={base.spatial_shape[0]}"
         )
-    geo = base if a.shape == base.spatial_shape else base.resampled(a)
+    if on_source and a.shape != base.spatial_shape:  # the input's grid (through-plane too)
+        geo = _gray_like(source) if source is not None else base
+    else:
+        geo = base if a.shape == base.spatial_shape else base.resampled(a)
     key = name.removesuffix("_lr")
     what = MAP_DESCRIPTIONS.get(key, f"{name} map")
     # what its values are, in which units: a map of HU errors is not a CT (nor any) image
@@ -338,10 +384,9 @@ def _map_image(name: str, arr: np.ndarray, like: MedImage, dicom: bool) -> MedIm
     else:
         meta = {"format": "map"}
         # no trust where there is no data: NaN where the output is (medsr.io.padding.with_nan;
-        # a colour or 4-D output's map where none of its channels holds data)
-        nonfinite = nonfinite_mask(like)
-        if nonfinite is not None and like.channels:
-            nonfinite = nonfinite.all(axis=0)
+        # a colour or 4-D output's map where none of its channels holds data), and a map on the
+        # input grid where the input is (map_no_data)
+        nonfinite = map_no_data(a.shape, like, source)
         if nonfinite is not None and nonfinite.shape == a.shape:
             meta["nonfinite_mask"] = nonfinite
     meta["derivation"] = derivation
@@ -375,6 +420,7 @@ def write_maps(
     summary: Mapping[str, Any] | None = None,
     dicom: bool | None = None,
     overwrite: bool = False,
+    measured: MedImage | None = None,
 ) -> dict[str, list[Path]]:
     """Write each map beside an output: ``<name>.png`` (2-D) or ``<name>.nii.gz`` (volumes),
     each with its JSON sidecar, and ``<name>_dicom/`` (a derived DICOM series) when ``like``
@@ -388,6 +434,10 @@ def write_maps(
         summary: the JSON summary (``upscale_with_safeguards``) to write as ``summary.json``.
         dicom: write DICOM series (default: when ``like`` came from DICOM).
         overwrite: replace existing files.
+        measured: the input ``like`` was made from: a map on its grid (a through-plane
+            output's too) gets its geometry and is NaN where it held no data
+            (:func:`map_no_data`; without it, a map on the input grid of an in-plane upscale is
+            so too, from ``like``'s record).
 
     Returns:
         ``{name: [paths written]}`` (``"summary"`` → ``[summary.json]``).
@@ -400,12 +450,18 @@ def write_maps(
     from_dicom = like.meta.get("format") == "dicom" and bool(like.meta.get("datasets"))
     want_dicom = from_dicom if dicom is None else bool(dicom) and from_dicom
     written: dict[str, list[Path]] = {}
+    no_data_pngs: list[str] = []
     for name, arr in maps.items():
         if not str(name).replace("_", "").replace("-", "").isalnum():
             raise InvalidParameterError(f"map name {name!r} must be letters, digits, - or _")
-        img = _map_image(str(name), arr, like, dicom=False)
+        img = _map_image(str(name), arr, like, dicom=False, source=measured)
         suffix = ".png" if img.spatial_shape[0] == 1 else ".nii.gz"
-        paths = [save_image(img, out / f"{name}{suffix}", overwrite=overwrite)]
+        # a PNG map's no data (the writer's NoDataStoredWarning): said once for all, below
+        paths = [
+            save_image(img, out / f"{name}{suffix}", overwrite=overwrite, no_data_warning=False)
+        ]
+        if suffix == ".png" and nan_mask(img) is not None:
+            no_data_pngs.append(paths[0].name)
         if want_dicom:
             dimg = _map_image(str(name), arr, like, dicom=True)
             label = str(name).replace("_", " ")
@@ -418,6 +474,14 @@ def write_maps(
                 )
             )
         written[str(name)] = paths
+    if no_data_pngs:
+        warnings.warn(
+            f"maps in '{out}': PNG cannot store 'no data' (NaN): where the image holds none, "
+            f"{', '.join(no_data_pngs)} store a value no pixel of the map holds, below all of "
+            "them (each sidecar's stored_as.no_data names it)",
+            NoDataStoredWarning,
+            stacklevel=2,
+        )
     if summary is not None:
         target = out / "summary.json"
         with atomic_file(target, overwrite=overwrite) as tmp:

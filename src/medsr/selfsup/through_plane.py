@@ -37,7 +37,7 @@ import torch
 
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
-from medsr.io.padding import carry_nonfinite, fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_no_data, mean_over_held
 from medsr.slice_grid import (
     check_frames_are_slices,
     check_target_spacing,
@@ -472,5 +472,7 @@ def through_plane_upscale(
         u = (_resize_z(spread, n_out, "linear").numpy() * norm.scale).astype(np.float32)
         if kept is not None:
             u[kept] = 0.0  # nothing was estimated there
-        meta["maps"] = {"uncertainty": u if image.channels else u[0]}
+        # one (Z, Y, X) map, as every map: a series' or colour image's mean over the frames or
+        # channels that hold data at each voxel (it was (C, Z, Y, X): write_maps refused it)
+        meta["maps"] = {"uncertainty": mean_over_held(u, kept) if image.channels else u[0]}
     return sr.replace(meta=meta)

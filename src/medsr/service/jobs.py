@@ -464,8 +464,10 @@ def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndar
         assumed_degradation=meas.describe(),
     )
     cmap = np.abs(err)
-    if image.channels:
-        cmap = cmap.mean(axis=0)
+    if image.channels:  # over the channels/frames holding data at each pixel (no error: none)
+        from medsr.io.padding import mean_over_held, no_data_mask
+
+        cmap = mean_over_held(cmap, no_data_mask(image))
     f = job.scale
     return np.repeat(np.repeat(cmap, f, axis=-2), f, axis=-1).astype(np.float32)
 

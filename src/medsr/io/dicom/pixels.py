@@ -413,6 +413,30 @@ def _choose_encoding(
     return 16, 16, 0, slope, lo
 
 
+def padding_encoding(
+    values: np.ndarray, generic: tuple[int, int, int, float, float]
+) -> tuple[tuple[int, int, int, float, float], int]:
+    """``generic`` (:func:`_choose_encoding` of ``values``' finite — measured — values) and the
+    stored value that marks no data, as Pixel Padding Value: one below every measured value,
+    DICOM's padding convention (a CT's −2000 or −32768 outside the reconstruction circle). The
+    lowest value of the stored range where no measured value is stored as it; else, for
+    integers that reach 0 unsigned, signed storage (padding −32768), else the values spread one
+    step above stored 0 (padding 0)."""
+    ba, bs, pr, slope, intercept = generic
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    floor, top = _stored_range(bs, pr)
+    if round((lo - intercept) / slope) > floor:
+        return generic, floor
+    if pr == 0 and slope == 1.0 and intercept == 0.0 and bs == 16 and hi <= 32767.5:
+        return (16, 16, 1, 1.0, 0.0), -32768
+    if pr:  # the signed range taken whole: unsigned 16 bits instead
+        ba = bs = 16
+    top = (1 << bs) - 1
+    step = (hi - lo) / (top - 1) if hi > lo else 1.0
+    return (ba, bs, 0, step, lo - step), 0  # the measured values stored 1 … top
+
+
 #: values converted per chunk in :func:`_encode` (a float64 scratch of 1 MiB: it stays in the
 #: core's cache across the passes)
 _ENCODE_CHUNK = 1 << 17

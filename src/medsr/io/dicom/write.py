@@ -41,7 +41,8 @@ from medsr.io.dicom.geometry import (
     _update_multiframe,
 )
 from medsr.io.dicom.header import _ds, _fg_item, _first_float, _rescale, _stored_range
-from medsr.io.dicom.pixels import _choose_encoding, _encode
+from medsr.io.dicom.pixels import _choose_encoding, _encode, padding_encoding
+from medsr.io.padding import nan_mask, with_nan
 
 
 def write_dicom(
@@ -126,14 +127,19 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
 
     # ---------------------------------------------------------------- pixel encoding
     color = image.is_color
+    # where the source held no data (NaN, read as 0): stated as Pixel Padding Value, a stored
+    # value below every measured one (padding_encoding), never written as a measured 0
+    no_data = None if color else nan_mask(image)
     source_gray = (
         from_dicom
+        and no_data is None
         and not meta.get("color_from")
         and not meta.get("modality_lut")
         and meta.get("pixel_encoding") != "rescaled"  # e.g. float-valued maps of a DICOM image
     )
-    values = image.array
+    values = image.array if no_data is None else with_nan(image)  # encoded from measured values
     generic: tuple[int, int, int, float, float] | None = None
+    pad: int | None = None
     if color:
         src_bits = int(meta.get("bits_allocated", 8)) if from_dicom else 8
         true_rgb = from_dicom and meta.get("color_from") not in (None, "PALETTE COLOR")
@@ -153,6 +159,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             integer_units=image.units == "HU",
             force_rescale=meta.get("pixel_encoding") == "rescaled",
         )
+        if no_data is not None:
+            generic, pad = padding_encoding(values, generic)
 
     reflect = meta.get("monochrome1_reflect") if source_gray else None
     extremes: list[tuple[float, float]] = []
@@ -227,6 +235,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             frames = color_pixels[slices]
         elif generic is not None:
             frames = _encode(values[slices], *generic, None)
+            if no_data is not None and pad is not None:
+                frames[no_data[slices]] = pad
         else:
             frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
             per = ds.get("PerFrameFunctionalGroupsSequence")
@@ -236,7 +246,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
                     values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                     int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
                 )  # fmt: skip
-        _set_pixels(ds, frames, color, generic, meta, from_dicom, units)
+        _set_pixels(ds, frames, color, generic, meta, from_dicom, units, padding=pad)
         ds.NumberOfFrames = z
         yield ds
         return
@@ -275,13 +285,15 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             pixels = color_pixels[k : k + 1]
         elif generic is not None:
             pixels = _encode(values[k : k + 1], *generic, None)
+            if no_data is not None and pad is not None:
+                pixels[no_data[k : k + 1]] = pad
         else:
             slope, intercept = _rescale(template)
             pixels = _encode(
                 values[k : k + 1], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                 int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
             )  # fmt: skip
-        _set_pixels(ds, pixels, color, generic, meta, from_dicom, units)
+        _set_pixels(ds, pixels, color, generic, meta, from_dicom, units, padding=pad)
         if "NumberOfFrames" in ds and not multiframe:
             del ds.NumberOfFrames
         yield ds
@@ -414,9 +426,14 @@ def _set_pixels(
     meta: dict[str, Any],
     from_dicom: bool,
     units: str,
+    *,
+    padding: int | None = None,
 ) -> None:
     """Image Pixel module + Pixel Data for ``pixels`` ((Z,Y,X) gray or (Z,Y,X,3) RGB); ``units``:
-    the image's (a map's Real World Value Mapping states them)."""
+    the image's (a map's Real World Value Mapping states them). ``padding``: the stored value
+    of the pixels that hold no data (:func:`~medsr.io.dicom.pixels.padding_encoding`), set as
+    Pixel Padding Value (General Equipment Module; US or SS as the pixels are), any Pixel
+    Padding Range Limit of the template removed."""
     if color:
         ba = pixels.dtype.itemsize * 8
         bs = (
@@ -459,6 +476,10 @@ def _set_pixels(
     ds.BitsStored = bs
     ds.HighBit = bs - 1
     ds.PixelRepresentation = pr
+    if padding is not None and not color:
+        ds.add_new(0x00280120, "SS" if pr else "US", int(padding))
+        if "PixelPaddingRangeLimit" in ds:
+            del ds.PixelPaddingRangeLimit
     if "PixelPaddingValue" in ds and not color:
         lo, hi = _stored_range(bs, pr)
         value = int(ds.PixelPaddingValue)
