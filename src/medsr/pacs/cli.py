@@ -209,7 +209,9 @@ def upscale_command(
     series: Annotated[
         str | None,
         typer.Option(
-            "--series", help="SeriesInstanceUID (default: every image series of the study)."
+            "--series",
+            help="SeriesInstanceUID, or the 8-character key messages name it by "
+            "(default: every image series of the study).",
         ),
     ] = None,
     model: ModelOpt = None,
@@ -235,8 +237,9 @@ def upscale_command(
 ) -> None:
     """Retrieve a series (WADO-RS), upscale it, store the derived series in the same study (STOW-RS).
 
-    Prints the new SeriesInstanceUID. Running it again stores nothing: the existing derived
-    series is found and reported.
+    Prints the new SeriesInstanceUID on stdout (the source series by its key; --json: full
+    UIDs); progress lines on stderr name series by key only. Running it again stores nothing:
+    the existing derived series is found and reported.
     """
     client = _connect(url, user, password, token, timeout, retries, insecure)
     from medsr.pacs.bridge import upscale_series
@@ -328,7 +331,7 @@ def watch_command(
     import threading
 
     client = _connect(url, user, password, token, timeout, retries, insecure)
-    from medsr.pacs.bridge import parse_filters, parse_interval, watch
+    from medsr.pacs.bridge import describe_filters, parse_filters, parse_interval, watch
 
     filters = parse_filters(filter)
     seconds = parse_interval(interval)
@@ -352,7 +355,7 @@ def watch_command(
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with _interruption():
-            shown = ", ".join(f"{k}={v}" for k, v in filters.items()) or "all series"
+            shown = describe_filters(filters)  # no UID, no patient attribute in a log
             _err(f"watching {client.display_url} ({shown}) every {seconds:g} s")
             summary = watch(
                 client,

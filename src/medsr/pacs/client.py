@@ -8,7 +8,8 @@ What it adds to the plain client:
   read timeouts and HTTP 429/500/502/503/504 (urllib3 ``Retry`` mounted on the session; the
   client's own ``retrying`` loop is switched off so that the two do not multiply);
 * **clear errors**: every failure becomes a :mod:`medsr.pacs.errors` exception whose message
-  names the server (without credentials) and the UID, never a traceback from ``requests``;
+  names the server (without credentials) and the study/series by the key of its UID
+  (:func:`uid_key`), never a traceback from ``requests``;
 * **STOW-RS outcome parsing**: :meth:`PacsClient.store` returns which SOP instances were
   stored and which failed (with the reason), whether the server answered 200, 202 or 409;
 * **cleanup**: :meth:`PacsClient.delete_series` removes a (partial) series through DICOMweb
@@ -39,7 +40,15 @@ from medsr.pacs.errors import (
     PacsUnreachableError,
 )
 
-__all__ = ["RETRY_STATUSES", "PacsClient", "StoreOutcome", "check_uid", "connect", "safe_url"]
+__all__ = [
+    "RETRY_STATUSES",
+    "PacsClient",
+    "StoreOutcome",
+    "check_uid",
+    "connect",
+    "safe_url",
+    "uid_key",
+]
 
 T = TypeVar("T")
 
@@ -73,6 +82,15 @@ def check_uid(uid: str, what: str = "UID") -> str:
             f"{what} {shown!r} is not a DICOM UID (digits and dots, at most 64 characters)"
         )
     return value
+
+
+def uid_key(uid: str) -> str:
+    """How messages, progress lines and logs name a study, series or instance: the 8-character
+    key of its UID (:func:`medsr.io.dicom.series_key`, also accepted by ``--series``), never the
+    UID itself (house rule: no patient data in logs, hashed UIDs only)."""
+    from medsr.io.dicom.header import series_key
+
+    return series_key(uid)
 
 
 def _split(url: str) -> tuple[SplitResult, str]:
@@ -374,7 +392,7 @@ class PacsClient:
         """
         if study is not None:
             study = check_uid(study, "StudyInstanceUID")
-        missing = f"study {study} was not found on {self.display_url}" if study else None
+        missing = f"study {uid_key(study)} was not found on {self.display_url}" if study else None
         return self._pages(
             "searching for series (QIDO-RS)",
             lambda limit, offset: self._dw.search_for_series(
@@ -396,7 +414,7 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         rows = self._pages(
-            f"searching for instances of series {series} (QIDO-RS)",
+            f"searching for instances of series {uid_key(series)} (QIDO-RS)",
             lambda limit, offset: self._dw.search_for_instances(
                 study_instance_uid=study,
                 series_instance_uid=series,
@@ -459,8 +477,8 @@ class PacsClient:
 
         from medsr.io.dicom import strip_command_set
 
-        missing = f"series {series} of study {study} was not found on {self.display_url}"
-        action = f"retrieving series {series} (WADO-RS)"
+        missing = _series_missing(study, series, self.display_url)
+        action = f"retrieving series {uid_key(series)} (WADO-RS)"
         paths: list[Path] = []
         with self._errors(action, missing):
             instances = self._dw.iter_series(study, series)
@@ -477,7 +495,7 @@ class PacsClient:
                 if is_fatal(exc):
                     raise
                 raise OutputWriteError(
-                    f"cannot save instance {len(paths) + 1} of series {series}, retrieved from "
+                    f"cannot save instance {len(paths) + 1} of series {uid_key(series)}, retrieved from "
                     f"{self.display_url}, into the work folder {folder}: {scrub(exc)}"
                 ) from None
             paths.append(path)
@@ -490,9 +508,9 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         return self.call(
-            f"retrieving series {series} (WADO-RS)",
+            f"retrieving series {uid_key(series)} (WADO-RS)",
             lambda: self._dw.retrieve_series(study, series),
-            f"series {series} of study {study} was not found on {self.display_url}",
+            _series_missing(study, series, self.display_url),
         )
 
     def series_metadata(self, study: str, series: str) -> list[Any]:
@@ -502,9 +520,9 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         items = self.call(
-            f"retrieving metadata of series {series} (WADO-RS)",
+            f"retrieving metadata of series {uid_key(series)} (WADO-RS)",
             lambda: self._dw.retrieve_series_metadata(study, series),
-            f"series {series} of study {study} was not found on {self.display_url}",
+            _series_missing(study, series, self.display_url),
         )
         # bulk data (pixels, big private elements) stays on the server: only the header is wanted
         return [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in items]
@@ -691,6 +709,10 @@ def _version() -> str:
         return __version__
     except ImportError:  # pragma: no cover
         return "0"
+
+
+def _series_missing(study: str, series: str, where: str) -> str:
+    return f"series {uid_key(series)} of study {uid_key(study)} was not found on {where}"
 
 
 def _short(exc: BaseException) -> str:
