@@ -521,6 +521,77 @@ def test_unreachable_server_exit_2_with_clear_message():
         list_series(f"http://127.0.0.1:{port}/dicom-web", retries=0)
 
 
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")
+def test_tls_ca_bundle_option_environment_and_short_error(tls_gateway, tls_cert, ct_mr_study,
+                                                          tmp_path, monkeypatch):  # fmt: skip
+    """`medsr pacs` had no --ca-bundle (a hospital's private CA); the TLS error quoted urllib3's
+    whole "HTTPSConnectionPool(host=…): Max retries exceeded with url: /dicom-web/studies/…/
+    series?includefield=… (Caused by SSLError(…))"; and where REQUESTS_CA_BUNDLE is set (as
+    here), requests let it replace the client's own setting, so --insecure still verified."""
+    s, (cert, _) = ct_mr_study, tls_cert
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    common = ("pacs", "list", "--url", tls_gateway.url, "--study", s["study"], "--token", TOKEN,
+              "--retries", "0")  # fmt: skip
+    code, out, err = invoke(*common)
+    assert code == 2 and err.startswith(
+        f"error: TLS error talking to the DICOMweb server at {tls_gateway.url} while searching "
+        "for series (QIDO-RS): certificate verify failed: self-signed certificate (a private "
+        "CA: --ca-bundle PATH or REQUESTS_CA_BUNDLE"
+    ), err
+    assert "HTTPSConnectionPool" not in err and "includefield" not in err and len(err) < 300, err
+    code, out, err = invoke(*common, "--ca-bundle", str(cert))
+    assert code == 0 and s["ct"] in out and "4 series" not in out and "3 series" in out, (out, err)
+    code, out, err = invoke(*common, "--insecure")
+    assert code == 0 and "3 series" in out, (out, err)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # the documented variable
+    code, out, err = invoke(*common)
+    assert code == 0 and "3 series" in out, (out, err)
+    # a bundle that is not there, or holds no certificate: one error line, before any request
+    missing = tmp_path / "nope.pem"
+    proc = run_medsr(*common, "--ca-bundle", str(missing))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: --ca-bundle '{missing}': no such file (give a PEM file of CA certificates)"
+    ], proc.stderr
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    code, _, err = invoke(*common, "--ca-bundle", str(tmp_path / "empty.pem"))
+    assert code == 2 and "holds no PEM certificate" in err, err
+    code, _, err = invoke(*common, "--ca-bundle", str(cert), "--insecure")
+    assert code == 2 and err == "error: give either --insecure or --ca-bundle, not both", err
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(missing))
+    code, _, err = invoke(*common)
+    assert code == 2 and f"REQUESTS_CA_BUNDLE='{missing}': no such file" in err, err
+
+
+def test_series_search_without_study_uid_or_as_an_object(gateway, ct_mr_study, tmp_path):
+    """A server that leaves StudyInstanceUID out of its series search answers failed with
+    "StudyInstanceUID '' is not a DICOM UID": the study searched stands in for it (also for a
+    watch filtered on one study). An answer that is a JSON object instead of a list read as
+    "no series found"."""
+    s = ct_mr_study
+    gateway.drop_study_uid = True
+    rows = list_series(gateway.url, s["study"], token=TOKEN)
+    assert {r.study_uid for r in rows} == {s["study"]} and len(rows) == 3, rows
+    [res] = upscale_series(gateway.url, s["study"], s["mr"], model="bicubic", token=TOKEN)
+    assert res.status == "stored" and res.study_uid == s["study"], res
+    summary = watch(
+        gateway.url, filters={"StudyInstanceUID": s["study"], "Modality": "CT"}, interval=0.05,
+        settle_polls=0, max_polls=1, state_path=tmp_path / "w.json", model="bicubic",
+        token=TOKEN,
+    )  # fmt: skip
+    assert [(r.source_series_uid, r.status) for r in summary.results] == [(s["ct"], "stored")]
+    assert not summary.failed, summary.failed
+
+    gateway.drop_study_uid, gateway.object_answer = False, True
+    code, out, err = invoke("pacs", "list", "--url", gateway.url, "--token", TOKEN)
+    assert code == 2 and "no series found" not in out, (out, err)
+    assert err == (
+        f"error: the DICOMweb server at {gateway.url} sent JSON that is not a DICOMweb list of "
+        "DICOM JSON objects (an object with keys 'results') while searching for series "
+        "(QIDO-RS): check that --url is the DICOMweb root"
+    ), err
+
+
 def test_basic_auth_wrong_or_missing_credentials(orthanc):
     with pytest.raises(PacsAuthError, match=r"refused the credentials \(HTTP 401\)"):
         list_series(orthanc.url, user=USER, password="wrong")

@@ -189,7 +189,11 @@ class WatchSummary:
 
 
 # =============================================================================== list
-def _series_info(row: dict[str, Any]) -> SeriesInfo:
+def _series_info(row: dict[str, Any], study: str | None = None) -> SeriesInfo:
+    """``row`` of a QIDO-RS series search; ``study``: the study the search was made in (or
+    filtered on), for servers that leave StudyInstanceUID out of their answers (it was read as
+    ``''``, and upscaling failed with "StudyInstanceUID '' is not a DICOM UID")."""
+
     def as_int(v: Any) -> int | None:
         try:
             return int(v)
@@ -197,7 +201,7 @@ def _series_info(row: dict[str, Any]) -> SeriesInfo:
             return None
 
     return SeriesInfo(
-        study_uid=str(row.get("StudyInstanceUID") or ""),
+        study_uid=str(row.get("StudyInstanceUID") or study or ""),
         series_uid=str(row.get("SeriesInstanceUID") or ""),
         modality=str(row.get("Modality") or ""),
         description=str(row.get("SeriesDescription") or ""),
@@ -216,12 +220,19 @@ def _search(
     out: dict[str, SeriesInfo] = {}
     for combo in itertools.product(*choices) if keys else [()]:
         query = {k: v for k, v in zip(keys, combo, strict=True) if v}
+        searched = study or _single_uid(query.get("StudyInstanceUID"))
         for row in client.search_series(study, query):
-            info = _series_info(row)
+            info = _series_info(row, searched)
             if study and info.study_uid and info.study_uid != study:
                 continue
             out.setdefault(info.series_uid, info)
     return list(out.values())
+
+
+def _single_uid(value: str | None) -> str | None:
+    """A filter value naming exactly one UID (no wildcard, no list), else None."""
+    text = str(value or "").strip()
+    return text if re.fullmatch(r"[0-9A-Za-z._-]{1,64}", text) else None
 
 
 def list_series(

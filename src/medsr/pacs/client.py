@@ -117,6 +117,66 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
+class _Session(requests.Session):
+    """A session whose own ``verify`` (``False``, or a CA bundle) wins over the environment.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's ``verify`` for
+    every request that does not pass one (psf/requests#3829), and dicomweb-client passes none:
+    where those variables are set (many servers and containers), ``--insecure`` still verified
+    and a CA bundle given to medsr was ignored. With ``verify=True`` the environment still
+    chooses the bundle, as requests documents.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
+
+def _check_verify(verify: bool | str | Path) -> bool | str:
+    """``verify`` as requests takes it, a CA bundle checked first: a missing or unreadable file
+    raised deep inside requests ("Could not find a suitable TLS CA certificate bundle") as a
+    traceback, a file without certificates as a TLS error blaming the server. With ``True``,
+    a ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` that names no file is said the same way."""
+    import os
+
+    if verify is False:
+        return False
+    if verify is True:
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env = os.environ.get(name)
+            if env:
+                _check_ca_path(Path(env), f"{name}={env!r}")
+                return True
+        return True
+    path = Path(verify).expanduser()
+    _check_ca_path(path, f"--ca-bundle '{path}'")
+    return str(path)
+
+
+def _check_ca_path(path: Path, what: str) -> None:
+    if path.is_dir():  # a folder of hashed certificates (c_rehash), as requests accepts
+        return
+    try:
+        head = path.read_bytes()[: 1 << 22]
+    except FileNotFoundError:
+        raise InvalidParameterError(
+            f"{what}: no such file (give a PEM file of CA certificates)"
+        ) from None
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{what} cannot be read ({type(exc).__name__}): give a PEM file of CA certificates"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise InvalidParameterError(
+            f"{what} holds no PEM certificate ('-----BEGIN CERTIFICATE-----'): give a PEM file "
+            "of CA certificates"
+        )
+
+
 class _BearerAuth(requests.auth.AuthBase):
     def __init__(self, token: str) -> None:
         self.token = token
@@ -184,7 +244,10 @@ class PacsClient:
         retries: how many times a request is retried after a connection error, a read timeout
             or HTTP 429/5xx (exponential backoff: ``backoff × 2^(n-1)`` seconds between tries).
         backoff: backoff factor in seconds (0 retries at once).
-        verify: check TLS certificates (``False`` only for a test server), or a CA bundle path.
+        verify: check TLS certificates (``False`` only for a test server), or the path of a PEM
+            CA bundle (a hospital's private CA; checked at once). ``True``: the system's CAs, or
+            ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` when set. ``False`` and a path win over
+            those variables.
         rest_url: Orthanc REST root used to delete a partial series (Orthanc's DICOMweb plugin
             has no DELETE); by default the URL without a trailing ``/dicom-web``.
         session: a ready :class:`requests.Session` (auth arguments are then applied to it).
@@ -200,7 +263,7 @@ class PacsClient:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
-        verify: bool | str = True,
+        verify: bool | str | Path = True,
         rest_url: str | None = None,
         session: requests.Session | None = None,
     ) -> None:
@@ -232,7 +295,8 @@ class PacsClient:
             user, password = unquote(parts.username), unquote(parts.password or "")
             url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
             self.url = url
-        self.session = session or requests.Session()
+        verify = _check_verify(verify)
+        self.session = session or _Session()
         if token:
             self.session.auth = _BearerAuth(_check_token(token))
         elif user:
@@ -282,7 +346,8 @@ class PacsClient:
         except requests.exceptions.SSLError as exc:
             raise PacsUnreachableError(
                 f"TLS error talking to the DICOMweb server at {self.display_url} while {action}: "
-                f"{_short(exc)} (check the certificate, or the https/http scheme)"
+                f"{_tls_reason(exc)} (a private CA: --ca-bundle PATH or REQUESTS_CA_BUNDLE; "
+                "or check the https/http scheme)"
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             kind = "timed out" if _is_timeout(exc) else "no connection"
@@ -449,6 +514,12 @@ class PacsClient:
             batch = self.call(action, lambda offset=offset: query(page, offset), not_found)
             new = 0
             for item in batch:
+                if not _is_dicom_json(item):
+                    raise PacsError(
+                        f"the DICOMweb server at {self.display_url} sent JSON that is not a "
+                        f"DICOMweb list of DICOM JSON objects ({_json_kind(item)}) while "
+                        f"{action}: check that --url is the DICOMweb root"
+                    )
                 row = {kw: _value(item, tag) for kw, tag in tags.items()}
                 uid = str(row.get(key) or "")
                 if not uid or uid in seen:
@@ -713,6 +784,49 @@ def _version() -> str:
 
 def _series_missing(study: str, series: str, where: str) -> str:
     return f"series {uid_key(series)} of study {uid_key(study)} was not found on {where}"
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What a TLS failure was, without urllib3's wrapping (``HTTPSConnectionPool(host=…):
+    Max retries exceeded with url: /dicom-web/series?includefield=…&limit=500 (Caused by
+    SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] …')))``): e.g.
+    ``certificate verify failed: self-signed certificate``."""
+    text = str(exc)
+    match = re.search(r"\[SSL: [A-Z0-9_]+\] ([^'\"]*?)\s*(?:\(_ssl\.c:\d+\))?['\")]", text)
+    if match and match.group(1).strip():
+        return match.group(1).strip()
+    match = re.search(r"\[SSL: ([A-Z0-9_]+)\]", text)
+    if match:
+        return match.group(1).lower().replace("_", " ")
+    return "the TLS handshake failed"
+
+
+_TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def _is_dicom_json(item: Any) -> bool:
+    """A DICOM JSON object: tags (8 hex digits) as keys, each an object (``{"vr": …}``).
+
+    dicomweb-client turns an answer that is one object into a list of it (some servers send a
+    lone data set so); an object that is no data set (``{"error": …}``, ``{"results": […]}``)
+    used to read as a series without UID, skipped: "no series found"."""
+    return (
+        isinstance(item, dict)
+        and bool(item)
+        and all(
+            isinstance(k, str) and _TAG_RE.match(k) and isinstance(v, dict) for k, v in item.items()
+        )
+    )
+
+
+def _json_kind(item: Any) -> str:
+    if isinstance(item, dict):
+        keys = [str(k)[:24] for k in list(item)[:3]]
+        more = ", …" if len(item) > 3 else ""
+        return (
+            f"an object with keys {', '.join(map(repr, keys))}{more}" if keys else "an empty object"
+        )
+    return f"a list of {type(item).__name__} values"
 
 
 def _short(exc: BaseException) -> str:
