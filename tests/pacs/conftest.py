@@ -10,7 +10,10 @@ the reason (``make sysdeps`` installs Debian ``orthanc`` and ``orthanc-dicomweb`
 OAuth2 gateway would) and can answer HTTP 503 to the next N requests, to exercise retries, or
 die while storing (``die_on_store``): it forwards the first STOW-RS request to Orthanc, then
 stops listening and drops the connection without an answer, as a server that crashed mid-store;
-or answer every request with an HTML sign-in page (``login_page``), as a single sign-on proxy.
+or answer every request with an HTML sign-in page (``login_page``), as a single sign-on proxy;
+or rewrite Orthanc's DICOM JSON answers as other servers send them: without StudyInstanceUID
+(``drop_study_uid``), or wrapped in an object (``object_answer``). ``tls_gateway`` is the same
+proxy behind HTTPS with a self-signed certificate (``tls_cert``, made with ``openssl``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -194,12 +198,15 @@ class _Gateway(http.server.ThreadingHTTPServer):
         self.failures = 0
         self.die_on_store = False
         self.login_page = False
+        self.drop_study_uid = False
+        self.object_answer = False
+        self.scheme = "http"
         self.requests = 0
         self.lock = threading.Lock()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/dicom-web"
+        return f"{self.scheme}://127.0.0.1:{self.server_address[1]}/dicom-web"
 
 
 class _GatewayHandler(http.server.BaseHTTPRequestHandler):
@@ -239,8 +246,18 @@ class _GatewayHandler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True  # and this one closes without an answer
             return None
         drop = {"transfer-encoding", "connection", "content-encoding", "content-length"}
+        content = r.content
+        rewrite = srv.drop_study_uid or srv.object_answer
+        if rewrite and self.command == "GET" and "json" in r.headers.get("Content-Type", ""):
+            answer = json.loads(content)
+            if srv.drop_study_uid and isinstance(answer, list):
+                for item in answer:
+                    item.pop("0020000D", None)
+            if srv.object_answer:
+                answer = {"results": answer}
+            content = json.dumps(answer).encode()
         self._reply(
-            r.status_code, r.content, {k: v for k, v in r.headers.items() if k.lower() not in drop}
+            r.status_code, content, {k: v for k, v in r.headers.items() if k.lower() not in drop}
         )
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
@@ -263,6 +280,41 @@ def gateway(orthanc):
     ``gateway.die_on_store = True`` → it dies at the first STOW-RS request,
     ``gateway.login_page = True`` → every request is answered with an HTML sign-in page)."""
     gw = _Gateway(orthanc.root)
+    thread = threading.Thread(target=gw.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield gw
+    finally:
+        gw.shutdown()
+        gw.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM), made with ``openssl``."""
+    exe = shutil.which("openssl")
+    if exe is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [exe, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key),
+         "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_gateway(orthanc, tls_cert):
+    """``gateway`` behind HTTPS, with the self-signed ``tls_cert`` (bearer token as there)."""
+    gw = _Gateway(orthanc.root)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls_cert)
+    gw.socket = context.wrap_socket(gw.socket, server_side=True)
+    gw.scheme = "https"
     thread = threading.Thread(target=gw.serve_forever, daemon=True)
     thread.start()
     try:

@@ -19,6 +19,7 @@ import typer
 from typer.testing import CliRunner
 
 from medsr.errors import InvalidParameterError, MedSRError, OutputWriteError
+from medsr.io.dicom import series_key
 from medsr.pacs import (
     PacsAuthError,
     PacsClient,
@@ -376,11 +377,75 @@ def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
         "pacs", "upscale", "--url", orthanc.url, "--study", study, "--series", uid,
         "--model", "bicubic", *auth_args(),
     )  # fmt: skip
-    assert code == 2 and err.startswith(f"error: series {uid} cannot be upscaled: "), err
-    assert f"64×64 in instance {small.SOPInstanceUID}" in err and ".dcm'" not in err, err
+    assert code == 2 and err.startswith(f"error: series {series_key(uid)} cannot be upscaled: "), (
+        err
+    )
+    # the instance by its key and number (its UID would land in logs)
+    small_key = series_key(str(small.SOPInstanceUID))
+    assert f"64×64 in instance {small_key} (number 1)" in err and ".dcm'" not in err, err
+    assert uid not in err and str(small.SOPInstanceUID) not in err, err
     results = upscale_series(orthanc.url, study, model="bicubic", **orthanc.auth)
     status = {r.source_series_uid: r.status for r in results}
     assert status == {str(good[0].SeriesInstanceUID): "stored", uid: "skipped"}, results
+
+
+def _mixed_study() -> tuple[list, list, object]:
+    """A study of a 1-slice CT series and a CT series whose 3rd instance is 64×64 (not one
+    volume: it cannot be upscaled), all of the same patient."""
+    good = ct_series(1)
+    study = str(good[0].StudyInstanceUID)
+    mixed = ct_series(2, study=study)
+    small = mr_series(study)[0]  # 64x64, moved into the CT series of the same patient
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+               "StudyTime", "StudyID", "AccessionNumber"):  # fmt: skip
+        setattr(small, kw, good[0].get(kw, ""))
+    small.SeriesInstanceUID, small.Modality = mixed[0].SeriesInstanceUID, "CT"
+    small.InstanceNumber = 3
+    return good, mixed, small
+
+
+def test_progress_and_watch_lines_name_source_uids_by_key_only(orthanc, tmp_path):
+    """House rule: no patient data in logs, hashed UIDs only. ``pacs upscale`` printed
+    ``retrieving 1.2.826.0.1.…`` and ``upscaling 1.2.826.0.1.… x2`` on stderr and ``… derived
+    from 1.2.826.0.1.…`` on stdout; ``pacs watch`` logged the same, and ``failed 1.2.826.0.1.…:
+    series 1.2.826.0.1.… cannot be upscaled: … in instance 1.2.826.0.1.…``. Source study,
+    series and instance UIDs are named by their 8-character key; the derived series' UID,
+    which medsr made and the user needs, stays in the result line; ``--series`` takes the key;
+    the private watch state file keeps the UIDs."""
+    good, mixed, small = _mixed_study()
+    store(orthanc, good + mixed + [small])
+    study, ok, bad = (str(good[0].StudyInstanceUID), str(good[0].SeriesInstanceUID),
+                      str(mixed[0].SeriesInstanceUID))  # fmt: skip
+    raw = {study, ok, bad, *(str(ds.SOPInstanceUID) for ds in good + mixed + [small])}
+    patient = {str(good[0].PatientName), str(good[0].PatientID)} - {""}
+
+    code, out, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", study, "--series", series_key(ok),
+        "--model", "bicubic", *auth_args(),
+    )  # fmt: skip
+    assert code == 0 and out.startswith("stored "), (out, err)
+    assert f"retrieving series {series_key(ok)} (CT, 1 instances)" in err, err
+    assert f"upscaling series {series_key(ok)} x2 with bicubic" in err, err
+    assert out.rstrip().endswith(f"derived from series {series_key(ok)}"), out
+    assert not [u for u in raw | patient if u in out + err], (out, err)
+    derived = out.split()[1]
+    assert derived not in raw and derived in {r.series_uid for r in series_of(orthanc, study)}
+
+    state = tmp_path / "state.json"
+    code, out, err = invoke(
+        "pacs", "watch", "--url", orthanc.url, "--filter", f"StudyInstanceUID={study}",
+        "--interval", "50ms", "--settle", "0", "--max-polls", "1", "--state", str(state),
+        "--model", "bicubic", *auth_args(),
+    )  # fmt: skip
+    assert code == 0 and "handled 2 series (1 failed)" in out, (out, err)
+    assert (
+        f"exists {derived} (1 instance, CT, bicubic x2) derived from series {series_key(ok)}" in out
+    )
+    assert f"failed series {series_key(bad)}: series {series_key(bad)} cannot be upscaled" in out
+    assert f"64×64 in instance {series_key(str(small.SOPInstanceUID))} (number 3)" in out, out
+    assert not [u for u in raw | patient if u in out + err], (out, err)
+    # the state file is private (not a log): it keeps the UIDs a later run looks up
+    assert ok in state.read_text() and bad in state.read_text()
 
 
 # ------------------------------------------------------------------------------- errors
@@ -388,7 +453,8 @@ def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
     s = ct_mr_study
     proc = run_medsr("pacs", "upscale", "--url", orthanc.url, "--study", "1.2.3.999", *auth_args())
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: study 1.2.3.999 was not found on {orthanc.url}"
+    missing = series_key("1.2.3.999")
+    assert proc.stderr.strip() == f"error: study {missing} was not found on {orthanc.url}"
     code, _, err = invoke(
         "pacs",
         "upscale",
@@ -401,11 +467,14 @@ def test_unknown_uids_exit_2_with_clear_message(orthanc, ct_mr_study):
         *auth_args(),
     )
     assert code == 2
-    assert err == f"error: series 1.2.3.4.5 was not found in study {s['study']} on {orthanc.url}"
+    assert err == (
+        f"error: series {series_key('1.2.3.4.5')} was not found in study "
+        f"{series_key(s['study'])} on {orthanc.url}"
+    )
     code, _, err = invoke(
         "pacs", "list", "--url", orthanc.url, "--study", "1.2.3.999", *auth_args()
     )
-    assert code == 2 and "study 1.2.3.999 was not found" in err
+    assert code == 2 and f"study {missing} was not found" in err
     code, _, err = invoke(
         "pacs", "upscale", "--url", orthanc.url, "--study", "1.2.3/../4", *auth_args()
     )
@@ -450,6 +519,77 @@ def test_unreachable_server_exit_2_with_clear_message():
     assert time.monotonic() - t0 < 30
     with pytest.raises(PacsUnreachableError, match="no connection after 1 attempt"):
         list_series(f"http://127.0.0.1:{port}/dicom-web", retries=0)
+
+
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")
+def test_tls_ca_bundle_option_environment_and_short_error(tls_gateway, tls_cert, ct_mr_study,
+                                                          tmp_path, monkeypatch):  # fmt: skip
+    """`medsr pacs` had no --ca-bundle (a hospital's private CA); the TLS error quoted urllib3's
+    whole "HTTPSConnectionPool(host=…): Max retries exceeded with url: /dicom-web/studies/…/
+    series?includefield=… (Caused by SSLError(…))"; and where REQUESTS_CA_BUNDLE is set (as
+    here), requests let it replace the client's own setting, so --insecure still verified."""
+    s, (cert, _) = ct_mr_study, tls_cert
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    common = ("pacs", "list", "--url", tls_gateway.url, "--study", s["study"], "--token", TOKEN,
+              "--retries", "0")  # fmt: skip
+    code, out, err = invoke(*common)
+    assert code == 2 and err.startswith(
+        f"error: TLS error talking to the DICOMweb server at {tls_gateway.url} while searching "
+        "for series (QIDO-RS): certificate verify failed: self-signed certificate (a private "
+        "CA: --ca-bundle PATH or REQUESTS_CA_BUNDLE"
+    ), err
+    assert "HTTPSConnectionPool" not in err and "includefield" not in err and len(err) < 300, err
+    code, out, err = invoke(*common, "--ca-bundle", str(cert))
+    assert code == 0 and s["ct"] in out and "4 series" not in out and "3 series" in out, (out, err)
+    code, out, err = invoke(*common, "--insecure")
+    assert code == 0 and "3 series" in out, (out, err)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # the documented variable
+    code, out, err = invoke(*common)
+    assert code == 0 and "3 series" in out, (out, err)
+    # a bundle that is not there, or holds no certificate: one error line, before any request
+    missing = tmp_path / "nope.pem"
+    proc = run_medsr(*common, "--ca-bundle", str(missing))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"error: --ca-bundle '{missing}': no such file (give a PEM file of CA certificates)"
+    ], proc.stderr
+    (tmp_path / "empty.pem").write_text("not a certificate\n")
+    code, _, err = invoke(*common, "--ca-bundle", str(tmp_path / "empty.pem"))
+    assert code == 2 and "holds no PEM certificate" in err, err
+    code, _, err = invoke(*common, "--ca-bundle", str(cert), "--insecure")
+    assert code == 2 and err == "error: give either --insecure or --ca-bundle, not both", err
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(missing))
+    code, _, err = invoke(*common)
+    assert code == 2 and f"REQUESTS_CA_BUNDLE='{missing}': no such file" in err, err
+
+
+def test_series_search_without_study_uid_or_as_an_object(gateway, ct_mr_study, tmp_path):
+    """A server that leaves StudyInstanceUID out of its series search answers failed with
+    "StudyInstanceUID '' is not a DICOM UID": the study searched stands in for it (also for a
+    watch filtered on one study). An answer that is a JSON object instead of a list read as
+    "no series found"."""
+    s = ct_mr_study
+    gateway.drop_study_uid = True
+    rows = list_series(gateway.url, s["study"], token=TOKEN)
+    assert {r.study_uid for r in rows} == {s["study"]} and len(rows) == 3, rows
+    [res] = upscale_series(gateway.url, s["study"], s["mr"], model="bicubic", token=TOKEN)
+    assert res.status == "stored" and res.study_uid == s["study"], res
+    summary = watch(
+        gateway.url, filters={"StudyInstanceUID": s["study"], "Modality": "CT"}, interval=0.05,
+        settle_polls=0, max_polls=1, state_path=tmp_path / "w.json", model="bicubic",
+        token=TOKEN,
+    )  # fmt: skip
+    assert [(r.source_series_uid, r.status) for r in summary.results] == [(s["ct"], "stored")]
+    assert not summary.failed, summary.failed
+
+    gateway.drop_study_uid, gateway.object_answer = False, True
+    code, out, err = invoke("pacs", "list", "--url", gateway.url, "--token", TOKEN)
+    assert code == 2 and "no series found" not in out, (out, err)
+    assert err == (
+        f"error: the DICOMweb server at {gateway.url} sent JSON that is not a DICOMweb list of "
+        "DICOM JSON objects (an object with keys 'results') while searching for series "
+        "(QIDO-RS): check that --url is the DICOMweb root"
+    ), err
 
 
 def test_basic_auth_wrong_or_missing_credentials(orthanc):
@@ -659,7 +799,10 @@ def test_server_dying_mid_store_is_reported_as_unreachable(orthanc, gateway, ct_
     assert err.removed is False and err.unreachable is True
     assert "allows no DELETE" not in message
     assert f"the DICOMweb server at {gateway.url} stopped answering" in message
-    assert f"the partial series {err.series_uid} may be left in study {s['study']}" in message
+    assert (
+        f"the partial series {err.series_uid} may be left in study {series_key(s['study'])}"
+        in message
+    )
     assert "(no answer from the server)" in message
     # the server really took the instances before it died: the series is there, as reported
     lookup = orthanc.rest("POST", "/tools/lookup", data=err.series_uid).json()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from medsr.errors import InvalidParameterError
-from medsr.pacs.bridge import SeriesInfo, derivation_token, parse_filters, parse_interval
+from medsr.io.dicom import series_key
+from medsr.pacs.bridge import (
+    SeriesInfo,
+    derivation_token,
+    describe_filters,
+    parse_filters,
+    parse_interval,
+)
 from medsr.pacs.client import PacsClient, check_uid, safe_url
 from medsr.pacs.errors import PacsInvalidUIDError
 
@@ -30,6 +37,24 @@ def test_parse_interval(text, seconds):
 def test_parse_interval_rejects(text):
     with pytest.raises(InvalidParameterError):
         parse_interval(text)
+
+
+def test_describe_filters_hides_uids_and_patient_attributes():
+    """``pacs watch`` logged its filters as typed (``watching … (StudyInstanceUID=1.2.3…,
+    PatientID=…)``): UIDs are shown by key, patient attributes not at all."""
+    uid1, uid2 = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+    filters = parse_filters(
+        ["modality=CT,MR", "StudyDate=20240101-", f"StudyInstanceUID={uid1},{uid2}",
+         "PatientID=4MR1", "PatientName=CompressedSamples^MR1", "PatientBirthDate=19700101",
+         "AccessionNumber=A123", "00091001=private", "00080070=ACME"]
+    )  # fmt: skip
+    text = describe_filters(filters)
+    assert text == (
+        f"Modality=CT,MR, StudyDate=20240101-, StudyInstanceUID={series_key(uid1)},"
+        f"{series_key(uid2)}, PatientID=…, PatientName=…, PatientBirthDate=…, "
+        "AccessionNumber=…, 00091001=…, 00080070=ACME"
+    )
+    assert describe_filters({}) == "all series"
 
 
 def test_parse_filters():

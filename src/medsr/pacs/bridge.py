@@ -52,7 +52,7 @@ from medsr.errors import (
     is_fatal,
 )
 from medsr.models.resolver import LoadedModel
-from medsr.pacs.client import PacsClient, check_uid, connect
+from medsr.pacs.client import PacsClient, check_uid, connect, uid_key
 from medsr.pacs.errors import (
     PacsAuthError,
     PacsError,
@@ -69,6 +69,7 @@ __all__ = [
     "UpscaleResult",
     "WatchSummary",
     "derivation_token",
+    "describe_filters",
     "list_series",
     "parse_filters",
     "parse_interval",
@@ -159,13 +160,16 @@ class UpscaleResult:
         return asdict(self)
 
     def describe(self) -> str:
+        """One line for people and logs: the derived series by its UID (medsr made it; the
+        user needs it to find the series), the source series by its key (:func:`uid_key`)."""
+        source = f"series {uid_key(self.source_series_uid)}"
         if self.status == "skipped":
-            return f"skipped {self.source_series_uid} ({self.modality}): {self.reason}"
+            return f"skipped {source} ({self.modality}): {self.reason}"
         verb = "stored" if self.status == "stored" else "exists"
         return (
             f"{verb} {self.derived_series_uid} ({self.instances} instance"
             f"{'s' if self.instances != 1 else ''}, {self.modality}, {self.model} x{self.scale}) "
-            f"derived from {self.source_series_uid}"
+            f"derived from {source}"
         )
 
 
@@ -185,7 +189,11 @@ class WatchSummary:
 
 
 # =============================================================================== list
-def _series_info(row: dict[str, Any]) -> SeriesInfo:
+def _series_info(row: dict[str, Any], study: str | None = None) -> SeriesInfo:
+    """``row`` of a QIDO-RS series search; ``study``: the study the search was made in (or
+    filtered on), for servers that leave StudyInstanceUID out of their answers (it was read as
+    ``''``, and upscaling failed with "StudyInstanceUID '' is not a DICOM UID")."""
+
     def as_int(v: Any) -> int | None:
         try:
             return int(v)
@@ -193,7 +201,7 @@ def _series_info(row: dict[str, Any]) -> SeriesInfo:
             return None
 
     return SeriesInfo(
-        study_uid=str(row.get("StudyInstanceUID") or ""),
+        study_uid=str(row.get("StudyInstanceUID") or study or ""),
         series_uid=str(row.get("SeriesInstanceUID") or ""),
         modality=str(row.get("Modality") or ""),
         description=str(row.get("SeriesDescription") or ""),
@@ -212,12 +220,19 @@ def _search(
     out: dict[str, SeriesInfo] = {}
     for combo in itertools.product(*choices) if keys else [()]:
         query = {k: v for k, v in zip(keys, combo, strict=True) if v}
+        searched = study or _single_uid(query.get("StudyInstanceUID"))
         for row in client.search_series(study, query):
-            info = _series_info(row)
+            info = _series_info(row, searched)
             if study and info.study_uid and info.study_uid != study:
                 continue
             out.setdefault(info.series_uid, info)
     return list(out.values())
+
+
+def _single_uid(value: str | None) -> str | None:
+    """A filter value naming exactly one UID (no wildcard, no list), else None."""
+    text = str(value or "").strip()
+    return text if re.fullmatch(r"[0-9A-Za-z._-]{1,64}", text) else None
 
 
 def list_series(
@@ -243,7 +258,7 @@ def list_series(
         if query and _search(client, study, None):
             return []
         client.check_root()  # "not found" at a URL that is no DICOMweb root says so
-        raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
+        raise PacsNotFoundError(f"study {uid_key(study)} was not found on {client.display_url}")
     rows.sort(
         key=lambda r: (r.study_uid, r.number if r.number is not None else 1 << 30, r.series_uid)
     )
@@ -390,16 +405,17 @@ def upscale_series(
     all_series = _search(client, study, None)
     if not all_series:
         client.check_root()  # "not found" at a URL that is no DICOMweb root says so
-        raise PacsNotFoundError(f"study {study} was not found on {client.display_url}")
+        raise PacsNotFoundError(f"study {uid_key(study)} was not found on {client.display_url}")
     if series is not None:
-        chosen = [s for s in all_series if s.series_uid == series]
+        chosen = _chosen_series(all_series, series)
         if not chosen:
             raise PacsNotFoundError(
-                f"series {series} was not found in study {study} on {client.display_url}"
+                f"series {uid_key(series)} was not found in study {uid_key(study)} on "
+                f"{client.display_url}"
             )
         if not chosen[0].is_image:
             raise PacsNotAnImageError(
-                f"series {series} is a {chosen[0].modality} series, not an image series: "
+                f"series {uid_key(series)} is a {chosen[0].modality} series, not an image series: "
                 "nothing to upscale"
             )
     else:
@@ -407,7 +423,9 @@ def upscale_series(
         chosen.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.series_uid))
         if not any(s.is_image for s in chosen):
             kinds = ", ".join(sorted({s.modality or "?" for s in chosen})) or "only medsr-derived"
-            raise PacsNotAnImageError(f"study {study} holds no image series to upscale ({kinds})")
+            raise PacsNotAnImageError(
+                f"study {uid_key(study)} holds no image series to upscale ({kinds})"
+            )
 
     results: list[UpscaleResult] = []
     for info in chosen:
@@ -444,6 +462,20 @@ def upscale_series(
             )
         results.append(result)
     return results
+
+
+def _chosen_series(all_series: list[SeriesInfo], series: str) -> list[SeriesInfo]:
+    """The series of the study named by ``series``: its full UID or its key (:func:`uid_key`,
+    as messages and logs name it; a unique start of the key will do, as for ``medsr upscale
+    --series``)."""
+    exact = [s for s in all_series if s.series_uid == series]
+    if exact:
+        return exact
+    wanted = series.lower()
+    if not re.fullmatch(r"[0-9a-f]{4,8}", wanted):
+        return []
+    hits = [s for s in all_series if uid_key(s.series_uid).startswith(wanted)]
+    return hits if len(hits) == 1 else []
 
 
 def _upscale_one(
@@ -489,19 +521,24 @@ def _upscale_one(
 
     with tempfile.TemporaryDirectory(prefix="medsr-pacs-", dir=workdir) as tmp:
         src_dir, out_dir = Path(tmp) / "source", Path(tmp) / "derived"
-        say(f"retrieving {source} ({info.modality}, {info.instances or '?'} instances)")
+        say(
+            f"retrieving series {uid_key(source)} ({info.modality}, {info.instances or '?'} instances)"
+        )
         client.retrieve_series(study, source, src_dir)
         try:
             image = read_dicom(src_dir, series_uid=source)
         except NotAnImageError as exc:
             text = _named_instances(str(exc), src_dir)
-            raise PacsNotAnImageError(f"series {source} cannot be upscaled: {text}") from None
+            raise PacsNotAnImageError(
+                f"series {uid_key(source)} cannot be upscaled: {text}"
+            ) from None
         except MedSRError as exc:  # e.g. instances of different sizes: SeriesMismatchError
             exc.args = (
-                f"series {source} cannot be upscaled: {_named_instances(str(exc), src_dir)}",
+                f"series {uid_key(source)} cannot be upscaled: "
+                f"{_named_instances(str(exc), src_dir)}",
             )
             raise exc.with_traceback(None) from None
-        say(f"upscaling {source} x{scale} with {tag}")
+        say(f"upscaling series {uid_key(source)} x{scale} with {tag}")
         # the one pipeline: the same safeguards and provenance as every other front end
         up, summary = upscale_with_safeguards(
             image, scale, model, consistency=consistency, degradation=degradation, maps=False,
@@ -514,11 +551,14 @@ def _upscale_one(
         del up
         files = sorted(out_dir.glob("*.dcm"))
         if not files:  # pragma: no cover - write_dicom always writes at least one file
-            raise PacsError(f"no derived instance was written for series {source}")
+            raise PacsError(f"no derived instance was written for series {uid_key(source)}")
         first = pydicom.dcmread(files[0], stop_before_pixels=True)
         derived = str(first.SeriesInstanceUID)
         if str(first.StudyInstanceUID) != study:  # the writer keeps the study; never elsewhere
-            raise PacsError(f"derived instances of {source} do not belong to study {study}")
+            raise PacsError(
+                f"derived instances of series {uid_key(source)} do not belong to study "
+                f"{uid_key(study)}"
+            )
 
         # idempotence, again: another worker may have stored the same derivation meanwhile
         found = _find_derived(client, study, key)
@@ -529,7 +569,7 @@ def _upscale_one(
             if not client.delete_series(study, found.series_uid):
                 raise PacsStoreError(
                     f"an incomplete derived series {found.series_uid} ({found.instances} of "
-                    f"{len(files)} instances) from an earlier run is in study {study} and the "
+                    f"{len(files)} instances) from an earlier run is in study {uid_key(study)} and the "
                     "server does not allow deleting it: delete it on the PACS, then run again",
                     series_uid=found.series_uid,
                 )
@@ -543,16 +583,21 @@ def _upscale_one(
 
 def _named_instances(text: str, folder: Path) -> str:
     """``text`` with the work folder's file names (``'000003.dcm'``: the order the server sent
-    the instances in, meaningless to the user) replaced by the instances' SOP Instance UIDs,
-    which the PACS can look up: "differ in image size (128×128 in '000001.dcm' vs 64×64 in
+    the instances in, meaningless to the user) replaced by the instances' Instance Numbers
+    (what a viewer shows) and the keys of their SOP Instance UIDs (:func:`uid_key`; never the
+    UIDs: messages end up in logs): "differ in image size (128×128 in '000001.dcm' vs 64×64 in
     '000003.dcm')" named no instance, and no series either."""
     import pydicom
 
     def instance(match: re.Match[str]) -> str:
         path = folder / match.group(1)
         try:
-            head = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-            return f"instance {head.SOPInstanceUID}"
+            head = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["SOPInstanceUID", "InstanceNumber"]
+            )
+            number = head.get("InstanceNumber")
+            shown = f" (number {number})" if number not in (None, "") else ""
+            return f"instance {uid_key(str(head.SOPInstanceUID))}{shown}"
         except Exception as exc:  # the name stays as it was
             if is_fatal(exc):
                 raise
@@ -589,7 +634,8 @@ def _store_whole_series(
     elif unreachable:
         tail = (
             f"the DICOMweb server at {client.display_url} stopped answering (no connection or "
-            f"a timeout), so the partial series {derived} may be left in study {study}: once the "
+            f"a timeout), so the partial series {derived} may be left in study {uid_key(study)}: "
+            "once the "
             "server is back, delete that series there if it is listed"
         )
     else:
@@ -623,7 +669,7 @@ def _interrupted(client: PacsClient, study: str, derived: str) -> PacsInterrupte
             removed=True,
         )
     return PacsInterrupted(
-        f"{what}; part of it may be left in study {study}: run the same command again (it "
+        f"{what}; part of it may be left in study {uid_key(study)}: run the same command again (it "
         "replaces an incomplete derived series) or delete that series on the PACS",
         series_uid=derived,
     )
@@ -665,6 +711,31 @@ def parse_filters(items: Iterable[str] | None) -> dict[str, str]:
         value = value.strip()
         out[name] = value.upper() if name == "Modality" else value
     return out
+
+
+#: filter attributes whose values identify a patient: never shown in a log line
+_PATIENT_FILTER_KEYS = frozenset({"AccessionNumber", "StudyID", "IssuerOfPatientID"})
+
+
+def describe_filters(filters: dict[str, str]) -> str:
+    """``filters`` for a log line (``watching … (Modality=CT, StudyInstanceUID=1a2b3c4d)``):
+    UID values by their key (:func:`uid_key`), patient attributes (names, IDs, birth dates,
+    accession numbers...) as ``…``; ``all series`` without filters."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    def shown(key: str, value: str) -> str:
+        tag = tag_for_keyword(key) if not re.fullmatch(r"[0-9A-F]{8}", key) else int(key, 16)
+        try:
+            vr = dictionary_VR(tag) if tag is not None else ""
+        except KeyError:
+            vr = ""
+        if "Patient" in key or key in _PATIENT_FILTER_KEYS or vr in ("PN", ""):
+            return "…"
+        if vr == "UI":
+            return ",".join(uid_key(v.strip()) for v in value.split(",") if v.strip())
+        return value
+
+    return ", ".join(f"{k}={shown(k, v)}" for k, v in filters.items()) or "all series"
 
 
 def default_state_path(
@@ -826,14 +897,14 @@ def watch(
                 )
                 tries[uid] = tries.get(uid, 0) + 1
                 if transient and tries[uid] < max_tries:
-                    say(f"warning: {uid}: {exc}; will retry at the next poll")
+                    say(f"warning: series {uid_key(uid)}: {exc}; will retry at the next poll")
                     down = isinstance(exc, PacsStoreError) and exc.unreachable
                     if isinstance(exc, PacsUnreachableError) or down:
                         break  # the server is down: wait for the next poll
                     continue
                 summary.failed[uid] = str(exc)
                 record(uid, {"study": info.study_uid, "status": "failed", "error": str(exc)})
-                say(f"failed {uid}: {exc}")
+                say(f"failed series {uid_key(uid)}: {exc}")
                 continue
             summary.results.append(result)
             record(

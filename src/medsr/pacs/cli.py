@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medsr.errors import MedSRError
+from medsr.errors import InvalidParameterError, MedSRError
 from medsr.inference.precision import PRECISION_HELP
 from medsr.modality import degradation_help
 
@@ -60,6 +60,14 @@ RetriesOpt = Annotated[
 ]
 InsecureOpt = Annotated[
     bool, typer.Option("--insecure", help="Do not verify TLS certificates (test servers only).")
+]
+CaBundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-bundle",
+        help="PEM file of the CA certificates to trust (a hospital's private CA); default: the "
+        "system's, or REQUESTS_CA_BUNDLE when set.",
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
@@ -104,6 +112,7 @@ def _connect(
     timeout: float,
     retries: int,
     insecure: bool,
+    ca_bundle: Path | None = None,
 ) -> Any:
     try:
         from medsr.pacs.client import PacsClient
@@ -112,6 +121,8 @@ def _connect(
             f"the PACS bridge needs the 'pacs' extra ({exc.name} is not installed): "
             "pip install 'medsr[pacs]'"
         ) from None
+    if insecure and ca_bundle is not None:
+        raise InvalidParameterError("give either --insecure or --ca-bundle, not both")
     return PacsClient(
         url,
         user=user,
@@ -119,7 +130,7 @@ def _connect(
         token=token,
         timeout=timeout,
         retries=retries,
-        verify=not insecure,
+        verify=str(ca_bundle) if ca_bundle is not None else not insecure,
     )
 
 
@@ -172,10 +183,11 @@ def list_command(
     timeout: TimeoutOpt = 30.0,
     retries: RetriesOpt = 3,
     insecure: InsecureOpt = False,
+    ca_bundle: CaBundleOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List series (QIDO-RS): study and series UIDs, modality, instances, description. No patient data."""
-    client = _connect(url, user, password, token, timeout, retries, insecure)
+    client = _connect(url, user, password, token, timeout, retries, insecure, ca_bundle)
     from medsr.pacs.bridge import list_series
 
     rows = list_series(client, study, modality)
@@ -209,7 +221,9 @@ def upscale_command(
     series: Annotated[
         str | None,
         typer.Option(
-            "--series", help="SeriesInstanceUID (default: every image series of the study)."
+            "--series",
+            help="SeriesInstanceUID, or the 8-character key messages name it by "
+            "(default: every image series of the study).",
         ),
     ] = None,
     model: ModelOpt = None,
@@ -228,6 +242,7 @@ def upscale_command(
     timeout: TimeoutOpt = 60.0,
     retries: RetriesOpt = 3,
     insecure: InsecureOpt = False,
+    ca_bundle: CaBundleOpt = None,
     as_json: JsonOpt = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")
@@ -235,10 +250,11 @@ def upscale_command(
 ) -> None:
     """Retrieve a series (WADO-RS), upscale it, store the derived series in the same study (STOW-RS).
 
-    Prints the new SeriesInstanceUID. Running it again stores nothing: the existing derived
-    series is found and reported.
+    Prints the new SeriesInstanceUID on stdout (the source series by its key; --json: full
+    UIDs); progress lines on stderr name series by key only. Running it again stores nothing:
+    the existing derived series is found and reported.
     """
-    client = _connect(url, user, password, token, timeout, retries, insecure)
+    client = _connect(url, user, password, token, timeout, retries, insecure, ca_bundle)
     from medsr.pacs.bridge import upscale_series
 
     with _interruption():
@@ -322,13 +338,14 @@ def watch_command(
     timeout: TimeoutOpt = 60.0,
     retries: RetriesOpt = 3,
     insecure: InsecureOpt = False,
+    ca_bundle: CaBundleOpt = None,
 ) -> None:
     """Poll for new series and upscale each once; stops at --max-series/--max-polls or Ctrl-C."""
     import signal
     import threading
 
-    client = _connect(url, user, password, token, timeout, retries, insecure)
-    from medsr.pacs.bridge import parse_filters, parse_interval, watch
+    client = _connect(url, user, password, token, timeout, retries, insecure, ca_bundle)
+    from medsr.pacs.bridge import describe_filters, parse_filters, parse_interval, watch
 
     filters = parse_filters(filter)
     seconds = parse_interval(interval)
@@ -352,7 +369,7 @@ def watch_command(
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with _interruption():
-            shown = ", ".join(f"{k}={v}" for k, v in filters.items()) or "all series"
+            shown = describe_filters(filters)  # no UID, no patient attribute in a log
             _err(f"watching {client.display_url} ({shown}) every {seconds:g} s")
             summary = watch(
                 client,

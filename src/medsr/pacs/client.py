@@ -8,7 +8,8 @@ What it adds to the plain client:
   read timeouts and HTTP 429/500/502/503/504 (urllib3 ``Retry`` mounted on the session; the
   client's own ``retrying`` loop is switched off so that the two do not multiply);
 * **clear errors**: every failure becomes a :mod:`medsr.pacs.errors` exception whose message
-  names the server (without credentials) and the UID, never a traceback from ``requests``;
+  names the server (without credentials) and the study/series by the key of its UID
+  (:func:`uid_key`), never a traceback from ``requests``;
 * **STOW-RS outcome parsing**: :meth:`PacsClient.store` returns which SOP instances were
   stored and which failed (with the reason), whether the server answered 200, 202 or 409;
 * **cleanup**: :meth:`PacsClient.delete_series` removes a (partial) series through DICOMweb
@@ -39,7 +40,15 @@ from medsr.pacs.errors import (
     PacsUnreachableError,
 )
 
-__all__ = ["RETRY_STATUSES", "PacsClient", "StoreOutcome", "check_uid", "connect", "safe_url"]
+__all__ = [
+    "RETRY_STATUSES",
+    "PacsClient",
+    "StoreOutcome",
+    "check_uid",
+    "connect",
+    "safe_url",
+    "uid_key",
+]
 
 T = TypeVar("T")
 
@@ -75,6 +84,15 @@ def check_uid(uid: str, what: str = "UID") -> str:
     return value
 
 
+def uid_key(uid: str) -> str:
+    """How messages, progress lines and logs name a study, series or instance: the 8-character
+    key of its UID (:func:`medsr.io.dicom.series_key`, also accepted by ``--series``), never the
+    UID itself (house rule: no patient data in logs, hashed UIDs only)."""
+    from medsr.io.dicom.header import series_key
+
+    return series_key(uid)
+
+
 def _split(url: str) -> tuple[SplitResult, str]:
     """``(parts, host[:port])`` of ``url`` (an IPv6 address in brackets), or
     :class:`InvalidParameterError` for a URL that cannot be parsed (an unclosed ``[``, a port
@@ -97,6 +115,66 @@ def safe_url(url: str) -> str:
     """``url`` without user:password and query string, for messages and logs."""
     parts, host = _split(url)
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class _Session(requests.Session):
+    """A session whose own ``verify`` (``False``, or a CA bundle) wins over the environment.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's ``verify`` for
+    every request that does not pass one (psf/requests#3829), and dicomweb-client passes none:
+    where those variables are set (many servers and containers), ``--insecure`` still verified
+    and a CA bundle given to medsr was ignored. With ``verify=True`` the environment still
+    chooses the bundle, as requests documents.
+    """
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if verify is None and self.verify is not True:
+            settings["verify"] = self.verify
+        return settings
+
+
+def _check_verify(verify: bool | str | Path) -> bool | str:
+    """``verify`` as requests takes it, a CA bundle checked first: a missing or unreadable file
+    raised deep inside requests ("Could not find a suitable TLS CA certificate bundle") as a
+    traceback, a file without certificates as a TLS error blaming the server. With ``True``,
+    a ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` that names no file is said the same way."""
+    import os
+
+    if verify is False:
+        return False
+    if verify is True:
+        for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env = os.environ.get(name)
+            if env:
+                _check_ca_path(Path(env), f"{name}={env!r}")
+                return True
+        return True
+    path = Path(verify).expanduser()
+    _check_ca_path(path, f"--ca-bundle '{path}'")
+    return str(path)
+
+
+def _check_ca_path(path: Path, what: str) -> None:
+    if path.is_dir():  # a folder of hashed certificates (c_rehash), as requests accepts
+        return
+    try:
+        head = path.read_bytes()[: 1 << 22]
+    except FileNotFoundError:
+        raise InvalidParameterError(
+            f"{what}: no such file (give a PEM file of CA certificates)"
+        ) from None
+    except OSError as exc:
+        raise InvalidParameterError(
+            f"{what} cannot be read ({type(exc).__name__}): give a PEM file of CA certificates"
+        ) from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise InvalidParameterError(
+            f"{what} holds no PEM certificate ('-----BEGIN CERTIFICATE-----'): give a PEM file "
+            "of CA certificates"
+        )
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -166,7 +244,10 @@ class PacsClient:
         retries: how many times a request is retried after a connection error, a read timeout
             or HTTP 429/5xx (exponential backoff: ``backoff × 2^(n-1)`` seconds between tries).
         backoff: backoff factor in seconds (0 retries at once).
-        verify: check TLS certificates (``False`` only for a test server), or a CA bundle path.
+        verify: check TLS certificates (``False`` only for a test server), or the path of a PEM
+            CA bundle (a hospital's private CA; checked at once). ``True``: the system's CAs, or
+            ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` when set. ``False`` and a path win over
+            those variables.
         rest_url: Orthanc REST root used to delete a partial series (Orthanc's DICOMweb plugin
             has no DELETE); by default the URL without a trailing ``/dicom-web``.
         session: a ready :class:`requests.Session` (auth arguments are then applied to it).
@@ -182,7 +263,7 @@ class PacsClient:
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
-        verify: bool | str = True,
+        verify: bool | str | Path = True,
         rest_url: str | None = None,
         session: requests.Session | None = None,
     ) -> None:
@@ -214,7 +295,8 @@ class PacsClient:
             user, password = unquote(parts.username), unquote(parts.password or "")
             url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
             self.url = url
-        self.session = session or requests.Session()
+        verify = _check_verify(verify)
+        self.session = session or _Session()
         if token:
             self.session.auth = _BearerAuth(_check_token(token))
         elif user:
@@ -264,7 +346,8 @@ class PacsClient:
         except requests.exceptions.SSLError as exc:
             raise PacsUnreachableError(
                 f"TLS error talking to the DICOMweb server at {self.display_url} while {action}: "
-                f"{_short(exc)} (check the certificate, or the https/http scheme)"
+                f"{_tls_reason(exc)} (a private CA: --ca-bundle PATH or REQUESTS_CA_BUNDLE; "
+                "or check the https/http scheme)"
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             kind = "timed out" if _is_timeout(exc) else "no connection"
@@ -374,7 +457,7 @@ class PacsClient:
         """
         if study is not None:
             study = check_uid(study, "StudyInstanceUID")
-        missing = f"study {study} was not found on {self.display_url}" if study else None
+        missing = f"study {uid_key(study)} was not found on {self.display_url}" if study else None
         return self._pages(
             "searching for series (QIDO-RS)",
             lambda limit, offset: self._dw.search_for_series(
@@ -396,7 +479,7 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         rows = self._pages(
-            f"searching for instances of series {series} (QIDO-RS)",
+            f"searching for instances of series {uid_key(series)} (QIDO-RS)",
             lambda limit, offset: self._dw.search_for_instances(
                 study_instance_uid=study,
                 series_instance_uid=series,
@@ -431,6 +514,12 @@ class PacsClient:
             batch = self.call(action, lambda offset=offset: query(page, offset), not_found)
             new = 0
             for item in batch:
+                if not _is_dicom_json(item):
+                    raise PacsError(
+                        f"the DICOMweb server at {self.display_url} sent JSON that is not a "
+                        f"DICOMweb list of DICOM JSON objects ({_json_kind(item)}) while "
+                        f"{action}: check that --url is the DICOMweb root"
+                    )
                 row = {kw: _value(item, tag) for kw, tag in tags.items()}
                 uid = str(row.get(key) or "")
                 if not uid or uid in seen:
@@ -459,8 +548,8 @@ class PacsClient:
 
         from medsr.io.dicom import strip_command_set
 
-        missing = f"series {series} of study {study} was not found on {self.display_url}"
-        action = f"retrieving series {series} (WADO-RS)"
+        missing = _series_missing(study, series, self.display_url)
+        action = f"retrieving series {uid_key(series)} (WADO-RS)"
         paths: list[Path] = []
         with self._errors(action, missing):
             instances = self._dw.iter_series(study, series)
@@ -477,7 +566,7 @@ class PacsClient:
                 if is_fatal(exc):
                     raise
                 raise OutputWriteError(
-                    f"cannot save instance {len(paths) + 1} of series {series}, retrieved from "
+                    f"cannot save instance {len(paths) + 1} of series {uid_key(series)}, retrieved from "
                     f"{self.display_url}, into the work folder {folder}: {scrub(exc)}"
                 ) from None
             paths.append(path)
@@ -490,9 +579,9 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         return self.call(
-            f"retrieving series {series} (WADO-RS)",
+            f"retrieving series {uid_key(series)} (WADO-RS)",
             lambda: self._dw.retrieve_series(study, series),
-            f"series {series} of study {study} was not found on {self.display_url}",
+            _series_missing(study, series, self.display_url),
         )
 
     def series_metadata(self, study: str, series: str) -> list[Any]:
@@ -502,9 +591,9 @@ class PacsClient:
         study = check_uid(study, "StudyInstanceUID")
         series = check_uid(series, "SeriesInstanceUID")
         items = self.call(
-            f"retrieving metadata of series {series} (WADO-RS)",
+            f"retrieving metadata of series {uid_key(series)} (WADO-RS)",
             lambda: self._dw.retrieve_series_metadata(study, series),
-            f"series {series} of study {study} was not found on {self.display_url}",
+            _series_missing(study, series, self.display_url),
         )
         # bulk data (pixels, big private elements) stays on the server: only the header is wanted
         return [Dataset.from_json(item, bulk_data_uri_handler=_no_bulk_data) for item in items]
@@ -691,6 +780,53 @@ def _version() -> str:
         return __version__
     except ImportError:  # pragma: no cover
         return "0"
+
+
+def _series_missing(study: str, series: str, where: str) -> str:
+    return f"series {uid_key(series)} of study {uid_key(study)} was not found on {where}"
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """What a TLS failure was, without urllib3's wrapping (``HTTPSConnectionPool(host=…):
+    Max retries exceeded with url: /dicom-web/series?includefield=…&limit=500 (Caused by
+    SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED] …')))``): e.g.
+    ``certificate verify failed: self-signed certificate``."""
+    text = str(exc)
+    match = re.search(r"\[SSL: [A-Z0-9_]+\] ([^'\"]*?)\s*(?:\(_ssl\.c:\d+\))?['\")]", text)
+    if match and match.group(1).strip():
+        return match.group(1).strip()
+    match = re.search(r"\[SSL: ([A-Z0-9_]+)\]", text)
+    if match:
+        return match.group(1).lower().replace("_", " ")
+    return "the TLS handshake failed"
+
+
+_TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+
+
+def _is_dicom_json(item: Any) -> bool:
+    """A DICOM JSON object: tags (8 hex digits) as keys, each an object (``{"vr": …}``).
+
+    dicomweb-client turns an answer that is one object into a list of it (some servers send a
+    lone data set so); an object that is no data set (``{"error": …}``, ``{"results": […]}``)
+    used to read as a series without UID, skipped: "no series found"."""
+    return (
+        isinstance(item, dict)
+        and bool(item)
+        and all(
+            isinstance(k, str) and _TAG_RE.match(k) and isinstance(v, dict) for k, v in item.items()
+        )
+    )
+
+
+def _json_kind(item: Any) -> str:
+    if isinstance(item, dict):
+        keys = [str(k)[:24] for k in list(item)[:3]]
+        more = ", …" if len(item) > 3 else ""
+        return (
+            f"an object with keys {', '.join(map(repr, keys))}{more}" if keys else "an empty object"
+        )
+    return f"a list of {type(item).__name__} values"
 
 
 def _short(exc: BaseException) -> str:

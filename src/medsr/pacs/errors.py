@@ -1,7 +1,8 @@
 """Errors of the PACS (DICOMweb) bridge; all are :class:`~medsr.errors.MedSRError` subclasses.
 
-Messages name the server by its URL without credentials and the study/series by UID (never a
-patient name or ID), and say what to do next.
+Messages name the server by its URL without credentials, a source study/series/instance by the
+8-character key of its UID (:func:`medsr.pacs.client.uid_key`; never the UID, a patient name or
+ID: messages end up in logs), a derived series medsr made by its UID, and say what to do next.
 """
 
 from __future__ import annotations
