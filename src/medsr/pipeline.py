@@ -554,8 +554,11 @@ def _error_bound(
     pad = no_data_mask(image)  # (C, Z, Y, X)
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(std, noise, float(info["factor"]))
+    held = bound  # the voxels the summary is over: those that hold data
     if pad is not None:
-        bound[block_mask(np.asarray(pad.all(axis=0)), upscaler.scale)] = 0.0
+        none = block_mask(np.asarray(pad.all(axis=0)), upscaler.scale)
+        bound[none] = 0.0
+        held = bound[~none]
     finite = noise[np.isfinite(noise)]
     info["noise_sigma"] = {
         "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
@@ -563,7 +566,9 @@ def _error_bound(
         "max": round(float(finite.max()), 6) if finite.size else None,
         "units": image.units,
     }
-    info["map"] = summarize_map(bound, data_range=rng, threshold_rel=threshold, units=image.units)
+    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=image.units)
+    if pad is not None:
+        info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
     return bound, info
 
 
