@@ -497,13 +497,13 @@ def calibrate_error_bound(
     if down is None:
         return {"calibrated": False, "reason": "image too small for a calibration one scale down"}
     sr, _ = upscale_with_safeguards(
-        down.lower, s, upscaler, consistency=consistency, maps=True, tta=True, degradation=physics,
-        ood=False, warn=False, iterations=iterations, tol=tol, self_check=self_check,
-        error_bound=False,
+        down.lower, s, upscaler, consistency=consistency, maps=True,
+        tta=bool(upscaler.loaded.learned), degradation=physics, ood=False, warn=False,
+        iterations=iterations, tol=tol, self_check=self_check, error_bound=False,
     )  # fmt: skip
     std = (sr.meta.get("maps") or {}).get("uncertainty")
-    if std is None:
-        return {"calibrated": False, "reason": "no uncertainty map one scale down"}
+    if std is None:  # an interpolator's spread is 0 (flip/rotation-equivariant)
+        std = np.zeros(sr.array.shape[-3:], dtype=np.float32)
     error = np.abs(sr.channel_first() - down.small.channel_first()).mean(axis=0)  # (Z, Y, X)
     keep = np.zeros(error.shape, dtype=bool)
     c = 2 * s  # the degradation's edge handling, not the model
@@ -895,7 +895,8 @@ def upscale_with_safeguards(
             padding and local range, so their mean does too. The self-check judges the model
             itself; the full-scale check and the projection act on the mean. A classical
             interpolator is already symmetric: nothing changes.
-        error_bound: with ``maps`` and an uncertainty map, also the ``error_bound`` map: per
+        error_bound: with ``maps`` and an uncertainty map (or a classical interpolator, whose
+            spread is 0 by symmetry: no ``tta`` needed), also the ``error_bound`` map: per
             voxel, the value the error of about 90 % of the voxels stays below, calibrated on
             the input one scale down (:mod:`medsr.safeguards.error_bound`,
             :func:`calibrate_error_bound`: the same pipeline run once more there, on at most
@@ -1130,10 +1131,14 @@ def upscale_with_safeguards(
     if unc_info.get("ensemble"):
         summary["ensemble"] = unc_info["ensemble"]
     bound = None
-    if maps and error_bound and std is not None:
+    # an interpolator is flip/rotation-equivariant: its spread is 0 without running it 8 times
+    spread = std
+    if spread is None and not upscaler.loaded.learned:
+        spread = np.zeros(sr.array.shape[-3:], dtype=np.float32)
+    if maps and error_bound and spread is not None:
         t3 = time.perf_counter()
         bound, summary["error_bound"] = _error_bound(
-            image, std, upscaler, physics, setting, self_check, iterations, tol, rng,
+            image, spread, upscaler, physics, setting, self_check, iterations, tol, rng,
             uncertainty_threshold,
         )  # fmt: skip
         summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t3) * 1000, 1)

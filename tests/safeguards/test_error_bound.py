@@ -132,8 +132,24 @@ def test_no_bound_without_maps_or_when_asked_not_to(mr_pair):
     _, lr = mr_pair
     sr, summary = upscale_with_safeguards(lr, 2, "lanczos", warn=False, error_bound=False)
     assert "error_bound" not in sr.meta["maps"] and "error_bound" not in summary
-    sr, summary = upscale_with_safeguards(lr, 2, "lanczos", warn=False, tta=False)
-    assert "error_bound" not in (sr.meta.get("maps") or {}) and "error_bound" not in summary
+    sr, summary = upscale_with_safeguards(lr, 2, "lanczos", warn=False, maps=False)
+    assert "maps" not in sr.meta and "error_bound" not in summary
+    # a learned model's spread needs its 8 passes: none asked, no bound
+    sr, summary = upscale_with_safeguards(lr, 2, "fast-x2", warn=False, tta=False, ood=False)
+    assert "error_bound" not in sr.meta["maps"] and "error_bound" not in summary
+
+
+def test_an_interpolator_has_a_bound_without_its_8_passes(mr_pair):
+    """An interpolator is flip/rotation-equivariant: its spread is 0, so its bound (the web
+    page's, which runs no TTA for interpolators) needs no 8 passes and is the same."""
+    _, lr = mr_pair
+    with_tta, s1 = upscale_with_safeguards(lr, 2, "lanczos", warn=False)
+    without, s2 = upscale_with_safeguards(lr, 2, "lanczos", warn=False, tta=False)
+    assert "uncertainty" not in without.meta["maps"]
+    assert s2["error_bound"]["factor"] == pytest.approx(s1["error_bound"]["factor"], rel=1e-3)
+    np.testing.assert_allclose(
+        without.meta["maps"]["error_bound"], with_tta.meta["maps"]["error_bound"], rtol=1e-3
+    )
 
 
 def test_a_too_small_image_says_why_it_has_no_bound():

@@ -112,11 +112,11 @@ def _wait_done(page) -> None:
     page.wait_for_selector("#img-after[src^='blob:']", timeout=10_000)
 
 
-def _shot(page, tmp: Path, name: str, docs_name: str) -> Path:
+def _shot(page, tmp: Path, name: str, docs_name: str | None) -> Path:
     path = tmp / name
     page.screenshot(path=str(path))
     assert path.stat().st_size > 10_000
-    if os.environ.get("MEDSR_UPDATE_SCREENSHOTS") == "1":
+    if docs_name and os.environ.get("MEDSR_UPDATE_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(path, DOCS / docs_name)
     return path
@@ -198,6 +198,30 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         # ---- consistency map view
         page.click("#views button[data-view='consistency']")
         page.wait_for_selector("#legend:not([hidden])")
+        # ---- the error bound: named in words, its title saying what its values mean
+        bound = page.locator("#views button[data-view='error_bound']")
+        assert bound.inner_text() == "Error bound"
+        assert "90 %" in (bound.get_attribute("title") or "")
+        with page.expect_response(lambda r: "which=error_bound" in r.url and r.ok):
+            bound.click()
+        page.wait_for_selector("#legend:not([hidden])")
+        page.wait_for_timeout(300)
+        assert page.inner_text("#tag-left").startswith("ERROR BOUND")
+        # what is on screen is the bound (an interpolator's: k × the input's noise, one value),
+        # not the consistency map asked for just before it (whose preview, arriving later, used
+        # to replace it)
+        colours = page.evaluate(
+            """() => { const img = document.querySelector('#img-after');
+                const c = document.createElement('canvas');
+                c.width = img.naturalWidth; c.height = img.naturalHeight;
+                const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                const d = g.getImageData(0, 0, c.width, c.height).data;
+                const seen = new Set();
+                for (let i = 0; i < d.length; i += 4) seen.add(d[i] + ',' + d[i + 1] + ',' + d[i + 2]);
+                return seen.size; }"""
+        )
+        assert colours == 1
+        _shot(page, tmp_path, "web-error-bound.png", None)
         page.click("#views button[data-view='compare']")
 
         # ---- download, then read it with `medsr info`

@@ -647,13 +647,15 @@
     el.imgAfter.removeAttribute("src");
   }
 
-  async function setImage(img, path) {
+  // a preview that arrives after a newer refresh started (another view, slice or window asked
+  // for meanwhile) is not shown: the image on screen is always the last one asked for
+  async function setImage(img, path, seq) {
     const url = await blobUrl(path);
-    if (img.src === url) return;
+    if (seq !== state.loadSeq || img.src === url) return;
     const probe = new Image();
     probe.src = url;
     try { await probe.decode(); } catch (_) { /* show anyway */ }
-    img.src = url;
+    if (seq === state.loadSeq) img.src = url;
   }
 
   async function refresh() {
@@ -667,14 +669,14 @@
     const tasks = [];
     el.legend.hidden = true;
     if (view === "compare") {
-      tasks.push(setImage(el.imgBefore, previewUrl("input", mapSlice(nIn))));
-      tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut))));
+      tasks.push(setImage(el.imgBefore, previewUrl("input", mapSlice(nIn)), seq));
+      tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut)), seq));
     } else if (view === "input") {
-      tasks.push(setImage(el.imgAfter, previewUrl("input", mapSlice(nIn))));
+      tasks.push(setImage(el.imgAfter, previewUrl("input", mapSlice(nIn)), seq));
     } else if (view === "output") {
-      tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut))));
+      tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut)), seq));
     } else {
-      tasks.push(setImage(el.imgAfter, previewUrl(view, mapSlice(nIn))));
+      tasks.push(setImage(el.imgAfter, previewUrl(view, mapSlice(nIn)), seq));
       el.legend.hidden = false;
       el.legendLo.textContent = "0";
       el.legendHi.textContent = view === "consistency" ? `p99.5 |Δ| ${job.input.units !== "a.u." ? job.input.units : ""}` : "max";
@@ -706,7 +708,7 @@
     if (view === "compare") { set(el.tagLeft, inTag); set(el.tagRight, outTag); }
     else if (view === "input" || job.state !== "done") { set(el.tagLeft, inTag); set(el.tagRight, null); }
     else if (view === "output") { set(el.tagLeft, outTag); set(el.tagRight, null); }
-    else { set(el.tagLeft, [view.toUpperCase(), method]); set(el.tagRight, null); }
+    else { set(el.tagLeft, [(MAP_LABELS[view] ? MAP_LABELS[view][0] : view.replace(/_/g, " ")).toUpperCase(), method]); set(el.tagRight, null); }
   }
 
   // ------------------------------------------------------------------ geometry: fit, zoom, pan, split
