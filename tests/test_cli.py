@@ -588,3 +588,37 @@ def test_upscale_through_plane_says_the_slice_spacing_it_achieved(tmp_path):
     assert grid["shape_zyx"] == [11, 24, 24]
     assert grid["slice_spacing_mm"] == pytest.approx(14 / 11)
     assert grid["spacing_mm_zyx"] == pytest.approx([14 / 11, 0.8, 0.8])
+
+
+def test_info_gives_a_tilted_stack_s_slice_spacing_between_its_planes(tmp_path):
+    """A gantry-tilted CT, slices 2.5 mm apart along their normal (SpacingBetweenSlices 2.5),
+    positions 2.66 mm apart along the table: `medsr info` gave spacing_mm_zyx[0] 2.660444 (the
+    step), for a classic series and an enhanced object ("4 slices, 2.66044 mm apart"); now the
+    distance between the planes, with the step beside it as slice_step_mm."""
+    from tests.conftest import make_tilted_ct_series
+    from tests.io.enhanced import enhanced_ct, save
+
+    def info(path) -> dict:
+        res = runner.invoke(app, ["info", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    classic = info(make_tilted_ct_series(tmp_path / "tilted", gap=2.5, tilt_deg=20.0))
+    assert classic["spacing_mm_zyx"] == pytest.approx([2.5, 0.661468, 0.661468])
+    assert classic["slice_step_mm"] == pytest.approx(2.5 / np.cos(np.deg2rad(20.0)), abs=1e-6)
+    straight = info(corpus_path("CT_small.dcm"))
+    assert "slice_step_mm" not in straight
+
+    ds = enhanced_ct(frames=4)  # 2.5 mm apart; tilted by 20° about x, stepping along z
+    tilt = np.deg2rad(20.0)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = [
+        1, 0, 0, 0, float(np.cos(tilt)), float(-np.sin(tilt))
+    ]  # fmt: skip
+    for k, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        frame.PlanePositionSequence[0].ImagePositionPatient = [
+            -32.0, -32.0, float(k * 2.5 / np.cos(tilt))
+        ]  # fmt: skip
+    enhanced = info(save(ds, tmp_path / "enhanced.dcm"))
+    assert enhanced["spacing_mm_zyx"][0] == pytest.approx(2.5)
+    assert enhanced["z_axis"] == "4 slices, 2.5 mm apart (positions in the header)"
