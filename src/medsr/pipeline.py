@@ -1595,6 +1595,10 @@ def upscale_through_plane(
         consistency=consistency_label(summary["consistency"]), summary=summary,
     )  # fmt: skip
     record["model_checksum"] = d.get("model_checksum")
+    # the factor along z as it is (11 slices from 7: 1.5714), not rounded to a whole one: a
+    # target spacing rarely gives one (the whole number where it is: --scale 2 → 2)
+    factor = float(d.get("scale", 1))
+    record["scale"] = int(factor) if factor.is_integer() else factor
     record["scale_z"] = d.get("scale")
     return attach_provenance(result, record), summary
 
