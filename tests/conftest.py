@@ -89,6 +89,44 @@ def make_ct_series(
     return out
 
 
+def make_tilted_ct_series(
+    folder: Path, n: int = 6, *, gap: float = 2.5, tilt_deg: float = 20.0, size: int = 24
+) -> Path:
+    """A CT series acquired with a tilted gantry, from CT_small.dcm: ``n`` slices ``gap`` mm
+    apart along their normal (SliceThickness and SpacingBetweenSlices ``gap``), Image
+    Orientation tilted by ``tilt_deg`` about x, positions stepping along the table (z) by
+    ``gap / cos(tilt)``, so medsr reads one sheared grid whose step is longer than ``gap``
+    (2.66 mm for 2.5 mm at 20°). ``size`` × ``size`` pixels, each slice shifted a little."""
+    import copy
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    src = pydicom.dcmread(corpus_path("CT_small.dcm"))
+    tilt = np.deg2rad(tilt_deg)
+    row, col = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(tilt), -np.sin(tilt)])
+    normal = np.cross(row, col)
+    pixels = src.pixel_array[:size, :size]
+    series_uid = generate_uid(entropy_srcs=[str(folder), "tilted"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(n):
+        ds = copy.deepcopy(src)
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[str(folder), "tilted", str(k)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ImageOrientationPatient = [*row, *col]
+        position = np.array([-50.0, -60.0, 10.0 + k * gap / np.cos(tilt)])
+        ds.ImagePositionPatient = [float(v) for v in position]
+        ds.SliceThickness = gap
+        ds.SpacingBetweenSlices = gap
+        ds.SliceLocation = float(normal @ position)
+        ds.InstanceNumber = k + 1
+        ds.Rows, ds.Columns = pixels.shape
+        ds.PixelData = np.ascontiguousarray(np.roll(pixels, 2 * k, axis=1)).tobytes()
+        ds.save_as(folder / f"IM{k + 1}.dcm", enforce_file_format=True)
+    return folder
+
+
 def make_nan_nifti(path: Path, shape: tuple[int, int, int] = (6, 20, 18)) -> np.ndarray:
     """A float NIfTI whose no-data region is NaN (a masked statistical map, a volume NaN outside
     the brain): the first 5 columns, the whole first slice and one +inf voxel; smooth values

@@ -583,3 +583,82 @@ def test_upscale_of_no_data_to_png_and_dicom_says_what_stands_there(tmp_path):
     ds = pydicom.dcmread(tmp_path / "out.dcm")
     padded = ds.pixel_array == ds.PixelPaddingValue
     np.testing.assert_array_equal(padded, np.kron(nonfinite[0], np.ones((2, 2))).astype(bool))
+
+
+def _thick_volume(path, z: int = 7, gap: float = 2.0):
+    """A NIfTI volume of ``z`` slices ``gap`` mm apart, 0.8 mm pixels (NIfTI order x, y, z)."""
+    zz, yy, xx = np.mgrid[:z, :24, :24]
+    data = (100 + 40 * np.sin(yy / 3.0 + zz / 1.3) * np.cos(xx / 4.0)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), np.diag([0.8, 0.8, gap, 1.0])), str(path))
+    return path
+
+
+def test_upscale_through_plane_says_the_slice_spacing_it_achieved(tmp_path):
+    """A target spacing is met as far as a whole number of slices fills the same field of view:
+    1.3 mm asked of 7 slices 2 mm apart (14 mm) gives 11 slices 1.2727 mm apart. `medsr upscale
+    --through-plane` said only "wrote …" (the spacing was in the sidecar alone, while `medsr
+    interpolate` prints it); now it prints the shape and spacing, and the spacing achieved where
+    it is not the one asked. ``upscale_file(grid_out=...)`` gives the same grid to Python."""
+    src = _thick_volume(tmp_path / "thick.nii.gz")
+    out = tmp_path / "thin.nii.gz"
+    res = runner.invoke(
+        app, ["upscale", str(src), str(out), "--through-plane", "--target-spacing", "1.3"]
+    )
+    assert res.exit_code == 0, res.output
+    line = res.output.strip()
+    assert line.startswith(f"wrote {out} (11x24x24, spacing (1.2727, 0.8, 0.8) mm"), line
+    assert "slice spacing 1.2727 mm, not the 1.3 mm asked: 11 slices fill the same 14 mm" in line
+    assert json.loads((tmp_path / "thin.json").read_text())["spacing_mm_zyx"][0] == pytest.approx(
+        14 / 11
+    )
+    # a target met exactly: the grid alone
+    res = runner.invoke(
+        app, ["upscale", str(src), str(tmp_path / "one.nii.gz"), "--through-plane", "--scale", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        res.output.strip()
+        == f"wrote {tmp_path / 'one.nii.gz'} (14x24x24, spacing (1.0, 0.8, 0.8) mm)"
+    )
+    grid: dict = {}
+    written = medsr_api.upscale_file(
+        src, tmp_path / "api.nii.gz", through_plane=True, target_spacing=1.3, grid_out=grid
+    )
+    assert written == tmp_path / "api.nii.gz"  # still the path written
+    assert grid["shape_zyx"] == [11, 24, 24]
+    assert grid["slice_spacing_mm"] == pytest.approx(14 / 11)
+    assert grid["spacing_mm_zyx"] == pytest.approx([14 / 11, 0.8, 0.8])
+
+
+def test_info_gives_a_tilted_stack_s_slice_spacing_between_its_planes(tmp_path):
+    """A gantry-tilted CT, slices 2.5 mm apart along their normal (SpacingBetweenSlices 2.5),
+    positions 2.66 mm apart along the table: `medsr info` gave spacing_mm_zyx[0] 2.660444 (the
+    step), for a classic series and an enhanced object ("4 slices, 2.66044 mm apart"); now the
+    distance between the planes, with the step beside it as slice_step_mm."""
+    from tests.conftest import make_tilted_ct_series
+    from tests.io.enhanced import enhanced_ct, save
+
+    def info(path) -> dict:
+        res = runner.invoke(app, ["info", str(path), "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output)
+
+    classic = info(make_tilted_ct_series(tmp_path / "tilted", gap=2.5, tilt_deg=20.0))
+    assert classic["spacing_mm_zyx"] == pytest.approx([2.5, 0.661468, 0.661468])
+    assert classic["slice_step_mm"] == pytest.approx(2.5 / np.cos(np.deg2rad(20.0)), abs=1e-6)
+    straight = info(corpus_path("CT_small.dcm"))
+    assert "slice_step_mm" not in straight
+
+    ds = enhanced_ct(frames=4)  # 2.5 mm apart; tilted by 20° about x, stepping along z
+    tilt = np.deg2rad(20.0)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    shared.PlaneOrientationSequence[0].ImageOrientationPatient = [
+        1, 0, 0, 0, float(np.cos(tilt)), float(-np.sin(tilt))
+    ]  # fmt: skip
+    for k, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        frame.PlanePositionSequence[0].ImagePositionPatient = [
+            -32.0, -32.0, float(k * 2.5 / np.cos(tilt))
+        ]  # fmt: skip
+    enhanced = info(save(ds, tmp_path / "enhanced.dcm"))
+    assert enhanced["spacing_mm_zyx"][0] == pytest.approx(2.5)
+    assert enhanced["z_axis"] == "4 slices, 2.5 mm apart (positions in the header)"

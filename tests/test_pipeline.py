@@ -878,3 +878,23 @@ def test_degraded_and_through_plane_nifti_descriptions_state_kind_and_scale(tmp_
         np.zeros((4, 2, 2), np.float32), meta={"derivation": {"model": "tp", "scale": 4.0}}
     )
     assert _descrip(tp) == b"medsr derived: tp x4"
+
+
+def test_through_plane_provenance_states_the_true_factor_along_z():
+    """7 slices 2 mm apart made 22 slices (0.6364 mm asked: 0.6364 mm achieved, ×3.1429). The
+    provenance record said "scale": 3 (rounded to a whole factor) next to "scale_z": 3.1429;
+    now its scale is the factor as it is, and a whole factor stays a whole number. In-plane
+    records keep their integer scale."""
+    from medsr.pipeline import upscale_through_plane
+
+    zz, yy, xx = np.mgrid[:7, :20, :20]
+    arr = (100 + 40 * np.sin(yy / 3.0 + zz / 1.3) * np.cos(xx / 4.0)).astype(np.float32)
+    image = MedImage(arr, spacing=(2.0, 0.8, 0.8), modality="MR")
+    result, _ = upscale_through_plane(image, target_spacing=0.6364, progress=False)
+    record = result.meta["provenance"]
+    assert result.spatial_shape[0] == 22
+    assert record["scale"] == pytest.approx(22 / 7, abs=1e-4) == record["scale_z"]
+    result, _ = upscale_through_plane(image, target_spacing=1.0, progress=False)
+    record = result.meta["provenance"]
+    assert record["scale"] == 2 and isinstance(record["scale"], int)
+    assert record["scale_z"] == 2

@@ -329,11 +329,33 @@ def upscale(
         precision=precision,
         ensemble=ensemble,
         output_dtype=output_dtype,
+        grid_out=(grid := dict[str, Any]()),
         **zero_shot,
     )
     for message in warned:
         typer.echo(f"warning: {message}", err=True)
-    typer.echo(f"wrote {written}" + (f"; maps in {maps}" if maps else ""))
+    grid_text = _through_plane_grid_text(grid, target_spacing) if through_plane else ""
+    typer.echo(f"wrote {written}{grid_text}" + (f"; maps in {maps}" if maps else ""))
+
+
+def _through_plane_grid_text(grid: dict[str, Any], target_spacing: float | None) -> str:
+    """What ``medsr upscale --through-plane`` wrote, as ``medsr interpolate`` says it: the
+    shape and spacing (the slice spacing measured between the slices' planes), and, where a
+    ``--target-spacing`` could not be met exactly, the spacing achieved and why (a whole number
+    of slices fills the same field of view: 1.3 mm asked of 14 mm gives 11 slices 1.2727 mm
+    apart)."""
+    if not grid:
+        return ""
+    z, y, x = grid["shape_zyx"]
+    spacing = tuple(round(float(v), 4) for v in grid["spacing_mm_zyx"])
+    text = f" ({z}x{y}x{x}, spacing {spacing} mm"
+    s = float(grid["slice_spacing_mm"])
+    if target_spacing is not None and abs(s - target_spacing) > 1e-4 * target_spacing:
+        text += (
+            f"; slice spacing {round(s, 4):g} mm, not the {target_spacing:g} mm asked: "
+            f"{z} slices fill the same {round(z * s, 4):g} mm"
+        )
+    return text + ")"
 
 
 def _check_adapt(steps: int) -> int:

@@ -227,19 +227,27 @@ class MedImage:
         ``orientation`` gives the directions of the index axes (see :attr:`orientation`); the
         centre of the field of view is given in both conventions, named in the keys:
         ``world_center_ras_mm`` (RAS+, as the affine and NIfTI) and ``world_center_lps_mm``
-        (DICOM patient coordinates, as ImagePositionPatient).
+        (DICOM patient coordinates, as ImagePositionPatient). The z spacing is the distance
+        between the slices' planes (:func:`medsr.slice_grid.slice_spacing`, what
+        SpacingBetweenSlices states); on a tilted (sheared) stack, whose step from slice to slice
+        is longer, ``slice_step_mm`` gives the step too.
         """
+        from medsr.slice_grid import slice_spacing
+
         arr = self.array
         finite = arr[np.isfinite(arr)]
         center = self.world_center() + 0.0  # + 0.0: no negative zeros in the printout
         lps = center * np.array([-1.0, -1.0, 1.0]) + 0.0
+        between = slice_spacing(self)
         return {
             "format": self.meta.get("format", "unknown"),
             "modality": self.modality,
             "shape_zyx": list(self.spatial_shape),
             "channels": self.channels or "gray",
             "num_channels": self.num_channels,
-            "spacing_mm_zyx": [round(s, 6) for s in self.spacing],
+            "spacing_mm_zyx": [round(s, 6) for s in (between, *self.spacing[1:])],
+            # a tilted-gantry stack: the step along the slices' line, longer than their distance
+            **({"slice_step_mm": round(self.spacing[0], 6)} if between != self.spacing[0] else {}),
             # a multi-frame DICOM's frames: slices, or time frames (a cine) whose z spacing is
             # no distance (io.dicom.geometry.frame_axis)
             **(

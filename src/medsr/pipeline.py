@@ -132,6 +132,7 @@ __all__ = [
     "consistency_setting",
     "enforce_consistency",
     "model_checksum",
+    "output_grid",
     "physics_from_header",
     "resolve_measurement",
     "save_safeguarded",
@@ -1619,6 +1620,10 @@ def upscale_through_plane(
         consistency=consistency_label(summary["consistency"]), summary=summary,
     )  # fmt: skip
     record["model_checksum"] = d.get("model_checksum")
+    # the factor along z as it is (11 slices from 7: 1.5714), not rounded to a whole one: a
+    # target spacing rarely gives one (the whole number where it is: --scale 2 → 2)
+    factor = float(d.get("scale", 1))
+    record["scale"] = int(factor) if factor.is_integer() else factor
     record["scale_z"] = d.get("scale")
     return attach_provenance(result, record), summary
 
@@ -1636,16 +1641,18 @@ def _through_plane_file(
     maps_dir: str | os.PathLike[str] | None,
     overwrite: bool,
     write_options: dict[str, Any] | None = None,
+    grid_out: dict[str, Any] | None = None,
     **options: Any,
 ) -> Path:
     """``upscale_file`` for ``through_plane=True``: :func:`upscale_through_plane`, then the
-    same writers as every output (``write_options``: :func:`writer_options`)."""
+    same writers as every output (``write_options``: :func:`writer_options`; ``grid_out``:
+    :func:`output_grid` of what was written)."""
     options.pop("budget_s", None)
     result, summary = upscale_through_plane(
         image, prior=through_plane_prior(model, method, init), target_spacing=target_spacing, consistency=consistency,
         maps=maps_dir is not None, device=device, **options,
     )  # fmt: skip
-    return save_safeguarded(
+    written = save_safeguarded(
         result,
         target,
         summary=summary,
@@ -1653,6 +1660,26 @@ def _through_plane_file(
         overwrite=overwrite,
         **(write_options or {}),
     )
+    if grid_out is not None:
+        grid_out.update(output_grid(result))
+    return written
+
+
+def output_grid(image: MedImage) -> dict[str, Any]:
+    """The grid of an output as :func:`upscale_file` reports it in ``grid_out``: ``shape_zyx``,
+    ``spacing_mm_zyx`` and ``slice_spacing_mm``, the distance between the slices' planes
+    (:func:`medsr.slice_grid.slice_spacing`: what SpacingBetweenSlices states, also for a tilted
+    stack; also the first value of ``spacing_mm_zyx``). A through-plane output's slice spacing is
+    the target's only as far as a whole number of slices fills the same field of view
+    (:mod:`medsr.slice_grid`): 1.2727 mm for 1.3 mm asked of 7 slices 2 mm apart."""
+    from medsr.slice_grid import slice_spacing
+
+    s = slice_spacing(image)
+    return {
+        "shape_zyx": [int(n) for n in image.spatial_shape],
+        "spacing_mm_zyx": [s, *(float(v) for v in image.spacing[1:])],
+        "slice_spacing_mm": s,
+    }
 
 
 #: ``medsr upscale`` options that :func:`upscale_file` spells otherwise
@@ -1731,6 +1758,7 @@ def upscale_file(
     precision: str = "fp32",
     ensemble: bool = False,
     output_dtype: str | None = None,
+    grid_out: dict[str, Any] | None = None,
     **upscale_options: Any,
 ) -> Path:
     """Read ``input_path``, upscale, write ``output``; return the path written.
@@ -1745,7 +1773,9 @@ def upscale_file(
     sets the modality of formats that carry none (NIfTI, PNG, TIFF, .npy). ``ensemble``: the
     mean of the model's outputs for the 8 flips/rotations (:func:`upscale_with_safeguards`).
     ``output_dtype``: how a NIfTI output stores its values (:func:`writer_options`). Warnings
-    (consistency, out-of-distribution) are appended to ``warnings_out``.
+    (consistency, out-of-distribution) are appended to ``warnings_out``. ``grid_out``, a dict,
+    receives the written output's grid (:func:`output_grid`: shape, spacing, the slice spacing
+    achieved — a through-plane target spacing is met as far as a whole number of slices allows).
 
     Everything is checked before any work: that the input exists and ``output`` does not
     (unless ``overwrite``) and is not the input, then the options (:func:`check_options`, and
@@ -1795,7 +1825,7 @@ def upscale_file(
         return _through_plane_file(
             image, target, model=model, method=method, init=init, target_spacing=target_spacing,
             consistency=consistency, device=device, maps_dir=maps_dir, overwrite=overwrite,
-            write_options=write, **upscale_options,
+            write_options=write, grid_out=grid_out, **upscale_options,
         )  # fmt: skip
     check_output_size(image, (nz, ny * scale, nx * scale), target)
     if loaded is None:  # zero-shot in-plane
@@ -1813,7 +1843,10 @@ def upscale_file(
                 degradation=None, consistency="off",
             ),
         )  # fmt: skip
-        return save_image(result, target, overwrite=overwrite, **write)
+        written = save_image(result, target, overwrite=overwrite, **write)
+        if grid_out is not None:
+            grid_out.update(output_grid(result))
+        return written
     result, summary = upscale_with_safeguards(
         image, scale, loaded, consistency=consistency, degradation=degradation,
         maps=maps_dir is not None, tta=maps_dir is not None, warn=False, device=device,
@@ -1824,4 +1857,6 @@ def upscale_file(
     )
     if warnings_out is not None:
         warnings_out.extend(str(w) for w in summary.get("warnings", []))
+    if grid_out is not None:
+        grid_out.update(output_grid(result))
     return written

@@ -64,6 +64,7 @@ __all__ = [
     "no_data_kept",
     "on_grid",
     "output_slices",
+    "plane_spacing",
     "positive_mm",
     "resize_axis",
     "slice_spacing",
@@ -90,8 +91,15 @@ def slice_spacing(image: MedImage, axis: int = 0) -> float:
     profile spans its thickness along the normal, so the grid rule and the slice profile count
     in this distance (5 mm slices with a 20° tilt are 5 mm apart, their step 5.32 mm long).
     """
-    s = float(image.spacing[axis])
-    lin = np.asarray(image.affine, dtype=np.float64)[:3, :3]
+    return plane_spacing(image.affine, float(image.spacing[axis]), axis)
+
+
+def plane_spacing(affine: Any, step: float, axis: int = 0) -> float:
+    """:func:`slice_spacing` of a grid given by its ``affine`` (RAS+, columns x, y, z) and the
+    length ``step`` of its step along array ``axis`` (0 = z): for a reader that has the grid
+    before the image."""
+    s = float(step)
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
     col = 2 - (axis % 3)  # affine columns are x, y, z; array axes z, y, x
     a, b = (lin[:, c] for c in range(3) if c != col)
     normal = np.cross(a, b)

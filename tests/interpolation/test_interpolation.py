@@ -551,3 +551,26 @@ def test_a_sampling_seed_is_checked_as_the_degradations_noise_seed(tmp_path, tra
         img, str(trained["fast-ddpm"]), 2, seed=2**64 - 1, samples=2, tta=False
     )
     assert std is not None and summary["seed"] == 2**64 - 1
+
+
+def test_cli_says_the_slice_spacing_of_a_tilted_stack_between_its_planes(tmp_path):
+    """A CT series with a 20° gantry tilt, slices 2.5 mm apart (SpacingBetweenSlices 2.5): its
+    step along the table is 2.66 mm long. `medsr interpolate --factor 2` wrote slices 1.25 mm
+    apart (SpacingBetweenSlices 1.25) but printed "spacing (1.3302, …)", the step; now it
+    prints the distance between the planes, as the header it wrote says."""
+    import pydicom
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from tests.conftest import make_tilted_ct_series
+
+    src = make_tilted_ct_series(tmp_path / "tilted", gap=2.5, tilt_deg=20.0)
+    out = tmp_path / "thin"
+    res = CliRunner().invoke(app, ["interpolate", str(src), str(out), "--model", "linear"])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"wrote {out} (12x24x24, spacing (1.25, 0.6615, 0.6615) mm)"
+    written = {
+        round(float(pydicom.dcmread(f, stop_before_pixels=True).SpacingBetweenSlices), 4)
+        for f in out.iterdir()
+    }
+    assert written == {1.25}

@@ -928,6 +928,72 @@ def test_secondary_capture_passes_dciodvfy(tmp_path):
     assert dciodvfy_errors(write_dicom(rgb, tmp_path / "rgb.dcm")) == set()
 
 
+@needs_dciodvfy
+def test_derived_classic_images_list_their_source_in_the_common_instance_reference(
+    ct_template, tmp_path
+):
+    """A derived classic (single-frame) image references its source, an instance of another
+    series (the output is a new series), so it lists that series and instance in the Common
+    Instance Reference module (PS3.3 C.12.2: Referenced Series Sequence), as the enhanced
+    outputs do. Before, only the Source Image Sequence named the source: a viewer holding the
+    derived series could not tell which series to fetch for it. Every output of a corpus CT
+    series, in-plane and through-plane, stays free of dciodvfy errors."""
+    folder = write_series(tmp_path / "src", _ct_series(ct_template, n=3, gap=3.0))
+    before = file_digest(folder)
+    img = read_dicom(folder)
+    sources = {ds.SOPInstanceUID: ds for ds in img.meta["datasets"]}
+    (series_uid,) = {ds.SeriesInstanceUID for ds in sources.values()}
+    zup = img.resampled(np.repeat(img.array, 2, axis=0), step="through-plane x2")
+    for name, derived in (("x2", upscale2(img)), ("z2", zup)):
+        out = write_dicom(derived, tmp_path / name)
+        files = sorted(out.iterdir())
+        assert len(files) == derived.spatial_shape[0]
+        for f in files:
+            ds = pydicom.dcmread(f)
+            (source,) = ds.SourceImageSequence
+            (series,) = ds.ReferencedSeriesSequence
+            assert series.SeriesInstanceUID == series_uid != ds.SeriesInstanceUID
+            (instance,) = series.ReferencedInstanceSequence
+            assert instance.ReferencedSOPInstanceUID == source.ReferencedSOPInstanceUID
+            assert (
+                instance.ReferencedSOPClassUID
+                == sources[source.ReferencedSOPInstanceUID].SOPClassUID
+            )
+            assert ds.StudyInstanceUID == sources[source.ReferencedSOPInstanceUID].StudyInstanceUID
+            assert dciodvfy_errors(f) == set(), f
+    # the corpus file itself, in-plane: its own series and instance
+    src = dicom_corpus_path("CT_small.dcm")
+    orig = pydicom.dcmread(src)
+    new = pydicom.dcmread(only_file(write_dicom(upscale2(read_dicom(src)), tmp_path / "ct")))
+    (series,) = new.ReferencedSeriesSequence
+    assert series.SeriesInstanceUID == orig.SeriesInstanceUID
+    assert [i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence] == [
+        orig.SOPInstanceUID
+    ]
+    assert dciodvfy_errors(only_file(tmp_path / "ct")) == set()
+    assert file_digest(folder) == before
+
+
+def test_a_copied_common_instance_reference_keeps_its_items_and_gains_the_source(tmp_path):
+    """A source that itself references instances (a derived series, as medsr writes one) keeps
+    them listed in its output's Referenced Series Sequence, the source added once beside them."""
+    first = write_dicom(upscale2(read_dicom(dicom_corpus_path("MR_small.dcm"))), tmp_path / "a")
+    once = pydicom.dcmread(only_file(first))
+    second = write_dicom(upscale2(read_dicom(first)), tmp_path / "b")
+    twice = pydicom.dcmread(only_file(second))
+    listed = {
+        s.SeriesInstanceUID: [i.ReferencedSOPInstanceUID for i in s.ReferencedInstanceSequence]
+        for s in twice.ReferencedSeriesSequence
+    }
+    (original,) = once.ReferencedSeriesSequence
+    assert listed == {
+        original.SeriesInstanceUID: [
+            original.ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+        ],
+        once.SeriesInstanceUID: [once.SOPInstanceUID],
+    }
+
+
 def _with_window(tmp_path, name: str, **attrs) -> Path:
     """A copy of corpus file ``name`` with header attributes replaced (e.g. a window)."""
     ds = pydicom.dcmread(dicom_corpus_path(name))

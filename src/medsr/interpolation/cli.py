@@ -7,7 +7,7 @@ The output grid is medsr's one through-plane grid (:mod:`medsr.slice_grid`), the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -109,6 +109,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(
-            f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {tuple(round(s, 4) for s in result.spacing)} mm)"
+            f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {_spacing_text(result, axis)} mm)"
             + (f"; maps in {maps}" if maps is not None else "")
         )
+
+
+def _spacing_text(result: Any, axis: str) -> str:
+    """The output's spacing as ``(z, y, x)`` in mm, the slice axis's the distance between the
+    new slices' planes (:func:`medsr.slice_grid.slice_spacing`, what SpacingBetweenSlices
+    states): on a tilted stack the step from slice to slice is longer (2.66 mm for slices 2.5 mm
+    apart at a 20° tilt)."""
+    from medsr.interpolation.core import axis_index
+    from medsr.slice_grid import slice_spacing
+
+    a = axis_index(axis)
+    spacing = [float(s) for s in result.spacing]
+    spacing[a] = slice_spacing(result, a)
+    return str(tuple(round(s, 4) for s in spacing))

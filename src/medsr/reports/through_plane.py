@@ -26,6 +26,7 @@ from medsr.reports.reproduce import model_record, run_record
 from medsr.reports.results import SEED, EvaluationResult, ImageResult
 from medsr.reports.stats import slice_and_volume_metrics
 from medsr.reports.write import write_report
+from medsr.slice_grid import slice_spacing
 
 #: through-plane methods of ``evaluate_through_plane`` and the in-plane names that map onto them:
 #: ``prior`` = the shipped through-plane prior (``tp-x2``/``tp-x4``), ``prior+adapt`` = the prior
@@ -46,7 +47,7 @@ def _require_prior(lr: MedImage, target: float) -> None:
     from medsr.models.resolver import shipped_weights
     from medsr.selfsup.through_plane import network_factor, prior_name
 
-    name = prior_name(network_factor(lr.spacing[0] / target))
+    name = prior_name(network_factor(slice_spacing(lr) / target))
     if name not in shipped_weights():
         raise InvalidParameterError(f"no shipped through-plane prior {name} in this installation")
 
@@ -159,7 +160,10 @@ def evaluate_through_plane(
                 data_range=data_range, notes=reference_notes(image, ref, z0), units=ref.units,
                 scored=1.0 if mask is None else round(float(mask.mean()), 4),
             )  # fmt: skip
-            thickness_mm = float(params.get("thickness") or f) * ref.spacing[0]
+            # in the distance between the slices' planes (a tilted stack steps further along its
+            # line: medsr.slice_grid.slice_spacing), as the thick-slice simulation counts it
+            ref_spacing = slice_spacing(ref)
+            thickness_mm = float(params.get("thickness") or f) * ref_spacing
             outputs: dict[str, MedImage] = {}
             for method in methods:
                 t0 = time.perf_counter()
@@ -173,10 +177,10 @@ def evaluate_through_plane(
                         elif "prior" not in opts:
                             opts["prior"] = "auto"
                         if opts["prior"] == "auto":
-                            _require_prior(lr, ref.spacing[0])
+                            _require_prior(lr, ref_spacing)
                         sr = through_plane_upscale(
                             lr,
-                            target_spacing=ref.spacing[0],
+                            target_spacing=ref_spacing,
                             slice_thickness=thickness_mm,
                             profile=params.get("profile", "gaussian"),
                             device=device,

@@ -1,10 +1,12 @@
 """What turns a copy of a source header into a *derived* object.
 
 New identity (UIDs, Image Type, series number and description), derivation description and
-code, contributing equipment, source references, and the attributes that must go (private
-tags, overlays, palette, pixel-value statistics, command-set elements); overlays come back,
-upscaled, on an in-plane upscale by whole factors (:func:`upscale_overlays`). Also the Secondary
-Capture header for images that did not come from DICOM.
+code, contributing equipment, source references (Source Image Sequence, and the source's series
+and instance in the Common Instance Reference module, PS3.3 C.12.2: the output is a new series,
+so its source is in another one), and the attributes that must go (private tags, overlays,
+palette, pixel-value statistics, command-set elements); overlays come back, upscaled, on an
+in-plane upscale by whole factors (:func:`upscale_overlays`). Also the Secondary Capture header
+for images that did not come from DICOM.
 
 Enhanced multi-frame objects (PS3.3 C.7.6.16) record the derivation where their IODs put it: a
 Derivation Image Sequence in the shared functional group (description, code and the source as
@@ -516,14 +518,21 @@ def _derive(
                 delattr(ds, keyword)
     text = _derivation_text(image)
     source = _source_ref(template, None) if from_dicom else None
+    # the source's series, in this study (a source without a Study Instance UID is in a study
+    # the output, given a new one, cannot name)
+    source_series = (
+        str(template.get("SeriesInstanceUID", "") or "") if "StudyInstanceUID" in template else ""
+    )
     codes = _derivation_codes(image)
     if enhanced:
-        _add_derivation_image(ds, text, source, str(template.get("SeriesInstanceUID", "")), codes)
+        _add_derivation_image(ds, text, source, source_series, codes)
     else:
         ds.DerivationDescription = text
         ds.DerivationCodeSequence = DicomSequence(codes)
         if source is not None:
             ds.SourceImageSequence = DicomSequence([source])
+            if source_series:
+                _add_common_instance_reference(ds, source, source_series)
     _add_contributing_equipment(ds, date, time, text)
     if from_dicom:
         try:
@@ -633,9 +642,6 @@ def _add_derivation_image(
     _shared_group(ds).DerivationImageSequence = DicomSequence([derivation])
     if source is None or not source_series:
         return
-    instance = Dataset()
-    instance.ReferencedSOPClassUID = source.ReferencedSOPClassUID
-    instance.ReferencedSOPInstanceUID = source.ReferencedSOPInstanceUID
     evidence_sop = Dataset()
     evidence_sop.ReferencedSOPClassUID = source.ReferencedSOPClassUID
     evidence_sop.ReferencedSOPInstanceUID = source.ReferencedSOPInstanceUID
@@ -646,12 +652,28 @@ def _add_derivation_image(
     evidence.StudyInstanceUID = ds.StudyInstanceUID
     evidence.ReferencedSeriesSequence = DicomSequence([evidence_series])
     ds.SourceImageEvidenceSequence = DicomSequence([evidence])
+    _add_common_instance_reference(ds, source, source_series)
+
+
+def _add_common_instance_reference(ds: Dataset, source: Dataset, source_series: str) -> None:
+    """List the source instance ``source`` (an item of Source Image Sequence) of series
+    ``source_series`` in ``ds``'s Common Instance Reference module (PS3.3 C.12.2): Referenced
+    Series Sequence, one item per series of this study that ``ds`` references, with its
+    instances. The derived output is a new series, so its source is always in another series,
+    and the module resolves the reference to it (where the source series is, without a query);
+    classic and enhanced objects alike. Items copied from the source header (the instances it
+    referenced) are kept, the source added to its series' item or as a new one.
+    """
+    instance = Dataset()
+    instance.ReferencedSOPClassUID = source.ReferencedSOPClassUID
+    instance.ReferencedSOPInstanceUID = source.ReferencedSOPInstanceUID
     referenced = list(ds.get("ReferencedSeriesSequence") or [])
     for series in referenced:
         if str(series.get("SeriesInstanceUID", "")) == source_series:
-            series.ReferencedInstanceSequence = DicomSequence(
-                [*list(series.get("ReferencedInstanceSequence") or []), instance]
-            )
+            listed = list(series.get("ReferencedInstanceSequence") or [])
+            uid = str(instance.ReferencedSOPInstanceUID)
+            if all(str(i.get("ReferencedSOPInstanceUID", "")) != uid for i in listed):
+                series.ReferencedInstanceSequence = DicomSequence([*listed, instance])
             break
     else:
         series = Dataset()

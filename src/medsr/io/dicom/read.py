@@ -65,6 +65,7 @@ from medsr.io.sniff import (
     has_dicom_magic,
     looks_like_raw_dicom,
 )
+from medsr.slice_grid import plane_spacing
 
 
 def _check_complete(ds: Dataset, name: str) -> None:
@@ -436,7 +437,9 @@ def _read_single(p: Path, frame: int | None) -> MedImage:
         }
     )
     if multiframe and len(order) > 1:
-        meta["frame_axis"] = frame_axis(ds, len(order), has_geom, float(spacing[0]))
+        # the distance between the frames' planes (a tilted stack steps further along its line)
+        between = plane_spacing(affine, float(spacing[0]))
+        meta["frame_axis"] = frame_axis(ds, len(order), has_geom, between)
     return _finish(arr, spacing, affine, modality, _units(ds, modality), meta, info)
 
 
