@@ -178,6 +178,18 @@ def run(scale: int, models: list[str]) -> dict[str, Any]:
     }
 
 
+#: the columns that read a map as an error size: not for the edge map (a gradient, not an error)
+SIZE_KEYS = ("err_over_map", "within_1", "within_2")
+
+
+def _value(scores_: dict[str, Any] | None, name: str, key: str, fmt: str) -> str:
+    if scores_ is None:
+        return "n/a"
+    if name == "edge" and key in SIZE_KEYS:
+        return "—"
+    return format(scores_[key], fmt)
+
+
 def _mean(rows: list[dict[str, Any]], name: str, key: str) -> float:
     v = [r[name][key] for r in rows if r[name] is not None and np.isfinite(r[name][key])]
     return round(float(np.mean(v)), 3) if v else float("nan")
@@ -201,7 +213,7 @@ def markdown(info: dict[str, Any]) -> str:
     ]
 
     def cell(r: dict[str, Any], key: str, fmt: str) -> str:
-        return " / ".join("n/a" if r[m] is None else format(r[m][key], fmt) for m in MAPS)
+        return " / ".join(_value(r[m], m, key, fmt) for m in MAPS)
 
     for r in info["rows"]:
         lines.append(
@@ -218,11 +230,17 @@ def markdown(info: dict[str, Any]) -> str:
         groups.setdefault((r["set"], r["model"]), []).append(r)
     for (set_name, model), rows in groups.items():
         for m in MAPS:
+            size = (
+                ["—"] * 3
+                if m == "edge"
+                else [format(_mean(rows, m, "err_over_map"), ".2g"),
+                      format(_mean(rows, m, "within_1"), ".0%"),
+                      format(_mean(rows, m, "within_2"), ".0%")]
+            )  # fmt: skip
             lines.append(
                 f"| {set_name} | {model} | {m} | {_mean(rows, m, 'rho_px'):.2f} | "
                 f"{_mean(rows, m, 'rho_block'):.2f} | {_mean(rows, m, 'auroc_worst'):.2f} | "
-                f"{_mean(rows, m, 'err_over_map'):.2g} | {_mean(rows, m, 'within_1'):.0%} | "
-                f"{_mean(rows, m, 'within_2'):.0%} |"
+                f"{' | '.join(size)} |"
             )
     return "\n".join(lines) + "\n"
 
