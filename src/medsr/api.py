@@ -36,7 +36,9 @@ def degrade_file(
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))
     # a simulation, not an acquisition: said in its derivation and, for a DICOM series in the
     # patient's study, in its description (an upscaled series of the same source reads [medsr])
-    derivation = {"method": SIMULATED, "kind": name, "scale": scale}  # what, at which scale
+    # what, at which scale: 1 where the grid is kept (noise alone takes no scale)
+    made = scale if low.spatial_shape != image.spatial_shape else 1
+    derivation = {"method": SIMULATED, "kind": name, "scale": made}
     low = low.replace(meta={**low.meta, "derivation": derivation})
     options = (
         {"series_description_suffix": " [medsr simulated]"}

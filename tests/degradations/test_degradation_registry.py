@@ -198,6 +198,31 @@ def test_noise_kinds_run_with_their_parameters():
     assert not np.array_equal(out.array, img.array)
 
 
+def test_noise_alone_is_recorded_as_no_reduction(tmp_path):
+    """`medsr degrade in.nii.gz out.nii.gz --kind gaussian-noise --param sigma=5` (the CLI's
+    default --scale is 2) recorded "degraded: gaussian-noise x2" and a derivation of scale 2 —
+    a simulated ×2 lower-resolution acquisition — for an image on the input's own grid: noise
+    alone takes no scale. Now the record states the factor the image was reduced by: 1."""
+    import json
+
+    from medsr.api import degrade_file
+    from medsr.io import save_image
+
+    img = _image((1, 16, 16))
+    out = degrade_image(img, "gaussian-noise", 2, generator=0, sigma=0.1)
+    assert out.array.shape == (1, 16, 16) and out.spacing == img.spacing
+    assert out.history[-1] == "degraded: gaussian-noise x1 (seed=0, sigma=0.1)"
+    src = save_image(img, tmp_path / "in.nii.gz")
+    degrade_file(src, tmp_path / "lr.nii.gz", kind="rician-noise", params={"sigma": 0.1})
+    side = json.loads((tmp_path / "lr.json").read_text())
+    assert side["history"][-1] == "degraded: rician-noise x1 (seed=0, sigma=0.1)"
+    assert side["derivation"]["scale"] == 1
+    # a reducing kind keeps its factor in both records
+    degrade_file(src, tmp_path / "lr2.nii.gz", kind="bicubic")
+    side = json.loads((tmp_path / "lr2.json").read_text())
+    assert side["history"][-1] == "degraded: bicubic x2" and side["derivation"]["scale"] == 2
+
+
 # ------------------------------------------------------------------ no data, made as a scanner does
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

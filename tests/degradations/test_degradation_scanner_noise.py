@@ -108,3 +108,25 @@ def test_scanner_noise_fraction_is_per_item_and_deterministic():
         RandomScannerNoise("MR", fraction=1.5)
     with pytest.raises(InvalidParameterError):
         RandomScannerNoise("CT", ct_sigma=-0.1)
+
+
+def test_ct_noise_kind_makes_ct_noise_by_default():
+    """`medsr degrade --kind ct-noise --param sigma=10` made *white* noise (ct_noise's default
+    ``nps_peak=None``): as much noise power at the lowest frequencies as anywhere, not the FBP
+    noise spectrum (zero at DC, a mid-frequency peak) the kind is named for. Now the default is
+    a typical kernel's peak (``CT_NPS_PEAK``); ``nps_peak=None`` still gives white noise."""
+    import numpy as np
+
+    from medsr.degradations import degrade_image
+    from medsr.image import MedImage
+
+    img = MedImage(np.zeros((6, 128, 128), np.float32), modality="CT", units="HU")
+    out = degrade_image(img, "ct-noise", 1, sigma=10.0, generator=0)
+    y = torch.from_numpy(out.array)[:, None]
+    assert float(y.std()) == pytest.approx(10.0, rel=0.03)
+    centres, prof = _radial_nps(y)
+    assert 0.1 <= float(centres[int(prof.argmax())]) <= 0.35  # typical CT kernels' peaks
+    assert float(prof[0] / prof.max()) < 0.5  # the low band holds little of CT noise's power
+    white = degrade_image(img, "ct-noise", 1, sigma=10.0, nps_peak=None, generator=0)
+    _, flat = _radial_nps(torch.from_numpy(white.array)[:, None])
+    assert float(flat[:10].max() / flat[:10].min()) < 1.3

@@ -236,12 +236,13 @@ def degrade_image(
             f"degradation {kind!r} returned shape {tuple(out.shape)} for input {arr.shape}"
         )
 
-    crop = []
+    crop, reduced = [], False
     for n_in, n_out in zip(arr.shape[1:], out_arr.shape[1:], strict=True):
         if n_out == n_in:
             crop.append(n_in)
         elif n_out * f <= n_in < (n_out + 1) * f:
             crop.append(n_out * f)
+            reduced = True
         else:
             raise InvalidParameterError(
                 f"degradation {kind!r} changed an axis from {n_in} to {n_out} samples, "
@@ -264,7 +265,12 @@ def degrade_image(
     seed = {}
     if draws and isinstance(generator, int | np.integer) and not isinstance(generator, bool):
         seed = {"seed": int(generator)}
-    out_image = base.resampled(out_arr, step=f"degraded: {name} x{f}{_describe(params | seed)}")
+    # the factor the image was reduced by: a model that keeps the grid (noise alone, which takes
+    # no scale) made no ×f image, whatever `--scale` (default 2) said
+    made = f if reduced else 1
+    out_image = base.resampled(out_arr, step=f"degraded: {name} x{made}{_describe(params | seed)}")
+    if name == "kspace" and params.get("grid") == "fft" and f > 1:
+        out_image = _fft_grid_geometry(out_image, (cy, cx), f)
     if lr_no_data is not None and isinstance(source.meta.get("nonfinite_mask"), np.ndarray):
         out_image = out_image.replace(meta={**out_image.meta, "nonfinite_mask": lr_no_data})
     if name == "thick-slice" and volumetric:
@@ -274,6 +280,20 @@ def degrade_image(
             meta["slice_thickness_mm"] = thickness
         out_image = out_image.replace(meta=meta)
     return out_image
+
+
+def _fft_grid_geometry(image: MedImage, hr_shape: tuple[int, int], f: int) -> MedImage:
+    """``image`` (k-space truncated with ``grid="fft"``, given the cell-centred geometry of
+    :meth:`MedImage.resampled`) moved to where its samples are: each in-plane axis by
+    :func:`~medsr.degradations.kspace.fft_grid_offset` HR pixels (before, the header of
+    ``medsr degrade --kind kspace --param grid=fft`` placed the image half an HR pixel off at ×2)."""
+    from medsr.degradations.kspace import fft_grid_offset
+
+    affine = np.array(image.affine, dtype=np.float64)
+    # affine columns are (x, y, z); an LR voxel is f HR voxels
+    shift = np.array([fft_grid_offset(hr_shape[1], f), fft_grid_offset(hr_shape[0], f), 0.0])
+    affine[:3, 3] = affine[:3, 3] + affine[:3, :3] @ (shift / f)
+    return image.replace(affine=affine)
 
 
 def _no_data_at(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -25,7 +25,9 @@ Conventions:
   of k-space is kept up to that known phase) so that LR pixel ``j`` is centred on HR index
   ``f·j + (f − 1)/2``, the cell-centred grid :meth:`medsr.image.MedImage.resampled` and every
   other degradation use. ``grid="fft"`` keeps the scanner's convention (pixel ``N//2`` is the
-  k-space origin at both resolutions, a (f−1)/2-pixel offset from the cell-centred grid).
+  k-space origin at both resolutions), :func:`fft_grid_offset` HR pixels from the cell-centred
+  grid (−½ for ×2 with an even LR size, +½ with an odd one; not always ``(f − 1)/2``);
+  :func:`medsr.degradations.degrade_image` moves the image's origin by it.
 * ``noise_sigma`` is the standard deviation of the complex Gaussian noise in **each** of the real
   and imaginary channels of the *LR image* before windowing, in the units of ``x`` (image-domain
   white noise is k-space white noise; a window then correlates and reduces it). The magnitude
@@ -60,6 +62,7 @@ __all__ = [
     "RandomKSpace",
     "centered_fft2",
     "centered_ifft2",
+    "fft_grid_offset",
     "kspace_truncate",
     "kspace_upsample",
     "kspace_window",
@@ -118,11 +121,26 @@ def kspace_window(
     return wy[:, None] * wx[None, :]
 
 
+def fft_grid_offset(n: int, scale: int) -> float:
+    """Where ``grid="fft"`` puts the LR samples, relative to medsr's cell-centred grid, in HR
+    pixels along an axis of ``n`` HR samples (cropped to a multiple of ``scale`` first).
+
+    With ``grid="fft"`` LR pixel ``j`` is centred on HR index ``f·j + H//2 − f·(h//2)`` (pixel
+    ``h//2`` is the k-space origin at both resolutions); the cell-centred grid puts it at
+    ``f·j + (f − 1)/2``. The difference, ``H//2 − f·(h//2) − (f − 1)/2``: −½ for ×2 with an even
+    ``h``, +½ for ×2 with an odd ``h``, 0 or −1 for ×3, ... (:func:`medsr.degradations.degrade_image`
+    moves the image's origin by it, so the geometry it reports is where the samples are)."""
+    f = check_scale(scale)
+    h = int(n) // f
+    big = f * h
+    return big // 2 - f * (h // 2) - (f - 1) / 2.0
+
+
 def _shift_phase(big: tuple[int, int], small: tuple[int, int], f: int, device) -> torch.Tensor:
     """``exp(2πi·(k_y δ_y / H + k_x δ_x / W))`` on the kept block (see module docstring)."""
     phase = torch.zeros(small, dtype=torch.float64, device=device)
     for axis, (n_big, n_small) in enumerate(zip(big, small, strict=True)):
-        delta = f * (n_small // 2) + (f - 1) / 2.0 - n_big // 2
+        delta = -fft_grid_offset(n_big, f)  # f·(h//2) + (f − 1)/2 − H//2
         k = _freq(n_small, device)
         p = 2.0 * math.pi * k * delta / n_big
         phase = phase + (p[:, None] if axis == 0 else p[None, :])

@@ -19,8 +19,9 @@ Physics:
   is spatially correlated ("grainy"), not white (Hanson, "Detectability in computed
   tomographic images", Med. Phys. 6:441, 1979; Kijewski & Judy, "The noise power spectrum of
   CT images", Phys. Med. Biol. 32:565, 1987). :func:`ct_noise` uses a Gaussian window,
-  ``NPS(f) ∝ f·exp(−f²/f_c²)`` with its peak at ``nps_peak = f_c/√2`` cycles/pixel, scaled
-  so the pixel standard deviation is σ (``nps_peak=None``: white noise).
+  ``NPS(f) ∝ f·exp(−f²/f_c²)`` with its peak at ``nps_peak = f_c/√2`` cycles/pixel (default
+  :data:`CT_NPS_PEAK`, a standard soft-tissue kernel), scaled so the pixel standard deviation
+  is σ (``nps_peak=None``: white noise, which is not what a CT scanner makes).
 
 :class:`RandomScannerNoise` picks the model of a modality group (MR → Rician, CT → correlated
 Gaussian, radiographs → Poisson) for noising *high-resolution training targets*: the same
@@ -53,6 +54,7 @@ from medsr.degradations._registry import register_degradation
 from medsr.errors import InvalidParameterError
 
 __all__ = [
+    "CT_NPS_PEAK",
     "SCANNER_NOISE_GROUPS",
     "RandomCTNoise",
     "RandomGaussianNoise",
@@ -115,10 +117,15 @@ def _nps_amplitude(h: int, w: int, nps_peak: float, device: Any) -> tuple[torch.
     return nps(fx).sqrt(), var
 
 
+#: default NPS peak of :func:`ct_noise`, cycles/pixel: the middle of the range of typical CT
+#: kernels (0.1–0.35; a soft-tissue kernel's ≈ 0.3 mm⁻¹ on 0.7 mm pixels is ≈ 0.2)
+CT_NPS_PEAK = 0.2
+
+
 def ct_noise(
     x: torch.Tensor,
     sigma: float,
-    nps_peak: float | None = None,
+    nps_peak: float | None = CT_NPS_PEAK,
     generator: GeneratorLike = None,
 ) -> torch.Tensor:
     """``x`` + Gaussian noise of pixel std σ with the FBP noise-power spectrum (see the module).
@@ -127,7 +134,8 @@ def ct_noise(
         x: ``(..., H, W)`` image(s) (σ in their units: convert HU with the normalisation).
         sigma: pixel standard deviation of the added noise.
         nps_peak: peak of ``NPS(f) ∝ f·exp(−f²/f_c²)`` in cycles/pixel (0 < peak ≤ 0.5;
-            typical CT kernels: 0.1–0.35); ``None``: white noise.
+            typical CT kernels: 0.1–0.35; default :data:`CT_NPS_PEAK`); ``None``: white noise
+            (``medsr degrade --kind ct-noise --param nps_peak=``).
         generator: torch.Generator or seed.
     """
     sigma = check_nonnegative(sigma, "sigma")
