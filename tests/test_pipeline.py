@@ -898,3 +898,28 @@ def test_through_plane_provenance_states_the_true_factor_along_z():
     record = result.meta["provenance"]
     assert record["scale"] == 2 and isinstance(record["scale"], int)
     assert record["scale_z"] == 2
+
+
+def test_consistency_and_uncertainty_statistics_are_over_the_pixels_that_hold_data():
+    """A head CT's fill (a fifth of its pixels) holds no data: its consistency error is 0 by
+    construction and its output is kept exact. Counted as agreement, those zeros diluted the
+    mean, p99 and PSNR that the warning is judged on (session 29); now the statistics are over
+    the pixels that hold data, and say so."""
+    from medsr.io.padding import block_mask, no_data_mask
+    from medsr.safeguards import consistency_error
+    from medsr.safeguards.operators import resolve_measurement
+
+    ct = medsr.load_image(corpus_path("J2K_pixelrep_mismatch.dcm"))
+    img = ct.replace(array=np.ascontiguousarray(ct.array[:, ::4, ::4]))  # 128², its fill kept
+    pad = no_data_mask(img)[0]
+    assert 0.1 < pad.mean() < 0.5
+    sr, summary = upscale_with_safeguards(img, 2, "fast-x2", warn=False, ood=False)
+    meas = resolve_measurement(summary["degradation"]["kind"], 2, img.modality)
+    err = np.abs(consistency_error(sr, img, meas, 2))
+    cons = summary["consistency"]
+    assert cons["over"] == f"the {int((~pad).sum())} input pixels that hold data"
+    assert cons["error"]["mean"] == pytest.approx(float(err[~pad].mean()), rel=1e-4)
+    assert cons["error"]["mean"] > 1.1 * float(err.mean())  # the zeros no longer count
+    std = sr.meta["maps"]["uncertainty"]
+    held = ~block_mask(pad, 2)
+    assert summary["uncertainty"]["map"]["mean"] == pytest.approx(float(std[held].mean()), rel=1e-4)

@@ -211,5 +211,8 @@ def test_the_model_outputs_error_is_computed_only_when_something_reads_it(monkey
     assert not any(k == "ct-detector" and np.array_equal(a, model_output) for k, a in calls)
     err = consistency_error(out, noisy, resolve_measurement("ct-detector", 2), 2)
     rng_ = pipeline._data_range(noisy)
-    stats = pipeline._error_stats(err, rng_, summary["consistency"]["threshold_rel"], noisy.units)
+    held = ~pipeline.no_data_mask(noisy).reshape(err.shape)  # over the pixels that hold data
+    stats = pipeline._error_stats(
+        err, rng_, summary["consistency"]["threshold_rel"], noisy.units, held
+    )
     assert summary["consistency"]["error"]["p99"] == stats["p99"]

@@ -187,7 +187,19 @@ def assumed_degradation(
     return resolve_measurement("auto", scale, modality), "modality default"
 
 
-def _error_stats(err: np.ndarray, rng: float, threshold: float, units: str) -> dict[str, Any]:
+def _error_stats(
+    err: np.ndarray,
+    rng: float,
+    threshold: float,
+    units: str,
+    held: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Statistics of a consistency error (:func:`summarize_map`, and its PSNR) over the pixels
+    that hold data (``held``, shaped like ``err``; all when ``None``): an error of 0 where
+    nothing was measured is no evidence of agreement, and would dilute the mean and percentiles
+    the warning is judged on (a head CT's fill: a fifth of its pixels)."""
+    if held is not None:
+        err = err[held]
     stats = summarize_map(np.abs(err), data_range=rng, threshold_rel=threshold, units=units)
     flat = err.reshape(-1, err.shape[-1]) if err.ndim > 1 else err.reshape(1, -1)
     step = max(
@@ -1078,6 +1090,11 @@ def upscale_with_safeguards(
         check["full_scale"] = full
     err_before = error_of_sr()
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
+    # the statistics are over the input pixels that hold data (padding, no data: error 0)
+    no_data = no_data_mask(measured)
+    held = None if no_data is None else ~no_data.reshape(err_before.shape)
+    if held is not None:
+        cons["over"] = f"the {int(held.sum())} input pixels that hold data"
     if skipped:
         cons["skipped"] = skipped
         flag(skipped, ConsistencyWarning)
@@ -1088,15 +1105,16 @@ def upscale_with_safeguards(
         err = consistency_error(_planes_of(sr, zs), measured, meas, scale)
         proj = sr.meta.get("consistency") or {}
         cons.update(method=proj.get("method"), iterations=proj.get("iterations"))
-        cons["error_before"] = _error_stats(err_before, rng, threshold, image.units)
+        cons["error_before"] = _error_stats(err_before, rng, threshold, image.units, held)
     else:
         err = err_before
-    cons["error"] = _error_stats(err, rng, threshold, image.units)
+    cons["error"] = _error_stats(err, rng, threshold, image.units, held)
     p99 = cons["error"]["p99_rel"]
     base = None
     if relative and p99 > threshold:  # only then is the bicubic reference needed
         ref = _bicubic_reference(measured, upscaler, job)
-        base = float(np.percentile(np.abs(consistency_error(ref, measured, meas, scale)), 99)) / rng
+        ref_err = np.abs(consistency_error(ref, measured, meas, scale))
+        base = float(np.percentile(ref_err if held is None else ref_err[held], 99)) / rng
         cons["bicubic_p99_rel"] = round(base, 6)
     cons["relative"] = relative
     cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
@@ -1113,8 +1131,15 @@ def upscale_with_safeguards(
 
     unc: dict[str, Any] = dict(unc_info)
     if std is not None:
+        from medsr.io.padding import block_mask
+
+        pad = no_data_mask(image)  # the output pixels of no-data input pixels are kept exact
+        none = None if pad is None else block_mask(np.asarray(pad.all(axis=0)), scale)
         unc["map"] = summarize_map(
-            std, data_range=rng, threshold_rel=uncertainty_threshold, units=image.units
+            std if none is None else std[~none],
+            data_range=rng,
+            threshold_rel=uncertainty_threshold,
+            units=image.units,
         )
     summary: dict[str, Any] = {
         "model": card.get("name", str(model)),
