@@ -290,3 +290,25 @@ def test_evaluate_through_plane_runs_a_shipped_slice_interpolator(tmp_path):
     with pytest.raises(InvalidParameterError, match="unknown model 'interp-foo'"):
         evaluate_through_plane([vol], models=["interp-foo"], scale=2, out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+#: a deterministic zero-shot run of a few patches (no time budget): fast, the same on any load
+QUICK_ZS = {"budget_s": None, "epochs": 1, "patches_per_epoch": 4, "progress": False}
+
+
+def test_zero_shot_keeps_the_nan_of_a_npy_as_no_data(tmp_path):
+    """A ``.npy`` with NaN (no data) was refused by zero-shot ("the image contains NaN or
+    infinite values") while ``--method model`` keeps it; now each NaN pixel's block stays NaN
+    and the rest is finite, within the measured range."""
+    rng = np.random.default_rng(0)
+    arr = (100 + 10 * rng.standard_normal((32, 32))).astype(np.float32)
+    arr[:4, :6] = np.nan
+    np.save(tmp_path / "in.npy", arr)
+    before = (tmp_path / "in.npy").read_bytes()
+    upscale_file(tmp_path / "in.npy", tmp_path / "out.npy", method="zero-shot", **QUICK_ZS)
+    out = np.load(tmp_path / "out.npy")
+    nan = np.zeros((64, 64), bool)
+    nan[:8, :12] = True
+    assert out.shape == (64, 64) and (np.isnan(out) == nan).all()
+    assert np.nanmin(arr) <= out[~nan].min() and out[~nan].max() <= np.nanmax(arr)
+    assert (tmp_path / "in.npy").read_bytes() == before
