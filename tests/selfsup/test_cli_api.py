@@ -296,6 +296,52 @@ def test_evaluate_through_plane_runs_a_shipped_slice_interpolator(tmp_path):
 QUICK_ZS = {"budget_s": None, "epochs": 1, "patches_per_epoch": 4, "progress": False}
 
 
+def test_zero_shot_file_writes_its_maps_and_honours_consistency(tmp_path, corpus):
+    """``--maps`` and ``--consistency`` with ``--method zero-shot`` behave as with a model: the
+    CLI printed "maps in DIR" and wrote no maps, and ``--consistency on`` was silently dropped
+    (provenance: "off", no error measured)."""
+    src = corpus("MR_small.dcm")
+    out = upscale_file(
+        src, tmp_path / "on.nii.gz", method="zero-shot", consistency="on",
+        maps_dir=tmp_path / "maps", **QUICK_ZS,
+    )  # fmt: skip
+    assert (tmp_path / "maps" / "consistency.png").is_file()
+    summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
+    cons = summary["consistency"]
+    assert cons["setting"] == "on" and cons["applied"]
+    assert cons["error"]["psnr_db"] > cons["error_before"]["psnr_db"]
+    assert summary["training"]["steps"] == 1 and summary["training"]["reproducible"]
+    side = json.loads((tmp_path / "on.json").read_text())
+    assert side["provenance"]["consistency"] == "on"
+    assert side["provenance"]["degradation"].startswith("kspace")  # MR's default, measured
+    assert load_image(out).spatial_shape == (1, 128, 128)
+    upscale_file(src, tmp_path / "auto.nii.gz", method="zero-shot", **QUICK_ZS)
+    side = json.loads((tmp_path / "auto.json").read_text())
+    assert side["provenance"]["consistency"] == "auto (measured only)"
+    assert side["provenance"]["safeguards"]["consistency"]["error"]["psnr_db"] > 30
+
+
+def test_zero_shot_budget_too_short_for_one_step_says_so(tmp_path, corpus):
+    """A budget that ends before the first optimiser step gave plain cubic interpolation
+    labelled as a zero-shot network, with no word; now a warning says so (and the record shows
+    0 steps)."""
+    res = runner.invoke(
+        app,
+        [
+            "upscale", str(corpus("MR_small.dcm")), str(tmp_path / "o.nii.gz"),
+            "--method", "zero-shot", "--budget", "0.000001", "--device", "cpu",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "warning: the training budget ran out before the network's first training step" in (
+        res.stderr
+    )
+    assert "cubic interpolation" in res.stderr
+    side = json.loads((tmp_path / "o.json").read_text())
+    training = side["derivation"]["training"]
+    assert training["steps"] == 0 and training["reproducible"] is False
+
+
 def test_zero_shot_keeps_the_nan_of_a_npy_as_no_data(tmp_path):
     """A ``.npy`` with NaN (no data) was refused by zero-shot ("the image contains NaN or
     infinite values") while ``--method model`` keeps it; now each NaN pixel's block stays NaN
