@@ -830,6 +830,17 @@ def _bicubic_reference(
     return up.upscale(measured)
 
 
+def spacing_unstated(image: MedImage, scale: int) -> str | None:
+    """The warning for an input that states no pixel spacing (read as 1 mm), or None."""
+    if image.meta.get("spacing_source") != "default":
+        return None
+    return (
+        "the input states no pixel spacing (taken as 1 mm): a DICOM output states none "
+        f"either, so a viewer shows its pixels at the input's size (×{scale} the field of "
+        f"view); other formats record {1 / scale:g} mm, derived from that assumption"
+    )
+
+
 def upscale_with_safeguards(
     image: MedImage,
     scale: int = 2,
@@ -969,13 +980,9 @@ def upscale_with_safeguards(
         if warn:
             warnings.warn(warning or finding, category, stacklevel=3)
 
-    if image.meta.get("spacing_source") == "default":
-        flag(
-            "the input states no pixel spacing (taken as 1 mm): a DICOM output states none "
-            f"either, so a viewer shows its pixels at the input's size (×{scale} the field of "
-            f"view); other formats record {1 / scale:g} mm, derived from that assumption",
-            MedSRWarning,
-        )
+    unstated = spacing_unstated(image, scale)
+    if unstated:
+        flag(unstated, MedSRWarning)
     if ensemble_skipped:
         flag(
             f"--ensemble not applied: {upscaler.name!r} is a classical interpolator, whose mean "
@@ -1624,6 +1631,11 @@ def zero_shot_checked(
     cons["relative"] = relative
     cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
     caught: list[str] = []
+    unstated = spacing_unstated(image, scale)
+    if unstated:
+        caught.append(unstated)
+        if warn:
+            warnings.warn(unstated, MedSRWarning, stacklevel=2)
     derivation = result.meta.get("derivation") or {}
     training = derivation.get("training") or {}
     if training.get("steps") == 0:

@@ -358,3 +358,18 @@ def test_zero_shot_keeps_the_nan_of_a_npy_as_no_data(tmp_path):
     assert out.shape == (64, 64) and (np.isnan(out) == nan).all()
     assert np.nanmin(arr) <= out[~nan].min() and out[~nan].max() <= np.nanmax(arr)
     assert (tmp_path / "in.npy").read_bytes() == before
+
+
+def test_zero_shot_warns_of_an_unstated_pixel_spacing_as_a_model_does(tmp_path, corpus):
+    """An input without PixelSpacing (read as 1 mm) makes ``--method model`` warn that its
+    DICOM output states none either; zero-shot wrote the same output without a word."""
+    said: list[str] = []
+    upscale_file(
+        corpus("emri_small.dcm"), tmp_path / "o.nii.gz", method="zero-shot",
+        warnings_out=said, **QUICK_ZS,
+    )  # fmt: skip
+    assert any("states no pixel spacing" in w for w in said), said
+    said.clear()
+    upscale_file(corpus("MR_small.dcm"), tmp_path / "p.nii.gz", method="zero-shot",
+                 warnings_out=said, **QUICK_ZS)  # fmt: skip
+    assert not any("pixel spacing" in w for w in said), said
