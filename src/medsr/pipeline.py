@@ -1442,6 +1442,15 @@ def check_options(
                 f"e.g. residual5); {model!r} is shipped weights: fine-tune them with --init default "
                 "or run them with --method model"
             )
+        if isinstance(model, str) and model.strip().lower() != "default":
+            from medsr.models.registry import get_model_class
+
+            if not getattr(get_model_class(model), "learned", True):  # unknown: a clear error
+                raise InvalidParameterError(
+                    f"--method zero-shot trains a network on the image itself; {model!r} is a "
+                    "classical interpolator with nothing to learn: name a network (--model "
+                    "residual5, the default, or vdsr) or run it with --method model"
+                )
         return None
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
@@ -1920,7 +1929,7 @@ def upscale_file(
     if loaded is None:  # zero-shot in-plane
         from medsr.selfsup import zero_shot_upscale
 
-        if model not in (None, "bicubic", "default"):
+        if model not in (None, "default"):
             upscale_options.setdefault("model", model)
         result = zero_shot_upscale(
             image, scale, budget_s=budget_s, init=init, device=device, **upscale_options

@@ -153,6 +153,18 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
             ],
             "no default",
         ),
+        (  # a classical interpolator has nothing to learn: it trained residual5 silently
+            [
+                "upscale",
+                str(png),
+                str(tmp_path / "f.png"),
+                "--method",
+                "zero-shot",
+                "--model",
+                "bicubic",
+            ],
+            "classical interpolator with nothing to learn",
+        ),
     ]
     for args, match in cases:
         res = _medsr(*args)
