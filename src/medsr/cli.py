@@ -187,7 +187,7 @@ def upscale(
         str | None,
         typer.Option(
             "--budget",
-            help=f"--method zero-shot: training time, {ZERO_SHOT_BUDGET_S:g}s (default), 2m, 1h or plain seconds.",
+            help=f"--method zero-shot: training time, {ZERO_SHOT_BUDGET_S:g}s (default), 2m, 1h or plain seconds. The steps it allows depend on the machine's speed and load, so reruns differ slightly (the provenance records the steps done and reproducible: false).",
         ),
     ] = None,
     through_plane: Annotated[

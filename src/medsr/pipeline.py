@@ -142,6 +142,7 @@ __all__ = [
     "upscale_through_plane",
     "upscale_with_safeguards",
     "write_maps",
+    "zero_shot_checked",
 ]
 
 
@@ -842,6 +843,17 @@ def _bicubic_reference(
     return up.upscale(measured)
 
 
+def spacing_unstated(image: MedImage, scale: int) -> str | None:
+    """The warning for an input that states no pixel spacing (read as 1 mm), or None."""
+    if image.meta.get("spacing_source") != "default":
+        return None
+    return (
+        "the input states no pixel spacing (taken as 1 mm): a DICOM output states none "
+        f"either, so a viewer shows its pixels at the input's size (×{scale} the field of "
+        f"view); other formats record {1 / scale:g} mm, derived from that assumption"
+    )
+
+
 def upscale_with_safeguards(
     image: MedImage,
     scale: int = 2,
@@ -981,13 +993,9 @@ def upscale_with_safeguards(
         if warn:
             warnings.warn(warning or finding, category, stacklevel=3)
 
-    if image.meta.get("spacing_source") == "default":
-        flag(
-            "the input states no pixel spacing (taken as 1 mm): a DICOM output states none "
-            f"either, so a viewer shows its pixels at the input's size (×{scale} the field of "
-            f"view); other formats record {1 / scale:g} mm, derived from that assumption",
-            MedSRWarning,
-        )
+    unstated = spacing_unstated(image, scale)
+    if unstated:
+        flag(unstated, MedSRWarning)
     if ensemble_skipped:
         flag(
             f"--ensemble not applied: {upscaler.name!r} is a classical interpolator, whose mean "
@@ -1460,6 +1468,15 @@ def check_options(
                 f"e.g. residual5); {model!r} is shipped weights: fine-tune them with --init default "
                 "or run them with --method model"
             )
+        if isinstance(model, str) and model.strip().lower() != "default":
+            from medsr.models.registry import get_model_class
+
+            if not getattr(get_model_class(model), "learned", True):  # unknown: a clear error
+                raise InvalidParameterError(
+                    f"--method zero-shot trains a network on the image itself; {model!r} is a "
+                    "classical interpolator with nothing to learn: name a network (--model "
+                    "residual5, the default, or vdsr) or run it with --method model"
+                )
         return None
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
@@ -1598,6 +1615,128 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
             "consistency": np.ascontiguousarray(cmap[src]),
         }
     return result.replace(meta=meta)
+
+
+def zero_shot_checked(
+    image: MedImage,
+    result: MedImage,
+    scale: int,
+    *,
+    consistency: str | bool = CONSISTENCY_DEFAULT,
+    maps: bool = False,
+    threshold: float = CONSISTENCY_THRESHOLD,
+    relative: float | None = CONSISTENCY_RELATIVE,
+    warn: bool = False,
+    iterations: int = 30,
+    tol: float = 1e-3,
+) -> tuple[MedImage, dict[str, Any]]:
+    """The safeguards of an in-plane zero-shot result ``result`` of ``image`` (every front
+    end): its consistency with the input under the modality's default degradation
+    (:func:`assumed_degradation`: zero-shot states no physics) — measured, and with
+    ``consistency="on"`` projected (``"auto"`` projects where the physics is known, so here it
+    only measures, as for ``--method model`` without ``--degradation``) —, the consistency map
+    (``meta["maps"]``) with ``maps``, a warning where the error exceeds the threshold, and the
+    provenance record, whose summary carries the training the network did.
+
+    Returns ``(result, summary)`` like :func:`upscale_with_safeguards`.
+    """
+    setting = consistency_setting(consistency)
+    scale = check_scale(scale)
+    meas, source = assumed_degradation(None, {}, scale, image.modality)
+    project = setting == "on"
+    rng = _data_range(image)
+    t0 = time.perf_counter()
+    # the summary from a bounded sample of planes (as a model's check); a map needs them all
+    nz, h, w = image.array.shape[-3:]
+    zs = (
+        slice(None)
+        if maps
+        else sample_planes(nz, 1, max(1, CONSISTENCY_SAMPLE_PIXELS // max(h * w, 1)))
+    )
+    measured = _planes_of(image, zs)
+    err = consistency_error(_planes_of(result, zs), measured, meas, scale)
+    cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
+    if project:
+        result = enforce_consistency(result, image, meas, scale, iterations=iterations, tol=tol)
+        proj = result.meta.get("consistency") or {}
+        cons.update(method=proj.get("method"), iterations=proj.get("iterations"))
+        cons["error_before"] = _error_stats(err, rng, threshold, image.units)
+        err = consistency_error(_planes_of(result, zs), measured, meas, scale)
+    if not isinstance(zs, slice):
+        cons["planes"] = f"{len(zs)} of {nz}"
+    cons["error"] = _error_stats(err, rng, threshold, image.units)
+    p99 = cons["error"]["p99_rel"]
+    base = None
+    if relative and p99 > threshold:  # only then is the bicubic reference needed
+        from medsr.inference.planes import PlaneUpscaler
+
+        ref = PlaneUpscaler("bicubic", scale, device="cpu").upscale(measured)
+        err_ref = consistency_error(ref, measured, meas, scale)
+        base = float(np.percentile(np.abs(err_ref), 99)) / rng
+        cons["bicubic_p99_rel"] = round(base, 6)
+    cons["relative"] = relative
+    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
+    caught: list[str] = []
+    unstated = spacing_unstated(image, scale)
+    if unstated:
+        caught.append(unstated)
+        if warn:
+            warnings.warn(unstated, MedSRWarning, stacklevel=2)
+    derivation = result.meta.get("derivation") or {}
+    training = derivation.get("training") or {}
+    if training.get("steps") == 0:
+        start = (
+            f"the weights it was to fine-tune ({training['init']}) as they are"
+            if training.get("init")
+            else "cubic interpolation"
+        )
+        caught.append(
+            "the training budget ran out before the network's first training step: the output "
+            f"is its starting point, {start}, not learned from this image; give it more time "
+            "(--budget)"
+        )
+        if warn:
+            warnings.warn(caught[-1], MedSRWarning, stacklevel=2)
+    if cons["exceeded"]:
+        extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
+        caught.append(
+            f"the upscaled image disagrees with the input: 99th percentile of "
+            f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {image.units} "
+            f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
+            f"for the assumed degradation {meas.describe()}"
+        )
+        if warn:
+            warnings.warn(caught[-1], ConsistencyWarning, stacklevel=2)
+    summary: dict[str, Any] = {
+        "model": derivation.get("model"),
+        "method": derivation.get("method"),
+        "scale": scale,
+        "degradation": {**meas.as_dict(), "describe": meas.describe(), "source": source},
+        "physics": "unknown",
+        "training": derivation.get("training"),
+        "consistency": cons,
+        "uncertainty": {"method": "none", "transforms": 1},
+        "warnings": caught,
+        "timing_ms": {"consistency": round((time.perf_counter() - t0) * 1000, 1)},
+    }
+    meta = {k: v for k, v in result.meta.items() if k != "consistency"}
+    meta["safeguards"] = summary
+    if maps:
+        cmap = np.abs(err)
+        if image.channels:  # over the channels/frames that hold data at each pixel
+            cmap = mean_over_held(cmap, no_data_mask(image))
+        cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
+        meta["maps"] = {**(meta.get("maps") or {}), "consistency": cmap}
+    result = result.replace(meta=meta)
+    record = provenance(
+        model=derivation.get("model") or "zero-shot",
+        card=None,
+        scale=scale,
+        degradation=meas.describe(),
+        consistency=consistency_label(cons),
+        summary=summary,
+    )
+    return attach_provenance(result, record), summary
 
 
 def through_plane_prior(model: Any, method: str, init: str | None) -> Any:
@@ -1808,7 +1947,7 @@ def upscale_file(
     here, ``--series`` ``series_uid``, ``--budget`` ``budget_s`` and ``--adapt`` ``adapt_steps``).
     Nothing is written unless the whole result is valid.
     """
-    from medsr.io import check_holds, load_image, save_image
+    from medsr.io import check_holds, load_image
 
     z_scale = scale if through_plane else None  # through-plane: the factor along z, when given
     if z_scale is not None and target_spacing is not None:
@@ -1856,19 +1995,19 @@ def upscale_file(
     if loaded is None:  # zero-shot in-plane
         from medsr.selfsup import zero_shot_upscale
 
-        if model not in (None, "bicubic", "default"):
+        if model not in (None, "default"):
             upscale_options.setdefault("model", model)
         result = zero_shot_upscale(
             image, scale, budget_s=budget_s, init=init, device=device, **upscale_options
         )
-        result = attach_provenance(
-            result,
-            provenance(
-                model=result.meta.get("derivation", {}).get("model", method), card=None, scale=scale,
-                degradation=None, consistency="off",
-            ),
-        )  # fmt: skip
-        written = save_image(result, target, overwrite=overwrite, **write)
+        result, summary = zero_shot_checked(
+            image, result, scale, consistency=consistency, maps=maps_dir is not None
+        )
+        if warnings_out is not None:
+            warnings_out.extend(str(w) for w in summary.get("warnings", []))
+        written = save_safeguarded(
+            result, target, summary=summary, maps_dir=maps_dir, overwrite=overwrite, **write
+        )
         if grid_out is not None:
             grid_out.update(output_grid(result))
         return written

@@ -153,6 +153,18 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, corpus):
             ],
             "no default",
         ),
+        (  # a classical interpolator has nothing to learn: it trained residual5 silently
+            [
+                "upscale",
+                str(png),
+                str(tmp_path / "f.png"),
+                "--method",
+                "zero-shot",
+                "--model",
+                "bicubic",
+            ],
+            "classical interpolator with nothing to learn",
+        ),
     ]
     for args, match in cases:
         res = _medsr(*args)
@@ -290,3 +302,86 @@ def test_evaluate_through_plane_runs_a_shipped_slice_interpolator(tmp_path):
     with pytest.raises(InvalidParameterError, match="unknown model 'interp-foo'"):
         evaluate_through_plane([vol], models=["interp-foo"], scale=2, out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+#: a deterministic zero-shot run of a few patches (no time budget): fast, the same on any load
+QUICK_ZS = {"budget_s": None, "epochs": 1, "patches_per_epoch": 4, "progress": False}
+
+
+def test_zero_shot_file_writes_its_maps_and_honours_consistency(tmp_path, corpus):
+    """``--maps`` and ``--consistency`` with ``--method zero-shot`` behave as with a model: the
+    CLI printed "maps in DIR" and wrote no maps, and ``--consistency on`` was silently dropped
+    (provenance: "off", no error measured)."""
+    src = corpus("MR_small.dcm")
+    out = upscale_file(
+        src, tmp_path / "on.nii.gz", method="zero-shot", consistency="on",
+        maps_dir=tmp_path / "maps", **QUICK_ZS,
+    )  # fmt: skip
+    assert (tmp_path / "maps" / "consistency.png").is_file()
+    summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
+    cons = summary["consistency"]
+    assert cons["setting"] == "on" and cons["applied"]
+    assert cons["error"]["psnr_db"] > cons["error_before"]["psnr_db"]
+    assert summary["training"]["steps"] == 1 and summary["training"]["reproducible"]
+    side = json.loads((tmp_path / "on.json").read_text())
+    assert side["provenance"]["consistency"] == "on"
+    assert side["provenance"]["degradation"].startswith("kspace")  # MR's default, measured
+    assert load_image(out).spatial_shape == (1, 128, 128)
+    upscale_file(src, tmp_path / "auto.nii.gz", method="zero-shot", **QUICK_ZS)
+    side = json.loads((tmp_path / "auto.json").read_text())
+    assert side["provenance"]["consistency"] == "auto (measured only)"
+    assert side["provenance"]["safeguards"]["consistency"]["error"]["psnr_db"] > 30
+
+
+def test_zero_shot_budget_too_short_for_one_step_says_so(tmp_path, corpus):
+    """A budget that ends before the first optimiser step gave plain cubic interpolation
+    labelled as a zero-shot network, with no word; now a warning says so (and the record shows
+    0 steps)."""
+    res = runner.invoke(
+        app,
+        [
+            "upscale", str(corpus("MR_small.dcm")), str(tmp_path / "o.nii.gz"),
+            "--method", "zero-shot", "--budget", "0.000001", "--device", "cpu",
+        ],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "warning: the training budget ran out before the network's first training step" in (
+        res.stderr
+    )
+    assert "cubic interpolation" in res.stderr
+    side = json.loads((tmp_path / "o.json").read_text())
+    training = side["derivation"]["training"]
+    assert training["steps"] == 0 and training["reproducible"] is False
+
+
+def test_zero_shot_keeps_the_nan_of_a_npy_as_no_data(tmp_path):
+    """A ``.npy`` with NaN (no data) was refused by zero-shot ("the image contains NaN or
+    infinite values") while ``--method model`` keeps it; now each NaN pixel's block stays NaN
+    and the rest is finite, within the measured range."""
+    rng = np.random.default_rng(0)
+    arr = (100 + 10 * rng.standard_normal((32, 32))).astype(np.float32)
+    arr[:4, :6] = np.nan
+    np.save(tmp_path / "in.npy", arr)
+    before = (tmp_path / "in.npy").read_bytes()
+    upscale_file(tmp_path / "in.npy", tmp_path / "out.npy", method="zero-shot", **QUICK_ZS)
+    out = np.load(tmp_path / "out.npy")
+    nan = np.zeros((64, 64), bool)
+    nan[:8, :12] = True
+    assert out.shape == (64, 64) and (np.isnan(out) == nan).all()
+    assert np.nanmin(arr) <= out[~nan].min() and out[~nan].max() <= np.nanmax(arr)
+    assert (tmp_path / "in.npy").read_bytes() == before
+
+
+def test_zero_shot_warns_of_an_unstated_pixel_spacing_as_a_model_does(tmp_path, corpus):
+    """An input without PixelSpacing (read as 1 mm) makes ``--method model`` warn that its
+    DICOM output states none either; zero-shot wrote the same output without a word."""
+    said: list[str] = []
+    upscale_file(
+        corpus("emri_small.dcm"), tmp_path / "o.nii.gz", method="zero-shot",
+        warnings_out=said, **QUICK_ZS,
+    )  # fmt: skip
+    assert any("states no pixel spacing" in w for w in said), said
+    said.clear()
+    upscale_file(corpus("MR_small.dcm"), tmp_path / "p.nii.gz", method="zero-shot",
+                 warnings_out=said, **QUICK_ZS)  # fmt: skip
+    assert not any("pixel spacing" in w for w in said), said

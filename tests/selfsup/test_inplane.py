@@ -180,3 +180,15 @@ def test_on_progress_reports_every_step_and_can_stop_the_training():
 
     with pytest.raises(Stop):
         zero_shot_upscale(_tiny(), 2, patches_per_epoch=32, on_progress=stop_at_half, **QUICK)
+
+
+def test_the_record_says_whether_the_run_is_reproducible():
+    """A time budget makes the steps done and the learning-rate schedule (which follows the
+    elapsed time) depend on the machine: two runs with the same seed differ even when they did
+    the same number of steps. The training record says which runs a seed reproduces."""
+    timed = zero_shot_upscale(_tiny(), 2, budget_s=0.05, batch_size=2, progress=False)
+    t = timed.meta["derivation"]["training"]
+    assert t["reproducible"] is False and t["budget_s"] == 0.05
+    counted = zero_shot_upscale(_tiny(), 2, patches_per_epoch=4, **QUICK)
+    t = counted.meta["derivation"]["training"]
+    assert t["reproducible"] is True and t["budget_s"] is None

@@ -563,6 +563,28 @@ def test_selfsup_modes_for_real(make_client, png_bytes, series_zip_bytes):
     assert job["output"]["spacing_mm_zyx"][0] == pytest.approx(1.0)
 
 
+def test_zero_shot_job_honours_consistency_on(make_client, png_bytes):
+    """A zero-shot job's ``consistency=on`` was dropped (metrics and provenance said "off"
+    whatever was asked); it now projects the result onto the input, as an in-plane job and
+    ``medsr upscale --method zero-shot --consistency on`` do."""
+    client = make_client(zero_shot_budget_s=0.05)
+    jobs = {
+        setting: wait_job(
+            client,
+            submit(
+                client, "a.png", png_bytes, mode="zero-shot", scale=2, consistency=setting
+            ).json()["id"],
+        )
+        for setting in ("on", "auto")
+    }
+    on, auto = jobs["on"], jobs["auto"]
+    assert on["state"] == "done" and auto["state"] == "done", jobs
+    assert on["metrics"]["data_consistency"] == "on" and on["provenance"]["consistency"] == "on"
+    assert auto["metrics"]["data_consistency"] == "auto (measured only)"
+    assert on["metrics"]["consistency_psnr_db"] > auto["metrics"]["consistency_psnr_db"]
+    assert "consistency" in on["maps"]
+
+
 def test_colour_png(client):
     rgb = np.zeros((12, 16, 3), np.uint8)
     rgb[..., 0] = 200

@@ -30,9 +30,20 @@ class FitReport:
     init: str | None
     device: str
     patch_size: int
+    #: the time limit it ran under (None: only steps/epochs limited it)
+    budget_s: float | None = None
+
+    @property
+    def reproducible(self) -> bool:
+        """Whether the same seed gives the same result (on the same machine and thread count):
+        not under a time budget, where the number of steps *and* the learning-rate schedule
+        (which follows the elapsed time) depend on the machine's speed and load."""
+        return self.budget_s is None
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "budget_s": self.budget_s,
+            "reproducible": self.reproducible,
             "steps": self.steps,
             "patches": self.patches,
             "epochs": round(self.epochs, 4),
@@ -292,6 +303,7 @@ def fit(
         init=init,
         device=str(device),
         patch_size=sampler.patch_size,
+        budget_s=budget_s,
     )
 
 

@@ -116,10 +116,9 @@ def zero_shot_upscale(
     check_positive_int(patches_per_epoch, "patches_per_epoch")
     dev = resolve_device(device)
 
-    if not np.isfinite(image.array).all():
-        raise InvalidParameterError("the image contains NaN or infinite values")
-    # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
-    # measured value when training and upscaling, never as signal; kept exact in the output
+    # no data (DICOM padding, a CT's fill outside the scan circle, NaN — as a .npy holds it, or
+    # as the NIfTI reader records it): read as the darkest measured value when training and
+    # upscaling, never as signal; kept exact in the output (NaN stays NaN), as in-plane
     work, no_data, _ = fill_no_data(image)
     cf = work.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape

@@ -319,9 +319,6 @@ def process(
     job.metrics["runtime_s"] = round(time.perf_counter() - t0, 3)
 
     maps = _extract_maps(result)
-    if job.mode == "zero-shot":
-        job.set_stage("checking consistency", 0.7)
-        maps.setdefault("consistency", _measure_consistency(job, image, result))
     if job.safeguards:
         job.metrics.update(_safeguard_metrics(job.safeguards))
     result = result.replace(meta={k: v for k, v in result.meta.items() if k != "maps"})
@@ -392,8 +389,6 @@ def _upscale(
         return result
     if selfsup is None:  # checked at submission; kept for safety
         raise MedSRError(f"mode {job.mode!r} is not available in this version")
-    from medsr.safeguards.provenance import attach_provenance, provenance
-
     if job.mode == "through-plane":  # the pipeline's step: prior (+ adaptation), provenance
         from medsr.pipeline import upscale_through_plane
         from medsr.slice_grid import slice_spacing
@@ -409,6 +404,8 @@ def _upscale(
         )
         job.safeguards = summary
         return result
+    from medsr.pipeline import zero_shot_checked
+
     result = _call(
         selfsup,
         image,
@@ -417,14 +414,14 @@ def _upscale(
         progress=False,
         on_progress=_training_progress(job, "training on this image"),
     )
-    record = provenance(  # as medsr.pipeline.upscale_file records a self-supervised run
-        model=result.meta.get("derivation", {}).get("model", job.mode),
-        card=None,
-        scale=job.scale,
-        degradation=None,
-        consistency="off",
+    # the pipeline's safeguards of a zero-shot result, as medsr.pipeline.upscale_file: the
+    # consistency measured (projected with consistency "on"), its map, provenance
+    job.set_stage("checking consistency", TRAINING_PROGRESS_END)
+    result, summary = zero_shot_checked(
+        image, result, job.scale, consistency=job.options.get("consistency", "auto"), maps=True
     )
-    return attach_provenance(result, record)
+    job.safeguards = summary
+    return result
 
 
 #: a job's progress while a network trains on its image (``on_progress`` of medsr.selfsup):
@@ -440,36 +437,6 @@ def _training_progress(job: Job, stage: str) -> Callable[[float], None]:
         job.set_stage(stage, 0.1 + (TRAINING_PROGRESS_END - 0.1) * min(max(frac, 0.0), 1.0))
 
     return report
-
-
-def _measure_consistency(job: Job, image: MedImage, result: MedImage) -> np.ndarray:
-    """The pipeline's consistency measurement of a zero-shot result (the modality's default
-    degradation); returns the map on the output grid and fills ``job.metrics``."""
-    from medsr.pipeline import CONSISTENCY_THRESHOLD, assumed_degradation, consistency_error
-    from medsr.safeguards.maps import summarize_map
-
-    meas, _ = assumed_degradation(None, {}, job.scale, image.modality)
-    err = consistency_error(result, image, meas, job.scale)
-    finite = image.array[np.isfinite(image.array)]
-    rng = max(float(finite.max() - finite.min()), 1e-12) if finite.size else 1.0
-    stats = summarize_map(
-        np.abs(err), data_range=rng, threshold_rel=CONSISTENCY_THRESHOLD, units=image.units
-    )
-    mse = float(np.mean(np.square(err, dtype=np.float64))) if err.size else 0.0
-    job.metrics.update(
-        consistency_psnr_db=round(10 * np.log10(rng**2 / mse), 2) if mse > 0 else 99.0,
-        consistency_mae=stats["mean"],
-        consistency_p99=stats["p99"],
-        data_consistency="off",
-        assumed_degradation=meas.describe(),
-    )
-    cmap = np.abs(err)
-    if image.channels:  # over the channels/frames holding data at each pixel (no error: none)
-        from medsr.io.padding import mean_over_held, no_data_mask
-
-        cmap = mean_over_held(cmap, no_data_mask(image))
-    f = job.scale
-    return np.repeat(np.repeat(cmap, f, axis=-2), f, axis=-1).astype(np.float32)
 
 
 def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
