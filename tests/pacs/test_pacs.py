@@ -208,8 +208,8 @@ def test_upscale_stores_valid_derived_series_once(orthanc, ct_mr_study, kind, tm
 def test_upscale_ensemble_is_its_own_derivation(orthanc, ct_mr_study):
     """--ensemble (the mean over 8 flips/rotations) is another derived series than one pass,
     tagged MODEL+, said in its derivation, and found again on a second run."""
-    s = ct_mr_study
-    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["ct"],
+    s = ct_mr_study  # the MR series (one 64x64 instance): the derivation does not depend on size
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["mr"],
               "--model", "fast-x2", *auth_args())  # fmt: skip
     code, out, err = invoke(*common, "--ensemble")
     assert code == 0 and out.startswith("stored "), (out, err)
