@@ -34,11 +34,49 @@ def _dicom_files(path: Path) -> list[Path]:
     return sorted(path.rglob("*.dcm")) if path.is_dir() else [path]
 
 
-def test_ray_engine_matches_local_engine(archive: Path, tmp_path: Path):
+class _SharedRay:
+    """One private local Ray kept up between runs of this module: starting one takes 5-10 s on
+    2 cores (and stopping it 1-2 s), and a run joins a Ray that is already up instead of starting
+    its own (``run_ray`` stops only what it started). It is started by the engine's own
+    ``_init_ray`` with the arguments a ``workers=2`` run gives it, so the actors see the same
+    cluster. The first Ray run of :func:`test_ray_engine_matches_local_engine` still starts and
+    stops its own, as every CLI run does."""
+
+    def up(self) -> None:
+        import ray
+
+        from medsr.batch.ray_engine import _init_ray
+
+        if not ray.is_initialized():
+            _init_ray(None, 2)
+
+    def down(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared_ray():
+    ray = _SharedRay()
+    yield ray
+    ray.down()
+
+
+def test_ray_engine_matches_local_engine(
+    archive: Path, tmp_path: Path, shared_ray: _SharedRay, capfd
+):
     import pydicom
+    import ray
 
     local = run_batch(archive, tmp_path / "local", model="bicubic", workers=2)
+    shared_ray.down()  # this run starts a private Ray of its own, as the CLI's runs do...
     ray_run = run_batch(archive, tmp_path / "ray", model="bicubic", engine="ray", workers=2)
+    assert not ray.is_initialized()  # ... and stops it when it is done
+    err = capfd.readouterr().err  # its start printed no core_worker error (see the test below)
+    assert "core_worker" not in err and "max_restarts" not in err, err
+    shared_ray.up()  # the runs below join the module's Ray (run_ray's code is the same after)
     assert ray_run.counts == local.counts
     assert _stable(read_report(ray_run.report)) == _stable(read_report(local.report))
 
@@ -70,7 +108,7 @@ def test_ray_engine_matches_local_engine(archive: Path, tmp_path: Path):
     assert np.all([r.status != "ok" for r in again.results])
 
 
-def test_ray_actors_run_the_precision_asked_for(tmp_path: Path, capfd):
+def test_ray_actors_run_the_precision_asked_for(tmp_path: Path, capfd, shared_ray: _SharedRay):
     """--precision reaches every model actor: the output's derivation records bf16 (one 32×32
     image: bf16 is emulated, slowly, on some CPUs); fp16 on CPU-only actors is refused. A run
     that succeeds prints no error: each actor's start printed Ray's core_worker.cc "E" line about
@@ -82,6 +120,7 @@ def test_ray_actors_run_the_precision_asked_for(tmp_path: Path, capfd):
     from medsr.errors import InvalidParameterError
     from medsr.io.sidecar import read_sidecar
 
+    shared_ray.up()  # Ray's own start is checked for that error in the test above
     (tmp_path / "in").mkdir()
     pixels = (np.random.default_rng(5).random((32, 32)) * 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / "in" / "a.png")

@@ -4,6 +4,7 @@ traceback after it."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,6 +30,37 @@ def _cli(*args: str, user: bool = False) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
+_MANY = """
+import contextlib, io, json, sys
+from medsr.cli import main
+results = []
+for args in json.loads(sys.argv[1]):
+    sys.argv = ["medsr", *args]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def _cli_runs(*runs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``medsr <args>`` for each of ``runs`` in turn through the real ``main()``, in one child
+    process: each start of a CLI process (Python, torch, the pipeline) took 3-5 s on 2 cores."""
+    cmd = [sys.executable, "-c", _MANY, json.dumps(runs)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [
+        subprocess.CompletedProcess(args, code, out, err)
+        for args, (code, out, err) in zip(runs, json.loads(proc.stdout), strict=True)
+    ]
+
+
 @pytest.fixture
 def dcm(tmp_path):
     src = tmp_path / "in.dcm"
@@ -50,10 +82,13 @@ def test_overwrite_never_replaces_a_folder_of_other_files(dcm, tmp_path):
 
 def test_overwrite_replaces_its_own_series_and_files(dcm, tmp_path):
     series, one = tmp_path / "series", tmp_path / "one.dcm"
-    for _ in range(2):
-        for out in (series, one):
-            res = _cli("upscale", str(dcm), str(out), "--model", "bicubic", "--overwrite")
-            assert res.returncode == 0, res.stderr
+    runs = [
+        ["upscale", str(dcm), str(out), "--model", "bicubic", "--overwrite"]
+        for _ in range(2)
+        for out in (series, one)
+    ]
+    for res in _cli_runs(*runs):  # the same four runs, in the same order
+        assert res.returncode == 0, res.stderr
     assert [p.name for p in series.iterdir()] == ["IM00001.dcm"] and one.is_file()
 
 

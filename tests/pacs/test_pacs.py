@@ -209,8 +209,8 @@ def test_upscale_stores_valid_derived_series_once(orthanc, ct_mr_study, kind, tm
 def test_upscale_ensemble_is_its_own_derivation(orthanc, ct_mr_study):
     """--ensemble (the mean over 8 flips/rotations) is another derived series than one pass,
     tagged MODEL+, said in its derivation, and found again on a second run."""
-    s = ct_mr_study
-    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["ct"],
+    s = ct_mr_study  # the MR series (one 64x64 instance): the derivation does not depend on size
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["mr"],
               "--model", "fast-x2", *auth_args())  # fmt: skip
     code, out, err = invoke(*common, "--ensemble")
     assert code == 0 and out.startswith("stored "), (out, err)
@@ -670,6 +670,11 @@ def test_retries_with_backoff_on_5xx(orthanc, gateway, ct_mr_study):
 
 
 # ------------------------------------------------------------------------------- partial STOW
+# The tests of storing and rolling back run the bicubic model: what they check (which instances
+# the server took, what was deleted, what the message says) comes after the pixels are made and
+# is the same code for every model; the default network made them ~5 s slower each on 2 cores.
+# The default network through the PACS is run by test_bearer_token_through_gateway and
+# test_watch_processes_new_series_once.
 def _sops_written(monkeypatch) -> list[str]:
     """Record the SOP UIDs of the derived instances as they are stored (first call)."""
     seen: list[str] = []
@@ -707,7 +712,9 @@ def test_partial_store_failure_leaves_no_half_series(orthanc, ct_mr_study, monke
 
     monkeypatch.setattr(PacsClient, "store", store)
     with pytest.raises(PacsStoreError) as info:
-        upscale_series(orthanc.url, s["study"], s["ct"], attempts=2, **orthanc.auth)
+        upscale_series(
+            orthanc.url, s["study"], s["ct"], model="bicubic", attempts=2, **orthanc.auth
+        )
     err = info.value
     assert err.removed is True
     assert set(err.failed) == {written[1]}
@@ -733,7 +740,7 @@ def test_transient_store_failure_is_retried(orthanc, ct_mr_study, monkeypatch):
         return out
 
     monkeypatch.setattr(PacsClient, "store", store)
-    [res] = upscale_series(orthanc.url, s["study"], s["ct"], **orthanc.auth)
+    [res] = upscale_series(orthanc.url, s["study"], s["ct"], model="bicubic", **orthanc.auth)
     assert res.status == "stored" and res.instances == 3 and calls["n"] == 2
     rows = {r.series_uid: r for r in series_of(orthanc, s["study"])}
     assert rows[res.derived_series_uid].instances == 3
@@ -754,7 +761,7 @@ def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, mo
     client = PacsClient(orthanc.url, **orthanc.auth, rest_url=None)
     client.rest_url = None  # only DICOMweb DELETE, which Orthanc's plugin does not offer
     with pytest.raises(PacsStoreError, match="could not be deleted") as info:
-        upscale_series(client, s["study"], s["ct"], attempts=1)
+        upscale_series(client, s["study"], s["ct"], model="bicubic", attempts=1)
     err = info.value
     assert err.removed is False and set(err.failed) == {written[-1]}
     assert err.series_uid in str(err)
@@ -762,7 +769,7 @@ def test_partial_series_that_cannot_be_deleted_is_named(orthanc, ct_mr_study, mo
     lookup = orthanc.rest("POST", "/tools/lookup", data=err.series_uid).json()
     orthanc.rest("DELETE", lookup[0]["Path"])
     monkeypatch.undo()
-    [res] = upscale_series(orthanc.url, s["study"], s["ct"], **orthanc.auth)
+    [res] = upscale_series(orthanc.url, s["study"], s["ct"], model="bicubic", **orthanc.auth)
     assert res.status == "stored"
 
 
@@ -793,7 +800,10 @@ def test_server_dying_mid_store_is_reported_as_unreachable(orthanc, gateway, ct_
     s = ct_mr_study
     gateway.die_on_store = True
     with pytest.raises(PacsStoreError) as info:
-        upscale_series(gateway.url, s["study"], s["ct"], token=TOKEN, attempts=2, backoff=0.01)
+        upscale_series(
+            gateway.url, s["study"], s["ct"], model="bicubic", token=TOKEN, attempts=2,
+            backoff=0.01,
+        )  # fmt: skip
     err = info.value
     message = str(err)
     assert err.removed is False and err.unreachable is True
@@ -864,7 +874,12 @@ def test_watch_sees_arrivals_and_stops_on_event(orthanc, tmp_path):
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
+    # the new series arrives after the first poll marked the existing one (it saves the state
+    # then); a fixed 0.5 s sleep was too short for a first poll under load
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "a.json").exists():
+        assert t.is_alive() and time.monotonic() < deadline, "no first poll"
+        time.sleep(0.02)
     later = ct_series(2, study=study)
     store(orthanc, later)  # a new series arrives
     t.join(timeout=60)
@@ -916,9 +931,14 @@ def test_watch_cli_stops_on_sigint(orthanc, tmp_path):
         env=env,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not Path(tmp_path / "s.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)  # the first poll wrote its state
+        # Ctrl-C once the first poll wrote its state: the watcher waits for its next poll, its
+        # handler in place. Never before (the test sent it after 30 s whatever happened, and a
+        # start-up slower than that under load was interrupted: "interrupted", exit 130).
+        deadline = time.monotonic() + 180
+        while not Path(tmp_path / "s.json").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the watcher wrote no state in 180 s"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
