@@ -215,6 +215,51 @@ def _error_stats(
     return stats
 
 
+def judge_consistency(
+    cons: dict[str, Any],
+    measured: MedImage,
+    err: np.ndarray,
+    rng: float,
+    *,
+    threshold: float,
+    relative: float | None,
+    meas: Measurement,
+    scale: int,
+    reference: Callable[[], MedImage],
+    err_before: np.ndarray | None = None,
+) -> str | None:
+    """The consistency record of an output whose error ``D(SR) − measured`` is ``err`` (and
+    ``err_before`` the projection, when one ran), into ``cons``: the statistics over the pixels
+    that hold data (``over``, when some hold none), the bicubic reference's p99 when the
+    output's exceeds ``threshold`` (``reference()`` builds that reference only then), and
+    whether it is ``exceeded``. Returns the finding (a :class:`ConsistencyWarning`'s text) when
+    it is, else None. Every in-plane path (a model's, zero-shot) judges its output here."""
+    no_data = no_data_mask(measured)  # their error is 0: no evidence of agreement
+    held = None if no_data is None else ~no_data.reshape(err.shape)
+    if held is not None:
+        cons["over"] = f"the {int(held.sum())} input pixels that hold data"
+    if err_before is not None:
+        cons["error_before"] = _error_stats(err_before, rng, threshold, measured.units, held)
+    cons["error"] = _error_stats(err, rng, threshold, measured.units, held)
+    p99 = float(cons["error"]["p99_rel"])
+    base = None
+    if relative and p99 > threshold:  # only then is the bicubic reference needed
+        ref_err = np.abs(consistency_error(reference(), measured, meas, scale))
+        base = float(np.percentile(ref_err if held is None else ref_err[held], 99)) / rng
+        cons["bicubic_p99_rel"] = round(base, 6)
+    cons["relative"] = relative
+    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
+    if not cons["exceeded"]:
+        return None
+    extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
+    return (
+        f"the upscaled image disagrees with the input: 99th percentile of "
+        f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {measured.units} "
+        f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
+        f"for the assumed degradation {meas.describe()}"
+    )
+
+
 def physics_from_header(image: MedImage) -> tuple[Measurement | None, str]:
     """The acquisition physics a DICOM header states, if any.
 
@@ -1098,11 +1143,6 @@ def upscale_with_safeguards(
         check["full_scale"] = full
     err_before = error_of_sr()
     cons: dict[str, Any] = {"setting": setting, "applied": project, "threshold_rel": threshold}
-    # the statistics are over the input pixels that hold data (padding, no data: error 0)
-    no_data = no_data_mask(measured)
-    held = None if no_data is None else ~no_data.reshape(err_before.shape)
-    if held is not None:
-        cons["over"] = f"the {int(held.sum())} input pixels that hold data"
     if skipped:
         cons["skipped"] = skipped
         flag(skipped, ConsistencyWarning)
@@ -1113,29 +1153,16 @@ def upscale_with_safeguards(
         err = consistency_error(_planes_of(sr, zs), measured, meas, scale)
         proj = sr.meta.get("consistency") or {}
         cons.update(method=proj.get("method"), iterations=proj.get("iterations"))
-        cons["error_before"] = _error_stats(err_before, rng, threshold, image.units, held)
     else:
         err = err_before
-    cons["error"] = _error_stats(err, rng, threshold, image.units, held)
-    p99 = cons["error"]["p99_rel"]
-    base = None
-    if relative and p99 > threshold:  # only then is the bicubic reference needed
-        ref = _bicubic_reference(measured, upscaler, job)
-        ref_err = np.abs(consistency_error(ref, measured, meas, scale))
-        base = float(np.percentile(ref_err if held is None else ref_err[held], 99)) / rng
-        cons["bicubic_p99_rel"] = round(base, 6)
-    cons["relative"] = relative
-    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
+    disagrees = judge_consistency(
+        cons, measured, err, rng, threshold=threshold, relative=relative, meas=meas,
+        scale=scale, reference=lambda: _bicubic_reference(measured, upscaler, job),
+        err_before=err_before if project else None,
+    )  # fmt: skip
     t_cons = time.perf_counter() - t1
-    if cons["exceeded"]:
-        extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
-        msg = (
-            f"the upscaled image disagrees with the input: 99th percentile of "
-            f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {image.units} "
-            f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
-            f"for the assumed degradation {meas.describe()}"
-        )
-        flag(msg, ConsistencyWarning)
+    if disagrees:
+        flag(disagrees, ConsistencyWarning)
 
     unc: dict[str, Any] = dict(unc_info)
     if std is not None:
@@ -1660,22 +1687,22 @@ def zero_shot_checked(
         result = enforce_consistency(result, image, meas, scale, iterations=iterations, tol=tol)
         proj = result.meta.get("consistency") or {}
         cons.update(method=proj.get("method"), iterations=proj.get("iterations"))
-        cons["error_before"] = _error_stats(err, rng, threshold, image.units)
+        before: np.ndarray | None = err
         err = consistency_error(_planes_of(result, zs), measured, meas, scale)
+    else:
+        before = None
     if not isinstance(zs, slice):
         cons["planes"] = f"{len(zs)} of {nz}"
-    cons["error"] = _error_stats(err, rng, threshold, image.units)
-    p99 = cons["error"]["p99_rel"]
-    base = None
-    if relative and p99 > threshold:  # only then is the bicubic reference needed
+
+    def bicubic() -> MedImage:
         from medsr.inference.planes import PlaneUpscaler
 
-        ref = PlaneUpscaler("bicubic", scale, device="cpu").upscale(measured)
-        err_ref = consistency_error(ref, measured, meas, scale)
-        base = float(np.percentile(np.abs(err_ref), 99)) / rng
-        cons["bicubic_p99_rel"] = round(base, 6)
-    cons["relative"] = relative
-    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
+        return PlaneUpscaler("bicubic", scale, device="cpu").upscale(measured)
+
+    disagrees = judge_consistency(
+        cons, measured, err, rng, threshold=threshold, relative=relative, meas=meas,
+        scale=scale, reference=bicubic, err_before=before,
+    )  # fmt: skip
     caught: list[str] = []
     unstated = spacing_unstated(image, scale)
     if unstated:
@@ -1697,14 +1724,8 @@ def zero_shot_checked(
         )
         if warn:
             warnings.warn(caught[-1], MedSRWarning, stacklevel=2)
-    if cons["exceeded"]:
-        extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
-        caught.append(
-            f"the upscaled image disagrees with the input: 99th percentile of "
-            f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {image.units} "
-            f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
-            f"for the assumed degradation {meas.describe()}"
-        )
+    if disagrees:
+        caught.append(disagrees)
         if warn:
             warnings.warn(caught[-1], ConsistencyWarning, stacklevel=2)
     summary: dict[str, Any] = {
