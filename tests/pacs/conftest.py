@@ -29,6 +29,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,7 +283,11 @@ def gateway(orthanc):
     """Bearer-token reverse proxy in front of ``orthanc`` (``gateway.fail_next = N`` → N × 503,
     ``gateway.die_on_store = True`` → it dies at the first STOW-RS request,
     ``gateway.login_page = True`` → every request is answered with an HTML sign-in page)."""
-    gw = _Gateway(orthanc.root)
+    yield from _serving(_Gateway(orthanc.root))
+
+
+def _serving(gw: _Gateway) -> Iterator[_Gateway]:
+    """Serve ``gw`` on a thread for the fixture's life, then shut it down."""
     thread = threading.Thread(target=gw.serve_forever, daemon=True)
     thread.start()
     try:
@@ -318,14 +323,7 @@ def tls_gateway(orthanc, tls_cert):
     context.load_cert_chain(*tls_cert)
     gw.socket = context.wrap_socket(gw.socket, server_side=True)
     gw.scheme = "https"
-    thread = threading.Thread(target=gw.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield gw
-    finally:
-        gw.shutdown()
-        gw.server_close()
-        thread.join(timeout=10)
+    yield from _serving(gw)
 
 
 # ------------------------------------------------------------------------ test data
