@@ -232,13 +232,11 @@ class MedImage:
         SpacingBetweenSlices states); on a tilted (sheared) stack, whose step from slice to slice
         is longer, ``slice_step_mm`` gives the step too.
         """
-        from medsr.slice_grid import slice_spacing
-
         arr = self.array
         finite = arr[np.isfinite(arr)]
         center = self.world_center() + 0.0  # + 0.0: no negative zeros in the printout
         lps = center * np.array([-1.0, -1.0, 1.0]) + 0.0
-        between = slice_spacing(self)
+        between = plane_spacing(self.affine, float(self.spacing[0]))
         return {
             "format": self.meta.get("format", "unknown"),
             "modality": self.modality,
@@ -293,3 +291,20 @@ def require_image(image: object, where: str, *, pixels: bool = False) -> MedImag
     else:
         how = "read one with medsr.load_image(path) or make one with medsr.MedImage(array, spacing=...)"
     raise TypeError(f"{where} takes a MedImage, got {type(image).__name__}: {how}")
+
+
+def plane_spacing(affine: Any, step: float, axis: int = 0) -> float:
+    """:func:`medsr.slice_grid.slice_spacing` of a grid given by its ``affine`` (RAS+, columns x, y, z) and the
+    length ``step`` of its step along array ``axis`` (0 = z): for a reader that has the grid
+    before the image."""
+    s = float(step)
+    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
+    col = 2 - (axis % 3)  # affine columns are x, y, z; array axes z, y, x
+    a, b = (lin[:, c] for c in range(3) if c != col)
+    normal = np.cross(a, b)
+    scale = float(np.linalg.norm(normal) * np.linalg.norm(lin[:, col]))
+    if not (np.isfinite(scale) and scale > 0):
+        return s
+    cos = abs(float(np.dot(normal, lin[:, col]))) / scale
+    # no shear (to rounding): the stated spacing as it is, so no slice count moves by a rounding
+    return s if not np.isfinite(cos) or cos <= 0 or cos > 1 - 1e-9 else s * cos

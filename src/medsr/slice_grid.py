@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from medsr.errors import InvalidParameterError, positive_number
-from medsr.image import MedImage
+from medsr.image import MedImage, plane_spacing  # plane_spacing: re-exported
 
 __all__ = [
     "cell_positions",
@@ -92,23 +92,6 @@ def slice_spacing(image: MedImage, axis: int = 0) -> float:
     in this distance (5 mm slices with a 20° tilt are 5 mm apart, their step 5.32 mm long).
     """
     return plane_spacing(image.affine, float(image.spacing[axis]), axis)
-
-
-def plane_spacing(affine: Any, step: float, axis: int = 0) -> float:
-    """:func:`slice_spacing` of a grid given by its ``affine`` (RAS+, columns x, y, z) and the
-    length ``step`` of its step along array ``axis`` (0 = z): for a reader that has the grid
-    before the image."""
-    s = float(step)
-    lin = np.asarray(affine, dtype=np.float64)[:3, :3]
-    col = 2 - (axis % 3)  # affine columns are x, y, z; array axes z, y, x
-    a, b = (lin[:, c] for c in range(3) if c != col)
-    normal = np.cross(a, b)
-    scale = float(np.linalg.norm(normal) * np.linalg.norm(lin[:, col]))
-    if not (np.isfinite(scale) and scale > 0):
-        return s
-    cos = abs(float(np.dot(normal, lin[:, col]))) / scale
-    # no shear (to rounding): the stated spacing as it is, so no slice count moves by a rounding
-    return s if not np.isfinite(cos) or cos <= 0 or cos > 1 - 1e-9 else s * cos
 
 
 def output_slices(image: MedImage, target_spacing: float, axis: int = 0) -> int:
