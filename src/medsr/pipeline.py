@@ -597,11 +597,13 @@ def _error_bound(
     tol: float,
     rng: float,
     threshold: float,
+    pad: np.ndarray | None,
+    none: np.ndarray | None,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The ``error_bound`` map of an output whose uncertainty map is ``std`` and its summary
-    (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. A no-data
-    pixel's block is kept exact in the output: its bound is 0."""
-    from medsr.io.padding import block_mask
+    (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. ``pad``: the
+    input's no-data mask (:func:`no_data_mask`), ``none`` the output pixels of its no-data
+    pixels (:func:`_output_no_data`): kept exact in the output, so their bound is 0."""
     from medsr.safeguards.error_bound import error_bound, image_noise
 
     info = calibrate_error_bound(
@@ -610,12 +612,10 @@ def _error_bound(
     )  # fmt: skip
     if not info.get("calibrated"):
         return None, info
-    pad = no_data_mask(image)  # (C, Z, Y, X)
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(std, noise, float(info["factor"]))
     held = bound  # the voxels the summary is over: those that hold data
-    if pad is not None:
-        none = block_mask(np.asarray(pad.all(axis=0)), upscaler.scale)
+    if none is not None:
         bound[none] = 0.0
         held = bound[~none]
     finite = noise[np.isfinite(noise)]
@@ -626,9 +626,30 @@ def _error_bound(
         "units": image.units,
     }
     info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=image.units)
-    if pad is not None:
+    if none is not None:
         info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
     return bound, info
+
+
+def _output_no_data(pad: np.ndarray | None, scale: int) -> np.ndarray | None:
+    """The ``(Z, Y·s, X·s)`` output pixels of the input's no-data pixels ``pad`` (``(C, Z, Y,
+    X)``, :func:`no_data_mask`; where no channel holds data), which the output keeps exact."""
+    from medsr.io.padding import block_mask
+
+    return None if pad is None else block_mask(np.asarray(pad.all(axis=0)), scale)
+
+
+def _consistency_map(
+    err: np.ndarray, image: MedImage, scale: int, pad: np.ndarray | None
+) -> np.ndarray:
+    """``|err|`` (the consistency error on the input grid) as a ``(Z, Y·s, X·s)`` float32 map on
+    the output grid, each input pixel's value over its block; for a colour image or a series the
+    mean over the channels/frames that hold data at each pixel (``pad``: the input's no-data
+    mask): a frame with none there has no error there, not an error of 0 (:func:`mean_over_held`)."""
+    cmap = np.abs(err)
+    if image.channels:
+        cmap = mean_over_held(cmap, pad)
+    return np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
 
 
 def _decision(alpha: float, gain: float, below: float, over: str, kind: str) -> dict[str, Any]:
@@ -1165,11 +1186,11 @@ def upscale_with_safeguards(
         flag(disagrees, ConsistencyWarning)
 
     unc: dict[str, Any] = dict(unc_info)
+    # the input's no-data pixels, once for the summaries and maps below: their output pixels are
+    # kept exact (none), so no statistic of a map counts them
+    pad = no_data_mask(image) if (std is not None or maps) else None
+    none = _output_no_data(pad, scale) if std is not None or (maps and error_bound) else None
     if std is not None:
-        from medsr.io.padding import block_mask
-
-        pad = no_data_mask(image)  # the output pixels of no-data input pixels are kept exact
-        none = None if pad is None else block_mask(np.asarray(pad.all(axis=0)), scale)
         unc["map"] = summarize_map(
             std if none is None else std[~none],
             data_range=rng,
@@ -1200,22 +1221,18 @@ def upscale_with_safeguards(
         t3 = time.perf_counter()
         bound, summary["error_bound"] = _error_bound(
             image, spread, upscaler, physics, setting, self_check, iterations, tol, rng,
-            uncertainty_threshold,
+            uncertainty_threshold, pad, none,
         )  # fmt: skip
         summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t3) * 1000, 1)
     meta = {**sr.meta, "safeguards": summary}
     meta.pop("consistency", None)
     if maps:
-        cmap = np.abs(err)
+        cmap = _consistency_map(err, image, scale, pad)
         if image.channels:  # one map for a colour image or series: what its statistics are not
-            # over the channels/frames that hold data at each pixel: a frame with none there
-            # has no error there, not an error of 0 (mean_over_held)
-            cmap = mean_over_held(cmap, no_data_mask(image))
             cons["map"] = (
                 f"the mean of |error| over the {_channel_word(image)} that hold data at each "
                 "pixel (the statistics: over every one)"
             )
-        cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
         meta["maps"] = {"consistency": cmap}
         if std is not None:
             meta["maps"]["uncertainty"] = std
@@ -1743,10 +1760,7 @@ def zero_shot_checked(
     meta = {k: v for k, v in result.meta.items() if k != "consistency"}
     meta["safeguards"] = summary
     if maps:
-        cmap = np.abs(err)
-        if image.channels:  # over the channels/frames that hold data at each pixel
-            cmap = mean_over_held(cmap, no_data_mask(image))
-        cmap = np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
+        cmap = _consistency_map(err, image, scale, no_data_mask(image) if image.channels else None)
         meta["maps"] = {**(meta.get("maps") or {}), "consistency": cmap}
     result = result.replace(meta=meta)
     record = provenance(
