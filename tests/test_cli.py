@@ -14,17 +14,16 @@ from typer.testing import CliRunner
 import medsr as medsr_api
 from medsr.cli import app
 from medsr.errors import OutputExistsError
+from tests._entry import run_medsr
 from tests.conftest import corpus_path, file_digest
 
 runner = CliRunner()
 
 
 def medsr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
-    code = "from medsr.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
+    """Run the real entry point in a process of its own (exit codes and stderr as a user sees
+    them; :func:`tests._entry.run_medsr`)."""
+    return run_medsr(*args)
 
 
 def test_help_lists_every_command_with_examples():

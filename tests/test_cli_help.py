@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import typer
 from typer.testing import CliRunner
 
 from medsr.cli import app
+from tests._entry import run_medsr
 from tests.conftest import corpus_path
 
 runner = CliRunner()
@@ -19,11 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def medsr(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real entry point in a subprocess (exit codes and stderr as a user sees them)."""
-    code = "from medsr.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120
-    )
+    """Run the real entry point in a process of its own (exit codes and stderr as a user sees
+    them; :func:`tests._entry.run_medsr`)."""
+    return run_medsr(*args)
 
 
 def _commands(cmd, path=("medsr",)):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,14 @@ import medsr
 from medsr.batch import read_report, run_batch
 from medsr.image import MedImage
 from medsr.io.sidecar import read_sidecar
+from tests._entry import run_medsr
 from tests.conftest import cli_app, corpus_path
-
-ENTRY = "from medsr.cli import main; main()"
 
 
 def medsr_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """The real entry point in a subprocess (exit status and stderr as a user sees them)."""
-    return subprocess.run(
-        [sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=120
-    )
+    """The real entry point in a process of its own (exit status and stderr as a user sees
+    them; :func:`tests._entry.run_medsr`)."""
+    return run_medsr(*args)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from medsr.errors import InvalidParameterError, UnknownModelError
 from medsr.image import MedImage
 from medsr.inference.planes import PlaneUpscaler
 from medsr.io import load_image
+from tests._entry import run_medsr
 from tests.conftest import corpus_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -312,12 +313,10 @@ def test_bad_arguments_fail_before_any_work(archive: Path, tmp_path: Path):
 def test_cli_rejects_a_batch_size_below_one(archive: Path, tmp_path: Path):
     """``--batch-size 0`` (or negative) is a bad command: one ``error:`` line, exit status 2,
     nothing written (it used to be accepted silently)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     for bad in ("0", "-5"):
-        proc = subprocess.run(
-            [sys.executable, "-c", "from medsr.cli import main; main()", "batch", str(archive),
-             str(tmp_path / "o9"), "--model", "bicubic", "--batch-size", bad, "--no-progress"],
-            env=env, capture_output=True, text=True, timeout=120,
+        proc = run_medsr(
+            "batch", str(archive), str(tmp_path / "o9"), "--model", "bicubic",
+            "--batch-size", bad, "--no-progress",
         )  # fmt: skip
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -15,6 +14,7 @@ from medsr.api import upscale_file
 from medsr.cli import _parse_duration, app
 from medsr.errors import InvalidParameterError
 from medsr.io import load_image
+from tests._entry import run_medsr
 
 runner = CliRunner()
 
@@ -29,10 +29,7 @@ def _nifti_volume(path, z=6, y=20, x=18, spacing=(1.0, 1.0, 3.0)):
 
 
 def _medsr(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "from medsr.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=180
-    )
+    return run_medsr(*args, timeout=180)
 
 
 def test_parse_duration():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 
 import pytest
 import typer
@@ -15,6 +14,7 @@ pytest.importorskip("uvicorn")
 
 from medsr.errors import InvalidParameterError
 from medsr.service.cli import parse_duration, register
+from tests._entry import run_medsr
 from tests.conftest import cli_app
 
 
@@ -99,10 +99,7 @@ def test_parse_duration():
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     """``medsr serve`` through the real entry point (exit status and output as a user sees them);
     the timeout ends a server that would start instead of refusing its options."""
-    code = "from medsr.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, "serve", *args], capture_output=True, text=True, timeout=30
-    )
+    return run_medsr("serve", *args, timeout=30)
 
 
 def _free_port() -> int:

@@ -1,0 +1,96 @@
+"""``medsr`` run as a user runs it, without paying for torch's import in every call.
+
+Tests of the command line check what a user sees: the exit status, stdout and stderr of a
+process of its own (never a traceback, one ``error:`` line). A fresh interpreter per call spends
+2–4 s (more on a busy 2-core machine) importing torch, MONAI, SciPy and pydicom before medsr
+starts — minutes over the suite. :func:`run_medsr` forks each call from a server process that
+imported those third-party libraries once (:mod:`multiprocessing`'s *forkserver*, a fresh
+interpreter, not a fork of pytest): every call is still a new process with its own memory, its
+own stdout/stderr file descriptors, stdin from ``/dev/null``, the caller's environment and working
+directory, and ``medsr.cli.main()`` imported and run afresh in it (medsr itself is never
+preloaded, so nothing of medsr outlives a call). What differs from ``python -c``: torch & co. are
+already in ``sys.modules`` — a test about what a command does *not* import, or about the
+interpreter's start-up, runs its own ``subprocess`` instead.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: what every medsr command that reaches a model imports (not medsr: it is imported per call)
+PRELOAD = [
+    "numpy",
+    "scipy.ndimage",
+    "scipy.signal",
+    "torch",
+    "monai",
+    "pydicom",
+    "nibabel",
+    "PIL.Image",
+    "typer",
+    "rich",
+]
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(PRELOAD)
+
+
+def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
+    """In the forked process: the caller's directory and environment, fresh fds 0/1/2, then
+    ``medsr.cli.main()`` as ``python -c`` would run it (its ``sys.exit`` is the exit status)."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for fd, path, flags in (
+        (0, os.devnull, os.O_RDONLY),
+        (1, out, os.O_WRONLY),
+        (2, err, os.O_WRONLY),
+    ):
+        new = os.open(path, flags)
+        os.dup2(new, fd)
+        os.close(new)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
+    sys.argv = ["-c", *args]
+    from medsr.cli import main
+
+    try:
+        main()
+    finally:  # what the interpreter does at exit (multiprocessing ends the process with os._exit)
+        import atexit
+
+        atexit._run_exitfuncs()
+
+
+def run_medsr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``medsr ARGS…`` in a new process (see the module's docstring): its exit status, stdout
+    and stderr, like ``subprocess.run([sys.executable, "-c", "…main()", *args], capture_output=True,
+    text=True, timeout=timeout)``; :class:`subprocess.TimeoutExpired` after ``timeout`` s (the
+    process is killed)."""
+    with tempfile.TemporaryDirectory(prefix="medsr-entry-") as tmp:
+        out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+        out.touch()
+        err.touch()
+        proc = _CONTEXT.Process(
+            target=_child, args=(list(args), os.getcwd(), dict(os.environ), str(out), str(err))
+        )
+        proc.start()
+        proc.join(timeout)
+        if proc.exitcode is None:
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired(
+                ["medsr", *args], timeout, out.read_text(), err.read_text()
+            )
+        return subprocess.CompletedProcess(
+            ["medsr", *args],
+            proc.exitcode,
+            out.read_text(encoding="utf-8"),
+            err.read_text(encoding="utf-8"),
+        )
