@@ -234,6 +234,34 @@ def test_read_sc_rgb(name):
         np.testing.assert_array_equal(img.array, twin.array)
 
 
+def test_native_ybr_full_422_is_read_and_upscaled(dicom_corpus, tmp_path):
+    """Uncompressed YBR_FULL_422 (ultrasound multi-frame) stores Y Y Cb Cr per two pixels, two
+    thirds of three samples per pixel (PS3.3 C.7.6.3.1.2): its size is valid, not truncated."""
+    from pydicom.pixels import convert_color_space
+
+    ds = pydicom.dcmread(dicom_corpus("SC_rgb.dcm"))
+    rgb = ds.pixel_array
+    frames = np.stack([rgb, rgb[::-1], rgb[:, ::-1]])
+    ybr = convert_color_space(frames.copy(), "RGB", "YBR_FULL", per_frame=True)  # in place
+    packed = np.empty((*frames.shape[:2], frames.shape[2] * 2), np.uint8)
+    packed[..., 0::4], packed[..., 1::4] = ybr[..., 0::2, 0], ybr[..., 1::2, 0]
+    packed[..., 2::4], packed[..., 3::4] = ybr[..., 0::2, 1], ybr[..., 0::2, 2]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.Modality, ds.NumberOfFrames = "US", 3
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_FULL_422", 0
+    ds.PixelData = packed.tobytes()
+    src = tmp_path / "us422.dcm"
+    ds.save_as(src)
+    img = read_dicom(src)
+    assert img.array.shape == (3, 3, 100, 100) and img.channels == "RGB"
+    np.testing.assert_allclose(np.moveaxis(img.array, 0, -1), frames, atol=1.5)
+    out = write_dicom(upscale2(img), tmp_path / "out.dcm")
+    back = read_dicom(out)
+    assert back.array.shape == (3, 3, 200, 200)
+    assert pydicom.dcmread(out).PhotometricInterpretation == "RGB"
+    np.testing.assert_allclose(back.array[:, :, ::2, ::2], img.array, atol=0.5)
+
+
 # ============================================================================== bad inputs
 def test_segmentation_is_not_an_image(dicom_corpus):
     with pytest.raises(NotAnImageError, match="segmentation"):

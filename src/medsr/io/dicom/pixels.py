@@ -64,6 +64,10 @@ def _check_decoder(ds: Dataset, name: str) -> None:
         )
 
 
+def _photometric(ds: Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+
+
 def _int_attr(ds: Dataset, key: str, default: int | None = None) -> int | None:
     """An integer attribute (US, IS...) or ``default`` when absent/empty; malformed → error."""
     if key not in ds:
@@ -158,6 +162,10 @@ def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int
                     )
             else:
                 needed = -(-rows * cols * spp * frames * ba // 8)
+                if spp == 3 and _photometric(ds) == "YBR_FULL_422":
+                    # native YBR_FULL_422 holds two chroma samples per two pixels: Y Y Cb Cr
+                    # (PS3.5 8.2.1, PS3.3 C.7.6.3.1.2), two thirds of three samples per pixel
+                    needed = needed // 3 * 2
                 if len(data) < needed:
                     raise InvalidHeaderError(
                         f"'{name}' holds {len(data):,} bytes of pixel data but Rows × Columns × "
