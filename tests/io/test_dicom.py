@@ -593,6 +593,40 @@ def test_write_smooth_values_round_to_stored_units(dicom_corpus, tmp_path):
     assert np.abs(back.array - sr.array).max() <= 0.5
 
 
+@pytest.mark.parametrize("key", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_float_pixel_data_is_written_as_floats(dicom_corpus, tmp_path, key):
+    """A parametric map stores floats (an ADC map in mm²/s, ~0.001): its derived series and a
+    NIfTI of it keep them (they were rounded onto the integers of 32/64 bits: all 0)."""
+    from medsr.io import save_image
+
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    adc = (ds.pixel_array / ds.pixel_array.max() * 0.003).astype(np.float32)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"
+    ds.Modality = "MR"
+    for name in ("PixelData", "BitsStored", "HighBit", "PixelRepresentation"):
+        del ds[name]
+    for name in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if name in ds:
+            del ds[name]
+    double = key == "DoubleFloatPixelData"
+    ds.BitsAllocated = 64 if double else 32
+    setattr(ds, key, adc.astype(np.float64 if double else np.float32).tobytes())
+    src = tmp_path / "adc.dcm"
+    ds.save_as(src)
+    img = read_dicom(src)
+    assert img.meta["stored_dtype"] == ("float64" if double else "float32")
+    np.testing.assert_array_equal(img.array[0], adc)
+    sr = upscale2(img)
+    out = write_dicom(sr, tmp_path / "out.dcm")
+    written = pydicom.dcmread(out)
+    assert key in written and "PixelData" not in written
+    assert written.BitsAllocated == ds.BitsAllocated and "BitsStored" not in written
+    np.testing.assert_array_equal(read_dicom(out).array, sr.array)
+    nifti = tmp_path / "adc.nii.gz"
+    save_image(sr, nifti)
+    np.testing.assert_allclose(medsr.load_image(nifti).array, sr.array, rtol=1e-6)
+
+
 def test_write_series_and_through_plane(ct_template, tmp_path):
     folder = write_series(tmp_path / "src", _ct_series(ct_template, n=4, gap=3.0))
     before = file_digest(folder)
