@@ -906,6 +906,52 @@ def test_a_jpeg_2000_source_is_lossy_by_its_wavelet(dicom_corpus, tmp_path, rati
         assert info["method"] == "ISO_15444_1" and not info["already_recorded"]
 
 
+def _pet_series(template, maxima=(1000.0, 4000.0, 9000.0)) -> list[pydicom.Dataset]:
+    """A PET series whose slices each fill int16 with their own Rescale Slope (as scanners do)."""
+    uid = generate_uid()
+    bump = np.exp(-((np.add.outer(np.arange(16) - 8.0, np.zeros(16)) ** 2) / 20.0))
+    bump = bump * np.exp(-((np.arange(16) - 7.0) ** 2) / 20.0)
+    series = []
+    for k, top in enumerate(maxima):
+        ds = make_ct_slice(
+            template,
+            pixels=np.rint(bump / bump.max() * 32767).astype(np.int16),
+            ipp=(0.0, 0.0, 4.0 * k),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.128"
+        ds.Modality, ds.Units, ds.DecayCorrection = "PT", "BQML", "START"
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 1, 16, 15
+        ds.RescaleSlope, ds.RescaleIntercept = f"{top / 32767:.8g}", "0"
+        series.append(ds)
+    return series
+
+
+def test_per_slice_rescale_is_not_clipped(ct_template, tmp_path):
+    """A PET slice keeps its source slice's Rescale Slope, which fills int16 with that slice's
+    maximum: a slice interpolated between a cold and a hot one (through-plane), or one rising
+    above its own maximum in-plane, was clipped to the cold slice's maximum. Its slope now grows
+    (intercept 0 kept), so every slice reads back within half its own step."""
+    img = read_dicom(write_series(tmp_path / "pet", _pet_series(ct_template)))
+    slopes = [float(ds.RescaleSlope) for ds in img.meta["datasets"]]
+    # through-plane ×2: slices (0, 0, 1, 1, 2, 2); the second between source 0 and 1
+    zup = np.repeat(img.array, 2, axis=0)
+    zup[1] = (img.array[0] + img.array[1]) / 2
+    zup[3] = (img.array[1] + img.array[2]) / 2
+    zup[0] *= 1.01  # an in-plane overshoot of the slice's own maximum
+    out = write_dicom(img.resampled(zup, step="through-plane x2"), tmp_path / "z2")
+    back = read_dicom(out)
+    written = back.meta["datasets"]
+    for k, ds in enumerate(written):
+        assert (ds.Units, ds.DecayCorrection, float(ds.RescaleIntercept)) == ("BQML", "START", 0)
+        step = float(ds.RescaleSlope)
+        assert step >= slopes[k // 2]
+        np.testing.assert_allclose(back.array[k], zup[k], atol=step / 2 + 1e-3)
+    # slices that fit keep their source's slope: their stored values are the source's
+    assert [float(ds.RescaleSlope) for ds in written][2::2] == slopes[1:]
+
+
 def test_modality_lut_source_written_with_rescale(dicom_corpus, tmp_path):
     img = read_dicom(dicom_corpus("mlut_18.dcm"))
     new_path = write_dicom(img, tmp_path / "m.dcm")

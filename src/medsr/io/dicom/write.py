@@ -41,7 +41,7 @@ from medsr.io.dicom.geometry import (
     _update_multiframe,
 )
 from medsr.io.dicom.header import _ds, _fg_item, _first_float, _rescale, _stored_range
-from medsr.io.dicom.pixels import _choose_encoding, _encode, padding_encoding
+from medsr.io.dicom.pixels import _choose_encoding, _encode, fitting_rescale, padding_encoding
 from medsr.io.padding import nan_mask, with_nan
 
 
@@ -264,6 +264,9 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             per = ds.get("PerFrameFunctionalGroupsSequence")
             for f, k in enumerate(slices):
                 slope, intercept = _rescale(ds, f if per is not None else None)
+                own = per[f].get("PixelValueTransformationSequence") if per is not None else None
+                if own and "RescaleSlope" in own[0] and reflect is None:  # this frame's own
+                    slope, intercept = _refit(own[0], values[k], slope, intercept, meta)
                 frames[f] = _encode(
                     values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                     int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
@@ -315,6 +318,8 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             pixels = _float_stored(values[k : k + 1], float_key, *_rescale(template))
         else:
             slope, intercept = _rescale(template)
+            if reflect is None:
+                slope, intercept = _refit(ds, values[k], slope, intercept, meta)
             pixels = _encode(
                 values[k : k + 1], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                 int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
@@ -325,6 +330,20 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         if "NumberOfFrames" in ds and not multiframe:
             del ds.NumberOfFrames
         yield ds
+
+
+def _refit(
+    holder: Dataset, values: np.ndarray, slope: float, intercept: float, meta: dict[str, Any]
+) -> tuple[float, float]:
+    """The Rescale Slope/Intercept a slice of the source's encoding is written with
+    (:func:`~medsr.io.dicom.pixels.fitting_rescale`): its template's, or grown so that its
+    values are not clipped, then set in ``holder`` (the slice's dataset, or its frame's Pixel
+    Value Transformation item)."""
+    bits, representation = int(meta["bits_stored"]), int(meta["pixel_representation"])
+    fitted = fitting_rescale(values, slope, intercept, bits, representation)
+    if fitted != (slope, intercept):
+        holder.RescaleSlope, holder.RescaleIntercept = _ds(fitted[0]), _ds(fitted[1])
+    return fitted
 
 
 def _float_stored(values: np.ndarray, key: str, slope: float, intercept: float) -> np.ndarray:
