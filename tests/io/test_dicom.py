@@ -234,6 +234,34 @@ def test_read_sc_rgb(name):
         np.testing.assert_array_equal(img.array, twin.array)
 
 
+def test_native_ybr_full_422_is_read_and_upscaled(dicom_corpus, tmp_path):
+    """Uncompressed YBR_FULL_422 (ultrasound multi-frame) stores Y Y Cb Cr per two pixels, two
+    thirds of three samples per pixel (PS3.3 C.7.6.3.1.2): its size is valid, not truncated."""
+    from pydicom.pixels import convert_color_space
+
+    ds = pydicom.dcmread(dicom_corpus("SC_rgb.dcm"))
+    rgb = ds.pixel_array
+    frames = np.stack([rgb, rgb[::-1], rgb[:, ::-1]])
+    ybr = convert_color_space(frames.copy(), "RGB", "YBR_FULL", per_frame=True)  # in place
+    packed = np.empty((*frames.shape[:2], frames.shape[2] * 2), np.uint8)
+    packed[..., 0::4], packed[..., 1::4] = ybr[..., 0::2, 0], ybr[..., 1::2, 0]
+    packed[..., 2::4], packed[..., 3::4] = ybr[..., 0::2, 1], ybr[..., 0::2, 2]
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.3.1"
+    ds.Modality, ds.NumberOfFrames = "US", 3
+    ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_FULL_422", 0
+    ds.PixelData = packed.tobytes()
+    src = tmp_path / "us422.dcm"
+    ds.save_as(src)
+    img = read_dicom(src)
+    assert img.array.shape == (3, 3, 100, 100) and img.channels == "RGB"
+    np.testing.assert_allclose(np.moveaxis(img.array, 0, -1), frames, atol=1.5)
+    out = write_dicom(upscale2(img), tmp_path / "out.dcm")
+    back = read_dicom(out)
+    assert back.array.shape == (3, 3, 200, 200)
+    assert pydicom.dcmread(out).PhotometricInterpretation == "RGB"
+    np.testing.assert_allclose(back.array[:, :, ::2, ::2], img.array, atol=0.5)
+
+
 # ============================================================================== bad inputs
 def test_segmentation_is_not_an_image(dicom_corpus):
     with pytest.raises(NotAnImageError, match="segmentation"):
@@ -565,6 +593,40 @@ def test_write_smooth_values_round_to_stored_units(dicom_corpus, tmp_path):
     assert np.abs(back.array - sr.array).max() <= 0.5
 
 
+@pytest.mark.parametrize("key", ["FloatPixelData", "DoubleFloatPixelData"])
+def test_float_pixel_data_is_written_as_floats(dicom_corpus, tmp_path, key):
+    """A parametric map stores floats (an ADC map in mm²/s, ~0.001): its derived series and a
+    NIfTI of it keep them (they were rounded onto the integers of 32/64 bits: all 0)."""
+    from medsr.io import save_image
+
+    ds = pydicom.dcmread(dicom_corpus("CT_small.dcm"))
+    adc = (ds.pixel_array / ds.pixel_array.max() * 0.003).astype(np.float32)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"
+    ds.Modality = "MR"
+    for name in ("PixelData", "BitsStored", "HighBit", "PixelRepresentation"):
+        del ds[name]
+    for name in ("RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+        if name in ds:
+            del ds[name]
+    double = key == "DoubleFloatPixelData"
+    ds.BitsAllocated = 64 if double else 32
+    setattr(ds, key, adc.astype(np.float64 if double else np.float32).tobytes())
+    src = tmp_path / "adc.dcm"
+    ds.save_as(src)
+    img = read_dicom(src)
+    assert img.meta["stored_dtype"] == ("float64" if double else "float32")
+    np.testing.assert_array_equal(img.array[0], adc)
+    sr = upscale2(img)
+    out = write_dicom(sr, tmp_path / "out.dcm")
+    written = pydicom.dcmread(out)
+    assert key in written and "PixelData" not in written
+    assert written.BitsAllocated == ds.BitsAllocated and "BitsStored" not in written
+    np.testing.assert_array_equal(read_dicom(out).array, sr.array)
+    nifti = tmp_path / "adc.nii.gz"
+    save_image(sr, nifti)
+    np.testing.assert_allclose(medsr.load_image(nifti).array, sr.array, rtol=1e-6)
+
+
 def test_write_series_and_through_plane(ct_template, tmp_path):
     folder = write_series(tmp_path / "src", _ct_series(ct_template, n=4, gap=3.0))
     before = file_digest(folder)
@@ -842,6 +904,52 @@ def test_a_jpeg_2000_source_is_lossy_by_its_wavelet(dicom_corpus, tmp_path, rati
     assert (info is not None) == lossy
     if lossy:
         assert info["method"] == "ISO_15444_1" and not info["already_recorded"]
+
+
+def _pet_series(template, maxima=(1000.0, 4000.0, 9000.0)) -> list[pydicom.Dataset]:
+    """A PET series whose slices each fill int16 with their own Rescale Slope (as scanners do)."""
+    uid = generate_uid()
+    bump = np.exp(-((np.add.outer(np.arange(16) - 8.0, np.zeros(16)) ** 2) / 20.0))
+    bump = bump * np.exp(-((np.arange(16) - 7.0) ** 2) / 20.0)
+    series = []
+    for k, top in enumerate(maxima):
+        ds = make_ct_slice(
+            template,
+            pixels=np.rint(bump / bump.max() * 32767).astype(np.int16),
+            ipp=(0.0, 0.0, 4.0 * k),
+            series_uid=uid,
+            instance=k + 1,
+        )
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.128"
+        ds.Modality, ds.Units, ds.DecayCorrection = "PT", "BQML", "START"
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 1, 16, 15
+        ds.RescaleSlope, ds.RescaleIntercept = f"{top / 32767:.8g}", "0"
+        series.append(ds)
+    return series
+
+
+def test_per_slice_rescale_is_not_clipped(ct_template, tmp_path):
+    """A PET slice keeps its source slice's Rescale Slope, which fills int16 with that slice's
+    maximum: a slice interpolated between a cold and a hot one (through-plane), or one rising
+    above its own maximum in-plane, was clipped to the cold slice's maximum. Its slope now grows
+    (intercept 0 kept), so every slice reads back within half its own step."""
+    img = read_dicom(write_series(tmp_path / "pet", _pet_series(ct_template)))
+    slopes = [float(ds.RescaleSlope) for ds in img.meta["datasets"]]
+    # through-plane ×2: slices (0, 0, 1, 1, 2, 2); the second between source 0 and 1
+    zup = np.repeat(img.array, 2, axis=0)
+    zup[1] = (img.array[0] + img.array[1]) / 2
+    zup[3] = (img.array[1] + img.array[2]) / 2
+    zup[0] *= 1.01  # an in-plane overshoot of the slice's own maximum
+    out = write_dicom(img.resampled(zup, step="through-plane x2"), tmp_path / "z2")
+    back = read_dicom(out)
+    written = back.meta["datasets"]
+    for k, ds in enumerate(written):
+        assert (ds.Units, ds.DecayCorrection, float(ds.RescaleIntercept)) == ("BQML", "START", 0)
+        step = float(ds.RescaleSlope)
+        assert step >= slopes[k // 2]
+        np.testing.assert_allclose(back.array[k], zup[k], atol=step / 2 + 1e-3)
+    # slices that fit keep their source's slope: their stored values are the source's
+    assert [float(ds.RescaleSlope) for ds in written][2::2] == slopes[1:]
 
 
 def test_modality_lut_source_written_with_rescale(dicom_corpus, tmp_path):

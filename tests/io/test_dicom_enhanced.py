@@ -195,3 +195,30 @@ def test_new_frames_state_their_spacing_as_nominal_thickness(tmp_path):
     assert str(_measures(in_plane).SliceThickness) == "1.5"
     through = write_dicom(_through_plane_x2(image), tmp_path / "z2.dcm")
     assert float(_measures(through).SliceThickness) == pytest.approx(1.0)
+
+
+def test_per_frame_rescale_is_not_clipped(tmp_path):
+    """Frames with their own Pixel Value Transformation (each slope filling int16 with that
+    frame's maximum): a frame interpolated between a cold and a hot one was clipped to the cold
+    frame's maximum; its own slope now grows, in its own functional group."""
+    ds = enhanced_ct()
+    n = int(ds.NumberOfFrames)
+    maxima = [100.0 * 4**k for k in range(n)]
+    hot = np.rint(np.linspace(0, 32767, 256)).reshape(16, 16).astype(np.int16)
+    del ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence
+    for item, top in zip(ds.PerFrameFunctionalGroupsSequence, maxima, strict=True):
+        transform = pydicom.Dataset()
+        transform.RescaleIntercept, transform.RescaleSlope = 0, f"{top / 32767:.8g}"
+        transform.RescaleType = "HU"
+        item.PixelValueTransformationSequence = pydicom.Sequence([transform])
+    ds.PixelRepresentation = 1
+    ds.PixelData = np.stack([hot] * n).astype("<i2").tobytes()
+    img = read_dicom(save(ds, tmp_path / "src.dcm"))
+    np.testing.assert_allclose(img.array.max(axis=(1, 2)), maxima, rtol=1e-6)
+    zup = np.repeat(img.array, 2, axis=0)
+    zup[1::2][:-1] = (img.array[:-1] + img.array[1:]) / 2  # between frame k and k + 1
+    back = read_dicom(write_dicom(img.resampled(zup, "x2 through-plane"), tmp_path / "o.dcm"))
+    items = back.meta["datasets"][0].PerFrameFunctionalGroupsSequence
+    for k, item in enumerate(items):
+        step = float(item.PixelValueTransformationSequence[0].RescaleSlope)
+        np.testing.assert_allclose(back.array[k], zup[k], atol=step / 2 + 1e-3)

@@ -33,7 +33,10 @@ in the shared functional group; see :mod:`medsr.io.dicom.derived`).
 ``frame_order``             multi-frame only: source frame index of each slice of the array
 ``stored_dtype``            e.g. ``"uint16"``, ``"int16"``: the values read (``uint8`` for
                             palette colour, whose lookup table gives 8-bit RGB)
-``source_dtype``            the pixel type the file stores (palette colour: its indices)
+``source_dtype``            the pixel type the file stores (palette colour: its indices;
+                            ``"float32"``/``"float64"`` for float pixel data)
+``float_pixels``            ``"FloatPixelData"`` or ``"DoubleFloatPixelData"`` when the source
+                            stores floats (a parametric map): the writer writes floats back
 ``read_as``                 how stored values became the array's, when not one to one
                             (palette colour), else None
 ``frame_axis``              multi-frame objects of several frames: what the frames are

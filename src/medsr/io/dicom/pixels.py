@@ -29,6 +29,7 @@ from medsr.io._quiet import library_messages
 from medsr.io.dicom.header import (
     _attr_floats,
     _bits,
+    _ds,
     _first_float,
     _rescale,
     _scrub,
@@ -62,6 +63,10 @@ def _check_decoder(ds: Dataset, name: str) -> None:
             f"'{name}' is compressed with {label} ({ts}) and no installed decoder handles it"
             + (f" (install one of: {missing})" if missing else "")
         )
+
+
+def _photometric(ds: Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
 
 
 def _int_attr(ds: Dataset, key: str, default: int | None = None) -> int | None:
@@ -158,6 +163,10 @@ def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int
                     )
             else:
                 needed = -(-rows * cols * spp * frames * ba // 8)
+                if spp == 3 and _photometric(ds) == "YBR_FULL_422":
+                    # native YBR_FULL_422 holds two chroma samples per two pixels: Y Y Cb Cr
+                    # (PS3.5 8.2.1, PS3.3 C.7.6.3.1.2), two thirds of three samples per pixel
+                    needed = needed // 3 * 2
                 if len(data) < needed:
                     raise InvalidHeaderError(
                         f"'{name}' holds {len(data):,} bytes of pixel data but Rows × Columns × "
@@ -411,6 +420,50 @@ def _choose_encoding(
             return 16, 16, 1, 1.0, 0.0
     slope = span / 65535.0 if span > 0 else 1.0
     return 16, 16, 0, slope, lo
+
+
+def fitting_rescale(
+    values: np.ndarray, slope: float, intercept: float, bits_stored: int, pixel_representation: int
+) -> tuple[float, float]:
+    """(slope, intercept) under which ``values`` (one slice) fit the stored range once rounded:
+    ``slope``, ``intercept`` themselves when they do, else the slope grown (the intercept kept:
+    PET requires 0, CT's −1024 stays) just enough, and for an unsigned range with values below
+    the intercept, the intercept moved down to them.
+
+    A slice keeps its source slice's Rescale Slope/Intercept, chosen by the scanner for the
+    source's values: a PET slice's slope fills the stored range with its own maximum, so a slice
+    interpolated between a cold and a hot one (through-plane), or one that rises above its own
+    maximum in-plane, would be clipped to the cold slice's maximum. Both values are formatted
+    as they will be written (DS, 16 characters) and checked again.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return slope, intercept
+    floor, top = _stored_range(bits_stored, pixel_representation)
+    vlo, vhi = float(finite.min()), float(finite.max())
+
+    def fits(s: float, b: float) -> bool:
+        ends = sorted(((vlo - b) / s, (vhi - b) / s))
+        return ends[0] >= floor - 0.5 and ends[1] < top + 0.5
+
+    if fits(slope, intercept):
+        return slope, intercept
+    sign = 1.0 if slope > 0 else -1.0  # worked in u = sign · value, where the slope is positive
+    ulo, uhi = sorted((sign * vlo, sign * vhi))
+    base = sign * intercept
+    if floor == 0 and ulo < base:
+        base = ulo
+    step = abs(slope)
+    if uhi > base:
+        step = max(step, (uhi - base) / top)
+    if floor < 0 and ulo < base:
+        step = max(step, (ulo - base) / floor)
+    new_intercept = float(_ds(sign * base))
+    for grow in (1.0 + 1e-9, 1.0 + 1e-6, 1.0 + 1e-3):
+        new_slope = float(_ds(sign * step * grow))
+        if fits(new_slope, new_intercept):
+            return new_slope, new_intercept
+    return slope, intercept  # unreachable for finite values: keep the source's (clipped)
 
 
 def padding_encoding(

@@ -333,9 +333,15 @@ def _units(ds: Dataset, modality: str) -> str:
     return "a.u."
 
 
+#: the float pixel data elements (Floating Point Image Pixel Module: parametric maps)
+FLOAT_PIXEL_KEYS = ("FloatPixelData", "DoubleFloatPixelData")
+
+
 def _base_meta(ds: Dataset, info: dict[str, Any]) -> dict[str, Any]:
     ba, bs, pr = _bits(ds)
-    source_dtype = f"{'int' if pr else 'uint'}{ba}"
+    float_key = next((k for k in FLOAT_PIXEL_KEYS if k in ds), None)
+    # float pixel data stores floats (an ADC map in mm²/s): never an integer type to round onto
+    source_dtype = f"float{ba}" if float_key else f"{'int' if pr else 'uint'}{ba}"
     color_from = info.get("color_from")
     read_as = None
     if color_from == "PALETTE COLOR":  # indices through the lookup table: 8-bit RGB values
@@ -345,8 +351,9 @@ def _base_meta(ds: Dataset, info: dict[str, Any]) -> dict[str, Any]:
     return {
         "format": "dicom",
         # the type of the values read (what a written copy stores); ``source_dtype``: the file's
-        "stored_dtype": f"{'int' if pr else 'uint'}{ba}",
+        "stored_dtype": source_dtype if float_key else f"{'int' if pr else 'uint'}{ba}",
         "source_dtype": source_dtype,
+        "float_pixels": float_key,
         "read_as": read_as,
         "bits_stored": bs,
         "bits_allocated": ba,

@@ -41,7 +41,7 @@ from medsr.io.dicom.geometry import (
     _update_multiframe,
 )
 from medsr.io.dicom.header import _ds, _fg_item, _first_float, _rescale, _stored_range
-from medsr.io.dicom.pixels import _choose_encoding, _encode, padding_encoding
+from medsr.io.dicom.pixels import _choose_encoding, _encode, fitting_rescale, padding_encoding
 from medsr.io.padding import nan_mask, with_nan
 
 
@@ -130,9 +130,21 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     # where the source held no data (NaN, read as 0): stated as Pixel Padding Value, a stored
     # value below every measured one (padding_encoding), never written as a measured 0
     no_data = None if color else nan_mask(image)
+    # float pixel data (a parametric map: an ADC map in mm²/s) is written as floats: rounded onto
+    # the integers of its 32/64 bits it would become 0
+    float_key: str | None = (
+        meta.get("float_pixels")
+        if from_dicom
+        and not color
+        and no_data is None
+        and not meta.get("map")
+        and meta.get("pixel_encoding") != "rescaled"
+        else None
+    )
     source_gray = (
         from_dicom
         and no_data is None
+        and not float_key
         and not meta.get("color_from")
         and not meta.get("modality_lut")
         and meta.get("pixel_encoding") != "rescaled"  # e.g. float-valued maps of a DICOM image
@@ -151,7 +163,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             cba = 8 if hi <= 255.5 else 16
         cbs = int(meta.get("bits_stored", cba)) if (true_rgb and cba == src_bits) else cba
         color_pixels = _encode(np.moveaxis(values, 0, -1), cba, cbs, 0, 1.0, 0.0, None)  # (Z,Y,X,3)
-    elif not source_gray:
+    elif not source_gray and not float_key:
         eight = from_dicom and int(meta.get("bits_allocated", 16)) == 8
         generic = _choose_encoding(
             values,
@@ -237,16 +249,31 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             frames = _encode(values[slices], *generic, None)
             if no_data is not None and pad is not None:
                 frames[no_data[slices]] = pad
+        elif float_key:
+            per = ds.get("PerFrameFunctionalGroupsSequence")
+            frames = np.stack(
+                [
+                    _float_stored(
+                        values[k], float_key, *_rescale(ds, f if per is not None else None)
+                    )
+                    for f, k in enumerate(slices)
+                ]
+            )
         else:
             frames = np.empty(values.shape, dtype=np.dtype(_dtype_name(meta)))
             per = ds.get("PerFrameFunctionalGroupsSequence")
             for f, k in enumerate(slices):
                 slope, intercept = _rescale(ds, f if per is not None else None)
+                own = per[f].get("PixelValueTransformationSequence") if per is not None else None
+                if own and "RescaleSlope" in own[0] and reflect is None:  # this frame's own
+                    slope, intercept = _refit(own[0], values[k], slope, intercept, meta)
                 frames[f] = _encode(
                     values[k], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                     int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
                 )  # fmt: skip
-        _set_pixels(ds, frames, color, generic, meta, from_dicom, units, padding=pad)
+        _set_pixels(
+            ds, frames, color, generic, meta, from_dicom, units, padding=pad, float_key=float_key
+        )
         ds.NumberOfFrames = z
         yield ds
         return
@@ -287,16 +314,46 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
             pixels = _encode(values[k : k + 1], *generic, None)
             if no_data is not None and pad is not None:
                 pixels[no_data[k : k + 1]] = pad
+        elif float_key:
+            pixels = _float_stored(values[k : k + 1], float_key, *_rescale(template))
         else:
             slope, intercept = _rescale(template)
+            if reflect is None:
+                slope, intercept = _refit(ds, values[k], slope, intercept, meta)
             pixels = _encode(
                 values[k : k + 1], int(meta["bits_allocated"]), int(meta["bits_stored"]),
                 int(meta["pixel_representation"]), slope, intercept, meta.get("monochrome1_reflect"),
             )  # fmt: skip
-        _set_pixels(ds, pixels, color, generic, meta, from_dicom, units, padding=pad)
+        _set_pixels(
+            ds, pixels, color, generic, meta, from_dicom, units, padding=pad, float_key=float_key
+        )
         if "NumberOfFrames" in ds and not multiframe:
             del ds.NumberOfFrames
         yield ds
+
+
+def _refit(
+    holder: Dataset, values: np.ndarray, slope: float, intercept: float, meta: dict[str, Any]
+) -> tuple[float, float]:
+    """The Rescale Slope/Intercept a slice of the source's encoding is written with
+    (:func:`~medsr.io.dicom.pixels.fitting_rescale`): its template's, or grown so that its
+    values are not clipped, then set in ``holder`` (the slice's dataset, or its frame's Pixel
+    Value Transformation item)."""
+    bits, representation = int(meta["bits_stored"]), int(meta["pixel_representation"])
+    fitted = fitting_rescale(values, slope, intercept, bits, representation)
+    if fitted != (slope, intercept):
+        holder.RescaleSlope, holder.RescaleIntercept = _ds(fitted[0]), _ds(fitted[1])
+    return fitted
+
+
+def _float_stored(values: np.ndarray, key: str, slope: float, intercept: float) -> np.ndarray:
+    """The float pixel data (``key``: FloatPixelData or DoubleFloatPixelData) of ``values``
+    under the template's Rescale Slope/Intercept (identity in a parametric map): little-endian
+    floats, not rounded."""
+    stored = np.asarray(values, dtype=np.float64)
+    if (slope, intercept) != (1.0, 0.0):
+        stored = (stored - intercept) / slope
+    return stored.astype("<f8" if key == "DoubleFloatPixelData" else "<f4")
 
 
 def _dtype_name(meta: dict[str, Any]) -> str:
@@ -428,12 +485,34 @@ def _set_pixels(
     units: str,
     *,
     padding: int | None = None,
+    float_key: str | None = None,
 ) -> None:
     """Image Pixel module + Pixel Data for ``pixels`` ((Z,Y,X) gray or (Z,Y,X,3) RGB); ``units``:
     the image's (a map's Real World Value Mapping states them). ``padding``: the stored value
     of the pixels that hold no data (:func:`~medsr.io.dicom.pixels.padding_encoding`), set as
     Pixel Padding Value (General Equipment Module; US or SS as the pixels are), any Pixel
-    Padding Range Limit of the template removed."""
+    Padding Range Limit of the template removed. ``float_key``: ``pixels`` are floats, written
+    as that element (Floating Point Image Pixel Module: no Bits Stored, High Bit, Pixel
+    Representation or padding)."""
+    if float_key is not None and not color:
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        for key in (
+            "BitsStored",
+            "HighBit",
+            "PixelRepresentation",
+            "PixelPaddingValue",
+            "PixelPaddingRangeLimit",
+            "PlanarConfiguration",
+            "PixelData",
+        ):
+            if key in ds:
+                delattr(ds, key)
+        double = float_key == "DoubleFloatPixelData"
+        ds.BitsAllocated = 64 if double else 32
+        data = np.ascontiguousarray(pixels).tobytes()
+        ds.add_new(0x7FE00009 if double else 0x7FE00008, "OD" if double else "OF", data)
+        return
     if color:
         ba = pixels.dtype.itemsize * 8
         bs = (
