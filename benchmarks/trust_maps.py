@@ -31,8 +31,16 @@ the edge map adds nothing a reader's eye would not.
     make corpus
     .venv/bin/python benchmarks/trust_maps.py            # ×2 tables: ~10 min on 2 cores
     .venv/bin/python benchmarks/trust_maps.py --figure   # docs/trust-maps.png
+    .venv/bin/python benchmarks/trust_maps.py --sets through-plane   # only the volumes: ~4 min
 
-Writes ``benchmarks/results/trust_maps.json`` and ``trust_maps.md``.
+Writes ``benchmarks/results/trust_maps.json`` and ``trust_maps.md``; the **through-plane set**
+(``--sets through-plane``) ``trust_maps_through_plane.json`` and ``.md``: the validation volumes
+of ``benchmarks/through_plane.py`` (never trained on; a centred slab of :data:`TP_SLICES` thick
+slices, a :data:`TP_CROP`-px in-plane crop) made thick along z (×2, ×4; its protocols) and
+upscaled back by ``medsr upscale --through-plane --maps``, scored the same way per voxel and per
+8×8 block of each output slice; beside the error bound as written, the bound with each
+candidate spread (:data:`medsr.pipeline.TP_SPREADS`), and the 3-D gradient of cubic-z as the
+trivial predictor.
 """
 
 from __future__ import annotations
@@ -83,13 +91,13 @@ def auroc(score: np.ndarray, positive: np.ndarray) -> float:
 
 
 def blocks(a: np.ndarray, ok: np.ndarray, fn: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per ``BLOCK``² block: the mean (``fn="mean"``) or RMS (``"rms"``) of ``a``; and which
-    blocks are wholly scored (``ok``)."""
-    h, w = (a.shape[0] // BLOCK) * BLOCK, (a.shape[1] // BLOCK) * BLOCK
-    shape = (h // BLOCK, BLOCK, w // BLOCK, BLOCK)
-    v = a[:h, :w].reshape(shape).astype(np.float64)
-    whole = ok[:h, :w].reshape(shape).all(axis=(1, 3))
-    val = np.sqrt((v**2).mean(axis=(1, 3))) if fn == "rms" else v.mean(axis=(1, 3))
+    """Per ``BLOCK``² block (of each plane of a volume ``(Z, Y, X)``): the mean (``fn="mean"``)
+    or RMS (``"rms"``) of ``a``; and which blocks are wholly scored (``ok``)."""
+    h, w = (a.shape[-2] // BLOCK) * BLOCK, (a.shape[-1] // BLOCK) * BLOCK
+    shape = (*a.shape[:-2], h // BLOCK, BLOCK, w // BLOCK, BLOCK)
+    v = a[..., :h, :w].reshape(shape).astype(np.float64)
+    whole = ok[..., :h, :w].reshape(shape).all(axis=(-3, -1))
+    val = np.sqrt((v**2).mean(axis=(-3, -1))) if fn == "rms" else v.mean(axis=(-3, -1))
     return val, whole
 
 
@@ -245,6 +253,178 @@ def markdown(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ------------------------------------------------------------------------- through-plane set
+#: thick slices per validation volume and in-plane centre crop (px): minutes on 2 cores
+TP_SLICES = 16
+TP_CROP = 96
+#: the maps of a through-plane output: the z-uncertainty (half the sagittal–coronal
+#: disagreement), the error bound, the consistency map and the trivial predictor
+TP_MAPS = ("uncertainty", "error_bound", "consistency", "edge")
+
+
+def edge_map_3d(thick: MedImage, n: int) -> np.ndarray:
+    """Gradient magnitude (3-D Sobel) of the cubic interpolation along z: where any
+    through-plane interpolator errs."""
+    from scipy import ndimage
+
+    from medsr.selfsup import interpolate_z
+
+    up = interpolate_z(thick, n_slices=n, mode="cubic").array.astype(np.float64)
+    return np.sqrt(sum(ndimage.sobel(up, axis=a) ** 2 for a in range(3))).astype(np.float32)
+
+
+def run_volume(ref: MedImage, f: int, params: dict[str, Any]) -> dict[str, Any]:
+    """One validation volume made thick by ``f`` with the slice profile ``params`` and
+    upscaled back as ``medsr upscale --through-plane --maps`` runs it (the prior, the profile
+    told), each map scored against the truth; and the error bound of every candidate spread
+    (:data:`medsr.pipeline.TP_SPREADS`), calibrated the same way."""
+    from medsr.degradations import degrade_image
+    from medsr.io.padding import no_data_mask
+    from medsr.pipeline import TP_SPREADS, _through_plane_bound, upscale_through_plane
+
+    thick = degrade_image(ref, "thick-slice", f, generator=0, **params)
+    told = {"slice_thickness": float(params["thickness"]) * ref.spacing[0],
+            "profile": params["profile"], "progress": False}  # fmt: skip
+    t0 = time.perf_counter()
+    sr, summary = upscale_through_plane(
+        thick, target_spacing=ref.spacing[0], maps=True, device="cpu", **told
+    )
+    seconds = time.perf_counter() - t0
+    n = ref.spatial_shape[0]
+    assert sr.spatial_shape == ref.spatial_shape, (sr.spatial_shape, ref.spatial_shape)
+    err = sr.array.astype(np.float64) - ref.array
+    keep = np.zeros(err.shape, bool)
+    keep[f : n - f] = True  # f slices at each end left out, as benchmarks/through_plane.py
+    pad = no_data_mask(ref)
+    if pad is not None:
+        keep &= ~pad.any(axis=0)
+    maps = sr.meta["maps"]
+    bound_info = summary.get("error_bound") or {}
+    row: dict[str, Any] = {
+        "seconds": round(seconds, 1),
+        "scored": round(float(keep.mean()), 3),
+        "factor": bound_info.get("factor"),
+        "calibration": bound_info.get("calibration") or bound_info.get("reason"),
+    }
+    for name in TP_MAPS:
+        if name != "edge" and name not in maps:
+            row[name] = None
+            continue
+        m = edge_map_3d(thick, n) if name == "edge" else maps[name]
+        row[name] = scores(m, err, keep & np.isfinite(m))
+    # the candidates: the output before its provenance record (whose consistency is a label)
+    bare = sr.replace(
+        meta={
+            **sr.meta,
+            "derivation": {**sr.meta["derivation"], "consistency": summary["consistency"]},
+        }
+    )
+    row["candidates"] = {}
+    for spread in TP_SPREADS:
+        bound, info = _through_plane_bound(
+            thick, bare, prior="auto", device="cpu", spread=spread, **told
+        )
+        row["candidates"][spread] = (
+            None if bound is None else {"factor": info["factor"], **scores(bound, err, keep)}
+        )
+    return row
+
+
+def run_through_plane(crop: int, max_slices: int, scales: list[int]) -> dict[str, Any]:
+    """The through-plane set: the validation volumes of ``benchmarks/through_plane.py`` (never
+    trained on), a centred slab of ``max_slices`` thick slices and an in-plane centre crop."""
+    from through_plane import _protocols, _volumes
+
+    from medsr.pipeline import TP_SPREAD
+
+    out: list[dict[str, Any]] = []
+    for name, img in _volumes(crop):
+        for f in scales:
+            z = min(img.spatial_shape[0] // f, max_slices) * f
+            z0 = (img.spatial_shape[0] - z) // 2
+            ref = img.replace(array=np.ascontiguousarray(img.array[z0 : z0 + z]))
+            for proto, params in _protocols(img.modality, f):
+                row = {"set": "through-plane", "image": name, "modality": img.modality,
+                       "model": f"tp-x{f} prior, {proto}", "scale": f,
+                       **run_volume(ref, f, params)}  # fmt: skip
+                out.append(row)
+                cov = {k: v and v["within_1"] for k, v in row["candidates"].items()}
+                print(name, f, proto, "k", row["factor"], "coverage", cov, flush=True)
+    return {
+        "machine": machine(load=True),
+        "spread": TP_SPREAD,
+        "crop": crop,
+        "max_slices": max_slices,
+        "block": BLOCK,
+        "worst": WORST,
+        "rows": out,
+    }
+
+
+def markdown_through_plane(info: dict[str, Any]) -> str:
+    lines = [
+        "# Trust maps against the truth: through-plane (×2, ×4 along z, volumes never trained on)",
+        "",
+        f"Machine: {info['machine']}. Generated by `benchmarks/trust_maps.py --sets through-plane`. "
+        f"The validation volumes of `benchmarks/through_plane.py` (a centred slab of "
+        f"{info['max_slices']} thick slices, in-plane centre crop {info['crop']} px), made thick "
+        "along z and upscaled back by `medsr upscale --through-plane --maps` (the prior, the slice "
+        "profile told); scored on every voxel but the `f` slices at each end. Blocks: "
+        f"{info['block']}×{info['block']} px of each output slice; worst = the {info['worst']:.0%} "
+        "with the largest RMS error. Each cell: uncertainty (half the sagittal–coronal "
+        f"disagreement) / error bound (spread: `{info['spread']}`) / consistency / edge (3-D "
+        "gradient magnitude of cubic-z, a trivial predictor).",
+        "",
+        "| volume | protocol | k | ρ px | ρ block | AUROC worst 10 % | RMS err / RMS map | |err| ≤ map | |err| ≤ 2·map |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
+        return " / ".join(_value(r[m], m, key, fmt) for m in TP_MAPS)
+
+    for r in info["rows"]:
+        lines.append(
+            f"| {r['image']} | {r['model']} | {r['factor']} | {cell(r, 'rho_px', '.2f')} | "
+            f"{cell(r, 'rho_block', '.2f')} | {cell(r, 'auroc_worst', '.2f')} | "
+            f"{cell(r, 'err_over_map', '.2g')} | {cell(r, 'within_1', '.0%')} | "
+            f"{cell(r, 'within_2', '.0%')} |"
+        )
+    lines += ["", "The error bound with each candidate spread (the same calibration one scale "
+              "down along z), |err| ≤ bound / RMS err / RMS bound / AUROC worst 10 %:", "",
+              "| volume | protocol | " + " | ".join(info["rows"][0]["candidates"]) + " |",
+              "|---|---|" + "---|" * len(info["rows"][0]["candidates"])]  # fmt: skip
+    for r in info["rows"]:
+        cells = [
+            "n/a" if c is None else
+            f"{c['within_1']:.0%} / {c['err_over_map']:.2f} / {c['auroc_worst']:.2f}"
+            for c in r["candidates"].values()
+        ]  # fmt: skip
+        lines.append(f"| {r['image']} | {r['model']} | " + " | ".join(cells) + " |")
+    lines += ["", "Means over the volumes and protocols:", "",
+              "| map | AUROC worst 10 % | RMS err / RMS map | |err| ≤ map (min–max) | |err| ≤ 2·map |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    rows = info["rows"]
+    for m in TP_MAPS:
+        if m == "edge":
+            lines.append(f"| edge | {_mean(rows, m, 'auroc_worst'):.2f} | — | — | — |")
+            continue
+        w = [r[m]["within_1"] for r in rows if r[m] is not None]
+        span = f" ({min(w):.0%}–{max(w):.0%})" if w else ""
+        lines.append(
+            f"| {m} | {_mean(rows, m, 'auroc_worst'):.2f} | {_mean(rows, m, 'err_over_map'):.2g} | "
+            f"{_mean(rows, m, 'within_1'):.0%}{span} | {_mean(rows, m, 'within_2'):.0%} |"
+        )
+    for spread in rows[0]["candidates"]:
+        c = [r["candidates"][spread] for r in rows if r["candidates"][spread] is not None]
+        w = [x["within_1"] for x in c]
+        lines.append(
+            f"| error bound, spread `{spread}` | {np.mean([x['auroc_worst'] for x in c]):.2f} | "
+            f"{np.mean([x['err_over_map'] for x in c]):.2g} | {np.mean(w):.0%} "
+            f"({min(w):.0%}–{max(w):.0%}) | {np.mean([x['within_2'] for x in c]):.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def figure(scale: int, model: str, out: Path) -> None:
     """Per picked validation image: truth, output, |error|, uncertainty map, error bound, and
     where the error exceeds the bound (red), on one crop; error, spread and bound share one
@@ -308,13 +488,30 @@ def main() -> None:
     ap.add_argument("--models", default="default,fast", help="shipped families: default, fast")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--figure", action="store_true", help="only docs/trust-maps.png (no tables)")
+    ap.add_argument(
+        "--sets",
+        default="in-plane,through-plane",
+        help="in-plane (the validation images), through-plane (the validation volumes)",
+    )
+    ap.add_argument("--tp-crop", type=int, default=TP_CROP, help="through-plane in-plane crop")
+    ap.add_argument("--tp-slices", type=int, default=TP_SLICES, help="thick slices per volume")
     args = ap.parse_args()
     models = [f"{m.strip()}-x{args.scale}" for m in args.models.split(",") if m.strip()]
     if args.figure:
         figure(args.scale, models[0], Path(__file__).parent.parent / "docs" / "trust-maps.png")
         return
-    info = run(args.scale, models)
+    sets = {s.strip() for s in args.sets.split(",") if s.strip()}
+    if not sets <= {"in-plane", "through-plane"}:
+        ap.error(f"unknown set in --sets {args.sets!r}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if "through-plane" in sets:
+        tp = run_through_plane(args.tp_crop, args.tp_slices, [2, 4])
+        (args.out / "trust_maps_through_plane.json").write_text(json.dumps(tp, indent=1) + "\n")
+        (args.out / "trust_maps_through_plane.md").write_text(markdown_through_plane(tp))
+        print(markdown_through_plane(tp))
+    if "in-plane" not in sets:
+        return
+    info = run(args.scale, models)
     stem = "trust_maps" if args.scale == 2 else f"trust_maps_x{args.scale}"
     (args.out / f"{stem}.json").write_text(json.dumps(info, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(info))

@@ -614,6 +614,21 @@ def _error_bound(
         return None, info
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(std, noise, float(info["factor"]))
+    return bound, _bound_summary(info, bound, noise, none, rng, threshold, image.units)
+
+
+def _bound_summary(
+    info: dict[str, Any],
+    bound: np.ndarray,
+    noise: np.ndarray,
+    none: np.ndarray | None,
+    rng: float,
+    threshold: float,
+    units: str,
+) -> dict[str, Any]:
+    """``info`` (a calibration's record) completed with the input's noise ``noise`` (one value
+    per input plane) and the statistics of ``bound`` over the voxels that hold data; ``bound``
+    is set to 0 in place on ``none``, the output voxels kept exact (no data)."""
     held = bound  # the voxels the summary is over: those that hold data
     if none is not None:
         bound[none] = 0.0
@@ -623,12 +638,12 @@ def _error_bound(
         "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
         "mean": round(float(finite.mean()), 6) if finite.size else None,
         "max": round(float(finite.max()), 6) if finite.size else None,
-        "units": image.units,
+        "units": units,
     }
-    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=image.units)
+    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=units)
     if none is not None:
         info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
-    return bound, info
+    return info
 
 
 def _output_no_data(pad: np.ndarray | None, scale: int) -> np.ndarray | None:
@@ -1661,6 +1676,186 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     return result.replace(meta=meta)
 
 
+#: a through-plane output's error bound is calibrated on the volume one scale down along z
+#: (:func:`calibrate_through_plane_bound`), which needs at least this many slices there
+TP_BOUND_MIN_SLICES = 3
+#: the candidate spreads of a through-plane error bound (:func:`through_plane_spread`)
+TP_SPREADS = ("orientations", "linear", "slices")
+#: the spread the bound uses (chosen in ``benchmarks/trust_maps.py --sets through-plane``)
+TP_SPREAD = "linear"
+_TP_SPREAD_TEXT = {
+    "orientations": "half the |sagittal - coronal| difference of the two estimates",
+    "linear": "|output - linear interpolation along z|",
+    "slices": "|difference of the two measured slices around each output slice|",
+}
+
+
+def _nearest_slices(n_in: int, n_out: int) -> np.ndarray:
+    """The measured slice whose cell holds each of ``n_out`` output slices' centres."""
+    from medsr.slice_grid import cell_positions
+
+    src = np.clip(np.floor(cell_positions(n_in, n_out) + 0.5), 0, n_in - 1)
+    return src.astype(np.int64)
+
+
+def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREAD) -> np.ndarray:
+    """The per-voxel spread ``(Z_out, Y, X)`` float32 (input units) of a through-plane output
+    ``result`` of ``image`` that its error bound scales (:func:`calibrate_through_plane_bound`):
+    ``orientations`` — the z-uncertainty map (half the sagittal–coronal disagreement; needs
+    ``maps``); ``linear`` — ``|result − linear interpolation along z|``, how far the output
+    departs from the plainest estimate; ``slices`` — ``|x[k+1] − x[k]|`` of the two measured
+    slices around each output slice, how much z changes there. A colour volume's: the mean
+    over its channels. No data is read as the darkest measured value."""
+    from medsr.selfsup.through_plane import interpolate_z
+    from medsr.slice_grid import cell_positions
+
+    n_in, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    if kind == "orientations":
+        u = (result.meta.get("maps") or {}).get("uncertainty")
+        if u is None:
+            raise InvalidParameterError("the orientations spread needs the output's z-uncertainty")
+        return np.asarray(u, np.float32)
+    if kind == "linear":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MedSRWarning)
+            lin = interpolate_z(image, n_slices=n_out, mode="linear").channel_first()
+        d = np.abs(np.nan_to_num(result.channel_first() - lin))
+        return d.mean(axis=0).astype(np.float32)
+    if kind == "slices":
+        cf = fill_no_data(image)[0].channel_first().astype(np.float32, copy=False)
+        step = np.abs(np.diff(cf, axis=1)).mean(axis=0)  # (Z - 1, Y, X)
+        k = np.clip(np.floor(cell_positions(n_in, n_out)), 0, n_in - 2).astype(np.int64)
+        return np.ascontiguousarray(step[k], np.float32)
+    raise InvalidParameterError(f"unknown spread {kind!r} (one of {', '.join(TP_SPREADS)})")
+
+
+def calibrate_through_plane_bound(
+    image: MedImage,
+    result: MedImage,
+    *,
+    prior: Any,
+    device: str = "auto",
+    spread: str = TP_SPREAD,
+    **options: Any,
+) -> dict[str, Any]:
+    """The factor ``k`` of a through-plane output's error bound, measured where the truth is
+    known: the input made thick once more along z — its slice profile and width in slice
+    spacings, ``z / ratio`` slices (``ratio``: the output's slices per input slice) — upscaled
+    back to the input's slices by the same through-plane path with the same prior, adaptation
+    steps and options (the projection on when it was applied), and compared with the input;
+    ``k`` is the :data:`~medsr.safeguards.error_bound.COVERAGE` quantile of ``|error| /
+    √(spread² + noise²)`` there (``spread``: :func:`through_plane_spread`; ``noise``: the
+    in-plane noise of the thick slices, each output slice that of its nearest one), ``ceil(ratio)``
+    slices at each end and no data left out. ``{"calibrated": False, "reason": ...}`` when the
+    volume is too thin to be made thick once more (fewer than :data:`TP_BOUND_MIN_SLICES`
+    slices one scale down)."""
+    import math
+
+    from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
+    from medsr.selfsup import through_plane_upscale
+    from medsr.slice_grid import slice_spacing
+
+    d = result.meta.get("derivation") or {}
+    prof = d.get("slice_profile") or {}
+    z, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    ratio = n_out / z
+    z_low = round(z / ratio)
+    if z_low < TP_BOUND_MIN_SLICES:
+        return {
+            "calibrated": False,
+            "reason": f"volume too thin for a calibration one scale down along z ({z} slices "
+            f"made {ratio:.4g}x thicker leave {z_low}; at least {TP_BOUND_MIN_SLICES} needed)",
+        }
+    profile, thickness = str(prof["profile"]), float(prof["slice_thickness_mm"])
+    sz = slice_spacing(image)
+    filled, no_data, _ = fill_no_data(image)
+    cf = filled.channel_first().astype(np.float32, copy=False)  # (C, Z, Y, X)
+    c, _, h, w = cf.shape
+    weights = thick_slice_matrix(z_low, z, profile=profile, thickness=thickness / sz)
+    low = (weights.astype(np.float32) @ cf.reshape(c, z, h * w)).reshape(c, z_low, h, w)
+    lower = filled.replace(meta={}).resampled(low if image.channels else low[0])
+    applied = bool((d.get("consistency") or {}).get("applied"))
+    # the grid, profile and projection are set here; the rest as the output's run had them
+    own = ("on_progress", "progress", "maps", "target_spacing", "slice_thickness", "profile")
+    opts = {k: v for k, v in options.items() if k not in own}
+    with warnings.catch_warnings():  # the volume's warnings were given once already
+        warnings.simplefilter("ignore", MedSRWarning)
+        sr = through_plane_upscale(
+            lower, target_spacing=sz, slice_thickness=thickness * z / z_low, profile=profile,
+            prior=prior, device=device, consistency="on" if applied else "off",
+            maps=spread == "orientations", progress=False, **opts,
+        )  # fmt: skip
+    if sr.spatial_shape[0] != z:  # cannot happen with the grid rule; never compare misaligned
+        return {
+            "calibrated": False,
+            "reason": "the calibration did not return to the input's slices",
+        }
+    error = np.abs(sr.channel_first() - cf).mean(axis=0)  # (Z, Y, X)
+    keep = np.zeros(error.shape, dtype=bool)
+    e = math.ceil(ratio)  # the profile's mirrored ends, not the model
+    keep[e : z - e] = True
+    valid_low = None
+    if no_data is not None:
+        pad = no_data if image.channels else no_data[None]  # (C, Z, Y, X)
+        keep &= ~pad.any(axis=0)
+        # a thick slice holds no data where any thin slice under its profile holds none
+        under = (weights > 1e-6).astype(np.float32)
+        flat = pad.reshape(c, z, h * w).astype(np.float32)
+        valid_low = ~((under @ flat) > 0).reshape(c, z_low, h, w)
+    noise = image_noise(lower.channel_first(), valid_low)[_nearest_slices(z_low, z)]
+    std = through_plane_spread(lower, sr, spread)
+    factor = calibration_factor(error, std, noise, keep, COVERAGE)
+    if factor is None:
+        return {"calibrated": False, "reason": "no voxel to calibrate on one scale down along z"}
+    return {
+        "calibrated": True,
+        "coverage": COVERAGE,
+        "factor": round(factor, 6),
+        "spread": _TP_SPREAD_TEXT[spread],
+        "calibration": {
+            "degradation": f"thick-slice, {profile} profile {thickness * z / z_low:.4g} mm",
+            "slices": f"{z_low} made {z}",
+            "voxels": int(keep.sum()),
+        },
+    }
+
+
+def _through_plane_bound(
+    image: MedImage,
+    result: MedImage,
+    *,
+    prior: Any,
+    device: str,
+    spread: str = TP_SPREAD,
+    **options: Any,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The ``error_bound`` map of a through-plane output and its summary
+    (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
+    voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0."""
+    from medsr.metrics import data_range_for
+    from medsr.safeguards.error_bound import error_bound, image_noise
+    from medsr.slice_grid import no_data_kept
+
+    info = calibrate_through_plane_bound(
+        image, result, prior=prior, device=device, spread=spread, **options
+    )
+    if not info.get("calibrated"):
+        return None, info
+    z, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    pad = no_data_mask(image)
+    noise = image_noise(image.channel_first(), None if pad is None else ~pad)
+    bound = error_bound(
+        through_plane_spread(image, result, spread),
+        noise[_nearest_slices(z, n_out)],
+        info["factor"],
+    )
+    none = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
+    return bound, _bound_summary(
+        info, bound, noise, none, data_range_for(image), UNCERTAINTY_THRESHOLD, image.units
+    )
+
+
 def zero_shot_checked(
     image: MedImage,
     result: MedImage,
@@ -1795,12 +1990,17 @@ def upscale_through_plane(
     consistency: str = CONSISTENCY_DEFAULT,
     maps: bool = False,
     device: str = "auto",
+    error_bound: bool = True,
     **options: Any,
 ) -> tuple[MedImage, dict[str, Any]]:
     """The pipeline's through-plane step (every front end): the shipped prior, adapted to the
     volume when ``adapt_steps`` is given (:func:`medsr.selfsup.through_plane_upscale`), then
     provenance — prior checksum, slice profile and where it came from, adaptation steps,
-    consistency — and, with ``maps``, the z-uncertainty map in ``meta["maps"]``.
+    consistency — and, with ``maps``, the z-uncertainty map in ``meta["maps"]`` and (unless
+    ``error_bound=False``) the ``error_bound`` map: per voxel, the value that about 90 % of
+    the errors stay below, calibrated on the volume itself one scale down along z
+    (:func:`calibrate_through_plane_bound`; it runs the same path once more on ``1/ratio`` of
+    the slices, the adaptation included), its record in the summary's ``error_bound``.
 
     Returns ``(result, summary)`` like :func:`upscale_with_safeguards`.
     """
@@ -1813,6 +2013,16 @@ def upscale_through_plane(
     d = result.meta["derivation"]
     result = _through_plane_checked(image, result, maps=maps)
     summary = through_plane_summary(result)
+    if maps and error_bound:
+        t0 = time.perf_counter()
+        bound, summary["error_bound"] = _through_plane_bound(
+            image, result, prior=prior, device=device, **options
+        )
+        summary["error_bound"]["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        if bound is not None:
+            result = result.replace(
+                meta={**result.meta, "maps": {**result.meta["maps"], "error_bound": bound}}
+            )
     record = provenance(
         model=d.get("model"), card={"name": d.get("model")}, scale=max(1, round(float(d.get("scale", 1)))),
         degradation=summary["degradation"]["describe"],
