@@ -5,7 +5,8 @@ degradation, training files with sha256, validation metrics, steps, the recipe a
 :mod:`medsr.training.card`). This adds what a reader needs — a
 summary, how and on what it was trained, the benchmark numbers of ``benchmarks/quality.py``
 (``benchmarks/results/quality.json``) and the limitations — to the card inside the
-safetensors file and writes it beside it as ``<name>.json``.
+safetensors file and writes it beside it as ``<name>.json`` with the report sections of
+``scripts/card_sections.py`` (intended use, per-image validation, caveats, licences, checksum).
 
 The slice interpolator ``interp-cnn`` gets the same keys (:func:`interp_card`): its training run
 (the plain-PyTorch loop that ``task: slice-interpolation`` replaced, recorded in its first card),
@@ -21,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from card_sections import twin  # the JSON twin: the card plus its report sections
 
 from medsr.models.cards import TEXTURE_NOTE, architecture_summary
 from medsr.models.pretrained import WEIGHTS_DIR, bundled_weights
@@ -451,9 +454,7 @@ def main() -> None:
             card = tp_card(name, card, args.hardware)
             net, _ = load_model(path)
             save_model(net, path, card)
-            (WEIGHTS_DIR / f"{name}.json").write_text(
-                json.dumps(card, indent=2, sort_keys=True) + "\n"
-            )
+            (WEIGHTS_DIR / f"{name}.json").write_text(twin(name, path))
             print(f"{name}: card written")
             continue
         if kinds.get(name) == "slice-interpolator":
@@ -463,9 +464,7 @@ def main() -> None:
             card = interp_card(card, args.hardware)
             net, _ = load_model(path)
             save_model(net, path, card)
-            (WEIGHTS_DIR / f"{name}.json").write_text(
-                json.dumps(card, indent=2, sort_keys=True) + "\n"
-            )
+            (WEIGHTS_DIR / f"{name}.json").write_text(twin(name, path))
             print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
             continue
         net, _ = load_model(path)
@@ -532,7 +531,7 @@ def main() -> None:
             }
         )
         save_model(net, path, card)
-        (WEIGHTS_DIR / f"{name}.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+        (WEIGHTS_DIR / f"{name}.json").write_text(twin(name, path))
         print(f"{name}: card written ({len(card['evaluation'])} evaluation entries)")
 
 

@@ -626,13 +626,27 @@ def export(
 
 
 @app.command(
-    epilog="Examples: medsr models --json ;  medsr info default-x2.safetensors (one weights file's whole card)"
+    epilog="Examples: medsr models --json ;  medsr models default-x2 (its whole model card) ;  "
+    "medsr models my-model.safetensors --json"
 )
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def models(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="A shipped model or a .safetensors file: print its whole model card (intended "
+            "use, out-of-scope uses, training data and licences, per-image validation, caveats, "
+            "software, weights sha256)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """List every model: classical interpolators, architectures and every shipped weights file
     (in-plane upscalers and slice interpolators), each with its kind. A name listed twice is an
     architecture (a recipe's model.name) and shipped weights of it (what --model NAME runs).
-    medsr info FILE.safetensors shows a weights file's model card."""
+    medsr models NAME prints one model's whole card (Markdown; --json: the card as JSON)."""
+    if name is not None:
+        _model_card(name, as_json)
+        return
     from medsr.models.registry import get_model_class, list_models
     from medsr.models.resolver import list_pretrained, shipped_weights
 
@@ -667,6 +681,32 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     kinds = max((len(str(r["kind"])) for r in rows), default=0)
     for row in rows:
         typer.echo(f"{row['name']:<{wide}}  {row['kind']:<{kinds}}  {row['description']}")
+
+
+def _model_card(name: str, as_json: bool) -> None:
+    """``medsr models NAME``: the whole card of a shipped model or a weights file."""
+    import difflib
+
+    from medsr.errors import UnknownModelError
+    from medsr.models.cards import card_markdown, full_card
+    from medsr.models.resolver import shipped_weights
+
+    shipped = shipped_weights()
+    path = shipped.get(name.lower())
+    if path is None:
+        if not name.lower().endswith(".safetensors"):
+            close = difflib.get_close_matches(name.lower(), list(shipped), n=2, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise UnknownModelError(
+                f"no model card for {name!r}{hint}: name a shipped model ({', '.join(shipped)}) "
+                "or a .safetensors weights file; classical interpolators have none"
+            )
+        path = Path(name)
+    card = full_card(path)
+    if as_json:
+        typer.echo(json.dumps(card, indent=2, sort_keys=True))
+        return
+    typer.echo(card_markdown(card), nl=False)
 
 
 @app.command(epilog="Example: medsr demo --out demo_out")

@@ -13,6 +13,7 @@ import torch
 
 from medsr.models.weights import read_card
 from medsr.training.card import complete_card, recipe_for_card
+from medsr.training.corpus import CORPUS_LICENCES
 from medsr.training.data import resolve_corpus
 from medsr.training.run import build_card, export, train
 from tests.training.conftest import quick_config
@@ -76,6 +77,16 @@ def test_export_writes_recipe_hashes_software_and_words(user_run, tmp_path):
     assert "MR" in card["intended_use"]
     assert any("Trained on 2 files (MR)" in item for item in card["limitations"])
     assert any("degraded as in training" in item for item in card["limitations"])
+    # the report sections export knows: out-of-scope uses, the training data's licences (a
+    # corpus file's from its package; the user's own file, named like a corpus file: unknown)
+    assert any("Diagnosis" in item for item in card["out_of_scope"])
+    assert any("modalities other than MR" in item for item in card["out_of_scope"])
+    assert card["training_data_licences"] == [
+        {"package": "dipy", "licence": "BSD", "stated_in": CORPUS_LICENCES["dipy"][1],
+         "files": ["S0_10slices.nii.gz", "aniso_vox.nii.gz"]},
+        {"package": "not in the development corpus", "licence": "unknown",
+         "stated_in": "not recorded: state it in the card", "files": ["anatomical.nii"]},
+    ]  # fmt: skip
 
 
 def test_a_checkpoint_from_before_hashes_gets_them_at_export(user_run, tmp_path):
@@ -142,11 +153,11 @@ def test_the_recipe_card_section_gives_the_words():
         "metrics": {"psnr": 30.0, "psnr_bicubic": 31.0, "psnr_gain": -1.0},
         "data": {"train_files": ["a.dcm"], "val_files": [], "modalities": ["MR"]},
         "config": {"card": {"summary": "Knee x2", "intended_use": "our knee study",
-                            "limitations": ["one scanner"]}},
+                            "limitations": ["one scanner"], "out_of_scope": ["children"]}},
     }  # fmt: skip
     card = build_card(info, global_step=3, epoch=1, weights="raw")
     assert card["summary"] == "Knee x2" and card["intended_use"] == "our knee study"
-    assert card["limitations"] == ["one scanner"]
+    assert card["limitations"] == ["one scanner"] and card["out_of_scope"] == ["children"]
     # without them: defaults that say what the run shows (no validation, below bicubic)
     info["config"] = {}
     card = complete_card(build_card(info, global_step=3, epoch=1, weights="raw"), info)

@@ -232,13 +232,18 @@ def test_the_card_section_holds_words_a_resumed_run_may_change():
     saved = tiny_dict()
     saved.pop("card", None)  # a checkpoint from before the section
     d = tiny_dict()
-    d["card"] = {"summary": " Knee x2 ", "intended_use": "research", "limitations": ["one site"]}
+    d["card"] = {"summary": " Knee x2 ", "intended_use": "research", "limitations": ["one site"],
+                 "out_of_scope": [" children "]}  # fmt: skip
     cfg = config_from_dict(d)
     assert cfg.card.summary == "Knee x2" and cfg.card.limitations == ["one site"]
+    assert cfg.card.out_of_scope == ["children"]
     assert recipe_changes(saved, cfg) == []
     d["card"] = {"limitation": ["typo"]}
     with pytest.raises(InvalidParameterError, match=r"card\.limitation"):
         config_from_dict(d)
     d["card"] = {"limitations": ["  "]}
     with pytest.raises(InvalidParameterError, match=r"card\.limitations"):
+        config_from_dict(d)
+    d["card"] = {"out_of_scope": [""]}
+    with pytest.raises(InvalidParameterError, match=r"card\.out_of_scope"):
         config_from_dict(d)

@@ -1,6 +1,15 @@
 """Model cards in words: what the shipped cards (``scripts/write_cards.py``) and the cards that
-``medsr export`` writes (:mod:`medsr.training.card`) say alike, and the essentials
-``medsr info WEIGHTS.safetensors`` shows.
+``medsr export`` writes (:mod:`medsr.training.card`) say alike, the essentials
+``medsr info WEIGHTS.safetensors`` shows, and the whole card ``medsr models NAME`` prints.
+
+The report sections (Mitchell et al., "Model Cards for Model Reporting", FAT* 2019) —
+:data:`REPORT_SECTIONS`: intended and out-of-scope uses, per-image and per-modality validation
+results, caveats, software, the training data's licences and the weights' checksum — are checked
+with the rest of the card (:func:`check_report_sections`). A shipped model's file cannot hold its
+own checksum, and its tensors (and so its bytes) are pinned, so its report sections live in the
+JSON twin beside it (``<name>.json``: the file's card plus the sections,
+``scripts/card_sections.py`` writes them from ``benchmarks/results``); :func:`full_card` joins the
+two when the twin's ``weights_sha256`` is the file's.
 
 Reading a card never loads tensors or imports torch: :func:`card_essentials` works on the dict
 :func:`medsr.models.weights.read_card` returns.
@@ -8,15 +17,26 @@ Reading a card never loads tensors or imports torch: :func:`card_essentials` wor
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Any
+
+from medsr.models.card_schema import REPORT_SECTIONS, check_report_sections
 
 __all__ = [
     "ARCHITECTURES",
+    "REPORT_SECTIONS",
     "RESEARCH_USE",
     "TEXTURE_NOTE",
     "architecture_summary",
     "card_essentials",
+    "card_markdown",
+    "check_report_sections",
+    "full_card",
     "validation_baseline",
+    "weights_sha256",
 ]
 
 #: how a card's summary names a network family (its paper); others: the class docstring's first line
@@ -140,3 +160,132 @@ def card_essentials(card: dict[str, Any]) -> list[tuple[str, str]]:
     for i, item in enumerate(card.get("limitations") or []):
         add("limitations" if i == 0 else "", f"- {item}")
     return rows
+
+
+def weights_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 (hex) of a weights file's bytes (what a card's ``weights_sha256`` states)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def full_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole model card of the weights file ``path``: the card inside the file, the report
+    sections of its JSON twin (``<stem>.json`` beside it) when the twin states this file's
+    sha256 (a twin of other weights is ignored), and ``weights_sha256`` computed from the file."""
+    from medsr.models.weights import read_card
+
+    p = Path(path)
+    card = dict(read_card(p))
+    digest = weights_sha256(p)
+    twin = p.with_suffix(".json")
+    if twin.is_file():
+        try:
+            side = json.loads(twin.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            side = None
+        if isinstance(side, dict) and side.get("weights_sha256") == digest:
+            check_report_sections(side, twin.name)
+            for key in REPORT_SECTIONS:
+                if key in side and key not in card:
+                    card[key] = side[key]
+    card["weights_sha256"] = digest
+    card.setdefault("name", p.name.removesuffix(".safetensors"))
+    return card
+
+
+def _fmt(value: Any, spec: str) -> str:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return format(value, spec) if numeric else "–"
+
+
+def _validation_markdown(results: dict[str, Any]) -> list[str]:
+    out = [f"Source: {results.get('source')}."]
+    if results.get("protocol"):
+        out.append(f"Protocol: {results['protocol']}")
+    if results.get("machine"):
+        out.append(f"Measured on: {results['machine']}")
+    for entry in results.get("sets") or []:
+        baseline = entry.get("baseline") or "baseline"
+        out += [
+            "",
+            f"### {entry['set']}: x{entry.get('scale')}, {entry.get('degradation')} degradation, "
+            f"run as `{entry.get('run_as')}`",
+            "",
+            f"| modality | images | mean gain vs {baseline} (dB) | worst gain (dB) |",
+            "|---|---|---|---|",
+        ]
+        for mod, m in sorted((entry.get("per_modality") or {}).items()):
+            out.append(
+                f"| {mod} | {m.get('images')} | {_fmt(m.get('mean_gain_db'), '+.2f')} | "
+                f"{_fmt(m.get('worst_gain_db'), '+.2f')} |"
+            )
+        out += [
+            "",
+            f"| image | modality | PSNR (dB) | SSIM | {baseline} PSNR (dB) | gain (dB) | "
+            "error RMS low / high band |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in entry.get("images") or []:
+            out.append(
+                f"| {row['image']} | {row['modality']} | {_fmt(row.get('psnr_db'), '.2f')} | "
+                f"{_fmt(row.get('ssim'), '.4f')} | {_fmt(row.get('baseline_psnr_db'), '.2f')} | "
+                f"{_fmt(row.get('gain_db'), '+.2f')} | {_fmt(row.get('low_band_rms'), '.3g')} / "
+                f"{_fmt(row.get('high_band_rms'), '.3g')} |"
+            )
+    return out
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """``card`` (a :func:`full_card`) as Markdown, in the order of Mitchell et al.'s model cards:
+    details, intended use, out of scope, training data, evaluation, caveats, software."""
+    name = card.get("name") or "model"
+    out = [f"# Model card: {name}", ""]
+    if card.get("summary"):
+        out += [str(card["summary"]), ""]
+    out += ["## Model details", ""]
+    for label, text in card_essentials(card):
+        if label in ("name", "summary", "intended use", "trained on", "validated on") or not label:
+            continue
+        if label == "limitations":
+            break
+        out.append(f"- {label}: {text}")
+    out.append(f"- weights sha256: {card.get('weights_sha256') or 'not computed'}")
+    out += ["", "## Intended use", ""]
+    out.append(str(card.get("intended_use") or f"Not stated in the card. {RESEARCH_USE}"))
+    out += ["", "## Out of scope", ""]
+    out += [f"- {t}" for t in card.get("out_of_scope") or ["Not stated in the card."]]
+    data = card.get("training_data") or {}
+    out += ["", "## Training data", ""]
+    train, val = list(data.get("train_files") or []), list(data.get("val_files") or [])
+    out.append(f"- trained on {len(train)} file(s): {', '.join(train) or 'not recorded'}")
+    out.append(f"- validated on {len(val)} other file(s): {', '.join(val) or 'none'}")
+    for lic in card.get("training_data_licences") or []:
+        where = f"; {lic['stated_in']}" if lic.get("stated_in") else ""
+        out.append(
+            f"- licence {lic['licence']} ({lic['package']}{where}): {', '.join(lic['files'])}"
+        )
+    if not card.get("training_data_licences"):
+        out.append("- licences of the training data: not recorded")
+    out += ["", "## Evaluation (images never trained on)", ""]
+    results = card.get("validation_results")
+    if isinstance(results, dict) and results.get("sets"):
+        out += _validation_markdown(results)
+    else:
+        gain = _gain(card)
+        out.append(
+            (f"At training, on the validation files: {gain}. " if gain else "")
+            + "No per-image results recorded (benchmarks/faithful.py measures them)."
+        )
+    out += ["", "## Caveats and limitations", ""]
+    items = list(card.get("caveats") or []) + list(card.get("limitations") or [])
+    out += [f"- {t}" for t in items] or ["- none recorded"]
+    out += ["", "## Software", ""]
+    software = card.get("software") or {}
+    if isinstance(software, dict) and software:
+        out += [f"- {k}: {v if v is not None else 'not recorded'}" for k, v in software.items()]
+    else:
+        out.append(f"- medsr {card.get('version') or 'version not recorded'} (exported with)")
+    return "\n".join(out) + "\n"

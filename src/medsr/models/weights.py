@@ -15,6 +15,7 @@ from typing import Any
 
 from medsr.errors import CorruptInputError, InputNotFoundError, InvalidParameterError
 from medsr.io._atomic import atomic_file
+from medsr.models.card_schema import check_report_sections
 
 CARD_KEY = "medsr_card"
 
@@ -67,8 +68,10 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_card(card: Any, name: str) -> dict[str, Any]:
     """``card`` when it can rebuild a network: a JSON object with an ``architecture`` name,
-    constructor ``kwargs`` (a mapping) and, when given, a whole-number ``scale`` that the
-    kwargs' own ``scale`` agrees with; one :class:`CorruptInputError` naming ``name`` otherwise."""
+    constructor ``kwargs`` (a mapping), when given, a whole-number ``scale`` that the kwargs' own
+    ``scale`` agrees with, and report sections of their types
+    (:func:`medsr.models.card_schema.check_report_sections`); one :class:`CorruptInputError` naming
+    ``name`` otherwise."""
     if not isinstance(card, dict):
         raise CorruptInputError(f"'{name}' has a model card that is not a JSON object")
     arch = card.get("architecture")
@@ -89,6 +92,7 @@ def check_card(card: Any, name: str) -> dict[str, Any]:
             f"'{name}' has a model card that says ×{scale} but builds its network for "
             f"×{kwargs['scale']} (kwargs.scale)"
         )
+    check_report_sections(card, name)
     return card
 
 

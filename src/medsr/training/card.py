@@ -8,9 +8,12 @@ from ``scripts/write_cards.py``):
 * ``training_data.files`` — ``{name, split, sha256}`` of each training and validation file,
   recorded at training time (:func:`medsr.training.data.file_records`);
 * ``software`` — medsr, torch, Lightning and Python versions the run trained with;
-* ``summary``, ``intended_use``, ``limitations`` — the recipe's ``card`` section when it has
-  them, else defaults made from the run (research use only; the files, modalities and
-  degradation trained for; a validation below its baseline said);
+* ``summary``, ``intended_use``, ``limitations``, ``out_of_scope`` — the recipe's ``card``
+  section when it has them, else defaults made from the run (research use only; the files,
+  modalities and degradation trained for; a validation below its baseline said; not for
+  diagnosis, nor for images unlike the training data);
+* ``training_data_licences`` — the package and licence of each development-corpus file
+  (:func:`medsr.training.corpus.corpus_source`); the user's own files: licence unknown, to state;
 * ``training`` — recipe file, how, steps, warm start, hardware, the degradation in words.
 """
 
@@ -30,6 +33,7 @@ from medsr.models.cards import (
 
 __all__ = [
     "complete_card",
+    "data_licences",
     "degradation_text",
     "hardware_text",
     "recipe_for_card",
@@ -226,6 +230,55 @@ def _default_intended_use(card: dict[str, Any]) -> str:
     )
 
 
+def _default_out_of_scope(card: dict[str, Any]) -> list[str]:
+    data = card.get("training_data") or {}
+    mods = ", ".join(data.get("modalities") or []) or "its training data's"
+    out = [
+        "Diagnosis, screening or any clinical decision on its output alone: a derived image, not "
+        "a measurement (research use only; not a medical device).",
+        f"Images unlike its training data: modalities other than {mods}, other anatomy, "
+        "scanners, protocols or noise levels (validated on the validation files only).",
+    ]
+    if card.get("kind", "super-resolution") == "super-resolution":
+        out.append(
+            "Inputs degraded otherwise than trained for (training.degradation); measurements "
+            "finer than the input's resolution."
+        )
+    return out
+
+
+def _corpus_names(recipe: dict[str, Any] | None) -> set[str]:
+    """The files a recipe names as development-corpus files (``corpus:NAME``)."""
+    data = (recipe or {}).get("data") or {}
+    out = set()
+    for entry in [*(data.get("files") or []), *(data.get("val_files") or [])]:
+        path = str(entry.get("path", "")) if isinstance(entry, dict) else str(entry)
+        if path.strip().startswith("corpus:"):
+            out.add(path.strip().removeprefix("corpus:"))
+    return out
+
+
+def data_licences(names: list[str], corpus: set[str]) -> list[dict[str, Any]]:
+    """``training_data_licences``: the files of ``names`` grouped by the package they ship in,
+    with its licence (:func:`medsr.training.corpus.corpus_source`) when the recipe named them as
+    development-corpus files (``corpus``); the others (the user's own, even when named like a
+    corpus file) under licence ``unknown``."""
+    from medsr.training.corpus import corpus_source
+
+    groups: dict[tuple[str, str, str], list[str]] = {}
+    for name in dict.fromkeys(names):
+        src = (corpus_source(name) if name in corpus else None) or (
+            "not in the development corpus",
+            "unknown",
+            "not recorded: state it in the card",
+        )
+        groups.setdefault(src, []).append(name)
+    return [
+        {"package": p, "licence": lic, "stated_in": where, "files": files}
+        for (p, lic, where), files in sorted(groups.items())
+    ]
+
+
 def complete_card(
     card: dict[str, Any], info: dict[str, Any], *, files_note: str | None = None
 ) -> dict[str, Any]:
@@ -256,5 +309,10 @@ def complete_card(
     card["intended_use"] = words.get("intended_use") or _default_intended_use(card)
     card["limitations"] = list(words.get("limitations") or []) or _default_limitations(
         card, list(data.get("unvalidated_groups") or [])
+    )
+    card["out_of_scope"] = list(words.get("out_of_scope") or []) or _default_out_of_scope(card)
+    card["training_data_licences"] = data_licences(
+        [*card["training_data"]["train_files"], *card["training_data"]["val_files"]],
+        _corpus_names(recipe),
     )
     return card

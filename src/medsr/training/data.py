@@ -51,7 +51,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import warnings
@@ -70,7 +69,16 @@ from medsr.image import MedImage
 from medsr.intensity import Normalizer, lookup_by_modality, resolve_spec
 from medsr.training.config import Config, DegradationConfig, FileEntry, HRNoiseConfig, NormSpec
 from medsr.training.config._checks import number_range
-from medsr.training.corpus import CACHE_FILES, cache_path, load_inv3
+from medsr.training.corpus import (
+    _DIPY_FILES,
+    _NIBABEL_FILES,
+    _SKIMAGE_FILES,
+    CACHE_FILES,
+    CORPUS_FILES,
+    _is_corpus_name,
+    cache_path,
+    load_inv3,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,60 +102,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- the corpus
-#: Development-corpus files (shared/data/CORPUS.md) → default modality when the file has none.
-#: Anything else (e.g. the held-out 693_*, RG1_*, MR2_*, US1_*, eCT_Supplemental*) is refused.
-CORPUS_FILES: dict[str, str | None] = {
-    "bad_sequence.dcm": None,
-    "explicit_VR-UN.dcm": None,
-    "CT_small.dcm": None,
-    "MR-SIEMENS-DICOM-WithOverlays.dcm": None,
-    "emri_small.dcm": None,
-    "emri_small_RLE.dcm": None,
-    "emri_small_big_endian.dcm": None,
-    "emri_small_jpeg_ls_lossless.dcm": None,
-    "emri_small_jpeg_2k_lossless.dcm": None,
-    "MR_small.dcm": None,
-    "anatomical.nii": "MR",
-    "example4d.nii.gz": "MR",
-    "standard.nii.gz": "MR",
-    "S0_10slices.nii.gz": "MR",
-    "aniso_vox.nii.gz": "MR",
-    "t1_coronal_slice.npy": "MR",
-    "test_piesno.nii.gz": "MR",
-    "J2K_pixelrep_mismatch.dcm": None,
-    "RG3_UNCR.dcm": None,
-    "RG3_J2KR.dcm": None,
-    "RG3_UNCI.dcm": None,
-    "gdcm-US-ALOKA-16.dcm": None,
-    "OBXXXX1A.dcm": None,
-    "OBXXXX1A_rle.dcm": None,
-    "OBXXXX1A_2frame.dcm": None,
-    "OBXXXX1A_rle_2frame.dcm": None,
-    "JPGLosslessP14SV1_1s_1f_8b.dcm": None,
-    "color3d_jpeg_baseline.dcm": None,
-    "JPEG2000_UNC.dcm": None,
-    "JPEG-LL.dcm": None,
-    "liver.dcm": None,
-    "mlut_18.dcm": None,
-    "vlut_04.dcm": None,
-    "camera.png": None,
-    "phantom.png": None,
-    # added sources, fetched into the cache by `make corpus` (medsr.training.corpus)
-    **CACHE_FILES,
-}
-_CORPUS_PATTERNS = ("SC_rgb*.dcm",)
-_NIBABEL_FILES = {"anatomical.nii", "example4d.nii.gz", "standard.nii.gz"}
-_DIPY_FILES = {
-    "S0_10slices.nii.gz",
-    "aniso_vox.nii.gz",
-    "t1_coronal_slice.npy",
-    "test_piesno.nii.gz",
-}
-_SKIMAGE_FILES = {"camera.png", "phantom.png"}
-
-
-def _is_corpus_name(name: str) -> bool:
-    return name in CORPUS_FILES or any(fnmatch.fnmatchcase(name, p) for p in _CORPUS_PATTERNS)
 
 
 def resolve_corpus(name: str) -> Path:

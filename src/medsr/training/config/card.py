@@ -10,6 +10,8 @@ degradation trained for)::
       intended_use: research on knee MR super-resolution at our site; not for diagnosis
       limitations:
         - trained on 12 knees from one scanner
+      out_of_scope:
+        - other scanners, other joints, children
 
 Changing it never changes training, so a resumed run may change it (:data:`RESUME_MAY_CHANGE`).
 """
@@ -23,11 +25,13 @@ from medsr.errors import InvalidParameterError
 
 @dataclass
 class CardConfig:
-    """Words for the model card (``summary``, ``intended_use``, ``limitations``)."""
+    """Words for the model card (``summary``, ``intended_use``, ``limitations``,
+    ``out_of_scope``)."""
 
     summary: str | None = None
     intended_use: str | None = None
     limitations: list[str] = field(default_factory=list)
+    out_of_scope: list[str] = field(default_factory=list)
 
     def validate(self, where: str) -> None:
         for key in ("summary", "intended_use"):
@@ -35,7 +39,8 @@ class CardConfig:
             if value is not None:
                 value = value.strip()
                 setattr(self, key, value or None)
-        items = [str(v).strip() for v in self.limitations]
-        if not all(items):
-            raise InvalidParameterError(f"{where}.limitations must not hold empty entries")
-        self.limitations = items
+        for key in ("limitations", "out_of_scope"):
+            items = [str(v).strip() for v in getattr(self, key)]
+            if not all(items):
+                raise InvalidParameterError(f"{where}.{key} must not hold empty entries")
+            setattr(self, key, items)

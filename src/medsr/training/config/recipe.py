@@ -238,6 +238,7 @@ RESUME_MAY_CHANGE = frozenset(
         "card.summary",
         "card.intended_use",
         "card.limitations",
+        "card.out_of_scope",
     }
 )
 
