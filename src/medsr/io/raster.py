@@ -40,6 +40,12 @@ def read_raster(
 ) -> MedImage:
     """Read PNG, TIFF or ``.npy`` (``fmt`` from :func:`medsr.io.sniff_format`).
 
+    No data is read as the NIfTI reader reads it: a float array's NaN/±inf (a ``.npy`` or a
+    float TIFF), and the pixels a medsr sidecar's ``stored_as.no_data`` names, become 0 and
+    ``meta["nonfinite_mask"]`` records where they were (:mod:`medsr.io.padding`), so every
+    array medsr hands on is finite and every path (through-plane included) treats them as no
+    data; the writers put NaN back there (:func:`write_raster`).
+
     Sizes are checked from the header before decoding (:mod:`medsr.io.limits`): an empty image
     is an :class:`~medsr.errors.EmptyInputError`, one above ``MEDSR_MAX_PIXELS`` an
     :class:`~medsr.errors.InputTooLargeError`; a TIFF whose strips/tiles lie outside the file,
@@ -78,6 +84,10 @@ def read_raster(
     slope, intercept = _sidecar_rescale(side, p.name)
     if slope != 1.0 or intercept != 0.0:
         arr = arr * np.float32(slope) + np.float32(intercept)
+    if data.dtype.kind == "f":  # a float .npy/TIFF's NaN/±inf: no data, as a NIfTI's
+        nonfinite = ~np.isfinite(arr)
+        if nonfinite.any():
+            no_data = nonfinite if no_data is None else no_data | nonfinite
     extra: dict[str, Any] = {}
     if no_data is not None:  # read as a NIfTI's NaN is: 0, where recorded (medsr.io.padding)
         arr[no_data] = 0.0
