@@ -31,7 +31,7 @@ from medsr.errors import (
 from medsr.image import MedImage, affine_from_spacing
 from medsr.io._atomic import atomic_file, check_output
 from medsr.io.limits import MAX_COMPRESSION_RATIO, MAX_TIFF_PAGES, check_pixel_count
-from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
+from medsr.io.sidecar import check_sidecar, read_sidecar, read_spacing, write_sidecar
 from medsr.io.sniff import truncated_dicom_hint
 
 
@@ -93,7 +93,7 @@ def read_raster(
         arr[no_data] = 0.0
         extra["nonfinite_mask"] = no_data
     try:
-        spacing = tuple(float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
+        spacing = read_spacing(side)
         affine = (
             np.asarray(side["affine_ras"], dtype=float)
             if "affine_ras" in side
