@@ -113,3 +113,33 @@ def test_cli_writes_the_uncertainty_map_and_summary(tmp_path):
     assert summary["uncertainty"]["samples"] == DIFFUSION_SAMPLES
     assert summary["uncertainty"]["sample_std_mean"] > 0
     assert summary["uncertainty"]["transforms"] == 8
+
+
+def test_the_map_summary_is_over_the_voxels_that_hold_data():
+    """A CT whose scan circle is filled with −3024 HU (a sixth of each slice): its output keeps
+    the fill exact, so the map is 0 there — and the summary counted those zeros (mean 1.46 HU
+    against 2.30 over the measured voxels, on the shipped interpolator) and took its range from
+    the fill up (3212 HU against 339), so every ``*_rel`` entry and ``frac_above`` were ~10×
+    too small (0 % above the threshold, 6 % in truth). Now both are over the voxels that hold
+    data, as ``medsr upscale --maps`` summarises its maps."""
+    from medsr.slice_grid import no_data_kept
+
+    rng = np.random.default_rng(1)
+    z, h, w = 4, 16, 16
+    yy, xx = np.mgrid[:h, :w]
+    arr = (100 * np.sin(yy / 3 + xx / 5) + rng.normal(0, 5, (z, h, w))).astype(np.float32)
+    circle = (yy - h / 2 + 0.5) ** 2 + (xx - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    arr[:, ~circle] = -3024.0
+    img = MedImage(arr, spacing=(2.0, 1.0, 1.0), modality="CT", units="HU")
+    _, std, summary = interpolation_uncertainty(img, _tiny("interp-cnn"), 2)
+    kept = no_data_kept(arr == -3024.0, 2 * z, 0)
+    assert kept.any() and float(std[kept].max()) == 0.0  # kept exact: no spread there
+    held = std[~kept]
+    m = summary["uncertainty"]["map"]
+    measured = float(np.ptp(arr[:, circle]))
+    assert m["data_range"] == pytest.approx(measured, rel=1e-5)
+    assert m["mean"] == pytest.approx(float(held.mean()), rel=1e-4)
+    assert m["p99"] == pytest.approx(float(np.percentile(held, 99)), rel=1e-4)
+    thr = m["threshold_rel"] * measured
+    assert m["frac_above"] == pytest.approx(float((held > thr).mean()), abs=1e-6)
+    assert m["over"] == f"output slices, the {held.size} voxels that hold data"

@@ -146,7 +146,7 @@ def test_nifti_nan_is_padding(tmp_path):
     assert np.isfinite(img.array).all()  # the reader hands on finite values...
     mask = padding_mask(img)  # ...and remembers where the data was missing
     np.testing.assert_array_equal(mask, np.isnan(vol).transpose(2, 1, 0))
-    # an array that still holds NaN (e.g. an .npy) is masked from its values
+    # an array that still holds NaN (one made in Python) is masked from its values
     arr = copy.deepcopy(img.array)
     arr[0, 0, 1] = np.nan
     bare = MedImage(arr)

@@ -288,3 +288,40 @@ def test_a_raster_without_no_data_is_written_as_before(tmp_path, rng):
     assert "stored_as" not in json.loads((tmp_path / "plain.json").read_text())
     stored = np.asarray(Image.open(out))
     assert stored.min() == 0 and stored.max() == 65535
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".tif"])
+def test_a_float_raster_s_nan_is_no_data_as_a_nifti_s(tmp_path, suffix):
+    """A ``.npy`` (or float TIFF) holding NaN/inf was read with them in its array, where a
+    NIfTI's are read as 0 with their place recorded: ``medsr upscale x.npy y.npy
+    --through-plane`` said "error: the volume contains NaN or infinite values" while the same
+    volume as .nii.gz went through. Now the raster reader reads them as the NIfTI reader does
+    (0, ``meta["nonfinite_mask"]``), every path treats them as no data, and a float output has
+    NaN there again."""
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.slice_grid import no_data_kept
+
+    yy, xx = np.mgrid[:16, :16]
+    arr = np.stack([100 + 20 * np.sin(yy / 3 + k) * np.cos(xx / 4) for k in range(4)])
+    arr = arr.astype(np.float32)
+    arr[:, :, :3] = np.nan
+    arr[2, 8, 8] = np.inf
+    nonfinite = ~np.isfinite(arr)
+    src = tmp_path / f"in{suffix}"
+    np.save(src, arr) if suffix == ".npy" else tifffile.imwrite(src, arr)
+    before = src.read_bytes()
+    image = medsr.load_image(src)
+    assert np.isfinite(image.array).all() and (image.array[nonfinite] == 0).all()
+    np.testing.assert_array_equal(image.meta["nonfinite_mask"], nonfinite)
+    out = tmp_path / "out.npy"
+    res = CliRunner().invoke(
+        app, ["upscale", str(src), str(out), "--through-plane", "--target-spacing", "0.5"]
+    )
+    assert res.exit_code == 0, res.output
+    sr = np.load(out)
+    want = no_data_kept(nonfinite, 8, 0)
+    np.testing.assert_array_equal(np.isnan(sr), want)
+    assert np.isfinite(sr[~want]).all() and 75 <= sr[~want].min() and sr[~want].max() <= 125
+    assert src.read_bytes() == before

@@ -131,3 +131,33 @@ def test_paths_are_checked_before_the_model_runs(tmp_path, corpus, ct):
     assert check_paths(src, tmp_path / "sc.png", overwrite=True) == tmp_path / "sc.png"
     assert check_paths(src, tmp_path / "sc.dcm") == tmp_path / "sc.dcm"
     check_sidecar(tmp_path / "sc", overwrite=False)  # a DICOM series folder: no sidecar
+
+
+def test_a_tilted_stack_s_sidecar_gives_the_distance_between_its_planes(tmp_path):
+    """A gantry-tilted CT, slices 2.5 mm apart along their normal (SpacingBetweenSlices 2.5),
+    positions 2.66 mm apart along the table: the sidecar of its output gave spacing_mm_zyx[0]
+    2.660444 (the step) while ``medsr info`` of the same file, the upscale grid and
+    ``medsr interpolate`` say 2.5. Now the sidecar says 2.5 too, with the step as slice_step_mm,
+    and a TIFF (whose grid only the sidecar holds) still reads back on the same grid."""
+    from medsr.slice_grid import slice_spacing
+    from tests.conftest import make_tilted_ct_series
+
+    image = medsr.load_image(make_tilted_ct_series(tmp_path / "tilted", n=3, size=8))
+    step = 2.5 / np.cos(np.deg2rad(20.0))
+    assert image.spacing[0] == pytest.approx(step)
+    for name in ("out.nii.gz", "out.tif"):
+        out = medsr.save_image(image, tmp_path / name)
+        side = json.loads(sidecar_path(out).read_text())
+        assert side["spacing_mm_zyx"][0] == pytest.approx(2.5)
+        assert side["spacing_mm_zyx"][1:] == pytest.approx(list(image.spacing[1:]))
+        assert side["slice_step_mm"] == pytest.approx(step)
+        back = medsr.load_image(out)
+        assert side["spacing_mm_zyx"][0] == pytest.approx(back.summary()["spacing_mm_zyx"][0])
+        assert back.spacing == pytest.approx(image.spacing)
+        assert slice_spacing(back) == pytest.approx(2.5)
+        np.testing.assert_allclose(back.affine, image.affine, atol=1e-6)
+        sidecar_path(out).unlink()
+    # a straight stack's sidecar is as before: no slice_step_mm
+    plain = MedImage(np.zeros((2, 4, 4), np.float32), spacing=(3.0, 1.0, 1.0))
+    side = json.loads(sidecar_path(medsr.save_image(plain, tmp_path / "p.tif")).read_text())
+    assert side["spacing_mm_zyx"] == [3.0, 1.0, 1.0] and "slice_step_mm" not in side

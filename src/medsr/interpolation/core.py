@@ -23,12 +23,13 @@ import numpy as np
 from medsr.degradations import check_seed, offset_seed
 from medsr.errors import InvalidParameterError
 from medsr.image import MedImage
-from medsr.io.padding import carry_nonfinite, fill_no_data
+from medsr.io.padding import carry_nonfinite, fill_no_data, no_data_mask
 from medsr.slice_grid import (
     check_frames_are_slices,
     factor_slices,
     keep_no_data,
     nested_midpoint_index,
+    no_data_kept,
     on_grid,
     resize_axis,
 )
@@ -294,7 +295,9 @@ def interpolation_uncertainty(
     ``transforms``, ``samples``, ``sample_std_mean``/``sample_std_max``) plus ``map``, the
     :func:`~medsr.safeguards.maps.summarize_map` of ``std`` over the output slices, relative to
     the input's data range (threshold: ``uncertainty_threshold``, default that of
-    ``medsr upscale --maps``, 2 %). Cost: one interpolation per transform and per draw.
+    ``medsr upscale --maps``, 2 %); both over the voxels that hold data when some hold none
+    (:func:`medsr.io.padding.no_data_mask`: the output keeps those exact, so their spread is 0,
+    and ``over`` says how many). Cost: one interpolation per transform and per draw.
     """
     from medsr.safeguards.maps import DIHEDRAL, summarize_map, tta_statistics
 
@@ -337,15 +340,26 @@ def interpolation_uncertainty(
         uncertainty_threshold = UNCERTAINTY_THRESHOLD
     unc: dict[str, Any] = {**info, "stochastic": stochastic}
     if std is not None:
-        finite = image.array[np.isfinite(image.array)]
-        rng = float(finite.max() - finite.min()) if finite.size else 1.0
+        # over the voxels that hold data, as every summary of medsr's maps: the no-data voxels
+        # (a CT's fill, a NIfTI's NaN) are kept exact, so their spread of 0 is nothing measured,
+        # and a CT's fill at -3024 HU would widen the range every *_rel entry is relative to
+        no_data = no_data_mask(image)
+        pad = None if no_data is None else no_data[0]
+        held_in = np.isfinite(image.array) if pad is None else ~pad
+        measured = image.array[held_in]
+        rng = float(measured.max() - measured.min()) if measured.size else 1.0
+        kept = None if pad is None else no_data_kept(pad, std.shape[a], a)
         unc["map"] = summarize_map(
-            std,
+            std if kept is None else std[~kept],
             data_range=max(rng, 1e-12),
             threshold_rel=uncertainty_threshold,
             units=image.units,
         )
-        unc["map"]["over"] = "output slices"
+        unc["map"]["over"] = (
+            "output slices"
+            if kept is None
+            else f"output slices, the {int(kept.size - kept.sum())} voxels that hold data"
+        )
     summary = {
         "model": card.get("name") or card.get("architecture"),
         "factor": factor,

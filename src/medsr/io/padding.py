@@ -11,9 +11,9 @@ inversion, exactly as the pixels were converted) in ``meta["padding"]``::
                                                        # for slices without padding
 
 A range means every value between the two, inclusive, is padding. NIfTI has no padding
-attribute: NaN marks voxels outside the data there. The NIfTI reader replaces non-finite values
-by 0 (so every array medsr hands on is finite) and keeps where they were in
-``meta["nonfinite_mask"]``.
+attribute: NaN marks voxels outside the data there. The NIfTI reader (and the raster reader, for
+a float ``.npy`` or TIFF) replaces non-finite values by 0 (so every array medsr hands on is
+finite) and keeps where they were in ``meta["nonfinite_mask"]``.
 
 CT has one more kind: scanners fill the outside of the reconstruction circle with a constant far
 below air (e.g. −2000 or −3024 HU) even when the header names no padding.
@@ -164,7 +164,8 @@ def carry_nonfinite(
 def nan_mask(image: MedImage) -> np.ndarray | None:
     """Where a writer stores "no data" (NaN, or what stands for it in an integer format): the
     source's non-finite voxels (:func:`nonfinite_mask`) and any non-finite value in the array
-    (a ``.npy`` read as it is), shaped like ``image.array``; None when there are none. DICOM
+    (an array made in Python; the readers record theirs), shaped like ``image.array``; None when
+    there are none. DICOM
     padding is not among them: its pixels keep their value, which ``meta["padding"]`` names."""
     mask = ~np.isfinite(image.array)
     recorded = nonfinite_mask(image)

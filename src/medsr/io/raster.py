@@ -31,7 +31,7 @@ from medsr.errors import (
 from medsr.image import MedImage, affine_from_spacing
 from medsr.io._atomic import atomic_file, check_output
 from medsr.io.limits import MAX_COMPRESSION_RATIO, MAX_TIFF_PAGES, check_pixel_count
-from medsr.io.sidecar import check_sidecar, read_sidecar, write_sidecar
+from medsr.io.sidecar import check_sidecar, read_sidecar, read_spacing, write_sidecar
 from medsr.io.sniff import truncated_dicom_hint
 
 
@@ -39,6 +39,12 @@ def read_raster(
     path: str | os.PathLike[str], fmt: str, *, modality: str | None = None, **_: Any
 ) -> MedImage:
     """Read PNG, TIFF or ``.npy`` (``fmt`` from :func:`medsr.io.sniff_format`).
+
+    No data is read as the NIfTI reader reads it: a float array's NaN/±inf (a ``.npy`` or a
+    float TIFF), and the pixels a medsr sidecar's ``stored_as.no_data`` names, become 0 and
+    ``meta["nonfinite_mask"]`` records where they were (:mod:`medsr.io.padding`), so every
+    array medsr hands on is finite and every path (through-plane included) treats them as no
+    data; the writers put NaN back there (:func:`write_raster`).
 
     Sizes are checked from the header before decoding (:mod:`medsr.io.limits`): an empty image
     is an :class:`~medsr.errors.EmptyInputError`, one above ``MEDSR_MAX_PIXELS`` an
@@ -78,12 +84,16 @@ def read_raster(
     slope, intercept = _sidecar_rescale(side, p.name)
     if slope != 1.0 or intercept != 0.0:
         arr = arr * np.float32(slope) + np.float32(intercept)
+    if data.dtype.kind == "f":  # a float .npy/TIFF's NaN/±inf: no data, as a NIfTI's
+        nonfinite = ~np.isfinite(arr)
+        if nonfinite.any():
+            no_data = nonfinite if no_data is None else no_data | nonfinite
     extra: dict[str, Any] = {}
     if no_data is not None:  # read as a NIfTI's NaN is: 0, where recorded (medsr.io.padding)
         arr[no_data] = 0.0
         extra["nonfinite_mask"] = no_data
     try:
-        spacing = tuple(float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
+        spacing = read_spacing(side)
         affine = (
             np.asarray(side["affine_ras"], dtype=float)
             if "affine_ras" in side

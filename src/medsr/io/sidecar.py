@@ -129,14 +129,25 @@ def check_sidecar(path: str | os.PathLike[str], overwrite: bool) -> None:
 
 
 def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:
-    """The sidecar content for ``image``."""
-    from medsr._version import __version__
+    """The sidecar content for ``image``.
 
+    ``spacing_mm_zyx`` means what it means in ``medsr info`` (:meth:`MedImage.summary`) and in
+    every grid medsr reports: its z value is the distance between the slices' planes
+    (:func:`medsr.slice_grid.slice_spacing`, what SpacingBetweenSlices states). On a tilted
+    (sheared) stack the step from one slice to the next along ``affine_ras`` is longer; the
+    sidecar then gives it as ``slice_step_mm`` too, which the raster reader takes for the grid
+    (:func:`read_spacing`)."""
+    from medsr._version import __version__
+    from medsr.image import plane_spacing
+
+    step = float(image.spacing[0])
+    between = plane_spacing(image.affine, step)
     out: dict[str, Any] = {
         "generator": f"medsr {__version__}",
         "modality": image.modality,
         "units": image.units,
-        "spacing_mm_zyx": list(image.spacing),
+        "spacing_mm_zyx": [between, *(float(s) for s in image.spacing[1:])],
+        **({"slice_step_mm": step} if between != step else {}),
         "affine_ras": np.asarray(image.affine).round(9).tolist(),
         "channels": image.channels or "gray",
         "derived": bool(image.history or image.meta.get("derivation")),
@@ -150,6 +161,18 @@ def sidecar_dict(image: MedImage, **extra: Any) -> dict[str, Any]:
         out["monochrome1_inverted"] = {"source_value": f"{float(reflect):g} - value"}
     out.update(extra)
     return out
+
+
+def read_spacing(side: dict[str, Any]) -> tuple[float, float, float]:
+    """The grid's ``(z, y, x)`` spacing (:attr:`MedImage.spacing`: the length of each step
+    along the affine's axes) from a sidecar: ``spacing_mm_zyx`` with its z value replaced by
+    ``slice_step_mm`` where a tilted stack's sidecar gives one (:func:`sidecar_dict`); 1 mm
+    each without a sidecar. Sidecars written before ``slice_step_mm`` held the step in
+    ``spacing_mm_zyx`` and read as before."""
+    z, y, x = (float(s) for s in side.get("spacing_mm_zyx", (1.0, 1.0, 1.0)))
+    if "slice_step_mm" in side:
+        z = float(side["slice_step_mm"])
+    return z, y, x
 
 
 def write_sidecar(

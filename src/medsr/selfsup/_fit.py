@@ -219,7 +219,7 @@ def fit(
     on_progress: Callable[[float], None] | None = None,
 ) -> FitReport:
     """Adam + L1 + cosine learning rate on ``sampler``'s pairs until the budget, the epochs or
-    ``max_steps`` end.
+    ``max_steps`` end. The L1 is over the target pixels that hold data (:func:`_held_l1`).
 
     The cosine schedule follows the larger of the step fraction (when ``epochs`` or
     ``max_steps`` is set) and the elapsed-time fraction (when ``budget_s`` is set), so it decays
@@ -240,7 +240,6 @@ def fit(
     fmt = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     net = net.to(device=device, memory_format=fmt).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = torch.nn.L1Loss()
     step = patches = 0
     loss_value = math.nan
     t0 = time.perf_counter()
@@ -278,7 +277,7 @@ def fit(
                 low = low.to(device=device, memory_format=fmt)
                 high = high.to(device=device, memory_format=fmt)
                 opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(low), high)
+                loss = _held_l1(net(low), high)
                 loss.backward()
                 opt.step()
                 step += 1
@@ -305,6 +304,19 @@ def fit(
         patch_size=sampler.patch_size,
         budget_s=budget_s,
     )
+
+
+def _held_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error over the target pixels that hold data: a NaN target (no data,
+    :func:`medsr.selfsup.pyramid.no_data_target`) is no target, so the fill a network reads
+    there is never what it learns to output. The plain L1 without NaN."""
+    held = ~torch.isnan(target)
+    if bool(held.all()):
+        return torch.nn.functional.l1_loss(pred, target)
+    # the prediction itself where nothing is held: a zero error with a zero gradient (never a
+    # NaN, which indexing after the subtraction would still carry into the gradient)
+    diff = pred - torch.where(held, target, pred.detach())
+    return diff.abs().sum() / held.sum().clamp(min=1)
 
 
 def model_normalizer(card: dict[str, Any] | None, image: Any, cf: np.ndarray) -> Any:

@@ -103,7 +103,7 @@ def zero_shot_upscale(
         run_tiled,
         train_on_pairs,
     )
-    from medsr.selfsup.pyramid import build_pyramid
+    from medsr.selfsup.pyramid import build_pyramid, no_data_target
 
     if not isinstance(image, MedImage):
         raise InvalidParameterError(
@@ -116,9 +116,10 @@ def zero_shot_upscale(
     check_positive_int(patches_per_epoch, "patches_per_epoch")
     dev = resolve_device(device)
 
-    # no data (DICOM padding, a CT's fill outside the scan circle, NaN — as a .npy holds it, or
-    # as the NIfTI reader records it): read as the darkest measured value when training and
-    # upscaling, never as signal; kept exact in the output (NaN stays NaN), as in-plane
+    # no data (DICOM padding, a CT's fill outside the scan circle, NaN as the readers record
+    # it): read as the darkest measured value by the network's input when training and
+    # upscaling, never a training target (the loss leaves it out); kept exact in the output
+    # (NaN stays NaN), as in-plane
     work, no_data, _ = fill_no_data(image)
     cf = work.channel_first()  # (C, Z, Y, X)
     c, z, h, w = cf.shape
@@ -141,6 +142,8 @@ def zero_shot_upscale(
         params=degradation_params,
         seed=seed,
     )
+    if no_data is not None:  # no target where the image holds no data: never learnt as output
+        lr_img = no_data_target(lr_img, no_data.reshape(c * z, 1, h, w))
     report = train_on_pairs(
         net,
         list(zip(very_lr, lr_img, strict=True)),

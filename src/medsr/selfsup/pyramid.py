@@ -22,7 +22,7 @@ import torch
 
 from medsr.errors import InvalidParameterError
 
-__all__ = ["PatchSampler", "build_pyramid"]
+__all__ = ["PatchSampler", "build_pyramid", "no_data_target"]
 
 
 def build_pyramid(
@@ -115,6 +115,13 @@ class PatchSampler:
 
     Planes are drawn with probability proportional to their number of patch positions (uniform
     over pixels); constant planes (background-only slices) are left out when any plane is not.
+
+    **No data**: a *high* plane may hold NaN where the image holds no data (DICOM padding, a
+    CT's fill outside the scan circle, a NIfTI's NaN: the zero-shot methods set it there,
+    :func:`no_data_target`); such pixels are no target — :func:`medsr.selfsup._fit.fit` leaves
+    them out of the loss — and a patch without a single held target pixel is drawn again (up
+    to :data:`REDRAWS` times), so the budget goes to pixels that hold data. Planes without any
+    held pixel are left out like constant ones.
     """
 
     def __init__(
@@ -155,7 +162,7 @@ class PatchSampler:
                 f"the image ({smallest} px) is too small for ×{max(self.sy, self.sx)} self-supervised training"
             )
         self.patch_size = p
-        varying = [i for i, (_, hi) in enumerate(clean) if float(hi.max() - hi.min()) > 0]
+        varying = [i for i, (_, hi) in enumerate(clean) if _varies(hi)]
         self.pairs = [clean[i] for i in varying] if varying else clean
         # number of valid top-left positions of a low patch, per plane
         lh, lw = p // self.sy, p // self.sx
@@ -168,6 +175,7 @@ class PatchSampler:
         self.augment = bool(augment)
         self.seed = int(seed)
         self.isotropic = self.sy == self.sx
+        self.has_no_data = any(bool(torch.isnan(hi).any()) for _, hi in self.pairs)
 
     def __len__(self) -> int:
         return self.patches_per_epoch
@@ -192,8 +200,17 @@ class PatchSampler:
             ny, nx = self._positions[i]
             y = min(int(u[k, 0] * ny), ny - 1)
             x = min(int(u[k, 1] * nx), nx - 1)
-            a = lo[:, y : y + lh, x : x + lw]
             b = hi[:, y * self.sy : (y + lh) * self.sy, x * self.sx : (x + lw) * self.sx]
+            redraws = REDRAWS if self.has_no_data else 0
+            while redraws and bool(torch.isnan(b).all()):  # no target in it: another place
+                i = int(torch.multinomial(self._weights, 1, generator=generator))
+                lo, hi = self.pairs[i]
+                ny, nx = self._positions[i]
+                v = torch.rand(2, generator=generator, dtype=torch.float64)
+                y, x = min(int(v[0] * ny), ny - 1), min(int(v[1] * nx), nx - 1)
+                b = hi[:, y * self.sy : (y + lh) * self.sy, x * self.sx : (x + lw) * self.sx]
+                redraws -= 1
+            a = lo[:, y : y + lh, x : x + lw]
             if self.augment:
                 a, b = _dihedral(a, int(ops[k])), _dihedral(b, int(ops[k]))
             lows.append(a)
@@ -211,6 +228,27 @@ class PatchSampler:
             n = min(int(batch_size), self.patches_per_epoch - done)
             yield self.sample(n, g)
             done += n
+
+
+#: draws of another patch position when one holds no target pixel (:class:`PatchSampler`)
+REDRAWS = 16
+
+
+def _varies(hi: torch.Tensor) -> bool:
+    """Whether a high plane's held (non-NaN) pixels take more than one value."""
+    held = hi[~torch.isnan(hi)]
+    return bool(held.numel()) and float(held.max() - held.min()) > 0
+
+
+def no_data_target(high: torch.Tensor, no_data: Any) -> torch.Tensor:
+    """``high`` (``(N, C, H, W)`` training targets, a copy) with NaN where ``no_data`` (a boolean
+    array of at least ``H × W`` per plane, cropped to ``high``'s trailing rows and columns) says
+    the image holds none: no target there (:class:`PatchSampler`). ``high`` itself when
+    ``no_data`` is None."""
+    if no_data is None:
+        return high
+    mask = torch.as_tensor(no_data, dtype=torch.bool)[..., : high.shape[-2], : high.shape[-1]]
+    return high.masked_fill(mask.reshape(high.shape), float("nan"))
 
 
 def _dihedral(t: torch.Tensor, op: int) -> torch.Tensor:

@@ -318,6 +318,7 @@ def through_plane_upscale(
         run_tiled,
         train_on_pairs,
     )
+    from medsr.selfsup.pyramid import no_data_target
 
     _check_volume(image, "through-plane super-resolution")
     target = _check_target(image, target_spacing)
@@ -375,12 +376,16 @@ def through_plane_upscale(
     if steps > 0 or budget is not None or n_epochs is not None:
         # adaptation pairs: axial slices with y (rows), or x (after a transpose), made thick
         # with the volume's profile at the network's factor (width in the network's thin slices)
+        # (no data: read as the fill by the input, no target: the loss leaves it out)
         axial = vol.reshape(c * z, 1, h, w)
+        held = None if no_data is None else torch.from_numpy(no_data.reshape(c * z, 1, h, w))
         pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         with torch.no_grad():
-            for planes in (axial, axial.transpose(-2, -1).contiguous()):
+            for k, planes in enumerate((axial, axial.transpose(-2, -1).contiguous())):
                 low = thick_slice(planes, f, profile=shape, thickness=t_rel * f, axis=-2)
                 high = planes[..., : low.shape[-2] * f, :]
+                if held is not None:
+                    high = no_data_target(high, held if k == 0 else held.transpose(-2, -1))
                 pairs.extend(zip(low, high, strict=True))
         report = train_on_pairs(
             net,
