@@ -363,10 +363,12 @@ def test_every_in_plane_physics_runs_the_self_check(kind):
     lateral axis; as stated physics it is the lateral beam blur then ↓s on both axes, and the
     self-check degrades with that measurement (it raised a shape error before)."""
     ct = medsr.load_image(corpus_path("CT_small.dcm"))
+    if kind == "ct-sparse-view":  # its projection grows as N³ (a Radon transform): 64², not 128²
+        ct = ct.replace(array=np.ascontiguousarray(ct.array[..., 32:96, 32:96]))
     sr, s = upscale_with_safeguards(
         ct, 2, "fast-x2", degradation=kind, maps=False, tta=False, warn=False
     )
-    assert sr.array.shape[-2:] == (256, 256)
+    assert sr.array.shape[-2:] == tuple(2 * n for n in ct.array.shape[-2:])
     assert s["physics"] == kind and s["consistency"]["applied"]
     assert s["self_check"]["checked"] and s["self_check"]["degradation"] == kind
 
