@@ -925,3 +925,17 @@ def test_consistency_and_uncertainty_statistics_are_over_the_pixels_that_hold_da
     std = sr.meta["maps"]["uncertainty"]
     held = ~block_mask(pad, 2)
     assert summary["uncertainty"]["map"]["mean"] == pytest.approx(float(std[held].mean()), rel=1e-4)
+
+
+def test_every_front_end_door_refuses_an_output_past_the_ceiling(monkeypatch):
+    """The web service, the batch and the PACS bridge upscale through upscale_with_safeguards,
+    which computed any output: only ``medsr upscale`` checked its size first."""
+    from medsr.errors import InputTooLargeError
+    from medsr.pipeline import upscale_with_safeguards
+
+    image = MedImage(np.zeros((1, 60, 50), np.float32), spacing=(1.0, 1.0, 1.0))
+    monkeypatch.setenv("MEDSR_MAX_PIXELS", str(60 * 50 * 4))
+    sr, _ = upscale_with_safeguards(image, 2, "bicubic", warn=False)  # exactly at the limit
+    assert sr.spatial_shape == (1, 120, 100)
+    with pytest.raises(InputTooLargeError, match=r"48,000 values \(1 × 240 × 200\)"):
+        upscale_with_safeguards(image, 4, "bicubic", warn=False)

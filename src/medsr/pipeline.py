@@ -1020,6 +1020,10 @@ def upscale_with_safeguards(
     require_image(image, "upscale_with_safeguards", pixels=True)
     setting = consistency_setting(consistency)
     scale = check_scale(scale)
+    # every front end's door (web service, batch, PACS bridge, API): an output past the ceiling
+    # is refused before the model allocates it, as medsr upscale does
+    nz, ny, nx = image.spatial_shape
+    check_output_size(image, (nz, ny * scale, nx * scale))
     if output is not None and (tta or samples or ensemble):
         raise InvalidParameterError(
             "a precomputed output cannot be combined with tta, samples or ensemble"

@@ -574,3 +574,30 @@ def test_cli_says_the_slice_spacing_of_a_tilted_stack_between_its_planes(tmp_pat
         for f in out.iterdir()
     }
     assert written == {1.25}
+
+
+def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path):
+    """16,400 slices ×2: 32,800 is more than a NIfTI-1 axis holds; the interpolation ran, then
+    nibabel's HeaderDataError ended the command as a traceback."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from medsr.errors import InputTooLargeError
+    from medsr.interpolation.cli import register
+    from medsr.io import save_image
+    from tests.conftest import cli_app
+
+    src = tmp_path / "tall.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 16400), np.int16), np.eye(4)), src)
+    out = tmp_path / "out.nii"
+    res = CliRunner().invoke(cli_app(register), ["interpolate", str(src), str(out), "-m", "linear"])
+    assert res.exit_code == 2, res.output
+    assert (
+        "error: 'out.nii': the image is 32800 × 2 × 2 samples; a NIfTI-1 axis holds at most 32,767"
+        in res.output
+    )
+    assert not out.exists()
+    image = MedImage(np.zeros((32768, 1, 1), np.float32), spacing=(1.0, 1.0, 1.0))
+    with pytest.raises(InputTooLargeError, match="NIfTI-1 axis"):  # the writer's own check
+        save_image(image, tmp_path / "direct.nii")
+    assert not (tmp_path / "direct.nii").exists()

@@ -420,7 +420,7 @@ def _run_local(
                     it = todo.get_nowait()
                 except queue.Empty:
                     break
-                res = read_item(it, expects.get(it.key), decoder)
+                res = read_item(it, expects.get(it.key), decoder, upscaler.scale)
                 if isinstance(res, ItemResult):
                     recorder.record(res)
                 elif not _put(loaded_q, res, stop):

@@ -153,10 +153,16 @@ def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
 
 
 def read_item(
-    item: BatchItem, expect: dict[str, Any] | None = None, reader: IsolatedReader | None = None
+    item: BatchItem,
+    expect: dict[str, Any] | None = None,
+    reader: IsolatedReader | None = None,
+    scale: int | None = None,
 ) -> Loaded | ItemResult:
     """Checksum the input; an up-to-date item is skipped, otherwise its image is read (by
-    ``reader``, in a child process under a time limit, when given)."""
+    ``reader``, in a child process under a time limit, when given). With ``scale``, an image
+    whose output would be past the pixel ceiling or its format's axis limit fails here
+    (:func:`medsr.pipeline.check_output_size`), before a forward pass shared across items
+    allocates it."""
     t0 = time.perf_counter()
     sha = None
     try:
@@ -173,6 +179,11 @@ def read_item(
                 time.perf_counter() - t0, UP_TO_DATE, sha,
             )  # fmt: skip
         image = load_item(item, reader)
+        if scale is not None:
+            from medsr.pipeline import check_output_size
+
+            nz, ny, nx = image.spatial_shape
+            check_output_size(image, (nz, ny * scale, nx * scale), item.output)
     except Exception as exc:
         return failed(item, exc, time.perf_counter() - t0, sha)
     dt = time.perf_counter() - t0
@@ -250,7 +261,7 @@ def process_item(
     raises."""
     if not item.runnable:
         return skipped_result(item)
-    step: Loaded | ItemResult = read_item(item, expect, reader)
+    step: Loaded | ItemResult = read_item(item, expect, reader, upscaler.scale)
     if isinstance(step, ItemResult):
         return step
     step = upscale_loaded(step, upscaler, consistency)

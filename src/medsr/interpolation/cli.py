@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                 interpolate_slices,
                 interpolation_uncertainty,
             )
-            from medsr.io import load_image, save_image
+            from medsr.io import format_for_output, load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
             from medsr.io.sidecar import check_sidecar
 
@@ -90,6 +90,14 @@ def register(app: typer.Typer) -> None:
             if maps is not None:
                 check_output(maps, overwrite, "folder")
             image = load_image(input)
+            if format_for_output(output) == "nifti" and not image.channels:
+                # the output's slice count, refused now rather than after the interpolation
+                from medsr.interpolation.core import axis_index
+                from medsr.io.nifti import check_nifti1_shape
+
+                out_shape = list(image.spatial_shape)
+                out_shape[axis_index(axis)] *= factor
+                check_nifti1_shape(tuple(out_shape), output.name)
             if maps is None:
                 result = interpolate_slices(
                     image, model, factor, axis=axis, samples=samples, seed=seed

@@ -40,6 +40,7 @@ import numpy as np
 
 from medsr.errors import (
     CorruptInputError,
+    InputTooLargeError,
     InvalidHeaderError,
     InvalidParameterError,
     MedSRError,
@@ -277,6 +278,21 @@ def _check_data_length(img: Any, p: Path, shape: tuple[int, ...], dtype: np.dtyp
         )
 
 
+#: the most samples along one axis of a NIfTI-1 file (its dim[] is int16)
+NIFTI1_AXIS_MAX = 32767
+
+
+def check_nifti1_shape(shape: tuple[int, ...], name: str) -> None:
+    """Refuse, before any work, a NIfTI-1 output ``name`` of ``shape`` with an axis longer than
+    :data:`NIFTI1_AXIS_MAX` (nibabel raised its HeaderDataError, a traceback, at the write)."""
+    dims = [int(n) for n in shape]
+    if dims and max(dims) > NIFTI1_AXIS_MAX:
+        raise InputTooLargeError(
+            f"'{name}': the image is {' × '.join(map(str, dims))} samples; a NIfTI-1 axis holds "
+            f"at most {NIFTI1_AXIS_MAX:,} (write .npy, or a smaller factor)"
+        )
+
+
 #: what ``write_nifti``'s ``dtype`` accepts: the source's integer storage when it holds the
 #: values (``input``, default), or float32 always
 OUTPUT_DTYPES = ("input", "float32")
@@ -324,6 +340,8 @@ def write_nifti(
         if isinstance(image.meta.get("nifti_header"), nib.Nifti2Header)
         else nib.Nifti1Image
     )
+    if cls is nib.Nifti1Image:
+        check_nifti1_shape(image.array.shape, Path(path).name)
     header = cls.header_class()
     src = image.meta.get("nifti_header")
     if src is not None and isinstance(src, cls.header_class):

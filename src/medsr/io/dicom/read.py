@@ -19,6 +19,7 @@ from medsr.errors import (
     CorruptInputError,
     EmptyInputError,
     InputNotFoundError,
+    InputTooLargeError,
     InvalidHeaderError,
     InvalidParameterError,
     MedSRError,
@@ -58,7 +59,7 @@ from medsr.io.dicom.header import (
     series_key,
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
-from medsr.io.limits import check_pixel_count
+from medsr.io.limits import check_pixel_count, max_pixels
 from medsr.io.sniff import (
     DICOM_PREFIX_LENGTH,
     DICOM_SUFFIXES,
@@ -80,8 +81,66 @@ def _check_complete(ds: Dataset, name: str) -> None:
         )
 
 
+#: Deflated Explicit VR Little Endian: the whole data set after the file meta is one deflate stream
+DEFLATED_TRANSFER_SYNTAX = "1.2.840.10008.1.2.1.99"
+#: the most bytes a deflated data set may inflate to, beyond its pixels (4 bytes per value of
+#: :func:`medsr.io.limits.max_pixels`, enough for any sample of up to 32 bits): the other elements
+#: of an image object (header, icon, overlays) take far less
+_INFLATED_SLACK = 16 * 2**20
+
+
+def _inflated_size(path: Path, name: str) -> int | None:
+    """Bytes the data set of a Deflated-transfer-syntax file inflates to (``None``: another
+    transfer syntax, or a file meta that cannot be read, for ``dcmread`` to report).
+
+    pydicom inflates the whole data set in memory before it reads any element, so a 1 MB file
+    of deflated zeros held 2.1 GB before any size was checked (deflate expands up to 1032:1).
+    The stream is inflated here first, in 1 MiB pieces that are counted and dropped, and refused
+    with an :class:`~medsr.errors.InputTooLargeError` past what an image within the pixel
+    ceiling can hold (4 bytes per value + 16 MiB); a stream that ends early is a truncated file.
+    """
+    import zlib
+
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        with open(path, "rb") as fh:
+            read_preamble(fh, True)
+            meta = _read_file_meta_info(fh)
+            if str(meta.get("TransferSyntaxUID", "")) != DEFLATED_TRANSFER_SYNTAX:
+                return None
+            cap = 4 * max_pixels() + _INFLATED_SLACK
+            inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+            total = 0
+            while not inflater.eof:
+                chunk = inflater.unconsumed_tail or fh.read(2**20)
+                if not chunk:
+                    break
+                total += len(inflater.decompress(chunk, 2**20))
+                if total > cap:
+                    raise InputTooLargeError(
+                        f"'{name}' is a deflated DICOM whose data set inflates to more than "
+                        f"{cap:,} bytes, more than an image within the limit of "
+                        f"{max_pixels():,} values holds (set MEDSR_MAX_PIXELS to raise it)"
+                    )
+    except MedSRError:
+        raise
+    except BaseException as exc:
+        if is_fatal(exc):
+            raise
+        if isinstance(exc, zlib.error):
+            raise CorruptInputError(
+                f"truncated or corrupt DICOM: '{name}' holds a broken deflate stream ({_scrub(exc)})"
+            ) from None
+        return None  # not a file meta pydicom reads: dcmread says why
+    if not inflater.eof:
+        raise CorruptInputError(f"truncated DICOM: the deflated data set of '{name}' is cut short")
+    return total
+
+
 def _check_truncation(ds: Dataset, size: int, name: str) -> None:
-    """Raise CorruptInputError if the last element read claims bytes beyond the end of the file."""
+    """Raise CorruptInputError if the last element read claims bytes beyond the end of the file
+    (for a deflated file, ``size`` is that of the inflated data set, where the positions lie)."""
     tags = list(ds.keys())
     if not tags:
         raise CorruptInputError(
@@ -139,11 +198,13 @@ def _read_file(
                 "preamble and DICM signature every DICOM file starts with"
             )
         raise CorruptInputError(f"'{name}' is not a DICOM file (no DICM signature)")
+    inflated = _inflated_size(path, name)
     try:
         ds = pydicom.dcmread(
             os.fspath(path),  # a str: what pydicom re-opens for a deferred value
             force=not has_preamble,
-            defer_size=_DEFER_BYTES if defer_pixels else None,
+            # a deflated data set is inflated in memory: nothing on disk to defer to
+            defer_size=_DEFER_BYTES if defer_pixels and inflated is None else None,
         )
     except InvalidDicomError as exc:
         raise CorruptInputError(f"'{name}' is not a readable DICOM file ({_scrub(exc)})") from None
@@ -152,7 +213,7 @@ def _read_file(
             raise
         raise CorruptInputError(f"truncated or corrupt DICOM: '{name}' ({_scrub(exc)})") from None
     try:
-        _check_truncation(ds, size, name)
+        _check_truncation(ds, size if inflated is None else inflated, name)
         # touch every top-level element so that a malformed value fails here, not later (deferred
         # pixel data is checked when it is decoded)
         for tag in list(ds.keys()):
