@@ -661,3 +661,33 @@ def test_info_gives_a_tilted_stack_s_slice_spacing_between_its_planes(tmp_path):
     enhanced = info(save(ds, tmp_path / "enhanced.dcm"))
     assert enhanced["spacing_mm_zyx"][0] == pytest.approx(2.5)
     assert enhanced["z_axis"] == "4 slices, 2.5 mm apart (positions in the header)"
+
+
+def test_running_out_of_memory_is_one_error_line(tmp_path):
+    """An input within the pixel ceiling can need more memory than is free: a .nii declaring
+    1024×1024×600 int16 (sparse here, 1.2 GB; 2.4 GB once read as float32) read by a process
+    limited to 1.5 GB of address space. ``medsr info`` ended in a MemoryError traceback, exit
+    status 1; now one ``error:`` line that says what to do, exit status 2."""
+    import resource
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((1024, 1024, 600))
+    hdr.set_data_dtype(np.int16)
+    hdr.set_sform(np.eye(4), 1)
+    big = tmp_path / "big.nii"
+    with big.open("wb") as f:
+        f.write(hdr.binaryblock.ljust(352, b"\0"))
+        f.truncate(352 + 1024 * 1024 * 600 * 2)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+
+    res = subprocess.run(
+        [sys.executable, "-c", "from medsr.cli import main; main()", "info", str(big)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limited,
+    )  # fmt: skip
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("error: out of memory") and "MEDSR_MAX_PIXELS" in lines[0]

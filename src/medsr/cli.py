@@ -771,6 +771,19 @@ def main() -> None:
     except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except MemoryError:
+        # an input within the pixel ceiling can still need more memory than is free (a small
+        # .nii.gz declaring a large volume); outputs are written atomically, so nothing is
+        # left half-written
+        if _STATE["debug"]:
+            raise
+        typer.echo(
+            "error: out of memory: this input (or its output) needs more memory than is free "
+            "here; lower MEDSR_MAX_PIXELS to refuse such inputs before reading them, or use a "
+            "machine with more memory",
+            err=True,
+        )
+        sys.exit(2)
     except typer.TyperException as exc:  # typer's own click: a usage error
         _usage_error(exc)
     # typer.Exit(n) raised by a command: click returns its code outside standalone mode
