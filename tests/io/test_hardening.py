@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import struct
 import threading
 import tracemalloc
@@ -28,6 +29,7 @@ from medsr.errors import (
     InvalidHeaderError,
     MedSRError,
     MedSRWarning,
+    UnreadableInputError,
     UnsupportedTransferSyntaxError,
 )
 from medsr.image import MedImage
@@ -480,3 +482,13 @@ def test_summary_names_the_world_convention():
     ipp = np.array([float(v) for v in ds.ImagePositionPatient])
     half = (int(ds.Rows) - 1) / 2 * float(ds.PixelSpacing[0])
     np.testing.assert_allclose(lps, ipp + np.array([half, half, 0.0]), atol=1e-3)
+
+
+def test_a_pipe_or_a_device_is_not_read_as_an_empty_file(tmp_path):
+    """A FIFO or ``/dev/zero`` given as input was reported as "is empty (0 bytes)" (its size
+    is 0): now it is named for what it is, without reading from it (which could block)."""
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        with pytest.raises(UnreadableInputError, match="not a regular file"):
+            medsr.load_image(path)

@@ -75,6 +75,10 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
             raise InputNotFoundError(f"input '{p}' does not exist")
         if p.is_dir():
             return "dicom"
+        if not p.is_file():  # a FIFO, a device (/dev/zero), a socket: no size, maybe no end
+            raise UnreadableInputError(
+                f"input '{p.name}' is not a regular file (a pipe or a device): save it to a file first"
+            )
         size = p.stat().st_size
         if size == 0:
             raise EmptyInputError(f"input '{p.name}' is empty (0 bytes)")
