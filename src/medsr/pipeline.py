@@ -66,13 +66,17 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.errors import InvalidParameterError, MedSRWarning
 from medsr.image import MedImage, require_image
+from medsr.io.limits import (  # re-exported: every front end's output-size check
+    check_output_size,
+    output_kind,
+)
 from medsr.io.padding import (
     fill_no_data,
     mean_over_held,
@@ -1326,59 +1330,6 @@ def check_paths(
     if maps_dir is not None:
         check_output(maps_dir, overwrite, "folder")
     return target
-
-
-#: the most samples along one axis each output format stores (NIfTI-1's dim[] is int16; DICOM's
-#: Rows/Columns are US, its frame count is bounded by what a series folder holds in practice)
-AXIS_LIMIT = {"nifti": 32767, "dicom": 65535}
-
-
-def check_output_size(
-    image: MedImage, shape: tuple[int, int, int], target: str | os.PathLike[str] | None = None
-) -> None:
-    """Refuse, before any work, an output of ``shape`` (Z, Y, X) with more values than the reader's ceiling
-    (:func:`medsr.io.limits.max_pixels`, ``MEDSR_MAX_PIXELS``), or an axis longer than the
-    ``target``'s format stores (:data:`AXIS_LIMIT`): a through-plane target spacing of 1e-6 mm
-    asked the allocator for 1.6 TB, one of 1e-4 mm computed 16 GB and then failed to write a
-    NIfTI of 480,000 slices, each a traceback."""
-    from medsr.errors import InputTooLargeError
-    from medsr.io import format_for_output
-    from medsr.io.limits import max_pixels
-
-    dims = [int(n) for n in shape]
-    text = " × ".join(map(str, dims))
-    count = image.num_channels * int(np.prod(dims, dtype=np.float64))
-    ceiling = max_pixels()
-    advice = "a smaller factor or a larger target spacing"
-    if count > ceiling:
-        raise InputTooLargeError(
-            f"the output would hold {count:,} values ({text}), more than the limit of "
-            f"{ceiling:,} ({advice}; MEDSR_MAX_PIXELS raises the limit)"
-        )
-    fmt = (
-        format_for_output(target) if target is not None and output_kind(target) == "file" else None
-    )
-    limit = AXIS_LIMIT.get(fmt or ("dicom" if target is not None else ""))
-    if limit is not None and max(dims) > limit:
-        label = {"nifti": "NIfTI-1"}.get(fmt or "", "DICOM")
-        raise InputTooLargeError(
-            f"the output would be {text} samples; a {label} axis holds at most {limit:,} ({advice})"
-        )
-
-
-def output_kind(target: str | os.PathLike[str]) -> Literal["file", "series"]:
-    """Whether :func:`output_path_for`'s ``target`` is one file or a DICOM series folder (a path
-    whose suffix names no format medsr writes, or none: :func:`medsr.io.dicom.write_dicom`)."""
-    from medsr.errors import UnsupportedFormatError
-    from medsr.io import format_for_output
-
-    out = Path(target)
-    try:
-        fmt = format_for_output(out)
-    except UnsupportedFormatError:
-        fmt = None
-    single = out.suffix.lower() in (".dcm", ".dicom")
-    return "series" if fmt in (None, "dicom") and not single else "file"
 
 
 def writer_options(target: str | os.PathLike[str], output_dtype: str | None) -> dict[str, Any]:

@@ -576,9 +576,11 @@ def test_cli_says_the_slice_spacing_of_a_tilted_stack_between_its_planes(tmp_pat
     assert written == {1.25}
 
 
-def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path):
+def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path, monkeypatch):
     """16,400 slices ×2: 32,800 is more than a NIfTI-1 axis holds; the interpolation ran, then
-    nibabel's HeaderDataError ended the command as a traceback."""
+    nibabel's HeaderDataError ended the command as a traceback. An output past the pixel
+    ceiling (``MEDSR_MAX_PIXELS``) was computed in full: both are refused before the work, by
+    the check medsr upscale makes (:func:`medsr.io.limits.check_output_size`)."""
     import nibabel as nib
     from typer.testing import CliRunner
 
@@ -593,9 +595,17 @@ def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path):
     res = CliRunner().invoke(cli_app(register), ["interpolate", str(src), str(out), "-m", "linear"])
     assert res.exit_code == 2, res.output
     assert (
-        "error: 'out.nii': the image is 32800 × 2 × 2 samples; a NIfTI-1 axis holds at most 32,767"
+        "error: the output would be 32800 × 2 × 2 samples; a NIfTI-1 axis holds at most 32,767"
         in res.output
     )
+    assert not out.exists()
+    small = tmp_path / "small.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 300), np.int16), np.eye(4)), small)
+    monkeypatch.setenv("MEDSR_MAX_PIXELS", "2000")  # the input's 1,200 values pass; 2,400 do not
+    res = CliRunner().invoke(
+        cli_app(register), ["interpolate", str(small), str(out), "-m", "linear"]
+    )
+    assert res.exit_code == 2 and "error: the output would hold 2,400 values" in res.output
     assert not out.exists()
     image = MedImage(np.zeros((32768, 1, 1), np.float32), spacing=(1.0, 1.0, 1.0))
     with pytest.raises(InputTooLargeError, match="NIfTI-1 axis"):  # the writer's own check

@@ -161,7 +161,7 @@ def read_item(
     """Checksum the input; an up-to-date item is skipped, otherwise its image is read (by
     ``reader``, in a child process under a time limit, when given). With ``scale``, an image
     whose output would be past the pixel ceiling or its format's axis limit fails here
-    (:func:`medsr.pipeline.check_output_size`), before a forward pass shared across items
+    (:func:`medsr.io.limits.check_output_size`), before a forward pass shared across items
     allocates it."""
     t0 = time.perf_counter()
     sha = None
@@ -180,7 +180,7 @@ def read_item(
             )  # fmt: skip
         image = load_item(item, reader)
         if scale is not None:
-            from medsr.pipeline import check_output_size
+            from medsr.io.limits import check_output_size
 
             nz, ny, nx = image.spatial_shape
             check_output_size(image, (nz, ny * scale, nx * scale), item.output)

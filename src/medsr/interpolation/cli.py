@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
                 interpolate_slices,
                 interpolation_uncertainty,
             )
-            from medsr.io import format_for_output, load_image, save_image
+            from medsr.io import load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
             from medsr.io.sidecar import check_sidecar
 
@@ -90,14 +90,16 @@ def register(app: typer.Typer) -> None:
             if maps is not None:
                 check_output(maps, overwrite, "folder")
             image = load_image(input)
-            if format_for_output(output) == "nifti" and not image.channels:
-                # the output's slice count, refused now rather than after the interpolation
-                from medsr.interpolation.core import axis_index
-                from medsr.io.nifti import check_nifti1_shape
+            # the output's size (the pixel ceiling, the format's axis limit) refused now, not
+            # after the interpolation, as medsr upscale does
+            from medsr.interpolation.core import axis_index
+            from medsr.io.limits import check_output_size
+            from medsr.slice_grid import factor_slices
 
-                out_shape = list(image.spatial_shape)
-                out_shape[axis_index(axis)] *= factor
-                check_nifti1_shape(tuple(out_shape), output.name)
+            shape = list(image.spatial_shape)
+            a = axis_index(axis)
+            shape[a] = factor_slices(shape[a], factor)
+            check_output_size(image, (shape[0], shape[1], shape[2]), output)
             if maps is None:
                 result = interpolate_slices(
                     image, model, factor, axis=axis, samples=samples, seed=seed
