@@ -58,6 +58,12 @@ from medsr.io.dicom.header import (
     series_key,
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
+from medsr.io.dicom.stacks import (
+    choose_stack,
+    drop_duplicate_instances,
+    split_choice,
+    split_stacks,
+)
 from medsr.io.limits import check_pixel_count
 from medsr.io.sniff import (
     DICOM_PREFIX_LENGTH,
@@ -180,7 +186,9 @@ def read_dicom(
     Args:
         path: a DICOM file, or a folder holding one series (searched recursively).
         series_uid: choose one series when the folder holds several: the full Series Instance
-            UID or the short key printed in the error message (:func:`series_key`).
+            UID or the short key printed in the error message (:func:`series_key`); ``KEY:N``
+            (or ``:N``) chooses the N-th stack of a series that holds several (a localizer,
+            echoes, time points: :mod:`medsr.io.dicom.stacks`), as the message numbers them.
         luminance: convert colour to one grayscale channel (ITU-R BT.601 luma).
         frame: read only this 0-based frame of a multi-frame file (or slice of a sorted series).
 
@@ -632,7 +640,11 @@ def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -
         return
     datasets = image.meta.get("datasets") or []
     uid = str(datasets[0].get("SeriesInstanceUID", "")) if datasets else ""
-    wanted = str(series_uid).strip()
+    wanted, stack = split_choice(series_uid)
+    if stack is not None and stack != 1:
+        raise SeriesMismatchError(f"'{path.name}' is one stack: there is no stack {stack}")
+    if wanted is None:
+        return
     if not uid or not (uid == wanted or series_key(uid).startswith(wanted.lower())):
         found = f"series {series_key(uid)}" if uid else "no Series Instance UID"
         raise SeriesMismatchError(f"series '{wanted}' is not in '{path.name}'; it holds {found}")
@@ -723,10 +735,15 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
             )
         raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
     groups = _by_series(images)
-    uid = _choose_series(groups, series_uid, folder)
-    members = groups[uid]
+    wanted_uid, wanted_stack = split_choice(series_uid)
+    uid = _choose_series(groups, wanted_uid, folder)
+    members = drop_duplicate_instances(groups[uid], folder.name)
+    members, left_out = choose_stack(split_stacks(members), wanted_stack, uid, folder.name)
     if len(members) == 1:
-        return _read_single(members[0][0], frame)
+        image = _read_single(members[0][0], frame)
+        if left_out:
+            image.meta["header_warnings"] = [*image.meta["header_warnings"], left_out]
+        return image
     multi = [f for f, ds in members if check_pixel_module(ds, f.name, with_data=False) > 1]
     if multi:
         raise SeriesMismatchError(
@@ -744,7 +761,7 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     sy, sx, spacing_src = _inplane_spacing(ref)
     planes = [_plane(ds) for _, ds in members]
     gap = _slice_gap(ref)
-    header_notes = warn_bad_thickness(ref)
+    header_notes = warn_bad_thickness(ref) + ([left_out] if left_out else [])
     iops = [pl[0] for pl in planes]
     ipps = [pl[1] for pl in planes]
     if all(p is None for p in ipps):
