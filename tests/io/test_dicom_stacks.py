@@ -133,3 +133,52 @@ def test_an_instance_exported_twice_is_read_once(ct_template, tmp_path):
     write_series(folder, [changed], ["again/s1-copy.dcm"])
     with pytest.raises(SeriesMismatchError, match=r"'s1-copy\.dcm' and 's1\.dcm' are the same"):
         read_dicom(folder)
+
+
+def _unpositioned(template, uid, locations, numbers):
+    """Slices at z = ``locations`` without Image Position (Patient); SliceLocation and
+    InstanceNumber only where given (None: absent)."""
+    out = _stack(template, uid, len(locations))
+    for ds, z, number in zip(out, locations, numbers, strict=True):
+        del ds.ImagePositionPatient
+        if z is None:
+            del ds.SliceLocation
+        else:
+            ds.SliceLocation = f"{z:g}"
+            ds.PixelData = np.full((16, 16), 10 * z).astype("<i2").tobytes()
+        if number is None:
+            del ds.InstanceNumber
+        else:
+            ds.InstanceNumber = number
+    return out
+
+
+def test_slices_without_positions_are_ordered_by_what_the_header_says(ct_template, tmp_path):
+    """Slices without Image Position (Patient) were stacked by InstanceNumber, and without
+    one in file-name order: shuffled file names gave a volume in the wrong order, without a
+    word, 5 mm apart (CT_small's SliceThickness) where SliceLocation said 2.5 mm. They are
+    ordered by SliceLocation (spacing measured, even), else by InstanceNumber (the stated
+    spacing, said to be unmeasured), with a warning; with neither it is an error."""
+    names = ["d.dcm", "a.dcm", "e.dcm", "b.dcm", "c.dcm"]
+    z = [0.0, 2.5, 5.0, 7.5, 10.0]
+    by_location = _unpositioned(ct_template, generate_uid(), z, [None] * 5)
+    folder = write_series(tmp_path / "loc", by_location, names)
+    with pytest.warns(MedSRWarning, match=r"stacked by SliceLocation, 2\.5 mm apart \(measured\)"):
+        image = read_dicom(folder)
+    np.testing.assert_array_equal(image.array[:, 0, 0], np.array(z) * 10 - 1024)
+    assert image.spacing[0] == pytest.approx(2.5)
+
+    by_number = _unpositioned(ct_template, generate_uid(), [None] * 5, [5, 4, 3, 2, 1])
+    for ds, level in zip(by_number, z, strict=True):
+        ds.PixelData = np.full((16, 16), 10 * level).astype("<i2").tobytes()
+    folder = write_series(tmp_path / "num", by_number, names)
+    with pytest.warns(MedSRWarning, match=r"by InstanceNumber, 5 mm apart \(SpacingBetween"):
+        image = read_dicom(folder)
+    np.testing.assert_array_equal(image.array[:, 0, 0], np.array(z[::-1]) * 10 - 1024)
+
+    unknown = _unpositioned(ct_template, generate_uid(), [None] * 3, [None] * 3)
+    with pytest.raises(SeriesMismatchError, match="their order in the volume is unknown"):
+        read_dicom(write_series(tmp_path / "none", unknown))
+    gapped = _unpositioned(ct_template, generate_uid(), [0.0, 2.5, 7.5], [None] * 3)
+    with pytest.raises(SeriesMismatchError, match=r"not uniform \(SliceLocation steps"):
+        read_dicom(write_series(tmp_path / "gap", gapped))

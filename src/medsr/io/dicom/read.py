@@ -36,6 +36,7 @@ from medsr.io.dicom.geometry import (
     _same,
     _slice_gap,
     _stack_geometry,
+    _thickness_values,
     frame_axis,
     warn_bad_thickness,
 )
@@ -725,6 +726,56 @@ def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
             fail("slice orientation (ImageOrientationPatient)", _fmt(iop_a), _fmt(iop_b), path)
 
 
+def _order_without_positions(
+    members: list[tuple[Path, Dataset]], stated_gap: float, folder: str
+) -> tuple[list[int], float, str]:
+    """The order and slice spacing of slices without Image Position (Patient), and the note
+    (warned as :class:`MedSRWarning`) saying how they were found.
+
+    By Slice Location (a position along the normal: the spacing is measured and must be even),
+    else by Instance Number (the spacing is the header's statement: SpacingBetweenSlices,
+    SliceThickness, or 1 mm). Neither, or repeated values: the order of the slices is unknown
+    and they were stacked in file-name order, a volume in the wrong order without a word:
+    :class:`SeriesMismatchError`."""
+    n = len(members)
+    locations = [_first_float(ds.get("SliceLocation")) for _, ds in members]
+    numbers = [_first_float(ds.get("InstanceNumber")) for _, ds in members]
+    if all(v is not None for v in locations):
+        loc = np.array(locations, dtype=float)
+        order = [int(i) for i in np.argsort(loc, kind="stable")]
+        gaps = np.diff(loc[order])
+        if np.min(gaps) < 1e-3:
+            raise SeriesMismatchError(
+                "the slices have no position (ImagePositionPatient) and two or more share one "
+                f"SliceLocation ({loc[order][int(np.argmin(gaps))]:g} mm): "
+                "several echoes, phases or time points, or copies, in one series?"
+            )
+        dz = float(np.mean(gaps))
+        if np.max(np.abs(gaps - dz)) > max(0.02 * dz, 0.01):
+            raise SeriesMismatchError(
+                "the gaps between slices are not uniform (SliceLocation steps from "
+                f"{gaps.min():.3f} to {gaps.max():.3f} mm; missing or overlapping slices?): "
+                "medsr needs an evenly spaced volume"
+            )
+        how, gap = f"by SliceLocation, {dz:g} mm apart (measured)", dz
+    elif all(v is not None for v in numbers) and len(set(numbers)) == n:
+        order = sorted(range(n), key=lambda i: float(numbers[i] or 0.0))
+        source = next(
+            (k for k, v in _thickness_values(members[0][1]) if v is not None and v == stated_gap),
+            None,
+        )
+        said = f"{source}, not measured" if source else "assumed: the header states no spacing"
+        how, gap = f"by InstanceNumber, {stated_gap:g} mm apart ({said})", stated_gap
+    else:
+        raise SeriesMismatchError(
+            "the slices have no position (ImagePositionPatient), no SliceLocation and no "
+            "distinct InstanceNumber each: their order in the volume is unknown"
+        )
+    note = f"'{folder}': the slices have no position (ImagePositionPatient): stacked {how}"
+    warnings.warn(note, MedSRWarning, stacklevel=4)
+    return order, gap, note
+
+
 def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> MedImage:
     images, skipped = _collect(folder)
     if not images:
@@ -765,12 +816,8 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     iops = [pl[0] for pl in planes]
     ipps = [pl[1] for pl in planes]
     if all(p is None for p in ipps):
-        # no positions: keep the acquisition order
-        def inst(ds: Dataset) -> float:
-            v = _first_float(ds.get("InstanceNumber"))
-            return v if v is not None else 0.0
-
-        by_number = sorted(range(len(members)), key=lambda i: inst(members[i][1]))
+        by_number, gap, note = _order_without_positions(members, gap, folder.name)
+        header_notes.append(note)
         members = [members[i] for i in by_number]
         iops = [iops[i] for i in by_number]
         ipps = [ipps[i] for i in by_number]
