@@ -84,7 +84,11 @@ def info(
         ),
     ],
     series: Annotated[
-        str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")
+        str | None,
+        typer.Option(
+            "--series",
+            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series.",
+        ),
     ] = None,
     as_json: Annotated[
         bool,
@@ -168,7 +172,11 @@ def upscale(
     ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     series: Annotated[
-        str | None, typer.Option("--series", help="SeriesInstanceUID to pick in a mixed folder.")
+        str | None,
+        typer.Option(
+            "--series",
+            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series.",
+        ),
     ] = None,
     luminance: Annotated[
         bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")

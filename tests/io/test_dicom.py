@@ -482,11 +482,21 @@ def test_mixed_series_needs_a_choice(ct_template, tmp_path):
         read_dicom(folder, series_uid="ffffffff")
 
 
-def test_mixed_orientation_is_rejected(ct_template, tmp_path):
-    slices = _ct_series(ct_template, n=3)
+def test_mixed_orientation_reads_the_main_stack(ct_template, tmp_path):
+    """One image of another orientation is left out with a warning (it was an error: see
+    tests/io/test_dicom_stacks.py); two stacks as large as each other are a choice."""
+    from medsr.errors import MedSRWarning
+
+    slices = _ct_series(ct_template, n=3, gap=5.0)
     slices[1].ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    with pytest.raises(SeriesMismatchError, match="orientation"):
-        read_dicom(write_series(tmp_path / "o", slices))
+    with pytest.warns(MedSRWarning, match="1 image.* of another orientation or size"):
+        img = read_dicom(write_series(tmp_path / "o", slices))
+    np.testing.assert_array_equal(img.array[:, 0, 0], -1024 + 100 * np.array([0, 2]))
+    slices = _ct_series(ct_template, n=4)
+    for ds in slices[2:]:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    with pytest.raises(SeriesMismatchError, match="2 stacks"):
+        read_dicom(write_series(tmp_path / "o2", slices))
 
 
 def test_mixed_pixel_spacing_is_rejected(ct_template, tmp_path):
@@ -496,7 +506,7 @@ def test_mixed_pixel_spacing_is_rejected(ct_template, tmp_path):
         read_dicom(write_series(tmp_path / "p", slices))
 
 
-def test_mixed_size_is_rejected(ct_template, tmp_path):
+def test_mixed_size_reads_the_main_stack(ct_template, tmp_path):
     slices = _ct_series(ct_template, n=2)
     slices.append(
         make_ct_slice(
@@ -507,8 +517,9 @@ def test_mixed_size_is_rejected(ct_template, tmp_path):
             instance=3,
         )
     )
-    with pytest.raises(SeriesMismatchError, match="size"):
-        read_dicom(write_series(tmp_path / "r", slices))
+    with pytest.warns(match="another orientation or size"):  # left out (it was an error)
+        img = read_dicom(write_series(tmp_path / "r", slices))
+    assert img.spatial_shape == (2, 16, 16)
 
 
 def test_uneven_gaps_and_duplicates_are_rejected(ct_template, tmp_path):

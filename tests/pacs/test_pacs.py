@@ -360,17 +360,13 @@ def test_non_image_series_gives_clear_error(orthanc, ct_mr_study):
 
 
 def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
-    """A series whose instances differ in size: the error named the work folder's files
-    ("128×128 in '000001.dcm' vs 64×64 in '000003.dcm'") and no series; upscaling the whole
-    study stopped there (a study often holds such a series) instead of skipping it."""
-    good = ct_series(1)
+    """A series whose instances differ in pixel spacing: the error named the work folder's
+    files ("0.66 mm in '000001.dcm' vs 0.33 mm in '000003.dcm'") and no series; upscaling the
+    whole study stopped there (a study often holds such a series) instead of skipping it.
+    (An instance of another size in a larger series is now left out as a localizer would be,
+    with a warning, and the series read: the odd one out here has another pixel spacing.)"""
+    good, mixed, small = _mixed_study()
     study = str(good[0].StudyInstanceUID)
-    mixed = ct_series(2, study=study)
-    small = mr_series(study)[0]  # 64x64, moved into the CT series of the same patient
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-               "StudyTime", "StudyID", "AccessionNumber"):  # fmt: skip
-        setattr(small, kw, good[0].get(kw, ""))
-    small.SeriesInstanceUID, small.Modality = mixed[0].SeriesInstanceUID, "CT"
     store(orthanc, good + mixed + [small])
     uid = str(small.SeriesInstanceUID)
     code, _, err = invoke(
@@ -382,7 +378,7 @@ def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
     )
     # the instance by its key and number (its UID would land in logs)
     small_key = series_key(str(small.SOPInstanceUID))
-    assert f"64×64 in instance {small_key} (number 1)" in err and ".dcm'" not in err, err
+    assert f"0.33\\0.33 mm in instance {small_key} (number 3)" in err and ".dcm'" not in err, err
     assert uid not in err and str(small.SOPInstanceUID) not in err, err
     results = upscale_series(orthanc.url, study, model="bicubic", **orthanc.auth)
     status = {r.source_series_uid: r.status for r in results}
@@ -390,17 +386,15 @@ def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
 
 
 def _mixed_study() -> tuple[list, list, object]:
-    """A study of a 1-slice CT series and a CT series whose 3rd instance is 64×64 (not one
-    volume: it cannot be upscaled), all of the same patient."""
+    """A study of a 1-slice CT series and a CT series whose 3rd instance has another pixel
+    spacing (not one volume: it cannot be upscaled), all of the same patient. (It was a 64×64
+    MR instance moved into the series: one image of another size is now left out, with a
+    warning, as a localizer exported with its series is.)"""
     good = ct_series(1)
     study = str(good[0].StudyInstanceUID)
-    mixed = ct_series(2, study=study)
-    small = mr_series(study)[0]  # 64x64, moved into the CT series of the same patient
-    for kw in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
-               "StudyTime", "StudyID", "AccessionNumber"):  # fmt: skip
-        setattr(small, kw, good[0].get(kw, ""))
-    small.SeriesInstanceUID, small.Modality = mixed[0].SeriesInstanceUID, "CT"
-    small.InstanceNumber = 3
+    mixed = ct_series(3, study=study)
+    small = mixed.pop()
+    small.PixelSpacing = ["0.33", "0.33"]
     return good, mixed, small
 
 
@@ -442,7 +436,9 @@ def test_progress_and_watch_lines_name_source_uids_by_key_only(orthanc, tmp_path
         f"exists {derived} (1 instance, CT, bicubic x2) derived from series {series_key(ok)}" in out
     )
     assert f"failed series {series_key(bad)}: series {series_key(bad)} cannot be upscaled" in out
-    assert f"64×64 in instance {series_key(str(small.SOPInstanceUID))} (number 3)" in out, out
+    assert f"0.33\\0.33 mm in instance {series_key(str(small.SOPInstanceUID))} (number 3)" in out, (
+        out
+    )
     assert not [u for u in raw | patient if u in out + err], (out, err)
     # the state file is private (not a log): it keeps the UIDs a later run looks up
     assert ok in state.read_text() and bad in state.read_text()

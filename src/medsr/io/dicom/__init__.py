@@ -3,7 +3,9 @@
 
 Reading (:func:`read_dicom`) accepts one file (single- or multi-frame) or a folder holding one
 series (files found recursively; non-DICOM files such as ``DICOMDIR`` or a readme are skipped).
-Slices are sorted along the slice normal, checked for a consistent grid (orientation, size,
+A copy of an instance already read is left out; a series holding several stacks (a localizer
+under the series' UID, echoes, time points) is read by its main stack when the others are
+clearly not it, else only by choice (``KEY:N``; see :mod:`medsr.io.dicom.stacks`). Slices are sorted along the slice normal, checked for a consistent grid (orientation, size,
 pixel spacing, even gaps) and stacked into a :class:`~medsr.image.MedImage`:
 
 * pixels are decoded by pydicom (+ pylibjpeg plugins for JPEG, JPEG-LS, JPEG 2000, RLE); the

@@ -37,6 +37,7 @@ from medsr.io.dicom.geometry import (
     _same,
     _slice_gap,
     _stack_geometry,
+    _thickness_values,
     frame_axis,
     warn_bad_thickness,
 )
@@ -59,6 +60,12 @@ from medsr.io.dicom.header import (
     series_key,
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
+from medsr.io.dicom.stacks import (
+    choose_stack,
+    drop_duplicate_instances,
+    split_choice,
+    split_stacks,
+)
 from medsr.io.limits import check_pixel_count, max_pixels
 from medsr.io.sniff import (
     DICOM_PREFIX_LENGTH,
@@ -241,7 +248,9 @@ def read_dicom(
     Args:
         path: a DICOM file, or a folder holding one series (searched recursively).
         series_uid: choose one series when the folder holds several: the full Series Instance
-            UID or the short key printed in the error message (:func:`series_key`).
+            UID or the short key printed in the error message (:func:`series_key`); ``KEY:N``
+            (or ``:N``) chooses the N-th stack of a series that holds several (a localizer,
+            echoes, time points: :mod:`medsr.io.dicom.stacks`), as the message numbers them.
         luminance: convert colour to one grayscale channel (ITU-R BT.601 luma).
         frame: read only this 0-based frame of a multi-frame file (or slice of a sorted series).
 
@@ -693,7 +702,11 @@ def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -
         return
     datasets = image.meta.get("datasets") or []
     uid = str(datasets[0].get("SeriesInstanceUID", "")) if datasets else ""
-    wanted = str(series_uid).strip()
+    wanted, stack = split_choice(series_uid)
+    if stack is not None and stack != 1:
+        raise SeriesMismatchError(f"'{path.name}' is one stack: there is no stack {stack}")
+    if wanted is None:
+        return
     if not uid or not (uid == wanted or series_key(uid).startswith(wanted.lower())):
         found = f"series {series_key(uid)}" if uid else "no Series Instance UID"
         raise SeriesMismatchError(f"series '{wanted}' is not in '{path.name}'; it holds {found}")
@@ -774,6 +787,56 @@ def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
             fail("slice orientation (ImageOrientationPatient)", _fmt(iop_a), _fmt(iop_b), path)
 
 
+def _order_without_positions(
+    members: list[tuple[Path, Dataset]], stated_gap: float, folder: str
+) -> tuple[list[int], float, str]:
+    """The order and slice spacing of slices without Image Position (Patient), and the note
+    (warned as :class:`MedSRWarning`) saying how they were found.
+
+    By Slice Location (a position along the normal: the spacing is measured and must be even),
+    else by Instance Number (the spacing is the header's statement: SpacingBetweenSlices,
+    SliceThickness, or 1 mm). Neither, or repeated values: the order of the slices is unknown
+    and they were stacked in file-name order, a volume in the wrong order without a word:
+    :class:`SeriesMismatchError`."""
+    n = len(members)
+    locations = [_first_float(ds.get("SliceLocation")) for _, ds in members]
+    numbers = [_first_float(ds.get("InstanceNumber")) for _, ds in members]
+    if all(v is not None for v in locations):
+        loc = np.array(locations, dtype=float)
+        order = [int(i) for i in np.argsort(loc, kind="stable")]
+        gaps = np.diff(loc[order])
+        if np.min(gaps) < 1e-3:
+            raise SeriesMismatchError(
+                "the slices have no position (ImagePositionPatient) and two or more share one "
+                f"SliceLocation ({loc[order][int(np.argmin(gaps))]:g} mm): "
+                "several echoes, phases or time points, or copies, in one series?"
+            )
+        dz = float(np.mean(gaps))
+        if np.max(np.abs(gaps - dz)) > max(0.02 * dz, 0.01):
+            raise SeriesMismatchError(
+                "the gaps between slices are not uniform (SliceLocation steps from "
+                f"{gaps.min():.3f} to {gaps.max():.3f} mm; missing or overlapping slices?): "
+                "medsr needs an evenly spaced volume"
+            )
+        how, gap = f"by SliceLocation, {dz:g} mm apart (measured)", dz
+    elif all(v is not None for v in numbers) and len(set(numbers)) == n:
+        order = sorted(range(n), key=lambda i: float(numbers[i] or 0.0))
+        source = next(
+            (k for k, v in _thickness_values(members[0][1]) if v is not None and v == stated_gap),
+            None,
+        )
+        said = f"{source}, not measured" if source else "assumed: the header states no spacing"
+        how, gap = f"by InstanceNumber, {stated_gap:g} mm apart ({said})", stated_gap
+    else:
+        raise SeriesMismatchError(
+            "the slices have no position (ImagePositionPatient), no SliceLocation and no "
+            "distinct InstanceNumber each: their order in the volume is unknown"
+        )
+    note = f"'{folder}': the slices have no position (ImagePositionPatient): stacked {how}"
+    warnings.warn(note, MedSRWarning, stacklevel=4)
+    return order, gap, note
+
+
 def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> MedImage:
     images, skipped = _collect(folder)
     if not images:
@@ -784,10 +847,15 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
             )
         raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
     groups = _by_series(images)
-    uid = _choose_series(groups, series_uid, folder)
-    members = groups[uid]
+    wanted_uid, wanted_stack = split_choice(series_uid)
+    uid = _choose_series(groups, wanted_uid, folder)
+    members = drop_duplicate_instances(groups[uid], folder.name)
+    members, left_out = choose_stack(split_stacks(members), wanted_stack, uid, folder.name)
     if len(members) == 1:
-        return _read_single(members[0][0], frame)
+        image = _read_single(members[0][0], frame)
+        if left_out:
+            image.meta["header_warnings"] = [*image.meta["header_warnings"], left_out]
+        return image
     multi = [f for f, ds in members if check_pixel_module(ds, f.name, with_data=False) > 1]
     if multi:
         raise SeriesMismatchError(
@@ -805,16 +873,12 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     sy, sx, spacing_src = _inplane_spacing(ref)
     planes = [_plane(ds) for _, ds in members]
     gap = _slice_gap(ref)
-    header_notes = warn_bad_thickness(ref)
+    header_notes = warn_bad_thickness(ref) + ([left_out] if left_out else [])
     iops = [pl[0] for pl in planes]
     ipps = [pl[1] for pl in planes]
     if all(p is None for p in ipps):
-        # no positions: keep the acquisition order
-        def inst(ds: Dataset) -> float:
-            v = _first_float(ds.get("InstanceNumber"))
-            return v if v is not None else 0.0
-
-        by_number = sorted(range(len(members)), key=lambda i: inst(members[i][1]))
+        by_number, gap, note = _order_without_positions(members, gap, folder.name)
+        header_notes.append(note)
         members = [members[i] for i in by_number]
         iops = [iops[i] for i in by_number]
         ipps = [ipps[i] for i in by_number]

@@ -1,0 +1,184 @@
+"""Series folders as PACS exports present them (medsr.io.dicom.stacks): a localizer sharing the
+series' UID, echoes and time points at the same positions, the same instance exported twice."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+from pydicom.uid import generate_uid
+
+from medsr.errors import MedSRWarning, SeriesMismatchError
+from medsr.io.dicom import read_dicom, series_key
+from tests.io.conftest import make_ct_slice, write_series
+
+AXIAL = (1, 0, 0, 0, 1, 0)
+CORONAL = (1, 0, 0, 0, 0, -1)
+
+
+def _stack(template, uid, n, *, level=0, iop=AXIAL, shape=(16, 16), first=1, **attrs):
+    """n slices 2.5 mm apart along the normal of ``iop``; slice k holds level + 100·k."""
+    normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+    base = np.add.outer(np.arange(shape[0]), np.arange(shape[1])).astype(np.int16)
+    out = []
+    for k in range(n):
+        ds = make_ct_slice(
+            template,
+            pixels=base + level + 100 * k,
+            ipp=tuple(2.5 * k * normal),
+            iop=iop,
+            series_uid=uid,
+            instance=first + k,
+        )
+        for key, value in attrs.items():
+            setattr(ds, key, value)
+        out.append(ds)
+    return out
+
+
+def test_a_localizer_in_the_series_is_left_out_with_a_warning(ct_template, tmp_path):
+    """A scout exported under the series' own UID (another orientation and size) made the whole
+    folder fail ("differ in image size" / "in slice orientation"): the user had to find and
+    delete its files. The main stack is read; the localizer is left out with one warning that
+    says how many and why, and ``KEY:2`` reads it instead."""
+    uid = generate_uid()
+    main = _stack(ct_template, uid, 4)
+    scout = _stack(ct_template, uid, 2, level=3000, iop=CORONAL, shape=(24, 20), first=90)
+    folder = write_series(
+        tmp_path / "export",
+        scout + main,
+        ["a.dcm", "b.dcm"] + [f"img{k}.dcm" for k in (3, 1, 0, 2)],
+    )
+    key = series_key(uid)
+    with pytest.warns(MedSRWarning) as caught:
+        image = read_dicom(folder)
+    [note] = [str(w.message) for w in caught if "localizer" in str(w.message)]
+    assert "2 image(s) of another orientation or size" in note and "coronal 24×20" in note
+    assert f"--series {key}:2" in note
+    assert image.spatial_shape == (4, 16, 16)
+    np.testing.assert_array_equal(image.array[:, 0, 0], -1024 + 100 * np.arange(4))
+    assert note in image.meta["header_warnings"]
+    assert len(image.meta["datasets"]) == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedSRWarning)
+        scout_image = read_dicom(folder, series_uid=f"{key}:2")
+        assert read_dicom(folder, series_uid=f"{key}:1").spatial_shape == (4, 16, 16)
+    assert scout_image.spatial_shape == (2, 24, 20)
+    assert scout_image.array.min() >= 3000 - 1024
+    with pytest.raises(SeriesMismatchError, match=f"no stack 3: it holds {key}:1 "):
+        read_dicom(folder, series_uid=f"{key}:3")
+    assert read_dicom(folder / "img0.dcm", series_uid=f"{key}:1").spatial_shape == (1, 16, 16)
+    with pytest.raises(SeriesMismatchError, match="one stack: there is no stack 2"):
+        read_dicom(folder / "img0.dcm", series_uid=f"{key}:2")
+
+
+@pytest.mark.parametrize(
+    "attrs, label",
+    [
+        ({"EchoNumbers": [1, 2]}, "echo"),
+        ({"TemporalPositionIdentifier": [1, 2]}, "time point"),
+        ({"AcquisitionNumber": [1, 2]}, "acquisition"),
+    ],
+)
+def test_echoes_and_time_points_are_a_choice(ct_template, tmp_path, attrs, label):
+    """Two echoes (or time points, or acquisitions of a dynamic series that numbers only them)
+    at the same positions were refused as "3 or more slices share the same position": the
+    message named neither the volumes nor a way to read one. They are listed, each read with
+    ``KEY:N``; never one picked on its own."""
+    uid = generate_uid()
+    ((key_name, values),) = attrs.items()
+    first = _stack(ct_template, uid, 3, **{key_name: values[0]})
+    second = _stack(ct_template, uid, 3, level=1000, **{key_name: values[1]})
+    folder = write_series(tmp_path / label, first + second)
+    key = series_key(uid)
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    msg = str(err.value)
+    assert f"{key}:1 (3 images, axial 16×16, {label} 1)" in msg
+    assert f"{key}:2 (3 images, axial 16×16, {label} 2)" in msg
+    assert f"--series {key}:N" in msg
+    image = read_dicom(folder, series_uid=f"{key}:2")
+    np.testing.assert_array_equal(image.array[:, 0, 0], 1000 - 1024 + 100 * np.arange(3))
+
+
+def test_acquisition_numbers_within_one_volume_do_not_split_it(ct_template, tmp_path):
+    """Axial CT numbers each rotation's slices as one acquisition: positions that do not repeat
+    stay one volume whatever the AcquisitionNumber."""
+    uid = generate_uid()
+    slices = _stack(ct_template, uid, 4)
+    for k, ds in enumerate(slices):
+        ds.AcquisitionNumber = 1 + k // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedSRWarning)
+        image = read_dicom(write_series(tmp_path / "ct", slices))
+    assert image.spatial_shape == (4, 16, 16)
+
+
+def test_an_instance_exported_twice_is_read_once(ct_template, tmp_path):
+    """The same file in the folder and in a sub-folder was two slices at one position ("the
+    series may hold several echoes…"). A copy (same SOP Instance UID, same pixels) is left out
+    with a warning naming it; one with other pixels is an error naming both files."""
+    uid = generate_uid()
+    slices = _stack(ct_template, uid, 3)
+    names = ["s0.dcm", "s1.dcm", "s2.dcm", "again/s1-copy.dcm"]
+    folder = write_series(tmp_path / "twice", [*slices, slices[1]], names)
+    with pytest.warns(MedSRWarning, match=r"left out 1 file\(s\) .*same SOP Instance UID.*'s1"):
+        image = read_dicom(folder)
+    assert image.spatial_shape == (3, 16, 16)
+    np.testing.assert_array_equal(image.array[:, 0, 0], -1024 + 100 * np.arange(3))
+    changed = copy.deepcopy(slices[1])
+    changed.PixelData = (np.ones((16, 16)) * 7).astype("<i2").tobytes()
+    write_series(folder, [changed], ["again/s1-copy.dcm"])
+    with pytest.raises(SeriesMismatchError, match=r"'s1-copy\.dcm' and 's1\.dcm' are the same"):
+        read_dicom(folder)
+
+
+def _unpositioned(template, uid, locations, numbers):
+    """Slices at z = ``locations`` without Image Position (Patient); SliceLocation and
+    InstanceNumber only where given (None: absent)."""
+    out = _stack(template, uid, len(locations))
+    for ds, z, number in zip(out, locations, numbers, strict=True):
+        del ds.ImagePositionPatient
+        if z is None:
+            del ds.SliceLocation
+        else:
+            ds.SliceLocation = f"{z:g}"
+            ds.PixelData = np.full((16, 16), 10 * z).astype("<i2").tobytes()
+        if number is None:
+            del ds.InstanceNumber
+        else:
+            ds.InstanceNumber = number
+    return out
+
+
+def test_slices_without_positions_are_ordered_by_what_the_header_says(ct_template, tmp_path):
+    """Slices without Image Position (Patient) were stacked by InstanceNumber, and without
+    one in file-name order: shuffled file names gave a volume in the wrong order, without a
+    word, 5 mm apart (CT_small's SliceThickness) where SliceLocation said 2.5 mm. They are
+    ordered by SliceLocation (spacing measured, even), else by InstanceNumber (the stated
+    spacing, said to be unmeasured), with a warning; with neither it is an error."""
+    names = ["d.dcm", "a.dcm", "e.dcm", "b.dcm", "c.dcm"]
+    z = [0.0, 2.5, 5.0, 7.5, 10.0]
+    by_location = _unpositioned(ct_template, generate_uid(), z, [None] * 5)
+    folder = write_series(tmp_path / "loc", by_location, names)
+    with pytest.warns(MedSRWarning, match=r"stacked by SliceLocation, 2\.5 mm apart \(measured\)"):
+        image = read_dicom(folder)
+    np.testing.assert_array_equal(image.array[:, 0, 0], np.array(z) * 10 - 1024)
+    assert image.spacing[0] == pytest.approx(2.5)
+
+    by_number = _unpositioned(ct_template, generate_uid(), [None] * 5, [5, 4, 3, 2, 1])
+    for ds, level in zip(by_number, z, strict=True):
+        ds.PixelData = np.full((16, 16), 10 * level).astype("<i2").tobytes()
+    folder = write_series(tmp_path / "num", by_number, names)
+    with pytest.warns(MedSRWarning, match=r"by InstanceNumber, 5 mm apart \(SpacingBetween"):
+        image = read_dicom(folder)
+    np.testing.assert_array_equal(image.array[:, 0, 0], np.array(z[::-1]) * 10 - 1024)
+
+    unknown = _unpositioned(ct_template, generate_uid(), [None] * 3, [None] * 3)
+    with pytest.raises(SeriesMismatchError, match="their order in the volume is unknown"):
+        read_dicom(write_series(tmp_path / "none", unknown))
+    gapped = _unpositioned(ct_template, generate_uid(), [0.0, 2.5, 7.5], [None] * 3)
+    with pytest.raises(SeriesMismatchError, match=r"not uniform \(SliceLocation steps"):
+        read_dicom(write_series(tmp_path / "gap", gapped))
