@@ -265,7 +265,7 @@ def upscale(
         Path | None,
         typer.Option(
             "--maps",
-            help="Folder for the maps (+ JSON summary; DICOM series for DICOM input): consistency error |degrade(SR) - input| (through-plane: with the slice profile) uncertainty (in-plane: test-time augmentation, 8x the network time; through-plane: the sagittal-coronal disagreement) and, in-plane, an error bound (about 90% of pixels' error below it, calibrated on the input one scale down).",
+            help="Folder for the maps (+ JSON summary; DICOM series for DICOM input): consistency error |degrade(SR) - input| (through-plane: with the slice profile) uncertainty (in-plane: test-time augmentation, 8x the network time; through-plane: the sagittal-coronal disagreement) and an error bound (about 90% of pixels' error below it, calibrated on the input one scale down; through-plane: along z).",
         ),
     ] = None,
     ensemble: Annotated[

@@ -63,6 +63,7 @@ def test_statuses_structure_and_report(archive: Path, tmp_path: Path):
     assert rows["study1/ct/"]["output"] == "study1/ct"
     assert list(read_report(summary.report)[0]) == [
         "input", "output", "status", "seconds", "error", "kind", "finished_at", "warnings",
+        "consistency_p99", "uncertainty_p99", "error_bound_p99", "units", "error_bound",
     ]  # fmt: skip
     assert all(float(r["seconds"]) >= 0 for r in rows.values())
     # folder structure and formats kept; geometry doubled

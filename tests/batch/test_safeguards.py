@@ -106,6 +106,21 @@ def test_maps_are_written_when_asked(small: Path, tmp_path: Path):
             )
         else:
             assert "TTA uncertainty" in prov["text"]
+    # the report carries each item's trust numbers, those of its summary.json (it had none)
+    rows = {r["input"]: r for r in read_report(summary.report)}
+    for name in OUTPUTS:
+        data, row = json.loads((maps / name / "summary.json").read_text()), rows[name]
+        bound = data["error_bound"]
+        assert bound["calibrated"], (name, bound)
+        assert float(row["error_bound_p99"]) == pytest.approx(bound["map"]["p99"], rel=1e-5)
+        assert f"k {bound['factor']:.6g}" in row["error_bound"] and "90%" in row["error_bound"]
+        assert float(row["consistency_p99"]) == pytest.approx(
+            data["consistency"]["error"]["p99"], rel=1e-5
+        )
+        assert float(row["uncertainty_p99"]) == pytest.approx(
+            data["uncertainty"]["map"]["p99"], rel=1e-5, abs=1e-9
+        )
+        assert row["units"] == ("HU" if name.startswith("ct/") else bound["map"]["units"])
     # a rerun with the same settings is up to date; deleting a maps folder makes it run again
     again = run_batch(small, tmp_path / "out", model="lanczos", workers=1, maps_dir=maps)
     assert again.counts == {"ok": 0, "failed": 0, "skipped": 3}
@@ -217,6 +232,28 @@ def test_cli_consistency_and_maps(small: Path, tmp_path: Path):
     assert "warnings" in rows[0] and all(r["status"] == "ok" for r in rows)
     text = pydicom.dcmread(tmp_path / "out" / "ct" / "CT_small.dcm").DerivationDescription
     assert "consistency on" in text
+
+
+def test_the_report_says_why_an_item_has_no_error_bound(tmp_path: Path):
+    """An image too small to calibrate one scale down has no error bound: the report says why
+    (and without maps, it has the consistency error alone)."""
+    from PIL import Image
+
+    (tmp_path / "in").mkdir()
+    ramp = (np.add.outer(np.arange(24), np.arange(24)) * 5).astype(np.uint8)
+    Image.fromarray(ramp).save(tmp_path / "in" / "tiny.png")
+    summary = run_batch(
+        tmp_path / "in", tmp_path / "out", model="bicubic", workers=1, threads=1,
+        maps_dir=tmp_path / "maps",
+    )  # fmt: skip
+    (row,) = read_report(summary.report)
+    data = json.loads((tmp_path / "maps" / "tiny.png" / "summary.json").read_text())
+    assert not data["error_bound"]["calibrated"]
+    assert row["error_bound"] == f"none: {data['error_bound']['reason']}"
+    assert "too small" in row["error_bound"] and row["error_bound_p99"] == ""
+    plain = run_batch(tmp_path / "in", tmp_path / "plain", model="bicubic", workers=1, threads=1)
+    (row,) = read_report(plain.report)
+    assert float(row["consistency_p99"]) >= 0 and row["error_bound"] == row["uncertainty_p99"] == ""
 
 
 def test_fidelity_warnings_reach_the_report(small: Path, tmp_path: Path):

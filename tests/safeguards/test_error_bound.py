@@ -160,6 +160,8 @@ def test_a_too_small_image_says_why_it_has_no_bound():
         "calibrated": False,
         "reason": "image too small for a calibration one scale down",
     }
+    # and so does the provenance text (a DICOM output's DerivationDescription; it said nothing)
+    assert "no error bound: image too small" in sr.meta["derivation"]["summary"]
 
 
 def test_padding_is_kept_exact_so_its_bound_is_zero():

@@ -67,7 +67,11 @@ def test_the_bound_holds_for_most_voxels_of_a_volume_it_has_not_seen(aniso_pair,
     err = np.abs(sr.array - ref.array)
     assert 0.8 <= np.mean(err <= bound.array) <= 0.99
     assert np.mean(err <= 2 * unc.array) < 0.5
-    assert "error bound (90% of voxels" in side["derivation"]["summary"]
+    text = side["derivation"]["summary"]  # what a DICOM output's DerivationDescription says
+    assert "error bound (90% of voxels" in text
+    # its uncertainty is the sagittal/coronal spread: no test-time augmentation ran (it read
+    # "TTA uncertainty")
+    assert "z-uncertainty (sagittal/coronal spread) mean" in text and "TTA" not in text
 
 
 def test_the_bound_follows_an_affine_intensity_change(aniso_pair, aniso_written):
@@ -122,6 +126,8 @@ def test_a_too_thin_volume_says_why_it_has_no_bound():
     assert summary["error_bound"]["calibrated"] is False
     assert "too thin" in summary["error_bound"]["reason"]
     assert "2; at least 3 needed" in summary["error_bound"]["reason"]
+    # the provenance text says so too (it said nothing of a bound)
+    assert f"no error bound: {summary['error_bound']['reason']}" in sr.meta["derivation"]["summary"]
     sr, summary = upscale_through_plane(
         vol, target_spacing=1.0, maps=True, error_bound=False, **TOLD
     )

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 
@@ -207,6 +208,12 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         page.wait_for_selector("#legend:not([hidden])")
         page.wait_for_timeout(300)
         assert page.inner_text("#tag-left").startswith("ERROR BOUND")
+        # the colour bar reads in HU: its top is the value of the brightest colour (an
+        # interpolator's bound is one value, the job's p99); it said "max", with no number
+        job = _state(page)["job"]
+        top = page.inner_text("#legend-hi")
+        assert top.endswith(" HU (p99.5)"), top
+        assert float(top.split()[0]) == pytest.approx(job["metrics"]["error_bound_p99"], rel=2e-3)
         # what is on screen is the bound (an interpolator's: k × the input's noise, one value),
         # not the consistency map asked for just before it (whose preview, arriving later, used
         # to replace it)
@@ -320,5 +327,26 @@ def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, 
         page.click("#views button[data-view='consistency']")
         page.wait_for_selector("#legend:not([hidden])")
         _shot(page, tmp_path, "web-through-plane.png", "web-through-plane.png")
+        # the error bound of a through-plane job: named for what it is along z, and shown at the
+        # slice on screen — its maps have the output's 20 slices; the page asked for the input's
+        # slice index (10 → 5: another place in z)
+        job = _state(page)["job"]
+        assert job["maps"] == ["uncertainty", "consistency", "error_bound"]
+        assert job["metrics"]["error_bound_p99"] > 0
+        bound = page.locator("#views button[data-view='error_bound']")
+        assert "along z" in (bound.get_attribute("title") or "")
+        unc = page.locator("#views button[data-view='uncertainty']")
+        assert "sagittal and coronal" in (unc.get_attribute("title") or "")
+        for k in (10, 15):
+            page.fill("#slice", str(k))
+            with page.expect_response(lambda r: "which=error_bound" in r.url and r.ok) as resp:
+                bound.click() if k == 10 else page.keyboard.press("ArrowDown")
+            asked = parse_qs(urlparse(resp.value.url).query)["slice"]
+            assert asked == [str(_state(page)["slice"])], (resp.value.url, k)
+            assert resp.value.headers["x-slices"] == "20"
+            page.wait_for_timeout(200)
+            assert page.inner_text("#legend-hi").endswith("(p99.5)")
+            page.focus("#viewport")
+        _shot(page, tmp_path, "web-through-plane-bound.png", None)
     finally:
         ctx.close()

@@ -7,7 +7,9 @@ so every output records the same provenance (medsr version, model name and check
 assumed degradation, consistency setting, safeguards summary: DICOM DerivationDescription, or
 the JSON sidecar of NIfTI/PNG/TIFF). An item planned with a maps folder
 (``item.extra["maps"]``) also gets its consistency and test-time-augmentation uncertainty maps
-and ``summary.json`` there. Consistency/out-of-distribution warnings go to the report.
+and ``summary.json`` there. Consistency/out-of-distribution warnings go to the report, and so do
+the trust maps' numbers (:func:`~medsr.batch.state.trust_columns`: the p99 of the consistency
+error, of the uncertainty and of the error bound, and the bound's calibration or why it has none).
 
 The read stage decodes each input in a child process under a time limit
 (:class:`medsr.io.isolated.IsolatedReader`, as the web service does for uploads), so an input
@@ -33,7 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsr.batch.discover import BatchItem
-from medsr.batch.state import ItemResult, input_digest, output_as_written, output_manifest
+from medsr.batch.state import (
+    ItemResult,
+    input_digest,
+    output_as_written,
+    output_manifest,
+    trust_columns,
+)
 from medsr.errors import MedSRError
 
 if TYPE_CHECKING:
@@ -247,6 +255,7 @@ def write_item(loaded: Loaded) -> ItemResult:
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
         warnings=warnings, output_files=output_manifest(item.output),  # what resume checks
+        trust=trust_columns(loaded.summary),
     )  # fmt: skip
 
 

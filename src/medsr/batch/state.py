@@ -20,8 +20,11 @@ Two files live in the output folder:
     this run's outcome per item: ``input, output, status, seconds, error`` (+ ``kind``,
     ``finished_at``, ``warnings``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an
     image, or up to date); ``warnings`` are the fidelity safeguards' (the output disagrees with
-    the input, or the input is out of the model's distribution). Rows are appended as items
-    finish and the file is rewritten in input order at the end.
+    the input, or the input is out of the model's distribution); then the trust maps' numbers
+    of an ok item, those of its ``summary.json`` (:func:`trust_columns`): ``consistency_p99``,
+    ``uncertainty_p99`` and ``error_bound_p99`` in ``units`` (the uncertainty and the bound with
+    ``--maps``), and ``error_bound``, its calibration or why it has none. Rows are appended as
+    items finish and the file is rewritten in input order at the end.
 
 Neither file holds patient identifiers: inputs appear as paths relative to the input folder,
 series by the hash key of their UID, errors are medsr's scrubbed messages.
@@ -52,9 +55,15 @@ __all__ = [
     "output_as_written",
     "output_manifest",
     "run_fingerprint",
+    "trust_columns",
 ]
 
-REPORT_FIELDS = ("input", "output", "status", "seconds", "error", "kind", "finished_at", "warnings")
+#: the trust maps' numbers of an ok item (:func:`trust_columns`), after the outcome's columns
+TRUST_FIELDS = ("consistency_p99", "uncertainty_p99", "error_bound_p99", "units", "error_bound")
+REPORT_FIELDS = (
+    "input", "output", "status", "seconds", "error", "kind", "finished_at", "warnings",
+    *TRUST_FIELDS,
+)  # fmt: skip
 _CHUNK = 1 << 20
 
 
@@ -202,6 +211,7 @@ class ItemResult:
     finished_at: str = ""
     warnings: str = ""  # safeguards: consistency / out-of-distribution warnings of an ok item
     output_files: dict[str, list[int]] | None = None  # an ok item: output_manifest() once written
+    trust: dict[str, Any] | None = None  # an ok item: trust_columns() of its safeguards summary
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -209,6 +219,39 @@ class ItemResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemResult:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+
+
+def _number(v: Any) -> str:
+    return "" if v is None else f"{float(v):.6g}"
+
+
+def trust_columns(summary: dict[str, Any] | None) -> dict[str, str]:
+    """The report's columns of an item's safeguards summary
+    (:func:`medsr.pipeline.upscale_with_safeguards`; the numbers of its ``summary.json``, in the
+    image's ``units``): the 99th percentiles of the consistency error, of the uncertainty map
+    and of the error bound (where there are maps), and ``error_bound``: its calibration factor
+    and coverage, or why there is none (an image too small to calibrate one scale down)."""
+    s = summary or {}
+    cons = (s.get("consistency") or {}).get("error") or {}
+    unc = (s.get("uncertainty") or {}).get("map") or {}
+    info = s.get("error_bound") or {}
+    bound = info.get("map") or {}
+    if info.get("calibrated"):
+        note = (
+            f"calibrated one scale down: k {_number(info.get('factor'))}, "
+            f"about {float(info.get('coverage', 0.9)):.0%} of pixels' error below it"
+        )
+    elif info:
+        note = f"none: {info.get('reason', 'not calibrated')}"
+    else:
+        note = ""
+    return {
+        "consistency_p99": _number(cons.get("p99")),
+        "uncertainty_p99": _number(unc.get("p99")),
+        "error_bound_p99": _number(bound.get("p99")),
+        "units": str(cons.get("units") or unc.get("units") or bound.get("units") or ""),
+        "error_bound": note,
+    }
 
 
 class StateJournal:
@@ -311,9 +354,10 @@ class Recorder:
                 out = Path(r.output).relative_to(self.out_dir.resolve()).as_posix()
             except ValueError:
                 out = r.output
+        trust = r.trust or {}
         return [
             r.label, out, r.status, f"{r.seconds:.3f}", r.error, r.kind, r.finished_at,
-            r.warnings or "",
+            r.warnings or "", *(str(trust.get(k, "")) for k in TRUST_FIELDS),
         ]  # fmt: skip
 
     def record(self, result: ItemResult) -> None:

@@ -76,6 +76,14 @@ def _fmt(v: Any) -> str:
         return str(v)
 
 
+def _uncertainty_kind(unc: dict[str, Any]) -> str:
+    """What an uncertainty map is, in a few words: the test-time augmentation spread of an
+    in-plane output, the sagittal/coronal spread of a through-plane one."""
+    if "sagittal" in str(unc.get("method", "")):
+        return "z-uncertainty (sagittal/coronal spread)"
+    return "TTA uncertainty"
+
+
 def summary_text(summary: dict[str, Any]) -> str:
     """One line for DICOM DerivationDescription: degradation, consistency, maps, warnings."""
     parts: list[str] = []
@@ -111,7 +119,7 @@ def summary_text(summary: dict[str, Any]) -> str:
     if unc.get("map"):
         m = unc["map"]
         parts.append(
-            f"TTA uncertainty mean {_fmt(m.get('mean'))} p99 {_fmt(m.get('p99'))} "
+            f"{_uncertainty_kind(unc)} mean {_fmt(m.get('mean'))} p99 {_fmt(m.get('p99'))} "
             f"max {_fmt(m.get('max'))} {m.get('units', '')}".rstrip()
         )
     bound = summary.get("error_bound") or {}
@@ -121,6 +129,8 @@ def summary_text(summary: dict[str, Any]) -> str:
             f"error bound ({bound.get('coverage', 0.9):.0%} of voxels, k {_fmt(bound.get('factor'))}) "
             f"mean {_fmt(m.get('mean'))} p99 {_fmt(m.get('p99'))} {m.get('units', '')}".rstrip()
         )
+    elif bound and not bound.get("calibrated"):  # asked for, and why there is none
+        parts.append(f"no error bound: {bound.get('reason', 'not calibrated')}"[:200])
     ood = summary.get("ood") or {}
     if ood.get("flag"):
         parts.append("OUT-OF-DISTRIBUTION: " + "; ".join(ood.get("reasons", []))[:300])

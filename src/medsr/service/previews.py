@@ -40,9 +40,11 @@ def map_lut() -> np.ndarray:
 
 def render_preview(
     job: Job, which: str, slice_index: int | None, window: str, max_size: int
-) -> tuple[bytes, int]:
-    """The PNG of slice ``slice_index`` (middle when ``None``) of ``which``; returns the PNG and
-    the number of slices."""
+) -> tuple[bytes, int, float | None]:
+    """The PNG of slice ``slice_index`` (middle when ``None``) of ``which``; returns the PNG, the
+    number of slices and, for a map, the value its brightest colour stands for (the slice's
+    99.5th percentile, in the map's units: what the viewer's colour bar reads; ``None`` for the
+    input and output)."""
     from medsr.reports.render import to_png_bytes, window_to_uint8
 
     if which == "input":
@@ -68,11 +70,13 @@ def render_preview(
     if not 0 <= k < n:
         raise InvalidParameterError(f"slice must be between 0 and {n - 1}; got {k}")
     plane = np.asarray(arr[:, k] if arr.ndim == 4 else arr[k], dtype=np.float32)
+    top: float | None = None
     if which in ("input", "output"):
         pixels = window_to_uint8(plane, win)
     else:
         hi = float(np.percentile(plane, 99.5)) if plane.size else 1.0
-        idx = np.clip(plane / max(hi, 1e-6) * 255, 0, 255).astype(np.uint8)
+        top = max(hi, 1e-6)
+        idx = np.clip(plane / top * 255, 0, 255).astype(np.uint8)
         pixels = map_lut()[idx]
     h, w = pixels.shape[:2]
     if max(h, w) > max_size:
@@ -81,4 +85,4 @@ def render_preview(
         f = max_size / max(h, w)
         size = (max(1, round(w * f)), max(1, round(h * f)))
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX))
-    return to_png_bytes(pixels), n
+    return to_png_bytes(pixels), n, top

@@ -190,7 +190,11 @@ def get_result(
 @router.get(
     "/{job_id}/preview",
     responses={
-        200: {"content": {"image/png": {}}, "description": "A windowed PNG of one slice."},
+        200: {
+            "content": {"image/png": {}},
+            "description": "A windowed PNG of one slice; X-Slices: the image's slice count; a "
+            "map's X-Map-Max: the value (its units) of its brightest colour.",
+        },
         **error_responses(401, 404, 409, 422),
     },
     response_class=Response,
@@ -218,7 +222,8 @@ def get_preview(
     ] = 2048,
 ) -> Response:
     job = service.queue.get(check_id(job_id))
-    png, n = render_preview(job, which, slice_index, window, max_size)
-    return Response(
-        png, media_type="image/png", headers={"Cache-Control": "no-store", "X-Slices": str(n)}
-    )
+    png, n, top = render_preview(job, which, slice_index, window, max_size)
+    headers = {"Cache-Control": "no-store", "X-Slices": str(n)}
+    if top is not None:  # a map: the value of its brightest colour (the viewer's colour bar)
+        headers["X-Map-Max"] = f"{top:.6g}"
+    return Response(png, media_type="image/png", headers=headers)

@@ -34,7 +34,7 @@
     info: null, models: [], file: null, scale: 2, job: null, polling: null,
     view: "compare", windowName: "auto", custom: null, slice: 0,
     split: 0.5, zoom: 1, tx: 0, ty: 0, fit: { w: 0, h: 0, x: 0, y: 0 },
-    urls: new Map(), loadSeq: 0,
+    urls: new Map(), tops: new Map(), loadSeq: 0,
   };
 
   // ------------------------------------------------------------------ API
@@ -573,12 +573,22 @@
   }
 
   // ------------------------------------------------------------------ views and previews
-  // a trust map's button: its name and what its values say (medsr.safeguards.maps)
+  // a trust map's button: its name and what its values say (medsr.safeguards.maps); a
+  // through-plane job's maps are measured along z (medsr.pipeline.upscale_through_plane)
   const MAP_LABELS = {
     consistency: ["Consistency", "|downsampled result − input|: where the result disagrees with what was measured"],
     uncertainty: ["Uncertainty", "spread of the result over 8 flips and rotations of the input: ranks the regions to trust less; not an error bar"],
     error_bound: ["Error bound", "about 90 % of pixels' error is expected below this value (calibrated on the input one scale down)"],
   };
+  const MAP_LABELS_THROUGH_PLANE = {
+    consistency: ["Consistency", "|result made thick again with the slice profile − measured slices|: where the result disagrees with what was measured"],
+    uncertainty: ["Uncertainty", "half the difference of the sagittal and coronal estimates: ranks the regions to trust less; not an error bar"],
+    error_bound: ["Error bound", "about 90 % of voxels' error is expected below this value (calibrated on the volume one scale down along z)"],
+  };
+  function mapLabel(job, name) {
+    const labels = job && job.mode === "through-plane" ? MAP_LABELS_THROUGH_PLANE : MAP_LABELS;
+    return labels[name] || [name.charAt(0).toUpperCase() + name.slice(1).replace(/_/g, " "), `${name} map`];
+  }
 
   function renderViews(job) {
     const done = job.state === "done";
@@ -589,7 +599,7 @@
         const b = document.createElement("button");
         b.type = "button";
         b.dataset.view = name;
-        const label = MAP_LABELS[name] || [name.charAt(0).toUpperCase() + name.slice(1).replace(/_/g, " "), `${name} map`];
+        const label = mapLabel(job, name);
         b.textContent = label[0];
         b.title = label[1];
         el.views.append(b);
@@ -632,9 +642,12 @@
     const res = await api(path);
     const url = URL.createObjectURL(await res.blob());
     state.urls.set(path, url);
+    const top = res.headers.get("X-Map-Max");  // a map: the value of its brightest colour
+    if (top !== null) state.tops.set(path, Number(top));
     while (state.urls.size > 80) {
       const [oldKey, oldUrl] = state.urls.entries().next().value;
       state.urls.delete(oldKey);
+      state.tops.delete(oldKey);
       if (el.imgBefore.src !== oldUrl && el.imgAfter.src !== oldUrl) URL.revokeObjectURL(oldUrl);
     }
     return url;
@@ -643,6 +656,7 @@
   function clearUrls() {
     for (const u of state.urls.values()) URL.revokeObjectURL(u);
     state.urls.clear();
+    state.tops.clear();
     el.imgBefore.removeAttribute("src");
     el.imgAfter.removeAttribute("src");
   }
@@ -676,10 +690,17 @@
     } else if (view === "output") {
       tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut)), seq));
     } else {
-      tasks.push(setImage(el.imgAfter, previewUrl(view, mapSlice(nIn)), seq));
+      // every map lies on the output's grid (a through-plane job's has the output's slices)
+      const path = previewUrl(view, mapSlice(nOut));
+      tasks.push(setImage(el.imgAfter, path, seq).then(() => {
+        if (seq !== state.loadSeq) return;
+        // the colour bar in the image's units: the slice's 99.5th percentile is the brightest
+        const units = job.input.units && job.input.units !== "a.u." ? ` ${job.input.units}` : "";
+        const top = state.tops.get(path);
+        el.legendHi.textContent = top === undefined ? "p99.5" : `${fmt.num(top, 3)}${units} (p99.5)`;
+      }));
       el.legend.hidden = false;
       el.legendLo.textContent = "0";
-      el.legendHi.textContent = view === "consistency" ? `p99.5 |Δ| ${job.input.units !== "a.u." ? job.input.units : ""}` : "max";
     }
     applySplit();
     updateTags(view);
@@ -708,7 +729,7 @@
     if (view === "compare") { set(el.tagLeft, inTag); set(el.tagRight, outTag); }
     else if (view === "input" || job.state !== "done") { set(el.tagLeft, inTag); set(el.tagRight, null); }
     else if (view === "output") { set(el.tagLeft, outTag); set(el.tagRight, null); }
-    else { set(el.tagLeft, [(MAP_LABELS[view] ? MAP_LABELS[view][0] : view.replace(/_/g, " ")).toUpperCase(), method]); set(el.tagRight, null); }
+    else { set(el.tagLeft, [mapLabel(job, view)[0].toUpperCase(), method]); set(el.tagRight, null); }
   }
 
   // ------------------------------------------------------------------ geometry: fit, zoom, pan, split
