@@ -1540,9 +1540,13 @@ def check_options(
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
 
-def through_plane_summary(result: MedImage) -> dict[str, Any]:
-    """The JSON summary of a through-plane output (``summary.json`` beside its maps)."""
-    from medsr.metrics import data_range_for
+def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
+    """The JSON summary of a through-plane output ``result`` of ``image`` (``summary.json``
+    beside its maps). Its uncertainty map's statistics are over the voxels that hold data,
+    relative to the input's range there (:func:`_data_range`), as every summary of medsr's
+    maps: the output keeps no data exact (:func:`medsr.slice_grid.no_data_kept`), so the map's
+    0 there is nothing measured, and a CT's fill would widen the range."""
+    from medsr.slice_grid import no_data_kept
 
     d = result.meta.get("derivation", {})
     prof = d.get("slice_profile") or {}
@@ -1564,12 +1568,19 @@ def through_plane_summary(result: MedImage) -> dict[str, Any]:
     }
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
+        pad = no_data_mask(image)
+        kept = None if pad is None else no_data_kept(pad.all(axis=0), u.shape[0], 0)
         summary["uncertainty"]["map"] = summarize_map(
-            u,
-            data_range=data_range_for(result),
+            u if kept is None else u[~kept],
+            data_range=_data_range(image),
             threshold_rel=UNCERTAINTY_THRESHOLD,
             units=result.units,
         )
+        if kept is not None:
+            summary["uncertainty"]["map"]["over"] = (
+                f"the {int(kept.size - kept.sum())} voxels that hold data (the map is 0 on the "
+                "rest: kept exact)"
+            )
     return summary
 
 
@@ -2012,7 +2023,7 @@ def upscale_through_plane(
     )  # fmt: skip
     d = result.meta["derivation"]
     result = _through_plane_checked(image, result, maps=maps)
-    summary = through_plane_summary(result)
+    summary = through_plane_summary(image, result)
     if maps and error_bound:
         t0 = time.perf_counter()
         bound, summary["error_bound"] = _through_plane_bound(
