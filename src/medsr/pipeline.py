@@ -604,7 +604,7 @@ def _error_bound(
     (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. ``pad``: the
     input's no-data mask (:func:`no_data_mask`), ``none`` the output pixels of its no-data
     pixels (:func:`_output_no_data`): kept exact in the output, so their bound is 0."""
-    from medsr.safeguards.error_bound import error_bound, image_noise
+    from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
 
     info = calibrate_error_bound(
         image, upscaler, physics, consistency=setting, self_check=self_check,
@@ -614,36 +614,7 @@ def _error_bound(
         return None, info
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(std, noise, float(info["factor"]))
-    return bound, _bound_summary(info, bound, noise, none, rng, threshold, image.units)
-
-
-def _bound_summary(
-    info: dict[str, Any],
-    bound: np.ndarray,
-    noise: np.ndarray,
-    none: np.ndarray | None,
-    rng: float,
-    threshold: float,
-    units: str,
-) -> dict[str, Any]:
-    """``info`` (a calibration's record) completed with the input's noise ``noise`` (one value
-    per input plane) and the statistics of ``bound`` over the voxels that hold data; ``bound``
-    is set to 0 in place on ``none``, the output voxels kept exact (no data)."""
-    held = bound  # the voxels the summary is over: those that hold data
-    if none is not None:
-        bound[none] = 0.0
-        held = bound[~none]
-    finite = noise[np.isfinite(noise)]
-    info["noise_sigma"] = {
-        "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
-        "mean": round(float(finite.mean()), 6) if finite.size else None,
-        "max": round(float(finite.max()), 6) if finite.size else None,
-        "units": units,
-    }
-    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=units)
-    if none is not None:
-        info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
-    return info
+    return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
 
 
 def _output_no_data(pad: np.ndarray | None, scale: int) -> np.ndarray | None:
@@ -1569,7 +1540,7 @@ def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
         pad = no_data_mask(image)
-        kept = None if pad is None else no_data_kept(pad.all(axis=0), u.shape[0], 0)
+        kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), u.shape[0], 0)
         summary["uncertainty"]["map"] = summarize_map(
             u if kept is None else u[~kept],
             data_range=_data_range(image),
@@ -1701,14 +1672,6 @@ _TP_SPREAD_TEXT = {
 }
 
 
-def _nearest_slices(n_in: int, n_out: int) -> np.ndarray:
-    """The measured slice whose cell holds each of ``n_out`` output slices' centres."""
-    from medsr.slice_grid import cell_positions
-
-    src = np.clip(np.floor(cell_positions(n_in, n_out) + 0.5), 0, n_in - 1)
-    return src.astype(np.int64)
-
-
 def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREAD) -> np.ndarray:
     """The per-voxel spread ``(Z_out, Y, X)`` float32 (input units) of a through-plane output
     ``result`` of ``image`` that its error bound scales (:func:`calibrate_through_plane_bound`):
@@ -1765,7 +1728,7 @@ def calibrate_through_plane_bound(
     from medsr.degradations.thick_slice import thick_slice_matrix
     from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
     from medsr.selfsup import through_plane_upscale
-    from medsr.slice_grid import slice_spacing
+    from medsr.slice_grid import nearest_slices, slice_spacing
 
     d = result.meta.get("derivation") or {}
     prof = d.get("slice_profile") or {}
@@ -1814,7 +1777,7 @@ def calibrate_through_plane_bound(
         under = (weights > 1e-6).astype(np.float32)
         flat = pad.reshape(c, z, h * w).astype(np.float32)
         valid_low = ~((under @ flat) > 0).reshape(c, z_low, h, w)
-    noise = image_noise(lower.channel_first(), valid_low)[_nearest_slices(z_low, z)]
+    noise = image_noise(lower.channel_first(), valid_low)[nearest_slices(z_low, z)]
     std = through_plane_spread(lower, sr, spread)
     factor = calibration_factor(error, std, noise, keep, COVERAGE)
     if factor is None:
@@ -1845,8 +1808,8 @@ def _through_plane_bound(
     (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
     voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0."""
     from medsr.metrics import data_range_for
-    from medsr.safeguards.error_bound import error_bound, image_noise
-    from medsr.slice_grid import no_data_kept
+    from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
+    from medsr.slice_grid import nearest_slices, no_data_kept
 
     info = calibrate_through_plane_bound(
         image, result, prior=prior, device=device, spread=spread, **options
@@ -1858,11 +1821,11 @@ def _through_plane_bound(
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(
         through_plane_spread(image, result, spread),
-        noise[_nearest_slices(z, n_out)],
+        noise[nearest_slices(z, n_out)],
         info["factor"],
     )
     none = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
-    return bound, _bound_summary(
+    return bound, bound_summary(
         info, bound, noise, none, data_range_for(image), UNCERTAINTY_THRESHOLD, image.units
     )
 
