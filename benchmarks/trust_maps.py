@@ -32,6 +32,7 @@ the edge map adds nothing a reader's eye would not.
     .venv/bin/python benchmarks/trust_maps.py            # ×2 tables: ~10 min on 2 cores
     .venv/bin/python benchmarks/trust_maps.py --figure   # docs/trust-maps.png
     .venv/bin/python benchmarks/trust_maps.py --sets through-plane   # only the volumes: ~4 min
+    .venv/bin/python benchmarks/trust_maps.py --sets interpolate     # medsr interpolate's maps
 
 Writes ``benchmarks/results/trust_maps.json`` and ``trust_maps.md``; the **through-plane set**
 (``--sets through-plane``) ``trust_maps_through_plane.json`` and ``.md``: the validation volumes
@@ -40,7 +41,11 @@ slices, a :data:`TP_CROP`-px in-plane crop) made thick along z (×2, ×4; its pr
 upscaled back by ``medsr upscale --through-plane --maps``, scored the same way per voxel and per
 8×8 block of each output slice; beside the error bound as written, the bound with each
 candidate spread (:data:`medsr.pipeline.TP_SPREADS`), and the 3-D gradient of cubic-z as the
-trivial predictor.
+trivial predictor. The **interpolate set** (``--sets interpolate``)
+``trust_maps_interpolate.json`` and ``.md``: the same volumes and protocols ×2, interpolated
+back by ``medsr interpolate --maps`` (linear, cubic, interp-cnn), its uncertainty map and error
+bound scored the same way, with each candidate spread
+(:data:`medsr.interpolation.core.BOUND_SPREADS`).
 """
 
 from __future__ import annotations
@@ -425,6 +430,138 @@ def markdown_through_plane(info: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: the interpolate set's models (``medsr interpolate --model``)
+INTERP_MODELS = ("linear", "cubic", "interp-cnn")
+INTERP_MAPS = ("uncertainty", "error_bound", "edge")
+
+
+def run_interp_volume(ref: MedImage, f: int, params: dict[str, Any], model: str) -> dict[str, Any]:
+    """One validation volume made thick along z (``params``) and interpolated back ×``f`` by
+    ``medsr interpolate --maps`` (:func:`medsr.interpolation.interpolation_uncertainty`),
+    scored against ``ref`` (the ``f`` slices at each end left out); beside the bound as
+    written, the bound with each candidate spread (:data:`medsr.interpolation.core.BOUND_SPREADS`)."""
+    from medsr.degradations import degrade_image
+    from medsr.interpolation.core import (
+        BOUND_SPREADS,
+        interpolation_error_bound,
+        interpolation_uncertainty,
+        resolve_model,
+    )
+
+    thick = degrade_image(ref, "thick-slice", f, generator=0, **params)
+    net, _ = resolve_model(model, "cpu")
+    t0 = time.perf_counter()
+    out, std, summary = interpolation_uncertainty(thick, net, f)
+    seconds = time.perf_counter() - t0
+    err = out.array - ref.array
+    keep = np.zeros(err.shape, bool)
+    keep[f:-f] = True
+    info = summary.get("error_bound") or {}
+    row: dict[str, Any] = {"seconds": round(seconds, 1), "factor": info.get("factor"),
+                           "calibration": info.get("calibration") or info.get("reason")}  # fmt: skip
+    maps = {"uncertainty": std, **(out.meta.get("maps") or {})}
+    for name in INTERP_MAPS:
+        m = edge_map_3d(thick, out.spatial_shape[0]) if name == "edge" else maps.get(name)
+        row[name] = None if m is None else scores(m, err, keep & np.isfinite(m))
+    row["candidates"] = {}
+    for spread in BOUND_SPREADS:
+        bound, binfo = interpolation_error_bound(thick, out, net, f, std=std, spread=spread)
+        row["candidates"][spread] = (
+            None if bound is None else {"factor": binfo["factor"], **scores(bound, err, keep)}
+        )
+    return row
+
+
+def run_interpolate(crop: int, max_slices: int, f: int = 2) -> dict[str, Any]:
+    """The interpolate set: the through-plane set's volumes and protocols (×``f`` along z),
+    interpolated back by each of :data:`INTERP_MODELS`."""
+    from through_plane import _protocols, _volumes
+
+    from medsr.interpolation.core import BOUND_SPREAD
+
+    out: list[dict[str, Any]] = []
+    for name, img in _volumes(crop):
+        z = min(img.spatial_shape[0] // f, max_slices) * f
+        z0 = (img.spatial_shape[0] - z) // 2
+        ref = img.replace(array=np.ascontiguousarray(img.array[z0 : z0 + z]))
+        for proto, params in _protocols(img.modality, f):
+            for model in INTERP_MODELS:
+                row = {"set": "interpolate", "image": name, "modality": img.modality,
+                       "model": model, "protocol": proto, "scale": f,
+                       **run_interp_volume(ref, f, params, model)}  # fmt: skip
+                out.append(row)
+                cov = {k: v and v["within_1"] for k, v in row["candidates"].items()}
+                print(name, proto, model, "k", row["factor"], "coverage", cov, flush=True)
+    return {
+        "machine": machine(load=True),
+        "spread": BOUND_SPREAD,
+        "crop": crop,
+        "max_slices": max_slices,
+        "block": BLOCK,
+        "worst": WORST,
+        "rows": out,
+    }
+
+
+def markdown_interpolate(info: dict[str, Any]) -> str:
+    rows = info["rows"]
+    lines = [
+        "# Trust maps against the truth: `medsr interpolate` (×2 along z, volumes never trained on)",
+        "",
+        f"Machine: {info['machine']}. Generated by `benchmarks/trust_maps.py --sets interpolate`. "
+        f"The through-plane set's validation volumes (a centred slab of {info['max_slices']} "
+        f"thick slices, in-plane centre crop {info['crop']} px) made thick along z by its "
+        "protocols ('every other slice kept': a box one thin slice wide) and interpolated back "
+        "×2 by `medsr interpolate --maps`; scored on every voxel but the 2 slices at each end. "
+        f"Blocks: {info['block']}×{info['block']} px of each output slice; worst = the "
+        f"{info['worst']:.0%} with the largest RMS error. Each cell: uncertainty (TTA spread; 0 "
+        f"for linear/cubic) / error bound (spread: `{info['spread']}`) / edge (3-D gradient of "
+        "cubic-z, a trivial predictor).",
+        "",
+        "| volume | protocol | model | k | AUROC worst 10 % | RMS err / RMS map | |err| ≤ map | |err| ≤ 2·map |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def cell(r: dict[str, Any], key: str, fmt: str) -> str:
+        return " / ".join(_value(r[m], m, key, fmt) for m in INTERP_MAPS)
+
+    for r in rows:
+        lines.append(
+            f"| {r['image']} | {r['protocol']} | {r['model']} | {r['factor']} | "
+            f"{cell(r, 'auroc_worst', '.2f')} | {cell(r, 'err_over_map', '.2g')} | "
+            f"{cell(r, 'within_1', '.0%')} | {cell(r, 'within_2', '.0%')} |"
+        )
+    spreads = list(rows[0]["candidates"])
+    lines += ["", "The error bound with each candidate spread (the same calibration one scale "
+              "down), |err| ≤ bound / RMS err / RMS bound / AUROC worst 10 %:", "",
+              "| volume | protocol | model | " + " | ".join(spreads) + " |",
+              "|---|---|---|" + "---|" * len(spreads)]  # fmt: skip
+    for r in rows:
+        cells = [
+            "n/a" if c is None else
+            f"{c['within_1']:.0%} / {c['err_over_map']:.2f} / {c['auroc_worst']:.2f}"
+            for c in r["candidates"].values()
+        ]  # fmt: skip
+        lines.append(
+            f"| {r['image']} | {r['protocol']} | {r['model']} | " + " | ".join(cells) + " |"
+        )
+    lines += ["", "Means over the volumes, protocols and models (tta: interp-cnn only, the "
+              "baselines' TTA spread is 0):", "",
+              "| error bound spread | AUROC worst 10 % | RMS err / RMS bound | |err| ≤ bound (min–max) | |err| ≤ 2·bound |",
+              "|---|---|---|---|---|"]  # fmt: skip
+    for spread in spreads:
+        c = [r["candidates"][spread] for r in rows if r["candidates"][spread] is not None]
+        if spread == "tta":
+            c = [r["candidates"][spread] for r in rows if r["model"] == "interp-cnn"]
+        w = [x["within_1"] for x in c]
+        lines.append(
+            f"| `{spread}` | {np.mean([x['auroc_worst'] for x in c]):.2f} | "
+            f"{np.mean([x['err_over_map'] for x in c]):.2g} | {np.mean(w):.0%} "
+            f"({min(w):.0%}–{max(w):.0%}) | {np.mean([x['within_2'] for x in c]):.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def figure(scale: int, model: str, out: Path) -> None:
     """Per picked validation image: truth, output, |error|, uncertainty map, error bound, and
     where the error exceeds the bound (red), on one crop; error, spread and bound share one
@@ -491,7 +628,8 @@ def main() -> None:
     ap.add_argument(
         "--sets",
         default="in-plane,through-plane",
-        help="in-plane (the validation images), through-plane (the validation volumes)",
+        help="in-plane (the validation images), through-plane (the validation volumes), "
+        "interpolate (the same volumes, medsr interpolate; not in the default)",
     )
     ap.add_argument("--tp-crop", type=int, default=TP_CROP, help="through-plane in-plane crop")
     ap.add_argument("--tp-slices", type=int, default=TP_SLICES, help="thick slices per volume")
@@ -501,9 +639,14 @@ def main() -> None:
         figure(args.scale, models[0], Path(__file__).parent.parent / "docs" / "trust-maps.png")
         return
     sets = {s.strip() for s in args.sets.split(",") if s.strip()}
-    if not sets <= {"in-plane", "through-plane"}:
+    if not sets <= {"in-plane", "through-plane", "interpolate"}:
         ap.error(f"unknown set in --sets {args.sets!r}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if "interpolate" in sets:
+        ip = run_interpolate(args.tp_crop, args.tp_slices)
+        (args.out / "trust_maps_interpolate.json").write_text(json.dumps(ip, indent=1) + "\n")
+        (args.out / "trust_maps_interpolate.md").write_text(markdown_interpolate(ip))
+        print(markdown_interpolate(ip))
     if "through-plane" in sets:
         tp = run_through_plane(args.tp_crop, args.tp_slices, [2, 4])
         (args.out / "trust_maps_through_plane.json").write_text(json.dumps(tp, indent=1) + "\n")

@@ -608,7 +608,7 @@ def _error_bound(
     (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. ``pad``: the
     input's no-data mask (:func:`no_data_mask`), ``none`` the output pixels of its no-data
     pixels (:func:`_output_no_data`): kept exact in the output, so their bound is 0."""
-    from medsr.safeguards.error_bound import error_bound, image_noise
+    from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
 
     info = calibrate_error_bound(
         image, upscaler, physics, consistency=setting, self_check=self_check,
@@ -618,36 +618,7 @@ def _error_bound(
         return None, info
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(std, noise, float(info["factor"]))
-    return bound, _bound_summary(info, bound, noise, none, rng, threshold, image.units)
-
-
-def _bound_summary(
-    info: dict[str, Any],
-    bound: np.ndarray,
-    noise: np.ndarray,
-    none: np.ndarray | None,
-    rng: float,
-    threshold: float,
-    units: str,
-) -> dict[str, Any]:
-    """``info`` (a calibration's record) completed with the input's noise ``noise`` (one value
-    per input plane) and the statistics of ``bound`` over the voxels that hold data; ``bound``
-    is set to 0 in place on ``none``, the output voxels kept exact (no data)."""
-    held = bound  # the voxels the summary is over: those that hold data
-    if none is not None:
-        bound[none] = 0.0
-        held = bound[~none]
-    finite = noise[np.isfinite(noise)]
-    info["noise_sigma"] = {
-        "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
-        "mean": round(float(finite.mean()), 6) if finite.size else None,
-        "max": round(float(finite.max()), 6) if finite.size else None,
-        "units": units,
-    }
-    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=units)
-    if none is not None:
-        info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
-    return info
+    return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
 
 
 def _output_no_data(pad: np.ndarray | None, scale: int) -> np.ndarray | None:
@@ -1495,9 +1466,13 @@ def check_options(
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
 
-def through_plane_summary(result: MedImage) -> dict[str, Any]:
-    """The JSON summary of a through-plane output (``summary.json`` beside its maps)."""
-    from medsr.metrics import data_range_for
+def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
+    """The JSON summary of a through-plane output ``result`` of ``image`` (``summary.json``
+    beside its maps). Its uncertainty map's statistics are over the voxels that hold data,
+    relative to the input's range there (:func:`_data_range`), as every summary of medsr's
+    maps: the output keeps no data exact (:func:`medsr.slice_grid.no_data_kept`), so the map's
+    0 there is nothing measured, and a CT's fill would widen the range."""
+    from medsr.slice_grid import no_data_kept
 
     d = result.meta.get("derivation", {})
     prof = d.get("slice_profile") or {}
@@ -1519,12 +1494,19 @@ def through_plane_summary(result: MedImage) -> dict[str, Any]:
     }
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
+        pad = no_data_mask(image)
+        kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), u.shape[0], 0)
         summary["uncertainty"]["map"] = summarize_map(
-            u,
-            data_range=data_range_for(result),
+            u if kept is None else u[~kept],
+            data_range=_data_range(image),
             threshold_rel=UNCERTAINTY_THRESHOLD,
             units=result.units,
         )
+        if kept is not None:
+            summary["uncertainty"]["map"]["over"] = (
+                f"the {int(kept.size - kept.sum())} voxels that hold data (the map is 0 on the "
+                "rest: kept exact)"
+            )
     return summary
 
 
@@ -1645,14 +1627,6 @@ _TP_SPREAD_TEXT = {
 }
 
 
-def _nearest_slices(n_in: int, n_out: int) -> np.ndarray:
-    """The measured slice whose cell holds each of ``n_out`` output slices' centres."""
-    from medsr.slice_grid import cell_positions
-
-    src = np.clip(np.floor(cell_positions(n_in, n_out) + 0.5), 0, n_in - 1)
-    return src.astype(np.int64)
-
-
 def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREAD) -> np.ndarray:
     """The per-voxel spread ``(Z_out, Y, X)`` float32 (input units) of a through-plane output
     ``result`` of ``image`` that its error bound scales (:func:`calibrate_through_plane_bound`):
@@ -1709,7 +1683,7 @@ def calibrate_through_plane_bound(
     from medsr.degradations.thick_slice import thick_slice_matrix
     from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
     from medsr.selfsup import through_plane_upscale
-    from medsr.slice_grid import slice_spacing
+    from medsr.slice_grid import nearest_slices, slice_spacing
 
     d = result.meta.get("derivation") or {}
     prof = d.get("slice_profile") or {}
@@ -1758,7 +1732,7 @@ def calibrate_through_plane_bound(
         under = (weights > 1e-6).astype(np.float32)
         flat = pad.reshape(c, z, h * w).astype(np.float32)
         valid_low = ~((under @ flat) > 0).reshape(c, z_low, h, w)
-    noise = image_noise(lower.channel_first(), valid_low)[_nearest_slices(z_low, z)]
+    noise = image_noise(lower.channel_first(), valid_low)[nearest_slices(z_low, z)]
     std = through_plane_spread(lower, sr, spread)
     factor = calibration_factor(error, std, noise, keep, COVERAGE)
     if factor is None:
@@ -1789,8 +1763,8 @@ def _through_plane_bound(
     (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
     voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0."""
     from medsr.metrics import data_range_for
-    from medsr.safeguards.error_bound import error_bound, image_noise
-    from medsr.slice_grid import no_data_kept
+    from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
+    from medsr.slice_grid import nearest_slices, no_data_kept
 
     info = calibrate_through_plane_bound(
         image, result, prior=prior, device=device, spread=spread, **options
@@ -1802,11 +1776,11 @@ def _through_plane_bound(
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(
         through_plane_spread(image, result, spread),
-        noise[_nearest_slices(z, n_out)],
+        noise[nearest_slices(z, n_out)],
         info["factor"],
     )
     none = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
-    return bound, _bound_summary(
+    return bound, bound_summary(
         info, bound, noise, none, data_range_for(image), UNCERTAINTY_THRESHOLD, image.units
     )
 
@@ -1967,7 +1941,7 @@ def upscale_through_plane(
     )  # fmt: skip
     d = result.meta["derivation"]
     result = _through_plane_checked(image, result, maps=maps)
-    summary = through_plane_summary(result)
+    summary = through_plane_summary(image, result)
     if maps and error_bound:
         t0 = time.perf_counter()
         bound, summary["error_bound"] = _through_plane_bound(

@@ -60,6 +60,7 @@ __all__ = [
     "check_target_spacing",
     "factor_slices",
     "keep_no_data",
+    "nearest_slices",
     "nested_midpoint_index",
     "no_data_kept",
     "on_grid",
@@ -122,6 +123,13 @@ def check_target_spacing(image: MedImage, target_spacing: Any, axis: int = 0) ->
 def cell_positions(n_in: int, n_out: int) -> np.ndarray:
     """Positions of the ``n_out`` output slice centres in input slice indices (cell-centred)."""
     return (np.arange(int(n_out)) + 0.5) * (int(n_in) / int(n_out)) - 0.5
+
+
+def nearest_slices(n_in: int, n_out: int) -> np.ndarray:
+    """The input slice whose cell holds each of ``n_out`` output slices' centres (no
+    interpolation: which measured slice an output slice lies in)."""
+    src = np.clip(np.floor(cell_positions(n_in, n_out) + 0.5), 0, int(n_in) - 1)
+    return src.astype(np.int64)
 
 
 def nested_midpoint_index(n_in: int, factor: int) -> np.ndarray:

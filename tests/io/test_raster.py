@@ -325,3 +325,33 @@ def test_a_float_raster_s_nan_is_no_data_as_a_nifti_s(tmp_path, suffix):
     np.testing.assert_array_equal(np.isnan(sr), want)
     assert np.isfinite(sr[~want]).all() and 75 <= sr[~want].min() and sr[~want].max() <= 125
     assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_colour_no_data_counts_every_pixel_written_as_no_data(tmp_path, rng, suffix):
+    """A colour image has no value to spare: each channel that held no data (NaN) at a pixel is
+    stored as 0, a value measured pixels hold too. The sidecar counted only the pixels with no
+    data in all three channels (1 here), while the 4 pixels with none in red alone had their red
+    stored as 0 too: 5 pixels were written as no data and 1 said so. Now ``pixels`` counts
+    where any channel held none, with ``channel_values`` and ``in_all_channels`` beside it, and
+    the note and warning say that those channels are 0."""
+    from medsr.errors import NoDataStoredWarning
+
+    values = rng.integers(1, 256, (3, 1, 8, 8)).astype(np.float32)
+    values[:, 0, 0, 0] = 0.0  # a measured black pixel
+    nan = np.zeros(values.shape, bool)
+    nan[0, 0, 2:4, 2:4] = True  # red held none
+    nan[:, 0, 6, 6] = True  # no channel held any
+    image = MedImage(np.where(nan, np.nan, values), spacing=(1.0, 1.0, 1.0), channels="RGB")
+    out = tmp_path / f"rgb{suffix}"
+    with pytest.warns(NoDataStoredWarning, match=r"5 pixels .* \(7 values\) stored as 0"):
+        medsr.save_image(image, out)
+    record = json.loads((tmp_path / "rgb.json").read_text())["stored_as"]["no_data"]
+    assert record["pixels"] == 5 and record["channel_values"] == 7
+    assert record["in_all_channels"] == 1
+    assert record["value_stored"] == 0 and record["reserved"] is False
+    assert "in one or more channels" in record["note"]
+    stored = tifffile.imread(out) if suffix == ".tif" else np.asarray(Image.open(out))
+    stored = np.moveaxis(stored.reshape(8, 8, 3), -1, 0)[:, None]
+    assert (stored[nan] == 0).all()
+    np.testing.assert_array_equal(stored[~nan], values[~nan])  # the other channels kept

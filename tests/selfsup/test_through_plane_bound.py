@@ -90,9 +90,10 @@ def test_the_bound_follows_an_affine_intensity_change(aniso_pair, aniso_written)
     np.testing.assert_allclose(bound2, a * bound, rtol=2e-3, atol=2e-3 * a * float(bound.max()))
 
 
-def test_no_data_gets_a_bound_of_zero():
-    """A CT's fill outside the scan circle is kept exact (error 0): its bound is 0, the measured
-    voxels' is not, and the fill's −3024 step is no noise (nor counted in the statistics)."""
+@pytest.fixture(scope="module")
+def ct_with_fill():
+    """A CT whose scan circle is filled with −3024 HU, ×2 through-plane with ``--maps``:
+    ``(circle, input, output, summary)``."""
     rng = np.random.default_rng(3)
     z, h, w = 8, 24, 24
     zz, yy, xx = np.mgrid[:z, :h, :w]
@@ -105,12 +106,40 @@ def test_no_data_gets_a_bound_of_zero():
         image, target_spacing=1.0, maps=True, slice_thickness=2.0, profile="box",
         progress=False, device="cpu",
     )  # fmt: skip
+    return circle, image, sr, summary
+
+
+def test_no_data_gets_a_bound_of_zero(ct_with_fill):
+    """A CT's fill outside the scan circle is kept exact (error 0): its bound is 0, the measured
+    voxels' is not, and the fill's −3024 step is no noise (nor counted in the statistics)."""
+    circle, _, sr, summary = ct_with_fill
     bound = sr.meta["maps"]["error_bound"]
     pad = np.broadcast_to(~circle, bound.shape)
     assert (bound[pad] == 0).all() and (bound[~pad] > 0).all()
     info = summary["error_bound"]
     assert info["noise_sigma"]["max"] < 50  # HU: the fill's step left out
     assert info["map"]["mean"] == pytest.approx(float(bound[~pad].mean()), rel=1e-5)
+
+
+def test_the_uncertainty_summary_is_over_the_voxels_that_hold_data(ct_with_fill):
+    """The z-uncertainty map is 0 on the fill the output keeps exact; its summary counted those
+    zeros and took its range from the output with the fill read as −1024 HU (1 330 HU, not the
+    measured 613: every ``*_rel`` entry about halved). Now, as
+    ``medsr interpolate --maps`` and ``medsr upscale --maps``, both are over the voxels that
+    hold data and the input's range there."""
+    circle, image, sr, summary = ct_with_fill
+    u = sr.meta["maps"]["uncertainty"]
+    pad = np.broadcast_to(~circle, u.shape)
+    assert (u[pad] == 0).all()
+    held = u[~pad]
+    m = summary["uncertainty"]["map"]
+    measured = float(np.ptp(image.array[:, circle]))
+    assert m["data_range"] == pytest.approx(measured, rel=1e-5)
+    assert m["mean"] == pytest.approx(float(held.mean()), rel=1e-4)
+    assert m["p99"] == pytest.approx(float(np.percentile(held, 99)), rel=1e-4)
+    thr = m["threshold_rel"] * measured
+    assert m["frac_above"] == pytest.approx(float((held > thr).mean()), abs=1e-6)
+    assert m["over"].startswith(f"the {held.size} voxels that hold data")
 
 
 def test_a_too_thin_volume_says_why_it_has_no_bound():

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--maps",
-                help="Folder for the uncertainty map of the output + summary.json (test-time augmentation; fast-ddpm adds the spread of 4 seeded samples).",
+                help="Folder for the uncertainty map of the output (test-time augmentation; fast-ddpm adds the spread of 4 seeded samples), its error bound (about 90% of voxels' errors below it, calibrated on the volume made thick once more and interpolated back) + summary.json.",
             ),
         ] = None,
     ) -> None:
@@ -113,7 +113,11 @@ def register(app: typer.Typer) -> None:
                 from medsr.safeguards.maps import write_maps
 
                 write_maps(
-                    {"uncertainty": std}, maps, like=result, summary=summary, overwrite=overwrite
+                    {"uncertainty": std, **(result.meta.get("maps") or {})},
+                    maps,
+                    like=result,
+                    summary=summary,
+                    overwrite=overwrite,
                 )
         except MedSRError as exc:
             typer.echo(f"error: {exc}", err=True)

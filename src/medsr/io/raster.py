@@ -357,10 +357,11 @@ def write_raster(
     """Write PNG / TIFF / ``.npy``; spacing and rescale go to the JSON sidecar.
 
     Where the source held no data (NaN: :func:`medsr.io.padding.nan_mask`) a ``.npy`` holds
-    NaN; a PNG/TIFF, whose integers cannot, the value :func:`_quantise` sets aside (the lowest
-    stored value, which no measured pixel then holds), its sidecar's ``stored_as.no_data``
-    saying how many pixels, which stored value and what it reads as (the reader takes them as
-    no data again), and a :class:`~medsr.errors.NoDataStoredWarning` (``no_data_warning``) says
+    NaN; a PNG/TIFF, whose integers cannot, the value :func:`_quantise` sets aside (grey: the
+    lowest stored value, which no measured pixel then holds; colour: 0 in each channel that
+    held none, a value measured pixels hold too), its sidecar's ``stored_as.no_data`` saying
+    how many pixels (colour: where any channel held none, and how many channel values), which
+    stored value and what it reads as (the reader takes a grey image's as no data again), and a :class:`~medsr.errors.NoDataStoredWarning` (``no_data_warning``) says
     so once."""
     p = Path(path)
     check_output(p, overwrite)
@@ -414,8 +415,13 @@ def write_raster(
         record = extra["stored_as"]["no_data"]
         warnings.warn(
             f"'{p.name}': {fmt.upper()} cannot store 'no data' (NaN): its {record['pixels']:,} "
-            f"pixels where the source held none are stored as {pad} (read as "
-            f"{record['reads_as']:g} {image.units}), "
+            + (
+                f"pixels where the source held none in one or more channels have those "
+                f"channels ({record['channel_values']:,} values) stored as {pad} (read as "
+                if image.channels
+                else f"pixels where the source held none are stored as {pad} (read as "
+            )
+            + f"{record['reads_as']:g} {image.units}), "
             + (
                 "a value no measured pixel holds"
                 if record["reserved"]
@@ -436,15 +442,17 @@ def _no_data_record(
     intercept: float,
     stored: np.ndarray,
 ) -> dict[str, Any]:
-    """The sidecar's ``stored_as.no_data``: how many pixels hold no data, the stored value that
-    stands there and what it reads as, and whether that value is theirs alone (``reserved``:
-    then every pixel stored as it is no data, and :func:`read_raster` reads them so again)."""
+    """The sidecar's ``stored_as.no_data``: how many pixels were written as no data, the stored
+    value that stands there and what it reads as, and whether that value is theirs alone
+    (``reserved``: then every pixel stored as it is no data, and :func:`read_raster` reads them
+    so again). A colour image's ``pixels`` are those where any channel held none — each such
+    channel is stored as the value, the others keep theirs — with ``channel_values`` (how many
+    channel values that is) and ``in_all_channels`` (the pixels with none in any channel)."""
     reserved = not image.is_color and not bool(np.any(stored[~no_data] == pad))
-    pixels = int(no_data.all(axis=0).sum()) if image.channels else int(no_data.sum())
     # the lowest stored value (_quantise): below every measured one unless the slope inverts it
     where = "below" if slope > 0 else "above"
-    return {
-        "pixels": pixels,
+    record: dict[str, Any] = {
+        "pixels": int(no_data.any(axis=0).sum()) if image.channels else int(no_data.sum()),
         "value_stored": int(pad),
         "reads_as": float(f"{pad * slope + intercept:.9g}"),
         "reserved": reserved,
@@ -456,6 +464,15 @@ def _no_data_record(
             "measured pixels may hold too: where they are is not kept"
         ),
     }
+    if image.channels:
+        record["channel_values"] = int(no_data.sum())
+        record["in_all_channels"] = int(no_data.all(axis=0).sum())
+        record["note"] = (
+            f"the source held no data (NaN) in one or more channels at these pixels; those "
+            f"channels are stored as {pad}, which measured pixels may hold too: where they are "
+            "is not kept"
+        )
+    return record
 
 
 def _labels(image: MedImage) -> dict[str, str]:

@@ -27,9 +27,18 @@ truth, per image.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-__all__ = ["COVERAGE", "calibration_factor", "error_bound", "image_noise", "noise_sigma"]
+__all__ = [
+    "COVERAGE",
+    "bound_summary",
+    "calibration_factor",
+    "error_bound",
+    "image_noise",
+    "noise_sigma",
+]
 
 #: the fraction of voxels whose error the bound is calibrated to hold
 COVERAGE = 0.9
@@ -105,3 +114,34 @@ def image_noise(planes: np.ndarray, valid: np.ndarray | None = None) -> np.ndarr
         return np.where(
             finite.any(axis=0), np.nansum(sigma, axis=0) / np.maximum(finite.sum(axis=0), 1), np.nan
         )
+
+
+def bound_summary(
+    info: dict[str, Any],
+    bound: np.ndarray,
+    noise: np.ndarray,
+    none: np.ndarray | None,
+    rng: float,
+    threshold: float,
+    units: str,
+) -> dict[str, Any]:
+    """``info`` (a calibration's record) completed with the input's noise ``noise`` (one value
+    per input plane) and the statistics of ``bound`` over the voxels that hold data; ``bound``
+    is set to 0 in place on ``none``, the output voxels kept exact (no data)."""
+    from medsr.safeguards.maps import summarize_map
+
+    held = bound  # the voxels the summary is over: those that hold data
+    if none is not None:
+        bound[none] = 0.0
+        held = bound[~none]
+    finite = noise[np.isfinite(noise)]
+    info["noise_sigma"] = {
+        "method": "Immerkaer 1996 (3x3 Laplacian difference), per plane",
+        "mean": round(float(finite.mean()), 6) if finite.size else None,
+        "max": round(float(finite.max()), 6) if finite.size else None,
+        "units": units,
+    }
+    info["map"] = summarize_map(held, data_range=rng, threshold_rel=threshold, units=units)
+    if none is not None:
+        info["map"]["over"] = "the voxels that hold data (the bound is 0 on the rest: kept exact)"
+    return info
