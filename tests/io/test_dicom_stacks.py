@@ -243,3 +243,16 @@ def test_a_localizer_marked_in_image_type_is_left_out_whatever_its_geometry(ct_t
         warnings.simplefilter("error", MedSRWarning)
         image = read_dicom(write_series(tmp_path / "scouts", main))
     assert image.spatial_shape == (4, 16, 16)
+
+
+def test_slices_with_and_without_a_position_are_named(ct_template, tmp_path):
+    """ "some slices have a position (ImagePositionPatient) and others do not" named no file:
+    in a folder of hundreds the user could not find the odd ones. One of each is named."""
+    slices = _stack(ct_template, generate_uid(), 4)
+    del slices[2].ImagePositionPatient
+    folder = write_series(tmp_path / "mixed", slices, ["a.dcm", "b.dcm", "c.dcm", "d.dcm"])
+    with pytest.raises(
+        SeriesMismatchError,
+        match=r"others do not \('a\.dcm' has one, 'c\.dcm' has none; 1 of 4 without one\)",
+    ):
+        read_dicom(folder)

@@ -882,7 +882,9 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
         members = [members[i] for i in by_number]
         iops = [iops[i] for i in by_number]
         ipps = [ipps[i] for i in by_number]
-    order, affine, spacing, has_geom = _stack_geometry(iops, ipps, (sy, sx), gap, "slices")
+    order, affine, spacing, has_geom = _stack_geometry(
+        iops, ipps, (sy, sx), gap, "slices", [f"'{f.name}'" for f, _ in members]
+    )
     members = [members[i] for i in order]
     positions = _positions(ipps, order, has_geom)
     if frame is not None:
