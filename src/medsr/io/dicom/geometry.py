@@ -259,8 +259,12 @@ def _stack_geometry(
     pixel_spacing: tuple[float, float],
     fallback_gap: float,
     what: str = "slices",
+    names: Sequence[str] | None = None,
 ) -> tuple[list[int], np.ndarray, tuple[float, float, float], bool]:
-    """Sort slices along the normal and check the grid. Returns (order, affine, spacing, has_geometry)."""
+    """Sort slices along the normal and check the grid. Returns (order, affine, spacing, has_geometry).
+
+    ``names``: how a message names each slice (``'a.dcm'``); by default its number (``frame 3``).
+    """
     n = len(iops)
     sy, sx = pixel_spacing
     ref = next((i for i in iops if i is not None), None)
@@ -274,8 +278,12 @@ def _stack_geometry(
     have_ipp = [p is not None for p in ipps]
     if ref is None or not all(have_ipp):
         if any(have_ipp) and not all(have_ipp) and n > 1:
+            shown = list(names) if names is not None else [f"{what[:-1]} {i + 1}" for i in range(n)]
+            has, lacks = have_ipp.index(True), have_ipp.index(False)
             raise SeriesMismatchError(
-                f"some {what} have a position (ImagePositionPatient) and others do not"
+                f"some {what} have a position (ImagePositionPatient) and others do not "
+                f"({shown[has]} has one, {shown[lacks]} has none; "
+                f"{have_ipp.count(False)} of {n} without one)"
             )
         if ref is not None and n == 1 and ipps[0] is None:
             ipps = [np.zeros(3)]

@@ -667,12 +667,15 @@ def dicom_volumes(
 
     Returns ``(volumes, unreadable)``. ``volumes``: ``(series_uid, files)`` in a stable order,
     one per volume: the files of one Series Instance UID (sorted), which
-    ``read_dicom(<their common folder>, series_uid=series_uid)`` stacks into one volume, or one
-    file read on its own (``read_dicom(file)``): a series of one file, a file without a Series
-    Instance UID (``series_uid`` ``None``), or a multi-frame object of a series that has several
-    (the reader does not stack those). ``unreadable``: ``(file, reason)`` for DICOM files whose
-    header cannot be read. Non-image objects (SR, SEG, DICOMDIR...) and files that are not
-    DICOM are left out.
+    ``read_dicom(<their common folder>, series_uid=series_uid)`` stacks into one volume — for a
+    series of several stacks (a localizer, echoes, time points: :mod:`medsr.io.dicom.stacks`)
+    one entry per stack, ``series_uid`` being ``"UID:N"`` as the reader numbers them — or one
+    file read on its own (``read_dicom(file)``): a series (or stack) of one file, a file without
+    a Series Instance UID (``series_uid`` ``None``), or a multi-frame object of a series that has
+    several (the reader does not stack those). ``unreadable``: ``(file, reason)`` for DICOM
+    files whose header cannot be read. Non-image objects (SR, SEG, DICOMDIR...) and files that
+    are not DICOM are left out. Copies of one instance count once; a series the reader refuses
+    whole (copies with other pixels) stays one entry, for its read to say why.
     """
     unreadable: list[tuple[Path, str]] = []
     images, _ = _collect(Path(folder), unreadable)
@@ -691,8 +694,29 @@ def dicom_volumes(
             if multi:
                 volumes += [(uid, [f]) for f, _ in members]
                 continue
-        volumes.append((uid, sorted(f for f, _ in members)))
+        volumes += _stack_volumes(uid, members, folder)
     return sorted(volumes, key=lambda v: v[1][0].as_posix()), unreadable
+
+
+def _stack_volumes(
+    uid: str, members: list[tuple[Path, Dataset]], folder: str | os.PathLike[str]
+) -> list[tuple[str | None, list[Path]]]:
+    """One series' volumes for :func:`dicom_volumes`: its stacks as :func:`_read_folder` cuts
+    and numbers them (``"UID:N"``; a stack of one file: that file), or the whole series."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedSRWarning)  # its read warns again
+        try:
+            stacks = split_stacks(drop_duplicate_instances(members, Path(folder).name))
+        except MedSRError:
+            stacks = []
+    if len(stacks) < 2:
+        return [(uid, sorted(f for f, _ in members))]
+    return [
+        (uid, [s.members[0][0]])
+        if len(s.members) == 1
+        else (f"{uid}:{n}", sorted(f for f, _ in s.members))
+        for n, s in enumerate(stacks, 1)
+    ]
 
 
 def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -> None:
@@ -882,7 +906,9 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
         members = [members[i] for i in by_number]
         iops = [iops[i] for i in by_number]
         ipps = [ipps[i] for i in by_number]
-    order, affine, spacing, has_geom = _stack_geometry(iops, ipps, (sy, sx), gap, "slices")
+    order, affine, spacing, has_geom = _stack_geometry(
+        iops, ipps, (sy, sx), gap, "slices", [f"'{f.name}'" for f, _ in members]
+    )
     members = [members[i] for i in order]
     positions = _positions(ipps, order, has_geom)
     if frame is not None:

@@ -1,10 +1,13 @@
 """One series' files as real exports present them: copies, stacks, echoes and time points.
 
 A PACS export holds more than one regular volume under one Series Instance UID: the localizer
-(scout) the technologist took first, in another orientation and size; the echoes of a multi-echo
-MR (``EchoNumbers``) or the time points of a dynamic series (``TemporalPositionIdentifier``,
-or ``AcquisitionNumber`` where positions repeat), each at the same positions; and the same
-instance exported twice (one file in the folder and a copy in a sub-folder).
+(scout) the technologist took first, in another orientation and size, or marked as one in its
+Image Type (CT: ``ORIGINAL\\PRIMARY\\LOCALIZER``) whatever its geometry; the echoes of a
+multi-echo MR (``EchoNumbers``) or the time points of a dynamic series
+(``TemporalPositionIdentifier``), each at the same positions, or, where positions repeat and
+neither is stated, echoes told apart by ``EchoTime``, cardiac phases by ``TriggerTime`` and time
+points by ``AcquisitionNumber``; and the same instance exported twice (one file in the folder
+and a copy in a sub-folder).
 
 :func:`drop_duplicate_instances` keeps one file per SOP Instance UID; :func:`split_stacks` cuts
 a series into stacks of one orientation, image size, echo and time point; :func:`choose_stack`
@@ -25,12 +28,23 @@ from pydicom.multival import MultiValue
 
 from medsr.errors import MedSRWarning, SeriesMismatchError
 from medsr.io.dicom.geometry import _plane, _same
-from medsr.io.dicom.header import _GEOM_TOL_COS, series_key
+from medsr.io.dicom.header import _GEOM_TOL_COS, _first_float, series_key
 
 Member = tuple[Path, Dataset]
 
 #: what tells volumes apart at the same positions, with the words a message uses for each
 _VOLUME_KEYS = (("EchoNumbers", "echo"), ("TemporalPositionIdentifier", "time point"))
+#: what may tell them apart where those are not stated and positions repeat (tried in this
+#: order, each on its own and then together): the word, and whether the value is in ms
+_REPEAT_KEYS = (
+    ("EchoTime", "echo time", True),
+    ("TriggerTime", "trigger time", True),
+    ("AcquisitionNumber", "acquisition", False),
+)
+#: Image Type values (from the third on) of a localizer: CT's defined term (PS3.3 C.8.2.1.1.1;
+#: GE writes ``ORIGINAL\\PRIMARY\\LOCALIZER`` on its scouts), mammography's stereotactic
+#: scout, and the vendor words for one (Siemens' topogram, Philips' surview)
+_LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM", "SURVIEW", "STEREO_SCOUT"})
 
 
 def split_choice(series_uid: str | None) -> tuple[str | None, int | None]:
@@ -53,6 +67,13 @@ def _text(ds: Dataset, key: str) -> str:
     if isinstance(value, MultiValue | list | tuple):
         return "\\".join(str(v).strip() for v in value)
     return str(value).strip()
+
+
+def is_localizer(ds: Dataset) -> bool:
+    """Whether the Image Type says the image is a localizer (scout, topogram, surview)."""
+    value = ds.get("ImageType")
+    values = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    return any(str(v or "").strip().upper() in _LOCALIZER_TYPES for v in values[2:])
 
 
 def drop_duplicate_instances(members: list[Member], folder: str) -> list[Member]:
@@ -98,6 +119,7 @@ class Stack:
     size: tuple[int, int]
     labels: dict[str, str]  # "echo" / "time point" / "acquisition" → value, where stated
     members: list[Member] = field(default_factory=list)
+    localizer: bool = False  # its Image Type says so (beside images that are not localizers)
 
     def geometry_of(self, other: Stack) -> bool:
         return self.size == other.size and _same(self.iop, other.iop, _GEOM_TOL_COS)
@@ -107,6 +129,8 @@ class Stack:
         parts = [f"{len(self.members)} image{'s' if len(self.members) != 1 else ''}"]
         parts.append(f"{_plane_name(self.iop)} {rows}×{cols}")
         parts += [f"{word} {value}" for word, value in self.labels.items() if value]
+        if self.localizer:
+            parts.append("localizer (ImageType)")
         return ", ".join(parts)
 
 
@@ -135,42 +159,85 @@ def _repeats_positions(members: list[Member], iop: np.ndarray | None) -> bool:
     return len(set(known)) < len(known)
 
 
+def _value(ds: Dataset, key: str, ms: bool) -> str:
+    if not ms:
+        return _text(ds, key)
+    value = _first_float(ds.get(key))
+    return "" if value is None else f"{value:g} ms"
+
+
+def _sort_value(text: str) -> tuple[int, float, str]:
+    number = _first_float(text.split()[0]) if text else None
+    return (0, number, text) if number is not None else (1, 0.0, text)
+
+
+def _split_repeats(stack: Stack) -> list[Stack]:
+    """A stack whose positions repeat, cut by the first of :data:`_REPEAT_KEYS` (or all that
+    vary, together) into parts that each hold every position once (the same positions in
+    each: a value that differs from slice to slice, as a trigger time may, is no volume);
+    else the stack as it is (the reader says that positions repeat)."""
+    varying = [
+        (key, word, ms)
+        for key, word, ms in _REPEAT_KEYS
+        if len({_value(ds, key, ms) for _, ds in stack.members}) > 1
+    ]
+    tries = [[k] for k in varying] + ([varying] if len(varying) > 1 else [])
+    for keys in tries:
+        parts: dict[tuple[str, ...], list[Member]] = {}
+        for path, ds in stack.members:
+            value = tuple(_value(ds, key, ms) for key, _, ms in keys)
+            parts.setdefault(value, []).append((path, ds))
+        places = [[_position(ds, stack.iop) for _, ds in m] for m in parts.values()]
+        if all(len(set(p)) == len(p) and set(p) == set(places[0]) for p in places):
+            return [
+                Stack(
+                    stack.iop,
+                    stack.size,
+                    {**stack.labels, **{w: v for (_, w, _), v in zip(keys, values, strict=True)}},
+                    parts[values],
+                    stack.localizer,
+                )
+                for values in sorted(parts, key=lambda vs: [_sort_value(v) for v in vs])
+            ]
+    return [stack]
+
+
 def split_stacks(members: list[Member]) -> list[Stack]:
     """Cut one series into stacks of one orientation, image size, echo (``EchoNumbers``) and
-    time point (``TemporalPositionIdentifier``); a stack whose positions repeat is cut by
-    ``AcquisitionNumber`` too when that gives stacks without repeats (a dynamic series that
-    numbers its acquisitions only: CT vendors number parts of one volume too, so it is used
-    only where the positions say it must be). In file order within each stack."""
+    time point (``TemporalPositionIdentifier``), with the images its Image Type marks as
+    localizers apart (where others are not); a stack whose positions repeat is cut by
+    ``EchoTime``, ``TriggerTime`` or ``AcquisitionNumber`` too when that gives stacks of the
+    same positions without repeats (a multi-echo, cardiac or dynamic series that states no
+    echo or time point numbers: CT vendors number parts of one volume as acquisitions, so
+    these are used only where the positions say they must be). In file order within each
+    stack; the largest stack first, localizers last."""
+    marked = [is_localizer(ds) for _, ds in members]
+    apart = any(marked) and not all(marked)
     stacks: list[Stack] = []
-    for path, ds in members:
+    for (path, ds), localizer in zip(members, marked, strict=True):
         iop = _plane(ds)[0]
         size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         labels = {word: _text(ds, key) for key, word in _VOLUME_KEYS}
+        localizer = localizer and apart
         for stack in stacks:
             if (
                 stack.labels == labels
                 and stack.size == size
+                and stack.localizer == localizer
                 and _same(stack.iop, iop, _GEOM_TOL_COS)
             ):
                 stack.members.append((path, ds))
                 break
         else:
-            stacks.append(Stack(iop, size, labels, [(path, ds)]))
+            stacks.append(Stack(iop, size, labels, [(path, ds)], localizer))
     out: list[Stack] = []
     for stack in stacks:
-        if not _repeats_positions(stack.members, stack.iop):
-            out.append(stack)
-            continue
-        parts: dict[str, list[Member]] = {}
-        for path, ds in stack.members:
-            parts.setdefault(_text(ds, "AcquisitionNumber"), []).append((path, ds))
-        if len(parts) > 1 and not any(_repeats_positions(m, stack.iop) for m in parts.values()):
-            for number, part in parts.items():
-                labels = {**stack.labels, "acquisition": number}
-                out.append(Stack(stack.iop, stack.size, labels, part))
+        if _repeats_positions(stack.members, stack.iop):
+            out += _split_repeats(stack)
         else:
-            out.append(stack)  # the reader says that positions repeat
-    return sorted(out, key=lambda s: -len(s.members))  # stable: file order among equals
+            out.append(stack)
+    # stable: file order among equals
+    return sorted(out, key=lambda s: (s.localizer, -len(s.members)))
 
 
 def choose_stack(
@@ -179,10 +246,11 @@ def choose_stack(
     """The members of the stack asked for (``wanted``, 1-based) or of the main stack, and the
     note of what was left out (also warned as :class:`MedSRWarning`), if anything.
 
-    Without a choice, the largest stack is read when every other one has another orientation
-    or image size and fewer images (a localizer exported with its series); stacks that differ
-    by echo or time point, or as large as the largest, are a choice only the user can make:
-    :class:`SeriesMismatchError` lists them with the ``--series KEY:N`` that reads each."""
+    Without a choice, the largest stack is read when every other one is a localizer: marked
+    as one in its Image Type, or of another orientation or image size and with fewer images (a
+    localizer exported with its series); stacks that differ by echo or time point, or as large
+    as the largest, are a choice only the user can make: :class:`SeriesMismatchError` lists
+    them with the ``--series KEY:N`` that reads each."""
     key = series_key(uid)
     listing = "; ".join(f"{key}:{i} ({s.describe()})" for i, s in enumerate(stacks, 1))
     if wanted is not None:
@@ -195,12 +263,22 @@ def choose_stack(
     if len(stacks) == 1:
         return stacks[0].members, None
     main, others = stacks[0], stacks[1:]
-    if all(len(s.members) < len(main.members) and not s.geometry_of(main) for s in others):
+    if not main.localizer and all(
+        s.localizer or (len(s.members) < len(main.members) and not s.geometry_of(main))
+        for s in others
+    ):
         left = sum(len(s.members) for s in others)
         choice = f"{key}:2" if len(stacks) == 2 else f"{key}:N (N from 2 to {len(stacks)})"
+        marked = sum(s.localizer for s in others)
+        if marked == len(others):
+            what = f"marked as localizer (ImageType) beside its main stack ({main.describe()})"
+            guess = ""
+        else:
+            what = f"of another orientation or size than its main stack ({main.describe()})"
+            what = f"marked as localizer (ImageType) or {what}" if marked else what
+            guess = " (a localizer?)"
         note = (
-            f"'{folder}': series {key} holds {left} image(s) of another orientation or size "
-            f"than its main stack ({main.describe()}), left out (a localizer?): "
+            f"'{folder}': series {key} holds {left} image(s) {what}, left out{guess}: "
             f"{'; '.join(s.describe() for s in others)}. Read them with --series {choice}"
         )
         warnings.warn(note, MedSRWarning, stacklevel=3)
