@@ -991,3 +991,98 @@ def test_pacs_cli_import_is_light():
     assert proc.stdout.strip() == "[]", proc.stderr
     code, out, _ = invoke("pacs", "--help")
     assert code == 0 and all(cmd in out for cmd in ("list", "upscale", "watch"))
+
+
+# ------------------------------------------------------------------------------- trust maps
+MAP_TYPES = {"consistency": "CONSISTENCY MAP", "uncertainty": "UNCERTAINTY MAP",
+             "error_bound": "ERROR BOUND MAP"}  # fmt: skip
+
+
+def test_upscale_maps_stores_valid_map_series_once(orthanc, ct_mr_study, tmp_path):
+    """--maps stores the trust maps of `medsr upscale --maps` beside the derived series (they
+    were never computed: `_upscale_one` hard-coded maps=False): one derived series per map,
+    SeriesNumber source + 1001/1002/1003, labelled as a map, dciodvfy-clean; the result line names
+    them by key (no full UID in any output line); a rerun stores nothing."""
+    s = ct_mr_study  # the MR series: one 64x64 instance
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["mr"],
+              "--model", "bicubic", "--maps", *auth_args())  # fmt: skip
+    code, out, err = invoke(*common)
+    assert code == 0 and out.startswith("stored "), (out, err)
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    src = client.series_metadata(s["study"], s["mr"])[0]
+    derived = out.split()[1]
+    [derived_key] = {
+        r.derived_key for r in series_of(orthanc, s["study"]) if r.series_uid == derived
+    }
+    maps = {r.series_uid: r for r in series_of(orthanc, s["study"]) if " map x2 " in r.description}
+    assert len(maps) == 3, [r.description for r in series_of(orthanc, s["study"])]
+    seen = {}
+    for uid, row in maps.items():
+        ds = client.series_metadata(s["study"], uid)[0]
+        name = next(n for n, t in MAP_TYPES.items() if ds.ImageType[3] == t)
+        seen[name] = uid
+        assert ds.ImageType[:2] == ["DERIVED", "SECONDARY"]
+        offset = 1001 + list(MAP_TYPES).index(name)
+        assert int(ds.SeriesNumber) == int(src.SeriesNumber) + offset
+        assert f"[medsr {name.replace('_', ' ')} map x2 " in ds.SeriesDescription
+        assert "a trust map" in ds.DerivationDescription
+        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
+        assert ds.StudyInstanceUID == s["study"] and uid not in (derived, s["mr"])
+        # medsr's own (a whole-study run or watch never upscales it), not the derived series'
+        assert row.instances == 1 and row.derived_key not in (None, derived_key)
+        [full] = client.retrieve_series_datasets(s["study"], uid)
+        full.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / f"{name}.dcm") == set(), name
+        assert uid not in out + err  # logs and the result line: the key only
+        assert f"{name.replace('_', ' ')} stored (series {series_key(uid)})" in out
+    assert set(seen) == set(MAP_TYPES)
+
+    before = (instance_count(orthanc), len(series_of(orthanc, s["study"])))
+    code, out, err = invoke(*common, "--json")
+    assert code == 0, err
+    [res] = json.loads(out)
+    assert res["status"] == "exists" and res["derived_series_uid"] == derived
+    assert {m["map"]: (m["series_uid"], m["status"]) for m in res["maps"]} == {
+        n: (uid, "exists") for n, uid in seen.items()
+    }
+    assert (instance_count(orthanc), len(series_of(orthanc, s["study"]))) == before
+
+
+def test_maps_ctrl_c_takes_back_the_run_and_a_rerun_adds_only_missing_maps(
+    orthanc, ct_mr_study, monkeypatch
+):
+    """A derived series stored without --maps gets its map series on a --maps rerun (and is
+    reused, not stored twice); Ctrl-C while a map series is stored deletes it and the map
+    series the run stored before it."""
+    s = ct_mr_study
+    [plain] = upscale_series(orthanc.url, s["study"], s["mr"], model="bicubic", **orthanc.auth)
+    assert plain.status == "stored" and plain.maps == []
+    before = (len(series_of(orthanc, s["study"])), instance_count(orthanc))
+    real_store, calls = PacsClient.store, []
+
+    def store(self, datasets, study=None):  # the 2nd map series is stored, then Ctrl-C
+        calls.append(1)
+        out = real_store(self, datasets, study)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(PacsClient, "store", store)
+    code, out, err = invoke(
+        "pacs", "upscale", "--url", orthanc.url, "--study", s["study"], "--series", s["mr"],
+        "--model", "bicubic", "--maps", "-q", *auth_args(),
+    )  # fmt: skip
+    assert code == 130 and out == "", (out, err)
+    assert err.startswith("interrupted while storing the uncertainty map series "), err
+    assert "(and the 1 trust-map series this run stored before it) were deleted again" in err
+    assert (len(series_of(orthanc, s["study"])), instance_count(orthanc)) == before
+
+    monkeypatch.undo()
+    [res] = upscale_series(
+        orthanc.url, s["study"], s["mr"], model="bicubic", maps=True, **orthanc.auth
+    )
+    assert res.status == "exists" and res.derived_series_uid == plain.derived_series_uid
+    assert [(m["map"], m["status"]) for m in res.maps] == [
+        ("consistency", "stored"), ("uncertainty", "stored"), ("error_bound", "stored")
+    ]  # fmt: skip
+    assert len(series_of(orthanc, s["study"])) == before[0] + 3

@@ -20,6 +20,13 @@ SeriesDescription is a series-level attribute every PACS indexes and returns fro
 before retrieving and again before storing, the study is searched for a series carrying the same
 key; if it exists with all its instances it is reused and nothing is stored.
 
+**Trust maps** (``maps=True``, ``--maps``: what ``medsr upscale --maps`` writes for a DICOM
+input): the consistency, uncertainty and error-bound maps are stored in the same study as derived
+series of their own (SeriesNumber source + 1001, 1002, 1003), *before* the derived series, whose
+SeriesDescription token each one's extends: ``[medsr error bound map xSCALE MAPKEY]``, ``MAPKEY``
+a hash of the derivation key and the map's name (:func:`map_token`). A map series found complete
+is not stored again; a rerun stores only the map series that are missing.
+
 **No half series.** Instances are stored in bounded STOW-RS batches; the ones a server refuses
 (or that a transport error loses) are sent again (``attempts`` rounds with backoff). If some still
 fail, the partial series is deleted again (DICOMweb DELETE, or Orthanc's REST API) and
@@ -71,6 +78,7 @@ __all__ = [
     "derivation_token",
     "describe_filters",
     "list_series",
+    "map_token",
     "parse_filters",
     "parse_interval",
     "upscale_series",
@@ -157,6 +165,9 @@ class UpscaleResult:
     reason: str = ""
     seconds: float = 0.0
     stack: int | None = None
+    #: with ``maps``: one entry per trust-map series, ``{"map", "series_uid", "status"
+    #: ("stored" or "exists"), "instances"}``
+    maps: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,11 +181,17 @@ class UpscaleResult:
         if self.status == "skipped":
             return f"skipped {source} ({self.modality}): {self.reason}"
         verb = "stored" if self.status == "stored" else "exists"
-        return (
+        line = (
             f"{verb} {self.derived_series_uid} ({self.instances} instance"
             f"{'s' if self.instances != 1 else ''}, {self.modality}, {self.model} x{self.scale}) "
             f"derived from {source}"
         )
+        if self.maps:  # map series by their keys (logs: hashed UIDs only)
+            line += "; trust maps: " + ", ".join(
+                f"{m['map'].replace('_', ' ')} {m['status']} (series {uid_key(m['series_uid'])})"
+                for m in self.maps
+            )
+        return line
 
 
 @dataclass
@@ -329,16 +346,37 @@ def derivation_token(
     return f" [medsr {tag} x{int(scale)} {key}]", key
 
 
+def map_token(key: str, name: str, scale: int) -> tuple[str, str]:
+    """``(token, map key)`` of the trust map ``name`` of the derivation ``key``
+    (:func:`derivation_token`): the SeriesDescription suffix ``" [medsr error bound map xS MAPKEY]"``.
+
+    Its own key, so that a map series is never taken for the derived series (nor for another
+    map), while a study's search still sees it as made by medsr (never upscaled again)."""
+    mkey = hashlib.sha256(f"{key}|map:{name}".encode()).hexdigest()[:8]
+    label = name.replace("_", " ")
+    return f" [medsr {label} map x{int(scale)} {mkey}]", mkey
+
+
 def _find_derived(client: PacsClient, study: str, key: str) -> SeriesInfo | None:
     """The series of ``study`` carrying derivation ``key`` (the fullest one if several).
 
     Its instance count comes from NumberOfSeriesRelatedInstances or, for servers that do not
     report it, from an instance-level QIDO-RS query.
     """
-    hits = [_with_count(client, s) for s in _search(client, study, None) if s.derived_key == key]
-    if not hits:
-        return None
-    return max(hits, key=lambda s: s.instances or 0)
+    return _find_keyed(client, study, {key}).get(key)
+
+
+def _find_keyed(client: PacsClient, study: str, keys: Iterable[str]) -> dict[str, SeriesInfo]:
+    """:func:`_find_derived` for several keys at once (one series search): key → series."""
+    wanted = set(keys)
+    hits: dict[str, SeriesInfo] = {}
+    for s in _search(client, study, None):
+        k = s.derived_key
+        if k in wanted:
+            s = _with_count(client, s)
+            if k not in hits or (s.instances or 0) > (hits[k].instances or 0):
+                hits[k] = s
+    return hits
 
 
 def _with_count(client: PacsClient, info: SeriesInfo) -> SeriesInfo:
@@ -369,6 +407,7 @@ def upscale_series(
     degradation: str | None = None,
     ensemble: bool = False,
     precision: str = "fp32",
+    maps: bool = False,
     attempts: int = 3,
     workdir: str | os.PathLike[str] | None = None,
     log: LogFn | None = None,
@@ -380,6 +419,11 @@ def upscale_series(
     N-th stack, as ``medsr upscale --series`` does, for a series that holds several (a
     localizer, echoes, time points: :mod:`medsr.io.dicom.stacks`, whose messages number them).
     A stack other than the first is its own derivation (:func:`derivation_token`).
+
+    ``maps``: also store the trust maps (consistency, uncertainty — the spread over the 8
+    flips/rotations, 8x the network time — and the calibrated error bound, as ``medsr upscale
+    --maps``) as derived series of the same study (:func:`map_token`); each result's ``maps``
+    lists them.
 
     ``precision``: the network's arithmetic, as ``medsr upscale --precision`` (``fp32``,
     ``auto``, ``bf16``, ``fp16`` on CUDA); the derived series' DerivationDescription records the
@@ -463,7 +507,7 @@ def upscale_series(
             result = _upscale_one(
                 client, info, loaded, scale, device, attempts, workdir, say,
                 consistency=consistency, degradation=degradation, ensemble=ensemble,
-                precision=precision, stack=stack,
+                precision=precision, stack=stack, maps=maps,
             )  # fmt: skip
         except (NotAnImageError, SeriesMismatchError) as exc:
             if series is not None:
@@ -510,6 +554,7 @@ def _upscale_one(
     ensemble: bool = False,
     precision: str = "fp32",
     stack: int | None = None,
+    maps: bool = False,
 ) -> UpscaleResult:
     import pydicom
 
@@ -517,6 +562,7 @@ def _upscale_one(
     from medsr.inference.precision import resolve_precision
     from medsr.io.dicom import read_dicom, write_dicom
     from medsr.pipeline import upscale_with_safeguards
+    from medsr.safeguards.maps import MAP_DESCRIPTIONS, write_map_series
 
     t0 = time.perf_counter()
     study, source = info.study_uid, info.series_uid
@@ -531,15 +577,25 @@ def _upscale_one(
     base = UpscaleResult(
         study, source, "", modality=info.modality, model=tag, scale=scale, stack=stack
     )
+    # the trust maps' tokens: name → (token, key); their series are found by key as the derived one
+    map_keys = {n: map_token(key, n, scale) for n in MAP_DESCRIPTIONS} if maps else {}
 
-    def exists(found: SeriesInfo, n: int) -> UpscaleResult:
-        base.status, base.derived_series_uid, base.instances = "exists", found.series_uid, n
+    def finish(status: str, derived: str, n: int) -> UpscaleResult:
+        base.status, base.derived_series_uid, base.instances = status, derived, n
         base.seconds = time.perf_counter() - t0
         return base
 
-    found = _find_derived(client, study, key)
+    found_all = _find_keyed(client, study, {key, *(k for _, k in map_keys.values())})
+    found = found_all.get(key)
     if found is not None and info.instances and found.instances == info.instances:
-        return exists(found, found.instances or 0)
+        have = {n: found_all.get(k) for n, (_, k) in map_keys.items()}
+        if all(m is not None and m.instances == info.instances for m in have.values()):
+            base.maps = [
+                {"map": n, "series_uid": m.series_uid, "status": "exists", "instances": m.instances}
+                for n, m in have.items()
+                if m is not None
+            ]
+            return finish("exists", found.series_uid, found.instances or 0)
 
     with tempfile.TemporaryDirectory(prefix="medsr-pacs-", dir=workdir) as tmp:
         src_dir, out_dir = Path(tmp) / "source", Path(tmp) / "derived"
@@ -561,16 +617,26 @@ def _upscale_one(
             )
             raise exc.with_traceback(None) from None
         say(f"upscaling series {uid_key(source)} x{scale} with {tag}")
-        # the one pipeline: the same safeguards and provenance as every other front end
+        # the one pipeline: the same safeguards, provenance and maps as every other front end
         up, summary = upscale_with_safeguards(
-            image, scale, model, consistency=consistency, degradation=degradation, maps=False,
-            tta=False, warn=False, device=device, ensemble=ensemble, precision=precision,
+            image, scale, model, consistency=consistency, degradation=degradation, maps=maps,
+            tta=maps, warn=False, device=device, ensemble=ensemble, precision=precision,
         )  # fmt: skip
         del image
         for message in summary.get("warnings", []):
             say(f"warning: {message}")
+        arrays = up.meta.get("maps") or {}
+        up = up.replace(meta={k: v for k, v in up.meta.items() if k != "maps"})
+        if maps and "error_bound" not in arrays:
+            why = (summary.get("error_bound") or {}).get("reason", "not calibrated")
+            say(f"warning: series {uid_key(source)}: no error bound map: {why}")
         write_dicom(up, out_dir, series_description_suffix=token)
-        del up
+        folders: dict[str, Path] = {}
+        if arrays:  # each map's own token (map_token): found again by its key
+            folders = write_map_series(
+                arrays, Path(tmp) / "maps", up, description_suffix=lambda n: map_keys[n][0]
+            )
+        del up, arrays
         files = sorted(out_dir.glob("*.dcm"))
         if not files:  # pragma: no cover - write_dicom always writes at least one file
             raise PacsError(f"no derived instance was written for series {uid_key(source)}")
@@ -583,24 +649,54 @@ def _upscale_one(
             )
 
         # idempotence, again: another worker may have stored the same derivation meanwhile
-        found = _find_derived(client, study, key)
+        found_all = _find_keyed(client, study, {key, *(k for _, k in map_keys.values())})
+        # what this run stored, so that Ctrl-C takes it all back: (what, series UID)
+        stored: list[tuple[str, str]] = []
+        # the maps first: a derived series in the PACS has its trust maps beside it
+        for name, folder in folders.items():
+            label = f"{name.replace('_', ' ')} map series"
+            map_files = sorted(folder.glob("*.dcm"))
+            uid = str(pydicom.dcmread(map_files[0], stop_before_pixels=True).SeriesInstanceUID)
+            had = found_all.get(map_keys[name][1])
+            entry = {
+                "map": name,
+                "series_uid": uid,
+                "status": "stored",
+                "instances": len(map_files),
+            }
+            if had is not None and had.instances == len(map_files):
+                base.maps.append({**entry, "series_uid": had.series_uid, "status": "exists"})
+                continue
+            if had is not None:
+                _remove_incomplete(client, study, had, label, len(map_files), say)
+            say(f"storing {len(map_files)} instances of the {label} {uid_key(uid)}")
+            _store_whole_series(client, study, uid, map_files, attempts, label, stored)
+            stored.append((label, uid))
+            base.maps.append(entry)
+        found = found_all.get(key)
         if found is not None:
             if found.instances == len(files):
-                return exists(found, len(files))
-            say(f"removing incomplete earlier derived series {found.series_uid}")
-            if not client.delete_series(study, found.series_uid):
-                raise PacsStoreError(
-                    f"an incomplete derived series {found.series_uid} ({found.instances} of "
-                    f"{len(files)} instances) from an earlier run is in study {uid_key(study)} and the "
-                    "server does not allow deleting it: delete it on the PACS, then run again",
-                    series_uid=found.series_uid,
-                )
+                return finish("exists", found.series_uid, len(files))
+            _remove_incomplete(client, study, found, "derived series", len(files), say)
 
         say(f"storing {len(files)} instances as {derived}")
-        _store_whole_series(client, study, derived, files, attempts)
-    base.status, base.derived_series_uid, base.instances = "stored", derived, len(files)
-    base.seconds = time.perf_counter() - t0
-    return base
+        _store_whole_series(client, study, derived, files, attempts, "derived series", stored)
+    return finish("stored", derived, len(files))
+
+
+def _remove_incomplete(
+    client: PacsClient, study: str, found: SeriesInfo, what: str, n: int, say: LogFn
+) -> None:
+    """Delete an incomplete series of the same derivation an earlier run left (or raise)."""
+    shown = found.series_uid if what == "derived series" else uid_key(found.series_uid)
+    say(f"removing incomplete earlier {what} {shown}")
+    if not client.delete_series(study, found.series_uid):
+        raise PacsStoreError(
+            f"an incomplete {what} {shown} ({found.instances} of {n} instances) from an earlier "
+            f"run is in study {uid_key(study)} and the server does not allow deleting it: "
+            "delete it on the PACS, then run again",
+            series_uid=found.series_uid,
+        )
 
 
 def _named_instances(text: str, folder: Path) -> str:
@@ -629,11 +725,20 @@ def _named_instances(text: str, folder: Path) -> str:
 
 
 def _store_whole_series(
-    client: PacsClient, study: str, derived: str, files: list[Path], attempts: int
+    client: PacsClient,
+    study: str,
+    derived: str,
+    files: list[Path],
+    attempts: int,
+    what: str = "derived series",
+    earlier: list[tuple[str, str]] | None = None,
 ) -> None:
     """STOW every instance or nothing: retry failures, then roll the partial series back (and
-    at Ctrl-C too: :class:`PacsInterrupted` says whether it was)."""
+    at Ctrl-C too, with the series this run stored before it, ``earlier`` — its trust maps:
+    :class:`PacsInterrupted` says whether they were). ``what``: ``"derived series"``, named by
+    its UID, or a trust map's (``"error bound map series"``), named by its key."""
     n = len(files)
+    shown = derived if what == "derived series" else uid_key(derived)
     try:
         outcome = client.store_all(files, study, attempts=attempts)
         failed = dict(outcome.failed)
@@ -644,30 +749,30 @@ def _store_whole_series(
                 return
             failed = {"?": f"the server lists {count} of {n} instances after storing"}
     except KeyboardInterrupt:
-        raise _interrupted(client, study, derived) from None
+        raise _interrupted(client, study, derived, what, earlier or []) from None
     try:
         removed, unreachable = client.delete_series(study, derived), False
     except PacsUnreachableError:
         removed, unreachable = False, True
-    shown = ", ".join(f"{uid} ({why})" for uid, why in list(failed.items())[:5])
+    listed_failed = ", ".join(f"{uid} ({why})" for uid, why in list(failed.items())[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     if removed:
         tail = "the partially stored series was deleted again, nothing was left in the PACS"
     elif unreachable:
         tail = (
             f"the DICOMweb server at {client.display_url} stopped answering (no connection or "
-            f"a timeout), so the partial series {derived} may be left in study {uid_key(study)}: "
+            f"a timeout), so the partial series {shown} may be left in study {uid_key(study)}: "
             "once the "
             "server is back, delete that series there if it is listed"
         )
     else:
         tail = (
-            f"the partial series {derived} could not be deleted (the server allows no DELETE): "
+            f"the partial series {shown} could not be deleted (the server allows no DELETE): "
             "delete it on the PACS"
         )
     raise PacsStoreError(
-        f"storing derived series {derived} failed for {len(failed)} of {n} instances after "
-        f"{max(1, attempts)} attempts: {shown}{more}; {tail}",
+        f"storing {what} {shown} failed for {len(failed)} of {n} instances after "
+        f"{max(1, attempts)} attempts: {listed_failed}{more}; {tail}",
         series_uid=derived,
         failed=failed,
         removed=removed,
@@ -675,24 +780,41 @@ def _store_whole_series(
     )
 
 
-def _interrupted(client: PacsClient, study: str, derived: str) -> PacsInterrupted:
-    """Ctrl-C while ``derived`` was being stored: delete what was stored (a second Ctrl-C or a
-    server that stopped answering leaves it, and the message names it). It was left without a
-    word, a half series in the study until a later run of the same derivation replaced it."""
-    try:
-        removed = client.delete_series(study, derived)
-    except (PacsError, KeyboardInterrupt):
-        removed = False
-    what = f"interrupted while storing the derived series {derived}"
-    if removed:
+def _interrupted(
+    client: PacsClient,
+    study: str,
+    derived: str,
+    what: str = "derived series",
+    earlier: list[tuple[str, str]] | None = None,
+) -> PacsInterrupted:
+    """Ctrl-C while ``derived`` was being stored: delete what was stored, and the series this
+    run stored before it (``earlier``: its trust maps), so that the PACS holds what it held
+    before the run (a second Ctrl-C or a server that stopped answering leaves them, and the
+    message names them). It was left without a word, a half series in the study until a later
+    run of the same derivation replaced it."""
+    shown = derived if what == "derived series" else uid_key(derived)
+    left: list[str] = []
+    for label, uid in [(what, derived), *(earlier or [])]:
+        try:
+            gone = client.delete_series(study, uid)
+        except (PacsError, KeyboardInterrupt):
+            gone = False
+        if not gone:
+            left.append(f"the {label} {uid if label == 'derived series' else uid_key(uid)}")
+    before = len(earlier or [])
+    also = f" (and the {before} trust-map series this run stored before it)" if before else ""
+    head = f"interrupted while storing the {what} {shown}"
+    if not left:
         return PacsInterrupted(
-            f"{what}; the instances stored so far were deleted again, nothing was left in the PACS",
+            f"{head}; the instances stored so far{also} were deleted again, nothing was left "
+            "in the PACS",
             series_uid=derived,
             removed=True,
         )
     return PacsInterrupted(
-        f"{what}; part of it may be left in study {uid_key(study)}: run the same command again (it "
-        "replaces an incomplete derived series) or delete that series on the PACS",
+        f"{head}; part of it may be left in study {uid_key(study)} ({', '.join(left)}): run the "
+        "same command again (it replaces an incomplete derived series) or delete that series on "
+        "the PACS",
         series_uid=derived,
     )
 
@@ -817,6 +939,7 @@ def watch(
     degradation: str | None = None,
     ensemble: bool = False,
     precision: str = "fp32",
+    maps: bool = False,
     attempts: int = 3,
     log: LogFn | None = None,
     **connect_options: Any,
@@ -837,6 +960,7 @@ def watch(
         skip_existing: on a first run (no state yet), mark every series already on the server as
             seen, so only series that arrive later are processed.
         precision: the network's arithmetic, as for :func:`upscale_series`.
+        maps: store the trust-map series too, as for :func:`upscale_series`.
 
     A poll refused for its credentials, or at a URL that is no DICOMweb root, raises (waiting
     will not fix it); one that fails otherwise (no answer, HTTP 5xx) is a warning and the next
@@ -909,7 +1033,7 @@ def watch(
                 result = _upscale_one(
                     client, info, loaded, scale, device, attempts, None, say,
                     consistency=consistency, degradation=degradation, ensemble=ensemble,
-                    precision=precision,
+                    precision=precision, maps=maps,
                 )  # fmt: skip
             except PacsAuthError:
                 raise  # credentials will not fix themselves
@@ -937,6 +1061,7 @@ def watch(
                     "derived": result.derived_series_uid,
                     "model": result.model,
                     "scale": scale,
+                    **({"maps": {m["map"]: m["series_uid"] for m in result.maps}} if maps else {}),
                 },
             )
             say(result.describe())

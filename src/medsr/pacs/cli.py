@@ -95,6 +95,16 @@ DegradationOpt = Annotated[
     ),
 ]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help=PRECISION_HELP)]
+MapsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--maps",
+        help="Also store the trust maps of medsr upscale --maps in the same study, each a derived "
+        "series (SeriesNumber source + 1001 consistency error, + 1002 uncertainty: 8x the network "
+        "time, + 1003 error bound: about 90% of pixels' error below it); a rerun stores only "
+        "missing ones.",
+    ),
+]
 EnsembleOpt = Annotated[
     bool,
     typer.Option(
@@ -234,6 +244,7 @@ def upscale_command(
     degradation: DegradationOpt = None,
     ensemble: EnsembleOpt = False,
     precision: PrecisionOpt = "fp32",
+    maps: MapsOpt = False,
     attempts: Annotated[
         int, typer.Option("--attempts", help="STOW-RS rounds for instances the server refused.")
     ] = 3,
@@ -251,9 +262,9 @@ def upscale_command(
 ) -> None:
     """Retrieve a series (WADO-RS), upscale it, store the derived series in the same study (STOW-RS).
 
-    Prints the new SeriesInstanceUID on stdout (the source series by its key; --json: full
-    UIDs); progress lines on stderr name series by key only. Running it again stores nothing:
-    the existing derived series is found and reported.
+    Prints the new SeriesInstanceUID on stdout (the source series and --maps' map series by
+    their keys; --json: full UIDs); progress lines on stderr name series by key only. Running it
+    again stores nothing: the existing derived (and map) series are found and reported.
     """
     client = _connect(url, user, password, token, timeout, retries, insecure, ca_bundle)
     from medsr.pacs.bridge import upscale_series
@@ -270,6 +281,7 @@ def upscale_command(
             degradation=degradation,
             ensemble=ensemble,
             precision=precision,
+            maps=maps,
             attempts=attempts,
             log=None if quiet or as_json else _err,
         )
@@ -333,6 +345,7 @@ def watch_command(
     degradation: DegradationOpt = None,
     ensemble: EnsembleOpt = False,
     precision: PrecisionOpt = "fp32",
+    maps: MapsOpt = False,
     user: UserOpt = None,
     password: PasswordOpt = None,
     token: TokenOpt = None,
@@ -389,6 +402,7 @@ def watch_command(
                 degradation=degradation,
                 ensemble=ensemble,
                 precision=precision,
+                maps=maps,
                 log=typer.echo,
             )
     finally:

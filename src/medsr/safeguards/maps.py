@@ -52,6 +52,7 @@ __all__ = [
     "map_no_data",
     "summarize_map",
     "uncertainty_map",
+    "write_map_series",
     "write_maps",
 ]
 
@@ -463,14 +464,10 @@ def write_maps(
         if suffix == ".png" and nan_mask(img) is not None:
             no_data_pngs.append(paths[0].name)
         if want_dicom:
-            dimg = _map_image(str(name), arr, like, dicom=True)
             label = str(name).replace("_", " ")
             paths.append(
-                save_image(
-                    dimg,
-                    out / f"{name}_dicom",
-                    overwrite=overwrite,
-                    series_description_suffix=f" [medsr {label} map]",
+                _write_map_series(
+                    str(name), arr, like, out / f"{name}_dicom", f" [medsr {label} map]", overwrite
                 )
             )
         written[str(name)] = paths
@@ -489,6 +486,46 @@ def write_maps(
                 json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8"
             )
         written["summary"] = [target]
+    return written
+
+
+def _write_map_series(
+    name: str, arr: np.ndarray, like: MedImage, target: Path, suffix: str, overwrite: bool
+) -> Path:
+    from medsr.io import save_image
+
+    dimg = _map_image(name, arr, like, dicom=True)
+    return save_image(dimg, target, overwrite=overwrite, series_description_suffix=suffix)
+
+
+def write_map_series(
+    maps: Mapping[str, np.ndarray],
+    out_dir: str | os.PathLike[str],
+    like: MedImage,
+    *,
+    description_suffix: Callable[[str], str] | None = None,
+) -> dict[str, Path]:
+    """Only the derived DICOM series of :func:`write_maps` (the PACS bridge stores them beside
+    the derived series): ``<out_dir>/<name>_dicom/`` per map, for ``like`` read from DICOM.
+
+    ``description_suffix``: map name → the SeriesDescription suffix (default
+    ``" [medsr error bound map]"``, as :func:`write_maps` writes it). Returns ``{name: folder}``.
+    """
+    if not (like.meta.get("format") == "dicom" and like.meta.get("datasets")):
+        raise InvalidParameterError("map series need an image read from DICOM")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for name, arr in maps.items():
+        name = str(name)
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise InvalidParameterError(f"map name {name!r} must be letters, digits, - or _")
+        suffix = (
+            description_suffix(name)
+            if description_suffix is not None
+            else f" [medsr {name.replace('_', ' ')} map]"
+        )
+        written[name] = _write_map_series(name, arr, like, out / f"{name}_dicom", suffix, False)
     return written
 
 
