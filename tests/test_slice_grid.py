@@ -141,3 +141,20 @@ def test_a_gantry_tilted_series_written_with_the_target_spacing(tmp_path, corpus
     np.testing.assert_allclose(ipp[:, :2], np.tile(first[:2], (28, 1)), atol=1e-5)
     ks = (np.arange(28) + 0.5) * 6 / 28 - 0.5
     np.testing.assert_allclose(ipp[:, 2], first[2] + 5.0 * ks, atol=1e-5)
+
+
+def test_neighbour_step_is_the_change_between_the_measured_slices_around_each_output_slice():
+    """A volume rising by 3 per slice along any axis: every output slice's spread is 3; a step
+    between two slices shows only on the output slices whose cells lie between them."""
+    from medsr.slice_grid import neighbour_step
+
+    ramp = np.arange(5, dtype=np.float32)[:, None, None] * 3.0 * np.ones((1, 4, 6), np.float32)
+    for axis in range(3):
+        vol = np.moveaxis(ramp, 0, axis)
+        out = neighbour_step(vol, 10, axis)
+        assert out.shape == tuple(10 if k == axis else n for k, n in enumerate(vol.shape))
+        np.testing.assert_allclose(out, 3.0)
+    edge = np.zeros((4, 2, 2), np.float32)
+    edge[2:] = 7.0  # the change lies between measured slices 1 and 2
+    step = neighbour_step(edge, 8, 0)[:, 0, 0]
+    assert set(np.flatnonzero(step)) == {3, 4} and np.all(step[[3, 4]] == 7.0)

@@ -1636,9 +1636,9 @@ def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREA
     slices around each output slice, how much z changes there. A colour volume's: the mean
     over its channels. No data is read as the darkest measured value."""
     from medsr.selfsup.through_plane import interpolate_z
-    from medsr.slice_grid import cell_positions
+    from medsr.slice_grid import neighbour_step
 
-    n_in, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    n_out = result.spatial_shape[0]
     if kind == "orientations":
         u = (result.meta.get("maps") or {}).get("uncertainty")
         if u is None:
@@ -1651,10 +1651,8 @@ def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREA
         d = np.abs(np.nan_to_num(result.channel_first() - lin))
         return d.mean(axis=0).astype(np.float32)
     if kind == "slices":
-        cf = fill_no_data(image)[0].channel_first().astype(np.float32, copy=False)
-        step = np.abs(np.diff(cf, axis=1)).mean(axis=0)  # (Z - 1, Y, X)
-        k = np.clip(np.floor(cell_positions(n_in, n_out)), 0, n_in - 2).astype(np.int64)
-        return np.ascontiguousarray(step[k], np.float32)
+        cf = fill_no_data(image)[0].channel_first()
+        return neighbour_step(cf, n_out, axis=1).mean(axis=0)  # over the channels
     raise InvalidParameterError(f"unknown spread {kind!r} (one of {', '.join(TP_SPREADS)})")
 
 

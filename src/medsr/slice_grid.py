@@ -132,6 +132,19 @@ def nearest_slices(n_in: int, n_out: int) -> np.ndarray:
     return src.astype(np.int64)
 
 
+def neighbour_step(array: np.ndarray, n_out: int, axis: int = 0) -> np.ndarray:
+    """``|x[k+1] − x[k]|`` of the two measured slices (along ``axis`` of ``array``) around each
+    of ``n_out`` output slices on the one grid (:func:`cell_positions`), float32, shaped like
+    ``array`` with ``n_out`` along ``axis``: how much the volume changes where an output slice
+    is estimated — the spread an interpolated slice's error bound scales
+    (``medsr.pipeline.through_plane_spread``, ``medsr.interpolation.core.bound_spread``)."""
+    a = np.asarray(array, dtype=np.float32)
+    n_in = a.shape[axis]
+    step = np.abs(np.diff(a, axis=axis))
+    k = np.clip(np.floor(cell_positions(n_in, n_out)), 0, n_in - 2).astype(np.int64)
+    return np.ascontiguousarray(np.take(step, k, axis=axis), np.float32)
+
+
 def nested_midpoint_index(n_in: int, factor: int) -> np.ndarray:
     """Indices into the ``log2(2f)``-times midpoint-inserted stack (``(N − 1)·2f + 1`` slices at
     input positions ``m / 2f``) of the ``f·N`` cell-centred output slices; the ``f/2`` slices

@@ -429,7 +429,7 @@ def bound_spread(
     import torch
 
     a = axis_index(axis)
-    n_in, n_out = image.spatial_shape[a], result.spatial_shape[a]
+    n_out = result.spatial_shape[a]
     if kind == "tta":
         if std is None:
             raise InvalidParameterError("the tta spread needs the uncertainty map")
@@ -439,11 +439,9 @@ def bound_spread(
         lin = resize_axis(torch.from_numpy(np.ascontiguousarray(filled)), a, n_out, "linear")
         return np.abs(np.nan_to_num(result.array - lin.numpy())).astype(np.float32)
     if kind == "slices":
-        from medsr.slice_grid import cell_positions
+        from medsr.slice_grid import neighbour_step
 
-        step = np.abs(np.diff(filled, axis=a))
-        k = np.clip(np.floor(cell_positions(n_in, n_out)), 0, n_in - 2).astype(np.int64)
-        return np.ascontiguousarray(np.take(step, k, axis=a), np.float32)
+        return neighbour_step(filled, n_out, a)
     raise InvalidParameterError(f"unknown spread {kind!r} (one of {', '.join(BOUND_SPREADS)})")
 
 
