@@ -1466,6 +1466,21 @@ def check_options(
     return resolve_model(model, scale=scale, kinds=("in-plane", "classical"), inference_only=True)
 
 
+#: where a through-plane output's slice profile came from (``source`` of its derivation's
+#: ``slice_profile``: :func:`medsr.selfsup.through_plane._slice_profile`), in every record's words
+TP_PROFILE_SOURCE = {
+    "given": "stated",
+    "header": "from the header",
+    "estimated": "estimated from the volume",
+    "spacing": "assumed: thickness = slice spacing",
+}
+
+
+def _ms(seconds: Any) -> float | None:
+    """``seconds`` in milliseconds as the summaries' ``timing_ms`` keep them (``None`` stays)."""
+    return None if seconds is None else round(float(seconds) * 1000, 1)
+
+
 def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
     """The JSON summary of a through-plane output ``result`` of ``image`` (``summary.json``
     beside its maps). Its uncertainty map's statistics are over the voxels that hold data,
@@ -1476,6 +1491,12 @@ def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
 
     d = result.meta.get("derivation", {})
     prof = d.get("slice_profile") or {}
+    source = str(prof.get("source"))
+    training = d.get("training")
+    timing = {"total": _ms(d.get("seconds"))}
+    if training:
+        timing["adaptation"] = _ms(training.get("seconds"))
+        training = {k: v for k, v in training.items() if k != "seconds"}
     summary: dict[str, Any] = {
         "model": d.get("model"),
         "method": d.get("method"),
@@ -1484,13 +1505,16 @@ def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
         "degradation": {
             "kind": "thick-slice",
             "describe": f"thick-slice, {prof.get('profile')} profile {prof.get('slice_thickness_mm')} mm "
-            f"({prof.get('source')})",
+            f"({TP_PROFILE_SOURCE.get(source, source)})",
             **prof,
         },
-        "adaptation": d.get("training"),
+        # the slice profile is the physics: named as in-plane's (its kind) with where it came from
+        "physics": f"thick-slice ({TP_PROFILE_SOURCE.get(source, source)})",
+        "adaptation": training,
         "consistency": d.get("consistency") or {"setting": "off", "applied": False},
         "uncertainty": {"method": "half the |sagittal - coronal| difference of the two estimates"},
-        "seconds": d.get("seconds"),
+        # run times, as in-plane's: in summary.json, never in the provenance (provenance())
+        "timing_ms": {k: v for k, v in timing.items() if v is not None},
     }
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
@@ -1571,10 +1595,14 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     rng = data_range_for(image)
     cons["error"] = _error_stats(err, rng, CONSISTENCY_THRESHOLD, image.units)
     cons["threshold_rel"] = CONSISTENCY_THRESHOLD
+    source = str(prof.get("source"))
+    said = TP_PROFILE_SOURCE.get(source, source)
     cons["measured_with"] = (
-        f"{prof.get('profile')} slice profile, {prof.get('slice_thickness_mm')} mm "
-        f"({prof.get('source')})"
+        f"{prof.get('profile')} slice profile, {prof.get('slice_thickness_mm')} mm ({said})"
     )
+    if cons.get("setting") == "auto" and not cons.get("applied"):
+        # why auto did not project, in the provenance's words (consistency_label)
+        cons["reason"] = f"slice profile {said}, not stated (--slice-thickness states it)"
     p99, base = float(cons["error"]["p99_rel"]), None
     n_out = result.spatial_shape[0]
     if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
@@ -1937,15 +1965,20 @@ def upscale_through_plane(
         image, target_spacing=target_spacing, prior=prior, device=device,
         consistency=consistency_setting(consistency), maps=maps, **options,
     )  # fmt: skip
-    d = result.meta["derivation"]
     result = _through_plane_checked(image, result, maps=maps)
-    summary = through_plane_summary(image, result)
+    summary = through_plane_summary(image, result)  # the run times: in its timing_ms
+    # the derivation (the sidecar's, the DICOM text's) without them: the same input, model and
+    # settings give the same record, as in-plane (provenance())
+    d = {k: v for k, v in result.meta["derivation"].items() if k != "seconds"}
+    if d.get("training"):
+        d["training"] = {k: v for k, v in d["training"].items() if k != "seconds"}
+    result = result.replace(meta={**result.meta, "derivation": d})
     if maps and error_bound:
         t0 = time.perf_counter()
         bound, summary["error_bound"] = _through_plane_bound(
             image, result, prior=prior, device=device, **options
         )
-        summary["error_bound"]["ms"] = round((time.perf_counter() - t0) * 1000, 1)
+        summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t0) * 1000, 1)
         if bound is not None:
             result = result.replace(
                 meta={**result.meta, "maps": {**result.meta["maps"], "error_bound": bound}}

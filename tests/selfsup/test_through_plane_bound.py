@@ -74,6 +74,30 @@ def test_the_bound_holds_for_most_voxels_of_a_volume_it_has_not_seen(aniso_pair,
     assert "z-uncertainty (sagittal/coronal spread) mean" in text and "TTA" not in text
 
 
+def test_a_rerun_gives_the_same_provenance_and_keeps_its_run_times_in_the_summary(
+    aniso_pair, aniso_written, tmp_path
+):
+    """The same input and settings once more: byte-identical provenance and derivation in the
+    sidecar (the DICOM DerivationDescription's source), as in-plane; the run times (the whole
+    run, the bound's calibration) are in summary.json's ``timing_ms`` only."""
+    from medsr.api import upscale_file
+    from medsr.io import save_image
+
+    ref, thick = aniso_pair
+    _, _, _, summary, side = aniso_written
+    upscale_file(
+        save_image(thick, tmp_path / "thick.nii.gz"), tmp_path / "iso.nii.gz",
+        through_plane=True, maps_dir=tmp_path / "maps", target_spacing=ref.spacing[0], slice_thickness=10.0, profile="gaussian", progress=False,
+    )  # fmt: skip
+    again = json.loads((tmp_path / "iso.json").read_text())
+    for key in ("provenance", "derivation"):
+        assert json.dumps(again[key]) == json.dumps(side[key]), key
+    assert "seconds" not in json.dumps(side) and '"ms"' not in json.dumps(side)
+    assert summary["timing_ms"]["total"] > 0 and summary["timing_ms"]["error_bound"] > 0
+    assert "timing_ms" not in side["provenance"]["safeguards"]
+    assert summary["physics"] == "thick-slice (stated)"
+
+
 def test_the_bound_follows_an_affine_intensity_change(aniso_pair, aniso_written):
     """The through-plane path is equivariant to ``a·x + b`` (min–max normalised, noise and
     spread in the image's units): so is the bound, as ``a·bound``."""

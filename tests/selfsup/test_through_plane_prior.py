@@ -222,6 +222,16 @@ def test_upscale_file_through_plane_writes_z_uncertainty_and_provenance(tmp_path
     prov = side["provenance"]
     assert prov["model_checksum"].startswith("sha256:") and "thick-slice" in prov["degradation"]
     assert side["derivation"]["slice_profile"]["source"] == "estimated"
+    # the profile is the physics, said with where it came from (not "unknown", nor "physics
+    # not stated" for why auto did not project it)
+    assert summary["physics"] == "thick-slice (estimated from the volume)"
+    assert prov["degradation"].endswith("(estimated from the volume)")
+    assert prov["safeguards"]["physics"] == summary["physics"]
+    assert "physics not stated" not in side["derivation"]["summary"]
+    assert (
+        "consistency auto (measured only: slice profile estimated from the volume, not stated "
+        "(--slice-thickness states it))" in side["derivation"]["summary"]
+    )
 
 
 def test_through_plane_training_task_runs_and_exports_a_prior(tmp_path, corpus):
@@ -344,7 +354,7 @@ def test_through_plane_consistency_measures_the_output_as_written(tmp_path):
     np.testing.assert_allclose(cmap.array, err[nearest], atol=0.01)  # NIfTI storage rounding
     summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
     cons = summary["consistency"]
-    assert cons["applied"] is True and "2.0 mm (given)" in cons["measured_with"]
+    assert cons["applied"] is True and "2.0 mm (stated)" in cons["measured_with"]
     assert cons["error"]["p99"] == pytest.approx(np.percentile(err, 99), abs=0.01)
     assert cons["error"]["p99_rel"] < 0.05 and cons["exceeded"] is False
     side = json.loads((tmp_path / "iso.json").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -214,6 +215,8 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         top = page.inner_text("#legend-hi")
         assert top.endswith(" HU (p99.5)"), top
         assert float(top.split()[0]) == pytest.approx(job["metrics"]["error_bound_p99"], rel=2e-3)
+        # and so does the metrics row of the same value (it showed a bare number)
+        assert re.search(r"error bound p99\n[0-9.]+ HU\n", page.inner_text("#metrics-kv"))
         # what is on screen is the bound (an interpolator's: k × the input's noise, one value),
         # not the consistency map asked for just before it (whose preview, arriving later, used
         # to replace it)
@@ -324,6 +327,8 @@ def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, 
         assert page.is_visible("#metrics-card") and "dB" in page.inner_text("#metrics-kv")
         assert "made thick again with the slice profile" in page.inner_text("#consistency-what")
         assert "thick-slice" in page.inner_text("#metrics-kv")
+        # the slice profile is the physics the job used, and where it came from (not "unknown")
+        assert "physics\nthick-slice (estimated from the volume)" in page.inner_text("#metrics-kv")
         page.click("#views button[data-view='consistency']")
         page.wait_for_selector("#legend:not([hidden])")
         _shot(page, tmp_path, "web-through-plane.png", "web-through-plane.png")

@@ -49,7 +49,8 @@ def consistency_label(cons: dict[str, Any], *, why: bool = False) -> str:
     the DICOM derivation text, the sidecar's summary, the web job's metrics), from a safeguards
     summary's ``consistency`` entry: ``on``, ``off``, ``auto (projected)`` or ``auto (measured
     only)`` (``auto (not applied)`` where no error was measured either, as through-plane).
-    ``why`` adds the reason an ``auto`` setting did not project."""
+    ``why`` adds the reason an ``auto`` setting did not project (the entry's own ``reason`` where
+    it gives one: a through-plane output's estimated slice profile)."""
     setting = str(cons.get("setting", "off"))
     applied = bool(cons.get("applied"))
     if setting == "auto":
@@ -60,7 +61,7 @@ def consistency_label(cons: dict[str, Any], *, why: bool = False) -> str:
             reason = (
                 "projection too slow for auto; --consistency on applies it"
                 if cons.get("skipped")
-                else "physics not stated"
+                else str(cons.get("reason") or "physics not stated")
             )
             done += f": {reason}"
         return f"auto ({done})"

@@ -380,6 +380,9 @@
     if (text) el.busyText.textContent = text;
   }
 
+  //: the job metrics that are values of a map, in the image's units
+  const IN_UNITS = new Set(["uncertainty_p99", "error_bound_p99"]);
+
   function renderDetails(job) {
     el.resultCard.hidden = false;
     el.resultState.textContent = job.state;
@@ -425,7 +428,8 @@
         ["99th percentile", `${fmt.num(m.consistency_p99, 2)}${units}`],
         ...Object.entries(m)
           .filter(([k]) => !k.startsWith("consistency_") && k !== "runtime_s")
-          .map(([k, v]) => [fmt.label(k), fmt.num(v)]),
+          // a map's statistics are in the image's units, as its colour bar (X-Map-Max)
+          .map(([k, v]) => [fmt.label(k), `${fmt.num(v)}${IN_UNITS.has(k) ? units : ""}`]),
       ]);
     } else {
       el.metricsCard.hidden = true;
