@@ -33,6 +33,9 @@ PRELOAD = [
     "nibabel",
     "PIL.Image",
     "typer",
+    # what typer imports when it parses a command line (pydantic's validators: 0.15-0.3 s in
+    # every call); private, so a typer without it is no error (forkserver skips an ImportError)
+    "typer._adapters",
     "rich",
 ]
 
