@@ -11,16 +11,25 @@ directory, and ``medsr.cli.main()`` imported and run afresh in it (medsr itself 
 preloaded, so nothing of medsr outlives a call). What differs from ``python -c``: torch & co. are
 already in ``sys.modules`` — a test about what a command does *not* import, or about the
 interpreter's start-up, runs its own ``subprocess`` instead.
+
+The server is this module's own (:data:`_SERVER`), not :mod:`multiprocessing`'s one global fork
+server: medsr's :class:`~medsr.io.isolated.IsolatedReader` (batch, the web service) uses that one
+with a preload of its own (``medsr.io``), and whichever started first decided for both. When a
+test read a file in-process before the first ``run_medsr``, every later call was forked from a
+server without torch (2-3 s more per call) and with ``medsr.io`` already imported.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import io
 import os
 import subprocess
 import sys
 import tempfile
+from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
+from multiprocessing.context import ForkServerProcess, set_spawning_popen
 from pathlib import Path
+from typing import Any
 
 #: what every medsr command that reaches a model imports (not medsr: it is imported per call)
 PRELOAD = [
@@ -33,11 +42,42 @@ PRELOAD = [
     "nibabel",
     "PIL.Image",
     "typer",
+    # what typer imports when it parses a command line (pydantic's validators: 0.15-0.3 s in
+    # every call); private, so a typer without it is no error (forkserver skips an ImportError)
+    "typer._adapters",
     "rich",
 ]
 
-_CONTEXT = multiprocessing.get_context("forkserver")
-_CONTEXT.set_forkserver_preload(PRELOAD)
+#: the fork server of run_medsr only (started on the first call; it ends with this process)
+_SERVER = forkserver.ForkServer()
+_SERVER.set_forkserver_preload(PRELOAD)
+
+
+class _Popen(popen_forkserver.Popen):
+    """``popen_forkserver.Popen`` whose child comes from :data:`_SERVER` (its ``_launch``, with
+    the server named instead of the module's global one)."""
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        buf = io.BytesIO()
+        set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            set_spawning_popen(None)
+        self.sentinel, w = _SERVER.connect_to_new_process(self._fds)
+        _parent_w = os.dup(w)  # the child's sentinel of its parent, as in the original
+        self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _Process(ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:  # type: ignore[override]
+        return _Popen(process_obj)
 
 
 def _child(args: list[str], cwd: str, env: dict[str, str], out: str, err: str) -> None:
@@ -77,7 +117,7 @@ def run_medsr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
         out.touch()
         err.touch()
-        proc = _CONTEXT.Process(
+        proc = _Process(
             target=_child, args=(list(args), os.getcwd(), dict(os.environ), str(out), str(err))
         )
         proc.start()

@@ -43,6 +43,29 @@ def corpus():
     return corpus_path
 
 
+def short_cine(folder: Path, frames: int = 4) -> Path:
+    """The corpus cine ``color3d_jpeg_baseline.dcm`` (US, JPEG baseline, Frame Increment Pointer
+    → FrameTime) cut to its first ``frames`` frames: the same header, so read the same way, but
+    not 120 frames of 480×640 to decode (~5 s) where the number of frames is not the point."""
+    import pydicom
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(corpus_path("color3d_jpeg_baseline.dcm"))
+    kept = [
+        f
+        for _, f in zip(
+            range(frames),
+            generate_frames(ds.PixelData, number_of_frames=int(ds.NumberOfFrames)),
+            strict=False,
+        )
+    ]
+    ds.PixelData = encapsulate(kept)
+    ds.NumberOfFrames = frames
+    out = folder / f"cine_{frames}frames.dcm"
+    ds.save_as(out)
+    return out
+
+
 def make_ct_series(
     folder: Path,
     n: int = 2,

@@ -118,13 +118,14 @@ def test_dicom_records_the_precision(tmp_path, ct_small, monkeypatch):
     from medsr.inference import precision as prec
 
     texts = {}
+    quick = {"maps": False, "tta": False, "warn": False}  # maps (8 TTA runs) are not the point here
     for precision in ("fp32", "bf16"):
-        sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision=precision, warn=False)
+        sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision=precision, **quick)
         texts[precision] = _derivation_texts(medsr.save_image(sr, tmp_path / f"{precision}.dcm"))
         assert f"precision {precision})" in texts[precision], texts[precision]
         assert "auto" not in texts[precision].split("precision", 1)[1].split(";")[0]
     monkeypatch.setattr(prec, "_cpu_flags", lambda: {"amx_bf16"})
-    sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision="auto", warn=False)
+    sr, _ = upscale_with_safeguards(ct_small, 2, "fast-x2", precision="auto", **quick)
     assert sr.meta["derivation"]["precision"] == "bf16"
     text = _derivation_texts(medsr.save_image(sr, tmp_path / "auto.dcm"))
     assert "precision bf16 [auto: CPU has amx_bf16; bf16 changes this model's CT output" in text, (
