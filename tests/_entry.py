@@ -48,6 +48,10 @@ PRELOAD = [
     "rich",
 ]
 
+#: the Pythons whose ``multiprocessing.popen_forkserver.Popen._launch`` :class:`_Popen` copies
+#: (others — 3.14 adds an authentication step — run each call in a fresh interpreter: slower,
+#: the same process semantics)
+FORK_SERVER_PYTHONS = ((3, 11), (3, 12), (3, 13))
 #: the fork server of run_medsr only (started on the first call; it ends with this process)
 _SERVER = forkserver.ForkServer()
 _SERVER.set_forkserver_preload(PRELOAD)
@@ -113,6 +117,11 @@ def run_medsr(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     and stderr, like ``subprocess.run([sys.executable, "-c", "…main()", *args], capture_output=True,
     text=True, timeout=timeout)``; :class:`subprocess.TimeoutExpired` after ``timeout`` s (the
     process is killed)."""
+    if sys.version_info[:2] not in FORK_SERVER_PYTHONS:  # _Popen._launch copies 3.11–3.13's
+        return subprocess.run(
+            [sys.executable, "-c", "from medsr.cli import main; main()", *args],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="medsr-entry-") as tmp:
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
         out.touch()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from multiprocessing import forkserver
 from pathlib import Path
 
+import pytest
+
 from medsr.io.isolated import IsolatedReader
-from tests._entry import run_medsr
+from tests._entry import FORK_SERVER_PYTHONS, run_medsr
 from tests.conftest import corpus_path
 
 
@@ -27,6 +30,10 @@ def _children_with_torch(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.skipif(
+    sys.version_info[:2] not in FORK_SERVER_PYTHONS,
+    reason="this Python runs each run_medsr call in a fresh interpreter (no fork server)",
+)
 def test_a_reader_started_first_does_not_choose_what_run_medsr_preloads():
     """medsr's IsolatedReader (batch, the web service) starts multiprocessing's global fork
     server with medsr.io preloaded and no torch. run_medsr used that same server whenever a
