@@ -23,20 +23,21 @@ def test_demo_writes_page_series_and_metrics(tmp_path):
         assert psnr["bicubic"] > psnr["nearest"]  # sanity: the baseline ordering holds on real data
         if default != "bicubic":  # the shipped default beats bicubic on every demo image
             assert psnr[default] > psnr["bicubic"], case["case"]
-    # each trained model's row says what the detail self-check did (a model whose detail did
-    # not hold up one scale down returns its classical peer's numbers: the row says so)
+    # each trained model's row says what the detail self-checks did (a model whose detail did
+    # not hold up, one scale down or at full scale, returns its peer's numbers: the row says so)
     classical = {"nearest", "bicubic", "lanczos", "kspace"}
     for case in summary:
         for m in case["metrics"]:
             words = m["self_check"]
             if m["model"] in classical:
                 assert words == "—", (case["case"], m)
-            else:
-                assert words == "detail kept" or words.startswith("detail "), (case["case"], m)
-                if words.startswith("detail dropped"):
-                    peer = next(p for p in case["metrics"] if p["model"] in words)
-                    assert m["psnr"] == pytest.approx(peer["psnr"], abs=0.01)
-    assert "<th title=" in html and ">self-check</th>" in html
+                continue
+            last = words.split("; ")[-1]
+            assert words == "detail kept" or last.startswith(("one scale down: ", "full scale: "))
+            if "dropped" in last:  # the output is the peer's image: the peer's numbers
+                peer = next(p for p in case["metrics"] if f" {p['model']}'s image" in last)
+                assert m["psnr"] == pytest.approx(peer["psnr"], abs=0.01), (case["case"], m)
+    assert ">self-check</th>" in html
     if default != "bicubic":
         assert html.count("never seen in training") == 3 and "seen in training (the corpus" in html
     series = medsr.load_image(tmp_path / "ct_bicubic_x2")

@@ -217,18 +217,26 @@ def run_demo(out_dir: str | Path = "demo_out", scale: int = 2) -> Path:
 
 
 def _self_check_words(check: dict | None) -> str:
-    """What the pipeline's detail self-check did to a model's output, in words for the table:
-    a model whose detail did not hold up one scale down is scaled back towards its peer (a
-    model that loses everything there returns the classical peer's image: the same numbers)."""
+    """What the pipeline's detail self-checks did to a model's output, in words for the table:
+    the check one scale down, then the full-scale one (``full_scale``), each scaling a detail
+    that does not hold up back towards a classical peer (a gain of 0 returns the peer's image:
+    the same numbers as the peer's row)."""
     if not check or not check.get("checked"):
         return "—"  # a classical interpolator, or nothing to check
-    gain = float(check.get("gain", 1.0))
-    if not check.get("applied") or gain >= 1.0:
-        return "detail kept"
-    peer = html.escape(str(check.get("over") or "bicubic"))
-    if gain <= 0.0:
-        return f"detail dropped: {peer}'s image"
-    return f"detail ×{gain:.2f} over {peer}"
+    parts = []
+    for label, step in (("one scale down", check), ("full scale", check.get("full_scale"))):
+        if not step or not step.get("checked") or not step.get("applied"):
+            continue
+        gain = float(step.get("gain", 1.0))
+        if gain >= 1.0:
+            continue
+        peer = html.escape(str(step.get("over") or "bicubic"))
+        parts.append(
+            f"{label}: dropped, {peer}'s image"
+            if gain <= 0.0
+            else f"{label}: ×{gain:.2f} over {peer}"
+        )
+    return "; ".join(parts) if parts else "detail kept"
 
 
 def _check_region(image: MedImage, scale: int) -> MedImage:
@@ -286,10 +294,10 @@ def _page(results: list[CaseResult], scale: int, demo_set: tuple[str, ...]) -> s
   <div class="row">{_img(r.figures["check_lr"], f"degraded input (1/{scale} size)")}
   {"".join(_img(r.figures["check_" + m["model"]], m["model"]) for m in r.metrics)}
   {_img(r.figures["check_hr"], "original (truth)")}</div>
-  <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info["units"])})</th><th>time (ms)</th><th title="medsr's detail self-check: the model's added detail is checked on the input one scale down, where the truth is known, and scaled back towards a classical peer where it does not hold up">self-check</th></tr></thead>
+  <table><thead><tr><th>model</th><th>PSNR (dB)</th><th>SSIM</th><th>MAE ({html.escape(info["units"])})</th><th>time (ms)</th><th class="words" title="medsr's detail self-checks: the model's added detail is checked on the input one scale down (where the truth is known) and against the input at full scale, and scaled back towards a classical peer where it does not hold up">self-check</th></tr></thead>
   <tbody>{rows}</tbody></table>
   <p class="note">Best PSNR here: <b>{html.escape(best)}</b>. Metrics in the image's own units, data range of the original,
-  {scale}-pixel border excluded. Self-check: medsr checks each model's added detail on the input one scale down and
+  {scale}-pixel border excluded. Self-check: medsr checks each model's added detail on the input one scale down and at full scale, and
   scales it back towards a classical peer where it does not hold up, so a model can return the peer's numbers exactly.</p>
 </section>"""
         )
@@ -304,7 +312,7 @@ section {{ background: #fff; border-radius: 10px; padding: 18px 22px; margin: 18
 figure {{ margin: 0; }} figure img {{ width: 168px; height: auto; display: block; border-radius: 4px; background: #000; image-rendering: pixelated; }}
 figcaption {{ font-size: 12px; color: #44506a; text-align: center; margin-top: 4px; }}
 table {{ border-collapse: collapse; margin-top: 12px; font-size: 14px; }}
-th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child, td.words {{ text-align: left; }}
+th, td {{ padding: 5px 12px; border-bottom: 1px solid #e3e6ec; text-align: right; }} th:first-child, td:first-child, td.words, th.words {{ text-align: left; }}
 .meta, .note {{ color: #44506a; font-size: 13px; }}
 .badge {{ font-size: 12px; font-weight: 500; background: #e3f1e6; color: #1e5b2c; border-radius: 10px; padding: 2px 9px; vertical-align: middle; }}
 .badge.seen {{ background: #fbeed5; color: #7a4b00; }} code {{ font-size: 12px; }}
