@@ -1706,7 +1706,7 @@ def calibrate_through_plane_bound(
     slices one scale down)."""
     import math
 
-    from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.degradations.thick_slice import thicken
     from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
     from medsr.selfsup import through_plane_upscale
     from medsr.slice_grid import nearest_slices, slice_spacing
@@ -1726,9 +1726,11 @@ def calibrate_through_plane_bound(
     sz = slice_spacing(image)
     filled, no_data, _ = fill_no_data(image)
     cf = filled.channel_first().astype(np.float32, copy=False)  # (C, Z, Y, X)
-    c, _, h, w = cf.shape
-    weights = thick_slice_matrix(z_low, z, profile=profile, thickness=thickness / sz)
-    low = (weights.astype(np.float32) @ cf.reshape(c, z, h * w)).reshape(c, z_low, h, w)
+    pad = None if no_data is None else (no_data if image.channels else no_data[None])
+    # a thick slice holds no data where any thin slice under its profile holds none (valid_low)
+    low, valid_low = thicken(
+        cf, z_low, profile=profile, thickness=thickness / sz, axis=1, no_data=pad
+    )
     lower = filled.replace(meta={}).resampled(low if image.channels else low[0])
     applied = bool((d.get("consistency") or {}).get("applied"))
     # the grid, profile and projection are set here; the rest as the output's run had them
@@ -1750,14 +1752,8 @@ def calibrate_through_plane_bound(
     keep = np.zeros(error.shape, dtype=bool)
     e = math.ceil(ratio)  # the profile's mirrored ends, not the model
     keep[e : z - e] = True
-    valid_low = None
-    if no_data is not None:
-        pad = no_data if image.channels else no_data[None]  # (C, Z, Y, X)
+    if pad is not None:
         keep &= ~pad.any(axis=0)
-        # a thick slice holds no data where any thin slice under its profile holds none
-        under = (weights > 1e-6).astype(np.float32)
-        flat = pad.reshape(c, z, h * w).astype(np.float32)
-        valid_low = ~((under @ flat) > 0).reshape(c, z_low, h, w)
     noise = image_noise(lower.channel_first(), valid_low)[nearest_slices(z_low, z)]
     std = through_plane_spread(lower, sr, spread)
     factor = calibration_factor(error, std, noise, keep, COVERAGE)

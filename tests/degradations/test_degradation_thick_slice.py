@@ -120,3 +120,25 @@ def test_thick_slice_matrix_refuses_bad_values():
         thick_slice_matrix(4, 8, profile="lorentz", thickness=1.0)
     with pytest.raises(InvalidParameterError, match="positive"):
         thick_slice_matrix(0, 8, thickness=1.0)
+
+
+def test_thicken_measures_along_any_axis_and_says_where_thick_slices_hold_no_data():
+    """thicken (the error bounds' "thick once more") is thick_slice_matrix applied along
+    ``axis``; a thick voxel holds no data where any thin voxel under its profile holds none."""
+    from medsr.degradations.thick_slice import thick_slice_matrix, thicken
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(size=(8, 5, 6)).astype(np.float32)
+    w = thick_slice_matrix(4, 8, profile="gaussian", thickness=1.0)
+    expect = np.einsum("ij,jyx->iyx", w, vol)
+    for axis in range(3):
+        moved = np.moveaxis(vol, 0, axis)
+        low, held = thicken(moved, 4, profile="gaussian", thickness=1.0, axis=axis)
+        assert held is None and low.dtype == np.float32
+        np.testing.assert_allclose(np.moveaxis(low, axis, 0), expect, rtol=1e-5, atol=1e-6)
+    no_data = np.zeros(vol.shape, bool)
+    no_data[3, 2, 2] = True  # one thin voxel
+    _, held = thicken(vol, 4, profile="box", thickness=1.0, no_data=no_data)
+    under = thick_slice_matrix(4, 8, profile="box", thickness=1.0)[:, 3] > 1e-6
+    assert held is not None and held.shape == (4, 5, 6)
+    assert list(~held[:, 2, 2]) == list(under) and held.sum() == held.size - under.sum()

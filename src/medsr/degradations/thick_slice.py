@@ -39,7 +39,7 @@ from medsr.degradations._common import (
 from medsr.degradations._registry import register_degradation
 from medsr.errors import InvalidParameterError
 
-__all__ = ["RandomThickSlice", "thick_slice", "thick_slice_matrix"]
+__all__ = ["RandomThickSlice", "thick_slice", "thick_slice_matrix", "thicken"]
 
 
 def thick_slice(
@@ -112,6 +112,32 @@ def thick_slice_matrix(
         np.add.at(out[i], j, w)
         out[i] /= out[i].sum()
     return out
+
+
+def thicken(
+    array: np.ndarray,
+    n_low: int,
+    *,
+    profile: str,
+    thickness: float,
+    axis: int = 0,
+    no_data: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``array``'s slices along ``axis`` measured as ``n_low`` thick slices of the same field of
+    view (:func:`thick_slice_matrix`, ``thickness`` in thick-slice spacings), float32, and where
+    those hold data: ``no_data`` (shaped like ``array``) marks the thin voxels that hold none,
+    and a thick voxel holds none where any thin voxel under its profile holds none (``None``
+    without ``no_data``). How an error bound's calibration makes a volume thick once more."""
+    x = np.moveaxis(np.asarray(array, np.float32), axis, 0)
+    n = x.shape[0]
+    weights = thick_slice_matrix(n_low, n, profile=profile, thickness=thickness)
+    low = (weights.astype(np.float32) @ x.reshape(n, -1)).reshape(n_low, *x.shape[1:])
+    held = None
+    if no_data is not None:
+        under = (weights > 1e-6).astype(np.float32)
+        pad = np.moveaxis(np.asarray(no_data, bool), axis, 0).reshape(n, -1).astype(np.float32)
+        held = np.moveaxis(~((under @ pad) > 0).reshape(low.shape), 0, axis)
+    return np.moveaxis(low, 0, axis), held
 
 
 @register_degradation("thick-slice")

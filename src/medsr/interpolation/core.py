@@ -508,7 +508,7 @@ def calibrate_interpolation_bound(
     (Keeping every other slice instead cannot be compared: on the cell-centred grid no output
     slice of an even factor lies on a measured slice.) ``{"calibrated": False, "reason":
     ...}`` when fewer than :data:`BOUND_MIN_SLICES` slices are left one scale down."""
-    from medsr.degradations.thick_slice import thick_slice_matrix
+    from medsr.degradations.thick_slice import thicken
     from medsr.safeguards.error_bound import COVERAGE, calibration_factor
     from medsr.slice_grid import nearest_slices
 
@@ -526,11 +526,13 @@ def calibrate_interpolation_bound(
         }
     filled, no_data, _ = fill_no_data(image)
     n_top = n_low * factor
-    vol = np.moveaxis(filled.array, a, 0)[:n_top].astype(np.float32)  # (n_top, H, W)
-    weights = thick_slice_matrix(n_low, n_top, profile="gaussian", thickness=1.0)
-    low = (weights.astype(np.float32) @ vol.reshape(n_top, -1)).reshape(n_low, *vol.shape[1:])
-    top = filled.replace(array=np.ascontiguousarray(np.moveaxis(vol, 0, a)), meta={})
-    lower = top.resampled(np.moveaxis(low, 0, a))
+    first = (slice(None),) * a + (slice(0, n_top),)  # the first n_top slices along the axis
+    vol = np.ascontiguousarray(filled.array[first], np.float32)
+    pad = None if no_data is None else no_data[first]
+    # a thick slice holds no data where any slice under its profile holds none (valid_low)
+    low, valid_low = thicken(vol, n_low, profile="gaussian", thickness=1.0, axis=a, no_data=pad)
+    top = filled.replace(array=vol, meta={})
+    lower = top.resampled(low)
     with warnings.catch_warnings():  # the volume's warnings were given once already
         warnings.simplefilter("ignore", MedSRWarning)
         sr, std = _spread_run(
@@ -542,14 +544,8 @@ def calibrate_interpolation_bound(
     error = np.moveaxis(np.abs(sr.array - top.array), a, 0)
     keep = np.zeros(error.shape, dtype=bool)
     keep[factor : n_top - factor] = True
-    valid_low = None
-    if no_data is not None:
-        pad = np.moveaxis(no_data, a, 0)[:n_top]
-        keep &= ~pad
-        # a thick slice holds no data where any slice under its profile holds none
-        under = (weights > 1e-6).astype(np.float32)
-        valid_low = ~((under @ pad.reshape(n_top, -1).astype(np.float32)) > 0)
-        valid_low = np.moveaxis(valid_low.reshape(low.shape), 0, a)
+    if pad is not None:
+        keep &= ~np.moveaxis(pad, a, 0)
     noise = _slice_noise(lower.array, a, valid_low)[nearest_slices(n_low, n_top)]
     k = calibration_factor(error, np.moveaxis(std, a, 0), noise, keep, COVERAGE)
     if k is None:
