@@ -390,3 +390,23 @@ def test_a_cine_whose_phases_overlap_in_time_is_refused(dicom_corpus, tmp_path):
         "at each position (0–90 ms) overlap those of image 2 (40–130 ms)"
     ) in lines[0]
     assert "Traceback" not in res.stderr
+
+
+def test_repeated_positions_are_counted_as_they_are(dicom_corpus, tmp_path):
+    """A cine with one image missing (4 positions, 3 phases at three of them, 2 at the last)
+    is no set of phases (it is not cut by rank) and was refused with a wrong count: "8 or more
+    slices share the same position (0.00 mm ...)" where 3 do, for 11 images at 4 positions
+    (every repeat in the series was counted as one at the first position). The message says
+    how many share that position and how many images lie at how many positions."""
+    import pydicom
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, _, _ = _cine(template, tmp_path / "cine", times)
+    (folder / "IM0001.dcm").unlink()  # the last phase at the last position
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    assert str(err.value).startswith(
+        "3 slices share the same position (0.00 mm along the slice normal; 11 slices at 4 "
+        "positions); the series may hold several echoes, phases or time points"
+    )
