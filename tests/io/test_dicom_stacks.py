@@ -12,6 +12,7 @@ from pydicom.uid import generate_uid
 
 from medsr.errors import MedSRWarning, SeriesMismatchError
 from medsr.io.dicom import read_dicom, series_key
+from medsr.io.dicom.read import dicom_volumes
 from tests.io.conftest import make_ct_slice, write_series
 
 AXIAL = (1, 0, 0, 0, 1, 0)
@@ -198,7 +199,11 @@ def test_echoes_and_phases_told_apart_by_time_only_are_a_choice(
     TriggerTime (no TemporalPositionIdentifier), at the same positions, got the generic "4 or
     more slices share the same position ... split it into one folder per volume". They are
     listed and read with ``KEY:N`` as numbered echoes are (the shorter time first, whatever the
-    file order); a time that differs from slice to slice is no volume and is still refused."""
+    file order); an echo time that differs from slice to slice is no volume and is still
+    refused. Trigger times that drift from position to position (0, 5, 10 ms and 15, 20, 25 ms)
+    are a cine's phases (:func:`test_a_cine_whose_trigger_time_drifts_is_cut_into_its_phases`;
+    this test refused them until session 31); interleaved ones (0, 10, 20 and 5, 15, 25 ms)
+    are refused."""
     uid = generate_uid()
     late = _stack(ct_template, uid, 3, level=1000, **{key: values[1]})
     early = _stack(ct_template, uid, 3, **{key: values[0]})
@@ -214,7 +219,15 @@ def test_echoes_and_phases_told_apart_by_time_only_are_a_choice(
     jitter = _stack(ct_template, uid, 3) + _stack(ct_template, uid, 3, level=1000)
     for k, ds in enumerate(jitter):
         setattr(ds, key, 5 * k)
-    with pytest.raises(SeriesMismatchError, match="share the same position"):
+    if key == "EchoTime":
+        with pytest.raises(SeriesMismatchError, match="share the same position"):
+            read_dicom(write_series(tmp_path / f"{key}-jitter", jitter))
+        return
+    with pytest.raises(SeriesMismatchError, match=r"cardiac phase 2 \(trigger time ~20 ms\)"):
+        read_dicom(write_series(tmp_path / f"{key}-drift", jitter))
+    for k, ds in enumerate(jitter):  # position p: 10·p and 10·p + 5 ms
+        setattr(ds, key, 10 * (k % 3) + 5 * (k // 3))
+    with pytest.raises(SeriesMismatchError, match=r"image 1 at each position \(0–20 ms\) overlap"):
         read_dicom(write_series(tmp_path / f"{key}-jitter", jitter))
 
 
@@ -256,3 +269,144 @@ def test_slices_with_and_without_a_position_are_named(ct_template, tmp_path):
         match=r"others do not \('a\.dcm' has one, 'c\.dcm' has none; 1 of 4 without one\)",
     ):
         read_dicom(folder)
+
+
+def _cine(template, folder, times, *, size=16, spacing=8.0, **attrs):
+    """A short-axis cine of ``len(times)`` positions ``spacing`` mm apart, one Series Instance
+    UID, no TemporalPositionIdentifier: ``times[p][k]`` is the TriggerTime of the k-th image at
+    position p, which holds MR_small's crop + 1000·k + 100·p. Written position-major
+    (InstanceNumber too), the last position first and the phases of each in reverse, so
+    neither file nor instance order is the order of a volume."""
+    base = template.pixel_array[20 : 20 + size, 20 : 20 + size].astype(np.int16)
+    uid = generate_uid()
+    out, names = [], []
+    for p in reversed(range(len(times))):
+        for k in reversed(range(len(times[p]))):
+            ds = copy.deepcopy(template)
+            ds.Rows = ds.Columns = size
+            ds.PixelData = (base + 1000 * k + 100 * p).astype("<i2").tobytes()
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [-80, -90, spacing * p]
+            ds.SliceThickness = spacing
+            ds.TriggerTime = times[p][k]
+            ds.InstanceNumber = len(out) + 1
+            for key, value in attrs.items():
+                setattr(ds, key, value)
+            out.append(ds)
+            names.append(f"IM{len(out):04d}.dcm")
+    return write_series(folder, out, names), series_key(uid), base
+
+
+def test_a_cine_whose_trigger_time_drifts_is_cut_into_its_phases(dicom_corpus, tmp_path):
+    """A cardiac cine (4 short-axis positions × 3 phases in one series) whose TriggerTime of one
+    phase differs from position to position, as each position is acquired in other heartbeats
+    (phase k at 40·k + 7·position ms), was refused: "9 or more slices share the same position
+    ... split it into one folder per volume". The k-th image (by trigger time) at each position
+    makes phase k: the phases are listed as echoes are, each read with ``KEY:N``, positions in
+    order; CardiacNumberOfImages, where stated, must agree."""
+    import pydicom
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, key, base = _cine(template, tmp_path / "cine", times, CardiacNumberOfImages=3)
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    msg = str(err.value)
+    for n, mean in ((1, 10), (2, 50), (3, 90)):
+        assert (
+            f"{key}:{n} (4 images, axial 16×16, echo 1, cardiac phase {n} (trigger time ~{mean} ms))"
+            in msg
+        )
+    assert f"--series {key}:N" in msg
+    for k in range(3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MedSRWarning)
+            image = read_dicom(folder, series_uid=f"{key}:{k + 1}")
+        assert image.spatial_shape == (4, 16, 16)
+        assert image.spacing[0] == pytest.approx(8.0)
+        expected = base[None] + 1000 * k + 100 * np.arange(4)[:, None, None]
+        np.testing.assert_array_equal(image.array, expected)
+        assert [float(ds.TriggerTime) for ds in image.meta["datasets"]] == [
+            40 * k + 7 * p for p in range(4)
+        ]
+
+    # `medsr evaluate --data` takes each phase as a reference of its own, named as KEY:N reads it
+    volumes = {uid.rsplit(":", 1)[1]: files for uid, files in dicom_volumes(folder)[0]}
+    assert sorted(volumes) == ["1", "2", "3"]
+    assert {read_dicom(f).array[0, 0, 0] - base[0, 0] for f in volumes["2"]} == {
+        1000 + 100 * p for p in range(4)
+    }
+
+    folder, _, _ = _cine(template, tmp_path / "said4", times, CardiacNumberOfImages=4)
+    with pytest.raises(SeriesMismatchError, match=r"3 at each, .* CardiacNumberOfImages says 4"):
+        read_dicom(folder)
+
+
+def test_a_cine_phase_is_upscaled_through_plane_from_the_command_line(dicom_corpus, tmp_path):
+    """`medsr upscale CINE OUT --through-plane --scale 2 --series KEY:2` on a cine whose trigger
+    times drift per position failed ("share the same position"); it upscales phase 2 (and only
+    it) to twice the slices, half the spacing; ``info`` without a choice lists the phases."""
+    import pydicom
+
+    from tests._entry import run_medsr
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, key, base = _cine(template, tmp_path / "cine", times)
+    out = tmp_path / "thin"
+    res = run_medsr(
+        "upscale", str(folder), str(out), "--through-plane", "--scale", "2", "--series", f"{key}:2"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "(8x16x16, spacing (4.0," in res.stdout
+    image = read_dicom(out)
+    assert image.spatial_shape == (8, 16, 16)
+    assert image.spacing[0] == pytest.approx(4.0)
+    # phase 2 (1000 above phase 1, 1000 below phase 3) from the first position to the last
+    phase2 = base.mean() + 1000 + 100 * np.arange(4)
+    assert phase2[0] - 60 < image.array.mean() < phase2[-1] + 60
+    assert image.array[0].mean() < image.array[-1].mean()
+
+
+def test_a_cine_whose_phases_overlap_in_time_is_refused(dicom_corpus, tmp_path):
+    """Where the trigger times of the k-th image at each position overlap those of the
+    (k+1)-th (here 0–90 ms and 40–130 ms), ranks are no phases: refused with one line that
+    says what was seen, not cut into stacks that mix phases."""
+    import pydicom
+
+    from tests._entry import run_medsr
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 30 * p for k in range(3)] for p in range(4)]
+    folder, key, _ = _cine(template, tmp_path / "cine", times)
+    res = run_medsr("info", str(folder))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert (
+        f"series {key} holds 12 images at 4 positions, 3 at each, told apart by TriggerTime "
+        "only, and these do not group them into cardiac phases: the trigger times of image 1 "
+        "at each position (0–90 ms) overlap those of image 2 (40–130 ms)"
+    ) in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_repeated_positions_are_counted_as_they_are(dicom_corpus, tmp_path):
+    """A cine with one image missing (4 positions, 3 phases at three of them, 2 at the last)
+    is no set of phases (it is not cut by rank) and was refused with a wrong count: "8 or more
+    slices share the same position (0.00 mm ...)" where 3 do, for 11 images at 4 positions
+    (every repeat in the series was counted as one at the first position). The message says
+    how many share that position and how many images lie at how many positions."""
+    import pydicom
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, _, _ = _cine(template, tmp_path / "cine", times)
+    (folder / "IM0001.dcm").unlink()  # the last phase at the last position
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    assert str(err.value).startswith(
+        "3 slices share the same position (0.00 mm along the slice normal; 11 slices at 4 "
+        "positions); the series may hold several echoes, phases or time points"
+    )

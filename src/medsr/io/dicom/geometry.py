@@ -302,10 +302,14 @@ def _stack_geometry(
         gaps = np.diff(pos[order])
         dup = np.flatnonzero(gaps < 1e-3)
         if dup.size:
+            first = last = int(dup[0])  # the first run of slices at one position
+            while last + 1 < gaps.size and gaps[last + 1] < 1e-3:
+                last += 1
+            places = 1 + int(np.count_nonzero(gaps >= 1e-3))
             raise SeriesMismatchError(
-                f"{dup.size + 1} or more {what} share the same position "
-                f"({pos[order][dup[0]]:.2f} mm along the slice normal); the series may hold several "
-                "echoes, phases or time points: split it into one folder per volume"
+                f"{last - first + 2} {what} share the same position ({pos[order][first]:.2f} mm "
+                f"along the slice normal; {n} {what} at {places} positions); the series may hold "
+                "several echoes, phases or time points: split it into one folder per volume"
             )
         step = (sorted_ipp[-1] - sorted_ipp[0]) / (n - 1)
         dz = float(np.dot(normal, step))

@@ -6,8 +6,9 @@ Image Type (CT: ``ORIGINAL\\PRIMARY\\LOCALIZER``) whatever its geometry; the ech
 multi-echo MR (``EchoNumbers``) or the time points of a dynamic series
 (``TemporalPositionIdentifier``), each at the same positions, or, where positions repeat and
 neither is stated, echoes told apart by ``EchoTime``, cardiac phases by ``TriggerTime`` and time
-points by ``AcquisitionNumber``; and the same instance exported twice (one file in the folder
-and a copy in a sub-folder).
+points by ``AcquisitionNumber`` (a cine whose trigger times drift from position to position by
+the order of its trigger times at each position); and the same instance exported twice (one
+file in the folder and a copy in a sub-folder).
 
 :func:`drop_duplicate_instances` keeps one file per SOP Instance UID; :func:`split_stacks` cuts
 a series into stacks of one orientation, image size, echo and time point; :func:`choose_stack`
@@ -174,8 +175,8 @@ def _sort_value(text: str) -> tuple[int, float, str]:
 def _split_repeats(stack: Stack) -> list[Stack]:
     """A stack whose positions repeat, cut by the first of :data:`_REPEAT_KEYS` (or all that
     vary, together) into parts that each hold every position once (the same positions in
-    each: a value that differs from slice to slice, as a trigger time may, is no volume);
-    else the stack as it is (the reader says that positions repeat)."""
+    each: a value that differs from slice to slice is no volume); else a cine's phases
+    (:func:`_split_phases`); else the stack as it is (the reader says that positions repeat)."""
     varying = [
         (key, word, ms)
         for key, word, ms in _REPEAT_KEYS
@@ -199,7 +200,84 @@ def _split_repeats(stack: Stack) -> list[Stack]:
                 )
                 for values in sorted(parts, key=lambda vs: [_sort_value(v) for v in vs])
             ]
-    return [stack]
+    return _split_phases(stack, {key for key, _, _ in varying}) or [stack]
+
+
+def _split_phases(stack: Stack, varying: set[str]) -> list[Stack] | None:
+    """A cardiac cine whose TriggerTime drifts from position to position, cut into its phases.
+
+    Each position of a cine is acquired in other heartbeats, so the trigger time of one phase
+    differs by a few to tens of ms between positions and exact values do not cut the series.
+    Where every image states a trigger time (and one echo time), and every position holds
+    the same number P of images, the images at each position are ordered by trigger time (then
+    InstanceNumber) and phase k is the k-th image at each position, provided the phases do
+    not overlap in time (the latest trigger time of phase k is earlier than the earliest of
+    phase k + 1) and agree with CardiacNumberOfImages where it is stated; otherwise
+    :class:`SeriesMismatchError` says what was seen. None where this is no such series."""
+    if "TriggerTime" not in varying or "EchoTime" in varying:
+        return None
+    members = stack.members
+    times: list[float] = []
+    at: dict[float, list[int]] = {}  # position → its images
+    for i, (_, ds) in enumerate(members):
+        time, place = _first_float(ds.get("TriggerTime")), _position(ds, stack.iop)
+        if time is None or place is None:
+            return None
+        times.append(time)
+        at.setdefault(place, []).append(i)
+    counts = {len(images) for images in at.values()}
+    if len(at) < 2 or len(counts) != 1:
+        return None
+    (phases,) = counts
+
+    def order(i: int) -> tuple[float, float]:
+        number = _first_float(members[i][1].get("InstanceNumber"))
+        return (times[i], float("inf") if number is None else number)
+
+    ranked = [sorted(images, key=order) for _, images in sorted(at.items())]
+    groups = [[images[k] for images in ranked] for k in range(phases)]
+    spans = [(min(times[i] for i in g), max(times[i] for i in g)) for g in groups]
+    uid = str(members[0][1].get("SeriesInstanceUID", "") or "")
+    seen = (
+        f"series {series_key(uid)} holds {len(members)} images at {len(at)} positions, "
+        f"{phases} at each, told apart by TriggerTime only"
+    )
+    for k in range(phases - 1):
+        (low, high), (next_low, next_high) = spans[k], spans[k + 1]
+        if high >= next_low:
+            raise SeriesMismatchError(
+                f"{seen}, and these do not group them into cardiac phases: the trigger times "
+                f"of image {k + 1} at each position ({low:g}–{high:g} ms) overlap those of "
+                f"image {k + 2} ({next_low:g}–{next_high:g} ms). Split the series into one "
+                "folder per phase"
+            )
+    stated = {
+        _first_float(ds.get("CardiacNumberOfImages"))
+        for _, ds in members
+        if ds.get("CardiacNumberOfImages") not in (None, "")
+    }
+    if stated and stated != {phases}:
+        said = ", ".join(f"{n:g}" for n in sorted(n for n in stated if n is not None))
+        raise SeriesMismatchError(
+            f"{seen}, but CardiacNumberOfImages says {said or 'nothing readable'}: the "
+            "images do not form one cine of whole cardiac cycles. Split the series into one "
+            "folder per phase"
+        )
+    return [
+        Stack(
+            stack.iop,
+            stack.size,
+            {
+                **stack.labels,
+                "cardiac phase": (
+                    f"{k + 1} (trigger time ~{np.mean([times[i] for i in g]):.0f} ms)"
+                ),
+            },
+            [members[i] for i in sorted(g)],
+            stack.localizer,
+        )
+        for k, g in enumerate(groups)
+    ]
 
 
 def split_stacks(members: list[Member]) -> list[Stack]:
@@ -209,8 +287,10 @@ def split_stacks(members: list[Member]) -> list[Stack]:
     ``EchoTime``, ``TriggerTime`` or ``AcquisitionNumber`` too when that gives stacks of the
     same positions without repeats (a multi-echo, cardiac or dynamic series that states no
     echo or time point numbers: CT vendors number parts of one volume as acquisitions, so
-    these are used only where the positions say they must be). In file order within each
-    stack; the largest stack first, localizers last."""
+    these are used only where the positions say they must be); a cardiac cine whose trigger
+    times drift from position to position is cut into its phases by :func:`_split_phases`
+    (which raises :class:`SeriesMismatchError` where the order of the trigger times forms no
+    phases). In file order within each stack; the largest stack first, localizers last."""
     marked = [is_localizer(ds) for _, ds in members]
     apart = any(marked) and not all(marked)
     stacks: list[Stack] = []
