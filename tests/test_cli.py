@@ -693,3 +693,30 @@ def test_running_out_of_memory_is_one_error_line(tmp_path):
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert lines[0].startswith("error: out of memory") and "MEDSR_MAX_PIXELS" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["upscale", "{series}", "{series}/x2", "--model", "bicubic"],
+        ["upscale", "{series}", "{out}", "--model", "bicubic", "--maps", "{series}/maps"],
+        ["degrade", "{series}", "{series}/lr", "--kind", "kspace"],
+        ["interpolate", "{series}", "{series}/ip"],
+    ],
+)
+def test_output_inside_the_input_series_folder_is_refused(tmp_path, corpus, args):
+    """``medsr upscale series/ series/x2`` wrote the derived series into the input folder, which
+    then held two series: ``medsr info series/`` and the same command again failed with "holds
+    2 series". An output (or maps folder) inside a folder input is one error line, exit 2, and
+    the folder is left as it was."""
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "MR_small.dcm").write_bytes(corpus("MR_small.dcm").read_bytes())
+    before = sorted(p.name for p in series.iterdir())
+    paths = {"series": series, "out": tmp_path / "out"}
+    res = medsr(*[a.format(**paths) for a in args])
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: the output ") and "inside the input folder" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in series.iterdir()) == before
+    assert not (tmp_path / "out").exists()

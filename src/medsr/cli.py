@@ -537,7 +537,7 @@ def evaluate(
         if scale not in (2, 4):
             raise InvalidParameterError("slice interpolation factor (--scale) must be 2 or 4")
         evaluate_interpolation(
-            discover_inputs(data),
+            discover_inputs(data, out_dir=out),
             names,
             factor=scale,
             out_dir=out,

@@ -1299,6 +1299,7 @@ def check_paths(
     check_output(target, overwrite, output_kind(target))
     check_sidecar(target, overwrite)
     if maps_dir is not None:
+        check_not_input(input_path, maps_dir)
         check_output(maps_dir, overwrite, "folder")
     return target
 

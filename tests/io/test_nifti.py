@@ -638,3 +638,29 @@ def test_nifti_pair_is_read_from_its_header(tmp_path):
     nib.save(nib.AnalyzeImage(data, np.diag([0.8, 0.9, 3.0, 1.0])), str(tmp_path / "an.hdr"))
     with pytest.raises(UnsupportedFormatError, match=r"Analyze 7\.5 header, not NIfTI"):
         medsr.load_image(tmp_path / "an.hdr")
+
+
+@pytest.mark.parametrize("intent", ["label", "neuroname"])
+def test_label_map_is_refused_not_interpolated(tmp_path, corpus, intent):
+    """A label map (NIFTI_INTENT_LABEL / NEURONAME: a segmentation, an atlas) is refused like a
+    DICOM SEG, with one error line and exit 2: it used to be upscaled like an image and written
+    back, still a label map, with labels no one drew (regions 0, 1, 2, 7 came out 0 to 7)."""
+    from medsr.errors import NotAnImageError
+    from tests.test_cli import medsr as medsr_cli
+
+    anat = nib.load(str(corpus("anatomical.nii")))
+    values = np.asarray(anat.dataobj)
+    labels = np.digitize(values, [100, 2000, 10000]).astype(np.int16)
+    labels[labels == 3] = 7
+    img = nib.Nifti1Image(labels, anat.affine)
+    img.header.set_intent(intent)
+    path = tmp_path / "seg.nii.gz"
+    nib.save(img, str(path))
+    before = file_digest(path)
+    with pytest.raises(NotAnImageError, match=r"label map .* nearest neighbour"):
+        medsr.load_image(path)
+    res = medsr_cli("upscale", str(path), str(tmp_path / "seg_x2.nii.gz"), "--model", "bicubic")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: 'seg.nii.gz' cannot be super-resolved: it is a label map")
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "seg_x2.nii.gz").exists() and file_digest(path) == before

@@ -578,3 +578,21 @@ def test_through_plane_scores_leave_a_ct_fill_out(tmp_path, corpus):
         [path], ["linear"], factor=2, out_dir=tmp_path / "ip", modality="CT", figures=False
     )
     assert 0.55 < summary["images"][0]["scored"] < 0.7
+
+
+@pytest.mark.parametrize("mode", [[], ["--degradation", "thick-slice"], ["--interpolation"]])
+def test_cli_evaluate_refuses_a_report_inside_its_data_folder(tmp_path, series_folder, mode):
+    """``medsr evaluate --data study --out study/ev`` wrote the report's figures (PNG) into the
+    data folder, so the next evaluation of ``study`` scored them as references (2 images became
+    4). The report folder inside a data folder is one error line (exit 2), before anything is
+    read or written; the data folder is left as it was."""
+    from medsr.errors import MedSRError
+
+    before = sorted(p.name for p in series_folder.iterdir())
+    out = series_folder / "ev"
+    res = runner.invoke(
+        app, ["evaluate", "--data", str(series_folder), *mode, "--out", str(out), "--no-maps"]
+    )
+    assert isinstance(res.exception, MedSRError), (res.exception, res.output)
+    assert "inside the input folder" in str(res.exception) and "\n" not in str(res.exception)
+    assert sorted(p.name for p in series_folder.iterdir()) == before

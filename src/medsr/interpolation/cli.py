@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
             check_not_input(input, output)
             check_sidecar(output, overwrite)
             if maps is not None:
+                check_not_input(input, maps)
                 check_output(maps, overwrite, "folder")
             image = load_image(input)
             # the output's size (the pixel ceiling, the format's axis limit) refused now, not

@@ -112,10 +112,18 @@ def check_writable(folder: Path) -> None:
 
 
 def check_not_input(input_path: str | os.PathLike[str], output: str | os.PathLike[str]) -> None:
-    """Refuse to write ``output`` when it is ``input_path`` itself (inputs are never modified,
-    ``--overwrite`` or not)."""
-    if Path(input_path).resolve() == Path(output).resolve():
+    """Refuse to write ``output`` when it is ``input_path`` itself, or lies inside ``input_path``
+    when that is a folder (a DICOM series): a series written into it (``medsr upscale series/
+    series/x2``) became part of the input, which then held two series and read no more as it did
+    (inputs are never modified, ``--overwrite`` or not)."""
+    src, out = Path(input_path).resolve(), Path(output).resolve()
+    if src == out:
         raise InvalidParameterError("the output must not be the input (inputs are never modified)")
+    if src.is_dir() and out.is_relative_to(src):
+        raise InvalidParameterError(
+            f"the output '{output}' must not be inside the input folder '{input_path}': it would "
+            "become part of the input (inputs are never modified); choose a path outside it"
+        )
 
 
 @contextlib.contextmanager

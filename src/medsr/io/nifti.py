@@ -5,7 +5,8 @@ coordinates in the header's spatial unit (``xyzt_units``: mm, µm or m; unknown 
 a MedImage keeps the same affine in mm (and spacing in mm) and transposes the data to
 ``(Z, Y, X)`` (``(T, Z, Y, X)`` with ``channels="time"`` for 4-D series). 2-D images ``(X, Y)``
 become ``(1, Y, X)``. The affine is nibabel's choice: the sform where its code is set, else the
-qform, else (both codes 0: no space stated) one from the voxel sizes alone.
+qform, else (both codes 0: no space stated) one from the voxel sizes alone. A label map (intent
+``LABEL`` or ``NEURONAME``) is not an image: it is refused (:func:`_refuse_label_map`).
 
 The writer sets the sform to the image's affine, in the source's unit, with the code of the
 transform it came from (0 where the source stated none), and the qform to the same geometry with
@@ -44,6 +45,7 @@ from medsr.errors import (
     InvalidHeaderError,
     InvalidParameterError,
     MedSRError,
+    NotAnImageError,
     UnsupportedFormatError,
     is_fatal,
 )
@@ -100,6 +102,7 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
         raise CorruptInputError(f"corrupt or truncated NIfTI '{p.name}': {_short(exc)}") from None
     if stored.kind not in "iuf" or stored.fields is not None:
         raise UnsupportedFormatError(f"NIfTI '{p.name}' holds non-numeric data (e.g. RGB records)")
+    _refuse_label_map(img.header, p.name)
     check_pixel_count(shape, p.name, "NIfTI image")
     for label, value in (("scl_slope", slope), ("scl_inter", inter)):
         if not np.isfinite(value):
@@ -172,6 +175,30 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
         units=side.get("units", "a.u."),
         meta=meta,
     )
+
+
+#: NIfTI intent codes whose voxel values name regions rather than measure anything:
+#: ``NIFTI_INTENT_LABEL`` (1002, a segmentation or atlas) and ``NIFTI_INTENT_NEURONAME`` (1003,
+#: indices into the NeuroNames list)
+_LABEL_INTENTS = {1002: "LABEL", 1003: "NEURONAME"}
+
+
+def _refuse_label_map(header: Any, name: str) -> None:
+    """A label map (:data:`_LABEL_INTENTS`) is a :class:`NotAnImageError`, as a DICOM SEG is:
+    any interpolation between two labels invents labels that name other regions (between 2 and
+    7 come 3 to 6), written back as a label map that claims them (it was upscaled like an image
+    and kept its intent)."""
+    try:
+        code = int(header["intent_code"])
+    except Exception:  # pragma: no cover - every NIfTI-1/2 header has the field
+        return
+    if code in _LABEL_INTENTS:
+        raise NotAnImageError(
+            f"'{name}' cannot be super-resolved: it is a label map (NIfTI intent "
+            f"{_LABEL_INTENTS[code]}: each value names a region), not an image; interpolating it "
+            "would invent labels between regions: upscale the image it was drawn on (resample "
+            "a label map with nearest neighbour)"
+        )
 
 
 #: largest magnitude of an affine entry (mm): 10 km

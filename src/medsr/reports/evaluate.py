@@ -197,7 +197,7 @@ def evaluate(
                 f"{', '.join(list_degradations())}"
             )
     params = dict(params or {})
-    inputs = discover_inputs(data)
+    inputs = discover_inputs(data, out_dir=out_dir)
     out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     skipped: list[tuple[str, str]] = []

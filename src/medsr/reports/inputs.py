@@ -35,7 +35,9 @@ class EvalInput:
         return load_image(self.path)
 
 
-def discover_inputs(data: Iterable[str | os.PathLike[str]]) -> list[EvalInput]:
+def discover_inputs(
+    data: Iterable[str | os.PathLike[str]], out_dir: str | os.PathLike[str] | None = None
+) -> list[EvalInput]:
     """The references in ``data``: files given directly (one image each, even a slice of a
     series), and under given folders every image file, where the DICOM files of one series are
     **one** volume (as :func:`medsr.io.load_image` reads a series folder; the grouping is the
@@ -45,10 +47,20 @@ def discover_inputs(data: Iterable[str | os.PathLike[str]]) -> list[EvalInput]:
 
     DICOM files whose header cannot be read, and files with a DICOM suffix that hold no image,
     stay in the list as single files: reading them says why they are skipped.
+
+    ``out_dir``, the report's folder, must not lie inside a folder of ``data``
+    (:func:`medsr.io._atomic.check_not_input`): its figures (PNG) were found as references by
+    the next evaluation of that folder, which then scored its own report (2 images became 4).
     """
     from medsr.errors import InputNotFoundError
+    from medsr.io._atomic import check_not_input
     from medsr.io.dicom import dicom_volumes
 
+    data = list(data)
+    if out_dir is not None:  # before anything is read or written
+        for entry in data:
+            if Path(entry).is_dir():
+                check_not_input(entry, out_dir)
     found: list[tuple[Path, str | None, int]] = []  # (path, series uid, files)
     for entry in data:
         p = Path(entry)

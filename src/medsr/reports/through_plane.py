@@ -115,7 +115,7 @@ def evaluate_through_plane(
                 )
             )
     methods = list(dict.fromkeys(methods))
-    inputs = discover_inputs(data)
+    inputs = discover_inputs(data, out_dir=out_dir)
     out = Path(out_dir)  # created when the first figure or the report is written
     results: list[ImageResult] = []
     records: dict[str, dict[str, Any]] = {}  # method → its identity (reproduce.model_record)
