@@ -1874,6 +1874,14 @@ def zero_shot_checked(
             warnings.warn(unstated, MedSRWarning, stacklevel=2)
     derivation = result.meta.get("derivation") or {}
     training = derivation.get("training") or {}
+    # the training's run time: in summary.json's timing_ms only, never in the derivation (the
+    # sidecar's, the DICOM text's) nor the provenance: the same input and settings give the
+    # same record, as a model's and the through-plane path's (provenance())
+    t_train = _ms(training.get("seconds"))
+    if "seconds" in training:
+        training = {k: v for k, v in training.items() if k != "seconds"}
+        derivation = {**derivation, "training": training}
+        result = result.replace(meta={**result.meta, "derivation": derivation})
     if training.get("steps") == 0:
         start = (
             f"the weights it was to fine-tune ({training['init']}) as they are"
@@ -1903,6 +1911,8 @@ def zero_shot_checked(
         "warnings": caught,
         "timing_ms": {"consistency": round((time.perf_counter() - t0) * 1000, 1)},
     }
+    if t_train is not None:
+        summary["timing_ms"]["training"] = t_train
     meta = {k: v for k, v in result.meta.items() if k != "consistency"}
     meta["safeguards"] = summary
     if maps:
