@@ -257,6 +257,32 @@ def test_train_and_export_bad_input(tmp_path):
     assert res.returncode == 2 and not (tmp_path / "m.safetensors").exists()
 
 
+def test_export_refuses_what_is_no_checkpoint_before_importing_lightning(tmp_path):
+    """``medsr export`` of a file that is no checkpoint, of a missing file and of a folder: one
+    ``error:`` line and exit 2 each, at once; it imported torch and Lightning (4-10 s) before
+    the refusal. Its own process (:mod:`tests._entry`'s calls have torch preloaded)."""
+    fake = tmp_path / "foreign.ckpt"
+    fake.write_bytes(b"not a checkpoint")
+    out = tmp_path / "m.safetensors"
+    code = f"""
+import sys
+from medsr.cli import main
+for ckpt in (r"{fake}", r"{tmp_path / "missing.ckpt"}", r"{tmp_path}"):
+    sys.argv = ["medsr", "export", ckpt, r"{out}"]
+    try:
+        main()
+    except SystemExit as exc:
+        print(exc.code)
+print(sorted(m for m in ("lightning", "torch") if m in sys.modules))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["2", "2", "2", "[]"], (res.stdout, res.stderr)
+    lines = res.stderr.splitlines()
+    assert len(lines) == 3 and all(x.startswith("error: ") for x in lines), res.stderr
+    assert "not a PyTorch checkpoint" in lines[0] and "does not exist" in lines[1]
+    assert "is a folder" in lines[2] and not out.exists()
+
+
 def test_upscale_consistency_and_maps(tmp_path, corpus):
     res = medsr(
         "upscale",

@@ -943,3 +943,18 @@ def test_every_front_end_door_refuses_an_output_past_the_ceiling(monkeypatch):
     assert sr.spatial_shape == (1, 120, 100)
     with pytest.raises(InputTooLargeError, match=r"48,000 values \(1 × 240 × 200\)"):
         upscale_with_safeguards(image, 4, "bicubic", warn=False)
+
+
+def test_the_through_plane_door_refuses_an_output_past_the_ceiling(monkeypatch):
+    """``upscale_through_plane`` (the API's through-plane step) computed any output: only its
+    front end ``medsr upscale --through-plane`` checked the size first. Now it refuses before
+    the prior runs, for a target spacing and for the default (isotropic) one."""
+    from medsr.errors import InputTooLargeError
+    from medsr.pipeline import upscale_through_plane
+
+    vol = np.random.default_rng(0).normal(100, 5, (6, 20, 20)).astype(np.float32)
+    image = MedImage(vol, spacing=(4.0, 1.0, 1.0), modality="MR")
+    monkeypatch.setenv("MEDSR_MAX_PIXELS", str(24 * 20 * 20 - 1))
+    for target in (1.0, None):
+        with pytest.raises(InputTooLargeError, match=r"9,600 values \(24 × 20 × 20\)"):
+            upscale_through_plane(image, target_spacing=target, progress=False)

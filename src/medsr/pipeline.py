@@ -1875,6 +1875,14 @@ def zero_shot_checked(
             warnings.warn(unstated, MedSRWarning, stacklevel=2)
     derivation = result.meta.get("derivation") or {}
     training = derivation.get("training") or {}
+    # the training's run time: in summary.json's timing_ms only, never in the derivation (the
+    # sidecar's, the DICOM text's) nor the provenance: the same input and settings give the
+    # same record, as a model's and the through-plane path's (provenance())
+    t_train = _ms(training.get("seconds"))
+    if "seconds" in training:
+        training = {k: v for k, v in training.items() if k != "seconds"}
+        derivation = {**derivation, "training": training}
+        result = result.replace(meta={**result.meta, "derivation": derivation})
     if training.get("steps") == 0:
         start = (
             f"the weights it was to fine-tune ({training['init']}) as they are"
@@ -1904,6 +1912,8 @@ def zero_shot_checked(
         "warnings": caught,
         "timing_ms": {"consistency": round((time.perf_counter() - t0) * 1000, 1)},
     }
+    if t_train is not None:
+        summary["timing_ms"]["training"] = t_train
     meta = {k: v for k, v in result.meta.items() if k != "consistency"}
     meta["safeguards"] = summary
     if maps:
@@ -1952,12 +1962,22 @@ def upscale_through_plane(
     ``error_bound=False``) the ``error_bound`` map: per voxel, the value that about 90 % of
     the errors stay below, calibrated on the volume itself one scale down along z
     (:func:`calibrate_through_plane_bound`; it runs the same path once more on ``1/ratio`` of
-    the slices, the adaptation included), its record in the summary's ``error_bound``.
+    the slices, the adaptation included), its record in the summary's ``error_bound``. An
+    output past the pixel ceiling (:func:`medsr.io.limits.check_output_size`) is refused first.
 
     Returns ``(result, summary)`` like :func:`upscale_with_safeguards`.
     """
     from medsr.selfsup import through_plane_upscale
+    from medsr.slice_grid import output_slices, positive_mm
 
+    if isinstance(image, MedImage) and image.array.size:
+        # every front end's door (web service, batch, PACS bridge, API): an output past the
+        # ceiling is refused before it is computed, as upscale_with_safeguards and medsr
+        # upscale do (a target the through-plane rule refuses is refused there, in its order)
+        _, ny, nx = image.spatial_shape
+        grid = min(image.spacing[1:]) if target_spacing is None else positive_mm(target_spacing)
+        if grid is not None:
+            check_output_size(image, (output_slices(image, grid), ny, nx))
     result = through_plane_upscale(
         image, target_spacing=target_spacing, prior=prior, device=device,
         consistency=consistency_setting(consistency), maps=maps, **options,

@@ -103,6 +103,20 @@ def test_along_y_and_too_few_slices():
         interpolation_uncertainty(vol, "linear", 2, spread="edges")
 
 
+def test_a_rerun_gives_the_same_record_and_keeps_its_run_time_in_timing_ms():
+    """The same volume and settings twice: the same summary (``medsr interpolate --maps``'s
+    summary.json) but for its ``timing_ms``; the bound's calibration time was in its record as
+    ``error_bound.ms``, so two runs of one command wrote different records."""
+    rng = np.random.default_rng(0)
+    vol = MedImage(
+        rng.normal(100, 5, (6, 10, 8)).astype(np.float32), spacing=(3.0, 1.0, 1.0), modality="MR"
+    )
+    runs = [interpolation_uncertainty(vol, "linear", 2, tta=False)[2] for _ in range(2)]
+    assert runs[0]["timing_ms"]["error_bound"] >= 0 and "ms" not in runs[0]["error_bound"]
+    same = [json.dumps({k: v for k, v in r.items() if k != "timing_ms"}) for r in runs]
+    assert same[0] == same[1]
+
+
 def test_cli_writes_the_error_bound_beside_the_uncertainty_map(tmp_path, aniso_pair):
     """``medsr interpolate --maps DIR``: error_bound.nii.gz on the output's grid and its record
     in summary.json."""
@@ -132,3 +146,4 @@ def test_cli_writes_the_error_bound_beside_the_uncertainty_map(tmp_path, aniso_p
     np.testing.assert_allclose(bound.spacing, out.spacing, rtol=1e-5)
     summary = json.loads((tmp_path / "maps" / "summary.json").read_text())
     assert summary["error_bound"]["calibrated"] and summary["error_bound"]["factor"] > 0
+    assert summary["timing_ms"]["error_bound"] >= 0

@@ -430,8 +430,9 @@ def test_progress_and_watch_lines_name_source_uids_by_key_only(orthanc, tmp_path
     ``retrieving 1.2.826.0.1.…`` and ``upscaling 1.2.826.0.1.… x2`` on stderr and ``… derived
     from 1.2.826.0.1.…`` on stdout; ``pacs watch`` logged the same, and ``failed 1.2.826.0.1.…:
     series 1.2.826.0.1.… cannot be upscaled: … in instance 1.2.826.0.1.…``. Source study,
-    series and instance UIDs are named by their 8-character key; the derived series' UID,
-    which medsr made and the user needs, stays in the result line; ``--series`` takes the key;
+    series and instance UIDs are named by their 8-character key, and so is the derived series
+    in the progress lines; its UID, which medsr made and the user needs, stays in the result
+    line; ``--series`` takes the key;
     the private watch state file keeps the UIDs."""
     good, mixed, small = _mixed_study()
     store(orthanc, good + mixed + [small])
@@ -451,6 +452,10 @@ def test_progress_and_watch_lines_name_source_uids_by_key_only(orthanc, tmp_path
     assert not [u for u in raw | patient if u in out + err], (out, err)
     derived = out.split()[1]
     assert derived not in raw and derived in {r.series_uid for r in series_of(orthanc, study)}
+    # the derived series too, in the progress lines (it read "storing 1 instances as <UID>"):
+    # its UID only in the result line on stdout, which the user acts on
+    assert f"storing 1 instances as series {series_key(derived)}" in err, err
+    assert derived not in err, err
 
     state = tmp_path / "state.json"
     code, out, err = invoke(

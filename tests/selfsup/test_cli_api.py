@@ -330,6 +330,29 @@ def test_zero_shot_file_writes_its_maps_and_honours_consistency(tmp_path, corpus
     assert side["provenance"]["safeguards"]["consistency"]["error"]["psnr_db"] > 30
 
 
+def test_a_zero_shot_rerun_gives_the_same_provenance_and_keeps_its_run_time_in_the_summary(
+    tmp_path, corpus
+):
+    """The same input and settings once more: byte-identical provenance and derivation in the
+    sidecar (the DICOM DerivationDescription's source), as a model's and the through-plane
+    path's; the training's run time is in summary.json's ``timing_ms`` only (it was in both
+    records as ``training.seconds``, so two runs of one command wrote different provenance)."""
+    src = corpus("MR_small.dcm")
+    sides, summaries = [], []
+    for run in ("a", "b"):
+        upscale_file(
+            src, tmp_path / f"{run}.nii.gz", method="zero-shot", maps_dir=tmp_path / run,
+            model_kwargs={"num_features": 8}, patch_size=32, **QUICK_ZS,
+        )  # fmt: skip
+        sides.append(json.loads((tmp_path / f"{run}.json").read_text()))
+        summaries.append(json.loads((tmp_path / run / "summary.json").read_text()))
+    for key in ("provenance", "derivation"):
+        assert json.dumps(sides[0][key]) == json.dumps(sides[1][key]), key
+    assert "seconds" not in json.dumps(sides[0]) and "timing_ms" not in json.dumps(sides[0])
+    assert summaries[0]["timing_ms"]["training"] > 0
+    assert "seconds" not in summaries[0]["training"] and summaries[0]["training"]["steps"] == 1
+
+
 def test_zero_shot_budget_too_short_for_one_step_says_so(tmp_path, corpus):
     """A budget that ends before the first optimiser step gave plain cubic interpolation
     labelled as a zero-shot network, with no word; now a warning says so (and the record shows

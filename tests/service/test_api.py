@@ -127,6 +127,13 @@ def test_previews(client, ct_small_bytes):
     cmap = client.get(url, params={"which": "consistency"})
     assert cmap.status_code == 200
     assert Image.open(io.BytesIO(cmap.content)).mode == "RGB"
+    assert "x-map-max" in cmap.headers and "x-map-uniform" not in cmap.headers
+    # a classical interpolator's error bound is one value (k × the slice's noise): the header
+    # says it, and the page shows it as text, not as one flat colour at the top of the scale
+    bound = client.get(url, params={"which": "error_bound"})
+    assert float(bound.headers["x-map-uniform"]) == pytest.approx(
+        job["metrics"]["error_bound_p99"], rel=1e-4
+    )
     small = client.get(url, params={"which": "output", "max_size": 64})
     assert _png_size(small.content) == (64, 64)
     for bad in (
@@ -138,6 +145,20 @@ def test_previews(client, ct_small_bytes):
     ):
         assert client.get(url, params={"which": "output", **bad}).status_code == 422, bad
     assert client.get(url, params={"max_size": 10}).status_code == 422
+
+
+def test_uniform_value_of_a_map_slice():
+    """One value where there is data (0: none measured, NaN: none read), else ``None``."""
+    from medsr.service.previews import uniform_value
+
+    flat = np.full((4, 5), 14.93, np.float32)
+    assert uniform_value(flat) == pytest.approx(14.93)
+    flat[0] = 0.0
+    flat[1, 2] = np.nan
+    assert uniform_value(flat) == pytest.approx(14.93)
+    flat[2, 2] = 15.0
+    assert uniform_value(flat) is None
+    assert uniform_value(np.zeros((3, 3), np.float32)) is None
 
 
 def test_models_info_health_docs_page(client):
@@ -580,7 +601,9 @@ def test_zero_shot_job_honours_consistency_on(make_client, png_bytes):
     on, auto = jobs["on"], jobs["auto"]
     assert on["state"] == "done" and auto["state"] == "done", jobs
     assert on["metrics"]["data_consistency"] == "on" and on["provenance"]["consistency"] == "on"
-    assert auto["metrics"]["data_consistency"] == "auto (measured only)"
+    # with the reason auto did not project, as the DICOM derivation text (it read only
+    # "auto (measured only)")
+    assert auto["metrics"]["data_consistency"] == "auto (measured only: physics not stated)"
     assert on["metrics"]["consistency_psnr_db"] > auto["metrics"]["consistency_psnr_db"]
     assert "consistency" in on["maps"]
 

@@ -206,15 +206,21 @@ def test_upload_compare_window_download(server, browser, tmp_path, corpus):
         assert "90 %" in (bound.get_attribute("title") or "")
         with page.expect_response(lambda r: "which=error_bound" in r.url and r.ok):
             bound.click()
-        page.wait_for_selector("#legend:not([hidden])")
+        page.wait_for_selector("#map-value:not([hidden])")
         page.wait_for_timeout(300)
         assert page.inner_text("#tag-left").startswith("ERROR BOUND")
-        # the colour bar reads in HU: its top is the value of the brightest colour (an
-        # interpolator's bound is one value, the job's p99); it said "max", with no number
+        # an interpolator's bound is one value (k × the input's noise, the job's p99): said in
+        # HU as text, with no colour bar; it showed one flat colour at the top of the scale,
+        # which reads as "high everywhere"
         job = _state(page)["job"]
-        top = page.inner_text("#legend-hi")
-        assert top.endswith(" HU (p99.5)"), top
-        assert float(top.split()[0]) == pytest.approx(job["metrics"]["error_bound_p99"], rel=2e-3)
+        said = page.inner_text("#map-value-text")
+        assert said.startswith("one value: ") and said.endswith(" HU"), said
+        assert float(said.split()[2]) == pytest.approx(job["metrics"]["error_bound_p99"], rel=2e-3)
+        assert not page.is_visible("#legend")
+        # the consistency row says why auto did not project
+        assert "auto (measured only: physics not stated)" in " ".join(
+            page.inner_text("#metrics-kv").split()
+        )
         # and so does the metrics row of the same value (it showed a bare number)
         assert re.search(r"error bound p99\n[0-9.]+ HU\n", page.inner_text("#metrics-kv"))
         # what is on screen is the bound (an interpolator's: k × the input's noise, one value),

@@ -679,7 +679,7 @@ def _upscale_one(
                 return finish("exists", found.series_uid, len(files))
             _remove_incomplete(client, study, found, "derived series", len(files), say)
 
-        say(f"storing {len(files)} instances as {derived}")
+        say(f"storing {len(files)} instances as series {uid_key(derived)}")  # logs: keys only
         _store_whole_series(client, study, derived, files, attempts, "derived series", stored)
     return finish("stored", derived, len(files))
 
@@ -688,8 +688,10 @@ def _remove_incomplete(
     client: PacsClient, study: str, found: SeriesInfo, what: str, n: int, say: LogFn
 ) -> None:
     """Delete an incomplete series of the same derivation an earlier run left (or raise)."""
+    # the progress line names it by its key (logs: hashed UIDs only); the error, which asks
+    # the user to delete it on the PACS, by its UID when medsr made it (a derived series)
     shown = found.series_uid if what == "derived series" else uid_key(found.series_uid)
-    say(f"removing incomplete earlier {what} {shown}")
+    say(f"removing incomplete earlier {what} {uid_key(found.series_uid)}")
     if not client.delete_series(study, found.series_uid):
         raise PacsStoreError(
             f"an incomplete {what} {shown} ({found.instances} of {n} instances) from an earlier "

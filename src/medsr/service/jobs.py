@@ -449,7 +449,9 @@ def _safeguard_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         "consistency_psnr_db": err.get("psnr_db"),
         "consistency_mae": err.get("mean"),
         "consistency_p99": err.get("p99"),
-        "data_consistency": consistency_label(cons),
+        # with the reason an auto setting did not project, as the DICOM derivation text says
+        # it ("auto (measured only: physics not stated)")
+        "data_consistency": consistency_label(cons, why=True),
         "physics": summary.get("physics", "unknown"),
         "assumed_degradation": (summary.get("degradation") or {}).get("describe"),
     }

@@ -38,13 +38,27 @@ def map_lut() -> np.ndarray:
     return (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
+def uniform_value(plane: np.ndarray) -> float | None:
+    """The one value a map's slice holds where the image holds data, or ``None`` when it holds
+    several: its finite values other than 0 (the value of a map where no data was measured, kept
+    exact) all equal, to float32 rounding. A classical interpolator's error bound is one:
+    ``k · noise`` of the plane (it has no per-pixel spread), so a colour map of it is one flat
+    colour at the top of its scale, which reads as "high everywhere"."""
+    held = plane[np.isfinite(plane) & (plane != 0)]
+    if held.size == 0:
+        return None
+    lo, hi = float(held.min()), float(held.max())
+    return hi if hi - lo <= 1e-6 * max(abs(hi), abs(lo)) else None
+
+
 def render_preview(
     job: Job, which: str, slice_index: int | None, window: str, max_size: int
-) -> tuple[bytes, int, float | None]:
+) -> tuple[bytes, int, float | None, float | None]:
     """The PNG of slice ``slice_index`` (middle when ``None``) of ``which``; returns the PNG, the
     number of slices and, for a map, the value its brightest colour stands for (the slice's
     99.5th percentile, in the map's units: what the viewer's colour bar reads; ``None`` for the
-    input and output)."""
+    input and output) and the one value the slice holds where it holds data
+    (:func:`uniform_value`; ``None`` when it holds several, and for the input and output)."""
     from medsr.reports.render import to_png_bytes, window_to_uint8
 
     if which == "input":
@@ -71,9 +85,11 @@ def render_preview(
         raise InvalidParameterError(f"slice must be between 0 and {n - 1}; got {k}")
     plane = np.asarray(arr[:, k] if arr.ndim == 4 else arr[k], dtype=np.float32)
     top: float | None = None
+    one: float | None = None
     if which in ("input", "output"):
         pixels = window_to_uint8(plane, win)
     else:
+        one = uniform_value(plane)
         hi = float(np.percentile(plane, 99.5)) if plane.size else 1.0
         top = max(hi, 1e-6)
         idx = np.clip(plane / top * 255, 0, 255).astype(np.uint8)
@@ -85,4 +101,4 @@ def render_preview(
         f = max_size / max(h, w)
         size = (max(1, round(w * f)), max(1, round(h * f)))
         pixels = np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BOX))
-    return to_png_bytes(pixels), n, top
+    return to_png_bytes(pixels), n, top, one

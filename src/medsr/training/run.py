@@ -490,14 +490,19 @@ def export(
     ``medsr.upscale(image, model=out_path)`` use it.
     """
     from medsr.io._atomic import check_output
-    from medsr.models.registry import create_model
-    from medsr.models.weights import save_model
-    from medsr.training.tasks import checkpoint_network_state, load_medsr_checkpoint
+    from medsr.training.checkpoint import check_checkpoint_file
 
     out = Path(out_path)
     if out.suffix != ".safetensors":
         raise InvalidParameterError(f"export writes a .safetensors file, got '{out.name}'")
     check_output(out, overwrite, "file")  # before any work, as every command's output
+    # a folder, a missing file, a file that is no checkpoint: refused at once, before the
+    # imports of torch and Lightning (seconds) that reading a checkpoint needs
+    check_checkpoint_file(ckpt_path)
+    from medsr.models.registry import create_model
+    from medsr.models.weights import save_model
+    from medsr.training.tasks import checkpoint_network_state, load_medsr_checkpoint
+
     ckpt = load_medsr_checkpoint(ckpt_path)
     info = ckpt["medsr"]
     files, files_note = _files_hashed_at_export(info)

@@ -141,25 +141,9 @@ def load_medsr_checkpoint(path: str | Path) -> dict[str, Any]:
     carry the ``"medsr"`` entry), and nothing but tensors and plain containers is unpickled.
     Inference never takes checkpoints — export them to safetensors first.
     """
-    import zipfile
+    from medsr.training.checkpoint import check_checkpoint_file
 
-    p = Path(path)
-    if p.is_dir():
-        # a run folder or its checkpoints/ folder: say which file to name
-        found = sorted(p.glob("*.ckpt")) or sorted(p.glob("checkpoints/*.ckpt"))
-        last = [f for f in found if f.name == "last.ckpt"]
-        hint = (
-            f": name one of its checkpoint files, e.g. '{(last or found)[0]}'"
-            if found
-            else " and holds no .ckpt file: name a checkpoint file (runs/NAME/checkpoints/last.ckpt)"
-        )
-        raise InvalidParameterError(f"checkpoint '{p}' is a folder, not a checkpoint file{hint}")
-    if not p.is_file():
-        raise InvalidParameterError(f"checkpoint '{p}' does not exist")
-    if not zipfile.is_zipfile(p):  # torch.save writes a zip archive; anything else is not ours
-        raise InvalidParameterError(
-            f"'{p.name}' is not a medsr training checkpoint (not a PyTorch checkpoint archive)"
-        )
+    p = check_checkpoint_file(path)  # a folder, a missing file, not a torch archive
     try:
         ckpt = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:

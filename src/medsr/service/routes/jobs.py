@@ -193,7 +193,9 @@ def get_result(
         200: {
             "content": {"image/png": {}},
             "description": "A windowed PNG of one slice; X-Slices: the image's slice count; a "
-            "map's X-Map-Max: the value (its units) of its brightest colour.",
+            "map's X-Map-Max: the value (its units) of its brightest colour; X-Map-Uniform: "
+            "the one value the map's slice holds where the image holds data (a classical "
+            "interpolator's error bound), absent when it holds several.",
         },
         **error_responses(401, 404, 409, 422),
     },
@@ -222,8 +224,10 @@ def get_preview(
     ] = 2048,
 ) -> Response:
     job = service.queue.get(check_id(job_id))
-    png, n, top = render_preview(job, which, slice_index, window, max_size)
+    png, n, top, one = render_preview(job, which, slice_index, window, max_size)
     headers = {"Cache-Control": "no-store", "X-Slices": str(n)}
     if top is not None:  # a map: the value of its brightest colour (the viewer's colour bar)
         headers["X-Map-Max"] = f"{top:.6g}"
+    if one is not None:  # a map of one value: the viewer says it instead of a flat colour
+        headers["X-Map-Uniform"] = f"{one:.6g}"
     return Response(png, media_type="image/png", headers=headers)

@@ -20,6 +20,7 @@
     stageBefore: $("#stage-before"), stageAfter: $("#stage-after"), imgBefore: $("#img-before"), imgAfter: $("#img-after"),
     divider: $("#divider"), handle: $("#divider-handle"), split: $("#split"), tagLeft: $("#tag-left"), tagRight: $("#tag-right"),
     legend: $("#legend"), legendLo: $("#legend-lo"), legendHi: $("#legend-hi"), busy: $("#busy"), busyText: $("#busy-text"),
+    mapValue: $("#map-value"), mapValueText: $("#map-value-text"), mapValueHint: $("#map-value-hint"),
     empty: $("#empty"), slice: $("#slice"), slicePrev: $("#slice-prev"), sliceNext: $("#slice-next"), sliceVal: $("#slice-val"),
     zoomIn: $("#zoom-in"), zoomOut: $("#zoom-out"), zoomFit: $("#zoom-fit"), zoomVal: $("#zoom-val"),
     resultCard: $("#result-card"), resultKv: $("#result-kv"), resultState: $("#result-state"), download: $("#download"),
@@ -34,7 +35,7 @@
     info: null, models: [], file: null, scale: 2, job: null, polling: null,
     view: "compare", windowName: "auto", custom: null, slice: 0,
     split: 0.5, zoom: 1, tx: 0, ty: 0, fit: { w: 0, h: 0, x: 0, y: 0 },
-    urls: new Map(), tops: new Map(), loadSeq: 0,
+    urls: new Map(), tops: new Map(), ones: new Map(), loadSeq: 0,
   };
 
   // ------------------------------------------------------------------ API
@@ -648,10 +649,13 @@
     state.urls.set(path, url);
     const top = res.headers.get("X-Map-Max");  // a map: the value of its brightest colour
     if (top !== null) state.tops.set(path, Number(top));
+    const one = res.headers.get("X-Map-Uniform");  // a map that holds one value in this slice
+    if (one !== null) state.ones.set(path, Number(one));
     while (state.urls.size > 80) {
       const [oldKey, oldUrl] = state.urls.entries().next().value;
       state.urls.delete(oldKey);
       state.tops.delete(oldKey);
+      state.ones.delete(oldKey);
       if (el.imgBefore.src !== oldUrl && el.imgAfter.src !== oldUrl) URL.revokeObjectURL(oldUrl);
     }
     return url;
@@ -661,6 +665,7 @@
     for (const u of state.urls.values()) URL.revokeObjectURL(u);
     state.urls.clear();
     state.tops.clear();
+    state.ones.clear();
     el.imgBefore.removeAttribute("src");
     el.imgAfter.removeAttribute("src");
   }
@@ -686,6 +691,7 @@
     const nOut = slicesOf(job.output || job.input);
     const tasks = [];
     el.legend.hidden = true;
+    el.mapValue.hidden = true;
     if (view === "compare") {
       tasks.push(setImage(el.imgBefore, previewUrl("input", mapSlice(nIn)), seq));
       tasks.push(setImage(el.imgAfter, previewUrl("output", mapSlice(nOut)), seq));
@@ -698,13 +704,25 @@
       const path = previewUrl(view, mapSlice(nOut));
       tasks.push(setImage(el.imgAfter, path, seq).then(() => {
         if (seq !== state.loadSeq) return;
-        // the colour bar in the image's units: the slice's 99.5th percentile is the brightest
         const units = job.input.units && job.input.units !== "a.u." ? ` ${job.input.units}` : "";
+        const one = state.ones.get(path);
+        if (one !== undefined) {
+          // one value where there is data (a classical interpolator's error bound: its
+          // calibrated factor × the slice's noise): a colour map of it is one flat colour at
+          // the top of its scale, which reads as "high everywhere"; say the value instead
+          el.mapValueText.textContent = `one value: ${fmt.num(one, 3)}${units}`;
+          el.mapValueHint.textContent = view === "error_bound"
+            ? "The same at every pixel of this slice that holds data: a classical interpolator has no per-pixel spread, so its bound is the calibrated factor × the image's noise."
+            : "The same at every pixel of this slice that holds data.";
+          el.mapValue.hidden = false;
+          return;
+        }
+        // the colour bar in the image's units: the slice's 99.5th percentile is the brightest
         const top = state.tops.get(path);
         el.legendHi.textContent = top === undefined ? "p99.5" : `${fmt.num(top, 3)}${units} (p99.5)`;
+        el.legendLo.textContent = "0";
+        el.legend.hidden = false;
       }));
-      el.legend.hidden = false;
-      el.legendLo.textContent = "0";
     }
     applySplit();
     updateTags(view);
