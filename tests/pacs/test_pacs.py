@@ -24,6 +24,7 @@ from medsr.pacs import (
     PacsAuthError,
     PacsClient,
     PacsError,
+    PacsInterrupted,
     PacsNotAnImageError,
     PacsStoreError,
     PacsUnreachableError,
@@ -1051,6 +1052,28 @@ def test_upscale_maps_stores_valid_map_series_once(orthanc, ct_mr_study, tmp_pat
         n: (uid, "exists") for n, uid in seen.items()
     }
     assert (instance_count(orthanc), len(series_of(orthanc, s["study"]))) == before
+
+
+def test_maps_ctrl_c_between_two_stores_takes_back_the_run(orthanc, ct_mr_study):
+    """Ctrl-C after one trust-map series was stored and before the next store began (not
+    during a store) deletes the map series this run stored: it was left in the study."""
+    s = ct_mr_study
+    before = (len(series_of(orthanc, s["study"])), instance_count(orthanc))
+
+    def log(message: str) -> None:  # the consistency map series is stored; Ctrl-C now
+        if message.startswith("storing") and "uncertainty map series" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(PacsInterrupted) as info:
+        upscale_series(
+            orthanc.url, s["study"], s["mr"], model="bicubic", maps=True, log=log, **orthanc.auth
+        )
+    assert str(info.value) == (
+        "interrupted between two stores; the 1 trust-map series this run stored were deleted "
+        "again, nothing was left in the PACS"
+    )
+    assert info.value.removed
+    assert (len(series_of(orthanc, s["study"])), instance_count(orthanc)) == before
 
 
 def test_maps_ctrl_c_takes_back_the_run_and_a_rerun_adds_only_missing_maps(

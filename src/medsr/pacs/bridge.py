@@ -652,35 +652,41 @@ def _upscale_one(
         found_all = _find_keyed(client, study, {key, *(k for _, k in map_keys.values())})
         # what this run stored, so that Ctrl-C takes it all back: (what, series UID)
         stored: list[tuple[str, str]] = []
-        # the maps first: a derived series in the PACS has its trust maps beside it
-        for name, folder in folders.items():
-            label = f"{name.replace('_', ' ')} map series"
-            map_files = sorted(folder.glob("*.dcm"))
-            uid = str(pydicom.dcmread(map_files[0], stop_before_pixels=True).SeriesInstanceUID)
-            had = found_all.get(map_keys[name][1])
-            entry = {
-                "map": name,
-                "series_uid": uid,
-                "status": "stored",
-                "instances": len(map_files),
-            }
-            if had is not None and had.instances == len(map_files):
-                base.maps.append({**entry, "series_uid": had.series_uid, "status": "exists"})
-                continue
-            if had is not None:
-                _remove_incomplete(client, study, had, label, len(map_files), say)
-            say(f"storing {len(map_files)} instances of the {label} {uid_key(uid)}")
-            _store_whole_series(client, study, uid, map_files, attempts, label, stored)
-            stored.append((label, uid))
-            base.maps.append(entry)
-        found = found_all.get(key)
-        if found is not None:
-            if found.instances == len(files):
-                return finish("exists", found.series_uid, len(files))
-            _remove_incomplete(client, study, found, "derived series", len(files), say)
+        # the maps first: a derived series in the PACS has its trust maps beside it; Ctrl-C
+        # between two stores (not only during one) takes back what this run stored too
+        try:
+            for name, folder in folders.items():
+                label = f"{name.replace('_', ' ')} map series"
+                map_files = sorted(folder.glob("*.dcm"))
+                uid = str(pydicom.dcmread(map_files[0], stop_before_pixels=True).SeriesInstanceUID)
+                had = found_all.get(map_keys[name][1])
+                entry = {
+                    "map": name,
+                    "series_uid": uid,
+                    "status": "stored",
+                    "instances": len(map_files),
+                }
+                if had is not None and had.instances == len(map_files):
+                    base.maps.append({**entry, "series_uid": had.series_uid, "status": "exists"})
+                    continue
+                if had is not None:
+                    _remove_incomplete(client, study, had, label, len(map_files), say)
+                say(f"storing {len(map_files)} instances of the {label} {uid_key(uid)}")
+                _store_whole_series(client, study, uid, map_files, attempts, label, stored)
+                stored.append((label, uid))
+                base.maps.append(entry)
+            found = found_all.get(key)
+            if found is not None:
+                if found.instances == len(files):
+                    return finish("exists", found.series_uid, len(files))
+                _remove_incomplete(client, study, found, "derived series", len(files), say)
 
-        say(f"storing {len(files)} instances as series {uid_key(derived)}")  # logs: keys only
-        _store_whole_series(client, study, derived, files, attempts, "derived series", stored)
+            say(f"storing {len(files)} instances as series {uid_key(derived)}")  # logs: keys only
+            _store_whole_series(client, study, derived, files, attempts, "derived series", stored)
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, PacsInterrupted):  # during a store: already taken back
+                raise
+            raise _interrupted(client, study, None, earlier=stored) from None
     return finish("stored", derived, len(files))
 
 
@@ -785,18 +791,19 @@ def _store_whole_series(
 def _interrupted(
     client: PacsClient,
     study: str,
-    derived: str,
+    derived: str | None,
     what: str = "derived series",
     earlier: list[tuple[str, str]] | None = None,
 ) -> PacsInterrupted:
-    """Ctrl-C while ``derived`` was being stored: delete what was stored, and the series this
-    run stored before it (``earlier``: its trust maps), so that the PACS holds what it held
-    before the run (a second Ctrl-C or a server that stopped answering leaves them, and the
-    message names them). It was left without a word, a half series in the study until a later
-    run of the same derivation replaced it."""
-    shown = derived if what == "derived series" else uid_key(derived)
+    """Ctrl-C while ``derived`` was being stored (``None``: between two stores, or before the
+    first): delete what was stored, and the series this run stored before it (``earlier``: its
+    trust maps), so that the PACS holds what it held before the run (a second Ctrl-C or a server
+    that stopped answering leaves them, and the message names them). It was left without a
+    word, a half series in the study until a later run of the same derivation replaced it; and
+    a Ctrl-C between two stores left the trust-map series already stored."""
+    current = [] if derived is None else [(what, derived)]
     left: list[str] = []
-    for label, uid in [(what, derived), *(earlier or [])]:
+    for label, uid in [*current, *(earlier or [])]:
         try:
             gone = client.delete_series(study, uid)
         except (PacsError, KeyboardInterrupt):
@@ -804,20 +811,29 @@ def _interrupted(
         if not gone:
             left.append(f"the {label} {uid if label == 'derived series' else uid_key(uid)}")
     before = len(earlier or [])
-    also = f" (and the {before} trust-map series this run stored before it)" if before else ""
-    head = f"interrupted while storing the {what} {shown}"
+    if derived is None:
+        head = "interrupted between two stores"
+        done = (
+            f"the {before} trust-map series this run stored were deleted again"
+            if before
+            else "this run had stored nothing"
+        )
+    else:
+        shown = derived if what == "derived series" else uid_key(derived)
+        head = f"interrupted while storing the {what} {shown}"
+        also = f" (and the {before} trust-map series this run stored before it)" if before else ""
+        done = f"the instances stored so far{also} were deleted again"
     if not left:
         return PacsInterrupted(
-            f"{head}; the instances stored so far{also} were deleted again, nothing was left "
-            "in the PACS",
-            series_uid=derived,
+            f"{head}; {done}, nothing was left in the PACS",
+            series_uid=derived or "",
             removed=True,
         )
     return PacsInterrupted(
         f"{head}; part of it may be left in study {uid_key(study)} ({', '.join(left)}): run the "
         "same command again (it replaces an incomplete derived series) or delete that series on "
         "the PACS",
-        series_uid=derived,
+        series_uid=derived or "",
     )
 
 
