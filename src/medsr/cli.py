@@ -87,7 +87,7 @@ def info(
         str | None,
         typer.Option(
             "--series",
-            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series.",
+            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series; KEY:all (or :all) for every time point or cardiac phase of a series as one image over time, written as one series.",
         ),
     ] = None,
     as_json: Annotated[
@@ -175,7 +175,7 @@ def upscale(
         str | None,
         typer.Option(
             "--series",
-            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series.",
+            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series; KEY:all (or :all) for every time point or cardiac phase of a series as one image over time, written as one series.",
         ),
     ] = None,
     luminance: Annotated[

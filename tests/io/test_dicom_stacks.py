@@ -410,3 +410,147 @@ def test_repeated_positions_are_counted_as_they_are(dicom_corpus, tmp_path):
         "3 slices share the same position (0.00 mm along the slice normal; 11 slices at 4 "
         "positions); the series may hold several echoes, phases or time points"
     )
+
+
+def test_a_cine_is_read_whole_over_time(dicom_corpus, tmp_path):
+    """A cine could be read one phase at a time only (``KEY:N``): upscaling it gave one
+    unrelated derived series per phase. ``KEY:all`` (or ``:all`` where the folder holds one
+    series) reads every phase as one image over time, ``(T, Z, Y, X)`` with
+    ``channels="time"``, phases in time order, each phase's headers kept time-major."""
+    import pydicom
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, key, base = _cine(template, tmp_path / "cine", times, CardiacNumberOfImages=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MedSRWarning)
+        image = read_dicom(folder, series_uid=f"{key}:all")
+    assert image.channels == "time" and image.array.shape == (3, 4, 16, 16)
+    assert image.spacing[0] == pytest.approx(8.0)
+    for k in range(3):
+        expected = base[None] + 1000 * k + 100 * np.arange(4)[:, None, None]
+        np.testing.assert_array_equal(image.array[k], expected)
+    assert [float(ds.TriggerTime) for ds in image.meta["datasets"]] == [
+        40 * k + 7 * p for k in range(3) for p in range(4)
+    ]
+    assert len(image.meta["source_positions"]) == 12
+    assert image.meta["time_points"][1].endswith("cardiac phase 2 (trigger time ~50 ms)")
+    np.testing.assert_array_equal(read_dicom(folder, series_uid=":all").array, image.array)
+    with pytest.raises(SeriesMismatchError, match="is one file: ':all' reads"):
+        read_dicom(folder / "IM0001.dcm", series_uid=":all")
+
+
+def test_echoes_localizers_and_one_volume_are_no_series_over_time(ct_template, tmp_path):
+    """``:all`` joins time points or cardiac phases only: echoes (other contrasts), a localizer
+    or a series of one volume are refused with one ``error:`` line saying why (exit 2)."""
+    from tests._entry import run_medsr
+
+    uid = generate_uid()
+    folder = write_series(
+        tmp_path / "echoes",
+        _stack(ct_template, uid, 3, EchoNumbers=1)
+        + _stack(ct_template, uid, 3, level=1000, EchoNumbers=2),
+    )
+    key = series_key(uid)
+    res = run_medsr("upscale", str(folder), str(tmp_path / "out"), "--series", f"{key}:all")
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert "cannot be read as one series over time (':all'): its stacks differ by echo" in lines[0]
+    assert f"choose one with --series {key}:N" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+    uid = generate_uid()
+    scout = _stack(ct_template, uid, 1, level=3000, first=90)
+    scout[0].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    folder = write_series(tmp_path / "scout", scout + _stack(ct_template, uid, 4))
+    with pytest.raises(SeriesMismatchError, match=rf"{series_key(uid)}:2 is a localizer"):
+        read_dicom(folder, series_uid=":all")
+    folder = write_series(tmp_path / "one", _stack(ct_template, generate_uid(), 3))
+    with pytest.raises(SeriesMismatchError, match=r"is one volume .*: read it without ':all'"):
+        read_dicom(folder, series_uid=":all")
+
+
+def test_a_cine_is_upscaled_through_plane_into_one_series(dicom_corpus, tmp_path):
+    """`medsr upscale CINE OUT --through-plane --scale 2 --series KEY:all` writes ONE derived
+    series of 3 phases × 8 slices (not one series per phase): each output slice's header from
+    its phase's nearest source slice (that phase's TriggerTime at that position), instances
+    numbered phase by phase, each phase at the same 8 positions 4 mm apart; read back, it is
+    the 3 phases again (as stacks, and with ``:all``). dciodvfy finds nothing the source lacks."""
+    import pydicom
+
+    from tests._entry import run_medsr
+    from tests.io.conftest import dciodvfy_errors
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, key, base = _cine(template, tmp_path / "cine", times)
+    out = tmp_path / "thin"
+    res = run_medsr(
+        "upscale",
+        str(folder),
+        str(out),
+        "--through-plane",
+        "--scale",
+        "2",
+        "--series",
+        f"{key}:all",
+    )
+    assert res.returncode == 0, res.stderr
+    files = sorted(out.glob("*.dcm"))
+    assert len(files) == 24
+    written = [pydicom.dcmread(f) for f in files]
+    assert len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert [int(ds.InstanceNumber) for ds in written] == list(range(1, 25))
+    for k in range(3):
+        phase = written[8 * k : 8 * (k + 1)]
+        z = [float(ds.ImagePositionPatient[2]) for ds in phase]
+        # the source numbered the last position first: the output runs the same way
+        np.testing.assert_allclose(z, 26 - 4 * np.arange(8))
+        # z = 26, 22 mm lie nearest the source position at 24 mm (p = 3), 18, 14 at 16 mm...
+        assert [float(ds.TriggerTime) for ds in phase] == [
+            times[p][k] for p in (3, 3, 2, 2, 1, 1, 0, 0)
+        ]
+    assert dciodvfy_errors(files[0]) <= dciodvfy_errors(folder / "IM0001.dcm")
+
+    with pytest.raises(SeriesMismatchError, match=r"3 stacks .*cardiac phase 3"):
+        read_dicom(out)
+    back = read_dicom(out, series_uid=":all")
+    assert back.array.shape == (3, 8, 16, 16) and back.spacing[0] == pytest.approx(4.0)
+    means = back.array.mean(axis=(1, 2, 3))
+    for k in range(3):
+        assert abs(means[k] - (base.mean() + 1000 * k + 150)) < 60
+
+
+def test_a_cine_is_upscaled_in_plane_into_one_series_with_its_maps(dicom_corpus, tmp_path):
+    """In-plane (``medsr.upscale_file(..., series_uid="KEY:all")``, as ``medsr upscale``): one
+    series of 3 phases × 4 slices at 32×32, each slice at its own source slice's position with
+    that slice's TriggerTime; the same image written as NIfTI is 4-D. A trust map (one over
+    all phases, as ``--maps`` makes) is a DICOM series of 4 slices whose headers name no phase
+    (no TriggerTime), not one with phase 1's times."""
+    import pydicom
+
+    import medsr
+    from medsr.safeguards.maps import write_maps
+
+    template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, key, _ = _cine(template, tmp_path / "cine", times)
+    out, maps = tmp_path / "x2", tmp_path / "maps"
+    medsr.upscale_file(folder, out, series_uid=f"{key}:all", model="bicubic", scale=2)
+    written = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
+    assert len(written) == 12 and len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert {(int(ds.Rows), int(ds.Columns)) for ds in written} == {(32, 32)}
+    # instance numbers as the source ran within each phase (the last position first)
+    assert [float(ds.TriggerTime) for ds in written] == [
+        times[p][k] for k in range(3) for p in (3, 2, 1, 0)
+    ]
+    assert [float(ds.ImagePositionPatient[2]) for ds in written] == [24, 16, 8, 0] * 3
+    back = read_dicom(out, series_uid=":all")
+    assert back.array.shape == (3, 4, 32, 32)
+    assert medsr.load_image(medsr.save_image(back, tmp_path / "cine.nii.gz")).array.shape == (
+        3, 4, 32, 32,
+    )  # fmt: skip
+    write_maps({"consistency": np.ones((4, 32, 32), np.float32)}, maps, like=back)
+    series = [pydicom.dcmread(f) for f in sorted((maps / "consistency_dicom").glob("*.dcm"))]
+    assert len(series) == 4 and not any("TriggerTime" in ds for ds in series)

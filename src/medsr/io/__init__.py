@@ -59,8 +59,9 @@ def format_for_output(path: str | os.PathLike[str]) -> str:
 
 def check_holds(image: MedImage, path: str | os.PathLike[str], *, series_ok: bool = True) -> None:
     """Refuse an output format that cannot hold ``image``'s slices or channels, advising what
-    can: PNG holds one 2-D slice, PNG and TIFF no time axis, DICOM grey or RGB, a ``.dcm`` file
-    one slice (or a multi-frame DICOM source's frames); NIfTI and ``.npy`` hold them all. The
+    can: PNG holds one 2-D slice, PNG and TIFF no time axis, DICOM grey or RGB (or a series
+    over time read from a DICOM series: ``KEY:all``), a ``.dcm`` file one slice (or a
+    multi-frame DICOM source's frames); NIfTI and ``.npy`` hold them all. The
     writers' own check, and :func:`medsr.pipeline.upscale_file`'s before the model runs.
     ``series_ok``: whether a folder output would be a DICOM series of this image (always for
     :func:`save_image`; for ``medsr upscale`` only from a DICOM input, as a folder output of any
@@ -81,11 +82,14 @@ def check_holds(image: MedImage, path: str | os.PathLike[str], *, series_ok: boo
         )
     if fmt != "dicom":
         return
-    if channels not in (None, "RGB"):
+    from medsr.io.dicom.write import _output_count, over_time
+
+    if channels not in (None, "RGB") and not over_time(image):
         raise InvalidParameterError(
-            f"DICOM output supports grayscale or RGB images, not channels={channels!r}; write .nii.gz (NIfTI)"
+            "DICOM output supports grayscale or RGB images (a series over time only as read "
+            f"from a DICOM series with --series KEY:all), not channels={channels!r}; write "
+            ".nii.gz (NIfTI)"
         )
-    from medsr.io.dicom.write import _output_count
 
     count = _output_count(image)
     if Path(path).suffix.lower() in (".dcm", ".dicom") and count != 1:

@@ -363,15 +363,20 @@ def _map_image(
     for k in ("summary", "safeguards"):
         derivation.pop(k, None)
     if dicom:
+        from medsr.io.dicom.write import first_time_point
+
+        # a series over time (KEY:all) has one map, over all its time points: its headers are
+        # those of the first time point, without the times that say which one
+        header = first_time_point(like)
         meta = {
             k: v
-            for k, v in like.meta.items()
+            for k, v in header.meta.items()
             if k not in ("maps", "safeguards", "provenance", "consistency", "window")
         }
         meta["pixel_encoding"] = "rescaled"
         hi = float(np.percentile(a, 99.5)) if a.size else 1.0
         hi = hi if hi > 0 else float(a.max()) or 1.0
-        meta["datasets"] = [_windowed(ds, hi) for ds in like.meta.get("datasets") or []]
+        meta["datasets"] = [_windowed(ds, hi) for ds in header.meta.get("datasets") or []]
         meta["window"] = (hi / 2.0, hi)
         # its own SeriesNumber beside the output's (source + 1000): a viewer's list tells them apart
         known = list(MAP_DESCRIPTIONS)

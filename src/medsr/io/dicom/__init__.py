@@ -5,7 +5,9 @@ Reading (:func:`read_dicom`) accepts one file (single- or multi-frame) or a fold
 series (files found recursively; non-DICOM files such as ``DICOMDIR`` or a readme are skipped).
 A copy of an instance already read is left out; a series holding several stacks (a localizer
 under the series' UID, echoes, time points) is read by its main stack when the others are
-clearly not it, else only by choice (``KEY:N``; see :mod:`medsr.io.dicom.stacks`). Slices are sorted along the slice normal, checked for a consistent grid (orientation, size,
+clearly not it, else only by choice (``KEY:N``; see :mod:`medsr.io.dicom.stacks`), or, for time
+points and cardiac phases, all of them as one image over time (``KEY:all``: ``channels="time"``,
+written back as one series, instances numbered time point by time point). Slices are sorted along the slice normal, checked for a consistent grid (orientation, size,
 pixel spacing, even gaps) and stacked into a :class:`~medsr.image.MedImage`:
 
 * pixels are decoded by pydicom (+ pylibjpeg plugins for JPEG, JPEG-LS, JPEG 2000, RLE); the
@@ -30,7 +32,11 @@ in the shared functional group; see :mod:`medsr.io.dicom.derived`).
 ==========================  ================================================================
 ``format``                  ``"dicom"``
 ``datasets``                headers (pydicom Datasets without pixel data), in sorted slice
-                            order; one dataset for a multi-frame object
+                            order; one dataset for a multi-frame object; for an image over
+                            time (``KEY:all``) every time point's, time-major (so are
+                            ``source_paths`` and ``source_positions``)
+``time_points``             ``KEY:all`` only: what tells each time point apart (e.g.
+                            ``cardiac phase 2 (trigger time ~50 ms)``)
 ``multiframe``              the source is one multi-frame object
 ``frame_order``             multi-frame only: source frame index of each slice of the array
 ``stored_dtype``            e.g. ``"uint16"``, ``"int16"``: the values read (``uint8`` for

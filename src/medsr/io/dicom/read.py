@@ -61,10 +61,13 @@ from medsr.io.dicom.header import (
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
 from medsr.io.dicom.stacks import (
+    Stack,
     choose_stack,
     drop_duplicate_instances,
+    split_all,
     split_choice,
     split_stacks,
+    time_stacks,
 )
 from medsr.io.limits import check_pixel_count, max_pixels
 from medsr.io.sniff import (
@@ -250,7 +253,10 @@ def read_dicom(
         series_uid: choose one series when the folder holds several: the full Series Instance
             UID or the short key printed in the error message (:func:`series_key`); ``KEY:N``
             (or ``:N``) chooses the N-th stack of a series that holds several (a localizer,
-            echoes, time points: :mod:`medsr.io.dicom.stacks`), as the message numbers them.
+            echoes, time points: :mod:`medsr.io.dicom.stacks`), as the message numbers them;
+            ``KEY:all`` (or ``:all``) reads every time point or cardiac phase of a series as one
+            image over time (``channels="time"``, ``(T, Z, Y, X)``; echoes, localizers and
+            stacks at other positions are refused: :func:`~medsr.io.dicom.stacks.time_stacks`).
         luminance: convert colour to one grayscale channel (ITU-R BT.601 luma).
         frame: read only this 0-based frame of a multi-frame file (or slice of a sorted series).
 
@@ -726,6 +732,11 @@ def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -
         return
     datasets = image.meta.get("datasets") or []
     uid = str(datasets[0].get("SeriesInstanceUID", "")) if datasets else ""
+    if split_all(series_uid)[1]:
+        raise SeriesMismatchError(
+            f"'{path.name}' is one file: ':all' reads the time points or cardiac phases of a "
+            "series folder as one series over time"
+        )
     wanted, stack = split_choice(series_uid)
     if stack is not None and stack != 1:
         raise SeriesMismatchError(f"'{path.name}' is one stack: there is no stack {stack}")
@@ -871,10 +882,83 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
             )
         raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
     groups = _by_series(images)
-    wanted_uid, wanted_stack = split_choice(series_uid)
+    wanted_uid, whole = split_all(series_uid)
+    wanted_stack = None
+    if not whole:
+        wanted_uid, wanted_stack = split_choice(series_uid)
     uid = _choose_series(groups, wanted_uid, folder)
     members = drop_duplicate_instances(groups[uid], folder.name)
-    members, left_out = choose_stack(split_stacks(members), wanted_stack, uid, folder.name)
+    stacks = split_stacks(members)
+    if whole:
+        return _read_over_time(time_stacks(stacks, uid), folder, frame)
+    members, left_out = choose_stack(stacks, wanted_stack, uid, folder.name)
+    return _read_stack(members, left_out, folder, frame)
+
+
+def _read_over_time(stacks: list[Stack], folder: Path, frame: int | None) -> MedImage:
+    """The stacks :func:`~medsr.io.dicom.stacks.time_stacks` gave (time points or cardiac
+    phases of one volume, in time order) as one image over time: ``channels="time"``, array
+    ``(T, Z, Y, X)``, each read as ``KEY:N`` reads it (:func:`_read_stack`) and checked to lie
+    on the same grid. ``meta`` is the first's, with ``datasets``, ``source_paths`` and
+    ``source_positions`` of every stack one after the other (time-major: those of time ``t``
+    are entries ``t·Z … t·Z + Z − 1``, each stack's in slice order) and ``time_points``, what
+    tells each apart (e.g. ``cardiac phase 2 (trigger time ~50 ms)``)."""
+    n = len(stacks[0].members)
+    rows, cols = stacks[0].size
+    check_pixel_count((len(stacks), n, rows, cols), folder.name, "series")
+    phases = [_read_stack(s.members, None, folder, frame) for s in stacks]
+    first = phases[0]
+    z = first.spatial_shape[0]
+    for t, phase in enumerate(phases, 1):
+        if phase.channels or phase.meta.get("multiframe"):
+            what = "colour images" if phase.channels else "multi-frame objects"
+            raise SeriesMismatchError(
+                f"the time points of this series are {what}: ':all' joins grey single-frame "
+                "images; read one time point with --series KEY:N"
+            )
+        if phase.array.shape != first.array.shape or not np.allclose(
+            np.asarray(phase.affine), np.asarray(first.affine), rtol=0, atol=1e-3
+        ):
+            raise SeriesMismatchError(
+                f"time point {t} of this series lies on another grid than time point 1 "
+                f"({'×'.join(map(str, phase.spatial_shape))} vs "
+                f"{'×'.join(map(str, first.spatial_shape))} voxels, or other positions or "
+                "spacing): ':all' joins time points of one volume; read each with --series KEY:N"
+            )
+    meta = dict(first.meta)
+    for key in ("datasets", "source_paths"):
+        meta[key] = [v for phase in phases for v in phase.meta[key]]
+    positions = [phase.meta.get("source_positions") for phase in phases]
+    meta["source_positions"] = (
+        None if any(p is None for p in positions) else [v for p in positions for v in p or []]
+    )
+    paddings = [phase.meta.get("padding") for phase in phases]
+    if any(p != paddings[0] for p in paddings):  # per slice, time-major (see medsr.io.padding)
+        per: dict[str, list[Any]] = {"value": [], "range_limit": []}
+        for padding in paddings:
+            for key, values in per.items():
+                v = None if padding is None else padding.get(key)
+                values += list(v) if isinstance(v, list | tuple) else [v] * z
+        limits = per["range_limit"] if any(v is not None for v in per["range_limit"]) else None
+        meta["padding"] = {"value": per["value"], "range_limit": limits}
+    notes = [w for phase in phases for w in phase.meta.get("header_warnings") or []]
+    meta["header_warnings"] = list(dict.fromkeys(notes))
+    meta["lossy"] = next((p.meta["lossy"] for p in phases if p.meta.get("lossy")), None)
+    meta["time_points"] = [
+        ", ".join(f"{word} {value}" for word, value in s.labels.items() if value) for s in stacks
+    ]
+    return first.replace(
+        array=np.stack([phase.array for phase in phases]),
+        channels="time",
+        meta=meta,
+    )
+
+
+def _read_stack(
+    members: list[tuple[Path, Dataset]], left_out: str | None, folder: Path, frame: int | None
+) -> MedImage:
+    """One stack of a series (``members``) as one volume; ``left_out``: the note of what else
+    the series held, kept in ``meta["header_warnings"]``."""
     if len(members) == 1:
         image = _read_single(members[0][0], frame)
         if left_out:

@@ -14,7 +14,8 @@ file in the folder and a copy in a sub-folder).
 a series into stacks of one orientation, image size, echo and time point; :func:`choose_stack`
 takes the one asked for (``series_uid="KEY:N"``), or the main stack when the others are
 clearly not it (a localizer: another orientation or size, fewer images), and otherwise says
-which stacks there are and how to choose one.
+which stacks there are and how to choose one; :func:`time_stacks` gives all of them, in time
+order, where they are the time points or cardiac phases of one volume (``KEY:all``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,25 @@ def split_choice(series_uid: str | None) -> tuple[str | None, int | None]:
     if sep and tail.strip().isdigit():
         return (head.strip() or None), int(tail)
     return text, None
+
+
+#: what ``KEY:all`` (``series_uid="KEY:all"``) asks for: every stack of a series, as time
+ALL_STACKS = "all"
+#: the label words of :class:`Stack` that tell volumes apart in time (``KEY:all`` joins them);
+#: any other that differs (an echo) makes stacks no time series
+_TIME_WORDS = ("time point", "cardiac phase", "trigger time", "acquisition")
+
+
+def split_all(series_uid: str | None) -> tuple[str | None, bool]:
+    """``"KEY:all"`` → ``("KEY", True)``: every stack of a series (its key or UID; empty: the
+    only one), read as one image over time (:func:`time_stacks`); anything else →
+    ``(series_uid, False)``."""
+    if series_uid is None:
+        return None, False
+    head, sep, tail = str(series_uid).strip().rpartition(":")
+    if sep and tail.strip().lower() == ALL_STACKS:
+        return (head.strip() or None), True
+    return series_uid, False
 
 
 def _text(ds: Dataset, key: str) -> str:
@@ -367,3 +387,54 @@ def choose_stack(
         f"series {key} holds {len(stacks)} stacks of images, not one volume: {listing}. "
         f"Choose one with --series {key}:N (Python: series_uid='{key}:N')"
     )
+
+
+def time_stacks(stacks: list[Stack], uid: str) -> list[Stack]:
+    """The stacks of a series that ``KEY:all`` reads as one image over time, in time order
+    (:data:`_TIME_WORDS`: time point, cardiac phase, trigger time, acquisition; then the mean
+    TriggerTime of their images).
+
+    Every stack must be a time point or cardiac phase of the same volume: the same orientation,
+    image size, number of images and positions, none a localizer, and nothing but time telling
+    them apart (echoes are other contrasts, not a time series). Anything else, or a series of
+    one stack, is a :class:`SeriesMismatchError` that says why and how to read one stack."""
+    key = series_key(uid)
+    listing = "; ".join(f"{key}:{i} ({s.describe()})" for i, s in enumerate(stacks, 1))
+    one = f"choose one with --series {key}:N (Python: series_uid='{key}:N')"
+    if len(stacks) < 2:
+        raise SeriesMismatchError(
+            f"series {key} is one volume ({stacks[0].describe()}), not time points or cardiac "
+            f"phases: read it without ':all'"
+        )
+
+    def refuse(why: str) -> SeriesMismatchError:
+        return SeriesMismatchError(
+            f"series {key} cannot be read as one series over time (':all'): {why}. It holds "
+            f"{listing}; {one}"
+        )
+
+    first = stacks[0]
+    for n, stack in enumerate(stacks, 1):
+        if stack.localizer:
+            raise refuse(f"{key}:{n} is a localizer")
+        if not stack.geometry_of(first):
+            raise refuse(f"{key}:{n} is of another orientation or image size than {key}:1")
+    words = {w for s in stacks for w in s.labels}
+    differ = [w for w in words if len({s.labels.get(w, "") for s in stacks}) > 1]
+    echoes = [w for w in differ if w not in _TIME_WORDS]
+    if echoes:
+        raise refuse(f"its stacks differ by {' and '.join(sorted(echoes))}, not by time only")
+    counts = {len(s.members) for s in stacks}
+    if len(counts) > 1:
+        raise refuse("its stacks hold different numbers of images")
+    places = [sorted(str(_position(ds, s.iop)) for _, ds in s.members) for s in stacks]
+    if any(p != places[0] for p in places):
+        raise refuse("its stacks lie at different positions")
+
+    def when(stack: Stack) -> list[tuple[int, float, str]]:
+        times = [_first_float(ds.get("TriggerTime")) for _, ds in stack.members]
+        known = [t for t in times if t is not None]
+        mean = float(np.mean(known)) if known else 0.0
+        return [_sort_value(stack.labels.get(w, "")) for w in _TIME_WORDS] + [(0, mean, "")]
+
+    return sorted(stacks, key=when)

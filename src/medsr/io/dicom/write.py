@@ -6,6 +6,7 @@ The output is written to a temporary name and renamed only when complete; see
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -98,23 +99,127 @@ def _from_dicom(meta: dict[str, Any]) -> tuple[bool, bool]:
     return from_dicom, bool(meta.get("multiframe")) and from_dicom
 
 
+def over_time(image: MedImage) -> bool:
+    """Whether ``image`` is a series over time read from single-frame DICOM images (``--series
+    KEY:all``: :func:`medsr.io.dicom.read._read_over_time`), which is written as one series
+    (:func:`_time_points`)."""
+    from_dicom, multiframe = _from_dicom(image.meta)
+    return image.channels == "time" and from_dicom and not multiframe
+
+
 def _output_count(image: MedImage) -> int:
     """How many datasets :func:`_build_output` yields: one multi-frame object for a
-    multi-frame DICOM source, else one per slice."""
+    multi-frame DICOM source, else one per slice (of every time point of a series over time)."""
+    if over_time(image):
+        return int(image.array.shape[0]) * int(image.spatial_shape[0])
     return 1 if _from_dicom(image.meta)[1] else int(image.spatial_shape[0])
+
+
+def _time_points(image: MedImage) -> list[MedImage]:
+    """A series over time (:func:`over_time`) as one grey image per time point, each with the
+    headers, positions, paths and padding of its own source images (``meta`` holds them
+    time-major: :func:`medsr.io.dicom.read._read_over_time`) and its no-data record."""
+    meta = image.meta
+    count = int(image.array.shape[0])
+    datasets = list(meta["datasets"])
+    n, rest = divmod(len(datasets), count)
+    if rest or not n:
+        raise InvalidParameterError(
+            f"the image has {count} time points but {len(datasets)} DICOM headers: not the same "
+            "number for each, so which header goes with which time point is unknown"
+        )
+    out = []
+    for t in range(count):
+        own = dict(meta)
+        for key in ("datasets", "source_paths", "source_positions"):
+            values = meta.get(key)
+            if isinstance(values, list) and len(values) == count * n:
+                own[key] = values[t * n : (t + 1) * n]
+            elif key == "source_positions":
+                own[key] = None
+        padding = meta.get("padding")
+        if isinstance(padding, dict):
+            own["padding"] = {
+                k: v[t * n : (t + 1) * n] if isinstance(v, list) and len(v) == count * n else v
+                for k, v in padding.items()
+            }
+        recorded = meta.get("nonfinite_mask")
+        if isinstance(recorded, np.ndarray) and recorded.shape == image.array.shape:
+            own["nonfinite_mask"] = recorded[t]
+        out.append(image.replace(array=image.array[t], channels=None, meta=own))
+    return out
+
+
+#: what says which time point an image is (a cardiac phase's trigger time, a dynamic series'
+#: temporal position): not true of a map over all of them (:func:`first_time_point`)
+_TIME_KEYWORDS = (
+    "TriggerTime",
+    "NominalCardiacTriggerDelayTime",
+    "TemporalPositionIdentifier",
+    "TemporalPositionIndex",
+    "NumberOfTemporalPositions",
+    "TemporalResolution",
+    "CardiacNumberOfImages",
+)
+
+
+def first_time_point(image: MedImage) -> MedImage:
+    """``image`` itself, or for a series over time (:func:`over_time`) its first time point
+    with the attributes that name a time point (:data:`_TIME_KEYWORDS`) removed from its
+    headers: the headers of something made from all of them (a trust map, the mean over the
+    time points)."""
+    if not over_time(image):
+        return image
+    first = _time_points(image)[0]
+    datasets = []
+    for template in first.meta["datasets"]:
+        ds = copy.deepcopy(template)
+        for keyword in _TIME_KEYWORDS:
+            if keyword in ds:
+                delattr(ds, keyword)
+        datasets.append(ds)
+    return first.replace(meta={**first.meta, "datasets": datasets})
 
 
 def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     """The derived datasets of ``image`` in order, each built when asked for (its header from
-    its template, its pixels encoded): a series is never held in memory whole."""
+    its template, its pixels encoded): a series is never held in memory whole.
+
+    A series over time (:func:`over_time`) is one series: each time point's slices from its own
+    source images (their TriggerTime, TemporalPositionIdentifier, AcquisitionTime kept),
+    InstanceNumber running time-major (time point 1's slices, in the source's order, then time
+    point 2's...), the display window one for the whole series."""
+    series_uid = generate_uid()
+    when = _now()
+    if not over_time(image):
+        yield from _build_volume(image, suffix, series_uid, when)
+        return
+    values = image.array if nan_mask(image) is None else with_nan(image)
+    first = 1
+    for point in _time_points(image):
+        yield from _build_volume(point, suffix, series_uid, when, first, values)
+        first += int(point.spatial_shape[0])
+
+
+def _build_volume(
+    image: MedImage,
+    suffix: str,
+    series_uid: str,
+    when: tuple[str, str],
+    first_instance: int = 1,
+    whole: np.ndarray | None = None,
+) -> Iterator[Dataset]:
+    """:func:`_build_output` of one volume (``image``: grey, RGB or, for a multi-frame source,
+    one object), its instances numbered from ``first_instance`` in series ``series_uid``;
+    ``whole``: the values of the whole series it is part of, whose range a display window the
+    writer makes covers (else ``image``'s)."""
     meta = image.meta
     from_dicom, multiframe = _from_dicom(meta)
     templates: list[Dataset] = (
         list(meta["datasets"]) if from_dicom else [_secondary_capture_template(image)]
     )
     z, rows, cols = image.spatial_shape
-    series_uid = generate_uid()
-    date, time = _now()
+    date, time = when
     grid = _Grid(image)
     src_spacing = (
         tuple(meta.get("source_spacing") or image.spacing) if from_dicom else image.spacing
@@ -183,7 +288,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         one), found once, slice by slice, when a window is to be computed."""
         if not extremes:
             lo, hi = np.inf, -np.inf
-            for plane in values:
+            for plane in values if whole is None else whole:
                 finite = plane[np.isfinite(plane)]
                 if finite.size:
                     lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
@@ -300,7 +405,7 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
         # ImagesInAcquisition (General Image, Type 3) is copied: "number of images that resulted
         # from this acquisition", which the derived images still name (Acquisition Number,
         # Date, Time); their own count is the series'
-        ds = derived(template, k, i + 1)
+        ds = derived(template, k, first_instance + i)
         if overlays and (rows, cols) == (
             int(template.get("Rows", 0) or 0) * factors[0],
             int(template.get("Columns", 0) or 0) * factors[1],
