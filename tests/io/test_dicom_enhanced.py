@@ -18,8 +18,8 @@ import pytest
 
 from medsr.image import MedImage
 from medsr.io.dicom import read_dicom, write_dicom
-from tests.io.conftest import dciodvfy_errors
-from tests.io.enhanced import MR_PULSE_SEQUENCE, enhanced_ct, enhanced_mr, save
+from tests.io.conftest import dciodvfy_errors, dicom_corpus_path
+from tests.io.enhanced import MR_PULSE_SEQUENCE, emri_pixels, enhanced_ct, enhanced_mr, save
 
 needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dciodvfy not installed"
@@ -32,6 +32,8 @@ SOURCES = {
     "ct-synchronization": lambda: enhanced_ct(synchronization=True),
     "mr-pulse-sequence": lambda: enhanced_mr(),
     "mr-synchronization-descending": lambda: enhanced_mr(synchronization=True, descending=True),
+    "mr-emri": lambda: enhanced_mr(pixels=emri_pixels()),  # real head MR pixels, 10 x 64²
+    "ct-emri": lambda: enhanced_ct(pixels=emri_pixels() - 1000),
 }
 
 
@@ -222,3 +224,31 @@ def test_per_frame_rescale_is_not_clipped(tmp_path):
     for k, item in enumerate(items):
         step = float(item.PixelValueTransformationSequence[0].RescaleSlope)
         np.testing.assert_allclose(back.array[k], zup[k], atol=step / 2 + 1e-3)
+
+
+@pytest.mark.parametrize("name", ["mr-emri", "ct-emri"])
+def test_real_pixel_enhanced_geometry_reads_back(tmp_path, name):
+    """A well-formed Enhanced MR/CT of real pixels (emri_small's 10 frames of 64²), upscaled x2
+    in-plane and through-plane: Pixel Measures, per-frame positions, frame count, stack numbers
+    and derivation as the new grid has them, and medsr reads the same volume back."""
+    src = save(SOURCES[name](), tmp_path / "src.dcm")
+    image = read_dicom(src)
+    sz, sy, sx = image.spacing
+    before = pydicom.dcmread(src)
+    for upscale, (fz, fy) in ((_in_plane_x2, (1, 2)), (_through_plane_x2, (2, 1))):
+        out = write_dicom(upscale(image), tmp_path / f"{upscale.__name__}.dcm")
+        after, back = pydicom.dcmread(out), read_dicom(out)
+        n = int(before.NumberOfFrames) * fz
+        assert int(after.NumberOfFrames) == len(after.PerFrameFunctionalGroupsSequence) == n
+        assert (after.Rows, after.Columns) == (before.Rows * fy, before.Columns * fy)
+        m = after.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        assert [float(v) for v in m.PixelSpacing] == pytest.approx([sy / fy, sx / fy])
+        assert float(m.SliceThickness) == float(m.SpacingBetweenSlices) == pytest.approx(sz / fz)
+        assert np.diff(_z(after)) == pytest.approx([sz / fz] * (n - 1))
+        assert _content(after, "InStackPositionNumber") == list(range(1, n + 1))
+        assert _content(after, "DimensionIndexValues") == list(range(1, n + 1))
+        (derivation,) = after.SharedFunctionalGroupsSequence[0].DerivationImageSequence
+        assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == before.SOPInstanceUID
+        assert back.spacing == pytest.approx((sz / fz, sy / fy, sx / fy))
+        np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
+
