@@ -252,3 +252,27 @@ def test_real_pixel_enhanced_geometry_reads_back(tmp_path, name):
         assert back.spacing == pytest.approx((sz / fz, sy / fy, sx / fy))
         np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
 
+
+@needs_dciodvfy
+@pytest.mark.parametrize("upscale", [_in_plane_x2, _through_plane_x2], ids=["xy", "z"])
+def test_enhanced_source_without_functional_groups_gets_none(tmp_path, upscale):
+    """pydicom's emri_small.dcm: an Enhanced MR without any functional group (and no geometry).
+    Its output held a Shared Functional Groups Sequence with the derivation only, and dciodvfy
+    required every macro of one: 6 new errors (Pixel Measures, Plane Position, Plane
+    Orientation, Frame Anatomy, Pixel Value Transformation, MR Image Frame Type). It now gets no
+    functional group (a complete set would state a geometry the source does not have), its
+    derivation at the top level as in a classic image: no new error."""
+    src = dicom_corpus_path("emri_small.dcm")
+    image = read_dicom(src)
+    out = write_dicom(upscale(image), tmp_path / "out.dcm")
+    assert dciodvfy_errors(out) <= dciodvfy_errors(src)
+    after = pydicom.dcmread(out)
+    assert "SharedFunctionalGroupsSequence" not in after
+    assert "PerFrameFunctionalGroupsSequence" not in after
+    assert "medsr" in after.DerivationDescription
+    source = after.SourceImageSequence[0]
+    assert source.ReferencedSOPInstanceUID == pydicom.dcmread(src).SOPInstanceUID
+    assert list(after.ImageType[:2]) == ["DERIVED", "PRIMARY"]
+    back = read_dicom(out)
+    assert back.spatial_shape == upscale(image).spatial_shape
+    np.testing.assert_allclose(back.array, upscale(image).array, atol=1.0)
