@@ -253,6 +253,23 @@ def test_real_pixel_enhanced_geometry_reads_back(tmp_path, name):
         np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["ct", "ct-descending"])
+def test_through_plane_ct_position_follows_each_frame(tmp_path, name):
+    """CT Position per frame (Table Position, reconstruction target and data collection
+    centres) of a through-plane output was its nearest source frame's: two new frames 1.25 mm
+    apart both said table 0.0, centre z 0.0. Each now moves with its plane (the synthetic
+    source's table position is its frame's z)."""
+    _, out = _derived(tmp_path, name, _through_plane_x2)
+    after = pydicom.dcmread(out)
+    z = _z(after)
+    assert len(set(z)) == len(z) == 8
+    for item, zf in zip(after.PerFrameFunctionalGroupsSequence, z, strict=True):
+        ct = item.CTPositionSequence[0]
+        assert float(ct.TablePosition) == pytest.approx(zf)
+        assert [float(v) for v in ct.ReconstructionTargetCenterPatient] == pytest.approx([0, 0, zf])
+        assert [float(v) for v in ct.DataCollectionCenterPatient] == pytest.approx([0, 0, zf])
+
+
 @needs_dciodvfy
 @pytest.mark.parametrize("upscale", [_in_plane_x2, _through_plane_x2], ids=["xy", "z"])
 def test_enhanced_source_without_functional_groups_gets_none(tmp_path, upscale):
