@@ -234,9 +234,11 @@ def enhanced_ct(
     descending: bool = False,
     synchronization: bool = False,
     frames: int = 4,
+    pixels: np.ndarray | None = None,
 ) -> Dataset:
     """An Enhanced CT Image (A.38.1) of a small HU phantom, ORIGINAL, ``frames`` axial frames.
 
+    ``pixels`` ((Z, Y, X) integers) replace the phantom (``frames`` is then their count);
     ``palette`` adds a Supplemental Palette Color LUT (Pixel Presentation COLOR),
     ``synchronization`` the cardiac and respiratory modules, ``descending`` stores the frames
     from the highest position down.
@@ -248,7 +250,7 @@ def enhanced_ct(
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "NONE"
     spacing = (2.5, 0.75, 0.75)
-    pixels = _phantom((frames, 16, 16), -1000.0, 40.0)
+    pixels = _phantom((frames, 16, 16), -1000.0, 40.0) if pixels is None else pixels
     frame_type = _item(
         FrameType=["ORIGINAL", "PRIMARY", "AXIAL", "NONE"],
         PixelPresentation="MONOCHROME",
@@ -330,16 +332,18 @@ def enhanced_mr(
     descending: bool = False,
     synchronization: bool = False,
     frames: int = 4,
+    pixels: np.ndarray | None = None,
 ) -> Dataset:
     """An Enhanced MR Image (A.36.2) of a small phantom, ORIGINAL.
 
+    ``pixels`` ((Z, Y, X) integers, e.g. :func:`emri_pixels`) replace the phantom;
     ``pulse_sequence`` adds the MR Pulse Sequence Module and a Bulk Motion Compensation
     Technique (allowed on ORIGINAL images only); ``synchronization``, ``descending`` as for
     :func:`enhanced_ct`.
     """
     ds = Dataset()
     _common(ds, ENHANCED_MR, "MR")
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NONE"]
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
     ds.PixelPresentation = "MONOCHROME"
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "NONE"
@@ -355,9 +359,10 @@ def enhanced_mr(
             setattr(ds, key, value)
         ds.BulkMotionCompensationTechnique = "NONE"
     spacing = (2.0, 1.0, 1.0)
-    pixels = _phantom((frames, 16, 16), 20.0, 800.0)
+    pixels = _phantom((frames, 16, 16), 20.0, 800.0) if pixels is None else pixels
+    frames, rows, cols = pixels.shape
     frame_type = _item(
-        FrameType=["ORIGINAL", "PRIMARY", "M", "NONE"],
+        FrameType=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"],
         PixelPresentation="MONOCHROME",
         VolumetricProperties="VOLUME",
         VolumeBasedCalculationTechnique="NONE",
@@ -392,8 +397,8 @@ def enhanced_mr(
         "MRFOVGeometrySequence": _seq(
             _item(
                 InPlanePhaseEncodingDirection="ROW",
-                MRAcquisitionFrequencyEncodingSteps=16,
-                MRAcquisitionPhaseEncodingStepsInPlane=16,
+                MRAcquisitionFrequencyEncodingSteps=cols,
+                MRAcquisitionPhaseEncodingStepsInPlane=rows,
                 MRAcquisitionPhaseEncodingStepsOutOfPlane=frames,
                 PercentSampling=100,
                 PercentPhaseFieldOfView=100,
@@ -443,6 +448,15 @@ def enhanced_mr(
     if synchronization:
         _synchronization(ds)
     return _with_file_meta(ds)
+
+
+def emri_pixels() -> np.ndarray:
+    """The 10 frames of 64² of pydicom's ``emri_small.dcm`` (a real head MR, 12-bit): real
+    pixels for :func:`enhanced_mr`, whose own header (an Enhanced MR without functional groups)
+    is not well formed."""
+    from tests.io.conftest import dicom_corpus_path
+
+    return pydicom.dcmread(dicom_corpus_path("emri_small.dcm")).pixel_array.astype(np.int16)
 
 
 def _with_file_meta(ds: Dataset) -> Dataset:

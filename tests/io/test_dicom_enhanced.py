@@ -18,8 +18,8 @@ import pytest
 
 from medsr.image import MedImage
 from medsr.io.dicom import read_dicom, write_dicom
-from tests.io.conftest import dciodvfy_errors
-from tests.io.enhanced import MR_PULSE_SEQUENCE, enhanced_ct, enhanced_mr, save
+from tests.io.conftest import dciodvfy_errors, dicom_corpus_path
+from tests.io.enhanced import MR_PULSE_SEQUENCE, emri_pixels, enhanced_ct, enhanced_mr, save
 
 needs_dciodvfy = pytest.mark.skipif(
     shutil.which("dciodvfy") is None, reason="dciodvfy not installed"
@@ -32,6 +32,8 @@ SOURCES = {
     "ct-synchronization": lambda: enhanced_ct(synchronization=True),
     "mr-pulse-sequence": lambda: enhanced_mr(),
     "mr-synchronization-descending": lambda: enhanced_mr(synchronization=True, descending=True),
+    "mr-emri": lambda: enhanced_mr(pixels=emri_pixels()),  # real head MR pixels, 10 x 64²
+    "ct-emri": lambda: enhanced_ct(pixels=emri_pixels() - 1000),
 }
 
 
@@ -222,3 +224,72 @@ def test_per_frame_rescale_is_not_clipped(tmp_path):
     for k, item in enumerate(items):
         step = float(item.PixelValueTransformationSequence[0].RescaleSlope)
         np.testing.assert_allclose(back.array[k], zup[k], atol=step / 2 + 1e-3)
+
+
+@pytest.mark.parametrize("name", ["mr-emri", "ct-emri"])
+def test_real_pixel_enhanced_geometry_reads_back(tmp_path, name):
+    """A well-formed Enhanced MR/CT of real pixels (emri_small's 10 frames of 64²), upscaled x2
+    in-plane and through-plane: Pixel Measures, per-frame positions, frame count, stack numbers
+    and derivation as the new grid has them, and medsr reads the same volume back."""
+    src = save(SOURCES[name](), tmp_path / "src.dcm")
+    image = read_dicom(src)
+    sz, sy, sx = image.spacing
+    before = pydicom.dcmread(src)
+    for upscale, (fz, fy) in ((_in_plane_x2, (1, 2)), (_through_plane_x2, (2, 1))):
+        out = write_dicom(upscale(image), tmp_path / f"{upscale.__name__}.dcm")
+        after, back = pydicom.dcmread(out), read_dicom(out)
+        n = int(before.NumberOfFrames) * fz
+        assert int(after.NumberOfFrames) == len(after.PerFrameFunctionalGroupsSequence) == n
+        assert (after.Rows, after.Columns) == (before.Rows * fy, before.Columns * fy)
+        m = after.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        assert [float(v) for v in m.PixelSpacing] == pytest.approx([sy / fy, sx / fy])
+        assert float(m.SliceThickness) == float(m.SpacingBetweenSlices) == pytest.approx(sz / fz)
+        assert np.diff(_z(after)) == pytest.approx([sz / fz] * (n - 1))
+        assert _content(after, "InStackPositionNumber") == list(range(1, n + 1))
+        assert _content(after, "DimensionIndexValues") == list(range(1, n + 1))
+        (derivation,) = after.SharedFunctionalGroupsSequence[0].DerivationImageSequence
+        assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == before.SOPInstanceUID
+        assert back.spacing == pytest.approx((sz / fz, sy / fy, sx / fy))
+        np.testing.assert_allclose(back.world_center(), image.world_center(), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["ct", "ct-descending"])
+def test_through_plane_ct_position_follows_each_frame(tmp_path, name):
+    """CT Position per frame (Table Position, reconstruction target and data collection
+    centres) of a through-plane output was its nearest source frame's: two new frames 1.25 mm
+    apart both said table 0.0, centre z 0.0. Each now moves with its plane (the synthetic
+    source's table position is its frame's z)."""
+    _, out = _derived(tmp_path, name, _through_plane_x2)
+    after = pydicom.dcmread(out)
+    z = _z(after)
+    assert len(set(z)) == len(z) == 8
+    for item, zf in zip(after.PerFrameFunctionalGroupsSequence, z, strict=True):
+        ct = item.CTPositionSequence[0]
+        assert float(ct.TablePosition) == pytest.approx(zf)
+        assert [float(v) for v in ct.ReconstructionTargetCenterPatient] == pytest.approx([0, 0, zf])
+        assert [float(v) for v in ct.DataCollectionCenterPatient] == pytest.approx([0, 0, zf])
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("upscale", [_in_plane_x2, _through_plane_x2], ids=["xy", "z"])
+def test_enhanced_source_without_functional_groups_gets_none(tmp_path, upscale):
+    """pydicom's emri_small.dcm: an Enhanced MR without any functional group (and no geometry).
+    Its output held a Shared Functional Groups Sequence with the derivation only, and dciodvfy
+    required every macro of one: 6 new errors (Pixel Measures, Plane Position, Plane
+    Orientation, Frame Anatomy, Pixel Value Transformation, MR Image Frame Type). It now gets no
+    functional group (a complete set would state a geometry the source does not have), its
+    derivation at the top level as in a classic image: no new error."""
+    src = dicom_corpus_path("emri_small.dcm")
+    image = read_dicom(src)
+    out = write_dicom(upscale(image), tmp_path / "out.dcm")
+    assert dciodvfy_errors(out) <= dciodvfy_errors(src)
+    after = pydicom.dcmread(out)
+    assert "SharedFunctionalGroupsSequence" not in after
+    assert "PerFrameFunctionalGroupsSequence" not in after
+    assert "medsr" in after.DerivationDescription
+    source = after.SourceImageSequence[0]
+    assert source.ReferencedSOPInstanceUID == pydicom.dcmread(src).SOPInstanceUID
+    assert list(after.ImageType[:2]) == ["DERIVED", "PRIMARY"]
+    back = read_dicom(out)
+    assert back.spatial_shape == upscale(image).spatial_shape
+    np.testing.assert_allclose(back.array, upscale(image).array, atol=1.0)

@@ -534,3 +534,29 @@ def test_a_series_map_is_the_mean_over_the_frames_that_hold_data(tmp_path, rng):
     np.testing.assert_array_equal(mean_over_held(v, held), [2.0, 8.0])
     np.testing.assert_array_equal(mean_over_held(v, np.ones_like(held)), [0.0, 0.0])
     np.testing.assert_array_equal(mean_over_held(v, None), v.mean(axis=0))
+
+
+def test_map_of_an_enhanced_object_without_functional_groups_adds_none(tmp_path):
+    """pydicom's emri_small.dcm is an Enhanced MR without functional groups: its map series got
+    a Shared Functional Groups Sequence holding only the derivation, the map's Pixel Value
+    Transformation and window, and dciodvfy required the rest of one (5 new errors: Pixel
+    Measures, Plane Position, Plane Orientation, Frame Anatomy, MR Image Frame Type). Now its
+    scaling, window and derivation are at the top level, as the source's are, and read back."""
+    import shutil
+
+    from medsr.io.dicom import read_dicom
+    from tests.io.conftest import dciodvfy_errors, dicom_corpus_path
+
+    src = dicom_corpus_path("emri_small.dcm")
+    image = read_dicom(src)
+    sr = image.resampled(np.repeat(np.repeat(image.array, 2, axis=-1), 2, axis=-2), "x2")
+    shape = sr.spatial_shape
+    cmap = np.linspace(0, 147.9, int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    out = write_maps({"consistency": cmap}, tmp_path / "maps", like=sr)
+    path = out["consistency"][1]
+    (f,) = [path] if path.is_file() else sorted(path.glob("*.dcm"))
+    ds = pydicom.dcmread(f)
+    assert "SharedFunctionalGroupsSequence" not in ds and "map" in ds.DerivationDescription
+    np.testing.assert_allclose(read_dicom(f).array, cmap, atol=cmap.max() / 65535 * 1.01)
+    if shutil.which("dciodvfy"):
+        assert dciodvfy_errors(f) <= dciodvfy_errors(src)

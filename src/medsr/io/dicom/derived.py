@@ -193,12 +193,16 @@ def _derivation_codes(image: MedImage) -> list[Dataset]:
 
 def is_enhanced(ds: Dataset) -> bool:
     """Whether ``ds`` is a multi-frame object with functional groups (an enhanced IOD): its
-    pixel value transformation and display window live in them, not at the top level."""
-    return (
-        str(ds.get("SOPClassUID", "")) in _ENHANCED_SOP_CLASSES
-        or "SharedFunctionalGroupsSequence" in ds
-        or "PerFrameFunctionalGroupsSequence" in ds
-    )
+    pixel value transformation, display window and derivation live in them, not at the top level.
+
+    An enhanced SOP class without any functional group (pydicom's ``emri_small.dcm``: an
+    Enhanced MR whose geometry, scaling and window are all absent or at the top level) is not:
+    its output gets no functional group either. One holding only what medsr writes (the
+    derivation) made dciodvfy require every macro of a complete one (Pixel Measures, Plane
+    Position and Orientation, Frame Anatomy, Pixel Value Transformation, MR Image Frame Type: 6
+    new errors), and a complete one would state a geometry the source never had.
+    """
+    return "SharedFunctionalGroupsSequence" in ds or "PerFrameFunctionalGroupsSequence" in ds
 
 
 def _shared_group(ds: Dataset) -> Dataset:
@@ -524,7 +528,7 @@ def _derive(
         str(template.get("SeriesInstanceUID", "") or "") if "StudyInstanceUID" in template else ""
     )
     codes = _derivation_codes(image)
-    if enhanced:
+    if enhanced and is_enhanced(ds):  # else (no functional groups) at the top level
         _add_derivation_image(ds, text, source, source_series, codes)
     else:
         ds.DerivationDescription = text

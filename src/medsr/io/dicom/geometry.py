@@ -625,6 +625,50 @@ def _renumber_stack(
             fc[0].DimensionIndexValues = values
 
 
+def _frame_point(item: Dataset, seq: str, key: str) -> np.ndarray | None:
+    """``key`` (3 coordinates) of the first item of ``item``'s ``seq``, or ``None``."""
+    inner = item.get(seq)
+    return _attr_floats(inner[0], key, 3) if inner else None
+
+
+def _table_rate(items: list[Dataset], normal: np.ndarray) -> float | None:
+    """How far the CT Position's Table Position (C.8.15.3.6: along the table, from an arbitrary
+    reference, in its own sign) moves per mm along the slice ``normal`` between the source's
+    frames ``items`` (their first and last position along it); ``None`` where not stated."""
+    pairs = []
+    for item in items:
+        ipp = _frame_point(item, "PlanePositionSequence", "ImagePositionPatient")
+        ct = item.get("CTPositionSequence")
+        table = _first_float(ct[0].get("TablePosition")) if ct else None
+        if ipp is not None and table is not None:
+            pairs.append((float(np.dot(normal, ipp)), table))
+    if len(pairs) < 2:
+        return None
+    (d0, t0), (d1, t1) = min(pairs), max(pairs)
+    return (t1 - t0) / (d1 - d0) if d1 - d0 > 1e-6 else None
+
+
+def _move_ct_position(
+    item: Dataset, shift: float, normal: np.ndarray, table_rate: float | None
+) -> None:
+    """The CT Position functional group (C.8.15.3.6) of a new frame copied from its nearest
+    source frame, moved ``shift`` mm along the slice ``normal`` as its plane was: the
+    reconstruction target and data collection centres (patient coordinates) with it, the Table
+    Position by ``table_rate`` per mm (see :func:`_table_rate`). Copied unchanged, two frames of
+    a through-plane output 2x denser stated the same table position and centres."""
+    ct = item.get("CTPositionSequence")
+    if not ct:
+        return
+    c = ct[0]
+    for key in ("ReconstructionTargetCenterPatient", "DataCollectionCenterPatient"):
+        point = _attr_floats(c, key, 3)
+        if point is not None:
+            c[key].value = [round(float(v), 6) for v in point + shift * normal]
+    table = _first_float(c.get("TablePosition"))
+    if table is not None and table_rate is not None:
+        c.TablePosition = round(table + shift * table_rate, 6)
+
+
 def _update_multiframe(
     ds: Dataset,
     image: MedImage,
@@ -686,15 +730,21 @@ def _update_multiframe(
             src_frame = order[src_idx[k]] if src_idx[k] < len(order) else src_idx[k]
             return items[min(src_frame, len(items) - 1)]
 
+        new_frames = z != nsrc or len(items) != nsrc
+        table_rate = _table_rate(items, grid.normal) if new_frames and has_geometry else None
         new_items = []
         for k in frame_slices:
             item = copy.deepcopy(source_item(k))
             update_measures(item)
             pp = item.get("PlanePositionSequence")
             if pp and has_geometry:
+                old = _attr_floats(pp[0], "ImagePositionPatient", 3)
                 pp[0].ImagePositionPatient = [_ds(round(v, 6)) for v in grid.ipp(k)]
+                if new_frames and old is not None:
+                    shift = float(np.dot(grid.normal, grid.ipp(k) - old))
+                    _move_ct_position(item, shift, grid.normal, table_rate)
             new_items.append(item)
-        if z != nsrc or len(items) != nsrc:  # else every frame keeps its source frame's numbers
+        if new_frames:  # else every frame keeps its source frame's numbers
             _renumber_stack(new_items, frame_slices, ds, (source_item(0), source_item(z - 1)))
         ds.PerFrameFunctionalGroupsSequence = DicomSequence(new_items)
     if z != nsrc:
