@@ -356,7 +356,9 @@ def _through_plane_grid_text(grid: dict[str, Any], target_spacing: float | None)
         return ""
     z, y, x = grid["shape_zyx"]
     spacing = tuple(round(float(v), 4) for v in grid["spacing_mm_zyx"])
-    text = f" ({z}x{y}x{x}, spacing {spacing} mm"
+    points = grid.get("time_points")
+    each = f"{points} time points of " if points else ""  # a series over time (--series KEY:all)
+    text = f" ({each}{z}x{y}x{x}, spacing {spacing} mm"
     s = float(grid["slice_spacing_mm"])
     if target_spacing is not None and abs(s - target_spacing) > 1e-4 * target_spacing:
         text += (

@@ -2057,15 +2057,19 @@ def output_grid(image: MedImage) -> dict[str, Any]:
     (:func:`medsr.slice_grid.slice_spacing`: what SpacingBetweenSlices states, also for a tilted
     stack; also the first value of ``spacing_mm_zyx``). A through-plane output's slice spacing is
     the target's only as far as a whole number of slices fills the same field of view
-    (:mod:`medsr.slice_grid`): 1.2727 mm for 1.3 mm asked of 7 slices 2 mm apart."""
+    (:mod:`medsr.slice_grid`): 1.2727 mm for 1.3 mm asked of 7 slices 2 mm apart. A series
+    over time (``channels="time"``) adds ``time_points``."""
     from medsr.slice_grid import slice_spacing
 
     s = slice_spacing(image)
-    return {
+    grid: dict[str, Any] = {
         "shape_zyx": [int(n) for n in image.spatial_shape],
         "spacing_mm_zyx": [s, *(float(v) for v in image.spacing[1:])],
         "slice_spacing_mm": s,
     }
+    if image.channels == "time":  # a series over time: every time point on that grid
+        grid["time_points"] = int(image.array.shape[0])
+    return grid
 
 
 #: ``medsr upscale`` options that :func:`upscale_file` spells otherwise

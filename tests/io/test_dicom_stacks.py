@@ -497,6 +497,7 @@ def test_a_cine_is_upscaled_through_plane_into_one_series(dicom_corpus, tmp_path
         f"{key}:all",
     )
     assert res.returncode == 0, res.stderr
+    assert f"wrote {out} (3 time points of 8x16x16, spacing " in res.stdout, res.stdout
     files = sorted(out.glob("*.dcm"))
     assert len(files) == 24
     written = [pydicom.dcmread(f) for f in files]
