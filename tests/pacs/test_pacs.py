@@ -413,6 +413,39 @@ def test_upscale_reads_the_stack_chosen_with_key_n(orthanc):
     assert sources == {str(ds.SOPInstanceUID) for ds in second}
 
 
+def test_upscale_reads_every_time_point_with_key_all(orthanc):
+    """A dynamic series (two time points at the same positions, TemporalPositionIdentifier 1
+    and 2): ``medsr upscale --series KEY:all`` reads them together and writes ONE derived series
+    over time, but ``medsr pacs upscale --series KEY:all`` was refused ("is not a DICOM UID").
+    Now the bridge stores one derived series of both time points (each instance from its own
+    time point's source, its TemporalPositionIdentifier kept), its own derivation; a rerun finds
+    it."""
+    first = ct_series(2)
+    study, uid = str(first[0].StudyInstanceUID), str(first[0].SeriesInstanceUID)
+    second = ct_series(2, study=study)
+    for point, part in ((1, first), (2, second)):
+        for ds in part:
+            ds.SeriesInstanceUID, ds.TemporalPositionIdentifier = uid, point
+    store(orthanc, first + second)
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", study, "--series",
+              f"{series_key(uid)}:all", "--model", "bicubic", *auth_args())  # fmt: skip
+    code, out, err = invoke(*common)
+    tail = f"series {series_key(uid)} (every stack, over time)"
+    assert code == 0 and out.startswith("stored ") and out.rstrip().endswith(tail), (out, err)
+    derived = out.split()[1]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    meta = client.series_metadata(study, derived)
+    assert len(meta) == 4
+    by_source = {
+        str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID): int(ds.TemporalPositionIdentifier)
+        for ds in meta
+    }
+    assert by_source == {str(ds.SOPInstanceUID): point for point, part in ((1, first),
+                         (2, second)) for ds in part}  # fmt: skip
+    code, out, err = invoke(*common)
+    assert code == 0 and out.startswith(f"exists {derived} "), (out, err)
+
+
 def _mixed_study() -> tuple[list, list, object]:
     """A study of a 1-slice CT series and a CT series whose 3rd instance has another pixel
     spacing (not one volume: it cannot be upscaled), all of the same patient. (It was a 64×64

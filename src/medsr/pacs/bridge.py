@@ -151,7 +151,8 @@ class UpscaleResult:
 
     ``status``: ``"stored"`` (a new derived series), ``"exists"`` (the same derivation was
     already in the PACS: nothing stored) or ``"skipped"`` (not an image series; ``reason``).
-    ``stack``: the stack of the source series that was read (``--series KEY:N``), if chosen.
+    ``stack``: the stack of the source series that was read (``--series KEY:N``), if chosen;
+    ``"all"`` for every stack read as one series over time (``--series KEY:all``).
     """
 
     study_uid: str
@@ -164,7 +165,7 @@ class UpscaleResult:
     scale: int = 0
     reason: str = ""
     seconds: float = 0.0
-    stack: int | None = None
+    stack: int | str | None = None
     #: with ``maps``: one entry per trust-map series, ``{"map", "series_uid", "status"
     #: ("stored" or "exists"), "instances"}``
     maps: list[dict[str, Any]] = field(default_factory=list)
@@ -176,7 +177,9 @@ class UpscaleResult:
         """One line for people and logs: the derived series by its UID (medsr made it; the
         user needs it to find the series), the source series by its key (:func:`uid_key`)."""
         source = f"series {uid_key(self.source_series_uid)}"
-        if self.stack is not None:
+        if self.stack == "all":  # medsr.io.dicom.stacks.ALL_STACKS (not imported: pydicom)
+            source += " (every stack, over time)"
+        elif self.stack is not None:
             source += f" (stack {self.stack})"
         if self.status == "skipped":
             return f"skipped {source} ({self.modality}): {self.reason}"
@@ -418,7 +421,10 @@ def upscale_series(
     ``series``: its full UID or its key (:func:`uid_key`); ``UID:N`` or ``KEY:N`` reads its
     N-th stack, as ``medsr upscale --series`` does, for a series that holds several (a
     localizer, echoes, time points: :mod:`medsr.io.dicom.stacks`, whose messages number them).
-    A stack other than the first is its own derivation (:func:`derivation_token`).
+    A stack other than the first is its own derivation (:func:`derivation_token`). ``UID:all``
+    or ``KEY:all`` reads the time points or cardiac phases of a series together, as ``medsr
+    upscale --series KEY:all`` does, and stores ONE derived series over time (its own
+    derivation too).
 
     ``maps``: also store the trust maps (consistency, uncertainty — the spread over the 8
     flips/rotations, 8x the network time — and the calibrated error bound, as ``medsr upscale
@@ -440,16 +446,21 @@ def upscale_series(
         PacsUnreachableError, PacsAuthError, PacsError: server problems.
         InvalidParameterError: bad model name or scale.
     """
-    from medsr.io.dicom.stacks import split_choice
+    from medsr.io.dicom.stacks import ALL_STACKS, split_all, split_choice
 
     client = connect(url, **connect_options)
     study = check_uid(study, "StudyInstanceUID")
-    stack: int | None = None
+    stack: int | str | None = None
     if series is not None:
-        wanted, stack = split_choice(series)
+        wanted, every = split_all(series)
+        if every:
+            stack = ALL_STACKS
+        else:
+            wanted, stack = split_choice(series)
         if wanted is None:  # ":N" names a stack of the only series of a folder: here, of none
             raise InvalidParameterError(
-                f"--series {series.strip()!r} names a stack but no series: give UID:N or KEY:N"
+                f"--series {series.strip()!r} names a stack but no series: give UID:N, KEY:N "
+                "or UID:all"
             )
         series = check_uid(wanted, "SeriesInstanceUID")
     from medsr.pipeline import check_options
@@ -553,7 +564,7 @@ def _upscale_one(
     degradation: str | None = None,
     ensemble: bool = False,
     precision: str = "fp32",
-    stack: int | None = None,
+    stack: int | str | None = None,
     maps: bool = False,
 ) -> UpscaleResult:
     import pydicom

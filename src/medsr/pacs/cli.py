@@ -234,7 +234,8 @@ def upscale_command(
             "--series",
             help="SeriesInstanceUID, or the 8-character key messages name it by "
             "(default: every image series of the study); UID:N or KEY:N reads the N-th stack "
-            "of a series that holds several (a localizer, echoes, time points).",
+            "of a series that holds several (a localizer, echoes, time points); UID:all or "
+            "KEY:all its time points or cardiac phases together, stored as one derived series.",
         ),
     ] = None,
     model: ModelOpt = None,
