@@ -664,3 +664,90 @@ def test_label_map_is_refused_not_interpolated(tmp_path, corpus, intent):
     assert res.stderr.startswith("error: 'seg.nii.gz' cannot be super-resolved: it is a label map")
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "seg_x2.nii.gz").exists() and file_digest(path) == before
+
+
+def _field_of(corpus, components: int) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth field of ``components`` values per voxel (mm) from anatomical.nii's real voxels:
+    the gradient of its smoothed intensities, as a warp or a vector map would be."""
+    from scipy.ndimage import gaussian_filter
+
+    anat = nib.load(str(corpus("anatomical.nii")))
+    smooth = gaussian_filter(np.asarray(anat.dataobj, dtype=np.float32), 2.0)
+    grad = np.stack(np.gradient(smooth), -1)
+    field = np.concatenate([grad] * 2, -1)[..., :components]
+    return (field / np.abs(field).max() * 5.0).astype(np.float32), anat.affine
+
+
+def test_a_warp_field_is_refused_not_super_resolved(tmp_path, corpus):
+    """An FSL FNIRT warp (4-D, intent FSL_FNIRT_DISPLACEMENT_FIELD) used to be upscaled in-plane
+    only, each component as a time point, through the default model (which added "detail" to a
+    displacement field) and written back as a warp claiming the new values. Now: one error line,
+    exit 2, nothing written."""
+    from tests.test_cli import medsr as medsr_cli
+
+    field, affine = _field_of(corpus, 3)
+    img = nib.Nifti1Image(field, affine)
+    img.header.set_intent(2006)
+    path = tmp_path / "warp.nii.gz"
+    nib.save(img, str(path))
+    before = file_digest(path)
+    res = medsr_cli("upscale", str(path), str(tmp_path / "warp_x2.nii.gz"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(
+        "error: 'warp.nii.gz' cannot be super-resolved: it is not an image (NIfTI intent "
+        "FSL_FNIRT_DISPLACEMENT_FIELD: each voxel holds a displacement"
+    )
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "warp_x2.nii.gz").exists() and file_digest(path) == before
+
+
+@pytest.mark.parametrize(
+    ("intent", "components", "said"),
+    [
+        ("displacement vector", (3,), "DISPVECT: each voxel holds a displacement"),
+        ("vector", (1, 3), "VECTOR: each voxel holds a vector"),  # 5-D, as ANTs writes
+        ("symmetric matrix", (6,), "SYMMATRIX: each voxel holds a symmetric matrix"),
+        ("symmetric matrix", (), "SYMMATRIX"),  # one component on its own is no image either
+        ("quaternion", (4,), "QUATERNION"),
+        ("fnirt cubic spline coef", (3,), "FSL_CUBIC_SPLINE_COEFFICIENTS: it holds the coeff"),
+        ("node index", (), "NODE_INDEX"),
+        ("ConnDenseScalar", (), r"CONNECTIVITY \(CIFTI-2\)"),
+    ],
+)
+def test_fields_matrices_and_meshes_are_not_images(tmp_path, corpus, intent, components, said):
+    from medsr.errors import NotAnImageError
+
+    n = int(np.prod(components)) if components else 1
+    field, affine = _field_of(corpus, n)
+    img = nib.Nifti1Image(field.reshape(field.shape[:3] + components), affine)
+    img.header.set_intent(intent)
+    path = tmp_path / "field.nii.gz"
+    nib.save(img, str(path))
+    with pytest.raises(NotAnImageError, match=f"not an image \\(NIfTI intent {said}"):
+        medsr.load_image(path)
+
+
+@pytest.mark.parametrize(
+    ("intent", "params", "components"),
+    [
+        ("t test", (12.0,), ()),
+        ("z score", (), ()),
+        ("estimate", (), ()),
+        ("dimensionless", (), ()),
+        ("time series", (), (3,)),
+        ("rgb vector", (), (3,)),
+        ("topup field", (), ()),
+    ],
+)
+def test_statistics_estimates_and_field_maps_are_images(
+    tmp_path, corpus, intent, params, components
+):
+    """One value per voxel (a statistic, an estimate, a field map in Hz), or a colour per voxel:
+    images, read as before."""
+    n = int(np.prod(components)) if components else 1
+    field, affine = _field_of(corpus, n)
+    img = nib.Nifti1Image(field.reshape(field.shape[:3] + components), affine)
+    img.header.set_intent(intent, params)
+    path = tmp_path / "map.nii.gz"
+    nib.save(img, str(path))
+    assert medsr.load_image(path).array.shape[-3:] == (25, 41, 33)

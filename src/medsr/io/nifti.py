@@ -6,7 +6,8 @@ a MedImage keeps the same affine in mm (and spacing in mm) and transposes the da
 ``(Z, Y, X)`` (``(T, Z, Y, X)`` with ``channels="time"`` for 4-D series). 2-D images ``(X, Y)``
 become ``(1, Y, X)``. The affine is nibabel's choice: the sform where its code is set, else the
 qform, else (both codes 0: no space stated) one from the voxel sizes alone. A label map (intent
-``LABEL`` or ``NEURONAME``) is not an image: it is refused (:func:`_refuse_label_map`).
+``LABEL`` or ``NEURONAME``), a field, a matrix, a mesh or CIFTI data (intent ``VECTOR``,
+``DISPVECT``, ``SYMMATRIX``...) is not an image: it is refused (:func:`_refuse_label_map`).
 
 The writer sets the sform to the image's affine, in the source's unit, with the code of the
 transform it came from (0 where the source stated none), and the qform to the same geometry with
@@ -182,12 +183,49 @@ def _read_nifti(nib: Any, p: Path, modality: str | None) -> MedImage:
 #: indices into the NeuroNames list)
 _LABEL_INTENTS = {1002: "LABEL", 1003: "NEURONAME"}
 
+_FIELD = "resample it with the tool that made it"
+_NOT_A_GRID = "use the image it was computed from"
+#: NIfTI intent codes (nifti1.h; FSL's and CIFTI-2's) whose voxels hold no intensity: what each
+#: voxel holds, and what to do instead. A super-resolution model learnt on images has no meaning
+#: on them, and upscaling their components one by one as if each were an image breaks what they
+#: hold together. Every other code is an image of one value per voxel and stays allowed: none,
+#: the statistics (t, F, z, p... 2-24: one value per voxel, its parameters copied to the output),
+#: ESTIMATE, DIMLESS, TIME_SERIES, RGB(A)_VECTOR (a colour per voxel), SHAPE, FSL's TOPUP field
+#: (a field map in Hz).
+_NON_IMAGE_INTENTS: dict[int, tuple[str, str, str]] = {
+    1004: ("GENMATRIX", "each voxel holds a matrix", _FIELD),
+    1005: ("SYMMATRIX", "each voxel holds a symmetric matrix, e.g. a diffusion tensor", _FIELD),
+    1006: ("DISPVECT", "each voxel holds a displacement, a deformation field", _FIELD),
+    1007: ("VECTOR", "each voxel holds a vector", _FIELD),
+    1008: ("POINTSET", "it lists points, not voxels", _NOT_A_GRID),
+    1009: ("TRIANGLE", "it lists the triangles of a mesh", _NOT_A_GRID),
+    1010: ("QUATERNION", "each voxel holds a rotation (a quaternion)", _FIELD),
+    2002: ("NODE_INDEX", "each value indexes a surface node", _NOT_A_GRID),
+    2006: ("FSL_FNIRT_DISPLACEMENT_FIELD", "each voxel holds a displacement, a warp", _FIELD),
+    **{
+        code: (name, "it holds the coefficients of a warp or field, not values at voxels", _FIELD)
+        for code, name in (
+            (2007, "FSL_CUBIC_SPLINE_COEFFICIENTS"),
+            (2008, "FSL_DCT_COEFFICIENTS"),
+            (2009, "FSL_QUADRATIC_SPLINE_COEFFICIENTS"),
+            (2016, "FSL_TOPUP_CUBIC_SPLINE_COEFFICIENTS"),
+            (2017, "FSL_TOPUP_QUADRATIC_SPLINE_COEFFICIENTS"),
+        )
+    },
+    **{
+        code: ("CONNECTIVITY (CIFTI-2)", "a matrix over brain-ordinates or parcels", _NOT_A_GRID)
+        for code in (3000, 3001, 3002, 3003, 3004, 3006, 3007, 3008, 3009, 3010, 3011, 3012)
+    },
+}
+
 
 def _refuse_label_map(header: Any, name: str) -> None:
     """A label map (:data:`_LABEL_INTENTS`) is a :class:`NotAnImageError`, as a DICOM SEG is:
     any interpolation between two labels invents labels that name other regions (between 2 and
     7 come 3 to 6), written back as a label map that claims them (it was upscaled like an image
-    and kept its intent)."""
+    and kept its intent). So is a field, a matrix, a mesh or CIFTI data
+    (:data:`_NON_IMAGE_INTENTS`): it used to be upscaled component by component (4-D) and written
+    back with its intent, or refused for its dimensions only (5-D)."""
     try:
         code = int(header["intent_code"])
     except Exception:  # pragma: no cover - every NIfTI-1/2 header has the field
@@ -198,6 +236,12 @@ def _refuse_label_map(header: Any, name: str) -> None:
             f"{_LABEL_INTENTS[code]}: each value names a region), not an image; interpolating it "
             "would invent labels between regions: upscale the image it was drawn on (resample "
             "a label map with nearest neighbour)"
+        )
+    if code in _NON_IMAGE_INTENTS:
+        intent, what, instead = _NON_IMAGE_INTENTS[code]
+        raise NotAnImageError(
+            f"'{name}' cannot be super-resolved: it is not an image (NIfTI intent {intent}: "
+            f"{what}); a super-resolution model has no meaning on it: {instead}"
         )
 
 

@@ -174,6 +174,72 @@ def non_image_reason(ds: Dataset, assume_pixels: bool = False) -> str | None:
 _non_image_reason = non_image_reason  # old private name
 
 
+#: Image Type values (the third on) that mark an MR phase image: Siemens' ``P``
+#: (``ORIGINAL\\PRIMARY\\P\\ND``), Philips' ``P`` and ``PHASE MAP``, and ``PHASE`` (the Enhanced
+#: MR term of Complex Image Component). ``M``/``MAGNITUDE``, ``R``/``REAL``, ``I``/``IMAGINARY``
+#: are linear in the signal and interpolate like any image; so does a velocity map (``VELOCITY``,
+#: Philips' ``PHASE CONTRAST M``) unless it is aliased, which no header says.
+_PHASE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
+#: GE's private image type, (0043,xx2F) of ``GEMS_PARM_01``: 0 magnitude, 1 phase, 2 real,
+#: 3 imaginary (dcm2niix's ``kImageTypeGE``; pydicom's private dictionary names the element
+#: "Image Type (real, imaginary, phase, magnitude)")
+_GE_PARM_CREATOR, _GE_IMAGE_TYPE, _GE_PHASE = "GEMS_PARM_01", 0x2F, 1
+
+
+def _is_mr(ds: Dataset) -> bool:
+    uid = str(ds.get("SOPClassUID", "") or "")
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    return modality == "MR" or uid.startswith("1.2.840.10008.5.1.4.1.1.4")
+
+
+def _component(item: Dataset | None) -> str:
+    return str(item.get("ComplexImageComponent", "") or "").strip().upper() if item else ""
+
+
+def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
+    """Why this MR image cannot be interpolated because it is a phase image (or None).
+
+    A phase wraps at ±π: two neighbours at +3.1 and −3.1 rad are 0.08 rad apart, and any
+    interpolation between them (bicubic, a CNN's upsampling) makes a ramp through 0 rad that was
+    never measured, written back as a phase image. Said by the Image Type (:data:`_PHASE_TYPES`),
+    the Enhanced MR Complex Image Component (top level, or of ``frame`` — of any frame when
+    ``frame`` is None — in the MR Image Frame Type functional group) or GE's private image type.
+    """
+    if not _is_mr(ds):
+        return None
+    said = None
+    types = [str(v).strip().upper() for v in ds.get("ImageType") or []]
+    if any(t in _PHASE_TYPES for t in types[2:]):
+        said = "Image Type " + "\\".join(types)
+    elif _component(ds) == "PHASE":
+        said = "Complex Image Component PHASE"
+    elif frame is not None:
+        if _component(_fg_item(ds, frame, "MRImageFrameTypeSequence")) == "PHASE":
+            said = f"Complex Image Component PHASE of frame {frame}"
+    elif _component(_fg_item(ds, None, "MRImageFrameTypeSequence")) == "PHASE":
+        said = "Complex Image Component PHASE of every frame"
+    else:
+        for f, group in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or []):
+            items = group.get("MRImageFrameTypeSequence")
+            if items and _component(items[0]) == "PHASE":
+                said = f"Complex Image Component PHASE of frame {f}"
+                break
+    if said is None and str(ds.get("Manufacturer", "") or "").strip().upper().startswith("GE"):
+        try:
+            value = ds.private_block(0x0043, _GE_PARM_CREATOR)[_GE_IMAGE_TYPE].value
+            if int(value) == _GE_PHASE:
+                said = "GE image type (0043,xx2F) 1: phase"
+        except (KeyError, TypeError, ValueError):
+            pass
+    if said is None:
+        return None
+    return (
+        f"it is an MR phase image ({said}): its values wrap at ±π, and interpolating across a "
+        "wrap invents values that were never measured (a jump from +π to −π becomes a ramp "
+        "through 0): upscale the magnitude image, or unwrap the phase first"
+    )
+
+
 def _transfer_syntax(ds: Dataset) -> UID:
     fm = getattr(ds, "file_meta", None)
     ts = fm.get("TransferSyntaxUID") if fm is not None else None

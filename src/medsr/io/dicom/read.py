@@ -57,6 +57,7 @@ from medsr.io.dicom.header import (
     _sop_name,
     _transfer_syntax,
     map_value_mapping,
+    phase_reason,
     series_key,
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
@@ -447,7 +448,7 @@ def _read_single(p: Path, frame: int | None) -> MedImage:
     reason = _non_image_reason(ds, assume_pixels=True)
     if not reason:
         _check_complete(ds, p.name)
-        reason = _non_image_reason(ds)
+        reason = _non_image_reason(ds) or phase_reason(ds, frame)
     if reason:
         raise NotAnImageError(f"'{p.name}' cannot be super-resolved: {reason}")
     _check_decoder(ds, p.name)
@@ -1015,7 +1016,7 @@ def _read_stack(
         rel = path.name  # file name only: sub-folder names may carry patient names
         _load_pixels(ds, rel)
         _check_complete(ds, rel)
-        reason = _non_image_reason(ds)
+        reason = _non_image_reason(ds) or phase_reason(ds)
         if reason:
             raise NotAnImageError(f"'{rel}' cannot be super-resolved: {reason}")
         _check_decoder(ds, rel)

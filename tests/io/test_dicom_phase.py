@@ -1,0 +1,190 @@
+"""MR phase images are refused, not interpolated: a phase wraps at ±π, and interpolation across a
+wrap invents values that were never measured. Magnitude, real, imaginary and velocity images
+interpolate like any image and are read as before.
+
+Every phase image here is made from the real pixels of pydicom's ``MR_small.dcm`` (a head MR,
+64²): its smoothed magnitude scaled to 3 turns plus a linear ramp, wrapped to (−π, π] and stored
+as Siemens stores phase (12-bit 0..4095, Rescale Slope 2, Intercept −4096: −4096..4094 ↔ ±π).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from scipy.ndimage import gaussian_filter
+
+import medsr
+from medsr.errors import NotAnImageError
+from tests._entry import run_medsr
+from tests.conftest import file_digest
+from tests.io.conftest import dicom_corpus_path
+from tests.io.enhanced import emri_pixels, enhanced_mr, save
+
+PHASE_ERROR = r"it is an MR phase image .*wrap at ±π.*upscale the magnitude image, or unwrap the phase"
+
+
+def siemens_phase(image_type: list[str] | None = None) -> Dataset:
+    """MR_small with its pixels replaced by a wrapped phase, ``ORIGINAL\\PRIMARY\\P\\ND``."""
+    ds = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    smooth = gaussian_filter(ds.pixel_array.astype(float), 2.0)
+    y, x = np.mgrid[: smooth.shape[0], : smooth.shape[1]]
+    phase = np.angle(np.exp(1j * (6 * np.pi * smooth / smooth.max() + 0.15 * x + 0.05 * y)))
+    stored = np.round((phase + np.pi) / (2 * np.pi) * 4095).astype("<u2")
+    ds.ImageType = image_type or ["ORIGINAL", "PRIMARY", "P", "ND"]
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 2, -4096, "US"
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def test_siemens_phase_is_refused_by_upscale(tmp_path):
+    """``medsr upscale phase.dcm out`` used to write a derived series still typed ``P`` whose
+    values were interpolated across the wraps: with ``--model bicubic`` 201 of 16,384 output
+    pixels next to a wrap lay more than 1 rad from every measured neighbour (39 by more than
+    2 rad; the default model: 56 and 11) — a jump from +π to −π made into a ramp through 0. Now:
+    one error line, exit 2, nothing written, the input untouched."""
+    src = tmp_path / "phase.dcm"
+    siemens_phase().save_as(src, enforce_file_format=True)
+    before = file_digest(src)
+    out = tmp_path / "out"
+    res = run_medsr("upscale", str(src), str(out), "--model", "bicubic")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(
+        "error: 'phase.dcm' cannot be super-resolved: it is an MR phase image "
+        "(Image Type ORIGINAL\\PRIMARY\\P\\ND)"
+    )
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists() and file_digest(src) == before
+
+
+def test_a_series_folder_of_phase_slices_is_refused(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    siemens_phase().save_as(folder / "IM1.dcm", enforce_file_format=True)
+    with pytest.raises(NotAnImageError, match="'IM1.dcm' cannot be super-resolved: " + PHASE_ERROR):
+        medsr.load_image(folder)
+
+
+def _ge(ds: Dataset, value: int) -> Dataset:
+    ds.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    ds.private_block(0x0043, "GEMS_PARM_01", create=True).add_new(0x2F, "SS", value)
+    return ds
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "P", "FFE"]), id="philips-P"
+        ),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "PHASE MAP", "P", "FFE"]),
+            id="philips-phase-map",
+        ),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["DERIVED", "PRIMARY", "PHASE"]), id="phase"
+        ),
+        pytest.param(
+            lambda ds: (
+                setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "OTHER"]),
+                setattr(ds, "ComplexImageComponent", "PHASE"),
+            ),
+            id="complex-image-component",
+        ),
+        pytest.param(lambda ds: _ge(ds, 1), id="ge-private-phase"),
+    ],
+)
+def test_every_way_of_saying_phase_is_refused(tmp_path, edit):
+    ds = siemens_phase()
+    edit(ds)
+    path = tmp_path / "phase.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(NotAnImageError, match=PHASE_ERROR):
+        medsr.load_image(path)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda ds: None, id="siemens-M"),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "R", "ND"]), id="real"
+        ),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "IMAGINARY"]),
+            id="imaginary",
+        ),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "VELOCITY MAP", "PCA"]),
+            id="velocity",
+        ),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "PHASE CONTRAST M"]),
+            id="phase-contrast-magnitude",
+        ),
+        pytest.param(lambda ds: _ge(ds, 0), id="ge-magnitude"),
+        pytest.param(lambda ds: _ge(ds, 2), id="ge-real"),
+        pytest.param(
+            lambda ds: (
+                setattr(ds, "Modality", "CT"),
+                setattr(ds, "SOPClassUID", "1.2.840.10008.5.1.4.1.1.2"),
+            ),
+            id="not-mr",
+        ),
+    ],
+)
+def test_magnitude_real_imaginary_velocity_are_read(tmp_path, edit):
+    """Linear in the signal: interpolating them measures what lies between (a velocity map is
+    linear too unless aliased, which no header says)."""
+    ds = siemens_phase(["ORIGINAL", "PRIMARY", "M", "ND"])
+    edit(ds)
+    path = tmp_path / "image.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert medsr.load_image(path).array.shape == (1, 64, 64)
+
+
+def _enhanced_with_phase_frame(tmp_path, frame: int):
+    """An Enhanced MR of emri_small's real frames whose ``frame`` is typed PHASE per frame (the
+    others MAGNITUDE), Complex Image Component MIXED at the top level."""
+    ds = enhanced_mr(pixels=emri_pixels()[:4])
+    shared_type = ds.SharedFunctionalGroupsSequence[0].MRImageFrameTypeSequence
+    del ds.SharedFunctionalGroupsSequence[0].MRImageFrameTypeSequence
+    ds.ComplexImageComponent = "MIXED"
+    for k, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        item = copy.deepcopy(shared_type)
+        item[0].ComplexImageComponent = "PHASE" if k == frame else "MAGNITUDE"
+        group.MRImageFrameTypeSequence = item
+    return save(ds, tmp_path / "enhanced.dcm")
+
+
+def test_enhanced_mr_with_a_phase_frame_is_refused(tmp_path):
+    path = _enhanced_with_phase_frame(tmp_path, 2)
+    with pytest.raises(NotAnImageError, match=r"PHASE of frame 2\): its values wrap"):
+        medsr.load_image(path)
+    # one magnitude frame of it is an image
+    assert medsr.load_image(path, frame=0).array.shape[0] == 1
+    with pytest.raises(NotAnImageError, match=r"PHASE of frame 2\)"):
+        medsr.load_image(path, frame=2)
+
+
+def test_enhanced_mr_typed_phase_for_every_frame_is_refused(tmp_path):
+    ds = enhanced_mr(pixels=emri_pixels()[:4])
+    ds.SharedFunctionalGroupsSequence[0].MRImageFrameTypeSequence[0].ComplexImageComponent = "PHASE"
+    path = save(ds, tmp_path / "enhanced.dcm")
+    with pytest.raises(NotAnImageError, match="PHASE of every frame"):
+        medsr.load_image(path)
+    copy_dir = tmp_path / "series"
+    copy_dir.mkdir()
+    shutil.copy(path, copy_dir / "enhanced.dcm")
+    with pytest.raises(NotAnImageError, match="PHASE of every frame"):
+        medsr.load_image(copy_dir)
