@@ -111,3 +111,136 @@ def test_the_self_ensemble_turns_the_nan_record_with_the_pixels(tmp_path):
     np.testing.assert_array_equal(sr.meta["nonfinite_mask"], want)
     assert (sr.array[want] == 0).all()  # kept exact in memory: written as NaN
     assert 60 <= sr.array[~want].min() and sr.array[~want].max() <= 140
+
+
+def _dynamic_ct(folder, size: int = 24, positions: int = 3):
+    """A dynamic CT series (a perfusion's time points) from CT_small: ``positions`` slices
+    5 mm apart at each of 2 time points (TemporalPositionIdentifier 1, 2), stored −2000 outside
+    a centred circle with PixelPaddingValue −2000, as a scanner fills the outside of its field
+    of view. Time point 2 holds time point 1 mirrored left-right (so the same values: the same
+    darkest measured value and range) stored 24 lower with Rescale Intercept −1000, the same
+    HU, while its padding reads −3000 HU against −3024: padding per slice of each time point.
+    Returns the series key and the outside of the circle."""
+    from pydicom.uid import generate_uid
+
+    from medsr.io.dicom import series_key
+
+    template = pydicom.dcmread(corpus_path("CT_small.dcm"))
+    lo = (int(template.Rows) - size) // 2
+    crop = template.pixel_array[lo : lo + size, lo : lo + size].astype(np.int16)
+    yy, xx = np.mgrid[:size, :size]
+    outside = (yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2 > (size / 2 - 1) ** 2
+    uid = generate_uid()
+    folder.mkdir()
+    for t in range(2):
+        for p in range(positions):
+            ds = template.copy()
+            stored = crop[:, ::-1] - 24 if t else crop.copy()
+            stored = stored + 10 * p
+            stored[outside] = -2000
+            ds.Rows = ds.Columns = size
+            ds.PixelData = np.ascontiguousarray(stored, dtype="<i2").tobytes()
+            ds.RescaleIntercept = -1000 if t else -1024
+            ds.PixelPaddingValue = -2000
+            ds.SeriesInstanceUID = uid
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [-80, -90, 5.0 * p]
+            ds.SliceLocation = 5.0 * p
+            ds.TemporalPositionIdentifier = t + 1
+            ds.InstanceNumber = t * positions + p + 1
+            ds.save_as(folder / f"IM{t * positions + p:04d}.dcm", enforce_file_format=True)
+    return series_key(uid), outside
+
+
+def test_padding_of_a_dynamic_ct_read_over_time_is_kept_exact(tmp_path):
+    """``medsr upscale DYN OUT --series KEY:all`` of a dynamic CT whose outside of the field of
+    view is padding: every output pixel of a padding pixel is padding again (stored −2000, as
+    the source), and the network never saw it — the result is, on every pixel, that of each
+    time point read on its own (``KEY:N``, a volume). The padding of an image over time used to
+    be ignored (``padding_mask`` kept DICOM padding to images without channels): it was
+    interpolated as signal (``medsr upscale`` of a 40² series: 4728 of its 13920 output padding
+    pixels no longer padding, pixels inside up to 1290 HU off each time point's own result)."""
+    from medsr.api import upscale_file
+    from medsr.io.dicom import read_dicom
+
+    key, outside = _dynamic_ct(tmp_path / "dyn")
+    image = read_dicom(tmp_path / "dyn", series_uid=f"{key}:all")
+    assert image.channels == "time" and image.array.shape == (2, 3, 24, 24)
+    assert image.meta["padding"]["value"] == [-3024.0] * 3 + [-3000.0] * 3  # (t, z), time-major
+    up = np.repeat(np.repeat(outside, 2, 0), 2, 1)
+    out = upscale_file(tmp_path / "dyn", tmp_path / "x2", series_uid=f"{key}:all")
+    written = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
+    assert len(written) == 6
+    for ds in written:
+        stored = ds.pixel_array
+        np.testing.assert_array_equal(stored == -2000, up)  # padding exact, nowhere else
+    sr = medsr.upscale(image, 2, "default-x2")
+    assert sr.meta["derivation"]["padding_pixels_kept"] == 6 * int(outside.sum())
+    for t in range(2):
+        phase = read_dicom(tmp_path / "dyn", series_uid=f"{key}:{t + 1}")
+        np.testing.assert_allclose(
+            sr.array[t], medsr.upscale(phase, 2, "default-x2").array, atol=1e-3
+        )
+
+
+def test_padding_of_a_dynamic_ct_read_over_time_is_kept_exact_through_plane(tmp_path):
+    """``medsr upscale DYN OUT --through-plane --series KEY:all``: padding stays padding
+    (stored −2000) exactly where each time point upscaled on its own (``KEY:N``) keeps it,
+    nowhere else, and every other pixel is that time point's own result (to the stored
+    integer). It used to be interpolated along z as signal (15846 of 26680 padding pixels
+    kept on a 40² series)."""
+    from medsr.api import upscale_file
+    from medsr.io.dicom import read_dicom
+    from medsr.pipeline import upscale_through_plane
+
+    key, outside = _dynamic_ct(tmp_path / "dyn", size=16, positions=2)
+    out = upscale_file(
+        tmp_path / "dyn", tmp_path / "thin", series_uid=f"{key}:all", through_plane=True
+    )
+    stored = np.stack([pydicom.dcmread(f).pixel_array for f in sorted(out.glob("*.dcm"))])
+    back = read_dicom(out, series_uid=":all").array
+    nz = back.shape[1]
+    assert stored.shape == (2 * nz, 16, 16)
+    for t in range(2):
+        phase = read_dicom(tmp_path / "dyn", series_uid=f"{key}:{t + 1}")
+        alone, _ = upscale_through_plane(phase)
+        pad = alone.array == alone.array.min()
+        assert np.all(pad == outside)  # every slice: padding outside the circle, as measured
+        np.testing.assert_array_equal(stored[t * nz : (t + 1) * nz] == -2000, pad)
+        np.testing.assert_allclose(back[t][~pad], alone.array[~pad], atol=0.5 + 1e-3)
+
+
+@pytest.mark.parametrize("through_plane", [False, True], ids=["in-plane", "through-plane"])
+def test_nifti_nan_of_an_image_over_time_stays_where_it_was(tmp_path, through_plane):
+    """A 4-D NIfTI (an fMRI/DWI series masked to NaN outside the brain), each time point NaN
+    outside its own region (time point 2 holds time point 1 mirrored: the same values):
+    upscaled (``medsr upscale``, in-plane or through-plane), NaN comes back exactly where each
+    time point upscaled on its own has it — none lost, none invented — and every other voxel
+    is that time point's own result. (This held before the fix for DICOM padding over time:
+    the non-finite record was never limited to images without channels.)"""
+    import nibabel as nib
+
+    from medsr.api import upscale_file
+
+    zz, yy, xx = np.mgrid[:3, :16, :20]
+    vol = (100 + 20 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0)).astype(np.float32)
+    vol[((yy - 9) / 7) ** 2 + ((xx - 8) / 8) ** 2 > 1] = np.nan  # off-centre: its mirror differs
+    series = np.stack([vol, vol[..., ::-1]])  # (T, Z, Y, X)
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(series.transpose(3, 2, 1, 0), affine), tmp_path / "in.nii.gz")
+    for t in range(2):
+        nib.save(nib.Nifti1Image(series[t].transpose(2, 1, 0), affine), tmp_path / f"t{t}.nii.gz")
+    opts = {"through_plane": True} if through_plane else {"model": "default-x2"}
+    out = upscale_file(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", **opts)
+    sr = np.asarray(nib.load(str(out)).dataobj).transpose(3, 2, 1, 0)
+    assert sr.shape[0] == 2
+    for t in range(2):
+        alone = upscale_file(tmp_path / f"t{t}.nii.gz", tmp_path / f"t{t}_out.nii.gz", **opts)
+        own = np.asarray(nib.load(str(alone)).dataobj).transpose(2, 1, 0)
+        np.testing.assert_array_equal(np.isnan(sr[t]), np.isnan(own))
+        assert np.isnan(own).any() and not np.isnan(own).all()
+        np.testing.assert_allclose(sr[t], own, atol=1e-3)  # NaN where NaN, else equal
+    if not through_plane:
+        want = np.repeat(np.repeat(np.isnan(series), 2, axis=2), 2, axis=3)
+        np.testing.assert_array_equal(np.isnan(sr), want)

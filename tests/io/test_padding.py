@@ -222,3 +222,48 @@ def test_the_nonfinite_record_follows_the_grid():
     assert (
         through[0].all() and through[:, 1, 2].all() and through[1:].sum() == 5
     )  # slices 1-5: one voxel
+
+
+def test_padding_of_an_image_over_time_is_masked_at_each_time_point_and_slice():
+    """A grey image over time (``channels="time"``, ``(T, Z, Y, X)``: a dynamic series read
+    with ``KEY:all``) has its DICOM padding masked as a volume has: one value for every plane,
+    or one per slice of each time point, time-major (entry ``t·Z + z``). It used to be ignored
+    (only non-finite values counted) and the padding was interpolated as signal. Colour keeps
+    none (DICOM defines padding for grey pixels only); a list of another length (the image was
+    resampled along z) is stale and not applied."""
+    from medsr.io.padding import no_data_mask, padding_of_planes
+
+    arr = np.zeros((2, 3, 4, 4), np.float32)
+    values = [-3024.0, -3023.0, -3022.0, -3000.0, -2999.0, -2998.0]  # (t, z) → t·3 + z
+    for k, v in enumerate(values):
+        t, z = divmod(k, 3)
+        arr[t, z, 0] = v  # row 0: this plane's own padding
+        arr[t, z, 1] = values[(k + 1) % 6]  # row 1: another plane's padding value: data here
+    arr[1, 2, 2, :2] = -2997.0  # inside phase 2, slice 2's range (its limit -2996)
+    limits = [None] * 5 + [-2996.0]
+    timed = MedImage(
+        arr, channels="time", meta={"padding": {"value": values, "range_limit": limits}}
+    )
+    expected = np.zeros(arr.shape, bool)
+    expected[:, :, 0] = True
+    expected[1, 2, 2, :2] = True
+    np.testing.assert_array_equal(padding_mask(timed), expected)
+    # one value for all: every time point's planes
+    one = MedImage(arr, channels="time", meta={"padding": {"value": -3024.0, "range_limit": None}})
+    np.testing.assert_array_equal(padding_mask(one), arr == -3024.0)
+    # a sample of the slices (what the self-check looks at) keeps each time point's values
+    sub = MedImage(arr[:, [0, 2]], channels="time", meta=padding_of_planes(timed.meta, [0, 2], 3))
+    np.testing.assert_array_equal(padding_mask(sub), expected[:, [0, 2]])
+    # the CT fill below −1024 HU is no data at each time point too (no header needed)
+    fill = np.zeros(arr.shape, bool)
+    fill[:, :, 0] = True
+    fill[1, 1] = False
+    fill[1, 1, 3] = True  # each slice of each time point its own darkest constant
+    ct_arr = np.where(fill, np.float32(-2048), np.float32(40))
+    ct_arr[1, 1, 0] = -1500  # above that slice's fill: data (a slice holds one fill)
+    ct = MedImage(ct_arr, channels="time", modality="CT", units="HU")
+    np.testing.assert_array_equal(no_data_mask(ct), fill)
+    stale = MedImage(arr[:, :2], channels="time", meta=timed.meta)  # 2·2 planes, 6 values
+    assert padding_mask(stale) is None
+    colour = MedImage(arr[:, :1], channels="RGB", meta=one.meta)
+    assert padding_mask(colour) is None

@@ -10,6 +10,12 @@ inversion, exactly as the pixels were converted) in ``meta["padding"]``::
                                                        # slices' rescales differ; None entries
                                                        # for slices without padding
 
+An image over time (``channels="time"``, ``(T, Z, Y, X)``: a dynamic or cine series read with
+``KEY:all``) holds one value for all, or one per slice of each time point, time-major (``T·Z``
+entries: those of time ``t`` are entries ``t·Z … t·Z + Z − 1``, as
+:func:`medsr.io.dicom.read._read_over_time` joins them). Its padding is masked plane by plane
+exactly as a volume's; only colour is left out.
+
 A range means every value between the two, inclusive, is padding. NIfTI has no padding
 attribute: NaN marks voxels outside the data there. The NIfTI reader (and the raster reader, for
 a float ``.npy`` or TIFF) replaces non-finite values by 0 (so every array medsr hands on is
@@ -42,36 +48,49 @@ def padding_mask(image: MedImage) -> np.ndarray | None:
     True where DICOM padding applies (the value, or the inclusive range up to the limit) and
     where the array is non-finite or the reader found it non-finite (``meta["nonfinite_mask"]``
     of a NIfTI). None when no voxel is padding. Colour images carry no padding
-    (DICOM defines it for grey pixels only), so only their non-finite values count.
+    (DICOM defines it for grey pixels only), so only their non-finite values count; a grey
+    image over time (``channels="time"``) has it in each time point, as a volume has.
     """
     arr = image.array
-    mask = ~np.isfinite(arr)
+    mask = np.ascontiguousarray(~np.isfinite(arr))  # C order: set plane by plane via _planes
     recorded = nonfinite_mask(image)
     if recorded is not None:
         mask |= recorded
     padding = image.meta.get("padding")
-    if padding and not image.channels:
-        _apply_padding(arr, padding, mask)
+    if padding and image.channels != "RGB":
+        _apply_padding(_planes(arr), padding, _planes(mask))
     return mask if mask.any() else None
 
 
-def _apply_padding(arr: np.ndarray, padding: dict[str, Any], mask: np.ndarray) -> None:
-    values = padding.get("value")
+def _planes(arr: np.ndarray) -> np.ndarray:
+    """``arr`` ``(Z, Y, X)`` or ``(T, Z, Y, X)`` as its planes ``(T·Z, Y, X)``, time-major: a
+    view when ``arr`` is C-contiguous (a mask set through it is set in ``arr``), else a copy."""
+    return arr.reshape(-1, *arr.shape[-2:])
+
+
+def _per_plane(values: Any, planes: int) -> list[Any] | None:
+    """``meta["padding"]``'s ``value`` or ``range_limit`` as one entry per plane of ``planes``
+    planes (time-major): a number for all, or a list of one per plane; None when the list is
+    of another length (the image was resampled along z: per-slice values no longer apply)."""
+    if not isinstance(values, list | tuple):
+        return [values] * planes
+    return list(values) if len(values) == planes else None
+
+
+def _apply_padding(planes: np.ndarray, padding: dict[str, Any], mask: np.ndarray) -> None:
+    """Set ``mask`` ``(P, Y, X)`` where ``planes`` (``(Z, Y, X)``, or ``(T·Z, Y, X)``
+    time-major) hold ``padding``'s value or range."""
+    n = planes.shape[0]
+    per_slice = _per_plane(padding.get("value"), n)
     limits = padding.get("range_limit")
-    nz = arr.shape[0]
-    if isinstance(values, list | tuple):
-        if len(values) != nz:  # the image was resampled along z: per-slice values no longer apply
-            return
-        per_slice = list(values)
-        per_limit = list(limits) if isinstance(limits, list | tuple) else [limits] * nz
-    else:
-        per_slice = [values] * nz
-        per_limit = [limits] * nz
-    for k in range(nz):
+    per_limit = [limits] * n if limits is None else _per_plane(limits, n)
+    if per_slice is None or per_limit is None:
+        return
+    for k in range(n):
         v, lim = per_slice[k], per_limit[k]
         if v is None:
             continue
-        sl = arr[k]
+        sl = planes[k]
         if lim is None or lim == v:
             mask[k] |= sl == np.float32(v)
         else:
@@ -89,8 +108,9 @@ def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str
         picked = dict(padding)
         for key in ("value", "range_limit"):
             v = padding.get(key)
-            if isinstance(v, list | tuple) and len(v) == nz:
-                picked[key] = [v[int(k)] for k in zs]
+            if isinstance(v, list | tuple) and v and len(v) % nz == 0:  # per slice (of each
+                # time point, time-major: medsr.io.padding's module note)
+                picked[key] = [v[t + int(k)] for t in range(0, len(v), nz) for k in zs]
         out["padding"] = picked
     recorded = meta.get("nonfinite_mask")
     if isinstance(recorded, np.ndarray) and recorded.ndim >= 3 and recorded.shape[-3] == nz:
@@ -207,20 +227,22 @@ def mean_over_held(values: np.ndarray, no_data: np.ndarray | None) -> np.ndarray
 def no_data_mask(image: MedImage) -> np.ndarray | None:
     """Boolean ``(C, Z, Y, X)`` mask of pixels that hold no data, or None: DICOM
     PixelPaddingValue/range and non-finite voxels (:func:`padding_mask`), and for CT a constant
-    fill below −1024 HU covering at least 1 % of a slice (:data:`CT_PADDING_BELOW_HU`)."""
+    fill below −1024 HU covering at least 1 % of a slice (:data:`CT_PADDING_BELOW_HU`; each
+    slice of each time point of a CT over time)."""
     from medsr.modality import modality_group
 
     mask = padding_mask(image)
-    if not image.channels and modality_group(image.modality) == "CT" and image.units == "HU":
-        arr = image.array
-        for k in range(arr.shape[0]):
-            low = float(arr[k].min())
+    ct = modality_group(image.modality) == "CT" and image.units == "HU"
+    if image.channels != "RGB" and ct:
+        planes = _planes(image.array)
+        for k in range(planes.shape[0]):
+            low = float(planes[k].min())
             if low < CT_PADDING_BELOW_HU:
-                fill = arr[k] == np.float32(low)
+                fill = planes[k] == np.float32(low)
                 if fill.mean() >= CT_PADDING_MIN_FRACTION:
                     if mask is None:
-                        mask = np.zeros(arr.shape, dtype=bool)
-                    mask[k] |= fill
+                        mask = np.zeros(image.array.shape, dtype=bool)
+                    _planes(mask)[k] |= fill
     if mask is None or not mask.any():
         return None
     return mask if image.channels else mask[None]

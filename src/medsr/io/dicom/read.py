@@ -934,7 +934,11 @@ def _read_over_time(stacks: list[Stack], folder: Path, frame: int | None) -> Med
         None if any(p is None for p in positions) else [v for p in positions for v in p or []]
     )
     paddings = [phase.meta.get("padding") for phase in phases]
-    if any(p != paddings[0] for p in paddings):  # per slice, time-major (see medsr.io.padding)
+    per_slice = any(
+        isinstance(p, dict) and isinstance(p.get("value"), list | tuple) for p in paddings
+    )
+    if per_slice or any(p != paddings[0] for p in paddings):  # per slice of each time point,
+        # time-major (see medsr.io.padding): a list of T·Z entries, never one of Z
         per: dict[str, list[Any]] = {"value": [], "range_limit": []}
         for padding in paddings:
             for key, values in per.items():
