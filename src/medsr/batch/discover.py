@@ -7,6 +7,12 @@ bytes (:func:`medsr.io.sniff_format`):
   (a few hundred bytes each) and image objects are **grouped by Series Instance UID across
   folders**: the slices of one series become one item wherever they lie. Multi-frame objects are
   items of their own; duplicate SOP Instance UIDs (the same instance copied twice) count once.
+  A series that holds several stacks is cut as the reader cuts it
+  (:func:`medsr.io.dicom.stacks.series_volumes`): its time points or cardiac phases are one
+  item read as one image over time (``series_uid="UID:all"``), its main stack beside a
+  localizer one item (the reader's note of what it leaves out goes to the report), other stacks
+  (echoes) one item each (``"UID:N"``, ``extra["stack"]``: the words that name its output),
+  and a localizer beside those a skipped item that says how to read it.
   Non-image objects (SEG, SR, presentation states, DICOMDIR...) are reported as skipped.
 * NIfTI, PNG, TIFF and ``.npy`` files are one item each. A medsr JSON sidecar beside an image
   belongs to that image and is not an item.
@@ -28,6 +34,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from medsr.errors import EmptyInputError, InputNotFoundError, InvalidParameterError, MedSRError
 
@@ -45,6 +52,14 @@ _DICOM_TAGS = (
 )
 
 
+def _header_tags() -> list[str]:
+    """What discovery reads of each DICOM header: what it needs and what cuts a series into
+    stacks (:data:`medsr.io.dicom.stacks.STACK_TAGS`)."""
+    from medsr.io.dicom.stacks import STACK_TAGS
+
+    return list(dict.fromkeys((*_DICOM_TAGS, *STACK_TAGS)))
+
+
 @dataclass(frozen=True)
 class BatchItem:
     """One unit of work (an image or a DICOM series) or one file that is only reported.
@@ -55,7 +70,9 @@ class BatchItem:
         kind: one of :data:`IMAGE_KINDS`, ``"skip"`` (not an image: reported as skipped) or
             ``"error"`` (unreadable: reported as failed).
         paths: absolute input files, in sorted order (a folder for ``dicom-folder``).
-        series_uid: the Series Instance UID of a DICOM series item.
+        series_uid: the Series Instance UID of a DICOM series item, as the reader takes it:
+            ``UID:N`` for one stack of a series read stack by stack, ``UID:all`` for the time
+            points or cardiac phases of a series read as one image over time.
         output: absolute output path (set by :func:`medsr.batch.plan.plan_outputs`).
         note: why an item is skipped or failed before any work.
     """
@@ -145,7 +162,7 @@ def _dicom_header(f: Path):
         return pydicom.dcmread(
             f,
             stop_before_pixels=True,
-            specific_tags=list(_DICOM_TAGS),
+            specific_tags=_header_tags(),
             force=not has_preamble,
         )
     except Exception as exc:
@@ -218,7 +235,6 @@ def discover(
     Items come in a stable order: by label. Nothing is read beyond DICOM headers and the first
     bytes of other files.
     """
-    from medsr.io.dicom import series_key
 
     base = Path(root)
     if not base.exists():
@@ -230,8 +246,8 @@ def discover(
     items: list[BatchItem] = []
     sidecar_owners: set[str] = set()
     json_files: list[Path] = []
-    # series uid → [(path, sop uid, frames)]
-    series: dict[str, list[tuple[Path, str, int, str]]] = {}
+    # series uid → [(path, sop uid, frames, label, header)]
+    series: dict[str, list[tuple[Path, str, int, str, Any]]] = {}
     for f in files:
         label = _rel(f, base)
         if f.name.lower().endswith(".json"):
@@ -269,7 +285,7 @@ def discover(
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         sop = str(ds.get("SOPInstanceUID", "") or "")
-        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label))
+        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label, ds))
 
     for uid, members in series.items():
         # the same instance copied twice counts once
@@ -280,28 +296,14 @@ def discover(
                 continue
             seen.add(m[1])
             unique.append(m)
-        multi = len(unique) > 1 and any(frames > 1 for _, _, frames, _ in unique)
+        multi = len(unique) > 1 and any(frames > 1 for _, _, frames, _, _ in unique)
         if len(unique) == 1 or multi:
-            for f, _, _, label in unique:
+            for f, _, _, label, _ in unique:
                 items.append(
                     BatchItem(label, label, "dicom-file", (str(f),), series_uid=uid or None)
                 )
             continue
-        paths = sorted((m[0] for m in unique), key=lambda p: p.as_posix())
-        common = Path(os.path.commonpath([str(p.parent) for p in paths]))
-        rel = _rel(common, base)
-        label = f"{rel}/" if rel not in ("", ".") else "./"
-        label += f" [series {series_key(uid)}, {len(paths)} files]"
-        items.append(
-            BatchItem(
-                f"series:{series_key(uid)}:{_rel(common, base)}",
-                label,
-                "dicom-series",
-                tuple(str(p) for p in paths),
-                series_uid=uid,
-                extra={"folder": str(common)},
-            )
-        )
+        items += _series_items(uid, sorted(unique, key=lambda m: m[0].as_posix()), base)
     for f in json_files:
         if f.as_posix() in sidecar_owners:
             continue  # the medsr sidecar of an image: read with it
@@ -310,6 +312,66 @@ def discover(
             BatchItem(label, label, "skip", (str(f),), note="not an image format medsr reads")
         )
     return sorted(items, key=lambda it: it.label)
+
+
+def _series_items(
+    uid: str, members: list[tuple[Path, str, int, str, Any]], base: Path
+) -> list[BatchItem]:
+    """The items of one series of several files (``members`` in path order): one, or one per
+    volume where it holds several stacks (see the module docstring)."""
+    from medsr.io.dicom import series_key
+    from medsr.io.dicom.stacks import quiet_stacks, series_volumes
+
+    paths = tuple(str(m[0]) for m in members)
+    common = Path(os.path.commonpath([str(m[0].parent) for m in members]))
+    rel = _rel(common, base)
+    where = f"{rel}/" if rel not in ("", ".") else "./"
+    key = series_key(uid)
+    stacks = quiet_stacks([(m[0], m[4]) for m in members], where)
+    volumes = series_volumes(stacks, uid, where) if stacks else []
+    if len(volumes) < 2 and not (volumes and volumes[0].choice):
+        note = volumes[0].note if volumes else None
+        return [
+            BatchItem(
+                f"series:{key}:{rel}",
+                f"{where} [series {key}, {len(paths)} files]",
+                "dicom-series",
+                paths,
+                series_uid=uid,
+                extra={"folder": str(common), **({"left_out": note} if note else {})},
+            )
+        ]
+    names = [_stack_name(v.apart) or f"stack{v.choice}" for v in volumes]
+    if len(set(names)) < len(names):
+        names = [f"stack{v.choice}" for v in volumes]
+    items = []
+    for volume, name in zip(volumes, names, strict=True):
+        label = f"{where} [series {key}:{volume.choice} ({volume.describe()})]"
+        extra = {"folder": str(common)}
+        if volume.choice != "all":
+            extra["stack"] = name
+        items.append(
+            BatchItem(
+                f"series:{key}:{volume.choice}:{rel}",
+                label,
+                "skip" if volume.left_out else "dicom-series",
+                paths,
+                series_uid=f"{uid}:{volume.choice}",
+                note=volume.note if volume.left_out else None,
+                extra=extra,
+            )
+        )
+    return items
+
+
+def _stack_name(apart: dict[str, str]) -> str:
+    """What tells a stack apart, as a file name: ``{"echo": "2"}`` → ``"echo2"``,
+    ``{"cardiac phase": "2 (trigger time ~50 ms)"}`` → ``"cardiacphase2"`` (each value's first
+    word), several joined by ``_``."""
+    import re
+
+    parts = [word.replace(" ", "") + (value.split() or [""])[0] for word, value in apart.items()]
+    return "_".join(re.sub(r"[^A-Za-z0-9.+-]", "", part) for part in parts)
 
 
 def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], dict[str, str]]:

@@ -6,7 +6,9 @@
 * a DICOM series of several files → a folder (one ``IM00001.dcm``… per slice): the series'
   own folder mirrored when that folder holds nothing else to process (the usual
   ``patient/study/series/`` layout), otherwise ``<folder>/series-<key>`` beside its neighbours
-  (``key``: the 8-character hash of the Series Instance UID, never the UID itself);
+  (``key``: the 8-character hash of the Series Instance UID, never the UID itself); one stack
+  of a series read stack by stack (echoes) gets that folder's name with the words of its stack
+  (``<folder>_echo2``);
 * a manifest row may name its output (relative to the output folder, or absolute).
 
 With a maps folder (``medsr batch --maps DIR``) each item's consistency/uncertainty maps go to
@@ -56,13 +58,13 @@ def _default_output(item: BatchItem, in_root: Path, out_root: Path, exclusive: s
     if item.kind == "dicom-series":
         folder = Path(item.extra["folder"])
         rel = _relative(folder, in_root)
+        key = series_key(_series_uid(item))
         if item.key in exclusive:
-            return out_root / (
-                rel
-                if rel != Path(".")
-                else (in_root.name or f"series-{series_key(item.series_uid or '')}")
-            )
-        return out_root / rel / f"series-{series_key(item.series_uid or '')}"
+            target = out_root / (rel if rel != Path(".") else (in_root.name or f"series-{key}"))
+        else:
+            target = out_root / rel / f"series-{key}"
+        stack = item.extra.get("stack")
+        return target.with_name(f"{target.name}_{stack}") if stack else target
     if item.kind == "dicom-folder":
         rel = _relative(first, in_root)
         return out_root / (rel if rel != Path(".") else (first.name or "series"))
@@ -73,6 +75,14 @@ def _default_output(item: BatchItem, in_root: Path, out_root: Path, exclusive: s
     return out_root / rel_parent / _same_format_name(first.name, item.kind)
 
 
+def _series_uid(item: BatchItem) -> str:
+    """The Series Instance UID of a series item, without its choice of stacks (``UID:N``)."""
+    from medsr.io.dicom.stacks import split_all, split_choice
+
+    uid, _ = split_all(item.series_uid)
+    return split_choice(uid)[0] or ""
+
+
 def _relative(path: Path, root: Path) -> Path:
     try:
         return path.resolve().relative_to(root)
@@ -81,21 +91,17 @@ def _relative(path: Path, root: Path) -> Path:
 
 
 def _exclusive_series(items: list[BatchItem], in_root: Path) -> set[str]:
-    """Keys of series items whose folder holds no other runnable item (in its whole subtree)."""
+    """Keys of series items whose folder holds no other runnable item (in its whole subtree);
+    the stacks of one series read each on its own (the same files) are one series here."""
     out = set()
     runnable = [it for it in items if it.runnable]
     for it in runnable:
         if it.kind != "dicom-series":
             continue
         folder = Path(it.extra["folder"]).resolve()
-        if folder == in_root:
-            others = [o for o in runnable if o.key != it.key]
-        else:
-            others = [
-                o
-                for o in runnable
-                if o.key != it.key and any(_under(Path(p), folder) for p in o.paths)
-            ]
+        others = [o for o in runnable if o.paths != it.paths]
+        if folder != in_root:
+            others = [o for o in others if any(_under(Path(p), folder) for p in o.paths)]
         if not others:
             out.add(it.key)
     return out

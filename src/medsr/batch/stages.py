@@ -134,21 +134,24 @@ def _real_names(message: str, folder: Path, links: dict[str, str], item: BatchIt
 def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
     """The MedImage of an item (with the batch's ``modality`` for formats that carry none).
 
-    With ``reader`` the input is decoded in its child process, under its time limit;
-    without, in this process.
+    A DICOM series is read with its ``series_uid``: ``UID:N`` for one stack of a series that
+    holds several (echoes), ``UID:all`` for its time points or cardiac phases as one image over
+    time (:func:`medsr.batch.discover.discover`). With ``reader`` the input is decoded in its
+    child process, under its time limit; without, in this process.
     """
     from medsr.io import load_image
     from medsr.pipeline import set_modality
 
-    def load(path: Path | str) -> Any:
+    def load(path: Path | str, **options: Any) -> Any:
         if reader is None:
-            return load_image(path)
-        return reader.read(path, item.label)[0]
+            return load_image(path, **options)
+        return reader.read(path, item.label, options=options)[0]
 
     if item.kind == "dicom-series":
+        choice = {"series_uid": item.series_uid} if item.series_uid else {}
         with _series_folder(item) as (folder, links):
             try:
-                image = load(folder)
+                image = load(folder, **choice)
             except MedSRError as exc:  # it names the link ('3_a.dcm'): name the file instead
                 exc.args = (_real_names(str(exc), folder, links, item),)
                 raise
@@ -251,7 +254,9 @@ def write_item(loaded: Loaded) -> ItemResult:
     except Exception as exc:
         return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)
     seconds = loaded.seconds + time.perf_counter() - t0
-    warnings = "; ".join(str(w) for w in (loaded.summary or {}).get("warnings", []))
+    left_out = [item.extra["left_out"]] if item.extra.get("left_out") else []
+    said = left_out + [str(w) for w in (loaded.summary or {}).get("warnings", [])]
+    warnings = "; ".join(said)
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
         warnings=warnings, output_files=output_manifest(item.output),  # what resume checks

@@ -65,6 +65,7 @@ from medsr.io.dicom.stacks import (
     Stack,
     choose_stack,
     drop_duplicate_instances,
+    quiet_stacks,
     split_all,
     split_choice,
     split_stacks,
@@ -710,12 +711,7 @@ def _stack_volumes(
 ) -> list[tuple[str | None, list[Path]]]:
     """One series' volumes for :func:`dicom_volumes`: its stacks as :func:`_read_folder` cuts
     and numbers them (``"UID:N"``; a stack of one file: that file), or the whole series."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MedSRWarning)  # its read warns again
-        try:
-            stacks = split_stacks(drop_duplicate_instances(members, Path(folder).name))
-        except MedSRError:
-            stacks = []
+    stacks = quiet_stacks(members, Path(folder).name)
     if len(stacks) < 2:
         return [(uid, sorted(f for f, _ in members))]
     return [

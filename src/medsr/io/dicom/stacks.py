@@ -15,7 +15,9 @@ a series into stacks of one orientation, image size, echo and time point; :func:
 takes the one asked for (``series_uid="KEY:N"``), or the main stack when the others are
 clearly not it (a localizer: another orientation or size, fewer images), and otherwise says
 which stacks there are and how to choose one; :func:`time_stacks` gives all of them, in time
-order, where they are the time points or cardiac phases of one volume (``KEY:all``).
+order, where they are the time points or cardiac phases of one volume (``KEY:all``);
+:func:`series_volumes` says what a series is read as where nobody can choose for it (``medsr
+batch``): all of it over time, its main stack, or each stack on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from medsr.errors import MedSRWarning, SeriesMismatchError
+from medsr.errors import MedSRError, MedSRWarning, SeriesMismatchError
 from medsr.io.dicom.geometry import _plane, _same
 from medsr.io.dicom.header import _GEOM_TOL_COS, _first_float, series_key
 
@@ -42,6 +44,23 @@ _REPEAT_KEYS = (
     ("EchoTime", "echo time", True),
     ("TriggerTime", "trigger time", True),
     ("AcquisitionNumber", "acquisition", False),
+)
+#: every header element that :func:`split_stacks`, :func:`choose_stack` and :func:`time_stacks`
+#: read (besides the pixels :func:`drop_duplicate_instances` compares): a caller that reads only
+#: some elements of each header (batch discovery) reads these to cut a series as the reader does
+STACK_TAGS = (
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "Rows",
+    "Columns",
+    "ImageType",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "SharedFunctionalGroupsSequence",  # the plane of an enhanced object (geometry._plane)
+    "InstanceNumber",
+    "CardiacNumberOfImages",
+    *(key for key, _ in _VOLUME_KEYS),
+    *(key for key, _, _ in _REPEAT_KEYS),
 )
 #: Image Type values (from the third on) of a localizer: CT's defined term (PS3.3 C.8.2.1.1.1;
 #: GE writes ``ORIGINAL\\PRIMARY\\LOCALIZER`` on its scouts), mammography's stereotactic
@@ -340,6 +359,27 @@ def split_stacks(members: list[Member]) -> list[Stack]:
     return sorted(out, key=lambda s: (s.localizer, -len(s.members)))
 
 
+def _beside(main: Stack, other: Stack) -> bool:
+    """Whether ``other`` is a localizer beside the ``main`` stack of a series: marked as one in
+    its Image Type, or of another orientation or image size and with fewer images."""
+    return other.localizer or (
+        len(other.members) < len(main.members) and not other.geometry_of(main)
+    )
+
+
+def quiet_stacks(members: list[Member], folder: str) -> list[Stack]:
+    """The stacks of one series' files as the reader cuts them (:func:`drop_duplicate_instances`,
+    then :func:`split_stacks`), for a caller that lists them before any read: without the
+    reader's warnings (its read warns again), and ``[]`` where the reader refuses the series
+    whole (its read says why)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedSRWarning)
+        try:
+            return split_stacks(drop_duplicate_instances(members, folder))
+        except MedSRError:
+            return []
+
+
 def choose_stack(
     stacks: list[Stack], wanted: int | None, uid: str, folder: str
 ) -> tuple[list[Member], str | None]:
@@ -363,10 +403,7 @@ def choose_stack(
     if len(stacks) == 1:
         return stacks[0].members, None
     main, others = stacks[0], stacks[1:]
-    if not main.localizer and all(
-        s.localizer or (len(s.members) < len(main.members) and not s.geometry_of(main))
-        for s in others
-    ):
+    if not main.localizer and all(_beside(main, s) for s in others):
         left = sum(len(s.members) for s in others)
         choice = f"{key}:2" if len(stacks) == 2 else f"{key}:N (N from 2 to {len(stacks)})"
         marked = sum(s.localizer for s in others)
@@ -438,3 +475,93 @@ def time_stacks(stacks: list[Stack], uid: str) -> list[Stack]:
         return [_sort_value(stack.labels.get(w, "")) for w in _TIME_WORDS] + [(0, mean, "")]
 
     return sorted(stacks, key=when)
+
+
+@dataclass
+class Volume:
+    """One volume of a series as :func:`series_volumes` gives it, read with
+    ``series_uid=f"{UID}:{choice}"`` (``choice`` ``None``: the series' UID alone).
+
+    Attributes:
+        choice: ``None`` (the series as the reader reads it without a choice: one stack, or its
+            main stack beside a localizer), ``"all"`` (every time point or cardiac phase, as
+            one image over time) or ``"N"`` (its N-th stack, as the reader numbers them).
+        stacks: the stacks it reads (in time order for ``"all"``).
+        apart: what tells it apart from the series' other volumes (``{"echo": "2"}``), for a
+            volume of one stack among others read each on its own.
+        note: what reading it leaves out (the note the reader warns), or why it is left out.
+        left_out: a localizer beside stacks that are read each on its own: not read at all.
+    """
+
+    choice: str | None
+    stacks: list[Stack]
+    apart: dict[str, str] = field(default_factory=dict)
+    note: str | None = None
+    left_out: bool = False
+
+    def describe(self) -> str:
+        """The volume in the words of :meth:`Stack.describe` (``KEY:N (…)``), for a choice of
+        all: how many time points of how many images (``3 cardiac phases × 4 images, axial
+        16×16``)."""
+        if self.choice != ALL_STACKS:
+            return self.stacks[0].describe()
+        first = self.stacks[0]
+        words = [w for w in _TIME_WORDS if len({s.labels.get(w, "") for s in self.stacks}) > 1]
+        n = len(first.members)
+        rows, cols = first.size
+        return (
+            f"{len(self.stacks)} {words[0] if words else 'time point'}s × {n} "
+            f"image{'s' if n != 1 else ''}, {_plane_name(first.iop)} {rows}×{cols}"
+        )
+
+
+def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
+    """What a series cut into ``stacks`` (:func:`split_stacks`) is read as where nobody can
+    choose for it (``medsr batch``), with the reader's own rules:
+
+    * one stack: the series (choice ``None``);
+    * time points or cardiac phases of one volume (what :func:`time_stacks` accepts): all of
+      them as one image over time (choice ``"all"``);
+    * a main stack beside localizers (what :func:`choose_stack` reads without a choice): the
+      main stack (choice ``None``), with the reader's note of what it leaves out;
+    * other stacks (echoes, or echoes × time points): each on its own (choice ``"N"``), with the
+      label words that tell it apart; a localizer beside them (as :func:`choose_stack` counts
+      one) is left out (``left_out``) with a note that says how to read it.
+    """
+    if len(stacks) < 2:
+        return [Volume(None, stacks)]
+    try:
+        return [Volume(ALL_STACKS, time_stacks(stacks, uid))]
+    except SeriesMismatchError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MedSRWarning)  # its read warns, and says it again
+        try:
+            _, note = choose_stack(stacks, None, uid, folder)
+            return [Volume(None, [stacks[0]], note=note)]
+        except SeriesMismatchError:
+            pass
+    key, main = series_key(uid), stacks[0]
+    kept = [s is main or not _beside(main, s) for s in stacks]
+    read = [s for s, k in zip(stacks, kept, strict=True) if k]
+    words = dict.fromkeys(w for s in read for w in s.labels)
+    differ = [w for w in words if len({s.labels.get(w, "") for s in read}) > 1]
+    out = []
+    for n, (stack, keep) in enumerate(zip(stacks, kept, strict=True), 1):
+        if keep:
+            apart = {w: stack.labels[w] for w in differ if stack.labels.get(w)}
+            out.append(Volume(str(n), [stack], apart))
+            continue
+        out.append(
+            Volume(
+                str(n),
+                [stack],
+                note=(
+                    f"'{folder}': {key}:{n} ({stack.describe()}) is a localizer beside the "
+                    f"{len(read)} stacks of series {key} read each on its own: left out. "
+                    f"Read it with --series {key}:{n}"
+                ),
+                left_out=True,
+            )
+        )
+    return out
