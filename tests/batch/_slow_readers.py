@@ -11,11 +11,12 @@ from pathlib import Path
 from medsr.io import load_image
 
 
-def hostile(path):
+def hostile(path, **options):
+    """``options``: what the batch passes ``load_image`` (``series_uid`` of a series item)."""
     name = Path(path).name
     if name.startswith("hang"):  # a decoder spinning on a malformed file
         while True:
             time.sleep(0.05)
     if name.startswith("crash"):  # a decoder taking the interpreter down
         os._exit(70)
-    return load_image(path)
+    return load_image(path, **options)
