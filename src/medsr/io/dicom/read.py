@@ -950,6 +950,14 @@ def _order_without_positions(
     return order, gap, note
 
 
+def _volume_for(first: np.ndarray, count: int) -> np.ndarray:
+    """The volume of a series of ``count`` slices decoded like ``first`` ((1, Y, X), or
+    (3, 1, Y, X) in colour: slices along axis -3), filled slice by slice."""
+    shape = list(first.shape)
+    shape[-3] *= count
+    return np.empty(shape, dtype=first.dtype)
+
+
 def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> MedImage:
     images, skipped = _collect(folder)
     if not images:
@@ -1012,11 +1020,16 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
         members = [members[frame]]
         positions = None if positions is None else [positions[frame]]
 
-    arrays = []
+    # each slice goes straight into the volume and drops its pixel data once decoded (the first
+    # keeps it until the series' meta is read from it): a list of slices stacked at the end
+    # held the volume twice, and every slice's pixel data with it
+    stacked: np.ndarray | None = None
     datasets = []
     info: dict[str, Any] = {}
     paddings: list[tuple[list[float], list[float] | None] | None] = []
-    for path, ds in members:
+    counts: list[int] = []
+    first: tuple[int, ...] = ()
+    for k, (path, ds) in enumerate(members):
         rel = path.name  # file name only: sub-folder names may carry patient names
         _load_pixels(ds, rel)
         _check_complete(ds, rel)
@@ -1026,24 +1039,31 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
         _check_decoder(ds, rel)
         check_pixel_module(ds, rel)
         arr, info_k = _decode_slices(ds, rel, None)
-        if not info:
-            info = info_k
+        if stacked is None:
+            info, first = info_k, arr.shape
+            stacked = _volume_for(arr, len(members))
+        elif arr.shape != first:  # Rows, Columns and colour format were checked to agree
+            raise SeriesMismatchError(
+                f"'{rel}' decodes to pixels shaped {arr.shape}, not {first} as the series' "
+                "first slice: medsr reads one regular volume at a time"
+            )
+        n = arr.shape[-3]
+        stacked[..., n * k : n * (k + 1), :, :] = arr
         paddings.append(info_k.get("padding"))
-        arrays.append(arr)
-        datasets.append(ds)
-    channel_axis = 1 if arrays[0].ndim == 4 else 0
-    stacked = np.concatenate(arrays, axis=channel_axis)
+        counts.append(arr.shape[-3])
+        datasets.append(ds if k == 0 else _strip_pixels(ds))
+    assert stacked is not None  # a series has two slices or more
     ref_ds = datasets[0]
     meta = _base_meta(ref_ds, info)
     rows, cols = int(ref_ds.Rows), int(ref_ds.Columns)
     spp = int(ref_ds.get("SamplesPerPixel", 1) or 1)
     meta["lossy"] = _lossy_info(ref_ds, rows * cols * spp * max(_bits(ref_ds)[0], 8) // 8)
-    meta["padding"] = _padding_meta(paddings, [a.shape[-3] for a in arrays])
+    meta["padding"] = _padding_meta(paddings, counts)
     modality = str(ref_ds.get("Modality", "") or "OT").strip() or "OT"
     window = _window(ref_ds, info.get("reflect")) if stacked.ndim == 3 else None
     meta.update(
         {
-            "datasets": [_strip_pixels(ds) for ds in datasets],
+            "datasets": [_strip_pixels(datasets[0]), *datasets[1:]],
             "multiframe": False,
             "frame_order": None,
             "rescale": _rescale(ref_ds),
