@@ -233,7 +233,9 @@ class MedImage:
         is longer, ``slice_step_mm`` gives the step too.
         """
         arr = self.array
-        finite = arr[np.isfinite(arr)]
+        # the extremes of the finite values, without a copy of them (as large as the image)
+        finite = np.isfinite(arr)
+        has_finite = bool(finite.any())
         center = self.world_center() + 0.0  # + 0.0: no negative zeros in the printout
         lps = center * np.array([-1.0, -1.0, 1.0]) + 0.0
         between = plane_spacing(self.affine, float(self.spacing[0]))
@@ -262,8 +264,8 @@ class MedImage:
             or self.meta.get("stored_dtype", "float32"),
             **({"read_as": self.meta["read_as"]} if self.meta.get("read_as") else {}),
             "units": self.units,
-            "min": float(finite.min()) if finite.size else float("nan"),
-            "max": float(finite.max()) if finite.size else float("nan"),
+            "min": float(np.min(arr, where=finite, initial=np.inf)) if has_finite else np.nan,
+            "max": float(np.max(arr, where=finite, initial=-np.inf)) if has_finite else np.nan,
             # world coordinates name their convention: RAS+ (NIfTI, the affine) and the same
             # point in DICOM patient coordinates (LPS: x and y negated)
             "world_center_ras_mm": [round(float(c), 3) for c in center],

@@ -151,6 +151,13 @@ def library_messages() -> Iterator[list[str]]:
             stack[-1].extend(messages)
 
 
+def message_count() -> int | None:
+    """How many messages the innermost :func:`library_messages` block of this thread holds so
+    far (``None`` outside one): a caller can tell whether a step of its own said anything."""
+    target = _current()
+    return None if target is None else len(target)
+
+
 def scrubbed(messages: list[str], limit: int = 10) -> list[str]:
     """Messages without quoted values (patient data), first line only, deduplicated (pydicom
     both logs and warns the same text: kept once)."""
