@@ -59,6 +59,7 @@ def _child(
     name: str,
     describe: Callable[[MedImage], Any] | None,
     timeout_s: float,
+    options: dict[str, Any] | None = None,
 ) -> None:
     """Child process: read ``source``, save the pixels to ``npy``, send the rest back.
 
@@ -69,7 +70,7 @@ def _child(
     if hasattr(signal, "alarm"):
         signal.alarm(min(math.ceil(timeout_s) + 5, 2**31 - 1))
     try:
-        image = loader(source)
+        image = loader(source, **(options or {}))
         np.save(npy, image.array)
         fields = {f.name: getattr(image, f.name) for f in dataclasses.fields(image)}
         fields.pop("array")
@@ -140,8 +141,10 @@ class IsolatedReader:
         *,
         npy: str | os.PathLike[str] | None = None,
         describe: Callable[[MedImage], Any] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> tuple[MedImage, Any]:
-        """Read ``source`` (``name`` is what messages call it) → (image, ``describe(image)``).
+        """Read ``source`` (``name`` is what messages call it) → (image, ``describe(image)``);
+        ``options`` go to the loader (``series_uid``: the series or stack to read).
 
         The pixels travel through ``npy`` (kept: the caller's file), or through a temporary
         file that is removed again. Raises the reader's :class:`~medsr.errors.MedSRError`,
@@ -150,11 +153,20 @@ class IsolatedReader:
         """
         if npy is None:
             with _scratch_npy() as scratch:
-                return self.read(source, name, npy=scratch, describe=describe)
+                return self.read(source, name, npy=scratch, describe=describe, options=options)
         receiver, sender = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_child,
-            args=(sender, self.loader, str(source), str(npy), name, describe, self.timeout_s),
+            args=(
+                sender,
+                self.loader,
+                str(source),
+                str(npy),
+                name,
+                describe,
+                self.timeout_s,
+                options,
+            ),
             name="medsr-decode",
             daemon=True,
         )
