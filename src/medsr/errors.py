@@ -71,9 +71,14 @@ class UnsupportedTransferSyntaxError(MedSRError):
 
 
 class SeriesMismatchError(MedSRError):
-    """A folder mixes series, orientations, spacings or image sizes."""
+    """A folder mixes series, orientations, spacings or image sizes.
+
+    ``stacks``: where a series holds several stacks and none was chosen (or the one asked for
+    cannot be read), the reader's list of them (:func:`medsr.io.dicom.stacks.stack_choices`),
+    for front ends that offer the choice (the web page); ``None`` otherwise."""
 
     http_status = 422
+    stacks: list[dict[str, object]] | None = None
 
 
 class InvalidParameterError(MedSRError):

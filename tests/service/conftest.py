@@ -122,3 +122,55 @@ def zip_bytes(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- series of several stacks
+def _zip_folder(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"export/{p.name}")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def echo_zip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A zipped two-echo MR series (MR_small's header): 3 positions 5 mm apart, echo e at each
+    (EchoNumbers e, EchoTime 10·e ms), pixels MR_small's 16×16 crop + 1000·(e − 1) + 100·p."""
+    import copy
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.io.conftest import dicom_corpus_path, write_series
+
+    template = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    base = template.pixel_array[20:36, 20:36].astype(np.int16)
+    uid, slices = generate_uid(), []
+    for echo in (1, 2):
+        for p in range(3):
+            ds = copy.deepcopy(template)
+            ds.Rows = ds.Columns = 16
+            ds.PixelData = (base + 1000 * (echo - 1) + 100 * p).astype("<i2").tobytes()
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, generate_uid()
+            ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+            ds.ImagePositionPatient = [-80, -90, 5.0 * p]
+            ds.EchoNumbers, ds.EchoTime = echo, 10 * echo
+            ds.InstanceNumber = len(slices) + 1
+            slices.append(ds)
+    return _zip_folder(write_series(tmp_path_factory.mktemp("echoes") / "echoes", slices))
+
+
+@pytest.fixture(scope="session")
+def cine_zip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A zipped cardiac cine (tests/io/test_dicom_stacks.py's builder): 4 positions × 3 phases
+    in one series, phase k's TriggerTime 40·k + 7·position ms (drifting per position)."""
+    import pydicom
+
+    from tests.io.conftest import dicom_corpus_path
+    from tests.io.test_dicom_stacks import _cine
+
+    template = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
+    folder, _, _ = _cine(template, tmp_path_factory.mktemp("cine") / "cine", times)
+    return _zip_folder(folder)

@@ -682,3 +682,73 @@ def test_zero_shot_job_progress_follows_the_training(make_client, png_bytes):
     assert training == sorted(training) and 0.1 <= training[0] and training[-1] <= 0.65
     assert max(training) > 0.4, seen  # most of the way through its 3 s
     assert body["progress"] == 1.0
+
+
+# ====================================================================== series of several stacks
+def test_a_series_of_several_stacks_is_refused_with_its_stacks_and_read_by_choice(
+    client, echo_zip_bytes
+):
+    """A zipped two-echo series was refused (422) with the reader's "Choose one with --series
+    KEY:N (Python: series_uid=...)": a command-line flag the web user cannot use, and no way to
+    choose in the API. The refusal lists the stacks (key, number, the ``series`` value that
+    reads each, what tells it apart), names no command-line flag, and ``series`` reads one."""
+    r = submit(client, "echoes.zip", echo_zip_bytes, model="bicubic")
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert body["type"] == "SeriesMismatchError"
+    assert "--series" not in body["detail"] and "Python" not in body["detail"]
+    assert "the series option" in body["detail"]
+    stacks = body["stacks"]
+    key = stacks[0]["key"]
+    assert [(s["number"], s["series"], s["label"], s["images"]) for s in stacks] == [
+        (1, f"{key}:1", "echo 1", 3),
+        (2, f"{key}:2", "echo 2", 3),
+    ]
+    assert {s["over_time"] for s in stacks} == {None}  # echoes are no series over time
+    assert list(client.app.state.service.storage.root.iterdir()) == []
+
+    for choice in (stacks[1]["series"], ":2"):
+        r = submit(client, "echoes.zip", echo_zip_bytes, model="bicubic", series=choice)
+        assert r.status_code == 202, r.text
+        job = wait_job(client, r.json()["id"])
+        assert job["state"] == "done", job
+        assert job["input"]["series"] == choice and job["input"]["shape_zyx"] == [3, 16, 16]
+        assert job["input"]["min"] >= 1000  # echo 2 (echo 1 lies below 1000)
+    r = submit(client, "echoes.zip", echo_zip_bytes, series=":all")
+    assert r.status_code == 422 and "differ by echo" in r.json()["detail"]
+    assert "--series" not in r.json()["detail"] and len(r.json()["stacks"]) == 2
+
+
+def test_a_cine_is_read_whole_and_returned_as_one_series(client, cine_zip_bytes, tmp_path):
+    """``series=":all"`` reads the 3 cardiac phases of a cine together (the listing offers it:
+    ``over_time``), and the result is a zip of ONE derived series of 3 × 4 instances."""
+    import pydicom
+
+    r = submit(client, "cine.zip", cine_zip_bytes, model="bicubic")
+    assert r.status_code == 422
+    stacks = r.json()["stacks"]
+    key = stacks[0]["key"]
+    assert [s["label"] for s in stacks] == [
+        f"cardiac phase {k} (trigger time ~{t} ms)" for k, t in ((1, 10), (2, 50), (3, 90))
+    ]
+    assert {s["over_time"] for s in stacks} == {f"{key}:all"}
+    job = wait_job(client, submit(client, "cine.zip", cine_zip_bytes, series=":all").json()["id"])
+    assert job["state"] == "done", job
+    assert job["input"]["channels"] == "time" and job["output"]["shape_zyx"] == [4, 32, 32]
+    res = client.get(f"{JOB}/{job['id']}/result")
+    with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
+        names = zf.namelist()
+        assert len(names) == 12 and all(n.startswith("cine_x2/") for n in names)
+        written = [pydicom.dcmread(io.BytesIO(zf.read(n))) for n in names]
+    assert len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert {(int(ds.Rows), int(ds.Columns)) for ds in written} == {(32, 32)}
+
+
+def test_a_bad_series_value_is_refused(client, echo_zip_bytes, png_bytes):
+    for value in ("abc:0", "abc:x", "key 2", ":", "abc:all:2"):
+        r = submit(client, "echoes.zip", echo_zip_bytes, series=value)
+        assert r.status_code == 422, (value, r.text)
+        assert r.json()["detail"].startswith("series must be KEY:N"), r.json()
+    r = submit(client, "a.png", png_bytes, series=":2")
+    assert r.status_code == 422 and "not DICOM" in r.json()["detail"]
+    assert list(client.app.state.service.storage.root.iterdir()) == []

@@ -361,3 +361,35 @@ def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, 
         _shot(page, tmp_path, "web-through-plane-bound.png", None)
     finally:
         ctx.close()
+
+
+def test_a_series_of_several_stacks_offers_the_choice(server, browser, tmp_path, echo_zip_bytes):
+    """A zipped two-echo series: the page showed the reader's "Choose one with --series KEY:N"
+    (a command-line flag) and offered no way on. It offers the stacks; echo 2 is upscaled."""
+    upload = tmp_path / "echoes.zip"
+    upload.write_bytes(echo_zip_bytes)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.wait_for_selector("#server-status.ok")
+        page.set_input_files("#file-input", str(upload))
+        page.click("#run")
+        page.wait_for_selector("#series-field:not([hidden])", timeout=20_000)
+        options = page.locator("#series option").all_inner_texts()
+        assert [o.split(" · ")[0] for o in options] == ["1: echo 1", "2: echo 2"], options
+        note = page.inner_text("#series-note")
+        assert "'echoes.zip' holds 2 stacks of images" in note, note
+        assert "--series" not in page.inner_text("body")
+        _shot(page, tmp_path, "web-stacks.png", None)
+        page.select_option("#series", index=1)
+        page.click("#run")
+        _wait_done(page)
+        job = _state(page)["job"]
+        assert job["input"]["series"].endswith(":2") and job["input"]["min"] >= 1000
+        assert "Stack\n2: echo 2" in page.inner_text("#result-kv")
+        assert not errors, errors
+    finally:
+        ctx.close()

@@ -14,9 +14,11 @@ Endpoints (all JSON errors are ``{"detail": …, "type": …}``):
 
 * ``POST /api/v1/jobs`` — multipart ``file`` (DICOM file, zip of a DICOM series, NIfTI, PNG,
   TIFF) plus ``model``, ``scale``, ``mode`` (``in-plane`` | ``through-plane`` | ``zero-shot``),
-  ``consistency``, ``degradation``, ``modality``. The upload is size-limited (413), sniffed from
-  its bytes (415), decoded under a time limit (422 with the reader's message when corrupt) and
-  queued; the answer is ``202`` with the job.
+  ``consistency``, ``degradation``, ``modality``, ``series`` (DICOM: the stack ``KEY:N``, or
+  ``KEY:all`` for all time points / cardiac phases, as ``--series``). The upload is
+  size-limited (413), sniffed from its bytes (415), decoded under a time limit (422 with the
+  reader's message when corrupt; with ``stacks``, the choices, for a series of several stacks
+  and none chosen) and queued; the answer is ``202`` with the job.
 * ``GET /api/v1/jobs/{id}`` — state, stage, progress, error, geometry, model card, metrics.
 * ``GET /api/v1/jobs/{id}/result`` — the result in the upload's format (a zip for a series).
 * ``GET /api/v1/jobs/{id}/preview?which=&slice=&window=`` — a windowed PNG for the viewer.
@@ -116,8 +118,12 @@ def _install_error_handlers(app: FastAPI, settings: Settings) -> None:
         if exc.http_status == 413 and isinstance(exc, UploadTooLargeError):
             return too_large_response(settings.max_upload_mb)
         headers = {"Retry-After": "30"} if exc.http_status == 503 else None
+        body: dict[str, object] = {"detail": str(exc), "type": type(exc).__name__}
+        stacks = getattr(exc, "stacks", None)
+        if stacks:  # a DICOM series of several stacks: the choices (send one as `series`)
+            body["stacks"] = stacks
         return JSONResponse(
-            {"detail": str(exc), "type": type(exc).__name__},
+            body,
             status_code=exc.http_status,
             headers=headers,
         )

@@ -62,7 +62,11 @@ class UploadDecoder(IsolatedReader):
     def __init__(self, timeout_s: float = 60.0, loader: Any = None) -> None:
         super().__init__(timeout_s, loader, preload=PRELOAD)
 
-    def decode(self, source: Path, npy: Path, name: str) -> Decoded:
-        """Read ``source`` (``name`` is what messages call it); the pixels also land in ``npy``."""
-        image, (info, window, series) = self.read(source, name, npy=npy, describe=_describe)
-        return Decoded(image=image, info=info, window=tuple(window), series=series)
+    def decode(self, source: Path, npy: Path, name: str, series: str | None = None) -> Decoded:
+        """Read ``source`` (``name`` is what messages call it; ``series``: the series or stack
+        to read, as ``load_image(series_uid=...)`` takes it); the pixels also land in ``npy``."""
+        options = {"series_uid": series} if series else None
+        image, (info, window, series_hash) = self.read(
+            source, name, npy=npy, describe=_describe, options=options
+        )
+        return Decoded(image=image, info=info, window=tuple(window), series=series_hash)

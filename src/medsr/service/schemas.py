@@ -10,9 +10,29 @@ from pydantic import BaseModel, ConfigDict, Field
 from medsr.service.jobs import Job
 
 
+class StackChoice(BaseModel):
+    key: str = Field(description="The series' key (8 characters of a hash of its UID).")
+    number: int = Field(description="The stack's number in the series (from 1).")
+    series: str = Field(description="What reads this stack: send it as `series` (KEY:N).")
+    label: str = Field(description="What tells it apart: e.g. 'echo 2', 'cardiac phase 3 "
+        "(trigger time ~80 ms)'.")  # fmt: skip
+    images: int = Field(description="Its number of images (slices).")
+    description: str = Field(description="Images, plane, size and labels, as the message lists it.")
+    over_time: str | None = Field(
+        None,
+        description="KEY:all where the stacks are time points or cardiac phases of one volume "
+        "(read together as one image over time, one derived series); null otherwise.",
+    )
+
+
 class ErrorBody(BaseModel):
     detail: str = Field(description="What went wrong, in words a user can act on.")
     type: str | None = Field(None, description="Error class (e.g. UnsupportedFormatError).")
+    stacks: list[StackChoice] | None = Field(
+        None,
+        description="A DICOM upload whose series holds several stacks (echoes, cardiac "
+        "phases, time points, a localizer) and none chosen: the stacks, to send one as `series`.",
+    )
 
 
 class ImageInfo(BaseModel):
@@ -26,6 +46,7 @@ class ImageInfo(BaseModel):
     format: str | None = None
     filename: str | None = None
     size_bytes: int | None = None
+    series: str | None = Field(None, description="The series or stack read (`series`), if chosen.")
 
 
 class JobError(BaseModel):

@@ -14,6 +14,7 @@ running jobs given ``shutdown_grace_s``, then every job folder is deleted.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -52,6 +53,7 @@ class JobRequest:
     ensemble: bool = False  # in-plane: the mean over the 8 flips/rotations
     budget: str | None = None  # zero-shot: training time ("60s", "2m", seconds), as --budget
     precision: str = "fp32"  # in-plane: the network's arithmetic, as --precision
+    series: str | None = None  # DICOM: the series or stack to read, as --series (KEY:N, KEY:all)
 
 
 class Service:
@@ -156,12 +158,14 @@ class Service:
 
     def _create_job(self, stream: BinaryIO, filename: str | None, req: JobRequest) -> Job:
         from medsr.inference.precision import check_precision
+        from medsr.io.dicom.stacks import check_series_choice
         from medsr.pipeline import check_options, check_physics_unused, set_modality
 
         mode = req.mode.strip().lower()
         if mode not in MODES:
             raise InvalidParameterError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
         degradation = (req.degradation or "").strip() or None
+        series = check_series_choice(req.series)  # the reader's grammar, before any upload
         modality = (req.modality or "").strip() or None
         selfsup = None
         if mode == "in-plane":
@@ -201,7 +205,11 @@ class Service:
         shown = safe_filename(filename)
         try:
             fmt, source, size = self._save(stream, job_dir, shown)
-            decoded = self.decoder.decode(source, job_dir / "input.npy", shown)
+            if series and fmt not in ("series", "dicom"):
+                raise InvalidParameterError(
+                    "series chooses a series or stack of a DICOM upload; this file is not DICOM"
+                )
+            decoded = self.decoder.decode(source, job_dir / "input.npy", shown, series)
             image = set_modality(decoded.image, modality)
             if mode == "through-plane" and not image.is_volume:
                 raise InvalidParameterError(
@@ -217,6 +225,8 @@ class Service:
                 )
             info = dict(decoded.info, modality=image.modality)
             info.update(format=fmt, filename=shown, size_bytes=size)
+            if series:
+                info["series"] = series
             job = Job(
                 id=job_id,
                 dir=job_dir,
@@ -235,6 +245,7 @@ class Service:
                     "adapt_steps": int(req.adapt_steps),
                     "ensemble": bool(req.ensemble),
                     "precision": precision,
+                    "series": series,
                 },
             )
             log.info(
@@ -317,21 +328,30 @@ def _copy_limited(src: BinaryIO, target: Path, settings: Settings) -> int:
     return size
 
 
+#: the reader's way to choose a series or stack on the command line (and in Python), which the
+#: web service takes as its ``series`` field: "--series KEY:N (Python: series_uid='KEY:N')"
+_CLI_CHOICE = re.compile(r"--series (\S+?)(?: \(Python: series_uid=[^)]*\))?(?=[\s.,;)]|$)")
+
+
 def _public_message(message: str, job_dir: Path, shown: str) -> str:
-    """``message`` without the job folder, calling the file by the name it was uploaded as."""
+    """``message`` without the job folder, calling the file by the name it was uploaded as, and
+    naming the ``series`` field where the reader names the command line's ``--series``."""
     message = message.replace(str(job_dir) + "/", "").replace(str(job_dir), "")
     for internal in _INTERNAL_NAMES:
         message = message.replace(f"'{internal}'", f"'{shown}'")
-    return message
+    return _CLI_CHOICE.sub(r"the series option (\1)", message)
 
 
 def _with_message(exc: MedSRError, message: str) -> MedSRError:
-    """A copy of ``exc`` (same class, same HTTP status) with ``message``."""
+    """A copy of ``exc`` (same class, same HTTP status, same list of stacks) with ``message``."""
     try:
         new = type(exc)(message)
     except TypeError:
         new = MedSRError(message)
     new.http_status = exc.http_status
+    stacks = getattr(exc, "stacks", None)
+    if stacks:
+        new.stacks = stacks  # type: ignore[attr-defined]
     return new
 
 

@@ -71,6 +71,7 @@ from medsr.io.dicom.stacks import (
     split_all,
     split_choice,
     split_stacks,
+    stack_choices,
     time_stacks,
 )
 from medsr.io.limits import check_pixel_count, max_pixels
@@ -983,9 +984,14 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     uid = _choose_series(groups, wanted_uid, folder)
     members = drop_duplicate_instances(groups[uid], folder.name)
     stacks = split_stacks(members)
-    if whole:
-        return _read_over_time(time_stacks(stacks, uid), folder, frame)
-    members, left_out = choose_stack(stacks, wanted_stack, uid, folder.name)
+    try:
+        if whole:
+            return _read_over_time(time_stacks(stacks, uid), folder, frame)
+        members, left_out = choose_stack(stacks, wanted_stack, uid, folder.name)
+    except SeriesMismatchError as exc:  # which stacks there are, for a front end to offer
+        if len(stacks) > 1:
+            exc.stacks = stack_choices(stacks, uid)
+        raise
     return _read_stack(members, left_out, folder, frame)
 
 

@@ -22,6 +22,7 @@ batch``): all of it over time, its main stack, or each stack on its own.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from medsr.errors import MedSRError, MedSRWarning, SeriesMismatchError
+from medsr.errors import InvalidParameterError, MedSRError, MedSRWarning, SeriesMismatchError
 from medsr.io.dicom.geometry import _plane, _same
 from medsr.io.dicom.header import _GEOM_TOL_COS, _first_float, series_key
 
@@ -565,3 +566,71 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
             )
         )
     return out
+
+
+def stack_choices(stacks: list[Stack], uid: str) -> list[dict[str, object]]:
+    """The stacks of a series as a front end offers them (``SeriesMismatchError.stacks``), in
+    the order and numbering of :func:`choose_stack`: per stack ``key`` (the series key),
+    ``number``, ``series`` (the choice that reads it: ``KEY:N``), ``label`` (what tells it apart
+    from the others: ``echo 2``, ``cardiac phase 3 (trigger time ~80 ms)``, ``coronal 24×20,
+    localizer``), ``images``, ``description`` (as the reader's message lists it) and
+    ``over_time``: ``KEY:all`` where :func:`time_stacks` reads the stacks together as one image
+    over time (the same on every stack), else ``None``."""
+    key = series_key(uid)
+    try:
+        over_time: str | None = f"{key}:{ALL_STACKS}" if time_stacks(stacks, uid) else None
+    except SeriesMismatchError:
+        over_time = None
+
+    def words(s: Stack) -> dict[str, str]:
+        rows, cols = s.size
+        out = {"": f"{_plane_name(s.iop)} {rows}×{cols}"}
+        out.update({w: f"{w} {v}" for w, v in s.labels.items() if v})
+        if s.localizer:
+            out["localizer"] = "localizer"
+        return out
+
+    parts = [words(s) for s in stacks]
+    names = list(dict.fromkeys(w for p in parts for w in p))
+    differ = [w for w in names if len({p.get(w, "") for p in parts}) > 1]
+    return [
+        {
+            "key": key,
+            "number": n,
+            "series": f"{key}:{n}",
+            "label": ", ".join(p[w] for w in differ if p.get(w)) or s.describe(),
+            "images": len(s.members),
+            "description": s.describe(),
+            "over_time": over_time,
+        }
+        for n, (s, p) in enumerate(zip(stacks, parts, strict=True), 1)
+    ]
+
+
+#: what names a series in a choice: its key (8 hexadecimal characters, or their start) or its
+#: Series Instance UID (digits and dots)
+_SERIES_NAME = re.compile(r"[0-9A-Fa-f.]{1,64}")
+
+
+def check_series_choice(text: str | None) -> str | None:
+    """``text`` as a series choice the reader takes (``series_uid``; the command line's
+    ``--series``), stripped; ``None`` when empty. ``KEY`` (a series), ``KEY:N`` (its N-th
+    stack, from 1), ``KEY:all`` (its time points or cardiac phases as one image over time),
+    ``:N`` and ``:all`` (of the only series), parsed by :func:`split_all` and
+    :func:`split_choice`; anything else is an :class:`~medsr.errors.InvalidParameterError`
+    (before any file is read)."""
+    value = (text or "").strip()
+    if not value:
+        return None
+    head, whole = split_all(value)
+    number = None
+    if not whole:
+        head, number = split_choice(value)
+    ok = (whole or number is not None or ":" not in value) and (number is None or number >= 1)
+    if ok and (head is None or _SERIES_NAME.fullmatch(head)):
+        return value
+    raise InvalidParameterError(
+        f"series must be KEY:N (the N-th stack of a series, from 1), KEY:all (its time points "
+        f"or cardiac phases as one image over time), :N or :all (of the only series), or KEY "
+        f"(the series' key or Series Instance UID); got {value[:40]!r}"
+    )

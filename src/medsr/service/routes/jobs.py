@@ -111,11 +111,23 @@ def create_job(
             max_length=8,
         ),
     ] = "fp32",
+    series: Annotated[
+        str | None,
+        Form(
+            description="DICOM: which series or stack to read, as `medsr upscale --series`: "
+            "KEY:N (the N-th stack of a series that holds several: echoes, cardiac phases, "
+            "time points, a localizer), KEY:all (its time points or cardiac phases as one image "
+            "over time, written back as one derived series), :N or :all (of the only series "
+            "in the upload), KEY (a series of several). An upload of several stacks without "
+            "it is refused (422) with the list of them (`stacks`) to choose from.",
+            max_length=200,
+        ),
+    ] = None,
 ) -> JSONResponse:
     request = JobRequest(
         model=model, scale=scale, mode=mode, consistency=consistency, degradation=degradation,
         modality=modality, adapt_steps=adapt_steps, ensemble=ensemble, budget=budget,
-        precision=precision,
+        precision=precision, series=series,
     )  # fmt: skip
     job = service.create_job(file.file, file.filename, request)
     body = job_out(job, service.settings.retention_s).model_dump(mode="json")

@@ -13,6 +13,7 @@
     adapt: $("#adapt"), adaptField: $("#adapt-field"), budget: $("#budget"), budgetField: $("#budget-field"),
     ensemble: $("#ensemble"), ensembleField: $("#ensemble-field"),
     precision: $("#precision"), precisionField: $("#precision-field"),
+    series: $("#series"), seriesField: $("#series-field"), seriesNote: $("#series-note"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -40,7 +41,7 @@
 
   // ------------------------------------------------------------------ API
   class ApiError extends Error {
-    constructor(status, message) { super(message); this.status = status; }
+    constructor(status, message, body = null) { super(message); this.status = status; this.body = body; }
   }
 
   function authHeaders() {
@@ -217,6 +218,7 @@
     el.dzTitle.textContent = file.name;
     el.dzHint.textContent = `${fmt.bytes(file.size)} · drop another file to replace`;
     hideError();
+    offerStacks(null);
     onOptionsChanged();
   }
 
@@ -248,6 +250,25 @@
     if (!state.job) showModelCard(card, null);
   }
 
+  // A DICOM series of several stacks (echoes, cardiac phases, time points, a localizer): the
+  // server lists them (the error's `stacks`); the page offers them, and "all phases / time
+  // points" where they form one image over time, and sends the choice as `series`.
+  function offerStacks(stacks) {
+    el.series.replaceChildren();
+    el.seriesField.hidden = !stacks;
+    if (!stacks) return;
+    for (const s of stacks) {
+      el.series.append(new Option(`${s.number}: ${s.label} · ${s.images} image${s.images === 1 ? "" : "s"}`, s.series));
+    }
+    const all = stacks[0].over_time;
+    const kind = stacks.some((s) => /cardiac phase/.test(s.label)) ? "cardiac phases" : "time points";
+    if (all) el.series.append(new Option(`All ${stacks.length} ${kind} together (one series over time)`, all));
+    const name = state.file ? `'${state.file.name}'` : "This upload";
+    el.seriesNote.textContent = `${name} holds ${stacks.length} stacks of images under one series, not one volume. `
+      + `Choose which to upscale${all ? ` (or all ${kind} together)` : ""}, then press Upscale.`;
+    el.series.focus();
+  }
+
   function showError(msg) { el.error.textContent = msg; el.error.hidden = false; }
   function hideError() { el.error.hidden = true; }
 
@@ -272,7 +293,7 @@
         let body = null;
         try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
         if (xhr.status === 202) resolve(body);
-        else reject(new ApiError(xhr.status, (body && body.detail) || `upload failed (${xhr.status})`));
+        else reject(new ApiError(xhr.status, (body && body.detail) || `upload failed (${xhr.status})`, body));
       };
       xhr.onerror = () => reject(new ApiError(0, "the connection to the server was lost"));
       const fd = new FormData();
@@ -298,13 +319,16 @@
     if (el.mode.value === "through-plane") fields.adapt_steps = el.adapt.value;
     if (el.mode.value === "zero-shot") fields.budget = el.budget.value;
     if (el.modality.value) fields.modality = el.modality.value;
+    if (!el.seriesField.hidden && el.series.value) fields.series = el.series.value;
     let job;
     try {
       job = await uploadFile(state.file, fields);
     } catch (err) {
       if (err.status === 401) { await askToken(); el.run.disabled = false; return start(); }
       el.progress.hidden = true;
-      showError(err.message);
+      const stacks = err.body && Array.isArray(err.body.stacks) ? err.body.stacks : [];
+      if (stacks.length > 1 && el.seriesField.hidden) offerStacks(stacks);
+      else showError(err.message);
       el.run.disabled = false;
       return;
     }
@@ -398,6 +422,10 @@
       ["Output", out ? fmt.shape(out) : "—"],
       ["Output voxel", out ? fmt.spacing(out) : "—"],
     ];
+    if (inp.series) {  // the stack of a series the user chose (or all its phases / time points)
+      const chosen = [...el.series.options].find((o) => o.value === inp.series);
+      rows.splice(3, 0, ["Stack", chosen ? chosen.textContent : inp.series]);
+    }
     if (job.metrics && job.metrics.runtime_s !== undefined) rows.push(["Runtime", `${fmt.num(job.metrics.runtime_s, 2)} s`]);
     if (job.provenance && job.provenance.precision) {
       // what ran, and why when it is not what was asked (auto's choice, a classical interpolator)
