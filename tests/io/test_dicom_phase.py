@@ -26,7 +26,9 @@ from tests.conftest import file_digest
 from tests.io.conftest import dicom_corpus_path
 from tests.io.enhanced import emri_pixels, enhanced_mr, save
 
-PHASE_ERROR = r"it is an MR phase image .*wrap at ±π.*upscale the magnitude image, or unwrap the phase"
+PHASE_ERROR = (
+    r"it is an MR phase image .*wrap at ±π.*upscale the magnitude image, or unwrap the phase"
+)
 
 
 def siemens_phase(image_type: list[str] | None = None) -> Dataset:
