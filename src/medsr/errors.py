@@ -74,7 +74,8 @@ class SeriesMismatchError(MedSRError):
     """A folder mixes series, orientations, spacings or image sizes.
 
     ``stacks``: where a series holds several stacks and none was chosen (or the one asked for
-    cannot be read), the reader's list of them (:func:`medsr.io.dicom.stacks.stack_choices`),
+    cannot be read), the reader's list of them (:func:`medsr.io.dicom.stacks.stack_choices`);
+    where a folder holds several series and none was chosen, its series (``number`` ``None``),
     for front ends that offer the choice (the web page); ``None`` otherwise."""
 
     http_status = 422

@@ -174,3 +174,34 @@ def cine_zip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
     folder, _, _ = _cine(template, tmp_path_factory.mktemp("cine") / "cine", times)
     return _zip_folder(folder)
+
+
+@pytest.fixture(scope="session")
+def localizer_zip_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A zipped CT series of 4 axial 16×16 slices plus a 2-image coronal 24×20 localizer under
+    the same Series Instance UID (tests/io/test_dicom_stacks.py's builder)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from tests.io.conftest import dicom_corpus_path, write_series
+    from tests.io.test_dicom_stacks import CORONAL, _stack
+
+    template = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    uid = generate_uid()
+    main = _stack(template, uid, 4)
+    scout = _stack(template, uid, 2, level=3000, iop=CORONAL, shape=(24, 20), first=90)
+    folder = tmp_path_factory.mktemp("localizer") / "export"
+    return _zip_folder(write_series(folder, scout + main))
+
+
+@pytest.fixture(scope="session")
+def two_series_zip_bytes(echo_zip_bytes: bytes, series_zip_bytes: bytes) -> bytes:
+    """A zip of two series: the two-echo MR (``echo_zip_bytes``) and the 3-slice CT
+    (``series_zip_bytes``), each in its own folder."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as out:
+        for folder, data in (("mr", echo_zip_bytes), ("ct", series_zip_bytes)):
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                for name in zf.namelist():
+                    out.writestr(f"{folder}/{name}", zf.read(name))
+    return buf.getvalue()

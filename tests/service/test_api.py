@@ -713,6 +713,7 @@ def test_a_series_of_several_stacks_is_refused_with_its_stacks_and_read_by_choic
         job = wait_job(client, r.json()["id"])
         assert job["state"] == "done", job
         assert job["input"]["series"] == choice and job["input"]["shape_zyx"] == [3, 16, 16]
+        assert job["input"]["time_points"] is None  # one echo: no image over time
         assert job["input"]["min"] >= 1000  # echo 2 (echo 1 lies below 1000)
     r = submit(client, "echoes.zip", echo_zip_bytes, series=":all")
     assert r.status_code == 422 and "differ by echo" in r.json()["detail"]
@@ -735,6 +736,17 @@ def test_a_cine_is_read_whole_and_returned_as_one_series(client, cine_zip_bytes,
     job = wait_job(client, submit(client, "cine.zip", cine_zip_bytes, series=":all").json()["id"])
     assert job["state"] == "done", job
     assert job["input"]["channels"] == "time" and job["output"]["shape_zyx"] == [4, 32, 32]
+    # the number of phases was nowhere in the job (its shape read as one 4-slice volume), and
+    # the preview showed the first phase only: now the job says 3, the preview shows each
+    assert job["input"]["time_points"] == job["output"]["time_points"] == 3
+    for which in ("input", "output"):
+        url = f"{JOB}/{job['id']}/preview?which={which}&slice=1"
+        pngs = [client.get(f"{url}&time={t}") for t in range(3)]
+        assert [r.status_code for r in pngs] == [200] * 3
+        assert len({r.content for r in pngs}) == 3  # three phases, three pictures
+        assert client.get(url).content == pngs[0].content  # the first by default
+        r = client.get(f"{url}&time=3")
+        assert r.status_code == 422 and "time must be between 0 and 2" in r.json()["detail"]
     res = client.get(f"{JOB}/{job['id']}/result")
     with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
         names = zf.namelist()
@@ -742,6 +754,50 @@ def test_a_cine_is_read_whole_and_returned_as_one_series(client, cine_zip_bytes,
         written = [pydicom.dcmread(io.BytesIO(zf.read(n))) for n in names]
     assert len({ds.SeriesInstanceUID for ds in written}) == 1
     assert {(int(ds.Rows), int(ds.Columns)) for ds in written} == {(32, 32)}
+
+
+def test_a_zip_of_several_series_is_refused_with_its_series_and_read_by_choice(
+    client, two_series_zip_bytes
+):
+    """A zip of two series was refused with text only ("holds 2 series: ... Choose one with the
+    series option (KEY)"): the page had nothing to offer. The refusal lists the series as the
+    multi-stack refusal lists stacks (``stacks``: key, ``series`` = KEY, description, images;
+    ``number`` null), and the ``series`` value of each reads it."""
+    r = submit(client, "two.zip", two_series_zip_bytes, model="bicubic")
+    assert r.status_code == 422, r.text
+    body = r.json()
+    assert "holds 2 series" in body["detail"] and "--series" not in body["detail"]
+    series = sorted(body["stacks"], key=lambda s: s["label"])
+    assert [(s["label"].split()[0], s["number"], s["images"], s["over_time"]) for s in series] == [
+        ("CT", None, 3, None),
+        ("MR", None, 6, None),  # two echoes of 3 slices
+    ]
+    for s in series:
+        assert s["series"] == s["key"] and len(s["key"]) == 8 and s["key"] in s["description"]
+    ct, mr = series
+    job = wait_job(client, submit(client, "two.zip", two_series_zip_bytes, series=ct["series"])
+                   .json()["id"])  # fmt: skip
+    assert job["state"] == "done" and job["input"]["modality"] == "CT", job
+    r = submit(client, "two.zip", two_series_zip_bytes, series=mr["series"])
+    assert r.status_code == 422  # the MR series holds two echoes: its stacks are listed
+    assert [s["series"] for s in r.json()["stacks"]] == [f"{mr['key']}:1", f"{mr['key']}:2"]
+
+
+def test_a_localizer_left_out_is_said_in_the_job_with_the_series_option(
+    client, localizer_zip_bytes
+):
+    """The reader's note of a localizer it left out named a command-line flag ("Read them with
+    --series KEY:2") and the service showed it nowhere. The job's input lists it
+    (``input.warnings``), naming the series option, the upload and no job folder."""
+    job = wait_job(client, submit(client, "scan.zip", localizer_zip_bytes, model="bicubic")
+                   .json()["id"])  # fmt: skip
+    assert job["state"] == "done" and job["input"]["shape_zyx"] == [4, 16, 16], job
+    [note] = job["input"]["warnings"]
+    assert "left out" in note and "coronal 24×20" in note, note
+    assert note.startswith("'scan.zip': series ") and note.endswith(":2)"), note
+    assert "the series option (" in note and "--series" not in note, note
+    assert str(client.app.state.service.storage.root) not in note
+    assert job["output"]["warnings"] == []
 
 
 def test_a_bad_series_value_is_refused(client, echo_zip_bytes, png_bytes):

@@ -363,11 +363,15 @@ def test_through_plane_job_shows_its_consistency_with_the_slice_profile(server, 
         ctx.close()
 
 
-def test_a_series_of_several_stacks_offers_the_choice(server, browser, tmp_path, echo_zip_bytes):
+def test_a_series_of_several_stacks_offers_the_choice(
+    server, browser, tmp_path, two_series_zip_bytes
+):
     """A zipped two-echo series: the page showed the reader's "Choose one with --series KEY:N"
-    (a command-line flag) and offered no way on. It offers the stacks; echo 2 is upscaled."""
+    (a command-line flag) and offered no way on. It offers the stacks; echo 2 is upscaled.
+    Zipped with a CT series beside it, the upload was refused with text only: the page offers
+    the two series first, then the echoes of the MR series chosen."""
     upload = tmp_path / "echoes.zip"
-    upload.write_bytes(echo_zip_bytes)
+    upload.write_bytes(two_series_zip_bytes)
     ctx = browser.new_context(viewport={"width": 1280, "height": 800})
     errors: list[str] = []
     try:
@@ -378,6 +382,18 @@ def test_a_series_of_several_stacks_offers_the_choice(server, browser, tmp_path,
         page.set_input_files("#file-input", str(upload))
         page.click("#run")
         page.wait_for_selector("#series-field:not([hidden])", timeout=20_000)
+        options = page.locator("#series option").all_inner_texts()
+        assert sorted(o.split(": ")[1] for o in options) == [
+            "CT '[medsr]' · 3 images",  # medsr's writer describes its series so
+            "MR · 6 images",
+        ], options
+        assert "'echoes.zip' holds 2 series" in page.inner_text("#series-note")
+        page.select_option("#series", index=[o.split(": ")[1][:2] for o in options].index("MR"))
+        page.click("#run")
+        page.wait_for_selector(
+            "#series option:has-text('echo 1')", state="attached", timeout=20_000
+        )
+        assert page.is_hidden("#error")
         options = page.locator("#series option").all_inner_texts()
         assert [o.split(" · ")[0] for o in options] == ["1: echo 1", "2: echo 2"], options
         note = page.inner_text("#series-note")

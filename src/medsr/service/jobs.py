@@ -286,7 +286,8 @@ class JobQueue:
 # ====================================================================== the work of one job
 def image_info(image: MedImage) -> dict[str, Any]:
     """The non-identifying geometry and intensity summary of the job's JSON
-    (:meth:`MedImage.summary`, reduced to what the API documents)."""
+    (:meth:`MedImage.summary`, reduced to what the API documents; ``time_points`` for an image
+    over time, whose ``shape_zyx`` is that of each time point)."""
     s = image.summary()
     info = {
         k: s[k]
@@ -294,6 +295,8 @@ def image_info(image: MedImage) -> dict[str, Any]:
     }
     for k in ("min", "max"):
         info[k] = float(info[k]) if np.isfinite(info[k]) else 0.0
+    if image.channels == "time":  # a series over time (``series`` KEY:all): (T, Z, Y, X)
+        info["time_points"] = int(image.array.shape[0])
     return info
 
 

@@ -52,9 +52,15 @@ def uniform_value(plane: np.ndarray) -> float | None:
 
 
 def render_preview(
-    job: Job, which: str, slice_index: int | None, window: str, max_size: int
+    job: Job,
+    which: str,
+    slice_index: int | None,
+    window: str,
+    max_size: int,
+    time_index: int = 0,
 ) -> tuple[bytes, int, float | None, float | None]:
-    """The PNG of slice ``slice_index`` (middle when ``None``) of ``which``; returns the PNG, the
+    """The PNG of slice ``slice_index`` (middle when ``None``) of ``which`` (of its time point
+    ``time_index``, from 0, for an image over time); returns the PNG, the
     number of slices and, for a map, the value its brightest colour stands for (the slice's
     99.5th percentile, in the map's units: what the viewer's colour bar reads; ``None`` for the
     input and output) and the one value the slice holds where it holds data
@@ -77,8 +83,15 @@ def render_preview(
     except FileNotFoundError:
         raise JobNotReadyError("the job's files were deleted") from None
     color = job.input_info.get("channels") == "RGB" and which in ("input", "output")
-    if arr.ndim == 4:  # (C, Z, Y, X): colour, or time (first frame shown)
-        arr = arr if color else arr[0]
+    points = arr.shape[0] if arr.ndim == 4 and not color else 1  # (T, Z, Y, X): over time
+    if not 0 <= time_index < points:
+        raise InvalidParameterError(
+            f"time must be between 0 and {points - 1}; got {time_index}"
+            if points > 1
+            else f"this image has one time point: time must be 0; got {time_index}"
+        )
+    if arr.ndim == 4 and not color:
+        arr = arr[time_index]
     n = arr.shape[-3]
     k = n // 2 if slice_index is None else slice_index
     if not 0 <= k < n:

@@ -12,8 +12,13 @@ from medsr.service.jobs import Job
 
 class StackChoice(BaseModel):
     key: str = Field(description="The series' key (8 characters of a hash of its UID).")
-    number: int = Field(description="The stack's number in the series (from 1).")
-    series: str = Field(description="What reads this stack: send it as `series` (KEY:N).")
+    number: int | None = Field(
+        description="The stack's number in the series (from 1); null for a whole series (an "
+        "upload of several series)."
+    )
+    series: str = Field(
+        description="What reads this stack: send it as `series` (KEY:N; KEY for a whole series)."
+    )
     label: str = Field(description="What tells it apart: e.g. 'echo 2', 'cardiac phase 3 "
         "(trigger time ~80 ms)'.")  # fmt: skip
     images: int = Field(description="Its number of images (slices).")
@@ -31,7 +36,8 @@ class ErrorBody(BaseModel):
     stacks: list[StackChoice] | None = Field(
         None,
         description="A DICOM upload whose series holds several stacks (echoes, cardiac "
-        "phases, time points, a localizer) and none chosen: the stacks, to send one as `series`.",
+        "phases, time points, a localizer), or that holds several series, and none chosen: the "
+        "stacks (or the series, `number` null), to send one as `series`.",
     )
 
 
@@ -47,6 +53,17 @@ class ImageInfo(BaseModel):
     filename: str | None = None
     size_bytes: int | None = None
     series: str | None = Field(None, description="The series or stack read (`series`), if chosen.")
+    time_points: int | None = Field(
+        None,
+        description="An image over time (channels 'time': a cine or dynamic series read with "
+        "`series` KEY:all): its number of time points or cardiac phases, each of `shape_zyx`; "
+        "null otherwise.",
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What the reader noted about the input (e.g. images of the series it left "
+        "out, such as a localizer, and the `series` value that reads them).",
+    )
 
 
 class JobError(BaseModel):

@@ -35,6 +35,8 @@ from medsr.service.storage import Storage, is_zip, safe_extract_zip, safe_filena
 log = logging.getLogger("medsr.service")
 
 ACCEPTED_FORMATS = {"dicom", "nifti", "png", "tiff"}
+#: the most reader notes a job's input lists (``input.warnings``)
+MAX_WARNINGS = 20
 #: names the service gives files in a job folder (replaced by the upload's name in messages)
 _INTERNAL_NAMES = ("upload", "input", *(f"input{s}" for s in SUFFIXES.values()))
 
@@ -227,6 +229,10 @@ class Service:
             info.update(format=fmt, filename=shown, size_bytes=size)
             if series:
                 info["series"] = series
+            notes = image.meta.get("header_warnings") or []  # e.g. a localizer left out
+            if notes:  # as the errors: no job folder, the upload's name, the series option
+                notes = [_public_message(str(n), job_dir, shown) for n in notes]
+                info["warnings"] = list(dict.fromkeys(notes))[:MAX_WARNINGS]
             job = Job(
                 id=job_id,
                 dir=job_dir,

@@ -848,12 +848,39 @@ def _choose_series(
             )
         return hits[0]
     if len(groups) > 1:
-        raise SeriesMismatchError(
+        exc = SeriesMismatchError(
             f"'{folder.name}' holds {len(groups)} series: {_describe_series(groups)}. "
             "Choose one with --series KEY (Python: series_uid=KEY), KEY being the 8-character key "
             "shown or the full Series Instance UID"
         )
+        exc.stacks = _series_choices(groups)  # which series there are, for a front end to offer
+        raise exc
     return next(iter(groups))
+
+
+def _series_choices(groups: dict[str, list[tuple[Path, Dataset]]]) -> list[dict[str, object]]:
+    """The series of a folder as a front end offers them (``SeriesMismatchError.stacks``, as
+    :func:`~medsr.io.dicom.stacks.stack_choices` lists the stacks of one series): per series
+    ``key``, ``number`` ``None`` (a whole series), ``series`` (the choice that reads it: its
+    key), ``label`` (modality and description), ``images`` (its files), ``description`` (as
+    the reader's message lists it) and ``over_time`` ``None``."""
+    out: list[dict[str, object]] = []
+    for uid, members in groups.items():
+        ds = members[0][1]
+        desc = str(ds.get("SeriesDescription", "") or "").strip()[:40]
+        modality = str(ds.get("Modality", "") or "OT").strip()
+        out.append(
+            {
+                "key": series_key(uid),
+                "number": None,
+                "series": series_key(uid),
+                "label": f"{modality} '{desc}'" if desc else modality,
+                "images": len(members),
+                "description": _describe_series({uid: members}),
+                "over_time": None,
+            }
+        )
+    return out
 
 
 def _describe_series(groups: dict[str, list[tuple[Path, Dataset]]]) -> str:

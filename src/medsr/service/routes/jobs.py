@@ -204,7 +204,8 @@ def get_result(
     responses={
         200: {
             "content": {"image/png": {}},
-            "description": "A windowed PNG of one slice; X-Slices: the image's slice count; a "
+            "description": "A windowed PNG of one slice (of one time point: `time`); X-Slices: "
+            "the image's slice count; a "
             "map's X-Map-Max: the value (its units) of its brightest colour; X-Map-Uniform: "
             "the one value the map's slice holds where the image holds data (a classical "
             "interpolator's error bound), absent when it holds several.",
@@ -234,9 +235,17 @@ def get_preview(
     max_size: Annotated[
         int, Query(ge=64, le=8192, description="Longest side of the PNG (downsampled beyond).")
     ] = 2048,
+    time_index: Annotated[
+        int,
+        Query(
+            alias="time",
+            description="An image over time (the job's `time_points`): the time point or "
+            "cardiac phase, from 0 (default: the first).",
+        ),
+    ] = 0,
 ) -> Response:
     job = service.queue.get(check_id(job_id))
-    png, n, top, one = render_preview(job, which, slice_index, window, max_size)
+    png, n, top, one = render_preview(job, which, slice_index, window, max_size, time_index)
     headers = {"Cache-Control": "no-store", "X-Slices": str(n)}
     if top is not None:  # a map: the value of its brightest colour (the viewer's colour bar)
         headers["X-Map-Max"] = f"{top:.6g}"

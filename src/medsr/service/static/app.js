@@ -22,6 +22,7 @@
     divider: $("#divider"), handle: $("#divider-handle"), split: $("#split"), tagLeft: $("#tag-left"), tagRight: $("#tag-right"),
     legend: $("#legend"), legendLo: $("#legend-lo"), legendHi: $("#legend-hi"), busy: $("#busy"), busyText: $("#busy-text"),
     mapValue: $("#map-value"), mapValueText: $("#map-value-text"), mapValueHint: $("#map-value-hint"),
+    timebar: $("#timebar"), timePrev: $("#time-prev"), timeNext: $("#time-next"), timeVal: $("#time-val"),
     empty: $("#empty"), slice: $("#slice"), slicePrev: $("#slice-prev"), sliceNext: $("#slice-next"), sliceVal: $("#slice-val"),
     zoomIn: $("#zoom-in"), zoomOut: $("#zoom-out"), zoomFit: $("#zoom-fit"), zoomVal: $("#zoom-val"),
     resultCard: $("#result-card"), resultKv: $("#result-kv"), resultState: $("#result-state"), download: $("#download"),
@@ -34,7 +35,7 @@
   const state = {
     token: sessionStorage.getItem("medsr-token") || "",
     info: null, models: [], file: null, scale: 2, job: null, polling: null,
-    view: "compare", windowName: "auto", custom: null, slice: 0,
+    view: "compare", windowName: "auto", custom: null, slice: 0, time: 0, timeKind: "time points",
     split: 0.5, zoom: 1, tx: 0, ty: 0, fit: { w: 0, h: 0, x: 0, y: 0 },
     urls: new Map(), tops: new Map(), ones: new Map(), loadSeq: 0,
   };
@@ -89,7 +90,9 @@
     },
     shape(info) {
       const [z, y, x] = info.shape_zyx;
-      return z > 1 ? `${x} × ${y} × ${z}` : `${x} × ${y}`;
+      const each = z > 1 ? `${x} × ${y} × ${z}` : `${x} × ${y}`;
+      // an image over time (a cine or dynamic series read whole): its time points, each a volume
+      return info.time_points ? `${info.time_points} ${state.timeKind} of ${each}` : each;
     },
     spacing(info) {
       const [sz, sy, sx] = info.spacing_mm_zyx.map((v) => String(parseFloat(v.toFixed(3))));
@@ -253,20 +256,34 @@
   // A DICOM series of several stacks (echoes, cardiac phases, time points, a localizer): the
   // server lists them (the error's `stacks`); the page offers them, and "all phases / time
   // points" where they form one image over time, and sends the choice as `series`.
+  // An upload of several series: the same list, one entry per series (`number` null, `series`
+  // its key); a chosen series that holds several stacks is refused again with its stacks.
   function offerStacks(stacks) {
     el.series.replaceChildren();
     el.seriesField.hidden = !stacks;
+    state.timeKind = "time points";
     if (!stacks) return;
+    const whole = stacks.every((s) => s.number === null || s.number === undefined);
     for (const s of stacks) {
-      el.series.append(new Option(`${s.number}: ${s.label} · ${s.images} image${s.images === 1 ? "" : "s"}`, s.series));
+      const head = whole ? s.key : s.number;
+      el.series.append(new Option(`${head}: ${s.label} · ${s.images} image${s.images === 1 ? "" : "s"}`, s.series));
     }
     const all = stacks[0].over_time;
     const kind = stacks.some((s) => /cardiac phase/.test(s.label)) ? "cardiac phases" : "time points";
     if (all) el.series.append(new Option(`All ${stacks.length} ${kind} together (one series over time)`, all));
+    state.timeKind = kind;
     const name = state.file ? `'${state.file.name}'` : "This upload";
-    el.seriesNote.textContent = `${name} holds ${stacks.length} stacks of images under one series, not one volume. `
-      + `Choose which to upscale${all ? ` (or all ${kind} together)` : ""}, then press Upscale.`;
+    el.seriesNote.textContent = whole
+      ? `${name} holds ${stacks.length} series. Choose which to upscale, then press Upscale.`
+      : `${name} holds ${stacks.length} stacks of images under one series, not one volume. `
+        + `Choose which to upscale${all ? ` (or all ${kind} together)` : ""}, then press Upscale.`;
     el.series.focus();
+  }
+
+  /** Whether ``stacks`` (a refusal's list) is another list than the one the select offers. */
+  function newChoices(stacks) {
+    const offered = new Set([...el.series.options].map((o) => o.value));
+    return el.seriesField.hidden || stacks.some((s) => !offered.has(s.series));
   }
 
   function showError(msg) { el.error.textContent = msg; el.error.hidden = false; }
@@ -327,7 +344,7 @@
       if (err.status === 401) { await askToken(); el.run.disabled = false; return start(); }
       el.progress.hidden = true;
       const stacks = err.body && Array.isArray(err.body.stacks) ? err.body.stacks : [];
-      if (stacks.length > 1 && el.seriesField.hidden) offerStacks(stacks);
+      if (stacks.length > 1 && newChoices(stacks)) offerStacks(stacks);
       else showError(err.message);
       el.run.disabled = false;
       return;
@@ -359,6 +376,7 @@
   function newJob(job) {
     clearUrls();
     state.job = job;
+    state.time = 0;
     state.windowName = "auto";
     state.custom = null;
     state.view = "input";
@@ -433,6 +451,7 @@
       rows.push(["Arithmetic", why ? `${job.provenance.precision} (${why})` : job.provenance.precision]);
     }
     if (out) rows.push(["Result file", out.filename]);
+    for (const note of inp.warnings || []) rows.push(["Reader note", note]);  // e.g. a localizer left out
     fillKv(el.resultKv, rows);
     el.download.hidden = job.state !== "done";
     if (out) {
@@ -581,6 +600,29 @@
     el.slice.disabled = el.slicePrev.disabled = el.sliceNext.disabled = n <= 1;
     el.slice.parentElement.classList.toggle("single", n <= 1);
     showSlice();
+    // an image over time: its time points (cardiac phases), one at a time
+    const points = timePointsOf(job);
+    state.time = Math.min(state.time, Math.max(points - 1, 0));
+    el.timebar.hidden = points <= 1;
+    showTime();
+  }
+
+  function timePointsOf(job) { return (job && (job.output || job.input).time_points) || 1; }
+
+  function showTime() {
+    const points = timePointsOf(state.job);
+    const word = state.timeKind === "cardiac phases" ? "Phase" : "Time";
+    el.timeVal.textContent = `${word} ${state.time + 1} / ${points}`;
+    el.timePrev.disabled = state.time <= 0;
+    el.timeNext.disabled = state.time >= points - 1;
+  }
+
+  function setTime(t) {
+    const next = Math.max(0, Math.min(timePointsOf(state.job) - 1, t));
+    if (next === state.time) return;
+    state.time = next;
+    showTime();
+    refreshSoon(30);
   }
 
   function showSlice() {
@@ -661,8 +703,10 @@
   }
 
   function previewUrl(which, slice) {
-    const win = which === "input" || which === "output" ? `&window=${encodeURIComponent(windowParam())}` : "";
-    return `/api/v1/jobs/${state.job.id}/preview?which=${encodeURIComponent(which)}&slice=${slice}${win}`;
+    const image = which === "input" || which === "output";
+    const win = image ? `&window=${encodeURIComponent(windowParam())}` : "";
+    const time = image && timePointsOf(state.job) > 1 ? `&time=${state.time}` : "";  // maps: none
+    return `/api/v1/jobs/${state.job.id}/preview?which=${encodeURIComponent(which)}&slice=${slice}${win}${time}`;
   }
 
   async function blobUrl(path) {
@@ -867,6 +911,8 @@
     el.slice.addEventListener("input", () => setSlice(Number(el.slice.value)));
     el.slicePrev.addEventListener("click", () => setSlice(state.slice - 1));
     el.sliceNext.addEventListener("click", () => setSlice(state.slice + 1));
+    el.timePrev.addEventListener("click", () => setTime(state.time - 1));
+    el.timeNext.addEventListener("click", () => setTime(state.time + 1));
 
     el.zoomIn.addEventListener("click", () => zoomAt(1.25, el.viewport.clientWidth / 2, el.viewport.clientHeight / 2));
     el.zoomOut.addEventListener("click", () => zoomAt(0.8, el.viewport.clientWidth / 2, el.viewport.clientHeight / 2));
@@ -954,7 +1000,7 @@
   }
 
   // test and automation hook (read-only view of the state)
-  window.medsr = { get state() { return { job: state.job, view: state.view, window: windowParam(), slice: state.slice, split: state.split, zoom: state.zoom }; } };
+  window.medsr = { get state() { return { job: state.job, view: state.view, window: windowParam(), slice: state.slice, time: state.time, split: state.split, zoom: state.zoom }; } };
 
   init();
 })();
