@@ -71,6 +71,31 @@ def _plane(ds: Dataset, frame: int | None = None) -> tuple[np.ndarray | None, np
     return iop, ipp
 
 
+class Planes:
+    """The plane (:func:`_plane`: IOP, IPP) of each top-level dataset of one read, computed once.
+
+    A series read asks for each slice's plane where it cuts the series into stacks
+    (:func:`medsr.io.dicom.stacks.split_stacks`), checks that the slices share one orientation
+    and places them; one instance, made by the read and dropped with it, answers all of them
+    (no cache outlives a read). The arrays it gives are shared: read-only. A malformed plane is
+    not remembered: each ask raises the same :class:`InvalidHeaderError` :func:`_plane` does.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Dataset, tuple[np.ndarray | None, np.ndarray | None]]] = {}
+
+    def __call__(self, ds: Dataset) -> tuple[np.ndarray | None, np.ndarray | None]:
+        hit = self._known.get(id(ds))
+        if hit is not None and hit[0] is ds:
+            return hit[1]
+        plane = _plane(ds)
+        for arr in plane:
+            if arr is not None:
+                arr.flags.writeable = False
+        self._known[id(ds)] = (ds, plane)  # the dataset is held: its id stays its own
+        return plane
+
+
 def _pixel_measures(ds: Dataset, frame: int | None = None) -> Dataset:
     item = _fg_item(ds, frame, "PixelMeasuresSequence")
     return item if item is not None else ds

@@ -277,22 +277,35 @@ def _modality_lut_range(ds: Dataset) -> tuple[float, float]:
     return float(data.min()), float(data.max())
 
 
+Rescales = list[tuple[float, float]] | None
+
+
+def _rescales(ds: Dataset, frames: Sequence[int | None]) -> Rescales:
+    """(slope, intercept) of each of ``frames`` (:func:`_rescale`), or None where the Modality
+    LUT Sequence maps the stored values instead: what :func:`_to_gray_values` applies, worked
+    out once per object and passed to it for its pixels and for its padding values."""
+    if "ModalityLUTSequence" in ds:
+        return None
+    return [_rescale(ds, frame) for frame in frames]
+
+
 def _to_gray_values(
-    raw: np.ndarray, ds: Dataset, frames: Sequence[int | None]
+    raw: np.ndarray, ds: Dataset, scales: Rescales
 ) -> tuple[np.ndarray, float | None, bool]:
-    """Apply the Modality LUT and MONOCHROME1 inversion. Returns (values, reflect, used_lut)."""
+    """Apply the Modality LUT (``scales`` None) or each frame's Rescale Slope/Intercept
+    (``scales``: :func:`_rescales` of the frames of ``raw``) and the MONOCHROME1 inversion.
+    Returns (values, reflect, used_lut)."""
     from pydicom.pixels import apply_modality_lut
 
     out = np.empty(raw.shape, dtype=np.float32)
-    used_lut = "ModalityLUTSequence" in ds
-    if used_lut:
+    used_lut = scales is None
+    if scales is None:
         out[:] = apply_modality_lut(raw, ds)
         lo, hi = _modality_lut_range(ds)
     else:
-        for i, frame in enumerate(frames):
-            slope, intercept = _rescale(ds, frame)
+        for i, (slope, intercept) in enumerate(scales):
             out[i] = raw[i].astype(np.float64) * slope + intercept
-        slope, intercept = _rescale(ds, frames[0] if frames else None)
+        slope, intercept = scales[0] if scales else _rescale(ds, None)
         _, bs, pr = _bits(ds)
         smin, smax = _stored_range(bs, pr)
         lo, hi = sorted((smin * slope + intercept, smax * slope + intercept))
@@ -304,14 +317,16 @@ def _to_gray_values(
 
 
 def padding_values(
-    ds: Dataset, frames: Sequence[int | None]
+    ds: Dataset, frames: Sequence[int | None], scales: Rescales
 ) -> tuple[list[float], list[float] | None] | None:
     """Pixel Padding Value (and Range Limit) of ``ds`` in the image's units, one per frame.
 
     The stored values go through exactly the transform the pixels went through (Modality LUT or
     the frame's Rescale Slope/Intercept, then the MONOCHROME1 inversion, in float32), so
-    comparing the image with them finds the padded pixels. None when the object declares no
-    padding, is colour, or the value cannot be read (then a :class:`MedSRWarning` says so).
+    comparing the image with them finds the padded pixels (``scales``: that transform,
+    :func:`_rescales` of ``frames``, as the caller worked it out for the pixels). None when the
+    object declares no padding, is colour, or the value cannot be read (then a
+    :class:`MedSRWarning` says so).
     """
     if "PixelPaddingValue" not in ds or not frames:
         return None
@@ -330,7 +345,7 @@ def padding_values(
     stored = np.empty((len(frames), 1, 2), dtype=np.int64)
     stored[..., 0] = int(np.rint(value[0]))
     stored[..., 1] = int(np.rint(limit[0])) if limit is not None else int(np.rint(value[0]))
-    values, _, _ = _to_gray_values(stored, ds, frames)
+    values, _, _ = _to_gray_values(stored, ds, scales)
     out_values = [float(v) for v in values[:, 0, 0]]
     out_limits = [float(v) for v in values[:, 0, 1]] if limit is not None else None
     return out_values, out_limits
@@ -380,10 +395,11 @@ def _decode_slices(
             raw = convert_color_space(raw, pi, "RGB", per_frame=True)
         info["color_from"] = source_pi
         return np.moveaxis(raw, -1, 0).astype(np.float32), info
-    values, reflect, used_lut = _to_gray_values(raw, ds, frame_ids)
+    scales = _rescales(ds, frame_ids)  # once per object: its pixels' and padding's transform
+    values, reflect, used_lut = _to_gray_values(raw, ds, scales)
     info["reflect"] = reflect
     info["modality_lut"] = used_lut
-    info["padding"] = padding_values(ds, frame_ids)
+    info["padding"] = padding_values(ds, frame_ids, scales)
     return values, info
 
 

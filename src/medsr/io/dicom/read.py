@@ -33,6 +33,7 @@ from medsr.errors import (
 from medsr.image import MedImage
 from medsr.io._quiet import library_messages, message_count, scrubbed, with_details
 from medsr.io.dicom.geometry import (
+    Planes,
     _fmt,
     _inplane_spacing,
     _plane,
@@ -897,7 +898,7 @@ def _describe_series(groups: dict[str, list[tuple[Path, Dataset]]]) -> str:
     return "; ".join(parts)
 
 
-def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
+def _check_consistent(members: list[tuple[Path, Dataset]], planes: Planes) -> None:
     ref_path, ref = members[0]
 
     def fail(what: str, a: str, b: str, path: Path) -> None:
@@ -910,6 +911,7 @@ def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
     r_ps = _inplane_spacing(ref)
     r_pi = str(ref.get("PhotometricInterpretation", "")).strip()
     r_spp = int(ref.get("SamplesPerPixel", 1) or 1)
+    iop_a = planes(ref)[0]
     for path, ds in members[1:]:
         size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         if size != r_size:
@@ -931,7 +933,7 @@ def _check_consistent(members: list[tuple[Path, Dataset]]) -> None:
         pi = str(ds.get("PhotometricInterpretation", "")).strip()
         if spp != r_spp or pi != r_pi:
             fail("colour format (PhotometricInterpretation)", r_pi, pi, path)
-        iop_a, iop_b = _plane(ref)[0], _plane(ds)[0]
+        iop_b = planes(ds)[0]
         if not _same(iop_a, iop_b, _GEOM_TOL_COS):
             fail("slice orientation (ImageOrientationPatient)", _fmt(iop_a), _fmt(iop_b), path)
 
@@ -1010,19 +1012,22 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
         wanted_uid, wanted_stack = split_choice(series_uid)
     uid = _choose_series(groups, wanted_uid, folder)
     members = drop_duplicate_instances(groups[uid], folder.name)
-    stacks = split_stacks(members)
+    planes = Planes()  # each slice's plane, computed once for this read
+    stacks = split_stacks(members, planes)
     try:
         if whole:
-            return _read_over_time(time_stacks(stacks, uid), folder, frame)
+            return _read_over_time(time_stacks(stacks, uid, planes), folder, frame, planes)
         members, left_out = choose_stack(stacks, wanted_stack, uid, folder.name)
     except SeriesMismatchError as exc:  # which stacks there are, for a front end to offer
         if len(stacks) > 1:
             exc.stacks = stack_choices(stacks, uid)
         raise
-    return _read_stack(members, left_out, folder, frame)
+    return _read_stack(members, left_out, folder, frame, planes)
 
 
-def _read_over_time(stacks: list[Stack], folder: Path, frame: int | None) -> MedImage:
+def _read_over_time(
+    stacks: list[Stack], folder: Path, frame: int | None, planes: Planes
+) -> MedImage:
     """The stacks :func:`~medsr.io.dicom.stacks.time_stacks` gave (time points or cardiac
     phases of one volume, in time order) as one image over time: ``channels="time"``, array
     ``(T, Z, Y, X)``, each read as ``KEY:N`` reads it (:func:`_read_stack`) and checked to lie
@@ -1033,7 +1038,7 @@ def _read_over_time(stacks: list[Stack], folder: Path, frame: int | None) -> Med
     n = len(stacks[0].members)
     rows, cols = stacks[0].size
     check_pixel_count((len(stacks), n, rows, cols), folder.name, "series")
-    phases = [_read_stack(s.members, None, folder, frame) for s in stacks]
+    phases = [_read_stack(s.members, None, folder, frame, planes) for s in stacks]
     first = phases[0]
     z = first.spatial_shape[0]
     for t, phase in enumerate(phases, 1):
@@ -1086,10 +1091,15 @@ def _read_over_time(stacks: list[Stack], folder: Path, frame: int | None) -> Med
 
 
 def _read_stack(
-    members: list[tuple[Path, Dataset]], left_out: str | None, folder: Path, frame: int | None
+    members: list[tuple[Path, Dataset]],
+    left_out: str | None,
+    folder: Path,
+    frame: int | None,
+    planes: Planes,
 ) -> MedImage:
     """One stack of a series (``members``) as one volume; ``left_out``: the note of what else
-    the series held, kept in ``meta["header_warnings"]``."""
+    the series held, kept in ``meta["header_warnings"]``; ``planes``: the read's slice planes
+    (:class:`~medsr.io.dicom.geometry.Planes`)."""
     if len(members) == 1:
         image = _read_single(members[0][0], frame)
         if left_out:
@@ -1101,7 +1111,7 @@ def _read_stack(
             f"this series mixes {len(multi)} multi-frame object(s) with other files; "
             "read each multi-frame file on its own"
         )
-    _check_consistent(members)
+    _check_consistent(members, planes)
     ref = members[0][1]
     spp = int(ref.get("SamplesPerPixel", 1) or 1)
     check_pixel_count(
@@ -1110,11 +1120,11 @@ def _read_stack(
         "series",
     )
     sy, sx, spacing_src = _inplane_spacing(ref)
-    planes = [_plane(ds) for _, ds in members]
+    each = [planes(ds) for _, ds in members]
     gap = _slice_gap(ref)
     header_notes = warn_bad_thickness(ref) + ([left_out] if left_out else [])
-    iops = [pl[0] for pl in planes]
-    ipps = [pl[1] for pl in planes]
+    iops = [pl[0] for pl in each]
+    ipps = [pl[1] for pl in each]
     if all(p is None for p in ipps):
         by_number, gap, note = _order_without_positions(members, gap, folder.name)
         header_notes.append(note)

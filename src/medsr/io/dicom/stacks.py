@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from medsr.errors import InvalidParameterError, MedSRError, MedSRWarning, SeriesMismatchError
-from medsr.io.dicom.geometry import _plane, _same
+from medsr.io.dicom.geometry import Planes, _same
 from medsr.io.dicom.header import _GEOM_TOL_COS, _first_float, series_key
 
 Member = tuple[Path, Dataset]
@@ -186,16 +186,16 @@ def _plane_name(iop: np.ndarray | None) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-def _position(ds: Dataset, iop: np.ndarray | None) -> float | None:
-    ipp = _plane(ds)[1]
+def _position(ds: Dataset, iop: np.ndarray | None, planes: Planes) -> float | None:
+    ipp = planes(ds)[1]
     if ipp is None or iop is None:
         return None
     normal = np.cross(iop[:3], iop[3:])
     return round(float(np.dot(normal / np.linalg.norm(normal), ipp)), 2)
 
 
-def _repeats_positions(members: list[Member], iop: np.ndarray | None) -> bool:
-    positions = [_position(ds, iop) for _, ds in members]
+def _repeats_positions(members: list[Member], iop: np.ndarray | None, planes: Planes) -> bool:
+    positions = [_position(ds, iop, planes) for _, ds in members]
     known = [p for p in positions if p is not None]
     return len(set(known)) < len(known)
 
@@ -212,7 +212,7 @@ def _sort_value(text: str) -> tuple[int, float, str]:
     return (0, number, text) if number is not None else (1, 0.0, text)
 
 
-def _split_repeats(stack: Stack) -> list[Stack]:
+def _split_repeats(stack: Stack, planes: Planes) -> list[Stack]:
     """A stack whose positions repeat, cut by the first of :data:`_REPEAT_KEYS` (or all that
     vary, together) into parts that each hold every position once (the same positions in
     each: a value that differs from slice to slice is no volume); else a cine's phases
@@ -228,7 +228,7 @@ def _split_repeats(stack: Stack) -> list[Stack]:
         for path, ds in stack.members:
             value = tuple(_value(ds, key, ms) for key, _, ms in keys)
             parts.setdefault(value, []).append((path, ds))
-        places = [[_position(ds, stack.iop) for _, ds in m] for m in parts.values()]
+        places = [[_position(ds, stack.iop, planes) for _, ds in m] for m in parts.values()]
         if all(len(set(p)) == len(p) and set(p) == set(places[0]) for p in places):
             return [
                 Stack(
@@ -240,10 +240,10 @@ def _split_repeats(stack: Stack) -> list[Stack]:
                 )
                 for values in sorted(parts, key=lambda vs: [_sort_value(v) for v in vs])
             ]
-    return _split_phases(stack, {key for key, _, _ in varying}) or [stack]
+    return _split_phases(stack, {key for key, _, _ in varying}, planes) or [stack]
 
 
-def _split_phases(stack: Stack, varying: set[str]) -> list[Stack] | None:
+def _split_phases(stack: Stack, varying: set[str], planes: Planes) -> list[Stack] | None:
     """A cardiac cine whose TriggerTime drifts from position to position, cut into its phases.
 
     Each position of a cine is acquired in other heartbeats, so the trigger time of one phase
@@ -260,7 +260,7 @@ def _split_phases(stack: Stack, varying: set[str]) -> list[Stack] | None:
     times: list[float] = []
     at: dict[float, list[int]] = {}  # position → its images
     for i, (_, ds) in enumerate(members):
-        time, place = _first_float(ds.get("TriggerTime")), _position(ds, stack.iop)
+        time, place = _first_float(ds.get("TriggerTime")), _position(ds, stack.iop, planes)
         if time is None or place is None:
             return None
         times.append(time)
@@ -320,7 +320,7 @@ def _split_phases(stack: Stack, varying: set[str]) -> list[Stack] | None:
     ]
 
 
-def split_stacks(members: list[Member]) -> list[Stack]:
+def split_stacks(members: list[Member], planes: Planes | None = None) -> list[Stack]:
     """Cut one series into stacks of one orientation, image size, echo (``EchoNumbers``) and
     time point (``TemporalPositionIdentifier``), with the images its Image Type marks as
     localizers apart (where others are not); a stack whose positions repeat is cut by
@@ -330,12 +330,16 @@ def split_stacks(members: list[Member]) -> list[Stack]:
     these are used only where the positions say they must be); a cardiac cine whose trigger
     times drift from position to position is cut into its phases by :func:`_split_phases`
     (which raises :class:`SeriesMismatchError` where the order of the trigger times forms no
-    phases). In file order within each stack; the largest stack first, localizers last."""
+    phases). In file order within each stack; the largest stack first, localizers last.
+
+    ``planes``: the read's :class:`~medsr.io.dicom.geometry.Planes`, for a read that goes on
+    to use the slices' planes (each is computed once); by default one of this call's own."""
+    planes = Planes() if planes is None else planes
     marked = [is_localizer(ds) for _, ds in members]
     apart = any(marked) and not all(marked)
     stacks: list[Stack] = []
     for (path, ds), localizer in zip(members, marked, strict=True):
-        iop = _plane(ds)[0]
+        iop = planes(ds)[0]
         size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
         labels = {word: _text(ds, key) for key, word in _VOLUME_KEYS}
         localizer = localizer and apart
@@ -352,8 +356,8 @@ def split_stacks(members: list[Member]) -> list[Stack]:
             stacks.append(Stack(iop, size, labels, [(path, ds)], localizer))
     out: list[Stack] = []
     for stack in stacks:
-        if _repeats_positions(stack.members, stack.iop):
-            out += _split_repeats(stack)
+        if _repeats_positions(stack.members, stack.iop, planes):
+            out += _split_repeats(stack, planes)
         else:
             out.append(stack)
     # stable: file order among equals
@@ -427,7 +431,7 @@ def choose_stack(
     )
 
 
-def time_stacks(stacks: list[Stack], uid: str) -> list[Stack]:
+def time_stacks(stacks: list[Stack], uid: str, planes: Planes | None = None) -> list[Stack]:
     """The stacks of a series that ``KEY:all`` reads as one image over time, in time order
     (:data:`_TIME_WORDS`: time point, cardiac phase, trigger time, acquisition; then the mean
     TriggerTime of their images).
@@ -435,7 +439,9 @@ def time_stacks(stacks: list[Stack], uid: str) -> list[Stack]:
     Every stack must be a time point or cardiac phase of the same volume: the same orientation,
     image size, number of images and positions, none a localizer, and nothing but time telling
     them apart (echoes are other contrasts, not a time series). Anything else, or a series of
-    one stack, is a :class:`SeriesMismatchError` that says why and how to read one stack."""
+    one stack, is a :class:`SeriesMismatchError` that says why and how to read one stack.
+    ``planes``: the read's slice planes, as for :func:`split_stacks`."""
+    planes = Planes() if planes is None else planes
     key = series_key(uid)
     listing = "; ".join(f"{key}:{i} ({s.describe()})" for i, s in enumerate(stacks, 1))
     one = f"choose one with --series {key}:N (Python: series_uid='{key}:N')"
@@ -465,7 +471,7 @@ def time_stacks(stacks: list[Stack], uid: str) -> list[Stack]:
     counts = {len(s.members) for s in stacks}
     if len(counts) > 1:
         raise refuse("its stacks hold different numbers of images")
-    places = [sorted(str(_position(ds, s.iop)) for _, ds in s.members) for s in stacks]
+    places = [sorted(str(_position(ds, s.iop, planes)) for _, ds in s.members) for s in stacks]
     if any(p != places[0] for p in places):
         raise refuse("its stacks lie at different positions")
 
