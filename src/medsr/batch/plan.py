@@ -77,10 +77,9 @@ def _default_output(item: BatchItem, in_root: Path, out_root: Path, exclusive: s
 
 def _series_uid(item: BatchItem) -> str:
     """The Series Instance UID of a series item, without its choice of stacks (``UID:N``)."""
-    from medsr.io.dicom.stacks import split_all, split_choice
+    from medsr.io.dicom.stacks import split_series
 
-    uid, _ = split_all(item.series_uid)
-    return split_choice(uid)[0] or ""
+    return split_series(item.series_uid)[0] or ""
 
 
 def _relative(path: Path, root: Path) -> Path:

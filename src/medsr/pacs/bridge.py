@@ -446,17 +446,13 @@ def upscale_series(
         PacsUnreachableError, PacsAuthError, PacsError: server problems.
         InvalidParameterError: bad model name or scale.
     """
-    from medsr.io.dicom.stacks import ALL_STACKS, split_all, split_choice
+    from medsr.io.dicom.stacks import split_series
 
     client = connect(url, **connect_options)
     study = check_uid(study, "StudyInstanceUID")
     stack: int | str | None = None
     if series is not None:
-        wanted, every = split_all(series)
-        if every:
-            stack = ALL_STACKS
-        else:
-            wanted, stack = split_choice(series)
+        wanted, stack = split_series(series)
         if wanted is None:  # ":N" names a stack of the only series of a folder: here, of none
             raise InvalidParameterError(
                 f"--series {series.strip()!r} names a stack but no series: give UID:N, KEY:N "

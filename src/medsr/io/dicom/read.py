@@ -65,12 +65,12 @@ from medsr.io.dicom.header import (
 )
 from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
 from medsr.io.dicom.stacks import (
+    ALL_STACKS,
     Stack,
     choose_stack,
     drop_duplicate_instances,
     quiet_stacks,
-    split_all,
-    split_choice,
+    split_series,
     split_stacks,
     stack_choices,
     time_stacks,
@@ -820,12 +820,12 @@ def _check_series_of_file(image: MedImage, series_uid: str | None, path: Path) -
         return
     datasets = image.meta.get("datasets") or []
     uid = str(datasets[0].get("SeriesInstanceUID", "")) if datasets else ""
-    if split_all(series_uid)[1]:
+    wanted, stack = split_series(series_uid)
+    if stack == ALL_STACKS:
         raise SeriesMismatchError(
             f"'{path.name}' is one file: ':all' reads the time points or cardiac phases of a "
             "series folder as one series over time"
         )
-    wanted, stack = split_choice(series_uid)
     if stack is not None and stack != 1:
         raise SeriesMismatchError(f"'{path.name}' is one stack: there is no stack {stack}")
     if wanted is None:
@@ -1006,10 +1006,9 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
             )
         raise EmptyInputError(f"'{folder.name}' holds no DICOM files")
     groups = _by_series(images)
-    wanted_uid, whole = split_all(series_uid)
-    wanted_stack = None
-    if not whole:
-        wanted_uid, wanted_stack = split_choice(series_uid)
+    wanted_uid, wanted = split_series(series_uid)
+    whole = wanted == ALL_STACKS
+    wanted_stack = wanted if isinstance(wanted, int) else None
     uid = _choose_series(groups, wanted_uid, folder)
     members = drop_duplicate_instances(groups[uid], folder.name)
     planes = Planes()  # each slice's plane, computed once for this read

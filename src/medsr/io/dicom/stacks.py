@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def split_all(series_uid: str | None) -> tuple[str | None, bool]:
     if sep and tail.strip().lower() == ALL_STACKS:
         return (head.strip() or None), True
     return series_uid, False
+
+
+def split_series(series_uid: str | None) -> tuple[str | None, int | str | None]:
+    """A series choice in one parse: ``"KEY:all"`` → ``("KEY", ALL_STACKS)``
+    (:func:`split_all`), ``"KEY:N"`` → ``("KEY", N)`` (:func:`split_choice`), anything else →
+    ``(text, None)``; the key is ``None`` where the choice names none (``":N"``, ``":all"``)."""
+    head, whole = split_all(series_uid)
+    return (head, ALL_STACKS) if whole else split_choice(series_uid)
 
 
 def _text(ds: Dataset, key: str) -> str:
@@ -431,6 +440,14 @@ def choose_stack(
     )
 
 
+def _differ(labels: list[dict[str, str]], words: Iterable[str] | None = None) -> list[str]:
+    """The words (of ``words``, else of ``labels`` in the order first seen) whose value is not
+    the same in every one of ``labels`` (a missing word reads as empty): what tells stacks
+    apart (``echo``, ``cardiac phase``)."""
+    names = dict.fromkeys(w for one in labels for w in one) if words is None else words
+    return [w for w in names if len({one.get(w, "") for one in labels}) > 1]
+
+
 def time_stacks(stacks: list[Stack], uid: str, planes: Planes | None = None) -> list[Stack]:
     """The stacks of a series that ``KEY:all`` reads as one image over time, in time order
     (:data:`_TIME_WORDS`: time point, cardiac phase, trigger time, acquisition; then the mean
@@ -463,9 +480,7 @@ def time_stacks(stacks: list[Stack], uid: str, planes: Planes | None = None) -> 
             raise refuse(f"{key}:{n} is a localizer")
         if not stack.geometry_of(first):
             raise refuse(f"{key}:{n} is of another orientation or image size than {key}:1")
-    words = {w for s in stacks for w in s.labels}
-    differ = [w for w in words if len({s.labels.get(w, "") for s in stacks}) > 1]
-    echoes = [w for w in differ if w not in _TIME_WORDS]
+    echoes = [w for w in _differ([s.labels for s in stacks]) if w not in _TIME_WORDS]
     if echoes:
         raise refuse(f"its stacks differ by {' and '.join(sorted(echoes))}, not by time only")
     counts = {len(s.members) for s in stacks}
@@ -513,7 +528,7 @@ class Volume:
         if self.choice != ALL_STACKS:
             return self.stacks[0].describe()
         first = self.stacks[0]
-        words = [w for w in _TIME_WORDS if len({s.labels.get(w, "") for s in self.stacks}) > 1]
+        words = _differ([s.labels for s in self.stacks], _TIME_WORDS)
         n = len(first.members)
         rows, cols = first.size
         return (
@@ -551,8 +566,7 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
     key, main = series_key(uid), stacks[0]
     kept = [s is main or not _beside(main, s) for s in stacks]
     read = [s for s, k in zip(stacks, kept, strict=True) if k]
-    words = dict.fromkeys(w for s in read for w in s.labels)
-    differ = [w for w in words if len({s.labels.get(w, "") for s in read}) > 1]
+    differ = _differ([s.labels for s in read])
     out = []
     for n, (stack, keep) in enumerate(zip(stacks, kept, strict=True), 1):
         if keep:
@@ -597,8 +611,7 @@ def stack_choices(stacks: list[Stack], uid: str) -> list[dict[str, object]]:
         return out
 
     parts = [words(s) for s in stacks]
-    names = list(dict.fromkeys(w for p in parts for w in p))
-    differ = [w for w in names if len({p.get(w, "") for p in parts}) > 1]
+    differ = _differ(parts)
     return [
         {
             "key": key,
@@ -622,17 +635,13 @@ def check_series_choice(text: str | None) -> str | None:
     """``text`` as a series choice the reader takes (``series_uid``; the command line's
     ``--series``), stripped; ``None`` when empty. ``KEY`` (a series), ``KEY:N`` (its N-th
     stack, from 1), ``KEY:all`` (its time points or cardiac phases as one image over time),
-    ``:N`` and ``:all`` (of the only series), parsed by :func:`split_all` and
-    :func:`split_choice`; anything else is an :class:`~medsr.errors.InvalidParameterError`
+    ``:N`` and ``:all`` (of the only series), parsed by :func:`split_series`; anything else is an :class:`~medsr.errors.InvalidParameterError`
     (before any file is read)."""
     value = (text or "").strip()
     if not value:
         return None
-    head, whole = split_all(value)
-    number = None
-    if not whole:
-        head, number = split_choice(value)
-    ok = (whole or number is not None or ":" not in value) and (number is None or number >= 1)
+    head, stack = split_series(value)
+    ok = (stack is not None or ":" not in value) and (not isinstance(stack, int) or stack >= 1)
     if ok and (head is None or _SERIES_NAME.fullmatch(head)):
         return value
     raise InvalidParameterError(
