@@ -166,6 +166,22 @@ def make_nan_nifti(path: Path, shape: tuple[int, int, int] = (6, 20, 18)) -> np.
     return ~np.isfinite(arr)
 
 
+def padded_ct(h: int, w: int, z: int = 8):
+    """A CT whose outside of the scan circle is filled with −3024 HU (a no-data fill): smooth
+    ±300 HU with 5 HU noise inside, 2 mm slices of 1 mm pixels. Returns ``(image, circle)``,
+    ``circle`` the (Y, X) mask of the measured pixels (the interpolate and through-plane error
+    bound tests' padded volume)."""
+    from medsr.image import MedImage
+
+    rng = np.random.default_rng(3)
+    zz, yy, xx = np.mgrid[:z, :h, :w]
+    arr = 300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w))
+    arr = arr.astype(np.float32)
+    circle = (yy[0] - h / 2 + 0.5) ** 2 + (xx[0] - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
+    arr[:, ~circle] = -3024.0
+    return MedImage(arr, spacing=(2.0, 1.0, 1.0), modality="CT", units="HU"), circle
+
+
 def file_digest(path: Path) -> str:
     h = hashlib.sha256()
     paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]

@@ -13,6 +13,7 @@ from medsr.image import MedImage
 from medsr.interpolation.core import interpolation_uncertainty
 from medsr.io import load_image
 from medsr.safeguards.error_bound import COVERAGE
+from tests.conftest import padded_ct
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,14 +65,8 @@ def test_the_bound_follows_an_affine_intensity_change(aniso_pair):
 def test_no_data_gets_a_bound_of_zero_and_is_not_summarised():
     """A CT's fill outside the scan circle is kept exact: its bound is 0, the measured voxels'
     is not, the fill's −3024 step is no noise, and the summary is over the held voxels."""
-    rng = np.random.default_rng(3)
-    z, h, w = 8, 16, 16
-    zz, yy, xx = np.mgrid[:z, :h, :w]
-    arr = 300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w))
-    arr = arr.astype(np.float32)
-    circle = (yy[0] - h / 2 + 0.5) ** 2 + (xx[0] - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
-    arr[:, ~circle] = -3024.0
-    image = MedImage(arr, spacing=(2.0, 1.0, 1.0), modality="CT", units="HU")
+    image, circle = padded_ct(16, 16)
+    arr = image.array
     out, _, summary = interpolation_uncertainty(image, "cubic", 2, tta=False)
     bound = out.meta["maps"]["error_bound"]
     pad = np.broadcast_to(~circle, bound.shape)

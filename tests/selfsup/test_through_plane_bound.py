@@ -12,6 +12,7 @@ from medsr.image import MedImage
 from medsr.io import load_image
 from medsr.pipeline import upscale_through_plane
 from medsr.safeguards.error_bound import COVERAGE
+from tests.conftest import padded_ct
 
 TOLD = {"slice_thickness": 10.0, "profile": "gaussian", "progress": False, "device": "cpu"}
 
@@ -118,14 +119,7 @@ def test_the_bound_follows_an_affine_intensity_change(aniso_pair, aniso_written)
 def ct_with_fill():
     """A CT whose scan circle is filled with −3024 HU, ×2 through-plane with ``--maps``:
     ``(circle, input, output, summary)``."""
-    rng = np.random.default_rng(3)
-    z, h, w = 8, 24, 24
-    zz, yy, xx = np.mgrid[:z, :h, :w]
-    arr = 300 * np.sin(yy / 3.0 + zz / 2.0) * np.cos(xx / 4.0) + rng.normal(0, 5, (z, h, w))
-    arr = arr.astype(np.float32)
-    circle = (yy[0] - h / 2 + 0.5) ** 2 + (xx[0] - w / 2 + 0.5) ** 2 < (0.45 * h) ** 2
-    arr[:, ~circle] = -3024.0
-    image = MedImage(arr, spacing=(2.0, 1.0, 1.0), modality="CT", units="HU")
+    image, circle = padded_ct(24, 24)
     sr, summary = upscale_through_plane(
         image, target_spacing=1.0, maps=True, slice_thickness=2.0, profile="box",
         progress=False, device="cpu",
