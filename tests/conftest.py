@@ -24,6 +24,20 @@ _NIBABEL_FILES = {"anatomical.nii", "example4d.nii.gz", "standard.nii.gz"}
 _DIPY_FILES = {"S0_10slices.nii.gz", "aniso_vox.nii.gz", "t1_coronal_slice.npy"}
 
 
+@pytest.fixture(autouse=True)
+def _seeded_random_state():
+    """Every test starts from the same global random state (Python's, and torch's when a
+    test module imported it), whatever ran before it: a test that draws unseeded numbers
+    draws the same ones in every run and in any order. (numpy's legacy global generator is
+    not used: ruff's NPY002 refuses it.)"""
+    import random
+    import sys
+
+    random.seed(0)
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(0)
+
+
 def corpus_path(name: str) -> Path:
     """Locate a development-corpus file by name (see shared/data/CORPUS.md)."""
     if name in _NIBABEL_FILES:
