@@ -304,3 +304,33 @@ def test_enhanced_mr_phase_frame_with_its_own_velocity_encoding_is_read(tmp_path
     ds.save_as(path)
     with pytest.raises(NotAnImageError, match=r"PHASE of frame 1\)"):
         medsr.load_image(path)
+
+
+def _ge_un(ds: Dataset, value: int) -> Dataset:
+    """A GE image whose private image type and its creator arrive as UN (a PACS that converted
+    the file from implicit to explicit VR without GE's private dictionary)."""
+    ds.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    ds.add_new(0x00430010, "UN", b"GEMS_PARM_01")
+    ds.add_new(0x0043102F, "UN", value.to_bytes(2, "little", signed=True))
+    return ds
+
+
+@pytest.mark.parametrize("replace_un", [True, False], ids=["un-replaced", "un-kept"])
+def test_a_ge_phase_image_type_stored_as_un_is_refused(tmp_path, monkeypatch, replace_un):
+    """GE's private image type (0043,xx2F) stored as UN, with its creator: pydicom reads the
+    bytes as the private dictionary's SS where it replaces UN by known VRs (its default); where
+    that is off (``pydicom.config.replace_un_with_known_vr``, which a program embedding medsr
+    may set) the value stayed bytes, the creator named no block, and the GE phase image was
+    read as an image. Now refused either way, like the native SS; a magnitude (0) is read."""
+    monkeypatch.setattr(pydicom.config, "replace_un_with_known_vr", replace_un)
+    path = tmp_path / "phase.dcm"
+    _ge_un(siemens_phase(), 1).save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path)[0x0043102F].VR == ("SS" if replace_un else "UN")
+    with pytest.raises(NotAnImageError, match=r"GE image type \(0043,xx2F\) 1: phase\)"):
+        medsr.load_image(path)
+    magnitude = tmp_path / "magnitude.dcm"
+    _ge_un(siemens_phase(["ORIGINAL", "PRIMARY", "M", "ND"]), 0).save_as(
+        magnitude, enforce_file_format=True
+    )
+    assert medsr.load_image(magnitude).array.shape == (1, 64, 64)

@@ -11,10 +11,14 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import private_dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as PydicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import UID
 from pydicom.valuerep import DSfloat
+from pydicom.values import convert_value
 
 from medsr.errors import InvalidHeaderError, scrub
 
@@ -184,7 +188,7 @@ _non_image_reason = non_image_reason  # old private name
 _PHASE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
 #: GE's private image type, (0043,xx2F) of ``GEMS_PARM_01``: 0 magnitude, 1 phase, 2 real,
 #: 3 imaginary (dcm2niix's ``kImageTypeGE``; pydicom's private dictionary names the element
-#: "Image Type (real, imaginary, phase, magnitude)")
+#: "Image Type (real, imaginary, phase, magnitude)", VR SS)
 _GE_PARM_CREATOR, _GE_IMAGE_TYPE, _GE_PHASE = "GEMS_PARM_01", 0x2F, 1
 #: Siemens' Sequence Name of a phase-contrast (flow) image: ``_v``, the VENC in cm/s and the
 #: encoded direction (``*fl2d1_v150in`` through the plane, ``fl3d1r_v150rl``, ``*fl2d1r3_v200fh``;
@@ -244,6 +248,40 @@ def velocity_cue(ds: Dataset, frame: int | None = None) -> str | None:
     return None
 
 
+def _ge_image_type(ds: Dataset) -> int | None:
+    """GE's private image type (:data:`_GE_IMAGE_TYPE`) of ``ds``, or None.
+
+    A PACS that converts a file between implicit and explicit VR may store the element, and
+    its private creator, as UN: pydicom then keeps the value bytes (where it does not replace
+    UN by the private dictionary's VR: ``pydicom.config.replace_un_with_known_vr``), and the
+    creator, bytes too, names no private block. The creator is matched as text and a UN value
+    decoded as the private dictionary's VR (SS), in the byte order of the file."""
+    for tag in list(ds.keys()):
+        if tag.group != 0x0043 or not 0x10 <= tag.element <= 0xFF:
+            continue
+        creator = ds[tag].value
+        if isinstance(creator, bytes):
+            creator = creator.decode("latin-1")
+        if str(creator).strip(" \0") != _GE_PARM_CREATOR:
+            continue
+        elem = ds.get(Tag(0x0043, tag.element << 8 | _GE_IMAGE_TYPE))
+        if elem is None:
+            return None
+        value = elem.value
+        if isinstance(value, bytes):
+            implicit, little = getattr(ds, "original_encoding", (False, True))
+            vr = private_dictionary_VR(elem.tag, _GE_PARM_CREATOR)
+            raw = RawDataElement(
+                elem.tag, vr, len(value), value, 0, bool(implicit), little is not False
+            )
+            value = convert_value(vr, raw)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
     """Why this MR image cannot be interpolated because it is a phase image (or None).
 
@@ -251,8 +289,8 @@ def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
     interpolation between them (bicubic, a CNN's upsampling) makes a ramp through 0 rad that was
     never measured, written back as a phase image. Said by the Image Type (:data:`_PHASE_TYPES`),
     the Enhanced MR Complex Image Component (top level, or of ``frame`` — of any frame when
-    ``frame`` is None — in the MR Image Frame Type functional group) or GE's private image
-    type. A phase-contrast velocity image (:func:`velocity_cue`; for a
+    ``frame`` is None — in the MR Image Frame Type functional group) or GE's private image type
+    (:func:`_ge_image_type`). A phase-contrast velocity image (:func:`velocity_cue`; for a
     frame, its own MR Velocity Encoding Sequence too) is a velocity map, not a phase image.
     """
     if not _is_mr(ds) or velocity_cue(ds, frame) is not None:
@@ -275,12 +313,8 @@ def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
                 said = f"Complex Image Component PHASE of frame {f}"
                 break
     if said is None and str(ds.get("Manufacturer", "") or "").strip().upper().startswith("GE"):
-        try:
-            value = ds.private_block(0x0043, _GE_PARM_CREATOR)[_GE_IMAGE_TYPE].value
-            if int(value) == _GE_PHASE:
-                said = "GE image type (0043,xx2F) 1: phase"
-        except (KeyError, TypeError, ValueError):
-            pass
+        if _ge_image_type(ds) == _GE_PHASE:
+            said = "GE image type (0043,xx2F) 1: phase"
     if said is None:
         return None
     return (
