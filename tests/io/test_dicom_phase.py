@@ -190,3 +190,147 @@ def test_enhanced_mr_typed_phase_for_every_frame_is_refused(tmp_path):
     shutil.copy(path, copy_dir / "enhanced.dcm")
     with pytest.raises(NotAnImageError, match="PHASE of every frame"):
         medsr.load_image(copy_dir)
+
+
+def siemens_velocity(sequence_name: str | None = "*fl2d1_v150in") -> Dataset:
+    """MR_small as Siemens stores a phase-contrast velocity image: ``ORIGINAL\\PRIMARY\\P\\ND``
+    like a wrapped phase, 12-bit 0..4095 with Rescale Slope 2, Intercept −4096 (±VENC over the
+    stored range), the VENC (150 cm/s) and direction in the Sequence Name. Its pixels: a smooth
+    flow made from MR_small's smoothed magnitude, within ±0.8 VENC (no aliasing)."""
+    ds = siemens_phase()
+    smooth = gaussian_filter(pydicom.dcmread(dicom_corpus_path("MR_small.dcm")).pixel_array, 2.0)
+    flow = 0.8 * (2 * smooth / smooth.max() - 1)  # in units of VENC
+    ds.PixelData = np.round((flow + 1) / 2 * 4095).astype("<u2").tobytes()
+    if sequence_name is not None:
+        ds.SequenceName = sequence_name
+    return ds
+
+
+def test_a_siemens_velocity_image_typed_p_is_read_and_upscaled(tmp_path):
+    """Siemens types a phase-contrast velocity image ``P`` as it types a wrapped phase image, and
+    the reader refused it ("it is an MR phase image (Image Type ORIGINAL\\PRIMARY\\P\\ND)"):
+    but its values are a velocity, linear within ±VENC, like the velocity maps the reader
+    reads. Its Sequence Name (``*fl2d1_v150in``: VENC 150 cm/s, through the plane) tells it
+    apart: it is read and upscaled, its values kept (each 2×2 block of the ×2 output averages
+    to the input pixel's velocity)."""
+    src = tmp_path / "flow.dcm"
+    siemens_velocity().save_as(src, enforce_file_format=True)
+    before = file_digest(src)
+    image = medsr.load_image(src)
+    out = medsr.upscale_file(src, tmp_path / "out", model="bicubic", scale=2)
+    up = medsr.load_image(out)
+    assert up.array.shape == (1, 128, 128)
+    blocks = up.array[0].reshape(64, 2, 64, 2).mean(axis=(1, 3))
+    inner = (slice(2, -2), slice(2, -2))  # the border of a bicubic upscale leans on padding
+    assert np.abs(blocks[inner] - image.array[0][inner]).max() < 0.02 * 8192
+    assert file_digest(src) == before
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda ds: setattr(ds, "SequenceName", "fl3d1r_v150rl"), id="siemens-3d-rl"),
+        pytest.param(lambda ds: setattr(ds, "SequenceName", "*fl2d1r3_v200fh"), id="siemens-fh"),
+        pytest.param(
+            lambda ds: setattr(ds, "ImageType", ["DERIVED", "PRIMARY", "P", "RETRO", "DIS2D"]),
+            id="siemens-retro",
+        ),
+        pytest.param(
+            lambda ds: (
+                delattr(ds, "SequenceName"),
+                setattr(ds, "VelocityEncodingDirection", [0.0, 0.0, 1.0]),
+                setattr(ds, "VelocityEncodingMaximumValue", 150.0),
+            ),
+            id="velocity-encoding-attributes",
+        ),
+        pytest.param(
+            lambda ds: (
+                delattr(ds, "SequenceName"),
+                setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "VELOCITY MAP", "P", "PCA"]),
+            ),
+            id="velocity-map-and-p",
+        ),
+        pytest.param(
+            lambda ds: (
+                delattr(ds, "SequenceName"),
+                setattr(ds, "ImageType", ["ORIGINAL", "PRIMARY", "P", "FLOW"]),
+            ),
+            id="flow-word",
+        ),
+    ],
+)
+def test_every_way_of_saying_velocity_reads_a_p_image(tmp_path, edit):
+    ds = siemens_velocity()
+    edit(ds)
+    path = tmp_path / "flow.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert medsr.load_image(path).array.shape == (1, 64, 64)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(None, id="no-sequence-name"),
+        pytest.param("*swi3d1r", id="siemens-swi"),
+        pytest.param("*fm2d2r", id="siemens-field-map"),
+        pytest.param("*fl2d1_v", id="no-venc"),
+        pytest.param("*fl2d1r3", id="phase-contrast-magnitude-name"),
+    ],
+)
+def test_a_p_image_without_a_velocity_cue_is_still_refused(tmp_path, name):
+    """A Siemens ``P`` image whose Sequence Name states no VENC (SWI, a field map, none at all)
+    is a wrapped phase: still refused."""
+    path = tmp_path / "phase.dcm"
+    siemens_velocity(name).save_as(path, enforce_file_format=True)
+    with pytest.raises(NotAnImageError, match=PHASE_ERROR):
+        medsr.load_image(path)
+
+
+def test_enhanced_mr_phase_frame_with_its_own_velocity_encoding_is_read(tmp_path):
+    """A frame typed PHASE whose own functional groups hold an MR Velocity Encoding Sequence is
+    a velocity frame; a PHASE frame beside it without one is still refused."""
+    path = _enhanced_with_phase_frame(tmp_path, 2)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.VelocityEncodingDirection = [0.0, 0.0, 1.0]
+    item.VelocityEncodingMaximumValue = 150.0
+    ds.PerFrameFunctionalGroupsSequence[2].MRVelocityEncodingSequence = [item]
+    ds.save_as(path)
+    assert medsr.load_image(path).array.shape[0] == 4
+    assert medsr.load_image(path, frame=2).array.shape[0] == 1
+    ds.PerFrameFunctionalGroupsSequence[1].MRImageFrameTypeSequence[
+        0
+    ].ComplexImageComponent = "PHASE"
+    ds.save_as(path)
+    with pytest.raises(NotAnImageError, match=r"PHASE of frame 1\)"):
+        medsr.load_image(path)
+
+
+def _ge_un(ds: Dataset, value: int) -> Dataset:
+    """A GE image whose private image type and its creator arrive as UN (a PACS that converted
+    the file from implicit to explicit VR without GE's private dictionary)."""
+    ds.Manufacturer = "GE MEDICAL SYSTEMS"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    ds.add_new(0x00430010, "UN", b"GEMS_PARM_01")
+    ds.add_new(0x0043102F, "UN", value.to_bytes(2, "little", signed=True))
+    return ds
+
+
+@pytest.mark.parametrize("replace_un", [True, False], ids=["un-replaced", "un-kept"])
+def test_a_ge_phase_image_type_stored_as_un_is_refused(tmp_path, monkeypatch, replace_un):
+    """GE's private image type (0043,xx2F) stored as UN, with its creator: pydicom reads the
+    bytes as the private dictionary's SS where it replaces UN by known VRs (its default); where
+    that is off (``pydicom.config.replace_un_with_known_vr``, which a program embedding medsr
+    may set) the value stayed bytes, the creator named no block, and the GE phase image was
+    read as an image. Now refused either way, like the native SS; a magnitude (0) is read."""
+    monkeypatch.setattr(pydicom.config, "replace_un_with_known_vr", replace_un)
+    path = tmp_path / "phase.dcm"
+    _ge_un(siemens_phase(), 1).save_as(path, enforce_file_format=True)
+    assert pydicom.dcmread(path)[0x0043102F].VR == ("SS" if replace_un else "UN")
+    with pytest.raises(NotAnImageError, match=r"GE image type \(0043,xx2F\) 1: phase\)"):
+        medsr.load_image(path)
+    magnitude = tmp_path / "magnitude.dcm"
+    _ge_un(siemens_phase(["ORIGINAL", "PRIMARY", "M", "ND"]), 0).save_as(
+        magnitude, enforce_file_format=True
+    )
+    assert medsr.load_image(magnitude).array.shape == (1, 64, 64)

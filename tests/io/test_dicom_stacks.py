@@ -555,3 +555,29 @@ def test_a_cine_is_upscaled_in_plane_into_one_series_with_its_maps(dicom_corpus,
     write_maps({"consistency": np.ones((4, 32, 32), np.float32)}, maps, like=back)
     series = [pydicom.dcmread(f) for f in sorted((maps / "consistency_dicom").glob("*.dcm"))]
     assert len(series) == 4 and not any("TriggerTime" in ds for ds in series)
+
+
+@pytest.mark.parametrize("z, gap", [(-40.0, "40.000"), (3.7, "1.200")])
+def test_an_unmarked_scout_in_the_stack_is_refused_by_name(ct_template, tmp_path, z, gap):
+    """A scout of the series' orientation and size whose Image Type does not say so
+    (``ORIGINAL\\PRIMARY\\OTHER``, another Slice Thickness and Acquisition Number) falls into
+    the stack: nothing in its header tells it apart from a slice of the volume for sure, so the
+    read is refused on its position off the stack's even spacing, never read as a volume. The
+    refusal said only "the gaps between slices are not uniform (from 2.500 to 40.000 mm ...)"
+    in a folder of many files; it now names the two files at the gap furthest from the typical
+    one."""
+    uid = generate_uid()
+    main = _stack(ct_template, uid, 6)
+    [scout] = _stack(ct_template, uid, 1, level=3000, first=90)
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+    scout.SliceThickness, scout.AcquisitionNumber = "10", 9
+    scout.ImagePositionPatient = ["0", "0", str(z)]
+    names = ["scout.dcm"] + [f"img{k}.dcm" for k in range(6)]
+    folder = write_series(tmp_path / "export", [scout, *main], names)
+    neighbour = "'img0.dcm'" if z < 0 else "'img1.dcm'"
+    with pytest.raises(SeriesMismatchError) as err:
+        read_dicom(folder)
+    msg = str(err.value)
+    assert msg.startswith("the gaps between slices are not uniform")
+    assert f"furthest from the typical 2.500 mm is {gap} mm" in msg
+    assert "'scout.dcm'" in msg and neighbour in msg

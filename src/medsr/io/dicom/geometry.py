@@ -340,9 +340,15 @@ def _stack_geometry(
         dz = float(np.dot(normal, step))
         tol = max(0.02 * dz, 0.01)
         if np.max(np.abs(gaps - dz)) > tol:
+            shown = list(names) if names is not None else [f"{what[:-1]} {i + 1}" for i in range(n)]
+            typical = float(np.median(gaps))
+            odd = int(np.argmax(np.abs(gaps - typical)))  # the gap furthest from the typical one
             raise SeriesMismatchError(
                 f"the gaps between {what} are not uniform (from {gaps.min():.3f} to {gaps.max():.3f} mm; "
-                "missing or overlapping slices?): medsr needs an evenly spaced volume"
+                "missing or overlapping slices?): medsr needs an evenly spaced volume. "
+                f"The gap furthest from the typical {typical:.3f} mm is {gaps[odd]:.3f} mm, "
+                f"between {shown[order[odd]]} and {shown[order[odd + 1]]}: a slice missing "
+                "there, or one of them from another scan (a localizer)?"
             )
         expected = sorted_ipp[0] + np.arange(n)[:, None] * step[None, :]
         if np.max(np.linalg.norm(sorted_ipp - expected, axis=1)) > max(tol, 0.05):

@@ -6,14 +6,19 @@ Everything here is shared by the reader and the writer and touches no pixel data
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import private_dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as PydicomSequence
+from pydicom.tag import Tag
 from pydicom.uid import UID
 from pydicom.valuerep import DSfloat
+from pydicom.values import convert_value
 
 from medsr.errors import InvalidHeaderError, scrub
 
@@ -178,12 +183,23 @@ _non_image_reason = non_image_reason  # old private name
 #: (``ORIGINAL\\PRIMARY\\P\\ND``), Philips' ``P`` and ``PHASE MAP``, and ``PHASE`` (the Enhanced
 #: MR term of Complex Image Component). ``M``/``MAGNITUDE``, ``R``/``REAL``, ``I``/``IMAGINARY``
 #: are linear in the signal and interpolate like any image; so does a velocity map (``VELOCITY``,
-#: Philips' ``PHASE CONTRAST M``) unless it is aliased, which no header says.
+#: Philips' ``PHASE CONTRAST M``) unless it is aliased, which no header says. A phase image that
+#: is a phase-contrast velocity image (:func:`velocity_cue`) is such a map too.
 _PHASE_TYPES = frozenset({"P", "PHASE", "PHASE MAP"})
 #: GE's private image type, (0043,xx2F) of ``GEMS_PARM_01``: 0 magnitude, 1 phase, 2 real,
 #: 3 imaginary (dcm2niix's ``kImageTypeGE``; pydicom's private dictionary names the element
-#: "Image Type (real, imaginary, phase, magnitude)")
+#: "Image Type (real, imaginary, phase, magnitude)", VR SS)
 _GE_PARM_CREATOR, _GE_IMAGE_TYPE, _GE_PHASE = "GEMS_PARM_01", 0x2F, 1
+#: Siemens' Sequence Name of a phase-contrast (flow) image: ``_v``, the VENC in cm/s and the
+#: encoded direction (``*fl2d1_v150in`` through the plane, ``fl3d1r_v150rl``, ``*fl2d1r3_v200fh``;
+#: magnitude images of the scan may carry it too, typed ``M``/``MAG``). Siemens types the velocity
+#: image ``P`` like a wrapped phase (``ORIGINAL\\PRIMARY\\P\\ND``, ``DERIVED\\PRIMARY\\P\\RETRO``):
+#: its values are the velocity, ±VENC over the stored range, and the name tells it apart
+_SIEMENS_VELOCITY_SEQUENCE = re.compile(r"_v\d+[a-z]", re.IGNORECASE)
+#: Image Type words (the third value on) of a velocity (flow) image
+_VELOCITY_WORDS = ("VELOCITY", "FLOW", "PHASE CONTRAST")
+#: the standard Velocity Encoding attributes (MR Velocity Encoding Sequence, PS3.3 C.8.13.5.13)
+_VELOCITY_KEYS = ("VelocityEncodingDirection", "VelocityEncodingMaximumValue")
 
 
 def _is_mr(ds: Dataset) -> bool:
@@ -196,6 +212,76 @@ def _component(item: Dataset | None) -> str:
     return str(item.get("ComplexImageComponent", "") or "").strip().upper() if item else ""
 
 
+def _image_types(ds: Dataset) -> list[str]:
+    return [str(v).strip().upper() for v in ds.get("ImageType") or []]
+
+
+def _stated(holder: Dataset | None, key: str) -> bool:
+    if holder is None or key not in holder:
+        return False
+    value = holder[key].value
+    return value is not None and value != "" and value != b"" and value != []
+
+
+def velocity_cue(ds: Dataset, frame: int | None = None) -> str | None:
+    """What says this MR image is a phase-contrast velocity (flow) image, or None.
+
+    Its values are a velocity, linear within ±VENC: it interpolates like a velocity map, however
+    it is typed (Siemens types it ``P``, as a wrapped phase). Said by Siemens' Sequence Name
+    (:data:`_SIEMENS_VELOCITY_SEQUENCE`), an Image Type word from the third value on
+    (:data:`_VELOCITY_WORDS`) or the standard Velocity Encoding attributes
+    (:data:`_VELOCITY_KEYS`: at the top level, or in the MR Velocity Encoding Sequence of the
+    image or of the functional groups of ``frame`` — the shared ones where ``frame`` is None).
+    """
+    name = str(ds.get("SequenceName", "") or "").strip()
+    if _SIEMENS_VELOCITY_SEQUENCE.search(name):
+        return f"Sequence Name {name}"
+    types = _image_types(ds)
+    if any(word in t for t in types[2:] for word in _VELOCITY_WORDS):
+        return "Image Type " + "\\".join(types)
+    top = ds.get("MRVelocityEncodingSequence")
+    holders = [ds, top[0] if top else None, _fg_item(ds, frame, "MRVelocityEncodingSequence")]
+    for holder in holders:
+        for key in _VELOCITY_KEYS:
+            if _stated(holder, key):
+                return key
+    return None
+
+
+def _ge_image_type(ds: Dataset) -> int | None:
+    """GE's private image type (:data:`_GE_IMAGE_TYPE`) of ``ds``, or None.
+
+    A PACS that converts a file between implicit and explicit VR may store the element, and
+    its private creator, as UN: pydicom then keeps the value bytes (where it does not replace
+    UN by the private dictionary's VR: ``pydicom.config.replace_un_with_known_vr``), and the
+    creator, bytes too, names no private block. The creator is matched as text and a UN value
+    decoded as the private dictionary's VR (SS), in the byte order of the file."""
+    for tag in list(ds.keys()):
+        if tag.group != 0x0043 or not 0x10 <= tag.element <= 0xFF:
+            continue
+        creator = ds[tag].value
+        if isinstance(creator, bytes):
+            creator = creator.decode("latin-1")
+        if str(creator).strip(" \0") != _GE_PARM_CREATOR:
+            continue
+        elem = ds.get(Tag(0x0043, tag.element << 8 | _GE_IMAGE_TYPE))
+        if elem is None:
+            return None
+        value = elem.value
+        if isinstance(value, bytes):
+            implicit, little = getattr(ds, "original_encoding", (False, True))
+            vr = private_dictionary_VR(elem.tag, _GE_PARM_CREATOR)
+            raw = RawDataElement(
+                elem.tag, vr, len(value), value, 0, bool(implicit), little is not False
+            )
+            value = convert_value(vr, raw)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
     """Why this MR image cannot be interpolated because it is a phase image (or None).
 
@@ -203,12 +289,14 @@ def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
     interpolation between them (bicubic, a CNN's upsampling) makes a ramp through 0 rad that was
     never measured, written back as a phase image. Said by the Image Type (:data:`_PHASE_TYPES`),
     the Enhanced MR Complex Image Component (top level, or of ``frame`` — of any frame when
-    ``frame`` is None — in the MR Image Frame Type functional group) or GE's private image type.
+    ``frame`` is None — in the MR Image Frame Type functional group) or GE's private image type
+    (:func:`_ge_image_type`). A phase-contrast velocity image (:func:`velocity_cue`; for a
+    frame, its own MR Velocity Encoding Sequence too) is a velocity map, not a phase image.
     """
-    if not _is_mr(ds):
+    if not _is_mr(ds) or velocity_cue(ds, frame) is not None:
         return None
     said = None
-    types = [str(v).strip().upper() for v in ds.get("ImageType") or []]
+    types = _image_types(ds)
     if any(t in _PHASE_TYPES for t in types[2:]):
         said = "Image Type " + "\\".join(types)
     elif _component(ds) == "PHASE":
@@ -221,16 +309,12 @@ def phase_reason(ds: Dataset, frame: int | None = None) -> str | None:
     else:
         for f, group in enumerate(ds.get("PerFrameFunctionalGroupsSequence") or []):
             items = group.get("MRImageFrameTypeSequence")
-            if items and _component(items[0]) == "PHASE":
+            if items and _component(items[0]) == "PHASE" and velocity_cue(ds, f) is None:
                 said = f"Complex Image Component PHASE of frame {f}"
                 break
     if said is None and str(ds.get("Manufacturer", "") or "").strip().upper().startswith("GE"):
-        try:
-            value = ds.private_block(0x0043, _GE_PARM_CREATOR)[_GE_IMAGE_TYPE].value
-            if int(value) == _GE_PHASE:
-                said = "GE image type (0043,xx2F) 1: phase"
-        except (KeyError, TypeError, ValueError):
-            pass
+        if _ge_image_type(ds) == _GE_PHASE:
+            said = "GE image type (0043,xx2F) 1: phase"
     if said is None:
         return None
     return (
