@@ -26,10 +26,11 @@ from medsr.image import MedImage
 
 @dataclass(frozen=True)
 class Normalizer:
-    """Affine map ``v ↦ (v − offset) / scale`` and its inverse."""
+    """Affine map ``v ↦ (v − offset) / scale`` and its inverse (``offset`` and ``scale``: numbers,
+    or arrays that broadcast over the values, one per time point: :meth:`per_time_point`)."""
 
-    offset: float = 0.0
-    scale: float = 1.0
+    offset: Any = 0.0
+    scale: Any = 1.0
 
     @classmethod
     def from_card(
@@ -39,6 +40,25 @@ class Normalizer:
         like its array of pixels whose values do not count, e.g. padding)."""
         spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
         return cls.from_spec(spec, image.array, exclude=exclude)
+
+    @classmethod
+    def per_time_point(cls, card: dict[str, Any], image: MedImage) -> Normalizer:
+        """:meth:`from_card`, each time point of an image over time (``channels="time"``,
+        ``(T, Z, Y, X)``) on its own: ``offset`` and ``scale`` float32 ``(T, 1, 1, 1)`` (they
+        broadcast over the array or its channel-first form) where the time points' differ, as
+        a min-max normalisation's do. A time point is then normalised as it is when read on
+        its own (``KEY:N``); the series' min and max gave a pre-contrast phase a fraction of the
+        network's input range. Any other image: :meth:`from_card`."""
+        if image.channels != "time":
+            return cls.from_card(card, image)
+        spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
+        each = [cls.from_spec(spec, image.array[t]) for t in range(image.array.shape[0])]
+        if all(n == each[0] for n in each):
+            return each[0]
+        return cls(
+            offset=np.asarray([n.offset for n in each], np.float32).reshape(-1, 1, 1, 1),
+            scale=np.asarray([n.scale for n in each], np.float32).reshape(-1, 1, 1, 1),
+        )
 
     @classmethod
     def from_spec(

@@ -319,7 +319,8 @@ def _signed_kspace(meas: Measurement, image: MedImage) -> Measurement:
     projection (which treats such planes as real) had made consistent. Warns."""
     if meas.kind != "kspace" or "image" in meas.params:
         return meas
-    mask, darkest = no_data_fill(image)  # the darkest measured value (padding left out)
+    mask, low = no_data_fill(image)  # the darkest measured value (padding left out)
+    darkest = float(np.min(low))  # an image over time: that of its darkest time point
     if mask is None:
         darkest = float(np.nanmin(image.array)) if image.array.size else 0.0
     if not darkest < 0:

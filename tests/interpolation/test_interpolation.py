@@ -611,3 +611,28 @@ def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path, mon
     with pytest.raises(InputTooLargeError, match="NIfTI-1 axis"):  # the writer's own check
         save_image(image, tmp_path / "direct.nii")
     assert not (tmp_path / "direct.nii").exists()
+
+
+def test_an_image_over_time_is_refused_with_what_to_do(tmp_path):
+    """`medsr interpolate` of a 4-D NIfTI (a cine or dynamic series over time) said "needs a
+    grayscale volume (not colour or 4-D)" and nothing of what to do. It is refused (one
+    ``error:`` line, exit 2, no output) naming the time points and slices, the command that
+    upscales such an image along z time point by time point, and the per-volume way."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+
+    series = np.random.default_rng(0).normal(100, 10, (8, 8, 3, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(series, np.diag([1.0, 1.0, 4.0, 1.0])), tmp_path / "cine.nii.gz")
+    res = CliRunner().invoke(
+        app, ["interpolate", str(tmp_path / "cine.nii.gz"), str(tmp_path / "o.nii.gz")]
+    )
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert "an image over time (2 time points of 3 slices)" in lines[0]
+    assert (
+        "`medsr upscale --through-plane` upscales it along z time point by time point" in lines[0]
+    )
+    assert not (tmp_path / "o.nii.gz").exists()

@@ -71,7 +71,9 @@ class PlaneJob:
     done: int = 0  # planes back from the model
     error: BaseException | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    bounds: tuple[float, float] | None = None  # clip range: the input's values outside padding
+    # clip range: the input's values outside padding; an image over time: each time point's,
+    # one per plane ((P, 1, 1, 1) arrays, :func:`_plane_bounds`)
+    bounds: tuple[Any, Any] | None = None
     detail_gain: float | None = None  # base + gain·(output − base), the self-check's scaling
     detail_over: str | None = None  # ... added to this interpolator instead of the base
     base: np.ndarray | None = None  # (P, C, H·s, W·s) base interpolation, when kept
@@ -436,17 +438,21 @@ class PlaneUpscaler:
         image, mask, _ = fill_no_data(image)  # padding is never fed as signal: the darkest tissue
         pad = None if mask is None else (mask if image.channels else mask[None])  # (C, Z, Y, X)
         cf = image.channel_first()  # (C, Z, Y, X)
-        c, _, h, w = cf.shape
-        per = c if self.net_channels == c and c > 1 else 1  # colour seen together
+        c, z, h, w = cf.shape
+        # colour seen together; time points never (a 3-channel network takes no 3 phases as RGB)
+        per = c if self.net_channels == c and c > 1 and image.channels != "time" else 1
         planes = _as_planes(cf, per)
-        norm = Normalizer.from_card(self.card, image)
+        # an image over time: each time point normalised and clipped as it is on its own
+        norm = Normalizer.per_time_point(self.card, image)
+        if np.ndim(norm.offset):  # one per time point → one per plane (time-major)
+            norm = Normalizer(np.repeat(norm.offset, z, 0), np.repeat(norm.scale, z, 0))
         s = self.scale
         out = np.empty((planes.shape[0], per, h * s, w * s), dtype=np.float32)
         job = PlaneJob(source, norm.forward(planes), norm, per, out, tag=tag)
         if pad is not None:
             job.meta["padding"] = pad
         if self.clip:
-            job.bounds = _inside_range(source.channel_first(), pad)
+            job.bounds = _plane_bounds(source, pad)
         if self.loaded.learned:
             job.detail_gain = detail_gain
             job.detail_over = (
@@ -627,26 +633,32 @@ class PlaneUpscaler:
         ``job.out`` (and ``job.base``). In torch: both cores."""
         import torch
 
-        norm, s = job.norm, self.scale
+        s = self.scale
+        scale, offset = (
+            _rows(v, start, stop, pred.device) for v in (job.norm.scale, job.norm.offset)
+        )
+        bounds = (
+            None
+            if job.bounds is None
+            else tuple(_rows(v, start, stop, pred.device) for v in job.bounds)
+        )
         pad = job.meta.get("padding")
         # on the CPU the result is written into job.out where it lies, not copied there at the end
         dest = torch.from_numpy(job.out[start:stop]) if pred.device.type == "cpu" else None
         if dest is not None and job.detail_gain is None and pad is None:
-            out = torch.mul(pred, norm.scale, out=dest).add_(norm.offset)
+            out = torch.mul(pred, scale, out=dest).add_(offset)
         else:
-            out = pred.mul_(norm.scale).add_(norm.offset)
-        b: Any = (
-            base.mul(norm.scale).add_(norm.offset) if base is not None and job.needs_base else None
-        )
+            out = pred.mul_(scale).add_(offset)
+        b: Any = base.mul(scale).add_(offset) if base is not None and job.needs_base else None
         low: Any = None  # the base the detail is scaled over: finished like the output
         if job.detail_gain is not None and b is not None:
-            low = b.clamp(*job.bounds) if job.bounds is not None else b
+            low = b.clamp(*bounds) if bounds is not None else b
         if over is not None:
-            over = over.mul_(norm.scale).add_(norm.offset)
-            if job.bounds is not None:
-                over.clamp_(*job.bounds)
-        if job.bounds is not None:
-            out.clamp_(*job.bounds)
+            over = over.mul_(scale).add_(offset)
+            if bounds is not None:
+                over.clamp_(*bounds)
+        if bounds is not None:
+            out.clamp_(*bounds)
         if pad is not None:  # padding kept exact: every output pixel of a padding pixel is it
             per = job.per_plane_channels
             mask = torch.from_numpy(np.ascontiguousarray(_as_planes(pad, per)[start:stop])).to(
@@ -752,9 +764,7 @@ class PlaneUpscaler:
         image, s = job.image, self.scale
         base = job.base
         bounds = (
-            job.bounds
-            if job.bounds is not None
-            else _inside_range(image.channel_first(), job.meta.get("padding"))
+            job.bounds if job.bounds is not None else _plane_bounds(image, job.meta.get("padding"))
         )
         if clip and bounds is not None:
             base = np.clip(job.base, *bounds)
@@ -876,6 +886,33 @@ def _reflect_pad(t: Any, pads: tuple[tuple[int, int], tuple[int, int]], channels
         idx = _reflect_index(np.arange(-before, n + after), n, edge=False)
         t = t.index_select(dim % t.dim(), torch.as_tensor(idx, device=t.device))
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t.contiguous()
+
+
+def _rows(value: Any, start: int, stop: int, device: Any) -> Any:
+    """A normaliser's or clip range's value for planes ``start:stop``: a number as it is, one per
+    plane (a ``(P, 1, 1, 1)`` array) as a tensor of those planes' rows on ``device``."""
+    import torch
+
+    if np.ndim(value) == 0:
+        return value
+    return torch.from_numpy(np.ascontiguousarray(value[start:stop])).to(device)
+
+
+def _plane_bounds(image: MedImage, pad: np.ndarray | None) -> tuple[Any, Any] | None:
+    """The clip range of ``image``'s planes (``pad``: its channel-first no-data mask): the
+    input's ``(min, max)`` outside the padding (:func:`_inside_range`), the colour channels'
+    together; an image over time (``channels="time"``) each time point's own, as float32
+    ``(P, 1, 1, 1)`` arrays, one per plane (time-major): a pre-contrast phase's overshoot was
+    clipped to the series' range, so to the post-contrast phases' maximum, not its own. A time
+    point holding no data at all is left unclipped (``±inf``), as such a volume is."""
+    cf = image.channel_first()
+    if image.channels != "time":
+        return _inside_range(cf, pad)
+    ranges = [_inside_range(cf[t], None if pad is None else pad[t]) for t in range(cf.shape[0])]
+    lo = [-np.inf if r is None else r[0] for r in ranges]
+    hi = [np.inf if r is None else r[1] for r in ranges]
+    z = cf.shape[1]
+    return tuple(np.repeat(np.asarray(v, np.float32), z).reshape(-1, 1, 1, 1) for v in (lo, hi))  # type: ignore[return-value]
 
 
 def _inside_range(cf: np.ndarray, pad: np.ndarray | None) -> tuple[float, float] | None:

@@ -215,10 +215,16 @@ def interpolate_slices(
     factor = check_factor(factor)
     seed = check_seed(seed, SEED_NAME)
     a = axis_index(axis)
-    if image.channels:
+    if image.channels == "time":  # a cine, a dynamic series, a 4-D NIfTI
+        t, z = image.array.shape[:2]
         raise InvalidParameterError(
-            "slice interpolation needs a grayscale volume (not colour or 4-D)"
+            f"slice interpolation takes one volume; this is an image over time ({t} time points "
+            f"of {z} slices): `medsr upscale --through-plane` upscales it along z time point by "
+            "time point into one output, or interpolate each time point as a volume of its own "
+            "(a 4-D NIfTI split into 3-D files)"
         )
+    if image.channels:
+        raise InvalidParameterError("slice interpolation needs a grayscale volume (not colour)")
     if a == 0:
         check_frames_are_slices(image, "slice interpolation along z")
     n_in = image.spatial_shape[a]

@@ -248,27 +248,42 @@ def no_data_mask(image: MedImage) -> np.ndarray | None:
     return mask if image.channels else mask[None]
 
 
-def no_data_fill(image: MedImage) -> tuple[np.ndarray | None, float]:
+def no_data_fill(image: MedImage) -> tuple[np.ndarray | None, float | np.ndarray]:
     """The no-data mask of ``image`` (:func:`no_data_mask`) shaped like ``image.array`` and the
     value such pixels are read as: the darkest measured value (0 when every pixel is padding);
-    ``(None, 0.0)`` when every pixel holds data. Nothing is copied."""
+    ``(None, 0.0)`` when every pixel holds data. Nothing is copied.
+
+    An image over time (``channels="time"``) reads each time point's no data as that time
+    point's own darkest measured value: a float32 ``(T, 1, 1, 1)`` array (broadcasts against
+    the array), so that each time point is filled as it is when read on its own (``KEY:N``).
+    The series' darkest value read a post-contrast phase's padding as a pre-contrast one's
+    darkest tissue, which every interpolator then carried inside its field of view."""
     pad = no_data_mask(image)
     if pad is None:
         return None, 0.0
     mask = pad if image.channels else pad[0]
-    low = float(np.min(image.array, where=~mask, initial=np.inf))  # no copy of the measured values
-    return mask, (low if np.isfinite(low) else 0.0)
+    if image.channels == "time":
+        lows = [_darkest(image.array[t], mask[t]) for t in range(mask.shape[0])]
+        return mask, np.asarray(lows, np.float32).reshape(-1, 1, 1, 1)
+    return mask, _darkest(image.array, mask)
 
 
-def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float]:
+def _darkest(arr: np.ndarray, mask: np.ndarray) -> float:
+    """The least value of ``arr`` where ``mask`` is False (0 when it is True everywhere)."""
+    low = float(np.min(arr, where=~mask, initial=np.inf))  # no copy of the measured values
+    return low if np.isfinite(low) else 0.0
+
+
+def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float | np.ndarray]:
     """``image`` with its no-data pixels (:func:`no_data_mask`) set to its darkest measured value
-    (what a network sees there), the mask shaped like ``image.array`` and that value; ``(image,
+    (what a network sees there; each time point's own for an image over time,
+    :func:`no_data_fill`), the mask shaped like ``image.array`` and that value; ``(image,
     None, 0.0)`` when every pixel holds data."""
     mask, low = no_data_fill(image)
     if mask is None:
         return image, None, 0.0
     filled = image.array.copy()
-    filled[mask] = low
+    filled[mask] = low if np.ndim(low) == 0 else np.broadcast_to(low, filled.shape)[mask]
     return image.replace(array=filled), mask, low
 
 

@@ -152,16 +152,16 @@ def _without_padding(
     m_sr = block_mask(m_lr, f)
     if m_sr.shape != sr.array.shape:
         return sr, lr, None, None
-    sr_f = sr.replace(array=np.where(m_sr, np.float32(fill), sr.array))
+    sr_f = sr.replace(array=np.where(m_sr, np.float32(fill), sr.array))  # (T, 1, 1, 1): per time
     return sr_f, lr_f, m_sr, m_lr
 
 
 def _padding_planes(
     sr: MedImage, lr: MedImage, f: int, through: bool
-) -> tuple[np.ndarray, float] | None:
+) -> tuple[np.ndarray, float | np.ndarray] | None:
     """``lr``'s padding as ``(P, h, w)`` planes (:func:`_planes`' layout) and the value both
     images read there — its darkest measured value, as :func:`medsr.io.padding.fill_no_data`
-    sets it — or None (no padding; through-plane). Nothing is copied or filled here:
+    sets it (an image over time: each time point's own, one per plane ``(P,)``) — or None (no padding; through-plane). Nothing is copied or filled here:
     :func:`degrade_planes` fills each batch of ``sr``'s planes as it reads them."""
     from medsr.io.padding import no_data_fill
 
@@ -173,7 +173,10 @@ def _padding_planes(
     h, w = mask.shape[-2:]
     if sr.array.shape != (*mask.shape[:-2], h * f, w * f):
         return None
-    return mask.reshape(-1, h, w), low
+    planes = mask.reshape(-1, h, w)
+    if np.ndim(low):  # one per time point → one per plane (time-major)
+        low = np.repeat(np.asarray(low, np.float32).ravel(), planes.shape[0] // np.size(low))
+    return planes, low
 
 
 def degrade_planes(
@@ -181,12 +184,13 @@ def degrade_planes(
     planes: np.ndarray,
     batch_size: int = 8,
     *,
-    padding: tuple[np.ndarray, float] | None = None,
+    padding: tuple[np.ndarray, float | np.ndarray] | None = None,
 ) -> np.ndarray:
     """``D`` applied to ``(P, H, W)`` planes → ``(P, H/f, W/f)`` (float32; through-plane kinds
     reduce only their axis, ``ct-sparse-view`` at ×1 keeps the size). ``padding``: ``(mask,
     value)``, a ``(P, H/f, W/f)`` mask on the reduced grid whose ``f × f`` blocks of the planes
-    read ``value`` (an in-plane kind; the planes themselves are not changed)."""
+    read ``value``, one number or one per plane ``(P,)`` (an in-plane kind; the planes
+    themselves are not changed)."""
     import torch
 
     from medsr.io.padding import fill_blocks
@@ -202,7 +206,13 @@ def degrade_planes(
             if padding is not None:  # a new tensor with the padding blocks filled, one pass
                 mask, value = padding
                 m = torch.from_numpy(np.ascontiguousarray(mask[k : k + batch_size]))
-                t = fill_blocks(t, m, float(value), f)
+                v: Any = value
+                if np.ndim(value):  # each plane its own: a tensor shaped like the mask
+                    v = torch.from_numpy(np.asarray(value, np.float32)[k : k + batch_size])
+                    v = v.view(-1, 1, 1).expand(m.shape)
+                else:
+                    v = float(value)
+                t = fill_blocks(t, m, v, f)
             out[k : k + batch_size] = meas.forward(t[:, None])[:, 0].numpy()
     return out
 

@@ -319,12 +319,20 @@ def _held_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return diff.abs().sum() / held.sum().clamp(min=1)
 
 
-def model_normalizer(card: dict[str, Any] | None, image: Any, cf: np.ndarray) -> Any:
-    """The card's normalisation when fine-tuning weights that have one, else per-image min-max."""
+def model_normalizer(
+    card: dict[str, Any] | None, image: Any, cf: np.ndarray, *, each_time_point: bool = False
+) -> Any:
+    """The card's normalisation when fine-tuning weights that have one, else per-image min-max.
+    ``each_time_point``: an image over time is normalised one time point at a time
+    (:meth:`medsr.intensity.Normalizer.per_time_point`: ``(T, 1, 1, 1)`` values that broadcast
+    over ``cf``), each as it is on its own."""
     from medsr.intensity import Normalizer
 
-    if card is not None and card.get("normalization"):
-        return Normalizer.from_card(card, image)
+    spec = card.get("normalization") if card is not None else None
+    if each_time_point and getattr(image, "channels", None) == "time":
+        return Normalizer.per_time_point({"normalization": spec or {"kind": "minmax"}}, image)
+    if spec:
+        return Normalizer.from_card(card, image)  # type: ignore[arg-type]
     return Normalizer.from_spec({"kind": "minmax"}, cf)
 
 

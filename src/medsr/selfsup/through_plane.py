@@ -369,7 +369,7 @@ def through_plane_upscale(
         prior_label = None
         if int(getattr(net, "axis", -2)) != -2:
             raise InvalidParameterError("the through-plane network must upsample rows (axis=-2)")
-    norm = model_normalizer(card, work, cf)
+    norm = model_normalizer(card, work, cf, each_time_point=True)  # a time point as on its own
     vol = torch.from_numpy(np.ascontiguousarray(norm.forward(cf), dtype=np.float32))  # (C, Z, Y, X)
 
     report = None
@@ -421,7 +421,12 @@ def through_plane_upscale(
         )
     del up_sag, up_cor
     out = norm.inverse(_resize_z(fused, n_out, "cubic").numpy())
-    lo, hi = float(cf.min()), float(cf.max())
+    # the input's range (no data reads as the darkest measured value: inside it); an image over
+    # time: each time point's own, as when it is read on its own (the series' range left a
+    # pre-contrast phase's overshoot unclipped up to the post-contrast phases' maximum)
+    each = image.channels == "time"
+    lo: Any = cf.min(axis=(1, 2, 3), keepdims=True) if each else float(cf.min())
+    hi: Any = cf.max(axis=(1, 2, 3), keepdims=True) if each else float(cf.max())
     if clip:  # the network's overshoot first: the projection then has less for the clip to undo
         np.clip(out, lo, hi, out=out)
     projection: dict[str, Any] = {"setting": setting, "applied": False}
