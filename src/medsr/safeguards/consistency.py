@@ -161,8 +161,9 @@ def _padding_planes(
 ) -> tuple[np.ndarray, float | np.ndarray] | None:
     """``lr``'s padding as ``(P, h, w)`` planes (:func:`_planes`' layout) and the value both
     images read there — its darkest measured value, as :func:`medsr.io.padding.fill_no_data`
-    sets it (an image over time: each time point's own, one per plane ``(P,)``) — or None (no padding; through-plane). Nothing is copied or filled here:
-    :func:`degrade_planes` fills each batch of ``sr``'s planes as it reads them."""
+    sets it (an image over time: each time point's own, one per plane ``(P,)``) — or None (no
+    padding; through-plane). Nothing is copied or filled here: :func:`degrade_planes` fills each
+    batch of ``sr``'s planes as it reads them."""
     from medsr.io.padding import no_data_fill
 
     if through:
