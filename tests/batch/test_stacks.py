@@ -145,3 +145,44 @@ def test_a_batch_writes_each_echo_and_one_series_over_time_and_resumes(tmp_path:
     assert {r.error for r in again.results} == {
         "up to date (output as written; input and model unchanged)"
     }
+
+
+def _cine_beside_localizer(folder: Path, mr, *, marked: bool) -> tuple[str, Path]:
+    """A cine (3 phases × 2 positions, trigger times drifting, 8×8) and one localizer under its
+    Series Instance UID: coronal 10×8, or (``marked``) axial 8×8 with a LOCALIZER Image Type;
+    → the series key and the localizer's file."""
+    import copy
+
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(2)]
+    folder, key, _ = _cine(mr, folder, times, size=8)
+    scout = copy.deepcopy(pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]))
+    scout.SOPInstanceUID, scout.InstanceNumber = generate_uid(), 99
+    if marked:
+        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    else:
+        scout.ImageOrientationPatient, scout.Rows = list(CORONAL), 10
+        scout.PixelData = np.zeros((10, 8), "<i2").tobytes()
+    scout.save_as(folder / "scout.dcm")
+    return key, folder / "scout.dcm"
+
+
+def test_a_cine_beside_a_localizer_is_one_series_over_time(tmp_path: Path):
+    """A cine with a localizer under its Series Instance UID became one item per cardiac phase
+    (and a skipped localizer), not the one ``UID:all`` item of the same cine without it (the
+    reader's ``KEY:all`` refuses a localizer). Now: that one item, reading the cine's files
+    only, the localizer left out with a note for the report that says how to read it;
+    whether the localizer is another orientation and size or marked in its Image Type."""
+    mr = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    for marked in (False, True):
+        src = tmp_path / f"marked{marked}"
+        key, scout = _cine_beside_localizer(src / "cine", mr, marked=marked)
+        [item] = plan_batch(src, tmp_path / f"out{marked}")
+        assert item.key == f"series:{key}:all:cine" and item.kind == "dicom-series"
+        assert item.label == f"cine/ [series {key}:all (3 cardiac phases × 2 images, axial 8×8)]"
+        assert len(item.paths) == 6 and str(scout) not in item.paths
+        assert item.output == str((tmp_path / f"out{marked}" / "cine").resolve())
+        note = item.extra["left_out"]
+        assert note.startswith(f"'cine/': series {key} holds 1 image(s) ")
+        assert f"left out of {key}:all" in note and f"Read them with --series {key}:4" in note
+        assert ("marked as localizer (ImageType)" in note) == marked
+        assert ("coronal 10×8" in note) == (not marked)

@@ -9,7 +9,8 @@ bytes (:func:`medsr.io.sniff_format`):
   items of their own; duplicate SOP Instance UIDs (the same instance copied twice) count once.
   A series that holds several stacks is cut as the reader cuts it
   (:func:`medsr.io.dicom.stacks.series_volumes`): its time points or cardiac phases are one
-  item read as one image over time (``series_uid="UID:all"``), its main stack beside a
+  item read as one image over time (``series_uid="UID:all"``; a localizer beside them is left
+  out of its files, and its note goes to the report), its main stack beside a
   localizer one item (the reader's note of what it leaves out goes to the report), other stacks
   (echoes) one item each (``"UID:N"``, ``extra["stack"]``: the words that name its output),
   and a localizer beside those a skipped item that says how to read it.
@@ -348,14 +349,18 @@ def _series_items(
     for volume, name in zip(volumes, names, strict=True):
         label = f"{where} [series {key}:{volume.choice} ({volume.describe()})]"
         extra = {"folder": str(common)}
+        read = paths
         if volume.choice != "all":
             extra["stack"] = name
+        elif volume.note:  # localizers beside the time points: ':all' reads the rest only
+            read = tuple(sorted(str(f) for s in volume.stacks for f, _ in s.members))
+            extra["left_out"] = volume.note
         items.append(
             BatchItem(
                 f"series:{key}:{volume.choice}:{rel}",
                 label,
                 "skip" if volume.left_out else "dicom-series",
-                paths,
+                read,
                 series_uid=f"{uid}:{volume.choice}",
                 note=volume.note if volume.left_out else None,
                 extra=extra,
