@@ -186,3 +186,42 @@ def test_a_cine_beside_a_localizer_is_one_series_over_time(tmp_path: Path):
         assert f"left out of {key}:all" in note and f"Read them with --series {key}:4" in note
         assert ("marked as localizer (ImageType)" in note) == marked
         assert ("coronal 10×8" in note) == (not marked)
+
+
+def test_the_reader_warnings_of_an_item_are_in_its_report_naming_its_folder(tmp_path: Path):
+    """`medsr batch` reads each series from a private folder of links in a child process: the
+    reader's warnings came on stderr in Python's raw warning format, naming that folder
+    ("...read.py:371: MedSRWarning: 'medsr-series-_c3z1pi_': series ... holds 1 image(s)
+    marked as localizer"), a path the user never gave, and were missing from the report
+    where the reader alone said them (slices without positions). Now they are in the
+    report's warnings column, naming the user's folder, each once (the localizer's note,
+    which discovery said already, too); nothing is printed. A cine beside a localizer is
+    written as one series of 3 phases × 2 positions, the localizer's note in its row."""
+    ct = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    mr = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    src, out = tmp_path / "in", tmp_path / "out"
+    uid = generate_uid()
+    scout = _stack(ct, uid, 1, level=3000, first=90, shape=(8, 8))
+    scout[0].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    write_series(src / "withscout", scout + _stack(ct, uid, 2, shape=(8, 8)))
+    nowhere = _stack(ct, generate_uid(), 2, shape=(8, 8))
+    for ds in nowhere:
+        del ds.ImagePositionPatient
+    write_series(src / "nowhere", nowhere)
+    cine_key, _ = _cine_beside_localizer(src / "cine", mr, marked=False)
+
+    summary = run_batch(src, out, model="bicubic", scale=2, workers=1)
+    rows = {r["output"]: r for r in read_report(summary.report)}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "withscout": "ok", "nowhere": "ok", "cine": "ok",
+    }, rows  # fmt: skip
+    said = rows["withscout"]["warnings"]
+    assert said.startswith(f"'withscout/': series {series_key(uid)} holds 1 image(s) marked")
+    assert said.count("Read them with --series") == 1
+    assert rows["nowhere"]["warnings"].startswith(
+        "'nowhere/': the slices have no position (ImagePositionPatient): stacked by"
+    )
+    assert rows["cine"]["warnings"].startswith(f"'cine/': series {cine_key} holds 1 image(s)")
+    assert not any("medsr-series" in r["warnings"] for r in rows.values())
+    cine = load_image(out / "cine", series_uid=":all")
+    assert cine.array.shape == (3, 2, 16, 16)
