@@ -225,3 +225,32 @@ def test_the_reader_warnings_of_an_item_are_in_its_report_naming_its_folder(tmp_
     assert not any("medsr-series" in r["warnings"] for r in rows.values())
     cine = load_image(out / "cine", series_uid=":all")
     assert cine.array.shape == (3, 2, 16, 16)
+
+
+def test_a_manifest_folder_of_echoes_is_one_item_per_echo(tmp_path: Path):
+    """A manifest row naming a folder of a two-echo series failed ("holds 2 stacks of images,
+    not one volume ... Choose one with --series KEY:N"), which a batch cannot give. Now the
+    folder is cut as discovery cuts it: one item per echo (its output the row's with the
+    echo's words: ``mine_echo2``), a cine's folder one item over time; a folder of one volume
+    stays one item read by the reader as before."""
+    keys = _archive(tmp_path / "in")
+    manifest = tmp_path / "in" / "list.csv"
+    manifest.write_text("input,output\nechoes,mine\ncine,\nplain,flat\n")
+    items = plan_batch(manifest, tmp_path / "out")
+    out = (tmp_path / "out").resolve()
+    e = keys["echoes"]
+    assert [(it.key, it.kind, it.output) for it in items] == [
+        ("echoes:1", "dicom-series", str(out / "mine_echo1")),
+        ("echoes:2", "dicom-series", str(out / "mine_echo2")),
+        ("cine:all", "dicom-series", str(out / "cine")),
+        ("plain", "dicom-folder", str(out / "flat")),
+    ]
+    assert items[1].label == f"echoes [series {e}:2 (2 images, axial 8×8, echo 2)]"
+    assert items[2].series_uid.endswith(":all")
+
+    manifest.write_text("input,output\nechoes,mine\n")
+    summary = run_batch(manifest, tmp_path / "out", model="bicubic", scale=2, workers=1)
+    assert summary.counts == {"ok": 2, "failed": 0, "skipped": 0}
+    for n in (1, 2):
+        echo = load_image(out / f"mine_echo{n}")
+        assert {int(ds.EchoNumbers) for ds in echo.meta["datasets"]} == {n}

@@ -22,7 +22,8 @@ bytes (:func:`medsr.io.sniff_format`):
   or not readable, is a damaged input: reported as failed, with the reason.
 
 :func:`read_manifest` reads a CSV with an ``input`` column (paths relative to the manifest's
-folder or absolute; a folder is read as one DICOM series) and an optional ``output`` column.
+folder or absolute; a folder is read as one DICOM series, cut into its stacks as above where
+it holds several) and an optional ``output`` column.
 
 Discovery never raises for one bad file: an unreadable header becomes an item that the runner
 reports as failed.
@@ -31,6 +32,7 @@ reports as failed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -379,12 +381,51 @@ def _stack_name(apart: dict[str, str]) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.+-]", "", part) for part in parts)
 
 
+def _folder_stacks(folder: Path, key: str, label: str, taken: set[str]) -> list[BatchItem]:
+    """The items of a manifest's folder that holds one series of several stacks, cut as
+    :func:`discover` cuts it (echoes: one item each, keyed ``KEY:N``; time points or cardiac
+    phases: one item over time, ``KEY:all``; a localizer beside echoes: a skipped item that
+    says how to read it), labelled by the manifest's row. ``[]`` where the reader reads the
+    folder as it is: one volume, a main stack beside a localizer, or anything but one series
+    beside files that are not images (its read says what is wrong)."""
+    from medsr.io.dicom.stacks import split_series
+
+    found = discover(folder)
+    series = [it for it in found if it.series_uid]
+    if any(it.kind != "skip" for it in found if not it.series_uid):
+        return []  # another image or a damaged file beside the series
+    parsed = [split_series(it.series_uid) for it in series]
+    if (
+        not series
+        or len({uid for uid, _ in parsed}) != 1
+        or any(choice is None for _, choice in parsed)
+        or any(it.kind not in ("dicom-series", "skip") for it in series)
+    ):
+        return []
+    out = []
+    for it, (_, choice) in zip(series, parsed, strict=True):
+        item_key = f"{key}:{choice}"
+        while item_key in taken:
+            item_key += "'"
+        out.append(
+            dataclasses.replace(
+                it,
+                key=item_key,
+                label=f"{label} [{it.label.split(' [', 1)[1]}",
+                extra={**it.extra, "folder": str(folder)},
+            )
+        )
+    return out
+
+
 def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], dict[str, str]]:
     """Items of a manifest CSV and the requested outputs by item key.
 
     Columns: ``input`` (required) and ``output`` (optional, relative to the batch's output
     folder or absolute). Relative inputs are relative to the manifest's folder. A folder input is
-    one DICOM series; a row naming a missing file is a failed item, not an abort.
+    one DICOM series; one that holds several stacks (echoes, time points) is cut as
+    :func:`discover` cuts a series, each stack's output named after the row's (``OUT_echo2``).
+    A row naming a missing file is a failed item, not an abort.
     """
 
     mpath = Path(manifest)
@@ -417,7 +458,7 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
         label = _rel(p, base)
         key = label if label not in seen else f"{label}#row{n}"
         seen.add(key)
-        if row.get("output"):
+        if row.get("output") and not p.is_dir():
             outputs[key] = row["output"]
         if not p.exists():
             items.append(
@@ -431,7 +472,17 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
             )
             continue
         if p.is_dir():
-            items.append(BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)}))
+            # one series of several stacks: cut as discovery cuts it (the output named in the
+            # row gets each stack's words: OUTPUT_echo2); else the reader reads the folder
+            folder = _folder_stacks(p, key, label, seen) or [
+                BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)})
+            ]
+            for it in folder:
+                seen.add(it.key)
+                stack = it.extra.get("stack")
+                if row.get("output") and it.runnable:
+                    outputs[it.key] = f"{row['output']}_{stack}" if stack else row["output"]
+            items += folder
             continue
         fmt = _sniff(p, key, label, listed=True)
         if isinstance(fmt, BatchItem):
