@@ -152,6 +152,20 @@ def _short_error(exc: BaseException) -> str:
     return scrub(exc)
 
 
+def _kept(ds):
+    """What grouping reads of a header (:data:`~medsr.io.dicom.stacks.STACK_TAGS`, and the
+    character set that decodes its text), as read: a plain dataset of those elements, not yet
+    decoded, without the file's meta information, preamble or other elements. Discovery keeps
+    one per file until its series is grouped: under half the header as read and classified."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom.stacks import STACK_TAGS
+
+    tags = [tag_for_keyword(name) for name in ("SpecificCharacterSet", *STACK_TAGS)]
+    return Dataset({tag: ds.get_item(tag) for tag in tags if tag is not None and tag in ds})
+
+
 def _dicom_header(f: Path):
     """Header of ``f`` (a few tags, no pixels) with medsr errors for unreadable files."""
     import pydicom
@@ -271,6 +285,7 @@ def discover(
         except MedSRError as exc:
             items.append(BatchItem(label, label, "error", (str(f),), note=str(exc)))
             continue
+        kept = _kept(ds)  # before the checks below decode elements of ds
         reason = _non_image_reason(ds)
         if reason and _is_image_class(ds):
             items.append(
@@ -288,9 +303,10 @@ def discover(
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         sop = str(ds.get("SOPInstanceUID", "") or "")
-        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label, ds))
+        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label, kept))
 
-    for uid, members in series.items():
+    while series:  # each series' headers are let go once it is grouped
+        uid, members = series.popitem()
         # the same instance copied twice counts once
         seen: set[str] = set()
         unique = []
