@@ -145,3 +145,112 @@ def test_a_batch_writes_each_echo_and_one_series_over_time_and_resumes(tmp_path:
     assert {r.error for r in again.results} == {
         "up to date (output as written; input and model unchanged)"
     }
+
+
+def _cine_beside_localizer(folder: Path, mr, *, marked: bool) -> tuple[str, Path]:
+    """A cine (3 phases × 2 positions, trigger times drifting, 8×8) and one localizer under its
+    Series Instance UID: coronal 10×8, or (``marked``) axial 8×8 with a LOCALIZER Image Type;
+    → the series key and the localizer's file."""
+    import copy
+
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(2)]
+    folder, key, _ = _cine(mr, folder, times, size=8)
+    scout = copy.deepcopy(pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]))
+    scout.SOPInstanceUID, scout.InstanceNumber = generate_uid(), 99
+    if marked:
+        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    else:
+        scout.ImageOrientationPatient, scout.Rows = list(CORONAL), 10
+        scout.PixelData = np.zeros((10, 8), "<i2").tobytes()
+    scout.save_as(folder / "scout.dcm")
+    return key, folder / "scout.dcm"
+
+
+def test_a_cine_beside_a_localizer_is_one_series_over_time(tmp_path: Path):
+    """A cine with a localizer under its Series Instance UID became one item per cardiac phase
+    (and a skipped localizer), not the one ``UID:all`` item of the same cine without it (the
+    reader's ``KEY:all`` refuses a localizer). Now: that one item, reading the cine's files
+    only, the localizer left out with a note for the report that says how to read it;
+    whether the localizer is another orientation and size or marked in its Image Type."""
+    mr = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    for marked in (False, True):
+        src = tmp_path / f"marked{marked}"
+        key, scout = _cine_beside_localizer(src / "cine", mr, marked=marked)
+        [item] = plan_batch(src, tmp_path / f"out{marked}")
+        assert item.key == f"series:{key}:all:cine" and item.kind == "dicom-series"
+        assert item.label == f"cine/ [series {key}:all (3 cardiac phases × 2 images, axial 8×8)]"
+        assert len(item.paths) == 6 and str(scout) not in item.paths
+        assert item.output == str((tmp_path / f"out{marked}" / "cine").resolve())
+        note = item.extra["left_out"]
+        assert note.startswith(f"'cine/': series {key} holds 1 image(s) ")
+        assert f"left out of {key}:all" in note and f"Read them with --series {key}:4" in note
+        assert ("marked as localizer (ImageType)" in note) == marked
+        assert ("coronal 10×8" in note) == (not marked)
+
+
+def test_the_reader_warnings_of_an_item_are_in_its_report_naming_its_folder(tmp_path: Path):
+    """`medsr batch` reads each series from a private folder of links in a child process: the
+    reader's warnings came on stderr in Python's raw warning format, naming that folder
+    ("...read.py:371: MedSRWarning: 'medsr-series-_c3z1pi_': series ... holds 1 image(s)
+    marked as localizer"), a path the user never gave, and were missing from the report
+    where the reader alone said them (slices without positions). Now they are in the
+    report's warnings column, naming the user's folder, each once (the localizer's note,
+    which discovery said already, too); nothing is printed. A cine beside a localizer is
+    written as one series of 3 phases × 2 positions, the localizer's note in its row."""
+    ct = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    mr = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))
+    src, out = tmp_path / "in", tmp_path / "out"
+    uid = generate_uid()
+    scout = _stack(ct, uid, 1, level=3000, first=90, shape=(8, 8))
+    scout[0].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    write_series(src / "withscout", scout + _stack(ct, uid, 2, shape=(8, 8)))
+    nowhere = _stack(ct, generate_uid(), 2, shape=(8, 8))
+    for ds in nowhere:
+        del ds.ImagePositionPatient
+    write_series(src / "nowhere", nowhere)
+    cine_key, _ = _cine_beside_localizer(src / "cine", mr, marked=False)
+
+    summary = run_batch(src, out, model="bicubic", scale=2, workers=1)
+    rows = {r["output"]: r for r in read_report(summary.report)}
+    assert {k: r["status"] for k, r in rows.items()} == {
+        "withscout": "ok", "nowhere": "ok", "cine": "ok",
+    }, rows  # fmt: skip
+    said = rows["withscout"]["warnings"]
+    assert said.startswith(f"'withscout/': series {series_key(uid)} holds 1 image(s) marked")
+    assert said.count("Read them with --series") == 1
+    assert rows["nowhere"]["warnings"].startswith(
+        "'nowhere/': the slices have no position (ImagePositionPatient): stacked by"
+    )
+    assert rows["cine"]["warnings"].startswith(f"'cine/': series {cine_key} holds 1 image(s)")
+    assert not any("medsr-series" in r["warnings"] for r in rows.values())
+    cine = load_image(out / "cine", series_uid=":all")
+    assert cine.array.shape == (3, 2, 16, 16)
+
+
+def test_a_manifest_folder_of_echoes_is_one_item_per_echo(tmp_path: Path):
+    """A manifest row naming a folder of a two-echo series failed ("holds 2 stacks of images,
+    not one volume ... Choose one with --series KEY:N"), which a batch cannot give. Now the
+    folder is cut as discovery cuts it: one item per echo (its output the row's with the
+    echo's words: ``mine_echo2``), a cine's folder one item over time; a folder of one volume
+    stays one item read by the reader as before."""
+    keys = _archive(tmp_path / "in")
+    manifest = tmp_path / "in" / "list.csv"
+    manifest.write_text("input,output\nechoes,mine\ncine,\nplain,flat\n")
+    items = plan_batch(manifest, tmp_path / "out")
+    out = (tmp_path / "out").resolve()
+    e = keys["echoes"]
+    assert [(it.key, it.kind, it.output) for it in items] == [
+        ("echoes:1", "dicom-series", str(out / "mine_echo1")),
+        ("echoes:2", "dicom-series", str(out / "mine_echo2")),
+        ("cine:all", "dicom-series", str(out / "cine")),
+        ("plain", "dicom-folder", str(out / "flat")),
+    ]
+    assert items[1].label == f"echoes [series {e}:2 (2 images, axial 8×8, echo 2)]"
+    assert items[2].series_uid.endswith(":all")
+
+    manifest.write_text("input,output\nechoes,mine\n")
+    summary = run_batch(manifest, tmp_path / "out", model="bicubic", scale=2, workers=1)
+    assert summary.counts == {"ok": 2, "failed": 0, "skipped": 0}
+    for n in (1, 2):
+        echo = load_image(out / f"mine_echo{n}")
+        assert {int(ds.EchoNumbers) for ds in echo.meta["datasets"]} == {n}

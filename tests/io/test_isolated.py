@@ -47,6 +47,29 @@ def test_a_spinning_reader_is_killed_at_the_limit(tmp_path):
         reader.read(src, "x.png")
 
 
+def test_the_readers_warnings_come_back_to_the_caller(tmp_path):
+    """The reader's warnings in the child were printed on the child's stderr (Python's raw
+    format, naming the path the child was given: for ``medsr batch`` a private folder of
+    links), out of the caller's reach. Now they come back with the image: into ``notes`` where
+    the caller gives a list (``medsr batch`` puts them in its report), else warned again in the
+    caller's process, as a read there warns."""
+    import pydicom
+
+    from medsr.errors import MedSRWarning
+
+    ds = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    ds.SliceThickness = -2
+    ds.save_as(tmp_path / "thin.dcm")
+    reader = IsolatedReader(60)
+    notes: list[str] = []
+    image, _ = reader.read(tmp_path / "thin.dcm", "thin.dcm", notes=notes)
+    assert image.spatial_shape == (1, 128, 128)
+    assert len(notes) == 1 and notes[0].startswith("SliceThickness is -2 mm, not a valid")
+    with pytest.warns(MedSRWarning, match="SliceThickness is -2 mm, not a valid") as caught:
+        reader.read(tmp_path / "thin.dcm", "thin.dcm")
+    assert [str(w.message) for w in caught if issubclass(w.category, MedSRWarning)] == notes
+
+
 ORPHAN = textwrap.dedent(
     """
     import os, signal, sys, threading, time

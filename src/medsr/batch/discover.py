@@ -9,7 +9,8 @@ bytes (:func:`medsr.io.sniff_format`):
   items of their own; duplicate SOP Instance UIDs (the same instance copied twice) count once.
   A series that holds several stacks is cut as the reader cuts it
   (:func:`medsr.io.dicom.stacks.series_volumes`): its time points or cardiac phases are one
-  item read as one image over time (``series_uid="UID:all"``), its main stack beside a
+  item read as one image over time (``series_uid="UID:all"``; a localizer beside them is left
+  out of its files, and its note goes to the report), its main stack beside a
   localizer one item (the reader's note of what it leaves out goes to the report), other stacks
   (echoes) one item each (``"UID:N"``, ``extra["stack"]``: the words that name its output),
   and a localizer beside those a skipped item that says how to read it.
@@ -21,7 +22,8 @@ bytes (:func:`medsr.io.sniff_format`):
   or not readable, is a damaged input: reported as failed, with the reason.
 
 :func:`read_manifest` reads a CSV with an ``input`` column (paths relative to the manifest's
-folder or absolute; a folder is read as one DICOM series) and an optional ``output`` column.
+folder or absolute; a folder is read as one DICOM series, cut into its stacks as above where
+it holds several) and an optional ``output`` column.
 
 Discovery never raises for one bad file: an unreadable header becomes an item that the runner
 reports as failed.
@@ -30,6 +32,7 @@ reports as failed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -147,6 +150,20 @@ def _short_error(exc: BaseException) -> str:
     from medsr.errors import scrub
 
     return scrub(exc)
+
+
+def _kept(ds):
+    """What grouping reads of a header (:data:`~medsr.io.dicom.stacks.STACK_TAGS`, and the
+    character set that decodes its text), as read: a plain dataset of those elements, not yet
+    decoded, without the file's meta information, preamble or other elements. Discovery keeps
+    one per file until its series is grouped: under half the header as read and classified."""
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.dataset import Dataset
+
+    from medsr.io.dicom.stacks import STACK_TAGS
+
+    tags = [tag_for_keyword(name) for name in ("SpecificCharacterSet", *STACK_TAGS)]
+    return Dataset({tag: ds.get_item(tag) for tag in tags if tag is not None and tag in ds})
 
 
 def _dicom_header(f: Path):
@@ -268,6 +285,7 @@ def discover(
         except MedSRError as exc:
             items.append(BatchItem(label, label, "error", (str(f),), note=str(exc)))
             continue
+        kept = _kept(ds)  # before the checks below decode elements of ds
         reason = _non_image_reason(ds)
         if reason and _is_image_class(ds):
             items.append(
@@ -285,9 +303,10 @@ def discover(
             continue
         uid = str(ds.get("SeriesInstanceUID", "") or "")
         sop = str(ds.get("SOPInstanceUID", "") or "")
-        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label, ds))
+        series.setdefault(uid or f"file:{label}", []).append((f, sop, _frames(ds), label, kept))
 
-    for uid, members in series.items():
+    while series:  # each series' headers are let go once it is grouped
+        uid, members = series.popitem()
         # the same instance copied twice counts once
         seen: set[str] = set()
         unique = []
@@ -348,14 +367,18 @@ def _series_items(
     for volume, name in zip(volumes, names, strict=True):
         label = f"{where} [series {key}:{volume.choice} ({volume.describe()})]"
         extra = {"folder": str(common)}
+        read = paths
         if volume.choice != "all":
             extra["stack"] = name
+        elif volume.note:  # localizers beside the time points: ':all' reads the rest only
+            read = tuple(sorted(str(f) for s in volume.stacks for f, _ in s.members))
+            extra["left_out"] = volume.note
         items.append(
             BatchItem(
                 f"series:{key}:{volume.choice}:{rel}",
                 label,
                 "skip" if volume.left_out else "dicom-series",
-                paths,
+                read,
                 series_uid=f"{uid}:{volume.choice}",
                 note=volume.note if volume.left_out else None,
                 extra=extra,
@@ -374,12 +397,51 @@ def _stack_name(apart: dict[str, str]) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.+-]", "", part) for part in parts)
 
 
+def _folder_stacks(folder: Path, key: str, label: str, taken: set[str]) -> list[BatchItem]:
+    """The items of a manifest's folder that holds one series of several stacks, cut as
+    :func:`discover` cuts it (echoes: one item each, keyed ``KEY:N``; time points or cardiac
+    phases: one item over time, ``KEY:all``; a localizer beside echoes: a skipped item that
+    says how to read it), labelled by the manifest's row. ``[]`` where the reader reads the
+    folder as it is: one volume, a main stack beside a localizer, or anything but one series
+    beside files that are not images (its read says what is wrong)."""
+    from medsr.io.dicom.stacks import split_series
+
+    found = discover(folder)
+    series = [it for it in found if it.series_uid]
+    if any(it.kind != "skip" for it in found if not it.series_uid):
+        return []  # another image or a damaged file beside the series
+    parsed = [split_series(it.series_uid) for it in series]
+    if (
+        not series
+        or len({uid for uid, _ in parsed}) != 1
+        or any(choice is None for _, choice in parsed)
+        or any(it.kind not in ("dicom-series", "skip") for it in series)
+    ):
+        return []
+    out = []
+    for it, (_, choice) in zip(series, parsed, strict=True):
+        item_key = f"{key}:{choice}"
+        while item_key in taken:
+            item_key += "'"
+        out.append(
+            dataclasses.replace(
+                it,
+                key=item_key,
+                label=f"{label} [{it.label.split(' [', 1)[1]}",
+                extra={**it.extra, "folder": str(folder)},
+            )
+        )
+    return out
+
+
 def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], dict[str, str]]:
     """Items of a manifest CSV and the requested outputs by item key.
 
     Columns: ``input`` (required) and ``output`` (optional, relative to the batch's output
     folder or absolute). Relative inputs are relative to the manifest's folder. A folder input is
-    one DICOM series; a row naming a missing file is a failed item, not an abort.
+    one DICOM series; one that holds several stacks (echoes, time points) is cut as
+    :func:`discover` cuts a series, each stack's output named after the row's (``OUT_echo2``).
+    A row naming a missing file is a failed item, not an abort.
     """
 
     mpath = Path(manifest)
@@ -412,7 +474,7 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
         label = _rel(p, base)
         key = label if label not in seen else f"{label}#row{n}"
         seen.add(key)
-        if row.get("output"):
+        if row.get("output") and not p.is_dir():
             outputs[key] = row["output"]
         if not p.exists():
             items.append(
@@ -426,7 +488,17 @@ def read_manifest(manifest: str | os.PathLike[str]) -> tuple[list[BatchItem], di
             )
             continue
         if p.is_dir():
-            items.append(BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)}))
+            # one series of several stacks: cut as discovery cuts it (the output named in the
+            # row gets each stack's words: OUTPUT_echo2); else the reader reads the folder
+            folder = _folder_stacks(p, key, label, seen) or [
+                BatchItem(key, label, "dicom-folder", (str(p),), extra={"folder": str(p)})
+            ]
+            for it in folder:
+                seen.add(it.key)
+                stack = it.extra.get("stack")
+                if row.get("output") and it.runnable:
+                    outputs[it.key] = f"{row['output']}_{stack}" if stack else row["output"]
+            items += folder
             continue
         fmt = _sniff(p, key, label, listed=True)
         if isinstance(fmt, BatchItem):

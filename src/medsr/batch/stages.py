@@ -73,6 +73,7 @@ class Loaded:
     seconds: float = 0.0  # time spent on this item so far (read, model)
     timings: dict[str, float] = field(default_factory=dict)
     summary: dict[str, Any] | None = None  # safeguards summary (upscale_with_safeguards)
+    notes: list[str] = field(default_factory=list)  # the reader's warnings (load_item)
 
 
 def error_text(exc: BaseException) -> str:
@@ -128,24 +129,35 @@ def _real_names(message: str, folder: Path, links: dict[str, str], item: BatchIt
     for link, src in links.items():
         real = os.path.relpath(src, base) if base else Path(src).name
         message = message.replace(str(link), real).replace(Path(link).name, real)
-    return message.replace(str(folder), item.label.split(" [")[0])
+    where = item.label.split(" [")[0]
+    return message.replace(str(folder), where).replace(folder.name, where)
 
 
-def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
+def load_item(
+    item: BatchItem, reader: IsolatedReader | None = None, notes: list[str] | None = None
+) -> Any:
     """The MedImage of an item (with the batch's ``modality`` for formats that carry none).
 
     A DICOM series is read with its ``series_uid``: ``UID:N`` for one stack of a series that
     holds several (echoes), ``UID:all`` for its time points or cardiac phases as one image over
     time (:func:`medsr.batch.discover.discover`). With ``reader`` the input is decoded in its
-    child process, under its time limit; without, in this process.
+    child process, under its time limit; without, in this process (one item at a time: its
+    warnings are caught with :func:`warnings.catch_warnings`).
+
+    The reader's warnings (a localizer left out, a questionable header value) are appended to
+    ``notes``, naming the files and folder the user gave (not the links the series is read
+    from), for the report; nothing is printed.
     """
     from medsr.io import load_image
+    from medsr.io.isolated import noting
     from medsr.pipeline import set_modality
+
+    said: list[str] = []
 
     def load(path: Path | str, **options: Any) -> Any:
         if reader is None:
-            return load_image(path, **options)
-        return reader.read(path, item.label, options=options)[0]
+            return noting(lambda: load_image(path, **options), said)
+        return reader.read(path, item.label, options=options, notes=said)[0]
 
     if item.kind == "dicom-series":
         choice = {"series_uid": item.series_uid} if item.series_uid else {}
@@ -155,11 +167,19 @@ def load_item(item: BatchItem, reader: IsolatedReader | None = None) -> Any:
             except MedSRError as exc:  # it names the link ('3_a.dcm'): name the file instead
                 exc.args = (_real_names(str(exc), folder, links, item),)
                 raise
+            finally:
+                said = [_real_names(n, folder, links, item) for n in said]
+                if notes is not None:
+                    notes += said
         meta = dict(image.meta)  # name the real files, not the links
         meta["source_paths"] = [links.get(str(p), str(p)) for p in meta.get("source_paths") or []]
         image = image.replace(meta=meta)
     else:
-        image = load(item.paths[0])
+        try:
+            image = load(item.paths[0])
+        finally:
+            if notes is not None:
+                notes += said
     return set_modality(image, item.extra.get("modality"))
 
 
@@ -176,6 +196,7 @@ def read_item(
     allocates it."""
     t0 = time.perf_counter()
     sha = None
+    notes: list[str] = []
     try:
         sha = input_digest(item.paths)
         if (
@@ -189,7 +210,7 @@ def read_item(
                 item.key, item.label, item.kind, "skipped", item.output,
                 time.perf_counter() - t0, UP_TO_DATE, sha,
             )  # fmt: skip
-        image = load_item(item, reader)
+        image = load_item(item, reader, notes)
         if scale is not None:
             from medsr.io.limits import check_output_size
 
@@ -198,7 +219,7 @@ def read_item(
     except Exception as exc:
         return failed(item, exc, time.perf_counter() - t0, sha)
     dt = time.perf_counter() - t0
-    return Loaded(item, image, sha, dt, {"read": dt})
+    return Loaded(item, image, sha, dt, {"read": dt}, notes=notes)
 
 
 def safeguard(loaded: Loaded, upscaler: Any, consistency: str = "auto", output: Any = None) -> None:
@@ -255,8 +276,8 @@ def write_item(loaded: Loaded) -> ItemResult:
         return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)
     seconds = loaded.seconds + time.perf_counter() - t0
     left_out = [item.extra["left_out"]] if item.extra.get("left_out") else []
-    said = left_out + [str(w) for w in (loaded.summary or {}).get("warnings", [])]
-    warnings = "; ".join(said)
+    said = left_out + loaded.notes + [str(w) for w in (loaded.summary or {}).get("warnings", [])]
+    warnings = "; ".join(dict.fromkeys(said))  # the reader's note of a localizer: said once
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
         warnings=warnings, output_files=output_manifest(item.output),  # what resume checks

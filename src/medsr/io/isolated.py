@@ -10,6 +10,12 @@ and sends back the rest of the :class:`~medsr.image.MedImage` (and, optionally, 
 killed and the file refused (:class:`DecodeTimeoutError`); one that dies is a corrupt file.
 :meth:`IsolatedReader.close` kills the children still running (shutdown).
 
+The reader's own warnings (:class:`~medsr.errors.MedSRWarning`: a localizer left out, a
+questionable header value) come back with the answer and are warned again in the caller's
+process, as a read there would warn them (the child's own stderr would print them in Python's
+raw format, naming whatever ``source`` is called there), or handed to the caller
+(``read(..., notes=[])``), who names them as its user knows the input.
+
 The front ends that read files they did not choose use it: the web service for uploads
 (:class:`medsr.service.decode.UploadDecoder`) and ``medsr batch`` for every item. As with any
 ``spawn``/``forkserver`` child, a child imports the main script of the program: a script that
@@ -28,16 +34,17 @@ import shutil
 import signal
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medsr.errors import CorruptInputError, InputTooLargeError, MedSRError
+from medsr.errors import CorruptInputError, InputTooLargeError, MedSRError, MedSRWarning
 from medsr.image import MedImage
 
-__all__ = ["PRELOAD", "DecodeTimeoutError", "IsolatedReader"]
+__all__ = ["PRELOAD", "DecodeTimeoutError", "IsolatedReader", "noting"]
 
 log = logging.getLogger("medsr.io")
 
@@ -49,6 +56,23 @@ class DecodeTimeoutError(CorruptInputError):
     """The file took longer than allowed to read (a malformed or hostile file)."""
 
     http_status = 422
+
+
+def noting(read: Callable[[], Any], notes: list[str]) -> Any:
+    """``read()``, its :class:`~medsr.errors.MedSRWarning` messages appended to ``notes`` (not
+    printed, also when it raises); other warnings are shown as they would have been.
+
+    Uses :class:`warnings.catch_warnings`, which swaps process-wide state: for a process that
+    reads on one thread (the child of :class:`IsolatedReader`, one read at a time)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            return read()
+    finally:
+        for w in caught:
+            if issubclass(w.category, MedSRWarning):
+                notes.append(str(w.message))
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
 
 
 def _child(
@@ -69,24 +93,31 @@ def _child(
     """
     if hasattr(signal, "alarm"):
         signal.alarm(min(math.ceil(timeout_s) + 5, 2**31 - 1))
+    notes: list[str] = []
     try:
-        image = loader(source, **options) if options else loader(source)
+        image = noting(lambda: loader(source, **options) if options else loader(source), notes)
         np.save(npy, image.array)
         fields = {f.name: getattr(image, f.name) for f in dataclasses.fields(image)}
         fields.pop("array")
-        payload: tuple[Any, ...] = ("ok", fields, describe(image) if describe else None)
+        payload: tuple[Any, ...] = ("ok", fields, describe(image) if describe else None, notes)
         del image
     except MedSRError as exc:
-        payload = ("error", exc)
+        payload = ("error", exc, notes)
     except MemoryError:
-        payload = ("error", InputTooLargeError(f"'{name}' is too large to read on this machine"))
+        too_large = InputTooLargeError(f"'{name}' is too large to read on this machine")
+        payload = ("error", too_large, notes)
     except BaseException as exc:  # a reader bug (even a Rust panic) is a file it cannot read
-        payload = ("error", CorruptInputError(f"'{name}' could not be read ({type(exc).__name__})"))
+        crashed = CorruptInputError(f"'{name}' could not be read ({type(exc).__name__})")
+        payload = ("error", crashed, notes)
     try:
         conn.send(payload)
     except Exception as exc:  # e.g. an exception that does not pickle
         conn.send(
-            ("error", CorruptInputError(f"'{name}' could not be read ({type(exc).__name__})"))
+            (
+                "error",
+                CorruptInputError(f"'{name}' could not be read ({type(exc).__name__})"),
+                notes,
+            )
         )
     finally:
         conn.close()
@@ -142,9 +173,12 @@ class IsolatedReader:
         npy: str | os.PathLike[str] | None = None,
         describe: Callable[[MedImage], Any] | None = None,
         options: dict[str, Any] | None = None,
+        notes: list[str] | None = None,
     ) -> tuple[MedImage, Any]:
         """Read ``source`` (``name`` is what messages call it) → (image, ``describe(image)``);
         ``options``: keyword arguments of the loader (``series_uid`` for ``load_image``).
+        The reader's warnings (:class:`~medsr.errors.MedSRWarning`, as their messages) are
+        appended to ``notes`` where given (also when the read fails), else warned again here.
 
         The pixels travel through ``npy`` (kept: the caller's file), or through a temporary
         file that is removed again. Raises the reader's :class:`~medsr.errors.MedSRError`,
@@ -153,7 +187,9 @@ class IsolatedReader:
         """
         if npy is None:
             with _scratch_npy() as scratch:
-                return self.read(source, name, npy=scratch, describe=describe, options=options)
+                return self.read(
+                    source, name, npy=scratch, describe=describe, options=options, notes=notes
+                )
         receiver, sender = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(
             target=_child,
@@ -202,9 +238,15 @@ class IsolatedReader:
                 self._children.discard(proc)
             if proc.exitcode is not None:
                 proc.close()
+        said = payload[-1]
+        if notes is not None:
+            notes += said
+        else:
+            for note in said:
+                warnings.warn(note, MedSRWarning, stacklevel=2)
         if payload[0] == "error":
             raise payload[1]
-        _, fields, described = payload
+        _, fields, described, _ = payload
         return MedImage(np.load(npy), **fields), described
 
     def close(self) -> None:

@@ -546,6 +546,10 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
       them as one image over time (choice ``"all"``);
     * a main stack beside localizers (what :func:`choose_stack` reads without a choice): the
       main stack (choice ``None``), with the reader's note of what it leaves out;
+    * time points or cardiac phases beside localizers (as :func:`choose_stack` counts one):
+      the time stacks as one image over time (choice ``"all"``, ``stacks`` without the
+      localizers, with a ``note`` of what is left out). The reader's ``KEY:all`` refuses a
+      localizer, so the caller reads the files of ``stacks`` only;
     * other stacks (echoes, or echoes × time points): each on its own (choice ``"N"``), with the
       label words that tell it apart; a localizer beside them (as :func:`choose_stack` counts
       one) is left out (``left_out``) with a note that says how to read it.
@@ -566,6 +570,13 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
     key, main = series_key(uid), stacks[0]
     kept = [s is main or not _beside(main, s) for s in stacks]
     read = [s for s, k in zip(stacks, kept, strict=True) if k]
+    if 1 < len(read) < len(stacks):
+        try:
+            over_time = time_stacks(read, uid)
+        except SeriesMismatchError:
+            pass
+        else:
+            return [Volume(ALL_STACKS, over_time, note=_left_beside(stacks, kept, key, folder))]
     differ = _differ([s.labels for s in read])
     out = []
     for n, (stack, keep) in enumerate(zip(stacks, kept, strict=True), 1):
@@ -586,6 +597,25 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
             )
         )
     return out
+
+
+def _left_beside(stacks: list[Stack], kept: list[bool], key: str, folder: str) -> str:
+    """The note of the localizers (``kept`` false) left out beside the time points or cardiac
+    phases of a series read as one image over time, in :func:`choose_stack`'s words."""
+    left = [(n, s) for n, (s, k) in enumerate(zip(stacks, kept, strict=True), 1) if not k]
+    count = sum(len(s.members) for _, s in left)
+    marked = sum(s.localizer for _, s in left)
+    if marked == len(left):
+        what, guess = "marked as localizer (ImageType)", ""
+    else:
+        what = "of another orientation or size than its time points"
+        what = f"marked as localizer (ImageType) or {what}" if marked else what
+        guess = " (a localizer?)"
+    choice = " or ".join(f"{key}:{n}" for n, _ in left)
+    return (
+        f"'{folder}': series {key} holds {count} image(s) {what}, left out of {key}:all"
+        f"{guess}: {'; '.join(s.describe() for _, s in left)}. Read them with --series {choice}"
+    )
 
 
 def stack_choices(stacks: list[Stack], uid: str) -> list[dict[str, object]]:
