@@ -16,7 +16,7 @@ from medsr.batch import BatchItem, plan_batch, read_report, run_batch
 from medsr.io import load_image
 from medsr.io.dicom import series_key
 from tests.io.conftest import dicom_corpus_path, write_series
-from tests.io.test_dicom_stacks import CORONAL, _cine, _stack
+from tests.io.test_dicom_stacks import CORONAL, _cine, _cine_beside_localizer, _stack
 
 
 def _archive(root: Path) -> dict[str, str]:
@@ -147,29 +147,9 @@ def test_a_batch_writes_each_echo_and_one_series_over_time_and_resumes(tmp_path:
     }
 
 
-def _cine_beside_localizer(folder: Path, mr, *, marked: bool) -> tuple[str, Path]:
-    """A cine (3 phases × 2 positions, trigger times drifting, 8×8) and one localizer under its
-    Series Instance UID: coronal 10×8, or (``marked``) axial 8×8 with a LOCALIZER Image Type;
-    → the series key and the localizer's file."""
-    import copy
-
-    times = [[40 * k + 7 * p for k in range(3)] for p in range(2)]
-    folder, key, _ = _cine(mr, folder, times, size=8)
-    scout = copy.deepcopy(pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]))
-    scout.SOPInstanceUID, scout.InstanceNumber = generate_uid(), 99
-    if marked:
-        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    else:
-        scout.ImageOrientationPatient, scout.Rows = list(CORONAL), 10
-        scout.PixelData = np.zeros((10, 8), "<i2").tobytes()
-    scout.save_as(folder / "scout.dcm")
-    return key, folder / "scout.dcm"
-
-
 def test_a_cine_beside_a_localizer_is_one_series_over_time(tmp_path: Path):
     """A cine with a localizer under its Series Instance UID became one item per cardiac phase
-    (and a skipped localizer), not the one ``UID:all`` item of the same cine without it (the
-    reader's ``KEY:all`` refuses a localizer). Now: that one item, reading the cine's files
+    (and a skipped localizer), not the one ``UID:all`` item of the same cine without it. Now: that one item, reading the cine's files
     only, the localizer left out with a note for the report that says how to read it;
     whether the localizer is another orientation and size or marked in its Image Type."""
     mr = pydicom.dcmread(dicom_corpus_path("MR_small.dcm"))

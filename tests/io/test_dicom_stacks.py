@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import copy
 import warnings
+from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
@@ -581,3 +583,49 @@ def test_an_unmarked_scout_in_the_stack_is_refused_by_name(ct_template, tmp_path
     assert msg.startswith("the gaps between slices are not uniform")
     assert f"furthest from the typical 2.500 mm is {gap} mm" in msg
     assert "'scout.dcm'" in msg and neighbour in msg
+
+
+def _cine_beside_localizer(folder: Path, mr, *, marked: bool) -> tuple[str, Path]:
+    """A cine (3 phases × 2 positions, trigger times drifting, 8×8) and one localizer under its
+    Series Instance UID: coronal 10×8, or (``marked``) axial 8×8 with a LOCALIZER Image Type;
+    → the series key and the localizer's file."""
+    times = [[40 * k + 7 * p for k in range(3)] for p in range(2)]
+    folder, key, _ = _cine(mr, folder, times, size=8)
+    scout = copy.deepcopy(pydicom.dcmread(sorted(folder.glob("*.dcm"))[0]))
+    scout.SOPInstanceUID, scout.InstanceNumber = generate_uid(), 99
+    if marked:
+        scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    else:
+        scout.ImageOrientationPatient, scout.Rows = list(CORONAL), 10
+        scout.PixelData = np.zeros((10, 8), "<i2").tobytes()
+    scout.save_as(folder / "scout.dcm")
+    return key, folder / "scout.dcm"
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["coronal", "marked"])
+def test_all_leaves_a_localizer_beside_the_cardiac_phases_out(dicom_corpus, tmp_path, marked):
+    """``KEY:all`` of a cine with a localizer under its Series Instance UID (another orientation
+    and size, or marked in its Image Type) was refused ("KEY:4 is a localizer"), while the same
+    series without a choice reads its main stack and leaves the localizer out with a note.
+    Now the cardiac phases are read as one image over time, the localizer left out with the
+    note that says how to read it (warned, and in the header warnings), as ``medsr batch``
+    reads such a series."""
+    import pydicom
+
+    mr = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
+    key, scout = _cine_beside_localizer(tmp_path / "cine", mr, marked=marked)
+    with pytest.warns(MedSRWarning, match=rf"left out of {key}:all") as said:
+        image = read_dicom(tmp_path / "cine", series_uid=":all")
+    assert image.channels == "time" and image.array.shape == (3, 2, 8, 8)
+    assert str(scout) not in image.meta["source_paths"]
+    note = next(str(w.message) for w in said if f"left out of {key}:all" in str(w.message))
+    assert f"Read them with --series {key}:4" in note
+    assert note in image.meta["header_warnings"]
+    alone = read_dicom(tmp_path / "cine", series_uid=f"{key}:4")
+    assert alone.spatial_shape[1:] == ((10, 8) if not marked else (8, 8))
+    # a front end offers that choice: the web page's "All 3 cardiac phases together"
+    with pytest.raises(SeriesMismatchError) as refused:
+        read_dicom(tmp_path / "cine")
+    offered = refused.value.stacks
+    assert len(offered) == 4
+    assert {(c["over_time"], c["over_time_points"]) for c in offered} == {(f"{key}:all", 3)}

@@ -733,6 +733,7 @@ def test_a_cine_is_read_whole_and_returned_as_one_series(client, cine_zip_bytes,
         f"cardiac phase {k} (trigger time ~{t} ms)" for k, t in ((1, 10), (2, 50), (3, 90))
     ]
     assert {s["over_time"] for s in stacks} == {f"{key}:all"}
+    assert {s["over_time_points"] for s in stacks} == {3}
     job = wait_job(client, submit(client, "cine.zip", cine_zip_bytes, series=":all").json()["id"])
     assert job["state"] == "done", job
     assert job["input"]["channels"] == "time" and job["output"]["shape_zyx"] == [4, 32, 32]

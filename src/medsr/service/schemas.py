@@ -26,7 +26,11 @@ class StackChoice(BaseModel):
     over_time: str | None = Field(
         None,
         description="KEY:all where the stacks are time points or cardiac phases of one volume "
-        "(read together as one image over time, one derived series); null otherwise.",
+        "(read together as one image over time, one derived series; a localizer beside them "
+        "left out); null otherwise.",
+    )
+    over_time_points: int | None = Field(
+        None, description="How many time points or cardiac phases `over_time` reads."
     )
 
 

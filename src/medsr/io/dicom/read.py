@@ -73,7 +73,7 @@ from medsr.io.dicom.stacks import (
     split_series,
     split_stacks,
     stack_choices,
-    time_stacks,
+    time_stacks_beside,
 )
 from medsr.io.limits import check_pixel_count, max_pixels
 from medsr.io.sniff import (
@@ -1015,7 +1015,10 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
     stacks = split_stacks(members, planes)
     try:
         if whole:
-            return _read_over_time(time_stacks(stacks, uid, planes), folder, frame, planes)
+            over_time, left_out = time_stacks_beside(stacks, uid, folder.name, planes)
+            if left_out:
+                warnings.warn(left_out, MedSRWarning, stacklevel=2)
+            return _read_over_time(over_time, left_out, folder, frame, planes)
         members, left_out = choose_stack(stacks, wanted_stack, uid, folder.name)
     except SeriesMismatchError as exc:  # which stacks there are, for a front end to offer
         if len(stacks) > 1:
@@ -1025,7 +1028,7 @@ def _read_folder(folder: Path, series_uid: str | None, frame: int | None) -> Med
 
 
 def _read_over_time(
-    stacks: list[Stack], folder: Path, frame: int | None, planes: Planes
+    stacks: list[Stack], left_out: str | None, folder: Path, frame: int | None, planes: Planes
 ) -> MedImage:
     """The stacks :func:`~medsr.io.dicom.stacks.time_stacks` gave (time points or cardiac
     phases of one volume, in time order) as one image over time: ``channels="time"``, array
@@ -1033,11 +1036,16 @@ def _read_over_time(
     on the same grid. ``meta`` is the first's, with ``datasets``, ``source_paths`` and
     ``source_positions`` of every stack one after the other (time-major: those of time ``t``
     are entries ``t·Z … t·Z + Z − 1``, each stack's in slice order) and ``time_points``, what
-    tells each apart (e.g. ``cardiac phase 2 (trigger time ~50 ms)``)."""
+    tells each apart (e.g. ``cardiac phase 2 (trigger time ~50 ms)``); ``left_out``: the note of
+    the localizers beside them left out, kept in ``header_warnings``."""
     n = len(stacks[0].members)
     rows, cols = stacks[0].size
     check_pixel_count((len(stacks), n, rows, cols), folder.name, "series")
-    phases = [_read_stack(s.members, None, folder, frame, planes) for s in stacks]
+    # the note of the localizers left out (:func:`time_stacks_beside`) in the header warnings
+    phases = [
+        _read_stack(s.members, left_out if t == 0 else None, folder, frame, planes)
+        for t, s in enumerate(stacks)
+    ]
     first = phases[0]
     z = first.spatial_shape[0]
     for t, phase in enumerate(phases, 1):

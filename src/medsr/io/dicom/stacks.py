@@ -499,6 +499,33 @@ def time_stacks(stacks: list[Stack], uid: str, planes: Planes | None = None) -> 
     return sorted(stacks, key=when)
 
 
+def time_stacks_beside(
+    stacks: list[Stack], uid: str, folder: str, planes: Planes | None = None
+) -> tuple[list[Stack], str | None]:
+    """What ``KEY:all`` reads: :func:`time_stacks`, or, where that refuses because localizers
+    lie beside the time points (as :func:`choose_stack` counts one: marked as one in its Image
+    Type, or of another orientation or image size and with fewer images), the time stacks
+    without them and the note of what is left out (in :func:`choose_stack`'s words; not warned
+    here). Anything else: :func:`time_stacks`' refusal."""
+    try:
+        return time_stacks(stacks, uid, planes), None
+    except SeriesMismatchError:
+        main = stacks[0] if stacks else None
+        if main is None or main.localizer:
+            raise
+        kept = [s is main or not _beside(main, s) for s in stacks]
+        read = [s for s, k in zip(stacks, kept, strict=True) if k]
+        if not 1 < len(read) < len(stacks):
+            raise
+        try:
+            over_time = time_stacks(read, uid, planes)
+        except SeriesMismatchError:
+            pass
+        else:
+            return over_time, _left_beside(stacks, kept, series_key(uid), folder)
+        raise
+
+
 @dataclass
 class Volume:
     """One volume of a series as :func:`series_volumes` gives it, read with
@@ -546,10 +573,9 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
       them as one image over time (choice ``"all"``);
     * a main stack beside localizers (what :func:`choose_stack` reads without a choice): the
       main stack (choice ``None``), with the reader's note of what it leaves out;
-    * time points or cardiac phases beside localizers (as :func:`choose_stack` counts one):
-      the time stacks as one image over time (choice ``"all"``, ``stacks`` without the
-      localizers, with a ``note`` of what is left out). The reader's ``KEY:all`` refuses a
-      localizer, so the caller reads the files of ``stacks`` only;
+    * time points or cardiac phases beside localizers (:func:`time_stacks_beside`, what the
+      reader's ``KEY:all`` reads): the time stacks as one image over time (choice ``"all"``,
+      ``stacks`` without the localizers, with the ``note`` of what is left out);
     * other stacks (echoes, or echoes × time points): each on its own (choice ``"N"``), with the
       label words that tell it apart; a localizer beside them (as :func:`choose_stack` counts
       one) is left out (``left_out``) with a note that says how to read it.
@@ -557,7 +583,8 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
     if len(stacks) < 2:
         return [Volume(None, stacks)]
     try:
-        return [Volume(ALL_STACKS, time_stacks(stacks, uid))]
+        over_time, note = time_stacks_beside(stacks, uid, folder)
+        return [Volume(ALL_STACKS, over_time, note=note)]
     except SeriesMismatchError:
         pass
     with warnings.catch_warnings():
@@ -570,13 +597,6 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
     key, main = series_key(uid), stacks[0]
     kept = [s is main or not _beside(main, s) for s in stacks]
     read = [s for s, k in zip(stacks, kept, strict=True) if k]
-    if 1 < len(read) < len(stacks):
-        try:
-            over_time = time_stacks(read, uid)
-        except SeriesMismatchError:
-            pass
-        else:
-            return [Volume(ALL_STACKS, over_time, note=_left_beside(stacks, kept, key, folder))]
     differ = _differ([s.labels for s in read])
     out = []
     for n, (stack, keep) in enumerate(zip(stacks, kept, strict=True), 1):
@@ -624,13 +644,15 @@ def stack_choices(stacks: list[Stack], uid: str) -> list[dict[str, object]]:
     ``number``, ``series`` (the choice that reads it: ``KEY:N``), ``label`` (what tells it apart
     from the others: ``echo 2``, ``cardiac phase 3 (trigger time ~80 ms)``, ``coronal 24×20,
     localizer``), ``images``, ``description`` (as the reader's message lists it) and
-    ``over_time``: ``KEY:all`` where :func:`time_stacks` reads the stacks together as one image
-    over time (the same on every stack), else ``None``."""
+    ``over_time``: ``KEY:all`` where the reader reads the stacks together as one image over
+    time (:func:`time_stacks_beside`: localizers beside them left out), else ``None``, and
+    ``over_time_points``: how many time points that reads (the same on every stack)."""
     key = series_key(uid)
     try:
-        over_time: str | None = f"{key}:{ALL_STACKS}" if time_stacks(stacks, uid) else None
+        over, _ = time_stacks_beside(stacks, uid, "")
     except SeriesMismatchError:
-        over_time = None
+        over = []
+    over_time = f"{key}:{ALL_STACKS}" if over else None
 
     def words(s: Stack) -> dict[str, str]:
         rows, cols = s.size
@@ -651,6 +673,7 @@ def stack_choices(stacks: list[Stack], uid: str) -> list[dict[str, object]]:
             "images": len(s.members),
             "description": s.describe(),
             "over_time": over_time,
+            "over_time_points": len(over) or None,
         }
         for n, (s, p) in enumerate(zip(stacks, parts, strict=True), 1)
     ]

@@ -270,7 +270,8 @@
     }
     const all = stacks[0].over_time;
     const kind = stacks.some((s) => /cardiac phase/.test(s.label)) ? "cardiac phases" : "time points";
-    if (all) el.series.append(new Option(`All ${stacks.length} ${kind} together (one series over time)`, all));
+    const count = stacks[0].over_time_points || stacks.length;
+    if (all) el.series.append(new Option(`All ${count} ${kind} together (one series over time)`, all));
     state.timeKind = kind;
     const name = state.file ? `'${state.file.name}'` : "This upload";
     el.seriesNote.textContent = whole
