@@ -636,3 +636,73 @@ def test_an_image_over_time_is_refused_with_what_to_do(tmp_path):
         "`medsr upscale --through-plane` upscales it along z time point by time point" in lines[0]
     )
     assert not (tmp_path / "o.nii.gz").exists()
+
+
+def _ct_series(folder, levels=(0,), positions=4, size=12, **attrs):
+    """One folder of DICOM CT series built from CT_small's header (tests.io.conftest): one
+    series per ``levels`` entry, each ``positions`` slices 4 mm apart whose values are raised by
+    that level. With ``phases`` (an int) in ``attrs`` the one series is a gated cardiac cine:
+    each position at that many phases (TriggerTime ``40·k + 5·p`` ms, CardiacNumberOfImages),
+    phase k's values scaled ``k + 1``× and raised ``300·k`` (a range of its own) and a corner
+    stored −2000 = PixelPaddingValue (no data). Returns the folder and the series' keys."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medsr.io.dicom import series_key
+    from tests.io.conftest import dicom_corpus_path, make_ct_slice, write_series
+
+    template = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    phases = attrs.pop("phases", None)
+    yy, xx = np.mgrid[:size, :size]
+    datasets, keys = [], []
+    for level in levels:
+        uid = generate_uid()
+        keys.append(series_key(uid))
+        for k in range(phases or 1):
+            for p in range(positions):
+                pixels = (yy * 7 + xx * 3 + 40 * p) * (k + 1) + 1024 + 300 * k + level
+                if phases:
+                    pixels[:2, :3] = -2000
+                ds = make_ct_slice(
+                    template, pixels=pixels.astype(np.int16), ipp=(0, 0, 4.0 * p),
+                    series_uid=uid, instance=len(datasets) + 1,
+                )  # fmt: skip
+                if phases:
+                    ds.PixelPaddingValue = -2000
+                    ds.TriggerTime = 40 * k + 5 * p
+                    ds.CardiacNumberOfImages = phases
+                datasets.append(ds)
+    return write_series(folder, datasets), keys
+
+
+def test_cli_series_picks_one_of_two_series_to_interpolate(tmp_path):
+    """A folder of two series: `medsr interpolate` refused it with "Choose one with --series
+    KEY", an option it did not have ("No such option: --series"): a dead end. `--series`
+    reads the one named, as `medsr upscale --series` does (the reader's one grammar: a key it
+    does not hold is one `error:` line listing those it holds)."""
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.io import load_image
+
+    folder, keys = _ct_series(tmp_path / "two", levels=(0, 1000))
+    res = CliRunner().invoke(app, ["interpolate", str(folder), str(tmp_path / "a"), "-m", "linear"])
+    assert res.exit_code == 2 and "Choose one with --series KEY" in res.output, res.output
+    for key, level in zip(keys, (0, 1000), strict=True):
+        out = tmp_path / f"thin_{key}.nii.gz"
+        res = CliRunner().invoke(
+            app, ["interpolate", str(folder), str(out), "--series", key, "-m", "linear"]
+        )
+        assert res.exit_code == 0, res.output
+        want = interpolate_slices(load_image(folder, series_uid=key), "linear", 2)
+        np.testing.assert_allclose(load_image(out).array, want.array, atol=0.5)
+        assert abs(float(want.array.mean()) - (level + 115)) < 1  # the series named
+    res = CliRunner().invoke(
+        app, ["interpolate", str(folder), str(tmp_path / "b"), "--series", "0badc0de"]
+    )
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == (
+        f"error: series '0badc0de' is not in 'two'; it holds: {keys[0]} (CT, 4 files); "
+        f"{keys[1]} (CT, 4 files)"
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from medsr.io import SERIES_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``interpolate`` command to the medsr Typer ``app`` (heavy imports stay lazy)."""
@@ -45,6 +47,7 @@ def register(app: typer.Typer) -> None:
                 help="interp-cnn (shipped), linear, cubic, or a .safetensors file (interp-gan and fast-ddpm ship no weights: train one with configs/interp-*.yaml, then medsr export).",
             ),
         ] = "interp-cnn",
+        series: Annotated[str | None, typer.Option("--series", help=SERIES_HELP)] = None,
         axis: Annotated[
             str, typer.Option("--axis", help="Slice axis of the array: z, y or x.")
         ] = "z",
@@ -90,7 +93,8 @@ def register(app: typer.Typer) -> None:
             if maps is not None:
                 check_not_input(input, maps)
                 check_output(maps, overwrite, "folder")
-            image = load_image(input)
+            # --series as medsr upscale passes it: the reader's one grammar (KEY, KEY:N, KEY:all)
+            image = load_image(input, **({"series_uid": series} if series else {}))
             # the output's size (the pixel ceiling, the format's axis limit) refused now, not
             # after the interpolation, as medsr upscale does
             from medsr.interpolation.core import axis_index
