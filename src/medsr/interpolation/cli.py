@@ -23,7 +23,10 @@ def register(app: typer.Typer) -> None:
     )
     def interpolate(
         input: Annotated[
-            Path, typer.Argument(help="Volume: NIfTI, DICOM series folder or multi-frame DICOM.")
+            Path,
+            typer.Argument(
+                help="Volume: NIfTI, DICOM series folder or multi-frame DICOM; an image over time (a 4-D NIfTI, --series KEY:all) is interpolated time point by time point."
+            ),
         ],
         output: Annotated[
             Path,
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Super-resolve a volume along its slice axis with a slice interpolator (N -> factor x N slices)."""
+        """Super-resolve a volume along its slice axis with a slice interpolator (N -> factor x N slices; each time point of an image over time)."""
         from medsr.errors import MedSRError
 
         try:
@@ -82,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 interpolate_slices,
                 interpolation_uncertainty,
             )
-            from medsr.io import load_image, save_image
+            from medsr.io import check_holds, load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
             from medsr.io.sidecar import check_sidecar
 
@@ -95,6 +98,7 @@ def register(app: typer.Typer) -> None:
                 check_output(maps, overwrite, "folder")
             # --series as medsr upscale passes it: the reader's one grammar (KEY, KEY:N, KEY:all)
             image = load_image(input, **({"series_uid": series} if series else {}))
+            check_holds(image, output)  # a format that cannot hold it: refused before the work
             # the output's size (the pixel ceiling, the format's axis limit) refused now, not
             # after the interpolation, as medsr upscale does
             from medsr.interpolation.core import axis_index
@@ -127,8 +131,11 @@ def register(app: typer.Typer) -> None:
         except MedSRError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        z, y, x = result.spatial_shape
+        # an image over time (--series KEY:all, a 4-D NIfTI), as medsr upscale says it
+        each = f"{result.array.shape[0]} time points of " if result.channels == "time" else ""
         typer.echo(
-            f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {_spacing_text(result, axis)} mm)"
+            f"wrote {written} ({each}{z}x{y}x{x}, spacing {_spacing_text(result, axis)} mm)"
             + (f"; maps in {maps}" if maps is not None else "")
         )
 
