@@ -746,3 +746,34 @@ def test_output_inside_the_input_series_folder_is_refused(tmp_path, corpus, args
     assert len(res.stderr.strip().splitlines()) == 1
     assert sorted(p.name for p in series.iterdir()) == before
     assert not (tmp_path / "out").exists()
+
+
+def test_degrade_series_picks_one_of_two_series(tmp_path):
+    """A folder of two series: `medsr degrade` refused it with "Choose one with --series KEY",
+    an option it did not have ("No such option: --series"): a dead end. `--series` reads the
+    one named, as `medsr upscale --series` does (``degrade_file(series_uid=)`` in Python)."""
+    import pydicom
+
+    from medsr.api import degrade_file
+    from medsr.errors import SeriesMismatchError
+    from medsr.io.dicom import series_key
+    from tests.conftest import make_ct_series
+
+    folder = tmp_path / "two"
+    sizes = (2, 3)
+    keys = [
+        series_key(pydicom.dcmread(make_ct_series(folder, n, tag=t)[0]).SeriesInstanceUID)
+        for n, t in zip(sizes, "ab", strict=True)
+    ]
+    res = medsr("degrade", str(folder), str(tmp_path / "lr.nii.gz"), "--kind", "bicubic")
+    assert res.returncode == 2 and "Choose one with --series KEY" in res.stderr, res.stderr
+    for key, n in zip(keys, sizes, strict=True):
+        out = tmp_path / f"lr_{key}.nii.gz"
+        res = runner.invoke(
+            app, ["degrade", str(folder), str(out), "--kind", "bicubic", "--series", key]
+        )
+        assert res.exit_code == 0, res.output
+        assert medsr_api.load_image(out).spatial_shape == (n, 64, 64)  # the series named
+    with pytest.raises(SeriesMismatchError, match="series '0badc0de' is not in 'two'"):
+        degrade_file(folder, tmp_path / "x.nii.gz", kind="bicubic", series_uid="0badc0de")
+    assert not (tmp_path / "lr.nii.gz").exists() and not (tmp_path / "x.nii.gz").exists()

@@ -23,15 +23,20 @@ def degrade_file(
     scale: int = 2,
     params: dict[str, Any] | None = None,
     seed: int = 0,
+    series_uid: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``."""
+    """Read ``input_path``, simulate a lower-resolution acquisition, write ``output``.
+
+    ``series_uid`` picks what to read of a DICOM folder as :func:`upscale_file`'s does
+    (``medsr degrade --series``: a series' key or UID, ``KEY:N`` one of its stacks, ``KEY:all``
+    its time points as one image over time)."""
     # the paths first (they fail at once, before torch is imported), as upscale_file checks them
     target = check_paths(input_path, output, overwrite)
     from medsr.degradations import check_seed, default_kind, degrade_image
 
     check_seed(seed)  # before the input is read
-    image = load_image(input_path)
+    image = load_image(input_path, **({"series_uid": series_uid} if series_uid else {}))
     name = default_kind(image.modality) if kind == "auto" else kind
     low = degrade_image(image, name, scale, generator=seed, **(params or {}))
     # a simulation, not an acquisition: said in its derivation and, for a DICOM series in the

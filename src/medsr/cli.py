@@ -16,6 +16,7 @@ import typer
 
 from medsr.durations import ZERO_SHOT_BUDGET_S
 from medsr.inference.precision import PRECISION_HELP
+from medsr.io import SERIES_HELP
 from medsr.modality import IN_PLANE_PHYSICS, degradation_help
 
 app = typer.Typer(
@@ -85,10 +86,7 @@ def info(
     ],
     series: Annotated[
         str | None,
-        typer.Option(
-            "--series",
-            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series; KEY:all (or :all) for every time point or cardiac phase of a series as one image over time, written as one series.",
-        ),
+        typer.Option("--series", help=SERIES_HELP),
     ] = None,
     as_json: Annotated[
         bool,
@@ -173,10 +171,7 @@ def upscale(
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
     series: Annotated[
         str | None,
-        typer.Option(
-            "--series",
-            help="SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a series; KEY:all (or :all) for every time point or cardiac phase of a series as one image over time, written as one series.",
-        ),
+        typer.Option("--series", help=SERIES_HELP),
     ] = None,
     luminance: Annotated[
         bool, typer.Option("--luminance", help="Convert colour to grayscale (BT.601) first.")
@@ -423,6 +418,7 @@ def degrade(
             help="Seed for noise: a whole number from 0 to 2**64 - 1 (recorded with the image).",
         ),
     ] = 0,
+    series: Annotated[str | None, typer.Option("--series", help=SERIES_HELP)] = None,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing output.")
     ] = False,
@@ -437,6 +433,7 @@ def degrade(
         scale=scale,
         params=_parse_params(param),
         seed=seed,
+        series_uid=series,
         overwrite=overwrite,
     )
     typer.echo(f"wrote {written}")

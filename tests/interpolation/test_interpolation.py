@@ -613,26 +613,184 @@ def test_an_output_past_the_nifti1_axis_is_refused_before_the_work(tmp_path, mon
     assert not (tmp_path / "direct.nii").exists()
 
 
-def test_an_image_over_time_is_refused_with_what_to_do(tmp_path):
-    """`medsr interpolate` of a 4-D NIfTI (a cine or dynamic series over time) said "needs a
-    grayscale volume (not colour or 4-D)" and nothing of what to do. It is refused (one
-    ``error:`` line, exit 2, no output) naming the time points and slices, the command that
-    upscales such an image along z time point by time point, and the per-volume way."""
-    import nibabel as nib
+def _ct_series(folder, levels=(0,), positions=4, size=12, **attrs):
+    """One folder of DICOM CT series built from CT_small's header (tests.io.conftest): one
+    series per ``levels`` entry, each ``positions`` slices 4 mm apart whose values are raised by
+    that level. With ``phases`` (an int) in ``attrs`` the one series is a gated cardiac cine:
+    each position at that many phases (TriggerTime ``40·k + 5·p`` ms, CardiacNumberOfImages),
+    phase k's values scaled ``k + 1``× and raised ``300·k`` (a range of its own) and a corner
+    stored −2000 = PixelPaddingValue (no data). Returns the folder and the series' keys."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from medsr.io.dicom import series_key
+    from tests.io.conftest import dicom_corpus_path, make_ct_slice, write_series
+
+    template = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    phases = attrs.pop("phases", None)
+    yy, xx = np.mgrid[:size, :size]
+    datasets, keys = [], []
+    for level in levels:
+        uid = generate_uid()
+        keys.append(series_key(uid))
+        for k in range(phases or 1):
+            for p in range(positions):
+                pixels = (yy * 7 + xx * 3 + 40 * p) * (k + 1) + 1024 + 300 * k + level
+                if phases:
+                    pixels[:2, :3] = -2000
+                ds = make_ct_slice(
+                    template, pixels=pixels.astype(np.int16), ipp=(0, 0, 4.0 * p),
+                    series_uid=uid, instance=len(datasets) + 1,
+                )  # fmt: skip
+                if phases:
+                    ds.PixelPaddingValue = -2000
+                    ds.TriggerTime = 40 * k + 5 * p
+                    ds.CardiacNumberOfImages = phases
+                datasets.append(ds)
+    return write_series(folder, datasets), keys
+
+
+def test_an_image_over_time_is_interpolated_time_point_by_time_point(tmp_path):
+    """A cardiac cine read whole (``series_uid="KEY:all"``, ``(T, Z, Y, X)``) was refused
+    ("slice interpolation takes one volume; this is an image over time"). Each phase is now
+    interpolated on its own, never across time: exactly (to the bit) what interpolating that
+    phase alone (``KEY:N``) gives — its padding, fill value and normalisation its own, although
+    the phases' ranges differ — for the baseline and the shipped network; one image over
+    time on the one grid comes back. Its uncertainty map and error bound are refused."""
+    from medsr.io.dicom import read_dicom
+
+    folder, (key,) = _ct_series(tmp_path / "cine", phases=3)
+    image = read_dicom(folder, series_uid=f"{key}:all")
+    assert image.channels == "time" and image.array.shape == (3, 4, 12, 12)
+    phases = [read_dicom(folder, series_uid=f"{key}:{k + 1}") for k in range(3)]
+    for model in ("linear", "interp-cnn"):
+        timing: dict[str, float] = {}
+        out = interpolate_slices(image, model, 2, timing=timing)
+        assert out.channels == "time" and out.array.shape == (3, 8, 12, 12), model
+        assert out.spacing == pytest.approx((2.0, 0.5, 0.5))
+        np.testing.assert_allclose(out.affine, interpolate_slices(phases[0], model, 2).affine)
+        alone = [interpolate_slices(phase, model, 2) for phase in phases]
+        for k in range(3):
+            np.testing.assert_array_equal(out.array[k], alone[k].array, err_msg=f"{model} {k}")
+        assert (out.array[:, :, :2, :3] == image.array[:, :1, :2, :3]).all()  # padding exact
+        assert timing["slices_predicted"] == 3 * (8 if model == "linear" else 9)  # 4 → 7 → 13
+    # its maps are one volume's: refused, not a mean over the phases that bounds none of them
+    from medsr.errors import InvalidParameterError
+    from medsr.interpolation.core import calibrate_interpolation_bound, interpolation_uncertainty
+
+    for maps in (interpolation_uncertainty, calibrate_interpolation_bound):
+        with pytest.raises(InvalidParameterError, match=r"image over time \(3 time points"):
+            maps(image, "linear", 2)
+
+
+def test_cli_interpolates_a_cine_into_one_series_over_time(tmp_path):
+    """`medsr interpolate CINE OUT --series KEY:all` writes ONE derived series of 3 phases × 8
+    slices (as `medsr upscale --through-plane --series KEY:all` does): one Series Instance UID,
+    instances numbered phase by phase, each slice's header from its own phase's nearest source
+    slice (that phase's TriggerTime); read back whole, it is the interpolated image over time.
+    `--maps` of an image over time is refused with one `error:` line (every map is one volume),
+    nothing written."""
+    import pydicom
     from typer.testing import CliRunner
 
     from medsr.cli import app
+    from medsr.io.dicom import read_dicom
 
-    series = np.random.default_rng(0).normal(100, 10, (8, 8, 3, 2)).astype(np.float32)
-    nib.save(nib.Nifti1Image(series, np.diag([1.0, 1.0, 4.0, 1.0])), tmp_path / "cine.nii.gz")
+    folder, (key,) = _ct_series(tmp_path / "cine", phases=3)
+    out = tmp_path / "thin"
     res = CliRunner().invoke(
-        app, ["interpolate", str(tmp_path / "cine.nii.gz"), str(tmp_path / "o.nii.gz")]
+        app, ["interpolate", str(folder), str(out), "--series", f"{key}:all", "-m", "linear"]
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        res.output.strip() == f"wrote {out} (3 time points of 8x12x12, spacing (2.0, 0.5, 0.5) mm)"
+    )
+    written = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
+    assert len(written) == 24 and len({ds.SeriesInstanceUID for ds in written}) == 1
+    assert [int(ds.InstanceNumber) for ds in written] == list(range(1, 25))
+    assert [float(ds.TriggerTime) for ds in written] == [
+        40 * k + 5 * p for k in range(3) for p in (0, 0, 1, 1, 2, 2, 3, 3)
+    ]
+    back = read_dicom(out, series_uid=":all")
+    want = interpolate_slices(read_dicom(folder, series_uid=f"{key}:all"), "linear", 2)
+    assert back.channels == "time" and back.array.shape == (3, 8, 12, 12)
+    np.testing.assert_allclose(back.array, want.array, atol=0.5)  # stored as integers
+
+    maps = tmp_path / "maps"
+    res = CliRunner().invoke(
+        app,
+        ["interpolate", str(folder), str(tmp_path / "o2"), "--series", ":all", "--maps", str(maps)],
     )
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), res.output
-    assert "an image over time (2 time points of 3 slices)" in lines[0]
-    assert (
-        "`medsr upscale --through-plane` upscales it along z time point by time point" in lines[0]
+    assert "this is an image over time (3 time points of 4 slices)" in lines[0]
+    assert "interpolate it without --maps, or read one time point (--series KEY:N" in lines[0]
+    assert not (tmp_path / "o2").exists() and not maps.exists()
+
+
+def test_a_4d_nifti_is_interpolated_time_point_by_time_point(tmp_path):
+    """`medsr interpolate` of a 4-D NIfTI (a dynamic series over time) was refused; it writes a
+    4-D NIfTI whose every time point is what interpolating that time point's 3-D volume gives
+    (``test_an_image_over_time_is_refused_with_what_to_do`` asserted the refusal). A folder
+    output (a DICOM series, which a NIfTI over time cannot become) is refused before the work,
+    one `error:` line, as medsr upscale refuses it."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.io import load_image
+
+    series = np.random.default_rng(0).normal(100, 10, (8, 8, 3, 2)).astype(np.float32)
+    series[..., 1] = 3 * series[..., 1] + 500  # a time point of another range
+    affine = np.diag([1.0, 1.0, 4.0, 1.0])
+    nib.save(nib.Nifti1Image(series, affine), tmp_path / "dyn.nii.gz")
+    out = tmp_path / "o.nii.gz"
+    res = CliRunner().invoke(app, ["interpolate", str(tmp_path / "dyn.nii.gz"), str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().startswith(f"wrote {out} (2 time points of 6x8x8, spacing (2.0,")
+    written = np.asarray(nib.load(out).dataobj)
+    assert written.shape == (8, 8, 6, 2)
+    for t in range(2):
+        nib.save(nib.Nifti1Image(series[..., t], affine), tmp_path / f"t{t}.nii.gz")
+        alone = interpolate_slices(load_image(tmp_path / f"t{t}.nii.gz"), "interp-cnn", 2)
+        np.testing.assert_array_equal(written[..., t], alone.array.transpose(2, 1, 0))
+    res = CliRunner().invoke(
+        app, ["interpolate", str(tmp_path / "dyn.nii.gz"), str(tmp_path / "dcm"), "-m", "linear"]
     )
-    assert not (tmp_path / "o.nii.gz").exists()
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith("error: DICOM output supports grayscale or RGB images")
+    assert not (tmp_path / "dcm").exists()
+
+
+def test_cli_series_picks_one_of_two_series_to_interpolate(tmp_path):
+    """A folder of two series: `medsr interpolate` refused it with "Choose one with --series
+    KEY", an option it did not have ("No such option: --series"): a dead end. `--series`
+    reads the one named, as `medsr upscale --series` does (the reader's one grammar: a key it
+    does not hold is one `error:` line listing those it holds)."""
+    from typer.testing import CliRunner
+
+    from medsr.cli import app
+    from medsr.io import load_image
+
+    folder, keys = _ct_series(tmp_path / "two", levels=(0, 1000))
+    res = CliRunner().invoke(app, ["interpolate", str(folder), str(tmp_path / "a"), "-m", "linear"])
+    assert res.exit_code == 2 and "Choose one with --series KEY" in res.output, res.output
+    for key, level in zip(keys, (0, 1000), strict=True):
+        out = tmp_path / f"thin_{key}.nii.gz"
+        res = CliRunner().invoke(
+            app, ["interpolate", str(folder), str(out), "--series", key, "-m", "linear"]
+        )
+        assert res.exit_code == 0, res.output
+        want = interpolate_slices(load_image(folder, series_uid=key), "linear", 2)
+        np.testing.assert_allclose(load_image(out).array, want.array, atol=0.5)
+        assert abs(float(want.array.mean()) - (level + 115)) < 1  # the series named
+    res = CliRunner().invoke(
+        app, ["interpolate", str(folder), str(tmp_path / "b"), "--series", "0badc0de"]
+    )
+    assert res.exit_code == 2, res.output
+    assert res.output.strip() == (
+        f"error: series '0badc0de' is not in 'two'; it holds: {keys[0]} (CT, 4 files); "
+        f"{keys[1]} (CT, 4 files)"
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

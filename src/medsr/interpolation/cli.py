@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from medsr.io import SERIES_HELP
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``interpolate`` command to the medsr Typer ``app`` (heavy imports stay lazy)."""
@@ -21,7 +23,10 @@ def register(app: typer.Typer) -> None:
     )
     def interpolate(
         input: Annotated[
-            Path, typer.Argument(help="Volume: NIfTI, DICOM series folder or multi-frame DICOM.")
+            Path,
+            typer.Argument(
+                help="Volume: NIfTI, DICOM series folder or multi-frame DICOM; an image over time (a 4-D NIfTI, --series KEY:all) is interpolated time point by time point."
+            ),
         ],
         output: Annotated[
             Path,
@@ -45,6 +50,7 @@ def register(app: typer.Typer) -> None:
                 help="interp-cnn (shipped), linear, cubic, or a .safetensors file (interp-gan and fast-ddpm ship no weights: train one with configs/interp-*.yaml, then medsr export).",
             ),
         ] = "interp-cnn",
+        series: Annotated[str | None, typer.Option("--series", help=SERIES_HELP)] = None,
         axis: Annotated[
             str, typer.Option("--axis", help="Slice axis of the array: z, y or x.")
         ] = "z",
@@ -65,7 +71,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Super-resolve a volume along its slice axis with a slice interpolator (N -> factor x N slices)."""
+        """Super-resolve a volume along its slice axis with a slice interpolator (N -> factor x N slices; each time point of an image over time)."""
         from medsr.errors import MedSRError
 
         try:
@@ -79,7 +85,7 @@ def register(app: typer.Typer) -> None:
                 interpolate_slices,
                 interpolation_uncertainty,
             )
-            from medsr.io import load_image, save_image
+            from medsr.io import check_holds, load_image, save_image
             from medsr.io._atomic import check_not_input, check_output
             from medsr.io.sidecar import check_sidecar
 
@@ -90,7 +96,9 @@ def register(app: typer.Typer) -> None:
             if maps is not None:
                 check_not_input(input, maps)
                 check_output(maps, overwrite, "folder")
-            image = load_image(input)
+            # --series as medsr upscale passes it: the reader's one grammar (KEY, KEY:N, KEY:all)
+            image = load_image(input, **({"series_uid": series} if series else {}))
+            check_holds(image, output)  # a format that cannot hold it: refused before the work
             # the output's size (the pixel ceiling, the format's axis limit) refused now, not
             # after the interpolation, as medsr upscale does
             from medsr.interpolation.core import axis_index
@@ -123,8 +131,11 @@ def register(app: typer.Typer) -> None:
         except MedSRError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+        z, y, x = result.spatial_shape
+        # an image over time (--series KEY:all, a 4-D NIfTI), as medsr upscale says it
+        each = f"{result.array.shape[0]} time points of " if result.channels == "time" else ""
         typer.echo(
-            f"wrote {written} ({result.spatial_shape[0]}x{result.spatial_shape[1]}x{result.spatial_shape[2]}, spacing {_spacing_text(result, axis)} mm)"
+            f"wrote {written} ({each}{z}x{y}x{x}, spacing {_spacing_text(result, axis)} mm)"
             + (f"; maps in {maps}" if maps is not None else "")
         )
 

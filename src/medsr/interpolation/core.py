@@ -211,19 +211,19 @@ def interpolate_slices(
     circle, a NIfTI's NaN: :func:`medsr.io.padding.no_data_mask`) is read as the darkest
     measured value by every model and kept exact where both input slices around an output slice
     hold none (:func:`medsr.slice_grid.keep_no_data`); a NaN is NaN there again when written.
+
+    An image over time (``channels="time"``, ``(T, Z, Y, X)``: a cine or dynamic series read
+    with ``series_uid="KEY:all"``, a 4-D NIfTI) is interpolated time point by time point, never
+    across time: each time point exactly as it is read and interpolated on its own (its no data,
+    fill value, normalisation and seeds its own: :func:`_interpolate_volume`), returned as one
+    image over time ``(T, Z', Y, X)`` on the one grid (written as one derived DICOM series over
+    time, or a 4-D NIfTI).
     """
     factor = check_factor(factor)
     seed = check_seed(seed, SEED_NAME)
     a = axis_index(axis)
-    if image.channels == "time":  # a cine, a dynamic series, a 4-D NIfTI
-        t, z = image.array.shape[:2]
-        raise InvalidParameterError(
-            f"slice interpolation takes one volume; this is an image over time ({t} time points "
-            f"of {z} slices): `medsr upscale --through-plane` upscales it along z time point by "
-            "time point into one output, or interpolate each time point as a volume of its own "
-            "(a 4-D NIfTI split into 3-D files)"
-        )
-    if image.channels:
+    over_time = image.channels == "time"  # a cine, a dynamic series, a 4-D NIfTI
+    if image.channels and not over_time:
         raise InvalidParameterError("slice interpolation needs a grayscale volume (not colour)")
     if a == 0:
         check_frames_are_slices(image, "slice interpolation along z")
@@ -233,36 +233,22 @@ def interpolate_slices(
             f"need at least 2 slices along {'zyx'[a]} to interpolate, got {n_in}"
         )
     net, card = resolve_model(model, device)
-    n_out = factor_slices(n_in, factor)
     t0 = time.perf_counter()
     # no data (DICOM padding, a CT's fill outside the scan circle, NaN): read as the darkest
-    # measured value, never as signal (nor in the normalisation), kept exact below
+    # measured value, never as signal (nor in the normalisation), kept exact below; an image
+    # over time: each time point's own (medsr.io.padding.no_data_fill), as read on its own
     work, no_data, _ = fill_no_data(image)
-    if isinstance(net, str):  # a baseline: the grid's own resampler, in the input's units
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(work.array, dtype=np.float32))
-        out = resize_axis(x, a, n_out, net).numpy()
-        predicted = n_out
-    else:
-        spec = card.get("normalization") or DEFAULT_NORMALIZATION
-        lo, hi = volume_range(work.array, spec)
-        vol = np.moveaxis(work.array, a, 0)
-        vol = ((vol - lo) / (hi - lo)).astype(np.float32)
-        passes = (2 * factor).bit_length() - 1
-        for k in range(passes):
-
-            def predict(v: np.ndarray, k: int = k) -> np.ndarray:
-                return _network_midpoints(
-                    net, v, samples=samples, seed=offset_seed(seed, 100_003 * k)
-                )
-
-            vol = insert_once(vol, predict)
-        predicted = vol.shape[0] - n_in
-        vol = vol[nested_midpoint_index(n_in, factor)]
-        out = np.ascontiguousarray(np.moveaxis(vol * (hi - lo) + lo, 0, a), dtype=np.float32)
-    if no_data is not None:
-        keep_no_data(out, image.array, no_data, axis=a)
+    filled, source = work.channel_first(), image.channel_first()
+    masks = None if no_data is None else (no_data if over_time else no_data[None])
+    outs, predicted = [], 0
+    for t in range(filled.shape[0]):  # one volume, or each time point on its own
+        out_t, predicted_t = _interpolate_volume(
+            filled[t], None if masks is None else masks[t], source[t], net, card, factor, a,
+            samples=samples, seed=seed,
+        )  # fmt: skip
+        outs.append(out_t)
+        predicted += predicted_t
+    out = np.stack(outs) if over_time else outs[0]
     if timing is not None:
         timing["seconds"] = time.perf_counter() - t0
         timing["slices_predicted"] = predicted
@@ -278,6 +264,69 @@ def interpolate_slices(
         "model_version": card.get("version"),
     }
     return res.replace(meta=meta)
+
+
+def _interpolate_volume(
+    filled: np.ndarray,
+    no_data: np.ndarray | None,
+    source: np.ndarray,
+    net: Any,
+    card: dict[str, Any],
+    factor: int,
+    a: int,
+    *,
+    samples: int,
+    seed: int,
+) -> tuple[np.ndarray, int]:
+    """One volume ``(Z, Y, X)`` ×``factor`` along axis ``a`` (:func:`interpolate_slices`):
+    ``filled``, its array with no data read as the darkest measured value; ``no_data``, where
+    (or ``None``); ``source``, its array as read, whose values the no data keeps. Returns the
+    output array (float32, input units) and how many slices were predicted. A baseline
+    (``net`` a name) is the grid's resampler; a network is normalised to this volume's range
+    (``card["normalization"]``) and inserts midpoints ``log2(2f)`` times."""
+    import torch
+
+    n_in = filled.shape[a]
+    n_out = factor_slices(n_in, factor)
+    if isinstance(net, str):  # a baseline: the grid's own resampler, in the input's units
+        x = torch.from_numpy(np.ascontiguousarray(filled, dtype=np.float32))
+        out = resize_axis(x, a, n_out, net).numpy()
+        predicted = n_out
+    else:
+        spec = card.get("normalization") or DEFAULT_NORMALIZATION
+        lo, hi = volume_range(filled, spec)
+        vol = np.moveaxis(filled, a, 0)
+        vol = ((vol - lo) / (hi - lo)).astype(np.float32)
+        passes = (2 * factor).bit_length() - 1
+        for k in range(passes):
+
+            def predict(v: np.ndarray, k: int = k) -> np.ndarray:
+                return _network_midpoints(
+                    net, v, samples=samples, seed=offset_seed(seed, 100_003 * k)
+                )
+
+            vol = insert_once(vol, predict)
+        predicted = vol.shape[0] - n_in
+        vol = vol[nested_midpoint_index(n_in, factor)]
+        out = np.ascontiguousarray(np.moveaxis(vol * (hi - lo) + lo, 0, a), dtype=np.float32)
+    if no_data is not None:
+        keep_no_data(out, source, no_data, axis=a)
+    return out, predicted
+
+
+def _check_one_volume(image: MedImage) -> None:
+    """Refuse an image over time where a map of one volume is asked for
+    (:func:`interpolation_uncertainty`, :func:`calibrate_interpolation_bound`): every map
+    medsr writes is one ``(Z, Y, X)`` volume, and a mean over the time points would bound
+    no time point's error."""
+    if image.channels == "time":
+        t, z = image.array.shape[:2]
+        raise InvalidParameterError(
+            f"the uncertainty map and error bound of slice interpolation (medsr interpolate "
+            f"--maps) are made for one volume; this is an image over time ({t} time points of "
+            f"{z} slices): interpolate it without --maps, or read one time point (--series "
+            "KEY:N, or a 3-D file) for its maps"
+        )
 
 
 def interpolation_uncertainty(
@@ -329,9 +378,14 @@ def interpolation_uncertainty(
     ``N / f`` slices (per transform and draw for the ``tta`` spread); that run time is
     ``summary["timing_ms"]["error_bound"]`` (ms), apart from the record, so the same input and
     settings give the same record.
+
+    An image over time (``channels="time"``) is refused (:func:`_check_one_volume`): every map
+    is one volume; interpolate it with :func:`interpolate_slices`, or one time point for its
+    maps.
     """
     from medsr.safeguards.maps import DIHEDRAL, summarize_map, tta_statistics
 
+    _check_one_volume(image)
     factor = check_factor(factor)
     seed = check_seed(seed, SEED_NAME)
     a = axis_index(axis)
@@ -522,6 +576,7 @@ def calibrate_interpolation_bound(
     from medsr.safeguards.error_bound import COVERAGE, calibration_factor
     from medsr.slice_grid import nearest_slices
 
+    _check_one_volume(image)
     factor = check_factor(factor)
     a = axis_index(axis)
     net, _ = resolve_model(model, device)

@@ -33,6 +33,16 @@ from medsr.io.sniff import FORMATS, looks_like_raw_dicom, sniff_format
 _looks_like_raw_dicom = looks_like_raw_dicom
 
 
+#: the help of ``--series`` on every command that reads one image (``medsr info``, ``upscale``,
+#: ``interpolate``, ``degrade``): the choice :func:`load_image` passes to the DICOM reader as
+#: ``series_uid`` (its one grammar: :func:`medsr.io.dicom.stacks.split_series`)
+SERIES_HELP = (
+    "SeriesInstanceUID (or its key) to pick in a mixed folder; KEY:N for the N-th stack of a "
+    "series; KEY:all (or :all) for every time point or cardiac phase of a series as one image "
+    "over time, written as one series."
+)
+
+
 #: the default file suffix each writer format gets when medsr names an output itself (DICOM:
 #: a folder, the derived series)
 OUTPUT_SUFFIX = {"nifti": ".nii.gz", "png": ".png", "tiff": ".tif", "npy": ".npy"}
