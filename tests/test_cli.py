@@ -777,3 +777,23 @@ def test_degrade_series_picks_one_of_two_series(tmp_path):
     with pytest.raises(SeriesMismatchError, match="series '0badc0de' is not in 'two'"):
         degrade_file(folder, tmp_path / "x.nii.gz", kind="bicubic", series_uid="0badc0de")
     assert not (tmp_path / "lr.nii.gz").exists() and not (tmp_path / "x.nii.gz").exists()
+
+
+@pytest.mark.parametrize("command", ["info", "upscale", "degrade", "interpolate"])
+def test_a_series_choice_on_a_file_that_holds_no_series_is_refused(tmp_path, command):
+    """`--series KEY:2` on a 4-D NIfTI (or a PNG) was ignored without a word: the user who
+    asked for one time point got all of them. A series choice picks among a DICOM folder's
+    series and stacks; on any other file it is one `error:` line, nothing written."""
+    from tests.conftest import corpus_path
+
+    src = corpus_path("example4d.nii.gz")
+    out = tmp_path / "out.nii.gz"
+    args = [command, str(src)] + ([] if command == "info" else [str(out)])
+    res = medsr(*args, "--series", ":2")
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr
+    assert lines[0] == (
+        "error: a series choice (--series) picks a series, a stack or every time point of a "
+        "DICOM folder; 'example4d.nii.gz' is a NIfTI file, one image: leave the choice out"
+    )
+    assert not out.exists()

@@ -148,6 +148,12 @@ def _load(path: str | os.PathLike[str], options: dict[str, Any]) -> MedImage:
         from medsr.io import dicom
 
         return dicom.read_dicom(path, **options)
+    if options.get("series_uid"):  # a choice among a DICOM folder's series, of a file without
+        kind = "NIfTI" if fmt == "nifti" else fmt.upper()
+        raise InvalidParameterError(
+            "a series choice (--series) picks a series, a stack or every time point of a DICOM "
+            f"folder; '{Path(path).name}' is a {kind} file, one image: leave the choice out"
+        )
     luminance = bool(options.pop("luminance", False))
     if fmt == "nifti":
         from medsr.io import nifti
