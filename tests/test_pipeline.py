@@ -958,3 +958,44 @@ def test_the_through_plane_door_refuses_an_output_past_the_ceiling(monkeypatch):
     for target in (1.0, None):
         with pytest.raises(InputTooLargeError, match=r"9,600 values \(24 × 20 × 20\)"):
             upscale_through_plane(image, target_spacing=target, progress=False)
+
+
+@pytest.mark.parametrize("given", [False, True], ids=["one-pass", "precomputed"])
+def test_each_time_point_gets_its_own_detail_checks(given):
+    """A series over time (``channels="time"``, as ``--series KEY:all`` or a 4-D NIfTI reads
+    it) whose phases' content differs: a smooth one whose `fast-x2` detail fails the full-scale
+    check (g 0.03), an edge pattern (3x brighter + 500) whose detail holds up in both checks,
+    one of noise whose detail fails the self-check one scale down. Upscaled whole, each phase
+    equals that phase upscaled on its own (in one pass, and from a batch's precomputed output,
+    scaled after the pass as the test-time augmentation's is): both detail checks decide per
+    time point. They fitted one gain over the whole series, where the brightest phase's detail
+    weighs most: the noise phase's detail passed the self-check (α 1.12), and the full-scale
+    check (g −0.13) drew every phase to lanczos, the edge phase 41 off its own result."""
+    from medsr.inference.planes import PlaneUpscaler
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    smooth = 100 + 40 * np.sin(yy / 6.0) * np.cos(xx / 5.7)
+    edges = 100 + 80 * ((yy // 5 + xx // 7) % 2)
+    noise = 100 + 30 * rng.normal(0, 1, (32, 32))
+    series = np.stack([smooth, 3 * edges + 500, noise])[:, None].astype(np.float32)  # (T,Z,Y,X)
+    up = PlaneUpscaler("fast-x2", 2)
+    opts = {"maps": False, "tta": False, "ood": False, "warn": False}
+    image = MedImage(series, spacing=(2.0, 1.0, 1.0), modality="CT", units="a.u.", channels="time")
+
+    def run(image: MedImage) -> tuple[MedImage, dict]:
+        output = up.upscale(image) if given else None
+        return upscale_with_safeguards(image, 2, up, output=output, **opts)
+
+    sr, summary = run(image)
+    for t in range(3):
+        own, _ = run(image.replace(array=series[t], channels=None))
+        np.testing.assert_allclose(sr.array[t], own.array, rtol=1e-5, atol=1e-3)
+    # what each phase on its own records, one record per time point
+    check = summary["self_check"]
+    assert [r["applied"] for r in check["time_points"]] == [False, False, True], check
+    full = check["full_scale"]
+    assert [r.get("applied") for r in full["time_points"]] == [True, False, None], full
+    from medsr.safeguards.provenance import summary_text
+
+    assert "self-check alpha -1.76 at time point 3 of 3" in summary_text(summary)

@@ -150,14 +150,22 @@ __all__ = [
 ]
 
 
-def _data_range(image: MedImage) -> float:
+def _data_range(
+    image: MedImage, time_point: int | None = None, pad: np.ndarray | None = None
+) -> float:
     """The input's range over the pixels that hold data (:func:`medsr.io.padding.no_data_mask`:
     a CT's fill at −2000 or −3024 HU would widen a CT's range by a quarter to a half, and every
-    threshold relative to it)."""
+    threshold relative to it). ``time_point``: that time point's of an image over time (as it
+    is on its own; ``pad``: the image's no-data mask when already computed)."""
     a = image.array
-    pad = no_data_mask(image)
-    if pad is not None:
-        a = a[~(pad if image.channels else pad[0])]
+    if time_point is None:
+        pad = no_data_mask(image)
+        if pad is not None:
+            a = a[~(pad if image.channels else pad[0])]
+    else:
+        a = a[time_point]
+        if pad is not None:
+            a = a[~pad[time_point]]
     return max(float(a.max() - a.min()), 1e-12) if a.size else 1.0
 
 
@@ -504,38 +512,96 @@ def detail_self_check(
             r *= data[k, ..., c:-c, c:-c]
         return r, b
 
-    num = den = 0.0
+    # an image over time: one fit per time point (its planes: time-major), each as that time
+    # point on its own gets it; the series' sums let one phase's detail decide for another's
+    groups = _time_points(image)
+    per_group = job.total // groups
+    num, den = [0.0] * groups, [0.0] * groups
     # element-wise sums, not np.vdot: numpy's OpenBLAS threads spin on both cores for a while
     # after a large BLAS call, and slowed the network pass that follows from 106 to 171 ms
     for k in range(job.total):
         r, b = detail(k)
-        den += float(np.sum(r * r))
-        num += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - b)))
-    if den <= 0:
-        return {
+        den[k // per_group] += float(np.sum(r * r))
+        num[k // per_group] += float(np.sum(r * (truth[k, ..., c:-c, c:-c] - b)))
+    alpha = [num[g] / den[g] if den[g] > 0 else None for g in range(groups)]
+    over = DETAIL_PEER.get(upscaler.base_name, upscaler.base_name)
+    alpha_peer = [0.0 if a is None else a for a in alpha]
+    low = [g for g, a in enumerate(alpha) if a is not None and a < SELF_CHECK_GAIN_BELOW]
+    if low and over != upscaler.base_name:  # the gain over the peer
+        peer = PlaneUpscaler(over, s, device=upscaler.device.type).upscale(lower)
+        peer_planes = _as_planes(peer.channel_first(), job.per_plane_channels)
+        num_peer = [0.0] * groups
+        for k in range(job.total):
+            if k // per_group not in low:
+                continue
+            r, _ = detail(k)
+            num_peer[k // per_group] += float(
+                np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c]))
+            )
+        for g in low:
+            alpha_peer[g] = num_peer[g] / den[g]
+    records = [
+        _decision(a, alpha_peer[g], SELF_CHECK_GAIN_BELOW, over, kind)
+        if a is not None
+        else {
             "checked": True,
             "alpha": None,
             "applied": False,
             "reason": "the model adds no detail",
         }
-    alpha = num / den
-    over = DETAIL_PEER.get(upscaler.base_name, upscaler.base_name)
-    alpha_peer = alpha
-    if alpha < SELF_CHECK_GAIN_BELOW and over != upscaler.base_name:  # the gain over the peer
-        peer = PlaneUpscaler(over, s, device=upscaler.device.type).upscale(lower)
-        peer_planes = _as_planes(peer.channel_first(), job.per_plane_channels)
-        num_peer = 0.0
-        for k in range(job.total):
-            r, _ = detail(k)
-            num_peer += float(
-                np.sum(r * (truth[k, ..., c:-c, c:-c] - peer_planes[k, ..., c:-c, c:-c]))
-            )
-        alpha_peer = num_peer / den
+        for g, a in enumerate(alpha)
+    ]
+    record = records[0] if image.channels != "time" else _over_time(records)
+    if record.get("alpha") is None and image.channels != "time":
+        return record
+    return {**record, "planes": f"{n} of {nz}", "region": [ch, cw]}
+
+
+def _time_points(image: MedImage) -> int:
+    """How many time points the detail checks fit one by one: an image over time's
+    (``channels="time"``), else 1 (a colour image's channels are seen together)."""
+    return int(image.array.shape[0]) if image.channels == "time" else 1
+
+
+def _over_time(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record of a detail check of an image over time from its time points' own
+    (``time_points``, each what that time point run on its own records): at the top that of
+    the time point whose detail holds up least (``time_point``, from 0; lowest ``alpha``), so
+    ``applied`` says whether any time point's detail was scaled (``applied_time_points``)."""
+    scored = [t for t, r in enumerate(records) if r.get("alpha") is not None]
+    worst = min(scored, key=lambda t: records[t]["alpha"]) if scored else 0
+    applied = [t for t, r in enumerate(records) if r.get("applied")]
     return {
-        **_decision(alpha, alpha_peer, SELF_CHECK_GAIN_BELOW, over, kind),
-        "planes": f"{n} of {nz}",
-        "region": [ch, cw],
+        **records[worst],
+        "time_point": worst,
+        "applied_time_points": applied,
+        "time_points": records,
     }
+
+
+def _gains(record: dict[str, Any]) -> float | list[float | None] | None:
+    """The gain a detail check's ``record`` scales the detail by: ``None`` when it did not act;
+    an image over time: one per time point, ``None`` where that time point's detail is kept
+    (a float when it is the same for all)."""
+    if not record.get("applied"):
+        return None
+    each = record.get("time_points")
+    if each is None:
+        return float(record["gain"])
+    gains = [float(r["gain"]) if r.get("applied") else None for r in each]
+    return gains[0] if len(set(gains)) == 1 else gains
+
+
+def _which_time_points(record: dict[str, Any]) -> str:
+    """`` (time point(s) … of T)``: where a check of an image over time acted (else "")."""
+    each = record.get("time_points")
+    if each is None:
+        return ""
+    applied = record.get("applied_time_points") or []
+    if len(applied) == len(each):
+        return f" (all {len(each)} time points)"
+    words = ", ".join(str(t + 1) for t in applied)
+    return f" (time point{'s' if len(applied) > 1 else ''} {words} of {len(each)})"
 
 
 def calibrate_error_bound(
@@ -703,12 +769,28 @@ def detail_full_check(
     if sr_error is None:
         sr_error = consistency_error(sr, measured, meas, s)
     d = sr_error - e_p  # D y − D p
+    if measured.channels != "time":
+        return _full_decision(d, e_p, _data_range(measured), over, meas.kind)
+    # an image over time: one fit per time point, each as that time point on its own gets it
+    pad = no_data_mask(measured)
+    records = [
+        _full_decision(d[t], e_p[t], _data_range(measured, t, pad), over, meas.kind)
+        for t in range(d.shape[0])
+    ]
+    return _over_time(records)
+
+
+def _full_decision(
+    d: np.ndarray, e_p: np.ndarray, rng: float, over: str, kind: str
+) -> dict[str, Any]:
+    """:func:`detail_full_check`'s fit of ``g`` on ``d = D y − D p`` and ``e_p = D p − x``
+    (``rng``: the input's data range) and its record."""
     den = float(np.sum(d * d))
-    if den <= (1e-6 * _data_range(measured)) ** 2 * d.size:
+    if den <= (1e-6 * rng) ** 2 * d.size:
         reason = "no departure from the classical peer in the measured band"
         return {"checked": True, "alpha": None, "applied": False, "reason": reason}
     g = -float(np.sum(d * e_p)) / den
-    return _decision(g, g, FULL_CHECK_GAIN_BELOW, over, meas.kind)
+    return _decision(g, g, FULL_CHECK_GAIN_BELOW, over, kind)
 
 
 def _full_scale_check(
@@ -775,25 +857,55 @@ def _blend_with_peer(
     image: MedImage,
     sr: MedImage,
     upscaler: Any,
-    gain: float,
+    gain: float | list[float | None],
     over: str,
     peer: MedImage | None = None,
 ) -> MedImage:
     """``over + gain·(sr − over)``: the output drawn towards the classical interpolation ``over``
     (``peer``: that interpolation of ``image`` when already computed; padding stays exact: both
-    keep it)."""
+    keep it). An image over time: ``gain`` may be one per time point (:func:`_gains`; ``None``:
+    that time point kept as it is)."""
     from medsr.inference.planes import PlaneUpscaler
 
     if peer is None:
         p = PlaneUpscaler(over, upscaler.scale, device=upscaler.device.type, clip=upscaler.clip)
         peer = p.upscale(image)
     q = peer.array
-    arr = (q + np.float32(gain) * (sr.array - q)).astype(np.float32)
+    if isinstance(gain, list):
+        arr = sr.array.copy()
+        for t, g in enumerate(gain):
+            if g is not None:
+                arr[t] = q[t] + np.float32(g) * (sr.array[t] - q[t])
+    else:
+        arr = (q + np.float32(gain) * (sr.array - q)).astype(np.float32)
     meta = dict(sr.meta)
-    derivation = {**meta.get("derivation", {}), "full_scale_gain": round(gain, 4)}
+    derivation = {**meta.get("derivation", {}), "full_scale_gain": _rounded(gain)}
     meta["derivation"] = {**derivation, "full_scale_over": over}
-    step = f"blended x{gain:.3f} with {over} (full-scale detail check)"
+    step = f"blended x{_gain_words(gain)} with {over} (full-scale detail check)"
     return sr.replace(array=arr, meta=meta).with_step(step)
+
+
+def _rounded(gain: float | list[float | None]) -> float | list[float | None]:
+    """A gain (or one per time point, :func:`_gains`) as the derivation records it."""
+    if isinstance(gain, list):
+        return [None if g is None else round(g, 4) for g in gain]
+    return round(gain, 4)
+
+
+def _gain_words(gain: float | list[float | None]) -> str:
+    """A gain (or one per time point: ``-`` where kept) as a processing step names it."""
+    if isinstance(gain, list):
+        return "/".join("-" if g is None else f"{g:.3f}" for g in gain) + " (per time point)"
+    return f"{gain:.3f}"
+
+
+def _std_gain(gain: float | list[float | None]) -> float:
+    """The factor an uncertainty map is scaled by when the detail is scaled by ``gain``: an
+    image over time has one map, the mean over its time points of each one's spread, so the
+    mean of the time points' gains (1 where kept) — exact where their spreads are alike."""
+    if isinstance(gain, list):
+        return float(np.mean([1.0 if g is None else g for g in gain]))
+    return float(gain)
 
 
 def _middle_planes(nz: int, count: int) -> np.ndarray | slice:
@@ -852,10 +964,15 @@ def _centre(size: int, s: int, other: int, budget: int | None = None) -> slice:
 
 
 def _shrink_detail(
-    image: MedImage, sr: MedImage, upscaler: Any, gain: float, over: str | None = None
+    image: MedImage,
+    sr: MedImage,
+    upscaler: Any,
+    gain: float | list[float | None],
+    over: str | None = None,
 ) -> MedImage:
     """``over + gain·(sr − base)``: the network's detail scaled and added to the classical
-    interpolation ``over`` (default: the base itself).
+    interpolation ``over`` (default: the base itself); an image over time: ``gain`` may be one
+    per time point (:func:`_gains`; ``None``: that time point kept as it is).
 
     For an output made elsewhere (a batch's precomputed output, the test-time augmentation's):
     the one-pass path of :func:`upscale_with_safeguards` scales the detail as the planes come back
@@ -869,11 +986,17 @@ def _shrink_detail(
     over = over or upscaler.base_name
     b = classical(upscaler.base_name)
     p = b if over == upscaler.base_name else classical(over)
-    arr = (p + gain * (sr.array - b)).astype(np.float32)
+    if isinstance(gain, list):
+        arr = sr.array.copy()
+        for t, g in enumerate(gain):
+            if g is not None:
+                arr[t] = p[t] + g * (sr.array[t] - b[t])
+    else:
+        arr = (p + gain * (sr.array - b)).astype(np.float32)
     meta = dict(sr.meta)
-    derivation = {**meta.get("derivation", {}), "detail_gain": round(gain, 4), "detail_over": over}
+    derivation = {**meta.get("derivation", {}), "detail_gain": _rounded(gain), "detail_over": over}
     meta["derivation"] = derivation
-    step = f"detail scaled x{gain:.3f} over {over} (self-check one scale down)"
+    step = f"detail scaled x{_gain_words(gain)} over {over} (self-check one scale down)"
     return sr.replace(array=arr, meta=meta).with_step(step)
 
 
@@ -1076,19 +1199,20 @@ def upscale_with_safeguards(
 
     # the self-check first: its gain scales the detail as the planes come back from the model
     check: dict[str, Any] = {"checked": False}
-    gain: float | None = None
+    gain: float | list[float | None] | None = None  # an image over time: one per time point
     over: str | None = None
     if self_check and upscaler.loaded.learned:
         t2 = time.perf_counter()
         check = detail_self_check(image, upscaler, physics)
         if check.get("applied"):
             msg = (
-                f"the model's detail does not hold up one scale down on this image (self-check "
-                f"alpha {check['alpha']:.2f}): its detail was scaled by {check['gain']:.2f} and added "
-                f"to {check['over']} interpolation"
+                f"the model's detail does not hold up one scale down on this image"
+                f"{_which_time_points(check)} (self-check alpha {check['alpha']:.2f}): its "
+                f"detail was scaled by {check['gain']:.2f} and added to {check['over']} "
+                "interpolation"
             )
             flag(msg, DetailCheckWarning)
-            gain, over = float(check["gain"]), check.get("over")
+            gain, over = _gains(check), check.get("over")
         check["ms"] = round((time.perf_counter() - t2) * 1000, 1)
 
     t0 = time.perf_counter()
@@ -1113,7 +1237,7 @@ def upscale_with_safeguards(
         if gain is not None:
             sr = _shrink_detail(image, sr, upscaler, gain, over)
             if std is not None:
-                std = (std * gain).astype(np.float32)
+                std = (std * _std_gain(gain)).astype(np.float32)
     else:  # one pass: the base kept for the consistency reference when it is small enough
         keep = (
             bool(relative)
@@ -1135,26 +1259,34 @@ def upscale_with_safeguards(
             errors.append(consistency_error(_planes_of(sr, zs), measured, meas, scale))
         return errors[0]
 
+    scaled = set(check.get("applied_time_points") or ([0] if check.get("applied") else []))
     if (
         self_check
         and upscaler.loaded.learned
-        and not check.get("applied")
+        and len(scaled) < _time_points(image)
         and (physics is None or physics.work(hr_plane) == 0)  # no sparse-view forward models
     ):
         # unless the self-check one scale down scaled the detail already, it is checked at full
-        # scale (its time counts in the consistency stage)
+        # scale (its time counts in the consistency stage); an image over time: the time points
+        # whose detail it did not scale, each on its own
         full, peer = _full_scale_check(image, sr, upscaler, physics, meas, zs, error_of_sr)
+        if scaled and full.get("time_points"):
+            skip = {"checked": False, "reason": "the self-check one scale down scaled the detail"}
+            each = [skip if t in scaled else r for t, r in enumerate(full["time_points"])]
+            full = {**_over_time(each), **{k: full[k] for k in ("planes", "region") if k in full}}
         if full.get("applied"):
             msg = (
-                f"the model's detail disagrees with the input (full-scale check: "
-                f"{full['alpha']:.2f} "
+                f"the model's detail disagrees with the input{_which_time_points(full)} "
+                f"(full-scale check: {full['alpha']:.2f} "
                 f"of its departure from {full['over']} interpolation holds up): the output is "
                 f"{full['over']} plus {full['gain']:.2f} of that departure"
             )
             flag(msg, DetailCheckWarning)
-            sr = _blend_with_peer(image, sr, upscaler, float(full["gain"]), full["over"], peer)
+            blend = _gains(full)
+            assert blend is not None
+            sr = _blend_with_peer(image, sr, upscaler, blend, full["over"], peer)
             if std is not None:
-                std = (std * float(full["gain"])).astype(np.float32)
+                std = (std * _std_gain(blend)).astype(np.float32)
             errors.clear()  # the blend's error, not the model's (not computed when unused)
         check["full_scale"] = full
     err_before = error_of_sr()

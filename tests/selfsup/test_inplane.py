@@ -192,3 +192,24 @@ def test_the_record_says_whether_the_run_is_reproducible():
     counted = zero_shot_upscale(_tiny(), 2, patches_per_epoch=4, **QUICK)
     t = counted.meta["derivation"]["training"]
     assert t["reproducible"] is True and t["budget_s"] is None
+
+
+def test_each_time_point_is_normalised_and_clipped_as_on_its_own():
+    """A series over time whose phases are affine copies of one another (v, 3v + 500, 0.5v − 20;
+    NaN outside the field of view): each time point normalised on its own is the same network
+    input, so the one network trained on all of them gives affine copies again, each clipped
+    to its own range. The series' min-max normalisation put the phases at different levels of
+    the network's input, and the clip to the series' range left the first phase's overshoot
+    unclipped up to the bright phase's maximum."""
+    yy, xx = np.mgrid[:24, :24]
+    vol = (100 + 40 * np.sin(yy / 2.0) * np.cos(xx / 1.7)).astype(np.float32)
+    vol[((yy - 11.5) / 11) ** 2 + ((xx - 11.5) / 11) ** 2 > 1] = np.nan
+    series = np.stack([vol, 3 * vol + 500, 0.5 * vol - 20])[:, None]  # (T, Z, Y, X)
+    image = MedImage(series, spacing=(2.0, 1.0, 1.0), modality="MR", channels="time")
+    sr = zero_shot_upscale(image, 2, patches_per_epoch=8, **QUICK).array
+    np.testing.assert_array_equal(np.isnan(sr[1]), np.isnan(sr[0]))
+    np.testing.assert_allclose(sr[1], 3 * sr[0] + 500, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(sr[2], 0.5 * sr[0] - 20, rtol=1e-5, atol=1e-3)
+    for t in range(3):
+        inside = series[t][np.isfinite(series[t])]
+        assert np.nanmax(sr[t]) <= inside.max() and np.nanmin(sr[t]) >= inside.min()

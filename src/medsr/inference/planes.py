@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +75,13 @@ class PlaneJob:
     # clip range: the input's values outside padding; an image over time: each time point's,
     # one per plane ((P, 1, 1, 1) arrays, :func:`_plane_bounds`)
     bounds: tuple[Any, Any] | None = None
-    detail_gain: float | None = None  # base + gain·(output − base), the self-check's scaling
+    # base + gain·(output − base), the self-check's scaling; an image over time whose time
+    # points' differ: one per plane ((P, 1, 1, 1)), only on the planes ``detail_planes`` marks
+    # (the time points whose detail the self-check scaled), ``detail_time`` one per time point
+    detail_gain: Any = None
     detail_over: str | None = None  # ... added to this interpolator instead of the base
+    detail_planes: np.ndarray | None = None
+    detail_time: list[float | None] | None = None
     base: np.ndarray | None = None  # (P, C, H·s, W·s) base interpolation, when kept
 
     @property
@@ -422,7 +428,7 @@ class PlaneUpscaler:
         tag: Any = None,
         *,
         keep_base: bool = False,
-        detail_gain: float | None = None,
+        detail_gain: float | Sequence[float | None] | None = None,
         detail_over: str | None = None,
     ) -> PlaneJob:
         """Planes of ``image`` in model space and how to put them back.
@@ -430,7 +436,9 @@ class PlaneUpscaler:
         ``keep_base``: keep the base interpolation (``job.base``; learned models);
         ``detail_gain``: scale the network's detail (its output − its base) by this factor (the
         pipeline's self-check) as each plane comes back, and add it to the base, or to the
-        classical interpolator ``detail_over`` (e.g. ``"lanczos"``) when given.
+        classical interpolator ``detail_over`` (e.g. ``"lanczos"``) when given. An image over
+        time: one factor per time point, ``None`` where that time point's output is kept as
+        the network made it (each time point as the self-check of it alone decides).
         """
         from medsr.intensity import Normalizer
 
@@ -454,7 +462,15 @@ class PlaneUpscaler:
         if self.clip:
             job.bounds = _plane_bounds(source, pad)
         if self.loaded.learned:
-            job.detail_gain = detail_gain
+            if isinstance(detail_gain, (list, tuple)):
+                if image.channels != "time" or len(detail_gain) != c:
+                    raise ValueError("one detail gain per time point is for an image over time")
+                job.detail_time = list(detail_gain)
+                each = [1.0 if g is None else float(g) for g in detail_gain]
+                job.detail_gain = np.repeat(np.asarray(each, np.float32), z).reshape(-1, 1, 1, 1)
+                job.detail_planes = np.repeat([g is not None for g in detail_gain], z)
+            else:
+                job.detail_gain = detail_gain
             job.detail_over = (
                 detail_over if detail_gain is not None and detail_over != self.base_name else None
             )
@@ -671,7 +687,12 @@ class PlaneUpscaler:
             if b is not None:
                 b = fill_blocks(b, mask, orig, s)
         if low is not None:
-            out = (low if over is None else over) + (out - low) * job.detail_gain
+            gain = _rows(job.detail_gain, start, stop, out.device)
+            scaled = (low if over is None else over) + (out - low) * gain
+            if job.detail_planes is not None:  # the other time points: as the network made them
+                keep = _rows(job.detail_planes.reshape(-1, 1, 1, 1), start, stop, out.device)
+                scaled = torch.where(keep, scaled, out)
+            out = scaled
         if pad is not None:  # after the detail scaling: at a padding pixel every term is its value
             out = fill_blocks(out, mask, orig, s, out=dest)
         if out is not dest:
@@ -747,12 +768,19 @@ class PlaneUpscaler:
         # the input's NaN: every pixel of its block (kept exact above), NaN again when written
         sr = carry_nonfinite(image, sr.replace(meta=meta), scale=s)
         if job.detail_gain is not None:
-            meta["derivation"]["detail_gain"] = round(job.detail_gain, 4)
             over = job.detail_over or self.base_name
+            if job.detail_time is not None:  # one per time point (None: kept)
+                each = job.detail_time
+                meta["derivation"]["detail_gain"] = [
+                    None if g is None else round(g, 4) for g in each
+                ]
+                words = "/".join("-" if g is None else f"{g:.3f}" for g in each)
+                words += " (per time point)"
+            else:
+                meta["derivation"]["detail_gain"] = round(job.detail_gain, 4)
+                words = f"{job.detail_gain:.3f}"
             meta["derivation"]["detail_over"] = over
-            sr = sr.with_step(
-                f"detail scaled x{job.detail_gain:.3f} over {over} (self-check one scale down)"
-            )
+            sr = sr.with_step(f"detail scaled x{words} over {over} (self-check one scale down)")
         return sr
 
     def base_array(self, job: PlaneJob, *, clip: bool) -> np.ndarray:
@@ -783,7 +811,11 @@ class PlaneUpscaler:
         return result if image.channels else result[0]
 
     def upscale(
-        self, image: MedImage, *, detail_gain: float | None = None, detail_over: str | None = None
+        self,
+        image: MedImage,
+        *,
+        detail_gain: float | Sequence[float | None] | None = None,
+        detail_over: str | None = None,
     ) -> MedImage:
         """One image, as :func:`medsr.inference.predictor.upscale` does it (``detail_gain``,
         ``detail_over``: see :meth:`prepare`)."""

@@ -85,6 +85,15 @@ def _uncertainty_kind(unc: dict[str, Any]) -> str:
     return "TTA uncertainty"
 
 
+def _time_point(check: dict[str, Any]) -> str:
+    """`` at time point N of T`` for a detail check of an image over time, which fits each time
+    point on its own and reports the one whose detail holds up least (``time_point``)."""
+    each = check.get("time_points")
+    if not each or check.get("time_point") is None:
+        return ""
+    return f" at time point {int(check['time_point']) + 1} of {len(each)}"
+
+
 def summary_text(summary: dict[str, Any]) -> str:
     """One line for DICOM DerivationDescription: degradation, consistency, maps, warnings."""
     parts: list[str] = []
@@ -106,13 +115,13 @@ def summary_text(summary: dict[str, Any]) -> str:
         parts.append(text)
     check = summary.get("self_check") or {}
     if check.get("checked"):
-        text = f"detail self-check alpha {_fmt(check.get('alpha'))}"
+        text = f"detail self-check alpha {_fmt(check.get('alpha'))}{_time_point(check)}"
         if check.get("applied"):
             text += f" (detail scaled x{_fmt(check.get('gain'))})"
         parts.append(text)
     full = check.get("full_scale") or {}
     if full.get("checked") and full.get("alpha") is not None:
-        text = f"full-scale detail check g {_fmt(full.get('alpha'))}"
+        text = f"full-scale detail check g {_fmt(full.get('alpha'))}{_time_point(full)}"
         if full.get("applied"):
             text += f" (output = {full.get('over')} + {_fmt(full.get('gain'))} x its departure)"
         parts.append(text)

@@ -7,7 +7,11 @@ trained on random patches to undo that degradation, and the trained network is a
 input itself. No training set is needed; the price is a per-image training time (``budget_s``).
 
 A volume gets one network trained on patches of many of its slices, then applied slice by slice;
-colour channels (or time frames) are treated as more grayscale planes of the same network.
+colour channels (or time frames) are treated as more grayscale planes of the same network. An image
+over time (``channels="time"``) is normalised and clipped one time point at a time, each as it is
+on its own, but its network is trained once on all time points' planes (the same anatomy: one
+training per time point would take T times the budget); so a time point's output is not that
+time point run on its own.
 """
 
 from __future__ import annotations
@@ -131,7 +135,11 @@ def zero_shot_upscale(
     net, card, init_name = build_network(
         model, scale, model_kwargs, init, kind="upscaler", seed=seed
     )
-    norm = model_normalizer(card, work, cf)
+    # an image over time: each time point normalised (and below clipped) as it is on its own;
+    # the network is still trained once on all time points' planes (one anatomy)
+    norm = model_normalizer(card, work, cf, each_time_point=True)
+    if np.ndim(norm.offset):  # one per time point → one per plane (time-major)
+        norm = type(norm)(np.repeat(norm.offset, z, 0), np.repeat(norm.scale, z, 0))
     planes = norm.forward(cf.reshape(c * z, 1, h, w))
     x = torch.from_numpy(planes)
     very_lr, lr_img = build_pyramid(
@@ -163,8 +171,13 @@ def zero_shot_upscale(
         on_progress=on_progress,
     )
     out = norm.inverse(run_tiled(net, planes, (scale, scale), dev))
-    if clip:
-        np.clip(out, float(cf.min()), float(cf.max()), out=out)
+    if clip:  # the input's range (no data reads as the darkest measured value: inside it)
+        if image.channels == "time":  # each time point's own, one per plane
+            lo = np.repeat(cf.min(axis=(1, 2, 3)), z).reshape(-1, 1, 1, 1)
+            hi = np.repeat(cf.max(axis=(1, 2, 3)), z).reshape(-1, 1, 1, 1)
+            np.clip(out, lo, hi, out=out)
+        else:
+            np.clip(out, float(cf.min()), float(cf.max()), out=out)
     result = out.reshape(c, z, h * scale, w * scale)
     arr = result if image.channels else result[0]
     if no_data is not None:  # each no-data pixel's block keeps its exact value (as in-plane)
