@@ -169,6 +169,31 @@ def test_series_volume_is_built_in_place(tmp_path, ct_template):
     assert peak < 2.0 * image.array.nbytes, (peak, image.array.nbytes)
 
 
+def test_each_slice_pixel_module_is_read_once_per_read(tmp_path, ct_template, monkeypatch):
+    """Each slice's Image Pixel module (Rows, Columns, bit depths, frames...) is read and checked
+    once, as when its file is read alone: its header before any pixels are read, its data when
+    they are. Seen: a series' read checked every slice's module twice (for multi-frame members
+    before the pixels, then again with its data)."""
+    import medsr.io.dicom.pixels as pixels
+
+    folder = write_series(tmp_path / "series", _slices(ct_template, n=4))
+    asked: list[tuple[int, str]] = []
+    real = pixels._int_attr
+
+    def spy(ds, key, *args, **kwargs):
+        asked.append((id(ds), key))
+        return real(ds, key, *args, **kwargs)
+
+    monkeypatch.setattr(pixels, "_int_attr", spy)
+    alone = read_dicom(sorted(folder.iterdir())[0]).meta["datasets"][0]
+    once = sorted(key for who, key in asked if who == id(alone))
+    assert "Rows" in once and "NumberOfFrames" in once
+    asked.clear()
+    datasets = read_dicom(folder).meta["datasets"]
+    for ds in datasets:
+        assert sorted(key for who, key in asked if who == id(ds)) == once
+
+
 def test_series_headers_are_held_once_wherever_their_values_lie(tmp_path, ct_template):
     """The header values a series' slices share are held once also where an earlier value of
     another length put them at other offsets in the files. Seen: ``medsr info`` on 2000 copies

@@ -63,7 +63,13 @@ from medsr.io.dicom.header import (
     phase_reason,
     series_key,
 )
-from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
+from medsr.io.dicom.pixels import (
+    _check_decoder,
+    _decode_slices,
+    check_pixel_data,
+    check_pixel_module,
+    pixel_module,
+)
 from medsr.io.dicom.stacks import (
     ALL_STACKS,
     Stack,
@@ -1122,7 +1128,9 @@ def _read_stack(
         if left_out:
             image.meta["header_warnings"] = [*image.meta["header_warnings"], left_out]
         return image
-    multi = [f for f, ds in members if check_pixel_module(ds, f.name, with_data=False) > 1]
+    # each header's pixel module, checked before any pixels are read (its data: in the loop)
+    modules = {f: pixel_module(ds, f.name) for f, ds in members}
+    multi = [f for f, _ in members if modules[f].frames > 1]
     if multi:
         raise SeriesMismatchError(
             f"this series mixes {len(multi)} multi-frame object(s) with other files; "
@@ -1182,7 +1190,7 @@ def _read_stack(
         if reason:
             raise NotAnImageError(f"'{rel}' cannot be super-resolved: {reason}")
         _check_decoder(ds, rel)
-        check_pixel_module(ds, rel)
+        check_pixel_data(ds, rel, modules[path])
         arr, info_k = _decode_slices(ds, rel, None)
         if stacked is None:
             info, first = info_k, arr.shape
