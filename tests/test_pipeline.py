@@ -999,3 +999,33 @@ def test_each_time_point_gets_its_own_detail_checks(given):
     from medsr.safeguards.provenance import summary_text
 
     assert "self-check alpha -1.76 at time point 3 of 3" in summary_text(summary)
+
+
+def test_the_through_plane_step_works_out_the_input_no_data_once(monkeypatch):
+    """Every step of a through-plane run (the upscale, its consistency check and map, the
+    summary, the error bound's calibration and spread) takes the input's no-data mask worked out
+    once. Seen: ``medsr upscale --through-plane --maps`` worked it out 7 times for the input
+    (a pass over the volume each: the fill of a CT found plane by plane) and twice for the
+    calibration's thicker volume; without maps twice. (The outputs are the same: the hashes of
+    written files before and after, and the bound tests in tests/selfsup.)"""
+    import medsr.io.padding as padding
+    import medsr.pipeline as pipeline
+    from tests.conftest import padded_ct
+
+    image, _ = padded_ct(24, 24)
+    asked: list[MedImage] = []
+    real = padding.no_data_mask
+
+    def spy(im):
+        asked.append(im)
+        return real(im)
+
+    monkeypatch.setattr(padding, "no_data_mask", spy)
+    monkeypatch.setattr(pipeline, "no_data_mask", spy)
+    sr, summary = pipeline.upscale_through_plane(
+        image, target_spacing=1.0, maps=True, slice_thickness=2.0, profile="box",
+        progress=False, device="cpu",
+    )  # fmt: skip
+    assert summary["error_bound"]["calibrated"] and "error_bound" in sr.meta["maps"]
+    assert sum(im is image for im in asked) == 1
+    assert len(asked) == 2  # and the calibration's thicker volume: once

@@ -78,10 +78,13 @@ from medsr.io.limits import (  # re-exported: every front end's output-size chec
     output_kind,
 )
 from medsr.io.padding import (
+    COMPUTE,
+    NoData,
     fill_no_data,
     mean_over_held,
     no_data_fill,
     no_data_mask,
+    no_data_of,
     padding_of_planes,
 )
 from medsr.modality import check_modality, modality_group, set_modality  # re-exported (core)
@@ -151,15 +154,15 @@ __all__ = [
 
 
 def _data_range(
-    image: MedImage, time_point: int | None = None, pad: np.ndarray | None = None
+    image: MedImage, no_data: NoData = COMPUTE, *, time_point: int | None = None
 ) -> float:
     """The input's range over the pixels that hold data (:func:`medsr.io.padding.no_data_mask`:
     a CT's fill at −2000 or −3024 HU would widen a CT's range by a quarter to a half, and every
-    threshold relative to it). ``time_point``: that time point's of an image over time (as it
-    is on its own; ``pad``: the image's no-data mask when already computed)."""
+    threshold relative to it; ``no_data``: :func:`medsr.io.padding.no_data_of`).
+    ``time_point``: that time point's of an image over time (as it is on its own)."""
     a = image.array
+    pad = no_data_of(image, no_data)
     if time_point is None:
-        pad = no_data_mask(image)
         if pad is not None:
             a = a[~(pad if image.channels else pad[0])]
     else:
@@ -774,7 +777,7 @@ def detail_full_check(
     # an image over time: one fit per time point, each as that time point on its own gets it
     pad = no_data_mask(measured)
     records = [
-        _full_decision(d[t], e_p[t], _data_range(measured, t, pad), over, meas.kind)
+        _full_decision(d[t], e_p[t], _data_range(measured, pad, time_point=t), over, meas.kind)
         for t in range(d.shape[0])
     ]
     return _over_time(records)
@@ -1615,12 +1618,15 @@ def _ms(seconds: Any) -> float | None:
     return None if seconds is None else round(float(seconds) * 1000, 1)
 
 
-def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
+def through_plane_summary(
+    image: MedImage, result: MedImage, no_data: NoData = COMPUTE
+) -> dict[str, Any]:
     """The JSON summary of a through-plane output ``result`` of ``image`` (``summary.json``
     beside its maps). Its uncertainty map's statistics are over the voxels that hold data,
     relative to the input's range there (:func:`_data_range`), as every summary of medsr's
     maps: the output keeps no data exact (:func:`medsr.slice_grid.no_data_kept`), so the map's
-    0 there is nothing measured, and a CT's fill would widen the range."""
+    0 there is nothing measured, and a CT's fill would widen the range. ``no_data``: the
+    input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     from medsr.slice_grid import no_data_kept
 
     d = result.meta.get("derivation", {})
@@ -1652,11 +1658,11 @@ def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
     }
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
-        pad = no_data_mask(image)
+        pad = no_data_of(image, no_data)
         kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), u.shape[0], 0)
         summary["uncertainty"]["map"] = summarize_map(
             u if kept is None else u[~kept],
-            data_range=_data_range(image),
+            data_range=_data_range(image, pad),
             threshold_rel=UNCERTAINTY_THRESHOLD,
             units=result.units,
         )
@@ -1669,7 +1675,10 @@ def through_plane_summary(image: MedImage, result: MedImage) -> dict[str, Any]:
 
 
 def through_plane_error(
-    image: MedImage, result: MedImage, profile: dict[str, Any] | None = None
+    image: MedImage,
+    result: MedImage,
+    profile: dict[str, Any] | None = None,
+    no_data: NoData = COMPUTE,
 ) -> np.ndarray:
     """Signed ``D(SR) − input`` of a through-plane output, on the input's grid and in its units
     (shaped like ``image.array``): the output as written, made thick again with the slice
@@ -1679,7 +1688,8 @@ def through_plane_error(
     padding, a CT's fill outside the scan circle, a NIfTI's NaN) is no signal: the output's, where
     it kept the input's (:func:`medsr.slice_grid.no_data_kept`), is read as the darkest measured
     value — what the network saw there — and the error is 0 where nothing was measured, as
-    in-plane (:func:`medsr.safeguards.consistency.consistency_error`)."""
+    in-plane (:func:`medsr.safeguards.consistency.consistency_error`). ``no_data``: the
+    input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     import torch
 
     from medsr.degradations.thick_slice import thick_slice_matrix
@@ -1695,15 +1705,15 @@ def through_plane_error(
     )  # fmt: skip
     out = result.channel_first()
     c, _, h, wd = out.shape
-    mask, low = no_data_fill(image)  # shaped like image.array
-    no_data = None if mask is None else (mask if image.channels else mask[None])
-    if no_data is not None and out.shape[-2:] == no_data.shape[-2:]:
-        out = np.where(no_data_kept(no_data, n_out, 1), np.float32(low), out)
+    mask, low = no_data_fill(image, no_data)  # shaped like image.array
+    held = None if mask is None else (mask if image.channels else mask[None])
+    if held is not None and out.shape[-2:] == held.shape[-2:]:
+        out = np.where(no_data_kept(held, n_out, 1), np.float32(low), out)
     flat = torch.from_numpy(np.ascontiguousarray(out, np.float32).reshape(c, n_out, h * wd))
     thick = (torch.from_numpy(w.astype(np.float32)) @ flat).numpy().reshape(c, z, h, wd)
     err = thick - image.channel_first().astype(np.float32, copy=False)
-    if no_data is not None:  # no error where nothing was measured
-        err[no_data] = 0.0
+    if held is not None:  # no error where nothing was measured
+        err[held] = 0.0
     return err if image.channels else err[0]
 
 
@@ -1712,12 +1722,15 @@ def _channel_word(image: MedImage) -> str:
     return "time frames" if image.channels == "time" else "colour channels"
 
 
-def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> MedImage:
+def _through_plane_checked(
+    image: MedImage, result: MedImage, *, maps: bool, no_data: NoData = COMPUTE
+) -> MedImage:
     """The consistency check of a through-plane output (every front end): the error statistics
     of :func:`through_plane_error` in its derivation's ``consistency`` (``error``; beside
     cubic interpolation's when above the threshold), a :class:`ConsistencyWarning` when it
     disagrees with the input as in-plane, and with ``maps`` the ``|error|`` map (the mean over
-    colour channels), each measured slice's value repeated over the output slices it holds."""
+    colour channels), each measured slice's value repeated over the output slices it holds.
+    ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     from medsr.metrics import data_range_for
     from medsr.selfsup.through_plane import interpolate_z
     from medsr.slice_grid import cell_positions
@@ -1725,7 +1738,8 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     d = dict(result.meta["derivation"])
     prof = d.get("slice_profile") or {}
     cons = dict(d.get("consistency") or {"setting": "off", "applied": False})
-    err = through_plane_error(image, result, prof)
+    pad = no_data_of(image, no_data)
+    err = through_plane_error(image, result, prof, pad)
     rng = data_range_for(image)
     cons["error"] = _error_stats(err, rng, CONSISTENCY_THRESHOLD, image.units)
     cons["threshold_rel"] = CONSISTENCY_THRESHOLD
@@ -1742,8 +1756,8 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
         with warnings.catch_warnings():  # the volume's warnings were given once already
             warnings.simplefilter("ignore", MedSRWarning)
-            cubic = interpolate_z(image, n_slices=n_out, mode="cubic")
-        base = float(np.percentile(np.abs(through_plane_error(image, cubic, prof)), 99)) / rng
+            cubic = interpolate_z(image, n_slices=n_out, mode="cubic", no_data=pad)
+        base = float(np.percentile(np.abs(through_plane_error(image, cubic, prof, pad)), 99)) / rng
         cons["cubic_p99_rel"] = round(base, 6)
     cons["exceeded"] = consistency_exceeded(p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE)
     if cons["exceeded"]:
@@ -1760,7 +1774,7 @@ def _through_plane_checked(image: MedImage, result: MedImage, *, maps: bool) -> 
     if maps:
         cmap = np.abs(err)
         if image.channels:
-            cmap = mean_over_held(cmap, no_data_mask(image))
+            cmap = mean_over_held(cmap, pad)
             cons["map"] = (
                 f"the mean of |error| over the {_channel_word(image)} that hold data at each "
                 "pixel (the statistics: over every one)"
@@ -1789,14 +1803,17 @@ _TP_SPREAD_TEXT = {
 }
 
 
-def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREAD) -> np.ndarray:
+def through_plane_spread(
+    image: MedImage, result: MedImage, kind: str = TP_SPREAD, no_data: NoData = COMPUTE
+) -> np.ndarray:
     """The per-voxel spread ``(Z_out, Y, X)`` float32 (input units) of a through-plane output
     ``result`` of ``image`` that its error bound scales (:func:`calibrate_through_plane_bound`):
     ``orientations`` — the z-uncertainty map (half the sagittal–coronal disagreement; needs
     ``maps``); ``linear`` — ``|result − linear interpolation along z|``, how far the output
     departs from the plainest estimate; ``slices`` — ``|x[k+1] − x[k]|`` of the two measured
     slices around each output slice, how much z changes there. A colour volume's: the mean
-    over its channels. No data is read as the darkest measured value."""
+    over its channels. No data is read as the darkest measured value (``no_data``: the input's
+    :func:`~medsr.io.padding.no_data_mask` where the caller has it)."""
     from medsr.selfsup.through_plane import interpolate_z
     from medsr.slice_grid import neighbour_step
 
@@ -1809,11 +1826,13 @@ def through_plane_spread(image: MedImage, result: MedImage, kind: str = TP_SPREA
     if kind == "linear":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MedSRWarning)
-            lin = interpolate_z(image, n_slices=n_out, mode="linear").channel_first()
+            lin = interpolate_z(
+                image, n_slices=n_out, mode="linear", no_data=no_data
+            ).channel_first()
         d = np.abs(np.nan_to_num(result.channel_first() - lin))
         return d.mean(axis=0).astype(np.float32)
     if kind == "slices":
-        cf = fill_no_data(image)[0].channel_first()
+        cf = fill_no_data(image, no_data)[0].channel_first()
         return neighbour_step(cf, n_out, axis=1).mean(axis=0)  # over the channels
     raise InvalidParameterError(f"unknown spread {kind!r} (one of {', '.join(TP_SPREADS)})")
 
@@ -1825,6 +1844,7 @@ def calibrate_through_plane_bound(
     prior: Any,
     device: str = "auto",
     spread: str = TP_SPREAD,
+    no_data: NoData = COMPUTE,
     **options: Any,
 ) -> dict[str, Any]:
     """The factor ``k`` of a through-plane output's error bound, measured where the truth is
@@ -1837,7 +1857,9 @@ def calibrate_through_plane_bound(
     in-plane noise of the thick slices, each output slice that of its nearest one), ``ceil(ratio)``
     slices at each end and no data left out. ``{"calibrated": False, "reason": ...}`` when the
     volume is too thin to be made thick once more (fewer than :data:`TP_BOUND_MIN_SLICES`
-    slices one scale down)."""
+    slices one scale down). ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask`
+    where the caller has it (the thicker volume's is worked out once, for its upscale and its
+    spread)."""
     import math
 
     from medsr.degradations.thick_slice import thicken
@@ -1858,14 +1880,15 @@ def calibrate_through_plane_bound(
         }
     profile, thickness = str(prof["profile"]), float(prof["slice_thickness_mm"])
     sz = slice_spacing(image)
-    filled, no_data, _ = fill_no_data(image)
+    filled, mask, _ = fill_no_data(image, no_data)
     cf = filled.channel_first().astype(np.float32, copy=False)  # (C, Z, Y, X)
-    pad = None if no_data is None else (no_data if image.channels else no_data[None])
+    pad = None if mask is None else (mask if image.channels else mask[None])
     # a thick slice holds no data where any thin slice under its profile holds none (valid_low)
     low, valid_low = thicken(
         cf, z_low, profile=profile, thickness=thickness / sz, axis=1, no_data=pad
     )
     lower = filled.replace(meta={}).resampled(low if image.channels else low[0])
+    lower_pad = no_data_mask(lower)
     applied = bool((d.get("consistency") or {}).get("applied"))
     # the grid, profile and projection are set here; the rest as the output's run had them
     own = ("on_progress", "progress", "maps", "target_spacing", "slice_thickness", "profile")
@@ -1875,7 +1898,7 @@ def calibrate_through_plane_bound(
         sr = through_plane_upscale(
             lower, target_spacing=sz, slice_thickness=thickness * z / z_low, profile=profile,
             prior=prior, device=device, consistency="on" if applied else "off",
-            maps=spread == "orientations", progress=False, **opts,
+            maps=spread == "orientations", progress=False, no_data=lower_pad, **opts,
         )  # fmt: skip
     if sr.spatial_shape[0] != z:  # cannot happen with the grid rule; never compare misaligned
         return {
@@ -1889,7 +1912,7 @@ def calibrate_through_plane_bound(
     if pad is not None:
         keep &= ~pad.any(axis=0)
     noise = image_noise(lower.channel_first(), valid_low)[nearest_slices(z_low, z)]
-    std = through_plane_spread(lower, sr, spread)
+    std = through_plane_spread(lower, sr, spread, lower_pad)
     factor = calibration_factor(error, std, noise, keep, COVERAGE)
     if factor is None:
         return {"calibrated": False, "reason": "no voxel to calibrate on one scale down along z"}
@@ -1913,25 +1936,27 @@ def _through_plane_bound(
     prior: Any,
     device: str,
     spread: str = TP_SPREAD,
+    no_data: NoData = COMPUTE,
     **options: Any,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The ``error_bound`` map of a through-plane output and its summary
     (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
-    voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0."""
+    voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0.
+    ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     from medsr.metrics import data_range_for
     from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
     from medsr.slice_grid import nearest_slices, no_data_kept
 
+    pad = no_data_of(image, no_data)
     info = calibrate_through_plane_bound(
-        image, result, prior=prior, device=device, spread=spread, **options
+        image, result, prior=prior, device=device, spread=spread, no_data=pad, **options
     )
     if not info.get("calibrated"):
         return None, info
     z, n_out = image.spatial_shape[0], result.spatial_shape[0]
-    pad = no_data_mask(image)
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(
-        through_plane_spread(image, result, spread),
+        through_plane_spread(image, result, spread, pad),
         noise[nearest_slices(z, n_out)],
         info["factor"],
     )
@@ -2103,6 +2128,7 @@ def upscale_through_plane(
     from medsr.selfsup import through_plane_upscale
     from medsr.slice_grid import output_slices, positive_mm
 
+    pad: NoData = COMPUTE  # what is not a volume: refused below as before
     if isinstance(image, MedImage) and image.array.size:
         # every front end's door (web service, batch, PACS bridge, API): an output past the
         # ceiling is refused before it is computed, as upscale_with_safeguards and medsr
@@ -2111,12 +2137,15 @@ def upscale_through_plane(
         grid = min(image.spacing[1:]) if target_spacing is None else positive_mm(target_spacing)
         if grid is not None:
             check_output_size(image, (output_slices(image, grid), ny, nx))
+        # the input's no data, worked out once for every step below (each worked it out again:
+        # 2 passes over the volume, 7 with maps, and 2 for the calibration's thicker volume)
+        pad = no_data_mask(image)
     result = through_plane_upscale(
         image, target_spacing=target_spacing, prior=prior, device=device,
-        consistency=consistency_setting(consistency), maps=maps, **options,
+        consistency=consistency_setting(consistency), maps=maps, no_data=pad, **options,
     )  # fmt: skip
-    result = _through_plane_checked(image, result, maps=maps)
-    summary = through_plane_summary(image, result)  # the run times: in its timing_ms
+    result = _through_plane_checked(image, result, maps=maps, no_data=pad)
+    summary = through_plane_summary(image, result, pad)  # the run times: in its timing_ms
     # the derivation (the sidecar's, the DICOM text's) without them: the same input, model and
     # settings give the same record, as in-plane (provenance())
     d = {k: v for k, v in result.meta["derivation"].items() if k != "seconds"}
@@ -2126,7 +2155,7 @@ def upscale_through_plane(
     if maps and error_bound:
         t0 = time.perf_counter()
         bound, summary["error_bound"] = _through_plane_bound(
-            image, result, prior=prior, device=device, **options
+            image, result, prior=prior, device=device, no_data=pad, **options
         )
         summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t0) * 1000, 1)
         if bound is not None:

@@ -29,7 +29,8 @@ to a network, kept exact in the output) and what the out-of-distribution check l
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -119,6 +120,8 @@ def padding_of_planes(meta: dict[str, Any], zs: np.ndarray, nz: int) -> dict[str
 
 
 __all__ = [
+    "COMPUTE",
+    "NoData",
     "block_mask",
     "carry_nonfinite",
     "fill_blocks",
@@ -127,6 +130,7 @@ __all__ = [
     "nan_mask",
     "no_data_fill",
     "no_data_mask",
+    "no_data_of",
     "nonfinite_mask",
     "padding_mask",
     "padding_of_planes",
@@ -248,17 +252,38 @@ def no_data_mask(image: MedImage) -> np.ndarray | None:
     return mask if image.channels else mask[None]
 
 
-def no_data_fill(image: MedImage) -> tuple[np.ndarray | None, float | np.ndarray]:
-    """The no-data mask of ``image`` (:func:`no_data_mask`) shaped like ``image.array`` and the
-    value such pixels are read as: the darkest measured value (0 when every pixel is padding);
-    ``(None, 0.0)`` when every pixel holds data. Nothing is copied.
+class _Compute(enum.Enum):
+    COMPUTE = "compute"
+
+
+#: the ``no_data`` of a function that takes an image's :func:`no_data_mask` from a caller that
+#: has it (one mask for every step of a run: :func:`medsr.pipeline.upscale_through_plane`):
+#: compute it (``None`` is a mask already computed: every pixel holds data)
+COMPUTE = _Compute.COMPUTE
+#: what such a ``no_data`` takes: :func:`no_data_mask` of the same image, or :data:`COMPUTE`
+NoData: TypeAlias = np.ndarray | _Compute | None
+
+
+def no_data_of(image: MedImage, no_data: NoData = COMPUTE) -> np.ndarray | None:
+    """:func:`no_data_mask` of ``image``, or ``no_data`` when the caller computed it (never
+    checked: it must be the mask of this very image, unchanged since; nothing changes it)."""
+    return no_data_mask(image) if isinstance(no_data, _Compute) else no_data
+
+
+def no_data_fill(
+    image: MedImage, no_data: NoData = COMPUTE
+) -> tuple[np.ndarray | None, float | np.ndarray]:
+    """The no-data mask of ``image`` (:func:`no_data_mask`; ``no_data``: :func:`no_data_of`)
+    shaped like ``image.array`` and the value such pixels are read as: the darkest measured
+    value (0 when every pixel is padding); ``(None, 0.0)`` when every pixel holds data. Nothing
+    is copied.
 
     An image over time (``channels="time"``) reads each time point's no data as that time
     point's own darkest measured value: a float32 ``(T, 1, 1, 1)`` array (broadcasts against
     the array), so that each time point is filled as it is when read on its own (``KEY:N``).
     The series' darkest value read a post-contrast phase's padding as a pre-contrast one's
     darkest tissue, which every interpolator then carried inside its field of view."""
-    pad = no_data_mask(image)
+    pad = no_data_of(image, no_data)
     if pad is None:
         return None, 0.0
     mask = pad if image.channels else pad[0]
@@ -274,12 +299,14 @@ def _darkest(arr: np.ndarray, mask: np.ndarray) -> float:
     return low if np.isfinite(low) else 0.0
 
 
-def fill_no_data(image: MedImage) -> tuple[MedImage, np.ndarray | None, float | np.ndarray]:
-    """``image`` with its no-data pixels (:func:`no_data_mask`) set to its darkest measured value
-    (what a network sees there; each time point's own for an image over time,
-    :func:`no_data_fill`), the mask shaped like ``image.array`` and that value; ``(image,
-    None, 0.0)`` when every pixel holds data."""
-    mask, low = no_data_fill(image)
+def fill_no_data(
+    image: MedImage, no_data: NoData = COMPUTE
+) -> tuple[MedImage, np.ndarray | None, float | np.ndarray]:
+    """``image`` with its no-data pixels (:func:`no_data_mask`; ``no_data``: :func:`no_data_of`)
+    set to its darkest measured value (what a network sees there; each time point's own for an
+    image over time, :func:`no_data_fill`), the mask shaped like ``image.array`` and that value;
+    ``(image, None, 0.0)`` when every pixel holds data."""
+    mask, low = no_data_fill(image, no_data)
     if mask is None:
         return image, None, 0.0
     filled = image.array.copy()

@@ -37,7 +37,7 @@ import torch
 
 from medsr.errors import InvalidParameterError, positive_number
 from medsr.image import MedImage
-from medsr.io.padding import carry_nonfinite, fill_no_data, mean_over_held
+from medsr.io.padding import COMPUTE, NoData, carry_nonfinite, fill_no_data, mean_over_held
 from medsr.slice_grid import (
     check_frames_are_slices,
     check_target_spacing,
@@ -136,6 +136,7 @@ def interpolate_z(
     target_spacing: float | None = None,
     mode: str = "linear",
     n_slices: int | None = None,
+    no_data: NoData = COMPUTE,
 ) -> MedImage:
     """Resample a volume along z only (linear or cubic), same field of view.
 
@@ -145,6 +146,8 @@ def interpolate_z(
             isotropic); the volume gets ``round(Z·s_z / target)`` slices.
         mode: ``linear``, ``cubic`` (Keys, a = −0.75) or ``nearest``.
         n_slices: exact number of output slices instead of ``target_spacing``.
+        no_data: the volume's :func:`medsr.io.padding.no_data_mask` where the caller has it
+            (:func:`medsr.io.padding.no_data_of`).
 
     No data (:func:`medsr.io.padding.no_data_mask`) is resampled as the darkest measured value
     and kept exact where both input slices around an output slice hold none
@@ -159,7 +162,7 @@ def interpolate_z(
         if int(n_slices) != n_slices or n_slices < 1:
             raise InvalidParameterError(f"n_slices must be a positive integer, got {n_slices!r}")
         n = int(n_slices)
-    work, no_data, _ = fill_no_data(image)  # no data is never signal: kept exact below
+    work, no_data, _ = fill_no_data(image, no_data)  # never signal: kept exact below
     cf = torch.from_numpy(np.ascontiguousarray(work.channel_first()))
     out = _resize_z(cf, n, mode).numpy()
     if no_data is not None:
@@ -259,6 +262,7 @@ def through_plane_upscale(
     consistency: bool | str = False,
     maps: bool = False,
     on_progress: Callable[[float], None] | None = None,
+    no_data: NoData = COMPUTE,
 ) -> MedImage:
     """Super-resolve a thick-slice volume along z: the learned prior, optionally adapted to it.
 
@@ -300,6 +304,8 @@ def through_plane_upscale(
         patch_size, patches_per_epoch, batch_size, augment, lr, seed, device, progress, clip,
         on_progress: as for :func:`medsr.selfsup.zero_shot_upscale` (``on_progress``: the
             adaptation's fraction done).
+        no_data: the volume's :func:`medsr.io.padding.no_data_mask` where the caller has it
+            (:func:`medsr.io.padding.no_data_of`).
 
     Returns:
         The volume on the finer z grid, in the input's units, with ``meta["derivation"]``
@@ -339,7 +345,7 @@ def through_plane_upscale(
         raise InvalidParameterError("the volume contains NaN or infinite values")
     # no data (DICOM padding, a CT's fill outside the scan circle, a NIfTI's NaN): read as the
     # darkest measured value by everything below, never as signal; kept exact in the output
-    work, no_data, _ = fill_no_data(image)
+    work, no_data, _ = fill_no_data(image, no_data)
     slab = _slice_profile(work, slice_thickness, profile)
     thickness, shape = float(slab["thickness_mm"]), str(slab["profile"])
     dev = resolve_device(device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydicom.dataset import Dataset
@@ -114,14 +114,24 @@ def _fragment_count(data: bytes) -> int | None:
     return int(count)
 
 
-def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int:
-    """Check the Image Pixel module against the limits and the data; return the frame count.
+class PixelModule(NamedTuple):
+    """The Image Pixel module of a header as :func:`pixel_module` checked it."""
 
-    Runs before any pixel buffer is allocated: Rows, Columns, Samples per Pixel, bit depths and
-    Number of Frames must be sane; their product must stay within ``MEDSR_MAX_PIXELS``
-    (:mod:`medsr.io.limits`); uncompressed pixel data must hold every byte they announce and
-    compressed pixel data at least one fragment per frame.
-    """
+    frames: int
+    rows: int
+    cols: int
+    spp: int
+    bits_allocated: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(frames, rows, cols)``, ``+ (3,)`` for colour."""
+        spp = (self.spp,) if self.spp > 1 else ()
+        return (self.frames, self.rows, self.cols, *spp)
+
+
+def _pixel_header(ds: Dataset, name: str) -> PixelModule:
+    """Rows, Columns, Samples per Pixel, bit depths and Number of Frames, checked sane."""
     rows = _int_attr(ds, "Rows")
     cols = _int_attr(ds, "Columns")
     if rows is None or cols is None:
@@ -132,7 +142,13 @@ def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int
     ba = _int_attr(ds, "BitsAllocated", 16)
     bs = _int_attr(ds, "BitsStored", ba)
     pr = _int_attr(ds, "PixelRepresentation", 0)
-    if ba not in (1, 8, 16, 32, 64) or bs is None or not 1 <= bs <= ba or pr not in (0, 1):
+    if (
+        ba is None
+        or ba not in (1, 8, 16, 32, 64)
+        or bs is None
+        or not 1 <= bs <= ba
+        or pr not in (0, 1)
+    ):
         raise InvalidHeaderError(
             f"the pixel format is impossible (BitsAllocated {ba}, BitsStored {bs}, "
             f"PixelRepresentation {pr})"
@@ -142,8 +158,39 @@ def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int
         frames = 1
     if frames < 0:
         raise InvalidHeaderError(f"NumberOfFrames is {frames}")
-    shape = (frames, rows, cols) + ((spp,) if spp > 1 else ())
-    if with_data and rows > 0 and cols > 0 and frames > 0:
+    return PixelModule(frames, rows, cols, spp, ba)
+
+
+def pixel_module(ds: Dataset, name: str) -> PixelModule:
+    """The Image Pixel module of ``ds``, checked against the limits before any pixel buffer is
+    allocated (:func:`check_pixel_module` without the data): what a series' headers are
+    checked with before its pixels are read, each slice's data then by
+    :func:`check_pixel_data` with it."""
+    module = _pixel_header(ds, name)
+    check_pixel_count(module.shape, name, "DICOM image")
+    return module
+
+
+def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int:
+    """Check the Image Pixel module against the limits and the data; return the frame count.
+
+    Runs before any pixel buffer is allocated: Rows, Columns, Samples per Pixel, bit depths and
+    Number of Frames must be sane; their product must stay within ``MEDSR_MAX_PIXELS``
+    (:mod:`medsr.io.limits`); uncompressed pixel data must hold every byte they announce and
+    compressed pixel data at least one fragment per frame (:func:`check_pixel_data`).
+    """
+    module = _pixel_header(ds, name)
+    if with_data:
+        check_pixel_data(ds, name, module)
+    check_pixel_count(module.shape, name, "DICOM image")
+    return module.frames
+
+
+def check_pixel_data(ds: Dataset, name: str, module: PixelModule) -> None:
+    """Uncompressed pixel data of ``ds`` holds every byte its Image Pixel module (``module``:
+    :func:`pixel_module`) announces; compressed pixel data at least one fragment per frame."""
+    frames, rows, cols, spp, ba = module
+    if rows > 0 and cols > 0 and frames > 0:
         key = next(
             (k for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData") if k in ds), None
         )
@@ -173,8 +220,6 @@ def check_pixel_module(ds: Dataset, name: str, *, with_data: bool = True) -> int
                         f"frames × bits announce {needed:,} ({rows} × {cols} × {frames} × {ba} "
                         "bits): the file is truncated or its header is wrong"
                     )
-    check_pixel_count(shape, name, "DICOM image")
-    return frames
 
 
 #: decoding plugin tried first per transfer syntax: pydicom's own RLE decoder checks segment

@@ -63,7 +63,13 @@ from medsr.io.dicom.header import (
     phase_reason,
     series_key,
 )
-from medsr.io.dicom.pixels import _check_decoder, _decode_slices, check_pixel_module
+from medsr.io.dicom.pixels import (
+    _check_decoder,
+    _decode_slices,
+    check_pixel_data,
+    check_pixel_module,
+    pixel_module,
+)
 from medsr.io.dicom.stacks import (
     ALL_STACKS,
     Stack,
@@ -216,11 +222,14 @@ def _check_values(
     keyed by all that a conversion depends on (tag, VR as read, implicit VR, byte order,
     length, character set, private creator, bytes). An element with such a key is not
     converted again, and none that converted quietly is kept converted: pydicom converts a raw
-    element when it is used. One that equals the first of its key in every field (its offset
-    in the file too) is that element, one object for all the files. A series' slices share most
-    of their header byte for byte, and converting and holding every element of every slice took
-    most of a series' read (2000 slices of CT_small: 38 s, and 95 KB per slice for a 7 KB
-    header). Converted and kept, in every file, as before:
+    element when it is used. One that equals the first of its key in every field but its offset
+    in the file is that element (its tag too), one object for all the files. A series' slices
+    share most of their header byte for byte, and converting and holding every element of every
+    slice took most of a series' read (2000 slices of CT_small: 38 s, and 95 KB per slice for a
+    7 KB header); keeping an element of its own wherever its offset differed (every element
+    after the first value whose length differs: a longer SOP Instance UID or Instance Number)
+    still held 87 KB per slice, 320 MB for the 2000 slices. Converted and kept, in every file,
+    as before:
     elements whose conversion said something (a pydicom warning, which ``reader_messages``
     keeps), a VR found from other elements (an implicit "US or SS"), sequences, values left on
     disk, and everything when no :func:`~medsr.io._quiet.library_messages` block listens
@@ -235,6 +244,7 @@ def _check_values(
     charset = ds.original_character_set or ds._character_set  # as Dataset.__getitem__
     charset_key = tuple(charset) if isinstance(charset, list) else charset
     elements = ds._dict
+    shared: dict[Any, RawDataElement] = {}  # tag → the first element of its key
     for tag, elem in list(elements.items()):
         if tag in skip:
             continue
@@ -257,8 +267,8 @@ def _check_values(
         )
         first = checked.get(key)
         if first is not None:
-            if first is not elem and first == elem:
-                elements[tag] = first
+            if first is not elem and _same_but_offset(first, elem):
+                shared[tag] = first
             continue
         converted = ds[tag]
         said = message_count()
@@ -272,6 +282,20 @@ def _check_values(
         ):
             continue
         checked[key] = elements[tag] = elem
+    if shared:  # keyed by the first's tag too: the slice holds nothing of its own for them
+        kept = list(elements.items())
+        elements.clear()
+        elements.update(
+            (first.tag, first) if (first := shared.get(tag)) is not None else (tag, elem)
+            for tag, elem in kept
+        )
+
+
+def _same_but_offset(first: RawDataElement, elem: RawDataElement) -> bool:
+    """Whether ``elem`` equals ``first`` in every field but its offset in its file
+    (``value_tell``), which nothing reads once the value is in memory: pydicom reads it only for
+    a value left on disk (never shared) and a sequence's items (converted in every file)."""
+    return first._replace(value_tell=elem.value_tell) == elem
 
 
 def _read_file(
@@ -1112,7 +1136,9 @@ def _read_stack(
         if left_out:
             image.meta["header_warnings"] = [*image.meta["header_warnings"], left_out]
         return image
-    multi = [f for f, ds in members if check_pixel_module(ds, f.name, with_data=False) > 1]
+    # each header's pixel module, checked before any pixels are read (its data: in the loop)
+    modules = {f: pixel_module(ds, f.name) for f, ds in members}
+    multi = [f for f, _ in members if modules[f].frames > 1]
     if multi:
         raise SeriesMismatchError(
             f"this series mixes {len(multi)} multi-frame object(s) with other files; "
@@ -1172,7 +1198,7 @@ def _read_stack(
         if reason:
             raise NotAnImageError(f"'{rel}' cannot be super-resolved: {reason}")
         _check_decoder(ds, rel)
-        check_pixel_module(ds, rel)
+        check_pixel_data(ds, rel, modules[path])
         arr, info_k = _decode_slices(ds, rel, None)
         if stacked is None:
             info, first = info_k, arr.shape
