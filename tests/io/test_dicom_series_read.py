@@ -49,7 +49,7 @@ def _slices(template: Dataset, n: int = 4, size: int = 16, implicit: bool = Fals
         ds.AcquisitionMatrix = [0, size, size, 0]
         # UIDs of one length in every file, so that the values after the file meta lie at the
         # same offsets (generate_uid's length varies: 1 in 90 is 2 bytes shorter)
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{uid[:50]}.{i + 1:03d}"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = f"{uid[:50]}.{i + 101}"
         if implicit:
             ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
         out.append(ds)
