@@ -207,6 +207,33 @@ def test_the_reader_warnings_of_an_item_are_in_its_report_naming_its_folder(tmp_
     assert cine.array.shape == (3, 2, 16, 16)
 
 
+def test_a_failed_item_keeps_what_the_reader_said_before_it_failed(tmp_path: Path, monkeypatch):
+    """The report's warnings column of an item that failed was empty, also where the reader had
+    said something before the failure: a series whose localizer was left out, then whose
+    output was past the pixel ceiling, showed only the error ("failed | the output would hold
+    512 values ... | "). Now its warnings keep the reader's note, naming the user's folder (not
+    the private folder of links it was read from), and the CLI's count of items with warnings
+    counts it."""
+    ct = pydicom.dcmread(dicom_corpus_path("CT_small.dcm"))
+    src, out = tmp_path / "in", tmp_path / "out"
+    uid = generate_uid()
+    scout = _stack(ct, uid, 1, level=3000, first=90, shape=(8, 8))
+    scout[0].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    write_series(src / "withscout", scout + _stack(ct, uid, 2, shape=(8, 8)))
+    # the ceiling of this process only (the decoding children outlive the test)
+    monkeypatch.setattr("medsr.io.limits.max_pixels", lambda: 100)
+
+    summary = run_batch(src, out, model="bicubic", scale=2, workers=1)
+    (row,) = read_report(summary.report)
+    assert row["status"] == "failed"
+    assert "the output would hold 512 values" in row["error"]
+    said = row["warnings"]
+    assert said.startswith(f"'withscout/': series {series_key(uid)} holds 1 image(s) marked")
+    assert said.count("Read them with --series") == 1
+    assert "medsr-series" not in said
+    assert summary.to_dict()["warnings"] == 1
+
+
 def test_a_manifest_folder_of_echoes_is_one_item_per_echo(tmp_path: Path):
     """A manifest row naming a folder of a two-echo series failed ("holds 2 stacks of images,
     not one volume ... Choose one with --series KEY:N"), which a batch cannot give. Now the

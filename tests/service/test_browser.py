@@ -409,3 +409,59 @@ def test_a_series_of_several_stacks_offers_the_choice(
         assert not errors, errors
     finally:
         ctx.close()
+
+
+def test_a_long_stack_label_is_shown_whole(server, browser, tmp_path, cine_zip_bytes):
+    """A cine's stacks are labelled "1: cardiac phase 1 (trigger time ~10 ms) · 4 images": the
+    closed select of the 284-px upload panel cut the label at its width (a 13-phase cine's last
+    read "13: cardiac phase 13 (trig"), so which phase was chosen could not be read. Now the select says it is cut (an
+    ellipsis), the chosen label is its tooltip, and a line below it shows the label whole
+    (wrapped, not clipped) whenever the select cannot; a label that fits is not repeated."""
+    upload = tmp_path / "cine.zip"
+    upload.write_bytes(cine_zip_bytes)
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    errors: list[str] = []
+    try:
+        page = ctx.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/", wait_until="domcontentloaded")
+        page.wait_for_selector("#server-status.ok")
+        page.set_input_files("#file-input", str(upload))
+        page.click("#run")
+        page.wait_for_selector("#series-field:not([hidden])", timeout=20_000)
+        options = page.locator("#series option").all_inner_texts()
+        assert options[2] == "3: cardiac phase 3 (trigger time ~90 ms) · 4 images", options
+        measure = """() => {
+            const s = document.querySelector("#series"), c = document.querySelector("#series-chosen");
+            const cs = getComputedStyle(s), probe = document.createElement("span");
+            probe.style.cssText = `position:absolute;visibility:hidden;white-space:pre;font:${cs.font}`;
+            probe.textContent = s.selectedOptions[0].textContent;
+            document.body.append(probe);
+            const need = probe.getBoundingClientRect().width;
+            probe.remove();
+            const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+            const seen = {
+                label: s.selectedOptions[0].textContent, title: s.title, cut: need > room,
+                ellipsis: cs.textOverflow, shown: false, text: null, clipped: null,
+            };
+            if (!c) return seen;  // no line for the whole label
+            const box = c.getBoundingClientRect(), field = c.parentElement.getBoundingClientRect();
+            return { ...seen, shown: !c.hidden && box.height > 0, text: c.textContent,
+                clipped: c.scrollWidth > c.clientWidth || c.scrollHeight > c.clientHeight + 1
+                    || box.right > field.right || box.left < field.left };
+        }"""
+        for index in (0, len(options) - 1):  # a phase, and all phases together
+            page.select_option("#series", index=index)
+            seen = page.evaluate(measure)
+            assert seen["label"] == options[index] and seen["cut"], seen  # longer than the panel
+            assert seen["shown"] and seen["text"] == options[index] and not seen["clipped"], seen
+            assert seen["title"] == options[index] and seen["ellipsis"] == "ellipsis", seen
+        # a label that fits the select is not written out a second time
+        page.evaluate("""() => { const s = document.querySelector("#series");
+            s.selectedOptions[0].textContent = "1: phase 1";
+            s.dispatchEvent(new Event("change")); }""")
+        assert page.is_hidden("#series-chosen")
+        assert page.evaluate("() => document.querySelector('#series').title") == "1: phase 1"
+        assert not errors, errors
+    finally:
+        ctx.close()

@@ -196,7 +196,7 @@ def register(app: typer.Typer) -> None:
             warned = sum(1 for r in summary.results if r.warnings)
             if warned:
                 typer.echo(
-                    f"warning: {warned} output(s) have warnings (column 'warnings' of the report)",
+                    f"warning: {warned} item(s) have warnings (column 'warnings' of the report)",
                     err=True,
                 )
         if c.get("failed", 0):

@@ -495,7 +495,7 @@ def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistenc
         try:
             job = upscaler.prepare(msg.image, tag=(msg, time.perf_counter()))
         except Exception as exc:
-            recorder.record(failed(msg.item, exc, msg.seconds, msg.input_sha256))
+            recorder.record(failed(msg.item, exc, msg.seconds, msg.input_sha256, msg.notes))
             return
         pending.append(job)
 
@@ -528,14 +528,22 @@ def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistenc
             dt = time.perf_counter() - t_added
             if job.error is not None:
                 recorder.record(
-                    failed(loaded.item, job.error, loaded.seconds + dt, loaded.input_sha256)
+                    failed(
+                        loaded.item,
+                        job.error,
+                        loaded.seconds + dt,
+                        loaded.input_sha256,
+                        loaded.notes,
+                    )
                 )
                 continue
             try:
                 safeguard(loaded, upscaler, consistency, output=upscaler.finish(job))
                 dt = time.perf_counter() - t_added
             except Exception as exc:
-                recorder.record(failed(loaded.item, exc, loaded.seconds + dt, loaded.input_sha256))
+                recorder.record(
+                    failed(loaded.item, exc, loaded.seconds + dt, loaded.input_sha256, loaded.notes)
+                )
                 continue
             loaded.seconds += dt
             loaded.timings["model"] = dt

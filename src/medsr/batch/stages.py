@@ -53,6 +53,7 @@ __all__ = [
     "process_item",
     "read_item",
     "safeguard",
+    "said_of",
     "skipped_result",
     "upscale_loaded",
     "write_item",
@@ -87,11 +88,30 @@ def error_text(exc: BaseException) -> str:
     return scrub(exc)
 
 
+def said_of(item: BatchItem, notes: list[str], summary: dict[str, Any] | None = None) -> str:
+    """The report's ``warnings`` of an item: discovery's note of what it left out (a localizer),
+    the reader's ``notes`` and the safeguards' warnings of ``summary``, each once (the reader
+    says the localizer's note again)."""
+    left_out = [item.extra["left_out"]] if item.extra.get("left_out") else []
+    said = left_out + list(notes) + [str(w) for w in (summary or {}).get("warnings", [])]
+    return "; ".join(dict.fromkeys(said))
+
+
 def failed(
-    item: BatchItem, exc: BaseException | str, seconds: float = 0.0, sha: str | None = None
+    item: BatchItem,
+    exc: BaseException | str,
+    seconds: float = 0.0,
+    sha: str | None = None,
+    notes: list[str] | None = None,
+    summary: dict[str, Any] | None = None,
 ) -> ItemResult:
+    """A failed item's result: the error, and in ``warnings`` what was said of the item before
+    it failed (:func:`said_of`: the reader's ``notes``, the safeguards' ``summary``)."""
     msg = exc if isinstance(exc, str) else error_text(exc)
-    return ItemResult(item.key, item.label, item.kind, "failed", item.output, seconds, msg, sha)
+    return ItemResult(
+        item.key, item.label, item.kind, "failed", item.output, seconds, msg, sha,
+        warnings=said_of(item, notes or [], summary),
+    )  # fmt: skip
 
 
 def skipped_result(item: BatchItem) -> ItemResult:
@@ -216,8 +236,8 @@ def read_item(
 
             nz, ny, nx = image.spatial_shape
             check_output_size(image, (nz, ny * scale, nx * scale), item.output)
-    except Exception as exc:
-        return failed(item, exc, time.perf_counter() - t0, sha)
+    except Exception as exc:  # the reader may have said something before (a localizer)
+        return failed(item, exc, time.perf_counter() - t0, sha, notes)
     dt = time.perf_counter() - t0
     return Loaded(item, image, sha, dt, {"read": dt}, notes=notes)
 
@@ -247,8 +267,9 @@ def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "auto") -> 
         safeguard(loaded, upscaler, consistency)
     except Exception as exc:
         return failed(
-            loaded.item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256
-        )
+            loaded.item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256,
+            loaded.notes,
+        )  # fmt: skip
     dt = time.perf_counter() - t0
     loaded.seconds += dt
     loaded.timings["model"] = dt
@@ -273,14 +294,14 @@ def write_item(loaded: Loaded) -> ItemResult:
             **({"dtype": dtype} if dtype and nifti else {}),  # NIfTI items only (formats mix)
         )  # fmt: skip
     except Exception as exc:
-        return failed(item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256)
+        return failed(
+            item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256,
+            loaded.notes, loaded.summary,
+        )  # fmt: skip
     seconds = loaded.seconds + time.perf_counter() - t0
-    left_out = [item.extra["left_out"]] if item.extra.get("left_out") else []
-    said = left_out + loaded.notes + [str(w) for w in (loaded.summary or {}).get("warnings", [])]
-    warnings = "; ".join(dict.fromkeys(said))  # the reader's note of a localizer: said once
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
-        warnings=warnings, output_files=output_manifest(item.output),  # what resume checks
+        warnings=said_of(item, loaded.notes, loaded.summary), output_files=output_manifest(item.output),  # what resume checks
         trust=trust_columns(loaded.summary),
     )  # fmt: skip
 

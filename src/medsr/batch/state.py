@@ -20,9 +20,9 @@ Two files live in the output folder:
     this run's outcome per item: ``input, output, status, seconds, error`` (+ ``kind``,
     ``finished_at``, ``warnings``): ``status`` is ``ok``, ``failed`` or ``skipped`` (not an
     image, or up to date); ``warnings`` are what the reader said of the input (a localizer left
-    out, a questionable header value; naming the user's files, each once) and the fidelity
-    safeguards' (the output disagrees with the input, or the input is out of the model's
-    distribution); then the trust maps' numbers
+    out, a questionable header value; naming the user's files, each once; a failed item's too,
+    what was said before it failed) and the fidelity safeguards' (the output disagrees with
+    the input, or the input is out of the model's distribution); then the trust maps' numbers
     of an ok item, those of its ``summary.json`` (:func:`trust_columns`): ``consistency_p99``,
     ``uncertainty_p99`` and ``error_bound_p99`` in ``units`` (the uncertainty and the bound with
     ``--maps``), and ``error_bound``, its calibration or why it has none. Rows are appended as
@@ -211,7 +211,7 @@ class ItemResult:
     error: str = ""
     input_sha256: str | None = None
     finished_at: str = ""
-    warnings: str = ""  # an ok item: the reader's notes, consistency / out-of-distribution
+    warnings: str = ""  # the reader's notes (also of a failed item), consistency / OOD
     output_files: dict[str, list[int]] | None = None  # an ok item: output_manifest() once written
     trust: dict[str, Any] | None = None  # an ok item: trust_columns() of its safeguards summary
 

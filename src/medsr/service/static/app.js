@@ -13,7 +13,7 @@
     adapt: $("#adapt"), adaptField: $("#adapt-field"), budget: $("#budget"), budgetField: $("#budget-field"),
     ensemble: $("#ensemble"), ensembleField: $("#ensemble-field"),
     precision: $("#precision"), precisionField: $("#precision-field"),
-    series: $("#series"), seriesField: $("#series-field"), seriesNote: $("#series-note"),
+    series: $("#series"), seriesField: $("#series-field"), seriesNote: $("#series-note"), seriesChosen: $("#series-chosen"),
     run: $("#run"), progress: $("#progress"), progressBar: $("#progress-bar"), progressLabel: $("#progress-label"),
     progressPct: $("#progress-pct"), error: $("#error"), views: $("#views"), presets: $("#presets"), wlRow: $("#wl-row"),
     wlLevel: $("#wl-level"), wlWidth: $("#wl-width"), wlLevelVal: $("#wl-level-val"), wlWidthVal: $("#wl-width-val"),
@@ -195,6 +195,8 @@
       const f = e.dataTransfer.files[0];
       if (f) { chooseFile(f); start(); }
     });
+    el.series.addEventListener("change", showChosen);
+    window.addEventListener("resize", showChosen);
     el.mode.addEventListener("change", onOptionsChanged);
     el.model.addEventListener("change", onOptionsChanged);
     el.scale.addEventListener("click", (e) => {
@@ -278,7 +280,28 @@
       ? `${name} holds ${stacks.length} series. Choose which to upscale, then press Upscale.`
       : `${name} holds ${stacks.length} stacks of images under one series, not one volume. `
         + `Choose which to upscale${all ? ` (or all ${kind} together)` : ""}, then press Upscale.`;
+    showChosen();
     el.series.focus();
+  }
+
+  // A closed select shows its label on one line, cut at the panel's width ("13: cardiac phase
+  // 13 (trig…"): the chosen label is its tooltip, and is written out whole below it when cut.
+  function showChosen() {
+    const chosen = el.series.selectedOptions[0];
+    const text = chosen ? chosen.textContent : "";
+    el.series.title = text;
+    el.seriesChosen.textContent = text;
+    el.seriesChosen.hidden = !text || el.seriesField.hidden || fitsIn(el.series, text);
+  }
+
+  /** Whether ``text`` fits on one line in the closed ``select`` (its width less its padding). */
+  function fitsIn(select, text) {
+    const cs = getComputedStyle(select);
+    fitsIn.canvas = fitsIn.canvas || document.createElement("canvas");
+    const ctx = fitsIn.canvas.getContext("2d");
+    ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+    const room = select.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+    return ctx.measureText(text).width <= room;
   }
 
   /** Whether ``stacks`` (a refusal's list) is another list than the one the select offers. */
