@@ -413,7 +413,7 @@ def test_a_series_of_several_stacks_offers_the_choice(
 
 def test_a_long_stack_label_is_shown_whole(server, browser, tmp_path, cine_zip_bytes):
     """A cine's stacks are labelled "1: cardiac phase 1 (trigger time ~10 ms) · 4 images": the
-    closed select of the 284-px upload panel cut the label at its width (a 13-phase cine's last
+    closed select of the upload panel (284 px then, 320 now) cut the label at its width (a 13-phase cine's last
     read "13: cardiac phase 13 (trig"), so which phase was chosen could not be read. Now the select says it is cut (an
     ellipsis), the chosen label is its tooltip, and a line below it shows the label whole
     (wrapped, not clipped) whenever the select cannot; a label that fits is not repeated."""
@@ -463,5 +463,30 @@ def test_a_long_stack_label_is_shown_whole(server, browser, tmp_path, cine_zip_b
         assert page.is_hidden("#series-chosen")
         assert page.evaluate("() => document.querySelector('#series').title") == "1: phase 1"
         assert not errors, errors
+    finally:
+        ctx.close()
+
+
+def test_every_select_says_its_whole_choice(server, browser):
+    """The upload panel's two-column selects cut their labels without a sign ("Auto (when",
+    "fp32 (defau", "From the fil" at 1400 px) and the drop zone broke "browse" across two lines
+    ("brow / se"). Now the panel is wider, a cut label ends in an ellipsis, every select's
+    tooltip is its whole chosen label (also after a change), and "browse" stays whole."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = ctx.new_page()
+        page.goto(server + "/", wait_until="domcontentloaded")
+        page.wait_for_selector("#server-status.ok")
+        seen = page.evaluate("""() => [...document.querySelectorAll("select")].map((s) => ({
+            id: s.id, title: s.title, label: s.selectedOptions[0]?.textContent ?? "",
+            ellipsis: getComputedStyle(s).textOverflow }))""")
+        assert len(seen) >= 8, seen
+        for one in seen:
+            assert one["title"] == one["label"] and one["ellipsis"] == "ellipsis", one
+        page.select_option("#precision", "auto")
+        title = page.evaluate("() => document.querySelector('#precision').title")
+        assert title == "Auto (faster where measured safe)"
+        lines = page.evaluate("() => document.querySelector('#dz-title u').getClientRects().length")
+        assert lines == 1
     finally:
         ctx.close()

@@ -159,6 +159,15 @@
     if ([...el.model.options].some((o) => o.value === shipped)) el.model.value = shipped;
     else if ([...el.model.options].some((o) => o.value === "bicubic")) el.model.value = "bicubic";
     onOptionsChanged();
+    titleSelects();
+  }
+
+  /** Each select's tooltip: the whole label of its chosen option. */
+  function titleSelects() {
+    for (const select of document.querySelectorAll("select")) {
+      const chosen = select.selectedOptions[0];
+      select.title = chosen ? chosen.textContent : "";
+    }
   }
 
   function setStatus(ok, text) {
@@ -197,6 +206,8 @@
     });
     el.series.addEventListener("change", showChosen);
     window.addEventListener("resize", showChosen);
+    // every select's tooltip is its chosen label (a closed select cuts a long one: "Auto (fas…")
+    document.addEventListener("change", (e) => { if (e.target instanceof HTMLSelectElement) titleSelects(); });
     el.mode.addEventListener("change", onOptionsChanged);
     el.model.addEventListener("change", onOptionsChanged);
     el.scale.addEventListener("click", (e) => {
