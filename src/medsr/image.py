@@ -221,6 +221,13 @@ class MedImage:
             self, array=arr, spacing=spacing, affine=affine, history=history, meta=meta
         )
 
+    def _time_summary(self) -> dict[str, Any]:
+        labels = [str(v) for v in self.meta.get("time_points") or [] if v]
+        out: dict[str, Any] = {"time_points": int(self.array.shape[0])}
+        if len(labels) == out["time_points"] and labels:
+            out["time_span"] = f"{labels[0]} … {labels[-1]}" if len(labels) > 1 else labels[0]
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Non-identifying description (for ``medsr info``, logs and reports).
 
@@ -245,6 +252,9 @@ class MedImage:
             "shape_zyx": list(self.spatial_shape),
             "channels": self.channels or "gray",
             "num_channels": self.num_channels,
+            # an image over time: how many time points, and what the first and last are (a
+            # DICOM cine's "cardiac phase 1 (trigger time ~18 ms)")
+            **(self._time_summary() if self.channels == "time" else {}),
             "spacing_mm_zyx": [round(s, 6) for s in (between, *self.spacing[1:])],
             # a tilted-gantry stack: the step along the slices' line, longer than their distance
             **({"slice_step_mm": round(self.spacing[0], 6)} if between != self.spacing[0] else {}),

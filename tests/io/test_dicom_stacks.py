@@ -436,7 +436,20 @@ def test_a_cine_is_read_whole_over_time(dicom_corpus, tmp_path):
         40 * k + 7 * p for k in range(3) for p in range(4)
     ]
     assert len(image.meta["source_positions"]) == 12
-    assert image.meta["time_points"][1].endswith("cardiac phase 2 (trigger time ~50 ms)")
+    # what tells the phases apart, not the words they share ("echo 1, cardiac phase 2 …")
+    assert image.meta["time_points"][1] == "cardiac phase 2 (trigger time ~50 ms)"
+    summary = image.summary()  # what `medsr info` prints: how many phases, which
+    assert summary["time_points"] == 3
+    assert summary["time_span"] == (
+        "cardiac phase 1 (trigger time ~10 ms) … cardiac phase 3 (trigger time ~90 ms)"
+    )
+    # without a choice the refusal says that all phases can be read together
+    with pytest.raises(SeriesMismatchError) as refused:
+        read_dicom(folder)
+    assert str(refused.value).endswith(
+        f"Choose one with --series {key}:N (Python: series_uid='{key}:N'), or all 3 cardiac "
+        f"phases as one image over time with --series {key}:all"
+    )
     np.testing.assert_array_equal(read_dicom(folder, series_uid=":all").array, image.array)
     with pytest.raises(SeriesMismatchError, match="is one file: ':all' reads"):
         read_dicom(folder / "IM0001.dcm", series_uid=":all")
@@ -461,6 +474,9 @@ def test_echoes_localizers_and_one_volume_are_no_series_over_time(ct_template, t
     assert "cannot be read as one series over time (':all'): its stacks differ by echo" in lines[0]
     assert f"choose one with --series {key}:N" in lines[0]
     assert not (tmp_path / "out").exists()
+    with pytest.raises(SeriesMismatchError) as refused:  # echoes: no choice of all of them
+        read_dicom(folder)
+    assert str(refused.value).endswith(f"(Python: series_uid='{key}:N')")
 
     uid = generate_uid()
     scout = _stack(ct_template, uid, 1, level=3000, first=90)

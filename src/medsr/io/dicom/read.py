@@ -73,6 +73,7 @@ from medsr.io.dicom.pixels import (
 from medsr.io.dicom.stacks import (
     ALL_STACKS,
     Stack,
+    _differ,
     choose_stack,
     drop_duplicate_instances,
     quiet_stacks,
@@ -1111,8 +1112,10 @@ def _read_over_time(
     notes = [w for phase in phases for w in phase.meta.get("header_warnings") or []]
     meta["header_warnings"] = list(dict.fromkeys(notes))
     meta["lossy"] = next((p.meta["lossy"] for p in phases if p.meta.get("lossy")), None)
+    apart = _differ([s.labels for s in stacks])  # the words that differ: not "echo 1" in each
     meta["time_points"] = [
-        ", ".join(f"{word} {value}" for word, value in s.labels.items() if value) for s in stacks
+        ", ".join(f"{word} {s.labels[word]}" for word in apart if s.labels.get(word))
+        for s in stacks
     ]
     return first.replace(
         array=np.stack([phase.array for phase in phases]),

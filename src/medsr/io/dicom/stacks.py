@@ -434,10 +434,24 @@ def choose_stack(
         )
         warnings.warn(note, MedSRWarning, stacklevel=3)
         return main.members, note
+    try:  # time points or cardiac phases: the choice of all of them together is said too
+        over_time, _ = time_stacks_beside(stacks, uid, folder)
+    except SeriesMismatchError:
+        together = ""
+    else:
+        kind = _time_kind(over_time)
+        together = (
+            f", or all {len(over_time)} {kind} as one image over time with --series {key}:all"
+        )
     raise SeriesMismatchError(
         f"series {key} holds {len(stacks)} stacks of images, not one volume: {listing}. "
-        f"Choose one with --series {key}:N (Python: series_uid='{key}:N')"
+        f"Choose one with --series {key}:N (Python: series_uid='{key}:N'){together}"
     )
+
+
+def _time_kind(stacks: list[Stack]) -> str:
+    """What the stacks of a series over time are called: cardiac phases, or time points."""
+    return "cardiac phases" if any(s.labels.get("cardiac phase") for s in stacks) else "time points"
 
 
 def _differ(labels: list[dict[str, str]], words: Iterable[str] | None = None) -> list[str]:
