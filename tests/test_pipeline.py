@@ -1001,6 +1001,77 @@ def test_each_time_point_gets_its_own_detail_checks(given):
     assert "self-check alpha -1.76 at time point 3 of 3" in summary_text(summary)
 
 
+def test_each_time_point_gets_its_own_maps_and_statistics(tmp_path, mr_weights):
+    """``medsr upscale cine.nii.gz out.nii.gz --maps maps/`` of a 4-D NIfTI whose phases differ
+    in range and noise: each map is 4-D, and each phase's map (consistency, uncertainty, error
+    bound) and its records in summary.json (``time_points`` of the uncertainty map, the
+    consistency error, the error bound, the OOD check) are those of that phase upscaled on its
+    own. The maps were one 3-D map, the mean over the phases (a quiet phase got the noisy
+    one's spread), the statistics and the bound's k over the whole series. (The detail checks,
+    whose gains scale each phase's spread, are off: a random network's detail is scaled to 0.)"""
+    import nibabel as nib
+
+    from medsr.inference.planes import PlaneUpscaler
+    from medsr.pipeline import upscale_file
+    from medsr.safeguards.maps import _jsonable
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    base = np.sin(yy / 5.0) * np.cos(xx / 4.3) + ((yy // 6 + xx // 9) % 2)
+    series = np.stack(
+        [
+            100 + 40 * base + rng.normal(0, 1, base.shape),
+            900 + 300 * base + rng.normal(0, 30, base.shape),  # brighter, noisier
+            20 + 5 * base + rng.normal(0, 3, base.shape),
+        ]
+    )[:, None].astype(np.float32)  # (T, Z, Y, X)
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(series.T, affine), tmp_path / "cine.nii.gz")
+    maps = tmp_path / "maps"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        upscale_file(
+            tmp_path / "cine.nii.gz", tmp_path / "x2.nii.gz", model=str(mr_weights), scale=2,
+            maps_dir=maps, self_check=False,
+        )  # fmt: skip
+    summary = json.loads((maps / "summary.json").read_text())
+    names = ("consistency", "uncertainty", "error_bound")
+    whole = {m: medsr.load_image(maps / f"{m}.nii.gz") for m in names}
+    for m, image in whole.items():  # NIfTI (X, Y, Z, T): the image's own grid over time
+        assert image.channels == "time" and image.array.shape == (3, 1, 64, 64), m
+    up = PlaneUpscaler(str(mr_weights), 2)
+    spreads = []
+    for t in range(3):  # each phase on its own, as its 3-D NIfTI reads
+        nib.save(nib.Nifti1Image(series[t].T, affine), tmp_path / f"phase{t}.nii.gz")
+        phase = medsr.load_image(tmp_path / f"phase{t}.nii.gz")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            own, alone = upscale_with_safeguards(phase, 2, up, warn=False, self_check=False)
+        alone = json.loads(json.dumps(alone, default=_jsonable))
+        for m in names:
+            np.testing.assert_allclose(whole[m].array[t], own.meta["maps"][m], rtol=1e-6, atol=1e-6)
+        spreads.append(float(own.meta["maps"]["uncertainty"].max()))
+        assert summary["uncertainty"]["map"]["time_points"][t] == alone["uncertainty"]["map"]
+        assert summary["error_bound"]["time_points"][t] == alone["error_bound"]
+        assert summary["ood"]["time_points"][t] == alone["ood"]
+        each = summary["consistency"]["time_points"][t]
+        assert each == {k: v for k, v in alone["consistency"].items() if k in each}
+    assert spreads[1] > 5 * max(spreads[0], spreads[2])  # three phases, three maps
+    # at the top, the phase whose bound / spread / error is widest relative to its range
+    for top, p99 in (
+        (summary["error_bound"], lambda r: r["map"]["p99_rel"]),
+        (summary["uncertainty"]["map"], lambda r: r["p99_rel"]),
+        (summary["consistency"], lambda r: r["error"]["p99_rel"]),
+    ):
+        worst = max(range(3), key=lambda t: p99(top["time_points"][t]))
+        assert top["time_point"] == worst
+        assert p99(top) == p99(top["time_points"][worst])
+    each = summary["consistency"]["time_points"]
+    assert summary["consistency"]["exceeded_time_points"] == [
+        t for t in range(3) if each[t]["exceeded"]
+    ]
+
+
 def test_the_through_plane_step_works_out_the_input_no_data_once(monkeypatch):
     """Every step of a through-plane run (the upscale, its consistency check and map, the
     summary, the error bound's calibration and spread) takes the input's no-data mask worked out

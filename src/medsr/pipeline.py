@@ -234,7 +234,7 @@ def judge_consistency(
     cons: dict[str, Any],
     measured: MedImage,
     err: np.ndarray,
-    rng: float,
+    rng: float | list[float],
     *,
     threshold: float,
     relative: float | None,
@@ -248,31 +248,82 @@ def judge_consistency(
     that hold data (``over``, when some hold none), the bicubic reference's p99 when the
     output's exceeds ``threshold`` (``reference()`` builds that reference only then), and
     whether it is ``exceeded``. Returns the finding (a :class:`ConsistencyWarning`'s text) when
-    it is, else None. Every in-plane path (a model's, zero-shot) judges its output here."""
+    it is, else None. Every in-plane path (a model's, zero-shot) judges its output here.
+
+    An image over time (``rng``: one per time point, each time point's own range): each time
+    point judged on its own (``time_points``, each what that time point run on its own
+    records), at the top the one that disagrees most (exceeded first, then the highest p99:
+    ``time_point``), ``exceeded_time_points`` those that exceed."""
     no_data = no_data_mask(measured)  # their error is 0: no evidence of agreement
     held = None if no_data is None else ~no_data.reshape(err.shape)
-    if held is not None:
-        cons["over"] = f"the {int(held.sum())} input pixels that hold data"
-    if err_before is not None:
-        cons["error_before"] = _error_stats(err_before, rng, threshold, measured.units, held)
-    cons["error"] = _error_stats(err, rng, threshold, measured.units, held)
-    p99 = float(cons["error"]["p99_rel"])
-    base = None
-    if relative and p99 > threshold:  # only then is the bicubic reference needed
-        ref_err = np.abs(consistency_error(reference(), measured, meas, scale))
-        base = float(np.percentile(ref_err if held is None else ref_err[held], 99)) / rng
-        cons["bicubic_p99_rel"] = round(base, 6)
-    cons["relative"] = relative
-    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
+    refs: list[np.ndarray] = []
+
+    def reference_error() -> np.ndarray:  # |D(bicubic) − measured|, built once when needed
+        if not refs:
+            refs.append(np.abs(consistency_error(reference(), measured, meas, scale)))
+        return refs[0]
+
+    if not isinstance(rng, list):
+        _judged(
+            cons, err, err_before, held, rng, threshold, relative, measured.units, reference_error
+        )
+    else:
+        records = []
+        for t, r in enumerate(rng):
+            record: dict[str, Any] = {}
+            _judged(
+                record, err[t], None if err_before is None else err_before[t],
+                None if held is None else held[t], r, threshold, relative, measured.units,
+                lambda t=t: reference_error()[t],  # type: ignore[misc]
+            )  # fmt: skip
+            records.append(record)
+        worst = _worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"]))
+        cons.update(worst)
+        cons["exceeded_time_points"] = [t for t, r in enumerate(records) if r["exceeded"]]
     if not cons["exceeded"]:
         return None
+    p99, base = float(cons["error"]["p99_rel"]), cons.get("bicubic_p99_rel")
     extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
+    which = ""
+    if isinstance(rng, list):
+        each = cons["exceeded_time_points"]
+        words = ", ".join(str(t + 1) for t in each)
+        which = f" at time point{'s' if len(each) > 1 else ''} {words} of {len(rng)}"
+        if len(each) > 1:
+            which += f" (the worst, {cons['time_point'] + 1}:)"
     return (
-        f"the upscaled image disagrees with the input: 99th percentile of "
+        f"the upscaled image disagrees with the input{which}: 99th percentile of "
         f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {measured.units} "
         f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
         f"for the assumed degradation {meas.describe()}"
     )
+
+
+def _judged(
+    cons: dict[str, Any],
+    err: np.ndarray,
+    err_before: np.ndarray | None,
+    held: np.ndarray | None,
+    rng: float,
+    threshold: float,
+    relative: float | None,
+    units: str,
+    reference_error: Callable[[], np.ndarray],
+) -> None:
+    """:func:`judge_consistency`'s record of one volume into ``cons``."""
+    if held is not None:
+        cons["over"] = f"the {int(held.sum())} input pixels that hold data"
+    if err_before is not None:
+        cons["error_before"] = _error_stats(err_before, rng, threshold, units, held)
+    cons["error"] = _error_stats(err, rng, threshold, units, held)
+    p99 = float(cons["error"]["p99_rel"])
+    base = None
+    if relative and p99 > threshold:  # only then is the bicubic reference needed
+        ref_err = reference_error()
+        base = float(np.percentile(ref_err if held is None else ref_err[held], 99)) / rng
+        cons["bicubic_p99_rel"] = round(base, 6)
+    cons["relative"] = relative
+    cons["exceeded"] = consistency_exceeded(p99, base, threshold, relative)
 
 
 def physics_from_header(image: MedImage) -> tuple[Measurement | None, str]:
@@ -607,6 +658,55 @@ def _which_time_points(record: dict[str, Any]) -> str:
     return f" (time point{'s' if len(applied) > 1 else ''} {words} of {len(each)})"
 
 
+def _worst_of(
+    records: list[dict[str, Any]], score: Callable[[dict[str, Any]], Any]
+) -> dict[str, Any]:
+    """The record of a statistic of an image over time from its time points' own
+    (``time_points``, each what that time point run on its own records): at the top that of
+    the time point whose ``score`` is highest (``time_point``, from 0)."""
+    worst = max(range(len(records)), key=lambda t: score(records[t]))
+    return {**records[worst], "time_point": worst, "time_points": records}
+
+
+def _map_summary(
+    values: np.ndarray,
+    none: np.ndarray | None,
+    rng: float | list[float],
+    threshold: float,
+    units: str,
+) -> dict[str, Any]:
+    """:func:`summarize_map` of a map over the voxels that hold data (``none``: those kept
+    exact); an image over time's ``(T, Z, Y, X)`` map (``rng``: one per time point): each time
+    point's, the one whose p99 is highest at the top (:func:`_worst_of`)."""
+    if not isinstance(rng, list):
+        return summarize_map(
+            values if none is None else values[~none],
+            data_range=rng, threshold_rel=threshold, units=units,
+        )  # fmt: skip
+    records = [
+        summarize_map(
+            values[t] if none is None else values[t][~none[t]],
+            data_range=r,
+            threshold_rel=threshold,
+            units=units,
+        )
+        for t, r in enumerate(rng)
+    ]
+    return _worst_of(records, lambda r: r["p99_rel"])
+
+
+def _scaled_spread(std: np.ndarray, gain: float | list[float | None]) -> np.ndarray:
+    """An uncertainty map scaled as the detail is by ``gain`` (:func:`_gains`); an image over
+    time's ``(T, Z, Y, X)`` map each time point by its own gain (kept where ``None``)."""
+    if isinstance(gain, list) and std.ndim == 4:
+        out = std.copy()
+        for t, g in enumerate(gain):
+            if g is not None:
+                out[t] = std[t] * g
+        return out
+    return (std * _std_gain(gain)).astype(np.float32)
+
+
 def calibrate_error_bound(
     image: MedImage,
     upscaler: Any,
@@ -634,30 +734,49 @@ def calibrate_error_bound(
         tta=bool(upscaler.loaded.learned), degradation=physics, ood=False, warn=False,
         iterations=iterations, tol=tol, self_check=self_check, error_bound=False,
     )  # fmt: skip
+    over_time = image.channels == "time"
     std = (sr.meta.get("maps") or {}).get("uncertainty")
     if std is None:  # an interpolator's spread is 0 (flip/rotation-equivariant)
-        std = np.zeros(sr.array.shape[-3:], dtype=np.float32)
-    error = np.abs(sr.channel_first() - down.small.channel_first()).mean(axis=0)  # (Z, Y, X)
-    keep = np.zeros(error.shape, dtype=bool)
+        std = np.zeros(sr.array.shape if over_time else sr.array.shape[-3:], dtype=np.float32)
     c = 2 * s  # the degradation's edge handling, not the model
-    keep[..., c:-c, c:-c] = True
-    if down.padding is not None:
-        keep &= ~down.padding.any(axis=0)
-    noise = image_noise(down.lower.channel_first())
-    factor = calibration_factor(error, std, noise, keep, COVERAGE)
-    if factor is None:
-        return {"calibrated": False, "reason": "no pixel to calibrate on one scale down"}
-    return {
-        "calibrated": True,
-        "coverage": COVERAGE,
-        "factor": round(factor, 6),
-        "calibration": {
-            "degradation": down.kind,
-            "planes": f"{down.planes} of {image.array.shape[-3]}",
-            "region": list(down.region),
-            "pixels": int(keep.sum()),
-        },
-    }
+
+    def calibrated(
+        error: np.ndarray, spread: np.ndarray, lower: np.ndarray, pad: np.ndarray | None
+    ) -> dict[str, Any]:  # one volume's k: (Z, Y, X) error and spread, (C, Z, y, x) lower
+        keep = np.zeros(error.shape, dtype=bool)
+        keep[..., c:-c, c:-c] = True
+        if pad is not None:
+            keep &= ~pad.any(axis=0)
+        noise = image_noise(lower)
+        factor = calibration_factor(error, spread, noise, keep, COVERAGE)
+        if factor is None:
+            return {"calibrated": False, "reason": "no pixel to calibrate on one scale down"}
+        return {
+            "calibrated": True,
+            "coverage": COVERAGE,
+            "factor": round(factor, 6),
+            "calibration": {
+                "degradation": down.kind,
+                "planes": f"{down.planes} of {image.array.shape[-3]}",
+                "region": list(down.region),
+                "pixels": int(keep.sum()),
+            },
+        }
+
+    if not over_time:
+        error = np.abs(sr.channel_first() - down.small.channel_first()).mean(axis=0)  # (Z, Y, X)
+        return calibrated(error, std, down.lower.channel_first(), down.padding)
+    # an image over time: each time point's k, from its own error, spread and noise
+    records = [
+        calibrated(
+            np.abs(sr.array[t] - down.small.array[t]),
+            std[t],
+            down.lower.array[t][None],
+            None if down.padding is None else down.padding[t][None],
+        )
+        for t in range(image.array.shape[0])
+    ]
+    return {"calibrated": any(r["calibrated"] for r in records), "time_points": records}
 
 
 def _error_bound(
@@ -669,7 +788,7 @@ def _error_bound(
     self_check: bool,
     iterations: int,
     tol: float,
-    rng: float,
+    rng: float | list[float],
     threshold: float,
     pad: np.ndarray | None,
     none: np.ndarray | None,
@@ -677,7 +796,10 @@ def _error_bound(
     """The ``error_bound`` map of an output whose uncertainty map is ``std`` and its summary
     (:func:`calibrate_error_bound`); ``(None, why)`` when it cannot be calibrated. ``pad``: the
     input's no-data mask (:func:`no_data_mask`), ``none`` the output pixels of its no-data
-    pixels (:func:`_output_no_data`): kept exact in the output, so their bound is 0."""
+    pixels (:func:`_output_no_data`): kept exact in the output, so their bound is 0. An image
+    over time (``rng``: one per time point): each time point's bound with its own ``k`` and
+    noise, ``(T, Z, Y, X)`` (NaN — no map — for a time point that cannot be calibrated), and
+    its record in ``time_points`` (at the top the one whose bound's p99 is highest)."""
     from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
 
     info = calibrate_error_bound(
@@ -686,28 +808,48 @@ def _error_bound(
     )  # fmt: skip
     if not info.get("calibrated"):
         return None, info
-    noise = image_noise(image.channel_first(), None if pad is None else ~pad)
-    bound = error_bound(std, noise, float(info["factor"]))
-    return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
+    if not isinstance(rng, list):
+        noise = image_noise(image.channel_first(), None if pad is None else ~pad)
+        bound = error_bound(std, noise, float(info["factor"]))
+        return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
+    full = np.full(std.shape, np.nan, dtype=np.float32)
+    records = []
+    for t, record in enumerate(info["time_points"]):
+        if record.get("calibrated"):
+            noise = image_noise(image.array[t][None], None if pad is None else ~pad[t][None])
+            bound = error_bound(std[t], noise, float(record["factor"]))
+            own = None if none is None else none[t]
+            record = bound_summary(record, bound, noise, own, rng[t], threshold, image.units)
+            full[t] = bound
+        records.append(record)
+    return full, _worst_of(
+        records, lambda r: (r.get("calibrated", False), (r.get("map") or {}).get("p99_rel", 0))
+    )
 
 
-def _output_no_data(pad: np.ndarray | None, scale: int) -> np.ndarray | None:
+def _output_no_data(
+    pad: np.ndarray | None, scale: int, over_time: bool = False
+) -> np.ndarray | None:
     """The ``(Z, Y·s, X·s)`` output pixels of the input's no-data pixels ``pad`` (``(C, Z, Y,
-    X)``, :func:`no_data_mask`; where no channel holds data), which the output keeps exact."""
+    X)``, :func:`no_data_mask`; where no channel holds data), which the output keeps exact;
+    ``over_time``: an image over time's, each time point's own ``(T, Z, Y·s, X·s)``."""
     from medsr.io.padding import block_mask
 
-    return None if pad is None else block_mask(np.asarray(pad.all(axis=0)), scale)
+    if pad is None:
+        return None
+    return block_mask(np.asarray(pad if over_time else pad.all(axis=0)), scale)
 
 
 def _consistency_map(
     err: np.ndarray, image: MedImage, scale: int, pad: np.ndarray | None
 ) -> np.ndarray:
     """``|err|`` (the consistency error on the input grid) as a ``(Z, Y·s, X·s)`` float32 map on
-    the output grid, each input pixel's value over its block; for a colour image or a series the
-    mean over the channels/frames that hold data at each pixel (``pad``: the input's no-data
-    mask): a frame with none there has no error there, not an error of 0 (:func:`mean_over_held`)."""
+    the output grid, each input pixel's value over its block; for a colour image the mean over
+    the channels that hold data at each pixel (``pad``: the input's no-data mask): a channel
+    with none there has no error there, not an error of 0 (:func:`mean_over_held`). An image
+    over time: ``(T, Z, Y·s, X·s)``, each time point's own."""
     cmap = np.abs(err)
-    if image.channels:
+    if image.channels == "RGB":
         cmap = mean_over_held(cmap, pad)
     return np.repeat(np.repeat(cmap, scale, axis=-2), scale, axis=-1).astype(np.float32)
 
@@ -1073,7 +1215,10 @@ def upscale_with_safeguards(
             ``"off"`` only measures; ``"auto"`` (default) projects when the physics is known
             (``degradation`` given, or read from the header). Booleans are accepted.
         maps: attach ``meta["maps"]`` = ``{"consistency": |D(SR) − input| replicated onto the
-            output grid, "uncertainty": TTA std}``, each ``(Z, Y, X)`` in the image's units.
+            output grid, "uncertainty": TTA std}``, each ``(Z, Y, X)`` in the image's units;
+            an image over time (``channels="time"``): ``(T, Z, Y, X)``, each time point's maps
+            and their statistics (``time_points`` in the summary) as that time point run on
+            its own gets them.
         tta: compute the uncertainty map (8× the model's run time); without it no uncertainty.
         degradation: the physics the user states (:func:`resolve_physics`): ``None``/``"none"``
             unknown — the check then assumes the model card's degradation or the modality
@@ -1149,7 +1294,17 @@ def upscale_with_safeguards(
     else:
         meas, source = assumed_degradation(None, card, scale, image.modality)
     project = setting == "on" or (setting == "auto" and physics is not None)
-    rng = _data_range(image)
+    # the input's no-data pixels, once for the ranges, summaries and maps below: their output
+    # pixels are kept exact, so no statistic of a map counts them
+    pad = no_data_mask(image)
+    rng = _data_range(image, pad)
+    over_time = image.channels == "time"
+    # an image over time: each time point's statistics relative to its own range
+    rngs: float | list[float] = (
+        [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
+        if over_time
+        else rng
+    )
     # the consistency error's summary (and the warning) from a bounded sample of planes; a map
     # needs them all
     nz, h, w = image.array.shape[-3:]
@@ -1190,7 +1345,7 @@ def upscale_with_safeguards(
             MedSRWarning,
         )
     ood_result: dict[str, Any] = (
-        check_distribution(image, card, warn=False) if ood else {"checked": False}
+        check_distribution(image, card, warn=False, no_data=pad) if ood else {"checked": False}
     )
     if ood_result.get("flag"):
         reasons = "; ".join(ood_result["reasons"])
@@ -1240,7 +1395,7 @@ def upscale_with_safeguards(
         if gain is not None:
             sr = _shrink_detail(image, sr, upscaler, gain, over)
             if std is not None:
-                std = (std * _std_gain(gain)).astype(np.float32)
+                std = _scaled_spread(std, gain)
     else:  # one pass: the base kept for the consistency reference when it is small enough
         keep = (
             bool(relative)
@@ -1289,7 +1444,7 @@ def upscale_with_safeguards(
             assert blend is not None
             sr = _blend_with_peer(image, sr, upscaler, blend, full["over"], peer)
             if std is not None:
-                std = (std * _std_gain(blend)).astype(np.float32)
+                std = _scaled_spread(std, blend)
             errors.clear()  # the blend's error, not the model's (not computed when unused)
         check["full_scale"] = full
     err_before = error_of_sr()
@@ -1307,7 +1462,7 @@ def upscale_with_safeguards(
     else:
         err = err_before
     disagrees = judge_consistency(
-        cons, measured, err, rng, threshold=threshold, relative=relative, meas=meas,
+        cons, measured, err, rngs, threshold=threshold, relative=relative, meas=meas,
         scale=scale, reference=lambda: _bicubic_reference(measured, upscaler, job),
         err_before=err_before if project else None,
     )  # fmt: skip
@@ -1316,17 +1471,13 @@ def upscale_with_safeguards(
         flag(disagrees, ConsistencyWarning)
 
     unc: dict[str, Any] = dict(unc_info)
-    # the input's no-data pixels, once for the summaries and maps below: their output pixels are
-    # kept exact (none), so no statistic of a map counts them
-    pad = no_data_mask(image) if (std is not None or maps) else None
-    none = _output_no_data(pad, scale) if std is not None or (maps and error_bound) else None
-    if std is not None:
-        unc["map"] = summarize_map(
-            std if none is None else std[~none],
-            data_range=rng,
-            threshold_rel=uncertainty_threshold,
-            units=image.units,
-        )
+    none = (
+        _output_no_data(pad, scale, over_time)
+        if std is not None or (maps and error_bound)
+        else None
+    )
+    if std is not None:  # an image over time: each time point's (its map is its own)
+        unc["map"] = _map_summary(std, none, rngs, uncertainty_threshold, image.units)
     summary: dict[str, Any] = {
         "model": card.get("name", str(model)),
         "scale": scale,
@@ -1346,11 +1497,11 @@ def upscale_with_safeguards(
     # an interpolator is flip/rotation-equivariant: its spread is 0 without running it 8 times
     spread = std
     if spread is None and not upscaler.loaded.learned:
-        spread = np.zeros(sr.array.shape[-3:], dtype=np.float32)
+        spread = np.zeros(sr.array.shape if over_time else sr.array.shape[-3:], np.float32)
     if maps and error_bound and spread is not None:
         t3 = time.perf_counter()
         bound, summary["error_bound"] = _error_bound(
-            image, spread, upscaler, physics, setting, self_check, iterations, tol, rng,
+            image, spread, upscaler, physics, setting, self_check, iterations, tol, rngs,
             uncertainty_threshold, pad, none,
         )  # fmt: skip
         summary["timing_ms"]["error_bound"] = round((time.perf_counter() - t3) * 1000, 1)
@@ -1358,7 +1509,7 @@ def upscale_with_safeguards(
     meta.pop("consistency", None)
     if maps:
         cmap = _consistency_map(err, image, scale, pad)
-        if image.channels:  # one map for a colour image or series: what its statistics are not
+        if image.channels == "RGB":  # one map for a colour image: what its statistics are not
             cons["map"] = (
                 f"the mean of |error| over the {_channel_word(image)} that hold data at each "
                 "pixel (the statistics: over every one)"
@@ -1993,7 +2144,12 @@ def zero_shot_checked(
     scale = check_scale(scale)
     meas, source = assumed_degradation(None, {}, scale, image.modality)
     project = setting == "on"
-    rng = _data_range(image)
+    pad = no_data_mask(image)
+    rng: float | list[float] = (  # an image over time: each time point's own
+        [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
+        if image.channels == "time"
+        else _data_range(image, pad)
+    )
     t0 = time.perf_counter()
     # the summary from a bounded sample of planes (as a model's check); a map needs them all
     nz, h, w = image.array.shape[-3:]
@@ -2075,7 +2231,7 @@ def zero_shot_checked(
     meta = {k: v for k, v in result.meta.items() if k != "consistency"}
     meta["safeguards"] = summary
     if maps:
-        cmap = _consistency_map(err, image, scale, no_data_mask(image) if image.channels else None)
+        cmap = _consistency_map(err, image, scale, pad)
         meta["maps"] = {**(meta.get("maps") or {}), "consistency": cmap}
     result = result.replace(meta=meta)
     record = provenance(

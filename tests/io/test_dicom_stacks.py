@@ -4,6 +4,7 @@ series' UID, echoes and time points at the same positions, the same instance exp
 from __future__ import annotations
 
 import copy
+import json
 import warnings
 from pathlib import Path
 
@@ -542,11 +543,14 @@ def test_a_cine_is_upscaled_through_plane_into_one_series(dicom_corpus, tmp_path
 
 
 def test_a_cine_is_upscaled_in_plane_into_one_series_with_its_maps(dicom_corpus, tmp_path):
-    """In-plane (``medsr.upscale_file(..., series_uid="KEY:all")``, as ``medsr upscale``): one
-    series of 3 phases × 4 slices at 32×32, each slice at its own source slice's position with
-    that slice's TriggerTime; the same image written as NIfTI is 4-D. A trust map (one over
-    all phases, as ``--maps`` makes) is a DICOM series of 4 slices whose headers name no phase
-    (no TriggerTime), not one with phase 1's times."""
+    """In-plane (``medsr.upscale_file(..., series_uid="KEY:all", maps_dir=...)``, as ``medsr
+    upscale --series KEY:all --maps``): one series of 3 phases × 4 slices at 64×64, each slice
+    at its own source slice's position with that slice's TriggerTime; the same image written
+    as NIfTI is 4-D. Each trust map is one derived series over time as the image is (3 × 4
+    instances, each phase's TriggerTime), read back with ``:all`` as each phase's own map —
+    that phase's ``KEY:N`` run's; it was one series of 4 slices, the mean over the phases,
+    headed by phase 1 without its times. A map made from all phases at once (3-D) is still a
+    series of 4 slices whose headers name no phase (no TriggerTime)."""
     import pydicom
 
     import medsr
@@ -554,23 +558,48 @@ def test_a_cine_is_upscaled_in_plane_into_one_series_with_its_maps(dicom_corpus,
 
     template = pydicom.dcmread(dicom_corpus("MR_small.dcm"))
     times = [[40 * k + 7 * p for k in range(3)] for p in range(4)]
-    folder, key, _ = _cine(template, tmp_path / "cine", times)
+    folder, key, _ = _cine(template, tmp_path / "cine", times, size=32)
     out, maps = tmp_path / "x2", tmp_path / "maps"
-    medsr.upscale_file(folder, out, series_uid=f"{key}:all", model="bicubic", scale=2)
+    medsr.upscale_file(
+        folder, out, series_uid=f"{key}:all", model="bicubic", scale=2, maps_dir=tmp_path / "m"
+    )
     written = [pydicom.dcmread(f) for f in sorted(out.glob("*.dcm"))]
     assert len(written) == 12 and len({ds.SeriesInstanceUID for ds in written}) == 1
-    assert {(int(ds.Rows), int(ds.Columns)) for ds in written} == {(32, 32)}
+    assert {(int(ds.Rows), int(ds.Columns)) for ds in written} == {(64, 64)}
     # instance numbers as the source ran within each phase (the last position first)
     assert [float(ds.TriggerTime) for ds in written] == [
         times[p][k] for k in range(3) for p in (3, 2, 1, 0)
     ]
     assert [float(ds.ImagePositionPatient[2]) for ds in written] == [24, 16, 8, 0] * 3
     back = read_dicom(out, series_uid=":all")
-    assert back.array.shape == (3, 4, 32, 32)
+    assert back.array.shape == (3, 4, 64, 64)
     assert medsr.load_image(medsr.save_image(back, tmp_path / "cine.nii.gz")).array.shape == (
-        3, 4, 32, 32,
+        3, 4, 64, 64,
     )  # fmt: skip
-    write_maps({"consistency": np.ones((4, 32, 32), np.float32)}, maps, like=back)
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    bound = summary["error_bound"]
+    assert [r["calibrated"] for r in bound["time_points"]] == [True] * 3
+    medsr.upscale_file(  # phase 3 on its own (KEY:3)
+        folder, tmp_path / "p3", series_uid=f"{key}:3", model="bicubic", scale=2,
+        maps_dir=tmp_path / "m3",
+    )  # fmt: skip
+    for name in ("consistency", "error_bound"):
+        files = sorted((tmp_path / "m" / f"{name}_dicom").glob("*.dcm"))
+        series = [pydicom.dcmread(f) for f in files]
+        assert len(series) == 12 and len({ds.SeriesInstanceUID for ds in series}) == 1
+        assert sorted(float(ds.TriggerTime) for ds in series) == sorted(
+            t for phase in times for t in phase
+        )
+        whole = read_dicom(tmp_path / "m" / f"{name}_dicom", series_uid=":all")
+        nifti = medsr.load_image(tmp_path / "m" / f"{name}.nii.gz")
+        assert whole.channels == nifti.channels == "time"
+        assert whole.array.shape == nifti.array.shape == (3, 4, 64, 64)
+        # phase 3's map: that phase's own run's (as DICOM stores it, and as NIfTI does)
+        own = read_dicom(tmp_path / "m3" / f"{name}_dicom")
+        np.testing.assert_allclose(whole.array[2], own.array, rtol=1e-3, atol=1e-3)
+        own = medsr.load_image(tmp_path / "m3" / f"{name}.nii.gz")
+        np.testing.assert_allclose(nifti.array[2], own.array, rtol=1e-6, atol=1e-6)
+    write_maps({"consistency": np.ones((4, 64, 64), np.float32)}, maps, like=back)
     series = [pydicom.dcmread(f) for f in sorted((maps / "consistency_dicom").glob("*.dcm"))]
     assert len(series) == 4 and not any("TriggerTime" in ds for ds in series)
 

@@ -748,6 +748,15 @@ def test_a_cine_is_read_whole_and_returned_as_one_series(client, cine_zip_bytes,
         assert client.get(url).content == pngs[0].content  # the first by default
         r = client.get(f"{url}&time=3")
         assert r.status_code == 422 and "time must be between 0 and 2" in r.json()["detail"]
+    # each phase's trust maps (4-D), previewed phase by phase as the image: they were one map
+    # over all phases, the same picture for every time
+    assert "consistency" in job["maps"], job["maps"]
+    for name in job["maps"]:
+        url = f"{JOB}/{job['id']}/preview?which={name}&slice=1"
+        pngs = [client.get(f"{url}&time={t}") for t in range(3)]
+        assert [r.status_code for r in pngs] == [200] * 3, name
+        assert client.get(url).content == pngs[0].content
+        assert client.get(f"{url}&time=3").status_code == 422
     res = client.get(f"{JOB}/{job['id']}/result")
     with zipfile.ZipFile(io.BytesIO(res.content)) as zf:
         names = zf.namelist()

@@ -168,7 +168,8 @@ def tta_statistics(
     stochastic draws (from ``sampler(image)``, or repeated ``upscale``/``runner`` calls with
     fresh random seeds when ``stochastic`` — e.g. a diffusion model whose card says
     ``"stochastic": true``): ``std = sqrt(var_tta + var_samples)``. ``None`` when neither is
-    requested. ``info`` records the method, the number of transforms and, for draws,
+    requested. An image over time (``channels="time"``): ``(T, Z, Y, X)``, each time point's
+    own spread (that of the time point run on its own). ``info`` records the method, the number of transforms and, for draws,
     ``samples`` and ``sample_std_mean``/``sample_std_max`` (image units).
 
     Args:
@@ -263,7 +264,7 @@ def tta_statistics(
     if var is None:
         return identity, None, info
     std = np.sqrt(var).astype(np.float32)
-    if image.channels:  # over the channels/frames that hold data at each voxel (mean_over_held)
+    if image.channels == "RGB":  # over the channels that hold data at each voxel (mean_over_held)
         std = mean_over_held(std, padding_mask(identity))
     return identity, std, info
 
@@ -308,7 +309,8 @@ def _held_nowhere(image: MedImage) -> np.ndarray | None:
 def map_no_data(
     shape: tuple[int, ...], like: MedImage, measured: MedImage | None = None
 ) -> np.ndarray | None:
-    """Where a map of ``shape`` ``(Z, Y, X)`` beside ``like`` (the output) holds no data, or None:
+    """Where a map of ``shape`` ``(Z, Y, X)`` beside ``like`` (the output) holds no data, or None
+    (a map ``(T, Z, Y, X)`` of an image over time: that of each time point on its grid):
 
     * on ``like``'s grid, or on ``measured``'s (the input the output was made from: a map on the
       input grid, such as ``consistency_map(..., grid="lr")``), that image's record;
@@ -319,6 +321,11 @@ def map_no_data(
     * else None (a through-plane output's coarser map needs ``measured``: its record keeps an
       output slice only where the input slices on both sides held none)."""
     shape = tuple(int(n) for n in shape)
+    if len(shape) == 4:  # an image over time's map: each time point's own record
+        for image in (like, measured):
+            if image is not None and image.channels == "time" and image.array.shape == shape:
+                return nonfinite_mask(image)
+        return None
     for image in (like, measured):
         if image is not None and tuple(image.spatial_shape) == shape:
             return _held_nowhere(image)
@@ -341,15 +348,30 @@ def _map_image(
     a = np.asarray(arr, dtype=np.float32)
     if a.ndim == 2:
         a = a[None]
-    on_source = source is not None and a.shape == tuple(source.spatial_shape)
-    if not on_source and (a.ndim != 3 or a.shape[0] != base.spatial_shape[0]):
+    unmapped = None  # NaN: e.g. a time point whose error bound could not be calibrated
+    if not np.isfinite(a).all():
+        unmapped = ~np.isfinite(a)
+        a = np.where(unmapped, np.float32(0), a)
+    # an image over time's map: one per time point, (T, Z, Y, X) on its grid or its input's
+    over_time = a.ndim == 4 and any(
+        im is not None and im.channels == "time" and a.shape == im.array.shape
+        for im in (like, source)
+    )
+    if over_time:
+        a3 = a[0]
+        on_source = source is not None and a.shape == source.array.shape
+    else:
+        a3 = a
+        on_source = source is not None and a.shape == tuple(source.spatial_shape)
+    if not over_time and not on_source and (a.ndim != 3 or a.shape[0] != base.spatial_shape[0]):
         raise InvalidParameterError(
             f"map {name!r} has shape {a.shape}; expected (Z, Y, X) with Z={base.spatial_shape[0]}"
+            + (f" or {like.array.shape} (T, Z, Y, X)" if like.channels == "time" else "")
         )
-    if on_source and a.shape != base.spatial_shape:  # the input's grid (through-plane too)
+    if on_source and a3.shape != base.spatial_shape:  # the input's grid (through-plane too)
         geo = _gray_like(source) if source is not None else base
     else:
-        geo = base if a.shape == base.spatial_shape else base.resampled(a)
+        geo = base if a3.shape == base.spatial_shape else base.resampled(a3)
     key = name.removesuffix("_lr")
     what = MAP_DESCRIPTIONS.get(key, f"{name} map")
     # what its values are, in which units: a map of HU errors is not a CT (nor any) image
@@ -365,9 +387,10 @@ def _map_image(
     if dicom:
         from medsr.io.dicom.write import first_time_point
 
-        # a series over time (KEY:all) has one map, over all its time points: its headers are
-        # those of the first time point, without the times that say which one
-        header = first_time_point(like)
+        # a map of each time point of a series over time (KEY:all) is one series over time,
+        # as the image itself (each time point's headers, times included); a map made from all
+        # of them at once is headed by the first time point without the times that name it
+        header = like if over_time else first_time_point(like)
         meta = {
             k: v
             for k, v in header.meta.items()
@@ -396,12 +419,16 @@ def _map_image(
         if nonfinite is not None and nonfinite.shape == a.shape:
             meta["nonfinite_mask"] = nonfinite
     meta["derivation"] = derivation
+    if unmapped is not None:
+        recorded = meta.get("nonfinite_mask")
+        meta["nonfinite_mask"] = unmapped if recorded is None else (unmapped | recorded)
     return MedImage(
         array=a,
         spacing=geo.spacing,
         affine=geo.affine,
         modality=like.modality,
         units=like.units,
+        channels="time" if over_time else None,
         meta=meta,
         history=(*like.history, what),
     )
@@ -434,7 +461,9 @@ def write_maps(
 
     Args:
         maps: name → ``(Z, Y, X)`` array on the grid of ``like`` (or on a coarser grid of the
-            same field of view, e.g. the LR grid: the geometry follows from the shapes).
+            same field of view, e.g. the LR grid: the geometry follows from the shapes); for
+            an image over time (``channels="time"``) also ``(T, Z, Y, X)``, one map per time
+            point: a 4-D NIfTI, and a DICOM series over time as the image's own.
         out_dir: folder (created).
         like: the upscaled image the maps belong to (geometry, modality, units, DICOM headers).
         summary: the JSON summary (``upscale_with_safeguards``) to write as ``summary.json``.
@@ -461,7 +490,7 @@ def write_maps(
         if not str(name).replace("_", "").replace("-", "").isalnum():
             raise InvalidParameterError(f"map name {name!r} must be letters, digits, - or _")
         img = _map_image(str(name), arr, like, dicom=False, source=measured)
-        suffix = ".png" if img.spatial_shape[0] == 1 else ".nii.gz"
+        suffix = ".png" if img.spatial_shape[0] == 1 and not img.channels else ".nii.gz"
         # a PNG map's no data (the writer's NoDataStoredWarning): said once for all, below
         paths = [
             save_image(img, out / f"{name}{suffix}", overwrite=overwrite, no_data_warning=False)

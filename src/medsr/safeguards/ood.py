@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from medsr.image import MedImage
+from medsr.io.padding import COMPUTE, NoData, no_data_of
 
 __all__ = [
     "OutOfDistributionWarning",
@@ -119,16 +120,19 @@ def _widen(lo: float, hi: float) -> tuple[float, float]:
 
 
 def check_distribution(
-    image: MedImage, card: dict[str, Any], *, warn: bool = True
+    image: MedImage, card: dict[str, Any], *, warn: bool = True, no_data: NoData = COMPUTE
 ) -> dict[str, Any]:
     """Compare ``image`` with the training distribution recorded in the model ``card``.
 
     Returns ``{"checked", "flag", "reasons", "modality", "training_modalities",
     "normalised": {mean, std, p01, p99, frac_outside}}`` and, when ``warn`` and flagged, emits an
-    :class:`OutOfDistributionWarning`.
+    :class:`OutOfDistributionWarning`. ``no_data``: the image's
+    :func:`~medsr.io.padding.no_data_mask` where the caller has it. An image over time
+    (``channels="time"``): each time point checked on its own, as it is read alone (its own
+    normalisation: :meth:`~medsr.intensity.Normalizer.per_time_point`), in ``time_points``;
+    at the top the record of a flagged one (the most reasons) or else the first
+    (``time_point``), ``flag`` whether any is flagged (``flagged_time_points``).
     """
-    from medsr.intensity import Normalizer
-
     modality = (image.modality or "OT").upper()
     learned = card.get("kind") not in ("interpolator", "classical") and bool(
         card.get("architecture")
@@ -141,20 +145,56 @@ def check_distribution(
             "modality": modality,
             "note": "classical interpolator: no training distribution",
         }
+    # padding is not an intensity the model will see: left out (of the sample and of the
+    # normaliser's statistics)
+    pad = no_data_of(image, no_data)
+    if image.channels == "time":
+        records = [
+            _checked(image.array[t], None if pad is None else pad[t], image, card, modality)
+            for t in range(image.array.shape[0])
+        ]
+        flagged = [t for t, r in enumerate(records) if r["flag"]]
+        top = max(flagged, key=lambda t: len(records[t]["reasons"])) if flagged else 0
+        result = {
+            **records[top],
+            "time_point": top,
+            "flagged_time_points": flagged,
+            "time_points": records,
+        }
+    else:
+        result = _checked(
+            image.array, None if pad is None else (pad if image.channels else pad[0]),
+            image, card, modality,
+        )  # fmt: skip
+    if result["reasons"] and warn:
+        warnings.warn(
+            "out-of-distribution input for model "
+            f"{card.get('name', card.get('architecture'))!r}: " + "; ".join(result["reasons"]),
+            OutOfDistributionWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def _checked(
+    array: np.ndarray,
+    mask: np.ndarray | None,
+    image: MedImage,
+    card: dict[str, Any],
+    modality: str,
+) -> dict[str, Any]:
+    """:func:`check_distribution`'s record of one volume's ``array`` (of ``image``; ``mask``:
+    its no data, shaped alike), from an evenly spaced sample of at most ~500,000 of its pixels,
+    the measured finite ones kept (no copy of the image)."""
+    from medsr.intensity import Normalizer, resolve_spec
+
     trained = training_modalities(card)
     reasons: list[str] = []
     if trained and not _modality_seen(modality, trained):
         reasons.append(
             f"modality {modality} is not in the model's training data ({', '.join(trained)})"
         )
-    from medsr.io.padding import no_data_mask
-
-    # padding is not an intensity the model will see: left out (of the sample and of the
-    # normaliser's statistics) without copying the image — an evenly spaced sample of at most
-    # ~500,000 of its pixels, the measured finite ones kept
-    pad = no_data_mask(image)
-    mask = None if pad is None else (pad if image.channels else pad[0])
-    flat = image.array.reshape(-1)
+    flat = array.reshape(-1)
     step = max(1, flat.size // 500_000)
     sample = flat[::step]
     keep = np.isfinite(sample)
@@ -162,7 +202,8 @@ def check_distribution(
         keep &= ~mask.reshape(-1)[::step]
     sample = sample[keep]
     try:
-        norm = Normalizer.from_card(card, image, exclude=mask)
+        spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
+        norm = Normalizer.from_spec(spec, array, exclude=mask)
         z = norm.forward(sample).astype(np.float64)
     except (KeyError, ValueError, TypeError) as exc:
         z = sample.astype(np.float64)
@@ -198,7 +239,7 @@ def check_distribution(
                 f"normalised contrast (std {normalised['std']}) is outside the training range "
                 f"{stats['slice_std']} for {modality}"
             )
-    result = {
+    return {
         "checked": True,
         "flag": bool(reasons),
         "reasons": reasons,
@@ -207,11 +248,3 @@ def check_distribution(
         "training_stats": bool(stats),
         "normalised": normalised,
     }
-    if reasons and warn:
-        warnings.warn(
-            "out-of-distribution input for model "
-            f"{card.get('name', card.get('architecture'))!r}: " + "; ".join(reasons),
-            OutOfDistributionWarning,
-            stacklevel=2,
-        )
-    return result

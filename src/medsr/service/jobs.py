@@ -500,7 +500,9 @@ def _call(fn: Callable[..., MedImage], *args: Any, **kwargs: Any) -> MedImage:
 
 
 def _extract_maps(result: MedImage) -> dict[str, np.ndarray]:
-    """Optional per-voxel maps a method attached as ``meta["maps"]`` (name → array)."""
+    """Optional per-voxel maps a method attached as ``meta["maps"]`` (name → array):
+    ``(Z, Y, X)``, or ``(T, Z, Y, X)`` for an image over time (each time point's own map; the
+    preview's ``time`` picks one)."""
     raw = result.meta.get("maps")
     out: dict[str, np.ndarray] = {}
     if isinstance(raw, dict):
@@ -508,6 +510,6 @@ def _extract_maps(result: MedImage) -> dict[str, np.ndarray]:
             a = np.asarray(arr, dtype=np.float32)
             if a.ndim == 2:
                 a = a[None]
-            if a.ndim == 3 and str(name).replace("-", "").replace("_", "").isalnum():
+            if a.ndim in (3, 4) and str(name).replace("-", "").replace("_", "").isalnum():
                 out[str(name)] = a
     return out
