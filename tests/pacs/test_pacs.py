@@ -1234,7 +1234,8 @@ def test_upscale_all_with_maps_stores_one_map_series_over_time_per_map(orthanc, 
     assert code == 0 and out.startswith(f"exists {derived} "), (out, err)
     for name, map_uid in seen.items():
         label = name.replace("_", " ")
-        assert f"map series {series_key(map_uid)}" in err, err  # said, by its key
+        said = f"removing the earlier {label} map series {series_key(map_uid)}: 2 of 4 instances"
+        assert said in err, err
         assert f"{label} stored (series " in out, out
     maps = {r.series_uid: r for r in series_of(orthanc, study) if " map x2 " in r.description}
     assert len(maps) == 3 and not set(maps) & set(stored)
