@@ -1147,3 +1147,99 @@ def test_maps_ctrl_c_takes_back_the_run_and_a_rerun_adds_only_missing_maps(
         ("consistency", "stored"), ("uncertainty", "stored"), ("error_bound", "stored")
     ]  # fmt: skip
     assert len(series_of(orthanc, s["study"])) == before[0] + 3
+
+
+def _dynamic_series() -> tuple[str, str, list, list]:
+    """A dynamic CT series of 2 time points × 2 slices at the same positions, 32×32 (the
+    middle of CT_small: fast): study, series, the instances of time point 1 and of time point
+    2, each with its TemporalPositionIdentifier and TriggerTime."""
+    first = ct_series(2)
+    study, uid = str(first[0].StudyInstanceUID), str(first[0].SeriesInstanceUID)
+    second = ct_series(2, study=study)
+    for point, part in ((1, first), (2, second)):
+        for ds in part:
+            ds.SeriesInstanceUID, ds.TemporalPositionIdentifier = uid, point
+            ds.TriggerTime = f"{500 * (point - 1)}"
+            middle = ds.pixel_array[48:80, 48:80] + 40 * (point - 1)
+            ds.Rows, ds.Columns, ds.PixelData = 32, 32, middle.tobytes()
+    return study, uid, first, second
+
+
+def test_upscale_all_with_maps_stores_one_map_series_over_time_per_map(orthanc, tmp_path):
+    """``--series KEY:all --maps`` of a dynamic series (2 time points × 2 slices): one series
+    per trust map (not one per time point), each of 2 × 2 instances, each instance with its own
+    time point's TemporalPositionIdentifier and TriggerTime and referencing its own time
+    point's source instance; dciodvfy finds no error the source lacks; a rerun finds them
+    all. A map series stored by a medsr before maps over time (one series of the first time
+    point's instances only, without its times: the mean over the time points) is not taken for
+    the map over time: a rerun deletes it, says so, and stores the map series over time; the
+    derived series is reused."""
+    import copy
+
+    study, uid, first, second = _dynamic_series()
+    store(orthanc, first + second)
+    common = ("pacs", "upscale", "--url", orthanc.url, "--study", study, "--series",
+              f"{series_key(uid)}:all", "--model", "bicubic", "--maps", *auth_args())  # fmt: skip
+    code, out, err = invoke(*common)
+    assert code == 0 and out.startswith("stored "), (out, err)
+    derived = out.split()[1]
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    point_of = {str(ds.SOPInstanceUID): point for point, part in ((1, first), (2, second))
+                for ds in part}  # fmt: skip
+    maps = {r.series_uid: r for r in series_of(orthanc, study) if " map x2 " in r.description}
+    assert len(maps) == 3, [r.description for r in series_of(orthanc, study)]
+    source_file = tmp_path / "source.dcm"
+    second[0].save_as(source_file, enforce_file_format=True)
+    allowed = dciodvfy_errors(source_file)
+    seen, stored = {}, {}
+    for map_uid, row in maps.items():
+        meta = client.series_metadata(study, map_uid)
+        name = next(n for n, t in MAP_TYPES.items() if meta[0].ImageType[3] == t)
+        seen[name] = map_uid
+        assert row.instances == 4 and len(meta) == 4, name
+        by_source = {}
+        for ds in meta:
+            [ref] = ds.SourceImageSequence
+            source = str(ref.ReferencedSOPInstanceUID)
+            point = int(ds.TemporalPositionIdentifier)
+            assert float(ds.TriggerTime) == 500 * (point - 1), name
+            by_source[source] = point
+        assert by_source == point_of, name  # each instance from its own time point's source
+        stored[map_uid] = full = client.retrieve_series_datasets(study, map_uid)
+        late = next(ds for ds in full if int(ds.TemporalPositionIdentifier) == 2)
+        late.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / f"{name}.dcm") <= allowed, name
+        assert f"{name.replace('_', ' ')} stored (series {series_key(map_uid)})" in out
+    assert set(seen) == set(MAP_TYPES)
+
+    before = (instance_count(orthanc), len(series_of(orthanc, study)))
+    code, out, err = invoke(*common, "--json")
+    assert code == 0, err
+    [res] = json.loads(out)
+    assert res["status"] == "exists" and res["derived_series_uid"] == derived
+    assert {m["map"]: (m["series_uid"], m["status"], m["instances"]) for m in res["maps"]} == {
+        n: (u, "exists", 4) for n, u in seen.items()
+    }
+    assert (instance_count(orthanc), len(series_of(orthanc, study))) == before
+
+    # each map series as a medsr before maps over time stored it: the first time point's
+    # instances (the mean over the time points had its headers), without the times
+    for map_uid, full in stored.items():
+        assert client.delete_series(study, map_uid)
+        old = [copy.deepcopy(ds) for ds in full if int(ds.TemporalPositionIdentifier) == 1]
+        for ds in old:
+            del ds.TemporalPositionIdentifier, ds.TriggerTime
+        store(orthanc, old)
+    code, out, err = invoke(*common)
+    assert code == 0 and out.startswith(f"exists {derived} "), (out, err)
+    for name, map_uid in seen.items():
+        label = name.replace("_", " ")
+        said = f"removing the earlier {label} map series {series_key(map_uid)}: 2 of 4 instances"
+        assert said in err, err
+        assert f"{label} stored (series " in out, out
+    maps = {r.series_uid: r for r in series_of(orthanc, study) if " map x2 " in r.description}
+    assert len(maps) == 3 and not set(maps) & set(stored)
+    for map_uid, row in maps.items():
+        meta = client.series_metadata(study, map_uid)
+        assert row.instances == 4
+        assert sorted(int(ds.TemporalPositionIdentifier) for ds in meta) == [1, 1, 2, 2]

@@ -700,16 +700,21 @@ def _upscale_one(
 def _remove_incomplete(
     client: PacsClient, study: str, found: SeriesInfo, what: str, n: int, say: LogFn
 ) -> None:
-    """Delete an incomplete series of the same derivation an earlier run left (or raise)."""
+    """Delete a series of the same derivation an earlier run left with another number of
+    instances than this run's ``n`` (or raise): one stored incompletely, or one an older medsr
+    wrote otherwise (a trust map of an image over time was one series of the first time
+    point's slices, the mean over the time points). The progress line said "removing incomplete
+    earlier ... map series" of such a complete older map, and not how many instances it held."""
     # the progress line names it by its key (logs: hashed UIDs only); the error, which asks
     # the user to delete it on the PACS, by its UID when medsr made it (a derived series)
     shown = found.series_uid if what == "derived series" else uid_key(found.series_uid)
-    say(f"removing incomplete earlier {what} {uid_key(found.series_uid)}")
+    held = f"{found.instances} of {n} instances"
+    say(f"removing the earlier {what} {uid_key(found.series_uid)}: {held}; storing it again")
     if not client.delete_series(study, found.series_uid):
         raise PacsStoreError(
-            f"an incomplete {what} {shown} ({found.instances} of {n} instances) from an earlier "
-            f"run is in study {uid_key(study)} and the server does not allow deleting it: "
-            "delete it on the PACS, then run again",
+            f"an earlier {what} {shown} of the same derivation ({held}: incomplete, or from an "
+            f"older medsr) is in study {uid_key(study)} and the server does not allow deleting "
+            "it: delete it on the PACS, then run again",
             series_uid=found.series_uid,
         )
 
