@@ -1109,6 +1109,45 @@ def test_maps_ctrl_c_between_two_stores_takes_back_the_run(orthanc, ct_mr_study)
     assert (len(series_of(orthanc, s["study"])), instance_count(orthanc)) == before
 
 
+def test_ctrl_c_after_a_replacement_says_the_earlier_series_is_gone(orthanc, ct_mr_study):
+    """A rerun deletes an earlier map series of the same derivation with another number of
+    instances (incomplete, or from an older medsr) before it stores its own. A Ctrl-C between
+    the two said "this run had stored nothing, nothing was left in the PACS", though the
+    earlier series was gone: now it says which series was deleted and that a rerun stores it."""
+    s = ct_mr_study
+    [first] = upscale_series(
+        orthanc.url, s["study"], s["ct"], model="bicubic", maps=True, **orthanc.auth
+    )
+    consistency = next(m["series_uid"] for m in first.maps if m["map"] == "consistency")
+    client = PacsClient(orthanc.url, **orthanc.auth)
+    full = client.retrieve_series_datasets(s["study"], consistency)
+    assert client.delete_series(s["study"], consistency)
+    store(orthanc, full[:-1])  # an incomplete earlier consistency map series: 2 of 3 instances
+
+    def log(message: str) -> None:  # the earlier series is deleted; Ctrl-C before the store
+        if message.startswith("storing") and "consistency map series" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(PacsInterrupted) as info:
+        upscale_series(
+            orthanc.url, s["study"], s["ct"], model="bicubic", maps=True, log=log, **orthanc.auth
+        )
+    assert str(info.value) == (
+        "interrupted between two stores; this run had stored nothing, nothing of this run was "
+        f"left in the PACS; the earlier consistency map series {series_key(consistency)} (2 of "
+        "3 instances) this run replaced had been deleted before: run the same command again to "
+        "store it"
+    )
+    assert consistency not in {r.series_uid for r in series_of(orthanc, s["study"])}
+    [again] = upscale_series(
+        orthanc.url, s["study"], s["ct"], model="bicubic", maps=True, **orthanc.auth
+    )
+    assert again.status == "exists"
+    assert [(m["map"], m["status"]) for m in again.maps] == [
+        ("consistency", "stored"), ("uncertainty", "exists"), ("error_bound", "exists")
+    ]  # fmt: skip
+
+
 def test_maps_ctrl_c_takes_back_the_run_and_a_rerun_adds_only_missing_maps(
     orthanc, ct_mr_study, monkeypatch
 ):

@@ -659,6 +659,9 @@ def _upscale_one(
         found_all = _find_keyed(client, study, {key, *(k for _, k in map_keys.values())})
         # what this run stored, so that Ctrl-C takes it all back: (what, series UID)
         stored: list[tuple[str, str]] = []
+        # the earlier series of the same derivation this run deleted to store its own: gone
+        # even where this run's own stores are taken back, so every message says so
+        replaced: list[str] = []
         # the maps first: a derived series in the PACS has its trust maps beside it; Ctrl-C
         # between two stores (not only during one) takes back what this run stored too
         try:
@@ -677,34 +680,48 @@ def _upscale_one(
                     base.maps.append({**entry, "series_uid": had.series_uid, "status": "exists"})
                     continue
                 if had is not None:
-                    _remove_incomplete(client, study, had, label, len(map_files), say)
+                    _remove_incomplete(client, study, had, label, len(map_files), say, replaced)
                 say(f"storing {len(map_files)} instances of the {label} {uid_key(uid)}")
-                _store_whole_series(client, study, uid, map_files, attempts, label, stored)
+                _store_whole_series(
+                    client, study, uid, map_files, attempts, label, stored, replaced
+                )
                 stored.append((label, uid))
                 base.maps.append(entry)
             found = found_all.get(key)
             if found is not None:
                 if found.instances == len(files):
                     return finish("exists", found.series_uid, len(files))
-                _remove_incomplete(client, study, found, "derived series", len(files), say)
+                _remove_incomplete(
+                    client, study, found, "derived series", len(files), say, replaced
+                )
 
             say(f"storing {len(files)} instances as series {uid_key(derived)}")  # logs: keys only
-            _store_whole_series(client, study, derived, files, attempts, "derived series", stored)
+            _store_whole_series(
+                client, study, derived, files, attempts, "derived series", stored, replaced
+            )
         except KeyboardInterrupt as exc:
             if isinstance(exc, PacsInterrupted):  # during a store: already taken back
                 raise
-            raise _interrupted(client, study, None, earlier=stored) from None
+            raise _interrupted(client, study, None, earlier=stored, replaced=replaced) from None
     return finish("stored", derived, len(files))
 
 
 def _remove_incomplete(
-    client: PacsClient, study: str, found: SeriesInfo, what: str, n: int, say: LogFn
+    client: PacsClient,
+    study: str,
+    found: SeriesInfo,
+    what: str,
+    n: int,
+    say: LogFn,
+    replaced: list[str] | None = None,
 ) -> None:
     """Delete a series of the same derivation an earlier run left with another number of
     instances than this run's ``n`` (or raise): one stored incompletely, or one an older medsr
     wrote otherwise (a trust map of an image over time was one series of the first time
     point's slices, the mean over the time points). The progress line said "removing incomplete
-    earlier ... map series" of such a complete older map, and not how many instances it held."""
+    earlier ... map series" of such a complete older map, and not how many instances it held.
+    ``replaced``: where the deleted series is noted (its words), for the messages of a store
+    that fails or is interrupted afterwards."""
     # the progress line names it by its key (logs: hashed UIDs only); the error, which asks
     # the user to delete it on the PACS, by its UID when medsr made it (a derived series)
     shown = found.series_uid if what == "derived series" else uid_key(found.series_uid)
@@ -717,6 +734,20 @@ def _remove_incomplete(
             "it: delete it on the PACS, then run again",
             series_uid=found.series_uid,
         )
+    if replaced is not None:
+        replaced.append(f"the earlier {what} {shown} ({held})")
+
+
+def _replaced_words(replaced: list[str] | None) -> str:
+    """What a failed or interrupted run says of the earlier series it deleted to replace them
+    (they are not restored): "" when none. A Ctrl-C after such a replacement said "nothing was
+    left in the PACS", though the earlier series was gone."""
+    if not replaced:
+        return ""
+    return (
+        f"; {' and '.join(replaced)} this run replaced had been deleted before: run the same "
+        "command again to store " + ("it" if len(replaced) == 1 else "them")
+    )
 
 
 def _named_instances(text: str, folder: Path) -> str:
@@ -752,11 +783,13 @@ def _store_whole_series(
     attempts: int,
     what: str = "derived series",
     earlier: list[tuple[str, str]] | None = None,
+    replaced: list[str] | None = None,
 ) -> None:
     """STOW every instance or nothing: retry failures, then roll the partial series back (and
     at Ctrl-C too, with the series this run stored before it, ``earlier`` — its trust maps:
     :class:`PacsInterrupted` says whether they were). ``what``: ``"derived series"``, named by
-    its UID, or a trust map's (``"error bound map series"``), named by its key."""
+    its UID, or a trust map's (``"error bound map series"``), named by its key; ``replaced``:
+    the earlier series this run deleted (:func:`_remove_incomplete`), which its messages name."""
     n = len(files)
     shown = derived if what == "derived series" else uid_key(derived)
     try:
@@ -769,7 +802,7 @@ def _store_whole_series(
                 return
             failed = {"?": f"the server lists {count} of {n} instances after storing"}
     except KeyboardInterrupt:
-        raise _interrupted(client, study, derived, what, earlier or []) from None
+        raise _interrupted(client, study, derived, what, earlier or [], replaced) from None
     try:
         removed, unreachable = client.delete_series(study, derived), False
     except PacsUnreachableError:
@@ -777,7 +810,11 @@ def _store_whole_series(
     listed_failed = ", ".join(f"{uid} ({why})" for uid, why in list(failed.items())[:5])
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     if removed:
-        tail = "the partially stored series was deleted again, nothing was left in the PACS"
+        tail = (
+            "the partially stored series was deleted again, nothing "
+            + ("of this run " if replaced else "")
+            + "was left in the PACS"
+        )
     elif unreachable:
         tail = (
             f"the DICOMweb server at {client.display_url} stopped answering (no connection or "
@@ -792,7 +829,7 @@ def _store_whole_series(
         )
     raise PacsStoreError(
         f"storing {what} {shown} failed for {len(failed)} of {n} instances after "
-        f"{max(1, attempts)} attempts: {listed_failed}{more}; {tail}",
+        f"{max(1, attempts)} attempts: {listed_failed}{more}; {tail}{_replaced_words(replaced)}",
         series_uid=derived,
         failed=failed,
         removed=removed,
@@ -806,13 +843,15 @@ def _interrupted(
     derived: str | None,
     what: str = "derived series",
     earlier: list[tuple[str, str]] | None = None,
+    replaced: list[str] | None = None,
 ) -> PacsInterrupted:
     """Ctrl-C while ``derived`` was being stored (``None``: between two stores, or before the
     first): delete what was stored, and the series this run stored before it (``earlier``: its
     trust maps), so that the PACS holds what it held before the run (a second Ctrl-C or a server
     that stopped answering leaves them, and the message names them). It was left without a
     word, a half series in the study until a later run of the same derivation replaced it; and
-    a Ctrl-C between two stores left the trust-map series already stored."""
+    a Ctrl-C between two stores left the trust-map series already stored. The earlier series
+    this run deleted to replace them (``replaced``) are gone: the message says so."""
     current = [] if derived is None else [(what, derived)]
     left: list[str] = []
     for label, uid in [*current, *(earlier or [])]:
@@ -835,16 +874,19 @@ def _interrupted(
         head = f"interrupted while storing the {what} {shown}"
         also = f" (and the {before} trust-map series this run stored before it)" if before else ""
         done = f"the instances stored so far{also} were deleted again"
+    deleted = _replaced_words(replaced)
     if not left:
         return PacsInterrupted(
-            f"{head}; {done}, nothing was left in the PACS",
+            f"{head}; {done}, nothing "
+            + ("of this run " if deleted else "")
+            + f"was left in the PACS{deleted}",
             series_uid=derived or "",
             removed=True,
         )
     return PacsInterrupted(
         f"{head}; part of it may be left in study {uid_key(study)} ({', '.join(left)}): run the "
         "same command again (it replaces an incomplete derived series) or delete that series on "
-        "the PACS",
+        f"the PACS{deleted}",
         series_uid=derived or "",
     )
 
