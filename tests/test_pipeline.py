@@ -1072,6 +1072,93 @@ def test_each_time_point_gets_its_own_maps_and_statistics(tmp_path, mr_weights):
     ]
 
 
+def test_each_time_point_gets_its_own_through_plane_maps_and_statistics(tmp_path):
+    """``medsr upscale cine.nii.gz out.nii.gz --through-plane --maps maps/`` of a 4-D NIfTI
+    whose phases differ in range and noise: each map is 4-D, and each phase's through-plane
+    maps (consistency, uncertainty = half |sagittal - coronal|, error bound with its k
+    calibrated one scale down along z) and its records in summary.json (``time_points``) are
+    those of that phase upscaled on its own. They were one 3-D map, the mean over the phases
+    (a quiet phase got the noisy one's spread and bound), the statistics and k over the whole
+    series."""
+    import nibabel as nib
+
+    from medsr.pipeline import upscale_file, upscale_through_plane
+    from medsr.safeguards.maps import _jsonable
+
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:6, :12, :12]
+    base = np.sin(yy / 3.0 + zz / 1.5) * np.cos(xx / 2.7) + ((yy // 5 + xx // 7 + zz) % 2)
+    series = np.stack(
+        [
+            100 + 40 * base + rng.normal(0, 1, base.shape),
+            900 + 300 * base + rng.normal(0, 30, base.shape),  # brighter, noisier
+            20 + 5 * base + rng.normal(0, 3, base.shape),
+        ]
+    ).astype(np.float32)  # (T, Z, Y, X); 6 slices of 2 mm: 3 one scale down, the fewest
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(series.T, affine), tmp_path / "cine.nii.gz")
+    maps = tmp_path / "maps"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        upscale_file(
+            tmp_path / "cine.nii.gz", tmp_path / "x2.nii.gz", through_plane=True, maps_dir=maps
+        )
+    summary = json.loads((maps / "summary.json").read_text())
+    names = ("consistency", "uncertainty", "error_bound")
+    whole = {m: medsr.load_image(maps / f"{m}.nii.gz") for m in names}
+    for m, image in whole.items():  # NIfTI (X, Y, Z, T): the output's grid over time
+        assert image.channels == "time" and image.array.shape == (3, 12, 12, 12), m
+    assert summary["error_bound"]["calibrated"]
+    bounds = []
+    for t in range(3):  # each phase on its own, as its 3-D NIfTI reads
+        nib.save(nib.Nifti1Image(series[t].T, affine), tmp_path / f"phase{t}.nii.gz")
+        phase = medsr.load_image(tmp_path / f"phase{t}.nii.gz")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            own, alone = upscale_through_plane(phase, maps=True)
+        alone = json.loads(json.dumps(alone, default=_jsonable))
+        for m in names:
+            np.testing.assert_allclose(
+                whole[m].array[t], own.meta["maps"][m], rtol=1e-4, atol=1e-4 * np.ptp(series[t])
+            )
+        bounds.append(float(own.meta["maps"]["error_bound"].max()))
+        _assert_close(summary["uncertainty"]["map"]["time_points"][t], alone["uncertainty"]["map"])
+        _assert_close(summary["error_bound"]["time_points"][t], alone["error_bound"])
+        each = summary["consistency"]["time_points"][t]
+        _assert_close(each, {k: v for k, v in alone["consistency"].items() if k in each})
+    assert bounds[2] < bounds[0] < bounds[1]  # three phases, three bounds
+    # at the top, the phase whose bound / spread / error is widest relative to its range
+    for top, p99 in (
+        (summary["error_bound"], lambda r: r["map"]["p99_rel"]),
+        (summary["uncertainty"]["map"], lambda r: r["p99_rel"]),
+        (summary["consistency"], lambda r: r["error"]["p99_rel"]),
+    ):
+        worst = max(range(3), key=lambda t: p99(top["time_points"][t]))
+        assert top["time_point"] == worst
+        assert p99(top) == p99(top["time_points"][worst])
+    each = summary["consistency"]["time_points"]
+    assert summary["consistency"]["exceeded_time_points"] == [
+        t for t in range(3) if each[t]["exceeded"]
+    ]
+
+
+def _assert_close(got, want, rel=1e-4):
+    """``got == want`` (JSON records), their numbers to ``rel``: a phase run within its series
+    goes through the network in other batches than on its own (float rounding)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), (got, want)
+        for k in want:
+            _assert_close(got[k], want[k], rel)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (got, want)
+        for g, w in zip(got, want, strict=True):
+            _assert_close(g, w, rel)
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert got == pytest.approx(want, rel=rel, abs=1e-6), (got, want)
+    else:
+        assert got == want
+
+
 def test_the_through_plane_step_works_out_the_input_no_data_once(monkeypatch):
     """Every step of a through-plane run (the upscale, its consistency check and map, the
     summary, the error bound's calibration and spread) takes the input's no-data mask worked out

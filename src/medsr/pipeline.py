@@ -284,19 +284,24 @@ def judge_consistency(
         return None
     p99, base = float(cons["error"]["p99_rel"]), cons.get("bicubic_p99_rel")
     extra = f", {p99 / base:.1f}x bicubic interpolation's" if base else ""
-    which = ""
-    if isinstance(rng, list):
-        each = cons["exceeded_time_points"]
-        words = ", ".join(str(t + 1) for t in each)
-        which = f" at time point{'s' if len(each) > 1 else ''} {words} of {len(rng)}"
-        if len(each) > 1:
-            which += f" (the worst, {cons['time_point'] + 1}:)"
+    which = _exceeded_at(cons, len(rng)) if isinstance(rng, list) else ""
     return (
         f"the upscaled image disagrees with the input{which}: 99th percentile of "
         f"|degrade(SR) - input| is {cons['error']['p99']:.4g} {measured.units} "
         f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
         f"for the assumed degradation {meas.describe()}"
     )
+
+
+def _exceeded_at(record: dict[str, Any], n: int) -> str:
+    """`` at time point(s) … of n``: where a consistency check of an image over time was
+    exceeded (``exceeded_time_points``; the worst named when several)."""
+    each = record["exceeded_time_points"]
+    words = ", ".join(str(t + 1) for t in each)
+    which = f" at time point{'s' if len(each) > 1 else ''} {words} of {n}"
+    if len(each) > 1:
+        which += f" (the worst, {record['time_point'] + 1}:)"
+    return which
 
 
 def _judged(
@@ -674,24 +679,24 @@ def _map_summary(
     rng: float | list[float],
     threshold: float,
     units: str,
+    over: str | None = None,
 ) -> dict[str, Any]:
     """:func:`summarize_map` of a map over the voxels that hold data (``none``: those kept
     exact); an image over time's ``(T, Z, Y, X)`` map (``rng``: one per time point): each time
-    point's, the one whose p99 is highest at the top (:func:`_worst_of`)."""
-    if not isinstance(rng, list):
-        return summarize_map(
-            values if none is None else values[~none],
-            data_range=rng, threshold_rel=threshold, units=units,
-        )  # fmt: skip
-    records = [
-        summarize_map(
-            values[t] if none is None else values[t][~none[t]],
-            data_range=r,
-            threshold_rel=threshold,
-            units=units,
+    point's, the one whose p99 is highest at the top (:func:`_worst_of`). ``over``: said in
+    each record that has voxels kept exact (``{n}``: how many hold data)."""
+
+    def summary(v: np.ndarray, kept: np.ndarray | None, r: float) -> dict[str, Any]:
+        record = summarize_map(
+            v if kept is None else v[~kept], data_range=r, threshold_rel=threshold, units=units
         )
-        for t, r in enumerate(rng)
-    ]
+        if over is not None and kept is not None:
+            record["over"] = over.format(n=int(kept.size - kept.sum()))
+        return record
+
+    if not isinstance(rng, list):
+        return summary(values, none, rng)
+    records = [summary(values[t], None if none is None else none[t], r) for t, r in enumerate(rng)]
     return _worst_of(records, lambda r: r["p99_rel"])
 
 
@@ -812,14 +817,39 @@ def _error_bound(
         noise = image_noise(image.channel_first(), None if pad is None else ~pad)
         bound = error_bound(std, noise, float(info["factor"]))
         return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
-    full = np.full(std.shape, np.nan, dtype=np.float32)
+    noises = [
+        image_noise(image.array[t][None], None if pad is None else ~pad[t][None])
+        for t in range(image.array.shape[0])
+    ]
+    return _bounds_over_time(info, std, noises, noises, none, rng, threshold, image.units)
+
+
+def _bounds_over_time(
+    info: dict[str, Any],
+    spread: np.ndarray,
+    noises: list[np.ndarray],
+    per_plane: list[np.ndarray],
+    none: np.ndarray | None,
+    rngs: list[float],
+    threshold: float,
+    units: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``(T, Z, Y, X)`` error bound of an image over time whose calibration ``info`` has a
+    record per time point (``time_points``), each time point's with its own ``k``, spread
+    (``spread[t]``) and noise (``noises[t]``, one per input plane; ``per_plane[t]`` one per
+    plane of the map), NaN — no map — where one cannot be calibrated; and its record, each time
+    point's (:func:`~medsr.safeguards.error_bound.bound_summary`, ``none[t]`` kept exact) with
+    the one whose bound's p99 is highest at the top (:func:`_worst_of`). In-plane's and
+    through-plane's."""
+    from medsr.safeguards.error_bound import bound_summary, error_bound
+
+    full = np.full(spread.shape, np.nan, dtype=np.float32)
     records = []
     for t, record in enumerate(info["time_points"]):
         if record.get("calibrated"):
-            noise = image_noise(image.array[t][None], None if pad is None else ~pad[t][None])
-            bound = error_bound(std[t], noise, float(record["factor"]))
+            bound = error_bound(spread[t], per_plane[t], float(record["factor"]))
             own = None if none is None else none[t]
-            record = bound_summary(record, bound, noise, own, rng[t], threshold, image.units)
+            record = bound_summary(record, bound, noises[t], own, rngs[t], threshold, units)
             full[t] = bound
         records.append(record)
     return full, _worst_of(
@@ -1810,18 +1840,18 @@ def through_plane_summary(
     u = (result.meta.get("maps") or {}).get("uncertainty")
     if u is not None:
         pad = no_data_of(image, no_data)
-        kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), u.shape[0], 0)
-        summary["uncertainty"]["map"] = summarize_map(
-            u if kept is None else u[~kept],
-            data_range=_data_range(image, pad),
-            threshold_rel=UNCERTAINTY_THRESHOLD,
-            units=result.units,
-        )
-        if kept is not None:
-            summary["uncertainty"]["map"]["over"] = (
-                f"the {int(kept.size - kept.sum())} voxels that hold data (the map is 0 on the "
-                "rest: kept exact)"
-            )
+        n_out = result.spatial_shape[0]
+        rng: float | list[float]
+        if image.channels == "time":  # each time point's map, over its own data and range
+            kept = None if pad is None else no_data_kept(np.asarray(pad), n_out, 1)
+            rng = [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
+        else:
+            kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
+            rng = _data_range(image, pad)
+        summary["uncertainty"]["map"] = _map_summary(
+            u, kept, rng, UNCERTAINTY_THRESHOLD, result.units,
+            over="the {n} voxels that hold data (the map is 0 on the rest: kept exact)",
+        )  # fmt: skip
     return summary
 
 
@@ -1881,6 +1911,9 @@ def _through_plane_checked(
     cubic interpolation's when above the threshold), a :class:`ConsistencyWarning` when it
     disagrees with the input as in-plane, and with ``maps`` the ``|error|`` map (the mean over
     colour channels), each measured slice's value repeated over the output slices it holds.
+    An image over time: each time point judged on its own, relative to its own range
+    (``time_points``, each what that time point run on its own records; at the top the one
+    that disagrees most: ``time_point``, ``exceeded_time_points``), its map ``(T, Z, Y, X)``.
     ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     from medsr.metrics import data_range_for
     from medsr.selfsup.through_plane import interpolate_z
@@ -1891,8 +1924,41 @@ def _through_plane_checked(
     cons = dict(d.get("consistency") or {"setting": "off", "applied": False})
     pad = no_data_of(image, no_data)
     err = through_plane_error(image, result, prof, pad)
-    rng = data_range_for(image)
-    cons["error"] = _error_stats(err, rng, CONSISTENCY_THRESHOLD, image.units)
+    n_out = result.spatial_shape[0]
+    cubic_errors: list[np.ndarray] = []
+
+    def cubic_error() -> np.ndarray:  # |thick-slice(cubic) − input|, built once when needed
+        if not cubic_errors:
+            with warnings.catch_warnings():  # the volume's warnings were given once already
+                warnings.simplefilter("ignore", MedSRWarning)
+                cubic = interpolate_z(image, n_slices=n_out, mode="cubic", no_data=pad)
+            cubic_errors.append(np.abs(through_plane_error(image, cubic, prof, pad)))
+        return cubic_errors[0]
+
+    def judged(record: dict[str, Any], e: np.ndarray, rng: float, ref: Any) -> None:
+        record["error"] = _error_stats(e, rng, CONSISTENCY_THRESHOLD, image.units)
+        p99, base = float(record["error"]["p99_rel"]), None
+        if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
+            base = float(np.percentile(ref(), 99)) / rng
+            record["cubic_p99_rel"] = round(base, 6)
+        record["exceeded"] = consistency_exceeded(
+            p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE
+        )
+
+    over_time = image.channels == "time"
+    if not over_time:
+        judged(cons, err, data_range_for(image), cubic_error)
+    else:  # each time point on its own: its error relative to its own range
+        records = []
+        for t in range(image.array.shape[0]):
+            record: dict[str, Any] = {}
+            judged(
+                record, err[t], data_range_for(image.array[t], image.modality),
+                lambda t=t: cubic_error()[t],
+            )  # fmt: skip
+            records.append(record)
+        cons.update(_worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"])))
+        cons["exceeded_time_points"] = [t for t, r in enumerate(records) if r["exceeded"]]
     cons["threshold_rel"] = CONSISTENCY_THRESHOLD
     source = str(prof.get("source"))
     said = TP_PROFILE_SOURCE.get(source, source)
@@ -1902,19 +1968,12 @@ def _through_plane_checked(
     if cons.get("setting") == "auto" and not cons.get("applied"):
         # why auto did not project, in the provenance's words (consistency_label)
         cons["reason"] = f"slice profile {said}, not stated (--slice-thickness states it)"
-    p99, base = float(cons["error"]["p99_rel"]), None
-    n_out = result.spatial_shape[0]
-    if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
-        with warnings.catch_warnings():  # the volume's warnings were given once already
-            warnings.simplefilter("ignore", MedSRWarning)
-            cubic = interpolate_z(image, n_slices=n_out, mode="cubic", no_data=pad)
-        base = float(np.percentile(np.abs(through_plane_error(image, cubic, prof, pad)), 99)) / rng
-        cons["cubic_p99_rel"] = round(base, 6)
-    cons["exceeded"] = consistency_exceeded(p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE)
     if cons["exceeded"]:
+        p99, base = float(cons["error"]["p99_rel"]), cons.get("cubic_p99_rel")
         extra = f", {p99 / base:.1f}x cubic interpolation's" if base else ""
+        which = _exceeded_at(cons, image.array.shape[0]) if over_time else ""
         warnings.warn(
-            f"the upscaled volume disagrees with the measured slices: 99th percentile of "
+            f"the upscaled volume disagrees with the measured slices{which}: 99th percentile of "
             f"|thick-slice(SR) - input| is {cons['error']['p99']:.4g} {image.units} "
             f"({p99:.1%} of the input range{extra}; threshold {CONSISTENCY_THRESHOLD:.0%}) "
             f"for the {cons['measured_with']}",
@@ -1923,8 +1982,8 @@ def _through_plane_checked(
         )
     meta = {**result.meta, "derivation": {**d, "consistency": cons}}
     if maps:
-        cmap = np.abs(err)
-        if image.channels:
+        cmap = np.abs(err)  # an image over time's: (T, Z, Y, X), each time point's own
+        if image.channels == "RGB":
             cmap = mean_over_held(cmap, pad)
             cons["map"] = (
                 f"the mean of |error| over the {_channel_word(image)} that hold data at each "
@@ -1935,7 +1994,7 @@ def _through_plane_checked(
         src = np.minimum(src.astype(np.int64), image.spatial_shape[0] - 1)
         meta["maps"] = {
             **(result.meta.get("maps") or {}),
-            "consistency": np.ascontiguousarray(cmap[src]),
+            "consistency": np.ascontiguousarray(cmap[..., src, :, :]),
         }
     return result.replace(meta=meta)
 
@@ -1963,12 +2022,13 @@ def through_plane_spread(
     ``maps``); ``linear`` — ``|result − linear interpolation along z|``, how far the output
     departs from the plainest estimate; ``slices`` — ``|x[k+1] − x[k]|`` of the two measured
     slices around each output slice, how much z changes there. A colour volume's: the mean
-    over its channels. No data is read as the darkest measured value (``no_data``: the input's
+    over its channels; an image over time's ``(T, Z_out, Y, X)``, each time point's. No data is read as the darkest measured value (``no_data``: the input's
     :func:`~medsr.io.padding.no_data_mask` where the caller has it)."""
     from medsr.selfsup.through_plane import interpolate_z
     from medsr.slice_grid import neighbour_step
 
     n_out = result.spatial_shape[0]
+    over_time = image.channels == "time"
     if kind == "orientations":
         u = (result.meta.get("maps") or {}).get("uncertainty")
         if u is None:
@@ -1981,10 +2041,11 @@ def through_plane_spread(
                 image, n_slices=n_out, mode="linear", no_data=no_data
             ).channel_first()
         d = np.abs(np.nan_to_num(result.channel_first() - lin))
-        return d.mean(axis=0).astype(np.float32)
+        return (d if over_time else d.mean(axis=0)).astype(np.float32)
     if kind == "slices":
         cf = fill_no_data(image, no_data)[0].channel_first()
-        return neighbour_step(cf, n_out, axis=1).mean(axis=0)  # over the channels
+        step = neighbour_step(cf, n_out, axis=1)
+        return step if over_time else step.mean(axis=0)  # over the channels
     raise InvalidParameterError(f"unknown spread {kind!r} (one of {', '.join(TP_SPREADS)})")
 
 
@@ -2006,7 +2067,9 @@ def calibrate_through_plane_bound(
     ``k`` is the :data:`~medsr.safeguards.error_bound.COVERAGE` quantile of ``|error| /
     √(spread² + noise²)`` there (``spread``: :func:`through_plane_spread`; ``noise``: the
     in-plane noise of the thick slices, each output slice that of its nearest one), ``ceil(ratio)``
-    slices at each end and no data left out. ``{"calibrated": False, "reason": ...}`` when the
+    slices at each end and no data left out. An image over time: each time point's ``k`` from
+    its own error, spread and noise (``time_points``, as :func:`calibrate_error_bound`'s; the
+    adaptation, when asked for, is one over all time points as the output's). ``{"calibrated": False, "reason": ...}`` when the
     volume is too thin to be made thick once more (fewer than :data:`TP_BOUND_MIN_SLICES`
     slices one scale down). ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask`
     where the caller has it (the thicker volume's is worked out once, for its upscale and its
@@ -2056,28 +2119,52 @@ def calibrate_through_plane_bound(
             "calibrated": False,
             "reason": "the calibration did not return to the input's slices",
         }
-    error = np.abs(sr.channel_first() - cf).mean(axis=0)  # (Z, Y, X)
-    keep = np.zeros(error.shape, dtype=bool)
-    e = math.ceil(ratio)  # the profile's mirrored ends, not the model
-    keep[e : z - e] = True
-    if pad is not None:
-        keep &= ~pad.any(axis=0)
-    noise = image_noise(lower.channel_first(), valid_low)[nearest_slices(z_low, z)]
+    error = np.abs(sr.channel_first() - cf)  # (C, Z, Y, X)
     std = through_plane_spread(lower, sr, spread, lower_pad)
-    factor = calibration_factor(error, std, noise, keep, COVERAGE)
-    if factor is None:
-        return {"calibrated": False, "reason": "no voxel to calibrate on one scale down along z"}
-    return {
-        "calibrated": True,
-        "coverage": COVERAGE,
-        "factor": round(factor, 6),
-        "spread": _TP_SPREAD_TEXT[spread],
-        "calibration": {
-            "degradation": f"thick-slice, {profile} profile {thickness * z / z_low:.4g} mm",
-            "slices": f"{z_low} made {z}",
-            "voxels": int(keep.sum()),
-        },
-    }
+    e = math.ceil(ratio)  # the profile's mirrored ends, not the model
+    nearest = nearest_slices(z_low, z)
+
+    def calibrated(
+        err: np.ndarray, spread_: np.ndarray, thick: np.ndarray, valid: Any, held: Any
+    ) -> dict[str, Any]:  # one volume's k: (C, Z, Y, X) error, thick slices and no data
+        keep = np.zeros(err.shape[1:], dtype=bool)
+        keep[e : z - e] = True
+        if held is not None:
+            keep &= ~held.any(axis=0)
+        noise = image_noise(thick, valid)[nearest]
+        factor = calibration_factor(err.mean(axis=0), spread_, noise, keep, COVERAGE)
+        if factor is None:
+            return {
+                "calibrated": False,
+                "reason": "no voxel to calibrate on one scale down along z",
+            }
+        return {
+            "calibrated": True,
+            "coverage": COVERAGE,
+            "factor": round(factor, 6),
+            "spread": _TP_SPREAD_TEXT[spread],
+            "calibration": {
+                "degradation": f"thick-slice, {profile} profile {thickness * z / z_low:.4g} mm",
+                "slices": f"{z_low} made {z}",
+                "voxels": int(keep.sum()),
+            },
+        }
+
+    thick = lower.channel_first()
+    if image.channels != "time":
+        return calibrated(error, std, thick, valid_low, pad)
+    # an image over time: each time point's k, from its own error, spread and noise
+    records = [
+        calibrated(
+            error[t : t + 1],
+            std[t],
+            thick[t : t + 1],
+            None if valid_low is None else valid_low[t : t + 1],
+            None if pad is None else pad[t : t + 1],
+        )
+        for t in range(cf.shape[0])
+    ]
+    return {"calibrated": any(r["calibrated"] for r in records), "time_points": records}
 
 
 def _through_plane_bound(
@@ -2092,7 +2179,8 @@ def _through_plane_bound(
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """The ``error_bound`` map of a through-plane output and its summary
     (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
-    voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0.
+    voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0. An
+    image over time: ``(T, Z, Y, X)``, each time point's (:func:`_bounds_over_time`).
     ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
     from medsr.metrics import data_range_for
     from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
@@ -2105,12 +2193,22 @@ def _through_plane_bound(
     if not info.get("calibrated"):
         return None, info
     z, n_out = image.spatial_shape[0], result.spatial_shape[0]
+    nearest = nearest_slices(z, n_out)
+    spreads = through_plane_spread(image, result, spread, pad)
+    if image.channels == "time":  # each time point's bound: its own k, spread, noise and range
+        cf = image.channel_first()
+        noises = [
+            image_noise(cf[t : t + 1], None if pad is None else ~pad[t : t + 1])
+            for t in range(cf.shape[0])
+        ]
+        return _bounds_over_time(
+            info, spreads, noises, [n[nearest] for n in noises],
+            None if pad is None else no_data_kept(np.asarray(pad), n_out, 1),
+            [data_range_for(cf[t], image.modality) for t in range(cf.shape[0])],
+            UNCERTAINTY_THRESHOLD, image.units,
+        )  # fmt: skip
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
-    bound = error_bound(
-        through_plane_spread(image, result, spread, pad),
-        noise[nearest_slices(z, n_out)],
-        info["factor"],
-    )
+    bound = error_bound(spreads, noise[nearest], info["factor"])
     none = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
     return bound, bound_summary(
         info, bound, noise, none, data_range_for(image), UNCERTAINTY_THRESHOLD, image.units

@@ -291,11 +291,11 @@ def test_time_frames_are_not_slices_to_interpolate_between(tmp_path):
     assert interpolate_slices(timed, "linear", 2, axis="y").spatial_shape == (4, 64, 32)
 
 
-def test_a_series_gets_one_uncertainty_map_over_the_frames_holding_data(tmp_path):
-    """A 4-D series' through-plane uncertainty map was ``(T, Z, Y, X)``: ``medsr upscale
-    --through-plane --maps`` wrote the output, then failed on the map ("expected (Z, Y, X)").
-    Now it is one ``(Z, Y, X)`` map like every other, the mean over the frames that hold data
-    at each voxel, and written with NaN where none does."""
+def test_a_series_gets_each_frames_own_uncertainty_map(tmp_path):
+    """A 4-D series' through-plane uncertainty map is ``(T, Z, Y, X)``, each frame's own (it
+    was one ``(Z, Y, X)`` map, the mean over the frames that hold data at each voxel; before
+    that write_maps refused the 4-D map), written as a 4-D NIfTI with NaN where that frame
+    holds no data."""
     import nibabel as nib
 
     from medsr.safeguards.maps import write_maps
@@ -313,10 +313,12 @@ def test_a_series_gets_one_uncertainty_map_over_the_frames_holding_data(tmp_path
     )
     out = through_plane_upscale(image, maps=True, **QUICK)
     u = out.meta["maps"]["uncertainty"]
-    assert u.shape == out.spatial_shape
+    assert u.shape == out.array.shape == (2, *out.spatial_shape)
     written = write_maps(out.meta["maps"], tmp_path / "maps", like=out)
-    stored = nib.load(str(written["uncertainty"][0])).get_fdata().transpose(2, 1, 0)
-    nowhere = np.zeros(out.spatial_shape, bool)
-    nowhere[:, :, :3] = True
+    stored = nib.load(str(written["uncertainty"][0])).get_fdata().transpose(3, 2, 1, 0)
+    nowhere = np.zeros(u.shape, bool)
+    nowhere[:, :, :, :3] = True
+    nowhere[0, :, :6, 8:] = True
     np.testing.assert_array_equal(np.isnan(stored), nowhere)
-    assert (u[:, :6, 8:] > 0).mean() > 0.5  # frame 1's spread there, not 0
+    assert (u[1, :, :6, 8:] > 0).mean() > 0.5  # frame 1's own spread there
+    assert not u[0, :, :6, 8:].any()  # frame 0 held no data there: nothing estimated

@@ -300,7 +300,8 @@ def through_plane_upscale(
             the header, not estimated).
         maps: attach ``meta["maps"]["uncertainty"]`` — half the absolute difference of the
             sagittal and coronal estimates, on the output grid (input units): where the two
-            orientations disagree, the new slices are uncertain.
+            orientations disagree, the new slices are uncertain. An image over time's is
+            ``(T, Z, Y, X)``, each time point's own.
         patch_size, patches_per_epoch, batch_size, augment, lr, seed, device, progress, clip,
         on_progress: as for :func:`medsr.selfsup.zero_shot_upscale` (``on_progress``: the
             adaptation's fraction done).
@@ -488,7 +489,10 @@ def through_plane_upscale(
         u = (_resize_z(spread, n_out, "linear").numpy() * norm.scale).astype(np.float32)
         if kept is not None:
             u[kept] = 0.0  # nothing was estimated there
-        # one (Z, Y, X) map, as every map: a series' or colour image's mean over the frames or
-        # channels that hold data at each voxel (it was (C, Z, Y, X): write_maps refused it)
-        meta["maps"] = {"uncertainty": mean_over_held(u, kept) if image.channels else u[0]}
+        # a colour image's: one (Z, Y, X) map, the mean over the channels that hold data at
+        # each voxel; an image over time's: (T, Z, Y, X), each time point's own (the spread of
+        # that time point run on its own)
+        meta["maps"] = {
+            "uncertainty": u if each else (mean_over_held(u, kept) if image.channels else u[0])
+        }
     return sr.replace(meta=meta)
