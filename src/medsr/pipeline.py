@@ -703,13 +703,15 @@ def _map_summary(
 def _scaled_spread(std: np.ndarray, gain: float | list[float | None]) -> np.ndarray:
     """An uncertainty map scaled as the detail is by ``gain`` (:func:`_gains`); an image over
     time's ``(T, Z, Y, X)`` map each time point by its own gain (kept where ``None``)."""
-    if isinstance(gain, list) and std.ndim == 4:
-        out = std.copy()
-        for t, g in enumerate(gain):
-            if g is not None:
-                out[t] = std[t] * g
-        return out
-    return (std * _std_gain(gain)).astype(np.float32)
+    if not isinstance(gain, list):
+        return (std * float(gain)).astype(np.float32)
+    if std.shape[0] != len(gain):
+        raise ValueError(f"{len(gain)} gains, one per time point, for a map of shape {std.shape}")
+    out = std.copy()
+    for t, g in enumerate(gain):
+        if g is not None:
+            out[t] = std[t] * g
+    return out
 
 
 def calibrate_error_bound(
@@ -1072,15 +1074,6 @@ def _gain_words(gain: float | list[float | None]) -> str:
     if isinstance(gain, list):
         return "/".join("-" if g is None else f"{g:.3f}" for g in gain) + " (per time point)"
     return f"{gain:.3f}"
-
-
-def _std_gain(gain: float | list[float | None]) -> float:
-    """The factor an uncertainty map is scaled by when the detail is scaled by ``gain``: an
-    image over time has one map, the mean over its time points of each one's spread, so the
-    mean of the time points' gains (1 where kept) — exact where their spreads are alike."""
-    if isinstance(gain, list):
-        return float(np.mean([1.0 if g is None else g for g in gain]))
-    return float(gain)
 
 
 def _middle_planes(nz: int, count: int) -> np.ndarray | slice:
