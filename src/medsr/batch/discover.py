@@ -152,7 +152,7 @@ def _short_error(exc: BaseException) -> str:
     return scrub(exc)
 
 
-def _kept(ds):
+def _kept(ds: Any) -> Any:
     """What grouping reads of a header (:data:`~medsr.io.dicom.stacks.STACK_TAGS`, and the
     character set that decodes its text), as read: a plain dataset of those elements, not yet
     decoded, without the file's meta information, preamble or other elements. Discovery keeps
