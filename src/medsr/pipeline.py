@@ -1907,8 +1907,11 @@ def _through_plane_checked(
     An image over time: each time point judged on its own, relative to its own range
     (``time_points``, each what that time point run on its own records; at the top the one
     that disagrees most: ``time_point``, ``exceeded_time_points``), its map ``(T, Z, Y, X)``.
+    The statistics are over the input voxels that hold data (``over``; the error is 0 where
+    nothing was measured: no evidence of agreement) relative to the measured range there
+    (:func:`_data_range`), as in-plane's (:func:`judge_consistency`): a CT's fill would
+    dilute the mean and percentiles, and its −3024 HU (−1024 HU read as air) widen the range.
     ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
-    from medsr.metrics import data_range_for
     from medsr.selfsup.through_plane import interpolate_z
     from medsr.slice_grid import cell_positions
 
@@ -1917,6 +1920,7 @@ def _through_plane_checked(
     cons = dict(d.get("consistency") or {"setting": "off", "applied": False})
     pad = no_data_of(image, no_data)
     err = through_plane_error(image, result, prof, pad)
+    held = None if pad is None else ~np.asarray(pad).reshape(err.shape)  # shaped like err
     n_out = result.spatial_shape[0]
     cubic_errors: list[np.ndarray] = []
 
@@ -1928,11 +1932,16 @@ def _through_plane_checked(
             cubic_errors.append(np.abs(through_plane_error(image, cubic, prof, pad)))
         return cubic_errors[0]
 
-    def judged(record: dict[str, Any], e: np.ndarray, rng: float, ref: Any) -> None:
-        record["error"] = _error_stats(e, rng, CONSISTENCY_THRESHOLD, image.units)
+    def judged(
+        record: dict[str, Any], e: np.ndarray, h: np.ndarray | None, rng: float, ref: Any
+    ) -> None:  # one volume's, over its voxels that hold data (``h``; all when None)
+        if h is not None:
+            record["over"] = f"the {int(h.sum())} input voxels that hold data"
+        record["error"] = _error_stats(e, rng, CONSISTENCY_THRESHOLD, image.units, h)
         p99, base = float(record["error"]["p99_rel"]), None
         if p99 > CONSISTENCY_THRESHOLD:  # only then is cubic interpolation's error needed
-            base = float(np.percentile(ref(), 99)) / rng
+            r = ref()
+            base = float(np.percentile(r if h is None else r[h], 99)) / rng
             record["cubic_p99_rel"] = round(base, 6)
         record["exceeded"] = consistency_exceeded(
             p99, base, CONSISTENCY_THRESHOLD, CONSISTENCY_RELATIVE
@@ -1940,14 +1949,14 @@ def _through_plane_checked(
 
     over_time = image.channels == "time"
     if not over_time:
-        judged(cons, err, data_range_for(image), cubic_error)
-    else:  # each time point on its own: its error relative to its own range
+        judged(cons, err, held, _data_range(image, pad), cubic_error)
+    else:  # each time point on its own: its error over its own data, relative to its own range
         records = []
         for t in range(image.array.shape[0]):
             record: dict[str, Any] = {}
             judged(
-                record, err[t], data_range_for(image.array[t], image.modality),
-                lambda t=t: cubic_error()[t],
+                record, err[t], None if held is None else held[t],
+                _data_range(image, pad, time_point=t), lambda t=t: cubic_error()[t],
             )  # fmt: skip
             records.append(record)
         cons.update(_worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"])))
@@ -2173,9 +2182,10 @@ def _through_plane_bound(
     """The ``error_bound`` map of a through-plane output and its summary
     (:func:`calibrate_through_plane_bound`); ``(None, why)`` when it cannot be calibrated. The
     voxels the output kept exact (no data: :func:`medsr.slice_grid.no_data_kept`) get 0. An
-    image over time: ``(T, Z, Y, X)``, each time point's (:func:`_bounds_over_time`).
-    ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the caller has it."""
-    from medsr.metrics import data_range_for
+    image over time: ``(T, Z, Y, X)``, each time point's (:func:`_bounds_over_time`). The
+    statistics are relative to the measured range (:func:`_data_range`), as every summary of
+    medsr's maps. ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask` where the
+    caller has it."""
     from medsr.safeguards.error_bound import bound_summary, error_bound, image_noise
     from medsr.slice_grid import nearest_slices, no_data_kept
 
@@ -2197,14 +2207,14 @@ def _through_plane_bound(
         return _bounds_over_time(
             info, spreads, noises, [n[nearest] for n in noises],
             None if pad is None else no_data_kept(np.asarray(pad), n_out, 1),
-            [data_range_for(cf[t], image.modality) for t in range(cf.shape[0])],
+            [_data_range(image, pad, time_point=t) for t in range(cf.shape[0])],
             UNCERTAINTY_THRESHOLD, image.units,
         )  # fmt: skip
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(spreads, noise[nearest], info["factor"])
     none = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
     return bound, bound_summary(
-        info, bound, noise, none, data_range_for(image), UNCERTAINTY_THRESHOLD, image.units
+        info, bound, noise, none, _data_range(image, pad), UNCERTAINTY_THRESHOLD, image.units
     )
 
 

@@ -160,6 +160,51 @@ def test_the_uncertainty_summary_is_over_the_voxels_that_hold_data(ct_with_fill)
     assert m["over"].startswith(f"the {held.size} voxels that hold data")
 
 
+@pytest.mark.parametrize("over_time", [False, True], ids=["volume", "over-time"])
+def test_every_statistic_is_over_the_voxels_that_hold_data_and_the_measured_range(over_time):
+    """A CT whose scan circle is filled with -3024 HU, ``--through-plane --maps`` (and a CT over
+    time: each time point's, ``time_points``): the consistency record counted the fill's error
+    of 0 (its mean and p99 diluted by the fifth of the voxels outside the circle) and took its
+    range, as the error bound's, from ``metrics.data_range_for`` (the fill read as -1024 HU:
+    1 330 HU for a measured 613, every ``*_rel`` entry and threshold about doubled), while the
+    uncertainty summary and every in-plane one were over the held voxels and the measured
+    range. Now all three are, as in-plane's."""
+    from medsr.pipeline import through_plane_error
+
+    image, circle = padded_ct(12, 12, z=6)
+    if over_time:  # a second time point of another range, the same fill
+        a = image.array
+        dim = np.where(a > -3000, 0.3 * a + 50, a)
+        image = image.replace(array=np.stack([a, dim]).astype(np.float32), channels="time")
+    sr, summary = upscale_through_plane(
+        image, target_spacing=1.0, maps=True, consistency="off", slice_thickness=2.0,
+        profile="box", progress=False, device="cpu",
+    )  # fmt: skip
+    err = np.abs(through_plane_error(image, sr))
+    vols = [image.array] if not over_time else list(image.array)
+    errs = [err] if not over_time else list(err)
+    cons, unc, bound = summary["consistency"], summary["uncertainty"]["map"], summary["error_bound"]
+    assert bound["calibrated"]
+    each = (lambda r: [r]) if not over_time else (lambda r: r["time_points"])
+    for vol, e, c, u, b in zip(vols, errs, each(cons), each(unc), each(bound), strict=True):
+        measured = float(np.ptp(vol[:, circle]))
+        held = e[:, circle]
+        assert (e[:, ~circle] == 0).all()  # nothing measured there
+        stats = c["error"]  # in HU first: not the range
+        assert stats["mean"] == pytest.approx(float(held.mean()), rel=1e-4)
+        assert stats["p99"] == pytest.approx(float(np.percentile(held, 99)), rel=1e-4)
+        assert stats["data_range"] == pytest.approx(measured, rel=1e-5)
+        assert stats["p99_rel"] == pytest.approx(
+            float(np.percentile(held, 99)) / measured, rel=1e-4
+        )
+        assert stats["frac_above"] == pytest.approx(
+            float((held > stats["threshold_rel"] * measured).mean()), abs=1e-6
+        )
+        assert c["over"] == f"the {held.size} input voxels that hold data"
+        assert u["data_range"] == pytest.approx(measured, rel=1e-5)
+        assert b["map"]["data_range"] == pytest.approx(measured, rel=1e-5)
+
+
 def test_a_too_thin_volume_says_why_it_has_no_bound():
     """Four slices made twice as many cannot be made thick once more (2 slices one scale down):
     no bound, the summary says why, and the other maps are there; ``error_bound=False`` (the
