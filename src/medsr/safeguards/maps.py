@@ -436,11 +436,9 @@ def _map_image(
 
 def _windowed(ds: Any, hi: float) -> Any:
     """A copy of a DICOM template whose display window fits a map (0 … ``hi``)."""
-    import copy
+    from medsr.io.dicom.derived import copy_sharing_raw, set_display_window
 
-    from medsr.io.dicom.derived import set_display_window
-
-    out = copy.deepcopy(ds)
+    out = copy_sharing_raw(ds)
     set_display_window(out, hi / 2.0, hi)
     return out
 

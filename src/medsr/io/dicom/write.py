@@ -6,7 +6,6 @@ The output is written to a temporary name and renamed only when complete; see
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from medsr.io.dicom.derived import (
     _derive,
     _now,
     _secondary_capture_template,
+    copy_sharing_raw,
     is_enhanced,
     monochrome1_as_monochrome2,
     repair_display_window,
@@ -173,7 +173,7 @@ def first_time_point(image: MedImage) -> MedImage:
     first = _time_points(image)[0]
     datasets = []
     for template in first.meta["datasets"]:
-        ds = copy.deepcopy(template)
+        ds = copy_sharing_raw(template)
         for keyword in _TIME_KEYWORDS:
             if keyword in ds:
                 delattr(ds, keyword)
@@ -191,13 +191,14 @@ def _build_output(image: MedImage, suffix: str) -> Iterator[Dataset]:
     point 2's...), the display window one for the whole series."""
     series_uid = generate_uid()
     when = _now()
+    converted: dict[tuple[int, Any], Any] = {}  # shared elements' conversions (_header_copy)
     if not over_time(image):
-        yield from _build_volume(image, suffix, series_uid, when)
+        yield from _build_volume(image, suffix, series_uid, when, converted=converted)
         return
     values = image.array if nan_mask(image) is None else with_nan(image)
     first = 1
     for point in _time_points(image):
-        yield from _build_volume(point, suffix, series_uid, when, first, values)
+        yield from _build_volume(point, suffix, series_uid, when, first, values, converted)
         first += int(point.spatial_shape[0])
 
 
@@ -208,11 +209,13 @@ def _build_volume(
     when: tuple[str, str],
     first_instance: int = 1,
     whole: np.ndarray | None = None,
+    converted: dict[tuple[int, Any], Any] | None = None,
 ) -> Iterator[Dataset]:
     """:func:`_build_output` of one volume (``image``: grey, RGB or, for a multi-frame source,
     one object), its instances numbered from ``first_instance`` in series ``series_uid``;
     ``whole``: the values of the whole series it is part of, whose range a display window the
-    writer makes covers (else ``image``'s)."""
+    writer makes covers (else ``image``'s); ``converted``: the header elements converted for
+    the instances before (:func:`~medsr.io.dicom.derived._header_copy`)."""
     meta = image.meta
     from_dicom, multiframe = _from_dicom(meta)
     templates: list[Dataset] = (
@@ -327,6 +330,7 @@ def _build_volume(
             instance=instance,
             rows=rows,
             cols=cols,
+            converted=converted,
         )
         _update_geometry(
             ds,
