@@ -97,9 +97,12 @@ def slice_spacing(image: MedImage, axis: int = 0) -> float:
 
 def output_slices(image: MedImage, target_spacing: float, axis: int = 0) -> int:
     """Slices of the output for a target spacing: ``max(N, round(N·s / target))``, ``s`` the
-    distance between the slices' planes (:func:`slice_spacing`)."""
+    distance between the slices' planes (:func:`slice_spacing`). The ratio is taken to 9
+    decimals first: a tilted stack's distance, worked out from its affine, is its stated
+    spacing to ~1e-15, and on a tie (6 slices 5 mm apart at 0.8 mm: 37.5) that gave 37 slices
+    where the straight stack got 38."""
     n = image.spatial_shape[axis]
-    return max(n, round(n * slice_spacing(image, axis) / float(target_spacing)))
+    return max(n, round(round(n * slice_spacing(image, axis) / float(target_spacing), 9)))
 
 
 def check_target_spacing(image: MedImage, target_spacing: Any, axis: int = 0) -> float:
