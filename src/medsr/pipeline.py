@@ -172,6 +172,31 @@ def _data_range(
     return max(float(a.max() - a.min()), 1e-12) if a.size else 1.0
 
 
+def _ranges(image: MedImage, no_data: NoData = COMPUTE) -> float | list[float]:
+    """:func:`_data_range` of ``image``; an image over time: each time point's own
+    (:func:`_time_point_ranges`), the list the statistics of its time points are made relative
+    to."""
+    pad = no_data_of(image, no_data)
+    return _time_point_ranges(image, pad) if image.channels == "time" else _data_range(image, pad)
+
+
+def _time_point_ranges(image: MedImage, pad: np.ndarray | None) -> list[float]:
+    """:func:`_data_range` of each time point of an image over time (``pad``: its no-data mask)."""
+    return [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
+
+
+def _time_point_noises(image: MedImage, pad: np.ndarray | None) -> list[np.ndarray]:
+    """The noise of each plane of each time point of an image over time
+    (:func:`~medsr.safeguards.error_bound.image_noise`; ``pad``: its no-data mask)."""
+    from medsr.safeguards.error_bound import image_noise
+
+    a = image.array
+    return [
+        image_noise(a[t : t + 1], None if pad is None else ~pad[t : t + 1])
+        for t in range(a.shape[0])
+    ]
+
+
 def assumed_degradation(
     degradation: str | dict[str, Any] | Measurement | None,
     card: dict[str, Any],
@@ -277,9 +302,7 @@ def judge_consistency(
                 lambda t=t: reference_error()[t],  # type: ignore[misc]
             )  # fmt: skip
             records.append(record)
-        worst = _worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"]))
-        cons.update(worst)
-        cons["exceeded_time_points"] = [t for t, r in enumerate(records) if r["exceeded"]]
+        cons.update(_consistency_over_time(records))
     if not cons["exceeded"]:
         return None
     p99, base = float(cons["error"]["p99_rel"]), cons.get("bicubic_p99_rel")
@@ -291,6 +314,16 @@ def judge_consistency(
         f"({p99:.1%} of the input range{extra}; threshold {threshold:.0%}) "
         f"for the assumed degradation {meas.describe()}"
     )
+
+
+def _consistency_over_time(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The consistency record of an image over time from its time points' own (in-plane's and
+    through-plane's): at the top the one that disagrees most (exceeded first, then the highest
+    p99: :func:`_worst_of`), ``exceeded_time_points`` those that exceed."""
+    return {
+        **_worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"])),
+        "exceeded_time_points": [t for t, r in enumerate(records) if r["exceeded"]],
+    }
 
 
 def _exceeded_at(record: dict[str, Any], n: int) -> str:
@@ -627,15 +660,9 @@ def _over_time(records: list[dict[str, Any]]) -> dict[str, Any]:
     (``time_points``, each what that time point run on its own records): at the top that of
     the time point whose detail holds up least (``time_point``, from 0; lowest ``alpha``), so
     ``applied`` says whether any time point's detail was scaled (``applied_time_points``)."""
-    scored = [t for t, r in enumerate(records) if r.get("alpha") is not None]
-    worst = min(scored, key=lambda t: records[t]["alpha"]) if scored else 0
+    worst = _worst_of(records, lambda r: (r.get("alpha") is not None, -(r.get("alpha") or 0.0)))
     applied = [t for t, r in enumerate(records) if r.get("applied")]
-    return {
-        **records[worst],
-        "time_point": worst,
-        "applied_time_points": applied,
-        "time_points": records,
-    }
+    return {**worst, "applied_time_points": applied}
 
 
 def _gains(record: dict[str, Any]) -> float | list[float | None] | None:
@@ -819,10 +846,7 @@ def _error_bound(
         noise = image_noise(image.channel_first(), None if pad is None else ~pad)
         bound = error_bound(std, noise, float(info["factor"]))
         return bound, bound_summary(info, bound, noise, none, rng, threshold, image.units)
-    noises = [
-        image_noise(image.array[t][None], None if pad is None else ~pad[t][None])
-        for t in range(image.array.shape[0])
-    ]
+    noises = _time_point_noises(image, pad)
     return _bounds_over_time(info, std, noises, noises, none, rng, threshold, image.units)
 
 
@@ -1047,19 +1071,27 @@ def _blend_with_peer(
     if peer is None:
         p = PlaneUpscaler(over, upscaler.scale, device=upscaler.device.type, clip=upscaler.clip)
         peer = p.upscale(image)
-    q = peer.array
-    if isinstance(gain, list):
-        arr = sr.array.copy()
-        for t, g in enumerate(gain):
-            if g is not None:
-                arr[t] = q[t] + np.float32(g) * (sr.array[t] - q[t])
-    else:
-        arr = (q + np.float32(gain) * (sr.array - q)).astype(np.float32)
+    arr = _plus_scaled(peer.array, peer.array, sr.array, gain)
     meta = dict(sr.meta)
     derivation = {**meta.get("derivation", {}), "full_scale_gain": _rounded(gain)}
     meta["derivation"] = {**derivation, "full_scale_over": over}
     step = f"blended x{_gain_words(gain)} with {over} (full-scale detail check)"
     return sr.replace(array=arr, meta=meta).with_step(step)
+
+
+def _plus_scaled(
+    p: np.ndarray, b: np.ndarray, sr: np.ndarray, gain: float | list[float | None]
+) -> np.ndarray:
+    """``p + gain·(sr − b)`` float32 (the detail of ``sr`` over ``b`` scaled, added to ``p``); an
+    image over time: ``gain`` may be one per time point (``None``: that time point's ``sr`` kept
+    as it is)."""
+    if not isinstance(gain, list):
+        return (p + np.float32(gain) * (sr - b)).astype(np.float32)
+    out = sr.copy()
+    for t, g in enumerate(gain):
+        if g is not None:
+            out[t] = p[t] + np.float32(g) * (sr[t] - b[t])
+    return out
 
 
 def _rounded(gain: float | list[float | None]) -> float | list[float | None]:
@@ -1154,13 +1186,7 @@ def _shrink_detail(
     over = over or upscaler.base_name
     b = classical(upscaler.base_name)
     p = b if over == upscaler.base_name else classical(over)
-    if isinstance(gain, list):
-        arr = sr.array.copy()
-        for t, g in enumerate(gain):
-            if g is not None:
-                arr[t] = p[t] + g * (sr.array[t] - b[t])
-    else:
-        arr = (p + gain * (sr.array - b)).astype(np.float32)
+    arr = _plus_scaled(p, b, sr.array, gain)
     meta = dict(sr.meta)
     derivation = {**meta.get("derivation", {}), "detail_gain": _rounded(gain), "detail_over": over}
     meta["derivation"] = derivation
@@ -1320,14 +1346,9 @@ def upscale_with_safeguards(
     # the input's no-data pixels, once for the ranges, summaries and maps below: their output
     # pixels are kept exact, so no statistic of a map counts them
     pad = no_data_mask(image)
-    rng = _data_range(image, pad)
     over_time = image.channels == "time"
     # an image over time: each time point's statistics relative to its own range
-    rngs: float | list[float] = (
-        [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
-        if over_time
-        else rng
-    )
+    rngs = _ranges(image, pad)
     # the consistency error's summary (and the warning) from a bounded sample of planes; a map
     # needs them all
     nz, h, w = image.array.shape[-3:]
@@ -1834,15 +1855,12 @@ def through_plane_summary(
     if u is not None:
         pad = no_data_of(image, no_data)
         n_out = result.spatial_shape[0]
-        rng: float | list[float]
         if image.channels == "time":  # each time point's map, over its own data and range
             kept = None if pad is None else no_data_kept(np.asarray(pad), n_out, 1)
-            rng = [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
         else:
             kept = None if pad is None else no_data_kept(np.asarray(pad.all(axis=0)), n_out, 0)
-            rng = _data_range(image, pad)
         summary["uncertainty"]["map"] = _map_summary(
-            u, kept, rng, UNCERTAINTY_THRESHOLD, result.units,
+            u, kept, _ranges(image, pad), UNCERTAINTY_THRESHOLD, result.units,
             over="the {n} voxels that hold data (the map is 0 on the rest: kept exact)",
         )  # fmt: skip
     return summary
@@ -1959,8 +1977,7 @@ def _through_plane_checked(
                 _data_range(image, pad, time_point=t), lambda t=t: cubic_error()[t],
             )  # fmt: skip
             records.append(record)
-        cons.update(_worst_of(records, lambda r: (r["exceeded"], r["error"]["p99_rel"])))
-        cons["exceeded_time_points"] = [t for t, r in enumerate(records) if r["exceeded"]]
+        cons.update(_consistency_over_time(records))
     cons["threshold_rel"] = CONSISTENCY_THRESHOLD
     source = str(prof.get("source"))
     said = TP_PROFILE_SOURCE.get(source, source)
@@ -2024,7 +2041,8 @@ def through_plane_spread(
     ``maps``); ``linear`` — ``|result − linear interpolation along z|``, how far the output
     departs from the plainest estimate; ``slices`` — ``|x[k+1] − x[k]|`` of the two measured
     slices around each output slice, how much z changes there. A colour volume's: the mean
-    over its channels; an image over time's ``(T, Z_out, Y, X)``, each time point's. No data is read as the darkest measured value (``no_data``: the input's
+    over its channels; an image over time's ``(T, Z_out, Y, X)``, each time point's. No data
+    is read as the darkest measured value (``no_data``: the input's
     :func:`~medsr.io.padding.no_data_mask` where the caller has it)."""
     from medsr.selfsup.through_plane import interpolate_z
     from medsr.slice_grid import neighbour_step
@@ -2071,8 +2089,8 @@ def calibrate_through_plane_bound(
     in-plane noise of the thick slices, each output slice that of its nearest one), ``ceil(ratio)``
     slices at each end and no data left out. An image over time: each time point's ``k`` from
     its own error, spread and noise (``time_points``, as :func:`calibrate_error_bound`'s; the
-    adaptation, when asked for, is one over all time points as the output's). ``{"calibrated": False, "reason": ...}`` when the
-    volume is too thin to be made thick once more (fewer than :data:`TP_BOUND_MIN_SLICES`
+    adaptation, when asked for, is one over all time points as the output's).
+    ``{"calibrated": False, "reason": ...}`` when the volume is too thin to be made thick once more (fewer than :data:`TP_BOUND_MIN_SLICES`
     slices one scale down). ``no_data``: the input's :func:`~medsr.io.padding.no_data_mask`
     where the caller has it (the thicker volume's is worked out once, for its upscale and its
     spread)."""
@@ -2199,16 +2217,11 @@ def _through_plane_bound(
     nearest = nearest_slices(z, n_out)
     spreads = through_plane_spread(image, result, spread, pad)
     if image.channels == "time":  # each time point's bound: its own k, spread, noise and range
-        cf = image.channel_first()
-        noises = [
-            image_noise(cf[t : t + 1], None if pad is None else ~pad[t : t + 1])
-            for t in range(cf.shape[0])
-        ]
+        noises = _time_point_noises(image, pad)
         return _bounds_over_time(
             info, spreads, noises, [n[nearest] for n in noises],
             None if pad is None else no_data_kept(np.asarray(pad), n_out, 1),
-            [_data_range(image, pad, time_point=t) for t in range(cf.shape[0])],
-            UNCERTAINTY_THRESHOLD, image.units,
+            _time_point_ranges(image, pad), UNCERTAINTY_THRESHOLD, image.units,
         )  # fmt: skip
     noise = image_noise(image.channel_first(), None if pad is None else ~pad)
     bound = error_bound(spreads, noise[nearest], info["factor"])
@@ -2246,11 +2259,7 @@ def zero_shot_checked(
     meas, source = assumed_degradation(None, {}, scale, image.modality)
     project = setting == "on"
     pad = no_data_mask(image)
-    rng: float | list[float] = (  # an image over time: each time point's own
-        [_data_range(image, pad, time_point=t) for t in range(image.array.shape[0])]
-        if image.channels == "time"
-        else _data_range(image, pad)
-    )
+    rng = _ranges(image, pad)  # an image over time: each time point's own
     t0 = time.perf_counter()
     # the summary from a bounded sample of planes (as a model's check); a map needs them all
     nz, h, w = image.array.shape[-3:]
