@@ -34,12 +34,18 @@ class Normalizer:
 
     @classmethod
     def from_card(
-        cls, card: dict[str, Any], image: MedImage, *, exclude: np.ndarray | None = None
+        cls,
+        card: dict[str, Any],
+        image: MedImage,
+        *,
+        exclude: np.ndarray | None = None,
+        array: np.ndarray | None = None,
     ) -> Normalizer:
         """The normaliser the model card prescribes for ``image`` (``exclude``: a mask shaped
-        like its array of pixels whose values do not count, e.g. padding)."""
+        like its array of pixels whose values do not count, e.g. padding; ``array``: part of
+        its array, e.g. one time point, to take the intensities from instead)."""
         spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
-        return cls.from_spec(spec, image.array, exclude=exclude)
+        return cls.from_spec(spec, image.array if array is None else array, exclude=exclude)
 
     @classmethod
     def per_time_point(cls, card: dict[str, Any], image: MedImage) -> Normalizer:
@@ -51,14 +57,21 @@ class Normalizer:
         network's input range. Any other image: :meth:`from_card`."""
         if image.channels != "time":
             return cls.from_card(card, image)
-        spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
-        each = [cls.from_spec(spec, image.array[t]) for t in range(image.array.shape[0])]
+        each = [cls.from_card(card, image, array=a) for a in image.array]
         if all(n == each[0] for n in each):
             return each[0]
         return cls(
             offset=np.asarray([n.offset for n in each], np.float32).reshape(-1, 1, 1, 1),
             scale=np.asarray([n.scale for n in each], np.float32).reshape(-1, 1, 1, 1),
         )
+
+    def per_plane(self, planes: int) -> Normalizer:
+        """A normaliser of one value per time point (:meth:`per_time_point`) for the planes of
+        the image, time-major, ``planes`` of each time point: each value repeated that often.
+        One of one value for all: itself."""
+        if not np.ndim(self.offset):
+            return self
+        return Normalizer(np.repeat(self.offset, planes, 0), np.repeat(self.scale, planes, 0))
 
     @classmethod
     def from_spec(

@@ -451,9 +451,7 @@ class PlaneUpscaler:
         per = c if self.net_channels == c and c > 1 and image.channels != "time" else 1
         planes = _as_planes(cf, per)
         # an image over time: each time point normalised and clipped as it is on its own
-        norm = Normalizer.per_time_point(self.card, image)
-        if np.ndim(norm.offset):  # one per time point → one per plane (time-major)
-            norm = Normalizer(np.repeat(norm.offset, z, 0), np.repeat(norm.scale, z, 0))
+        norm = Normalizer.per_time_point(self.card, image).per_plane(z)
         s = self.scale
         out = np.empty((planes.shape[0], per, h * s, w * s), dtype=np.float32)
         job = PlaneJob(source, norm.forward(planes), norm, per, out, tag=tag)

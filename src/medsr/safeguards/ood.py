@@ -186,7 +186,7 @@ def _checked(
     """:func:`check_distribution`'s record of one volume's ``array`` (of ``image``; ``mask``:
     its no data, shaped alike), from an evenly spaced sample of at most ~500,000 of its pixels,
     the measured finite ones kept (no copy of the image)."""
-    from medsr.intensity import Normalizer, resolve_spec
+    from medsr.intensity import Normalizer
 
     trained = training_modalities(card)
     reasons: list[str] = []
@@ -202,8 +202,7 @@ def _checked(
         keep &= ~mask.reshape(-1)[::step]
     sample = sample[keep]
     try:
-        spec = resolve_spec(card.get("normalization") or {"kind": "identity"}, image.modality)
-        norm = Normalizer.from_spec(spec, array, exclude=mask)
+        norm = Normalizer.from_card(card, image, exclude=mask, array=array)
         z = norm.forward(sample).astype(np.float64)
     except (KeyError, ValueError, TypeError) as exc:
         z = sample.astype(np.float64)

@@ -137,9 +137,7 @@ def zero_shot_upscale(
     )
     # an image over time: each time point normalised (and below clipped) as it is on its own;
     # the network is still trained once on all time points' planes (one anatomy)
-    norm = model_normalizer(card, work, cf, each_time_point=True)
-    if np.ndim(norm.offset):  # one per time point → one per plane (time-major)
-        norm = type(norm)(np.repeat(norm.offset, z, 0), np.repeat(norm.scale, z, 0))
+    norm = model_normalizer(card, work, cf, each_time_point=True).per_plane(z)
     planes = norm.forward(cf.reshape(c * z, 1, h, w))
     x = torch.from_numpy(planes)
     very_lr, lr_img = build_pyramid(
