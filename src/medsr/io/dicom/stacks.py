@@ -381,6 +381,14 @@ def _beside(main: Stack, other: Stack) -> bool:
     )
 
 
+def _kept_beside(stacks: list[Stack]) -> tuple[list[bool], list[Stack]]:
+    """Which of a series' stacks are read beside its main one (the first): those that are not
+    a localizer beside it (:func:`_beside`), and those stacks."""
+    main = stacks[0]
+    kept = [s is main or not _beside(main, s) for s in stacks]
+    return kept, [s for s, k in zip(stacks, kept, strict=True) if k]
+
+
 def quiet_stacks(members: list[Member], folder: str) -> list[Stack]:
     """The stacks of one series' files as the reader cuts them (:func:`drop_duplicate_instances`,
     then :func:`split_stacks`), for a caller that lists them before any read: without the
@@ -524,20 +532,18 @@ def time_stacks_beside(
     try:
         return time_stacks(stacks, uid, planes), None
     except SeriesMismatchError:
-        main = stacks[0] if stacks else None
-        if main is None or main.localizer:
+        if not stacks or stacks[0].localizer:
             raise
-        kept = [s is main or not _beside(main, s) for s in stacks]
-        read = [s for s, k in zip(stacks, kept, strict=True) if k]
+        kept, read = _kept_beside(stacks)
         if not 1 < len(read) < len(stacks):
             raise
         try:
-            over_time = time_stacks(read, uid, planes)
+            return time_stacks(read, uid, planes), _left_beside(
+                stacks, kept, series_key(uid), folder
+            )
         except SeriesMismatchError:
             pass
-        else:
-            return over_time, _left_beside(stacks, kept, series_key(uid), folder)
-        raise
+        raise  # time_stacks' refusal of the whole series
 
 
 @dataclass
@@ -608,9 +614,8 @@ def series_volumes(stacks: list[Stack], uid: str, folder: str) -> list[Volume]:
             return [Volume(None, [stacks[0]], note=note)]
         except SeriesMismatchError:
             pass
-    key, main = series_key(uid), stacks[0]
-    kept = [s is main or not _beside(main, s) for s in stacks]
-    read = [s for s, k in zip(stacks, kept, strict=True) if k]
+    key = series_key(uid)
+    kept, read = _kept_beside(stacks)
     differ = _differ([s.labels for s in read])
     out = []
     for n, (stack, keep) in enumerate(zip(stacks, kept, strict=True), 1):
