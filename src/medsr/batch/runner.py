@@ -41,7 +41,6 @@ from medsr.batch.plan import plan_outputs
 from medsr.batch.stages import (
     DECODE_TIMEOUT_S,
     Loaded,
-    failed,
     read_item,
     safeguard,
     skipped_result,
@@ -495,7 +494,7 @@ def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistenc
         try:
             job = upscaler.prepare(msg.image, tag=(msg, time.perf_counter()))
         except Exception as exc:
-            recorder.record(failed(msg.item, exc, msg.seconds, msg.input_sha256, msg.notes))
+            recorder.record(msg.failure(exc))
             return
         pending.append(job)
 
@@ -527,23 +526,13 @@ def _model_stage_batched(loaded_q, write_q, upscaler, recorder, stop, consistenc
             loaded, t_added = job.tag
             dt = time.perf_counter() - t_added
             if job.error is not None:
-                recorder.record(
-                    failed(
-                        loaded.item,
-                        job.error,
-                        loaded.seconds + dt,
-                        loaded.input_sha256,
-                        loaded.notes,
-                    )
-                )
+                recorder.record(loaded.failure(job.error, dt))
                 continue
             try:
                 safeguard(loaded, upscaler, consistency, output=upscaler.finish(job))
                 dt = time.perf_counter() - t_added
             except Exception as exc:
-                recorder.record(
-                    failed(loaded.item, exc, loaded.seconds + dt, loaded.input_sha256, loaded.notes)
-                )
+                recorder.record(loaded.failure(exc, dt))
                 continue
             loaded.seconds += dt
             loaded.timings["model"] = dt

@@ -76,6 +76,13 @@ class Loaded:
     summary: dict[str, Any] | None = None  # safeguards summary (upscale_with_safeguards)
     notes: list[str] = field(default_factory=list)  # the reader's warnings (load_item)
 
+    def failure(self, exc: BaseException, more: float = 0.0) -> ItemResult:
+        """This item's failed result, ``more`` seconds after :attr:`seconds`, with what was
+        said of it before (:func:`failed`: the reader's notes, the safeguards' summary)."""
+        return failed(
+            self.item, exc, self.seconds + more, self.input_sha256, self.notes, self.summary
+        )
+
 
 def error_text(exc: BaseException) -> str:
     """A report-safe message: medsr's own, or the exception type with quoted values removed."""
@@ -266,10 +273,7 @@ def upscale_loaded(loaded: Loaded, upscaler: Any, consistency: str = "auto") -> 
     try:
         safeguard(loaded, upscaler, consistency)
     except Exception as exc:
-        return failed(
-            loaded.item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256,
-            loaded.notes,
-        )  # fmt: skip
+        return loaded.failure(exc, time.perf_counter() - t0)
     dt = time.perf_counter() - t0
     loaded.seconds += dt
     loaded.timings["model"] = dt
@@ -294,14 +298,12 @@ def write_item(loaded: Loaded) -> ItemResult:
             **({"dtype": dtype} if dtype and nifti else {}),  # NIfTI items only (formats mix)
         )  # fmt: skip
     except Exception as exc:
-        return failed(
-            item, exc, loaded.seconds + time.perf_counter() - t0, loaded.input_sha256,
-            loaded.notes, loaded.summary,
-        )  # fmt: skip
+        return loaded.failure(exc, time.perf_counter() - t0)
     seconds = loaded.seconds + time.perf_counter() - t0
     return ItemResult(
         item.key, item.label, item.kind, "ok", item.output, seconds, "", loaded.input_sha256,
-        warnings=said_of(item, loaded.notes, loaded.summary), output_files=output_manifest(item.output),  # what resume checks
+        warnings=said_of(item, loaded.notes, loaded.summary),
+        output_files=output_manifest(item.output),  # what resume checks
         trust=trust_columns(loaded.summary),
     )  # fmt: skip
 
