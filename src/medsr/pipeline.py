@@ -757,7 +757,7 @@ def calibrate_error_bound(
     :data:`~medsr.safeguards.error_bound.COVERAGE` quantile of ``|error| / √(spread² +
     noise²)`` there (a border of ``2·scale`` px and no-data pixels left out). ``{"calibrated":
     False, "reason": ...}`` when it cannot be measured."""
-    from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
+    from medsr.safeguards.error_bound import calibration_record, image_noise
 
     s = upscaler.scale
     down = one_scale_down(image, s, physics)
@@ -781,21 +781,16 @@ def calibrate_error_bound(
         keep[..., c:-c, c:-c] = True
         if pad is not None:
             keep &= ~pad.any(axis=0)
-        noise = image_noise(lower)
-        factor = calibration_factor(error, spread, noise, keep, COVERAGE)
-        if factor is None:
-            return {"calibrated": False, "reason": "no pixel to calibrate on one scale down"}
-        return {
-            "calibrated": True,
-            "coverage": COVERAGE,
-            "factor": round(factor, 6),
-            "calibration": {
+        return calibration_record(
+            error, spread, image_noise(lower), keep,
+            reason="no pixel to calibrate on one scale down",
+            calibration={
                 "degradation": down.kind,
                 "planes": f"{down.planes} of {image.array.shape[-3]}",
                 "region": list(down.region),
                 "pixels": int(keep.sum()),
             },
-        }
+        )  # fmt: skip
 
     if not over_time:
         error = np.abs(sr.channel_first() - down.small.channel_first()).mean(axis=0)  # (Z, Y, X)
@@ -2097,7 +2092,7 @@ def calibrate_through_plane_bound(
     import math
 
     from medsr.degradations.thick_slice import thicken
-    from medsr.safeguards.error_bound import COVERAGE, calibration_factor, image_noise
+    from medsr.safeguards.error_bound import calibration_record, image_noise
     from medsr.selfsup import through_plane_upscale
     from medsr.slice_grid import nearest_slices, slice_spacing
 
@@ -2151,24 +2146,16 @@ def calibrate_through_plane_bound(
         keep[e : z - e] = True
         if held is not None:
             keep &= ~held.any(axis=0)
-        noise = image_noise(thick, valid)[nearest]
-        factor = calibration_factor(err.mean(axis=0), spread_, noise, keep, COVERAGE)
-        if factor is None:
-            return {
-                "calibrated": False,
-                "reason": "no voxel to calibrate on one scale down along z",
-            }
-        return {
-            "calibrated": True,
-            "coverage": COVERAGE,
-            "factor": round(factor, 6),
-            "spread": _TP_SPREAD_TEXT[spread],
-            "calibration": {
+        return calibration_record(
+            err.mean(axis=0), spread_, image_noise(thick, valid)[nearest], keep,
+            reason="no voxel to calibrate on one scale down along z",
+            spread=_TP_SPREAD_TEXT[spread],
+            calibration={
                 "degradation": f"thick-slice, {profile} profile {thickness * z / z_low:.4g} mm",
                 "slices": f"{z_low} made {z}",
                 "voxels": int(keep.sum()),
             },
-        }
+        )  # fmt: skip
 
     thick = lower.channel_first()
     if image.channels != "time":

@@ -573,7 +573,7 @@ def calibrate_interpolation_bound(
     slice of an even factor lies on a measured slice.) ``{"calibrated": False, "reason":
     ...}`` when fewer than :data:`BOUND_MIN_SLICES` slices are left one scale down."""
     from medsr.degradations.thick_slice import thicken
-    from medsr.safeguards.error_bound import COVERAGE, calibration_factor
+    from medsr.safeguards.error_bound import calibration_record
     from medsr.slice_grid import nearest_slices
 
     _check_one_volume(image)
@@ -612,20 +612,16 @@ def calibrate_interpolation_bound(
     if pad is not None:
         keep &= ~np.moveaxis(pad, a, 0)
     noise = _slice_noise(lower.array, a, valid_low)[nearest_slices(n_low, n_top)]
-    k = calibration_factor(error, np.moveaxis(std, a, 0), noise, keep, COVERAGE)
-    if k is None:
-        return {"calibrated": False, "reason": "no voxel to calibrate on one scale down"}
-    return {
-        "calibrated": True,
-        "coverage": COVERAGE,
-        "factor": round(k, 6),
-        "spread": _SPREAD_TEXT[spread],
-        "calibration": {
+    return calibration_record(
+        error, np.moveaxis(std, a, 0), noise, keep,
+        reason="no voxel to calibrate on one scale down",
+        spread=_SPREAD_TEXT[spread],
+        calibration={
             "degradation": f"thick-slice along {'zyx'[a]}, gaussian profile FWHM {factor} slices",
             "slices": f"{n_low} made {n_top}",
             "voxels": int(keep.sum()),
         },
-    }
+    )  # fmt: skip
 
 
 def interpolation_error_bound(

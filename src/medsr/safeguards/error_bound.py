@@ -35,6 +35,7 @@ __all__ = [
     "COVERAGE",
     "bound_summary",
     "calibration_factor",
+    "calibration_record",
     "error_bound",
     "image_noise",
     "noise_sigma",
@@ -95,6 +96,25 @@ def calibration_factor(
     if not ok.any():
         return None
     return float(np.quantile(err[ok] / spread[ok], coverage))
+
+
+def calibration_record(
+    error: np.ndarray,
+    std: np.ndarray,
+    noise: np.ndarray,
+    keep: np.ndarray,
+    *,
+    reason: str,
+    **fields: Any,
+) -> dict[str, Any]:
+    """The record of an error bound's calibration, as every front end's summary keeps it:
+    ``calibrated``, ``coverage`` and ``factor`` (:func:`calibration_factor` at
+    :data:`COVERAGE`), then ``fields`` (how it was calibrated); ``{"calibrated": False,
+    "reason": reason}`` when no voxel can be scored."""
+    factor = calibration_factor(error, std, noise, keep, COVERAGE)
+    if factor is None:
+        return {"calibrated": False, "reason": reason}
+    return {"calibrated": True, "coverage": COVERAGE, "factor": round(factor, 6), **fields}
 
 
 def error_bound(std: np.ndarray, noise: np.ndarray, factor: float) -> np.ndarray:
