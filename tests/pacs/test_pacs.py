@@ -1087,15 +1087,24 @@ def test_upscale_maps_stores_valid_map_series_once(orthanc, ct_mr_study, tmp_pat
     assert (instance_count(orthanc), len(series_of(orthanc, s["study"]))) == before
 
 
+def _ctrl_c_before_storing(label: str):
+    """A progress log that raises Ctrl-C when the run is about to store the ``label`` series
+    (``"uncertainty map series"``): between two stores, not during one."""
+
+    def log(message: str) -> None:
+        if message.startswith("storing") and label in message:
+            raise KeyboardInterrupt
+
+    return log
+
+
 def test_maps_ctrl_c_between_two_stores_takes_back_the_run(orthanc, ct_mr_study):
     """Ctrl-C after one trust-map series was stored and before the next store began (not
     during a store) deletes the map series this run stored: it was left in the study."""
     s = ct_mr_study
     before = (len(series_of(orthanc, s["study"])), instance_count(orthanc))
-
-    def log(message: str) -> None:  # the consistency map series is stored; Ctrl-C now
-        if message.startswith("storing") and "uncertainty map series" in message:
-            raise KeyboardInterrupt
+    # the consistency map series is stored; Ctrl-C now
+    log = _ctrl_c_before_storing("uncertainty map series")
 
     with pytest.raises(PacsInterrupted) as info:
         upscale_series(
@@ -1123,10 +1132,8 @@ def test_ctrl_c_after_a_replacement_says_the_earlier_series_is_gone(orthanc, ct_
     full = client.retrieve_series_datasets(s["study"], consistency)
     assert client.delete_series(s["study"], consistency)
     store(orthanc, full[:-1])  # an incomplete earlier consistency map series: 2 of 3 instances
-
-    def log(message: str) -> None:  # the earlier series is deleted; Ctrl-C before the store
-        if message.startswith("storing") and "consistency map series" in message:
-            raise KeyboardInterrupt
+    # the earlier series is deleted; Ctrl-C before the store
+    log = _ctrl_c_before_storing("consistency map series")
 
     with pytest.raises(PacsInterrupted) as info:
         upscale_series(
